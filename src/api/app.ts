@@ -1,0 +1,78 @@
+import { OpenAPIHono } from '@hono/zod-openapi';
+import { bodyLimit } from 'hono/body-limit';
+import type { Catalog } from '../catalog/catalog.js';
+import { FloodgateError } from '../kernel/errors.js';
+import type { Logger } from '../kernel/logger.js';
+import type { Metrics } from '../kernel/metrics.js';
+import type { Queue } from '../queue/queue.js';
+import type { HandlerRegistry } from '../service/registry.js';
+import { createAuth, type KeySets } from './auth.js';
+import type { ApiContext } from './context.js';
+import { docsPage } from './docs-page.js';
+import { errorResponse, toFloodgateError, validationError } from './errors.js';
+import { itemRoutes } from './routes/items.js';
+import { opsRoutes, type OpsDeps } from './routes/ops.js';
+import { ticketRoutes } from './routes/tickets.js';
+
+export interface AppDeps extends OpsDeps {
+  queue: Queue;
+  catalog: Catalog;
+  handlers: HandlerRegistry;
+  metrics: Metrics;
+  log: Logger;
+  keys: KeySets;
+  bodyLimitBytes: number;
+}
+
+/**
+ * The HTTP API of API.md. Every failure leaves as the contract's JSON error: validation through
+ * the route schemas (400 with details.issues), malformed JSON (400), bodies over the limit (413),
+ * outages (503), and anything unforeseen as a 500 without a stack.
+ */
+export function createApp(deps: AppDeps) {
+  const ctx: ApiContext = {
+    queue: deps.queue,
+    catalog: deps.catalog,
+    handlers: deps.handlers,
+    metrics: deps.metrics,
+    log: deps.log,
+    auth: createAuth(deps.keys),
+    defaultHook: (result) => {
+      if (!result.success) throw validationError(result.error);
+    },
+  };
+  const app = new OpenAPIHono({ defaultHook: ctx.defaultHook });
+
+  app.use('*', async (c, next) => {
+    const start = performance.now();
+    await next();
+    const route = c.req.routePath || 'unmatched';
+    deps.metrics.httpDuration.observe({ method: c.req.method, route, status: String(c.res.status) }, (performance.now() - start) / 1000);
+  });
+  app.use(
+    '/v1/*',
+    bodyLimit({
+      maxSize: deps.bodyLimitBytes,
+      onError: () => {
+        throw new FloodgateError('payload_too_large', `The request body is over ${deps.bodyLimitBytes} bytes.`);
+      },
+    }),
+  );
+
+  app.route('/', itemRoutes(ctx));
+  app.route('/', ticketRoutes(ctx));
+  app.route('/', opsRoutes(ctx, deps));
+
+  app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', { type: 'http', scheme: 'bearer' });
+  const info = { title: 'Floodgate API', version: '1' };
+  app.doc31('/openapi.json', { openapi: '3.1.0', info });
+  app.get('/docs', (c) => c.html(docsPage(app.getOpenAPI31Document({ openapi: '3.1.0', info }) as Parameters<typeof docsPage>[0])));
+
+  app.notFound((c) => errorResponse(c, new FloodgateError('not_found', 'No such endpoint.')));
+  app.onError((err, c) => {
+    const fe = toFloodgateError(err, deps.log);
+    deps.metrics.rejections.inc({ code: fe.code });
+    return errorResponse(c, fe);
+  });
+  return app;
+}

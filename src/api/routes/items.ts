@@ -1,0 +1,64 @@
+import { OpenAPIHono, createRoute, z } from '@hono/zod-openapi';
+import type { AuthEnv } from '../auth.js';
+import type { ApiContext } from '../context.js';
+import { errorResponses } from '../openapi.js';
+import { GatePatch, GateView, ItemId, ItemInput, ItemView } from '../schemas.js';
+
+const json = <T extends z.ZodType>(schema: T, description: string) => ({ content: { 'application/json': { schema } }, description });
+const params = z.object({ itemId: ItemId });
+const security = [{ bearer: [] }];
+
+export function itemRoutes(ctx: ApiContext) {
+  const app = new OpenAPIHono<AuthEnv>({ defaultHook: ctx.defaultHook });
+  const operator = ctx.auth('operator');
+
+  app.openapi(
+    createRoute({
+      method: 'put', path: '/v1/items/{itemId}', tags: ['items'], security, middleware: [operator] as const,
+      summary: 'Create or replace an item',
+      request: { params, body: { ...json(ItemInput, 'The item'), required: true } },
+      responses: { 200: json(ItemView, 'Replaced'), 201: json(ItemView, 'Created'), ...errorResponses },
+    }),
+    async (c) => {
+      const { created, item } = await ctx.catalog.put(c.req.valid('param').itemId, c.req.valid('json'), c.get('actor'));
+      return c.json(item, created ? 201 : 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get', path: '/v1/items/{itemId}', tags: ['items'], security, middleware: [operator] as const,
+      summary: 'Item view', request: { params }, responses: { 200: json(ItemView, 'The item'), ...errorResponses },
+    }),
+    async (c) => c.json(await ctx.catalog.get(c.req.valid('param').itemId), 200),
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get', path: '/v1/items', tags: ['items'], security, middleware: [operator] as const,
+      summary: 'All items', responses: { 200: json(z.object({ items: z.array(ItemView) }), 'Items'), ...errorResponses },
+    }),
+    async (c) => c.json({ items: await ctx.catalog.list() }, 200),
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'delete', path: '/v1/items/{itemId}', tags: ['items'], security, middleware: [operator] as const,
+      summary: 'Close the item: new joins get 410 closed, waiting tickets end cancelled',
+      request: { params }, responses: { 200: json(ItemView, 'The closed item'), ...errorResponses },
+    }),
+    async (c) => c.json(await ctx.catalog.close(c.req.valid('param').itemId), 200),
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'patch', path: '/v1/items/{itemId}/gate', tags: ['gate'], security, middleware: [operator] as const,
+      summary: "Change the item's gate (applies on every daemon within a second; audited)",
+      request: { params, body: { ...json(GatePatch, 'Fields to change'), required: true } },
+      responses: { 200: json(GateView, 'The gate'), ...errorResponses },
+    }),
+    async (c) => c.json(await ctx.catalog.patchGate(c.req.valid('param').itemId, c.req.valid('json'), c.get('actor')), 200),
+  );
+
+  return app;
+}

@@ -1,0 +1,104 @@
+import { OpenAPIHono, createRoute, z } from '@hono/zod-openapi';
+import { fail } from '../../kernel/errors.js';
+import type { TicketView as TicketViewT } from '../../queue/types.js';
+import type { AuthEnv } from '../auth.js';
+import type { ApiContext } from '../context.js';
+import { errorResponses } from '../openapi.js';
+import { ItemId, JoinInput, OutcomeInput, PullInput, PulledTicket, TicketId, TicketView } from '../schemas.js';
+
+const json = <T extends z.ZodType>(schema: T, description: string) => ({ content: { 'application/json': { schema } }, description });
+const security = [{ bearer: [] }];
+const MAX_PAYLOAD = 8 * 1024;
+
+export function ticketRoutes(ctx: ApiContext) {
+  const app = new OpenAPIHono<AuthEnv>({ defaultHook: ctx.defaultHook });
+  const service = ctx.auth('service');
+  const { queue, metrics } = ctx;
+
+  app.openapi(
+    createRoute({
+      method: 'post', path: '/v1/items/{itemId}/tickets', tags: ['tickets'], security, middleware: [service] as const,
+      summary: 'Join the line (idempotent per item and user)',
+      request: { params: z.object({ itemId: ItemId }), body: { ...json(JoinInput, 'Who joins'), required: true } },
+      responses: { 200: json(TicketView, 'The ticket the user already holds'), 202: json(TicketView, 'A new ticket, waiting'), ...errorResponses },
+    }),
+    async (c) => {
+      const { itemId } = c.req.valid('param');
+      const { userId, payload } = c.req.valid('json');
+      if (payload && Buffer.byteLength(JSON.stringify(payload)) > MAX_PAYLOAD) fail('payload_too_large', 'payload is over 8 KiB.');
+      const { created, ticket } = await queue.join(itemId, userId, payload ?? null);
+      metrics.joins.inc({ item: itemId, result: created ? 'created' : 'existing' });
+      if (created) c.header('Location', `/v1/tickets/${ticket.ticketId}`);
+      return c.json(ticket as z.infer<typeof TicketView>, created ? 202 : 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get', path: '/v1/tickets/{ticketId}', tags: ['tickets'],
+      summary: 'Where am I? (anyone holding the ticket id)',
+      request: { params: z.object({ ticketId: TicketId }) },
+      responses: { 200: json(TicketView, 'The ticket'), ...errorResponses },
+    }),
+    async (c) => c.json((await queue.status(c.req.valid('param').ticketId)) as z.infer<typeof TicketView>, 200),
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'delete', path: '/v1/tickets/{ticketId}', tags: ['tickets'],
+      summary: 'Leave the line', request: { params: z.object({ ticketId: TicketId }) },
+      responses: { 200: json(TicketView, 'The cancelled ticket'), ...errorResponses },
+    }),
+    async (c) => c.json((await queue.cancel(c.req.valid('param').ticketId)) as z.infer<typeof TicketView>, 200),
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'post', path: '/v1/items/{itemId}/pull', tags: ['external workers'], security, middleware: [service] as const,
+      summary: 'Take tickets from the head of the line under a lease (external items)',
+      request: { params: z.object({ itemId: ItemId }), body: { ...json(PullInput, 'How many, for how long'), required: false } },
+      responses: { 200: json(z.object({ tickets: z.array(PulledTicket) }), 'Tickets (possibly none)'), ...errorResponses },
+    }),
+    async (c) => {
+      const { itemId } = c.req.valid('param');
+      const { max, leaseMs } = PullInput.parse((c.req.valid('json') as unknown) ?? {});
+      await requireExternal(ctx, itemId);
+      const got = await queue.admit(itemId, max, leaseMs);
+      if (got.length) metrics.admissions.inc({ item: itemId }, got.length);
+      const tickets = got.map(({ ticketId, userId, payload, position, leaseId, leaseExpiresAt }) => ({ ticketId, userId, payload, position, leaseId, leaseExpiresAt }));
+      return c.json({ tickets }, 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'post', path: '/v1/tickets/{ticketId}/outcome', tags: ['external workers'], security, middleware: [service] as const,
+      summary: 'Write the business outcome of a pulled ticket',
+      request: { params: z.object({ ticketId: TicketId }), body: { ...json(OutcomeInput, 'The outcome'), required: true } },
+      responses: { 200: json(TicketView, 'The ticket'), ...errorResponses },
+    }),
+    async (c) => {
+      const { ticketId } = c.req.valid('param');
+      const body = c.req.valid('json');
+      const itemId = queue.itemIdOf(ticketId) ?? fail('ticket_not_found', 'No such ticket.');
+      await requireExternal(ctx, itemId, 'ticket_not_found');
+      const view: TicketViewT = await queue.settle(ticketId, {
+        leaseId: body.leaseId,
+        status: body.status,
+        result: body.result,
+        reason: 'reason' in body ? body.reason : undefined,
+        retry: 'retry' in body ? body.retry : undefined,
+      });
+      metrics.settles.inc({ item: itemId, status: 'retry' in body && body.retry ? 'retry' : body.status });
+      return c.json(view as z.infer<typeof TicketView>, 200);
+    },
+  );
+
+  return app;
+}
+
+async function requireExternal(ctx: ApiContext, itemId: string, missing: 'item_not_found' | 'ticket_not_found' = 'item_not_found') {
+  const item = (await ctx.queue.item(itemId)) ?? fail(missing, missing === 'item_not_found' ? 'No such item.' : 'No such ticket.');
+  if (!ctx.handlers.get(item!.snap.def.handler)?.external)
+    fail('conflict', `Item ${itemId} is served by its "${item!.snap.def.handler}" handler; pull and outcome are for external items.`);
+}

@@ -1,0 +1,123 @@
+import { z } from '@hono/zod-openapi';
+import { ticketStates } from '../queue/types.js';
+
+/** Request and response schemas: they validate requests and generate /openapi.json. */
+export const ItemId = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/, '1-128 of A-Z a-z 0-9 . _ : -, starting with a letter or digit')
+  .openapi({ param: { name: 'itemId', in: 'path' }, example: 'sku-10001' });
+
+export const TicketId = z.string().max(512).openapi({ param: { name: 'ticketId', in: 'path' } });
+
+export const UserId = z
+  .string()
+  .min(1)
+  .refine((s) => [...s].length <= 128, '1-128 characters')
+  .refine((s) => !/[\u0000-\u001f\u007f-\u009f]/.test(s), 'no control characters')
+  .openapi({ example: 'u-42' });
+
+const isoTime = z.iso.datetime({ offset: true });
+
+export const GateMode = z.enum(['auto', 'manual', 'closed']);
+export const GatePatch = z
+  .object({
+    mode: GateMode.optional(),
+    rate: z.number().positive().max(1e6).optional(),
+    maxInFlight: z.number().int().positive().max(1e6).optional(),
+  })
+  .strict()
+  .openapi('GatePatch', { example: { mode: 'manual', rate: 50, maxInFlight: 20 } });
+
+export const GateView = z
+  .object({
+    mode: GateMode,
+    rate: z.number().nullable(),
+    maxInFlight: z.number().nullable(),
+    effective: z.object({ rate: z.number().nullable(), maxInFlight: z.number().nullable() }),
+  })
+  .openapi('Gate');
+
+export const ItemInput = z
+  .object({
+    handler: z.string().min(1).max(64),
+    config: z.record(z.string(), z.unknown()).optional(),
+    capacity: z.number().int().min(1).max(1e9).nullable().optional(),
+    abandonAfterMs: z.number().int().min(1000).max(7 * 24 * 3600 * 1000).nullable().optional(),
+    opensAt: isoTime.nullable().optional(),
+    closesAt: isoTime.nullable().optional(),
+    gate: GatePatch.optional(),
+  })
+  .strict()
+  .openapi('ItemInput', { example: { handler: 'seckill', config: { stock: 1000 }, capacity: 1200, opensAt: '2026-12-12T02:00:00Z', gate: { mode: 'auto' } } });
+
+const Counts = z.object(Object.fromEntries(['waiting', 'admitted', 'succeeded', 'rejected', 'failed', 'cancelled', 'expired'].map((k) => [k, z.number().int()])));
+
+export const ItemView = z
+  .object({
+    itemId: z.string(),
+    handler: z.string(),
+    config: z.record(z.string(), z.unknown()),
+    capacity: z.number().nullable(),
+    abandonAfterMs: z.number().nullable(),
+    opensAt: z.string().nullable(),
+    closesAt: z.string().nullable(),
+    state: z.enum(['scheduled', 'open', 'paused', 'sold_out', 'closed']),
+    gate: GateView,
+    counts: Counts,
+    remaining: z.number().nullable(),
+  })
+  .openapi('Item');
+
+export const JoinInput = z
+  .object({ userId: UserId, payload: z.record(z.string(), z.unknown()).optional() })
+  .strict()
+  .openapi('JoinInput', { example: { userId: 'u-42', payload: { addressId: 7 } } });
+
+export const Outcome = z.object({
+  status: z.enum(['succeeded', 'rejected', 'failed', 'cancelled', 'expired']),
+  result: z.unknown().optional(),
+  reason: z.string().optional(),
+});
+
+export const TicketView = z
+  .object({
+    ticketId: z.string(),
+    itemId: z.string(),
+    userId: z.string(),
+    state: z.enum(ticketStates),
+    position: z.number().int().optional(),
+    etaMs: z.number().int().optional(),
+    pollAfterMs: z.number().int().optional(),
+    outcome: Outcome.optional(),
+    createdAt: z.string(),
+    updatedAt: z.string(),
+    admittedAt: z.string().optional(),
+  })
+  .openapi('Ticket');
+
+export const PullInput = z
+  .object({ max: z.number().int().min(1).max(1000).default(1), leaseMs: z.number().int().min(1000).max(600_000).default(30_000) })
+  .strict()
+  .openapi('PullInput');
+
+export const PulledTicket = z.object({
+  ticketId: z.string(),
+  userId: z.string(),
+  payload: z.record(z.string(), z.unknown()).nullable(),
+  position: z.number().int(),
+  leaseId: z.string(),
+  leaseExpiresAt: z.string(),
+});
+
+const Reason = z.string().min(1).max(128);
+export const OutcomeInput = z
+  .discriminatedUnion('status', [
+    z.object({ leaseId: z.string().min(1).max(256), status: z.literal('succeeded'), result: z.unknown().optional() }).strict(),
+    z.object({ leaseId: z.string().min(1).max(256), status: z.literal('rejected'), reason: Reason, result: z.unknown().optional() }).strict(),
+    z.object({ leaseId: z.string().min(1).max(256), status: z.literal('failed'), reason: Reason, retry: z.boolean().optional(), result: z.unknown().optional() }).strict(),
+  ])
+  .openapi('OutcomeInput', { example: { leaseId: '…', status: 'succeeded', result: { orderId: 'A1' } } });
+
+export const ErrorBody = z
+  .object({ error: z.object({ code: z.string(), message: z.string(), details: z.record(z.string(), z.unknown()).optional() }) })
+  .openapi('Error');

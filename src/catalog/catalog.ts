@@ -1,0 +1,186 @@
+import { createHash } from 'node:crypto';
+import type { Clock } from '../kernel/clock.js';
+import { fail } from '../kernel/errors.js';
+import type { Logger } from '../kernel/logger.js';
+import type { ItemRow, ItemsStore } from '../db/items-store.js';
+import type { CachedItem } from '../queue/item-cache.js';
+import type { Queue } from '../queue/queue.js';
+import { itemState, type ItemState } from '../queue/snapshot.js';
+import type { GateSettings, LineDefinition } from '../queue/types.js';
+import type { HandlerRegistry } from '../service/registry.js';
+import { gateView, type GateView } from './gate-view.js';
+
+/**
+ * Item definitions: durable in Postgres, live in Redis (the line). Writes go to Redis first,
+ * where the conflict check is atomic, then to Postgres; on start `restore()` re-creates in Redis
+ * every item Postgres knows and Redis lost.
+ */
+export interface ItemInput {
+  handler: string;
+  config?: Record<string, unknown>;
+  capacity?: number | null;
+  abandonAfterMs?: number | null;
+  opensAt?: string | null;
+  closesAt?: string | null;
+  gate?: Partial<GateSettings>;
+}
+
+export interface Actor {
+  role: 'service' | 'operator';
+  key: string;
+}
+
+export interface ItemView {
+  itemId: string;
+  handler: string;
+  config: Record<string, unknown>;
+  capacity: number | null;
+  abandonAfterMs: number | null;
+  opensAt: string | null;
+  closesAt: string | null;
+  state: ItemState;
+  gate: GateView;
+  counts: CachedItem['snap']['counts'];
+  remaining: number | null;
+}
+
+export interface Catalog {
+  put(itemId: string, input: ItemInput, actor: Actor): Promise<{ created: boolean; item: ItemView }>;
+  get(itemId: string): Promise<ItemView>;
+  list(): Promise<ItemView[]>;
+  close(itemId: string): Promise<ItemView>;
+  patchGate(itemId: string, patch: Partial<GateSettings>, actor: Actor): Promise<GateView>;
+  restore(): Promise<number>;
+}
+
+const keyId = (key: string) => createHash('sha256').update(key).digest('hex').slice(0, 12);
+const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+const ms = (s: string | null | undefined) => (s ? Date.parse(s) : null);
+const defaultGate: GateSettings = { mode: 'auto', rate: null, maxInFlight: null };
+
+export function createCatalog(deps: { queue: Queue; store: ItemsStore; handlers: HandlerRegistry; clock: Clock; log: Logger }): Catalog {
+  const { queue, store, handlers } = deps;
+
+  function lineDefinition(itemId: string, input: ItemInput): LineDefinition {
+    const spec = handlers.get(input.handler) ?? fail('invalid_request', `Unknown handler "${input.handler}".`, { issues: [{ path: 'handler', message: `one of ${handlers.names().join(', ')}` }] });
+    const parsed = spec.config.safeParse(input.config ?? {});
+    if (!parsed.success) {
+      const issues = parsed.error.issues.map((i) => ({ path: ['config', ...i.path].join('.'), message: i.message }));
+      fail('invalid_request', `The config does not suit the ${spec.name} handler.`, { issues });
+    }
+    const opensAt = ms(input.opensAt);
+    const closesAt = ms(input.closesAt);
+    if (opensAt !== null && closesAt !== null && closesAt <= opensAt)
+      fail('invalid_request', 'closesAt must be after opensAt.', { issues: [{ path: 'closesAt', message: 'must be after opensAt' }] });
+    return {
+      itemId,
+      handler: spec.name,
+      config: parsed.data!,
+      capacity: input.capacity ?? null,
+      abandonAfterMs: input.abandonAfterMs ?? null,
+      opensAt,
+      closesAt,
+      rejoin: spec.rejoin,
+    };
+  }
+
+  function view(item: CachedItem): ItemView {
+    const s = item.snap;
+    const spec = handlers.get(s.def.handler);
+    const stock = spec?.initialStock?.(s.def.config);
+    return {
+      itemId: s.def.itemId,
+      handler: s.def.handler,
+      config: s.def.config,
+      capacity: s.def.capacity,
+      abandonAfterMs: s.def.abandonAfterMs,
+      opensAt: iso(s.def.opensAt),
+      closesAt: iso(s.def.closesAt),
+      state: itemState(s, deps.clock.now()),
+      gate: gateView(s.gate),
+      counts: s.counts,
+      remaining: stock === undefined ? null : Math.max(0, stock - s.counts.succeeded),
+    };
+  }
+
+  async function current(itemId: string): Promise<CachedItem> {
+    return (await queue.item(itemId, { fresh: true })) ?? fail('item_not_found', 'No such item.');
+  }
+
+  async function audit(itemId: string, actor: Actor, before: GateSettings | null, after: GateSettings) {
+    await store.audit({ itemId, actor: actor.role, keyId: keyId(actor.key), before: before as Record<string, unknown> | null, after: after as unknown as Record<string, unknown> });
+  }
+
+  return {
+    async put(itemId, input, actor) {
+      const def = lineDefinition(itemId, input);
+      const before = (await queue.item(itemId, { fresh: true }))?.snap.gate ?? null;
+      const gate: GateSettings = { ...defaultGate, ...input.gate };
+      const { created } = await queue.define(def, gate, { reopen: true });
+      await store.upsert({
+        itemId,
+        handler: def.handler,
+        config: def.config,
+        capacity: def.capacity,
+        abandonAfterMs: def.abandonAfterMs,
+        opensAt: def.opensAt === null ? null : new Date(def.opensAt),
+        closesAt: def.closesAt === null ? null : new Date(def.closesAt),
+        gate: gate as unknown as Record<string, unknown>,
+        closedAt: null,
+      });
+      if (JSON.stringify(before) !== JSON.stringify(gate)) await audit(itemId, actor, before, gate);
+      deps.log.info({ itemId, handler: def.handler, created }, 'item defined');
+      return { created, item: view(await current(itemId)) };
+    },
+
+    get: async (itemId) => view(await current(itemId)),
+
+    async list() {
+      const ids = (await queue.itemIds()).sort();
+      const found = await Promise.all(ids.map((id) => queue.item(id)));
+      return found.filter((x): x is CachedItem => x !== null).map(view);
+    },
+
+    async close(itemId) {
+      await current(itemId);
+      const ended = await queue.cut(itemId, 'closed');
+      await store.markClosed(itemId, new Date(deps.clock.now()));
+      deps.log.info({ itemId, ended }, 'item closed');
+      return view(await current(itemId));
+    },
+
+    async patchGate(itemId, patch, actor) {
+      const before = (await current(itemId)).snap.gate;
+      const after: GateSettings = { ...before, ...patch };
+      await queue.setGate(itemId, patch);
+      await store.updateGate(itemId, after as unknown as Record<string, unknown>);
+      await audit(itemId, actor, before, after);
+      deps.log.info({ itemId, ...after }, 'gate changed');
+      return gateView(after);
+    },
+
+    async restore() {
+      let restored = 0;
+      for (const row of await store.all()) {
+        if (await queue.item(row.itemId, { fresh: true })) continue;
+        await restoreRow(row);
+        restored++;
+      }
+      return restored;
+    },
+  };
+
+  async function restoreRow(row: ItemRow) {
+    const def = lineDefinition(row.itemId, {
+      handler: row.handler,
+      config: row.config,
+      capacity: row.capacity,
+      abandonAfterMs: row.abandonAfterMs,
+      opensAt: row.opensAt?.toISOString() ?? null,
+      closesAt: row.closesAt?.toISOString() ?? null,
+    });
+    await queue.define(def, { ...defaultGate, ...(row.gate as Partial<GateSettings>) }, { reopen: false });
+    if (row.closedAt) await queue.cut(row.itemId, 'closed');
+    deps.log.warn({ itemId: row.itemId }, 'item restored from postgres');
+  }
+}

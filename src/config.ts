@@ -1,0 +1,47 @@
+import { z } from 'zod';
+
+/**
+ * The daemon's whole configuration, read once from the environment at startup.
+ * Every variable is documented in config/README.md and config/floodgate.env.example.
+ */
+const keyList = z
+  .string()
+  .default('')
+  .transform((s) => s.split(',').map((k) => k.trim()).filter(Boolean));
+
+const bool = z
+  .enum(['true', 'false', '1', '0', 'yes', 'no'])
+  .transform((v) => v === 'true' || v === '1' || v === 'yes');
+
+export const configSchema = z.object({
+  PORT: z.coerce.number().int().min(0).max(65535).default(8080),
+  HOST: z.string().default('0.0.0.0'),
+  REDIS_URL: z.string().url().optional(),
+  DATABASE_URL: z.string().url().optional(),
+  FLOODGATE_SERVICE_KEYS: keyList,
+  FLOODGATE_OPERATOR_KEYS: keyList,
+  FLOODGATE_METRICS_KEY: z.string().optional(),
+  FLOODGATE_REDIS_PREFIX: z.string().regex(/^[A-Za-z0-9:_.-]*$/).default('fg:'),
+  FLOODGATE_DATA_DIR: z.string().default('.floodgate'),
+  FLOODGATE_AUTO_INSTALL: bool.default(true),
+  FLOODGATE_EMBEDDED_PG_PORT: z.coerce.number().int().min(1).max(65535).default(54329),
+  FLOODGATE_CACHE_MS: z.coerce.number().int().min(0).max(5000).default(250),
+  FLOODGATE_BODY_LIMIT: z.coerce.number().int().min(1024).max(1 << 24).default(16 * 1024),
+  FLOODGATE_SHUTDOWN_MS: z.coerce.number().int().min(0).max(120_000).default(10_000),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+
+export type Config = z.infer<typeof configSchema>;
+
+export class ConfigError extends Error {}
+
+/** Parses the environment; every bad variable is listed in one error. */
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  const cleaned = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const parsed = configSchema.safeParse(cleaned);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`);
+    throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
+  }
+  return parsed.data;
+}

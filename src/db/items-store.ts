@@ -1,0 +1,36 @@
+import { eq } from 'drizzle-orm';
+import type { Db } from './client.js';
+import { gateAudit, items } from './schema.js';
+
+export type ItemRow = typeof items.$inferSelect;
+export type NewItemRow = typeof items.$inferInsert;
+
+/** SQL for item definitions and the gate audit log. */
+export function createItemsStore(db: Db) {
+  return {
+    async upsert(row: NewItemRow): Promise<void> {
+      const { itemId, createdAt: _c, ...rest } = row;
+      await db
+        .insert(items)
+        .values(row)
+        .onConflictDoUpdate({ target: items.itemId, set: { ...rest, updatedAt: new Date() } });
+    },
+    async get(itemId: string): Promise<ItemRow | undefined> {
+      const [row] = await db.select().from(items).where(eq(items.itemId, itemId));
+      return row;
+    },
+    all: (): Promise<ItemRow[]> => db.select().from(items),
+    async markClosed(itemId: string, at: Date): Promise<void> {
+      await db.update(items).set({ closedAt: at, updatedAt: at }).where(eq(items.itemId, itemId));
+    },
+    async updateGate(itemId: string, gate: Record<string, unknown>): Promise<void> {
+      await db.update(items).set({ gate, updatedAt: new Date() }).where(eq(items.itemId, itemId));
+    },
+    async audit(entry: { itemId: string; actor: string; keyId: string | null; before: Record<string, unknown> | null; after: Record<string, unknown> }) {
+      await db.insert(gateAudit).values(entry);
+    },
+    auditLog: (itemId: string) => db.select().from(gateAudit).where(eq(gateAudit.itemId, itemId)).orderBy(gateAudit.id),
+  };
+}
+
+export type ItemsStore = ReturnType<typeof createItemsStore>;

@@ -1,0 +1,49 @@
+/**
+ * One error class and one catalogue for every failure that crosses a module boundary.
+ * The catalogue fixes each code's HTTP status (API.md) so the API's onError never guesses.
+ */
+export const errorCatalogue = {
+  invalid_request: 400,
+  unauthorized: 401,
+  forbidden: 403,
+  item_not_found: 404,
+  ticket_not_found: 404,
+  not_found: 404,
+  not_cancellable: 409,
+  lease_lost: 409,
+  conflict: 409,
+  sold_out: 410,
+  closed: 410,
+  payload_too_large: 413,
+  not_open: 425,
+  queue_full: 429,
+  rate_limited: 429,
+  unavailable: 503,
+  internal: 500,
+} as const;
+
+export type ErrorCode = keyof typeof errorCatalogue;
+
+export class FloodgateError extends Error {
+  readonly status: number;
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    readonly details?: Record<string, unknown>,
+    /** Seconds a client should wait before retrying (sets Retry-After). */
+    readonly retryAfterSec?: number,
+  ) {
+    super(message);
+    this.name = 'FloodgateError';
+    this.status = errorCatalogue[code];
+  }
+}
+
+export const fail = (
+  code: ErrorCode,
+  message: string,
+  details?: Record<string, unknown>,
+  retryAfterSec?: number,
+): never => {
+  throw new FloodgateError(code, message, details, retryAfterSec);
+};

@@ -1,0 +1,26 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** Prometheus metrics of one daemon; a registry per instance, so tests never share counters. */
+export function createMetrics() {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'floodgate_' });
+  const m = {
+    registry,
+    httpDuration: new Histogram({
+      name: 'floodgate_http_request_duration_seconds',
+      help: 'HTTP request latency by route and status.',
+      labelNames: ['method', 'route', 'status'] as const,
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: [registry],
+    }),
+    joins: new Counter({ name: 'floodgate_joins_total', help: 'Accepted joins (new or existing ticket).', labelNames: ['item', 'result'] as const, registers: [registry] }),
+    rejections: new Counter({ name: 'floodgate_rejections_total', help: 'Requests answered with an error, by error code.', labelNames: ['code'] as const, registers: [registry] }),
+    admissions: new Counter({ name: 'floodgate_admissions_total', help: 'Tickets admitted from the head of a line.', labelNames: ['item'] as const, registers: [registry] }),
+    settles: new Counter({ name: 'floodgate_settles_total', help: 'Outcomes written back, by status.', labelNames: ['item', 'status'] as const, registers: [registry] }),
+    waiting: new Gauge({ name: 'floodgate_line_waiting', help: 'Tickets waiting in the line.', labelNames: ['item'] as const, registers: [registry] }),
+    admitted: new Gauge({ name: 'floodgate_line_admitted', help: 'Tickets admitted and not yet settled.', labelNames: ['item'] as const, registers: [registry] }),
+  };
+  return m;
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;

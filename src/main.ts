@@ -1,0 +1,134 @@
+/**
+ * The composition root: config → logger → Redis/Postgres → modules → HTTP → graceful stop.
+ * The only place that creates connections and wires modules together.
+ */
+import { serve, type ServerType } from '@hono/node-server';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { Redis } from 'ioredis';
+import { createApp } from './api/app.js';
+import { createCatalog } from './catalog/catalog.js';
+import { loadConfig, type Config } from './config.js';
+import { connectDb, migrateDb } from './db/client.js';
+import { createItemsStore } from './db/items-store.js';
+import { ensurePostgres } from './infra/ensure-postgres.js';
+import { ensureRedis } from './infra/ensure-redis.js';
+import { systemClock, type Clock } from './kernel/clock.js';
+import { createLogger, type Logger } from './kernel/logger.js';
+import { every } from './kernel/loop.js';
+import { createMetrics } from './kernel/metrics.js';
+import { createQueue } from './queue/queue.js';
+import { createHandlerRegistry } from './service/registry.js';
+
+export interface Daemon {
+  url: string;
+  port: number;
+  stop(): Promise<void>;
+}
+
+export async function startDaemon(config: Config, log: Logger, clock: Clock = systemClock): Promise<Daemon> {
+  const dataDir = path.resolve(config.FLOODGATE_DATA_DIR);
+  const redisInfra = await ensureRedis({ url: config.REDIS_URL, dataDir: path.join(dataDir, 'redis'), log, autoInstall: config.FLOODGATE_AUTO_INSTALL });
+  const pgInfra = await ensurePostgres({ url: config.DATABASE_URL, dataDir: path.join(dataDir, 'postgres'), log, port: config.FLOODGATE_EMBEDDED_PG_PORT });
+
+  const redis = new Redis(redisInfra.url, { enableAutoPipelining: true, maxRetriesPerRequest: 2, connectTimeout: 5000 });
+  redis.on('error', (err) => log.warn({ err: err.message }, 'redis error'));
+  const dbHandle = connectDb(pgInfra.url, { max: 10 });
+  await migrateDb(dbHandle);
+
+  const metrics = createMetrics();
+  const handlers = createHandlerRegistry();
+  const queue = createQueue({ redis, prefix: config.FLOODGATE_REDIS_PREFIX, clock, cacheMs: config.FLOODGATE_CACHE_MS });
+  const store = createItemsStore(dbHandle.db);
+  const catalog = createCatalog({ queue, store, handlers, clock, log: log.child({ module: 'catalog' }) });
+  const restored = await catalog.restore();
+  if (restored) log.warn({ restored }, 'items restored into redis from postgres');
+
+  const loops = [
+    every(500, 'lease sweep', () => queue.sweep(), log),
+    every(1000, 'poll touch flush', () => queue.flush(), log),
+  ];
+
+  const app = createApp({
+    queue,
+    catalog,
+    handlers,
+    metrics,
+    log: log.child({ module: 'api' }),
+    keys: { service: config.FLOODGATE_SERVICE_KEYS, operator: config.FLOODGATE_OPERATOR_KEYS },
+    bodyLimitBytes: config.FLOODGATE_BODY_LIMIT,
+    metricsKey: config.FLOODGATE_METRICS_KEY,
+    ready: async () => {
+      const [r, p] = await Promise.allSettled([redis.ping(), dbHandle.sql`select 1`]);
+      return { redis: r.status === 'fulfilled', postgres: p.status === 'fulfilled' };
+    },
+    beforeScrape: async () => {
+      for (const id of await queue.itemIds()) {
+        const item = await queue.item(id);
+        if (!item) continue;
+        metrics.waiting.set({ item: id }, item.snap.counts.waiting);
+        metrics.admitted.set({ item: id }, item.snap.counts.admitted);
+      }
+    },
+  });
+
+  const server: ServerType = await new Promise((resolve) => {
+    const s = serve({ fetch: app.fetch, port: config.PORT, hostname: config.HOST }, () => resolve(s));
+  });
+  const address = server.address();
+  const port = typeof address === 'object' && address ? address.port : config.PORT;
+  const url = `http://127.0.0.1:${port}`;
+  log.info({ url, redis: redisInfra.url, postgres: pgInfra.url.replace(/:[^:@/]*@/, ':***@') }, 'floodgate listening');
+
+  let stopping: Promise<void> | null = null;
+  return {
+    url,
+    port,
+    stop: () =>
+      (stopping ??= (async () => {
+        log.info('stopping');
+        await new Promise<void>((resolve) => server.close(() => resolve()));
+        await Promise.all(loops.map((l) => l.stop()));
+        await queue.flush().catch(() => {});
+        redis.disconnect();
+        await dbHandle.close();
+        await pgInfra.stop();
+        await redisInfra.stop();
+        log.info('stopped');
+      })()),
+  };
+}
+
+async function main() {
+  let config: Config;
+  try {
+    config = loadConfig();
+  } catch (err) {
+    console.error(String((err as Error).message));
+    process.exit(2);
+  }
+  const log = createLogger(config.LOG_LEVEL);
+  const daemon = await startDaemon(config, log).catch((err) => {
+    log.fatal({ err: String(err?.stack ?? err) }, 'failed to start');
+    process.exit(1);
+  });
+  const shutdown = (signal: string) => {
+    log.info({ signal }, 'shutdown requested');
+    const force = setTimeout(() => {
+      log.error('shutdown timed out; exiting');
+      process.exit(1);
+    }, config.FLOODGATE_SHUTDOWN_MS);
+    force.unref();
+    daemon.stop().then(
+      () => process.exit(0),
+      (err) => {
+        log.error({ err: String(err) }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGTERM', () => shutdown('SIGTERM'));
+  process.once('SIGINT', () => shutdown('SIGINT'));
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) void main();

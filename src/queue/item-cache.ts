@@ -1,0 +1,105 @@
+import type { Redis } from 'ioredis';
+import type { Clock } from '../kernel/clock.js';
+import { itemKeys } from './keys.js';
+import { readSnapshot, type ItemSnapshot } from './snapshot.js';
+
+/**
+ * Per-process view of each item, at most `ttlMs` old, so that polls, "closed", "not open" and
+ * "queue full" are answered without a Redis round trip. Refreshes are single-flight per item.
+ *
+ * Also kept per item:
+ * - the cancels of tickets still in the line (read from the item's `cx` stream on each refresh):
+ *   a waiting ticket ahead of the head is known to be waiting unless it is in this set;
+ * - the admission rate, from the `admissions` counter over the last ~10 s, for ETAs.
+ * If the stream was trimmed past what this process has read, `feedComplete` turns false and
+ * polls of that item go to Redis (correct, only slower).
+ */
+export interface CachedItem {
+  snap: ItemSnapshot;
+  cancelled: Set<number>;
+  feedComplete: boolean;
+  /** Admissions per second, measured; null until two samples ~1 s apart exist. */
+  admitRate: number | null;
+}
+
+interface Entry {
+  item: CachedItem | null;
+  refreshing: Promise<CachedItem | null> | null;
+  lastCxId: string;
+  seenCancels: number;
+  samples: { t: number; admissions: number }[];
+}
+
+export interface ItemCache {
+  get(itemId: string): Promise<CachedItem | null>;
+  /** Forces the next get() to read Redis (after this process changed the item). */
+  invalidate(itemId: string): void;
+  /** Items this process has seen recently. */
+  known(): string[];
+}
+
+export function createItemCache(deps: { redis: Redis; prefix: string; clock: Clock; ttlMs: number }): ItemCache {
+  const entries = new Map<string, Entry>();
+
+  async function refresh(itemId: string, e: Entry): Promise<CachedItem | null> {
+    const now = deps.clock.now();
+    const snap = await readSnapshot(deps.redis, deps.prefix, itemId, now);
+    if (!snap) {
+      e.item = null;
+      e.samples = [];
+      return null;
+    }
+    const prev = e.item;
+    if (prev && prev.snap.secret !== snap.secret) {
+      // The item was deleted from Redis and created anew: nothing learnt before applies.
+      e.lastCxId = '0';
+      e.seenCancels = 0;
+      e.samples = [];
+    }
+    const cancelled = prev && prev.snap.secret === snap.secret ? prev.cancelled : new Set<number>();
+    let feedComplete = prev?.feedComplete ?? true;
+    if (snap.cancelsTotal > e.seenCancels) {
+      const rows = (await deps.redis.xrange(itemKeys(deps.prefix, itemId).cx, `(${e.lastCxId}`, '+', 'COUNT', 20000)) as [string, string[]][];
+      for (const [id, fields] of rows) {
+        cancelled.add(Number(fields[1]));
+        e.lastCxId = id;
+      }
+      e.seenCancels += rows.length;
+      if (e.seenCancels < snap.cancelsTotal && rows.length < 20000) feedComplete = false;
+    }
+    for (const s of cancelled) if (s <= snap.served) cancelled.delete(s);
+    e.samples.push({ t: now, admissions: snap.admissions });
+    while (e.samples.length > 2 && now - e.samples[0].t > 10_000) e.samples.shift();
+    const first = e.samples[0];
+    const dt = now - first.t;
+    const admitRate = dt >= 1000 ? ((snap.admissions - first.admissions) * 1000) / dt : (prev?.admitRate ?? null);
+    e.item = { snap, cancelled, feedComplete, admitRate };
+    return e.item;
+  }
+
+  return {
+    async get(itemId) {
+      let e = entries.get(itemId);
+      if (!e) {
+        e = { item: null, refreshing: null, lastCxId: '0', seenCancels: 0, samples: [] };
+        entries.set(itemId, e);
+      }
+      const fresh = e.item && deps.clock.now() - e.item.snap.loadedAt < deps.ttlMs;
+      if (fresh) return e.item;
+      if (!e.refreshing) {
+        const entry = e;
+        entry.refreshing = refresh(itemId, entry).finally(() => {
+          entry.refreshing = null;
+        });
+      }
+      const item = await e.refreshing;
+      if (!item && entries.size > 10_000) entries.delete(itemId);
+      return item;
+    },
+    invalidate(itemId) {
+      const e = entries.get(itemId);
+      if (e?.item) e.item.snap.loadedAt = -Infinity;
+    },
+    known: () => [...entries.entries()].filter(([, e]) => e.item).map(([id]) => id),
+  };
+}

@@ -1,0 +1,49 @@
+/**
+ * Every Redis key Floodgate uses is built here. All keys of one item share the hash tag
+ * `{itemId}`, so one Lua script may touch them all and a Redis Cluster keeps an item on one slot.
+ *
+ *   <p>{item}:meta      hash  definition: handler, config, window, capacity, secret, epoch, cuts…
+ *   <p>{item}:ctr       hash  seq, served, waiting, admitted, succeeded, … , admissions, cxn
+ *   <p>{item}:gate      hash  mode, rate, maxInFlight, tat
+ *   <p>{item}:users     hash  userId → seq of the user's latest ticket
+ *   <p>{item}:t:<page>  hash  seq → ticket record (pages of 128 seqs, see lua/_lib.lua)
+ *   <p>{item}:p:<page>  hash  seq → last poll (ms), only for items with abandonAfterMs
+ *   <p>{item}:x:<seq>   hash  admitted/terminal ticket: lease, leaseExp, admittedAt, outcome…
+ *   <p>{item}:pl        hash  seq → payload JSON
+ *   <p>{item}:retry     zset  tickets returned to the head (score = seq)
+ *   <p>{item}:leases    zset  admitted tickets by lease expiry
+ *   <p>{item}:cx        stream cancels of tickets still in the line (feeds the poll caches)
+ *   <p>items            set   every item id (the only key without a hash tag)
+ */
+export interface ItemKeys {
+  base: string;
+  meta: string;
+  ctr: string;
+  gate: string;
+  users: string;
+  retry: string;
+  leases: string;
+  cx: string;
+  pollPage(seq: number): string;
+  x(seq: number): string;
+}
+
+export const PAGE_SIZE = 128;
+
+export function itemKeys(prefix: string, itemId: string): ItemKeys {
+  const base = `${prefix}{${itemId}}:`;
+  return {
+    base,
+    meta: `${base}meta`,
+    ctr: `${base}ctr`,
+    gate: `${base}gate`,
+    users: `${base}users`,
+    retry: `${base}retry`,
+    leases: `${base}leases`,
+    cx: `${base}cx`,
+    pollPage: (seq) => `${base}p:${Math.floor(seq / PAGE_SIZE)}`,
+    x: (seq) => `${base}x:${seq}`,
+  };
+}
+
+export const itemsSetKey = (prefix: string) => `${prefix}items`;

@@ -1,0 +1,94 @@
+--[[
+  Admits up to ARGV[3] tickets from the head of the line, as far as the gate allows right now.
+  Expired leases are reclaimed first, so a ticket whose lease ran out is offered again before
+  any later ticket. Returned tickets (retry set) go before the line; the line is walked from
+  served+1, skipping cancelled tickets and expiring abandoned ones (at most 1000 skips a call).
+  KEYS[1] meta  KEYS[2] ctr  KEYS[3] gate  KEYS[4] retry (zset seq)  KEYS[5] leases (zset exp)
+  ARGV[1] base  ARGV[2] now  ARGV[3] max  ARGV[4] leaseMs  ARGV[5] lease id prefix (random)
+  Returns { code, n, seq1, record1, payload1, leaseId1, leaseExp1, seq2, ... }
+    code 0 ok, -1 item not found
+  Gate (hash KEYS[3]): mode (auto|manual|closed), rate (per s, '' = none), maxInFlight ('' =
+  none), tat (GCRA theoretical arrival time, ms). A pace of `rate` with a burst tolerance of
+  max(1, rate * 0.1) tickets: over any interval admissions stay within rate * t + burst.
+]]
+-- @include _lib
+local base, now, max, leaseMs, leasePrefix = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+if rcall('EXISTS', KEYS[1]) == 0 then return { -1, 0 } end
+reclaimExpired(base, KEYS[1], KEYS[2], KEYS[5], KEYS[4], now)
+
+local gate = rcall('HMGET', KEYS[3], 'mode', 'rate', 'maxInFlight', 'tat')
+if gate[1] == 'closed' then return { 0, 0 } end
+local allowed = max
+local mif = tonumber(gate[3] or '')
+if mif then
+  allowed = math.min(allowed, mif - tonumber(rcall('HGET', KEYS[2], 'admitted') or '0'))
+end
+local rate = tonumber(gate[2] or '')
+local interval, tat = 0, now
+if rate and rate > 0 then
+  interval = 1000 / rate
+  tat = math.max(tonumber(gate[4] or '0') or 0, now)
+  local burst = math.max(1, rate * 0.1)
+  allowed = math.min(allowed, math.floor((now + burst * interval - tat) / interval + 1e-9))
+end
+if allowed <= 0 then return { 0, 0 } end
+
+local meta = rcall('HMGET', KEYS[1], 'abandonAfterMs', 'epoch')
+local abandonMs, epoch = tonumber(meta[1] or ''), tonumber(meta[2])
+local served = tonumber(rcall('HGET', KEYS[2], 'served') or '0')
+local last = tonumber(rcall('HGET', KEYS[2], 'seq') or '0')
+local out = { 0, 0 }
+local taken, skips = 0, 0
+
+local function admit(seq, record)
+  local leaseId = leasePrefix .. fmt(seq)
+  local exp = now + leaseMs
+  setState(base, seq, record, 'a')
+  rcall('HSET', base .. 'x:' .. fmt(seq), 'lease', leaseId, 'leaseExp', fmt(exp), 'admittedAt', fmt(now), 'updatedAt', fmt(now))
+  rcall('ZADD', KEYS[5], exp, fmt(seq))
+  rcall('HINCRBY', KEYS[2], 'waiting', -1)
+  rcall('HINCRBY', KEYS[2], 'admitted', 1)
+  local payload = rcall('HGET', base .. 'pl', fmt(seq)) or ''
+  table.insert(out, seq)
+  table.insert(out, record)
+  table.insert(out, payload)
+  table.insert(out, leaseId)
+  table.insert(out, exp)
+  taken = taken + 1
+end
+
+while taken < allowed do
+  local popped = rcall('ZPOPMIN', KEYS[4])
+  if #popped == 0 then break end
+  local seq = tonumber(popped[1])
+  local record = getRecord(base, seq)
+  if record and string.sub(record, 1, 1) == 'w' then admit(seq, record) end
+end
+
+while taken < allowed and served < last and skips < 1000 do
+  served = served + 1
+  local record = getRecord(base, served)
+  if record and string.sub(record, 1, 1) == 'w' then
+    local idle = false
+    if abandonMs then
+      local seen = tonumber(rcall('HGET', base .. 'p:' .. fmt(math.floor(served / 128)), fmt(served)) or '')
+      local created = epoch + tonumber(string.match(record, '^w(%d+)|'))
+      idle = now - math.max(seen or 0, created) > abandonMs
+    end
+    if idle then
+      finish(base, KEYS[2], served, record, 'waiting', 'e', 'expired', cjson.encode({ status = 'expired', reason = 'abandoned' }), now)
+      skips = skips + 1
+    else
+      admit(served, record)
+    end
+  else
+    skips = skips + 1
+  end
+end
+rcall('HSET', KEYS[2], 'served', fmt(served))
+if taken > 0 then
+  rcall('HINCRBY', KEYS[2], 'admissions', taken)
+  if interval > 0 then rcall('HSET', KEYS[3], 'tat', string.format('%.3f', tat + taken * interval)) end
+end
+out[2] = taken
+return out

@@ -1,0 +1,21 @@
+--[[
+  Ends every ticket still waiting, at once, without touching each (see "cuts" in _lib): used when
+  an item is closed (waiting -> cancelled) or sells out (waiting -> rejected).
+  KEYS[1] meta  KEYS[2] ctr  KEYS[3] retry
+  ARGV[1] state char (c|r)  ARGV[2] reason  ARGV[3] meta flag to set ('closed'|'soldOut')  ARGV[4] now
+  Returns the number of tickets that ended.
+]]
+-- @include _lib
+if rcall('EXISTS', KEYS[1]) == 0 then return -1 end
+rcall('HSET', KEYS[1], ARGV[3], '1')
+local seq = tonumber(rcall('HGET', KEYS[2], 'seq') or '0')
+local waiting = tonumber(rcall('HGET', KEYS[2], 'waiting') or '0')
+local cuts = loadCuts(KEYS[1])
+if waiting > 0 then
+  table.insert(cuts, { seq, ARGV[1], ARGV[2], tonumber(ARGV[4]) })
+  rcall('HSET', KEYS[1], 'cuts', cjson.encode(cuts))
+  rcall('HSET', KEYS[2], 'served', fmt(seq), 'waiting', 0)
+  rcall('HINCRBY', KEYS[2], stateByChar[ARGV[1]], waiting)
+  rcall('DEL', KEYS[3])
+end
+return waiting

@@ -1,0 +1,44 @@
+--[[
+  Joins a user to an item's line, or returns the ticket the user already holds.
+  KEYS[1] meta   KEYS[2] ctr   KEYS[3] users
+  ARGV[1] base (key prefix of the item, ends with ':')
+  ARGV[2] now (ms, caller's clock)
+  ARGV[3] userId
+  ARGV[4] payload JSON ('' for none)
+  Returns { code, seq, record, served }
+    code  0 created, 1 existing ticket (live, or terminal where the handler forbids a new one)
+         -1 item not found, -2 not open yet, -3 closed, -4 sold out, -5 queue full
+]]
+-- @include _lib
+local base, now, userId, payload = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local meta = rcall('HMGET', KEYS[1], 'handler', 'opensAt', 'closesAt', 'closed', 'soldOut', 'capacity', 'rejoin', 'epoch')
+if not meta[1] then return { -1, 0, '', 0 } end
+
+local prev = tonumber(rcall('HGET', KEYS[3], userId) or '')
+if prev then
+  local record = getRecord(base, prev)
+  if record then
+    local st = string.sub(record, 1, 1)
+    if st == 'w' and cutFor(loadCuts(KEYS[1]), prev) then st = 'cut' end
+    if st == 'w' or st == 'a' or (st == 's' and meta[7] == 'unless_succeeded') then
+      return { 1, prev, record, tonumber(rcall('HGET', KEYS[2], 'served') or '0') }
+    end
+  end
+end
+
+if meta[4] == '1' then return { -3, 0, '', 0 } end
+if meta[5] == '1' then return { -4, 0, '', 0 } end
+if meta[2] and meta[2] ~= '' and now < tonumber(meta[2]) then return { -2, 0, '', 0 } end
+if meta[3] and meta[3] ~= '' and now >= tonumber(meta[3]) then return { -3, 0, '', 0 } end
+local ctr = rcall('HMGET', KEYS[2], 'waiting', 'admitted', 'served')
+if meta[6] and meta[6] ~= '' then
+  if (tonumber(ctr[1] or '0') + tonumber(ctr[2] or '0')) >= tonumber(meta[6]) then return { -5, 0, '', 0 } end
+end
+
+local seq = rcall('HINCRBY', KEYS[2], 'seq', 1)
+local record = 'w' .. fmt(now - tonumber(meta[8])) .. '|' .. userId
+rcall('HSET', pageKey(base, seq), fmt(seq), record)
+rcall('HSET', KEYS[3], userId, fmt(seq))
+if payload ~= '' then rcall('HSET', base .. 'pl', fmt(seq), payload) end
+rcall('HINCRBY', KEYS[2], 'waiting', 1)
+return { 0, seq, record, tonumber(ctr[3] or '0') }

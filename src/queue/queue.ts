@@ -1,0 +1,245 @@
+import { randomBytes } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import type { Clock } from '../kernel/clock.js';
+import { FloodgateError, fail } from '../kernel/errors.js';
+import { cancelError, joinError, settleError } from './codes.js';
+import { createItemCache, type CachedItem } from './item-cache.js';
+import { itemKeys, itemsSetKey } from './keys.js';
+import { withScripts } from './scripts.js';
+import { makeTicketId, parseTicketId, verifyTag } from './ticket-id.js';
+import type { AdmittedTicket, GateSettings, LineDefinition, Outcome, TicketView } from './types.js';
+import { baseView, fullView, parseRecord, waitingHints, type Cut, type TicketRecord } from './views.js';
+import { createTouchBuffer } from './touches.js';
+import { createRecordCache } from './record-cache.js';
+
+export interface QueueDeps {
+  redis: Redis;
+  prefix: string;
+  clock: Clock;
+  /** How stale the per-process item view may be (ms). */
+  cacheMs: number;
+}
+
+export interface SettleInput {
+  leaseId: string;
+  status: 'succeeded' | 'rejected' | 'failed';
+  result?: unknown;
+  reason?: string;
+  retry?: boolean;
+}
+
+export interface Queue {
+  define(def: LineDefinition, gate: Partial<GateSettings> | null, opts: { reopen: boolean }): Promise<{ created: boolean }>;
+  item(itemId: string, opts?: { fresh?: boolean }): Promise<CachedItem | null>;
+  itemIds(): Promise<string[]>;
+  join(itemId: string, userId: string, payload: Record<string, unknown> | null): Promise<{ created: boolean; ticket: TicketView }>;
+  status(ticketId: string): Promise<TicketView>;
+  /** The item a ticket id names, from the id alone (null if it is not one of ours in shape). */
+  itemIdOf(ticketId: string): string | null;
+  cancel(ticketId: string): Promise<TicketView>;
+  admit(itemId: string, max: number, leaseMs: number): Promise<AdmittedTicket[]>;
+  settle(ticketId: string, input: SettleInput): Promise<TicketView>;
+  /** Ends every waiting ticket at once: close → cancelled, sold out → rejected. */
+  cut(itemId: string, kind: 'closed' | 'sold_out'): Promise<number>;
+  setGate(itemId: string, patch: Partial<GateSettings>): Promise<void>;
+  /** Returns expired leases of every item to the head of its line. */
+  sweep(): Promise<number>;
+  /** Writes buffered poll times (abandonment) to Redis. */
+  flush(): Promise<void>;
+}
+
+const gateFields = (g: Partial<GateSettings>) =>
+  Object.fromEntries(Object.entries(g).map(([k, v]) => [k, v === null || v === undefined ? '' : String(v)]));
+
+export function createQueue(deps: QueueDeps): Queue {
+  const redis = withScripts(deps.redis);
+  const { prefix, clock } = deps;
+  const cache = createItemCache({ redis, prefix, clock, ttlMs: deps.cacheMs });
+  const records = createRecordCache(500_000);
+  const touches = createTouchBuffer(redis, prefix);
+
+  async function mustItem(itemId: string): Promise<CachedItem> {
+    return (await cache.get(itemId)) ?? fail('item_not_found', 'No such item.');
+  }
+
+  async function resolveTicket(ticketId: string): Promise<{ item: CachedItem; seq: number }> {
+    const parsed = parseTicketId(ticketId);
+    const item = parsed ? await cache.get(parsed.itemId) : null;
+    if (!parsed || !item || !verifyTag(parsed, item.snap.secret)) fail('ticket_not_found', 'No such ticket.');
+    return { item: item!, seq: parsed!.seq };
+  }
+
+  async function readView(ticketId: string, item: CachedItem, seq: number): Promise<TicketView> {
+    const k = itemKeys(prefix, item.snap.def.itemId);
+    const [record, xFlat, served, rank, cutJson] = (await redis.readTicket(k.meta, k.ctr, k.retry, k.x(seq), k.base, seq)) as [
+      string | null,
+      string[],
+      number,
+      number,
+      string,
+    ];
+    if (!record) fail('ticket_not_found', 'No such ticket.');
+    const rec = parseRecord(record!, item.snap.epoch);
+    const x: Record<string, string> = {};
+    for (let i = 0; i < xFlat.length; i += 2) x[xFlat[i]] = xFlat[i + 1];
+    if (rec.state === 'waiting' && !cutJson) records.set(item.snap.def.itemId, seq, rec);
+    return fullView(ticketId, item, rec, x, served, seq, rank, cutJson ? (JSON.parse(cutJson) as Cut) : null);
+  }
+
+  /** A waiting ticket still in the line, answered from the cache alone; null when unsure. */
+  function cachedWaitingView(ticketId: string, item: CachedItem, seq: number, rec: TicketRecord | undefined): TicketView | null {
+    const s = item.snap;
+    if (!rec || !item.feedComplete || seq <= s.served || seq > s.seq || item.cancelled.has(seq)) return null;
+    const position = seq - s.served;
+    return { ...baseView(ticketId, s.def.itemId, rec, 'waiting'), position, ...waitingHints(item, position) };
+  }
+
+  return {
+    async define(def, gate, opts) {
+      const k = itemKeys(prefix, def.itemId);
+      const fields = {
+        handler: def.handler,
+        config: JSON.stringify(def.config),
+        capacity: def.capacity ?? '',
+        abandonAfterMs: def.abandonAfterMs ?? '',
+        opensAt: def.opensAt ?? '',
+        closesAt: def.closesAt ?? '',
+        rejoin: def.rejoin,
+      };
+      const [code] = (await redis.define(
+        k.meta,
+        k.ctr,
+        k.gate,
+        clock.now(),
+        randomBytes(32).toString('hex'),
+        JSON.stringify(Object.fromEntries(Object.entries(fields).map(([f, v]) => [f, String(v)]))),
+        gate ? JSON.stringify(gateFields(gate)) : '',
+        opts.reopen ? '1' : '0',
+      )) as [number];
+      if (code === -1) fail('conflict', 'The handler of an item with live tickets cannot change.');
+      await redis.sadd(itemsSetKey(prefix), def.itemId);
+      cache.invalidate(def.itemId);
+      return { created: code === 1 };
+    },
+
+    item: async (itemId, opts) => {
+      if (opts?.fresh) cache.invalidate(itemId);
+      return cache.get(itemId);
+    },
+
+    itemIds: () => redis.smembers(itemsSetKey(prefix)),
+
+    async join(itemId, userId, payload) {
+      const item = await mustItem(itemId);
+      const s = item.snap;
+      const now = clock.now();
+      // Answered from the cache: these hold for every user, and a stale "full" only delays a retry.
+      if (s.def.opensAt !== null && now < s.def.opensAt)
+        fail('not_open', 'The sale has not opened yet.', { opensAt: new Date(s.def.opensAt).toISOString(), now: new Date(now).toISOString() });
+      if (s.def.capacity !== null && s.counts.waiting + s.counts.admitted >= s.def.capacity)
+        fail('queue_full', 'The line is full; try again later.', undefined, 5);
+      const k = itemKeys(prefix, itemId);
+      const [code, seq, record, served] = (await redis.join(k.meta, k.ctr, k.users, k.base, now, userId, payload ? JSON.stringify(payload) : '')) as [
+        number,
+        number,
+        string,
+        number,
+      ];
+      if (code < 0) {
+        const err = joinError(code);
+        if (code === -2) throw new FloodgateError('not_open', err.message, { opensAt: s.def.opensAt && new Date(s.def.opensAt).toISOString(), now: new Date(now).toISOString() });
+        cache.invalidate(itemId);
+        throw err;
+      }
+      const ticketId = makeTicketId(itemId, seq, s.secret);
+      const rec = parseRecord(record, s.epoch);
+      if (code === 0) {
+        records.set(itemId, seq, rec);
+        const position = seq - served;
+        return { created: true, ticket: { ...baseView(ticketId, itemId, rec, 'waiting'), position, ...waitingHints(item, position) } };
+      }
+      return { created: false, ticket: await readView(ticketId, item, seq) };
+    },
+
+    async status(ticketId) {
+      const { item, seq } = await resolveTicket(ticketId);
+      const itemId = item.snap.def.itemId;
+      if (item.snap.def.abandonAfterMs !== null) touches.touch(itemId, seq, clock.now());
+      return cachedWaitingView(ticketId, item, seq, records.get(itemId, seq)) ?? readView(ticketId, item, seq);
+    },
+
+    itemIdOf: (ticketId) => parseTicketId(ticketId)?.itemId ?? null,
+
+    async cancel(ticketId) {
+      const { item, seq } = await resolveTicket(ticketId);
+      const k = itemKeys(prefix, item.snap.def.itemId);
+      const outcome: Outcome = { status: 'cancelled', reason: 'cancelled_by_user' };
+      const code = (await redis.cancel(k.meta, k.ctr, k.users, k.retry, k.base, seq, clock.now(), JSON.stringify(outcome))) as number;
+      if (code < 0) throw cancelError(code);
+      item.cancelled.add(seq);
+      return readView(ticketId, item, seq);
+    },
+
+    async admit(itemId, max, leaseMs) {
+      const item = await mustItem(itemId);
+      const k = itemKeys(prefix, itemId);
+      const leasePrefix = randomBytes(12).toString('base64url') + '.';
+      const res = (await redis.admit(k.meta, k.ctr, k.gate, k.retry, k.leases, k.base, clock.now(), max, leaseMs, leasePrefix)) as (string | number)[];
+      if (res[0] === -1) fail('item_not_found', 'No such item.');
+      const out: AdmittedTicket[] = [];
+      for (let i = 2; i < res.length; i += 5) {
+        const seq = Number(res[i]);
+        const rec = parseRecord(String(res[i + 1]), item.snap.epoch);
+        out.push({
+          ticketId: makeTicketId(itemId, seq, item.snap.secret),
+          seq,
+          itemId,
+          userId: rec.userId,
+          payload: res[i + 2] ? JSON.parse(String(res[i + 2])) : null,
+          position: out.length + 1,
+          leaseId: String(res[i + 3]),
+          leaseExpiresAt: new Date(Number(res[i + 4])).toISOString(),
+          createdAt: rec.createdAt,
+        });
+      }
+      return out;
+    },
+
+    async settle(ticketId, input) {
+      const { item, seq } = await resolveTicket(ticketId);
+      const k = itemKeys(prefix, item.snap.def.itemId);
+      const outcome: Outcome = { status: input.status };
+      if (input.result !== undefined) outcome.result = input.result;
+      if (input.reason !== undefined) outcome.reason = input.reason;
+      const code = (await redis.settle(k.meta, k.ctr, k.retry, k.leases, k.base, seq, clock.now(), input.leaseId, input.status, JSON.stringify(outcome), input.retry ? '1' : '0')) as number;
+      if (code < 0) throw settleError(code);
+      return readView(ticketId, item, seq);
+    },
+
+    async cut(itemId, kind) {
+      const k = itemKeys(prefix, itemId);
+      const [state, reason, flag] = kind === 'closed' ? ['c', 'item_closed', 'closed'] : ['r', 'sold_out', 'soldOut'];
+      const n = (await redis.cut(k.meta, k.ctr, k.retry, state, reason, flag, clock.now())) as number;
+      if (n < 0) fail('item_not_found', 'No such item.');
+      cache.invalidate(itemId);
+      return n;
+    },
+
+    async setGate(itemId, patch) {
+      await redis.hset(itemKeys(prefix, itemId).gate, gateFields(patch));
+      cache.invalidate(itemId);
+    },
+
+    async sweep() {
+      const now = clock.now();
+      let n = 0;
+      for (const itemId of await redis.smembers(itemsSetKey(prefix))) {
+        const k = itemKeys(prefix, itemId);
+        n += (await redis.sweep(k.meta, k.ctr, k.leases, k.retry, k.base, now)) as number;
+      }
+      return n;
+    },
+
+    flush: () => touches.flush(),
+  };
+}

@@ -1,0 +1,85 @@
+import type { Redis } from 'ioredis';
+import { itemKeys } from './keys.js';
+import type { Cut } from './views.js';
+import { counterNames, type Counts, type GateSettings, type LineDefinition } from './types.js';
+
+/** One consistent read of an item's meta, counters and gate (a MULTI, so the parts agree). */
+export interface ItemSnapshot {
+  def: LineDefinition;
+  secret: string;
+  epoch: number;
+  version: number;
+  closed: boolean;
+  soldOut: boolean;
+  cuts: Cut[];
+  seq: number;
+  served: number;
+  admissions: number;
+  cancelsTotal: number;
+  counts: Counts;
+  gate: GateSettings;
+  loadedAt: number;
+}
+
+const num = (v: string | undefined) => (v === undefined || v === '' ? null : Number(v));
+
+export async function readSnapshot(redis: Redis, prefix: string, itemId: string, now: number): Promise<ItemSnapshot | null> {
+  const k = itemKeys(prefix, itemId);
+  const res = await redis.multi().hgetall(k.meta).hgetall(k.ctr).hgetall(k.gate).exec();
+  if (!res) return null;
+  for (const [err] of res) if (err) throw err;
+  const meta = res[0][1] as Record<string, string>;
+  const ctr = res[1][1] as Record<string, string>;
+  const gate = res[2][1] as Record<string, string>;
+  if (!meta.handler) return null;
+  return parseSnapshot(itemId, meta, ctr, gate, now);
+}
+
+export function parseSnapshot(
+  itemId: string,
+  meta: Record<string, string>,
+  ctr: Record<string, string>,
+  gate: Record<string, string>,
+  now: number,
+): ItemSnapshot {
+  const counts = Object.fromEntries(counterNames.map((n) => [n, Number(ctr[n] ?? 0)])) as Counts;
+  return {
+    def: {
+      itemId,
+      handler: meta.handler,
+      config: meta.config ? JSON.parse(meta.config) : {},
+      capacity: num(meta.capacity),
+      abandonAfterMs: num(meta.abandonAfterMs),
+      opensAt: num(meta.opensAt),
+      closesAt: num(meta.closesAt),
+      rejoin: meta.rejoin === 'unless_succeeded' ? 'unless_succeeded' : 'any',
+    },
+    secret: meta.secret,
+    epoch: Number(meta.epoch),
+    version: Number(meta.version ?? 0),
+    closed: meta.closed === '1',
+    soldOut: meta.soldOut === '1',
+    cuts: meta.cuts ? JSON.parse(meta.cuts) : [],
+    seq: Number(ctr.seq ?? 0),
+    served: Number(ctr.served ?? 0),
+    admissions: Number(ctr.admissions ?? 0),
+    cancelsTotal: Number(ctr.cxn ?? 0),
+    counts,
+    gate: {
+      mode: (gate.mode as GateSettings['mode']) ?? 'auto',
+      rate: num(gate.rate),
+      maxInFlight: num(gate.maxInFlight),
+    },
+    loadedAt: now,
+  };
+}
+
+export type ItemState = 'scheduled' | 'open' | 'paused' | 'sold_out' | 'closed';
+
+export function itemState(s: ItemSnapshot, now: number): ItemState {
+  if (s.closed || (s.def.closesAt !== null && now >= s.def.closesAt)) return 'closed';
+  if (s.soldOut) return 'sold_out';
+  if (s.def.opensAt !== null && now < s.def.opensAt) return 'scheduled';
+  if (s.gate.mode === 'closed') return 'paused';
+  return 'open';
+}

@@ -1,0 +1,28 @@
+import type { Redis } from 'ioredis';
+import { itemKeys } from './keys.js';
+
+/**
+ * Poll times for abandonment detection, buffered and written once a second in one pipeline:
+ * a poll stays free of Redis writes, and abandonment (minutes, typically) tolerates the delay.
+ */
+export function createTouchBuffer(redis: Redis, prefix: string) {
+  let pending = new Map<string, Map<number, number>>();
+  return {
+    touch(itemId: string, seq: number, now: number) {
+      let m = pending.get(itemId);
+      if (!m) pending.set(itemId, (m = new Map()));
+      m.set(seq, now);
+    },
+    async flush() {
+      if (pending.size === 0) return;
+      const batch = pending;
+      pending = new Map();
+      const pipe = redis.pipeline();
+      for (const [itemId, seqs] of batch) {
+        const k = itemKeys(prefix, itemId);
+        for (const [seq, t] of seqs) pipe.hset(k.pollPage(seq), String(seq), String(t));
+      }
+      await pipe.exec();
+    },
+  };
+}

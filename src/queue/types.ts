@@ -1,0 +1,61 @@
+export const ticketStates = ['waiting', 'admitted', 'succeeded', 'rejected', 'failed', 'cancelled', 'expired'] as const;
+export type TicketState = (typeof ticketStates)[number];
+export type OutcomeStatus = 'succeeded' | 'rejected' | 'failed' | 'cancelled' | 'expired';
+
+export interface Outcome {
+  status: OutcomeStatus;
+  result?: unknown;
+  reason?: string;
+}
+
+export interface TicketView {
+  ticketId: string;
+  itemId: string;
+  userId: string;
+  state: TicketState;
+  position?: number;
+  etaMs?: number;
+  pollAfterMs?: number;
+  outcome?: Outcome;
+  createdAt: string;
+  updatedAt: string;
+  admittedAt?: string;
+}
+
+export type GateMode = 'auto' | 'manual' | 'closed';
+
+export interface GateSettings {
+  mode: GateMode;
+  /** Tickets per second; null = no rate cap. */
+  rate: number | null;
+  /** Admitted-but-unsettled tickets; null = no cap. */
+  maxInFlight: number | null;
+}
+
+/** What the line needs to know of an item; the durable definition lives in Postgres. */
+export interface LineDefinition {
+  itemId: string;
+  handler: string;
+  config: Record<string, unknown>;
+  capacity: number | null;
+  abandonAfterMs: number | null;
+  opensAt: number | null;
+  closesAt: number | null;
+  /** 'any': a user may join again after any terminal ticket; 'unless_succeeded': not after a success. */
+  rejoin: 'any' | 'unless_succeeded';
+}
+
+export const counterNames = ['waiting', 'admitted', 'succeeded', 'rejected', 'failed', 'cancelled', 'expired'] as const;
+export type Counts = Record<(typeof counterNames)[number], number>;
+
+export interface AdmittedTicket {
+  ticketId: string;
+  seq: number;
+  itemId: string;
+  userId: string;
+  payload: Record<string, unknown> | null;
+  position: number;
+  leaseId: string;
+  leaseExpiresAt: string;
+  createdAt: number;
+}

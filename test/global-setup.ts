@@ -1,0 +1,70 @@
+/**
+ * Brings up what the tests need, once per run, and says what it did:
+ * - Redis: REDIS_URL, else a Redis answering on 127.0.0.1:6379, else a redis-server we start.
+ * - Postgres: DATABASE_URL, else a server on 127.0.0.1:5432 (trust auth), else an embedded one.
+ * Then it makes one migrated template database; each test file clones its own from it.
+ */
+import { randomBytes } from 'node:crypto';
+import os from 'node:os';
+import path from 'node:path';
+import postgres from 'postgres';
+import type { TestProject } from 'vitest/node';
+import { connectDb, migrateDb } from '../src/db/client.js';
+import { ensurePostgres } from '../src/infra/ensure-postgres.js';
+import { ensureRedis } from '../src/infra/ensure-redis.js';
+import { createLogger } from '../src/kernel/logger.js';
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    redisUrl: string;
+    pgAdminUrl: string;
+    pgTemplate: string;
+  }
+}
+
+async function reachable(url: string): Promise<boolean> {
+  const sql = postgres(url, { max: 1, connect_timeout: 3, onnotice: () => {} });
+  try {
+    await sql`select 1`;
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await sql.end({ timeout: 1 });
+  }
+}
+
+export default async function setup(project: TestProject) {
+  const log = createLogger(process.env.TEST_LOG_LEVEL ?? 'info');
+  const dataDir = path.join(os.tmpdir(), 'floodgate-test-infra');
+  const redis = await ensureRedis({ url: process.env.REDIS_URL, dataDir: path.join(dataDir, 'redis'), log, autoInstall: true, port: process.env.REDIS_URL ? undefined : 6379 });
+  let pgAdminUrl = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+  let pg: Awaited<ReturnType<typeof ensurePostgres>> | null = null;
+  if (!(await reachable(pgAdminUrl))) {
+    if (process.env.DATABASE_URL) throw new Error(`DATABASE_URL ${process.env.DATABASE_URL} does not answer`);
+    pg = await ensurePostgres({ dataDir: path.join(dataDir, 'postgres'), log, port: 54330, database: 'postgres' });
+    pgAdminUrl = pg.url;
+  }
+  log.info({ redis: redis.url, postgres: pgAdminUrl.replace(/:[^:@/]*@/, ':***@') }, 'test infrastructure ready');
+
+  const template = `fg_tmpl_${randomBytes(4).toString('hex')}`;
+  const admin = postgres(pgAdminUrl, { max: 1, onnotice: () => {} });
+  await admin.unsafe(`create database ${template}`);
+  const tmplUrl = new URL(pgAdminUrl);
+  tmplUrl.pathname = `/${template}`;
+  const handle = connectDb(tmplUrl.toString(), { max: 2 });
+  await migrateDb(handle);
+  await handle.close();
+
+  process.env.REDIS_URL = redis.url;
+  project.provide('redisUrl', redis.url);
+  project.provide('pgAdminUrl', pgAdminUrl);
+  project.provide('pgTemplate', template);
+
+  return async () => {
+    await admin.unsafe(`drop database if exists ${template} with (force)`);
+    await admin.end({ timeout: 2 });
+    await pg?.stop();
+    await redis.stop();
+  };
+}

@@ -1,0 +1,99 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { Redis } from 'ioredis';
+import { pino } from 'pino';
+import postgres from 'postgres';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ensurePostgres } from '../src/infra/ensure-postgres.js';
+import { ensureRedis } from '../src/infra/ensure-redis.js';
+
+const log = pino({ level: 'silent' });
+let tmp: string;
+const cleanups: Array<() => Promise<void>> = [];
+
+beforeAll(async () => {
+  tmp = await mkdtemp(path.join(os.tmpdir(), 'floodgate-infra-'));
+});
+
+afterAll(async () => {
+  for (const cleanup of cleanups.reverse()) await cleanup().catch(() => {});
+  await rm(tmp, { recursive: true, force: true });
+});
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+describe('ensureRedis', () => {
+  it('returns a configured url untouched', async () => {
+    const r = await ensureRedis({ url: 'redis://example.invalid:1', dataDir: tmp, log, autoInstall: false });
+    expect(r).toMatchObject({ url: 'redis://example.invalid:1', started: false });
+    await r.stop();
+  });
+
+  it('starts redis-server on a free port, reuses it while it runs, and stops it', async () => {
+    const port = await freePort();
+    const dataDir = path.join(tmp, 'redis');
+    const redis = await ensureRedis({ dataDir, log, autoInstall: false, port });
+    cleanups.push(redis.stop);
+    expect(redis).toMatchObject({ url: `redis://127.0.0.1:${port}`, started: true });
+
+    const client = new Redis(redis.url, { maxRetriesPerRequest: 0 });
+    expect(await client.ping()).toBe('PONG');
+    expect(await client.config('GET', 'appendonly')).toEqual(['appendonly', 'yes']);
+    expect(await client.config('GET', 'maxmemory-policy')).toEqual(['maxmemory-policy', 'noeviction']);
+    client.disconnect();
+
+    const again = await ensureRedis({ dataDir, log, autoInstall: false, port });
+    expect(again).toMatchObject({ url: redis.url, started: false });
+
+    await redis.stop();
+    const after = new Redis(redis.url, { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
+    after.on('error', () => {});
+    await expect(after.connect()).rejects.toThrow();
+    after.disconnect();
+  }, 20_000);
+});
+
+describe('ensurePostgres', () => {
+  it('returns a configured url untouched', async () => {
+    const pg = await ensurePostgres({ url: 'postgres://u:p@example.invalid/db', dataDir: tmp, log });
+    expect(pg).toMatchObject({ url: 'postgres://u:p@example.invalid/db', started: false });
+  });
+
+  it('initialises, serves, reuses a running server and keeps data across restarts', async () => {
+    const port = await freePort();
+    const dataDir = path.join(tmp, 'pg');
+
+    const first = await ensurePostgres({ dataDir, log, port, database: 'infra_test' });
+    cleanups.push(first.stop);
+    expect(first).toMatchObject({ url: `postgres://postgres:postgres@127.0.0.1:${port}/infra_test`, started: true });
+    let sql = postgres(first.url, { max: 1, onnotice: () => {} });
+    expect(await sql`select 1 as one`).toEqual([{ one: 1 }]);
+    await sql`create table kept (id int primary key)`;
+    await sql`insert into kept values (42)`;
+    await sql.end();
+
+    const reused = await ensurePostgres({ dataDir, log, port, database: 'infra_test' });
+    expect(reused).toMatchObject({ url: first.url, started: false });
+
+    await first.stop();
+
+    const second = await ensurePostgres({ dataDir, log, port, database: 'infra_test' });
+    cleanups.push(second.stop);
+    expect(second.started).toBe(true);
+    sql = postgres(second.url, { max: 1, onnotice: () => {} });
+    expect(await sql`select id from kept`).toEqual([{ id: 42 }]);
+    await sql.end();
+    await second.stop();
+  }, 30_000);
+});

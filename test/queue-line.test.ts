@@ -1,0 +1,77 @@
+import { describe, expect, it } from 'vitest';
+import { manualClock } from '../src/kernel/clock.js';
+import { createQueue } from '../src/queue/queue.js';
+import type { LineDefinition } from '../src/queue/types.js';
+import { testRedis } from './support/redis.js';
+
+const t = testRedis();
+const def = (itemId: string, over: Partial<LineDefinition> = {}): LineDefinition => ({
+  itemId,
+  handler: 'external',
+  config: {},
+  capacity: null,
+  abandonAfterMs: null,
+  opensAt: null,
+  closesAt: null,
+  rejoin: 'any',
+  ...over,
+});
+
+function setup(cacheMs = 0) {
+  const clock = manualClock();
+  const queue = createQueue({ redis: t.redis, prefix: t.newPrefix(), clock, cacheMs });
+  return { clock, queue };
+}
+
+describe('the line', () => {
+  it('gives 200 concurrent joiners the positions 1..200 exactly once each', async () => {
+    const { queue } = setup();
+    await queue.define(def('a'), null, { reopen: false });
+    const res = await Promise.all(Array.from({ length: 200 }, (_, i) => queue.join('a', `u${i}`, null)));
+    expect(res.every((r) => r.created)).toBe(true);
+    expect(res.map((r) => r.ticket.position).sort((x, y) => x! - y!)).toEqual(Array.from({ length: 200 }, (_, i) => i + 1));
+  });
+
+  it('returns the same ticket to a repeated join', async () => {
+    const { queue } = setup();
+    await queue.define(def('a'), null, { reopen: false });
+    const first = await queue.join('a', 'u1', { x: 1 });
+    const again = await queue.join('a', 'u1', null);
+    expect(again.created).toBe(false);
+    expect(again.ticket.ticketId).toBe(first.ticket.ticketId);
+    expect(again.ticket.position).toBe(1);
+  });
+
+  it('hands out the head in order, and re-offers an expired lease ahead of later tickets', async () => {
+    const { queue, clock } = setup();
+    await queue.define(def('a'), null, { reopen: false });
+    for (let i = 1; i <= 5; i++) await queue.join('a', `u${i}`, { n: i });
+    const first = await queue.admit('a', 2, 1000);
+    expect(first.map((x) => x.userId)).toEqual(['u1', 'u2']);
+    expect(first[0].payload).toEqual({ n: 1 });
+    await queue.settle(first[0].ticketId, { leaseId: first[0].leaseId, status: 'succeeded', result: { ok: 1 } });
+    clock.advance(1001);
+    expect(await queue.sweep()).toBe(1);
+    const back = await queue.status(first[1].ticketId);
+    expect(back).toMatchObject({ state: 'waiting', position: 1 });
+    const next = await queue.admit('a', 2, 1000);
+    expect(next.map((x) => x.userId)).toEqual(['u2', 'u3']);
+    await expect(queue.settle(first[1].ticketId, { leaseId: first[1].leaseId, status: 'succeeded' })).rejects.toMatchObject({ code: 'lease_lost' });
+    const done = await queue.status(first[0].ticketId);
+    expect(done).toMatchObject({ state: 'succeeded', outcome: { status: 'succeeded', result: { ok: 1 } } });
+  });
+
+  it('cancels a waiting ticket, skips it at the head, and ends all waiting tickets on close', async () => {
+    const { queue } = setup();
+    await queue.define(def('a'), null, { reopen: false });
+    const tickets = [];
+    for (let i = 1; i <= 4; i++) tickets.push((await queue.join('a', `u${i}`, null)).ticket);
+    expect(await queue.cancel(tickets[0].ticketId)).toMatchObject({ state: 'cancelled' });
+    await expect(queue.cancel(tickets[0].ticketId)).rejects.toMatchObject({ code: 'not_cancellable' });
+    const got = await queue.admit('a', 1, 1000);
+    expect(got[0].userId).toBe('u2');
+    expect(await queue.cut('a', 'closed')).toBe(2);
+    expect(await queue.status(tickets[3].ticketId)).toMatchObject({ state: 'cancelled', outcome: { reason: 'item_closed' } });
+    await expect(queue.join('a', 'u9', null)).rejects.toMatchObject({ code: 'closed' });
+  });
+});
