@@ -28,7 +28,7 @@ export interface Daemon {
 
 export async function startDaemon(config: Config, log: Logger, clock: Clock = systemClock): Promise<Daemon> {
   const dataDir = path.resolve(config.FLOODGATE_DATA_DIR);
-  const redisInfra = await ensureRedis({ url: config.REDIS_URL, dataDir: path.join(dataDir, 'redis'), log, autoInstall: config.FLOODGATE_AUTO_INSTALL });
+  const redisInfra = await ensureRedis({ url: config.REDIS_URL, dataDir: path.join(dataDir, 'redis'), log, autoInstall: config.FLOODGATE_AUTO_INSTALL, env: process.env });
   const pgInfra = await ensurePostgres({ url: config.DATABASE_URL, dataDir: path.join(dataDir, 'postgres'), log, port: config.FLOODGATE_EMBEDDED_PG_PORT });
 
   const redis = new Redis(redisInfra.url, { enableAutoPipelining: true, maxRetriesPerRequest: 2, connectTimeout: 5000 });
@@ -64,7 +64,7 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
     },
     beforeScrape: async () => {
       for (const id of await queue.itemIds()) {
-        const item = await queue.item(id);
+        const item = await queue.item(id, { fresh: true });
         if (!item) continue;
         metrics.waiting.set({ item: id }, item.snap.counts.waiting);
         metrics.admitted.set({ item: id }, item.snap.counts.admitted);

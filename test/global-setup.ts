@@ -37,7 +37,7 @@ async function reachable(url: string): Promise<boolean> {
 export default async function setup(project: TestProject) {
   const log = createLogger(process.env.TEST_LOG_LEVEL ?? 'info');
   const dataDir = path.join(os.tmpdir(), 'floodgate-test-infra');
-  const redis = await ensureRedis({ url: process.env.REDIS_URL, dataDir: path.join(dataDir, 'redis'), log, autoInstall: true, port: process.env.REDIS_URL ? undefined : 6379 });
+  const redis = await ensureRedis({ url: process.env.REDIS_URL, dataDir: path.join(dataDir, 'redis'), log, autoInstall: true, env: process.env, port: process.env.REDIS_URL ? undefined : 6379 });
   let pgAdminUrl = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
   let pg: Awaited<ReturnType<typeof ensurePostgres>> | null = null;
   if (!(await reachable(pgAdminUrl))) {

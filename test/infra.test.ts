@@ -35,7 +35,7 @@ function freePort(): Promise<number> {
 
 describe('ensureRedis', () => {
   it('returns a configured url untouched', async () => {
-    const r = await ensureRedis({ url: 'redis://example.invalid:1', dataDir: tmp, log, autoInstall: false });
+    const r = await ensureRedis({ url: 'redis://example.invalid:1', dataDir: tmp, log, autoInstall: false, env: process.env });
     expect(r).toMatchObject({ url: 'redis://example.invalid:1', started: false });
     await r.stop();
   });
@@ -43,7 +43,7 @@ describe('ensureRedis', () => {
   it('starts redis-server on a free port, reuses it while it runs, and stops it', async () => {
     const port = await freePort();
     const dataDir = path.join(tmp, 'redis');
-    const redis = await ensureRedis({ dataDir, log, autoInstall: false, port });
+    const redis = await ensureRedis({ dataDir, log, autoInstall: false, port, env: process.env });
     cleanups.push(redis.stop);
     expect(redis).toMatchObject({ url: `redis://127.0.0.1:${port}`, started: true });
 
@@ -53,7 +53,7 @@ describe('ensureRedis', () => {
     expect(await client.config('GET', 'maxmemory-policy')).toEqual(['maxmemory-policy', 'noeviction']);
     client.disconnect();
 
-    const again = await ensureRedis({ dataDir, log, autoInstall: false, port });
+    const again = await ensureRedis({ dataDir, log, autoInstall: false, port, env: process.env });
     expect(again).toMatchObject({ url: redis.url, started: false });
 
     await redis.stop();

@@ -7,7 +7,7 @@ export const ItemId = z
   .regex(/^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/, '1-128 of A-Z a-z 0-9 . _ : -, starting with a letter or digit')
   .openapi({ param: { name: 'itemId', in: 'path' }, example: 'sku-10001' });
 
-export const TicketId = z.string().max(512).openapi({ param: { name: 'ticketId', in: 'path' } });
+export const TicketId = z.string().openapi({ param: { name: 'ticketId', in: 'path' } });
 
 export const UserId = z
   .string()

@@ -17,6 +17,8 @@ export interface EnsureRedisOptions {
   log: Logger;
   autoInstall: boolean;
   port?: number;
+  /** The environment child processes inherit and PATH is searched in (main passes the process environment). */
+  env: NodeJS.ProcessEnv;
 }
 
 const HOST = '127.0.0.1';
@@ -43,13 +45,13 @@ export async function ensureRedis(opts: EnsureRedisOptions): Promise<EnsuredRedi
   }
   if (first.state === 'other') throw portBusyError(port, first.error);
 
-  let bin = await findOnPath('redis-server');
+  let bin = await findOnPath('redis-server', opts.env);
   if (!bin && opts.autoInstall && process.getuid?.() !== 0) {
     log.warn({}, 'redis-server missing and auto-install needs root');
   }
   if (!bin && opts.autoInstall && process.getuid?.() === 0) {
-    await aptInstallRedis(log);
-    bin = await findOnPath('redis-server');
+    await aptInstallRedis(log, opts.env);
+    bin = await findOnPath('redis-server', opts.env);
     // The Debian package may have started its own service on the default port while installing.
     const again = await probeRedis(port);
     if (again.state === 'pong') {
@@ -102,8 +104,8 @@ function portBusyError(port: number, detail: string): Error {
   );
 }
 
-async function findOnPath(name: string): Promise<string | undefined> {
-  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
+async function findOnPath(name: string, env: NodeJS.ProcessEnv): Promise<string | undefined> {
+  for (const dir of (env.PATH ?? '').split(path.delimiter)) {
     if (!dir) continue;
     const candidate = path.join(dir, name);
     try {
@@ -116,28 +118,28 @@ async function findOnPath(name: string): Promise<string | undefined> {
   return undefined;
 }
 
-async function aptInstallRedis(log: Logger): Promise<void> {
+async function aptInstallRedis(log: Logger, env: NodeJS.ProcessEnv): Promise<void> {
   const install = ['install', '-y', '--no-install-recommends', 'redis-server'];
   log.info({ command: `apt-get ${install.join(' ')}` }, 'installing redis-server');
-  let result = await run('apt-get', install);
+  let result = await run('apt-get', install, env);
   if (result.code !== 0) {
     // A fresh machine often has no package lists yet; refresh them and retry once.
     log.info({ exitCode: result.code, output: tail(result.output, 10) }, 'apt-get install failed, running apt-get update');
-    const update = await run('apt-get', ['update']);
+    const update = await run('apt-get', ['update'], env);
     if (update.code !== 0) log.warn({ exitCode: update.code, output: tail(update.output, 10) }, 'apt-get update failed');
     log.info({ command: `apt-get ${install.join(' ')}` }, 'installing redis-server');
-    result = await run('apt-get', install);
+    result = await run('apt-get', install, env);
   }
   if (result.code === 0) log.info({}, 'installed redis-server');
   else log.error({ exitCode: result.code, output: tail(result.output, 20) }, 'apt-get install redis-server failed');
 }
 
-function run(cmd: string, args: string[]): Promise<{ code: number | null; output: string }> {
+function run(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number | null; output: string }> {
   return new Promise((resolve) => {
     let output = '';
     const child = spawn(cmd, args, {
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
+      env: { ...env, DEBIAN_FRONTEND: 'noninteractive' },
     });
     child.stdout.on('data', (d: Buffer) => (output += d.toString()));
     child.stderr.on('data', (d: Buffer) => (output += d.toString()));

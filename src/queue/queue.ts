@@ -7,8 +7,8 @@ import { createItemCache, type CachedItem } from './item-cache.js';
 import { itemKeys, itemsSetKey } from './keys.js';
 import { withScripts } from './scripts.js';
 import { makeTicketId, parseTicketId, verifyTag } from './ticket-id.js';
-import type { AdmittedTicket, GateSettings, LineDefinition, Outcome, TicketView } from './types.js';
-import { baseView, fullView, parseRecord, waitingHints, type Cut, type TicketRecord } from './views.js';
+import type { AdmittedTicket, Cut, GateSettings, LineDefinition, Outcome, TicketView } from './types.js';
+import { baseView, fullView, parseRecord, waitingHints, type TicketRecord } from './views.js';
 import { createTouchBuffer } from './touches.js';
 import { createRecordCache } from './record-cache.js';
 

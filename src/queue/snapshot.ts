@@ -1,7 +1,6 @@
 import type { Redis } from 'ioredis';
 import { itemKeys } from './keys.js';
-import type { Cut } from './views.js';
-import { counterNames, type Counts, type GateSettings, type LineDefinition } from './types.js';
+import { counterNames, type Counts, type Cut, type GateSettings, type LineDefinition } from './types.js';
 
 /** One consistent read of an item's meta, counters and gate (a MULTI, so the parts agree). */
 export interface ItemSnapshot {

@@ -59,3 +59,6 @@ export interface AdmittedTicket {
   leaseExpiresAt: string;
   createdAt: number;
 }
+
+/** [last seq it ended, state char, reason, when]: see lua/_lib.lua, "cuts". */
+export type Cut = [number, string, string, number];

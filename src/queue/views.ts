@@ -1,8 +1,5 @@
 import type { CachedItem } from './item-cache.js';
-import type { Outcome, TicketState, TicketView } from './types.js';
-
-/** [last seq it ended, state char, reason, when]: see lua/_lib.lua */
-export type Cut = [number, string, string, number];
+import type { Cut, Outcome, TicketState, TicketView } from './types.js';
 
 const stateByChar: Record<string, TicketState> = {
   w: 'waiting',

@@ -1,0 +1,44 @@
+/** What the orchestrator asks of one load-generator child, and what it answers. JSON both ways. */
+
+export type Generator =
+  /** The same request every time. */
+  | { kind: 'static'; method: 'GET' | 'POST'; path: string; body?: string }
+  /** POST {"userId": "<userPrefix><n>"} with n counting up from 0: every request is a new user. */
+  | { kind: 'join'; path: string; userPrefix: string; sampleEvery?: number }
+  /** GET /v1/tickets/<id> with an id picked at random from the list. */
+  | { kind: 'poll'; ticketIds: string[] };
+
+export interface LoadSpec {
+  url: string;
+  connections: number;
+  pipelining?: number;
+  /** Seconds; or use amount. */
+  duration?: number;
+  /** Total requests to send (then stop). */
+  amount?: number;
+  headers?: Record<string, string>;
+  gen: Generator;
+}
+
+/** A ticket id seen in a 202 of a join load, for the requests with n % sampleEvery === 0. */
+export interface Sample {
+  n: number;
+  ticketId: string;
+  position: number;
+}
+
+export interface LoadResult {
+  requests: number;
+  durationS: number;
+  rps: number;
+  /** Latencies in ms, measured per response (sub-millisecond resolution), all status codes. */
+  p50: number;
+  p90: number;
+  p99: number;
+  max: number;
+  status: Record<string, number>;
+  non2xx: number;
+  errors: number;
+  timeouts: number;
+  samples: Sample[];
+}

@@ -1,0 +1,105 @@
+/**
+ * `npm run bench [-- <scenario>]`: runs one scenario set (default `queue`) on loopback, prints a
+ * markdown summary, writes it to bench/results/<scenario>-<date>.md and adds it to
+ * docs/benchmarks.md. Child processes, Redis keys and the scratch database go away on exit,
+ * error or Ctrl-C.
+ *
+ * Knobs (env): BENCH_DURATION (s per measured load, default 10), BENCH_WARMUP (s, default 2),
+ * BENCH_DEPTH (the big line, default 1000000), BENCH_TIMEOUT (s for the whole run, default 300),
+ * BENCH_NO_DOCS=1 (do not touch docs/benchmarks.md).
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import type { Redis } from 'ioredis';
+import type { BenchContext } from './lib/harness.js';
+import { connectRedis, createScratchDb, dropScratchDb, machine, runTag, unlinkPrefix } from './lib/infra.js';
+import { killAllNow, stopAll } from './lib/procs.js';
+import { machineLines, updateDocs, writeResults } from './lib/report.js';
+import { fmtS } from './lib/stats.js';
+import { DEFAULT_SCENARIO, scenarios } from './scenarios/index.js';
+
+const name = process.argv[2] ?? DEFAULT_SCENARIO;
+const scenario = scenarios[name];
+if (!scenario) {
+  console.error(`unknown scenario "${name}"; available: ${Object.keys(scenarios).join(', ')}`);
+  process.exit(2);
+}
+
+const started = new Date();
+const tag = runTag();
+const prefix = `fgb:${tag}:`;
+const dbName = `fg_bench_${tag}`;
+const log = (line: string) => console.log(`[${((Date.now() - started.getTime()) / 1000).toFixed(1).padStart(6)} s] ${line}`);
+
+let redis: Redis | null = null;
+let dbCreated = false;
+let tmpDir = '';
+let cleaning: Promise<void> | null = null;
+
+function cleanup(keepTmp: boolean): Promise<void> {
+  return (cleaning ??= (async () => {
+    await stopAll().catch((e) => console.error('stopping children:', e));
+    if (redis) {
+      const n = await unlinkPrefix(redis, prefix).catch((e) => (console.error('redis cleanup:', e), 0));
+      log(`cleanup: unlinked ${n} redis keys under ${prefix}`);
+      redis.disconnect();
+    }
+    if (dbCreated) await dropScratchDb(dbName).then(() => log(`cleanup: dropped database ${dbName}`), (e) => console.error('dropping db:', e));
+    if (tmpDir && !keepTmp) await rm(tmpDir, { recursive: true, force: true });
+    else if (tmpDir) log(`logs kept in ${tmpDir}`);
+  })());
+}
+
+process.on('exit', killAllNow);
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(sig, () => {
+    log(`${sig}: stopping`);
+    void cleanup(true).finally(() => process.exit(130));
+  });
+}
+const budgetS = Number(process.env.BENCH_TIMEOUT ?? 300);
+const watchdog = setTimeout(() => {
+  log(`run exceeded ${budgetS} s: aborting`);
+  void cleanup(true).finally(() => process.exit(1));
+}, budgetS * 1000);
+watchdog.unref();
+
+async function main() {
+  tmpDir = await mkdtemp(path.join(os.tmpdir(), 'floodgate-bench-'));
+  redis = connectRedis();
+  const databaseUrl = await createScratchDb(dbName);
+  dbCreated = true;
+  const ctx: BenchContext = {
+    tmpDir,
+    redis,
+    prefix,
+    databaseUrl,
+    machine: await machine(redis),
+    durationS: Number(process.env.BENCH_DURATION ?? 10),
+    warmupS: Number(process.env.BENCH_WARMUP ?? 2),
+    log,
+  };
+  log(`bench "${name}": redis prefix ${prefix}, database ${dbName}`);
+  const out = await scenario.run(ctx);
+  const elapsed = Date.now() - started.getTime();
+
+  const body = [`## ${name} — ${ctx.machine.date}`, '', machineLines(ctx.machine), `- run took ${fmtS(elapsed)}`, '', out.markdown].join('\n');
+  console.log(`\n${body}\n`);
+  const file = await writeResults(name, started, `# Floodgate bench\n\n${body}`);
+  log(`wrote ${file}`);
+  if (process.env.BENCH_NO_DOCS !== '1') log(`updated ${await updateDocs(body.replace(/^### /gm, '#### ').replace(/^## /m, '### '))}`);
+}
+
+main().then(
+  async () => {
+    await cleanup(false);
+    log('done');
+    process.exit(0);
+  },
+  async (err) => {
+    console.error(err instanceof Error ? err.stack ?? err.message : err);
+    await cleanup(true);
+    process.exit(1);
+  },
+);
