@@ -14,6 +14,7 @@ import path from 'node:path';
 import type { Redis } from 'ioredis';
 import type { BenchContext } from './lib/harness.js';
 import { connectRedis, createScratchDb, dropScratchDb, machine, runTag, unlinkPrefix } from './lib/infra.js';
+import { watchCpu } from './lib/load.js';
 import { killAllNow, stopAll } from './lib/procs.js';
 import { machineLines, updateDocs, writeResults } from './lib/report.js';
 import { fmtS } from './lib/stats.js';
@@ -68,6 +69,7 @@ watchdog.unref();
 async function main() {
   tmpDir = await mkdtemp(path.join(os.tmpdir(), 'floodgate-bench-'));
   redis = connectRedis();
+  watchCpu('redis', Number(/^process_id:(\d+)/m.exec(await redis.info('server'))?.[1]) || undefined);
   const databaseUrl = await createScratchDb(dbName);
   dbCreated = true;
   const ctx: BenchContext = {

@@ -28,6 +28,12 @@ export const configSchema = z.object({
   FLOODGATE_CACHE_MS: z.coerce.number().int().min(0).max(5000).default(250),
   FLOODGATE_BODY_LIMIT: z.coerce.number().int().min(1024).max(1 << 24).default(16 * 1024),
   FLOODGATE_SHUTDOWN_MS: z.coerce.number().int().min(0).max(120_000).default(10_000),
+  FLOODGATE_WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(10_000).default(256),
+  FLOODGATE_JOB_ATTEMPTS: z.coerce.number().int().min(1).max(100).default(5),
+  FLOODGATE_JOB_BACKOFF_MS: z.coerce.number().int().min(1).max(600_000).default(200),
+  FLOODGATE_AUTO_MAX_IN_FLIGHT: z.coerce.number().int().min(1).max(1_000_000).default(256),
+  FLOODGATE_HANDLERS_MODULE: z.string().optional(),
+  FLOODGATE_RECONCILE_ON_START: bool.default(true),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 

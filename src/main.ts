@@ -18,7 +18,11 @@ import { createLogger, type Logger } from './kernel/logger.js';
 import { every } from './kernel/loop.js';
 import { createMetrics } from './kernel/metrics.js';
 import { createQueue } from './queue/queue.js';
-import { createHandlerRegistry } from './service/registry.js';
+import { createHandlerRegistry, type HandlerRegistry } from './service/registry.js';
+import { createService } from './service/service.js';
+import { startDispatcher } from './scheduler/dispatcher.js';
+import { createStockLedger } from './db/stock-ledger.js';
+import type { HandlerSpec } from './service/handler.js';
 
 export interface Daemon {
   url: string;
@@ -38,11 +42,40 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
 
   const metrics = createMetrics();
   const handlers = createHandlerRegistry();
+  if (config.FLOODGATE_HANDLERS_MODULE) await loadHandlers(config.FLOODGATE_HANDLERS_MODULE, handlers, log);
   const queue = createQueue({ redis, prefix: config.FLOODGATE_REDIS_PREFIX, clock, cacheMs: config.FLOODGATE_CACHE_MS });
   const store = createItemsStore(dbHandle.db);
-  const catalog = createCatalog({ queue, store, handlers, clock, log: log.child({ module: 'catalog' }) });
+  const catalog = createCatalog({ queue, store, stock: createStockLedger(dbHandle.sql), handlers, clock, log: log.child({ module: 'catalog' }) });
   const restored = await catalog.restore();
   if (restored) log.warn({ restored }, 'items restored into redis from postgres');
+  if (config.FLOODGATE_RECONCILE_ON_START) await catalog.reconcile({ onlyIfHigher: true });
+
+  const bullRedis = new Redis(redisInfra.url, { maxRetriesPerRequest: null });
+  bullRedis.on('error', (err) => log.warn({ err: err.message }, 'redis error (jobs)'));
+  const service = createService({
+    bullRedis,
+    sql: dbHandle.sql,
+    queue,
+    handlers,
+    log: log.child({ module: 'service' }),
+    jobs: {
+      prefix: config.FLOODGATE_REDIS_PREFIX,
+      attempts: config.FLOODGATE_JOB_ATTEMPTS,
+      backoffMs: config.FLOODGATE_JOB_BACKOFF_MS,
+      concurrency: config.FLOODGATE_WORKER_CONCURRENCY,
+      lockDurationMs: 10_000,
+      stalledIntervalMs: 5_000,
+    },
+    onSample: (s) => {
+      metrics.downstreamLatency.observe({ item: s.itemId }, s.latencyMs / 1000);
+      metrics.downstreamCalls.inc({ item: s.itemId, result: s.result });
+    },
+    onSettled: (itemId, status) => metrics.settles.inc({ item: itemId, status }),
+  });
+  const dispatcher = startDispatcher(
+    { queue, handlers, jobs: service.jobs, clock, log: log.child({ module: 'dispatcher' }) },
+    { idleMs: 10, batch: 200, dispatchLeaseMs: 15_000, autoCap: config.FLOODGATE_AUTO_MAX_IN_FLIGHT },
+  );
 
   const loops = [
     every(500, 'lease sweep', () => queue.sweep(), log),
@@ -88,8 +121,11 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
       (stopping ??= (async () => {
         log.info('stopping');
         await new Promise<void>((resolve) => server.close(() => resolve()));
+        await dispatcher.stop();
+        await service.stop();
         await Promise.all(loops.map((l) => l.stop()));
         await queue.flush().catch(() => {});
+        bullRedis.disconnect();
         redis.disconnect();
         await dbHandle.close();
         await pgInfra.stop();
@@ -97,6 +133,15 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
         log.info('stopped');
       })()),
   };
+}
+
+/** Registers a deployment's own handlers: the module exports `handlers` (an array of HandlerSpec). */
+async function loadHandlers(modulePath: string, registry: HandlerRegistry, log: Logger) {
+  const mod = (await import(pathToFileURL(path.resolve(modulePath)).href)) as { handlers?: HandlerSpec[]; default?: HandlerSpec[] };
+  const specs = mod.handlers ?? mod.default;
+  if (!Array.isArray(specs)) throw new Error(`${modulePath} must export \`handlers\`, an array of handler specs`);
+  for (const spec of specs) registry.register(spec);
+  log.info({ module: modulePath, handlers: specs.map((s) => s.name) }, 'custom handlers registered');
 }
 
 async function main() {

@@ -3,7 +3,7 @@ import path from 'node:path';
 import type { Redis } from 'ioredis';
 import { OPERATOR_KEY, SERVICE_KEY } from './api.js';
 import { REDIS_URL, type Machine } from './infra.js';
-import { runLoad } from './load.js';
+import { runLoad, watchCpu } from './load.js';
 import type { LoadResult, LoadSpec } from './load-spec.js';
 import { freePort, spawnTsx, waitHealthy, type Child } from './procs.js';
 
@@ -29,6 +29,7 @@ export async function startBareHono(ctx: BenchContext): Promise<Server> {
   const port = await freePort();
   const child = spawnTsx('bare hono', 'bench/bare-hono.ts', { env: { PORT: String(port) }, logFile: path.join(ctx.tmpDir, 'bare-hono.log') });
   const url = `http://127.0.0.1:${port}`;
+  watchCpu('server', child.proc.pid);
   return { url, child, startMs: await waitHealthy(child, url) };
 }
 
@@ -50,6 +51,7 @@ export async function startDaemon(ctx: BenchContext): Promise<Server> {
     },
   });
   const url = `http://127.0.0.1:${port}`;
+  watchCpu('server', child.proc.pid);
   return { url, child, startMs: await waitHealthy(child, url) };
 }
 

@@ -18,6 +18,8 @@ export interface LoadSpec {
   amount?: number;
   headers?: Record<string, string>;
   gen: Generator;
+  /** Processes (name → pid) whose CPU use over the load is reported; the generator adds itself. */
+  watchPids?: Record<string, number | undefined>;
 }
 
 /** A ticket id seen in a 202 of a join load, for the requests with n % sampleEvery === 0. */
@@ -41,4 +43,6 @@ export interface LoadResult {
   errors: number;
   timeouts: number;
   samples: Sample[];
+  /** Cores used during the load by each watched process, the generator (loadgen) and all the rest (other). */
+  cpu: Record<string, number>;
 }

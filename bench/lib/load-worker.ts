@@ -4,6 +4,7 @@
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import autocannon, { type Request } from 'autocannon';
+import { cpuSnap, cpuUse } from './cpu.js';
 import type { LoadResult, LoadSpec, Sample } from './load-spec.js';
 import { percentile } from './stats.js';
 
@@ -18,22 +19,20 @@ function requestsFor(gen: LoadSpec['gen']): Request[] {
     case 'join': {
       let n = 0;
       const every = gen.sampleEvery;
+      const userRe = new RegExp(`"userId":"${gen.userPrefix.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}(\\d+)"`);
       return [
         {
           method: 'POST',
           path: gen.path,
-          // Pipelining is 1, so a connection's context belongs to the request in flight on it.
-          setupRequest: (req, ctx) => {
-            const i = n++;
-            ctx.n = i;
-            return { ...req, body: `{"userId":"${gen.userPrefix}${i}"}` };
-          },
+          setupRequest: (req) => ({ ...req, body: `{"userId":"${gen.userPrefix}${n++}"}` }),
+          // The user's number is read back from the answer, so this holds with pipelining too.
           onResponse: every
-            ? (status, body, ctx) => {
-                const i = ctx.n as number;
-                if (status !== 202 || i % every !== 0) return;
-                const t = JSON.parse(body) as { ticketId: string; position: number; userId: string };
-                if (t.userId === `${gen.userPrefix}${i}`) samples.push({ n: i, ticketId: t.ticketId, position: t.position });
+            ? (status, body) => {
+                if (status !== 202) return;
+                const m = userRe.exec(body);
+                if (!m || Number(m[1]) % every !== 0) return;
+                const t = JSON.parse(body) as { ticketId: string; position: number };
+                samples.push({ n: Number(m[1]), ticketId: t.ticketId, position: t.position });
               }
             : undefined,
         },
@@ -48,14 +47,15 @@ function requestsFor(gen: LoadSpec['gen']): Request[] {
 
 let lat = new Float64Array(1 << 16);
 let count = 0;
+const pids = { ...spec.watchPids, loadgen: process.pid };
+const cpuBefore = cpuSnap(pids);
 
 const instance = autocannon(
   {
     url: spec.url,
     connections: spec.connections,
     pipelining: spec.pipelining ?? 1,
-    duration: spec.duration,
-    amount: spec.amount,
+    ...(spec.amount !== undefined ? { amount: spec.amount } : { duration: spec.duration ?? 10 }),
     timeout: 10,
     headers: { 'content-type': 'application/json', ...spec.headers },
     requests: requestsFor(spec.gen),
@@ -65,6 +65,7 @@ const instance = autocannon(
       console.error(String(err));
       process.exit(1);
     }
+    const cpu = cpuUse(cpuBefore, cpuSnap(pids));
     const sorted = lat.subarray(0, count).sort();
     const status: Record<string, number> = {};
     for (const [code, { count: c }] of Object.entries(result.statusCodeStats)) status[code] = c;
@@ -82,6 +83,7 @@ const instance = autocannon(
       errors: result.errors,
       timeouts: result.timeouts,
       samples,
+      cpu,
     };
     writeFileSync(outPath, JSON.stringify(out));
     process.exit(0);

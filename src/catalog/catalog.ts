@@ -51,6 +51,18 @@ export interface Catalog {
   close(itemId: string): Promise<ItemView>;
   patchGate(itemId: string, patch: Partial<GateSettings>, actor: Actor): Promise<GateView>;
   restore(): Promise<number>;
+  /**
+   * Rebuilds the Redis stock of stock items from Postgres (units left = total − rows sold), so a
+   * Redis loss can never create oversell. `onlyIfHigher`: touch only counters that claim more than
+   * Postgres allows (safe to run while a sale is on).
+   */
+  reconcile(opts?: { itemId?: string; onlyIfHigher?: boolean }): Promise<{ itemId: string; left: number; redisHad: number | null; changed: boolean }[]>;
+}
+
+/** Postgres's count of what was sold (db/sales.ts). */
+export interface StockLedger {
+  define(itemId: string, total: number): Promise<void>;
+  recount(table: 'orders' | 'coupon_claims', itemId: string): Promise<{ total: number; sold: number } | null>;
 }
 
 const keyId = (key: string) => createHash('sha256').update(key).digest('hex').slice(0, 12);
@@ -58,8 +70,24 @@ const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOStrin
 const ms = (s: string | null | undefined) => (s ? Date.parse(s) : null);
 const defaultGate: GateSettings = { mode: 'auto', rate: null, maxInFlight: null };
 
-export function createCatalog(deps: { queue: Queue; store: ItemsStore; handlers: HandlerRegistry; clock: Clock; log: Logger }): Catalog {
+export function createCatalog(deps: { queue: Queue; store: ItemsStore; stock: StockLedger; handlers: HandlerRegistry; clock: Clock; log: Logger }): Catalog {
   const { queue, store, handlers } = deps;
+
+  /** Units left per Postgres, pushed into Redis; returns null for items without stock. */
+  async function syncStock(def: LineDefinition, onlyIfHigher: boolean) {
+    const spec = handlers.get(def.handler);
+    if (!spec?.initialStock) return null;
+    await deps.stock.define(def.itemId, spec.initialStock(def.config));
+    const counted = spec.stockTable ? await deps.stock.recount(spec.stockTable, def.itemId) : null;
+    const left = counted ? counted.total - counted.sold : spec.initialStock(def.config);
+    const redisHad = (await queue.item(def.itemId, { fresh: true }))?.snap.stockLeft ?? null;
+    const changed = !onlyIfHigher || redisHad === null || redisHad > left;
+    if (changed) {
+      await queue.stock.set(def.itemId, left, spec.stockShards?.(def.config) ?? 1);
+      if (left <= 0) await queue.cut(def.itemId, 'sold_out');
+    }
+    return { itemId: def.itemId, left, redisHad, changed };
+  }
 
   function lineDefinition(itemId: string, input: ItemInput): LineDefinition {
     const spec = handlers.get(input.handler) ?? fail('invalid_request', `Unknown handler "${input.handler}".`, { issues: [{ path: 'handler', message: `one of ${handlers.names().join(', ')}` }] });
@@ -80,14 +108,12 @@ export function createCatalog(deps: { queue: Queue; store: ItemsStore; handlers:
       abandonAfterMs: input.abandonAfterMs ?? null,
       opensAt,
       closesAt,
-      rejoin: spec.rejoin,
+      rejoin: spec.rejoin(parsed.data!),
     };
   }
 
   function view(item: CachedItem): ItemView {
     const s = item.snap;
-    const spec = handlers.get(s.def.handler);
-    const stock = spec?.initialStock?.(s.def.config);
     return {
       itemId: s.def.itemId,
       handler: s.def.handler,
@@ -99,7 +125,7 @@ export function createCatalog(deps: { queue: Queue; store: ItemsStore; handlers:
       state: itemState(s, deps.clock.now()),
       gate: gateView(s.gate),
       counts: s.counts,
-      remaining: stock === undefined ? null : Math.max(0, stock - s.counts.succeeded),
+      remaining: s.stockLeft,
     };
   }
 
@@ -117,6 +143,7 @@ export function createCatalog(deps: { queue: Queue; store: ItemsStore; handlers:
       const before = (await queue.item(itemId, { fresh: true }))?.snap.gate ?? null;
       const gate: GateSettings = { ...defaultGate, ...input.gate };
       const { created } = await queue.define(def, gate, { reopen: true });
+      await syncStock(def, false);
       await store.upsert({
         itemId,
         handler: def.handler,
@@ -159,6 +186,19 @@ export function createCatalog(deps: { queue: Queue; store: ItemsStore; handlers:
       return gateView(after);
     },
 
+    async reconcile(opts = {}) {
+      const rows = opts.itemId ? [await store.get(opts.itemId)] : await store.all();
+      const out = [];
+      for (const row of rows) {
+        if (!row) fail('item_not_found', 'No such item.');
+        if (!(await queue.item(row!.itemId, { fresh: true }))) await restoreRow(row!);
+        const r = await syncStock(rowDefinition(row!), opts.onlyIfHigher ?? false);
+        if (r) out.push(r);
+        if (r?.changed && r.redisHad !== r.left) deps.log.warn(r, 'stock reconciled from postgres');
+      }
+      return out;
+    },
+
     async restore() {
       let restored = 0;
       for (const row of await store.all()) {
@@ -170,8 +210,8 @@ export function createCatalog(deps: { queue: Queue; store: ItemsStore; handlers:
     },
   };
 
-  async function restoreRow(row: ItemRow) {
-    const def = lineDefinition(row.itemId, {
+  function rowDefinition(row: ItemRow) {
+    return lineDefinition(row.itemId, {
       handler: row.handler,
       config: row.config,
       capacity: row.capacity,
@@ -179,8 +219,13 @@ export function createCatalog(deps: { queue: Queue; store: ItemsStore; handlers:
       opensAt: row.opensAt?.toISOString() ?? null,
       closesAt: row.closesAt?.toISOString() ?? null,
     });
+  }
+
+  async function restoreRow(row: ItemRow) {
+    const def = rowDefinition(row);
     await queue.define(def, { ...defaultGate, ...(row.gate as Partial<GateSettings>) }, { reopen: false });
     if (row.closedAt) await queue.cut(row.itemId, 'closed');
+    await syncStock(def, false);
     deps.log.warn({ itemId: row.itemId }, 'item restored from postgres');
   }
 }

@@ -1,4 +1,5 @@
-import { bigserial, index, integer, jsonb, pgTable, text, timestamp } from 'drizzle-orm/pg-core';
+import { sql } from 'drizzle-orm';
+import { bigserial, check, index, integer, jsonb, pgTable, text, timestamp, unique } from 'drizzle-orm/pg-core';
 
 /** The durable definition of every line; Redis is rebuilt from it after a flush. */
 export const items = pgTable('items', {
@@ -28,4 +29,67 @@ export const gateAudit = pgTable(
     createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
   },
   (t) => [index('gate_audit_item_time_idx').on(t.itemId, t.createdAt)],
+);
+
+/**
+ * Postgres's word on an item's stock: `sold` never passes `total` (a CHECK), and every order or
+ * coupon claim is written in the same transaction that raises `sold`. Redis counters only filter.
+ */
+export const itemStock = pgTable(
+  'item_stock',
+  {
+    itemId: text('item_id').primaryKey(),
+    total: integer('total').notNull(),
+    sold: integer('sold').notNull().default(0),
+  },
+  (t) => [check('item_stock_sold_within_total', sql`${t.sold} >= 0 and ${t.sold} <= ${t.total}`)],
+);
+
+/** One row per seckill sale. */
+export const orders = pgTable(
+  'orders',
+  {
+    orderId: bigserial('order_id', { mode: 'number' }).primaryKey(),
+    itemId: text('item_id').notNull(),
+    userId: text('user_id').notNull(),
+    ticketId: text('ticket_id').notNull().unique('orders_ticket_id_key'),
+    payload: jsonb('payload').$type<Record<string, unknown>>(),
+    createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+  },
+  (t) => [unique('orders_item_user_key').on(t.itemId, t.userId)],
+);
+
+/** One row per claimed coupon; the per-user limit is a constraint (claim_no is 1..per_user). */
+export const couponClaims = pgTable(
+  'coupon_claims',
+  {
+    claimId: bigserial('claim_id', { mode: 'number' }).primaryKey(),
+    itemId: text('item_id').notNull(),
+    userId: text('user_id').notNull(),
+    ticketId: text('ticket_id').notNull().unique('coupon_claims_ticket_id_key'),
+    claimNo: integer('claim_no').notNull(),
+    perUser: integer('per_user').notNull(),
+    createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+  },
+  (t) => [
+    unique('coupon_claims_item_user_no_key').on(t.itemId, t.userId, t.claimNo),
+    check('coupon_claims_within_per_user', sql`${t.claimNo} >= 1 and ${t.claimNo} <= ${t.perUser}`),
+  ],
+);
+
+/** The terminal outcome of every ticket, with its times: audit and wait-time analytics. */
+export const ticketOutcomes = pgTable(
+  'ticket_outcomes',
+  {
+    ticketId: text('ticket_id').primaryKey(),
+    itemId: text('item_id').notNull(),
+    userId: text('user_id').notNull(),
+    status: text('status').notNull(),
+    reason: text('reason'),
+    result: jsonb('result'),
+    joinedAt: timestamp('joined_at', { withTimezone: true, mode: 'date' }).notNull(),
+    admittedAt: timestamp('admitted_at', { withTimezone: true, mode: 'date' }),
+    finishedAt: timestamp('finished_at', { withTimezone: true, mode: 'date' }).notNull(),
+  },
+  (t) => [index('ticket_outcomes_item_finished_idx').on(t.itemId, t.finishedAt)],
 );

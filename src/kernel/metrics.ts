@@ -19,6 +19,19 @@ export function createMetrics() {
     settles: new Counter({ name: 'floodgate_settles_total', help: 'Outcomes written back, by status.', labelNames: ['item', 'status'] as const, registers: [registry] }),
     waiting: new Gauge({ name: 'floodgate_line_waiting', help: 'Tickets waiting in the line.', labelNames: ['item'] as const, registers: [registry] }),
     admitted: new Gauge({ name: 'floodgate_line_admitted', help: 'Tickets admitted and not yet settled.', labelNames: ['item'] as const, registers: [registry] }),
+    downstreamLatency: new Histogram({
+      name: 'floodgate_downstream_latency_seconds',
+      help: 'Duration of handler calls (the downstream business action), by item.',
+      labelNames: ['item'] as const,
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [registry],
+    }),
+    downstreamCalls: new Counter({
+      name: 'floodgate_downstream_calls_total',
+      help: 'Handler calls by result: ok, rejected (a business no), drop (overload or unreachable), error.',
+      labelNames: ['item', 'result'] as const,
+      registers: [registry],
+    }),
   };
   return m;
 }

@@ -13,6 +13,8 @@
  *   <p>{item}:retry     zset  tickets returned to the head (score = seq)
  *   <p>{item}:leases    zset  admitted tickets by lease expiry
  *   <p>{item}:cx        stream cancels of tickets still in the line (feeds the poll caches)
+ *   <p>{item}:stock     hash  s<i> → units left in shard i (seckill, coupon)
+ *   <p>{item}:taken     hash  seq → shard a ticket took its unit from
  *   <p>items            set   every item id (the only key without a hash tag)
  */
 export interface ItemKeys {
@@ -24,6 +26,8 @@ export interface ItemKeys {
   retry: string;
   leases: string;
   cx: string;
+  stock: string;
+  taken: string;
   pollPage(seq: number): string;
   x(seq: number): string;
 }
@@ -41,6 +45,8 @@ export function itemKeys(prefix: string, itemId: string): ItemKeys {
     retry: `${base}retry`,
     leases: `${base}leases`,
     cx: `${base}cx`,
+    stock: `${base}stock`,
+    taken: `${base}taken`,
     pollPage: (seq) => `${base}p:${Math.floor(seq / PAGE_SIZE)}`,
     x: (seq) => `${base}x:${seq}`,
   };

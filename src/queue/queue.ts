@@ -26,6 +26,8 @@ export interface SettleInput {
   result?: unknown;
   reason?: string;
   retry?: boolean;
+  /** Settle under whatever lease the ticket holds now (in-process workers only). */
+  force?: boolean;
 }
 
 export interface Queue {
@@ -37,7 +39,8 @@ export interface Queue {
   /** The item a ticket id names, from the id alone (null if it is not one of ours in shape). */
   itemIdOf(ticketId: string): string | null;
   cancel(ticketId: string): Promise<TicketView>;
-  admit(itemId: string, max: number, leaseMs: number): Promise<AdmittedTicket[]>;
+  /** Admits from the head as far as the gate allows; `autoCap` caps in-flight for an auto gate without its own cap. */
+  admit(itemId: string, max: number, leaseMs: number, autoCap?: number): Promise<AdmittedTicket[]>;
   settle(ticketId: string, input: SettleInput): Promise<TicketView>;
   /** Ends every waiting ticket at once: close → cancelled, sold out → rejected. */
   cut(itemId: string, kind: 'closed' | 'sold_out'): Promise<number>;
@@ -46,6 +49,19 @@ export interface Queue {
   sweep(): Promise<number>;
   /** Writes buffered poll times (abandonment) to Redis. */
   flush(): Promise<void>;
+  /** Keeps the leases of tickets handed to a job queue alive until `until` (ms). */
+  extendLeases(itemId: string, tickets: { seq: number; leaseId: string }[], until: number): Promise<number>;
+  stock: StockOps;
+}
+
+/** The Redis stock counters of items that have stock: a fast filter; Postgres decides. */
+export interface StockOps {
+  /** Takes one unit for the ticket (idempotent per ticket). */
+  take(itemId: string, seq: number): Promise<{ taken: boolean; left: number }>;
+  /** Gives the ticket's unit back (idempotent). */
+  refund(itemId: string, seq: number): Promise<boolean>;
+  /** Sets the units left, over `shards` shards. */
+  set(itemId: string, units: number, shards: number): Promise<void>;
 }
 
 const gateFields = (g: Partial<GateSettings>) =>
@@ -180,11 +196,11 @@ export function createQueue(deps: QueueDeps): Queue {
       return readView(ticketId, item, seq);
     },
 
-    async admit(itemId, max, leaseMs) {
+    async admit(itemId, max, leaseMs, autoCap) {
       const item = await mustItem(itemId);
       const k = itemKeys(prefix, itemId);
       const leasePrefix = randomBytes(12).toString('base64url') + '.';
-      const res = (await redis.admit(k.meta, k.ctr, k.gate, k.retry, k.leases, k.base, clock.now(), max, leaseMs, leasePrefix)) as (string | number)[];
+      const res = (await redis.admit(k.meta, k.ctr, k.gate, k.retry, k.leases, k.base, clock.now(), max, leaseMs, leasePrefix, autoCap ?? '')) as (string | number)[];
       if (res[0] === -1) fail('item_not_found', 'No such item.');
       const out: AdmittedTicket[] = [];
       for (let i = 2; i < res.length; i += 5) {
@@ -211,7 +227,7 @@ export function createQueue(deps: QueueDeps): Queue {
       const outcome: Outcome = { status: input.status };
       if (input.result !== undefined) outcome.result = input.result;
       if (input.reason !== undefined) outcome.reason = input.reason;
-      const code = (await redis.settle(k.meta, k.ctr, k.retry, k.leases, k.base, seq, clock.now(), input.leaseId, input.status, JSON.stringify(outcome), input.retry ? '1' : '0')) as number;
+      const code = (await redis.settle(k.meta, k.ctr, k.retry, k.leases, k.base, seq, clock.now(), input.leaseId, input.status, JSON.stringify(outcome), input.retry ? '1' : '0', input.force ? '1' : '0')) as number;
       if (code < 0) throw settleError(code);
       return readView(ticketId, item, seq);
     },
@@ -241,5 +257,28 @@ export function createQueue(deps: QueueDeps): Queue {
     },
 
     flush: () => touches.flush(),
+
+    async extendLeases(itemId, tickets, until) {
+      if (!tickets.length) return 0;
+      const k = itemKeys(prefix, itemId);
+      return (await redis.extendLeases(k.leases, k.base, until, ...tickets.flatMap((t) => [t.seq, t.leaseId]))) as number;
+    },
+
+    stock: {
+      async take(itemId, seq) {
+        const k = itemKeys(prefix, itemId);
+        const [taken, left] = (await redis.takeStock(k.stock, k.taken, seq)) as [number, number];
+        return { taken: taken === 1, left };
+      },
+      async refund(itemId, seq) {
+        const k = itemKeys(prefix, itemId);
+        return ((await redis.refundStock(k.stock, k.taken, seq)) as number) === 1;
+      },
+      async set(itemId, units, shards) {
+        const k = itemKeys(prefix, itemId);
+        await redis.setStock(k.stock, k.meta, units, shards);
+        cache.invalidate(itemId);
+      },
+    },
   };
 }

@@ -29,6 +29,10 @@ export interface ScriptedRedis extends Redis {
   sweep: Cmd;
   readTicket: Cmd;
   define: Cmd;
+  takeStock: Cmd;
+  refundStock: Cmd;
+  setStock: Cmd;
+  extendLeases: Cmd;
 }
 
 const cache = loadScripts();

@@ -17,6 +17,8 @@ export interface ItemSnapshot {
   cancelsTotal: number;
   counts: Counts;
   gate: GateSettings;
+  /** Units left in the Redis stock shards (seckill, coupon); null where the item has no stock. */
+  stockLeft: number | null;
   loadedAt: number;
 }
 
@@ -24,14 +26,15 @@ const num = (v: string | undefined) => (v === undefined || v === '' ? null : Num
 
 export async function readSnapshot(redis: Redis, prefix: string, itemId: string, now: number): Promise<ItemSnapshot | null> {
   const k = itemKeys(prefix, itemId);
-  const res = await redis.multi().hgetall(k.meta).hgetall(k.ctr).hgetall(k.gate).exec();
+  const res = await redis.multi().hgetall(k.meta).hgetall(k.ctr).hgetall(k.gate).hvals(k.stock).exec();
   if (!res) return null;
   for (const [err] of res) if (err) throw err;
   const meta = res[0][1] as Record<string, string>;
   const ctr = res[1][1] as Record<string, string>;
   const gate = res[2][1] as Record<string, string>;
   if (!meta.handler) return null;
-  return parseSnapshot(itemId, meta, ctr, gate, now);
+  const stock = res[3][1] as string[];
+  return parseSnapshot(itemId, meta, ctr, gate, now, stock.length ? stock.reduce((a, v) => a + Math.max(0, Number(v)), 0) : null);
 }
 
 export function parseSnapshot(
@@ -40,6 +43,7 @@ export function parseSnapshot(
   ctr: Record<string, string>,
   gate: Record<string, string>,
   now: number,
+  stockLeft: number | null = null,
 ): ItemSnapshot {
   const counts = Object.fromEntries(counterNames.map((n) => [n, Number(ctr[n] ?? 0)])) as Counts;
   return {
@@ -69,6 +73,7 @@ export function parseSnapshot(
       rate: num(gate.rate),
       maxInFlight: num(gate.maxInFlight),
     },
+    stockLeft,
     loadedAt: now,
   };
 }

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { createApp } from '../../src/api/app.js';
 import { createCatalog } from '../../src/catalog/catalog.js';
 import { createItemsStore } from '../../src/db/items-store.js';
+import { createStockLedger } from '../../src/db/stock-ledger.js';
 import { manualClock, systemClock, type Clock } from '../../src/kernel/clock.js';
 import { createLogger } from '../../src/kernel/logger.js';
 import { createMetrics } from '../../src/kernel/metrics.js';
@@ -28,7 +29,7 @@ export async function testApp() {
     const queue = createQueue({ redis, prefix, clock, cacheMs: opts.cacheMs ?? 0 });
     const handlers = createHandlerRegistry();
     const metrics = createMetrics();
-    const catalog = createCatalog({ queue, store: createItemsStore(dbh.db), handlers, clock, log });
+    const catalog = createCatalog({ queue, store: createItemsStore(dbh.db), stock: createStockLedger(dbh.sql), handlers, clock, log });
     const app = createApp({
       queue,
       catalog,

@@ -5,6 +5,7 @@
   served+1, skipping cancelled tickets and expiring abandoned ones (at most 1000 skips a call).
   KEYS[1] meta  KEYS[2] ctr  KEYS[3] gate  KEYS[4] retry (zset seq)  KEYS[5] leases (zset exp)
   ARGV[1] base  ARGV[2] now  ARGV[3] max  ARGV[4] leaseMs  ARGV[5] lease id prefix (random)
+  ARGV[6] in-flight cap to apply when the gate sets none and is in auto mode ('' = none)
   Returns { code, n, seq1, record1, payload1, leaseId1, leaseExp1, seq2, ... }
     code 0 ok, -1 item not found
   Gate (hash KEYS[3]): mode (auto|manual|closed), rate (per s, '' = none), maxInFlight ('' =
@@ -20,6 +21,7 @@ local gate = rcall('HMGET', KEYS[3], 'mode', 'rate', 'maxInFlight', 'tat')
 if gate[1] == 'closed' then return { 0, 0 } end
 local allowed = max
 local mif = tonumber(gate[3] or '')
+if not mif and gate[1] ~= 'manual' then mif = tonumber(ARGV[6] or '') end
 if mif then
   allowed = math.min(allowed, mif - tonumber(rcall('HGET', KEYS[2], 'admitted') or '0'))
 end

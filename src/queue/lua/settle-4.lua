@@ -4,6 +4,8 @@
   ARGV[1] base  ARGV[2] seq  ARGV[3] now  ARGV[4] leaseId
   ARGV[5] status (succeeded|rejected|failed)  ARGV[6] outcome JSON  ARGV[7] retry ('1' returns
   the ticket to the head instead of ending it; only with failed)
+  ARGV[8] '1' = owner override: settle an admitted ticket whatever its current lease (used only by
+  in-process workers, whose effects are idempotent; never reachable through the API)
   Returns code: 1 applied, 2 already applied with this lease (idempotent repeat),
     -1 ticket not found, -2 lease lost (expired, superseded, or a different outcome already written)
   A lease that has expired but not yet been reclaimed is reclaimed here and answered lease_lost.
@@ -22,7 +24,8 @@ if st ~= 'a' then
   if x[3] == leaseId and x[4] == asked then return 2 end
   return -2
 end
-if x[1] ~= leaseId then return -2 end
+if x[1] ~= leaseId and ARGV[8] ~= '1' then return -2 end
+leaseId = x[1]
 rcall('ZREM', KEYS[4], fmt(seq))
 if tonumber(x[2]) < now then
   returnToHead(base, KEYS[1], KEYS[2], KEYS[3], seq, record, now)

@@ -1,0 +1,17 @@
+--[[
+  Extends the leases of admitted tickets that were handed to a job queue, so the sweeper does not
+  re-offer them while their job waits or runs (the job queue's own stall recovery covers crashes).
+  KEYS[1] leases
+  ARGV[1] base  ARGV[2] new expiry (ms)  ARGV[3..] seq, leaseId pairs
+  Returns the number of leases extended (a lease that was already superseded is left alone).
+]]
+local n = 0
+for i = 3, #ARGV, 2 do
+  local x = ARGV[1] .. 'x:' .. ARGV[i]
+  if redis.call('HGET', x, 'lease') == ARGV[i + 1] then
+    redis.call('HSET', x, 'leaseExp', ARGV[2])
+    redis.call('ZADD', KEYS[1], tonumber(ARGV[2]), ARGV[i])
+    n = n + 1
+  end
+end
+return n

@@ -1,0 +1,76 @@
+import type { Clock } from '../kernel/clock.js';
+import type { Logger } from '../kernel/logger.js';
+import type { Queue } from '../queue/queue.js';
+import type { JobQueues } from '../service/jobs.js';
+import type { HandlerRegistry } from '../service/registry.js';
+
+export interface DispatcherOptions {
+  /** Pause between rounds when a round admitted nothing (ms). */
+  idleMs: number;
+  /** Most tickets admitted per item per round. */
+  batch: number;
+  /** Lease held between admission and the job being queued; a crash in between re-offers the ticket. */
+  dispatchLeaseMs: number;
+  /** In-flight cap for an `auto` gate that sets none (until the adaptive controller sets one). */
+  autoCap: number;
+}
+
+/**
+ * The scheduler's outflow: in rounds, for every item served in-process, admit from the head of the
+ * line as far as its gate allows and hand the tickets to the handler's job queue. Every daemon runs
+ * one; they share each item's gate through the atomic admit script. Once a job is queued, the
+ * ticket's lease is extended to cover the job's whole life, so the lease sweeper leaves it alone
+ * and BullMQ's own stall recovery re-runs it if a worker dies.
+ */
+export function startDispatcher(deps: { queue: Queue; handlers: HandlerRegistry; jobs: JobQueues; clock: Clock; log: Logger }, opts: DispatcherOptions) {
+  const { queue, handlers, jobs, clock, log } = deps;
+  let stopped = false;
+  let ids: string[] = [];
+  let idsAt = -Infinity;
+  const busy = new Set<string>();
+  let failing = false;
+
+  async function roundFor(itemId: string): Promise<number> {
+    const item = await queue.item(itemId);
+    const spec = item && handlers.get(item.snap.def.handler);
+    if (!item || !spec?.handle || spec.external) return 0;
+    if (item.snap.counts.waiting === 0 && !busy.has(itemId)) return 0;
+    const got = await queue.admit(itemId, opts.batch, opts.dispatchLeaseMs, opts.autoCap);
+    if (!got.length) {
+      busy.delete(itemId);
+      return 0;
+    }
+    busy.add(itemId);
+    await jobs.dispatch(spec.name, got);
+    const deadline = spec.deadlineMs?.(item.snap.def.config) ?? 10_000;
+    const jobLeaseMs = Math.max(300_000, deadline * 10);
+    await queue.extendLeases(itemId, got.map((t) => ({ seq: t.seq, leaseId: t.leaseId })), clock.now() + jobLeaseMs);
+    return got.length;
+  }
+
+  const done = (async () => {
+    while (!stopped) {
+      let admitted = 0;
+      try {
+        if (clock.now() - idsAt > 1000) {
+          ids = await queue.itemIds();
+          idsAt = clock.now();
+        }
+        admitted = (await Promise.all(ids.map(roundFor))).reduce((a, b) => a + b, 0);
+        if (failing) log.info('dispatcher recovered');
+        failing = false;
+      } catch (err) {
+        if (!failing) log.warn({ err: String(err) }, 'dispatch round failed');
+        failing = true;
+      }
+      await new Promise((r) => (admitted ? setImmediate(r) : setTimeout(r, failing ? 500 : opts.idleMs)));
+    }
+  })();
+
+  return {
+    async stop() {
+      stopped = true;
+      await done;
+    },
+  };
+}

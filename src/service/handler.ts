@@ -1,0 +1,70 @@
+import type { z } from 'zod';
+import type { Logger } from '../kernel/logger.js';
+import type { SaleRequest, SaleResult } from '../db/sales.js';
+import type { StockOps } from '../queue/queue.js';
+
+/**
+ * The handler interface. A handler runs the business action of one admitted ticket and says what
+ * happened; the service module settles the ticket with it. Delivery is at least once (a crash
+ * re-runs the job), so a handler's effect must be idempotent per ticket.
+ *
+ * - return `succeeded` (with a result) or `rejected` (a business "no": sold out, limit reached;
+ *   not a sign of overload);
+ * - throw a `DropError` when the downstream is saturated or unreachable (timeout, 429/503, refused
+ *   connection): the job is retried with backoff, the gate backs off, and after the last attempt the
+ *   ticket ends `failed`;
+ * - throw anything else for a fault: retried likewise, then `failed`.
+ */
+export interface HandlerTicket {
+  ticketId: string;
+  itemId: string;
+  seq: number;
+  userId: string;
+  payload: Record<string, unknown> | null;
+  /** The item's validated config. */
+  config: Record<string, unknown>;
+  /** 1 on the first run, 2 on the first retry, … */
+  attempt: number;
+}
+
+export type HandlerOutcome =
+  | { status: 'succeeded'; result?: unknown }
+  | { status: 'rejected'; reason: string; result?: unknown };
+
+export class DropError extends Error {
+  constructor(readonly reason: string) {
+    super(reason);
+    this.name = 'DropError';
+  }
+}
+
+export interface HandlerContext {
+  /** Aborts when the deadline passes; pass it to every downstream call. */
+  signal: AbortSignal;
+  deadlineMs: number;
+  log: Logger;
+  stock: StockOps;
+  /** Sells through Postgres (batched): orders for seckill, claims for coupon. */
+  sell(table: 'orders' | 'coupon_claims', req: SaleRequest): Promise<SaleResult>;
+  /** Marks the item sold out: new joins get 410, every waiting ticket ends rejected/sold_out. */
+  soldOut(): Promise<void>;
+}
+
+export interface HandlerSpec {
+  name: string;
+  /** Validates and normalises the item's `config`. */
+  config: z.ZodType<Record<string, unknown>>;
+  /** May a user whose earlier ticket ended join again? 'unless_succeeded': not after a success. */
+  rejoin(config: Record<string, unknown>): 'any' | 'unless_succeeded';
+  /** Outside workers pull and write back (no in-process run). */
+  external: boolean;
+  /** Units (stock, coupons) at definition time, for handlers that have them. */
+  initialStock?(config: Record<string, unknown>): number;
+  /** The Postgres table whose rows are the units sold (reconcile counts them). */
+  stockTable?: 'orders' | 'coupon_claims';
+  /** Shards of the Redis stock counter (a hot item's units spread over K keys' fields). */
+  stockShards?(config: Record<string, unknown>): number;
+  /** How long one run may take (ms). */
+  deadlineMs?(config: Record<string, unknown>): number;
+  handle?(ticket: HandlerTicket, ctx: HandlerContext): Promise<HandlerOutcome>;
+}

@@ -1,0 +1,24 @@
+import { z } from 'zod';
+import type { HandlerSpec } from '../handler.js';
+import { sellUnit } from './sell-unit.js';
+
+/**
+ * seckill: one unit per user per item. A unit is taken from the Redis stock (idempotent per
+ * ticket), then the order row is committed in Postgres, which has the last word (see db/sales.ts);
+ * the ticket succeeds only after that commit, with `{ orderId }`.
+ */
+export const seckill: HandlerSpec = {
+  name: 'seckill',
+  config: z.object({ stock: z.number().int().min(0).max(1e9), shards: z.number().int().min(1).max(64).default(1) }).strict(),
+  rejoin: () => 'unless_succeeded',
+  external: false,
+  initialStock: (c) => Number(c.stock),
+  stockTable: 'orders',
+  stockShards: (c) => Number(c.shards ?? 1),
+  deadlineMs: () => 10_000,
+  async handle(t, ctx) {
+    const sale = await sellUnit(t, ctx, 'orders');
+    if (sale.kind === 'sold') return { status: 'succeeded', result: { orderId: sale.id } };
+    return { status: 'rejected', reason: sale.kind === 'limit_reached' ? 'already_purchased' : 'sold_out' };
+  },
+};

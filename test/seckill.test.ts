@@ -1,0 +1,48 @@
+import { describe, expect, it } from 'vitest';
+import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
+import { testDb } from './support/db.js';
+import { testRedis } from './support/redis.js';
+
+const { newPrefix } = testRedis();
+const db = await testDb();
+const { call } = await inProcessDaemon({ prefix: newPrefix(), databaseUrl: db.url });
+
+describe('seckill', () => {
+  it('sells exactly the stock to distinct users; everyone else reads rejected/sold_out', async () => {
+    const stock = 50;
+    await call('PUT', '/v1/items/sk1', { handler: 'seckill', config: { stock, shards: 4 }, gate: { mode: 'auto', maxInFlight: 16 } });
+    const users = Array.from({ length: 400 }, (_, i) => `u${i % 300}`); // 300 users, 100 repeat joins
+    const joins = [];
+    for (let i = 0; i < users.length; i += 50)
+      joins.push(...(await Promise.all(users.slice(i, i + 50).map((userId) => call('POST', '/v1/items/sk1/tickets', { userId }, SVC)))));
+    const accepted = joins.filter((j) => j.status === 202 || j.status === 200);
+    for (const j of joins) expect([200, 202, 410]).toContain(j.status);
+    const ticketIds = [...new Set(accepted.map((j) => j.body.ticketId as string))];
+    expect(ticketIds.length).toBeLessThanOrEqual(300);
+
+    const views = await waitFor(
+      () => Promise.all(ticketIds.map((id) => call('GET', `/v1/tickets/${id}`, undefined, null).then((r) => r.body))),
+      (vs) => vs.every((v) => v.state === 'succeeded' || v.state === 'rejected'),
+    );
+    const won = views.filter((v) => v.state === 'succeeded');
+    expect(won.length).toBe(stock);
+    expect(new Set(won.map((v) => v.userId)).size).toBe(stock);
+    for (const v of views.filter((x) => x.state === 'rejected')) expect(v.outcome.reason).toBe('sold_out');
+    for (const v of won) expect(v.outcome.result.orderId).toMatch(/^\d+$/);
+
+    const orders = await db.sql`select user_id, ticket_id from orders where item_id = 'sk1'`;
+    expect(orders.length).toBe(stock);
+    expect(new Set(orders.map((o) => o.user_id)).size).toBe(stock);
+    const [row] = await db.sql`select total, sold from item_stock where item_id = 'sk1'`;
+    expect(row).toEqual({ total: stock, sold: stock });
+
+    const item = (await call('GET', '/v1/items/sk1')).body;
+    expect(item).toMatchObject({ state: 'sold_out', remaining: 0, counts: { succeeded: stock, waiting: 0, admitted: 0 } });
+    const late = await call('POST', '/v1/items/sk1/tickets', { userId: 'late-comer' }, SVC);
+    expect(late.status).toBe(410);
+    expect(late.body.error.code).toBe('sold_out');
+    const winnerAgain = await call('POST', '/v1/items/sk1/tickets', { userId: won[0].userId }, SVC);
+    expect(winnerAgain.status).toBe(200);
+    expect(winnerAgain.body).toMatchObject({ ticketId: won[0].ticketId, state: 'succeeded' });
+  });
+});

@@ -1,0 +1,42 @@
+import { afterAll } from 'vitest';
+import { loadConfig } from '../../src/config.js';
+import { createLogger } from '../../src/kernel/logger.js';
+import { startDaemon, type Daemon } from '../../src/main.js';
+import { redisUrl } from './redis.js';
+
+export const OP = 'op-key';
+export const SVC = 'svc-key';
+
+/** The whole daemon (API, dispatcher, workers) in this process, on a free port; stopped after the file. */
+export async function inProcessDaemon(opts: { prefix: string; databaseUrl: string; env?: Record<string, string> }) {
+  const config = loadConfig({
+    PORT: '0',
+    HOST: '127.0.0.1',
+    REDIS_URL: redisUrl(),
+    DATABASE_URL: opts.databaseUrl,
+    FLOODGATE_REDIS_PREFIX: opts.prefix,
+    FLOODGATE_SERVICE_KEYS: SVC,
+    FLOODGATE_OPERATOR_KEYS: OP,
+    ...opts.env,
+  });
+  const daemon: Daemon = await startDaemon(config, createLogger(process.env.TEST_LOG_LEVEL ?? 'silent'));
+  afterAll(() => daemon.stop());
+  const call = async (method: string, path: string, body?: unknown, key: string | null = OP) => {
+    const headers: Record<string, string> = {};
+    if (key) headers.authorization = `Bearer ${key}`;
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    const res = await fetch(daemon.url + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    const text = await res.text();
+    return { status: res.status, body: text ? JSON.parse(text) : null };
+  };
+  return { daemon, call };
+}
+
+export async function waitFor<T>(fn: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 20_000): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (ok(v) || Date.now() > until) return v;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
