@@ -32,6 +32,8 @@ export const configSchema = z.object({
   FLOODGATE_JOB_ATTEMPTS: z.coerce.number().int().min(1).max(100).default(5),
   FLOODGATE_JOB_BACKOFF_MS: z.coerce.number().int().min(1).max(600_000).default(200),
   FLOODGATE_AUTO_MAX_IN_FLIGHT: z.coerce.number().int().min(1).max(1_000_000).default(256),
+  FLOODGATE_JOB_LOCK_MS: z.coerce.number().int().min(1000).max(600_000).default(10_000),
+  FLOODGATE_DISPATCH_LEASE_MS: z.coerce.number().int().min(1000).max(600_000).default(15_000),
   FLOODGATE_HANDLERS_MODULE: z.string().optional(),
   FLOODGATE_RECONCILE_ON_START: bool.default(true),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

@@ -63,8 +63,8 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
       attempts: config.FLOODGATE_JOB_ATTEMPTS,
       backoffMs: config.FLOODGATE_JOB_BACKOFF_MS,
       concurrency: config.FLOODGATE_WORKER_CONCURRENCY,
-      lockDurationMs: 10_000,
-      stalledIntervalMs: 5_000,
+      lockDurationMs: config.FLOODGATE_JOB_LOCK_MS,
+      stalledIntervalMs: Math.max(500, Math.round(config.FLOODGATE_JOB_LOCK_MS / 2)),
     },
     onSample: (s) => {
       metrics.downstreamLatency.observe({ item: s.itemId }, s.latencyMs / 1000);
@@ -74,7 +74,7 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
   });
   const dispatcher = startDispatcher(
     { queue, handlers, jobs: service.jobs, clock, log: log.child({ module: 'dispatcher' }) },
-    { idleMs: 10, batch: 200, dispatchLeaseMs: 15_000, autoCap: config.FLOODGATE_AUTO_MAX_IN_FLIGHT },
+    { idleMs: 10, batch: 200, dispatchLeaseMs: config.FLOODGATE_DISPATCH_LEASE_MS, autoCap: config.FLOODGATE_AUTO_MAX_IN_FLIGHT },
   );
 
   const loops = [

@@ -4,7 +4,7 @@
  * Redis memory per waiting ticket.
  */
 import { putItem, join, SERVICE_KEY, waitingCount } from '../lib/api.js';
-import { measure, startBareHono, startDaemon, type BenchContext } from '../lib/harness.js';
+import { measure, NOISY_CORES, startBareHono, startDaemon, type BenchContext, type Measured } from '../lib/harness.js';
 import { memoryUsage, usedMemory } from '../lib/infra.js';
 import { runLoad } from '../lib/load.js';
 import type { LoadResult, LoadSpec } from '../lib/load-spec.js';
@@ -17,13 +17,13 @@ const DEPTH_CONNECTIONS = 10;
 const SMALL = 1_000;
 const BIG = Number(process.env.BENCH_DEPTH ?? 1_000_000);
 const SAMPLE = 1_000;
-/** Seconds the big fill may take (BENCH_FILL_MAX; 0 = until BENCH_DEPTH is reached). */
-const FILL_MAX_S = Number(process.env.BENCH_FILL_MAX ?? 120);
+/** Seconds the big fill may take (BENCH_FILL_MAX; 0 = until BENCH_DEPTH is reached; unset = what the budget leaves). */
+const FILL_MAX_ENV = process.env.BENCH_FILL_MAX;
 const auth = { authorization: `Bearer ${SERVICE_KEY}` };
 
 interface Row {
   name: string;
-  r: LoadResult;
+  r: Measured;
   expect: string;
   ratio?: { value: number; of: string; target: string; met: boolean };
 }
@@ -43,6 +43,9 @@ export async function queueScenario(ctx: BenchContext): Promise<ScenarioOutput> 
   const load = (gen: LoadSpec['gen'], warm?: LoadSpec['gen'], url = daemonUrl, connections = CONNECTIONS) =>
     measure(ctx, { url, connections, headers: auth, gen }, warm);
   let daemonUrl = '';
+
+  // Before the big fill, a disturbed run may be repeated while the run is young enough.
+  ctx.retryUntilS = ctx.budgetS * 0.4;
 
   // 1. Baselines, with the daemon not running yet so the bare server has the machine to itself.
   ctx.log('baseline: bare Hono on @hono/node-server');
@@ -84,6 +87,10 @@ export async function queueScenario(ctx: BenchContext): Promise<ScenarioOutput> 
   await putItem(daemonUrl, 'depth-1k', 10_000_000);
   const smallIds = await fill(ctx, daemonUrl, 'depth-1k', SMALL, 'd-', 1);
   await putItem(daemonUrl, 'depth-big', 10_000_000);
+  // What the budget leaves after the two depth polls (warm-up + run each) and the memory reading.
+  const afterFillS = 2 * (ctx.warmupS + ctx.durationS + 1.5) + 5;
+  const FILL_MAX_S = FILL_MAX_ENV !== undefined ? Number(FILL_MAX_ENV) : Math.max(30, Math.floor(ctx.budgetS - ctx.elapsedS() - afterFillS));
+  ctx.log(`  big fill: up to ${fmtInt(BIG)} joins${FILL_MAX_S ? `, for at most ${FILL_MAX_S} s` : ''}`);
   const memBefore = await usedMemory(ctx.redis);
   const t0 = Date.now();
   const progress = setInterval(() => {
@@ -103,6 +110,7 @@ export async function queueScenario(ctx: BenchContext): Promise<ScenarioOutput> 
   const usage = await memoryUsage(ctx.redis, `${ctx.prefix}{depth-big}:`);
   checks.push(`fill: ${fmtInt(bigWaiting)} waiting at the server (asked for ${fmtInt(BIG)}${FILL_MAX_S ? `, fill capped at ${FILL_MAX_S} s` : ''}); the load generator saw ${JSON.stringify(fillR.status)}, ${fillR.errors} errors, ${fillR.timeouts} timeouts; ${bigIds.length} ticket ids sampled for polling, positions ${fmtInt(fillR.samples[0]?.position ?? 0)} … ${fmtInt(fillR.samples.at(-1)?.position ?? 0)}.`);
 
+  ctx.retryUntilS = ctx.budgetS;
   const depthSmall = await load({ kind: 'poll', ticketIds: smallIds }, undefined, daemonUrl, DEPTH_CONNECTIONS);
   add({ name: `poll at depth ${fmtInt(SMALL)} (${DEPTH_CONNECTIONS} connections)`, r: depthSmall, expect: '200' });
   const depthBig = await load({ kind: 'poll', ticketIds: bigIds }, undefined, daemonUrl, DEPTH_CONNECTIONS);
@@ -141,10 +149,11 @@ export async function queueScenario(ctx: BenchContext): Promise<ScenarioOutput> 
 
   for (const row of rows) {
     if (row.ratio && !row.ratio.met) notes.push(`Target missed: ${row.name} — ${fmtRatio(row.ratio.value)} (${row.ratio.of}), target ${row.ratio.target}.`);
+    if (row.r.rerun) notes.push(`${row.name}: ${row.r.rerun}.`);
     const u = unexpected(row.r, row.expect);
     if (u) notes.push(`${row.name}: ${fmtInt(u)} responses other than ${row.expect} (${JSON.stringify(row.r.status)}, ${row.r.errors} connection errors, ${row.r.timeouts} timeouts).`);
   }
-  const noisy = rows.filter((row) => (row.r.cpu.other ?? 0) >= 0.25);
+  const noisy = rows.filter((row) => (row.r.cpu.other ?? 0) >= NOISY_CORES);
   if (noisy.length)
     notes.push(`Processes outside the bench used CPU during: ${noisy.map((row) => `${row.name} (${row.r.cpu.other.toFixed(2)} cores)`).join('; ')}. On this ${ctx.machine.nproc}-core machine that takes cycles from the server, Redis or autocannon, so those rows are less reliable.`);
   if (perInfo > 150) notes.push(`Target missed: ${perInfo.toFixed(1)} bytes per waiting ticket by INFO used_memory (target ≤ 150).`);

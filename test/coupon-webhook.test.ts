@@ -1,0 +1,94 @@
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, describe, expect, it } from 'vitest';
+import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
+import { testDb } from './support/db.js';
+import { testRedis } from './support/redis.js';
+
+const { newPrefix } = testRedis();
+const db = await testDb();
+const { call, daemon } = await inProcessDaemon({
+  prefix: newPrefix(),
+  databaseUrl: db.url,
+  env: { FLOODGATE_JOB_ATTEMPTS: '3', FLOODGATE_JOB_BACKOFF_MS: '50' },
+});
+
+const settled = (id: string) =>
+  waitFor(
+    () => call('GET', `/v1/tickets/${id}`, undefined, null).then((r) => r.body),
+    (v) => !['waiting', 'admitted'].includes(v.state),
+  );
+
+describe('coupon', () => {
+  it('hands out exactly the total; the per-user limit is enforced; a user under the limit may join again', async () => {
+    await call('PUT', '/v1/items/cp', { handler: 'coupon', config: { total: 25, perUser: 2 } });
+    const joins = await Promise.all(Array.from({ length: 80 }, (_, i) => call('POST', '/v1/items/cp/tickets', { userId: `u${i}` }, SVC)));
+    const views = await Promise.all(joins.filter((j) => j.status === 202).map((j) => settled(j.body.ticketId)));
+    const won = views.filter((v) => v.state === 'succeeded');
+    expect(won.length).toBe(25);
+    expect(views.filter((v) => v.state === 'rejected').every((v) => v.outcome.reason === 'sold_out')).toBe(true);
+    const [{ n }] = await db.sql`select count(*)::int as n from coupon_claims where item_id = 'cp'`;
+    expect(n).toBe(25);
+
+    await call('PUT', '/v1/items/cp2', { handler: 'coupon', config: { total: 10, perUser: 2 } });
+    const results = [];
+    for (let k = 0; k < 3; k++) {
+      const j = await call('POST', '/v1/items/cp2/tickets', { userId: 'greedy' }, SVC);
+      expect(j.status).toBe(202);
+      results.push(await settled(j.body.ticketId));
+    }
+    expect(results.map((r) => r.state)).toEqual(['succeeded', 'succeeded', 'rejected']);
+    expect(results[2].outcome.reason).toBe('limit_reached');
+    const claims = await db.sql`select claim_no from coupon_claims where item_id = 'cp2' order by claim_no`;
+    expect(claims.map((c) => c.claim_no)).toEqual([1, 2]);
+    expect((await call('GET', '/v1/items/cp2')).body.remaining).toBe(8);
+  });
+});
+
+describe('webhook', () => {
+  const seen = new Map<string, { calls: number; keys: Set<string>; body: any }>();
+  const server = createServer(async (req: IncomingMessage, res: ServerResponse) => {
+    let raw = '';
+    for await (const chunk of req) raw += chunk;
+    const body = JSON.parse(raw);
+    const s = seen.get(body.userId) ?? { calls: 0, keys: new Set<string>(), body };
+    s.calls++;
+    s.keys.add(String(req.headers['idempotency-key']));
+    seen.set(body.userId, s);
+    const send = (status: number, json?: unknown) => {
+      res.writeHead(status, { 'content-type': 'application/json' });
+      res.end(json === undefined ? '' : JSON.stringify(json));
+    };
+    if (body.userId === 'ok') return send(200, { orderId: 'W1', auth: req.headers['x-shop-key'] });
+    if (body.userId === 'no') return send(409, { error: 'limit' });
+    if (body.userId === 'flaky') return s.calls < 3 ? send(503) : send(201, { orderId: 'W2' });
+    if (body.userId === 'down') return send(503);
+    if (body.userId === 'bad') return send(400, { error: 'bad' });
+    if (body.userId === 'slow') return setTimeout(() => send(200, {}), 1500);
+    send(500);
+  });
+  afterAll(() => new Promise((r) => server.close(r)));
+
+  it('maps 2xx, 409, 5xx with retries, timeouts and 4xx to outcomes, with the ticket id as idempotency key', async () => {
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
+    await call('PUT', '/v1/items/wh', { handler: 'webhook', config: { url, timeoutMs: 300, headers: { 'x-shop-key': 'k1' } } });
+    const ids: Record<string, string> = {};
+    for (const u of ['ok', 'no', 'flaky', 'down', 'bad', 'slow']) ids[u] = (await call('POST', '/v1/items/wh/tickets', { userId: u, payload: { sku: 1 } }, SVC)).body.ticketId;
+    const v = Object.fromEntries(await Promise.all(Object.entries(ids).map(async ([u, id]) => [u, await settled(id)])));
+    expect(v.ok).toMatchObject({ state: 'succeeded', outcome: { result: { orderId: 'W1', auth: 'k1' } } });
+    expect(v.no).toMatchObject({ state: 'rejected', outcome: { reason: 'http_409', result: { error: 'limit' } } });
+    expect(v.flaky).toMatchObject({ state: 'succeeded', outcome: { result: { orderId: 'W2' } } });
+    expect(v.down).toMatchObject({ state: 'failed', outcome: { reason: 'http_503' } });
+    expect(v.bad).toMatchObject({ state: 'failed', outcome: { reason: 'http_400' } });
+    expect(v.slow).toMatchObject({ state: 'failed', outcome: { reason: 'timeout' } });
+    expect(seen.get('flaky')!.calls).toBe(3);
+    expect(seen.get('down')!.calls).toBe(3);
+    expect(seen.get('bad')!.calls).toBe(1);
+    expect([...seen.get('flaky')!.keys]).toEqual([ids.flaky]);
+    expect(seen.get('ok')!.body).toEqual({ ticketId: ids.ok, itemId: 'wh', userId: 'ok', payload: { sku: 1 } });
+    const metrics = await (await fetch(`${daemon.url}/metrics`)).text();
+    // Drops the gate will see: flaky 2 × 503, down 3 × 503, slow 3 timeouts.
+    expect(metrics).toMatch(/floodgate_downstream_calls_total\{item="wh",result="drop"\} 8/);
+  });
+});
