@@ -30,7 +30,8 @@ export interface Daemon {
   stop(): Promise<void>;
 }
 
-export async function startDaemon(config: Config, log: Logger, clock: Clock = systemClock): Promise<Daemon> {
+/** Redis, Postgres (migrated) and the modules over them: what the daemon and the CLI share. */
+async function openCore(config: Config, log: Logger, clock: Clock) {
   const dataDir = path.resolve(config.FLOODGATE_DATA_DIR);
   const redisInfra = await ensureRedis({ url: config.REDIS_URL, dataDir: path.join(dataDir, 'redis'), log, autoInstall: config.FLOODGATE_AUTO_INSTALL, env: process.env });
   const pgInfra = await ensurePostgres({ url: config.DATABASE_URL, dataDir: path.join(dataDir, 'postgres'), log, port: config.FLOODGATE_EMBEDDED_PG_PORT });
@@ -40,12 +41,23 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
   const dbHandle = connectDb(pgInfra.url, { max: 10 });
   await migrateDb(dbHandle);
 
-  const metrics = createMetrics();
   const handlers = createHandlerRegistry();
   if (config.FLOODGATE_HANDLERS_MODULE) await loadHandlers(config.FLOODGATE_HANDLERS_MODULE, handlers, log);
   const queue = createQueue({ redis, prefix: config.FLOODGATE_REDIS_PREFIX, clock, cacheMs: config.FLOODGATE_CACHE_MS });
   const store = createItemsStore(dbHandle.db);
   const catalog = createCatalog({ queue, store, stock: createStockLedger(dbHandle.sql), handlers, clock, log: log.child({ module: 'catalog' }) });
+  const close = async () => {
+    redis.disconnect();
+    await dbHandle.close();
+    await pgInfra.stop();
+    await redisInfra.stop();
+  };
+  return { redisInfra, pgInfra, redis, dbHandle, handlers, queue, catalog, close };
+}
+
+export async function startDaemon(config: Config, log: Logger, clock: Clock = systemClock): Promise<Daemon> {
+  const { redisInfra, pgInfra, redis, dbHandle, handlers, queue, catalog, close } = await openCore(config, log, clock);
+  const metrics = createMetrics();
   const restored = await catalog.restore();
   if (restored) log.warn({ restored }, 'items restored into redis from postgres');
   if (config.FLOODGATE_RECONCILE_ON_START) await catalog.reconcile({ onlyIfHigher: true });
@@ -126,10 +138,7 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
         await Promise.all(loops.map((l) => l.stop()));
         await queue.flush().catch(() => {});
         bullRedis.disconnect();
-        redis.disconnect();
-        await dbHandle.close();
-        await pgInfra.stop();
-        await redisInfra.stop();
+        await close();
         log.info('stopped');
       })()),
   };
@@ -144,6 +153,17 @@ async function loadHandlers(modulePath: string, registry: HandlerRegistry, log: 
   log.info({ module: modulePath, handlers: specs.map((s) => s.name) }, 'custom handlers registered');
 }
 
+/** `reconcile [itemId]`: rebuilds Redis stock from Postgres (units left = total − rows sold). */
+async function reconcileCommand(config: Config, log: Logger, itemId: string | undefined) {
+  const core = await openCore(config, log, systemClock);
+  try {
+    const results = await core.catalog.reconcile({ itemId });
+    console.log(JSON.stringify({ reconciled: results }, null, 2));
+  } finally {
+    await core.close();
+  }
+}
+
 async function main() {
   let config: Config;
   try {
@@ -152,7 +172,20 @@ async function main() {
     console.error(String((err as Error).message));
     process.exit(2);
   }
-  const log = createLogger(config.LOG_LEVEL);
+  const command = process.argv[2];
+  // A command's output is its JSON on stdout; its logs go to stderr.
+  const log = createLogger(config.LOG_LEVEL, { stderr: command !== undefined });
+  if (command === 'reconcile') {
+    await reconcileCommand(config, log, process.argv[3]).catch((err) => {
+      log.fatal({ err: String(err?.stack ?? err) }, 'reconcile failed');
+      process.exit(1);
+    });
+    return;
+  }
+  if (command !== undefined) {
+    console.error(`unknown command ${command}; commands: reconcile [itemId]`);
+    process.exit(2);
+  }
   const daemon = await startDaemon(config, log).catch((err) => {
     log.fatal({ err: String(err?.stack ?? err) }, 'failed to start');
     process.exit(1);
