@@ -3,6 +3,8 @@
  * The only place that creates connections and wires modules together.
  */
 import { serve, type ServerType } from '@hono/node-server';
+import { randomBytes } from 'node:crypto';
+import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Redis } from 'ioredis';
@@ -21,6 +23,8 @@ import { createQueue } from './queue/queue.js';
 import { createHandlerRegistry, type HandlerRegistry } from './service/registry.js';
 import { createService } from './service/service.js';
 import { startDispatcher } from './scheduler/dispatcher.js';
+import { startLedger } from './service/ledger.js';
+import { createLedgerFeed } from './queue/ledger-feed.js';
 import { createStockLedger } from './db/stock-ledger.js';
 import type { HandlerSpec } from './service/handler.js';
 
@@ -89,7 +93,13 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
     { idleMs: 10, batch: 200, dispatchLeaseMs: config.FLOODGATE_DISPATCH_LEASE_MS, autoCap: config.FLOODGATE_AUTO_MAX_IN_FLIGHT },
   );
 
+  const ledger = startLedger(
+    { queue, feed: createLedgerFeed(redis, config.FLOODGATE_REDIS_PREFIX, `${os.hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`), sql: dbHandle.sql, log: log.child({ module: 'ledger' }) },
+    { everyMs: 500, batch: 1000 },
+  );
+
   const loops = [
+    ledger,
     every(500, 'lease sweep', () => queue.sweep(), log),
     every(1000, 'poll touch flush', () => queue.flush(), log),
   ];
@@ -137,6 +147,7 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
         await service.stop();
         await Promise.all(loops.map((l) => l.stop()));
         await queue.flush().catch(() => {});
+        await ledger.drain().catch((err) => log.warn({ err: String(err) }, 'final ledger drain failed'));
         bullRedis.disconnect();
         await close();
         log.info('stopped');

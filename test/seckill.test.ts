@@ -41,6 +41,22 @@ describe('seckill', () => {
     const late = await call('POST', '/v1/items/sk1/tickets', { userId: 'late-comer' }, SVC);
     expect(late.status).toBe(410);
     expect(late.body.error.code).toBe('sold_out');
+    // The outcome ledger: every ticket, with its times, including those the sell-out ended at once.
+    const ledger = await waitFor(
+      () => db.sql`select ticket_id, status, reason, joined_at, admitted_at, finished_at from ticket_outcomes where item_id = 'sk1'`,
+      (rows) => rows.length >= ticketIds.length,
+    );
+    expect(ledger.length).toBe(ticketIds.length);
+    expect(new Set(ledger.map((r) => r.ticket_id))).toEqual(new Set(ticketIds));
+    expect(ledger.filter((r) => r.status === 'succeeded').length).toBe(stock);
+    for (const r of ledger.filter((x) => x.status === 'succeeded')) {
+      // (drizzle's driver hands timestamps back as strings)
+      expect(Date.parse(r.joined_at)).toBeLessThanOrEqual(Date.parse(r.admitted_at));
+      expect(Date.parse(r.admitted_at)).toBeLessThanOrEqual(Date.parse(r.finished_at));
+    }
+    expect(ledger.filter((r) => r.status === 'rejected').every((r) => r.reason === 'sold_out')).toBe(true);
+    expect(ledger.some((r) => r.status === 'rejected' && r.admitted_at === null)).toBe(true);
+
     const winnerAgain = await call('POST', '/v1/items/sk1/tickets', { userId: won[0].userId }, SVC);
     expect(winnerAgain.status).toBe(200);
     expect(winnerAgain.body).toMatchObject({ ticketId: won[0].ticketId, state: 'succeeded' });

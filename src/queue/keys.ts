@@ -13,6 +13,7 @@
  *   <p>{item}:retry     zset  tickets returned to the head (score = seq)
  *   <p>{item}:leases    zset  admitted tickets by lease expiry
  *   <p>{item}:cx        stream cancels of tickets still in the line (feeds the poll caches)
+ *   <p>{item}:done      stream tickets that ended (and cuts), for the outcome ledger; group 'ledger'
  *   <p>{item}:stock     hash  s<i> → units left in shard i (seckill, coupon)
  *   <p>{item}:taken     hash  seq → shard a ticket took its unit from
  *   <p>items            set   every item id (the only key without a hash tag)
@@ -26,6 +27,7 @@ export interface ItemKeys {
   retry: string;
   leases: string;
   cx: string;
+  done: string;
   stock: string;
   taken: string;
   pollPage(seq: number): string;
@@ -45,6 +47,7 @@ export function itemKeys(prefix: string, itemId: string): ItemKeys {
     retry: `${base}retry`,
     leases: `${base}leases`,
     cx: `${base}cx`,
+    done: `${base}done`,
     stock: `${base}stock`,
     taken: `${base}taken`,
     pollPage: (seq) => `${base}p:${Math.floor(seq / PAGE_SIZE)}`,

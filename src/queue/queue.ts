@@ -235,7 +235,7 @@ export function createQueue(deps: QueueDeps): Queue {
     async cut(itemId, kind) {
       const k = itemKeys(prefix, itemId);
       const [state, reason, flag] = kind === 'closed' ? ['c', 'item_closed', 'closed'] : ['r', 'sold_out', 'soldOut'];
-      const n = (await redis.cut(k.meta, k.ctr, k.retry, state, reason, flag, clock.now())) as number;
+      const n = (await redis.cut(k.meta, k.ctr, k.retry, state, reason, flag, clock.now(), k.base)) as number;
       if (n < 0) fail('item_not_found', 'No such item.');
       cache.invalidate(itemId);
       return n;

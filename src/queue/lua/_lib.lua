@@ -45,9 +45,11 @@ local function lastCutSeq(cuts)
   return cuts[#cuts][1]
 end
 
--- Ends a ticket: record state, outcome and times in x:<seq>, counters moved.
+-- Ends a ticket: record state, outcome and times in x:<seq>, counters moved, and the ticket
+-- announced on the item's `done` stream, which feeds the outcome ledger in Postgres.
 local function finish(base, ctrKey, seq, record, fromCounter, stateChar, status, outcomeJson, now)
   local rec = setState(base, seq, record, stateChar)
+  rcall('XADD', base .. 'done', '*', 's', fmt(seq))
   rcall('HSET', base .. 'x:' .. fmt(seq), 'outcome', outcomeJson, 'updatedAt', fmt(now), 'finishedAt', fmt(now))
   rcall('HINCRBY', ctrKey, fromCounter, -1)
   rcall('HINCRBY', ctrKey, status, 1)
