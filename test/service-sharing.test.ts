@@ -1,0 +1,46 @@
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
+import { testDb } from './support/db.js';
+import { testRedis } from './support/redis.js';
+
+const { newPrefix } = testRedis();
+const db = await testDb();
+const { call } = await inProcessDaemon({
+  prefix: newPrefix(),
+  databaseUrl: db.url,
+  env: { FLOODGATE_HANDLERS_MODULE: path.resolve(import.meta.dirname, 'fixtures/echo-handler.ts') },
+});
+const view = (id: string) => call('GET', `/v1/tickets/${id}`, undefined, null).then((r) => r.body);
+
+describe('the service module', () => {
+  it('does not let a hot item starve another item on the same handler queue', { timeout: 60_000 }, async () => {
+    // The hot item drips through a slow gate; the cold item has no cap of its own.
+    await call('PUT', '/v1/items/hot', { handler: 'seckill', config: { stock: 5000 }, gate: { mode: 'manual', rate: 100, maxInFlight: 20 } });
+    await call('PUT', '/v1/items/cold', { handler: 'seckill', config: { stock: 100 } });
+    for (let i = 0; i < 1000; i += 100)
+      await Promise.all(Array.from({ length: 100 }, (_, j) => call('POST', '/v1/items/hot/tickets', { userId: `h${i + j}` }, SVC)));
+    const cold = await Promise.all(Array.from({ length: 20 }, (_, i) => call('POST', '/v1/items/cold/tickets', { userId: `c${i}` }, SVC)));
+    const coldViews = await waitFor(
+      () => Promise.all(cold.map((c) => view(c.body.ticketId))),
+      (vs) => vs.every((v) => v.state === 'succeeded'),
+      5000,
+    );
+    expect(coldViews.every((v) => v.state === 'succeeded')).toBe(true);
+    const hot = (await call('GET', '/v1/items/hot')).body;
+    expect(hot.counts.waiting).toBeGreaterThan(500); // the hot line is still draining
+  });
+
+  it('runs a handler registered by the deployment from FLOODGATE_HANDLERS_MODULE', async () => {
+    expect((await call('PUT', '/v1/items/e1', { handler: 'echo', config: { prefix: 'hi ' } })).status).toBe(201);
+    expect((await call('PUT', '/v1/items/e2', { handler: 'echo', config: { nope: 1 } })).status).toBe(400);
+    const a = (await call('POST', '/v1/items/e1/tickets', { userId: 'ann' }, SVC)).body;
+    const b = (await call('POST', '/v1/items/e1/tickets', { userId: 'bob', payload: { refuse: true } }, SVC)).body;
+    const [va, vb] = await waitFor(
+      () => Promise.all([view(a.ticketId), view(b.ticketId)]),
+      (vs) => vs.every((v) => v.state !== 'waiting' && v.state !== 'admitted'),
+    );
+    expect(va).toMatchObject({ state: 'succeeded', outcome: { result: { echoed: 'hi ann', attempt: 1 } } });
+    expect(vb).toMatchObject({ state: 'rejected', outcome: { reason: 'refused' } });
+  });
+});
