@@ -31,7 +31,7 @@ export const configSchema = z.object({
   FLOODGATE_WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(10_000).default(256),
   FLOODGATE_JOB_ATTEMPTS: z.coerce.number().int().min(1).max(100).default(5),
   FLOODGATE_JOB_BACKOFF_MS: z.coerce.number().int().min(1).max(600_000).default(200),
-  FLOODGATE_AUTO_MAX_IN_FLIGHT: z.coerce.number().int().min(1).max(1_000_000).default(256),
+  FLOODGATE_AUTO_START_LIMIT: z.coerce.number().int().min(1).max(1_000_000).default(10),
   FLOODGATE_JOB_LOCK_MS: z.coerce.number().int().min(1000).max(600_000).default(10_000),
   FLOODGATE_DISPATCH_LEASE_MS: z.coerce.number().int().min(1000).max(600_000).default(15_000),
   FLOODGATE_HANDLERS_MODULE: z.string().optional(),

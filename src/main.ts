@@ -25,6 +25,10 @@ import { createService } from './service/service.js';
 import { startDispatcher } from './scheduler/dispatcher.js';
 import { startLedger } from './service/ledger.js';
 import { createLedgerFeed } from './queue/ledger-feed.js';
+import { createGateStore } from './queue/gate-store.js';
+import { withScripts } from './queue/scripts.js';
+import { startController } from './scheduler/controller.js';
+import { createSampleRecorder } from './scheduler/sample-recorder.js';
 import { createStockLedger } from './db/stock-ledger.js';
 import type { HandlerSpec } from './service/handler.js';
 
@@ -49,18 +53,30 @@ async function openCore(config: Config, log: Logger, clock: Clock) {
   if (config.FLOODGATE_HANDLERS_MODULE) await loadHandlers(config.FLOODGATE_HANDLERS_MODULE, handlers, log);
   const queue = createQueue({ redis, prefix: config.FLOODGATE_REDIS_PREFIX, clock, cacheMs: config.FLOODGATE_CACHE_MS });
   const store = createItemsStore(dbHandle.db);
-  const catalog = createCatalog({ queue, store, stock: createStockLedger(dbHandle.sql), handlers, clock, log: log.child({ module: 'catalog' }) });
+  const gateStore = createGateStore(withScripts(redis), config.FLOODGATE_REDIS_PREFIX);
+  const catalog = createCatalog({
+    queue,
+    store,
+    stock: createStockLedger(dbHandle.sql),
+    handlers,
+    clock,
+    log: log.child({ module: 'catalog' }),
+    resetController: (itemId) => gateStore.requestReset(itemId),
+    autoCap: config.FLOODGATE_AUTO_START_LIMIT,
+  });
   const close = async () => {
     redis.disconnect();
     await dbHandle.close();
     await pgInfra.stop();
     await redisInfra.stop();
   };
-  return { redisInfra, pgInfra, redis, dbHandle, handlers, queue, catalog, close };
+  return { redisInfra, pgInfra, redis, dbHandle, handlers, queue, catalog, gateStore, store, close };
 }
 
 export async function startDaemon(config: Config, log: Logger, clock: Clock = systemClock): Promise<Daemon> {
-  const { redisInfra, pgInfra, redis, dbHandle, handlers, queue, catalog, close } = await openCore(config, log, clock);
+  const { redisInfra, pgInfra, redis, dbHandle, handlers, queue, catalog, gateStore, store, close } = await openCore(config, log, clock);
+  const me = `${os.hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
+  const samples = createSampleRecorder(gateStore, (itemId) => queue.peek(itemId)?.snap.controller?.probeStart ?? null);
   const metrics = createMetrics();
   const restored = await catalog.restore();
   if (restored) log.warn({ restored }, 'items restored into redis from postgres');
@@ -82,7 +98,9 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
       lockDurationMs: config.FLOODGATE_JOB_LOCK_MS,
       stalledIntervalMs: Math.max(500, Math.round(config.FLOODGATE_JOB_LOCK_MS / 2)),
     },
+    now: () => clock.now(),
     onSample: (s) => {
+      samples.record(s);
       metrics.downstreamLatency.observe({ item: s.itemId }, s.latencyMs / 1000);
       metrics.downstreamCalls.inc({ item: s.itemId, result: s.result });
     },
@@ -90,11 +108,43 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
   });
   const dispatcher = startDispatcher(
     { queue, handlers, jobs: service.jobs, clock, log: log.child({ module: 'dispatcher' }) },
-    { idleMs: 10, batch: 200, dispatchLeaseMs: config.FLOODGATE_DISPATCH_LEASE_MS, autoCap: config.FLOODGATE_AUTO_MAX_IN_FLIGHT },
+    { idleMs: 10, batch: 200, dispatchLeaseMs: config.FLOODGATE_DISPATCH_LEASE_MS, autoCap: config.FLOODGATE_AUTO_START_LIMIT },
   );
 
+  const controller = startController(
+    {
+      store: gateStore,
+      queue,
+      handlers,
+      clock,
+      log: log.child({ module: 'gate' }),
+      events: {
+        leaderChange: (itemId) => metrics.gateLeaderChanges.inc({ item: itemId }),
+        published: (itemId, s, v) => {
+          metrics.gateLimit.set({ item: itemId }, v.limit);
+          metrics.gateRate.set({ item: itemId }, v.rate ?? 0);
+          metrics.gateInFlight.set({ item: itemId }, v.inflight);
+          if (s.baseMs !== null) metrics.gateBaseline.set({ item: itemId }, s.baseMs / 1000);
+          if (s.p50Ms !== null) metrics.gateLatency.set({ item: itemId, quantile: '0.5' }, s.p50Ms / 1000);
+          if (s.p99Ms !== null) metrics.gateLatency.set({ item: itemId, quantile: '0.99' }, s.p99Ms / 1000);
+          const seen = probesSeen.get(itemId) ?? s.probes;
+          if (s.probes > seen) metrics.gateProbes.inc({ item: itemId }, s.probes - seen);
+          probesSeen.set(itemId, s.probes);
+        },
+        largeChange: (itemId, before, after) => {
+          log.info({ itemId, before, after }, 'gate limit changed a lot');
+          void store
+            .audit({ itemId, actor: 'controller', keyId: me, before: { maxInFlight: before.limit, rate: before.rate }, after: { maxInFlight: after.limit, rate: after.rate } })
+            .catch((err) => log.warn({ err: String(err) }, 'gate audit failed'));
+        },
+      },
+    },
+    { tickMs: 100, leaseMs: 2000, me, startLimit: config.FLOODGATE_AUTO_START_LIMIT },
+  );
+  const probesSeen = new Map<string, number>();
+
   const ledger = startLedger(
-    { queue, feed: createLedgerFeed(redis, config.FLOODGATE_REDIS_PREFIX, `${os.hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`), sql: dbHandle.sql, log: log.child({ module: 'ledger' }) },
+    { queue, feed: createLedgerFeed(redis, config.FLOODGATE_REDIS_PREFIX, me), sql: dbHandle.sql, log: log.child({ module: 'ledger' }) },
     { everyMs: 500, batch: 1000 },
   );
 
@@ -102,6 +152,7 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
     ledger,
     every(500, 'lease sweep', () => queue.sweep(), log),
     every(1000, 'poll touch flush', () => queue.flush(), log),
+    every(50, 'gate sample flush', () => samples.flush(), log),
   ];
 
   const app = createApp({
@@ -144,6 +195,7 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
         log.info('stopping');
         await new Promise<void>((resolve) => server.close(() => resolve()));
         await dispatcher.stop();
+        await controller.stop();
         await service.stop();
         await Promise.all(loops.map((l) => l.stop()));
         await queue.flush().catch(() => {});

@@ -78,7 +78,7 @@ describe('items and gate (operator)', () => {
     await call('PUT', '/v1/items/g1', { handler: 'external' });
     const a = await call('PATCH', '/v1/items/g1/gate', { mode: 'manual', rate: 50, maxInFlight: 20 });
     expect(a.status).toBe(200);
-    expect(a.body).toEqual({ mode: 'manual', rate: 50, maxInFlight: 20, effective: { rate: 50, maxInFlight: 20 } });
+    expect(a.body).toEqual({ mode: 'manual', rate: 50, maxInFlight: 20, effective: { rate: 50, maxInFlight: 20 }, controller: null });
     const b = await call('PATCH', '/v1/items/g1/gate', { rate: 2.5 });
     expect(b.body).toMatchObject({ mode: 'manual', rate: 2.5, maxInFlight: 20 });
     expect((await call('PATCH', '/v1/items/g1/gate', { rate: null })).status).toBe(400);

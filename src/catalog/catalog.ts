@@ -70,7 +70,20 @@ const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOStrin
 const ms = (s: string | null | undefined) => (s ? Date.parse(s) : null);
 const defaultGate: GateSettings = { mode: 'auto', rate: null, maxInFlight: null };
 
-export function createCatalog(deps: { queue: Queue; store: ItemsStore; stock: StockLedger; handlers: HandlerRegistry; clock: Clock; log: Logger }): Catalog {
+export interface CatalogDeps {
+  queue: Queue;
+  store: ItemsStore;
+  stock: StockLedger;
+  handlers: HandlerRegistry;
+  clock: Clock;
+  log: Logger;
+  /** Tells the gate controller to restart from the observed in-flight (a switch to auto). */
+  resetController(itemId: string): Promise<void>;
+  /** The in-flight cap of an auto gate before its controller has run (its slow start). */
+  autoCap: number;
+}
+
+export function createCatalog(deps: CatalogDeps): Catalog {
   const { queue, store, handlers } = deps;
 
   /** Units left per Postgres, pushed into Redis; returns null for items without stock. */
@@ -114,6 +127,7 @@ export function createCatalog(deps: { queue: Queue; store: ItemsStore; stock: St
 
   function view(item: CachedItem): ItemView {
     const s = item.snap;
+    const spec = handlers.get(s.def.handler);
     return {
       itemId: s.def.itemId,
       handler: s.def.handler,
@@ -123,7 +137,7 @@ export function createCatalog(deps: { queue: Queue; store: ItemsStore; stock: St
       opensAt: iso(s.def.opensAt),
       closesAt: iso(s.def.closesAt),
       state: itemState(s, deps.clock.now()),
-      gate: gateView(s.gate),
+      gate: gateView(s.gate, s.controller, spec?.handle ? deps.autoCap : null),
       counts: s.counts,
       remaining: s.stockLeft,
     };
@@ -180,10 +194,12 @@ export function createCatalog(deps: { queue: Queue; store: ItemsStore; stock: St
       const before = (await current(itemId)).snap.gate;
       const after: GateSettings = { ...before, ...patch };
       await queue.setGate(itemId, patch);
+      if (after.mode === 'auto' && before.mode !== 'auto') await deps.resetController(itemId);
       await store.updateGate(itemId, after as unknown as Record<string, unknown>);
       await audit(itemId, actor, before, after);
       deps.log.info({ itemId, ...after }, 'gate changed');
-      return gateView(after);
+      const now = await current(itemId);
+      return gateView(now.snap.gate, now.snap.controller, handlers.get(now.snap.def.handler)?.handle ? deps.autoCap : null);
     },
 
     async reconcile(opts = {}) {

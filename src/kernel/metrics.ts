@@ -32,6 +32,13 @@ export function createMetrics() {
       labelNames: ['item', 'result'] as const,
       registers: [registry],
     }),
+    gateLimit: new Gauge({ name: 'floodgate_gate_limit', help: 'In-flight limit the adaptive gate enforces (auto) or proposes (manual).', labelNames: ['item'] as const, registers: [registry] }),
+    gateRate: new Gauge({ name: 'floodgate_gate_rate', help: 'Admission pace of the adaptive gate, tickets per second.', labelNames: ['item'] as const, registers: [registry] }),
+    gateInFlight: new Gauge({ name: 'floodgate_gate_in_flight', help: 'Admitted tickets not yet settled, as the gate controller saw them.', labelNames: ['item'] as const, registers: [registry] }),
+    gateBaseline: new Gauge({ name: 'floodgate_gate_baseline_seconds', help: 'Baseline (no-queueing) latency of the downstream, from probes.', labelNames: ['item'] as const, registers: [registry] }),
+    gateLatency: new Gauge({ name: 'floodgate_gate_latency_seconds', help: 'Downstream latency quantiles the gate controls on.', labelNames: ['item', 'quantile'] as const, registers: [registry] }),
+    gateProbes: new Counter({ name: 'floodgate_gate_probes_total', help: 'Baseline probes started by this daemon as leader.', labelNames: ['item'] as const, registers: [registry] }),
+    gateLeaderChanges: new Counter({ name: 'floodgate_gate_leader_changes_total', help: 'Times this daemon took the lead of an item gate.', labelNames: ['item'] as const, registers: [registry] }),
   };
   return m;
 }

@@ -34,6 +34,8 @@ export interface ItemCache {
   get(itemId: string): Promise<CachedItem | null>;
   /** Forces the next get() to read Redis (after this process changed the item). */
   invalidate(itemId: string): void;
+  /** The cached view as it is, however old, without reading Redis. */
+  peek(itemId: string): CachedItem | null;
   /** Items this process has seen recently. */
   known(): string[];
 }
@@ -100,6 +102,7 @@ export function createItemCache(deps: { redis: Redis; prefix: string; clock: Clo
       const e = entries.get(itemId);
       if (e?.item) e.item.snap.loadedAt = -Infinity;
     },
+    peek: (itemId) => entries.get(itemId)?.item ?? null,
     known: () => [...entries.entries()].filter(([, e]) => e.item).map(([id]) => id),
   };
 }

@@ -14,6 +14,8 @@
  *   <p>{item}:leases    zset  admitted tickets by lease expiry
  *   <p>{item}:cx        stream cancels of tickets still in the line (feeds the poll caches)
  *   <p>{item}:done      stream tickets that ended (and cuts), for the outcome ledger; group 'ledger'
+ *   <p>{item}:samples   hash  cumulative gate samples from every daemon: n, d (drops), h<b>/p<b> latency buckets
+ *   <p>{item}:leader    string the daemon whose controller drives this item's gate (a lease)
  *   <p>{item}:stock     hash  s<i> → units left in shard i (seckill, coupon)
  *   <p>{item}:taken     hash  seq → shard a ticket took its unit from
  *   <p>items            set   every item id (the only key without a hash tag)
@@ -28,6 +30,8 @@ export interface ItemKeys {
   leases: string;
   cx: string;
   done: string;
+  samples: string;
+  leader: string;
   stock: string;
   taken: string;
   pollPage(seq: number): string;
@@ -48,6 +52,8 @@ export function itemKeys(prefix: string, itemId: string): ItemKeys {
     leases: `${base}leases`,
     cx: `${base}cx`,
     done: `${base}done`,
+    samples: `${base}samples`,
+    leader: `${base}leader`,
     stock: `${base}stock`,
     taken: `${base}taken`,
     pollPage: (seq) => `${base}p:${Math.floor(seq / PAGE_SIZE)}`,

@@ -33,6 +33,8 @@ export interface SettleInput {
 export interface Queue {
   define(def: LineDefinition, gate: Partial<GateSettings> | null, opts: { reopen: boolean }): Promise<{ created: boolean }>;
   item(itemId: string, opts?: { fresh?: boolean }): Promise<CachedItem | null>;
+  /** The cached item view as it is, without reading Redis (null if never loaded). */
+  peek(itemId: string): CachedItem | null;
   itemIds(): Promise<string[]>;
   join(itemId: string, userId: string, payload: Record<string, unknown> | null): Promise<{ created: boolean; ticket: TicketView }>;
   status(ticketId: string): Promise<TicketView>;
@@ -142,6 +144,8 @@ export function createQueue(deps: QueueDeps): Queue {
       if (opts?.fresh) cache.invalidate(itemId);
       return cache.get(itemId);
     },
+
+    peek: (itemId) => cache.peek(itemId),
 
     itemIds: () => redis.smembers(itemsSetKey(prefix)),
 

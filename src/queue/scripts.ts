@@ -33,6 +33,7 @@ export interface ScriptedRedis extends Redis {
   refundStock: Cmd;
   setStock: Cmd;
   extendLeases: Cmd;
+  lead: Cmd;
 }
 
 const cache = loadScripts();

@@ -17,12 +17,37 @@ export interface ItemSnapshot {
   cancelsTotal: number;
   counts: Counts;
   gate: GateSettings;
+  /** What the adaptive controller last published (null before it has run). */
+  controller: ControllerView | null;
   /** Units left in the Redis stock shards (seckill, coupon); null where the item has no stock. */
   stockLeft: number | null;
   loadedAt: number;
 }
 
 const num = (v: string | undefined) => (v === undefined || v === '' ? null : Number(v));
+
+export interface ControllerView {
+  limit: number;
+  rate: number | null;
+  probeStart: number | null;
+  baseMs: number | null;
+  p50Ms: number | null;
+  p99Ms: number | null;
+  leader: string | null;
+}
+
+function controllerView(gate: Record<string, string>): ControllerView | null {
+  if (!gate.aLimit) return null;
+  return {
+    limit: Number(gate.aLimit),
+    rate: num(gate.aRate),
+    probeStart: num(gate.aProbeStart),
+    baseMs: num(gate.aBase),
+    p50Ms: num(gate.aP50),
+    p99Ms: num(gate.aP99),
+    leader: gate.aLeader || null,
+  };
+}
 
 export async function readSnapshot(redis: Redis, prefix: string, itemId: string, now: number): Promise<ItemSnapshot | null> {
   const k = itemKeys(prefix, itemId);
@@ -73,6 +98,7 @@ export function parseSnapshot(
       rate: num(gate.rate),
       maxInFlight: num(gate.maxInFlight),
     },
+    controller: controllerView(gate),
     stockLeft,
     loadedAt: now,
   };

@@ -11,7 +11,7 @@ export interface DispatcherOptions {
   batch: number;
   /** Lease held between admission and the job being queued; a crash in between re-offers the ticket. */
   dispatchLeaseMs: number;
-  /** In-flight cap for an `auto` gate that sets none (until the adaptive controller sets one). */
+  /** In-flight cap of an `auto` gate until its controller publishes a limit (a slow start). */
   autoCap: number;
 }
 

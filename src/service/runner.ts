@@ -9,6 +9,8 @@ import type { HandlerRegistry } from './registry.js';
 /** One call of a handler, as the gate sees it: how long the downstream took, and whether it dropped. */
 export interface Sample {
   itemId: string;
+  /** When the call started (clock ms): probe samples are those started after a probe began. */
+  startedAt: number;
   latencyMs: number;
   result: 'ok' | 'rejected' | 'drop' | 'error';
 }
@@ -20,6 +22,7 @@ export interface RunnerDeps {
   attempts: number;
   sell: HandlerContext['sell'];
   onSample(s: Sample): void;
+  now(): number;
   onSettled(itemId: string, status: string): void;
 }
 
@@ -67,13 +70,14 @@ export function createRunner(deps: RunnerDeps) {
       },
     };
     const started = performance.now();
+    const startedAt = deps.now();
     let outcome: HandlerOutcome;
     try {
       outcome = await spec.handle({ ticketId: d.ticketId, itemId: d.itemId, seq: d.seq, userId: d.userId, payload: d.payload, config, attempt }, ctx);
-      deps.onSample({ itemId: d.itemId, latencyMs: performance.now() - started, result: outcome.status === 'succeeded' ? 'ok' : 'rejected' });
+      deps.onSample({ itemId: d.itemId, startedAt, latencyMs: performance.now() - started, result: outcome.status === 'succeeded' ? 'ok' : 'rejected' });
     } catch (err) {
       const drop = err instanceof DropError;
-      deps.onSample({ itemId: d.itemId, latencyMs: performance.now() - started, result: drop ? 'drop' : 'error' });
+      deps.onSample({ itemId: d.itemId, startedAt, latencyMs: performance.now() - started, result: drop ? 'drop' : 'error' });
       const permanent = (err as { permanent?: boolean }).permanent === true;
       if (!permanent && attempt < deps.attempts) {
         log.debug({ ticketId: d.ticketId, attempt, err: String(err) }, 'handler attempt failed; retrying');

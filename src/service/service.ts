@@ -17,6 +17,7 @@ export interface ServiceDeps {
   log: Logger;
   jobs: JobOptions;
   onSample(s: Sample): void;
+  now(): number;
   onSettled(itemId: string, status: string): void;
 }
 
@@ -37,6 +38,7 @@ export function createService(deps: ServiceDeps) {
     attempts: deps.jobs.attempts,
     sell: (table, req): Promise<SaleResult> => sellers[table].submit(req),
     onSample: deps.onSample,
+    now: deps.now,
     onSettled: deps.onSettled,
   });
   const inProcess = deps.handlers.names().filter((n) => deps.handlers.get(n)?.handle);

@@ -6,7 +6,9 @@ import { createStockLedger } from '../../src/db/stock-ledger.js';
 import { manualClock, systemClock, type Clock } from '../../src/kernel/clock.js';
 import { createLogger } from '../../src/kernel/logger.js';
 import { createMetrics } from '../../src/kernel/metrics.js';
+import { createGateStore } from '../../src/queue/gate-store.js';
 import { createQueue } from '../../src/queue/queue.js';
+import { withScripts } from '../../src/queue/scripts.js';
 import { createHandlerRegistry } from '../../src/service/registry.js';
 import { testDb } from './db.js';
 import { testRedis } from './redis.js';
@@ -29,7 +31,17 @@ export async function testApp() {
     const queue = createQueue({ redis, prefix, clock, cacheMs: opts.cacheMs ?? 0 });
     const handlers = createHandlerRegistry();
     const metrics = createMetrics();
-    const catalog = createCatalog({ queue, store: createItemsStore(dbh.db), stock: createStockLedger(dbh.sql), handlers, clock, log });
+    const gateStore = createGateStore(withScripts(redis), prefix);
+    const catalog = createCatalog({
+      queue,
+      store: createItemsStore(dbh.db),
+      stock: createStockLedger(dbh.sql),
+      handlers,
+      clock,
+      log,
+      resetController: (itemId) => gateStore.requestReset(itemId),
+      autoCap: 256,
+    });
     const app = createApp({
       queue,
       catalog,

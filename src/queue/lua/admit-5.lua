@@ -9,7 +9,8 @@
   Returns { code, n, seq1, record1, payload1, leaseId1, leaseExp1, seq2, ... }
     code 0 ok, -1 item not found
   Gate (hash KEYS[3]): mode (auto|manual|closed), rate (per s, '' = none), maxInFlight ('' =
-  none), tat (GCRA theoretical arrival time, ms). A pace of `rate` with a burst tolerance of
+  none), tat (GCRA theoretical arrival time, ms), aLimit / aRate (the adaptive controller's
+  in-flight limit and pace, obeyed in auto mode only). A pace of `rate` with a burst tolerance of
   max(1, rate * 0.1) tickets: over any interval admissions stay within rate * t + burst.
 ]]
 -- @include _lib
@@ -17,15 +18,21 @@ local base, now, max, leaseMs, leasePrefix = ARGV[1], tonumber(ARGV[2]), tonumbe
 if rcall('EXISTS', KEYS[1]) == 0 then return { -1, 0 } end
 reclaimExpired(base, KEYS[1], KEYS[2], KEYS[5], KEYS[4], now)
 
-local gate = rcall('HMGET', KEYS[3], 'mode', 'rate', 'maxInFlight', 'tat')
+local gate = rcall('HMGET', KEYS[3], 'mode', 'rate', 'maxInFlight', 'tat', 'aLimit', 'aRate')
 if gate[1] == 'closed' then return { 0, 0 } end
 local allowed = max
 local mif = tonumber(gate[3] or '')
-if not mif and gate[1] ~= 'manual' then mif = tonumber(ARGV[6] or '') end
+local rate = tonumber(gate[2] or '')
+if gate[1] ~= 'manual' then
+  -- auto: the controller's limit and pace, under the operator's ceilings; before the controller
+  -- has spoken, the caller's default cap.
+  local aLimit, aRate = tonumber(gate[5] or ''), tonumber(gate[6] or '')
+  if aLimit then mif = math.min(mif or aLimit, aLimit) elseif not mif then mif = tonumber(ARGV[6] or '') end
+  if aRate then rate = math.min(rate or aRate, aRate) end
+end
 if mif then
   allowed = math.min(allowed, mif - tonumber(rcall('HGET', KEYS[2], 'admitted') or '0'))
 end
-local rate = tonumber(gate[2] or '')
 local interval, tat = 0, now
 if rate and rate > 0 then
   interval = 1000 / rate

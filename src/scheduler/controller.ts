@@ -1,0 +1,141 @@
+import type { Clock } from '../kernel/clock.js';
+import type { Logger } from '../kernel/logger.js';
+import type { GateStore } from '../queue/gate-store.js';
+import type { Queue } from '../queue/queue.js';
+import type { HandlerRegistry } from '../service/registry.js';
+import { defaultParams, enforced, initialState, step, type ControlState, type SampleWindow } from './control-law.js';
+
+export interface ControllerEvents {
+  /** A change of the enforced limit by 2× or more (audited, at most every 10 s per item). */
+  largeChange(itemId: string, before: { limit: number; rate: number | null }, after: { limit: number; rate: number | null }): void;
+  leaderChange(itemId: string): void;
+  published(itemId: string, s: ControlState, view: { limit: number; rate: number | null; inflight: number }): void;
+}
+
+interface Local {
+  leading: boolean;
+  state: ControlState | null;
+  prev: Record<string, string> | null;
+  window: SampleWindow & { openedAt: number };
+  audited: { limit: number; rate: number | null; at: number } | null;
+}
+
+const emptyWindow = (now: number, inflight: number) => ({ n: 0, drops: 0, hist: new Map(), probeHist: new Map(), inflightMax: inflight, openedAt: now });
+
+/** Counters only grow; a drop means they were reset (a Redis loss): treat what is there as new. */
+function delta(cur: Record<string, string>, prev: Record<string, string> | null, prefix: string): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const [k, v] of Object.entries(cur)) {
+    if (k[0] !== prefix) continue;
+    const d = Number(v) - Number(prev?.[k] ?? 0);
+    if (d > 0) out.set(Number(k.slice(1)), d);
+  }
+  return out;
+}
+
+/**
+ * The adaptive gate's control loop. Every daemon runs it; for each item served in-process one
+ * daemon holds the item's leader lease and steps the control law every tick over the samples all
+ * daemons reported, publishing the limit and pace that every daemon's admissions obey. The law's
+ * state is published too, so a new leader (failover within the lease time) resumes it.
+ * In `manual` mode it runs in shadow: published for operators to compare, not obeyed.
+ */
+export function startController(
+  deps: { store: GateStore; queue: Queue; handlers: HandlerRegistry; clock: Clock; log: Logger; events: ControllerEvents },
+  opts: { tickMs: number; leaseMs: number; me: string; startLimit: number },
+) {
+  const { store, queue, clock, log } = deps;
+  const locals = new Map<string, Local>();
+  let ids: string[] = [];
+  let idsAt = -Infinity;
+
+  async function tickItem(itemId: string) {
+    const item = await queue.item(itemId);
+    const spec = item && deps.handlers.get(item.snap.def.handler);
+    if (!item || !spec?.handle || item.snap.gate.mode === 'closed') return;
+    let local = locals.get(itemId);
+    if (!local) locals.set(itemId, (local = { leading: false, state: null, prev: null, window: emptyWindow(clock.now(), 0), audited: null }));
+    if (!(await store.lead(itemId, opts.me, opts.leaseMs))) {
+      local.leading = false;
+      return;
+    }
+    const now = clock.now();
+    const inflight = await store.readInFlight(itemId);
+    const gate = await store.readGate(itemId);
+    if (!local.leading) {
+      deps.events.leaderChange(itemId);
+      log.info({ itemId, me: opts.me }, 'gate leadership taken');
+      local.leading = true;
+      local.prev = null;
+      local.state = gate.aState ? (JSON.parse(gate.aState) as ControlState) : null;
+      local.window = emptyWindow(now, inflight);
+    }
+    if (gate.aReset) {
+      // A switch to auto: never resume a stale estimate; start from what is in flight and probe.
+      local.state = null;
+      await store.publish(itemId, { aReset: '' });
+    }
+    local.state ??= initialState(now, Math.max(opts.startLimit, inflight));
+    const counters = await store.readSamples(itemId);
+    if (local.prev) {
+      const w = local.window;
+      w.n += Math.max(0, Number(counters.n ?? 0) - Number(local.prev.n ?? 0));
+      w.drops += Math.max(0, Number(counters.d ?? 0) - Number(local.prev.d ?? 0));
+      for (const [b, c] of delta(counters, local.prev, 'h')) w.hist.set(b, (w.hist.get(b) ?? 0) + c);
+      for (const [b, c] of delta(counters, local.prev, 'p')) w.probeHist.set(b, (w.probeHist.get(b) ?? 0) + c);
+    }
+    local.prev = counters;
+    local.window.inflightMax = Math.max(local.window.inflightMax, inflight);
+
+    const params = { ...defaultParams, maxLimit: item.snap.gate.maxInFlight ?? defaultParams.maxLimit };
+    const w = local.window;
+    if (w.n >= params.minSamples || (now - w.openedAt >= params.maxWindowMs && w.n > 0)) {
+      local.state = step(local.state, w, now, params);
+      local.window = emptyWindow(now, inflight);
+    }
+    const e = enforced(local.state, params);
+    const s = local.state;
+    await store.publish(itemId, {
+      aLimit: e.limit,
+      aRate: e.rate === null ? '' : e.rate.toFixed(3),
+      aProbeStart: s.probe ? s.probe.startedAt : '',
+      aBase: s.baseMs === null ? '' : s.baseMs.toFixed(2),
+      aP50: s.p50Ms === null ? '' : s.p50Ms.toFixed(2),
+      aP99: s.p99Ms === null ? '' : s.p99Ms.toFixed(2),
+      aLeader: opts.me,
+      aState: JSON.stringify(s),
+    });
+    deps.events.published(itemId, s, { ...e, inflight });
+    const a = local.audited;
+    if (!a) local.audited = { ...e, at: now };
+    else if ((e.limit >= 2 * a.limit || 2 * e.limit <= a.limit) && now - a.at >= 10_000) {
+      deps.events.largeChange(itemId, { limit: a.limit, rate: a.rate }, e);
+      local.audited = { ...e, at: now };
+    }
+  }
+
+  let stopped = false;
+  let failing = false;
+  const done = (async () => {
+    while (!stopped) {
+      try {
+        if (clock.now() - idsAt > 1000) {
+          ids = await queue.itemIds();
+          idsAt = clock.now();
+        }
+        await Promise.all(ids.map(tickItem));
+        failing = false;
+      } catch (err) {
+        if (!failing) log.warn({ err: String(err) }, 'controller tick failed');
+        failing = true;
+      }
+      await new Promise((r) => setTimeout(r, opts.tickMs));
+    }
+  })();
+  return {
+    async stop() {
+      stopped = true;
+      await done;
+    },
+  };
+}
