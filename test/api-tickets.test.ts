@@ -89,7 +89,7 @@ describe('tickets through the API', () => {
   });
 
   it('validates bodies: malformed JSON, wrong types, bad user ids, oversized payloads', async () => {
-    const { call } = t.build();
+    const { call, app } = t.build();
     await call('PUT', '/v1/items/a', { handler: 'external' });
     const cases: [unknown, number][] = [
       ['{"userId":', 400],
@@ -108,6 +108,15 @@ describe('tickets through the API', () => {
       expect(r.body.error.code).toBe(status === 400 ? 'invalid_request' : 'payload_too_large');
     }
     expect((await join(call, 'a', '用户-😀'.repeat(10))).status).toBe(202);
+    // A body without Content-Length (chunked) is counted as it streams.
+    const big = JSON.stringify({ userId: 'u', payload: { big: 'x'.repeat(20000) } });
+    const chunked = await app.request('/v1/items/a/tickets', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${SERVICE}`, 'content-type': 'application/json' },
+      body: new ReadableStream({ start: (c) => (c.enqueue(new TextEncoder().encode(big)), c.close()) }),
+      duplex: 'half',
+    } as RequestInit);
+    expect(chunked.status).toBe(413);
     expect((await call('POST', '/v1/items/a/tickets', { userId: 'u' }, null)).status).toBe(401);
   });
 });

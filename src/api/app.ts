@@ -1,5 +1,4 @@
 import { OpenAPIHono } from '@hono/zod-openapi';
-import { bodyLimit } from 'hono/body-limit';
 import type { Catalog } from '../catalog/catalog.js';
 import { FloodgateError } from '../kernel/errors.js';
 import type { Logger } from '../kernel/logger.js';
@@ -7,6 +6,7 @@ import type { Metrics } from '../kernel/metrics.js';
 import type { Queue } from '../queue/queue.js';
 import type { HandlerRegistry } from '../service/registry.js';
 import { createAuth, type KeySets } from './auth.js';
+import { limitBody } from './body-limit.js';
 import type { ApiContext } from './context.js';
 import { docsPage } from './docs-page.js';
 import { errorResponse, toFloodgateError, validationError } from './errors.js';
@@ -49,15 +49,7 @@ export function createApp(deps: AppDeps) {
     const route = c.req.routePath || 'unmatched';
     deps.metrics.httpDuration.observe({ method: c.req.method, route, status: String(c.res.status) }, (performance.now() - start) / 1000);
   });
-  app.use(
-    '/v1/*',
-    bodyLimit({
-      maxSize: deps.bodyLimitBytes,
-      onError: () => {
-        throw new FloodgateError('payload_too_large', `The request body is over ${deps.bodyLimitBytes} bytes.`);
-      },
-    }),
-  );
+  app.use('/v1/*', limitBody(deps.bodyLimitBytes));
 
   app.route('/', itemRoutes(ctx));
   app.route('/', ticketRoutes(ctx));
