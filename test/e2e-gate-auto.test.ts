@@ -78,6 +78,19 @@ describe('the adaptive gate across two daemons', () => {
     expect(next).not.toBe(leader);
     expect(Date.now() - killedAt).toBeLessThan(5000);
 
+    // Manual: the operator's numbers rule and the controller's opinion stays visible (shadow).
+    const manual = (await http(alive.url, 'PATCH', '/v1/items/auto/gate', { mode: 'manual', maxInFlight: 4 }, 'op')).body;
+    expect(manual.effective).toEqual({ rate: null, maxInFlight: 4 });
+    expect(manual.controller).not.toBeNull();
+    // Back to auto: restart from the observed in-flight with a probe, never the stale estimate.
+    await http(alive.url, 'PATCH', '/v1/items/auto/gate', { mode: 'auto' }, 'op');
+    let probing = false;
+    for (let i = 0; i < 30 && !probing; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      probing = (await http(alive.url, 'GET', '/v1/items/auto', undefined, 'op')).body.gate.controller.probing;
+    }
+    expect(probing).toBe(true);
+
     // The line keeps draining through the survivor, and the downstream was never driven to 503s.
     let item: any;
     for (let i = 0; i < 200; i++) {
