@@ -1,4 +1,5 @@
 import { afterAll, describe, expect, it } from 'vitest';
+import { http } from './support/http.js';
 import { startDaemonProcess, type RunningDaemon } from './support/daemon.js';
 import { testDb } from './support/db.js';
 import { redisUrl, testRedis } from './support/redis.js';
@@ -10,14 +11,6 @@ afterAll(async () => {
   await Promise.all(running.map((d) => d.stop('SIGKILL')));
 });
 
-async function http(base: string, method: string, path: string, body?: unknown, key?: string) {
-  const headers: Record<string, string> = {};
-  if (key) headers.authorization = `Bearer ${key}`;
-  if (body !== undefined) headers['content-type'] = 'application/json';
-  const res = await fetch(base + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-  const text = await res.text();
-  return { status: res.status, body: text ? JSON.parse(text) : null };
-}
 
 describe('a daemon SIGKILLed in the middle of a sale', () => {
   it('loses nothing: after a restart every ticket ends, exactly the stock is sold, nobody twice', { timeout: 90_000 }, async () => {

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
 import { testDb } from './support/db.js';
 import { testRedis } from './support/redis.js';
+import { http } from './support/http.js';
 import { startDaemonProcess, type RunningDaemon } from './support/daemon.js';
 
 const { redis, newPrefix } = testRedis();
@@ -19,14 +20,6 @@ const env = (prefix: string) => ({
   FLOODGATE_OPERATOR_KEYS: 'op',
 });
 
-async function http(base: string, method: string, path: string, body?: unknown, key?: string) {
-  const headers: Record<string, string> = {};
-  if (key) headers.authorization = `Bearer ${key}`;
-  if (body !== undefined) headers['content-type'] = 'application/json';
-  const res = await fetch(base + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-  const text = await res.text();
-  return { status: res.status, body: text.startsWith('{') ? JSON.parse(text) : text };
-}
 
 describe('two daemon processes on one Redis and one Postgres', () => {
   it('share one line and one gate, serve health and metrics, and stop gracefully on SIGTERM', async () => {

@@ -1,6 +1,7 @@
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
+import { http } from './support/http.js';
 import { startDaemonProcess, type RunningDaemon } from './support/daemon.js';
 import { testDb } from './support/db.js';
 import { redisUrl, testRedis } from './support/redis.js';
@@ -35,14 +36,6 @@ afterAll(async () => {
   await new Promise((r) => server.close(r));
 });
 
-async function http(base: string, method: string, path: string, body?: unknown, key?: string) {
-  const headers: Record<string, string> = {};
-  if (key) headers.authorization = `Bearer ${key}`;
-  if (body !== undefined) headers['content-type'] = 'application/json';
-  const res = await fetch(base + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-  const text = await res.text();
-  return { status: res.status, body: text ? JSON.parse(text) : null };
-}
 
 describe('the adaptive gate across two daemons', () => {
   it('has one leader, fails over when it is killed, and both daemons obey one published limit', { timeout: 60_000 }, async () => {

@@ -4,7 +4,7 @@ import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
-import { redisUrl, testRedis } from './support/redis.js';
+import { redisUrl, testRedis, unlinkPrefix } from './support/redis.js';
 
 const { redis, newPrefix } = testRedis();
 const db = await testDb();
@@ -20,14 +20,6 @@ async function buy(item: string, users: string[]) {
   );
 }
 
-async function flushPrefix() {
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-    if (keys.length) await redis.unlink(...keys);
-    cursor = next;
-  } while (cursor !== '0');
-}
 
 describe('reconcile', () => {
   it('after a Redis loss, `npm run reconcile` restores the item and exactly the remaining stock', { timeout: 60_000 }, async () => {
@@ -35,7 +27,7 @@ describe('reconcile', () => {
     const first = await buy('rc', Array.from({ length: 20 }, (_, i) => `a${i}`));
     expect(first.filter((v) => v.state === 'succeeded').length).toBe(20);
 
-    await flushPrefix();
+    await unlinkPrefix(redis, prefix);
     const { stdout } = await run(process.execPath, ['--import', 'tsx', 'src/main.ts', 'reconcile', 'rc'], {
       cwd: path.resolve(import.meta.dirname, '..'),
       env: { ...process.env, REDIS_URL: redisUrl(), DATABASE_URL: db.url, FLOODGATE_REDIS_PREFIX: prefix, LOG_LEVEL: 'warn' },

@@ -2,6 +2,7 @@ import { afterAll } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { createLogger } from '../../src/kernel/logger.js';
 import { startDaemon, type Daemon } from '../../src/main.js';
+import { http } from './http.js';
 import { redisUrl } from './redis.js';
 
 export const OP = 'op-key';
@@ -21,14 +22,7 @@ export async function inProcessDaemon(opts: { prefix: string; databaseUrl: strin
   });
   const daemon: Daemon = await startDaemon(config, createLogger(process.env.TEST_LOG_LEVEL ?? 'silent'));
   afterAll(() => daemon.stop());
-  const call = async (method: string, path: string, body?: unknown, key: string | null = OP) => {
-    const headers: Record<string, string> = {};
-    if (key) headers.authorization = `Bearer ${key}`;
-    if (body !== undefined) headers['content-type'] = 'application/json';
-    const res = await fetch(daemon.url + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-    const text = await res.text();
-    return { status: res.status, body: text ? JSON.parse(text) : null };
-  };
+  const call = (method: string, path: string, body?: unknown, key: string | null = OP) => http(daemon.url, method, path, body, key);
   return { daemon, call };
 }
 

@@ -10,13 +10,18 @@ export function testRedis(): { redis: Redis; prefix: string; newPrefix(): string
   const root = `fgt:${randomBytes(4).toString('hex')}:`;
   let n = 0;
   afterAll(async () => {
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${root}*`, 'COUNT', 1000);
-      if (keys.length) await redis.unlink(...keys);
-      cursor = next;
-    } while (cursor !== '0');
+    await unlinkPrefix(redis, root);
     redis.disconnect();
   });
   return { redis, prefix: root, newPrefix: () => `${root}${++n}:` };
+}
+
+/** Deletes every key under the prefix (as a Redis loss would, for that prefix). */
+export async function unlinkPrefix(redis: Redis, prefix: string): Promise<void> {
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+    if (keys.length) await redis.unlink(...keys);
+    cursor = next;
+  } while (cursor !== '0');
 }
