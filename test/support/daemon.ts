@@ -23,7 +23,10 @@ export async function startDaemonProcess(env: Record<string, string>): Promise<R
   proc.stderr!.on('data', (d) => (out += d));
   const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
   const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`daemon did not start:\n${out}`)), 30_000);
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL'); // never leak a daemon the test could not use
+      reject(new Error(`daemon did not start:\n${out}`));
+    }, 30_000);
     const onData = () => {
       const m = /"url":"(http:\/\/127\.0\.0\.1:\d+)".*"msg":"floodgate listening"/.exec(out);
       if (m) {
