@@ -51,7 +51,8 @@ async function openCore(config: Config, log: Logger, clock: Clock) {
 
   const handlers = createHandlerRegistry();
   if (config.FLOODGATE_HANDLERS_MODULE) await loadHandlers(config.FLOODGATE_HANDLERS_MODULE, handlers, log);
-  const queue = createQueue({ redis, prefix: config.FLOODGATE_REDIS_PREFIX, clock, cacheMs: config.FLOODGATE_CACHE_MS });
+  const joined = new Set<(itemId: string) => void>();
+  const queue = createQueue({ redis, prefix: config.FLOODGATE_REDIS_PREFIX, clock, cacheMs: config.FLOODGATE_CACHE_MS, onJoined: (id) => joined.forEach((f) => f(id)) });
   const store = createItemsStore(dbHandle.db);
   const gateStore = createGateStore(withScripts(redis), config.FLOODGATE_REDIS_PREFIX);
   const catalog = createCatalog({
@@ -70,11 +71,11 @@ async function openCore(config: Config, log: Logger, clock: Clock) {
     await pgInfra.stop();
     await redisInfra.stop();
   };
-  return { redisInfra, pgInfra, redis, dbHandle, handlers, queue, catalog, gateStore, store, close };
+  return { redisInfra, pgInfra, redis, dbHandle, handlers, queue, catalog, gateStore, store, joined, close };
 }
 
 export async function startDaemon(config: Config, log: Logger, clock: Clock = systemClock): Promise<Daemon> {
-  const { redisInfra, pgInfra, redis, dbHandle, handlers, queue, catalog, gateStore, store, close } = await openCore(config, log, clock);
+  const { redisInfra, pgInfra, redis, dbHandle, handlers, queue, catalog, gateStore, store, joined, close } = await openCore(config, log, clock);
   const me = `${os.hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
   const samples = createSampleRecorder(gateStore, (itemId) => queue.peek(itemId)?.snap.controller?.probeStart ?? null);
   const metrics = createMetrics();
@@ -104,12 +105,16 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
       metrics.downstreamLatency.observe({ item: s.itemId }, s.latencyMs / 1000);
       metrics.downstreamCalls.inc({ item: s.itemId, result: s.result });
     },
-    onSettled: (itemId, status) => metrics.settles.inc({ item: itemId, status }),
+    onSettled: (itemId, status) => {
+      metrics.settles.inc({ item: itemId, status });
+      dispatcher.wake();
+    },
   });
   const dispatcher = startDispatcher(
     { queue, handlers, jobs: service.jobs, clock, log: log.child({ module: 'dispatcher' }) },
-    { idleMs: 10, batch: 200, dispatchLeaseMs: config.FLOODGATE_DISPATCH_LEASE_MS, autoCap: config.FLOODGATE_AUTO_START_LIMIT },
+    { idleMs: 100, batch: 200, dispatchLeaseMs: config.FLOODGATE_DISPATCH_LEASE_MS, autoCap: config.FLOODGATE_AUTO_START_LIMIT },
   );
+  joined.add(() => dispatcher.wake());
 
   const controller = startController(
     {

@@ -2,9 +2,11 @@ import { z } from '@hono/zod-openapi';
 import { ticketStates } from '../queue/types.js';
 
 /** Request and response schemas: they validate requests and generate /openapi.json. */
+export const ITEM_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
+
 export const ItemId = z
   .string()
-  .regex(/^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/, '1-128 of A-Z a-z 0-9 . _ : -, starting with a letter or digit')
+  .regex(ITEM_ID, '1-128 of A-Z a-z 0-9 . _ : -, starting with a letter or digit')
   .openapi({ param: { name: 'itemId', in: 'path' }, example: 'sku-10001' });
 
 export const TicketId = z.string().openapi({ param: { name: 'ticketId', in: 'path' } });

@@ -26,15 +26,22 @@ export type ErrorCode = keyof typeof errorCatalogue;
 
 export class FloodgateError extends Error {
   readonly status: number;
-  constructor(
-    readonly code: ErrorCode,
-    message: string,
-    readonly details?: Record<string, unknown>,
-    /** Seconds a client should wait before retrying (sets Retry-After). */
-    readonly retryAfterSec?: number,
-  ) {
+  readonly code: ErrorCode;
+  readonly details?: Record<string, unknown>;
+  /** Seconds a client should wait before retrying (sets Retry-After). */
+  readonly retryAfterSec?: number;
+
+  constructor(code: ErrorCode, message: string, details?: Record<string, unknown>, retryAfterSec?: number) {
+    // These are answers, not bugs: a stack trace is never shown, and capturing one made a
+    // rejection (429 queue_full under a flood) measurably dearer.
+    const limit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
     super(message);
+    Error.stackTraceLimit = limit;
     this.name = 'FloodgateError';
+    this.code = code;
+    this.details = details;
+    this.retryAfterSec = retryAfterSec;
     this.status = errorCatalogue[code];
   }
 }

@@ -1,4 +1,4 @@
-import type { TicketRecord } from './views.js';
+import type { CachedRecord as TicketRecord } from './views.js';
 
 /**
  * The immutable part of waiting tickets (user, join time), so a repeated poll needs no Redis

@@ -18,6 +18,11 @@ export interface TicketRecord {
   userId: string;
 }
 
+/** A waiting ticket's immutable part as the poll cache keeps it, with the id tag it was verified under. */
+export interface CachedRecord extends TicketRecord {
+  tag?: string;
+}
+
 export function parseRecord(record: string, epoch: number): TicketRecord {
   const bar = record.indexOf('|');
   return {

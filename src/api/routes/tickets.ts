@@ -1,10 +1,11 @@
 import { OpenAPIHono, createRoute, z } from '@hono/zod-openapi';
+import type { MiddlewareHandler } from 'hono';
 import { fail } from '../../kernel/errors.js';
 import type { TicketView as TicketViewT } from '../../queue/types.js';
 import type { AuthEnv } from '../auth.js';
 import type { ApiContext } from '../context.js';
 import { errorResponses } from '../openapi.js';
-import { ItemId, JoinInput, OutcomeInput, PullInput, PulledTicket, TicketId, TicketView } from '../schemas.js';
+import { ITEM_ID, ItemId, JoinInput, OutcomeInput, PullInput, PulledTicket, TicketId, TicketView } from '../schemas.js';
 
 const json = <T extends z.ZodType>(schema: T, description: string) => ({ content: { 'application/json': { schema } }, description });
 const security = [{ bearer: [] }];
@@ -14,10 +15,17 @@ export function ticketRoutes(ctx: ApiContext) {
   const app = new OpenAPIHono<AuthEnv>({ defaultHook: ctx.defaultHook });
   const service = ctx.auth('service');
   const { queue, metrics } = ctx;
+  // Before the body is read or validated: when the line is full (or not open), a flood of joins
+  // is refused at the cost of an auth check and a cache lookup.
+  const precheck: MiddlewareHandler = async (c, next) => {
+    const itemId = c.req.param('itemId');
+    if (itemId && ITEM_ID.test(itemId)) await queue.precheckJoin(itemId);
+    await next();
+  };
 
   app.openapi(
     createRoute({
-      method: 'post', path: '/v1/items/{itemId}/tickets', tags: ['tickets'], security, middleware: [service] as const,
+      method: 'post', path: '/v1/items/{itemId}/tickets', tags: ['tickets'], security, middleware: [service, precheck] as const,
       summary: 'Join the line (idempotent per item and user)',
       request: { params: z.object({ itemId: ItemId }), body: { ...json(JoinInput, 'Who joins'), required: true } },
       responses: { 200: json(TicketView, 'The ticket the user already holds'), 202: json(TicketView, 'A new ticket, waiting'), ...errorResponses },
