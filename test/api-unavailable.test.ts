@@ -34,7 +34,7 @@ describe('when Redis and Postgres are unreachable', () => {
       beforeScrape: async () => {},
     });
     const req = (method: string, path: string, body?: unknown) =>
-      app.request(path, { method, headers: { authorization: 'Bearer o', 'content-type': 'application/json' }, body: body && JSON.stringify(body) });
+      app.request(path, { method, headers: { authorization: 'Bearer o', 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
     for (const [method, path, body] of [
       ['GET', '/v1/items/a'],
       ['PUT', '/v1/items/a', { handler: 'external' }],

@@ -12,6 +12,20 @@ export function errorResponse(c: Context, err: FloodgateError) {
   return c.json(body, err.status as 400);
 }
 
+export function validationIssue(path: string, message: string): FloodgateError {
+  return new FloodgateError('invalid_request', 'The request is not valid.', { issues: [{ path, message }] });
+}
+
+/** The request's JSON body, as the zod-openapi validator would read it: malformed or not JSON → 400. */
+export async function jsonBody(c: Context): Promise<unknown> {
+  if (!/^application\/([\w.-]+\+)?json(;|$)/i.test(c.req.header('content-type') ?? '')) return {};
+  try {
+    return await c.req.json();
+  } catch {
+    throw new FloodgateError('invalid_request', 'Malformed JSON in request body');
+  }
+}
+
 export function validationError(error: ZodError): FloodgateError {
   const issues = error.issues.map((i) => ({ path: i.path.join('.'), message: i.message }));
   return new FloodgateError('invalid_request', 'The request is not valid.', { issues });
