@@ -7,7 +7,7 @@ import type { CachedItem } from '../queue/item-cache.js';
 import type { Queue } from '../queue/queue.js';
 import { itemState, type ItemState } from '../queue/snapshot.js';
 import type { GateSettings, LineDefinition } from '../queue/types.js';
-import type { HandlerRegistry } from '../service/registry.js';
+import type { HandlerRegistry, HandlerSpec } from '../service/registry.js';
 import { gateView, type GateView } from './gate-view.js';
 
 /**
@@ -125,6 +125,9 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     };
   }
 
+  /** What an auto gate admits before (or, for self-limited handlers, instead of) its controller. */
+  const autoCapOf = (spec: HandlerSpec | undefined) => (spec?.handle ? (spec.selfLimited?.maxInFlight ?? deps.autoCap) : null);
+
   function view(item: CachedItem): ItemView {
     const s = item.snap;
     const spec = handlers.get(s.def.handler);
@@ -137,7 +140,7 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       opensAt: iso(s.def.opensAt),
       closesAt: iso(s.def.closesAt),
       state: itemState(s, deps.clock.now()),
-      gate: gateView(s.gate, s.controller, spec?.handle ? deps.autoCap : null),
+      gate: gateView(s.gate, s.controller, autoCapOf(spec)),
       counts: s.counts,
       remaining: s.stockLeft,
     };
@@ -199,7 +202,7 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       await audit(itemId, actor, before, after);
       deps.log.info({ itemId, ...after }, 'gate changed');
       const now = await current(itemId);
-      return gateView(now.snap.gate, now.snap.controller, handlers.get(now.snap.def.handler)?.handle ? deps.autoCap : null);
+      return gateView(now.snap.gate, now.snap.controller, autoCapOf(handlers.get(now.snap.def.handler)));
     },
 
     async reconcile(opts = {}) {

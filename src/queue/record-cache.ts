@@ -1,17 +1,27 @@
-import type { CachedRecord as TicketRecord } from './views.js';
+import type { CachedRecord } from './views.js';
 
 /**
- * The immutable part of waiting tickets (user, join time), so a repeated poll needs no Redis
- * read. Bounded; evicts the oldest insert first (Map keeps insertion order).
+ * The immutable part of waiting tickets (user, join time, the verified id tag), so a repeated poll
+ * needs no Redis read and no HMAC. Bounded by two generations: inserts go to the young map; when
+ * it holds max/2 entries the old one is dropped whole and the young one becomes old. (Evicting one
+ * entry at a time from the front of a Map made each eviction slower as the holes piled up: joins
+ * fell from ~7k/s to ~2k/s past half a million waiting tickets.)
  */
 export function createRecordCache(max: number) {
-  const map = new Map<string, TicketRecord>();
+  let young = new Map<string, CachedRecord>();
+  let old = new Map<string, CachedRecord>();
   const key = (itemId: string, seq: number) => `${itemId}\n${seq}`;
   return {
-    get: (itemId: string, seq: number) => map.get(key(itemId, seq)),
-    set(itemId: string, seq: number, rec: TicketRecord) {
-      if (map.size >= max) map.delete(map.keys().next().value!);
-      map.set(key(itemId, seq), rec);
+    get: (itemId: string, seq: number) => {
+      const k = key(itemId, seq);
+      return young.get(k) ?? old.get(k);
+    },
+    set(itemId: string, seq: number, rec: CachedRecord) {
+      if (young.size >= max / 2) {
+        old = young;
+        young = new Map();
+      }
+      young.set(key(itemId, seq), rec);
     },
   };
 }

@@ -52,7 +52,7 @@ export function startController(
   async function tickItem(itemId: string) {
     const item = await queue.item(itemId);
     const spec = item && deps.handlers.get(item.snap.def.handler);
-    if (!item || !spec?.handle || item.snap.gate.mode === 'closed') return;
+    if (!item || !spec?.handle || spec.selfLimited || item.snap.gate.mode === 'closed') return;
     let local = locals.get(itemId);
     if (!local) locals.set(itemId, (local = { leading: false, state: null, prev: null, window: emptyWindow(clock.now(), 0), audited: null }));
     if (!(await store.lead(itemId, opts.me, opts.leaseMs))) {

@@ -40,7 +40,7 @@ export function startDispatcher(deps: { queue: Queue; handlers: HandlerRegistry;
     const spec = item && handlers.get(item.snap.def.handler);
     if (!item || !spec?.handle || spec.external) return 0;
     if (item.snap.counts.waiting === 0 && !busy.has(itemId)) return 0;
-    const got = await queue.admit(itemId, opts.batch, opts.dispatchLeaseMs, opts.autoCap);
+    const got = await queue.admit(itemId, opts.batch, opts.dispatchLeaseMs, spec.selfLimited?.maxInFlight ?? opts.autoCap);
     if (!got.length) {
       busy.delete(itemId);
       return 0;

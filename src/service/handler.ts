@@ -64,6 +64,15 @@ export interface HandlerSpec {
   stockTable?: 'orders' | 'coupon_claims';
   /** Shards of the Redis stock counter (a hot item's units spread over K keys' fields). */
   stockShards?(config: Record<string, unknown>): number;
+  /**
+   * The handler's downstream bounds its own concurrency — seckill and coupon write through
+   * Floodgate's batched Postgres writer (a bounded number of transactions, each for many tickets).
+   * In `auto` mode such items are admitted up to `maxInFlight` without the adaptive controller:
+   * batching makes latency grow with concurrency while throughput grows too, which a
+   * latency-gradient law reads as flooding (measured: it held seckill to 142 orders/s where a
+   * cap of 1000 gave 1,410/s).
+   */
+  selfLimited?: { maxInFlight: number };
   /** How long one run may take (ms). */
   deadlineMs?(config: Record<string, unknown>): number;
   handle?(ticket: HandlerTicket, ctx: HandlerContext): Promise<HandlerOutcome>;

@@ -15,6 +15,7 @@ export const coupon: HandlerSpec = {
   stockTable: 'coupon_claims',
   stockShards: (c) => Number(c.shards ?? 1),
   deadlineMs: () => 10_000,
+  selfLimited: { maxInFlight: 1000 },
   async handle(t, ctx) {
     const sale = await sellUnit(t, ctx, 'coupon_claims');
     if (sale.kind === 'sold') return { status: 'succeeded', result: { claimId: sale.id } };

@@ -16,6 +16,7 @@ export const seckill: HandlerSpec = {
   stockTable: 'orders',
   stockShards: (c) => Number(c.shards ?? 1),
   deadlineMs: () => 10_000,
+  selfLimited: { maxInFlight: 1000 },
   async handle(t, ctx) {
     const sale = await sellUnit(t, ctx, 'orders');
     if (sale.kind === 'sold') return { status: 'succeeded', result: { orderId: sale.id } };
