@@ -1,12 +1,17 @@
 /**
  * The baseline: a bare Hono app on @hono/node-server, run as its own process like the daemon.
  * Same route shapes as the daemon's join and poll, a small JSON body parsed, small JSON answered.
+ * BARE_BODY_LIMIT=1 adds hono's bodyLimit middleware on /v1/* as the daemon has (the `overhead`
+ * scenario measures what that costs).
  */
 import { serve } from '@hono/node-server';
 import { Hono } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
 
 const app = new Hono();
 let seq = 0;
+
+if (process.env.BARE_BODY_LIMIT === '1') app.use('/v1/*', bodyLimit({ maxSize: 16 * 1024 }));
 
 app.get('/healthz', (c) => c.json({ status: 'ok' }));
 

@@ -15,9 +15,9 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Redis } from 'ioredis';
 import type { BenchContext } from './lib/harness.js';
-import { connectRedis, createScratchDb, dropScratchDb, machine, runTag, unlinkPrefix } from './lib/infra.js';
+import { codeVersion, connectRedis, createScratchDb, dropScratchDb, machine, runTag, unlinkPrefix } from './lib/infra.js';
 import { watchCpu } from './lib/load.js';
-import { killAllNow, stopAll } from './lib/procs.js';
+import { killAllNow, repoRoot, stopAll } from './lib/procs.js';
 import { machineLines, updateDocs, writeResults } from './lib/report.js';
 import { fmtS } from './lib/stats.js';
 import { DEFAULT_SCENARIO, scenarios } from './scenarios/index.js';
@@ -25,7 +25,7 @@ import { DEFAULT_SCENARIO, scenarios } from './scenarios/index.js';
 const name = process.argv[2] ?? DEFAULT_SCENARIO;
 const scenario = scenarios[name];
 if (!scenario) {
-  console.error(`unknown scenario "${name}"; available: ${Object.keys(scenarios).join(', ')}`);
+  console.error(`unknown scenario "${name}"; available:\n${Object.entries(scenarios).map(([k, v]) => `  ${k.padEnd(10)} ${v.title}`).join('\n')}`);
   process.exit(2);
 }
 
@@ -84,14 +84,16 @@ async function main() {
     warmupS: Number(process.env.BENCH_WARMUP ?? 2),
     budgetS: Number(process.env.BENCH_BUDGET ?? 225),
     elapsedS: () => (Date.now() - started.getTime()) / 1000,
-    retryUntilS: 0,
     log,
   };
-  log(`bench "${name}": redis prefix ${prefix}, database ${dbName}`);
+  const code = codeVersion(repoRoot);
+  log(`bench "${name}": ${code}; redis prefix ${prefix}, database ${dbName}`);
   const out = await scenario.run(ctx);
   const elapsed = Date.now() - started.getTime();
 
-  const body = [`## ${name} — ${ctx.machine.date}`, '', machineLines(ctx.machine), `- run took ${fmtS(elapsed)}`, '', out.markdown].join('\n');
+  const knobs = Object.entries(process.env).filter(([k]) => k.startsWith('BENCH_') && k !== 'BENCH_NO_DOCS').map(([k, v]) => `${k}=${v}`);
+  const settings = `- settings: ${knobs.length ? knobs.join(' ') : 'defaults'} (\`npm run bench -- ${name}\`)`;
+  const body = [`## ${name} — ${ctx.machine.date}`, '', machineLines(ctx.machine), `- code: ${code}`, settings, `- run took ${fmtS(elapsed)}`, '', out.markdown].join('\n');
   console.log(`\n${body}\n`);
   const file = await writeResults(name, started, `# Floodgate bench\n\n${body}`);
   log(`wrote ${file}`);

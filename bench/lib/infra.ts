@@ -75,6 +75,17 @@ export async function usedMemory(redis: Redis): Promise<number> {
 
 const escapeGlob = (s: string) => s.replace(/[*?[\]\\]/g, '\\$&');
 
+/** The code under test: HEAD's short hash, and whether src/ differs from it. */
+export function codeVersion(cwd: string): string {
+  try {
+    const head = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd, encoding: 'utf8' }).trim();
+    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'src', 'drizzle', 'package.json'], { cwd, encoding: 'utf8' }).trim();
+    return `commit ${head}${dirty ? ', with uncommitted changes in src/' : ''}`;
+  } catch {
+    return 'unknown (no git)';
+  }
+}
+
 export interface Machine {
   date: string;
   nproc: number;

@@ -18,6 +18,8 @@ export interface LoadSpec {
   amount?: number;
   headers?: Record<string, string>;
   gen: Generator;
+  /** Where to write every latency (ms, Float64Array, ascending) so several loads can be merged. */
+  latencyFile?: string;
   /** Processes (name → pid) whose CPU use over the load is reported; the generator adds itself. */
   watchPids?: Record<string, number | undefined>;
 }

@@ -1,5 +1,6 @@
 /** The scenario sets `npm run bench -- <name>` can run. Add new ones (flash-sale, gate, …) here. */
 import type { BenchContext } from '../lib/harness.js';
+import { overheadScenario } from './overhead.js';
 import { queueScenario } from './queue.js';
 
 export interface ScenarioOutput {
@@ -14,6 +15,9 @@ export interface Scenario {
 
 export const scenarios: Record<string, Scenario> = {
   queue: { title: 'queue: join, poll, reject-when-full, depth, memory', run: queueScenario },
+  overhead: { title: 'overhead: bare Hono with and without the middleware the daemon mounts', run: overheadScenario },
+  'flash-sale': { title: 'flash-sale: 10k units, 100k users × 2 joins, orders/s vs the synchronous design', run: async (ctx) => (await import('./flash-sale.js')).flashSaleScenario(ctx) },
+  gate: { title: 'gate: auto vs manual vs BullMQ limiter against a downstream whose capacity steps C → C/2 → 2C', run: async (ctx) => (await import('./gate.js')).gateScenario(ctx) },
 };
 
 export const DEFAULT_SCENARIO = 'queue';
