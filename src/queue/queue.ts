@@ -8,7 +8,7 @@ import { itemKeys, itemsSetKey } from './keys.js';
 import { withScripts } from './scripts.js';
 import { makeTicketId, parseTicketId, verifyTag } from './ticket-id.js';
 import type { AdmittedTicket, Cut, GateSettings, LineDefinition, Outcome, TicketView } from './types.js';
-import { baseView, fullView, parseRecord, waitingHints, type TicketRecord } from './views.js';
+import { baseView, cachedRecord, fullView, parseRecord, waitingHints, type TicketRecord } from './views.js';
 import { createTouchBuffer } from './touches.js';
 import { createRecordCache } from './record-cache.js';
 
@@ -87,15 +87,13 @@ export function createQueue(deps: QueueDeps): Queue {
     return (await cache.get(itemId)) ?? fail('item_not_found', 'No such item.');
   }
 
-  async function resolveTicket(ticketId: string): Promise<{ item: CachedItem; seq: number; tag: string }> {
+  async function resolveTicket(ticketId: string): Promise<{ item: CachedItem; seq: number }> {
     const parsed = parseTicketId(ticketId);
     const item = parsed ? await cache.get(parsed.itemId) : null;
     if (!parsed || !item) fail('ticket_not_found', 'No such ticket.');
-    // A repeated poll of a cached ticket compares its tag with the one verified before; the HMAC
-    // is computed once per ticket and process.
-    const known = records.get(parsed!.itemId, parsed!.seq);
-    if (known?.tag !== parsed!.tag && !verifyTag(parsed!, item!.snap.secret)) fail('ticket_not_found', 'No such ticket.');
-    return { item: item!, seq: parsed!.seq, tag: parsed!.tag };
+    // An id in the record cache was verified when it was stored: the HMAC runs once per ticket and process.
+    if (!records.get(ticketId) && !verifyTag(parsed!, item!.snap.secret)) fail('ticket_not_found', 'No such ticket.');
+    return { item: item!, seq: parsed!.seq };
   }
 
   async function readView(ticketId: string, item: CachedItem, seq: number): Promise<TicketView> {
@@ -111,7 +109,7 @@ export function createQueue(deps: QueueDeps): Queue {
     const rec = parseRecord(record!, item.snap.epoch);
     const x: Record<string, string> = {};
     for (let i = 0; i < xFlat.length; i += 2) x[xFlat[i]] = xFlat[i + 1];
-    if (rec.state === 'waiting' && !cutJson) records.set(item.snap.def.itemId, seq, rec);
+    if (rec.state === 'waiting' && !cutJson) records.set(ticketId, cachedRecord(rec, item.snap.def.itemId, seq));
     return fullView(ticketId, item, rec, x, served, seq, rank, cutJson ? (JSON.parse(cutJson) as Cut) : null);
   }
 
@@ -191,24 +189,30 @@ export function createQueue(deps: QueueDeps): Queue {
       const ticketId = makeTicketId(itemId, seq, s.secret);
       const rec = parseRecord(record, s.epoch);
       if (code === 0) {
-        records.set(itemId, seq, { ...rec, tag: ticketId.slice(ticketId.lastIndexOf('.') + 1) });
+        const cached = cachedRecord(rec, itemId, seq);
+        records.set(ticketId, cached);
         deps.onJoined?.(itemId);
         const position = seq - served;
-        return { created: true, ticket: { ...baseView(ticketId, itemId, rec, 'waiting'), position, ...waitingHints(item, position) } };
+        return { created: true, ticket: { ...baseView(ticketId, itemId, cached, 'waiting'), position, ...waitingHints(item, position) } };
       }
       return { created: false, ticket: await readView(ticketId, item, seq) };
     },
 
     async status(ticketId) {
-      const { item, seq, tag } = await resolveTicket(ticketId);
+      // The common case, synchronously: a waiting ticket polled again, its item's view still fresh.
+      const hit = records.get(ticketId);
+      const fresh = hit && cache.peek(hit.itemId);
+      if (hit && fresh && clock.now() - fresh.snap.loadedAt < deps.cacheMs) {
+        const view = cachedWaitingView(ticketId, fresh, hit.seq, hit);
+        if (view) {
+          if (fresh.snap.def.abandonAfterMs !== null) touches.touch(hit.itemId, hit.seq, clock.now());
+          return view;
+        }
+      }
+      const { item, seq } = await resolveTicket(ticketId);
       const itemId = item.snap.def.itemId;
       if (item.snap.def.abandonAfterMs !== null) touches.touch(itemId, seq, clock.now());
-      const cached = cachedWaitingView(ticketId, item, seq, records.get(itemId, seq));
-      if (cached) return cached;
-      const view = await readView(ticketId, item, seq);
-      const rec = records.get(itemId, seq);
-      if (rec) rec.tag = tag;
-      return view;
+      return cachedWaitingView(ticketId, item, seq, records.get(ticketId)) ?? readView(ticketId, item, seq);
     },
 
     itemIdOf: (ticketId) => parseTicketId(ticketId)?.itemId ?? null,

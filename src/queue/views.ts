@@ -18,10 +18,14 @@ export interface TicketRecord {
   userId: string;
 }
 
-/** A waiting ticket's immutable part as the poll cache keeps it, with the id tag it was verified under. */
+/** A waiting ticket's immutable part as the poll cache keeps it, under the (verified) ticket id. */
 export interface CachedRecord extends TicketRecord {
-  tag?: string;
+  itemId: string;
+  seq: number;
+  createdIso: string;
 }
+
+export const cachedRecord = (rec: TicketRecord, itemId: string, seq: number): CachedRecord => ({ ...rec, itemId, seq, createdIso: iso(rec.createdAt) });
 
 export function parseRecord(record: string, epoch: number): TicketRecord {
   const bar = record.indexOf('|');
@@ -49,8 +53,9 @@ export function waitingHints(item: CachedItem, position: number): { etaMs?: numb
   return etaMs === undefined ? { pollAfterMs } : { etaMs, pollAfterMs };
 }
 
-export function baseView(ticketId: string, itemId: string, rec: TicketRecord, state: TicketState): TicketView {
-  return { ticketId, itemId, userId: rec.userId, state, createdAt: iso(rec.createdAt), updatedAt: iso(rec.createdAt) };
+export function baseView(ticketId: string, itemId: string, rec: TicketRecord & { createdIso?: string }, state: TicketState): TicketView {
+  const created = rec.createdIso ?? iso(rec.createdAt);
+  return { ticketId, itemId, userId: rec.userId, state, createdAt: created, updatedAt: created };
 }
 
 /** A ticket read from Redis (x = its times and outcome hash; rank = place among returned tickets). */
