@@ -73,8 +73,13 @@ export function createLedgerFeed(redis: Redis, prefix: string, consumer: string)
     async read(snap: ItemSnapshot, count: number): Promise<{ ids: string[]; tickets: EndedTicket[] }> {
       const key = itemKeys(prefix, snap.def.itemId).done;
       await ensureGroup(key);
-      const claimed = (await redis.xautoclaim(key, GROUP, consumer, CLAIM_IDLE_MS, '0', 'COUNT', count)) as [string, [string, string[]][]];
-      let entries = claimed[1] ?? [];
+      // Own entries not yet acknowledged first (a round that failed), then a dead daemon's, then new ones.
+      const own = (await redis.xreadgroup('GROUP', GROUP, consumer, 'COUNT', count, 'STREAMS', key, '0')) as [string, [string, string[]][]][] | null;
+      let entries = (own?.[0]?.[1] ?? []).filter(([, fields]) => fields !== null);
+      if (entries.length < count) {
+        const claimed = (await redis.xautoclaim(key, GROUP, consumer, CLAIM_IDLE_MS, '0', 'COUNT', count - entries.length)) as [string, [string, string[]][]];
+        entries = entries.concat(claimed[1] ?? []);
+      }
       if (entries.length < count) {
         const fresh = (await redis.xreadgroup('GROUP', GROUP, consumer, 'COUNT', count - entries.length, 'STREAMS', key, '>')) as [string, [string, string[]][]][] | null;
         entries = entries.concat(fresh?.[0]?.[1] ?? []);

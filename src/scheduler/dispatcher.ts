@@ -34,6 +34,8 @@ export function startDispatcher(deps: { queue: Queue; handlers: HandlerRegistry;
   const busy = new Set<string>();
   let failing = false;
   let wakeUp: (() => void) | null = null;
+  /** A wake that came while no one was waiting (during a round or the 5 ms pause). */
+  let pending = false;
 
   async function roundFor(itemId: string): Promise<number> {
     const item = await queue.item(itemId);
@@ -69,8 +71,12 @@ export function startDispatcher(deps: { queue: Queue; handlers: HandlerRegistry;
         failing = true;
       }
       if (admitted) await new Promise((r) => setImmediate(r));
-      else
-        await new Promise<void>((r) => {
+      else {
+        // At most one empty round per 5 ms: under a flood of joins with the gate full, every join
+        // would otherwise buy an admit call that admits nothing.
+        await new Promise((r) => setTimeout(r, 5));
+        if (!pending)
+          await new Promise<void>((r) => {
           const timer = setTimeout(() => {
             wakeUp = null;
             r();
@@ -81,12 +87,15 @@ export function startDispatcher(deps: { queue: Queue; handlers: HandlerRegistry;
             r();
           };
         });
+        pending = false;
+      }
     }
   })();
 
   return {
     /** Something may be admissible now (a join, or a settled ticket freed a slot). */
     wake() {
+      pending = true;
       wakeUp?.();
     },
     async stop() {
