@@ -45,7 +45,7 @@ export const defaultParams: ControlParams = {
 export interface ControlState {
   limit: number;
   baseMs: number | null;
-  /** Smoothed p50 of the recent windows (ms), for pacing and display. */
+  /** p50 of the last window with answers (ms), for pacing and display. */
   p50Ms: number | null;
   p99Ms: number | null;
   decreasesInRow: number;
@@ -97,7 +97,9 @@ export function step(s: ControlState, w: SampleWindow, now: number, p: ControlPa
   const next: ControlState = { ...s };
   const answered = count(w.hist);
   const p50 = quantile(w.hist, 0.5);
-  if (p50 !== null) next.p50Ms = s.p50Ms === null ? p50 : 0.5 * s.p50Ms + 0.5 * p50;
+  // The latest window's p50, unsmoothed: pacing on a lagging average held admissions far below
+  // capacity for a second after a step down (latency had already fallen, the average had not).
+  if (p50 !== null) next.p50Ms = p50;
   const p99 = quantile(w.hist, 0.99);
   if (p99 !== null) next.p99Ms = p99;
   const dropping = w.n > 0 && w.drops / w.n > p.dropThreshold;

@@ -89,7 +89,9 @@ export function startController(
 
     const params = { ...defaultParams, maxLimit: item.snap.gate.maxInFlight ?? defaultParams.maxLimit };
     const w = local.window;
-    if (w.n >= params.minSamples || (now - w.openedAt >= params.maxWindowMs && w.n > 0)) {
+    // While probing, every tick with answers is a step: the probe's own end rule decides, and
+    // waiting for a full window kept the limit pinned for a second at low rates.
+    if (w.n >= params.minSamples || (now - w.openedAt >= params.maxWindowMs && w.n > 0) || (local.state.probe && w.probeHist.size > 0)) {
       local.state = step(local.state, w, now, params);
       local.window = emptyWindow(now, inflight);
     }
