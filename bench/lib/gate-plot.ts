@@ -115,7 +115,7 @@ export async function writeGatePlot(file: string, d: PlotData): Promise<void> {
       series: [
         { label: 's0 (unloaded service time)', color: '#999', dash: '4 3', pts: [[0, d.s0Ms], [d.totalS, d.s0Ms]] },
         { label: 'downstream p50 (per 100 ms)', color: '#2ca02c', width: 1, pts: d.buckets.map((b, i) => [bt(i), b.p50]) },
-        { label: 'controller p50 (smoothed)', color: '#1f77b4', width: 1.6, pts: d.polls.map((p) => [p.t, p.p50Ms]) },
+        { label: 'controller p50 (last window)', color: '#1f77b4', width: 1.6, pts: d.polls.map((p) => [p.t, p.p50Ms]) },
         { label: 'controller baseline', color: '#1f77b4', dash: '5 3', width: 1.2, pts: d.polls.map((p) => [p.t, p.baseMs]) },
       ],
     },
