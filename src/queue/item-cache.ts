@@ -36,8 +36,6 @@ export interface ItemCache {
   invalidate(itemId: string): void;
   /** The cached view as it is, however old, without reading Redis. */
   peek(itemId: string): CachedItem | null;
-  /** Items this process has seen recently. */
-  known(): string[];
 }
 
 export function createItemCache(deps: { redis: Redis; prefix: string; clock: Clock; ttlMs: number }): ItemCache {
@@ -103,6 +101,5 @@ export function createItemCache(deps: { redis: Redis; prefix: string; clock: Clo
       if (e?.item) e.item.snap.loadedAt = -Infinity;
     },
     peek: (itemId) => entries.get(itemId)?.item ?? null,
-    known: () => [...entries.entries()].filter(([, e]) => e.item).map(([id]) => id),
   };
 }

@@ -76,11 +76,6 @@ export function createJobQueues(connection: Redis, opts: JobOptions) {
           }),
       );
     },
-    async counts() {
-      const out: Record<string, number> = {};
-      for (const [h, q] of queues) out[h] = await q.count();
-      return out;
-    },
     async close() {
       await Promise.all([...queues.values()].map((q) => q.close()));
     },
