@@ -114,7 +114,7 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
     { queue, handlers, jobs: service.jobs, clock, log: log.child({ module: 'dispatcher' }) },
     { idleMs: 100, batch: 200, dispatchLeaseMs: config.FLOODGATE_DISPATCH_LEASE_MS, autoCap: config.FLOODGATE_AUTO_START_LIMIT },
   );
-  joined.add(() => dispatcher.wake());
+  joined.add((itemId) => dispatcher.wake(itemId));
 
   const controller = startController(
     {

@@ -32,6 +32,8 @@ export function startDispatcher(deps: { queue: Queue; handlers: HandlerRegistry;
   let ids: string[] = [];
   let idsAt = -Infinity;
   const busy = new Set<string>();
+  /** Items a join was just seen for: tried even while the cached view still says the line is empty. */
+  const hinted = new Set<string>();
   let failing = false;
   let wakeUp: (() => void) | null = null;
   /** A wake that came while no one was waiting (during a round or the 5 ms pause). */
@@ -41,7 +43,7 @@ export function startDispatcher(deps: { queue: Queue; handlers: HandlerRegistry;
     const item = await queue.item(itemId);
     const spec = item && handlers.get(item.snap.def.handler);
     if (!item || !spec?.handle || spec.external) return 0;
-    if (item.snap.counts.waiting === 0 && !busy.has(itemId)) return 0;
+    if (item.snap.counts.waiting === 0 && !busy.has(itemId) && !hinted.delete(itemId)) return 0;
     const got = await queue.admit(itemId, opts.batch, opts.dispatchLeaseMs, spec.selfLimited?.maxInFlight ?? opts.autoCap);
     if (!got.length) {
       busy.delete(itemId);
@@ -93,8 +95,13 @@ export function startDispatcher(deps: { queue: Queue; handlers: HandlerRegistry;
   })();
 
   return {
-    /** Something may be admissible now (a join, or a settled ticket freed a slot). */
-    wake() {
+    /** Something may be admissible now (a join for `itemId`, or a settled ticket freed a slot). */
+    wake(itemId?: string) {
+      if (itemId) {
+        hinted.add(itemId);
+        // A new item is dispatched from its first join, not from the next refresh of the item list.
+        if (!ids.includes(itemId)) ids = [...ids, itemId];
+      }
       pending = true;
       wakeUp?.();
     },
