@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { manualClock } from '../src/kernel/clock.js';
 import { createQueue } from '../src/queue/queue.js';
 import type { LineDefinition } from '../src/queue/types.js';
-import { testRedis } from './support/redis.js';
+import { testRedis, unlinkPrefix } from './support/redis.js';
 
 const t = testRedis();
 const def = (itemId: string, over: Partial<LineDefinition> = {}): LineDefinition => ({
@@ -73,5 +73,19 @@ describe('the line', () => {
     expect(await queue.cut('a', 'closed')).toBe(2);
     expect(await queue.status(tickets[3].ticketId)).toMatchObject({ state: 'cancelled', outcome: { reason: 'item_closed' } });
     await expect(queue.join('a', 'u9', null)).rejects.toMatchObject({ code: 'closed' });
+  });
+
+  it('answers 404 for a cached ticket id once its item was lost and created anew', async () => {
+    const clock = manualClock();
+    const prefix = t.newPrefix();
+    const queue = createQueue({ redis: t.redis, prefix, clock, cacheMs: 250 });
+    await queue.define(def('a'), null, { reopen: false });
+    const old = (await queue.join('a', 'u1', null)).ticket;
+    expect(await queue.status(old.ticketId)).toMatchObject({ state: 'waiting', position: 1 }); // now cached
+    await unlinkPrefix(t.redis, prefix); // Redis lost the item
+    await queue.define(def('a'), null, { reopen: false });
+    await queue.join('a', 'someone-else', null); // seq 1 exists again, under a new secret
+    clock.advance(300);
+    await expect(queue.status(old.ticketId)).rejects.toMatchObject({ code: 'ticket_not_found' });
   });
 });

@@ -92,7 +92,7 @@ export function createQueue(deps: QueueDeps): Queue {
     const item = parsed ? await cache.get(parsed.itemId) : null;
     if (!parsed || !item) fail('ticket_not_found', 'No such ticket.');
     // An id in the record cache was verified when it was stored: the HMAC runs once per ticket and process.
-    if (!records.get(ticketId) && !verifyTag(parsed!, item!.snap.secret)) fail('ticket_not_found', 'No such ticket.');
+    if (records.get(ticketId)?.secret !== item!.snap.secret && !verifyTag(parsed!, item!.snap.secret)) fail('ticket_not_found', 'No such ticket.');
     return { item: item!, seq: parsed!.seq };
   }
 
@@ -109,7 +109,7 @@ export function createQueue(deps: QueueDeps): Queue {
     const rec = parseRecord(record!, item.snap.epoch);
     const x: Record<string, string> = {};
     for (let i = 0; i < xFlat.length; i += 2) x[xFlat[i]] = xFlat[i + 1];
-    if (rec.state === 'waiting' && !cutJson) records.set(ticketId, cachedRecord(rec, item.snap.def.itemId, seq));
+    if (rec.state === 'waiting' && !cutJson) records.set(ticketId, cachedRecord(rec, item.snap.def.itemId, seq, item.snap.secret));
     return fullView(ticketId, item, rec, x, served, seq, rank, cutJson ? (JSON.parse(cutJson) as Cut) : null);
   }
 
@@ -189,7 +189,7 @@ export function createQueue(deps: QueueDeps): Queue {
       const ticketId = makeTicketId(itemId, seq, s.secret);
       const rec = parseRecord(record, s.epoch);
       if (code === 0) {
-        const cached = cachedRecord(rec, itemId, seq);
+        const cached = cachedRecord(rec, itemId, seq, s.secret);
         records.set(ticketId, cached);
         deps.onJoined?.(itemId);
         const position = seq - served;
@@ -202,7 +202,7 @@ export function createQueue(deps: QueueDeps): Queue {
       // The common case, synchronously: a waiting ticket polled again, its item's view still fresh.
       const hit = records.get(ticketId);
       const fresh = hit && cache.peek(hit.itemId);
-      if (hit && fresh && clock.now() - fresh.snap.loadedAt < deps.cacheMs) {
+      if (hit && fresh && hit.secret === fresh.snap.secret && clock.now() - fresh.snap.loadedAt < deps.cacheMs) {
         const view = cachedWaitingView(ticketId, fresh, hit.seq, hit);
         if (view) {
           if (fresh.snap.def.abandonAfterMs !== null) touches.touch(hit.itemId, hit.seq, clock.now());
@@ -212,7 +212,8 @@ export function createQueue(deps: QueueDeps): Queue {
       const { item, seq } = await resolveTicket(ticketId);
       const itemId = item.snap.def.itemId;
       if (item.snap.def.abandonAfterMs !== null) touches.touch(itemId, seq, clock.now());
-      return cachedWaitingView(ticketId, item, seq, records.get(ticketId)) ?? readView(ticketId, item, seq);
+      const known = records.get(ticketId);
+      return (known?.secret === item.snap.secret ? cachedWaitingView(ticketId, item, seq, known) : null) ?? readView(ticketId, item, seq);
     },
 
     itemIdOf: (ticketId) => parseTicketId(ticketId)?.itemId ?? null,

@@ -23,9 +23,17 @@ export interface CachedRecord extends TicketRecord {
   itemId: string;
   seq: number;
   createdIso: string;
+  /** The item's secret when the id was verified: a re-created item (new secret) voids the entry. */
+  secret: string;
 }
 
-export const cachedRecord = (rec: TicketRecord, itemId: string, seq: number): CachedRecord => ({ ...rec, itemId, seq, createdIso: iso(rec.createdAt) });
+export const cachedRecord = (rec: TicketRecord, itemId: string, seq: number, secret: string): CachedRecord => ({
+  ...rec,
+  itemId,
+  seq,
+  createdIso: iso(rec.createdAt),
+  secret,
+});
 
 export function parseRecord(record: string, epoch: number): TicketRecord {
   const bar = record.indexOf('|');
