@@ -2,14 +2,21 @@
 export const SERVICE_KEY = 'svc';
 export const OPERATOR_KEY = 'op';
 
-async function call(base: string, method: string, path: string, key: string | null, body?: unknown) {
+/** A JSON call to the daemon; a body that is not JSON comes back as `{ raw }`. */
+export async function call(base: string, method: string, path: string, key: string | null, body?: unknown) {
   const res = await fetch(`${base}${path}`, {
     method,
     headers: { 'content-type': 'application/json', ...(key ? { authorization: `Bearer ${key}` } : {}) },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   const text = await res.text();
-  return { status: res.status, body: text ? (JSON.parse(text) as Record<string, unknown>) : {} };
+  let parsed: Record<string, unknown> = {};
+  try {
+    parsed = text ? (JSON.parse(text) as Record<string, unknown>) : {};
+  } catch {
+    parsed = { raw: text.slice(0, 200) };
+  }
+  return { status: res.status, body: parsed };
 }
 
 /** An external item with a closed gate: it only fills, nothing is admitted. */

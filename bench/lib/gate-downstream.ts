@@ -18,6 +18,7 @@
  * answered 200 in it, and K.
  */
 import http from 'node:http';
+import type { BucketCounts } from './gate-bucket.js';
 
 const port = Number(process.env.PORT ?? 0);
 const BUCKET_MS = 100;
@@ -30,16 +31,7 @@ interface Call {
   gone: boolean;
 }
 
-interface Bucket {
-  arrivals: number;
-  ok: number;
-  e503: number;
-  abandoned: number;
-  floodedMs: number;
-  backlog: number;
-  backlogMax: number;
-  inService: number;
-  k: number;
+interface Bucket extends BucketCounts {
   lat: number[];
 }
 

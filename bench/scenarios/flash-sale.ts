@@ -12,7 +12,7 @@
  * diagnostic: the same stock sold from a line filled behind a closed gate, with no joins arriving).
  */
 import postgres from 'postgres';
-import { OPERATOR_KEY, SERVICE_KEY } from '../lib/api.js';
+import { call, OPERATOR_KEY, SERVICE_KEY } from '../lib/api.js';
 import { startLoad, type RunningLoad } from '../lib/flash-load.js';
 import { NOISY_CORES, startDaemon, type BenchContext, type Server } from '../lib/harness.js';
 import { runLoad } from '../lib/load.js';
@@ -71,21 +71,6 @@ const sumStatus = (...xs: (Record<string, number> | undefined)[]) => {
 const cpuCell = (r: LoadResult | null | undefined) => (r ? ['server', 'redis', 'loadgen', 'other'].map((k) => (r.cpu[k] ?? NaN).toFixed(2)).join(' / ') : '');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function call(base: string, method: string, p: string, key: string | null, body?: unknown) {
-  const res = await fetch(`${base}${p}`, {
-    method,
-    headers: { 'content-type': 'application/json', ...(key ? { authorization: `Bearer ${key}` } : {}) },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await res.text();
-  let parsed: Record<string, unknown> = {};
-  try {
-    parsed = text ? (JSON.parse(text) as Record<string, unknown>) : {};
-  } catch {
-    parsed = { raw: text.slice(0, 200) };
-  }
-  return { status: res.status, body: parsed };
-}
 
 async function itemView(base: string, itemId: string): Promise<ItemView> {
   const r = await call(base, 'GET', `/v1/items/${itemId}`, OPERATOR_KEY);

@@ -27,6 +27,7 @@ import { freePort, repoRoot, spawnTsx, waitHealthy, type Child } from '../lib/pr
 import { mdTable } from '../lib/report.js';
 import { fmtInt, fmtS } from '../lib/stats.js';
 import type { ScenarioOutput } from './index.js';
+import type { BucketCounts } from '../lib/gate-bucket.js';
 
 const PHASE_S = Number(process.env.BENCH_GATE_PHASE_S ?? 20);
 const K0 = Number(process.env.BENCH_GATE_K ?? 20);
@@ -58,16 +59,7 @@ interface Phase {
   toMs: number;
 }
 
-interface DsBucket {
-  arrivals: number;
-  ok: number;
-  e503: number;
-  abandoned: number;
-  floodedMs: number;
-  backlog: number;
-  backlogMax: number;
-  inService: number;
-  k: number;
+interface DsBucket extends BucketCounts {
   p50: number | null;
   p99: number | null;
 }
