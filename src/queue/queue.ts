@@ -113,6 +113,14 @@ export function createQueue(deps: QueueDeps): Queue {
     return fullView(ticketId, item, rec, x, served, seq, rank, cutJson ? (JSON.parse(cutJson) as Cut) : null);
   }
 
+  /** Refusals that hold for every user, answered from the cache: a stale "full" only delays a retry. */
+  function refuseFromCache(s: CachedItem['snap'], now: number) {
+    if (s.def.opensAt !== null && now < s.def.opensAt)
+      fail('not_open', 'The sale has not opened yet.', { opensAt: new Date(s.def.opensAt).toISOString(), now: new Date(now).toISOString() });
+    if (s.def.capacity !== null && s.counts.waiting + s.counts.admitted >= s.def.capacity)
+      fail('queue_full', 'The line is full; try again later.', undefined, 5);
+  }
+
   /** A waiting ticket still in the line, answered from the cache alone; null when unsure. */
   function cachedWaitingView(ticketId: string, item: CachedItem, seq: number, rec: TicketRecord | undefined): TicketView | null {
     const s = item.snap;
@@ -159,20 +167,14 @@ export function createQueue(deps: QueueDeps): Queue {
     itemIds: () => redis.smembers(itemsSetKey(prefix)),
 
     async precheckJoin(itemId) {
-      const s = (await mustItem(itemId)).snap;
-      const now = clock.now();
-      // Answered from the cache: these hold for every user, and a stale "full" only delays a retry.
-      if (s.def.opensAt !== null && now < s.def.opensAt)
-        fail('not_open', 'The sale has not opened yet.', { opensAt: new Date(s.def.opensAt).toISOString(), now: new Date(now).toISOString() });
-      if (s.def.capacity !== null && s.counts.waiting + s.counts.admitted >= s.def.capacity)
-        fail('queue_full', 'The line is full; try again later.', undefined, 5);
+      refuseFromCache((await mustItem(itemId)).snap, clock.now());
     },
 
     async join(itemId, userId, payload) {
-      await this.precheckJoin(itemId);
       const item = await mustItem(itemId);
       const s = item.snap;
       const now = clock.now();
+      refuseFromCache(s, now);
       const k = itemKeys(prefix, itemId);
       const [code, seq, record, served] = (await redis.join(k.meta, k.ctr, k.users, k.base, now, userId, payload ? JSON.stringify(payload) : '')) as [
         number,
