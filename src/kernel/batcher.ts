@@ -1,8 +1,8 @@
 /**
  * Collects concurrent requests into batches: a batch is flushed when it holds `maxBatch` requests
- * or `maxWaitMs` after its first request, and at most `concurrency` batches run at once (more
- * requests wait and form the next, larger batch). Each caller gets its own result or the batch's
- * error.
+ * or `maxWaitMs` after its first request (0: once the current turn of the event loop is done),
+ * and at most `concurrency` batches run at once (more requests wait and form the next, larger
+ * batch). Each caller gets its own result or the batch's error.
  */
 export function createBatcher<Req, Res>(
   run: (batch: Req[]) => Promise<Res[]>,
@@ -10,16 +10,22 @@ export function createBatcher<Req, Res>(
 ): { submit(req: Req): Promise<Res>; drain(): Promise<void> } {
   type Pending = { req: Req; resolve(r: Res): void; reject(e: unknown): void };
   let queue: Pending[] = [];
-  let timer: NodeJS.Timeout | null = null;
+  let timer: { cancel(): void } | null = null;
+  const schedule = (fn: () => void) => {
+    if (opts.maxWaitMs > 0) {
+      const t = setTimeout(fn, opts.maxWaitMs);
+      return { cancel: () => clearTimeout(t) };
+    }
+    const t = setImmediate(fn);
+    return { cancel: () => clearImmediate(t) };
+  };
   let running = 0;
   const inflight = new Set<Promise<void>>();
   const limit = opts.concurrency ?? 2;
 
   const flush = () => {
-    if (timer) {
-      clearTimeout(timer);
-      timer = null;
-    }
+    timer?.cancel();
+    timer = null;
     while (queue.length && running < limit) {
       const batch = queue.slice(0, opts.maxBatch);
       queue = queue.slice(batch.length);
@@ -43,12 +49,36 @@ export function createBatcher<Req, Res>(
       return new Promise<Res>((resolve, reject) => {
         queue.push({ req, resolve, reject });
         if (queue.length >= opts.maxBatch) flush();
-        else timer ??= setTimeout(flush, opts.maxWaitMs);
+        else timer ??= schedule(flush);
       });
     },
     async drain() {
       flush();
       while (inflight.size || queue.length) await Promise.all([...inflight]);
     },
+  };
+}
+
+/**
+ * Turns a per-key call into a batch runner for createBatcher: the batch is split by `keyOf`, each
+ * key's part goes to `run` (the keys' calls run concurrently), and the results come back in the
+ * batch's order.
+ */
+export function perKey<Req, Res>(keyOf: (r: Req) => string, run: (key: string, reqs: Req[]) => Promise<Res[]>) {
+  return async (batch: Req[]): Promise<Res[]> => {
+    const out = new Array<Res>(batch.length);
+    const groups = new Map<string, number[]>();
+    batch.forEach((r, i) => {
+      const g = groups.get(keyOf(r));
+      if (g) g.push(i);
+      else groups.set(keyOf(r), [i]);
+    });
+    await Promise.all(
+      [...groups].map(async ([key, idx]) => {
+        const res = await run(key, idx.map((i) => batch[i]));
+        idx.forEach((i, j) => (out[i] = res[j]));
+      }),
+    );
+    return out;
   };
 }

@@ -1,0 +1,78 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { defineStock, writeSales, type SaleRequest, type SaleResult } from '../src/db/sales.js';
+import { testDb } from './support/db.js';
+
+const db = await testDb();
+let items = 0;
+const newItem = async (total: number) => {
+  const itemId = `sale-${++items}`;
+  await defineStock(db.sql, itemId, total);
+  return itemId;
+};
+/** Ticket ids are unique across items (they name their item), as the daemon's are. */
+const order = (itemId: string, userId: string, t: string): SaleRequest => ({ itemId, userId, ticketId: `${itemId}.${t}`, payload: { n: t } });
+
+describe('selling through Postgres (one function call per item per batch)', () => {
+  it('decides a batch in order: sold, already bought, sold out; a re-run ticket gets its own order back', async () => {
+    const item = await newItem(3);
+    const r1 = await writeSales(db.sql, 'orders', [order(item, 'u1', 't1'), order(item, 'u2', 't2'), order(item, 'u1', 't3'), order(item, 'u3', 't4'), order(item, 'u4', 't5')]);
+    expect(r1.map((r) => r.kind)).toEqual(['sold', 'sold', 'limit_reached', 'sold', 'sold_out']);
+    const r2 = await writeSales(db.sql, 'orders', [order(item, 'u1', 't1'), order(item, 'u5', 't6'), order(item, 'u5', 't6')]);
+    expect(r2[0]).toEqual({ kind: 'sold', id: (r1[0] as { id: string }).id, replay: true });
+    expect(r2.slice(1).map((r) => r.kind)).toEqual(['sold_out', 'sold_out']);
+    const rows = await db.sql`select user_id, ticket_id, payload from orders where item_id = ${item} order by order_id`;
+    expect(rows.map((r) => [r.user_id, r.ticket_id, r.payload.n])).toEqual([['u1', `${item}.t1`, 't1'], ['u2', `${item}.t2`, 't2'], ['u3', `${item}.t4`, 't4']]);
+    const [stock] = await db.sql`select total, sold from item_stock where item_id = ${item}`;
+    expect([stock.total, stock.sold]).toEqual([3, 3]);
+  });
+
+  it('coupons: claims numbered per user up to the limit, across batches', async () => {
+    const item = await newItem(5);
+    const claim = (u: string, t: string): SaleRequest => ({ itemId: item, userId: u, ticketId: `${item}.${t}`, perUser: 2 });
+    const r1 = await writeSales(db.sql, 'coupon_claims', [claim('a', 't1'), claim('a', 't2'), claim('a', 't3'), claim('b', 't4')]);
+    expect(r1.map((r) => r.kind)).toEqual(['sold', 'sold', 'limit_reached', 'sold']);
+    const r2 = await writeSales(db.sql, 'coupon_claims', [claim('a', 't5'), claim('b', 't6'), claim('c', 't7'), claim('c', 't8'), claim('a', 't2')]);
+    expect(r2.map((r) => r.kind)).toEqual(['limit_reached', 'sold', 'sold', 'sold_out', 'sold']);
+    expect(r2[4]).toMatchObject({ replay: true, id: (r1[1] as { id: string }).id });
+    const rows = await db.sql`select user_id, claim_no from coupon_claims where item_id = ${item} order by user_id, claim_no`;
+    expect(rows.map((r) => `${r.user_id}${r.claim_no}`)).toEqual(['a1', 'a2', 'b1', 'b2', 'c1']);
+    // Sold out is sold out, not "limit reached", for a user still under the limit.
+    const last = await newItem(1);
+    const r3 = await writeSales(db.sql, 'coupon_claims', ['t1', 't2', 't3'].map((t) => ({ itemId: last, userId: 'a', ticketId: `${last}.${t}`, perUser: 2 })));
+    expect(r3.map((r) => r.kind)).toEqual(['sold', 'sold_out', 'sold_out']);
+  });
+
+  it('concurrent batches with repeated users and re-run tickets never oversell or sell a user twice', async () => {
+    const req = fc.record({ user: fc.integer({ min: 0, max: 15 }), ticket: fc.integer({ min: 0, max: 40 }) });
+    await fc.assert(
+      fc.asyncProperty(fc.integer({ min: 0, max: 12 }), fc.array(fc.array(req, { minLength: 1, maxLength: 12 }), { minLength: 1, maxLength: 6 }), async (total, batches) => {
+        const item = await newItem(total);
+        // A ticket id belongs to one user: the first request that names it decides whose.
+        const userOf = new Map<number, number>();
+        const reqs = batches.map((b) => b.map(({ user, ticket }) => {
+          if (!userOf.has(ticket)) userOf.set(ticket, user);
+          return order(item, `u${userOf.get(ticket)}`, `t${ticket}`);
+        }));
+        const results = (await Promise.all(reqs.map((b) => writeSales(db.sql, 'orders', b)))).flat();
+        const asked = reqs.flat();
+        const rows = await db.sql<{ order_id: string; user_id: string; ticket_id: string }[]>`select order_id::text, user_id, ticket_id from orders where item_id = ${item}`;
+        const [stock] = await db.sql`select sold from item_stock where item_id = ${item}`;
+        expect(rows.length).toBeLessThanOrEqual(total);
+        expect(new Set(rows.map((r) => r.user_id)).size).toBe(rows.length);
+        expect(stock.sold).toBe(rows.length);
+        const byTicket = new Map(rows.map((r) => [r.ticket_id, r.order_id]));
+        results.forEach((r: SaleResult, i) => {
+          if (r.kind === 'sold') expect(byTicket.get(asked[i].ticketId)).toBe(r.id);
+          else expect(byTicket.has(asked[i].ticketId)).toBe(false);
+          // Nothing is sold out while units are left, and a user with no order is never told they have one.
+          if (r.kind === 'sold_out') expect(rows.length).toBe(total);
+          if (r.kind === 'limit_reached') expect(rows.some((o) => o.user_id === asked[i].userId)).toBe(true);
+        });
+        // Every user who asked got an order while stock lasted.
+        if (rows.length < total) expect(new Set(rows.map((r) => r.user_id))).toEqual(new Set(asked.map((r) => r.userId)));
+      }),
+      { numRuns: 40 },
+    );
+  });
+});
