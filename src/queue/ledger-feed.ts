@@ -42,7 +42,13 @@ export function createLedgerFeed(redis: Redis, prefix: string, consumer: string)
   async function expand(snap: ItemSnapshot, fields: string[]): Promise<EndedTicket[]> {
     const k = itemKeys(prefix, snap.def.itemId);
     const f = Object.fromEntries(Array.from({ length: fields.length / 2 }, (_, i) => [fields[2 * i], fields[2 * i + 1]]));
+    if (f.s && f.o !== undefined) {
+      const rec = parseRecord(f.r, snap.epoch);
+      const outcome = JSON.parse(f.o) as { status: OutcomeStatus; result?: unknown; reason?: string };
+      return [row(snap, Number(f.s), rec.userId, rec.createdAt, outcome.status, outcome.reason ?? null, outcome.result ?? null, f.a || undefined, Number(f.f))];
+    }
     if (f.s) {
+      // An entry written before entries carried the outcome (a daemon of an earlier version).
       const seq = Number(f.s);
       const [record, x] = await Promise.all([redis.hget(`${k.base}t:${Math.floor(seq / PAGE_SIZE)}`, String(seq)), redis.hgetall(k.x(seq))]);
       if (!record || !x.outcome) return [];
