@@ -29,6 +29,7 @@ export const configSchema = z.object({
   FLOODGATE_BODY_LIMIT: z.coerce.number().int().min(1024).max(1 << 24).default(16 * 1024),
   FLOODGATE_SHUTDOWN_MS: z.coerce.number().int().min(0).max(120_000).default(10_000),
   FLOODGATE_WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(10_000).default(256),
+  FLOODGATE_JOB_BATCH: z.coerce.number().int().min(1).max(1000).default(100),
   FLOODGATE_JOB_ATTEMPTS: z.coerce.number().int().min(1).max(100).default(5),
   FLOODGATE_JOB_BACKOFF_MS: z.coerce.number().int().min(1).max(600_000).default(200),
   FLOODGATE_AUTO_START_LIMIT: z.coerce.number().int().min(1).max(1_000_000).default(10),

@@ -94,6 +94,7 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
     jobs: {
       prefix: config.FLOODGATE_REDIS_PREFIX,
       attempts: config.FLOODGATE_JOB_ATTEMPTS,
+      batch: config.FLOODGATE_JOB_BATCH,
       backoffMs: config.FLOODGATE_JOB_BACKOFF_MS,
       concurrency: config.FLOODGATE_WORKER_CONCURRENCY,
       lockDurationMs: config.FLOODGATE_JOB_LOCK_MS,

@@ -51,6 +51,11 @@ export interface Queue {
   /** Admits from the head as far as the gate allows; `autoCap` caps in-flight for an auto gate without its own cap. */
   admit(itemId: string, max: number, leaseMs: number, autoCap?: number): Promise<AdmittedTicket[]>;
   settle(ticketId: string, input: SettleInput): Promise<TicketView>;
+  /**
+   * Settles many admitted tickets of one item in one call (in-process jobs). Returns a code per
+   * entry: 1 applied, 2 a repeat of what was applied, -1 no such ticket, -2 lease lost.
+   */
+  settleMany(itemId: string, entries: (SettleInput & { seq: number })[]): Promise<number[]>;
   /** Ends every waiting ticket at once: close → cancelled, sold out → rejected. */
   cut(itemId: string, kind: 'closed' | 'sold_out'): Promise<number>;
   setGate(itemId: string, patch: Partial<GateSettings>): Promise<void>;
@@ -65,8 +70,8 @@ export interface Queue {
 
 /** The Redis stock counters of items that have stock: a fast filter; Postgres decides. */
 export interface StockOps {
-  /** Takes one unit for the ticket (idempotent per ticket). */
-  take(itemId: string, seq: number): Promise<{ taken: boolean; left: number }>;
+  /** Takes one unit for each ticket (idempotent per ticket); `left` is what all shards hold after. */
+  take(itemId: string, seqs: number[]): Promise<{ taken: boolean[]; left: number }>;
   /** Gives the ticket's unit back (idempotent). */
   refund(itemId: string, seq: number): Promise<boolean>;
   /** Sets the units left, over `shards` shards. */
@@ -129,7 +134,7 @@ export function createQueue(deps: QueueDeps): Queue {
     return { ...baseView(ticketId, s.def.itemId, rec, 'waiting'), position, ...waitingHints(item, position) };
   }
 
-  return {
+  const queue: Queue = {
     async define(def, gate, opts) {
       const k = itemKeys(prefix, def.itemId);
       const fields = {
@@ -257,13 +262,22 @@ export function createQueue(deps: QueueDeps): Queue {
 
     async settle(ticketId, input) {
       const { item, seq } = await resolveTicket(ticketId);
-      const k = itemKeys(prefix, item.snap.def.itemId);
-      const outcome: Outcome = { status: input.status };
-      if (input.result !== undefined) outcome.result = input.result;
-      if (input.reason !== undefined) outcome.reason = input.reason;
-      const code = (await redis.settle(k.meta, k.ctr, k.retry, k.leases, k.base, seq, clock.now(), input.leaseId, input.status, JSON.stringify(outcome), input.retry ? '1' : '0', input.force ? '1' : '0')) as number;
+      const [code] = await queue.settleMany(item.snap.def.itemId, [{ ...input, seq }]);
       if (code < 0) throw settleError(code);
       return readView(ticketId, item, seq);
+    },
+
+    async settleMany(itemId, entries) {
+      if (!entries.length) return [];
+      const k = itemKeys(prefix, itemId);
+      const args: (string | number)[] = [];
+      for (const e of entries) {
+        const outcome: Outcome = { status: e.status };
+        if (e.result !== undefined) outcome.result = e.result;
+        if (e.reason !== undefined) outcome.reason = e.reason;
+        args.push(e.seq, e.leaseId, e.status, JSON.stringify(outcome), e.retry ? '1' : '0', e.force ? '1' : '0');
+      }
+      return (await redis.settle(k.meta, k.ctr, k.retry, k.leases, k.base, clock.now(), ...args)) as number[];
     },
 
     async cut(itemId, kind) {
@@ -299,10 +313,10 @@ export function createQueue(deps: QueueDeps): Queue {
     },
 
     stock: {
-      async take(itemId, seq) {
+      async take(itemId, seqs) {
         const k = itemKeys(prefix, itemId);
-        const [taken, left] = (await redis.takeStock(k.stock, k.taken, seq)) as [number, number];
-        return { taken: taken === 1, left };
+        const [left, ...taken] = (await redis.takeStock(k.stock, k.taken, ...seqs)) as number[];
+        return { taken: taken.map((t) => t === 1), left };
       },
       async refund(itemId, seq) {
         const k = itemKeys(prefix, itemId);
@@ -315,4 +329,5 @@ export function createQueue(deps: QueueDeps): Queue {
       },
     },
   };
+  return queue;
 }

@@ -50,7 +50,7 @@ export function startDispatcher(deps: { queue: Queue; handlers: HandlerRegistry;
       return 0;
     }
     busy.add(itemId);
-    await jobs.dispatch(spec.name, got);
+    await jobs.dispatch(spec.name, itemId, got);
     const deadline = spec.deadlineMs?.(item.snap.def.config) ?? 10_000;
     const jobLeaseMs = Math.max(300_000, deadline * 10);
     await queue.extendLeases(itemId, got.map((t) => ({ seq: t.seq, leaseId: t.leaseId })), clock.now() + jobLeaseMs);

@@ -1,7 +1,6 @@
 import type { z } from 'zod';
 import type { Logger } from '../kernel/logger.js';
 import type { SaleRequest, SaleResult } from '../db/sales.js';
-import type { StockOps } from '../queue/queue.js';
 
 /**
  * The handler interface. A handler runs the business action of one admitted ticket and says what
@@ -14,6 +13,10 @@ import type { StockOps } from '../queue/queue.js';
  *   connection): the job is retried with backoff, the gate backs off, and after the last attempt the
  *   ticket ends `failed`;
  * - throw anything else for a fault: retried likewise, then `failed`.
+ *
+ * Tickets admitted together run as one job, their `handle` calls concurrently; the context's
+ * stock and sale calls of concurrent tickets are coalesced into one Redis script or one Postgres
+ * transaction each, so a handler is written for one ticket and still runs in batches.
  */
 export interface HandlerTicket {
   ticketId: string;
@@ -38,12 +41,20 @@ export class DropError extends Error {
   }
 }
 
+/** An item's Redis stock counter, one ticket at a time (calls are coalesced underneath). */
+export interface UnitStock {
+  /** Takes one unit for the ticket (idempotent per ticket); `left` counts all shards afterwards. */
+  take(itemId: string, seq: number): Promise<{ taken: boolean; left: number }>;
+  /** Gives the ticket's unit back (idempotent). */
+  refund(itemId: string, seq: number): Promise<boolean>;
+}
+
 export interface HandlerContext {
   /** Aborts when the deadline passes; pass it to every downstream call. */
   signal: AbortSignal;
   deadlineMs: number;
   log: Logger;
-  stock: StockOps;
+  stock: UnitStock;
   /** Sells through Postgres (batched): orders for seckill, claims for coupon. */
   sell(table: 'orders' | 'coupon_claims', req: SaleRequest): Promise<SaleResult>;
   /** Marks the item sold out: new joins get 410, every waiting ticket ends rejected/sold_out. */

@@ -1,9 +1,9 @@
 import type { Job } from 'bullmq';
-import { FloodgateError } from '../kernel/errors.js';
 import type { Logger } from '../kernel/logger.js';
-import type { Queue, SettleInput } from '../queue/queue.js';
-import { DropError, type HandlerContext, type HandlerOutcome } from './handler.js';
-import type { TicketJob } from './jobs.js';
+import type { SettleInput } from '../queue/queue.js';
+import type { CachedItem } from '../queue/item-cache.js';
+import { DropError, type HandlerContext, type HandlerOutcome, type HandlerSpec } from './handler.js';
+import type { JobTicket, TicketJob } from './jobs.js';
 import type { HandlerRegistry } from './registry.js';
 
 /** One call of a handler, as the gate sees it: how long the downstream took, and whether it dropped. */
@@ -15,79 +15,95 @@ export interface Sample {
   result: 'ok' | 'rejected' | 'drop' | 'error';
 }
 
+/** A ticket's outcome as the runner hands it to the settler (always with the owner override). */
+export type Settlement = SettleInput & { itemId: string; seq: number };
+
 export interface RunnerDeps {
-  queue: Queue;
+  item(itemId: string): Promise<CachedItem | null>;
   handlers: HandlerRegistry;
   log: Logger;
   attempts: number;
-  sell: HandlerContext['sell'];
+  /** Settles one ticket (coalesced with others into one Redis call); returns the settle code. */
+  settle(s: Settlement): Promise<number>;
+  /** The job-independent part of every handler context (stock, sales, sold-out). */
+  context(itemId: string): Pick<HandlerContext, 'stock' | 'sell' | 'soldOut'>;
   onSample(s: Sample): void;
   now(): number;
   onSettled(itemId: string, status: string): void;
 }
 
+/** Thrown to make BullMQ retry a job whose remaining tickets dropped or faulted. */
+class RetryLater extends Error {}
+
 /**
- * Runs one ticket job: the item's handler under a deadline, then the ticket settled with the
- * outcome. A drop or fault is rethrown while attempts remain, so BullMQ retries it with backoff
- * (the ticket stays admitted and keeps its in-flight slot meanwhile); after the last attempt the
- * ticket ends `failed`. Settling uses the owner override: the job, not a lease, owns the ticket.
+ * Runs one job: the item's handler for each of its tickets, concurrently, under one deadline,
+ * each ticket settled as soon as its outcome is known (settles of many tickets are coalesced into
+ * one Redis call). A ticket that dropped or faulted while attempts remain is kept in the job, the
+ * others are taken out of it, and the job is thrown back so BullMQ retries it with backoff (the
+ * ticket stays admitted and keeps its in-flight slot meanwhile); after the last attempt the ticket
+ * ends `failed`. Settling uses the owner override: the job, not a lease, owns its tickets.
  */
 export function createRunner(deps: RunnerDeps) {
-  const { queue, log } = deps;
+  const { log } = deps;
 
-  async function settle(d: TicketJob, input: Omit<SettleInput, 'leaseId' | 'force'>) {
-    try {
-      await queue.settle(d.ticketId, { ...input, leaseId: d.leaseId, force: true });
-      deps.onSettled(d.itemId, input.status);
-    } catch (err) {
-      // The lease ran out and the ticket went back to the line (it will run again, idempotently),
-      // or the item was re-created: nothing left to settle.
-      if (err instanceof FloodgateError && (err.code === 'lease_lost' || err.code === 'ticket_not_found'))
-        log.warn({ ticketId: d.ticketId, code: err.code }, 'job outcome not settled');
-      else throw err;
-    }
+  async function settle(itemId: string, t: JobTicket, input: Omit<SettleInput, 'leaseId' | 'force'>) {
+    const code = await deps.settle({ ...input, itemId, seq: t.seq, leaseId: t.leaseId, force: true });
+    // -2: the lease ran out and the ticket went back to the line (it will run again,
+    // idempotently); -1: the item was re-created. Nothing left to settle either way.
+    if (code < 0) log.warn({ ticketId: t.ticketId, code: code === -1 ? 'ticket_not_found' : 'lease_lost' }, 'job outcome not settled');
+    else deps.onSettled(itemId, input.status);
   }
 
-  return async function run(job: Job<TicketJob>): Promise<void> {
-    const d = job.data;
-    const item = await queue.item(d.itemId);
-    const spec = deps.handlers.get(d.handler);
-    if (!item) return log.warn({ ticketId: d.ticketId }, 'job for an item that no longer exists');
-    if (!spec?.handle) return settle(d, { status: 'failed', reason: 'no_handler' });
-    const config = item.snap.def.config;
-    const deadlineMs = spec.deadlineMs?.(config) ?? 10_000;
-    const attempt = job.attemptsMade + 1;
-    const ac = new AbortController();
-    const timer = setTimeout(() => ac.abort(), deadlineMs);
-    const ctx: HandlerContext = {
-      signal: ac.signal,
-      deadlineMs,
-      log: log.child({ ticketId: d.ticketId, itemId: d.itemId }),
-      stock: queue.stock,
-      sell: deps.sell,
-      soldOut: async () => {
-        await queue.cut(d.itemId, 'sold_out');
-      },
-    };
+  /** Runs the handler for one ticket; returns false when the ticket should be retried. */
+  async function runTicket(spec: HandlerSpec, d: TicketJob, t: JobTicket, config: Record<string, unknown>, attempt: number, ctx: HandlerContext): Promise<boolean> {
     const started = performance.now();
     const startedAt = deps.now();
     let outcome: HandlerOutcome;
     try {
-      outcome = await spec.handle({ ticketId: d.ticketId, itemId: d.itemId, seq: d.seq, userId: d.userId, payload: d.payload, config, attempt }, ctx);
+      outcome = await spec.handle!({ ticketId: t.ticketId, itemId: d.itemId, seq: t.seq, userId: t.userId, payload: t.payload, config, attempt }, ctx);
       deps.onSample({ itemId: d.itemId, startedAt, latencyMs: performance.now() - started, result: outcome.status === 'succeeded' ? 'ok' : 'rejected' });
     } catch (err) {
       const drop = err instanceof DropError;
       deps.onSample({ itemId: d.itemId, startedAt, latencyMs: performance.now() - started, result: drop ? 'drop' : 'error' });
       const permanent = (err as { permanent?: boolean }).permanent === true;
       if (!permanent && attempt < deps.attempts) {
-        log.debug({ ticketId: d.ticketId, attempt, err: String(err) }, 'handler attempt failed; retrying');
-        throw err;
+        log.debug({ ticketId: t.ticketId, attempt, err: String(err) }, 'handler attempt failed; retrying');
+        return false;
       }
-      log.warn({ ticketId: d.ticketId, attempt, err: String(err) }, 'handler failed');
-      return settle(d, { status: 'failed', reason: drop ? (err as DropError).reason : permanent ? (err as Error).message : 'handler_error' });
+      log.warn({ ticketId: t.ticketId, attempt, err: String(err) }, 'handler failed');
+      await settle(d.itemId, t, { status: 'failed', reason: drop ? (err as DropError).reason : permanent ? (err as Error).message : 'handler_error' });
+      return true;
+    }
+    await settle(d.itemId, t, outcome.status === 'succeeded' ? { status: 'succeeded', result: outcome.result } : { status: 'rejected', reason: outcome.reason, result: outcome.result });
+    return true;
+  }
+
+  return async function run(job: Job<TicketJob>): Promise<void> {
+    const d = job.data;
+    const item = await deps.item(d.itemId);
+    const spec = deps.handlers.get(d.handler);
+    if (!item) return log.warn({ itemId: d.itemId, tickets: d.tickets.length }, 'job for an item that no longer exists');
+    if (!spec?.handle) {
+      await Promise.all(d.tickets.map((t) => settle(d.itemId, t, { status: 'failed', reason: 'no_handler' })));
+      return;
+    }
+    const config = item.snap.def.config;
+    const deadlineMs = spec.deadlineMs?.(config) ?? 10_000;
+    const attempt = job.attemptsMade + 1;
+    const ac = new AbortController();
+    const timer = setTimeout(() => ac.abort(), deadlineMs);
+    const ctx: HandlerContext = { signal: ac.signal, deadlineMs, log: log.child({ itemId: d.itemId }), ...deps.context(d.itemId) };
+    let results: PromiseSettledResult<boolean>[];
+    try {
+      results = await Promise.allSettled(d.tickets.map((t) => runTicket(spec, d, t, config, attempt, ctx)));
     } finally {
       clearTimeout(timer);
     }
-    await settle(d, outcome.status === 'succeeded' ? { status: 'succeeded', result: outcome.result } : { status: 'rejected', reason: outcome.reason, result: outcome.result });
+    // A ticket whose settle failed (Redis unreachable) is retried like one that dropped.
+    const again = d.tickets.filter((_, i) => results[i].status === 'rejected' || !(results[i] as PromiseFulfilledResult<boolean>).value);
+    if (!again.length) return;
+    const fault = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (again.length < d.tickets.length) await job.updateData({ ...d, tickets: again });
+    throw fault ? fault.reason : new RetryLater(`${again.length} of ${d.tickets.length} tickets to retry`);
   };
 }
