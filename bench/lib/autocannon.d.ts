@@ -43,6 +43,7 @@ declare module 'autocannon' {
 
   export interface Result {
     duration: number;
+    start: Date;
     errors: number;
     timeouts: number;
     non2xx: number;

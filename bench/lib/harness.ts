@@ -137,6 +137,7 @@ function merge(rs: LoadResult[], lats: Float64Array[], warm: LoadResult[]): Meas
   for (const r of rs) for (const [k, v] of Object.entries(r.cpu)) cpu[k] = (cpu[k] ?? 0) + (v * r.durationS) / durationS;
   return {
     requests,
+    startedAtMs: Math.min(...rs.map((r) => r.startedAtMs)),
     durationS,
     rps: requests / durationS,
     p50: percentile(all, 0.5),

@@ -33,6 +33,8 @@ export interface Sample {
 
 export interface LoadResult {
   requests: number;
+  /** When the generator started sending (epoch ms). */
+  startedAtMs: number;
   durationS: number;
   rps: number;
   /** Latencies in ms, measured per response (sub-millisecond resolution), all status codes. */

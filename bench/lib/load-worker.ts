@@ -80,6 +80,7 @@ function runOne(spec: LoadSpec): Promise<LoadResult> {
         if (spec.latencyFile) writeFileSync(spec.latencyFile, new Uint8Array(sorted.buffer, sorted.byteOffset, sorted.byteLength));
         resolve({
           requests,
+          startedAtMs: result.start.getTime(),
           durationS: result.duration,
           rps: requests / result.duration,
           p50: percentile(sorted, 0.5),

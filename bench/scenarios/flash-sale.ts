@@ -122,6 +122,10 @@ interface SaleOut {
   label: string;
   itemId: string;
   ordersPerS: number;
+  /** Orders made after the flood's first join ÷ (that join → the last order): the target's measure. */
+  floodOrdersPerS: number;
+  floodOrders: number;
+  floodS: number;
   sellOutS: number;
   orders: number;
   firstOrder: Date | null;
@@ -262,8 +266,11 @@ async function runSale(ctx: BenchContext, daemon: Server, itemId: string, gate: 
       }
       const ledgerAtS = (Date.now() - t0.getTime()) / 1000;
       const ledgerCheckedAt = Date.now();
-      const [o] = await sql<{ n: number; users: number; first: Date | null; last: Date | null }[]>`
-        select count(*)::int as n, count(distinct user_id)::int as users, min(created_at) as first, max(created_at) as last from orders where item_id = ${itemId}`;
+      const floodStart = new Date(join1.startedAtMs);
+      const [o] = await sql<{ n: number; users: number; first: Date | null; last: Date | null; flood: number }[]>`
+        select count(*)::int as n, count(distinct user_id)::int as users, min(created_at) as first, max(created_at) as last,
+          (count(*) filter (where created_at >= ${floodStart}))::int as flood
+        from orders where item_id = ${itemId}`;
       const [{ n: twice }] = await sql<{ n: number }[]>`
         select count(*)::int as n from (select user_id from orders where item_id = ${itemId} group by user_id having count(*) > 1) x`;
       const [stock] = await sql<{ total: number; sold: number }[]>`select total, sold from item_stock where item_id = ${itemId}`;
@@ -307,6 +314,8 @@ async function runSale(ctx: BenchContext, daemon: Server, itemId: string, gate: 
       const accepted = (pass1['202'] ?? 0) + (pass2['202'] ?? 0);
       const ticketsAtServer = Object.values(view.counts).reduce((a, b) => a + b, 0);
       const ordersPerS = o.first && o.last && o.last > o.first ? o.n / ((o.last.getTime() - o.first.getTime()) / 1000) : NaN;
+      const floodS = o.last ? (o.last.getTime() - floodStart.getTime()) / 1000 : NaN;
+      const floodOrdersPerS = floodS > 0 ? o.flood / floodS : NaN;
       const sellOutS = o.last ? (o.last.getTime() - t0.getTime()) / 1000 : NaN;
       const unexpectedJoin = Object.entries(sumStatus(pass1, pass2)).filter(([c]) => !['200', '202', '410'].includes(c));
       const unexpectedPoll = Object.entries(sumStatus(poll1R?.status, poll2R?.status)).filter(([c]) => c !== '200');
@@ -353,11 +362,14 @@ async function runSale(ctx: BenchContext, daemon: Server, itemId: string, gate: 
         prev = p;
       }
       if (watchErr) notes.push(`${label}: ${watchErr} item-view polls by the orchestrator failed.`);
-      ctx.log(`  ${fmtInt(o.n)} orders at ${fmtInt(ordersPerS)} orders/s, sold out ${sellOutS.toFixed(2)} s after the first join; ${checks.filter((c) => !c.ok).length} check(s) failed`);
+      ctx.log(`  ${fmtInt(o.n)} orders; ${fmtInt(floodOrdersPerS)} orders/s during the flood, ${fmtInt(ordersPerS)} first → last order; sold out ${sellOutS.toFixed(2)} s after the first join; ${checks.filter((c) => !c.ok).length} check(s) failed`);
       return {
         label,
         itemId,
         ordersPerS,
+        floodOrdersPerS,
+        floodOrders: o.flood,
+        floodS,
         sellOutS,
         orders: o.n,
         firstOrder: o.first,
@@ -592,9 +604,20 @@ export async function flashSaleScenario(ctx: BenchContext): Promise<ScenarioOutp
   const rows: (string | number)[][] = [];
   const met = (ok: boolean) => (ok ? 'yes' : '**no**');
   for (const s of sales) {
-    const ratio = s.ordersPerS / sync.ordersPerS;
+    const ratio = s.floodOrdersPerS / sync.ordersPerS;
     rows.push(
-      [`Floodgate (${s.label}): orders/s (orders ÷ first → last order's created_at)`, `${fmtInt(s.ordersPerS)} (${fmtInt(s.orders)} in ${s.firstOrder && s.lastOrder ? fmtS(s.lastOrder.getTime() - s.firstOrder.getTime()) : 'n/a'})`, `≥ ${fmtInt(TARGET_ORDERS_PER_S)}`, met(s.ordersPerS >= TARGET_ORDERS_PER_S)],
+      [
+        `Floodgate (${s.label}): orders/s during the flood (orders created after the join load's first request ÷ that request → last order's created_at)`,
+        `${fmtInt(s.floodOrdersPerS)} (${fmtInt(s.floodOrders)} in ${fmtS(s.floodS * 1000)})`,
+        `≥ ${fmtInt(TARGET_ORDERS_PER_S)}`,
+        met(s.floodOrdersPerS >= TARGET_ORDERS_PER_S),
+      ],
+      [
+        `Floodgate (${s.label}): orders/s over the whole sale, the orchestrator's ${fmtInt(SEED)} seed joins (20 at a time) and the load tool's start-up included (orders ÷ first → last order's created_at)`,
+        `${fmtInt(s.ordersPerS)} (${fmtInt(s.orders)} in ${s.firstOrder && s.lastOrder ? fmtS(s.lastOrder.getTime() - s.firstOrder.getTime()) : 'n/a'})`,
+        '',
+        '',
+      ],
       [`Floodgate (${s.label}) ÷ synchronous orders/s`, fmtRatio(ratio), `≥ ${TARGET_RATIO}`, met(ratio >= TARGET_RATIO)],
       [`time to sell out (first join → last order)`, `${s.sellOutS.toFixed(2)} s`, '', ''],
       [`joins/s, pass 1 (new users) · pass 2 (same users again) · both`, `${fmtInt(s.join1.rps)} · ${fmtInt(s.join2.rps)} · ${fmtInt(s.joinsPerS)}`, '', ''],
@@ -642,8 +665,8 @@ export async function flashSaleScenario(ctx: BenchContext): Promise<ScenarioOutp
     notes.push(...s.notes);
     const failed = s.checks.filter((c) => !c.ok);
     if (failed.length) notes.push(`${s.label}: ${failed.length} check(s) failed: ${failed.map((c) => `${c.name} (${c.value})`).join('; ')}.`);
-    if (s.ordersPerS < TARGET_ORDERS_PER_S) notes.push(`Target missed (${s.label}): ${fmtInt(s.ordersPerS)} orders/s, target ≥ ${fmtInt(TARGET_ORDERS_PER_S)}.`);
-    const ratio = s.ordersPerS / sync.ordersPerS;
+    if (s.floodOrdersPerS < TARGET_ORDERS_PER_S) notes.push(`Target missed (${s.label}): ${fmtInt(s.floodOrdersPerS)} orders/s during the flood, target ≥ ${fmtInt(TARGET_ORDERS_PER_S)}.`);
+    const ratio = s.floodOrdersPerS / sync.ordersPerS;
     if (ratio < TARGET_RATIO) notes.push(`Target missed (${s.label}): ${fmtRatio(ratio)} × the synchronous design, target ≥ ${TARGET_RATIO}.`);
     const noisy = [s.join1, s.join2].filter((r) => r.cpu.other >= NOISY_CORES + (s.poll1 || s.poll2 ? 0.5 : 0));
     if (noisy.length) notes.push(`${s.label}: "other" CPU (Postgres, the concurrent poll load, anything outside the bench) reached ${noisy.map((r) => r.cpu.other.toFixed(2)).join(' / ')} cores during the join passes on this ${ctx.machine.nproc}-core machine.`);
