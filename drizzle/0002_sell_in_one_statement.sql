@@ -24,13 +24,19 @@ BEGIN
   WITH req AS (
     SELECT r.u, r.t, r.p, r.ord FROM unnest(p_users, p_tickets, p_payloads) WITH ORDINALITY AS r(u, t, p, ord)
   ), prior AS (
-    SELECT o.ticket_id, o.user_id, o.order_id FROM orders o
-    WHERE o.item_id = p_item AND (o.ticket_id = ANY (p_tickets) OR o.user_id = ANY (p_users))
+    -- One unique-index probe per ticket and per user, whatever the statistics say (LIMIT keeps the
+    -- planner from flattening the LATERAL into a join that reads all the item's orders: O(orders
+    -- sold) per batch, which it picks on a young table whose item_id it believes selective).
+    SELECT o.ticket_id, o.user_id, o.order_id FROM unnest(p_tickets) q(t)
+      CROSS JOIN LATERAL (SELECT * FROM orders x WHERE x.ticket_id = q.t AND x.item_id = p_item LIMIT 1) o
+    UNION
+    SELECT o.ticket_id, o.user_id, o.order_id FROM unnest(p_users) q(u)
+      CROSS JOIN LATERAL (SELECT * FROM orders x WHERE x.item_id = p_item AND x.user_id = q.u LIMIT 1) o
   ), classed AS (
-    SELECT req.*,
-      (SELECT pr.order_id FROM prior pr WHERE pr.ticket_id = req.t) AS replay_id,
-      EXISTS (SELECT 1 FROM prior pr WHERE pr.user_id = req.u) AS had
+    SELECT req.*, pt.order_id AS replay_id, pu.user_id IS NOT NULL AS had
     FROM req
+    LEFT JOIN prior pt ON pt.ticket_id = req.t
+    LEFT JOIN (SELECT DISTINCT pr.user_id FROM prior pr) pu ON pu.user_id = req.u
   ), fresh AS (
     SELECT c.*, row_number() OVER (PARTITION BY c.u ORDER BY c.ord) AS nth FROM classed c WHERE c.replay_id IS NULL AND NOT c.had
   ), eligible AS (
@@ -42,19 +48,20 @@ BEGIN
     RETURNING orders.ticket_id, orders.order_id
   ), upd AS (
     UPDATE item_stock SET sold = sold + (SELECT count(*) FROM ins) WHERE item_stock.item_id = p_item
+  ), buyers AS (
+    SELECT DISTINCT r.u FROM ins i JOIN req r ON r.t = i.ticket_id
   )
   SELECT c.t,
     CASE WHEN c.replay_id IS NOT NULL THEN 'replay' WHEN i.order_id IS NOT NULL THEN 'sold'
-      WHEN c.had OR EXISTS (SELECT 1 FROM ins i2 JOIN req r2 ON r2.t = i2.ticket_id WHERE r2.u = c.u) THEN 'limit_reached'
-      ELSE 'sold_out' END,
+      WHEN c.had OR b.u IS NOT NULL THEN 'limit_reached' ELSE 'sold_out' END,
     coalesce(c.replay_id, i.order_id)::text
-  FROM classed c LEFT JOIN fresh f ON f.t = c.t LEFT JOIN ins i ON i.ticket_id = c.t
+  FROM classed c LEFT JOIN ins i ON i.ticket_id = c.t LEFT JOIN buyers b ON b.u = c.u
   ORDER BY c.ord;
 END
 $$;
 --> statement-breakpoint
 -- Coupons: as above, but a user may hold up to p_per_user claims (claim_no 1..per_user, which the
--- table's constraints enforce as well).
+-- table's constraints enforce as well); the user probe reads the user's highest claim.
 CREATE OR REPLACE FUNCTION floodgate_sell_claims(p_item text, p_users text[], p_tickets text[], p_per_user integer)
 RETURNS TABLE (ticket_id text, kind text, id text)
 LANGUAGE plpgsql AS $$
@@ -65,13 +72,16 @@ BEGIN
   WITH req AS (
     SELECT r.u, r.t, r.ord FROM unnest(p_users, p_tickets) WITH ORDINALITY AS r(u, t, ord)
   ), prior AS (
-    SELECT c.ticket_id, c.user_id, c.claim_id, c.claim_no FROM coupon_claims c
-    WHERE c.item_id = p_item AND (c.ticket_id = ANY (p_tickets) OR c.user_id = ANY (p_users))
+    SELECT c.ticket_id, c.user_id, c.claim_id, c.claim_no FROM unnest(p_tickets) q(t)
+      CROSS JOIN LATERAL (SELECT * FROM coupon_claims x WHERE x.ticket_id = q.t AND x.item_id = p_item LIMIT 1) c
+    UNION
+    SELECT c.ticket_id, c.user_id, c.claim_id, c.claim_no FROM unnest(p_users) q(u)
+      CROSS JOIN LATERAL (SELECT * FROM coupon_claims x WHERE x.item_id = p_item AND x.user_id = q.u ORDER BY x.claim_no DESC LIMIT 1) c
   ), classed AS (
-    SELECT req.*,
-      (SELECT pr.claim_id FROM prior pr WHERE pr.ticket_id = req.t) AS replay_id,
-      coalesce((SELECT max(pr.claim_no) FROM prior pr WHERE pr.user_id = req.u), 0) AS had
+    SELECT req.*, pt.claim_id AS replay_id, coalesce(pu.had, 0) AS had
     FROM req
+    LEFT JOIN prior pt ON pt.ticket_id = req.t
+    LEFT JOIN (SELECT pr.user_id, max(pr.claim_no) AS had FROM prior pr GROUP BY pr.user_id) pu ON pu.user_id = req.u
   ), fresh AS (
     SELECT c.*, c.had + row_number() OVER (PARTITION BY c.u ORDER BY c.ord) AS claim_no FROM classed c WHERE c.replay_id IS NULL
   ), eligible AS (
@@ -83,13 +93,14 @@ BEGIN
     RETURNING coupon_claims.ticket_id, coupon_claims.claim_id
   ), upd AS (
     UPDATE item_stock SET sold = sold + (SELECT count(*) FROM ins) WHERE item_stock.item_id = p_item
+  ), claimed AS (
+    SELECT r.u, count(*) AS n FROM ins i JOIN req r ON r.t = i.ticket_id GROUP BY r.u
   )
   SELECT c.t,
     CASE WHEN c.replay_id IS NOT NULL THEN 'replay' WHEN i.claim_id IS NOT NULL THEN 'sold'
-      WHEN c.had + (SELECT count(*) FROM ins i2 JOIN req r2 ON r2.t = i2.ticket_id WHERE r2.u = c.u) >= p_per_user THEN 'limit_reached'
-      ELSE 'sold_out' END,
+      WHEN c.had + coalesce(n.n, 0) >= p_per_user THEN 'limit_reached' ELSE 'sold_out' END,
     coalesce(c.replay_id, i.claim_id)::text
-  FROM classed c LEFT JOIN fresh f ON f.t = c.t LEFT JOIN ins i ON i.ticket_id = c.t
+  FROM classed c LEFT JOIN ins i ON i.ticket_id = c.t LEFT JOIN claimed n ON n.u = c.u
   ORDER BY c.ord;
 END
 $$;
