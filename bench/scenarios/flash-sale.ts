@@ -7,7 +7,9 @@
  * Postgres connections, one `UPDATE … n > 0` + `INSERT` transaction per buyer) as the baseline.
  *
  * Knobs (env): BENCH_STOCK, BENCH_USERS, BENCH_SYNC_ATTEMPTS (default 3 × stock),
- * BENCH_POLL_CONNECTIONS (default 10), BENCH_FLASH_MANUAL (in-flight cap of a second sale with a
+ * BENCH_POLL_CONNECTIONS (default 10), BENCH_FLASH_WARMUP (units of a warm-up sale on another item,
+ * sold to twice as many new users before the measured sale so that the daemon's code is compiled
+ * and its pools are open, as in a daemon that has been running; default 5,000; 0 = none), BENCH_FLASH_MANUAL (in-flight cap of a second sale with a
  * `manual` gate, run after the `auto` one; 0 = skip; default 0), BENCH_FLASH_DRAIN=0 (skip the drain
  * diagnostic: the same stock sold from a line filled behind a closed gate, with no joins arriving).
  */
@@ -29,6 +31,8 @@ const SYNC_ATTEMPTS = Number(process.env.BENCH_SYNC_ATTEMPTS ?? 3 * STOCK);
 const POLL_CONNECTIONS = Number(process.env.BENCH_POLL_CONNECTIONS ?? 10);
 const MANUAL_CAP = Number(process.env.BENCH_FLASH_MANUAL ?? 0);
 const DRAIN = process.env.BENCH_FLASH_DRAIN !== '0';
+/** Units of the warm-up sale on another item before the measured one (0 = none). */
+const WARMUP = Number(process.env.BENCH_FLASH_WARMUP ?? 5_000);
 const CONNECTIONS = 100;
 const SYNC_CONNECTIONS = 64;
 /** Users joined (twice) by the orchestrator itself, so that polling can start with the sale. */
@@ -148,6 +152,8 @@ interface SaleOut {
   ledger: { complete: boolean; terminal: number; checkedAt: number };
   /** Succeeded tickets over time (item view), about one point per second until the sell-out. */
   timeline: string[];
+  /** Orders per half second after the flood's first request (created_at). */
+  floodSteps: string[];
   view: ItemView;
   checks: Check[];
   notes: string[];
@@ -361,6 +367,15 @@ async function runSale(ctx: BenchContext, daemon: Server, itemId: string, gate: 
         points.push(`${p.s.toFixed(1)} s: ${fmtInt(p.succeeded)} (+${fmtInt((p.succeeded - prev.succeeded) / (p.s - prev.s))}/s, ${fmtInt(p.waiting)} waiting, ${fmtInt(p.admitted)} admitted, cap ${p.cap ?? '–'})`);
         prev = p;
       }
+      // Per half second from the join load's first request: orders (created_at) and tickets that
+      // joined (the ledger's joined_at), until the last order.
+      const halves = await sql<{ h: number; orders: number; joins: number }[]>`
+        with o as (select floor(extract(epoch from (created_at - ${floodStart}::timestamptz)) * 2)::int as h, count(*)::int as n
+                   from orders where item_id = ${itemId} and created_at >= ${floodStart} group by 1),
+             j as (select floor(extract(epoch from (joined_at - ${floodStart}::timestamptz)) * 2)::int as h, count(*)::int as n
+                   from ticket_outcomes where item_id = ${itemId} and joined_at >= ${floodStart} group by 1)
+        select o.h, o.n as orders, coalesce(j.n, 0) as joins from o left join j using (h) order by o.h`;
+      const floodSteps = halves.map((x) => `${(x.h / 2).toFixed(1)}–${(x.h / 2 + 0.5).toFixed(1)} s: ${fmtInt(x.orders * 2)} orders/s, ${fmtInt(x.joins * 2)} new tickets/s`);
       if (watchErr) notes.push(`${label}: ${watchErr} item-view polls by the orchestrator failed.`);
       ctx.log(`  ${fmtInt(o.n)} orders; ${fmtInt(floodOrdersPerS)} orders/s during the flood, ${fmtInt(ordersPerS)} first → last order; sold out ${sellOutS.toFixed(2)} s after the first join; ${checks.filter((c) => !c.ok).length} check(s) failed`);
       return {
@@ -391,6 +406,7 @@ async function runSale(ctx: BenchContext, daemon: Server, itemId: string, gate: 
         gateSeen,
         ledger: { complete: ledgerRows === terminal && (ledger.succeeded ?? 0) === o.n, terminal, checkedAt: ledgerCheckedAt },
         timeline: points,
+        floodSteps,
         view,
         checks,
         notes,
@@ -559,12 +575,47 @@ async function runSync(ctx: BenchContext): Promise<SyncOut> {
   }
 }
 
+/** A smaller sale on an item of its own, not measured: V8 compiles the hot paths, pools open. */
+async function warmUp(ctx: BenchContext, daemon: Server): Promise<string> {
+  const itemId = 'flash-warmup';
+  const from = Date.now();
+  const put = await call(daemon.url, 'PUT', `/v1/items/${itemId}`, OPERATOR_KEY, { handler: 'seckill', config: { stock: WARMUP }, gate: { mode: 'auto' } });
+  if (put.status !== 201 && put.status !== 200) throw new Error(`PUT item ${itemId}: ${put.status} ${JSON.stringify(put.body)}`);
+  const load = await runLoad(ctx.tmpDir, {
+    url: daemon.url,
+    connections: CONNECTIONS,
+    headers: auth,
+    amount: 2 * WARMUP,
+    gen: { kind: 'join', path: `/v1/items/${itemId}/tickets`, userPrefix: 'w-' },
+  });
+  let view = await itemView(daemon.url, itemId);
+  while (Date.now() - from < SELL_OUT_WAIT_S * 1000 && ((view.counts.admitted ?? 0) > 0 || (view.counts.waiting ?? 0) > 0)) {
+    await sleep(250);
+    view = await itemView(daemon.url, itemId);
+  }
+  // Its outcome ledger is written before the sale starts, so that it does not compete with it.
+  const terminal = ['succeeded', 'rejected', 'failed', 'cancelled', 'expired'].reduce((n, k) => n + (view.counts[k] ?? 0), 0);
+  const sql = postgres(ctx.databaseUrl, { max: 1, onnotice: () => {} });
+  try {
+    for (let rows = 0; Date.now() - from < (SELL_OUT_WAIT_S + LEDGER_RECHECK_S) * 1000; await sleep(250)) {
+      [{ n: rows }] = await sql<{ n: number }[]>`select count(*)::int as n from ticket_outcomes where item_id = ${itemId}`;
+      if (rows >= terminal) break;
+    }
+  } finally {
+    await sql.end({ timeout: 5 });
+  }
+  const note = `Warm-up before the measured sale (not counted): a ${fmtInt(WARMUP)}-unit seckill sale on item \`${itemId}\`, ${fmtInt(2 * WARMUP)} new users joining at ${fmtInt(load.rps)}/s; ${fmtInt(view.counts.succeeded ?? 0)} orders, over in ${fmtS(Date.now() - from)}.`;
+  ctx.log(note);
+  return note;
+}
+
 export async function flashSaleScenario(ctx: BenchContext): Promise<ScenarioOutput> {
   const redisPid = Number(/^process_id:(\d+)/m.exec(await ctx.redis.info('server'))?.[1]) || undefined;
   const daemon = await startDaemon(ctx);
   ctx.log(`daemon ready in ${fmtS(daemon.startMs)}`);
   const sales: SaleOut[] = [];
   const notes: string[] = [];
+  if (WARMUP > 0) notes.push(await warmUp(ctx, daemon));
   sales.push(await runSale(ctx, daemon, 'flash-auto', { mode: 'auto' }, redisPid));
   if (MANUAL_CAP > 0) {
     if (ctx.elapsedS() + 1.2 * sales[0].joinWallS + 30 < ctx.budgetS) sales.push(await runSale(ctx, daemon, 'flash-manual', { mode: 'manual', maxInFlight: MANUAL_CAP }, redisPid));
@@ -699,6 +750,7 @@ export async function flashSaleScenario(ctx: BenchContext): Promise<ScenarioOutp
     '### Orders over time (item view: succeeded, rate since the previous point, line, in flight, gate cap)',
     '',
     ...sales.map((s) => `- ${s.label} (seconds from the first join): ${s.timeline.join(' · ')}`),
+    ...sales.map((s) => `- ${s.label}, per half second after the join load's first request: orders (created_at) and new tickets (the ledger's joined_at): ${s.floodSteps.join(' · ')}`),
     ...(drain ? [`- drain (seconds from the gate opening): ${drain.timeline.join(' · ')}`] : []),
     '',
     '### Checks',
