@@ -7,7 +7,9 @@ import path from 'node:path';
 import type { LoadResult, LoadSpec } from './load-spec.js';
 import { spawnTsx } from './procs.js';
 
-/** A stopped load runs at least this long (a worker needs about 1 s to start), so that it has something to report. */
+/** How long a worker takes to start (node, tsx, autocannon): about a second of one core. */
+export const WORKER_START_MS = 1_500;
+/** A stopped load runs at least this long, so that it has something to report. */
 const MIN_RUN_MS = 2_000;
 let runs = 0;
 

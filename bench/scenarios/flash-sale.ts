@@ -15,7 +15,7 @@
  */
 import postgres from 'postgres';
 import { call, OPERATOR_KEY, SERVICE_KEY } from '../lib/api.js';
-import { startLoad, type RunningLoad } from '../lib/flash-load.js';
+import { startLoad, WORKER_START_MS, type RunningLoad } from '../lib/flash-load.js';
 import { NOISY_CORES, startDaemon, type BenchContext, type Server } from '../lib/harness.js';
 import { runLoad } from '../lib/load.js';
 import type { LoadResult, LoadSpec, Sample } from '../lib/load-spec.js';
@@ -195,6 +195,8 @@ async function runSale(ctx: BenchContext, daemon: Server, itemId: string, gate: 
 
   let soldOutAt: number | null = null;
   let poll1: RunningLoad | null = seedIds.length ? startLoad(ctx.tmpDir, pollSpec(seedIds, 'poll1')) : null;
+  // The poll generator's start-up (a second of one core) is over before the join flood begins.
+  if (poll1) await sleep(WORKER_START_MS);
   let poll1Stopped: Promise<LoadResult | null> | null = null;
   let lastOpen: ItemView | null = null;
   let maxCap = 0;
@@ -231,6 +233,7 @@ async function runSale(ctx: BenchContext, daemon: Server, itemId: string, gate: 
     if (soldOutAt !== null) {
       const ids = [...seedIds, ...spread((join1.samples as Sample[]).sort((a, b) => a.position - b.position), POLL_SAMPLE).map((s) => s.ticketId)];
       poll2 = startLoad(ctx.tmpDir, pollSpec(ids, 'poll2'));
+      await sleep(WORKER_START_MS);
     }
     const join2 = await runLoad(ctx.tmpDir, { ...joinSpec(), latencyFile: lat('join2') });
     const joinWallS = (Date.now() - t0.getTime()) / 1000;
@@ -733,7 +736,7 @@ export async function flashSaleScenario(ctx: BenchContext): Promise<ScenarioOutp
   const method = [
     `One daemon (src/main.ts with its in-process dispatcher and BullMQ workers, LOG_LEVEL=warn) on loopback, Redis and Postgres local; item \`${main.itemId}\` = \`{"handler":"seckill","config":{"stock":${STOCK}}}\`${sales.length > 1 ? `, then \`${sales[1].itemId}\` with the manual gate` : ''}.`,
     `${fmtInt(USERS)} distinct users join twice. Pass 1: the first ${fmtInt(SEED)} users by the orchestrator (fetch, ${SEED_CONCURRENCY} at a time), then ${fmtInt(USERS - SEED)} by autocannon (${CONNECTIONS} connections, pipelining 1, \`amount\`, as fast as it goes); pass 2: the same users in the same order again (the seed users by the orchestrator, which compares their tickets). Each autocannon load is a fresh child process (≈ 1 s to start, not counted in its req/s).`,
-    `Polls: a second autocannon child (${POLL_CONNECTIONS} connections) GETs random tickets: from the start of pass 1 until the item view reads \`sold_out\` (the seed users' tickets), and during pass 2 (the seed's plus ~${fmtInt(POLL_SAMPLE)} tickets sampled from pass 1's 202 answers, spread by position).`,
+    `Polls: a second autocannon child (${POLL_CONNECTIONS} connections) GETs random tickets: from ${fmtS(WORKER_START_MS)} before pass 1 (its own start-up is over before the join flood starts) until the item view reads \`sold_out\` (the seed users' tickets), and during pass 2 (the seed's plus ~${fmtInt(POLL_SAMPLE)} tickets sampled from pass 1's 202 answers, spread by position).`,
     `Orders/s = order rows ÷ (max − min \`orders.created_at\`); \`created_at\` is \`now()\`, the start of the transaction that wrote the row (the daemon writes orders in batches, one transaction per batch). Time to sell out = first join (orchestrator clock) → last order's \`created_at\`.`,
     `Synchronous baseline, after the daemon has stopped: ${SYNC_CONNECTIONS} postgres.js connections in the orchestrator process (opened before the clock starts), ${fmtInt(SYNC_ATTEMPTS)} buyers as fast as they go, each one transaction \`UPDATE flash_sync_stock SET n = n - 1 WHERE item = $1 AND n > 0\` then, if a row changed, \`INSERT INTO flash_sync_orders\` (scratch tables; UNIQUE(item, user_id)). No HTTP in front of it, which flatters the baseline. Orders/s measured the same way (created_at = transaction start). Client CPU: ${sync.clientCores.toFixed(2)} cores.`,
     `CPU cores are from /proc over each load: server = the daemon, autocannon = that load's own generator; other = everything else, including Postgres and the other (concurrent) autocannon.`,
