@@ -22,6 +22,10 @@ export interface LoadSpec {
   latencyFile?: string;
   /** Processes (name → pid) whose CPU use over the load is reported; the generator adds itself. */
   watchPids?: Record<string, number | undefined>;
+  /** Start this load only once this file exists: a generator already warm from earlier loads waits for the orchestrator's go. */
+  startWhenFileExists?: string;
+  /** Create this file when this load has finished, so the orchestrator knows in the middle of a list. */
+  doneFile?: string;
 }
 
 /** A ticket id seen in a 202 of a join load, for the requests with n % sampleEvery === 0. */

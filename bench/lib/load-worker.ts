@@ -4,7 +4,7 @@
  * phases.json is a list of loads run one after the other; out.json the list of their results.
  * SIGTERM/SIGINT stop the current load and skip the rest (its result is still written).
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import autocannon, { type Instance, type Request } from 'autocannon';
 import { cpuSnap, cpuUse } from './cpu.js';
 import type { LoadResult, LoadSpec, Sample } from './load-spec.js';
@@ -113,8 +113,10 @@ const phases = JSON.parse(readFileSync(specPath, 'utf8')) as LoadSpec[];
 const results: LoadResult[] = [];
 try {
   for (const spec of phases) {
+    while (spec.startWhenFileExists && !existsSync(spec.startWhenFileExists) && !stopped) await new Promise((r) => setTimeout(r, 2));
     if (stopped) break;
     results.push(await runOne(spec));
+    if (spec.doneFile) writeFileSync(spec.doneFile, '');
   }
   writeFileSync(outPath, JSON.stringify(results));
   process.exit(0);
