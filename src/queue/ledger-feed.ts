@@ -39,7 +39,8 @@ export function createLedgerFeed(redis: Redis, prefix: string, consumer: string)
     grouped.add(key);
   }
 
-  async function expand(snap: ItemSnapshot, fields: string[]): Promise<EndedTicket[]> {
+  /** The tickets an entry stands for; null for a cut the snapshot does not know yet. */
+  async function expand(snap: ItemSnapshot, fields: string[]): Promise<EndedTicket[] | null> {
     const k = itemKeys(prefix, snap.def.itemId);
     const f = Object.fromEntries(Array.from({ length: fields.length / 2 }, (_, i) => [fields[2 * i], fields[2 * i + 1]]));
     if (f.s && f.o !== undefined) {
@@ -59,8 +60,8 @@ export function createLedgerFeed(redis: Redis, prefix: string, consumer: string)
     const from = Number(f.from);
     const to = Number(f.to);
     const cut = snap.cuts.find((c: Cut) => c[0] === to);
-    // Not acknowledged: the next round reads a fresher snapshot that has the cut.
-    if (!cut) throw new Error(`cut up to ${to} not in the item snapshot yet`);
+    // The cut happened after the snapshot was read: the next round's fresher snapshot has it.
+    if (!cut) return null;
     const out: EndedTicket[] = [];
     for (let page = Math.floor(from / PAGE_SIZE); page <= Math.floor(to / PAGE_SIZE); page++) {
       const records = await redis.hgetall(`${k.base}t:${page}`);
@@ -90,8 +91,10 @@ export function createLedgerFeed(redis: Redis, prefix: string, consumer: string)
         const fresh = (await redis.xreadgroup('GROUP', GROUP, consumer, 'COUNT', count - entries.length, 'STREAMS', key, '>')) as [string, [string, string[]][]][] | null;
         entries = entries.concat(fresh?.[0]?.[1] ?? []);
       }
-      const tickets = (await Promise.all(entries.map(([, fields]) => expand(snap, fields)))).flat();
-      return { ids: entries.map(([id]) => id), tickets };
+      const expanded = await Promise.all(entries.map(([, fields]) => expand(snap, fields)));
+      // Entries up to the first one that cannot be expanded yet; it and the rest wait for the next round.
+      const upTo = expanded.indexOf(null) === -1 ? entries.length : expanded.indexOf(null);
+      return { ids: entries.slice(0, upTo).map(([id]) => id), tickets: (expanded.slice(0, upTo) as EndedTicket[][]).flat() };
     },
     async ack(itemId: string, ids: string[]) {
       if (!ids.length) return;
