@@ -65,6 +65,8 @@ describe('webhook', () => {
     if (body.userId === 'down') return send(503);
     if (body.userId === 'bad') return send(400, { error: 'bad' });
     if (body.userId === 'slow') return setTimeout(() => send(200, {}), 1500);
+    if (body.userId.startsWith('b-ok')) return send(200, { n: s.calls });
+    if (body.userId.startsWith('b-flaky')) return s.calls < 2 ? send(503) : send(200, { n: s.calls });
     send(500);
   });
   afterAll(() => new Promise((r) => server.close(r)));
@@ -90,5 +92,20 @@ describe('webhook', () => {
     const metrics = await (await fetch(`${daemon.url}/metrics`)).text();
     // Drops the gate will see: flaky 2 × 503, down 3 × 503, slow 3 timeouts.
     expect(metrics).toMatch(/floodgate_downstream_calls_total\{item="wh",result="drop"\} 8/);
+  });
+
+  it('tickets admitted together run as one job: a retry re-runs only the tickets that dropped', async () => {
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
+    await call('PUT', '/v1/items/wh2', { handler: 'webhook', config: { url, timeoutMs: 2000 }, gate: { mode: 'closed' } });
+    const users = ['b-ok-1', 'b-flaky-1', 'b-ok-2', 'b-flaky-2', 'b-ok-3', 'b-ok-4'];
+    const ids = [];
+    for (const userId of users) ids.push((await call('POST', '/v1/items/wh2/tickets', { userId }, SVC)).body.ticketId as string);
+    // One round of the dispatcher admits all six: one job.
+    expect((await call('PATCH', '/v1/items/wh2/gate', { mode: 'manual', maxInFlight: 10 })).status).toBe(200);
+    const views = await Promise.all(ids.map(settled));
+    expect(views.map((v) => v.state)).toEqual(users.map(() => 'succeeded'));
+    // The flaky ones dropped once and ran again; the others were settled at once and not re-run.
+    expect(users.map((u) => seen.get(u)!.calls)).toEqual(users.map((u) => (u.startsWith('b-flaky') ? 2 : 1)));
+    expect(views.map((v) => v.outcome.result.n)).toEqual(users.map((u) => (u.startsWith('b-flaky') ? 2 : 1)));
   });
 });
