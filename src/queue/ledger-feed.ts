@@ -41,13 +41,13 @@ export function createLedgerFeed(redis: Redis, prefix: string, consumer: string)
 
   /** The tickets an entry stands for; null for a cut the snapshot does not know yet. */
   async function expand(snap: ItemSnapshot, fields: string[]): Promise<EndedTicket[] | null> {
-    const k = itemKeys(prefix, snap.def.itemId);
     const f = Object.fromEntries(Array.from({ length: fields.length / 2 }, (_, i) => [fields[2 * i], fields[2 * i + 1]]));
     if (f.s && f.o !== undefined) {
       const rec = parseRecord(f.r, snap.epoch);
       const outcome = JSON.parse(f.o) as { status: OutcomeStatus; result?: unknown; reason?: string };
       return [row(snap, Number(f.s), rec.userId, rec.createdAt, outcome.status, outcome.reason ?? null, outcome.result ?? null, f.a || undefined, Number(f.f))];
     }
+    const k = itemKeys(prefix, snap.def.itemId);
     if (f.s) {
       // An entry written before entries carried the outcome (a daemon of an earlier version).
       const seq = Number(f.s);
@@ -93,7 +93,8 @@ export function createLedgerFeed(redis: Redis, prefix: string, consumer: string)
       }
       const expanded = await Promise.all(entries.map(([, fields]) => expand(snap, fields)));
       // Entries up to the first one that cannot be expanded yet; it and the rest wait for the next round.
-      const upTo = expanded.indexOf(null) === -1 ? entries.length : expanded.indexOf(null);
+      const pending = expanded.indexOf(null);
+      const upTo = pending === -1 ? entries.length : pending;
       return { ids: entries.slice(0, upTo).map(([id]) => id), tickets: (expanded.slice(0, upTo) as EndedTicket[][]).flat() };
     },
     async ack(itemId: string, ids: string[]) {

@@ -14,8 +14,8 @@ import type { Queue } from '../queue/queue.js';
  *
  * It is audit, not the hot path, so it yields: while this process's event loop was busier than
  * `busyElu` over the last interval (a flood of joins, a sale selling out), a round is skipped,
- * for at most `maxDeferMs` since the last drain. Writing the ledger during a sale took about a
- * tenth of the CPU per order; the rows land after the rush instead.
+ * for at most `maxDeferMs` since the last drain. Writing the ledger during a sale took a tenth to
+ * a fifth of the CPU per order (flood runs with and without); the rows land after the rush instead.
  */
 export function startLedger(
   deps: { queue: Queue; feed: LedgerFeed; sql: postgres.Sql; log: Logger },
