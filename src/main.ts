@@ -30,6 +30,7 @@ import { withScripts } from './queue/scripts.js';
 import { startController } from './scheduler/controller.js';
 import { createSampleRecorder } from './scheduler/sample-recorder.js';
 import { createStockLedger } from './db/stock-ledger.js';
+import { createPgHealth } from './db/health.js';
 import type { HandlerSpec } from './service/handler.js';
 
 export interface Daemon {
@@ -81,13 +82,15 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
   const metrics = createMetrics();
   const restored = await catalog.restore();
   if (restored) log.warn({ restored }, 'items restored into redis from postgres');
-  if (config.FLOODGATE_RECONCILE_ON_START) await catalog.reconcile({ onlyIfHigher: true });
+  if (config.FLOODGATE_RECONCILE_ON_START) await catalog.reconcile({ idleOnly: true });
+  const pg = createPgHealth(dbHandle.sql, log.child({ module: 'postgres' }));
 
   const bullRedis = new Redis(redisInfra.url, { maxRetriesPerRequest: null });
   bullRedis.on('error', (err) => log.warn({ err: err.message }, 'redis error (jobs)'));
   const service = createService({
     bullRedis,
     sql: dbHandle.sql,
+    pg,
     queue,
     handlers,
     log: log.child({ module: 'service' }),
@@ -112,10 +115,27 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
     },
   });
   const dispatcher = startDispatcher(
-    { queue, handlers, jobs: service.jobs, clock, log: log.child({ module: 'dispatcher' }) },
+    { queue, handlers, jobs: service.jobs, clock, pg, log: log.child({ module: 'dispatcher' }) },
     { idleMs: 100, batch: 200, dispatchLeaseMs: config.FLOODGATE_DISPATCH_LEASE_MS, autoCap: config.FLOODGATE_AUTO_START_LIMIT },
   );
   joined.add((itemId) => dispatcher.wake(itemId));
+  /**
+   * Stock counters that say "empty" while Postgres has units (units stranded by a crash between a
+   * take and its sale, or a rolled-back Redis) would pause an item for good: an item whose counter
+   * is empty, with tickets waiting and none in flight, is reconciled from Postgres (both ways).
+   */
+  const repairStock = async () => {
+    if (!pg.up) return;
+    for (const itemId of await queue.itemIds()) {
+      const s = queue.peek(itemId)?.snap;
+      if (!s || s.stockLeft !== 0 || s.soldOut || s.closed || s.counts.admitted > 0 || s.counts.waiting === 0) continue;
+      await catalog.reconcile({ itemId, idleOnly: true });
+    }
+  };
+  pg.onUp(() => {
+    dispatcher.wake();
+    void catalog.reconcile({ idleOnly: true }).catch((err) => log.warn({ err: String(err) }, 'reconcile after postgres came back failed'));
+  });
 
   const controller = startController(
     {
@@ -159,6 +179,7 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
     every(500, 'lease sweep', () => queue.sweep(), log),
     every(1000, 'poll touch flush', () => queue.flush(), log),
     every(50, 'gate sample flush', () => samples.flush(), log),
+    every(2000, 'stock repair', repairStock, log),
   ];
 
   const app = createApp({
@@ -204,6 +225,7 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
         await controller.stop();
         await service.stop();
         await Promise.all(loops.map((l) => l.stop()));
+        pg.stop();
         await queue.flush().catch(() => {});
         await ledger.drain().catch((err) => log.warn({ err: String(err) }, 'final ledger drain failed'));
         bullRedis.disconnect();

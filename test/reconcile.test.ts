@@ -43,11 +43,17 @@ describe('reconcile', () => {
     expect(n).toBe(30);
   });
 
-  it('lowers a Redis stock counter that claims more than Postgres allows, and never raises it on start', async () => {
+  it('corrects a Redis stock counter in both directions on start while no sale is in flight', async () => {
     await call('PUT', '/v1/items/rc2', { handler: 'seckill', config: { stock: 5 } });
     await buy('rc2', ['x1', 'x2']);
     await redis.hset(`${prefix}{rc2}:stock`, 's0', 1000);
     const check = await inProcessDaemon({ prefix, databaseUrl: db.url }); // a daemon start runs the check
     expect((await check.call('GET', '/v1/items/rc2')).body.remaining).toBe(3);
+    // Units stranded (a counter lower than Postgres allows) come back too: no false "sold out".
+    await redis.hset(`${prefix}{rc2}:stock`, 's0', 0);
+    const again = await inProcessDaemon({ prefix, databaseUrl: db.url });
+    expect((await again.call('GET', '/v1/items/rc2')).body.remaining).toBe(3);
+    const more = await buy('rc2', ['y1', 'y2', 'y3', 'y4']);
+    expect(more.filter((v) => v.state === 'succeeded').length).toBe(3);
   });
 });

@@ -11,7 +11,7 @@ const newItem = async (total: number) => {
   return itemId;
 };
 /** Ticket ids are unique across items (they name their item), as the daemon's are. */
-const order = (itemId: string, userId: string, t: string): SaleRequest => ({ itemId, userId, ticketId: `${itemId}.${t}`, payload: { n: t } });
+const order = (itemId: string, userId: string, t: string): SaleRequest => ({ itemId, userId, ticketRef: `${itemId}.${t}`, payload: { n: t } });
 
 describe('selling through Postgres (one function call per item per batch)', () => {
   it('decides a batch in order: sold, already bought, sold out; a re-run ticket gets its own order back', async () => {
@@ -19,7 +19,7 @@ describe('selling through Postgres (one function call per item per batch)', () =
     const r1 = await writeSales(db.sql, 'orders', [order(item, 'u1', 't1'), order(item, 'u2', 't2'), order(item, 'u1', 't3'), order(item, 'u3', 't4'), order(item, 'u4', 't5')]);
     expect(r1.map((r) => r.kind)).toEqual(['sold', 'sold', 'limit_reached', 'sold', 'sold_out']);
     const r2 = await writeSales(db.sql, 'orders', [order(item, 'u1', 't1'), order(item, 'u5', 't6'), order(item, 'u5', 't6')]);
-    expect(r2[0]).toEqual({ kind: 'sold', id: (r1[0] as { id: string }).id, replay: true });
+    expect(r2[0]).toEqual({ kind: 'sold', id: (r1[0] as { id: string }).id, replay: true, left: 0 });
     expect(r2.slice(1).map((r) => r.kind)).toEqual(['sold_out', 'sold_out']);
     const rows = await db.sql`select user_id, ticket_id, payload from orders where item_id = ${item} order by order_id`;
     expect(rows.map((r) => [r.user_id, r.ticket_id, r.payload.n])).toEqual([['u1', `${item}.t1`, 't1'], ['u2', `${item}.t2`, 't2'], ['u3', `${item}.t4`, 't4']]);
@@ -27,9 +27,27 @@ describe('selling through Postgres (one function call per item per batch)', () =
     expect([stock.total, stock.sold]).toEqual([3, 3]);
   });
 
+  it("never hands one user another user's order under a ticket ref both hold, and says what Postgres has left", async () => {
+    const item = await newItem(3);
+    const [mine] = await writeSales(db.sql, 'orders', [order(item, 'alice', 't1')]);
+    expect(mine).toMatchObject({ kind: 'sold', replay: false, left: 2 });
+    // The same ticket ref, asked for by another user (a ticket id issued twice, e.g. after a Redis rollback).
+    const [theirs] = await writeSales(db.sql, 'orders', [order(item, 'bob', 't1')]);
+    expect(theirs).toEqual({ kind: 'foreign', left: 2 });
+    const [again, both] = await writeSales(db.sql, 'orders', [order(item, 'alice', 't1'), order(item, 'bob', 't1')]);
+    expect(again).toMatchObject({ kind: 'sold', replay: true, id: (mine as { id: string }).id });
+    expect(both).toEqual({ kind: 'foreign', left: 2 });
+    const claims = await newItem(2);
+    await writeSales(db.sql, 'coupon_claims', [{ itemId: claims, userId: 'alice', ticketRef: `${claims}.t1`, perUser: 1 }]);
+    const [c] = await writeSales(db.sql, 'coupon_claims', [{ itemId: claims, userId: 'bob', ticketRef: `${claims}.t1`, perUser: 1 }]);
+    expect(c).toEqual({ kind: 'foreign', left: 1 });
+    const rows = await db.sql`select user_id from orders where item_id = ${item}`;
+    expect(rows.map((r) => r.user_id)).toEqual(['alice']);
+  });
+
   it('coupons: claims numbered per user up to the limit, across batches', async () => {
     const item = await newItem(5);
-    const claim = (u: string, t: string): SaleRequest => ({ itemId: item, userId: u, ticketId: `${item}.${t}`, perUser: 2 });
+    const claim = (u: string, t: string): SaleRequest => ({ itemId: item, userId: u, ticketRef: `${item}.${t}`, perUser: 2 });
     const r1 = await writeSales(db.sql, 'coupon_claims', [claim('a', 't1'), claim('a', 't2'), claim('a', 't3'), claim('b', 't4')]);
     expect(r1.map((r) => r.kind)).toEqual(['sold', 'sold', 'limit_reached', 'sold']);
     const r2 = await writeSales(db.sql, 'coupon_claims', [claim('a', 't5'), claim('b', 't6'), claim('c', 't7'), claim('c', 't8'), claim('a', 't2')]);
@@ -39,7 +57,7 @@ describe('selling through Postgres (one function call per item per batch)', () =
     expect(rows.map((r) => `${r.user_id}${r.claim_no}`)).toEqual(['a1', 'a2', 'b1', 'b2', 'c1']);
     // Sold out is sold out, not "limit reached", for a user still under the limit.
     const last = await newItem(1);
-    const r3 = await writeSales(db.sql, 'coupon_claims', ['t1', 't2', 't3'].map((t) => ({ itemId: last, userId: 'a', ticketId: `${last}.${t}`, perUser: 2 })));
+    const r3 = await writeSales(db.sql, 'coupon_claims', ['t1', 't2', 't3'].map((t) => ({ itemId: last, userId: 'a', ticketRef: `${last}.${t}`, perUser: 2 })));
     expect(r3.map((r) => r.kind)).toEqual(['sold', 'sold_out', 'sold_out']);
   });
 
@@ -74,14 +92,14 @@ describe('selling through Postgres (one function call per item per batch)', () =
         expect(stock.sold).toBe(rows.length);
         const byTicket = new Map(rows.map((r) => [r.ticket_id, r.id]));
         results.forEach((r: SaleResult, i) => {
-          if (r.kind === 'sold') expect(byTicket.get(asked[i].ticketId)).toBe(r.id);
-          else expect(byTicket.has(asked[i].ticketId)).toBe(false);
+          if (r.kind === 'sold') expect(byTicket.get(asked[i].ticketRef)).toBe(r.id);
+          else expect(byTicket.has(asked[i].ticketRef)).toBe(false);
           // Nothing is sold out while units are left; "limit reached" only for a user at the limit.
           if (r.kind === 'sold_out') expect(rows.length).toBe(total);
           if (r.kind === 'limit_reached') expect(held.get(asked[i].userId)).toBe(perUser);
         });
         // While stock lasted, every ticket asked for got its unit or met the user's limit.
-        if (rows.length < total) for (const a of asked) expect(byTicket.has(a.ticketId) || held.get(a.userId) === perUser).toBe(true);
+        if (rows.length < total) for (const a of asked) expect(byTicket.has(a.ticketRef) || held.get(a.userId) === perUser).toBe(true);
       }),
       { numRuns: 30 },
     );

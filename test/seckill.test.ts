@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
+import { ticketRef } from '../src/kernel/ticket-ref.js';
 import { testRedis } from './support/redis.js';
 
 const { newPrefix } = testRedis();
@@ -47,7 +48,9 @@ describe('seckill', () => {
       (rows) => rows.length >= ticketIds.length,
     );
     expect(ledger.length).toBe(ticketIds.length);
-    expect(new Set(ledger.map((r) => r.ticket_id))).toEqual(new Set(ticketIds));
+    expect(new Set(ledger.map((r) => r.ticket_id))).toEqual(new Set(ticketIds.map(ticketRef)));
+    // Postgres holds refs, never a working ticket id.
+    expect(orders.every((o) => !o.ticket_id.includes('.'))).toBe(true);
     expect(ledger.filter((r) => r.status === 'succeeded').length).toBe(stock);
     for (const r of ledger.filter((x) => x.status === 'succeeded')) {
       // (drizzle's driver hands timestamps back as strings)

@@ -52,11 +52,11 @@ export interface Catalog {
   patchGate(itemId: string, patch: Partial<GateSettings>, actor: Actor): Promise<GateView>;
   restore(): Promise<number>;
   /**
-   * Rebuilds the Redis stock of stock items from Postgres (units left = total − rows sold), so a
-   * Redis loss can never create oversell. `onlyIfHigher`: touch only counters that claim more than
-   * Postgres allows (safe to run while a sale is on).
+   * Rebuilds the Redis stock of stock items from Postgres (units left = total − rows sold), in
+   * both directions, and re-creates items Redis lost. `idleOnly`: touch only items with no sale in
+   * flight (safe while a sale is on; an item busy now is reported `changed: false`).
    */
-  reconcile(opts?: { itemId?: string; onlyIfHigher?: boolean }): Promise<{ itemId: string; left: number; redisHad: number | null; changed: boolean }[]>;
+  reconcile(opts?: { itemId?: string; idleOnly?: boolean }): Promise<{ itemId: string; left: number; redisHad: number | null; changed: boolean }[]>;
 }
 
 /** Postgres's count of what was sold (db/sales.ts). */
@@ -86,19 +86,20 @@ export interface CatalogDeps {
 export function createCatalog(deps: CatalogDeps): Catalog {
   const { queue, store, handlers } = deps;
 
-  /** Units left per Postgres, pushed into Redis; returns null for items without stock. */
-  async function syncStock(def: LineDefinition, onlyIfHigher: boolean) {
+  /**
+   * Units left per Postgres, pushed into Redis; null for items without stock. `idleOnly`: only
+   * while no ticket of the item is admitted (no sale in flight), when total − sold is exactly
+   * what the counter must hold, so it is corrected in both directions; otherwise left as it is.
+   */
+  async function syncStock(def: LineDefinition, idleOnly: boolean) {
     const spec = handlers.get(def.handler);
     if (!spec?.initialStock) return null;
     await deps.stock.define(def.itemId, spec.initialStock(def.config));
     const counted = spec.stockTable ? await deps.stock.recount(spec.stockTable, def.itemId) : null;
     const left = counted ? counted.total - counted.sold : spec.initialStock(def.config);
     const redisHad = (await queue.item(def.itemId, { fresh: true }))?.snap.stockLeft ?? null;
-    const changed = !onlyIfHigher || redisHad === null || redisHad > left;
-    if (changed) {
-      await queue.stock.set(def.itemId, left, spec.stockShards?.(def.config) ?? 1);
-      if (left <= 0) await queue.cut(def.itemId, 'sold_out');
-    }
+    const changed = await queue.stock.set(def.itemId, left, spec.stockShards?.(def.config) ?? 1, { idleOnly });
+    if (changed && left <= 0) await queue.cut(def.itemId, 'sold_out');
     return { itemId: def.itemId, left, redisHad, changed };
   }
 
@@ -211,7 +212,7 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       for (const row of rows) {
         if (!row) fail('item_not_found', 'No such item.');
         if (!(await queue.item(row!.itemId, { fresh: true }))) await restoreRow(row!);
-        const r = await syncStock(rowDefinition(row!), opts.onlyIfHigher ?? false);
+        const r = await syncStock(rowDefinition(row!), opts.idleOnly ?? false);
         if (r) out.push(r);
         if (r?.changed && r.redisHad !== r.left) deps.log.warn(r, 'stock reconciled from postgres');
       }

@@ -12,16 +12,23 @@ import { perKey } from '../kernel/batcher.js';
 export interface SaleRequest {
   itemId: string;
   userId: string;
-  ticketId: string;
+  /** The ticket's ref (base64url SHA-256 of its id): Postgres never holds a working ticket id. */
+  ticketRef: string;
   payload?: Record<string, unknown> | null;
   /** Coupons only: the item's per-user limit. */
   perUser?: number;
 }
 
+/**
+ * `left` is what Postgres has left after the batch, under the stock lock: the only word on
+ * "sold out". `foreign`: the ticket's row exists but belongs to another user (a ticket id issued
+ * twice); the sale is refused rather than handing over someone else's order.
+ */
 export type SaleResult =
-  | { kind: 'sold'; id: string; replay: boolean }
-  | { kind: 'sold_out' }
-  | { kind: 'limit_reached' };
+  | { kind: 'sold'; id: string; replay: boolean; left: number }
+  | { kind: 'sold_out'; left: number }
+  | { kind: 'limit_reached'; left: number }
+  | { kind: 'foreign'; left: number };
 
 type Table = 'orders' | 'coupon_claims';
 
@@ -34,25 +41,36 @@ export function writeSales(sql: postgres.Sql, table: Table, batch: SaleRequest[]
 }
 
 async function sellItemBatch(sql: postgres.Sql, table: Table, itemId: string, reqs: SaleRequest[]): Promise<SaleResult[]> {
-  // A ticket twice in one batch (two jobs for one admission) is asked once and answered twice.
+  // A ticket twice in one batch (two jobs for one admission) is asked once and answered twice; the
+  // same ref from another user (an id issued twice) is never asked: it can only be foreign.
   const first = new Map<string, SaleRequest>();
-  for (const r of reqs) if (!first.has(r.ticketId)) first.set(r.ticketId, r);
+  for (const r of reqs) if (!first.has(r.ticketRef)) first.set(r.ticketRef, r);
   const asked = [...first.values()];
   const users = asked.map((r) => r.userId);
-  const tickets = asked.map((r) => r.ticketId);
+  const tickets = asked.map((r) => r.ticketRef);
   const rows =
     table === 'orders'
       ? await sql<Row[]>`select * from floodgate_sell_orders(${itemId}, ${users}::text[], ${tickets}::text[], ${asked.map((r) => (r.payload ? JSON.stringify(r.payload) : null))}::text[])`
       : await sql<Row[]>`select * from floodgate_sell_claims(${itemId}, ${users}::text[], ${tickets}::text[], ${asked[0].perUser ?? 1}::int)`;
   const byTicket = new Map(rows.map((r) => [r.ticket_id, toResult(r)]));
-  return reqs.map((r) => byTicket.get(r.ticketId)!);
+  return reqs.map((r) => {
+    const res = byTicket.get(r.ticketRef)!;
+    return first.get(r.ticketRef)!.userId === r.userId ? res : { kind: 'foreign', left: res.left };
+  });
 }
 
-type Row = { ticket_id: string; kind: 'sold' | 'replay' | 'limit_reached' | 'sold_out'; id: string | null };
+type Row = { ticket_id: string; kind: 'sold' | 'replay' | 'limit_reached' | 'sold_out' | 'foreign'; id: string | null; units_left: string | number };
 
 function toResult(r: Row): SaleResult {
-  if (r.kind === 'sold' || r.kind === 'replay') return { kind: 'sold', id: r.id!, replay: r.kind === 'replay' };
-  return { kind: r.kind };
+  const left = Number(r.units_left);
+  if (r.kind === 'sold' || r.kind === 'replay') return { kind: 'sold', id: r.id!, replay: r.kind === 'replay', left };
+  return { kind: r.kind, left };
+}
+
+/** Units Postgres has left for an item (total − sold), or null for an item without a stock row. */
+export async function unitsLeft(sql: postgres.Sql, itemId: string): Promise<number | null> {
+  const [row] = await sql`select total - sold as left from item_stock where item_id = ${itemId}`;
+  return row ? Number(row.left) : null;
 }
 
 /** Creates or updates an item's stock row; `total` is the handler's stock or coupon total. */

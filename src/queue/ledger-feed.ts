@@ -1,12 +1,14 @@
 import type { Redis } from 'ioredis';
 import { itemKeys, PAGE_SIZE } from './keys.js';
 import type { ItemSnapshot } from './snapshot.js';
+import { ticketRef } from '../kernel/ticket-ref.js';
 import { makeTicketId } from './ticket-id.js';
 import type { Cut, OutcomeStatus } from './types.js';
 import { parseRecord, stateOfChar } from './views.js';
 
 /** A ticket that reached its terminal state, as the outcome ledger stores it. */
 export interface EndedTicket {
+  /** The ticket's ref (kernel/ticket-ref.ts), stored as `ticket_id`: Postgres never holds a working id. */
   ticketId: string;
   itemId: string;
   userId: string;
@@ -107,7 +109,7 @@ export function createLedgerFeed(redis: Redis, prefix: string, consumer: string)
 
 function row(snap: ItemSnapshot, seq: number, userId: string, joinedAt: number, status: OutcomeStatus, reason: string | null, result: unknown, admittedAt: string | undefined, finishedAt: number): EndedTicket {
   return {
-    ticketId: makeTicketId(snap.def.itemId, seq, snap.secret),
+    ticketId: ticketRef(makeTicketId(snap.def.itemId, seq, snap.secret, { joinedRel: joinedAt - snap.epoch, userId })),
     itemId: snap.def.itemId,
     userId,
     status,

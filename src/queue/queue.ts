@@ -4,11 +4,11 @@ import type { Clock } from '../kernel/clock.js';
 import { FloodgateError, fail } from '../kernel/errors.js';
 import { cancelError, joinError, settleError } from './codes.js';
 import { createItemCache, type CachedItem } from './item-cache.js';
-import { itemKeys, itemsSetKey } from './keys.js';
+import { itemKeys, itemsSetKey, PAGE_SIZE } from './keys.js';
 import { withScripts } from './scripts.js';
-import { makeTicketId, parseTicketId, verifyTag } from './ticket-id.js';
+import { makeTicketId, parseTicketId, verifyBinding, verifySeq, type ParsedTicketId } from './ticket-id.js';
 import type { AdmittedTicket, Cut, GateSettings, LineDefinition, Outcome, TicketView } from './types.js';
-import { baseView, cachedRecord, fullView, parseRecord, waitingHints, type TicketRecord } from './views.js';
+import { baseView, bindingOf, cachedRecord, fullView, parseRecord, waitingHints, type TicketRecord } from './views.js';
 import { createTouchBuffer } from './touches.js';
 import { createRecordCache } from './record-cache.js';
 
@@ -56,8 +56,8 @@ export interface Queue {
    * entry: 1 applied, 2 a repeat of what was applied, -1 no such ticket, -2 lease lost.
    */
   settleMany(itemId: string, entries: (SettleInput & { seq: number })[]): Promise<number[]>;
-  /** Ends every waiting ticket at once: close → cancelled, sold out → rejected. */
-  cut(itemId: string, kind: 'closed' | 'sold_out'): Promise<number>;
+  /** Ends every waiting ticket at once: close → cancelled, sold out → rejected (reason: the kind's default, or given). */
+  cut(itemId: string, kind: 'closed' | 'sold_out', reason?: string): Promise<number>;
   setGate(itemId: string, patch: Partial<GateSettings>): Promise<void>;
   /** Returns expired leases of every item to the head of its line. */
   sweep(): Promise<number>;
@@ -74,8 +74,11 @@ export interface StockOps {
   take(itemId: string, seqs: number[]): Promise<{ taken: boolean[]; left: number }>;
   /** Gives the ticket's unit back (idempotent). */
   refund(itemId: string, seq: number): Promise<boolean>;
-  /** Sets the units left, over `shards` shards. */
-  set(itemId: string, units: number, shards: number): Promise<void>;
+  /**
+   * Sets the units left, over `shards` shards; with `idleOnly`, only while no ticket of the item
+   * is admitted (then also forgetting which tickets took units). Returns whether it was set.
+   */
+  set(itemId: string, units: number, shards: number, opts?: { idleOnly?: boolean }): Promise<boolean>;
 }
 
 const gateFields = (g: Partial<GateSettings>) =>
@@ -92,13 +95,21 @@ export function createQueue(deps: QueueDeps): Queue {
     return (await cache.get(itemId)) ?? fail('item_not_found', 'No such item.');
   }
 
-  async function resolveTicket(ticketId: string): Promise<{ item: CachedItem; seq: number }> {
+  async function resolveTicket(ticketId: string): Promise<{ item: CachedItem; seq: number; parsed: ParsedTicketId }> {
     const parsed = parseTicketId(ticketId);
     const item = parsed ? await cache.get(parsed.itemId) : null;
     if (!parsed || !item) fail('ticket_not_found', 'No such ticket.');
-    // An id in the record cache was verified when it was stored: the HMAC runs once per ticket and process.
-    if (records.get(ticketId)?.secret !== item!.snap.secret && !verifyTag(parsed!, item!.snap.secret)) fail('ticket_not_found', 'No such ticket.');
-    return { item: item!, seq: parsed!.seq };
+    // An id in the record cache was verified whole when it was stored: the HMAC runs once per ticket and process.
+    if (records.get(ticketId)?.secret !== item!.snap.secret && !verifySeq(parsed!, item!.snap.secret)) fail('ticket_not_found', 'No such ticket.');
+    return { item: item!, seq: parsed!.seq, parsed: parsed! };
+  }
+
+  /** The ticket's record, once the id's binding half matches it (else: not this id's ticket). */
+  function boundRecord(ticketId: string, item: CachedItem, record: string | null): TicketRecord {
+    const rec = record ? parseRecord(record, item.snap.epoch) : null;
+    const parsed = parseTicketId(ticketId)!;
+    if (!rec || !verifyBinding(parsed, item.snap.secret, bindingOf(rec, item.snap.epoch))) fail('ticket_not_found', 'No such ticket.');
+    return rec!;
   }
 
   async function readView(ticketId: string, item: CachedItem, seq: number): Promise<TicketView> {
@@ -110,8 +121,7 @@ export function createQueue(deps: QueueDeps): Queue {
       number,
       string,
     ];
-    if (!record) fail('ticket_not_found', 'No such ticket.');
-    const rec = parseRecord(record!, item.snap.epoch);
+    const rec = boundRecord(ticketId, item, record);
     const x: Record<string, string> = {};
     for (let i = 0; i < xFlat.length; i += 2) x[xFlat[i]] = xFlat[i + 1];
     if (rec.state === 'waiting' && !cutJson) records.set(ticketId, cachedRecord(rec, item.snap.def.itemId, seq, item.snap.secret));
@@ -193,8 +203,8 @@ export function createQueue(deps: QueueDeps): Queue {
         cache.invalidate(itemId);
         throw err;
       }
-      const ticketId = makeTicketId(itemId, seq, s.secret);
       const rec = parseRecord(record, s.epoch);
+      const ticketId = makeTicketId(itemId, seq, s.secret, bindingOf(rec, s.epoch));
       if (code === 0) {
         const cached = cachedRecord(rec, itemId, seq, s.secret);
         records.set(ticketId, cached);
@@ -228,8 +238,11 @@ export function createQueue(deps: QueueDeps): Queue {
     async cancel(ticketId) {
       const { item, seq } = await resolveTicket(ticketId);
       const k = itemKeys(prefix, item.snap.def.itemId);
+      // Cancel only the ticket this id was made for: the script checks the record is the one verified.
+      const record = (await redis.hget(`${k.base}t:${Math.floor(seq / PAGE_SIZE)}`, String(seq))) as string | null;
+      boundRecord(ticketId, item, record);
       const outcome: Outcome = { status: 'cancelled', reason: 'cancelled_by_user' };
-      const code = (await redis.cancel(k.meta, k.ctr, k.users, k.retry, k.base, seq, clock.now(), JSON.stringify(outcome))) as number;
+      const code = (await redis.cancel(k.meta, k.ctr, k.users, k.retry, k.base, seq, clock.now(), JSON.stringify(outcome), record!.slice(1))) as number;
       if (code < 0) throw cancelError(code);
       item.cancelled.add(seq);
       return readView(ticketId, item, seq);
@@ -241,12 +254,17 @@ export function createQueue(deps: QueueDeps): Queue {
       const leasePrefix = randomBytes(12).toString('base64url') + '.';
       const res = (await redis.admit(k.meta, k.ctr, k.gate, k.retry, k.leases, k.base, clock.now(), max, leaseMs, leasePrefix, autoCap ?? '')) as (string | number)[];
       if (res[0] === -1) fail('item_not_found', 'No such item.');
+      if (res[0] === -2) {
+        // closesAt has passed: nothing is admitted any more, and the waiting tickets end `closed`.
+        await queue.cut(itemId, 'closed', 'closed');
+        return [];
+      }
       const out: AdmittedTicket[] = [];
       for (let i = 2; i < res.length; i += 5) {
         const seq = Number(res[i]);
         const rec = parseRecord(String(res[i + 1]), item.snap.epoch);
         out.push({
-          ticketId: makeTicketId(itemId, seq, item.snap.secret),
+          ticketId: makeTicketId(itemId, seq, item.snap.secret, bindingOf(rec, item.snap.epoch)),
           seq,
           itemId,
           userId: rec.userId,
@@ -280,9 +298,9 @@ export function createQueue(deps: QueueDeps): Queue {
       return (await redis.settle(k.meta, k.ctr, k.retry, k.leases, k.base, clock.now(), ...args)) as number[];
     },
 
-    async cut(itemId, kind) {
+    async cut(itemId, kind, why) {
       const k = itemKeys(prefix, itemId);
-      const [state, reason, flag] = kind === 'closed' ? ['c', 'item_closed', 'closed'] : ['r', 'sold_out', 'soldOut'];
+      const [state, reason, flag] = kind === 'closed' ? ['c', why ?? 'item_closed', 'closed'] : ['r', why ?? 'sold_out', 'soldOut'];
       const n = (await redis.cut(k.meta, k.ctr, k.retry, state, reason, flag, clock.now(), k.base)) as number;
       if (n < 0) fail('item_not_found', 'No such item.');
       cache.invalidate(itemId);
@@ -322,10 +340,11 @@ export function createQueue(deps: QueueDeps): Queue {
         const k = itemKeys(prefix, itemId);
         return ((await redis.refundStock(k.stock, k.taken, seq)) as number) === 1;
       },
-      async set(itemId, units, shards) {
+      async set(itemId, units, shards, opts) {
         const k = itemKeys(prefix, itemId);
-        await redis.setStock(k.stock, k.meta, units, shards);
+        const res = (await redis.setStock(k.stock, k.meta, k.ctr, k.taken, units, shards, opts?.idleOnly ? '1' : '0')) as number;
         cache.invalidate(itemId);
+        return res >= 0;
       },
     },
   };

@@ -1,10 +1,18 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 
 /**
- * A ticket id is `<base64url(itemId)>.<seq base36>.<tag>`, where tag is the first 128 bits of
- * HMAC-SHA256(item secret, seq). The item secret is 256 random bits made when the item is created,
- * so an id is a bearer capability nobody can guess, and a status read finds the item and the
- * ticket without any index. It holds no ':' and is never all digits, so it is a valid BullMQ jobId.
+ * A ticket id is `<base64url(itemId)>.<seq base36>.<tag>`, where tag is 128 bits of MAC under the
+ * item secret (256 random bits made when the item is created), in two halves:
+ *
+ * - 64 bits of HMAC-SHA256(secret, "s" ‖ seq): checked before anything is read, so a forged or
+ *   mistyped id costs no Redis call;
+ * - 64 bits of HMAC-SHA256(secret, "u" ‖ seq ‖ joinedAt ‖ userId): checked against the ticket's
+ *   record once it is read, so an id names one user's ticket, never just a seq. A Redis rollback
+ *   (AOF losing its last second, a restored snapshot, a lagging replica promoted) rewinds the seq
+ *   counter and hands the same seq to the next joiner; the binding half makes that joiner's id
+ *   differ from the lost one's, and the lost id answers 404 instead of naming someone else's ticket.
+ *
+ * It holds no ':' and is never all digits, so it is a valid BullMQ jobId.
  */
 export interface ParsedTicketId {
   itemId: string;
@@ -12,11 +20,20 @@ export interface ParsedTicketId {
   tag: string;
 }
 
-const tagOf = (secret: string, seq: number) =>
-  createHmac('sha256', secret).update(String(seq)).digest().subarray(0, 16).toString('base64url');
+/** What the binding half of the tag covers: the record's join time (ms after the item's epoch) and user. */
+export interface TicketBinding {
+  joinedRel: number;
+  userId: string;
+}
 
-export function makeTicketId(itemId: string, seq: number, secret: string): string {
-  return `${Buffer.from(itemId).toString('base64url')}.${seq.toString(36)}.${tagOf(secret, seq)}`;
+const mac = (secret: string, msg: string) => createHmac('sha256', secret).update(msg).digest().subarray(0, 8);
+
+const seqHalf = (secret: string, seq: number) => mac(secret, `s${seq}`);
+const bindHalf = (secret: string, seq: number, b: TicketBinding) => mac(secret, `u${seq}|${b.joinedRel}|${b.userId}`);
+
+export function makeTicketId(itemId: string, seq: number, secret: string, binding: TicketBinding): string {
+  const tag = Buffer.concat([seqHalf(secret, seq), bindHalf(secret, seq, binding)]).toString('base64url');
+  return `${Buffer.from(itemId).toString('base64url')}.${seq.toString(36)}.${tag}`;
 }
 
 const shape = /^([A-Za-z0-9_-]{1,172})\.([0-9a-z]{1,11})\.([A-Za-z0-9_-]{22})$/;
@@ -31,8 +48,16 @@ export function parseTicketId(id: string): ParsedTicketId | null {
   return { itemId, seq, tag: m[3] };
 }
 
-export function verifyTag(parsed: ParsedTicketId, secret: string): boolean {
-  const want = Buffer.from(tagOf(secret, parsed.seq));
-  const got = Buffer.from(parsed.tag);
-  return want.length === got.length && timingSafeEqual(want, got);
+const tagBytes = (parsed: ParsedTicketId) => Buffer.from(parsed.tag, 'base64url');
+
+/** The first half: the id was made by a daemon that knows the item's secret, for this seq. */
+export function verifySeq(parsed: ParsedTicketId, secret: string): boolean {
+  const got = tagBytes(parsed);
+  return got.length === 16 && timingSafeEqual(got.subarray(0, 8), seqHalf(secret, parsed.seq));
+}
+
+/** The second half: the id was made for the ticket whose record this is. */
+export function verifyBinding(parsed: ParsedTicketId, secret: string, binding: TicketBinding): boolean {
+  const got = tagBytes(parsed);
+  return got.length === 16 && timingSafeEqual(got.subarray(8), bindHalf(secret, parsed.seq, binding));
 }

@@ -44,6 +44,9 @@ export function parseRecord(record: string, epoch: number): TicketRecord {
   };
 }
 
+/** What a ticket id's binding half covers (ticket-id.ts), from the record. */
+export const bindingOf = (rec: TicketRecord, epoch: number) => ({ joinedRel: rec.createdAt - epoch, userId: rec.userId });
+
 export const stateOfChar = (c: string): TicketState => stateByChar[c];
 
 const iso = (ms: number) => new Date(ms).toISOString();

@@ -1,3 +1,4 @@
+import type { PgHealth } from '../db/health.js';
 import type { Clock } from '../kernel/clock.js';
 import type { Logger } from '../kernel/logger.js';
 import type { Queue } from '../queue/queue.js';
@@ -26,7 +27,10 @@ export interface DispatcherOptions {
  * (polling every 10 ms instead cost a quarter of the daemon's HTTP throughput on two cores).
  * Joins through other daemons are admitted by their own dispatchers.
  */
-export function startDispatcher(deps: { queue: Queue; handlers: HandlerRegistry; jobs: JobQueues; clock: Clock; log: Logger }, opts: DispatcherOptions) {
+export function startDispatcher(
+  deps: { queue: Queue; handlers: HandlerRegistry; jobs: JobQueues; clock: Clock; log: Logger; pg: Pick<PgHealth, 'up'> },
+  opts: DispatcherOptions,
+) {
   const { queue, handlers, jobs, clock, log } = deps;
   let stopped = false;
   let ids: string[] = [];
@@ -42,7 +46,17 @@ export function startDispatcher(deps: { queue: Queue; handlers: HandlerRegistry;
   async function roundFor(itemId: string): Promise<number> {
     const item = await queue.item(itemId);
     const spec = item && handlers.get(item.snap.def.handler);
-    if (!item || !spec?.handle || spec.external) return 0;
+    if (!item) return 0;
+    // The window ended: waiting tickets end `closed` (for external items too, which nobody may pull).
+    const { closesAt } = item.snap.def;
+    if (closesAt !== null && clock.now() >= closesAt && !item.snap.closed) {
+      await queue.cut(itemId, 'closed', 'closed');
+      return 0;
+    }
+    if (!spec?.handle || spec.external) return 0;
+    // While Postgres is unreachable, handlers that sell through it admit nobody: tickets wait in
+    // line (and keep their places) instead of failing; admissions resume when it answers again.
+    if (spec.stockTable && !deps.pg.up) return 0;
     if (item.snap.counts.waiting === 0 && !busy.has(itemId) && !hinted.delete(itemId)) return 0;
     const got = await queue.admit(itemId, opts.batch, opts.dispatchLeaseMs, spec.selfLimited?.maxInFlight ?? opts.autoCap);
     if (!got.length) {

@@ -41,6 +41,18 @@ export class DropError extends Error {
   }
 }
 
+/**
+ * Thrown when the ticket cannot be decided now and should wait at the head of the line, without
+ * using an attempt: Postgres is unreachable, or every unit left is held by a ticket in flight.
+ * The ticket goes back to the head (it keeps its place before every waiting ticket).
+ */
+export class RequeueError extends Error {
+  constructor(readonly reason: string) {
+    super(reason);
+    this.name = 'RequeueError';
+  }
+}
+
 /** An item's Redis stock counter, one ticket at a time (calls are coalesced underneath). */
 export interface UnitStock {
   /** Takes one unit for the ticket (idempotent per ticket); `left` counts all shards afterwards. */
@@ -57,8 +69,10 @@ export interface HandlerContext {
   stock: UnitStock;
   /** Sells through Postgres (batched): orders for seckill, claims for coupon. */
   sell(table: 'orders' | 'coupon_claims', req: SaleRequest): Promise<SaleResult>;
-  /** Marks the item sold out: new joins get 410, every waiting ticket ends rejected/sold_out. */
+  /** Marks the item sold out (Postgres said so): new joins get 410, every waiting ticket ends rejected/sold_out. */
   soldOut(): Promise<void>;
+  /** Asks Postgres whether units are left; when none are, marks the item sold out and answers true. */
+  confirmSoldOut(): Promise<boolean>;
 }
 
 export interface HandlerSpec {

@@ -2,7 +2,7 @@ import type { Job } from 'bullmq';
 import type { Logger } from '../kernel/logger.js';
 import type { SettleInput } from '../queue/queue.js';
 import type { CachedItem } from '../queue/item-cache.js';
-import { DropError, type HandlerContext, type HandlerOutcome, type HandlerSpec } from './handler.js';
+import { DropError, RequeueError, type HandlerContext, type HandlerOutcome, type HandlerSpec } from './handler.js';
 import type { JobTicket, TicketJob } from './jobs.js';
 import type { HandlerRegistry } from './registry.js';
 
@@ -26,7 +26,7 @@ export interface RunnerDeps {
   /** Settles one ticket (coalesced with others into one Redis call); returns the settle code. */
   settle(s: Settlement): Promise<number>;
   /** The job-independent part of every handler context (stock, sales, sold-out). */
-  context(itemId: string): Pick<HandlerContext, 'stock' | 'sell' | 'soldOut'>;
+  context(itemId: string): Pick<HandlerContext, 'stock' | 'sell' | 'soldOut' | 'confirmSoldOut'>;
   onSample(s: Sample): void;
   now(): number;
   onSettled(itemId: string, status: string): void;
@@ -50,8 +50,8 @@ export function createRunner(deps: RunnerDeps) {
     const code = await deps.settle({ ...input, itemId, seq: t.seq, leaseId: t.leaseId, force: true });
     // -2: the lease ran out and the ticket went back to the line (it will run again,
     // idempotently); -1: the item was re-created. Nothing left to settle either way.
-    if (code < 0) log.warn({ ticketId: t.ticketId, code: code === -1 ? 'ticket_not_found' : 'lease_lost' }, 'job outcome not settled');
-    else deps.onSettled(itemId, input.status);
+    if (code < 0) log.warn({ itemId, seq: t.seq, code: code === -1 ? 'ticket_not_found' : 'lease_lost' }, 'job outcome not settled');
+    else deps.onSettled(itemId, input.retry ? 'retry' : input.status);
   }
 
   /** Runs the handler for one ticket; returns false when the ticket should be retried. */
@@ -63,14 +63,20 @@ export function createRunner(deps: RunnerDeps) {
       outcome = await spec.handle!({ ticketId: t.ticketId, itemId: d.itemId, seq: t.seq, userId: t.userId, payload: t.payload, config, attempt }, ctx);
       deps.onSample({ itemId: d.itemId, startedAt, latencyMs: performance.now() - started, result: outcome.status === 'succeeded' ? 'ok' : 'rejected' });
     } catch (err) {
+      if (err instanceof RequeueError) {
+        // Undecidable now (Postgres unreachable, units held by tickets in flight): back to the head.
+        log.debug({ itemId: d.itemId, seq: t.seq, reason: err.reason }, 'ticket requeued');
+        await settle(d.itemId, t, { status: 'failed', reason: err.reason, retry: true });
+        return true;
+      }
       const drop = err instanceof DropError;
       deps.onSample({ itemId: d.itemId, startedAt, latencyMs: performance.now() - started, result: drop ? 'drop' : 'error' });
       const permanent = (err as { permanent?: boolean }).permanent === true;
       if (!permanent && attempt < deps.attempts) {
-        log.debug({ ticketId: t.ticketId, attempt, err: String(err) }, 'handler attempt failed; retrying');
+        log.debug({ itemId: d.itemId, seq: t.seq, attempt, err: String(err) }, 'handler attempt failed; retrying');
         return false;
       }
-      log.warn({ ticketId: t.ticketId, attempt, err: String(err) }, 'handler failed');
+      log.warn({ itemId: d.itemId, seq: t.seq, attempt, err: String(err) }, 'handler failed');
       await settle(d.itemId, t, { status: 'failed', reason: drop ? (err as DropError).reason : permanent ? (err as Error).message : 'handler_error' });
       return true;
     }

@@ -1,10 +1,12 @@
 import type { Redis } from 'ioredis';
 import type postgres from 'postgres';
-import { writeSales, type SaleRequest, type SaleResult } from '../db/sales.js';
+import { isPostgresUnavailable } from '../db/faults.js';
+import type { PgHealth } from '../db/health.js';
+import { unitsLeft, writeSales, type SaleRequest, type SaleResult } from '../db/sales.js';
 import { createBatcher, perKey } from '../kernel/batcher.js';
 import type { Logger } from '../kernel/logger.js';
 import type { Queue } from '../queue/queue.js';
-import type { HandlerContext } from './handler.js';
+import { RequeueError, type HandlerContext } from './handler.js';
 import { createJobQueues, type JobOptions } from './jobs.js';
 import type { HandlerRegistry } from './registry.js';
 import { createRunner, type Sample, type Settlement } from './runner.js';
@@ -13,6 +15,8 @@ export interface ServiceDeps {
   /** A connection for BullMQ (maxRetriesPerRequest: null); workers duplicate it. */
   bullRedis: Redis;
   sql: postgres.Sql;
+  /** Marked down when a sale finds Postgres unreachable (the dispatcher pauses those items). */
+  pg: PgHealth;
   queue: Queue;
   handlers: HandlerRegistry;
   log: Logger;
@@ -50,19 +54,39 @@ export function createService(deps: ServiceDeps) {
     redisOpts,
   );
   /** One sold-out cut per item at a time, however many tickets find the stock gone together. */
-  const cutting = new Map<string, Promise<void>>();
-  const soldOut = (itemId: string) => {
-    let p = cutting.get(itemId);
+  const once = new Map<string, Promise<unknown>>();
+  const single = <T>(key: string, run: () => Promise<T>): Promise<T> => {
+    let p = once.get(key) as Promise<T> | undefined;
     if (!p) {
-      p = queue.cut(itemId, 'sold_out').then(() => undefined).finally(() => cutting.delete(itemId));
-      cutting.set(itemId, p);
+      p = run().finally(() => once.delete(key));
+      once.set(key, p);
     }
     return p;
   };
-  const context = (itemId: string): Pick<HandlerContext, 'stock' | 'sell' | 'soldOut'> => ({
+  const soldOut = (itemId: string) => single(`cut:${itemId}`, () => queue.cut(itemId, 'sold_out').then(() => undefined));
+  /** Postgres's word, asked once at a time per item: no units left → the item is cut sold out. */
+  const confirmSoldOut = (itemId: string) =>
+    single(`left:${itemId}`, async () => {
+      const left = await pgCall(() => unitsLeft(deps.sql, itemId));
+      if (left !== null && left > 0) return false;
+      await soldOut(itemId);
+      return true;
+    });
+  /** A Postgres call whose failure to connect makes the ticket wait (requeue) instead of failing. */
+  async function pgCall<T>(run: () => Promise<T>): Promise<T> {
+    try {
+      return await run();
+    } catch (err) {
+      if (!isPostgresUnavailable(err)) throw err;
+      deps.pg.markDown(String((err as { code?: string }).code ?? err));
+      throw new RequeueError('postgres_unavailable');
+    }
+  }
+  const context = (itemId: string): Pick<HandlerContext, 'stock' | 'sell' | 'soldOut' | 'confirmSoldOut'> => ({
     stock: { take: (id, seq) => taker.submit({ itemId: id, seq }), refund: (id, seq) => queue.stock.refund(id, seq) },
-    sell: (table, req): Promise<SaleResult> => sellers[table].submit(req),
+    sell: (table, req): Promise<SaleResult> => pgCall(() => sellers[table].submit(req)),
     soldOut: () => soldOut(itemId),
+    confirmSoldOut: () => confirmSoldOut(itemId),
   });
 
   const jobs = createJobQueues(deps.bullRedis, deps.jobs);

@@ -45,11 +45,24 @@ local function lastCutSeq(cuts)
   return cuts[#cuts][1]
 end
 
+-- Gives back the unit of stock a ticket took (seckill, coupon), if it holds one: whatever ends a
+-- ticket without a sale, or returns it to the line, puts its unit back in the counter at once, so
+-- a unit is never stranded on a ticket that will not buy it. Idempotent (the `taken` entry goes).
+local function releaseUnit(base, seq)
+  local takenKey = base .. 'taken'
+  local shard = rcall('HGET', takenKey, fmt(seq))
+  if shard then
+    rcall('HDEL', takenKey, fmt(seq))
+    rcall('HINCRBY', base .. 'stock', shard, 1)
+  end
+end
+
 -- Ends a ticket: record state, outcome and times in x:<seq>, counters moved, and the ticket
 -- announced on the item's `done` stream, which feeds the outcome ledger in Postgres. The entry
 -- carries everything the ledger writes (record, outcome, times), so reading it costs no further
 -- round trip per ticket.
 local function finish(base, ctrKey, seq, record, fromCounter, stateChar, status, outcomeJson, now)
+  if stateChar ~= 's' then releaseUnit(base, seq) end
   local rec = setState(base, seq, record, stateChar)
   local xKey = base .. 'x:' .. fmt(seq)
   local admittedAt = rcall('HGET', xKey, 'admittedAt') or ''
@@ -70,6 +83,7 @@ local function returnToHead(base, metaKey, ctrKey, retryKey, seq, record, now)
     local outcome = cjson.encode({ status = stateByChar[cut[2]], reason = cut[3] })
     return finish(base, ctrKey, seq, record, 'admitted', cut[2], stateByChar[cut[2]], outcome, now)
   end
+  releaseUnit(base, seq)
   local rec = setState(base, seq, record, 'w')
   rcall('HDEL', base .. 'x:' .. fmt(seq), 'lease', 'leaseExp')
   rcall('HSET', base .. 'x:' .. fmt(seq), 'updatedAt', fmt(now))

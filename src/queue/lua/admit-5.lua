@@ -7,7 +7,10 @@
   ARGV[1] base  ARGV[2] now  ARGV[3] max  ARGV[4] leaseMs  ARGV[5] lease id prefix (random)
   ARGV[6] in-flight cap to apply when the gate sets none and is in auto mode ('' = none)
   Returns { code, n, seq1, record1, payload1, leaseId1, leaseExp1, seq2, ... }
-    code 0 ok, -1 item not found
+    code 0 ok, -1 item not found, -2 the sale window has ended (closesAt passed: the caller cuts
+    the line as closed; nothing is admitted after closesAt)
+  Items with stock (hash <base>stock) admit at most as many tickets as the counter has units, and
+  none while it is empty: a ticket admitted without a unit for it could only wait.
   Gate (hash KEYS[3]): mode (auto|manual|closed), rate (per s, '' = none), maxInFlight ('' =
   none), tat (GCRA theoretical arrival time, ms), aLimit / aRate (the adaptive controller's
   in-flight limit and pace, obeyed in auto mode only). A pace of `rate` with a burst tolerance of
@@ -17,10 +20,17 @@
 local base, now, max, leaseMs, leasePrefix = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 if rcall('EXISTS', KEYS[1]) == 0 then return { -1, 0 } end
 reclaimExpired(base, KEYS[1], KEYS[2], KEYS[5], KEYS[4], now)
+local closesAt = tonumber(rcall('HGET', KEYS[1], 'closesAt') or '')
+if closesAt and now >= closesAt then return { -2, 0 } end
 
 local gate = rcall('HMGET', KEYS[3], 'mode', 'rate', 'maxInFlight', 'tat', 'aLimit', 'aRate')
 if gate[1] == 'closed' then return { 0, 0 } end
 local allowed = max
+if rcall('EXISTS', base .. 'stock') == 1 then
+  local units = 0
+  for _, v in ipairs(rcall('HVALS', base .. 'stock')) do units = units + math.max(0, tonumber(v)) end
+  allowed = math.min(allowed, units)
+end
 local mif = tonumber(gate[3] or '')
 local rate = tonumber(gate[2] or '')
 if gate[1] ~= 'manual' then

@@ -1,11 +1,18 @@
 --[[
   Sets the units left, spread evenly over K shards (reconcile: units = total - sold in Postgres).
   An item that has units again is no longer sold out (tickets that were already rejected stay so).
-  KEYS[1] stock  KEYS[2] meta
+  KEYS[1] stock  KEYS[2] meta  KEYS[3] ctr  KEYS[4] taken
   ARGV[1] units left  ARGV[2] shards K
-  Returns the units set.
+  ARGV[3] '1': set only while no ticket of the item is admitted. Then no sale is in flight and no
+    ticket holds a unit (waiting tickets never do: returning a ticket to the line gives its unit
+    back), so Postgres's total − sold is exactly what the counter must hold, in both directions.
+  Returns the units set, or -1 when a sale was in flight (nothing changed).
 ]]
 local units, k = tonumber(ARGV[1]), tonumber(ARGV[2])
+if ARGV[3] == '1' then
+  if tonumber(redis.call('HGET', KEYS[3], 'admitted') or '0') > 0 then return -1 end
+  redis.call('DEL', KEYS[4])
+end
 redis.call('DEL', KEYS[1])
 for i = 0, k - 1 do
   local share = math.floor(units / k)

@@ -1,0 +1,55 @@
+import type postgres from 'postgres';
+import type { Logger } from '../kernel/logger.js';
+
+/**
+ * Whether Postgres answers, as the sale path sees it. A sale that finds Postgres unreachable marks
+ * it down; from then on a probe (`select 1`, bounded by `probeTimeoutMs`) runs every `probeMs`
+ * until one answers, and the `up` listeners run (the dispatcher resumes admissions for the
+ * handlers that sell through Postgres, stock counters are reconciled). While it is down, tickets
+ * of those handlers wait in line instead of failing.
+ */
+export interface PgHealth {
+  readonly up: boolean;
+  markDown(reason: string): void;
+  onUp(listener: () => void): void;
+  stop(): void;
+}
+
+export function createPgHealth(sql: postgres.Sql, log: Logger, opts = { probeMs: 250, probeTimeoutMs: 1000 }): PgHealth {
+  let up = true;
+  let stopped = false;
+  let probing: Promise<void> | null = null;
+  const listeners: (() => void)[] = [];
+
+  async function probeUntilUp() {
+    while (!stopped) {
+      await new Promise((r) => setTimeout(r, opts.probeMs));
+      const ok = await Promise.race([
+        sql`select 1`.then(() => true, () => false),
+        new Promise<boolean>((r) => setTimeout(() => r(false), opts.probeTimeoutMs).unref()),
+      ]);
+      if (ok) break;
+    }
+    if (stopped) return;
+    up = true;
+    log.warn('postgres reachable again; sales resume');
+    for (const l of listeners) l();
+  }
+
+  return {
+    get up() {
+      return up;
+    },
+    markDown(reason) {
+      if (!up || stopped) return;
+      up = false;
+      log.warn({ reason }, 'postgres unreachable; admissions of postgres-backed handlers pause');
+      probing = probeUntilUp().finally(() => (probing = null));
+    },
+    onUp: (l) => void listeners.push(l),
+    stop() {
+      stopped = true;
+      void probing;
+    },
+  };
+}
