@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -12,6 +13,8 @@ const { call, daemon } = await inProcessDaemon({
   databaseUrl: db.url,
   env: { FLOODGATE_JOB_ATTEMPTS: '3', FLOODGATE_JOB_BACKOFF_MS: '50' },
 });
+
+const ref = (ticketId: string) => createHash('sha256').update(ticketId).digest('base64url');
 
 const settled = (id: string) =>
   waitFor(
@@ -71,7 +74,7 @@ describe('webhook', () => {
   });
   afterAll(() => new Promise((r) => server.close(r)));
 
-  it('maps 2xx, 409, 5xx with retries, timeouts and 4xx to outcomes, with the ticket id as idempotency key', async () => {
+  it('maps 2xx, 409, 5xx with retries, timeouts and 4xx to outcomes, with the ticket ref as idempotency key', async () => {
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
     await call('PUT', '/v1/items/wh', { handler: 'webhook', config: { url, timeoutMs: 300, headers: { 'x-shop-key': 'k1' } } });
@@ -87,8 +90,8 @@ describe('webhook', () => {
     expect(seen.get('flaky')!.calls).toBe(3);
     expect(seen.get('down')!.calls).toBe(3);
     expect(seen.get('bad')!.calls).toBe(1);
-    expect([...seen.get('flaky')!.keys]).toEqual([ids.flaky]);
-    expect(seen.get('ok')!.body).toEqual({ ticketId: ids.ok, itemId: 'wh', userId: 'ok', payload: { sku: 1 } });
+    expect([...seen.get('flaky')!.keys]).toEqual([ref(ids.flaky)]);
+    expect(seen.get('ok')!.body).toEqual({ ticketRef: ref(ids.ok), itemId: 'wh', userId: 'ok', payload: { sku: 1 } });
     const metrics = await (await fetch(`${daemon.url}/metrics`)).text();
     // Drops the gate will see: flaky 2 × 503, down 3 × 503, slow 3 timeouts.
     expect(metrics).toMatch(/floodgate_downstream_calls_total\{item="wh",result="drop"\} 8/);

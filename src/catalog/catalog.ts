@@ -49,6 +49,8 @@ export interface Catalog {
   get(itemId: string): Promise<ItemView>;
   list(): Promise<ItemView[]>;
   close(itemId: string): Promise<ItemView>;
+  /** The signing secret of a webhook item (the item view never shows it). */
+  webhookSecret(itemId: string): Promise<string>;
   patchGate(itemId: string, patch: Partial<GateSettings>, actor: Actor): Promise<GateView>;
   restore(): Promise<number>;
   /**
@@ -103,9 +105,13 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     return { itemId: def.itemId, left, redisHad, changed };
   }
 
-  function lineDefinition(itemId: string, input: ItemInput): LineDefinition {
+  /** `defining`: an operator defines the item, `previous` is how it stands (HandlerSpec.fillIn). */
+  function lineDefinition(itemId: string, input: ItemInput, defining?: { previous: LineDefinition | null }): LineDefinition {
     const spec = handlers.get(input.handler) ?? fail('invalid_request', `Unknown handler "${input.handler}".`, { issues: [{ path: 'handler', message: `one of ${handlers.names().join(', ')}` }] });
-    const parsed = spec.config.safeParse(input.config ?? {});
+    const given = input.config ?? {};
+    const previous = defining?.previous?.handler === spec.name ? defining.previous.config : null;
+    const config = defining && spec.fillIn ? spec.fillIn(given, previous) : given;
+    const parsed = spec.config.safeParse(config);
     if (!parsed.success) {
       const issues = parsed.error.issues.map((i) => ({ path: ['config', ...i.path].join('.'), message: i.message }));
       fail('invalid_request', `The config does not suit the ${spec.name} handler.`, { issues });
@@ -135,7 +141,7 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     return {
       itemId: s.def.itemId,
       handler: s.def.handler,
-      config: s.def.config,
+      config: spec?.redact ? spec.redact(s.def.config) : s.def.config,
       capacity: s.def.capacity,
       abandonAfterMs: s.def.abandonAfterMs,
       opensAt: iso(s.def.opensAt),
@@ -157,8 +163,9 @@ export function createCatalog(deps: CatalogDeps): Catalog {
 
   return {
     async put(itemId, input, actor) {
-      const def = lineDefinition(itemId, input);
-      const before = (await queue.item(itemId, { fresh: true }))?.snap.gate ?? null;
+      const existing = await queue.item(itemId, { fresh: true });
+      const def = lineDefinition(itemId, input, { previous: existing?.snap.def ?? null });
+      const before = existing?.snap.gate ?? null;
       const gate: GateSettings = { ...defaultGate, ...input.gate };
       const { created } = await queue.define(def, gate, { reopen: true });
       await syncStock(def, false);
@@ -192,6 +199,14 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       await store.markClosed(itemId, new Date(deps.clock.now()));
       deps.log.info({ itemId, ended }, 'item closed');
       return view(await current(itemId));
+    },
+
+    async webhookSecret(itemId) {
+      const { def } = (await current(itemId)).snap;
+      if (def.handler !== 'webhook') fail('conflict', `Item ${itemId} is not a webhook item.`);
+      if (typeof def.config.secret !== 'string') fail('conflict', `Item ${itemId} was defined before webhook secrets; replace it (PUT) to make one.`);
+      deps.log.info({ itemId }, 'webhook secret read');
+      return def.config.secret as string;
     },
 
     async patchGate(itemId, patch, actor) {

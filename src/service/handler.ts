@@ -79,6 +79,14 @@ export interface HandlerSpec {
   name: string;
   /** Validates and normalises the item's `config`. */
   config: z.ZodType<Record<string, unknown>>;
+  /**
+   * Completes a config as an operator defines the item, before validation: fields made once at
+   * creation (a secret) or kept from `previous`, the item's config when it already had this
+   * handler. Not called when an item is restored from Postgres.
+   */
+  fillIn?(input: Record<string, unknown>, previous: Record<string, unknown> | null): Record<string, unknown>;
+  /** The config as the item view shows it: without secrets. Logs never carry the config. */
+  redact?(config: Record<string, unknown>): Record<string, unknown>;
   /** May a user whose earlier ticket ended join again? 'unless_succeeded': not after a success. */
   rejoin(config: Record<string, unknown>): 'any' | 'unless_succeeded';
   /** Outside workers pull and write back (no in-process run). */

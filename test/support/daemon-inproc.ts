@@ -1,6 +1,6 @@
 import { afterAll } from 'vitest';
 import { loadConfig } from '../../src/config.js';
-import { createLogger } from '../../src/kernel/logger.js';
+import { createLogger, type Logger } from '../../src/kernel/logger.js';
 import { startDaemon, type Daemon } from '../../src/main.js';
 import { http } from './http.js';
 import { redisUrl } from './redis.js';
@@ -9,7 +9,7 @@ export const OP = 'op-key';
 export const SVC = 'svc-key';
 
 /** The whole daemon (API, dispatcher, workers) in this process, on a free port; stopped after the file. */
-export async function inProcessDaemon(opts: { prefix: string; databaseUrl: string; env?: Record<string, string> }) {
+export async function inProcessDaemon(opts: { prefix: string; databaseUrl: string; env?: Record<string, string>; log?: Logger }) {
   const config = loadConfig({
     PORT: '0',
     HOST: '127.0.0.1',
@@ -20,7 +20,7 @@ export async function inProcessDaemon(opts: { prefix: string; databaseUrl: strin
     FLOODGATE_OPERATOR_KEYS: OP,
     ...opts.env,
   });
-  const daemon: Daemon = await startDaemon(config, createLogger(process.env.TEST_LOG_LEVEL ?? 'silent'));
+  const daemon: Daemon = await startDaemon(config, opts.log ?? createLogger(process.env.TEST_LOG_LEVEL ?? 'silent'));
   afterAll(() => daemon.stop());
   const call = (method: string, path: string, body?: unknown, key: string | null = OP) => http(daemon.url, method, path, body, key);
   return { daemon, call };

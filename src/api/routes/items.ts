@@ -52,6 +52,15 @@ export function itemRoutes(ctx: ApiContext) {
 
   app.openapi(
     createRoute({
+      method: 'get', path: '/v1/items/{itemId}/webhook-secret', tags: ['items'], security, middleware: [operator] as const,
+      summary: "The webhook item's signing secret (Floodgate-Signature); 409 for other handlers",
+      request: { params }, responses: { 200: json(z.object({ secret: z.string() }), 'The secret'), ...errorResponses },
+    }),
+    async (c) => c.json({ secret: await ctx.catalog.webhookSecret(c.req.valid('param').itemId) }, 200),
+  );
+
+  app.openapi(
+    createRoute({
       method: 'patch', path: '/v1/items/{itemId}/gate', tags: ['gate'], security, middleware: [operator] as const,
       summary: "Change the item's gate (applies on every daemon within a second; audited)",
       request: { params, body: { ...json(GatePatch, 'Fields to change'), required: true } },

@@ -1,0 +1,185 @@
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { pino } from 'pino';
+import { afterAll, describe, expect, it } from 'vitest';
+import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
+import { testDb } from './support/db.js';
+import { testRedis } from './support/redis.js';
+
+const logLines: string[] = [];
+const { newPrefix } = testRedis();
+const db = await testDb();
+const { call } = await inProcessDaemon({
+  prefix: newPrefix(),
+  databaseUrl: db.url,
+  env: { FLOODGATE_JOB_ATTEMPTS: '3', FLOODGATE_JOB_BACKOFF_MS: '50' },
+  log: pino({ level: 'debug' }, { write: (line: string) => void logLines.push(line) }),
+});
+
+interface Seen {
+  rawHeaders: string[];
+  headers: IncomingMessage['headers'];
+  body: string;
+}
+
+/** A downstream on loopback that records every request as it came on the wire. */
+async function downstream(answer: (req: Seen, res: ServerResponse) => void) {
+  const seen: Seen[] = [];
+  const server: Server = createServer(async (req, res) => {
+    let body = '';
+    for await (const chunk of req) body += chunk;
+    const s = { rawHeaders: req.rawHeaders, headers: req.headers, body };
+    seen.push(s);
+    answer(s, res);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  afterAll(() => new Promise((r) => server.close(r)));
+  return { seen, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook` };
+}
+
+const json = (res: ServerResponse, status: number, body: string) => {
+  res.writeHead(status, { 'content-type': 'application/json' });
+  res.end(body);
+};
+
+const settled = (id: string) =>
+  waitFor(
+    () => call('GET', `/v1/tickets/${id}`, undefined, null).then((r) => r.body),
+    (v) => !['waiting', 'admitted'].includes(v.state),
+  );
+
+async function join(itemId: string, userId: string) {
+  const j = await call('POST', `/v1/items/${itemId}/tickets`, { userId, payload: { sku: 7 } }, SVC);
+  expect(j.status).toBe(202);
+  return j.body.ticketId as string;
+}
+
+/** What a downstream does with node:crypto alone (the README's example). */
+function verify(secret: string, header: string, rawBody: string, nowSec: number): boolean {
+  const m = /^t=(\d+),v1=([0-9a-f]{64})$/.exec(header);
+  if (!m || Math.abs(nowSec - Number(m[1])) > 300) return false;
+  const want = createHmac('sha256', secret).update(`${m[1]}.${rawBody}`).digest();
+  return timingSafeEqual(want, Buffer.from(m[2], 'hex'));
+}
+
+describe('webhook security', () => {
+  it('signs each call with the item secret, keys it by the ticket ref, and never sends the ticket id', async () => {
+    const down = await downstream((_, res) => json(res, 200, '{"orderId":"S1"}'));
+    const put = await call('PUT', '/v1/items/sig', { handler: 'webhook', config: { url: down.url, headers: { 'x-shop-key': 'shop-secret-value' } } });
+    expect(put.status).toBe(201);
+    expect(put.body.config.secret).toBeUndefined();
+    expect(put.body.config.headers).toEqual({ 'x-shop-key': '[redacted]' });
+    const view = await call('GET', '/v1/items/sig');
+    const list = await call('GET', '/v1/items');
+    for (const shown of [JSON.stringify(view.body), JSON.stringify(list.body)]) expect(shown).not.toContain('shop-secret-value');
+
+    expect((await call('GET', '/v1/items/sig/webhook-secret', undefined, SVC)).status).toBe(403);
+    const got = await call('GET', '/v1/items/sig/webhook-secret');
+    expect(got.status).toBe(200);
+    const secret = got.body.secret as string;
+    expect(secret).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(JSON.stringify(view.body)).not.toContain(secret);
+
+    const ticketId = await join('sig', 'u1');
+    expect(await settled(ticketId)).toMatchObject({ state: 'succeeded', outcome: { result: { orderId: 'S1' } } });
+    expect(down.seen).toHaveLength(1);
+    const [req] = down.seen;
+    expect(verify(secret, String(req.headers['floodgate-signature']), req.body, Math.floor(Date.now() / 1000))).toBe(true);
+    expect(verify(secret, String(req.headers['floodgate-signature']), req.body.replace('u1', 'u2'), Math.floor(Date.now() / 1000))).toBe(false);
+    const ref = createHash('sha256').update(ticketId).digest('base64url');
+    expect(req.headers['idempotency-key']).toBe(ref);
+    expect(JSON.parse(req.body)).toEqual({ ticketRef: ref, itemId: 'sig', userId: 'u1', payload: { sku: 7 } });
+    expect(req.headers['x-shop-key']).toBe('shop-secret-value');
+    expect(req.rawHeaders.join('\n') + req.body).not.toContain(ticketId);
+  });
+
+  it('keeps the secret when the item is replaced without one, takes a given one, and refuses bad ones', async () => {
+    const { url } = await downstream((_, res) => json(res, 200, '{}'));
+    await call('PUT', '/v1/items/keep', { handler: 'webhook', config: { url } });
+    const first = (await call('GET', '/v1/items/keep/webhook-secret')).body.secret;
+    expect((await call('PUT', '/v1/items/keep', { handler: 'webhook', config: { url, timeoutMs: 900 } })).status).toBe(200);
+    expect((await call('GET', '/v1/items/keep/webhook-secret')).body.secret).toBe(first);
+    const mine = 'm'.repeat(40);
+    expect((await call('PUT', '/v1/items/keep', { handler: 'webhook', config: { url, secret: mine } })).body.config.secret).toBeUndefined();
+    expect((await call('GET', '/v1/items/keep/webhook-secret')).body.secret).toBe(mine);
+
+    expect((await call('PUT', '/v1/items/keep', { handler: 'webhook', config: { url, secret: 'short' } })).status).toBe(400);
+    expect((await call('PUT', '/v1/items/keep', { handler: 'webhook', config: { url, headers: { 'x-a': 'v\r\nx-b: injected' } } })).status).toBe(400);
+    await call('PUT', '/v1/items/plain', { handler: 'external' });
+    expect((await call('GET', '/v1/items/plain/webhook-secret')).status).toBe(409);
+    expect((await call('GET', '/v1/items/nothing-here/webhook-secret')).status).toBe(404);
+  });
+
+  it('does not follow a redirect: the target never hears of it and the ticket fails http_302', async () => {
+    const target = await downstream((_, res) => json(res, 200, '{"stolen":true}'));
+    const redirecting = await downstream((_, res) => {
+      res.writeHead(302, { location: target.url });
+      res.end();
+    });
+    await call('PUT', '/v1/items/redir', { handler: 'webhook', config: { url: redirecting.url, headers: { authorization: 'Bearer downstream-key' } } });
+    const v = await settled(await join('redir', 'u1'));
+    expect(v).toMatchObject({ state: 'failed', outcome: { reason: 'http_302' } });
+    expect(v.outcome.result).toBeUndefined();
+    expect(redirecting.seen).toHaveLength(1);
+    expect(target.seen).toHaveLength(0);
+  });
+
+  it('fails an answer over 64 KiB as response_too_large, reading no further than the bound', async () => {
+    const big = JSON.stringify({ pad: 'x'.repeat(1024 * 1024) });
+    let endless = { written: 0, closed: false };
+    const down = await downstream((req, res) => {
+      if (JSON.parse(req.body).userId === 'big') return json(res, 200, big);
+      // No length given and no end: only the daemon closing the connection stops this.
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.write('{"pad":"');
+      const chunk = 'y'.repeat(16 * 1024);
+      const pump = () => {
+        while (!res.destroyed && endless.written < 256 * 1024 * 1024) {
+          endless.written += chunk.length;
+          if (!res.write(chunk)) return void res.once('drain', pump);
+        }
+      };
+      res.on('close', () => (endless.closed = true));
+      pump();
+    });
+    await call('PUT', '/v1/items/big', { handler: 'webhook', config: { url: down.url, timeoutMs: 20_000 } });
+    const views = await Promise.all([settled(await join('big', 'big')), settled(await join('big', 'endless'))]);
+    for (const v of views) {
+      expect(v).toMatchObject({ state: 'failed', outcome: { reason: 'response_too_large' } });
+      expect(v.outcome.result).toBeUndefined();
+    }
+    expect(down.seen).toHaveLength(2);
+    await waitFor(async () => endless.closed, (c) => c);
+    expect(endless.closed).toBe(true);
+    expect(endless.written).toBeLessThan(256 * 1024 * 1024);
+  });
+
+  it('fails an answer Postgres cannot store (NUL, lone surrogate) as invalid_response', async () => {
+    const down = await downstream((req, res) => {
+      const u = JSON.parse(req.body).userId;
+      if (u === 'nul') return json(res, 200, '{"a":"x\\u0000y"}');
+      if (u === 'surrogate') return json(res, 200, '{"a":"\\ud800"}');
+      if (u === 'key') return json(res, 409, '{"\\udfff":1}');
+      json(res, 200, '{"a":"\\ud83d\\ude00"}');
+    });
+    await call('PUT', '/v1/items/odd', { handler: 'webhook', config: { url: down.url } });
+    const users = ['nul', 'surrogate', 'key', 'fine'];
+    const views = await Promise.all((await Promise.all(users.map((u) => join('odd', u)))).map(settled));
+    expect(views.map((v) => [v.state, v.outcome.reason ?? null])).toEqual([
+      ['failed', 'invalid_response'],
+      ['failed', 'invalid_response'],
+      ['failed', 'invalid_response'],
+      ['succeeded', null],
+    ]);
+    expect(views[3].outcome.result).toEqual({ a: '😀' });
+  });
+
+  it('logs neither the secret nor header values', async () => {
+    const secret = (await call('GET', '/v1/items/sig/webhook-secret')).body.secret;
+    expect(secret).toMatch(/^.{32,}$/);
+    expect(logLines.length).toBeGreaterThan(0);
+    const all = logLines.join('');
+    for (const s of [secret, 'shop-secret-value', 'downstream-key', 'm'.repeat(40)]) expect(all).not.toContain(s);
+  });
+});
