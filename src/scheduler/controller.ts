@@ -70,12 +70,14 @@ export function startController(
       local.state = gate.aState ? (JSON.parse(gate.aState) as ControlState) : null;
       local.window = emptyWindow(now, inflight);
     }
+    const probes = local.state?.probes ?? 0;
     if (gate.aReset) {
       // A switch to auto: never resume a stale estimate; start from what is in flight and probe.
+      // The probe count carries on (the probes metric counts by it).
       local.state = null;
       await store.publish(itemId, { aReset: '' });
     }
-    local.state ??= initialState(now, Math.max(opts.startLimit, inflight));
+    local.state ??= { ...initialState(now, Math.max(opts.startLimit, inflight)), probes };
     const counters = await store.readSamples(itemId);
     if (local.prev) {
       const w = local.window;
