@@ -4,7 +4,7 @@
  *
  *   <p>{item}:meta      hash  definition: handler, config, window, capacity, secret, epoch, cuts…
  *   <p>{item}:ctr       hash  seq, served, waiting, admitted, succeeded, … , admissions, cxn
- *   <p>{item}:gate      hash  mode, rate, maxInFlight, tat
+ *   <p>{item}:gate      hash  mode, rate, maxInFlight, tatAt, tatOff (GCRA), a* (controller)
  *   <p>{item}:users     hash  userId → seq of the user's latest ticket
  *   <p>{item}:t:<page>  hash  seq → ticket record (pages of 128 seqs, see lua/_lib.lua)
  *   <p>{item}:p:<page>  hash  seq → last poll (ms), only for items with abandonAfterMs

@@ -308,7 +308,9 @@ export function createQueue(deps: QueueDeps): Queue {
     },
 
     async setGate(itemId, patch) {
-      await redis.hset(itemKeys(prefix, itemId).gate, gateFields(patch));
+      const fields = gateFields(patch);
+      if (!Object.keys(fields).length) return; // HSET with no fields is an error
+      await redis.hset(itemKeys(prefix, itemId).gate, fields);
       cache.invalidate(itemId);
     },
 
