@@ -18,7 +18,8 @@
  *   <p>{item}:leader    string the daemon whose controller drives this item's gate (a lease)
  *   <p>{item}:stock     hash  s<i> → units left in shard i (seckill, coupon)
  *   <p>{item}:taken     hash  seq → shard a ticket took its unit from
- *   <p>items            set   every item id (the only key without a hash tag)
+ *   <p>items            set   every item id (keys without a hash tag)
+ *   <p>items:ver        string bumped whenever the set changes: daemons reload their copy of it
  */
 export interface ItemKeys {
   base: string;
@@ -62,3 +63,4 @@ export function itemKeys(prefix: string, itemId: string): ItemKeys {
 }
 
 export const itemsSetKey = (prefix: string) => `${prefix}items`;
+export const itemsVersionKey = (prefix: string) => `${prefix}items:ver`;
