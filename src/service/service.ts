@@ -61,7 +61,12 @@ export function createService(deps: ServiceDeps) {
   };
   const context = (itemId: string): Pick<HandlerContext, 'stock' | 'sell' | 'soldOut'> => ({
     stock: { take: (id, seq) => taker.submit({ itemId: id, seq }), refund: (id, seq) => queue.stock.refund(id, seq) },
-    sell: (table, req): Promise<SaleResult> => sellers[table].submit(req),
+    sell: async (table, req): Promise<SaleResult> => {
+      // A refused ticket fails alone: the rest of its batch was sold (db/sales.ts).
+      const sale = await sellers[table].submit(req);
+      if (sale.kind === 'refused') throw sale.error;
+      return sale;
+    },
     soldOut: () => soldOut(itemId),
   });
 
