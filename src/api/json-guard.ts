@@ -1,4 +1,5 @@
 import type { z } from '@hono/zod-openapi';
+import { replaceUnsafe, textProblem } from '../kernel/safe-text.js';
 
 /**
  * The door for hostile bytes (API.md, Identifiers): every string the daemon accepts, at any depth
@@ -12,24 +13,12 @@ import type { z } from '@hono/zod-openapi';
  */
 export const MAX_JSON_DEPTH = 32;
 
-const BAD_TEXT = /\0|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
-
-/** Why a string may not enter, or null when it may. */
-export function textProblem(s: string): string | null {
-  const m = BAD_TEXT.exec(s);
-  if (!m) return null;
-  return m[0] === '\0' ? 'contains NUL (\\u0000)' : 'contains a lone surrogate (not well-formed Unicode)';
-}
-
 export interface JsonIssue {
   path: (string | number)[];
   message: string;
 }
 
-/** A key as it can be shown in an error path (the offending characters as U+FFFD). */
-const printable = (key: string) => key.replace(new RegExp(BAD_TEXT, 'g'), '\ufffd');
-
-/** The first `limit` problems of a parsed JSON value, in document order; [] when it may enter. */
+/** The first `limit` problems of a parsed JSON value, depth first; [] when it may enter. */
 export function jsonIssues(value: unknown, maxDepth = MAX_JSON_DEPTH, limit = 10): JsonIssue[] {
   const issues: JsonIssue[] = [];
   // Depth-first with an explicit stack: a hostile body cannot overflow the call stack.
@@ -52,7 +41,7 @@ export function jsonIssues(value: unknown, maxDepth = MAX_JSON_DEPTH, limit = 10
     else
       for (const [key, x] of Object.entries(v)) {
         const problem = textProblem(key);
-        if (problem) issues.push({ path: [...path, printable(key)], message: `key ${problem}` });
+        if (problem) issues.push({ path: [...path, replaceUnsafe(key)], message: `key ${problem}` });
         else children.push({ v: x, path: [...path, key] });
       }
     for (let i = children.length - 1; i >= 0; i--) stack.push(children[i]);
