@@ -158,7 +158,7 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
   const probesSeen = new Map<string, number>();
 
   const ledger = startLedger(
-    { queue, feed: createLedgerFeed(redis, config.FLOODGATE_REDIS_PREFIX, me), sql: dbHandle.sql, log: log.child({ module: 'ledger' }) },
+    { queue, feed: createLedgerFeed(redis, config.FLOODGATE_REDIS_PREFIX, me), sql: dbHandle.sql, log: log.child({ module: 'ledger' }), metrics },
     { everyMs: 500, batch: 1000, busyElu: 0.7, maxDeferMs: 15_000 },
   );
 

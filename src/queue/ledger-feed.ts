@@ -20,6 +20,13 @@ export interface EndedTicket {
   finishedAt: Date;
 }
 
+/** A done-stream entry that could not be read as tickets (its id is among those read, to acknowledge). */
+export interface UnreadableEntry {
+  id: string;
+  fields: string[];
+  error: unknown;
+}
+
 const GROUP = 'ledger';
 const CLAIM_IDLE_MS = 30_000;
 
@@ -79,7 +86,7 @@ export function createLedgerFeed(redis: Redis, prefix: string, consumer: string)
 
   return {
     /** Up to `count` stream entries of the item, expanded to ended tickets. */
-    async read(snap: ItemSnapshot, count: number): Promise<{ ids: string[]; tickets: EndedTicket[] }> {
+    async read(snap: ItemSnapshot, count: number): Promise<{ ids: string[]; tickets: EndedTicket[]; unreadable: UnreadableEntry[] }> {
       const key = itemKeys(prefix, snap.def.itemId).done;
       await ensureGroup(key);
       // Own entries not yet acknowledged first (a round that failed), then a dead daemon's, then new ones.
@@ -93,11 +100,23 @@ export function createLedgerFeed(redis: Redis, prefix: string, consumer: string)
         const fresh = (await redis.xreadgroup('GROUP', GROUP, consumer, 'COUNT', count - entries.length, 'STREAMS', key, '>')) as [string, [string, string[]][]][] | null;
         entries = entries.concat(fresh?.[0]?.[1] ?? []);
       }
-      const expanded = await Promise.all(entries.map(([, fields]) => expand(snap, fields)));
+      // An entry that cannot be read at all (it throws) must not hold up the others: it is handed
+      // back as unreadable, for the ledger to park and acknowledge.
+      const unreadable: UnreadableEntry[] = [];
+      const expanded = await Promise.all(
+        entries.map(([id, fields]) =>
+          expand(snap, fields).catch((error: unknown) => {
+            unreadable.push({ id, fields, error });
+            return [];
+          }),
+        ),
+      );
       // Entries up to the first one that cannot be expanded yet; it and the rest wait for the next round.
       const pending = expanded.indexOf(null);
       const upTo = pending === -1 ? entries.length : pending;
-      return { ids: entries.slice(0, upTo).map(([id]) => id), tickets: (expanded.slice(0, upTo) as EndedTicket[][]).flat() };
+      const ids = entries.slice(0, upTo).map(([id]) => id);
+      const acked = new Set(ids);
+      return { ids, tickets: (expanded.slice(0, upTo) as EndedTicket[][]).flat(), unreadable: unreadable.filter((u) => acked.has(u.id)) };
     },
     async ack(itemId: string, ids: string[]) {
       if (!ids.length) return;
