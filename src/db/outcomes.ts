@@ -92,3 +92,14 @@ function describe(err: unknown): string {
   const message = err instanceof Error ? err.message : String(err);
   return typeof code === 'string' ? `${code}: ${message}` : message;
 }
+
+/** The ledger's row of one ended ticket (by ticket ref), as the ticket view needs it. */
+export async function readOutcome(sql: postgres.Sql, ticketRef: string) {
+  const [r] = await sql`select status, reason, result, admitted_at, finished_at from ticket_outcomes where ticket_id = ${ticketRef}`;
+  if (!r) return null;
+  const outcome: { status: string; reason?: string; result?: unknown } = { status: r.status };
+  if (r.reason !== null) outcome.reason = r.reason;
+  if (r.result !== null) outcome.result = r.result;
+  // (timestamps arrive as strings or Dates depending on the client's parsers)
+  return { outcome, admittedAt: r.admitted_at ? new Date(r.admitted_at).getTime() : null, finishedAt: new Date(r.finished_at).getTime() };
+}

@@ -8,6 +8,8 @@ import { parseRecord, stateOfChar } from './views.js';
 
 /** A ticket that reached its terminal state, as the outcome ledger stores it. */
 export interface EndedTicket {
+  /** The ticket's place in its line (not stored: it lets the ledger forget the ticket's state in Redis). */
+  seq: number;
   /** The ticket's ref (kernel/ticket-ref.ts), stored as `ticket_id`: Postgres never holds a working id. */
   ticketId: string;
   itemId: string;
@@ -118,16 +120,30 @@ export function createLedgerFeed(redis: Redis, prefix: string, consumer: string)
       const acked = new Set(ids);
       return { ids, tickets: (expanded.slice(0, upTo) as EndedTicket[][]).flat(), unreadable: unreadable.filter((u) => acked.has(u.id)) };
     },
-    async ack(itemId: string, ids: string[]) {
+    /**
+     * Acknowledges entries whose rows are committed, and lets the ended tickets' own state leave
+     * Redis: the payload and the unit marker at once, the hash of times and outcome after
+     * `stateTtlSec` (a client repeating an outcome write, or polling, within that time is answered
+     * from it; later the ticket's view comes from Postgres). The line's record of the ticket stays
+     * until the item's keys are removed.
+     */
+    async ack(itemId: string, ids: string[], seqs: number[] = [], stateTtlSec = 600) {
       if (!ids.length) return;
-      const key = itemKeys(prefix, itemId).done;
-      await redis.multi().xack(key, GROUP, ...ids).xdel(key, ...ids).exec();
+      const k = itemKeys(prefix, itemId);
+      const m = redis.multi().xack(k.done, GROUP, ...ids).xdel(k.done, ...ids);
+      if (seqs.length) {
+        const fields = seqs.map(String);
+        m.hdel(k.base + 'pl', ...fields).hdel(k.taken, ...fields);
+        for (const seq of seqs) m.expire(k.x(seq), stateTtlSec);
+      }
+      await m.exec();
     },
   };
 }
 
 function row(snap: ItemSnapshot, seq: number, userId: string, joinedAt: number, status: OutcomeStatus, reason: string | null, result: unknown, admittedAt: string | undefined, finishedAt: number): EndedTicket {
   return {
+    seq,
     ticketId: ticketRef(makeTicketId(snap.def.itemId, seq, snap.secret, { joinedRel: joinedAt - snap.epoch, userId })),
     itemId: snap.def.itemId,
     userId,

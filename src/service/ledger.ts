@@ -24,7 +24,7 @@ import type { Queue } from '../queue/queue.js';
  */
 export function startLedger(
   deps: { queue: Queue; feed: LedgerFeed; sql: postgres.Sql; log: Logger; metrics: Pick<Metrics, 'ledgerDeadLetters'> },
-  opts: { everyMs: number; batch: number; busyElu: number; maxDeferMs: number },
+  opts: { everyMs: number; batch: number; busyElu: number; maxDeferMs: number; stateTtlSec?: number },
 ) {
   async function drainItem(itemId: string) {
     const item = await deps.queue.item(itemId, { fresh: true });
@@ -42,7 +42,7 @@ export function startLedger(
         deps.metrics.ledgerDeadLetters.inc({ item: itemId }, dead.length);
         deps.log.warn({ itemId, tickets: dead.map((d) => d.ticketId), err: String(dead[0].error) }, 'outcome rows parked in ticket_outcomes_dead');
       }
-      await deps.feed.ack(itemId, ids);
+      await deps.feed.ack(itemId, ids, tickets.map((t) => t.seq), opts.stateTtlSec);
       if (ids.length < opts.batch) break;
     }
   }
