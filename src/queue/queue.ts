@@ -65,6 +65,11 @@ export interface Queue {
   /** Ends every waiting ticket at once: close → cancelled, sold out → rejected (reason: the kind's default, or given). */
   cut(itemId: string, kind: 'closed' | 'sold_out', reason?: string): Promise<number>;
   setGate(itemId: string, patch: Partial<GateSettings>): Promise<void>;
+  /**
+   * Removes every key of an ended item (retention): only when nothing is waiting or admitted and
+   * its outcome ledger is drained. Returns whether it did.
+   */
+  drop(itemId: string): Promise<boolean>;
   /** Returns expired leases of every item to the head of its line. */
   sweep(): Promise<number>;
   /** Writes buffered poll times (abandonment) to Redis. */
@@ -355,6 +360,22 @@ export function createQueue(deps: QueueDeps): Queue {
       if (!Object.keys(fields).length) return; // HSET with no fields is an error
       await redis.hset(itemKeys(prefix, itemId).gate, fields);
       cache.invalidate(itemId);
+    },
+
+    async drop(itemId) {
+      const k = itemKeys(prefix, itemId);
+      const [ctr, pending] = await Promise.all([redis.hmget(k.ctr, 'waiting', 'admitted'), redis.xlen(k.done)]);
+      if (Number(ctr[0] ?? 0) + Number(ctr[1] ?? 0) > 0 || pending > 0) return false;
+      await redis.multi().srem(itemsSetKey(prefix), itemId).incr(itemsVersionKey(prefix)).exec();
+      known.ids.delete(itemId);
+      let cursor = '0';
+      do {
+        const [next, keys] = await redis.scan(cursor, 'MATCH', `${k.base.replace(/[*?[\]\\]/g, '\\$&')}*`, 'COUNT', 1000);
+        if (keys.length) await redis.unlink(...keys);
+        cursor = next;
+      } while (cursor !== '0');
+      cache.invalidate(itemId);
+      return true;
     },
 
     async sweep() {
