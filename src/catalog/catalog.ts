@@ -9,11 +9,14 @@ import { itemState, type ItemState } from '../queue/snapshot.js';
 import type { GateSettings, LineDefinition } from '../queue/types.js';
 import type { HandlerRegistry, HandlerSpec } from '../service/registry.js';
 import { gateView, type GateView } from './gate-view.js';
+import { createStockSync, type StockLedger } from './stock-sync.js';
 
 /**
- * Item definitions: durable in Postgres, live in Redis (the line). Writes go to Redis first,
- * where the conflict check is atomic, then to Postgres; on start `restore()` re-creates in Redis
- * every item Postgres knows and Redis lost.
+ * Item definitions: durable in Postgres, live in Redis (the line). Writes go to Postgres first, so
+ * that an item is never live in Redis without its row: if Postgres is down nothing changes (503);
+ * if Redis then refuses (the atomic conflict check, or an outage) the Postgres row is put back.
+ * `restore()` re-creates in Redis every item Postgres knows and Redis lost: on start, and through
+ * `restoreIfLost()` whenever Redis comes back empty.
  */
 export interface ItemInput {
   handler: string;
@@ -51,6 +54,8 @@ export interface Catalog {
   close(itemId: string): Promise<ItemView>;
   patchGate(itemId: string, patch: Partial<GateSettings>, actor: Actor): Promise<GateView>;
   restore(): Promise<number>;
+  /** restore(), if Redis lacks an item Postgres had at the last restore or was given since. */
+  restoreIfLost(): Promise<number>;
   /**
    * Rebuilds the Redis stock of stock items from Postgres (units left = total − rows sold), so a
    * Redis loss can never create oversell. `onlyIfHigher`: touch only counters that claim more than
@@ -59,11 +64,7 @@ export interface Catalog {
   reconcile(opts?: { itemId?: string; onlyIfHigher?: boolean }): Promise<{ itemId: string; left: number; redisHad: number | null; changed: boolean }[]>;
 }
 
-/** Postgres's count of what was sold (db/sales.ts). */
-export interface StockLedger {
-  define(itemId: string, total: number): Promise<void>;
-  recount(table: 'orders' | 'coupon_claims', itemId: string): Promise<{ total: number; sold: number } | null>;
-}
+export type { StockLedger } from './stock-sync.js';
 
 const keyId = (key: string) => createHash('sha256').update(key).digest('hex').slice(0, 12);
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
@@ -86,20 +87,21 @@ export interface CatalogDeps {
 export function createCatalog(deps: CatalogDeps): Catalog {
   const { queue, store, handlers } = deps;
 
-  /** Units left per Postgres, pushed into Redis; returns null for items without stock. */
-  async function syncStock(def: LineDefinition, onlyIfHigher: boolean) {
-    const spec = handlers.get(def.handler);
-    if (!spec?.initialStock) return null;
-    await deps.stock.define(def.itemId, spec.initialStock(def.config));
-    const counted = spec.stockTable ? await deps.stock.recount(spec.stockTable, def.itemId) : null;
-    const left = counted ? counted.total - counted.sold : spec.initialStock(def.config);
-    const redisHad = (await queue.item(def.itemId, { fresh: true }))?.snap.stockLeft ?? null;
-    const changed = !onlyIfHigher || redisHad === null || redisHad > left;
-    if (changed) {
-      await queue.stock.set(def.itemId, left, spec.stockShards?.(def.config) ?? 1);
-      if (left <= 0) await queue.cut(def.itemId, 'sold_out');
+  /** Item ids Postgres had at the last restore, plus those defined since: what Redis must hold. */
+  let known = new Set<string>();
+  let restoring: Promise<number> | null = null;
+
+  const { countStock, pushStock, syncStock } = createStockSync({ queue, handlers, stock: deps.stock });
+
+  /** Puts back the Postgres side of a put that Redis refused; best effort (Postgres may be what failed). */
+  async function undoPut(itemId: string, prev: ItemRow | undefined, cause: unknown) {
+    try {
+      if (!prev) return await store.remove(itemId);
+      await store.upsert(prev);
+      await countStock(rowDefinition(prev));
+    } catch (err) {
+      deps.log.warn({ itemId, cause: String(cause), err: String(err) }, 'item row not put back after a failed define');
     }
-    return { itemId: def.itemId, left, redisHad, changed };
   }
 
   function lineDefinition(itemId: string, input: ItemInput): LineDefinition {
@@ -157,10 +159,13 @@ export function createCatalog(deps: CatalogDeps): Catalog {
   return {
     async put(itemId, input, actor) {
       const def = lineDefinition(itemId, input);
-      const before = (await queue.item(itemId, { fresh: true }))?.snap.gate ?? null;
+      const existing = await queue.item(itemId, { fresh: true });
+      const before = existing?.snap.gate ?? null;
       const gate: GateSettings = { ...defaultGate, ...input.gate };
-      const { created } = await queue.define(def, gate, { reopen: true });
-      await syncStock(def, false);
+      // define-3.lua's rule, checked first so that the usual conflict costs Postgres nothing.
+      const live = existing ? existing.snap.counts.waiting + existing.snap.counts.admitted : 0;
+      if (existing && existing.snap.def.handler !== def.handler && live > 0) fail('conflict', 'The handler of an item with live tickets cannot change.');
+      const prev = await store.get(itemId);
       await store.upsert({
         itemId,
         handler: def.handler,
@@ -172,7 +177,18 @@ export function createCatalog(deps: CatalogDeps): Catalog {
         gate: gate as unknown as Record<string, unknown>,
         closedAt: null,
       });
-      if (JSON.stringify(before) !== JSON.stringify(gate)) await audit(itemId, actor, before, gate);
+      let created: boolean;
+      let counted: Awaited<ReturnType<typeof countStock>>;
+      try {
+        counted = await countStock(def);
+        if (JSON.stringify(before) !== JSON.stringify(gate)) await audit(itemId, actor, before, gate);
+        ({ created } = await queue.define(def, gate, { reopen: true }));
+      } catch (err) {
+        await undoPut(itemId, prev, err);
+        throw err;
+      }
+      known.add(itemId);
+      if (counted) await pushStock(itemId, counted, false);
       deps.log.info({ itemId, handler: def.handler, created }, 'item defined');
       return { created, item: view(await current(itemId)) };
     },
@@ -187,8 +203,10 @@ export function createCatalog(deps: CatalogDeps): Catalog {
 
     async close(itemId) {
       await current(itemId);
-      const ended = await queue.cut(itemId, 'closed');
+      // Postgres first: a cut that then fails leaves the row closed and Redis open until the
+      // operator's retry (and an item restored meanwhile comes back closed, as asked).
       await store.markClosed(itemId, new Date(deps.clock.now()));
+      const ended = await queue.cut(itemId, 'closed');
       deps.log.info({ itemId, ended }, 'item closed');
       return view(await current(itemId));
     },
@@ -196,10 +214,17 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     async patchGate(itemId, patch, actor) {
       const before = (await current(itemId)).snap.gate;
       const after: GateSettings = { ...before, ...patch };
-      await queue.setGate(itemId, patch);
-      if (after.mode === 'auto' && before.mode !== 'auto') await deps.resetController(itemId);
+      // Postgres first (row, then audit), so a Postgres outage changes nothing; a Redis failure
+      // after it puts the row back (the audit row stays: the change was asked for).
       await store.updateGate(itemId, after as unknown as Record<string, unknown>);
       await audit(itemId, actor, before, after);
+      try {
+        await queue.setGate(itemId, patch);
+      } catch (err) {
+        await store.updateGate(itemId, before as unknown as Record<string, unknown>).catch((e) => deps.log.warn({ itemId, err: String(e) }, 'gate row not put back'));
+        throw err;
+      }
+      if (after.mode === 'auto' && before.mode !== 'auto') await deps.resetController(itemId);
       deps.log.info({ itemId, ...after }, 'gate changed');
       const now = await current(itemId);
       return gateView(now.snap.gate, now.snap.controller, autoCapOf(handlers.get(now.snap.def.handler)));
@@ -218,16 +243,28 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       return out;
     },
 
-    async restore() {
-      let restored = 0;
-      for (const row of await store.all()) {
-        if (await queue.item(row.itemId, { fresh: true })) continue;
-        await restoreRow(row);
-        restored++;
-      }
-      return restored;
+    restore,
+
+    async restoreIfLost() {
+      const held = new Set(await queue.itemIds());
+      for (const id of known) if (!held.has(id)) return restore();
+      return 0;
     },
   };
+
+  /** Single-flight: a reconnect and the loss check may ask at once. */
+  function restore(): Promise<number> {
+    return (restoring ??= (async () => {
+      const rows = await store.all();
+      let restored = 0;
+      for (const row of rows) {
+        if (await queue.item(row.itemId, { fresh: true })) continue;
+        if (await restoreRow(row)) restored++;
+      }
+      known = new Set([...known, ...rows.map((r) => r.itemId)]);
+      return restored;
+    })().finally(() => (restoring = null)));
+  }
 
   function rowDefinition(row: ItemRow) {
     return lineDefinition(row.itemId, {
@@ -240,11 +277,14 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     });
   }
 
-  async function restoreRow(row: ItemRow) {
+  /** Re-creates a lost item; false if it exists again already (another daemon restored it). */
+  async function restoreRow(row: ItemRow): Promise<boolean> {
     const def = rowDefinition(row);
-    await queue.define(def, { ...defaultGate, ...(row.gate as Partial<GateSettings>) }, { reopen: false });
+    const { created } = await queue.define(def, { ...defaultGate, ...(row.gate as Partial<GateSettings>) }, { reopen: false });
+    if (!created) return false;
     if (row.closedAt) await queue.cut(row.itemId, 'closed');
     await syncStock(def, false);
     deps.log.warn({ itemId: row.itemId }, 'item restored from postgres');
+    return true;
   }
 }

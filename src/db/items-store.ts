@@ -20,6 +20,10 @@ export function createItemsStore(db: Db) {
       return row;
     },
     all: (): Promise<ItemRow[]> => db.select().from(items),
+    /** Takes back a row whose Redis side could not be written (catalog.put's undo). */
+    async remove(itemId: string): Promise<void> {
+      await db.delete(items).where(eq(items.itemId, itemId));
+    },
     async markClosed(itemId: string, at: Date): Promise<void> {
       await db.update(items).set({ closedAt: at, updatedAt: at }).where(eq(items.itemId, itemId));
     },
