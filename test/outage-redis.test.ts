@@ -52,10 +52,21 @@ describe('when Redis dies and comes back empty', () => {
     expect((await call('GET', `/v1/tickets/${oldTicket}`, undefined, null)).status).toBe(404);
     expect((await call('GET', '/v1/items/sku-r')).body).toMatchObject({ handler: 'seckill', remaining: 1000 });
     expect((await call('GET', '/readyz', undefined, null)).status).toBe(200);
+    // Sales resume too: the ticket joined after the loss is sold.
+    const sold = await waitFor(() => call('GET', `/v1/tickets/${back.body.ticketId}`, undefined, null), (r) => r.body?.state === 'succeeded', 20_000);
+    expect(sold.body.state).toBe('succeeded');
+    // …and so does the outcome ledger, whose consumer group went with the data.
+    const rows = await waitFor(() => db.sql`select status from ticket_outcomes where user_id = 'u-after'`, (r) => r.length === 1, 20_000);
+    expect(rows.map((r) => r.status)).toEqual(['succeeded']);
   });
 
-  it('re-creates items when Redis is flushed under a live connection', async () => {
-    expect((await call('PUT', '/v1/items/sku-f', { handler: 'external' })).status).toBe(201);
+  it('re-creates items when Redis is flushed under a live connection, and records their outcomes again', async () => {
+    expect((await call('PUT', '/v1/items/sku-f', { handler: 'seckill', config: { stock: 10 } })).status).toBe(201);
+    const outcomeOf = (userId: string) =>
+      waitFor(() => db.sql`select status from ticket_outcomes where user_id = ${userId}`, (r) => r.length === 1, 20_000).then((r) => r.map((x) => x.status));
+    expect((await call('POST', '/v1/items/sku-f/tickets', { userId: 'u-unflushed' }, SVC)).status).toBe(202);
+    expect(await outcomeOf('u-unflushed')).toEqual(['succeeded']);
+
     const { Redis } = await import('ioredis');
     const admin = new Redis(redisServer.url);
     await admin.flushall();
@@ -66,5 +77,6 @@ describe('when Redis dies and comes back empty', () => {
       10_000,
     );
     expect(back.status).toBe(202);
+    expect(await outcomeOf('u-flushed')).toEqual(['succeeded']);
   });
 });

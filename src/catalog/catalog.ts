@@ -280,10 +280,14 @@ export function createCatalog(deps: CatalogDeps): Catalog {
   /** Re-creates a lost item; false if it exists again already (another daemon restored it). */
   async function restoreRow(row: ItemRow): Promise<boolean> {
     const def = rowDefinition(row);
+    // Stock before the line: a join the re-created item accepts must find its units, and a
+    // restore cut short cannot leave an item live without them.
+    const counted = await countStock(def);
+    if (counted) await queue.stock.set(row.itemId, counted.left, counted.shards);
     const { created } = await queue.define(def, { ...defaultGate, ...(row.gate as Partial<GateSettings>) }, { reopen: false });
     if (!created) return false;
     if (row.closedAt) await queue.cut(row.itemId, 'closed');
-    await syncStock(def, false);
+    if (counted && counted.left <= 0) await queue.cut(row.itemId, 'sold_out');
     deps.log.warn({ itemId: row.itemId }, 'item restored from postgres');
     return true;
   }
