@@ -1,18 +1,18 @@
 import { OpenAPIHono } from '@hono/zod-openapi';
-import { cors } from 'hono/cors';
-import { methodNotAllowed } from 'hono/method-not-allowed';
 import type { Catalog } from '../catalog/catalog.js';
 import { FloodgateError } from '../kernel/errors.js';
 import type { Logger } from '../kernel/logger.js';
 import type { Metrics } from '../kernel/metrics.js';
 import type { Queue } from '../queue/queue.js';
 import type { HandlerRegistry } from '../service/registry.js';
+import { allowedMethods } from './allowed-methods.js';
 import { createAuth, type KeySets } from './auth.js';
 import { limitBody } from './body-limit.js';
 import type { ApiContext } from './context.js';
 import { docsRoutes } from './docs-page.js';
 import { errorResponse, toFloodgateError, validationError } from './errors.js';
 import { serveOpenApi } from './openapi.js';
+import { ticketCors, type CorsOrigins } from './ticket-cors.js';
 import { itemRoutes } from './routes/items.js';
 import { opsRoutes, type OpsDeps } from './routes/ops.js';
 import { ticketRoutes } from './routes/tickets.js';
@@ -30,7 +30,7 @@ export interface AppDeps extends OpsDeps {
    * `/v1/tickets/{ticketId}`): `'*'` (the default) or a list. The ticket id is the only
    * credential there, so any origin is safe unless a deployment wants to narrow it.
    */
-  corsOrigins?: string[] | '*';
+  corsOrigins?: CorsOrigins;
 }
 
 /**
@@ -62,18 +62,9 @@ export function createApp(deps: AppDeps) {
     const route = c.req.routePath || 'unmatched';
     deps.metrics.httpDuration.observe({ method: c.req.method, route, status: String(c.res.status) }, (performance.now() - start) / 1000);
   });
-  app.use(
-    methodNotAllowed({
-      app,
-      onMethodNotAllowed: (c, allow) => {
-        c.header('Allow', allow.join(', '));
-        return errorResponse(c, new FloodgateError('method_not_allowed', `${c.req.method} is not allowed here; allowed: ${allow.join(', ')}.`, { allow }));
-      },
-    }),
-  );
   app.use('/v1/*', limitBody(deps.bodyLimitBytes));
   // A waiting page on the shop's own origin polls and cancels its ticket; no cookies are involved.
-  app.use('/v1/tickets/:ticketId', cors({ origin: deps.corsOrigins ?? '*', allowMethods: ['GET', 'HEAD', 'DELETE'], maxAge: 600 }));
+  app.use('/v1/tickets/:ticketId', ticketCors(deps.corsOrigins));
 
   app.route('/', itemRoutes(ctx));
   app.route('/', ticketRoutes(ctx));
@@ -82,7 +73,13 @@ export function createApp(deps: AppDeps) {
 
   serveOpenApi(app, deps.handlers);
 
-  app.notFound((c) => errorResponse(c, new FloodgateError('not_found', 'No such endpoint.')));
+  const allowed = allowedMethods(app.routes);
+  app.notFound((c) => {
+    const allow = allowed(c.req.path);
+    if (!allow.length) return errorResponse(c, new FloodgateError('not_found', 'No such endpoint.'));
+    c.header('Allow', allow.join(', '));
+    return errorResponse(c, new FloodgateError('method_not_allowed', `${c.req.method} is not allowed here; allowed: ${allow.join(', ')}.`, { allow }));
+  });
   app.onError((err, c) => {
     const fe = toFloodgateError(err, deps.log);
     deps.metrics.rejections.inc({ code: fe.code });
