@@ -46,7 +46,20 @@ export const GateView = z
     mode: GateMode,
     rate: z.number().nullable(),
     maxInFlight: z.number().nullable(),
-    effective: z.object({ rate: z.number().nullable(), maxInFlight: z.number().nullable() }),
+    effective: z.object({ rate: z.number().nullable(), maxInFlight: z.number().nullable() }).openapi({ description: 'what is being enforced now' }),
+    controller: z
+      .object({
+        limit: z.number(),
+        rate: z.number().nullable(),
+        baseMs: z.number().nullable(),
+        p50Ms: z.number().nullable(),
+        p99Ms: z.number().nullable(),
+        leader: z.string().nullable(),
+        probing: z.boolean(),
+      })
+      .nullable()
+      .optional()
+      .openapi({ description: "the adaptive controller's view: obeyed in auto, shown in shadow in manual; null before it has run" }),
   })
   .openapi('Gate');
 
