@@ -8,7 +8,10 @@ export const retryAfterHeader = {
   'Retry-After': { description: 'Whole seconds to wait before trying again.', schema: { type: 'integer' as const, minimum: 1 } },
 };
 
-const err = (description: string) => ({ content: { 'application/json': { schema: ErrorBody } }, description });
+/** A JSON body of `schema`, for a route's request or responses. */
+export const json = <T extends z.ZodType>(schema: T, description: string) => ({ content: { 'application/json': { schema } }, description });
+
+const err = (description: string) => json(ErrorBody, description);
 
 /** Every error answer of the API (see API.md, Errors); each route lists those it can give. */
 const errorDocs = {

@@ -1,10 +1,9 @@
 import { OpenAPIHono, createRoute, z } from '@hono/zod-openapi';
 import type { AuthEnv } from '../auth.js';
 import type { ApiContext } from '../context.js';
-import { errors } from '../openapi.js';
+import { errors, json } from '../openapi.js';
 import { GatePatch, GateView, ItemId, ItemInput, ItemStatus, ItemView } from '../schemas.js';
 
-const json = <T extends z.ZodType>(schema: T, description: string) => ({ content: { 'application/json': { schema } }, description });
 const params = z.object({ itemId: ItemId });
 const security = [{ bearer: [] }];
 

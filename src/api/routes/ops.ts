@@ -2,10 +2,9 @@ import { OpenAPIHono, createRoute, z } from '@hono/zod-openapi';
 import { FloodgateError } from '../../kernel/errors.js';
 import { bearer, keyMatches } from '../auth.js';
 import type { ApiContext } from '../context.js';
-import { errors } from '../openapi.js';
+import { errors, json } from '../openapi.js';
 import { Health, Readiness } from '../schemas.js';
 
-const json = <T extends z.ZodType>(schema: T, description: string) => ({ content: { 'application/json': { schema } }, description });
 const tags = ['operations'];
 
 /** Documented here, served as plain routes: they take no input to validate. */

@@ -4,11 +4,10 @@ import { fail } from '../../kernel/errors.js';
 import type { TicketView as TicketViewT } from '../../queue/types.js';
 import type { AuthEnv } from '../auth.js';
 import type { ApiContext } from '../context.js';
-import { errors } from '../openapi.js';
+import { errors, json } from '../openapi.js';
 import { jsonBody, validationError, validationIssue } from '../errors.js';
 import { ITEM_ID, ItemId, JoinInput, OutcomeInput, PullInput, PulledTicket, TicketId, TicketView } from '../schemas.js';
 
-const json = <T extends z.ZodType>(schema: T, description: string) => ({ content: { 'application/json': { schema } }, description });
 const security = [{ bearer: [] }];
 const MAX_PAYLOAD = 8 * 1024;
 
