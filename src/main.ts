@@ -195,6 +195,7 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
     log: log.child({ module: 'api' }),
     keys: { service: config.FLOODGATE_SERVICE_KEYS, operator: config.FLOODGATE_OPERATOR_KEYS },
     bodyLimitBytes: config.FLOODGATE_BODY_LIMIT,
+    corsOrigins: config.FLOODGATE_CORS_ORIGINS,
     metricsKey: config.FLOODGATE_METRICS_KEY,
     ready: async () => {
       const [r, p] = await Promise.all([probe(() => redis.ping(), READY_TIMEOUT_MS - 100), probe(() => dbHandle.sql`select 1`, READY_TIMEOUT_MS - 100)]);
