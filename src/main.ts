@@ -18,7 +18,7 @@ import { ensureRedis } from './infra/ensure-redis.js';
 import { systemClock, type Clock } from './kernel/clock.js';
 import { createLogger, type Logger } from './kernel/logger.js';
 import { every } from './kernel/loop.js';
-import { createMetrics } from './kernel/metrics.js';
+import { createMetrics, showItems } from './kernel/metrics.js';
 import { createQueue, type QueueDeps } from './queue/queue.js';
 import { readOutcome } from './db/outcomes.js';
 import { createHandlerRegistry, type HandlerRegistry } from './service/registry.js';
@@ -124,7 +124,7 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
     },
   });
   const dispatcher = startDispatcher(
-    { queue, handlers, jobs: service.jobs, clock, pg, log: log.child({ module: 'dispatcher' }) },
+    { queue, handlers, jobs: service.jobs, clock, pg, log: log.child({ module: 'dispatcher' }), onAdmitted: (itemId, n) => metrics.admissions.inc({ item: itemId }, n) },
     { idleMs: 100, batch: 200, dispatchLeaseMs: config.FLOODGATE_DISPATCH_LEASE_MS, autoCap: config.FLOODGATE_AUTO_START_LIMIT },
   );
   joined.add((itemId) => dispatcher.wake(itemId));
@@ -142,13 +142,10 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
       log: log.child({ module: 'gate' }),
       events: {
         leaderChange: (itemId) => metrics.gateLeaderChanges.inc({ item: itemId }),
+        // Limit, pace, baseline and latencies reach Redis and every daemon's item view, which the
+        // scrape shows (showItems); in-flight as the controller counted it and probes are the leader's.
         published: (itemId, s, v) => {
-          metrics.gateLimit.set({ item: itemId }, v.limit);
-          metrics.gateRate.set({ item: itemId }, v.rate ?? 0);
           metrics.gateInFlight.set({ item: itemId }, v.inflight);
-          if (s.baseMs !== null) metrics.gateBaseline.set({ item: itemId }, s.baseMs / 1000);
-          if (s.p50Ms !== null) metrics.gateLatency.set({ item: itemId, quantile: '0.5' }, s.p50Ms / 1000);
-          if (s.p99Ms !== null) metrics.gateLatency.set({ item: itemId, quantile: '0.99' }, s.p99Ms / 1000);
           const seen = probesSeen.get(itemId) ?? s.probes;
           if (s.probes > seen) metrics.gateProbes.inc({ item: itemId }, s.probes - seen);
           probesSeen.set(itemId, s.probes);
@@ -191,13 +188,14 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
       const [r, p] = await Promise.allSettled([redis.ping(), dbHandle.sql`select 1`]);
       return { redis: r.status === 'fulfilled', postgres: p.status === 'fulfilled' };
     },
+    // From the item views this daemon already holds (the dispatcher keeps them at most
+    // FLOODGATE_CACHE_MS old): a scrape reads Redis only for an item it has never loaded.
     beforeScrape: async () => {
-      for (const id of await queue.itemIds()) {
-        const item = await queue.item(id, { fresh: true });
-        if (!item) continue;
-        metrics.waiting.set({ item: id }, item.snap.counts.waiting);
-        metrics.admitted.set({ item: id }, item.snap.counts.admitted);
-      }
+      const views = await Promise.all((await queue.itemIds()).map(async (id) => queue.peek(id) ?? (await queue.item(id))));
+      showItems(
+        metrics,
+        views.flatMap((v) => (v ? [{ itemId: v.snap.def.itemId, waiting: v.snap.counts.waiting, admitted: v.snap.counts.admitted, gate: v.snap.gate, controller: v.snap.controller, stockLeft: v.snap.stockLeft }] : [])),
+      );
     },
   });
 
