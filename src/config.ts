@@ -1,8 +1,10 @@
+import { readFileSync } from 'node:fs';
+import { parseEnv } from 'node:util';
 import { z } from 'zod';
 
 /**
- * The daemon's whole configuration, read once from the environment at startup.
- * Every variable is documented in config/README.md and config/floodgate.env.example.
+ * The daemon's whole configuration, read once at startup from the environment over an optional
+ * `.env` file. Every variable is documented in config/README.md and config/floodgate.env.example.
  */
 const keyList = z
   .string()
@@ -38,6 +40,8 @@ export const configSchema = z.object({
   FLOODGATE_HANDLERS_MODULE: z.string().optional(),
   FLOODGATE_RECONCILE_ON_START: bool.default(true),
   FLOODGATE_TICKET_STATE_TTL_MS: z.coerce.number().int().min(1000).max(30 * 24 * 3600 * 1000).default(600_000),
+  /** `production`: a role without keys stops the daemon instead of getting keys for the run. */
+  NODE_ENV: z.string().optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -54,4 +58,50 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
   }
   return parsed.data;
+}
+
+/** The variables of a `.env` file (Node's dotenv syntax); none when the file does not exist. */
+export function readEnvFile(file: string): Record<string, string> {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return {};
+    throw err;
+  }
+  return parseEnv(text) as Record<string, string>;
+}
+
+/** The file's variables under the environment's: a variable the environment sets (non-empty) wins. */
+export function overEnvFile(file: Record<string, string>, env: Record<string, string | undefined>): Record<string, string | undefined> {
+  const merged: Record<string, string | undefined> = { ...file };
+  for (const [k, v] of Object.entries(env)) if (v !== undefined && (v !== '' || !(k in file))) merged[k] = v;
+  return merged;
+}
+
+const knownNames = Object.keys(configSchema.shape);
+
+/**
+ * Variables the daemon would ignore: `FLOODGATE_*` ones it does not know, and anything in the
+ * `.env` file it does not know. Each with the known name it is closest to, when that is near.
+ */
+export function unknownVariables(envNames: string[], fileNames: string[]): { name: string; suggestion: string | null }[] {
+  const names = new Set([...envNames.filter((n) => n.startsWith('FLOODGATE_')), ...fileNames]);
+  return [...names]
+    .filter((n) => !knownNames.includes(n))
+    .sort()
+    .map((name) => {
+      const [best] = knownNames.map((k) => ({ k, d: editDistance(name.toUpperCase(), k) })).sort((a, b) => a.d - b.d);
+      return { name, suggestion: best && best.d <= Math.max(2, Math.floor(best.k.length / 6)) ? best.k : null };
+    });
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) row[j] = Math.min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = row;
+  }
+  return prev[b.length];
 }

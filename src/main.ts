@@ -10,7 +10,8 @@ import { pathToFileURL } from 'node:url';
 import { Redis } from 'ioredis';
 import { createApp } from './api/app.js';
 import { createCatalog } from './catalog/catalog.js';
-import { loadConfig, type Config } from './config.js';
+import { loadConfig, overEnvFile, readEnvFile, unknownVariables, type Config } from './config.js';
+import { keysForRun } from './dev-keys.js';
 import { connectDb, migrateDb } from './db/client.js';
 import { createItemsStore } from './db/items-store.js';
 import { ensurePostgres } from './infra/ensure-postgres.js';
@@ -18,6 +19,7 @@ import { ensureRedis } from './infra/ensure-redis.js';
 import { systemClock, type Clock } from './kernel/clock.js';
 import { createLogger, type Logger } from './kernel/logger.js';
 import { every } from './kernel/loop.js';
+import { redactUrl } from './kernel/redact-url.js';
 import { createMetrics, showItems } from './kernel/metrics.js';
 import { createQueue, type QueueDeps } from './queue/queue.js';
 import { readOutcome } from './db/outcomes.js';
@@ -203,9 +205,13 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
     const s = serve({ fetch: app.fetch, port: config.PORT, hostname: config.HOST }, () => resolve(s));
   });
   const address = server.address();
-  const port = typeof address === 'object' && address ? address.port : config.PORT;
-  const url = `http://127.0.0.1:${port}`;
-  log.info({ url, redis: redisInfra.url, postgres: pgInfra.url.replace(/:[^:@/]*@/, ':***@') }, 'floodgate listening');
+  const bound = typeof address === 'object' && address ? address : { address: config.HOST, port: config.PORT, family: 'IPv4' };
+  const port = bound.port;
+  const hostOf = (a: string) => (bound.family === 'IPv6' ? `[${a}]` : a);
+  // `listen` is where the socket is bound; `url` is how to reach it from this machine.
+  const local = bound.address === '0.0.0.0' ? '127.0.0.1' : bound.address === '::' ? '::1' : bound.address;
+  const url = `http://${hostOf(local)}:${port}`;
+  log.info({ listen: `${hostOf(bound.address)}:${port}`, url, redis: redactUrl(redisInfra.url), postgres: redactUrl(pgInfra.url) }, 'floodgate listening');
 
   let stopping: Promise<void> | null = null;
   return {
@@ -249,10 +255,26 @@ async function reconcileCommand(config: Config, log: Logger, itemId: string | un
   }
 }
 
+/** Keys made for this run are printed plainly (stderr), so whoever started the daemon can use them. */
+function announceGeneratedKeys({ generated, file }: ReturnType<typeof keysForRun>, log: Logger) {
+  if (!file) return;
+  log.warn({ roles: Object.keys(generated), file }, 'no keys configured; made keys for this run (development mode)');
+  const lines = ['', 'Floodgate: no keys were configured, so these were made for this run only:'];
+  if (generated.operator) lines.push(`  operator key (FLOODGATE_OPERATOR_KEYS): ${generated.operator}`);
+  if (generated.service) lines.push(`  service key  (FLOODGATE_SERVICE_KEYS):  ${generated.service}`);
+  lines.push(`They are also in ${path.relative(process.cwd(), file) || file} (\`. ${path.relative(process.cwd(), file)}\` sets OPKEY and SVCKEY).`);
+  lines.push('Configure your own keys to keep them; with NODE_ENV=production the daemon refuses to start without them.', '');
+  process.stderr.write(lines.join('\n') + '\n');
+}
+
 async function main() {
   let config: Config;
+  // `.env` in the working directory, when present; the environment wins over it.
+  const envFile = path.resolve('.env');
+  let fileEnv: Record<string, string>;
   try {
-    config = loadConfig();
+    fileEnv = readEnvFile(envFile);
+    config = loadConfig(overEnvFile(fileEnv, process.env));
   } catch (err) {
     console.error(String((err as Error).message));
     process.exit(2);
@@ -260,6 +282,9 @@ async function main() {
   const command = process.argv[2];
   // A command's output is its JSON on stdout; its logs go to stderr.
   const log = createLogger(config.LOG_LEVEL, { stderr: command !== undefined });
+  if (Object.keys(fileEnv).length) log.info({ file: envFile, variables: Object.keys(fileEnv).length }, 'read .env');
+  for (const { name, suggestion } of unknownVariables(Object.keys(process.env), Object.keys(fileEnv)))
+    log.warn({ variable: name, didYouMean: suggestion ?? undefined }, 'unknown configuration variable ignored');
   if (command === 'reconcile') {
     await reconcileCommand(config, log, process.argv[3]).catch((err) => {
       log.fatal({ err: String(err?.stack ?? err) }, 'reconcile failed');
@@ -271,7 +296,15 @@ async function main() {
     console.error(`unknown command ${command}; commands: reconcile [itemId]`);
     process.exit(2);
   }
-  const daemon = await startDaemon(config, log).catch((err) => {
+  let keys: ReturnType<typeof keysForRun>;
+  try {
+    keys = keysForRun(config, path.resolve(config.FLOODGATE_DATA_DIR));
+  } catch (err) {
+    console.error(String((err as Error).message));
+    process.exit(2);
+  }
+  announceGeneratedKeys(keys, log);
+  const daemon = await startDaemon(keys.config, log).catch((err) => {
     log.fatal({ err: String(err?.stack ?? err) }, 'failed to start');
     process.exit(1);
   });
