@@ -1,4 +1,6 @@
-import { readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 import { parseEnv } from 'node:util';
 import { z } from 'zod';
 
@@ -91,17 +93,79 @@ export function unknownVariables(envNames: string[], fileNames: string[]): { nam
     .filter((n) => !knownNames.includes(n))
     .sort()
     .map((name) => {
-      const [best] = knownNames.map((k) => ({ k, d: editDistance(name.toUpperCase(), k) })).sort((a, b) => a.d - b.d);
-      return { name, suggestion: best && best.d <= Math.max(2, Math.floor(best.k.length / 6)) ? best.k : null };
+      // Compared without the prefix too, so FLOODGATE_PORT points at PORT.
+      const bare = (n: string) => n.toUpperCase().replace(/^FLOODGATE_/, '');
+      const [best] = knownNames
+        .map((k) => ({ k, d: Math.min(editDistance(name.toUpperCase(), k), editDistance(bare(name), bare(k))) }))
+        .sort((a, b) => a.d - b.d);
+      return { name, suggestion: best && best.d <= Math.min(3, Math.ceil(bare(best.k).length / 5)) ? best.k : null };
     });
 }
 
+/** Edits (insert, delete, replace, swap of neighbours) between two names. */
 function editDistance(a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const row = [i];
-    for (let j = 1; j <= b.length; j++) row[j] = Math.min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
-    prev = row;
+  const d = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  for (let i = 1; i <= a.length; i++)
+    for (let j = 1; j <= b.length; j++) {
+      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  return d[a.length][b.length];
+}
+
+export interface RunKeys {
+  config: Config;
+  /** Keys made for this run, by role (empty when every role has keys of its own). */
+  generated: { operator?: string; service?: string };
+  /** Where the generated keys were written, as `OPKEY=…` / `SVCKEY=…` lines for a shell. */
+  file: string | null;
+}
+
+/**
+ * A role without a configured key cannot be used at all, which made the README's first curl fail
+ * with 401 on a fresh clone. So, unless NODE_ENV=production, each such role gets a random key for
+ * this run only; the caller prints them, and they are written (mode 0600) to
+ * `<dataDir>/dev-keys.env` for scripts such as the README's quick start. With NODE_ENV=production
+ * the daemon refuses to start instead: a deployment names its keys. A run with keys of its own
+ * removes a stale file, so no one reads keys that no longer open anything.
+ */
+export function keysForRun(config: Config, dataDir: string): RunKeys {
+  const file = path.join(dataDir, 'dev-keys.env');
+  const missing = (['operator', 'service'] as const).filter((role) => (role === 'operator' ? config.FLOODGATE_OPERATOR_KEYS : config.FLOODGATE_SERVICE_KEYS).length === 0);
+  if (!missing.length) {
+    rmSync(file, { force: true });
+    return { config, generated: {}, file: null };
   }
-  return prev[b.length];
+  if (config.NODE_ENV === 'production')
+    throw new ConfigError(
+      `invalid configuration:\n${missing.map((r) => `  FLOODGATE_${r.toUpperCase()}_KEYS: no key configured (NODE_ENV=production makes no keys for you)`).join('\n')}`,
+    );
+  const generated: RunKeys['generated'] = {};
+  for (const role of missing) generated[role] = `dev-${role === 'operator' ? 'op' : 'svc'}-${randomBytes(18).toString('base64url')}`;
+  mkdirSync(dataDir, { recursive: true });
+  const lines = [`# Keys floodgate made for its run started ${new Date().toISOString()} (pid ${process.pid}); valid while it runs.`];
+  if (generated.operator) lines.push(`OPKEY=${generated.operator}`);
+  if (generated.service) lines.push(`SVCKEY=${generated.service}`);
+  rmSync(file, { force: true }); // a file left by another user keeps its mode on overwrite
+  writeFileSync(file, `${lines.join('\n')}\n`, { mode: 0o600 });
+  return {
+    config: {
+      ...config,
+      FLOODGATE_OPERATOR_KEYS: generated.operator ? [generated.operator] : config.FLOODGATE_OPERATOR_KEYS,
+      FLOODGATE_SERVICE_KEYS: generated.service ? [generated.service] : config.FLOODGATE_SERVICE_KEYS,
+    },
+    generated,
+    file,
+  };
+}
+
+/** What to print when keys were made: the keys themselves, plainly, and where they are kept. */
+export function runKeysNotice({ generated, file }: RunKeys, cwd: string): string {
+  const shown = file && path.relative(cwd, file).startsWith('..') ? file : path.relative(cwd, file ?? '');
+  const lines = ['', 'Floodgate: no keys were configured, so these were made for this run only:'];
+  if (generated.operator) lines.push(`  operator key (FLOODGATE_OPERATOR_KEYS): ${generated.operator}`);
+  if (generated.service) lines.push(`  service key  (FLOODGATE_SERVICE_KEYS):  ${generated.service}`);
+  lines.push(`They are also in ${shown} (\`. ${shown}\` sets OPKEY and SVCKEY).`);
+  lines.push('Configure keys of your own to keep them; with NODE_ENV=production the daemon refuses to start without them.', '');
+  return lines.join('\n');
 }

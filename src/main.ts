@@ -10,8 +10,7 @@ import { pathToFileURL } from 'node:url';
 import { Redis } from 'ioredis';
 import { createApp } from './api/app.js';
 import { createCatalog } from './catalog/catalog.js';
-import { loadConfig, overEnvFile, readEnvFile, unknownVariables, type Config } from './config.js';
-import { keysForRun } from './dev-keys.js';
+import { keysForRun, loadConfig, overEnvFile, readEnvFile, runKeysNotice, unknownVariables, type Config } from './config.js';
 import { connectDb, migrateDb } from './db/client.js';
 import { createItemsStore } from './db/items-store.js';
 import { ensurePostgres } from './infra/ensure-postgres.js';
@@ -255,18 +254,6 @@ async function reconcileCommand(config: Config, log: Logger, itemId: string | un
   }
 }
 
-/** Keys made for this run are printed plainly (stderr), so whoever started the daemon can use them. */
-function announceGeneratedKeys({ generated, file }: ReturnType<typeof keysForRun>, log: Logger) {
-  if (!file) return;
-  log.warn({ roles: Object.keys(generated), file }, 'no keys configured; made keys for this run (development mode)');
-  const lines = ['', 'Floodgate: no keys were configured, so these were made for this run only:'];
-  if (generated.operator) lines.push(`  operator key (FLOODGATE_OPERATOR_KEYS): ${generated.operator}`);
-  if (generated.service) lines.push(`  service key  (FLOODGATE_SERVICE_KEYS):  ${generated.service}`);
-  lines.push(`They are also in ${path.relative(process.cwd(), file) || file} (\`. ${path.relative(process.cwd(), file)}\` sets OPKEY and SVCKEY).`);
-  lines.push('Configure your own keys to keep them; with NODE_ENV=production the daemon refuses to start without them.', '');
-  process.stderr.write(lines.join('\n') + '\n');
-}
-
 async function main() {
   let config: Config;
   // `.env` in the working directory, when present; the environment wins over it.
@@ -303,7 +290,10 @@ async function main() {
     console.error(String((err as Error).message));
     process.exit(2);
   }
-  announceGeneratedKeys(keys, log);
+  if (keys.file) {
+    log.warn({ roles: Object.keys(keys.generated), file: keys.file }, 'no keys configured; made keys for this run (development mode)');
+    process.stderr.write(`${runKeysNotice(keys, process.cwd())}\n`);
+  }
   const daemon = await startDaemon(keys.config, log).catch((err) => {
     log.fatal({ err: String(err?.stack ?? err) }, 'failed to start');
     process.exit(1);
