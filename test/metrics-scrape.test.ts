@@ -88,12 +88,13 @@ describe('/metrics', () => {
     const ids = Array.from({ length: 20 }, (_, i) => `many-${i}`);
     for (const id of ids) await call('PUT', `/v1/items/${id}`, { handler: 'external' });
     await scrape(); // loads any item the daemon has not seen yet
-    const monitor = new Redis(redisUrl());
+    // ioredis's monitor() hands back a new connection in monitor mode; `base` itself never connects.
+    const base = new Redis(redisUrl(), { lazyConnect: true });
+    const monitor = await base.monitor();
     const reads: string[] = [];
     monitor.on('monitor', (_t: string, args: string[]) => {
       if (args[0]?.toLowerCase() === 'hgetall' && args[1]?.startsWith(prefix) && args[1].endsWith(':meta')) reads.push(args[1]);
     });
-    await monitor.monitor();
     try {
       const scrapes = 10;
       for (let i = 0; i < scrapes; i++) expect(sample(await scrape(), 'floodgate_gate_mode', `item="${ids[i]}",mode="auto"`)).toBe(1);
@@ -102,6 +103,7 @@ describe('/metrics', () => {
       expect(reads.length).toBeLessThan(ids.length * 2);
     } finally {
       monitor.disconnect();
+      base.disconnect();
     }
   });
 });
