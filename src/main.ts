@@ -36,6 +36,7 @@ import { createStockLedger } from './db/stock-ledger.js';
 import { createPgHealth } from './db/health.js';
 import { startStockKeeper } from './catalog/stock-keeper.js';
 import { startRetention } from './catalog/retention.js';
+import { createReservations } from './service/reservations.js';
 import type { HandlerSpec } from './service/handler.js';
 
 export interface Daemon {
@@ -175,8 +176,12 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
     { everyMs: 500, batch: 1000, busyElu: 0.7, maxDeferMs: 15_000, stateTtlSec: Math.ceil(config.FLOODGATE_TICKET_STATE_TTL_MS / 1000) },
   );
 
+  const reservations = createReservations({ sql: dbHandle.sql, queue, log: log.child({ module: 'reservations' }), onReturned: (itemId) => dispatcher.wake(itemId) });
+
   const loops = [
     ledger,
+    // Reservations past their deadline are released within a second, by whichever daemon sees them first.
+    every(250, 'reservation sweep', () => (pg.up ? reservations.sweep() : Promise.resolve()), log),
     every(500, 'lease sweep', () => queue.sweep(), log),
     every(1000, 'poll touch flush', () => queue.flush(), log),
     every(50, 'gate sample flush', () => samples.flush(), log),
@@ -193,6 +198,7 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
     log: log.child({ module: 'api' }),
     keys: { service: config.FLOODGATE_SERVICE_KEYS, operator: config.FLOODGATE_OPERATOR_KEYS },
     bodyLimitBytes: config.FLOODGATE_BODY_LIMIT,
+    reservations,
     corsOrigins: config.FLOODGATE_CORS_ORIGINS,
     metricsKey: config.FLOODGATE_METRICS_KEY,
     ready: async () => {

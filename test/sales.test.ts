@@ -20,7 +20,7 @@ describe('selling through Postgres (one function call per item per batch)', () =
     const r1 = await writeSales(db.sql, 'orders', [order(item, 'u1', 't1'), order(item, 'u2', 't2'), order(item, 'u1', 't3'), order(item, 'u3', 't4'), order(item, 'u4', 't5')]);
     expect(r1.map((r) => r.kind)).toEqual(['sold', 'sold', 'limit_reached', 'sold', 'sold_out']);
     const r2 = await writeSales(db.sql, 'orders', [order(item, 'u1', 't1'), order(item, 'u5', 't6'), order(item, 'u5', 't6')]);
-    expect(r2[0]).toEqual({ kind: 'sold', id: (r1[0] as { id: string }).id, replay: true, left: 0 });
+    expect(r2[0]).toEqual({ kind: 'sold', id: (r1[0] as { id: string }).id, replay: true, left: 0, reserved: 0 });
     expect(r2.slice(1).map((r) => r.kind)).toEqual(['sold_out', 'sold_out']);
     const rows = await db.sql`select user_id, ticket_id, payload from orders where item_id = ${item} order by order_id`;
     expect(rows.map((r) => [r.user_id, r.ticket_id, r.payload.n])).toEqual([['u1', `${item}.t1`, 't1'], ['u2', `${item}.t2`, 't2'], ['u3', `${item}.t4`, 't4']]);
@@ -34,14 +34,14 @@ describe('selling through Postgres (one function call per item per batch)', () =
     expect(mine).toMatchObject({ kind: 'sold', replay: false, left: 2 });
     // The same ticket ref, asked for by another user (a ticket id issued twice, e.g. after a Redis rollback).
     const [theirs] = await writeSales(db.sql, 'orders', [order(item, 'bob', 't1')]);
-    expect(theirs).toEqual({ kind: 'foreign', left: 2 });
+    expect(theirs).toEqual({ kind: 'foreign', left: 2, reserved: 0 });
     const [again, both] = await writeSales(db.sql, 'orders', [order(item, 'alice', 't1'), order(item, 'bob', 't1')]);
     expect(again).toMatchObject({ kind: 'sold', replay: true, id: (mine as { id: string }).id });
-    expect(both).toEqual({ kind: 'foreign', left: 2 });
+    expect(both).toEqual({ kind: 'foreign', left: 2, reserved: 0 });
     const claims = await newItem(2);
     await writeSales(db.sql, 'coupon_claims', [{ itemId: claims, userId: 'alice', ticketRef: `${claims}.t1`, perUser: 1 }]);
     const [c] = await writeSales(db.sql, 'coupon_claims', [{ itemId: claims, userId: 'bob', ticketRef: `${claims}.t1`, perUser: 1 }]);
-    expect(c).toEqual({ kind: 'foreign', left: 1 });
+    expect(c).toEqual({ kind: 'foreign', left: 1, reserved: 0 });
     const rows = await db.sql`select user_id from orders where item_id = ${item}`;
     expect(rows.map((r) => r.user_id)).toEqual(['alice']);
   });

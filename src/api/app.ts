@@ -16,6 +16,8 @@ import { ticketCors, type CorsOrigins } from './ticket-cors.js';
 import { itemRoutes } from './routes/items.js';
 import { opsRoutes, type OpsDeps } from './routes/ops.js';
 import { ticketRoutes } from './routes/tickets.js';
+import { orderRoutes } from './routes/orders.js';
+import type { Reservations } from '../service/reservations.js';
 
 export interface AppDeps extends OpsDeps {
   queue: Queue;
@@ -25,6 +27,8 @@ export interface AppDeps extends OpsDeps {
   log: Logger;
   keys: KeySets;
   bodyLimitBytes: number;
+  /** Confirm and release of reserved orders (POST /v1/orders/{orderId}/confirm|release); the daemon always gives it. */
+  reservations?: Reservations;
   /**
    * Origins whose pages may read and cancel tickets from the browser (CORS on
    * `/v1/tickets/{ticketId}`): `'*'` (the default) or a list. The ticket id is the only
@@ -86,6 +90,7 @@ export function createApp(deps: AppDeps) {
 
   app.route('/', itemRoutes(ctx));
   app.route('/', ticketRoutes(ctx));
+  if (deps.reservations) app.route('/', orderRoutes(ctx, deps.reservations));
   app.route('/', opsRoutes(ctx, deps));
   app.route('/', docsRoutes());
 

@@ -89,7 +89,7 @@ export const ItemView = z
     abandonAfterMs: z.number().nullable(),
     opensAt: z.string().nullable(),
     closesAt: z.string().nullable(),
-    state: z.enum(['scheduled', 'open', 'paused', 'sold_out', 'closed']),
+    state: z.enum(['scheduled', 'open', 'paused', 'held', 'sold_out', 'closed']),
     gate: GateView,
     counts: Counts,
     remaining: z.number().nullable(),
@@ -173,3 +173,13 @@ export const Readiness = z
 export const ErrorBody = z
   .object({ error: z.object({ code: z.string(), message: z.string(), details: z.record(z.string(), z.unknown()).optional() }) })
   .openapi('Error');
+
+/** An order id as the ticket's result gives it: decimal digits (a bigint in Postgres). */
+export const OrderId = z
+  .string()
+  .regex(/^[1-9][0-9]{0,17}$/, 'an order id is 1-18 decimal digits')
+  .openapi({ param: { name: 'orderId', in: 'path' }, example: '1042' });
+
+export const OrderSettled = z
+  .object({ orderId: z.string(), status: z.enum(['confirmed', 'released']) })
+  .openapi('OrderSettled', { example: { orderId: '1042', status: 'confirmed' } });

@@ -5,7 +5,7 @@ import type { HandlerRegistry } from '../service/registry.js';
 /** Postgres's count of what was sold (db/sales.ts). */
 export interface StockLedger {
   define(itemId: string, total: number): Promise<void>;
-  recount(table: 'orders' | 'coupon_claims', itemId: string): Promise<{ total: number; sold: number } | null>;
+  recount(table: 'orders' | 'coupon_claims', itemId: string): Promise<{ total: number; sold: number; reserved: number } | null>;
 }
 
 /**
@@ -23,20 +23,21 @@ export function createStockSync(deps: { queue: Queue; handlers: HandlerRegistry;
     const total = spec.initialStock(def.config);
     await deps.stock.define(def.itemId, total);
     const counted = spec.stockTable ? await deps.stock.recount(spec.stockTable, def.itemId) : null;
-    return { left: counted ? counted.total - counted.sold : total, shards: spec.stockShards?.(def.config) ?? 1 };
+    return { left: counted ? counted.total - counted.sold : total, reserved: counted?.reserved ?? 0, shards: spec.stockShards?.(def.config) ?? 1 };
   }
 
   /**
    * Sets Redis's stock to Postgres's count. `idleOnly`: only while no ticket of the item is
    * admitted (no sale in flight), when total − sold is exactly what the counter must hold, so it is
-   * corrected in both directions; otherwise left as it is (`changed: false`). A count of zero is
-   * Postgres saying "sold out": the line is cut.
+   * corrected in both directions; otherwise left as it is (`changed: false`). A count of zero with
+   * nothing reserved is Postgres saying "sold out": the line is cut (with reservations pending, the
+   * item is held: a released unit comes back to the line).
    */
-  async function pushStock(itemId: string, counted: { left: number; shards: number }, idleOnly: boolean) {
+  async function pushStock(itemId: string, counted: { left: number; reserved?: number; shards: number }, idleOnly: boolean) {
     const { left } = counted;
     const redisHad = (await queue.item(itemId, { fresh: true }))?.snap.stockLeft ?? null;
     const changed = await queue.stock.set(itemId, left, counted.shards, { idleOnly });
-    if (changed && left <= 0) await queue.cut(itemId, 'sold_out');
+    if (changed && left <= 0 && !counted.reserved) await queue.cut(itemId, 'sold_out');
     return { itemId, left, redisHad, changed };
   }
 

@@ -22,18 +22,21 @@ export interface SaleRequest {
   payload?: Record<string, unknown> | null;
   /** Coupons only: the item's per-user limit. */
   perUser?: number;
+  /** Orders only: reserve for this long (ms) instead of selling outright (drizzle/0005). */
+  reserveMs?: number;
 }
 
 /**
- * `left` is what Postgres has left after the batch, under the stock lock: the only word on
- * "sold out". `foreign`: the ticket's row exists but belongs to another user (a ticket id issued
+ * `left` is what Postgres has left after the batch, under the stock lock, and `reserved` how many
+ * of the sold units are reservations not yet confirmed: "sold out" is `left = 0` with nothing
+ * reserved; `left = 0` with units reserved is "held" (they may come back). `foreign`: the ticket's row exists but belongs to another user (a ticket id issued
  * twice); the sale is refused rather than handing over someone else's order.
  */
 export type SaleResult =
-  | { kind: 'sold'; id: string; replay: boolean; left: number }
-  | { kind: 'sold_out'; left: number }
-  | { kind: 'limit_reached'; left: number }
-  | { kind: 'foreign'; left: number };
+  | { kind: 'sold'; id: string; replay: boolean; left: number; reserved: number; reservedUntil?: string }
+  | { kind: 'sold_out'; left: number; reserved: number }
+  | { kind: 'limit_reached'; left: number; reserved: number }
+  | { kind: 'foreign'; left: number; reserved: number };
 
 /** A ticket whose row Postgres refused; nothing of it was written. */
 export type SaleRefused = { kind: 'refused'; error: SaleRefusedError };
@@ -92,27 +95,42 @@ async function sellItemBatch(sql: postgres.Sql, table: Table, itemId: string, re
   const tickets = asked.map((r) => r.ticketRef);
   const rows =
     table === 'orders'
-      ? await sql<Row[]>`select * from floodgate_sell_orders(${itemId}, ${users}::text[], ${tickets}::text[], ${asked.map((r) => (r.payload ? JSON.stringify(r.payload) : null))}::text[])`
-      : await sql<Row[]>`select * from floodgate_sell_claims(${itemId}, ${users}::text[], ${tickets}::text[], ${asked[0].perUser ?? 1}::int)`;
+      ? await sql<Row[]>`select * from floodgate_sell_orders(${itemId}, ${users}::text[], ${tickets}::text[], ${asked.map((r) => (r.payload ? JSON.stringify(r.payload) : null))}::text[], ${asked[0].reserveMs ?? null}::bigint)`
+      : await sql<Row[]>`select *, 0 as units_reserved, null as reserved_until from floodgate_sell_claims(${itemId}, ${users}::text[], ${tickets}::text[], ${asked[0].perUser ?? 1}::int)`;
   const byTicket = new Map(rows.map((r) => [r.ticket_id, toResult(r)]));
   return reqs.map((r) => {
     const res = byTicket.get(r.ticketRef)!;
-    return first.get(r.ticketRef)!.userId === r.userId ? res : { kind: 'foreign', left: res.left };
+    return first.get(r.ticketRef)!.userId === r.userId ? res : { kind: 'foreign', left: res.left, reserved: res.reserved };
   });
 }
 
-type Row = { ticket_id: string; kind: 'sold' | 'replay' | 'limit_reached' | 'sold_out' | 'foreign'; id: string | null; units_left: string | number };
+type Row = {
+  ticket_id: string;
+  kind: 'sold' | 'replay' | 'limit_reached' | 'sold_out' | 'foreign';
+  id: string | null;
+  units_left: string | number;
+  units_reserved: string | number;
+  reserved_until: Date | string | null;
+};
 
 function toResult(r: Row): SaleResult {
   const left = Number(r.units_left);
-  if (r.kind === 'sold' || r.kind === 'replay') return { kind: 'sold', id: r.id!, replay: r.kind === 'replay', left };
-  return { kind: r.kind, left };
+  const reserved = Number(r.units_reserved);
+  if (r.kind === 'sold' || r.kind === 'replay') {
+    const sold: SaleResult = { kind: 'sold', id: r.id!, replay: r.kind === 'replay', left, reserved };
+    if (r.reserved_until) sold.reservedUntil = new Date(r.reserved_until).toISOString();
+    return sold;
+  }
+  return { kind: r.kind, left, reserved };
 }
 
-/** Units Postgres has left for an item (total − sold), or null for an item without a stock row. */
-export async function unitsLeft(sql: postgres.Sql, itemId: string): Promise<number | null> {
-  const [row] = await sql`select total - sold as left from item_stock where item_id = ${itemId}`;
-  return row ? Number(row.left) : null;
+/**
+ * Units Postgres has left for an item (total − sold) and how many sold units are reservations not
+ * yet confirmed, or null for an item without a stock row.
+ */
+export async function unitsLeft(sql: postgres.Sql, itemId: string): Promise<{ left: number; reserved: number } | null> {
+  const [row] = await sql`select total - sold as left, reserved from item_stock where item_id = ${itemId}`;
+  return row ? { left: Number(row.left), reserved: Number(row.reserved) } : null;
 }
 
 /** Creates or updates an item's stock row; `total` is the handler's stock or coupon total. */
@@ -122,10 +140,20 @@ export async function defineStock(sql: postgres.Sql, itemId: string, total: numb
     on conflict (item_id) do update set total = greatest(excluded.total, item_stock.sold)`;
 }
 
-/** Recounts `sold` from the rows themselves and returns the units left: the basis of reconcile. */
-export async function recountStock(sql: postgres.Sql, table: Table, itemId: string): Promise<{ total: number; sold: number } | null> {
-  const [row] = await sql`
-    update item_stock set sold = (select count(*) from ${sql(table)} where item_id = ${itemId})
-    where item_id = ${itemId} returning total, sold`;
-  return row ? { total: Number(row.total), sold: Number(row.sold) } : null;
+/**
+ * Recounts `sold` (live rows: released orders do not count) and `reserved` from the rows
+ * themselves, under the stock lock: the basis of reconcile.
+ */
+export async function recountStock(sql: postgres.Sql, table: Table, itemId: string): Promise<{ total: number; sold: number; reserved: number } | null> {
+  const [row] =
+    table === 'orders'
+      ? await sql`
+          update item_stock set
+            sold = (select count(*) from orders where item_id = ${itemId} and status <> 'released'),
+            reserved = (select count(*) from orders where item_id = ${itemId} and status = 'reserved')
+          where item_id = ${itemId} returning total, sold, reserved`
+      : await sql`
+          update item_stock set sold = (select count(*) from coupon_claims where item_id = ${itemId})
+          where item_id = ${itemId} returning total, sold, reserved`;
+  return row ? { total: Number(row.total), sold: Number(row.sold), reserved: Number(row.reserved) } : null;
 }

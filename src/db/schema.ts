@@ -42,12 +42,21 @@ export const itemStock = pgTable(
   {
     itemId: text('item_id').primaryKey(),
     total: integer('total').notNull(),
+    /** Live orders (reserved + confirmed) or claims. */
     sold: integer('sold').notNull().default(0),
+    /** Orders reserved and not yet confirmed (drizzle/0005). */
+    reserved: integer('reserved').notNull().default(0),
   },
-  (t) => [check('item_stock_sold_within_total', sql`${t.sold} >= 0 and ${t.sold} <= ${t.total}`)],
+  (t) => [
+    check('item_stock_sold_within_total', sql`${t.sold} >= 0 and ${t.sold} <= ${t.total}`),
+    check('item_stock_reserved_within_sold', sql`${t.reserved} >= 0 and ${t.reserved} <= ${t.sold}`),
+  ],
 );
 
-/** One row per seckill sale. */
+/**
+ * One row per seckill sale: `reserved` (until `reservedUntil`) → `confirmed` | `released`, or
+ * `confirmed` at once for items without reservations. One live (not released) order per user.
+ */
 export const orders = pgTable(
   'orders',
   {
@@ -56,9 +65,18 @@ export const orders = pgTable(
     userId: text('user_id').notNull(),
     ticketId: text('ticket_id').notNull().unique('orders_ticket_id_key'),
     payload: jsonb('payload').$type<Record<string, unknown>>(),
+    status: text('status').notNull().default('confirmed').$type<'reserved' | 'confirmed' | 'released'>(),
+    reservedUntil: timestamp('reserved_until', { withTimezone: true, mode: 'date' }),
+    settledAt: timestamp('settled_at', { withTimezone: true, mode: 'date' }),
+    /** When a released order's unit went back to the Redis counter. */
+    returnedAt: timestamp('returned_at', { withTimezone: true, mode: 'date' }),
     createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
   },
-  (t) => [unique('orders_item_user_key').on(t.itemId, t.userId)],
+  (t) => [
+    uniqueIndex('orders_item_user_live_key').on(t.itemId, t.userId).where(sql`${t.status} <> 'released'`),
+    index('orders_reserved_due_idx').on(t.reservedUntil).where(sql`${t.status} = 'reserved'`),
+    index('orders_unreturned_idx').on(t.orderId).where(sql`${t.status} = 'released' and ${t.returnedAt} is null`),
+  ],
 );
 
 /** One row per claimed coupon; the per-user limit is a constraint (claim_no is 1..per_user). */

@@ -13,6 +13,7 @@ export const errorCatalogue = {
   not_cancellable: 409,
   lease_lost: 409,
   conflict: 409,
+  reservation_expired: 409,
   sold_out: 410,
   closed: 410,
   payload_too_large: 413,

@@ -18,6 +18,7 @@
  *   <p>{item}:leader    string the daemon whose controller drives this item's gate (a lease)
  *   <p>{item}:stock     hash  s<i> → units left in shard i (seckill, coupon)
  *   <p>{item}:taken     hash  seq → shard a ticket took its unit from
+ *   <p>{item}:returned  set   order ids of released reservations whose unit went back to stock
  *   <p>items            set   every item id (keys without a hash tag)
  *   <p>items:ver        string bumped whenever the set changes: daemons reload their copy of it
  */
@@ -35,6 +36,7 @@ export interface ItemKeys {
   leader: string;
   stock: string;
   taken: string;
+  returned: string;
   pollPage(seq: number): string;
   x(seq: number): string;
 }
@@ -57,6 +59,7 @@ export function itemKeys(prefix: string, itemId: string): ItemKeys {
     leader: `${base}leader`,
     stock: `${base}stock`,
     taken: `${base}taken`,
+    returned: `${base}returned`,
     pollPage: (seq) => `${base}p:${Math.floor(seq / PAGE_SIZE)}`,
     x: (seq) => `${base}x:${seq}`,
   };

@@ -85,6 +85,13 @@ export interface StockOps {
   take(itemId: string, seqs: number[]): Promise<{ taken: boolean[]; left: number }>;
   /** Gives the ticket's unit back (idempotent). */
   refund(itemId: string, seq: number): Promise<boolean>;
+  /** Drops the ticket's unit without giving it back: Postgres said the counter held one too many. */
+  forfeit(itemId: string, seq: number): Promise<boolean>;
+  /**
+   * Gives back the unit of a released reservation (once per order) and lets its buyer join again.
+   * Returns whether it was given back now (false: already given back).
+   */
+  returnReleased(itemId: string, orderId: string, userId: string): Promise<boolean>;
   /**
    * Sets the units left, over `shards` shards; with `idleOnly`, only while no ticket of the item
    * is admitted (then also forgetting which tickets took units). Returns whether it was set.
@@ -405,6 +412,16 @@ export function createQueue(deps: QueueDeps): Queue {
       async refund(itemId, seq) {
         const k = itemKeys(prefix, itemId);
         return ((await redis.refundStock(k.stock, k.taken, seq)) as number) === 1;
+      },
+      async forfeit(itemId, seq) {
+        const k = itemKeys(prefix, itemId);
+        return ((await redis.refundStock(k.stock, k.taken, seq, '1')) as number) === 1;
+      },
+      async returnReleased(itemId, orderId, userId) {
+        const k = itemKeys(prefix, itemId);
+        const given = ((await redis.returnUnit(k.stock, k.returned, k.users, k.base, orderId, userId)) as number) === 1;
+        cache.invalidate(itemId);
+        return given;
       },
       async set(itemId, units, shards, opts) {
         const k = itemKeys(prefix, itemId);

@@ -31,6 +31,7 @@ export interface ScriptedRedis extends Redis {
   define: Cmd;
   takeStock: Cmd;
   refundStock: Cmd;
+  returnUnit: Cmd;
   setStock: Cmd;
   extendLeases: Cmd;
   lead: Cmd;

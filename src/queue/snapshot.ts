@@ -107,12 +107,17 @@ export function parseSnapshot(
   };
 }
 
-export type ItemState = 'scheduled' | 'open' | 'paused' | 'sold_out' | 'closed';
+export type ItemState = 'scheduled' | 'open' | 'paused' | 'held' | 'sold_out' | 'closed';
 
+/**
+ * `held`: an item that sells by reservation (config.reserveMs) has no unit free while some are
+ * reserved and not confirmed; its line stays, waiting for released units.
+ */
 export function itemState(s: ItemSnapshot, now: number): ItemState {
   if (s.closed || (s.def.closesAt !== null && now >= s.def.closesAt)) return 'closed';
   if (s.soldOut) return 'sold_out';
   if (s.def.opensAt !== null && now < s.def.opensAt) return 'scheduled';
   if (s.gate.mode === 'closed') return 'paused';
+  if (s.stockLeft === 0 && s.def.config.reserveMs !== undefined) return 'held';
   return 'open';
 }

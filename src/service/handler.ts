@@ -59,6 +59,8 @@ export interface UnitStock {
   take(itemId: string, seq: number): Promise<{ taken: boolean; left: number }>;
   /** Gives the ticket's unit back (idempotent). */
   refund(itemId: string, seq: number): Promise<boolean>;
+  /** Drops the ticket's unit without giving it back (Postgres had none for it: the counter was over). */
+  forfeit(itemId: string, seq: number): Promise<boolean>;
 }
 
 export interface HandlerContext {
@@ -71,7 +73,10 @@ export interface HandlerContext {
   sell(table: 'orders' | 'coupon_claims', req: SaleRequest): Promise<SaleResult>;
   /** Marks the item sold out (Postgres said so): new joins get 410, every waiting ticket ends rejected/sold_out. */
   soldOut(): Promise<void>;
-  /** Asks Postgres whether units are left; when none are, marks the item sold out and answers true. */
+  /**
+   * Asks Postgres whether units are left; when none are and none is reserved, marks the item sold
+   * out and answers true (with units reserved the item is held: they may come back).
+   */
   confirmSoldOut(): Promise<boolean>;
 }
 

@@ -64,11 +64,14 @@ export function createService(deps: ServiceDeps) {
     return p;
   };
   const soldOut = (itemId: string) => single(`cut:${itemId}`, () => queue.cut(itemId, 'sold_out').then(() => undefined));
-  /** Postgres's word, asked once at a time per item: no units left → the item is cut sold out. */
+  /**
+   * Postgres's word, asked once at a time per item: no units left and none reserved → the item is
+   * cut sold out (units reserved may be released: the item is held, its line stays).
+   */
   const confirmSoldOut = (itemId: string) =>
     single(`left:${itemId}`, async () => {
-      const left = await pgCall(() => unitsLeft(deps.sql, itemId));
-      if (left !== null && left > 0) return false;
+      const stock = await pgCall(() => unitsLeft(deps.sql, itemId));
+      if (stock !== null && (stock.left > 0 || stock.reserved > 0)) return false;
       await soldOut(itemId);
       return true;
     });
@@ -83,7 +86,11 @@ export function createService(deps: ServiceDeps) {
     }
   }
   const context = (itemId: string): Pick<HandlerContext, 'stock' | 'sell' | 'soldOut' | 'confirmSoldOut'> => ({
-    stock: { take: (id, seq) => taker.submit({ itemId: id, seq }), refund: (id, seq) => queue.stock.refund(id, seq) },
+    stock: {
+      take: (id, seq) => taker.submit({ itemId: id, seq }),
+      refund: (id, seq) => queue.stock.refund(id, seq),
+      forfeit: (id, seq) => queue.stock.forfeit(id, seq),
+    },
     sell: async (table, req): Promise<SaleResult> => {
       // A refused ticket fails alone: the rest of its batch was sold (db/sales.ts).
       const sale = await pgCall(() => sellers[table].submit(req));

@@ -10,6 +10,7 @@ import { createGateStore } from '../../src/queue/gate-store.js';
 import { createQueue } from '../../src/queue/queue.js';
 import { withScripts } from '../../src/queue/scripts.js';
 import { createHandlerRegistry } from '../../src/service/registry.js';
+import { createReservations } from '../../src/service/reservations.js';
 import { testDb } from './db.js';
 import { testRedis } from './redis.js';
 
@@ -50,6 +51,7 @@ export async function testApp() {
       log,
       keys: { service: [SERVICE, 'svc-key-2'], operator: [OPERATOR] },
       bodyLimitBytes: 16 * 1024,
+      reservations: createReservations({ sql: dbh.sql, queue, log, onReturned: () => {} }),
       ready: async () => ({ redis: true, postgres: true }),
       beforeScrape: async () => {},
       corsOrigins: opts.corsOrigins,

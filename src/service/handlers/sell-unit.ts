@@ -4,16 +4,17 @@ import { RequeueError, type HandlerContext, type HandlerTicket } from '../handle
 
 /**
  * The shared path of seckill and coupon: take a unit in Redis, commit the row in Postgres, give the
- * unit back if Postgres says no. Postgres alone decides "sold out" (units left under its stock
- * lock): when the Redis counter is empty but Postgres still has units, they are held by tickets in
- * flight, and this ticket goes back to the head of the line to wait for one of them to come back
- * (admissions pause while the counter is empty). When Postgres cannot be reached the unit is given
- * back and the ticket waits at the head too: an outage is a pause, never a refusal.
+ * unit back if Postgres says no. Postgres alone decides "sold out" (no unit left and none reserved,
+ * under its stock lock): when the Redis counter is empty but Postgres still has units, they are held
+ * by tickets in flight, or reserved and not yet confirmed (they may be released), and this ticket
+ * goes back to the head of the line to wait for one of them to come back (admissions pause while
+ * the counter is empty). When Postgres cannot be reached the unit is given back and the ticket
+ * waits at the head too: an outage is a pause, never a refusal.
  */
-export async function sellUnit(t: HandlerTicket, ctx: HandlerContext, table: 'orders' | 'coupon_claims'): Promise<SaleResult> {
+export async function sellUnit(t: HandlerTicket, ctx: HandlerContext, table: 'orders' | 'coupon_claims', reserveMs?: number): Promise<SaleResult> {
   const took = await ctx.stock.take(t.itemId, t.seq);
   if (!took.taken) {
-    if (await ctx.confirmSoldOut()) return { kind: 'sold_out', left: 0 };
+    if (await ctx.confirmSoldOut()) return { kind: 'sold_out', left: 0, reserved: 0 };
     throw new RequeueError('awaiting_returns');
   }
   let sale: SaleResult;
@@ -24,6 +25,7 @@ export async function sellUnit(t: HandlerTicket, ctx: HandlerContext, table: 'or
       ticketRef: ticketRef(t.ticketId),
       payload: t.payload,
       perUser: table === 'coupon_claims' ? Number(t.config.perUser ?? 1) : undefined,
+      reserveMs,
     });
   } catch (err) {
     // Whatever ends this run without a sale gives the unit back (the settle scripts do so as
@@ -31,8 +33,14 @@ export async function sellUnit(t: HandlerTicket, ctx: HandlerContext, table: 'or
     await ctx.stock.refund(t.itemId, t.seq).catch(() => {});
     throw err;
   }
+  if (sale.kind === 'sold_out' && sale.reserved > 0) {
+    // No unit for a ticket that held one in Redis: the counter was one over (a released unit given
+    // back twice, by a recount and by its release). Drop that unit and wait for a real one.
+    await ctx.stock.forfeit(t.itemId, t.seq);
+    throw new RequeueError('awaiting_returns');
+  }
   if (sale.kind !== 'sold') await ctx.stock.refund(t.itemId, t.seq);
-  if (sale.left <= 0) await ctx.soldOut();
+  if (sale.left <= 0 && sale.reserved === 0) await ctx.soldOut();
   if (sale.kind === 'foreign') throw Object.assign(new Error('ticket_conflict'), { permanent: true });
   return sale;
 }

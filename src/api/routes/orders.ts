@@ -1,0 +1,39 @@
+import { OpenAPIHono, createRoute, z } from '@hono/zod-openapi';
+import type { Reservations } from '../../service/reservations.js';
+import type { AuthEnv } from '../auth.js';
+import type { ApiContext } from '../context.js';
+import { errors, json } from '../openapi.js';
+import { OrderId, OrderSettled } from '../schemas.js';
+
+const security = [{ bearer: [] }];
+const params = z.object({ orderId: OrderId });
+
+/**
+ * Reservations (seckill with `config.reserveMs`): the shop confirms a paid order or releases an
+ * unpaid one. Both are idempotent; a confirm after `reservedUntil` is 409 reservation_expired.
+ */
+export function orderRoutes(ctx: ApiContext, reservations: Reservations) {
+  const app = new OpenAPIHono<AuthEnv>({ defaultHook: ctx.defaultHook });
+  const service = ctx.auth('service');
+
+  app.openapi(
+    createRoute({
+      method: 'post', path: '/v1/orders/{orderId}/confirm', tags: ['orders'], security, middleware: [service] as const,
+      summary: 'Confirm a reserved order (paid); idempotent',
+      request: { params },
+      responses: { 200: json(OrderSettled, 'The order is confirmed'), ...errors(400, 401, 404, 409, 503) },
+    }),
+    async (c) => c.json(await reservations.confirm(c.req.valid('param').orderId), 200),
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'post', path: '/v1/orders/{orderId}/release', tags: ['orders'], security, middleware: [service] as const,
+      summary: 'Release a reserved order (not paid): its unit goes to the next in line; idempotent',
+      request: { params },
+      responses: { 200: json(OrderSettled, 'The order is released'), ...errors(400, 401, 404, 409, 503) },
+    }),
+    async (c) => c.json(await reservations.release(c.req.valid('param').orderId), 200),
+  );
+  return app;
+}

@@ -1,0 +1,86 @@
+import type postgres from 'postgres';
+import { expireOrders, itemsWithExpired, markReturned, settleOrder, unreturned, type ReleasedUnit, type SettledOrder } from '../db/orders.js';
+import { fail } from '../kernel/errors.js';
+import type { Logger } from '../kernel/logger.js';
+import type { Queue } from '../queue/queue.js';
+
+/**
+ * Reservations (seckill with `config.reserveMs`): the order a sale made is confirmed or released
+ * by the shop, or released by whichever daemon sees its deadline pass first.
+ *
+ * A release is two steps: Postgres moves the order to `released` (exactly once: the status moves
+ * under the item's stock lock) and gives the unit back to its count; then the unit goes back to
+ * the Redis counter and the buyer's `users` entry is cleared (once per order: the Redis script
+ * keeps the ids it has returned), and the order is marked `returned_at`. A daemon killed between
+ * the two leaves `returned_at` null, and the next sweep of any daemon finishes it.
+ *
+ * When a confirm leaves no unit free and none reserved, every unit is paid for: the line is cut
+ * `sold_out` (until then the item is `held` and its waiting tickets keep their place).
+ */
+export interface Reservations {
+  confirm(orderId: string): Promise<{ orderId: string; status: 'confirmed' }>;
+  release(orderId: string): Promise<{ orderId: string; status: 'released' }>;
+  /** One sweep: releases reservations past their deadline and returns released units to Redis. */
+  sweep(): Promise<{ expired: number; returned: number }>;
+}
+
+export interface ReservationDeps {
+  sql: postgres.Sql;
+  queue: Queue;
+  log: Logger;
+  /** A released unit is back in an item's counter: wake the dispatcher for it. */
+  onReturned(itemId: string): void;
+}
+
+export function createReservations(deps: ReservationDeps): Reservations {
+  const { sql, queue, log } = deps;
+
+  async function giveBack(units: ReleasedUnit[]): Promise<number> {
+    let n = 0;
+    for (const u of units) if (await queue.stock.returnReleased(u.itemId, u.orderId, u.userId)) n++;
+    await markReturned(sql, units.map((u) => u.orderId));
+    for (const itemId of new Set(units.map((u) => u.itemId))) deps.onReturned(itemId);
+    return n;
+  }
+
+  /** Every unit confirmed: the waiting tickets end rejected / sold_out. */
+  async function cutIfSoldOut(o: SettledOrder) {
+    if (o.itemId && o.left <= 0 && o.reserved === 0) await queue.cut(o.itemId, 'sold_out');
+  }
+
+  const released = (orderId: string, o: SettledOrder) => giveBack([{ orderId, itemId: o.itemId!, userId: o.userId! }]);
+
+  return {
+    async confirm(orderId) {
+      const o = await settleOrder(sql, orderId, 'confirmed');
+      if (o.outcome === 'not_found') fail('not_found', 'No such order.');
+      if (o.outcome === 'expired') {
+        if (o.changed) await released(orderId, o);
+        fail('reservation_expired', 'The reservation ran out before it was confirmed; its unit went back on sale.');
+      }
+      if (o.outcome === 'conflict') fail('conflict', 'The order was released; it cannot be confirmed.');
+      await cutIfSoldOut(o);
+      return { orderId, status: 'confirmed' };
+    },
+
+    async release(orderId) {
+      const o = await settleOrder(sql, orderId, 'released');
+      if (o.outcome === 'not_found') fail('not_found', 'No such order.');
+      if (o.outcome === 'conflict') fail('conflict', 'The order is confirmed; it cannot be released.');
+      if (o.changed) await released(orderId, o);
+      return { orderId, status: 'released' };
+    },
+
+    async sweep() {
+      let expired = 0;
+      for (const itemId of await itemsWithExpired(sql, 50)) {
+        const gone = await expireOrders(sql, itemId, 1000);
+        expired += gone.length;
+        if (gone.length) log.info({ itemId, released: gone.length }, 'expired reservations released');
+      }
+      // The units of those, and of any release whose daemon died before it gave its unit back.
+      const returned = await giveBack(await unreturned(sql, 1000));
+      return { expired, returned };
+    },
+  };
+}
