@@ -1,0 +1,155 @@
+import { describe, expect, it } from 'vitest';
+import { itemKeys } from '../src/queue/keys.js';
+import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
+import { testDb } from './support/db.js';
+import { testRedis } from './support/redis.js';
+
+const { redis, newPrefix } = testRedis();
+const db = await testDb();
+const prefix = newPrefix();
+const { call } = await inProcessDaemon({ prefix, databaseUrl: db.url });
+
+const join = (item: string, userId: string) => call('POST', `/v1/items/${item}/tickets`, { userId }, SVC);
+const view = (id: string) => call('GET', `/v1/tickets/${id}`, undefined, null).then((r) => r.body);
+const confirm = (orderId: string) => call('POST', `/v1/orders/${orderId}/confirm`, undefined, SVC);
+const release = (orderId: string) => call('POST', `/v1/orders/${orderId}/release`, undefined, SVC);
+const redisUnits = async (item: string) => (await redis.hvals(itemKeys(prefix, item).stock)).reduce((a, v) => a + Number(v), 0);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function stockRow(item: string) {
+  const [row] = await db.sql`select total, sold, reserved from item_stock where item_id = ${item}`;
+  const [c] = await db.sql`
+    select count(*) filter (where status = 'confirmed')::int as confirmed, count(*) filter (where status = 'reserved')::int as reserved,
+           count(*) filter (where status <> 'released')::int as live
+    from orders where item_id = ${item}`;
+  return { total: row.total as number, sold: row.sold as number, reserved: row.reserved as number, ...(c as { confirmed: number; reserved: number; live: number }) };
+}
+
+describe('reservations (seckill with reserveMs)', () => {
+  it('sells 10 units to 50 buyers of whom 30% never pay: every unit ends confirmed, once, and the line ends sold_out only after the last confirm', async () => {
+    const item = 'resv-flow';
+    const stock = 10;
+    await call('PUT', `/v1/items/${item}`, { handler: 'seckill', config: { stock, reserveMs: 1500 }, gate: { mode: 'manual', maxInFlight: 20 } });
+    const users = Array.from({ length: 50 }, (_, i) => `buyer-${i}`);
+    const neverPays = (u: string) => Number(u.split('-')[1]) % 10 < 3;
+    const tickets = new Map<string, string>();
+    for (const u of users) {
+      const r = await join(item, u);
+      expect(r.status).toBe(202);
+      tickets.set(u, r.body.ticketId);
+    }
+
+    // All 10 units reserved, none confirmed: the item is held, the others wait for returns.
+    await waitFor(() => stockRow(item), (s) => s.reserved === stock);
+    const held = await waitFor(() => call('GET', `/v1/items/${item}`), (r) => r.body.state === 'held', 5000);
+    expect(held.body).toMatchObject({ state: 'held', remaining: 0 });
+    const waiting = (await Promise.all(users.map((u) => view(tickets.get(u)!)))).filter((v) => v.state === 'waiting');
+    expect(waiting.length).toBe(users.length - stock);
+    expect(waiting[0].reason).toBe('awaiting_returns');
+
+    // The shop: confirms the payers' orders (twice each: confirm is idempotent), ignores the rest.
+    const confirmed = new Map<string, string>();
+    let lastConfirmAt = 0;
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      const views = await Promise.all(users.map((u) => view(tickets.get(u)!)));
+      if (views.every((v) => v.state !== 'waiting' && v.state !== 'admitted')) break;
+      expect(Date.now()).toBeLessThan(deadline);
+      for (const v of views) {
+        if (v.state === 'rejected') expect(confirmed.size).toBe(stock); // nobody is turned away while a unit may come back
+        if (v.state !== 'succeeded' || neverPays(v.userId) || confirmed.has(v.userId)) continue;
+        expect(v.outcome.result).toEqual({ orderId: expect.stringMatching(/^\d+$/), reservedUntil: expect.any(String) });
+        const [a, b] = [await confirm(v.outcome.result.orderId), await confirm(v.outcome.result.orderId)];
+        expect(a).toMatchObject({ status: 200, body: { orderId: v.outcome.result.orderId, status: 'confirmed' } });
+        expect(b.status).toBe(200);
+        confirmed.set(v.userId, v.outcome.result.orderId);
+        lastConfirmAt = Date.now();
+      }
+      await sleep(100);
+    }
+
+    expect(confirmed.size).toBe(stock);
+    const s = await stockRow(item);
+    expect(s).toMatchObject({ total: stock, sold: stock, reserved: 0, confirmed: stock, live: stock });
+    const perUser = await db.sql`select user_id, count(*)::int as n from orders where item_id = ${item} and status <> 'released' group by user_id having count(*) > 1`;
+    expect(perUser).toEqual([]);
+    expect((await db.sql`select count(*)::int as n from orders where item_id = ${item} and status = 'confirmed' and user_id = any(${users.filter(neverPays)})`)[0].n).toBe(0);
+    const released = await db.sql`select count(*)::int as n from orders where item_id = ${item} and status = 'released'`;
+    expect(released[0].n).toBeGreaterThan(0);
+    expect(await redisUnits(item)).toBe(0);
+    const final = await Promise.all(users.map((u) => view(tickets.get(u)!)));
+    for (const v of final.filter((x) => x.state === 'rejected')) {
+      expect(v.outcome.reason).toBe('sold_out');
+      expect(Date.parse(v.updatedAt)).toBeGreaterThanOrEqual(lastConfirmAt - 1000);
+    }
+    expect((await call('GET', `/v1/items/${item}`)).body.state).toBe('sold_out');
+  });
+
+  it('answers 409 reservation_expired to a confirm after reservedUntil, releases idempotently, and lets the buyer join again', async () => {
+    const item = 'resv-expiry';
+    await call('PUT', `/v1/items/${item}`, { handler: 'seckill', config: { stock: 1, reserveMs: 300 } });
+    const t = await join(item, 'slow-payer');
+    const won = await waitFor(() => view(t.body.ticketId), (v) => v.state === 'succeeded');
+    const orderId = won.outcome.result.orderId;
+    expect(Date.parse(won.outcome.result.reservedUntil)).toBeGreaterThan(Date.parse(won.createdAt));
+    await sleep(Math.max(0, Date.parse(won.outcome.result.reservedUntil) - Date.now()) + 50);
+    const late = await confirm(orderId);
+    expect(late.status).toBe(409);
+    expect(late.body.error.code).toBe('reservation_expired');
+    expect((await confirm(orderId)).body.error.code).toBe('reservation_expired');
+    expect(await release(orderId)).toMatchObject({ status: 200, body: { orderId, status: 'released' } });
+    await waitFor(() => redisUnits(item), (n) => n === 1, 5000);
+    // The old ticket stays succeeded; a new one buys the unit that came back.
+    expect((await view(t.body.ticketId)).state).toBe('succeeded');
+    const again = await join(item, 'slow-payer');
+    expect(again.status).toBe(202);
+    const won2 = await waitFor(() => view(again.body.ticketId), (v) => v.state === 'succeeded');
+    expect(won2.outcome.result.orderId).not.toBe(orderId);
+    expect((await confirm(won2.outcome.result.orderId)).status).toBe(200);
+    expect((await release(won2.outcome.result.orderId)).body.error.code).toBe('conflict');
+    expect((await confirm('999999999')).status).toBe(404);
+    expect((await confirm('abc')).body.error.code).toBe('invalid_request');
+    expect((await call('POST', `/v1/orders/${orderId}/release`, undefined, null)).status).toBe(401);
+  });
+
+  it('ends a release and a confirm racing for one order in exactly one of them', async () => {
+    const item = 'resv-race';
+    const n = 20;
+    await call('PUT', `/v1/items/${item}`, { handler: 'seckill', config: { stock: n, reserveMs: 60_000 } });
+    const ids = await Promise.all(Array.from({ length: n }, (_, i) => join(item, `racer-${i}`).then((r) => r.body.ticketId as string)));
+    const views = await waitFor(() => Promise.all(ids.map(view)), (vs) => vs.every((v) => v.state === 'succeeded'));
+    const results = await Promise.all(
+      views.map(async (v) => {
+        const id = v.outcome.result.orderId;
+        const [c, r] = await Promise.all([confirm(id), release(id)]);
+        return { id, c, r };
+      }),
+    );
+    let confirmedN = 0;
+    for (const { id, c, r } of results) {
+      expect([c.status, r.status].filter((s) => s === 200).length).toBe(1);
+      expect((c.status === 200 ? r : c).body.error.code).toBe('conflict');
+      const [row] = await db.sql`select status from orders where order_id = ${id}`;
+      expect(row.status).toBe(c.status === 200 ? 'confirmed' : 'released');
+      if (c.status === 200) confirmedN++;
+    }
+    const s = await stockRow(item);
+    expect(s).toMatchObject({ sold: confirmedN, reserved: 0, confirmed: confirmedN });
+    await waitFor(() => redisUnits(item), (u) => u === n - confirmedN, 5000);
+    expect(await redisUnits(item)).toBe(n - confirmedN);
+  });
+
+  it('finishes a release whose unit never reached Redis (a daemon killed between the two steps)', async () => {
+    const item = 'resv-unreturned';
+    await call('PUT', `/v1/items/${item}`, { handler: 'seckill', config: { stock: 1, reserveMs: 60_000 } });
+    const t = await join(item, 'cut-short');
+    const won = await waitFor(() => view(t.body.ticketId), (v) => v.state === 'succeeded');
+    // Postgres's half of a release, as a daemon that died right after its commit left it.
+    await db.sql`select * from floodgate_settle_order(${won.outcome.result.orderId}::bigint, 'released')`;
+    await waitFor(() => redisUnits(item), (u) => u === 1, 5000);
+    expect(await redisUnits(item)).toBe(1);
+    const [row] = await db.sql`select returned_at from orders where order_id = ${won.outcome.result.orderId}`;
+    expect(row.returned_at).not.toBeNull();
+    expect((await join(item, 'cut-short')).status).toBe(202);
+  });
+});
