@@ -40,7 +40,7 @@ const orders = (item: string) =>
          count(*) filter (where status = 'released' and returned_at is null)::int as unreturned from orders where item_id = ${item}`.then((r) => r[0]);
 
 async function reserveAll(url: string, item: string, n: number, tag: string) {
-  const ids = [];
+  const ids: string[] = [];
   for (let i = 0; i < n; i++) ids.push((await http(url, 'POST', `/v1/items/${item}/tickets`, { userId: `${tag}-${i}` }, 'svc')).body.ticketId as string);
   await until(() => Promise.all(ids.map((id) => http(url, 'GET', `/v1/tickets/${id}`))), (vs) => vs.every((v) => v.body.state === 'succeeded'));
 }

@@ -13,6 +13,8 @@
  * sends the first pass; default 5,000; 0 = none, and a fresh generator), BENCH_FLASH_MANUAL (in-flight cap of a second sale with a
  * `manual` gate, run after the `auto` one; 0 = skip; default 0), BENCH_FLASH_DRAIN=0 (skip the drain
  * diagnostic: the same stock sold from a line filled behind a closed gate, with no joins arriving).
+ * BENCH_FLASH_RESERVE=<share> (e.g. 0.2) runs the reservations variant instead (bench/lib/flash-reserve.ts):
+ * a share of the buyers never pay, their reservations expire and their units go to the next in line.
  */
 import postgres from 'postgres';
 import { call, OPERATOR_KEY, SERVICE_KEY } from '../lib/api.js';
@@ -26,6 +28,7 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { ScenarioOutput } from './index.js';
+import { runReservedSale } from '../lib/flash-reserve.js';
 
 const STOCK = Number(process.env.BENCH_STOCK ?? 10_000);
 const USERS = Number(process.env.BENCH_USERS ?? 100_000);
@@ -658,6 +661,14 @@ export async function flashSaleScenario(ctx: BenchContext): Promise<ScenarioOutp
   const redisPid = Number(/^process_id:(\d+)/m.exec(await ctx.redis.info('server'))?.[1]) || undefined;
   const daemon = await startDaemon(ctx);
   ctx.log(`daemon ready in ${fmtS(daemon.startMs)}`);
+  const reserveShare = Number(process.env.BENCH_FLASH_RESERVE ?? 0);
+  if (reserveShare > 0) {
+    try {
+      return { markdown: await runReservedSale(ctx, daemon, reserveShare) };
+    } finally {
+      await daemon.child.stop();
+    }
+  }
   const sales: SaleOut[] = [];
   const notes: string[] = [];
   sales.push(await runSale(ctx, daemon, 'flash-auto', { mode: 'auto' }, redisPid, WARMUP > 0));
