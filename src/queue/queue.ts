@@ -88,10 +88,10 @@ export interface StockOps {
   /** Drops the ticket's unit without giving it back: Postgres said the counter held one too many. */
   forfeit(itemId: string, seq: number): Promise<boolean>;
   /**
-   * Gives back the unit of a released reservation (once per order) and lets its buyer join again.
-   * Returns whether it was given back now (false: already given back).
+   * Gives back the units of released reservations of one item (once per order) and lets their
+   * buyers join again. Returns how many were given back now (the rest had been already).
    */
-  returnReleased(itemId: string, orderId: string, userId: string): Promise<boolean>;
+  returnReleased(itemId: string, orders: { orderId: string; userId: string }[]): Promise<number>;
   /**
    * Sets the units left, over `shards` shards; with `idleOnly`, only while no ticket of the item
    * is admitted (then also forgetting which tickets took units). Returns whether it was set.
@@ -417,9 +417,10 @@ export function createQueue(deps: QueueDeps): Queue {
         const k = itemKeys(prefix, itemId);
         return ((await redis.refundStock(k.stock, k.taken, seq, '1')) as number) === 1;
       },
-      async returnReleased(itemId, orderId, userId) {
+      async returnReleased(itemId, orders) {
+        if (!orders.length) return 0;
         const k = itemKeys(prefix, itemId);
-        const given = ((await redis.returnUnit(k.stock, k.returned, k.users, k.base, orderId, userId)) as number) === 1;
+        const given = (await redis.returnUnit(k.stock, k.returned, k.users, k.base, ...orders.flatMap((o) => [o.orderId, o.userId]))) as number;
         cache.invalidate(itemId);
         return given;
       },

@@ -35,11 +35,16 @@ export interface ReservationDeps {
 export function createReservations(deps: ReservationDeps): Reservations {
   const { sql, queue, log } = deps;
 
+  /** One Redis call per item, then one Postgres update: a sweep may carry a thousand releases. */
   async function giveBack(units: ReleasedUnit[]): Promise<number> {
+    const byItem = new Map<string, ReleasedUnit[]>();
+    for (const u of units) byItem.set(u.itemId, [...(byItem.get(u.itemId) ?? []), u]);
     let n = 0;
-    for (const u of units) if (await queue.stock.returnReleased(u.itemId, u.orderId, u.userId)) n++;
+    for (const [itemId, us] of byItem) {
+      n += await queue.stock.returnReleased(itemId, us);
+      deps.onReturned(itemId);
+    }
     await markReturned(sql, units.map((u) => u.orderId));
-    for (const itemId of new Set(units.map((u) => u.itemId))) deps.onReturned(itemId);
     return n;
   }
 

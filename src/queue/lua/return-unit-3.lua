@@ -1,23 +1,29 @@
 --[[
-  Gives back the unit of a released reservation, once per order: to the stock counter (so the
-  next waiting ticket is admitted) and to its buyer (the user's entry in `users` is cleared when it
-  still names a succeeded ticket, so the user may join again; their old ticket stays succeeded).
-  Postgres releases an order exactly once; the `returned` set makes a repeat of this call (a retry
-  after a lost answer) harmless.
+  Gives back the units of released reservations, once per order: to the stock counter (so the
+  next waiting tickets are admitted) and to their buyers (a user's entry in `users` is cleared when
+  it still names a succeeded ticket, so the user may join again; the old ticket stays succeeded).
+  Postgres releases an order exactly once; the `returned` set makes a repeat of this call (a retry,
+  or two daemons finishing the same release) harmless.
   KEYS[1] stock  KEYS[2] returned (set of order ids)  KEYS[3] users
-  ARGV[1] base  ARGV[2] orderId  ARGV[3] userId
-  Returns 1 given back, 0 already given back.
+  ARGV[1] base  ARGV[2..] pairs: orderId, userId
+  Returns how many units were given back now (the others had been already).
 ]]
 -- @include _lib
-local base, orderId, userId = ARGV[1], ARGV[2], ARGV[3]
-if rcall('SADD', KEYS[2], orderId) == 0 then return 0 end
+local base = ARGV[1]
 local k = rcall('HLEN', KEYS[1])
-local shard = 's0'
-if k > 0 then shard = 's' .. fmt(tonumber(orderId) % k) end
-rcall('HINCRBY', KEYS[1], shard, 1)
-local seq = tonumber(rcall('HGET', KEYS[3], userId) or '')
-if seq then
-  local record = getRecord(base, seq)
-  if record and string.sub(record, 1, 1) == 's' then rcall('HDEL', KEYS[3], userId) end
+local n = 0
+for i = 2, #ARGV, 2 do
+  local orderId, userId = ARGV[i], ARGV[i + 1]
+  if rcall('SADD', KEYS[2], orderId) == 1 then
+    local shard = 's0'
+    if k > 0 then shard = 's' .. fmt(tonumber(orderId) % k) end
+    rcall('HINCRBY', KEYS[1], shard, 1)
+    local seq = tonumber(rcall('HGET', KEYS[3], userId) or '')
+    if seq then
+      local record = getRecord(base, seq)
+      if record and string.sub(record, 1, 1) == 's' then rcall('HDEL', KEYS[3], userId) end
+    end
+    n = n + 1
+  end
 end
-return 1
+return n
