@@ -44,7 +44,7 @@ describe('the OpenAPI document', () => {
       expect(Object.keys(doc.paths[p][m].responses), `${m} ${p}`).not.toContain('401'), expect(Object.keys(doc.paths[p][m].responses)).not.toContain('403');
     const s = doc.components.schemas;
     expect(s.HandlerConfig.oneOf.map((r: { $ref: string }) => r.$ref.split('/').pop())).toEqual(['SeckillConfig', 'CouponConfig', 'WebhookConfig', 'ExternalConfig']);
-    expect(Object.keys(s.SeckillConfig.properties)).toEqual(['stock', 'shards']);
+    expect(Object.keys(s.SeckillConfig.properties)).toEqual(['stock', 'shards', 'reserveMs']);
     expect(s.SeckillConfig.required).toEqual(['stock']);
     expect(Object.keys(s.CouponConfig.properties)).toEqual(['total', 'perUser', 'shards']);
     expect(Object.keys(s.WebhookConfig.properties)).toEqual(['url', 'timeoutMs', 'headers', 'secret']);

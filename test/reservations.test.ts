@@ -150,7 +150,7 @@ describe('reservations (seckill with reserveMs)', () => {
     await db.sql`select * from floodgate_settle_order(${won.outcome.result.orderId}::bigint, 'released')`;
     await waitFor(() => redisUnits(item), (u) => u === 1, 5000);
     expect(await redisUnits(item)).toBe(1);
-    const [row] = await db.sql`select returned_at from orders where order_id = ${won.outcome.result.orderId}`;
+    const row = await waitFor(() => db.sql`select returned_at from orders where order_id = ${won.outcome.result.orderId}`.then((r) => r[0]), (r) => r.returned_at !== null, 5000);
     expect(row.returned_at).not.toBeNull();
     expect((await join(item, 'cut-short')).status).toBe(202);
   });

@@ -16,24 +16,19 @@ export function orderRoutes(ctx: ApiContext, reservations: Reservations) {
   const app = new OpenAPIHono<AuthEnv>({ defaultHook: ctx.defaultHook });
   const service = ctx.auth('service');
 
-  app.openapi(
-    createRoute({
-      method: 'post', path: '/v1/orders/{orderId}/confirm', tags: ['orders'], security, middleware: [service] as const,
-      summary: 'Confirm a reserved order (paid); idempotent',
-      request: { params },
-      responses: { 200: json(OrderSettled, 'The order is confirmed'), ...errors(400, 401, 404, 409, 503) },
-    }),
-    async (c) => c.json(await reservations.confirm(c.req.valid('param').orderId), 200),
-  );
-
-  app.openapi(
-    createRoute({
-      method: 'post', path: '/v1/orders/{orderId}/release', tags: ['orders'], security, middleware: [service] as const,
-      summary: 'Release a reserved order (not paid): its unit goes to the next in line; idempotent',
-      request: { params },
-      responses: { 200: json(OrderSettled, 'The order is released'), ...errors(400, 401, 404, 409, 503) },
-    }),
-    async (c) => c.json(await reservations.release(c.req.valid('param').orderId), 200),
-  );
+  const actions = [
+    { path: 'confirm', summary: 'Confirm a reserved order (paid); idempotent', done: 'The order is confirmed', run: reservations.confirm },
+    { path: 'release', summary: 'Release a reserved order (not paid): its unit goes to the next in line; idempotent', done: 'The order is released', run: reservations.release },
+  ] as const;
+  for (const a of actions)
+    app.openapi(
+      createRoute({
+        method: 'post', path: `/v1/orders/{orderId}/${a.path}`, tags: ['orders'], security, middleware: [service] as const,
+        summary: a.summary,
+        request: { params },
+        responses: { 200: json(OrderSettled, a.done), ...errors(400, 401, 404, 409, 503) },
+      }),
+      async (c) => c.json(await a.run(c.req.valid('param').orderId), 200),
+    );
   return app;
 }
