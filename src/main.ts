@@ -57,12 +57,17 @@ async function openCore(config: Config, log: Logger, clock: Clock) {
   const handlers = createHandlerRegistry();
   if (config.FLOODGATE_HANDLERS_MODULE) await loadHandlers(config.FLOODGATE_HANDLERS_MODULE, handlers, log);
   const joined = new Set<(itemId: string) => void>();
+  const metrics = createMetrics();
   const queue = createQueue({
     redis,
     prefix: config.FLOODGATE_REDIS_PREFIX,
     clock,
     cacheMs: config.FLOODGATE_CACHE_MS,
     onJoined: (id) => joined.forEach((f) => f(id)),
+    onWaited: (itemId, predictedMs, actualMs) => {
+      metrics.waitSeconds.observe({ item: itemId }, actualMs / 1000);
+      if (predictedMs !== null && actualMs > 0) metrics.etaError.observe({ item: itemId }, Math.abs(actualMs - predictedMs) / actualMs);
+    },
     archived: (ref) => readOutcome(dbHandle.sql, ref) as ReturnType<NonNullable<QueueDeps['archived']>>,
   });
   const store = createItemsStore(dbHandle.db);
@@ -83,14 +88,13 @@ async function openCore(config: Config, log: Logger, clock: Clock) {
     await pgInfra.stop();
     await redisInfra.stop();
   };
-  return { redisInfra, pgInfra, redis, dbHandle, handlers, queue, catalog, gateStore, store, joined, close };
+  return { redisInfra, pgInfra, redis, dbHandle, handlers, queue, catalog, gateStore, store, joined, metrics, close };
 }
 
 export async function startDaemon(config: Config, log: Logger, clock: Clock = systemClock): Promise<Daemon> {
-  const { redisInfra, pgInfra, redis, dbHandle, handlers, queue, catalog, gateStore, store, joined, close } = await openCore(config, log, clock);
+  const { redisInfra, pgInfra, redis, dbHandle, handlers, queue, catalog, gateStore, store, joined, metrics, close } = await openCore(config, log, clock);
   const me = `${os.hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
   const samples = createSampleRecorder(gateStore, (itemId) => queue.peek(itemId)?.snap.controller?.probeStart ?? null);
-  const metrics = createMetrics();
   const restored = await catalog.restore();
   if (restored) log.warn({ restored }, 'items restored into redis from postgres');
   if (config.FLOODGATE_RECONCILE_ON_START) await catalog.reconcile({ idleOnly: true });
