@@ -60,14 +60,15 @@ export async function checkFault(env: Env, o: Observed): Promise<FaultRow> {
   const accepted = buyers.filter((b) => b.ticketId);
   const isGone = (b: Buyer) => !b.final || b.final.status !== 200 || !(TERMINAL.has(b.final.state ?? '') || b.final.state === 'waiting');
   const gone = accepted.filter(isGone);
-  const inWindow = w.lossWindow ? gone.filter((b) => b.acceptedAt! >= w.lossWindow!.from && b.acceptedAt! <= w.lossWindow!.to) : [];
+  const inLossWindow = (b: Buyer) => !!w.lossWindow && b.acceptedAt! >= w.lossWindow.from && b.sentAt! <= w.lossWindow.to;
+  const inWindow = gone.filter(inLossWindow);
   const states: Record<string, number> = {};
   for (const b of accepted) {
     const k = b.final?.status === 200 ? `${b.final.state}${b.final.reason ? ` (${b.final.reason})` : ''}` : String(b.final?.status ?? 'unread');
     states[k] = (states[k] ?? 0) + 1;
   }
   detail.push(`accepted tickets: ${accepted.length}; read when quiet: ${fmtCounts(states)}`);
-  if (w.lossWindow) detail.push(`Redis-durability window (${w.lossWindow.why}): ${buyers.filter((b) => b.acceptedAt && b.acceptedAt >= w.lossWindow!.from && b.acceptedAt <= w.lossWindow!.to).length} tickets accepted in it, ${inWindow.length} of them gone`);
+  if (w.lossWindow) detail.push(`Redis-durability window (${w.lossWindow.why}): ${accepted.filter(inLossWindow).length} tickets accepted in it, ${inWindow.length} of them gone`);
   detail.push(o.quiet.reached ? `quiet (nothing waiting or admitted) ${o.quiet.afterS.toFixed(1)} s after the last buyer's answer` : `**not quiet** ${o.quiet.afterS.toFixed(0)} s after the last buyer's answer: ${JSON.stringify(o.quiet.counts)}`);
 
   // Ids issued twice: one ticket id answered to two users.
@@ -80,11 +81,12 @@ export async function checkFault(env: Env, o: Observed): Promise<FaultRow> {
     const hostile = buyers.filter((b) => b.hostile);
     const not400 = hostile.filter((b) => b.status !== 400).length;
     extra.push({ name: `hostile joins (of ${hostile.length}) not answered 400`, value: not400, ok: not400 === 0 });
+  }
+  if (fault.kind !== 'webhook') {
+    // A buyer told `failed` lost their place while the fault lasted (an outage should be a pause):
+    // for seckill and coupon nothing but the fault can fail a valid ticket.
     const failed = valid.filter((b) => b.final?.state === 'failed').length;
     extra.push({ name: 'valid tickets failed', value: failed, ok: failed === 0 });
-  } else if (fault.kind !== 'webhook') {
-    const failed = valid.filter((b) => b.final?.state === 'failed').length;
-    if (failed) detail.push(`${failed} tickets ended \`failed\` (told to the user; their units went back to the stock)`);
   }
 
   let unitsLost: number | null = null;

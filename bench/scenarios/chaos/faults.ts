@@ -13,7 +13,10 @@ export interface FaultWindow {
   /** When the fault began and ended (ms, this process's clock); null for faults without an outage. */
   startMs: number | null;
   endMs: number | null;
-  /** Acknowledged writes in this span may be lost by Redis' documented durability (AOF everysec, a rollback). */
+  /**
+   * A join answered at or after `from` whose request was sent at or before `to` may be lost to
+   * Redis' documented durability (AOF everysec, a rollback); one sent later never may.
+   */
   lossWindow?: { from: number; to: number; why: string };
   notes: string[];
 }
@@ -111,7 +114,7 @@ export const faults: Fault[] = [
       return {
         startMs,
         endMs: Date.now(),
-        lossWindow: { from: startMs - EVERYSEC_WINDOW_MS, to: startMs, why: `accepted in the ${EVERYSEC_WINDOW_MS / 1000} s before the kill (AOF everysec)` },
+        lossWindow: { from: startMs - EVERYSEC_WINDOW_MS, to: startMs, why: `answered at most ${EVERYSEC_WINDOW_MS / 1000} s before the kill or sent before it (AOF everysec)` },
         notes: [],
       };
     },
@@ -134,7 +137,7 @@ export const faults: Fault[] = [
       return {
         startMs,
         endMs: Date.now(),
-        lossWindow: { from, to: startMs, why: 'accepted between the DUMP and the RESTORE (rolled back)' },
+        lossWindow: { from, to: Date.now(), why: 'answered after the DUMP began, sent before the RESTORE ended (rolled back)' },
         notes: [`${dump.size} keys dumped and restored, ${deleted} newer keys deleted; rolled back over ${((startMs - from) / 1000).toFixed(1)} s`],
       };
     },

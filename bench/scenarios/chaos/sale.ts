@@ -17,7 +17,8 @@ export interface Buyer {
   status: number;
   code?: string;
   ticketId?: string;
-  /** When the accepting answer (200/202) arrived (ms, this process's clock). */
+  /** When the accepting request was sent and its answer (200/202) arrived (ms, this process's clock). */
+  sentAt?: number;
   acceptedAt?: number;
   /** The ticket after the sale went quiet: its status code and view. */
   final?: { status: number; state?: string; reason?: string; result?: Record<string, unknown> };
@@ -66,6 +67,7 @@ export function startSale(env: Env, itemId: string, opts: SaleOpts): SaleRun {
     for (let attempt = 0; attempt < RETRIES; attempt++) {
       let status = 0;
       let res: Awaited<ReturnType<typeof call>> | null = null;
+      const sentAt = Date.now();
       try {
         res = await call(env.daemon.url, 'POST', joinPath, SERVICE_KEY, body, { timeoutMs: TIMEOUT_MS });
         status = res.status;
@@ -77,6 +79,7 @@ export function startSale(env: Env, itemId: string, opts: SaleOpts): SaleRun {
       b.code = (res?.body.error as { code?: string } | undefined)?.code;
       if (status === 200 || status === 202) {
         b.ticketId = res!.body.ticketId as string;
+        b.sentAt = sentAt;
         b.acceptedAt = Date.now();
         joinsOk.push(b.acceptedAt);
         return;
