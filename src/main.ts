@@ -31,6 +31,7 @@ import { startController } from './scheduler/controller.js';
 import { createSampleRecorder } from './scheduler/sample-recorder.js';
 import { createStockLedger } from './db/stock-ledger.js';
 import { createPgHealth } from './db/health.js';
+import { startStockKeeper } from './catalog/stock-keeper.js';
 import type { HandlerSpec } from './service/handler.js';
 
 export interface Daemon {
@@ -119,19 +120,6 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
     { idleMs: 100, batch: 200, dispatchLeaseMs: config.FLOODGATE_DISPATCH_LEASE_MS, autoCap: config.FLOODGATE_AUTO_START_LIMIT },
   );
   joined.add((itemId) => dispatcher.wake(itemId));
-  /**
-   * Stock counters that say "empty" while Postgres has units (units stranded by a crash between a
-   * take and its sale, or a rolled-back Redis) would pause an item for good: an item whose counter
-   * is empty, with tickets waiting and none in flight, is reconciled from Postgres (both ways).
-   */
-  const repairStock = async () => {
-    if (!pg.up) return;
-    for (const itemId of await queue.itemIds()) {
-      const s = queue.peek(itemId)?.snap;
-      if (!s || s.stockLeft !== 0 || s.soldOut || s.closed || s.counts.admitted > 0 || s.counts.waiting === 0) continue;
-      await catalog.reconcile({ itemId, idleOnly: true });
-    }
-  };
   pg.onUp(() => {
     dispatcher.wake();
     void catalog.reconcile({ idleOnly: true }).catch((err) => log.warn({ err: String(err) }, 'reconcile after postgres came back failed'));
@@ -179,7 +167,7 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
     every(500, 'lease sweep', () => queue.sweep(), log),
     every(1000, 'poll touch flush', () => queue.flush(), log),
     every(50, 'gate sample flush', () => samples.flush(), log),
-    every(2000, 'stock repair', repairStock, log),
+    startStockKeeper({ queue, catalog, pg, log: log.child({ module: 'stock' }) }, { everyMs: 2000 }),
   ];
 
   const app = createApp({

@@ -73,7 +73,7 @@ describe('items and gate (operator)', () => {
     expect((await call('GET', '/v1/items/none')).body.error.code).toBe('item_not_found');
   });
 
-  it('patches the gate, keeps omitted fields, audits every change, and rejects null', async () => {
+  it('patches the gate, keeps omitted fields, audits every change, and rejects bad values', async () => {
     const { call } = t.build();
     await call('PUT', '/v1/items/g1', { handler: 'external' });
     const a = await call('PATCH', '/v1/items/g1/gate', { mode: 'manual', rate: 50, maxInFlight: 20 });
@@ -81,7 +81,6 @@ describe('items and gate (operator)', () => {
     expect(a.body).toEqual({ mode: 'manual', rate: 50, maxInFlight: 20, effective: { rate: 50, maxInFlight: 20 }, controller: null });
     const b = await call('PATCH', '/v1/items/g1/gate', { rate: 2.5 });
     expect(b.body).toMatchObject({ mode: 'manual', rate: 2.5, maxInFlight: 20 });
-    expect((await call('PATCH', '/v1/items/g1/gate', { rate: null })).status).toBe(400);
     expect((await call('PATCH', '/v1/items/g1/gate', { rate: 0 })).status).toBe(400);
     expect((await call('PATCH', '/v1/items/g1/gate', { mode: 'open' })).status).toBe(400);
     const closed = await call('PATCH', '/v1/items/g1/gate', { mode: 'closed' });

@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { defaultParams, enforced, initialState, step, type SampleWindow } from '../src/scheduler/control-law.js';
+import { defaultParams, enforced, initialState, ready, stalled, step, type SampleWindow } from '../src/scheduler/control-law.js';
 import { bucketOf, type Histogram } from '../src/scheduler/latency-histogram.js';
 import { simulate } from './support/sim.js';
 
 const hist = (ms: number, n: number): Histogram => new Map([[bucketOf(ms), n]]);
-const win = (over: Partial<SampleWindow>): SampleWindow => ({ n: 0, drops: 0, hist: new Map(), probeHist: new Map(), inflightMax: 0, ...over });
+const win = (over: Partial<SampleWindow>): SampleWindow => ({ n: 0, drops: 0, hist: new Map(), probeHist: new Map(), inflightMax: 0, waiting: 100, ...over });
 const steady = (limit: number) => ({ ...initialState(0, limit), nextProbeAt: Infinity, baseMs: 50, p50Ms: 50 });
 
 describe('the control law against a simulated downstream (virtual clock)', () => {
@@ -22,6 +22,27 @@ describe('the control law against a simulated downstream (virtual clock)', () =>
     for (const ph of perPhase) {
       expect(ph.delivered / ((ph.capacity * ph.ms) / 1000)).toBeGreaterThanOrEqual(0.8);
       expect(ph.floodedMs / ph.ms).toBeLessThanOrEqual(0.05);
+    }
+  });
+
+  // The field report: a webhook's baseline came from the opening burst (684 ms against a 50 ms
+  // service), the pace it gave rounded to no admissions in the gate, and with no answers the law
+  // never stepped again. Here the first 2 s answer at 10x the true latency, and the gate is faulty:
+  // it admits nothing while paced under 10/s. The law must step on time and find the capacity.
+  it('reaches capacity after a cold start answered at 10x the true latency, even through a gate that stalls at slow paces', () => {
+    const cold = [
+      { durationMs: 2000, workers: 20, serviceMs: 500 },
+      { durationMs: 10_000, workers: 20, serviceMs: 50 }, // C = 400/s: recovery
+      { durationMs: 10_000, workers: 20, serviceMs: 50 }, // steady
+    ];
+    for (const seed of [1, 7]) {
+      for (const deadBelowRate of [0, 10]) {
+        const { perPhase } = simulate(cold, { seed, deadBelowRate });
+        const steady = perPhase[2];
+        expect(steady.delivered / ((steady.capacity * steady.ms) / 1000), `seed ${seed}, dead below ${deadBelowRate}/s`).toBeGreaterThanOrEqual(0.8);
+        expect(steady.floodedMs / steady.ms).toBeLessThanOrEqual(0.05);
+        expect(perPhase[1].delivered / ((perPhase[1].capacity * perPhase[1].ms) / 1000)).toBeGreaterThanOrEqual(0.6);
+      }
     }
   });
 
@@ -68,6 +89,23 @@ describe('the control law, step by step', () => {
     expect(done.baseMs).toBeGreaterThan(70);
     expect(done.limit).toBeCloseTo(probing.probe!.savedLimit);
     expect(done.nextProbeAt).toBeGreaterThanOrEqual(1400 + defaultParams.probeEveryMs);
+  });
+
+  it('steps on time when nothing ends while tickets wait and the gate has room: drops the pace and re-probes', () => {
+    const s = { ...steady(2), p50Ms: 684, p99Ms: 900 };
+    const quiet = win({ inflightMax: 0, waiting: 382 });
+    expect(stalled(s, quiet, 0, 1500)).toBe(false); // not yet: max(2 s, 2 × p99)
+    expect(ready(s, quiet, 0, 2000)).toBe(true);
+    expect(stalled(s, { ...quiet, waiting: 0 }, 0, 5000)).toBe(false); // nothing to admit
+    expect(stalled(s, { ...quiet, inflightMax: 2 }, 0, 5000)).toBe(false); // full: the downstream is slow, not the gate
+    const next = step(s, quiet, 2000);
+    expect(next.probe).not.toBeNull();
+    expect(next.probes).toBe(s.probes + 1);
+    expect(enforced(next).rate).toBeNull(); // the limit alone gates until answers come
+  });
+
+  it('never paces below 1/s, however slow the last answers were', () => {
+    expect(enforced({ ...steady(1), p50Ms: 60_000 }).rate).toBe(defaultParams.minRate);
   });
 
   it('paces admissions at L / p50 with headroom', () => {

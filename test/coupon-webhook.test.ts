@@ -67,7 +67,7 @@ describe('webhook', () => {
     if (body.userId === 'flaky') return s.calls < 3 ? send(503) : send(201, { orderId: 'W2' });
     if (body.userId === 'down') return send(503);
     if (body.userId === 'bad') return send(400, { error: 'bad' });
-    if (body.userId === 'slow') return setTimeout(() => send(200, {}), 1500);
+    if (body.userId === 'slow') return setTimeout(() => send(200, {}), 5000); // far past the timeout
     if (body.userId.startsWith('b-ok')) return send(200, { n: s.calls });
     if (body.userId.startsWith('b-flaky')) return s.calls < 2 ? send(503) : send(200, { n: s.calls });
     send(500);
@@ -77,7 +77,7 @@ describe('webhook', () => {
   it('maps 2xx, 409, 5xx with retries, timeouts and 4xx to outcomes, with the ticket ref as idempotency key', async () => {
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
-    await call('PUT', '/v1/items/wh', { handler: 'webhook', config: { url, timeoutMs: 300, headers: { 'x-shop-key': 'k1' } } });
+    await call('PUT', '/v1/items/wh', { handler: 'webhook', config: { url, timeoutMs: 1000, headers: { 'x-shop-key': 'k1' } } });
     const ids: Record<string, string> = {};
     for (const u of ['ok', 'no', 'flaky', 'down', 'bad', 'slow']) ids[u] = (await call('POST', '/v1/items/wh/tickets', { userId: u, payload: { sku: 1 } }, SVC)).body.ticketId;
     const v = Object.fromEntries(await Promise.all(Object.entries(ids).map(async ([u, id]) => [u, await settled(id)])));

@@ -89,3 +89,29 @@ describe('the line', () => {
     await expect(queue.status(old.ticketId)).rejects.toMatchObject({ code: 'ticket_not_found' });
   });
 });
+
+describe('ids the daemon did not issue', () => {
+  it('cost no Redis call when they name an unknown item, however many arrive', async () => {
+    const clock = manualClock();
+    const redis = t.redis.duplicate();
+    const queue = createQueue({ redis, prefix: t.newPrefix(), clock, cacheMs: 250 });
+    await queue.define(def('real'), null, { reopen: false });
+    let calls = 0;
+    const send = redis.sendCommand.bind(redis);
+    redis.sendCommand = ((...args: Parameters<typeof send>) => {
+      calls++;
+      return send(...args);
+    }) as typeof redis.sendCommand;
+    const forged = (i: number) => `${Buffer.from(`nope-${i}`).toString('base64url')}.1.${'A'.repeat(22)}`;
+    for (let i = 0; i < 2000; i++) {
+      clock.advance(1);
+      await expect(queue.status(forged(i))).rejects.toMatchObject({ code: 'ticket_not_found' });
+    }
+    // 2 s of forged ids: at most one version check per 50 ms between them, not one call each.
+    expect(calls).toBeLessThanOrEqual(45);
+    // A ticket of a real item still reads (and an item made elsewhere appears after the recheck).
+    const { ticket } = await queue.join('real', 'u1', null);
+    expect((await queue.status(ticket.ticketId)).state).toBe('waiting');
+    redis.disconnect();
+  });
+});

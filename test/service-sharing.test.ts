@@ -15,20 +15,22 @@ const view = (id: string) => call('GET', `/v1/tickets/${id}`, undefined, null).t
 
 describe('the service module', () => {
   it('does not let a hot item starve another item on the same handler queue', { timeout: 60_000 }, async () => {
-    // The hot item drips through a slow gate; the cold item has no cap of its own.
-    await call('PUT', '/v1/items/hot', { handler: 'seckill', config: { stock: 5000 }, gate: { mode: 'manual', rate: 100, maxInFlight: 20 } });
+    // The hot item drips through a slow gate (1000 tickets at 20/s: 50 s), opened once its whole
+    // line has joined; the cold item has no cap of its own.
+    await call('PUT', '/v1/items/hot', { handler: 'seckill', config: { stock: 5000 }, gate: { mode: 'closed' } });
     await call('PUT', '/v1/items/cold', { handler: 'seckill', config: { stock: 100 } });
     for (let i = 0; i < 1000; i += 100)
       await Promise.all(Array.from({ length: 100 }, (_, j) => call('POST', '/v1/items/hot/tickets', { userId: `h${i + j}` }, SVC)));
+    await call('PATCH', '/v1/items/hot/gate', { mode: 'manual', rate: 20, maxInFlight: 20 });
     const cold = await Promise.all(Array.from({ length: 20 }, (_, i) => call('POST', '/v1/items/cold/tickets', { userId: `c${i}` }, SVC)));
     const coldViews = await waitFor(
       () => Promise.all(cold.map((c) => view(c.body.ticketId))),
       (vs) => vs.every((v) => v.state === 'succeeded'),
-      5000,
+      30_000,
     );
     expect(coldViews.every((v) => v.state === 'succeeded')).toBe(true);
     const hot = (await call('GET', '/v1/items/hot')).body;
-    expect(hot.counts.waiting).toBeGreaterThan(500); // the hot line is still draining
+    expect(hot.counts.waiting).toBeGreaterThan(0); // the hot line is still draining
   });
 
   it('runs a handler registered by the deployment from FLOODGATE_HANDLERS_MODULE', async () => {

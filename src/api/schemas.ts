@@ -24,8 +24,9 @@ export const GateMode = z.enum(['auto', 'manual', 'closed']);
 export const GatePatch = z
   .object({
     mode: GateMode.optional(),
-    rate: z.number().positive().max(1e6).optional(),
-    maxInFlight: z.number().int().positive().max(1e6).optional(),
+    // null clears a ceiling; below one ticket per 100 s a pace means nothing a user would wait for.
+    rate: z.number().min(0.01).max(1e6).nullable().optional(),
+    maxInFlight: z.number().int().min(1).max(1e6).nullable().optional(),
   })
   .strict()
   .openapi('GatePatch', { example: { mode: 'manual', rate: 50, maxInFlight: 20 } });

@@ -210,7 +210,9 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     },
 
     async patchGate(itemId, patch, actor) {
-      const before = (await current(itemId)).snap.gate;
+      const item = await current(itemId);
+      const before = item.snap.gate;
+      if (!Object.keys(patch).length) return gateView(before, item.snap.controller, autoCapOf(handlers.get(item.snap.def.handler)));
       const after: GateSettings = { ...before, ...patch };
       await queue.setGate(itemId, patch);
       if (after.mode === 'auto' && before.mode !== 'auto') await deps.resetController(itemId);

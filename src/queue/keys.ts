@@ -4,7 +4,7 @@
  *
  *   <p>{item}:meta      hash  definition: handler, config, window, capacity, secret, epoch, cuts…
  *   <p>{item}:ctr       hash  seq, served, waiting, admitted, succeeded, … , admissions, cxn
- *   <p>{item}:gate      hash  mode, rate, maxInFlight, tat
+ *   <p>{item}:gate      hash  mode, rate, maxInFlight, tatAt, tatOff (GCRA), a* (controller)
  *   <p>{item}:users     hash  userId → seq of the user's latest ticket
  *   <p>{item}:t:<page>  hash  seq → ticket record (pages of 128 seqs, see lua/_lib.lua)
  *   <p>{item}:p:<page>  hash  seq → last poll (ms), only for items with abandonAfterMs
@@ -18,7 +18,8 @@
  *   <p>{item}:leader    string the daemon whose controller drives this item's gate (a lease)
  *   <p>{item}:stock     hash  s<i> → units left in shard i (seckill, coupon)
  *   <p>{item}:taken     hash  seq → shard a ticket took its unit from
- *   <p>items            set   every item id (the only key without a hash tag)
+ *   <p>items            set   every item id (keys without a hash tag)
+ *   <p>items:ver        string bumped whenever the set changes: daemons reload their copy of it
  */
 export interface ItemKeys {
   base: string;
@@ -62,3 +63,4 @@ export function itemKeys(prefix: string, itemId: string): ItemKeys {
 }
 
 export const itemsSetKey = (prefix: string) => `${prefix}items`;
+export const itemsVersionKey = (prefix: string) => `${prefix}items:ver`;

@@ -4,7 +4,7 @@ import type { Clock } from '../kernel/clock.js';
 import { FloodgateError, fail } from '../kernel/errors.js';
 import { cancelError, joinError, settleError } from './codes.js';
 import { createItemCache, type CachedItem } from './item-cache.js';
-import { itemKeys, itemsSetKey, PAGE_SIZE } from './keys.js';
+import { itemKeys, itemsSetKey, itemsVersionKey, PAGE_SIZE } from './keys.js';
 import { withScripts } from './scripts.js';
 import { makeTicketId, parseTicketId, verifyBinding, verifySeq, type ParsedTicketId } from './ticket-id.js';
 import type { AdmittedTicket, Cut, GateSettings, LineDefinition, Outcome, TicketView } from './types.js';
@@ -91,13 +91,35 @@ export function createQueue(deps: QueueDeps): Queue {
   const records = createRecordCache(500_000);
   const touches = createTouchBuffer(redis, prefix);
 
+  /**
+   * This process's copy of the set of item ids, reloaded when the shared version key moved. It is
+   * what makes an id naming an unknown item cost nothing: however many arrive, they share one
+   * version check per `maxAgeMs` (a forged id is a miss; a miss may be an item just made on
+   * another daemon, hence the short recheck on a miss).
+   */
+  const known = { ids: new Set<string>(), ver: null as string | null, checkedAt: -Infinity, loading: null as Promise<Set<string>> | null };
+  function knownIds(maxAgeMs = deps.cacheMs): Promise<Set<string>> | Set<string> {
+    if (clock.now() - known.checkedAt < maxAgeMs) return known.ids;
+    known.loading ??= (async () => {
+      const ver = await redis.get(itemsVersionKey(prefix));
+      if (ver === null || ver !== known.ver) known.ids = new Set(await redis.smembers(itemsSetKey(prefix)));
+      known.ver = ver;
+      known.checkedAt = clock.now();
+      return known.ids;
+    })().finally(() => (known.loading = null));
+    return known.loading;
+  }
+  async function isKnown(itemId: string): Promise<boolean> {
+    return (await knownIds()).has(itemId) || (await knownIds(50)).has(itemId);
+  }
+
   async function mustItem(itemId: string): Promise<CachedItem> {
     return (await cache.get(itemId)) ?? fail('item_not_found', 'No such item.');
   }
 
   async function resolveTicket(ticketId: string): Promise<{ item: CachedItem; seq: number; parsed: ParsedTicketId }> {
     const parsed = parseTicketId(ticketId);
-    const item = parsed ? await cache.get(parsed.itemId) : null;
+    const item = parsed && (await isKnown(parsed.itemId)) ? await cache.get(parsed.itemId) : null;
     if (!parsed || !item) fail('ticket_not_found', 'No such ticket.');
     // An id in the record cache was verified whole when it was stored: the HMAC runs once per ticket and process.
     if (records.get(ticketId)?.secret !== item!.snap.secret && !verifySeq(parsed!, item!.snap.secret)) fail('ticket_not_found', 'No such ticket.');
@@ -167,7 +189,8 @@ export function createQueue(deps: QueueDeps): Queue {
         opts.reopen ? '1' : '0',
       )) as [number];
       if (code === -1) fail('conflict', 'The handler of an item with live tickets cannot change.');
-      await redis.sadd(itemsSetKey(prefix), def.itemId);
+      await redis.multi().sadd(itemsSetKey(prefix), def.itemId).incr(itemsVersionKey(prefix)).exec();
+      known.ids.add(def.itemId);
       cache.invalidate(def.itemId);
       return { created: code === 1 };
     },
@@ -179,7 +202,7 @@ export function createQueue(deps: QueueDeps): Queue {
 
     peek: (itemId) => cache.peek(itemId),
 
-    itemIds: () => redis.smembers(itemsSetKey(prefix)),
+    itemIds: async () => [...(await knownIds())],
 
     async precheckJoin(itemId) {
       refuseFromCache((await mustItem(itemId)).snap, clock.now());
@@ -308,14 +331,16 @@ export function createQueue(deps: QueueDeps): Queue {
     },
 
     async setGate(itemId, patch) {
-      await redis.hset(itemKeys(prefix, itemId).gate, gateFields(patch));
+      const fields = gateFields(patch);
+      if (!Object.keys(fields).length) return; // HSET with no fields is an error
+      await redis.hset(itemKeys(prefix, itemId).gate, fields);
       cache.invalidate(itemId);
     },
 
     async sweep() {
       const now = clock.now();
       let n = 0;
-      for (const itemId of await redis.smembers(itemsSetKey(prefix))) {
+      for (const itemId of await knownIds()) {
         const k = itemKeys(prefix, itemId);
         n += (await redis.sweep(k.meta, k.ctr, k.leases, k.retry, k.base, now)) as number;
       }

@@ -22,8 +22,11 @@ export interface ControlParams {
   probeFraction: number;
   probeSamples: number;
   probeTimeoutMs: number;
-  /** Admission pace = L / p50 × headroom. */
+  /** Admission pace = L / p50 × headroom, never below minRate (per s). */
   pacingHeadroom: number;
+  minRate: number;
+  /** No call ended for max(stallMs, 2 × p99) while tickets waited and the gate had room: a stall. */
+  stallMs: number;
 }
 
 export const defaultParams: ControlParams = {
@@ -40,6 +43,8 @@ export const defaultParams: ControlParams = {
   probeSamples: 40,
   probeTimeoutMs: 3000,
   pacingHeadroom: 1.25,
+  minRate: 1,
+  stallMs: 2000,
 };
 
 export interface ControlState {
@@ -67,6 +72,8 @@ export interface SampleWindow {
   probeHist: Histogram;
   /** Most tickets in flight seen during the window. */
   inflightMax: number;
+  /** Tickets waiting in the line when the window closed. */
+  waiting: number;
 }
 
 export function initialState(now: number, startLimit: number, p: ControlParams = defaultParams): ControlState {
@@ -89,8 +96,23 @@ const clamp = (x: number, lo: number, hi: number) => Math.min(hi, Math.max(lo, x
 /** What the gate enforces now: an integer in-flight limit and an admission pace (per second). */
 export function enforced(s: ControlState, p: ControlParams = defaultParams): { limit: number; rate: number | null } {
   const limit = s.probe ? Math.max(2, Math.floor(s.probe.savedLimit * p.probeFraction)) : Math.max(p.minLimit, Math.floor(s.limit));
-  const rate = s.p50Ms ? (Math.max(limit, 1) / (s.p50Ms / 1000)) * p.pacingHeadroom : null;
+  // The floor keeps a pace from a stale, huge p50 from rounding to no admissions at all.
+  const rate = s.p50Ms ? Math.max(p.minRate, (Math.max(limit, 1) / (s.p50Ms / 1000)) * p.pacingHeadroom) : null;
   return { limit, rate };
+}
+
+/**
+ * Nothing ended for a while, tickets wait and the gate had room: the gate, not the downstream,
+ * holds the line back (a pace from a cold start's slow answers, say). Samples cannot correct it,
+ * since none arrive: the law must step on time.
+ */
+export function stalled(s: ControlState, w: SampleWindow, openedAt: number, now: number, p: ControlParams = defaultParams): boolean {
+  return w.n === 0 && w.waiting > 0 && w.inflightMax < enforced(s, p).limit && now - openedAt >= Math.max(p.stallMs, 2 * (s.p99Ms ?? 0));
+}
+
+/** Whether to step on a window: enough samples, a full window with some, any probe sample while probing, or a stall. */
+export function ready(s: ControlState, w: SampleWindow, openedAt: number, now: number, p: ControlParams = defaultParams): boolean {
+  return w.n >= p.minSamples || (now - openedAt >= p.maxWindowMs && w.n > 0) || (s.probe !== null && count(w.probeHist) > 0) || stalled(s, w, openedAt, now, p);
 }
 
 export function step(s: ControlState, w: SampleWindow, now: number, p: ControlParams = defaultParams, rng: () => number = Math.random): ControlState {
@@ -103,6 +125,10 @@ export function step(s: ControlState, w: SampleWindow, now: number, p: ControlPa
   const p99 = quantile(w.hist, 0.99);
   if (p99 !== null) next.p99Ms = p99;
   const dropping = w.n > 0 && w.drops / w.n > p.dropThreshold;
+  // An empty window is a stall (see `stalled`): forget the pace that held admissions back and
+  // re-measure the baseline now, with the limit alone gating.
+  const stall = w.n === 0;
+  if (stall) next.p50Ms = null;
 
   if (s.probe) {
     const hist = new Map(s.probe.hist);
@@ -143,7 +169,7 @@ export function step(s: ControlState, w: SampleWindow, now: number, p: ControlPa
   next.limit = clamp(next.limit, p.minLimit, p.maxLimit);
 
   // A run of loss-free decreases means the baseline may be stale (requests got dearer): re-probe.
-  if (now >= s.nextProbeAt || next.decreasesInRow >= 5) {
+  if (now >= s.nextProbeAt || next.decreasesInRow >= 5 || stall) {
     next.probe = { startedAt: now, savedLimit: next.limit, hist: [] };
     next.probes = s.probes + 1;
   }

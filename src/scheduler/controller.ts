@@ -3,7 +3,7 @@ import type { Logger } from '../kernel/logger.js';
 import type { GateStore } from '../queue/gate-store.js';
 import type { Queue } from '../queue/queue.js';
 import type { HandlerRegistry } from '../service/registry.js';
-import { defaultParams, enforced, initialState, step, type ControlState, type SampleWindow } from './control-law.js';
+import { defaultParams, enforced, initialState, ready, step, type ControlState, type SampleWindow } from './control-law.js';
 
 export interface ControllerEvents {
   /** A change of the enforced limit by 2× or more (audited, at most every 10 s per item). */
@@ -20,7 +20,7 @@ interface Local {
   audited: { limit: number; rate: number | null; at: number } | null;
 }
 
-const emptyWindow = (now: number, inflight: number) => ({ n: 0, drops: 0, hist: new Map(), probeHist: new Map(), inflightMax: inflight, openedAt: now });
+const emptyWindow = (now: number, inflight: number) => ({ n: 0, drops: 0, hist: new Map(), probeHist: new Map(), inflightMax: inflight, waiting: 0, openedAt: now });
 
 /** Counters only grow; a drop means they were reset (a Redis loss): treat what is there as new. */
 function delta(cur: Record<string, string>, prev: Record<string, string> | null, prefix: string): Map<number, number> {
@@ -70,12 +70,14 @@ export function startController(
       local.state = gate.aState ? (JSON.parse(gate.aState) as ControlState) : null;
       local.window = emptyWindow(now, inflight);
     }
+    const probes = local.state?.probes ?? 0;
     if (gate.aReset) {
       // A switch to auto: never resume a stale estimate; start from what is in flight and probe.
+      // The probe count carries on (the probes metric counts by it).
       local.state = null;
       await store.publish(itemId, { aReset: '' });
     }
-    local.state ??= initialState(now, Math.max(opts.startLimit, inflight));
+    local.state ??= { ...initialState(now, Math.max(opts.startLimit, inflight)), probes };
     const counters = await store.readSamples(itemId);
     if (local.prev) {
       const w = local.window;
@@ -86,12 +88,15 @@ export function startController(
     }
     local.prev = counters;
     local.window.inflightMax = Math.max(local.window.inflightMax, inflight);
+    // In manual mode the operator's gate holds the line on purpose: no stalls in shadow.
+    local.window.waiting = item.snap.gate.mode === 'auto' ? item.snap.counts.waiting : 0;
 
     const params = { ...defaultParams, maxLimit: item.snap.gate.maxInFlight ?? defaultParams.maxLimit };
     const w = local.window;
     // While probing, every tick with answers is a step: the probe's own end rule decides, and
-    // waiting for a full window kept the limit pinned for a second at low rates.
-    if (w.n >= params.minSamples || (now - w.openedAt >= params.maxWindowMs && w.n > 0) || (local.state.probe && w.probeHist.size > 0)) {
+    // waiting for a full window kept the limit pinned for a second at low rates. A stall is a
+    // step too: with no answers coming, waiting for samples would wait forever.
+    if (ready(local.state, w, w.openedAt, now, params)) {
       local.state = step(local.state, w, now, params);
       local.window = emptyWindow(now, inflight);
     }

@@ -103,6 +103,7 @@ export function createService(deps: ServiceDeps) {
   });
   const inProcess = deps.handlers.names().filter((n) => deps.handlers.get(n)?.handle);
   const workerConn = deps.bullRedis.duplicate();
+  workerConn.on('error', (err) => deps.log.warn({ err: err.message }, 'redis error (workers)'));
   const workers = jobs.workers(inProcess, workerConn, runner);
   for (const w of workers) w.on('error', (err) => deps.log.warn({ err: String(err) }, 'worker error'));
 

@@ -1,5 +1,5 @@
 import { bucketOf, type Histogram } from '../../src/scheduler/latency-histogram.js';
-import { defaultParams, enforced, initialState, step, type ControlParams, type ControlState } from '../../src/scheduler/control-law.js';
+import { defaultParams, enforced, initialState, ready, step, type ControlParams, type ControlState } from '../../src/scheduler/control-law.js';
 
 /** A seeded PRNG (mulberry32), so simulations are deterministic. */
 export function rng(seed: number) {
@@ -25,7 +25,18 @@ export interface Phase {
  * Flooded = more requests waiting for a worker than there are workers.
  * The gate in front of it follows the control law (or a fixed limit), with an endless line.
  */
-export function simulate(phases: Phase[], opts: { fixedLimit?: number; params?: ControlParams; seed?: number; bound?: number; timeoutMs?: number } = {}) {
+export function simulate(
+  phases: Phase[],
+  opts: {
+    fixedLimit?: number;
+    params?: ControlParams;
+    seed?: number;
+    bound?: number;
+    timeoutMs?: number;
+    /** A faulty gate that admits nothing while paced below this (per s), as the GCRA's rounding once did. */
+    deadBelowRate?: number;
+  } = {},
+) {
   const p = opts.params ?? defaultParams;
   const random = rng(opts.seed ?? 1);
   const bound = opts.bound ?? 200;
@@ -35,7 +46,7 @@ export function simulate(phases: Phase[], opts: { fixedLimit?: number; params?: 
   const backlog: number[] = []; // start times of queued requests
   let inflight = 0;
   let tokens = 0;
-  let win = { n: 0, drops: 0, hist: new Map() as Histogram, probeHist: new Map() as Histogram, inflightMax: 0, openedAt: 0 };
+  let win = { n: 0, drops: 0, hist: new Map() as Histogram, probeHist: new Map() as Histogram, inflightMax: 0, waiting: Infinity, openedAt: 0 };
   const perPhase: { delivered: number; capacity: number; floodedMs: number; ms: number; limitTrace: number[] }[] = [];
   let t = 0;
   for (const ph of phases) {
@@ -44,6 +55,7 @@ export function simulate(phases: Phase[], opts: { fixedLimit?: number; params?: 
       const { limit: enforcedLimit, rate } = enforced(state, p);
       const limit = opts.fixedLimit ?? enforcedLimit;
       tokens = rate && opts.fixedLimit === undefined ? Math.min(tokens + rate / 1000, Math.max(1, rate * 0.1)) : Infinity;
+      if (rate !== null && opts.fixedLimit === undefined && rate < (opts.deadBelowRate ?? 0)) tokens = 0;
       while (inflight < limit && tokens >= 1) {
         inflight++;
         tokens--;
@@ -72,10 +84,9 @@ export function simulate(phases: Phase[], opts: { fixedLimit?: number; params?: 
       if (backlog.length > ph.workers) stats.floodedMs++;
       win.inflightMax = Math.max(win.inflightMax, inflight);
       if (i % 100 === 0) {
-        const age = t - win.openedAt;
-        if (opts.fixedLimit === undefined && (win.n >= p.minSamples || (age >= p.maxWindowMs && win.n > 0))) {
+        if (opts.fixedLimit === undefined && ready(state, win, win.openedAt, t, p)) {
           state = step(state, win, t, p, random);
-          win = { n: 0, drops: 0, hist: new Map(), probeHist: new Map(), inflightMax: inflight, openedAt: t };
+          win = { n: 0, drops: 0, hist: new Map(), probeHist: new Map(), inflightMax: inflight, waiting: Infinity, openedAt: t };
         }
         stats.limitTrace.push(enforced(state, p).limit);
       }

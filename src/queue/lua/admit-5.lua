@@ -12,9 +12,13 @@
   Items with stock (hash <base>stock) admit at most as many tickets as the counter has units, and
   none while it is empty: a ticket admitted without a unit for it could only wait.
   Gate (hash KEYS[3]): mode (auto|manual|closed), rate (per s, '' = none), maxInFlight ('' =
-  none), tat (GCRA theoretical arrival time, ms), aLimit / aRate (the adaptive controller's
-  in-flight limit and pace, obeyed in auto mode only). A pace of `rate` with a burst tolerance of
-  max(1, rate * 0.1) tickets: over any interval admissions stay within rate * t + burst.
+  none), tatAt + tatOff (GCRA theoretical arrival time, ms: a whole-ms epoch plus an offset),
+  aLimit / aRate (the adaptive controller's in-flight limit and pace, obeyed in auto mode only).
+  A pace of `rate` with a burst tolerance of max(1, rate * 0.1) tickets: over any interval
+  admissions stay within rate * t + burst, and an idle line admits at least one at once.
+  The GCRA works on times relative to floor(now): a clock near 1.8e12 ms keeps only ~1e-4 ms of
+  precision, and `now + burst * interval - tat` computed at that scale came out a hair under one
+  interval, so an idle line admitted nobody at rates such as 3/s.
 ]]
 -- @include _lib
 local base, now, max, leaseMs, leasePrefix = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
@@ -23,7 +27,7 @@ reclaimExpired(base, KEYS[1], KEYS[2], KEYS[5], KEYS[4], now)
 local closesAt = tonumber(rcall('HGET', KEYS[1], 'closesAt') or '')
 if closesAt and now >= closesAt then return { -2, 0 } end
 
-local gate = rcall('HMGET', KEYS[3], 'mode', 'rate', 'maxInFlight', 'tat', 'aLimit', 'aRate')
+local gate = rcall('HMGET', KEYS[3], 'mode', 'rate', 'maxInFlight', 'tatAt', 'aLimit', 'aRate', 'tatOff')
 if gate[1] == 'closed' then return { 0, 0 } end
 local allowed = max
 if rcall('EXISTS', base .. 'stock') == 1 then
@@ -43,12 +47,14 @@ end
 if mif then
   allowed = math.min(allowed, mif - tonumber(rcall('HGET', KEYS[2], 'admitted') or '0'))
 end
-local interval, tat = 0, now
+local interval, epoch, lag = 0, math.floor(now), 0
 if rate and rate > 0 then
   interval = 1000 / rate
-  tat = math.max(tonumber(gate[4] or '0') or 0, now)
+  -- lag = max(tat, now) - now, every term small: whole-ms differences are exact, offsets < 1 day.
+  local tatAt, tatOff = tonumber(gate[4] or ''), tonumber(gate[7] or '')
+  if tatAt and tatOff then lag = math.max(0, (tatAt - epoch) + tatOff - (now - epoch)) end
   local burst = math.max(1, rate * 0.1)
-  allowed = math.min(allowed, math.floor((now + burst * interval - tat) / interval + 1e-9))
+  allowed = math.min(allowed, math.floor(burst - lag / interval + 1e-9))
 end
 if allowed <= 0 then return { 0, 0 } end
 
@@ -107,7 +113,9 @@ end
 rcall('HSET', KEYS[2], 'served', fmt(served))
 if taken > 0 then
   rcall('HINCRBY', KEYS[2], 'admissions', taken)
-  if interval > 0 then rcall('HSET', KEYS[3], 'tat', string.format('%.3f', tat + taken * interval)) end
+  if interval > 0 then
+    rcall('HSET', KEYS[3], 'tatAt', fmt(epoch), 'tatOff', string.format('%.17g', (now - epoch) + lag + taken * interval))
+  end
 end
 out[2] = taken
 return out

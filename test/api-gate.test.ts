@@ -1,0 +1,61 @@
+import { describe, expect, it } from 'vitest';
+import { createItemsStore } from '../src/db/items-store.js';
+import { SERVICE, testApp } from './support/app.js';
+
+const t = await testApp();
+const auditCount = async (itemId: string) => (await createItemsStore(t.db.db).auditLog(itemId)).length;
+
+describe('gate edges (operator API)', () => {
+  it('answers an empty patch with the unchanged gate view, and audits nothing', async () => {
+    const { call } = t.build();
+    await call('PUT', '/v1/items/e1', { handler: 'external', gate: { mode: 'manual', rate: 5 } });
+    const audited = await auditCount('e1');
+    const res = await call('PATCH', '/v1/items/e1/gate', {});
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ mode: 'manual', rate: 5, maxInFlight: null, effective: { rate: 5, maxInFlight: null } });
+    expect(await auditCount('e1')).toBe(audited);
+    expect((await call('PATCH', '/v1/items/nope/gate', {})).status).toBe(404);
+  });
+
+  it('clears a ceiling given null: a manual rate of 20 does not survive a switch to auto with rate null', async () => {
+    const { call } = t.build();
+    await call('PUT', '/v1/items/n1', { handler: 'external' });
+    await call('PATCH', '/v1/items/n1/gate', { mode: 'manual', rate: 20, maxInFlight: 8 });
+    const res = await call('PATCH', '/v1/items/n1/gate', { mode: 'auto', rate: null });
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ mode: 'auto', rate: null, maxInFlight: 8, effective: { rate: null, maxInFlight: 8 } });
+    const cleared = await call('PATCH', '/v1/items/n1/gate', { maxInFlight: null });
+    expect(cleared.body).toMatchObject({ rate: null, maxInFlight: null });
+    const view = await call('GET', '/v1/items/n1');
+    expect(view.body.gate).toMatchObject({ mode: 'auto', rate: null, maxInFlight: null });
+    const log = await createItemsStore(t.db.db).auditLog('n1');
+    expect(log.at(-1)!.after).toMatchObject({ mode: 'auto', rate: null, maxInFlight: null });
+  });
+
+  it('accepts null ceilings in the item definition', async () => {
+    const { call } = t.build();
+    const res = await call('PUT', '/v1/items/n2', { handler: 'external', gate: { mode: 'manual', rate: null, maxInFlight: null } });
+    expect(res.status).toBe(201);
+    expect(res.body.gate).toMatchObject({ mode: 'manual', rate: null, maxInFlight: null });
+  });
+
+  it('rejects a rate below 0.01/s and an in-flight cap that is not a whole number ≥ 1', async () => {
+    const { call } = t.build();
+    await call('PUT', '/v1/items/b1', { handler: 'external' });
+    for (const bad of [{ rate: 1e-300 }, { rate: 0.009 }, { rate: 0 }, { rate: -1 }, { maxInFlight: 0 }, { maxInFlight: 1.5 }, { maxInFlight: -3 }]) {
+      const res = await call('PATCH', '/v1/items/b1/gate', bad);
+      expect(res.status, JSON.stringify(bad)).toBe(400);
+      expect(res.body.error.code).toBe('invalid_request');
+    }
+    expect((await call('PUT', '/v1/items/b2', { handler: 'external', gate: { rate: 1e-300 } })).status).toBe(400);
+    expect((await call('PATCH', '/v1/items/b1/gate', { rate: 0.01, maxInFlight: 1 })).status).toBe(200);
+  });
+
+  it('admits at once from an idle line paced at 3/s (the clock at a real epoch time)', async () => {
+    const { call } = t.build({ clock: t.manualClock(Date.UTC(2027, 0, 15, 9, 30)) });
+    await call('PUT', '/v1/items/p3', { handler: 'external', gate: { mode: 'manual', rate: 3 } });
+    for (const u of ['a', 'b']) await call('POST', '/v1/items/p3/tickets', { userId: u }, SERVICE);
+    const pulled = await call('POST', '/v1/items/p3/pull', { max: 10 }, SERVICE);
+    expect(pulled.body.tickets.map((x: { userId: string }) => x.userId)).toEqual(['a']);
+  });
+});

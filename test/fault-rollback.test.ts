@@ -1,0 +1,73 @@
+import { describe, expect, it } from 'vitest';
+import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
+import { testDb } from './support/db.js';
+import { testRedis } from './support/redis.js';
+
+const { redis, newPrefix } = testRedis();
+const db = await testDb();
+const prefix = newPrefix();
+const { call } = await inProcessDaemon({ prefix, databaseUrl: db.url });
+
+/** Every key of one item, dumped: what a Redis snapshot holds of it. */
+async function snapshot(itemId: string) {
+  const keys: string[] = [];
+  let cursor = '0';
+  do {
+    const [next, found] = await redis.scan(cursor, 'MATCH', `${prefix}{${itemId}}:*`, 'COUNT', 1000);
+    keys.push(...found);
+    cursor = next;
+  } while (cursor !== '0');
+  return new Map(await Promise.all(keys.map(async (k) => [k, await redis.dumpBuffer(k)] as const)));
+}
+
+/** Rolls the item's keys back to the snapshot: later keys go, the snapshot's come back as they were. */
+async function rollback(itemId: string, snap: Map<string, Buffer | null>) {
+  for (const k of (await snapshot(itemId)).keys()) if (!snap.has(k)) await redis.del(k);
+  for (const [k, v] of snap) if (v) await redis.restore(k, 0, v, 'REPLACE');
+}
+
+const settled = (ids: string[]) =>
+  waitFor(
+    () => Promise.all(ids.map((id) => call('GET', `/v1/tickets/${id}`, undefined, null).then((r) => r.body))),
+    (vs) => vs.every((v) => v.state === 'succeeded' || v.state === 'rejected'),
+  );
+
+describe('a Redis rollback of an item', () => {
+  it("never gives a user another user's ticket or order, and the counter comes back to what Postgres says", { timeout: 60_000 }, async () => {
+    await call('PUT', '/v1/items/rb', { handler: 'seckill', config: { stock: 5 }, gate: { mode: 'closed' } });
+    const snap = await snapshot('rb');
+    const alice = (await call('POST', '/v1/items/rb/tickets', { userId: 'alice' }, SVC)).body.ticketId as string;
+    const carol = (await call('POST', '/v1/items/rb/tickets', { userId: 'carol' }, SVC)).body.ticketId as string;
+    await call('PATCH', '/v1/items/rb/gate', { mode: 'manual' });
+    const first = await settled([alice, carol]);
+    expect(first.map((v) => v.state)).toEqual(['succeeded', 'succeeded']);
+
+    // The rollback forgets both tickets and rewinds the seq counter (and the gate to closed).
+    await rollback('rb', snap);
+    await waitFor(() => call('GET', '/v1/items/rb').then((r) => r.body), (v) => v.counts.succeeded === 0);
+    const bob = (await call('POST', '/v1/items/rb/tickets', { userId: 'bob' }, SVC)).body.ticketId as string;
+    const dave = (await call('POST', '/v1/items/rb/tickets', { userId: 'dave' }, SVC)).body.ticketId as string;
+    // The same seqs again, but never the same ids: a lost id names nobody else's ticket.
+    expect([bob, dave]).not.toContain(alice);
+    expect([bob, dave]).not.toContain(carol);
+    for (const lost of [alice, carol]) {
+      expect((await call('GET', `/v1/tickets/${lost}`, undefined, null)).status).toBe(404);
+      expect((await call('DELETE', `/v1/tickets/${lost}`, undefined, null)).status).toBe(404);
+    }
+    expect((await call('GET', `/v1/tickets/${bob}`, undefined, null)).body).toMatchObject({ userId: 'bob', state: 'waiting' });
+
+    await call('PATCH', '/v1/items/rb/gate', { mode: 'manual' });
+    const second = await settled([bob, dave]);
+    expect(second.map((v) => [v.userId, v.state])).toEqual([['bob', 'succeeded'], ['dave', 'succeeded']]);
+    const orders = await db.sql`select order_id::text as id, user_id from orders where item_id = 'rb'`;
+    const owner = new Map(orders.map((o) => [o.id, o.user_id]));
+    for (const v of [...first, ...second]) expect(owner.get(v.outcome.result.orderId)).toBe(v.userId);
+    expect(orders.length).toBe(4);
+
+    // The rolled-back counter said 5 left; once quiet it says what Postgres says: 1.
+    const item = await waitFor(() => call('GET', '/v1/items/rb').then((r) => r.body), (v) => v.remaining === 1);
+    expect(item.remaining).toBe(1);
+    const [{ sold, total }] = await db.sql`select sold, total from item_stock where item_id = 'rb'`;
+    expect(sold + item.remaining).toBe(total);
+  });
+});

@@ -1,0 +1,99 @@
+import fc from 'fast-check';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { manualClock } from '../src/kernel/clock.js';
+import { createQueue } from '../src/queue/queue.js';
+import { itemKeys } from '../src/queue/keys.js';
+import { testRedis } from './support/redis.js';
+
+/**
+ * The manual gate's pace (GCRA in admit-5.lua), driven through the real script with explicit
+ * times from a manual clock near today's epoch values (~1.8e12 ms), where double precision bites.
+ * Every admitted ticket is returned to the head at once, so a pool of tickets serves any rate.
+ */
+const t = testRedis();
+const clock = manualClock();
+const prefix = t.newPrefix();
+const queue = createQueue({ redis: t.redis, prefix, clock, cacheMs: 0 });
+const POOL = 16_000; // ≥ the largest pull: burst (10,000 at 100,000/s) + 50 ms at that rate
+const ITEM = 'paced';
+
+beforeAll(async () => {
+  await queue.define(
+    { itemId: ITEM, handler: 'external', config: {}, capacity: null, abandonAfterMs: null, opensAt: null, closesAt: null, rejoin: 'any' },
+    { mode: 'manual', rate: 1, maxInFlight: null },
+    { reopen: false },
+  );
+  for (let i = 0; i < POOL; i += 2000)
+    await Promise.all(Array.from({ length: Math.min(2000, POOL - i) }, (_, j) => queue.join(ITEM, `u${i + j}`, null)));
+}, 60_000);
+
+/** Pulls at start, start + gaps[0], …; returns [time, admitted] per pull. Stops after ~10k admissions at the rate. */
+async function drive(rate: number, start: number, gaps: number[]): Promise<[number, number][]> {
+  await t.redis.hdel(itemKeys(prefix, ITEM).gate, 'tatAt', 'tatOff');
+  await queue.setGate(ITEM, { mode: 'manual', rate });
+  clock.set(start);
+  const pulls: [number, number][] = [];
+  for (let i = 0; i <= gaps.length && (clock.now() - start) * rate <= 10_000_000; i++) {
+    if (i > 0) clock.advance(gaps[i - 1]);
+    const got = await queue.admit(ITEM, POOL, 3_600_000);
+    pulls.push([clock.now(), got.length]);
+    const codes = await queue.settleMany(
+      ITEM,
+      got.map((x) => ({ seq: x.seq, leaseId: x.leaseId, status: 'failed' as const, retry: true, force: true })),
+    );
+    expect(codes.every((c) => c === 1)).toBe(true);
+  }
+  return pulls;
+}
+
+const burstOf = (rate: number) => Math.max(1, rate * 0.1);
+const rates = fc.oneof(
+  fc.constantFrom(3, 4.5, 9, 0.3, 0.9, 1.1, 1.2, 0.01, 100_000),
+  fc.double({ min: Math.log(0.01), max: Math.log(100_000), noNaN: true }).map(Math.exp),
+);
+const starts = fc.integer({ min: 1_600_000_000_000, max: 2_000_000_000_000 });
+
+describe('the manual gate pace (GCRA) at real epoch times', () => {
+  it('admits at least one at once on an idle line, and never more than rate·t + burst in any interval', async () => {
+    const gapsFor = (rate: number) =>
+      fc.array(fc.oneof(fc.integer({ min: 0, max: 50 }), fc.double({ min: 0, max: 3, noNaN: true }).map((u) => Math.round((u * 1000) / rate))), {
+        minLength: 1,
+        maxLength: 30,
+      });
+    await fc.assert(
+      fc.asyncProperty(
+        rates.chain((rate) => fc.tuple(fc.constant(rate), starts, gapsFor(rate))),
+        async ([rate, start, gaps]) => {
+          const pulls = await drive(rate, start, gaps);
+          expect(pulls[0][1]).toBeGreaterThanOrEqual(1);
+          for (let i = 0; i < pulls.length; i++) {
+            let n = 0;
+            for (let j = i; j < pulls.length; j++) {
+              n += pulls[j][1];
+              expect(n).toBeLessThanOrEqual((rate * (pulls[j][0] - pulls[i][0])) / 1000 + burstOf(rate) + 1e-6);
+            }
+          }
+        },
+      ),
+      { numRuns: 40 },
+    );
+  }, 120_000);
+
+  it('gives a consumer pulling every 10-50 ms the full rate, within the burst', async () => {
+    await fc.assert(
+      fc.asyncProperty(rates, starts, fc.array(fc.integer({ min: 10, max: 50 }), { minLength: 5, maxLength: 80 }), async (rate, start, gaps) => {
+        const pulls = await drive(rate, start, gaps);
+        const n = pulls.reduce((a, [, k]) => a + k, 0);
+        const span = pulls[pulls.length - 1][0] - pulls[0][0];
+        const interval = 1000 / rate;
+        const tolerance = (burstOf(rate) - 1) * interval; // how late a pull may come without losing pace
+        if (tolerance >= 50) expect(n).toBeGreaterThan((rate * span) / 1000 + burstOf(rate) - 1 - 1e-6);
+        // Below 20/s the burst (one ticket) cannot absorb a pull's lateness: each admission comes
+        // at the first pull after it is due, at most one interval plus one gap after the last.
+        else expect(n).toBeGreaterThanOrEqual(1 + Math.floor(span / (interval + 50)));
+        expect(n).toBeLessThanOrEqual((rate * span) / 1000 + burstOf(rate) + 1e-6);
+      }),
+      { numRuns: 40 },
+    );
+  }, 120_000);
+});
