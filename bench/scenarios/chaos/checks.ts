@@ -14,7 +14,7 @@ export interface FaultRow {
   falseSoldOuts: number | null;
   doubleOrders: number | null;
   vanished: number;
-  /** Vanished tickets that fall in the fault's documented Redis-durability window (not counted as a loss). */
+  /** Tickets answering 404 that fall in the fault's documented Redis-durability window (not counted as a loss). */
   vanishedInWindow: number;
   errors5xx: number;
   answered503: number;
@@ -61,7 +61,8 @@ export async function checkFault(env: Env, o: Observed): Promise<FaultRow> {
   const isGone = (b: Buyer) => !b.final || b.final.status !== 200 || !(TERMINAL.has(b.final.state ?? '') || b.final.state === 'waiting');
   const gone = accepted.filter(isGone);
   const inLossWindow = (b: Buyer) => !!w.lossWindow && b.acceptedAt! >= w.lossWindow.from && b.sentAt! <= w.lossWindow.to;
-  const inWindow = gone.filter(inLossWindow);
+  // Only a ticket whose record is gone (404) can be the window's loss; one stuck `admitted` still exists.
+  const inWindow = gone.filter((b) => b.final?.status === 404 && inLossWindow(b));
   const states: Record<string, number> = {};
   for (const b of accepted) {
     const k = b.final?.status === 200 ? `${b.final.state}${b.final.reason ? ` (${b.final.reason})` : ''}` : String(b.final?.status ?? 'unread');
