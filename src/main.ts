@@ -19,7 +19,8 @@ import { systemClock, type Clock } from './kernel/clock.js';
 import { createLogger, type Logger } from './kernel/logger.js';
 import { every } from './kernel/loop.js';
 import { createMetrics } from './kernel/metrics.js';
-import { createQueue } from './queue/queue.js';
+import { createQueue, type QueueDeps } from './queue/queue.js';
+import { readOutcome } from './db/outcomes.js';
 import { createHandlerRegistry, type HandlerRegistry } from './service/registry.js';
 import { createService } from './service/service.js';
 import { startDispatcher } from './scheduler/dispatcher.js';
@@ -54,7 +55,14 @@ async function openCore(config: Config, log: Logger, clock: Clock) {
   const handlers = createHandlerRegistry();
   if (config.FLOODGATE_HANDLERS_MODULE) await loadHandlers(config.FLOODGATE_HANDLERS_MODULE, handlers, log);
   const joined = new Set<(itemId: string) => void>();
-  const queue = createQueue({ redis, prefix: config.FLOODGATE_REDIS_PREFIX, clock, cacheMs: config.FLOODGATE_CACHE_MS, onJoined: (id) => joined.forEach((f) => f(id)) });
+  const queue = createQueue({
+    redis,
+    prefix: config.FLOODGATE_REDIS_PREFIX,
+    clock,
+    cacheMs: config.FLOODGATE_CACHE_MS,
+    onJoined: (id) => joined.forEach((f) => f(id)),
+    archived: (ref) => readOutcome(dbHandle.sql, ref) as ReturnType<NonNullable<QueueDeps['archived']>>,
+  });
   const store = createItemsStore(dbHandle.db);
   const gateStore = createGateStore(withScripts(redis), config.FLOODGATE_REDIS_PREFIX);
   const catalog = createCatalog({
@@ -158,8 +166,8 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
   const probesSeen = new Map<string, number>();
 
   const ledger = startLedger(
-    { queue, feed: createLedgerFeed(redis, config.FLOODGATE_REDIS_PREFIX, me), sql: dbHandle.sql, log: log.child({ module: 'ledger' }) },
-    { everyMs: 500, batch: 1000, busyElu: 0.7, maxDeferMs: 15_000 },
+    { queue, feed: createLedgerFeed(redis, config.FLOODGATE_REDIS_PREFIX, me), sql: dbHandle.sql, log: log.child({ module: 'ledger' }), metrics },
+    { everyMs: 500, batch: 1000, busyElu: 0.7, maxDeferMs: 15_000, stateTtlSec: Math.ceil(config.FLOODGATE_TICKET_STATE_TTL_MS / 1000) },
   );
 
   const loops = [

@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { defineStock, writeSales, type SaleRequest, type SaleResult } from '../src/db/sales.js';
+import { connectDb } from '../src/db/client.js';
+import { defineStock, SaleRefusedError, writeSales, type SaleOutcome, type SaleRequest } from '../src/db/sales.js';
 import { testDb } from './support/db.js';
 
 const db = await testDb();
@@ -61,6 +62,37 @@ describe('selling through Postgres (one function call per item per batch)', () =
     expect(r3.map((r) => r.kind)).toEqual(['sold', 'sold_out', 'sold_out']);
   });
 
+  it('sells the rest of a batch when Postgres refuses one ticket (NUL in its payload); only that ticket is refused', async () => {
+    const item = await newItem(3);
+    const poisoned = { ...order(item, 'u2', 't2'), payload: { note: { deep: 'a\u0000b' } } };
+    const r = await writeSales(db.sql, 'orders', [order(item, 'u1', 't1'), poisoned, order(item, 'u3', 't3'), order(item, 'u4', 't4'), order(item, 'u5', 't5'), poisoned]);
+    expect(r.map((x) => x.kind)).toEqual(['sold', 'refused', 'sold', 'sold', 'sold_out', 'refused']);
+    const refused = r[1] as Extract<SaleOutcome, { kind: 'refused' }>;
+    expect(refused.error).toBeInstanceOf(SaleRefusedError);
+    expect(refused.error.permanent).toBe(true);
+    expect(refused.error.message).toBe('sale_refused (22P05)');
+    const rows = await db.sql`select user_id from orders where item_id = ${item} order by order_id`;
+    expect(rows.map((x) => x.user_id)).toEqual(['u1', 'u3', 'u4']);
+    const [stock] = await db.sql`select sold from item_stock where item_id = ${item}`;
+    expect(stock.sold).toBe(3);
+  });
+
+  it('coupons: a user id Postgres refuses (NUL) fails only its own claim', async () => {
+    const item = await newItem(5);
+    const claim = (u: string, t: string): SaleRequest => ({ itemId: item, userId: u, ticketRef: `${item}.${t}`, perUser: 1 });
+    const r = await writeSales(db.sql, 'coupon_claims', [claim('a', 't1'), claim('b\u0000', 't2'), claim('c', 't3')]);
+    expect(r.map((x) => x.kind)).toEqual(['sold', 'refused', 'sold']);
+    const rows = await db.sql`select user_id from coupon_claims where item_id = ${item} order by claim_id`;
+    expect(rows.map((x) => x.user_id)).toEqual(['a', 'c']);
+  });
+
+  it('still fails the whole batch when the connection is gone', async () => {
+    const item = await newItem(3);
+    const gone = connectDb(db.url, { max: 1 });
+    await gone.close();
+    await expect(writeSales(gone.sql, 'orders', [order(item, 'u1', 't1'), order(item, 'u2', 't2')])).rejects.toMatchObject({ code: 'CONNECTION_ENDED' });
+  });
+
   // perUser 1: orders (one per user); 1-3: coupon claims.
   it.each([
     ['orders', 1],
@@ -91,7 +123,8 @@ describe('selling through Postgres (one function call per item per batch)', () =
         expect(Math.max(0, ...held.values())).toBeLessThanOrEqual(perUser);
         expect(stock.sold).toBe(rows.length);
         const byTicket = new Map(rows.map((r) => [r.ticket_id, r.id]));
-        results.forEach((r: SaleResult, i) => {
+        results.forEach((r: SaleOutcome, i) => {
+          expect(r.kind).not.toBe('refused');
           if (r.kind === 'sold') expect(byTicket.get(asked[i].ticketRef)).toBe(r.id);
           else expect(byTicket.has(asked[i].ticketRef)).toBe(false);
           // Nothing is sold out while units are left; "limit reached" only for a user at the limit.

@@ -2,11 +2,14 @@ import { describe, expect, it } from 'vitest';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
 import { ticketRef } from '../src/kernel/ticket-ref.js';
+import { itemKeys } from '../src/queue/keys.js';
+import { parseTicketId } from '../src/queue/ticket-id.js';
 import { testRedis } from './support/redis.js';
 
-const { newPrefix } = testRedis();
+const { redis, newPrefix } = testRedis();
 const db = await testDb();
-const { call } = await inProcessDaemon({ prefix: newPrefix(), databaseUrl: db.url });
+const prefix = newPrefix();
+const { call } = await inProcessDaemon({ prefix, databaseUrl: db.url });
 
 describe('seckill', () => {
   it('sells exactly the stock to distinct users; everyone else reads rejected/sold_out', async () => {
@@ -63,5 +66,23 @@ describe('seckill', () => {
     const winnerAgain = await call('POST', '/v1/items/sk1/tickets', { userId: won[0].userId }, SVC);
     expect(winnerAgain.status).toBe(200);
     expect(winnerAgain.body).toMatchObject({ ticketId: won[0].ticketId, state: 'succeeded' });
+  });
+
+  it('fails only the ticket whose order Postgres refuses, sells the others in its batch, and gives its unit back', async () => {
+    await call('PUT', '/v1/items/sk-poison', { handler: 'seckill', config: { stock: 7 }, gate: { mode: 'closed' } });
+    const joins = await Promise.all(Array.from({ length: 6 }, (_, i) => call('POST', '/v1/items/sk-poison/tickets', { userId: `p${i}` }, SVC)));
+    // A payload the API would refuse, planted in Redis: as bytes that entered some other way would be.
+    const seq = parseTicketId(joins[2].body.ticketId)!.seq;
+    await redis.hset(`${itemKeys(prefix, 'sk-poison').base}pl`, String(seq), JSON.stringify({ note: 'a\u0000b' }));
+    await call('PATCH', '/v1/items/sk-poison/gate', { mode: 'auto' });
+    const views = await waitFor(
+      () => Promise.all(joins.map((j) => call('GET', `/v1/tickets/${j.body.ticketId}`, undefined, null).then((r) => r.body))),
+      (vs) => vs.every((v) => v.state === 'succeeded' || v.state === 'failed'),
+    );
+    expect(views.map((v) => v.state)).toEqual(['succeeded', 'succeeded', 'failed', 'succeeded', 'succeeded', 'succeeded']);
+    expect(views[2].outcome.reason).toBe('sale_refused (22P05)');
+    const [row] = await db.sql`select sold from item_stock where item_id = 'sk-poison'`;
+    expect(row.sold).toBe(5);
+    expect((await call('GET', '/v1/items/sk-poison')).body).toMatchObject({ state: 'open', remaining: 2 });
   });
 });

@@ -27,7 +27,14 @@ export async function jsonBody(c: Context): Promise<unknown> {
 }
 
 export function validationError(error: ZodError): FloodgateError {
-  const issues = error.issues.map((i) => ({ path: i.path.join('.'), message: i.message }));
+  // A field's own check and the whole body's hostile-bytes walk may name the same problem.
+  const seen = new Set<string>();
+  const issues = error.issues
+    .map((i) => ({ path: i.path.join('.'), message: i.message }))
+    .filter((i) => {
+      const key = JSON.stringify(i);
+      return !seen.has(key) && !!seen.add(key);
+    });
   return new FloodgateError('invalid_request', 'The request is not valid.', { issues });
 }
 

@@ -1,5 +1,6 @@
 import { z } from '@hono/zod-openapi';
 import { ticketStates } from '../queue/types.js';
+import { refineJson, refineText } from './json-guard.js';
 
 /** Request and response schemas: they validate requests and generate /openapi.json. */
 export const ITEM_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
@@ -11,12 +12,20 @@ export const ItemId = z
 
 export const TicketId = z.string().openapi({ param: { name: 'ticketId', in: 'path' } });
 
+/**
+ * Checked for NUL and lone surrogates before it is normalised to NFC (normalising would hide
+ * neither), then measured in code points: `é` typed as one or two code points is one user.
+ */
 export const UserId = z
   .string()
+  .superRefine(refineText)
+  .overwrite((s) => s.normalize('NFC'))
   .min(1)
   .refine((s) => [...s].length <= 128, '1-128 characters')
   .refine((s) => !/[\u0000-\u001f\u007f-\u009f]/.test(s), 'no control characters')
-  .openapi({ example: 'u-42' });
+  .openapi({ example: 'u-42', minLength: 1, maxLength: 128, description: '1-128 code points, no control characters; compared (and shown) in NFC' });
+/** A user id as the daemon shows it (it was checked and normalised at the door). */
+const UserIdView = z.string().openapi({ minLength: 1, maxLength: 128 });
 
 const isoTime = z.iso.datetime({ offset: true });
 
@@ -29,6 +38,7 @@ export const GatePatch = z
     maxInFlight: z.number().int().min(1).max(1e6).nullable().optional(),
   })
   .strict()
+  .superRefine(refineJson)
   .openapi('GatePatch', { example: { mode: 'manual', rate: 50, maxInFlight: 20 } });
 
 export const GateView = z
@@ -51,6 +61,7 @@ export const ItemInput = z
     gate: GatePatch.optional(),
   })
   .strict()
+  .superRefine(refineJson)
   .openapi('ItemInput', { example: { handler: 'seckill', config: { stock: 1000 }, capacity: 1200, opensAt: '2026-12-12T02:00:00Z', gate: { mode: 'auto' } } });
 
 const Counts = z.object(Object.fromEntries(['waiting', 'admitted', 'succeeded', 'rejected', 'failed', 'cancelled', 'expired'].map((k) => [k, z.number().int()])));
@@ -74,6 +85,7 @@ export const ItemView = z
 export const JoinInput = z
   .object({ userId: UserId, payload: z.record(z.string(), z.unknown()).optional() })
   .strict()
+  .superRefine(refineJson)
   .openapi('JoinInput', { example: { userId: 'u-42', payload: { addressId: 7 } } });
 
 export const Outcome = z.object({
@@ -86,7 +98,7 @@ export const TicketView = z
   .object({
     ticketId: z.string(),
     itemId: z.string(),
-    userId: z.string(),
+    userId: UserIdView,
     state: z.enum(ticketStates),
     position: z.number().int().optional(),
     etaMs: z.number().int().optional(),
@@ -101,11 +113,12 @@ export const TicketView = z
 export const PullInput = z
   .object({ max: z.number().int().min(1).max(1000).default(1), leaseMs: z.number().int().min(1000).max(600_000).default(30_000) })
   .strict()
+  .superRefine(refineJson)
   .openapi('PullInput');
 
 export const PulledTicket = z.object({
   ticketId: z.string(),
-  userId: z.string(),
+  userId: UserIdView,
   payload: z.record(z.string(), z.unknown()).nullable(),
   position: z.number().int(),
   leaseId: z.string(),
@@ -119,6 +132,7 @@ export const OutcomeInput = z
     z.object({ leaseId: z.string().min(1).max(256), status: z.literal('rejected'), reason: Reason, result: z.unknown().optional() }).strict(),
     z.object({ leaseId: z.string().min(1).max(256), status: z.literal('failed'), reason: Reason, retry: z.boolean().optional(), result: z.unknown().optional() }).strict(),
   ])
+  .superRefine(refineJson)
   .openapi('OutcomeInput', { example: { leaseId: '…', status: 'succeeded', result: { orderId: 'A1' } } });
 
 export const ErrorBody = z

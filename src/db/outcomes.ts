@@ -1,4 +1,6 @@
 import type postgres from 'postgres';
+import { escapeUnsafe } from '../kernel/safe-text.js';
+import { isConnectionLoss } from './refusal.js';
 
 export interface OutcomeRow {
   ticketId: string;
@@ -25,4 +27,79 @@ export async function insertOutcomes(sql: postgres.Sql, rows: OutcomeRow[]): Pro
       ${rows.map((r) => r.finishedAt.toISOString())}::text[]) as v(t, i, u, s, r, res, j, a, f)
     on conflict (ticket_id) do nothing`;
   return res.count;
+}
+
+/** A row (or an unreadable done-stream entry) the ledger parks in `ticket_outcomes_dead`. */
+export interface DeadOutcome {
+  itemId: string;
+  /** Null for a stream entry that could not be read as tickets. */
+  ticketId: string | null;
+  fields: unknown;
+  error: unknown;
+}
+
+/**
+ * Appends rows like insertOutcomes, but one row Postgres refuses (NUL in a result, a lone
+ * surrogate in a reason) does not hold up the others: a refused batch is inserted row by row and
+ * the rows that still fail are parked in `ticket_outcomes_dead`. Returns the rows parked; a lost
+ * connection is thrown as before (db/refusal.ts), and nothing of the batch is parked then.
+ */
+export async function writeOutcomes(sql: postgres.Sql, rows: OutcomeRow[]): Promise<DeadOutcome[]> {
+  let refused: unknown;
+  try {
+    await insertOutcomes(sql, rows);
+    return [];
+  } catch (err) {
+    if (isConnectionLoss(err)) throw err;
+    refused = err;
+  }
+  const dead: DeadOutcome[] = [];
+  for (const row of rows) {
+    try {
+      if (rows.length > 1) await insertOutcomes(sql, [row]);
+      else throw refused;
+    } catch (err) {
+      if (isConnectionLoss(err)) throw err;
+      dead.push({ itemId: row.itemId, ticketId: row.ticketId, fields: row, error: err });
+    }
+  }
+  await insertDeadOutcomes(sql, dead);
+  return dead;
+}
+
+/** Parks rows, every field made safe for text; a ticket already parked is kept as it was. */
+export async function insertDeadOutcomes(sql: postgres.Sql, dead: DeadOutcome[]): Promise<void> {
+  if (!dead.length) return;
+  await sql`
+    insert into ticket_outcomes_dead (item_id, ticket_id, fields, error)
+    select * from unnest(
+      ${dead.map((d) => escapeUnsafe(d.itemId))}::text[], ${dead.map((d) => (d.ticketId === null ? null : escapeUnsafe(d.ticketId)))}::text[],
+      ${dead.map((d) => jsonText(d.fields))}::text[], ${dead.map((d) => escapeUnsafe(describe(d.error)))}::text[])
+    on conflict do nothing`;
+}
+
+/** JSON text of anything (JSON.stringify escapes NUL and lone surrogates itself). */
+function jsonText(v: unknown): string {
+  try {
+    return JSON.stringify(v) ?? 'null';
+  } catch (err) {
+    return JSON.stringify({ unserialisable: describe(err) });
+  }
+}
+
+function describe(err: unknown): string {
+  const code = (err as { code?: unknown } | null)?.code;
+  const message = err instanceof Error ? err.message : String(err);
+  return typeof code === 'string' ? `${code}: ${message}` : message;
+}
+
+/** The ledger's row of one ended ticket (by ticket ref), as the ticket view needs it. */
+export async function readOutcome(sql: postgres.Sql, ticketRef: string) {
+  const [r] = await sql`select status, reason, result, admitted_at, finished_at from ticket_outcomes where ticket_id = ${ticketRef}`;
+  if (!r) return null;
+  const outcome: { status: string; reason?: string; result?: unknown } = { status: r.status };
+  if (r.reason !== null) outcome.reason = r.reason;
+  if (r.result !== null) outcome.result = r.result;
+  // (timestamps arrive as strings or Dates depending on the client's parsers)
+  return { outcome, admittedAt: r.admitted_at ? new Date(r.admitted_at).getTime() : null, finishedAt: new Date(r.finished_at).getTime() };
 }

@@ -1,5 +1,6 @@
 import type postgres from 'postgres';
 import { perKey } from '../kernel/batcher.js';
+import { isBadRow, isConnectionLoss } from './refusal.js';
 
 /**
  * Writes seckill orders and coupon claims in batches: one call of a Postgres function per item per
@@ -8,6 +9,10 @@ import { perKey } from '../kernel/batcher.js';
  * `total`, a ticket replayed after a crash finds its earlier row, and a user never gets two orders.
  * One round trip per batch matters: under a flood of joins every round trip waits behind the HTTP
  * work on the event loop (the earlier six-statement transaction took 50-200 ms per batch then).
+ *
+ * A batch Postgres refuses (one row it cannot store, say NUL in a payload: the statement fails
+ * whole) is asked again ticket by ticket, in order, so only that ticket is refused; a lost
+ * connection still fails the whole batch (db/refusal.ts).
  */
 export interface SaleRequest {
   itemId: string;
@@ -30,14 +35,51 @@ export type SaleResult =
   | { kind: 'limit_reached'; left: number }
   | { kind: 'foreign'; left: number };
 
+/** A ticket whose row Postgres refused; nothing of it was written. */
+export type SaleRefused = { kind: 'refused'; error: SaleRefusedError };
+export type SaleOutcome = SaleResult | SaleRefused;
+
+/** Why one ticket's sale failed; `permanent` (asking again cannot help) when the row itself is bad. */
+export class SaleRefusedError extends Error {
+  readonly permanent: boolean;
+  constructor(cause: unknown) {
+    // Short, as it becomes the ticket's reason; the cause keeps Postgres's words for the log.
+    const code = (cause as { code?: unknown } | null)?.code;
+    super(typeof code === 'string' ? `sale_refused (${code})` : 'sale_refused', { cause });
+    this.name = 'SaleRefusedError';
+    this.permanent = isBadRow(cause);
+  }
+}
+
 type Table = 'orders' | 'coupon_claims';
 
 /** One call per item in the batch (the items' calls run concurrently). */
-export function writeSales(sql: postgres.Sql, table: Table, batch: SaleRequest[]): Promise<SaleResult[]> {
+export function writeSales(sql: postgres.Sql, table: Table, batch: SaleRequest[]): Promise<SaleOutcome[]> {
   return perKey(
     (r: SaleRequest) => r.itemId,
-    (itemId, reqs) => sellItemBatch(sql, table, itemId, reqs),
+    (itemId, reqs) => sellIsolated(sql, table, itemId, reqs),
   )(batch);
+}
+
+async function sellIsolated(sql: postgres.Sql, table: Table, itemId: string, reqs: SaleRequest[]): Promise<SaleOutcome[]> {
+  try {
+    return await sellItemBatch(sql, table, itemId, reqs);
+  } catch (err) {
+    if (isConnectionLoss(err)) throw err;
+    if (reqs.length === 1) return [{ kind: 'refused', error: new SaleRefusedError(err) }];
+  }
+  // One call per ticket, in the batch's order (first come, first sold); a repeated ticket is asked once.
+  const answers = new Map<string, SaleOutcome>();
+  for (const r of reqs) {
+    if (answers.has(r.ticketRef)) continue;
+    try {
+      answers.set(r.ticketRef, (await sellItemBatch(sql, table, itemId, [r]))[0]);
+    } catch (err) {
+      if (isConnectionLoss(err)) throw err;
+      answers.set(r.ticketRef, { kind: 'refused', error: new SaleRefusedError(err) });
+    }
+  }
+  return reqs.map((r) => answers.get(r.ticketRef)!);
 }
 
 async function sellItemBatch(sql: postgres.Sql, table: Table, itemId: string, reqs: SaleRequest[]): Promise<SaleResult[]> {

@@ -1,5 +1,5 @@
 import { sql } from 'drizzle-orm';
-import { bigserial, check, index, integer, jsonb, pgTable, text, timestamp, unique } from 'drizzle-orm/pg-core';
+import { bigserial, check, index, integer, jsonb, pgTable, text, timestamp, unique, uniqueIndex } from 'drizzle-orm/pg-core';
 
 /** The durable definition of every line; Redis is rebuilt from it after a flush. */
 export const items = pgTable('items', {
@@ -92,4 +92,23 @@ export const ticketOutcomes = pgTable(
     finishedAt: timestamp('finished_at', { withTimezone: true, mode: 'date' }).notNull(),
   },
   (t) => [index('ticket_outcomes_item_finished_idx').on(t.itemId, t.finishedAt)],
+);
+
+/**
+ * Outcome rows the ledger could not insert (Postgres refused them: NUL in a result, say) and done
+ * stream entries it could not read, parked so the ledger acknowledges them and goes on. `fields`
+ * is the row or entry as JSON text: JSON.stringify keeps NUL and lone surrogates \u-escaped, so it
+ * always fits a text column and loses nothing. `ticketId` is null for an entry that was unreadable.
+ */
+export const ticketOutcomesDead = pgTable(
+  'ticket_outcomes_dead',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    itemId: text('item_id').notNull(),
+    ticketId: text('ticket_id'),
+    fields: text('fields').notNull(),
+    error: text('error').notNull(),
+    failedAt: timestamp('failed_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+  },
+  (t) => [uniqueIndex('ticket_outcomes_dead_ticket_key').on(t.ticketId), index('ticket_outcomes_dead_item_failed_idx').on(t.itemId, t.failedAt)],
 );

@@ -38,6 +38,12 @@ export function createMetrics() {
     gateBaseline: new Gauge({ name: 'floodgate_gate_baseline_seconds', help: 'Baseline (no-queueing) latency of the downstream, from probes.', labelNames: ['item'] as const, registers: [registry] }),
     gateLatency: new Gauge({ name: 'floodgate_gate_latency_seconds', help: 'Downstream latency quantiles the gate controls on.', labelNames: ['item', 'quantile'] as const, registers: [registry] }),
     gateProbes: new Counter({ name: 'floodgate_gate_probes_total', help: 'Baseline probes started by this daemon as leader.', labelNames: ['item'] as const, registers: [registry] }),
+    ledgerDeadLetters: new Counter({
+      name: 'floodgate_ledger_dead_letters_total',
+      help: 'Outcome rows (and unreadable done-stream entries) the ledger parked in ticket_outcomes_dead.',
+      labelNames: ['item'] as const,
+      registers: [registry],
+    }),
     gateLeaderChanges: new Counter({ name: 'floodgate_gate_leader_changes_total', help: 'Times this daemon took the lead of an item gate.', labelNames: ['item'] as const, registers: [registry] }),
   };
   return m;

@@ -8,6 +8,8 @@ import { parseRecord, stateOfChar } from './views.js';
 
 /** A ticket that reached its terminal state, as the outcome ledger stores it. */
 export interface EndedTicket {
+  /** The ticket's place in its line (not stored: it lets the ledger forget the ticket's state in Redis). */
+  seq: number;
   /** The ticket's ref (kernel/ticket-ref.ts), stored as `ticket_id`: Postgres never holds a working id. */
   ticketId: string;
   itemId: string;
@@ -18,6 +20,13 @@ export interface EndedTicket {
   joinedAt: Date;
   admittedAt: Date | null;
   finishedAt: Date;
+}
+
+/** A done-stream entry that could not be read as tickets (its id is among those read, to acknowledge). */
+export interface UnreadableEntry {
+  id: string;
+  fields: string[];
+  error: unknown;
 }
 
 const GROUP = 'ledger';
@@ -79,7 +88,7 @@ export function createLedgerFeed(redis: Redis, prefix: string, consumer: string)
 
   return {
     /** Up to `count` stream entries of the item, expanded to ended tickets. */
-    async read(snap: ItemSnapshot, count: number): Promise<{ ids: string[]; tickets: EndedTicket[] }> {
+    async read(snap: ItemSnapshot, count: number): Promise<{ ids: string[]; tickets: EndedTicket[]; unreadable: UnreadableEntry[] }> {
       const key = itemKeys(prefix, snap.def.itemId).done;
       await ensureGroup(key);
       // Own entries not yet acknowledged first (a round that failed), then a dead daemon's, then new ones.
@@ -93,22 +102,48 @@ export function createLedgerFeed(redis: Redis, prefix: string, consumer: string)
         const fresh = (await redis.xreadgroup('GROUP', GROUP, consumer, 'COUNT', count - entries.length, 'STREAMS', key, '>')) as [string, [string, string[]][]][] | null;
         entries = entries.concat(fresh?.[0]?.[1] ?? []);
       }
-      const expanded = await Promise.all(entries.map(([, fields]) => expand(snap, fields)));
+      // An entry that cannot be read at all (it throws) must not hold up the others: it is handed
+      // back as unreadable, for the ledger to park and acknowledge.
+      const unreadable: UnreadableEntry[] = [];
+      const expanded = await Promise.all(
+        entries.map(([id, fields]) =>
+          expand(snap, fields).catch((error: unknown) => {
+            unreadable.push({ id, fields, error });
+            return [];
+          }),
+        ),
+      );
       // Entries up to the first one that cannot be expanded yet; it and the rest wait for the next round.
       const pending = expanded.indexOf(null);
       const upTo = pending === -1 ? entries.length : pending;
-      return { ids: entries.slice(0, upTo).map(([id]) => id), tickets: (expanded.slice(0, upTo) as EndedTicket[][]).flat() };
+      const ids = entries.slice(0, upTo).map(([id]) => id);
+      const acked = new Set(ids);
+      return { ids, tickets: (expanded.slice(0, upTo) as EndedTicket[][]).flat(), unreadable: unreadable.filter((u) => acked.has(u.id)) };
     },
-    async ack(itemId: string, ids: string[]) {
+    /**
+     * Acknowledges entries whose rows are committed, and lets the ended tickets' own state leave
+     * Redis: the payload and the unit marker at once, the hash of times and outcome after
+     * `stateTtlSec` (a client repeating an outcome write, or polling, within that time is answered
+     * from it; later the ticket's view comes from Postgres). The line's record of the ticket stays
+     * until the item's keys are removed.
+     */
+    async ack(itemId: string, ids: string[], seqs: number[] = [], stateTtlSec = 600) {
       if (!ids.length) return;
-      const key = itemKeys(prefix, itemId).done;
-      await redis.multi().xack(key, GROUP, ...ids).xdel(key, ...ids).exec();
+      const k = itemKeys(prefix, itemId);
+      const m = redis.multi().xack(k.done, GROUP, ...ids).xdel(k.done, ...ids);
+      if (seqs.length) {
+        const fields = seqs.map(String);
+        m.hdel(k.base + 'pl', ...fields).hdel(k.taken, ...fields);
+        for (const seq of seqs) m.expire(k.x(seq), stateTtlSec);
+      }
+      await m.exec();
     },
   };
 }
 
 function row(snap: ItemSnapshot, seq: number, userId: string, joinedAt: number, status: OutcomeStatus, reason: string | null, result: unknown, admittedAt: string | undefined, finishedAt: number): EndedTicket {
   return {
+    seq,
     ticketId: ticketRef(makeTicketId(snap.def.itemId, seq, snap.secret, { joinedRel: joinedAt - snap.epoch, userId })),
     itemId: snap.def.itemId,
     userId,

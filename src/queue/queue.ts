@@ -10,6 +10,7 @@ import { makeTicketId, parseTicketId, verifyBinding, verifySeq, type ParsedTicke
 import type { AdmittedTicket, Cut, GateSettings, LineDefinition, Outcome, TicketView } from './types.js';
 import { baseView, bindingOf, cachedRecord, fullView, parseRecord, waitingHints, type TicketRecord } from './views.js';
 import { createTouchBuffer } from './touches.js';
+import { ticketRef } from '../kernel/ticket-ref.js';
 import { createRecordCache } from './record-cache.js';
 
 export interface QueueDeps {
@@ -20,6 +21,11 @@ export interface QueueDeps {
   cacheMs: number;
   /** Called after a new ticket joined through this process (wakes the dispatcher). */
   onJoined?(itemId: string): void;
+  /**
+   * The outcome ledger's copy of an ended ticket, by ticket ref: read when the ticket's own state
+   * has left Redis (after FLOODGATE_TICKET_STATE_TTL_MS, once its row was committed).
+   */
+  archived?(ticketRef: string): Promise<{ outcome: Outcome; admittedAt: number | null; finishedAt: number } | null>;
 }
 
 export interface SettleInput {
@@ -146,6 +152,14 @@ export function createQueue(deps: QueueDeps): Queue {
     const rec = boundRecord(ticketId, item, record);
     const x: Record<string, string> = {};
     for (let i = 0; i < xFlat.length; i += 2) x[xFlat[i]] = xFlat[i + 1];
+    if (!x.outcome && rec.state !== 'waiting' && rec.state !== 'admitted' && deps.archived) {
+      const old = await deps.archived(ticketRef(ticketId));
+      if (old) {
+        x.outcome = JSON.stringify(old.outcome);
+        x.updatedAt = String(old.finishedAt);
+        if (old.admittedAt !== null) x.admittedAt = String(old.admittedAt);
+      }
+    }
     if (rec.state === 'waiting' && !cutJson) records.set(ticketId, cachedRecord(rec, item.snap.def.itemId, seq, item.snap.secret));
     return fullView(ticketId, item, rec, x, served, seq, rank, cutJson ? (JSON.parse(cutJson) as Cut) : null);
   }

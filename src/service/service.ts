@@ -84,7 +84,12 @@ export function createService(deps: ServiceDeps) {
   }
   const context = (itemId: string): Pick<HandlerContext, 'stock' | 'sell' | 'soldOut' | 'confirmSoldOut'> => ({
     stock: { take: (id, seq) => taker.submit({ itemId: id, seq }), refund: (id, seq) => queue.stock.refund(id, seq) },
-    sell: (table, req): Promise<SaleResult> => pgCall(() => sellers[table].submit(req)),
+    sell: async (table, req): Promise<SaleResult> => {
+      // A refused ticket fails alone: the rest of its batch was sold (db/sales.ts).
+      const sale = await pgCall(() => sellers[table].submit(req));
+      if (sale.kind === 'refused') throw sale.error;
+      return sale;
+    },
     soldOut: () => soldOut(itemId),
     confirmSoldOut: () => confirmSoldOut(itemId),
   });

@@ -63,6 +63,8 @@ end
 -- round trip per ticket.
 local function finish(base, ctrKey, seq, record, fromCounter, stateChar, status, outcomeJson, now)
   if stateChar ~= 's' then releaseUnit(base, seq) end
+  -- An ended ticket's payload is never read again (its order row keeps its own copy).
+  rcall('HDEL', base .. 'pl', fmt(seq))
   local rec = setState(base, seq, record, stateChar)
   local xKey = base .. 'x:' .. fmt(seq)
   local admittedAt = rcall('HGET', xKey, 'admittedAt') or ''

@@ -1,0 +1,124 @@
+import { describe, expect, it } from 'vitest';
+import { SERVICE, testApp } from './support/app.js';
+
+const t = await testApp();
+type Call = ReturnType<typeof t.build>['call'];
+const join = (call: Call, item: string, body: unknown) => call('POST', `/v1/items/${item}/tickets`, body, SERVICE);
+const issuePaths = (res: { body: any }) => (res.body.error.details.issues as { path: string }[]).map((i) => i.path);
+/** `depth` objects nested `{"a":{"a":…leaf}}`, as JSON text (JSON.stringify itself overflows at 5,000). */
+const nested = (depth: number, leaf: string) => `${'{"a":'.repeat(depth)}${leaf}${'}'.repeat(depth)}`;
+/** `depth` arrays nested: two bytes a level, so 5,000 levels fit the 16 KiB body limit. */
+const nestedArrays = (depth: number, leaf: string) => `${'['.repeat(depth)}${leaf}${']'.repeat(depth)}`;
+
+async function externalItem(call: Call) {
+  const item = t.uniqueItem();
+  expect((await call('PUT', `/v1/items/${item}`, { handler: 'external' })).status).toBe(201);
+  return item;
+}
+
+describe('hostile bytes stop at the door', () => {
+  it.each([
+    ['NUL in userId', { userId: 'u\u0000' }, 'userId'],
+    ['a lone surrogate in userId', { userId: 'u\ud800' }, 'userId'],
+    ['a lone low surrogate in userId', { userId: '\udc00u' }, 'userId'],
+    ['NUL deep in the payload', { userId: 'u1', payload: { a: [1, { b: 'x\u0000y' }] } }, 'payload.a.1.b'],
+    ['a lone surrogate deep in the payload', { userId: 'u1', payload: { a: { b: ['ok', '\ud83d'] } } }, 'payload.a.b.1'],
+    ['NUL in a payload key', { userId: 'u1', payload: { a: { 'k\u0000': 1 } } }, 'payload.a.k\ufffd'],
+  ])('answers 400 naming the field for %s, and the user never gets a ticket', async (_, body, path) => {
+    const { call, prefix } = t.build();
+    const item = await externalItem(call);
+    const res = await join(call, item, body);
+    expect(res.status).toBe(400);
+    expect(res.body.error.code).toBe('invalid_request');
+    expect(issuePaths(res)).toContain(path);
+    expect(await t.redis.keys(`${prefix}*users*`)).toEqual([]);
+  });
+
+  it('keeps a well-formed surrogate pair (an emoji) in ids and payloads', async () => {
+    const { call } = t.build();
+    const item = await externalItem(call);
+    const res = await join(call, item, { userId: 'u-\ud83d\ude00', payload: { note: '\ud83d\ude00' } });
+    expect(res.status).toBe(202);
+    expect(res.body.userId).toBe('u-😀');
+  });
+
+  it('joins é typed two ways as one user, and shows the NFC form', async () => {
+    const { call } = t.build();
+    const item = await externalItem(call);
+    const composed = await join(call, item, { userId: 'jos\u00e9' });
+    const decomposed = await join(call, item, { userId: 'jose\u0301' });
+    expect(composed.status).toBe(202);
+    expect(decomposed.status).toBe(200);
+    expect(decomposed.body.ticketId).toBe(composed.body.ticketId);
+    expect(decomposed.body.userId).toBe('jos\u00e9');
+    const first = await join(call, item, { userId: 'ane\u0301' });
+    expect(first.body.userId).toBe('an\u00e9');
+    expect((await call('GET', `/v1/tickets/${first.body.ticketId}`, undefined, null)).body.userId).toBe('an\u00e9');
+  });
+
+  it('counts a user id in code points after NFC: 128 decomposed é are 128, not 256', async () => {
+    const { call } = t.build();
+    const item = await externalItem(call);
+    expect((await join(call, item, { userId: 'e\u0301'.repeat(128) })).status).toBe(202);
+    const long = await join(call, item, { userId: 'x'.repeat(129) });
+    expect(long.status).toBe(400);
+    expect(issuePaths(long)).toContain('userId');
+  });
+
+  it('answers 400, not 500, to a payload nested 5,000 deep, and to 33 levels; 32 levels pass', async () => {
+    const { call } = t.build();
+    const item = await externalItem(call);
+    const deep = await join(call, item, `{"userId":"deep","payload":{"a":${nestedArrays(5000, '1')}}}`);
+    expect(deep.status).toBe(400);
+    expect(deep.body.error.code).toBe('invalid_request');
+    expect(deep.body.error.details.issues[0].message).toMatch(/nested deeper than 32/);
+    // The body is level 1, the payload (the first of the nested objects) level 2.
+    expect((await join(call, item, `{"userId":"ok","payload":${nested(31, '1')}}`)).status).toBe(202);
+    expect((await join(call, item, `{"userId":"over","payload":${nested(32, '1')}}`)).status).toBe(400);
+    const item2 = await call('PUT', `/v1/items/${t.uniqueItem()}`, `{"handler":"external","config":{"a":${nestedArrays(5000, '1')}}}`);
+    expect(item2.status).toBe(400);
+  });
+
+  it('answers 400 naming the field for NUL or lone surrogates in an outcome result, reason or leaseId', async () => {
+    const { call } = t.build();
+    const item = await externalItem(call);
+    for (let i = 0; i < 4; i++) await join(call, item, { userId: `w${i}` });
+    const pulled = (await call('POST', `/v1/items/${item}/pull`, { max: 4 }, SERVICE)).body.tickets as { ticketId: string; leaseId: string }[];
+    expect(pulled.length).toBe(4);
+    const outcome = (i: number, body: Record<string, unknown> | string) =>
+      call('POST', `/v1/tickets/${pulled[i].ticketId}/outcome`, typeof body === 'string' ? body : { leaseId: pulled[i].leaseId, ...body }, SERVICE);
+    const deepResult = `{"leaseId":${JSON.stringify(pulled[0].leaseId)},"status":"succeeded","result":${nestedArrays(5000, '"x"')}}`;
+    const cases: [Record<string, unknown> | string, string][] = [
+      [{ status: 'succeeded', result: { order: { id: 'A\u0000' } } }, 'result.order.id'],
+      [{ status: 'succeeded', result: ['ok', '\udfff'] }, 'result.1'],
+      [{ status: 'rejected', reason: 'no\u0000' }, 'reason'],
+      [{ status: 'failed', reason: 'bad\ud800' }, 'reason'],
+      [{ status: 'succeeded', leaseId: 'x\u0000' }, 'leaseId'],
+      [deepResult, `result${'.0'.repeat(31)}`],
+    ];
+    for (const [body, path] of cases) {
+      const res = await outcome(0, body);
+      expect(res.status, JSON.stringify(path)).toBe(400);
+      expect(issuePaths(res)).toContain(path);
+    }
+    // None of them reached the ticket: it is still admitted, and a clean outcome settles it.
+    expect((await call('GET', `/v1/tickets/${pulled[0].ticketId}`, undefined, null)).body.state).toBe('admitted');
+    expect((await outcome(0, { status: 'succeeded', result: { ok: true } })).status).toBe(200);
+  });
+
+  it('answers 400 naming the field for NUL in an item config header', async () => {
+    const { call } = t.build();
+    const res = await call('PUT', `/v1/items/${t.uniqueItem()}`, {
+      handler: 'webhook',
+      config: { url: 'http://127.0.0.1:9/x', headers: { 'x-key': 'se\u0000cret' } },
+    });
+    expect(res.status).toBe(400);
+    expect(issuePaths(res)).toContain('config.headers.x-key');
+  });
+
+  it('documents user ids as 1-128 characters in the OpenAPI document', async () => {
+    const { call } = t.build();
+    const doc = (await call('GET', '/openapi.json', undefined, null)).body;
+    for (const name of ['JoinInput', 'Ticket']) expect(doc.components.schemas[name].properties.userId).toMatchObject({ minLength: 1, maxLength: 128 });
+  });
+});

@@ -1,0 +1,55 @@
+import { ticketRef } from '../src/kernel/ticket-ref.js';
+import { describe, expect, it } from 'vitest';
+import { createLogger } from '../src/kernel/logger.js';
+import { itemKeys } from '../src/queue/keys.js';
+import { createLedgerFeed } from '../src/queue/ledger-feed.js';
+import { startLedger } from '../src/service/ledger.js';
+import { SERVICE, testApp } from './support/app.js';
+
+const t = await testApp();
+
+describe('the outcome ledger', () => {
+  it('parks a row Postgres refuses and an unreadable entry in ticket_outcomes_dead, writes every other row, and empties the streams', async () => {
+    const { call, queue, prefix, metrics } = t.build();
+    const [a, b] = [t.uniqueItem(), t.uniqueItem()];
+    // Settles through the queue module, past the API's door: as a custom handler's result could.
+    const settleAll = async (itemId: string, n: number, outcome: (i: number) => Parameters<typeof queue.settle>[1]) => {
+      expect((await call('PUT', `/v1/items/${itemId}`, { handler: 'external' })).status).toBe(201);
+      for (let i = 0; i < n; i++) await call('POST', `/v1/items/${itemId}/tickets`, { userId: `u${i}` }, SERVICE);
+      const got = await queue.admit(itemId, n, 30_000);
+      for (const [i, g] of got.entries()) await queue.settle(g.ticketId, { ...outcome(i), leaseId: g.leaseId });
+      return got.map((g) => g.ticketId);
+    };
+    const ticketsA = await settleAll(a, 3, (i) =>
+      i === 0 ? { leaseId: '', status: 'succeeded', result: { note: 'a\u0000b' } } : i === 1 ? { leaseId: '', status: 'succeeded', result: { ok: 1 } } : { leaseId: '', status: 'rejected', reason: 'no' },
+    );
+    const ticketsB = await settleAll(b, 2, () => ({ leaseId: '', status: 'succeeded', result: { ok: 2 } }));
+    await t.redis.xadd(itemKeys(prefix, b).done, '*', 's', '999', 'o', '{not json');
+
+    const feed = createLedgerFeed(t.redis, prefix, 'ledger-test');
+    const ledger = startLedger(
+      { queue, feed, sql: t.db.sql, log: createLogger('silent'), metrics },
+      { everyMs: 3_600_000, batch: 100, busyElu: 1, maxDeferMs: 0 },
+    );
+    try {
+      await ledger.drain();
+      await ledger.drain();
+    } finally {
+      await ledger.stop();
+    }
+
+    const rows = await t.db.sql`select ticket_id, item_id, status from ticket_outcomes where item_id in (${a}, ${b})`;
+    expect(new Set(rows.map((r) => r.ticket_id))).toEqual(new Set([...ticketsA.slice(1), ...ticketsB].map(ticketRef)));
+    // (items are drained in no particular order)
+    const dead = await t.db.sql`select item_id, ticket_id, fields, error from ticket_outcomes_dead where item_id in (${a}, ${b}) order by item_id = ${b}`;
+    expect(dead.length).toBe(2);
+    expect(dead[0]).toMatchObject({ item_id: a, ticket_id: ticketRef(ticketsA[0]) });
+    expect(JSON.parse(dead[0].fields)).toMatchObject({ ticketId: ticketRef(ticketsA[0]), userId: 'u0', status: 'succeeded', result: { note: 'a\u0000b' } });
+    expect(dead[0].error).toMatch(/^22P05: /);
+    expect(dead[1]).toMatchObject({ item_id: b, ticket_id: null });
+    expect(JSON.parse(dead[1].fields).fields).toEqual(['s', '999', 'o', '{not json']);
+    const counted = (await metrics.ledgerDeadLetters.get()).values.map((v) => [v.labels.item, v.value]);
+    expect(Object.fromEntries(counted)).toEqual({ [a]: 1, [b]: 1 });
+    for (const itemId of [a, b]) expect(await t.redis.xlen(itemKeys(prefix, itemId).done)).toBe(0);
+  });
+});
