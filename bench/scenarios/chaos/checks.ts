@@ -121,9 +121,14 @@ export async function checkFault(env: Env, o: Observed): Promise<FaultRow> {
     const foreign = ok.filter((b, i) => owners.get(ids[i]) !== b.userId).length;
     extra.push({ name: 'succeeded with another\'s or no order', value: foreign, ok: foreign === 0 });
 
-    if (w.endMs) {
-      const [r] = await env.sql<{ at: Date | null }[]>`select min(created_at) as at from ${env.sql(table)} where item_id = ${itemId} and created_at >= ${new Date(w.endMs)}`;
+    if (w.startMs && w.endMs) {
+      const [r] = await env.sql<{ at: Date | null; before: number; during: number }[]>`
+        select min(created_at) filter (where created_at >= ${new Date(w.endMs)}) as at,
+          (count(*) filter (where created_at < ${new Date(w.startMs)}))::int as before,
+          (count(*) filter (where created_at >= ${new Date(w.startMs)} and created_at < ${new Date(w.endMs)}))::int as during
+        from ${env.sql(table)} where item_id = ${itemId}`;
       saleAfter = r?.at ?? null;
+      detail.push(`rows committed before the fault: ${r?.before ?? 0}, during it: ${r?.during ?? 0} (transaction start times)`);
     }
   }
 
