@@ -8,6 +8,10 @@ UPDATE coupon_claims SET ticket_id = rtrim(translate(encode(sha256(convert_to(ti
 --> statement-breakpoint
 UPDATE ticket_outcomes SET ticket_id = rtrim(translate(encode(sha256(convert_to(ticket_id, 'UTF8')), 'base64'), '+/', '-_'), '=') WHERE ticket_id LIKE '%.%.%';
 --> statement-breakpoint
+-- An ended item whose Redis keys were removed after the retention period keeps its row, marked
+-- archived, so a daemon start does not re-create it in Redis.
+ALTER TABLE items ADD COLUMN IF NOT EXISTS archived_at timestamp with time zone;
+--> statement-breakpoint
 -- The sell functions, as in 0002, with two changes:
 -- * a ticket whose row exists is a replay only when the row is the same user's: a row of another
 --   user under the same ticket ref ('foreign') is never handed over as this user's order (a ticket

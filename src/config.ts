@@ -37,6 +37,7 @@ export const configSchema = z.object({
   FLOODGATE_DISPATCH_LEASE_MS: z.coerce.number().int().min(1000).max(600_000).default(15_000),
   FLOODGATE_HANDLERS_MODULE: z.string().optional(),
   FLOODGATE_RECONCILE_ON_START: bool.default(true),
+  FLOODGATE_ITEM_RETENTION_MS: z.coerce.number().int().min(60_000).max(365 * 24 * 3600 * 1000).default(24 * 3600 * 1000),
   FLOODGATE_TICKET_STATE_TTL_MS: z.coerce.number().int().min(1000).max(30 * 24 * 3600 * 1000).default(600_000),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });

@@ -33,6 +33,7 @@ import { createSampleRecorder } from './scheduler/sample-recorder.js';
 import { createStockLedger } from './db/stock-ledger.js';
 import { createPgHealth } from './db/health.js';
 import { startStockKeeper } from './catalog/stock-keeper.js';
+import { startRetention } from './catalog/retention.js';
 import type { HandlerSpec } from './service/handler.js';
 
 export interface Daemon {
@@ -176,6 +177,7 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
     every(1000, 'poll touch flush', () => queue.flush(), log),
     every(50, 'gate sample flush', () => samples.flush(), log),
     startStockKeeper({ queue, catalog, pg, log: log.child({ module: 'stock' }) }, { everyMs: 2000 }),
+    startRetention({ queue, store, clock, log: log.child({ module: 'retention' }) }, { everyMs: 60_000, retentionMs: config.FLOODGATE_ITEM_RETENTION_MS }),
   ];
 
   const app = createApp({

@@ -103,6 +103,7 @@ export const TicketView = z
     position: z.number().int().optional(),
     etaMs: z.number().int().optional(),
     pollAfterMs: z.number().int().optional(),
+    reason: z.enum(['not_open', 'paused', 'awaiting_returns']).optional().openapi({ description: 'Why a waiting ticket is not moving (absent while the line moves).' }),
     outcome: Outcome.optional(),
     createdAt: z.string(),
     updatedAt: z.string(),

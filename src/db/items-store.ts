@@ -1,4 +1,4 @@
-import { eq } from 'drizzle-orm';
+import { eq, isNull } from 'drizzle-orm';
 import type { Db } from './client.js';
 import { gateAudit, items } from './schema.js';
 
@@ -13,13 +13,17 @@ export function createItemsStore(db: Db) {
       await db
         .insert(items)
         .values(row)
-        .onConflictDoUpdate({ target: items.itemId, set: { ...rest, updatedAt: new Date() } });
+        .onConflictDoUpdate({ target: items.itemId, set: { ...rest, archivedAt: null, updatedAt: new Date() } });
     },
     async get(itemId: string): Promise<ItemRow | undefined> {
       const [row] = await db.select().from(items).where(eq(items.itemId, itemId));
       return row;
     },
-    all: (): Promise<ItemRow[]> => db.select().from(items),
+    /** Every item that is not archived (an archived one has no keys in Redis, on purpose). */
+    all: (): Promise<ItemRow[]> => db.select().from(items).where(isNull(items.archivedAt)),
+    async archive(itemId: string, at: Date): Promise<void> {
+      await db.update(items).set({ archivedAt: at }).where(eq(items.itemId, itemId));
+    },
     async markClosed(itemId: string, at: Date): Promise<void> {
       await db.update(items).set({ closedAt: at, updatedAt: at }).where(eq(items.itemId, itemId));
     },

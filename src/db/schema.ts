@@ -12,6 +12,8 @@ export const items = pgTable('items', {
   closesAt: timestamp('closes_at', { withTimezone: true, mode: 'date' }),
   gate: jsonb('gate').notNull().$type<Record<string, unknown>>(),
   closedAt: timestamp('closed_at', { withTimezone: true, mode: 'date' }),
+  /** Set when the ended item's Redis keys were removed (retention); a start does not restore it. */
+  archivedAt: timestamp('archived_at', { withTimezone: true, mode: 'date' }),
   createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
   updatedAt: timestamp('updated_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
 });

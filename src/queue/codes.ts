@@ -12,6 +12,7 @@ const joinCodes: Record<number, () => FloodgateError> = {
 const ticketCodes: Record<number, () => FloodgateError> = {
   [-1]: () => new FloodgateError('ticket_not_found', 'No such ticket.'),
   [-2]: () => new FloodgateError('lease_lost', 'The lease expired or was superseded.'),
+  [-3]: () => new FloodgateError('conflict', 'A different outcome was already written under this lease.'),
 };
 
 export function joinError(code: number): FloodgateError {

@@ -16,7 +16,10 @@ import { readSnapshot, type ItemSnapshot } from './snapshot.js';
  */
 export interface CachedItem {
   snap: ItemSnapshot;
+  /** Seqs cancelled while still in the line (ahead of the head when last refreshed). */
   cancelled: Set<number>;
+  /** How many of them lie strictly between `served` and `seq`: the places a cancel freed ahead of seq. */
+  cancelledBetween(served: number, seq: number): number;
   feedComplete: boolean;
   /** Admissions per second, measured; null until two samples ~1 s apart exist. */
   admitRate: number | null;
@@ -36,6 +39,30 @@ export interface ItemCache {
   invalidate(itemId: string): void;
   /** The cached view as it is, however old, without reading Redis. */
   peek(itemId: string): CachedItem | null;
+}
+
+/** Counts members of `set` in (lo, hi) by binary search over a sorted copy, re-sorted when the set grew. */
+function counter(set: Set<number>) {
+  let sorted: number[] = [];
+  let size = -1;
+  const below = (x: number) => {
+    let lo = 0;
+    let hi = sorted.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (sorted[mid] < x) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  };
+  return (served: number, seq: number) => {
+    if (set.size === 0) return 0;
+    if (size !== set.size) {
+      sorted = [...set].sort((a, b) => a - b);
+      size = set.size;
+    }
+    return Math.max(0, below(seq) - below(served + 1));
+  };
 }
 
 export function createItemCache(deps: { redis: Redis; prefix: string; clock: Clock; ttlMs: number }): ItemCache {
@@ -73,7 +100,7 @@ export function createItemCache(deps: { redis: Redis; prefix: string; clock: Clo
     const first = e.samples[0];
     const dt = now - first.t;
     const admitRate = dt >= 1000 ? ((snap.admissions - first.admissions) * 1000) / dt : (prev?.admitRate ?? null);
-    e.item = { snap, cancelled, feedComplete, admitRate };
+    e.item = { snap, cancelled, feedComplete, admitRate, cancelledBetween: counter(cancelled) };
     return e.item;
   }
 

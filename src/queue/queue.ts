@@ -8,7 +8,7 @@ import { itemKeys, itemsSetKey, itemsVersionKey, PAGE_SIZE } from './keys.js';
 import { withScripts } from './scripts.js';
 import { makeTicketId, parseTicketId, verifyBinding, verifySeq, type ParsedTicketId } from './ticket-id.js';
 import type { AdmittedTicket, Cut, GateSettings, LineDefinition, Outcome, TicketView } from './types.js';
-import { baseView, bindingOf, cachedRecord, fullView, parseRecord, waitingHints, type TicketRecord } from './views.js';
+import { baseView, bindingOf, cachedRecord, fullView, linePosition, parseRecord, waitingHints, type TicketRecord } from './views.js';
 import { createTouchBuffer } from './touches.js';
 import { ticketRef } from '../kernel/ticket-ref.js';
 import { createRecordCache } from './record-cache.js';
@@ -65,6 +65,11 @@ export interface Queue {
   /** Ends every waiting ticket at once: close → cancelled, sold out → rejected (reason: the kind's default, or given). */
   cut(itemId: string, kind: 'closed' | 'sold_out', reason?: string): Promise<number>;
   setGate(itemId: string, patch: Partial<GateSettings>): Promise<void>;
+  /**
+   * Removes every key of an ended item (retention): only when nothing is waiting or admitted and
+   * its outcome ledger is drained. Returns whether it did.
+   */
+  drop(itemId: string): Promise<boolean>;
   /** Returns expired leases of every item to the head of its line. */
   sweep(): Promise<number>;
   /** Writes buffered poll times (abandonment) to Redis. */
@@ -161,23 +166,24 @@ export function createQueue(deps: QueueDeps): Queue {
       }
     }
     if (rec.state === 'waiting' && !cutJson) records.set(ticketId, cachedRecord(rec, item.snap.def.itemId, seq, item.snap.secret));
-    return fullView(ticketId, item, rec, x, served, seq, rank, cutJson ? (JSON.parse(cutJson) as Cut) : null);
+    return fullView(ticketId, item, rec, x, served, seq, rank, cutJson ? (JSON.parse(cutJson) as Cut) : null, clock.now());
   }
 
-  /** Refusals that hold for every user, answered from the cache: a stale "full" only delays a retry. */
+  /**
+   * A refusal that holds for every user, answered from the cache: the sale has not opened. (A full
+   * line is decided by the join script, which first returns the ticket a user already holds.)
+   */
   function refuseFromCache(s: CachedItem['snap'], now: number) {
     if (s.def.opensAt !== null && now < s.def.opensAt)
       fail('not_open', 'The sale has not opened yet.', { opensAt: new Date(s.def.opensAt).toISOString(), now: new Date(now).toISOString() });
-    if (s.def.capacity !== null && s.counts.waiting + s.counts.admitted >= s.def.capacity)
-      fail('queue_full', 'The line is full; try again later.', undefined, 5);
   }
 
   /** A waiting ticket still in the line, answered from the cache alone; null when unsure. */
   function cachedWaitingView(ticketId: string, item: CachedItem, seq: number, rec: TicketRecord | undefined): TicketView | null {
     const s = item.snap;
     if (!rec || !item.feedComplete || seq <= s.served || seq > s.seq || item.cancelled.has(seq)) return null;
-    const position = seq - s.served;
-    return { ...baseView(ticketId, s.def.itemId, rec, 'waiting'), position, ...waitingHints(item, position) };
+    const position = linePosition(item, s.served, seq);
+    return { ...baseView(ticketId, s.def.itemId, rec, 'waiting'), position, ...waitingHints(item, position, clock.now()) };
   }
 
   const queue: Queue = {
@@ -246,8 +252,8 @@ export function createQueue(deps: QueueDeps): Queue {
         const cached = cachedRecord(rec, itemId, seq, s.secret);
         records.set(ticketId, cached);
         deps.onJoined?.(itemId);
-        const position = seq - served;
-        return { created: true, ticket: { ...baseView(ticketId, itemId, cached, 'waiting'), position, ...waitingHints(item, position) } };
+        const position = linePosition(item, served, seq);
+        return { created: true, ticket: { ...baseView(ticketId, itemId, cached, 'waiting'), position, ...waitingHints(item, position, now) } };
       }
       return { created: false, ticket: await readView(ticketId, item, seq) };
     },
@@ -280,6 +286,11 @@ export function createQueue(deps: QueueDeps): Queue {
       boundRecord(ticketId, item, record);
       const outcome: Outcome = { status: 'cancelled', reason: 'cancelled_by_user' };
       const code = (await redis.cancel(k.meta, k.ctr, k.users, k.retry, k.base, seq, clock.now(), JSON.stringify(outcome), record!.slice(1))) as number;
+      if (code === -2) {
+        // Cancelling a cancelled ticket again (a client retrying after a lost answer) is no error.
+        const view = await readView(ticketId, item, seq);
+        if (view.state === 'cancelled') return view;
+      }
       if (code < 0) throw cancelError(code);
       item.cancelled.add(seq);
       return readView(ticketId, item, seq);
@@ -349,6 +360,22 @@ export function createQueue(deps: QueueDeps): Queue {
       if (!Object.keys(fields).length) return; // HSET with no fields is an error
       await redis.hset(itemKeys(prefix, itemId).gate, fields);
       cache.invalidate(itemId);
+    },
+
+    async drop(itemId) {
+      const k = itemKeys(prefix, itemId);
+      const [ctr, pending] = await Promise.all([redis.hmget(k.ctr, 'waiting', 'admitted'), redis.xlen(k.done)]);
+      if (Number(ctr[0] ?? 0) + Number(ctr[1] ?? 0) > 0 || pending > 0) return false;
+      await redis.multi().srem(itemsSetKey(prefix), itemId).incr(itemsVersionKey(prefix)).exec();
+      known.ids.delete(itemId);
+      let cursor = '0';
+      do {
+        const [next, keys] = await redis.scan(cursor, 'MATCH', `${k.base.replace(/[*?[\]\\]/g, '\\$&')}*`, 'COUNT', 1000);
+        if (keys.length) await redis.unlink(...keys);
+        cursor = next;
+      } while (cursor !== '0');
+      cache.invalidate(itemId);
+      return true;
     },
 
     async sweep() {

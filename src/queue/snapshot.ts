@@ -10,6 +10,8 @@ export interface ItemSnapshot {
   version: number;
   closed: boolean;
   soldOut: boolean;
+  /** When the item first closed or sold out (ms), null while it runs. */
+  endedAt: number | null;
   cuts: Cut[];
   seq: number;
   served: number;
@@ -87,6 +89,7 @@ export function parseSnapshot(
     version: Number(meta.version ?? 0),
     closed: meta.closed === '1',
     soldOut: meta.soldOut === '1',
+    endedAt: num(meta.endedAt),
     cuts: meta.cuts ? JSON.parse(meta.cuts) : [],
     seq: Number(ctr.seq ?? 0),
     served: Number(ctr.served ?? 0),

@@ -16,6 +16,8 @@ export interface TicketView {
   position?: number;
   etaMs?: number;
   pollAfterMs?: number;
+  /** Why a waiting ticket is not moving: not_open, paused, awaiting_returns. */
+  reason?: string;
   outcome?: Outcome;
   createdAt: string;
   updatedAt: string;

@@ -51,18 +51,50 @@ export const stateOfChar = (c: string): TicketState => stateByChar[c];
 
 const iso = (ms: number) => new Date(ms).toISOString();
 
+/** Why a waiting ticket is not moving, when the daemon knows it. */
+export type WaitReason = 'not_open' | 'paused' | 'awaiting_returns';
+
 /**
- * Expected wait and when to poll again. The ETA comes from the admission rate measured over the
- * last ~10 s (or the manual gate's rate before any admission); clients far back poll rarely, so
- * a line of a million costs a trickle of polls, and those near the head poll every second.
+ * The admission rate the daemon expects for the item, from what it knows first: the operator's
+ * rate in manual mode, the controller's pace (under the operator's ceiling) in auto mode, and the
+ * rate measured over the last ~10 s only where neither says anything (an uncapped manual gate, an
+ * auto gate whose controller has not spoken, a self-limited handler).
  */
-export function waitingHints(item: CachedItem, position: number): { etaMs?: number; pollAfterMs: number } {
-  const rate = item.admitRate && item.admitRate > 0 ? item.admitRate : item.snap.gate.mode === 'manual' ? item.snap.gate.rate : null;
-  const etaMs = rate ? Math.round((position / rate) * 1000) : undefined;
+export function expectedRate(item: CachedItem): number | null {
+  const { gate, controller } = item.snap;
+  const measured = item.admitRate && item.admitRate > 0 ? item.admitRate : null;
+  if (gate.mode === 'closed') return null;
+  if (gate.mode === 'manual') return gate.rate ?? measured;
+  const pace = controller?.rate ?? null;
+  if (pace !== null) return gate.rate !== null ? Math.min(gate.rate, pace) : pace;
+  return measured !== null && gate.rate !== null ? Math.min(gate.rate, measured) : (measured ?? gate.rate);
+}
+
+/**
+ * Expected wait, when to poll again, and why the line is not moving. No ETA is given while the
+ * gate is closed or the item waits for units to come back (nobody knows when that ends); before
+ * the sale opens, the ETA counts from `opensAt`. Clients far back poll rarely, so a line of a
+ * million costs a trickle of polls, and those near the head poll every second.
+ */
+export function waitingHints(item: CachedItem, position: number, now: number): { etaMs?: number; pollAfterMs: number; reason?: WaitReason } {
+  const s = item.snap;
+  let reason: WaitReason | undefined;
+  if (s.def.opensAt !== null && now < s.def.opensAt) reason = 'not_open';
+  else if (s.gate.mode === 'closed') reason = 'paused';
+  else if (s.stockLeft === 0 && !s.soldOut) reason = 'awaiting_returns';
+  const rate = reason === 'paused' || reason === 'awaiting_returns' ? null : expectedRate(item);
+  const untilOpen = reason === 'not_open' ? s.def.opensAt! - now : 0;
+  const etaMs = rate ? Math.round(untilOpen + (position / rate) * 1000) : undefined;
   const guide = etaMs !== undefined ? etaMs / 5 : position * 20;
   const pollAfterMs = Math.round(Math.min(30_000, Math.max(1000, guide)));
-  return etaMs === undefined ? { pollAfterMs } : { etaMs, pollAfterMs };
+  const out: { etaMs?: number; pollAfterMs: number; reason?: WaitReason } = { pollAfterMs };
+  if (etaMs !== undefined) out.etaMs = etaMs;
+  if (reason) out.reason = reason;
+  return out;
 }
+
+/** A waiting ticket's place: the tickets between the head and it, less those that left the line. */
+export const linePosition = (item: CachedItem, served: number, seq: number) => seq - served - item.cancelledBetween(served, seq);
 
 export function baseView(ticketId: string, itemId: string, rec: TicketRecord & { createdIso?: string }, state: TicketState): TicketView {
   const created = rec.createdIso ?? iso(rec.createdAt);
@@ -79,6 +111,7 @@ export function fullView(
   seq: number,
   retryRank: number,
   cut: Cut | null,
+  now: number,
 ): TicketView {
   if (cut) {
     const state = stateByChar[cut[1]];
@@ -89,8 +122,8 @@ export function fullView(
   if (x.updatedAt) v.updatedAt = iso(Number(x.updatedAt));
   if (x.admittedAt) v.admittedAt = iso(Number(x.admittedAt));
   if (rec.state === 'waiting') {
-    const position = retryRank >= 0 ? retryRank + 1 : seq - served;
-    return { ...v, position, ...waitingHints(item, position) };
+    const position = retryRank >= 0 ? retryRank + 1 : linePosition(item, served, seq);
+    return { ...v, position, ...waitingHints(item, position, now) };
   }
   if (rec.state === 'admitted') return { ...v, pollAfterMs: 1000 };
   if (x.outcome) v.outcome = JSON.parse(x.outcome);

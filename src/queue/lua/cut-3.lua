@@ -8,6 +8,7 @@
 -- @include _lib
 if rcall('EXISTS', KEYS[1]) == 0 then return -1 end
 rcall('HSET', KEYS[1], ARGV[3], '1')
+rcall('HSETNX', KEYS[1], 'endedAt', ARGV[4])
 local seq = tonumber(rcall('HGET', KEYS[2], 'seq') or '0')
 local waiting = tonumber(rcall('HGET', KEYS[2], 'waiting') or '0')
 local cuts = loadCuts(KEYS[1])

@@ -26,7 +26,10 @@ end
 for k, v in pairs(def) do
   if v == '' then rcall('HDEL', KEYS[1], k) else rcall('HSET', KEYS[1], k, v) end
 end
-if ARGV[5] == '1' then rcall('HDEL', KEYS[1], 'closed') end
+if ARGV[5] == '1' then
+  rcall('HDEL', KEYS[1], 'closed')
+  if not rcall('HGET', KEYS[1], 'soldOut') then rcall('HDEL', KEYS[1], 'endedAt') end
+end
 if ARGV[4] ~= '' then
   for k, v in pairs(cjson.decode(ARGV[4])) do
     if v == '' then rcall('HDEL', KEYS[3], k) else rcall('HSET', KEYS[3], k, v) end

@@ -8,7 +8,8 @@
     force ('1' = owner override: settle an admitted ticket whatever its current lease; used only
     by in-process workers, whose effects are idempotent; never reachable through the API)
   Returns one code per ticket: 1 applied, 2 already applied with this lease (idempotent repeat),
-    -1 ticket not found, -2 lease lost (expired, superseded, or a different outcome already written)
+    -1 ticket not found, -2 lease lost (expired or superseded), -3 a different outcome was already
+    written under this lease
   A lease that has expired but not yet been reclaimed is reclaimed here and answered lease_lost.
 ]]
 -- @include _lib
@@ -23,7 +24,10 @@ local function settleOne(seq, leaseId, status, outcome, retry, force)
   local asked = status
   if retry then asked = 'retry' end
   if string.sub(record, 1, 1) ~= 'a' then
-    if x[3] == leaseId and x[4] == asked then return 2 end
+    if x[3] == leaseId then
+      if x[4] == asked then return 2 end
+      return -3
+    end
     return -2
   end
   if x[1] ~= leaseId and not force then return -2 end

@@ -1,0 +1,27 @@
+import type { ItemsStore } from '../db/items-store.js';
+import type { Clock } from '../kernel/clock.js';
+import type { Logger } from '../kernel/logger.js';
+import { every } from '../kernel/loop.js';
+import type { Queue } from '../queue/queue.js';
+
+/**
+ * Removes the Redis keys of items that ended (closed or sold out) more than `retentionMs` ago, once
+ * nothing of theirs is waiting, admitted or still to be written to the outcome ledger. Their
+ * Postgres rows stay (the item row, marked archived so a start does not re-create it; orders,
+ * claims, outcomes, audit). Postgres first: an item marked archived whose keys are still there is
+ * removed on the next round; the reverse (keys gone, row not marked) would be restored at start.
+ * Ticket ids of a removed item answer 404 from then on.
+ */
+export function startRetention(deps: { queue: Queue; store: Pick<ItemsStore, 'archive'>; clock: Clock; log: Logger }, opts: { everyMs: number; retentionMs: number }) {
+  async function round() {
+    const now = deps.clock.now();
+    for (const itemId of await deps.queue.itemIds()) {
+      const s = (await deps.queue.item(itemId))?.snap;
+      if (!s || s.endedAt === null || !(s.closed || s.soldOut) || now - s.endedAt < opts.retentionMs) continue;
+      if (s.counts.waiting > 0 || s.counts.admitted > 0) continue;
+      await deps.store.archive(itemId, new Date(now));
+      if (await deps.queue.drop(itemId)) deps.log.info({ itemId, endedAt: new Date(s.endedAt).toISOString() }, 'ended item removed from redis (retention)');
+    }
+  }
+  return { round, ...every(opts.everyMs, 'item retention', round, deps.log) };
+}

@@ -1,0 +1,58 @@
+import { describe, expect, it } from 'vitest';
+import { manualClock } from '../src/kernel/clock.js';
+import { createQueue } from '../src/queue/queue.js';
+import type { LineDefinition } from '../src/queue/types.js';
+import { testRedis } from './support/redis.js';
+
+const t = testRedis();
+const def = (itemId: string): LineDefinition => ({ itemId, handler: 'external', config: {}, capacity: null, abandonAfterMs: null, opensAt: null, closesAt: null, rejoin: 'any' });
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+describe('what a waiting ticket is told', () => {
+  it('a manual rate of 40/s set after a slower one: etaMs is within 15% (median) of the real wait from the first second', async () => {
+    const clock = manualClock();
+    const queue = createQueue({ redis: t.redis, prefix: t.newPrefix(), clock, cacheMs: 0 });
+    await queue.define(def('eta'), { mode: 'manual', rate: 10, maxInFlight: null }, { reopen: false });
+    const ids: string[] = [];
+    for (let i = 0; i < 700; i += 100) ids.push(...(await Promise.all(Array.from({ length: 100 }, (_, j) => queue.join('eta', `u${i + j}`, null)))).map((r) => r.ticket.ticketId));
+    // Ten seconds at 10/s, a consumer pulling every 20 ms: the measured rate says 10/s.
+    const admittedAt = new Map<string, number>();
+    const pullFor = async (ms: number) => {
+      for (const until = clock.now() + ms; clock.now() < until; ) {
+        clock.advance(20);
+        for (const g of await queue.admit('eta', 100, 600_000)) admittedAt.set(g.ticketId, clock.now());
+      }
+    };
+    await pullFor(10_000);
+    await queue.setGate('eta', { rate: 40 });
+    await pullFor(1000);
+    const t0 = clock.now();
+    const waiting = ids.filter((id) => !admittedAt.has(id));
+    const views = await Promise.all(waiting.map((id) => queue.status(id)));
+    const predicted = new Map(views.map((v) => [v.ticketId, t0 + v.etaMs!]));
+    await pullFor(waiting.length * 25 + 2000);
+    const errors = waiting.map((id) => Math.abs(admittedAt.get(id)! - predicted.get(id)!) / Math.max(1, admittedAt.get(id)! - t0));
+    expect(waiting.length).toBeGreaterThan(500);
+    expect(median(errors)).toBeLessThanOrEqual(0.15);
+  });
+
+  it('says why the line is not moving: paused (no ETA), awaiting_returns', async () => {
+    const clock = manualClock();
+    const queue = createQueue({ redis: t.redis, prefix: t.newPrefix(), clock, cacheMs: 0 });
+    await queue.define(def('why'), { mode: 'closed', rate: null, maxInFlight: null }, { reopen: false });
+    const { ticket } = await queue.join('why', 'u1', null);
+    expect(ticket).toMatchObject({ position: 1, reason: 'paused' });
+    expect(ticket.etaMs).toBeUndefined();
+    clock.advance(5000);
+    const later = await queue.status(ticket.ticketId);
+    expect(later.reason).toBe('paused');
+    expect(later.etaMs).toBeUndefined();
+    await queue.setGate('why', { mode: 'manual', rate: 5 });
+    await queue.stock.set('why', 0, 1);
+    expect(await queue.status(ticket.ticketId)).toMatchObject({ reason: 'awaiting_returns' });
+    await queue.stock.set('why', 3, 1);
+    const moving = await queue.status(ticket.ticketId);
+    expect(moving.reason).toBeUndefined();
+    expect(moving.etaMs).toBe(200);
+  });
+});
