@@ -85,11 +85,12 @@ export const faults: Fault[] = [
       const db = env.dbName;
       const terminate = (sql: Parameters<Parameters<typeof asAdmin>[0]>[0]) =>
         sql`select count(pg_terminate_backend(pid))::int as n from pg_stat_activity where datname = ${db} and pid <> pg_backend_pid()`;
-      const startMs = Date.now();
+      // The fault starts once the sessions are gone (opening the admin connection takes a moment).
       const [{ n: cut }] = await asAdmin(async (sql) => {
         await sql.unsafe(`alter database "${db}" set default_transaction_read_only = on`);
         return terminate(sql);
       });
+      const startMs = Date.now();
       await sleep(OUTAGE_MS);
       // Sessions opened during the fault keep read_only as their default: ending them is what
       // makes Postgres take writes again for the daemon, as a recovered primary would.
