@@ -7,14 +7,15 @@ import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { Redis } from 'ioredis';
 import { createApp } from './api/app.js';
+import { probe, READY_TIMEOUT_MS } from './api/routes/ops.js';
 import { createCatalog } from './catalog/catalog.js';
 import { loadConfig, type Config } from './config.js';
 import { connectDb, migrateDb } from './db/client.js';
 import { createItemsStore } from './db/items-store.js';
 import { ensurePostgres } from './infra/ensure-postgres.js';
 import { ensureRedis } from './infra/ensure-redis.js';
+import { connectRedis } from './infra/redis-client.js';
 import { systemClock, type Clock } from './kernel/clock.js';
 import { createLogger, type Logger } from './kernel/logger.js';
 import { every } from './kernel/loop.js';
@@ -48,8 +49,7 @@ async function openCore(config: Config, log: Logger, clock: Clock) {
   const redisInfra = await ensureRedis({ url: config.REDIS_URL, dataDir: path.join(dataDir, 'redis'), log, autoInstall: config.FLOODGATE_AUTO_INSTALL, env: process.env });
   const pgInfra = await ensurePostgres({ url: config.DATABASE_URL, dataDir: path.join(dataDir, 'postgres'), log, port: config.FLOODGATE_EMBEDDED_PG_PORT });
 
-  const redis = new Redis(redisInfra.url, { enableAutoPipelining: true, maxRetriesPerRequest: 2, connectTimeout: 5000 });
-  redis.on('error', (err) => log.warn({ err: err.message }, 'redis error'));
+  const redis = await connectRedis(redisInfra.url, 'api', log);
   const dbHandle = connectDb(pgInfra.url, { max: 10 });
   await migrateDb(dbHandle);
 
@@ -94,9 +94,15 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
   if (restored) log.warn({ restored }, 'items restored into redis from postgres');
   if (config.FLOODGATE_RECONCILE_ON_START) await catalog.reconcile({ idleOnly: true });
   const pg = createPgHealth(dbHandle.sql, log.child({ module: 'postgres' }));
+  // A Redis that restarts without its data (or is flushed) loses every line: re-create the items
+  // from Postgres at once on a reconnect, and within a second of a flush (no reconnect to see).
+  const restoreLost = () =>
+    catalog.restoreIfLost().then((n) => {
+      if (n) log.warn({ restored: n }, 'items restored into redis from postgres');
+    });
+  redis.on('ready', () => void restoreLost().catch((err) => log.warn({ err: String(err) }, 'restore after reconnect failed')));
 
-  const bullRedis = new Redis(redisInfra.url, { maxRetriesPerRequest: null });
-  bullRedis.on('error', (err) => log.warn({ err: err.message }, 'redis error (jobs)'));
+  const bullRedis = await connectRedis(redisInfra.url, 'jobs', log);
   const service = createService({
     bullRedis,
     sql: dbHandle.sql,
@@ -178,6 +184,7 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
     every(50, 'gate sample flush', () => samples.flush(), log),
     startStockKeeper({ queue, catalog, pg, log: log.child({ module: 'stock' }) }, { everyMs: 2000 }),
     startRetention({ queue, store, clock, log: log.child({ module: 'retention' }) }, { everyMs: 60_000, retentionMs: config.FLOODGATE_ITEM_RETENTION_MS }),
+    every(1000, 'redis loss check', restoreLost, log),
   ];
 
   const app = createApp({
@@ -190,8 +197,8 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
     bodyLimitBytes: config.FLOODGATE_BODY_LIMIT,
     metricsKey: config.FLOODGATE_METRICS_KEY,
     ready: async () => {
-      const [r, p] = await Promise.allSettled([redis.ping(), dbHandle.sql`select 1`]);
-      return { redis: r.status === 'fulfilled', postgres: p.status === 'fulfilled' };
+      const [r, p] = await Promise.all([probe(() => redis.ping(), READY_TIMEOUT_MS - 100), probe(() => dbHandle.sql`select 1`, READY_TIMEOUT_MS - 100)]);
+      return { redis: r, postgres: p };
     },
     beforeScrape: async () => {
       for (const id of await queue.itemIds()) {

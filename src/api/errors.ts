@@ -38,7 +38,55 @@ export function validationError(error: ZodError): FloodgateError {
   return new FloodgateError('invalid_request', 'The request is not valid.', { issues });
 }
 
-const redisDown = /ECONNREFUSED|ETIMEDOUT|Connection is closed|MaxRetriesPerRequest|ENOTFOUND|EHOSTUNREACH|Stream isn't writeable/i;
+/** ioredis's words for a connection that is down, refusing commands (no offline queue) or too slow. */
+const redisDown = /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|Connection is closed|MaxRetriesPerRequest|max retries per request|ENOTFOUND|EHOSTUNREACH|Stream isn't writeable|Command timed out|^LOADING |^READONLY |^MASTERDOWN /i;
+/** postgres.js's connection codes, Node's socket codes, SQLSTATE classes 08 (connection) and 57P0x (shutdown). */
+const pgDown = /^(CONNECTION_(CLOSED|DESTROYED|ENDED)|CONNECT_TIMEOUT|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|EHOSTUNREACH|ENOTFOUND|08...|57P0.)$/;
+
+/** The error and its `.cause`s (drizzle wraps the driver's error in DrizzleQueryError). */
+function causes(err: unknown): unknown[] {
+  const out: unknown[] = [];
+  for (let e = err; e !== undefined && e !== null && out.length < 6 && !out.includes(e); e = (e as { cause?: unknown }).cause) out.push(e);
+  return out;
+}
+
+/** A drizzle error's message carries the query's parameters (an item's config, with its headers). */
+const carriesParams = (e: unknown) => typeof e === 'object' && e !== null && 'params' in e;
+
+function isOutage(e: unknown): boolean {
+  const code = (e as { code?: unknown })?.code;
+  if (typeof code === 'string' && pgDown.test(code)) return true;
+  return !carriesParams(e) && redisDown.test(e instanceof Error ? e.message : String(e));
+}
+
+/**
+ * What may be logged of an error: names, codes and where it was thrown. Never a drizzle message
+ * (query parameters), nor a Postgres message or detail (they quote values), nor request data.
+ */
+export function describeError(err: unknown): Record<string, unknown>[] {
+  return causes(err).map((e) => {
+    if (!(e instanceof Error)) return { value: typeof e };
+    const o = e as Error & Record<string, unknown>;
+    const out: Record<string, unknown> = { name: o.name };
+    for (const k of ['code', 'severity', 'routine', 'constraint_name', 'table_name', 'column_name'] as const) if (o[k] !== undefined) out[k] = o[k];
+    const quotesValues = carriesParams(o) || typeof o.severity === 'string';
+    if (!quotesValues) out.message = o.message;
+    out.at = o.stack?.split('\n').filter((l) => /^\s+at /.test(l)).slice(0, 6).map((l) => l.trim());
+    return out;
+  });
+}
+
+/** Every request fails alike during an outage: log the first, then one line per interval with a count. */
+const OUTAGE_LOG_EVERY_MS = 5000;
+let outageLoggedAt = -Infinity;
+let outagesUnlogged = 0;
+function logOutage(log: Logger, err: unknown) {
+  const now = Date.now();
+  if (now - outageLoggedAt < OUTAGE_LOG_EVERY_MS) return void outagesUnlogged++;
+  log.warn({ err: describeError(err), alsoFailedSinceLast: outagesUnlogged }, 'dependency unavailable');
+  outageLoggedAt = now;
+  outagesUnlogged = 0;
+}
 
 /** Maps anything thrown to the contract: known errors as they are, outages to 503, the rest 500. */
 export function toFloodgateError(err: unknown, log: Logger): FloodgateError {
@@ -48,12 +96,10 @@ export function toFloodgateError(err: unknown, log: Logger): FloodgateError {
     if (err.status === 400) return new FloodgateError('invalid_request', err.message || 'The request is not valid.');
     return new FloodgateError(err.status === 404 ? 'not_found' : 'invalid_request', err.message);
   }
-  const message = err instanceof Error ? err.message : String(err);
-  const code = (err as { code?: string })?.code;
-  if (redisDown.test(message) || (typeof code === 'string' && /^(08|57P0)/.test(code)) || code === 'CONNECTION_CLOSED' || code === 'CONNECT_TIMEOUT') {
-    log.warn({ err: message }, 'dependency unavailable');
+  if (causes(err).some(isOutage)) {
+    logOutage(log, err);
     return new FloodgateError('unavailable', 'A backing store is unreachable; try again shortly.', undefined, 2);
   }
-  log.error({ err }, 'unexpected error');
+  log.error({ err: describeError(err) }, 'unexpected error');
   return new FloodgateError('internal', 'Internal error.');
 }

@@ -9,11 +9,14 @@ import { itemState, type ItemState } from '../queue/snapshot.js';
 import type { GateSettings, LineDefinition } from '../queue/types.js';
 import type { HandlerRegistry, HandlerSpec } from '../service/registry.js';
 import { gateView, type GateView } from './gate-view.js';
+import { createStockSync, type StockLedger } from './stock-sync.js';
 
 /**
- * Item definitions: durable in Postgres, live in Redis (the line). Writes go to Redis first,
- * where the conflict check is atomic, then to Postgres; on start `restore()` re-creates in Redis
- * every item Postgres knows and Redis lost.
+ * Item definitions: durable in Postgres, live in Redis (the line). Writes go to Postgres first, so
+ * that an item is never live in Redis without its row: if Postgres is down nothing changes (503);
+ * if Redis then refuses (the atomic conflict check, or an outage) the Postgres row is put back.
+ * `restore()` re-creates in Redis every item Postgres knows and Redis lost: on start, and through
+ * `restoreIfLost()` whenever Redis comes back empty.
  */
 export interface ItemInput {
   handler: string;
@@ -53,6 +56,8 @@ export interface Catalog {
   webhookSecret(itemId: string): Promise<string>;
   patchGate(itemId: string, patch: Partial<GateSettings>, actor: Actor): Promise<GateView>;
   restore(): Promise<number>;
+  /** restore(), if Redis lacks an item Postgres had at the last restore or was given since. */
+  restoreIfLost(): Promise<number>;
   /**
    * Rebuilds the Redis stock of stock items from Postgres (units left = total − rows sold), in
    * both directions, and re-creates items Redis lost. `idleOnly`: touch only items with no sale in
@@ -61,11 +66,7 @@ export interface Catalog {
   reconcile(opts?: { itemId?: string; idleOnly?: boolean }): Promise<{ itemId: string; left: number; redisHad: number | null; changed: boolean }[]>;
 }
 
-/** Postgres's count of what was sold (db/sales.ts). */
-export interface StockLedger {
-  define(itemId: string, total: number): Promise<void>;
-  recount(table: 'orders' | 'coupon_claims', itemId: string): Promise<{ total: number; sold: number } | null>;
-}
+export type { StockLedger } from './stock-sync.js';
 
 const keyId = (key: string) => createHash('sha256').update(key).digest('hex').slice(0, 12);
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
@@ -88,21 +89,21 @@ export interface CatalogDeps {
 export function createCatalog(deps: CatalogDeps): Catalog {
   const { queue, store, handlers } = deps;
 
-  /**
-   * Units left per Postgres, pushed into Redis; null for items without stock. `idleOnly`: only
-   * while no ticket of the item is admitted (no sale in flight), when total − sold is exactly
-   * what the counter must hold, so it is corrected in both directions; otherwise left as it is.
-   */
-  async function syncStock(def: LineDefinition, idleOnly: boolean) {
-    const spec = handlers.get(def.handler);
-    if (!spec?.initialStock) return null;
-    await deps.stock.define(def.itemId, spec.initialStock(def.config));
-    const counted = spec.stockTable ? await deps.stock.recount(spec.stockTable, def.itemId) : null;
-    const left = counted ? counted.total - counted.sold : spec.initialStock(def.config);
-    const redisHad = (await queue.item(def.itemId, { fresh: true }))?.snap.stockLeft ?? null;
-    const changed = await queue.stock.set(def.itemId, left, spec.stockShards?.(def.config) ?? 1, { idleOnly });
-    if (changed && left <= 0) await queue.cut(def.itemId, 'sold_out');
-    return { itemId: def.itemId, left, redisHad, changed };
+  /** Item ids Postgres had at the last restore, plus those defined since: what Redis must hold. */
+  let known = new Set<string>();
+  let restoring: Promise<number> | null = null;
+
+  const { countStock, pushStock, syncStock } = createStockSync({ queue, handlers, stock: deps.stock });
+
+  /** Puts back the Postgres side of a put that Redis refused; best effort (Postgres may be what failed). */
+  async function undoPut(itemId: string, prev: ItemRow | undefined, cause: unknown) {
+    try {
+      if (!prev) return await store.remove(itemId);
+      await store.upsert(prev);
+      await countStock(rowDefinition(prev));
+    } catch (err) {
+      deps.log.warn({ itemId, cause: String(cause), err: String(err) }, 'item row not put back after a failed define');
+    }
   }
 
   /** `defining`: an operator defines the item, `previous` is how it stands (HandlerSpec.fillIn). */
@@ -167,8 +168,10 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       const def = lineDefinition(itemId, input, { previous: existing?.snap.def ?? null });
       const before = existing?.snap.gate ?? null;
       const gate: GateSettings = { ...defaultGate, ...input.gate };
-      const { created } = await queue.define(def, gate, { reopen: true });
-      await syncStock(def, false);
+      // define-3.lua's rule, checked first so that the usual conflict costs Postgres nothing.
+      const live = existing ? existing.snap.counts.waiting + existing.snap.counts.admitted : 0;
+      if (existing && existing.snap.def.handler !== def.handler && live > 0) fail('conflict', 'The handler of an item with live tickets cannot change.');
+      const prev = await store.get(itemId);
       await store.upsert({
         itemId,
         handler: def.handler,
@@ -180,7 +183,18 @@ export function createCatalog(deps: CatalogDeps): Catalog {
         gate: gate as unknown as Record<string, unknown>,
         closedAt: null,
       });
-      if (JSON.stringify(before) !== JSON.stringify(gate)) await audit(itemId, actor, before, gate);
+      let created: boolean;
+      let counted: Awaited<ReturnType<typeof countStock>>;
+      try {
+        counted = await countStock(def);
+        if (JSON.stringify(before) !== JSON.stringify(gate)) await audit(itemId, actor, before, gate);
+        ({ created } = await queue.define(def, gate, { reopen: true }));
+      } catch (err) {
+        await undoPut(itemId, prev, err);
+        throw err;
+      }
+      known.add(itemId);
+      if (counted) await pushStock(itemId, counted, false);
       deps.log.info({ itemId, handler: def.handler, created }, 'item defined');
       return { created, item: view(await current(itemId)) };
     },
@@ -195,8 +209,10 @@ export function createCatalog(deps: CatalogDeps): Catalog {
 
     async close(itemId) {
       await current(itemId);
-      const ended = await queue.cut(itemId, 'closed');
+      // Postgres first: a cut that then fails leaves the row closed and Redis open until the
+      // operator's retry (and an item restored meanwhile comes back closed, as asked).
       await store.markClosed(itemId, new Date(deps.clock.now()));
+      const ended = await queue.cut(itemId, 'closed');
       deps.log.info({ itemId, ended }, 'item closed');
       return view(await current(itemId));
     },
@@ -214,10 +230,17 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       const before = item.snap.gate;
       if (!Object.keys(patch).length) return gateView(before, item.snap.controller, autoCapOf(handlers.get(item.snap.def.handler)));
       const after: GateSettings = { ...before, ...patch };
-      await queue.setGate(itemId, patch);
-      if (after.mode === 'auto' && before.mode !== 'auto') await deps.resetController(itemId);
+      // Postgres first (row, then audit), so a Postgres outage changes nothing; a Redis failure
+      // after it puts the row back (the audit row stays: the change was asked for).
       await store.updateGate(itemId, after as unknown as Record<string, unknown>);
       await audit(itemId, actor, before, after);
+      try {
+        await queue.setGate(itemId, patch);
+      } catch (err) {
+        await store.updateGate(itemId, before as unknown as Record<string, unknown>).catch((e) => deps.log.warn({ itemId, err: String(e) }, 'gate row not put back'));
+        throw err;
+      }
+      if (after.mode === 'auto' && before.mode !== 'auto') await deps.resetController(itemId);
       deps.log.info({ itemId, ...after }, 'gate changed');
       const now = await current(itemId);
       return gateView(now.snap.gate, now.snap.controller, autoCapOf(handlers.get(now.snap.def.handler)));
@@ -236,16 +259,28 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       return out;
     },
 
-    async restore() {
-      let restored = 0;
-      for (const row of await store.all()) {
-        if (await queue.item(row.itemId, { fresh: true })) continue;
-        await restoreRow(row);
-        restored++;
-      }
-      return restored;
+    restore,
+
+    async restoreIfLost() {
+      const held = new Set(await queue.itemIds());
+      for (const id of known) if (!held.has(id)) return restore();
+      return 0;
     },
   };
+
+  /** Single-flight: a reconnect and the loss check may ask at once. */
+  function restore(): Promise<number> {
+    return (restoring ??= (async () => {
+      const rows = await store.all();
+      let restored = 0;
+      for (const row of rows) {
+        if (await queue.item(row.itemId, { fresh: true })) continue;
+        if (await restoreRow(row)) restored++;
+      }
+      known = new Set([...known, ...rows.map((r) => r.itemId)]);
+      return restored;
+    })().finally(() => (restoring = null)));
+  }
 
   function rowDefinition(row: ItemRow) {
     return lineDefinition(row.itemId, {
@@ -258,11 +293,18 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     });
   }
 
-  async function restoreRow(row: ItemRow) {
+  /** Re-creates a lost item; false if it exists again already (another daemon restored it). */
+  async function restoreRow(row: ItemRow): Promise<boolean> {
     const def = rowDefinition(row);
-    await queue.define(def, { ...defaultGate, ...(row.gate as Partial<GateSettings>) }, { reopen: false });
+    // Stock before the line: a join the re-created item accepts must find its units, and a
+    // restore cut short cannot leave an item live without them.
+    const counted = await countStock(def);
+    if (counted) await queue.stock.set(row.itemId, counted.left, counted.shards);
+    const { created } = await queue.define(def, { ...defaultGate, ...(row.gate as Partial<GateSettings>) }, { reopen: false });
+    if (!created) return false;
     if (row.closedAt) await queue.cut(row.itemId, 'closed');
-    await syncStock(def, false);
+    if (counted && counted.left <= 0) await queue.cut(row.itemId, 'sold_out');
     deps.log.warn({ itemId: row.itemId }, 'item restored from postgres');
+    return true;
   }
 }

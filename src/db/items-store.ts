@@ -24,6 +24,10 @@ export function createItemsStore(db: Db) {
     async archive(itemId: string, at: Date): Promise<void> {
       await db.update(items).set({ archivedAt: at }).where(eq(items.itemId, itemId));
     },
+    /** Takes back a row whose Redis side could not be written (catalog.put's undo). */
+    async remove(itemId: string): Promise<void> {
+      await db.delete(items).where(eq(items.itemId, itemId));
+    },
     async markClosed(itemId: string, at: Date): Promise<void> {
       await db.update(items).set({ closedAt: at, updatedAt: at }).where(eq(items.itemId, itemId));
     },

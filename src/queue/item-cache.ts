@@ -72,8 +72,11 @@ export function createItemCache(deps: { redis: Redis; prefix: string; clock: Clo
     const now = deps.clock.now();
     const snap = await readSnapshot(deps.redis, deps.prefix, itemId, now);
     if (!snap) {
+      // Gone (a Redis loss): if it is created anew, its cancel stream starts from nothing.
       e.item = null;
       e.samples = [];
+      e.lastCxId = '0';
+      e.seenCancels = 0;
       return null;
     }
     const prev = e.item;

@@ -92,7 +92,11 @@ export function createLedgerFeed(redis: Redis, prefix: string, consumer: string)
       const key = itemKeys(prefix, snap.def.itemId).done;
       await ensureGroup(key);
       // Own entries not yet acknowledged first (a round that failed), then a dead daemon's, then new ones.
-      const own = (await redis.xreadgroup('GROUP', GROUP, consumer, 'COUNT', count, 'STREAMS', key, '0')) as [string, [string, string[]][]][] | null;
+      const own = (await redis.xreadgroup('GROUP', GROUP, consumer, 'COUNT', count, 'STREAMS', key, '0').catch((err) => {
+        // The stream is gone (a Redis loss; the item was re-created): make the group again next round.
+        if (String(err).includes('NOGROUP')) grouped.delete(key);
+        throw err;
+      })) as [string, [string, string[]][]][] | null;
       let entries = (own?.[0]?.[1] ?? []).filter(([, fields]) => fields !== null);
       if (entries.length < count) {
         const claimed = (await redis.xautoclaim(key, GROUP, consumer, CLAIM_IDLE_MS, '0', 'COUNT', count - entries.length)) as [string, [string, string[]][]];

@@ -1,0 +1,49 @@
+import type { Queue } from '../queue/queue.js';
+import type { LineDefinition } from '../queue/types.js';
+import type { HandlerRegistry } from '../service/registry.js';
+
+/** Postgres's count of what was sold (db/sales.ts). */
+export interface StockLedger {
+  define(itemId: string, total: number): Promise<void>;
+  recount(table: 'orders' | 'coupon_claims', itemId: string): Promise<{ total: number; sold: number } | null>;
+}
+
+/**
+ * Stock of items that have it: Postgres counts (`countStock`, a write: it defines the stock row
+ * and recounts what was sold), Redis follows (`pushStock`). Split so that an item change can do
+ * its Postgres part before it touches Redis.
+ */
+export function createStockSync(deps: { queue: Queue; handlers: HandlerRegistry; stock: StockLedger }) {
+  const { queue, handlers } = deps;
+
+  /** Postgres's stock row for the item (written), and the units it leaves; null for items without stock. */
+  async function countStock(def: LineDefinition) {
+    const spec = handlers.get(def.handler);
+    if (!spec?.initialStock) return null;
+    const total = spec.initialStock(def.config);
+    await deps.stock.define(def.itemId, total);
+    const counted = spec.stockTable ? await deps.stock.recount(spec.stockTable, def.itemId) : null;
+    return { left: counted ? counted.total - counted.sold : total, shards: spec.stockShards?.(def.config) ?? 1 };
+  }
+
+  /**
+   * Sets Redis's stock to Postgres's count. `idleOnly`: only while no ticket of the item is
+   * admitted (no sale in flight), when total − sold is exactly what the counter must hold, so it is
+   * corrected in both directions; otherwise left as it is (`changed: false`). A count of zero is
+   * Postgres saying "sold out": the line is cut.
+   */
+  async function pushStock(itemId: string, counted: { left: number; shards: number }, idleOnly: boolean) {
+    const { left } = counted;
+    const redisHad = (await queue.item(itemId, { fresh: true }))?.snap.stockLeft ?? null;
+    const changed = await queue.stock.set(itemId, left, counted.shards, { idleOnly });
+    if (changed && left <= 0) await queue.cut(itemId, 'sold_out');
+    return { itemId, left, redisHad, changed };
+  }
+
+  async function syncStock(def: LineDefinition, idleOnly: boolean) {
+    const counted = await countStock(def);
+    return counted && pushStock(def.itemId, counted, idleOnly);
+  }
+
+  return { countStock, pushStock, syncStock };
+}

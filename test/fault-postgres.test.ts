@@ -1,0 +1,57 @@
+import { describe, expect, it } from 'vitest';
+import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
+import { testDb } from './support/db.js';
+import { tcpProxy } from './support/proxy.js';
+import { testRedis } from './support/redis.js';
+
+const { redis, newPrefix } = testRedis();
+const db = await testDb();
+const pgUrl = new URL(db.url);
+const proxy = await tcpProxy({ host: pgUrl.hostname, port: Number(pgUrl.port || 5432) });
+const viaProxy = new URL(db.url);
+viaProxy.port = String(proxy.port);
+const prefix = newPrefix();
+const { call } = await inProcessDaemon({ prefix, databaseUrl: viaProxy.toString(), env: { FLOODGATE_JOB_BACKOFF_MS: '50' } });
+
+describe('Postgres unreachable for ten seconds mid-sale', () => {
+  it('pauses the sale instead of failing it: no unit lost, no false sold-out, every buyer answered once it is back', { timeout: 90_000 }, async () => {
+    const stock = 20;
+    await call('PUT', '/v1/items/pg', { handler: 'seckill', config: { stock }, gate: { mode: 'closed' } });
+    const joins = await Promise.all(Array.from({ length: 60 }, (_, i) => call('POST', '/v1/items/pg/tickets', { userId: `u${i}` }, SVC)));
+    const ids = joins.map((r) => r.body.ticketId as string);
+    await call('PATCH', '/v1/items/pg/gate', { mode: 'manual', rate: 10, maxInFlight: 5 });
+    await waitFor(() => call('GET', '/v1/items/pg').then((r) => r.body), (v) => v.counts.succeeded >= 3);
+
+    await proxy.cut();
+    const cutAt = Date.now();
+    // Readiness says which store is gone; nobody is told a false outcome meanwhile.
+    const ready = await waitFor(() => call('GET', '/readyz', undefined, null), (r) => r.status === 503);
+    expect(ready.status).toBe(503);
+    while (Date.now() - cutAt < 10_000) {
+      const views = await Promise.all(ids.map((id) => call('GET', `/v1/tickets/${id}`, undefined, null).then((r) => r.body)));
+      expect(views.filter((v) => v.state === 'failed' || v.state === 'rejected')).toEqual([]);
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+    const before = (await call('GET', '/v1/items/pg')).body.counts.succeeded;
+    await proxy.restore();
+
+    const views = await waitFor(
+      () => Promise.all(ids.map((id) => call('GET', `/v1/tickets/${id}`, undefined, null).then((r) => r.body))),
+      (vs) => vs.every((v) => v.state === 'succeeded' || v.state === 'rejected' || v.state === 'failed'),
+      60_000,
+    );
+    const states = views.reduce<Record<string, number>>((acc, v) => ({ ...acc, [v.state]: (acc[v.state] ?? 0) + 1 }), {});
+    expect(states).toEqual({ succeeded: stock, rejected: ids.length - stock });
+    expect(views.filter((v) => v.state === 'rejected').every((v) => v.outcome.reason === 'sold_out')).toBe(true);
+    expect(before).toBeLessThan(stock);
+    const orders = await db.sql`select order_id::text as id, user_id from orders where item_id = 'pg'`;
+    expect(orders.length).toBe(stock);
+    expect(new Set(orders.map((o) => o.user_id)).size).toBe(stock);
+    const owner = new Map(orders.map((o) => [o.id, o.user_id]));
+    for (const v of views.filter((x) => x.state === 'succeeded')) expect(owner.get(v.outcome.result.orderId)).toBe(v.userId);
+    // Redis stock + Postgres sold = total once quiet.
+    const [{ sold, total }] = await db.sql`select sold, total from item_stock where item_id = 'pg'`;
+    const shards = (await redis.hvals(`${prefix}{pg}:stock`)).map(Number);
+    expect(sold + shards.reduce((a, b) => a + b, 0)).toBe(total);
+  });
+});
