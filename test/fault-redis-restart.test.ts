@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
-import { ownRedis } from './support/own-redis.js';
+import { ownRedis } from './support/redis-server.js';
 
 const db = await testDb();
 const redis = await ownRedis({ appendfsync: 'everysec' });

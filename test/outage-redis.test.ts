@@ -2,14 +2,13 @@ import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { testDb } from './support/db.js';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
-import { freePort } from './support/proxy.js';
 import { ownRedis } from './support/redis-server.js';
 
 // The target is 1 s; the margin is for a loaded 2-core machine. Without a command timeout and
 // with ioredis's offline queue these calls took 11–15 s.
 const FAST_MS = 1500;
 
-const redisServer = await ownRedis(await freePort());
+const redisServer = await ownRedis();
 const db = await testDb();
 const { call } = await inProcessDaemon({ prefix: `fgo:${randomBytes(4).toString('hex')}:`, databaseUrl: db.url, env: { REDIS_URL: redisServer.url } });
 

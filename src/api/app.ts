@@ -5,11 +5,14 @@ import type { Logger } from '../kernel/logger.js';
 import type { Metrics } from '../kernel/metrics.js';
 import type { Queue } from '../queue/queue.js';
 import type { HandlerRegistry } from '../service/registry.js';
+import { allowedMethods } from './allowed-methods.js';
 import { createAuth, type KeySets } from './auth.js';
 import { limitBody } from './body-limit.js';
 import type { ApiContext } from './context.js';
-import { docsPage } from './docs-page.js';
+import { docsRoutes } from './docs-page.js';
 import { errorResponse, toFloodgateError, validationError } from './errors.js';
+import { serveOpenApi } from './openapi.js';
+import { ticketCors, type CorsOrigins } from './ticket-cors.js';
 import { itemRoutes } from './routes/items.js';
 import { opsRoutes, type OpsDeps } from './routes/ops.js';
 import { ticketRoutes } from './routes/tickets.js';
@@ -22,12 +25,20 @@ export interface AppDeps extends OpsDeps {
   log: Logger;
   keys: KeySets;
   bodyLimitBytes: number;
+  /**
+   * Origins whose pages may read and cancel tickets from the browser (CORS on
+   * `/v1/tickets/{ticketId}`): `'*'` (the default) or a list. The ticket id is the only
+   * credential there, so any origin is safe unless a deployment wants to narrow it.
+   */
+  corsOrigins?: CorsOrigins;
 }
 
 /**
  * The HTTP API of API.md. Every failure leaves as the contract's JSON error: validation through
  * the route schemas (400 with details.issues), malformed JSON (400), bodies over the limit (413),
- * outages (503), and anything unforeseen as a 500 without a stack.
+ * bodies that are not JSON (415), a wrong method on a known path (405 with Allow), outages (503),
+ * and anything unforeseen as a 500 without a stack. Answers are `no-store` unless a route says
+ * otherwise (the document and /docs are cacheable).
  */
 export function createApp(deps: AppDeps) {
   const ctx: ApiContext = {
@@ -46,21 +57,29 @@ export function createApp(deps: AppDeps) {
   app.use('*', async (c, next) => {
     const start = performance.now();
     await next();
+    // Answers are about this moment (a position, a count, an error) unless a route says otherwise.
+    if (!c.res.headers.has('Cache-Control')) c.res.headers.set('Cache-Control', 'no-store');
     const route = c.req.routePath || 'unmatched';
     deps.metrics.httpDuration.observe({ method: c.req.method, route, status: String(c.res.status) }, (performance.now() - start) / 1000);
   });
   app.use('/v1/*', limitBody(deps.bodyLimitBytes));
+  // A waiting page on the shop's own origin polls and cancels its ticket; no cookies are involved.
+  app.use('/v1/tickets/:ticketId', ticketCors(deps.corsOrigins));
 
   app.route('/', itemRoutes(ctx));
   app.route('/', ticketRoutes(ctx));
   app.route('/', opsRoutes(ctx, deps));
+  app.route('/', docsRoutes());
 
-  app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', { type: 'http', scheme: 'bearer' });
-  const info = { title: 'Floodgate API', version: '1' };
-  app.doc31('/openapi.json', { openapi: '3.1.0', info });
-  app.get('/docs', (c) => c.html(docsPage(app.getOpenAPI31Document({ openapi: '3.1.0', info }) as Parameters<typeof docsPage>[0])));
+  serveOpenApi(app, deps.handlers);
 
-  app.notFound((c) => errorResponse(c, new FloodgateError('not_found', 'No such endpoint.')));
+  const allowed = allowedMethods(app.routes);
+  app.notFound((c) => {
+    const allow = allowed(c.req.path);
+    if (!allow.length) return errorResponse(c, new FloodgateError('not_found', 'No such endpoint.'));
+    c.header('Allow', allow.join(', '));
+    return errorResponse(c, new FloodgateError('method_not_allowed', `${c.req.method} is not allowed here; allowed: ${allow.join(', ')}.`, { allow }));
+  });
   app.onError((err, c) => {
     const fe = toFloodgateError(err, deps.log);
     deps.metrics.rejections.inc({ code: fe.code });

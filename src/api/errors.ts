@@ -7,6 +7,8 @@ import type { Logger } from '../kernel/logger.js';
 /** The contract's error body; never a stack trace. */
 export function errorResponse(c: Context, err: FloodgateError) {
   if (err.retryAfterSec !== undefined) c.header('Retry-After', String(err.retryAfterSec));
+  // An answer about this moment (full, not open, unavailable) must not be replayed by a cache.
+  c.header('Cache-Control', 'no-store');
   const body: { error: { code: string; message: string; details?: Record<string, unknown> } } = { error: { code: err.code, message: err.message } };
   if (err.details) body.error.details = err.details;
   return c.json(body, err.status as 400);
@@ -16,9 +18,24 @@ export function validationIssue(path: string, message: string): FloodgateError {
   return new FloodgateError('invalid_request', 'The request is not valid.', { issues: [{ path, message }] });
 }
 
-/** The request's JSON body, as the zod-openapi validator would read it: malformed or not JSON → 400. */
+const JSON_TYPE = /^application\/([\w.-]+\+)?json\s*(;|$)/i;
+
+export const unsupportedMediaType = () =>
+  new FloodgateError('unsupported_media_type', 'The request body must be JSON, sent with Content-Type: application/json.');
+
+/**
+ * The request's JSON body, as the zod-openapi validator reads it: a body of another type, or one
+ * sent without a type, is 415 (reading it as "no fields" answered a misleading "userId: expected
+ * string"); malformed JSON is 400; no body at all is `{}`, so the schema names what is missing.
+ */
 export async function jsonBody(c: Context): Promise<unknown> {
-  if (!/^application\/([\w.-]+\+)?json(;|$)/i.test(c.req.header('content-type') ?? '')) return {};
+  const type = c.req.header('content-type');
+  if (type === undefined) {
+    // Rare (clients that send a body send its type), so reading the body to see is cheap enough.
+    if ((await c.req.arrayBuffer()).byteLength > 0) throw unsupportedMediaType();
+    return {};
+  }
+  if (!JSON_TYPE.test(type)) throw unsupportedMediaType();
   try {
     return await c.req.json();
   } catch {
@@ -93,6 +110,7 @@ export function toFloodgateError(err: unknown, log: Logger): FloodgateError {
   if (err instanceof FloodgateError) return err;
   if (err instanceof HTTPException) {
     if (err.status === 413) return new FloodgateError('payload_too_large', 'The request body is too large.');
+    if (err.status === 415) return unsupportedMediaType();
     if (err.status === 400) return new FloodgateError('invalid_request', err.message || 'The request is not valid.');
     return new FloodgateError(err.status === 404 ? 'not_found' : 'invalid_request', err.message);
   }

@@ -46,14 +46,28 @@ export const GateView = z
     mode: GateMode,
     rate: z.number().nullable(),
     maxInFlight: z.number().nullable(),
-    effective: z.object({ rate: z.number().nullable(), maxInFlight: z.number().nullable() }),
+    effective: z.object({ rate: z.number().nullable(), maxInFlight: z.number().nullable() }).openapi({ description: 'what is being enforced now' }),
+    controller: z
+      .object({
+        limit: z.number(),
+        rate: z.number().nullable(),
+        baseMs: z.number().nullable(),
+        p50Ms: z.number().nullable(),
+        p99Ms: z.number().nullable(),
+        leader: z.string().nullable(),
+        probing: z.boolean(),
+      })
+      .nullable()
+      .optional()
+      .openapi({ description: "the adaptive controller's view: obeyed in auto, shown in shadow in manual; null before it has run" }),
   })
   .openapi('Gate');
 
 export const ItemInput = z
   .object({
-    handler: z.string().min(1).max(64),
-    config: z.record(z.string(), z.unknown()).optional(),
+    handler: z.string().min(1).max(64).openapi({ description: 'seckill, coupon, webhook, external, or a handler the deployment registered' }),
+    // Documented per handler (HandlerConfig, built in openapi.ts); checked by the handler's own schema.
+    config: z.record(z.string(), z.unknown()).openapi('HandlerConfig').optional(),
     capacity: z.number().int().min(1).max(1e9).nullable().optional(),
     abandonAfterMs: z.number().int().min(1000).max(7 * 24 * 3600 * 1000).nullable().optional(),
     opensAt: isoTime.nullable().optional(),
@@ -70,7 +84,7 @@ export const ItemView = z
   .object({
     itemId: z.string(),
     handler: z.string(),
-    config: z.record(z.string(), z.unknown()),
+    config: z.record(z.string(), z.unknown()).openapi({ description: "The handler's config with its defaults filled in; secrets left out (webhook: no secret, header values shown as [redacted])" }),
     capacity: z.number().nullable(),
     abandonAfterMs: z.number().nullable(),
     opensAt: z.string().nullable(),
@@ -82,6 +96,17 @@ export const ItemView = z
   })
   .openapi('Item');
 
+export const ItemStatus = z
+  .object({
+    itemId: z.string(),
+    state: ItemView.shape.state,
+    opensAt: z.string().nullable(),
+    closesAt: z.string().nullable(),
+    remaining: z.number().nullable().openapi({ description: 'stock or coupons left; null where the handler has no such notion' }),
+    waiting: z.number().int().openapi({ description: 'tickets waiting in the line' }),
+  })
+  .openapi('ItemStatus', { example: { itemId: 'sku-10001', state: 'open', opensAt: '2026-12-12T02:00:00.000Z', closesAt: null, remaining: 843, waiting: 812 } });
+
 export const JoinInput = z
   .object({ userId: UserId, payload: z.record(z.string(), z.unknown()).optional() })
   .strict()
@@ -90,8 +115,12 @@ export const JoinInput = z
 
 export const Outcome = z.object({
   status: z.enum(['succeeded', 'rejected', 'failed', 'cancelled', 'expired']),
-  result: z.unknown().optional(),
-  reason: z.string().optional(),
+  result: z.unknown().optional().openapi({
+    description:
+      "The handler's result: seckill { orderId }, coupon { claimId }, webhook the downstream's JSON answer (a body that is not JSON: its first 1000 characters as a string), external what the worker wrote.",
+    example: { orderId: '01JF4Z7Q3X' },
+  }),
+  reason: z.string().optional().openapi({ description: 'a code for rejected, failed, cancelled and expired tickets, e.g. sold_out, already_purchased, http_409, timeout' }),
 });
 
 export const TicketView = z
@@ -135,6 +164,11 @@ export const OutcomeInput = z
   ])
   .superRefine(refineJson)
   .openapi('OutcomeInput', { example: { leaseId: '…', status: 'succeeded', result: { orderId: 'A1' } } });
+
+export const Health = z.object({ status: z.literal('ok') }).openapi('Health');
+export const Readiness = z
+  .object({ status: z.enum(['ready', 'unavailable']), checks: z.object({ redis: z.enum(['ok', 'fail']), postgres: z.enum(['ok', 'fail']) }) })
+  .openapi('Readiness');
 
 export const ErrorBody = z
   .object({ error: z.object({ code: z.string(), message: z.string(), details: z.record(z.string(), z.unknown()).optional() }) })

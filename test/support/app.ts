@@ -25,7 +25,7 @@ export async function testApp() {
   const dbh = await testDb();
   const log = createLogger('silent');
 
-  function build(opts: { clock?: Clock; prefix?: string; cacheMs?: number } = {}) {
+  function build(opts: { clock?: Clock; prefix?: string; cacheMs?: number; corsOrigins?: string[] | '*' } = {}) {
     const clock = opts.clock ?? systemClock;
     const prefix = opts.prefix ?? newPrefix();
     const queue = createQueue({ redis, prefix, clock, cacheMs: opts.cacheMs ?? 0 });
@@ -52,6 +52,7 @@ export async function testApp() {
       bodyLimitBytes: 16 * 1024,
       ready: async () => ({ redis: true, postgres: true }),
       beforeScrape: async () => {},
+      corsOrigins: opts.corsOrigins,
     });
     const call = async (method: string, path: string, body?: unknown, key?: string | null, headers: Record<string, string> = {}) => {
       const h: Record<string, string> = { ...headers };

@@ -1,25 +1,40 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { afterAll } from 'vitest';
+import { freePort } from './proxy.js';
 
 export interface OwnRedis {
   url: string;
-  /** SIGKILLs the server: everything in it is lost (no persistence). */
+  port: number;
+  /** SIGKILLs the server: what it had not written to its AOF (or everything, without one) is lost. */
   kill(): Promise<void>;
-  /** Starts an empty server on the same port. */
+  /** Starts the server again on the same port: from its AOF when it has one, else empty. */
   start(): Promise<void>;
+  /** SIGSTOP / SIGCONT: a server that hangs with its connections open (no error reaches clients). */
+  pause(): void;
+  resume(): void;
 }
 
-/** A redis-server of this test's own on `port`, without persistence; killed after the file. */
-export async function ownRedis(port: number): Promise<OwnRedis> {
+/**
+ * A redis-server of this test's own on a free port (or `port`), killed and removed after the file.
+ * `appendfsync`: run with an AOF in a temporary folder, so a restart after a kill loads it.
+ */
+export async function ownRedis(opts: { port?: number; appendfsync?: 'always' | 'everysec' } = {}): Promise<OwnRedis> {
+  const port = opts.port ?? (await freePort());
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'fg-redis-'));
+  const persistence = opts.appendfsync ? ['--appendonly', 'yes', '--appendfsync', opts.appendfsync] : ['--appendonly', 'no'];
   let proc: ChildProcess | null = null;
   async function start() {
-    const p = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--daemonize', 'no'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', ...persistence, '--daemonize', 'no'], { stdio: ['ignore', 'pipe', 'pipe'] });
     proc = p;
     let out = '';
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`redis-server did not start:\n${out}`)), 10_000);
       p.stdout!.on('data', (d) => {
         out += d;
+        // Printed once the AOF (if any) is loaded.
         if (out.includes('Ready to accept connections')) {
           clearTimeout(timer);
           resolve();
@@ -32,11 +47,15 @@ export async function ownRedis(port: number): Promise<OwnRedis> {
     const p = proc;
     proc = null;
     if (!p || p.exitCode !== null) return;
+    p.kill('SIGCONT');
     const exited = new Promise((resolve) => p.once('exit', resolve));
     p.kill('SIGKILL');
     await exited;
   }
   await start();
-  afterAll(kill);
-  return { url: `redis://127.0.0.1:${port}`, kill, start };
+  afterAll(async () => {
+    await kill();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return { url: `redis://127.0.0.1:${port}`, port, kill, start, pause: () => void proc?.kill('SIGSTOP'), resume: () => void proc?.kill('SIGCONT') };
 }

@@ -1,7 +1,31 @@
-import { OpenAPIHono } from '@hono/zod-openapi';
+import { OpenAPIHono, createRoute, z } from '@hono/zod-openapi';
 import { FloodgateError } from '../../kernel/errors.js';
 import { bearer, keyMatches } from '../auth.js';
 import type { ApiContext } from '../context.js';
+import { errors, json } from '../openapi.js';
+import { Health, Readiness } from '../schemas.js';
+
+const tags = ['operations'];
+
+/** Documented here, served as plain routes: they take no input to validate. */
+function documentOps(app: OpenAPIHono) {
+  const r = app.openAPIRegistry;
+  r.registerPath(createRoute({ method: 'get', path: '/healthz', tags, summary: 'Liveness: 200 while the process runs', responses: { 200: json(Health, 'Alive') } }));
+  r.registerPath(
+    createRoute({
+      method: 'get', path: '/readyz', tags, summary: 'Readiness: 200 when Redis and Postgres answer',
+      responses: { 200: json(Readiness, 'Ready'), 503: json(Readiness, 'Not ready: which store failed') },
+    }),
+  );
+  r.registerPath(
+    createRoute({
+      method: 'get', path: '/metrics', tags, summary: 'Prometheus text exposition',
+      description: 'Open to anyone, unless FLOODGATE_METRICS_KEY is set: then that bearer key is required.',
+      security: [{}, { bearer: [] }],
+      responses: { 200: { content: { 'text/plain': { schema: z.string() } }, description: 'Metrics (text format 0.0.4)' }, ...errors(401) },
+    }),
+  );
+}
 
 export interface OpsDeps {
   /** Which backing stores answer right now; each check bounded by its own timeout (see `probe`). */
@@ -28,6 +52,7 @@ export async function probe(check: () => Promise<unknown>, ms: number): Promise<
 
 export function opsRoutes(ctx: ApiContext, deps: OpsDeps) {
   const app = new OpenAPIHono();
+  documentOps(app);
   app.get('/healthz', (c) => c.json({ status: 'ok' }));
   app.get('/readyz', async (c) => {
     let r = notReady;

@@ -4,11 +4,10 @@ import { fail } from '../../kernel/errors.js';
 import type { TicketView as TicketViewT } from '../../queue/types.js';
 import type { AuthEnv } from '../auth.js';
 import type { ApiContext } from '../context.js';
-import { errorResponses } from '../openapi.js';
+import { errors, json } from '../openapi.js';
 import { jsonBody, validationError, validationIssue } from '../errors.js';
 import { ITEM_ID, ItemId, JoinInput, OutcomeInput, PullInput, PulledTicket, TicketId, TicketView } from '../schemas.js';
 
-const json = <T extends z.ZodType>(schema: T, description: string) => ({ content: { 'application/json': { schema } }, description });
 const security = [{ bearer: [] }];
 const MAX_PAYLOAD = 8 * 1024;
 
@@ -32,7 +31,11 @@ export function ticketRoutes(ctx: ApiContext) {
       method: 'post', path: '/v1/items/{itemId}/tickets', tags: ['tickets'], security,
       summary: 'Join the line (idempotent per item and user)',
       request: { params: z.object({ itemId: ItemId }), body: { ...json(JoinInput, 'Who joins'), required: true } },
-      responses: { 200: json(TicketView, 'The ticket the user already holds'), 202: json(TicketView, 'A new ticket, waiting'), ...errorResponses },
+      responses: {
+        200: json(TicketView, 'The ticket the user already holds'),
+        202: { ...json(TicketView, 'A new ticket, waiting'), headers: { Location: { description: "The new ticket's URL, /v1/tickets/{ticketId}", schema: { type: 'string' } } } },
+        ...errors(400, 401, 404, 410, 413, 415, 425, 429, 503),
+      },
     }),
   );
   app.post('/v1/items/:itemId/tickets', service, precheck, async (c) => {
@@ -53,7 +56,7 @@ export function ticketRoutes(ctx: ApiContext) {
       method: 'get', path: '/v1/tickets/{ticketId}', tags: ['tickets'],
       summary: 'Where am I? (anyone holding the ticket id)',
       request: { params: z.object({ ticketId: TicketId }) },
-      responses: { 200: json(TicketView, 'The ticket'), ...errorResponses },
+      responses: { 200: json(TicketView, 'The ticket'), ...errors(404, 503) },
     }),
   );
   app.get('/v1/tickets/:ticketId', async (c) => c.json(await queue.status(c.req.param('ticketId')), 200));
@@ -62,7 +65,7 @@ export function ticketRoutes(ctx: ApiContext) {
     createRoute({
       method: 'delete', path: '/v1/tickets/{ticketId}', tags: ['tickets'],
       summary: 'Leave the line', request: { params: z.object({ ticketId: TicketId }) },
-      responses: { 200: json(TicketView, 'The cancelled ticket'), ...errorResponses },
+      responses: { 200: json(TicketView, 'The cancelled ticket'), ...errors(404, 409, 503) },
     }),
     async (c) => c.json((await queue.cancel(c.req.valid('param').ticketId)) as z.infer<typeof TicketView>, 200),
   );
@@ -72,7 +75,7 @@ export function ticketRoutes(ctx: ApiContext) {
       method: 'post', path: '/v1/items/{itemId}/pull', tags: ['external workers'], security, middleware: [service] as const,
       summary: 'Take tickets from the head of the line under a lease (external items)',
       request: { params: z.object({ itemId: ItemId }), body: { ...json(PullInput, 'How many, for how long'), required: false } },
-      responses: { 200: json(z.object({ tickets: z.array(PulledTicket) }), 'Tickets (possibly none)'), ...errorResponses },
+      responses: { 200: json(z.object({ tickets: z.array(PulledTicket) }), 'Tickets (possibly none)'), ...errors(400, 401, 404, 409, 413, 415, 503) },
     }),
     async (c) => {
       const { itemId } = c.req.valid('param');
@@ -90,7 +93,7 @@ export function ticketRoutes(ctx: ApiContext) {
       method: 'post', path: '/v1/tickets/{ticketId}/outcome', tags: ['external workers'], security, middleware: [service] as const,
       summary: 'Write the business outcome of a pulled ticket',
       request: { params: z.object({ ticketId: TicketId }), body: { ...json(OutcomeInput, 'The outcome'), required: true } },
-      responses: { 200: json(TicketView, 'The ticket'), ...errorResponses },
+      responses: { 200: json(TicketView, 'The ticket'), ...errors(400, 401, 404, 409, 413, 415, 503) },
     }),
     async (c) => {
       const { ticketId } = c.req.valid('param');
