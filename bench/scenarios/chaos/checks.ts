@@ -19,7 +19,7 @@ export interface FaultRow {
   errors5xx: number;
   answered503: number;
   /** Seconds from the fault's end to the first successful join and the first sale after it. */
-  recover: { joinS: number | null; saleS: number | null } | null;
+  recover: { joinS: number | null; saleS: number | null; soldOutBeforeEnd: boolean } | null;
   extra: ExtraCheck[];
   detail: string[];
   pass: boolean;
@@ -94,6 +94,7 @@ export async function checkFault(env: Env, o: Observed): Promise<FaultRow> {
   let falseSoldOuts: number | null = null;
   let doubleOrders: number | null = null;
   let saleAfter: Date | null = null;
+  let soldOutBeforeEnd = false;
   if (fault.kind !== 'webhook') {
     const table = fault.kind === 'seckill' ? 'orders' : 'coupon_claims';
     const idCol = fault.kind === 'seckill' ? 'order_id' : 'claim_id';
@@ -128,6 +129,7 @@ export async function checkFault(env: Env, o: Observed): Promise<FaultRow> {
           (count(*) filter (where created_at >= ${new Date(w.startMs)} and created_at < ${new Date(w.endMs)}))::int as during
         from ${env.sql(table)} where item_id = ${itemId}`;
       saleAfter = r?.at ?? null;
+      soldOutBeforeEnd = (r?.before ?? 0) + (r?.during ?? 0) >= total;
       detail.push(`rows committed before the fault: ${r?.before ?? 0}, during it: ${r?.during ?? 0} (transaction start times)`);
     }
   }
@@ -135,7 +137,7 @@ export async function checkFault(env: Env, o: Observed): Promise<FaultRow> {
   let recover: FaultRow['recover'] = null;
   if (w.endMs) {
     const join = o.joinsOk.filter((t) => t >= w.endMs!).sort((a, b) => a - b)[0];
-    recover = { joinS: join ? (join - w.endMs) / 1000 : null, saleS: saleAfter ? (saleAfter.getTime() - w.endMs) / 1000 : null };
+    recover = { joinS: join ? (join - w.endMs) / 1000 : null, saleS: saleAfter ? (saleAfter.getTime() - w.endMs) / 1000 : null, soldOutBeforeEnd };
   }
 
   const vanished = gone.length - inWindow.length;
