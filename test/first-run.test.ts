@@ -1,0 +1,113 @@
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { startDaemonProcess } from './support/daemon.js';
+import { testDb } from './support/db.js';
+import { http } from './support/http.js';
+import { redisUrl, testRedis } from './support/redis.js';
+
+const { newPrefix } = testRedis();
+const db = await testDb();
+const dirs: string[] = [];
+afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+/** A fresh working directory, as a fresh clone would be (no .env, no .floodgate). */
+const workDir = () => {
+  const d = mkdtempSync(path.join(os.tmpdir(), 'fg-first-run-'));
+  dirs.push(d);
+  return d;
+};
+const withPassword = (url: string, password: string, user?: string) => {
+  const u = new URL(url);
+  if (user) u.username = user;
+  u.password = password;
+  return u.toString();
+};
+/** The JSON log lines of a daemon's output with the given message. */
+const logLines = (out: string, msg: string) =>
+  out
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l))
+    .filter((l) => l.msg === msg);
+
+describe('the first run', () => {
+  it('reads .env from the working directory under the environment, warns of unknown variables, logs where it listens, and never logs a password', async () => {
+    const cwd = workDir();
+    writeFileSync(
+      path.join(cwd, '.env'),
+      ['# as copied from config/floodgate.env.example', 'HOST=127.0.0.1', 'FLOODGATE_OPERATOR_KEYS=op-from-file', 'FLOODGATE_SERVICE_KEYS=svc-from-file', 'FLOODGATE_CACHE_MSS=100', ''].join('\n'),
+    );
+    const d = await startDaemonProcess(
+      {
+        REDIS_URL: withPassword(redisUrl(), 's3cret-redis', 'default'),
+        DATABASE_URL: withPassword(db.url, 's3cret-pg'),
+        FLOODGATE_REDIS_PREFIX: newPrefix(),
+        FLOODGATE_OPERATOR_KEYS: 'op-from-env',
+        FLOODGATE_OPERATR_KEYS: 'typo',
+        FLOODGATE_SERVICE_KEYS: '',
+      },
+      { cwd },
+    );
+    try {
+      expect((await http(d.url, 'PUT', '/v1/items/env-1', { handler: 'external' }, 'op-from-file')).status).toBe(401);
+      expect((await http(d.url, 'PUT', '/v1/items/env-1', { handler: 'external' }, 'op-from-env')).status).toBe(201);
+      // Set empty in the environment: the file's value counts.
+      expect((await http(d.url, 'POST', '/v1/items/env-1/tickets', { userId: 'u1' }, 'svc-from-file')).status).toBe(202);
+
+      const out = d.output();
+      const unknown = logLines(out, 'unknown configuration variable ignored').map((l) => [l.variable, l.didYouMean]);
+      expect(unknown).toEqual([
+        ['FLOODGATE_CACHE_MSS', 'FLOODGATE_CACHE_MS'],
+        ['FLOODGATE_OPERATR_KEYS', 'FLOODGATE_OPERATOR_KEYS'],
+      ]);
+      const [listening] = logLines(out, 'floodgate listening');
+      expect(listening.listen).toBe(`127.0.0.1:${new URL(d.url).port}`);
+      expect(listening.redis).toContain('***');
+      expect(out).not.toContain('s3cret');
+      expect(logLines(out, 'no keys configured; made keys for this run (development mode)')).toEqual([]);
+    } finally {
+      expect(await d.stop()).toBe(0);
+    }
+    expect(d.output()).not.toContain('s3cret');
+  });
+
+  it('makes and prints keys for a run that has none, outside production, and says it listens on every address', async () => {
+    const cwd = workDir();
+    const d = await startDaemonProcess(
+      { REDIS_URL: redisUrl(), DATABASE_URL: db.url, FLOODGATE_REDIS_PREFIX: newPrefix(), FLOODGATE_OPERATOR_KEYS: '', FLOODGATE_SERVICE_KEYS: '', NODE_ENV: 'development' },
+      { cwd },
+    );
+    try {
+      const out = d.output();
+      const op = /operator key \(FLOODGATE_OPERATOR_KEYS\): (\S+)/.exec(out)?.[1];
+      const svc = /service key {2}\(FLOODGATE_SERVICE_KEYS\): {2}(\S+)/.exec(out)?.[1];
+      expect(op).toMatch(/^dev-op-/);
+      expect(svc).toMatch(/^dev-svc-/);
+      const file = readFileSync(path.join(cwd, '.floodgate/dev-keys.env'), 'utf8');
+      expect(file).toContain(`OPKEY=${op}\n`);
+      expect(file).toContain(`SVCKEY=${svc}\n`);
+      expect((await http(d.url, 'PUT', '/v1/items/dev-1', { handler: 'external' }, op)).status).toBe(201);
+      expect((await http(d.url, 'POST', '/v1/items/dev-1/tickets', { userId: 'u1' }, svc)).status).toBe(202);
+      const [listening] = logLines(out, 'floodgate listening');
+      expect(listening.listen).toBe(`0.0.0.0:${new URL(d.url).port}`);
+    } finally {
+      expect(await d.stop()).toBe(0);
+    }
+  });
+
+  it('refuses to start without keys when NODE_ENV=production, naming what is missing', async () => {
+    const cwd = workDir();
+    const started = startDaemonProcess(
+      { REDIS_URL: redisUrl(), DATABASE_URL: db.url, FLOODGATE_REDIS_PREFIX: newPrefix(), FLOODGATE_OPERATOR_KEYS: 'op', FLOODGATE_SERVICE_KEYS: '', NODE_ENV: 'production' },
+      { cwd },
+    );
+    const err = await started.then(
+      (d) => (void d.stop(), null),
+      (e: Error) => e,
+    );
+    expect(err?.message).toMatch(/daemon exited 2/);
+    expect(err?.message).toMatch(/FLOODGATE_SERVICE_KEYS: no key configured/);
+    expect(err?.message).not.toMatch(/FLOODGATE_OPERATOR_KEYS: no key/);
+  });
+});

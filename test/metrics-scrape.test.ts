@@ -1,0 +1,109 @@
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { Redis } from 'ioredis';
+import { describe, expect, it } from 'vitest';
+import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
+import { testDb } from './support/db.js';
+import { redisUrl, testRedis } from './support/redis.js';
+
+const { newPrefix } = testRedis();
+const db = await testDb();
+const prefix = newPrefix();
+// A long cache time: within a test the daemon's own refreshes of an item are few, so the scrape's
+// reads (if any) stand out.
+const { daemon, call } = await inProcessDaemon({ prefix, databaseUrl: db.url, env: { FLOODGATE_CACHE_MS: '5000' } });
+
+/** promtool from PATH, from .ci/run's folder, or from a `dpkg -x` into /tmp/prom. */
+function findPromtool(): string | null {
+  const dirs = [...(process.env.PATH ?? '').split(path.delimiter), '/tmp/floodgate-ci/prom/usr/bin', '/tmp/prom/usr/bin'];
+  for (const dir of dirs) if (dir && existsSync(path.join(dir, 'promtool'))) return path.join(dir, 'promtool');
+  return null;
+}
+const promtool = findPromtool();
+
+const scrape = async () => {
+  const res = await fetch(`${daemon.url}/metrics`);
+  expect(res.status).toBe(200);
+  return res.text();
+};
+/** The value of one series, or undefined; `labels` as they appear in the exposition, e.g. `item="a"`. */
+const sample = (text: string, name: string, labels: string) => {
+  const line = text.split('\n').find((l) => l.startsWith(`${name}{${labels}}`) || l.startsWith(`${name}{${labels},`));
+  if (line === undefined) return undefined;
+  const value = line.slice(line.lastIndexOf(' ') + 1);
+  return value === '+Inf' ? Infinity : Number(value);
+};
+
+describe('/metrics', () => {
+  it.skipIf(!promtool)(`passes promtool check metrics${promtool ? '' : ' (skipped: promtool not found on PATH, in /tmp/floodgate-ci/prom or /tmp/prom; .ci/run installs it)'}`, async () => {
+    await call('PUT', '/v1/items/lint-1', { handler: 'seckill', config: { stock: 3 } });
+    await call('POST', '/v1/items/lint-1/tickets', { userId: 'u1' }, SVC);
+    await call('GET', '/v1/items/lint-1/nothing-here');
+    const text = await scrape();
+    const run = spawnSync(promtool!, ['check', 'metrics'], { input: text, encoding: 'utf8' });
+    expect(run.stdout + run.stderr).toBe('');
+    expect(run.status).toBe(0);
+  });
+
+  it('counts admissions made by the in-process dispatcher', async () => {
+    await call('PUT', '/v1/items/adm-1', { handler: 'seckill', config: { stock: 10 } });
+    const joins = await Promise.all(['a', 'b', 'c'].map((userId) => call('POST', '/v1/items/adm-1/tickets', { userId }, SVC)));
+    await waitFor(
+      () => Promise.all(joins.map((j) => call('GET', `/v1/tickets/${j.body.ticketId}`, undefined, null))),
+      (vs) => vs.every((v) => v.body.state === 'succeeded'),
+    );
+    expect(sample(await scrape(), 'floodgate_admissions_total', 'item="adm-1"')).toBe(3);
+  });
+
+  it('shows gate mode, operator rate and cap, and stock left for every item, with no controller running', async () => {
+    await call('PUT', '/v1/items/g-manual', { handler: 'seckill', config: { stock: 7 }, gate: { mode: 'manual', rate: 2.5, maxInFlight: 4 } });
+    await call('PUT', '/v1/items/g-closed', { handler: 'external', gate: { mode: 'closed' } });
+    const text = await scrape();
+    expect(sample(text, 'floodgate_gate_mode', 'item="g-manual",mode="manual"')).toBe(1);
+    expect(sample(text, 'floodgate_gate_mode', 'item="g-manual",mode="auto"')).toBe(0);
+    expect(sample(text, 'floodgate_gate_manual_rate', 'item="g-manual"')).toBe(2.5);
+    expect(sample(text, 'floodgate_gate_max_in_flight', 'item="g-manual"')).toBe(4);
+    expect(sample(text, 'floodgate_stock_remaining', 'item="g-manual"')).toBe(7);
+    expect(sample(text, 'floodgate_gate_mode', 'item="g-closed",mode="closed"')).toBe(1);
+    expect(sample(text, 'floodgate_gate_manual_rate', 'item="g-closed"')).toBe(Infinity);
+    expect(sample(text, 'floodgate_gate_max_in_flight', 'item="g-closed"')).toBe(Infinity);
+    expect(sample(text, 'floodgate_stock_remaining', 'item="g-closed"')).toBeUndefined();
+
+    await call('PATCH', '/v1/items/g-manual/gate', { mode: 'closed' });
+    await waitFor(scrape, (t) => sample(t, 'floodgate_gate_mode', 'item="g-manual",mode="closed"') === 1, 15_000);
+  });
+
+  it('labels a rejection with the item its request names, and only with items the daemon knows', async () => {
+    await call('PUT', '/v1/items/rej-1', { handler: 'external', opensAt: new Date(Date.now() + 3_600_000).toISOString() });
+    expect((await call('POST', '/v1/items/rej-1/tickets', { userId: 'u1' }, SVC)).status).toBe(425);
+    expect((await call('POST', '/v1/items/made-up-item/tickets', { userId: 'u1' }, SVC)).status).toBe(404);
+    const text = await scrape();
+    expect(sample(text, 'floodgate_rejections_total', 'code="not_open",item="rej-1"')).toBe(1);
+    expect(text).not.toContain('made-up-item');
+    expect(sample(text, 'floodgate_rejections_total', 'code="item_not_found",item=""')).toBeGreaterThanOrEqual(1);
+  });
+
+  it('serves item gauges from the views the daemon holds, without reading every item from Redis per scrape', async () => {
+    const ids = Array.from({ length: 20 }, (_, i) => `many-${i}`);
+    for (const id of ids) await call('PUT', `/v1/items/${id}`, { handler: 'external' });
+    await scrape(); // loads any item the daemon has not seen yet
+    // ioredis's monitor() hands back a new connection in monitor mode; `base` itself never connects.
+    const base = new Redis(redisUrl(), { lazyConnect: true });
+    const monitor = await base.monitor();
+    const reads: string[] = [];
+    monitor.on('monitor', (_t: string, args: string[]) => {
+      if (args[0]?.toLowerCase() === 'hgetall' && args[1]?.startsWith(prefix) && args[1].endsWith(':meta')) reads.push(args[1]);
+    });
+    try {
+      const scrapes = 10;
+      for (let i = 0; i < scrapes; i++) expect(sample(await scrape(), 'floodgate_gate_mode', `item="${ids[i]}",mode="auto"`)).toBe(1);
+      // Today's daemon re-read each item per scrape (20 × 10 reads); its own cache refreshes are
+      // at most one per item per FLOODGATE_CACHE_MS (5 s).
+      expect(reads.length).toBeLessThan(ids.length * 2);
+    } finally {
+      monitor.disconnect();
+      base.disconnect();
+    }
+  });
+});
