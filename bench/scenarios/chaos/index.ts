@@ -56,10 +56,18 @@ async function runFault(env: Env, fault: Fault, itemId: string): Promise<FaultRo
     }
     if (window.startMs) ctx.log(`  fault lasted ${(((window.endMs ?? 0) - window.startMs) / 1000).toFixed(1)} s; sale still running`);
     await sale.done;
+    // A daemon that died during the fault is started again (as a supervisor would) so that its
+    // tickets can be read; the death itself fails the row.
+    const exits = env.daemon.child.alive() ? 0 : 1;
+    if (exits) {
+      window.notes.push(`the daemon exited during the sale (code ${await env.daemon.child.exited}): a new one was started before the quiet wait`);
+      ctx.log('  the daemon exited during the sale: starting a new one');
+      await ensureDaemon(env);
+    }
     const quiet = await waitQuiet(env, itemId);
     ctx.log(`  buyers done; ${quiet.reached ? `quiet after ${quiet.afterS.toFixed(1)} s` : `not quiet after ${QUIET_MAX_S} s`}`);
     const readAnswers = await readFinal(env, sale.buyers);
-    return await checkFault(env, { fault, itemId, buyers: sale.buyers, window, joinsOk: sale.joinsOk, readAnswers, quiet, extra: prepared?.checks() ?? [] });
+    return await checkFault(env, { fault, itemId, buyers: sale.buyers, window, joinsOk: sale.joinsOk, readAnswers, quiet, extra: [{ name: 'daemon exits', value: exits, ok: exits === 0 }, ...(prepared?.checks() ?? [])] });
   } finally {
     await prepared?.stop();
   }
