@@ -122,10 +122,20 @@ export async function defineStock(sql: postgres.Sql, itemId: string, total: numb
     on conflict (item_id) do update set total = greatest(excluded.total, item_stock.sold)`;
 }
 
-/** Recounts `sold` from the rows themselves and returns the units left: the basis of reconcile. */
+/**
+ * Recounts `sold` from the rows themselves and returns the units left: the basis of reconcile.
+ * The stock row is locked first, in a statement of its own: a single `UPDATE … SET sold = (SELECT
+ * count(*) …)` evaluates its count under the snapshot taken when it started, so one that waited
+ * for a sale's lock wrote the count from before that sale — `sold` went down, and the next batch
+ * oversold. Sales take the same lock first, so nothing is sold between the lock and the count.
+ */
 export async function recountStock(sql: postgres.Sql, table: Table, itemId: string): Promise<{ total: number; sold: number } | null> {
-  const [row] = await sql`
-    update item_stock set sold = (select count(*) from ${sql(table)} where item_id = ${itemId})
-    where item_id = ${itemId} returning total, sold`;
-  return row ? { total: Number(row.total), sold: Number(row.sold) } : null;
+  return sql.begin(async (tx) => {
+    const [locked] = await tx`select 1 from item_stock where item_id = ${itemId} for update`;
+    if (!locked) return null;
+    const [row] = await tx`
+      update item_stock set sold = (select count(*) from ${tx(table)} where item_id = ${itemId})
+      where item_id = ${itemId} returning total, sold`;
+    return { total: Number(row.total), sold: Number(row.sold) };
+  }) as Promise<{ total: number; sold: number } | null>;
 }
