@@ -268,6 +268,9 @@ async function reconcileCommand(config: Config, log: Logger, itemId: string | un
   }
 }
 
+const networkCodes = new Set(['ECONNRESET', 'EPIPE', 'ECONNREFUSED', 'ETIMEDOUT', 'ECONNABORTED', 'EHOSTUNREACH', 'ENETUNREACH']);
+const describe = (err: unknown) => ({ name: (err as Error)?.name, code: (err as { code?: string })?.code, stack: (err as Error)?.stack?.split('\n').slice(0, 6).join('\n') });
+
 async function main() {
   let config: Config;
   // `.env` in the working directory, when present; the environment wins over it.
@@ -327,6 +330,16 @@ async function main() {
       },
     );
   };
+  // A promise nobody awaited, or a socket error nobody listened for (a store's connection reset
+  // under a library that forgot its handler), must not take the daemon down mid-sale: every state
+  // it keeps lives in Redis and Postgres, and the loops recover. Anything else uncaught is a bug
+  // whose state cannot be trusted: log it and exit (a supervisor restarts us; nothing is lost).
+  process.on('unhandledRejection', (err) => log.error({ err: describe(err) }, 'unhandled rejection'));
+  process.on('uncaughtException', (err) => {
+    if (networkCodes.has((err as { code?: string }).code ?? '')) return log.error({ err: describe(err) }, 'uncaught network error');
+    log.fatal({ err: describe(err) }, 'uncaught exception; exiting');
+    process.exit(1);
+  });
   process.once('SIGTERM', () => shutdown('SIGTERM'));
   process.once('SIGINT', () => shutdown('SIGINT'));
 }
