@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { createApp } from './api/app.js';
+import { describeError } from './api/errors.js';
 import { probe, READY_TIMEOUT_MS } from './api/routes/ops.js';
 import { createCatalog } from './catalog/catalog.js';
 import { keysForRun, loadConfig, overEnvFile, readEnvFile, runKeysNotice, unknownVariables, type Config } from './config.js';
@@ -269,7 +270,6 @@ async function reconcileCommand(config: Config, log: Logger, itemId: string | un
 }
 
 const networkCodes = new Set(['ECONNRESET', 'EPIPE', 'ECONNREFUSED', 'ETIMEDOUT', 'ECONNABORTED', 'EHOSTUNREACH', 'ENETUNREACH']);
-const describe = (err: unknown) => ({ name: (err as Error)?.name, code: (err as { code?: string })?.code, stack: (err as Error)?.stack?.split('\n').slice(0, 6).join('\n') });
 
 async function main() {
   let config: Config;
@@ -334,10 +334,10 @@ async function main() {
   // under a library that forgot its handler), must not take the daemon down mid-sale: every state
   // it keeps lives in Redis and Postgres, and the loops recover. Anything else uncaught is a bug
   // whose state cannot be trusted: log it and exit (a supervisor restarts us; nothing is lost).
-  process.on('unhandledRejection', (err) => log.error({ err: describe(err) }, 'unhandled rejection'));
+  process.on('unhandledRejection', (err) => log.error({ err: describeError(err) }, 'unhandled rejection'));
   process.on('uncaughtException', (err) => {
-    if (networkCodes.has((err as { code?: string }).code ?? '')) return log.error({ err: describe(err) }, 'uncaught network error');
-    log.fatal({ err: describe(err) }, 'uncaught exception; exiting');
+    if (networkCodes.has((err as { code?: string }).code ?? '')) return log.error({ err: describeError(err) }, 'uncaught network error');
+    log.fatal({ err: describeError(err) }, 'uncaught exception; exiting');
     process.exit(1);
   });
   process.once('SIGTERM', () => shutdown('SIGTERM'));
