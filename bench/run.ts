@@ -7,7 +7,7 @@
  * Knobs (env): BENCH_DURATION (s per measured load, default 10), BENCH_WARMUP (s, default 2),
  * BENCH_DEPTH (the big line, default 1000000), BENCH_FILL_MAX (s the big fill may take; default: what
  * the budget leaves; 0 = no cap), BENCH_BUDGET (soft target for the run, default 225 s), BENCH_TIMEOUT
- * (hard limit, s, default 300; raised automatically when BENCH_FILL_MAX=0),
+ * (hard limit, s, default 300 or the scenario's own; raised automatically when BENCH_FILL_MAX=0),
  * BENCH_NO_DOCS=1 (do not touch docs/benchmarks.md).
  */
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -61,7 +61,7 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) {
     void cleanup(true).finally(() => process.exit(130));
   });
 }
-const budgetS = Number(process.env.BENCH_TIMEOUT ?? (process.env.BENCH_FILL_MAX === '0' ? 900 : 300));
+const budgetS = Number(process.env.BENCH_TIMEOUT ?? (process.env.BENCH_FILL_MAX === '0' ? 900 : scenario.timeoutS ?? 300));
 const watchdog = setTimeout(() => {
   log(`run exceeded ${budgetS} s: aborting`);
   void cleanup(true).finally(() => process.exit(1));

@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { createApp } from './api/app.js';
+import { describeError } from './api/errors.js';
 import { probe, READY_TIMEOUT_MS } from './api/routes/ops.js';
 import { createCatalog } from './catalog/catalog.js';
 import { keysForRun, loadConfig, overEnvFile, readEnvFile, runKeysNotice, unknownVariables, type Config } from './config.js';
@@ -58,12 +59,17 @@ async function openCore(config: Config, log: Logger, clock: Clock) {
   const handlers = createHandlerRegistry();
   if (config.FLOODGATE_HANDLERS_MODULE) await loadHandlers(config.FLOODGATE_HANDLERS_MODULE, handlers, log);
   const joined = new Set<(itemId: string) => void>();
+  const metrics = createMetrics();
   const queue = createQueue({
     redis,
     prefix: config.FLOODGATE_REDIS_PREFIX,
     clock,
     cacheMs: config.FLOODGATE_CACHE_MS,
     onJoined: (id) => joined.forEach((f) => f(id)),
+    onWaited: (itemId, predictedMs, actualMs) => {
+      metrics.waitSeconds.observe({ item: itemId }, actualMs / 1000);
+      if (predictedMs !== null && actualMs > 0) metrics.etaError.observe({ item: itemId }, Math.abs(actualMs - predictedMs) / actualMs);
+    },
     archived: (ref) => readOutcome(dbHandle.sql, ref) as ReturnType<NonNullable<QueueDeps['archived']>>,
   });
   const store = createItemsStore(dbHandle.db);
@@ -84,14 +90,13 @@ async function openCore(config: Config, log: Logger, clock: Clock) {
     await pgInfra.stop();
     await redisInfra.stop();
   };
-  return { redisInfra, pgInfra, redis, dbHandle, handlers, queue, catalog, gateStore, store, joined, close };
+  return { redisInfra, pgInfra, redis, dbHandle, handlers, queue, catalog, gateStore, store, joined, metrics, close };
 }
 
 export async function startDaemon(config: Config, log: Logger, clock: Clock = systemClock): Promise<Daemon> {
-  const { redisInfra, pgInfra, redis, dbHandle, handlers, queue, catalog, gateStore, store, joined, close } = await openCore(config, log, clock);
+  const { redisInfra, pgInfra, redis, dbHandle, handlers, queue, catalog, gateStore, store, joined, metrics, close } = await openCore(config, log, clock);
   const me = `${os.hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
   const samples = createSampleRecorder(gateStore, (itemId) => queue.peek(itemId)?.snap.controller?.probeStart ?? null);
-  const metrics = createMetrics();
   const restored = await catalog.restore();
   if (restored) log.warn({ restored }, 'items restored into redis from postgres');
   if (config.FLOODGATE_RECONCILE_ON_START) await catalog.reconcile({ idleOnly: true });
@@ -270,6 +275,8 @@ async function reconcileCommand(config: Config, log: Logger, itemId: string | un
   }
 }
 
+const networkCodes = new Set(['ECONNRESET', 'EPIPE', 'ECONNREFUSED', 'ETIMEDOUT', 'ECONNABORTED', 'EHOSTUNREACH', 'ENETUNREACH']);
+
 async function main() {
   let config: Config;
   // `.env` in the working directory, when present; the environment wins over it.
@@ -329,6 +336,16 @@ async function main() {
       },
     );
   };
+  // A promise nobody awaited, or a socket error nobody listened for (a store's connection reset
+  // under a library that forgot its handler), must not take the daemon down mid-sale: every state
+  // it keeps lives in Redis and Postgres, and the loops recover. Anything else uncaught is a bug
+  // whose state cannot be trusted: log it and exit (a supervisor restarts us; nothing is lost).
+  process.on('unhandledRejection', (err) => log.error({ err: describeError(err) }, 'unhandled rejection'));
+  process.on('uncaughtException', (err) => {
+    if (networkCodes.has((err as { code?: string }).code ?? '')) return log.error({ err: describeError(err) }, 'uncaught network error');
+    log.fatal({ err: describeError(err) }, 'uncaught exception; exiting');
+    process.exit(1);
+  });
   process.once('SIGTERM', () => shutdown('SIGTERM'));
   process.once('SIGINT', () => shutdown('SIGINT'));
 }

@@ -18,7 +18,7 @@ function imports(file: string): string[] {
   return [...text.matchAll(/from '(\.[^']+)'/g)].map((m) => path.resolve(path.dirname(file), m[1]).replace(/\.js$/, '.ts'));
 }
 
-/** Which top-level folders each folder may import (ARCHITECTURE.md: dependencies point one way). */
+/** Which top-level folders each folder may import (docs/design-notes.md: dependencies point one way). */
 const allowed: Record<string, string[]> = {
   kernel: [],
   queue: ['kernel'],

@@ -36,6 +36,22 @@ describe('what a waiting ticket is told', () => {
     expect(median(errors)).toBeLessThanOrEqual(0.15);
   });
 
+  it('reports, at admission, the ETA each ticket was told at its join and the wait it really had', async () => {
+    const clock = manualClock();
+    const waited: [number | null, number][] = [];
+    const queue = createQueue({ redis: t.redis, prefix: t.newPrefix(), clock, cacheMs: 0, onWaited: (_item, predicted, actual) => void waited.push([predicted, actual]) });
+    await queue.define(def('told'), { mode: 'manual', rate: 10, maxInFlight: null }, { reopen: false });
+    for (let i = 0; i < 20; i++) await queue.join('told', `u${i}`, null);
+    while (waited.length < 20) {
+      clock.advance(50);
+      await queue.admit('told', 100, 60_000);
+    }
+    // Ticket k was told k/10 s (10/s, position k) and admitted after about that long (a burst of 1 at once).
+    expect(waited[19][0]).toBe(2000);
+    expect(Math.abs(waited[19][1] - 2000)).toBeLessThanOrEqual(150);
+    expect(waited.every(([p]) => p !== null)).toBe(true);
+  });
+
   it('says why the line is not moving: paused (no ETA), awaiting_returns', async () => {
     const clock = manualClock();
     const queue = createQueue({ redis: t.redis, prefix: t.newPrefix(), clock, cacheMs: 0 });

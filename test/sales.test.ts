@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { connectDb } from '../src/db/client.js';
-import { defineStock, SaleRefusedError, writeSales, type SaleOutcome, type SaleRequest } from '../src/db/sales.js';
+import { defineStock, recountStock, SaleRefusedError, writeSales, type SaleOutcome, type SaleRequest } from '../src/db/sales.js';
 import { testDb } from './support/db.js';
 
 const db = await testDb();
@@ -136,5 +136,27 @@ describe('selling through Postgres (one function call per item per batch)', () =
       }),
       { numRuns: 30 },
     );
+  });
+});
+
+describe('recounting the stock row', () => {
+  it('counts the sale it waited for: a recount blocked behind a sale never lowers sold (which would oversell)', async () => {
+    const item = await newItem(5);
+    await writeSales(db.sql, 'orders', [order(item, 'a', 't1')]);
+    let recount: Promise<unknown> | null = null;
+    await db.sql.begin(async (tx) => {
+      // A sale holds the stock row's lock, not yet committed…
+      await tx`select * from floodgate_sell_orders(${item}, ${['b']}::text[], ${[`${item}.t2`]}::text[], ${[null]}::text[])`;
+      // …while a recount starts and waits for that lock.
+      recount = recountStock(db.sql, 'orders', item);
+      for (let i = 0; i < 200; i++) {
+        const [{ n }] = await db.sql`select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`;
+        if (n > 0) break;
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    });
+    expect(await recount).toEqual({ total: 5, sold: 2 });
+    const [stock] = await db.sql`select sold from item_stock where item_id = ${item}`;
+    expect(stock.sold).toBe(2);
   });
 });

@@ -3,9 +3,10 @@ export const SERVICE_KEY = 'svc';
 export const OPERATOR_KEY = 'op';
 
 /** A JSON call to the daemon; a body that is not JSON comes back as `{ raw }`. */
-export async function call(base: string, method: string, path: string, key: string | null, body?: unknown) {
+export async function call(base: string, method: string, path: string, key: string | null, body?: unknown, opts: { timeoutMs?: number } = {}) {
   const res = await fetch(`${base}${path}`, {
     method,
+    signal: opts.timeoutMs ? AbortSignal.timeout(opts.timeoutMs) : undefined,
     headers: { 'content-type': 'application/json', ...(key ? { authorization: `Bearer ${key}` } : {}) },
     body: body === undefined ? undefined : JSON.stringify(body),
   });

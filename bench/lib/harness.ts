@@ -50,7 +50,8 @@ export async function startBareHono(ctx: BenchContext, env: Record<string, strin
   return { url, child, startMs: await waitHealthy(child, url) };
 }
 
-export async function startDaemon(ctx: BenchContext): Promise<Server> {
+/** `env` overrides the daemon's environment (e.g. REDIS_URL and DATABASE_URL of stores the scenario controls). */
+export async function startDaemon(ctx: BenchContext, env: Record<string, string> = {}): Promise<Server> {
   const port = await freePort();
   const child = spawnTsx('floodgate', 'src/main.ts', {
     logFile: path.join(ctx.tmpDir, 'daemon.log'),
@@ -65,6 +66,7 @@ export async function startDaemon(ctx: BenchContext): Promise<Server> {
       FLOODGATE_DATA_DIR: path.join(ctx.tmpDir, 'data'),
       FLOODGATE_AUTO_INSTALL: 'false',
       LOG_LEVEL: 'warn',
+      ...env,
     },
   });
   const url = `http://127.0.0.1:${port}`;

@@ -24,7 +24,12 @@ const children = new Set<Child>();
 
 /** Runs `node --import tsx <file>` (what `tsx <file>` does, without the extra wrapper process). */
 export function spawnTsx(name: string, file: string, opts: { env?: Record<string, string>; args?: string[]; logFile?: string } = {}): Child {
-  const proc = spawn(process.execPath, ['--import', 'tsx', file, ...(opts.args ?? [])], {
+  return spawnChild(name, process.execPath, ['--import', 'tsx', file, ...(opts.args ?? [])], opts);
+}
+
+/** Any program (e.g. a redis-server the scenario owns), kept and killed like the node children. */
+export function spawnChild(name: string, command: string, args: string[], opts: { env?: Record<string, string>; logFile?: string } = {}): Child {
+  const proc = spawn(command, args, {
     cwd: repoRoot,
     env: { ...process.env, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -10,6 +10,11 @@ export function mdTable(head: string[], rows: (string | number)[][]): string {
   return [line(head), line(head.map(() => '---')), ...rows.map(line)].join('\n');
 }
 
+/** `### title`, then the items as a bullet list (or `empty` when there are none). */
+export function mdSection(title: string, items: string[], empty = 'None.'): string[] {
+  return [`### ${title}`, '', ...(items.length ? items : [empty]).map((x) => `- ${x}`), ''];
+}
+
 export function machineLines(m: Machine): string {
   return [
     `- date: ${m.date}`,

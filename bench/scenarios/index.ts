@@ -10,6 +10,8 @@ export interface ScenarioOutput {
 
 export interface Scenario {
   title: string;
+  /** Hard limit for the whole run when BENCH_TIMEOUT is not set (s; default 300). */
+  timeoutS?: number;
   run(ctx: BenchContext): Promise<ScenarioOutput>;
 }
 
@@ -17,6 +19,7 @@ export const scenarios: Record<string, Scenario> = {
   queue: { title: 'queue: join, poll, reject-when-full, depth, memory', run: queueScenario },
   overhead: { title: 'overhead: bare Hono with and without the middleware the daemon mounts', run: overheadScenario },
   'flash-sale': { title: 'flash-sale: 10k units, 100k users × 2 joins, orders/s vs the synchronous design', run: async (ctx) => (await import('./flash-sale.js')).flashSaleScenario(ctx) },
+  chaos: { title: 'chaos: a flash sale through Postgres and Redis faults, hostile input and a redirecting webhook; losses per fault', timeoutS: 900, run: async (ctx) => (await import('./chaos/index.js')).chaosScenario(ctx) },
   gate: { title: 'gate: auto vs manual vs BullMQ limiter against a downstream whose capacity steps C → C/2 → 2C', run: async (ctx) => (await import('./gate.js')).gateScenario(ctx) },
 };
 

@@ -56,7 +56,7 @@ function knownItemOf(queue: Queue, path: string): string {
 }
 
 /**
- * The HTTP API of API.md. Every failure leaves as the contract's JSON error: validation through
+ * The HTTP API of docs/api.md. Every failure leaves as the contract's JSON error: validation through
  * the route schemas (400 with details.issues), malformed JSON (400), bodies over the limit (413),
  * bodies that are not JSON (415), a wrong method on a known path (405 with Allow), outages (503),
  * and anything unforeseen as a 500 without a stack. Answers are `no-store` unless a route says

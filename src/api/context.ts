@@ -15,6 +15,6 @@ export interface ApiContext {
   metrics: Metrics;
   log: Logger;
   auth(role: 'service' | 'operator'): MiddlewareHandler<AuthEnv>;
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  /** (any: one hook serves every route, whatever its schemas) */
   defaultHook: Hook<any, any, any, any>;
 }

@@ -2,7 +2,7 @@ import type { z } from '@hono/zod-openapi';
 import { replaceUnsafe, textProblem } from '../kernel/safe-text.js';
 
 /**
- * The door for hostile bytes (API.md, Identifiers): every string the daemon accepts, at any depth
+ * The door for hostile bytes (docs/api.md, Identifiers): every string the daemon accepts, at any depth
  * and as object keys too, is well-formed Unicode without NUL, and no body nests deeper than
  * MAX_JSON_DEPTH levels. Why here: Postgres refuses NUL in text and jsonb and lone surrogates in
  * jsonb (one such value fails a whole multi-row statement), ioredis and postgres.js silently turn

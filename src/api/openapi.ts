@@ -3,7 +3,7 @@ import { z } from 'zod';
 import type { HandlerRegistry } from '../service/registry.js';
 import { ErrorBody } from './schemas.js';
 
-/** Seconds to wait before asking again, on the answers that say "not now" (API.md, Errors). */
+/** Seconds to wait before asking again, on the answers that say "not now" (docs/api.md, Errors). */
 export const retryAfterHeader = {
   'Retry-After': { description: 'Whole seconds to wait before trying again.', schema: { type: 'integer' as const, minimum: 1 } },
 };
@@ -13,7 +13,7 @@ export const json = <T extends z.ZodType>(schema: T, description: string) => ({ 
 
 const err = (description: string) => json(ErrorBody, description);
 
-/** Every error answer of the API (see API.md, Errors); each route lists those it can give. */
+/** Every error answer of the API (see docs/api.md, Errors); each route lists those it can give. */
 const errorDocs = {
   400: err('invalid_request: malformed JSON, wrong types or out-of-range values; details.issues names each field'),
   401: err('unauthorized: no bearer key, or an unknown one'),

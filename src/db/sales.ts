@@ -142,18 +142,26 @@ export async function defineStock(sql: postgres.Sql, itemId: string, total: numb
 
 /**
  * Recounts `sold` (live rows: released orders do not count) and `reserved` from the rows
- * themselves, under the stock lock: the basis of reconcile.
+ * themselves: the basis of reconcile. The stock row is locked first, in a statement of its own: a
+ * single `UPDATE … SET sold = (SELECT count(*) …)` evaluates its count under the snapshot taken
+ * when it started, so one that waited for a sale's lock wrote the count from before that sale —
+ * `sold` went down, and the next batch oversold. Sales, confirms and releases take the same lock
+ * first, so nothing changes between the lock and the count.
  */
 export async function recountStock(sql: postgres.Sql, table: Table, itemId: string): Promise<{ total: number; sold: number; reserved: number } | null> {
-  const [row] =
-    table === 'orders'
-      ? await sql`
-          update item_stock set
-            sold = (select count(*) from orders where item_id = ${itemId} and status <> 'released'),
-            reserved = (select count(*) from orders where item_id = ${itemId} and status = 'reserved')
-          where item_id = ${itemId} returning total, sold, reserved`
-      : await sql`
-          update item_stock set sold = (select count(*) from coupon_claims where item_id = ${itemId})
-          where item_id = ${itemId} returning total, sold, reserved`;
-  return row ? { total: Number(row.total), sold: Number(row.sold), reserved: Number(row.reserved) } : null;
+  return sql.begin(async (tx) => {
+    const [locked] = await tx`select 1 from item_stock where item_id = ${itemId} for update`;
+    if (!locked) return null;
+    const [row] =
+      table === 'orders'
+        ? await tx`
+            update item_stock set
+              sold = (select count(*) from orders where item_id = ${itemId} and status <> 'released'),
+              reserved = (select count(*) from orders where item_id = ${itemId} and status = 'reserved')
+            where item_id = ${itemId} returning total, sold, reserved`
+        : await tx`
+            update item_stock set sold = (select count(*) from coupon_claims where item_id = ${itemId})
+            where item_id = ${itemId} returning total, sold, reserved`;
+    return { total: Number(row.total), sold: Number(row.sold), reserved: Number(row.reserved) };
+  }) as Promise<{ total: number; sold: number; reserved: number } | null>;
 }

@@ -1,6 +1,6 @@
 /**
  * One error class and one catalogue for every failure that crosses a module boundary.
- * The catalogue fixes each code's HTTP status (API.md) so the API's onError never guesses.
+ * The catalogue fixes each code's HTTP status (docs/api.md) so the API's onError never guesses.
  */
 export const errorCatalogue = {
   invalid_request: 400,

@@ -23,6 +23,20 @@ export function createMetrics() {
     admissions: new Counter({ name: 'floodgate_admissions_total', help: 'Tickets admitted from the head of a line, by this daemon (its dispatcher and external pulls).', labelNames: ['item'] as const, registers: [registry] }),
     settles: new Counter({ name: 'floodgate_settles_total', help: 'Outcomes written back, by status.', labelNames: ['item', 'status'] as const, registers: [registry] }),
     waiting: new Gauge({ name: 'floodgate_line_waiting', help: 'Tickets waiting in the line.', labelNames: ['item'] as const, registers: [registry] }),
+    waitSeconds: new Histogram({
+      name: 'floodgate_wait_seconds',
+      help: 'How long admitted tickets waited in line (join to admission), for tickets joined and admitted through this daemon.',
+      labelNames: ['item'] as const,
+      buckets: [0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800],
+      registers: [registry],
+    }),
+    etaError: new Histogram({
+      name: 'floodgate_wait_eta_error_ratio',
+      help: 'The accuracy of the etaMs a ticket was told when it joined: |actual wait - predicted| / actual wait, at admission.',
+      labelNames: ['item'] as const,
+      buckets: [0.05, 0.1, 0.15, 0.25, 0.5, 1, 2, 5],
+      registers: [registry],
+    }),
     admitted: new Gauge({ name: 'floodgate_line_admitted', help: 'Tickets admitted and not yet settled.', labelNames: ['item'] as const, registers: [registry] }),
     downstreamLatency: new Histogram({
       name: 'floodgate_downstream_latency_seconds',

@@ -25,6 +25,11 @@ export interface QueueDeps {
    * The outcome ledger's copy of an ended ticket, by ticket ref: read when the ticket's own state
    * has left Redis (after FLOODGATE_TICKET_STATE_TTL_MS, once its row was committed).
    */
+  /**
+   * A ticket joined and admitted through this process was told `predictedMs` at its join and
+   * waited `actualMs`: how good the ETA is (published as a metric).
+   */
+  onWaited?(itemId: string, predictedMs: number | null, actualMs: number): void;
   archived?(ticketRef: string): Promise<{ outcome: Outcome; admittedAt: number | null; finishedAt: number } | null>;
 }
 
@@ -108,6 +113,13 @@ export function createQueue(deps: QueueDeps): Queue {
   const cache = createItemCache({ redis, prefix, clock, ttlMs: deps.cacheMs });
   const records = createRecordCache(500_000);
   const touches = createTouchBuffer(redis, prefix);
+  /** The ETA each ticket joined through this process was told (bounded: oldest forgotten first). */
+  const told = new Map<string, number | null>();
+  const remember = (itemId: string, seq: number, etaMs: number | undefined) => {
+    if (!deps.onWaited) return;
+    if (told.size >= 100_000) told.delete(told.keys().next().value!);
+    told.set(`${itemId}\u0000${seq}`, etaMs ?? null);
+  };
 
   /**
    * This process's copy of the set of item ids, reloaded when the shared version key moved. It is
@@ -260,7 +272,9 @@ export function createQueue(deps: QueueDeps): Queue {
         records.set(ticketId, cached);
         deps.onJoined?.(itemId);
         const position = linePosition(item, served, seq);
-        return { created: true, ticket: { ...baseView(ticketId, itemId, cached, 'waiting'), position, ...waitingHints(item, position, now) } };
+        const hints = waitingHints(item, position, now);
+        remember(itemId, seq, hints.etaMs);
+        return { created: true, ticket: { ...baseView(ticketId, itemId, cached, 'waiting'), position, ...hints } };
       }
       return { created: false, ticket: await readView(ticketId, item, seq) };
     },
@@ -307,7 +321,8 @@ export function createQueue(deps: QueueDeps): Queue {
       const item = await mustItem(itemId);
       const k = itemKeys(prefix, itemId);
       const leasePrefix = randomBytes(12).toString('base64url') + '.';
-      const res = (await redis.admit(k.meta, k.ctr, k.gate, k.retry, k.leases, k.base, clock.now(), max, leaseMs, leasePrefix, autoCap ?? '')) as (string | number)[];
+      const now = clock.now();
+      const res = (await redis.admit(k.meta, k.ctr, k.gate, k.retry, k.leases, k.base, now, max, leaseMs, leasePrefix, autoCap ?? '')) as (string | number)[];
       if (res[0] === -1) fail('item_not_found', 'No such item.');
       if (res[0] === -2) {
         // closesAt has passed: nothing is admitted any more, and the waiting tickets end `closed`.
@@ -329,6 +344,11 @@ export function createQueue(deps: QueueDeps): Queue {
           leaseExpiresAt: new Date(Number(res[i + 4])).toISOString(),
           createdAt: rec.createdAt,
         });
+        const key = `${itemId}\u0000${seq}`;
+        if (told.has(key)) {
+          deps.onWaited!(itemId, told.get(key)!, now - rec.createdAt);
+          told.delete(key);
+        }
       }
       return out;
     },

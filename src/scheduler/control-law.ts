@@ -1,7 +1,7 @@
 import { count, merge, quantile, type Histogram } from './latency-histogram.js';
 
 /**
- * The adaptive gate's control law ("gate v2" of GATE.md): a concurrency limit L driven by the
+ * The adaptive gate's control law ("gate v2" of the design, see docs/design-notes.md): a concurrency limit L driven by the
  * latency gradient against a baseline, cut multiplicatively on drops, never grown while the line
  * is app-limited, with periodic jittered probes that pin L low to re-measure the baseline.
  * Pure: the controller feeds it windows of samples; tests feed it a simulated downstream.

@@ -76,8 +76,7 @@ export function startDispatcher(
     deps.onAdmitted?.(itemId, got.length);
     await jobs.dispatch(spec.name, itemId, got);
     const deadline = spec.deadlineMs?.(item.snap.def.config) ?? 10_000;
-    const jobLeaseMs = Math.max(300_000, deadline * 10);
-    await queue.extendLeases(itemId, got.map((t) => ({ seq: t.seq, leaseId: t.leaseId })), clock.now() + jobLeaseMs);
+    await queue.extendLeases(itemId, got.map((t) => ({ seq: t.seq, leaseId: t.leaseId })), clock.now() + jobs.leaseMs(deadline));
     return got.length;
   }
 

@@ -39,6 +39,14 @@ export interface JobOptions {
 
 export const queueName = (handler: string) => `h-${handler}`;
 
+/**
+ * How long the lease of a ticket handed to a job lasts: renewed by the job while it runs (every
+ * third of it), so a ticket whose job vanished (a Redis rollback that lost it, a worker that never
+ * got its settle through) comes back to the head of the line within this long and runs again —
+ * idempotently — instead of waiting for BullMQ's own stall recovery, which a Redis restart can stop.
+ */
+export const jobLeaseMs = (deadlineMs: number, longestBackoffMs = 0) => Math.max(30_000, deadlineMs * 3, longestBackoffMs * 2);
+
 export function createJobQueues(connection: Redis, opts: JobOptions) {
   const queues = new Map<string, BullQueue>();
   const queueFor = (handler: string) => {
@@ -59,7 +67,10 @@ export function createJobQueues(connection: Redis, opts: JobOptions) {
     }
     return q;
   };
+  /** The lease of a job's tickets: covers its runs and the longest backoff between two of them. */
+  const leaseMs = (deadlineMs: number) => jobLeaseMs(deadlineMs, opts.backoffMs * 2 ** Math.max(0, opts.attempts - 2));
   return {
+    leaseMs,
     /** Queues tickets of one item admitted together, in jobs of up to `batch` tickets. */
     async dispatch(handler: string, itemId: string, admitted: AdmittedTicket[]) {
       const jobs = [];

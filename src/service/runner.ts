@@ -30,6 +30,10 @@ export interface RunnerDeps {
   onSample(s: Sample): void;
   now(): number;
   onSettled(itemId: string, status: string): void;
+  /** How long a job's tickets' leases last (jobs.ts, jobLeaseMs). */
+  leaseMs(deadlineMs: number): number;
+  /** Extends the leases of a job's tickets to `until` (ms) while it runs. */
+  renew(itemId: string, tickets: { seq: number; leaseId: string }[], until: number): Promise<unknown>;
 }
 
 /** Thrown to make BullMQ retry a job whose remaining tickets dropped or faulted. */
@@ -98,12 +102,19 @@ export function createRunner(deps: RunnerDeps) {
     const attempt = job.attemptsMade + 1;
     const ac = new AbortController();
     const timer = setTimeout(() => ac.abort(), deadlineMs);
+    // The tickets' leases live as long as the job runs (jobs.ts, jobLeaseMs); a renewal that fails
+    // (Redis unreachable) is harmless: the lease runs out and the ticket is offered again.
+    const leaseMs = deps.leaseMs(deadlineMs);
+    const renew = () => void deps.renew(d.itemId, d.tickets, deps.now() + leaseMs).catch(() => {});
+    renew();
+    const renewal = setInterval(renew, leaseMs / 3);
     const ctx: HandlerContext = { signal: ac.signal, deadlineMs, log: log.child({ itemId: d.itemId }), ...deps.context(d.itemId) };
     let results: PromiseSettledResult<boolean>[];
     try {
       results = await Promise.allSettled(d.tickets.map((t) => runTicket(spec, d, t, config, attempt, ctx)));
     } finally {
       clearTimeout(timer);
+      clearInterval(renewal);
     }
     // A ticket whose settle failed (Redis unreachable) is retried like one that dropped.
     const again = d.tickets.filter((_, i) => results[i].status === 'rejected' || !(results[i] as PromiseFulfilledResult<boolean>).value);

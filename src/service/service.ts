@@ -112,6 +112,8 @@ export function createService(deps: ServiceDeps) {
     onSample: deps.onSample,
     now: deps.now,
     onSettled: deps.onSettled,
+    renew: (itemId, tickets, until) => queue.extendLeases(itemId, tickets, until),
+    leaseMs: (deadlineMs) => jobs.leaseMs(deadlineMs),
   });
   const inProcess = deps.handlers.names().filter((n) => deps.handlers.get(n)?.handle);
   const workerConn = deps.bullRedis.duplicate();

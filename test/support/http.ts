@@ -5,7 +5,6 @@ export async function http(base: string, method: string, path: string, body?: un
   if (body !== undefined) headers['content-type'] = 'application/json';
   const res = await fetch(base + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   const text = await res.text();
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
   let json: any = text;
   try {
     json = text ? JSON.parse(text) : null;

@@ -1,6 +1,7 @@
 --[[
   Extends the leases of admitted tickets that were handed to a job queue, so the sweeper does not
-  re-offer them while their job waits or runs (the job queue's own stall recovery covers crashes).
+  re-offer them while their job waits or runs; the running job renews them. A ticket whose job
+  vanished (a crash, a Redis rollback) comes back to the head when its lease runs out.
   KEYS[1] leases
   ARGV[1] base  ARGV[2] new expiry (ms)  ARGV[3..] seq, leaseId pairs
   Returns the number of leases extended (a lease that was already superseded is left alone).

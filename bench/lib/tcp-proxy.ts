@@ -1,0 +1,94 @@
+/**
+ * A TCP proxy (node:net) between a client and a server that a bench can cut: `cut()` stops
+ * listening (new connections are refused: ECONNREFUSED) and destroys every open pair (clients see
+ * their sockets reset); `restore()` listens on the same port again. The chaos scenario puts it
+ * between the daemon and Postgres.
+ *
+ *   const proxy = await startTcpProxy({ host: '127.0.0.1', port: 5432 });
+ *   // DATABASE_URL=postgres://…@127.0.0.1:${proxy.port}/db
+ *   await proxy.cut(); … await proxy.restore();
+ */
+import { connect, createServer, type Server, type Socket } from 'node:net';
+
+export interface TcpProxy {
+  readonly port: number;
+  readonly isCut: boolean;
+  /** Connections accepted since the start (refused ones are never seen). */
+  readonly accepted: number;
+  cut(): Promise<void>;
+  restore(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function startTcpProxy(target: { host: string; port: number }, listenPort = 0): Promise<TcpProxy> {
+  const open = new Set<Socket>();
+  let accepted = 0;
+  let isCut = false;
+  let server: Server;
+  let port = listenPort;
+
+  const onConnection = (client: Socket) => {
+    accepted++;
+    const upstream = connect(target.port, target.host);
+    open.add(client).add(upstream);
+    const end = () => {
+      client.destroy();
+      upstream.destroy();
+      open.delete(client);
+      open.delete(upstream);
+    };
+    for (const s of [client, upstream]) {
+      s.setNoDelay(true);
+      s.on('error', end);
+      s.on('close', end);
+    }
+    client.pipe(upstream);
+    upstream.pipe(client);
+  };
+
+  const listen = () =>
+    new Promise<void>((resolve, reject) => {
+      server = createServer(onConnection);
+      server.once('error', reject);
+      server.listen(port, '127.0.0.1', () => {
+        const addr = server.address();
+        port = typeof addr === 'object' && addr ? addr.port : port;
+        resolve();
+      });
+    });
+  const stopListening = () => new Promise<void>((resolve) => server.close(() => resolve()));
+  const dropAll = () => {
+    for (const s of open) s.resetAndDestroy();
+    open.clear();
+  };
+
+  await listen();
+  return {
+    get port() {
+      return port;
+    },
+    get isCut() {
+      return isCut;
+    },
+    get accepted() {
+      return accepted;
+    },
+    async cut() {
+      if (isCut) return;
+      isCut = true;
+      const closed = stopListening();
+      dropAll();
+      await closed;
+    },
+    async restore() {
+      if (!isCut) return;
+      await listen();
+      isCut = false;
+    },
+    async close() {
+      dropAll();
+      if (!isCut) await stopListening();
+      isCut = true;
+    },
+  };
+}

@@ -1,0 +1,236 @@
+/**
+ * The faults, each done for real while a sale runs: Postgres cut off at the TCP level, Postgres
+ * refusing writes, Redis SIGKILLed and restarted from its AOF, a rollback of the item's Redis keys,
+ * hostile input among valid joins, and a webhook downstream that redirects. `inject` waits for its
+ * moment in the sale, does the fault and returns its window.
+ */
+import { createServer, type Server } from 'node:http';
+import { freePort } from '../../lib/procs.js';
+import type { SaleRun } from './sale.js';
+import { asAdmin, itemKeyPattern, sleep, type Env, type ItemKind } from './setup.js';
+
+export interface FaultWindow {
+  /** When the fault began and ended (ms, this process's clock); null for faults without an outage. */
+  startMs: number | null;
+  endMs: number | null;
+  /**
+   * A join answered at or after `from` whose request was sent at or before `to` may be lost to
+   * Redis' documented durability (AOF everysec, a rollback); one sent later never may.
+   */
+  lossWindow?: { from: number; to: number; why: string };
+  notes: string[];
+}
+
+/** A check of the fault's own (e.g. the redirect target saw no request); `ok` decides PASS with the loss columns. */
+export interface ExtraCheck {
+  name: string;
+  value: number;
+  ok: boolean;
+}
+
+export interface Prepared {
+  url?: string;
+  checks(): ExtraCheck[];
+  stop(): Promise<void>;
+}
+
+export interface Fault {
+  key: string;
+  title: string;
+  kind: ItemKind;
+  units: number;
+  buyers: number;
+  ratePerS: number;
+  hostileEvery?: number;
+  prepare?(env: Env): Promise<Prepared>;
+  inject(env: Env, sale: SaleRun, itemId: string): Promise<FaultWindow>;
+}
+
+const OUTAGE_MS = Number(process.env.BENCH_CHAOS_OUTAGE_MS ?? 10_000);
+const REDIS_DOWN_MS = Number(process.env.BENCH_CHAOS_REDIS_DOWN_MS ?? 2_000);
+/** Redis' own worst case for `appendfsync everysec`: "up to 2 seconds" when an fsync is slow. */
+export const EVERYSEC_WINDOW_MS = 2_000;
+
+/** The sale's size (env knobs); faults may scale it. */
+export const UNITS = Number(process.env.BENCH_CHAOS_UNITS ?? 2_000);
+export const BUYERS = Number(process.env.BENCH_CHAOS_BUYERS ?? 6_000);
+export const RATE = Number(process.env.BENCH_CHAOS_RATE ?? 400);
+
+const sale = { units: UNITS, buyers: BUYERS, ratePerS: RATE };
+/** The fault begins once this share of the buyers has been launched (the sale is well under way). */
+const at = (s: SaleRun, share = 0.2) => s.launchedAtLeast(Math.round(BUYERS * share));
+
+export const faults: Fault[] = [
+  {
+    key: 'pg-unreachable',
+    title: `Postgres unreachable ${OUTAGE_MS / 1000} s (TCP proxy cut: connections reset, new ones refused)`,
+    kind: 'seckill',
+    ...sale,
+    async inject(env, s) {
+      await at(s);
+      const startMs = Date.now();
+      await env.proxy.cut();
+      await sleep(OUTAGE_MS);
+      await env.proxy.restore();
+      return { startMs, endMs: Date.now(), notes: [] };
+    },
+  },
+  {
+    key: 'pg-read-only',
+    title: `Postgres refusing writes ${OUTAGE_MS / 1000} s (default_transaction_read_only, backends terminated at both ends)`,
+    kind: 'coupon',
+    ...sale,
+    async inject(env, s) {
+      await at(s);
+      const db = env.dbName;
+      const terminate = (sql: Parameters<Parameters<typeof asAdmin>[0]>[0]) =>
+        sql`select count(pg_terminate_backend(pid))::int as n from pg_stat_activity where datname = ${db} and pid <> pg_backend_pid()`;
+      // The fault starts once the sessions are gone (opening the admin connection takes a moment).
+      const [{ n: cut }] = await asAdmin(async (sql) => {
+        await sql.unsafe(`alter database "${db}" set default_transaction_read_only = on`);
+        return terminate(sql);
+      });
+      const startMs = Date.now();
+      await sleep(OUTAGE_MS);
+      // Sessions opened during the fault keep read_only as their default: ending them is what
+      // makes Postgres take writes again for the daemon, as a recovered primary would.
+      const [{ n: cut2 }] = await asAdmin(async (sql) => {
+        await sql.unsafe(`alter database "${db}" reset default_transaction_read_only`);
+        return terminate(sql);
+      });
+      return { startMs, endMs: Date.now(), notes: [`backends terminated: ${cut} at the start, ${cut2} at the end`] };
+    },
+  },
+  {
+    key: 'redis-kill',
+    title: `Redis SIGKILLed, restarted from its AOF (everysec) after ${REDIS_DOWN_MS / 1000} s`,
+    kind: 'seckill',
+    ...sale,
+    async inject(env, s) {
+      await at(s);
+      const startMs = Date.now();
+      await env.redis.kill9();
+      await sleep(REDIS_DOWN_MS);
+      await env.redis.restart();
+      return {
+        startMs,
+        endMs: Date.now(),
+        lossWindow: { from: startMs - EVERYSEC_WINDOW_MS, to: startMs, why: `answered at most ${EVERYSEC_WINDOW_MS / 1000} s before the kill or sent before it (AOF everysec)` },
+        notes: [],
+      };
+    },
+  },
+  {
+    key: 'redis-rollback',
+    title: 'Redis rollback of the item\'s keys: DUMP early, ~500 joins later RESTORE REPLACE and DEL the newer keys',
+    kind: 'seckill',
+    ...sale,
+    async inject(env, s, itemId) {
+      await s.launchedAtLeast(300);
+      await sleep(300);
+      const from = Date.now();
+      const dump = await dumpKeys(env, itemId);
+      const target = s.launched() + 500;
+      await s.launchedAtLeast(target);
+      await sleep(300);
+      const startMs = Date.now();
+      const deleted = await restoreKeys(env, itemId, dump);
+      return {
+        startMs,
+        endMs: Date.now(),
+        lossWindow: { from, to: Date.now(), why: 'answered after the DUMP began, sent before the RESTORE ended (rolled back)' },
+        notes: [`${dump.size} keys dumped and restored, ${deleted} newer keys deleted; rolled back over ${((startMs - from) / 1000).toFixed(1)} s`],
+      };
+    },
+  },
+  {
+    key: 'hostile-input',
+    title: 'hostile joins (NUL, lone surrogates in userId or payload) after every 10th valid join',
+    kind: 'seckill',
+    ...sale,
+    hostileEvery: 10,
+    async inject() {
+      return { startMs: null, endMs: null, notes: [] };
+    },
+  },
+  {
+    key: 'webhook-redirect',
+    title: 'webhook downstream answers 302 to another local server',
+    kind: 'webhook',
+    units: 0,
+    buyers: Math.min(300, BUYERS),
+    ratePerS: 150,
+    prepare: redirectingDownstream,
+    async inject() {
+      return { startMs: null, endMs: null, notes: [] };
+    },
+  },
+];
+
+/** Every key of the item, DUMPed in one MULTI (a point in time). */
+async function dumpKeys(env: Env, itemId: string): Promise<Map<string, Buffer>> {
+  const keys = await scanKeys(env, itemId);
+  const multi = env.rc.multi();
+  for (const k of keys) multi.dumpBuffer(k);
+  const out = new Map<string, Buffer>();
+  for (const [i, [err, v]] of ((await multi.exec()) ?? []).entries()) if (!err && v) out.set(keys[i], v as Buffer);
+  return out;
+}
+
+/** RESTORE REPLACE of the dump and DEL of every key not in it, in one MULTI; returns how many were deleted. */
+async function restoreKeys(env: Env, itemId: string, dump: Map<string, Buffer>): Promise<number> {
+  const newer = (await scanKeys(env, itemId)).filter((k) => !dump.has(k));
+  const multi = env.rc.multi();
+  for (const [k, v] of dump) multi.restore(k, 0, v, 'REPLACE');
+  if (newer.length) multi.del(...newer);
+  const res = (await multi.exec()) ?? [];
+  const failed = res.find(([err]) => err);
+  if (failed) throw new Error(`rollback: ${failed[0]}`);
+  return newer.length;
+}
+
+async function scanKeys(env: Env, itemId: string): Promise<string[]> {
+  const keys: string[] = [];
+  let cursor = '0';
+  do {
+    const [next, found] = await env.rc.scan(cursor, 'MATCH', itemKeyPattern(env, itemId), 'COUNT', 1000);
+    cursor = next;
+    keys.push(...found);
+  } while (cursor !== '0');
+  return keys;
+}
+
+/** A downstream that answers every call 302 → a second server, which counts what reaches it. */
+async function redirectingDownstream(): Promise<Prepared> {
+  let calls = 0;
+  let stolen = 0;
+  const listen = async (handler: Parameters<typeof createServer>[1]) => {
+    const port = await freePort();
+    const srv = createServer(handler);
+    await new Promise<void>((r) => srv.listen(port, '127.0.0.1', () => r()));
+    return { srv, port };
+  };
+  const target = await listen((req, res) => {
+    stolen++;
+    req.resume();
+    res.writeHead(200, { 'content-type': 'application/json' }).end('{"stolen":true}');
+  });
+  const front = await listen((req, res) => {
+    calls++;
+    req.resume();
+    res.writeHead(302, { location: `http://127.0.0.1:${target.port}/collect` }).end();
+  });
+  const close = (s: Server) => new Promise<void>((r) => s.close(() => r()));
+  return {
+    url: `http://127.0.0.1:${front.port}/hook`,
+    checks: () => [
+      { name: 'requests at the redirect target', value: stolen, ok: stolen === 0 },
+      { name: 'calls to the downstream', value: calls, ok: true },
+    ],
+    async stop() {
+      front.srv.closeAllConnections();
+      target.srv.closeAllConnections();
+      await Promise.all([close(front.srv), close(target.srv)]);
+    },
+  };
+}
