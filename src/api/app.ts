@@ -16,6 +16,10 @@ import { ticketCors, type CorsOrigins } from './ticket-cors.js';
 import { itemRoutes } from './routes/items.js';
 import { opsRoutes, type OpsDeps } from './routes/ops.js';
 import { ticketRoutes } from './routes/tickets.js';
+import { accessRoutes } from './routes/access.js';
+import { createBlocks } from '../access/blocks.js';
+import type { KeyScopes } from '../access/keys.js';
+import type { Tokens } from '../tokens/tokens.js';
 
 export interface AppDeps extends OpsDeps {
   queue: Queue;
@@ -31,6 +35,10 @@ export interface AppDeps extends OpsDeps {
    * credential there, so any origin is safe unless a deployment wants to narrow it.
    */
   corsOrigins?: CorsOrigins;
+  /** Which items each service key may use (FLOODGATE_KEY_SCOPES). */
+  scopes?: KeyScopes;
+  /** Admission tokens (signing keys in Postgres); without them tickets carry none. */
+  tokens?: Tokens;
 }
 
 /**
@@ -65,7 +73,9 @@ export function createApp(deps: AppDeps) {
     handlers: deps.handlers,
     metrics: deps.metrics,
     log: deps.log,
-    auth: createAuth(deps.keys),
+    auth: createAuth({ ...deps.keys, scopes: deps.scopes ?? deps.keys.scopes }),
+    blocks: createBlocks(deps.queue),
+    tokens: deps.tokens,
     defaultHook: (result) => {
       if (!result.success) throw validationError(result.error);
     },
@@ -86,6 +96,7 @@ export function createApp(deps: AppDeps) {
 
   app.route('/', itemRoutes(ctx));
   app.route('/', ticketRoutes(ctx));
+  app.route('/', accessRoutes(ctx));
   app.route('/', opsRoutes(ctx, deps));
   app.route('/', docsRoutes());
 

@@ -63,6 +63,12 @@ export const GateView = z
   })
   .openapi('Gate');
 
+const Quota = z.object({ limit: z.number().int().min(1).max(1e9), windowMs: z.number().int().min(100).max(7 * 24 * 3600 * 1000) }).strict();
+const Quotas = z
+  .object({ perUser: Quota.optional(), perKey: Quota.optional() })
+  .strict()
+  .openapi('Quotas', { description: 'join quotas; every attempt counts (refused and repeated ones too), across all daemons', example: { perUser: { limit: 5, windowMs: 60000 } } });
+
 export const ItemInput = z
   .object({
     handler: z.string().min(1).max(64).openapi({ description: 'seckill, coupon, webhook, external, or a handler the deployment registered' }),
@@ -73,6 +79,8 @@ export const ItemInput = z
     opensAt: isoTime.nullable().optional(),
     closesAt: isoTime.nullable().optional(),
     gate: GatePatch.optional(),
+    quotas: Quotas.nullable().optional(),
+    tokenTtlMs: z.number().int().min(1000).max(24 * 3600 * 1000).nullable().optional().openapi({ description: 'lifetime of admission tokens (default 600000)' }),
   })
   .strict()
   .superRefine(refineJson)
@@ -93,6 +101,8 @@ export const ItemView = z
     gate: GateView,
     counts: Counts,
     remaining: z.number().nullable(),
+    quotas: Quotas.nullable(),
+    tokenTtlMs: z.number().int(),
   })
   .openapi('Item');
 
@@ -137,6 +147,8 @@ export const TicketView = z
     createdAt: z.string(),
     updatedAt: z.string(),
     admittedAt: z.string().optional(),
+    source: z.string().optional().openapi({ description: 'the name of the key that created the ticket (shown to operators only)' }),
+    admissionToken: z.string().optional().openapi({ description: 'compact JWS (EdDSA) for admitted and succeeded tickets; verify with /.well-known/jwks.json' }),
   })
   .openapi('Ticket');
 

@@ -6,7 +6,7 @@ import type { ItemRow, ItemsStore } from '../db/items-store.js';
 import type { CachedItem } from '../queue/item-cache.js';
 import type { Queue } from '../queue/queue.js';
 import { itemState, type ItemState } from '../queue/snapshot.js';
-import type { GateSettings, LineDefinition } from '../queue/types.js';
+import { DEFAULT_TOKEN_TTL_MS, type GateSettings, type LineDefinition, type Quotas } from '../queue/types.js';
 import type { HandlerRegistry, HandlerSpec } from '../service/registry.js';
 import { gateView, type GateView } from './gate-view.js';
 import { createStockSync, type StockLedger } from './stock-sync.js';
@@ -26,11 +26,15 @@ export interface ItemInput {
   opensAt?: string | null;
   closesAt?: string | null;
   gate?: Partial<GateSettings>;
+  quotas?: Quotas | null;
+  tokenTtlMs?: number | null;
 }
 
 export interface Actor {
   role: 'service' | 'operator';
   key: string;
+  /** The key's name (FLOODGATE_SERVICE_KEYS `name:key`, else the first 8 hex digits of its SHA-256). */
+  name?: string;
 }
 
 export interface ItemView {
@@ -45,6 +49,8 @@ export interface ItemView {
   gate: GateView;
   counts: CachedItem['snap']['counts'];
   remaining: number | null;
+  quotas: Quotas | null;
+  tokenTtlMs: number;
 }
 
 export interface Catalog {
@@ -130,6 +136,8 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       opensAt,
       closesAt,
       rejoin: spec.rejoin(parsed.data!),
+      quotas: input.quotas && (input.quotas.perUser || input.quotas.perKey) ? input.quotas : null,
+      tokenTtlMs: input.tokenTtlMs ?? null,
     };
   }
 
@@ -151,6 +159,8 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       gate: gateView(s.gate, s.controller, autoCapOf(spec)),
       counts: s.counts,
       remaining: s.stockLeft,
+      quotas: s.def.quotas ?? null,
+      tokenTtlMs: s.def.tokenTtlMs ?? DEFAULT_TOKEN_TTL_MS,
     };
   }
 
@@ -182,6 +192,8 @@ export function createCatalog(deps: CatalogDeps): Catalog {
         closesAt: def.closesAt === null ? null : new Date(def.closesAt),
         gate: gate as unknown as Record<string, unknown>,
         closedAt: null,
+        quotas: (def.quotas ?? null) as Record<string, unknown> | null,
+        tokenTtlMs: def.tokenTtlMs ?? null,
       });
       let created: boolean;
       let counted: Awaited<ReturnType<typeof countStock>>;
@@ -290,6 +302,8 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       abandonAfterMs: row.abandonAfterMs,
       opensAt: row.opensAt?.toISOString() ?? null,
       closesAt: row.closesAt?.toISOString() ?? null,
+      quotas: row.quotas as Quotas | null,
+      tokenTtlMs: row.tokenTtlMs,
     });
   }
 

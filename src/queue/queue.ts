@@ -2,9 +2,9 @@ import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { Clock } from '../kernel/clock.js';
 import { FloodgateError, fail } from '../kernel/errors.js';
-import { cancelError, joinError, settleError } from './codes.js';
+import { cancelError, joinError, quotaError, settleError } from './codes.js';
 import { createItemCache, type CachedItem } from './item-cache.js';
-import { itemKeys, itemsSetKey, itemsVersionKey, PAGE_SIZE } from './keys.js';
+import { globalBlocksKey, itemKeys, itemsSetKey, itemsVersionKey, PAGE_SIZE } from './keys.js';
 import { withScripts } from './scripts.js';
 import { makeTicketId, parseTicketId, verifyBinding, verifySeq, type ParsedTicketId } from './ticket-id.js';
 import type { AdmittedTicket, Cut, GateSettings, LineDefinition, Outcome, TicketView } from './types.js';
@@ -25,6 +25,8 @@ export interface QueueDeps {
    * The outcome ledger's copy of an ended ticket, by ticket ref: read when the ticket's own state
    * has left Redis (after FLOODGATE_TICKET_STATE_TTL_MS, once its row was committed).
    */
+  /** Joins per second per key name on items without a perKey quota (FLOODGATE_DEFAULT_KEY_QUOTA). */
+  defaultKeyQuota?: number;
   archived?(ticketRef: string): Promise<{ outcome: Outcome; admittedAt: number | null; finishedAt: number } | null>;
 }
 
@@ -44,7 +46,11 @@ export interface Queue {
   /** The cached item view as it is, without reading Redis (null if never loaded). */
   peek(itemId: string): CachedItem | null;
   itemIds(): Promise<string[]>;
-  join(itemId: string, userId: string, payload: Record<string, unknown> | null): Promise<{ created: boolean; ticket: TicketView }>;
+  /** `source`: the name of the key that asks (recorded on a new ticket, and what perKey quotas count). */
+  join(itemId: string, userId: string, payload: Record<string, unknown> | null, source?: string): Promise<{ created: boolean; ticket: TicketView }>;
+  /** The name of the key that created the ticket (null if none was recorded). */
+  sourceOf(ticketId: string): Promise<string | null>;
+  blocks: BlockOps;
   /**
    * What a join would be refused for whoever asks, from the cached item view alone: no such item,
    * not open yet, line full. Lets a flood of joins be turned away before their bodies are read.
@@ -79,6 +85,14 @@ export interface Queue {
   stock: StockOps;
 }
 
+/** Blocked users: per item (bit 1) and everywhere (bit 2, a copy of the global set in each item). */
+export interface BlockOps {
+  /** Blocks or unblocks a user for one item (`scope: 'item'`) or, in that item's copy, everywhere. */
+  set(itemId: string, userId: string, scope: 'item' | 'global', on: boolean): Promise<void>;
+  /** The global set itself (what a newly defined item copies). */
+  setGlobal(userId: string, on: boolean): Promise<void>;
+}
+
 /** The Redis stock counters of items that have stock: a fast filter; Postgres decides. */
 export interface StockOps {
   /** Takes one unit for each ticket (idempotent per ticket); `left` is what all shards hold after. */
@@ -94,6 +108,8 @@ export interface StockOps {
 
 const gateFields = (g: Partial<GateSettings>) =>
   Object.fromEntries(Object.entries(g).map(([k, v]) => [k, v === null || v === undefined ? '' : String(v)]));
+
+const quotaField = (q: { limit: number; windowMs: number } | undefined) => (q ? `${q.limit}:${q.windowMs}` : '');
 
 export function createQueue(deps: QueueDeps): Queue {
   const redis = withScripts(deps.redis);
@@ -197,6 +213,9 @@ export function createQueue(deps: QueueDeps): Queue {
         opensAt: def.opensAt ?? '',
         closesAt: def.closesAt ?? '',
         rejoin: def.rejoin,
+        qUser: quotaField(def.quotas?.perUser),
+        qKey: quotaField(def.quotas?.perKey),
+        tokenTtlMs: def.tokenTtlMs ?? '',
       };
       const [code] = (await redis.define(
         k.meta,
@@ -209,6 +228,8 @@ export function createQueue(deps: QueueDeps): Queue {
         opts.reopen ? '1' : '0',
       )) as [number];
       if (code === -1) fail('conflict', 'The handler of an item with live tickets cannot change.');
+      // A new item starts with the users blocked everywhere (a copy: the global set lives on no item's slot).
+      if (code === 1) for (const userId of await redis.smembers(globalBlocksKey(prefix))) await redis.block(k.blocked, userId, 2, '1');
       await redis.multi().sadd(itemsSetKey(prefix), def.itemId).incr(itemsVersionKey(prefix)).exec();
       known.ids.add(def.itemId);
       cache.invalidate(def.itemId);
@@ -228,18 +249,19 @@ export function createQueue(deps: QueueDeps): Queue {
       refuseFromCache((await mustItem(itemId)).snap, clock.now());
     },
 
-    async join(itemId, userId, payload) {
+    async join(itemId, userId, payload, source) {
       const item = await mustItem(itemId);
       const s = item.snap;
       const now = clock.now();
       refuseFromCache(s, now);
       const k = itemKeys(prefix, itemId);
-      const [code, seq, record, served] = (await redis.join(k.meta, k.ctr, k.users, k.base, now, userId, payload ? JSON.stringify(payload) : '')) as [
+      const [code, seq, record, served] = (await redis.join(k.meta, k.ctr, k.users, k.base, now, userId, payload ? JSON.stringify(payload) : '', source ?? '', deps.defaultKeyQuota ?? '')) as [
         number,
         number,
         string,
         number,
       ];
+      if (code === -7) throw quotaError(seq, record);
       if (code < 0) {
         const err = joinError(code);
         if (code === -2) throw new FloodgateError('not_open', err.message, { opensAt: s.def.opensAt && new Date(s.def.opensAt).toISOString(), now: new Date(now).toISOString() });
@@ -274,6 +296,20 @@ export function createQueue(deps: QueueDeps): Queue {
       if (item.snap.def.abandonAfterMs !== null) touches.touch(itemId, seq, clock.now());
       const known = records.get(ticketId);
       return (known?.secret === item.snap.secret ? cachedWaitingView(ticketId, item, seq, known) : null) ?? readView(ticketId, item, seq);
+    },
+
+    async sourceOf(ticketId) {
+      const { item, seq } = await resolveTicket(ticketId);
+      return redis.hget(itemKeys(prefix, item.snap.def.itemId).sourcePage(seq), String(seq));
+    },
+
+    blocks: {
+      async set(itemId, userId, scope, on) {
+        await redis.block(itemKeys(prefix, itemId).blocked, userId, scope === 'item' ? 1 : 2, on ? '1' : '0');
+      },
+      async setGlobal(userId, on) {
+        await (on ? redis.sadd(globalBlocksKey(prefix), userId) : redis.srem(globalBlocksKey(prefix), userId));
+      },
     },
 
     itemIdOf: (ticketId) => parseTicketId(ticketId)?.itemId ?? null,

@@ -34,6 +34,7 @@ export interface ScriptedRedis extends Redis {
   setStock: Cmd;
   extendLeases: Cmd;
   lead: Cmd;
+  block: Cmd;
 }
 
 const cache = loadScripts();

@@ -51,6 +51,13 @@ function controllerView(gate: Record<string, string>): ControllerView | null {
   };
 }
 
+/** meta's "limit:windowMs" form of a quota (join-3.lua reads the same). */
+const quotaOf = (name: string, v: string | undefined) => {
+  if (!v) return {};
+  const [limit, windowMs] = v.split(':').map(Number);
+  return { [name]: { limit, windowMs } };
+};
+
 export async function readSnapshot(redis: Redis, prefix: string, itemId: string, now: number): Promise<ItemSnapshot | null> {
   const k = itemKeys(prefix, itemId);
   const res = await redis.multi().hgetall(k.meta).hgetall(k.ctr).hgetall(k.gate).hvals(k.stock).exec();
@@ -83,6 +90,8 @@ export function parseSnapshot(
       opensAt: num(meta.opensAt),
       closesAt: num(meta.closesAt),
       rejoin: meta.rejoin === 'unless_succeeded' ? 'unless_succeeded' : 'any',
+      quotas: meta.qUser || meta.qKey ? { ...quotaOf('perUser', meta.qUser), ...quotaOf('perKey', meta.qKey) } : null,
+      tokenTtlMs: num(meta.tokenTtlMs),
     },
     secret: meta.secret,
     epoch: Number(meta.epoch),

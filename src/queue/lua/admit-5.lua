@@ -6,6 +6,8 @@
   KEYS[1] meta  KEYS[2] ctr  KEYS[3] gate  KEYS[4] retry (zset seq)  KEYS[5] leases (zset exp)
   ARGV[1] base  ARGV[2] now  ARGV[3] max  ARGV[4] leaseMs  ARGV[5] lease id prefix (random)
   ARGV[6] in-flight cap to apply when the gate sets none and is in auto mode ('' = none)
+  A waiting ticket whose user is blocked (hash <base>blocked, for the item or everywhere) is not
+  admitted: it ends rejected, reason blocked, and counts as a skip.
   Returns { code, n, seq1, record1, payload1, leaseId1, leaseExp1, seq2, ... }
     code 0 ok, -1 item not found, -2 the sale window has ended (closesAt passed: the caller cuts
     the line as closed; nothing is admitted after closesAt)
@@ -65,6 +67,16 @@ local last = tonumber(rcall('HGET', KEYS[2], 'seq') or '0')
 local out = { 0, 0 }
 local taken, skips = 0, 0
 
+local blockedKey = base .. 'blocked'
+local anyBlocked = rcall('EXISTS', blockedKey) == 1
+local blockedOutcome = cjson.encode({ status = 'rejected', reason = 'blocked' })
+-- Ends the ticket instead when its user is blocked; returns whether it did.
+local function endIfBlocked(seq, record)
+  if not anyBlocked or rcall('HEXISTS', blockedKey, recordUser(record)) == 0 then return false end
+  finish(base, KEYS[2], seq, record, 'waiting', 'r', 'rejected', blockedOutcome, now)
+  return true
+end
+
 local function admit(seq, record)
   local leaseId = leasePrefix .. fmt(seq)
   local exp = now + leaseMs
@@ -87,7 +99,7 @@ while taken < allowed do
   if #popped == 0 then break end
   local seq = tonumber(popped[1])
   local record = getRecord(base, seq)
-  if record and string.sub(record, 1, 1) == 'w' then admit(seq, record) end
+  if record and string.sub(record, 1, 1) == 'w' and not endIfBlocked(seq, record) then admit(seq, record) end
 end
 
 while taken < allowed and served < last and skips < 1000 do
@@ -102,6 +114,8 @@ while taken < allowed and served < last and skips < 1000 do
     end
     if idle then
       finish(base, KEYS[2], served, record, 'waiting', 'e', 'expired', cjson.encode({ status = 'expired', reason = 'abandoned' }), now)
+      skips = skips + 1
+    elseif endIfBlocked(served, record) then
       skips = skips + 1
     else
       admit(served, record)
