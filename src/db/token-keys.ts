@@ -41,7 +41,7 @@ export function createTokenKeyStore(sql: postgres.Sql) {
           if (cur) return cur.kid as string;
         }
         await tx`update token_keys set retired_at = now() where retired_at is null`;
-        await tx`insert into token_keys (kid, alg, private_jwk, public_jwk) values (${key.kid}, ${key.alg}, ${tx.json(key.privateJwk as postgres.JSONValue)}, ${tx.json(key.publicJwk as postgres.JSONValue)})`;
+        await tx`insert into token_keys (kid, alg, private_jwk, public_jwk) values (${key.kid}, ${key.alg}, ${JSON.stringify(key.privateJwk)}::jsonb, ${JSON.stringify(key.publicJwk)}::jsonb)`;
         return key.kid;
       }) as Promise<string>;
     },
