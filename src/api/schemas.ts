@@ -81,6 +81,12 @@ export const ItemInput = z
     gate: GatePatch.optional(),
     quotas: Quotas.nullable().optional(),
     tokenTtlMs: z.number().int().min(1000).max(24 * 3600 * 1000).nullable().optional().openapi({ description: 'lifetime of admission tokens (default 600000)' }),
+    preQueue: z
+      .object({ fromMs: z.number().int().min(1000).max(7 * 24 * 3600 * 1000) })
+      .strict()
+      .nullable()
+      .optional()
+      .openapi({ description: 'accept joins from opensAt − fromMs into a pre-queue, shuffled into the line at opensAt (needs opensAt)' }),
   })
   .strict()
   .superRefine(refineJson)
@@ -103,6 +109,10 @@ export const ItemView = z
     remaining: z.number().nullable(),
     quotas: Quotas.nullable(),
     tokenTtlMs: z.number().int(),
+    preQueue: z
+      .object({ fromMs: z.number().int(), seedHash: z.string(), seed: z.string().optional(), size: z.number().int().optional(), drawnAt: z.string().nullable().optional() })
+      .nullable()
+      .openapi({ description: 'seedHash = hex SHA-256 of the seed, shown before the draw; seed and size after it (docs/design-notes.md, "The pre-queue draw")' }),
   })
   .openapi('Item');
 
@@ -139,7 +149,8 @@ export const TicketView = z
     itemId: z.string(),
     userId: UserIdView,
     state: z.enum(ticketStates),
-    position: z.number().int().optional(),
+    position: z.number().int().nullable().optional().openapi({ description: 'null for a pre-queued ticket until the draw' }),
+    drawAt: z.string().optional().openapi({ description: 'when a pre-queued ticket gets its place (opensAt)' }),
     etaMs: z.number().int().optional(),
     pollAfterMs: z.number().int().optional(),
     reason: z.enum(['not_open', 'paused', 'awaiting_returns']).optional().openapi({ description: 'Why a waiting ticket is not moving (absent while the line moves).' }),

@@ -6,6 +6,7 @@ import type { ItemRow, ItemsStore } from '../db/items-store.js';
 import type { CachedItem } from '../queue/item-cache.js';
 import type { Queue } from '../queue/queue.js';
 import { itemState, type ItemState } from '../queue/snapshot.js';
+import { seedHashOf } from '../queue/draw.js';
 import { DEFAULT_TOKEN_TTL_MS, type GateSettings, type LineDefinition, type Quotas } from '../queue/types.js';
 import type { HandlerRegistry, HandlerSpec } from '../service/registry.js';
 import { gateView, type GateView } from './gate-view.js';
@@ -28,6 +29,7 @@ export interface ItemInput {
   gate?: Partial<GateSettings>;
   quotas?: Quotas | null;
   tokenTtlMs?: number | null;
+  preQueue?: { fromMs: number } | null;
 }
 
 export interface Actor {
@@ -51,6 +53,8 @@ export interface ItemView {
   remaining: number | null;
   quotas: Quotas | null;
   tokenTtlMs: number;
+  /** The pre-queue and its draw (queue/draw.ts): the seed's hash from the start, the seed and size once drawn. */
+  preQueue: { fromMs: number; seedHash: string; seed?: string; size?: number; drawnAt?: string } | null;
 }
 
 export interface Catalog {
@@ -127,6 +131,8 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     const closesAt = ms(input.closesAt);
     if (opensAt !== null && closesAt !== null && closesAt <= opensAt)
       fail('invalid_request', 'closesAt must be after opensAt.', { issues: [{ path: 'closesAt', message: 'must be after opensAt' }] });
+    if (input.preQueue && opensAt === null)
+      fail('invalid_request', 'A pre-queue needs opensAt.', { issues: [{ path: 'preQueue', message: 'needs opensAt (the draw happens then)' }] });
     return {
       itemId,
       handler: spec.name,
@@ -138,6 +144,7 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       rejoin: spec.rejoin(parsed.data!),
       quotas: input.quotas && (input.quotas.perUser || input.quotas.perKey) ? input.quotas : null,
       tokenTtlMs: input.tokenTtlMs ?? null,
+      preQueueFromMs: input.preQueue?.fromMs ?? null,
     };
   }
 
@@ -161,7 +168,15 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       remaining: s.stockLeft,
       quotas: s.def.quotas ?? null,
       tokenTtlMs: s.def.tokenTtlMs ?? DEFAULT_TOKEN_TTL_MS,
+      preQueue: preQueueView(s),
     };
+  }
+
+  function preQueueView(s: CachedItem['snap']): ItemView['preQueue'] {
+    if (!s.draw || !s.def.preQueueFromMs) return null;
+    const out: NonNullable<ItemView['preQueue']> = { fromMs: s.def.preQueueFromMs, seedHash: seedHashOf(s.draw.seed) };
+    if (s.draw.drawn) Object.assign(out, { seed: s.draw.seed, size: s.draw.n ?? 0, drawnAt: iso(s.draw.drawnAt) });
+    return out;
   }
 
   async function current(itemId: string): Promise<CachedItem> {
@@ -194,6 +209,7 @@ export function createCatalog(deps: CatalogDeps): Catalog {
         closedAt: null,
         quotas: (def.quotas ?? null) as Record<string, unknown> | null,
         tokenTtlMs: def.tokenTtlMs ?? null,
+        preQueue: def.preQueueFromMs ? { fromMs: def.preQueueFromMs } : null,
       });
       let created: boolean;
       let counted: Awaited<ReturnType<typeof countStock>>;
@@ -304,6 +320,7 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       closesAt: row.closesAt?.toISOString() ?? null,
       quotas: row.quotas as Quotas | null,
       tokenTtlMs: row.tokenTtlMs,
+      preQueue: row.preQueue as { fromMs: number } | null,
     });
   }
 

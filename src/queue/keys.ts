@@ -19,6 +19,7 @@
  *   <p>{item}:stock     hash  s<i> → units left in shard i (seckill, coupon)
  *   <p>{item}:taken     hash  seq → shard a ticket took its unit from
  *   <p>{item}:src:<page> hash seq → name of the key that created the ticket
+ *   <p>{item}:draw:o, draw:p  string  the pre-queue draw: line place → seq, seq → line place (uint32 BE; lua/draw-2.lua)
  *   <p>{item}:blocked   hash  userId → bits: 1 blocked for this item, 2 blocked everywhere (a copy of `blocks`)
  *   <p>{item}:qu:<userId>:<window>, qk:<keyName>:<window>  string  quota counters (join-3.lua)
  *   <p>items            set   every item id (keys without a hash tag)

@@ -8,7 +8,8 @@ import { globalBlocksKey, itemKeys, itemsSetKey, itemsVersionKey, PAGE_SIZE } fr
 import { withScripts } from './scripts.js';
 import { makeTicketId, parseTicketId, verifyBinding, verifySeq, type ParsedTicketId } from './ticket-id.js';
 import type { AdmittedTicket, Cut, GateSettings, LineDefinition, Outcome, TicketView } from './types.js';
-import { baseView, bindingOf, cachedRecord, fullView, linePosition, parseRecord, waitingHints, type TicketRecord } from './views.js';
+import { awaitingDraw, baseView, bindingOf, cachedRecord, fullView, linePosition, parseRecord, preQueueHints, waitingHints, type TicketRecord } from './views.js';
+import { drawOrder, drawPositions } from './draw.js';
 import { createTouchBuffer } from './touches.js';
 import { ticketRef } from '../kernel/ticket-ref.js';
 import { createRecordCache } from './record-cache.js';
@@ -76,7 +77,13 @@ export interface Queue {
    * its outcome ledger is drained. Returns whether it did.
    */
   drop(itemId: string): Promise<boolean>;
-  /** Returns expired leases of every item to the head of its line. */
+  /**
+   * Draws the item's pre-queue if it is due (opensAt passed, not drawn yet): idempotent, any daemon
+   * may run it. Redis is held only for one chunk at a time (`chunk` line places, default 65536);
+   * `onStep` hears how long each Redis step took (ms, round trip included).
+   */
+  draw(itemId: string, opts?: { chunk?: number; onStep?: (ms: number) => void }): Promise<{ drawn: boolean; n: number }>;
+  /** Returns expired leases of every item to the head of its line; draws pre-queues that are due. */
   sweep(): Promise<number>;
   /** Writes buffered poll times (abandonment) to Redis. */
   flush(): Promise<void>;
@@ -190,16 +197,48 @@ export function createQueue(deps: QueueDeps): Queue {
    * line is decided by the join script, which first returns the ticket a user already holds.)
    */
   function refuseFromCache(s: CachedItem['snap'], now: number) {
-    if (s.def.opensAt !== null && now < s.def.opensAt)
+    if (s.def.opensAt !== null && now < s.def.opensAt - (s.def.preQueueFromMs ?? 0))
       fail('not_open', 'The sale has not opened yet.', { opensAt: new Date(s.def.opensAt).toISOString(), now: new Date(now).toISOString() });
   }
 
   /** A waiting ticket still in the line, answered from the cache alone; null when unsure. */
   function cachedWaitingView(ticketId: string, item: CachedItem, seq: number, rec: TicketRecord | undefined): TicketView | null {
     const s = item.snap;
-    if (!rec || !item.feedComplete || seq <= s.served || seq > s.seq || item.cancelled.has(seq)) return null;
+    if (!rec || !item.feedComplete || seq > s.seq || item.cancelled.has(seq)) return null;
+    if (awaitingDraw(item, rec)) return { ...baseView(ticketId, s.def.itemId, rec, 'waiting'), ...preQueueHints(item, clock.now()) };
+    if (item.lineIndex(seq) <= s.served) return null;
     const position = linePosition(item, s.served, seq);
     return { ...baseView(ticketId, s.def.itemId, rec, 'waiting'), position, ...waitingHints(item, position, clock.now()) };
+  }
+
+  const draws = new Map<string, Promise<{ drawn: boolean; n: number }>>();
+  async function runDraw(itemId: string, chunk: number, onStep?: (ms: number) => void) {
+    const k = itemKeys(prefix, itemId);
+    const step = async (...args: (string | number | Buffer)[]) => {
+      const t = performance.now();
+      const res = await (redis.draw as (...a: unknown[]) => Promise<unknown>)(k.meta, k.ctr, k.base, clock.now(), ...args);
+      onStep?.(performance.now() - t);
+      return res;
+    };
+    const [code, n, seed] = (await step('begin')) as [number, number, string];
+    if (code === -1) return { drawn: false, n: 0 };
+    if (code === 1) {
+      const order = drawOrder(seed, n);
+      const places = drawPositions(order);
+      for (let first = 0; first < n; first += chunk) {
+        const count = Math.min(chunk, n - first);
+        const o = Buffer.alloc(count * 4);
+        const p = Buffer.alloc(count * 4);
+        for (let i = 0; i < count; i++) {
+          o.writeUInt32BE(order[first + i], i * 4);
+          p.writeUInt32BE(places[first + i + 1], i * 4);
+        }
+        await step('write', first, o, p);
+      }
+      await step('finish');
+    }
+    cache.invalidate(itemId);
+    return { drawn: true, n };
   }
 
   const queue: Queue = {
@@ -216,6 +255,7 @@ export function createQueue(deps: QueueDeps): Queue {
         qUser: quotaField(def.quotas?.perUser),
         qKey: quotaField(def.quotas?.perKey),
         tokenTtlMs: def.tokenTtlMs ?? '',
+        preFrom: def.preQueueFromMs ?? '',
       };
       const [code] = (await redis.define(
         k.meta,
@@ -230,6 +270,8 @@ export function createQueue(deps: QueueDeps): Queue {
       if (code === -1) fail('conflict', 'The handler of an item with live tickets cannot change.');
       // A new item starts with the users blocked everywhere (a copy: the global set lives on no item's slot).
       if (code === 1) for (const userId of await redis.smembers(globalBlocksKey(prefix))) await redis.block(k.blocked, userId, 2, '1');
+      // The draw's seed is fixed once, so its hash (shown from now on) commits to it.
+      if (def.preQueueFromMs) await redis.hsetnx(k.meta, 'drawSeed', randomBytes(32).toString('hex'));
       await redis.multi().sadd(itemsSetKey(prefix), def.itemId).incr(itemsVersionKey(prefix)).exec();
       known.ids.add(def.itemId);
       cache.invalidate(def.itemId);
@@ -274,8 +316,10 @@ export function createQueue(deps: QueueDeps): Queue {
         const cached = cachedRecord(rec, itemId, seq, s.secret);
         records.set(ticketId, cached);
         deps.onJoined?.(itemId);
+        const base = baseView(ticketId, itemId, cached, 'waiting');
+        if (s.draw && now < (s.def.opensAt ?? 0)) return { created: true, ticket: { ...base, ...preQueueHints(item, now) } };
         const position = linePosition(item, served, seq);
-        return { created: true, ticket: { ...baseView(ticketId, itemId, cached, 'waiting'), position, ...waitingHints(item, position, now) } };
+        return { created: true, ticket: { ...base, position, ...waitingHints(item, position, now) } };
       }
       return { created: false, ticket: await readView(ticketId, item, seq) };
     },
@@ -333,7 +377,11 @@ export function createQueue(deps: QueueDeps): Queue {
     },
 
     async admit(itemId, max, leaseMs, autoCap) {
-      const item = await mustItem(itemId);
+      let item = await mustItem(itemId);
+      if (item.snap.draw && !item.snap.draw.drawn && clock.now() >= item.snap.def.opensAt!) {
+        await queue.draw(itemId);
+        item = await mustItem(itemId);
+      }
       const k = itemKeys(prefix, itemId);
       const leasePrefix = randomBytes(12).toString('base64url') + '.';
       const res = (await redis.admit(k.meta, k.ctr, k.gate, k.retry, k.leases, k.base, clock.now(), max, leaseMs, leasePrefix, autoCap ?? '')) as (string | number)[];
@@ -414,10 +462,21 @@ export function createQueue(deps: QueueDeps): Queue {
       return true;
     },
 
+    draw(itemId, opts) {
+      let running = draws.get(itemId);
+      if (!running) {
+        running = runDraw(itemId, opts?.chunk ?? 65_536, opts?.onStep).finally(() => draws.delete(itemId));
+        draws.set(itemId, running);
+      }
+      return running;
+    },
+
     async sweep() {
       const now = clock.now();
       let n = 0;
       for (const itemId of await knownIds()) {
+        const snap = cache.peek(itemId)?.snap;
+        if (snap?.draw && !snap.draw.drawn && now >= snap.def.opensAt!) await queue.draw(itemId);
         const k = itemKeys(prefix, itemId);
         n += (await redis.sweep(k.meta, k.ctr, k.leases, k.retry, k.base, now)) as number;
       }

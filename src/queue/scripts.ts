@@ -35,6 +35,7 @@ export interface ScriptedRedis extends Redis {
   extendLeases: Cmd;
   lead: Cmd;
   block: Cmd;
+  draw: Cmd;
 }
 
 const cache = loadScripts();

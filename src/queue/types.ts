@@ -13,7 +13,10 @@ export interface TicketView {
   itemId: string;
   userId: string;
   state: TicketState;
-  position?: number;
+  /** null for a pre-queued ticket before the draw. */
+  position?: number | null;
+  /** When a pre-queued ticket's place is drawn (opensAt), until it is. */
+  drawAt?: string;
   etaMs?: number;
   pollAfterMs?: number;
   /** Why a waiting ticket is not moving: not_open, paused, awaiting_returns. */
@@ -53,6 +56,8 @@ export interface LineDefinition {
   quotas?: Quotas | null;
   /** Lifetime of admission tokens (ms); null = the default. */
   tokenTtlMs?: number | null;
+  /** Joins are accepted this long before opensAt, into a pre-queue drawn at opensAt; null = none. */
+  preQueueFromMs?: number | null;
 }
 
 /** Lifetime of admission tokens where the item sets none (API.md). */

@@ -10,6 +10,7 @@
   Returns { code, seq, record, served }
     code  0 created, 1 existing ticket (live, or terminal where the handler forbids a new one)
          -1 item not found, -2 not open yet, -3 closed, -4 sold out, -5 queue full, -6 blocked,
+         (with a pre-queue, joins are accepted from opensAt - preFrom)
          -7 over a quota: then seq = ms until the quota's window ends, record = 'perUser'|'perKey'
   Quotas (meta qUser / qKey = "limit:windowMs") count every attempt that reaches this script,
   refused and repeated ones included, in fixed windows (floor(now / windowMs)): one INCR per
@@ -17,7 +18,7 @@
 ]]
 -- @include _lib
 local base, now, userId, payload, source = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
-local meta = rcall('HMGET', KEYS[1], 'handler', 'opensAt', 'closesAt', 'closed', 'soldOut', 'capacity', 'rejoin', 'epoch', 'qUser', 'qKey')
+local meta = rcall('HMGET', KEYS[1], 'handler', 'opensAt', 'closesAt', 'closed', 'soldOut', 'capacity', 'rejoin', 'epoch', 'qUser', 'qKey', 'preFrom', 'drawN')
 if not meta[1] then return { -1, 0, '', 0 } end
 
 -- Returns ms until the window ends when this attempt is over the quota, else nil.
@@ -53,7 +54,11 @@ end
 
 if meta[4] == '1' then return { -3, 0, '', 0 } end
 if meta[5] == '1' then return { -4, 0, '', 0 } end
-if meta[2] and meta[2] ~= '' and now < tonumber(meta[2]) then return { -2, 0, '', 0 } end
+local opensAt = tonumber(meta[2] or '')
+local preFrom = tonumber(meta[11] or '')
+if opensAt and now < opensAt and not (preFrom and now >= opensAt - preFrom) then return { -2, 0, '', 0 } end
+-- The first join after opensAt fixes the pre-queue (seqs 1..drawN) before it takes a seq.
+if preFrom and opensAt and now >= opensAt and not meta[12] then rcall('HSET', KEYS[1], 'drawN', rcall('HGET', KEYS[2], 'seq') or '0') end
 if meta[3] and meta[3] ~= '' and now >= tonumber(meta[3]) then return { -3, 0, '', 0 } end
 local ctr = rcall('HMGET', KEYS[2], 'waiting', 'admitted', 'served')
 if meta[6] and meta[6] ~= '' then
