@@ -79,10 +79,11 @@ export interface Queue {
   drop(itemId: string): Promise<boolean>;
   /**
    * Draws the item's pre-queue if it is due (opensAt passed, not drawn yet): idempotent, any daemon
-   * may run it. Redis is held only for one chunk at a time (`chunk` line places, default 65536);
-   * `onStep` hears how long each Redis step took (ms, round trip included).
+   * may run it. Redis is held only for one chunk at a time (`chunk` line places, default 16384);
+   * `onStep` hears how long each Redis step took (ms, round trip included) and, for the chunk
+   * writes, how long Redis itself was held (ms, by Redis's clock).
    */
-  draw(itemId: string, opts?: { chunk?: number; onStep?: (ms: number) => void }): Promise<{ drawn: boolean; n: number }>;
+  draw(itemId: string, opts?: { chunk?: number; onStep?: (ms: number, heldMs?: number) => void }): Promise<{ drawn: boolean; n: number }>;
   /** Returns expired leases of every item to the head of its line; draws pre-queues that are due. */
   sweep(): Promise<number>;
   /** Writes buffered poll times (abandonment) to Redis. */
@@ -212,12 +213,12 @@ export function createQueue(deps: QueueDeps): Queue {
   }
 
   const draws = new Map<string, Promise<{ drawn: boolean; n: number }>>();
-  async function runDraw(itemId: string, chunk: number, onStep?: (ms: number) => void) {
+  async function runDraw(itemId: string, chunk: number, onStep?: (ms: number, heldMs?: number) => void) {
     const k = itemKeys(prefix, itemId);
     const step = async (...args: (string | number | Buffer)[]) => {
       const t = performance.now();
       const res = await (redis.draw as (...a: unknown[]) => Promise<unknown>)(k.meta, k.ctr, k.base, clock.now(), ...args);
-      onStep?.(performance.now() - t);
+      onStep?.(performance.now() - t, args[0] === 'write' ? (res as number) / 1000 : undefined);
       return res;
     };
     const [code, n, seed] = (await step('begin')) as [number, number, string];
@@ -465,7 +466,7 @@ export function createQueue(deps: QueueDeps): Queue {
     draw(itemId, opts) {
       let running = draws.get(itemId);
       if (!running) {
-        running = runDraw(itemId, opts?.chunk ?? 65_536, opts?.onStep).finally(() => draws.delete(itemId));
+        running = runDraw(itemId, opts?.chunk ?? 16_384, opts?.onStep).finally(() => draws.delete(itemId));
         draws.set(itemId, running);
       }
       return running;

@@ -11,7 +11,7 @@
             or for an item without a pre-queue
     write:  ARGV[4] first index (0-based) of the chunk, ARGV[5] order bytes (uint32 big-endian seqs
             for those line places), ARGV[6] position bytes (uint32 big-endian line places for seqs
-            first+1 …). Returns 1
+            first+1 …). Returns the microseconds the step held Redis (by TIME)
     finish: Returns 1
   Keys written: <base>draw:o (line place k → seq at bytes 4(k−1)…), <base>draw:p (seq s → line
   place at bytes 4(s−1)…), meta drawN / drawn / drawnAt.
@@ -26,12 +26,22 @@ if op == 'begin' then
     n = rcall('HGET', KEYS[2], 'seq') or '0'
     rcall('HSET', KEYS[1], 'drawN', n)
   end
-  return { m[4] == '1' and 2 or 1, tonumber(n), m[5] }
+  n = tonumber(n)
+  -- Both tables at full size now (one zeroed allocation each), so that no write step grows,
+  -- and so copies, a string of megabytes.
+  if m[4] ~= '1' and n > 0 then
+    for _, k in ipairs({ base .. 'draw:o', base .. 'draw:p' }) do
+      if rcall('STRLEN', k) < n * 4 then rcall('SETRANGE', k, n * 4 - 4, string.char(0, 0, 0, 0)) end
+    end
+  end
+  return { m[4] == '1' and 2 or 1, n, m[5] }
 elseif op == 'write' then
+  local t0 = rcall('TIME')
   local first = tonumber(ARGV[4])
   rcall('SETRANGE', base .. 'draw:o', first * 4, ARGV[5])
   rcall('SETRANGE', base .. 'draw:p', first * 4, ARGV[6])
-  return 1
+  local t1 = rcall('TIME')
+  return (tonumber(t1[1]) - tonumber(t0[1])) * 1000000 + tonumber(t1[2]) - tonumber(t0[2])
 else
   rcall('HSET', KEYS[1], 'drawn', '1')
   rcall('HSETNX', KEYS[1], 'drawnAt', ARGV[2])
