@@ -25,6 +25,15 @@ export const configSchema = z.object({
   FLOODGATE_SERVICE_KEYS: keyList,
   FLOODGATE_OPERATOR_KEYS: keyList,
   FLOODGATE_METRICS_KEY: z.string().optional(),
+  /** `name:pattern;pattern,…`: the items each named service key may use (access/keys.ts). */
+  FLOODGATE_KEY_SCOPES: z
+    .string()
+    .regex(/^\s*[A-Za-z0-9_.-]{1,64}:[^,;]+(;[^,;]+)*(,\s*[A-Za-z0-9_.-]{1,64}:[^,;]+(;[^,;]+)*)*$/, 'name:pattern;pattern,name:pattern…')
+    .optional(),
+  /** Joins per second per key name, on every item that sets no perKey quota; unset = none. */
+  FLOODGATE_DEFAULT_KEY_QUOTA: z.coerce.number().int().min(1).max(1e9).optional(),
+  /** The daemon's public URL: the `iss` of admission tokens (default "floodgate"). */
+  FLOODGATE_PUBLIC_URL: z.string().url().optional(),
   FLOODGATE_REDIS_PREFIX: z.string().regex(/^[A-Za-z0-9:_.-]*$/).default('fg:'),
   FLOODGATE_DATA_DIR: z.string().default('.floodgate'),
   FLOODGATE_AUTO_INSTALL: bool.default(true),

@@ -39,6 +39,10 @@ import { startStockKeeper } from './catalog/stock-keeper.js';
 import { startRetention } from './catalog/retention.js';
 import { createReservations } from './service/reservations.js';
 import type { HandlerSpec } from './service/handler.js';
+import { parseKeyScopes } from './access/keys.js';
+import { createTokenKeyStore } from './db/token-keys.js';
+import { createKeyRing } from './tokens/key-ring.js';
+import { createTokens } from './tokens/tokens.js';
 
 export interface Daemon {
   url: string;
@@ -65,6 +69,7 @@ async function openCore(config: Config, log: Logger, clock: Clock) {
     prefix: config.FLOODGATE_REDIS_PREFIX,
     clock,
     cacheMs: config.FLOODGATE_CACHE_MS,
+    defaultKeyQuota: config.FLOODGATE_DEFAULT_KEY_QUOTA,
     onJoined: (id) => joined.forEach((f) => f(id)),
     onWaited: (itemId, predictedMs, actualMs) => {
       metrics.waitSeconds.observe({ item: itemId }, actualMs / 1000);
@@ -101,6 +106,9 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
   if (restored) log.warn({ restored }, 'items restored into redis from postgres');
   if (config.FLOODGATE_RECONCILE_ON_START) await catalog.reconcile({ idleOnly: true });
   const pg = createPgHealth(dbHandle.sql, log.child({ module: 'postgres' }));
+  const keyRing = createKeyRing(createTokenKeyStore(dbHandle.sql));
+  await keyRing.start();
+  const tokens = createTokens({ keys: keyRing, redis, prefix: config.FLOODGATE_REDIS_PREFIX, queue, clock, log: log.child({ module: 'tokens' }), issuer: config.FLOODGATE_PUBLIC_URL ?? 'floodgate' });
   // A Redis that restarts without its data (or is flushed) loses every line: re-create the items
   // from Postgres at once on a reconnect, and within a second of a flush (no reconnect to see).
   const restoreLost = () =>
@@ -205,6 +213,8 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
     bodyLimitBytes: config.FLOODGATE_BODY_LIMIT,
     reservations,
     corsOrigins: config.FLOODGATE_CORS_ORIGINS,
+    scopes: parseKeyScopes(config.FLOODGATE_KEY_SCOPES),
+    tokens,
     metricsKey: config.FLOODGATE_METRICS_KEY,
     ready: async () => {
       const [r, p] = await Promise.all([probe(() => redis.ping(), READY_TIMEOUT_MS - 100), probe(() => dbHandle.sql`select 1`, READY_TIMEOUT_MS - 100)]);
@@ -245,6 +255,7 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
         await controller.stop();
         await service.stop();
         await Promise.all(loops.map((l) => l.stop()));
+        await tokens.stop();
         pg.stop();
         await queue.flush().catch(() => {});
         await ledger.drain().catch((err) => log.warn({ err: String(err) }, 'final ledger drain failed'));

@@ -27,7 +27,9 @@ const allowed: Record<string, string[]> = {
   service: ['kernel', 'queue', 'db'],
   scheduler: ['kernel', 'queue', 'service', 'db'],
   catalog: ['kernel', 'queue', 'service', 'db', 'scheduler'],
-  api: ['kernel', 'queue', 'service', 'scheduler', 'catalog'],
+  access: ['kernel', 'queue', 'db'],
+  tokens: ['kernel', 'queue', 'db'],
+  api: ['kernel', 'queue', 'service', 'scheduler', 'catalog', 'access', 'tokens'],
   config: [],
   main: ['*'],
 };

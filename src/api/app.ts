@@ -18,6 +18,10 @@ import { opsRoutes, type OpsDeps } from './routes/ops.js';
 import { ticketRoutes } from './routes/tickets.js';
 import { orderRoutes } from './routes/orders.js';
 import type { Reservations } from '../service/reservations.js';
+import { accessRoutes } from './routes/access.js';
+import { createBlocks } from '../access/blocks.js';
+import type { KeyScopes } from '../access/keys.js';
+import type { Tokens } from '../tokens/tokens.js';
 
 export interface AppDeps extends OpsDeps {
   queue: Queue;
@@ -35,6 +39,10 @@ export interface AppDeps extends OpsDeps {
    * credential there, so any origin is safe unless a deployment wants to narrow it.
    */
   corsOrigins?: CorsOrigins;
+  /** Which items each service key may use (FLOODGATE_KEY_SCOPES). */
+  scopes?: KeyScopes;
+  /** Admission tokens (signing keys in Postgres); without them tickets carry none. */
+  tokens?: Tokens;
 }
 
 /**
@@ -69,7 +77,9 @@ export function createApp(deps: AppDeps) {
     handlers: deps.handlers,
     metrics: deps.metrics,
     log: deps.log,
-    auth: createAuth(deps.keys),
+    auth: createAuth({ ...deps.keys, scopes: deps.scopes ?? deps.keys.scopes }),
+    blocks: createBlocks(deps.queue),
+    tokens: deps.tokens,
     defaultHook: (result) => {
       if (!result.success) throw validationError(result.error);
     },
@@ -91,6 +101,7 @@ export function createApp(deps: AppDeps) {
   app.route('/', itemRoutes(ctx));
   app.route('/', ticketRoutes(ctx));
   if (deps.reservations) app.route('/', orderRoutes(ctx, deps.reservations));
+  app.route('/', accessRoutes(ctx));
   app.route('/', opsRoutes(ctx, deps));
   app.route('/', docsRoutes());
 

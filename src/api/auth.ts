@@ -2,22 +2,19 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { MiddlewareHandler } from 'hono';
 import type { Actor } from '../catalog/catalog.js';
 import { FloodgateError } from '../kernel/errors.js';
+import { inScope, parseNamedKey, type KeyScopes } from '../access/keys.js';
 
 export interface KeySets {
+  /** Entries as configured: `name:key` or a bare key (access/keys.ts). */
   service: string[];
   operator: string[];
+  /** Which items each service key name may use (FLOODGATE_KEY_SCOPES); none = every item. */
+  scopes?: KeyScopes;
 }
 
 export type AuthEnv = { Variables: { actor: Actor } };
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
-
-/** Compares against every key, always, so the time taken says nothing about which key matched. */
-function matchAny(given: Buffer, keys: Buffer[]): boolean {
-  let hit = false;
-  for (const k of keys) hit = timingSafeEqual(given, k) || hit;
-  return hit;
-}
 
 export function bearer(header: string | undefined): string | null {
   const m = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
@@ -27,23 +24,45 @@ export function bearer(header: string | undefined): string | null {
 /**
  * Middleware factory: requires a key of `role` (an operator key also passes where a service key
  * is asked for). Missing or unknown key: 401; a service key where an operator is needed: 403.
+ * Every key is compared, always, so the time taken says nothing about which key matched.
  */
 export function createAuth(keys: KeySets) {
-  const service = keys.service.map(digest);
-  const operator = keys.operator.map(digest);
-  return (role: 'service' | 'operator'): MiddlewareHandler<AuthEnv> =>
+  const named = (entries: string[]) => entries.map(parseNamedKey).map((k) => ({ ...k, digest: digest(k.key) }));
+  const service = named(keys.service);
+  const operator = named(keys.operator);
+  const scopes = keys.scopes ?? new Map();
+  /** The name of the key that matched (every key is compared, whichever matched). */
+  const nameOf = (d: Buffer, set: typeof service) => {
+    let name: string | null = null;
+    for (const k of set) if (timingSafeEqual(d, k.digest)) name ??= k.name;
+    return name;
+  };
+  const check = (role: 'service' | 'operator'): MiddlewareHandler<AuthEnv> =>
     async (c, next) => {
       const key = bearer(c.req.header('authorization'));
       if (!key) throw new FloodgateError('unauthorized', 'A bearer key is required.');
       const d = digest(key);
-      const isOperator = matchAny(d, operator);
-      const isService = matchAny(d, service);
-      if (!isOperator && !isService) throw new FloodgateError('unauthorized', 'Unknown key.');
-      if (role === 'operator' && !isOperator) throw new FloodgateError('forbidden', 'This needs an operator key.');
-      c.set('actor', { role: isOperator ? 'operator' : 'service', key });
+      const opName = nameOf(d, operator);
+      const svcName = nameOf(d, service);
+      if (opName === null && svcName === null) throw new FloodgateError('unauthorized', 'Unknown key.');
+      if (role === 'operator' && opName === null) throw new FloodgateError('forbidden', 'This needs an operator key.');
+      c.set('actor', { role: opName !== null ? 'operator' : 'service', key, name: (opName ?? svcName)! });
       await next();
     };
+  /** 403 unless the actor's key may use the item (operators may use every item). */
+  const requireScope = (actor: Actor, itemId: string) => {
+    if (actor.role !== 'operator' && !inScope(scopes, actor.name ?? '', itemId))
+      throw new FloodgateError('forbidden', `This key may not use item ${itemId}.`);
+  };
+  /** Whether a request carries an operator key (for operator-only fields on public answers). */
+  const isOperator = (header: string | undefined) => {
+    const key = bearer(header);
+    return key !== null && nameOf(digest(key), operator) !== null;
+  };
+  return Object.assign(check, { requireScope, isOperator });
 }
+
+export type Auth = ReturnType<typeof createAuth>;
 
 export function keyMatches(given: string | null, expected: string): boolean {
   return given !== null && timingSafeEqual(digest(given), digest(expected));

@@ -1,11 +1,12 @@
 import type { Hook } from '@hono/zod-openapi';
-import type { MiddlewareHandler } from 'hono';
 import type { Catalog } from '../catalog/catalog.js';
 import type { Logger } from '../kernel/logger.js';
 import type { Metrics } from '../kernel/metrics.js';
 import type { Queue } from '../queue/queue.js';
 import type { HandlerRegistry } from '../service/registry.js';
-import type { AuthEnv } from './auth.js';
+import type { Blocks } from '../access/blocks.js';
+import type { Tokens } from '../tokens/tokens.js';
+import type { Auth } from './auth.js';
 
 /** What the routes are given: the modules' interfaces, never Redis or SQL. */
 export interface ApiContext {
@@ -14,7 +15,10 @@ export interface ApiContext {
   handlers: HandlerRegistry;
   metrics: Metrics;
   log: Logger;
-  auth(role: 'service' | 'operator'): MiddlewareHandler<AuthEnv>;
+  auth: Auth;
+  blocks: Blocks;
+  /** Admission tokens; absent in an app built without Postgres keys (tests of other parts). */
+  tokens?: Tokens;
   /** (any: one hook serves every route, whatever its schemas) */
   defaultHook: Hook<any, any, any, any>;
 }

@@ -17,7 +17,7 @@ const err = (description: string) => json(ErrorBody, description);
 const errorDocs = {
   400: err('invalid_request: malformed JSON, wrong types or out-of-range values; details.issues names each field'),
   401: err('unauthorized: no bearer key, or an unknown one'),
-  403: err('forbidden: the key lacks the role (a service key where an operator key is needed)'),
+  403: err('forbidden: the key lacks the role, or the item is outside its scope (FLOODGATE_KEY_SCOPES); blocked: the user is blocked for this item'),
   404: err('item_not_found / ticket_not_found / not_found'),
   409: err('conflict / lease_lost / not_cancellable / reservation_expired'),
   410: err('sold_out / closed'),

@@ -63,6 +63,12 @@ export const GateView = z
   })
   .openapi('Gate');
 
+const Quota = z.object({ limit: z.number().int().min(1).max(1e9), windowMs: z.number().int().min(100).max(7 * 24 * 3600 * 1000) }).strict();
+const Quotas = z
+  .object({ perUser: Quota.optional(), perKey: Quota.optional() })
+  .strict()
+  .openapi('Quotas', { description: 'join quotas; every attempt counts (refused and repeated ones too), across all daemons', example: { perUser: { limit: 5, windowMs: 60000 } } });
+
 export const ItemInput = z
   .object({
     handler: z.string().min(1).max(64).openapi({ description: 'seckill, coupon, webhook, external, or a handler the deployment registered' }),
@@ -73,6 +79,14 @@ export const ItemInput = z
     opensAt: isoTime.nullable().optional(),
     closesAt: isoTime.nullable().optional(),
     gate: GatePatch.optional(),
+    quotas: Quotas.nullable().optional(),
+    tokenTtlMs: z.number().int().min(1000).max(24 * 3600 * 1000).nullable().optional().openapi({ description: 'lifetime of admission tokens (default 600000)' }),
+    preQueue: z
+      .object({ fromMs: z.number().int().min(1000).max(7 * 24 * 3600 * 1000) })
+      .strict()
+      .nullable()
+      .optional()
+      .openapi({ description: 'accept joins from opensAt − fromMs into a pre-queue, shuffled into the line at opensAt (needs opensAt)' }),
   })
   .strict()
   .superRefine(refineJson)
@@ -93,6 +107,12 @@ export const ItemView = z
     gate: GateView,
     counts: Counts,
     remaining: z.number().nullable(),
+    quotas: Quotas.nullable(),
+    tokenTtlMs: z.number().int(),
+    preQueue: z
+      .object({ fromMs: z.number().int(), seedHash: z.string(), seed: z.string().optional(), size: z.number().int().optional(), drawnAt: z.string().nullable().optional() })
+      .nullable()
+      .openapi({ description: 'seedHash = hex SHA-256 of the seed, shown before the draw; seed and size after it (docs/design-notes.md, "The pre-queue draw")' }),
   })
   .openapi('Item');
 
@@ -129,7 +149,8 @@ export const TicketView = z
     itemId: z.string(),
     userId: UserIdView,
     state: z.enum(ticketStates),
-    position: z.number().int().optional(),
+    position: z.number().int().nullable().optional().openapi({ description: 'null for a pre-queued ticket until the draw' }),
+    drawAt: z.string().optional().openapi({ description: 'when a pre-queued ticket gets its place (opensAt)' }),
     etaMs: z.number().int().optional(),
     pollAfterMs: z.number().int().optional(),
     reason: z.enum(['not_open', 'paused', 'awaiting_returns']).optional().openapi({ description: 'Why a waiting ticket is not moving (absent while the line moves).' }),
@@ -137,6 +158,8 @@ export const TicketView = z
     createdAt: z.string(),
     updatedAt: z.string(),
     admittedAt: z.string().optional(),
+    source: z.string().optional().openapi({ description: 'the name of the key that created the ticket (shown to operators only)' }),
+    admissionToken: z.string().optional().openapi({ description: 'compact JWS (EdDSA) for admitted and succeeded tickets; verify with /.well-known/jwks.json' }),
   })
   .openapi('Ticket');
 

@@ -6,7 +6,8 @@ import type { ItemRow, ItemsStore } from '../db/items-store.js';
 import type { CachedItem } from '../queue/item-cache.js';
 import type { Queue } from '../queue/queue.js';
 import { itemState, type ItemState } from '../queue/snapshot.js';
-import type { GateSettings, LineDefinition } from '../queue/types.js';
+import { seedHashOf } from '../queue/draw.js';
+import { DEFAULT_TOKEN_TTL_MS, type GateSettings, type LineDefinition, type Quotas } from '../queue/types.js';
 import type { HandlerRegistry, HandlerSpec } from '../service/registry.js';
 import { gateView, type GateView } from './gate-view.js';
 import { createStockSync, type StockLedger } from './stock-sync.js';
@@ -26,11 +27,16 @@ export interface ItemInput {
   opensAt?: string | null;
   closesAt?: string | null;
   gate?: Partial<GateSettings>;
+  quotas?: Quotas | null;
+  tokenTtlMs?: number | null;
+  preQueue?: { fromMs: number } | null;
 }
 
 export interface Actor {
   role: 'service' | 'operator';
   key: string;
+  /** The key's name (FLOODGATE_SERVICE_KEYS `name:key`, else the first 8 hex digits of its SHA-256). */
+  name?: string;
 }
 
 export interface ItemView {
@@ -45,6 +51,10 @@ export interface ItemView {
   gate: GateView;
   counts: CachedItem['snap']['counts'];
   remaining: number | null;
+  quotas: Quotas | null;
+  tokenTtlMs: number;
+  /** The pre-queue and its draw (queue/draw.ts): the seed's hash from the start, the seed and size once drawn. */
+  preQueue: { fromMs: number; seedHash: string; seed?: string; size?: number; drawnAt?: string } | null;
 }
 
 export interface Catalog {
@@ -121,6 +131,8 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     const closesAt = ms(input.closesAt);
     if (opensAt !== null && closesAt !== null && closesAt <= opensAt)
       fail('invalid_request', 'closesAt must be after opensAt.', { issues: [{ path: 'closesAt', message: 'must be after opensAt' }] });
+    if (input.preQueue && opensAt === null)
+      fail('invalid_request', 'A pre-queue needs opensAt.', { issues: [{ path: 'preQueue', message: 'needs opensAt (the draw happens then)' }] });
     return {
       itemId,
       handler: spec.name,
@@ -130,6 +142,9 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       opensAt,
       closesAt,
       rejoin: spec.rejoin(parsed.data!),
+      quotas: input.quotas && (input.quotas.perUser || input.quotas.perKey) ? input.quotas : null,
+      tokenTtlMs: input.tokenTtlMs ?? null,
+      preQueueFromMs: input.preQueue?.fromMs ?? null,
     };
   }
 
@@ -151,7 +166,17 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       gate: gateView(s.gate, s.controller, autoCapOf(spec)),
       counts: s.counts,
       remaining: s.stockLeft,
+      quotas: s.def.quotas ?? null,
+      tokenTtlMs: s.def.tokenTtlMs ?? DEFAULT_TOKEN_TTL_MS,
+      preQueue: preQueueView(s),
     };
+  }
+
+  function preQueueView(s: CachedItem['snap']): ItemView['preQueue'] {
+    if (!s.draw || !s.def.preQueueFromMs) return null;
+    const out: NonNullable<ItemView['preQueue']> = { fromMs: s.def.preQueueFromMs, seedHash: seedHashOf(s.draw.seed) };
+    if (s.draw.drawn) Object.assign(out, { seed: s.draw.seed, size: s.draw.n ?? 0, drawnAt: iso(s.draw.drawnAt) });
+    return out;
   }
 
   async function current(itemId: string): Promise<CachedItem> {
@@ -182,6 +207,9 @@ export function createCatalog(deps: CatalogDeps): Catalog {
         closesAt: def.closesAt === null ? null : new Date(def.closesAt),
         gate: gate as unknown as Record<string, unknown>,
         closedAt: null,
+        quotas: (def.quotas ?? null) as Record<string, unknown> | null,
+        tokenTtlMs: def.tokenTtlMs ?? null,
+        preQueue: def.preQueueFromMs ? { fromMs: def.preQueueFromMs } : null,
       });
       let created: boolean;
       let counted: Awaited<ReturnType<typeof countStock>>;
@@ -290,6 +318,9 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       abandonAfterMs: row.abandonAfterMs,
       opensAt: row.opensAt?.toISOString() ?? null,
       closesAt: row.closesAt?.toISOString() ?? null,
+      quotas: row.quotas as Quotas | null,
+      tokenTtlMs: row.tokenTtlMs,
+      preQueue: row.preQueue as { fromMs: number } | null,
     });
   }
 

@@ -12,19 +12,21 @@ export interface OutcomeRow {
   joinedAt: Date;
   admittedAt: Date | null;
   finishedAt: Date;
+  /** The name of the key that created the ticket, where one was recorded. */
+  source?: string | null;
 }
 
 /** Appends ended tickets to the outcome ledger in one statement; a row already there is kept. */
 export async function insertOutcomes(sql: postgres.Sql, rows: OutcomeRow[]): Promise<number> {
   if (!rows.length) return 0;
   const res = await sql`
-    insert into ticket_outcomes (ticket_id, item_id, user_id, status, reason, result, joined_at, admitted_at, finished_at)
-    select t, i, u, s, r, res::jsonb, j::timestamptz, a::timestamptz, f::timestamptz from unnest(
+    insert into ticket_outcomes (ticket_id, item_id, user_id, status, reason, result, joined_at, admitted_at, finished_at, source)
+    select t, i, u, s, r, res::jsonb, j::timestamptz, a::timestamptz, f::timestamptz, k from unnest(
       ${rows.map((r) => r.ticketId)}::text[], ${rows.map((r) => r.itemId)}::text[], ${rows.map((r) => r.userId)}::text[],
       ${rows.map((r) => r.status)}::text[], ${rows.map((r) => r.reason)}::text[],
       ${rows.map((r) => (r.result === null || r.result === undefined ? null : JSON.stringify(r.result)))}::text[],
       ${rows.map((r) => r.joinedAt.toISOString())}::text[], ${rows.map((r) => r.admittedAt?.toISOString() ?? null)}::text[],
-      ${rows.map((r) => r.finishedAt.toISOString())}::text[]) as v(t, i, u, s, r, res, j, a, f)
+      ${rows.map((r) => r.finishedAt.toISOString())}::text[], ${rows.map((r) => r.source ?? null)}::text[]) as v(t, i, u, s, r, res, j, a, f, k)
     on conflict (ticket_id) do nothing`;
   return res.count;
 }

@@ -12,6 +12,11 @@ export const items = pgTable('items', {
   closesAt: timestamp('closes_at', { withTimezone: true, mode: 'date' }),
   gate: jsonb('gate').notNull().$type<Record<string, unknown>>(),
   closedAt: timestamp('closed_at', { withTimezone: true, mode: 'date' }),
+  /** { perUser?: {limit, windowMs}, perKey?: {limit, windowMs} } */
+  quotas: jsonb('quotas').$type<Record<string, unknown>>(),
+  tokenTtlMs: integer('token_ttl_ms'),
+  /** { fromMs } */
+  preQueue: jsonb('pre_queue').$type<Record<string, unknown>>(),
   /** Set when the ended item's Redis keys were removed (retention); a start does not restore it. */
   archivedAt: timestamp('archived_at', { withTimezone: true, mode: 'date' }),
   createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
@@ -110,6 +115,8 @@ export const ticketOutcomes = pgTable(
     joinedAt: timestamp('joined_at', { withTimezone: true, mode: 'date' }).notNull(),
     admittedAt: timestamp('admitted_at', { withTimezone: true, mode: 'date' }),
     finishedAt: timestamp('finished_at', { withTimezone: true, mode: 'date' }).notNull(),
+    /** The name of the key that created the ticket. */
+    source: text('source'),
   },
   (t) => [index('ticket_outcomes_item_finished_idx').on(t.itemId, t.finishedAt)],
 );
@@ -132,3 +139,14 @@ export const ticketOutcomesDead = pgTable(
   },
   (t) => [uniqueIndex('ticket_outcomes_dead_ticket_key').on(t.ticketId), index('ticket_outcomes_dead_item_failed_idx').on(t.itemId, t.failedAt)],
 );
+
+/** Signing keys of admission tokens, shared by every daemon; the newest unretired one signs. */
+export const tokenKeys = pgTable('token_keys', {
+  kid: text('kid').primaryKey(),
+  alg: text('alg').notNull(),
+  privateJwk: jsonb('private_jwk').notNull().$type<Record<string, unknown>>(),
+  publicJwk: jsonb('public_jwk').notNull().$type<Record<string, unknown>>(),
+  createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+  /** When a newer key took over; the key stays in the JWKS until its last token expired. */
+  retiredAt: timestamp('retired_at', { withTimezone: true, mode: 'date' }),
+});

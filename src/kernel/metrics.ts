@@ -20,6 +20,7 @@ export function createMetrics() {
     }),
     joins: new Counter({ name: 'floodgate_joins_total', help: 'Accepted joins (new or existing ticket).', labelNames: ['item', 'result'] as const, registers: [registry] }),
     rejections: new Counter({ name: 'floodgate_rejections_total', help: 'Requests answered with an error, by error code and the item the request names (empty when none, or not an item this daemon knows).', labelNames: ['code', 'item'] as const, registers: [registry] }),
+    quotaRefusals: new Counter({ name: 'floodgate_quota_refusals_total', help: 'Joins refused 429 rate_limited, by item and quota (perUser, perKey).', labelNames: ['item', 'quota'] as const, registers: [registry] }),
     admissions: new Counter({ name: 'floodgate_admissions_total', help: 'Tickets admitted from the head of a line, by this daemon (its dispatcher and external pulls).', labelNames: ['item'] as const, registers: [registry] }),
     settles: new Counter({ name: 'floodgate_settles_total', help: 'Outcomes written back, by status.', labelNames: ['item', 'status'] as const, registers: [registry] }),
     waiting: new Gauge({ name: 'floodgate_line_waiting', help: 'Tickets waiting in the line.', labelNames: ['item'] as const, registers: [registry] }),

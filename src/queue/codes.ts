@@ -7,6 +7,7 @@ const joinCodes: Record<number, () => FloodgateError> = {
   [-3]: () => new FloodgateError('closed', 'The item is closed.'),
   [-4]: () => new FloodgateError('sold_out', 'The item is sold out.'),
   [-5]: () => new FloodgateError('queue_full', 'The line is full; try again later.', undefined, 5),
+  [-6]: () => new FloodgateError('blocked', 'This user is blocked for this item.'),
 };
 
 const ticketCodes: Record<number, () => FloodgateError> = {
@@ -17,6 +18,12 @@ const ticketCodes: Record<number, () => FloodgateError> = {
 
 export function joinError(code: number): FloodgateError {
   return (joinCodes[code] ?? (() => new FloodgateError('internal', `join returned ${code}`)))();
+}
+
+/** A join over a quota (-7): Retry-After in whole seconds, at least 1. */
+export function quotaError(waitMs: number, quota: string): FloodgateError {
+  const retryAfterSec = Math.max(1, Math.ceil(waitMs / 1000));
+  return new FloodgateError('rate_limited', `Too many joins (${quota} quota); try again later.`, { quota, retryAfterSec }, retryAfterSec);
 }
 
 export function settleError(code: number): FloodgateError {

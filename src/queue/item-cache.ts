@@ -18,8 +18,10 @@ export interface CachedItem {
   snap: ItemSnapshot;
   /** Seqs cancelled while still in the line (ahead of the head when last refreshed). */
   cancelled: Set<number>;
-  /** How many of them lie strictly between `served` and `seq`: the places a cancel freed ahead of seq. */
-  cancelledBetween(served: number, seq: number): number;
+  /** How many of them lie strictly between line places `served` and `place`: the places a cancel freed ahead. */
+  cancelledBetween(served: number, place: number): number;
+  /** A ticket's place in the line: its seq, except for pre-queued tickets once drawn (queue/draw.ts). */
+  lineIndex(seq: number): number;
   feedComplete: boolean;
   /** Admissions per second, measured; null until two samples ~1 s apart exist. */
   admitRate: number | null;
@@ -31,6 +33,8 @@ interface Entry {
   lastCxId: string;
   seenCancels: number;
   samples: { t: number; admissions: number }[];
+  /** The drawn pre-queue's seq → place table (draw:p), once loaded. */
+  drawPlaces: Buffer | null;
 }
 
 export interface ItemCache {
@@ -41,8 +45,8 @@ export interface ItemCache {
   peek(itemId: string): CachedItem | null;
 }
 
-/** Counts members of `set` in (lo, hi) by binary search over a sorted copy, re-sorted when the set grew. */
-function counter(set: Set<number>) {
+/** Counts members of `set` (seqs) whose line place is in (lo, hi), by binary search over a sorted copy of places. */
+function counter(set: Set<number>, place: (seq: number) => number) {
   let sorted: number[] = [];
   let size = -1;
   const below = (x: number) => {
@@ -58,7 +62,7 @@ function counter(set: Set<number>) {
   return (served: number, seq: number) => {
     if (set.size === 0) return 0;
     if (size !== set.size) {
-      sorted = [...set].sort((a, b) => a - b);
+      sorted = [...set].map(place).sort((a, b) => a - b);
       size = set.size;
     }
     return Math.max(0, below(seq) - below(served + 1));
@@ -97,13 +101,18 @@ export function createItemCache(deps: { redis: Redis; prefix: string; clock: Clo
       e.seenCancels += rows.length;
       if (e.seenCancels < snap.cancelsTotal && rows.length < 20000) feedComplete = false;
     }
-    for (const s of cancelled) if (s <= snap.served) cancelled.delete(s);
+    if (!snap.draw?.drawn || prev?.snap.secret !== snap.secret) e.drawPlaces = null;
+    if (snap.draw?.drawn && snap.draw.n && !e.drawPlaces) e.drawPlaces = await deps.redis.getBuffer(`${itemKeys(deps.prefix, itemId).base}draw:p`);
+    const places = e.drawPlaces;
+    const drawN = places ? snap.draw!.n! : 0;
+    const lineIndex = (seq: number) => (seq <= drawN && seq > 0 ? places!.readUInt32BE((seq - 1) * 4) : seq);
+    for (const s of cancelled) if (lineIndex(s) <= snap.served) cancelled.delete(s);
     e.samples.push({ t: now, admissions: snap.admissions });
     while (e.samples.length > 2 && now - e.samples[0].t > 10_000) e.samples.shift();
     const first = e.samples[0];
     const dt = now - first.t;
     const admitRate = dt >= 1000 ? ((snap.admissions - first.admissions) * 1000) / dt : (prev?.admitRate ?? null);
-    e.item = { snap, cancelled, feedComplete, admitRate, cancelledBetween: counter(cancelled) };
+    e.item = { snap, cancelled, feedComplete, admitRate, cancelledBetween: counter(cancelled, lineIndex), lineIndex };
     return e.item;
   }
 
@@ -111,7 +120,7 @@ export function createItemCache(deps: { redis: Redis; prefix: string; clock: Clo
     async get(itemId) {
       let e = entries.get(itemId);
       if (!e) {
-        e = { item: null, refreshing: null, lastCxId: '0', seenCancels: 0, samples: [] };
+        e = { item: null, refreshing: null, lastCxId: '0', seenCancels: 0, samples: [], drawPlaces: null };
         entries.set(itemId, e);
       }
       const fresh = e.item && deps.clock.now() - e.item.snap.loadedAt < deps.ttlMs;

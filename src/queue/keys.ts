@@ -19,8 +19,14 @@
  *   <p>{item}:stock     hash  s<i> → units left in shard i (seckill, coupon)
  *   <p>{item}:taken     hash  seq → shard a ticket took its unit from
  *   <p>{item}:returned  set   order ids of released reservations whose unit went back to stock
+ *   <p>{item}:src:<page> hash seq → name of the key that created the ticket
+ *   <p>{item}:draw:o, draw:p  string  the pre-queue draw: line place → seq, seq → line place (uint32 BE; lua/draw-2.lua)
+ *   <p>{item}:blocked   hash  userId → bits: 1 blocked for this item, 2 blocked everywhere (a copy of `blocks`)
+ *   <p>{item}:qu:<userId>:<window>, qk:<keyName>:<window>  string  quota counters (join-3.lua)
  *   <p>items            set   every item id (keys without a hash tag)
  *   <p>items:ver        string bumped whenever the set changes: daemons reload their copy of it
+ *   <p>blocks           set   user ids blocked for every item (copied into each item's `blocked`)
+ *   <p>tokens:revoked   zset  jti of revoked admission tokens → their exp (ms)
  */
 export interface ItemKeys {
   base: string;
@@ -37,6 +43,8 @@ export interface ItemKeys {
   stock: string;
   taken: string;
   returned: string;
+  blocked: string;
+  sourcePage(seq: number): string;
   pollPage(seq: number): string;
   x(seq: number): string;
 }
@@ -60,10 +68,14 @@ export function itemKeys(prefix: string, itemId: string): ItemKeys {
     stock: `${base}stock`,
     taken: `${base}taken`,
     returned: `${base}returned`,
+    blocked: `${base}blocked`,
+    sourcePage: (seq) => `${base}src:${Math.floor(seq / PAGE_SIZE)}`,
     pollPage: (seq) => `${base}p:${Math.floor(seq / PAGE_SIZE)}`,
     x: (seq) => `${base}x:${seq}`,
   };
 }
 
 export const itemsSetKey = (prefix: string) => `${prefix}items`;
+export const revokedTokensKey = (prefix: string) => `${prefix}tokens:revoked`;
+export const globalBlocksKey = (prefix: string) => `${prefix}blocks`;
 export const itemsVersionKey = (prefix: string) => `${prefix}items:ver`;

@@ -20,6 +20,8 @@ export interface EndedTicket {
   joinedAt: Date;
   admittedAt: Date | null;
   finishedAt: Date;
+  /** The name of the key that created the ticket. */
+  source: string | null;
 }
 
 /** A done-stream entry that could not be read as tickets (its id is among those read, to acknowledge). */
@@ -56,7 +58,7 @@ export function createLedgerFeed(redis: Redis, prefix: string, consumer: string)
     if (f.s && f.o !== undefined) {
       const rec = parseRecord(f.r, snap.epoch);
       const outcome = JSON.parse(f.o) as { status: OutcomeStatus; result?: unknown; reason?: string };
-      return [row(snap, Number(f.s), rec.userId, rec.createdAt, outcome.status, outcome.reason ?? null, outcome.result ?? null, f.a || undefined, Number(f.f))];
+      return [row(snap, Number(f.s), rec.userId, rec.createdAt, outcome.status, outcome.reason ?? null, outcome.result ?? null, f.a || undefined, Number(f.f), f.k || null)];
     }
     const k = itemKeys(prefix, snap.def.itemId);
     if (f.s) {
@@ -75,12 +77,12 @@ export function createLedgerFeed(redis: Redis, prefix: string, consumer: string)
     if (!cut) return null;
     const out: EndedTicket[] = [];
     for (let page = Math.floor(from / PAGE_SIZE); page <= Math.floor(to / PAGE_SIZE); page++) {
-      const records = await redis.hgetall(`${k.base}t:${page}`);
+      const [records, sources] = await Promise.all([redis.hgetall(`${k.base}t:${page}`), redis.hgetall(k.sourcePage(page * PAGE_SIZE))]);
       for (const [s, record] of Object.entries(records)) {
         const seq = Number(s);
         if (seq < from || seq > to || record[0] !== 'w') continue;
         const rec = parseRecord(record, snap.epoch);
-        out.push(row(snap, seq, rec.userId, rec.createdAt, stateOfChar(cut[1]) as OutcomeStatus, cut[2], null, undefined, cut[3]));
+        out.push(row(snap, seq, rec.userId, rec.createdAt, stateOfChar(cut[1]) as OutcomeStatus, cut[2], null, undefined, cut[3], sources[s] ?? null));
       }
     }
     return out;
@@ -145,7 +147,7 @@ export function createLedgerFeed(redis: Redis, prefix: string, consumer: string)
   };
 }
 
-function row(snap: ItemSnapshot, seq: number, userId: string, joinedAt: number, status: OutcomeStatus, reason: string | null, result: unknown, admittedAt: string | undefined, finishedAt: number): EndedTicket {
+function row(snap: ItemSnapshot, seq: number, userId: string, joinedAt: number, status: OutcomeStatus, reason: string | null, result: unknown, admittedAt: string | undefined, finishedAt: number, source: string | null = null): EndedTicket {
   return {
     seq,
     ticketId: ticketRef(makeTicketId(snap.def.itemId, seq, snap.secret, { joinedRel: joinedAt - snap.epoch, userId })),
@@ -157,6 +159,7 @@ function row(snap: ItemSnapshot, seq: number, userId: string, joinedAt: number, 
     joinedAt: new Date(joinedAt),
     admittedAt: admittedAt ? new Date(Number(admittedAt)) : null,
     finishedAt: new Date(finishedAt),
+    source,
   };
 }
 

@@ -2,13 +2,14 @@ import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { Clock } from '../kernel/clock.js';
 import { FloodgateError, fail } from '../kernel/errors.js';
-import { cancelError, joinError, settleError } from './codes.js';
+import { cancelError, joinError, quotaError, settleError } from './codes.js';
 import { createItemCache, type CachedItem } from './item-cache.js';
-import { itemKeys, itemsSetKey, itemsVersionKey, PAGE_SIZE } from './keys.js';
+import { globalBlocksKey, itemKeys, itemsSetKey, itemsVersionKey, PAGE_SIZE } from './keys.js';
 import { withScripts } from './scripts.js';
 import { makeTicketId, parseTicketId, verifyBinding, verifySeq, type ParsedTicketId } from './ticket-id.js';
 import type { AdmittedTicket, Cut, GateSettings, LineDefinition, Outcome, TicketView } from './types.js';
-import { baseView, bindingOf, cachedRecord, fullView, linePosition, parseRecord, waitingHints, type TicketRecord } from './views.js';
+import { awaitingDraw, baseView, bindingOf, cachedRecord, fullView, linePosition, parseRecord, preQueueHints, waitingHints, type TicketRecord } from './views.js';
+import { drawOrder, drawPositions } from './draw.js';
 import { createTouchBuffer } from './touches.js';
 import { ticketRef } from '../kernel/ticket-ref.js';
 import { createRecordCache } from './record-cache.js';
@@ -30,6 +31,8 @@ export interface QueueDeps {
    * waited `actualMs`: how good the ETA is (published as a metric).
    */
   onWaited?(itemId: string, predictedMs: number | null, actualMs: number): void;
+  /** Joins per second per key name on items without a perKey quota (FLOODGATE_DEFAULT_KEY_QUOTA). */
+  defaultKeyQuota?: number;
   archived?(ticketRef: string): Promise<{ outcome: Outcome; admittedAt: number | null; finishedAt: number } | null>;
 }
 
@@ -49,7 +52,11 @@ export interface Queue {
   /** The cached item view as it is, without reading Redis (null if never loaded). */
   peek(itemId: string): CachedItem | null;
   itemIds(): Promise<string[]>;
-  join(itemId: string, userId: string, payload: Record<string, unknown> | null): Promise<{ created: boolean; ticket: TicketView }>;
+  /** `source`: the name of the key that asks (recorded on a new ticket, and what perKey quotas count). */
+  join(itemId: string, userId: string, payload: Record<string, unknown> | null, source?: string): Promise<{ created: boolean; ticket: TicketView }>;
+  /** The name of the key that created the ticket (null if none was recorded). */
+  sourceOf(ticketId: string): Promise<string | null>;
+  blocks: BlockOps;
   /**
    * What a join would be refused for whoever asks, from the cached item view alone: no such item,
    * not open yet, line full. Lets a flood of joins be turned away before their bodies are read.
@@ -75,13 +82,28 @@ export interface Queue {
    * its outcome ledger is drained. Returns whether it did.
    */
   drop(itemId: string): Promise<boolean>;
-  /** Returns expired leases of every item to the head of its line. */
+  /**
+   * Draws the item's pre-queue if it is due (opensAt passed, not drawn yet): idempotent, any daemon
+   * may run it. Redis is held only for one chunk at a time (`chunk` line places, default 16384);
+   * `onStep` hears how long each Redis step took (ms, round trip included) and, for the chunk
+   * writes, how long Redis itself was held (ms, by Redis's clock).
+   */
+  draw(itemId: string, opts?: { chunk?: number; onStep?: (ms: number, heldMs?: number) => void }): Promise<{ drawn: boolean; n: number }>;
+  /** Returns expired leases of every item to the head of its line; draws pre-queues that are due. */
   sweep(): Promise<number>;
   /** Writes buffered poll times (abandonment) to Redis. */
   flush(): Promise<void>;
   /** Keeps the leases of tickets handed to a job queue alive until `until` (ms). */
   extendLeases(itemId: string, tickets: { seq: number; leaseId: string }[], until: number): Promise<number>;
   stock: StockOps;
+}
+
+/** Blocked users: per item (bit 1) and everywhere (bit 2, a copy of the global set in each item). */
+export interface BlockOps {
+  /** Blocks or unblocks a user for one item (`scope: 'item'`) or, in that item's copy, everywhere. */
+  set(itemId: string, userId: string, scope: 'item' | 'global', on: boolean): Promise<void>;
+  /** The global set itself (what a newly defined item copies). */
+  setGlobal(userId: string, on: boolean): Promise<void>;
 }
 
 /** The Redis stock counters of items that have stock: a fast filter; Postgres decides. */
@@ -106,6 +128,8 @@ export interface StockOps {
 
 const gateFields = (g: Partial<GateSettings>) =>
   Object.fromEntries(Object.entries(g).map(([k, v]) => [k, v === null || v === undefined ? '' : String(v)]));
+
+const quotaField = (q: { limit: number; windowMs: number } | undefined) => (q ? `${q.limit}:${q.windowMs}` : '');
 
 export function createQueue(deps: QueueDeps): Queue {
   const redis = withScripts(deps.redis);
@@ -193,16 +217,48 @@ export function createQueue(deps: QueueDeps): Queue {
    * line is decided by the join script, which first returns the ticket a user already holds.)
    */
   function refuseFromCache(s: CachedItem['snap'], now: number) {
-    if (s.def.opensAt !== null && now < s.def.opensAt)
+    if (s.def.opensAt !== null && now < s.def.opensAt - (s.def.preQueueFromMs ?? 0))
       fail('not_open', 'The sale has not opened yet.', { opensAt: new Date(s.def.opensAt).toISOString(), now: new Date(now).toISOString() });
   }
 
   /** A waiting ticket still in the line, answered from the cache alone; null when unsure. */
   function cachedWaitingView(ticketId: string, item: CachedItem, seq: number, rec: TicketRecord | undefined): TicketView | null {
     const s = item.snap;
-    if (!rec || !item.feedComplete || seq <= s.served || seq > s.seq || item.cancelled.has(seq)) return null;
+    if (!rec || !item.feedComplete || seq > s.seq || item.cancelled.has(seq)) return null;
+    if (awaitingDraw(item, rec)) return { ...baseView(ticketId, s.def.itemId, rec, 'waiting'), ...preQueueHints(item, clock.now()) };
+    if (item.lineIndex(seq) <= s.served) return null;
     const position = linePosition(item, s.served, seq);
     return { ...baseView(ticketId, s.def.itemId, rec, 'waiting'), position, ...waitingHints(item, position, clock.now()) };
+  }
+
+  const draws = new Map<string, Promise<{ drawn: boolean; n: number }>>();
+  async function runDraw(itemId: string, chunk: number, onStep?: (ms: number, heldMs?: number) => void) {
+    const k = itemKeys(prefix, itemId);
+    const step = async (...args: (string | number | Buffer)[]) => {
+      const t = performance.now();
+      const res = await (redis.draw as (...a: unknown[]) => Promise<unknown>)(k.meta, k.ctr, k.base, clock.now(), ...args);
+      onStep?.(performance.now() - t, args[0] === 'write' ? (res as number) / 1000 : undefined);
+      return res;
+    };
+    const [code, n, seed] = (await step('begin')) as [number, number, string];
+    if (code === -1) return { drawn: false, n: 0 };
+    if (code === 1) {
+      const order = drawOrder(seed, n);
+      const places = drawPositions(order);
+      for (let first = 0; first < n; first += chunk) {
+        const count = Math.min(chunk, n - first);
+        const o = Buffer.alloc(count * 4);
+        const p = Buffer.alloc(count * 4);
+        for (let i = 0; i < count; i++) {
+          o.writeUInt32BE(order[first + i], i * 4);
+          p.writeUInt32BE(places[first + i + 1], i * 4);
+        }
+        await step('write', first, o, p);
+      }
+      await step('finish');
+    }
+    cache.invalidate(itemId);
+    return { drawn: true, n };
   }
 
   const queue: Queue = {
@@ -216,6 +272,10 @@ export function createQueue(deps: QueueDeps): Queue {
         opensAt: def.opensAt ?? '',
         closesAt: def.closesAt ?? '',
         rejoin: def.rejoin,
+        qUser: quotaField(def.quotas?.perUser),
+        qKey: quotaField(def.quotas?.perKey),
+        tokenTtlMs: def.tokenTtlMs ?? '',
+        preFrom: def.preQueueFromMs ?? '',
       };
       const [code] = (await redis.define(
         k.meta,
@@ -228,6 +288,10 @@ export function createQueue(deps: QueueDeps): Queue {
         opts.reopen ? '1' : '0',
       )) as [number];
       if (code === -1) fail('conflict', 'The handler of an item with live tickets cannot change.');
+      // A new item starts with the users blocked everywhere (a copy: the global set lives on no item's slot).
+      if (code === 1) for (const userId of await redis.smembers(globalBlocksKey(prefix))) await redis.block(k.blocked, userId, 2, '1');
+      // The draw's seed is fixed once, so its hash (shown from now on) commits to it.
+      if (def.preQueueFromMs) await redis.hsetnx(k.meta, 'drawSeed', randomBytes(32).toString('hex'));
       await redis.multi().sadd(itemsSetKey(prefix), def.itemId).incr(itemsVersionKey(prefix)).exec();
       known.ids.add(def.itemId);
       cache.invalidate(def.itemId);
@@ -247,18 +311,19 @@ export function createQueue(deps: QueueDeps): Queue {
       refuseFromCache((await mustItem(itemId)).snap, clock.now());
     },
 
-    async join(itemId, userId, payload) {
+    async join(itemId, userId, payload, source) {
       const item = await mustItem(itemId);
       const s = item.snap;
       const now = clock.now();
       refuseFromCache(s, now);
       const k = itemKeys(prefix, itemId);
-      const [code, seq, record, served] = (await redis.join(k.meta, k.ctr, k.users, k.base, now, userId, payload ? JSON.stringify(payload) : '')) as [
+      const [code, seq, record, served] = (await redis.join(k.meta, k.ctr, k.users, k.base, now, userId, payload ? JSON.stringify(payload) : '', source ?? '', deps.defaultKeyQuota ?? '')) as [
         number,
         number,
         string,
         number,
       ];
+      if (code === -7) throw quotaError(seq, record);
       if (code < 0) {
         const err = joinError(code);
         if (code === -2) throw new FloodgateError('not_open', err.message, { opensAt: s.def.opensAt && new Date(s.def.opensAt).toISOString(), now: new Date(now).toISOString() });
@@ -271,10 +336,12 @@ export function createQueue(deps: QueueDeps): Queue {
         const cached = cachedRecord(rec, itemId, seq, s.secret);
         records.set(ticketId, cached);
         deps.onJoined?.(itemId);
+        const base = baseView(ticketId, itemId, cached, 'waiting');
+        if (s.draw && now < (s.def.opensAt ?? 0)) return { created: true, ticket: { ...base, ...preQueueHints(item, now) } };
         const position = linePosition(item, served, seq);
         const hints = waitingHints(item, position, now);
         remember(itemId, seq, hints.etaMs);
-        return { created: true, ticket: { ...baseView(ticketId, itemId, cached, 'waiting'), position, ...hints } };
+        return { created: true, ticket: { ...base, position, ...hints } };
       }
       return { created: false, ticket: await readView(ticketId, item, seq) };
     },
@@ -295,6 +362,20 @@ export function createQueue(deps: QueueDeps): Queue {
       if (item.snap.def.abandonAfterMs !== null) touches.touch(itemId, seq, clock.now());
       const known = records.get(ticketId);
       return (known?.secret === item.snap.secret ? cachedWaitingView(ticketId, item, seq, known) : null) ?? readView(ticketId, item, seq);
+    },
+
+    async sourceOf(ticketId) {
+      const { item, seq } = await resolveTicket(ticketId);
+      return redis.hget(itemKeys(prefix, item.snap.def.itemId).sourcePage(seq), String(seq));
+    },
+
+    blocks: {
+      async set(itemId, userId, scope, on) {
+        await redis.block(itemKeys(prefix, itemId).blocked, userId, scope === 'item' ? 1 : 2, on ? '1' : '0');
+      },
+      async setGlobal(userId, on) {
+        await (on ? redis.sadd(globalBlocksKey(prefix), userId) : redis.srem(globalBlocksKey(prefix), userId));
+      },
     },
 
     itemIdOf: (ticketId) => parseTicketId(ticketId)?.itemId ?? null,
@@ -318,7 +399,11 @@ export function createQueue(deps: QueueDeps): Queue {
     },
 
     async admit(itemId, max, leaseMs, autoCap) {
-      const item = await mustItem(itemId);
+      let item = await mustItem(itemId);
+      if (item.snap.draw && !item.snap.draw.drawn && clock.now() >= item.snap.def.opensAt!) {
+        await queue.draw(itemId);
+        item = await mustItem(itemId);
+      }
       const k = itemKeys(prefix, itemId);
       const leasePrefix = randomBytes(12).toString('base64url') + '.';
       const now = clock.now();
@@ -405,10 +490,21 @@ export function createQueue(deps: QueueDeps): Queue {
       return true;
     },
 
+    draw(itemId, opts) {
+      let running = draws.get(itemId);
+      if (!running) {
+        running = runDraw(itemId, opts?.chunk ?? 16_384, opts?.onStep).finally(() => draws.delete(itemId));
+        draws.set(itemId, running);
+      }
+      return running;
+    },
+
     async sweep() {
       const now = clock.now();
       let n = 0;
       for (const itemId of await knownIds()) {
+        const snap = cache.peek(itemId)?.snap;
+        if (snap?.draw && !snap.draw.drawn && now >= snap.def.opensAt!) await queue.draw(itemId);
         const k = itemKeys(prefix, itemId);
         n += (await redis.sweep(k.meta, k.ctr, k.leases, k.retry, k.base, now)) as number;
       }

@@ -35,6 +35,8 @@ export interface ScriptedRedis extends Redis {
   setStock: Cmd;
   extendLeases: Cmd;
   lead: Cmd;
+  block: Cmd;
+  draw: Cmd;
 }
 
 const cache = loadScripts();

@@ -23,6 +23,8 @@ export interface ItemSnapshot {
   controller: ControllerView | null;
   /** Units left in the Redis stock shards (seckill, coupon); null where the item has no stock. */
   stockLeft: number | null;
+  /** The pre-queue draw (queue/draw.ts): null for an item without a pre-queue. */
+  draw: { seed: string; n: number | null; drawn: boolean; drawnAt: number | null } | null;
   loadedAt: number;
 }
 
@@ -50,6 +52,13 @@ function controllerView(gate: Record<string, string>): ControllerView | null {
     leader: gate.aLeader || null,
   };
 }
+
+/** meta's "limit:windowMs" form of a quota (join-3.lua reads the same). */
+const quotaOf = (name: string, v: string | undefined) => {
+  if (!v) return {};
+  const [limit, windowMs] = v.split(':').map(Number);
+  return { [name]: { limit, windowMs } };
+};
 
 export async function readSnapshot(redis: Redis, prefix: string, itemId: string, now: number): Promise<ItemSnapshot | null> {
   const k = itemKeys(prefix, itemId);
@@ -83,6 +92,9 @@ export function parseSnapshot(
       opensAt: num(meta.opensAt),
       closesAt: num(meta.closesAt),
       rejoin: meta.rejoin === 'unless_succeeded' ? 'unless_succeeded' : 'any',
+      quotas: meta.qUser || meta.qKey ? { ...quotaOf('perUser', meta.qUser), ...quotaOf('perKey', meta.qKey) } : null,
+      tokenTtlMs: num(meta.tokenTtlMs),
+      preQueueFromMs: num(meta.preFrom),
     },
     secret: meta.secret,
     epoch: Number(meta.epoch),
@@ -103,6 +115,7 @@ export function parseSnapshot(
     },
     controller: controllerView(gate),
     stockLeft,
+    draw: meta.preFrom ? { seed: meta.drawSeed ?? '', n: num(meta.drawN), drawn: meta.drawn === '1', drawnAt: num(meta.drawnAt) } : null,
     loadedAt: now,
   };
 }
@@ -117,6 +130,7 @@ export function itemState(s: ItemSnapshot, now: number): ItemState {
   if (s.closed || (s.def.closesAt !== null && now >= s.def.closesAt)) return 'closed';
   if (s.soldOut) return 'sold_out';
   if (s.def.opensAt !== null && now < s.def.opensAt) return 'scheduled';
+  if (s.draw && !s.draw.drawn) return 'scheduled';
   if (s.gate.mode === 'closed') return 'paused';
   if (s.stockLeft === 0 && s.def.config.reserveMs !== undefined) return 'held';
   return 'open';

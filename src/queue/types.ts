@@ -13,7 +13,10 @@ export interface TicketView {
   itemId: string;
   userId: string;
   state: TicketState;
-  position?: number;
+  /** null for a pre-queued ticket before the draw. */
+  position?: number | null;
+  /** When a pre-queued ticket's place is drawn (opensAt), until it is. */
+  drawAt?: string;
   etaMs?: number;
   pollAfterMs?: number;
   /** Why a waiting ticket is not moving: not_open, paused, awaiting_returns. */
@@ -22,6 +25,10 @@ export interface TicketView {
   createdAt: string;
   updatedAt: string;
   admittedAt?: string;
+  /** The name of the key that created the ticket (operators only). */
+  source?: string;
+  /** A signed token for admitted and succeeded tickets (tokens/). */
+  admissionToken?: string;
 }
 
 export type GateMode = 'auto' | 'manual' | 'closed';
@@ -45,6 +52,24 @@ export interface LineDefinition {
   closesAt: number | null;
   /** 'any': a user may join again after any terminal ticket; 'unless_succeeded': not after a success. */
   rejoin: 'any' | 'unless_succeeded';
+  /** Join quotas (all attempts counted, across daemons); null = none set. */
+  quotas?: Quotas | null;
+  /** Lifetime of admission tokens (ms); null = the default. */
+  tokenTtlMs?: number | null;
+  /** Joins are accepted this long before opensAt, into a pre-queue drawn at opensAt; null = none. */
+  preQueueFromMs?: number | null;
+}
+
+/** Lifetime of admission tokens where the item sets none (API.md). */
+export const DEFAULT_TOKEN_TTL_MS = 600_000;
+
+export interface Quota {
+  limit: number;
+  windowMs: number;
+}
+export interface Quotas {
+  perUser?: Quota;
+  perKey?: Quota;
 }
 
 export const counterNames = ['waiting', 'admitted', 'succeeded', 'rejected', 'failed', 'cancelled', 'expired'] as const;

@@ -94,7 +94,22 @@ export function waitingHints(item: CachedItem, position: number, now: number): {
 }
 
 /** A waiting ticket's place: the tickets between the head and it, less those that left the line. */
-export const linePosition = (item: CachedItem, served: number, seq: number) => seq - served - item.cancelledBetween(served, seq);
+export function linePosition(item: CachedItem, served: number, seq: number): number {
+  const place = item.lineIndex(seq);
+  return place - served - item.cancelledBetween(served, place);
+}
+
+/** A pre-queued ticket whose place is not drawn yet: it joined before opensAt (the join script's test) and the draw is not done. */
+export const awaitingDraw = (item: CachedItem, rec: TicketRecord) => {
+  const d = item.snap.draw;
+  return d !== null && !d.drawn && rec.createdAt < item.snap.def.opensAt!;
+};
+
+/** What a pre-queued ticket reads until the draw: no position yet, and when it will have one. */
+export function preQueueHints(item: CachedItem, now: number): { position: null; drawAt: string; pollAfterMs: number; reason: WaitReason } {
+  const opensAt = item.snap.def.opensAt!;
+  return { position: null, drawAt: iso(opensAt), pollAfterMs: Math.round(Math.min(30_000, Math.max(1000, (opensAt - now) / 5))), reason: 'not_open' };
+}
 
 export function baseView(ticketId: string, itemId: string, rec: TicketRecord & { createdIso?: string }, state: TicketState): TicketView {
   const created = rec.createdIso ?? iso(rec.createdAt);
@@ -121,6 +136,7 @@ export function fullView(
   const v = baseView(ticketId, item.snap.def.itemId, rec, rec.state);
   if (x.updatedAt) v.updatedAt = iso(Number(x.updatedAt));
   if (x.admittedAt) v.admittedAt = iso(Number(x.admittedAt));
+  if (rec.state === 'waiting' && retryRank < 0 && awaitingDraw(item, rec)) return { ...v, ...preQueueHints(item, now) };
   if (rec.state === 'waiting') {
     const position = retryRank >= 0 ? retryRank + 1 : linePosition(item, served, seq);
     return { ...v, position, ...waitingHints(item, position, now) };

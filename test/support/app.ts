@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { parseKeyScopes } from '../../src/access/keys.js';
 import { createApp } from '../../src/api/app.js';
 import { createCatalog } from '../../src/catalog/catalog.js';
 import { createItemsStore } from '../../src/db/items-store.js';
@@ -26,10 +27,10 @@ export async function testApp() {
   const dbh = await testDb();
   const log = createLogger('silent');
 
-  function build(opts: { clock?: Clock; prefix?: string; cacheMs?: number; corsOrigins?: string[] | '*' } = {}) {
+  function build(opts: { clock?: Clock; prefix?: string; cacheMs?: number; corsOrigins?: string[] | '*'; scopes?: string; defaultKeyQuota?: number } = {}) {
     const clock = opts.clock ?? systemClock;
     const prefix = opts.prefix ?? newPrefix();
-    const queue = createQueue({ redis, prefix, clock, cacheMs: opts.cacheMs ?? 0 });
+    const queue = createQueue({ redis, prefix, clock, cacheMs: opts.cacheMs ?? 0, defaultKeyQuota: opts.defaultKeyQuota });
     const handlers = createHandlerRegistry();
     const metrics = createMetrics();
     const gateStore = createGateStore(withScripts(redis), prefix);
@@ -49,7 +50,8 @@ export async function testApp() {
       handlers,
       metrics,
       log,
-      keys: { service: [SERVICE, 'svc-key-2'], operator: [OPERATOR] },
+      keys: { service: [SERVICE, 'svc-key-2', 'app:app-key', 'shop:shop-key'], operator: [OPERATOR] },
+      scopes: parseKeyScopes(opts.scopes),
       bodyLimitBytes: 16 * 1024,
       reservations: createReservations({ sql: dbh.sql, queue, log, onReturned: () => {} }),
       ready: async () => ({ redis: true, postgres: true }),

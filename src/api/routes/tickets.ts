@@ -15,6 +15,18 @@ export function ticketRoutes(ctx: ApiContext) {
   const app = new OpenAPIHono<AuthEnv>({ defaultHook: ctx.defaultHook });
   const service = ctx.auth('service');
   const { queue, metrics } = ctx;
+  /** Operator-only and token fields of a ticket view: `source` for operator keys, the admission token where due. */
+  const present = async (view: TicketViewT, authorization?: string): Promise<TicketViewT> => {
+    const out = ctx.tokens ? await ctx.tokens.withToken(view) : view;
+    if (!authorization || !ctx.auth.isOperator(authorization)) return out;
+    const source = await queue.sourceOf(view.ticketId);
+    return source === null ? out : { ...out, source };
+  };
+  // Before precheck: a key outside its scope learns nothing about the item, not even "not open".
+  const scoped: MiddlewareHandler<AuthEnv> = async (c, next) => {
+    ctx.auth.requireScope(c.get('actor'), c.req.param('itemId') ?? '');
+    await next();
+  };
   // Before the body is read or validated: when the line is full (or not open), a flood of joins
   // is refused at the cost of an auth check and a cache lookup.
   const precheck: MiddlewareHandler = async (c, next) => {
@@ -38,17 +50,20 @@ export function ticketRoutes(ctx: ApiContext) {
       },
     }),
   );
-  app.post('/v1/items/:itemId/tickets', service, precheck, async (c) => {
+  app.post('/v1/items/:itemId/tickets', service, scoped, precheck, async (c) => {
     const itemId = c.req.param('itemId');
     if (!ITEM_ID.test(itemId)) throw validationIssue('itemId', 'not a valid item id');
     const parsed = JoinInput.safeParse(await jsonBody(c));
     if (!parsed.success) throw validationError(parsed.error);
     const { userId, payload } = parsed.data;
     if (payload && Buffer.byteLength(JSON.stringify(payload)) > MAX_PAYLOAD) fail('payload_too_large', 'payload is over 8 KiB.');
-    const { created, ticket } = await queue.join(itemId, userId, payload ?? null);
+    const { created, ticket } = await queue.join(itemId, userId, payload ?? null, c.get('actor').name).catch((err) => {
+      if (err?.code === 'rate_limited') metrics.quotaRefusals.inc({ item: itemId, quota: String(err.details?.quota) });
+      throw err;
+    });
     metrics.joins.inc({ item: itemId, result: created ? 'created' : 'existing' });
     if (created) c.header('Location', `/v1/tickets/${ticket.ticketId}`);
-    return c.json(ticket, created ? 202 : 200);
+    return c.json(created ? ticket : await present(ticket), created ? 202 : 200);
   });
 
   app.openAPIRegistry.registerPath(
@@ -59,7 +74,11 @@ export function ticketRoutes(ctx: ApiContext) {
       responses: { 200: json(TicketView, 'The ticket'), ...errors(404, 503) },
     }),
   );
-  app.get('/v1/tickets/:ticketId', async (c) => c.json(await queue.status(c.req.param('ticketId')), 200));
+  app.get('/v1/tickets/:ticketId', async (c) => {
+    const view = await queue.status(c.req.param('ticketId'));
+    // A waiting ticket polled anonymously (the flood) costs nothing more.
+    return c.json(view.state === 'waiting' && !c.req.header('authorization') ? view : await present(view, c.req.header('authorization')), 200);
+  });
 
   app.openapi(
     createRoute({
@@ -80,6 +99,7 @@ export function ticketRoutes(ctx: ApiContext) {
     async (c) => {
       const { itemId } = c.req.valid('param');
       const { max, leaseMs } = PullInput.parse((c.req.valid('json') as unknown) ?? {});
+      ctx.auth.requireScope(c.get('actor'), itemId);
       await requireExternal(ctx, itemId);
       const got = await queue.admit(itemId, max, leaseMs);
       if (got.length) metrics.admissions.inc({ item: itemId }, got.length);
@@ -99,6 +119,7 @@ export function ticketRoutes(ctx: ApiContext) {
       const { ticketId } = c.req.valid('param');
       const body = c.req.valid('json');
       const itemId = queue.itemIdOf(ticketId) ?? fail('ticket_not_found', 'No such ticket.');
+      ctx.auth.requireScope(c.get('actor'), itemId);
       await requireExternal(ctx, itemId, 'ticket_not_found');
       const view: TicketViewT = await queue.settle(ticketId, {
         leaseId: body.leaseId,
@@ -108,7 +129,7 @@ export function ticketRoutes(ctx: ApiContext) {
         retry: 'retry' in body ? body.retry : undefined,
       });
       metrics.settles.inc({ item: itemId, status: 'retry' in body && body.retry ? 'retry' : body.status });
-      return c.json(view as z.infer<typeof TicketView>, 200);
+      return c.json((await present(view)) as z.infer<typeof TicketView>, 200);
     },
   );
 

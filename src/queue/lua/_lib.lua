@@ -9,6 +9,11 @@ local function pageKey(base, seq)
   return base .. 't:' .. fmt(math.floor(seq / 128))
 end
 
+-- The name of the key that created each ticket, paged like the records (only where one was given).
+local function sourcePageKey(base, seq)
+  return base .. 'src:' .. fmt(math.floor(seq / 128))
+end
+
 local function getRecord(base, seq)
   return rcall('HGET', pageKey(base, seq), fmt(seq))
 end
@@ -68,7 +73,8 @@ local function finish(base, ctrKey, seq, record, fromCounter, stateChar, status,
   local rec = setState(base, seq, record, stateChar)
   local xKey = base .. 'x:' .. fmt(seq)
   local admittedAt = rcall('HGET', xKey, 'admittedAt') or ''
-  rcall('XADD', base .. 'done', '*', 's', fmt(seq), 'r', rec, 'o', outcomeJson, 'a', admittedAt, 'f', fmt(now))
+  local source = rcall('HGET', sourcePageKey(base, seq), fmt(seq)) or ''
+  rcall('XADD', base .. 'done', '*', 's', fmt(seq), 'r', rec, 'o', outcomeJson, 'a', admittedAt, 'f', fmt(now), 'k', source)
   rcall('HSET', xKey, 'outcome', outcomeJson, 'updatedAt', fmt(now), 'finishedAt', fmt(now))
   rcall('HINCRBY', ctrKey, fromCounter, -1)
   rcall('HINCRBY', ctrKey, status, 1)

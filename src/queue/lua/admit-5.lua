@@ -2,10 +2,12 @@
   Admits up to ARGV[3] tickets from the head of the line, as far as the gate allows right now.
   Expired leases are reclaimed first, so a ticket whose lease ran out is offered again before
   any later ticket. Returned tickets (retry set) go before the line; the line is walked from
-  served+1, skipping cancelled tickets and expiring abandoned ones (at most 1000 skips a call).
+  served+1 (a line place: after a pre-queue draw, places 1..drawN hold the drawn seqs), skipping cancelled tickets and expiring abandoned ones (at most 1000 skips a call).
   KEYS[1] meta  KEYS[2] ctr  KEYS[3] gate  KEYS[4] retry (zset seq)  KEYS[5] leases (zset exp)
   ARGV[1] base  ARGV[2] now  ARGV[3] max  ARGV[4] leaseMs  ARGV[5] lease id prefix (random)
   ARGV[6] in-flight cap to apply when the gate sets none and is in auto mode ('' = none)
+  A waiting ticket whose user is blocked (hash <base>blocked, for the item or everywhere) is not
+  admitted: it ends rejected, reason blocked, and counts as a skip.
   Returns { code, n, seq1, record1, payload1, leaseId1, leaseExp1, seq2, ... }
     code 0 ok, -1 item not found, -2 the sale window has ended (closesAt passed: the caller cuts
     the line as closed; nothing is admitted after closesAt)
@@ -26,6 +28,15 @@ if rcall('EXISTS', KEYS[1]) == 0 then return { -1, 0 } end
 reclaimExpired(base, KEYS[1], KEYS[2], KEYS[5], KEYS[4], now)
 local closesAt = tonumber(rcall('HGET', KEYS[1], 'closesAt') or '')
 if closesAt and now >= closesAt then return { -2, 0 } end
+
+-- A pre-queue is admitted only once drawn (draw-2.lua); then line places 1..drawN map to seqs.
+local pre = rcall('HMGET', KEYS[1], 'preFrom', 'drawn', 'drawN')
+if pre[1] and pre[2] ~= '1' then return { 0, 0 } end
+local drawN = pre[2] == '1' and tonumber(pre[3]) or 0
+local function seqAt(place)
+  if place > drawN then return place end
+  return struct.unpack('>I4', rcall('GETRANGE', base .. 'draw:o', (place - 1) * 4, place * 4 - 1))
+end
 
 local gate = rcall('HMGET', KEYS[3], 'mode', 'rate', 'maxInFlight', 'tatAt', 'aLimit', 'aRate', 'tatOff')
 if gate[1] == 'closed' then return { 0, 0 } end
@@ -65,6 +76,16 @@ local last = tonumber(rcall('HGET', KEYS[2], 'seq') or '0')
 local out = { 0, 0 }
 local taken, skips = 0, 0
 
+local blockedKey = base .. 'blocked'
+local anyBlocked = rcall('EXISTS', blockedKey) == 1
+local blockedOutcome = cjson.encode({ status = 'rejected', reason = 'blocked' })
+-- Ends the ticket instead when its user is blocked; returns whether it did.
+local function endIfBlocked(seq, record)
+  if not anyBlocked or rcall('HEXISTS', blockedKey, recordUser(record)) == 0 then return false end
+  finish(base, KEYS[2], seq, record, 'waiting', 'r', 'rejected', blockedOutcome, now)
+  return true
+end
+
 local function admit(seq, record)
   local leaseId = leasePrefix .. fmt(seq)
   local exp = now + leaseMs
@@ -87,24 +108,27 @@ while taken < allowed do
   if #popped == 0 then break end
   local seq = tonumber(popped[1])
   local record = getRecord(base, seq)
-  if record and string.sub(record, 1, 1) == 'w' then admit(seq, record) end
+  if record and string.sub(record, 1, 1) == 'w' and not endIfBlocked(seq, record) then admit(seq, record) end
 end
 
 while taken < allowed and served < last and skips < 1000 do
   served = served + 1
-  local record = getRecord(base, served)
+  local seq = seqAt(served)
+  local record = getRecord(base, seq)
   if record and string.sub(record, 1, 1) == 'w' then
     local idle = false
     if abandonMs then
-      local seen = tonumber(rcall('HGET', base .. 'p:' .. fmt(math.floor(served / 128)), fmt(served)) or '')
+      local seen = tonumber(rcall('HGET', base .. 'p:' .. fmt(math.floor(seq / 128)), fmt(seq)) or '')
       local created = epoch + tonumber(string.match(record, '^w(%d+)|'))
       idle = now - math.max(seen or 0, created) > abandonMs
     end
     if idle then
-      finish(base, KEYS[2], served, record, 'waiting', 'e', 'expired', cjson.encode({ status = 'expired', reason = 'abandoned' }), now)
+      finish(base, KEYS[2], seq, record, 'waiting', 'e', 'expired', cjson.encode({ status = 'expired', reason = 'abandoned' }), now)
+      skips = skips + 1
+    elseif endIfBlocked(seq, record) then
       skips = skips + 1
     else
-      admit(served, record)
+      admit(seq, record)
     end
   else
     skips = skips + 1

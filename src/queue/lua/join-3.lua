@@ -5,14 +5,40 @@
   ARGV[2] now (ms, caller's clock)
   ARGV[3] userId
   ARGV[4] payload JSON ('' for none)
+  ARGV[5] source: the name of the key that asks ('' none)
+  ARGV[6] default per-key quota, joins per second, for an item without a perKey quota ('' none)
   Returns { code, seq, record, served }
     code  0 created, 1 existing ticket (live, or terminal where the handler forbids a new one)
-         -1 item not found, -2 not open yet, -3 closed, -4 sold out, -5 queue full
+         -1 item not found, -2 not open yet, -3 closed, -4 sold out, -5 queue full, -6 blocked,
+         (with a pre-queue, joins are accepted from opensAt - preFrom)
+         -7 over a quota: then seq = ms until the quota's window ends, record = 'perUser'|'perKey'
+  Quotas (meta qUser / qKey = "limit:windowMs") count every attempt that reaches this script,
+  refused and repeated ones included, in fixed windows (floor(now / windowMs)): one INCR per
+  quota, the counter expiring a second after its window.
 ]]
 -- @include _lib
-local base, now, userId, payload = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
-local meta = rcall('HMGET', KEYS[1], 'handler', 'opensAt', 'closesAt', 'closed', 'soldOut', 'capacity', 'rejoin', 'epoch')
+local base, now, userId, payload, source = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
+local meta = rcall('HMGET', KEYS[1], 'handler', 'opensAt', 'closesAt', 'closed', 'soldOut', 'capacity', 'rejoin', 'epoch', 'qUser', 'qKey', 'preFrom', 'drawN')
 if not meta[1] then return { -1, 0, '', 0 } end
+
+-- Returns ms until the window ends when this attempt is over the quota, else nil.
+local function overQuota(spec, counterKey)
+  local limit, win = string.match(spec, '^(%d+):(%d+)$')
+  limit, win = tonumber(limit), tonumber(win)
+  local w = math.floor(now / win)
+  local k = base .. counterKey .. ':' .. fmt(w)
+  local n = rcall('INCR', k)
+  if n == 1 then rcall('PEXPIRE', k, win + 1000) end
+  if n > limit then return (w + 1) * win - now end
+  return nil
+end
+local keySpec = meta[10] or ''
+if keySpec == '' and ARGV[6] ~= '' then keySpec = ARGV[6] .. ':1000' end
+local userWait = meta[9] and meta[9] ~= '' and overQuota(meta[9], 'qu:' .. userId) or nil
+local keyWait = keySpec ~= '' and source ~= '' and overQuota(keySpec, 'qk:' .. source) or nil
+if userWait and (not keyWait or userWait >= keyWait) then return { -7, userWait, 'perUser', 0 } end
+if keyWait then return { -7, keyWait, 'perKey', 0 } end
+if rcall('HEXISTS', base .. 'blocked', userId) == 1 then return { -6, 0, '', 0 } end
 
 local prev = tonumber(rcall('HGET', KEYS[3], userId) or '')
 if prev then
@@ -28,7 +54,11 @@ end
 
 if meta[4] == '1' then return { -3, 0, '', 0 } end
 if meta[5] == '1' then return { -4, 0, '', 0 } end
-if meta[2] and meta[2] ~= '' and now < tonumber(meta[2]) then return { -2, 0, '', 0 } end
+local opensAt = tonumber(meta[2] or '')
+local preFrom = tonumber(meta[11] or '')
+if opensAt and now < opensAt and not (preFrom and now >= opensAt - preFrom) then return { -2, 0, '', 0 } end
+-- The first join after opensAt fixes the pre-queue (seqs 1..drawN) before it takes a seq.
+if preFrom and opensAt and now >= opensAt and not meta[12] then rcall('HSET', KEYS[1], 'drawN', rcall('HGET', KEYS[2], 'seq') or '0') end
 if meta[3] and meta[3] ~= '' and now >= tonumber(meta[3]) then return { -3, 0, '', 0 } end
 local ctr = rcall('HMGET', KEYS[2], 'waiting', 'admitted', 'served')
 if meta[6] and meta[6] ~= '' then
@@ -40,5 +70,6 @@ local record = 'w' .. fmt(now - tonumber(meta[8])) .. '|' .. userId
 rcall('HSET', pageKey(base, seq), fmt(seq), record)
 rcall('HSET', KEYS[3], userId, fmt(seq))
 if payload ~= '' then rcall('HSET', base .. 'pl', fmt(seq), payload) end
+if source ~= '' then rcall('HSET', sourcePageKey(base, seq), fmt(seq), source) end
 rcall('HINCRBY', KEYS[2], 'waiting', 1)
 return { 0, seq, record, tonumber(ctr[3] or '0') }

@@ -1,0 +1,25 @@
+import { fail } from '../kernel/errors.js';
+import type { Queue } from '../queue/queue.js';
+
+/**
+ * Operator blocks (API.md, "Quotas and blocks"). A block for one item lives in that item's
+ * `blocked` hash; a block everywhere lives in the global set and is copied into every item's hash
+ * (and into each item defined later), so the join and admit scripts read one key on the item's own
+ * slot. A blocked user's join is 403 blocked; a waiting ticket of theirs ends rejected/blocked
+ * when it reaches the head, instead of being admitted.
+ */
+export function createBlocks(queue: Queue) {
+  return {
+    async item(itemId: string, userId: string, on: boolean) {
+      if (!(await queue.item(itemId))) fail('item_not_found', 'No such item.');
+      await queue.blocks.set(itemId, userId, 'item', on);
+    },
+    /** The set first, then each item's copy: an item defined meanwhile copies the set itself. */
+    async everywhere(userId: string, on: boolean) {
+      await queue.blocks.setGlobal(userId, on);
+      for (const itemId of await queue.itemIds()) await queue.blocks.set(itemId, userId, 'global', on);
+    },
+  };
+}
+
+export type Blocks = ReturnType<typeof createBlocks>;

@@ -1,0 +1,104 @@
+import { OpenAPIHono, createRoute, z } from '@hono/zod-openapi';
+import { fail } from '../../kernel/errors.js';
+import type { AuthEnv } from '../auth.js';
+import type { ApiContext } from '../context.js';
+import { errors, json } from '../openapi.js';
+import { ItemId, UserId } from '../schemas.js';
+
+const security = [{ bearer: [] }];
+const Token = z.object({ token: z.string().max(16_384) }).strict().openapi('TokenInput');
+const Introspection = z
+  .object({
+    active: z.boolean(),
+    sub: z.string().optional(),
+    aud: z.string().optional(),
+    jti: z.string().optional(),
+    exp: z.number().int().optional(),
+    iat: z.number().int().optional(),
+    iss: z.string().optional(),
+    token_type: z.string().optional(),
+    result: z.unknown().optional(),
+  })
+  .openapi('Introspection');
+const Blocked = z.object({ userId: z.string(), itemId: z.string().nullable(), blocked: z.boolean() }).openapi('Block');
+
+/** Blocks (operator) and admission tokens: JWKS (anyone), rotate (operator), introspect and revoke (service). */
+export function accessRoutes(ctx: ApiContext) {
+  const app = new OpenAPIHono<AuthEnv>({ defaultHook: ctx.defaultHook });
+  const operator = ctx.auth('operator');
+  const service = ctx.auth('service');
+  const tokens = () => ctx.tokens ?? fail('not_found', 'Admission tokens are not enabled on this daemon.');
+
+  for (const method of ['put', 'delete'] as const) {
+    const on = method === 'put';
+    app.openapi(
+      createRoute({
+        method, path: '/v1/items/{itemId}/blocks/{userId}', tags: ['access'], security, middleware: [operator] as const,
+        summary: on ? 'Block a user for this item (joins: 403 blocked; a waiting ticket ends rejected/blocked)' : "Lift a user's block for this item",
+        request: { params: z.object({ itemId: ItemId, userId: UserId.openapi({ param: { name: 'userId', in: 'path' } }) }) },
+        responses: { 200: json(Blocked, 'The block'), ...errors(400, 401, 403, 404, 503) },
+      }),
+      async (c) => {
+        const { itemId, userId } = c.req.valid('param');
+        await ctx.blocks.item(itemId, userId, on);
+        return c.json({ userId, itemId, blocked: on }, 200);
+      },
+    );
+    app.openapi(
+      createRoute({
+        method, path: '/v1/blocks/{userId}', tags: ['access'], security, middleware: [operator] as const,
+        summary: on ? 'Block a user for every item' : 'Lift a block for every item',
+        request: { params: z.object({ userId: UserId.openapi({ param: { name: 'userId', in: 'path' } }) }) },
+        responses: { 200: json(Blocked, 'The block'), ...errors(400, 401, 403, 503) },
+      }),
+      async (c) => {
+        const { userId } = c.req.valid('param');
+        await ctx.blocks.everywhere(userId, on);
+        return c.json({ userId, itemId: null, blocked: on }, 200);
+      },
+    );
+  }
+
+  app.openapi(
+    createRoute({
+      method: 'get', path: '/.well-known/jwks.json', tags: ['tokens'],
+      summary: 'Public keys of admission tokens (a rotated-out key stays until its tokens expired)',
+      responses: { 200: json(z.object({ keys: z.array(z.record(z.string(), z.unknown())) }), 'JWK set'), ...errors(404) },
+    }),
+    async (c) => {
+      c.header('Cache-Control', 'public, max-age=60');
+      return c.json(tokens().jwks(), 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'post', path: '/v1/token-keys/rotate', tags: ['tokens'], security, middleware: [operator] as const,
+      summary: 'Make a new signing key; every daemon signs with it within a few seconds',
+      responses: { 200: json(z.object({ kid: z.string() }), 'The new key'), ...errors(401, 403, 404, 503) },
+    }),
+    async (c) => c.json({ kid: await tokens().rotate() }, 200),
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'post', path: '/v1/tokens/introspect', tags: ['tokens'], security, middleware: [service] as const,
+      summary: 'Is this admission token active? (RFC 7662 shape)',
+      request: { body: { ...json(Token, 'The token'), required: true } },
+      responses: { 200: json(Introspection, 'active: false for a bad signature, an expired or a revoked token'), ...errors(400, 401, 404, 413, 415, 503) },
+    }),
+    async (c) => c.json((await tokens().introspect(c.req.valid('json').token)) as z.infer<typeof Introspection>, 200),
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'post', path: '/v1/tokens/revoke', tags: ['tokens'], security, middleware: [service] as const,
+      summary: 'Revoke an admission token on every daemon (a token that is not valid is inactive already)',
+      request: { body: { ...json(Token, 'The token'), required: true } },
+      responses: { 200: json(z.object({ revoked: z.boolean() }), 'revoked: whether it was a valid token of ours'), ...errors(400, 401, 404, 413, 415, 503) },
+    }),
+    async (c) => c.json({ revoked: await tokens().revoke(c.req.valid('json').token) }, 200),
+  );
+
+  return app;
+}

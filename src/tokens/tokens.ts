@@ -1,0 +1,136 @@
+import { createHmac } from 'node:crypto';
+import { SignJWT, decodeProtectedHeader, jwtVerify, type JWTPayload } from 'jose';
+import type { Redis } from 'ioredis';
+import type { Clock } from '../kernel/clock.js';
+import type { Logger } from '../kernel/logger.js';
+import { every } from '../kernel/loop.js';
+import { revokedTokensKey } from '../queue/keys.js';
+import type { Queue } from '../queue/queue.js';
+import { DEFAULT_TOKEN_TTL_MS, type TicketView } from '../queue/types.js';
+import { KEY_REFRESH_MS, type KeyRing } from './key-ring.js';
+
+/**
+ * Admission tokens (API.md, "Admission tokens"): a compact JWS, EdDSA (Ed25519), for every
+ * admitted or succeeded ticket. Claims: iss, sub = userId, aud = itemId, jti, iat, exp, and
+ * `result` where the handler gave one.
+ *
+ * Every claim is a function of the ticket: jti = HMAC-SHA256(item secret, "jti|" + ticketId)
+ * (22 base64url chars: unique per ticket, yet not the ticket id nor derivable from it without the
+ * secret), iat = when it was admitted (admitted) or finished (succeeded), exp = iat + tokenTtlMs.
+ * Ed25519 signatures are deterministic, so two daemons with the same key give the same token, and
+ * a daemon signs each ticket's token once and keeps it (the poll of an admitted ticket reads a map).
+ *
+ * Revocation: the jti goes into a Redis sorted set (score = exp), read by every introspection, so
+ * a revocation holds on every daemon at once; entries leave once their token has expired anyway.
+ */
+/** Longer tokens are not ours (ours are ~400 bytes with a modest result); refuse before parsing. */
+const MAX_TOKEN_CHARS = 8192;
+const CACHE_MAX = 100_000;
+
+export interface Introspection {
+  active: boolean;
+  sub?: string;
+  aud?: string;
+  jti?: string;
+  exp?: number;
+  iat?: number;
+  iss?: string;
+  token_type?: string;
+  result?: unknown;
+}
+
+export interface TokensDeps {
+  keys: KeyRing;
+  redis: Redis;
+  prefix: string;
+  queue: Pick<Queue, 'item'>;
+  clock: Clock;
+  log: Logger;
+  issuer: string;
+}
+
+export function createTokens(deps: TokensDeps) {
+  const { keys, redis, clock } = deps;
+  const revoked = revokedTokensKey(deps.prefix);
+  const cache = new Map<string, string>();
+
+  async function sign(view: TicketView): Promise<string | null> {
+    const item = await deps.queue.item(view.itemId);
+    if (!item) return null;
+    const at = view.state === 'admitted' ? view.admittedAt : view.updatedAt;
+    const iat = Math.floor(Date.parse(at ?? view.updatedAt) / 1000);
+    const ttlSec = Math.ceil((item.snap.def.tokenTtlMs ?? DEFAULT_TOKEN_TTL_MS) / 1000);
+    const key = keys.signing();
+    const claims: JWTPayload = { jti: jtiOf(item.snap.secret, view.ticketId) };
+    if (view.outcome?.result !== undefined) claims.result = view.outcome.result;
+    return new SignJWT(claims)
+      .setProtectedHeader({ alg: 'EdDSA', kid: key.kid, typ: 'JWT' })
+      .setIssuer(deps.issuer)
+      .setSubject(view.userId)
+      .setAudience(view.itemId)
+      .setIssuedAt(iat)
+      .setExpirationTime(iat + ttlSec)
+      .sign(key.sign);
+  }
+
+  async function verify(token: unknown): Promise<JWTPayload | null> {
+    if (typeof token !== 'string' || token.length > MAX_TOKEN_CHARS) return null;
+    try {
+      const { kid } = decodeProtectedHeader(token);
+      if (typeof kid !== 'string') return null;
+      if (!keys.byKid(kid)) await keys.refreshIfStale();
+      const key = keys.byKid(kid);
+      if (!key) return null;
+      const { payload } = await jwtVerify(token, key.verify, { algorithms: ['EdDSA'], issuer: deps.issuer, currentDate: new Date(clock.now()) });
+      if (typeof payload.jti !== 'string' || typeof payload.sub !== 'string' || typeof payload.aud !== 'string' || typeof payload.exp !== 'number') return null;
+      return payload;
+    } catch {
+      return null;
+    }
+  }
+
+  const loop = every(KEY_REFRESH_MS, 'token keys', async () => {
+    await keys.refresh();
+    await redis.zremrangebyscore(revoked, '-inf', clock.now());
+  }, deps.log);
+
+  return {
+    /** The view with its admissionToken, for admitted and succeeded tickets (signed once per ticket and state). */
+    async withToken(view: TicketView): Promise<TicketView> {
+      if (view.state !== 'admitted' && view.state !== 'succeeded') return view;
+      const k = `${view.state}|${view.ticketId}`;
+      let token = cache.get(k);
+      if (!token) {
+        const signed = await sign(view);
+        if (!signed) return view;
+        token = signed;
+        if (cache.size >= CACHE_MAX) cache.delete(cache.keys().next().value!);
+        cache.set(k, token);
+      }
+      return { ...view, admissionToken: token };
+    },
+    /** RFC 7662: inactive for anything that is not a valid, unexpired, unrevoked token of ours. */
+    async introspect(token: unknown): Promise<Introspection> {
+      const p = await verify(token);
+      if (!p) return { active: false };
+      if ((await redis.zscore(revoked, p.jti!)) !== null) return { active: false };
+      const out: Introspection = { active: true, iss: p.iss, sub: p.sub, aud: p.aud as string, jti: p.jti, iat: p.iat, exp: p.exp, token_type: 'admission' };
+      if (p.result !== undefined) out.result = p.result;
+      return out;
+    },
+    /** Revokes a valid token of ours (anything else is already inactive: nothing to do). */
+    async revoke(token: unknown): Promise<boolean> {
+      const p = await verify(token);
+      if (!p) return false;
+      await redis.zadd(revoked, p.exp! * 1000, p.jti!);
+      return true;
+    },
+    jwks: () => keys.jwks(),
+    rotate: () => keys.rotate(),
+    stop: () => loop.stop(),
+  };
+}
+
+export const jtiOf = (secret: string, ticketId: string) => createHmac('sha256', secret).update(`jti|${ticketId}`).digest('base64url').slice(0, 22);
+
+export type Tokens = ReturnType<typeof createTokens>;

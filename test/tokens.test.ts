@@ -1,0 +1,125 @@
+import { createHmac, createPublicKey, generateKeyPairSync, sign as edSign, verify } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { inProcessDaemon, SVC } from './support/daemon-inproc.js';
+import { testDb } from './support/db.js';
+import { testRedis } from './support/redis.js';
+
+const db = await testDb();
+const prefix = testRedis().newPrefix();
+const env = { FLOODGATE_PUBLIC_URL: 'https://queue.example' };
+const a = await inProcessDaemon({ prefix, databaseUrl: db.url, env });
+const b = await inProcessDaemon({ prefix, databaseUrl: db.url, env });
+
+const b64 = (o: unknown) => Buffer.from(JSON.stringify(o)).toString('base64url');
+const part = (token: string, i: number) => JSON.parse(Buffer.from(token.split('.')[i], 'base64url').toString());
+
+/** Verifies a compact JWS against a JWK set with node:crypto alone, as a downstream would. */
+function verifyOffline(token: string, jwks: { keys: Record<string, string>[] }) {
+  const [h, p, s] = token.split('.');
+  const header = part(token, 0);
+  const jwk = jwks.keys.find((k) => k.kid === header.kid);
+  if (header.alg !== 'EdDSA' || !jwk) return null;
+  const ok = verify(null, Buffer.from(`${h}.${p}`), createPublicKey({ key: jwk as never, format: 'jwk' }), Buffer.from(s, 'base64url'));
+  return ok ? JSON.parse(Buffer.from(p, 'base64url').toString()) : null;
+}
+
+/** An admitted ticket of a fresh external item, and the view the holder reads. */
+async function admitted(itemId: string, userId = 'u1', extra: Record<string, unknown> = {}) {
+  await a.call('PUT', `/v1/items/${itemId}`, { handler: 'external', ...extra });
+  const joined = (await a.call('POST', `/v1/items/${itemId}/tickets`, { userId }, SVC)).body;
+  const [pulled] = (await a.call('POST', `/v1/items/${itemId}/pull`, { max: 1 }, SVC)).body.tickets;
+  const view = (await a.call('GET', `/v1/tickets/${joined.ticketId}`, undefined, null)).body;
+  return { ticketId: joined.ticketId as string, leaseId: pulled.leaseId as string, view };
+}
+
+const introspect = (d: typeof a, token: unknown) => d.call('POST', '/v1/tokens/introspect', { token }, SVC);
+
+describe('admission tokens', () => {
+  it('gives admitted and succeeded tickets an EdDSA token that verifies against the JWKS with node:crypto alone', async () => {
+    const { ticketId, leaseId, view } = await admitted('tok-a', 'u1', { tokenTtlMs: 60_000 });
+    expect(view.state).toBe('admitted');
+    const token = view.admissionToken as string;
+    const jwks = (await b.call('GET', '/.well-known/jwks.json', undefined, null)).body;
+    const claims = verifyOffline(token, jwks);
+    expect(claims).toMatchObject({ iss: 'https://queue.example', sub: 'u1', aud: 'tok-a' });
+    expect(claims.exp - claims.iat).toBe(60);
+    expect(claims.jti).not.toBe(ticketId);
+    expect(ticketId).not.toContain(claims.jti);
+    // The same token from either daemon (deterministic claims and signature), cached per ticket.
+    expect((await b.call('GET', `/v1/tickets/${ticketId}`, undefined, null)).body.admissionToken).toBe(token);
+    const done = await a.call('POST', `/v1/tickets/${ticketId}/outcome`, { leaseId, status: 'succeeded', result: { orderId: 'A1' } }, SVC);
+    expect(done.body.state).toBe('succeeded');
+    const after = verifyOffline(done.body.admissionToken, jwks);
+    expect(after).toMatchObject({ sub: 'u1', aud: 'tok-a', jti: claims.jti, result: { orderId: 'A1' } });
+    expect(await introspect(b, done.body.admissionToken)).toMatchObject({ status: 200, body: { active: true, sub: 'u1', aud: 'tok-a', jti: claims.jti } });
+    // Waiting tickets carry none.
+    const waiting = (await a.call('POST', '/v1/items/tok-a/tickets', { userId: 'u2' }, SVC)).body;
+    expect(waiting.admissionToken).toBeUndefined();
+  });
+
+  it('makes a revoked token inactive on the other daemon within a second', async () => {
+    const { view } = await admitted('tok-b');
+    const token = view.admissionToken;
+    expect((await introspect(b, token)).body.active).toBe(true);
+    expect((await a.call('POST', '/v1/tokens/revoke', { token }, SVC)).status).toBe(200);
+    const until = Date.now() + 1000;
+    let active = true;
+    while (active && Date.now() < until) active = (await introspect(b, token)).body.active;
+    expect(active).toBe(false);
+  });
+
+  it('still verifies tokens of a rotated-out key, and signs new ones with the new key on every daemon', async () => {
+    const { view } = await admitted('tok-c');
+    const old = view.admissionToken;
+    const rotated = await a.call('POST', '/v1/token-keys/rotate', undefined, undefined);
+    expect(rotated.status).toBe(200);
+    expect((await b.call('POST', '/v1/token-keys/rotate', undefined, SVC)).status).toBe(403);
+    // Every daemon reloads the keys within a couple of seconds.
+    const kids = async () => (await b.call('GET', '/.well-known/jwks.json', undefined, null)).body.keys.map((k: { kid: string }) => k.kid);
+    const until = Date.now() + 10_000;
+    while (!(await kids()).includes(rotated.body.kid) && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
+    const jwks = (await b.call('GET', '/.well-known/jwks.json', undefined, null)).body;
+    expect(jwks.keys.map((k: { kid: string }) => k.kid)).toEqual(expect.arrayContaining([rotated.body.kid, part(old, 0).kid]));
+    expect(verifyOffline(old, jwks)).not.toBeNull();
+    expect((await introspect(b, old)).body.active).toBe(true);
+    const fresh = await admitted('tok-d');
+    expect(part((await b.call('GET', `/v1/tickets/${fresh.ticketId}`, undefined, null)).body.admissionToken, 0).kid).toBe(rotated.body.kid);
+  });
+
+  it('answers inactive, never 500, for malformed, unsigned, HS256-with-the-public-key, expired, oversized and unknown-kid tokens', async () => {
+    const { view } = await admitted('tok-e', 'u1', { tokenTtlMs: 1000 });
+    const token = view.admissionToken as string;
+    expect(token, JSON.stringify(view)).toBeTypeOf('string');
+    const header = part(token, 0);
+    const claims = part(token, 1);
+    const jwks = (await a.call('GET', '/.well-known/jwks.json', undefined, null)).body;
+    const pub = jwks.keys.find((k: { kid: string }) => k.kid === header.kid);
+    const hs = (key: string, h: object, c: object) => {
+      const input = `${b64(h)}.${b64(c)}`;
+      return `${input}.${createHmac('sha256', key).update(input).digest('base64url')}`;
+    };
+    const stranger = generateKeyPairSync('ed25519').privateKey;
+    const foreignInput = `${b64({ ...header, kid: 'nope' })}.${b64(claims)}`;
+    const foreign = `${foreignInput}.${edSign(null, Buffer.from(foreignInput), stranger).toString('base64url')}`;
+    const forgedInput = `${b64(header)}.${b64({ ...claims, sub: 'someone-else' })}`;
+    const cases: unknown[] = [
+      '', 'x', 'a.b.c', '...', token.slice(0, -3) + 'AAA', `${b64({ alg: 'none' })}.${b64(claims)}.`,
+      hs(pub.x, { alg: 'HS256', kid: header.kid }, claims), hs(JSON.stringify(pub), { alg: 'HS256', kid: header.kid }, claims),
+      foreign, `${forgedInput}.${token.split('.')[2]}`, `${token}${'A'.repeat(10_000)}`, `${b64({ alg: 'EdDSA' })}.${b64(claims)}.AA`,
+    ];
+    for (const c of cases) {
+      const r = await introspect(a, c);
+      expect(r, String(c).slice(0, 40)).toMatchObject({ status: 200, body: { active: false } });
+    }
+    expect((await introspect(a, 42)).status).toBe(400);
+    expect((await introspect(a, 'A'.repeat(20_000))).status).toBe(413); // over the body limit
+    // Expired: a second after issue (iat is the admission time; 1 s lifetime).
+    const until = Date.now() + 5000;
+    let active = true;
+    while (active && Date.now() < until) {
+      active = (await introspect(a, token)).body.active;
+      if (active) await new Promise((r) => setTimeout(r, 200));
+    }
+    expect(active).toBe(false);
+  });
+});
