@@ -16,6 +16,9 @@ import { ticketCors, type CorsOrigins } from './ticket-cors.js';
 import { itemRoutes } from './routes/items.js';
 import { opsRoutes, type OpsDeps } from './routes/ops.js';
 import { ticketRoutes } from './routes/tickets.js';
+import { ticketEventRoutes } from './routes/ticket-events.js';
+import { createTicketWatch } from '../queue/ticket-watch.js';
+import { systemClock } from '../kernel/clock.js';
 
 export interface AppDeps extends OpsDeps {
   queue: Queue;
@@ -31,6 +34,8 @@ export interface AppDeps extends OpsDeps {
    * credential there, so any origin is safe unless a deployment wants to narrow it.
    */
   corsOrigins?: CorsOrigins;
+  /** How often the event streams' shared watch looks at the items (default 250 ms). */
+  watchTickMs?: number;
 }
 
 /**
@@ -83,9 +88,18 @@ export function createApp(deps: AppDeps) {
   app.use('/v1/*', limitBody(deps.bodyLimitBytes));
   // A waiting page on the shop's own origin polls and cancels its ticket; no cookies are involved.
   app.use('/v1/tickets/:ticketId', ticketCors(deps.corsOrigins));
+  app.use('/v1/tickets/:ticketId/events', ticketCors(deps.corsOrigins));
 
   app.route('/', itemRoutes(ctx));
   app.route('/', ticketRoutes(ctx));
+  const watch = createTicketWatch({
+    queue: deps.queue,
+    clock: systemClock,
+    tickMs: deps.watchTickMs ?? 250,
+    heartbeatMs: 10_000,
+    onError: (err) => deps.log.warn({ err: String(err) }, 'ticket watch read failed'),
+  });
+  app.route('/', ticketEventRoutes(ctx, watch));
   app.route('/', opsRoutes(ctx, deps));
   app.route('/', docsRoutes());
 

@@ -8,7 +8,7 @@ import { itemKeys, itemsSetKey, itemsVersionKey, PAGE_SIZE } from './keys.js';
 import { withScripts } from './scripts.js';
 import { makeTicketId, parseTicketId, verifyBinding, verifySeq, type ParsedTicketId } from './ticket-id.js';
 import type { AdmittedTicket, Cut, GateSettings, LineDefinition, Outcome, TicketView } from './types.js';
-import { baseView, bindingOf, cachedRecord, fullView, linePosition, parseRecord, waitingHints, type TicketRecord } from './views.js';
+import { baseView, bindingOf, cachedRecord, cutView, fullView, linePosition, parseRecord, waitingHints, type CachedRecord, type TicketRecord } from './views.js';
 import { createTouchBuffer } from './touches.js';
 import { ticketRef } from '../kernel/ticket-ref.js';
 import { createRecordCache } from './record-cache.js';
@@ -51,6 +51,13 @@ export interface Queue {
    */
   precheckJoin(itemId: string): Promise<void>;
   status(ticketId: string): Promise<TicketView>;
+  /**
+   * A ticket's view from this process's cached item view alone, however old it is (no Redis, no
+   * HMAC): a waiting ticket still in the line, or one the item's last cut ended while it waited.
+   * Null where the cache cannot tell (admitted, settled, returned to the head, never seen waiting
+   * here): then status() reads Redis. What lets one item refresh serve every watcher of the item.
+   */
+  cachedView(ticketId: string): TicketView | null;
   /** The item a ticket id names, from the id alone (null if it is not one of ours in shape). */
   itemIdOf(ticketId: string): string | null;
   cancel(ticketId: string): Promise<TicketView>;
@@ -186,6 +193,16 @@ export function createQueue(deps: QueueDeps): Queue {
     return { ...baseView(ticketId, s.def.itemId, rec, 'waiting'), position, ...waitingHints(item, position, clock.now()) };
   }
 
+  /** A ticket seen waiting that the item's last cut ended, told from the cut's range alone. */
+  function cachedCutView(ticketId: string, item: CachedItem, rec: CachedRecord): TicketView | null {
+    const s = item.snap;
+    const cut = s.cuts[s.cuts.length - 1];
+    // served-before is what separates tickets admitted before the cut from those it ended.
+    if (!cut || cut[4] === undefined || rec.seq <= cut[4] || rec.seq > cut[0]) return null;
+    if (!item.feedComplete || item.cancelled.has(rec.seq)) return null;
+    return cutView(ticketId, s.def.itemId, rec, cut);
+  }
+
   const queue: Queue = {
     async define(def, gate, opts) {
       const k = itemKeys(prefix, def.itemId);
@@ -274,6 +291,13 @@ export function createQueue(deps: QueueDeps): Queue {
       if (item.snap.def.abandonAfterMs !== null) touches.touch(itemId, seq, clock.now());
       const known = records.get(ticketId);
       return (known?.secret === item.snap.secret ? cachedWaitingView(ticketId, item, seq, known) : null) ?? readView(ticketId, item, seq);
+    },
+
+    cachedView(ticketId) {
+      const hit = records.get(ticketId);
+      const item = hit && cache.peek(hit.itemId);
+      if (!hit || !item || item.snap.secret !== hit.secret) return null;
+      return cachedWaitingView(ticketId, item, hit.seq, hit) ?? cachedCutView(ticketId, item, hit);
     },
 
     itemIdOf: (ticketId) => parseTicketId(ticketId)?.itemId ?? null,

@@ -62,5 +62,8 @@ export interface AdmittedTicket {
   createdAt: number;
 }
 
-/** [last seq it ended, state char, reason, when]: see lua/_lib.lua, "cuts". */
-export type Cut = [number, string, string, number];
+/**
+ * [last seq it ended, state char, reason, when, served before it (absent in cuts made before it
+ * was recorded)]: see lua/_lib.lua, "cuts".
+ */
+export type Cut = [number, string, string, number, number?];
