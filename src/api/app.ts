@@ -19,6 +19,8 @@ import { ticketRoutes } from './routes/tickets.js';
 import { ticketEventRoutes } from './routes/ticket-events.js';
 import { createTicketWatch } from '../queue/ticket-watch.js';
 import { systemClock } from '../kernel/clock.js';
+import { pageRoutes } from './routes/pages.js';
+import { buildWebAssets, type WebAssets } from './web-assets.js';
 
 export interface AppDeps extends OpsDeps {
   queue: Queue;
@@ -102,6 +104,8 @@ export function createApp(deps: AppDeps) {
   app.route('/', ticketEventRoutes(ctx, watch));
   app.route('/', opsRoutes(ctx, deps));
   app.route('/', docsRoutes());
+  let assets: Promise<WebAssets> | null = null;
+  app.route('/', pageRoutes(ctx, () => (assets ??= buildWebAssets().catch((err) => ((assets = null), Promise.reject(err))))));
 
   serveOpenApi(app, deps.handlers);
 

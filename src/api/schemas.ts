@@ -63,6 +63,23 @@ export const GateView = z
   })
   .openapi('Gate');
 
+/** What the waiting page (/wait/{ticketId}) shows, and where it sends an admitted user. */
+export const WaitingRoom = z
+  .object({
+    title: z.string().min(1).max(200).superRefine(refineText),
+    returnUrl: z
+      .url({ protocol: /^https?$/ })
+      .max(2000)
+      .nullable()
+      .optional()
+      .openapi({ description: 'on admitted/succeeded the page sends the user here, with ?admission=<admissionToken> when the ticket carries one' }),
+  })
+  .strict()
+  .openapi('WaitingRoom', { example: { title: 'Phone X launch', returnUrl: 'https://shop.example/checkout' } });
+
+/** Proof of work asked of a user joining with an invite: SHA-256(challenge ‖ nonce) with `difficulty` leading zero bits. */
+export const Pow = z.object({ difficulty: z.number().int().min(1).max(32) }).strict().openapi('Pow');
+
 export const ItemInput = z
   .object({
     handler: z.string().min(1).max(64).openapi({ description: 'seckill, coupon, webhook, external, or a handler the deployment registered' }),
@@ -73,6 +90,8 @@ export const ItemInput = z
     opensAt: isoTime.nullable().optional(),
     closesAt: isoTime.nullable().optional(),
     gate: GatePatch.optional(),
+    waitingRoom: WaitingRoom.nullable().optional(),
+    pow: Pow.nullable().optional(),
   })
   .strict()
   .superRefine(refineJson)
@@ -93,6 +112,8 @@ export const ItemView = z
     gate: GateView,
     counts: Counts,
     remaining: z.number().nullable(),
+    waitingRoom: WaitingRoom.nullable(),
+    pow: Pow.nullable(),
   })
   .openapi('Item');
 

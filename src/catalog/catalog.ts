@@ -6,7 +6,7 @@ import type { ItemRow, ItemsStore } from '../db/items-store.js';
 import type { CachedItem } from '../queue/item-cache.js';
 import type { Queue } from '../queue/queue.js';
 import { itemState, type ItemState } from '../queue/snapshot.js';
-import type { GateSettings, LineDefinition } from '../queue/types.js';
+import type { GateSettings, LineDefinition, WaitingRoom } from '../queue/types.js';
 import type { HandlerRegistry, HandlerSpec } from '../service/registry.js';
 import { gateView, type GateView } from './gate-view.js';
 import { createStockSync, type StockLedger } from './stock-sync.js';
@@ -26,6 +26,8 @@ export interface ItemInput {
   opensAt?: string | null;
   closesAt?: string | null;
   gate?: Partial<GateSettings>;
+  waitingRoom?: WaitingRoom | null;
+  pow?: { difficulty: number } | null;
 }
 
 export interface Actor {
@@ -45,6 +47,8 @@ export interface ItemView {
   gate: GateView;
   counts: CachedItem['snap']['counts'];
   remaining: number | null;
+  waitingRoom: WaitingRoom | null;
+  pow: { difficulty: number } | null;
 }
 
 export interface Catalog {
@@ -130,6 +134,8 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       opensAt,
       closesAt,
       rejoin: spec.rejoin(parsed.data!),
+      waitingRoom: input.waitingRoom ?? null,
+      pow: input.pow ?? null,
     };
   }
 
@@ -151,6 +157,8 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       gate: gateView(s.gate, s.controller, autoCapOf(spec)),
       counts: s.counts,
       remaining: s.stockLeft,
+      waitingRoom: s.def.waitingRoom ?? null,
+      pow: s.def.pow ?? null,
     };
   }
 
@@ -181,6 +189,8 @@ export function createCatalog(deps: CatalogDeps): Catalog {
         opensAt: def.opensAt === null ? null : new Date(def.opensAt),
         closesAt: def.closesAt === null ? null : new Date(def.closesAt),
         gate: gate as unknown as Record<string, unknown>,
+        waitingRoom: def.waitingRoom ?? null,
+        pow: def.pow ?? null,
         closedAt: null,
       });
       let created: boolean;
@@ -290,6 +300,8 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       abandonAfterMs: row.abandonAfterMs,
       opensAt: row.opensAt?.toISOString() ?? null,
       closesAt: row.closesAt?.toISOString() ?? null,
+      waitingRoom: row.waitingRoom ?? null,
+      pow: row.pow ?? null,
     });
   }
 

@@ -214,6 +214,8 @@ export function createQueue(deps: QueueDeps): Queue {
         opensAt: def.opensAt ?? '',
         closesAt: def.closesAt ?? '',
         rejoin: def.rejoin,
+        waitingRoom: def.waitingRoom ? JSON.stringify(def.waitingRoom) : '',
+        pow: def.pow ? JSON.stringify(def.pow) : '',
       };
       const [code] = (await redis.define(
         k.meta,

@@ -83,6 +83,8 @@ export function parseSnapshot(
       opensAt: num(meta.opensAt),
       closesAt: num(meta.closesAt),
       rejoin: meta.rejoin === 'unless_succeeded' ? 'unless_succeeded' : 'any',
+      waitingRoom: meta.waitingRoom ? JSON.parse(meta.waitingRoom) : null,
+      pow: meta.pow ? JSON.parse(meta.pow) : null,
     },
     secret: meta.secret,
     epoch: Number(meta.epoch),

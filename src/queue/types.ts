@@ -45,6 +45,15 @@ export interface LineDefinition {
   closesAt: number | null;
   /** 'any': a user may join again after any terminal ticket; 'unless_succeeded': not after a success. */
   rejoin: 'any' | 'unless_succeeded';
+  /** What the waiting page shows and where it sends an admitted user (null: no title, no redirect). */
+  waitingRoom?: WaitingRoom | null;
+  /** Proof of work asked of users who join with an invite (null: none). */
+  pow?: { difficulty: number } | null;
+}
+
+export interface WaitingRoom {
+  title: string;
+  returnUrl?: string | null;
 }
 
 export const counterNames = ['waiting', 'admitted', 'succeeded', 'rejected', 'failed', 'cancelled', 'expired'] as const;
