@@ -37,6 +37,7 @@ import { createPgHealth } from './db/health.js';
 import { startStockKeeper } from './catalog/stock-keeper.js';
 import { startRetention } from './catalog/retention.js';
 import type { HandlerSpec } from './service/handler.js';
+import { startSeriesRecorder } from './scheduler/series-recorder.js';
 
 export interface Daemon {
   url: string;
@@ -183,6 +184,7 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
     startStockKeeper({ queue, catalog, pg, log: log.child({ module: 'stock' }) }, { everyMs: 2000 }),
     startRetention({ queue, store, clock, log: log.child({ module: 'retention' }) }, { everyMs: 60_000, retentionMs: config.FLOODGATE_ITEM_RETENTION_MS }),
     every(1000, 'redis loss check', restoreLost, log),
+    startSeriesRecorder({ queue, series: queue.series, clock, log: log.child({ module: 'series' }), effective: (item) => catalog.gateOf(item).effective }, { everyMs: 500 }),
   ];
 
   const app = createApp({

@@ -20,6 +20,7 @@ import { ticketEventRoutes } from './routes/ticket-events.js';
 import { createTicketWatch } from '../queue/ticket-watch.js';
 import { systemClock } from '../kernel/clock.js';
 import { pageRoutes } from './routes/pages.js';
+import { consoleDataRoutes } from './routes/console-data.js';
 import { buildWebAssets, type WebAssets } from './web-assets.js';
 
 export interface AppDeps extends OpsDeps {
@@ -94,6 +95,7 @@ export function createApp(deps: AppDeps) {
 
   app.route('/', itemRoutes(ctx));
   app.route('/', ticketRoutes(ctx));
+  app.route('/', consoleDataRoutes(ctx));
   const watch = createTicketWatch({
     queue: deps.queue,
     clock: systemClock,

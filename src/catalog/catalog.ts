@@ -51,6 +51,15 @@ export interface ItemView {
   pow: { difficulty: number } | null;
 }
 
+export interface AuditEntry {
+  at: string;
+  actor: string;
+  keyId: string | null;
+  from: Record<string, unknown> | null;
+  to: Record<string, unknown>;
+  reason: string;
+}
+
 export interface Catalog {
   put(itemId: string, input: ItemInput, actor: Actor): Promise<{ created: boolean; item: ItemView }>;
   get(itemId: string): Promise<ItemView>;
@@ -59,6 +68,10 @@ export interface Catalog {
   /** The signing secret of a webhook item (the item view never shows it). */
   webhookSecret(itemId: string): Promise<string>;
   patchGate(itemId: string, patch: Partial<GateSettings>, actor: Actor): Promise<GateView>;
+  /** The gate as operators see it, from a cached item view (no Redis). */
+  gateOf(item: CachedItem): GateView;
+  /** The item's gate changes, newest first (operators and the controller's large moves). */
+  audit(itemId: string, limit: number): Promise<AuditEntry[]>;
   restore(): Promise<number>;
   /** restore(), if Redis lacks an item Postgres had at the last restore or was given since. */
   restoreIfLost(): Promise<number>;
@@ -254,6 +267,21 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       deps.log.info({ itemId, ...after }, 'gate changed');
       const now = await current(itemId);
       return gateView(now.snap.gate, now.snap.controller, autoCapOf(handlers.get(now.snap.def.handler)));
+    },
+
+    gateOf: (item) => gateView(item.snap.gate, item.snap.controller, autoCapOf(handlers.get(item.snap.def.handler))),
+
+    async audit(itemId, limit) {
+      await current(itemId);
+      const rows = await store.recentAudit(itemId, limit);
+      return rows.map((r) => ({
+        at: r.createdAt.toISOString(),
+        actor: r.actor,
+        keyId: r.keyId,
+        from: r.before ?? null,
+        to: r.after,
+        reason: r.actor === 'controller' ? 'controller_large_change' : 'operator_change',
+      }));
     },
 
     async reconcile(opts = {}) {

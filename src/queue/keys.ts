@@ -18,6 +18,7 @@
  *   <p>{item}:leader    string the daemon whose controller drives this item's gate (a lease)
  *   <p>{item}:stock     hash  s<i> → units left in shard i (seckill, coupon)
  *   <p>{item}:taken     hash  seq → shard a ticket took its unit from
+ *   <p>{item}:series    zset  one point per second for the console (score = unix second), ~16 min kept
  *   <p>items            set   every item id (keys without a hash tag)
  *   <p>items:ver        string bumped whenever the set changes: daemons reload their copy of it
  */
@@ -35,6 +36,8 @@ export interface ItemKeys {
   leader: string;
   stock: string;
   taken: string;
+  /** Per-second points for the console (zset by second; series-store.ts). */
+  series: string;
   pollPage(seq: number): string;
   x(seq: number): string;
 }
@@ -57,6 +60,7 @@ export function itemKeys(prefix: string, itemId: string): ItemKeys {
     leader: `${base}leader`,
     stock: `${base}stock`,
     taken: `${base}taken`,
+    series: `${base}series`,
     pollPage: (seq) => `${base}p:${Math.floor(seq / PAGE_SIZE)}`,
     x: (seq) => `${base}x:${seq}`,
   };

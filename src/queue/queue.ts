@@ -12,6 +12,7 @@ import { baseView, bindingOf, cachedRecord, cutView, fullView, linePosition, par
 import { createTouchBuffer } from './touches.js';
 import { ticketRef } from '../kernel/ticket-ref.js';
 import { createRecordCache } from './record-cache.js';
+import { createSeriesStore, type SeriesStore } from './series-store.js';
 
 export interface QueueDeps {
   redis: Redis;
@@ -84,6 +85,8 @@ export interface Queue {
   /** Keeps the leases of tickets handed to a job queue alive until `until` (ms). */
   extendLeases(itemId: string, tickets: { seq: number; leaseId: string }[], until: number): Promise<number>;
   stock: StockOps;
+  /** The per-second points the console charts (series-store.ts). */
+  series: SeriesStore;
 }
 
 /** The Redis stock counters of items that have stock: a fast filter; Postgres decides. */
@@ -421,6 +424,8 @@ export function createQueue(deps: QueueDeps): Queue {
       const k = itemKeys(prefix, itemId);
       return (await redis.extendLeases(k.leases, k.base, until, ...tickets.flatMap((t) => [t.seq, t.leaseId]))) as number;
     },
+
+    series: createSeriesStore(redis, prefix),
 
     stock: {
       async take(itemId, seqs) {

@@ -34,6 +34,7 @@ export interface ScriptedRedis extends Redis {
   setStock: Cmd;
   extendLeases: Cmd;
   lead: Cmd;
+  seriesAdd: Cmd;
 }
 
 const cache = loadScripts();
