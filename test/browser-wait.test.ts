@@ -84,6 +84,27 @@ describe.skipIf(!hasChromium)('the waiting page in Chromium', () => {
     await page.close();
   });
 
+  it('joins from an invite after solving the proof of work in a Web Worker, and a replayed invite shows the same ticket', async () => {
+    await call('PUT', '/v1/items/w-inv', { handler: 'external', gate: { mode: 'closed' }, pow: { difficulty: 12 }, waitingRoom: { title: 'Invite only' } });
+    const { url } = (await call('POST', '/v1/items/w-inv/invites', { userId: 'invited', ttlMs: 60_000 }, SVC)).body;
+    const page = await browser!.newPage();
+    const workers: string[] = [];
+    page.on('worker', (w) => workers.push(w.url()));
+    await page.goto(daemon.url + url + '&lang=en');
+    await page.waitForURL((u) => u.pathname.startsWith('/wait/'), { timeout: 20_000 });
+    const ticketId = decodeURIComponent(new URL(page.url()).pathname.slice('/wait/'.length));
+    await expect.poll(() => page.textContent('h1')).toBe('Invite only');
+    await expect.poll(() => page.textContent('#place')).toContain('Your place in line: 1');
+    expect(workers.some((w) => /pow-worker\.[0-9a-f]+\.js$/.test(w))).toBe(true);
+    expect((await call('GET', `/v1/tickets/${ticketId}`, undefined, null)).body.userId).toBe('invited');
+    await page.goto(daemon.url + url);
+    await page.waitForURL((u) => u.pathname === `/wait/${ticketId}` || u.pathname === `/wait/${encodeURIComponent(ticketId)}`, { timeout: 20_000 });
+    await page.goto(`${daemon.url}/join/w-inv?invite=forged.sig&lang=en`);
+    await expect.poll(() => page.textContent('#note')).toBe('This invitation is not valid.');
+    await screenshot(page, 'join-refused');
+    await page.close();
+  });
+
   it('shows a 404 page for ids it did not issue, with a strict CSP and no inline script', async () => {
     for (const id of ['nope', 'YQ.1.AAAAAAAAAAAAAAAAAAAAAA', 'x'.repeat(2000), '%3Cscript%3E']) {
       const res = await fetch(`${daemon.url}/wait/${id}`);

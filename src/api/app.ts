@@ -21,6 +21,7 @@ import { createTicketWatch } from '../queue/ticket-watch.js';
 import { systemClock } from '../kernel/clock.js';
 import { pageRoutes } from './routes/pages.js';
 import { consoleDataRoutes } from './routes/console-data.js';
+import { inviteRoutes } from './routes/invites.js';
 import { buildWebAssets, type WebAssets } from './web-assets.js';
 
 export interface AppDeps extends OpsDeps {
@@ -96,6 +97,7 @@ export function createApp(deps: AppDeps) {
   app.route('/', itemRoutes(ctx));
   app.route('/', ticketRoutes(ctx));
   app.route('/', consoleDataRoutes(ctx));
+  app.route('/', inviteRoutes(ctx));
   const watch = createTicketWatch({
     queue: deps.queue,
     clock: systemClock,

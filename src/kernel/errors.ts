@@ -6,6 +6,7 @@ export const errorCatalogue = {
   invalid_request: 400,
   unauthorized: 401,
   forbidden: 403,
+  pow_required: 403,
   item_not_found: 404,
   ticket_not_found: 404,
   not_found: 404,

@@ -19,6 +19,8 @@
  *   <p>{item}:stock     hash  s<i> → units left in shard i (seckill, coupon)
  *   <p>{item}:taken     hash  seq → shard a ticket took its unit from
  *   <p>{item}:series    zset  one point per second for the console (score = unix second), ~16 min kept
+ *   <p>{item}:inv:<n>   string ticket id an invite made (single use), until the invite expires
+ *   <p>{item}:ch:<n>    string a proof-of-work challenge that was used (single use), 2 min
  *   <p>items            set   every item id (keys without a hash tag)
  *   <p>items:ver        string bumped whenever the set changes: daemons reload their copy of it
  */
@@ -38,6 +40,9 @@ export interface ItemKeys {
   taken: string;
   /** Per-second points for the console (zset by second; series-store.ts). */
   series: string;
+  /** An invite's use (→ the ticket it made) and a proof-of-work challenge's use, by their nonces. */
+  invite(nonce: string): string;
+  challenge(nonce: string): string;
   pollPage(seq: number): string;
   x(seq: number): string;
 }
@@ -61,6 +66,8 @@ export function itemKeys(prefix: string, itemId: string): ItemKeys {
     stock: `${base}stock`,
     taken: `${base}taken`,
     series: `${base}series`,
+    invite: (nonce) => `${base}inv:${nonce}`,
+    challenge: (nonce) => `${base}ch:${nonce}`,
     pollPage: (seq) => `${base}p:${Math.floor(seq / PAGE_SIZE)}`,
     x: (seq) => `${base}x:${seq}`,
   };

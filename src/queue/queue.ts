@@ -13,6 +13,7 @@ import { createTouchBuffer } from './touches.js';
 import { ticketRef } from '../kernel/ticket-ref.js';
 import { createRecordCache } from './record-cache.js';
 import { createSeriesStore, type SeriesStore } from './series-store.js';
+import { createInviteUses, type InviteUses } from './invite-uses.js';
 
 export interface QueueDeps {
   redis: Redis;
@@ -87,6 +88,8 @@ export interface Queue {
   stock: StockOps;
   /** The per-second points the console charts (series-store.ts). */
   series: SeriesStore;
+  /** Single use of invites and proof-of-work challenges (invite-uses.ts). */
+  inviteUses: InviteUses;
 }
 
 /** The Redis stock counters of items that have stock: a fast filter; Postgres decides. */
@@ -426,6 +429,7 @@ export function createQueue(deps: QueueDeps): Queue {
     },
 
     series: createSeriesStore(redis, prefix),
+    inviteUses: createInviteUses(redis, prefix),
 
     stock: {
       async take(itemId, seqs) {
