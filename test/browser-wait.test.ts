@@ -119,6 +119,10 @@ describe.skipIf(!hasChromium)('the waiting page in Chromium', () => {
     const html = await res.text();
     expect(html).not.toMatch(/<script(?![^>]*\bsrc=)[^>]*>/);
     expect(html).not.toMatch(/https?:\/\//);
+    const ev = await fetch(`${daemon.url}/v1/tickets/${await join('w-csp', 'u2')}/events`, { headers: { origin: 'https://shop.example' } });
+    expect(ev.headers.get('content-type')).toContain('text/event-stream');
+    expect(ev.headers.get('access-control-allow-origin')).toBe('*');
+    await ev.body?.cancel();
     const asset = /src="(\/assets\/wait\.[0-9a-f]+\.js)"/.exec(html)![1];
     const js = await fetch(daemon.url + asset);
     expect(js.headers.get('cache-control')).toContain('immutable');

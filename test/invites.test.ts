@@ -46,6 +46,9 @@ describe('invites and proof of work', () => {
     expect((await call('POST', '/v1/items/nope/invites', { userId: 'u' }, SERVICE)).status).toBe(404);
     expect((await call('POST', '/v1/items/i2/invites', { userId: 'u' }, null)).status).toBe(401);
     expect((await call('GET', '/v1/items/nope/challenge', undefined, null)).status).toBe(404);
+    for (const waitingRoom of [{ title: 'x', returnUrl: 'javascript:alert(1)' }, { title: '' }, { title: 'x', extra: 1 }])
+      expect((await call('PUT', '/v1/items/i3', { handler: 'external', waitingRoom })).status).toBe(400);
+    expect((await call('PUT', '/v1/items/i3', { handler: 'external', pow: { difficulty: 0 } })).status).toBe(400);
   });
 
   it('asks for proof of work where the item sets it: none, wrong, reused or foreign are 403 pow_required', async () => {

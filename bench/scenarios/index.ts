@@ -17,6 +17,7 @@ export const scenarios: Record<string, Scenario> = {
   queue: { title: 'queue: join, poll, reject-when-full, depth, memory', run: queueScenario },
   overhead: { title: 'overhead: bare Hono with and without the middleware the daemon mounts', run: overheadScenario },
   'flash-sale': { title: 'flash-sale: 10k units, 100k users × 2 joins, orders/s vs the synchronous design', run: async (ctx) => (await import('./flash-sale.js')).flashSaleScenario(ctx) },
+  events: { title: 'events: 20,000 open SSE streams on one daemon: memory per stream, CPU while the line moves, sell-out to last terminal event', run: async (ctx) => (await import('./events.js')).eventsScenario(ctx) },
   gate: { title: 'gate: auto vs manual vs BullMQ limiter against a downstream whose capacity steps C → C/2 → 2C', run: async (ctx) => (await import('./gate.js')).gateScenario(ctx) },
 };
 
