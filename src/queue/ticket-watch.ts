@@ -44,6 +44,8 @@ const terminal = (v: TicketView) => v.state !== 'waiting' && v.state !== 'admitt
  */
 export function createTicketWatch(deps: { queue: Queue; clock: Clock; tickMs: number; heartbeatMs: number; onError?(err: unknown): void }): TicketWatch {
   const byItem = new Map<string, Set<Watcher>>();
+  /** Per item, what decides waiting tickets' state and reason, as of the last tick. */
+  const shapes = new Map<string, string>();
   let count = 0;
   let timer: NodeJS.Timeout | null = null;
   let running = false;
@@ -59,7 +61,10 @@ export function createTicketWatch(deps: { queue: Queue; clock: Clock; tickMs: nu
     const set = byItem.get(itemId);
     if (!set?.delete(w)) return;
     count--;
-    if (!set.size) byItem.delete(itemId);
+    if (!set.size) {
+      byItem.delete(itemId);
+      shapes.delete(itemId);
+    }
   }
 
   /** Sends `v` if it is news for the watcher; ends the watcher after a terminal view. */
@@ -94,13 +99,17 @@ export function createTicketWatch(deps: { queue: Queue; clock: Clock; tickMs: nu
     if (item === undefined) return;
     const now = deps.clock.now();
     const s = item?.snap;
-    // Whatever may change a waiting ticket's state or reason (a cut, a gate closed, stock out)
-    // makes every watcher of the item due; otherwise only those the head reached or whose pause is over.
-    const itemNews = !s || s.soldOut || s.closed || s.gate.mode === 'closed' || s.stockLeft === 0;
+    // A change of whatever decides a waiting ticket's state or reason (a cut, the gate closed or
+    // opened, stock out or back, the sale opening) makes every watcher of the item due; otherwise
+    // only those the head reached or whose pause is over. (A closed gate with 20,000 watchers
+    // costs nothing per tick.)
+    const shape = s ? `${s.secret}|${s.cuts.length}|${s.soldOut}|${s.closed}|${s.gate.mode}|${s.stockLeft === 0}|${s.def.opensAt !== null && now < s.def.opensAt}` : '';
+    const itemNews = !s || shape !== shapes.get(itemId);
+    shapes.set(itemId, shape);
     const served = s?.served ?? Infinity;
     const slow: Promise<void>[] = [];
     for (const w of [...watchers]) {
-      if (itemNews || now >= w.nextAt || w.seq <= served || w.last.state !== 'waiting' || w.last.reason !== undefined) {
+      if (itemNews || now >= w.nextAt || w.seq <= served || w.last.state !== 'waiting') {
         const v = deps.queue.cachedView(w.ticketId);
         if (v) offer(itemId, w, v, now);
         else if (!w.reading) slow.push(readSlow(itemId, w));
