@@ -64,7 +64,8 @@ describe.skipIf(!hasChromium)('the operator console in Chromium', () => {
     await page.click('#apply');
     await expect.poll(() => page.locator('#audit tbody tr').count()).toBeGreaterThanOrEqual(2);
     expect(await page.textContent('#audit tbody tr:first-child')).toContain('"mode":"auto"');
-    expect((await call('GET', '/v1/items/c-sale')).body.gate.mode).toBe('auto');
+    // The audit row is written before the gate changes in Redis (Postgres first): wait for the change itself.
+    await expect.poll(async () => (await call('GET', '/v1/items/c-sale')).body.gate.mode).toBe('auto');
     await screenshot(page, 'console-item');
     await page.close();
   }, 60_000);

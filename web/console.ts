@@ -171,7 +171,7 @@ async function itemPage(itemId: string) {
   for (const def of chartDefs) {
     const box = el('figure', { id: `chart-${def.id}`, class: 'chart' }, el('figcaption', {}, def.title));
     chartsBox.append(box);
-    const width = Math.min(640, Math.max(280, (chartsBox.clientWidth || 600) - 8));
+    const width = Math.max(260, (box.clientWidth || 320) - 12);
     charts.push(new uPlot({ width, height: 160, scales: { x: { time: true } }, series: [{}, ...def.series.map((s) => ({ label: s.label, stroke: s.stroke, dash: s.dash, width: 1.5, spanGaps: false }))], axes: [{}, { size: 50 }] }, chartData([], def), box));
   }
   async function load() {
