@@ -12,6 +12,12 @@ const browser = hasChromium ? await launchBrowser() : null;
 const join = async (item: string, userId: string) => (await call('POST', `/v1/items/${item}/tickets`, { userId }, SVC)).body.ticketId as string;
 const pull = async (item: string, max: number) => (await call('POST', `/v1/items/${item}/pull`, { max }, SVC)).body.tickets as { ticketId: string; leaseId: string }[];
 
+/** An item whose waiting page sends admitted users back to the daemon's /healthz, and one user's ticket in it. */
+async function returningItem(item: string, userId: string) {
+  await call('PUT', `/v1/items/${item}`, { handler: 'external', waitingRoom: { title: item, returnUrl: `${daemon.url}/healthz?from=wait` } });
+  return { id: await join(item, userId), page: await browser!.newPage() };
+}
+
 /** A user follows ticket 3 of 3 to its order, over the stream or (with it blocked) by polling. */
 async function followToOrder(item: string, blockEvents: boolean) {
   await call('PUT', `/v1/items/${item}`, { handler: 'external', gate: { mode: 'manual', rate: 1000 }, waitingRoom: { title: 'Phone X launch' } });
@@ -58,10 +64,7 @@ describe.skipIf(!hasChromium)('the waiting page in Chromium', () => {
   });
 
   it('sends an admitted user to the item returnUrl (passing the admission token when the ticket has one)', async () => {
-    const returnUrl = `${daemon.url}/healthz?from=wait`;
-    await call('PUT', '/v1/items/w-go', { handler: 'external', waitingRoom: { title: 'Go', returnUrl } });
-    const id = await join('w-go', 'goer');
-    const page = await browser!.newPage();
+    const { id, page } = await returningItem('w-go', 'goer');
     await page.goto(`${daemon.url}/wait/${id}?lang=en`);
     await expect.poll(() => page.textContent('#status')).toBe('You are in line');
     await pull('w-go', 1);
@@ -71,10 +74,7 @@ describe.skipIf(!hasChromium)('the waiting page in Chromium', () => {
   });
 
   it('passes the ticket view admissionToken on as ?admission=', async () => {
-    const returnUrl = `${daemon.url}/healthz?from=wait`;
-    await call('PUT', '/v1/items/w-tok', { handler: 'external', waitingRoom: { title: 'Tok', returnUrl } });
-    const id = await join('w-tok', 'tok');
-    const page = await browser!.newPage();
+    const { id, page } = await returningItem('w-tok', 'tok');
     // The admitted view as a daemon that issues admission tokens sends it.
     const view = { ticketId: id, itemId: 'w-tok', userId: 'tok', state: 'admitted', pollAfterMs: 1000, admissionToken: 'eyJ.test.sig', createdAt: '', updatedAt: '' };
     await page.route('**/events', (r) => r.fulfill({ status: 200, contentType: 'text/event-stream', body: `event: ticket\ndata: ${JSON.stringify(view)}\n\n` }));
