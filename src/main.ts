@@ -43,6 +43,7 @@ import { parseKeyScopes } from './access/keys.js';
 import { createTokenKeyStore } from './db/token-keys.js';
 import { createKeyRing } from './tokens/key-ring.js';
 import { createTokens } from './tokens/tokens.js';
+import { startSeriesRecorder } from './scheduler/series-recorder.js';
 
 export interface Daemon {
   url: string;
@@ -201,6 +202,7 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
     startStockKeeper({ queue, catalog, pg, log: log.child({ module: 'stock' }) }, { everyMs: 2000 }),
     startRetention({ queue, store, clock, log: log.child({ module: 'retention' }) }, { everyMs: 60_000, retentionMs: config.FLOODGATE_ITEM_RETENTION_MS }),
     every(1000, 'redis loss check', restoreLost, log),
+    startSeriesRecorder({ queue, series: queue.series, clock, log: log.child({ module: 'series' }), effective: (item) => catalog.gateOf(item).effective }, { everyMs: 500 }),
   ];
 
   const app = createApp({

@@ -22,6 +22,13 @@ import { accessRoutes } from './routes/access.js';
 import { createBlocks } from '../access/blocks.js';
 import type { KeyScopes } from '../access/keys.js';
 import type { Tokens } from '../tokens/tokens.js';
+import { ticketEventRoutes } from './routes/ticket-events.js';
+import { createTicketWatch } from '../queue/ticket-watch.js';
+import { systemClock } from '../kernel/clock.js';
+import { pageRoutes } from './routes/pages.js';
+import { consoleDataRoutes } from './routes/console-data.js';
+import { inviteRoutes } from './routes/invites.js';
+import { buildWebAssets, type WebAssets } from './web-assets.js';
 
 export interface AppDeps extends OpsDeps {
   queue: Queue;
@@ -43,6 +50,8 @@ export interface AppDeps extends OpsDeps {
   scopes?: KeyScopes;
   /** Admission tokens (signing keys in Postgres); without them tickets carry none. */
   tokens?: Tokens;
+  /** How often the event streams' shared watch looks at the items (default 250 ms). */
+  watchTickMs?: number;
 }
 
 /**
@@ -97,13 +106,26 @@ export function createApp(deps: AppDeps) {
   app.use('/v1/*', limitBody(deps.bodyLimitBytes));
   // A waiting page on the shop's own origin polls and cancels its ticket; no cookies are involved.
   app.use('/v1/tickets/:ticketId', ticketCors(deps.corsOrigins));
+  app.use('/v1/tickets/:ticketId/events', ticketCors(deps.corsOrigins));
 
   app.route('/', itemRoutes(ctx));
   app.route('/', ticketRoutes(ctx));
   if (deps.reservations) app.route('/', orderRoutes(ctx, deps.reservations));
   app.route('/', accessRoutes(ctx));
+  app.route('/', consoleDataRoutes(ctx));
+  app.route('/', inviteRoutes(ctx));
+  const watch = createTicketWatch({
+    queue: deps.queue,
+    clock: systemClock,
+    tickMs: deps.watchTickMs ?? 250,
+    heartbeatMs: 10_000,
+    onError: (err) => deps.log.warn({ err: String(err) }, 'ticket watch read failed'),
+  });
+  app.route('/', ticketEventRoutes(ctx, watch));
   app.route('/', opsRoutes(ctx, deps));
   app.route('/', docsRoutes());
+  let assets: Promise<WebAssets> | null = null;
+  app.route('/', pageRoutes(ctx, () => (assets ??= buildWebAssets().catch((err) => ((assets = null), Promise.reject(err))))));
 
   serveOpenApi(app, deps.handlers);
 

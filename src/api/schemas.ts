@@ -68,6 +68,22 @@ const Quotas = z
   .object({ perUser: Quota.optional(), perKey: Quota.optional() })
   .strict()
   .openapi('Quotas', { description: 'join quotas; every attempt counts (refused and repeated ones too), across all daemons', example: { perUser: { limit: 5, windowMs: 60000 } } });
+/** What the waiting page (/wait/{ticketId}) shows, and where it sends an admitted user. */
+export const WaitingRoom = z
+  .object({
+    title: z.string().min(1).max(200).superRefine(refineText),
+    returnUrl: z
+      .url({ protocol: /^https?$/ })
+      .max(2000)
+      .nullable()
+      .optional()
+      .openapi({ description: 'on admitted/succeeded the page sends the user here, with ?admission=<admissionToken> when the ticket carries one' }),
+  })
+  .strict()
+  .openapi('WaitingRoom', { example: { title: 'Phone X launch', returnUrl: 'https://shop.example/checkout' } });
+
+/** Proof of work asked of a user joining with an invite: SHA-256(challenge ‖ nonce) with `difficulty` leading zero bits. */
+export const Pow = z.object({ difficulty: z.number().int().min(1).max(32) }).strict().openapi('Pow');
 
 export const ItemInput = z
   .object({
@@ -87,6 +103,8 @@ export const ItemInput = z
       .nullable()
       .optional()
       .openapi({ description: 'accept joins from opensAt − fromMs into a pre-queue, shuffled into the line at opensAt (needs opensAt)' }),
+    waitingRoom: WaitingRoom.nullable().optional(),
+    pow: Pow.nullable().optional(),
   })
   .strict()
   .superRefine(refineJson)
@@ -113,6 +131,8 @@ export const ItemView = z
       .object({ fromMs: z.number().int(), seedHash: z.string(), seed: z.string().optional(), size: z.number().int().optional(), drawnAt: z.string().nullable().optional() })
       .nullable()
       .openapi({ description: 'seedHash = hex SHA-256 of the seed, shown before the draw; seed and size after it (docs/design-notes.md, "The pre-queue draw")' }),
+    waitingRoom: WaitingRoom.nullable(),
+    pow: Pow.nullable(),
   })
   .openapi('Item');
 

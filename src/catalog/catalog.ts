@@ -7,7 +7,7 @@ import type { CachedItem } from '../queue/item-cache.js';
 import type { Queue } from '../queue/queue.js';
 import { itemState, type ItemState } from '../queue/snapshot.js';
 import { seedHashOf } from '../queue/draw.js';
-import { DEFAULT_TOKEN_TTL_MS, type GateSettings, type LineDefinition, type Quotas } from '../queue/types.js';
+import { DEFAULT_TOKEN_TTL_MS, type GateSettings, type LineDefinition, type Quotas, type WaitingRoom } from '../queue/types.js';
 import type { HandlerRegistry, HandlerSpec } from '../service/registry.js';
 import { gateView, type GateView } from './gate-view.js';
 import { createStockSync, type StockLedger } from './stock-sync.js';
@@ -30,6 +30,8 @@ export interface ItemInput {
   quotas?: Quotas | null;
   tokenTtlMs?: number | null;
   preQueue?: { fromMs: number } | null;
+  waitingRoom?: WaitingRoom | null;
+  pow?: { difficulty: number } | null;
 }
 
 export interface Actor {
@@ -55,6 +57,17 @@ export interface ItemView {
   tokenTtlMs: number;
   /** The pre-queue and its draw (queue/draw.ts): the seed's hash from the start, the seed and size once drawn. */
   preQueue: { fromMs: number; seedHash: string; seed?: string; size?: number; drawnAt?: string } | null;
+  waitingRoom: WaitingRoom | null;
+  pow: { difficulty: number } | null;
+}
+
+export interface AuditEntry {
+  at: string;
+  actor: string;
+  keyId: string | null;
+  from: Record<string, unknown> | null;
+  to: Record<string, unknown>;
+  reason: string;
 }
 
 export interface Catalog {
@@ -65,6 +78,10 @@ export interface Catalog {
   /** The signing secret of a webhook item (the item view never shows it). */
   webhookSecret(itemId: string): Promise<string>;
   patchGate(itemId: string, patch: Partial<GateSettings>, actor: Actor): Promise<GateView>;
+  /** The gate as operators see it, from a cached item view (no Redis). */
+  gateOf(item: CachedItem): GateView;
+  /** The item's gate changes, newest first (operators and the controller's large moves). */
+  audit(itemId: string, limit: number): Promise<AuditEntry[]>;
   restore(): Promise<number>;
   /** restore(), if Redis lacks an item Postgres had at the last restore or was given since. */
   restoreIfLost(): Promise<number>;
@@ -145,6 +162,8 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       quotas: input.quotas && (input.quotas.perUser || input.quotas.perKey) ? input.quotas : null,
       tokenTtlMs: input.tokenTtlMs ?? null,
       preQueueFromMs: input.preQueue?.fromMs ?? null,
+      waitingRoom: input.waitingRoom ?? null,
+      pow: input.pow ?? null,
     };
   }
 
@@ -169,6 +188,8 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       quotas: s.def.quotas ?? null,
       tokenTtlMs: s.def.tokenTtlMs ?? DEFAULT_TOKEN_TTL_MS,
       preQueue: preQueueView(s),
+      waitingRoom: s.def.waitingRoom ?? null,
+      pow: s.def.pow ?? null,
     };
   }
 
@@ -206,6 +227,8 @@ export function createCatalog(deps: CatalogDeps): Catalog {
         opensAt: def.opensAt === null ? null : new Date(def.opensAt),
         closesAt: def.closesAt === null ? null : new Date(def.closesAt),
         gate: gate as unknown as Record<string, unknown>,
+        waitingRoom: def.waitingRoom ?? null,
+        pow: def.pow ?? null,
         closedAt: null,
         quotas: (def.quotas ?? null) as Record<string, unknown> | null,
         tokenTtlMs: def.tokenTtlMs ?? null,
@@ -274,6 +297,21 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       return gateView(now.snap.gate, now.snap.controller, autoCapOf(handlers.get(now.snap.def.handler)));
     },
 
+    gateOf: (item) => gateView(item.snap.gate, item.snap.controller, autoCapOf(handlers.get(item.snap.def.handler))),
+
+    async audit(itemId, limit) {
+      await current(itemId);
+      const rows = await store.recentAudit(itemId, limit);
+      return rows.map((r) => ({
+        at: r.createdAt.toISOString(),
+        actor: r.actor,
+        keyId: r.keyId,
+        from: r.before ?? null,
+        to: r.after,
+        reason: r.actor === 'controller' ? 'controller_large_change' : 'operator_change',
+      }));
+    },
+
     async reconcile(opts = {}) {
       const rows = opts.itemId ? [await store.get(opts.itemId)] : await store.all();
       const out = [];
@@ -321,6 +359,8 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       quotas: row.quotas as Quotas | null,
       tokenTtlMs: row.tokenTtlMs,
       preQueue: row.preQueue as { fromMs: number } | null,
+      waitingRoom: row.waitingRoom ?? null,
+      pow: row.pow ?? null,
     });
   }
 

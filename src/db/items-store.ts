@@ -1,4 +1,4 @@
-import { eq, isNull } from 'drizzle-orm';
+import { desc, eq, isNull } from 'drizzle-orm';
 import type { Db } from './client.js';
 import { gateAudit, items } from './schema.js';
 
@@ -37,6 +37,8 @@ export function createItemsStore(db: Db) {
     async audit(entry: { itemId: string; actor: string; keyId: string | null; before: Record<string, unknown> | null; after: Record<string, unknown> }) {
       await db.insert(gateAudit).values(entry);
     },
+    /** Newest first. */
+    recentAudit: (itemId: string, limit: number) => db.select().from(gateAudit).where(eq(gateAudit.itemId, itemId)).orderBy(desc(gateAudit.id)).limit(limit),
     auditLog: (itemId: string) => db.select().from(gateAudit).where(eq(gateAudit.itemId, itemId)).orderBy(gateAudit.id),
   };
 }

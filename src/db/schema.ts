@@ -11,6 +11,10 @@ export const items = pgTable('items', {
   opensAt: timestamp('opens_at', { withTimezone: true, mode: 'date' }),
   closesAt: timestamp('closes_at', { withTimezone: true, mode: 'date' }),
   gate: jsonb('gate').notNull().$type<Record<string, unknown>>(),
+  /** The waiting page's title and return URL (null: none). */
+  waitingRoom: jsonb('waiting_room').$type<{ title: string; returnUrl?: string | null }>(),
+  /** Proof of work asked at an invite's join, { difficulty } (null: none). */
+  pow: jsonb('pow').$type<{ difficulty: number }>(),
   closedAt: timestamp('closed_at', { withTimezone: true, mode: 'date' }),
   /** { perUser?: {limit, windowMs}, perKey?: {limit, windowMs} } */
   quotas: jsonb('quotas').$type<Record<string, unknown>>(),

@@ -7,6 +7,7 @@ export const errorCatalogue = {
   unauthorized: 401,
   forbidden: 403,
   blocked: 403,
+  pow_required: 403,
   item_not_found: 404,
   ticket_not_found: 404,
   not_found: 404,

@@ -106,7 +106,11 @@ export function createItemCache(deps: { redis: Redis; prefix: string; clock: Clo
     const places = e.drawPlaces;
     const drawN = places ? snap.draw!.n! : 0;
     const lineIndex = (seq: number) => (seq <= drawN && seq > 0 ? places!.readUInt32BE((seq - 1) * 4) : seq);
-    for (const s of cancelled) if (lineIndex(s) <= snap.served) cancelled.delete(s);
+    // Cancels inside the last cut's range are kept: a watcher told of the cut from this view alone
+    // must still know that such a ticket had left the line before (queue.cachedView).
+    const lastCut = snap.cuts[snap.cuts.length - 1];
+    const forgetBelow = lastCut?.[4] !== undefined ? Math.min(snap.served, lastCut[4]) : snap.served;
+    for (const s of cancelled) if (lineIndex(s) <= forgetBelow) cancelled.delete(s);
     e.samples.push({ t: now, admissions: snap.admissions });
     while (e.samples.length > 2 && now - e.samples[0].t > 10_000) e.samples.shift();
     const first = e.samples[0];

@@ -23,6 +23,9 @@
  *   <p>{item}:draw:o, draw:p  string  the pre-queue draw: line place → seq, seq → line place (uint32 BE; lua/draw-2.lua)
  *   <p>{item}:blocked   hash  userId → bits: 1 blocked for this item, 2 blocked everywhere (a copy of `blocks`)
  *   <p>{item}:qu:<userId>:<window>, qk:<keyName>:<window>  string  quota counters (join-3.lua)
+ *   <p>{item}:series    zset  one point per second for the console (score = unix second), ~16 min kept
+ *   <p>{item}:inv:<n>   string ticket id an invite made (single use), until the invite expires
+ *   <p>{item}:ch:<n>    string a proof-of-work challenge that was used (single use), 2 min
  *   <p>items            set   every item id (keys without a hash tag)
  *   <p>items:ver        string bumped whenever the set changes: daemons reload their copy of it
  *   <p>blocks           set   user ids blocked for every item (copied into each item's `blocked`)
@@ -45,6 +48,11 @@ export interface ItemKeys {
   returned: string;
   blocked: string;
   sourcePage(seq: number): string;
+  /** Per-second points for the console (zset by second; series-store.ts). */
+  series: string;
+  /** An invite's use (→ the ticket it made) and a proof-of-work challenge's use, by their nonces. */
+  invite(nonce: string): string;
+  challenge(nonce: string): string;
   pollPage(seq: number): string;
   x(seq: number): string;
 }
@@ -70,6 +78,9 @@ export function itemKeys(prefix: string, itemId: string): ItemKeys {
     returned: `${base}returned`,
     blocked: `${base}blocked`,
     sourcePage: (seq) => `${base}src:${Math.floor(seq / PAGE_SIZE)}`,
+    series: `${base}series`,
+    invite: (nonce) => `${base}inv:${nonce}`,
+    challenge: (nonce) => `${base}ch:${nonce}`,
     pollPage: (seq) => `${base}p:${Math.floor(seq / PAGE_SIZE)}`,
     x: (seq) => `${base}x:${seq}`,
   };

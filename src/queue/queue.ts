@@ -8,11 +8,13 @@ import { globalBlocksKey, itemKeys, itemsSetKey, itemsVersionKey, PAGE_SIZE } fr
 import { withScripts } from './scripts.js';
 import { makeTicketId, parseTicketId, verifyBinding, verifySeq, type ParsedTicketId } from './ticket-id.js';
 import type { AdmittedTicket, Cut, GateSettings, LineDefinition, Outcome, TicketView } from './types.js';
-import { awaitingDraw, baseView, bindingOf, cachedRecord, fullView, linePosition, parseRecord, preQueueHints, waitingHints, type TicketRecord } from './views.js';
+import { awaitingDraw, baseView, bindingOf, cachedRecord, cutView, fullView, linePosition, parseRecord, preQueueHints, waitingHints, type CachedRecord, type TicketRecord } from './views.js';
 import { drawOrder, drawPositions } from './draw.js';
 import { createTouchBuffer } from './touches.js';
 import { ticketRef } from '../kernel/ticket-ref.js';
 import { createRecordCache } from './record-cache.js';
+import { createSeriesStore, type SeriesStore } from './series-store.js';
+import { createInviteUses, type InviteUses } from './invite-uses.js';
 
 export interface QueueDeps {
   redis: Redis;
@@ -63,6 +65,13 @@ export interface Queue {
    */
   precheckJoin(itemId: string): Promise<void>;
   status(ticketId: string): Promise<TicketView>;
+  /**
+   * A ticket's view from this process's cached item view alone, however old it is (no Redis, no
+   * HMAC): a waiting ticket still in the line, or one the item's last cut ended while it waited.
+   * Null where the cache cannot tell (admitted, settled, returned to the head, never seen waiting
+   * here): then status() reads Redis. What lets one item refresh serve every watcher of the item.
+   */
+  cachedView(ticketId: string): TicketView | null;
   /** The item a ticket id names, from the id alone (null if it is not one of ours in shape). */
   itemIdOf(ticketId: string): string | null;
   cancel(ticketId: string): Promise<TicketView>;
@@ -96,6 +105,10 @@ export interface Queue {
   /** Keeps the leases of tickets handed to a job queue alive until `until` (ms). */
   extendLeases(itemId: string, tickets: { seq: number; leaseId: string }[], until: number): Promise<number>;
   stock: StockOps;
+  /** The per-second points the console charts (series-store.ts). */
+  series: SeriesStore;
+  /** Single use of invites and proof-of-work challenges (invite-uses.ts). */
+  inviteUses: InviteUses;
 }
 
 /** Blocked users: per item (bit 1) and everywhere (bit 2, a copy of the global set in each item). */
@@ -261,6 +274,16 @@ export function createQueue(deps: QueueDeps): Queue {
     return { drawn: true, n };
   }
 
+  /** A ticket seen waiting that the item's last cut ended, told from the cut's range alone. */
+  function cachedCutView(ticketId: string, item: CachedItem, rec: CachedRecord): TicketView | null {
+    const s = item.snap;
+    const cut = s.cuts[s.cuts.length - 1];
+    // served-before is what separates tickets admitted before the cut from those it ended.
+    if (!cut || cut[4] === undefined || rec.seq <= cut[4] || rec.seq > cut[0]) return null;
+    if (!item.feedComplete || item.cancelled.has(rec.seq)) return null;
+    return cutView(ticketId, s.def.itemId, rec, cut);
+  }
+
   const queue: Queue = {
     async define(def, gate, opts) {
       const k = itemKeys(prefix, def.itemId);
@@ -276,6 +299,8 @@ export function createQueue(deps: QueueDeps): Queue {
         qKey: quotaField(def.quotas?.perKey),
         tokenTtlMs: def.tokenTtlMs ?? '',
         preFrom: def.preQueueFromMs ?? '',
+        waitingRoom: def.waitingRoom ? JSON.stringify(def.waitingRoom) : '',
+        pow: def.pow ? JSON.stringify(def.pow) : '',
       };
       const [code] = (await redis.define(
         k.meta,
@@ -376,6 +401,13 @@ export function createQueue(deps: QueueDeps): Queue {
       async setGlobal(userId, on) {
         await (on ? redis.sadd(globalBlocksKey(prefix), userId) : redis.srem(globalBlocksKey(prefix), userId));
       },
+    },
+
+    cachedView(ticketId) {
+      const hit = records.get(ticketId);
+      const item = hit && cache.peek(hit.itemId);
+      if (!hit || !item || item.snap.secret !== hit.secret) return null;
+      return cachedWaitingView(ticketId, item, hit.seq, hit) ?? cachedCutView(ticketId, item, hit);
     },
 
     itemIdOf: (ticketId) => parseTicketId(ticketId)?.itemId ?? null,
@@ -518,6 +550,9 @@ export function createQueue(deps: QueueDeps): Queue {
       const k = itemKeys(prefix, itemId);
       return (await redis.extendLeases(k.leases, k.base, until, ...tickets.flatMap((t) => [t.seq, t.leaseId]))) as number;
     },
+
+    series: createSeriesStore(redis, prefix),
+    inviteUses: createInviteUses(redis, prefix),
 
     stock: {
       async take(itemId, seqs) {

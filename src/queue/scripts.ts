@@ -37,6 +37,7 @@ export interface ScriptedRedis extends Redis {
   lead: Cmd;
   block: Cmd;
   draw: Cmd;
+  seriesAdd: Cmd;
 }
 
 const cache = loadScripts();

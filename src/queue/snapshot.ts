@@ -95,6 +95,8 @@ export function parseSnapshot(
       quotas: meta.qUser || meta.qKey ? { ...quotaOf('perUser', meta.qUser), ...quotaOf('perKey', meta.qKey) } : null,
       tokenTtlMs: num(meta.tokenTtlMs),
       preQueueFromMs: num(meta.preFrom),
+      waitingRoom: meta.waitingRoom ? JSON.parse(meta.waitingRoom) : null,
+      pow: meta.pow ? JSON.parse(meta.pow) : null,
     },
     secret: meta.secret,
     epoch: Number(meta.epoch),

@@ -58,6 +58,10 @@ export interface LineDefinition {
   tokenTtlMs?: number | null;
   /** Joins are accepted this long before opensAt, into a pre-queue drawn at opensAt; null = none. */
   preQueueFromMs?: number | null;
+  /** What the waiting page shows and where it sends an admitted user (null: no title, no redirect). */
+  waitingRoom?: WaitingRoom | null;
+  /** Proof of work asked of users who join with an invite (null: none). */
+  pow?: { difficulty: number } | null;
 }
 
 /** Lifetime of admission tokens where the item sets none (API.md). */
@@ -70,6 +74,11 @@ export interface Quota {
 export interface Quotas {
   perUser?: Quota;
   perKey?: Quota;
+}
+
+export interface WaitingRoom {
+  title: string;
+  returnUrl?: string | null;
 }
 
 export const counterNames = ['waiting', 'admitted', 'succeeded', 'rejected', 'failed', 'cancelled', 'expired'] as const;
@@ -87,5 +96,8 @@ export interface AdmittedTicket {
   createdAt: number;
 }
 
-/** [last seq it ended, state char, reason, when]: see lua/_lib.lua, "cuts". */
-export type Cut = [number, string, string, number];
+/**
+ * [last seq it ended, state char, reason, when, served before it (absent in cuts made before it
+ * was recorded)]: see lua/_lib.lua, "cuts".
+ */
+export type Cut = [number, string, string, number, number?];

@@ -116,6 +116,12 @@ export function baseView(ticketId: string, itemId: string, rec: TicketRecord & {
   return { ticketId, itemId, userId: rec.userId, state, createdAt: created, updatedAt: created };
 }
 
+/** A ticket that a cut (close, sell-out) ended while it waited. */
+export function cutView(ticketId: string, itemId: string, rec: TicketRecord & { createdIso?: string }, cut: Cut): TicketView {
+  const state = stateByChar[cut[1]];
+  return { ...baseView(ticketId, itemId, rec, state), updatedAt: iso(cut[3]), outcome: { status: state as Outcome['status'], reason: cut[2] } };
+}
+
 /** A ticket read from Redis (x = its times and outcome hash; rank = place among returned tickets). */
 export function fullView(
   ticketId: string,
@@ -128,11 +134,7 @@ export function fullView(
   cut: Cut | null,
   now: number,
 ): TicketView {
-  if (cut) {
-    const state = stateByChar[cut[1]];
-    const v = baseView(ticketId, item.snap.def.itemId, rec, state);
-    return { ...v, updatedAt: iso(cut[3]), outcome: { status: state as Outcome['status'], reason: cut[2] } };
-  }
+  if (cut) return cutView(ticketId, item.snap.def.itemId, rec, cut);
   const v = baseView(ticketId, item.snap.def.itemId, rec, rec.state);
   if (x.updatedAt) v.updatedAt = iso(Number(x.updatedAt));
   if (x.admittedAt) v.admittedAt = iso(Number(x.admittedAt));

@@ -12,10 +12,13 @@ rcall('HSETNX', KEYS[1], 'endedAt', ARGV[4])
 local seq = tonumber(rcall('HGET', KEYS[2], 'seq') or '0')
 local waiting = tonumber(rcall('HGET', KEYS[2], 'waiting') or '0')
 local cuts = loadCuts(KEYS[1])
+local served = tonumber(rcall('HGET', KEYS[2], 'served') or '0')
 if waiting > 0 then
   -- The ledger finds this cut's tickets among the seqs after the previous cut.
   rcall('XADD', ARGV[5] .. 'done', '*', 'from', fmt(lastCutSeq(cuts) + 1), 'to', fmt(seq))
-  table.insert(cuts, { seq, ARGV[1], ARGV[2], tonumber(ARGV[4]) })
+  -- The 5th field (served before the cut) lets a daemon tell from its cached view alone which
+  -- tickets this cut ended: those after it, up to seq, that had not left the line.
+  table.insert(cuts, { seq, ARGV[1], ARGV[2], tonumber(ARGV[4]), served })
   rcall('HSET', KEYS[1], 'cuts', cjson.encode(cuts))
   rcall('HSET', KEYS[2], 'served', fmt(seq), 'waiting', 0)
   rcall('HINCRBY', KEYS[2], stateByChar[ARGV[1]], waiting)

@@ -1,0 +1,63 @@
+import { OpenAPIHono, createRoute, z } from '@hono/zod-openapi';
+import { fail } from '../../kernel/errors.js';
+import type { AuthEnv } from '../auth.js';
+import type { ApiContext } from '../context.js';
+import { errors, json } from '../openapi.js';
+import { ItemId } from '../schemas.js';
+
+const security = [{ bearer: [] }];
+const params = z.object({ itemId: ItemId });
+
+const num = z.number().nullable();
+const Point = z.object({
+  t: z.number().int().openapi({ description: 'start of the second, ms since the epoch' }),
+  waiting: z.number(),
+  admitted: z.number().openapi({ description: 'per second' }),
+  succeeded: z.number(),
+  rejected: z.number(),
+  failed: z.number(),
+  rate: num.openapi({ description: "the gate's effective rate" }),
+  maxInFlight: num.openapi({ description: "the gate's effective in-flight limit" }),
+  ctlRate: num.openapi({ description: "the adaptive controller's pace (its shadow opinion in manual mode)" }),
+  ctlLimit: num.openapi({ description: "the adaptive controller's in-flight limit" }),
+  p50Ms: num,
+  p99Ms: num,
+});
+const Series = z.object({ stepMs: z.literal(1000), points: z.array(Point) }).openapi('Series');
+const AuditEntry = z
+  .object({ at: z.string(), actor: z.string(), keyId: z.string().nullable(), from: z.record(z.string(), z.unknown()).nullable(), to: z.record(z.string(), z.unknown()), reason: z.string() })
+  .openapi('AuditEntry');
+
+/** What the operator console draws: an item's per-second series and its gate audit log (API.md, Operator console). */
+export function consoleDataRoutes(ctx: ApiContext) {
+  const app = new OpenAPIHono<AuthEnv>({ defaultHook: ctx.defaultHook });
+  const operator = ctx.auth('operator');
+
+  app.openapi(
+    createRoute({
+      method: 'get', path: '/v1/items/{itemId}/series', tags: ['console'], security, middleware: [operator] as const,
+      summary: 'Per-second points of the last windowMs (kept ~16 minutes in Redis, the same on every daemon)',
+      request: { params, query: z.object({ windowMs: z.coerce.number().int().min(1000).max(960_000).default(900_000) }) },
+      responses: { 200: json(Series, 'Oldest first'), ...errors(400, 401, 403, 404, 503) },
+    }),
+    async (c) => {
+      const { itemId } = c.req.valid('param');
+      const { windowMs } = c.req.valid('query');
+      (await ctx.queue.item(itemId)) ?? fail('item_not_found', 'No such item.');
+      const to = Math.floor(Date.now() / 1000);
+      const points = await ctx.queue.series.range(itemId, to - Math.ceil(windowMs / 1000) + 1, to);
+      return c.json({ stepMs: 1000 as const, points }, 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get', path: '/v1/items/{itemId}/audit', tags: ['console'], security, middleware: [operator] as const,
+      summary: "The item's gate changes, newest first",
+      request: { params, query: z.object({ limit: z.coerce.number().int().min(1).max(1000).default(100) }) },
+      responses: { 200: json(z.object({ entries: z.array(AuditEntry) }), 'Newest first'), ...errors(400, 401, 403, 404, 503) },
+    }),
+    async (c) => c.json({ entries: await ctx.catalog.audit(c.req.valid('param').itemId, c.req.valid('query').limit) }, 200),
+  );
+  return app;
+}

@@ -1,0 +1,49 @@
+import type { Clock } from '../kernel/clock.js';
+import type { Logger } from '../kernel/logger.js';
+import { every } from '../kernel/loop.js';
+import type { CachedItem } from '../queue/item-cache.js';
+import type { Queue } from '../queue/queue.js';
+import type { SeriesStore } from '../queue/series-store.js';
+
+/**
+ * Once a second, offers every item's point (line length, cumulative admissions and outcomes,
+ * the gate's effective numbers and the controller's opinion) to the shared series in Redis, from
+ * the cached item view the daemon keeps anyway. Every daemon offers; the first point of a second
+ * stays (series-add-1.lua), so the series is one and the same on every daemon and survives any
+ * one of them. Cost: one script call per item per second per daemon.
+ */
+export function startSeriesRecorder(
+  deps: { queue: Queue; series: SeriesStore; clock: Clock; log: Logger; effective(item: CachedItem): { rate: number | null; maxInFlight: number | null } },
+  opts: { everyMs: number },
+) {
+  return every(
+    opts.everyMs,
+    'series record',
+    async () => {
+      const second = Math.floor(deps.clock.now() / 1000);
+      const ids = await deps.queue.itemIds();
+      await Promise.all(
+        ids.map(async (id) => {
+          const item = await deps.queue.item(id);
+          if (!item) return;
+          const s = item.snap;
+          const eff = deps.effective(item);
+          await deps.series.add(id, second, {
+            waiting: s.counts.waiting,
+            admissions: s.admissions,
+            succeeded: s.counts.succeeded,
+            rejected: s.counts.rejected,
+            failed: s.counts.failed,
+            rate: eff.rate,
+            maxInFlight: eff.maxInFlight,
+            ctlRate: s.controller?.rate ?? null,
+            ctlLimit: s.controller?.limit ?? null,
+            p50Ms: s.controller?.p50Ms ?? null,
+            p99Ms: s.controller?.p99Ms ?? null,
+          });
+        }),
+      );
+    },
+    deps.log,
+  );
+}

@@ -1,0 +1,75 @@
+import { createHash } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { SERVICE, testApp } from './support/app.js';
+
+const t = await testApp();
+
+/** The brute force the page's worker does, in the test (small difficulties only). */
+const solves = (challenge: string, nonce: string, difficulty: number) =>
+  BigInt('0x' + createHash('sha256').update(challenge + nonce).digest('hex')) >> BigInt(256 - difficulty) === 0n;
+function solve(challenge: string, difficulty: number) {
+  for (let n = 0; ; n++) if (solves(challenge, n.toString(36), difficulty)) return n.toString(36);
+}
+
+describe('invites and proof of work', () => {
+  it('joins with an invite once; a replay answers the same ticket with 200', async () => {
+    const { call } = t.build();
+    await call('PUT', '/v1/items/i1', { handler: 'external' });
+    const inv = await call('POST', '/v1/items/i1/invites', { userId: 'u-1', ttlMs: 60_000 }, SERVICE);
+    expect(inv.status).toBe(201);
+    expect(inv.body.url).toBe(`/join/i1?invite=${inv.body.invite}`);
+    const first = await call('POST', '/v1/join', { invite: inv.body.invite }, null);
+    expect(first.status).toBe(202);
+    expect(first.body).toMatchObject({ userId: 'u-1', state: 'waiting', position: 1 });
+    await call('DELETE', `/v1/tickets/${first.body.ticketId}`, undefined, null);
+    const again = await call('POST', '/v1/join', { invite: inv.body.invite }, null);
+    expect(again.status).toBe(200);
+    expect(again.body).toMatchObject({ ticketId: first.body.ticketId, state: 'cancelled' });
+  });
+
+  it('refuses forged, expired and malformed invites with 4xx, never 500', async () => {
+    const { call } = t.build();
+    await call('PUT', '/v1/items/i2', { handler: 'external' });
+    const inv = (await call('POST', '/v1/items/i2/invites', { userId: 'u', ttlMs: 1000 }, SERVICE)).body.invite as string;
+    const [body, sig] = inv.split('.');
+    const other = Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(body, 'base64url').toString()), u: 'someone-else' })).toString('base64url');
+    for (const bad of [`${other}.${sig}`, `${body}.${sig.slice(0, -2)}AA`, 'x', '.', 'e30.AAAA', `${Buffer.from('[]').toString('base64url')}.x`, '\u00e9'.repeat(10)]) {
+      const r = await call('POST', '/v1/join', { invite: bad }, null);
+      expect(r.status, bad).toBe(403);
+      expect(r.body.error).toMatchObject({ code: 'forbidden', details: { reason: 'invite_invalid' } });
+    }
+    for (const body of [{}, { invite: 5 }, { invite: 'a'.repeat(3000) }, 'not json']) expect((await call('POST', '/v1/join', body, null)).status).toBe(400);
+    await new Promise((r) => setTimeout(r, 1100));
+    const expired = await call('POST', '/v1/join', { invite: inv }, null);
+    expect(expired.status).toBe(403);
+    expect(expired.body.error.details.reason).toBe('invite_expired');
+    expect((await call('POST', '/v1/items/nope/invites', { userId: 'u' }, SERVICE)).status).toBe(404);
+    expect((await call('POST', '/v1/items/i2/invites', { userId: 'u' }, null)).status).toBe(401);
+    expect((await call('GET', '/v1/items/nope/challenge', undefined, null)).status).toBe(404);
+    for (const waitingRoom of [{ title: 'x', returnUrl: 'javascript:alert(1)' }, { title: '' }, { title: 'x', extra: 1 }])
+      expect((await call('PUT', '/v1/items/i3', { handler: 'external', waitingRoom })).status).toBe(400);
+    expect((await call('PUT', '/v1/items/i3', { handler: 'external', pow: { difficulty: 0 } })).status).toBe(400);
+  });
+
+  it('asks for proof of work where the item sets it: none, wrong, reused or foreign are 403 pow_required', async () => {
+    const { call } = t.build();
+    await call('PUT', '/v1/items/p1', { handler: 'external', pow: { difficulty: 8 } });
+    await call('PUT', '/v1/items/p2', { handler: 'external', pow: { difficulty: 8 } });
+    const invite = async (u: string) => (await call('POST', '/v1/items/p1/invites', { userId: u }, SERVICE)).body.invite as string;
+    const ch = (await call('GET', '/v1/items/p1/challenge', undefined, null)).body;
+    expect(ch.difficulty).toBe(8);
+    const none = await call('POST', '/v1/join', { invite: await invite('a') }, null);
+    expect(none.status).toBe(403);
+    expect(none.body.error.code).toBe('pow_required');
+    const wrong = Array.from({ length: 50 }, (_, i) => `w${i}`).find((n) => !solves(ch.challenge, n, 8))!;
+    const bad = await call('POST', '/v1/join', { invite: await invite('a'), pow: { challenge: ch.challenge, nonce: wrong } }, null);
+    expect(bad.body.error.code).toBe('pow_required');
+    const foreign = (await call('GET', '/v1/items/p2/challenge', undefined, null)).body.challenge;
+    expect((await call('POST', '/v1/join', { invite: await invite('a'), pow: { challenge: foreign, nonce: solve(foreign, 8) } }, null)).body.error.code).toBe('pow_required');
+    const good = { challenge: ch.challenge, nonce: solve(ch.challenge, 8) };
+    const ok = await call('POST', '/v1/join', { invite: await invite('a'), pow: good }, null);
+    expect(ok.status).toBe(202);
+    const reused = await call('POST', '/v1/join', { invite: await invite('b'), pow: good }, null);
+    expect(reused.body.error.code).toBe('pow_required');
+  });
+});

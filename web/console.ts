@@ -1,0 +1,204 @@
+/**
+ * The operator console (/console): asks for an operator key (kept in this tab's session storage
+ * only), lists items, and per item draws the last 15 minutes (uPlot, bundled and served by the
+ * daemon), the gate controls with the controller's opinion beside them, and the audit log.
+ * Routes: #/ (items) and #/item/<itemId>.
+ */
+import uPlot from 'uplot';
+import { $, el } from './dom';
+
+const KEY = 'fg.operatorKey';
+const app = $('#app');
+let timer: number | undefined;
+let charts: uPlot[] = [];
+
+class HttpError extends Error {
+  constructor(readonly status: number, readonly code: string, message: string) {
+    super(message);
+  }
+}
+
+async function api<T>(method: string, path: string, body?: unknown, key = sessionStorage.getItem(KEY) ?? ''): Promise<T> {
+  const headers: Record<string, string> = { authorization: `Bearer ${key}` };
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  const res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), cache: 'no-store' });
+  const data = await res.json().catch(() => null);
+  if (!res.ok) throw new HttpError(res.status, data?.error?.code ?? 'error', data?.error?.message ?? res.statusText);
+  return data as T;
+}
+
+interface Item {
+  itemId: string;
+  handler: string;
+  state: string;
+  counts: Record<string, number>;
+  remaining: number | null;
+  gate: { mode: string; rate: number | null; maxInFlight: number | null; effective: { rate: number | null; maxInFlight: number | null }; controller: { limit: number; rate: number | null; p50Ms: number | null; p99Ms: number | null } | null };
+}
+interface Point { t: number; waiting: number; admitted: number; succeeded: number; rejected: number; failed: number; rate: number | null; maxInFlight: number | null; ctlRate: number | null; ctlLimit: number | null; p50Ms: number | null; p99Ms: number | null }
+
+const fmt = (n: number | null | undefined) => (n === null || n === undefined ? '—' : String(Math.round(n * 100) / 100));
+
+function reset() {
+  clearInterval(timer);
+  charts.forEach((c) => c.destroy());
+  charts = [];
+  app.replaceChildren();
+}
+
+function login(message = '') {
+  reset();
+  const input = el('input', { id: 'key', type: 'password', autocomplete: 'off', placeholder: 'operator key' });
+  const form = el('form', { id: 'login' }, el('h1', {}, 'Floodgate console'), el('label', { for: 'key' }, 'Operator key'), input, el('button', { type: 'submit', class: 'primary' }, 'Sign in'), el('p', { id: 'error', class: 'error' }, message));
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    try {
+      await api('GET', '/v1/items', undefined, (input as HTMLInputElement).value);
+      sessionStorage.setItem(KEY, (input as HTMLInputElement).value);
+      location.hash = '#/';
+      route();
+    } catch (err) {
+      $('#error').textContent = err instanceof HttpError && (err.status === 401 || err.status === 403) ? 'That key is not an operator key.' : String((err as Error).message);
+    }
+  });
+  app.append(form);
+  input.focus();
+}
+
+/** Every failure lands here: a dropped key sends the operator back to sign in. */
+function failed(err: unknown) {
+  if (err instanceof HttpError && (err.status === 401 || err.status === 403)) {
+    sessionStorage.removeItem(KEY);
+    return login('Signed out: the key was refused.');
+  }
+  const box = document.querySelector('#error');
+  if (box) box.textContent = String((err as Error).message);
+}
+
+function header(...extra: Node[]) {
+  const out = el('button', { type: 'button', id: 'logout' }, 'Sign out');
+  out.addEventListener('click', () => {
+    sessionStorage.removeItem(KEY);
+    login();
+  });
+  return el('header', {}, el('a', { href: '#/' }, el('strong', {}, 'Floodgate')), ...extra, out);
+}
+
+async function listPage() {
+  reset();
+  const tbody = el('tbody');
+  const table = el('table', { id: 'items' }, el('thead', {}, el('tr', {}, ...['item', 'state', 'waiting', 'admitted/s', 'gate', 'left', ''].map((h) => el('th', {}, h)))), tbody);
+  app.append(header(), el('h1', {}, 'Items'), el('p', { id: 'error', class: 'error' }), table, createForm());
+  const load = async () => {
+    const { items } = await api<{ items: Item[] }>('GET', '/v1/items');
+    const rates = await Promise.all(items.map((i) => api<{ points: Point[] }>('GET', `/v1/items/${encodeURIComponent(i.itemId)}/series?windowMs=10000`).then((s) => (s.points.length ? s.points.reduce((a, p) => a + p.admitted, 0) / s.points.length : 0)).catch(() => null)));
+    tbody.replaceChildren(
+      ...items.map((i, n) => {
+        const close = el('button', { type: 'button', 'data-close': i.itemId }, 'Close');
+        close.addEventListener('click', async () => {
+          if (!confirm(`Close ${i.itemId}? Waiting tickets end cancelled.`)) return;
+          await api('DELETE', `/v1/items/${encodeURIComponent(i.itemId)}`).catch(failed);
+          void load();
+        });
+        return el('tr', { 'data-item': i.itemId }, el('td', {}, el('a', { href: `#/item/${encodeURIComponent(i.itemId)}` }, i.itemId)), el('td', {}, i.state), el('td', {}, String(i.counts.waiting)), el('td', {}, fmt(rates[n])), el('td', {}, `${i.gate.mode} ${fmt(i.gate.effective.rate)}/s ≤${fmt(i.gate.effective.maxInFlight)}`), el('td', {}, fmt(i.remaining)), el('td', {}, i.state === 'closed' ? '' : close));
+      }),
+    );
+  };
+  await load().catch(failed);
+  timer = window.setInterval(() => void load().catch(failed), 2000);
+}
+
+function createForm() {
+  const f = (id: string, label: string, input: HTMLElement) => el('label', { for: id }, label, input);
+  const handler = el('select', { id: 'new-handler' }, ...['seckill', 'coupon', 'external', 'webhook'].map((h) => el('option', { value: h }, h)));
+  const form = el('form', { id: 'create' }, el('h2', {}, 'Create an item'), f('new-id', 'Item id', el('input', { id: 'new-id', required: '', pattern: '[A-Za-z0-9][A-Za-z0-9._:-]{0,127}' })), f('new-handler', 'Handler', handler), f('new-config', 'Config (JSON)', el('input', { id: 'new-config', value: '{"stock": 100}' })), f('new-title', 'Waiting page title', el('input', { id: 'new-title' })), f('new-return', 'Return URL', el('input', { id: 'new-return', type: 'url' })), el('button', { type: 'submit', class: 'primary' }, 'Create'));
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const v = (id: string) => (document.getElementById(id) as HTMLInputElement).value.trim();
+    try {
+      const title = v('new-title');
+      const body: Record<string, unknown> = { handler: v('new-handler'), config: JSON.parse(v('new-config') || '{}') };
+      if (title) body.waitingRoom = { title, returnUrl: v('new-return') || null };
+      await api('PUT', `/v1/items/${encodeURIComponent(v('new-id'))}`, body);
+      location.hash = `#/item/${encodeURIComponent(v('new-id'))}`;
+    } catch (err) {
+      failed(err);
+    }
+  });
+  return form;
+}
+
+const chartDefs: { id: string; title: string; series: { label: string; key: keyof Point; stroke: string; dash?: number[] }[] }[] = [
+  { id: 'waiting', title: 'Waiting', series: [{ label: 'waiting', key: 'waiting', stroke: '#0b6bcb' }] },
+  { id: 'admitted', title: 'Admitted per second', series: [{ label: 'admitted/s', key: 'admitted', stroke: '#7a3ec8' }] },
+  { id: 'outcomes', title: 'Outcomes per second', series: [{ label: 'succeeded/s', key: 'succeeded', stroke: '#1a7f37' }, { label: 'rejected/s', key: 'rejected', stroke: '#b42318' }, { label: 'failed/s', key: 'failed', stroke: '#b26b00' }] },
+  { id: 'gate', title: 'Gate: rate and in-flight limit', series: [{ label: 'rate', key: 'rate', stroke: '#0b6bcb' }, { label: 'in-flight limit', key: 'maxInFlight', stroke: '#7a3ec8' }, { label: 'controller rate', key: 'ctlRate', stroke: '#0b6bcb', dash: [4, 4] }, { label: 'controller limit', key: 'ctlLimit', stroke: '#7a3ec8', dash: [4, 4] }] },
+  { id: 'latency', title: 'Downstream latency (ms)', series: [{ label: 'p50', key: 'p50Ms', stroke: '#1a7f37' }, { label: 'p99', key: 'p99Ms', stroke: '#b42318' }] },
+];
+
+function chartData(points: Point[], def: (typeof chartDefs)[number]): uPlot.AlignedData {
+  return [points.map((p) => p.t / 1000), ...def.series.map((s) => points.map((p) => p[s.key] as number | null))];
+}
+
+async function itemPage(itemId: string) {
+  reset();
+  const path = `/v1/items/${encodeURIComponent(itemId)}`;
+  const mode = el('select', { id: 'mode' }, ...['auto', 'manual', 'closed'].map((m) => el('option', { value: m }, m)));
+  const rate = el('input', { id: 'rate', type: 'number', min: '0.01', step: 'any', placeholder: 'none' });
+  const mif = el('input', { id: 'mif', type: 'number', min: '1', step: '1', placeholder: 'none' });
+  const gateForm = el('form', { id: 'gate' }, el('h2', {}, 'Gate'), el('label', { for: 'mode' }, 'Mode', mode), el('label', { for: 'rate' }, 'Rate /s', rate), el('label', { for: 'mif' }, 'In-flight cap', mif), el('button', { type: 'submit', class: 'primary', id: 'apply' }, 'Apply'), el('p', { id: 'shadow' }), el('p', { id: 'effective' }));
+  const summary = el('p', { id: 'summary' });
+  const chartsBox = el('div', { id: 'charts' });
+  const audit = el('tbody');
+  app.append(header(el('span', {}, ` / ${itemId}`)), el('h1', {}, itemId), summary, el('p', { id: 'error', class: 'error' }), el('div', { class: 'cols' }, chartsBox, gateForm), el('h2', {}, 'Audit log'), el('table', { id: 'audit' }, el('thead', {}, el('tr', {}, ...['when', 'who', 'from', 'to', 'why'].map((h) => el('th', {}, h)))), audit));
+  let editing = false;
+  gateForm.addEventListener('input', () => (editing = true));
+  gateForm.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const patch: Record<string, unknown> = { mode: (mode as HTMLSelectElement).value };
+    const r = (rate as HTMLInputElement).value;
+    const m = (mif as HTMLInputElement).value;
+    patch.rate = r === '' ? null : Number(r);
+    patch.maxInFlight = m === '' ? null : Number(m);
+    try {
+      await api('PATCH', `${path}/gate`, patch);
+      editing = false;
+      void load();
+    } catch (err) {
+      failed(err);
+    }
+  });
+  for (const def of chartDefs) {
+    const box = el('figure', { id: `chart-${def.id}`, class: 'chart' }, el('figcaption', {}, def.title));
+    chartsBox.append(box);
+    const width = Math.max(260, (box.clientWidth || 320) - 12);
+    charts.push(new uPlot({ width, height: 160, scales: { x: { time: true } }, series: [{}, ...def.series.map((s) => ({ label: s.label, stroke: s.stroke, dash: s.dash, width: 1.5, spanGaps: false }))], axes: [{}, { size: 50 }] }, chartData([], def), box));
+  }
+  async function load() {
+    const [item, series, log] = await Promise.all([api<Item>('GET', path), api<{ points: Point[] }>('GET', `${path}/series?windowMs=900000`), api<{ entries: { at: string; actor: string; from: unknown; to: unknown; reason: string }[] }>('GET', `${path}/audit?limit=100`)]);
+    summary.textContent = `${item.handler} · ${item.state} · waiting ${item.counts.waiting} · admitted ${item.counts.admitted} · succeeded ${item.counts.succeeded} · rejected ${item.counts.rejected} · left ${fmt(item.remaining)}`;
+    const g = item.gate;
+    if (!editing) {
+      (mode as HTMLSelectElement).value = g.mode;
+      (rate as HTMLInputElement).value = g.rate === null ? '' : String(g.rate);
+      (mif as HTMLInputElement).value = g.maxInFlight === null ? '' : String(g.maxInFlight);
+    }
+    $('#effective').textContent = `Enforced: ${fmt(g.effective.rate)}/s, in flight ≤ ${fmt(g.effective.maxInFlight)}`;
+    $('#shadow').textContent = g.controller ? `Controller${g.mode === 'auto' ? '' : ' (shadow)'}: ${fmt(g.controller.rate)}/s, limit ${g.controller.limit}, p50 ${fmt(g.controller.p50Ms)} ms, p99 ${fmt(g.controller.p99Ms)} ms` : 'Controller: no opinion yet';
+    charts.forEach((c, i) => c.setData(chartData(series.points, chartDefs[i])));
+    audit.replaceChildren(...log.entries.map((e) => el('tr', {}, el('td', {}, new Date(e.at).toLocaleTimeString()), el('td', {}, e.actor), el('td', {}, JSON.stringify(e.from)), el('td', {}, JSON.stringify(e.to)), el('td', {}, e.reason))));
+    document.body.dataset.points = String(series.points.length);
+  }
+  await load().catch(failed);
+  timer = window.setInterval(() => void load().catch(failed), 2000);
+}
+
+function route() {
+  if (!sessionStorage.getItem(KEY)) return login();
+  const m = /^#\/item\/(.+)$/.exec(location.hash);
+  if (m) void itemPage(decodeURIComponent(m[1]));
+  else void listPage();
+}
+
+window.addEventListener('hashchange', route);
+route();
