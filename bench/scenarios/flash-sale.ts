@@ -16,6 +16,7 @@
  * BENCH_FLASH_RESERVE=<share> (e.g. 0.2) runs the reservations variant instead (bench/lib/flash-reserve.ts):
  * a share of the buyers never pay, their reservations expire and their units go to the next in line.
  */
+import { ticketRef } from '../../src/kernel/ticket-ref.js';
 import postgres from 'postgres';
 import { call, OPERATOR_KEY, SERVICE_KEY } from '../lib/api.js';
 import { startLoad, WORKER_START_MS, type RunningLoad } from '../lib/flash-load.js';
@@ -318,7 +319,7 @@ async function runSale(ctx: BenchContext, daemon: Server, itemId: string, gate: 
       const seedOrders = new Map<string, string>();
       seedViews.forEach((v, i) => {
         const orderId = (v.body.outcome as { result?: { orderId?: unknown } } | undefined)?.result?.orderId;
-        if (v.body.state === 'succeeded' && orderId !== undefined) seedOrders.set(seedIds[i], String(orderId));
+        if (v.body.state === 'succeeded' && orderId !== undefined) seedOrders.set(ticketRef(seedIds[i]), String(orderId)); // Postgres holds ticket refs
       });
       const rows = seedOrders.size
         ? await sql<{ id: string; ticket_id: string }[]>`select order_id::text as id, ticket_id from orders where ticket_id = any(${[...seedOrders.keys()]})`
