@@ -83,6 +83,8 @@ export interface Queue {
    * entry: 1 applied, 2 a repeat of what was applied, -1 no such ticket, -2 lease lost.
    */
   settleMany(itemId: string, entries: (SettleInput & { seq: number })[]): Promise<number[]>;
+  /** Calls `listener` after this process cut an item's line (a sell-out, a close): watchers need not wait for their next look. */
+  onCut(listener: (itemId: string) => void): void;
   /** Ends every waiting ticket at once: close → cancelled, sold out → rejected (reason: the kind's default, or given). */
   cut(itemId: string, kind: 'closed' | 'sold_out', reason?: string): Promise<number>;
   setGate(itemId: string, patch: Partial<GateSettings>): Promise<void>;
@@ -284,7 +286,10 @@ export function createQueue(deps: QueueDeps): Queue {
     return cutView(ticketId, s.def.itemId, rec, cut);
   }
 
+  const cutListeners: ((itemId: string) => void)[] = [];
   const queue: Queue = {
+    onCut: (listener) => void cutListeners.push(listener),
+
     async define(def, gate, opts) {
       const k = itemKeys(prefix, def.itemId);
       const fields = {
@@ -496,6 +501,7 @@ export function createQueue(deps: QueueDeps): Queue {
       const n = (await redis.cut(k.meta, k.ctr, k.retry, state, reason, flag, clock.now(), k.base)) as number;
       if (n < 0) fail('item_not_found', 'No such item.');
       cache.invalidate(itemId);
+      for (const l of cutListeners) l(itemId);
       return n;
     },
 

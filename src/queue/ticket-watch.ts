@@ -49,6 +49,8 @@ export function createTicketWatch(deps: { queue: Queue; clock: Clock; tickMs: nu
   let count = 0;
   let timer: NodeJS.Timeout | null = null;
   let running = false;
+  /** A cut came while a tick ran: run the next one at once. */
+  let again = false;
 
   function send(w: Watcher, v: TicketView, now: number) {
     w.last = v;
@@ -128,18 +130,28 @@ export function createTicketWatch(deps: { queue: Queue; clock: Clock; tickMs: nu
       await Promise.all([...byItem].map(([itemId, set]) => tickItem(itemId, set)));
     } finally {
       running = false;
-      schedule();
+      schedule(again ? 0 : deps.tickMs);
+      again = false;
     }
   }
 
-  function schedule() {
-    if (timer || running || count === 0) return;
+  function schedule(ms = deps.tickMs) {
+    if (running || count === 0) return;
+    if (timer && ms > 0) return;
+    if (timer) clearTimeout(timer);
     timer = setTimeout(() => {
       timer = null;
       void tick();
-    }, deps.tickMs);
+    }, ms);
     timer.unref();
   }
+
+  // A sell-out or close made by this process reaches its watchers at once, not at the next tick.
+  deps.queue.onCut((itemId) => {
+    if (!byItem.has(itemId)) return;
+    if (running) again = true;
+    else schedule(0);
+  });
 
   return {
     watch(ticketId, first, sink) {
