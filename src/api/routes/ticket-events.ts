@@ -62,6 +62,7 @@ export function ticketEventRoutes(ctx: ApiContext, watch: TicketWatch) {
           view: (v) => outgoing.write(eventText(v)),
           heartbeat: () => outgoing.write(HEARTBEAT_TEXT),
           end: () => outgoing.end(),
+          last: (v) => outgoing.end(eventText(v)),
         });
         outgoing.on('close', unsubscribe);
       });
