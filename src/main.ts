@@ -104,6 +104,7 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
   const me = `${os.hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
   const samples = createSampleRecorder(gateStore, (itemId) => queue.peek(itemId)?.snap.controller?.probeStart ?? null);
   const restored = await catalog.restore();
+  await queue.activateAll();
   if (restored) log.warn({ restored }, 'items restored into redis from postgres');
   if (config.FLOODGATE_RECONCILE_ON_START) await catalog.reconcile({ idleOnly: true });
   const pg = createPgHealth(dbHandle.sql, log.child({ module: 'postgres' }));
@@ -113,10 +114,17 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
   // A Redis that restarts without its data (or is flushed) loses every line: re-create the items
   // from Postgres at once on a reconnect, and within a second of a flush (no reconnect to see).
   const restoreLost = () =>
-    catalog.restoreIfLost().then((n) => {
-      if (n) log.warn({ restored: n }, 'items restored into redis from postgres');
+    catalog.restoreIfLost().then(async (n) => {
+      if (!n) return;
+      log.warn({ restored: n }, 'items restored into redis from postgres');
+      await queue.activateAll();
     });
-  redis.on('ready', () => void restoreLost().catch((err) => log.warn({ err: String(err) }, 'restore after reconnect failed')));
+  // After a reconnect every item is active again for a minute: what an outage left undone is picked up.
+  redis.on('ready', () =>
+    void restoreLost()
+      .then(() => queue.activateAll())
+      .catch((err) => log.warn({ err: String(err) }, 'restore after reconnect failed')),
+  );
 
   const bullRedis = await connectRedis(redisInfra.url, 'jobs', log);
   const service = createService({

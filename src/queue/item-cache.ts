@@ -16,6 +16,12 @@ import { readSnapshot, type ItemSnapshot } from './snapshot.js';
  */
 export interface CachedItem {
   snap: ItemSnapshot;
+  /**
+   * What the per-process caches of this item's tickets are valid for: the item's secret and a
+   * generation that moves when the item's counters went backwards (a Redis rollback: a seq may
+   * now belong to another ticket, so what was cached under an id must be read again).
+   */
+  recordKey: string;
   /** Seqs cancelled while still in the line (ahead of the head when last refreshed). */
   cancelled: Set<number>;
   /** How many of them lie strictly between line places `served` and `place`: the places a cancel freed ahead. */
@@ -35,6 +41,8 @@ interface Entry {
   samples: { t: number; admissions: number }[];
   /** The drawn pre-queue's seq → place table (draw:p), once loaded. */
   drawPlaces: Buffer | null;
+  /** Bumped when the item's counters are seen going backwards (a rollback). */
+  generation: number;
 }
 
 export interface ItemCache {
@@ -84,13 +92,19 @@ export function createItemCache(deps: { redis: Redis; prefix: string; clock: Clo
       return null;
     }
     const prev = e.item;
+    const rolledBack = !!prev && prev.snap.secret === snap.secret && (snap.seq < prev.snap.seq || snap.served < prev.snap.served || snap.admissions < prev.snap.admissions);
+    if (rolledBack) {
+      e.generation++;
+      e.lastCxId = '0';
+      e.seenCancels = 0;
+    }
     if (prev && prev.snap.secret !== snap.secret) {
       // The item was deleted from Redis and created anew: nothing learnt before applies.
       e.lastCxId = '0';
       e.seenCancels = 0;
       e.samples = [];
     }
-    const cancelled = prev && prev.snap.secret === snap.secret ? prev.cancelled : new Set<number>();
+    const cancelled = prev && prev.snap.secret === snap.secret && !rolledBack ? prev.cancelled : new Set<number>();
     let feedComplete = prev?.feedComplete ?? true;
     if (snap.cancelsTotal > e.seenCancels) {
       const rows = (await deps.redis.xrange(itemKeys(deps.prefix, itemId).cx, `(${e.lastCxId}`, '+', 'COUNT', 20000)) as [string, string[]][];
@@ -116,7 +130,7 @@ export function createItemCache(deps: { redis: Redis; prefix: string; clock: Clo
     const first = e.samples[0];
     const dt = now - first.t;
     const admitRate = dt >= 1000 ? ((snap.admissions - first.admissions) * 1000) / dt : (prev?.admitRate ?? null);
-    e.item = { snap, cancelled, feedComplete, admitRate, cancelledBetween: counter(cancelled, lineIndex), lineIndex };
+    e.item = { snap, recordKey: `${snap.secret}#${e.generation}`, cancelled, feedComplete, admitRate, cancelledBetween: counter(cancelled, lineIndex), lineIndex };
     return e.item;
   }
 
@@ -124,7 +138,7 @@ export function createItemCache(deps: { redis: Redis; prefix: string; clock: Clo
     async get(itemId) {
       let e = entries.get(itemId);
       if (!e) {
-        e = { item: null, refreshing: null, lastCxId: '0', seenCancels: 0, samples: [], drawPlaces: null };
+        e = { item: null, refreshing: null, lastCxId: '0', seenCancels: 0, samples: [], drawPlaces: null, generation: 0 };
         entries.set(itemId, e);
       }
       const fresh = e.item && deps.clock.now() - e.item.snap.loadedAt < deps.ttlMs;

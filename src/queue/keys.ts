@@ -28,6 +28,7 @@
  *   <p>{item}:ch:<n>    string a proof-of-work challenge that was used (single use), 2 min
  *   <p>items            set   every item id (keys without a hash tag)
  *   <p>items:ver        string bumped whenever the set changes: daemons reload their copy of it
+ *   <p>items:active     zset  itemId → until when it needs the background loops (ms): work costs, idle items do not
  *   <p>blocks           set   user ids blocked for every item (copied into each item's `blocked`)
  *   <p>tokens:revoked   zset  jti of revoked admission tokens → their exp (ms)
  */
@@ -90,3 +91,5 @@ export const itemsSetKey = (prefix: string) => `${prefix}items`;
 export const revokedTokensKey = (prefix: string) => `${prefix}tokens:revoked`;
 export const globalBlocksKey = (prefix: string) => `${prefix}blocks`;
 export const itemsVersionKey = (prefix: string) => `${prefix}items:ver`;
+/** zset itemId → until when the item needs the background loops' attention (ms); see queue.activeItemIds. */
+export const activeItemsKey = (prefix: string) => `${prefix}items:active`;

@@ -4,7 +4,7 @@ import type { Clock } from '../kernel/clock.js';
 import { FloodgateError, fail } from '../kernel/errors.js';
 import { cancelError, joinError, quotaError, settleError } from './codes.js';
 import { createItemCache, type CachedItem } from './item-cache.js';
-import { globalBlocksKey, itemKeys, itemsSetKey, itemsVersionKey, PAGE_SIZE } from './keys.js';
+import { activeItemsKey, globalBlocksKey, itemKeys, itemsSetKey, itemsVersionKey, PAGE_SIZE } from './keys.js';
 import { withScripts } from './scripts.js';
 import { makeTicketId, parseTicketId, verifyBinding, verifySeq, type ParsedTicketId } from './ticket-id.js';
 import type { AdmittedTicket, Cut, GateSettings, LineDefinition, Outcome, TicketView } from './types.js';
@@ -54,6 +54,16 @@ export interface Queue {
   /** The cached item view as it is, without reading Redis (null if never loaded). */
   peek(itemId: string): CachedItem | null;
   itemIds(): Promise<string[]>;
+  /**
+   * The items that need the background loops (dispatch, gate control, lease sweep, outcome
+   * ledger) now: those with a join, an admission, a lease, an outcome or a cut in the last minute
+   * (or a lease running longer), shared by all daemons. An idle item costs those loops nothing.
+   */
+  activeItemIds(): Promise<string[]>;
+  /** Keeps an item among the active ones (a loop that sees work left: tickets waiting, entries unwritten). */
+  keepActive(itemId: string, until?: number): void;
+  /** Marks every item active once (a daemon's start: nothing is missed after an upgrade or a restart). */
+  activateAll(): Promise<void>;
   /** `source`: the name of the key that asks (recorded on a new ticket, and what perKey quotas count). */
   join(itemId: string, userId: string, payload: Record<string, unknown> | null, source?: string): Promise<{ created: boolean; ticket: TicketView }>;
   /** The name of the key that created the ticket (null if none was recorded). */
@@ -191,7 +201,7 @@ export function createQueue(deps: QueueDeps): Queue {
     const item = parsed && (await isKnown(parsed.itemId)) ? await cache.get(parsed.itemId) : null;
     if (!parsed || !item) fail('ticket_not_found', 'No such ticket.');
     // An id in the record cache was verified whole when it was stored: the HMAC runs once per ticket and process.
-    if (records.get(ticketId)?.secret !== item!.snap.secret && !verifySeq(parsed!, item!.snap.secret)) fail('ticket_not_found', 'No such ticket.');
+    if (records.get(ticketId)?.secret !== item!.recordKey && !verifySeq(parsed!, item!.snap.secret)) fail('ticket_not_found', 'No such ticket.');
     return { item: item!, seq: parsed!.seq, parsed: parsed! };
   }
 
@@ -223,7 +233,7 @@ export function createQueue(deps: QueueDeps): Queue {
         if (old.admittedAt !== null) x.admittedAt = String(old.admittedAt);
       }
     }
-    if (rec.state === 'waiting' && !cutJson) records.set(ticketId, cachedRecord(rec, item.snap.def.itemId, seq, item.snap.secret));
+    if (rec.state === 'waiting' && !cutJson) records.set(ticketId, cachedRecord(rec, item.snap.def.itemId, seq, item.recordKey));
     return fullView(ticketId, item, rec, x, served, seq, rank, cutJson ? (JSON.parse(cutJson) as Cut) : null, clock.now());
   }
 
@@ -287,10 +297,41 @@ export function createQueue(deps: QueueDeps): Queue {
   }
 
   const cutListeners: ((itemId: string) => void)[] = [];
+  /**
+   * The active set: each daemon raises an item's "until" (ZADD GT) when it does work on it, at most
+   * once per ACTIVE_SLACK_MS per item (so a flood of joins costs one ZADD per item every few
+   * seconds), and the loops read the set at most once per 100 ms.
+   */
+  const ACTIVE_GRACE_MS = 60_000;
+  const ACTIVE_SLACK_MS = 5_000;
+  const activeUntil = new Map<string, number>();
+  const keepActive = (itemId: string, until = clock.now() + ACTIVE_GRACE_MS) => {
+    if ((activeUntil.get(itemId) ?? 0) >= until - ACTIVE_SLACK_MS) return;
+    if (activeUntil.size > 100_000) activeUntil.clear();
+    activeUntil.set(itemId, until);
+    redis.zadd(activeItemsKey(prefix), 'GT', until, itemId).catch(() => activeUntil.delete(itemId));
+  };
+  const active = { ids: [] as string[], at: -Infinity, loading: null as Promise<string[]> | null, prunedAt: -Infinity, sweptAllAt: clock.now() };
+  function activeItemIds(): Promise<string[]> | string[] {
+    const now = clock.now();
+    if (now - active.at < 100) return active.ids;
+    active.loading ??= (async () => {
+      const key = activeItemsKey(prefix);
+      if (now - active.prunedAt > 60_000) {
+        active.prunedAt = now;
+        await redis.zremrangebyscore(key, '-inf', now - 3_600_000);
+      }
+      active.ids = await redis.zrangebyscore(key, now, '+inf');
+      active.at = now;
+      return active.ids;
+    })().finally(() => (active.loading = null));
+    return active.loading;
+  }
   const queue: Queue = {
     onCut: (listener) => void cutListeners.push(listener),
 
     async define(def, gate, opts) {
+      keepActive(def.itemId);
       const k = itemKeys(prefix, def.itemId);
       const fields = {
         handler: def.handler,
@@ -336,6 +377,18 @@ export function createQueue(deps: QueueDeps): Queue {
     peek: (itemId) => cache.peek(itemId),
 
     itemIds: async () => [...(await knownIds())],
+    activeItemIds: async () => activeItemIds(),
+    keepActive,
+    async activateAll() {
+      const until = clock.now() + ACTIVE_GRACE_MS;
+      activeUntil.clear();
+      active.at = -Infinity;
+      const ids = [...(await knownIds())];
+      for (let i = 0; i < ids.length; i += 1000) {
+        const chunk = ids.slice(i, i + 1000);
+        await redis.zadd(activeItemsKey(prefix), 'GT', ...chunk.flatMap((id) => [until, id]));
+      }
+    },
 
     async precheckJoin(itemId) {
       refuseFromCache((await mustItem(itemId)).snap, clock.now());
@@ -343,6 +396,7 @@ export function createQueue(deps: QueueDeps): Queue {
 
     async join(itemId, userId, payload, source) {
       const item = await mustItem(itemId);
+      keepActive(itemId);
       const s = item.snap;
       const now = clock.now();
       refuseFromCache(s, now);
@@ -363,7 +417,7 @@ export function createQueue(deps: QueueDeps): Queue {
       const rec = parseRecord(record, s.epoch);
       const ticketId = makeTicketId(itemId, seq, s.secret, bindingOf(rec, s.epoch));
       if (code === 0) {
-        const cached = cachedRecord(rec, itemId, seq, s.secret);
+        const cached = cachedRecord(rec, itemId, seq, item.recordKey);
         records.set(ticketId, cached);
         deps.onJoined?.(itemId);
         const base = baseView(ticketId, itemId, cached, 'waiting');
@@ -380,7 +434,7 @@ export function createQueue(deps: QueueDeps): Queue {
       // The common case, synchronously: a waiting ticket polled again, its item's view still fresh.
       const hit = records.get(ticketId);
       const fresh = hit && cache.peek(hit.itemId);
-      if (hit && fresh && hit.secret === fresh.snap.secret && clock.now() - fresh.snap.loadedAt < deps.cacheMs) {
+      if (hit && fresh && hit.secret === fresh.recordKey && clock.now() - fresh.snap.loadedAt < deps.cacheMs) {
         const view = cachedWaitingView(ticketId, fresh, hit.seq, hit);
         if (view) {
           if (fresh.snap.def.abandonAfterMs !== null) touches.touch(hit.itemId, hit.seq, clock.now());
@@ -391,7 +445,7 @@ export function createQueue(deps: QueueDeps): Queue {
       const itemId = item.snap.def.itemId;
       if (item.snap.def.abandonAfterMs !== null) touches.touch(itemId, seq, clock.now());
       const known = records.get(ticketId);
-      return (known?.secret === item.snap.secret ? cachedWaitingView(ticketId, item, seq, known) : null) ?? readView(ticketId, item, seq);
+      return (known?.secret === item.recordKey ? cachedWaitingView(ticketId, item, seq, known) : null) ?? readView(ticketId, item, seq);
     },
 
     async sourceOf(ticketId) {
@@ -411,7 +465,7 @@ export function createQueue(deps: QueueDeps): Queue {
     cachedView(ticketId) {
       const hit = records.get(ticketId);
       const item = hit && cache.peek(hit.itemId);
-      if (!hit || !item || item.snap.secret !== hit.secret) return null;
+      if (!hit || !item || item.recordKey !== hit.secret) return null;
       return cachedWaitingView(ticketId, item, hit.seq, hit) ?? cachedCutView(ticketId, item, hit);
     },
 
@@ -419,6 +473,7 @@ export function createQueue(deps: QueueDeps): Queue {
 
     async cancel(ticketId) {
       const { item, seq } = await resolveTicket(ticketId);
+      keepActive(item.snap.def.itemId);
       const k = itemKeys(prefix, item.snap.def.itemId);
       // Cancel only the ticket this id was made for: the script checks the record is the one verified.
       const record = (await redis.hget(`${k.base}t:${Math.floor(seq / PAGE_SIZE)}`, String(seq))) as string | null;
@@ -472,6 +527,8 @@ export function createQueue(deps: QueueDeps): Queue {
           told.delete(key);
         }
       }
+      // Leases to watch until they run out (the sweep returns an expired one to the line).
+      if (out.length) keepActive(itemId, now + leaseMs + ACTIVE_GRACE_MS);
       return out;
     },
 
@@ -484,6 +541,7 @@ export function createQueue(deps: QueueDeps): Queue {
 
     async settleMany(itemId, entries) {
       if (!entries.length) return [];
+      keepActive(itemId);
       const k = itemKeys(prefix, itemId);
       const args: (string | number)[] = [];
       for (const e of entries) {
@@ -496,6 +554,7 @@ export function createQueue(deps: QueueDeps): Queue {
     },
 
     async cut(itemId, kind, why) {
+      keepActive(itemId);
       const k = itemKeys(prefix, itemId);
       const [state, reason, flag] = kind === 'closed' ? ['c', why ?? 'item_closed', 'closed'] : ['r', why ?? 'sold_out', 'soldOut'];
       const n = (await redis.cut(k.meta, k.ctr, k.retry, state, reason, flag, clock.now(), k.base)) as number;
@@ -540,7 +599,10 @@ export function createQueue(deps: QueueDeps): Queue {
     async sweep() {
       const now = clock.now();
       let n = 0;
-      for (const itemId of await knownIds()) {
+      // The active items; once a minute every item (a lease whose item fell out of the set).
+      const full = now - active.sweptAllAt > 60_000;
+      if (full) active.sweptAllAt = now;
+      for (const itemId of full ? await knownIds() : await activeItemIds()) {
         const snap = cache.peek(itemId)?.snap;
         if (snap?.draw && !snap.draw.drawn && now >= snap.def.opensAt!) await queue.draw(itemId);
         const k = itemKeys(prefix, itemId);
@@ -553,6 +615,8 @@ export function createQueue(deps: QueueDeps): Queue {
 
     async extendLeases(itemId, tickets, until) {
       if (!tickets.length) return 0;
+      // The sweep must still look at the item when these leases run out.
+      keepActive(itemId, until + ACTIVE_GRACE_MS);
       const k = itemKeys(prefix, itemId);
       return (await redis.extendLeases(k.leases, k.base, until, ...tickets.flatMap((t) => [t.seq, t.leaseId]))) as number;
     },

@@ -23,7 +23,7 @@ export interface CachedRecord extends TicketRecord {
   itemId: string;
   seq: number;
   createdIso: string;
-  /** The item's secret when the id was verified: a re-created item (new secret) voids the entry. */
+  /** The item's recordKey when the id was verified: a re-created item (new secret) or a rollback voids the entry. */
   secret: string;
 }
 

@@ -127,7 +127,7 @@ export function startController(
     while (!stopped) {
       try {
         if (clock.now() - idsAt > 1000) {
-          ids = await queue.itemIds();
+          ids = await queue.activeItemIds();
           idsAt = clock.now();
         }
         await Promise.all(ids.map(tickItem));

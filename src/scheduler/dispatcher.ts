@@ -44,6 +44,7 @@ export function startDispatcher(
   let stopped = false;
   let ids: string[] = [];
   let idsAt = -Infinity;
+  let fullAt = clock.now();
   const busy = new Set<string>();
   /** Items a join was just seen for: tried even while the cached view still says the line is empty. */
   const hinted = new Set<string>();
@@ -56,6 +57,8 @@ export function startDispatcher(
     const item = await queue.item(itemId);
     const spec = item && handlers.get(item.snap.def.handler);
     if (!item) return 0;
+    // A line with tickets in it keeps its item among the active ones (queue.activeItemIds).
+    if (item.snap.counts.waiting > 0 || item.snap.counts.admitted > 0) queue.keepActive(itemId);
     // The window ended: waiting tickets end `closed` (for external items too, which nobody may pull).
     const { closesAt } = item.snap.def;
     if (closesAt !== null && clock.now() >= closesAt && !item.snap.closed) {
@@ -85,7 +88,11 @@ export function startDispatcher(
       let admitted = 0;
       try {
         if (clock.now() - idsAt > 1000) {
-          ids = await queue.itemIds();
+          // The active items (queue.activeItemIds); once a minute every item, so a line whose item
+          // fell out of the active set (a long Redis outage) is found again.
+          const full = clock.now() - fullAt > 60_000;
+          ids = full ? await queue.itemIds() : await queue.activeItemIds();
+          if (full) fullAt = clock.now();
           idsAt = clock.now();
         }
         admitted = (await Promise.all(ids.map(roundFor))).reduce((a, b) => a + b, 0);

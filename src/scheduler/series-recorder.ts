@@ -21,7 +21,8 @@ export function startSeriesRecorder(
     'series record',
     async () => {
       const second = Math.floor(deps.clock.now() / 1000);
-      const ids = await deps.queue.itemIds();
+      // Idle items add no points (their charts show the gap); active ones one per second.
+      const ids = await deps.queue.activeItemIds();
       await Promise.all(
         ids.map(async (id) => {
           const item = await deps.queue.item(id);

@@ -32,6 +32,7 @@ export function startLedger(
     for (;;) {
       const { ids, tickets, unreadable } = await deps.feed.read(item.snap, opts.batch);
       if (!ids.length) break;
+      deps.queue.keepActive(itemId);
       const dead = await writeOutcomes(deps.sql, tickets);
       if (unreadable.length) {
         const entries = unreadable.map((u) => ({ itemId, ticketId: null, fields: { entry: u.id, fields: u.fields }, error: u.error }));
@@ -50,7 +51,10 @@ export function startLedger(
   /** Every item in turn; one item that fails (other than by a lost connection) does not stop the others. */
   async function drain() {
     let failed: unknown;
-    for (const itemId of await deps.queue.itemIds()) {
+    // The active items; once a minute every item, so entries an outage left behind are written.
+    const full = performance.now() - lastFull > 60_000;
+    if (full) lastFull = performance.now();
+    for (const itemId of full ? await deps.queue.itemIds() : await deps.queue.activeItemIds()) {
       try {
         await drainItem(itemId);
       } catch (err) {
@@ -63,6 +67,7 @@ export function startLedger(
     if (failed) throw failed;
   }
   let lastDrain = performance.now();
+  let lastFull = performance.now();
   let elu = performance.eventLoopUtilization();
   async function round() {
     const busy = performance.eventLoopUtilization(elu).utilization > opts.busyElu;
