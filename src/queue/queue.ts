@@ -172,14 +172,15 @@ export function createQueue(deps: QueueDeps): Queue {
 
   /**
    * This process's copy of the set of item ids, reloaded when the shared version key moved. It is
-   * what makes an id naming an unknown item cost nothing: however many arrive, they share one
-   * version check per `maxAgeMs` (a forged id is a miss; a miss may be an item just made on
-   * another daemon, hence the short recheck on a miss).
+   * what makes an id naming an unknown item cheap: a miss (a forged id, or an item just made on
+   * another daemon) is answered by a version check that started after the miss arrived — never
+   * by an older one, so a new item is never refused — and all the misses that arrive while one
+   * check runs share the next one: one GET per round trip at most, however many arrive.
    */
-  const known = { ids: new Set<string>(), ver: null as string | null, checkedAt: -Infinity, loading: null as Promise<Set<string>> | null };
-  function knownIds(maxAgeMs = deps.cacheMs): Promise<Set<string>> | Set<string> {
-    if (clock.now() - known.checkedAt < maxAgeMs) return known.ids;
-    known.loading ??= (async () => {
+  const known = { ids: new Set<string>(), ver: null as string | null, checkedAt: -Infinity, loading: null as Promise<Set<string>> | null, startedAt: -Infinity };
+  function loadKnown(): Promise<Set<string>> {
+    known.startedAt = performance.now();
+    known.loading = (async () => {
       const ver = await redis.get(itemsVersionKey(prefix));
       if (ver === null || ver !== known.ver) known.ids = new Set(await redis.smembers(itemsSetKey(prefix)));
       known.ver = ver;
@@ -188,8 +189,18 @@ export function createQueue(deps: QueueDeps): Queue {
     })().finally(() => (known.loading = null));
     return known.loading;
   }
+  function knownIds(): Promise<Set<string>> | Set<string> {
+    if (clock.now() - known.checkedAt < deps.cacheMs) return known.ids;
+    return known.loading ?? loadKnown();
+  }
   async function isKnown(itemId: string): Promise<boolean> {
-    return (await knownIds()).has(itemId) || (await knownIds(50)).has(itemId);
+    if ((await knownIds()).has(itemId)) return true;
+    const arrived = performance.now();
+    for (;;) {
+      if (known.loading && known.startedAt >= arrived) return (await known.loading).has(itemId);
+      if (known.loading) await known.loading.catch(() => {});
+      else return (await loadKnown()).has(itemId);
+    }
   }
 
   async function mustItem(itemId: string): Promise<CachedItem> {
