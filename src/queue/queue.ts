@@ -162,12 +162,24 @@ export function createQueue(deps: QueueDeps): Queue {
   const cache = createItemCache({ redis, prefix, clock, ttlMs: deps.cacheMs });
   const records = createRecordCache(500_000);
   const touches = createTouchBuffer(redis, prefix);
-  /** The ETA each ticket joined through this process was told (bounded: oldest forgotten first). */
-  const told = new Map<string, number | null>();
+  /** The ETA each ticket joined through this process was told (bounded: two generations). */
+  // Two generations, dropped whole (evicting one entry at a time from a Map's front slows every
+  // insert as the holes pile up; record-cache.ts measured it).
+  let told = new Map<string, number | null>();
+  let toldOld = new Map<string, number | null>();
   const remember = (itemId: string, seq: number, etaMs: number | undefined) => {
     if (!deps.onWaited) return;
-    if (told.size >= 100_000) told.delete(told.keys().next().value!);
+    if (told.size >= 50_000) {
+      toldOld = told;
+      told = new Map();
+    }
     told.set(`${itemId}\u0000${seq}`, etaMs ?? null);
+  };
+  const recall = (key: string) => {
+    const v = told.has(key) ? told.get(key) : toldOld.get(key);
+    told.delete(key);
+    toldOld.delete(key);
+    return v;
   };
 
   /**
@@ -533,10 +545,8 @@ export function createQueue(deps: QueueDeps): Queue {
           createdAt: rec.createdAt,
         });
         const key = `${itemId}\u0000${seq}`;
-        if (told.has(key)) {
-          deps.onWaited!(itemId, told.get(key)!, now - rec.createdAt);
-          told.delete(key);
-        }
+        const predicted = recall(key);
+        if (predicted !== undefined) deps.onWaited!(itemId, predicted, now - rec.createdAt);
       }
       // Leases to watch until they run out (the sweep returns an expired one to the line).
       if (out.length) keepActive(itemId, now + leaseMs + ACTIVE_GRACE_MS);
