@@ -22,7 +22,7 @@ import { createLogger, type Logger } from './kernel/logger.js';
 import { every } from './kernel/loop.js';
 import { redactUrl } from './kernel/redact-url.js';
 import { createMetrics, showItems } from './kernel/metrics.js';
-import { createQueue, type QueueDeps } from './queue/queue.js';
+import { createLine, type LineDeps } from './queue/line.js';
 import { readOutcome } from './db/outcomes.js';
 import { createHandlerRegistry, type HandlerRegistry } from './service/registry.js';
 import { createService } from './service/service.js';
@@ -30,10 +30,9 @@ import { startDispatcher } from './scheduler/dispatcher.js';
 import { startLedger } from './service/outcome-ledger.js';
 import { createLedgerFeed } from './service/outcome-ledger-feed.js';
 import { createGateStore } from './scheduler/gate-store.js';
-import { withScripts } from './redis/scripts.js';
 import { startController } from './scheduler/controller.js';
 import { createSampleRecorder } from './scheduler/sample-recorder.js';
-import { createStockLedger } from './db/stock-rows.js';
+import { createStockRows } from './db/stock-rows.js';
 import { createPgHealth } from './db/health.js';
 import { startStockKeeper } from './catalog/stock-keeper.js';
 import { startRetention } from './catalog/retention.js';
@@ -44,6 +43,8 @@ import { createTokenKeyStore } from './db/token-keys.js';
 import { createKeyRing } from './tokens/key-ring.js';
 import { createTokens } from './tokens/tokens.js';
 import { startSeriesRecorder } from './scheduler/series-recorder.js';
+import { controllerView } from './scheduler/controller-view.js';
+import { createStockCounters } from './service/stock-counters.js';
 
 export interface Daemon {
   url: string;
@@ -65,7 +66,7 @@ async function openCore(config: Config, log: Logger, clock: Clock) {
   if (config.FLOODGATE_HANDLERS_MODULE) await loadHandlers(config.FLOODGATE_HANDLERS_MODULE, handlers, log);
   const joined = new Set<(itemId: string) => void>();
   const metrics = createMetrics();
-  const queue = createQueue({
+  const queue = createLine({
     redis,
     prefix: config.FLOODGATE_REDIS_PREFIX,
     clock,
@@ -76,18 +77,20 @@ async function openCore(config: Config, log: Logger, clock: Clock) {
       metrics.waitSeconds.observe({ item: itemId }, actualMs / 1000);
       if (predictedMs !== null && actualMs > 0) metrics.etaError.observe({ item: itemId }, Math.abs(actualMs - predictedMs) / actualMs);
     },
-    archived: (ref) => readOutcome(dbHandle.sql, ref) as ReturnType<NonNullable<QueueDeps['archived']>>,
+    archived: (ref) => readOutcome(dbHandle.sql, ref) as ReturnType<NonNullable<LineDeps['archived']>>,
   });
   const store = createItemsStore(dbHandle.db);
-  const gateStore = createGateStore(withScripts(redis), config.FLOODGATE_REDIS_PREFIX);
+  const gateStore = createGateStore(redis, config.FLOODGATE_REDIS_PREFIX, clock);
+  const stock = createStockCounters({ redis, prefix: config.FLOODGATE_REDIS_PREFIX, clock, items: queue.items });
   const catalog = createCatalog({
     queue,
     store,
-    stock: createStockLedger(dbHandle.sql),
+    stockRows: createStockRows(dbHandle.sql),
+    counters: stock,
+    gates: gateStore,
     handlers,
     clock,
     log: log.child({ module: 'catalog' }),
-    resetController: (itemId) => gateStore.requestReset(itemId),
     autoCap: config.FLOODGATE_AUTO_START_LIMIT,
   });
   const close = async () => {
@@ -96,15 +99,15 @@ async function openCore(config: Config, log: Logger, clock: Clock) {
     await pgInfra.stop();
     await redisInfra.stop();
   };
-  return { redisInfra, pgInfra, redis, dbHandle, handlers, queue, catalog, gateStore, store, joined, metrics, close };
+  return { redisInfra, pgInfra, redis, dbHandle, handlers, queue, stock, catalog, gateStore, store, joined, metrics, close };
 }
 
 export async function startDaemon(config: Config, log: Logger, clock: Clock = systemClock): Promise<Daemon> {
-  const { redisInfra, pgInfra, redis, dbHandle, handlers, queue, catalog, gateStore, store, joined, metrics, close } = await openCore(config, log, clock);
+  const { redisInfra, pgInfra, redis, dbHandle, handlers, queue, stock, catalog, gateStore, store, joined, metrics, close } = await openCore(config, log, clock);
   const me = `${os.hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
-  const samples = createSampleRecorder(gateStore, (itemId) => queue.peek(itemId)?.snap.controller?.probeStart ?? null);
+  const samples = createSampleRecorder(gateStore, (itemId) => { const snap = queue.items.peek(itemId)?.snap; return (snap && controllerView(snap)?.probeStart) ?? null; });
   const restored = await catalog.restore();
-  await queue.activateAll();
+  await queue.items.activateAll();
   if (restored) log.warn({ restored }, 'items restored into redis from postgres');
   if (config.FLOODGATE_RECONCILE_ON_START) await catalog.reconcile({ idleOnly: true });
   const pg = createPgHealth(dbHandle.sql, log.child({ module: 'postgres' }));
@@ -117,12 +120,12 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
     catalog.restoreIfLost().then(async (n) => {
       if (!n) return;
       log.warn({ restored: n }, 'items restored into redis from postgres');
-      await queue.activateAll();
+      await queue.items.activateAll();
     });
   // After a reconnect every item is active again for a minute: what an outage left undone is picked up.
   redis.on('ready', () =>
     void restoreLost()
-      .then(() => queue.activateAll())
+      .then(() => queue.items.activateAll())
       .catch((err) => log.warn({ err: String(err) }, 'restore after reconnect failed')),
   );
 
@@ -132,6 +135,7 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
     sql: dbHandle.sql,
     pg,
     queue,
+    stock,
     handlers,
     log: log.child({ module: 'service' }),
     jobs: {
@@ -198,14 +202,14 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
     { everyMs: 500, batch: 1000, busyElu: 0.7, maxDeferMs: 15_000, stateTtlSec: Math.ceil(config.FLOODGATE_TICKET_STATE_TTL_MS / 1000) },
   );
 
-  const reservations = createReservations({ sql: dbHandle.sql, queue, log: log.child({ module: 'reservations' }), onReturned: (itemId) => dispatcher.wake(itemId) });
+  const reservations = createReservations({ sql: dbHandle.sql, queue, stock, log: log.child({ module: 'reservations' }), onReturned: (itemId) => dispatcher.wake(itemId) });
 
   const loops = [
     ledger,
     // Reservations past their deadline are released within a second, by whichever daemon sees them first.
     every(250, 'reservation sweep', () => (pg.up ? reservations.sweep() : Promise.resolve()), log),
-    every(500, 'lease sweep', () => queue.sweep(), log),
-    every(1000, 'poll touch flush', () => queue.flush(), log),
+    every(500, 'lease sweep', () => queue.admissions.sweep(), log),
+    every(1000, 'poll touch flush', () => queue.tickets.flush(), log),
     every(50, 'gate sample flush', () => samples.flush(), log),
     startStockKeeper({ queue, catalog, pg, log: log.child({ module: 'stock' }) }, { everyMs: 2000 }),
     startRetention({ queue, store, clock, log: log.child({ module: 'retention' }) }, { everyMs: 60_000, retentionMs: config.FLOODGATE_ITEM_RETENTION_MS }),
@@ -233,10 +237,10 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
     // From the item views this daemon already holds (the dispatcher keeps them at most
     // FLOODGATE_CACHE_MS old): a scrape reads Redis only for an item it has never loaded.
     beforeScrape: async () => {
-      const views = await Promise.all((await queue.itemIds()).map(async (id) => queue.peek(id) ?? (await queue.item(id))));
+      const views = await Promise.all((await queue.items.itemIds()).map(async (id) => queue.items.peek(id) ?? (await queue.items.item(id))));
       showItems(
         metrics,
-        views.flatMap((v) => (v ? [{ itemId: v.snap.def.itemId, waiting: v.snap.counts.waiting, admitted: v.snap.counts.admitted, gate: v.snap.gate, controller: v.snap.controller, stockLeft: v.snap.stockLeft }] : [])),
+        views.flatMap((v) => (v ? [{ itemId: v.snap.def.itemId, waiting: v.snap.counts.waiting, admitted: v.snap.counts.admitted, gate: v.snap.gate, controller: controllerView(v.snap), stockLeft: v.snap.stockLeft }] : [])),
       );
     },
   });
@@ -267,7 +271,7 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
         await Promise.all(loops.map((l) => l.stop()));
         await tokens.stop();
         pg.stop();
-        await queue.flush().catch(() => {});
+        await queue.tickets.flush().catch(() => {});
         await ledger.drain().catch((err) => log.warn({ err: String(err) }, 'final ledger drain failed'));
         bullRedis.disconnect();
         await close();

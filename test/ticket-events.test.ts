@@ -106,9 +106,9 @@ describe('ticket events (SSE)', () => {
     expect(firsts[0].state).toBe('admitted');
     expect(firsts.slice(1).every((v) => v.state === 'waiting')).toBe(true);
     let perTicketReads = 0;
-    const status = queue.status.bind(queue);
-    queue.status = (id) => ((perTicketReads += 1), status(id));
-    await queue.cut('a', 'sold_out');
+    const status = queue.tickets.status.bind(queue.tickets);
+    queue.tickets.status = (id) => ((perTicketReads += 1), status(id));
+    await queue.definitions.cut('a', 'sold_out');
     const ends = await Promise.all(streams.slice(1).map(async (s) => {
       let v;
       while ((v = await s.next()) && v.state === 'waiting');

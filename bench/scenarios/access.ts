@@ -7,15 +7,17 @@
  *   longest single Redis step (a round trip: an upper bound on how long Redis was held), steps.
  */
 import { createApp } from '../../src/api/app.js';
+import { createGateStore } from '../../src/scheduler/gate-store.js';
+import { createStockCounters } from '../../src/service/stock-counters.js';
 import { createCatalog } from '../../src/catalog/catalog.js';
 import { connectDb, migrateDb } from '../../src/db/client.js';
 import { createItemsStore } from '../../src/db/items-store.js';
-import { createStockLedger } from '../../src/db/stock-rows.js';
+import { createStockRows } from '../../src/db/stock-rows.js';
 import { createTokenKeyStore } from '../../src/db/token-keys.js';
 import { manualClock } from '../../src/kernel/clock.js';
 import { createLogger } from '../../src/kernel/logger.js';
 import { createMetrics } from '../../src/kernel/metrics.js';
-import { createQueue } from '../../src/queue/queue.js';
+import { createLine } from '../../src/queue/line.js';
 import { createHandlerRegistry } from '../../src/service/registry.js';
 import { createKeyRing } from '../../src/tokens/key-ring.js';
 import { createTokens } from '../../src/tokens/tokens.js';
@@ -43,9 +45,9 @@ export async function accessScenario(ctx: BenchContext) {
   const clock = manualClock(t0 - 60_000);
   // A clock that moves with real time, so quota windows turn over as they would.
   const real = { now: () => clock.now() + performance.now() };
-  const queue = createQueue({ redis, prefix: ctx.prefix, clock: real, cacheMs: 250 });
+  const queue = createLine({ redis, prefix: ctx.prefix, clock: real, cacheMs: 250 });
   const handlers = createHandlerRegistry();
-  const catalog = createCatalog({ queue, store: createItemsStore(db.db), stock: createStockLedger(db.sql), handlers, clock: real, log, resetController: async () => {}, autoCap: 256 });
+  const catalog = createCatalog({ queue, store: createItemsStore(db.db), stockRows: createStockRows(db.sql), counters: createStockCounters({ redis, prefix: ctx.prefix, clock: real, items: queue.items }), gates: createGateStore(redis, ctx.prefix, real), handlers, clock: real, log, autoCap: 256 });
   const ring = createKeyRing(createTokenKeyStore(db.sql));
   await ring.start();
   const tokens = createTokens({ keys: ring, redis, prefix: ctx.prefix, queue, clock: real, log, issuer: 'floodgate' });
@@ -101,14 +103,14 @@ export async function accessScenario(ctx: BenchContext) {
     clock.set(t0 - 3_000_000 - performance.now()); // the fill has 50 minutes before opensAt
     await call(app, 'PUT', `/v1/items/${id}`, { handler: 'external', opensAt: new Date(t0).toISOString(), preQueue: { fromMs: 3_600_000 } });
     const fillStart = performance.now();
-    await pool(size, 256, (i) => queue.join(id, `d${i}`, null, 'shop'));
+    await pool(size, 256, (i) => queue.tickets.join(id, `d${i}`, null, 'shop'));
     const fillRate = (size * 1000) / (performance.now() - fillStart);
     ctx.log(`filled ${size} at ${fillRate.toFixed(0)}/s`);
     clock.set(t0 + 1 - performance.now());
     const steps: number[] = [];
     const held: number[] = [];
     const start = performance.now();
-    const res = await queue.draw(id, { onStep: (ms, h) => (steps.push(ms), h !== undefined && held.push(h)) });
+    const res = await queue.admissions.draw(id, { onStep: (ms, h) => (steps.push(ms), h !== undefined && held.push(h)) });
     const total = performance.now() - start;
     if (res.n !== size) throw new Error(`drew ${res.n}, expected ${size}`);
     const mem = ((await redis.memory('USAGE', `${ctx.prefix}{${id}}:draw:o`)) as number) + ((await redis.memory('USAGE', `${ctx.prefix}{${id}}:draw:p`)) as number);

@@ -3,7 +3,7 @@ import type { Catalog } from '../catalog/catalog.js';
 import { FloodgateError } from '../kernel/errors.js';
 import type { Logger } from '../kernel/logger.js';
 import type { Metrics } from '../kernel/metrics.js';
-import type { Queue } from '../queue/queue.js';
+import type { Line } from '../queue/line.js';
 import type { HandlerRegistry } from '../service/registry.js';
 import { allowedMethods } from './allowed-methods.js';
 import { createAuth, type KeySets } from './auth.js';
@@ -31,7 +31,7 @@ import { inviteRoutes } from './routes/invites.js';
 import { buildWebAssets, type WebAssets } from './web-assets.js';
 
 export interface AppDeps extends OpsDeps {
-  queue: Queue;
+  queue: Line;
   catalog: Catalog;
   handlers: HandlerRegistry;
   metrics: Metrics;
@@ -59,7 +59,7 @@ export interface AppDeps extends OpsDeps {
  * if this daemon holds a view of it; '' otherwise. Unknown ids stay out of metric labels, so a
  * flood of made-up ids cannot grow the label set without bound.
  */
-function knownItemOf(queue: Queue, path: string): string {
+function knownItemOf(queue: Line, path: string): string {
   const m = /^\/v1\/(items|tickets)\/([^/]+)/.exec(path);
   if (!m) return '';
   let id: string | null;
@@ -68,8 +68,8 @@ function knownItemOf(queue: Queue, path: string): string {
   } catch {
     return '';
   }
-  if (m[1] === 'tickets') id = queue.itemIdOf(id);
-  return id !== null && queue.peek(id) ? id : '';
+  if (m[1] === 'tickets') id = queue.tickets.itemIdOf(id);
+  return id !== null && queue.items.peek(id) ? id : '';
 }
 
 /**

@@ -2,7 +2,7 @@ import type { Hook } from '@hono/zod-openapi';
 import type { Catalog } from '../catalog/catalog.js';
 import type { Logger } from '../kernel/logger.js';
 import type { Metrics } from '../kernel/metrics.js';
-import type { Queue } from '../queue/queue.js';
+import type { Line } from '../queue/line.js';
 import type { HandlerRegistry } from '../service/registry.js';
 import type { Blocks } from '../access/blocks.js';
 import type { Tokens } from '../tokens/tokens.js';
@@ -10,7 +10,7 @@ import type { Auth } from './auth.js';
 
 /** What the routes are given: the modules' interfaces, never Redis or SQL. */
 export interface ApiContext {
-  queue: Queue;
+  queue: Line;
   catalog: Catalog;
   handlers: HandlerRegistry;
   metrics: Metrics;

@@ -116,7 +116,7 @@ export function createItemCache(deps: { redis: Redis; prefix: string; clock: Clo
       if (e.seenCancels < snap.cancelsTotal && rows.length < 20000) feedComplete = false;
     }
     if (!snap.draw?.drawn || prev?.snap.secret !== snap.secret) e.drawPlaces = null;
-    if (snap.draw?.drawn && snap.draw.n && !e.drawPlaces) e.drawPlaces = await deps.redis.getBuffer(`${itemKeys(deps.prefix, itemId).base}draw:p`);
+    if (snap.draw?.drawn && snap.draw.n && !e.drawPlaces) e.drawPlaces = await deps.redis.getBuffer(itemKeys(deps.prefix, itemId).drawPlaces);
     const places = e.drawPlaces;
     const drawN = places ? snap.draw!.n! : 0;
     const lineIndex = (seq: number) => (seq <= drawN && seq > 0 ? places!.readUInt32BE((seq - 1) * 4) : seq);

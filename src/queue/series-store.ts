@@ -1,5 +1,7 @@
-import type { ScriptedRedis } from '../redis/scripts.js';
+import type { Redis } from 'ioredis';
+import type { Clock } from '../kernel/clock.js';
 import { itemKeys } from '../redis/keys.js';
+import { scripts, type ScriptRunner } from '../redis/scripts.js';
 
 /**
  * What a daemon saw of an item in one second. Counters are cumulative (as Redis holds them), so
@@ -30,10 +32,11 @@ export interface SeriesPoint extends Omit<SeriesSample, 'admissions'> {
 /** Kept a little over the 15 minutes the console shows. */
 export const SERIES_KEEP_SEC = 16 * 60;
 
-export function createSeriesStore(redis: ScriptedRedis, prefix: string) {
+export function createSeriesStore(redis: Redis, runner: ScriptRunner, prefix: string, clock: Clock) {
   return {
-    /** Offers the point of `second` (unix seconds); the first daemon's point for a second stays. */
-    add: (itemId: string, second: number, s: SeriesSample) => redis.seriesAdd(itemKeys(prefix, itemId).series, second, JSON.stringify(s), SERIES_KEEP_SEC),
+    /** Offers the point of `second` (unix seconds); the first daemon's point for a second stays. Returns whether this one did. */
+    add: async (itemId: string, second: number, s: SeriesSample) =>
+      (await runner.run(scripts.seriesAdd, itemId, clock.now(), { second, point: JSON.stringify(s), keep: SERIES_KEEP_SEC })) === 1,
 
     /** Points of the seconds in [fromSec, toSec], counters turned into per-second rates. */
     async range(itemId: string, fromSec: number, toSec: number): Promise<SeriesPoint[]> {

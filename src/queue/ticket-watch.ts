@@ -1,6 +1,6 @@
 import type { Clock } from '../kernel/clock.js';
 import { FloodgateError } from '../kernel/errors.js';
-import type { Queue } from './queue.js';
+import type { Line } from './line.js';
 import { parseTicketId } from './ticket-id.js';
 import type { TicketView } from './types.js';
 
@@ -44,7 +44,7 @@ const terminal = (v: TicketView) => v.state !== 'waiting' && v.state !== 'admitt
  *
  * The tick runs only while someone watches, so an idle daemon (or a test) has no timer.
  */
-export function createTicketWatch(deps: { queue: Queue; clock: Clock; tickMs: number; heartbeatMs: number; onError?(err: unknown): void }): TicketWatch {
+export function createTicketWatch(deps: { queue: Pick<Line, 'items' | 'tickets' | 'definitions'>; clock: Clock; tickMs: number; heartbeatMs: number; onError?(err: unknown): void }): TicketWatch {
   const byItem = new Map<string, Set<Watcher>>();
   /** Per item, what decides waiting tickets' state and reason, as of the last tick. */
   const shapes = new Map<string, string>();
@@ -88,7 +88,7 @@ export function createTicketWatch(deps: { queue: Queue; clock: Clock; tickMs: nu
   async function readSlow(itemId: string, w: Watcher) {
     w.reading = true;
     try {
-      offer(itemId, w, await deps.queue.status(w.ticketId), deps.clock.now());
+      offer(itemId, w, await deps.queue.tickets.status(w.ticketId), deps.clock.now());
     } catch (err) {
       // Gone (an ended item's keys removed): nothing more will be known. Anything else: next tick.
       if (err instanceof FloodgateError && err.code === 'ticket_not_found') {
@@ -101,7 +101,7 @@ export function createTicketWatch(deps: { queue: Queue; clock: Clock; tickMs: nu
   }
 
   async function tickItem(itemId: string, watchers: Set<Watcher>) {
-    const item = await deps.queue.item(itemId).catch((err) => (deps.onError?.(err), undefined));
+    const item = await deps.queue.items.item(itemId).catch((err) => (deps.onError?.(err), undefined));
     if (item === undefined) return;
     const now = deps.clock.now();
     const s = item?.snap;
@@ -116,7 +116,7 @@ export function createTicketWatch(deps: { queue: Queue; clock: Clock; tickMs: nu
     const slow: Promise<void>[] = [];
     for (const w of [...watchers]) {
       if (itemNews || now >= w.nextAt || w.seq <= served || w.last.state !== 'waiting') {
-        const v = deps.queue.cachedView(w.ticketId);
+        const v = deps.queue.tickets.cachedView(w.ticketId);
         if (v) offer(itemId, w, v, now);
         else if (!w.reading) slow.push(readSlow(itemId, w));
       }
@@ -151,7 +151,7 @@ export function createTicketWatch(deps: { queue: Queue; clock: Clock; tickMs: nu
   }
 
   // A sell-out or close made by this process reaches its watchers at once, not at the next tick.
-  deps.queue.onCut((itemId) => {
+  deps.queue.definitions.onCut((itemId) => {
     if (!byItem.has(itemId)) return;
     if (running) again = true;
     else schedule(0);

@@ -1,10 +1,14 @@
 import type { Redis } from 'ioredis';
+import type { Clock } from '../kernel/clock.js';
+import { gateFields } from '../queue/gate-rule.js';
+import type { GateSettings } from '../queue/types.js';
 import { itemKeys } from '../redis/keys.js';
-import type { ScriptedRedis } from '../redis/scripts.js';
+import { createScriptRunner, scripts } from '../redis/scripts.js';
 
 /**
- * The Redis side of the adaptive gate: the leader lease, the shared sample counters every daemon
- * adds to, and the controller's published state (fields of the item's gate hash):
+ * The Redis side of the gate: the operator's settings (mode, rate, maxInFlight), the leader
+ * lease, the shared sample counters every daemon adds to, and the controller's published state
+ * (fields of the item's gate hash; controller-view.ts reads them for operators):
  *   aLimit, aRate    what admission obeys in auto mode
  *   aProbeStart      when the current probe began ('' = none): samples of calls started later count as probe samples
  *   aBase, aP50, aP99, aLeader, aState   what operators see, and the state a new leader resumes from
@@ -18,14 +22,26 @@ export interface SampleDelta {
   probe: Map<number, number>;
 }
 
-export function createGateStore(redis: ScriptedRedis, prefix: string) {
+export function createGateStore(redis: Redis, prefix: string, clock: Clock) {
+  const runner = createScriptRunner(redis, prefix);
   return {
-    lead: async (itemId: string, me: string, ttlMs: number) => ((await redis.lead(itemKeys(prefix, itemId).leader, me, ttlMs)) as number) === 1,
+    /** Takes or renews this daemon's lease on the item's controller (lead-1.lua); whether it holds it. */
+    lead: async (itemId: string, me: string, ttlMs: number) => (await runner.run(scripts.lead, itemId, clock.now(), { me, ttlMs })) === 1,
+
+    /**
+     * Writes the operator's settings (the catalog keeps them in Postgres first). The line's cached
+     * item views see them at their next refresh.
+     */
+    async writeSettings(itemId: string, patch: Partial<GateSettings>) {
+      const fields = gateFields(patch);
+      if (!Object.keys(fields).length) return; // HSET with no fields is an error
+      await redis.hset(itemKeys(prefix, itemId).gate, fields);
+    },
 
     /** Adds one daemon's samples to the item's cumulative counters. */
     async addSamples(batch: Map<string, SampleDelta>) {
       if (!batch.size) return;
-      const pipe = (redis as Redis).pipeline();
+      const pipe = redis.pipeline();
       for (const [itemId, d] of batch) {
         const key = itemKeys(prefix, itemId).samples;
         if (d.n) pipe.hincrby(key, 'n', d.n);

@@ -64,7 +64,7 @@ export function createLedgerFeed(redis: Redis, prefix: string, consumer: string)
     if (f.s) {
       // An entry written before entries carried the outcome (a daemon of an earlier version).
       const seq = Number(f.s);
-      const [record, x] = await Promise.all([redis.hget(`${k.base}t:${Math.floor(seq / PAGE_SIZE)}`, String(seq)), redis.hgetall(k.x(seq))]);
+      const [record, x] = await Promise.all([redis.hget(k.page(seq), String(seq)), redis.hgetall(k.x(seq))]);
       if (!record || !x.outcome) return [];
       const rec = parseRecord(record, snap.epoch);
       const outcome = JSON.parse(x.outcome) as { status: OutcomeStatus; result?: unknown; reason?: string };
@@ -77,7 +77,7 @@ export function createLedgerFeed(redis: Redis, prefix: string, consumer: string)
     if (!cut) return null;
     const out: EndedTicket[] = [];
     for (let page = Math.floor(from / PAGE_SIZE); page <= Math.floor(to / PAGE_SIZE); page++) {
-      const [records, sources] = await Promise.all([redis.hgetall(`${k.base}t:${page}`), redis.hgetall(k.sourcePage(page * PAGE_SIZE))]);
+      const [records, sources] = await Promise.all([redis.hgetall(k.page(page * PAGE_SIZE)), redis.hgetall(k.sourcePage(page * PAGE_SIZE))]);
       for (const [s, record] of Object.entries(records)) {
         const seq = Number(s);
         if (seq < from || seq > to || record[0] !== 'w') continue;
@@ -139,7 +139,7 @@ export function createLedgerFeed(redis: Redis, prefix: string, consumer: string)
       const m = redis.multi().xack(k.done, GROUP, ...ids).xdel(k.done, ...ids);
       if (seqs.length) {
         const fields = seqs.map(String);
-        m.hdel(k.base + 'pl', ...fields).hdel(k.taken, ...fields);
+        m.hdel(k.payloads, ...fields).hdel(k.taken, ...fields);
         for (const seq of seqs) m.expire(k.x(seq), stateTtlSec);
       }
       await m.exec();

@@ -6,7 +6,7 @@ import type { Logger } from '../kernel/logger.js';
 import { every } from '../kernel/loop.js';
 import type { Metrics } from '../kernel/metrics.js';
 import type { LedgerFeed } from './outcome-ledger-feed.js';
-import type { Queue } from '../queue/queue.js';
+import type { Line } from '../queue/line.js';
 
 /**
  * The outcome ledger: every ended ticket (succeeded, rejected, failed, cancelled, expired, and
@@ -23,16 +23,16 @@ import type { Queue } from '../queue/queue.js';
  * a fifth of the CPU per order (flood runs with and without); the rows land after the rush instead.
  */
 export function startLedger(
-  deps: { queue: Queue; feed: LedgerFeed; sql: postgres.Sql; log: Logger; metrics: Pick<Metrics, 'ledgerDeadLetters'> },
+  deps: { queue: Pick<Line, 'items'>; feed: LedgerFeed; sql: postgres.Sql; log: Logger; metrics: Pick<Metrics, 'ledgerDeadLetters'> },
   opts: { everyMs: number; batch: number; busyElu: number; maxDeferMs: number; stateTtlSec?: number },
 ) {
   async function drainItem(itemId: string) {
-    const item = await deps.queue.item(itemId, { fresh: true });
+    const item = await deps.queue.items.item(itemId, { fresh: true });
     if (!item) return;
     for (;;) {
       const { ids, tickets, unreadable } = await deps.feed.read(item.snap, opts.batch);
       if (!ids.length) break;
-      deps.queue.keepActive(itemId);
+      deps.queue.items.keepActive(itemId);
       const dead = await writeOutcomes(deps.sql, tickets);
       if (unreadable.length) {
         const entries = unreadable.map((u) => ({ itemId, ticketId: null, fields: { entry: u.id, fields: u.fields }, error: u.error }));
@@ -54,7 +54,7 @@ export function startLedger(
     // The active items; once a minute every item, so entries an outage left behind are written.
     const full = performance.now() - lastFull > 60_000;
     if (full) lastFull = performance.now();
-    for (const itemId of full ? await deps.queue.itemIds() : await deps.queue.activeItemIds()) {
+    for (const itemId of full ? await deps.queue.items.itemIds() : await deps.queue.items.activeItemIds()) {
       try {
         await drainItem(itemId);
       } catch (err) {

@@ -3,15 +3,15 @@ import { parseKeyScopes } from '../../src/access/keys.js';
 import { createApp } from '../../src/api/app.js';
 import { createCatalog } from '../../src/catalog/catalog.js';
 import { createItemsStore } from '../../src/db/items-store.js';
-import { createStockLedger } from '../../src/db/stock-rows.js';
+import { createStockRows } from '../../src/db/stock-rows.js';
 import { manualClock, systemClock, type Clock } from '../../src/kernel/clock.js';
 import { createLogger } from '../../src/kernel/logger.js';
 import { createMetrics } from '../../src/kernel/metrics.js';
 import { createGateStore } from '../../src/scheduler/gate-store.js';
-import { createQueue } from '../../src/queue/queue.js';
-import { withScripts } from '../../src/redis/scripts.js';
+import { createLine } from '../../src/queue/line.js';
 import { createHandlerRegistry } from '../../src/service/registry.js';
 import { createReservations } from '../../src/service/reservations.js';
+import { createStockCounters } from '../../src/service/stock-counters.js';
 import { testDb } from './db.js';
 import { testRedis } from './redis.js';
 
@@ -30,18 +30,20 @@ export async function testApp() {
   function build(opts: { clock?: Clock; prefix?: string; cacheMs?: number; corsOrigins?: string[] | '*'; scopes?: string; defaultKeyQuota?: number } = {}) {
     const clock = opts.clock ?? systemClock;
     const prefix = opts.prefix ?? newPrefix();
-    const queue = createQueue({ redis, prefix, clock, cacheMs: opts.cacheMs ?? 0, defaultKeyQuota: opts.defaultKeyQuota });
+    const queue = createLine({ redis, prefix, clock, cacheMs: opts.cacheMs ?? 0, defaultKeyQuota: opts.defaultKeyQuota });
     const handlers = createHandlerRegistry();
     const metrics = createMetrics();
-    const gateStore = createGateStore(withScripts(redis), prefix);
+    const gates = createGateStore(redis, prefix, clock);
+    const stock = createStockCounters({ redis, prefix, clock, items: queue.items });
     const catalog = createCatalog({
       queue,
       store: createItemsStore(dbh.db),
-      stock: createStockLedger(dbh.sql),
+      stockRows: createStockRows(dbh.sql),
+      counters: stock,
+      gates,
       handlers,
       clock,
       log,
-      resetController: (itemId) => gateStore.requestReset(itemId),
       autoCap: 256,
     });
     const app = createApp({
@@ -53,7 +55,7 @@ export async function testApp() {
       keys: { service: [SERVICE, 'svc-key-2', 'app:app-key', 'shop:shop-key'], operator: [OPERATOR] },
       scopes: parseKeyScopes(opts.scopes),
       bodyLimitBytes: 16 * 1024,
-      reservations: createReservations({ sql: dbh.sql, queue, log, onReturned: () => {} }),
+      reservations: createReservations({ sql: dbh.sql, queue, stock, log, onReturned: () => {} }),
       ready: async () => ({ redis: true, postgres: true }),
       beforeScrape: async () => {},
       corsOrigins: opts.corsOrigins,
@@ -76,7 +78,7 @@ export async function testApp() {
       }
       return { status: res.status, body: json, headers: res.headers };
     };
-    return { app, queue, catalog, clock, prefix, metrics, call };
+    return { app, queue, stock, gates, catalog, clock, prefix, metrics, call };
   }
 
   return { build, redis, db: dbh, manualClock, uniqueItem: () => `item-${randomBytes(4).toString('hex')}` };

@@ -5,23 +5,23 @@
   Postgres releases an order exactly once; the `returned` set makes a repeat of this call (a retry,
   or two daemons finishing the same release) harmless.
   KEYS[1] stock  KEYS[2] returned (set of order ids)  KEYS[3] users
-  ARGV[1] base  ARGV[2..] pairs: orderId, userId
+  ARGV[1] now (ms, the caller's clock; unused)
+  ARGV[2..] pairs: orderId, userId
   Returns how many units were given back now (the others had been already).
 ]]
 -- @include _lib
-local base = ARGV[1]
-local k = rcall('HLEN', KEYS[1])
+local k = rcall('HLEN', K.stock)
 local n = 0
 for i = 2, #ARGV, 2 do
   local orderId, userId = ARGV[i], ARGV[i + 1]
-  if rcall('SADD', KEYS[2], orderId) == 1 then
+  if rcall('SADD', K.returned, orderId) == 1 then
     local shard = 's0'
     if k > 0 then shard = 's' .. fmt(tonumber(orderId) % k) end
-    rcall('HINCRBY', KEYS[1], shard, 1)
-    local seq = tonumber(rcall('HGET', KEYS[3], userId) or '')
+    rcall('HINCRBY', K.stock, shard, 1)
+    local seq = tonumber(rcall('HGET', K.users, userId) or '')
     if seq then
-      local record = getRecord(base, seq)
-      if record and string.sub(record, 1, 1) == 's' then rcall('HDEL', KEYS[3], userId) end
+      local record = getRecord(seq)
+      if record and string.sub(record, 1, 1) == 's' then rcall('HDEL', K.users, userId) end
     end
     n = n + 1
   end

@@ -4,31 +4,32 @@
   spread; the search starts at shard seq % K and tries every shard, so "sold out" is only
   answered when all shards are empty.
   KEYS[1] stock (hash s<i> -> units left)  KEYS[2] taken (hash seq -> shard)
-  ARGV[1..] seqs
+  ARGV[1] now (ms, the caller's clock; unused)
+  ARGV[2..] seqs
   Returns { units left in all shards afterwards, taken_1 (1|0), taken_2, … }
 ]]
 local rcall = redis.call
-local k = rcall('HLEN', KEYS[1])
+local k = rcall('HLEN', K.stock)
 local out = { 0 }
-for a = 1, #ARGV do
+for a = 2, #ARGV do
   local taken = 0
-  if rcall('HEXISTS', KEYS[2], ARGV[a]) == 1 then
+  if rcall('HEXISTS', K.taken, ARGV[a]) == 1 then
     taken = 1
   elseif k > 0 then
     local seq = tonumber(ARGV[a])
     for i = 0, k - 1 do
       local shard = 's' .. string.format('%d', (seq + i) % k)
-      if tonumber(rcall('HGET', KEYS[1], shard) or '0') > 0 then
-        rcall('HINCRBY', KEYS[1], shard, -1)
-        rcall('HSET', KEYS[2], ARGV[a], shard)
+      if tonumber(rcall('HGET', K.stock, shard) or '0') > 0 then
+        rcall('HINCRBY', K.stock, shard, -1)
+        rcall('HSET', K.taken, ARGV[a], shard)
         taken = 1
         break
       end
     end
   end
-  out[a + 1] = taken
+  out[a] = taken
 end
 local sum = 0
-for _, v in ipairs(rcall('HVALS', KEYS[1])) do sum = sum + math.max(0, tonumber(v)) end
+for _, v in ipairs(rcall('HVALS', K.stock)) do sum = sum + math.max(0, tonumber(v)) end
 out[1] = sum
 return out

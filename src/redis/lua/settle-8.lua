@@ -1,8 +1,10 @@
 --[[
   Writes the business outcomes of admitted tickets of one item under their leases: one call
   settles a whole batch (an in-process job), or one ticket (the API's writeback).
-  KEYS[1] meta  KEYS[2] ctr  KEYS[3] retry  KEYS[4] leases
-  ARGV[1] base  ARGV[2] now, then per ticket six values:
+  KEYS[1] meta  KEYS[2] ctr  KEYS[3] retry  KEYS[4] leases  KEYS[5] payloads  KEYS[6] stock
+  KEYS[7] taken  KEYS[8] done
+  ARGV[1] now (ms, the caller's clock)
+  ARGV[2..] per ticket six values:
     seq, leaseId, status (succeeded|rejected|failed), outcome JSON,
     retry ('1' returns the ticket to the head instead of ending it; only with failed),
     force ('1' = owner override: settle an admitted ticket whatever its current lease; used only
@@ -13,13 +15,13 @@
   A lease that has expired but not yet been reclaimed is reclaimed here and answered lease_lost.
 ]]
 -- @include _lib
-local base, now = ARGV[1], tonumber(ARGV[2])
+local now = tonumber(ARGV[1])
 local chars = { succeeded = 's', rejected = 'r', failed = 'f' }
 
 local function settleOne(seq, leaseId, status, outcome, retry, force)
-  local record = getRecord(base, seq)
+  local record = getRecord(seq)
   if not record then return -1 end
-  local xKey = base .. 'x:' .. fmt(seq)
+  local xKey = keyOf.x(seq)
   local x = rcall('HMGET', xKey, 'lease', 'leaseExp', 'lastLease', 'lastStatus')
   local asked = status
   if retry then asked = 'retry' end
@@ -32,23 +34,23 @@ local function settleOne(seq, leaseId, status, outcome, retry, force)
   end
   if x[1] ~= leaseId and not force then return -2 end
   leaseId = x[1]
-  rcall('ZREM', KEYS[4], fmt(seq))
+  rcall('ZREM', K.leases, fmt(seq))
   if tonumber(x[2]) < now then
-    returnToHead(base, KEYS[1], KEYS[2], KEYS[3], seq, record, now)
+    returnToHead(seq, record, now)
     return -2
   end
   rcall('HSET', xKey, 'lastLease', leaseId, 'lastStatus', asked)
   if retry then
-    returnToHead(base, KEYS[1], KEYS[2], KEYS[3], seq, record, now)
+    returnToHead(seq, record, now)
     return 1
   end
-  finish(base, KEYS[2], seq, record, 'admitted', chars[status], status, outcome, now)
+  finish(seq, record, 'admitted', chars[status], status, outcome, now)
   rcall('HDEL', xKey, 'lease', 'leaseExp')
   return 1
 end
 
 local codes = {}
-for i = 3, #ARGV, 6 do
+for i = 2, #ARGV, 6 do
   codes[#codes + 1] = settleOne(tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4] == '1', ARGV[i + 5] == '1')
 end
 return codes
