@@ -43,6 +43,8 @@ import { createTokenKeyStore } from './db/token-keys.js';
 import { createKeyRing } from './tokens/key-ring.js';
 import { createTokens } from './tokens/tokens.js';
 import { startSeriesRecorder } from './scheduler/series-recorder.js';
+import { createSeriesStore } from './scheduler/series-store.js';
+import { createInviteUses } from './access/invite-uses.js';
 import { controllerView } from './scheduler/controller-view.js';
 import { createStockCounters } from './service/stock-counters.js';
 
@@ -204,6 +206,7 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
 
   const reservations = createReservations({ sql: dbHandle.sql, queue, stock, log: log.child({ module: 'reservations' }), onReturned: (itemId) => dispatcher.wake(itemId) });
 
+  const series = createSeriesStore(redis, config.FLOODGATE_REDIS_PREFIX, clock);
   const loops = [
     ledger,
     // Reservations past their deadline are released within a second, by whichever daemon sees them first.
@@ -214,11 +217,13 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
     startStockKeeper({ queue, catalog, pg, log: log.child({ module: 'stock' }) }, { everyMs: 2000 }),
     startRetention({ queue, store, clock, log: log.child({ module: 'retention' }) }, { everyMs: 60_000, retentionMs: config.FLOODGATE_ITEM_RETENTION_MS }),
     every(1000, 'redis loss check', restoreLost, log),
-    startSeriesRecorder({ queue, series: queue.series, clock, log: log.child({ module: 'series' }), effective: (item) => catalog.gateOf(item).effective }, { everyMs: 500 }),
+    startSeriesRecorder({ queue, series, clock, log: log.child({ module: 'series' }), effective: (item) => catalog.gateOf(item).effective }, { everyMs: 500 }),
   ];
 
   const app = createApp({
     queue,
+    series,
+    inviteUses: createInviteUses(redis, config.FLOODGATE_REDIS_PREFIX),
     catalog,
     handlers,
     metrics,

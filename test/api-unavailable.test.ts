@@ -2,6 +2,8 @@ import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createApp } from '../src/api/app.js';
 import { createGateStore } from '../src/scheduler/gate-store.js';
+import { createSeriesStore } from '../src/scheduler/series-store.js';
+import { createInviteUses } from '../src/access/invite-uses.js';
 import { createStockCounters } from '../src/service/stock-counters.js';
 import { createCatalog } from '../src/catalog/catalog.js';
 import { connectDb } from '../src/db/client.js';
@@ -29,6 +31,8 @@ describe('when Redis and Postgres are unreachable', () => {
     const handlers = createHandlerRegistry();
     const catalog = createCatalog({ queue, store: createItemsStore(db.db), stockRows: createStockRows(db.sql), counters: createStockCounters({ redis, prefix: 'x:', clock: systemClock, items: queue.items }), gates: createGateStore(redis, 'x:', systemClock), handlers, clock: systemClock, log, autoCap: 10 });
     const app = createApp({
+      series: createSeriesStore(redis, 'x:', systemClock),
+      inviteUses: createInviteUses(redis, 'x:'),
       queue, catalog, handlers, metrics: createMetrics(), log,
       keys: { service: ['s'], operator: ['o'] },
       bodyLimitBytes: 16384,

@@ -31,7 +31,7 @@ const allowed: Record<string, string[]> = {
   service: ['kernel', 'redis', 'queue', 'db'],
   scheduler: ['kernel', 'redis', 'queue', 'service', 'db'],
   catalog: ['kernel', 'queue', 'service', 'db', 'scheduler'],
-  access: ['kernel', 'queue', 'db'],
+  access: ['kernel', 'redis', 'queue', 'db'],
   tokens: ['kernel', 'redis', 'queue', 'db'],
   api: ['kernel', 'queue', 'service', 'scheduler', 'catalog', 'access', 'tokens'],
   config: [],

@@ -22,6 +22,8 @@ import { accessRoutes } from './routes/access.js';
 import { createBlocks } from '../access/blocks.js';
 import type { KeyScopes } from '../access/keys.js';
 import type { Tokens } from '../tokens/tokens.js';
+import type { SeriesStore } from '../scheduler/series-store.js';
+import type { InviteUses } from '../access/invite-uses.js';
 import { ticketEventRoutes } from './routes/ticket-events.js';
 import { createTicketWatch } from '../queue/ticket-watch.js';
 import { systemClock } from '../kernel/clock.js';
@@ -50,6 +52,10 @@ export interface AppDeps extends OpsDeps {
   scopes?: KeyScopes;
   /** Admission tokens (signing keys in Postgres); without them tickets carry none. */
   tokens?: Tokens;
+  /** The console's per-second points (scheduler/series-store.ts). */
+  series: SeriesStore;
+  /** Single use of invites and proof-of-work challenges (access/invite-uses.ts). */
+  inviteUses: InviteUses;
   /** How often the event streams' shared watch looks at the items (default 250 ms). */
   watchTickMs?: number;
 }
@@ -88,6 +94,8 @@ export function createApp(deps: AppDeps) {
     log: deps.log,
     auth: createAuth({ ...deps.keys, scopes: deps.scopes ?? deps.keys.scopes }),
     blocks: createBlocks(deps.queue),
+    series: deps.series,
+    inviteUses: deps.inviteUses,
     tokens: deps.tokens,
     defaultHook: (result) => {
       if (!result.success) throw validationError(result.error);

@@ -6,6 +6,8 @@ import type { Line } from '../queue/line.js';
 import type { HandlerRegistry } from '../service/registry.js';
 import type { Blocks } from '../access/blocks.js';
 import type { Tokens } from '../tokens/tokens.js';
+import type { SeriesStore } from '../scheduler/series-store.js';
+import type { InviteUses } from '../access/invite-uses.js';
 import type { Auth } from './auth.js';
 
 /** What the routes are given: the modules' interfaces, never Redis or SQL. */
@@ -17,6 +19,10 @@ export interface ApiContext {
   log: Logger;
   auth: Auth;
   blocks: Blocks;
+  /** The console's per-second points. */
+  series: SeriesStore;
+  /** Single use of invites and proof-of-work challenges. */
+  inviteUses: InviteUses;
   /** Admission tokens; absent in an app built without Postgres keys (tests of other parts). */
   tokens?: Tokens;
   /** (any: one hook serves every route, whatever its schemas) */

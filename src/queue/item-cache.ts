@@ -121,7 +121,7 @@ export function createItemCache(deps: { redis: Redis; prefix: string; clock: Clo
     const drawN = places ? snap.draw!.n! : 0;
     const lineIndex = (seq: number) => (seq <= drawN && seq > 0 ? places!.readUInt32BE((seq - 1) * 4) : seq);
     // Cancels inside the last cut's range are kept: a watcher told of the cut from this view alone
-    // must still know that such a ticket had left the line before (queue.cachedView).
+    // must still know that such a ticket had left the line before (tickets.cachedView).
     const lastCut = snap.cuts[snap.cuts.length - 1];
     const forgetBelow = lastCut?.[4] !== undefined ? Math.min(snap.served, lastCut[4]) : snap.served;
     for (const s of cancelled) if (lineIndex(s) <= forgetBelow) cancelled.delete(s);

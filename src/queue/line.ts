@@ -4,10 +4,8 @@ import { createScriptRunner } from '../redis/scripts.js';
 import { createAdmissions, type Admissions } from './admissions.js';
 import { createDefinitions, type Definitions } from './definitions.js';
 import { createEtaMemory } from './eta-memory.js';
-import { createInviteUses, type InviteUses } from './invite-uses.js';
 import { createItemDirectory, type LineItems } from './items.js';
 import { createLineScripts } from './line-scripts.js';
-import { createSeriesStore, type SeriesStore } from './series-store.js';
 import { createTicketReader, type ArchivedOutcome } from './ticket-reader.js';
 import { createTickets, type Tickets } from './tickets.js';
 
@@ -41,10 +39,6 @@ export interface Line {
   tickets: Tickets;
   admissions: Admissions;
   definitions: Definitions;
-  /** The per-second points the console charts (series-store.ts). */
-  series: SeriesStore;
-  /** Single use of invites and proof-of-work challenges (invite-uses.ts). */
-  inviteUses: InviteUses;
 }
 
 export function createLine(deps: LineDeps): Line {
@@ -57,12 +51,5 @@ export function createLine(deps: LineDeps): Line {
   const definitions = createDefinitions({ redis, prefix, clock, items, scripts });
   const tickets = createTickets({ redis, prefix, clock, cacheMs: deps.cacheMs, items, scripts, reader, eta, defaultKeyQuota: deps.defaultKeyQuota, onJoined: deps.onJoined, rememberEtas: !!deps.onWaited });
   const admissions = createAdmissions({ clock, items, scripts, reader, eta, onWaited: deps.onWaited, closeLine: (itemId) => definitions.cut(itemId, 'closed', 'closed') });
-  return {
-    items,
-    tickets,
-    admissions,
-    definitions,
-    series: createSeriesStore(redis, runner, prefix, clock),
-    inviteUses: createInviteUses(redis, prefix),
-  };
+  return { items, tickets, admissions, definitions };
 }

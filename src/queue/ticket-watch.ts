@@ -35,8 +35,8 @@ const terminal = (v: TicketView) => v.state !== 'waiting' && v.state !== 'admitt
 
 /**
  * Fans ticket views out to watchers from what the daemon already knows: each tick refreshes the
- * cached view of every watched item once (queue.item), then computes every watcher's view from
- * that snapshot and the ticket's cached record (queue.cachedView). Redis is read per ticket only
+ * cached view of every watched item once (items.item), then computes every watcher's view from
+ * that snapshot and the ticket's cached record (tickets.cachedView). Redis is read per ticket only
  * where the cache cannot tell — a ticket admitted, settled or returned to the head since — so
  * the reads follow admissions, not watchers, and a sell-out reaches every watcher from one
  * refresh. A state change is sent at once; a position drop at most once per the last view's

@@ -57,7 +57,7 @@ export function startDispatcher(
     const item = await queue.items.item(itemId);
     const spec = item && handlers.get(item.snap.def.handler);
     if (!item) return 0;
-    // A line with tickets in it keeps its item among the active ones (queue.activeItemIds).
+    // A line with tickets in it keeps its item among the active ones (items.activeItemIds).
     if (item.snap.counts.waiting > 0 || item.snap.counts.admitted > 0) queue.items.keepActive(itemId);
     // The window ended: waiting tickets end `closed` (for external items too, which nobody may pull).
     const { closesAt } = item.snap.def;
@@ -88,7 +88,7 @@ export function startDispatcher(
       let admitted = 0;
       try {
         if (clock.now() - idsAt > 1000) {
-          // The active items (queue.activeItemIds); once a minute every item, so a line whose item
+          // The active items (items.activeItemIds); once a minute every item, so a line whose item
           // fell out of the active set (a long Redis outage) is found again.
           const full = clock.now() - fullAt > 60_000;
           ids = full ? await queue.items.itemIds() : await queue.items.activeItemIds();

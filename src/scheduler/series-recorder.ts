@@ -3,7 +3,7 @@ import type { Logger } from '../kernel/logger.js';
 import { every } from '../kernel/loop.js';
 import type { CachedItem } from '../queue/item-cache.js';
 import type { Line } from '../queue/line.js';
-import type { SeriesStore } from '../queue/series-store.js';
+import type { SeriesStore } from './series-store.js';
 import { controllerView } from './controller-view.js';
 
 /**

@@ -8,6 +8,8 @@ import { manualClock, systemClock, type Clock } from '../../src/kernel/clock.js'
 import { createLogger } from '../../src/kernel/logger.js';
 import { createMetrics } from '../../src/kernel/metrics.js';
 import { createGateStore } from '../../src/scheduler/gate-store.js';
+import { createSeriesStore } from '../../src/scheduler/series-store.js';
+import { createInviteUses } from '../../src/access/invite-uses.js';
 import { createLine } from '../../src/queue/line.js';
 import { createHandlerRegistry } from '../../src/service/registry.js';
 import { createReservations } from '../../src/service/reservations.js';
@@ -48,6 +50,8 @@ export async function testApp() {
     });
     const app = createApp({
       queue,
+      series: createSeriesStore(redis, prefix, clock),
+      inviteUses: createInviteUses(redis, prefix),
       catalog,
       handlers,
       metrics,

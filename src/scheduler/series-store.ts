@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis';
 import type { Clock } from '../kernel/clock.js';
 import { itemKeys } from '../redis/keys.js';
-import { scripts, type ScriptRunner } from '../redis/scripts.js';
+import { createScriptRunner, scripts } from '../redis/scripts.js';
 
 /**
  * What a daemon saw of an item in one second. Counters are cumulative (as Redis holds them), so
@@ -32,7 +32,8 @@ export interface SeriesPoint extends Omit<SeriesSample, 'admissions'> {
 /** Kept a little over the 15 minutes the console shows. */
 export const SERIES_KEEP_SEC = 16 * 60;
 
-export function createSeriesStore(redis: Redis, runner: ScriptRunner, prefix: string, clock: Clock) {
+export function createSeriesStore(redis: Redis, prefix: string, clock: Clock) {
+  const runner = createScriptRunner(redis, prefix);
   return {
     /** Offers the point of `second` (unix seconds); the first daemon's point for a second stays. Returns whether this one did. */
     add: async (itemId: string, second: number, s: SeriesSample) =>
