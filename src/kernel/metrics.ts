@@ -9,8 +9,11 @@ export function createMetrics() {
   // gauge of the same name without the suffix, so dropping them loses nothing.
   for (const metric of registry.getMetricsAsArray())
     if (metric.name.endsWith('_total') && metric instanceof Gauge) registry.removeSingleMetric(metric.name);
+  /** Read at scrape time: what the parts created after the metrics report (set by them). */
+  const sources = { openStreams: () => 0 };
   const m = {
     registry,
+    sources,
     httpDuration: new Histogram({
       name: 'floodgate_http_request_duration_seconds',
       help: 'HTTP request latency by route and status.',
@@ -66,6 +69,20 @@ export function createMetrics() {
       name: 'floodgate_ledger_dead_letters_total',
       help: 'Outcome rows (and unreadable done-stream entries) the ledger parked in ticket_outcomes_dead.',
       labelNames: ['item'] as const,
+      registers: [registry],
+    }),
+    ticketStreams: new Gauge({
+      name: 'floodgate_ticket_streams_open',
+      help: 'Ticket event streams (SSE) open on this daemon.',
+      registers: [registry],
+      collect() {
+        this.set(sources.openStreams());
+      },
+    }),
+    watchPass: new Histogram({
+      name: 'floodgate_ticket_watch_pass_seconds',
+      help: "Time one pass of the ticket watch spent on an item's open streams (a sell-out's pass writes every waiting stream's last event).",
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
       registers: [registry],
     }),
     gateLeaderChanges: new Counter({ name: 'floodgate_gate_leader_changes_total', help: 'Times this daemon took the lead of an item gate.', labelNames: ['item'] as const, registers: [registry] }),

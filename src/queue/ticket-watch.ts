@@ -44,7 +44,15 @@ const terminal = (v: TicketView) => v.state !== 'waiting' && v.state !== 'admitt
  *
  * The tick runs only while someone watches, so an idle daemon (or a test) has no timer.
  */
-export function createTicketWatch(deps: { queue: Queue; clock: Clock; tickMs: number; heartbeatMs: number; onError?(err: unknown): void }): TicketWatch {
+export function createTicketWatch(deps: {
+  queue: Queue;
+  clock: Clock;
+  tickMs: number;
+  heartbeatMs: number;
+  onError?(err: unknown): void;
+  /** How long one item's pass over its watchers took (ms), for the metrics. */
+  onPass?(ms: number): void;
+}): TicketWatch {
   const byItem = new Map<string, Set<Watcher>>();
   /** Per item, what decides waiting tickets' state and reason, as of the last tick. */
   const shapes = new Map<string, string>();
@@ -114,6 +122,7 @@ export function createTicketWatch(deps: { queue: Queue; clock: Clock; tickMs: nu
     shapes.set(itemId, shape);
     const served = s?.served ?? Infinity;
     const slow: Promise<void>[] = [];
+    const start = performance.now();
     for (const w of [...watchers]) {
       if (itemNews || now >= w.nextAt || w.seq <= served || w.last.state !== 'waiting') {
         const v = deps.queue.cachedView(w.ticketId);
@@ -125,6 +134,7 @@ export function createTicketWatch(deps: { queue: Queue; clock: Clock; tickMs: nu
         w.sink.heartbeat();
       }
     }
+    deps.onPass?.(performance.now() - start);
     await Promise.all(slow);
   }
 
