@@ -44,6 +44,8 @@ import { createTokenKeyStore } from './db/token-keys.js';
 import { createKeyRing } from './tokens/key-ring.js';
 import { createTokens } from './tokens/tokens.js';
 import { startSeriesRecorder } from './scheduler/series-recorder.js';
+import { isClusterWorker, processCount, runPrimary } from './processes.js';
+import { workerMetrics } from './kernel/cluster-metrics.js';
 
 export interface Daemon {
   url: string;
@@ -213,6 +215,15 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
     startSeriesRecorder({ queue, series: queue.series, clock, log: log.child({ module: 'series' }), effective: (item) => catalog.gateOf(item).effective }, { everyMs: 500 }),
   ];
 
+  // From the item views this daemon already holds (the dispatcher keeps them at most
+  // FLOODGATE_CACHE_MS old): a scrape reads Redis only for an item it has never loaded.
+  const beforeScrape = async () => {
+    const views = await Promise.all((await queue.itemIds()).map(async (id) => queue.peek(id) ?? (await queue.item(id))));
+    showItems(
+      metrics,
+      views.flatMap((v) => (v ? [{ itemId: v.snap.def.itemId, waiting: v.snap.counts.waiting, admitted: v.snap.counts.admitted, gate: v.snap.gate, controller: v.snap.controller, stockLeft: v.snap.stockLeft }] : [])),
+    );
+  };
   const app = createApp({
     queue,
     catalog,
@@ -230,15 +241,8 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
       const [r, p] = await Promise.all([probe(() => redis.ping(), READY_TIMEOUT_MS - 100), probe(() => dbHandle.sql`select 1`, READY_TIMEOUT_MS - 100)]);
       return { redis: r, postgres: p };
     },
-    // From the item views this daemon already holds (the dispatcher keeps them at most
-    // FLOODGATE_CACHE_MS old): a scrape reads Redis only for an item it has never loaded.
-    beforeScrape: async () => {
-      const views = await Promise.all((await queue.itemIds()).map(async (id) => queue.peek(id) ?? (await queue.item(id))));
-      showItems(
-        metrics,
-        views.flatMap((v) => (v ? [{ itemId: v.snap.def.itemId, waiting: v.snap.counts.waiting, admitted: v.snap.counts.admitted, gate: v.snap.gate, controller: v.snap.controller, stockLeft: v.snap.stockLeft }] : [])),
-      );
-    },
+    beforeScrape,
+    scrape: isClusterWorker() ? workerMetrics(metrics, beforeScrape) : undefined,
   });
 
   const server: ServerType = await new Promise((resolve) => {
@@ -337,6 +341,14 @@ async function main() {
   if (keys.file) {
     log.warn({ roles: Object.keys(keys.generated), file: keys.file }, 'no keys configured; made keys for this run (development mode)');
     process.stderr.write(`${runKeysNotice(keys, process.cwd())}\n`);
+  }
+  const processes = processCount(config.FLOODGATE_PROCESSES);
+  if (processes > 1 && !isClusterWorker()) {
+    await runPrimary(keys.config, log, processes, process.env).catch((err) => {
+      log.fatal({ err: String(err?.stack ?? err) }, 'failed to start');
+      process.exit(1);
+    });
+    return;
   }
   const daemon = await startDaemon(keys.config, log).catch((err) => {
     log.fatal({ err: String(err?.stack ?? err) }, 'failed to start');

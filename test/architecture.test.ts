@@ -31,6 +31,8 @@ const allowed: Record<string, string[]> = {
   tokens: ['kernel', 'queue', 'db'],
   api: ['kernel', 'queue', 'service', 'scheduler', 'catalog', 'access', 'tokens'],
   config: [],
+  // The primary of several daemon processes (FLOODGATE_PROCESSES): stores, migrations, workers.
+  processes: ['kernel', 'db', 'infra', 'config'],
   main: ['*'],
 };
 

@@ -11,6 +11,9 @@ export function createMetrics() {
     if (metric.name.endsWith('_total') && metric instanceof Gauge) registry.removeSingleMetric(metric.name);
   /** Read at scrape time: what the parts created after the metrics report (set by them). */
   const sources = { openStreams: () => 0 };
+  // With several processes on one port (FLOODGATE_PROCESSES) a scrape is aggregated over them
+  // (cluster-metrics.ts): counters and histograms add up; the per-item gauges, which every process
+  // reads from the same Redis, take `aggregator: 'max'`.
   const m = {
     registry,
     sources,
@@ -26,7 +29,7 @@ export function createMetrics() {
     quotaRefusals: new Counter({ name: 'floodgate_quota_refusals_total', help: 'Joins refused 429 rate_limited, by item and quota (perUser, perKey).', labelNames: ['item', 'quota'] as const, registers: [registry] }),
     admissions: new Counter({ name: 'floodgate_admissions_total', help: 'Tickets admitted from the head of a line, by this daemon (its dispatcher and external pulls).', labelNames: ['item'] as const, registers: [registry] }),
     settles: new Counter({ name: 'floodgate_settles_total', help: 'Outcomes written back, by status.', labelNames: ['item', 'status'] as const, registers: [registry] }),
-    waiting: new Gauge({ name: 'floodgate_line_waiting', help: 'Tickets waiting in the line.', labelNames: ['item'] as const, registers: [registry] }),
+    waiting: new Gauge({ name: 'floodgate_line_waiting', help: 'Tickets waiting in the line.', labelNames: ['item'] as const, aggregator: 'max', registers: [registry] }),
     waitSeconds: new Histogram({
       name: 'floodgate_wait_seconds',
       help: 'How long admitted tickets waited in line (join to admission), for tickets joined and admitted through this daemon.',
@@ -41,7 +44,7 @@ export function createMetrics() {
       buckets: [0.05, 0.1, 0.15, 0.25, 0.5, 1, 2, 5],
       registers: [registry],
     }),
-    admitted: new Gauge({ name: 'floodgate_line_admitted', help: 'Tickets admitted and not yet settled.', labelNames: ['item'] as const, registers: [registry] }),
+    admitted: new Gauge({ name: 'floodgate_line_admitted', help: 'Tickets admitted and not yet settled.', labelNames: ['item'] as const, aggregator: 'max', registers: [registry] }),
     downstreamLatency: new Histogram({
       name: 'floodgate_downstream_latency_seconds',
       help: 'Duration of handler calls (the downstream business action), by item.',
@@ -55,15 +58,15 @@ export function createMetrics() {
       labelNames: ['item', 'result'] as const,
       registers: [registry],
     }),
-    gateMode: new Gauge({ name: 'floodgate_gate_mode', help: 'The gate mode an operator set: 1 for the current mode, 0 for the others.', labelNames: ['item', 'mode'] as const, registers: [registry] }),
-    gateManualRate: new Gauge({ name: 'floodgate_gate_manual_rate', help: 'The admission rate an operator set (manual: the rate; auto: a ceiling), tickets per second; +Inf when none.', labelNames: ['item'] as const, registers: [registry] }),
-    gateMaxInFlight: new Gauge({ name: 'floodgate_gate_max_in_flight', help: 'The in-flight cap an operator set (manual: the cap; auto: a ceiling); +Inf when none.', labelNames: ['item'] as const, registers: [registry] }),
-    stockRemaining: new Gauge({ name: 'floodgate_stock_remaining', help: 'Units left in the Redis stock counters (items whose handler keeps stock).', labelNames: ['item'] as const, registers: [registry] }),
-    gateLimit: new Gauge({ name: 'floodgate_gate_limit', help: 'In-flight limit the adaptive gate enforces (auto) or proposes (manual).', labelNames: ['item'] as const, registers: [registry] }),
-    gateRate: new Gauge({ name: 'floodgate_gate_rate', help: 'Admission pace of the adaptive gate, tickets per second.', labelNames: ['item'] as const, registers: [registry] }),
-    gateInFlight: new Gauge({ name: 'floodgate_gate_in_flight', help: 'Admitted tickets not yet settled, as the gate controller saw them.', labelNames: ['item'] as const, registers: [registry] }),
-    gateBaseline: new Gauge({ name: 'floodgate_gate_baseline_seconds', help: 'Baseline (no-queueing) latency of the downstream, from probes.', labelNames: ['item'] as const, registers: [registry] }),
-    gateLatency: new Gauge({ name: 'floodgate_gate_latency_seconds', help: 'Downstream latency quantiles the gate controls on.', labelNames: ['item', 'quantile'] as const, registers: [registry] }),
+    gateMode: new Gauge({ name: 'floodgate_gate_mode', help: 'The gate mode an operator set: 1 for the current mode, 0 for the others.', labelNames: ['item', 'mode'] as const, aggregator: 'max', registers: [registry] }),
+    gateManualRate: new Gauge({ name: 'floodgate_gate_manual_rate', help: 'The admission rate an operator set (manual: the rate; auto: a ceiling), tickets per second; +Inf when none.', labelNames: ['item'] as const, aggregator: 'max', registers: [registry] }),
+    gateMaxInFlight: new Gauge({ name: 'floodgate_gate_max_in_flight', help: 'The in-flight cap an operator set (manual: the cap; auto: a ceiling); +Inf when none.', labelNames: ['item'] as const, aggregator: 'max', registers: [registry] }),
+    stockRemaining: new Gauge({ name: 'floodgate_stock_remaining', help: 'Units left in the Redis stock counters (items whose handler keeps stock).', labelNames: ['item'] as const, aggregator: 'max', registers: [registry] }),
+    gateLimit: new Gauge({ name: 'floodgate_gate_limit', help: 'In-flight limit the adaptive gate enforces (auto) or proposes (manual).', labelNames: ['item'] as const, aggregator: 'max', registers: [registry] }),
+    gateRate: new Gauge({ name: 'floodgate_gate_rate', help: 'Admission pace of the adaptive gate, tickets per second.', labelNames: ['item'] as const, aggregator: 'max', registers: [registry] }),
+    gateInFlight: new Gauge({ name: 'floodgate_gate_in_flight', help: 'Admitted tickets not yet settled, as the gate controller saw them.', labelNames: ['item'] as const, aggregator: 'max', registers: [registry] }),
+    gateBaseline: new Gauge({ name: 'floodgate_gate_baseline_seconds', help: 'Baseline (no-queueing) latency of the downstream, from probes.', labelNames: ['item'] as const, aggregator: 'max', registers: [registry] }),
+    gateLatency: new Gauge({ name: 'floodgate_gate_latency_seconds', help: 'Downstream latency quantiles the gate controls on.', labelNames: ['item', 'quantile'] as const, aggregator: 'max', registers: [registry] }),
     gateProbes: new Counter({ name: 'floodgate_gate_probes_total', help: 'Baseline probes started by this daemon as leader.', labelNames: ['item'] as const, registers: [registry] }),
     ledgerDeadLetters: new Counter({
       name: 'floodgate_ledger_dead_letters_total',

@@ -33,6 +33,8 @@ export interface OpsDeps {
   metricsKey?: string;
   /** Refreshes per-item gauges before a scrape. */
   beforeScrape(): Promise<void>;
+  /** With several processes on one port: the scrape of them all (cluster-metrics.ts), instead of this process's own. */
+  scrape?: () => Promise<string>;
 }
 
 /** /readyz answers within this, whatever hangs: a probe still running then counts as failed. */
@@ -72,6 +74,7 @@ export function opsRoutes(ctx: ApiContext, deps: OpsDeps) {
   app.get('/metrics', async (c) => {
     if (deps.metricsKey && !keyMatches(bearer(c.req.header('authorization')), deps.metricsKey))
       throw new FloodgateError('unauthorized', 'The metrics key is required.');
+    if (deps.scrape) return c.body(await deps.scrape(), 200, { 'Content-Type': ctx.metrics.registry.contentType });
     await deps.beforeScrape().catch((err) => ctx.log.warn({ err: String(err) }, 'metrics refresh failed'));
     return c.body(await ctx.metrics.registry.metrics(), 200, { 'Content-Type': ctx.metrics.registry.contentType });
   });
