@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { anonymousKeyName } from '../src/access/keys.js';
 import { writeOutcomes } from '../src/db/outcomes.js';
-import { createLedgerFeed } from '../src/queue/ledger-feed.js';
+import { createLedgerFeed } from '../src/service/outcome-ledger-feed.js';
 import { SERVICE, testApp } from './support/app.js';
 
 const t = await testApp();

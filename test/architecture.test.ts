@@ -21,14 +21,15 @@ function imports(file: string): string[] {
 /** Which top-level folders each folder may import (docs/design-notes.md: dependencies point one way). */
 const allowed: Record<string, string[]> = {
   kernel: [],
-  queue: ['kernel'],
+  redis: ['kernel'],
+  queue: ['kernel', 'redis'],
   db: ['kernel'],
   infra: ['kernel'],
-  service: ['kernel', 'queue', 'db'],
-  scheduler: ['kernel', 'queue', 'service', 'db'],
+  service: ['kernel', 'redis', 'queue', 'db'],
+  scheduler: ['kernel', 'redis', 'queue', 'service', 'db'],
   catalog: ['kernel', 'queue', 'service', 'db', 'scheduler'],
   access: ['kernel', 'queue', 'db'],
-  tokens: ['kernel', 'queue', 'db'],
+  tokens: ['kernel', 'redis', 'queue', 'db'],
   api: ['kernel', 'queue', 'service', 'scheduler', 'catalog', 'access', 'tokens'],
   config: [],
   // The primary of several daemon processes (FLOODGATE_PROCESSES): stores, migrations, workers.

@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { itemKeys } from '../src/queue/keys.js';
+import { itemKeys } from '../src/redis/keys.js';
 import { testDb } from './support/db.js';
 import { http } from './support/http.js';
 import { startDaemonProcess, type RunningDaemon } from './support/daemon.js';

@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { manualClock } from '../src/kernel/clock.js';
 import { createQueue } from '../src/queue/queue.js';
-import { itemKeys } from '../src/queue/keys.js';
+import { itemKeys } from '../src/redis/keys.js';
 import { testRedis } from './support/redis.js';
 
 /**

@@ -1,9 +1,9 @@
 import { ticketRef } from '../src/kernel/ticket-ref.js';
 import { describe, expect, it } from 'vitest';
 import { createLogger } from '../src/kernel/logger.js';
-import { itemKeys } from '../src/queue/keys.js';
-import { createLedgerFeed } from '../src/queue/ledger-feed.js';
-import { startLedger } from '../src/service/ledger.js';
+import { itemKeys } from '../src/redis/keys.js';
+import { createLedgerFeed } from '../src/service/outcome-ledger-feed.js';
+import { startLedger } from '../src/service/outcome-ledger.js';
 import { SERVICE, testApp } from './support/app.js';
 
 const t = await testApp();

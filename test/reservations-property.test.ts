@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { writeSales } from '../src/db/sales.js';
 import { createLogger } from '../src/kernel/logger.js';
-import { itemKeys } from '../src/queue/keys.js';
+import { itemKeys } from '../src/redis/keys.js';
 import { createReservations } from '../src/service/reservations.js';
 import { ticketRef } from '../src/kernel/ticket-ref.js';
 import { testApp } from './support/app.js';

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
 import { ticketRef } from '../src/kernel/ticket-ref.js';
-import { itemKeys } from '../src/queue/keys.js';
+import { itemKeys } from '../src/redis/keys.js';
 import { parseTicketId } from '../src/queue/ticket-id.js';
 import { testRedis } from './support/redis.js';
 

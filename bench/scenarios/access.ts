@@ -10,7 +10,7 @@ import { createApp } from '../../src/api/app.js';
 import { createCatalog } from '../../src/catalog/catalog.js';
 import { connectDb, migrateDb } from '../../src/db/client.js';
 import { createItemsStore } from '../../src/db/items-store.js';
-import { createStockLedger } from '../../src/db/stock-ledger.js';
+import { createStockLedger } from '../../src/db/stock-rows.js';
 import { createTokenKeyStore } from '../../src/db/token-keys.js';
 import { manualClock } from '../../src/kernel/clock.js';
 import { createLogger } from '../../src/kernel/logger.js';

@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { itemKeys } from './keys.js';
+import { itemKeys } from '../redis/keys.js';
 
 /**
  * Single use of invites and proof-of-work challenges, shared by every daemon: an invite's nonce

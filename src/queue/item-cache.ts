@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { Clock } from '../kernel/clock.js';
-import { itemKeys } from './keys.js';
+import { itemKeys } from '../redis/keys.js';
 import { readSnapshot, type ItemSnapshot } from './snapshot.js';
 
 /**

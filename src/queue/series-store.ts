@@ -1,5 +1,5 @@
-import type { ScriptedRedis } from './scripts.js';
-import { itemKeys } from './keys.js';
+import type { ScriptedRedis } from '../redis/scripts.js';
+import { itemKeys } from '../redis/keys.js';
 
 /**
  * What a daemon saw of an item in one second. Counters are cumulative (as Redis holds them), so

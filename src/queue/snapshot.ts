@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { itemKeys } from './keys.js';
+import { itemKeys } from '../redis/keys.js';
 import { counterNames, type Counts, type Cut, type GateSettings, type LineDefinition } from './types.js';
 
 /** One consistent read of an item's meta, counters and gate (a MULTI, so the parts agree). */

@@ -1,6 +1,6 @@
 import type { Clock } from '../kernel/clock.js';
 import type { Logger } from '../kernel/logger.js';
-import type { GateStore } from '../queue/gate-store.js';
+import type { GateStore } from './gate-store.js';
 import type { Queue } from '../queue/queue.js';
 import type { HandlerRegistry } from '../service/registry.js';
 import { defaultParams, enforced, initialState, ready, step, type ControlState, type SampleWindow } from './control-law.js';

@@ -4,7 +4,7 @@ import type { Redis } from 'ioredis';
 import type { Clock } from '../kernel/clock.js';
 import type { Logger } from '../kernel/logger.js';
 import { every } from '../kernel/loop.js';
-import { revokedTokensKey } from '../queue/keys.js';
+import { revokedTokensKey } from '../redis/keys.js';
 import type { Queue } from '../queue/queue.js';
 import { DEFAULT_TOKEN_TTL_MS, type TicketView } from '../queue/types.js';
 import { KEY_REFRESH_MS, type KeyRing } from './key-ring.js';

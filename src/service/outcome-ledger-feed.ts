@@ -1,10 +1,10 @@
 import type { Redis } from 'ioredis';
-import { itemKeys, PAGE_SIZE } from './keys.js';
-import type { ItemSnapshot } from './snapshot.js';
+import { itemKeys, PAGE_SIZE } from '../redis/keys.js';
+import type { ItemSnapshot } from '../queue/snapshot.js';
 import { ticketRef } from '../kernel/ticket-ref.js';
-import { makeTicketId } from './ticket-id.js';
-import type { Cut, OutcomeStatus } from './types.js';
-import { parseRecord, stateOfChar } from './views.js';
+import { makeTicketId } from '../queue/ticket-id.js';
+import type { Cut, OutcomeStatus } from '../queue/types.js';
+import { parseRecord, stateOfChar } from '../queue/views.js';
 
 /** A ticket that reached its terminal state, as the outcome ledger stores it. */
 export interface EndedTicket {

@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
-import { itemKeys } from './keys.js';
-import type { ScriptedRedis } from './scripts.js';
+import { itemKeys } from '../redis/keys.js';
+import type { ScriptedRedis } from '../redis/scripts.js';
 
 /**
  * The Redis side of the adaptive gate: the leader lease, the shared sample counters every daemon

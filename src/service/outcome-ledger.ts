@@ -5,7 +5,7 @@ import { isConnectionLoss } from '../db/refusal.js';
 import type { Logger } from '../kernel/logger.js';
 import { every } from '../kernel/loop.js';
 import type { Metrics } from '../kernel/metrics.js';
-import type { LedgerFeed } from '../queue/ledger-feed.js';
+import type { LedgerFeed } from './outcome-ledger-feed.js';
 import type { Queue } from '../queue/queue.js';
 
 /**
