@@ -1,17 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { parseKeyScopes } from '../../src/access/keys.js';
-import { createApp } from '../../src/api/app.js';
-import { createCatalog } from '../../src/catalog/catalog.js';
-import { createItemsStore } from '../../src/db/items-store.js';
-import { createStockLedger } from '../../src/db/stock-rows.js';
+import { loadConfig } from '../../src/config.js';
+import { wireApp, wireModules } from '../../src/daemon.js';
 import { manualClock, systemClock, type Clock } from '../../src/kernel/clock.js';
 import { createLogger } from '../../src/kernel/logger.js';
-import { createMetrics } from '../../src/kernel/metrics.js';
-import { createGateStore } from '../../src/scheduler/gate-store.js';
-import { createQueue } from '../../src/queue/queue.js';
-import { withScripts } from '../../src/redis/scripts.js';
-import { createHandlerRegistry } from '../../src/service/registry.js';
-import { createReservations } from '../../src/service/reservations.js';
 import { testDb } from './db.js';
 import { testRedis } from './redis.js';
 
@@ -30,34 +21,21 @@ export async function testApp() {
   function build(opts: { clock?: Clock; prefix?: string; cacheMs?: number; corsOrigins?: string[] | '*'; scopes?: string; defaultKeyQuota?: number } = {}) {
     const clock = opts.clock ?? systemClock;
     const prefix = opts.prefix ?? newPrefix();
-    const queue = createQueue({ redis, prefix, clock, cacheMs: opts.cacheMs ?? 0, defaultKeyQuota: opts.defaultKeyQuota });
-    const handlers = createHandlerRegistry();
-    const metrics = createMetrics();
-    const gateStore = createGateStore(withScripts(redis), prefix);
-    const catalog = createCatalog({
-      queue,
-      store: createItemsStore(dbh.db),
-      stock: createStockLedger(dbh.sql),
-      handlers,
-      clock,
-      log,
-      resetController: (itemId) => gateStore.requestReset(itemId),
-      autoCap: 256,
+    // The daemon's own wiring (daemon.ts) without its loops: nothing admits unless a test does.
+    const config = loadConfig({
+      FLOODGATE_REDIS_PREFIX: prefix,
+      FLOODGATE_CACHE_MS: String(opts.cacheMs ?? 0),
+      FLOODGATE_DEFAULT_KEY_QUOTA: opts.defaultKeyQuota?.toString(),
+      FLOODGATE_SERVICE_KEYS: [SERVICE, 'svc-key-2', 'app:app-key', 'shop:shop-key'].join(','),
+      FLOODGATE_OPERATOR_KEYS: OPERATOR,
+      FLOODGATE_KEY_SCOPES: opts.scopes,
+      FLOODGATE_CORS_ORIGINS: opts.corsOrigins === undefined ? undefined : opts.corsOrigins === '*' ? '*' : opts.corsOrigins.join(','),
+      FLOODGATE_AUTO_START_LIMIT: '256',
     });
-    const app = createApp({
-      queue,
-      catalog,
-      handlers,
-      metrics,
-      log,
-      keys: { service: [SERVICE, 'svc-key-2', 'app:app-key', 'shop:shop-key'], operator: [OPERATOR] },
-      scopes: parseKeyScopes(opts.scopes),
-      bodyLimitBytes: 16 * 1024,
-      reservations: createReservations({ sql: dbh.sql, queue, log, onReturned: () => {} }),
-      ready: async () => ({ redis: true, postgres: true }),
-      beforeScrape: async () => {},
-      corsOrigins: opts.corsOrigins,
-    });
+    const stores = { redis, dbHandle: dbh };
+    const modules = wireModules(config, log, clock, stores);
+    const { queue, catalog, metrics } = modules;
+    const app = wireApp(config, log, stores, modules);
     const call = async (method: string, path: string, body?: unknown, key?: string | null, headers: Record<string, string> = {}) => {
       const h: Record<string, string> = { ...headers };
       if (key !== null) h.authorization = `Bearer ${key ?? OPERATOR}`;
