@@ -27,7 +27,7 @@ import { systemClock, type Clock } from './kernel/clock.js';
 import type { Logger } from './kernel/logger.js';
 import { every } from './kernel/loop.js';
 import { redactUrl } from './kernel/redact-url.js';
-import { createMetrics, showItems } from './kernel/metrics.js';
+import { createMetrics } from './kernel/metrics.js';
 import { workerMetrics } from './kernel/cluster-metrics.js';
 import { isClusterWorker } from './processes.js';
 import { createQueue, type QueueDeps } from './queue/queue.js';
@@ -134,12 +134,9 @@ export function wireApp(config: Config, log: Logger, { redis, dbHandle }: Stores
   const { queue, metrics } = m;
   // From the item views this daemon already holds (the dispatcher keeps them at most
   // FLOODGATE_CACHE_MS old): a scrape reads Redis only for an item it has never loaded.
-  const beforeScrape = async () => {
-    const views = await Promise.all((await queue.itemIds()).map(async (id) => queue.peek(id) ?? (await queue.item(id))));
-    showItems(
-      metrics,
-      views.flatMap((v) => (v ? [{ itemId: v.snap.def.itemId, waiting: v.snap.counts.waiting, admitted: v.snap.counts.admitted, gate: v.snap.gate, controller: v.snap.controller, stockLeft: v.snap.stockLeft }] : [])),
-    );
+  const itemViews = async () => {
+    const views = await Promise.all((await queue.itemIds()).map((id) => queue.peek(id) ?? queue.item(id)));
+    return views.flatMap((v) => (v ? [{ itemId: v.snap.def.itemId, waiting: v.snap.counts.waiting, admitted: v.snap.counts.admitted, gate: v.snap.gate, controller: v.snap.controller, stockLeft: v.snap.stockLeft }] : []));
   };
   return createApp({
     queue,
@@ -158,9 +155,9 @@ export function wireApp(config: Config, log: Logger, { redis, dbHandle }: Stores
       const [r, p] = await Promise.all([probe(() => redis.ping(), READY_TIMEOUT_MS - 100), probe(() => dbHandle.sql`select 1`, READY_TIMEOUT_MS - 100)]);
       return { redis: r, postgres: p };
     },
-    beforeScrape,
+    itemViews,
     // Several processes on one port (FLOODGATE_PROCESSES): a scrape answers for all of them.
-    scrape: isClusterWorker() ? workerMetrics(metrics, beforeScrape) : undefined,
+    scrape: isClusterWorker() ? workerMetrics(metrics) : undefined,
   });
 }
 
@@ -252,7 +249,7 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
       events: {
         leaderChange: (itemId) => metrics.gateLeaderChanges.inc({ item: itemId }),
         // Limit, pace, baseline and latencies reach Redis and every daemon's item view, which the
-        // scrape shows (showItems); in-flight as the controller counted it and probes are the leader's.
+        // scrape shows (item-gauges.ts); in-flight as the controller counted it and probes are the leader's.
         published: (itemId, s, v) => {
           metrics.gateInFlight.set({ item: itemId }, v.inflight);
           const seen = probesSeen.get(itemId) ?? s.probes;

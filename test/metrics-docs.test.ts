@@ -2,6 +2,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Counter, Gauge, Histogram } from 'prom-client';
 import { describe, expect, it } from 'vitest';
+import { ITEM_GAUGES } from '../src/kernel/item-gauges.js';
 import { createMetrics } from '../src/kernel/metrics.js';
 
 const doc = path.resolve(import.meta.dirname, '../docs/metrics.md');
@@ -19,7 +20,9 @@ function table(): string {
       const agg = (m as unknown as { aggregator?: string }).aggregator ?? 'sum';
       return `| \`${m.name}\` | ${type} | ${labels} | ${agg} | ${m.help.replace(/\|/g, '\\|')} |`;
     });
-  return [BEGIN, '| metric | type | labels | over processes | meaning |', '| --- | --- | --- | --- | --- |', ...rows, END].join('\n');
+  // The per-item gauges of lines and gates: a picture of Redis, the same in every process.
+  const items = ITEM_GAUGES.map((g) => `| \`${g.name}\` | gauge | ${['item', ...g.labels].map((l) => `\`${l}\``).join(', ')} | (one picture) | ${g.help.replace(/\|/g, '\\|')} |`);
+  return [BEGIN, '| metric | type | labels | over processes | meaning |', '| --- | --- | --- | --- | --- |', ...items, ...rows, END].join('\n');
 }
 
 describe('docs/metrics.md', () => {

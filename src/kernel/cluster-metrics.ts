@@ -2,10 +2,10 @@
  * /metrics when several daemon processes share one port (FLOODGATE_PROCESSES): a scrape lands on
  * whichever worker the connection went to, so each worker alone would show its own counters and a
  * rate taken over successive scrapes would jump between processes. Instead the worker that gets
- * the scrape asks the primary, which asks every worker for its metrics (each first refreshes its
- * per-item gauges, as a single daemon does before a scrape) and answers with them aggregated by
- * prom-client's rules: counters and histograms summed, the per-item gauges (the same Redis state
- * seen by every worker) by their `max` aggregator, Node's process metrics as prom-client defines.
+ * the scrape asks the primary, which asks every worker for its metrics and answers with them
+ * aggregated by prom-client's rules: counters and histograms summed, Node's process metrics as
+ * prom-client defines. (The per-item gauges, a picture of Redis the same in every process, are
+ * added by the worker that answers: item-gauges.ts.)
  */
 import cluster from 'node:cluster';
 import { AggregatorRegistry } from 'prom-client';
@@ -60,14 +60,13 @@ export function servePrimaryMetrics() {
 }
 
 /** In a worker: answers the primary's collects, and returns the scrape the /metrics route uses. */
-export function workerMetrics(metrics: Metrics, beforeScrape: () => Promise<void>): () => Promise<string> {
+export function workerMetrics(metrics: Metrics): () => Promise<string> {
   let next = 0;
   const waiting = new Map<number, (m: Msg) => void>();
   process.on('message', (msg: Msg) => {
     if (msg?.type === COLLECT)
-      void beforeScrape()
-        .catch(() => {})
-        .then(() => metrics.registry.getMetricsAsJSON())
+      void metrics.registry
+        .getMetricsAsJSON()
         .then(
           (m) => process.send?.({ type: COLLECT_RES, id: msg.id, metrics: m }),
           (err) => process.send?.({ type: COLLECT_RES, id: msg.id, error: String(err) }),
