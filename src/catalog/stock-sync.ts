@@ -38,6 +38,8 @@ export function createStockSync(deps: { queue: Queue; handlers: HandlerRegistry;
     const redisHad = (await queue.item(itemId, { fresh: true }))?.snap.stockLeft ?? null;
     const changed = await queue.stock.set(itemId, left, counted.shards, { idleOnly });
     if (changed && left <= 0 && !counted.reserved) await queue.cut(itemId, 'sold_out');
+    // The counter moved: every daemon looks at the item again (their cached views of it are old).
+    if (changed && redisHad !== left) queue.keepActive(itemId);
     return { itemId, left, redisHad, changed };
   }
 

@@ -590,6 +590,8 @@ export function createQueue(deps: QueueDeps): Queue {
       if (!Object.keys(fields).length) return; // HSET with no fields is an error
       await redis.hset(itemKeys(prefix, itemId).gate, fields);
       cache.invalidate(itemId);
+      // Every daemon's loops look at the item again (and a cached view of it is not trusted idle).
+      keepActive(itemId);
     },
 
     async drop(itemId) {
