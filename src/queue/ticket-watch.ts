@@ -123,7 +123,9 @@ export function createTicketWatch(deps: {
   let running = false;
   /** A cut came while a tick ran: run the next one at once. */
   let again = false;
+  /** Slot n holds watchers due in ((n-1)·tickMs, n·tickMs]; a tick at `now` takes the slots that ended by then. */
   const slotOf = (t: number) => Math.ceil(t / deps.tickMs);
+  const endedSlot = (now: number) => Math.floor(now / deps.tickMs);
 
   function send(w: Watcher, v: TicketView, now: number) {
     w.last = v;
@@ -139,7 +141,7 @@ export function createTicketWatch(deps: {
       // to tell every watcher of (each was just sent the current view).
       const now = deps.clock.now();
       const s = deps.queue.peek(itemId)?.snap;
-      g = { all: new Set(), hot: new Set(), parked: new Set(), slots: new Map(), heads: [], doneSlot: slotOf(now), served: s?.served ?? -1, shape: s ? shapeOf(s, now) : '' };
+      g = { all: new Set(), hot: new Set(), parked: new Set(), slots: new Map(), heads: [], doneSlot: endedSlot(now), served: s?.served ?? -1, shape: s ? shapeOf(s, now) : '' };
       groups.set(itemId, g);
     }
     return g;
@@ -248,7 +250,7 @@ export function createTicketWatch(deps: {
     const slow: Promise<void>[] = [];
     const start = performance.now();
     // The slots due now are taken out first: whoever a visit re-places lands in a later one.
-    const current = slotOf(now);
+    const current = endedSlot(now);
     const dueNow: [number, Watcher[]][] = [];
     for (let slot = g.doneSlot + 1; slot <= current; slot++) {
       const list = g.slots.get(slot);
