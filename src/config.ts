@@ -34,6 +34,11 @@ export const configSchema = z.object({
   FLOODGATE_DEFAULT_KEY_QUOTA: z.coerce.number().int().min(1).max(1e9).optional(),
   /** The daemon's public URL: the `iss` of admission tokens (default "floodgate"). */
   FLOODGATE_PUBLIC_URL: z.string().url().optional(),
+  /** `auto` (one per core) or N: daemon processes behind the one port (src/processes.ts); unset = 1. */
+  FLOODGATE_PROCESSES: z
+    .string()
+    .regex(/^(auto|[1-9][0-9]{0,2})$/, 'auto or a number of processes (1-999)')
+    .optional(),
   FLOODGATE_REDIS_PREFIX: z.string().regex(/^[A-Za-z0-9:_.-]*$/).default('fg:'),
   FLOODGATE_DATA_DIR: z.string().default('.floodgate'),
   FLOODGATE_AUTO_INSTALL: bool.default(true),

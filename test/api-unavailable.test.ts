@@ -37,7 +37,7 @@ describe('when Redis and Postgres are unreachable', () => {
       keys: { service: ['s'], operator: ['o'] },
       bodyLimitBytes: 16384,
       ready: async () => ({ redis: false, postgres: false }),
-      beforeScrape: async () => {},
+      itemViews: async () => [],
     });
     const req = (method: string, path: string, body?: unknown) =>
       app.request(path, { method, headers: { authorization: 'Bearer o', 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });

@@ -54,7 +54,7 @@ export async function accessScenario(ctx: BenchContext) {
   await ring.start();
   const tokens = createTokens({ keys: ring, redis, prefix: ctx.prefix, queue, clock: real, log, issuer: 'floodgate' });
   const make = (withTokens: boolean) =>
-    createApp({ queue, series: createSeriesStore(redis, ctx.prefix, real), inviteUses: createInviteUses(redis, ctx.prefix), catalog, handlers, metrics: createMetrics(), log, keys: { service: [SVC], operator: [OP] }, bodyLimitBytes: 16384, ready: async () => ({ redis: true, postgres: true }), beforeScrape: async () => {}, tokens: withTokens ? tokens : undefined });
+    createApp({ queue, series: createSeriesStore(redis, ctx.prefix, real), inviteUses: createInviteUses(redis, ctx.prefix), catalog, handlers, metrics: createMetrics(), log, keys: { service: [SVC], operator: [OP] }, bodyLimitBytes: 16384, ready: async () => ({ redis: true, postgres: true }), itemViews: async () => [], tokens: withTokens ? tokens : undefined });
   const app = make(true);
   const plain = make(false);
   const call = async (a: typeof app, method: string, path: string, body?: unknown, key = OP) =>

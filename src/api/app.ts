@@ -128,7 +128,9 @@ export function createApp(deps: AppDeps) {
     tickMs: deps.watchTickMs ?? 250,
     heartbeatMs: 10_000,
     onError: (err) => deps.log.warn({ err: String(err) }, 'ticket watch read failed'),
+    onPass: (ms) => deps.metrics.watchPass.observe(ms / 1000),
   });
+  deps.metrics.sources.openStreams = () => watch.size();
   app.route('/', ticketEventRoutes(ctx, watch));
   app.route('/', opsRoutes(ctx, deps));
   app.route('/', docsRoutes());

@@ -1,19 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { parseKeyScopes } from '../../src/access/keys.js';
-import { createApp } from '../../src/api/app.js';
-import { createCatalog } from '../../src/catalog/catalog.js';
-import { createItemsStore } from '../../src/db/items-store.js';
-import { createStockRows } from '../../src/db/stock-rows.js';
+import { loadConfig } from '../../src/config.js';
+import { wireApp, wireModules } from '../../src/daemon.js';
 import { manualClock, systemClock, type Clock } from '../../src/kernel/clock.js';
 import { createLogger } from '../../src/kernel/logger.js';
-import { createMetrics } from '../../src/kernel/metrics.js';
-import { createGateStore } from '../../src/scheduler/gate-store.js';
-import { createSeriesStore } from '../../src/scheduler/series-store.js';
-import { createInviteUses } from '../../src/access/invite-uses.js';
-import { createLine } from '../../src/queue/line.js';
-import { createHandlerRegistry } from '../../src/service/registry.js';
-import { createReservations } from '../../src/service/reservations.js';
-import { createStockCounters } from '../../src/service/stock-counters.js';
 import { testDb } from './db.js';
 import { testRedis } from './redis.js';
 
@@ -32,38 +21,21 @@ export async function testApp() {
   function build(opts: { clock?: Clock; prefix?: string; cacheMs?: number; corsOrigins?: string[] | '*'; scopes?: string; defaultKeyQuota?: number } = {}) {
     const clock = opts.clock ?? systemClock;
     const prefix = opts.prefix ?? newPrefix();
-    const queue = createLine({ redis, prefix, clock, cacheMs: opts.cacheMs ?? 0, defaultKeyQuota: opts.defaultKeyQuota });
-    const handlers = createHandlerRegistry();
-    const metrics = createMetrics();
-    const gates = createGateStore(redis, prefix, clock);
-    const stock = createStockCounters({ redis, prefix, clock, items: queue.items });
-    const catalog = createCatalog({
-      queue,
-      store: createItemsStore(dbh.db),
-      stockRows: createStockRows(dbh.sql),
-      counters: stock,
-      gates,
-      handlers,
-      clock,
-      log,
-      autoCap: 256,
+    // The daemon's own wiring (daemon.ts) without its loops: nothing admits unless a test does.
+    const config = loadConfig({
+      FLOODGATE_REDIS_PREFIX: prefix,
+      FLOODGATE_CACHE_MS: String(opts.cacheMs ?? 0),
+      FLOODGATE_DEFAULT_KEY_QUOTA: opts.defaultKeyQuota?.toString(),
+      FLOODGATE_SERVICE_KEYS: [SERVICE, 'svc-key-2', 'app:app-key', 'shop:shop-key'].join(','),
+      FLOODGATE_OPERATOR_KEYS: OPERATOR,
+      FLOODGATE_KEY_SCOPES: opts.scopes,
+      FLOODGATE_CORS_ORIGINS: opts.corsOrigins === undefined ? undefined : opts.corsOrigins === '*' ? '*' : opts.corsOrigins.join(','),
+      FLOODGATE_AUTO_START_LIMIT: '256',
     });
-    const app = createApp({
-      queue,
-      series: createSeriesStore(redis, prefix, clock),
-      inviteUses: createInviteUses(redis, prefix),
-      catalog,
-      handlers,
-      metrics,
-      log,
-      keys: { service: [SERVICE, 'svc-key-2', 'app:app-key', 'shop:shop-key'], operator: [OPERATOR] },
-      scopes: parseKeyScopes(opts.scopes),
-      bodyLimitBytes: 16 * 1024,
-      reservations: createReservations({ sql: dbh.sql, queue, stock, log, onReturned: () => {} }),
-      ready: async () => ({ redis: true, postgres: true }),
-      beforeScrape: async () => {},
-      corsOrigins: opts.corsOrigins,
-    });
+    const stores = { redis, dbHandle: dbh };
+    const modules = wireModules(config, log, clock, stores);
+    const { queue, stock, gateStore: gates, catalog, metrics } = modules;
+    const app = wireApp(config, log, stores, modules);
     const call = async (method: string, path: string, body?: unknown, key?: string | null, headers: Record<string, string> = {}) => {
       const h: Record<string, string> = { ...headers };
       if (key !== null) h.authorization = `Bearer ${key ?? OPERATOR}`;

@@ -1,7 +1,7 @@
 import { afterAll } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { createLogger, type Logger } from '../../src/kernel/logger.js';
-import { startDaemon, type Daemon } from '../../src/main.js';
+import { startDaemon, type Daemon } from '../../src/daemon.js';
 import { http } from './http.js';
 import { redisUrl } from './redis.js';
 

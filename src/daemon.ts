@@ -1,0 +1,345 @@
+/**
+ * The composition root: stores → modules → background loops → HTTP → graceful stop. The only
+ * place that creates connections and wires modules together; main.ts (the command line) and the
+ * tests both start the daemon through it.
+ *
+ * Each step below uses only names built above it. Where two modules must call each other (the
+ * service's settled jobs wake the dispatcher, which hands the service its jobs), the call goes
+ * through `events`, which exists before either: the dispatcher subscribes once it is built.
+ */
+import { EventEmitter } from 'node:events';
+import { serve, type ServerType } from '@hono/node-server';
+import { randomBytes } from 'node:crypto';
+import os from 'node:os';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import type { Redis } from 'ioredis';
+import { createApp } from './api/app.js';
+import { probe, READY_TIMEOUT_MS } from './api/routes/ops.js';
+import { createCatalog } from './catalog/catalog.js';
+import type { Config } from './config.js';
+import { connectDb, migrateDb, type DbHandle } from './db/client.js';
+import { createItemsStore } from './db/items-store.js';
+import { ensurePostgres } from './infra/ensure-postgres.js';
+import { ensureRedis } from './infra/ensure-redis.js';
+import { connectRedis } from './infra/redis-client.js';
+import { systemClock, type Clock } from './kernel/clock.js';
+import type { Logger } from './kernel/logger.js';
+import { every } from './kernel/loop.js';
+import { redactUrl } from './kernel/redact-url.js';
+import { createMetrics } from './kernel/metrics.js';
+import { workerMetrics } from './kernel/cluster-metrics.js';
+import { isClusterWorker } from './processes.js';
+import { createLine, type LineDeps } from './queue/line.js';
+import { readOutcome } from './db/outcomes.js';
+import { createHandlerRegistry, type HandlerRegistry } from './service/registry.js';
+import { createService } from './service/service.js';
+import { startDispatcher } from './scheduler/dispatcher.js';
+import { startLedger } from './service/outcome-ledger.js';
+import { createLedgerFeed } from './service/outcome-ledger-feed.js';
+import { createGateStore } from './scheduler/gate-store.js';
+import { startController } from './scheduler/controller.js';
+import { createSampleRecorder } from './scheduler/sample-recorder.js';
+import { createStockRows } from './db/stock-rows.js';
+import { createStockCounters } from './service/stock-counters.js';
+import { controllerView } from './scheduler/controller-view.js';
+import { createSeriesStore } from './scheduler/series-store.js';
+import { createInviteUses } from './access/invite-uses.js';
+import { createPgHealth } from './db/health.js';
+import { startStockKeeper } from './catalog/stock-keeper.js';
+import { startRetention } from './catalog/retention.js';
+import { createReservations } from './service/reservations.js';
+import type { HandlerSpec } from './service/handler.js';
+import { parseKeyScopes } from './access/keys.js';
+import { createTokenKeyStore } from './db/token-keys.js';
+import { createKeyRing } from './tokens/key-ring.js';
+import { createTokens, type Tokens } from './tokens/tokens.js';
+import { startSeriesRecorder } from './scheduler/series-recorder.js';
+
+export interface Daemon {
+  url: string;
+  port: number;
+  /** The HTTP API; `app.request()` reaches it without the socket. */
+  app: ReturnType<typeof createApp>;
+  stop(): Promise<void>;
+}
+
+/** The connections every module is built over. */
+export interface Stores {
+  redis: Redis;
+  dbHandle: DbHandle;
+}
+
+/** What happens in one module that another, built later, acts on. */
+export type DaemonEvents = EventEmitter<{
+  /** A ticket joined an item's line in this process. */
+  joined: [itemId: string];
+  /** A job settled (done or failed for good): capacity may have freed up. */
+  settled: [itemId: string];
+  /** Reserved units went back to an item's stock. */
+  returned: [itemId: string];
+}>;
+
+/** Redis and Postgres (migrated): the configured ones, or local ones found or started (infra/). */
+export async function openStores(config: Config, log: Logger) {
+  const dataDir = path.resolve(config.FLOODGATE_DATA_DIR);
+  const redisInfra = await ensureRedis({ url: config.REDIS_URL, dataDir: path.join(dataDir, 'redis'), log, autoInstall: config.FLOODGATE_AUTO_INSTALL, env: process.env });
+  const pgInfra = await ensurePostgres({ url: config.DATABASE_URL, dataDir: path.join(dataDir, 'postgres'), log, port: config.FLOODGATE_EMBEDDED_PG_PORT });
+  const redis = await connectRedis(redisInfra.url, 'api', log);
+  const dbHandle = connectDb(pgInfra.url, { max: 10 });
+  await migrateDb(dbHandle);
+  const close = async () => {
+    redis.disconnect();
+    await dbHandle.close();
+    await pgInfra.stop();
+    await redisInfra.stop();
+  };
+  return { redis, dbHandle, redisUrl: redisInfra.url, pgUrl: pgInfra.url, close };
+}
+
+/** The modules over the stores, none of them running: what the daemon, the CLI and the HTTP tests share. */
+export function wireModules(config: Config, log: Logger, clock: Clock, { redis, dbHandle }: Stores, handlers: HandlerRegistry = createHandlerRegistry()) {
+  const events: DaemonEvents = new EventEmitter();
+  const metrics = createMetrics();
+  const queue = createLine({
+    redis,
+    prefix: config.FLOODGATE_REDIS_PREFIX,
+    clock,
+    cacheMs: config.FLOODGATE_CACHE_MS,
+    defaultKeyQuota: config.FLOODGATE_DEFAULT_KEY_QUOTA,
+    onJoined: (id) => events.emit('joined', id),
+    onWaited: (itemId, predictedMs, actualMs) => {
+      metrics.waitSeconds.observe({ item: itemId }, actualMs / 1000);
+      if (predictedMs !== null && actualMs > 0) metrics.etaError.observe({ item: itemId }, Math.abs(actualMs - predictedMs) / actualMs);
+    },
+    archived: (ref) => readOutcome(dbHandle.sql, ref) as ReturnType<NonNullable<LineDeps['archived']>>,
+  });
+  const store = createItemsStore(dbHandle.db);
+  const gateStore = createGateStore(redis, config.FLOODGATE_REDIS_PREFIX, clock);
+  const stock = createStockCounters({ redis, prefix: config.FLOODGATE_REDIS_PREFIX, clock, items: queue.items });
+  const series = createSeriesStore(redis, config.FLOODGATE_REDIS_PREFIX, clock);
+  const catalog = createCatalog({
+    queue,
+    store,
+    stockRows: createStockRows(dbHandle.sql),
+    counters: stock,
+    gates: gateStore,
+    handlers,
+    clock,
+    log: log.child({ module: 'catalog' }),
+    autoCap: config.FLOODGATE_AUTO_START_LIMIT,
+  });
+  const reservations = createReservations({ sql: dbHandle.sql, queue, stock, log: log.child({ module: 'reservations' }), onReturned: (itemId) => events.emit('returned', itemId) });
+  return { events, handlers, metrics, queue, stock, series, store, gateStore, catalog, reservations };
+}
+
+export type Modules = ReturnType<typeof wireModules>;
+
+/** The HTTP API over the modules; `tokens` when admission tokens are signed (the daemon always). */
+export function wireApp(config: Config, log: Logger, { redis, dbHandle }: Stores, m: Modules, tokens?: Tokens) {
+  const { queue, metrics } = m;
+  // From the item views this daemon already holds (the dispatcher keeps them at most
+  // FLOODGATE_CACHE_MS old): a scrape reads Redis only for an item it has never loaded.
+  const itemViews = async () => {
+    const views = await Promise.all((await queue.items.itemIds()).map((id) => queue.items.peek(id) ?? queue.items.item(id)));
+    return views.flatMap((v) => (v ? [{ itemId: v.snap.def.itemId, waiting: v.snap.counts.waiting, admitted: v.snap.counts.admitted, gate: v.snap.gate, controller: controllerView(v.snap), stockLeft: v.snap.stockLeft }] : []));
+  };
+  return createApp({
+    queue,
+    series: m.series,
+    inviteUses: createInviteUses(redis, config.FLOODGATE_REDIS_PREFIX),
+    catalog: m.catalog,
+    handlers: m.handlers,
+    metrics,
+    log: log.child({ module: 'api' }),
+    keys: { service: config.FLOODGATE_SERVICE_KEYS, operator: config.FLOODGATE_OPERATOR_KEYS },
+    bodyLimitBytes: config.FLOODGATE_BODY_LIMIT,
+    reservations: m.reservations,
+    corsOrigins: config.FLOODGATE_CORS_ORIGINS,
+    scopes: parseKeyScopes(config.FLOODGATE_KEY_SCOPES),
+    tokens,
+    metricsKey: config.FLOODGATE_METRICS_KEY,
+    ready: async () => {
+      const [r, p] = await Promise.all([probe(() => redis.ping(), READY_TIMEOUT_MS - 100), probe(() => dbHandle.sql`select 1`, READY_TIMEOUT_MS - 100)]);
+      return { redis: r, postgres: p };
+    },
+    itemViews,
+    // Several processes on one port (FLOODGATE_PROCESSES): a scrape answers for all of them.
+    scrape: isClusterWorker() ? workerMetrics(metrics) : undefined,
+  });
+}
+
+/** Stores and modules, with the deployment's own handlers registered: what the daemon and the CLI share. */
+export async function openCore(config: Config, log: Logger, clock: Clock) {
+  const stores = await openStores(config, log);
+  const handlers = createHandlerRegistry();
+  if (config.FLOODGATE_HANDLERS_MODULE) await loadHandlers(config.FLOODGATE_HANDLERS_MODULE, handlers, log);
+  return { stores, ...wireModules(config, log, clock, stores, handlers) };
+}
+
+export async function startDaemon(config: Config, log: Logger, clock: Clock = systemClock): Promise<Daemon> {
+  const core = await openCore(config, log, clock);
+  const { stores, events, handlers, metrics, queue, store, gateStore, catalog, reservations } = core;
+  const { redis, dbHandle } = stores;
+  const me = `${os.hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
+  const samples = createSampleRecorder(gateStore, (itemId) => {
+    const snap = queue.items.peek(itemId)?.snap;
+    return (snap && controllerView(snap)?.probeStart) ?? null;
+  });
+  const restored = await catalog.restore();
+  await queue.items.activateAll();
+  if (restored) log.warn({ restored }, 'items restored into redis from postgres');
+  if (config.FLOODGATE_RECONCILE_ON_START) await catalog.reconcile({ idleOnly: true });
+  const pg = createPgHealth(dbHandle.sql, log.child({ module: 'postgres' }));
+  const keyRing = createKeyRing(createTokenKeyStore(dbHandle.sql));
+  await keyRing.start();
+  const tokens = createTokens({ keys: keyRing, redis, prefix: config.FLOODGATE_REDIS_PREFIX, queue, clock, log: log.child({ module: 'tokens' }), issuer: config.FLOODGATE_PUBLIC_URL ?? 'floodgate' });
+  // A Redis that restarts without its data (or is flushed) loses every line: re-create the items
+  // from Postgres at once on a reconnect, and within a second of a flush (no reconnect to see).
+  const restoreLost = () =>
+    catalog.restoreIfLost().then(async (n) => {
+      if (!n) return;
+      log.warn({ restored: n }, 'items restored into redis from postgres');
+      await queue.items.activateAll();
+    });
+  // After a reconnect every item is active again for a minute: what an outage left undone is picked up.
+  redis.on('ready', () =>
+    void restoreLost()
+      .then(() => queue.items.activateAll())
+      .catch((err) => log.warn({ err: String(err) }, 'restore after reconnect failed')),
+  );
+
+  const bullRedis = await connectRedis(stores.redisUrl, 'jobs', log);
+  const service = createService({
+    bullRedis,
+    sql: dbHandle.sql,
+    pg,
+    queue,
+    stock: core.stock,
+    handlers,
+    log: log.child({ module: 'service' }),
+    jobs: {
+      prefix: config.FLOODGATE_REDIS_PREFIX,
+      attempts: config.FLOODGATE_JOB_ATTEMPTS,
+      batch: config.FLOODGATE_JOB_BATCH,
+      backoffMs: config.FLOODGATE_JOB_BACKOFF_MS,
+      concurrency: config.FLOODGATE_WORKER_CONCURRENCY,
+      lockDurationMs: config.FLOODGATE_JOB_LOCK_MS,
+      stalledIntervalMs: Math.max(500, Math.round(config.FLOODGATE_JOB_LOCK_MS / 2)),
+    },
+    now: () => clock.now(),
+    onSample: (s) => {
+      samples.record(s);
+      metrics.downstreamLatency.observe({ item: s.itemId }, s.latencyMs / 1000);
+      metrics.downstreamCalls.inc({ item: s.itemId, result: s.result });
+    },
+    onSettled: (itemId, status) => {
+      metrics.settles.inc({ item: itemId, status });
+      events.emit('settled', itemId);
+    },
+  });
+  const dispatcher = startDispatcher(
+    { queue, handlers, jobs: service.jobs, clock, pg, log: log.child({ module: 'dispatcher' }), onAdmitted: (itemId, n) => metrics.admissions.inc({ item: itemId }, n) },
+    { idleMs: 100, batch: 200, dispatchLeaseMs: config.FLOODGATE_DISPATCH_LEASE_MS, autoCap: config.FLOODGATE_AUTO_START_LIMIT },
+  );
+  events.on('joined', (itemId) => dispatcher.wake(itemId));
+  events.on('settled', () => dispatcher.wake());
+  events.on('returned', (itemId) => dispatcher.wake(itemId));
+  pg.onUp(() => {
+    dispatcher.wake();
+    void catalog.reconcile({ idleOnly: true }).catch((err) => log.warn({ err: String(err) }, 'reconcile after postgres came back failed'));
+  });
+
+  const probesSeen = new Map<string, number>();
+  const controller = startController(
+    {
+      store: gateStore,
+      queue,
+      handlers,
+      clock,
+      log: log.child({ module: 'gate' }),
+      events: {
+        leaderChange: (itemId) => metrics.gateLeaderChanges.inc({ item: itemId }),
+        // Limit, pace, baseline and latencies reach Redis and every daemon's item view, which the
+        // scrape shows (item-gauges.ts); in-flight as the controller counted it and probes are the leader's.
+        published: (itemId, s, v) => {
+          metrics.gateInFlight.set({ item: itemId }, v.inflight);
+          const seen = probesSeen.get(itemId) ?? s.probes;
+          if (s.probes > seen) metrics.gateProbes.inc({ item: itemId }, s.probes - seen);
+          probesSeen.set(itemId, s.probes);
+        },
+        largeChange: (itemId, before, after) => {
+          log.info({ itemId, before, after }, 'gate limit changed a lot');
+          void store
+            .audit({ itemId, actor: 'controller', keyId: me, before: { maxInFlight: before.limit, rate: before.rate }, after: { maxInFlight: after.limit, rate: after.rate } })
+            .catch((err) => log.warn({ err: String(err) }, 'gate audit failed'));
+        },
+      },
+    },
+    { tickMs: 100, leaseMs: 2000, me, startLimit: config.FLOODGATE_AUTO_START_LIMIT },
+  );
+
+  const ledger = startLedger(
+    { queue, feed: createLedgerFeed(redis, config.FLOODGATE_REDIS_PREFIX, me), sql: dbHandle.sql, log: log.child({ module: 'ledger' }), metrics },
+    { everyMs: 500, batch: 1000, busyElu: 0.7, maxDeferMs: 15_000, stateTtlSec: Math.ceil(config.FLOODGATE_TICKET_STATE_TTL_MS / 1000) },
+  );
+
+  const loops = [
+    ledger,
+    // Reservations past their deadline are released within a second, by whichever daemon sees them first.
+    every(250, 'reservation sweep', () => (pg.up ? reservations.sweep() : Promise.resolve()), log),
+    every(500, 'lease sweep', () => queue.admissions.sweep(), log),
+    every(1000, 'poll touch flush', () => queue.tickets.flush(), log),
+    every(50, 'gate sample flush', () => samples.flush(), log),
+    startStockKeeper({ queue, catalog, pg, log: log.child({ module: 'stock' }) }, { everyMs: 2000 }),
+    startRetention({ queue, store, clock, log: log.child({ module: 'retention' }) }, { everyMs: 60_000, retentionMs: config.FLOODGATE_ITEM_RETENTION_MS }),
+    every(1000, 'redis loss check', restoreLost, log),
+    startSeriesRecorder({ queue, series: core.series, clock, log: log.child({ module: 'series' }), effective: (item) => catalog.gateOf(item).effective }, { everyMs: 500 }),
+  ];
+
+  const app = wireApp(config, log, stores, core, tokens);
+
+  const server: ServerType = await new Promise((resolve) => {
+    const s = serve({ fetch: app.fetch, port: config.PORT, hostname: config.HOST }, () => resolve(s));
+  });
+  const address = server.address();
+  const bound = typeof address === 'object' && address ? address : { address: config.HOST, port: config.PORT, family: 'IPv4' };
+  const port = bound.port;
+  const hostOf = (a: string) => (bound.family === 'IPv6' ? `[${a}]` : a);
+  // `listen` is where the socket is bound; `url` is how to reach it from this machine.
+  const local = bound.address === '0.0.0.0' ? '127.0.0.1' : bound.address === '::' ? '::1' : bound.address;
+  const url = `http://${hostOf(local)}:${port}`;
+  log.info({ listen: `${hostOf(bound.address)}:${port}`, url, redis: redactUrl(stores.redisUrl), postgres: redactUrl(stores.pgUrl) }, 'floodgate listening');
+
+  let stopping: Promise<void> | null = null;
+  return {
+    url,
+    port,
+    app,
+    stop: () =>
+      (stopping ??= (async () => {
+        log.info('stopping');
+        await new Promise<void>((resolve) => server.close(() => resolve()));
+        await dispatcher.stop();
+        await controller.stop();
+        await service.stop();
+        await Promise.all(loops.map((l) => l.stop()));
+        await tokens.stop();
+        pg.stop();
+        await queue.tickets.flush().catch(() => {});
+        await ledger.drain().catch((err) => log.warn({ err: String(err) }, 'final ledger drain failed'));
+        bullRedis.disconnect();
+        await stores.close();
+        log.info('stopped');
+      })()),
+  };
+}
+
+/** Registers a deployment's own handlers: the module exports `handlers` (an array of HandlerSpec). */
+async function loadHandlers(modulePath: string, registry: HandlerRegistry, log: Logger) {
+  const mod = (await import(pathToFileURL(path.resolve(modulePath)).href)) as { handlers?: HandlerSpec[]; default?: HandlerSpec[] };
+  const specs = mod.handlers ?? mod.default;
+  if (!Array.isArray(specs)) throw new Error(`${modulePath} must export \`handlers\`, an array of handler specs`);
+  for (const spec of specs) registry.register(spec);
+  log.info({ module: modulePath, handlers: specs.map((s) => s.name) }, 'custom handlers registered');
+}
