@@ -7,7 +7,7 @@ import { createBatcher, perKey } from '../kernel/batcher.js';
 import type { Logger } from '../kernel/logger.js';
 import type { Queue } from '../queue/queue.js';
 import { RequeueError, type HandlerContext } from './handler.js';
-import { createJobQueues, type JobOptions } from './jobs.js';
+import { createJobQueues, RUN_LEASE_MS, type JobOptions } from './jobs.js';
 import type { HandlerRegistry } from './registry.js';
 import { createRunner, type Sample, type Settlement } from './runner.js';
 
@@ -114,6 +114,7 @@ export function createService(deps: ServiceDeps) {
     onSettled: deps.onSettled,
     renew: (itemId, tickets, until) => queue.extendLeases(itemId, tickets, until),
     leaseMs: (deadlineMs) => jobs.leaseMs(deadlineMs),
+    runLeaseMs: RUN_LEASE_MS,
   });
   const inProcess = deps.handlers.names().filter((n) => deps.handlers.get(n)?.handle);
   const workerConn = deps.bullRedis.duplicate();
