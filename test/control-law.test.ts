@@ -6,7 +6,7 @@ import { FAMILY } from '../bench/lib/gate-family.js';
 
 const hist = (ms: number, n: number): Histogram => new Map([[bucketOf(ms), n]]);
 const win = (over: Partial<SampleWindow>): SampleWindow => ({ n: 0, drops: 0, hist: new Map(), probeHist: new Map(), inflightMax: 0, waiting: 100, ...over });
-const steady = (limit: number) => ({ ...initialState(0, limit), nextProbeAt: Infinity, baseMs: 50, p50Ms: 50 });
+const steady = (limit: number) => ({ ...initialState(0, limit), nextProbeAt: Infinity, baseMs: 50, p50Ms: 50, startup: false });
 
 // Every member of the downstream family (bench/lib/gate-family.ts: 5–500 ms, 1–64 workers,
 // thrashing, heavy tails, shedding, timeouts, drift, a moving latency floor), each stepping C → C/4
@@ -134,17 +134,23 @@ describe('the control law, step by step', () => {
     expect(done.limit).toBe(40);
   });
 
-  it('climbs from a cold start whose first answers were 10x slow: doubling per round trip while latency stays under the baseline', () => {
+  it('climbs from a cold start whose first answers were 10x slow: doubling per round trip while answers grow with the limit', () => {
+    // 64 workers of 500 ms behind a limit of 10 whose first answers took 5 s.
     let s = { ...initialState(0, 10), nextProbeAt: Infinity };
-    s = step(s, win({ n: 10, hist: hist(5000, 10), inflightMax: 10 }), 5000);
+    s = step(s, win({ n: 10, hist: hist(5000, 10), inflightMax: 10, ms: 5000 }), 5000);
     expect(s.limit).toBe(10);
-    for (let t = 5500; t <= 6500; t += 500) s = step(s, win({ n: 40, hist: hist(500, 40), inflightMax: Math.floor(s.limit) }), t);
+    let t = 5000;
+    for (let i = 0; i < 3; i++) {
+      const n = Math.floor(s.limit); // a round trip of 500 ms at the limit answers L calls
+      s = step(s, win({ n, hist: hist(500, n), inflightMax: n, ms: 500 }), (t += 500));
+    }
     expect(s.baseMs).toBeLessThan(600);
     expect(s.limit).toBeGreaterThanOrEqual(64);
+    expect(s.startup).toBe(true);
   });
 
   it('never paces below 1/s, however slow the last answers were', () => {
-    expect(enforced({ ...steady(1), p50Ms: 60_000 }).rate).toBe(defaultParams.minRate);
+    expect(enforced({ ...steady(1), baseMs: 60_000, p50Ms: 60_000 }).rate).toBe(defaultParams.minRate);
   });
 
   it('paces admissions at L / p50 with headroom', () => {

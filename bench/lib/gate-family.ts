@@ -32,12 +32,15 @@ export interface Downstream {
   drift?: { amplitude: number; periodMs: number };
   /** Service time × `factor` before `fromS` of phase 1, falling linearly to ×1 by `toS` (a cache warming); ×`after` from the middle of phase 3 (a cache flush). */
   floor?: { factor: number; fromS: number; toS: number; after: number };
+  /** Capacity per phase (default `STEPS`); `cold: false` leaves out the cold start (both for experiments). */
+  steps?: number[];
+  cold?: boolean;
 }
 
 /** Capacity per phase, as a share of the member's nominal C. */
 export const STEPS = [1, 0.25, 1];
 /** Calls of the opening burst that answer slowly: 10, or two per worker where there are fewer. */
-export const coldCalls = (d: Downstream) => Math.min(10, 2 * d.workers);
+export const coldCalls = (d: Downstream) => (d.cold === false ? 0 : Math.min(10, 2 * d.workers));
 export const COLD_FACTOR = 10;
 /** The caller's timeout per call (the webhook's timeoutMs in the bench): room for a cold call. */
 export const callTimeoutMs = (d: Downstream) => Math.max(2000, 2 * COLD_FACTOR * d.serviceMs);
@@ -47,7 +50,7 @@ export const callTimeoutMs = (d: Downstream) => Math.max(2000, 2 * COLD_FACTOR *
 export const FAMILY: Downstream[] = [
   { name: 'fast-2w', about: '5 ms, 2 workers, no thrashing', seed: 11, workers: 2, serviceMs: 5, thrash: 0, sigma: 0.1, shedPerK: 8 },
   { name: 'single', about: '25 ms, 1 worker, mild thrashing', seed: 12, workers: 1, serviceMs: 25, thrash: 0.1, sigma: 0.2, shedPerK: 8 },
-  { name: 'thrash', about: '50 ms, 16 workers, strong thrashing', seed: 13, workers: 16, serviceMs: 50, thrash: 1, sigma: 0.2, shedPerK: 4 },
+  { name: 'thrash', about: '50 ms, 16 workers, strong thrashing', seed: 13, workers: 16, serviceMs: 50, thrash: 0.5, sigma: 0.2, shedPerK: 4 },
   { name: 'slow-64w', about: '500 ms, 64 workers, mild thrashing', seed: 14, workers: 64, serviceMs: 500, thrash: 0.25, sigma: 0.2, shedPerK: 4 },
   { name: 'heavy-tail', about: '100 ms, 24 workers, lognormal σ = 1', seed: 15, workers: 24, serviceMs: 100, thrash: 0.25, sigma: 1, shedPerK: 4 },
   { name: 'shed-503', about: '40 ms, 12 workers, 503 past a backlog of K/4, never slows', seed: 16, workers: 12, serviceMs: 40, thrash: 0, sigma: 0.2, shedPerK: 0.25 },
@@ -57,7 +60,7 @@ export const FAMILY: Downstream[] = [
 ];
 
 /** Phase length: enough round trips for the slow members to settle. */
-export const phaseMs = (d: Downstream) => Math.max(6000, 20 * d.serviceMs);
+export const phaseMs = (d: Downstream) => Math.max(8000, 30 * d.serviceMs);
 
 /** A seeded PRNG (mulberry32). */
 export function rng(seed: number) {
@@ -72,8 +75,9 @@ export function rng(seed: number) {
 
 /** Workers and per-worker speed at `tMs` into a run (steps and drift). */
 export function capacityAt(d: Downstream, tMs: number): { workers: number; speed: number } {
-  const phase = Math.min(STEPS.length - 1, Math.floor(tMs / phaseMs(d)));
-  let share = STEPS[phase];
+  const steps = d.steps ?? STEPS;
+  const phase = Math.min(steps.length - 1, Math.floor(tMs / phaseMs(d)));
+  let share = steps[phase];
   if (d.drift) share *= 1 + d.drift.amplitude * Math.sin((2 * Math.PI * tMs) / d.drift.periodMs);
   const exact = d.workers * share;
   const workers = Math.max(1, Math.round(exact));
@@ -122,7 +126,7 @@ export function serviceTime(d: Downstream, tMs: number, backlog: number, nth: nu
 }
 
 /** Total run length of a member: its phases back to back. */
-export const runMs = (d: Downstream) => STEPS.length * phaseMs(d);
+export const runMs = (d: Downstream) => (d.steps ?? STEPS).length * phaseMs(d);
 
 /** The members named in a comma list (all when empty). */
 export function pickFamily(names: string | undefined): Downstream[] {

@@ -19,9 +19,9 @@ const TICK_MS = 100;
 const ATTEMPTS = 5;
 
 export interface PhaseStats {
-  /** Calls answered 200 (not given up on) ÷ the capacity integrated over the phase. */
+  /** Calls answered 200 (not given up on) ÷ the capacity integrated over the phase (phase 1: from the first answer). */
   delivered: number;
-  /** Share of the phase with more calls waiting than workers. */
+  /** Share of the phase (phase 1: from the first answer) with more calls waiting than workers. */
   flooded: number;
   /** From the phase's start (phase 1: from the first answer) to the first 2 s stretch in which every 1 s window delivered ≥ 0.85 C with < 5% flooded; null: never. */
   recoveryMs: number | null;
@@ -38,7 +38,7 @@ interface Ticket {
   attempt: number;
 }
 
-export function simulateMember(d: Downstream, opts: { params?: ControlParams; fixedLimit?: number; seed?: number; trace?: boolean; debug?: (t: number, w: SampleWindow, s: ControlState) => void } = {}) {
+export function simulateMember(d: Downstream, opts: { params?: ControlParams; fixedLimit?: number; oracle?: (workers: number) => number; seed?: number; trace?: boolean; debug?: (t: number, w: SampleWindow, s: ControlState) => void } = {}) {
   const p = opts.params ?? defaultParams;
   const random = rng(opts.seed ?? d.seed);
   const total = runMs(d);
@@ -99,8 +99,8 @@ export function simulateMember(d: Downstream, opts: { params?: ControlParams; fi
     for (const f of at.get(now) ?? []) f();
     at.delete(now);
     const e = enforced(state, p);
-    const limit = opts.fixedLimit ?? e.limit;
-    const rate = opts.fixedLimit === undefined ? e.rate : null;
+    const limit = opts.oracle ? opts.oracle(capacityAt(d, now).workers * capacityAt(d, now).speed) : (opts.fixedLimit ?? e.limit);
+    const rate = opts.fixedLimit === undefined && !opts.oracle ? e.rate : null;
     tokens = rate ? Math.min(tokens + rate / 1000, Math.max(1, rate * 0.1)) : Infinity;
     while (inflight < limit && tokens >= 1) {
       inflight++;
@@ -143,8 +143,9 @@ export function simulateMember(d: Downstream, opts: { params?: ControlParams; fi
   }
 
   const ph = phaseMs(d);
-  const phases: PhaseStats[] = STEPS.map((_, i) => {
-    const b0 = (i * ph) / 100;
+  const phases: PhaseStats[] = (d.steps ?? STEPS).map((_, i) => {
+    // Phase 1 counts from the first answer: the cold start is judged by its recovery time.
+    const b0 = i === 0 ? Math.min(ph / 100 - 20, Math.ceil((firstAnswerAt ?? 0) / 100)) : (i * ph) / 100;
     const b1 = ((i + 1) * ph) / 100;
     let ok = 0;
     let cap = 0;
@@ -156,8 +157,7 @@ export function simulateMember(d: Downstream, opts: { params?: ControlParams; fi
       flood += floodPer[b] ?? 0;
       drops += dropsPer[b] ?? 0;
     }
-    const from = i === 0 ? Math.ceil((firstAnswerAt ?? 0) / 100) : b0;
-    return { delivered: ok / cap, flooded: flood / ph, recoveryMs: recovery(from, b1), drops };
+    return { delivered: ok / cap, flooded: flood / ((b1 - b0) * 100), recoveryMs: recovery(b0, b1), drops };
   });
   return { phases, state, trace };
 
