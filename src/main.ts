@@ -33,6 +33,7 @@ import { createGateStore } from './queue/gate-store.js';
 import { withScripts } from './queue/scripts.js';
 import { startController } from './scheduler/controller.js';
 import { createSampleRecorder } from './scheduler/sample-recorder.js';
+import { createPgPressure } from './scheduler/pg-pressure.js';
 import { createStockLedger } from './db/stock-ledger.js';
 import { createPgHealth } from './db/health.js';
 import { startStockKeeper } from './catalog/stock-keeper.js';
@@ -127,6 +128,7 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
   );
 
   const bullRedis = await connectRedis(redisInfra.url, 'jobs', log);
+  const pgPressure = createPgPressure(clock);
   const service = createService({
     bullRedis,
     sql: dbHandle.sql,
@@ -144,6 +146,7 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
       stalledIntervalMs: Math.max(500, Math.round(config.FLOODGATE_JOB_LOCK_MS / 2)),
     },
     now: () => clock.now(),
+    onSell: (ms) => pgPressure.record(ms),
     onSample: (s) => {
       samples.record(s);
       metrics.downstreamLatency.observe({ item: s.itemId }, s.latencyMs / 1000);
@@ -155,7 +158,7 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
     },
   });
   const dispatcher = startDispatcher(
-    { queue, handlers, jobs: service.jobs, clock, pg, log: log.child({ module: 'dispatcher' }), onAdmitted: (itemId, n) => metrics.admissions.inc({ item: itemId }, n) },
+    { queue, handlers, jobs: service.jobs, clock, pg, log: log.child({ module: 'dispatcher' }), onAdmitted: (itemId, n) => metrics.admissions.inc({ item: itemId }, n), selfLimitedCap: (c) => pgPressure.cap(c) },
     { idleMs: 100, batch: 200, dispatchLeaseMs: config.FLOODGATE_DISPATCH_LEASE_MS, autoCap: config.FLOODGATE_AUTO_START_LIMIT },
   );
   joined.add((itemId) => dispatcher.wake(itemId));

@@ -22,6 +22,8 @@ export interface ServiceDeps {
   log: Logger;
   jobs: JobOptions;
   onSample(s: Sample): void;
+  /** Told how long each sell took, request to answer (the gate's Postgres pressure signal). */
+  onSell?(ms: number): void;
   now(): number;
   onSettled(itemId: string, status: string): void;
 }
@@ -93,7 +95,8 @@ export function createService(deps: ServiceDeps) {
     },
     sell: async (table, req): Promise<SaleResult> => {
       // A refused ticket fails alone: the rest of its batch was sold (db/sales.ts).
-      const sale = await pgCall(() => sellers[table].submit(req));
+      const started = deps.now();
+      const sale = await pgCall(() => sellers[table].submit(req)).finally(() => deps.onSell?.(deps.now() - started));
       if (sale.kind === 'refused') throw sale.error;
       return sale;
     },
