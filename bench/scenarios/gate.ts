@@ -9,8 +9,10 @@
  *
  * Knobs (env): BENCH_GATE_MEMBERS (comma list, default all), BENCH_GATE_BASELINES (members that
  * also run the baselines: a comma list, `all` or `none`; default `thrash`, which keeps the whole
- * run near 6 min), BENCH_NO_DOCS=1 (plots to the temp dir, not docs/).
+ * run near 6 min), BENCH_NO_DOCS=1 (plots to the temp dir, not docs/), BENCH_GATE_DUMP=<path prefix>
+ * (each member's raw runs as JSON).
  */
+import { writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { analyse } from '../lib/gate-analysis.js';
@@ -56,6 +58,7 @@ export async function gateScenario(ctx: BenchContext): Promise<ScenarioOutput> {
       buckets: auto.series.buckets.slice(0, Math.ceil(runMs(d) / auto.series.bucketMs)),
     });
     result.plot = process.env.BENCH_NO_DOCS === '1' ? out : file;
+    if (process.env.BENCH_GATE_DUMP) await writeFile(`${process.env.BENCH_GATE_DUMP}-${d.name}.json`, JSON.stringify(runs));
     members.push(result);
   }
   await daemon.child.stop();
