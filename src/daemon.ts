@@ -40,6 +40,7 @@ import { createLedgerFeed } from './service/outcome-ledger-feed.js';
 import { createGateStore } from './scheduler/gate-store.js';
 import { startController } from './scheduler/controller.js';
 import { createSampleRecorder } from './scheduler/sample-recorder.js';
+import { createPgPressure } from './scheduler/pg-pressure.js';
 import { createStockRows } from './db/stock-rows.js';
 import { createStockCounters } from './service/stock-counters.js';
 import { controllerView } from './scheduler/controller-view.js';
@@ -210,6 +211,8 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
   );
 
   const bullRedis = await connectRedis(stores.redisUrl, 'jobs', log);
+  // Postgres pressure: each sell's time caps what seckill/coupon items may hold admitted.
+  const pgPressure = createPgPressure(clock);
   const service = createService({
     bullRedis,
     sql: dbHandle.sql,
@@ -228,6 +231,7 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
       stalledIntervalMs: Math.max(500, Math.round(config.FLOODGATE_JOB_LOCK_MS / 2)),
     },
     now: () => clock.now(),
+    onSell: (ms) => pgPressure.record(ms),
     onSample: (s) => {
       samples.record(s);
       metrics.downstreamLatency.observe({ item: s.itemId }, s.latencyMs / 1000);
@@ -239,7 +243,7 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
     },
   });
   const dispatcher = startDispatcher(
-    { queue, handlers, jobs: service.jobs, clock, pg, log: log.child({ module: 'dispatcher' }), onAdmitted: (itemId, n) => metrics.admissions.inc({ item: itemId }, n) },
+    { queue, handlers, jobs: service.jobs, clock, pg, log: log.child({ module: 'dispatcher' }), onAdmitted: (itemId, n) => metrics.admissions.inc({ item: itemId }, n), selfLimitedCap: (c) => pgPressure.cap(c) },
     { idleMs: 100, batch: 200, dispatchLeaseMs: config.FLOODGATE_DISPATCH_LEASE_MS, autoCap: config.FLOODGATE_AUTO_START_LIMIT },
   );
   events.on('joined', (itemId) => dispatcher.wake(itemId));

@@ -9,4 +9,6 @@ export interface BucketCounts {
   backlogMax: number;
   inService: number;
   k: number;
+  /** The member's true capacity at the bucket's tick (calls/s). */
+  capPerS: number;
 }

@@ -23,6 +23,8 @@ export interface PlotBucket {
   inService: number;
   backlog: number;
   k: number;
+  /** True capacity at the bucket (calls/s). */
+  capPerS: number;
 }
 
 export interface PlotData {
@@ -95,15 +97,13 @@ export async function writeGatePlot(file: string, d: PlotData): Promise<void> {
   const perS = 1000 / d.bucketMs;
   const okRate = smooth(d.buckets.map((b) => b.ok * perS), 5);
   const e503Rate = smooth(d.buckets.map((b) => b.e503 * perS), 5);
-  const capStep = (fn: (p: PlotData['phases'][number]) => number): [number, number | null][] =>
-    d.phases.flatMap((p) => [[p.fromS, fn(p)], [p.toS, fn(p)]] as [number, number][]);
 
   const panels: { title: string; unit: string; series: Series[] }[] = [
     {
       title: 'in flight (calls)',
       unit: 'calls',
       series: [
-        { label: 'K (downstream workers)', color: '#999', width: 2.5, pts: capStep((p) => p.k) },
+        { label: 'K (downstream workers)', color: '#999', width: 2.5, pts: d.buckets.map((b, i) => [bt(i), b.k]) },
         { label: 'downstream holds (in service + backlog)', color: '#2ca02c', width: 1, pts: d.buckets.map((b, i) => [bt(i), b.inService + b.backlog]) },
         { label: 'daemon admitted (counts.admitted)', color: '#ff7f0e', width: 1.3, pts: d.polls.map((p) => [p.t, p.admitted]) },
         { label: 'controller limit', color: '#1f77b4', width: 1.8, pts: d.polls.map((p) => [p.t, p.limit]) },
@@ -123,8 +123,8 @@ export async function writeGatePlot(file: string, d: PlotData): Promise<void> {
       title: 'per second (500 ms moving average)',
       unit: '/s',
       series: [
-        { label: 'capacity C', color: '#999', width: 2.5, pts: capStep((p) => p.c) },
-        { label: '0.85 × C', color: '#999', dash: '4 3', pts: capStep((p) => 0.85 * p.c) },
+        { label: 'capacity C', color: '#999', width: 2.5, pts: d.buckets.map((b, i) => [bt(i), b.capPerS]) },
+        { label: '0.85 × C', color: '#999', dash: '4 3', pts: d.buckets.map((b, i) => [bt(i), 0.85 * b.capPerS]) },
         { label: 'delivered (200s)', color: '#2ca02c', width: 1.4, pts: okRate.map((v, i) => [bt(i), v]) },
         { label: '503s', color: '#d62728', width: 1.2, pts: e503Rate.map((v, i) => [bt(i), v]) },
       ],

@@ -1,22 +1,30 @@
-import { count, merge, quantile, type Histogram } from './latency-histogram.js';
+import { count, mean, merge, quantile, type Histogram } from './latency-histogram.js';
 
 /**
- * The adaptive gate's control law ("gate v2" of the design, see docs/design-notes.md): a concurrency limit L driven by the
- * latency gradient against a baseline, cut multiplicatively on drops, never grown while the line
- * is app-limited, with periodic jittered probes that pin L low to re-measure the baseline.
- * Pure: the controller feeds it windows of samples; tests feed it a simulated downstream.
+ * The adaptive gate's control law ("gate v3", see docs/design-notes.md): a concurrency limit L
+ * driven by the latency gradient against a probed baseline, stepped at most once per round trip,
+ * cut on drops at most once per round trip and then grown back gently near the limit that dropped,
+ * never grown while the line is app-limited, with jittered probes that halve L to re-measure the
+ * baseline. Pure: the controller feeds it windows of samples; tests feed it a simulated downstream.
  */
 export interface ControlParams {
   minLimit: number;
   maxLimit: number;
-  /** Evaluate a window once it holds this many samples (or after maxWindowMs with any). */
+  /** Evaluate a window once it holds this many samples and spans a round trip (or after maxWindowMs with any). */
   minSamples: number;
   maxWindowMs: number;
   /** Drops above this share of a window cut L by dropFactor. */
   dropThreshold: number;
   dropFactor: number;
-  /** Latency above baseline × tolerance reads as queueing. */
+  /** Latency above baseline × tolerance reads as queueing (before the √L queue allowance). */
   tolerance: number;
+  /** Share of the way to the gradient's new limit taken per step (1 = all of it). */
+  smoothing: number;
+  /** Growth per round trip with a little queue: queueFactor × √L calls. */
+  queueFactor: number;
+  /** The queue band (calls at the downstream, Vegas): low = 0.5 + queueLow × L, high = 1 + queueHigh × L. */
+  queueLow: number;
+  queueHigh: number;
   probeEveryMs: number;
   probeJitter: number;
   probeFraction: number;
@@ -35,14 +43,18 @@ export const defaultParams: ControlParams = {
   minSamples: 20,
   maxWindowMs: 1000,
   dropThreshold: 0.01,
-  dropFactor: 0.7,
-  tolerance: 1.1,
+  dropFactor: 0.85,
+  tolerance: 1.25,
+  smoothing: 0.5,
+  queueFactor: 1,
+  queueLow: 0.1,
+  queueHigh: 0.3,
   probeEveryMs: 10_000,
   probeJitter: 0.15,
-  probeFraction: 0.25,
-  probeSamples: 40,
+  probeFraction: 0.5,
+  probeSamples: 30,
   probeTimeoutMs: 3000,
-  pacingHeadroom: 1.25,
+  pacingHeadroom: 1.5,
   minRate: 1,
   stallMs: 2000,
 };
@@ -55,10 +67,31 @@ export interface ControlState {
   p99Ms: number | null;
   decreasesInRow: number;
   nextProbeAt: number;
-  probe: { startedAt: number; savedLimit: number; hist: [number, number][] } | null;
+  /**
+   * A probe pins in-flight to `pin` (a share of savedLimit) and re-measures the baseline from calls
+   * started after `startedAt`. `perS`: the throughput before it, so a probe whose latency is what
+   * Little's law gives for a still saturated downstream (pin / perS) halves the pin and goes on.
+   * `since`: when the probe began (startedAt moves with each halving; the timeout counts from here).
+   */
+  probe: { startedAt: number; savedLimit: number; hist: [number, number][]; pin?: number; perS?: number | null; since?: number } | null;
   probes: number;
   /** When L was last cut for drops: drops from calls already under way then are not a new signal. */
   lastCutAt: number;
+  /** The limit at which the downstream last dropped calls: L grows back to it additively. */
+  dropLimit?: number | null;
+  /** Startup (BBR's, TCP's slow start): double per round trip until latency or drops say stop. */
+  startup?: boolean;
+  /** Answers per second, max-filtered (for probes). */
+  perS?: number | null;
+  /** Startup: answers per second at the last doubling, and how many doublings so far. */
+  startX?: number | null;
+  doublings?: number;
+  /** The p50 of the last window that was well under the baseline (one more moves it down). */
+  lowP50?: number | null;
+  /** Spread of latencies, ln(p84 / p50), smoothed: sets how many samples a window needs. */
+  spread?: number;
+  /** Round trips in a row that found room (growth doubles with each). */
+  growRounds?: number;
 }
 
 /** A closed window of samples, summed over every daemon. */
@@ -74,6 +107,8 @@ export interface SampleWindow {
   inflightMax: number;
   /** Tickets waiting in the line when the window closed. */
   waiting: number;
+  /** How long the window was open (ms): with n, the throughput a probe compares against. */
+  ms?: number;
 }
 
 export function initialState(now: number, startLimit: number, p: ControlParams = defaultParams): ControlState {
@@ -83,21 +118,35 @@ export function initialState(now: number, startLimit: number, p: ControlParams =
     p50Ms: null,
     p99Ms: null,
     decreasesInRow: 0,
-    // Probe soon: a fresh controller has no baseline yet.
-    nextProbeAt: now,
+    // The first probe comes when startup ends (see step), or after the usual interval.
+    nextProbeAt: now + p.probeEveryMs,
     probe: null,
     probes: 0,
     lastCutAt: -Infinity,
+    dropLimit: null,
+    startup: true,
+    perS: null,
+    startX: null,
+    doublings: 0,
   };
 }
 
 const clamp = (x: number, lo: number, hi: number) => Math.min(hi, Math.max(lo, x));
 
+/** How long a probe may last: enough round trips to drain and measure, never past the timeout. */
+export const probeTimeout = (s: ControlState, p: ControlParams = defaultParams) => Math.min(p.probeTimeoutMs, Math.max(1000, 10 * (s.baseMs ?? p.probeTimeoutMs)));
+
+const pinOf = (probe: NonNullable<ControlState['probe']>, p: ControlParams) => probe.pin ?? Math.max(1, Math.floor(probe.savedLimit * p.probeFraction));
+
 /** What the gate enforces now: an integer in-flight limit and an admission pace (per second). */
 export function enforced(s: ControlState, p: ControlParams = defaultParams): { limit: number; rate: number | null } {
-  const limit = s.probe ? Math.max(2, Math.floor(s.probe.savedLimit * p.probeFraction)) : Math.max(p.minLimit, Math.floor(s.limit));
-  // The floor keeps a pace from a stale, huge p50 from rounding to no admissions at all.
-  const rate = s.p50Ms ? Math.max(p.minRate, (Math.max(limit, 1) / (s.p50Ms / 1000)) * p.pacingHeadroom) : null;
+  const limit = s.probe ? pinOf(s.probe, p) : Math.max(p.minLimit, Math.floor(s.limit));
+  // Paced on the baseline, not the last p50: after a step down the p50 of the flooded calls paced
+  // admissions at a seventh of what the cut limit allowed, with the workers idle, for a second.
+  // The limit, not the pace, is what holds the downstream back; the pace only spreads a raise.
+  // The floor keeps a pace from a stale, huge latency from rounding to no admissions at all.
+  const ms = s.p50Ms === null ? null : Math.min(s.p50Ms, s.baseMs ?? Infinity);
+  const rate = ms ? Math.max(p.minRate, (Math.max(limit, 1) / (ms / 1000)) * p.pacingHeadroom) : null;
   return { limit, rate };
 }
 
@@ -110,9 +159,58 @@ export function stalled(s: ControlState, w: SampleWindow, openedAt: number, now:
   return w.n === 0 && w.waiting > 0 && w.inflightMax < enforced(s, p).limit && now - openedAt >= Math.max(p.stallMs, 2 * (s.p99Ms ?? 0));
 }
 
-/** Whether to step on a window: enough samples, a full window with some, any probe sample while probing, or a stall. */
+/**
+ * Whether to step on a window: enough samples over two round trips (a step sooner acts mostly on
+ * answers to calls admitted before the last step, and overshoots: the limit swung ±20–30% with a
+ * ~1 s period when it stepped every 100 ms), a round trip when the answers are alarmingly slow,
+ * a full window with some, any probe sample while probing, a probe past its timeout, or a stall.
+ */
 export function ready(s: ControlState, w: SampleWindow, openedAt: number, now: number, p: ControlParams = defaultParams): boolean {
-  return w.n >= p.minSamples || (now - openedAt >= p.maxWindowMs && w.n > 0) || (s.probe !== null && count(w.probeHist) > 0) || stalled(s, w, openedAt, now, p);
+  const age = now - openedAt;
+  if (s.probe) return count(w.probeHist) > 0 || now - (s.probe.since ?? s.probe.startedAt) >= probeTimeout(s, p) || age >= p.maxWindowMs;
+  // The round trip of calls admitted now: the last p50, but no more than twice the baseline (after a
+  // cut, the p50 of the flooded calls made the next window, and the regrowth, wait a second).
+  const rtt = Math.min(p.maxWindowMs, s.p50Ms ?? 0, 2 * (s.baseMs ?? Infinity));
+  // A few answers at twice the baseline are enough to act on: after a step down of the downstream
+  // its answers slow to a trickle, and waiting for a full window let the queue grow for a second.
+  const need = samplesNeeded(s, p);
+  const alarm = s.baseMs !== null && w.n >= Math.max(5, need / 4) && (quantile(w.hist, 0.5) ?? 0) > 2 * s.baseMs;
+  return ((w.n >= need && age >= Math.min(2 * rtt, p.maxWindowMs)) || (alarm && age >= rtt)) || (age >= p.maxWindowMs && w.n > 0) || stalled(s, w, openedAt, now, p);
+}
+
+function stepProbe(s: ControlState, w: SampleWindow, now: number, p: ControlParams, dropping: boolean, rng: () => number): ControlState {
+  // The best throughput seen before and during the probe: at a pin the downstream is still
+  // saturated at, it keeps delivering that much.
+  const probe = { ...s.probe!, perS: Math.max(s.probe!.perS ?? 0, s.perS ?? 0) || null };
+  const hist = new Map(probe.hist);
+  merge(hist, w.probeHist);
+  const savedLimit = dropping ? Math.max(p.minLimit, probe.savedLimit * p.dropFactor) : probe.savedLimit;
+  const measured = quantile(hist, 0.5);
+  const elapsed = now - probe.startedAt;
+  const expired = now - (probe.since ?? probe.startedAt) >= probeTimeout(s, p);
+  const pin = pinOf(probe, p);
+  // Pinning costs throughput: end as soon as the sample says enough (two rounds of the pinned
+  // calls, a round trip to drain the queue first), and never later than the timeout, answers or not.
+  const n = count(hist);
+  // Only finished calls are counted: early on they are the short ones (a heavy tail's median
+  // read a third of the true one), so wait three of their p84s, and the samples the spread asks for.
+  const p84 = quantile(hist, 0.84);
+  const enough = measured !== null && elapsed >= 3 * p84! && n >= Math.max(Math.min(p.probeSamples, Math.max(10, 2 * pin)), samplesNeeded(s, p) / 2);
+  if (!enough && !expired) return { ...s, probe: { ...probe, savedLimit, hist: [...hist] } };
+  // Still saturated at the pin: it delivers what it did unpinned (by Little's law, mean latency
+  // ≈ pin / best throughput; the mean, not the p50, which a heavy tail puts far under it), so a queue remains and the baseline is not in sight; halve the pin
+  // and measure again (a downstream with fewer workers than the pin).
+  if (enough && pin > 1 && probe.perS && mean(hist)! <= 1.25 * (pin / probe.perS) * 1000 && !expired)
+    return { ...s, probe: { ...probe, savedLimit, hist: [], startedAt: now, since: probe.since ?? probe.startedAt, pin: Math.max(1, Math.floor(pin / 2)) } };
+  return {
+    ...s,
+    // A probe that timed out with a handful of answers has only the short ones: keep the old baseline.
+    baseMs: measured !== null && (enough || n >= 10 || s.baseMs === null) ? measured : s.baseMs,
+    limit: savedLimit,
+    probe: null,
+    decreasesInRow: 0,
+    nextProbeAt: now + Math.max(p.probeEveryMs, 30 * (measured ?? s.baseMs ?? 0)) * (1 + p.probeJitter * rng()),
+  };
 }
 
 export function step(s: ControlState, w: SampleWindow, now: number, p: ControlParams = defaultParams, rng: () => number = Math.random): ControlState {
@@ -129,49 +227,147 @@ export function step(s: ControlState, w: SampleWindow, now: number, p: ControlPa
   // re-measure the baseline now, with the limit alone gating.
   const stall = w.n === 0;
   if (stall) next.p50Ms = null;
+  // Answers per second in this window, and max-filtered with a slow decay (BBR's bottleneck
+  // bandwidth): a window after a cold start or a probe says little about what the downstream can do.
+  const p84 = quantile(w.hist, 0.84);
+  // Not in startup: a cold start's answers mix 10× slow calls with the rest, a spread no service has.
+  if (!s.startup && answered >= p.minSamples && p50 && p84) next.spread = 0.7 * (s.spread ?? Math.log(p84 / p50)) + 0.3 * Math.log(p84 / p50);
+  const perS = w.ms && w.n > 0 ? ((w.n - w.drops) / w.ms) * 1000 : null;
+  if (perS !== null) next.perS = Math.max(perS, 0.95 * (s.perS ?? 0));
 
-  if (s.probe) {
-    const hist = new Map(s.probe.hist);
-    merge(hist, w.probeHist);
-    const savedLimit = dropping ? Math.max(p.minLimit, s.probe.savedLimit * p.dropFactor) : s.probe.savedLimit;
-    const measured = quantile(hist, 0.5);
-    const elapsed = now - s.probe.startedAt;
-    // Pinning costs throughput: end as soon as the sample says enough (a few round trips of ≥10 calls).
-    const enough = count(hist) >= p.probeSamples || (count(hist) >= 10 && measured !== null && elapsed >= 3 * measured);
-    if (enough || elapsed >= p.probeTimeoutMs) {
-      if (measured !== null) next.baseMs = measured;
-      next.limit = savedLimit;
-      next.probe = null;
-      next.decreasesInRow = 0;
-      next.nextProbeAt = now + p.probeEveryMs * (1 + p.probeJitter * rng());
-    } else {
-      next.probe = { ...s.probe, savedLimit, hist: [...hist] };
-    }
-    return next;
-  }
+  if (s.probe) return stepProbe(next, w, now, p, dropping, rng);
 
+  let probeNow = false;
   if (dropping) {
+    probeNow = !!s.startup;
+    next.startup = false;
     // One cut per round trip, as TCP does: the calls that time out next were admitted before it.
-    if (now - s.lastCutAt >= Math.max(500, s.p99Ms ?? 0)) {
-      next.limit = s.limit * p.dropFactor;
+    if (now - s.lastCutAt >= Math.max(200, s.p50Ms ?? 0)) {
+      next.dropLimit = s.limit;
+      // No further than what the answers it still gives can carry (below), when that is lower.
+      const inflight = Math.min(Math.floor(s.limit), w.inflightMax);
+      const saturated = p50 !== null && s.baseMs !== null && inflight * (1 - s.baseMs / p50) > marks((inflight * s.baseMs) / p50, p).high;
+      const carried = saturated && perS !== null ? carry(perS, s.baseMs!, p) : Infinity;
+      next.limit = Math.min(s.limit * p.dropFactor, Math.max(carried, s.limit * 0.25));
       next.lastCutAt = now;
     }
     next.decreasesInRow = 0;
   } else if (answered > 0 && p50 !== null) {
-    next.baseMs = s.baseMs === null ? p50 : Math.min(s.baseMs, p50);
-    const g = clamp((next.baseMs * p.tolerance) / p50, 0.5, 2);
-    let limit = s.limit * g + Math.sqrt(s.limit * g);
-    // App-limited: with the line or the callers not filling the limit, latency says nothing about room.
-    if (limit > s.limit && w.inflightMax < 0.8 * Math.floor(s.limit)) limit = s.limit;
-    next.decreasesInRow = limit < s.limit ? s.decreasesInRow + 1 : 0;
+    const first = s.baseMs === null;
+    next.baseMs = nextBase(s, next, p50, answered >= samplesNeeded(s, p));
+    const r = p50 / next.baseMs;
+    const filled = w.inflightMax >= 0.8 * Math.floor(s.limit);
+    let limit = s.limit;
+    if (s.startup) {
+      // Startup (TCP slow start, BBR's startup): double per round trip while latency stays at the
+      // baseline and answers grow with the limit. A plateau or a queue ends it at what the
+      // downstream carried, and a probe follows: the first answers, which set the baseline, may
+      // have queued already (an opening burst on a small downstream), and only a probe that pins
+      // in-flight under the workers' count can tell.
+      const growing = perS !== null && (s.startX == null || perS >= 1.25 * s.startX);
+      if (first) next.startX = perS;
+      else if (r < p.tolerance && growing) {
+        if (filled) {
+          limit = 2 * s.limit;
+          next.startX = perS;
+          next.doublings = (s.doublings ?? 0) + 1;
+        }
+      } else {
+        next.startup = false;
+        if (perS !== null) limit = Math.min(s.limit, carry(Math.max(perS, s.startX ?? 0), next.baseMs, p));
+        probeNow = true;
+      }
+    } else {
+      // Vegas: the calls queued at the downstream, L × (1 − base / p50), held between a low and a
+      // high mark that grow with L. Counted in calls, a band stays meaningful at a limit of 2
+      // (where a ratio of latencies is mostly noise) as well as at 200.
+      const inflight = Math.min(Math.floor(s.limit), w.inflightMax);
+      const serving = (inflight * next.baseMs) / p50;
+      const queue = inflight - serving;
+      const { low, high } = marks(serving, p);
+      if (queue >= low) next.growRounds = 0;
+      if (queue > high) {
+        // Saturated: this window's answers per second are what the downstream carries now, and
+        // Little's law gives the in-flight that keeps it busy with the band's middle as queue
+        // (BBR's bandwidth × min RTT). An absolute estimate, not a fraction of the old limit: it
+        // does not cut twice for one step down of the downstream.
+        // (Without a window length, Little's law on the window itself: the calls in service.)
+        limit = Math.min(s.limit, perS !== null ? carry(perS, next.baseMs, p) : serving + (low + high) / 2);
+        // Smoothed (Gradient2) while the excess is small: one noisy window's p50 made the limit swing.
+        if (queue < 2 * high) limit = s.limit + p.smoothing * (limit - s.limit);
+      } else if (queue < low && filled && (w.ms ?? Infinity) >= Math.min(2 * p50, 4 * next.baseMs, p.maxWindowMs)) {
+        // (A window of two round trips at least: in a shorter one, most answers are of calls
+        // admitted before the last raise, and read as room that is no longer there.)
+        // Room: grow by √L (Envoy, Gradient2), twice as much each round trip that still finds
+        // room (BBRv2's probing of inflight_hi), up to doubling: a step up of the downstream is
+        // found in a few round trips, while noise that reads as room once adds only √L.
+        const rounds = s.growRounds ?? 0;
+        limit = s.limit + Math.min(s.limit, Math.max(1, p.queueFactor * Math.sqrt(s.limit)) * 2 ** rounds);
+        // Accelerate only on a window that used the whole limit: room at part of it proves nothing.
+        next.growRounds = w.inflightMax >= Math.floor(s.limit) ? rounds + 1 : rounds;
+        // Near the limit that last dropped calls, grow by one per round trip (AIMD, BBRv2's inflight_hi).
+        const ceiling = s.dropLimit ?? Infinity;
+        if (s.limit >= 0.9 * ceiling) limit = Math.min(limit, s.limit + 1);
+        else if (limit > ceiling) limit = ceiling;
+        if (limit > ceiling) next.dropLimit = null; // passed it without drops: the downstream grew
+      }
+    }
+    next.decreasesInRow = limit < s.limit * 0.98 ? s.decreasesInRow + 1 : 0;
     next.limit = limit;
   }
   next.limit = clamp(next.limit, p.minLimit, p.maxLimit);
 
   // A run of loss-free decreases means the baseline may be stale (requests got dearer): re-probe.
-  if (now >= s.nextProbeAt || next.decreasesInRow >= 5 || stall) {
-    next.probe = { startedAt: now, savedLimit: next.limit, hist: [] };
+  if (now >= s.nextProbeAt || next.decreasesInRow >= 5 || stall || probeNow) {
+    next.probe = { startedAt: now, savedLimit: next.limit, hist: [], perS: next.perS ?? null };
     next.probes = s.probes + 1;
+    next.decreasesInRow = 0;
   }
   return next;
+}
+
+/**
+ * The queue (calls) the gate keeps at the downstream, for `serving` calls in service: grow under
+ * `low`, shrink over `high`. Relative to the calls served, not the limit: a one-worker downstream
+ * is flooded by a queue of two, whatever the pipeline in front of it holds.
+ */
+export function marks(serving: number, p: ControlParams = defaultParams): { low: number; high: number } {
+  return { low: 0.5 + p.queueLow * serving, high: 1 + p.queueHigh * serving };
+}
+
+/** The in-flight that keeps a downstream answering `perS` calls/s busy, with the middle of the band as queue. */
+function carry(perS: number, baseMs: number, p: ControlParams): number {
+  const bdp = (perS * baseMs) / 1000;
+  const { low, high } = marks(bdp, p);
+  return bdp + (low + high) / 2;
+}
+
+/**
+ * The baseline moves on probes. In startup it also follows the p50 down (the first answers may be
+ * a cold start's, 10× slow). After it, it follows the p50 down only on firm evidence: two windows
+ * in a row, each with the samples its spread asks for, under it by a fifth (a downstream that got
+ * faster, a cache warming, a worker sped up). Following each window's p50 down, as a running
+ * minimum does, drifts under the true latency on a noisy downstream (Vegas's failure: a window of
+ * a heavy-tailed service answers at half its median), and the limit then starves the downstream.
+ */
+function nextBase(s: ControlState, next: ControlState, p50: number, full: boolean): number {
+  if (s.baseMs === null) return p50;
+  if (s.startup) return Math.min(s.baseMs, p50);
+  const low = full && p50 < s.baseMs / 1.2;
+  next.lowP50 = low ? Math.max(p50, s.lowP50 ?? 0) : null;
+  if (low && s.lowP50) {
+    next.lowP50 = null;
+    return Math.max(p50, s.lowP50);
+  }
+  return s.baseMs;
+}
+
+/**
+ * Samples a window needs for its p50 to be within ~10% (one standard error): (1.25 σ / 0.1)² for
+ * a lognormal spread σ, estimated as ln(p84 / p50) of the last windows. A heavy tail (σ = 1)
+ * needs ~150, a steady service the usual 20; a decision on fewer reads noise as queueing.
+ */
+export function samplesNeeded(s: ControlState, p: ControlParams = defaultParams): number {
+  const sigma = s.spread ?? 0;
+  return Math.round(clamp((12.5 * sigma) ** 2, p.minSamples, 400));
 }

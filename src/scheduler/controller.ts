@@ -97,7 +97,7 @@ export function startController(
     // waiting for a full window kept the limit pinned for a second at low rates. A stall is a
     // step too: with no answers coming, waiting for samples would wait forever.
     if (ready(local.state, w, w.openedAt, now, params)) {
-      local.state = step(local.state, w, now, params);
+      local.state = step(local.state, { ...w, ms: now - w.openedAt }, now, params);
       local.window = emptyWindow(now, inflight);
     }
     const e = enforced(local.state, params);

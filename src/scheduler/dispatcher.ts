@@ -37,6 +37,8 @@ export function startDispatcher(
     pg: Pick<PgHealth, 'up'>;
     /** Told of every admission this dispatcher makes (for the admissions counter). */
     onAdmitted?: (itemId: string, n: number) => void;
+    /** The in-flight cap of a self-limited handler now, from its own (Postgres pressure, pg-pressure.ts). */
+    selfLimitedCap?: (handlerCap: number) => number;
   },
   opts: DispatcherOptions,
 ) {
@@ -70,7 +72,8 @@ export function startDispatcher(
     // line (and keep their places) instead of failing; admissions resume when it answers again.
     if (spec.stockTable && !deps.pg.up) return 0;
     if (item.snap.counts.waiting === 0 && !busy.has(itemId) && !hinted.delete(itemId)) return 0;
-    const got = await queue.admissions.admit(itemId, opts.batch, opts.dispatchLeaseMs, spec.selfLimited?.maxInFlight ?? opts.autoCap);
+    const cap = spec.selfLimited ? (deps.selfLimitedCap?.(spec.selfLimited.maxInFlight) ?? spec.selfLimited.maxInFlight) : opts.autoCap;
+    const got = await queue.admissions.admit(itemId, opts.batch, opts.dispatchLeaseMs, cap);
     if (!got.length) {
       busy.delete(itemId);
       return 0;

@@ -48,6 +48,16 @@ export const queueName = (handler: string) => `h-${handler}`;
  */
 export const jobLeaseMs = (deadlineMs: number, longestBackoffMs = 0) => Math.max(30_000, deadlineMs * 3, longestBackoffMs * 2);
 
+/**
+ * The lease of a running job's tickets: short, renewed every third of it while the job runs. A
+ * daemon that dies mid-job stops renewing, so its tickets' in-flight slots come back to the gate
+ * (the sweep returns them to the head of the line) within this long, instead of when BullMQ's lock
+ * runs out and its stall check runs (15 s by default); a job BullMQ hands over later finds its
+ * leases superseded and runs nothing. A live daemon whose event loop stalls this long may see a
+ * ticket run twice; handlers are idempotent.
+ */
+export const RUN_LEASE_MS = 3000;
+
 export function createJobQueues(connection: Redis, opts: JobOptions) {
   const queues = new Map<string, BullQueue>();
   const queueFor = (handler: string) => {

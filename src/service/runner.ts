@@ -30,10 +30,12 @@ export interface RunnerDeps {
   onSample(s: Sample): void;
   now(): number;
   onSettled(itemId: string, status: string): void;
-  /** How long a job's tickets' leases last (jobs.ts, jobLeaseMs). */
+  /** How long a job's tickets' leases last while it waits out a retry backoff (jobs.ts, jobLeaseMs). */
   leaseMs(deadlineMs: number): number;
-  /** Extends the leases of a job's tickets to `until` (ms) while it runs. */
-  renew(itemId: string, tickets: { seq: number; leaseId: string }[], until: number): Promise<unknown>;
+  /** How long they last while it runs, renewed every third of it (jobs.ts, RUN_LEASE_MS). */
+  runLeaseMs: number;
+  /** Extends the leases of a job's tickets to `until` (ms); resolves with how many were still theirs. */
+  renew(itemId: string, tickets: { seq: number; leaseId: string }[], until: number): Promise<number>;
 }
 
 /** Thrown to make BullMQ retry a job whose remaining tickets dropped or faulted. */
@@ -102,12 +104,14 @@ export function createRunner(deps: RunnerDeps) {
     const attempt = job.attemptsMade + 1;
     const ac = new AbortController();
     const timer = setTimeout(() => ac.abort(), deadlineMs);
-    // The tickets' leases live as long as the job runs (jobs.ts, jobLeaseMs); a renewal that fails
-    // (Redis unreachable) is harmless: the lease runs out and the ticket is offered again.
-    const leaseMs = deps.leaseMs(deadlineMs);
-    const renew = () => void deps.renew(d.itemId, d.tickets, deps.now() + leaseMs).catch(() => {});
-    renew();
-    const renewal = setInterval(renew, leaseMs / 3);
+    // The tickets' leases live as long as this process runs the job (jobs.ts, RUN_LEASE_MS); a
+    // renewal that fails (Redis unreachable) is harmless: the lease runs out and the ticket is
+    // offered again. None still ours: a job of a dead daemon that BullMQ handed over after its
+    // tickets had come back to the line and been admitted again; they run in their new job.
+    const held = await deps.renew(d.itemId, d.tickets, deps.now() + deps.runLeaseMs).catch(() => null);
+    if (held === 0) return log.info({ itemId: d.itemId, tickets: d.tickets.length }, 'job skipped: its tickets were offered again');
+    const renew = () => void deps.renew(d.itemId, d.tickets, deps.now() + deps.runLeaseMs).catch(() => {});
+    const renewal = setInterval(renew, deps.runLeaseMs / 3);
     const ctx: HandlerContext = { signal: ac.signal, deadlineMs, log: log.child({ itemId: d.itemId }), ...deps.context(d.itemId) };
     let results: PromiseSettledResult<boolean>[];
     try {
@@ -119,6 +123,8 @@ export function createRunner(deps: RunnerDeps) {
     // A ticket whose settle failed (Redis unreachable) is retried like one that dropped.
     const again = d.tickets.filter((_, i) => results[i].status === 'rejected' || !(results[i] as PromiseFulfilledResult<boolean>).value);
     if (!again.length) return;
+    // Waiting out the backoff, the job is BullMQ's, not this process's: the long lease again.
+    await deps.renew(d.itemId, again, deps.now() + deps.leaseMs(deadlineMs)).catch(() => {});
     const fault = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (again.length < d.tickets.length) await job.updateData({ ...d, tickets: again });
     throw fault ? fault.reason : new RetryLater(`${again.length} of ${d.tickets.length} tickets to retry`);

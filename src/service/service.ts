@@ -7,7 +7,7 @@ import { createBatcher, perKey } from '../kernel/batcher.js';
 import type { Logger } from '../kernel/logger.js';
 import type { Line } from '../queue/line.js';
 import { RequeueError, type HandlerContext } from './handler.js';
-import { createJobQueues, type JobOptions } from './jobs.js';
+import { createJobQueues, RUN_LEASE_MS, type JobOptions } from './jobs.js';
 import type { HandlerRegistry } from './registry.js';
 import { createRunner, type Sample, type Settlement } from './runner.js';
 import type { StockCounters } from './stock-counters.js';
@@ -25,6 +25,8 @@ export interface ServiceDeps {
   log: Logger;
   jobs: JobOptions;
   onSample(s: Sample): void;
+  /** Told how long each sell took, request to answer (the gate's Postgres pressure signal). */
+  onSell?(ms: number): void;
   now(): number;
   onSettled(itemId: string, status: string): void;
 }
@@ -96,7 +98,8 @@ export function createService(deps: ServiceDeps) {
     },
     sell: async (table, req): Promise<SaleResult> => {
       // A refused ticket fails alone: the rest of its batch was sold (db/sales.ts).
-      const sale = await pgCall(() => sellers[table].submit(req));
+      const started = deps.now();
+      const sale = await pgCall(() => sellers[table].submit(req)).finally(() => deps.onSell?.(deps.now() - started));
       if (sale.kind === 'refused') throw sale.error;
       return sale;
     },
@@ -117,6 +120,7 @@ export function createService(deps: ServiceDeps) {
     onSettled: deps.onSettled,
     renew: (itemId, tickets, until) => queue.admissions.extendLeases(itemId, tickets, until),
     leaseMs: (deadlineMs) => jobs.leaseMs(deadlineMs),
+    runLeaseMs: RUN_LEASE_MS,
   });
   const inProcess = deps.handlers.names().filter((n) => deps.handlers.get(n)?.handle);
   const workerConn = deps.bullRedis.duplicate();

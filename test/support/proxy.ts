@@ -6,6 +6,8 @@ export interface TcpProxy {
   cut(): Promise<void>;
   /** Listens again on the same port. */
   restore(): Promise<void>;
+  /** Holds every chunk this long before passing it on, both ways, in order (a slow link). */
+  delay(ms: number): void;
   close(): Promise<void>;
 }
 
@@ -22,8 +24,21 @@ export async function tcpProxy(target: { host: string; port: number }): Promise<
         upstream.destroy();
       });
     }
-    client.pipe(upstream).pipe(client);
+    forward(client, upstream);
+    forward(upstream, client);
   });
+  let delayMs = 0;
+  /** Passes `from`'s chunks to `to`, each `delayMs` after it came (a chunk never overtakes one before it). */
+  function forward(from: net.Socket, to: net.Socket) {
+    let last = 0;
+    from.on('data', (chunk) => {
+      if (!delayMs) return void to.write(chunk);
+      const at = Math.max(Date.now() + delayMs, last);
+      last = at;
+      setTimeout(() => to.writable && to.write(chunk), at - Date.now());
+    });
+    from.on('end', () => setTimeout(() => to.end(), Math.max(0, last - Date.now())));
+  }
   const listen = (port: number) =>
     new Promise<number>((resolve, reject) => {
       server.once('error', reject);
@@ -49,6 +64,9 @@ export async function tcpProxy(target: { host: string; port: number }): Promise<
       if (listening) return;
       await listen(port);
       listening = true;
+    },
+    delay(ms) {
+      delayMs = ms;
     },
     close: cut,
   };

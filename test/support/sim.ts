@@ -1,105 +1,191 @@
+import { callTimeoutMs, capacityAt, capacityPerS, onArrival, phaseMs, rng, runMs, serviceTime, STEPS, type Downstream } from '../../bench/lib/gate-family.js';
 import { bucketOf, type Histogram } from '../../src/scheduler/latency-histogram.js';
-import { defaultParams, enforced, initialState, ready, step, type ControlParams, type ControlState } from '../../src/scheduler/control-law.js';
-
-/** A seeded PRNG (mulberry32), so simulations are deterministic. */
-export function rng(seed: number) {
-  return () => {
-    seed |= 0;
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-export interface Phase {
-  durationMs: number;
-  /** Servers of the downstream; capacity = workers / serviceMs per ms. */
-  workers: number;
-  serviceMs: number;
-}
+import { defaultParams, enforced, initialState, ready, step, type ControlParams, type ControlState, type SampleWindow } from '../../src/scheduler/control-law.js';
 
 /**
- * A downstream with K workers and a FIFO backlog, on a 1 ms virtual clock. Service time grows
- * with its own backlog (thrashing), and past `bound` queued requests it answers 503 at once.
- * Flooded = more requests waiting for a worker than there are workers.
- * The gate in front of it follows the control law (or a fixed limit), with an endless line.
+ * A member of the downstream family (bench/lib/gate-family.ts) behind a model of the daemon, on a
+ * 1 ms virtual clock, with an endless line. The daemon part: an admitted ticket reaches the
+ * downstream `DISPATCH_MS` later (admission, job queue, worker); its slot frees `SETTLE_MS` after
+ * the answer; a drop (503, or no answer within the call timeout: the downstream may keep working
+ * on it) is retried after 200 ms × 2^(attempt−1), the ticket holding its slot meanwhile, up to 5
+ * attempts. Samples reach the controller in flushes every 50 ms; it ticks every 100 ms, as the
+ * daemon's do. The gate obeys the law's limit and pace (a token bucket with the admit script's
+ * burst), or a fixed limit.
  */
-export function simulate(
-  phases: Phase[],
-  opts: {
-    fixedLimit?: number;
-    params?: ControlParams;
-    seed?: number;
-    bound?: number;
-    timeoutMs?: number;
-    /** A faulty gate that admits nothing while paced below this (per s), as the GCRA's rounding once did. */
-    deadBelowRate?: number;
-  } = {},
-) {
+const DISPATCH_MS = 3;
+const SETTLE_MS = 1;
+const FLUSH_MS = 50;
+const TICK_MS = 100;
+const ATTEMPTS = 5;
+
+export interface PhaseStats {
+  /** Calls answered 200 (not given up on) ÷ the capacity integrated over the phase (phase 1: from the first answer). */
+  delivered: number;
+  /** Share of the phase (phase 1: from the first answer) with more calls waiting than workers. */
+  flooded: number;
+  /** From the phase's start (phase 1: from the first answer) to the first 2 s stretch in which every 1 s window delivered ≥ 0.85 C with < 5% flooded; null: never. */
+  recoveryMs: number | null;
+  drops: number;
+}
+
+interface Call {
+  ticket: Ticket;
+  startedAt: number;
+  hung: boolean;
+  gone: boolean;
+}
+interface Ticket {
+  attempt: number;
+}
+
+export function simulateMember(d: Downstream, opts: { params?: ControlParams; fixedLimit?: number; oracle?: (workers: number) => number; seed?: number; trace?: boolean; debug?: (t: number, w: SampleWindow, s: ControlState) => void } = {}) {
   const p = opts.params ?? defaultParams;
-  const random = rng(opts.seed ?? 1);
-  const bound = opts.bound ?? 200;
-  const timeoutMs = opts.timeoutMs ?? 2000;
+  const random = rng(opts.seed ?? d.seed);
+  const total = runMs(d);
   let state: ControlState = initialState(0, 10, p);
-  const busy: { start: number; end: number }[] = []; // in service
-  const backlog: number[] = []; // start times of queued requests
+  // Future events by time: arrivals at the downstream, slot releases, retries.
+  const at = new Map<number, (() => void)[]>();
+  const later = (t: number, f: () => void) => {
+    const k = Math.ceil(t);
+    const list = at.get(k);
+    if (list) list.push(f);
+    else at.set(k, [f]);
+  };
+  const busy: { call: Call; end: number }[] = [];
+  const backlog: Call[] = [];
   let inflight = 0;
-  let tokens = 0;
-  let win = { n: 0, drops: 0, hist: new Map() as Histogram, probeHist: new Map() as Histogram, inflightMax: 0, waiting: Infinity, openedAt: 0 };
-  const perPhase: { delivered: number; capacity: number; floodedMs: number; ms: number; limitTrace: number[] }[] = [];
-  let t = 0;
-  for (const ph of phases) {
-    const stats = { delivered: 0, capacity: (ph.workers / ph.serviceMs) * 1000, floodedMs: 0, ms: ph.durationMs, limitTrace: [] as number[] };
-    for (let i = 0; i < ph.durationMs; i++, t++) {
-      const { limit: enforcedLimit, rate } = enforced(state, p);
-      const limit = opts.fixedLimit ?? enforcedLimit;
-      tokens = rate && opts.fixedLimit === undefined ? Math.min(tokens + rate / 1000, Math.max(1, rate * 0.1)) : Infinity;
-      if (rate !== null && opts.fixedLimit === undefined && rate < (opts.deadBelowRate ?? 0)) tokens = 0;
-      while (inflight < limit && tokens >= 1) {
-        inflight++;
-        tokens--;
-        if (backlog.length >= bound) {
-          inflight--;
-          record(t, 0, true);
-        } else backlog.push(t);
-      }
-      // Downstream: start queued work on free workers; dearer when the backlog is long.
-      while (busy.length < ph.workers && backlog.length) {
-        const start = backlog.shift()!;
-        const cost = ph.serviceMs * (1 + backlog.length / (ph.workers * 4)) * (0.8 + 0.4 * random());
-        busy.push({ start, end: t + cost });
-      }
-      for (let j = busy.length - 1; j >= 0; j--) {
-        if (busy[j].end <= t) {
-          const { start } = busy[j];
-          busy.splice(j, 1);
-          inflight--;
-          const latency = t - start;
-          const drop = latency > timeoutMs;
-          if (!drop) stats.delivered++;
-          record(start, latency, drop);
-        }
-      }
-      if (backlog.length > ph.workers) stats.floodedMs++;
-      win.inflightMax = Math.max(win.inflightMax, inflight);
-      if (i % 100 === 0) {
-        if (opts.fixedLimit === undefined && ready(state, win, win.openedAt, t, p)) {
-          state = step(state, win, t, p, random);
-          win = { n: 0, drops: 0, hist: new Map(), probeHist: new Map(), inflightMax: inflight, waiting: Infinity, openedAt: t };
-        }
-        stats.limitTrace.push(enforced(state, p).limit);
-      }
+  let tokens = 1;
+  let nth = 0;
+  let firstAnswerAt: number | null = null;
+  const emptyWindow = (t: number): SampleWindow & { openedAt: number } => ({ n: 0, drops: 0, hist: new Map() as Histogram, probeHist: new Map() as Histogram, inflightMax: inflight, waiting: Infinity, openedAt: t });
+  let win = emptyWindow(0);
+  let pending: { start: number; latency: number; drop: boolean }[] = [];
+  // Per 100 ms: answers and flooded ms, for recovery and delivery.
+  const okPer: number[] = [];
+  const floodPer: number[] = [];
+  const capPer: number[] = [];
+  const dropsPer: number[] = [];
+  const trace: { t: number; limit: number; inflight: number; backlog: number; busy: number; workers: number; probing: boolean; base: number | null; p50: number | null; rate: number | null }[] = [];
+
+  const finishCall = (t: number, call: Call, drop: boolean) => {
+    pending.push({ start: call.startedAt, latency: t - call.startedAt, drop });
+    const tk = call.ticket;
+    if (drop) dropsPer[Math.floor(t / 100)] = (dropsPer[Math.floor(t / 100)] ?? 0) + 1;
+    if (drop && tk.attempt < ATTEMPTS) {
+      later(t + 200 * 2 ** (tk.attempt - 1), () => {
+        tk.attempt++;
+        later(now + DISPATCH_MS, () => arrive(tk));
+      });
+      return;
     }
-    perPhase.push(stats);
+    later(t + SETTLE_MS, () => inflight--);
+  };
+  const arrive = (tk: Ticket) => {
+    const call: Call = { ticket: tk, startedAt: now, hung: false, gone: false };
+    const what = onArrival(d, now, backlog.length, busy.length);
+    if (what === 'shed') return finishCall(now, call, true);
+    if (what === 'hang') call.hung = true;
+    else backlog.push(call);
+    // The caller's timeout: gives up on the call (the downstream may still work on it).
+    later(now + callTimeoutMs(d), () => {
+      if (call.gone) return;
+      call.gone = true;
+      finishCall(now, call, true);
+    });
+  };
+
+  let now = 0;
+  for (; now < total; now++) {
+    for (const f of at.get(now) ?? []) f();
+    at.delete(now);
+    const e = enforced(state, p);
+    const limit = opts.oracle ? opts.oracle(capacityAt(d, now).workers * capacityAt(d, now).speed) : (opts.fixedLimit ?? e.limit);
+    const rate = opts.fixedLimit === undefined && !opts.oracle ? e.rate : null;
+    tokens = rate ? Math.min(tokens + rate / 1000, Math.max(1, rate * 0.1)) : Infinity;
+    while (inflight < limit && tokens >= 1) {
+      inflight++;
+      tokens--;
+      const tk: Ticket = { attempt: 1 };
+      later(now + DISPATCH_MS, () => arrive(tk));
+    }
+    const { workers } = capacityAt(d, now);
+    for (let j = busy.length - 1; j >= 0; j--) {
+      if (busy[j].end > now) continue;
+      const { call } = busy[j];
+      busy.splice(j, 1);
+      if (call.gone) continue; // zombie work: the caller gave up
+      call.gone = true;
+      const b = Math.floor(now / 100);
+      okPer[b] = (okPer[b] ?? 0) + 1;
+      if (firstAnswerAt === null) firstAnswerAt = now;
+      finishCall(now, call, false);
+    }
+    while (busy.length < workers && backlog.length) {
+      const call = backlog.shift()!;
+      if (call.gone) continue;
+      busy.push({ call, end: now + serviceTime(d, now, backlog.length, ++nth, random) });
+    }
+    const b = Math.floor(now / 100);
+    if (backlog.length > workers) floodPer[b] = (floodPer[b] ?? 0) + 1;
+    capPer[b] = (capPer[b] ?? 0) + capacityPerS(d, now) / 1000;
+    win.inflightMax = Math.max(win.inflightMax, inflight);
+    if (now % FLUSH_MS === 0) {
+      for (const s of pending) record(s.start, s.latency, s.drop);
+      pending = [];
+    }
+    if (now % TICK_MS === 0 && opts.fixedLimit === undefined && ready(state, win, win.openedAt, now, p)) {
+      const closed = { ...win, ms: now - win.openedAt };
+      state = step(state, closed, now, p, random);
+      opts.debug?.(now, closed, state);
+      win = emptyWindow(now);
+    }
+    if (opts.trace && now % 100 === 0) trace.push({ t: now, limit: enforced(state, p).limit, inflight, backlog: backlog.length, busy: busy.length, workers, probing: state.probe !== null, base: state.baseMs, p50: state.p50Ms, rate: enforced(state, p).rate });
   }
-  return { perPhase, state };
+
+  const ph = phaseMs(d);
+  const phases: PhaseStats[] = (d.steps ?? STEPS).map((_, i) => {
+    // Phase 1 counts from the first answer: the cold start is judged by its recovery time.
+    const b0 = i === 0 ? Math.min(ph / 100 - 20, Math.ceil((firstAnswerAt ?? 0) / 100)) : (i * ph) / 100;
+    const b1 = ((i + 1) * ph) / 100;
+    let ok = 0;
+    let cap = 0;
+    let flood = 0;
+    let drops = 0;
+    for (let b = b0; b < b1; b++) {
+      ok += okPer[b] ?? 0;
+      cap += capPer[b] ?? 0;
+      flood += floodPer[b] ?? 0;
+      drops += dropsPer[b] ?? 0;
+    }
+    return { delivered: ok / cap, flooded: flood / ((b1 - b0) * 100), recoveryMs: recovery(b0, b1), drops };
+  });
+  return { phases, state, trace };
+
+  function recovery(from: number, to: number): number | null {
+    const good = (i: number) => {
+      let ok = 0;
+      let cap = 0;
+      let flood = 0;
+      for (let b = i; b < i + 10; b++) {
+        ok += okPer[b] ?? 0;
+        cap += capPer[b] ?? 0;
+        flood += floodPer[b] ?? 0;
+      }
+      return ok >= 0.85 * cap && flood < 50;
+    };
+    for (let i = from; i + 20 <= to; i++) {
+      let all = true;
+      for (let j = i; j <= i + 10 && all; j++) all = good(j);
+      if (all) return (i - from) * 100;
+    }
+    return null;
+  }
 
   function record(start: number, latency: number, drop: boolean) {
     win.n++;
     if (drop) return void win.drops++;
-    const b = bucketOf(latency);
-    win.hist.set(b, (win.hist.get(b) ?? 0) + 1);
-    if (state.probe && start >= state.probe.startedAt) win.probeHist.set(b, (win.probeHist.get(b) ?? 0) + 1);
+    const bucket = bucketOf(latency);
+    win.hist.set(bucket, (win.hist.get(bucket) ?? 0) + 1);
+    if (state.probe && start >= state.probe.startedAt) win.probeHist.set(bucket, (win.probeHist.get(bucket) ?? 0) + 1);
   }
 }

@@ -1,0 +1,99 @@
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, describe, expect, it } from 'vitest';
+import { RUN_LEASE_MS } from '../src/service/jobs.js';
+import { startDaemonProcess, type RunningDaemon } from './support/daemon.js';
+import { testDb } from './support/db.js';
+import { http } from './support/http.js';
+import { redisUrl, testRedis } from './support/redis.js';
+
+const { newPrefix } = testRedis();
+const db = await testDb();
+const running: RunningDaemon[] = [];
+
+// The downstream: answers a call after 50 ms, or, while `holding`, never (the call stays open).
+// Every arrival is recorded with its time and idempotency key (the ticket), and listeners wait on
+// arrivals instead of sleeping.
+let holding = false;
+const arrivals: { at: number; ref: string }[] = [];
+const held: ServerResponse[] = [];
+const listeners: (() => void)[] = [];
+const server = createServer(async (req: IncomingMessage, res) => {
+  for await (const _ of req);
+  arrivals.push({ at: Date.now(), ref: String(req.headers['idempotency-key']) });
+  for (const l of listeners.splice(0)) l();
+  if (holding) return void held.push(res);
+  setTimeout(() => res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}'), 50);
+});
+const arrived = (n: number, what: string, ms = 30_000) =>
+  new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`timed out waiting for ${what} (${arrivals.length} arrivals)`)), ms);
+    const check = () => {
+      if (arrivals.length >= n) {
+        clearTimeout(timer);
+        resolve();
+      } else listeners.push(check);
+    };
+    check();
+  });
+
+afterAll(async () => {
+  await Promise.all(running.map((d) => d.stop('SIGKILL')));
+  for (const r of held) r.destroy();
+  server.closeAllConnections();
+  await new Promise((r) => server.close(r));
+});
+
+describe('the adaptive gate when its leader dies', () => {
+  it('admits again within the run lease + 1 s after the leader is SIGKILLed holding every in-flight slot, and runs no ticket a third time', { timeout: 120_000 }, async () => {
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
+    const env = { REDIS_URL: redisUrl(), DATABASE_URL: db.url, FLOODGATE_REDIS_PREFIX: newPrefix(), FLOODGATE_SERVICE_KEYS: 'svc', FLOODGATE_OPERATOR_KEYS: 'op' };
+
+    // The leader alone first, so it is the leader and its worker takes the first job.
+    const a = await startDaemonProcess(env);
+    running.push(a);
+    // Auto under an operator ceiling of 2 in flight: the field report's pinned limit of 2.
+    await http(a.url, 'PUT', '/v1/items/fo', { handler: 'webhook', config: { url, timeoutMs: 30_000 }, gate: { mode: 'auto', maxInFlight: 2 } }, 'op');
+    holding = true;
+    for (let i = 0; i < 60; i += 20) await Promise.all(Array.from({ length: 20 }, (_, j) => http(a.url, 'POST', '/v1/items/fo/tickets', { userId: `u${i + j}` }, 'svc')));
+    await arrived(2, 'the leader to hold both slots');
+    let view: any;
+    for (const until = Date.now() + 10_000; !view?.gate.controller?.leader && Date.now() < until; await new Promise((r) => setTimeout(r, 50)))
+      view = (await http(a.url, 'GET', '/v1/items/fo', undefined, 'op')).body;
+    expect(view.gate.controller.leader).toContain(`-${a.proc.pid}-`);
+    expect(view.counts.admitted).toBe(2);
+
+    const b = await startDaemonProcess(env);
+    running.push(b);
+    const heldRefs = arrivals.map((x) => x.ref);
+    holding = false;
+    const killedAt = Date.now();
+    await a.stop('SIGKILL');
+
+    // Admissions come back through the survivor: the first within the run lease + 1 s of the kill,
+    // and no gap longer than that until 20 more calls went out.
+    const before = arrivals.length;
+    await arrived(before + 20, '20 calls through the survivor');
+    const after = [killedAt, ...arrivals.slice(before).map((x) => x.at)];
+    const gaps = after.slice(1).map((t, i) => t - after[i]);
+    expect(Math.max(...gaps), `gaps after the kill: ${gaps.join(', ')} ms`).toBeLessThanOrEqual(RUN_LEASE_MS + 1000);
+    // The two tickets the dead daemon held ran again, through the survivor.
+    expect(arrivals.slice(before).map((x) => x.ref)).toEqual(expect.arrayContaining(heldRefs));
+
+    // The line drains; the dead daemon's job, handed over once its BullMQ lock (10 s) ran out and
+    // the stall check saw it, runs nothing: no ticket reaches the downstream a third time.
+    let item: any;
+    for (const until = Date.now() + 60_000; Date.now() < until; await new Promise((r) => setTimeout(r, 100))) {
+      item = (await http(b.url, 'GET', '/v1/items/fo', undefined, 'op')).body;
+      if (item.counts.waiting === 0 && item.counts.admitted === 0) break;
+    }
+    expect(item.counts.succeeded).toBe(60);
+    const seen = new Map<string, number>();
+    for (const x of arrivals) seen.set(x.ref, (seen.get(x.ref) ?? 0) + 1);
+    expect([...seen.values()].filter((n) => n > 2)).toEqual([]);
+    expect([...seen].filter(([, n]) => n === 2).map(([ref]) => ref).sort()).toEqual([...heldRefs].sort());
+    for (const until = Date.now() + 30_000; !/job skipped: its tickets were offered again/.test(b.output()) && Date.now() < until; ) await new Promise((r) => setTimeout(r, 100));
+    expect(b.output()).toMatch(/job skipped: its tickets were offered again/);
+  });
+});
