@@ -23,6 +23,7 @@ import { createItemsStore } from './db/items-store.js';
 import { ensurePostgres } from './infra/ensure-postgres.js';
 import { ensureRedis } from './infra/ensure-redis.js';
 import { connectRedis } from './infra/redis-client.js';
+import { provisionPolicy } from './infra/system-changes.js';
 import { systemClock, type Clock } from './kernel/clock.js';
 import type { Logger } from './kernel/logger.js';
 import { every } from './kernel/loop.js';
@@ -78,8 +79,9 @@ export type DaemonEvents = EventEmitter<{
 /** Redis and Postgres (migrated): the configured ones, or local ones found or started (infra/). */
 export async function openStores(config: Config, log: Logger) {
   const dataDir = path.resolve(config.FLOODGATE_DATA_DIR);
-  const redisInfra = await ensureRedis({ url: config.REDIS_URL, dataDir: path.join(dataDir, 'redis'), log, autoInstall: config.FLOODGATE_AUTO_INSTALL, env: process.env });
-  const pgInfra = await ensurePostgres({ url: config.DATABASE_URL, dataDir: path.join(dataDir, 'postgres'), log, port: config.FLOODGATE_EMBEDDED_PG_PORT });
+  const changes = provisionPolicy(config.FLOODGATE_PROVISION, { redis: !!config.REDIS_URL, postgres: !!config.DATABASE_URL }, log.child({ module: 'provision' }));
+  const redisInfra = await ensureRedis({ url: config.REDIS_URL, dataDir: path.join(dataDir, 'redis'), log, changes, env: config.environment });
+  const pgInfra = await ensurePostgres({ url: config.DATABASE_URL, dataDir: path.join(dataDir, 'postgres'), log, changes, port: config.FLOODGATE_EMBEDDED_PG_PORT });
   const redis = await connectRedis(redisInfra.url, 'api', log);
   const dbHandle = connectDb(pgInfra.url, { max: 10 });
   await migrateDb(dbHandle);
