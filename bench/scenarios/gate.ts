@@ -26,7 +26,7 @@ import { runLoad } from '../lib/load.js';
 import { freePort, repoRoot, spawnTsx, waitHealthy, type Child } from '../lib/procs.js';
 import { mdTable } from '../lib/report.js';
 import { fmtInt, fmtS } from '../lib/stats.js';
-import type { ScenarioOutput } from './index.js';
+import type { ScenarioOutput } from '../lib/harness.js';
 import type { BucketCounts } from '../lib/gate-bucket.js';
 
 const PHASE_S = Number(process.env.BENCH_GATE_PHASE_S ?? 20);
