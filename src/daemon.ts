@@ -124,7 +124,7 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
     autoCap: config.FLOODGATE_AUTO_START_LIMIT,
   });
   const reservations = createReservations({ sql: dbHandle.sql, queue, log: log.child({ module: 'reservations' }), onReturned: (itemId) => events.emit('returned', itemId) });
-  return { events, handlers, metrics, queue, store, gateStore, catalog, reservations };
+  return { clock, events, handlers, metrics, queue, store, gateStore, catalog, reservations };
 }
 
 export type Modules = ReturnType<typeof wireModules>;
@@ -145,6 +145,7 @@ export function wireApp(config: Config, log: Logger, { redis, dbHandle }: Stores
     scopes: parseKeyScopes(config.FLOODGATE_KEY_SCOPES),
     tokens,
     metricsKey: config.FLOODGATE_METRICS_KEY,
+    clock: m.clock,
     ready: async () => {
       const [r, p] = await Promise.all([probe(() => redis.ping(), READY_TIMEOUT_MS - 100), probe(() => dbHandle.sql`select 1`, READY_TIMEOUT_MS - 100)]);
       return { redis: r, postgres: p };

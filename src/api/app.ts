@@ -24,7 +24,7 @@ import type { KeyScopes } from '../access/keys.js';
 import type { Tokens } from '../tokens/tokens.js';
 import { ticketEventRoutes } from './routes/ticket-events.js';
 import { createTicketWatch } from '../queue/ticket-watch.js';
-import { systemClock } from '../kernel/clock.js';
+import { systemClock, type Clock } from '../kernel/clock.js';
 import { pageRoutes } from './routes/pages.js';
 import { consoleDataRoutes } from './routes/console-data.js';
 import { inviteRoutes } from './routes/invites.js';
@@ -50,6 +50,8 @@ export interface AppDeps extends OpsDeps {
   scopes?: KeyScopes;
   /** Admission tokens (signing keys in Postgres); without them tickets carry none. */
   tokens?: Tokens;
+  /** The routes' clock (default the system's): the queue's own, so tests can drive both. */
+  clock?: Clock;
   /** How often the event streams' shared watch looks at the items (default 250 ms). */
   watchTickMs?: number;
 }
@@ -89,6 +91,7 @@ export function createApp(deps: AppDeps) {
     auth: createAuth({ ...deps.keys, scopes: deps.scopes ?? deps.keys.scopes }),
     blocks: createBlocks(deps.queue),
     tokens: deps.tokens,
+    clock: deps.clock ?? systemClock,
     defaultHook: (result) => {
       if (!result.success) throw validationError(result.error);
     },
