@@ -91,7 +91,7 @@ async function main() {
   const out = await scenario.run(ctx);
   const elapsed = Date.now() - started.getTime();
 
-  const knobs = Object.entries(process.env).filter(([k]) => k.startsWith('BENCH_') && k !== 'BENCH_NO_DOCS').map(([k, v]) => `${k}=${v}`);
+  const knobs = Object.entries(process.env).filter(([k]) => (k.startsWith('BENCH_') && k !== 'BENCH_NO_DOCS') || k.startsWith('FLOODGATE_')).map(([k, v]) => `${k}=${v}`);
   const settings = `- settings: ${knobs.length ? knobs.join(' ') : 'defaults'} (\`npm run bench -- ${name}\`)`;
   const body = [`## ${name} — ${ctx.machine.date}`, '', machineLines(ctx.machine), `- code: ${code}`, settings, `- run took ${fmtS(elapsed)}`, '', out.markdown].join('\n');
   console.log(`\n${body}\n`);

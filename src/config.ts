@@ -34,6 +34,11 @@ export const configSchema = z.object({
   FLOODGATE_DEFAULT_KEY_QUOTA: z.coerce.number().int().min(1).max(1e9).optional(),
   /** The daemon's public URL: the `iss` of admission tokens (default "floodgate"). */
   FLOODGATE_PUBLIC_URL: z.string().url().optional(),
+  /** `auto` (one per core) or N: daemon processes behind the one port (src/processes.ts); unset = 1. */
+  FLOODGATE_PROCESSES: z
+    .string()
+    .regex(/^(auto|[1-9][0-9]{0,2})$/, 'auto or a number of processes (1-999)')
+    .optional(),
   FLOODGATE_REDIS_PREFIX: z.string().regex(/^[A-Za-z0-9:_.-]*$/).default('fg:'),
   FLOODGATE_DATA_DIR: z.string().default('.floodgate'),
   /**
@@ -83,6 +88,18 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
   }
   return { ...parsed.data, environment: env };
+}
+
+/** What infra/ensure-stores.ts needs of the configuration. */
+export function storeSettings(config: Config) {
+  return {
+    redisUrl: config.REDIS_URL,
+    databaseUrl: config.DATABASE_URL,
+    dataDir: config.FLOODGATE_DATA_DIR,
+    provision: config.FLOODGATE_PROVISION,
+    embeddedPgPort: config.FLOODGATE_EMBEDDED_PG_PORT,
+    env: config.environment,
+  };
 }
 
 /** The configuration as the daemon reads it at start, with what the log should say about where it came from. */

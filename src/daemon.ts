@@ -17,30 +17,33 @@ import type { Redis } from 'ioredis';
 import { createApp } from './api/app.js';
 import { probe, READY_TIMEOUT_MS } from './api/routes/ops.js';
 import { createCatalog } from './catalog/catalog.js';
-import type { Config } from './config.js';
+import { storeSettings, type Config } from './config.js';
 import { connectDb, migrateDb, type DbHandle } from './db/client.js';
 import { createItemsStore } from './db/items-store.js';
-import { ensurePostgres } from './infra/ensure-postgres.js';
-import { ensureRedis } from './infra/ensure-redis.js';
+import { ensureStores } from './infra/ensure-stores.js';
 import { connectRedis } from './infra/redis-client.js';
-import { provisionPolicy } from './infra/system-changes.js';
 import { systemClock, type Clock } from './kernel/clock.js';
 import type { Logger } from './kernel/logger.js';
 import { every } from './kernel/loop.js';
 import { redactUrl } from './kernel/redact-url.js';
-import { createMetrics, showItems } from './kernel/metrics.js';
-import { createQueue, type QueueDeps } from './queue/queue.js';
+import { createMetrics } from './kernel/metrics.js';
+import { workerMetrics } from './kernel/cluster-metrics.js';
+import { isClusterWorker } from './processes.js';
+import { createLine, type LineDeps } from './queue/line.js';
 import { readOutcome } from './db/outcomes.js';
 import { createHandlerRegistry, type HandlerRegistry } from './service/registry.js';
 import { createService } from './service/service.js';
 import { startDispatcher } from './scheduler/dispatcher.js';
-import { startLedger } from './service/ledger.js';
-import { createLedgerFeed } from './queue/ledger-feed.js';
-import { createGateStore } from './queue/gate-store.js';
-import { withScripts } from './queue/scripts.js';
+import { startLedger } from './service/outcome-ledger.js';
+import { createLedgerFeed } from './service/outcome-ledger-feed.js';
+import { createGateStore } from './scheduler/gate-store.js';
 import { startController } from './scheduler/controller.js';
 import { createSampleRecorder } from './scheduler/sample-recorder.js';
-import { createStockLedger } from './db/stock-ledger.js';
+import { createStockRows } from './db/stock-rows.js';
+import { createStockCounters } from './service/stock-counters.js';
+import { controllerView } from './scheduler/controller-view.js';
+import { createSeriesStore } from './scheduler/series-store.js';
+import { createInviteUses } from './access/invite-uses.js';
 import { createPgHealth } from './db/health.js';
 import { startStockKeeper } from './catalog/stock-keeper.js';
 import { startRetention } from './catalog/retention.js';
@@ -78,27 +81,23 @@ export type DaemonEvents = EventEmitter<{
 
 /** Redis and Postgres (migrated): the configured ones, or local ones found or started (infra/). */
 export async function openStores(config: Config, log: Logger) {
-  const dataDir = path.resolve(config.FLOODGATE_DATA_DIR);
-  const changes = provisionPolicy(config.FLOODGATE_PROVISION, { redis: !!config.REDIS_URL, postgres: !!config.DATABASE_URL }, log.child({ module: 'provision' }));
-  const redisInfra = await ensureRedis({ url: config.REDIS_URL, dataDir: path.join(dataDir, 'redis'), log, changes, env: config.environment });
-  const pgInfra = await ensurePostgres({ url: config.DATABASE_URL, dataDir: path.join(dataDir, 'postgres'), log, changes, port: config.FLOODGATE_EMBEDDED_PG_PORT });
-  const redis = await connectRedis(redisInfra.url, 'api', log);
-  const dbHandle = connectDb(pgInfra.url, { max: 10 });
+  const infra = await ensureStores(storeSettings(config), log);
+  const redis = await connectRedis(infra.redisUrl, 'api', log);
+  const dbHandle = connectDb(infra.pgUrl, { max: 10 });
   await migrateDb(dbHandle);
   const close = async () => {
     redis.disconnect();
     await dbHandle.close();
-    await pgInfra.stop();
-    await redisInfra.stop();
+    await infra.stop();
   };
-  return { redis, dbHandle, redisUrl: redisInfra.url, pgUrl: pgInfra.url, close };
+  return { redis, dbHandle, redisUrl: infra.redisUrl, pgUrl: infra.pgUrl, close };
 }
 
 /** The modules over the stores, none of them running: what the daemon, the CLI and the HTTP tests share. */
 export function wireModules(config: Config, log: Logger, clock: Clock, { redis, dbHandle }: Stores, handlers: HandlerRegistry = createHandlerRegistry()) {
   const events: DaemonEvents = new EventEmitter();
   const metrics = createMetrics();
-  const queue = createQueue({
+  const queue = createLine({
     redis,
     prefix: config.FLOODGATE_REDIS_PREFIX,
     clock,
@@ -109,22 +108,25 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
       metrics.waitSeconds.observe({ item: itemId }, actualMs / 1000);
       if (predictedMs !== null && actualMs > 0) metrics.etaError.observe({ item: itemId }, Math.abs(actualMs - predictedMs) / actualMs);
     },
-    archived: (ref) => readOutcome(dbHandle.sql, ref) as ReturnType<NonNullable<QueueDeps['archived']>>,
+    archived: (ref) => readOutcome(dbHandle.sql, ref) as ReturnType<NonNullable<LineDeps['archived']>>,
   });
   const store = createItemsStore(dbHandle.db);
-  const gateStore = createGateStore(withScripts(redis), config.FLOODGATE_REDIS_PREFIX);
+  const gateStore = createGateStore(redis, config.FLOODGATE_REDIS_PREFIX, clock);
+  const stock = createStockCounters({ redis, prefix: config.FLOODGATE_REDIS_PREFIX, clock, items: queue.items });
+  const series = createSeriesStore(redis, config.FLOODGATE_REDIS_PREFIX, clock);
   const catalog = createCatalog({
     queue,
     store,
-    stock: createStockLedger(dbHandle.sql),
+    stockRows: createStockRows(dbHandle.sql),
+    counters: stock,
+    gates: gateStore,
     handlers,
     clock,
     log: log.child({ module: 'catalog' }),
-    resetController: (itemId) => gateStore.requestReset(itemId),
     autoCap: config.FLOODGATE_AUTO_START_LIMIT,
   });
-  const reservations = createReservations({ sql: dbHandle.sql, queue, log: log.child({ module: 'reservations' }), onReturned: (itemId) => events.emit('returned', itemId) });
-  return { clock, events, handlers, metrics, queue, store, gateStore, catalog, reservations };
+  const reservations = createReservations({ sql: dbHandle.sql, queue, stock, log: log.child({ module: 'reservations' }), onReturned: (itemId) => events.emit('returned', itemId) });
+  return { clock, events, handlers, metrics, queue, stock, series, store, gateStore, catalog, reservations };
 }
 
 export type Modules = ReturnType<typeof wireModules>;
@@ -132,8 +134,16 @@ export type Modules = ReturnType<typeof wireModules>;
 /** The HTTP API over the modules; `tokens` when admission tokens are signed (the daemon always). */
 export function wireApp(config: Config, log: Logger, { redis, dbHandle }: Stores, m: Modules, tokens?: Tokens) {
   const { queue, metrics } = m;
+  // From the item views this daemon already holds (the dispatcher keeps them at most
+  // FLOODGATE_CACHE_MS old): a scrape reads Redis only for an item it has never loaded.
+  const itemViews = async () => {
+    const views = await Promise.all((await queue.items.itemIds()).map((id) => queue.items.peek(id) ?? queue.items.item(id)));
+    return views.flatMap((v) => (v ? [{ itemId: v.snap.def.itemId, waiting: v.snap.counts.waiting, admitted: v.snap.counts.admitted, gate: v.snap.gate, controller: controllerView(v.snap), stockLeft: v.snap.stockLeft }] : []));
+  };
   return createApp({
     queue,
+    series: m.series,
+    inviteUses: createInviteUses(redis, config.FLOODGATE_REDIS_PREFIX),
     catalog: m.catalog,
     handlers: m.handlers,
     metrics,
@@ -150,15 +160,9 @@ export function wireApp(config: Config, log: Logger, { redis, dbHandle }: Stores
       const [r, p] = await Promise.all([probe(() => redis.ping(), READY_TIMEOUT_MS - 100), probe(() => dbHandle.sql`select 1`, READY_TIMEOUT_MS - 100)]);
       return { redis: r, postgres: p };
     },
-    // From the item views this daemon already holds (the dispatcher keeps them at most
-    // FLOODGATE_CACHE_MS old): a scrape reads Redis only for an item it has never loaded.
-    beforeScrape: async () => {
-      const views = await Promise.all((await queue.itemIds()).map(async (id) => queue.peek(id) ?? (await queue.item(id))));
-      showItems(
-        metrics,
-        views.flatMap((v) => (v ? [{ itemId: v.snap.def.itemId, waiting: v.snap.counts.waiting, admitted: v.snap.counts.admitted, gate: v.snap.gate, controller: v.snap.controller, stockLeft: v.snap.stockLeft }] : [])),
-      );
-    },
+    itemViews,
+    // Several processes on one port (FLOODGATE_PROCESSES): a scrape answers for all of them.
+    scrape: isClusterWorker() ? workerMetrics(metrics) : undefined,
   });
 }
 
@@ -175,9 +179,12 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
   const { stores, events, handlers, metrics, queue, store, gateStore, catalog, reservations } = core;
   const { redis, dbHandle } = stores;
   const me = `${os.hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
-  const samples = createSampleRecorder(gateStore, (itemId) => queue.peek(itemId)?.snap.controller?.probeStart ?? null);
+  const samples = createSampleRecorder(gateStore, (itemId) => {
+    const snap = queue.items.peek(itemId)?.snap;
+    return (snap && controllerView(snap)?.probeStart) ?? null;
+  });
   const restored = await catalog.restore();
-  await queue.activateAll();
+  await queue.items.activateAll();
   if (restored) log.warn({ restored }, 'items restored into redis from postgres');
   if (config.FLOODGATE_RECONCILE_ON_START) await catalog.reconcile({ idleOnly: true });
   const pg = createPgHealth(dbHandle.sql, log.child({ module: 'postgres' }));
@@ -190,12 +197,12 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
     catalog.restoreIfLost().then(async (n) => {
       if (!n) return;
       log.warn({ restored: n }, 'items restored into redis from postgres');
-      await queue.activateAll();
+      await queue.items.activateAll();
     });
   // After a reconnect every item is active again for a minute: what an outage left undone is picked up.
   redis.on('ready', () =>
     void restoreLost()
-      .then(() => queue.activateAll())
+      .then(() => queue.items.activateAll())
       .catch((err) => log.warn({ err: String(err) }, 'restore after reconnect failed')),
   );
 
@@ -205,6 +212,7 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
     sql: dbHandle.sql,
     pg,
     queue,
+    stock: core.stock,
     handlers,
     log: log.child({ module: 'service' }),
     jobs: {
@@ -250,7 +258,7 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
       events: {
         leaderChange: (itemId) => metrics.gateLeaderChanges.inc({ item: itemId }),
         // Limit, pace, baseline and latencies reach Redis and every daemon's item view, which the
-        // scrape shows (showItems); in-flight as the controller counted it and probes are the leader's.
+        // scrape shows (item-gauges.ts); in-flight as the controller counted it and probes are the leader's.
         published: (itemId, s, v) => {
           metrics.gateInFlight.set({ item: itemId }, v.inflight);
           const seen = probesSeen.get(itemId) ?? s.probes;
@@ -277,13 +285,13 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
     ledger,
     // Reservations past their deadline are released within a second, by whichever daemon sees them first.
     every(250, 'reservation sweep', () => (pg.up ? reservations.sweep() : Promise.resolve()), log),
-    every(500, 'lease sweep', () => queue.sweep(), log),
-    every(1000, 'poll touch flush', () => queue.flush(), log),
+    every(500, 'lease sweep', () => queue.admissions.sweep(), log),
+    every(1000, 'poll touch flush', () => queue.tickets.flush(), log),
     every(50, 'gate sample flush', () => samples.flush(), log),
     startStockKeeper({ queue, catalog, pg, log: log.child({ module: 'stock' }) }, { everyMs: 2000 }),
     startRetention({ queue, store, clock, log: log.child({ module: 'retention' }) }, { everyMs: 60_000, retentionMs: config.FLOODGATE_ITEM_RETENTION_MS }),
     every(1000, 'redis loss check', restoreLost, log),
-    startSeriesRecorder({ queue, series: queue.series, clock, log: log.child({ module: 'series' }), effective: (item) => catalog.gateOf(item).effective }, { everyMs: 500 }),
+    startSeriesRecorder({ queue, series: core.series, clock, log: log.child({ module: 'series' }), effective: (item) => catalog.gateOf(item).effective }, { everyMs: 500 }),
   ];
 
   const app = wireApp(config, log, stores, core, tokens);
@@ -315,7 +323,7 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
         await Promise.all(loops.map((l) => l.stop()));
         await tokens.stop();
         pg.stop();
-        await queue.flush().catch(() => {});
+        await queue.tickets.flush().catch(() => {});
         await ledger.drain().catch((err) => log.warn({ err: String(err) }, 'final ledger drain failed'));
         bullRedis.disconnect();
         await stores.close();

@@ -8,6 +8,7 @@ import { describeError } from './api/errors.js';
 import { keysForRun, readSettings, runKeysNotice, type Config, type Settings } from './config.js';
 import { openCore, startDaemon } from './daemon.js';
 import { SetupNeeded } from './infra/system-changes.js';
+import { isClusterWorker, processCount, runPrimary } from './processes.js';
 import { systemClock } from './kernel/clock.js';
 import { createLogger, type Logger } from './kernel/logger.js';
 
@@ -60,11 +61,17 @@ async function main() {
     log.warn({ roles: Object.keys(keys.generated), file: keys.file }, 'no keys configured; made keys for this run (development mode)');
     process.stderr.write(`${runKeysNotice(keys, process.cwd())}\n`);
   }
-  const daemon = await startDaemon(keys.config, log).catch((err) => {
-    // What the machine lacks is said plainly; anything else is a bug, with its stack.
-    log.fatal({ err: err instanceof SetupNeeded ? err.message : String(err?.stack ?? err) }, 'failed to start');
+  const processes = processCount(config.FLOODGATE_PROCESSES);
+  // What the machine lacks is said plainly; anything else is a bug, with its stack.
+  const failedToStart = (err: unknown): never => {
+    log.fatal({ err: err instanceof SetupNeeded ? err.message : String((err as Error)?.stack ?? err) }, 'failed to start');
     process.exit(1);
-  });
+  };
+  if (processes > 1 && !isClusterWorker()) {
+    await runPrimary(keys.config, log, processes).catch(failedToStart);
+    return;
+  }
+  const daemon = await startDaemon(keys.config, log).catch(failedToStart);
   const shutdown = (signal: string) => {
     log.info({ signal }, 'shutdown requested');
     const force = setTimeout(() => {

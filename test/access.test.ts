@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { anonymousKeyName } from '../src/access/keys.js';
 import { writeOutcomes } from '../src/db/outcomes.js';
-import { createLedgerFeed } from '../src/queue/ledger-feed.js';
+import { createLedgerFeed } from '../src/service/outcome-ledger-feed.js';
 import { SERVICE, testApp } from './support/app.js';
 
 const t = await testApp();
@@ -21,7 +21,7 @@ describe('named keys and scopes', () => {
     expect((await call('GET', `/v1/tickets/${bare.ticketId}`)).body.source).toBe(anonymousKeyName(SERVICE));
     // The ledger copies it: cancel, then drain the done stream the way the daemon does.
     await call('DELETE', `/v1/tickets/${named.ticketId}`, undefined, null);
-    const { tickets } = await createLedgerFeed(t.redis, prefix, 'test').read((await queue.item(item, { fresh: true }))!.snap, 100);
+    const { tickets } = await createLedgerFeed(t.redis, prefix, 'test').read((await queue.items.item(item, { fresh: true }))!.snap, 100);
     await writeOutcomes(t.db.sql, tickets);
     const rows = await t.db.sql`select source, status from ticket_outcomes where item_id = ${item}`;
     expect(rows).toEqual([{ source: 'app', status: 'cancelled' }]);

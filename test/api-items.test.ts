@@ -121,4 +121,28 @@ describe('items and gate (operator)', () => {
     expect(r1.body).toMatchObject({ handler: 'seckill', config: { stock: 3 }, gate: { mode: 'manual', rate: 7 } });
     expect((await second.call('GET', '/v1/items/r2')).body.state).toBe('closed');
   });
+
+  it('lists idle items from the views it holds, and shows a gate changed through another daemon', async () => {
+    const clock = t.manualClock(Date.UTC(2027, 0, 5, 9));
+    const a = t.build({ clock });
+    const b = t.build({ clock, prefix: a.prefix });
+    for (let i = 0; i < 30; i++) expect((await a.call('PUT', `/v1/items/idle-${i}`, { handler: 'external', gate: { mode: 'closed' } })).status).toBe(201);
+    clock.advance(120_000); // nobody worked on them for two minutes: none is active
+    let reads = 0;
+    const item = a.queue.items.item.bind(a.queue.items);
+    a.queue.items.item = (...args: Parameters<typeof item>) => ((reads += 1), item(...args));
+    expect((await a.call('GET', '/v1/items')).body.items).toHaveLength(30);
+    const first = reads;
+    reads = 0;
+    const again = await a.call('GET', '/v1/items');
+    expect(again.body.items.map((v: { itemId: string }) => v.itemId)).toEqual(Array.from({ length: 30 }, (_, i) => `idle-${i}`).sort());
+    expect(reads).toBe(0);
+    expect(first).toBeLessThanOrEqual(30);
+    // Another daemon opens one gate: the item turns active, and the list reads it again.
+    expect((await b.call('PATCH', '/v1/items/idle-7/gate', { mode: 'manual', rate: 5 })).status).toBe(200);
+    clock.advance(200);
+    const after = await a.call('GET', '/v1/items');
+    expect(after.body.items.find((v: { itemId: string }) => v.itemId === 'idle-7').gate).toMatchObject({ mode: 'manual', rate: 5 });
+    expect(reads).toBeGreaterThanOrEqual(1);
+  });
 });

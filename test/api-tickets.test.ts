@@ -175,7 +175,7 @@ describe('pull and outcome (external items)', () => {
     for (let i = 1; i <= 3; i++) await join(call, 'e', `u${i}`);
     const [p1] = (await call('POST', '/v1/items/e/pull', { max: 1, leaseMs: 1000 }, SERVICE)).body.tickets;
     clock.advance(1001);
-    await queue.sweep(); // the daemon runs this every 500 ms
+    await queue.admissions.sweep(); // the daemon runs this every 500 ms
     expect((await call('GET', `/v1/tickets/${p1.ticketId}`, undefined, null)).body).toMatchObject({ state: 'waiting', position: 1 });
     const [again] = (await call('POST', '/v1/items/e/pull', { max: 1 }, SERVICE)).body.tickets;
     expect(again.userId).toBe('u1');
@@ -202,7 +202,7 @@ describe('pull and outcome (external items)', () => {
     const b = (await join(call, 'e', 'active')).body;
     clock.advance(50_000);
     await call('GET', `/v1/tickets/${b.ticketId}`, undefined, null);
-    await queue.flush();
+    await queue.tickets.flush();
     clock.advance(20_000);
     const got = (await call('POST', '/v1/items/e/pull', { max: 5 }, SERVICE)).body.tickets;
     expect(got.map((x: { userId: string }) => x.userId)).toEqual(['active']);

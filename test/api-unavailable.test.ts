@@ -1,14 +1,18 @@
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createApp } from '../src/api/app.js';
+import { createGateStore } from '../src/scheduler/gate-store.js';
+import { createSeriesStore } from '../src/scheduler/series-store.js';
+import { createInviteUses } from '../src/access/invite-uses.js';
+import { createStockCounters } from '../src/service/stock-counters.js';
 import { createCatalog } from '../src/catalog/catalog.js';
 import { connectDb } from '../src/db/client.js';
 import { createItemsStore } from '../src/db/items-store.js';
-import { createStockLedger } from '../src/db/stock-ledger.js';
+import { createStockRows } from '../src/db/stock-rows.js';
 import { systemClock } from '../src/kernel/clock.js';
 import { createLogger } from '../src/kernel/logger.js';
 import { createMetrics } from '../src/kernel/metrics.js';
-import { createQueue } from '../src/queue/queue.js';
+import { createLine } from '../src/queue/line.js';
 import { createHandlerRegistry } from '../src/service/registry.js';
 
 // Nothing listens on port 1: every Redis and Postgres call fails to connect.
@@ -23,15 +27,17 @@ afterAll(async () => {
 describe('when Redis and Postgres are unreachable', () => {
   it('answers 503 unavailable with Retry-After, never a 500', async () => {
     const log = createLogger('silent');
-    const queue = createQueue({ redis, prefix: 'x:', clock: systemClock, cacheMs: 0 });
+    const queue = createLine({ redis, prefix: 'x:', clock: systemClock, cacheMs: 0 });
     const handlers = createHandlerRegistry();
-    const catalog = createCatalog({ queue, store: createItemsStore(db.db), stock: createStockLedger(db.sql), handlers, clock: systemClock, log, resetController: async () => {}, autoCap: 10 });
+    const catalog = createCatalog({ queue, store: createItemsStore(db.db), stockRows: createStockRows(db.sql), counters: createStockCounters({ redis, prefix: 'x:', clock: systemClock, items: queue.items }), gates: createGateStore(redis, 'x:', systemClock), handlers, clock: systemClock, log, autoCap: 10 });
     const app = createApp({
+      series: createSeriesStore(redis, 'x:', systemClock),
+      inviteUses: createInviteUses(redis, 'x:'),
       queue, catalog, handlers, metrics: createMetrics(), log,
       keys: { service: ['s'], operator: ['o'] },
       bodyLimitBytes: 16384,
       ready: async () => ({ redis: false, postgres: false }),
-      beforeScrape: async () => {},
+      itemViews: async () => [],
     });
     const req = (method: string, path: string, body?: unknown) =>
       app.request(path, { method, headers: { authorization: 'Bearer o', 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });

@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { manualClock } from '../src/kernel/clock.js';
-import { createQueue } from '../src/queue/queue.js';
+import { createLine } from '../src/queue/line.js';
+import { createGateStore } from '../src/scheduler/gate-store.js';
+import { createStockCounters } from '../src/service/stock-counters.js';
 import type { LineDefinition } from '../src/queue/types.js';
 import { testRedis } from './support/redis.js';
 
@@ -11,24 +13,26 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 describe('what a waiting ticket is told', () => {
   it('a manual rate of 40/s set after a slower one: etaMs is within 15% (median) of the real wait from the first second', async () => {
     const clock = manualClock();
-    const queue = createQueue({ redis: t.redis, prefix: t.newPrefix(), clock, cacheMs: 0 });
-    await queue.define(def('eta'), { mode: 'manual', rate: 10, maxInFlight: null }, { reopen: false });
+    const prefix = t.newPrefix();
+    const queue = createLine({ redis: t.redis, prefix, clock, cacheMs: 0 });
+    const gates = createGateStore(t.redis, prefix, clock);
+    await queue.definitions.define(def('eta'), { mode: 'manual', rate: 10, maxInFlight: null }, { reopen: false });
     const ids: string[] = [];
-    for (let i = 0; i < 700; i += 100) ids.push(...(await Promise.all(Array.from({ length: 100 }, (_, j) => queue.join('eta', `u${i + j}`, null)))).map((r) => r.ticket.ticketId));
+    for (let i = 0; i < 700; i += 100) ids.push(...(await Promise.all(Array.from({ length: 100 }, (_, j) => queue.tickets.join('eta', `u${i + j}`, null)))).map((r) => r.ticket.ticketId));
     // Ten seconds at 10/s, a consumer pulling every 20 ms: the measured rate says 10/s.
     const admittedAt = new Map<string, number>();
     const pullFor = async (ms: number) => {
       for (const until = clock.now() + ms; clock.now() < until; ) {
         clock.advance(20);
-        for (const g of await queue.admit('eta', 100, 600_000)) admittedAt.set(g.ticketId, clock.now());
+        for (const g of await queue.admissions.admit('eta', 100, 600_000)) admittedAt.set(g.ticketId, clock.now());
       }
     };
     await pullFor(10_000);
-    await queue.setGate('eta', { rate: 40 });
+    await gates.writeSettings('eta', { rate: 40 });
     await pullFor(1000);
     const t0 = clock.now();
     const waiting = ids.filter((id) => !admittedAt.has(id));
-    const views = await Promise.all(waiting.map((id) => queue.status(id)));
+    const views = await Promise.all(waiting.map((id) => queue.tickets.status(id)));
     const predicted = new Map(views.map((v) => [v.ticketId, t0 + v.etaMs!]));
     await pullFor(waiting.length * 25 + 2000);
     const errors = waiting.map((id) => Math.abs(admittedAt.get(id)! - predicted.get(id)!) / Math.max(1, admittedAt.get(id)! - t0));
@@ -39,12 +43,12 @@ describe('what a waiting ticket is told', () => {
   it('reports, at admission, the ETA each ticket was told at its join and the wait it really had', async () => {
     const clock = manualClock();
     const waited: [number | null, number][] = [];
-    const queue = createQueue({ redis: t.redis, prefix: t.newPrefix(), clock, cacheMs: 0, onWaited: (_item, predicted, actual) => void waited.push([predicted, actual]) });
-    await queue.define(def('told'), { mode: 'manual', rate: 10, maxInFlight: null }, { reopen: false });
-    for (let i = 0; i < 20; i++) await queue.join('told', `u${i}`, null);
+    const queue = createLine({ redis: t.redis, prefix: t.newPrefix(), clock, cacheMs: 0, onWaited: (_item, predicted, actual) => void waited.push([predicted, actual]) });
+    await queue.definitions.define(def('told'), { mode: 'manual', rate: 10, maxInFlight: null }, { reopen: false });
+    for (let i = 0; i < 20; i++) await queue.tickets.join('told', `u${i}`, null);
     while (waited.length < 20) {
       clock.advance(50);
-      await queue.admit('told', 100, 60_000);
+      await queue.admissions.admit('told', 100, 60_000);
     }
     // Ticket k was told k/10 s (10/s, position k) and admitted after about that long (a burst of 1 at once).
     expect(waited[19][0]).toBe(2000);
@@ -54,20 +58,23 @@ describe('what a waiting ticket is told', () => {
 
   it('says why the line is not moving: paused (no ETA), awaiting_returns', async () => {
     const clock = manualClock();
-    const queue = createQueue({ redis: t.redis, prefix: t.newPrefix(), clock, cacheMs: 0 });
-    await queue.define(def('why'), { mode: 'closed', rate: null, maxInFlight: null }, { reopen: false });
-    const { ticket } = await queue.join('why', 'u1', null);
+    const prefix = t.newPrefix();
+    const queue = createLine({ redis: t.redis, prefix, clock, cacheMs: 0 });
+    const gates = createGateStore(t.redis, prefix, clock);
+    const stock = createStockCounters({ redis: t.redis, prefix, clock, items: queue.items });
+    await queue.definitions.define(def('why'), { mode: 'closed', rate: null, maxInFlight: null }, { reopen: false });
+    const { ticket } = await queue.tickets.join('why', 'u1', null);
     expect(ticket).toMatchObject({ position: 1, reason: 'paused' });
     expect(ticket.etaMs).toBeUndefined();
     clock.advance(5000);
-    const later = await queue.status(ticket.ticketId);
+    const later = await queue.tickets.status(ticket.ticketId);
     expect(later.reason).toBe('paused');
     expect(later.etaMs).toBeUndefined();
-    await queue.setGate('why', { mode: 'manual', rate: 5 });
-    await queue.stock.set('why', 0, 1);
-    expect(await queue.status(ticket.ticketId)).toMatchObject({ reason: 'awaiting_returns' });
-    await queue.stock.set('why', 3, 1);
-    const moving = await queue.status(ticket.ticketId);
+    await gates.writeSettings('why', { mode: 'manual', rate: 5 });
+    await stock.set('why', 0, 1);
+    expect(await queue.tickets.status(ticket.ticketId)).toMatchObject({ reason: 'awaiting_returns' });
+    await stock.set('why', 3, 1);
+    const moving = await queue.tickets.status(ticket.ticketId);
     expect(moving.reason).toBeUndefined();
     expect(moving.etaMs).toBe(200);
   });

@@ -1,8 +1,9 @@
 import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { manualClock } from '../src/kernel/clock.js';
-import { createQueue } from '../src/queue/queue.js';
-import { itemKeys } from '../src/queue/keys.js';
+import { createLine } from '../src/queue/line.js';
+import { createGateStore } from '../src/scheduler/gate-store.js';
+import { itemKeys } from '../src/redis/keys.js';
 import { testRedis } from './support/redis.js';
 
 /**
@@ -13,31 +14,32 @@ import { testRedis } from './support/redis.js';
 const t = testRedis();
 const clock = manualClock();
 const prefix = t.newPrefix();
-const queue = createQueue({ redis: t.redis, prefix, clock, cacheMs: 0 });
+const queue = createLine({ redis: t.redis, prefix, clock, cacheMs: 0 });
+const gates = createGateStore(t.redis, prefix, clock);
 const POOL = 16_000; // ≥ the largest pull: burst (10,000 at 100,000/s) + 50 ms at that rate
 const ITEM = 'paced';
 
 beforeAll(async () => {
-  await queue.define(
+  await queue.definitions.define(
     { itemId: ITEM, handler: 'external', config: {}, capacity: null, abandonAfterMs: null, opensAt: null, closesAt: null, rejoin: 'any' },
     { mode: 'manual', rate: 1, maxInFlight: null },
     { reopen: false },
   );
   for (let i = 0; i < POOL; i += 2000)
-    await Promise.all(Array.from({ length: Math.min(2000, POOL - i) }, (_, j) => queue.join(ITEM, `u${i + j}`, null)));
+    await Promise.all(Array.from({ length: Math.min(2000, POOL - i) }, (_, j) => queue.tickets.join(ITEM, `u${i + j}`, null)));
 }, 60_000);
 
 /** Pulls at start, start + gaps[0], …; returns [time, admitted] per pull. Stops after ~10k admissions at the rate. */
 async function drive(rate: number, start: number, gaps: number[]): Promise<[number, number][]> {
   await t.redis.hdel(itemKeys(prefix, ITEM).gate, 'tatAt', 'tatOff');
-  await queue.setGate(ITEM, { mode: 'manual', rate });
+  await gates.writeSettings(ITEM, { mode: 'manual', rate });
   clock.set(start);
   const pulls: [number, number][] = [];
   for (let i = 0; i <= gaps.length && (clock.now() - start) * rate <= 10_000_000; i++) {
     if (i > 0) clock.advance(gaps[i - 1]);
-    const got = await queue.admit(ITEM, POOL, 3_600_000);
+    const got = await queue.admissions.admit(ITEM, POOL, 3_600_000);
     pulls.push([clock.now(), got.length]);
-    const codes = await queue.settleMany(
+    const codes = await queue.admissions.settleMany(
       ITEM,
       got.map((x) => ({ seq: x.seq, leaseId: x.leaseId, status: 'failed' as const, retry: true, force: true })),
     );

@@ -1,9 +1,9 @@
 import { ticketRef } from '../src/kernel/ticket-ref.js';
 import { describe, expect, it } from 'vitest';
 import { createLogger } from '../src/kernel/logger.js';
-import { itemKeys } from '../src/queue/keys.js';
-import { createLedgerFeed } from '../src/queue/ledger-feed.js';
-import { startLedger } from '../src/service/ledger.js';
+import { itemKeys } from '../src/redis/keys.js';
+import { createLedgerFeed } from '../src/service/outcome-ledger-feed.js';
+import { startLedger } from '../src/service/outcome-ledger.js';
 import { SERVICE, testApp } from './support/app.js';
 
 const t = await testApp();
@@ -13,11 +13,11 @@ describe('the outcome ledger', () => {
     const { call, queue, prefix, metrics } = t.build();
     const [a, b] = [t.uniqueItem(), t.uniqueItem()];
     // Settles through the queue module, past the API's door: as a custom handler's result could.
-    const settleAll = async (itemId: string, n: number, outcome: (i: number) => Parameters<typeof queue.settle>[1]) => {
+    const settleAll = async (itemId: string, n: number, outcome: (i: number) => Parameters<typeof queue.admissions.settle>[1]) => {
       expect((await call('PUT', `/v1/items/${itemId}`, { handler: 'external' })).status).toBe(201);
       for (let i = 0; i < n; i++) await call('POST', `/v1/items/${itemId}/tickets`, { userId: `u${i}` }, SERVICE);
-      const got = await queue.admit(itemId, n, 30_000);
-      for (const [i, g] of got.entries()) await queue.settle(g.ticketId, { ...outcome(i), leaseId: g.leaseId });
+      const got = await queue.admissions.admit(itemId, n, 30_000);
+      for (const [i, g] of got.entries()) await queue.admissions.settle(g.ticketId, { ...outcome(i), leaseId: g.leaseId });
       return got.map((g) => g.ticketId);
     };
     const ticketsA = await settleAll(a, 3, (i) =>

@@ -67,7 +67,7 @@ describe('pre-queue and the draw at open', () => {
     const later: string[] = [];
     for (let i = 0; i < 10; i++) later.push((await join(`later-${i}`)).body.ticketId);
     // Nothing is admitted before the draw; the next admission (or the sweep) draws first.
-    await queue.sweep();
+    await queue.admissions.sweep();
     const view = (await call('GET', `/v1/items/${item}`)).body.preQueue;
     expect(view).toMatchObject({ seedHash, size: 60 });
     expect(createHash('sha256').update(Buffer.from(view.seed, 'hex')).digest('hex')).toBe(seedHash);

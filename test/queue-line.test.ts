@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { manualClock } from '../src/kernel/clock.js';
-import { createQueue } from '../src/queue/queue.js';
+import { createLine } from '../src/queue/line.js';
 import type { LineDefinition } from '../src/queue/types.js';
 import { testRedis, unlinkPrefix } from './support/redis.js';
 
@@ -19,24 +19,24 @@ const def = (itemId: string, over: Partial<LineDefinition> = {}): LineDefinition
 
 function setup(cacheMs = 0) {
   const clock = manualClock();
-  const queue = createQueue({ redis: t.redis, prefix: t.newPrefix(), clock, cacheMs });
+  const queue = createLine({ redis: t.redis, prefix: t.newPrefix(), clock, cacheMs });
   return { clock, queue };
 }
 
 describe('the line', () => {
   it('gives 200 concurrent joiners the positions 1..200 exactly once each', async () => {
     const { queue } = setup();
-    await queue.define(def('a'), null, { reopen: false });
-    const res = await Promise.all(Array.from({ length: 200 }, (_, i) => queue.join('a', `u${i}`, null)));
+    await queue.definitions.define(def('a'), null, { reopen: false });
+    const res = await Promise.all(Array.from({ length: 200 }, (_, i) => queue.tickets.join('a', `u${i}`, null)));
     expect(res.every((r) => r.created)).toBe(true);
     expect(res.map((r) => r.ticket.position).sort((x, y) => x! - y!)).toEqual(Array.from({ length: 200 }, (_, i) => i + 1));
   });
 
   it('returns the same ticket to a repeated join', async () => {
     const { queue } = setup();
-    await queue.define(def('a'), null, { reopen: false });
-    const first = await queue.join('a', 'u1', { x: 1 });
-    const again = await queue.join('a', 'u1', null);
+    await queue.definitions.define(def('a'), null, { reopen: false });
+    const first = await queue.tickets.join('a', 'u1', { x: 1 });
+    const again = await queue.tickets.join('a', 'u1', null);
     expect(again.created).toBe(false);
     expect(again.ticket.ticketId).toBe(first.ticket.ticketId);
     expect(again.ticket.position).toBe(1);
@@ -44,50 +44,50 @@ describe('the line', () => {
 
   it('hands out the head in order, and re-offers an expired lease ahead of later tickets', async () => {
     const { queue, clock } = setup();
-    await queue.define(def('a'), null, { reopen: false });
-    for (let i = 1; i <= 5; i++) await queue.join('a', `u${i}`, { n: i });
-    const first = await queue.admit('a', 2, 1000);
+    await queue.definitions.define(def('a'), null, { reopen: false });
+    for (let i = 1; i <= 5; i++) await queue.tickets.join('a', `u${i}`, { n: i });
+    const first = await queue.admissions.admit('a', 2, 1000);
     expect(first.map((x) => x.userId)).toEqual(['u1', 'u2']);
     expect(first[0].payload).toEqual({ n: 1 });
-    await queue.settle(first[0].ticketId, { leaseId: first[0].leaseId, status: 'succeeded', result: { ok: 1 } });
+    await queue.admissions.settle(first[0].ticketId, { leaseId: first[0].leaseId, status: 'succeeded', result: { ok: 1 } });
     clock.advance(1001);
-    expect(await queue.sweep()).toBe(1);
-    const back = await queue.status(first[1].ticketId);
+    expect(await queue.admissions.sweep()).toBe(1);
+    const back = await queue.tickets.status(first[1].ticketId);
     expect(back).toMatchObject({ state: 'waiting', position: 1 });
-    const next = await queue.admit('a', 2, 1000);
+    const next = await queue.admissions.admit('a', 2, 1000);
     expect(next.map((x) => x.userId)).toEqual(['u2', 'u3']);
-    await expect(queue.settle(first[1].ticketId, { leaseId: first[1].leaseId, status: 'succeeded' })).rejects.toMatchObject({ code: 'lease_lost' });
-    const done = await queue.status(first[0].ticketId);
+    await expect(queue.admissions.settle(first[1].ticketId, { leaseId: first[1].leaseId, status: 'succeeded' })).rejects.toMatchObject({ code: 'lease_lost' });
+    const done = await queue.tickets.status(first[0].ticketId);
     expect(done).toMatchObject({ state: 'succeeded', outcome: { status: 'succeeded', result: { ok: 1 } } });
   });
 
   it('cancels a waiting ticket, skips it at the head, and ends all waiting tickets on close', async () => {
     const { queue } = setup();
-    await queue.define(def('a'), null, { reopen: false });
+    await queue.definitions.define(def('a'), null, { reopen: false });
     const tickets = [];
-    for (let i = 1; i <= 4; i++) tickets.push((await queue.join('a', `u${i}`, null)).ticket);
-    expect(await queue.cancel(tickets[0].ticketId)).toMatchObject({ state: 'cancelled' });
-    expect(await queue.cancel(tickets[0].ticketId)).toMatchObject({ state: 'cancelled' }); // a repeat reads it again
-    const got = await queue.admit('a', 1, 1000);
-    await expect(queue.cancel(got[0].ticketId)).rejects.toMatchObject({ code: 'not_cancellable' });
+    for (let i = 1; i <= 4; i++) tickets.push((await queue.tickets.join('a', `u${i}`, null)).ticket);
+    expect(await queue.tickets.cancel(tickets[0].ticketId)).toMatchObject({ state: 'cancelled' });
+    expect(await queue.tickets.cancel(tickets[0].ticketId)).toMatchObject({ state: 'cancelled' }); // a repeat reads it again
+    const got = await queue.admissions.admit('a', 1, 1000);
+    await expect(queue.tickets.cancel(got[0].ticketId)).rejects.toMatchObject({ code: 'not_cancellable' });
     expect(got[0].userId).toBe('u2');
-    expect(await queue.cut('a', 'closed')).toBe(2);
-    expect(await queue.status(tickets[3].ticketId)).toMatchObject({ state: 'cancelled', outcome: { reason: 'item_closed' } });
-    await expect(queue.join('a', 'u9', null)).rejects.toMatchObject({ code: 'closed' });
+    expect(await queue.definitions.cut('a', 'closed')).toBe(2);
+    expect(await queue.tickets.status(tickets[3].ticketId)).toMatchObject({ state: 'cancelled', outcome: { reason: 'item_closed' } });
+    await expect(queue.tickets.join('a', 'u9', null)).rejects.toMatchObject({ code: 'closed' });
   });
 
   it('answers 404 for a cached ticket id once its item was lost and created anew', async () => {
     const clock = manualClock();
     const prefix = t.newPrefix();
-    const queue = createQueue({ redis: t.redis, prefix, clock, cacheMs: 250 });
-    await queue.define(def('a'), null, { reopen: false });
-    const old = (await queue.join('a', 'u1', null)).ticket;
-    expect(await queue.status(old.ticketId)).toMatchObject({ state: 'waiting', position: 1 }); // now cached
+    const queue = createLine({ redis: t.redis, prefix, clock, cacheMs: 250 });
+    await queue.definitions.define(def('a'), null, { reopen: false });
+    const old = (await queue.tickets.join('a', 'u1', null)).ticket;
+    expect(await queue.tickets.status(old.ticketId)).toMatchObject({ state: 'waiting', position: 1 }); // now cached
     await unlinkPrefix(t.redis, prefix); // Redis lost the item
-    await queue.define(def('a'), null, { reopen: false });
-    await queue.join('a', 'someone-else', null); // seq 1 exists again, under a new secret
+    await queue.definitions.define(def('a'), null, { reopen: false });
+    await queue.tickets.join('a', 'someone-else', null); // seq 1 exists again, under a new secret
     clock.advance(300);
-    await expect(queue.status(old.ticketId)).rejects.toMatchObject({ code: 'ticket_not_found' });
+    await expect(queue.tickets.status(old.ticketId)).rejects.toMatchObject({ code: 'ticket_not_found' });
   });
 });
 
@@ -96,8 +96,8 @@ describe('ids the daemon did not issue', () => {
     const clock = manualClock();
     const redis = t.redis.duplicate();
     const prefix = t.newPrefix();
-    const queue = createQueue({ redis, prefix, clock, cacheMs: 250 });
-    await queue.define(def('real'), null, { reopen: false });
+    const queue = createLine({ redis, prefix, clock, cacheMs: 250 });
+    await queue.definitions.define(def('real'), null, { reopen: false });
     let calls = 0;
     const send = redis.sendCommand.bind(redis);
     redis.sendCommand = ((...args: Parameters<typeof send>) => {
@@ -108,18 +108,18 @@ describe('ids the daemon did not issue', () => {
     // A flood: 2,000 forged ids, 100 at a time. The misses that arrive together share one check.
     for (let i = 0; i < 2000; i += 100) {
       clock.advance(1);
-      const answers = await Promise.allSettled(Array.from({ length: 100 }, (_, j) => queue.status(forged(i + j))));
+      const answers = await Promise.allSettled(Array.from({ length: 100 }, (_, j) => queue.tickets.status(forged(i + j))));
       expect(answers.every((a) => a.status === 'rejected' && (a.reason as { code?: string }).code === 'ticket_not_found')).toBe(true);
     }
     expect(calls).toBeLessThanOrEqual(60);
     // An item made on another daemon a moment ago is never refused: a miss checks again.
-    const other = createQueue({ redis: t.redis, prefix, clock, cacheMs: 250 });
-    await other.define(def('new'), null, { reopen: false });
-    const { ticket: fresh } = await other.join('new', 'u1', null);
-    expect((await queue.status(fresh.ticketId)).state).toBe('waiting');
+    const other = createLine({ redis: t.redis, prefix, clock, cacheMs: 250 });
+    await other.definitions.define(def('new'), null, { reopen: false });
+    const { ticket: fresh } = await other.tickets.join('new', 'u1', null);
+    expect((await queue.tickets.status(fresh.ticketId)).state).toBe('waiting');
     // A ticket of a real item still reads (and an item made elsewhere appears after the recheck).
-    const { ticket } = await queue.join('real', 'u1', null);
-    expect((await queue.status(ticket.ticketId)).state).toBe('waiting');
+    const { ticket } = await queue.tickets.join('real', 'u1', null);
+    expect((await queue.tickets.status(ticket.ticketId)).state).toBe('waiting');
     redis.disconnect();
   });
 });

@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { writeSales } from '../src/db/sales.js';
 import { createLogger } from '../src/kernel/logger.js';
-import { itemKeys } from '../src/queue/keys.js';
+import { itemKeys } from '../src/redis/keys.js';
 import { createReservations } from '../src/service/reservations.js';
 import { ticketRef } from '../src/kernel/ticket-ref.js';
 import { testApp } from './support/app.js';
@@ -21,10 +21,10 @@ describe('reservations, as a property over interleavings', () => {
     let run = 0;
     await fc.assert(
       fc.asyncProperty(fc.integer({ min: 1, max: 4 }), fc.array(step, { minLength: 5, maxLength: 30 }), async (total, steps) => {
-        const { call, queue, prefix } = t.build();
+        const { call, queue, stock, prefix } = t.build();
         const item = `prop-${run++}-${t.uniqueItem()}`;
         expect((await call('PUT', `/v1/items/${item}`, { handler: 'seckill', config: { stock: total, reserveMs: 60_000 } })).status).toBe(201);
-        const resv = createReservations({ sql: t.db.sql, queue, log: createLogger('silent'), onReturned: () => {} });
+        const resv = createReservations({ sql: t.db.sql, queue, stock, log: createLogger('silent'), onReturned: () => {} });
         const k = itemKeys(prefix, item);
         let seq = 0;
         const orderIds: string[] = [];
@@ -33,11 +33,11 @@ describe('reservations, as a property over interleavings', () => {
           if (s.op === 'join') {
             // The handler's path: a unit in Redis first, then Postgres; no sale gives it back.
             seq++;
-            const took = await queue.stock.take(item, [seq]);
+            const took = await stock.take(item, [seq]);
             if (!took.taken[0]) continue;
             const [sale] = await writeSales(t.db.sql, 'orders', [{ itemId: item, userId: `u${s.user}`, ticketRef: ticketRef(`${item}.${seq}`), reserveMs: 60_000 }]);
             if (sale.kind === 'sold') orderIds.push(sale.id);
-            else await queue.stock.refund(item, seq);
+            else await stock.refund(item, seq);
           } else if (s.op === 'sweep') {
             await resv.sweep();
           } else if (orderIds.length) {

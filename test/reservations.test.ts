@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { itemKeys } from '../src/queue/keys.js';
+import { itemKeys } from '../src/redis/keys.js';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
 import { testRedis } from './support/redis.js';

@@ -3,7 +3,7 @@ import { startRetention } from '../src/catalog/retention.js';
 import { createItemsStore } from '../src/db/items-store.js';
 import { manualClock } from '../src/kernel/clock.js';
 import { createLogger } from '../src/kernel/logger.js';
-import { createQueue } from '../src/queue/queue.js';
+import { createLine } from '../src/queue/line.js';
 import type { LineDefinition } from '../src/queue/types.js';
 import { testDb } from './support/db.js';
 import { testRedis } from './support/redis.js';
@@ -17,15 +17,15 @@ describe('retention of ended items', () => {
   it("removes an ended item's Redis keys after the retention period; its Postgres row stays, archived", async () => {
     const clock = manualClock();
     const prefix = t.newPrefix();
-    const queue = createQueue({ redis: t.redis, prefix, clock, cacheMs: 0 });
+    const queue = createLine({ redis: t.redis, prefix, clock, cacheMs: 0 });
     const store = createItemsStore(db.db);
     for (const id of ['ended', 'running']) {
-      await queue.define(def(id), null, { reopen: false });
+      await queue.definitions.define(def(id), null, { reopen: false });
       await store.upsert({ itemId: id, handler: 'external', config: {}, gate: {} });
     }
-    const { ticket } = await queue.join('ended', 'u1', null);
-    await queue.join('running', 'u1', null);
-    await queue.cut('ended', 'sold_out');
+    const { ticket } = await queue.tickets.join('ended', 'u1', null);
+    await queue.tickets.join('running', 'u1', null);
+    await queue.definitions.cut('ended', 'sold_out');
     const retention = startRetention({ queue, store, clock, log: createLogger('silent') }, { everyMs: 3_600_000, retentionMs: 24 * HOUR });
     try {
       clock.advance(23 * HOUR);
@@ -39,10 +39,10 @@ describe('retention of ended items', () => {
       await retention.round();
       const [, keys] = await t.redis.scan('0', 'MATCH', `${prefix}{ended}:*`, 'COUNT', 1000);
       expect(keys).toEqual([]);
-      expect(await queue.itemIds()).toEqual(['running']);
+      expect(await queue.items.itemIds()).toEqual(['running']);
       expect((await store.get('ended'))?.archivedAt).toBeInstanceOf(Date);
       expect((await store.all()).map((r) => r.itemId)).toEqual(['running']);
-      await expect(queue.status(ticket.ticketId)).rejects.toMatchObject({ code: 'ticket_not_found' });
+      await expect(queue.tickets.status(ticket.ticketId)).rejects.toMatchObject({ code: 'ticket_not_found' });
       expect(await t.redis.exists(`${prefix}{running}:meta`)).toBe(1);
     } finally {
       await retention.stop();

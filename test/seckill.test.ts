@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
 import { ticketRef } from '../src/kernel/ticket-ref.js';
-import { itemKeys } from '../src/queue/keys.js';
+import { itemKeys } from '../src/redis/keys.js';
 import { parseTicketId } from '../src/queue/ticket-id.js';
 import { testRedis } from './support/redis.js';
 
@@ -73,7 +73,7 @@ describe('seckill', () => {
     const joins = await Promise.all(Array.from({ length: 6 }, (_, i) => call('POST', '/v1/items/sk-poison/tickets', { userId: `p${i}` }, SVC)));
     // A payload the API would refuse, planted in Redis: as bytes that entered some other way would be.
     const seq = parseTicketId(joins[2].body.ticketId)!.seq;
-    await redis.hset(`${itemKeys(prefix, 'sk-poison').base}pl`, String(seq), JSON.stringify({ note: 'a\u0000b' }));
+    await redis.hset(itemKeys(prefix, 'sk-poison').payloads, String(seq), JSON.stringify({ note: 'a\u0000b' }));
     await call('PATCH', '/v1/items/sk-poison/gate', { mode: 'auto' });
     const views = await waitFor(
       () => Promise.all(joins.map((j) => call('GET', `/v1/tickets/${j.body.ticketId}`, undefined, null).then((r) => r.body))),

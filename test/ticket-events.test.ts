@@ -106,9 +106,9 @@ describe('ticket events (SSE)', () => {
     expect(firsts[0].state).toBe('admitted');
     expect(firsts.slice(1).every((v) => v.state === 'waiting')).toBe(true);
     let perTicketReads = 0;
-    const status = queue.status.bind(queue);
-    queue.status = (id) => ((perTicketReads += 1), status(id));
-    await queue.cut('a', 'sold_out');
+    const status = queue.tickets.status.bind(queue.tickets);
+    queue.tickets.status = (id) => ((perTicketReads += 1), status(id));
+    await queue.definitions.cut('a', 'sold_out');
     const ends = await Promise.all(streams.slice(1).map(async (s) => {
       let v;
       while ((v = await s.next()) && v.state === 'waiting');
@@ -118,5 +118,25 @@ describe('ticket events (SSE)', () => {
     expect(streams[0].views.map((v) => v.state)).toEqual(['admitted']);
     // Only the admitted ticket's stream may read Redis (the cache cannot tell its fate).
     expect(perTicketReads).toBeLessThanOrEqual(20);
+  });
+
+  it('does no per-watcher work while the line stands still, and visits the watchers again when it moves', async () => {
+    const { app, call, queue } = t.build({ cacheMs: 50 });
+    await call('PUT', '/v1/items/a', { handler: 'external', gate: { mode: 'manual', rate: 1000 } });
+    const ids: string[] = [];
+    for (let i = 0; i < 100; i++) ids.push((await join(call, 'a', `u${i}`)).ticketId);
+    const streams = ids.map((id) => follow(app, id));
+    expect((await Promise.all(streams.map((s) => s.next()))).every((v) => v.state === 'waiting')).toBe(true);
+    let looks = 0;
+    const cachedView = queue.tickets.cachedView.bind(queue.tickets);
+    queue.tickets.cachedView = (id) => ((looks += 1), cachedView(id));
+    // 2.5 s of a still line: each watcher is looked at once at most, when its first pollAfterMs
+    // (1 s) is over, then parked until the head moves. (Looking every 250 ms tick would be ~800.)
+    await new Promise((r) => setTimeout(r, 2500));
+    expect(looks).toBeLessThanOrEqual(100);
+    // The head moves: every watcher is told its new place.
+    await call('POST', '/v1/items/a/pull', { max: 10 }, SERVICE);
+    const moved = await Promise.all(streams.slice(10).map((s) => s.next()));
+    expect(moved.map((v) => v.position)).toEqual(Array.from({ length: 90 }, (_, i) => i + 1));
   });
 });

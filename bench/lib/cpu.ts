@@ -3,7 +3,7 @@
  * were, and how much CPU went to processes outside the bench (a shared machine is noisy).
  */
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 
 const TICK = (() => {
   try {
@@ -19,14 +19,39 @@ export interface CpuSnap {
   procs: Record<string, number>;
 }
 
-function procTicks(pid: number): number {
+/** [ppid, utime + stime] of a process, or null when it is gone. */
+function statOf(pid: number): [number, number] | null {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return Number(f[11]) + Number(f[12]); // utime + stime
+    return [Number(f[1]), Number(f[11]) + Number(f[12])];
   } catch {
-    return NaN; // gone
+    return null;
   }
+}
+
+/**
+ * CPU ticks of a process and of every process under it (the workers of a daemon run with
+ * FLOODGATE_PROCESSES, tsx's esbuild service): NaN when the process itself is gone.
+ */
+function procTicks(pid: number): number {
+  const own = statOf(pid);
+  if (!own) return NaN;
+  const parent = new Map<number, number>();
+  const ticks = new Map<number, number>();
+  for (const name of readdirSync('/proc')) {
+    const p = Number(name);
+    if (!Number.isInteger(p) || p === pid) continue;
+    const st = statOf(p);
+    if (st) (parent.set(p, st[0]), ticks.set(p, st[1]));
+  }
+  const under = (p: number): boolean => {
+    for (let q = parent.get(p), hops = 0; q !== undefined && hops < 64; q = parent.get(q), hops++) if (q === pid) return true;
+    return false;
+  };
+  let sum = own[1];
+  for (const [p, t] of ticks) if (under(p)) sum += t;
+  return sum;
 }
 
 /** `pids`: name → pid of the processes to account for separately. */

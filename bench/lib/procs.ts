@@ -22,9 +22,14 @@ export interface Child {
 
 const children = new Set<Child>();
 
-/** Runs `node --import tsx <file>` (what `tsx <file>` does, without the extra wrapper process). */
+/**
+ * Runs `node --import tsx <file>` (what `tsx <file>` does, without the extra wrapper process).
+ * BENCH_NODE_ARGS adds node flags to the children this way started (e.g. `--cpu-prof
+ * --cpu-prof-dir=/tmp/prof` for a flame graph of the daemon under the scenario's load).
+ */
 export function spawnTsx(name: string, file: string, opts: { env?: Record<string, string>; args?: string[]; logFile?: string } = {}): Child {
-  return spawnChild(name, process.execPath, ['--import', 'tsx', file, ...(opts.args ?? [])], opts);
+  const nodeArgs = (process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
+  return spawnChild(name, process.execPath, [...nodeArgs, '--import', 'tsx', file, ...(opts.args ?? [])], opts);
 }
 
 /** Any program (e.g. a redis-server the scenario owns), kept and killed like the node children. */

@@ -1,39 +1,68 @@
-/** Many open ticket event streams from this process (plain node:http, one socket each). */
-import http from 'node:http';
+/**
+ * Many open ticket event streams, spread over worker threads (each its own event loop, plain
+ * node:http, one keep-alive socket per stream as a browser's EventSource has): one event loop
+ * reading 20,000 streams was itself the slowest part of a sell-out's fan-out, so the time to the
+ * last stream told measured the reader, not the daemon. The open-file limit is per process, so the
+ * threads share it.
+ */
+import { Worker } from 'node:worker_threads';
 
-export interface Stream {
-  events: number;
-  firstAt: number | null;
-  /** When the terminal view arrived (ms, performance.now()), and which state it was. */
+export interface StreamEnd {
+  /** Wall-clock ms (performance.timeOrigin + now) when the terminal view arrived, or null. */
   endAt: number | null;
   endState: string | null;
+  events: number;
   closed: boolean;
 }
 
-const TERMINAL = /"state":"(succeeded|rejected|failed|cancelled|expired)"/;
+export interface StreamFleet {
+  /** Streams whose first event has arrived (updated as the workers report). */
+  firsts(): number;
+  /** Streams that saw a terminal view so far, by state. */
+  ended(state?: string): number;
+  /** Opens the streams of these ticket ids (split over the workers) and resolves when each has its first event or failed. */
+  open(ids: string[]): Promise<void>;
+  /** Every stream's end, in the order opened. */
+  results(): Promise<StreamEnd[]>;
+  close(): Promise<void>;
+}
 
-export function openStream(base: string, ticketId: string, onFirst: () => void): Stream {
-  const s: Stream = { events: 0, firstAt: null, endAt: null, endState: null, closed: false };
-  const req = http.get(`${base}/v1/tickets/${ticketId}/events`, { agent: false }, (res) => {
-    res.setEncoding('utf8');
-    res.on('data', (chunk: string) => {
-      // Events are small and written whole: counting 'event: ticket' per chunk is enough here.
-      let i = -1;
-      while ((i = chunk.indexOf('event: ticket', i + 1)) >= 0) {
-        s.events++;
-        if (s.firstAt === null) {
-          s.firstAt = performance.now();
-          onFirst();
-        }
+export function streamFleet(base: string, threads: number): StreamFleet {
+  const workers = Array.from({ length: threads }, () => new Worker(new URL('./ts-worker.mjs', import.meta.url), { workerData: { base, entry: new URL('./sse-stream-worker.ts', import.meta.url).href } }));
+  const firsts = new Array<number>(threads).fill(0);
+  const ends = workers.map(() => new Map<string, number>());
+  const waiters = new Map<number, (v: unknown) => void>();
+  let nextReq = 0;
+  workers.forEach((w, i) =>
+    w.on('message', (m: { kind: string; firsts?: number; ended?: Record<string, number>; req?: number; data?: unknown }) => {
+      if (m.kind === 'progress') {
+        firsts[i] = m.firsts!;
+        ends[i] = new Map(Object.entries(m.ended!));
+      } else if (m.req !== undefined) {
+        waiters.get(m.req)?.(m.data);
+        waiters.delete(m.req);
       }
-      const m = TERMINAL.exec(chunk);
-      if (m && s.endAt === null) {
-        s.endAt = performance.now();
-        s.endState = m[1];
-      }
+    }),
+  );
+  const ask = (w: Worker, kind: string, data?: unknown) =>
+    new Promise<unknown>((resolve) => {
+      const req = nextReq++;
+      waiters.set(req, resolve);
+      w.postMessage({ kind, req, data });
     });
-    res.on('end', () => (s.closed = true));
-  });
-  req.on('error', () => (s.closed = true));
-  return s;
+  const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+  return {
+    firsts: () => sum(firsts),
+    ended: (state) => sum(ends.map((m) => (state ? (m.get(state) ?? 0) : sum([...m.values()])))),
+    async open(ids) {
+      await Promise.all(workers.map((w, i) => ask(w, 'open', ids.filter((_, k) => k % threads === i))));
+    },
+    async results() {
+      const parts = (await Promise.all(workers.map((w) => ask(w, 'results')))) as StreamEnd[][];
+      return parts.flat();
+    },
+    async close() {
+      await Promise.all(workers.map((w) => w.terminate()));
+    },
+  };
 }

@@ -91,14 +91,14 @@ export async function accessScenario(ctx: BenchContext) {
     clock.set(t0 - 3_000_000 - performance.now()); // the fill has 50 minutes before opensAt
     await call(app, 'PUT', `/v1/items/${id}`, { handler: 'external', opensAt: new Date(t0).toISOString(), preQueue: { fromMs: 3_600_000 } });
     const fillStart = performance.now();
-    await pool(size, 256, (i) => queue.join(id, `d${i}`, null, 'shop'));
+    await pool(size, 256, (i) => queue.tickets.join(id, `d${i}`, null, 'shop'));
     const fillRate = (size * 1000) / (performance.now() - fillStart);
     ctx.log(`filled ${size} at ${fillRate.toFixed(0)}/s`);
     clock.set(t0 + 1 - performance.now());
     const steps: number[] = [];
     const held: number[] = [];
     const start = performance.now();
-    const res = await queue.draw(id, { onStep: (ms, h) => (steps.push(ms), h !== undefined && held.push(h)) });
+    const res = await queue.admissions.draw(id, { onStep: (ms, h) => (steps.push(ms), h !== undefined && held.push(h)) });
     const total = performance.now() - start;
     if (res.n !== size) throw new Error(`drew ${res.n}, expected ${size}`);
     const mem = ((await redis.memory('USAGE', `${ctx.prefix}{${id}}:draw:o`)) as number) + ((await redis.memory('USAGE', `${ctx.prefix}{${id}}:draw:p`)) as number);

@@ -67,7 +67,7 @@ export async function manyItemsScenario(ctx: BenchContext): Promise<ScenarioOutp
   ctx.log(`defined ${n} items in ${((definedAt - started) / 1000).toFixed(1)} s`);
   const fresh = await cpuOver(pid, 5000);
   ctx.log(`just defined (active): ${fresh.daemon.toFixed(3)} cores; waiting for them to go idle`);
-  // An item stays active for a minute after its last work (queue.activeItemIds).
+  // An item stays active for a minute after its last work (items.activeItemIds).
   await sleep(Math.max(0, definedAt + 66_000 - performance.now()));
   const idle = await cpuOver(pid, 10_000);
   const idleOps = await redisOps(ctx, 5000);

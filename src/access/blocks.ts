@@ -1,5 +1,5 @@
 import { fail } from '../kernel/errors.js';
-import type { Queue } from '../queue/queue.js';
+import type { Line } from '../queue/line.js';
 
 /**
  * Operator blocks (API.md, "Quotas and blocks"). A block for one item lives in that item's
@@ -8,16 +8,16 @@ import type { Queue } from '../queue/queue.js';
  * slot. A blocked user's join is 403 blocked; a waiting ticket of theirs ends rejected/blocked
  * when it reaches the head, instead of being admitted.
  */
-export function createBlocks(queue: Queue) {
+export function createBlocks(queue: Pick<Line, 'items' | 'definitions'>) {
   return {
     async item(itemId: string, userId: string, on: boolean) {
-      if (!(await queue.item(itemId))) fail('item_not_found', 'No such item.');
-      await queue.blocks.set(itemId, userId, 'item', on);
+      if (!(await queue.items.item(itemId))) fail('item_not_found', 'No such item.');
+      await queue.definitions.blocks.set(itemId, userId, 'item', on);
     },
     /** The set first, then each item's copy: an item defined meanwhile copies the set itself. */
     async everywhere(userId: string, on: boolean) {
-      await queue.blocks.setGlobal(userId, on);
-      for (const itemId of await queue.itemIds()) await queue.blocks.set(itemId, userId, 'global', on);
+      await queue.definitions.blocks.setGlobal(userId, on);
+      for (const itemId of await queue.items.itemIds()) await queue.definitions.blocks.set(itemId, userId, 'global', on);
     },
   };
 }

@@ -3,7 +3,7 @@ import type { Catalog } from '../catalog/catalog.js';
 import { FloodgateError } from '../kernel/errors.js';
 import type { Logger } from '../kernel/logger.js';
 import type { Metrics } from '../kernel/metrics.js';
-import type { Queue } from '../queue/queue.js';
+import type { Line } from '../queue/line.js';
 import type { HandlerRegistry } from '../service/registry.js';
 import { allowedMethods } from './allowed-methods.js';
 import { createAuth, type KeySets } from './auth.js';
@@ -22,6 +22,8 @@ import { accessRoutes } from './routes/access.js';
 import { createBlocks } from '../access/blocks.js';
 import type { KeyScopes } from '../access/keys.js';
 import type { Tokens } from '../tokens/tokens.js';
+import type { SeriesStore } from '../scheduler/series-store.js';
+import type { InviteUses } from '../access/invite-uses.js';
 import { ticketEventRoutes } from './routes/ticket-events.js';
 import { createTicketWatch } from '../queue/ticket-watch.js';
 import { systemClock, type Clock } from '../kernel/clock.js';
@@ -31,7 +33,7 @@ import { inviteRoutes } from './routes/invites.js';
 import { buildWebAssets, type WebAssets } from './web-assets.js';
 
 export interface AppDeps extends OpsDeps {
-  queue: Queue;
+  queue: Line;
   catalog: Catalog;
   handlers: HandlerRegistry;
   metrics: Metrics;
@@ -52,6 +54,10 @@ export interface AppDeps extends OpsDeps {
   tokens?: Tokens;
   /** The routes' clock (default the system's): the queue's own, so tests can drive both. */
   clock?: Clock;
+  /** The console's per-second points (scheduler/series-store.ts). */
+  series: SeriesStore;
+  /** Single use of invites and proof-of-work challenges (access/invite-uses.ts). */
+  inviteUses: InviteUses;
   /** How often the event streams' shared watch looks at the items (default 250 ms). */
   watchTickMs?: number;
 }
@@ -61,7 +67,7 @@ export interface AppDeps extends OpsDeps {
  * if this daemon holds a view of it; '' otherwise. Unknown ids stay out of metric labels, so a
  * flood of made-up ids cannot grow the label set without bound.
  */
-function knownItemOf(queue: Queue, path: string): string {
+function knownItemOf(queue: Line, path: string): string {
   const m = /^\/v1\/(items|tickets)\/([^/]+)/.exec(path);
   if (!m) return '';
   let id: string | null;
@@ -70,8 +76,8 @@ function knownItemOf(queue: Queue, path: string): string {
   } catch {
     return '';
   }
-  if (m[1] === 'tickets') id = queue.itemIdOf(id);
-  return id !== null && queue.peek(id) ? id : '';
+  if (m[1] === 'tickets') id = queue.tickets.itemIdOf(id);
+  return id !== null && queue.items.peek(id) ? id : '';
 }
 
 /**
@@ -90,6 +96,8 @@ export function createApp(deps: AppDeps) {
     log: deps.log,
     auth: createAuth({ ...deps.keys, scopes: deps.scopes ?? deps.keys.scopes }),
     blocks: createBlocks(deps.queue),
+    series: deps.series,
+    inviteUses: deps.inviteUses,
     tokens: deps.tokens,
     clock: deps.clock ?? systemClock,
     defaultHook: (result) => {
@@ -123,7 +131,9 @@ export function createApp(deps: AppDeps) {
     tickMs: deps.watchTickMs ?? 250,
     heartbeatMs: 10_000,
     onError: (err) => deps.log.warn({ err: String(err) }, 'ticket watch read failed'),
+    onPass: (ms) => deps.metrics.watchPass.observe(ms / 1000),
   });
+  deps.metrics.sources.openStreams = () => watch.size();
   app.route('/', ticketEventRoutes(ctx, watch));
   app.route('/', opsRoutes(ctx, deps));
   app.route('/', docsRoutes());

@@ -4,13 +4,15 @@ import { fail } from '../kernel/errors.js';
 import type { Logger } from '../kernel/logger.js';
 import type { ItemRow, ItemsStore } from '../db/items-store.js';
 import type { CachedItem } from '../queue/item-cache.js';
-import type { Queue } from '../queue/queue.js';
+import type { Line } from '../queue/line.js';
 import { itemState, type ItemState } from '../queue/snapshot.js';
 import { seedHashOf } from '../queue/draw.js';
 import { DEFAULT_TOKEN_TTL_MS, type GateSettings, type LineDefinition, type Quotas, type WaitingRoom } from '../queue/types.js';
 import type { HandlerRegistry, HandlerSpec } from '../service/registry.js';
 import { gateView, type GateView } from './gate-view.js';
-import { createStockSync, type StockLedger } from './stock-sync.js';
+import type { GateStore } from '../scheduler/gate-store.js';
+import type { StockCounters } from '../service/stock-counters.js';
+import { createStockSync, type StockRows } from './stock-sync.js';
 
 /**
  * Item definitions: durable in Postgres, live in Redis (the line). Writes go to Postgres first, so
@@ -93,7 +95,7 @@ export interface Catalog {
   reconcile(opts?: { itemId?: string; idleOnly?: boolean }): Promise<{ itemId: string; left: number; redisHad: number | null; changed: boolean }[]>;
 }
 
-export type { StockLedger } from './stock-sync.js';
+export type { StockRows } from './stock-sync.js';
 
 const keyId = (key: string) => createHash('sha256').update(key).digest('hex').slice(0, 12);
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
@@ -101,14 +103,17 @@ const ms = (s: string | null | undefined) => (s ? Date.parse(s) : null);
 const defaultGate: GateSettings = { mode: 'auto', rate: null, maxInFlight: null };
 
 export interface CatalogDeps {
-  queue: Queue;
+  queue: Pick<Line, 'items' | 'definitions'>;
   store: ItemsStore;
-  stock: StockLedger;
+  /** Postgres's stock rows (db/stock-rows.ts). */
+  stockRows: StockRows;
+  /** Redis's stock counters. */
+  counters: StockCounters;
+  /** The gate's settings in Redis, and the controller's restart on a switch to auto. */
+  gates: Pick<GateStore, 'writeSettings' | 'requestReset'>;
   handlers: HandlerRegistry;
   clock: Clock;
   log: Logger;
-  /** Tells the gate controller to restart from the observed in-flight (a switch to auto). */
-  resetController(itemId: string): Promise<void>;
   /** The in-flight cap of an auto gate before its controller has run (its slow start). */
   autoCap: number;
 }
@@ -120,7 +125,7 @@ export function createCatalog(deps: CatalogDeps): Catalog {
   let known = new Set<string>();
   let restoring: Promise<number> | null = null;
 
-  const { countStock, pushStock, syncStock } = createStockSync({ queue, handlers, stock: deps.stock });
+  const { countStock, pushStock, syncStock } = createStockSync({ queue, counters: deps.counters, handlers, stockRows: deps.stockRows });
 
   /** Puts back the Postgres side of a put that Redis refused; best effort (Postgres may be what failed). */
   async function undoPut(itemId: string, prev: ItemRow | undefined, cause: unknown) {
@@ -182,7 +187,7 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       opensAt: iso(s.def.opensAt),
       closesAt: iso(s.def.closesAt),
       state: itemState(s, deps.clock.now()),
-      gate: gateView(s.gate, s.controller, autoCapOf(spec)),
+      gate: gateView(s, autoCapOf(spec)),
       counts: s.counts,
       remaining: s.stockLeft,
       quotas: s.def.quotas ?? null,
@@ -201,7 +206,7 @@ export function createCatalog(deps: CatalogDeps): Catalog {
   }
 
   async function current(itemId: string): Promise<CachedItem> {
-    return (await queue.item(itemId, { fresh: true })) ?? fail('item_not_found', 'No such item.');
+    return (await queue.items.item(itemId, { fresh: true })) ?? fail('item_not_found', 'No such item.');
   }
 
   async function audit(itemId: string, actor: Actor, before: GateSettings | null, after: GateSettings) {
@@ -210,7 +215,7 @@ export function createCatalog(deps: CatalogDeps): Catalog {
 
   return {
     async put(itemId, input, actor) {
-      const existing = await queue.item(itemId, { fresh: true });
+      const existing = await queue.items.item(itemId, { fresh: true });
       const def = lineDefinition(itemId, input, { previous: existing?.snap.def ?? null });
       const before = existing?.snap.gate ?? null;
       const gate: GateSettings = { ...defaultGate, ...input.gate };
@@ -239,7 +244,7 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       try {
         counted = await countStock(def);
         if (JSON.stringify(before) !== JSON.stringify(gate)) await audit(itemId, actor, before, gate);
-        ({ created } = await queue.define(def, gate, { reopen: true }));
+        ({ created } = await queue.definitions.define(def, gate, { reopen: true }));
       } catch (err) {
         await undoPut(itemId, prev, err);
         throw err;
@@ -253,11 +258,24 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     get: async (itemId) => view(await current(itemId)),
 
     async list() {
-      const ids = (await queue.itemIds()).sort();
-      // In slices: ten thousand reads at once queue behind each other past the Redis command
+      const [ids, active] = await Promise.all([queue.items.itemIds(), queue.items.activeItemIds()]);
+      ids.sort();
+      // An item nobody worked on lately (not in the active set, which every change to a line or
+      // gate renews) is as this daemon last read it: its cached view is served. The others are
+      // read in slices: ten thousand reads at once queue behind each other past the Redis command
       // timeout, and the list answered 503 (many-items bench).
+      const busy = new Set(active);
       const found: (CachedItem | null)[] = [];
-      for (let i = 0; i < ids.length; i += 200) found.push(...(await Promise.all(ids.slice(i, i + 200).map((id) => queue.item(id)))));
+      for (let i = 0; i < ids.length; i += 200)
+        found.push(
+          ...(await Promise.all(
+            ids.slice(i, i + 200).map((id) => {
+              const held = busy.has(id) ? null : queue.items.peek(id);
+              // -Infinity: this daemon changed it and has not read it since.
+              return held && held.snap.loadedAt > -Infinity ? held : queue.items.item(id);
+            }),
+          )),
+        );
       return found.filter((x): x is CachedItem => x !== null).map(view);
     },
 
@@ -266,7 +284,7 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       // Postgres first: a cut that then fails leaves the row closed and Redis open until the
       // operator's retry (and an item restored meanwhile comes back closed, as asked).
       await store.markClosed(itemId, new Date(deps.clock.now()));
-      const ended = await queue.cut(itemId, 'closed');
+      const ended = await queue.definitions.cut(itemId, 'closed');
       deps.log.info({ itemId, ended }, 'item closed');
       return view(await current(itemId));
     },
@@ -282,25 +300,28 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     async patchGate(itemId, patch, actor) {
       const item = await current(itemId);
       const before = item.snap.gate;
-      if (!Object.keys(patch).length) return gateView(before, item.snap.controller, autoCapOf(handlers.get(item.snap.def.handler)));
+      if (!Object.keys(patch).length) return gateView(item.snap, autoCapOf(handlers.get(item.snap.def.handler)));
       const after: GateSettings = { ...before, ...patch };
       // Postgres first (row, then audit), so a Postgres outage changes nothing; a Redis failure
       // after it puts the row back (the audit row stays: the change was asked for).
       await store.updateGate(itemId, after as unknown as Record<string, unknown>);
       await audit(itemId, actor, before, after);
       try {
-        await queue.setGate(itemId, patch);
+        await deps.gates.writeSettings(itemId, patch);
+        // Every daemon's loops look at the item again (and a cached view of it is not trusted idle).
+        queue.items.invalidate(itemId);
+        queue.items.keepActive(itemId);
       } catch (err) {
         await store.updateGate(itemId, before as unknown as Record<string, unknown>).catch((e) => deps.log.warn({ itemId, err: String(e) }, 'gate row not put back'));
         throw err;
       }
-      if (after.mode === 'auto' && before.mode !== 'auto') await deps.resetController(itemId);
+      if (after.mode === 'auto' && before.mode !== 'auto') await deps.gates.requestReset(itemId);
       deps.log.info({ itemId, ...after }, 'gate changed');
       const now = await current(itemId);
-      return gateView(now.snap.gate, now.snap.controller, autoCapOf(handlers.get(now.snap.def.handler)));
+      return gateView(now.snap, autoCapOf(handlers.get(now.snap.def.handler)));
     },
 
-    gateOf: (item) => gateView(item.snap.gate, item.snap.controller, autoCapOf(handlers.get(item.snap.def.handler))),
+    gateOf: (item) => gateView(item.snap, autoCapOf(handlers.get(item.snap.def.handler))),
 
     async audit(itemId, limit) {
       await current(itemId);
@@ -320,7 +341,7 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       const out = [];
       for (const row of rows) {
         if (!row) fail('item_not_found', 'No such item.');
-        if (!(await queue.item(row!.itemId, { fresh: true }))) await restoreRow(row!);
+        if (!(await queue.items.item(row!.itemId, { fresh: true }))) await restoreRow(row!);
         const r = await syncStock(rowDefinition(row!), opts.idleOnly ?? false);
         if (r) out.push(r);
         if (r?.changed && r.redisHad !== r.left) deps.log.warn(r, 'stock reconciled from postgres');
@@ -331,7 +352,7 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     restore,
 
     async restoreIfLost() {
-      const held = new Set(await queue.itemIds());
+      const held = new Set(await queue.items.itemIds());
       for (const id of known) if (!held.has(id)) return restore();
       return 0;
     },
@@ -343,7 +364,7 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       const rows = await store.all();
       let restored = 0;
       for (const row of rows) {
-        if (await queue.item(row.itemId, { fresh: true })) continue;
+        if (await queue.items.item(row.itemId, { fresh: true })) continue;
         if (await restoreRow(row)) restored++;
       }
       known = new Set([...known, ...rows.map((r) => r.itemId)]);
@@ -373,11 +394,11 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     // Stock before the line: a join the re-created item accepts must find its units, and a
     // restore cut short cannot leave an item live without them.
     const counted = await countStock(def);
-    if (counted) await queue.stock.set(row.itemId, counted.left, counted.shards);
-    const { created } = await queue.define(def, { ...defaultGate, ...(row.gate as Partial<GateSettings>) }, { reopen: false });
+    if (counted) await deps.counters.set(row.itemId, counted.left, counted.shards);
+    const { created } = await queue.definitions.define(def, { ...defaultGate, ...(row.gate as Partial<GateSettings>) }, { reopen: false });
     if (!created) return false;
-    if (row.closedAt) await queue.cut(row.itemId, 'closed');
-    if (counted && counted.left <= 0) await queue.cut(row.itemId, 'sold_out');
+    if (row.closedAt) await queue.definitions.cut(row.itemId, 'closed');
+    if (counted && counted.left <= 0) await queue.definitions.cut(row.itemId, 'sold_out');
     deps.log.warn({ itemId: row.itemId }, 'item restored from postgres');
     return true;
   }

@@ -2,7 +2,7 @@ import type { ItemsStore } from '../db/items-store.js';
 import type { Clock } from '../kernel/clock.js';
 import type { Logger } from '../kernel/logger.js';
 import { every } from '../kernel/loop.js';
-import type { Queue } from '../queue/queue.js';
+import type { Line } from '../queue/line.js';
 
 /**
  * Removes the Redis keys of items that ended (closed or sold out) more than `retentionMs` ago, once
@@ -12,15 +12,15 @@ import type { Queue } from '../queue/queue.js';
  * removed on the next round; the reverse (keys gone, row not marked) would be restored at start.
  * Ticket ids of a removed item answer 404 from then on.
  */
-export function startRetention(deps: { queue: Queue; store: Pick<ItemsStore, 'archive'>; clock: Clock; log: Logger }, opts: { everyMs: number; retentionMs: number }) {
+export function startRetention(deps: { queue: Pick<Line, 'items' | 'definitions'>; store: Pick<ItemsStore, 'archive'>; clock: Clock; log: Logger }, opts: { everyMs: number; retentionMs: number }) {
   async function round() {
     const now = deps.clock.now();
-    for (const itemId of await deps.queue.itemIds()) {
-      const s = (await deps.queue.item(itemId))?.snap;
+    for (const itemId of await deps.queue.items.itemIds()) {
+      const s = (await deps.queue.items.item(itemId))?.snap;
       if (!s || s.endedAt === null || !(s.closed || s.soldOut) || now - s.endedAt < opts.retentionMs) continue;
       if (s.counts.waiting > 0 || s.counts.admitted > 0) continue;
       await deps.store.archive(itemId, new Date(now));
-      if (await deps.queue.drop(itemId)) deps.log.info({ itemId, endedAt: new Date(s.endedAt).toISOString() }, 'ended item removed from redis (retention)');
+      if (await deps.queue.definitions.drop(itemId)) deps.log.info({ itemId, endedAt: new Date(s.endedAt).toISOString() }, 'ended item removed from redis (retention)');
     }
   }
   return { round, ...every(opts.everyMs, 'item retention', round, deps.log) };

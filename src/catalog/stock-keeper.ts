@@ -1,7 +1,7 @@
 import type { PgHealth } from '../db/health.js';
 import type { Logger } from '../kernel/logger.js';
 import { every } from '../kernel/loop.js';
-import type { Queue } from '../queue/queue.js';
+import type { Line } from '../queue/line.js';
 import type { Catalog } from './catalog.js';
 
 /**
@@ -19,12 +19,12 @@ import type { Catalog } from './catalog.js';
  * The reconcile itself is safe during a sale: the counter is set only if no ticket is admitted at
  * that moment (checked inside the set-stock script).
  */
-export function startStockKeeper(deps: { queue: Queue; catalog: Catalog; pg: Pick<PgHealth, 'up'>; log: Logger }, opts: { everyMs: number }) {
+export function startStockKeeper(deps: { queue: Pick<Line, 'items'>; catalog: Catalog; pg: Pick<PgHealth, 'up'>; log: Logger }, opts: { everyMs: number }) {
   const seen = new Map<string, string>();
   async function round() {
     if (!deps.pg.up) return;
-    for (const itemId of await deps.queue.itemIds()) {
-      const s = deps.queue.peek(itemId)?.snap;
+    for (const itemId of await deps.queue.items.itemIds()) {
+      const s = deps.queue.items.peek(itemId)?.snap;
       if (!s || s.stockLeft === null || s.counts.admitted > 0) continue;
       const mark = `${s.secret}|${s.seq}|${s.admissions}|${s.counts.succeeded}|${s.counts.rejected}|${s.counts.failed}|${s.stockLeft}`;
       const stranded = s.stockLeft === 0 && !s.soldOut && !s.closed && s.counts.waiting > 0;

@@ -1,9 +1,10 @@
-import type { Queue } from '../queue/queue.js';
+import type { Line } from '../queue/line.js';
 import type { LineDefinition } from '../queue/types.js';
 import type { HandlerRegistry } from '../service/registry.js';
+import type { StockCounters } from '../service/stock-counters.js';
 
-/** Postgres's count of what was sold (db/sales.ts). */
-export interface StockLedger {
+/** Postgres's stock rows and its count of what was sold (db/stock-rows.ts). */
+export interface StockRows {
   define(itemId: string, total: number): Promise<void>;
   recount(table: 'orders' | 'coupon_claims', itemId: string): Promise<{ total: number; sold: number; reserved: number } | null>;
 }
@@ -13,7 +14,7 @@ export interface StockLedger {
  * and recounts what was sold), Redis follows (`pushStock`). Split so that an item change can do
  * its Postgres part before it touches Redis.
  */
-export function createStockSync(deps: { queue: Queue; handlers: HandlerRegistry; stock: StockLedger }) {
+export function createStockSync(deps: { queue: Pick<Line, 'items' | 'definitions'>; counters: StockCounters; handlers: HandlerRegistry; stockRows: StockRows }) {
   const { queue, handlers } = deps;
 
   /** Postgres's stock row for the item (written), and the units it leaves; null for items without stock. */
@@ -21,8 +22,8 @@ export function createStockSync(deps: { queue: Queue; handlers: HandlerRegistry;
     const spec = handlers.get(def.handler);
     if (!spec?.initialStock) return null;
     const total = spec.initialStock(def.config);
-    await deps.stock.define(def.itemId, total);
-    const counted = spec.stockTable ? await deps.stock.recount(spec.stockTable, def.itemId) : null;
+    await deps.stockRows.define(def.itemId, total);
+    const counted = spec.stockTable ? await deps.stockRows.recount(spec.stockTable, def.itemId) : null;
     return { left: counted ? counted.total - counted.sold : total, reserved: counted?.reserved ?? 0, shards: spec.stockShards?.(def.config) ?? 1 };
   }
 
@@ -35,9 +36,11 @@ export function createStockSync(deps: { queue: Queue; handlers: HandlerRegistry;
    */
   async function pushStock(itemId: string, counted: { left: number; reserved?: number; shards: number }, idleOnly: boolean) {
     const { left } = counted;
-    const redisHad = (await queue.item(itemId, { fresh: true }))?.snap.stockLeft ?? null;
-    const changed = await queue.stock.set(itemId, left, counted.shards, { idleOnly });
-    if (changed && left <= 0 && !counted.reserved) await queue.cut(itemId, 'sold_out');
+    const redisHad = (await queue.items.item(itemId, { fresh: true }))?.snap.stockLeft ?? null;
+    const changed = await deps.counters.set(itemId, left, counted.shards, { idleOnly });
+    if (changed && left <= 0 && !counted.reserved) await queue.definitions.cut(itemId, 'sold_out');
+    // The counter moved: every daemon looks at the item again (their cached views of it are old).
+    if (changed && redisHad !== left) queue.items.keepActive(itemId);
     return { itemId, left, redisHad, changed };
   }
 

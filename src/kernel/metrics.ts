@@ -9,8 +9,14 @@ export function createMetrics() {
   // gauge of the same name without the suffix, so dropping them loses nothing.
   for (const metric of registry.getMetricsAsArray())
     if (metric.name.endsWith('_total') && metric instanceof Gauge) registry.removeSingleMetric(metric.name);
+  /** Read at scrape time: what the parts created after the metrics report (set by them). */
+  const sources = { openStreams: () => 0 };
+  // The per-item gauges of lines and gates are not here: /metrics writes them from the item views
+  // (item-gauges.ts). With several processes on one port (FLOODGATE_PROCESSES) a scrape is
+  // aggregated over them (cluster-metrics.ts): counters and histograms add up.
   const m = {
     registry,
+    sources,
     httpDuration: new Histogram({
       name: 'floodgate_http_request_duration_seconds',
       help: 'HTTP request latency by route and status.',
@@ -23,7 +29,6 @@ export function createMetrics() {
     quotaRefusals: new Counter({ name: 'floodgate_quota_refusals_total', help: 'Joins refused 429 rate_limited, by item and quota (perUser, perKey).', labelNames: ['item', 'quota'] as const, registers: [registry] }),
     admissions: new Counter({ name: 'floodgate_admissions_total', help: 'Tickets admitted from the head of a line, by this daemon (its dispatcher and external pulls).', labelNames: ['item'] as const, registers: [registry] }),
     settles: new Counter({ name: 'floodgate_settles_total', help: 'Outcomes written back, by status.', labelNames: ['item', 'status'] as const, registers: [registry] }),
-    waiting: new Gauge({ name: 'floodgate_line_waiting', help: 'Tickets waiting in the line.', labelNames: ['item'] as const, registers: [registry] }),
     waitSeconds: new Histogram({
       name: 'floodgate_wait_seconds',
       help: 'How long admitted tickets waited in line (join to admission), for tickets joined and admitted through this daemon.',
@@ -38,7 +43,6 @@ export function createMetrics() {
       buckets: [0.05, 0.1, 0.15, 0.25, 0.5, 1, 2, 5],
       registers: [registry],
     }),
-    admitted: new Gauge({ name: 'floodgate_line_admitted', help: 'Tickets admitted and not yet settled.', labelNames: ['item'] as const, registers: [registry] }),
     downstreamLatency: new Histogram({
       name: 'floodgate_downstream_latency_seconds',
       help: 'Duration of handler calls (the downstream business action), by item.',
@@ -52,20 +56,26 @@ export function createMetrics() {
       labelNames: ['item', 'result'] as const,
       registers: [registry],
     }),
-    gateMode: new Gauge({ name: 'floodgate_gate_mode', help: 'The gate mode an operator set: 1 for the current mode, 0 for the others.', labelNames: ['item', 'mode'] as const, registers: [registry] }),
-    gateManualRate: new Gauge({ name: 'floodgate_gate_manual_rate', help: 'The admission rate an operator set (manual: the rate; auto: a ceiling), tickets per second; +Inf when none.', labelNames: ['item'] as const, registers: [registry] }),
-    gateMaxInFlight: new Gauge({ name: 'floodgate_gate_max_in_flight', help: 'The in-flight cap an operator set (manual: the cap; auto: a ceiling); +Inf when none.', labelNames: ['item'] as const, registers: [registry] }),
-    stockRemaining: new Gauge({ name: 'floodgate_stock_remaining', help: 'Units left in the Redis stock counters (items whose handler keeps stock).', labelNames: ['item'] as const, registers: [registry] }),
-    gateLimit: new Gauge({ name: 'floodgate_gate_limit', help: 'In-flight limit the adaptive gate enforces (auto) or proposes (manual).', labelNames: ['item'] as const, registers: [registry] }),
-    gateRate: new Gauge({ name: 'floodgate_gate_rate', help: 'Admission pace of the adaptive gate, tickets per second.', labelNames: ['item'] as const, registers: [registry] }),
-    gateInFlight: new Gauge({ name: 'floodgate_gate_in_flight', help: 'Admitted tickets not yet settled, as the gate controller saw them.', labelNames: ['item'] as const, registers: [registry] }),
-    gateBaseline: new Gauge({ name: 'floodgate_gate_baseline_seconds', help: 'Baseline (no-queueing) latency of the downstream, from probes.', labelNames: ['item'] as const, registers: [registry] }),
-    gateLatency: new Gauge({ name: 'floodgate_gate_latency_seconds', help: 'Downstream latency quantiles the gate controls on.', labelNames: ['item', 'quantile'] as const, registers: [registry] }),
+    gateInFlight: new Gauge({ name: 'floodgate_gate_in_flight', help: 'Admitted tickets not yet settled, as the gate controller saw them.', labelNames: ['item'] as const, aggregator: 'max', registers: [registry] }),
     gateProbes: new Counter({ name: 'floodgate_gate_probes_total', help: 'Baseline probes started by this daemon as leader.', labelNames: ['item'] as const, registers: [registry] }),
     ledgerDeadLetters: new Counter({
       name: 'floodgate_ledger_dead_letters_total',
       help: 'Outcome rows (and unreadable done-stream entries) the ledger parked in ticket_outcomes_dead.',
       labelNames: ['item'] as const,
+      registers: [registry],
+    }),
+    ticketStreams: new Gauge({
+      name: 'floodgate_ticket_streams_open',
+      help: 'Ticket event streams (SSE) open on this daemon.',
+      registers: [registry],
+      collect() {
+        this.set(sources.openStreams());
+      },
+    }),
+    watchPass: new Histogram({
+      name: 'floodgate_ticket_watch_pass_seconds',
+      help: "Time one pass of the ticket watch spent on an item's open streams (a sell-out's pass writes every waiting stream's last event).",
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
       registers: [registry],
     }),
     gateLeaderChanges: new Counter({ name: 'floodgate_gate_leader_changes_total', help: 'Times this daemon took the lead of an item gate.', labelNames: ['item'] as const, registers: [registry] }),
@@ -74,41 +84,3 @@ export function createMetrics() {
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;
-
-/** What the per-item gauges show: an item's view as the daemon already holds it. */
-export interface ItemGaugeView {
-  itemId: string;
-  waiting: number;
-  admitted: number;
-  gate: { mode: string; rate: number | null; maxInFlight: number | null };
-  /** What the adaptive controller last published, if it has run. */
-  controller: { limit: number; rate: number | null; baseMs: number | null; p50Ms: number | null; p99Ms: number | null } | null;
-  stockLeft: number | null;
-}
-
-const gateModes = ['auto', 'manual', 'closed'] as const;
-const perItemGauges = ['waiting', 'admitted', 'gateMode', 'gateManualRate', 'gateMaxInFlight', 'stockRemaining', 'gateLimit', 'gateRate', 'gateBaseline', 'gateLatency'] as const;
-
-/**
- * Sets the per-item gauges from `items` alone, after clearing them, so an item that is gone
- * leaves no series behind. Every item gets its gate gauges, whether or not a controller runs.
- */
-export function showItems(m: Metrics, items: ItemGaugeView[]) {
-  for (const g of perItemGauges) m[g].reset();
-  for (const v of items) {
-    const item = v.itemId;
-    m.waiting.set({ item }, v.waiting);
-    m.admitted.set({ item }, v.admitted);
-    for (const mode of gateModes) m.gateMode.set({ item, mode }, v.gate.mode === mode ? 1 : 0);
-    m.gateManualRate.set({ item }, v.gate.rate ?? Infinity);
-    m.gateMaxInFlight.set({ item }, v.gate.maxInFlight ?? Infinity);
-    if (v.stockLeft !== null) m.stockRemaining.set({ item }, v.stockLeft);
-    const c = v.controller;
-    if (!c) continue;
-    m.gateLimit.set({ item }, c.limit);
-    m.gateRate.set({ item }, c.rate ?? 0);
-    if (c.baseMs !== null) m.gateBaseline.set({ item }, c.baseMs / 1000);
-    if (c.p50Ms !== null) m.gateLatency.set({ item, quantile: '0.5' }, c.p50Ms / 1000);
-    if (c.p99Ms !== null) m.gateLatency.set({ item, quantile: '0.99' }, c.p99Ms / 1000);
-  }
-}

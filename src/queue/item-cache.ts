@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { Clock } from '../kernel/clock.js';
-import { itemKeys } from './keys.js';
+import { itemKeys } from '../redis/keys.js';
 import { readSnapshot, type ItemSnapshot } from './snapshot.js';
 
 /**
@@ -116,12 +116,12 @@ export function createItemCache(deps: { redis: Redis; prefix: string; clock: Clo
       if (e.seenCancels < snap.cancelsTotal && rows.length < 20000) feedComplete = false;
     }
     if (!snap.draw?.drawn || prev?.snap.secret !== snap.secret) e.drawPlaces = null;
-    if (snap.draw?.drawn && snap.draw.n && !e.drawPlaces) e.drawPlaces = await deps.redis.getBuffer(`${itemKeys(deps.prefix, itemId).base}draw:p`);
+    if (snap.draw?.drawn && snap.draw.n && !e.drawPlaces) e.drawPlaces = await deps.redis.getBuffer(itemKeys(deps.prefix, itemId).drawPlaces);
     const places = e.drawPlaces;
     const drawN = places ? snap.draw!.n! : 0;
     const lineIndex = (seq: number) => (seq <= drawN && seq > 0 ? places!.readUInt32BE((seq - 1) * 4) : seq);
     // Cancels inside the last cut's range are kept: a watcher told of the cut from this view alone
-    // must still know that such a ticket had left the line before (queue.cachedView).
+    // must still know that such a ticket had left the line before (tickets.cachedView).
     const lastCut = snap.cuts[snap.cuts.length - 1];
     const forgetBelow = lastCut?.[4] !== undefined ? Math.min(snap.served, lastCut[4]) : snap.served;
     for (const s of cancelled) if (lineIndex(s) <= forgetBelow) cancelled.delete(s);

@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
-import { itemKeys } from './keys.js';
+import { itemKeys } from '../redis/keys.js';
+import { paceOf, type ControllerPace } from './gate-rule.js';
 import { counterNames, type Counts, type Cut, type GateSettings, type LineDefinition } from './types.js';
 
 /** One consistent read of an item's meta, counters and gate (a MULTI, so the parts agree). */
@@ -19,8 +20,10 @@ export interface ItemSnapshot {
   cancelsTotal: number;
   counts: Counts;
   gate: GateSettings;
-  /** What the adaptive controller last published (null before it has run). */
-  controller: ControllerView | null;
+  /** The controller's limit and pace that admission obeys in auto mode (null before it has run). */
+  pace: ControllerPace | null;
+  /** The gate hash as read: the controller's other published fields (scheduler/controller-view.ts). */
+  gateHash: Record<string, string>;
   /** Units left in the Redis stock shards (seckill, coupon); null where the item has no stock. */
   stockLeft: number | null;
   /** The pre-queue draw (queue/draw.ts): null for an item without a pre-queue. */
@@ -30,30 +33,7 @@ export interface ItemSnapshot {
 
 const num = (v: string | undefined) => (v === undefined || v === '' ? null : Number(v));
 
-export interface ControllerView {
-  limit: number;
-  rate: number | null;
-  probeStart: number | null;
-  baseMs: number | null;
-  p50Ms: number | null;
-  p99Ms: number | null;
-  leader: string | null;
-}
-
-function controllerView(gate: Record<string, string>): ControllerView | null {
-  if (!gate.aLimit) return null;
-  return {
-    limit: Number(gate.aLimit),
-    rate: num(gate.aRate),
-    probeStart: num(gate.aProbeStart),
-    baseMs: num(gate.aBase),
-    p50Ms: num(gate.aP50),
-    p99Ms: num(gate.aP99),
-    leader: gate.aLeader || null,
-  };
-}
-
-/** meta's "limit:windowMs" form of a quota (join-3.lua reads the same). */
+/** meta's "limit:windowMs" form of a quota (join-5.lua reads the same). */
 const quotaOf = (name: string, v: string | undefined) => {
   if (!v) return {};
   const [limit, windowMs] = v.split(':').map(Number);
@@ -115,7 +95,8 @@ export function parseSnapshot(
       rate: num(gate.rate),
       maxInFlight: num(gate.maxInFlight),
     },
-    controller: controllerView(gate),
+    pace: paceOf(gate),
+    gateHash: gate,
     stockLeft,
     draw: meta.preFrom ? { seed: meta.drawSeed ?? '', n: num(meta.drawN), drawn: meta.drawn === '1', drawnAt: num(meta.drawnAt) } : null,
     loadedAt: now,

@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { itemKeys } from './keys.js';
+import { itemKeys } from '../redis/keys.js';
 
 /**
  * Poll times for abandonment detection, buffered and written once a second in one pipeline:

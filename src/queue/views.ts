@@ -61,11 +61,11 @@ export type WaitReason = 'not_open' | 'paused' | 'awaiting_returns';
  * auto gate whose controller has not spoken, a self-limited handler).
  */
 export function expectedRate(item: CachedItem): number | null {
-  const { gate, controller } = item.snap;
+  const { gate } = item.snap;
   const measured = item.admitRate && item.admitRate > 0 ? item.admitRate : null;
   if (gate.mode === 'closed') return null;
   if (gate.mode === 'manual') return gate.rate ?? measured;
-  const pace = controller?.rate ?? null;
+  const pace = item.snap.pace?.rate ?? null;
   if (pace !== null) return gate.rate !== null ? Math.min(gate.rate, pace) : pace;
   return measured !== null && gate.rate !== null ? Math.min(gate.rate, measured) : (measured ?? gate.rate);
 }

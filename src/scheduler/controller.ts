@@ -1,7 +1,7 @@
 import type { Clock } from '../kernel/clock.js';
 import type { Logger } from '../kernel/logger.js';
-import type { GateStore } from '../queue/gate-store.js';
-import type { Queue } from '../queue/queue.js';
+import type { GateStore } from './gate-store.js';
+import type { Line } from '../queue/line.js';
 import type { HandlerRegistry } from '../service/registry.js';
 import { defaultParams, enforced, initialState, ready, step, type ControlState, type SampleWindow } from './control-law.js';
 
@@ -41,7 +41,7 @@ function delta(cur: Record<string, string>, prev: Record<string, string> | null,
  * In `manual` mode it runs in shadow: published for operators to compare, not obeyed.
  */
 export function startController(
-  deps: { store: GateStore; queue: Queue; handlers: HandlerRegistry; clock: Clock; log: Logger; events: ControllerEvents },
+  deps: { store: GateStore; queue: Pick<Line, 'items'>; handlers: HandlerRegistry; clock: Clock; log: Logger; events: ControllerEvents },
   opts: { tickMs: number; leaseMs: number; me: string; startLimit: number },
 ) {
   const { store, queue, clock, log } = deps;
@@ -50,7 +50,7 @@ export function startController(
   let idsAt = -Infinity;
 
   async function tickItem(itemId: string) {
-    const item = await queue.item(itemId);
+    const item = await queue.items.item(itemId);
     const spec = item && deps.handlers.get(item.snap.def.handler);
     if (!item || !spec?.handle || spec.selfLimited || item.snap.gate.mode === 'closed') return;
     let local = locals.get(itemId);
@@ -127,7 +127,7 @@ export function startController(
     while (!stopped) {
       try {
         if (clock.now() - idsAt > 1000) {
-          ids = await queue.activeItemIds();
+          ids = await queue.items.activeItemIds();
           idsAt = clock.now();
         }
         await Promise.all(ids.map(tickItem));

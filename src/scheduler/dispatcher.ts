@@ -1,7 +1,7 @@
 import type { PgHealth } from '../db/health.js';
 import type { Clock } from '../kernel/clock.js';
 import type { Logger } from '../kernel/logger.js';
-import type { Queue } from '../queue/queue.js';
+import type { Line } from '../queue/line.js';
 import type { JobQueues } from '../service/jobs.js';
 import type { HandlerRegistry } from '../service/registry.js';
 
@@ -29,7 +29,7 @@ export interface DispatcherOptions {
  */
 export function startDispatcher(
   deps: {
-    queue: Queue;
+    queue: Pick<Line, 'items' | 'admissions' | 'definitions'>;
     handlers: HandlerRegistry;
     jobs: JobQueues;
     clock: Clock;
@@ -54,15 +54,15 @@ export function startDispatcher(
   let pending = false;
 
   async function roundFor(itemId: string): Promise<number> {
-    const item = await queue.item(itemId);
+    const item = await queue.items.item(itemId);
     const spec = item && handlers.get(item.snap.def.handler);
     if (!item) return 0;
-    // A line with tickets in it keeps its item among the active ones (queue.activeItemIds).
-    if (item.snap.counts.waiting > 0 || item.snap.counts.admitted > 0) queue.keepActive(itemId);
+    // A line with tickets in it keeps its item among the active ones (items.activeItemIds).
+    if (item.snap.counts.waiting > 0 || item.snap.counts.admitted > 0) queue.items.keepActive(itemId);
     // The window ended: waiting tickets end `closed` (for external items too, which nobody may pull).
     const { closesAt } = item.snap.def;
     if (closesAt !== null && clock.now() >= closesAt && !item.snap.closed) {
-      await queue.cut(itemId, 'closed', 'closed');
+      await queue.definitions.cut(itemId, 'closed', 'closed');
       return 0;
     }
     if (!spec?.handle || spec.external) return 0;
@@ -70,7 +70,7 @@ export function startDispatcher(
     // line (and keep their places) instead of failing; admissions resume when it answers again.
     if (spec.stockTable && !deps.pg.up) return 0;
     if (item.snap.counts.waiting === 0 && !busy.has(itemId) && !hinted.delete(itemId)) return 0;
-    const got = await queue.admit(itemId, opts.batch, opts.dispatchLeaseMs, spec.selfLimited?.maxInFlight ?? opts.autoCap);
+    const got = await queue.admissions.admit(itemId, opts.batch, opts.dispatchLeaseMs, spec.selfLimited?.maxInFlight ?? opts.autoCap);
     if (!got.length) {
       busy.delete(itemId);
       return 0;
@@ -79,7 +79,7 @@ export function startDispatcher(
     deps.onAdmitted?.(itemId, got.length);
     await jobs.dispatch(spec.name, itemId, got);
     const deadline = spec.deadlineMs?.(item.snap.def.config) ?? 10_000;
-    await queue.extendLeases(itemId, got.map((t) => ({ seq: t.seq, leaseId: t.leaseId })), clock.now() + jobs.leaseMs(deadline));
+    await queue.admissions.extendLeases(itemId, got.map((t) => ({ seq: t.seq, leaseId: t.leaseId })), clock.now() + jobs.leaseMs(deadline));
     return got.length;
   }
 
@@ -88,10 +88,10 @@ export function startDispatcher(
       let admitted = 0;
       try {
         if (clock.now() - idsAt > 1000) {
-          // The active items (queue.activeItemIds); once a minute every item, so a line whose item
+          // The active items (items.activeItemIds); once a minute every item, so a line whose item
           // fell out of the active set (a long Redis outage) is found again.
           const full = clock.now() - fullAt > 60_000;
-          ids = full ? await queue.itemIds() : await queue.activeItemIds();
+          ids = full ? await queue.items.itemIds() : await queue.items.activeItemIds();
           if (full) fullAt = clock.now();
           idsAt = clock.now();
         }

@@ -1,4 +1,4 @@
-import type { GateStore, SampleDelta } from '../queue/gate-store.js';
+import type { GateStore, SampleDelta } from './gate-store.js';
 import type { Sample } from '../service/runner.js';
 import { bucketOf } from './latency-histogram.js';
 

@@ -2,8 +2,9 @@ import type { Clock } from '../kernel/clock.js';
 import type { Logger } from '../kernel/logger.js';
 import { every } from '../kernel/loop.js';
 import type { CachedItem } from '../queue/item-cache.js';
-import type { Queue } from '../queue/queue.js';
-import type { SeriesStore } from '../queue/series-store.js';
+import type { Line } from '../queue/line.js';
+import type { SeriesStore } from './series-store.js';
+import { controllerView } from './controller-view.js';
 
 /**
  * Once a second, offers every item's point (line length, cumulative admissions and outcomes,
@@ -13,7 +14,7 @@ import type { SeriesStore } from '../queue/series-store.js';
  * one of them. Cost: one script call per item per second per daemon.
  */
 export function startSeriesRecorder(
-  deps: { queue: Queue; series: SeriesStore; clock: Clock; log: Logger; effective(item: CachedItem): { rate: number | null; maxInFlight: number | null } },
+  deps: { queue: Pick<Line, 'items'>; series: SeriesStore; clock: Clock; log: Logger; effective(item: CachedItem): { rate: number | null; maxInFlight: number | null } },
   opts: { everyMs: number },
 ) {
   return every(
@@ -22,13 +23,14 @@ export function startSeriesRecorder(
     async () => {
       const second = Math.floor(deps.clock.now() / 1000);
       // Idle items add no points (their charts show the gap); active ones one per second.
-      const ids = await deps.queue.activeItemIds();
+      const ids = await deps.queue.items.activeItemIds();
       await Promise.all(
         ids.map(async (id) => {
-          const item = await deps.queue.item(id);
+          const item = await deps.queue.items.item(id);
           if (!item) return;
           const s = item.snap;
           const eff = deps.effective(item);
+          const c = controllerView(s);
           await deps.series.add(id, second, {
             waiting: s.counts.waiting,
             admissions: s.admissions,
@@ -37,10 +39,10 @@ export function startSeriesRecorder(
             failed: s.counts.failed,
             rate: eff.rate,
             maxInFlight: eff.maxInFlight,
-            ctlRate: s.controller?.rate ?? null,
-            ctlLimit: s.controller?.limit ?? null,
-            p50Ms: s.controller?.p50Ms ?? null,
-            p99Ms: s.controller?.p99Ms ?? null,
+            ctlRate: c?.rate ?? null,
+            ctlLimit: c?.limit ?? null,
+            p50Ms: c?.p50Ms ?? null,
+            p99Ms: c?.p99Ms ?? null,
           });
         }),
       );

@@ -1,4 +1,5 @@
 import { Queue as BullQueue, Worker, type Job } from 'bullmq';
+import { jobQueuePrefix } from '../redis/keys.js';
 import type { Redis } from 'ioredis';
 import type { AdmittedTicket } from '../queue/types.js';
 
@@ -54,7 +55,7 @@ export function createJobQueues(connection: Redis, opts: JobOptions) {
     if (!q) {
       q = new BullQueue(queueName(handler), {
         connection,
-        prefix: `${opts.prefix}{${queueName(handler)}}`,
+        prefix: jobQueuePrefix(opts.prefix, queueName(handler)),
         streams: { events: { maxLen: 100 } },
         defaultJobOptions: {
           attempts: opts.attempts,
@@ -88,7 +89,7 @@ export function createJobQueues(connection: Redis, opts: JobOptions) {
         (h) =>
           new Worker<TicketJob>(queueName(h), run, {
             connection,
-            prefix: `${opts.prefix}{${queueName(h)}}`,
+            prefix: jobQueuePrefix(opts.prefix, queueName(h)),
             concurrency: opts.concurrency,
             lockDuration: opts.lockDurationMs,
             stalledInterval: opts.stalledIntervalMs,

@@ -2,7 +2,8 @@ import type postgres from 'postgres';
 import { expireOrders, itemsWithExpired, markReturned, settleOrder, unreturned, type ReleasedUnit, type SettledOrder } from '../db/orders.js';
 import { fail } from '../kernel/errors.js';
 import type { Logger } from '../kernel/logger.js';
-import type { Queue } from '../queue/queue.js';
+import type { Line } from '../queue/line.js';
+import type { StockCounters } from './stock-counters.js';
 
 /**
  * Reservations (seckill with `config.reserveMs`): the order a sale made is confirmed or released
@@ -26,7 +27,9 @@ export interface Reservations {
 
 export interface ReservationDeps {
   sql: postgres.Sql;
-  queue: Queue;
+  queue: Pick<Line, 'definitions'>;
+  /** Where a released unit goes back (Redis's counter). */
+  stock: Pick<StockCounters, 'returnReleased'>;
   log: Logger;
   /** A released unit is back in an item's counter: wake the dispatcher for it. */
   onReturned(itemId: string): void;
@@ -41,7 +44,7 @@ export function createReservations(deps: ReservationDeps): Reservations {
     for (const u of units) byItem.set(u.itemId, [...(byItem.get(u.itemId) ?? []), u]);
     let n = 0;
     for (const [itemId, us] of byItem) {
-      n += await queue.stock.returnReleased(itemId, us);
+      n += await deps.stock.returnReleased(itemId, us);
       deps.onReturned(itemId);
     }
     await markReturned(sql, units.map((u) => u.orderId));
@@ -50,7 +53,7 @@ export function createReservations(deps: ReservationDeps): Reservations {
 
   /** Every unit confirmed: the waiting tickets end rejected / sold_out. */
   async function cutIfSoldOut(o: SettledOrder) {
-    if (o.itemId && o.left <= 0 && o.reserved === 0) await queue.cut(o.itemId, 'sold_out');
+    if (o.itemId && o.left <= 0 && o.reserved === 0) await queue.definitions.cut(o.itemId, 'sold_out');
   }
 
   const released = (orderId: string, o: SettledOrder) => giveBack([{ orderId, itemId: o.itemId!, userId: o.userId! }]);

@@ -1,6 +1,6 @@
 import type { Job } from 'bullmq';
 import type { Logger } from '../kernel/logger.js';
-import type { SettleInput } from '../queue/queue.js';
+import type { SettleInput } from '../queue/line.js';
 import type { CachedItem } from '../queue/item-cache.js';
 import { DropError, RequeueError, type HandlerContext, type HandlerOutcome, type HandlerSpec } from './handler.js';
 import type { JobTicket, TicketJob } from './jobs.js';

@@ -5,11 +5,12 @@ import type { PgHealth } from '../db/health.js';
 import { unitsLeft, writeSales, type SaleRequest, type SaleResult } from '../db/sales.js';
 import { createBatcher, perKey } from '../kernel/batcher.js';
 import type { Logger } from '../kernel/logger.js';
-import type { Queue } from '../queue/queue.js';
+import type { Line } from '../queue/line.js';
 import { RequeueError, type HandlerContext } from './handler.js';
 import { createJobQueues, type JobOptions } from './jobs.js';
 import type { HandlerRegistry } from './registry.js';
 import { createRunner, type Sample, type Settlement } from './runner.js';
+import type { StockCounters } from './stock-counters.js';
 
 export interface ServiceDeps {
   /** A connection for BullMQ (maxRetriesPerRequest: null); workers duplicate it. */
@@ -17,7 +18,9 @@ export interface ServiceDeps {
   sql: postgres.Sql;
   /** Marked down when a sale finds Postgres unreachable (the dispatcher pauses those items). */
   pg: PgHealth;
-  queue: Queue;
+  queue: Pick<Line, 'items' | 'admissions' | 'definitions'>;
+  /** The Redis stock counters, taken before a sale and given back when it does not happen. */
+  stock: StockCounters;
   handlers: HandlerRegistry;
   log: Logger;
   jobs: JobOptions;
@@ -34,7 +37,7 @@ type Unit = { itemId: string; seq: number };
  * script call, and concurrent orders and claims one Postgres transaction per item (db/sales.ts).
  */
 export function createService(deps: ServiceDeps) {
-  const { queue } = deps;
+  const { queue, stock } = deps;
   const seller = (table: 'orders' | 'coupon_claims') =>
     createBatcher((b: SaleRequest[]) => writeSales(deps.sql, table, b), { maxBatch: 500, maxWaitMs: 2, concurrency: 2 });
   const sellers = { orders: seller('orders'), coupon_claims: seller('coupon_claims') };
@@ -43,14 +46,14 @@ export function createService(deps: ServiceDeps) {
     perKey(
       (u: Unit) => u.itemId,
       async (itemId, units) => {
-        const r = await queue.stock.take(itemId, units.map((u) => u.seq));
+        const r = await stock.take(itemId, units.map((u) => u.seq));
         return r.taken.map((taken) => ({ taken, left: r.left }));
       },
     ),
     redisOpts,
   );
   const settler = createBatcher(
-    perKey((s: Settlement) => s.itemId, (itemId, entries) => queue.settleMany(itemId, entries)),
+    perKey((s: Settlement) => s.itemId, (itemId, entries) => queue.admissions.settleMany(itemId, entries)),
     redisOpts,
   );
   /** One sold-out cut per item at a time, however many tickets find the stock gone together. */
@@ -63,15 +66,15 @@ export function createService(deps: ServiceDeps) {
     }
     return p;
   };
-  const soldOut = (itemId: string) => single(`cut:${itemId}`, () => queue.cut(itemId, 'sold_out').then(() => undefined));
+  const soldOut = (itemId: string) => single(`cut:${itemId}`, () => queue.definitions.cut(itemId, 'sold_out').then(() => undefined));
   /**
    * Postgres's word, asked once at a time per item: no units left and none reserved → the item is
    * cut sold out (units reserved may be released: the item is held, its line stays).
    */
   const confirmSoldOut = (itemId: string) =>
     single(`left:${itemId}`, async () => {
-      const stock = await pgCall(() => unitsLeft(deps.sql, itemId));
-      if (stock !== null && (stock.left > 0 || stock.reserved > 0)) return false;
+      const left = await pgCall(() => unitsLeft(deps.sql, itemId));
+      if (left !== null && (left.left > 0 || left.reserved > 0)) return false;
       await soldOut(itemId);
       return true;
     });
@@ -88,8 +91,8 @@ export function createService(deps: ServiceDeps) {
   const context = (itemId: string): Pick<HandlerContext, 'stock' | 'sell' | 'soldOut' | 'confirmSoldOut'> => ({
     stock: {
       take: (id, seq) => taker.submit({ itemId: id, seq }),
-      refund: (id, seq) => queue.stock.refund(id, seq),
-      forfeit: (id, seq) => queue.stock.forfeit(id, seq),
+      refund: (id, seq) => stock.refund(id, seq),
+      forfeit: (id, seq) => stock.forfeit(id, seq),
     },
     sell: async (table, req): Promise<SaleResult> => {
       // A refused ticket fails alone: the rest of its batch was sold (db/sales.ts).
@@ -103,7 +106,7 @@ export function createService(deps: ServiceDeps) {
 
   const jobs = createJobQueues(deps.bullRedis, deps.jobs);
   const runner = createRunner({
-    item: (id) => queue.item(id),
+    item: (id) => queue.items.item(id),
     handlers: deps.handlers,
     log: deps.log,
     attempts: deps.jobs.attempts,
@@ -112,7 +115,7 @@ export function createService(deps: ServiceDeps) {
     onSample: deps.onSample,
     now: deps.now,
     onSettled: deps.onSettled,
-    renew: (itemId, tickets, until) => queue.extendLeases(itemId, tickets, until),
+    renew: (itemId, tickets, until) => queue.admissions.extendLeases(itemId, tickets, until),
     leaseMs: (deadlineMs) => jobs.leaseMs(deadlineMs),
   });
   const inProcess = deps.handlers.names().filter((n) => deps.handlers.get(n)?.handle);

@@ -4,8 +4,8 @@ import type { Redis } from 'ioredis';
 import type { Clock } from '../kernel/clock.js';
 import type { Logger } from '../kernel/logger.js';
 import { every } from '../kernel/loop.js';
-import { revokedTokensKey } from '../queue/keys.js';
-import type { Queue } from '../queue/queue.js';
+import { revokedTokensKey } from '../redis/keys.js';
+import type { Line } from '../queue/line.js';
 import { DEFAULT_TOKEN_TTL_MS, type TicketView } from '../queue/types.js';
 import { KEY_REFRESH_MS, type KeyRing } from './key-ring.js';
 
@@ -43,7 +43,7 @@ export interface TokensDeps {
   keys: KeyRing;
   redis: Redis;
   prefix: string;
-  queue: Pick<Queue, 'item'>;
+  queue: Pick<Line, 'items'>;
   clock: Clock;
   log: Logger;
   issuer: string;
@@ -55,7 +55,7 @@ export function createTokens(deps: TokensDeps) {
   const cache = new Map<string, string>();
 
   async function sign(view: TicketView): Promise<string | null> {
-    const item = await deps.queue.item(view.itemId);
+    const item = await deps.queue.items.item(view.itemId);
     if (!item) return null;
     const at = view.state === 'admitted' ? view.admittedAt : view.updatedAt;
     const iat = Math.floor(Date.parse(at ?? view.updatedAt) / 1000);

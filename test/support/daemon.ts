@@ -16,7 +16,7 @@ export interface RunningDaemon {
  * Starts the daemon as a user would (`tsx src/main.ts`), on a free port, and waits until it says
  * it listens. `cwd` (default: the repository) is where it looks for `.env` and keeps `.floodgate`.
  */
-export async function startDaemonProcess(env: Record<string, string>, opts: { cwd?: string } = {}): Promise<RunningDaemon> {
+export async function startDaemonProcess(env: Record<string, string>, opts: { cwd?: string; /** Processes that must say they listen (FLOODGATE_PROCESSES). */ listening?: number } = {}): Promise<RunningDaemon> {
   const tsx = pathToFileURL(path.join(root, 'node_modules/tsx/dist/loader.mjs')).href;
   const proc = spawn(process.execPath, ['--import', tsx, path.join(root, 'src/main.ts')], {
     cwd: opts.cwd ?? root,
@@ -33,7 +33,8 @@ export async function startDaemonProcess(env: Record<string, string>, opts: { cw
       reject(new Error(`daemon did not start:\n${out}`));
     }, 30_000);
     const onData = () => {
-      const m = /"url":"(http:\/\/127\.0\.0\.1:\d+)".*"msg":"floodgate listening"/.exec(out);
+      const all = [...out.matchAll(/"url":"(http:\/\/127\.0\.0\.1:\d+)".*"msg":"floodgate listening"/g)];
+      const m = all.length >= (opts.listening ?? 1) ? all[0] : null;
       if (m) {
         clearTimeout(timer);
         resolve(m[1]);

@@ -43,9 +43,9 @@ export function consoleDataRoutes(ctx: ApiContext) {
     async (c) => {
       const { itemId } = c.req.valid('param');
       const { windowMs } = c.req.valid('query');
-      (await ctx.queue.item(itemId)) ?? fail('item_not_found', 'No such item.');
+      (await ctx.queue.items.item(itemId)) ?? fail('item_not_found', 'No such item.');
       const to = Math.floor(Date.now() / 1000);
-      const points = await ctx.queue.series.range(itemId, to - Math.ceil(windowMs / 1000) + 1, to);
+      const points = await ctx.series.range(itemId, to - Math.ceil(windowMs / 1000) + 1, to);
       return c.json({ stepMs: 1000 as const, points }, 200);
     },
   );

@@ -33,7 +33,7 @@ export function inviteRoutes(ctx: ApiContext) {
   const app = new OpenAPIHono<AuthEnv>({ defaultHook: ctx.defaultHook });
   const { queue } = ctx;
   const now = () => ctx.clock.now();
-  const itemOf = async (itemId: string) => (await queue.item(itemId)) ?? fail('item_not_found', 'No such item.');
+  const itemOf = async (itemId: string) => (await queue.items.item(itemId)) ?? fail('item_not_found', 'No such item.');
 
   app.openapi(
     createRoute({
@@ -79,11 +79,11 @@ export function inviteRoutes(ctx: ApiContext) {
       const body = c.req.valid('json');
       const claims = peek<InviteClaims>(body.invite);
       const valid = claims && typeof claims.i === 'string' && typeof claims.u === 'string' && typeof claims.n === 'string' && Number.isFinite(claims.e);
-      const item = valid ? await queue.item(claims!.i) : null;
+      const item = valid ? await queue.items.item(claims!.i) : null;
       if (!valid || !item || !verify(item.snap.secret, 'invite', body.invite)) throw refused('invite_invalid');
       const { i: itemId, u: userId, e, n } = claims!;
-      const used = await queue.inviteUses.ticketOf(itemId, n);
-      if (used) return c.json((await queue.status(used)) as z.infer<typeof TicketView>, 200);
+      const used = await ctx.inviteUses.ticketOf(itemId, n);
+      if (used) return c.json((await queue.tickets.status(used)) as z.infer<typeof TicketView>, 200);
       if (e <= now()) throw refused('invite_expired');
       const difficulty = item.snap.def.pow?.difficulty ?? 0;
       if (difficulty > 0) {
@@ -91,11 +91,11 @@ export function inviteRoutes(ctx: ApiContext) {
         const ch = peek<ChallengeClaims>(pow.challenge);
         const ok = ch && ch.i === itemId && ch.d >= difficulty && ch.e > now() && verify(item.snap.secret, 'challenge', pow.challenge) && solves(pow.challenge, pow.nonce, difficulty);
         if (!ok) fail('pow_required', 'The proof of work is missing, wrong or expired.');
-        if (!(await queue.inviteUses.takeChallenge(itemId, ch!.n, CHALLENGE_MS))) fail('pow_required', 'That challenge was used already; ask for a new one.');
+        if (!(await ctx.inviteUses.takeChallenge(itemId, ch!.n, CHALLENGE_MS))) fail('pow_required', 'That challenge was used already; ask for a new one.');
       }
-      const { created, ticket } = await queue.join(itemId, userId, null);
-      const ticketId = await queue.inviteUses.claim(itemId, n, ticket.ticketId, e - now() + 60_000);
-      if (ticketId !== ticket.ticketId) return c.json((await queue.status(ticketId)) as z.infer<typeof TicketView>, 200);
+      const { created, ticket } = await queue.tickets.join(itemId, userId, null);
+      const ticketId = await ctx.inviteUses.claim(itemId, n, ticket.ticketId, e - now() + 60_000);
+      if (ticketId !== ticket.ticketId) return c.json((await queue.tickets.status(ticketId)) as z.infer<typeof TicketView>, 200);
       c.header('Location', `/v1/tickets/${ticket.ticketId}`);
       return c.json(ticket as z.infer<typeof TicketView>, created ? 202 : 200);
     },

@@ -1,4 +1,5 @@
 import { OpenAPIHono, createRoute, z } from '@hono/zod-openapi';
+import { itemGaugesText, type ItemGaugeView } from '../../kernel/item-gauges.js';
 import { FloodgateError } from '../../kernel/errors.js';
 import { bearer, keyMatches } from '../auth.js';
 import type { ApiContext } from '../context.js';
@@ -31,8 +32,10 @@ export interface OpsDeps {
   /** Which backing stores answer right now; each check bounded by its own timeout (see `probe`). */
   ready(): Promise<{ redis: boolean; postgres: boolean }>;
   metricsKey?: string;
-  /** Refreshes per-item gauges before a scrape. */
-  beforeScrape(): Promise<void>;
+  /** The items' views as the daemon holds them, for the per-item gauges of a scrape. */
+  itemViews(): Promise<ItemGaugeView[]>;
+  /** With several processes on one port: their metrics aggregated (cluster-metrics.ts), instead of this process's own. */
+  scrape?: () => Promise<string>;
 }
 
 /** /readyz answers within this, whatever hangs: a probe still running then counts as failed. */
@@ -72,8 +75,11 @@ export function opsRoutes(ctx: ApiContext, deps: OpsDeps) {
   app.get('/metrics', async (c) => {
     if (deps.metricsKey && !keyMatches(bearer(c.req.header('authorization')), deps.metricsKey))
       throw new FloodgateError('unauthorized', 'The metrics key is required.');
-    await deps.beforeScrape().catch((err) => ctx.log.warn({ err: String(err) }, 'metrics refresh failed'));
-    return c.body(await ctx.metrics.registry.metrics(), 200, { 'Content-Type': ctx.metrics.registry.contentType });
+    const [own, views] = await Promise.all([
+      deps.scrape ? deps.scrape() : ctx.metrics.registry.metrics(),
+      deps.itemViews().catch((err) => (ctx.log.warn({ err: String(err) }, 'item views for metrics failed'), [])),
+    ]);
+    return c.body(own + itemGaugesText(views), 200, { 'Content-Type': ctx.metrics.registry.contentType });
   });
   return app;
 }

@@ -90,8 +90,8 @@ export function pageRoutes(ctx: ApiContext, assets: () => Promise<WebAssets>) {
   app.get('/wait/:ticketId', async (c) => {
     const lang = pickLang(c.req.query('lang'), c.req.header('accept-language'));
     try {
-      const view = await ctx.queue.status(c.req.param('ticketId'));
-      const room = (await ctx.queue.item(view.itemId))?.snap.def.waitingRoom ?? null;
+      const view = await ctx.queue.tickets.status(c.req.param('ticketId'));
+      const room = (await ctx.queue.items.item(view.itemId))?.snap.def.waitingRoom ?? null;
       const title = room?.title ?? words[lang].waiting;
       const main = `${langLinks}<h1>${escape(title)}</h1><p id="status">${words[lang].loading}</p><p id="place"></p><p id="eta"></p>
 <progress id="bar" max="100" value="0"></progress><p><button id="leave" type="button" hidden></button></p><p id="note"></p><p id="mode"></p>`;
@@ -106,7 +106,7 @@ export function pageRoutes(ctx: ApiContext, assets: () => Promise<WebAssets>) {
     const lang = pickLang(c.req.query('lang'), c.req.header('accept-language'));
     const itemId = c.req.param('itemId');
     try {
-      const item = ITEM_ID.test(itemId) ? await ctx.queue.item(itemId) : null;
+      const item = ITEM_ID.test(itemId) ? await ctx.queue.items.item(itemId) : null;
       if (!item) throw new FloodgateError('item_not_found', 'No such item.');
       const title = item.snap.def.waitingRoom?.title ?? words[lang].waiting;
       const main = `${langLinks}<h1>${escape(title)}</h1><p id="status">${words[lang].loading}</p><progress id="bar" max="100"></progress><p id="note"></p>`;

@@ -49,7 +49,7 @@ export function ticketEventRoutes(ctx: ApiContext, watch: TicketWatch) {
   );
   app.get('/v1/tickets/:ticketId/events', async (c) => {
     const ticketId = c.req.param('ticketId');
-    const first = await ctx.queue.status(ticketId);
+    const first = await ctx.queue.tickets.status(ticketId);
     const outgoing = (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing;
     if (outgoing) {
       const res = new NativeResponse(null, { headers: { ...SSE_HEADERS, [ALREADY_SENT]: 'true' } });

@@ -19,7 +19,7 @@ export function ticketRoutes(ctx: ApiContext) {
   const present = async (view: TicketViewT, authorization?: string): Promise<TicketViewT> => {
     const out = ctx.tokens ? await ctx.tokens.withToken(view) : view;
     if (!authorization || !ctx.auth.isOperator(authorization)) return out;
-    const source = await queue.sourceOf(view.ticketId);
+    const source = await queue.tickets.sourceOf(view.ticketId);
     return source === null ? out : { ...out, source };
   };
   // Before precheck: a key outside its scope learns nothing about the item, not even "not open".
@@ -31,7 +31,7 @@ export function ticketRoutes(ctx: ApiContext) {
   // is refused at the cost of an auth check and a cache lookup.
   const precheck: MiddlewareHandler = async (c, next) => {
     const itemId = c.req.param('itemId');
-    if (itemId && ITEM_ID.test(itemId)) await queue.precheckJoin(itemId);
+    if (itemId && ITEM_ID.test(itemId)) await queue.tickets.precheckJoin(itemId);
     await next();
   };
 
@@ -57,7 +57,7 @@ export function ticketRoutes(ctx: ApiContext) {
     if (!parsed.success) throw validationError(parsed.error);
     const { userId, payload } = parsed.data;
     if (payload && Buffer.byteLength(JSON.stringify(payload)) > MAX_PAYLOAD) fail('payload_too_large', 'payload is over 8 KiB.');
-    const { created, ticket } = await queue.join(itemId, userId, payload ?? null, c.get('actor').name).catch((err) => {
+    const { created, ticket } = await queue.tickets.join(itemId, userId, payload ?? null, c.get('actor').name).catch((err) => {
       if (err?.code === 'rate_limited') metrics.quotaRefusals.inc({ item: itemId, quota: String(err.details?.quota) });
       throw err;
     });
@@ -75,7 +75,7 @@ export function ticketRoutes(ctx: ApiContext) {
     }),
   );
   app.get('/v1/tickets/:ticketId', async (c) => {
-    const view = await queue.status(c.req.param('ticketId'));
+    const view = await queue.tickets.status(c.req.param('ticketId'));
     // A waiting ticket polled anonymously (the flood) costs nothing more.
     return c.json(view.state === 'waiting' && !c.req.header('authorization') ? view : await present(view, c.req.header('authorization')), 200);
   });
@@ -86,7 +86,7 @@ export function ticketRoutes(ctx: ApiContext) {
       summary: 'Leave the line', request: { params: z.object({ ticketId: TicketId }) },
       responses: { 200: json(TicketView, 'The cancelled ticket'), ...errors(404, 409, 503) },
     }),
-    async (c) => c.json((await queue.cancel(c.req.valid('param').ticketId)) as z.infer<typeof TicketView>, 200),
+    async (c) => c.json((await queue.tickets.cancel(c.req.valid('param').ticketId)) as z.infer<typeof TicketView>, 200),
   );
 
   app.openapi(
@@ -101,7 +101,7 @@ export function ticketRoutes(ctx: ApiContext) {
       const { max, leaseMs } = PullInput.parse((c.req.valid('json') as unknown) ?? {});
       ctx.auth.requireScope(c.get('actor'), itemId);
       await requireExternal(ctx, itemId);
-      const got = await queue.admit(itemId, max, leaseMs);
+      const got = await queue.admissions.admit(itemId, max, leaseMs);
       if (got.length) metrics.admissions.inc({ item: itemId }, got.length);
       const tickets = got.map(({ ticketId, userId, payload, position, leaseId, leaseExpiresAt }) => ({ ticketId, userId, payload, position, leaseId, leaseExpiresAt }));
       return c.json({ tickets }, 200);
@@ -118,10 +118,10 @@ export function ticketRoutes(ctx: ApiContext) {
     async (c) => {
       const { ticketId } = c.req.valid('param');
       const body = c.req.valid('json');
-      const itemId = queue.itemIdOf(ticketId) ?? fail('ticket_not_found', 'No such ticket.');
+      const itemId = queue.tickets.itemIdOf(ticketId) ?? fail('ticket_not_found', 'No such ticket.');
       ctx.auth.requireScope(c.get('actor'), itemId);
       await requireExternal(ctx, itemId, 'ticket_not_found');
-      const view: TicketViewT = await queue.settle(ticketId, {
+      const view: TicketViewT = await queue.admissions.settle(ticketId, {
         leaseId: body.leaseId,
         status: body.status,
         result: body.result,
@@ -137,7 +137,7 @@ export function ticketRoutes(ctx: ApiContext) {
 }
 
 async function requireExternal(ctx: ApiContext, itemId: string, missing: 'item_not_found' | 'ticket_not_found' = 'item_not_found') {
-  const item = (await ctx.queue.item(itemId)) ?? fail(missing, missing === 'item_not_found' ? 'No such item.' : 'No such ticket.');
+  const item = (await ctx.queue.items.item(itemId)) ?? fail(missing, missing === 'item_not_found' ? 'No such item.' : 'No such ticket.');
   if (!ctx.handlers.get(item!.snap.def.handler)?.external)
     fail('conflict', `Item ${itemId} is served by its "${item!.snap.def.handler}" handler; pull and outcome are for external items.`);
 }

@@ -1,0 +1,93 @@
+/**
+ * /metrics when several daemon processes share one port (FLOODGATE_PROCESSES): a scrape lands on
+ * whichever worker the connection went to, so each worker alone would show its own counters and a
+ * rate taken over successive scrapes would jump between processes. Instead the worker that gets
+ * the scrape asks the primary, which asks every worker for its metrics and answers with them
+ * aggregated by prom-client's rules: counters and histograms summed, Node's process metrics as
+ * prom-client defines. (The per-item gauges, a picture of Redis the same in every process, are
+ * added by the worker that answers: item-gauges.ts.)
+ */
+import cluster from 'node:cluster';
+import { AggregatorRegistry } from 'prom-client';
+import type { Metrics } from './metrics.js';
+
+const SCRAPE = 'floodgate:scrape';
+const SCRAPE_RES = 'floodgate:scrape-res';
+const COLLECT = 'floodgate:collect';
+const COLLECT_RES = 'floodgate:collect-res';
+const TIMEOUT_MS = 5000;
+
+interface Msg {
+  type: string;
+  id: number;
+  text?: string;
+  metrics?: object[];
+  error?: string;
+}
+
+/** In the primary: answers workers' scrapes with every worker's metrics, aggregated. */
+export function servePrimaryMetrics() {
+  let next = 0;
+  const pending = new Map<number, { left: number; parts: object[][]; done(): void }>();
+  cluster.on('message', (worker, msg: Msg) => {
+    if (msg?.type === COLLECT_RES) {
+      const p = pending.get(msg.id);
+      if (!p) return;
+      if (msg.metrics) p.parts.push(msg.metrics);
+      if (--p.left === 0) p.done();
+      return;
+    }
+    if (msg?.type !== SCRAPE) return;
+    const id = next++;
+    const live = Object.values(cluster.workers ?? {}).filter((w) => w?.isConnected());
+    const reply = (text: string | undefined, error?: string) => worker.isConnected() && worker.send({ type: SCRAPE_RES, id: msg.id, text, error });
+    const finish = () => {
+      clearTimeout(timer);
+      if (!pending.delete(id)) return;
+      // A worker that did not answer in time (busy, dying) is left out rather than failing the scrape.
+      Promise.resolve()
+        .then(() => AggregatorRegistry.aggregate(p.parts).metrics())
+        .then(
+          (text) => reply(text),
+          (err) => reply(undefined, String(err)),
+        );
+    };
+    const p = { left: live.length, parts: [] as object[][], done: finish };
+    const timer = setTimeout(finish, TIMEOUT_MS);
+    pending.set(id, p);
+    for (const w of live) w!.send({ type: COLLECT, id });
+  });
+}
+
+/** In a worker: answers the primary's collects, and returns the scrape the /metrics route uses. */
+export function workerMetrics(metrics: Metrics): () => Promise<string> {
+  let next = 0;
+  const waiting = new Map<number, (m: Msg) => void>();
+  process.on('message', (msg: Msg) => {
+    if (msg?.type === COLLECT)
+      void metrics.registry
+        .getMetricsAsJSON()
+        .then(
+          (m) => process.send?.({ type: COLLECT_RES, id: msg.id, metrics: m }),
+          (err) => process.send?.({ type: COLLECT_RES, id: msg.id, error: String(err) }),
+        );
+    else if (msg?.type === SCRAPE_RES) {
+      waiting.get(msg.id)?.(msg);
+      waiting.delete(msg.id);
+    }
+  });
+  return () =>
+    new Promise<string>((resolve, reject) => {
+      const id = next++;
+      const timer = setTimeout(() => {
+        waiting.delete(id);
+        reject(new Error('the primary process did not answer the scrape'));
+      }, TIMEOUT_MS + 1000);
+      waiting.set(id, (m) => {
+        clearTimeout(timer);
+        if (m.error !== undefined || m.text === undefined) reject(new Error(m.error ?? 'no metrics'));
+        else resolve(m.text);
+      });
+      process.send!({ type: SCRAPE, id });
+    });
+}

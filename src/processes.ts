@@ -1,0 +1,101 @@
+/**
+ * `FLOODGATE_PROCESSES=auto|N`: one daemon process per core on one machine, behind one port.
+ *
+ * The primary process owns what must exist once: it starts (or finds) Redis and Postgres, runs the
+ * migrations, and makes the run's keys; then it forks N workers with node:cluster. Each worker is
+ * a whole daemon (src/daemon.ts's startDaemon) with the store URLs and keys the primary settled, so
+ * N workers share the lines, the gates and the leases through Redis exactly as N daemons on N
+ * machines do: nothing is shared in memory, and nothing new had to be made safe for it. The
+ * listening socket is the primary's; node:cluster hands each new connection to the next worker
+ * (round-robin), so a keep-alive client stays on one worker.
+ *
+ * The primary restarts a worker that dies (a crash-looping worker, 5 deaths in a minute, stops
+ * the whole group: a supervisor above should see it), and on SIGTERM/SIGINT stops the workers
+ * (each drains as a single daemon does), then the stores it started.
+ */
+import cluster, { type Worker } from 'node:cluster';
+import os from 'node:os';
+import { storeSettings, type Config } from './config.js';
+import { connectDb, migrateDb } from './db/client.js';
+import { ensureStores } from './infra/ensure-stores.js';
+import type { Logger } from './kernel/logger.js';
+import { servePrimaryMetrics } from './kernel/cluster-metrics.js';
+import { redactUrl } from './kernel/redact-url.js';
+
+/** `auto` = the cores Node may use; a number as given; unset = 1 (a single process, no primary). */
+export function processCount(setting: string | undefined, cores = os.availableParallelism()): number {
+  if (!setting) return 1;
+  return setting === 'auto' ? Math.max(1, cores) : Number(setting);
+}
+
+export const isClusterWorker = () => cluster.isWorker;
+
+const RESTARTS_PER_MINUTE = 5;
+
+/** Runs the primary: stores, migrations, N workers; resolves never (the process exits on a signal or a crash loop). */
+export async function runPrimary(config: Config, log: Logger, n: number): Promise<void> {
+  const stores = await ensureStores(storeSettings(config), log);
+  const redis = { url: stores.redisUrl };
+  const pg = { url: stores.pgUrl };
+  const db = connectDb(pg.url, { max: 2 });
+  await migrateDb(db);
+  await db.close();
+
+  // The workers read their configuration as any daemon does, with what the primary settled on top.
+  const env: Record<string, string> = {
+    REDIS_URL: redis.url,
+    DATABASE_URL: pg.url,
+    FLOODGATE_SERVICE_KEYS: config.FLOODGATE_SERVICE_KEYS.join(','),
+    FLOODGATE_OPERATOR_KEYS: config.FLOODGATE_OPERATOR_KEYS.join(','),
+    // A worker is one daemon; it must not start a group of its own.
+    FLOODGATE_PROCESSES: '1',
+  };
+  let stopping = false;
+  const deaths: number[] = [];
+  const fork = (index: number): Worker => {
+    const w = cluster.fork(env);
+    w.on('exit', (code, signal) => {
+      if (stopping) return;
+      const now = Date.now();
+      deaths.push(now);
+      while (deaths.length && deaths[0] < now - 60_000) deaths.shift();
+      log.error({ worker: index, pid: w.process.pid, code, signal }, 'worker process died');
+      if (deaths.length >= RESTARTS_PER_MINUTE) {
+        log.fatal({ deaths: deaths.length }, 'workers keep dying; stopping');
+        return void shutdown('crash loop', 1);
+      }
+      setTimeout(() => !stopping && workers.set(index, fork(index)), 500).unref();
+    });
+    return w;
+  };
+  servePrimaryMetrics();
+  const workers = new Map<number, Worker>();
+  for (let i = 0; i < n; i++) workers.set(i, fork(i));
+  log.info({ processes: n, port: config.PORT, redis: redactUrl(redis.url), postgres: redactUrl(pg.url) }, 'floodgate primary started its worker processes');
+
+  async function shutdown(why: string, code = 0) {
+    if (stopping) return;
+    stopping = true;
+    log.info({ why }, 'stopping worker processes');
+    const force = setTimeout(() => {
+      log.error('shutdown timed out; exiting');
+      process.exit(1);
+    }, config.FLOODGATE_SHUTDOWN_MS + 2000);
+    force.unref();
+    await Promise.all(
+      [...workers.values()].map(
+        (w) =>
+          new Promise<void>((resolve) => {
+            if (w.isDead()) return resolve();
+            w.once('exit', () => resolve());
+            w.process.kill('SIGTERM');
+          }),
+      ),
+    );
+    await stores.stop();
+    log.info('stopped');
+    process.exit(code);
+  }
+  process.once('SIGTERM', () => void shutdown('SIGTERM'));
+  process.once('SIGINT', () => void shutdown('SIGINT'));
+}

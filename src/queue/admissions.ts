@@ -1,0 +1,182 @@
+import { randomBytes } from 'node:crypto';
+import type { Clock } from '../kernel/clock.js';
+import { drawOrder, drawPositions } from './draw.js';
+import type { EtaMemory } from './eta-memory.js';
+import { ACTIVE_GRACE_MS, type ItemDirectory } from './items.js';
+import { settleError, type LineScripts, type SettleCode } from './line-scripts.js';
+import type { TicketReader } from './ticket-reader.js';
+import { makeTicketId } from './ticket-id.js';
+import type { AdmittedTicket, Outcome, TicketView } from './types.js';
+import { bindingOf, parseRecord } from './views.js';
+
+export interface SettleInput {
+  leaseId: string;
+  status: 'succeeded' | 'rejected' | 'failed';
+  result?: unknown;
+  reason?: string;
+  retry?: boolean;
+  /** Settle under whatever lease the ticket holds now (in-process workers only). */
+  force?: boolean;
+}
+
+/** Admitting from the head under the gate, and settling what was admitted: what the dispatcher and workers do. */
+export interface Admissions {
+  /** Admits from the head as far as the gate allows; `autoCap` caps in-flight for an auto gate without its own cap. */
+  admit(itemId: string, max: number, leaseMs: number, autoCap?: number): Promise<AdmittedTicket[]>;
+  settle(ticketId: string, input: SettleInput): Promise<TicketView>;
+  /**
+   * Settles many admitted tickets of one item in one call (in-process jobs). Returns a code per
+   * entry: 1 applied, 2 a repeat of what was applied, -1 no such ticket, -2 lease lost.
+   */
+  settleMany(itemId: string, entries: (SettleInput & { seq: number })[]): Promise<SettleCode[]>;
+  /** Keeps the leases of tickets handed to a job queue alive until `until` (ms). */
+  extendLeases(itemId: string, tickets: { seq: number; leaseId: string }[], until: number): Promise<number>;
+  /** Returns expired leases of every item to the head of its line; draws pre-queues that are due. */
+  sweep(): Promise<number>;
+  /**
+   * Draws the item's pre-queue if it is due (opensAt passed, not drawn yet): idempotent, any daemon
+   * may run it. Redis is held only for one chunk at a time (`chunk` line places, default 16384);
+   * `onStep` hears how long each Redis step took (ms, round trip included) and, for the chunk
+   * writes, how long Redis itself was held (ms, by Redis's clock).
+   */
+  draw(itemId: string, opts?: { chunk?: number; onStep?: (ms: number, heldMs?: number) => void }): Promise<{ drawn: boolean; n: number }>;
+}
+
+export interface AdmissionsDeps {
+  clock: Clock;
+  items: ItemDirectory;
+  scripts: LineScripts;
+  reader: TicketReader;
+  eta: EtaMemory;
+  /** Ends the waiting tickets when the sale window has passed (definitions.cut). */
+  closeLine(itemId: string): Promise<unknown>;
+  /** A ticket joined and admitted through this process was told `predictedMs` at its join and waited `actualMs`. */
+  onWaited?(itemId: string, predictedMs: number | null, actualMs: number): void;
+}
+
+export function createAdmissions(deps: AdmissionsDeps): Admissions {
+  const { items, scripts, clock } = deps;
+  const draws = new Map<string, Promise<{ drawn: boolean; n: number }>>();
+  let sweptAllAt = clock.now();
+
+  async function runDraw(itemId: string, chunk: number, onStep?: (ms: number, heldMs?: number) => void) {
+    const timed = async <T>(step: () => Promise<T>, held?: (r: T) => number) => {
+      const t = performance.now();
+      const res = await step();
+      onStep?.(performance.now() - t, held?.(res));
+      return res;
+    };
+    const begun = await timed(() => scripts.drawBegin(itemId, clock.now()));
+    if (begun.status === 'not_due') return { drawn: false, n: 0 };
+    const { n } = begun;
+    if (begun.status === 'to_draw') {
+      const order = drawOrder(begun.seed, n);
+      const places = drawPositions(order);
+      for (let first = 0; first < n; first += chunk) {
+        const count = Math.min(chunk, n - first);
+        const o = Buffer.alloc(count * 4);
+        const p = Buffer.alloc(count * 4);
+        for (let i = 0; i < count; i++) {
+          o.writeUInt32BE(order[first + i], i * 4);
+          p.writeUInt32BE(places[first + i + 1], i * 4);
+        }
+        await timed(() => scripts.drawWrite(itemId, clock.now(), first, o, p), (us) => us / 1000);
+      }
+      await timed(() => scripts.drawFinish(itemId, clock.now()));
+    }
+    items.invalidate(itemId);
+    return { drawn: true, n };
+  }
+
+  const admissions: Admissions = {
+    async admit(itemId, max, leaseMs, autoCap) {
+      let item = await items.must(itemId);
+      if (item.snap.draw && !item.snap.draw.drawn && clock.now() >= item.snap.def.opensAt!) {
+        await admissions.draw(itemId);
+        item = await items.must(itemId);
+      }
+      const leasePrefix = randomBytes(12).toString('base64url') + '.';
+      const now = clock.now();
+      const { windowEnded, rows } = await scripts.admit(itemId, now, { max, leaseMs, leasePrefix, autoCap: autoCap ?? '' });
+      if (windowEnded) {
+        // closesAt has passed: nothing is admitted any more, and the waiting tickets end `closed`.
+        await deps.closeLine(itemId);
+        return [];
+      }
+      const out: AdmittedTicket[] = [];
+      for (const row of rows) {
+        const rec = parseRecord(row.record, item.snap.epoch);
+        out.push({
+          ticketId: makeTicketId(itemId, row.seq, item.snap.secret, bindingOf(rec, item.snap.epoch)),
+          seq: row.seq,
+          itemId,
+          userId: rec.userId,
+          payload: row.payload ? JSON.parse(row.payload) : null,
+          position: out.length + 1,
+          leaseId: row.leaseId,
+          leaseExpiresAt: new Date(row.leaseExp).toISOString(),
+          createdAt: rec.createdAt,
+        });
+        const predicted = deps.onWaited ? deps.eta.recall(itemId, row.seq) : undefined;
+        if (predicted !== undefined) deps.onWaited!(itemId, predicted, now - rec.createdAt);
+      }
+      // Leases to watch until they run out (the sweep returns an expired one to the line).
+      if (out.length) items.keepActive(itemId, now + leaseMs + ACTIVE_GRACE_MS);
+      return out;
+    },
+
+    async settle(ticketId, input) {
+      const { item, seq } = await deps.reader.resolve(ticketId);
+      const [code] = await admissions.settleMany(item.snap.def.itemId, [{ ...input, seq }]);
+      const err = settleError(code);
+      if (err) throw err;
+      return deps.reader.read(ticketId, item, seq);
+    },
+
+    async settleMany(itemId, entries) {
+      if (!entries.length) return [];
+      items.keepActive(itemId);
+      return scripts.settle(
+        itemId,
+        clock.now(),
+        entries.map((e) => {
+          const outcome: Outcome = { status: e.status };
+          if (e.result !== undefined) outcome.result = e.result;
+          if (e.reason !== undefined) outcome.reason = e.reason;
+          return { seq: e.seq, leaseId: e.leaseId, status: e.status, outcome: JSON.stringify(outcome), retry: !!e.retry, force: !!e.force };
+        }),
+      );
+    },
+
+    async extendLeases(itemId, tickets, until) {
+      if (!tickets.length) return 0;
+      // The sweep must still look at the item when these leases run out.
+      items.keepActive(itemId, until + ACTIVE_GRACE_MS);
+      return scripts.extendLeases(itemId, clock.now(), until, tickets);
+    },
+
+    draw(itemId, opts) {
+      let running = draws.get(itemId);
+      if (!running) {
+        running = runDraw(itemId, opts?.chunk ?? 16_384, opts?.onStep).finally(() => draws.delete(itemId));
+        draws.set(itemId, running);
+      }
+      return running;
+    },
+
+    async sweep() {
+      const now = clock.now();
+      let n = 0;
+      // The active items; once a minute every item (a lease whose item fell out of the set).
+      const full = now - sweptAllAt > 60_000;
+      if (full) sweptAllAt = now;
+      for (const itemId of full ? await items.itemIds() : await items.activeItemIds()) {
+        const snap = items.peek(itemId)?.snap;
+        if (snap?.draw && !snap.draw.drawn && now >= snap.def.opensAt!) await admissions.draw(itemId);
+        n += await scripts.sweep(itemId, now);
+      }
+      return n;
+    },
+  };
+  return admissions;
+}

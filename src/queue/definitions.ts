@@ -1,0 +1,108 @@
+import { randomBytes } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import type { Clock } from '../kernel/clock.js';
+import { globalBlocksKey, itemKeys } from '../redis/keys.js';
+import { gateFields } from './gate-rule.js';
+import type { ItemDirectory } from './items.js';
+import type { LineScripts } from './line-scripts.js';
+import type { GateSettings, LineDefinition, Quota } from './types.js';
+
+/** Defining an item's line, cutting it, and removing it: what the catalog does. */
+export interface Definitions {
+  define(def: LineDefinition, gate: Partial<GateSettings> | null, opts: { reopen: boolean }): Promise<{ created: boolean }>;
+  /** Ends every waiting ticket at once: close → cancelled, sold out → rejected (reason: the kind's default, or given). */
+  cut(itemId: string, kind: 'closed' | 'sold_out', reason?: string): Promise<number>;
+  /** Calls `listener` after this process cut an item's line (a sell-out, a close): watchers need not wait for their next look. */
+  onCut(listener: (itemId: string) => void): void;
+  /**
+   * Removes every key of an ended item (retention): only when nothing is waiting or admitted and
+   * its outcome ledger is drained. Returns whether it did.
+   */
+  drop(itemId: string): Promise<boolean>;
+  blocks: BlockOps;
+}
+
+/** Blocked users: per item (bit 1) and everywhere (bit 2, a copy of the global set in each item). */
+export interface BlockOps {
+  /** Blocks or unblocks a user for one item (`scope: 'item'`) or, in that item's copy, everywhere. */
+  set(itemId: string, userId: string, scope: 'item' | 'global', on: boolean): Promise<void>;
+  /** The global set itself (what a newly defined item copies). */
+  setGlobal(userId: string, on: boolean): Promise<void>;
+}
+
+/** meta's "limit:windowMs" form of a quota (join-5.lua and snapshot.ts read the same). */
+const quotaField = (q: Quota | undefined) => (q ? `${q.limit}:${q.windowMs}` : '');
+
+export function createDefinitions(deps: { redis: Redis; prefix: string; clock: Clock; items: ItemDirectory; scripts: LineScripts }): Definitions {
+  const { redis, prefix, clock, items, scripts } = deps;
+  const cutListeners: ((itemId: string) => void)[] = [];
+
+  return {
+    onCut: (listener) => void cutListeners.push(listener),
+
+    async define(def, gate, opts) {
+      items.keepActive(def.itemId);
+      const fields = {
+        handler: def.handler,
+        config: JSON.stringify(def.config),
+        capacity: def.capacity ?? '',
+        abandonAfterMs: def.abandonAfterMs ?? '',
+        opensAt: def.opensAt ?? '',
+        closesAt: def.closesAt ?? '',
+        rejoin: def.rejoin,
+        qUser: quotaField(def.quotas?.perUser),
+        qKey: quotaField(def.quotas?.perKey),
+        tokenTtlMs: def.tokenTtlMs ?? '',
+        preFrom: def.preQueueFromMs ?? '',
+        waitingRoom: def.waitingRoom ? JSON.stringify(def.waitingRoom) : '',
+        pow: def.pow ? JSON.stringify(def.pow) : '',
+      };
+      const { created } = await scripts.define(def.itemId, clock.now(), {
+        secret: randomBytes(32).toString('hex'),
+        definition: Object.fromEntries(Object.entries(fields).map(([f, v]) => [f, String(v)])),
+        gate: gate ? gateFields(gate) : null,
+        reopen: opts.reopen,
+      });
+      const now = clock.now();
+      // A new item starts with the users blocked everywhere (a copy: the global set lives on no item's slot).
+      if (created) for (const userId of await redis.smembers(globalBlocksKey(prefix))) await scripts.block(def.itemId, now, userId, 2, true);
+      // The draw's seed is fixed once, so its hash (shown from now on) commits to it.
+      if (def.preQueueFromMs) await redis.hsetnx(itemKeys(prefix, def.itemId).meta, 'drawSeed', randomBytes(32).toString('hex'));
+      await items.added(def.itemId);
+      return { created };
+    },
+
+    async cut(itemId, kind, why) {
+      items.keepActive(itemId);
+      const a = kind === 'closed' ? ({ stateChar: 'c', reason: why ?? 'item_closed', flag: 'closed' } as const) : ({ stateChar: 'r', reason: why ?? 'sold_out', flag: 'soldOut' } as const);
+      const n = await scripts.cut(itemId, clock.now(), a);
+      items.invalidate(itemId);
+      for (const l of cutListeners) l(itemId);
+      return n;
+    },
+
+    async drop(itemId) {
+      const k = itemKeys(prefix, itemId);
+      const [ctr, pending] = await Promise.all([redis.hmget(k.ctr, 'waiting', 'admitted'), redis.xlen(k.done)]);
+      if (Number(ctr[0] ?? 0) + Number(ctr[1] ?? 0) > 0 || pending > 0) return false;
+      await items.removed(itemId);
+      let cursor = '0';
+      do {
+        const [next, keys] = await redis.scan(cursor, 'MATCH', `${k.base.replace(/[*?[\]\\]/g, '\\$&')}*`, 'COUNT', 1000);
+        if (keys.length) await redis.unlink(...keys);
+        cursor = next;
+      } while (cursor !== '0');
+      items.invalidate(itemId);
+      return true;
+    },
+
+    blocks: {
+      async set(itemId, userId, scope, on) {
+        await scripts.block(itemId, clock.now(), userId, scope === 'item' ? 1 : 2, on);
+      },
+      async setGlobal(userId, on) {
+        await (on ? redis.sadd(globalBlocksKey(prefix), userId) : redis.srem(globalBlocksKey(prefix), userId));
+      },
+    },
+  };
+}

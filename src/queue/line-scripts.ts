@@ -1,0 +1,141 @@
+import { FloodgateError } from '../kernel/errors.js';
+import { scripts, type ScriptRunner } from '../redis/scripts.js';
+import type { Cut } from './types.js';
+
+/**
+ * The line's scripts (redis/lua), one typed function each: the one place where their replies are
+ * read and their integer codes become results or errors.
+ */
+
+const joinRefusals: Record<number, { error: () => FloodgateError; itemChanged: boolean }> = {
+  [-1]: { error: () => new FloodgateError('item_not_found', 'No such item.'), itemChanged: true },
+  [-3]: { error: () => new FloodgateError('closed', 'The item is closed.'), itemChanged: true },
+  [-4]: { error: () => new FloodgateError('sold_out', 'The item is sold out.'), itemChanged: true },
+  [-5]: { error: () => new FloodgateError('queue_full', 'The line is full; try again later.', undefined, 5), itemChanged: true },
+  [-6]: { error: () => new FloodgateError('blocked', 'This user is blocked for this item.'), itemChanged: true },
+};
+
+export type JoinReply =
+  | { kind: 'created' | 'existing'; seq: number; record: string; served: number }
+  /** `itemChanged`: the refusal says the cached item view is stale (closed, sold out, full…). */
+  | { kind: 'refused'; error: FloodgateError; itemChanged: boolean };
+
+/** A ticket as admission hands it out: its record, payload JSON ('' none) and lease. */
+export interface AdmittedRow {
+  seq: number;
+  record: string;
+  payload: string;
+  leaseId: string;
+  leaseExp: number;
+}
+
+/** settle-8.lua's code per ticket: 1 applied, 2 a repeat of what was applied, -1 no such ticket, -2 lease lost, -3 another outcome under this lease. */
+export type SettleCode = 1 | 2 | -1 | -2 | -3;
+
+export interface SettleEntry {
+  seq: number;
+  leaseId: string;
+  status: 'succeeded' | 'rejected' | 'failed';
+  outcome: string;
+  retry: boolean;
+  force: boolean;
+}
+
+/** The error a single settle answers for a code (null when it applied). */
+export function settleError(code: SettleCode): FloodgateError | null {
+  if (code === -1) return new FloodgateError('ticket_not_found', 'No such ticket.');
+  if (code === -2) return new FloodgateError('lease_lost', 'The lease expired or was superseded.');
+  if (code === -3) return new FloodgateError('conflict', 'A different outcome was already written under this lease.');
+  return null;
+}
+
+const notFound = () => new FloodgateError('item_not_found', 'No such item.');
+const bit = (on: boolean) => (on ? '1' : '0');
+
+export function createLineScripts(run: ScriptRunner['run']) {
+  return {
+    async join(itemId: string, now: number, a: { userId: string; payload: string; source: string; defaultKeyQuota: number | '' }): Promise<JoinReply> {
+      const [code, n, record, served] = (await run(scripts.join, itemId, now, a)) as [number, number, string, number];
+      if (code === 0 || code === 1) return { kind: code === 0 ? 'created' : 'existing', seq: n, record, served };
+      if (code === -7) {
+        // Over a quota: n = ms until its window ends, record = which quota. Retry-After in whole seconds, at least 1.
+        const retryAfterSec = Math.max(1, Math.ceil(n / 1000));
+        return { kind: 'refused', itemChanged: false, error: new FloodgateError('rate_limited', `Too many joins (${record} quota); try again later.`, { quota: record, retryAfterSec }, retryAfterSec) };
+      }
+      if (code === -2) {
+        // Not open yet: n = opensAt.
+        const details = { opensAt: new Date(n).toISOString(), now: new Date(now).toISOString() };
+        return { kind: 'refused', itemChanged: false, error: new FloodgateError('not_open', 'The sale has not opened yet.', details) };
+      }
+      const r = joinRefusals[code];
+      return { kind: 'refused', itemChanged: true, error: r ? r.error() : new FloodgateError('internal', `join returned ${code}`) };
+    },
+
+    async readTicket(itemId: string, now: number, seq: number) {
+      const [record, flat, served, retryRank, cut] = (await run(scripts.readTicket, itemId, now, { seq })) as [string | null, string[], number, number, string];
+      const x: Record<string, string> = {};
+      for (let i = 0; i < (flat?.length ?? 0); i += 2) x[flat[i]] = flat[i + 1];
+      return { record: record || null, x, served, retryRank, cut: cut ? (JSON.parse(cut) as Cut) : null };
+    },
+
+    /** 'not_waiting': the ticket is no longer in the line (admitted, ended, or cut). */
+    async cancel(itemId: string, now: number, a: { seq: number; outcome: string; record: string }): Promise<'cancelled' | 'not_waiting'> {
+      const code = (await run(scripts.cancel, itemId, now, a)) as number;
+      if (code === -1) throw new FloodgateError('ticket_not_found', 'No such ticket.');
+      return code === 1 ? 'cancelled' : 'not_waiting';
+    },
+
+    /** `windowEnded`: closesAt has passed, nothing was admitted (the caller cuts the line). */
+    async admit(itemId: string, now: number, a: { max: number; leaseMs: number; leasePrefix: string; autoCap: number | '' }): Promise<{ windowEnded: boolean; rows: AdmittedRow[] }> {
+      const res = (await run(scripts.admit, itemId, now, a)) as (string | number)[];
+      if (res[0] === -1) throw notFound();
+      const rows: AdmittedRow[] = [];
+      for (let i = 2; i < res.length; i += 5) {
+        rows.push({ seq: Number(res[i]), record: String(res[i + 1]), payload: String(res[i + 2]), leaseId: String(res[i + 3]), leaseExp: Number(res[i + 4]) });
+      }
+      return { windowEnded: res[0] === -2, rows };
+    },
+
+    async settle(itemId: string, now: number, entries: SettleEntry[]): Promise<SettleCode[]> {
+      const rest = entries.flatMap((e) => [e.seq, e.leaseId, e.status, e.outcome, bit(e.retry), bit(e.force)]);
+      return (await run(scripts.settle, itemId, now, {}, rest)) as SettleCode[];
+    },
+
+    /** How many expired leases went back to the head. */
+    sweep: async (itemId: string, now: number) => (await run(scripts.sweep, itemId, now, {})) as number,
+
+    /** How many leases were extended (a superseded one is left alone). */
+    extendLeases: async (itemId: string, now: number, until: number, tickets: { seq: number; leaseId: string }[]) =>
+      (await run(scripts.extendLeases, itemId, now, { until }, tickets.flatMap((t) => [t.seq, t.leaseId]))) as number,
+
+    /** Throws conflict when the handler would change under live tickets. */
+    async define(itemId: string, now: number, a: { secret: string; definition: Record<string, string>; gate: Record<string, string> | null; reopen: boolean }) {
+      const [code] = (await run(scripts.define, itemId, now, { secret: a.secret, definition: JSON.stringify(a.definition), gate: a.gate ? JSON.stringify(a.gate) : '', reopen: bit(a.reopen) })) as [number];
+      if (code === -1) throw new FloodgateError('conflict', 'The handler of an item with live tickets cannot change.');
+      return { created: code === 1 };
+    },
+
+    /** How many waiting tickets the cut ended. */
+    async cut(itemId: string, now: number, a: { stateChar: 'c' | 'r'; reason: string; flag: 'closed' | 'soldOut' }) {
+      const n = (await run(scripts.cut, itemId, now, a)) as number;
+      if (n < 0) throw notFound();
+      return n;
+    },
+
+    /** The draw's first step: 'not_due' before opensAt or without a pre-queue. */
+    async drawBegin(itemId: string, now: number): Promise<{ status: 'not_due' } | { status: 'to_draw' | 'drawn'; n: number; seed: string }> {
+      const [code, n, seed] = (await run(scripts.draw, itemId, now, { op: 'begin', first: '', order: '', places: '' })) as [number, number, string];
+      if (code === -1) return { status: 'not_due' };
+      return { status: code === 1 ? 'to_draw' : 'drawn', n, seed };
+    },
+    /** Writes one chunk; returns how long Redis was held (µs, by its own clock). */
+    drawWrite: async (itemId: string, now: number, first: number, order: Buffer, places: Buffer) =>
+      (await run(scripts.draw, itemId, now, { op: 'write', first, order, places })) as number,
+    drawFinish: async (itemId: string, now: number) => void (await run(scripts.draw, itemId, now, { op: 'finish', first: '', order: '', places: '' })),
+
+    /** Sets or clears one of a user's block bits (1 this item, 2 everywhere); returns the bits after. */
+    block: async (itemId: string, now: number, userId: string, which: 1 | 2, on: boolean) => (await run(scripts.block, itemId, now, { userId, bit: which, on: bit(on) })) as number,
+  };
+}
+
+export type LineScripts = ReturnType<typeof createLineScripts>;

@@ -1,0 +1,55 @@
+import type { Redis } from 'ioredis';
+import type { Clock } from '../kernel/clock.js';
+import { createScriptRunner } from '../redis/scripts.js';
+import { createAdmissions, type Admissions } from './admissions.js';
+import { createDefinitions, type Definitions } from './definitions.js';
+import { createEtaMemory } from './eta-memory.js';
+import { createItemDirectory, type LineItems } from './items.js';
+import { createLineScripts } from './line-scripts.js';
+import { createTicketReader, type ArchivedOutcome } from './ticket-reader.js';
+import { createTickets, type Tickets } from './tickets.js';
+
+export type { SettleInput } from './admissions.js';
+
+export interface LineDeps {
+  redis: Redis;
+  prefix: string;
+  clock: Clock;
+  /** How stale the per-process item view may be (ms). */
+  cacheMs: number;
+  /** Called after a new ticket joined through this process (wakes the dispatcher). */
+  onJoined?(itemId: string): void;
+  /**
+   * A ticket joined and admitted through this process was told `predictedMs` at its join and
+   * waited `actualMs`: how good the ETA is (published as a metric).
+   */
+  onWaited?(itemId: string, predictedMs: number | null, actualMs: number): void;
+  /** Joins per second per key name on items without a perKey quota (FLOODGATE_DEFAULT_KEY_QUOTA). */
+  defaultKeyQuota?: number;
+  archived?: ArchivedOutcome;
+}
+
+/**
+ * The per-item lines in Redis, in four parts by what they do: the items and their cached views
+ * (items.ts), joining and reading tickets (tickets.ts), admitting and settling (admissions.ts),
+ * defining, cutting and removing lines (definitions.ts). Consumers take the parts they use.
+ */
+export interface Line {
+  items: LineItems;
+  tickets: Tickets;
+  admissions: Admissions;
+  definitions: Definitions;
+}
+
+export function createLine(deps: LineDeps): Line {
+  const { redis, prefix, clock } = deps;
+  const runner = createScriptRunner(redis, prefix);
+  const scripts = createLineScripts(runner.run);
+  const items = createItemDirectory({ redis, prefix, clock, cacheMs: deps.cacheMs });
+  const reader = createTicketReader({ items, scripts, clock, archived: deps.archived });
+  const eta = createEtaMemory();
+  const definitions = createDefinitions({ redis, prefix, clock, items, scripts });
+  const tickets = createTickets({ redis, prefix, clock, cacheMs: deps.cacheMs, items, scripts, reader, eta, defaultKeyQuota: deps.defaultKeyQuota, onJoined: deps.onJoined, rememberEtas: !!deps.onWaited });
+  const admissions = createAdmissions({ clock, items, scripts, reader, eta, onWaited: deps.onWaited, closeLine: (itemId) => definitions.cut(itemId, 'closed', 'closed') });
+  return { items, tickets, admissions, definitions };
+}

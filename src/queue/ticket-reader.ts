@@ -1,0 +1,83 @@
+import type { Clock } from '../kernel/clock.js';
+import { fail } from '../kernel/errors.js';
+import { ticketRef } from '../kernel/ticket-ref.js';
+import type { CachedItem } from './item-cache.js';
+import type { ItemDirectory } from './items.js';
+import type { LineScripts } from './line-scripts.js';
+import { createRecordCache } from './record-cache.js';
+import { parseTicketId, verifyBinding, verifySeq } from './ticket-id.js';
+import type { Outcome, TicketView } from './types.js';
+import { awaitingDraw, baseView, bindingOf, cachedRecord, cutView, fullView, linePosition, parseRecord, preQueueHints, waitingHints, type CachedRecord, type TicketRecord } from './views.js';
+
+/**
+ * The outcome ledger's copy of an ended ticket, by ticket ref: read when the ticket's own state
+ * has left Redis (after FLOODGATE_TICKET_STATE_TTL_MS, once its row was committed).
+ */
+export type ArchivedOutcome = (ticketRef: string) => Promise<{ outcome: Outcome; admittedAt: number | null; finishedAt: number } | null>;
+
+/**
+ * How a ticket id becomes a view: the id is checked (its seq half before any read, its binding
+ * half against the record), and a waiting ticket is answered from the cached item view where
+ * that can tell, else read from Redis.
+ */
+export function createTicketReader(deps: { items: ItemDirectory; scripts: LineScripts; clock: Clock; archived?: ArchivedOutcome }) {
+  const { items, clock } = deps;
+  const records = createRecordCache(500_000);
+
+  async function resolve(ticketId: string): Promise<{ item: CachedItem; seq: number }> {
+    const parsed = parseTicketId(ticketId);
+    const item = parsed && (await items.isKnown(parsed.itemId)) ? await items.item(parsed.itemId) : null;
+    if (!parsed || !item) fail('ticket_not_found', 'No such ticket.');
+    // An id in the record cache was verified whole when it was stored: the HMAC runs once per ticket and process.
+    if (records.get(ticketId)?.secret !== item!.recordKey && !verifySeq(parsed!, item!.snap.secret)) fail('ticket_not_found', 'No such ticket.');
+    return { item: item!, seq: parsed!.seq };
+  }
+
+  /** The ticket's record, once the id's binding half matches it (else: not this id's ticket). */
+  function bound(ticketId: string, item: CachedItem, record: string | null): TicketRecord {
+    const rec = record ? parseRecord(record, item.snap.epoch) : null;
+    const parsed = parseTicketId(ticketId)!;
+    if (!rec || !verifyBinding(parsed, item.snap.secret, bindingOf(rec, item.snap.epoch))) fail('ticket_not_found', 'No such ticket.');
+    return rec!;
+  }
+
+  async function read(ticketId: string, item: CachedItem, seq: number): Promise<TicketView> {
+    const itemId = item.snap.def.itemId;
+    const { record, x, served, retryRank, cut } = await deps.scripts.readTicket(itemId, clock.now(), seq);
+    const rec = bound(ticketId, item, record);
+    if (!x.outcome && rec.state !== 'waiting' && rec.state !== 'admitted' && deps.archived) {
+      const old = await deps.archived(ticketRef(ticketId));
+      if (old) {
+        x.outcome = JSON.stringify(old.outcome);
+        x.updatedAt = String(old.finishedAt);
+        if (old.admittedAt !== null) x.admittedAt = String(old.admittedAt);
+      }
+    }
+    if (rec.state === 'waiting' && !cut) records.set(ticketId, cachedRecord(rec, itemId, seq, item.recordKey));
+    return fullView(ticketId, item, rec, x, served, seq, retryRank, cut, clock.now());
+  }
+
+  /** A waiting ticket still in the line, answered from the cache alone; null when unsure. */
+  function cachedWaiting(ticketId: string, item: CachedItem, seq: number, rec: TicketRecord | undefined): TicketView | null {
+    const s = item.snap;
+    if (!rec || !item.feedComplete || seq > s.seq || item.cancelled.has(seq)) return null;
+    if (awaitingDraw(item, rec)) return { ...baseView(ticketId, s.def.itemId, rec, 'waiting'), ...preQueueHints(item, clock.now()) };
+    if (item.lineIndex(seq) <= s.served) return null;
+    const position = linePosition(item, s.served, seq);
+    return { ...baseView(ticketId, s.def.itemId, rec, 'waiting'), position, ...waitingHints(item, position, clock.now()) };
+  }
+
+  /** A ticket seen waiting that the item's last cut ended, told from the cut's range alone. */
+  function cachedCut(ticketId: string, item: CachedItem, rec: CachedRecord): TicketView | null {
+    const s = item.snap;
+    const cut = s.cuts[s.cuts.length - 1];
+    // served-before is what separates tickets admitted before the cut from those it ended.
+    if (!cut || cut[4] === undefined || rec.seq <= cut[4] || rec.seq > cut[0]) return null;
+    if (!item.feedComplete || item.cancelled.has(rec.seq)) return null;
+    return cutView(ticketId, s.def.itemId, rec, cut);
+  }
+
+  return { records, resolve, bound, read, cachedWaiting, cachedCut };
+}
+
+export type TicketReader = ReturnType<typeof createTicketReader>;

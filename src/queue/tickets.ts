@@ -1,0 +1,156 @@
+import type { Redis } from 'ioredis';
+import type { Clock } from '../kernel/clock.js';
+import { fail } from '../kernel/errors.js';
+import { itemKeys } from '../redis/keys.js';
+import type { CachedItem } from './item-cache.js';
+import type { ItemDirectory } from './items.js';
+import type { EtaMemory } from './eta-memory.js';
+import type { LineScripts } from './line-scripts.js';
+import type { TicketReader } from './ticket-reader.js';
+import { makeTicketId, parseTicketId } from './ticket-id.js';
+import { createTouchBuffer } from './touches.js';
+import type { Outcome, TicketView } from './types.js';
+import { baseView, bindingOf, cachedRecord, linePosition, parseRecord, preQueueHints, waitingHints } from './views.js';
+
+/** Joining the line and reading a ticket: what users do. */
+export interface Tickets {
+  /** `source`: the name of the key that asks (recorded on a new ticket, and what perKey quotas count). */
+  join(itemId: string, userId: string, payload: Record<string, unknown> | null, source?: string): Promise<{ created: boolean; ticket: TicketView }>;
+  /**
+   * What a join would be refused for whoever asks, from the cached item view alone: no such item,
+   * not open yet. Lets a flood of joins be turned away before their bodies are read.
+   */
+  precheckJoin(itemId: string): Promise<void>;
+  status(ticketId: string): Promise<TicketView>;
+  /**
+   * A ticket's view from this process's cached item view alone, however old it is (no Redis, no
+   * HMAC): a waiting ticket still in the line, or one the item's last cut ended while it waited.
+   * Null where the cache cannot tell (admitted, settled, returned to the head, never seen waiting
+   * here): then status() reads Redis. What lets one item refresh serve every watcher of the item.
+   */
+  cachedView(ticketId: string): TicketView | null;
+  /** The item a ticket id names, from the id alone (null if it is not one of ours in shape). */
+  itemIdOf(ticketId: string): string | null;
+  /** The name of the key that created the ticket (null if none was recorded). */
+  sourceOf(ticketId: string): Promise<string | null>;
+  cancel(ticketId: string): Promise<TicketView>;
+  /** Writes buffered poll times (abandonment) to Redis. */
+  flush(): Promise<void>;
+}
+
+export interface TicketsDeps {
+  redis: Redis;
+  prefix: string;
+  clock: Clock;
+  cacheMs: number;
+  items: ItemDirectory;
+  scripts: LineScripts;
+  reader: TicketReader;
+  eta: EtaMemory;
+  /** Joins per second per key name on items without a perKey quota (FLOODGATE_DEFAULT_KEY_QUOTA). */
+  defaultKeyQuota?: number;
+  /** Called after a new ticket joined through this process (wakes the dispatcher). */
+  onJoined?(itemId: string): void;
+  /** Whether admissions want the ETAs told (someone listens to onWaited). */
+  rememberEtas: boolean;
+}
+
+/**
+ * A refusal that holds for every user, answered from the cache: the sale has not opened. (A full
+ * line is decided by the join script, which first returns the ticket a user already holds.)
+ */
+function refuseFromCache(s: CachedItem['snap'], now: number) {
+  if (s.def.opensAt !== null && now < s.def.opensAt - (s.def.preQueueFromMs ?? 0))
+    fail('not_open', 'The sale has not opened yet.', { opensAt: new Date(s.def.opensAt).toISOString(), now: new Date(now).toISOString() });
+}
+
+export function createTickets(deps: TicketsDeps): Tickets {
+  const { items, reader, clock, prefix } = deps;
+  const { records } = reader;
+  const touches = createTouchBuffer(deps.redis, prefix);
+
+  return {
+    async precheckJoin(itemId) {
+      refuseFromCache((await items.must(itemId)).snap, clock.now());
+    },
+
+    async join(itemId, userId, payload, source) {
+      const item = await items.must(itemId);
+      items.keepActive(itemId);
+      const s = item.snap;
+      const now = clock.now();
+      refuseFromCache(s, now);
+      const r = await deps.scripts.join(itemId, now, { userId, payload: payload ? JSON.stringify(payload) : '', source: source ?? '', defaultKeyQuota: deps.defaultKeyQuota ?? '' });
+      if (r.kind === 'refused') {
+        if (r.itemChanged) items.invalidate(itemId);
+        throw r.error;
+      }
+      const { seq, record, served } = r;
+      const rec = parseRecord(record, s.epoch);
+      const ticketId = makeTicketId(itemId, seq, s.secret, bindingOf(rec, s.epoch));
+      if (r.kind === 'existing') return { created: false, ticket: await reader.read(ticketId, item, seq) };
+      const cached = cachedRecord(rec, itemId, seq, item.recordKey);
+      records.set(ticketId, cached);
+      deps.onJoined?.(itemId);
+      const base = baseView(ticketId, itemId, cached, 'waiting');
+      if (s.draw && now < (s.def.opensAt ?? 0)) return { created: true, ticket: { ...base, ...preQueueHints(item, now) } };
+      const position = linePosition(item, served, seq);
+      const hints = waitingHints(item, position, now);
+      if (deps.rememberEtas) deps.eta.remember(itemId, seq, hints.etaMs);
+      return { created: true, ticket: { ...base, position, ...hints } };
+    },
+
+    async status(ticketId) {
+      // The common case, synchronously: a waiting ticket polled again, its item's view still fresh.
+      const hit = records.get(ticketId);
+      const fresh = hit && items.peek(hit.itemId);
+      if (hit && fresh && hit.secret === fresh.recordKey && clock.now() - fresh.snap.loadedAt < deps.cacheMs) {
+        const view = reader.cachedWaiting(ticketId, fresh, hit.seq, hit);
+        if (view) {
+          if (fresh.snap.def.abandonAfterMs !== null) touches.touch(hit.itemId, hit.seq, clock.now());
+          return view;
+        }
+      }
+      const { item, seq } = await reader.resolve(ticketId);
+      const itemId = item.snap.def.itemId;
+      if (item.snap.def.abandonAfterMs !== null) touches.touch(itemId, seq, clock.now());
+      const known = records.get(ticketId);
+      return (known?.secret === item.recordKey ? reader.cachedWaiting(ticketId, item, seq, known) : null) ?? reader.read(ticketId, item, seq);
+    },
+
+    async sourceOf(ticketId) {
+      const { item, seq } = await reader.resolve(ticketId);
+      return deps.redis.hget(itemKeys(prefix, item.snap.def.itemId).sourcePage(seq), String(seq));
+    },
+
+    cachedView(ticketId) {
+      const hit = records.get(ticketId);
+      const item = hit && items.peek(hit.itemId);
+      if (!hit || !item || item.recordKey !== hit.secret) return null;
+      return reader.cachedWaiting(ticketId, item, hit.seq, hit) ?? reader.cachedCut(ticketId, item, hit);
+    },
+
+    itemIdOf: (ticketId) => parseTicketId(ticketId)?.itemId ?? null,
+
+    async cancel(ticketId) {
+      const { item, seq } = await reader.resolve(ticketId);
+      const itemId = item.snap.def.itemId;
+      items.keepActive(itemId);
+      // Cancel only the ticket this id was made for: the script checks the record is the one verified.
+      const record = await deps.redis.hget(itemKeys(prefix, itemId).page(seq), String(seq));
+      reader.bound(ticketId, item, record);
+      const outcome: Outcome = { status: 'cancelled', reason: 'cancelled_by_user' };
+      const done = await deps.scripts.cancel(itemId, clock.now(), { seq, outcome: JSON.stringify(outcome), record: record!.slice(1) });
+      if (done === 'not_waiting') {
+        // Cancelling a cancelled ticket again (a client retrying after a lost answer) is no error.
+        const view = await reader.read(ticketId, item, seq);
+        if (view.state === 'cancelled') return view;
+        fail('not_cancellable', 'Only a waiting ticket can be cancelled.');
+      }
+      item.cancelled.add(seq);
+      return reader.read(ticketId, item, seq);
+    },
+
+    flush: () => touches.flush(),
+  };
+}

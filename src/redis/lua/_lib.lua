@@ -1,0 +1,112 @@
+-- Shared helpers, spliced into scripts by `-- @include _lib`. They work on the item's keys in `K`
+-- (the script's KEYS by name, see ../scripts.ts) and build a ticket's own keys with `keyOf`
+-- (written from ../keys.ts). Ticket records live in pages of PAGE_SIZE (hash keyOf.page(seq),
+-- field = seq) so each page stays a compact listpack; a record is
+-- "<state char><createdAt - epoch, ms>|<userId>".
+-- State chars: w waiting, a admitted, s succeeded, r rejected, f failed, c cancelled, e expired.
+local rcall = redis.call
+local fmt = function(n) return string.format('%d', n) end
+
+local function getRecord(seq)
+  return rcall('HGET', keyOf.page(seq), fmt(seq))
+end
+
+local function setState(seq, record, stateChar)
+  local rec = stateChar .. string.sub(record, 2)
+  rcall('HSET', keyOf.page(seq), fmt(seq), rec)
+  return rec
+end
+
+local function recordUser(record)
+  local bar = string.find(record, '|', 1, true)
+  return string.sub(record, bar + 1)
+end
+
+-- The cuts: when an item closes or sells out, every ticket still waiting at that moment ends at
+-- once. Instead of touching each ticket, a cut {seq, state, reason} is appended to meta.cuts; a
+-- record still marked 'w' whose seq is <= a cut's seq has ended with the first such cut.
+local function loadCuts()
+  local raw = rcall('HGET', K.meta, 'cuts')
+  if not raw or raw == '' then return {} end
+  return cjson.decode(raw)
+end
+
+local function cutFor(cuts, seq)
+  for _, c in ipairs(cuts) do
+    if seq <= c[1] then return c end
+  end
+  return nil
+end
+
+local function lastCutSeq(cuts)
+  if #cuts == 0 then return 0 end
+  return cuts[#cuts][1]
+end
+
+-- Gives back the unit of stock a ticket took (seckill, coupon), if it holds one: whatever ends a
+-- ticket without a sale, or returns it to the line, puts its unit back in the counter at once, so
+-- a unit is never stranded on a ticket that will not buy it. Idempotent (the `taken` entry goes).
+-- Needs K.taken, K.stock.
+local function releaseUnit(seq)
+  local shard = rcall('HGET', K.taken, fmt(seq))
+  if shard then
+    rcall('HDEL', K.taken, fmt(seq))
+    rcall('HINCRBY', K.stock, shard, 1)
+  end
+end
+
+-- Ends a ticket: record state, outcome and times in x:<seq>, counters moved, and the ticket
+-- announced on the item's `done` stream, which feeds the outcome ledger in Postgres. The entry
+-- carries everything the ledger writes (record, outcome, times), so reading it costs no further
+-- round trip per ticket. Needs K.ctr, K.payloads, K.done, K.taken, K.stock.
+local function finish(seq, record, fromCounter, stateChar, status, outcomeJson, now)
+  if stateChar ~= 's' then releaseUnit(seq) end
+  -- An ended ticket's payload is never read again (its order row keeps its own copy).
+  rcall('HDEL', K.payloads, fmt(seq))
+  local rec = setState(seq, record, stateChar)
+  local xKey = keyOf.x(seq)
+  local admittedAt = rcall('HGET', xKey, 'admittedAt') or ''
+  local source = rcall('HGET', keyOf.sourcePage(seq), fmt(seq)) or ''
+  rcall('XADD', K.done, '*', 's', fmt(seq), 'r', rec, 'o', outcomeJson, 'a', admittedAt, 'f', fmt(now), 'k', source)
+  rcall('HSET', xKey, 'outcome', outcomeJson, 'updatedAt', fmt(now), 'finishedAt', fmt(now))
+  rcall('HINCRBY', K.ctr, fromCounter, -1)
+  rcall('HINCRBY', K.ctr, status, 1)
+  return rec
+end
+
+local stateByChar = { s = 'succeeded', r = 'rejected', f = 'failed', c = 'cancelled', e = 'expired' }
+
+-- Puts an admitted ticket back at the head of the line (expired lease or retry). If the item was
+-- cut (closed / sold out) after the ticket joined, it ends with that cut instead.
+-- Needs what finish() needs, and K.meta, K.retry.
+local function returnToHead(seq, record, now)
+  local cut = cutFor(loadCuts(), seq)
+  if cut then
+    local outcome = cjson.encode({ status = stateByChar[cut[2]], reason = cut[3] })
+    return finish(seq, record, 'admitted', cut[2], stateByChar[cut[2]], outcome, now)
+  end
+  releaseUnit(seq)
+  local rec = setState(seq, record, 'w')
+  local xKey = keyOf.x(seq)
+  rcall('HDEL', xKey, 'lease', 'leaseExp')
+  rcall('HSET', xKey, 'updatedAt', fmt(now))
+  rcall('ZADD', K.retry, seq, fmt(seq))
+  rcall('HINCRBY', K.ctr, 'admitted', -1)
+  rcall('HINCRBY', K.ctr, 'waiting', 1)
+  return rec
+end
+
+-- Leases that ran out without an outcome give their ticket back to the head of the line.
+-- Needs what returnToHead() needs, and K.leases.
+local function reclaimExpired(now)
+  local expired = rcall('ZRANGEBYSCORE', K.leases, '-inf', '(' .. fmt(now), 'LIMIT', 0, 1000)
+  for _, s in ipairs(expired) do
+    local seq = tonumber(s)
+    rcall('ZREM', K.leases, s)
+    local record = getRecord(seq)
+    if record and string.sub(record, 1, 1) == 'a' then
+      returnToHead(seq, record, now)
+    end
+  end
+  return #expired
+end

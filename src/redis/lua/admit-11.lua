@@ -1,0 +1,139 @@
+--[[
+  Admits up to `max` tickets from the head of the line, as far as the gate allows right now.
+  Expired leases are reclaimed first, so a ticket whose lease ran out is offered again before
+  any later ticket. Returned tickets (retry set) go before the line; the line is walked from
+  served+1 (a line place: after a pre-queue draw, places 1..drawN hold the drawn seqs), skipping
+  cancelled tickets and expiring abandoned ones (at most 1000 skips a call).
+  KEYS[1] meta  KEYS[2] ctr  KEYS[3] gate  KEYS[4] retry (zset seq)  KEYS[5] leases (zset exp)
+  KEYS[6] payloads  KEYS[7] blocked  KEYS[8] stock  KEYS[9] taken  KEYS[10] done  KEYS[11] drawOrder
+  ARGV[1] now (ms, the caller's clock)  ARGV[2] max  ARGV[3] leaseMs  ARGV[4] leasePrefix (random)
+  ARGV[5] autoCap: the in-flight cap of an auto gate its controller has not spoken for ('' = none)
+  A waiting ticket whose user is blocked (K.blocked, for the item or everywhere) is not
+  admitted: it ends rejected, reason blocked, and counts as a skip.
+  Returns { code, n, seq1, record1, payload1, leaseId1, leaseExp1, seq2, ... }
+    code 0 ok, -1 item not found, -2 the sale window has ended (closesAt passed: the caller cuts
+    the line as closed; nothing is admitted after closesAt)
+  Items with stock (K.stock) admit at most as many tickets as the counter has units, and
+  none while it is empty: a ticket admitted without a unit for it could only wait.
+  Gate (K.gate): mode (auto|manual|closed), rate (per s, '' = none), maxInFlight ('' =
+  none), tatAt + tatOff (GCRA theoretical arrival time, ms: a whole-ms epoch plus an offset),
+  aLimit / aRate (the adaptive controller's in-flight limit and pace; see _gate.lua).
+  A pace of `rate` with a burst tolerance of max(1, rate * 0.1) tickets: over any interval
+  admissions stay within rate * t + burst, and an idle line admits at least one at once.
+  The GCRA works on times relative to floor(now): a clock near 1.8e12 ms keeps only ~1e-4 ms of
+  precision, and `now + burst * interval - tat` computed at that scale came out a hair under one
+  interval, so an idle line admitted nobody at rates such as 3/s.
+]]
+-- @include _lib
+-- @include _gate
+local now, max, leaseMs, leasePrefix = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+if rcall('EXISTS', K.meta) == 0 then return { -1, 0 } end
+reclaimExpired(now)
+local closesAt = tonumber(rcall('HGET', K.meta, 'closesAt') or '')
+if closesAt and now >= closesAt then return { -2, 0 } end
+
+-- A pre-queue is admitted only once drawn (draw-4.lua); then line places 1..drawN map to seqs.
+local pre = rcall('HMGET', K.meta, 'preFrom', 'drawn', 'drawN')
+if pre[1] and pre[2] ~= '1' then return { 0, 0 } end
+local drawN = pre[2] == '1' and tonumber(pre[3]) or 0
+local function seqAt(place)
+  if place > drawN then return place end
+  return struct.unpack('>I4', rcall('GETRANGE', K.drawOrder, (place - 1) * 4, place * 4 - 1))
+end
+
+local gate = rcall('HMGET', K.gate, 'mode', 'rate', 'maxInFlight', 'tatAt', 'aLimit', 'aRate', 'tatOff')
+if gate[1] == 'closed' then return { 0, 0 } end
+local allowed = max
+if rcall('EXISTS', K.stock) == 1 then
+  local units = 0
+  for _, v in ipairs(rcall('HVALS', K.stock)) do units = units + math.max(0, tonumber(v)) end
+  allowed = math.min(allowed, units)
+end
+local rate, mif = effectiveGate(gate[1], gate[2], gate[3], gate[5], gate[6], ARGV[5])
+if mif then
+  allowed = math.min(allowed, mif - tonumber(rcall('HGET', K.ctr, 'admitted') or '0'))
+end
+local interval, epoch, lag = 0, math.floor(now), 0
+if rate and rate > 0 then
+  interval = 1000 / rate
+  -- lag = max(tat, now) - now, every term small: whole-ms differences are exact, offsets < 1 day.
+  local tatAt, tatOff = tonumber(gate[4] or ''), tonumber(gate[7] or '')
+  if tatAt and tatOff then lag = math.max(0, (tatAt - epoch) + tatOff - (now - epoch)) end
+  local burst = math.max(1, rate * 0.1)
+  allowed = math.min(allowed, math.floor(burst - lag / interval + 1e-9))
+end
+if allowed <= 0 then return { 0, 0 } end
+
+local meta = rcall('HMGET', K.meta, 'abandonAfterMs', 'epoch')
+local abandonMs, epoch = tonumber(meta[1] or ''), tonumber(meta[2])
+local served = tonumber(rcall('HGET', K.ctr, 'served') or '0')
+local last = tonumber(rcall('HGET', K.ctr, 'seq') or '0')
+local out = { 0, 0 }
+local taken, skips = 0, 0
+
+local anyBlocked = rcall('EXISTS', K.blocked) == 1
+local blockedOutcome = cjson.encode({ status = 'rejected', reason = 'blocked' })
+-- Ends the ticket instead when its user is blocked; returns whether it did.
+local function endIfBlocked(seq, record)
+  if not anyBlocked or rcall('HEXISTS', K.blocked, recordUser(record)) == 0 then return false end
+  finish(seq, record, 'waiting', 'r', 'rejected', blockedOutcome, now)
+  return true
+end
+
+local function admit(seq, record)
+  local leaseId = leasePrefix .. fmt(seq)
+  local exp = now + leaseMs
+  setState(seq, record, 'a')
+  rcall('HSET', keyOf.x(seq), 'lease', leaseId, 'leaseExp', fmt(exp), 'admittedAt', fmt(now), 'updatedAt', fmt(now))
+  rcall('ZADD', K.leases, exp, fmt(seq))
+  rcall('HINCRBY', K.ctr, 'waiting', -1)
+  rcall('HINCRBY', K.ctr, 'admitted', 1)
+  local payload = rcall('HGET', K.payloads, fmt(seq)) or ''
+  table.insert(out, seq)
+  table.insert(out, record)
+  table.insert(out, payload)
+  table.insert(out, leaseId)
+  table.insert(out, exp)
+  taken = taken + 1
+end
+
+while taken < allowed do
+  local popped = rcall('ZPOPMIN', K.retry)
+  if #popped == 0 then break end
+  local seq = tonumber(popped[1])
+  local record = getRecord(seq)
+  if record and string.sub(record, 1, 1) == 'w' and not endIfBlocked(seq, record) then admit(seq, record) end
+end
+
+while taken < allowed and served < last and skips < 1000 do
+  served = served + 1
+  local seq = seqAt(served)
+  local record = getRecord(seq)
+  if record and string.sub(record, 1, 1) == 'w' then
+    local idle = false
+    if abandonMs then
+      local seen = tonumber(rcall('HGET', keyOf.pollPage(seq), fmt(seq)) or '')
+      local created = epoch + tonumber(string.match(record, '^w(%d+)|'))
+      idle = now - math.max(seen or 0, created) > abandonMs
+    end
+    if idle then
+      finish(seq, record, 'waiting', 'e', 'expired', cjson.encode({ status = 'expired', reason = 'abandoned' }), now)
+      skips = skips + 1
+    elseif endIfBlocked(seq, record) then
+      skips = skips + 1
+    else
+      admit(seq, record)
+    end
+  else
+    skips = skips + 1
+  end
+end
+rcall('HSET', K.ctr, 'served', fmt(served))
+if taken > 0 then
+  rcall('HINCRBY', K.ctr, 'admissions', taken)
+  if interval > 0 then
+    rcall('HSET', K.gate, 'tatAt', fmt(epoch), 'tatOff', string.format('%.17g', (now - epoch) + lag + taken * interval))
+  end
+end
+out[2] = taken
+return out

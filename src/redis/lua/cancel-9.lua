@@ -1,0 +1,23 @@
+--[[
+  A user leaves the line. Only a waiting ticket can be cancelled.
+  KEYS[1] meta  KEYS[2] ctr  KEYS[3] users  KEYS[4] retry  KEYS[5] payloads  KEYS[6] stock
+  KEYS[7] taken  KEYS[8] done  KEYS[9] cx
+  ARGV[1] now (ms, the caller's clock)  ARGV[2] seq  ARGV[3] outcome JSON
+  ARGV[4] record: the one the caller verified the ticket id against, without its state char (a
+    record that differs is another ticket at the same seq, e.g. after a Redis rollback: not found)
+  Returns 1 cancelled, -1 not found, -2 not cancellable.
+  Each cancel of a ticket still in the line is appended to the stream `cx`, so daemons that answer
+  polls from their cache learn of it within their refresh period.
+]]
+-- @include _lib
+local now, seq = tonumber(ARGV[1]), tonumber(ARGV[2])
+local record = getRecord(seq)
+if not record or string.sub(record, 2) ~= ARGV[4] then return -1 end
+if string.sub(record, 1, 1) ~= 'w' or cutFor(loadCuts(), seq) then return -2 end
+finish(seq, record, 'waiting', 'c', 'cancelled', ARGV[3], now)
+rcall('ZREM', K.retry, fmt(seq))
+local userId = recordUser(record)
+if rcall('HGET', K.users, userId) == fmt(seq) then rcall('HDEL', K.users, userId) end
+rcall('XADD', K.cx, 'MAXLEN', '~', 100000, '*', 's', fmt(seq))
+rcall('HINCRBY', K.ctr, 'cxn', 1)
+return 1

@@ -1,0 +1,29 @@
+--[[
+  Ends every ticket still waiting, at once, without touching each (see "cuts" in _lib): used when
+  an item is closed (waiting -> cancelled) or sells out (waiting -> rejected).
+  KEYS[1] meta  KEYS[2] ctr  KEYS[3] retry  KEYS[4] done
+  ARGV[1] now (ms, the caller's clock)  ARGV[2] stateChar (c|r)  ARGV[3] reason
+  ARGV[4] flag: the meta field to set ('closed'|'soldOut')
+  Returns the number of tickets that ended, or -1 for an unknown item.
+]]
+-- @include _lib
+if rcall('EXISTS', K.meta) == 0 then return -1 end
+local now, stateChar, reason, flag = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+rcall('HSET', K.meta, flag, '1')
+rcall('HSETNX', K.meta, 'endedAt', now)
+local seq = tonumber(rcall('HGET', K.ctr, 'seq') or '0')
+local waiting = tonumber(rcall('HGET', K.ctr, 'waiting') or '0')
+local cuts = loadCuts()
+local served = tonumber(rcall('HGET', K.ctr, 'served') or '0')
+if waiting > 0 then
+  -- The ledger finds this cut's tickets among the seqs after the previous cut.
+  rcall('XADD', K.done, '*', 'from', fmt(lastCutSeq(cuts) + 1), 'to', fmt(seq))
+  -- The 5th field (served before the cut) lets a daemon tell from its cached view alone which
+  -- tickets this cut ended: those after it, up to seq, that had not left the line.
+  table.insert(cuts, { seq, stateChar, reason, tonumber(now), served })
+  rcall('HSET', K.meta, 'cuts', cjson.encode(cuts))
+  rcall('HSET', K.ctr, 'served', fmt(seq), 'waiting', 0)
+  rcall('HINCRBY', K.ctr, stateByChar[stateChar], waiting)
+  rcall('DEL', K.retry)
+end
+return waiting

@@ -1,0 +1,40 @@
+--[[
+  Creates or replaces an item's definition, keeping its tickets and counters.
+  KEYS[1] meta  KEYS[2] ctr  KEYS[3] gate
+  ARGV[1] now (ms, the caller's clock)  ARGV[2] secret: a fresh one (hex; used only when the item is new)
+  ARGV[3] definition: flat JSON object of meta fields (strings; '' clears a field)
+  ARGV[4] gate: flat JSON object of gate fields ('' clears), or '' to keep the gate
+  ARGV[5] reopen: '1' to reopen an item that was closed
+  Returns { code, secret, epoch }: code 1 created, 2 replaced, -1 conflict (handler change with
+    live tickets)
+]]
+local rcall = redis.call
+local def = cjson.decode(ARGV[3])
+local existing = rcall('HMGET', K.meta, 'handler', 'secret', 'epoch')
+local code = 2
+if existing[1] then
+  if existing[1] ~= def.handler then
+    local live = rcall('HMGET', K.ctr, 'waiting', 'admitted')
+    if tonumber(live[1] or '0') + tonumber(live[2] or '0') > 0 then return { -1, '', 0 } end
+  end
+else
+  code = 1
+  rcall('HSET', K.meta, 'secret', ARGV[2], 'epoch', ARGV[1])
+  rcall('HSETNX', K.ctr, 'seq', 0)
+  rcall('HSETNX', K.ctr, 'served', 0)
+end
+for k, v in pairs(def) do
+  if v == '' then rcall('HDEL', K.meta, k) else rcall('HSET', K.meta, k, v) end
+end
+if ARGV[5] == '1' then
+  rcall('HDEL', K.meta, 'closed')
+  if not rcall('HGET', K.meta, 'soldOut') then rcall('HDEL', K.meta, 'endedAt') end
+end
+if ARGV[4] ~= '' then
+  for k, v in pairs(cjson.decode(ARGV[4])) do
+    if v == '' then rcall('HDEL', K.gate, k) else rcall('HSET', K.gate, k, v) end
+  end
+end
+rcall('HINCRBY', K.meta, 'version', 1)
+local m = rcall('HMGET', K.meta, 'secret', 'epoch')
+return { code, m[1], tonumber(m[2]) }

@@ -1,0 +1,50 @@
+--[[
+  The pre-queue draw (queue/draw.ts has the algorithm), written in steps so that Redis is never
+  held for long: `begin` fixes N (if the first join after opensAt has not already), the caller
+  computes the order from the seed and writes it with `write` in chunks, and `finish` makes it the
+  line's order in one step. Until then nothing is admitted (admit-11.lua), so every ticket waits
+  behind the draw; joins after opensAt take seqs after N, so they come after every drawn ticket.
+  Any daemon may run it, and two at once write the same bytes.
+  KEYS[1] meta  KEYS[2] ctr  KEYS[3] drawOrder  KEYS[4] drawPlaces
+  ARGV[1] now (ms, the caller's clock)  ARGV[2] op: begin | write | finish
+  ARGV[3] first: write's first index (0-based) of the chunk ('' otherwise)
+  ARGV[4] order: write's order bytes (uint32 big-endian seqs for those line places; '' otherwise)
+  ARGV[5] places: write's position bytes (uint32 big-endian line places for seqs first+1 …)
+    begin:  Returns { 1, N, seed } to draw, { 2, N, seed } if drawn already, { -1 } before opensAt
+            or for an item without a pre-queue
+    write:  Returns the microseconds the step held Redis (by TIME)
+    finish: Returns 1
+  Keys written: K.drawOrder (line place k → seq at bytes 4(k−1)…), K.drawPlaces (seq s → line
+  place at bytes 4(s−1)…), meta drawN / drawn / drawnAt.
+]]
+local rcall = redis.call
+local now, op = tonumber(ARGV[1]), ARGV[2]
+if op == 'begin' then
+  local m = rcall('HMGET', K.meta, 'preFrom', 'opensAt', 'drawN', 'drawn', 'drawSeed')
+  if not m[1] or not m[2] or now < tonumber(m[2]) then return { -1 } end
+  local n = m[3]
+  if not n then
+    n = rcall('HGET', K.ctr, 'seq') or '0'
+    rcall('HSET', K.meta, 'drawN', n)
+  end
+  n = tonumber(n)
+  -- Both tables at full size now (one zeroed allocation each), so that no write step grows,
+  -- and so copies, a string of megabytes.
+  if m[4] ~= '1' and n > 0 then
+    for _, k in ipairs({ K.drawOrder, K.drawPlaces }) do
+      if rcall('STRLEN', k) < n * 4 then rcall('SETRANGE', k, n * 4 - 4, string.char(0, 0, 0, 0)) end
+    end
+  end
+  return { m[4] == '1' and 2 or 1, n, m[5] }
+elseif op == 'write' then
+  local t0 = rcall('TIME')
+  local first = tonumber(ARGV[3])
+  rcall('SETRANGE', K.drawOrder, first * 4, ARGV[4])
+  rcall('SETRANGE', K.drawPlaces, first * 4, ARGV[5])
+  local t1 = rcall('TIME')
+  return (tonumber(t1[1]) - tonumber(t0[1])) * 1000000 + tonumber(t1[2]) - tonumber(t0[2])
+else
+  rcall('HSET', K.meta, 'drawn', '1')
+  rcall('HSETNX', K.meta, 'drawnAt', ARGV[1])
+  return 1
+end

@@ -1,0 +1,74 @@
+--[[
+  Joins a user to an item's line, or returns the ticket the user already holds.
+  KEYS[1] meta  KEYS[2] ctr  KEYS[3] users  KEYS[4] payloads  KEYS[5] blocked
+  ARGV[1] now (ms, the caller's clock)
+  ARGV[2] userId
+  ARGV[3] payload JSON ('' for none)
+  ARGV[4] source: the name of the key that asks ('' none)
+  ARGV[5] defaultKeyQuota: joins per second per key name, for an item without a perKey quota ('' none)
+  Returns { code, seq, record, served }
+    code  0 created, 1 existing ticket (live, or terminal where the handler forbids a new one)
+         -1 item not found, -2 not open yet (then seq = opensAt), -3 closed, -4 sold out,
+         -5 queue full, -6 blocked (with a pre-queue, joins are accepted from opensAt - preFrom)
+         -7 over a quota: then seq = ms until the quota's window ends, record = 'perUser'|'perKey'
+  Quotas (meta qUser / qKey = "limit:windowMs") count every attempt that reaches this script,
+  refused and repeated ones included, in fixed windows (floor(now / windowMs)): one INCR per
+  quota (keyOf.userQuota / keyOf.keyQuota), the counter expiring a second after its window.
+]]
+-- @include _lib
+local now, userId, payload, source = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
+local meta = rcall('HMGET', K.meta, 'handler', 'opensAt', 'closesAt', 'closed', 'soldOut', 'capacity', 'rejoin', 'epoch', 'qUser', 'qKey', 'preFrom', 'drawN')
+if not meta[1] then return { -1, 0, '', 0 } end
+
+-- Returns ms until the window ends when this attempt is over the quota, else nil.
+local function overQuota(spec, counterKey)
+  local limit, win = string.match(spec, '^(%d+):(%d+)$')
+  limit, win = tonumber(limit), tonumber(win)
+  local w = math.floor(now / win)
+  local k = counterKey(w)
+  local n = rcall('INCR', k)
+  if n == 1 then rcall('PEXPIRE', k, win + 1000) end
+  if n > limit then return (w + 1) * win - now end
+  return nil
+end
+local keySpec = meta[10] or ''
+if keySpec == '' and ARGV[5] ~= '' then keySpec = ARGV[5] .. ':1000' end
+local userWait = meta[9] and meta[9] ~= '' and overQuota(meta[9], function(w) return keyOf.userQuota(userId, w) end) or nil
+local keyWait = keySpec ~= '' and source ~= '' and overQuota(keySpec, function(w) return keyOf.keyQuota(source, w) end) or nil
+if userWait and (not keyWait or userWait >= keyWait) then return { -7, userWait, 'perUser', 0 } end
+if keyWait then return { -7, keyWait, 'perKey', 0 } end
+if rcall('HEXISTS', K.blocked, userId) == 1 then return { -6, 0, '', 0 } end
+
+local prev = tonumber(rcall('HGET', K.users, userId) or '')
+if prev then
+  local record = getRecord(prev)
+  if record then
+    local st = string.sub(record, 1, 1)
+    if st == 'w' and cutFor(loadCuts(), prev) then st = 'cut' end
+    if st == 'w' or st == 'a' or (st == 's' and meta[7] == 'unless_succeeded') then
+      return { 1, prev, record, tonumber(rcall('HGET', K.ctr, 'served') or '0') }
+    end
+  end
+end
+
+if meta[4] == '1' then return { -3, 0, '', 0 } end
+if meta[5] == '1' then return { -4, 0, '', 0 } end
+local opensAt = tonumber(meta[2] or '')
+local preFrom = tonumber(meta[11] or '')
+if opensAt and now < opensAt and not (preFrom and now >= opensAt - preFrom) then return { -2, opensAt, '', 0 } end
+-- The first join after opensAt fixes the pre-queue (seqs 1..drawN) before it takes a seq.
+if preFrom and opensAt and now >= opensAt and not meta[12] then rcall('HSET', K.meta, 'drawN', rcall('HGET', K.ctr, 'seq') or '0') end
+if meta[3] and meta[3] ~= '' and now >= tonumber(meta[3]) then return { -3, 0, '', 0 } end
+local ctr = rcall('HMGET', K.ctr, 'waiting', 'admitted', 'served')
+if meta[6] and meta[6] ~= '' then
+  if (tonumber(ctr[1] or '0') + tonumber(ctr[2] or '0')) >= tonumber(meta[6]) then return { -5, 0, '', 0 } end
+end
+
+local seq = rcall('HINCRBY', K.ctr, 'seq', 1)
+local record = 'w' .. fmt(now - tonumber(meta[8])) .. '|' .. userId
+rcall('HSET', keyOf.page(seq), fmt(seq), record)
+rcall('HSET', K.users, userId, fmt(seq))
+if payload ~= '' then rcall('HSET', K.payloads, fmt(seq), payload) end
+if source ~= '' then rcall('HSET', keyOf.sourcePage(seq), fmt(seq), source) end
+rcall('HINCRBY', K.ctr, 'waiting', 1)
+return { 0, seq, record, tonumber(ctr[3] or '0') }

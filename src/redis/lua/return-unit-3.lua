@@ -1,0 +1,29 @@
+--[[
+  Gives back the units of released reservations, once per order: to the stock counter (so the
+  next waiting tickets are admitted) and to their buyers (a user's entry in `users` is cleared when
+  it still names a succeeded ticket, so the user may join again; the old ticket stays succeeded).
+  Postgres releases an order exactly once; the `returned` set makes a repeat of this call (a retry,
+  or two daemons finishing the same release) harmless.
+  KEYS[1] stock  KEYS[2] returned (set of order ids)  KEYS[3] users
+  ARGV[1] now (ms, the caller's clock; unused)
+  ARGV[2..] pairs: orderId, userId
+  Returns how many units were given back now (the others had been already).
+]]
+-- @include _lib
+local k = rcall('HLEN', K.stock)
+local n = 0
+for i = 2, #ARGV, 2 do
+  local orderId, userId = ARGV[i], ARGV[i + 1]
+  if rcall('SADD', K.returned, orderId) == 1 then
+    local shard = 's0'
+    if k > 0 then shard = 's' .. fmt(tonumber(orderId) % k) end
+    rcall('HINCRBY', K.stock, shard, 1)
+    local seq = tonumber(rcall('HGET', K.users, userId) or '')
+    if seq then
+      local record = getRecord(seq)
+      if record and string.sub(record, 1, 1) == 's' then rcall('HDEL', K.users, userId) end
+    end
+    n = n + 1
+  end
+end
+return n

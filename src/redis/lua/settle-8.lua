@@ -1,0 +1,56 @@
+--[[
+  Writes the business outcomes of admitted tickets of one item under their leases: one call
+  settles a whole batch (an in-process job), or one ticket (the API's writeback).
+  KEYS[1] meta  KEYS[2] ctr  KEYS[3] retry  KEYS[4] leases  KEYS[5] payloads  KEYS[6] stock
+  KEYS[7] taken  KEYS[8] done
+  ARGV[1] now (ms, the caller's clock)
+  ARGV[2..] per ticket six values:
+    seq, leaseId, status (succeeded|rejected|failed), outcome JSON,
+    retry ('1' returns the ticket to the head instead of ending it; only with failed),
+    force ('1' = owner override: settle an admitted ticket whatever its current lease; used only
+    by in-process workers, whose effects are idempotent; never reachable through the API)
+  Returns one code per ticket: 1 applied, 2 already applied with this lease (idempotent repeat),
+    -1 ticket not found, -2 lease lost (expired or superseded), -3 a different outcome was already
+    written under this lease
+  A lease that has expired but not yet been reclaimed is reclaimed here and answered lease_lost.
+]]
+-- @include _lib
+local now = tonumber(ARGV[1])
+local chars = { succeeded = 's', rejected = 'r', failed = 'f' }
+
+local function settleOne(seq, leaseId, status, outcome, retry, force)
+  local record = getRecord(seq)
+  if not record then return -1 end
+  local xKey = keyOf.x(seq)
+  local x = rcall('HMGET', xKey, 'lease', 'leaseExp', 'lastLease', 'lastStatus')
+  local asked = status
+  if retry then asked = 'retry' end
+  if string.sub(record, 1, 1) ~= 'a' then
+    if x[3] == leaseId then
+      if x[4] == asked then return 2 end
+      return -3
+    end
+    return -2
+  end
+  if x[1] ~= leaseId and not force then return -2 end
+  leaseId = x[1]
+  rcall('ZREM', K.leases, fmt(seq))
+  if tonumber(x[2]) < now then
+    returnToHead(seq, record, now)
+    return -2
+  end
+  rcall('HSET', xKey, 'lastLease', leaseId, 'lastStatus', asked)
+  if retry then
+    returnToHead(seq, record, now)
+    return 1
+  end
+  finish(seq, record, 'admitted', chars[status], status, outcome, now)
+  rcall('HDEL', xKey, 'lease', 'leaseExp')
+  return 1
+end
+
+local codes = {}
+for i = 2, #ARGV, 6 do
+  codes[#codes + 1] = settleOne(tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4] == '1', ARGV[i + 5] == '1')
+end
+return codes

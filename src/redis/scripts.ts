@@ -1,0 +1,121 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Redis } from 'ioredis';
+import { itemKeys, keySuffix, luaKeyBuilders, type ItemKeyName, type ItemKeys } from './keys.js';
+
+/**
+ * The Lua scripts, one file each in lua/ (`name-<numKeys>.lua`, BullMQ style), and the one way
+ * to call them. Every script is about one item and follows one convention:
+ *
+ *   KEYS  the item's fixed keys, by the names in keys.ts, in the order its spec lists them; in
+ *         Lua they are also `K.<name>` (and `K.base`, the item's key prefix), and a ticket's own
+ *         keys are built with `keyOf.<name>(…)` (keys.ts writes both).
+ *   ARGV  ARGV[1] is `now` (ms, the caller's clock) in every script, then the spec's names in
+ *         order, then, for scripts with `rest`, repeated groups (one per ticket or order).
+ *
+ * A script's header states its KEYS, ARGV and returns; test/redis-scripts.test.ts checks every
+ * header against its file name and its spec here, and runs each script against a real Redis.
+ * The typed wrappers that map each script's results and codes live with the module that owns
+ * the state: the line in queue/, stock in service/, the gate's lease in scheduler/.
+ */
+export interface ScriptSpec<K extends ItemKeyName = ItemKeyName, A extends string = string> {
+  /** The ioredis command it is defined as. */
+  name: string;
+  /** Its file in lua/, without `.lua`: `<name>-<numKeys>`. */
+  file: string;
+  keys: readonly K[];
+  /** ARGV[2…], by name (ARGV[1] is always `now`). */
+  argv: readonly A[];
+  /** What follows, repeated (null: nothing). */
+  rest: string | null;
+}
+
+function spec<const K extends ItemKeyName, const A extends string>(file: string, keys: readonly K[], argv: readonly A[], rest: string | null = null): ScriptSpec<K, A> {
+  const name = file.replace(/-\d+$/, '').replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+  return { name, file, keys, argv, rest };
+}
+
+/** The keys finish() and returnToHead() in _lib.lua touch, for scripts that end tickets. */
+const ending = ['payloads', 'stock', 'taken', 'done'] as const;
+
+export const scripts = {
+  join: spec('join-5', ['meta', 'ctr', 'users', 'payloads', 'blocked'], ['userId', 'payload', 'source', 'defaultKeyQuota']),
+  readTicket: spec('read-ticket-3', ['meta', 'ctr', 'retry'], ['seq']),
+  cancel: spec('cancel-9', ['meta', 'ctr', 'users', 'retry', ...ending, 'cx'], ['seq', 'outcome', 'record']),
+  admit: spec('admit-11', ['meta', 'ctr', 'gate', 'retry', 'leases', 'payloads', 'blocked', 'stock', 'taken', 'done', 'drawOrder'], ['max', 'leaseMs', 'leasePrefix', 'autoCap']),
+  settle: spec('settle-8', ['meta', 'ctr', 'retry', 'leases', ...ending], [], 'seq, leaseId, status, outcome, retry, force'),
+  sweep: spec('sweep-8', ['meta', 'ctr', 'retry', 'leases', ...ending], []),
+  extendLeases: spec('extend-leases-1', ['leases'], ['until'], 'seq, leaseId'),
+  define: spec('define-3', ['meta', 'ctr', 'gate'], ['secret', 'definition', 'gate', 'reopen']),
+  cut: spec('cut-4', ['meta', 'ctr', 'retry', 'done'], ['stateChar', 'reason', 'flag']),
+  draw: spec('draw-4', ['meta', 'ctr', 'drawOrder', 'drawPlaces'], ['op', 'first', 'order', 'places']),
+  block: spec('block-1', ['blocked'], ['userId', 'bit', 'on']),
+  takeStock: spec('take-stock-2', ['stock', 'taken'], [], 'seq'),
+  refundStock: spec('refund-stock-2', ['stock', 'taken'], ['seq', 'forfeit']),
+  setStock: spec('set-stock-4', ['stock', 'meta', 'ctr', 'taken'], ['units', 'shards', 'idleOnly']),
+  returnUnit: spec('return-unit-3', ['stock', 'returned', 'users'], [], 'orderId, userId'),
+  lead: spec('lead-1', ['leader'], ['me', 'ttlMs']),
+  seriesAdd: spec('series-add-1', ['series'], ['second', 'point', 'keep']),
+} as const;
+
+export type Scripts = typeof scripts;
+
+const luaDir = path.join(path.dirname(fileURLToPath(import.meta.url)), 'lua');
+
+/**
+ * A script's source as Redis runs it: its KEYS by name (`K`), the key builders (`keyOf`), then
+ * the file with each `-- @include <name>` line replaced by lua/<name>.lua.
+ */
+export function scriptSource(s: ScriptSpec): string {
+  const first = s.keys[0];
+  const named = s.keys.map((k, i) => `${k} = KEYS[${i + 1}]`).join(', ');
+  const preamble = `local K = { base = string.sub(KEYS[1], 1, #KEYS[1] - ${keySuffix(first).length}), ${named} }\n${luaKeyBuilders()}\n`;
+  return preamble + withIncludes(readFileSync(path.join(luaDir, `${s.file}.lua`), 'utf8'));
+}
+
+/** Splices `-- @include <name>` lines (lua/_<name>.lua). */
+export const withIncludes = (lua: string) => lua.replace(/^-- @include (\w+)$/gm, (_, inc: string) => readFileSync(path.join(luaDir, `${inc}.lua`), 'utf8'));
+
+const sources = new Map(Object.values(scripts).map((s) => [s.name, scriptSource(s)]));
+
+type Arg = string | number | Buffer;
+type ArgsOf<S> = S extends ScriptSpec<ItemKeyName, infer A> ? Record<A, Arg> : never;
+type Command = (...args: Arg[]) => Promise<unknown>;
+
+export interface ScriptRunner {
+  /**
+   * Runs a script on one item: KEYS from the spec, ARGV[1] = now, then `args` by the spec's
+   * names, then `rest`. Resolves to the script's raw reply, for its wrapper to type.
+   */
+  run<S extends ScriptSpec>(s: S, itemId: string, now: number, args: ArgsOf<S>, rest?: Arg[]): Promise<unknown>;
+}
+
+/** Defines every script on the connection (once; ioredis falls back from EVALSHA to EVAL itself). */
+export function createScriptRunner(redis: Redis, prefix: string): ScriptRunner {
+  const commands = redis as unknown as Record<string, Command>;
+  for (const s of Object.values(scripts) as ScriptSpec[]) {
+    if (!(s.name in redis)) redis.defineCommand(s.name, { numberOfKeys: s.keys.length, lua: sources.get(s.name)! });
+  }
+  // Key sets by item, dropped whole when large (a daemon touches a few thousand items at most).
+  let keySets = new Map<string, ItemKeys>();
+  const keysOf = (itemId: string) => {
+    let k = keySets.get(itemId);
+    if (!k) {
+      if (keySets.size >= 10_000) keySets = new Map();
+      keySets.set(itemId, (k = itemKeys(prefix, itemId)));
+    }
+    return k;
+  };
+  return {
+    run(s, itemId, now, args, rest = []) {
+      const k = keysOf(itemId);
+      const named = args as Record<string, Arg>;
+      const argv = s.argv.map((n) => {
+        if (named[n] === undefined) throw new Error(`${s.file}: ARGV ${n} missing`);
+        return named[n];
+      });
+      return commands[s.name](...s.keys.map((n) => k[n]), now, ...argv, ...rest);
+    },
+  };
+}

@@ -1,0 +1,72 @@
+import type { Redis } from 'ioredis';
+import type { Clock } from '../kernel/clock.js';
+import { gateFields } from '../queue/gate-rule.js';
+import type { GateSettings } from '../queue/types.js';
+import { itemKeys } from '../redis/keys.js';
+import { createScriptRunner, scripts } from '../redis/scripts.js';
+
+/**
+ * The Redis side of the gate: the operator's settings (mode, rate, maxInFlight), the leader
+ * lease, the shared sample counters every daemon adds to, and the controller's published state
+ * (fields of the item's gate hash; controller-view.ts reads them for operators):
+ *   aLimit, aRate    what admission obeys in auto mode
+ *   aProbeStart      when the current probe began ('' = none): samples of calls started later count as probe samples
+ *   aBase, aP50, aP99, aLeader, aState   what operators see, and the state a new leader resumes from
+ *   aReset           set by a switch to auto: restart from the observed in-flight and probe
+ */
+export interface SampleDelta {
+  n: number;
+  drops: number;
+  /** latency bucket → count, of answered calls; probe: of those started after the probe began */
+  hist: Map<number, number>;
+  probe: Map<number, number>;
+}
+
+export function createGateStore(redis: Redis, prefix: string, clock: Clock) {
+  const runner = createScriptRunner(redis, prefix);
+  return {
+    /** Takes or renews this daemon's lease on the item's controller (lead-1.lua); whether it holds it. */
+    lead: async (itemId: string, me: string, ttlMs: number) => (await runner.run(scripts.lead, itemId, clock.now(), { me, ttlMs })) === 1,
+
+    /**
+     * Writes the operator's settings (the catalog keeps them in Postgres first). The line's cached
+     * item views see them at their next refresh.
+     */
+    async writeSettings(itemId: string, patch: Partial<GateSettings>) {
+      const fields = gateFields(patch);
+      if (!Object.keys(fields).length) return; // HSET with no fields is an error
+      await redis.hset(itemKeys(prefix, itemId).gate, fields);
+    },
+
+    /** Adds one daemon's samples to the item's cumulative counters. */
+    async addSamples(batch: Map<string, SampleDelta>) {
+      if (!batch.size) return;
+      const pipe = redis.pipeline();
+      for (const [itemId, d] of batch) {
+        const key = itemKeys(prefix, itemId).samples;
+        if (d.n) pipe.hincrby(key, 'n', d.n);
+        if (d.drops) pipe.hincrby(key, 'd', d.drops);
+        for (const [b, c] of d.hist) pipe.hincrby(key, `h${b}`, c);
+        for (const [b, c] of d.probe) pipe.hincrby(key, `p${b}`, c);
+      }
+      await pipe.exec();
+    },
+
+    readSamples: (itemId: string) => redis.hgetall(itemKeys(prefix, itemId).samples),
+
+    async publish(itemId: string, fields: Record<string, string | number>) {
+      await redis.hset(itemKeys(prefix, itemId).gate, fields);
+    },
+
+    readGate: (itemId: string) => redis.hgetall(itemKeys(prefix, itemId).gate),
+
+    readInFlight: async (itemId: string) => Number((await redis.hget(itemKeys(prefix, itemId).ctr, 'admitted')) ?? 0),
+
+    /** Operators switched to auto: the controller restarts from what is in flight now. */
+    async requestReset(itemId: string) {
+      await redis.hset(itemKeys(prefix, itemId).gate, 'aReset', '1');
+    },
+  };
+}
+
+export type GateStore = ReturnType<typeof createGateStore>;

@@ -1,0 +1,166 @@
+import type { Redis } from 'ioredis';
+import { itemKeys, PAGE_SIZE } from '../redis/keys.js';
+import type { ItemSnapshot } from '../queue/snapshot.js';
+import { ticketRef } from '../kernel/ticket-ref.js';
+import { makeTicketId } from '../queue/ticket-id.js';
+import type { Cut, OutcomeStatus } from '../queue/types.js';
+import { parseRecord, stateOfChar } from '../queue/views.js';
+
+/** A ticket that reached its terminal state, as the outcome ledger stores it. */
+export interface EndedTicket {
+  /** The ticket's place in its line (not stored: it lets the ledger forget the ticket's state in Redis). */
+  seq: number;
+  /** The ticket's ref (kernel/ticket-ref.ts), stored as `ticket_id`: Postgres never holds a working id. */
+  ticketId: string;
+  itemId: string;
+  userId: string;
+  status: OutcomeStatus;
+  reason: string | null;
+  result: unknown;
+  joinedAt: Date;
+  admittedAt: Date | null;
+  finishedAt: Date;
+  /** The name of the key that created the ticket. */
+  source: string | null;
+}
+
+/** A done-stream entry that could not be read as tickets (its id is among those read, to acknowledge). */
+export interface UnreadableEntry {
+  id: string;
+  fields: string[];
+  error: unknown;
+}
+
+const GROUP = 'ledger';
+const CLAIM_IDLE_MS = 30_000;
+
+/**
+ * Reads each item's `done` stream through a consumer group, so with many daemons every ended
+ * ticket is delivered to one of them; entries a dead daemon left unacknowledged are claimed after
+ * 30 s. A cut entry ({from, to}) is expanded here by reading the ticket pages of that range.
+ */
+export function createLedgerFeed(redis: Redis, prefix: string, consumer: string) {
+  const grouped = new Set<string>();
+
+  async function ensureGroup(key: string) {
+    if (grouped.has(key)) return;
+    try {
+      await redis.xgroup('CREATE', key, GROUP, '0', 'MKSTREAM');
+    } catch (err) {
+      if (!String(err).includes('BUSYGROUP')) throw err;
+    }
+    grouped.add(key);
+  }
+
+  /** The tickets an entry stands for; null for a cut the snapshot does not know yet. */
+  async function expand(snap: ItemSnapshot, fields: string[]): Promise<EndedTicket[] | null> {
+    const f = Object.fromEntries(Array.from({ length: fields.length / 2 }, (_, i) => [fields[2 * i], fields[2 * i + 1]]));
+    if (f.s && f.o !== undefined) {
+      const rec = parseRecord(f.r, snap.epoch);
+      const outcome = JSON.parse(f.o) as { status: OutcomeStatus; result?: unknown; reason?: string };
+      return [row(snap, Number(f.s), rec.userId, rec.createdAt, outcome.status, outcome.reason ?? null, outcome.result ?? null, f.a || undefined, Number(f.f), f.k || null)];
+    }
+    const k = itemKeys(prefix, snap.def.itemId);
+    if (f.s) {
+      // An entry written before entries carried the outcome (a daemon of an earlier version).
+      const seq = Number(f.s);
+      const [record, x] = await Promise.all([redis.hget(k.page(seq), String(seq)), redis.hgetall(k.x(seq))]);
+      if (!record || !x.outcome) return [];
+      const rec = parseRecord(record, snap.epoch);
+      const outcome = JSON.parse(x.outcome) as { status: OutcomeStatus; result?: unknown; reason?: string };
+      return [row(snap, seq, rec.userId, rec.createdAt, outcome.status, outcome.reason ?? null, outcome.result ?? null, x.admittedAt, Number(x.finishedAt))];
+    }
+    const from = Number(f.from);
+    const to = Number(f.to);
+    const cut = snap.cuts.find((c: Cut) => c[0] === to);
+    // The cut happened after the snapshot was read: the next round's fresher snapshot has it.
+    if (!cut) return null;
+    const out: EndedTicket[] = [];
+    for (let page = Math.floor(from / PAGE_SIZE); page <= Math.floor(to / PAGE_SIZE); page++) {
+      const [records, sources] = await Promise.all([redis.hgetall(k.page(page * PAGE_SIZE)), redis.hgetall(k.sourcePage(page * PAGE_SIZE))]);
+      for (const [s, record] of Object.entries(records)) {
+        const seq = Number(s);
+        if (seq < from || seq > to || record[0] !== 'w') continue;
+        const rec = parseRecord(record, snap.epoch);
+        out.push(row(snap, seq, rec.userId, rec.createdAt, stateOfChar(cut[1]) as OutcomeStatus, cut[2], null, undefined, cut[3], sources[s] ?? null));
+      }
+    }
+    return out;
+  }
+
+  return {
+    /** Up to `count` stream entries of the item, expanded to ended tickets. */
+    async read(snap: ItemSnapshot, count: number): Promise<{ ids: string[]; tickets: EndedTicket[]; unreadable: UnreadableEntry[] }> {
+      const key = itemKeys(prefix, snap.def.itemId).done;
+      await ensureGroup(key);
+      // Own entries not yet acknowledged first (a round that failed), then a dead daemon's, then new ones.
+      const own = (await redis.xreadgroup('GROUP', GROUP, consumer, 'COUNT', count, 'STREAMS', key, '0').catch((err) => {
+        // The stream is gone (a Redis loss; the item was re-created): make the group again next round.
+        if (String(err).includes('NOGROUP')) grouped.delete(key);
+        throw err;
+      })) as [string, [string, string[]][]][] | null;
+      let entries = (own?.[0]?.[1] ?? []).filter(([, fields]) => fields !== null);
+      if (entries.length < count) {
+        const claimed = (await redis.xautoclaim(key, GROUP, consumer, CLAIM_IDLE_MS, '0', 'COUNT', count - entries.length)) as [string, [string, string[]][]];
+        entries = entries.concat(claimed[1] ?? []);
+      }
+      if (entries.length < count) {
+        const fresh = (await redis.xreadgroup('GROUP', GROUP, consumer, 'COUNT', count - entries.length, 'STREAMS', key, '>')) as [string, [string, string[]][]][] | null;
+        entries = entries.concat(fresh?.[0]?.[1] ?? []);
+      }
+      // An entry that cannot be read at all (it throws) must not hold up the others: it is handed
+      // back as unreadable, for the ledger to park and acknowledge.
+      const unreadable: UnreadableEntry[] = [];
+      const expanded = await Promise.all(
+        entries.map(([id, fields]) =>
+          expand(snap, fields).catch((error: unknown) => {
+            unreadable.push({ id, fields, error });
+            return [];
+          }),
+        ),
+      );
+      // Entries up to the first one that cannot be expanded yet; it and the rest wait for the next round.
+      const pending = expanded.indexOf(null);
+      const upTo = pending === -1 ? entries.length : pending;
+      const ids = entries.slice(0, upTo).map(([id]) => id);
+      const acked = new Set(ids);
+      return { ids, tickets: (expanded.slice(0, upTo) as EndedTicket[][]).flat(), unreadable: unreadable.filter((u) => acked.has(u.id)) };
+    },
+    /**
+     * Acknowledges entries whose rows are committed, and lets the ended tickets' own state leave
+     * Redis: the payload and the unit marker at once, the hash of times and outcome after
+     * `stateTtlSec` (a client repeating an outcome write, or polling, within that time is answered
+     * from it; later the ticket's view comes from Postgres). The line's record of the ticket stays
+     * until the item's keys are removed.
+     */
+    async ack(itemId: string, ids: string[], seqs: number[] = [], stateTtlSec = 600) {
+      if (!ids.length) return;
+      const k = itemKeys(prefix, itemId);
+      const m = redis.multi().xack(k.done, GROUP, ...ids).xdel(k.done, ...ids);
+      if (seqs.length) {
+        const fields = seqs.map(String);
+        m.hdel(k.payloads, ...fields).hdel(k.taken, ...fields);
+        for (const seq of seqs) m.expire(k.x(seq), stateTtlSec);
+      }
+      await m.exec();
+    },
+  };
+}
+
+function row(snap: ItemSnapshot, seq: number, userId: string, joinedAt: number, status: OutcomeStatus, reason: string | null, result: unknown, admittedAt: string | undefined, finishedAt: number, source: string | null = null): EndedTicket {
+  return {
+    seq,
+    ticketId: ticketRef(makeTicketId(snap.def.itemId, seq, snap.secret, { joinedRel: joinedAt - snap.epoch, userId })),
+    itemId: snap.def.itemId,
+    userId,
+    status,
+    reason,
+    result,
+    joinedAt: new Date(joinedAt),
+    admittedAt: admittedAt ? new Date(Number(admittedAt)) : null,
+    finishedAt: new Date(finishedAt),
+    source,
+  };
+}
+
+export type LedgerFeed = ReturnType<typeof createLedgerFeed>;

@@ -1,0 +1,54 @@
+import type { Redis } from 'ioredis';
+import type { Clock } from '../kernel/clock.js';
+import type { LineItems } from '../queue/items.js';
+import { createScriptRunner, scripts } from '../redis/scripts.js';
+
+/**
+ * The Redis stock counters of items that have stock (seckill, coupon): a fast filter in front
+ * of Postgres, which decides. Units live in shards (hash fields s0..s<K-1>); a ticket that took
+ * a unit is marked in `taken` until it sells or gives the unit back (the line's scripts give it
+ * back whenever they end a ticket without a sale or return it to the head).
+ */
+export interface StockCounters {
+  /** Takes one unit for each ticket (idempotent per ticket); `left` is what all shards hold after. */
+  take(itemId: string, seqs: number[]): Promise<{ taken: boolean[]; left: number }>;
+  /** Gives the ticket's unit back (idempotent). */
+  refund(itemId: string, seq: number): Promise<boolean>;
+  /** Drops the ticket's unit without giving it back: Postgres said the counter held one too many. */
+  forfeit(itemId: string, seq: number): Promise<boolean>;
+  /**
+   * Gives back the units of released reservations of one item (once per order) and lets their
+   * buyers join again. Returns how many were given back now (the rest had been already).
+   */
+  returnReleased(itemId: string, orders: { orderId: string; userId: string }[]): Promise<number>;
+  /**
+   * Sets the units left, over `shards` shards; with `idleOnly`, only while no ticket of the item
+   * is admitted (then also forgetting which tickets took units). Returns whether it was set.
+   */
+  set(itemId: string, units: number, shards: number, opts?: { idleOnly?: boolean }): Promise<boolean>;
+}
+
+/** `items`: the line's item views, refreshed after a change admission depends on (units back, a new count). */
+export function createStockCounters(deps: { redis: Redis; prefix: string; clock: Clock; items: Pick<LineItems, 'invalidate'> }): StockCounters {
+  const { run } = createScriptRunner(deps.redis, deps.prefix);
+  const now = () => deps.clock.now();
+  return {
+    async take(itemId, seqs) {
+      const [left, ...taken] = (await run(scripts.takeStock, itemId, now(), {}, seqs)) as number[];
+      return { taken: taken.map((t) => t === 1), left };
+    },
+    refund: async (itemId, seq) => (await run(scripts.refundStock, itemId, now(), { seq, forfeit: '0' })) === 1,
+    forfeit: async (itemId, seq) => (await run(scripts.refundStock, itemId, now(), { seq, forfeit: '1' })) === 1,
+    async returnReleased(itemId, orders) {
+      if (!orders.length) return 0;
+      const given = (await run(scripts.returnUnit, itemId, now(), {}, orders.flatMap((o) => [o.orderId, o.userId]))) as number;
+      deps.items.invalidate(itemId);
+      return given;
+    },
+    async set(itemId, units, shards, opts) {
+      const res = (await run(scripts.setStock, itemId, now(), { units, shards, idleOnly: opts?.idleOnly ? '1' : '0' })) as number;
+      deps.items.invalidate(itemId);
+      return res >= 0;
+    },
+  };
+}

@@ -1,0 +1,121 @@
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { request } from 'node:http';
+import { afterAll, describe, expect, it } from 'vitest';
+import { testDb } from './support/db.js';
+import { startDaemonProcess, type RunningDaemon } from './support/daemon.js';
+import { testRedis } from './support/redis.js';
+
+const { redis, newPrefix } = testRedis();
+const db = await testDb();
+const running: RunningDaemon[] = [];
+afterAll(async () => {
+  await Promise.all(running.map((d) => d.stop('SIGKILL')));
+});
+
+/** One request on a connection of its own, so node:cluster's round-robin hands each to the next process. */
+function call(base: string, method: string, path: string, body?: unknown, key?: string): Promise<{ status: number; body: any }> {
+  return new Promise((resolve, reject) => {
+    const data = body === undefined ? undefined : JSON.stringify(body);
+    const headers: Record<string, string> = {};
+    if (key) headers.authorization = `Bearer ${key}`;
+    if (data) headers['content-type'] = 'application/json';
+    const req = request(base + path, { method, headers, agent: false }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (c) => (text += c));
+      res.on('end', () => {
+        let json: any = text;
+        try {
+          json = JSON.parse(text);
+        } catch {
+          /* /metrics */
+        }
+        resolve({ status: res.statusCode!, body: json });
+      });
+    });
+    req.on('error', reject);
+    req.end(data);
+  });
+}
+
+/** The primary's worker processes (not tsx's esbuild service, also its child). */
+const workersOf = (pid: number) =>
+  execFileSync('pgrep', ['-P', String(pid), '-f', 'src/main.ts'], { encoding: 'utf8' })
+    .split('\n')
+    .filter(Boolean)
+    .map(Number);
+
+describe('FLOODGATE_PROCESSES: several daemon processes behind one port', () => {
+  it('share one FIFO line and one manual gate, aggregate their metrics, replace a dead worker and stop together', async () => {
+    const prefix = newPrefix();
+    const d = await startDaemonProcess(
+      {
+        FLOODGATE_PROCESSES: '2',
+        REDIS_URL: `redis://${redis.options.host}:${redis.options.port}`,
+        DATABASE_URL: db.url,
+        FLOODGATE_REDIS_PREFIX: prefix,
+        FLOODGATE_SERVICE_KEYS: 'svc',
+        FLOODGATE_OPERATOR_KEYS: 'op',
+      },
+      { listening: 2 },
+    );
+    running.push(d);
+    expect(d.output()).toMatch(/"processes":2.*"msg":"floodgate primary started its worker processes"/);
+    const workers = workersOf(d.proc.pid!);
+    expect(workers).toHaveLength(2);
+
+    const item = `procs-${randomBytes(3).toString('hex')}`;
+    expect((await call(d.url, 'PUT', `/v1/items/${item}`, { handler: 'external', gate: { mode: 'manual', rate: 20 } }, 'op')).status).toBe(201);
+    // One at a time, each on its own connection (so alternately on each process): join order is
+    // known, and the positions must follow it.
+    const ids: string[] = [];
+    for (let i = 0; i < 60; i++) {
+      const r = await call(d.url, 'POST', `/v1/items/${item}/tickets`, { userId: `u${i}` }, 'svc');
+      expect(r.status).toBe(202);
+      expect(r.body.position).toBe(i + 1);
+      ids.push(r.body.ticketId);
+    }
+
+    // Pulls through both processes take from one pace (rate 20/s, burst 2) and in join order.
+    const pulled: string[] = [];
+    const start = Date.now();
+    while (pulled.length < 12) {
+      const r = await call(d.url, 'POST', `/v1/items/${item}/pull`, { max: 100 }, 'svc');
+      expect(r.status).toBe(200);
+      pulled.push(...r.body.tickets.map((t: { ticketId: string }) => t.ticketId));
+    }
+    const spanS = (Date.now() - start) / 1000;
+    expect(pulled).toEqual(ids.slice(0, pulled.length));
+    expect(pulled.length).toBeLessThanOrEqual(Math.floor(20 * spanS) + 2);
+
+    // A scrape on either process shows both processes' joins (60), not the half it served itself,
+    // and the line as Redis holds it (each process's item view is at most FLOODGATE_CACHE_MS old).
+    const waiting = new RegExp(`floodgate_line_waiting\\{item="${item}"\\} ${60 - pulled.length}\\b`);
+    for (let i = 0; i < 2; i++) {
+      let m = await call(d.url, 'GET', '/metrics');
+      for (const until = Date.now() + 10_000; !waiting.test(m.body) && Date.now() < until; m = await call(d.url, 'GET', '/metrics')) await new Promise((r) => setTimeout(r, 50));
+      expect(m.status).toBe(200);
+      expect(m.body).toMatch(waiting);
+      const created = new RegExp(`floodgate_joins_total\\{item="${item}",result="created"\\} (\\d+)`).exec(m.body);
+      expect(Number(created?.[1])).toBe(60);
+      expect(m.body).toMatch(new RegExp(`floodgate_admissions_total\\{item="${item}"\\} ${pulled.length}\\b`));
+    }
+
+    // A worker that dies is replaced; the line is untouched.
+    process.kill(workers[0], 'SIGKILL');
+    const until = Date.now() + 20_000;
+    let now = workersOf(d.proc.pid!);
+    while ((now.includes(workers[0]) || now.length < 2 || (d.output().match(/"msg":"floodgate listening"/g) ?? []).length < 3) && Date.now() < until) {
+      await new Promise((r) => setTimeout(r, 100));
+      now = workersOf(d.proc.pid!);
+    }
+    expect(d.output()).toMatch(/"msg":"worker process died"/);
+    expect(now).toHaveLength(2);
+    for (let i = 0; i < 4; i++) expect((await call(d.url, 'GET', `/v1/tickets/${ids[59]}`)).body).toMatchObject({ state: 'waiting', position: 60 - pulled.length });
+
+    expect(await d.stop('SIGTERM')).toBe(0);
+    expect(d.output()).toMatch(/"msg":"stopping worker processes"/);
+    for (const pid of now) expect(() => process.kill(pid, 0)).toThrow();
+  });
+});

@@ -1,0 +1,146 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { manualClock } from '../src/kernel/clock.js';
+import { effectiveGate, paceOf } from '../src/queue/gate-rule.js';
+import { createLine } from '../src/queue/line.js';
+import type { GateMode } from '../src/queue/types.js';
+import { itemKeys, luaKeyBuilders } from '../src/redis/keys.js';
+import { createScriptRunner, scripts, withIncludes, type ScriptSpec } from '../src/redis/scripts.js';
+import { testRedis } from './support/redis.js';
+
+const t = testRedis();
+const luaDir = path.resolve(import.meta.dirname, '../src/redis/lua');
+const specs = Object.values(scripts) as ScriptSpec[];
+const files = readdirSync(luaDir).filter((f) => !f.startsWith('_'));
+const read = (f: string) => readFileSync(path.join(luaDir, f), 'utf8');
+
+/** What a script's header (its first --[[ ]] block) says of KEYS and ARGV. */
+function header(file: string) {
+  const text = /^--\[\[([\s\S]*?)\]\]/.exec(read(file))?.[1] ?? '';
+  const keys = [...text.matchAll(/KEYS\[(\d+)\] (\w+)/g)].map((m) => [Number(m[1]), m[2]] as const);
+  const argv = [...text.matchAll(/ARGV\[(\d+)\] (\w+)/g)].map((m) => [Number(m[1]), m[2]] as const);
+  const rest = /ARGV\[(\d+)\.\.\]/.exec(text);
+  return { keys, argv, rest: rest ? Number(rest[1]) : null };
+}
+
+/** The K.<name> fields a piece of Lua reads (outside comments). */
+const code = (lua: string) => lua.replace(/--\[\[[\s\S]*?\]\]/g, '').replace(/--[^\n]*/g, '');
+const fieldsOf = (lua: string) => new Set([...code(lua).matchAll(/\bK\.(\w+)/g)].map((m) => m[1]));
+
+/** _lib.lua's functions: the K fields each reads, itself or through the functions it calls. */
+function libNeeds(): Map<string, Set<string>> {
+  const lib = read('_lib.lua');
+  const bodies = new Map<string, string>();
+  const parts = lib.split(/^local function /m).slice(1);
+  for (const p of parts) bodies.set(/^(\w+)/.exec(p)![1], p);
+  const needs = new Map<string, Set<string>>();
+  const visit = (fn: string, seen = new Set<string>()): Set<string> => {
+    if (needs.has(fn)) return needs.get(fn)!;
+    const out = fieldsOf(bodies.get(fn)!);
+    seen.add(fn);
+    for (const other of bodies.keys()) if (!seen.has(other) && new RegExp(`\\b${other}\\(`).test(bodies.get(fn)!.replace(/^\w+/, ''))) for (const f of visit(other, seen)) out.add(f);
+    needs.set(fn, out);
+    return out;
+  };
+  for (const fn of bodies.keys()) visit(fn);
+  return needs;
+}
+
+describe('the Lua scripts and their specs', () => {
+  it('has one spec per script file, named name-<number of KEYS>', () => {
+    expect(specs.map((s) => `${s.file}.lua`).sort()).toEqual([...files].sort());
+    for (const s of specs) expect(`${s.file}: ${s.keys.length}`).toBe(`${s.file}: ${Number(/-(\d+)$/.exec(s.file)![1])}`);
+  });
+
+  it('states in every header the KEYS and ARGV its spec passes, in order, with ARGV[1] = now', () => {
+    for (const s of specs) {
+      const h = header(`${s.file}.lua`);
+      expect({ file: s.file, keys: h.keys }).toEqual({ file: s.file, keys: s.keys.map((k, i) => [i + 1, k]) });
+      expect({ file: s.file, argv: h.argv }).toEqual({ file: s.file, argv: ['now', ...s.argv].map((a, i) => [i + 1, a]) });
+      expect({ file: s.file, rest: h.rest }).toEqual({ file: s.file, rest: s.rest === null ? null : s.argv.length + 2 });
+    }
+  });
+
+  it('reads no fixed key its KEYS do not declare (the script itself and the _lib functions it calls)', () => {
+    const needs = libNeeds();
+    for (const s of specs) {
+      const own = read(`${s.file}.lua`);
+      const used = fieldsOf(own);
+      for (const [fn, fields] of needs) if (new RegExp(`\\b${fn}\\(`).test(own)) for (const f of fields) used.add(f);
+      used.delete('base');
+      expect({ file: s.file, undeclared: [...used].filter((f) => !(s.keys as string[]).includes(f)) }).toEqual({ file: s.file, undeclared: [] });
+    }
+  });
+
+  it('builds in Lua exactly the per-ticket keys keys.ts builds', async () => {
+    const k = itemKeys('fg:x:', 'it-1');
+    const lua = `local K = { base = ARGV[1] }\n${luaKeyBuilders()}\nreturn { keyOf.page(1), keyOf.page(127), keyOf.page(128), keyOf.page(300), keyOf.pollPage(300), keyOf.sourcePage(256), keyOf.x(42), keyOf.userQuota('u:1', 17), keyOf.keyQuota('shop', 18) }`;
+    const got = await t.redis.eval(lua, 0, k.base);
+    expect(got).toEqual([k.page(1), k.page(127), k.page(128), k.page(300), k.pollPage(300), k.sourcePage(256), k.x(42), k.userQuota('u:1', 17), k.keyQuota('shop', 18)]);
+    expect(k.page(128)).toBe('fg:x:{it-1}:t:1');
+  });
+
+  it('runs every script once against a real Redis, through the one runner', async () => {
+    const clock = manualClock();
+    const prefix = t.newPrefix();
+    const line = createLine({ redis: t.redis, prefix, clock, cacheMs: 0 });
+    await line.definitions.define({ itemId: 'it', handler: 'external', config: {}, capacity: null, abandonAfterMs: null, opensAt: null, closesAt: null, rejoin: 'any' }, null, { reopen: false });
+    const run = createScriptRunner(t.redis, prefix).run;
+    const now = clock.now();
+    const calls: Record<keyof typeof scripts, () => Promise<unknown>> = {
+      define: () => run(scripts.define, 'it', now, { secret: 'ab', definition: '{"handler":"external"}', gate: '', reopen: '0' }),
+      join: () => run(scripts.join, 'it', now, { userId: 'u1', payload: '', source: '', defaultKeyQuota: '' }),
+      readTicket: () => run(scripts.readTicket, 'it', now, { seq: 1 }),
+      admit: () => run(scripts.admit, 'it', now, { max: 1, leaseMs: 1000, leasePrefix: 'p.', autoCap: '' }),
+      settle: () => run(scripts.settle, 'it', now, {}, [1, 'p.1', 'succeeded', '{"status":"succeeded"}', '0', '0']),
+      extendLeases: () => run(scripts.extendLeases, 'it', now, { until: now + 1000 }, [1, 'p.1']),
+      sweep: () => run(scripts.sweep, 'it', now, {}),
+      cancel: () => run(scripts.cancel, 'it', now, { seq: 1, outcome: '{}', record: 'x' }),
+      cut: () => run(scripts.cut, 'it', now, { stateChar: 'c', reason: 'item_closed', flag: 'closed' }),
+      draw: () => run(scripts.draw, 'it', now, { op: 'begin', first: '', order: '', places: '' }),
+      block: () => run(scripts.block, 'it', now, { userId: 'u2', bit: 1, on: '1' }),
+      setStock: () => run(scripts.setStock, 'it', now, { units: 3, shards: 2, idleOnly: '0' }),
+      takeStock: () => run(scripts.takeStock, 'it', now, {}, [1]),
+      refundStock: () => run(scripts.refundStock, 'it', now, { seq: 1, forfeit: '0' }),
+      returnUnit: () => run(scripts.returnUnit, 'it', now, {}, ['7', 'u1']),
+      lead: () => run(scripts.lead, 'it', now, { me: 'd1', ttlMs: 1000 }),
+      seriesAdd: () => run(scripts.seriesAdd, 'it', now, { second: 5, point: '{}', keep: 60 }),
+    };
+    expect(Object.keys(calls).sort()).toEqual(Object.keys(scripts).sort());
+    const replies: Record<string, unknown> = {};
+    for (const [name, call] of Object.entries(calls)) replies[name] = await call();
+    expect(replies).toMatchObject({ define: [2, expect.any(String), expect.any(Number)], join: [0, 1, expect.any(String), 0], admit: [0, 1, 1, expect.any(String), '', 'p.1', now + 1000], settle: [1], extendLeases: 0, lead: 1, seriesAdd: 1, takeStock: [2, 1], refundStock: 1, returnUnit: 1 });
+  });
+});
+
+describe('the effective gate', () => {
+  // [mode, rate, maxInFlight, aLimit, aRate, autoCap] → [rate, maxInFlight]
+  type Row = [GateMode, number | null, number | null, number | null, number | null, number | null, number | null, number | null];
+  const table: Row[] = [
+    ['closed', 5, 10, 3, 2, 256, 0, 0],
+    ['manual', null, null, 3, 2, 256, null, null],
+    ['manual', 5, 10, 3, 2, 256, 5, 10],
+    ['auto', null, null, null, null, 256, null, 256],
+    ['auto', null, null, null, null, null, null, null],
+    ['auto', 5, 10, null, null, 256, 5, 10],
+    ['auto', null, null, 40, 12.5, 256, 12.5, 40],
+    ['auto', 5, 100, 40, 12.5, 256, 5, 40],
+    ['auto', 50, 10, 40, 12.5, 256, 12.5, 10],
+    ['auto', null, null, 40, null, 256, null, 40],
+    ['auto', 7, null, null, 3, 256, 3, 256],
+  ];
+
+  it('is the same rule in the admit script (_gate.lua) and in what the daemon shows (gate-rule.ts)', async () => {
+    const s = (v: number | null) => (v === null ? '' : String(v));
+    const lua = withIncludes('-- @include _gate\nlocal r, m = effectiveGate(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])\nreturn { tostring(r), tostring(m) }');
+    for (const [mode, rate, mif, aLimit, aRate, autoCap, wantRate, wantMif] of table) {
+      const ts = effectiveGate({ mode, rate, maxInFlight: mif }, paceOf({ aLimit: s(aLimit), aRate: s(aRate) }), autoCap);
+      const inLua = await t.redis.eval(lua, 0, mode, s(rate), s(mif), s(aLimit), s(aRate), s(autoCap));
+      const asLua = (v: number | null) => (v === null ? 'nil' : String(v));
+      const row = `${mode} rate=${rate} mif=${mif} aLimit=${aLimit} aRate=${aRate} autoCap=${autoCap}`;
+      expect({ row, ts }).toEqual({ row, ts: { rate: wantRate, maxInFlight: wantMif } });
+      expect({ row, lua: inLua }).toEqual({ row, lua: [asLua(wantRate), asLua(wantMif)] });
+    }
+  });
+});
