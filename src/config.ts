@@ -41,7 +41,12 @@ export const configSchema = z.object({
     .optional(),
   FLOODGATE_REDIS_PREFIX: z.string().regex(/^[A-Za-z0-9:_.-]*$/).default('fg:'),
   FLOODGATE_DATA_DIR: z.string().default('.floodgate'),
-  FLOODGATE_AUTO_INSTALL: bool.default(true),
+  /**
+   * `auto`: with neither REDIS_URL nor DATABASE_URL set, the zero-config start may change the
+   * machine (install redis-server, add the `postgres` account, open a directory to it), each change
+   * logged; `off`: it changes nothing and says what it needs (src/infra/system-changes.ts).
+   */
+  FLOODGATE_PROVISION: z.enum(['auto', 'off']).default('auto'),
   FLOODGATE_EMBEDDED_PG_PORT: z.coerce.number().int().min(1).max(65535).default(54329),
   FLOODGATE_CACHE_MS: z.coerce.number().int().min(0).max(5000).default(250),
   FLOODGATE_BODY_LIMIT: z.coerce.number().int().min(1024).max(1 << 24).default(16 * 1024),
@@ -67,7 +72,10 @@ export const configSchema = z.object({
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
-export type Config = z.infer<typeof configSchema>;
+export type Config = z.infer<typeof configSchema> & {
+  /** The variables the configuration was read from: child processes (redis-server, apt-get) inherit them and PATH is searched in. */
+  environment: Record<string, string | undefined>;
+};
 
 export class ConfigError extends Error {}
 
@@ -79,7 +87,38 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`);
     throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
   }
-  return parsed.data;
+  return { ...parsed.data, environment: env };
+}
+
+/** What infra/ensure-stores.ts needs of the configuration. */
+export function storeSettings(config: Config) {
+  return {
+    redisUrl: config.REDIS_URL,
+    databaseUrl: config.DATABASE_URL,
+    dataDir: config.FLOODGATE_DATA_DIR,
+    provision: config.FLOODGATE_PROVISION,
+    embeddedPgPort: config.FLOODGATE_EMBEDDED_PG_PORT,
+    env: config.environment,
+  };
+}
+
+/** The configuration as the daemon reads it at start, with what the log should say about where it came from. */
+export interface Settings {
+  config: Config;
+  /** The `.env` file read, and the names it set (none when it does not exist). */
+  envFile: { path: string; names: string[] };
+  unknown: { name: string; suggestion: string | null }[];
+}
+
+/**
+ * The one place that reads the process environment: `.env` in `cwd` when present, under the
+ * environment (config/README.md). Throws ConfigError listing every bad variable.
+ */
+export function readSettings(cwd: string, env: Record<string, string | undefined> = process.env): Settings {
+  const file = path.resolve(cwd, '.env');
+  const fileEnv = readEnvFile(file);
+  const config = loadConfig(overEnvFile(fileEnv, env));
+  return { config, envFile: { path: file, names: Object.keys(fileEnv) }, unknown: unknownVariables(Object.keys(env), Object.keys(fileEnv)) };
 }
 
 /** The variables of a `.env` file (Node's dotenv syntax); none when the file does not exist. */

@@ -17,11 +17,10 @@ import type { Redis } from 'ioredis';
 import { createApp } from './api/app.js';
 import { probe, READY_TIMEOUT_MS } from './api/routes/ops.js';
 import { createCatalog } from './catalog/catalog.js';
-import type { Config } from './config.js';
+import { storeSettings, type Config } from './config.js';
 import { connectDb, migrateDb, type DbHandle } from './db/client.js';
 import { createItemsStore } from './db/items-store.js';
-import { ensurePostgres } from './infra/ensure-postgres.js';
-import { ensureRedis } from './infra/ensure-redis.js';
+import { ensureStores } from './infra/ensure-stores.js';
 import { connectRedis } from './infra/redis-client.js';
 import { systemClock, type Clock } from './kernel/clock.js';
 import type { Logger } from './kernel/logger.js';
@@ -83,19 +82,16 @@ export type DaemonEvents = EventEmitter<{
 
 /** Redis and Postgres (migrated): the configured ones, or local ones found or started (infra/). */
 export async function openStores(config: Config, log: Logger) {
-  const dataDir = path.resolve(config.FLOODGATE_DATA_DIR);
-  const redisInfra = await ensureRedis({ url: config.REDIS_URL, dataDir: path.join(dataDir, 'redis'), log, autoInstall: config.FLOODGATE_AUTO_INSTALL, env: process.env });
-  const pgInfra = await ensurePostgres({ url: config.DATABASE_URL, dataDir: path.join(dataDir, 'postgres'), log, port: config.FLOODGATE_EMBEDDED_PG_PORT });
-  const redis = await connectRedis(redisInfra.url, 'api', log);
-  const dbHandle = connectDb(pgInfra.url, { max: 10 });
+  const infra = await ensureStores(storeSettings(config), log);
+  const redis = await connectRedis(infra.redisUrl, 'api', log);
+  const dbHandle = connectDb(infra.pgUrl, { max: 10 });
   await migrateDb(dbHandle);
   const close = async () => {
     redis.disconnect();
     await dbHandle.close();
-    await pgInfra.stop();
-    await redisInfra.stop();
+    await infra.stop();
   };
-  return { redis, dbHandle, redisUrl: redisInfra.url, pgUrl: pgInfra.url, close };
+  return { redis, dbHandle, redisUrl: infra.redisUrl, pgUrl: infra.pgUrl, close };
 }
 
 /** The modules over the stores, none of them running: what the daemon, the CLI and the HTTP tests share. */
@@ -131,7 +127,7 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
     autoCap: config.FLOODGATE_AUTO_START_LIMIT,
   });
   const reservations = createReservations({ sql: dbHandle.sql, queue, stock, log: log.child({ module: 'reservations' }), onReturned: (itemId) => events.emit('returned', itemId) });
-  return { events, handlers, metrics, queue, stock, series, store, gateStore, catalog, reservations };
+  return { clock, events, handlers, metrics, queue, stock, series, store, gateStore, catalog, reservations };
 }
 
 export type Modules = ReturnType<typeof wireModules>;
@@ -160,6 +156,7 @@ export function wireApp(config: Config, log: Logger, { redis, dbHandle }: Stores
     scopes: parseKeyScopes(config.FLOODGATE_KEY_SCOPES),
     tokens,
     metricsKey: config.FLOODGATE_METRICS_KEY,
+    clock: m.clock,
     ready: async () => {
       const [r, p] = await Promise.all([probe(() => redis.ping(), READY_TIMEOUT_MS - 100), probe(() => dbHandle.sql`select 1`, READY_TIMEOUT_MS - 100)]);
       return { redis: r, postgres: p };

@@ -5,8 +5,9 @@
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { describeError } from './api/errors.js';
-import { keysForRun, loadConfig, overEnvFile, readEnvFile, runKeysNotice, unknownVariables, type Config } from './config.js';
+import { keysForRun, readSettings, runKeysNotice, type Config, type Settings } from './config.js';
 import { openCore, startDaemon } from './daemon.js';
+import { SetupNeeded } from './infra/system-changes.js';
 import { isClusterWorker, processCount, runPrimary } from './processes.js';
 import { systemClock } from './kernel/clock.js';
 import { createLogger, type Logger } from './kernel/logger.js';
@@ -25,23 +26,19 @@ async function reconcileCommand(config: Config, log: Logger, itemId: string | un
 const networkCodes = new Set(['ECONNRESET', 'EPIPE', 'ECONNREFUSED', 'ETIMEDOUT', 'ECONNABORTED', 'EHOSTUNREACH', 'ENETUNREACH']);
 
 async function main() {
-  let config: Config;
-  // `.env` in the working directory, when present; the environment wins over it.
-  const envFile = path.resolve('.env');
-  let fileEnv: Record<string, string>;
+  let settings: Settings;
   try {
-    fileEnv = readEnvFile(envFile);
-    config = loadConfig(overEnvFile(fileEnv, process.env));
+    settings = readSettings(process.cwd());
   } catch (err) {
     console.error(String((err as Error).message));
     process.exit(2);
   }
+  const { config, envFile } = settings;
   const command = process.argv[2];
   // A command's output is its JSON on stdout; its logs go to stderr.
   const log = createLogger(config.LOG_LEVEL, { stderr: command !== undefined });
-  if (Object.keys(fileEnv).length) log.info({ file: envFile, variables: Object.keys(fileEnv).length }, 'read .env');
-  for (const { name, suggestion } of unknownVariables(Object.keys(process.env), Object.keys(fileEnv)))
-    log.warn({ variable: name, didYouMean: suggestion ?? undefined }, 'unknown configuration variable ignored');
+  if (envFile.names.length) log.info({ file: envFile.path, variables: envFile.names.length }, 'read .env');
+  for (const { name, suggestion } of settings.unknown) log.warn({ variable: name, didYouMean: suggestion ?? undefined }, 'unknown configuration variable ignored');
   if (command === 'reconcile') {
     await reconcileCommand(config, log, process.argv[3]).catch((err) => {
       log.fatal({ err: String(err?.stack ?? err) }, 'reconcile failed');
@@ -65,17 +62,16 @@ async function main() {
     process.stderr.write(`${runKeysNotice(keys, process.cwd())}\n`);
   }
   const processes = processCount(config.FLOODGATE_PROCESSES);
+  // What the machine lacks is said plainly; anything else is a bug, with its stack.
+  const failedToStart = (err: unknown): never => {
+    log.fatal({ err: err instanceof SetupNeeded ? err.message : String((err as Error)?.stack ?? err) }, 'failed to start');
+    process.exit(1);
+  };
   if (processes > 1 && !isClusterWorker()) {
-    await runPrimary(keys.config, log, processes, process.env).catch((err) => {
-      log.fatal({ err: String(err?.stack ?? err) }, 'failed to start');
-      process.exit(1);
-    });
+    await runPrimary(keys.config, log, processes).catch(failedToStart);
     return;
   }
-  const daemon = await startDaemon(keys.config, log).catch((err) => {
-    log.fatal({ err: String(err?.stack ?? err) }, 'failed to start');
-    process.exit(1);
-  });
+  const daemon = await startDaemon(keys.config, log).catch(failedToStart);
   const shutdown = (signal: string) => {
     log.info({ signal }, 'shutdown requested');
     const force = setTimeout(() => {

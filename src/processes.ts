@@ -3,7 +3,7 @@
  *
  * The primary process owns what must exist once: it starts (or finds) Redis and Postgres, runs the
  * migrations, and makes the run's keys; then it forks N workers with node:cluster. Each worker is
- * a whole daemon (src/main.ts's startDaemon) with the store URLs and keys the primary settled, so
+ * a whole daemon (src/daemon.ts's startDaemon) with the store URLs and keys the primary settled, so
  * N workers share the lines, the gates and the leases through Redis exactly as N daemons on N
  * machines do: nothing is shared in memory, and nothing new had to be made safe for it. The
  * listening socket is the primary's; node:cluster hands each new connection to the next worker
@@ -15,11 +15,9 @@
  */
 import cluster, { type Worker } from 'node:cluster';
 import os from 'node:os';
-import path from 'node:path';
-import type { Config } from './config.js';
+import { storeSettings, type Config } from './config.js';
 import { connectDb, migrateDb } from './db/client.js';
-import { ensurePostgres } from './infra/ensure-postgres.js';
-import { ensureRedis } from './infra/ensure-redis.js';
+import { ensureStores } from './infra/ensure-stores.js';
 import type { Logger } from './kernel/logger.js';
 import { servePrimaryMetrics } from './kernel/cluster-metrics.js';
 import { redactUrl } from './kernel/redact-url.js';
@@ -35,10 +33,10 @@ export const isClusterWorker = () => cluster.isWorker;
 const RESTARTS_PER_MINUTE = 5;
 
 /** Runs the primary: stores, migrations, N workers; resolves never (the process exits on a signal or a crash loop). */
-export async function runPrimary(config: Config, log: Logger, n: number, processEnv: NodeJS.ProcessEnv): Promise<void> {
-  const dataDir = path.resolve(config.FLOODGATE_DATA_DIR);
-  const redis = await ensureRedis({ url: config.REDIS_URL, dataDir: path.join(dataDir, 'redis'), log, autoInstall: config.FLOODGATE_AUTO_INSTALL, env: processEnv });
-  const pg = await ensurePostgres({ url: config.DATABASE_URL, dataDir: path.join(dataDir, 'postgres'), log, port: config.FLOODGATE_EMBEDDED_PG_PORT });
+export async function runPrimary(config: Config, log: Logger, n: number): Promise<void> {
+  const stores = await ensureStores(storeSettings(config), log);
+  const redis = { url: stores.redisUrl };
+  const pg = { url: stores.pgUrl };
   const db = connectDb(pg.url, { max: 2 });
   await migrateDb(db);
   await db.close();
@@ -94,8 +92,7 @@ export async function runPrimary(config: Config, log: Logger, n: number, process
           }),
       ),
     );
-    await pg.stop();
-    await redis.stop();
+    await stores.stop();
     log.info('stopped');
     process.exit(code);
   }

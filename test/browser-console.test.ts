@@ -59,13 +59,13 @@ describe.skipIf(!hasChromium)('the operator console in Chromium', () => {
     await page.fill('#rate', '5');
     await page.click('#apply');
     await expect.poll(() => page.textContent('#shadow')).toMatch(/shadow|no opinion/);
-    await expect.poll(() => page.locator('#audit tbody tr').count()).toBeGreaterThanOrEqual(1);
+    await expect.poll(() => page.locator('#audit tbody tr').count(), { timeout: 10_000 }).toBeGreaterThanOrEqual(1);
     await page.selectOption('#mode', 'auto');
     await page.click('#apply');
-    await expect.poll(() => page.locator('#audit tbody tr').count()).toBeGreaterThanOrEqual(2);
+    await expect.poll(() => page.locator('#audit tbody tr').count(), { timeout: 10_000 }).toBeGreaterThanOrEqual(2);
     expect(await page.textContent('#audit tbody tr:first-child')).toContain('"mode":"auto"');
     // The audit row is written before the gate changes in Redis (Postgres first): wait for the change itself.
-    await expect.poll(async () => (await call('GET', '/v1/items/c-sale')).body.gate.mode).toBe('auto');
+    await expect.poll(async () => (await call('GET', '/v1/items/c-sale')).body.gate.mode, { timeout: 10_000 }).toBe('auto');
     await screenshot(page, 'console-item');
     await page.close();
   }, 60_000);

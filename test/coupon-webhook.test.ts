@@ -50,6 +50,7 @@ describe('coupon', () => {
 
 describe('webhook', () => {
   const seen = new Map<string, { calls: number; keys: Set<string>; body: any }>();
+  const slow = new Set<NodeJS.Timeout>();
   const server = createServer(async (req: IncomingMessage, res: ServerResponse) => {
     let raw = '';
     for await (const chunk of req) raw += chunk;
@@ -67,12 +68,16 @@ describe('webhook', () => {
     if (body.userId === 'flaky') return s.calls < 3 ? send(503) : send(201, { orderId: 'W2' });
     if (body.userId === 'down') return send(503);
     if (body.userId === 'bad') return send(400, { error: 'bad' });
-    if (body.userId === 'slow') return setTimeout(() => send(200, {}), 5000); // far past the timeout
+    if (body.userId === 'slow') return slow.add(setTimeout(() => send(200, {}), 5000)); // far past the timeout
     if (body.userId.startsWith('b-ok')) return send(200, { n: s.calls });
     if (body.userId.startsWith('b-flaky')) return s.calls < 2 ? send(503) : send(200, { n: s.calls });
     send(500);
   });
-  afterAll(() => new Promise((r) => server.close(r)));
+  afterAll(() => {
+    slow.forEach(clearTimeout);
+    server.closeAllConnections();
+    return new Promise((r) => server.close(r));
+  });
 
   it('maps 2xx, 409, 5xx with retries, timeouts and 4xx to outcomes, with the ticket ref as idempotency key', async () => {
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));

@@ -40,8 +40,9 @@ describe('a daemon SIGKILLed in the middle of a sale', () => {
     }
     expect((await http(first.url, 'PATCH', '/v1/items/crash/gate', { mode: 'manual', rate: 25, maxInFlight: 40 }, 'op')).status).toBe(200);
     for (;;) {
-      const item = (await http(first.url, 'GET', '/v1/items/crash', undefined, 'op')).body;
-      if (item.counts.succeeded >= 20) {
+      const r = await http(first.url, 'GET', '/v1/items/crash', undefined, 'op');
+      const item = r.body;
+      if (r.status === 200 && item.counts.succeeded >= 20) {
         expect(item.counts.waiting).toBeGreaterThan(0); // the kill lands mid-sale
         break;
       }

@@ -38,7 +38,7 @@ afterAll(async () => {
 
 
 describe('the adaptive gate across two daemons', () => {
-  it('has one leader, fails over when it is killed, and both daemons obey one published limit', { timeout: 100_000 }, async () => {
+  it('has one leader, fails over when it is killed, and both daemons obey one published limit', { timeout: 240_000 }, async () => {
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
     const env = { REDIS_URL: redisUrl(), DATABASE_URL: db.url, FLOODGATE_REDIS_PREFIX: newPrefix(), FLOODGATE_SERVICE_KEYS: 'svc', FLOODGATE_OPERATOR_KEYS: 'op' };
@@ -50,9 +50,11 @@ describe('the adaptive gate across two daemons', () => {
 
     const poll = async (base: string, ok: (v: any) => boolean, what: string) => {
       for (const until = Date.now() + 30_000; ; await new Promise((r) => setTimeout(r, 100))) {
-        const v = (await http(base, 'GET', '/v1/items/auto', undefined, 'op')).body;
-        if (ok(v)) return v;
-        if (Date.now() > until) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(v.gate)}`);
+        // A busy machine may answer a read 503 (a Redis command past its 500 ms): ask again.
+        const r = await http(base, 'GET', '/v1/items/auto', undefined, 'op');
+        const v = r.body;
+        if (r.status === 200 && ok(v)) return v;
+        if (Date.now() > until) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(v?.gate ?? v)}`);
       }
     };
     const view = await poll(a.url, (v) => !!v.gate.controller?.baseMs, 'a baseline');
@@ -86,12 +88,17 @@ describe('the adaptive gate across two daemons', () => {
     expect(await probes()).toBeGreaterThan(before);
 
     // The line keeps draining through the survivor, and the downstream was never driven to 503s.
+    // How fast it drains is the machine's business (a busy one is slow): it must not stall.
     let item: any;
-    for (const until = Date.now() + 45_000; Date.now() < until; ) {
-      item = (await http(alive.url, 'GET', '/v1/items/auto', undefined, 'op')).body;
-      if (item.counts.waiting === 0 && item.counts.admitted === 0) break;
+    let progress = { succeeded: -1, at: Date.now() };
+    while (Date.now() - progress.at < 20_000) {
+      const r = await http(alive.url, 'GET', '/v1/items/auto', undefined, 'op');
+      if (r.status === 200) item = r.body;
+      if (item?.counts.waiting === 0 && item.counts.admitted === 0) break;
+      if (item && item.counts.succeeded > progress.succeeded) progress = { succeeded: item.counts.succeeded, at: Date.now() };
       await new Promise((r) => setTimeout(r, 100));
     }
+    expect(item.counts.waiting + item.counts.admitted, 'the line stalled (no success for 20 s)').toBe(0);
     expect(item.counts.succeeded).toBeGreaterThan(2200);
     expect(item.counts.failed).toBe(0);
     expect(maxOutstanding, 'the downstream reached its 503 bound').toBeLessThan(48);

@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
 import { tcpProxy } from './support/proxy.js';
@@ -8,6 +8,7 @@ const { redis, newPrefix } = testRedis();
 const db = await testDb();
 const pgUrl = new URL(db.url);
 const proxy = await tcpProxy({ host: pgUrl.hostname, port: Number(pgUrl.port || 5432) });
+afterAll(() => proxy.close()); // after the daemon's stop (registered below, so run before this)
 const viaProxy = new URL(db.url);
 viaProxy.port = String(proxy.port);
 const prefix = newPrefix();

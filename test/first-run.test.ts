@@ -31,7 +31,8 @@ const logLines = (out: string, msg: string) =>
     .map((l) => JSON.parse(l))
     .filter((l) => l.msg === msg);
 
-describe('the first run', () => {
+// Each test has its own working directory, key prefix and item ids: they run side by side.
+describe.concurrent('the first run', () => {
   it('reads .env from the working directory under the environment, warns of unknown variables, logs where it listens, and never logs a password', async () => {
     const cwd = workDir();
     writeFileSync(

@@ -12,6 +12,7 @@ import type { TestProject } from 'vitest/node';
 import { connectDb, migrateDb } from '../src/db/client.js';
 import { ensurePostgres } from '../src/infra/ensure-postgres.js';
 import { ensureRedis } from '../src/infra/ensure-redis.js';
+import { systemChanges } from '../src/infra/system-changes.js';
 import { createLogger } from '../src/kernel/logger.js';
 
 declare module 'vitest' {
@@ -37,12 +38,14 @@ async function reachable(url: string): Promise<boolean> {
 export default async function setup(project: TestProject) {
   const log = createLogger(process.env.TEST_LOG_LEVEL ?? 'info');
   const dataDir = path.join(os.tmpdir(), 'floodgate-test-infra');
-  const redis = await ensureRedis({ url: process.env.REDIS_URL, dataDir: path.join(dataDir, 'redis'), log, autoInstall: true, env: process.env, port: process.env.REDIS_URL ? undefined : 6379 });
+  // A test run installs nothing: without a Redis answering or redis-server on PATH it stops and says so.
+  const redis = await ensureRedis({ url: process.env.REDIS_URL, dataDir: path.join(dataDir, 'redis'), log, changes: systemChanges({ allowed: false, refusal: 'tests install nothing' }), env: process.env, port: process.env.REDIS_URL ? undefined : 6379 });
   let pgAdminUrl = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
   let pg: Awaited<ReturnType<typeof ensurePostgres>> | null = null;
   if (!(await reachable(pgAdminUrl))) {
     if (process.env.DATABASE_URL) throw new Error(`DATABASE_URL ${process.env.DATABASE_URL} does not answer`);
-    pg = await ensurePostgres({ dataDir: path.join(dataDir, 'postgres'), log, port: 54330, database: 'postgres' });
+    // As root the embedded server runs as the `postgres` account, made if missing (logged).
+    pg = await ensurePostgres({ dataDir: path.join(dataDir, 'postgres'), log, port: 54330, database: 'postgres', changes: systemChanges({ allowed: true, log }) });
     pgAdminUrl = pg.url;
   }
   log.info({ redis: redis.url, postgres: pgAdminUrl.replace(/:[^:@/]*@/, ':***@') }, 'test infrastructure ready');

@@ -8,8 +8,12 @@ import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensurePostgres } from '../src/infra/ensure-postgres.js';
 import { ensureRedis } from '../src/infra/ensure-redis.js';
+import { systemChanges } from '../src/infra/system-changes.js';
 
 const log = pino({ level: 'silent' });
+const noChanges = systemChanges({ allowed: false, refusal: 'a test' });
+// As root the embedded server needs the `postgres` account and a way into the temp dir, as in a zero-config start.
+const asRoot = systemChanges({ allowed: true, log });
 let tmp: string;
 const cleanups: Array<() => Promise<void>> = [];
 
@@ -35,7 +39,7 @@ function freePort(): Promise<number> {
 
 describe('ensureRedis', () => {
   it('returns a configured url untouched', async () => {
-    const r = await ensureRedis({ url: 'redis://example.invalid:1', dataDir: tmp, log, autoInstall: false, env: process.env });
+    const r = await ensureRedis({ url: 'redis://example.invalid:1', dataDir: tmp, log, changes: noChanges, env: process.env });
     expect(r).toMatchObject({ url: 'redis://example.invalid:1', started: false });
     await r.stop();
   });
@@ -43,7 +47,7 @@ describe('ensureRedis', () => {
   it('starts redis-server on a free port, reuses it while it runs, and stops it', async () => {
     const port = await freePort();
     const dataDir = path.join(tmp, 'redis');
-    const redis = await ensureRedis({ dataDir, log, autoInstall: false, port, env: process.env });
+    const redis = await ensureRedis({ dataDir, log, changes: noChanges, port, env: process.env });
     cleanups.push(redis.stop);
     expect(redis).toMatchObject({ url: `redis://127.0.0.1:${port}`, started: true });
 
@@ -53,7 +57,7 @@ describe('ensureRedis', () => {
     expect(await client.config('GET', 'maxmemory-policy')).toEqual(['maxmemory-policy', 'noeviction']);
     client.disconnect();
 
-    const again = await ensureRedis({ dataDir, log, autoInstall: false, port, env: process.env });
+    const again = await ensureRedis({ dataDir, log, changes: noChanges, port, env: process.env });
     expect(again).toMatchObject({ url: redis.url, started: false });
 
     await redis.stop();
@@ -66,7 +70,7 @@ describe('ensureRedis', () => {
 
 describe('ensurePostgres', () => {
   it('returns a configured url untouched', async () => {
-    const pg = await ensurePostgres({ url: 'postgres://u:p@example.invalid/db', dataDir: tmp, log });
+    const pg = await ensurePostgres({ url: 'postgres://u:p@example.invalid/db', dataDir: tmp, log, changes: noChanges });
     expect(pg).toMatchObject({ url: 'postgres://u:p@example.invalid/db', started: false });
   });
 
@@ -74,7 +78,7 @@ describe('ensurePostgres', () => {
     const port = await freePort();
     const dataDir = path.join(tmp, 'pg');
 
-    const first = await ensurePostgres({ dataDir, log, port, database: 'infra_test' });
+    const first = await ensurePostgres({ dataDir, log, port, database: 'infra_test', changes: asRoot });
     cleanups.push(first.stop);
     expect(first).toMatchObject({ url: `postgres://postgres:postgres@127.0.0.1:${port}/infra_test`, started: true });
     let sql = postgres(first.url, { max: 1, onnotice: () => {} });
@@ -83,12 +87,12 @@ describe('ensurePostgres', () => {
     await sql`insert into kept values (42)`;
     await sql.end();
 
-    const reused = await ensurePostgres({ dataDir, log, port, database: 'infra_test' });
+    const reused = await ensurePostgres({ dataDir, log, port, database: 'infra_test', changes: asRoot });
     expect(reused).toMatchObject({ url: first.url, started: false });
 
     await first.stop();
 
-    const second = await ensurePostgres({ dataDir, log, port, database: 'infra_test' });
+    const second = await ensurePostgres({ dataDir, log, port, database: 'infra_test', changes: asRoot });
     cleanups.push(second.stop);
     expect(second.started).toBe(true);
     sql = postgres(second.url, { max: 1, onnotice: () => {} });

@@ -28,7 +28,8 @@ describe('invites and proof of work', () => {
   });
 
   it('refuses forged, expired and malformed invites with 4xx, never 500', async () => {
-    const { call } = t.build();
+    const clock = t.manualClock(Date.now());
+    const { call } = t.build({ clock });
     await call('PUT', '/v1/items/i2', { handler: 'external' });
     const inv = (await call('POST', '/v1/items/i2/invites', { userId: 'u', ttlMs: 1000 }, SERVICE)).body.invite as string;
     const [body, sig] = inv.split('.');
@@ -39,7 +40,7 @@ describe('invites and proof of work', () => {
       expect(r.body.error).toMatchObject({ code: 'forbidden', details: { reason: 'invite_invalid' } });
     }
     for (const body of [{}, { invite: 5 }, { invite: 'a'.repeat(3000) }, 'not json']) expect((await call('POST', '/v1/join', body, null)).status).toBe(400);
-    await new Promise((r) => setTimeout(r, 1100));
+    clock.advance(1100);
     const expired = await call('POST', '/v1/join', { invite: inv }, null);
     expect(expired.status).toBe(403);
     expect(expired.body.error.details.reason).toBe('invite_expired');

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { testDb } from './support/db.js';
 import { inProcessDaemon, waitFor } from './support/daemon-inproc.js';
 import { tcpProxy } from './support/proxy.js';
@@ -8,6 +8,7 @@ import { tcpProxy } from './support/proxy.js';
 const db = await testDb();
 const direct = new URL(db.url);
 const proxy = await tcpProxy({ host: direct.hostname, port: Number(direct.port || 5432) });
+afterAll(() => proxy.close()); // after the daemon's stop (registered below, so run before this)
 const viaProxy = new URL(db.url);
 viaProxy.port = String(proxy.port);
 const { call } = await inProcessDaemon({ prefix: `fgp:${randomBytes(4).toString('hex')}:`, databaseUrl: viaProxy.toString() });

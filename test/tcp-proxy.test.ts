@@ -1,6 +1,6 @@
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTcpProxy, type TcpProxy } from '../bench/lib/tcp-proxy.js';
+import { tcpProxy, type TcpProxy } from './support/proxy.js';
 
 /** Connects, sends `msg`, resolves with the echo, or rejects with the socket's error code. */
 function echoThrough(port: number, msg: string): Promise<string> {
@@ -14,7 +14,7 @@ function echoThrough(port: number, msg: string): Promise<string> {
   });
 }
 
-describe('bench TCP proxy (chaos faults)', () => {
+describe('the TCP proxy (chaos faults, Postgres fault tests)', () => {
   let echo: Server;
   let proxy: TcpProxy;
   const sockets = new Set<Socket>();
@@ -27,7 +27,7 @@ describe('bench TCP proxy (chaos faults)', () => {
     });
     await new Promise<void>((r) => echo.listen(0, '127.0.0.1', () => r()));
     const addr = echo.address();
-    proxy = await startTcpProxy({ host: '127.0.0.1', port: typeof addr === 'object' && addr ? addr.port : 0 });
+    proxy = await tcpProxy({ host: '127.0.0.1', port: typeof addr === 'object' && addr ? addr.port : 0 });
   });
   afterAll(async () => {
     await proxy.close();

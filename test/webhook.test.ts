@@ -2,7 +2,8 @@ import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { pino } from 'pino';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { whenDone } from './support/cleanup.js';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
 import { testRedis } from './support/redis.js';
@@ -34,7 +35,10 @@ async function downstream(answer: (req: Seen, res: ServerResponse) => void) {
     answer(s, res);
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  afterAll(() => new Promise((r) => server.close(r)));
+  whenDone(() => {
+    server.closeAllConnections();
+    return new Promise((r) => server.close(r));
+  });
   return { seen, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook` };
 }
 

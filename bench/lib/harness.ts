@@ -24,6 +24,18 @@ export interface BenchContext {
   log(line: string): void;
 }
 
+export interface ScenarioOutput {
+  /** The run's tables and notes (markdown, headings from ### down). */
+  markdown: string;
+}
+
+export interface Scenario {
+  title: string;
+  /** Hard limit for the whole run when BENCH_TIMEOUT is not set (s; default 300). */
+  timeoutS?: number;
+  run(ctx: BenchContext): Promise<ScenarioOutput>;
+}
+
 /** Cores used by processes outside the bench above which a measurement is flagged as disturbed. */
 export const NOISY_CORES = 0.25;
 
@@ -64,7 +76,7 @@ export async function startDaemon(ctx: BenchContext, env: Record<string, string>
       FLOODGATE_SERVICE_KEYS: SERVICE_KEY,
       FLOODGATE_OPERATOR_KEYS: OPERATOR_KEY,
       FLOODGATE_DATA_DIR: path.join(ctx.tmpDir, 'data'),
-      FLOODGATE_AUTO_INSTALL: 'false',
+      FLOODGATE_PROVISION: 'off',
       LOG_LEVEL: 'warn',
       ...env,
     },

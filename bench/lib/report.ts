@@ -1,14 +1,34 @@
-/** Markdown out: the run's results file and its section in docs/benchmarks.md. */
+/** The benches' one report writer: markdown pieces, the run's results file and its section in docs/benchmarks.md. */
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Machine } from './infra.js';
+import type { LoadResult } from './load-spec.js';
 import { repoRoot } from './procs.js';
+import { fmtInt } from './stats.js';
 
 export function mdTable(head: string[], rows: (string | number)[][]): string {
   const line = (cells: (string | number)[]) => `| ${cells.map((c) => String(c).replace(/\|/g, '\\|')).join(' | ')} |`;
   return [line(head), line(head.map(() => '---')), ...rows.map(line)].join('\n');
 }
+
+/** One check of a run: what was measured, what it should be, and whether it is. */
+export interface Check {
+  name: string;
+  value: string;
+  expected: string;
+  ok: boolean;
+}
+
+export function checkTable(checks: Check[]): string {
+  return mdTable(['check', 'value', 'expected', 'ok'], checks.map((c) => [c.name, c.value, c.expected, c.ok ? 'yes' : '**NO**']));
+}
+
+/** HTTP statuses and their counts, `200: 1,234, 410: 5`. */
+export const statusCell = (s: Record<string, number>) => Object.entries(s).map(([c, n]) => `${c}: ${fmtInt(n)}`).join(', ') || 'none';
+
+/** A load's CPU in cores: the server, Redis, the load generator, everything else. */
+export const cpuCell = (r: LoadResult | null | undefined) => (r ? ['server', 'redis', 'loadgen', 'other'].map((k) => (r.cpu[k] ?? NaN).toFixed(2)).join(' / ') : '');
 
 /** `### title`, then the items as a bullet list (or `empty` when there are none). */
 export function mdSection(title: string, items: string[], empty = 'None.'): string[] {

@@ -11,3 +11,16 @@ export const fmtInt = (n: number) => Math.round(n).toLocaleString('en-US');
 export const fmtMs = (n: number) => (n >= 100 ? n.toFixed(0) : n >= 10 ? n.toFixed(1) : n.toFixed(2));
 export const fmtRatio = (n: number) => (Number.isFinite(n) ? n.toFixed(2) : 'n/a');
 export const fmtS = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
+
+/** Counts by key (HTTP statuses, say) added up; undefined ones count as none. */
+export function sumCounts(...xs: (Record<string, number> | undefined)[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const s of xs) for (const [k, v] of Object.entries(s ?? {})) out[k] = (out[k] ?? 0) + v;
+  return out;
+}
+
+/** `k` items spread evenly over `xs`. */
+export function spread<T>(xs: T[], k: number): T[] {
+  if (xs.length <= k) return xs;
+  return Array.from({ length: k }, (_, i) => xs[Math.round((i * (xs.length - 1)) / (k - 1))]);
+}

@@ -6,23 +6,15 @@
  * - the pre-queue draw of 100k and 1M tickets (BENCH_DRAW_SIZES to change): total time, the
  *   longest single Redis step (a round trip: an upper bound on how long Redis was held), steps.
  */
-import { createApp } from '../../src/api/app.js';
-import { createGateStore } from '../../src/scheduler/gate-store.js';
-import { createSeriesStore } from '../../src/scheduler/series-store.js';
-import { createInviteUses } from '../../src/access/invite-uses.js';
-import { createStockCounters } from '../../src/service/stock-counters.js';
-import { createCatalog } from '../../src/catalog/catalog.js';
+import { loadConfig } from '../../src/config.js';
+import { wireApp, wireModules } from '../../src/daemon.js';
 import { connectDb, migrateDb } from '../../src/db/client.js';
-import { createItemsStore } from '../../src/db/items-store.js';
-import { createStockRows } from '../../src/db/stock-rows.js';
 import { createTokenKeyStore } from '../../src/db/token-keys.js';
 import { manualClock } from '../../src/kernel/clock.js';
 import { createLogger } from '../../src/kernel/logger.js';
-import { createMetrics } from '../../src/kernel/metrics.js';
-import { createLine } from '../../src/queue/line.js';
-import { createHandlerRegistry } from '../../src/service/registry.js';
 import { createKeyRing } from '../../src/tokens/key-ring.js';
 import { createTokens } from '../../src/tokens/tokens.js';
+import { pool } from '../lib/api.js';
 import type { BenchContext } from '../lib/harness.js';
 import { connectRedis } from '../lib/infra.js';
 
@@ -30,13 +22,6 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 
 const OP = 'bench-op';
 const SVC = 'shop:bench-svc';
-
-async function pool<T>(n: number, conc: number, f: (i: number) => Promise<T>) {
-  let next = 0;
-  await Promise.all(Array.from({ length: conc }, async () => {
-    while (next < n) await f(next++);
-  }));
-}
 
 export async function accessScenario(ctx: BenchContext) {
   const db = connectDb(ctx.databaseUrl, { max: 4 });
@@ -47,14 +32,15 @@ export async function accessScenario(ctx: BenchContext) {
   const clock = manualClock(t0 - 60_000);
   // A clock that moves with real time, so quota windows turn over as they would.
   const real = { now: () => clock.now() + performance.now() };
-  const queue = createLine({ redis, prefix: ctx.prefix, clock: real, cacheMs: 250 });
-  const handlers = createHandlerRegistry();
-  const catalog = createCatalog({ queue, store: createItemsStore(db.db), stockRows: createStockRows(db.sql), counters: createStockCounters({ redis, prefix: ctx.prefix, clock: real, items: queue.items }), gates: createGateStore(redis, ctx.prefix, real), handlers, clock: real, log, autoCap: 256 });
+  // The daemon's own wiring (daemon.ts) without its loops, on this clock.
+  const config = loadConfig({ FLOODGATE_REDIS_PREFIX: ctx.prefix, FLOODGATE_SERVICE_KEYS: SVC, FLOODGATE_OPERATOR_KEYS: OP, FLOODGATE_AUTO_START_LIMIT: '256' });
+  const stores = { redis, dbHandle: db };
+  const modules = wireModules(config, log, real, stores);
+  const { queue } = modules;
   const ring = createKeyRing(createTokenKeyStore(db.sql));
   await ring.start();
   const tokens = createTokens({ keys: ring, redis, prefix: ctx.prefix, queue, clock: real, log, issuer: 'floodgate' });
-  const make = (withTokens: boolean) =>
-    createApp({ queue, series: createSeriesStore(redis, ctx.prefix, real), inviteUses: createInviteUses(redis, ctx.prefix), catalog, handlers, metrics: createMetrics(), log, keys: { service: [SVC], operator: [OP] }, bodyLimitBytes: 16384, ready: async () => ({ redis: true, postgres: true }), itemViews: async () => [], tokens: withTokens ? tokens : undefined });
+  const make = (withTokens: boolean) => wireApp(config, log, stores, modules, withTokens ? tokens : undefined);
   const app = make(true);
   const plain = make(false);
   const call = async (a: typeof app, method: string, path: string, body?: unknown, key = OP) =>

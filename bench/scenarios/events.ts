@@ -11,10 +11,10 @@ import { cpuSnap, cpuUse } from '../lib/cpu.js';
 import { startDaemon, type BenchContext } from '../lib/harness.js';
 import { mdTable } from '../lib/report.js';
 import { streamFleet } from '../lib/sse-streams.js';
-import type { ScenarioOutput } from './index.js';
+import type { ScenarioOutput } from '../lib/harness.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 const rssMiB = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function until(ok: () => boolean, timeoutMs: number) {
   const end = Date.now() + timeoutMs;

@@ -22,7 +22,7 @@ import { writeGatePlot } from '../lib/gate-plot.js';
 import { gateReport, type MemberResult } from '../lib/gate-report.js';
 import { startDaemon, type BenchContext } from '../lib/harness.js';
 import { freePort, repoRoot, spawnTsx, waitHealthy } from '../lib/procs.js';
-import type { ScenarioOutput } from './index.js';
+import type { ScenarioOutput } from '../lib/harness.js';
 
 export async function gateScenario(ctx: BenchContext): Promise<ScenarioOutput> {
   const family = pickFamily(process.env.BENCH_GATE_MEMBERS);

@@ -1,24 +1,12 @@
-/** The scenario sets `npm run bench -- <name>` can run. Add new ones (flash-sale, gate, …) here. */
-import type { BenchContext } from '../lib/harness.js';
+/** The scenario sets `npm run bench -- <name>` can run. A scenario imports nothing from here (the types are in lib/harness.ts). */
+import type { Scenario } from '../lib/harness.js';
 import { overheadScenario } from './overhead.js';
-import { queueScenario } from './queue.js';
-
-export interface ScenarioOutput {
-  /** The run's tables and notes (markdown, headings from ### down). */
-  markdown: string;
-}
-
-export interface Scenario {
-  title: string;
-  /** Hard limit for the whole run when BENCH_TIMEOUT is not set (s; default 300). */
-  timeoutS?: number;
-  run(ctx: BenchContext): Promise<ScenarioOutput>;
-}
+import { queueScenario } from './queue/index.js';
 
 export const scenarios: Record<string, Scenario> = {
   queue: { title: 'queue: join, poll, reject-when-full, depth, memory', run: queueScenario },
   overhead: { title: 'overhead: bare Hono with and without the middleware the daemon mounts', run: overheadScenario },
-  'flash-sale': { title: 'flash-sale: 10k units, 100k users × 2 joins, orders/s vs the synchronous design', run: async (ctx) => (await import('./flash-sale.js')).flashSaleScenario(ctx) },
+  'flash-sale': { title: 'flash-sale: 10k units, 100k users × 2 joins, orders/s vs the synchronous design', run: async (ctx) => (await import('./flash-sale/index.js')).flashSaleScenario(ctx) },
   chaos: { title: 'chaos: a flash sale through Postgres and Redis faults, hostile input and a redirecting webhook; losses per fault', timeoutS: 900, run: async (ctx) => (await import('./chaos/index.js')).chaosScenario(ctx) },
   access: { title: 'access: joins with quotas vs without, admitted polls with tokens vs without, the pre-queue draw of 100k and 1M', run: async (ctx) => (await import('./access.js')).accessScenario(ctx) },
   events: { title: 'events: 20,000 open SSE streams on one daemon: memory per stream, CPU while the line moves, sell-out to last terminal event', run: async (ctx) => (await import('./events.js')).eventsScenario(ctx) },

@@ -9,9 +9,9 @@ import { OPERATOR_KEY, call } from '../lib/api.js';
 import { cpuSnap, cpuUse } from '../lib/cpu.js';
 import { startDaemon, type BenchContext } from '../lib/harness.js';
 import { mdTable } from '../lib/report.js';
-import type { ScenarioOutput } from './index.js';
+import type { ScenarioOutput } from '../lib/harness.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function cpuOver(pid: number, ms: number) {
   const a = cpuSnap({ daemon: pid });

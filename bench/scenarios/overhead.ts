@@ -9,7 +9,7 @@ import { against, measurePair, NOISY_CORES, pairRatio, startBareHono, type Bench
 import type { LoadSpec } from '../lib/load-spec.js';
 import { mdTable } from '../lib/report.js';
 import { fmtInt, fmtMs, fmtRatio } from '../lib/stats.js';
-import type { ScenarioOutput } from './index.js';
+import type { ScenarioOutput } from '../lib/harness.js';
 
 const ROUNDS = 5;
 const requests: [string, LoadSpec['gen']][] = [

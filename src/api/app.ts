@@ -26,7 +26,7 @@ import type { SeriesStore } from '../scheduler/series-store.js';
 import type { InviteUses } from '../access/invite-uses.js';
 import { ticketEventRoutes } from './routes/ticket-events.js';
 import { createTicketWatch } from '../queue/ticket-watch.js';
-import { systemClock } from '../kernel/clock.js';
+import { systemClock, type Clock } from '../kernel/clock.js';
 import { pageRoutes } from './routes/pages.js';
 import { consoleDataRoutes } from './routes/console-data.js';
 import { inviteRoutes } from './routes/invites.js';
@@ -52,6 +52,8 @@ export interface AppDeps extends OpsDeps {
   scopes?: KeyScopes;
   /** Admission tokens (signing keys in Postgres); without them tickets carry none. */
   tokens?: Tokens;
+  /** The routes' clock (default the system's): the queue's own, so tests can drive both. */
+  clock?: Clock;
   /** The console's per-second points (scheduler/series-store.ts). */
   series: SeriesStore;
   /** Single use of invites and proof-of-work challenges (access/invite-uses.ts). */
@@ -97,6 +99,7 @@ export function createApp(deps: AppDeps) {
     series: deps.series,
     inviteUses: deps.inviteUses,
     tokens: deps.tokens,
+    clock: deps.clock ?? systemClock,
     defaultHook: (result) => {
       if (!result.success) throw validationError(result.error);
     },

@@ -1,5 +1,6 @@
 import type { Hook } from '@hono/zod-openapi';
 import type { Catalog } from '../catalog/catalog.js';
+import type { Clock } from '../kernel/clock.js';
 import type { Logger } from '../kernel/logger.js';
 import type { Metrics } from '../kernel/metrics.js';
 import type { Line } from '../queue/line.js';
@@ -25,6 +26,8 @@ export interface ApiContext {
   inviteUses: InviteUses;
   /** Admission tokens; absent in an app built without Postgres keys (tests of other parts). */
   tokens?: Tokens;
+  /** The time the routes reason with (invite and challenge expiry). */
+  clock: Clock;
   /** (any: one hook serves every route, whatever its schemas) */
   defaultHook: Hook<any, any, any, any>;
 }

@@ -1,14 +1,14 @@
-import { afterAll } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { createLogger, type Logger } from '../../src/kernel/logger.js';
 import { startDaemon, type Daemon } from '../../src/daemon.js';
+import { whenDone } from './cleanup.js';
 import { http } from './http.js';
 import { redisUrl } from './redis.js';
 
 export const OP = 'op-key';
 export const SVC = 'svc-key';
 
-/** The whole daemon (API, dispatcher, workers) in this process, on a free port; stopped after the file. */
+/** The whole daemon (API, dispatcher, workers) in this process, on a free port; stopped after the file, or after the test that started it. */
 export async function inProcessDaemon(opts: { prefix: string; databaseUrl: string; env?: Record<string, string>; log?: Logger }) {
   const config = loadConfig({
     PORT: '0',
@@ -21,7 +21,7 @@ export async function inProcessDaemon(opts: { prefix: string; databaseUrl: strin
     ...opts.env,
   });
   const daemon: Daemon = await startDaemon(config, opts.log ?? createLogger(process.env.TEST_LOG_LEVEL ?? 'silent'));
-  afterAll(() => daemon.stop());
+  whenDone(() => daemon.stop());
   const call = (method: string, path: string, body?: unknown, key: string | null = OP) => http(daemon.url, method, path, body, key);
   return { daemon, call };
 }

@@ -9,7 +9,7 @@
  */
 import { call, OPERATOR_KEY } from '../../lib/api.js';
 import type { BenchContext } from '../../lib/harness.js';
-import type { ScenarioOutput } from '../index.js';
+import type { ScenarioOutput } from '../../lib/harness.js';
 import { checkFault, type FaultRow } from './checks.js';
 import { faults, type Fault, type FaultWindow } from './faults.js';
 import { chaosMarkdown } from './report.js';

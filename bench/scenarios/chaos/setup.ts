@@ -11,7 +11,7 @@ import { call, OPERATOR_KEY } from '../../lib/api.js';
 import { startDaemon, type BenchContext, type Server } from '../../lib/harness.js';
 import { PG_ADMIN_URL } from '../../lib/infra.js';
 import { startOwnRedis, type OwnRedis } from '../../lib/redis-server.js';
-import { startTcpProxy, type TcpProxy } from '../../lib/tcp-proxy.js';
+import { tcpProxy, type TcpProxy } from '../../../test/support/proxy.js';
 
 export type ItemKind = 'seckill' | 'coupon' | 'webhook';
 
@@ -36,7 +36,7 @@ export async function startEnv(ctx: BenchContext): Promise<Env> {
   await mkdir(dir, { recursive: true });
   const redis = await startOwnRedis(dir);
   const pg = new URL(ctx.databaseUrl);
-  const proxy = await startTcpProxy({ host: pg.hostname, port: Number(pg.port || 5432) });
+  const proxy = await tcpProxy({ host: pg.hostname, port: Number(pg.port || 5432) });
   const rc = new Redis(redis.url, { maxRetriesPerRequest: 1, enableOfflineQueue: true });
   rc.on('error', () => {});
   const env: Env = {

@@ -32,7 +32,7 @@ const refused = (reason: 'invite_invalid' | 'invite_expired') =>
 export function inviteRoutes(ctx: ApiContext) {
   const app = new OpenAPIHono<AuthEnv>({ defaultHook: ctx.defaultHook });
   const { queue } = ctx;
-  const now = () => Date.now();
+  const now = () => ctx.clock.now();
   const itemOf = async (itemId: string) => (await queue.items.item(itemId)) ?? fail('item_not_found', 'No such item.');
 
   app.openapi(

@@ -9,12 +9,12 @@
  * reservation made after it (created_at), and from its deadline to its release.
  */
 import postgres from 'postgres';
-import { call, OPERATOR_KEY, SERVICE_KEY } from './api.js';
-import type { BenchContext, Server } from './harness.js';
-import { mdTable } from './report.js';
-import { fmtInt, fmtMs, fmtS, percentile } from './stats.js';
+import { call, OPERATOR_KEY, SERVICE_KEY } from '../../lib/api.js';
+import type { BenchContext, Server } from '../../lib/harness.js';
+import { mdTable } from '../../lib/report.js';
+import { fmtInt, fmtMs, fmtS, percentile } from '../../lib/stats.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** A stable 1-in-N choice per user: whether this buyer never pays. */
 const neverPays = (userId: string, share: number) => {
   let h = 2166136261;

@@ -1,0 +1,99 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdir, open, readFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { Logger } from '../kernel/logger.js';
+import { probeRedis, REDIS_HOST } from './redis-probe.js';
+import { sleep, tail } from './wait.js';
+
+const START_TIMEOUT_MS = 10_000;
+const STOP_TIMEOUT_MS = 5_000;
+const LOG_FILE = 'redis-server.log';
+
+export interface StartedRedis {
+  url: string;
+  started: boolean;
+  stop(): Promise<void>;
+}
+
+/** A redis-server of the daemon's own on `port` (AOF, no eviction), its output in `dataDir`; stopped by stop(). */
+export async function startRedisServer(bin: string, port: number, dataDir: string, log: Logger): Promise<StartedRedis> {
+  await mkdir(dataDir, { recursive: true });
+  const logPath = path.join(dataDir, LOG_FILE);
+  const logFile = await open(logPath, 'a');
+  let child: ChildProcess;
+  try {
+    child = spawn(
+      bin,
+      [
+        '--port', String(port),
+        '--bind', REDIS_HOST,
+        '--dir', dataDir,
+        '--daemonize', 'no',
+        '--appendonly', 'yes',
+        '--appendfsync', 'everysec',
+        '--maxmemory-policy', 'noeviction',
+        '--save', '',
+      ],
+      { detached: false, stdio: ['ignore', logFile.fd, logFile.fd] },
+    );
+  } finally {
+    // The child has its own copy of the descriptor.
+    await logFile.close();
+  }
+
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.once('exit', (code, signal) => resolve({ code, signal }));
+    child.once('error', () => resolve({ code: null, signal: null }));
+  });
+  // Exits during startup surface as the thrown error, after startup only stop() may end it.
+  let exitExpected = true;
+  void exited.then(({ code, signal }) => {
+    if (!exitExpected) log.error({ code, signal, logPath }, 'redis-server exited unexpectedly');
+  });
+
+  const url = `redis://${REDIS_HOST}:${port}`;
+  let exitedEarly = false;
+  void exited.then(() => (exitedEarly = true));
+  const deadline = Date.now() + START_TIMEOUT_MS;
+  let ready = false;
+  while (!ready && !exitedEarly && Date.now() < deadline) {
+    ready = (await probeRedis(port)).state === 'pong';
+    if (!ready) await sleep(100);
+  }
+  if (!ready) {
+    await killAndWait(child, exited);
+    const why = exitedEarly ? 'exited during startup' : `did not answer PING within ${START_TIMEOUT_MS} ms`;
+    throw new Error(`redis-server ${why}; last lines of ${logPath}:\n${await tailFile(logPath, 20)}`);
+  }
+
+  exitExpected = false;
+  log.info({ url, dataDir, pid: child.pid }, 'started redis-server');
+  let stopped: Promise<void> | undefined;
+  return {
+    url,
+    started: true,
+    stop: () => {
+      exitExpected = true;
+      stopped ??= killAndWait(child, exited).then(() => log.info({ url }, 'stopped redis-server'));
+      return stopped;
+    },
+  };
+}
+
+async function killAndWait(child: ChildProcess, exited: Promise<unknown>): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  child.kill('SIGTERM');
+  const timedOut = await Promise.race([exited.then(() => false), sleep(STOP_TIMEOUT_MS).then(() => true)]);
+  if (timedOut) {
+    child.kill('SIGKILL');
+    await exited;
+  }
+}
+
+async function tailFile(file: string, lines: number): Promise<string> {
+  try {
+    return tail(await readFile(file, 'utf8'), lines);
+  } catch {
+    return '(no log output)';
+  }
+}
