@@ -210,6 +210,10 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
   const bullRedis = await connectRedis(stores.redisUrl, 'jobs', log);
   // Postgres pressure: each sell's time caps what seckill/coupon items may hold admitted.
   const pgPressure = createPgPressure(clock);
+  metrics.sources.pgPressure = () => {
+    const cap = pgPressure.cap(1000); // the seckill/coupon handlers' own cap
+    return { ...pgPressure.view(), cap };
+  };
   const service = createService({
     bullRedis,
     sql: dbHandle.sql,

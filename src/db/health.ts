@@ -6,7 +6,9 @@ import type { Logger } from '../kernel/logger.js';
  * it down; from then on a probe (`select 1`, bounded by `probeTimeoutMs`) runs every `probeMs`
  * until one answers, and the `up` listeners run (the dispatcher resumes admissions for the
  * handlers that sell through Postgres, stock counters are reconciled). While it is down, tickets
- * of those handlers wait in line instead of failing.
+ * of those handlers wait in line instead of failing. A probe may take seconds: a Postgres that
+ * answers slowly is up (slow sells are the pressure signal's business, scheduler/pg-pressure.ts);
+ * with a 1 s bound, one behind a 0.7 s link never came back, and its sale stayed paused.
  */
 export interface PgHealth {
   readonly up: boolean;
@@ -15,7 +17,7 @@ export interface PgHealth {
   stop(): void;
 }
 
-export function createPgHealth(sql: postgres.Sql, log: Logger, opts = { probeMs: 250, probeTimeoutMs: 1000 }): PgHealth {
+export function createPgHealth(sql: postgres.Sql, log: Logger, opts = { probeMs: 250, probeTimeoutMs: 5000 }): PgHealth {
   let up = true;
   let stopped = false;
   let probing: Promise<void> | null = null;

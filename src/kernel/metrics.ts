@@ -10,7 +10,17 @@ export function createMetrics() {
   for (const metric of registry.getMetricsAsArray())
     if (metric.name.endsWith('_total') && metric instanceof Gauge) registry.removeSingleMetric(metric.name);
   /** Read at scrape time: what the parts created after the metrics report (set by them). */
-  const sources = { openStreams: () => 0 };
+  const sources = {
+    openStreams: () => 0,
+    /** The Postgres pressure signal (scheduler/pg-pressure.ts): one reading for its three gauges. */
+    pgPressure: (): { perS: number | null; p50Ms: number | null; cap: number } | null => null,
+  };
+  const pressure = (pick: (p: { perS: number | null; p50Ms: number | null; cap: number }) => number | null) =>
+    function (this: Gauge) {
+      const p = sources.pgPressure();
+      const v = p && pick(p);
+      if (v !== null && v !== undefined) this.set(v);
+    };
   // The per-item gauges of lines and gates are not here: /metrics writes them from the item views
   // (item-gauges.ts). With several processes on one port (FLOODGATE_PROCESSES) a scrape is
   // aggregated over them (cluster-metrics.ts): counters and histograms add up.
@@ -77,6 +87,25 @@ export function createMetrics() {
       help: "Time one pass of the ticket watch spent on an item's open streams (a sell-out's pass writes every waiting stream's last event).",
       buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
       registers: [registry],
+    }),
+    pgSellPerS: new Gauge({
+      name: 'floodgate_postgres_sells_per_second',
+      help: 'Best sells per second Postgres carried over the last 30 s (the pressure signal of seckill and coupon), once measured.',
+      registers: [registry],
+      collect: pressure((p) => p.perS),
+    }),
+    pgSellP50: new Gauge({
+      name: 'floodgate_postgres_sell_p50_seconds',
+      help: "Median time of a sell (request to Postgres's answer, batch and pool wait included), last window.",
+      registers: [registry],
+      aggregator: 'average',
+      collect: pressure((p) => (p.p50Ms === null ? null : p.p50Ms / 1000)),
+    }),
+    pgAdmitCap: new Gauge({
+      name: 'floodgate_postgres_admit_cap',
+      help: 'In-flight cap of the handlers that sell through Postgres (seckill, coupon) under the pressure signal; their own cap (1000) while sells are fast.',
+      registers: [registry],
+      collect: pressure((p) => p.cap),
     }),
     gateLeaderChanges: new Counter({ name: 'floodgate_gate_leader_changes_total', help: 'Times this daemon took the lead of an item gate.', labelNames: ['item'] as const, registers: [registry] }),
   };
