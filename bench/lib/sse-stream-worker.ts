@@ -5,7 +5,6 @@ import type { StreamEnd } from './sse-streams.js';
 
 const TERMINAL = /"state":"(succeeded|rejected|failed|cancelled|expired)"/;
 const base = (workerData as { base: string }).base;
-const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity });
 const streams: StreamEnd[] = [];
 let firsts = 0;
 const ended: Record<string, number> = {};
@@ -13,7 +12,7 @@ const ended: Record<string, number> = {};
 function openStream(ticketId: string, onFirst: () => void) {
   const s: StreamEnd = { endAt: null, endState: null, events: 0, closed: false };
   let first = true;
-  const req = http.get(`${base}/v1/tickets/${ticketId}/events`, { agent }, (res) => {
+  const req = http.get(`${base}/v1/tickets/${ticketId}/events`, { agent: false }, (res) => {
     res.setEncoding('utf8');
     res.on('data', (chunk: string) => {
       // Events are small and written whole: counting 'event: ticket' per chunk is enough here.
@@ -51,10 +50,12 @@ parentPort!.on('message', (m: { kind: string; req: number; data?: unknown }) => 
   if (m.kind === 'open') {
     const ids = m.data as string[];
     let left = ids.length;
-    if (!left) return parentPort!.postMessage({ kind: 'done', req: m.req });
+    // The answer carries the counts, so the caller never reads an older progress report.
+    const done = () => parentPort!.postMessage({ kind: 'done', req: m.req, firsts, ended });
+    if (!left) return done();
     for (const id of ids)
       openStream(id, () => {
-        if (--left === 0) parentPort!.postMessage({ kind: 'done', req: m.req });
+        if (--left === 0) done();
       });
   } else if (m.kind === 'results') parentPort!.postMessage({ kind: 'done', req: m.req, data: streams });
 });

@@ -1,9 +1,9 @@
 /**
- * Many open ticket event streams, spread over worker threads (each its own event loop, plain
- * node:http, one keep-alive socket per stream as a browser's EventSource has): one event loop
- * reading 20,000 streams was itself the slowest part of a sell-out's fan-out, so the time to the
- * last stream told measured the reader, not the daemon. The open-file limit is per process, so the
- * threads share it.
+ * Many open ticket event streams read by worker threads (each its own event loop; plain node:http,
+ * a socket per stream). One thread by default: on this 2-core machine more readers take CPU from
+ * the daemon during the sell-out's fan-out (1 reader: 0.73-1.05 s to the last stream; 2 or 4:
+ * 1.5-2.1 s in the same conditions); on a machine with spare cores, BENCH_READERS spreads them.
+ * The open-file limit is per process, so the threads share it.
  */
 import { Worker } from 'node:worker_threads';
 
@@ -35,10 +35,9 @@ export function streamFleet(base: string, threads: number): StreamFleet {
   let nextReq = 0;
   workers.forEach((w, i) =>
     w.on('message', (m: { kind: string; firsts?: number; ended?: Record<string, number>; req?: number; data?: unknown }) => {
-      if (m.kind === 'progress') {
-        firsts[i] = m.firsts!;
-        ends[i] = new Map(Object.entries(m.ended!));
-      } else if (m.req !== undefined) {
+      if (m.firsts !== undefined) firsts[i] = m.firsts;
+      if (m.ended !== undefined) ends[i] = new Map(Object.entries(m.ended));
+      if (m.req !== undefined) {
         waiters.get(m.req)?.(m.data);
         waiters.delete(m.req);
       }

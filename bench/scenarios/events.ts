@@ -55,9 +55,8 @@ export async function eventsScenario(ctx: BenchContext): Promise<ScenarioOutput>
   await sleep(1000);
   const rssBefore = rssMiB(pid);
   ctx.log(`opening ${n} event streams (daemon RSS ${rssBefore.toFixed(0)} MiB)`);
-  // Readers on worker threads: one event loop reading every stream was slower than the daemon
-  // writing them (BENCH_READERS, default 4).
-  const readers = Number(process.env.BENCH_READERS ?? 4);
+  // Readers on worker threads (BENCH_READERS, default 1: see sse-streams.ts).
+  const readers = Number(process.env.BENCH_READERS ?? 1);
   const fleet = streamFleet(daemon.url, readers);
   const openStart = performance.now();
   for (let i = 0; i < n; i += 500) await fleet.open(ids.slice(i, i + 500));
@@ -88,6 +87,12 @@ export async function eventsScenario(ctx: BenchContext): Promise<ScenarioOutput>
   const events = streams.reduce((a, s) => a + s.events, 0);
   const perStreamKiB = ((rssOpen - rssBefore) * 1024) / n;
   ctx.log(`sold out: ${rejected.length} told rejected, ${succeeded} succeeded; cut → last terminal event ${(lastEnd - endedAt).toFixed(0)} ms`);
+  // The daemon's side of the fan-out: its longest pass over the item's streams (the sell-out's),
+  // from the watch's histogram: at most the smallest bucket bound that holds every pass.
+  const scrape = await (await fetch(`${daemon.url}/metrics`)).text();
+  const buckets = [...scrape.matchAll(/^floodgate_ticket_watch_pass_seconds_bucket\{le="([^"]+)"\} (\d+)$/gm)].map((m) => [Number(m[1] === '+Inf' ? Infinity : m[1]), Number(m[2])] as const);
+  const passes = buckets.at(-1)?.[1] ?? 0;
+  const longestPassS = buckets.find(([, n]) => n === passes)?.[0] ?? NaN;
   await daemon.child.stop();
 
   const rows = [
@@ -101,6 +106,7 @@ export async function eventsScenario(ctx: BenchContext): Promise<ScenarioOutput>
     ['streams ended succeeded / rejected sold_out', `${succeeded} / ${rejected.length}${all ? '' : ' (some never ended)'}`],
     ['sell-out (cut in Redis) → first stream told', `${(firstEnd - endedAt).toFixed(0)} ms`],
     ['sell-out (cut in Redis) → last stream told', `${(lastEnd - endedAt).toFixed(0)} ms`],
+    ["the daemon's longest pass over the streams (the sell-out's: every last event written)", `≤ ${longestPassS * 1000} ms (of ${passes} passes)`],
   ];
   const markdown = [
     '### Ticket event streams on one daemon',
@@ -109,7 +115,7 @@ export async function eventsScenario(ctx: BenchContext): Promise<ScenarioOutput>
     '',
     '### Method',
     '',
-    `- One daemon process (src/main.ts), a seckill item with ${units} units and a closed gate; ${n} users join over HTTP, then this process opens one SSE stream per ticket (node:http, a keep-alive socket each, spread over ${readers} reader threads) and waits for each first event. RSS from /proc before and after; CPU from /proc/<pid>/stat.`,
+    `- One daemon process (src/main.ts), a seckill item with ${units} units and a closed gate; ${n} users join over HTTP, then this process opens one SSE stream per ticket (node:http, a socket each, read by ${readers} worker thread${readers > 1 ? 's' : ''}) and waits for each first event. RSS from /proc before and after; CPU from /proc/<pid>/stat.`,
     `- The gate then opens at ${rate}/s: the dispatcher sells the units, the watch sends position drops (at most once per pollAfterMs per stream) and the admitted/succeeded views; Postgres says sold out, the line is cut, and every waiting stream gets its rejected/sold_out view from one refresh of the item. The cut's time is meta.endedAt in Redis (same machine clock).`,
     `- Streams: ${n}${n < wanted ? ` of the ${wanted} asked for: the machine's open-file hard limit is ${hard} per process and cannot be raised inside this container, and the daemon needs ~100 descriptors of its own` : ''}.`,
     `- Sell-out detection: ${soldOut ? 'seen' : 'NOT seen within the deadline'}.`,
