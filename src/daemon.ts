@@ -138,10 +138,11 @@ export type Modules = ReturnType<typeof wireModules>;
 /** The HTTP API over the modules; `tokens` when admission tokens are signed (the daemon always). */
 export function wireApp(config: Config, log: Logger, { redis, dbHandle }: Stores, m: Modules, tokens?: Tokens) {
   const { queue, metrics } = m;
-  // From the item views this daemon already holds (the dispatcher keeps them at most
-  // FLOODGATE_CACHE_MS old): a scrape reads Redis only for an item it has never loaded.
+  // From the item views this daemon holds that are still true (items.heldViews: read after the
+  // item's last change notice); the others are read (at most FLOODGATE_CACHE_MS old).
   const itemViews = async () => {
-    const views = await Promise.all((await queue.items.itemIds()).map((id) => queue.items.peek(id) ?? queue.items.item(id)));
+    const [ids, held] = await Promise.all([queue.items.itemIds(), queue.items.heldViews()]);
+    const views = await Promise.all(ids.map((id) => held(id) ?? queue.items.item(id)));
     return views.flatMap((v) => (v ? [{ itemId: v.snap.def.itemId, waiting: v.snap.counts.waiting, admitted: v.snap.counts.admitted, gate: v.snap.gate, controller: controllerView(v.snap), stockLeft: v.snap.stockLeft }] : []));
   };
   return createApp({
