@@ -55,6 +55,8 @@ import { createTokenKeyStore } from './db/token-keys.js';
 import { createKeyRing } from './tokens/key-ring.js';
 import { createTokens, type Tokens } from './tokens/tokens.js';
 import { startSeriesRecorder } from './scheduler/series-recorder.js';
+import type { ItemGaugeView } from './kernel/item-gauges.js';
+import type { CachedItem } from './queue/item-cache.js';
 
 export interface Daemon {
   url: string;
@@ -140,10 +142,17 @@ export function wireApp(config: Config, log: Logger, { redis, dbHandle }: Stores
   const { queue, metrics } = m;
   // From the item views this daemon holds that are still true (items.heldViews: read after the
   // item's last change notice); the others are read (at most FLOODGATE_CACHE_MS old).
+  // One gauge view per snapshot read, so the text of an item not read again is written once (item-gauges.ts).
+  const gaugeViews = new WeakMap<object, ItemGaugeView>();
+  const gaugeView = ({ snap }: CachedItem): ItemGaugeView => {
+    let g = gaugeViews.get(snap);
+    if (!g) gaugeViews.set(snap, (g = { itemId: snap.def.itemId, waiting: snap.counts.waiting, admitted: snap.counts.admitted, gate: snap.gate, controller: controllerView(snap), stockLeft: snap.stockLeft }));
+    return g;
+  };
   const itemViews = async () => {
     const [ids, held] = await Promise.all([queue.items.itemIds(), queue.items.heldViews()]);
     const views = await Promise.all(ids.map((id) => held(id) ?? queue.items.item(id)));
-    return views.flatMap((v) => (v ? [{ itemId: v.snap.def.itemId, waiting: v.snap.counts.waiting, admitted: v.snap.counts.admitted, gate: v.snap.gate, controller: controllerView(v.snap), stockLeft: v.snap.stockLeft }] : []));
+    return views.flatMap((v) => (v ? [gaugeView(v)] : []));
   };
   return createApp({
     queue,
