@@ -2,11 +2,13 @@ import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import { manualClock } from '../src/kernel/clock.js';
 import { createLine } from '../src/queue/line.js';
+import { activeItemsKey } from '../src/redis/keys.js';
 import type { LineDefinition } from '../src/queue/types.js';
 import { inProcessDaemon } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
-import { testRedis } from './support/redis.js';
+import { redisUrl, testRedis } from './support/redis.js';
 import { ownRedis } from './support/redis-server.js';
+import { tcpProxy } from './support/proxy.js';
 
 const t = testRedis();
 const db = await testDb();
@@ -65,6 +67,51 @@ describe('change notices: a daemon serves idle items from the views it holds, an
     clock.advance(200);
     expect((await line.items.heldViews())('w')).toBeNull();
     expect(await line.items.activeItemIds()).toEqual(['w']);
+  });
+});
+
+describe('the active set: nothing is left out', () => {
+  it('a ZADD lost with the connection is sent again before the set is next read', async () => {
+    const clock = manualClock();
+    const prefix = t.newPrefix();
+    const proxy = await tcpProxy({ host: '127.0.0.1', port: Number(new URL(redisUrl()).port || 6379) });
+    // As the daemon's own connection: no offline queue, so a command during the cut fails at once.
+    const redis = new Redis({ host: '127.0.0.1', port: proxy.port, enableOfflineQueue: false, maxRetriesPerRequest: 0, retryStrategy: () => 50 });
+    redis.on('error', () => {});
+    try {
+      await new Promise((r) => redis.once('ready', r));
+      const line = createLine({ redis, prefix, clock, cacheMs: 250 });
+      await line.definitions.define(def('lost'), null, { reopen: false });
+      expect(await line.items.activeItemIds()).toEqual([]);
+      await proxy.cut();
+      await new Promise((r) => setTimeout(r, 100));
+      line.items.keepActive('lost');
+      await new Promise((r) => setTimeout(r, 50));
+      await proxy.restore();
+      await new Promise((r) => redis.once('ready', r));
+      clock.advance(200);
+      expect(await line.items.activeItemIds()).toEqual(['lost']);
+    } finally {
+      redis.disconnect();
+      await proxy.close();
+    }
+  });
+
+  it('a daemon started after a crash finds an expired lease on an item that had left the set', async () => {
+    const clock = manualClock();
+    const prefix = t.newPrefix();
+    const before = createLine({ redis: t.redis, prefix, clock, cacheMs: 0 });
+    await before.definitions.define(def('crash'), { mode: 'manual', rate: null, maxInFlight: null }, { reopen: false });
+    await before.tickets.join('crash', 'u1', null);
+    expect(await before.admissions.admit('crash', 1, 1000)).toHaveLength(1);
+    // The crash took the daemon; long after, the set has forgotten the item (as after a Redis outage).
+    clock.advance(10 * 60_000);
+    await t.redis.del(activeItemsKey(prefix));
+    const after = createLine({ redis: t.redis, prefix, clock, cacheMs: 0 });
+    expect(await after.items.activeItemIds()).toEqual([]);
+    await after.items.activateAll();
+    expect(await after.admissions.sweep()).toBe(1);
+    expect((await after.items.item('crash'))!.snap.counts.admitted).toBe(0);
   });
 });
 
