@@ -151,8 +151,14 @@ export function wireApp(config: Config, log: Logger, { redis, dbHandle }: Stores
   };
   const itemViews = async () => {
     const [ids, held] = await Promise.all([queue.items.itemIds(), queue.items.heldViews()]);
-    const views = await Promise.all(ids.map((id) => held(id) ?? queue.items.item(id)));
-    return views.flatMap((v) => (v ? [gaugeView(v)] : []));
+    // Held views as they are; only the others wait for a read.
+    const views = ids.map((id) => held(id) ?? queue.items.item(id));
+    const read = await Promise.all(views.filter((v) => v instanceof Promise));
+    let r = 0;
+    return views.flatMap((v) => {
+      const item = v instanceof Promise ? read[r++] : v;
+      return item ? [gaugeView(item)] : [];
+    });
   };
   return createApp({
     queue,

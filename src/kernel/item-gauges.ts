@@ -111,13 +111,18 @@ function textOf(v: ItemGaugeView): string[] {
   return t;
 }
 
+/** The last scrape's views and text: the same views again (idle items) give the same text at once. */
+let last: { views: ItemGaugeView[]; text: string } = { views: [], text: '' };
+
 /** The gauges of these items in the Prometheus text format (0.0.4), ending with a newline. */
 export function itemGaugesText(views: ItemGaugeView[]): string {
+  if (views.length === last.views.length && views.length > 0 && views.every((v, i) => v === last.views[i])) return last.text;
   const texts = views.map(textOf);
   const parts: string[] = [];
   ITEM_GAUGES.forEach((g, i) => {
     parts.push(`# HELP ${g.name} ${g.help}\n# TYPE ${g.name} gauge\n`);
     for (const t of texts) if (t[i]) parts.push(t[i]);
   });
-  return parts.join('');
+  last = { views, text: parts.join('') };
+  return last.text;
 }
