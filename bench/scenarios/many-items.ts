@@ -108,7 +108,9 @@ export async function manyItemsScenario(ctx: BenchContext): Promise<ScenarioOutp
   // The same comparison in alternating slices against a second daemon that knows only its hot item
   // (its own database and prefix), so that load from outside the bench falls on both alike.
   const soloDb = `${ctx.prefix.replace(/\W/g, '_')}solo`;
-  const solo = await startDaemon(ctx, { DATABASE_URL: await createScratchDb(soloDb), FLOODGATE_REDIS_PREFIX: `${ctx.prefix}solo:` });
+  const soloEnv = { DATABASE_URL: await createScratchDb(soloDb), FLOODGATE_REDIS_PREFIX: `${ctx.prefix}solo:` };
+  // A free port can be taken by another process before the daemon listens on it (a shared machine): try again.
+  const solo = await startDaemon(ctx, soloEnv).catch(() => startDaemon(ctx, soloEnv)).catch(() => startDaemon(ctx, soloEnv));
   await putItem(solo.url, 'hot', 100_000_000);
   const hot = (server: typeof daemon, tag: string) => against(server, { connections: 50, headers: { authorization: `Bearer ${SERVICE_KEY}` }, gen: { kind: 'join', path: '/v1/items/hot/tickets', userPrefix: tag } });
   const [soloR, manyR] = await measurePair(ctx, hot(solo, 's'), hot(daemon, 'm'), 5);
