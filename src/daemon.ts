@@ -55,6 +55,8 @@ import { createTokenKeyStore } from './db/token-keys.js';
 import { createKeyRing } from './tokens/key-ring.js';
 import { createTokens, type Tokens } from './tokens/tokens.js';
 import { startSeriesRecorder } from './scheduler/series-recorder.js';
+import type { ItemGaugeView } from './kernel/item-gauges.js';
+import type { CachedItem } from './queue/item-cache.js';
 
 export interface Daemon {
   url: string;
@@ -135,11 +137,25 @@ export type Modules = ReturnType<typeof wireModules>;
 /** The HTTP API over the modules; `tokens` when admission tokens are signed (the daemon always). */
 export function wireApp(config: Config, log: Logger, { redis, dbHandle }: Stores, m: Modules, tokens?: Tokens) {
   const { queue, metrics } = m;
-  // From the item views this daemon already holds (the dispatcher keeps them at most
-  // FLOODGATE_CACHE_MS old): a scrape reads Redis only for an item it has never loaded.
+  // From the item views this daemon holds that are still true (items.heldViews: read after the
+  // item's last change notice); the others are read (at most FLOODGATE_CACHE_MS old).
+  // One gauge view per snapshot read, so the text of an item not read again is written once (item-gauges.ts).
+  const gaugeViews = new WeakMap<object, ItemGaugeView>();
+  const gaugeView = ({ snap }: CachedItem): ItemGaugeView => {
+    let g = gaugeViews.get(snap);
+    if (!g) gaugeViews.set(snap, (g = { itemId: snap.def.itemId, waiting: snap.counts.waiting, admitted: snap.counts.admitted, gate: snap.gate, controller: controllerView(snap), stockLeft: snap.stockLeft }));
+    return g;
+  };
   const itemViews = async () => {
-    const views = await Promise.all((await queue.items.itemIds()).map((id) => queue.items.peek(id) ?? queue.items.item(id)));
-    return views.flatMap((v) => (v ? [{ itemId: v.snap.def.itemId, waiting: v.snap.counts.waiting, admitted: v.snap.counts.admitted, gate: v.snap.gate, controller: controllerView(v.snap), stockLeft: v.snap.stockLeft }] : []));
+    const [ids, held] = await Promise.all([queue.items.itemIds(), queue.items.heldViews()]);
+    // Held views as they are; only the others wait for a read.
+    const views = ids.map((id) => held(id) ?? queue.items.item(id));
+    const read = await Promise.all(views.filter((v) => v instanceof Promise));
+    let r = 0;
+    return views.flatMap((v) => {
+      const item = v instanceof Promise ? read[r++] : v;
+      return item ? [gaugeView(item)] : [];
+    });
   };
   return createApp({
     queue,

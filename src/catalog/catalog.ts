@@ -258,24 +258,13 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     get: async (itemId) => view(await current(itemId)),
 
     async list() {
-      const [ids, active] = await Promise.all([queue.items.itemIds(), queue.items.activeItemIds()]);
+      const [ids, held] = await Promise.all([queue.items.itemIds(), queue.items.heldViews()]);
       ids.sort();
-      // An item nobody worked on lately (not in the active set, which every change to a line or
-      // gate renews) is as this daemon last read it: its cached view is served. The others are
-      // read in slices: ten thousand reads at once queue behind each other past the Redis command
-      // timeout, and the list answered 503 (many-items bench).
-      const busy = new Set(active);
+      // A view read after the item's last change notice (items.heldViews) is served as held; the
+      // others are read in slices: ten thousand reads at once queue behind each other past the
+      // Redis command timeout, and the list answered 503 (many-items bench).
       const found: (CachedItem | null)[] = [];
-      for (let i = 0; i < ids.length; i += 200)
-        found.push(
-          ...(await Promise.all(
-            ids.slice(i, i + 200).map((id) => {
-              const held = busy.has(id) ? null : queue.items.peek(id);
-              // -Infinity: this daemon changed it and has not read it since.
-              return held && held.snap.loadedAt > -Infinity ? held : queue.items.item(id);
-            }),
-          )),
-        );
+      for (let i = 0; i < ids.length; i += 200) found.push(...(await Promise.all(ids.slice(i, i + 200).map((id) => held(id) ?? queue.items.item(id)))));
       return found.filter((x): x is CachedItem => x !== null).map(view);
     },
 
@@ -308,9 +297,9 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       await audit(itemId, actor, before, after);
       try {
         await deps.gates.writeSettings(itemId, patch);
-        // Every daemon's loops look at the item again (and a cached view of it is not trusted idle).
-        queue.items.invalidate(itemId);
-        queue.items.keepActive(itemId);
+        // Every daemon reads the item again (a change notice). A line with tickets in it is active
+        // already, so its dispatcher and controller see the new gate; an empty one needs no loop.
+        await queue.items.announce(itemId);
       } catch (err) {
         await store.updateGate(itemId, before as unknown as Record<string, unknown>).catch((e) => deps.log.warn({ itemId, err: String(e) }, 'gate row not put back'));
         throw err;

@@ -15,8 +15,13 @@ import type { Line } from '../queue/line.js';
 export function startRetention(deps: { queue: Pick<Line, 'items' | 'definitions'>; store: Pick<ItemsStore, 'archive'>; clock: Clock; log: Logger }, opts: { everyMs: number; retentionMs: number }) {
   async function round() {
     const now = deps.clock.now();
+    // An idle item is judged from the view this daemon holds (no Redis call); one it is about to
+    // remove is read again first.
+    const held = await deps.queue.items.heldViews();
     for (const itemId of await deps.queue.items.itemIds()) {
-      const s = (await deps.queue.items.item(itemId))?.snap;
+      let s = (held(itemId) ?? (await deps.queue.items.item(itemId)))?.snap;
+      if (!s || s.endedAt === null || !(s.closed || s.soldOut) || now - s.endedAt < opts.retentionMs) continue;
+      s = (await deps.queue.items.item(itemId, { fresh: true }))?.snap;
       if (!s || s.endedAt === null || !(s.closed || s.soldOut) || now - s.endedAt < opts.retentionMs) continue;
       if (s.counts.waiting > 0 || s.counts.admitted > 0) continue;
       await deps.store.archive(itemId, new Date(now));

@@ -7,8 +7,9 @@ import type { Catalog } from './catalog.js';
 /**
  * Keeps each item's Redis stock counter equal to what Postgres says is left (total − sold) once
  * the item is quiet, so "Redis stock + Postgres sold = total" holds whatever Redis lost or rolled
- * back. Every round it looks at the items this daemon has seen (its cached views, no Redis call)
- * and reconciles, while no ticket is admitted:
+ * back. Every round it looks at the active items (a counter moves only with work on its item,
+ * which makes it active; a start or a Redis reconnect makes every item active) through their
+ * cached views, no Redis call, and reconciles, while no ticket is admitted:
  *
  * - an item whose counter is empty while tickets wait and it is not sold out: units stranded (a
  *   crash between a take and its sale, a rolled-back counter) would otherwise pause it for good;
@@ -23,7 +24,7 @@ export function startStockKeeper(deps: { queue: Pick<Line, 'items'>; catalog: Ca
   const seen = new Map<string, string>();
   async function round() {
     if (!deps.pg.up) return;
-    for (const itemId of await deps.queue.items.itemIds()) {
+    for (const itemId of await deps.queue.items.activeItemIds()) {
       const s = deps.queue.items.peek(itemId)?.snap;
       if (!s || s.stockLeft === null || s.counts.admitted > 0) continue;
       const mark = `${s.secret}|${s.seq}|${s.admissions}|${s.counts.succeeded}|${s.counts.rejected}|${s.counts.failed}|${s.stockLeft}`;

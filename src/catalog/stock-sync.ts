@@ -39,8 +39,9 @@ export function createStockSync(deps: { queue: Pick<Line, 'items' | 'definitions
     const redisHad = (await queue.items.item(itemId, { fresh: true }))?.snap.stockLeft ?? null;
     const changed = await deps.counters.set(itemId, left, counted.shards, { idleOnly });
     if (changed && left <= 0 && !counted.reserved) await queue.definitions.cut(itemId, 'sold_out');
-    // The counter moved: every daemon looks at the item again (their cached views of it are old).
-    if (changed && redisHad !== left) queue.items.keepActive(itemId);
+    // The counter moved: every daemon reads the item again (their views of it are old). Tickets
+    // waiting for units keep the item active already, so the dispatcher sees them.
+    if (changed && redisHad !== left) await queue.items.announce(itemId);
     return { itemId, left, redisHad, changed };
   }
 

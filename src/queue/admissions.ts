@@ -57,7 +57,6 @@ export interface AdmissionsDeps {
 export function createAdmissions(deps: AdmissionsDeps): Admissions {
   const { items, scripts, clock } = deps;
   const draws = new Map<string, Promise<{ drawn: boolean; n: number }>>();
-  let sweptAllAt = clock.now();
 
   async function runDraw(itemId: string, chunk: number, onStep?: (ms: number, heldMs?: number) => void) {
     const timed = async <T>(step: () => Promise<T>, held?: (r: T) => number) => {
@@ -97,6 +96,9 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
       }
       const leasePrefix = randomBytes(12).toString('base64url') + '.';
       const now = clock.now();
+      // Leases to watch until they run out (the sweep returns an expired one to the line): announced
+      // before the script, so a crash right after it cannot leave a lease on an item no loop visits.
+      items.keepActive(itemId, now + leaseMs + ACTIVE_GRACE_MS);
       const { windowEnded, rows } = await scripts.admit(itemId, now, { max, leaseMs, leasePrefix, autoCap: autoCap ?? '' });
       if (windowEnded) {
         // closesAt has passed: nothing is admitted any more, and the waiting tickets end `closed`.
@@ -120,8 +122,6 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
         const predicted = deps.onWaited ? deps.eta.recall(itemId, row.seq) : undefined;
         if (predicted !== undefined) deps.onWaited!(itemId, predicted, now - rec.createdAt);
       }
-      // Leases to watch until they run out (the sweep returns an expired one to the line).
-      if (out.length) items.keepActive(itemId, now + leaseMs + ACTIVE_GRACE_MS);
       return out;
     },
 
@@ -167,10 +167,9 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
     async sweep() {
       const now = clock.now();
       let n = 0;
-      // The active items; once a minute every item (a lease whose item fell out of the set).
-      const full = now - sweptAllAt > 60_000;
-      if (full) sweptAllAt = now;
-      for (const itemId of full ? await items.itemIds() : await items.activeItemIds()) {
+      // The active items: a lease keeps its item active until it ends (extendLeases), and a start or
+      // a reconnect makes every item active (items.activateAll).
+      for (const itemId of await items.activeItemIds()) {
         const snap = items.peek(itemId)?.snap;
         if (snap?.draw && !snap.draw.drawn && now >= snap.def.opensAt!) await admissions.draw(itemId);
         n += await scripts.sweep(itemId, now);

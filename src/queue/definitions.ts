@@ -41,7 +41,6 @@ export function createDefinitions(deps: { redis: Redis; prefix: string; clock: C
     onCut: (listener) => void cutListeners.push(listener),
 
     async define(def, gate, opts) {
-      items.keepActive(def.itemId);
       const fields = {
         handler: def.handler,
         config: JSON.stringify(def.config),
@@ -69,6 +68,9 @@ export function createDefinitions(deps: { redis: Redis; prefix: string; clock: C
       // The draw's seed is fixed once, so its hash (shown from now on) commits to it.
       if (def.preQueueFromMs) await redis.hsetnx(itemKeys(prefix, def.itemId).meta, 'drawSeed', randomBytes(32).toString('hex'));
       await items.added(def.itemId);
+      // Every daemon reads the item again; no loop needs it until a join, a pull or a cut (an empty
+      // line has no work: making each new item active cost 10,000 items a minute of every loop each).
+      await items.announce(def.itemId);
       return { created };
     },
 

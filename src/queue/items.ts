@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis';
 import type { Clock } from '../kernel/clock.js';
 import { fail } from '../kernel/errors.js';
-import { activeItemsKey, itemsSetKey, itemsVersionKey } from '../redis/keys.js';
+import { activeItemsKey, changedItemsKey, itemsSetKey, itemsVersionKey } from '../redis/keys.js';
 import { createItemCache, type CachedItem } from './item-cache.js';
 
 /** The items whose lines this process knows, their cached views, and which of them need work now. */
@@ -20,8 +20,25 @@ export interface LineItems {
   activeItemIds(): Promise<string[]>;
   /** Keeps an item among the active ones (a loop that sees work left: tickets waiting, entries unwritten). */
   keepActive(itemId: string, until?: number): void;
-  /** Marks every item active once (a daemon's start: nothing is missed after an upgrade or a restart). */
+  /**
+   * Marks every item active once, and no held view trusted until read again: a daemon's start and
+   * a Redis reconnect, so nothing an outage, a crash or an upgrade left undone is missed. The
+   * loops have no other full pass.
+   */
   activateAll(): Promise<void>;
+  /**
+   * A change notice: this process changed the item in a way that needs no loop (defined it,
+   * wrote its gate or its stock), so every daemon's held view of it is no longer trusted, but the
+   * item is not made active.
+   */
+  announce(itemId: string): Promise<void>;
+  /**
+   * The held views that are still true without reading Redis: read after the item's last change
+   * notice (shared by all daemons: `announce`, and every `keepActive`, which covers the line's
+   * own work). Idle items are served from these at no Redis cost; the lookup answers null for the
+   * others (read them with item()). One read of the notices since the last call, at most every 100 ms.
+   */
+  heldViews(): Promise<(itemId: string) => CachedItem | null>;
 }
 
 /** What the line's other parts use besides LineItems. */
@@ -38,7 +55,14 @@ export interface ItemDirectory extends LineItems {
 /**
  * The active set: each daemon raises an item's "until" (ZADD GT) when it does work on it, at most
  * once per ACTIVE_SLACK_MS per item (so a flood of joins costs one ZADD per item every few
- * seconds), and the loops read the set at most once per 100 ms.
+ * seconds), and the loops read the set at most once per 100 ms. A ZADD that fails is sent again
+ * before the next read, so an item is never left out by a lost announcement.
+ *
+ * The change notices: zset itemId → the latest time the item may have changed. keepActive writes
+ * `until − ACTIVE_GRACE_MS + ACTIVE_SLACK_MS` there (a change it skipped announcing, within the
+ * slack of an earlier one, happened before that), announce() writes now. A view read after an
+ * item's notice is true until the next one: that is what lets the item list, /metrics and
+ * retention serve 10,000 idle items from memory.
  */
 export const ACTIVE_GRACE_MS = 60_000;
 const ACTIVE_SLACK_MS = 5_000;
@@ -72,11 +96,22 @@ export function createItemDirectory(deps: { redis: Redis; prefix: string; clock:
   }
 
   const activeUntil = new Map<string, number>();
+  /** keepActive calls whose ZADD failed: sent again before the active set is next read. */
+  const unsent = new Map<string, number>();
   const keepActive = (itemId: string, until = clock.now() + ACTIVE_GRACE_MS) => {
     if ((activeUntil.get(itemId) ?? 0) >= until - ACTIVE_SLACK_MS) return;
     if (activeUntil.size > 100_000) activeUntil.clear();
     activeUntil.set(itemId, until);
-    redis.zadd(activeItemsKey(prefix), 'GT', until, itemId).catch(() => activeUntil.delete(itemId));
+    redis
+      .multi()
+      .zadd(activeItemsKey(prefix), 'GT', until, itemId)
+      .zadd(changedItemsKey(prefix), 'GT', until - ACTIVE_GRACE_MS + ACTIVE_SLACK_MS, itemId)
+      .exec()
+      .then((r) => r?.forEach(([err]) => { if (err) throw err; }))
+      .catch(() => {
+        activeUntil.delete(itemId);
+        unsent.set(itemId, Math.max(until, unsent.get(itemId) ?? 0));
+      });
   };
   const active = { ids: [] as string[], at: -Infinity, loading: null as Promise<string[]> | null, prunedAt: -Infinity };
   function activeItemIds(): Promise<string[]> | string[] {
@@ -84,6 +119,10 @@ export function createItemDirectory(deps: { redis: Redis; prefix: string; clock:
     if (now - active.at < 100) return active.ids;
     active.loading ??= (async () => {
       const key = activeItemsKey(prefix);
+      // Sent on this connection before the read below, so the read sees them (or they fail again).
+      const again = [...unsent];
+      unsent.clear();
+      for (const [id, until] of again) keepActive(id, until);
       if (now - active.prunedAt > 60_000) {
         active.prunedAt = now;
         await redis.zremrangebyscore(key, '-inf', now - 3_600_000);
@@ -94,6 +133,29 @@ export function createItemDirectory(deps: { redis: Redis; prefix: string; clock:
     })().finally(() => (active.loading = null));
     return active.loading;
   }
+
+  /** The change notices read so far (itemId → latest change time), and views read before `trustFrom` are not trusted. */
+  const changed = new Map<string, number>();
+  const changes = { readFrom: -Infinity, at: -Infinity, trustFrom: -Infinity, loading: null as Promise<void> | null };
+  /** Notices are read back this far before the last read began: writers' clocks and round trips differ. */
+  const NOTICE_MARGIN_MS = 5_000;
+  function readChanges(): Promise<void> | void {
+    const now = clock.now();
+    if (now - changes.at < 100) return;
+    return (changes.loading ??= (async () => {
+      const from = changes.readFrom === -Infinity ? '-inf' : changes.readFrom - NOTICE_MARGIN_MS;
+      const rows = await redis.zrangebyscore(changedItemsKey(prefix), from, '+inf', 'WITHSCORES');
+      for (let i = 0; i < rows.length; i += 2) changed.set(rows[i], Math.max(Number(rows[i + 1]), changed.get(rows[i]) ?? -Infinity));
+      changes.readFrom = now;
+      changes.at = now;
+    })().finally(() => (changes.loading = null)));
+  }
+  const trusted = (itemId: string) => {
+    const v = cache.peek(itemId);
+    if (!v) return null;
+    const at = v.snap.loadedAt;
+    return at > changes.trustFrom && at > (changed.get(itemId) ?? -Infinity) ? v : null;
+  };
 
   return {
     item: async (itemId, opts) => {
@@ -108,6 +170,7 @@ export function createItemDirectory(deps: { redis: Redis; prefix: string; clock:
     keepActive,
     async activateAll() {
       const until = clock.now() + ACTIVE_GRACE_MS;
+      changes.trustFrom = clock.now();
       activeUntil.clear();
       active.at = -Infinity;
       const ids = [...(await knownIds())];
@@ -115,6 +178,14 @@ export function createItemDirectory(deps: { redis: Redis; prefix: string; clock:
         const chunk = ids.slice(i, i + 1000);
         await redis.zadd(activeItemsKey(prefix), 'GT', ...chunk.flatMap((id) => [until, id]));
       }
+    },
+    async announce(itemId) {
+      cache.invalidate(itemId);
+      await redis.zadd(changedItemsKey(prefix), 'GT', clock.now(), itemId);
+    },
+    async heldViews() {
+      await readChanges();
+      return trusted;
     },
     async isKnown(itemId) {
       if ((await knownIds()).has(itemId)) return true;
@@ -126,12 +197,15 @@ export function createItemDirectory(deps: { redis: Redis; prefix: string; clock:
       }
     },
     async added(itemId) {
-      await redis.multi().sadd(itemsSetKey(prefix), itemId).incr(itemsVersionKey(prefix)).exec();
+      const r = await redis.multi().sadd(itemsSetKey(prefix), itemId).incr(itemsVersionKey(prefix)).exec();
       known.ids.add(itemId);
+      // No other daemon moved the version meanwhile: this copy is the set, and needs no reload.
+      const ver = r?.[1]?.[1];
+      if (typeof ver === 'number' && known.ver !== null && Number(known.ver) === ver - 1) known.ver = String(ver);
       cache.invalidate(itemId);
     },
     async removed(itemId) {
-      await redis.multi().srem(itemsSetKey(prefix), itemId).incr(itemsVersionKey(prefix)).exec();
+      await redis.multi().srem(itemsSetKey(prefix), itemId).zrem(changedItemsKey(prefix), itemId).zrem(activeItemsKey(prefix), itemId).incr(itemsVersionKey(prefix)).exec();
       known.ids.delete(itemId);
     },
   };

@@ -135,5 +135,7 @@ export const globalBlocksKey = (prefix: string) => `${prefix}blocks`;
 export const itemsVersionKey = (prefix: string) => `${prefix}items:ver`;
 /** zset itemId → until when the item needs the background loops' attention (ms); see queue's active set. */
 export const activeItemsKey = (prefix: string) => `${prefix}items:active`;
+/** zset itemId → the latest time (ms) at which the item may have changed: what makes a held item view trusted (see queue's change notices). */
+export const changedItemsKey = (prefix: string) => `${prefix}items:changed`;
 /** The prefix BullMQ gets for a handler's job queue: the hash tag keeps each queue's keys on one slot. */
 export const jobQueuePrefix = (prefix: string, queueName: string) => `${prefix}{${queueName}}`;

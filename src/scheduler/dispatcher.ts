@@ -46,7 +46,6 @@ export function startDispatcher(
   let stopped = false;
   let ids: string[] = [];
   let idsAt = -Infinity;
-  let fullAt = clock.now();
   const busy = new Set<string>();
   /** Items a join was just seen for: tried even while the cached view still says the line is empty. */
   const hinted = new Set<string>();
@@ -91,11 +90,9 @@ export function startDispatcher(
       let admitted = 0;
       try {
         if (clock.now() - idsAt > 1000) {
-          // The active items (items.activeItemIds); once a minute every item, so a line whose item
-          // fell out of the active set (a long Redis outage) is found again.
-          const full = clock.now() - fullAt > 60_000;
-          ids = full ? await queue.items.itemIds() : await queue.items.activeItemIds();
-          if (full) fullAt = clock.now();
+          // The active items (items.activeItemIds): a daemon's start and a Redis reconnect make every
+          // item active (items.activateAll), so a line whose item fell out of the set is found again.
+          ids = await queue.items.activeItemIds();
           idsAt = clock.now();
         }
         admitted = (await Promise.all(ids.map(roundFor))).reduce((a, b) => a + b, 0);

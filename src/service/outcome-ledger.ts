@@ -51,10 +51,9 @@ export function startLedger(
   /** Every item in turn; one item that fails (other than by a lost connection) does not stop the others. */
   async function drain() {
     let failed: unknown;
-    // The active items; once a minute every item, so entries an outage left behind are written.
-    const full = performance.now() - lastFull > 60_000;
-    if (full) lastFull = performance.now();
-    for (const itemId of full ? await deps.queue.items.itemIds() : await deps.queue.items.activeItemIds()) {
+    // The active items: every outcome keeps its item active, and a start or a reconnect makes every
+    // item active (items.activateAll), so entries an outage or a crash left behind are written.
+    for (const itemId of await deps.queue.items.activeItemIds()) {
       try {
         await drainItem(itemId);
       } catch (err) {
@@ -67,7 +66,6 @@ export function startLedger(
     if (failed) throw failed;
   }
   let lastDrain = performance.now();
-  let lastFull = performance.now();
   let elu = performance.eventLoopUtilization();
   async function round() {
     const busy = performance.eventLoopUtilization(elu).utilization > opts.busyElu;

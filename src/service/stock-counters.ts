@@ -29,7 +29,7 @@ export interface StockCounters {
 }
 
 /** `items`: the line's item views, refreshed after a change admission depends on (units back, a new count). */
-export function createStockCounters(deps: { redis: Redis; prefix: string; clock: Clock; items: Pick<LineItems, 'invalidate'> }): StockCounters {
+export function createStockCounters(deps: { redis: Redis; prefix: string; clock: Clock; items: Pick<LineItems, 'invalidate' | 'keepActive'> }): StockCounters {
   const { run } = createScriptRunner(deps.redis, deps.prefix);
   const now = () => deps.clock.now();
   return {
@@ -43,6 +43,8 @@ export function createStockCounters(deps: { redis: Redis; prefix: string; clock:
       if (!orders.length) return 0;
       const given = (await run(scripts.returnUnit, itemId, now(), {}, orders.flatMap((o) => [o.orderId, o.userId]))) as number;
       deps.items.invalidate(itemId);
+      // Units came back: tickets waiting for them may be admitted, and every daemon's view is old.
+      if (given > 0) deps.items.keepActive(itemId);
       return given;
     },
     async set(itemId, units, shards, opts) {

@@ -1,0 +1,144 @@
+import { Redis } from 'ioredis';
+import { describe, expect, it } from 'vitest';
+import { manualClock } from '../src/kernel/clock.js';
+import { createLine } from '../src/queue/line.js';
+import { activeItemsKey } from '../src/redis/keys.js';
+import type { LineDefinition } from '../src/queue/types.js';
+import { inProcessDaemon } from './support/daemon-inproc.js';
+import { testDb } from './support/db.js';
+import { redisUrl, testRedis } from './support/redis.js';
+import { ownRedis } from './support/redis-server.js';
+import { tcpProxy } from './support/proxy.js';
+
+const t = testRedis();
+const db = await testDb();
+// A Redis of the daemon's own: its command counts are this daemon's alone.
+const own = await ownRedis();
+const { call } = await inProcessDaemon({ prefix: t.newPrefix(), databaseUrl: db.url, env: { REDIS_URL: own.url } });
+const counter = new Redis(own.url);
+const commands = async () => Number(/total_commands_processed:(\d+)/.exec(await counter.info('stats'))![1]);
+const over = async (ms: number) => {
+  const before = await commands();
+  await new Promise((r) => setTimeout(r, ms));
+  return (await commands()) - before - 1;
+};
+const def = (itemId: string, capacity: number | null = null): LineDefinition => ({ itemId, handler: 'external', config: {}, capacity, abandonAfterMs: null, opensAt: null, closesAt: null, rejoin: 'any' });
+
+describe('change notices: a daemon serves idle items from the views it holds, and no more', () => {
+  it('an item changed through one daemon is read again by another; the untouched ones are served as held', async () => {
+    const clock = manualClock();
+    const prefix = t.newPrefix();
+    // Two daemons' lines over one Redis, each with its own cached views.
+    const a = createLine({ redis: t.redis, prefix, clock, cacheMs: 250 });
+    const b = createLine({ redis: t.redis, prefix, clock, cacheMs: 250 });
+    for (const id of ['x', 'y', 'z']) await a.definitions.define(def(id, 10), null, { reopen: false });
+    clock.advance(1000);
+    for (const id of ['x', 'y', 'z']) expect((await b.items.item(id))!.snap.def.capacity).toBe(10);
+    clock.advance(1000);
+    let held = await b.items.heldViews();
+    expect(['x', 'y', 'z'].map((id) => held(id)?.snap.def.capacity)).toEqual([10, 10, 10]);
+
+    // Through a: x is defined anew, y gets a join; z is left alone.
+    await a.definitions.define(def('x', 20), null, { reopen: false });
+    await a.tickets.join('y', 'u1', null);
+    clock.advance(200);
+    held = await b.items.heldViews();
+    expect(held('x')).toBeNull();
+    expect(held('y')).toBeNull();
+    expect(held('z')?.snap.def.capacity).toBe(10);
+    // Read again, x is as a left it; y stays untrusted while it is active (its notice lies ahead).
+    expect((await b.items.item('x'))!.snap.def.capacity).toBe(20);
+    clock.advance(200);
+    held = await b.items.heldViews();
+    expect(held('x')?.snap.def.capacity).toBe(20);
+    expect(held('y')).toBeNull();
+  });
+
+  it('a start or a reconnect (activateAll) trusts no view read before it', async () => {
+    const clock = manualClock();
+    const prefix = t.newPrefix();
+    const line = createLine({ redis: t.redis, prefix, clock, cacheMs: 250 });
+    await line.definitions.define(def('w'), null, { reopen: false });
+    clock.advance(1000);
+    await line.items.item('w');
+    clock.advance(200);
+    expect((await line.items.heldViews())('w')).not.toBeNull();
+    await line.items.activateAll();
+    clock.advance(200);
+    expect((await line.items.heldViews())('w')).toBeNull();
+    expect(await line.items.activeItemIds()).toEqual(['w']);
+  });
+});
+
+describe('the active set: nothing is left out', () => {
+  it('a ZADD lost with the connection is sent again before the set is next read', async () => {
+    const clock = manualClock();
+    const prefix = t.newPrefix();
+    const proxy = await tcpProxy({ host: '127.0.0.1', port: Number(new URL(redisUrl()).port || 6379) });
+    // As the daemon's own connection: no offline queue, so a command during the cut fails at once.
+    const redis = new Redis({ host: '127.0.0.1', port: proxy.port, enableOfflineQueue: false, maxRetriesPerRequest: 0, retryStrategy: () => 50 });
+    redis.on('error', () => {});
+    try {
+      await new Promise((r) => redis.once('ready', r));
+      const line = createLine({ redis, prefix, clock, cacheMs: 250 });
+      await line.definitions.define(def('lost'), null, { reopen: false });
+      expect(await line.items.activeItemIds()).toEqual([]);
+      await proxy.cut();
+      await new Promise((r) => setTimeout(r, 100));
+      line.items.keepActive('lost');
+      await new Promise((r) => setTimeout(r, 50));
+      await proxy.restore();
+      await new Promise((r) => redis.once('ready', r));
+      clock.advance(200);
+      expect(await line.items.activeItemIds()).toEqual(['lost']);
+    } finally {
+      redis.disconnect();
+      await proxy.close();
+    }
+  });
+
+  it('a daemon started after a crash finds an expired lease on an item that had left the set', async () => {
+    const clock = manualClock();
+    const prefix = t.newPrefix();
+    const before = createLine({ redis: t.redis, prefix, clock, cacheMs: 0 });
+    await before.definitions.define(def('crash'), { mode: 'manual', rate: null, maxInFlight: null }, { reopen: false });
+    await before.tickets.join('crash', 'u1', null);
+    expect(await before.admissions.admit('crash', 1, 1000)).toHaveLength(1);
+    // The crash took the daemon; long after, the set has forgotten the item (as after a Redis outage).
+    clock.advance(10 * 60_000);
+    await t.redis.del(activeItemsKey(prefix));
+    const after = createLine({ redis: t.redis, prefix, clock, cacheMs: 0 });
+    expect(await after.items.activeItemIds()).toEqual([]);
+    await after.items.activateAll();
+    expect(await after.admissions.sweep()).toBe(1);
+    expect((await after.items.item('crash'))!.snap.counts.admitted).toBe(0);
+  });
+});
+
+describe('an idle daemon: its Redis commands do not follow the number of items', () => {
+  it('200 items just defined, lines empty: the loops send no more commands than with none', async () => {
+    const none = await over(3000);
+    for (let i = 0; i < 200; i += 20) {
+      await Promise.all(
+        Array.from({ length: 20 }, async (_, j) => {
+          const body = (i + j) % 2 ? { handler: 'seckill', config: { stock: 10 } } : { handler: 'webhook', config: { url: 'http://127.0.0.1:9/none', timeoutMs: 1000 }, gate: { mode: 'auto' } };
+          const r = await call('PUT', `/v1/items/idle-${i + j}`, body);
+          expect(r.status).toBe(201);
+        }),
+      );
+    }
+    const idle = await over(3000);
+    // Visiting each item once in those 3 s would take ≥ 200 commands (a snapshot read is a MULTI
+    // of several); a dispatcher reading each every 250 ms, thousands.
+    expect(idle).toBeLessThan(none + 100);
+    // And the views the daemon holds answer the list and a scrape without reading each item (once
+    // each has been read after its last change: the first list reads the few read in the same
+    // millisecond as their change notice).
+    expect((await call('GET', '/v1/items')).status).toBe(200);
+    const before = await commands();
+    expect((await call('GET', '/v1/items')).status).toBe(200);
+    expect((await call('GET', '/metrics', undefined, null)).status).toBe(200);
+    expect((await commands()) - before).toBeLessThan(50);
+    counter.disconnect();
+  });
+});
