@@ -41,7 +41,10 @@ export async function startDaemonProcess(env: Record<string, string>, opts: { cw
       }
     };
     proc.stdout!.on('data', onData);
-    void exited.then((code) => reject(new Error(`daemon exited ${code}:\n${out}`)));
+    void exited.then((code) => {
+      clearTimeout(timer); // a daemon that exited at start leaves no 30 s timer behind
+      reject(new Error(`daemon exited ${code}:\n${out}`));
+    });
   });
   return {
     url,
