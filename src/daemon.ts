@@ -137,8 +137,8 @@ export type Modules = ReturnType<typeof wireModules>;
 /** The HTTP API over the modules; `tokens` when admission tokens are signed (the daemon always). */
 export function wireApp(config: Config, log: Logger, { redis, dbHandle }: Stores, m: Modules, tokens?: Tokens) {
   const { queue, metrics } = m;
-  // From the item views this daemon holds that are still true (items.heldViews: read after the
-  // item's last change notice); the others are read (at most FLOODGATE_CACHE_MS old).
+  // From the item views this daemon holds that are still true (items.allViews: held ones read
+  // after the item's last change notice; the others read, at most FLOODGATE_CACHE_MS old).
   // One gauge view per snapshot read, so the text of an item not read again is written once (item-gauges.ts).
   const gaugeViews = new WeakMap<object, ItemGaugeView>();
   const gaugeView = ({ snap }: CachedItem): ItemGaugeView => {
@@ -146,17 +146,7 @@ export function wireApp(config: Config, log: Logger, { redis, dbHandle }: Stores
     if (!g) gaugeViews.set(snap, (g = { itemId: snap.def.itemId, waiting: snap.counts.waiting, admitted: snap.counts.admitted, gate: snap.gate, controller: controllerView(snap), stockLeft: snap.stockLeft }));
     return g;
   };
-  const itemViews = async () => {
-    const [ids, held] = await Promise.all([queue.items.itemIds(), queue.items.heldViews()]);
-    // Held views as they are; only the others wait for a read.
-    const views = ids.map((id) => held(id) ?? queue.items.item(id));
-    const read = await Promise.all(views.filter((v) => v instanceof Promise));
-    let r = 0;
-    return views.flatMap((v) => {
-      const item = v instanceof Promise ? read[r++] : v;
-      return item ? [gaugeView(item)] : [];
-    });
-  };
+  const itemViews = async () => (await queue.items.allViews()).map(gaugeView);
   return createApp({
     queue,
     series: m.series,
@@ -227,7 +217,9 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
   // Postgres pressure: each sell's time caps what seckill/coupon items may hold admitted.
   const pgPressure = createPgPressure(clock);
   metrics.sources.pgPressure = () => {
-    const cap = pgPressure.cap(1000); // the seckill/coupon handlers' own cap
+    // For the largest own cap among the handlers that sell through Postgres (seckill, coupon: 1000).
+    const own = Math.max(0, ...handlers.names().map((n) => handlers.get(n)?.selfLimited?.maxInFlight ?? 0));
+    const cap = pgPressure.cap(own);
     return { ...pgPressure.view(), cap };
   };
   const service = createService({

@@ -258,14 +258,7 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     get: async (itemId) => view(await current(itemId)),
 
     async list() {
-      const [ids, held] = await Promise.all([queue.items.itemIds(), queue.items.heldViews()]);
-      ids.sort();
-      // A view read after the item's last change notice (items.heldViews) is served as held; the
-      // others are read in slices: ten thousand reads at once queue behind each other past the
-      // Redis command timeout, and the list answered 503 (many-items bench).
-      const found: (CachedItem | null)[] = [];
-      for (let i = 0; i < ids.length; i += 200) found.push(...(await Promise.all(ids.slice(i, i + 200).map((id) => held(id) ?? queue.items.item(id)))));
-      return found.filter((x): x is CachedItem => x !== null).map(view);
+      return (await queue.items.allViews()).map(view);
     },
 
     async close(itemId) {
