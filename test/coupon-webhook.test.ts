@@ -5,6 +5,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
 import { testRedis } from './support/redis.js';
+import { joinAll, userIds } from './support/joins.js';
 
 const { newPrefix } = testRedis();
 const db = await testDb();
@@ -25,7 +26,7 @@ const settled = (id: string) =>
 describe('coupon', () => {
   it('hands out exactly the total; the per-user limit is enforced; a user under the limit may join again', async () => {
     await call('PUT', '/v1/items/cp', { handler: 'coupon', config: { total: 25, perUser: 2 } });
-    const joins = await Promise.all(Array.from({ length: 80 }, (_, i) => call('POST', '/v1/items/cp/tickets', { userId: `u${i}` }, SVC)));
+    const joins = await joinAll((u) => call('POST', '/v1/items/cp/tickets', { userId: u }, SVC), userIds(0, 80), { also: [410] });
     const views = await Promise.all(joins.filter((j) => j.status === 202).map((j) => settled(j.body.ticketId)));
     const won = views.filter((v) => v.state === 'succeeded');
     expect(won.length).toBe(25);

@@ -3,6 +3,7 @@ import { http } from './support/http.js';
 import { startDaemonProcess, type RunningDaemon } from './support/daemon.js';
 import { testDb } from './support/db.js';
 import { redisUrl, testRedis } from './support/redis.js';
+import { joinAll, userIds } from './support/joins.js';
 
 const { newPrefix } = testRedis();
 const db = await testDb();
@@ -30,14 +31,7 @@ describe('a daemon SIGKILLed in the middle of a sale', () => {
     // a slow drip (25/s: the stock lasts ~6 s) lets the kill land with tickets queued, running and
     // waiting however busy the machine is.
     await http(first.url, 'PUT', '/v1/items/crash', { handler: 'seckill', config: { stock }, gate: { mode: 'closed' } }, 'op');
-    const ids: string[] = [];
-    for (let i = 0; i < 600; i += 60) {
-      const batch = await Promise.all(Array.from({ length: 60 }, (_, j) => http(first.url, 'POST', '/v1/items/crash/tickets', { userId: `u${i + j}` }, 'svc')));
-      for (const r of batch) {
-        expect(r.status).toBe(202);
-        ids.push(r.body.ticketId);
-      }
-    }
+    const ids = (await joinAll((u) => http(first.url, 'POST', '/v1/items/crash/tickets', { userId: u }, 'svc'), userIds(0, 600), { batch: 60 })).map((r) => r.body.ticketId as string);
     expect((await http(first.url, 'PATCH', '/v1/items/crash/gate', { mode: 'manual', rate: 25, maxInFlight: 40 }, 'op')).status).toBe(200);
     for (;;) {
       const r = await http(first.url, 'GET', '/v1/items/crash', undefined, 'op');

@@ -6,6 +6,7 @@ import { startDaemonProcess, type RunningDaemon } from './support/daemon.js';
 import { testDb } from './support/db.js';
 import { http } from './support/http.js';
 import { redisUrl, testRedis } from './support/redis.js';
+import { joinAll, userIds } from './support/joins.js';
 
 const { newPrefix } = testRedis();
 const db = await testDb();
@@ -56,7 +57,7 @@ describe('the adaptive gate when its leader dies', () => {
     // Auto under an operator ceiling of 2 in flight: the field report's pinned limit of 2.
     await http(a.url, 'PUT', '/v1/items/fo', { handler: 'webhook', config: { url, timeoutMs: 30_000 }, gate: { mode: 'auto', maxInFlight: 2 } }, 'op');
     holding = true;
-    for (let i = 0; i < 60; i += 20) await Promise.all(Array.from({ length: 20 }, (_, j) => http(a.url, 'POST', '/v1/items/fo/tickets', { userId: `u${i + j}` }, 'svc')));
+    await joinAll((u) => http(a.url, 'POST', '/v1/items/fo/tickets', { userId: u }, 'svc'), userIds(0, 60), { batch: 20 });
     await arrived(2, 'the leader to hold both slots');
     let view: any;
     for (const until = Date.now() + 10_000; !view?.gate.controller?.leader && Date.now() < until; await new Promise((r) => setTimeout(r, 50)))

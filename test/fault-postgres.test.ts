@@ -3,6 +3,7 @@ import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
 import { tcpProxy } from './support/proxy.js';
 import { testRedis } from './support/redis.js';
+import { joinAll, userIds } from './support/joins.js';
 
 const { redis, newPrefix } = testRedis();
 const db = await testDb();
@@ -18,7 +19,7 @@ describe('Postgres unreachable for ten seconds mid-sale', () => {
   it('pauses the sale instead of failing it: no unit lost, no false sold-out, every buyer answered once it is back', { timeout: 90_000 }, async () => {
     const stock = 20;
     await call('PUT', '/v1/items/pg', { handler: 'seckill', config: { stock }, gate: { mode: 'closed' } });
-    const joins = await Promise.all(Array.from({ length: 60 }, (_, i) => call('POST', '/v1/items/pg/tickets', { userId: `u${i}` }, SVC)));
+    const joins = await joinAll((u) => call('POST', '/v1/items/pg/tickets', { userId: u }, SVC), userIds(0, 60));
     const ids = joins.map((r) => r.body.ticketId as string);
     await call('PATCH', '/v1/items/pg/gate', { mode: 'manual', rate: 10, maxInFlight: 5 });
     await waitFor(() => call('GET', '/v1/items/pg').then((r) => r.body), (v) => v.counts.succeeded >= 3);

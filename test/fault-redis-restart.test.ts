@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
 import { ownRedis } from './support/redis-server.js';
+import { joinAll, userIds } from './support/joins.js';
 
 const db = await testDb();
 const redis = await ownRedis({ appendfsync: 'everysec' });
@@ -15,14 +16,7 @@ describe('Redis killed mid-sale and restarted from its AOF', () => {
   it('the sale finishes without a restart of the daemon: exactly the stock sold, nobody twice, every ticket ended', { timeout: 120_000 }, async () => {
     const stock = 60;
     await call('PUT', '/v1/items/kr', { handler: 'seckill', config: { stock }, gate: { mode: 'closed' } });
-    const ids: string[] = [];
-    for (let i = 0; i < 180; i += 30) {
-      const batch = await Promise.all(Array.from({ length: 30 }, (_, j) => call('POST', '/v1/items/kr/tickets', { userId: `u${i + j}` }, SVC)));
-      for (const r of batch) {
-        expect(r.status).toBe(202);
-        ids.push(r.body.ticketId);
-      }
-    }
+    const ids = (await joinAll((u) => call('POST', '/v1/items/kr/tickets', { userId: u }, SVC), userIds(0, 180), { batch: 30 })).map((r) => r.body.ticketId as string);
     // The joins are on disk (everysec fsyncs within a second); what the kill loses is the sale's last second.
     await new Promise((r) => setTimeout(r, 1500));
     await call('PATCH', '/v1/items/kr/gate', { mode: 'manual', rate: 20, maxInFlight: 10 });

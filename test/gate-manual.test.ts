@@ -1,13 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import { SERVICE, testApp } from './support/app.js';
+import { joinAll, userIds } from './support/joins.js';
 
 const t = await testApp();
 type Build = ReturnType<typeof t.build>;
 
 /** Joins `n` users through both instances in turn. */
 async function fill(a: Build, b: Build, item: string, n: number) {
-  for (let i = 0; i < n; i += 50)
-    await Promise.all(Array.from({ length: Math.min(50, n - i) }, (_, j) => [a, b][j % 2].call('POST', `/v1/items/${item}/tickets`, { userId: `u${i + j}` }, SERVICE)));
+  await joinAll((u) => [a, b][Number(u.slice(1)) % 2].call('POST', `/v1/items/${item}/tickets`, { userId: u }, SERVICE), userIds(0, n), { batch: 50 });
 }
 
 const pull = async (x: Build, item: string): Promise<number> => (await x.call('POST', `/v1/items/${item}/pull`, { max: 1000 }, SERVICE)).body.tickets.length;

@@ -2,6 +2,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { createPgPressure, defaultPressure, nextCap } from '../src/scheduler/pg-pressure.js';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
+import { joinAll, userIds } from './support/joins.js';
 import { tcpProxy } from './support/proxy.js';
 import { testRedis } from './support/redis.js';
 
@@ -38,7 +39,7 @@ describe('Postgres pressure, the gate signal of seckill and coupon', () => {
     const stock = 4000;
     const users = 3000;
     await call('PUT', '/v1/items/slow', { handler: 'seckill', config: { stock }, gate: { mode: 'closed' } });
-    for (let i = 0; i < users; i += 100) await Promise.all(Array.from({ length: 100 }, (_, j) => call('POST', '/v1/items/slow/tickets', { userId: `u${i + j}` }, SVC)));
+    await joinAll((u) => call('POST', '/v1/items/slow/tickets', { userId: u }, SVC), userIds(0, users));
     // Every chunk held 700 ms each way: a sale batch of a few round trips takes ~6 s. (Much more,
     // and Postgres's connections time out: that is an outage, a pause, tested elsewhere.)
     proxy.delay(700);

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
 import { testRedis } from './support/redis.js';
+import { joinAll, userIds } from './support/joins.js';
 
 const { newPrefix } = testRedis();
 const db = await testDb();
@@ -19,10 +20,9 @@ describe('the service module', () => {
     // line has joined; the cold item has no cap of its own.
     await call('PUT', '/v1/items/hot', { handler: 'seckill', config: { stock: 5000 }, gate: { mode: 'closed' } });
     await call('PUT', '/v1/items/cold', { handler: 'seckill', config: { stock: 100 } });
-    for (let i = 0; i < 1000; i += 100)
-      await Promise.all(Array.from({ length: 100 }, (_, j) => call('POST', '/v1/items/hot/tickets', { userId: `h${i + j}` }, SVC)));
+    await joinAll((u) => call('POST', '/v1/items/hot/tickets', { userId: u }, SVC), userIds(0, 1000, 'h'));
     await call('PATCH', '/v1/items/hot/gate', { mode: 'manual', rate: 20, maxInFlight: 20 });
-    const cold = await Promise.all(Array.from({ length: 20 }, (_, i) => call('POST', '/v1/items/cold/tickets', { userId: `c${i}` }, SVC)));
+    const cold = await joinAll((u) => call('POST', '/v1/items/cold/tickets', { userId: u }, SVC), userIds(0, 20, 'c'));
     const coldViews = await waitFor(
       () => Promise.all(cold.map((c) => view(c.body.ticketId))),
       (vs) => vs.every((v) => v.state === 'succeeded'),

@@ -1,0 +1,32 @@
+type Answer = { status: number; body: any };
+
+/**
+ * Joins every user the way a client does: `batch` at a time, and a `503 unavailable` (on a busy
+ * machine a Redis command past its 500 ms budget) asked again until `deadlineMs`. A join is
+ * idempotent per user, so asking again is safe: the retry answers 200 with the ticket the first
+ * one made, if it had. Every join must end accepted (202 new, 200 existing) or with one of the
+ * answers the test expects (`also`, e.g. 410 after a sell-out); anything else throws, so a test
+ * never goes on with fewer tickets than it thinks it has.
+ */
+export async function joinAll(join: (userId: string) => Promise<Answer>, users: string[], opts: { batch?: number; deadlineMs?: number; also?: number[] } = {}): Promise<Answer[]> {
+  const batch = opts.batch ?? 100;
+  const until = Date.now() + (opts.deadlineMs ?? 30_000);
+  const out: Answer[] = [];
+  for (let i = 0; i < users.length; i += batch) {
+    out.push(
+      ...(await Promise.all(
+        users.slice(i, i + batch).map(async (u) => {
+          for (;;) {
+            const r = await join(u);
+            if (r.status === 200 || r.status === 202 || opts.also?.includes(r.status)) return r;
+            if (r.status !== 503 || Date.now() > until) throw new Error(`join of ${u} answered ${r.status} ${JSON.stringify(r.body)}`);
+            await new Promise((res) => setTimeout(res, 100));
+          }
+        }),
+      )),
+    );
+  }
+  return out;
+}
+
+export const userIds = (from: number, to: number, prefix = 'u') => Array.from({ length: to - from }, (_, i) => `${prefix}${from + i}`);
