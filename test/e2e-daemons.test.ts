@@ -37,7 +37,11 @@ describe('two daemon processes on one Redis and one Postgres', () => {
     const p2 = await http(b.url, 'POST', `/v1/items/${item}/pull`, { max: 10 }, 'svc-b');
     expect(p1.body.tickets.length + p2.body.tickets.length).toBe(5);
     const first = p1.body.tickets[0];
-    expect((await http(b.url, 'GET', `/v1/tickets/${first.ticketId}`)).body.state).toBe('admitted');
+    // The other daemon reads it admitted once its cached counters are renewed (FLOODGATE_CACHE_MS, 250 ms).
+    let seen: string | undefined;
+    for (const until = Date.now() + 5000; seen !== 'admitted' && Date.now() < until; await new Promise((r) => setTimeout(r, 50)))
+      seen = (await http(b.url, 'GET', `/v1/tickets/${first.ticketId}`)).body.state;
+    expect(seen).toBe('admitted');
     const done = await http(b.url, 'POST', `/v1/tickets/${first.ticketId}/outcome`, { leaseId: first.leaseId, status: 'succeeded', result: { orderId: 'o1' } }, 'svc-b');
     expect(done.body.state).toBe('succeeded');
 

@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
 import { redisUrl, testRedis, unlinkPrefix } from './support/redis.js';
+import { joinAll } from './support/joins.js';
 
 const { redis, newPrefix } = testRedis();
 const db = await testDb();
@@ -14,7 +15,7 @@ const { call } = await inProcessDaemon({ prefix, databaseUrl: db.url, env: { FLO
 const run = promisify(execFile);
 
 async function buy(item: string, users: string[]) {
-  const ids = (await Promise.all(users.map((userId) => call('POST', `/v1/items/${item}/tickets`, { userId }, SVC)))).map((r) => r.body.ticketId as string);
+  const ids = (await joinAll((userId) => call('POST', `/v1/items/${item}/tickets`, { userId }, SVC), users)).map((r) => r.body.ticketId as string);
   return waitFor(
     () => Promise.all(ids.map((id) => call('GET', `/v1/tickets/${id}`, undefined, null).then((r) => r.body))),
     (vs) => vs.every((v) => v.state === 'succeeded' || v.state === 'rejected'),

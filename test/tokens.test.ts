@@ -1,6 +1,6 @@
 import { createHmac, createPublicKey, generateKeyPairSync, sign as edSign, verify } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { inProcessDaemon, SVC } from './support/daemon-inproc.js';
+import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
 import { testRedis } from './support/redis.js';
 
@@ -28,7 +28,8 @@ async function admitted(itemId: string, userId = 'u1', extra: Record<string, unk
   await a.call('PUT', `/v1/items/${itemId}`, { handler: 'external', ...extra });
   const joined = (await a.call('POST', `/v1/items/${itemId}/tickets`, { userId }, SVC)).body;
   const [pulled] = (await a.call('POST', `/v1/items/${itemId}/pull`, { max: 1 }, SVC)).body.tickets;
-  const view = (await a.call('GET', `/v1/tickets/${joined.ticketId}`, undefined, null)).body;
+  // A poll may read the item's counters up to FLOODGATE_CACHE_MS old (250 ms): it reads admitted soon after.
+  const view = (await waitFor(() => a.call('GET', `/v1/tickets/${joined.ticketId}`, undefined, null), (r) => r.body.state === 'admitted', 5000)).body;
   return { ticketId: joined.ticketId as string, leaseId: pulled.leaseId as string, view };
 }
 
@@ -83,7 +84,7 @@ describe('admission tokens', () => {
     expect(verifyOffline(old, jwks)).not.toBeNull();
     expect((await introspect(b, old)).body.active).toBe(true);
     const fresh = await admitted('tok-d');
-    const seenByB = (await b.call('GET', `/v1/tickets/${fresh.ticketId}`, undefined, null)).body;
+    const seenByB = (await waitFor(() => b.call('GET', `/v1/tickets/${fresh.ticketId}`, undefined, null), (r) => r.body.state === 'admitted', 5000)).body;
     expect(seenByB).toMatchObject({ state: 'admitted', admissionToken: expect.any(String) });
     expect(part(seenByB.admissionToken, 0).kid).toBe(rotated.body.kid);
   });

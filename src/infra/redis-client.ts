@@ -1,4 +1,4 @@
-import { Redis } from 'ioredis';
+import { Redis, type Command } from 'ioredis';
 import type { Logger } from '../kernel/logger.js';
 
 /**
@@ -14,6 +14,7 @@ import type { Logger } from '../kernel/logger.js';
  * `jobs` is BullMQ's: it needs `maxRetriesPerRequest: null` and keeps ioredis's offline queue,
  * which its blocking and retrying logic expects.
  */
+
 export const API_COMMAND_TIMEOUT_MS = 500;
 const RECONNECT_MAX_MS = 500;
 const READY_TIMEOUT_MS = 10_000;
@@ -26,15 +27,38 @@ export async function connectRedis(url: string, kind: 'api' | 'jobs', log: Logge
       ? new Redis(url, {
           enableAutoPipelining: true,
           enableOfflineQueue: false,
-          commandTimeout: API_COMMAND_TIMEOUT_MS,
           maxRetriesPerRequest: 1,
           connectTimeout: 2000,
           retryStrategy: (times) => Math.min(times * 50, RECONNECT_MAX_MS),
         })
       : new Redis(url, { maxRetriesPerRequest: null });
+  if (kind === 'api') timeOutCommands(redis, API_COMMAND_TIMEOUT_MS);
   logOutages(redis, log.child({ redis: kind }));
   if (kind === 'api') await whenReady(redis);
   return redis;
+}
+
+/**
+ * ioredis's `commandTimeout`, except that a reply already received wins. ioredis rejects from a
+ * plain timer; after the event loop was held up (a busy CPU, a long GC pause, a 2-core machine
+ * running a test suite beside the daemon) the timers run before the sockets are read, so a
+ * command whose answer had arrived in a millisecond was failed as "timed out" and its HTTP
+ * request answered 503 — a false "Redis unavailable". Here the timer only schedules the rejection
+ * for after the next poll phase (setImmediate): answers waiting in the socket are read first, and a
+ * Redis that truly does not answer still fails the command one loop turn after `ms`.
+ */
+function timeOutCommands(redis: Redis, ms: number) {
+  const send = redis.sendCommand.bind(redis);
+  redis.sendCommand = ((command: Command, stream?: unknown) => {
+    const timer = setTimeout(() => {
+      setImmediate(() => {
+        if (!command.isSettled) command.reject(new Error('Command timed out'));
+      });
+    }, ms);
+    const clear = () => clearTimeout(timer);
+    command.promise.then(clear, clear);
+    return send(command, stream as never);
+  }) as Redis['sendCommand'];
 }
 
 function whenReady(redis: Redis): Promise<void> {

@@ -1,0 +1,45 @@
+import { Redis } from 'ioredis';
+import { afterAll, describe, expect, it } from 'vitest';
+import { API_COMMAND_TIMEOUT_MS, connectRedis } from '../src/infra/redis-client.js';
+import { createLogger } from '../src/kernel/logger.js';
+import { tcpProxy } from './support/proxy.js';
+import { redisUrl } from './support/redis.js';
+
+const log = createLogger('silent');
+const url = new URL(redisUrl());
+const proxy = await tcpProxy({ host: url.hostname, port: Number(url.port || 6379) });
+const api = await connectRedis(`redis://${url.hostname}:${proxy.port}`, 'api', log);
+afterAll(async () => {
+  api.disconnect();
+  await proxy.close();
+});
+
+/** Holds the event loop, as a busy CPU or a long GC pause does. */
+const hold = (ms: number) => {
+  for (const until = Date.now() + ms; Date.now() < until; );
+};
+
+describe("the API's Redis connection", () => {
+  it('answers a command whose reply arrived while the event loop was held past the command timeout', async () => {
+    const reply = api.echo('here');
+    hold(API_COMMAND_TIMEOUT_MS + 300);
+    await expect(reply).resolves.toBe('here');
+    // ioredis's own commandTimeout fails the same command: its timer runs before the socket is read.
+    const plain = new Redis(redisUrl(), { commandTimeout: API_COMMAND_TIMEOUT_MS, lazyConnect: true });
+    await plain.connect();
+    const failed = plain.echo('here');
+    hold(API_COMMAND_TIMEOUT_MS + 300);
+    await expect(failed).rejects.toThrow('Command timed out');
+    plain.disconnect();
+  });
+
+  it('still fails a command that Redis does not answer, soon after the timeout', async () => {
+    proxy.delay(3000);
+    const t = performance.now();
+    await expect(api.echo('late')).rejects.toThrow('Command timed out');
+    const took = performance.now() - t;
+    expect(took).toBeGreaterThanOrEqual(API_COMMAND_TIMEOUT_MS - 5);
+    expect(took).toBeLessThan(2500);
+    proxy.delay(0);
+  });
+});
