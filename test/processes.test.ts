@@ -47,7 +47,7 @@ const workersOf = (pid: number) =>
     .map(Number);
 
 describe('FLOODGATE_PROCESSES: several daemon processes behind one port', () => {
-  it('share one FIFO line and one manual gate, aggregate their metrics, replace a dead worker and stop together', async () => {
+  it('share one FIFO line and one manual gate, aggregate their metrics, replace a dead worker and stop together', { timeout: 90_000 }, async () => {
     const prefix = newPrefix();
     const d = await startDaemonProcess(
       {
