@@ -15,7 +15,9 @@ const { call } = await inProcessDaemon({ prefix, databaseUrl: db.url, env: { FLO
 const run = promisify(execFile);
 
 async function buy(item: string, users: string[]) {
-  const ids = (await joinAll((userId) => call('POST', `/v1/items/${item}/tickets`, { userId }, SVC), users)).map((r) => r.body.ticketId as string);
+  // Joins after the last unit went are refused (410 sold_out): only the others have tickets.
+  const joins = await joinAll((userId) => call('POST', `/v1/items/${item}/tickets`, { userId }, SVC), users, { also: [410] });
+  const ids = joins.filter((r) => r.status !== 410).map((r) => r.body.ticketId as string);
   return waitFor(
     () => Promise.all(ids.map((id) => call('GET', `/v1/tickets/${id}`, undefined, null).then((r) => r.body))),
     (vs) => vs.every((v) => v.state === 'succeeded' || v.state === 'rejected'),
