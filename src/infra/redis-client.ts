@@ -1,5 +1,6 @@
-import { Redis } from 'ioredis';
+import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
 import type { Logger } from '../kernel/logger.js';
+import type { RedisLike } from '../redis/client.js';
 
 /**
  * The daemon's two kinds of Redis connection.
@@ -20,24 +21,59 @@ const READY_TIMEOUT_MS = 10_000;
 /** An outage logs its first error and then at most one line per this many ms, not one per retry. */
 const ERROR_LOG_EVERY_MS = 30_000;
 
-export async function connectRedis(url: string, kind: 'api' | 'jobs', log: Logger): Promise<Redis> {
-  const redis =
-    kind === 'api'
-      ? new Redis(url, {
-          enableAutoPipelining: true,
-          enableOfflineQueue: false,
-          commandTimeout: API_COMMAND_TIMEOUT_MS,
-          maxRetriesPerRequest: 1,
-          connectTimeout: 2000,
-          retryStrategy: (times) => Math.min(times * 50, RECONNECT_MAX_MS),
-        })
-      : new Redis(url, { maxRetriesPerRequest: null });
+/** Where the daemon's Redis is: one server's URL, or a Redis Cluster's seed nodes (FLOODGATE_REDIS_CLUSTER). */
+export type RedisTarget = { url: string } | { cluster: { host: string; port: number }[] };
+
+const apiOptions: RedisOptions = {
+  enableAutoPipelining: true,
+  enableOfflineQueue: false,
+  commandTimeout: API_COMMAND_TIMEOUT_MS,
+  maxRetriesPerRequest: 1,
+  connectTimeout: 2000,
+  retryStrategy: (times) => Math.min(times * 50, RECONNECT_MAX_MS),
+};
+
+/**
+ * On a cluster, `api` keeps the same fail-fast node connections, reads and writes on masters only
+ * (a replica's copy lags, and the line's scripts write), and follows a failover by itself: a
+ * command refused by a dead or demoted node (connection lost, MOVED, CLUSTERDOWN) makes ioredis
+ * refresh the slot map and send it again, within `maxRetriesPerRequest`-free cluster redirections.
+ * The cluster-level offline queue stays on: with it off, every command given while ioredis
+ * refreshes the slot map after a failover is refused at once ("Cluster isn't ready"), which would
+ * turn a 1–2 s promotion into a burst of 503s on commands that would have gone through a moment
+ * later; the node connections' own 500 ms timeout still bounds how long one waits.
+ */
+const apiClusterOptions: ClusterOptions = {
+  scaleReads: 'master',
+  enableAutoPipelining: true,
+  enableOfflineQueue: true,
+  retryDelayOnFailover: 100,
+  retryDelayOnClusterDown: 100,
+  retryDelayOnTryAgain: 100,
+  maxRedirections: 16,
+  slotsRefreshTimeout: 1000,
+  clusterRetryStrategy: (times) => Math.min(times * 50, RECONNECT_MAX_MS),
+  redisOptions: { commandTimeout: API_COMMAND_TIMEOUT_MS, maxRetriesPerRequest: 1, connectTimeout: 2000 },
+};
+
+export async function connectRedis(target: RedisTarget, kind: 'api' | 'jobs', log: Logger): Promise<RedisLike> {
+  let redis: RedisLike;
+  if ('cluster' in target) {
+    redis =
+      kind === 'api'
+        ? new Cluster(target.cluster, apiClusterOptions)
+        : // BullMQ checks maxRetriesPerRequest on the node options; its prefixes carry a hash tag (keys.ts).
+          new Cluster(target.cluster, { scaleReads: 'master', maxRedirections: 16, redisOptions: { maxRetriesPerRequest: null } });
+  } else redis = kind === 'api' ? new Redis(target.url, apiOptions) : new Redis(target.url, { maxRetriesPerRequest: null });
   logOutages(redis, log.child({ redis: kind }));
   if (kind === 'api') await whenReady(redis);
   return redis;
 }
 
-function whenReady(redis: Redis): Promise<void> {
+/** For logs: the URL without a password, or the cluster's seeds. */
+export const describeTarget = (t: RedisTarget, redact: (url: string) => string) => ('cluster' in t ? `cluster ${t.cluster.map((n) => `${n.host}:${n.port}`).join(',')}` : redact(t.url));
+
+function whenReady(redis: RedisLike): Promise<void> {
   if (redis.status === 'ready') return Promise.resolve();
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
@@ -54,7 +90,7 @@ function whenReady(redis: Redis): Promise<void> {
 }
 
 /** Logs a connection's outage once when it starts, then rarely, and once when it ends. */
-function logOutages(redis: Redis, log: Logger) {
+function logOutages(redis: RedisLike, log: Logger) {
   let down = false;
   let lastLogged = 0;
   let suppressed = 0;

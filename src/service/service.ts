@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import { duplicateConnection, type RedisLike } from '../redis/client.js';
 import type postgres from 'postgres';
 import { isPostgresUnavailable } from '../db/faults.js';
 import type { PgHealth } from '../db/health.js';
@@ -14,7 +14,7 @@ import type { StockCounters } from './stock-counters.js';
 
 export interface ServiceDeps {
   /** A connection for BullMQ (maxRetriesPerRequest: null); workers duplicate it. */
-  bullRedis: Redis;
+  bullRedis: RedisLike;
   sql: postgres.Sql;
   /** Marked down when a sale finds Postgres unreachable (the dispatcher pauses those items). */
   pg: PgHealth;
@@ -123,8 +123,8 @@ export function createService(deps: ServiceDeps) {
     runLeaseMs: RUN_LEASE_MS,
   });
   const inProcess = deps.handlers.names().filter((n) => deps.handlers.get(n)?.handle);
-  const workerConn = deps.bullRedis.duplicate();
-  workerConn.on('error', (err) => deps.log.warn({ err: err.message }, 'redis error (workers)'));
+  const workerConn = duplicateConnection(deps.bullRedis);
+  workerConn.on('error', (err: Error) => deps.log.warn({ err: err.message }, 'redis error (workers)'));
   const workers = jobs.workers(inProcess, workerConn, runner);
   for (const w of workers) w.on('error', (err) => deps.log.warn({ err: String(err) }, 'worker error'));
 
