@@ -52,7 +52,11 @@ export async function ownCluster(opts: { masters?: number; replicas?: number } =
     p.kill('SIGKILL');
     await exited;
   };
+  // Also on exit: a file whose earlier afterAll timed out skips this one, and the nodes would outlive it.
+  const killAllNow = () => procs.forEach((p) => p.kill('SIGKILL'));
+  process.once('exit', killAllNow);
   afterAll(async () => {
+    process.off('exit', killAllNow);
     for (const c of conns) c.disconnect();
     await Promise.all([...procs.keys()].map(killPort));
     rmSync(dir, { recursive: true, force: true });
