@@ -37,11 +37,14 @@ const apiOptions: RedisOptions = {
  * On a cluster, `api` keeps the same fail-fast node connections, reads and writes on masters only
  * (a replica's copy lags, and the line's scripts write), and follows a failover by itself: a
  * command refused by a dead or demoted node (connection lost, MOVED, CLUSTERDOWN) makes ioredis
- * refresh the slot map and send it again, within `maxRetriesPerRequest`-free cluster redirections.
- * The cluster-level offline queue stays on: with it off, every command given while ioredis
- * refreshes the slot map after a failover is refused at once ("Cluster isn't ready"), which would
- * turn a 1–2 s promotion into a burst of 503s on commands that would have gone through a moment
- * later; the node connections' own 500 ms timeout still bounds how long one waits.
+ * refresh the slot map and send it again, up to `maxRedirections` times.
+ * The cluster-level offline queue stays on (a choice, not yet measured against the alternative):
+ * ioredis uses it only while the Cluster object itself is not ready (at connect, and when every
+ * node is lost), and with it off a command given during a slot-map refresh is refused at once
+ * ("Cluster isn't ready"). The node connections' 500 ms command timeout bounds each command
+ * once sent, and the failover test saw the sale through with it on. Not yet checked: whether a
+ * command queued while the whole cluster is unreachable waits longer than the single-node 1 s
+ * promise of a 503 (test/outage-redis.test.ts covers one server only).
  */
 const apiClusterOptions: ClusterOptions = {
   scaleReads: 'master',
