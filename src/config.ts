@@ -21,6 +21,12 @@ export const configSchema = z.object({
   PORT: z.coerce.number().int().min(0).max(65535).default(8080),
   HOST: z.string().default('0.0.0.0'),
   REDIS_URL: z.string().url().optional(),
+  /** `host:port,host:port…`: seed nodes of a Redis Cluster, used instead of REDIS_URL (infra/redis-client.ts). */
+  FLOODGATE_REDIS_CLUSTER: z
+    .string()
+    .regex(/^\s*[^\s,:]+:\d{1,5}(\s*,\s*[^\s,:]+:\d{1,5})*\s*$/, 'host:port,host:port…')
+    .transform((s) => s.split(',').map((n) => { const [host, port] = n.trim().split(':'); return { host, port: Number(port) }; }))
+    .optional(),
   DATABASE_URL: z.string().url().optional(),
   FLOODGATE_SERVICE_KEYS: keyList,
   FLOODGATE_OPERATOR_KEYS: keyList,
@@ -94,6 +100,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
 export function storeSettings(config: Config) {
   return {
     redisUrl: config.REDIS_URL,
+    redisCluster: config.FLOODGATE_REDIS_CLUSTER,
     databaseUrl: config.DATABASE_URL,
     dataDir: config.FLOODGATE_DATA_DIR,
     provision: config.FLOODGATE_PROVISION,

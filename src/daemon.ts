@@ -13,7 +13,7 @@ import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import type { Redis } from 'ioredis';
+import type { RedisLike } from './redis/client.js';
 import { createApp } from './api/app.js';
 import { probe, READY_TIMEOUT_MS } from './api/routes/ops.js';
 import { createCatalog } from './catalog/catalog.js';
@@ -21,7 +21,7 @@ import { storeSettings, type Config } from './config.js';
 import { connectDb, migrateDb, type DbHandle } from './db/client.js';
 import { createItemsStore } from './db/items-store.js';
 import { ensureStores } from './infra/ensure-stores.js';
-import { connectRedis } from './infra/redis-client.js';
+import { connectRedis, describeTarget } from './infra/redis-client.js';
 import { systemClock, type Clock } from './kernel/clock.js';
 import type { Logger } from './kernel/logger.js';
 import { every } from './kernel/loop.js';
@@ -68,7 +68,7 @@ export interface Daemon {
 
 /** The connections every module is built over. */
 export interface Stores {
-  redis: Redis;
+  redis: RedisLike;
   dbHandle: DbHandle;
 }
 
@@ -85,7 +85,7 @@ export type DaemonEvents = EventEmitter<{
 /** Redis and Postgres (migrated): the configured ones, or local ones found or started (infra/). */
 export async function openStores(config: Config, log: Logger) {
   const infra = await ensureStores(storeSettings(config), log);
-  const redis = await connectRedis(infra.redisUrl, 'api', log);
+  const redis = await connectRedis(infra.redis, 'api', log);
   const dbHandle = connectDb(infra.pgUrl, { max: 10 });
   await migrateDb(dbHandle);
   const close = async () => {
@@ -93,7 +93,7 @@ export async function openStores(config: Config, log: Logger) {
     await dbHandle.close();
     await infra.stop();
   };
-  return { redis, dbHandle, redisUrl: infra.redisUrl, pgUrl: infra.pgUrl, close };
+  return { redis, dbHandle, redisTarget: infra.redis, pgUrl: infra.pgUrl, close };
 }
 
 /** The modules over the stores, none of them running: what the daemon, the CLI and the HTTP tests share. */
@@ -213,7 +213,7 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
       .catch((err) => log.warn({ err: String(err) }, 'restore after reconnect failed')),
   );
 
-  const bullRedis = await connectRedis(stores.redisUrl, 'jobs', log);
+  const bullRedis = await connectRedis(stores.redisTarget, 'jobs', log);
   // Postgres pressure: each sell's time caps what seckill/coupon items may hold admitted.
   const pgPressure = createPgPressure(clock);
   metrics.sources.pgPressure = () => {
@@ -322,7 +322,7 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
   // `listen` is where the socket is bound; `url` is how to reach it from this machine.
   const local = bound.address === '0.0.0.0' ? '127.0.0.1' : bound.address === '::' ? '::1' : bound.address;
   const url = `http://${hostOf(local)}:${port}`;
-  log.info({ listen: `${hostOf(bound.address)}:${port}`, url, redis: redactUrl(stores.redisUrl), postgres: redactUrl(stores.pgUrl) }, 'floodgate listening');
+  log.info({ listen: `${hostOf(bound.address)}:${port}`, url, redis: describeTarget(stores.redisTarget, redactUrl), postgres: redactUrl(stores.pgUrl) }, 'floodgate listening');
 
   let stopping: Promise<void> | null = null;
   return {

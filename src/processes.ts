@@ -18,6 +18,7 @@ import os from 'node:os';
 import { storeSettings, type Config } from './config.js';
 import { connectDb, migrateDb } from './db/client.js';
 import { ensureStores } from './infra/ensure-stores.js';
+import { describeTarget } from './infra/redis-client.js';
 import type { Logger } from './kernel/logger.js';
 import { servePrimaryMetrics } from './kernel/cluster-metrics.js';
 import { redactUrl } from './kernel/redact-url.js';
@@ -35,7 +36,6 @@ const RESTARTS_PER_MINUTE = 5;
 /** Runs the primary: stores, migrations, N workers; resolves never (the process exits on a signal or a crash loop). */
 export async function runPrimary(config: Config, log: Logger, n: number): Promise<void> {
   const stores = await ensureStores(storeSettings(config), log);
-  const redis = { url: stores.redisUrl };
   const pg = { url: stores.pgUrl };
   const db = connectDb(pg.url, { max: 2 });
   await migrateDb(db);
@@ -43,7 +43,7 @@ export async function runPrimary(config: Config, log: Logger, n: number): Promis
 
   // The workers read their configuration as any daemon does, with what the primary settled on top.
   const env: Record<string, string> = {
-    REDIS_URL: redis.url,
+    ...('url' in stores.redis ? { REDIS_URL: stores.redis.url } : { FLOODGATE_REDIS_CLUSTER: stores.redis.cluster.map((n) => `${n.host}:${n.port}`).join(',') }),
     DATABASE_URL: pg.url,
     FLOODGATE_SERVICE_KEYS: config.FLOODGATE_SERVICE_KEYS.join(','),
     FLOODGATE_OPERATOR_KEYS: config.FLOODGATE_OPERATOR_KEYS.join(','),
@@ -71,7 +71,7 @@ export async function runPrimary(config: Config, log: Logger, n: number): Promis
   servePrimaryMetrics();
   const workers = new Map<number, Worker>();
   for (let i = 0; i < n; i++) workers.set(i, fork(i));
-  log.info({ processes: n, port: config.PORT, redis: redactUrl(redis.url), postgres: redactUrl(pg.url) }, 'floodgate primary started its worker processes');
+  log.info({ processes: n, port: config.PORT, redis: describeTarget(stores.redis, redactUrl), postgres: redactUrl(pg.url) }, 'floodgate primary started its worker processes');
 
   async function shutdown(why: string, code = 0) {
     if (stopping) return;

@@ -28,7 +28,8 @@ const allowed: Record<string, string[]> = {
   // modules, never the door.
   queue: ['kernel', 'redis'],
   db: ['kernel'],
-  infra: ['kernel'],
+  // Makes the connections, typed as the door's RedisLike (one server or a cluster).
+  infra: ['kernel', 'redis'],
   service: ['kernel', 'redis', 'queue', 'db'],
   scheduler: ['kernel', 'redis', 'queue', 'service', 'db'],
   catalog: ['kernel', 'queue', 'service', 'db', 'scheduler'],

@@ -8,7 +8,7 @@ import { redisUrl } from './support/redis.js';
 const log = createLogger('silent');
 const url = new URL(redisUrl());
 const proxy = await tcpProxy({ host: url.hostname, port: Number(url.port || 6379) });
-const api = await connectRedis(`redis://${url.hostname}:${proxy.port}`, 'api', log);
+const api = await connectRedis({ url: `redis://${url.hostname}:${proxy.port}` }, 'api', log);
 afterAll(async () => {
   api.disconnect();
   await proxy.close();

@@ -8,6 +8,7 @@ import type { GateMode } from '../src/queue/types.js';
 import { itemKeys, luaKeyBuilders } from '../src/redis/keys.js';
 import { createScriptRunner, scripts, withIncludes, type ScriptSpec } from '../src/redis/scripts.js';
 import { testRedis } from './support/redis.js';
+import { everyScriptCall, everyScriptReply } from './support/script-calls.js';
 
 const t = testRedis();
 const luaDir = path.resolve(import.meta.dirname, '../src/redis/lua');
@@ -86,31 +87,11 @@ describe('the Lua scripts and their specs', () => {
     const prefix = t.newPrefix();
     const line = createLine({ redis: t.redis, prefix, clock, cacheMs: 0 });
     await line.definitions.define({ itemId: 'it', handler: 'external', config: {}, capacity: null, abandonAfterMs: null, opensAt: null, closesAt: null, rejoin: 'any' }, null, { reopen: false });
-    const run = createScriptRunner(t.redis, prefix).run;
-    const now = clock.now();
-    const calls: Record<keyof typeof scripts, () => Promise<unknown>> = {
-      define: () => run(scripts.define, 'it', now, { secret: 'ab', definition: '{"handler":"external"}', gate: '', reopen: '0' }),
-      join: () => run(scripts.join, 'it', now, { userId: 'u1', payload: '', source: '', defaultKeyQuota: '' }),
-      readTicket: () => run(scripts.readTicket, 'it', now, { seq: 1 }),
-      admit: () => run(scripts.admit, 'it', now, { max: 1, leaseMs: 1000, leasePrefix: 'p.', autoCap: '' }),
-      settle: () => run(scripts.settle, 'it', now, {}, [1, 'p.1', 'succeeded', '{"status":"succeeded"}', '0', '0']),
-      extendLeases: () => run(scripts.extendLeases, 'it', now, { until: now + 1000 }, [1, 'p.1']),
-      sweep: () => run(scripts.sweep, 'it', now, {}),
-      cancel: () => run(scripts.cancel, 'it', now, { seq: 1, outcome: '{}', record: 'x' }),
-      cut: () => run(scripts.cut, 'it', now, { stateChar: 'c', reason: 'item_closed', flag: 'closed' }),
-      draw: () => run(scripts.draw, 'it', now, { op: 'begin', first: '', order: '', places: '' }),
-      block: () => run(scripts.block, 'it', now, { userId: 'u2', bit: 1, on: '1' }),
-      setStock: () => run(scripts.setStock, 'it', now, { units: 3, shards: 2, idleOnly: '0' }),
-      takeStock: () => run(scripts.takeStock, 'it', now, {}, [1]),
-      refundStock: () => run(scripts.refundStock, 'it', now, { seq: 1, forfeit: '0' }),
-      returnUnit: () => run(scripts.returnUnit, 'it', now, {}, ['7', 'u1']),
-      lead: () => run(scripts.lead, 'it', now, { me: 'd1', ttlMs: 1000 }),
-      seriesAdd: () => run(scripts.seriesAdd, 'it', now, { second: 5, point: '{}', keep: 60 }),
-    };
+    const calls = everyScriptCall(createScriptRunner(t.redis, prefix).run, 'it', clock.now());
     expect(Object.keys(calls).sort()).toEqual(Object.keys(scripts).sort());
     const replies: Record<string, unknown> = {};
     for (const [name, call] of Object.entries(calls)) replies[name] = await call();
-    expect(replies).toMatchObject({ define: [2, expect.any(String), expect.any(Number)], join: [0, 1, expect.any(String), 0], admit: [0, 1, 1, expect.any(String), '', 'p.1', now + 1000], settle: [1], extendLeases: 0, lead: 1, seriesAdd: 1, takeStock: [2, 1], refundStock: 1, returnUnit: 1 });
+    expect(replies).toMatchObject(everyScriptReply(clock.now()));
   });
 });
 

@@ -1,11 +1,11 @@
-import type { Redis } from 'ioredis';
+import type { RedisLike } from '../redis/client.js';
 import { itemKeys } from '../redis/keys.js';
 
 /**
  * Single use of invites and proof-of-work challenges, shared by every daemon: an invite's nonce
  * maps to the ticket its first use made; a challenge's nonce is taken once.
  */
-export function createInviteUses(redis: Redis, prefix: string) {
+export function createInviteUses(redis: RedisLike, prefix: string) {
   return {
     /** The ticket an invite's earlier use made, if any. */
     ticketOf: (itemId: string, nonce: string) => redis.get(itemKeys(prefix, itemId).invite(nonce)),

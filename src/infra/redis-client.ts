@@ -1,5 +1,6 @@
-import { Redis, type Command } from 'ioredis';
+import { Cluster, Redis, type ClusterOptions, type Command, type RedisOptions } from 'ioredis';
 import type { Logger } from '../kernel/logger.js';
+import type { RedisLike } from '../redis/client.js';
 
 /**
  * The daemon's two kinds of Redis connection.
@@ -21,22 +22,70 @@ const READY_TIMEOUT_MS = 10_000;
 /** An outage logs its first error and then at most one line per this many ms, not one per retry. */
 const ERROR_LOG_EVERY_MS = 30_000;
 
-export async function connectRedis(url: string, kind: 'api' | 'jobs', log: Logger): Promise<Redis> {
-  const redis =
-    kind === 'api'
-      ? new Redis(url, {
-          enableAutoPipelining: true,
-          enableOfflineQueue: false,
-          maxRetriesPerRequest: 1,
-          connectTimeout: 2000,
-          retryStrategy: (times) => Math.min(times * 50, RECONNECT_MAX_MS),
-        })
-      : new Redis(url, { maxRetriesPerRequest: null });
-  if (kind === 'api') timeOutCommands(redis, API_COMMAND_TIMEOUT_MS);
+/** Where the daemon's Redis is: one server's URL, or a Redis Cluster's seed nodes (FLOODGATE_REDIS_CLUSTER). */
+export type RedisTarget = { url: string } | { cluster: { host: string; port: number }[] };
+
+/** The command timeout is ours (timeOutCommands below), not ioredis's `commandTimeout`. */
+const apiOptions: RedisOptions = {
+  enableAutoPipelining: true,
+  enableOfflineQueue: false,
+  maxRetriesPerRequest: 1,
+  connectTimeout: 2000,
+  retryStrategy: (times) => Math.min(times * 50, RECONNECT_MAX_MS),
+};
+
+/**
+ * On a cluster, `api` keeps the same fail-fast node connections, reads and writes on masters only
+ * (a replica's copy lags, and the line's scripts write), and follows a failover by itself: a
+ * command refused by a dead or demoted node (connection lost, MOVED, CLUSTERDOWN) makes ioredis
+ * refresh the slot map and send it again, up to `maxRedirections` times.
+ * The cluster-level offline queue stays on (a choice, not yet measured against the alternative):
+ * ioredis uses it only while the Cluster object itself is not ready (at connect, and when every
+ * node is lost), and with it off a command given during a slot-map refresh is refused at once
+ * ("Cluster isn't ready"). The node connections' 500 ms command timeout (ours, set on each node
+ * connection as the cluster makes it) bounds each command once sent, and the failover test saw the sale through with it on. Not yet checked: whether a
+ * command queued while the whole cluster is unreachable waits longer than the single-node 1 s
+ * promise of a 503 (test/outage-redis.test.ts covers one server only).
+ */
+const apiClusterOptions: ClusterOptions = {
+  scaleReads: 'master',
+  enableAutoPipelining: true,
+  enableOfflineQueue: true,
+  retryDelayOnFailover: 100,
+  retryDelayOnClusterDown: 100,
+  retryDelayOnTryAgain: 100,
+  maxRedirections: 16,
+  slotsRefreshTimeout: 1000,
+  clusterRetryStrategy: (times) => Math.min(times * 50, RECONNECT_MAX_MS),
+  redisOptions: { maxRetriesPerRequest: 1, connectTimeout: 2000 },
+  // Connected once the node hook below is on: the seed nodes are made inside connect().
+  lazyConnect: true,
+};
+
+export async function connectRedis(target: RedisTarget, kind: 'api' | 'jobs', log: Logger): Promise<RedisLike> {
+  let redis: RedisLike;
+  if ('cluster' in target) {
+    if (kind === 'api') {
+      const cluster = new Cluster(target.cluster, apiClusterOptions);
+      cluster.on('+node', (node: Redis) => timeOutCommands(node, API_COMMAND_TIMEOUT_MS));
+      cluster.connect().catch(() => {}); // whenReady below reports a cluster that never gets ready
+      redis = cluster;
+    } else {
+      // BullMQ checks maxRetriesPerRequest on the node options; its prefixes carry a hash tag (keys.ts).
+      redis = new Cluster(target.cluster, { scaleReads: 'master', maxRedirections: 16, redisOptions: { maxRetriesPerRequest: null } });
+    }
+  } else if (kind === 'api') {
+    const single = new Redis(target.url, apiOptions);
+    timeOutCommands(single, API_COMMAND_TIMEOUT_MS);
+    redis = single;
+  } else redis = new Redis(target.url, { maxRetriesPerRequest: null });
   logOutages(redis, log.child({ redis: kind }));
   if (kind === 'api') await whenReady(redis);
   return redis;
 }
+
+/** For logs: the URL without a password, or the cluster's seeds. */
+export const describeTarget = (t: RedisTarget, redact: (url: string) => string) => ('cluster' in t ? `cluster ${t.cluster.map((n) => `${n.host}:${n.port}`).join(',')}` : redact(t.url));
 
 /**
  * ioredis's `commandTimeout`, except that a reply already received wins. ioredis rejects from a
@@ -61,7 +110,7 @@ function timeOutCommands(redis: Redis, ms: number) {
   }) as Redis['sendCommand'];
 }
 
-function whenReady(redis: Redis): Promise<void> {
+function whenReady(redis: RedisLike): Promise<void> {
   if (redis.status === 'ready') return Promise.resolve();
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
@@ -78,7 +127,7 @@ function whenReady(redis: Redis): Promise<void> {
 }
 
 /** Logs a connection's outage once when it starts, then rarely, and once when it ends. */
-function logOutages(redis: Redis, log: Logger) {
+function logOutages(redis: RedisLike, log: Logger) {
   let down = false;
   let lastLogged = 0;
   let suppressed = 0;

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import { scanKeys, type RedisLike } from '../redis/client.js';
 import type { Clock } from '../kernel/clock.js';
 import { globalBlocksKey, itemKeys } from '../redis/keys.js';
 import { gateFields } from './gate-rule.js';
@@ -33,7 +33,7 @@ export interface BlockOps {
 /** meta's "limit:windowMs" form of a quota (join-5.lua and snapshot.ts read the same). */
 const quotaField = (q: Quota | undefined) => (q ? `${q.limit}:${q.windowMs}` : '');
 
-export function createDefinitions(deps: { redis: Redis; prefix: string; clock: Clock; items: ItemDirectory; scripts: LineScripts }): Definitions {
+export function createDefinitions(deps: { redis: RedisLike; prefix: string; clock: Clock; items: ItemDirectory; scripts: LineScripts }): Definitions {
   const { redis, prefix, clock, items, scripts } = deps;
   const cutListeners: ((itemId: string) => void)[] = [];
 
@@ -88,12 +88,7 @@ export function createDefinitions(deps: { redis: Redis; prefix: string; clock: C
       const [ctr, pending] = await Promise.all([redis.hmget(k.ctr, 'waiting', 'admitted'), redis.xlen(k.done)]);
       if (Number(ctr[0] ?? 0) + Number(ctr[1] ?? 0) > 0 || pending > 0) return false;
       await items.removed(itemId);
-      let cursor = '0';
-      do {
-        const [next, keys] = await redis.scan(cursor, 'MATCH', `${k.base.replace(/[*?[\]\\]/g, '\\$&')}*`, 'COUNT', 1000);
-        if (keys.length) await redis.unlink(...keys);
-        cursor = next;
-      } while (cursor !== '0');
+      await scanKeys(redis, `${k.base.replace(/[*?[\]\\]/g, '\\$&')}*`, (keys) => redis.unlink(...keys));
       items.invalidate(itemId);
       return true;
     },

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisLike } from '../redis/client.js';
 import type { Clock } from '../kernel/clock.js';
 import { itemKeys } from '../redis/keys.js';
 import { readSnapshot, type ItemSnapshot } from './snapshot.js';
@@ -77,7 +77,7 @@ function counter(set: Set<number>, place: (seq: number) => number) {
   };
 }
 
-export function createItemCache(deps: { redis: Redis; prefix: string; clock: Clock; ttlMs: number }): ItemCache {
+export function createItemCache(deps: { redis: RedisLike; prefix: string; clock: Clock; ttlMs: number }): ItemCache {
   const entries = new Map<string, Entry>();
 
   async function refresh(itemId: string, e: Entry): Promise<CachedItem | null> {

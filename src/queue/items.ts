@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisLike } from '../redis/client.js';
 import type { Clock } from '../kernel/clock.js';
 import { fail } from '../kernel/errors.js';
 import { activeItemsKey, changedItemsKey, itemsSetKey, itemsVersionKey } from '../redis/keys.js';
@@ -73,7 +73,7 @@ export interface ItemDirectory extends LineItems {
 export const ACTIVE_GRACE_MS = 60_000;
 const ACTIVE_SLACK_MS = 5_000;
 
-export function createItemDirectory(deps: { redis: Redis; prefix: string; clock: Clock; cacheMs: number }): ItemDirectory {
+export function createItemDirectory(deps: { redis: RedisLike; prefix: string; clock: Clock; cacheMs: number }): ItemDirectory {
   const { redis, prefix, clock } = deps;
   const cache = createItemCache({ redis, prefix, clock, ttlMs: deps.cacheMs });
 
@@ -108,12 +108,12 @@ export function createItemDirectory(deps: { redis: Redis; prefix: string; clock:
     if ((activeUntil.get(itemId) ?? 0) >= until - ACTIVE_SLACK_MS) return;
     if (activeUntil.size > 100_000) activeUntil.clear();
     activeUntil.set(itemId, until);
-    redis
-      .multi()
-      .zadd(activeItemsKey(prefix), 'GT', until, itemId)
-      .zadd(changedItemsKey(prefix), 'GT', until - ACTIVE_GRACE_MS + ACTIVE_SLACK_MS, itemId)
-      .exec()
-      .then((r) => r?.forEach(([err]) => { if (err) throw err; }))
+    // Two commands, not a MULTI: the keys are on different slots of a cluster, and each ZADD GT
+    // only ever raises a time, so either landing alone is harmless (a failure sends both again).
+    Promise.all([
+      redis.zadd(activeItemsKey(prefix), 'GT', until, itemId),
+      redis.zadd(changedItemsKey(prefix), 'GT', until - ACTIVE_GRACE_MS + ACTIVE_SLACK_MS, itemId),
+    ])
       .catch(() => {
         activeUntil.delete(itemId);
         unsent.set(itemId, Math.max(until, unsent.get(itemId) ?? 0));
@@ -214,15 +214,19 @@ export function createItemDirectory(deps: { redis: Redis; prefix: string; clock:
       }
     },
     async added(itemId) {
-      const r = await redis.multi().sadd(itemsSetKey(prefix), itemId).incr(itemsVersionKey(prefix)).exec();
+      // The set changes first and the version after, in two commands (one MULTI cannot span a
+      // cluster's slots): a daemon that sees the new version reloads a set that has the item.
+      await redis.sadd(itemsSetKey(prefix), itemId);
+      const ver = await redis.incr(itemsVersionKey(prefix));
       known.ids.add(itemId);
-      // No other daemon moved the version meanwhile: this copy is the set, and needs no reload.
-      const ver = r?.[1]?.[1];
-      if (typeof ver === 'number' && known.ver !== null && Number(known.ver) === ver - 1) known.ver = String(ver);
+      // No other daemon moved the version since this copy was read: it is the set, plus this item.
+      if (known.ver !== null && Number(known.ver) === ver - 1) known.ver = String(ver);
       cache.invalidate(itemId);
     },
     async removed(itemId) {
-      await redis.multi().srem(itemsSetKey(prefix), itemId).zrem(changedItemsKey(prefix), itemId).zrem(activeItemsKey(prefix), itemId).incr(itemsVersionKey(prefix)).exec();
+      // As in added(): the version moves last (the keys are on different slots of a cluster).
+      await Promise.all([redis.srem(itemsSetKey(prefix), itemId), redis.zrem(changedItemsKey(prefix), itemId), redis.zrem(activeItemsKey(prefix), itemId)]);
+      await redis.incr(itemsVersionKey(prefix));
       known.ids.delete(itemId);
     },
   };

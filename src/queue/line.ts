@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisLike } from '../redis/client.js';
 import type { Clock } from '../kernel/clock.js';
 import { createScriptRunner } from '../redis/scripts.js';
 import { createAdmissions, type Admissions } from './admissions.js';
@@ -12,7 +12,7 @@ import { createTickets, type Tickets } from './tickets.js';
 export type { SettleInput } from './admissions.js';
 
 export interface LineDeps {
-  redis: Redis;
+  redis: RedisLike;
   prefix: string;
   clock: Clock;
   /** How stale the per-process item view may be (ms). */

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisLike } from '../redis/client.js';
 import { itemKeys } from '../redis/keys.js';
 import { paceOf, type ControllerPace } from './gate-rule.js';
 import { counterNames, type Counts, type Cut, type GateSettings, type LineDefinition } from './types.js';
@@ -40,7 +40,7 @@ const quotaOf = (name: string, v: string | undefined) => {
   return { [name]: { limit, windowMs } };
 };
 
-export async function readSnapshot(redis: Redis, prefix: string, itemId: string, now: number): Promise<ItemSnapshot | null> {
+export async function readSnapshot(redis: RedisLike, prefix: string, itemId: string, now: number): Promise<ItemSnapshot | null> {
   const k = itemKeys(prefix, itemId);
   const res = await redis.multi().hgetall(k.meta).hgetall(k.ctr).hgetall(k.gate).hvals(k.stock).exec();
   if (!res) return null;

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisLike } from '../redis/client.js';
 import type { Clock } from '../kernel/clock.js';
 import { fail } from '../kernel/errors.js';
 import { itemKeys } from '../redis/keys.js';
@@ -39,7 +39,7 @@ export interface Tickets {
 }
 
 export interface TicketsDeps {
-  redis: Redis;
+  redis: RedisLike;
   prefix: string;
   clock: Clock;
   cacheMs: number;

@@ -1,11 +1,11 @@
-import type { Redis } from 'ioredis';
+import type { RedisLike } from '../redis/client.js';
 import { itemKeys } from '../redis/keys.js';
 
 /**
  * Poll times for abandonment detection, buffered and written once a second in one pipeline:
  * a poll stays free of Redis writes, and abandonment (minutes, typically) tolerates the delay.
  */
-export function createTouchBuffer(redis: Redis, prefix: string) {
+export function createTouchBuffer(redis: RedisLike, prefix: string) {
   let pending = new Map<string, Map<number, number>>();
   return {
     touch(itemId: string, seq: number, now: number) {
@@ -17,12 +17,14 @@ export function createTouchBuffer(redis: Redis, prefix: string) {
       if (pending.size === 0) return;
       const batch = pending;
       pending = new Map();
-      const pipe = redis.pipeline();
-      for (const [itemId, seqs] of batch) {
+      // One pipeline per item: a cluster takes a pipeline only when its keys share a node.
+      const sends = [...batch].map(([itemId, seqs]) => {
         const k = itemKeys(prefix, itemId);
+        const pipe = redis.pipeline();
         for (const [seq, t] of seqs) pipe.hset(k.pollPage(seq), String(seq), String(t));
-      }
-      await pipe.exec();
+        return pipe.exec();
+      });
+      await Promise.all(sends);
     },
   };
 }

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Redis } from 'ioredis';
+import type { RedisLike } from './client.js';
 import { itemKeys, keySuffix, luaKeyBuilders, type ItemKeyName, type ItemKeys } from './keys.js';
 
 /**
@@ -92,7 +92,7 @@ export interface ScriptRunner {
 }
 
 /** Defines every script on the connection (once; ioredis falls back from EVALSHA to EVAL itself). */
-export function createScriptRunner(redis: Redis, prefix: string): ScriptRunner {
+export function createScriptRunner(redis: RedisLike, prefix: string): ScriptRunner {
   const commands = redis as unknown as Record<string, Command>;
   for (const s of Object.values(scripts) as ScriptSpec[]) {
     if (!(s.name in redis)) redis.defineCommand(s.name, { numberOfKeys: s.keys.length, lua: sources.get(s.name)! });

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisLike } from '../redis/client.js';
 import type { Clock } from '../kernel/clock.js';
 import { gateFields } from '../queue/gate-rule.js';
 import type { GateSettings } from '../queue/types.js';
@@ -22,7 +22,7 @@ export interface SampleDelta {
   probe: Map<number, number>;
 }
 
-export function createGateStore(redis: Redis, prefix: string, clock: Clock) {
+export function createGateStore(redis: RedisLike, prefix: string, clock: Clock) {
   const runner = createScriptRunner(redis, prefix);
   return {
     /** Takes or renews this daemon's lease on the item's controller (lead-1.lua); whether it holds it. */
@@ -41,15 +41,17 @@ export function createGateStore(redis: Redis, prefix: string, clock: Clock) {
     /** Adds one daemon's samples to the item's cumulative counters. */
     async addSamples(batch: Map<string, SampleDelta>) {
       if (!batch.size) return;
-      const pipe = redis.pipeline();
-      for (const [itemId, d] of batch) {
+      // One pipeline per item: a cluster takes a pipeline only when its keys share a node.
+      const sends = [...batch].map(([itemId, d]) => {
         const key = itemKeys(prefix, itemId).samples;
+        const pipe = redis.pipeline();
         if (d.n) pipe.hincrby(key, 'n', d.n);
         if (d.drops) pipe.hincrby(key, 'd', d.drops);
         for (const [b, c] of d.hist) pipe.hincrby(key, `h${b}`, c);
         for (const [b, c] of d.probe) pipe.hincrby(key, `p${b}`, c);
-      }
-      await pipe.exec();
+        return pipe.exec();
+      });
+      await Promise.all(sends);
     },
 
     readSamples: (itemId: string) => redis.hgetall(itemKeys(prefix, itemId).samples),

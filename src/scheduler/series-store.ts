@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisLike } from '../redis/client.js';
 import type { Clock } from '../kernel/clock.js';
 import { itemKeys } from '../redis/keys.js';
 import { createScriptRunner, scripts } from '../redis/scripts.js';
@@ -32,7 +32,7 @@ export interface SeriesPoint extends Omit<SeriesSample, 'admissions'> {
 /** Kept a little over the 15 minutes the console shows. */
 export const SERIES_KEEP_SEC = 16 * 60;
 
-export function createSeriesStore(redis: Redis, prefix: string, clock: Clock) {
+export function createSeriesStore(redis: RedisLike, prefix: string, clock: Clock) {
   const runner = createScriptRunner(redis, prefix);
   return {
     /** Offers the point of `second` (unix seconds); the first daemon's point for a second stays. Returns whether this one did. */

@@ -1,6 +1,6 @@
 import { Queue as BullQueue, Worker, type Job } from 'bullmq';
 import { jobQueuePrefix } from '../redis/keys.js';
-import type { Redis } from 'ioredis';
+import type { RedisLike } from '../redis/client.js';
 import type { AdmittedTicket } from '../queue/types.js';
 
 /**
@@ -58,7 +58,7 @@ export const jobLeaseMs = (deadlineMs: number, longestBackoffMs = 0) => Math.max
  */
 export const RUN_LEASE_MS = 3000;
 
-export function createJobQueues(connection: Redis, opts: JobOptions) {
+export function createJobQueues(connection: RedisLike, opts: JobOptions) {
   const queues = new Map<string, BullQueue>();
   const queueFor = (handler: string) => {
     let q = queues.get(handler);
@@ -94,7 +94,7 @@ export function createJobQueues(connection: Redis, opts: JobOptions) {
       if (jobs.length) await queueFor(handler).addBulk(jobs);
     },
     /** Starts a worker for each handler; `run` settles the ticket itself. */
-    workers(handlers: string[], connection: Redis, run: (job: Job<TicketJob>) => Promise<void>) {
+    workers(handlers: string[], connection: RedisLike, run: (job: Job<TicketJob>) => Promise<void>) {
       return handlers.map(
         (h) =>
           new Worker<TicketJob>(queueName(h), run, {

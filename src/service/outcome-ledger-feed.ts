@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisLike } from '../redis/client.js';
 import { itemKeys, PAGE_SIZE } from '../redis/keys.js';
 import type { ItemSnapshot } from '../queue/snapshot.js';
 import { ticketRef } from '../kernel/ticket-ref.js';
@@ -39,7 +39,7 @@ const CLAIM_IDLE_MS = 30_000;
  * ticket is delivered to one of them; entries a dead daemon left unacknowledged are claimed after
  * 30 s. A cut entry ({from, to}) is expanded here by reading the ticket pages of that range.
  */
-export function createLedgerFeed(redis: Redis, prefix: string, consumer: string) {
+export function createLedgerFeed(redis: RedisLike, prefix: string, consumer: string) {
   const grouped = new Set<string>();
 
   async function ensureGroup(key: string) {

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisLike } from '../redis/client.js';
 import type { Clock } from '../kernel/clock.js';
 import type { LineItems } from '../queue/items.js';
 import { createScriptRunner, scripts } from '../redis/scripts.js';
@@ -29,7 +29,7 @@ export interface StockCounters {
 }
 
 /** `items`: the line's item views, refreshed after a change admission depends on (units back, a new count). */
-export function createStockCounters(deps: { redis: Redis; prefix: string; clock: Clock; items: Pick<LineItems, 'invalidate' | 'keepActive'> }): StockCounters {
+export function createStockCounters(deps: { redis: RedisLike; prefix: string; clock: Clock; items: Pick<LineItems, 'invalidate' | 'keepActive'> }): StockCounters {
   const { run } = createScriptRunner(deps.redis, deps.prefix);
   const now = () => deps.clock.now();
   return {

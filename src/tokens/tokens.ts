@@ -1,6 +1,6 @@
 import { createHmac } from 'node:crypto';
 import { SignJWT, decodeProtectedHeader, jwtVerify, type JWTPayload } from 'jose';
-import type { Redis } from 'ioredis';
+import type { RedisLike } from '../redis/client.js';
 import type { Clock } from '../kernel/clock.js';
 import type { Logger } from '../kernel/logger.js';
 import { every } from '../kernel/loop.js';
@@ -41,7 +41,7 @@ export interface Introspection {
 
 export interface TokensDeps {
   keys: KeyRing;
-  redis: Redis;
+  redis: RedisLike;
   prefix: string;
   queue: Pick<Line, 'items'>;
   clock: Clock;

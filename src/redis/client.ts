@@ -1,0 +1,29 @@
+import type { Cluster, Redis } from 'ioredis';
+
+/**
+ * A connection to the daemon's Redis: one server (`Redis`) or a Redis Cluster (`Cluster`). Both
+ * have the same command methods and typings, so modules take a `RedisLike` and never ask which;
+ * what differs (a key scan, a duplicate connection) is done here, once.
+ */
+export type RedisLike = Redis | Cluster;
+
+const isCluster = (r: RedisLike): r is Cluster => 'isCluster' in r && r.isCluster === true;
+
+/**
+ * Calls `each` with every batch of keys matching `pattern` (SCAN … MATCH): on a cluster, on every
+ * master in turn, since SCAN sees only the node it is sent to.
+ */
+export async function scanKeys(redis: RedisLike, pattern: string, each: (keys: string[]) => Promise<unknown>): Promise<void> {
+  const nodes: Redis[] = isCluster(redis) ? redis.nodes('master') : [redis];
+  for (const node of nodes) {
+    let cursor = '0';
+    do {
+      const [next, keys] = await node.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+      if (keys.length) await each(keys);
+      cursor = next;
+    } while (cursor !== '0');
+  }
+}
+
+/** A new connection with the same settings (BullMQ's workers need one of their own to block on). */
+export const duplicateConnection = (redis: RedisLike): RedisLike => (isCluster(redis) ? redis.duplicate() : redis.duplicate());

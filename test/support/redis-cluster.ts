@@ -1,0 +1,153 @@
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { Redis } from 'ioredis';
+import { afterAll } from 'vitest';
+import { freePort } from './proxy.js';
+
+const run = promisify(execFile);
+
+export interface ClusterNodeProc {
+  port: number;
+  /** SIGKILLs the node (no restart): its replica, if any, is promoted after the node timeout. */
+  kill(): Promise<void>;
+}
+
+export interface OwnCluster {
+  /** `host:port,…` of every node: what FLOODGATE_REDIS_CLUSTER takes. */
+  seeds: string;
+  nodes: ClusterNodeProc[];
+  /** The port of the master that serves `key`'s slot now. */
+  masterOf(key: string): Promise<number>;
+  /** Waits until every live node says `cluster_state:ok` and `key`'s slot is served by a master other than `notPort`. */
+  waitPromoted(key: string, notPort: number, timeoutMs?: number): Promise<number>;
+  /** A plain connection to one node (closed after the file). */
+  node(port: number): Redis;
+}
+
+/** Node timeout: how long a killed master stays failing before its replica takes over. */
+export const NODE_TIMEOUT_MS = 1000;
+
+/**
+ * A Redis Cluster of this test file's own: `masters` masters (+ `replicas` each), from the
+ * distribution's redis-server on free ports, with AOFs in a temporary folder; killed and removed
+ * after the file. Resolves once every node reports `cluster_state:ok`.
+ */
+export async function ownCluster(opts: { masters?: number; replicas?: number } = {}): Promise<OwnCluster> {
+  const masters = opts.masters ?? 3;
+  const replicas = opts.replicas ?? 0;
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'fg-cluster-'));
+  const procs = new Map<number, ChildProcess>();
+  const conns: Redis[] = [];
+  const ports: number[] = [];
+  for (let i = 0; i < masters * (1 + replicas); i++) ports.push(await freePort());
+
+  const killPort = async (port: number) => {
+    const p = procs.get(port);
+    procs.delete(port);
+    if (!p || p.exitCode !== null) return;
+    const exited = new Promise((resolve) => p.once('exit', resolve));
+    p.kill('SIGKILL');
+    await exited;
+  };
+  // Also on exit: a file whose earlier afterAll timed out skips this one, and the nodes would outlive it.
+  const killAllNow = () => procs.forEach((p) => p.kill('SIGKILL'));
+  process.once('exit', killAllNow);
+  afterAll(async () => {
+    process.off('exit', killAllNow);
+    for (const c of conns) c.disconnect();
+    await Promise.all([...procs.keys()].map(killPort));
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  await Promise.all(ports.map((port) => startNode(port, dir, procs)));
+  const args = ['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', String(replicas), '--cluster-yes'];
+  await run('redis-cli', args, { timeout: 30_000 });
+
+  const node = (port: number) => {
+    const c = new Redis({ host: '127.0.0.1', port, maxRetriesPerRequest: 1, lazyConnect: false, retryStrategy: () => null });
+    c.on('error', () => {});
+    conns.push(c);
+    return c;
+  };
+  const probes = new Map<number, Redis>();
+  const probe = (port: number) => probes.get(port) ?? (probes.set(port, node(port)), probes.get(port)!);
+  const live = () => ports.filter((p) => procs.has(p));
+
+  async function until<T>(what: string, fn: () => Promise<T | null>, timeoutMs: number): Promise<T> {
+    const end = Date.now() + timeoutMs;
+    for (;;) {
+      const v = await fn().catch(() => null);
+      if (v !== null) return v;
+      if (Date.now() > end) throw new Error(`cluster: ${what} not within ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  const allOk = async () => {
+    const infos = await Promise.all(live().map((p) => probe(p).cluster('INFO') as Promise<string>));
+    return infos.every((i) => i.includes('cluster_state:ok')) ? true : null;
+  };
+  const masterOf = async (key: string) => {
+    const slot = Number(await probe(live()[0]).cluster('KEYSLOT', key));
+    const slots = await probe(live()[0]).cluster('SLOTS');
+    const range = slots.find(([a, b]) => slot >= a && slot <= b);
+    if (!range?.[2]) throw new Error(`slot ${slot} unserved`);
+    return range[2][1];
+  };
+  await until('cluster_state:ok', allOk, 30_000);
+  // Replicas report ok before their replication link is up: wait for every one to be in sync.
+  if (replicas) {
+    await until(
+      'replicas in sync',
+      async () => {
+        const infos = await Promise.all(live().map((p) => probe(p).info('replication')));
+        return infos.every((i) => i.includes('role:master') || i.includes('master_link_status:up')) ? true : null;
+      },
+      30_000,
+    );
+  }
+
+  return {
+    seeds: ports.map((p) => `127.0.0.1:${p}`).join(','),
+    nodes: ports.map((port) => ({ port, kill: () => killPort(port) })),
+    masterOf,
+    waitPromoted: (key, notPort, timeoutMs = 30_000) =>
+      until(
+        'failover',
+        async () => {
+          if (!(await allOk())) return null;
+          const m = await masterOf(key);
+          return m !== notPort ? m : null;
+        },
+        timeoutMs,
+      ),
+    node,
+  };
+}
+
+function startNode(port: number, root: string, procs: Map<number, ChildProcess>): Promise<void> {
+  const dir = path.join(root, String(port));
+  mkdirSync(dir);
+  const args = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-node-timeout', String(NODE_TIMEOUT_MS), '--appendonly', 'yes', '--appendfsync', 'everysec', '--save', '', '--daemonize', 'no'];
+  const p = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  procs.set(port, p);
+  let out = '';
+  return new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`redis-server ${port} did not start:\n${out}`)), 10_000);
+    const onData = (d: Buffer) => {
+      out += d;
+      if (out.includes('Ready to accept connections')) {
+        clearTimeout(timer);
+        // Keep draining: a full pipe would block the server.
+        resolve();
+      }
+    };
+    p.stdout!.on('data', onData);
+    p.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`redis-server ${port} exited ${code}:\n${out}`));
+    });
+  });
+}

@@ -1,0 +1,30 @@
+import { expect } from 'vitest';
+import { scripts, type ScriptRunner } from '../../src/redis/scripts.js';
+
+/** One call of every script on an item (defined with handler `external`), in an order where each finds what it needs. */
+export function everyScriptCall(run: ScriptRunner['run'], item: string, now: number): Record<keyof typeof scripts, () => Promise<unknown>> {
+  return {
+    define: () => run(scripts.define, item, now, { secret: 'ab', definition: '{"handler":"external"}', gate: '', reopen: '0' }),
+    join: () => run(scripts.join, item, now, { userId: 'u1', payload: '', source: '', defaultKeyQuota: '' }),
+    readTicket: () => run(scripts.readTicket, item, now, { seq: 1 }),
+    admit: () => run(scripts.admit, item, now, { max: 1, leaseMs: 1000, leasePrefix: 'p.', autoCap: '' }),
+    settle: () => run(scripts.settle, item, now, {}, [1, 'p.1', 'succeeded', '{"status":"succeeded"}', '0', '0']),
+    extendLeases: () => run(scripts.extendLeases, item, now, { until: now + 1000 }, [1, 'p.1']),
+    sweep: () => run(scripts.sweep, item, now, {}),
+    cancel: () => run(scripts.cancel, item, now, { seq: 1, outcome: '{}', record: 'x' }),
+    cut: () => run(scripts.cut, item, now, { stateChar: 'c', reason: 'item_closed', flag: 'closed' }),
+    draw: () => run(scripts.draw, item, now, { op: 'begin', first: '', order: '', places: '' }),
+    block: () => run(scripts.block, item, now, { userId: 'u2', bit: 1, on: '1' }),
+    setStock: () => run(scripts.setStock, item, now, { units: 3, shards: 2, idleOnly: '0' }),
+    takeStock: () => run(scripts.takeStock, item, now, {}, [1]),
+    refundStock: () => run(scripts.refundStock, item, now, { seq: 1, forfeit: '0' }),
+    returnUnit: () => run(scripts.returnUnit, item, now, {}, ['7', 'u1']),
+    lead: () => run(scripts.lead, item, now, { me: 'd1', ttlMs: 1000 }),
+    seriesAdd: () => run(scripts.seriesAdd, item, now, { second: 5, point: '{}', keep: 60 }),
+  };
+}
+
+/** What everyScriptCall's calls answer, run in order on a fresh item. */
+export function everyScriptReply(now: number) {
+  return { define: [2, expect.any(String), expect.any(Number)], join: [0, 1, expect.any(String), 0], admit: [0, 1, 1, expect.any(String), '', 'p.1', now + 1000], settle: [1], extendLeases: 0, lead: 1, seriesAdd: 1, takeStock: [2, 1], refundStock: 1, returnUnit: 1 };
+}
