@@ -7,7 +7,7 @@ const t = await testApp();
 describe('items and gate (operator)', () => {
   it('creates with 201, replaces with 200, and shows the item view', async () => {
     const { call } = t.build();
-    const body = { handler: 'seckill', config: { stock: 1000 }, capacity: 1200, opensAt: '2026-12-12T02:00:00Z', gate: { mode: 'auto', rate: 500, maxInFlight: 64 } };
+    const body = { handler: 'seckill', config: { stock: 1000 }, capacity: 1200, opensAt: '2099-12-12T02:00:00Z', gate: { mode: 'auto', rate: 500, maxInFlight: 64 } };
     const created = await call('PUT', '/v1/items/sku-10001', body);
     expect(created.status).toBe(201);
     expect(created.body).toMatchObject({
@@ -15,7 +15,7 @@ describe('items and gate (operator)', () => {
       handler: 'seckill',
       config: { stock: 1000 },
       capacity: 1200,
-      opensAt: '2026-12-12T02:00:00.000Z',
+      opensAt: '2099-12-12T02:00:00.000Z',
       closesAt: null,
       state: 'scheduled',
       gate: { mode: 'auto', rate: 500, maxInFlight: 64, effective: { rate: 500, maxInFlight: 64 } },

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
 import { testRedis } from './support/redis.js';
+import { joinAll } from './support/joins.js';
 
 const { newPrefix } = testRedis();
 const db = await testDb();
@@ -9,10 +10,13 @@ const { call } = await inProcessDaemon({ prefix: newPrefix(), databaseUrl: db.ur
 
 describe('the sale window', () => {
   it('admits nobody after closesAt: waiting tickets end cancelled with reason closed, new joins get 410', { timeout: 30_000 }, async () => {
+    // Everyone joins first, behind a closed gate; then the window is set to end 1.5 s from now,
+    // behind a slow gate, so most tickets are still waiting when it ends (a window set before the
+    // joins ended before them on a loaded machine: the joins got 410).
+    await call('PUT', '/v1/items/win', { handler: 'seckill', config: { stock: 100 }, gate: { mode: 'closed' } });
+    const ids = (await joinAll((userId) => call('POST', '/v1/items/win/tickets', { userId }, SVC), ['a', 'b', 'c', 'd', 'e'])).map((r) => r.body.ticketId as string);
     const closesAt = new Date(Date.now() + 1500).toISOString();
-    // A slow gate, so most tickets are still waiting when the window ends.
-    await call('PUT', '/v1/items/win', { handler: 'seckill', config: { stock: 100 }, closesAt, gate: { mode: 'manual', rate: 1 } });
-    const ids = (await Promise.all(['a', 'b', 'c', 'd', 'e'].map((userId) => call('POST', '/v1/items/win/tickets', { userId }, SVC)))).map((r) => r.body.ticketId as string);
+    expect((await call('PUT', '/v1/items/win', { handler: 'seckill', config: { stock: 100 }, closesAt, gate: { mode: 'manual', rate: 1 } })).status).toBe(200);
     const views = await waitFor(
       () => Promise.all(ids.map((id) => call('GET', `/v1/tickets/${id}`, undefined, null).then((r) => r.body))),
       (vs) => vs.every((v) => v.state !== 'waiting' && v.state !== 'admitted'),
