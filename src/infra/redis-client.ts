@@ -17,6 +17,11 @@ import type { RedisLike } from '../redis/client.js';
  */
 
 export const API_COMMAND_TIMEOUT_MS = 500;
+/**
+ * On a cluster, a command may be sent twice (a MOVED or a lost node refreshes the slot map and
+ * sends it again, 100 ms later): each send has API_COMMAND_TIMEOUT_MS, the whole command this.
+ */
+const CLUSTER_COMMAND_TIMEOUT_MS = 1200;
 const RECONNECT_MAX_MS = 500;
 const READY_TIMEOUT_MS = 10_000;
 /** An outage logs its first error and then at most one line per this many ms, not one per retry. */
@@ -68,6 +73,10 @@ export async function connectRedis(target: RedisTarget, kind: 'api' | 'jobs', lo
     if (kind === 'api') {
       const cluster = new Cluster(target.cluster, apiClusterOptions);
       cluster.on('+node', (node: Redis) => timeOutCommands(node, API_COMMAND_TIMEOUT_MS));
+      // And a bound on the whole command, redirections and the cluster's offline queue included:
+      // with every node gone a command waited in that queue for as long as the cluster kept
+      // reconnecting (a join held past a minute; test/cluster-outage.test.ts).
+      timeOutCommands(cluster, CLUSTER_COMMAND_TIMEOUT_MS);
       cluster.connect().catch(() => {}); // whenReady below reports a cluster that never gets ready
       redis = cluster;
     } else {
@@ -96,9 +105,9 @@ export const describeTarget = (t: RedisTarget, redact: (url: string) => string) 
  * for after the next poll phase (setImmediate): answers waiting in the socket are read first, and a
  * Redis that truly does not answer still fails the command one loop turn after `ms`.
  */
-function timeOutCommands(redis: Redis, ms: number) {
-  const send = redis.sendCommand.bind(redis);
-  redis.sendCommand = ((command: Command, stream?: unknown) => {
+function timeOutCommands(redis: RedisLike, ms: number) {
+  const send = redis.sendCommand.bind(redis) as (command: Command, ...rest: unknown[]) => unknown;
+  redis.sendCommand = ((command: Command, ...rest: unknown[]) => {
     const timer = setTimeout(() => {
       setImmediate(() => {
         if (!command.isSettled) command.reject(new Error('Command timed out'));
@@ -106,8 +115,8 @@ function timeOutCommands(redis: Redis, ms: number) {
     }, ms);
     const clear = () => clearTimeout(timer);
     command.promise.then(clear, clear);
-    return send(command, stream as never);
-  }) as Redis['sendCommand'];
+    return send(command, ...rest);
+  }) as never;
 }
 
 function whenReady(redis: RedisLike): Promise<void> {

@@ -1,5 +1,5 @@
 import { Redis } from 'ioredis';
-import { withTimeout } from './wait.js';
+import { withTimeout } from '../kernel/wait.js';
 
 export const REDIS_HOST = '127.0.0.1';
 const PROBE_TIMEOUT_MS = 500;

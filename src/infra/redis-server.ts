@@ -3,7 +3,7 @@ import { mkdir, open, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from '../kernel/logger.js';
 import { probeRedis, REDIS_HOST } from './redis-probe.js';
-import { sleep, tail } from './wait.js';
+import { sleep, tail } from '../kernel/wait.js';
 
 const START_TIMEOUT_MS = 10_000;
 const STOP_TIMEOUT_MS = 5_000;

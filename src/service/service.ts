@@ -5,6 +5,7 @@ import type { PgHealth } from '../db/health.js';
 import { unitsLeft, writeSales, type SaleRequest, type SaleResult } from '../db/sales.js';
 import { createBatcher, perKey } from '../kernel/batcher.js';
 import type { Logger } from '../kernel/logger.js';
+import { settlesWithin } from '../kernel/wait.js';
 import type { Line } from '../queue/line.js';
 import { RequeueError, type HandlerContext } from './handler.js';
 import { createJobQueues, RUN_LEASE_MS, type JobOptions } from './jobs.js';
@@ -134,7 +135,9 @@ export function createService(deps: ServiceDeps) {
     async stop() {
       await closeWorkers(workers, deps.log);
       await Promise.all([...Object.values(sellers), taker, settler].map((s) => s.drain()));
-      await jobs.close();
+      // With Redis gone for good (every node of a cluster down), BullMQ's close waits for a
+      // connection that never ends: the stop goes on without it.
+      if (!(await settlesWithin(jobs.close(), WORKER_CLOSE_MS))) deps.log.warn({ afterMs: WORKER_CLOSE_MS }, 'job queues did not close in time');
       workerConn.disconnect();
     },
   };
@@ -151,11 +154,8 @@ export type Service = ReturnType<typeof createService>;
 const WORKER_CLOSE_MS = 10_000;
 
 async function closeWorkers(workers: Worker[], log: Logger) {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), WORKER_CLOSE_MS)));
-  const closed = await Promise.race([Promise.all(workers.map((w) => w.close())), late]);
-  clearTimeout(timer);
-  if (closed !== 'late') return;
+  if (await settlesWithin(Promise.all(workers.map((w) => w.close())), WORKER_CLOSE_MS)) return;
   log.warn({ afterMs: WORKER_CLOSE_MS }, 'workers did not close in time; their connections are dropped');
-  await Promise.all(workers.map((w) => w.disconnect().catch(() => {})));
+  // Dropping them waits for their 'end', which a cluster with every node gone never sends.
+  await settlesWithin(Promise.all(workers.map((w) => w.disconnect().catch(() => {}))), 1000);
 }

@@ -1,4 +1,4 @@
-/** Small waits the infra steps share: a promise raced against a deadline, a pause, a text's tail. */
+/** Small waits shared by the infra steps and the stop: a promise raced against a deadline, a pause, a text's tail. */
 
 /** Whether `p` settles within `ms`. */
 export async function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
