@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { createLogger } from '../src/kernel/logger.js';
 import { itemKeys, jobQueuePrefix } from '../src/redis/keys.js';
 import { queueName } from '../src/service/jobs.js';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
@@ -15,7 +16,9 @@ const cluster = await ownCluster({ masters: 3, replicas: 1 });
 const db = await testDb();
 const prefix = 'fgs:';
 const env = { REDIS_URL: '', FLOODGATE_REDIS_CLUSTER: cluster.seeds };
-const daemons = [await inProcessDaemon({ prefix, databaseUrl: db.url, env }), await inProcessDaemon({ prefix, databaseUrl: db.url, env })];
+// Error lines are printed: an answer the contract does not allow (a 500) names its cause in the output.
+const log = createLogger('error');
+const daemons = [await inProcessDaemon({ prefix, databaseUrl: db.url, env, log }), await inProcessDaemon({ prefix, databaseUrl: db.url, env, log })];
 const terminal = new Set(['succeeded', 'rejected', 'failed', 'cancelled', 'expired']);
 
 /** Item ids on distinct masters first, then round the masters again: `n` items that cover every master. */

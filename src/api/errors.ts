@@ -55,8 +55,13 @@ export function validationError(error: ZodError): FloodgateError {
   return new FloodgateError('invalid_request', 'The request is not valid.', { issues });
 }
 
-/** ioredis's words for a connection that is down, refusing commands (no offline queue) or too slow. */
-const redisDown = /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|Connection is closed|MaxRetriesPerRequest|max retries per request|ENOTFOUND|EHOSTUNREACH|Stream isn't writeable|Command timed out|^LOADING |^READONLY |^MASTERDOWN /i;
+/**
+ * ioredis's words for a connection that is down, refusing commands (no offline queue) or too slow;
+ * on a cluster also a failover under way (CLUSTERDOWN, TRYAGAIN, a slot moving, the redirections
+ * running out, the slot map not refreshed, a node dropped): a join during a failover answered 500.
+ */
+const redisDown =
+  /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|Connection is closed|MaxRetriesPerRequest|max retries per request|ENOTFOUND|EHOSTUNREACH|Stream isn't writeable|Command timed out|^LOADING |^READONLY |^MASTERDOWN |^CLUSTERDOWN|^TRYAGAIN|^MOVED |^ASK |Too many Cluster redirections|Failed to refresh slots cache|Cluster isn't ready|Cluster is disconnect|Node is disconnected|None of startup nodes is available/i;
 /** postgres.js's connection codes, Node's socket codes, SQLSTATE classes 08 (connection) and 57P0x (shutdown). */
 const pgDown = /^(CONNECTION_(CLOSED|DESTROYED|ENDED)|CONNECT_TIMEOUT|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|EHOSTUNREACH|ENOTFOUND|08...|57P0.)$/;
 
