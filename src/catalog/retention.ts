@@ -3,6 +3,7 @@ import type { Clock } from '../kernel/clock.js';
 import type { Logger } from '../kernel/logger.js';
 import { every } from '../kernel/loop.js';
 import type { Line } from '../queue/line.js';
+import type { ItemSnapshot } from '../queue/snapshot.js';
 
 /**
  * Removes the Redis keys of items that ended (closed or sold out) more than `retentionMs` ago, once
@@ -13,16 +14,18 @@ import type { Line } from '../queue/line.js';
  * Ticket ids of a removed item answer 404 from then on.
  */
 export function startRetention(deps: { queue: Pick<Line, 'items' | 'definitions'>; store: Pick<ItemsStore, 'archive'>; clock: Clock; log: Logger }, opts: { everyMs: number; retentionMs: number }) {
+  /** Ended (closed or sold out) longer ago than the retention time. */
+  const due = (s: ItemSnapshot | undefined, now: number): s is ItemSnapshot & { endedAt: number } =>
+    !!s && s.endedAt !== null && (s.closed || s.soldOut) && now - s.endedAt >= opts.retentionMs;
   async function round() {
     const now = deps.clock.now();
     // An idle item is judged from the view this daemon holds (no Redis call); one it is about to
     // remove is read again first.
     const held = await deps.queue.items.heldViews();
     for (const itemId of await deps.queue.items.itemIds()) {
-      let s = (held(itemId) ?? (await deps.queue.items.item(itemId)))?.snap;
-      if (!s || s.endedAt === null || !(s.closed || s.soldOut) || now - s.endedAt < opts.retentionMs) continue;
-      s = (await deps.queue.items.item(itemId, { fresh: true }))?.snap;
-      if (!s || s.endedAt === null || !(s.closed || s.soldOut) || now - s.endedAt < opts.retentionMs) continue;
+      if (!due((held(itemId) ?? (await deps.queue.items.item(itemId)))?.snap, now)) continue;
+      const s = (await deps.queue.items.item(itemId, { fresh: true }))?.snap;
+      if (!s || !due(s, now)) continue;
       if (s.counts.waiting > 0 || s.counts.admitted > 0) continue;
       await deps.store.archive(itemId, new Date(now));
       if (await deps.queue.definitions.drop(itemId)) deps.log.info({ itemId, endedAt: new Date(s.endedAt).toISOString() }, 'ended item removed from redis (retention)');

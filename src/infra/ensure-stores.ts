@@ -26,12 +26,12 @@ export interface StoreSettings {
 export async function ensureStores(s: StoreSettings, log: Logger) {
   const dataDir = path.resolve(s.dataDir);
   const changes = provisionPolicy(s.provision, { redis: !!s.redisUrl || !!s.redisCluster, postgres: !!s.databaseUrl }, log.child({ module: 'provision' }));
-  const redis = s.redisCluster
+  const redis: { target: RedisTarget; stop: () => Promise<void> } = s.redisCluster
     ? { target: { cluster: s.redisCluster }, stop: async () => {} }
     : await ensureRedis({ url: s.redisUrl, dataDir: path.join(dataDir, 'redis'), log, changes, env: s.env }).then((r) => ({ target: { url: r.url }, stop: r.stop }));
   const pg = await ensurePostgres({ url: s.databaseUrl, dataDir: path.join(dataDir, 'postgres'), log, changes, port: s.embeddedPgPort });
   return {
-    redis: redis.target as RedisTarget,
+    redis: redis.target,
     pgUrl: pg.url,
     stop: async () => {
       await pg.stop();

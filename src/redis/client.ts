@@ -26,4 +26,5 @@ export async function scanKeys(redis: RedisLike, pattern: string, each: (keys: s
 }
 
 /** A new connection with the same settings (BullMQ's workers need one of their own to block on). */
+// (Two branches for the typings: the union's two duplicate() signatures cannot be called as one.)
 export const duplicateConnection = (redis: RedisLike): RedisLike => (isCluster(redis) ? redis.duplicate() : redis.duplicate());
