@@ -32,12 +32,14 @@ export function createStockSync(deps: { queue: Pick<Line, 'items' | 'definitions
    * admitted (no sale in flight), when total − sold is exactly what the counter must hold, so it is
    * corrected in both directions; otherwise left as it is (`changed: false`). A count of zero with
    * nothing reserved is Postgres saying "sold out": the line is cut (with reservations pending, the
-   * item is held: a released unit comes back to the line).
+   * item is held: a released unit comes back to the line). `before`: the item's admissions counter
+   * and units left before Postgres counted; if either moved since, the count may be old, and
+   * nothing is set.
    */
-  async function pushStock(itemId: string, counted: { left: number; reserved?: number; shards: number }, idleOnly: boolean) {
+  async function pushStock(itemId: string, counted: { left: number; reserved?: number; shards: number }, idleOnly: boolean, before?: { admissions: number; units: number | null }) {
     const { left } = counted;
     const redisHad = (await queue.items.item(itemId, { fresh: true }))?.snap.stockLeft ?? null;
-    const changed = await deps.counters.set(itemId, left, counted.shards, { idleOnly });
+    const changed = await deps.counters.set(itemId, left, counted.shards, { idleOnly, unless: before });
     if (changed && left <= 0 && !counted.reserved) await queue.definitions.cut(itemId, 'sold_out');
     // The counter moved: every daemon reads the item again (their views of it are old). Tickets
     // waiting for units keep the item active already, so the dispatcher sees them.
@@ -45,9 +47,17 @@ export function createStockSync(deps: { queue: Pick<Line, 'items' | 'definitions
     return { itemId, left, redisHad, changed };
   }
 
+  /**
+   * Postgres's count pushed to Redis. Idle only: the count is taken after reading the admissions
+   * counter and the units left, and set only if neither has moved, so a sale (or a release) that
+   * happens between the count and the set (a busy machine's stock keeper took that long) is never
+   * undone by a count from before it.
+   */
   async function syncStock(def: LineDefinition, idleOnly: boolean) {
+    const snap = idleOnly ? (await queue.items.item(def.itemId, { fresh: true }))?.snap : undefined;
+    const before = snap ? { admissions: snap.admissions, units: snap.stockLeft } : undefined;
     const counted = await countStock(def);
-    return counted && pushStock(def.itemId, counted, idleOnly);
+    return counted && pushStock(def.itemId, counted, idleOnly, before);
   }
 
   return { countStock, pushStock, syncStock };

@@ -53,7 +53,7 @@ export const scripts = {
   block: spec('block-1', ['blocked'], ['userId', 'bit', 'on']),
   takeStock: spec('take-stock-2', ['stock', 'taken'], [], 'seq'),
   refundStock: spec('refund-stock-2', ['stock', 'taken'], ['seq', 'forfeit']),
-  setStock: spec('set-stock-4', ['stock', 'meta', 'ctr', 'taken'], ['units', 'shards', 'idleOnly']),
+  setStock: spec('set-stock-4', ['stock', 'meta', 'ctr', 'taken'], ['units', 'shards', 'idleOnly', 'admissions', 'unitsWere']),
   returnUnit: spec('return-unit-3', ['stock', 'returned', 'users'], [], 'orderId, userId'),
   lead: spec('lead-1', ['leader'], ['me', 'ttlMs']),
   seriesAdd: spec('series-add-1', ['series'], ['second', 'point', 'keep']),

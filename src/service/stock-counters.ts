@@ -23,9 +23,11 @@ export interface StockCounters {
   returnReleased(itemId: string, orders: { orderId: string; userId: string }[]): Promise<number>;
   /**
    * Sets the units left, over `shards` shards; with `idleOnly`, only while no ticket of the item
-   * is admitted (then also forgetting which tickets took units). Returns whether it was set.
+   * is admitted (then also forgetting which tickets took units), and with `unless` only if the
+   * item's admissions counter and its units left still read what they did when the caller counted
+   * `units` (nothing was admitted or given back since). Returns whether it was set.
    */
-  set(itemId: string, units: number, shards: number, opts?: { idleOnly?: boolean }): Promise<boolean>;
+  set(itemId: string, units: number, shards: number, opts?: { idleOnly?: boolean; unless?: { admissions: number; units: number | null } }): Promise<boolean>;
 }
 
 /** `items`: the line's item views, refreshed after a change admission depends on (units back, a new count). */
@@ -48,7 +50,7 @@ export function createStockCounters(deps: { redis: RedisLike; prefix: string; cl
       return given;
     },
     async set(itemId, units, shards, opts) {
-      const res = (await run(scripts.setStock, itemId, now(), { units, shards, idleOnly: opts?.idleOnly ? '1' : '0' })) as number;
+      const res = (await run(scripts.setStock, itemId, now(), { units, shards, idleOnly: opts?.idleOnly ? '1' : '0', admissions: opts?.unless?.admissions ?? '', unitsWere: opts?.unless?.units ?? '' })) as number;
       deps.items.invalidate(itemId);
       return res >= 0;
     },

@@ -15,7 +15,7 @@ export function everyScriptCall(run: ScriptRunner['run'], item: string, now: num
     cut: () => run(scripts.cut, item, now, { stateChar: 'c', reason: 'item_closed', flag: 'closed' }),
     draw: () => run(scripts.draw, item, now, { op: 'begin', first: '', order: '', places: '' }),
     block: () => run(scripts.block, item, now, { userId: 'u2', bit: 1, on: '1' }),
-    setStock: () => run(scripts.setStock, item, now, { units: 3, shards: 2, idleOnly: '0' }),
+    setStock: () => run(scripts.setStock, item, now, { units: 3, shards: 2, idleOnly: '0', admissions: '', unitsWere: '' }),
     takeStock: () => run(scripts.takeStock, item, now, {}, [1]),
     refundStock: () => run(scripts.refundStock, item, now, { seq: 1, forfeit: '0' }),
     returnUnit: () => run(scripts.returnUnit, item, now, {}, ['7', 'u1']),

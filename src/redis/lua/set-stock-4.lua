@@ -8,11 +8,24 @@
     flight and no ticket holds a unit (waiting tickets never do: returning a ticket to the line
     gives its unit back), so Postgres's total − sold is exactly what the counter must hold, in
     both directions.
-  Returns the units set, or -1 when a sale was in flight (nothing changed).
+  ARGV[5] admissions  ARGV[6] unitsWere: with idleOnly, the item's admissions counter and the
+    units the counter held (its shards summed, negatives as 0) before the caller counted in
+    Postgres ('' to skip): units are set only if neither has moved since, for then the count it
+    brings is still the truth. (Without them, a whole sale could happen between the caller's count
+    and this script — admitted, sold, settled — and the counter would be set back to the units
+    before it; or released units come back, and be taken away again.)
+  Returns the units set, or -1 when a sale was in flight or the counter moved since (nothing changed).
 ]]
 local units, k = tonumber(ARGV[2]), tonumber(ARGV[3])
 if ARGV[4] == '1' then
-  if tonumber(redis.call('HGET', K.ctr, 'admitted') or '0') > 0 then return -1 end
+  local ctr = redis.call('HMGET', K.ctr, 'admitted', 'admissions')
+  if tonumber(ctr[1] or '0') > 0 then return -1 end
+  if ARGV[5] ~= '' and (ctr[2] or '0') ~= ARGV[5] then return -1 end
+  if ARGV[6] ~= '' then
+    local had = 0
+    for _, v in ipairs(redis.call('HVALS', K.stock)) do had = had + math.max(0, tonumber(v)) end
+    if had ~= tonumber(ARGV[6]) then return -1 end
+  end
   redis.call('DEL', K.taken)
 end
 redis.call('DEL', K.stock)
