@@ -10,6 +10,11 @@ import { redisUrl, testRedis } from './support/redis.js';
 const { newPrefix } = testRedis();
 const db = await testDb();
 const running: RunningDaemon[] = [];
+// The line before the failover, and what joins while the gate is manual. The first part only has to
+// outlast a baseline and a leader's lease (the item stays active for a minute after its line
+// empties, so a new leader is chosen even then); the second gives the return to auto work to probe.
+const FIRST = 800;
+const MORE = 300;
 
 // A downstream with K = 8 workers (20 ms a call) and a backlog bound of 40 (then 503).
 let active = 0;
@@ -46,11 +51,11 @@ describe('the adaptive gate across two daemons', () => {
     const [a, b] = await Promise.all([startDaemonProcess(env), startDaemonProcess(env)]);
     running.push(a, b);
     // The line fills behind a closed gate and then opens on auto, so that the controller's first
-    // round trips measure the downstream, not a machine busy with 2000 joins: with the joins under
+    // round trips measure the downstream, not a machine busy with the joins: with the joins under
     // way, the 20 ms service read as a 90 ms baseline, and a queue up to the 503 bound read as none
     // (startup doubled to 64; 1 run in 3 here). The controller under CPU noise is the gate bench's subject.
     await http(a.url, 'PUT', '/v1/items/auto', { handler: 'webhook', config: { url, timeoutMs: 2000 }, gate: { mode: 'closed' } }, 'op');
-    await joinAll((u) => http(Number(u.slice(1)) % 200 < 100 ? b.url : a.url, 'POST', '/v1/items/auto/tickets', { userId: u }, 'svc'), userIds(0, 2000));
+    await joinAll((u) => http(Number(u.slice(1)) % 200 < 100 ? b.url : a.url, 'POST', '/v1/items/auto/tickets', { userId: u }, 'svc'), userIds(0, FIRST));
     await http(b.url, 'PATCH', '/v1/items/auto/gate', { mode: 'auto' }, 'op');
 
     const poll = async (base: string, ok: (v: any) => boolean, what: string) => {
@@ -78,8 +83,8 @@ describe('the adaptive gate across two daemons', () => {
     const manual = (await http(alive.url, 'PATCH', '/v1/items/auto/gate', { mode: 'manual', rate: 50, maxInFlight: 4 }, 'op')).body;
     expect(manual.effective).toEqual({ rate: 50, maxInFlight: 4 });
     expect(manual.controller).not.toBeNull();
-    // Work that outlasts the switch back (50/s), however fast the first 2000 drained.
-    await joinAll((u) => http(alive.url, 'POST', '/v1/items/auto/tickets', { userId: u }, 'svc'), userIds(2000, 2300));
+    // Work that outlasts the switch back (50/s), however fast the first part drained.
+    await joinAll((u) => http(alive.url, 'POST', '/v1/items/auto/tickets', { userId: u }, 'svc'), userIds(FIRST, FIRST + MORE));
     // Back to auto without the manual pace: restart from the observed in-flight with a probe,
     // never the stale estimate. A probe can begin and end between two polls, so count them.
     const probes = async () => {
@@ -103,7 +108,7 @@ describe('the adaptive gate across two daemons', () => {
       await new Promise((r) => setTimeout(r, 100));
     }
     expect(item.counts.waiting + item.counts.admitted, 'the line stalled (no success for 20 s)').toBe(0);
-    expect(item.counts.succeeded).toBe(2300);
+    expect(item.counts.succeeded).toBe(FIRST + MORE);
     expect(item.counts.failed).toBe(0);
     expect(maxOutstanding, 'the downstream reached its 503 bound').toBeLessThan(48);
     // The operator's changes are audited as theirs; the controller's large changes, if any, as its own.

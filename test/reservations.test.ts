@@ -122,12 +122,13 @@ describe('reservations (seckill with reserveMs)', () => {
     expect((await call('POST', `/v1/orders/${orderId}/release`, undefined, null)).status).toBe(401);
   });
 
-  it('ends a release and a confirm racing for one order in exactly one of them', async () => {
+  it('ends a release and a confirm racing for one order in exactly one of them', { timeout: 90_000 }, async () => {
     const item = 'resv-race';
     const n = 20;
     await call('PUT', `/v1/items/${item}`, { handler: 'seckill', config: { stock: n, reserveMs: 60_000 } });
     const ids = await Promise.all(Array.from({ length: n }, (_, i) => join(item, `racer-${i}`).then((r) => r.body.ticketId as string)));
-    const views = await waitFor(() => Promise.all(ids.map(view)), (vs) => vs.every((v) => v.state === 'succeeded'));
+    const views = await waitFor(() => Promise.all(ids.map(view)), (vs) => vs.every((v) => v.state === 'succeeded'), 60_000);
+    expect(views.map((v) => v.state)).toEqual(ids.map(() => 'succeeded'));
     const results = await Promise.all(
       views.map(async (v) => {
         const id = v.outcome.result.orderId;

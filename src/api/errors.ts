@@ -98,16 +98,18 @@ export function describeError(err: unknown): Record<string, unknown>[] {
   });
 }
 
-/** Every request fails alike during an outage: log the first, then one line per interval with a count. */
+/**
+ * Every request fails alike during an outage: log the first, then one line per interval with a
+ * count. Counted per logger (one per daemon), so two daemons in one process each say it once.
+ */
 const OUTAGE_LOG_EVERY_MS = 5000;
-let outageLoggedAt = -Infinity;
-let outagesUnlogged = 0;
+const outageLogs = new WeakMap<Logger, { at: number; unlogged: number }>();
 function logOutage(log: Logger, err: unknown) {
   const now = Date.now();
-  if (now - outageLoggedAt < OUTAGE_LOG_EVERY_MS) return void outagesUnlogged++;
-  log.warn({ err: describeError(err), alsoFailedSinceLast: outagesUnlogged }, 'dependency unavailable');
-  outageLoggedAt = now;
-  outagesUnlogged = 0;
+  const seen = outageLogs.get(log);
+  if (seen && now - seen.at < OUTAGE_LOG_EVERY_MS) return void seen.unlogged++;
+  log.warn({ err: describeError(err), alsoFailedSinceLast: seen?.unlogged ?? 0 }, 'dependency unavailable');
+  outageLogs.set(log, { at: now, unlogged: 0 });
 }
 
 /** Maps anything thrown to the contract: known errors as they are, outages to 503, the rest 500. */
