@@ -74,7 +74,11 @@ export function startController(
     if (gate.aReset) {
       // A switch to auto: never resume a stale estimate; start from what is in flight and probe.
       // The probe count carries on (the probes metric counts by it).
+      // The window goes too: its samples were taken under the operator's pace, and the first step
+      // read that pace as what the downstream carries (startup ended at a limit of 2 on a
+      // downstream of 8 workers, and admissions crawled for seconds).
       local.state = null;
+      local.window = emptyWindow(now, inflight);
       await store.publish(itemId, { aReset: '' });
     }
     local.state ??= { ...initialState(now, Math.max(opts.startLimit, inflight)), probes };
