@@ -151,8 +151,15 @@ async function itemPage(itemId: string) {
   const chartsBox = el('div', { id: 'charts' });
   const audit = el('tbody');
   app.append(header(el('span', {}, ` / ${itemId}`)), el('h1', {}, itemId), summary, el('p', { id: 'error', class: 'error' }), el('div', { class: 'cols' }, chartsBox, gateForm), el('h2', {}, 'Audit log'), el('table', { id: 'audit' }, el('thead', {}, el('tr', {}, ...['when', 'who', 'from', 'to', 'why'].map((h) => el('th', {}, h)))), audit));
+  // The form shows the gate as it is, until the operator edits it; an edit made while an earlier
+  // apply is still answering stays (a loaded daemon answered the first apply after the operator
+  // had chosen the next mode, and the refresh put the old one back before the click).
   let editing = false;
-  gateForm.addEventListener('input', () => (editing = true));
+  let edits = 0;
+  gateForm.addEventListener('input', () => {
+    editing = true;
+    edits++;
+  });
   gateForm.addEventListener('submit', async (e) => {
     e.preventDefault();
     const patch: Record<string, unknown> = { mode: (mode as HTMLSelectElement).value };
@@ -160,9 +167,10 @@ async function itemPage(itemId: string) {
     const m = (mif as HTMLInputElement).value;
     patch.rate = r === '' ? null : Number(r);
     patch.maxInFlight = m === '' ? null : Number(m);
+    const sent = edits;
     try {
       await api('PATCH', `${path}/gate`, patch);
-      editing = false;
+      if (edits === sent) editing = false;
       void load();
     } catch (err) {
       failed(err);

@@ -110,7 +110,7 @@ function timeOutCommands(redis: RedisLike, ms: number) {
   redis.sendCommand = ((command: Command, ...rest: unknown[]) => {
     const timer = setTimeout(() => {
       setImmediate(() => {
-        if (!command.isSettled) command.reject(new Error('Command timed out'));
+        if (!command.isSettled) command.reject(new Error(`Command timed out: ${command.name}`));
       });
     }, ms);
     const clear = () => clearTimeout(timer);
