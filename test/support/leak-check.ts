@@ -1,11 +1,53 @@
 /**
  * Fails a test file that leaves something running when it ends: a socket or a server (a Redis or
- * Postgres connection, an HTTP server, a daemon's port), a child process, a timer that keeps the
- * process alive, a worker. It compares the event loop's active resources
- * (process.getActiveResourcesInfo()) after the file's own afterAll hooks with those before the
- * file's first line ran. A vitest setup file: its afterAll is registered first, so it runs last.
+ * Postgres connection, an HTTP server, a daemon's port), a child process, a worker — compared in
+ * the event loop's active resources (process.getActiveResourcesInfo()) after the file's own
+ * afterAll hooks with those before the file's first line ran — and a timer the file started that
+ * still holds the process (tracked by wrapping the global timer functions: under vitest the
+ * active resources do not count timers reliably, a leaked interval went unseen). A vitest setup
+ * file: its afterAll is registered first, so it runs last. Workers keep their modules from file to
+ * file (isolate: false), so a leak would outlive its file: this is where it must be caught.
  */
 import { afterAll } from 'vitest';
+
+/** Timers started (and neither cleared nor fired) since the current file began, where they were made. */
+interface TimerTrack {
+  live: Map<NodeJS.Timeout, string>;
+}
+const TRACK = Symbol.for('floodgate.test.timers');
+const g = globalThis as typeof globalThis & { [TRACK]?: TimerTrack };
+if (!g[TRACK]) {
+  const track: TimerTrack = { live: new Map() };
+  const { setTimeout: st, setInterval: si, clearTimeout: ct, clearInterval: ci } = globalThis;
+  const where = () => new Error().stack?.split('\n').slice(3, 6).map((l) => l.trim()).join(' < ') ?? '';
+  const forget = (h: unknown) => {
+    if (h && typeof h === 'object') track.live.delete(h as NodeJS.Timeout);
+  };
+  globalThis.setTimeout = Object.assign(
+    ((fn: (...a: unknown[]) => void, ms?: number, ...args: unknown[]) => {
+      const live = track.live; // the file that started it, even if it fires in the next
+      const h: NodeJS.Timeout = st((...a: unknown[]) => {
+        live.delete(h);
+        fn(...a);
+      }, ms, ...args);
+      live.set(h, where());
+      return h;
+    }) as typeof setTimeout,
+    st,
+  );
+  globalThis.setInterval = ((fn: (...a: unknown[]) => void, ms?: number, ...args: unknown[]) => {
+    const h = si(fn, ms, ...args);
+    track.live.set(h, where());
+    return h;
+  }) as typeof setInterval;
+  globalThis.clearTimeout = ((h?: NodeJS.Timeout | string | number) => (forget(h), ct(h))) as typeof clearTimeout;
+  globalThis.clearInterval = ((h?: NodeJS.Timeout | string | number) => (forget(h), ci(h))) as typeof clearInterval;
+  g[TRACK] = track;
+}
+const timers = g[TRACK]!;
+timers.live = new Map();
+const fileTimers = timers.live;
+
 
 function count(): Map<string, number> {
   const m = new Map<string, number>();
@@ -14,8 +56,8 @@ function count(): Map<string, number> {
 }
 
 const before = count();
-/** vitest's own IPC and stdio pipes, and the timer that bounds the very hook this check runs in. */
-const OWN = { pipes: new Set(['PipeWrap', 'TTYWrap']), hookTimers: 1 };
+/** vitest's own IPC and stdio pipes; timers are counted by the tracking above (vitest's own are not tracked: it keeps the real functions). */
+const OWN = { pipes: new Set(['PipeWrap', 'TTYWrap']) };
 /**
  * How long what is left may take to go: ioredis's disconnect() of a connection still connecting
  * (the store probes' at a start) arms a 2 s timer to destroy the socket, which is not ours to clear;
@@ -26,9 +68,11 @@ const SETTLE_MS = 10_000;
 
 function leftOver(): string[] {
   const out: string[] = [];
+  const held = [...fileTimers].filter(([h]) => !(h as unknown as { _destroyed?: boolean })._destroyed && h.hasRef());
+  if (held.length) out.push(`${held.length} × timer (${held.slice(0, 3).map(([, at]) => at).join('; ')})`);
   for (const [kind, n] of count()) {
-    if (OWN.pipes.has(kind)) continue;
-    const extra = n - (before.get(kind) ?? 0) - (kind === 'Timeout' ? OWN.hookTimers : 0);
+    if (OWN.pipes.has(kind) || kind === 'Timeout') continue;
+    const extra = n - (before.get(kind) ?? 0);
     if (extra > 0) out.push(`${extra} × ${kind}`);
   }
   return out;
