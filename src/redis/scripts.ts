@@ -57,6 +57,11 @@ export const scripts = {
   returnUnit: spec('return-unit-3', ['stock', 'returned', 'users'], [], 'orderId, userId'),
   lead: spec('lead-1', ['leader'], ['me', 'ttlMs']),
   seriesAdd: spec('series-add-1', ['series'], ['second', 'point', 'keep']),
+  // A split item's sub-lines (queue/split-line.ts): join, peek and admit run on a sub-line's keys, the gate on the item's.
+  splitJoin: spec('split-join-5', ['meta', 'ctr', 'users', 'wait', 'payloads'], ['userId', 'num', 'payload']),
+  splitPeek: spec('split-peek-4', ['meta', 'ctr', 'retry', 'wait'], ['upTo', 'max']),
+  splitAdmit: spec('split-admit-6', ['meta', 'ctr', 'retry', 'wait', 'leases', 'payloads'], ['leaseMs', 'leasePrefix'], 'seq'),
+  splitGate: spec('split-gate-3', ['gate', 'ctr', 'alock'], ['op', 'token', 'want', 'inFlight', 'autoCap', 'taken', 'lastNum']),
 } as const;
 
 export type Scripts = typeof scripts;

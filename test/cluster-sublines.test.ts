@@ -1,0 +1,159 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { connectRedis } from '../src/infra/redis-client.js';
+import { systemClock } from '../src/kernel/clock.js';
+import { createLogger } from '../src/kernel/logger.js';
+import { createLine } from '../src/queue/line.js';
+import { createSplitLine, splitSeq, subLineOf, subLineSeq, type SplitAdmitted, type SplitItem } from '../src/queue/split-line.js';
+import { hashSlot, itemKeys, subLineTag } from '../src/redis/keys.js';
+import { userIds } from './support/joins.js';
+import { ownCluster } from './support/redis-cluster.js';
+
+/**
+ * A hot item split into 8 sub-lines on a real 3-master Redis Cluster, driven by two "daemons"
+ * (two split-line instances, each with its own cluster connection) at once: joins from both,
+ * admission rounds from both, and position reads while they run.
+ */
+const cluster = await ownCluster({ masters: 3 });
+const seeds = cluster.seeds.split(',').map((s) => ({ host: s.split(':')[0], port: Number(s.split(':')[1]) }));
+const conns = [await connectRedis({ cluster: seeds }, 'api', createLogger('silent')), await connectRedis({ cluster: seeds }, 'api', createLogger('silent'))];
+afterAll(() => conns.forEach((c) => c.disconnect()));
+const prefix = 'fgl:';
+const daemons = conns.map((redis) => createSplitLine({ redis, prefix, clock: systemClock }));
+const line = createLine({ redis: conns[0], prefix, clock: systemClock, cacheMs: 0 });
+
+async function defineSplit(itemId: string, lines: number, maxInFlight: number): Promise<SplitItem> {
+  await line.definitions.define({ itemId, handler: 'external', config: {}, capacity: null, abandonAfterMs: null, opensAt: null, closesAt: null, rejoin: 'any' }, { mode: 'manual', rate: null, maxInFlight }, { reopen: false });
+  const item = { itemId, lines };
+  await daemons[0].defineSubLines(item);
+  return item;
+}
+
+const subCtr = (item: SplitItem, k: number) => itemKeys(prefix, subLineTag(item.itemId, k)).ctr;
+async function waitingNums(item: SplitItem): Promise<number[]> {
+  const all = await Promise.all(Array.from({ length: item.lines }, (_, k) => conns[1].zrange(itemKeys(prefix, subLineTag(item.itemId, k)).wait, '0', '-1', 'WITHSCORES')));
+  return all.flatMap((z) => z.filter((_, i) => i % 2 === 1).map(Number));
+}
+const sumCtr = async (item: SplitItem, field: string) => (await Promise.all(Array.from({ length: item.lines }, (_, k) => conns[0].hget(subCtr(item, k), field)))).reduce((s, v) => s + Number(v ?? 0), 0);
+
+describe('a hot item split into sub-lines on a Redis Cluster', () => {
+  it('puts the 8 sub-lines on 8 slots over every master; lines: 1 is the item itself', async () => {
+    const tags = Array.from({ length: 8 }, (_, k) => subLineTag('hot', k));
+    expect(tags[0]).toBe('hot');
+    const slots = await Promise.all(tags.map((t) => cluster.node(seeds[0].port).cluster('KEYSLOT', `{${t}}:ctr`)));
+    expect(slots.map(Number)).toEqual(tags.map(hashSlot));
+    expect(new Set(slots).size).toBe(8);
+    const masters = await Promise.all(tags.map((t) => cluster.masterOf(itemKeys(prefix, t).ctr)));
+    expect(new Set(masters).size).toBe(3);
+    for (const seq of [1, 2, 7, 8, 9, 1000]) {
+      const { k, local } = subLineSeq(seq, 8);
+      expect(splitSeq(k, local, 8)).toBe(seq);
+      expect(subLineSeq(seq, 1)).toEqual({ k: 0, local: seq });
+    }
+    expect(subLineOf('anyone', 1)).toBe(0);
+  });
+
+  it('two daemons joining and admitting at once: one ticket per user, admission in join order, positions distinct, never rising, bounded', async () => {
+    const item = await defineSplit('hot', 8, 40);
+    const users = userIds(0, 1200, 'h');
+    // Every user joins twice, once through each daemon, the two at once.
+    const jobs = users.flatMap((u, i) => (i % 2 ? [[u, 0], [u, 1]] : [[u, 1], [u, 0]]) as [string, number][]);
+    const joins = new Map<string, { start: number; end: number; seq: number; created: boolean }[]>();
+    let next = 0;
+    let joining = true;
+    const joiner = async () => {
+      while (next < jobs.length) {
+        const [u, d] = jobs[next++];
+        const start = performance.now();
+        const j = await daemons[d].join(item, u, { n: 1 });
+        joins.set(u, [...(joins.get(u) ?? []), { start, end: performance.now(), seq: j.seq, created: j.created }]);
+      }
+    };
+
+    const rows: SplitAdmitted[] = [];
+    const admitter = async (d: number) => {
+      for (;;) {
+        const got = await daemons[d].admit(item, 25, 60_000);
+        rows.push(...got);
+        if (got.length) {
+          const codes = await daemons[d].settle(item, got.map((r) => ({ seq: r.seq, leaseId: r.leaseId, status: 'succeeded' as const })));
+          expect(codes.every((c) => c === 1)).toBe(true);
+        } else if (!joining && (await sumCtr(item, 'waiting')) === 0) return;
+        else await new Promise((r) => setTimeout(r, 2));
+      }
+    };
+
+    // Positions read while all of it runs: A (the admission cursor) first, then the waiting numbers.
+    const lastShown = new Map<number, number>();
+    let snapshots = 0;
+    let maxOver = 0;
+    const reader = async () => {
+      while (joining || (await sumCtr(item, 'waiting')) > 0) {
+        const a = Number((await conns[1].hget(itemKeys(prefix, 'hot').ctr, 'an')) ?? 0);
+        const nums = (await waitingNums(item)).sort((x, y) => x - y);
+        nums.forEach((n, i) => {
+          const shown = n - a;
+          expect(shown).toBeGreaterThanOrEqual(i + 1); // at least the true place (1 + waiting tickets numbered lower)
+          expect(shown).toBeLessThanOrEqual(lastShown.get(n) ?? Infinity); // never rises
+          lastShown.set(n, shown);
+          maxOver = Math.max(maxOver, shown - (i + 1));
+        });
+        expect(new Set(nums.map((n) => n - a)).size).toBe(nums.length); // distinct
+        snapshots++;
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    };
+
+    const admitting = Promise.all([admitter(0), admitter(1)]);
+    const reading = reader();
+    await Promise.all(Array.from({ length: 32 }, joiner));
+    joining = false;
+    await Promise.all([admitting, reading]);
+
+    // One ticket per user, whichever daemon asked first; the other answer is the same ticket.
+    for (const u of users) {
+      const js = joins.get(u)!;
+      expect(js.filter((j) => j.created).length, u).toBe(1);
+      expect(js[0].seq, u).toBe(js[1].seq);
+    }
+    // Every ticket admitted once, in one order over both daemons' rounds: by join number.
+    expect(rows.length).toBe(users.length);
+    expect(new Set(rows.map((r) => r.seq)).size).toBe(users.length);
+    rows.sort((a, b) => a.order - b.order);
+    expect(rows.map((r) => r.order)).toEqual(rows.map((_, i) => i + 1));
+    for (let i = 1; i < rows.length; i++) expect(rows[i].num, `admission ${i + 1}`).toBeGreaterThan(rows[i - 1].num);
+    // Join order as the clients saw it: a ticket whose join ended before another's began is admitted before it.
+    const joinOf = new Map([...joins.values()].map((js) => js.find((j) => j.created)!).map((j) => [j.seq, j]));
+    let latestStart = -Infinity;
+    let inversions = 0;
+    for (const r of rows) {
+      const j = joinOf.get(r.seq)!;
+      if (latestStart > j.end) inversions++;
+      latestStart = Math.max(latestStart, j.start);
+    }
+    expect(inversions).toBe(0);
+    // The joins spread over all 8 sub-lines.
+    for (let k = 0; k < 8; k++) expect(Number(await conns[0].hget(subCtr(item, k), 'seq')), `sub-line ${k}`).toBeGreaterThan(0);
+    expect(snapshots).toBeGreaterThan(0);
+    // Shown − true is at most the join numbers that made no waiting ticket: here, every second join (the user's other one).
+    const taken = Number(await conns[0].hget(itemKeys(prefix, 'hot').ctr, 'jn'));
+    expect(maxOver).toBeLessThanOrEqual(taken - users.length);
+    console.log(`split line: ${rows.length} admitted; ${snapshots} position snapshots; shown − true at most ${maxOver}; join numbers taken ${await conns[0].hget(itemKeys(prefix, 'hot').ctr, 'jn')} for ${users.length * 2} joins`);
+  });
+
+  it('a sell-out cuts every sub-line at once: nothing waits, nothing more is admitted, every sub-line refuses joins', async () => {
+    const item = await defineSplit('cut-me', 8, 10);
+    const users = userIds(0, 300, 'c');
+    await Promise.all(users.map((u, i) => daemons[i % 2].join(item, u)));
+    const before = await daemons[0].admit(item, 10, 60_000);
+    expect(before.length).toBe(10);
+    const ended = await daemons[1].cut(item, 'sold_out');
+    expect(ended).toBe(290);
+    expect(await sumCtr(item, 'waiting')).toBe(0);
+    await daemons[0].settle(item, before.map((r) => ({ seq: r.seq, leaseId: r.leaseId, status: 'succeeded' as const })));
+    expect(await daemons[0].admit(item, 10, 60_000)).toEqual([]);
+    const late = userIds(1000, 1064, 'c');
+    expect(new Set(late.map((u) => subLineOf(u, 8))).size).toBe(8);
+    const answers = await Promise.allSettled(late.map((u, i) => daemons[i % 2].join(item, u)));
+    expect(answers.map((a) => (a.status === 'rejected' ? (a.reason as { code: string }).code : 'joined'))).toEqual(late.map(() => 'sold_out'));
+  });
+});
