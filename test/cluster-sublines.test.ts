@@ -140,6 +140,50 @@ describe('a hot item split into sub-lines on a Redis Cluster', () => {
     console.log(`split line: ${rows.length} admitted; ${snapshots} position snapshots; shown − true at most ${maxOver}; join numbers taken ${await conns[0].hget(itemKeys(prefix, 'hot').ctr, 'jn')} for ${users.length * 2} joins`);
   });
 
+  it('sells exactly the stock of a lines: 8 item from two daemons at once: once per user, no unit below zero, failures give theirs back', async () => {
+    const item = await defineSplit('sk', 8, 30);
+    await daemons[0].setStock(item, 100);
+    const users = userIds(0, 400, 's');
+    const sold = new Map<number, string>();
+    const failed = new Set<number>();
+    let joining = true;
+    const admitter = async (d: number) => {
+      for (;;) {
+        const got = await daemons[d].admit(item, 20, 60_000);
+        if (got.length) {
+          // Every seventh user's sale fails (its unit must go back to the counter).
+          const status = (r: SplitAdmitted) => (Number(r.record.split('|')[1].slice(1)) % 7 === 3 ? ('failed' as const) : ('succeeded' as const));
+          const codes = await daemons[d].settle(item, got.map((r) => ({ seq: r.seq, leaseId: r.leaseId, status: status(r) })));
+          expect(codes.every((c) => c === 1)).toBe(true);
+          for (const r of got) {
+            const user = r.record.split('|')[1];
+            if (status(r) === 'failed') failed.add(r.seq);
+            else {
+              expect([...sold.values()]).not.toContain(user);
+              sold.set(r.seq, user);
+            }
+          }
+        } else if (!joining && (await sumCtr(item, 'admitted')) === 0 && ((await daemons[d].unitsLeft(item)) === 0 || (await sumCtr(item, 'waiting')) === 0)) return;
+        else await new Promise((r) => setTimeout(r, 2));
+      }
+    };
+    const admitting = Promise.all([admitter(0), admitter(1)]);
+    await Promise.all(users.map((u, i) => daemons[i % 2].join(item, u)));
+    joining = false;
+    await admitting;
+    expect(sold.size).toBe(100);
+    expect(new Set(sold.values()).size).toBe(100);
+    expect(failed.size).toBeGreaterThan(0);
+    // No shard below zero, none left.
+    const shards = await Promise.all(Array.from({ length: 8 }, (_, k) => conns[0].hvals(itemKeys(prefix, subLineTag('sk', k)).stock)));
+    expect(shards.flat().map(Number).every((v) => v >= 0)).toBe(true);
+    expect(await daemons[1].unitsLeft(item)).toBe(0);
+    // Sold out: the rest end at once and nobody new gets in.
+    const ended = await daemons[1].cut(item, 'sold_out');
+    expect(ended + sold.size + failed.size).toBe(users.length);
+    await expect(daemons[0].join(item, 'late-user')).rejects.toMatchObject({ code: 'sold_out' });
+  });
+
   it('a sell-out cuts every sub-line at once: nothing waits, nothing more is admitted, every sub-line refuses joins', async () => {
     const item = await defineSplit('cut-me', 8, 10);
     const users = userIds(0, 300, 'c');

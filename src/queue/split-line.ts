@@ -78,6 +78,14 @@ export interface SplitLine {
   admit(item: SplitItem, max: number, leaseMs: number, autoCap?: number): Promise<SplitAdmitted[]>;
   /** Settles admitted tickets (settle-8.lua on each one's sub-line); a code per entry as settle-8 answers. */
   settle(item: SplitItem, entries: { seq: number; leaseId: string; status: 'succeeded' | 'rejected' | 'failed' }[]): Promise<number[]>;
+  /**
+   * Sets the item's units left (seckill, coupon), spread over the sub-lines' own stock (set-stock-4.lua
+   * on each, one shard each): a ticket takes its unit on its own sub-line when admitted, and an
+   * admission round moves units to the sub-lines whose tickets it admits.
+   */
+  setStock(item: SplitItem, units: number): Promise<void>;
+  /** The units left over every sub-line. */
+  unitsLeft(item: SplitItem): Promise<number>;
   /** Ends every waiting ticket of every sub-line (cut-4.lua on each) and refuses joins from then on. */
   cut(item: SplitItem, kind: 'closed' | 'sold_out'): Promise<number>;
 }
@@ -107,6 +115,21 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
       groups.set(k, [...(groups.get(k) ?? []), { e, local, i }]);
     });
     return [...groups];
+  }
+
+  /** Moves units from sub-lines with more than their chosen tickets need to those with fewer (taken first, then added). */
+  async function moveUnits(item: SplitItem, units: number[], chosen: { k: number }[]) {
+    const spare = units.map((u) => Math.max(0, u));
+    for (const c of chosen) spare[c.k]--;
+    for (let k = 0; k < spare.length; k++) {
+      for (let j = 0; spare[k] < 0 && j < spare.length; j++) {
+        if (spare[j] <= 0) continue;
+        const got = (await run(scripts.splitUnits, tag(item, j), clock.now(), { delta: -Math.min(spare[j], -spare[k]) })) as number;
+        if (got > 0) await run(scripts.splitUnits, tag(item, k), clock.now(), { delta: got });
+        spare[j] -= got;
+        spare[k] += got;
+      }
+    }
   }
 
   return {
@@ -149,16 +172,20 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
         let inFlight = 0;
         let bound = upTo;
         const found: { k: number; local: number; num: number }[] = [];
+        const units = peeks.map((p) => p[2]);
         peeks.forEach((p, k) => {
           inFlight += p[0];
           bound = Math.min(bound, p[1]);
-          for (let i = 2; i < p.length; i += 2) found.push({ k, local: p[i], num: p[i + 1] });
+          for (let i = 3; i < p.length; i += 2) found.push({ k, local: p[i], num: p[i + 1] });
         });
         // Each list holds every waiting ticket of its sub-line numbered ≤ its bound: merged, the
         // first ones by number up to the least bound are the first of the whole item.
         const eligible = found.filter((c) => c.num <= bound).sort((a, b) => a.num - b.num || a.k - b.k);
-        const allowed = eligible.length ? await gate('allow', { want: Math.min(max, eligible.length), inFlight }) : 0;
+        const stocked = units.some((u) => u >= 0);
+        const want = Math.min(max, eligible.length, stocked ? units.reduce((s, u) => s + Math.max(0, u), 0) : Infinity);
+        const allowed = want > 0 ? await gate('allow', { want, inFlight }) : 0;
         const chosen = eligible.slice(0, allowed);
+        if (stocked) await moveUnits(item, units, chosen);
         const numOf = new Map(chosen.map((c) => [splitSeq(c.k, c.local, item.lines), c.num]));
         const leasePrefix = randomBytes(12).toString('base64url') + '.';
         const admitted = await Promise.all(
@@ -190,6 +217,22 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
         }),
       );
       return codes;
+    },
+
+    async setStock(item, units) {
+      await Promise.all(
+        subs(item).map(async (k) => {
+          const share = Math.floor(units / item.lines) + (k < units % item.lines ? 1 : 0);
+          await run(scripts.setStock, tag(item, k), clock.now(), { units: share, shards: 1, idleOnly: '0' });
+          // A sub-line whose share is 0 still takes joins while the item has units.
+          if (units > 0) await redis.hdel(itemKeys(prefix, tag(item, k)).meta, 'soldOut');
+        }),
+      );
+    },
+
+    async unitsLeft(item) {
+      const all = await Promise.all(subs(item).map((k) => redis.hvals(itemKeys(prefix, tag(item, k)).stock)));
+      return all.flat().reduce((s, v) => s + Math.max(0, Number(v)), 0);
     },
 
     async cut(item, kind) {
