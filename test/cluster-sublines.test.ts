@@ -5,8 +5,11 @@ import { createLogger } from '../src/kernel/logger.js';
 import { createLine } from '../src/queue/line.js';
 import { createSplitLine, splitSeq, subLineOf, subLineSeq, type SplitAdmitted, type SplitItem } from '../src/queue/split-line.js';
 import { hashSlot, itemKeys, subLineTag } from '../src/redis/keys.js';
-import { userIds } from './support/joins.js';
+import { inProcessDaemon, SVC } from './support/daemon-inproc.js';
+import { testDb } from './support/db.js';
+import { joinAll, userIds } from './support/joins.js';
 import { ownCluster } from './support/redis-cluster.js';
+import { expectSoldExactly } from './support/sale-checks.js';
 
 /**
  * A hot item split into 8 sub-lines on a real 3-master Redis Cluster, driven by two "daemons"
@@ -20,6 +23,11 @@ afterAll(() => conns.forEach((c) => c.disconnect()));
 const prefix = 'fgl:';
 const daemons = conns.map((redis) => createSplitLine({ redis, prefix, clock: systemClock }));
 const line = createLine({ redis: conns[0], prefix, clock: systemClock, cacheMs: 0 });
+// Two whole daemons on the same cluster and one Postgres database, for the sale through the API.
+const db = await testDb();
+const env = { REDIS_URL: '', FLOODGATE_REDIS_CLUSTER: cluster.seeds };
+const log = createLogger('error');
+const apis = [await inProcessDaemon({ prefix: 'fgd:', databaseUrl: db.url, env, log }), await inProcessDaemon({ prefix: 'fgd:', databaseUrl: db.url, env, log })];
 
 async function defineSplit(itemId: string, lines: number, maxInFlight: number): Promise<SplitItem> {
   await line.definitions.define({ itemId, handler: 'external', config: {}, capacity: null, abandonAfterMs: null, opensAt: null, closesAt: null, rejoin: 'any' }, { mode: 'manual', rate: null, maxInFlight }, { reopen: false });
@@ -182,6 +190,98 @@ describe('a hot item split into sub-lines on a Redis Cluster', () => {
     const ended = await daemons[1].cut(item, 'sold_out');
     expect(ended + sold.size + failed.size).toBe(users.length);
     await expect(daemons[0].join(item, 'late-user')).rejects.toMatchObject({ code: 'sold_out' });
+  });
+
+  it('two daemons sell a lines: 8 seckill item through the API: exactly the stock, one order per user, the rest sold_out', async () => {
+    const stock = 120;
+    const put = await apis[0].call('PUT', '/v1/items/hot-sale', { handler: 'seckill', config: { stock }, lines: 8, gate: { mode: 'manual', maxInFlight: 32 } });
+    expect(put.status).toBe(201);
+    const users = userIds(0, 600, 'p');
+    // Every user through one daemon, a sixth of them again through the other.
+    const via = (userId: string, n: number) => apis[n].call('POST', '/v1/items/hot-sale/tickets', { userId }, SVC);
+    const [first, again] = await Promise.all([
+      joinAll((u) => via(u, Number(u.slice(1)) % 2), users, { batch: 50, deadlineMs: 60_000, also: [410] }),
+      joinAll((u) => via(u, (Number(u.slice(1)) + 1) % 2), users.filter((_, i) => i % 6 === 0), { batch: 50, deadlineMs: 60_000, also: [410] }),
+    ]);
+    const byUser = new Map<string, string>();
+    first.forEach((a, i) => a.status !== 410 && byUser.set(users[i], a.body.ticketId));
+    again.forEach((a, i) => {
+      const u = users.filter((_, j) => j % 6 === 0)[i];
+      if (a.status !== 410 && byUser.has(u)) expect(a.body.ticketId, u).toBe(byUser.get(u));
+    });
+    const ids = [...new Set(byUser.values())];
+    await expectSoldExactly(db.sql, 'hot-sale', stock, ids, (id, i) => apis[i % 2].call('GET', `/v1/tickets/${id}`, undefined, null).then((r) => r.body));
+    // The tickets were spread over the 8 sub-lines, so over all three masters.
+    const tags = Array.from({ length: 8 }, (_, k) => subLineTag('hot-sale', k));
+    const seqs = await Promise.all(tags.map((t) => conns[0].hget(itemKeys('fgd:', t).ctr, 'seq')));
+    expect(seqs.every((n) => Number(n) > 0)).toBe(true);
+    expect(new Set(await Promise.all(tags.map((t) => cluster.masterOf(itemKeys('fgd:', t).ctr)))).size).toBe(3);
+  });
+
+  it("through two daemons' APIs: joins and pulls at once keep admission in join order and positions that never rise", async () => {
+    await apis[0].call('PUT', '/v1/items/hot-api', { handler: 'external', lines: 8, gate: { mode: 'manual', maxInFlight: 20 } });
+    const users = userIds(0, 500, 'a');
+    const joinAt = new Map<string, { start: number; end: number }>();
+    const shown = new Map<string, number>();
+    let next = 0;
+    let joining = true;
+    const joiner = async () => {
+      while (next < users.length) {
+        const u = users[next++];
+        const start = performance.now();
+        const [a] = await joinAll((userId) => apis[Number(userId.slice(1)) % 2].call('POST', '/v1/items/hot-api/tickets', { userId }, SVC), [u]);
+        joinAt.set(a.body.ticketId, { start, end: performance.now() });
+        expect(a.body.position).toBeGreaterThanOrEqual(1);
+        shown.set(a.body.ticketId, a.body.position);
+      }
+    };
+    const pulls: { send: number; recv: number; ids: string[] }[] = [];
+    let settled = 0;
+    const puller = async (d: number) => {
+      while (joining || settled < users.length) {
+        const send = performance.now();
+        const r = await apis[d].call('POST', '/v1/items/hot-api/pull', { max: 10 }, SVC);
+        if (r.status !== 200) continue;
+        const got = r.body.tickets as { ticketId: string; leaseId: string }[];
+        pulls.push({ send, recv: performance.now(), ids: got.map((t) => t.ticketId) });
+        for (const t of got) expect((await apis[d].call('POST', `/v1/tickets/${t.ticketId}/outcome`, { leaseId: t.leaseId, status: 'succeeded' }, SVC)).status).toBe(200);
+        settled += got.length;
+        if (!got.length) await new Promise((res) => setTimeout(res, 5));
+      }
+    };
+    // Positions polled through either daemon while it runs: never higher than the last one shown.
+    const poller = async () => {
+      for (let d = 0; joining || settled < users.length; d ^= 1) {
+        for (const [id, last] of [...shown].slice(-40)) {
+          const v = (await apis[d].call('GET', `/v1/tickets/${id}`, undefined, null)).body;
+          if (v.state !== 'waiting') shown.delete(id);
+          else {
+            expect(v.position, id).toBeLessThanOrEqual(last);
+            expect(v.position).toBeGreaterThanOrEqual(1);
+            shown.set(id, v.position);
+          }
+        }
+        await new Promise((res) => setTimeout(res, 5));
+      }
+    };
+    const running = Promise.all([puller(0), puller(1), poller()]);
+    await Promise.all(Array.from({ length: 24 }, joiner));
+    joining = false;
+    await running;
+    expect(new Set(pulls.flatMap((p) => p.ids)).size).toBe(users.length);
+    // A pull answered before another was asked holds only tickets that joined before that one's:
+    // no ticket of the later pull had finished joining before a ticket of the earlier one began.
+    const span = pulls
+      .filter((p) => p.ids.length)
+      .map((p) => ({ ...p, minEnd: Math.min(...p.ids.map((id) => joinAt.get(id)!.end)), maxStart: Math.max(...p.ids.map((id) => joinAt.get(id)!.start)) }));
+    let checked = 0;
+    for (const early of span)
+      for (const late of span)
+        if (early.recv < late.send) {
+          expect(late.minEnd < early.maxStart, `a ticket of a later pull joined before one of an earlier pull began`).toBe(false);
+          checked++;
+        }
+    expect(checked).toBeGreaterThan(0);
   });
 
   it('a sell-out cuts every sub-line at once: nothing waits, nothing more is admitted, every sub-line refuses joins', async () => {

@@ -44,6 +44,13 @@ describe('the split line without a cluster', () => {
     expect(Number(await t.redis.hget(itemKeys(prefix, 'fenced').ctr, 'jn'))).toBe(6 + 8);
   });
 
+  it('refuses a blocked user on every sub-line (the item keeps the block list)', async () => {
+    const { line, split, item } = await setup('blocking', 8);
+    await line.definitions.blocks.set('blocking', 'bad-user', 'item', true);
+    await expect(split.join(item, 'bad-user')).rejects.toMatchObject({ code: 'blocked' });
+    expect(await split.join(item, 'good-user')).toMatchObject({ created: true });
+  });
+
   it('gives the sub-lines of any item distinct slots', () => {
     for (const id of ['a', 'hot', 'item-1234', 'x.y:z']) {
       const slots = Array.from({ length: 64 }, (_, k) => hashSlot(`${subLineTag(id, k)}`));

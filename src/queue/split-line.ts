@@ -4,6 +4,7 @@ import { FloodgateError } from '../kernel/errors.js';
 import type { RedisLike } from '../redis/client.js';
 import { itemKeys, subLineTag } from '../redis/keys.js';
 import { createScriptRunner, scripts } from '../redis/scripts.js';
+import type { Cut } from './types.js';
 
 /**
  * A hot item's line split into K sub-lines on K hash slots (so, on a cluster, over several
@@ -36,6 +37,9 @@ export interface SplitItem {
   lines: number;
 }
 
+/** The item as the split line takes it, if its line is split (lines > 1); null for one line. */
+export const splitOf = (def: { itemId: string; lines?: number }): SplitItem | null => ((def.lines ?? 1) > 1 ? { itemId: def.itemId, lines: def.lines! } : null);
+
 /** The sub-line a user's tickets of an item are in: a stable hash of the user id. */
 export function subLineOf(userId: string, lines: number): number {
   if (lines === 1) return 0;
@@ -54,6 +58,16 @@ export interface SplitJoin {
   record: string;
   /** The join number while the ticket waits in the line (0 once admitted, or for a returned ticket). */
   num: number;
+}
+
+export interface SplitSettle {
+  seq: number;
+  leaseId: string;
+  status: 'succeeded' | 'rejected' | 'failed';
+  /** The outcome JSON (default: just the status). */
+  outcome?: string;
+  retry?: boolean;
+  force?: boolean;
 }
 
 export interface SplitAdmitted {
@@ -77,7 +91,24 @@ export interface SplitLine {
   /** One admission round: up to `max` tickets in join-number order, as far as the gate allows ([] while another round runs). */
   admit(item: SplitItem, max: number, leaseMs: number, autoCap?: number): Promise<SplitAdmitted[]>;
   /** Settles admitted tickets (settle-8.lua on each one's sub-line); a code per entry as settle-8 answers. */
-  settle(item: SplitItem, entries: { seq: number; leaseId: string; status: 'succeeded' | 'rejected' | 'failed' }[]): Promise<number[]>;
+  settle(item: SplitItem, entries: SplitSettle[]): Promise<number[]>;
+  /** Keeps leases alive until `until` (extend-leases-1.lua on each one's sub-line); how many were extended. */
+  extendLeases(item: SplitItem, until: number, tickets: { seq: number; leaseId: string }[]): Promise<number>;
+  /** Returns expired leases of every sub-line to its head (sweep-8.lua on each); how many. */
+  sweep(item: SplitItem): Promise<number>;
+  /**
+   * One ticket as read-ticket-3.lua reads it on its sub-line, and the position it shows while it
+   * waits in the line (n − A, A read first; null when not in the line).
+   */
+  readTicket(item: SplitItem, seq: number): Promise<{ record: string | null; x: Record<string, string>; retryRank: number; cut: Cut | null; position: number | null }>;
+  /** The ticket's stored record (null: none). */
+  recordOf(item: SplitItem, seq: number): Promise<string | null>;
+  /** cancel-9.lua on the ticket's sub-line: 1 cancelled, -1 not found, -2 not cancellable. */
+  cancel(item: SplitItem, seq: number, outcome: string, record: string): Promise<number>;
+  /** take-stock-2.lua on each ticket's sub-line (a ticket admitted with a unit finds it taken); `left` over every sub-line. */
+  takeStock(item: SplitItem, seqs: number[]): Promise<{ taken: boolean[]; left: number }>;
+  /** refund-stock-2.lua on the ticket's sub-line. */
+  refundStock(item: SplitItem, seq: number, forfeit: boolean): Promise<boolean>;
   /**
    * Sets the item's units left (seckill, coupon), spread over the sub-lines' own stock (set-stock-4.lua
    * on each, one shard each): a ticket takes its unit on its own sub-line when admitted, and an
@@ -87,13 +118,13 @@ export interface SplitLine {
   /** The units left over every sub-line. */
   unitsLeft(item: SplitItem): Promise<number>;
   /** Ends every waiting ticket of every sub-line (cut-4.lua on each) and refuses joins from then on. */
-  cut(item: SplitItem, kind: 'closed' | 'sold_out'): Promise<number>;
+  cut(item: SplitItem, kind: 'closed' | 'sold_out', reason?: string): Promise<number>;
 }
 
 /** How often a join whose number an admission round fenced out takes a new one before answering 503. */
 const RENUMBERS = 8;
 /** Sub-line meta fields copied from the item's (split-join-5.lua reads them). */
-const copied = ['epoch', 'handler', 'rejoin', 'opensAt', 'closesAt'] as const;
+const copied = ['epoch', 'handler', 'rejoin', 'opensAt', 'closesAt', 'closed'] as const;
 
 const refusals: Record<number, () => FloodgateError> = {
   [-1]: () => new FloodgateError('item_not_found', 'No such item.'),
@@ -138,15 +169,26 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
       if (meta[0] === null) throw new FloodgateError('item_not_found', 'No such item.');
       const fields: Record<string, string> = { lines: String(item.lines) };
       copied.forEach((f, i) => (fields[f] = meta[i] ?? ''));
+      const cleared = Object.keys(fields).filter((f) => fields[f] === '');
+      for (const f of cleared) delete fields[f];
       await redis.hset(itemKeys(prefix, item.itemId).meta, 'lines', String(item.lines));
-      await Promise.all(subs(item).slice(1).map((k) => redis.hset(itemKeys(prefix, tag(item, k)).meta, { ...fields, sub: String(k) })));
+      await Promise.all(
+        subs(item)
+          .slice(1)
+          .map(async (k) => {
+            const m = itemKeys(prefix, tag(item, k)).meta;
+            await redis.hset(m, { ...fields, sub: String(k) });
+            // A reopened item is open on every sub-line (closed is the item's flag; cuts stay).
+            if (cleared.length) await redis.hdel(m, ...cleared);
+          }),
+      );
     },
 
     async join(item, userId, payload) {
       const k = subLineOf(userId, item.lines);
-      const counter = itemKeys(prefix, item.itemId).ctr;
       for (let i = 0; i < RENUMBERS; i++) {
-        const num = await redis.hincrby(counter, 'jn', 1);
+        const num = (await run(scripts.splitNumber, item.itemId, clock.now(), { userId })) as number;
+        if (num < 0) throw new FloodgateError('blocked', 'This user is blocked for this item.');
         const [code, local, record, n] = (await run(scripts.splitJoin, tag(item, k), clock.now(), { userId, num, payload: payload ? JSON.stringify(payload) : '' })) as [number, number, string, number];
         if (code === -8) continue;
         if (code === 0 || code === 1) return { created: code === 0, seq: splitSeq(k, local, item.lines), sub: k, record, num: n };
@@ -212,11 +254,61 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
       const codes: number[] = new Array(entries.length);
       await Promise.all(
         bySubLine(item, entries).map(async ([k, g]) => {
-          const rest = g.flatMap(({ e, local }) => [local, e.leaseId, e.status, JSON.stringify({ status: e.status }), '0', '0']);
+          const rest = g.flatMap(({ e, local }) => [local, e.leaseId, e.status, e.outcome ?? JSON.stringify({ status: e.status }), e.retry ? '1' : '0', e.force ? '1' : '0']);
           ((await run(scripts.settle, tag(item, k), clock.now(), {}, rest)) as number[]).forEach((c, j) => (codes[g[j].i] = c));
         }),
       );
       return codes;
+    },
+
+    async extendLeases(item, until, tickets) {
+      const n = await Promise.all(
+        bySubLine(item, tickets).map(async ([k, g]) => (await run(scripts.extendLeases, tag(item, k), clock.now(), { until }, g.flatMap(({ e, local }) => [local, e.leaseId]))) as number),
+      );
+      return n.reduce((a, b) => a + b, 0);
+    },
+
+    async sweep(item) {
+      const n = await Promise.all(subs(item).map(async (k) => (await run(scripts.sweep, tag(item, k), clock.now(), {})) as number));
+      return n.reduce((a, b) => a + b, 0);
+    },
+
+    async readTicket(item, seq) {
+      const { k, local } = subLineSeq(seq, item.lines);
+      const a = Number((await redis.hget(itemKeys(prefix, item.itemId).ctr, 'an')) ?? 0);
+      const [[record, flat, , retryRank, cut], num] = await Promise.all([
+        run(scripts.readTicket, tag(item, k), clock.now(), { seq: local }) as Promise<[string | null, string[], number, number, string]>,
+        redis.zscore(itemKeys(prefix, tag(item, k)).wait, String(local)),
+      ]);
+      const x: Record<string, string> = {};
+      for (let i = 0; i < (flat?.length ?? 0); i += 2) x[flat[i]] = flat[i + 1];
+      return { record: record || null, x, retryRank, cut: cut ? (JSON.parse(cut) as Cut) : null, position: num === null ? null : Number(num) - a };
+    },
+
+    recordOf(item, seq) {
+      const { k, local } = subLineSeq(seq, item.lines);
+      return redis.hget(itemKeys(prefix, tag(item, k)).page(local), String(local));
+    },
+
+    async cancel(item, seq, outcome, record) {
+      const { k, local } = subLineSeq(seq, item.lines);
+      return (await run(scripts.cancel, tag(item, k), clock.now(), { seq: local, outcome, record })) as number;
+    },
+
+    async takeStock(item, seqs) {
+      const taken: boolean[] = new Array(seqs.length);
+      await Promise.all(
+        bySubLine(item, seqs.map((seq) => ({ seq }))).map(async ([k, g]) => {
+          const [, ...t] = (await run(scripts.takeStock, tag(item, k), clock.now(), {}, g.map((x) => x.local))) as number[];
+          t.forEach((v, j) => (taken[g[j].i] = v === 1));
+        }),
+      );
+      return { taken, left: await this.unitsLeft(item) };
+    },
+
+    async refundStock(item, seq, forfeit) {
+      const { k, local } = subLineSeq(seq, item.lines);
+      return (await run(scripts.refundStock, tag(item, k), clock.now(), { seq: local, forfeit: forfeit ? '1' : '0' })) === 1;
     },
 
     async setStock(item, units) {
@@ -235,8 +327,8 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
       return all.flat().reduce((s, v) => s + Math.max(0, Number(v)), 0);
     },
 
-    async cut(item, kind) {
-      const a = kind === 'closed' ? ({ stateChar: 'c', reason: 'item_closed', flag: 'closed' } as const) : ({ stateChar: 'r', reason: 'sold_out', flag: 'soldOut' } as const);
+    async cut(item, kind, reason) {
+      const a = kind === 'closed' ? { stateChar: 'c', reason: reason ?? 'item_closed', flag: 'closed' } : { stateChar: 'r', reason: reason ?? 'sold_out', flag: 'soldOut' };
       const ended = await Promise.all(
         subs(item).map(async (k) => {
           const n = (await run(scripts.cut, tag(item, k), clock.now(), a)) as number;
