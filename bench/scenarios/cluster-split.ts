@@ -88,12 +88,12 @@ export async function splitSection(ctx: BenchContext, seeds: string): Promise<st
   return [
     `### One hot item: lines: 1 vs lines: 8 on the 3-master cluster`,
     '',
-    `Joins of new users to one item from this process, ${IN_FLIGHT} in flight, ${ctx.durationS} s after a ${ctx.warmupS} s warm-up, no HTTP (the join scripts as the daemon calls them). Script calls: EVALSHA and EVAL as each master counts them (a lines: 8 join adds one HINCRBY on the item's master, not counted here); Redis CPU = used_cpu_sys + used_cpu_user per second of run, per master.`,
+    `Joins of new users to one item from this process, ${IN_FLIGHT} in flight, ${ctx.durationS} s after a ${ctx.warmupS} s warm-up, no HTTP (the join scripts as the daemon calls them). Script calls: EVALSHA and EVAL as each master counts them (a lines: 8 join is two: its join number on the item's master, split-number-2.lua, and the join on the user's sub-line's master); Redis CPU = used_cpu_sys + used_cpu_user per second of run, per master.`,
     '',
     '| lines | joins/s | script calls/s | script calls/s per master | Redis CPU s/s per master | busiest master µs CPU per join |',
     '| --- | --- | --- | --- | --- | --- |',
     ...rows,
     '',
-    "What limits these numbers: one Node process drives every join (its CPU, not Redis's, is the ceiling on this 2-core machine, shared with the three redis-servers), and a lines: 8 join is two round trips (the number on the item's master, then the sub-line's master), so joins/s here can fall while the busiest master's work per join falls too. What lines: 8 shows is where the work goes: spread over the three masters instead of all on the item's one, with the item's master left only the one HINCRBY per join.",
+    "What limits these numbers: one Node process drives every join (its CPU, not Redis's, is the ceiling on this 2-core machine, shared with the three redis-servers), and a lines: 8 join is two round trips (the number on the item's master, then the sub-line's master), so joins/s here can fall while the busiest master's work per join falls too. What lines: 8 shows is where the work goes: spread over the three masters instead of all on the item's one, with the item's master left only the join number per join.",
   ].join('\n');
 }
