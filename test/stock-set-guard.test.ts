@@ -18,7 +18,7 @@ describe('setting the stock counter from a Postgres count', () => {
   it('changes nothing if anything was admitted since the count, and sets it if not', async () => {
     const prefix = newPrefix();
     const k = itemKeys(prefix, 'g');
-    const counters = createStockCounters({ redis, prefix, clock: systemClock, items: { invalidate() {}, keepActive() {} } });
+    const counters = createStockCounters({ redis, prefix, clock: systemClock, items: { invalidate() {}, keepActive() {}, peek: () => null, item: async () => null } });
     await redis.hset(k.ctr, { admissions: 7, admitted: 0 });
     await redis.hset(k.stock, { s0: 2 });
     const units = async () => (await redis.hvals(k.stock)).reduce((a, v) => a + Number(v), 0);

@@ -105,6 +105,13 @@ export const ItemInput = z
       .openapi({ description: 'accept joins from opensAt − fromMs into a pre-queue, shuffled into the line at opensAt (needs opensAt)' }),
     waitingRoom: WaitingRoom.nullable().optional(),
     pow: Pow.nullable().optional(),
+    lines: z
+      .number()
+      .int()
+      .min(1)
+      .max(64)
+      .optional()
+      .openapi({ description: "a very hot item's line is split into that many sub-lines on different hash slots (so over several masters). Positions stay distinct and never rise; admission follows join order. Fixed once the item exists; default 1" }),
   })
   .strict()
   .superRefine(refineJson)
@@ -133,6 +140,7 @@ export const ItemView = z
       .openapi({ description: 'seedHash = hex SHA-256 of the seed, shown before the draw; seed and size after it (docs/design-notes.md, "The pre-queue draw")' }),
     waitingRoom: WaitingRoom.nullable(),
     pow: Pow.nullable(),
+    lines: z.number().int(),
   })
   .openapi('Item');
 

@@ -34,6 +34,7 @@ export interface ItemInput {
   preQueue?: { fromMs: number } | null;
   waitingRoom?: WaitingRoom | null;
   pow?: { difficulty: number } | null;
+  lines?: number;
 }
 
 export interface Actor {
@@ -61,6 +62,7 @@ export interface ItemView {
   preQueue: { fromMs: number; seedHash: string; seed?: string; size?: number; drawnAt?: string } | null;
   waitingRoom: WaitingRoom | null;
   pow: { difficulty: number } | null;
+  lines: number;
 }
 
 export interface AuditEntry {
@@ -155,6 +157,14 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       fail('invalid_request', 'closesAt must be after opensAt.', { issues: [{ path: 'closesAt', message: 'must be after opensAt' }] });
     if (input.preQueue && opensAt === null)
       fail('invalid_request', 'A pre-queue needs opensAt.', { issues: [{ path: 'preQueue', message: 'needs opensAt (the draw happens then)' }] });
+    // Absent keeps what the item has; ticket ids encode it, so it never changes under an existing item.
+    const lines = input.lines ?? defining?.previous?.lines ?? 1;
+    if (defining?.previous && (defining.previous.lines ?? 1) !== lines) fail('conflict', 'The lines of an existing item cannot change (its ticket ids depend on them).');
+    if (lines > 1) {
+      const unsplit: string[] = (['capacity', 'abandonAfterMs', 'quotas', 'preQueue'] as const).filter((f) => input[f] !== undefined && input[f] !== null);
+      if (parsed.data!.reserveMs !== undefined) unsplit.push('config.reserveMs');
+      if (unsplit.length) fail('invalid_request', 'An item split into sub-lines takes no capacity, abandonAfterMs, quotas, preQueue or reservations yet.', { issues: unsplit.map((path) => ({ path, message: 'not with lines > 1' })) });
+    }
     return {
       itemId,
       handler: spec.name,
@@ -169,6 +179,7 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       preQueueFromMs: input.preQueue?.fromMs ?? null,
       waitingRoom: input.waitingRoom ?? null,
       pow: input.pow ?? null,
+      lines,
     };
   }
 
@@ -195,6 +206,7 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       preQueue: preQueueView(s),
       waitingRoom: s.def.waitingRoom ?? null,
       pow: s.def.pow ?? null,
+      lines: s.def.lines ?? 1,
     };
   }
 
@@ -238,6 +250,7 @@ export function createCatalog(deps: CatalogDeps): Catalog {
         quotas: (def.quotas ?? null) as Record<string, unknown> | null,
         tokenTtlMs: def.tokenTtlMs ?? null,
         preQueue: def.preQueueFromMs ? { fromMs: def.preQueueFromMs } : null,
+        lines: def.lines ?? 1,
       });
       let created: boolean;
       let counted: Awaited<ReturnType<typeof countStock>>;
@@ -367,6 +380,7 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       preQueue: row.preQueue as { fromMs: number } | null,
       waitingRoom: row.waitingRoom ?? null,
       pow: row.pow ?? null,
+      lines: row.lines,
     });
   }
 

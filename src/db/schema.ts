@@ -21,6 +21,8 @@ export const items = pgTable('items', {
   tokenTtlMs: integer('token_ttl_ms'),
   /** { fromMs } */
   preQueue: jsonb('pre_queue').$type<Record<string, unknown>>(),
+  /** Sub-lines of the item's line (1–64; fixed once the item exists: ticket ids encode it). */
+  lines: integer('lines').notNull().default(1),
   /** Set when the ended item's Redis keys were removed (retention); a start does not restore it. */
   archivedAt: timestamp('archived_at', { withTimezone: true, mode: 'date' }),
   createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),

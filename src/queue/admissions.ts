@@ -4,6 +4,7 @@ import { drawOrder, drawPositions } from './draw.js';
 import type { EtaMemory } from './eta-memory.js';
 import { ACTIVE_GRACE_MS, type ItemDirectory } from './items.js';
 import { settleError, type LineScripts, type SettleCode } from './line-scripts.js';
+import { splitOf, type SplitLine } from './split-line.js';
 import type { TicketReader } from './ticket-reader.js';
 import { makeTicketId } from './ticket-id.js';
 import type { AdmittedTicket, Outcome, TicketView } from './types.js';
@@ -46,6 +47,8 @@ export interface AdmissionsDeps {
   clock: Clock;
   items: ItemDirectory;
   scripts: LineScripts;
+  /** A split item's sub-lines (lines > 1). */
+  split: SplitLine;
   reader: TicketReader;
   eta: EtaMemory;
   /** Ends the waiting tickets when the sale window has passed (definitions.cut). */
@@ -87,6 +90,12 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
     return { drawn: true, n };
   }
 
+  /** The item's sub-lines if it is split (its view from the cache, else read). */
+  const splitItem = async (itemId: string) => {
+    const def = (items.peek(itemId) ?? (await items.item(itemId)))?.snap.def;
+    return def ? splitOf(def) : null;
+  };
+
   const admissions: Admissions = {
     async admit(itemId, max, leaseMs, autoCap) {
       let item = await items.must(itemId);
@@ -99,7 +108,11 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
       // Leases to watch until they run out (the sweep returns an expired one to the line): announced
       // before the script, so a crash right after it cannot leave a lease on an item no loop visits.
       items.keepActive(itemId, now + leaseMs + ACTIVE_GRACE_MS);
-      const { windowEnded, rows } = await scripts.admit(itemId, now, { max, leaseMs, leasePrefix, autoCap: autoCap ?? '' });
+      const sub = splitOf(item.snap.def);
+      const { windowEnded, rows } = sub
+        ? { windowEnded: item.snap.def.closesAt !== null && now >= item.snap.def.closesAt, rows: [] as { seq: number; record: string; payload: string; leaseId: string; leaseExp: number }[] }
+        : await scripts.admit(itemId, now, { max, leaseMs, leasePrefix, autoCap: autoCap ?? '' });
+      if (sub && !windowEnded) rows.push(...(await deps.split.admit(sub, max, leaseMs, autoCap)));
       if (windowEnded) {
         // closesAt has passed: nothing is admitted any more, and the waiting tickets end `closed`.
         await deps.closeLine(itemId);
@@ -136,23 +149,22 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
     async settleMany(itemId, entries) {
       if (!entries.length) return [];
       items.keepActive(itemId);
-      return scripts.settle(
-        itemId,
-        clock.now(),
-        entries.map((e) => {
-          const outcome: Outcome = { status: e.status };
-          if (e.result !== undefined) outcome.result = e.result;
-          if (e.reason !== undefined) outcome.reason = e.reason;
-          return { seq: e.seq, leaseId: e.leaseId, status: e.status, outcome: JSON.stringify(outcome), retry: !!e.retry, force: !!e.force };
-        }),
-      );
+      const settles = entries.map((e) => {
+        const outcome: Outcome = { status: e.status };
+        if (e.result !== undefined) outcome.result = e.result;
+        if (e.reason !== undefined) outcome.reason = e.reason;
+        return { seq: e.seq, leaseId: e.leaseId, status: e.status, outcome: JSON.stringify(outcome), retry: !!e.retry, force: !!e.force };
+      });
+      const sub = await splitItem(itemId);
+      return sub ? ((await deps.split.settle(sub, settles)) as SettleCode[]) : scripts.settle(itemId, clock.now(), settles);
     },
 
     async extendLeases(itemId, tickets, until) {
       if (!tickets.length) return 0;
       // The sweep must still look at the item when these leases run out.
       items.keepActive(itemId, until + ACTIVE_GRACE_MS);
-      return scripts.extendLeases(itemId, clock.now(), until, tickets);
+      const sub = await splitItem(itemId);
+      return sub ? deps.split.extendLeases(sub, until, tickets) : scripts.extendLeases(itemId, clock.now(), until, tickets);
     },
 
     draw(itemId, opts) {
@@ -172,7 +184,8 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
       for (const itemId of await items.activeItemIds()) {
         const snap = items.peek(itemId)?.snap;
         if (snap?.draw && !snap.draw.drawn && now >= snap.def.opensAt!) await admissions.draw(itemId);
-        n += await scripts.sweep(itemId, now);
+        const sub = await splitItem(itemId);
+        n += sub ? await deps.split.sweep(sub) : await scripts.sweep(itemId, now);
       }
       return n;
     },

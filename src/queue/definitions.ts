@@ -5,6 +5,7 @@ import { globalBlocksKey, itemKeys } from '../redis/keys.js';
 import { gateFields } from './gate-rule.js';
 import type { ItemDirectory } from './items.js';
 import type { LineScripts } from './line-scripts.js';
+import { splitOf, type SplitLine } from './split-line.js';
 import type { GateSettings, LineDefinition, Quota } from './types.js';
 
 /** Defining an item's line, cutting it, and removing it: what the catalog does. */
@@ -33,7 +34,7 @@ export interface BlockOps {
 /** meta's "limit:windowMs" form of a quota (join-5.lua and snapshot.ts read the same). */
 const quotaField = (q: Quota | undefined) => (q ? `${q.limit}:${q.windowMs}` : '');
 
-export function createDefinitions(deps: { redis: RedisLike; prefix: string; clock: Clock; items: ItemDirectory; scripts: LineScripts }): Definitions {
+export function createDefinitions(deps: { redis: RedisLike; prefix: string; clock: Clock; items: ItemDirectory; scripts: LineScripts; split: SplitLine }): Definitions {
   const { redis, prefix, clock, items, scripts } = deps;
   const cutListeners: ((itemId: string) => void)[] = [];
 
@@ -55,6 +56,7 @@ export function createDefinitions(deps: { redis: RedisLike; prefix: string; cloc
         preFrom: def.preQueueFromMs ?? '',
         waitingRoom: def.waitingRoom ? JSON.stringify(def.waitingRoom) : '',
         pow: def.pow ? JSON.stringify(def.pow) : '',
+        lines: def.lines && def.lines > 1 ? def.lines : '',
       };
       const { created } = await scripts.define(def.itemId, clock.now(), {
         secret: randomBytes(32).toString('hex'),
@@ -62,6 +64,8 @@ export function createDefinitions(deps: { redis: RedisLike; prefix: string; cloc
         gate: gate ? gateFields(gate) : null,
         reopen: opts.reopen,
       });
+      const sub = splitOf(def);
+      if (sub) await deps.split.defineSubLines(sub);
       const now = clock.now();
       // A new item starts with the users blocked everywhere (a copy: the global set lives on no item's slot).
       if (created) for (const userId of await redis.smembers(globalBlocksKey(prefix))) await scripts.block(def.itemId, now, userId, 2, true);
@@ -77,7 +81,8 @@ export function createDefinitions(deps: { redis: RedisLike; prefix: string; cloc
     async cut(itemId, kind, why) {
       items.keepActive(itemId);
       const a = kind === 'closed' ? ({ stateChar: 'c', reason: why ?? 'item_closed', flag: 'closed' } as const) : ({ stateChar: 'r', reason: why ?? 'sold_out', flag: 'soldOut' } as const);
-      const n = await scripts.cut(itemId, clock.now(), a);
+      const sub = splitOf((await items.item(itemId))?.snap.def ?? { itemId });
+      const n = sub ? await deps.split.cut(sub, kind, a.reason) : await scripts.cut(itemId, clock.now(), a);
       items.invalidate(itemId);
       for (const l of cutListeners) l(itemId);
       return n;

@@ -6,6 +6,7 @@ import { createDefinitions, type Definitions } from './definitions.js';
 import { createEtaMemory } from './eta-memory.js';
 import { createItemDirectory, type LineItems } from './items.js';
 import { createLineScripts } from './line-scripts.js';
+import { createSplitLine } from './split-line.js';
 import { createTicketReader, type ArchivedOutcome } from './ticket-reader.js';
 import { createTickets, type Tickets } from './tickets.js';
 
@@ -46,10 +47,12 @@ export function createLine(deps: LineDeps): Line {
   const runner = createScriptRunner(redis, prefix);
   const scripts = createLineScripts(runner.run);
   const items = createItemDirectory({ redis, prefix, clock, cacheMs: deps.cacheMs });
-  const reader = createTicketReader({ items, scripts, clock, archived: deps.archived });
+  // A hot item's sub-lines (lines > 1): each part below routes such an item's calls to it.
+  const split = createSplitLine({ redis, prefix, clock });
+  const reader = createTicketReader({ items, scripts, split, clock, archived: deps.archived });
   const eta = createEtaMemory();
-  const definitions = createDefinitions({ redis, prefix, clock, items, scripts });
-  const tickets = createTickets({ redis, prefix, clock, cacheMs: deps.cacheMs, items, scripts, reader, eta, defaultKeyQuota: deps.defaultKeyQuota, onJoined: deps.onJoined, rememberEtas: !!deps.onWaited });
-  const admissions = createAdmissions({ clock, items, scripts, reader, eta, onWaited: deps.onWaited, closeLine: (itemId) => definitions.cut(itemId, 'closed', 'closed') });
+  const definitions = createDefinitions({ redis, prefix, clock, items, scripts, split });
+  const tickets = createTickets({ redis, prefix, clock, cacheMs: deps.cacheMs, items, scripts, split, reader, eta, defaultKeyQuota: deps.defaultKeyQuota, onJoined: deps.onJoined, rememberEtas: !!deps.onWaited });
+  const admissions = createAdmissions({ clock, items, scripts, split, reader, eta, onWaited: deps.onWaited, closeLine: (itemId) => definitions.cut(itemId, 'closed', 'closed') });
   return { items, tickets, admissions, definitions };
 }

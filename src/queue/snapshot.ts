@@ -1,5 +1,5 @@
 import type { RedisLike } from '../redis/client.js';
-import { itemKeys } from '../redis/keys.js';
+import { itemKeys, subLineTag } from '../redis/keys.js';
 import { paceOf, type ControllerPace } from './gate-rule.js';
 import { counterNames, type Counts, type Cut, type GateSettings, type LineDefinition } from './types.js';
 
@@ -16,6 +16,8 @@ export interface ItemSnapshot {
   cuts: Cut[];
   seq: number;
   served: number;
+  /** Split items (def.lines > 1): the highest join number admitted (queue/split-line.ts), what positions count from. */
+  admittedUpTo: number;
   admissions: number;
   cancelsTotal: number;
   counts: Counts;
@@ -50,7 +52,29 @@ export async function readSnapshot(redis: RedisLike, prefix: string, itemId: str
   const gate = res[2][1] as Record<string, string>;
   if (!meta.handler) return null;
   const stock = res[3][1] as string[];
-  return parseSnapshot(itemId, meta, ctr, gate, now, stock.length ? stock.reduce((a, v) => a + Math.max(0, Number(v)), 0) : null);
+  const lines = Number(meta.lines ?? 1);
+  if (lines <= 1) return parseSnapshot(itemId, meta, ctr, gate, now, stockOf(stock));
+  const split = await splitCounters(redis, prefix, itemId, lines, ctr, stock);
+  return parseSnapshot(itemId, meta, { ...ctr, ...split.ctr }, gate, now, stockOf(split.stock));
+}
+
+const stockOf = (stock: string[]) => (stock.length ? stock.reduce((a, v) => a + Math.max(0, Number(v)), 0) : null);
+
+/**
+ * A split item's line counters summed over its sub-lines (sub-line 0's are the item's own), and
+ * its stock over theirs: what the dispatcher, the views and the stock keeper read. Read after the
+ * item's own, one sub-line at a time (other slots), so they agree only as far as a poll needs.
+ */
+async function splitCounters(redis: RedisLike, prefix: string, itemId: string, lines: number, own: Record<string, string>, ownStock: string[]) {
+  const subs = await Promise.all(
+    Array.from({ length: lines - 1 }, async (_, i) => {
+      const k = itemKeys(prefix, subLineTag(itemId, i + 1));
+      return { ctr: await redis.hgetall(k.ctr), stock: await redis.hvals(k.stock) };
+    }),
+  );
+  const ctr: Record<string, string> = {};
+  for (const name of [...counterNames, 'seq', 'served']) ctr[name] = String(subs.reduce((s, x) => s + Number(x.ctr[name] ?? 0), Number(own[name] ?? 0)));
+  return { ctr, stock: [...ownStock, ...subs.flatMap((x) => x.stock)] };
 }
 
 export function parseSnapshot(
@@ -77,6 +101,7 @@ export function parseSnapshot(
       preQueueFromMs: num(meta.preFrom),
       waitingRoom: meta.waitingRoom ? JSON.parse(meta.waitingRoom) : null,
       pow: meta.pow ? JSON.parse(meta.pow) : null,
+      lines: Number(meta.lines ?? 1),
     },
     secret: meta.secret,
     epoch: Number(meta.epoch),
@@ -87,6 +112,7 @@ export function parseSnapshot(
     cuts: meta.cuts ? JSON.parse(meta.cuts) : [],
     seq: Number(ctr.seq ?? 0),
     served: Number(ctr.served ?? 0),
+    admittedUpTo: Number(ctr.an ?? 0),
     admissions: Number(ctr.admissions ?? 0),
     cancelsTotal: Number(ctr.cxn ?? 0),
     counts,

@@ -4,6 +4,7 @@ import { ticketRef } from '../kernel/ticket-ref.js';
 import type { CachedItem } from './item-cache.js';
 import type { ItemDirectory } from './items.js';
 import type { LineScripts } from './line-scripts.js';
+import { splitOf, type SplitLine } from './split-line.js';
 import { createRecordCache } from './record-cache.js';
 import { parseTicketId, verifyBinding, verifySeq } from './ticket-id.js';
 import type { Outcome, TicketView } from './types.js';
@@ -20,7 +21,7 @@ export type ArchivedOutcome = (ticketRef: string) => Promise<{ outcome: Outcome;
  * half against the record), and a waiting ticket is answered from the cached item view where
  * that can tell, else read from Redis.
  */
-export function createTicketReader(deps: { items: ItemDirectory; scripts: LineScripts; clock: Clock; archived?: ArchivedOutcome }) {
+export function createTicketReader(deps: { items: ItemDirectory; scripts: LineScripts; split: SplitLine; clock: Clock; archived?: ArchivedOutcome }) {
   const { items, clock } = deps;
   const records = createRecordCache(500_000);
 
@@ -43,7 +44,9 @@ export function createTicketReader(deps: { items: ItemDirectory; scripts: LineSc
 
   async function read(ticketId: string, item: CachedItem, seq: number): Promise<TicketView> {
     const itemId = item.snap.def.itemId;
-    const { record, x, served, retryRank, cut } = await deps.scripts.readTicket(itemId, clock.now(), seq);
+    const sub = splitOf(item.snap.def);
+    // A split item's ticket: read on its sub-line, its position n − A (no cached path: the cache counts one line).
+    const { record, x, served, retryRank, cut, position } = sub ? { served: 0, ...(await deps.split.readTicket(sub, seq)) } : { position: undefined, ...(await deps.scripts.readTicket(itemId, clock.now(), seq)) };
     const rec = bound(ticketId, item, record);
     if (!x.outcome && rec.state !== 'waiting' && rec.state !== 'admitted' && deps.archived) {
       const old = await deps.archived(ticketRef(ticketId));
@@ -54,13 +57,13 @@ export function createTicketReader(deps: { items: ItemDirectory; scripts: LineSc
       }
     }
     if (rec.state === 'waiting' && !cut) records.set(ticketId, cachedRecord(rec, itemId, seq, item.recordKey));
-    return fullView(ticketId, item, rec, x, served, seq, retryRank, cut, clock.now());
+    return fullView(ticketId, item, rec, x, served, seq, retryRank, cut, clock.now(), position ?? undefined);
   }
 
   /** A waiting ticket still in the line, answered from the cache alone; null when unsure. */
   function cachedWaiting(ticketId: string, item: CachedItem, seq: number, rec: TicketRecord | undefined): TicketView | null {
     const s = item.snap;
-    if (!rec || !item.feedComplete || seq > s.seq || item.cancelled.has(seq)) return null;
+    if (!rec || !item.feedComplete || seq > s.seq || item.cancelled.has(seq) || splitOf(s.def)) return null;
     if (awaitingDraw(item, rec)) return { ...baseView(ticketId, s.def.itemId, rec, 'waiting'), ...preQueueHints(item, clock.now()) };
     if (item.lineIndex(seq) <= s.served) return null;
     const position = linePosition(item, s.served, seq);
@@ -72,7 +75,7 @@ export function createTicketReader(deps: { items: ItemDirectory; scripts: LineSc
     const s = item.snap;
     const cut = s.cuts[s.cuts.length - 1];
     // served-before is what separates tickets admitted before the cut from those it ended.
-    if (!cut || cut[4] === undefined || rec.seq <= cut[4] || rec.seq > cut[0]) return null;
+    if (!cut || cut[4] === undefined || rec.seq <= cut[4] || rec.seq > cut[0] || splitOf(s.def)) return null;
     if (!item.feedComplete || item.cancelled.has(rec.seq)) return null;
     return cutView(ticketId, s.def.itemId, rec, cut);
   }

@@ -6,6 +6,7 @@ import type { CachedItem } from './item-cache.js';
 import type { ItemDirectory } from './items.js';
 import type { EtaMemory } from './eta-memory.js';
 import type { LineScripts } from './line-scripts.js';
+import { splitOf, type SplitLine } from './split-line.js';
 import type { TicketReader } from './ticket-reader.js';
 import { makeTicketId, parseTicketId } from './ticket-id.js';
 import { createTouchBuffer } from './touches.js';
@@ -45,6 +46,8 @@ export interface TicketsDeps {
   cacheMs: number;
   items: ItemDirectory;
   scripts: LineScripts;
+  /** A split item's sub-lines (lines > 1). */
+  split: SplitLine;
   reader: TicketReader;
   eta: EtaMemory;
   /** Joins per second per key name on items without a perKey quota (FLOODGATE_DEFAULT_KEY_QUOTA). */
@@ -69,6 +72,28 @@ export function createTickets(deps: TicketsDeps): Tickets {
   const { records } = reader;
   const touches = createTouchBuffer(deps.redis, prefix);
 
+  /** A join to a split item's sub-line: its position is n − A (A from the item view: never lower than a later poll's). */
+  async function joinSplit(item: CachedItem, sub: { itemId: string; lines: number }, userId: string, payload: Record<string, unknown> | null) {
+    const s = item.snap;
+    const j = await deps.split.join(sub, userId, payload).catch((err: unknown) => {
+      // A refusal (closed, sold out) says the cached item view is old.
+      items.invalidate(sub.itemId);
+      throw err;
+    });
+    const rec = parseRecord(j.record, s.epoch);
+    const ticketId = makeTicketId(sub.itemId, j.seq, s.secret, bindingOf(rec, s.epoch));
+    if (!j.created) return { created: false, ticket: await reader.read(ticketId, item, j.seq) };
+    deps.onJoined?.(sub.itemId);
+    const position = Math.max(1, j.num - s.admittedUpTo);
+    return { created: true, ticket: { ...baseView(ticketId, sub.itemId, cachedRecord(rec, sub.itemId, j.seq, item.recordKey), 'waiting'), position, ...waitingHints(item, position, clock.now()) } };
+  }
+
+  async function cancelSplit(sub: { itemId: string; lines: number }, a: { seq: number; outcome: string; record: string }) {
+    const code = await deps.split.cancel(sub, a.seq, a.outcome, a.record);
+    if (code === -1) fail('ticket_not_found', 'No such ticket.');
+    return code === 1 ? 'cancelled' : 'not_waiting';
+  }
+
   return {
     async precheckJoin(itemId) {
       refuseFromCache((await items.must(itemId)).snap, clock.now());
@@ -80,6 +105,8 @@ export function createTickets(deps: TicketsDeps): Tickets {
       const s = item.snap;
       const now = clock.now();
       refuseFromCache(s, now);
+      const sub = splitOf(s.def);
+      if (sub) return joinSplit(item, sub, userId, payload);
       const r = await deps.scripts.join(itemId, now, { userId, payload: payload ? JSON.stringify(payload) : '', source: source ?? '', defaultKeyQuota: deps.defaultKeyQuota ?? '' });
       if (r.kind === 'refused') {
         if (r.itemChanged) items.invalidate(itemId);
@@ -137,10 +164,12 @@ export function createTickets(deps: TicketsDeps): Tickets {
       const itemId = item.snap.def.itemId;
       items.keepActive(itemId);
       // Cancel only the ticket this id was made for: the script checks the record is the one verified.
-      const record = await deps.redis.hget(itemKeys(prefix, itemId).page(seq), String(seq));
+      const sub = splitOf(item.snap.def);
+      const record = sub ? await deps.split.recordOf(sub, seq) : await deps.redis.hget(itemKeys(prefix, itemId).page(seq), String(seq));
       reader.bound(ticketId, item, record);
       const outcome: Outcome = { status: 'cancelled', reason: 'cancelled_by_user' };
-      const done = await deps.scripts.cancel(itemId, clock.now(), { seq, outcome: JSON.stringify(outcome), record: record!.slice(1) });
+      const a = { seq, outcome: JSON.stringify(outcome), record: record!.slice(1) };
+      const done = sub ? await cancelSplit(sub, a) : await deps.scripts.cancel(itemId, clock.now(), a);
       if (done === 'not_waiting') {
         // Cancelling a cancelled ticket again (a client retrying after a lost answer) is no error.
         const view = await reader.read(ticketId, item, seq);

@@ -62,6 +62,8 @@ export interface LineDefinition {
   waitingRoom?: WaitingRoom | null;
   /** Proof of work asked of users who join with an invite (null: none). */
   pow?: { difficulty: number } | null;
+  /** Sub-lines the line is split into (queue/split-line.ts); 1 or absent: one line. */
+  lines?: number;
 }
 
 /** Lifetime of admission tokens where the item sets none (API.md). */

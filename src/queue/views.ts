@@ -133,6 +133,8 @@ export function fullView(
   retryRank: number,
   cut: Cut | null,
   now: number,
+  /** A split item's position (queue/split-line.ts), instead of the one line's. */
+  splitPosition?: number,
 ): TicketView {
   if (cut) return cutView(ticketId, item.snap.def.itemId, rec, cut);
   const v = baseView(ticketId, item.snap.def.itemId, rec, rec.state);
@@ -140,7 +142,7 @@ export function fullView(
   if (x.admittedAt) v.admittedAt = iso(Number(x.admittedAt));
   if (rec.state === 'waiting' && retryRank < 0 && awaitingDraw(item, rec)) return { ...v, ...preQueueHints(item, now) };
   if (rec.state === 'waiting') {
-    const position = retryRank >= 0 ? retryRank + 1 : linePosition(item, served, seq);
+    const position = retryRank >= 0 ? retryRank + 1 : (splitPosition ?? linePosition(item, served, seq));
     return { ...v, position, ...waitingHints(item, position, now) };
   }
   if (rec.state === 'admitted') return { ...v, pollAfterMs: 1000 };

@@ -29,6 +29,8 @@
  *   <p>{item}:blocked   hash  userId → bits: 1 blocked for this item, 2 blocked everywhere (a copy of `blocks`)
  *   <p>{item}:qu:<userId>:<window>, qk:<keyName>:<window>  string  quota counters (join-5.lua)
  *   <p>{item}:series    zset  one point per second for the console (score = unix second), ~16 min kept
+ *   <p>{item}:wait      zset  (split items) waiting local seq → join number, in one sub-line (see below)
+ *   <p>{item}:alock     string (split items) the daemon admitting the item now (a short lease)
  *   <p>{item}:inv:<n>   string ticket id an invite made (single use), until the invite expires
  *   <p>{item}:ch:<n>    string a proof-of-work challenge that was used (single use), 2 min
  *   <p>items            set   every item id (keys without a hash tag)
@@ -37,6 +39,12 @@
  *   <p>blocks           set   user ids blocked for every item (copied into each item's `blocked`)
  *   <p>tokens:revoked   zset  jti of revoked admission tokens → their exp (ms)
  *   <p>{<queue>}:…      BullMQ's keys of one handler's job queue (jobQueuePrefix; BullMQ names the rest)
+ *
+ * A split item (`lines: K`, K > 1) has K sub-lines. Sub-line 0 is the item's own tag; sub-line
+ * k ≥ 1 has the tag subLineTag(itemId, k) (`{<itemId>~<k>}`, on another hash slot), and under it
+ * the line's keys by the same names (meta: a copy for the scripts, ctr, users, t:<page>, wait,
+ * retry, leases, x:<seq>, pl, done, cx…). The gate, the join-number counter (ctr field jn) and
+ * the admission cursor (ctr field an) stay on the item's own tag. See queue/split-line.ts.
  */
 
 /** Ticket records (and their poll times and sources) are kept in hash pages of this many seqs. */
@@ -62,6 +70,8 @@ const fixed = {
   payloads: 'pl',
   drawOrder: 'draw:o',
   drawPlaces: 'draw:p',
+  wait: 'wait',
+  alock: 'alock',
 } as const;
 
 export type ItemKeyName = keyof typeof fixed;
@@ -127,6 +137,40 @@ export function luaKeyBuilders(): string {
     lines.push(`keyOf.${name} = ${body}`);
   }
   return lines.join('\n');
+}
+
+/** CRC16/XMODEM of a key's hash tag mod 16384: the Redis Cluster hash slot. */
+export function hashSlot(tag: string): number {
+  let crc = 0;
+  for (const b of Buffer.from(tag)) {
+    crc ^= b << 8;
+    for (let i = 0; i < 8; i++) crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
+  }
+  return crc % 16384;
+}
+
+const subTags = new Map<string, string[]>();
+
+/**
+ * The hash tag of sub-line k of a split item: the item's id for k = 0 (its keys are today's),
+ * `<itemId>~<k>` for k ≥ 1, or `<itemId>~<k>.<j>` with the least j that puts it on a slot none
+ * of sub-lines 0..k-1 uses (so the K sub-lines are on K different slots). '~' is never in an
+ * item id, so no sub-line tag is another item's.
+ */
+export function subLineTag(itemId: string, k: number): string {
+  let tags = subTags.get(itemId);
+  if (!tags) {
+    if (subTags.size >= 10_000) subTags.clear();
+    subTags.set(itemId, (tags = [itemId]));
+  }
+  while (tags.length <= k) {
+    const used = new Set(tags.map(hashSlot));
+    const n = tags.length;
+    let tag = `${itemId}~${n}`;
+    for (let j = 1; used.has(hashSlot(tag)); j++) tag = `${itemId}~${n}.${j}`;
+    tags.push(tag);
+  }
+  return tags[k];
 }
 
 export const itemsSetKey = (prefix: string) => `${prefix}items`;

@@ -91,6 +91,9 @@ export function createLedgerFeed(redis: RedisLike, prefix: string, consumer: str
   return {
     /** Up to `count` stream entries of the item, expanded to ended tickets. */
     async read(snap: ItemSnapshot, count: number): Promise<{ ids: string[]; tickets: EndedTicket[]; unreadable: UnreadableEntry[] }> {
+      // A split item (lines > 1) ends tickets on K streams with its sub-lines' seqs: not read yet,
+      // so its ended tickets keep their state in Redis (their views stay whole) and get no rows.
+      if ((snap.def.lines ?? 1) > 1) return { ids: [], tickets: [], unreadable: [] };
       const key = itemKeys(prefix, snap.def.itemId).done;
       await ensureGroup(key);
       // Own entries not yet acknowledged first (a round that failed), then a dead daemon's, then new ones.

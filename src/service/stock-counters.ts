@@ -1,6 +1,7 @@
 import type { RedisLike } from '../redis/client.js';
 import type { Clock } from '../kernel/clock.js';
 import type { LineItems } from '../queue/items.js';
+import { createSplitLine, splitOf } from '../queue/split-line.js';
 import { createScriptRunner, scripts } from '../redis/scripts.js';
 
 /**
@@ -31,16 +32,29 @@ export interface StockCounters {
 }
 
 /** `items`: the line's item views, refreshed after a change admission depends on (units back, a new count). */
-export function createStockCounters(deps: { redis: RedisLike; prefix: string; clock: Clock; items: Pick<LineItems, 'invalidate' | 'keepActive'> }): StockCounters {
+export function createStockCounters(deps: { redis: RedisLike; prefix: string; clock: Clock; items: Pick<LineItems, 'invalidate' | 'keepActive' | 'item' | 'peek'> }): StockCounters {
   const { run } = createScriptRunner(deps.redis, deps.prefix);
   const now = () => deps.clock.now();
+  // A split item (lines > 1) keeps its units on its sub-lines: a ticket's unit is on the ticket's own.
+  const split = createSplitLine(deps);
+  const splitItem = async (itemId: string) => {
+    // The cached view first: lines never change under an item, and a take is on the sale's hot path.
+    const def = (deps.items.peek(itemId) ?? (await deps.items.item(itemId)))?.snap.def;
+    return def ? splitOf(def) : null;
+  };
+  const refund = async (itemId: string, seq: number, forfeit: boolean) => {
+    const sub = await splitItem(itemId);
+    return sub ? split.refundStock(sub, seq, forfeit) : (await run(scripts.refundStock, itemId, now(), { seq, forfeit: forfeit ? '1' : '0' })) === 1;
+  };
   return {
     async take(itemId, seqs) {
+      const sub = await splitItem(itemId);
+      if (sub) return split.takeStock(sub, seqs);
       const [left, ...taken] = (await run(scripts.takeStock, itemId, now(), {}, seqs)) as number[];
       return { taken: taken.map((t) => t === 1), left };
     },
-    refund: async (itemId, seq) => (await run(scripts.refundStock, itemId, now(), { seq, forfeit: '0' })) === 1,
-    forfeit: async (itemId, seq) => (await run(scripts.refundStock, itemId, now(), { seq, forfeit: '1' })) === 1,
+    refund: (itemId, seq) => refund(itemId, seq, false),
+    forfeit: (itemId, seq) => refund(itemId, seq, true),
     async returnReleased(itemId, orders) {
       if (!orders.length) return 0;
       const given = (await run(scripts.returnUnit, itemId, now(), {}, orders.flatMap((o) => [o.orderId, o.userId]))) as number;
@@ -50,6 +64,18 @@ export function createStockCounters(deps: { redis: RedisLike; prefix: string; cl
       return given;
     },
     async set(itemId, units, shards, opts) {
+      const sub = await splitItem(itemId);
+      if (sub) {
+        const item = await deps.items.item(itemId, { fresh: true });
+        // Only with no sale in flight (as set-stock-4.lua's idleOnly), over every sub-line's counters,
+        // and none since the caller counted (read here, not inside one script: the sub-lines are on
+        // other slots, so a sale may still slip between this read and the set).
+        if (opts?.idleOnly && (item?.snap.counts.admitted ?? 0) > 0) return false;
+        if (opts?.unless && item?.snap.admissions !== opts.unless.admissions) return false;
+        await split.setStock(sub, units);
+        deps.items.invalidate(itemId);
+        return true;
+      }
       const res = (await run(scripts.setStock, itemId, now(), { units, shards, idleOnly: opts?.idleOnly ? '1' : '0', admissions: opts?.unless?.admissions ?? '', unitsWere: opts?.unless?.units ?? '' })) as number;
       deps.items.invalidate(itemId);
       return res >= 0;

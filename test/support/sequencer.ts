@@ -9,6 +9,7 @@
 import { BaseSequencer, type TestSpecification } from 'vitest/node';
 
 const SLOWEST_FIRST = [
+  'cluster-sublines',
   'e2e-gate-auto',
   'gate-postgres-pressure',
   'e2e-gate-failover',

@@ -15,3 +15,18 @@ local function effectiveGate(mode, rate, maxInFlight, aLimit, aRate, autoCap)
   end
   return r, m
 end
+
+-- The pace (GCRA at `rate` per s, burst tolerance max(1, rate * 0.1)): how many tickets may be
+-- admitted now (math.huge without a rate), and the function that records `taken` admissions in
+-- K.gate (tatAt + tatOff). Times are relative to floor(now): see admit-11.lua's header.
+local function paceNow(rate, tatAt, tatOff, now)
+  if not rate or rate <= 0 then return math.huge, function() end end
+  local interval, epoch, lag = 1000 / rate, math.floor(now), 0
+  -- lag = max(tat, now) - now, every term small: whole-ms differences are exact, offsets < 1 day.
+  tatAt, tatOff = tonumber(tatAt or ''), tonumber(tatOff or '')
+  if tatAt and tatOff then lag = math.max(0, (tatAt - epoch) + tatOff - (now - epoch)) end
+  local burst = math.max(1, rate * 0.1)
+  return math.floor(burst - lag / interval + 1e-9), function(taken)
+    redis.call('HSET', K.gate, 'tatAt', string.format('%d', epoch), 'tatOff', string.format('%.17g', (now - epoch) + lag + taken * interval))
+  end
+end

@@ -43,6 +43,19 @@ local function lastCutSeq(cuts)
   return cuts[#cuts][1]
 end
 
+-- The ticket a join returns instead of making another: the user's latest one in this line, if it
+-- is waiting (and not cut), admitted, or succeeded where `rejoin` is 'unless_succeeded'.
+-- Returns its seq and record, or nil. Needs K.users, K.meta.
+local function heldTicket(userId, rejoin)
+  local prev = tonumber(rcall('HGET', K.users, userId) or '')
+  local record = prev and getRecord(prev)
+  if not record then return nil end
+  local st = string.sub(record, 1, 1)
+  if st == 'w' and cutFor(loadCuts(), prev) then return nil end
+  if st == 'w' or st == 'a' or (st == 's' and rejoin == 'unless_succeeded') then return prev, record end
+  return nil
+end
+
 -- Gives back the unit of stock a ticket took (seckill, coupon), if it holds one: whatever ends a
 -- ticket without a sale, or returns it to the line, puts its unit back in the counter at once, so
 -- a unit is never stranded on a ticket that will not buy it. Idempotent (the `taken` entry goes).
@@ -109,4 +122,22 @@ local function reclaimExpired(now)
     end
   end
   return #expired
+end
+
+-- Admits a waiting ticket under a new lease (leasePrefix .. seq, until now + leaseMs) and appends
+-- { seq, record, payload, leaseId, leaseExp } to `out`. Needs K.ctr, K.leases, K.payloads.
+local function leaseTicket(out, seq, record, now, leasePrefix, leaseMs)
+  local leaseId = leasePrefix .. fmt(seq)
+  local exp = now + leaseMs
+  setState(seq, record, 'a')
+  rcall('HSET', keyOf.x(seq), 'lease', leaseId, 'leaseExp', fmt(exp), 'admittedAt', fmt(now), 'updatedAt', fmt(now))
+  rcall('ZADD', K.leases, exp, fmt(seq))
+  rcall('HINCRBY', K.ctr, 'waiting', -1)
+  rcall('HINCRBY', K.ctr, 'admitted', 1)
+  local payload = rcall('HGET', K.payloads, fmt(seq)) or ''
+  table.insert(out, seq)
+  table.insert(out, record)
+  table.insert(out, payload)
+  table.insert(out, leaseId)
+  table.insert(out, exp)
 end

@@ -53,15 +53,8 @@ local rate, mif = effectiveGate(gate[1], gate[2], gate[3], gate[5], gate[6], ARG
 if mif then
   allowed = math.min(allowed, mif - tonumber(rcall('HGET', K.ctr, 'admitted') or '0'))
 end
-local interval, epoch, lag = 0, math.floor(now), 0
-if rate and rate > 0 then
-  interval = 1000 / rate
-  -- lag = max(tat, now) - now, every term small: whole-ms differences are exact, offsets < 1 day.
-  local tatAt, tatOff = tonumber(gate[4] or ''), tonumber(gate[7] or '')
-  if tatAt and tatOff then lag = math.max(0, (tatAt - epoch) + tatOff - (now - epoch)) end
-  local burst = math.max(1, rate * 0.1)
-  allowed = math.min(allowed, math.floor(burst - lag / interval + 1e-9))
-end
+local paced, recordPace = paceNow(rate, gate[4], gate[7], now)
+allowed = math.min(allowed, paced)
 if allowed <= 0 then return { 0, 0 } end
 
 local meta = rcall('HMGET', K.meta, 'abandonAfterMs', 'epoch')
@@ -81,19 +74,7 @@ local function endIfBlocked(seq, record)
 end
 
 local function admit(seq, record)
-  local leaseId = leasePrefix .. fmt(seq)
-  local exp = now + leaseMs
-  setState(seq, record, 'a')
-  rcall('HSET', keyOf.x(seq), 'lease', leaseId, 'leaseExp', fmt(exp), 'admittedAt', fmt(now), 'updatedAt', fmt(now))
-  rcall('ZADD', K.leases, exp, fmt(seq))
-  rcall('HINCRBY', K.ctr, 'waiting', -1)
-  rcall('HINCRBY', K.ctr, 'admitted', 1)
-  local payload = rcall('HGET', K.payloads, fmt(seq)) or ''
-  table.insert(out, seq)
-  table.insert(out, record)
-  table.insert(out, payload)
-  table.insert(out, leaseId)
-  table.insert(out, exp)
+  leaseTicket(out, seq, record, now, leasePrefix, leaseMs)
   taken = taken + 1
 end
 
@@ -131,9 +112,7 @@ end
 rcall('HSET', K.ctr, 'served', fmt(served))
 if taken > 0 then
   rcall('HINCRBY', K.ctr, 'admissions', taken)
-  if interval > 0 then
-    rcall('HSET', K.gate, 'tatAt', fmt(epoch), 'tatOff', string.format('%.17g', (now - epoch) + lag + taken * interval))
-  end
+  recordPace(taken)
 end
 out[2] = taken
 return out

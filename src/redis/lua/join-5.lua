@@ -39,17 +39,8 @@ if userWait and (not keyWait or userWait >= keyWait) then return { -7, userWait,
 if keyWait then return { -7, keyWait, 'perKey', 0 } end
 if rcall('HEXISTS', K.blocked, userId) == 1 then return { -6, 0, '', 0 } end
 
-local prev = tonumber(rcall('HGET', K.users, userId) or '')
-if prev then
-  local record = getRecord(prev)
-  if record then
-    local st = string.sub(record, 1, 1)
-    if st == 'w' and cutFor(loadCuts(), prev) then st = 'cut' end
-    if st == 'w' or st == 'a' or (st == 's' and meta[7] == 'unless_succeeded') then
-      return { 1, prev, record, tonumber(rcall('HGET', K.ctr, 'served') or '0') }
-    end
-  end
-end
+local prev, held = heldTicket(userId, meta[7])
+if prev then return { 1, prev, held, tonumber(rcall('HGET', K.ctr, 'served') or '0') } end
 
 if meta[4] == '1' then return { -3, 0, '', 0 } end
 if meta[5] == '1' then return { -4, 0, '', 0 } end

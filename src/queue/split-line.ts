@@ -1,0 +1,342 @@
+import { createHash, randomBytes } from 'node:crypto';
+import type { Clock } from '../kernel/clock.js';
+import { FloodgateError } from '../kernel/errors.js';
+import type { RedisLike } from '../redis/client.js';
+import { itemKeys, subLineTag } from '../redis/keys.js';
+import { createScriptRunner, scripts } from '../redis/scripts.js';
+import type { Cut } from './types.js';
+
+/**
+ * A hot item's line split into K sub-lines on K hash slots (so, on a cluster, over several
+ * masters): the join, peek and admit scripts of sub-line k run on its own tag (keys.ts
+ * subLineTag), and only two small steps touch the item's own slot: the join number (one HINCRBY
+ * per join) and the gate around each admission round. Sub-line 0 is the item's own keys.
+ *
+ * Order. Every join takes a number n from the item's counter (ctr jn) and enters its user's
+ * sub-line (a stable hash of the user id: one ticket per user stays one script's decision) in a
+ * zset by n. An admission round, under the item's short lease: reads the counter (J), fences
+ * every sub-line at J (a join numbered ≤ its sub-line's fence is refused and takes a new number),
+ * lists each sub-line's first waiting tickets numbered ≤ J, merges the K lists by number and
+ * admits the first ones the gate allows. Admission therefore follows join numbers exactly, and a
+ * join that ended before another began has the smaller number (one counter, in Redis order).
+ *
+ * Position. A waiting ticket numbered n shows P = n − A, A the highest number admitted (ctr an).
+ * Distinct (numbers are), never rising (A only grows), at least 1 and at least the true count of
+ * waiting tickets ahead plus one; it exceeds it by the numbers between A and n that hold no
+ * waiting ticket (left the line, or taken by a join that returned an existing ticket or was
+ * renumbered). docs/design-notes.md has the proof; test/cluster-sublines.test.ts checks it.
+ *
+ * Ticket seqs: sub-line k's local seq s is the item's seq (s − 1)·K + k + 1 (equal for K = 1), so
+ * a ticket id (ticket-id.ts: item and seq) names its sub-line without a lookup, and no two
+ * tickets of the item share a seq. K is fixed for an item's life.
+ */
+
+export interface SplitItem {
+  itemId: string;
+  /** K, the number of sub-lines (1–64). */
+  lines: number;
+}
+
+/** The item as the split line takes it, if its line is split (lines > 1); null for one line. */
+export const splitOf = (def: { itemId: string; lines?: number }): SplitItem | null => ((def.lines ?? 1) > 1 ? { itemId: def.itemId, lines: def.lines! } : null);
+
+/** The sub-line a user's tickets of an item are in: a stable hash of the user id. */
+export function subLineOf(userId: string, lines: number): number {
+  if (lines === 1) return 0;
+  return createHash('sha1').update(userId).digest().readUInt32BE(0) % lines;
+}
+
+/** An item's seq from a sub-line and its seq there, and back. */
+export const splitSeq = (k: number, local: number, lines: number) => (local - 1) * lines + k + 1;
+export const subLineSeq = (seq: number, lines: number) => ({ k: (seq - 1) % lines, local: Math.floor((seq - 1) / lines) + 1 });
+
+export interface SplitJoin {
+  created: boolean;
+  /** The item's seq (what the ticket id carries). */
+  seq: number;
+  sub: number;
+  record: string;
+  /** The join number while the ticket waits in the line (0 once admitted, or for a returned ticket). */
+  num: number;
+}
+
+export interface SplitSettle {
+  seq: number;
+  leaseId: string;
+  status: 'succeeded' | 'rejected' | 'failed';
+  /** The outcome JSON (default: just the status). */
+  outcome?: string;
+  retry?: boolean;
+  force?: boolean;
+}
+
+export interface SplitAdmitted {
+  seq: number;
+  sub: number;
+  num: number;
+  record: string;
+  payload: string;
+  leaseId: string;
+  leaseExp: number;
+  /** The item's admission count when this ticket was admitted (1, 2, …): the order over every round and daemon. */
+  order: number;
+}
+
+export interface SplitLine {
+  /** Gives sub-lines 1..K−1 the copy of the item's meta their scripts read (the item must be defined; idempotent). */
+  defineSubLines(item: SplitItem): Promise<void>;
+  join(item: SplitItem, userId: string, payload?: Record<string, unknown> | null): Promise<SplitJoin>;
+  /** The position a waiting ticket numbered `num` shows: num − A. */
+  position(item: SplitItem, num: number): Promise<number>;
+  /** One admission round: up to `max` tickets in join-number order, as far as the gate allows ([] while another round runs). */
+  admit(item: SplitItem, max: number, leaseMs: number, autoCap?: number): Promise<SplitAdmitted[]>;
+  /** Settles admitted tickets (settle-8.lua on each one's sub-line); a code per entry as settle-8 answers. */
+  settle(item: SplitItem, entries: SplitSettle[]): Promise<number[]>;
+  /** Keeps leases alive until `until` (extend-leases-1.lua on each one's sub-line); how many were extended. */
+  extendLeases(item: SplitItem, until: number, tickets: { seq: number; leaseId: string }[]): Promise<number>;
+  /** Returns expired leases of every sub-line to its head (sweep-8.lua on each); how many. */
+  sweep(item: SplitItem): Promise<number>;
+  /**
+   * One ticket as read-ticket-3.lua reads it on its sub-line, and the position it shows while it
+   * waits in the line (n − A, A read first; null when not in the line).
+   */
+  readTicket(item: SplitItem, seq: number): Promise<{ record: string | null; x: Record<string, string>; retryRank: number; cut: Cut | null; position: number | null }>;
+  /** The ticket's stored record (null: none). */
+  recordOf(item: SplitItem, seq: number): Promise<string | null>;
+  /** cancel-9.lua on the ticket's sub-line: 1 cancelled, -1 not found, -2 not cancellable. */
+  cancel(item: SplitItem, seq: number, outcome: string, record: string): Promise<number>;
+  /** take-stock-2.lua on each ticket's sub-line (a ticket admitted with a unit finds it taken); `left` over every sub-line. */
+  takeStock(item: SplitItem, seqs: number[]): Promise<{ taken: boolean[]; left: number }>;
+  /** refund-stock-2.lua on the ticket's sub-line. */
+  refundStock(item: SplitItem, seq: number, forfeit: boolean): Promise<boolean>;
+  /**
+   * Sets the item's units left (seckill, coupon), spread over the sub-lines' own stock (set-stock-4.lua
+   * on each, one shard each): a ticket takes its unit on its own sub-line when admitted, and an
+   * admission round moves units to the sub-lines whose tickets it admits.
+   */
+  setStock(item: SplitItem, units: number): Promise<void>;
+  /** The units left over every sub-line. */
+  unitsLeft(item: SplitItem): Promise<number>;
+  /** Ends every waiting ticket of every sub-line (cut-4.lua on each) and refuses joins from then on. */
+  cut(item: SplitItem, kind: 'closed' | 'sold_out', reason?: string): Promise<number>;
+}
+
+/** How often a join whose number an admission round fenced out takes a new one before answering 503. */
+const RENUMBERS = 8;
+/** Sub-line meta fields copied from the item's (split-join-5.lua reads them). */
+const copied = ['epoch', 'handler', 'rejoin', 'opensAt', 'closesAt', 'closed'] as const;
+
+const refusals: Record<number, () => FloodgateError> = {
+  [-1]: () => new FloodgateError('item_not_found', 'No such item.'),
+  [-3]: () => new FloodgateError('closed', 'The item is closed.'),
+  [-4]: () => new FloodgateError('sold_out', 'The item is sold out.'),
+};
+
+export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock: Clock }): SplitLine {
+  const { redis, prefix, clock } = deps;
+  const { run } = createScriptRunner(redis, prefix);
+  const subs = (item: SplitItem) => Array.from({ length: item.lines }, (_, k) => k);
+  const tag = (item: SplitItem, k: number) => subLineTag(item.itemId, k);
+
+  /** Entries by sub-line, each with its seq there and its index in `entries`. */
+  function bySubLine<E extends { seq: number }>(item: SplitItem, entries: E[]) {
+    const groups = new Map<number, { e: E; local: number; i: number }[]>();
+    entries.forEach((e, i) => {
+      const { k, local } = subLineSeq(e.seq, item.lines);
+      groups.set(k, [...(groups.get(k) ?? []), { e, local, i }]);
+    });
+    return [...groups];
+  }
+
+  /** Moves units from sub-lines with more than their chosen tickets need to those with fewer (taken first, then added). */
+  async function moveUnits(item: SplitItem, units: number[], chosen: { k: number }[]) {
+    const spare = units.map((u) => Math.max(0, u));
+    for (const c of chosen) spare[c.k]--;
+    for (let k = 0; k < spare.length; k++) {
+      for (let j = 0; spare[k] < 0 && j < spare.length; j++) {
+        if (spare[j] <= 0) continue;
+        const got = (await run(scripts.splitUnits, tag(item, j), clock.now(), { delta: -Math.min(spare[j], -spare[k]) })) as number;
+        if (got > 0) await run(scripts.splitUnits, tag(item, k), clock.now(), { delta: got });
+        spare[j] -= got;
+        spare[k] += got;
+      }
+    }
+  }
+
+  return {
+    async defineSubLines(item) {
+      const meta = await redis.hmget(itemKeys(prefix, item.itemId).meta, ...copied);
+      if (meta[0] === null) throw new FloodgateError('item_not_found', 'No such item.');
+      const fields: Record<string, string> = { lines: String(item.lines) };
+      copied.forEach((f, i) => (fields[f] = meta[i] ?? ''));
+      const cleared = Object.keys(fields).filter((f) => fields[f] === '');
+      for (const f of cleared) delete fields[f];
+      await redis.hset(itemKeys(prefix, item.itemId).meta, 'lines', String(item.lines));
+      await Promise.all(
+        subs(item)
+          .slice(1)
+          .map(async (k) => {
+            const m = itemKeys(prefix, tag(item, k)).meta;
+            await redis.hset(m, { ...fields, sub: String(k) });
+            // A reopened item is open on every sub-line (closed is the item's flag; cuts stay).
+            if (cleared.length) await redis.hdel(m, ...cleared);
+          }),
+      );
+    },
+
+    async join(item, userId, payload) {
+      const k = subLineOf(userId, item.lines);
+      for (let i = 0; i < RENUMBERS; i++) {
+        const num = (await run(scripts.splitNumber, item.itemId, clock.now(), { userId })) as number;
+        if (num < 0) throw new FloodgateError('blocked', 'This user is blocked for this item.');
+        const [code, local, record, n] = (await run(scripts.splitJoin, tag(item, k), clock.now(), { userId, num, payload: payload ? JSON.stringify(payload) : '' })) as [number, number, string, number];
+        if (code === -8) continue;
+        if (code === 0 || code === 1) return { created: code === 0, seq: splitSeq(k, local, item.lines), sub: k, record, num: n };
+        if (code === -2) throw new FloodgateError('not_open', 'The sale has not opened yet.', { opensAt: new Date(local).toISOString() });
+        throw (refusals[code] ?? (() => new FloodgateError('internal', `split join returned ${code}`)))();
+      }
+      throw new FloodgateError('unavailable', 'The line is busy; try again.', undefined, 1);
+    },
+
+    async position(item, num) {
+      return num - Number((await redis.hget(itemKeys(prefix, item.itemId).ctr, 'an')) ?? 0);
+    },
+
+    async admit(item, max, leaseMs, autoCap) {
+      const token = randomBytes(9).toString('base64url');
+      const gate = async (op: string, a: { want?: number; inFlight?: number; taken?: number; lastNum?: number }) =>
+        Number(await run(scripts.splitGate, item.itemId, clock.now(), { op, token, want: a.want ?? '', inFlight: a.inFlight ?? '', autoCap: autoCap ?? '', taken: a.taken ?? '', lastNum: a.lastNum ?? '' }));
+      const upTo = await gate('lock', {});
+      if (upTo < 0) return [];
+      let rows: SplitAdmitted[] = [];
+      try {
+        const peeks = (await Promise.all(subs(item).map((k) => run(scripts.splitPeek, tag(item, k), clock.now(), { upTo, max })))) as number[][];
+        let inFlight = 0;
+        let bound = upTo;
+        const found: { k: number; local: number; num: number }[] = [];
+        const units = peeks.map((p) => p[2]);
+        peeks.forEach((p, k) => {
+          inFlight += p[0];
+          bound = Math.min(bound, p[1]);
+          for (let i = 3; i < p.length; i += 2) found.push({ k, local: p[i], num: p[i + 1] });
+        });
+        // Each list holds every waiting ticket of its sub-line numbered ≤ its bound: merged, the
+        // first ones by number up to the least bound are the first of the whole item.
+        const eligible = found.filter((c) => c.num <= bound).sort((a, b) => a.num - b.num || a.k - b.k);
+        const stocked = units.some((u) => u >= 0);
+        const want = Math.min(max, eligible.length, stocked ? units.reduce((s, u) => s + Math.max(0, u), 0) : Infinity);
+        const allowed = want > 0 ? await gate('allow', { want, inFlight }) : 0;
+        const chosen = eligible.slice(0, allowed);
+        if (stocked) await moveUnits(item, units, chosen);
+        const numOf = new Map(chosen.map((c) => [splitSeq(c.k, c.local, item.lines), c.num]));
+        const leasePrefix = randomBytes(12).toString('base64url') + '.';
+        const admitted = await Promise.all(
+          bySubLine(item, [...numOf.keys()].map((seq) => ({ seq }))).map(async ([k, g]) => {
+            const res = (await run(scripts.splitAdmit, tag(item, k), clock.now(), { leaseMs, leasePrefix }, g.map((x) => x.local))) as (string | number)[];
+            const got: SplitAdmitted[] = [];
+            for (let i = 1; i < res.length; i += 5) {
+              const seq = splitSeq(k, Number(res[i]), item.lines);
+              got.push({ seq, sub: k, num: numOf.get(seq)!, record: String(res[i + 1]), payload: String(res[i + 2]), leaseId: String(res[i + 3]), leaseExp: Number(res[i + 4]), order: 0 });
+            }
+            return got;
+          }),
+        );
+        rows = admitted.flat().sort((a, b) => a.num - b.num || a.sub - b.sub);
+      } finally {
+        // Frees the lease, also after a failed step (its admitted tickets' leases run out and the sweep returns them).
+        const total = await gate('commit', { taken: rows.length, lastNum: Math.max(0, ...rows.map((r) => r.num)) });
+        rows.forEach((r, i) => (r.order = total - rows.length + i + 1));
+      }
+      return rows;
+    },
+
+    async settle(item, entries) {
+      const codes: number[] = new Array(entries.length);
+      await Promise.all(
+        bySubLine(item, entries).map(async ([k, g]) => {
+          const rest = g.flatMap(({ e, local }) => [local, e.leaseId, e.status, e.outcome ?? JSON.stringify({ status: e.status }), e.retry ? '1' : '0', e.force ? '1' : '0']);
+          ((await run(scripts.settle, tag(item, k), clock.now(), {}, rest)) as number[]).forEach((c, j) => (codes[g[j].i] = c));
+        }),
+      );
+      return codes;
+    },
+
+    async extendLeases(item, until, tickets) {
+      const n = await Promise.all(
+        bySubLine(item, tickets).map(async ([k, g]) => (await run(scripts.extendLeases, tag(item, k), clock.now(), { until }, g.flatMap(({ e, local }) => [local, e.leaseId]))) as number),
+      );
+      return n.reduce((a, b) => a + b, 0);
+    },
+
+    async sweep(item) {
+      const n = await Promise.all(subs(item).map(async (k) => (await run(scripts.sweep, tag(item, k), clock.now(), {})) as number));
+      return n.reduce((a, b) => a + b, 0);
+    },
+
+    async readTicket(item, seq) {
+      const { k, local } = subLineSeq(seq, item.lines);
+      const a = Number((await redis.hget(itemKeys(prefix, item.itemId).ctr, 'an')) ?? 0);
+      const [[record, flat, , retryRank, cut], num] = await Promise.all([
+        run(scripts.readTicket, tag(item, k), clock.now(), { seq: local }) as Promise<[string | null, string[], number, number, string]>,
+        redis.zscore(itemKeys(prefix, tag(item, k)).wait, String(local)),
+      ]);
+      const x: Record<string, string> = {};
+      for (let i = 0; i < (flat?.length ?? 0); i += 2) x[flat[i]] = flat[i + 1];
+      return { record: record || null, x, retryRank, cut: cut ? (JSON.parse(cut) as Cut) : null, position: num === null ? null : Number(num) - a };
+    },
+
+    recordOf(item, seq) {
+      const { k, local } = subLineSeq(seq, item.lines);
+      return redis.hget(itemKeys(prefix, tag(item, k)).page(local), String(local));
+    },
+
+    async cancel(item, seq, outcome, record) {
+      const { k, local } = subLineSeq(seq, item.lines);
+      return (await run(scripts.cancel, tag(item, k), clock.now(), { seq: local, outcome, record })) as number;
+    },
+
+    async takeStock(item, seqs) {
+      const taken: boolean[] = new Array(seqs.length);
+      await Promise.all(
+        bySubLine(item, seqs.map((seq) => ({ seq }))).map(async ([k, g]) => {
+          const [, ...t] = (await run(scripts.takeStock, tag(item, k), clock.now(), {}, g.map((x) => x.local))) as number[];
+          t.forEach((v, j) => (taken[g[j].i] = v === 1));
+        }),
+      );
+      return { taken, left: await this.unitsLeft(item) };
+    },
+
+    async refundStock(item, seq, forfeit) {
+      const { k, local } = subLineSeq(seq, item.lines);
+      return (await run(scripts.refundStock, tag(item, k), clock.now(), { seq: local, forfeit: forfeit ? '1' : '0' })) === 1;
+    },
+
+    async setStock(item, units) {
+      await Promise.all(
+        subs(item).map(async (k) => {
+          const share = Math.floor(units / item.lines) + (k < units % item.lines ? 1 : 0);
+          await run(scripts.setStock, tag(item, k), clock.now(), { units: share, shards: 1, idleOnly: '0', admissions: '', unitsWere: '' });
+          // A sub-line whose share is 0 still takes joins while the item has units.
+          if (units > 0) await redis.hdel(itemKeys(prefix, tag(item, k)).meta, 'soldOut');
+        }),
+      );
+    },
+
+    async unitsLeft(item) {
+      const all = await Promise.all(subs(item).map((k) => redis.hvals(itemKeys(prefix, tag(item, k)).stock)));
+      return all.flat().reduce((s, v) => s + Math.max(0, Number(v)), 0);
+    },
+
+    async cut(item, kind, reason) {
+      const a = kind === 'closed' ? { stateChar: 'c', reason: reason ?? 'item_closed', flag: 'closed' } : { stateChar: 'r', reason: reason ?? 'sold_out', flag: 'soldOut' };
+      const ended = await Promise.all(
+        subs(item).map(async (k) => {
+          const n = (await run(scripts.cut, tag(item, k), clock.now(), a)) as number;
+          await redis.del(itemKeys(prefix, tag(item, k)).wait);
+          return Math.max(0, n);
+        }),
+      );
+      return ended.reduce((s, n) => s + n, 0);
+    },
+  };
+}

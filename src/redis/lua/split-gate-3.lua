@@ -1,0 +1,46 @@
+--[[
+  The gate of a split item, around one admission round of queue/split-line.ts, on the item's slot.
+  KEYS[1] gate  KEYS[2] ctr  KEYS[3] alock
+  ARGV[1] now (ms, the caller's clock)  ARGV[2] op: lock | allow | commit
+  ARGV[3] token: the round's random id  ARGV[4] want  ARGV[5] inFlight  ARGV[6] autoCap
+  ARGV[7] taken  ARGV[8] lastNum
+  lock: takes the item's admission lease (2 s) for the round; returns the join counter (ctr jn)
+    to fence the sub-lines at, or -1 while another round holds the lease.
+  allow: how many of `want` tickets the gate lets in now, `inFlight` being admitted already (the
+    sum over the sub-lines, read under the lease: only settles can change it, downwards); when
+    none, frees the lease.
+  commit: records `taken` admissions (the pace, ctr admissions) and the admission cursor (ctr an
+    = the highest join number admitted, `lastNum`), then frees the lease. Returns ctr admissions
+    after (so the round's tickets were the item's admissions total − taken + 1 … total).
+  The rule (effectiveGate, paceNow) is admit-11.lua's, from _gate.lua.
+]]
+-- @include _gate
+local now, op, token = tonumber(ARGV[1]), ARGV[2], ARGV[3]
+local function unlock()
+  if redis.call('GET', K.alock) == token then redis.call('DEL', K.alock) end
+end
+if op == 'lock' then
+  if not redis.call('SET', K.alock, token, 'NX', 'PX', 2000) then return -1 end
+  return tonumber(redis.call('HGET', K.ctr, 'jn') or '0')
+end
+local gate = redis.call('HMGET', K.gate, 'mode', 'rate', 'maxInFlight', 'tatAt', 'aLimit', 'aRate', 'tatOff')
+local rate, mif = effectiveGate(gate[1], gate[2], gate[3], gate[5], gate[6], ARGV[6])
+local paced, recordPace = paceNow(rate, gate[4], gate[7], now)
+if op == 'allow' then
+  local allowed = math.min(tonumber(ARGV[4]), paced)
+  if mif then allowed = math.min(allowed, mif - tonumber(ARGV[5])) end
+  if allowed <= 0 then
+    unlock()
+    return 0
+  end
+  return allowed
+end
+local taken = tonumber(ARGV[7])
+local total = tonumber(redis.call('HGET', K.ctr, 'admissions') or '0')
+if taken > 0 then
+  total = redis.call('HINCRBY', K.ctr, 'admissions', taken)
+  recordPace(taken)
+  if tonumber(ARGV[8]) > tonumber(redis.call('HGET', K.ctr, 'an') or '0') then redis.call('HSET', K.ctr, 'an', ARGV[8]) end
+end
+unlock()
+return total
