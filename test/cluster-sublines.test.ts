@@ -43,7 +43,7 @@ async function waitingNums(item: SplitItem): Promise<number[]> {
 }
 const sumCtr = async (item: SplitItem, field: string) => (await Promise.all(Array.from({ length: item.lines }, (_, k) => conns[0].hget(subCtr(item, k), field)))).reduce((s, v) => s + Number(v ?? 0), 0);
 
-describe('a hot item split into sub-lines on a Redis Cluster', () => {
+describe('a hot item split into sub-lines on a Redis Cluster', { timeout: 120_000 }, () => {
   it('puts the 8 sub-lines on 8 slots over every master; lines: 1 is the item itself', async () => {
     const tags = Array.from({ length: 8 }, (_, k) => subLineTag('hot', k));
     expect(tags[0]).toBe('hot');
