@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { startDaemonProcess } from './support/daemon.js';
+import { freePort } from './support/proxy.js';
 import { testRedis } from './support/redis.js';
 
 const { newPrefix } = testRedis();
@@ -11,7 +12,7 @@ afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
 
 describe('npm start with no REDIS_URL and no DATABASE_URL', () => {
   it('uses the local Redis, starts an embedded Postgres, migrates it, serves, and stops it again', async () => {
-    const port = 20000 + Math.floor(Math.random() * 20000);
+    const port = await freePort();
     const d = await startDaemonProcess({
       REDIS_URL: '',
       DATABASE_URL: '',

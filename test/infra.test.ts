@@ -1,5 +1,4 @@
 import { mkdtemp, rm } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
@@ -9,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensurePostgres } from '../src/infra/ensure-postgres.js';
 import { ensureRedis } from '../src/infra/ensure-redis.js';
 import { systemChanges } from '../src/infra/system-changes.js';
+import { freePort } from './support/proxy.js';
 
 const log = pino({ level: 'silent' });
 const noChanges = systemChanges({ allowed: false, refusal: 'a test' });
@@ -25,17 +25,6 @@ afterAll(async () => {
   for (const cleanup of cleanups.reverse()) await cleanup().catch(() => {});
   await rm(tmp, { recursive: true, force: true });
 });
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 describe('ensureRedis', () => {
   it('returns a configured url untouched', async () => {

@@ -9,6 +9,7 @@
  *   // DATABASE_URL=postgres://…@127.0.0.1:${proxy.port}/db
  *   await proxy.cut(); … await proxy.restore();
  */
+import { readFileSync } from 'node:fs';
 import net, { connect, createServer, type Server, type Socket } from 'node:net';
 
 export interface TcpProxy {
@@ -117,11 +118,42 @@ export async function tcpProxy(target: { host: string; port: number }, listenPor
   };
 }
 
-/** A loopback port nothing listens on right now. */
-export async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', () => resolve()));
-  const { port } = s.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
+/**
+ * A loopback port for a server a test starts: nothing listens on it now, and it lies below the
+ * kernel's ephemeral range, so no outgoing connection can take it before the server binds it (a
+ * port from listen(0) is an ephemeral one: an embedded Postgres and a cluster's redis-server lost
+ * theirs to client sockets in clean-clone runs). Each vitest worker draws from its own slice.
+ */
+const handedOut = new Set<number>();
+
+export async function freePort(opts: { /** A Redis Cluster node: its bus port (port + 10000) must be free as well, and below the range too. */ bus?: boolean } = {}): Promise<number> {
+  let ephemeralFrom = 32768;
+  try {
+    ephemeralFrom = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]) || ephemeralFrom;
+  } catch {
+    /* not Linux: the usual start of the range */
+  }
+  const from = 10_000;
+  const slices = 8;
+  const to = opts.bus ? ephemeralFrom - 10_000 : ephemeralFrom;
+  const size = Math.max(100, Math.floor((to - from) / slices));
+  const base = from + ((Number(process.env.VITEST_POOL_ID ?? 1) - 1) % slices) * size;
+  for (let tries = 0; tries < 200; tries++) {
+    const port = base + Math.floor(Math.random() * size);
+    const wants = opts.bus ? [port, port + 10_000] : [port];
+    // Not one handed out already in this worker: its server may not have bound it yet.
+    if (wants.some((p) => handedOut.has(p))) continue;
+    if (!(await bindable(port)) || (opts.bus && !(await bindable(port + 10_000)))) continue;
+    for (const p of wants) handedOut.add(p);
+    return port;
+  }
+  throw new Error(`no free port in ${base}–${base + size - 1}`);
+}
+
+function bindable(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.once('error', () => resolve(false));
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+  });
 }

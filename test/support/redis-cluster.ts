@@ -42,7 +42,7 @@ export async function ownCluster(opts: { masters?: number; replicas?: number } =
   const procs = new Map<number, ChildProcess>();
   const conns: Redis[] = [];
   const ports: number[] = [];
-  for (let i = 0; i < masters * (1 + replicas); i++) ports.push(await freePort());
+  for (let i = 0; i < masters * (1 + replicas); i++) ports.push(await freePort({ bus: true }));
 
   const killPort = async (port: number) => {
     const p = procs.get(port);
