@@ -53,17 +53,20 @@ async function reserveAll(url: string, item: string, n: number, tag: string) {
 }
 
 describe('reservation expiry across daemon processes', () => {
-  it('two daemons release each expired reservation exactly once: every unit comes back once', async () => {
+  it('two daemons release each expired reservation exactly once: every unit comes back once', { timeout: 120_000 }, async () => {
     const prefix = newPrefix();
     const [a, b] = await Promise.all([start(prefix), start(prefix)]);
     const item = 'resv-two';
     const n = 30;
     expect((await http(a.url, 'PUT', `/v1/items/${item}`, { handler: 'seckill', config: { stock: n, reserveMs: 3000 } }, 'op')).status).toBe(201);
     await reserveAll(a.url, item, n, 'two');
-    // Every unit is held by a reservation (unless the machine was so slow that some have expired
-    // already: then their units are back, counted below once).
+    // Every unit is held by a reservation, and Redis offers none of them (on a slow machine some
+    // may have expired already: their units come back, Postgres first, then Redis). Read Redis
+    // first: it never shows more units than Postgres has free after it, whatever a sweep does in
+    // between (an equality of the two failed when a sweep ran between the reads).
+    const offered = await units(prefix, item);
     const [held] = await db.sql`select count(*) filter (where status = 'reserved')::int as r from orders where item_id = ${item}`;
-    expect(await units(prefix, item)).toBe(n - held.r);
+    expect(offered).toBeLessThanOrEqual(n - held.r);
     const done = await until(() => orders(item), (o) => o.released === n && o.unreturned === 0);
     expect(done).toEqual({ reserved: 0, released: n, unreturned: 0 });
     // Counted twice, the counter would read 2n (until a recount), and the set of returned orders.
@@ -78,7 +81,7 @@ describe('reservation expiry across daemon processes', () => {
     await Promise.all([a.stop(), b.stop()]);
   });
 
-  it('loses no reservation due while its daemon was SIGKILLed: the restarted daemon releases them and sells the units again', async () => {
+  it('loses no reservation due while its daemon was SIGKILLed: the restarted daemon releases them and sells the units again', { timeout: 120_000 }, async () => {
     const prefix = newPrefix();
     const a = await start(prefix);
     const item = 'resv-kill';
