@@ -154,12 +154,10 @@ async function itemPage(itemId: string) {
   // The form shows the gate as it is, until the operator edits it; an edit made while an earlier
   // apply is still answering stays (a loaded daemon answered the first apply after the operator
   // had chosen the next mode, and the refresh put the old one back before the click).
-  let editing = false;
+  // Edits made, and how many of them an answered apply carried: the form is the operator's while they differ.
   let edits = 0;
-  gateForm.addEventListener('input', () => {
-    editing = true;
-    edits++;
-  });
+  let applied = 0;
+  gateForm.addEventListener('input', () => void edits++);
   gateForm.addEventListener('submit', async (e) => {
     e.preventDefault();
     const patch: Record<string, unknown> = { mode: (mode as HTMLSelectElement).value };
@@ -170,7 +168,7 @@ async function itemPage(itemId: string) {
     const sent = edits;
     try {
       await api('PATCH', `${path}/gate`, patch);
-      if (edits === sent) editing = false;
+      applied = Math.max(applied, sent);
       void load();
     } catch (err) {
       failed(err);
@@ -186,7 +184,7 @@ async function itemPage(itemId: string) {
     const [item, series, log] = await Promise.all([api<Item>('GET', path), api<{ points: Point[] }>('GET', `${path}/series?windowMs=900000`), api<{ entries: { at: string; actor: string; from: unknown; to: unknown; reason: string }[] }>('GET', `${path}/audit?limit=100`)]);
     summary.textContent = `${item.handler} · ${item.state} · waiting ${item.counts.waiting} · admitted ${item.counts.admitted} · succeeded ${item.counts.succeeded} · rejected ${item.counts.rejected} · left ${fmt(item.remaining)}`;
     const g = item.gate;
-    if (!editing) {
+    if (edits === applied) {
       (mode as HTMLSelectElement).value = g.mode;
       (rate as HTMLInputElement).value = g.rate === null ? '' : String(g.rate);
       (mif as HTMLInputElement).value = g.maxInFlight === null ? '' : String(g.maxInFlight);

@@ -4,7 +4,7 @@ import { drawOrder, drawPositions } from './draw.js';
 import type { EtaMemory } from './eta-memory.js';
 import { ACTIVE_GRACE_MS, type ItemDirectory } from './items.js';
 import { settleError, type LineScripts, type SettleCode } from './line-scripts.js';
-import { splitOf, type SplitLine } from './split-line.js';
+import { splitItemOf, splitOf, type SplitLine } from './split-line.js';
 import type { TicketReader } from './ticket-reader.js';
 import { makeTicketId } from './ticket-id.js';
 import type { AdmittedTicket, Outcome, TicketView } from './types.js';
@@ -90,11 +90,7 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
     return { drawn: true, n };
   }
 
-  /** The item's sub-lines if it is split (its view from the cache, else read). */
-  const splitItem = async (itemId: string) => {
-    const def = (items.peek(itemId) ?? (await items.item(itemId)))?.snap.def;
-    return def ? splitOf(def) : null;
-  };
+  const splitItem = (itemId: string) => splitItemOf(items, itemId);
 
   const admissions: Admissions = {
     async admit(itemId, max, leaseMs, autoCap) {

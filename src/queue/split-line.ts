@@ -4,6 +4,7 @@ import { FloodgateError } from '../kernel/errors.js';
 import type { RedisLike } from '../redis/client.js';
 import { itemKeys, subLineTag } from '../redis/keys.js';
 import { createScriptRunner, scripts } from '../redis/scripts.js';
+import type { LineItems } from './items.js';
 import type { Cut } from './types.js';
 
 /**
@@ -39,6 +40,12 @@ export interface SplitItem {
 
 /** The item as the split line takes it, if its line is split (lines > 1); null for one line. */
 export const splitOf = (def: { itemId: string; lines?: number }): SplitItem | null => ((def.lines ?? 1) > 1 ? { itemId: def.itemId, lines: def.lines! } : null);
+
+/** splitOf an item by id: its cached view when there is one (lines never change under an item), else read. */
+export async function splitItemOf(items: Pick<LineItems, 'peek' | 'item'>, itemId: string): Promise<SplitItem | null> {
+  const def = (items.peek(itemId) ?? (await items.item(itemId)))?.snap.def;
+  return def ? splitOf(def) : null;
+}
 
 /** The sub-line a user's tickets of an item are in: a stable hash of the user id. */
 export function subLineOf(userId: string, lines: number): number {

@@ -1,7 +1,7 @@
 import type { RedisLike } from '../redis/client.js';
 import type { Clock } from '../kernel/clock.js';
 import type { LineItems } from '../queue/items.js';
-import { createSplitLine, splitOf } from '../queue/split-line.js';
+import { createSplitLine, splitItemOf } from '../queue/split-line.js';
 import { createScriptRunner, scripts } from '../redis/scripts.js';
 
 /**
@@ -37,11 +37,8 @@ export function createStockCounters(deps: { redis: RedisLike; prefix: string; cl
   const now = () => deps.clock.now();
   // A split item (lines > 1) keeps its units on its sub-lines: a ticket's unit is on the ticket's own.
   const split = createSplitLine(deps);
-  const splitItem = async (itemId: string) => {
-    // The cached view first: lines never change under an item, and a take is on the sale's hot path.
-    const def = (deps.items.peek(itemId) ?? (await deps.items.item(itemId)))?.snap.def;
-    return def ? splitOf(def) : null;
-  };
+  // The cached view first (splitItemOf): a take is on the sale's hot path.
+  const splitItem = (itemId: string) => splitItemOf(deps.items, itemId);
   const refund = async (itemId: string, seq: number, forfeit: boolean) => {
     const sub = await splitItem(itemId);
     return sub ? split.refundStock(sub, seq, forfeit) : (await run(scripts.refundStock, itemId, now(), { seq, forfeit: forfeit ? '1' : '0' })) === 1;
