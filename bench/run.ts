@@ -10,6 +10,7 @@
  * (hard limit, s, default 300 or the scenario's own; raised automatically when BENCH_FILL_MAX=0),
  * BENCH_NO_DOCS=1 (do not touch docs/benchmarks.md).
  */
+import { execFileSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -69,6 +70,8 @@ const watchdog = setTimeout(() => {
 watchdog.unref();
 
 async function main() {
+  // The daemon runs as `npm start` runs it: built into dist/floodgate.mjs (lib/harness.ts).
+  execFileSync(process.execPath, [path.join(repoRoot, 'scripts/build.mjs')], { stdio: 'inherit' });
   tmpDir = await mkdtemp(path.join(os.tmpdir(), 'floodgate-bench-'));
   redis = connectRedis();
   watchCpu('redis', Number(/^process_id:(\d+)/m.exec(await redis.info('server'))?.[1]) || undefined);

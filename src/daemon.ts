@@ -350,9 +350,27 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
 
 /** Registers a deployment's own handlers: the module exports `handlers` (an array of HandlerSpec). */
 async function loadHandlers(modulePath: string, registry: HandlerRegistry, log: Logger) {
-  const mod = (await import(pathToFileURL(path.resolve(modulePath)).href)) as { handlers?: HandlerSpec[]; default?: HandlerSpec[] };
+  const mod = (await importModule(modulePath)) as { handlers?: HandlerSpec[]; default?: HandlerSpec[] };
   const specs = mod.handlers ?? mod.default;
   if (!Array.isArray(specs)) throw new Error(`${modulePath} must export \`handlers\`, an array of handler specs`);
   for (const spec of specs) registry.register(spec);
   log.info({ module: modulePath, handlers: specs.map((s) => s.name) }, 'custom handlers registered');
+}
+
+/**
+ * Imports a deployment's module. One written in TypeScript is compiled by tsx's loader, registered
+ * here on first need: the daemon itself runs built (dist/floodgate.mjs) under plain node, which
+ * refuses a .ts file (under tsx or vitest it imports at once).
+ */
+async function importModule(modulePath: string): Promise<unknown> {
+  const url = pathToFileURL(path.resolve(modulePath)).href;
+  try {
+    return await import(url);
+  } catch (err) {
+    if ((err as { code?: string }).code !== 'ERR_UNKNOWN_FILE_EXTENSION') throw err;
+    const { register } = await import('tsx/esm/api');
+    register();
+    return import(`${url}?tsx`); // a fresh URL: node keeps the failed load of the first
+
+  }
 }

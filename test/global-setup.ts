@@ -2,11 +2,15 @@
  * Brings up what the tests need, once per run, and says what it did:
  * - Redis: REDIS_URL, else a Redis answering on 127.0.0.1:6379, else a redis-server we start.
  * - Postgres: DATABASE_URL, else a server on 127.0.0.1:5432 (trust auth), else an embedded one.
- * Then it makes one migrated template database; each test file clones its own from it.
+ * Then it makes one migrated template database; each test file clones its own from it, and
+ * builds dist/floodgate.mjs as `npm start` does: the tests that start the daemon as a process run
+ * that file (test/support/daemon.ts).
  */
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import postgres from 'postgres';
 import type { TestProject } from 'vitest/node';
 import { connectDb, migrateDb } from '../src/db/client.js';
@@ -37,6 +41,7 @@ async function reachable(url: string): Promise<boolean> {
 
 export default async function setup(project: TestProject) {
   const log = createLogger(process.env.TEST_LOG_LEVEL ?? 'info');
+  const built = promisify(execFile)(process.execPath, [path.resolve(import.meta.dirname, '../scripts/build.mjs')]);
   const dataDir = path.join(os.tmpdir(), 'floodgate-test-infra');
   // A test run installs nothing: without a Redis answering or redis-server on PATH it stops and says so.
   const redis = await ensureRedis({ url: process.env.REDIS_URL, dataDir: path.join(dataDir, 'redis'), log, changes: systemChanges({ allowed: false, refusal: 'tests install nothing' }), env: process.env, port: process.env.REDIS_URL ? undefined : 6379 });
@@ -59,6 +64,7 @@ export default async function setup(project: TestProject) {
   await migrateDb(handle);
   await handle.close();
 
+  await built;
   process.env.REDIS_URL = redis.url;
   project.provide('redisUrl', redis.url);
   project.provide('pgAdminUrl', pgAdminUrl);

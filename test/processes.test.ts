@@ -39,9 +39,9 @@ function call(base: string, method: string, path: string, body?: unknown, key?: 
   });
 }
 
-/** The primary's worker processes (not tsx's esbuild service, also its child). */
+/** The primary's worker processes. */
 const workersOf = (pid: number) =>
-  execFileSync('pgrep', ['-P', String(pid), '-f', 'src/main.ts'], { encoding: 'utf8' })
+  execFileSync('pgrep', ['-P', String(pid), '-f', 'floodgate.mjs'], { encoding: 'utf8' })
     .split('\n')
     .filter(Boolean)
     .map(Number);

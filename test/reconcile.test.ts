@@ -3,6 +3,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
+import { builtDaemon } from './support/daemon.js';
 import { testDb } from './support/db.js';
 import { redisUrl, testRedis, unlinkPrefix } from './support/redis.js';
 import { joinAll } from './support/joins.js';
@@ -32,7 +33,7 @@ describe('reconcile', () => {
     expect(first.filter((v) => v.state === 'succeeded').length).toBe(20);
 
     await unlinkPrefix(redis, prefix);
-    const { stdout } = await run(process.execPath, ['--import', 'tsx', 'src/main.ts', 'reconcile', 'rc'], {
+    const { stdout } = await run(process.execPath, [builtDaemon, 'reconcile', 'rc'], {
       cwd: path.resolve(import.meta.dirname, '..'),
       env: { ...process.env, REDIS_URL: redisUrl(), DATABASE_URL: db.url, FLOODGATE_REDIS_PREFIX: prefix, LOG_LEVEL: 'warn' },
     });

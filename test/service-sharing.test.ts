@@ -1,16 +1,18 @@
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
+import { startDaemonProcess } from './support/daemon.js';
 import { testDb } from './support/db.js';
-import { testRedis } from './support/redis.js';
+import { redisUrl, testRedis } from './support/redis.js';
 import { joinAll, userIds } from './support/joins.js';
 
 const { newPrefix } = testRedis();
 const db = await testDb();
+const handlersModule = path.resolve(import.meta.dirname, 'fixtures/echo-handler.ts');
 const { call } = await inProcessDaemon({
   prefix: newPrefix(),
   databaseUrl: db.url,
-  env: { FLOODGATE_HANDLERS_MODULE: path.resolve(import.meta.dirname, 'fixtures/echo-handler.ts') },
+  env: { FLOODGATE_HANDLERS_MODULE: handlersModule },
 });
 const view = (id: string) => call('GET', `/v1/tickets/${id}`, undefined, null).then((r) => r.body);
 
@@ -44,5 +46,22 @@ describe('the service module', () => {
     );
     expect(va).toMatchObject({ state: 'succeeded', outcome: { result: { echoed: 'hi ann', attempt: 1 } } });
     expect(vb).toMatchObject({ state: 'rejected', outcome: { reason: 'refused' } });
+  });
+
+  it('loads a TypeScript handlers module into the daemon as `npm start` runs it (built, plain node)', { timeout: 60_000 }, async () => {
+    const d = await startDaemonProcess({ REDIS_URL: redisUrl(), DATABASE_URL: db.url, FLOODGATE_REDIS_PREFIX: newPrefix(), FLOODGATE_SERVICE_KEYS: 'svc', FLOODGATE_OPERATOR_KEYS: 'op', FLOODGATE_HANDLERS_MODULE: handlersModule });
+    try {
+      const req = (method: string, p: string, body: unknown, key: string) =>
+        fetch(`${d.url}${p}`, { method, headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: body ? JSON.stringify(body) : undefined }).then(async (r) => ({ status: r.status, body: await r.json() }));
+      expect((await req('PUT', '/v1/items/e3', { handler: 'echo', config: { prefix: 'built ' } }, 'op')).status).toBe(201);
+      const t = (await req('POST', '/v1/items/e3/tickets', { userId: 'cy' }, 'svc')).body;
+      const v = await waitFor(
+        () => fetch(`${d.url}/v1/tickets/${t.ticketId}`).then((r) => r.json()),
+        (x) => x.state === 'succeeded',
+      );
+      expect(v).toMatchObject({ outcome: { result: { echoed: 'built cy' } } });
+    } finally {
+      expect(await d.stop()).toBe(0);
+    }
   });
 });

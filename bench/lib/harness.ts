@@ -7,7 +7,7 @@ import { REDIS_URL, type Machine } from './infra.js';
 import { runLoads } from './load.js';
 import type { LoadResult, LoadSpec } from './load-spec.js';
 import { percentile } from './stats.js';
-import { freePort, spawnTsx, waitHealthy, type Child } from './procs.js';
+import { freePort, spawnNode, spawnTsx, waitHealthy, type Child } from './procs.js';
 
 export interface BenchContext {
   tmpDir: string;
@@ -65,7 +65,7 @@ export async function startBareHono(ctx: BenchContext, env: Record<string, strin
 /** `env` overrides the daemon's environment (e.g. REDIS_URL and DATABASE_URL of stores the scenario controls). */
 export async function startDaemon(ctx: BenchContext, env: Record<string, string> = {}): Promise<Server> {
   const port = await freePort();
-  const child = spawnTsx('floodgate', 'src/main.ts', {
+  const child = spawnNode('floodgate', 'dist/floodgate.mjs', {
     logFile: path.join(ctx.tmpDir, 'daemon.log'),
     env: {
       PORT: String(port),

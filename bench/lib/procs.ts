@@ -23,14 +23,20 @@ export interface Child {
 const children = new Set<Child>();
 
 /**
- * Runs `node --import tsx <file>` (what `tsx <file>` does, without the extra wrapper process).
- * BENCH_NODE_ARGS adds node flags to the children this way started (e.g. `--cpu-prof
+ * Runs `node --import tsx <file>` (what `tsx <file>` does, without the extra wrapper process): the
+ * bench's own helpers (load generators, downstreams). BENCH_NODE_ARGS adds node flags to the children this way started (e.g. `--cpu-prof
  * --cpu-prof-dir=/tmp/prof` for a flame graph of the daemon under the scenario's load).
  */
 export function spawnTsx(name: string, file: string, opts: { env?: Record<string, string>; args?: string[]; logFile?: string } = {}): Child {
-  const nodeArgs = (process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
-  return spawnChild(name, process.execPath, [...nodeArgs, '--import', 'tsx', file, ...(opts.args ?? [])], opts);
+  return spawnChild(name, process.execPath, [...benchNodeArgs(), '--import', 'tsx', file, ...(opts.args ?? [])], opts);
 }
+
+/** Runs a built JavaScript file (the daemon: dist/floodgate.mjs) with node, BENCH_NODE_ARGS as for spawnTsx. */
+export function spawnNode(name: string, file: string, opts: { env?: Record<string, string>; args?: string[]; logFile?: string } = {}): Child {
+  return spawnChild(name, process.execPath, [...benchNodeArgs(), '--enable-source-maps', file, ...(opts.args ?? [])], opts);
+}
+
+const benchNodeArgs = () => (process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
 
 /** Any program (e.g. a redis-server the scenario owns), kept and killed like the node children. */
 export function spawnChild(name: string, command: string, args: string[], opts: { env?: Record<string, string>; logFile?: string } = {}): Child {

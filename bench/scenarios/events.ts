@@ -115,7 +115,7 @@ export async function eventsScenario(ctx: BenchContext): Promise<ScenarioOutput>
     '',
     '### Method',
     '',
-    `- One daemon process (src/main.ts), a seckill item with ${units} units and a closed gate; ${n} users join over HTTP, then this process opens one SSE stream per ticket (node:http, a socket each, read by ${readers} worker thread${readers > 1 ? 's' : ''}) and waits for each first event. RSS from /proc before and after; CPU from /proc/<pid>/stat.`,
+    `- One daemon process (dist/floodgate.mjs, as \`npm start\` runs it), a seckill item with ${units} units and a closed gate; ${n} users join over HTTP, then this process opens one SSE stream per ticket (node:http, a socket each, read by ${readers} worker thread${readers > 1 ? 's' : ''}) and waits for each first event. RSS from /proc before and after; CPU from /proc/<pid>/stat.`,
     `- The gate then opens at ${rate}/s: the dispatcher sells the units, the watch sends position drops (at most once per pollAfterMs per stream) and the admitted/succeeded views; Postgres says sold out, the line is cut, and every waiting stream gets its rejected/sold_out view from one refresh of the item. The cut's time is meta.endedAt in Redis (same machine clock).`,
     `- Streams: ${n}${n < wanted ? ` of the ${wanted} asked for: the machine's open-file hard limit is ${hard} per process and cannot be raised inside this container, and the daemon needs ~100 descriptors of its own` : ''}.`,
     `- Sell-out detection: ${soldOut ? 'seen' : 'NOT seen within the deadline'}.`,

@@ -145,7 +145,7 @@ export async function manyItemsScenario(ctx: BenchContext): Promise<ScenarioOutp
     '',
     '### Method',
     '',
-    `- One daemon (src/main.ts, LOG_LEVEL=warn). ${n} items: even ones webhook (auto gate, a downstream that is never called), odd ones seckill (10 units); no tickets. CPU from /proc/<pid>/stat; Redis commands from INFO stats (the whole server: it is shared with nothing else in this run).`,
+    `- One daemon (dist/floodgate.mjs, built from src/ as \`npm start\` does, LOG_LEVEL=warn). ${n} items: even ones webhook (auto gate, a downstream that is never called), odd ones seckill (10 units); no tickets. CPU from /proc/<pid>/stat; Redis commands from INFO stats (the whole server: it is shared with nothing else in this run).`,
     '- Background loops visit only the items of the active set (any work in the last minute, or a lease running longer); every item is made active only at a start and after a Redis reconnect. Defining an item does not make it active: it is a change notice (items.announce), which makes every daemon read the item again when it next serves it.',
     '- Hot item: an external line behind a closed gate (joins only, a new user per request), measured in rounds before the idle items are defined and again once they are idle, on the same daemon. The rounds are not interleaved (the items cannot come and go between rounds), so load from outside the bench between the two shows in the ratio. The alternating row compares the same load against a second daemon (its own database and Redis prefix) that knows only its hot item, slice by slice, after one warm-up each.',
   ].join('\n');

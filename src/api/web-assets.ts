@@ -1,11 +1,11 @@
 import { createHash } from 'node:crypto';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { packageRoot } from '../kernel/package-root.js';
 import { build } from 'esbuild';
 
 /** The browser code of the pages, under web/ in the repo: one entry per page (and the proof-of-work worker). */
 const entries = ['wait.ts', 'join.ts', 'pow-worker.ts', 'console.ts', 'page.css', 'console.css'];
-const webDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../web');
+const webDir = path.join(packageRoot(), 'web');
 
 export interface Asset {
   body: Uint8Array;

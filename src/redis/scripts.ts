@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { packageRoot } from '../kernel/package-root.js';
 import type { RedisLike } from './client.js';
 import { itemKeys, keySuffix, luaKeyBuilders, type ItemKeyName, type ItemKeys } from './keys.js';
 
@@ -68,7 +68,7 @@ export const scripts = {
 
 export type Scripts = typeof scripts;
 
-const luaDir = path.join(path.dirname(fileURLToPath(import.meta.url)), 'lua');
+const luaDir = path.join(packageRoot(), 'src/redis/lua');
 
 /**
  * A script's source as Redis runs it: its KEYS by name (`K`), the key builders (`keyOf`), then

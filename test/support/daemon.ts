@@ -1,8 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
-import { pathToFileURL } from 'node:url';
 
 const root = path.resolve(import.meta.dirname, '../..');
+/** The daemon as `npm start` runs it (scripts/build.mjs). */
+export const builtDaemon = path.join(root, 'dist/floodgate.mjs');
 
 export interface RunningDaemon {
   url: string;
@@ -13,12 +14,11 @@ export interface RunningDaemon {
 }
 
 /**
- * Starts the daemon as a user would (`tsx src/main.ts`), on a free port, and waits until it says
- * it listens. `cwd` (default: the repository) is where it looks for `.env` and keeps `.floodgate`.
+ * Starts the daemon as a user would (`npm start`: dist/floodgate.mjs, which the tests' global
+ * setup builds), on a free port, and waits until it says it listens. `cwd` (default: the repository) is where it looks for `.env` and keeps `.floodgate`.
  */
 export async function startDaemonProcess(env: Record<string, string>, opts: { cwd?: string; /** Processes that must say they listen (FLOODGATE_PROCESSES). */ listening?: number } = {}): Promise<RunningDaemon> {
-  const tsx = pathToFileURL(path.join(root, 'node_modules/tsx/dist/loader.mjs')).href;
-  const proc = spawn(process.execPath, ['--import', tsx, path.join(root, 'src/main.ts')], {
+  const proc = spawn(process.execPath, ['--enable-source-maps', builtDaemon], {
     cwd: opts.cwd ?? root,
     env: { ...process.env, PORT: '0', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
