@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { scanKeys, type RedisLike } from '../redis/client.js';
 import type { Clock } from '../kernel/clock.js';
-import { globalBlocksKey, itemKeys } from '../redis/keys.js';
+import { globalBlocksKey, itemKeys, subLineTag } from '../redis/keys.js';
 import { gateFields } from './gate-rule.js';
 import type { ItemDirectory } from './items.js';
 import type { LineScripts } from './line-scripts.js';
@@ -89,11 +89,20 @@ export function createDefinitions(deps: { redis: RedisLike; prefix: string; cloc
     },
 
     async drop(itemId) {
-      const k = itemKeys(prefix, itemId);
-      const [ctr, pending] = await Promise.all([redis.hmget(k.ctr, 'waiting', 'admitted'), redis.xlen(k.done)]);
-      if (Number(ctr[0] ?? 0) + Number(ctr[1] ?? 0) > 0 || pending > 0) return false;
+      // A split item's sub-lines each count their tickets and hold a stream and keys on their own tag.
+      const lines = Number((await redis.hget(itemKeys(prefix, itemId).meta, 'lines')) || 1);
+      const tags = Array.from({ length: lines }, (_, k) => subLineTag(itemId, k));
+      const busy = await Promise.all(
+        tags.map(async (tag) => {
+          const k = itemKeys(prefix, tag);
+          const [ctr, pending] = await Promise.all([redis.hmget(k.ctr, 'waiting', 'admitted'), redis.xlen(k.done)]);
+          return Number(ctr[0] ?? 0) + Number(ctr[1] ?? 0) > 0 || pending > 0;
+        }),
+      );
+      if (busy.includes(true)) return false;
       await items.removed(itemId);
-      await scanKeys(redis, `${k.base.replace(/[*?[\]\\]/g, '\\$&')}*`, (keys) => redis.unlink(...keys));
+      // The item's own tag (its meta) last: keys left by a stop part-way still name the item's sub-lines.
+      for (const tag of tags.reverse()) await scanKeys(redis, `${itemKeys(prefix, tag).base.replace(/[*?[\]\\]/g, '\\$&')}*`, (keys) => redis.unlink(...keys));
       items.invalidate(itemId);
       return true;
     },
