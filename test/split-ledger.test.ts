@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { anonymousKeyName } from '../src/access/keys.js';
 import { ticketRef } from '../src/kernel/ticket-ref.js';
 import { itemKeys, subLineTag } from '../src/redis/keys.js';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
@@ -29,18 +30,18 @@ async function joinUsers(itemId: string, users: string[]) {
 
 /**
  * Every ticket ends, and then: one row each under its ticket's ref with the view's user, status,
- * reason and result; every sub-line's stream acknowledged, its payloads and x hashes gone; the
+ * reason, result and the name of the key that joined it; every sub-line's stream acknowledged, its payloads and x hashes gone; the
  * same views from Postgres. Returns the terminal views.
  */
 async function expectLedgered(itemId: string, lines: number, ids: string[]) {
   const views = await waitFor(() => Promise.all(ids.map(poll)), (vs) => vs.every(terminal), 60_000);
   expect(views.filter((v) => !terminal(v))).toEqual([]);
-  const rows = await waitFor(() => db.sql`select ticket_id, user_id, status, reason, result from ticket_outcomes where item_id = ${itemId}`, (r) => r.length >= ids.length, 30_000);
+  const rows = await waitFor(() => db.sql`select ticket_id, user_id, status, reason, result, source from ticket_outcomes where item_id = ${itemId}`, (r) => r.length >= ids.length, 30_000);
   expect(rows.length).toBe(ids.length);
   expect(await db.sql`select 1 from ticket_outcomes_dead where item_id = ${itemId}`).toEqual([]);
   const byRef = new Map(rows.map((r) => [r.ticket_id as string, r]));
   for (const v of views) {
-    expect(byRef.get(ticketRef(v.ticketId)), v.ticketId).toMatchObject({ user_id: v.userId, status: v.state, reason: v.outcome?.reason ?? null, result: v.outcome?.result ?? null });
+    expect(byRef.get(ticketRef(v.ticketId)), v.ticketId).toMatchObject({ user_id: v.userId, status: v.state, reason: v.outcome?.reason ?? null, result: v.outcome?.result ?? null, source: anonymousKeyName(SVC) });
   }
   const keys = subKeys(itemId, lines);
   const left = () => Promise.all(keys.map(async (k) => [await redis.xlen(k.done), await redis.hlen(k.payloads), (await redis.keys(`${k.base}x:*`)).length]));
@@ -55,6 +56,8 @@ describe('the outcome ledger of a split item', () => {
     expect((await call('PUT', '/v1/items/sl4', { handler: 'seckill', config: { stock }, lines: 4, gate: { mode: 'closed' } })).status).toBe(201);
     const ids = await joinUsers('sl4', userIds(0, 60, 'a'));
     expect(new Set(ids).size).toBe(60);
+    // The key that joined the ticket, on its sub-line: shown to operators (and copied to the rows below).
+    expect((await call('GET', `/v1/tickets/${ids[0]}`)).body.source).toBe(anonymousKeyName(SVC));
     for (const id of ids.slice(0, 6)) expect((await call('DELETE', `/v1/tickets/${id}`, undefined, null)).body.state).toBe('cancelled');
     expect((await call('PATCH', '/v1/items/sl4/gate', { mode: 'manual', maxInFlight: 8 })).status).toBe(200);
     const views = await expectLedgered('sl4', 4, ids);
