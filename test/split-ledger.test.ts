@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { anonymousKeyName } from '../src/access/keys.js';
 import { ticketRef } from '../src/kernel/ticket-ref.js';
+import { subLineOf } from '../src/queue/split-line.js';
 import { itemKeys, subLineTag } from '../src/redis/keys.js';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
@@ -84,5 +85,31 @@ describe('the outcome ledger of a split item', () => {
     const count = (s: string) => views.filter((v) => `${v.state}/${v.outcome?.reason ?? ''}` === s).length;
     expect([count('succeeded/'), count('rejected/no_match'), count('cancelled/item_closed')]).toEqual([5, 5, 40 - 10 - 5]);
     expect(views.filter((v) => v.state === 'succeeded').map((v) => v.outcome?.result)).toEqual([0, 2, 4, 6, 8].map((n) => ({ n })));
+  });
+
+  it("ends a blocked user's waiting ticket rejected/blocked instead of admitting it, on any sub-line, with its row", { timeout: 120_000 }, async () => {
+    expect((await call('PUT', '/v1/items/blk4', { handler: 'external', lines: 4, gate: { mode: 'manual', maxInFlight: 50 } })).status).toBe(201);
+    // One blocked user on sub-line 0 (the item's own keys), one on another sub-line.
+    const candidates = userIds(0, 100, 'k');
+    const onZero = candidates.find((u) => subLineOf(u, 4) === 0)!;
+    const elsewhere = candidates.find((u) => subLineOf(u, 4) === 3)!;
+    const users = [onZero, elsewhere, ...userIds(0, 10, 'ok')];
+    const ids = await joinUsers('blk4', users);
+    expect((await call('PUT', `/v1/items/blk4/blocks/${onZero}`)).status).toBe(200);
+    expect((await call('PUT', `/v1/blocks/${elsewhere}`)).status).toBe(200);
+    try {
+      const pulled: { ticketId: string; leaseId: string }[] = [];
+      await waitFor(
+        async () => pulled.push(...((await call('POST', '/v1/items/blk4/pull', { max: 50 }, SVC)).body.tickets ?? [])),
+        () => pulled.length >= 10,
+      );
+      expect(pulled.map((t) => t.ticketId).sort()).toEqual(ids.slice(2).sort());
+      for (const id of ids.slice(0, 2)) expect(await poll(id)).toMatchObject({ state: 'rejected', outcome: { status: 'rejected', reason: 'blocked' } });
+      for (const t of pulled) expect((await call('POST', `/v1/tickets/${t.ticketId}/outcome`, { leaseId: t.leaseId, status: 'succeeded' }, SVC)).status).toBe(200);
+      const views = await expectLedgered('blk4', 4, ids);
+      expect(views.map((v) => v.state)).toEqual(['rejected', 'rejected', ...ids.slice(2).map(() => 'succeeded')]);
+    } finally {
+      await call('DELETE', `/v1/blocks/${elsewhere}`);
+    }
   });
 });

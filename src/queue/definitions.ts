@@ -5,7 +5,7 @@ import { globalBlocksKey, itemKeys, subLineTag } from '../redis/keys.js';
 import { gateFields } from './gate-rule.js';
 import type { ItemDirectory } from './items.js';
 import type { LineScripts } from './line-scripts.js';
-import { splitOf, type SplitLine } from './split-line.js';
+import { splitItemOf, splitOf, subLineOf, type SplitLine } from './split-line.js';
 import type { GateSettings, LineDefinition, Quota } from './types.js';
 
 /** Defining an item's line, cutting it, and removing it: what the catalog does. */
@@ -38,6 +38,16 @@ export function createDefinitions(deps: { redis: RedisLike; prefix: string; cloc
   const { redis, prefix, clock, items, scripts } = deps;
   const cutListeners: ((itemId: string) => void)[] = [];
 
+  /**
+   * Sets or clears a user's block bit on the item (joins read it there) and, for a split item, on
+   * the user's sub-line too, whose admit script reads it on its own slot (sub-line 0's is the item's).
+   */
+  async function block(itemId: string, lines: number, userId: string, bit: 1 | 2, on: boolean) {
+    await scripts.block(itemId, clock.now(), userId, bit, on);
+    const k = subLineOf(userId, lines);
+    if (k > 0) await scripts.block(subLineTag(itemId, k), clock.now(), userId, bit, on);
+  }
+
   return {
     onCut: (listener) => void cutListeners.push(listener),
 
@@ -66,9 +76,8 @@ export function createDefinitions(deps: { redis: RedisLike; prefix: string; cloc
       });
       const sub = splitOf(def);
       if (sub) await deps.split.defineSubLines(sub);
-      const now = clock.now();
       // A new item starts with the users blocked everywhere (a copy: the global set lives on no item's slot).
-      if (created) for (const userId of await redis.smembers(globalBlocksKey(prefix))) await scripts.block(def.itemId, now, userId, 2, true);
+      if (created) for (const userId of await redis.smembers(globalBlocksKey(prefix))) await block(def.itemId, sub?.lines ?? 1, userId, 2, true);
       // The draw's seed is fixed once, so its hash (shown from now on) commits to it.
       if (def.preQueueFromMs) await redis.hsetnx(itemKeys(prefix, def.itemId).meta, 'drawSeed', randomBytes(32).toString('hex'));
       await items.added(def.itemId);
@@ -109,7 +118,7 @@ export function createDefinitions(deps: { redis: RedisLike; prefix: string; cloc
 
     blocks: {
       async set(itemId, userId, scope, on) {
-        await scripts.block(itemId, clock.now(), userId, scope === 'item' ? 1 : 2, on);
+        await block(itemId, (await splitItemOf(items, itemId))?.lines ?? 1, userId, scope === 'item' ? 1 : 2, on);
       },
       async setGlobal(userId, on) {
         await (on ? redis.sadd(globalBlocksKey(prefix), userId) : redis.srem(globalBlocksKey(prefix), userId));
