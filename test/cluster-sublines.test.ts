@@ -2,10 +2,11 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { connectRedis } from '../src/infra/redis-client.js';
 import { systemClock } from '../src/kernel/clock.js';
 import { createLogger } from '../src/kernel/logger.js';
+import { ticketRef } from '../src/kernel/ticket-ref.js';
 import { createLine } from '../src/queue/line.js';
 import { createSplitLine, splitSeq, subLineOf, subLineSeq, type SplitAdmitted, type SplitItem } from '../src/queue/split-line.js';
 import { hashSlot, itemKeys, subLineTag } from '../src/redis/keys.js';
-import { inProcessDaemon, SVC } from './support/daemon-inproc.js';
+import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
 import { joinAll, userIds } from './support/joins.js';
 import { ownCluster } from './support/redis-cluster.js';
@@ -216,6 +217,15 @@ describe('a hot item split into sub-lines on a Redis Cluster', { timeout: 120_00
     const seqs = await Promise.all(tags.map((t) => conns[0].hget(itemKeys('fgd:', t).ctr, 'seq')));
     expect(seqs.every((n) => Number(n) > 0)).toBe(true);
     expect(new Set(await Promise.all(tags.map((t) => cluster.masterOf(itemKeys('fgd:', t).ctr)))).size).toBe(3);
+    // The outcome ledger of both daemons: one row per ticket under the id its user got (a user's
+    // second join that the sell-out answered 410 leaves its first answer's ticket), and every
+    // sub-line's stream acknowledged with its payloads freed (one MULTI on each sub-line's slot).
+    const made = new Set([...first, ...again].filter((a) => a.status !== 410).map((a) => ticketRef(a.body.ticketId)));
+    const rows = await waitFor(() => db.sql`select ticket_id from ticket_outcomes where item_id = 'hot-sale'`, (r) => r.length >= made.size, 30_000);
+    expect(rows.length).toBe(made.size);
+    expect(new Set(rows.map((r) => r.ticket_id))).toEqual(made);
+    const left = () => Promise.all(tags.map(async (t) => (await conns[0].xlen(itemKeys('fgd:', t).done)) + (await conns[0].hlen(itemKeys('fgd:', t).payloads))));
+    expect(await waitFor(left, (l) => l.every((n) => n === 0))).toEqual(tags.map(() => 0));
   });
 
   it("through two daemons' APIs: joins and pulls at once keep admission in join order and positions that never rise", async () => {

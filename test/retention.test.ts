@@ -5,6 +5,8 @@ import { manualClock } from '../src/kernel/clock.js';
 import { createLogger } from '../src/kernel/logger.js';
 import { createLine } from '../src/queue/line.js';
 import type { LineDefinition } from '../src/queue/types.js';
+import { scanKeys } from '../src/redis/client.js';
+import { itemKeys, subLineTag } from '../src/redis/keys.js';
 import { testDb } from './support/db.js';
 import { testRedis } from './support/redis.js';
 
@@ -44,6 +46,38 @@ describe('retention of ended items', () => {
       expect((await store.all()).map((r) => r.itemId)).toEqual(['running']);
       await expect(queue.tickets.status(ticket.ticketId)).rejects.toMatchObject({ code: 'ticket_not_found' });
       expect(await t.redis.exists(`${prefix}{running}:meta`)).toBe(1);
+    } finally {
+      await retention.stop();
+    }
+  });
+
+  it("removes every sub-line's keys of an ended split item, once every sub-line's ledger stream is drained", async () => {
+    const clock = manualClock();
+    const prefix = t.newPrefix();
+    const queue = createLine({ redis: t.redis, prefix, clock, cacheMs: 0 });
+    const store = createItemsStore(db.db);
+    await queue.definitions.define({ ...def('split'), lines: 4 }, null, { reopen: false });
+    await store.upsert({ itemId: 'split', handler: 'external', config: {}, gate: {} });
+    for (let i = 0; i < 40; i++) await queue.tickets.join('split', `u${i}`, null);
+    await queue.definitions.cut('split', 'closed');
+    const bases = Array.from({ length: 4 }, (_, k) => itemKeys(prefix, subLineTag('split', k)));
+    const keysLeft = async () => {
+      const left: string[] = [];
+      for (const k of bases) await scanKeys(t.redis, `${k.base}*`, async (keys) => left.push(...keys));
+      return left;
+    };
+    const retention = startRetention({ queue, store, clock, log: createLogger('silent') }, { everyMs: 3_600_000, retentionMs: HOUR });
+    try {
+      clock.advance(2 * HOUR);
+      // Each sub-line's cut is an entry on its own stream: kept while any of them is there.
+      expect(await Promise.all(bases.map((k) => t.redis.xlen(k.done)))).toEqual([1, 1, 1, 1]);
+      for (const k of bases.slice(1)) await t.redis.del(k.done);
+      await retention.round();
+      expect(await t.redis.exists(bases[0].meta)).toBe(1);
+      await t.redis.del(bases[0].done);
+      await retention.round();
+      expect(await keysLeft()).toEqual([]);
+      expect(await queue.items.itemIds()).toEqual([]);
     } finally {
       await retention.stop();
     }

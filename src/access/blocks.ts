@@ -5,8 +5,9 @@ import type { Line } from '../queue/line.js';
  * Operator blocks (API.md, "Quotas and blocks"). A block for one item lives in that item's
  * `blocked` hash; a block everywhere lives in the global set and is copied into every item's hash
  * (and into each item defined later), so the join and admit scripts read one key on the item's own
- * slot. A blocked user's join is 403 blocked; a waiting ticket of theirs ends rejected/blocked
- * when it reaches the head, instead of being admitted.
+ * slot; a split item's block is also copied to the user's sub-line, whose admit script reads it
+ * on that sub-line's slot (queue/definitions.ts). A blocked user's join is 403 blocked; a waiting
+ * ticket of theirs ends rejected/blocked when it reaches the head, instead of being admitted.
  */
 export function createBlocks(queue: Pick<Line, 'items' | 'definitions'>) {
   return {

@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import { scanKeys, type RedisLike } from '../redis/client.js';
 import type { Clock } from '../kernel/clock.js';
-import { globalBlocksKey, itemKeys } from '../redis/keys.js';
+import { globalBlocksKey, itemKeys, subLineTag } from '../redis/keys.js';
 import { gateFields } from './gate-rule.js';
 import type { ItemDirectory } from './items.js';
 import type { LineScripts } from './line-scripts.js';
-import { splitOf, type SplitLine } from './split-line.js';
+import { splitItemOf, splitOf, subLineOf, type SplitLine } from './split-line.js';
 import type { GateSettings, LineDefinition, Quota } from './types.js';
 
 /** Defining an item's line, cutting it, and removing it: what the catalog does. */
@@ -38,6 +38,16 @@ export function createDefinitions(deps: { redis: RedisLike; prefix: string; cloc
   const { redis, prefix, clock, items, scripts } = deps;
   const cutListeners: ((itemId: string) => void)[] = [];
 
+  /**
+   * Sets or clears a user's block bit on the item (joins read it there) and, for a split item, on
+   * the user's sub-line too, whose admit script reads it on its own slot (sub-line 0's is the item's).
+   */
+  async function block(itemId: string, lines: number, userId: string, bit: 1 | 2, on: boolean) {
+    await scripts.block(itemId, clock.now(), userId, bit, on);
+    const k = subLineOf(userId, lines);
+    if (k > 0) await scripts.block(subLineTag(itemId, k), clock.now(), userId, bit, on);
+  }
+
   return {
     onCut: (listener) => void cutListeners.push(listener),
 
@@ -66,9 +76,8 @@ export function createDefinitions(deps: { redis: RedisLike; prefix: string; cloc
       });
       const sub = splitOf(def);
       if (sub) await deps.split.defineSubLines(sub);
-      const now = clock.now();
       // A new item starts with the users blocked everywhere (a copy: the global set lives on no item's slot).
-      if (created) for (const userId of await redis.smembers(globalBlocksKey(prefix))) await scripts.block(def.itemId, now, userId, 2, true);
+      if (created) for (const userId of await redis.smembers(globalBlocksKey(prefix))) await block(def.itemId, sub?.lines ?? 1, userId, 2, true);
       // The draw's seed is fixed once, so its hash (shown from now on) commits to it.
       if (def.preQueueFromMs) await redis.hsetnx(itemKeys(prefix, def.itemId).meta, 'drawSeed', randomBytes(32).toString('hex'));
       await items.added(def.itemId);
@@ -89,18 +98,27 @@ export function createDefinitions(deps: { redis: RedisLike; prefix: string; cloc
     },
 
     async drop(itemId) {
-      const k = itemKeys(prefix, itemId);
-      const [ctr, pending] = await Promise.all([redis.hmget(k.ctr, 'waiting', 'admitted'), redis.xlen(k.done)]);
-      if (Number(ctr[0] ?? 0) + Number(ctr[1] ?? 0) > 0 || pending > 0) return false;
+      // A split item's sub-lines each count their tickets and hold a stream and keys on their own tag.
+      const lines = Number((await redis.hget(itemKeys(prefix, itemId).meta, 'lines')) || 1);
+      const tags = Array.from({ length: lines }, (_, k) => subLineTag(itemId, k));
+      const busy = await Promise.all(
+        tags.map(async (tag) => {
+          const k = itemKeys(prefix, tag);
+          const [ctr, pending] = await Promise.all([redis.hmget(k.ctr, 'waiting', 'admitted'), redis.xlen(k.done)]);
+          return Number(ctr[0] ?? 0) + Number(ctr[1] ?? 0) > 0 || pending > 0;
+        }),
+      );
+      if (busy.includes(true)) return false;
       await items.removed(itemId);
-      await scanKeys(redis, `${k.base.replace(/[*?[\]\\]/g, '\\$&')}*`, (keys) => redis.unlink(...keys));
+      // The item's own tag (its meta) last: keys left by a stop part-way still name the item's sub-lines.
+      for (const tag of tags.reverse()) await scanKeys(redis, `${itemKeys(prefix, tag).base.replace(/[*?[\]\\]/g, '\\$&')}*`, (keys) => redis.unlink(...keys));
       items.invalidate(itemId);
       return true;
     },
 
     blocks: {
       async set(itemId, userId, scope, on) {
-        await scripts.block(itemId, clock.now(), userId, scope === 'item' ? 1 : 2, on);
+        await block(itemId, (await splitItemOf(items, itemId))?.lines ?? 1, userId, scope === 'item' ? 1 : 2, on);
       },
       async setGlobal(userId, on) {
         await (on ? redis.sadd(globalBlocksKey(prefix), userId) : redis.srem(globalBlocksKey(prefix), userId));

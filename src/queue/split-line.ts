@@ -92,7 +92,8 @@ export interface SplitAdmitted {
 export interface SplitLine {
   /** Gives sub-lines 1..K−1 the copy of the item's meta their scripts read (the item must be defined; idempotent). */
   defineSubLines(item: SplitItem): Promise<void>;
-  join(item: SplitItem, userId: string, payload?: Record<string, unknown> | null): Promise<SplitJoin>;
+  /** `source`: the name of the key that asks, kept with the ticket (the ledger copies it to its row). */
+  join(item: SplitItem, userId: string, payload?: Record<string, unknown> | null, source?: string): Promise<SplitJoin>;
   /** The position a waiting ticket numbered `num` shows: num − A. */
   position(item: SplitItem, num: number): Promise<number>;
   /** One admission round: up to `max` tickets in join-number order, as far as the gate allows ([] while another round runs). */
@@ -110,6 +111,8 @@ export interface SplitLine {
   readTicket(item: SplitItem, seq: number): Promise<{ record: string | null; x: Record<string, string>; retryRank: number; cut: Cut | null; position: number | null }>;
   /** The ticket's stored record (null: none). */
   recordOf(item: SplitItem, seq: number): Promise<string | null>;
+  /** The name of the key that created the ticket (null: none). */
+  sourceOf(item: SplitItem, seq: number): Promise<string | null>;
   /** cancel-9.lua on the ticket's sub-line: 1 cancelled, -1 not found, -2 not cancellable. */
   cancel(item: SplitItem, seq: number, outcome: string, record: string): Promise<number>;
   /** take-stock-2.lua on each ticket's sub-line (a ticket admitted with a unit finds it taken); `left` over every sub-line. */
@@ -191,12 +194,12 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
       );
     },
 
-    async join(item, userId, payload) {
+    async join(item, userId, payload, source) {
       const k = subLineOf(userId, item.lines);
       for (let i = 0; i < RENUMBERS; i++) {
         const num = (await run(scripts.splitNumber, item.itemId, clock.now(), { userId })) as number;
         if (num < 0) throw new FloodgateError('blocked', 'This user is blocked for this item.');
-        const [code, local, record, n] = (await run(scripts.splitJoin, tag(item, k), clock.now(), { userId, num, payload: payload ? JSON.stringify(payload) : '' })) as [number, number, string, number];
+        const [code, local, record, n] = (await run(scripts.splitJoin, tag(item, k), clock.now(), { userId, num, payload: payload ? JSON.stringify(payload) : '', source: source ?? '' })) as [number, number, string, number];
         if (code === -8) continue;
         if (code === 0 || code === 1) return { created: code === 0, seq: splitSeq(k, local, item.lines), sub: k, record, num: n };
         if (code === -2) throw new FloodgateError('not_open', 'The sale has not opened yet.', { opensAt: new Date(local).toISOString() });
@@ -295,6 +298,11 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
     recordOf(item, seq) {
       const { k, local } = subLineSeq(seq, item.lines);
       return redis.hget(itemKeys(prefix, tag(item, k)).page(local), String(local));
+    },
+
+    sourceOf(item, seq) {
+      const { k, local } = subLineSeq(seq, item.lines);
+      return redis.hget(itemKeys(prefix, tag(item, k)).sourcePage(local), String(local));
     },
 
     async cancel(item, seq, outcome, record) {

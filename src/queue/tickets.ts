@@ -73,9 +73,9 @@ export function createTickets(deps: TicketsDeps): Tickets {
   const touches = createTouchBuffer(deps.redis, prefix);
 
   /** A join to a split item's sub-line: its position is n − A (A from the item view: never lower than a later poll's). */
-  async function joinSplit(item: CachedItem, sub: { itemId: string; lines: number }, userId: string, payload: Record<string, unknown> | null) {
+  async function joinSplit(item: CachedItem, sub: { itemId: string; lines: number }, userId: string, payload: Record<string, unknown> | null, source: string | undefined) {
     const s = item.snap;
-    const j = await deps.split.join(sub, userId, payload).catch((err: unknown) => {
+    const j = await deps.split.join(sub, userId, payload, source).catch((err: unknown) => {
       // A refusal (closed, sold out) says the cached item view is old.
       items.invalidate(sub.itemId);
       throw err;
@@ -106,7 +106,7 @@ export function createTickets(deps: TicketsDeps): Tickets {
       const now = clock.now();
       refuseFromCache(s, now);
       const sub = splitOf(s.def);
-      if (sub) return joinSplit(item, sub, userId, payload);
+      if (sub) return joinSplit(item, sub, userId, payload, source);
       const r = await deps.scripts.join(itemId, now, { userId, payload: payload ? JSON.stringify(payload) : '', source: source ?? '', defaultKeyQuota: deps.defaultKeyQuota ?? '' });
       if (r.kind === 'refused') {
         if (r.itemChanged) items.invalidate(itemId);
@@ -147,7 +147,8 @@ export function createTickets(deps: TicketsDeps): Tickets {
 
     async sourceOf(ticketId) {
       const { item, seq } = await reader.resolve(ticketId);
-      return deps.redis.hget(itemKeys(prefix, item.snap.def.itemId).sourcePage(seq), String(seq));
+      const sub = splitOf(item.snap.def);
+      return sub ? deps.split.sourceOf(sub, seq) : deps.redis.hget(itemKeys(prefix, item.snap.def.itemId).sourcePage(seq), String(seq));
     },
 
     cachedView(ticketId) {

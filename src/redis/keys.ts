@@ -43,8 +43,9 @@
  * A split item (`lines: K`, K > 1) has K sub-lines. Sub-line 0 is the item's own tag; sub-line
  * k ≥ 1 has the tag subLineTag(itemId, k) (`{<itemId>~<k>}`, on another hash slot), and under it
  * the line's keys by the same names (meta: a copy for the scripts, ctr, users, t:<page>, wait,
- * retry, leases, x:<seq>, pl, done, cx…). The gate, the join-number counter (ctr field jn) and
- * the admission cursor (ctr field an) stay on the item's own tag. See queue/split-line.ts.
+ * retry, leases, x:<seq>, pl, src:<page>, done, cx…, and blocked: a copy of the blocks of the
+ * users whose sub-line it is). The gate, the join-number counter (ctr field jn) and the
+ * admission cursor (ctr field an) stay on the item's own tag. See queue/split-line.ts.
  */
 
 /** Ticket records (and their poll times and sources) are kept in hash pages of this many seqs. */

@@ -59,9 +59,9 @@ export const scripts = {
   seriesAdd: spec('series-add-1', ['series'], ['second', 'point', 'keep']),
   // A split item's sub-lines (queue/split-line.ts): join, peek and admit run on a sub-line's keys, the gate on the item's.
   splitNumber: spec('split-number-2', ['ctr', 'blocked'], ['userId']),
-  splitJoin: spec('split-join-5', ['meta', 'ctr', 'users', 'wait', 'payloads'], ['userId', 'num', 'payload']),
+  splitJoin: spec('split-join-5', ['meta', 'ctr', 'users', 'wait', 'payloads'], ['userId', 'num', 'payload', 'source']),
   splitPeek: spec('split-peek-5', ['meta', 'ctr', 'retry', 'wait', 'stock'], ['upTo', 'max']),
-  splitAdmit: spec('split-admit-8', ['meta', 'ctr', 'retry', 'wait', 'leases', 'payloads', 'stock', 'taken'], ['leaseMs', 'leasePrefix'], 'seq'),
+  splitAdmit: spec('split-admit-10', ['meta', 'ctr', 'retry', 'wait', 'leases', 'payloads', 'stock', 'taken', 'blocked', 'done'], ['leaseMs', 'leasePrefix'], 'seq'),
   splitUnits: spec('split-units-1', ['stock'], ['delta']),
   splitGate: spec('split-gate-3', ['gate', 'ctr', 'alock'], ['op', 'token', 'want', 'inFlight', 'autoCap', 'taken', 'lastNum']),
 } as const;

@@ -1,14 +1,15 @@
 import type { RedisLike } from '../redis/client.js';
-import { itemKeys, PAGE_SIZE } from '../redis/keys.js';
+import { itemKeys, PAGE_SIZE, subLineTag } from '../redis/keys.js';
 import type { ItemSnapshot } from '../queue/snapshot.js';
 import { ticketRef } from '../kernel/ticket-ref.js';
+import { splitSeq, subLineSeq } from '../queue/split-line.js';
 import { makeTicketId } from '../queue/ticket-id.js';
 import type { Cut, OutcomeStatus } from '../queue/types.js';
 import { parseRecord, stateOfChar } from '../queue/views.js';
 
 /** A ticket that reached its terminal state, as the outcome ledger stores it. */
 export interface EndedTicket {
-  /** The ticket's place in its line (not stored: it lets the ledger forget the ticket's state in Redis). */
+  /** The ticket's seq in its item, as its id carries it (not stored: it lets the ledger forget the ticket's state in Redis). */
   seq: number;
   /** The ticket's ref (kernel/ticket-ref.ts), stored as `ticket_id`: Postgres never holds a working id. */
   ticketId: string;
@@ -38,9 +39,19 @@ const CLAIM_IDLE_MS = 30_000;
  * Reads each item's `done` stream through a consumer group, so with many daemons every ended
  * ticket is delivered to one of them; entries a dead daemon left unacknowledged are claimed after
  * 30 s. A cut entry ({from, to}) is expanded here by reading the ticket pages of that range.
+ *
+ * A split item (queue/split-line.ts) has one `done` stream per sub-line, on the sub-line's own tag
+ * (slot), each read and acknowledged as an unsplit item's, by its index `line` (0 … K−1; 0 for
+ * an unsplit item). Its entries carry the sub-line's local seqs and its cuts are the sub-line's
+ * own (its meta); a row carries the item's seq, so the ticket id it names is the one the user got.
  */
 export function createLedgerFeed(redis: RedisLike, prefix: string, consumer: string) {
   const grouped = new Set<string>();
+  /** A sub-line's keys and its local seqs as the item's (the identity for an unsplit item's line 0). */
+  const lineOf = (def: { itemId: string; lines?: number }, line: number) => ({
+    keys: itemKeys(prefix, subLineTag(def.itemId, line)),
+    itemSeq: (local: number) => splitSeq(line, local, def.lines ?? 1),
+  });
 
   async function ensureGroup(key: string) {
     if (grouped.has(key)) return;
@@ -53,14 +64,14 @@ export function createLedgerFeed(redis: RedisLike, prefix: string, consumer: str
   }
 
   /** The tickets an entry stands for; null for a cut the snapshot does not know yet. */
-  async function expand(snap: ItemSnapshot, fields: string[]): Promise<EndedTicket[] | null> {
+  async function expand(snap: ItemSnapshot, line: number, fields: string[]): Promise<EndedTicket[] | null> {
     const f = Object.fromEntries(Array.from({ length: fields.length / 2 }, (_, i) => [fields[2 * i], fields[2 * i + 1]]));
+    const { keys: k, itemSeq } = lineOf(snap.def, line);
     if (f.s && f.o !== undefined) {
       const rec = parseRecord(f.r, snap.epoch);
       const outcome = JSON.parse(f.o) as { status: OutcomeStatus; result?: unknown; reason?: string };
-      return [row(snap, Number(f.s), rec.userId, rec.createdAt, outcome.status, outcome.reason ?? null, outcome.result ?? null, f.a || undefined, Number(f.f), f.k || null)];
+      return [row(snap, itemSeq(Number(f.s)), rec.userId, rec.createdAt, outcome.status, outcome.reason ?? null, outcome.result ?? null, f.a || undefined, Number(f.f), f.k || null)];
     }
-    const k = itemKeys(prefix, snap.def.itemId);
     if (f.s) {
       // An entry written before entries carried the outcome (a daemon of an earlier version).
       const seq = Number(f.s);
@@ -68,11 +79,14 @@ export function createLedgerFeed(redis: RedisLike, prefix: string, consumer: str
       if (!record || !x.outcome) return [];
       const rec = parseRecord(record, snap.epoch);
       const outcome = JSON.parse(x.outcome) as { status: OutcomeStatus; result?: unknown; reason?: string };
-      return [row(snap, seq, rec.userId, rec.createdAt, outcome.status, outcome.reason ?? null, outcome.result ?? null, x.admittedAt, Number(x.finishedAt))];
+      return [row(snap, itemSeq(seq), rec.userId, rec.createdAt, outcome.status, outcome.reason ?? null, outcome.result ?? null, x.admittedAt, Number(x.finishedAt))];
     }
     const from = Number(f.from);
     const to = Number(f.to);
-    const cut = snap.cuts.find((c: Cut) => c[0] === to);
+    // Sub-line 0's cuts are the item's (the snapshot's); another sub-line's are in its own meta,
+    // written by the same script as the entry, so read now they hold it.
+    const cuts: Cut[] = line === 0 ? snap.cuts : JSON.parse((await redis.hget(k.meta, 'cuts')) ?? '[]');
+    const cut = cuts.find((c: Cut) => c[0] === to);
     // The cut happened after the snapshot was read: the next round's fresher snapshot has it.
     if (!cut) return null;
     const out: EndedTicket[] = [];
@@ -82,19 +96,16 @@ export function createLedgerFeed(redis: RedisLike, prefix: string, consumer: str
         const seq = Number(s);
         if (seq < from || seq > to || record[0] !== 'w') continue;
         const rec = parseRecord(record, snap.epoch);
-        out.push(row(snap, seq, rec.userId, rec.createdAt, stateOfChar(cut[1]) as OutcomeStatus, cut[2], null, undefined, cut[3], sources[s] ?? null));
+        out.push(row(snap, itemSeq(seq), rec.userId, rec.createdAt, stateOfChar(cut[1]) as OutcomeStatus, cut[2], null, undefined, cut[3], sources[s] ?? null));
       }
     }
     return out;
   }
 
   return {
-    /** Up to `count` stream entries of the item, expanded to ended tickets. */
-    async read(snap: ItemSnapshot, count: number): Promise<{ ids: string[]; tickets: EndedTicket[]; unreadable: UnreadableEntry[] }> {
-      // A split item (lines > 1) ends tickets on K streams with its sub-lines' seqs: not read yet,
-      // so its ended tickets keep their state in Redis (their views stay whole) and get no rows.
-      if ((snap.def.lines ?? 1) > 1) return { ids: [], tickets: [], unreadable: [] };
-      const key = itemKeys(prefix, snap.def.itemId).done;
+    /** Up to `count` entries of the item's stream (a split item's: sub-line `line`'s), expanded to ended tickets. */
+    async read(snap: ItemSnapshot, count: number, line = 0): Promise<{ ids: string[]; tickets: EndedTicket[]; unreadable: UnreadableEntry[] }> {
+      const key = lineOf(snap.def, line).keys.done;
       await ensureGroup(key);
       // Own entries not yet acknowledged first (a round that failed), then a dead daemon's, then new ones.
       const own = (await redis.xreadgroup('GROUP', GROUP, consumer, 'COUNT', count, 'STREAMS', key, '0').catch((err) => {
@@ -116,7 +127,7 @@ export function createLedgerFeed(redis: RedisLike, prefix: string, consumer: str
       const unreadable: UnreadableEntry[] = [];
       const expanded = await Promise.all(
         entries.map(([id, fields]) =>
-          expand(snap, fields).catch((error: unknown) => {
+          expand(snap, line, fields).catch((error: unknown) => {
             unreadable.push({ id, fields, error });
             return [];
           }),
@@ -134,16 +145,18 @@ export function createLedgerFeed(redis: RedisLike, prefix: string, consumer: str
      * Redis: the payload and the unit marker at once, the hash of times and outcome after
      * `stateTtlSec` (a client repeating an outcome write, or polling, within that time is answered
      * from it; later the ticket's view comes from Postgres). The line's record of the ticket stays
-     * until the item's keys are removed.
+     * until the item's keys are removed. `ids` and `seqs` (the item's seqs) are those read from
+     * `line`: every key it touches is on that sub-line's tag, so the MULTI stays on one slot.
      */
-    async ack(itemId: string, ids: string[], seqs: number[] = [], stateTtlSec = 600) {
+    async ack(def: { itemId: string; lines?: number }, ids: string[], seqs: number[] = [], stateTtlSec = 600, line = 0) {
       if (!ids.length) return;
-      const k = itemKeys(prefix, itemId);
+      const k = lineOf(def, line).keys;
       const m = redis.multi().xack(k.done, GROUP, ...ids).xdel(k.done, ...ids);
       if (seqs.length) {
-        const fields = seqs.map(String);
+        const locals = seqs.map((seq) => subLineSeq(seq, def.lines ?? 1).local);
+        const fields = locals.map(String);
         m.hdel(k.payloads, ...fields).hdel(k.taken, ...fields);
-        for (const seq of seqs) m.expire(k.x(seq), stateTtlSec);
+        for (const local of locals) m.expire(k.x(local), stateTtlSec);
       }
       await m.exec();
     },

@@ -7,6 +7,7 @@ import { every } from '../kernel/loop.js';
 import type { Metrics } from '../kernel/metrics.js';
 import type { LedgerFeed } from './outcome-ledger-feed.js';
 import type { Line } from '../queue/line.js';
+import type { ItemSnapshot } from '../queue/snapshot.js';
 
 /**
  * The outcome ledger: every ended ticket (succeeded, rejected, failed, cancelled, expired, and
@@ -29,13 +30,20 @@ export function startLedger(
   async function drainItem(itemId: string) {
     const item = await deps.queue.items.item(itemId, { fresh: true });
     if (!item) return;
+    // A split item's sub-lines end tickets on a stream each, on their own slots: one after another.
+    for (let line = 0; line < (item.snap.def.lines ?? 1); line++) await drainLine(item.snap, line);
+  }
+
+  async function drainLine(snap: ItemSnapshot, line: number) {
+    const itemId = snap.def.itemId;
     for (;;) {
-      const { ids, tickets, unreadable } = await deps.feed.read(item.snap, opts.batch);
+      const { ids, tickets, unreadable } = await deps.feed.read(snap, opts.batch, line);
       if (!ids.length) break;
       deps.queue.items.keepActive(itemId);
       const dead = await writeOutcomes(deps.sql, tickets);
       if (unreadable.length) {
-        const entries = unreadable.map((u) => ({ itemId, ticketId: null, fields: { entry: u.id, fields: u.fields }, error: u.error }));
+        const where = (snap.def.lines ?? 1) > 1 ? { line } : {};
+        const entries = unreadable.map((u) => ({ itemId, ticketId: null, fields: { entry: u.id, ...where, fields: u.fields }, error: u.error }));
         await insertDeadOutcomes(deps.sql, entries);
         dead.push(...entries);
       }
@@ -43,7 +51,7 @@ export function startLedger(
         deps.metrics.ledgerDeadLetters.inc({ item: itemId }, dead.length);
         deps.log.warn({ itemId, tickets: dead.map((d) => d.ticketId), err: String(dead[0].error) }, 'outcome rows parked in ticket_outcomes_dead');
       }
-      await deps.feed.ack(itemId, ids, tickets.map((t) => t.seq), opts.stateTtlSec);
+      await deps.feed.ack(snap.def, ids, tickets.map((t) => t.seq), opts.stateTtlSec, line);
       if (ids.length < opts.batch) break;
     }
   }

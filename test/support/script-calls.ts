@@ -22,7 +22,7 @@ export function everyScriptCall(run: ScriptRunner['run'], item: string, now: num
     lead: () => run(scripts.lead, item, now, { me: 'd1', ttlMs: 1000 }),
     seriesAdd: () => run(scripts.seriesAdd, item, now, { second: 5, point: '{}', keep: 60 }),
     splitNumber: () => run(scripts.splitNumber, item, now, { userId: 'u3' }),
-    splitJoin: () => run(scripts.splitJoin, item, now, { userId: 'u3', num: 5, payload: '' }),
+    splitJoin: () => run(scripts.splitJoin, item, now, { userId: 'u3', num: 5, payload: '', source: 'k1' }),
     splitPeek: () => run(scripts.splitPeek, item, now, { upTo: 10, max: 5 }),
     splitAdmit: () => run(scripts.splitAdmit, item, now, { leaseMs: 1000, leasePrefix: 'q.' }, [1]),
     splitUnits: () => run(scripts.splitUnits, item, now, { delta: 1 }),

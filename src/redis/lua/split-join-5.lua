@@ -7,6 +7,7 @@
   ARGV[2] userId
   ARGV[3] num: the join number the caller took from the item's counter (ctr jn, on the item's slot)
   ARGV[4] payload JSON ('' for none)
+  ARGV[5] source: the name of the key that asks ('' none; kept in the sub-line's src:<page>, as join-5.lua does)
   Returns { code, seq, record, num }
     code 0 created, 1 existing ticket (num = its join number while it waits in the line, else 0)
          -1 no such sub-line, -2 not open yet (then seq = opensAt), -3 closed, -4 sold out,
@@ -34,5 +35,6 @@ rcall('HSET', keyOf.page(seq), fmt(seq), record)
 rcall('HSET', K.users, userId, fmt(seq))
 rcall('ZADD', K.wait, num, fmt(seq))
 if ARGV[4] ~= '' then rcall('HSET', K.payloads, fmt(seq), ARGV[4]) end
+if ARGV[5] ~= '' then rcall('HSET', keyOf.sourcePage(seq), fmt(seq), ARGV[5]) end
 rcall('HINCRBY', K.ctr, 'waiting', 1)
 return { 0, seq, record, num }

@@ -5,9 +5,11 @@
   has stock (its share of the item's units, K.stock), each ticket takes its unit here, marked in
   K.taken as take-stock-2.lua marks it (so the handler's take finds it taken, and the line's
   scripts give it back to this sub-line's stock whenever they end the ticket without a sale);
-  with no unit left the rest stay waiting.
+  with no unit left the rest stay waiting. A ticket whose user is blocked (the sub-line's copy of
+  the item's blocks: queue/definitions.ts copies each user's block to the user's sub-line) is not
+  admitted: it ends rejected, reason blocked, as admit-11.lua ends it on an unsplit line.
   KEYS[1] meta  KEYS[2] ctr  KEYS[3] retry  KEYS[4] wait  KEYS[5] leases  KEYS[6] payloads
-  KEYS[7] stock  KEYS[8] taken
+  KEYS[7] stock  KEYS[8] taken  KEYS[9] blocked  KEYS[10] done
   ARGV[1] now (ms, the caller's clock)  ARGV[2] leaseMs  ARGV[3] leasePrefix (random)
   ARGV[4..] seqs
   Returns { n, seq1, record1, payload1, leaseId1, leaseExp1, seq2, ... }
@@ -24,11 +26,19 @@ local function unitField()
   end
   return nil
 end
+local anyBlocked = rcall('EXISTS', K.blocked) == 1
+local blockedOutcome = cjson.encode({ status = 'rejected', reason = 'blocked' })
 local out = { 0 }
 for i = 4, #ARGV do
   local seq = tonumber(ARGV[i])
   local record = getRecord(seq)
   local waiting = record and string.sub(record, 1, 1) == 'w' and not cutFor(cuts, seq)
+  if waiting and anyBlocked and rcall('HEXISTS', K.blocked, recordUser(record)) == 1 then
+    rcall('ZREM', K.wait, ARGV[i])
+    rcall('ZREM', K.retry, ARGV[i])
+    finish(seq, record, 'waiting', 'r', 'rejected', blockedOutcome, now)
+    waiting = false
+  end
   local field = waiting and stocked and unitField()
   if waiting and stocked and not field then break end
   if rcall('ZREM', K.wait, ARGV[i]) + rcall('ZREM', K.retry, ARGV[i]) > 0 and waiting then
