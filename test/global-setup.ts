@@ -8,6 +8,7 @@
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -17,6 +18,7 @@ import { connectDb, migrateDb } from '../src/db/client.js';
 import { ensurePostgres } from '../src/infra/ensure-postgres.js';
 import { ensureRedis } from '../src/infra/ensure-redis.js';
 import { systemChanges } from '../src/infra/system-changes.js';
+import { killLeftChildren } from './support/children.js';
 import { createLogger } from '../src/kernel/logger.js';
 
 declare module 'vitest' {
@@ -24,6 +26,8 @@ declare module 'vitest' {
     redisUrl: string;
     pgAdminUrl: string;
     pgTemplate: string;
+    /** A folder of this run's own (test/support/children.ts lists the servers tests start in it). */
+    runDir: string;
   }
 }
 
@@ -69,8 +73,13 @@ export default async function setup(project: TestProject) {
   project.provide('redisUrl', redis.url);
   project.provide('pgAdminUrl', pgAdminUrl);
   project.provide('pgTemplate', template);
+  const runDir = mkdtempSync(path.join(os.tmpdir(), 'floodgate-test-run-'));
+  project.provide('runDir', runDir);
 
   return async () => {
+    const left = killLeftChildren(runDir);
+    if (left.length) log.warn({ killed: left }, 'servers that test files left running were killed');
+    rmSync(runDir, { recursive: true, force: true });
     await admin.unsafe(`drop database if exists ${template} with (force)`);
     await admin.end({ timeout: 2 });
     await pg?.stop();

@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
+import { trackChild } from './children.js';
 
 const root = path.resolve(import.meta.dirname, '../..');
 /** The daemon as `npm start` runs it (scripts/build.mjs). */
@@ -23,6 +24,7 @@ export async function startDaemonProcess(env: Record<string, string>, opts: { cw
     env: { ...process.env, PORT: '0', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  trackChild(proc, 'floodgate.mjs');
   let out = '';
   proc.stdout!.on('data', (d) => (out += d));
   proc.stderr!.on('data', (d) => (out += d));

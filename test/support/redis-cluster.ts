@@ -5,6 +5,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
 import { afterAll } from 'vitest';
+import { trackChild } from './children.js';
 import { freePort } from './proxy.js';
 
 const run = promisify(execFile);
@@ -132,6 +133,7 @@ function startNode(port: number, root: string, procs: Map<number, ChildProcess>)
   mkdirSync(dir);
   const args = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-node-timeout', String(NODE_TIMEOUT_MS), '--appendonly', 'yes', '--appendfsync', 'everysec', '--save', '', '--daemonize', 'no'];
   const p = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  trackChild(p, 'redis-server');
   procs.set(port, p);
   let out = '';
   return new Promise<void>((resolve, reject) => {

@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll } from 'vitest';
+import { trackChild } from './children.js';
 import { freePort } from './proxy.js';
 
 export interface OwnRedis {
@@ -29,6 +30,7 @@ export async function ownRedis(opts: { port?: number; appendfsync?: 'always' | '
   async function start() {
     const p = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', ...persistence, '--daemonize', 'no'], { stdio: ['ignore', 'pipe', 'pipe'] });
     proc = p;
+    trackChild(p, 'redis-server');
     let out = '';
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`redis-server did not start:\n${out}`)), 10_000);
