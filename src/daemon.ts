@@ -371,6 +371,5 @@ async function importModule(modulePath: string): Promise<unknown> {
     const { register } = await import('tsx/esm/api');
     register();
     return import(`${url}?tsx`); // a fresh URL: node keeps the failed load of the first
-
   }
 }

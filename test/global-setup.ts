@@ -18,8 +18,8 @@ import { connectDb, migrateDb } from '../src/db/client.js';
 import { ensurePostgres } from '../src/infra/ensure-postgres.js';
 import { ensureRedis } from '../src/infra/ensure-redis.js';
 import { systemChanges } from '../src/infra/system-changes.js';
-import { killLeftChildren } from './support/children.js';
 import { createLogger } from '../src/kernel/logger.js';
+import { killLeftChildren } from './support/children.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -46,6 +46,7 @@ async function reachable(url: string): Promise<boolean> {
 export default async function setup(project: TestProject) {
   const log = createLogger(process.env.TEST_LOG_LEVEL ?? 'info');
   const built = promisify(execFile)(process.execPath, [path.resolve(import.meta.dirname, '../scripts/build.mjs')]);
+  built.catch(() => {}); // awaited below; a failure of the stores' start must not leave it unhandled
   const dataDir = path.join(os.tmpdir(), 'floodgate-test-infra');
   // A test run installs nothing: without a Redis answering or redis-server on PATH it stops and says so.
   const redis = await ensureRedis({ url: process.env.REDIS_URL, dataDir: path.join(dataDir, 'redis'), log, changes: systemChanges({ allowed: false, refusal: 'tests install nothing' }), env: process.env, port: process.env.REDIS_URL ? undefined : 6379 });
