@@ -1,4 +1,5 @@
 import { loadConfig } from '../../src/config.js';
+import { pino } from 'pino';
 import { createLogger, type Logger } from '../../src/kernel/logger.js';
 import { startDaemon, type Daemon } from '../../src/daemon.js';
 import { whenDone } from './cleanup.js';
@@ -33,4 +34,19 @@ export async function waitFor<T>(fn: () => Promise<T>, ok: (v: T) => boolean, ti
     if (ok(v) || Date.now() > until) return v;
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/**
+ * A logger that keeps the daemon's last lines at `level` and above in memory, for a test to show
+ * when it fails (an in-process daemon logs nothing by default).
+ */
+export function recordingLogger(level = 'warn', keep = 50): { log: Logger; lines(): string } {
+  const kept: string[] = [];
+  const log = pino({ level, base: { service: 'floodgate' }, timestamp: pino.stdTimeFunctions.isoTime }, {
+    write(line: string) {
+      kept.push(line.trimEnd());
+      if (kept.length > keep) kept.shift();
+    },
+  });
+  return { log, lines: () => (kept.length ? `the daemon's last log lines:\n${kept.join('\n')}` : 'the daemon logged nothing at warn or above') };
 }
