@@ -1,6 +1,6 @@
 --[[
   Admits the given waiting tickets of one sub-line of a split item, each under a new lease: the
-  ones the admitting daemon chose by merging every sub-line's list (split-peek-4.lua). A ticket
+  ones the admitting daemon chose by merging every sub-line's list (split-peek-5.lua). A ticket
   no longer waiting (cancelled, cut, admitted in another round) is skipped. Where the sub-line
   has stock (its share of the item's units, K.stock), each ticket takes its unit here, marked in
   K.taken as take-stock-2.lua marks it (so the handler's take finds it taken, and the line's
