@@ -1,4 +1,5 @@
 import { defineConfig } from 'vitest/config';
+import { isTypeFetchFailure } from './src/db/faults.js';
 import SlowestFirst from './test/support/sequencer.js';
 
 export default defineConfig({
@@ -24,5 +25,10 @@ export default defineConfig({
     // The slowest files first, so that none starts last and lengthens the run (a clean clone has
     // no durations cached for vitest to order by).
     sequence: { sequencer: SlowestFirst },
+    // One known defect of postgres.js (src/db/faults.ts, isTypeFetchFailure): a connection reset
+    // while it fetches array types is an unhandled rejection nobody can catch. The daemon logs it
+    // and goes on; an in-process daemon in a Postgres fault test must be allowed the same. Any
+    // other unhandled error still fails the run.
+    onUnhandledError: (err) => (isTypeFetchFailure(err) ? false : undefined),
   },
 });

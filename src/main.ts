@@ -7,6 +7,7 @@ import { pathToFileURL } from 'node:url';
 import { describeError } from './api/errors.js';
 import { keysForRun, readSettings, runKeysNotice, type Config, type Settings } from './config.js';
 import { openCore, startDaemon } from './daemon.js';
+import { isTypeFetchFailure } from './db/faults.js';
 import { SetupNeeded } from './infra/system-changes.js';
 import { isClusterWorker, processCount, runPrimary } from './processes.js';
 import { systemClock } from './kernel/clock.js';
@@ -61,6 +62,19 @@ async function main() {
     log.warn({ roles: Object.keys(keys.generated), file: keys.file }, 'no keys configured; made keys for this run (development mode)');
     process.stderr.write(`${runKeysNotice(keys, process.cwd())}\n`);
   }
+  // A promise nobody awaited, or a socket error nobody listened for (a store's connection reset
+  // under a library that forgot its handler: db/faults.ts, isTypeFetchFailure), must not take the
+  // daemon down mid-sale: every state it keeps lives in Redis and Postgres, and the loops recover.
+  // Anything else uncaught is a bug whose state cannot be trusted: log it and exit (a supervisor
+  // restarts us; nothing is lost). Installed before the start, which already talks to the stores.
+  process.on('unhandledRejection', (err) =>
+    isTypeFetchFailure(err) ? log.warn({ err: describeError(err) }, 'postgres connection lost while fetching types (postgres.js left it unhandled)') : log.error({ err: describeError(err) }, 'unhandled rejection'),
+  );
+  process.on('uncaughtException', (err) => {
+    if (networkCodes.has((err as { code?: string }).code ?? '')) return log.error({ err: describeError(err) }, 'uncaught network error');
+    log.fatal({ err: describeError(err) }, 'uncaught exception; exiting');
+    process.exit(1);
+  });
   const processes = processCount(config.FLOODGATE_PROCESSES);
   // What the machine lacks is said plainly; anything else is a bug, with its stack.
   const failedToStart = (err: unknown): never => {
@@ -87,16 +101,6 @@ async function main() {
       },
     );
   };
-  // A promise nobody awaited, or a socket error nobody listened for (a store's connection reset
-  // under a library that forgot its handler), must not take the daemon down mid-sale: every state
-  // it keeps lives in Redis and Postgres, and the loops recover. Anything else uncaught is a bug
-  // whose state cannot be trusted: log it and exit (a supervisor restarts us; nothing is lost).
-  process.on('unhandledRejection', (err) => log.error({ err: describeError(err) }, 'unhandled rejection'));
-  process.on('uncaughtException', (err) => {
-    if (networkCodes.has((err as { code?: string }).code ?? '')) return log.error({ err: describeError(err) }, 'uncaught network error');
-    log.fatal({ err: describeError(err) }, 'uncaught exception; exiting');
-    process.exit(1);
-  });
   process.once('SIGTERM', () => shutdown('SIGTERM'));
   process.once('SIGINT', () => shutdown('SIGINT'));
 }
