@@ -40,7 +40,8 @@ const allowed: Record<string, string[]> = {
   // The primary of several daemon processes (FLOODGATE_PROCESSES): stores, migrations, workers.
   processes: ['kernel', 'db', 'infra', 'config'],
   daemon: ['*'],
-  main: ['config', 'daemon', 'kernel', 'api', 'infra', 'processes'],
+  // The command line; db only for what its process-wide fault handlers must recognise (db/faults.ts).
+  main: ['config', 'daemon', 'kernel', 'api', 'infra', 'processes', 'db'],
 };
 
 describe('module boundaries', () => {
