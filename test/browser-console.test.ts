@@ -1,18 +1,19 @@
 import { describe, expect, it } from 'vitest';
 import { inProcessDaemon, OP, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
+import { joinAll, userIds } from './support/joins.js';
 import { testRedis } from './support/redis.js';
 import { hasChromium, launchBrowser, screenshot } from './support/browser.js';
 
 const { newPrefix } = testRedis();
 const db = await testDb();
-const { daemon, call } = await inProcessDaemon({ prefix: newPrefix(), databaseUrl: db.url });
+const { daemon, call, define } = await inProcessDaemon({ prefix: newPrefix(), databaseUrl: db.url });
 const browser = hasChromium ? await launchBrowser() : null;
 
 describe('console data', () => {
   it('keeps per-second points in Redis with per-second rates, and answers bad input with 4xx', async () => {
-    await call('PUT', '/v1/items/c-data', { handler: 'seckill', config: { stock: 30 }, gate: { mode: 'manual', rate: 10 } });
-    for (let i = 0; i < 40; i++) await call('POST', '/v1/items/c-data/tickets', { userId: `u${i}` }, SVC);
+    await define('c-data', { handler: 'seckill', config: { stock: 30 }, gate: { mode: 'manual', rate: 10 } });
+    await joinAll((u) => call('POST', '/v1/items/c-data/tickets', { userId: u }, SVC), userIds(0, 40), { batch: 1 });
     const s = await waitFor(() => call('GET', '/v1/items/c-data/series?windowMs=60000'), (r) => r.body.points?.some((p: any) => p.admitted > 0) && r.body.points.length >= 3);
     expect(s.status).toBe(200);
     expect(s.body.stepMs).toBe(1000);
@@ -36,8 +37,8 @@ describe('console data', () => {
 
 describe.skipIf(!hasChromium)('the operator console in Chromium', () => {
   it('signs in, watches a small sale on the charts, switches the gate to manual and back, and sees the audit entries', async () => {
-    await call('PUT', '/v1/items/c-sale', { handler: 'seckill', config: { stock: 200 }, gate: { mode: 'auto', rate: 8 }, waitingRoom: { title: 'Console sale' } });
-    for (let i = 0; i < 60; i++) await call('POST', '/v1/items/c-sale/tickets', { userId: `u${i}` }, SVC);
+    await define('c-sale', { handler: 'seckill', config: { stock: 200 }, gate: { mode: 'auto', rate: 8 }, waitingRoom: { title: 'Console sale' } });
+    await joinAll((u) => call('POST', '/v1/items/c-sale/tickets', { userId: u }, SVC), userIds(0, 60), { batch: 1 });
     const page = await browser!.newPage({ viewport: { width: 1280, height: 900 } });
     await page.goto(`${daemon.url}/console`);
     await page.fill('#key', 'wrong');

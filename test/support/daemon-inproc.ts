@@ -24,7 +24,20 @@ export async function inProcessDaemon(opts: { prefix: string; databaseUrl: strin
   const daemon: Daemon = await startDaemon(config, opts.log ?? createLogger(process.env.TEST_LOG_LEVEL ?? 'silent'));
   whenDone(() => daemon.stop());
   const call = (method: string, path: string, body?: unknown, key: string | null = OP) => http(daemon.url, method, path, body, key);
-  return { daemon, call };
+  /**
+   * Defines an item as an operator's client would: a `503` (a busy machine's Redis command past
+   * its budget) asked again for up to 30 s; anything but 200/201 throws, so a test never goes on
+   * without its item (one did, and read a 404 from the item's series later).
+   */
+  const define = async (itemId: string, body: unknown) => {
+    for (const until = Date.now() + 30_000; ; ) {
+      const r = await call('PUT', `/v1/items/${itemId}`, body);
+      if (r.status === 200 || r.status === 201) return r;
+      if (r.status !== 503 || Date.now() > until) throw new Error(`PUT /v1/items/${itemId} answered ${r.status} ${JSON.stringify(r.body)}`);
+      await new Promise((res) => setTimeout(res, 100));
+    }
+  };
+  return { daemon, call, define };
 }
 
 export async function waitFor<T>(fn: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 20_000): Promise<T> {
