@@ -1,5 +1,5 @@
 import { loadConfig } from '../../src/config.js';
-import { pino } from 'pino';
+import { askAgainOn503 } from './joins.js';
 import { createLogger, type Logger } from '../../src/kernel/logger.js';
 import { startDaemon, type Daemon } from '../../src/daemon.js';
 import { whenDone } from './cleanup.js';
@@ -29,14 +29,7 @@ export async function inProcessDaemon(opts: { prefix: string; databaseUrl: strin
    * its budget) asked again for up to 30 s; anything but 200/201 throws, so a test never goes on
    * without its item (one did, and read a 404 from the item's series later).
    */
-  const define = async (itemId: string, body: unknown) => {
-    for (const until = Date.now() + 30_000; ; ) {
-      const r = await call('PUT', `/v1/items/${itemId}`, body);
-      if (r.status === 200 || r.status === 201) return r;
-      if (r.status !== 503 || Date.now() > until) throw new Error(`PUT /v1/items/${itemId} answered ${r.status} ${JSON.stringify(r.body)}`);
-      await new Promise((res) => setTimeout(res, 100));
-    }
-  };
+  const define = (itemId: string, body: unknown) => askAgainOn503(() => call('PUT', `/v1/items/${itemId}`, body), [200, 201], Date.now() + 30_000, `PUT /v1/items/${itemId}`);
   return { daemon, call, define };
 }
 
@@ -55,10 +48,12 @@ export async function waitFor<T>(fn: () => Promise<T>, ok: (v: T) => boolean, ti
  */
 export function recordingLogger(level = 'warn', keep = 50): { log: Logger; lines(): string } {
   const kept: string[] = [];
-  const log = pino({ level, base: { service: 'floodgate' }, timestamp: pino.stdTimeFunctions.isoTime }, {
-    write(line: string) {
-      kept.push(line.trimEnd());
-      if (kept.length > keep) kept.shift();
+  const log = createLogger(level, {
+    destination: {
+      write(line: string) {
+        kept.push(line.trimEnd());
+        if (kept.length > keep) kept.shift();
+      },
     },
   });
   return { log, lines: () => (kept.length ? `the daemon's last log lines:\n${kept.join('\n')}` : 'the daemon logged nothing at warn or above') };

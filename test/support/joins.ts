@@ -15,18 +15,24 @@ export async function joinAll(join: (userId: string) => Promise<Answer>, users: 
   for (let i = 0; i < users.length; i += batch) {
     out.push(
       ...(await Promise.all(
-        users.slice(i, i + batch).map(async (u) => {
-          for (;;) {
-            const r = await join(u);
-            if (r.status === 200 || r.status === 202 || opts.also?.includes(r.status)) return r;
-            if (r.status !== 503 || Date.now() > until) throw new Error(`join of ${u} answered ${r.status} ${JSON.stringify(r.body)}`);
-            await new Promise((res) => setTimeout(res, 100));
-          }
-        }),
+        users.slice(i, i + batch).map((u) => askAgainOn503(() => join(u), [200, 202, ...(opts.also ?? [])], until, `join of ${u}`)),
       )),
     );
   }
   return out;
+}
+
+/**
+ * Asks until the answer is one of `ok`, asking again (every 100 ms, until `until`) only after a
+ * `503 unavailable`, as a client does; any other answer, or a 503 past `until`, throws.
+ */
+export async function askAgainOn503(ask: () => Promise<Answer>, ok: number[], until: number, what: string): Promise<Answer> {
+  for (;;) {
+    const r = await ask();
+    if (ok.includes(r.status)) return r;
+    if (r.status !== 503 || Date.now() > until) throw new Error(`${what} answered ${r.status} ${JSON.stringify(r.body)}`);
+    await new Promise((res) => setTimeout(res, 100));
+  }
 }
 
 export const userIds = (from: number, to: number, prefix = 'u') => Array.from({ length: to - from }, (_, i) => `${prefix}${from + i}`);
