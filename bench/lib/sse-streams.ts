@@ -1,6 +1,6 @@
 /**
- * Many open ticket event streams read by worker threads (each its own event loop; plain node:http,
- * a socket per stream). One thread by default: on this 2-core machine more readers take CPU from
+ * Many open ticket event streams read by worker threads (each its own event loop; a raw socket per
+ * stream, sse-stream-worker.ts). One thread by default: on this 2-core machine more readers take CPU from
  * the daemon during the sell-out's fan-out (1 reader: 0.73-1.05 s to the last stream; 2 or 4:
  * 1.5-2.1 s in the same conditions); on a machine with spare cores, BENCH_READERS spreads them.
  * The open-file limit is per process, so the threads share it.
@@ -11,6 +11,8 @@ export interface StreamEnd {
   /** Wall-clock ms (performance.timeOrigin + now) when the terminal view arrived, or null. */
   endAt: number | null;
   endState: string | null;
+  /** Whether the terminal view says the ticket was admitted (admittedAt) before it ended. */
+  admitted: boolean;
   events: number;
   closed: boolean;
 }

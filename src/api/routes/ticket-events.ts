@@ -25,6 +25,22 @@ const NativeResponse: typeof Response = Object.getPrototypeOf(Response) !== Func
 const terminal = (v: TicketView) => v.state !== 'waiting' && v.state !== 'admitted';
 
 /**
+ * Streams told their last event, to be closed on a later turn of the event loop. A sell-out tells
+ * thousands of streams in one pass; closing each at once queued the closes' own work (finish
+ * events, shutdowns, the peers' closes coming back) ahead of everything else, and a watcher whose
+ * last view needed a Redis read waited a second behind it. Closed in slices, with I/O between.
+ */
+const closing: ServerResponse[] = [];
+const CLOSE_SLICE = 1000;
+function closeSoon(res: ServerResponse) {
+  if (closing.push(res) === 1) setImmediate(closeSlice);
+}
+function closeSlice() {
+  for (const res of closing.splice(0, CLOSE_SLICE)) res.end();
+  if (closing.length) setImmediate(closeSlice);
+}
+
+/**
  * `GET /v1/tickets/{ticketId}/events`: Server-Sent Events of the ticket view (API.md, Watching a
  * ticket). The id is checked and the view read before the stream starts, so an unknown id is a
  * plain `404 ticket_not_found`. Then the shared ticket watch (queue/ticket-watch.ts) feeds it;
@@ -55,6 +71,11 @@ export function ticketEventRoutes(ctx: ApiContext, watch: TicketWatch) {
       const res = new NativeResponse(null, { headers: { ...SSE_HEADERS, [ALREADY_SENT]: 'true' } });
       setImmediate(() => {
         if (outgoing.destroyed) return;
+        // No chunked framing: the stream's body ends when the connection closes (HTTP/1.1 allows a
+        // close-delimited body; Node then sends `Connection: close`). An event is then one plain
+        // write, not a writev of size line, event and trailer, which at a sell-out is most of the
+        // daemon's cost per stream.
+        outgoing.useChunkedEncodingByDefault = false;
         outgoing.writeHead(200, Object.fromEntries([...res.headers].filter(([k]) => k !== ALREADY_SENT)));
         outgoing.write(PREAMBLE_TEXT + eventText(first));
         if (terminal(first)) return void outgoing.end();
@@ -62,7 +83,10 @@ export function ticketEventRoutes(ctx: ApiContext, watch: TicketWatch) {
           view: (v) => outgoing.write(eventText(v)),
           heartbeat: () => outgoing.write(HEARTBEAT_TEXT),
           end: () => outgoing.end(),
-          last: (v) => outgoing.end(eventText(v)),
+          last: (v) => {
+            outgoing.write(eventText(v));
+            closeSoon(outgoing);
+          },
         });
         outgoing.on('close', unsubscribe);
       });
