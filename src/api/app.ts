@@ -6,13 +6,14 @@ import type { Metrics } from '../kernel/metrics.js';
 import type { Line } from '../queue/line.js';
 import type { HandlerRegistry } from '../service/registry.js';
 import { allowedMethods } from './allowed-methods.js';
+import { isWhole } from './answers.js';
 import { createAuth, type KeySets } from './auth.js';
 import { limitBody } from './body-limit.js';
 import type { ApiContext } from './context.js';
 import { docsRoutes } from './docs-page.js';
 import { errorResponse, toFloodgateError, validationError } from './errors.js';
 import { serveOpenApi } from './openapi.js';
-import { ticketCors, type CorsOrigins } from './ticket-cors.js';
+import { ticketAnswerHeaders, ticketCors, type CorsOrigins } from './ticket-cors.js';
 import { itemRoutes } from './routes/items.js';
 import { opsRoutes, type OpsDeps } from './routes/ops.js';
 import { ticketRoutes } from './routes/tickets.js';
@@ -100,6 +101,7 @@ export function createApp(deps: AppDeps) {
     inviteUses: deps.inviteUses,
     tokens: deps.tokens,
     clock: deps.clock ?? systemClock,
+    ticketHeaders: ticketAnswerHeaders(deps.corsOrigins),
     defaultHook: (result) => {
       if (!result.success) throw validationError(result.error);
     },
@@ -110,7 +112,7 @@ export function createApp(deps: AppDeps) {
     const start = performance.now();
     await next();
     // Answers are about this moment (a position, a count, an error) unless a route says otherwise.
-    if (!c.res.headers.has('Cache-Control')) c.res.headers.set('Cache-Control', 'no-store');
+    if (!isWhole(c.res) && !c.res.headers.has('Cache-Control')) c.res.headers.set('Cache-Control', 'no-store');
     const route = c.req.routePath || 'unmatched';
     deps.metrics.httpDuration.observe({ method: c.req.method, route, status: String(c.res.status) }, (performance.now() - start) / 1000);
   });

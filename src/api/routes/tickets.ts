@@ -6,6 +6,7 @@ import type { AuthEnv } from '../auth.js';
 import type { ApiContext } from '../context.js';
 import { errors, json } from '../openapi.js';
 import { jsonBody, validationError, validationIssue } from '../errors.js';
+import { NO_STORE_JSON, wholeJson } from '../answers.js';
 import { ITEM_ID, ItemId, JoinInput, OutcomeInput, PullInput, PulledTicket, TicketId, TicketView } from '../schemas.js';
 
 const security = [{ bearer: [] }];
@@ -62,8 +63,7 @@ export function ticketRoutes(ctx: ApiContext) {
       throw err;
     });
     metrics.joins.inc({ item: itemId, result: created ? 'created' : 'existing' });
-    if (created) c.header('Location', `/v1/tickets/${ticket.ticketId}`);
-    return c.json(created ? ticket : await present(ticket), created ? 202 : 200);
+    return created ? wholeJson(ticket, 202, { ...NO_STORE_JSON, Location: `/v1/tickets/${ticket.ticketId}` }) : wholeJson(await present(ticket), 200);
   });
 
   app.openAPIRegistry.registerPath(
@@ -77,7 +77,8 @@ export function ticketRoutes(ctx: ApiContext) {
   app.get('/v1/tickets/:ticketId', async (c) => {
     const view = await queue.tickets.status(c.req.param('ticketId'));
     // A waiting ticket polled anonymously (the flood) costs nothing more.
-    return c.json(view.state === 'waiting' && !c.req.header('authorization') ? view : await present(view, c.req.header('authorization')), 200);
+    const shown = view.state === 'waiting' && !c.req.header('authorization') ? view : await present(view, c.req.header('authorization'));
+    return wholeJson(shown, 200, ctx.ticketHeaders(c.req.header('origin')));
   });
 
   app.openapi(
