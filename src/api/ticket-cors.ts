@@ -3,16 +3,6 @@ import { isWhole, NO_STORE_JSON } from './answers.js';
 
 export type CorsOrigins = string[] | '*';
 
-/**
- * CORS for the ticket endpoints (`GET`/`HEAD`/`DELETE /v1/tickets/{ticketId}`), so a shop's own
- * waiting page can poll and cancel from the browser. No cookies or keys are involved (the ticket
- * id is the credential), so any origin is safe by default; `origins` may narrow it to a list.
- * The headers are added after the handler ran: hono's cors() touches the response before the
- * handler and cost a poll about a third of its in-process throughput. The poll itself answers
- * whole (answers.ts) with `ticketAnswerHeaders`, and is left alone here.
- *
- *   app.use('/v1/tickets/:ticketId', ticketCors(['https://shop.example']));
- */
 /** The origin to allow for a request from `origin` ('*' for any), or null. */
 function allowedOrigin(origins: CorsOrigins) {
   if (origins === '*') return () => '*';
@@ -34,6 +24,16 @@ export function ticketAnswerHeaders(origins: CorsOrigins = '*'): (origin: string
   };
 }
 
+/**
+ * CORS for the ticket endpoints (`GET`/`HEAD`/`DELETE /v1/tickets/{ticketId}`), so a shop's own
+ * waiting page can poll and cancel from the browser. No cookies or keys are involved (the ticket
+ * id is the credential), so any origin is safe by default; `origins` may narrow it to a list.
+ * The headers are added after the handler ran: hono's cors() touches the response before the
+ * handler and cost a poll about a third of its in-process throughput. The poll itself answers
+ * whole (answers.ts) with `ticketAnswerHeaders`, and is left alone here.
+ *
+ *   app.use('/v1/tickets/:ticketId', ticketCors(['https://shop.example']));
+ */
 export function ticketCors(origins: CorsOrigins = '*'): MiddlewareHandler {
   const any = origins === '*';
   const allowed = allowedOrigin(origins);

@@ -20,8 +20,8 @@ export function ratioRow(a: Measured, b: Measured, of: string, target: number, a
   };
 }
 
-/** A load spec for autocannon against `server`. */
-export const loadOn = (server: Server, gen: LoadSpec['gen'], connections = CONNECTIONS) => against(server, { connections, headers: auth, gen });
+/** A load spec for autocannon against `server` (with the service key, unless `anonymous`). */
+export const loadOn = (server: Server, gen: LoadSpec['gen'], connections = CONNECTIONS, anonymous = false) => against(server, { connections, headers: anonymous ? {} : auth, gen });
 
 const total = (s: Record<string, number>) => Object.values(s).reduce((a, b) => a + b, 0);
 
@@ -47,6 +47,11 @@ export async function measureThroughput(ctx: BenchContext, daemon: Server, add: 
   const [bgPoll, pollR] = await measurePair(ctx, bareGet, loadOn(daemon, { kind: 'poll', ticketIds: pollIds }), PAIR_ROUNDS);
   add({ name: 'bare Hono GET (alongside poll)', r: bgPoll, expect: '200' });
   add({ name: `poll (random of ${fmtInt(SMALL)} tickets)`, r: pollR, expect: '200', ratio: ratioRow(bgPoll, pollR, 'req/s ÷ bare GET', 0.8) });
+  // The same polls as end users send them, with no key (the ticket id is their credential): the
+  // flood's path. The rows above carry the service key, as they did since 23 Nov.
+  const [bgAnon, anonR] = await measurePair(ctx, loadOn(hono, { kind: 'static', method: 'GET', path: '/v1/tickets/t1' }, CONNECTIONS, true), loadOn(daemon, { kind: 'poll', ticketIds: pollIds }, CONNECTIONS, true), PAIR_ROUNDS);
+  add({ name: 'bare Hono GET, no key (alongside the next)', r: bgAnon, expect: '200' });
+  add({ name: `poll with no key, as end users poll (random of ${fmtInt(SMALL)})`, r: anonR, expect: '200', ratio: ratioRow(bgAnon, anonR, 'req/s ÷ bare GET', 0.8) });
 
   // reject when full: capacity 1, already holding one ticket.
   await putItem(url, 'full', 1);

@@ -76,8 +76,9 @@ export function ticketRoutes(ctx: ApiContext) {
   );
   app.get('/v1/tickets/:ticketId', async (c) => {
     const view = await queue.tickets.status(c.req.param('ticketId'));
-    // A waiting ticket polled anonymously (the flood) costs nothing more.
-    const shown = view.state === 'waiting' && !c.req.header('authorization') ? view : await present(view, c.req.header('authorization'));
+    // A waiting ticket (no token yet) polled without an operator key (the flood) costs nothing more.
+    const authorization = c.req.header('authorization');
+    const shown = view.state === 'waiting' && (!authorization || !ctx.auth.isOperator(authorization)) ? view : await present(view, authorization);
     return wholeJson(shown, 200, ctx.ticketHeaders(c.req.header('origin')));
   });
 
