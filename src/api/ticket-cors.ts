@@ -3,25 +3,25 @@ import { isWhole, NO_STORE_JSON } from './answers.js';
 
 export type CorsOrigins = string[] | '*';
 
-/** The origin to allow for a request from `origin` ('*' for any), or null. */
-function allowedOrigin(origins: CorsOrigins) {
-  if (origins === '*') return () => '*';
+/** The CORS headers of a ticket answer to a request from `origin`: who may read it, and Vary when that depends on the origin. */
+function corsFor(origins: CorsOrigins): (origin: string | undefined) => Readonly<Record<string, string>> {
+  if (origins === '*') {
+    const any = Object.freeze({ 'Access-Control-Allow-Origin': '*' });
+    return () => any;
+  }
   const listed = new Set(origins);
-  return (origin: string | undefined) => (origin !== undefined && listed.has(origin) ? origin : null);
+  const refused = Object.freeze({ Vary: 'Origin' });
+  return (origin) => (origin !== undefined && listed.has(origin) ? { 'Access-Control-Allow-Origin': origin, Vary: 'Origin' } : refused);
 }
 
 /** Every header of a ticket's JSON answer for a request from `origin`: type, no-store, CORS. */
 export function ticketAnswerHeaders(origins: CorsOrigins = '*'): (origin: string | undefined) => Readonly<Record<string, string>> {
+  const cors = corsFor(origins);
   if (origins === '*') {
-    const all = Object.freeze({ ...NO_STORE_JSON, 'Access-Control-Allow-Origin': '*' });
+    const all = Object.freeze({ ...NO_STORE_JSON, ...cors(undefined) });
     return () => all;
   }
-  const allowed = allowedOrigin(origins);
-  const refused = Object.freeze({ ...NO_STORE_JSON, Vary: 'Origin' });
-  return (origin) => {
-    const allow = allowed(origin);
-    return allow ? { ...NO_STORE_JSON, 'Access-Control-Allow-Origin': allow, Vary: 'Origin' } : refused;
-  };
+  return (origin) => ({ ...NO_STORE_JSON, ...cors(origin) });
 }
 
 /**
@@ -35,25 +35,24 @@ export function ticketAnswerHeaders(origins: CorsOrigins = '*'): (origin: string
  *   app.use('/v1/tickets/:ticketId', ticketCors(['https://shop.example']));
  */
 export function ticketCors(origins: CorsOrigins = '*'): MiddlewareHandler {
-  const any = origins === '*';
-  const allowed = allowedOrigin(origins);
+  const cors = corsFor(origins);
   return async (c, next) => {
-    const allow = allowed(c.req.header('origin'));
+    const headers = cors(c.req.header('origin'));
     if (c.req.method === 'OPTIONS') {
-      const headers: Record<string, string> = {};
-      if (allow) {
-        headers['Access-Control-Allow-Origin'] = allow;
-        headers['Access-Control-Allow-Methods'] = 'GET, HEAD, DELETE';
-        headers['Access-Control-Max-Age'] = '600';
+      const preflight: Record<string, string> = { ...headers };
+      if (headers['Access-Control-Allow-Origin']) {
+        preflight['Access-Control-Allow-Methods'] = 'GET, HEAD, DELETE';
+        preflight['Access-Control-Max-Age'] = '600';
         const asked = c.req.header('access-control-request-headers');
-        if (asked) headers['Access-Control-Allow-Headers'] = asked;
+        if (asked) preflight['Access-Control-Allow-Headers'] = asked;
       }
-      if (!any) headers.Vary = 'Origin';
-      return c.body(null, 204, headers);
+      return c.body(null, 204, preflight);
     }
     await next();
     if (isWhole(c.res)) return;
-    if (allow) c.res.headers.set('Access-Control-Allow-Origin', allow);
-    if (!any) c.res.headers.append('Vary', 'Origin');
+    for (const [name, value] of Object.entries(headers)) {
+      if (name === 'Vary') c.res.headers.append(name, value);
+      else c.res.headers.set(name, value);
+    }
   };
 }

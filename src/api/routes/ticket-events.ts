@@ -23,22 +23,8 @@ const ALREADY_SENT = 'x-hono-already-sent';
  */
 const NativeResponse: typeof Response = Object.getPrototypeOf(Response) !== Function.prototype ? Object.getPrototypeOf(Response) : Response;
 const terminal = (v: TicketView) => v.state !== 'waiting' && v.state !== 'admitted';
-
-/**
- * Streams told their last event, to be closed on a later turn of the event loop. A sell-out tells
- * thousands of streams in one pass; closing each at once queued the closes' own work (finish
- * events, shutdowns, the peers' closes coming back) ahead of everything else, and a watcher whose
- * last view needed a Redis read waited a second behind it. Closed in slices, with I/O between.
- */
-const closing: ServerResponse[] = [];
+/** Streams closed per event-loop turn after a pass that told many their last event. */
 const CLOSE_SLICE = 1000;
-function closeSoon(res: ServerResponse) {
-  if (closing.push(res) === 1) setImmediate(closeSlice);
-}
-function closeSlice() {
-  for (const res of closing.splice(0, CLOSE_SLICE)) res.end();
-  if (closing.length) setImmediate(closeSlice);
-}
 
 /**
  * `GET /v1/tickets/{ticketId}/events`: Server-Sent Events of the ticket view (API.md, Watching a
@@ -55,6 +41,20 @@ function closeSlice() {
  */
 export function ticketEventRoutes(ctx: ApiContext, watch: TicketWatch) {
   const app = new OpenAPIHono({ defaultHook: ctx.defaultHook });
+  /**
+   * Streams told their last event, to be closed on a later turn of the event loop. A sell-out tells
+   * thousands of streams in one pass; closing each at once queued the closes' own work (finish
+   * events, shutdowns, the peers' closes coming back) ahead of everything else, and a watcher whose
+   * last view needed a Redis read waited a second behind it. Closed in slices, with I/O between.
+   */
+  const closing: ServerResponse[] = [];
+  const closeSlice = () => {
+    for (const res of closing.splice(0, CLOSE_SLICE)) res.end();
+    if (closing.length) setImmediate(closeSlice);
+  };
+  const closeSoon = (res: ServerResponse) => {
+    if (closing.push(res) === 1) setImmediate(closeSlice);
+  };
   app.openAPIRegistry.registerPath(
     createRoute({
       method: 'get', path: '/v1/tickets/{ticketId}/events', tags: ['tickets'],
