@@ -8,6 +8,7 @@
  * through `events`, which exists before either: the dispatcher subscribes once it is built.
  */
 import { EventEmitter } from 'node:events';
+import { createServer as createHttpServer, type RequestListener, type ServerOptions } from 'node:http';
 import { serve, type ServerType } from '@hono/node-server';
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
@@ -313,7 +314,9 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
   const app = wireApp(config, log, stores, core, tokens);
 
   const server: ServerType = await new Promise((resolve) => {
-    const s = serve({ fetch: app.fetch, port: config.PORT, hostname: config.HOST }, () => resolve(s));
+    // The flood's poll is answered before the app is asked (api/hot-poll.ts).
+    const createServer = ((opts: ServerOptions, listener: RequestListener) => createHttpServer(opts, (req, res) => app.hot(req, res) || listener(req, res))) as typeof createHttpServer;
+    const s = serve({ fetch: app.fetch, port: config.PORT, hostname: config.HOST, createServer }, () => resolve(s));
   });
   const address = server.address();
   const bound = typeof address === 'object' && address ? address : { address: config.HOST, port: config.PORT, family: 'IPv4' };

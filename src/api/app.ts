@@ -7,6 +7,7 @@ import type { Line } from '../queue/line.js';
 import type { HandlerRegistry } from '../service/registry.js';
 import { allowedMethods } from './allowed-methods.js';
 import { isWhole } from './answers.js';
+import { hotPoll } from './hot-poll.js';
 import { createAuth, type KeySets } from './auth.js';
 import { limitBody } from './body-limit.js';
 import type { ApiContext } from './context.js';
@@ -156,5 +157,7 @@ export function createApp(deps: AppDeps) {
     deps.metrics.rejections.inc({ code: fe.code, item: knownItemOf(deps.queue, c.req.path) });
     return errorResponse(c, fe);
   });
-  return app;
+  // The server asks it before the app (daemon.ts); app.request() in tests goes to the route.
+  const hot = hotPoll({ tickets: deps.queue.tickets, auth: ctx.auth, headers: ctx.ticketHeaders, duration: deps.metrics.httpDuration });
+  return Object.assign(app, { hot });
 }

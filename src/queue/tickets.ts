@@ -24,6 +24,11 @@ export interface Tickets {
   precheckJoin(itemId: string): Promise<void>;
   status(ticketId: string): Promise<TicketView>;
   /**
+   * status() where it needs neither Redis nor an await: a waiting ticket polled again, its id
+   * verified when it was stored, its item's view younger than the cache time. Null otherwise.
+   */
+  statusNow(ticketId: string): TicketView | null;
+  /**
    * A ticket's view from this process's cached item view alone, however old it is (no Redis, no
    * HMAC): a waiting ticket still in the line, or one the item's last cut ended while it waited.
    * Null where the cache cannot tell (admitted, settled, returned to the head, never seen waiting
@@ -94,7 +99,18 @@ export function createTickets(deps: TicketsDeps): Tickets {
     return code === 1 ? 'cancelled' : 'not_waiting';
   }
 
+  function statusNow(ticketId: string): TicketView | null {
+    const hit = records.get(ticketId);
+    const fresh = hit && items.peek(hit.itemId);
+    if (!hit || !fresh || hit.secret !== fresh.recordKey || clock.now() - fresh.snap.loadedAt >= deps.cacheMs) return null;
+    const view = reader.cachedWaiting(ticketId, fresh, hit.seq, hit);
+    if (view && fresh.snap.def.abandonAfterMs !== null) touches.touch(hit.itemId, hit.seq, clock.now());
+    return view;
+  }
+
   return {
+    statusNow,
+
     async precheckJoin(itemId) {
       refuseFromCache((await items.must(itemId)).snap, clock.now());
     },
@@ -128,16 +144,8 @@ export function createTickets(deps: TicketsDeps): Tickets {
     },
 
     async status(ticketId) {
-      // The common case, synchronously: a waiting ticket polled again, its item's view still fresh.
-      const hit = records.get(ticketId);
-      const fresh = hit && items.peek(hit.itemId);
-      if (hit && fresh && hit.secret === fresh.recordKey && clock.now() - fresh.snap.loadedAt < deps.cacheMs) {
-        const view = reader.cachedWaiting(ticketId, fresh, hit.seq, hit);
-        if (view) {
-          if (fresh.snap.def.abandonAfterMs !== null) touches.touch(hit.itemId, hit.seq, clock.now());
-          return view;
-        }
-      }
+      const now = statusNow(ticketId);
+      if (now) return now;
       const { item, seq } = await reader.resolve(ticketId);
       const itemId = item.snap.def.itemId;
       if (item.snap.def.abandonAfterMs !== null) touches.touch(itemId, seq, clock.now());
