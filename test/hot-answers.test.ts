@@ -1,7 +1,8 @@
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { inProcessDaemon, OP, SVC, waitFor } from './support/daemon-inproc.js';
+import { OPERATOR, SERVICE, testApp } from './support/app.js';
+import { inProcessDaemon, SVC } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
 import { testRedis } from './support/redis.js';
 
@@ -14,6 +15,7 @@ import { testRedis } from './support/redis.js';
 const { newPrefix } = testRedis();
 const db = await testDb();
 const open = await inProcessDaemon({ prefix: newPrefix(), databaseUrl: db.url });
+const t = await testApp();
 const listed = await inProcessDaemon({ prefix: newPrefix(), databaseUrl: db.url, env: { FLOODGATE_CORS_ORIGINS: 'https://shop.example' } });
 
 async function raw(base: string, method: string, path: string, opts: { body?: unknown; key?: string; origin?: string } = {}) {
@@ -67,59 +69,59 @@ describe('the whole answers of join and poll, on the wire', () => {
   });
 
   it('a poll the cached view can answer is taken beneath the app, with the route\'s body and headers; everything else reaches the route', async () => {
-    await open.define('beneath', { handler: 'external', gate: { mode: 'closed' } });
-    const t = await raw(open.daemon.url, 'POST', '/v1/items/beneath/tickets', { body: { userId: 'u1' }, key: SVC });
-    const path = `/v1/tickets/${t.body.ticketId}`;
+    // The app as the daemon wires it, on a clock that moves only when told: whether the item's
+    // cached view is fresh (FLOODGATE_CACHE_MS) is this test's to say, not the machine's speed.
+    const clock = t.manualClock();
+    const { app, call, metrics } = t.build({ clock, cacheMs: 1000 });
+    await call('PUT', '/v1/items/beneath', { handler: 'external', gate: { mode: 'closed' } });
+    const joined = await call('POST', '/v1/items/beneath/tickets', { userId: 'u1' }, SERVICE);
+    const path = `/v1/tickets/${joined.body.ticketId}`;
+    // The view read before the join does not hold the ticket: once it is old, a poll through the
+    // route reads it again, and the cache can place the ticket from then on.
+    clock.advance(1001);
+    expect((await call('GET', path, undefined, null)).status).toBe(200);
     // Which requests the hot path takes, asked on a server of its own: taken → its answer; not → 599.
     const took: boolean[] = [];
     const server = createServer((req, res) => {
-      took.push(open.daemon.app.hot(req, res));
+      took.push(app.hot(req, res));
       if (!took.at(-1)) res.writeHead(599).end();
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const count = async () => (await metrics.httpDuration.get()).values.find((v) => v.metricName?.endsWith('_count') && v.labels.route === '/v1/tickets/:ticketId' && v.labels.status === '200')?.value ?? 0;
     try {
       const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
       const ask = (method: string, p: string, headers: Record<string, string> = {}, body?: string) => fetch(base + p, { method, headers, body }).then(async (r) => ({ status: r.status, headers: r.headers, text: await r.text() }));
-      // Just after the join the item's cached view may predate the ticket: the route answers until
-      // the view is read again (any poll through the daemon does that once it is FLOODGATE_CACHE_MS old).
-      await waitFor(async () => (await raw(open.daemon.url, 'GET', path), (await ask('GET', path)).status), (s) => s === 200, 10_000);
-      took.length = 0;
+      const before = await count();
       const hot = await ask('GET', path, { origin: 'https://anywhere.example' });
       expect(hot.status).toBe(200);
       // The route's answer to the same poll (app.request goes through Hono, never the hot path).
-      const routed = await open.daemon.app.request(path, { headers: { origin: 'https://anywhere.example' } });
+      const routed = await app.request(path, { headers: { origin: 'https://anywhere.example' } });
       expect(JSON.parse(hot.text)).toEqual(await routed.json());
       for (const h of ['content-type', 'cache-control', 'access-control-allow-origin', 'vary']) expect(hot.headers.get(h), h).toBe(routed.headers.get(h));
       expect(hot.headers.get('content-length')).toBe(String(Buffer.byteLength(hot.text)));
-      expect((await ask('GET', path, { authorization: `Bearer ${SVC}` })).status).toBe(200); // a service key is no operator
+      expect((await ask('GET', path, { authorization: `Bearer ${SERVICE}` })).status).toBe(200); // a service key is no operator
       expect(took).toEqual([true, true]);
+      // Both counted in the request histogram with the route's labels (+1 for the routed poll).
+      expect(await count()).toBe(before + 3);
 
       // Left to the route: an operator's poll (it shows `source`), HEAD, a query, a body, a forged
-      // or unknown id, other paths and methods.
+      // or unknown id, other paths and methods, and a view grown old.
       took.length = 0;
-      await ask('GET', path, { authorization: `Bearer ${OP}` });
+      await ask('GET', path, { authorization: `Bearer ${OPERATOR}` });
       await ask('HEAD', path);
       await ask('GET', `${path}?x=1`);
       await ask('DELETE', path);
       await ask('GET', `${path.slice(0, -2)}AA`);
       await ask('GET', '/v1/tickets/not-a-ticket');
       await ask('GET', `${path}/events`);
-      await ask('GET', `/v1/tickets/${encodeURIComponent(t.body.ticketId)}%2F`);
+      await ask('GET', `/v1/tickets/${encodeURIComponent(joined.body.ticketId)}%2F`);
       await ask('POST', path, { 'content-type': 'application/json' }, '{}');
-      expect(took).toEqual(Array(9).fill(false));
+      clock.advance(1001);
+      await ask('GET', path);
+      expect(took).toEqual(Array(10).fill(false));
     } finally {
       await new Promise<void>((r) => server.close(() => r()));
     }
-    // Through the daemon's own port: the operator's poll reached the route (source), and the polls
-    // answered beneath the app are in the request histogram with the route's labels.
-    const asOperator = await raw(open.daemon.url, 'GET', path, { key: OP });
-    expect(asOperator.body.source).toBeDefined();
-    const count = async () => {
-      const m = await (await fetch(`${open.daemon.url}/metrics`, { headers: { authorization: `Bearer ${OP}` } })).text();
-      return Number(/floodgate_http_request_duration_seconds_count\{method="GET",route="\/v1\/tickets\/:ticketId",status="200"\} (\d+)/.exec(m)?.[1] ?? 0);
-    };
-    const before = await count();
-    for (let i = 0; i < 3; i++) expect((await raw(open.daemon.url, 'GET', path)).status).toBe(200);
-    expect(await count()).toBe(before + 3);
+    expect((await call('GET', path, undefined, OPERATOR)).body.source).toBeDefined();
   });
 });

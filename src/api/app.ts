@@ -1,4 +1,5 @@
 import { OpenAPIHono } from '@hono/zod-openapi';
+import type { Context } from 'hono';
 import type { Catalog } from '../catalog/catalog.js';
 import { FloodgateError } from '../kernel/errors.js';
 import type { Logger } from '../kernel/logger.js';
@@ -69,6 +70,9 @@ export interface AppDeps extends OpsDeps {
  * if this daemon holds a view of it; '' otherwise. Unknown ids stay out of metric labels, so a
  * flood of made-up ids cannot grow the label set without bound.
  */
+/** The paths ticketCors serves: a ticket and its events. */
+const TICKET_PATH = /^\/v1\/tickets\/[^/]+(\/events)?$/;
+
 function knownItemOf(queue: Line, path: string): string {
   const m = /^\/v1\/(items|tickets)\/([^/]+)/.exec(path);
   if (!m) return '';
@@ -146,16 +150,17 @@ export function createApp(deps: AppDeps) {
   serveOpenApi(app, deps.handlers);
 
   const allowed = allowedMethods(app.routes);
+  // An error on a ticket's path carries the tickets' CORS, as its other answers do (ticketCors leaves whole answers alone).
+  const errorHeaders = (c: Context) => (TICKET_PATH.test(c.req.path) ? ctx.ticketHeaders(c.req.header('origin')) : undefined);
   app.notFound((c) => {
     const allow = allowed(c.req.path);
-    if (!allow.length) return errorResponse(c, new FloodgateError('not_found', 'No such endpoint.'));
-    c.header('Allow', allow.join(', '));
-    return errorResponse(c, new FloodgateError('method_not_allowed', `${c.req.method} is not allowed here; allowed: ${allow.join(', ')}.`, { allow }));
+    if (!allow.length) return errorResponse(new FloodgateError('not_found', 'No such endpoint.'), errorHeaders(c));
+    return errorResponse(new FloodgateError('method_not_allowed', `${c.req.method} is not allowed here; allowed: ${allow.join(', ')}.`, { allow }), errorHeaders(c), { Allow: allow.join(', ') });
   });
   app.onError((err, c) => {
     const fe = toFloodgateError(err, deps.log);
     deps.metrics.rejections.inc({ code: fe.code, item: knownItemOf(deps.queue, c.req.path) });
-    return errorResponse(c, fe);
+    return errorResponse(fe, errorHeaders(c));
   });
   // The server asks it before the app (daemon.ts); app.request() in tests goes to the route.
   const hot = hotPoll({ tickets: deps.queue.tickets, auth: ctx.auth, headers: ctx.ticketHeaders, duration: deps.metrics.httpDuration });

@@ -1,17 +1,22 @@
 import type { Context } from 'hono';
+import { NO_STORE_JSON, wholeJson } from './answers.js';
 import { HTTPException } from 'hono/http-exception';
 import type { ZodError } from 'zod';
 import { FloodgateError } from '../kernel/errors.js';
 import type { Logger } from '../kernel/logger.js';
 
-/** The contract's error body; never a stack trace. */
-export function errorResponse(c: Context, err: FloodgateError) {
-  if (err.retryAfterSec !== undefined) c.header('Retry-After', String(err.retryAfterSec));
-  // An answer about this moment (full, not open, unavailable) must not be replayed by a cache.
-  c.header('Cache-Control', 'no-store');
+/**
+ * The contract's error body, never a stack trace, as a whole answer (answers.ts: a refusal under a
+ * flood is as hot as a join). `headers` are the answer's own: JSON and no-store by default (an
+ * answer about this moment — full, not open, unavailable — must not be replayed by a cache), the
+ * tickets' CORS on their paths; Retry-After and `extra` (Allow) are added.
+ */
+export function errorResponse(err: FloodgateError, headers: Readonly<Record<string, string>> = NO_STORE_JSON, extra?: Record<string, string>): Response {
   const body: { error: { code: string; message: string; details?: Record<string, unknown> } } = { error: { code: err.code, message: err.message } };
   if (err.details) body.error.details = err.details;
-  return c.json(body, err.status as 400);
+  const all = err.retryAfterSec !== undefined || extra ? { ...headers, ...extra } : headers;
+  if (err.retryAfterSec !== undefined) (all as Record<string, string>)['Retry-After'] = String(err.retryAfterSec);
+  return wholeJson(body, err.status, all);
 }
 
 export function validationIssue(path: string, message: string): FloodgateError {
