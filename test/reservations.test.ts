@@ -35,9 +35,9 @@ describe('reservations (seckill with reserveMs)', () => {
     // passed (Postgres's clock is the one that decides: the daemon's sweep releases what has
     // reserved_until <= now()). So the held state below is checked with no race against the first
     // deadline (with real 5 s reservations, 38 of the 40 tickets admitted past the stock were back
-    // in the line when the first ran out, CI at load ~7), and the two rounds of unpaid
-    // reservations cost no 10 s each. The daemon's own deadline: the expiry test below and
-    // e2e-reservations.test.ts.
+    // in the line when the first ran out, CI at load ~7), and the rounds of unpaid reservations
+    // (two in the runs seen: buyers 0-2, then 10-12) cost no 10 s each. The daemon's own deadline:
+    // the expiry test below and e2e-reservations.test.ts.
     await call('PUT', `/v1/items/${item}`, { handler: 'seckill', config: { stock, reserveMs: 600_000 }, gate: { mode: 'manual', maxInFlight: 20 } });
     const users = Array.from({ length: 50 }, (_, i) => `buyer-${i}`);
     const neverPays = (u: string) => Number(u.split('-')[1]) % 10 < 3;
