@@ -18,21 +18,26 @@ const view = (id: string) => call('GET', `/v1/tickets/${id}`, undefined, null).t
 
 describe('the service module', () => {
   it('does not let a hot item starve another item on the same handler queue', { timeout: 60_000 }, async () => {
-    // The hot item drips through a slow gate (1000 tickets at 20/s: 50 s), opened once its whole
-    // line has joined; the cold item has no cap of its own.
+    // The hot item drips through a slow gate (300 tickets at 10/s: 30 s; a line longer than the
+    // dispatcher's batch of 200), opened once its whole line has joined; the cold item has no cap
+    // of its own. Its 20 tickets must all be sold within 20 s (0.5-0.7 s at load 10), while the
+    // hot line is still long: a dispatcher that served only the longest line (tried) would have
+    // them wait ~28 s, until the hot line is shorter than theirs.
     await call('PUT', '/v1/items/hot', { handler: 'seckill', config: { stock: 5000 }, gate: { mode: 'closed' } });
     await call('PUT', '/v1/items/cold', { handler: 'seckill', config: { stock: 100 } });
-    await joinAll((u) => call('POST', '/v1/items/hot/tickets', { userId: u }, SVC), userIds(0, 1000, 'h'));
-    await call('PATCH', '/v1/items/hot/gate', { mode: 'manual', rate: 20, maxInFlight: 20 });
+    await joinAll((u) => call('POST', '/v1/items/hot/tickets', { userId: u }, SVC), userIds(0, 300, 'h'));
+    await call('PATCH', '/v1/items/hot/gate', { mode: 'manual', rate: 10, maxInFlight: 20 });
     const cold = await joinAll((u) => call('POST', '/v1/items/cold/tickets', { userId: u }, SVC), userIds(0, 20, 'c'));
     const coldViews = await waitFor(
       () => Promise.all(cold.map((c) => view(c.body.ticketId))),
       (vs) => vs.every((v) => v.state === 'succeeded'),
-      30_000,
+      20_000,
     );
     expect(coldViews.every((v) => v.state === 'succeeded')).toBe(true);
     const hot = (await call('GET', '/v1/items/hot')).body;
     expect(hot.counts.waiting).toBeGreaterThan(0); // the hot line is still draining
+    // The rest of the file needs none of its sales.
+    expect((await call('PATCH', '/v1/items/hot/gate', { mode: 'closed' })).status).toBe(200);
   });
 
   it('runs a handler registered by the deployment from FLOODGATE_HANDLERS_MODULE', async () => {
