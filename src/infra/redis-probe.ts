@@ -2,7 +2,14 @@ import { Redis } from 'ioredis';
 import { withTimeout } from '../kernel/wait.js';
 
 export const REDIS_HOST = '127.0.0.1';
-const PROBE_TIMEOUT_MS = 500;
+/** How long a socket may take to open: nothing listening is refused at once, a dropped SYN waits this long. */
+const CONNECT_TIMEOUT_MS = 500;
+/**
+ * How long something that accepted the socket may take to answer: a Redis on a machine at load 17
+ * took over 500 ms (a test run's setup called it "not a usable Redis"); a server that is not Redis
+ * never answers, and is named after this wait.
+ */
+const REPLY_TIMEOUT_MS = 5000;
 
 /** `pong`: a usable Redis; `refused`: nothing listens; `other`: something listens that is not a usable Redis. */
 export type RedisProbe = { state: 'pong' } | { state: 'refused' } | { state: 'other'; error: string };
@@ -12,7 +19,7 @@ export async function probeRedis(port: number): Promise<RedisProbe> {
     host: REDIS_HOST,
     port,
     lazyConnect: true,
-    connectTimeout: PROBE_TIMEOUT_MS,
+    connectTimeout: CONNECT_TIMEOUT_MS,
     maxRetriesPerRequest: 0,
     retryStrategy: () => null,
     enableOfflineQueue: false,
@@ -23,8 +30,8 @@ export async function probeRedis(port: number): Promise<RedisProbe> {
   // Without a listener ioredis reports connection errors as unhandled 'error' events.
   client.on('error', () => {});
   try {
-    await withTimeout(client.connect(), PROBE_TIMEOUT_MS, 'no handshake reply within 500 ms');
-    const reply = await withTimeout(client.ping(), PROBE_TIMEOUT_MS, 'no PING reply within 500 ms');
+    await withTimeout(client.connect(), REPLY_TIMEOUT_MS, `no handshake reply within ${REPLY_TIMEOUT_MS} ms`);
+    const reply = await withTimeout(client.ping(), REPLY_TIMEOUT_MS, `no PING reply within ${REPLY_TIMEOUT_MS} ms`);
     return reply === 'PONG' ? { state: 'pong' } : { state: 'other', error: `unexpected reply ${reply}` };
   } catch (err) {
     if (!connected) return { state: 'refused' };
