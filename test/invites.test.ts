@@ -76,4 +76,21 @@ describe('invites and proof of work', () => {
     const reused = await call('POST', '/v1/join', { invite: await invite('b'), pow: good }, null);
     expect(reused.body.error.code).toBe('pow_required');
   });
+
+  it('lets an invite retry its own solved challenge after a refused join, and no other invite use it', async () => {
+    const clock = t.manualClock(Date.now());
+    const { call } = t.build({ clock });
+    await call('PUT', '/v1/items/p3', { handler: 'external', pow: { difficulty: 8 }, opensAt: new Date(clock.now() + 5000).toISOString() });
+    const invite = async (u: string) => (await call('POST', '/v1/items/p3/invites', { userId: u, ttlMs: 60_000 }, SERVICE)).body.invite as string;
+    const ch = (await call('GET', '/v1/items/p3/challenge', undefined, null)).body.challenge as string;
+    const pow = { challenge: ch, nonce: solve(ch, 8) };
+    const mine = await invite('early');
+    // The join takes the challenge and is then refused: the sale is not open yet.
+    expect((await call('POST', '/v1/join', { invite: mine, pow }, null)).status).toBe(425);
+    expect((await call('POST', '/v1/join', { invite: await invite('thief'), pow }, null)).body.error.code).toBe('pow_required');
+    clock.advance(6000);
+    const retried = await call('POST', '/v1/join', { invite: mine, pow }, null);
+    expect(retried.status).toBe(202);
+    expect(retried.body.userId).toBe('early');
+  });
 });

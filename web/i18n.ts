@@ -32,6 +32,8 @@ const en = {
   joining: 'Joining the line…',
   solving: 'Checking your browser (this takes a few seconds)…',
   joinFailed: 'This invitation cannot be used',
+  joinNotOpen: 'The sale has not opened yet; this page joins you when it does.',
+  busy: 'Very busy right now, trying again…',
   inviteExpired: 'This invitation has expired.',
   inviteInvalid: 'This invitation is not valid.',
 };
@@ -67,6 +69,8 @@ const zh: typeof en = {
   joining: '正在加入队伍…',
   solving: '正在验证您的浏览器（需要几秒钟）…',
   joinFailed: '此邀请无法使用',
+  joinNotOpen: '活动尚未开始，开始后本页会自动为您加入队伍。',
+  busy: '当前人数较多，正在重试…',
   inviteExpired: '此邀请已过期。',
   inviteInvalid: '此邀请无效。',
 };

@@ -1,8 +1,14 @@
 /**
  * The invite page (/join/{itemId}?invite=…): solves the item's proof-of-work challenge in a Web
  * Worker where one is asked, joins with the invite, then shows the waiting page for the ticket.
+ *
+ * At the opening second of a sale the daemon may answer 503 (Redis slow or away) or 429 (a quota),
+ * and a join before the opening is 425: none of these is the user's fault, so the page waits as
+ * told (Retry-After, or until opensAt) and tries again, keeping the solution it has; the daemon
+ * lets the same invite present its challenge again. A challenge that expired while it waited
+ * (403 pow_required) is replaced and solved anew.
  */
-import { $ } from './dom';
+import { $, sleep } from './dom';
 import { texts, type Lang } from './i18n';
 
 const data = document.body.dataset;
@@ -28,6 +34,28 @@ function solve(challenge: string, difficulty: number): Promise<string> {
   });
 }
 
+/** Statuses that mean "not now" rather than "no". */
+const LATER = new Set([425, 429, 502, 503, 504]);
+const jitter = (ms: number) => ms * (0.8 + Math.random() * 0.4);
+
+/** The answer to `req` that is not a "not now", after waiting between tries as the daemon asks. */
+async function persist(req: () => Promise<Response>): Promise<Response> {
+  for (let attempt = 0; ; attempt++) {
+    const res = await req().catch(() => null);
+    if (res && !LATER.has(res.status)) return res;
+    let ms = Math.min(30_000, 1000 * 2 ** Math.min(attempt, 5));
+    const after = Number(res?.headers.get('retry-after'));
+    if (after > 0) ms = Math.min(60_000, after * 1000);
+    if (res?.status === 425) {
+      const d = (await res.json().catch(() => null))?.error?.details;
+      const until = Date.parse(d?.opensAt) - Date.parse(d?.now);
+      status.textContent = t.joinNotOpen;
+      if (until > 0) ms = Math.min(60_000, until + Math.random() * 1000);
+    } else status.textContent = t.busy;
+    await sleep(jitter(ms));
+  }
+}
+
 function refuse(reason: string | undefined) {
   status.textContent = t.joinFailed;
   $('#note').textContent = reason === 'invite_expired' ? t.inviteExpired : t.inviteInvalid;
@@ -36,24 +64,29 @@ function refuse(reason: string | undefined) {
 
 async function run() {
   if (!invite) return refuse('invite_invalid');
-  status.textContent = t.joining;
-  let pow: { challenge: string; nonce: string } | undefined;
-  const ch = await fetch(`/v1/items/${encodeURIComponent(itemId)}/challenge`, { cache: 'no-store' });
-  if (!ch.ok) return refuse('invite_invalid');
-  const { challenge, difficulty } = (await ch.json()) as { challenge: string; difficulty: number };
-  if (difficulty > 0) {
-    status.textContent = t.solving;
-    pow = { challenge, nonce: await solve(challenge, difficulty) };
+  for (let round = 0; round < 5; round++) {
+    status.textContent = t.joining;
+    let pow: { challenge: string; nonce: string } | undefined;
+    const ch = await persist(() => fetch(`/v1/items/${encodeURIComponent(itemId)}/challenge`, { cache: 'no-store' }));
+    if (!ch.ok) return refuse('invite_invalid');
+    const { challenge, difficulty } = (await ch.json()) as { challenge: string; difficulty: number };
+    if (difficulty > 0) {
+      status.textContent = t.solving;
+      pow = { challenge, nonce: await solve(challenge, difficulty) };
+    }
+    const body = JSON.stringify(pow ? { invite, pow } : { invite });
+    const res = await persist(() => fetch('/v1/join', { method: 'POST', headers: { 'content-type': 'application/json' }, body }));
+    const answer = await res.json().catch(() => null);
+    if (res.ok) return location.replace(`/wait/${encodeURIComponent(answer.ticketId)}?lang=${lang}`);
+    if (res.status === 410) {
+      status.textContent = answer?.error?.code === 'sold_out' ? t.soldOut : t.closed;
+      bar.hidden = true;
+      return;
+    }
+    // The challenge expired while the page waited: fetch and solve a new one.
+    if (answer?.error?.code !== 'pow_required') return refuse(answer?.error?.details?.reason);
   }
-  const res = await fetch('/v1/join', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(pow ? { invite, pow } : { invite }) });
-  const body = await res.json().catch(() => null);
-  if (res.ok) return location.replace(`/wait/${encodeURIComponent(body.ticketId)}?lang=${lang}`);
-  if (res.status === 410) {
-    status.textContent = body?.error?.code === 'sold_out' ? t.soldOut : t.closed;
-    bar.hidden = true;
-    return;
-  }
-  refuse(body?.error?.details?.reason);
+  refuse(undefined);
 }
 
 run().catch(() => refuse(undefined));

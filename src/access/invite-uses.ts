@@ -3,7 +3,10 @@ import { itemKeys } from '../redis/keys.js';
 
 /**
  * Single use of invites and proof-of-work challenges, shared by every daemon: an invite's nonce
- * maps to the ticket its first use made; a challenge's nonce is taken once.
+ * maps to the ticket its first use made; a challenge's nonce is taken by one invite. The same
+ * invite may present its challenge again: a join that took the challenge and then failed (503
+ * while Redis was slow, say) is retried by the page with the solution it already has, and must
+ * not be sent back to solve another puzzle for a failure that was ours.
  */
 export function createInviteUses(redis: RedisLike, prefix: string) {
   return {
@@ -15,9 +18,11 @@ export function createInviteUses(redis: RedisLike, prefix: string) {
       const ok = await redis.set(key, ticketId, 'PX', Math.max(1000, Math.ceil(ttlMs)), 'NX');
       return ok ? ticketId : ((await redis.get(key)) ?? ticketId);
     },
-    /** Takes a challenge; false if it was taken before. */
-    async takeChallenge(itemId: string, nonce: string, ttlMs: number): Promise<boolean> {
-      return (await redis.set(itemKeys(prefix, itemId).challenge(nonce), '1', 'PX', Math.max(1000, Math.ceil(ttlMs)), 'NX')) === 'OK';
+    /** Takes a challenge for an invite (by its nonce); false if another invite took it before. */
+    async takeChallenge(itemId: string, nonce: string, inviteNonce: string, ttlMs: number): Promise<boolean> {
+      const key = itemKeys(prefix, itemId).challenge(nonce);
+      if ((await redis.set(key, inviteNonce, 'PX', Math.max(1000, Math.ceil(ttlMs)), 'NX')) === 'OK') return true;
+      return (await redis.get(key)) === inviteNonce;
     },
   };
 }

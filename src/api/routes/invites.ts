@@ -91,7 +91,7 @@ export function inviteRoutes(ctx: ApiContext) {
         const ch = peek<ChallengeClaims>(pow.challenge);
         const ok = ch && ch.i === itemId && ch.d >= difficulty && ch.e > now() && verify(item.snap.secret, 'challenge', pow.challenge) && solves(pow.challenge, pow.nonce, difficulty);
         if (!ok) fail('pow_required', 'The proof of work is missing, wrong or expired.');
-        if (!(await ctx.inviteUses.takeChallenge(itemId, ch!.n, CHALLENGE_MS))) fail('pow_required', 'That challenge was used already; ask for a new one.');
+        if (!(await ctx.inviteUses.takeChallenge(itemId, ch!.n, n, CHALLENGE_MS))) fail('pow_required', 'That challenge was used by another invite; ask for a new one.');
       }
       const { created, ticket } = await queue.tickets.join(itemId, userId, null);
       const ticketId = await ctx.inviteUses.claim(itemId, n, ticket.ticketId, e - now() + 60_000);
