@@ -101,6 +101,8 @@ export async function openStores(config: Config, log: Logger) {
 export function wireModules(config: Config, log: Logger, clock: Clock, { redis, dbHandle }: Stores, handlers: HandlerRegistry = createHandlerRegistry()) {
   const events: DaemonEvents = new EventEmitter();
   const metrics = createMetrics();
+  // Whether Postgres answers, as the sales see it (no timer runs until a sale finds it down).
+  const pg = createPgHealth(dbHandle.sql, log.child({ module: 'postgres' }));
   const queue = createLine({
     redis,
     prefix: config.FLOODGATE_REDIS_PREFIX,
@@ -113,6 +115,7 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
       if (predictedMs !== null && actualMs > 0) metrics.etaError.observe({ item: itemId }, Math.abs(actualMs - predictedMs) / actualMs);
     },
     archived: (ref) => readOutcome(dbHandle.sql, ref) as ReturnType<NonNullable<LineDeps['archived']>>,
+    storeAway: (handler) => !pg.up && !!handlers.get(handler)?.stockTable,
   });
   const store = createItemsStore(dbHandle.db);
   const gateStore = createGateStore(redis, config.FLOODGATE_REDIS_PREFIX, clock);
@@ -130,7 +133,7 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
     autoCap: config.FLOODGATE_AUTO_START_LIMIT,
   });
   const reservations = createReservations({ sql: dbHandle.sql, queue, stock, log: log.child({ module: 'reservations' }), onReturned: (itemId) => events.emit('returned', itemId) });
-  return { clock, events, handlers, metrics, queue, stock, series, store, gateStore, catalog, reservations };
+  return { clock, events, handlers, metrics, pg, queue, stock, series, store, gateStore, catalog, reservations };
 }
 
 export type Modules = ReturnType<typeof wireModules>;
@@ -184,7 +187,7 @@ export async function openCore(config: Config, log: Logger, clock: Clock) {
 
 export async function startDaemon(config: Config, log: Logger, clock: Clock = systemClock): Promise<Daemon> {
   const core = await openCore(config, log, clock);
-  const { stores, events, handlers, metrics, queue, store, gateStore, catalog, reservations } = core;
+  const { stores, events, handlers, metrics, pg, queue, store, gateStore, catalog, reservations } = core;
   const { redis, dbHandle } = stores;
   const me = `${os.hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
   const samples = createSampleRecorder(gateStore, (itemId) => {
@@ -195,7 +198,6 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
   await queue.items.activateAll();
   if (restored) log.warn({ restored }, 'items restored into redis from postgres');
   if (config.FLOODGATE_RECONCILE_ON_START) await catalog.reconcile({ idleOnly: true });
-  const pg = createPgHealth(dbHandle.sql, log.child({ module: 'postgres' }));
   const keyRing = createKeyRing(createTokenKeyStore(dbHandle.sql));
   await keyRing.start();
   const tokens = createTokens({ keys: keyRing, redis, prefix: config.FLOODGATE_REDIS_PREFIX, queue, clock, log: log.child({ module: 'tokens' }), issuer: config.FLOODGATE_PUBLIC_URL ?? 'floodgate' });

@@ -39,10 +39,19 @@ describe('Postgres unreachable for five seconds mid-sale', () => {
     const during = await call('POST', '/v1/items/pg/tickets', { userId: 'late' }, SVC);
     expect(during.status).toBe(202);
     ids.push(during.body.ticketId);
+    // Once a sale has found Postgres away, the daemon admits none of the item's tickets (none would
+    // sell), and the line says so: reason paused and no ETA, rather than a countdown to an
+    // admission that is not coming. Nothing is left in flight.
+    const paused = await waitFor(() => call('GET', `/v1/tickets/${during.body.ticketId}`, undefined, null).then((r) => r.body), (v) => v.reason === 'paused', OUTAGE_MS);
+    expect(paused).toMatchObject({ state: 'waiting', reason: 'paused' });
+    expect(paused.etaMs).toBeUndefined();
+    await waitFor(() => call('GET', '/v1/items/pg').then((r) => r.body.counts), (c) => c.admitted === 0, OUTAGE_MS);
     while (Date.now() - cutAt < OUTAGE_MS) {
       const views = await Promise.all(ids.map((id) => call('GET', `/v1/tickets/${id}`, undefined, null).then((r) => r.body)));
       expect(views.filter((v) => v.state === 'failed' || v.state === 'rejected')).toEqual([]);
-      await new Promise((r) => setTimeout(r, 1000));
+      expect(views.filter((v) => v.state === 'admitted')).toEqual([]);
+      expect(views.filter((v) => v.state === 'waiting').every((v) => v.reason === 'paused')).toBe(true);
+      await new Promise((r) => setTimeout(r, 500));
     }
     const before = (await call('GET', '/v1/items/pg')).body.counts.succeeded;
     await proxy.restore();

@@ -31,6 +31,8 @@ export interface CachedItem {
   feedComplete: boolean;
   /** Admissions per second, measured; null until two samples ~1 s apart exist. */
   admitRate: number | null;
+  /** Whether the store its handler sells through is away now (Postgres down): its line does not move. */
+  storeAway(): boolean;
 }
 
 interface Entry {
@@ -77,8 +79,9 @@ function counter(set: Set<number>, place: (seq: number) => number) {
   };
 }
 
-export function createItemCache(deps: { redis: RedisLike; prefix: string; clock: Clock; ttlMs: number }): ItemCache {
+export function createItemCache(deps: { redis: RedisLike; prefix: string; clock: Clock; ttlMs: number; storeAway?: (handler: string) => boolean }): ItemCache {
   const entries = new Map<string, Entry>();
+  const away = deps.storeAway;
 
   async function refresh(itemId: string, e: Entry): Promise<CachedItem | null> {
     const now = deps.clock.now();
@@ -130,7 +133,9 @@ export function createItemCache(deps: { redis: RedisLike; prefix: string; clock:
     const first = e.samples[0];
     const dt = now - first.t;
     const admitRate = dt >= 1000 ? ((snap.admissions - first.admissions) * 1000) / dt : (prev?.admitRate ?? null);
-    e.item = { snap, recordKey: `${snap.secret}#${e.generation}`, cancelled, feedComplete, admitRate, cancelledBetween: counter(cancelled, lineIndex), lineIndex };
+    const handler = snap.def.handler;
+    const storeAway = away ? () => away(handler) : () => false;
+    e.item = { snap, recordKey: `${snap.secret}#${e.generation}`, cancelled, feedComplete, admitRate, cancelledBetween: counter(cancelled, lineIndex), lineIndex, storeAway };
     return e.item;
   }
 

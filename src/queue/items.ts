@@ -73,9 +73,9 @@ export interface ItemDirectory extends LineItems {
 export const ACTIVE_GRACE_MS = 60_000;
 const ACTIVE_SLACK_MS = 5_000;
 
-export function createItemDirectory(deps: { redis: RedisLike; prefix: string; clock: Clock; cacheMs: number }): ItemDirectory {
+export function createItemDirectory(deps: { redis: RedisLike; prefix: string; clock: Clock; cacheMs: number; storeAway?: (handler: string) => boolean }): ItemDirectory {
   const { redis, prefix, clock } = deps;
-  const cache = createItemCache({ redis, prefix, clock, ttlMs: deps.cacheMs });
+  const cache = createItemCache({ redis, prefix, clock, ttlMs: deps.cacheMs, storeAway: deps.storeAway });
 
   /**
    * This process's copy of the set of item ids, reloaded when the shared version key moved. It is

@@ -28,6 +28,12 @@ export interface LineDeps {
   /** Joins per second per key name on items without a perKey quota (FLOODGATE_DEFAULT_KEY_QUOTA). */
   defaultKeyQuota?: number;
   archived?: ArchivedOutcome;
+  /**
+   * Whether the store a handler sells through is away (Postgres down, for the handlers that sell
+   * through it): the dispatcher admits none of their tickets meanwhile, and their waiting tickets
+   * say so (reason `paused`, no ETA) instead of counting down to an admission that will not come.
+   */
+  storeAway?(handler: string): boolean;
 }
 
 /**
@@ -46,7 +52,7 @@ export function createLine(deps: LineDeps): Line {
   const { redis, prefix, clock } = deps;
   const runner = createScriptRunner(redis, prefix);
   const scripts = createLineScripts(runner.run);
-  const items = createItemDirectory({ redis, prefix, clock, cacheMs: deps.cacheMs });
+  const items = createItemDirectory({ redis, prefix, clock, cacheMs: deps.cacheMs, storeAway: deps.storeAway });
   // A hot item's sub-lines (lines > 1): each part below routes such an item's calls to it.
   const split = createSplitLine({ redis, prefix, clock });
   const reader = createTicketReader({ items, scripts, split, clock, archived: deps.archived });

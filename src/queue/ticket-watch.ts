@@ -3,7 +3,7 @@ import { FloodgateError } from '../kernel/errors.js';
 import type { Line } from './line.js';
 import { parseTicketId } from './ticket-id.js';
 import type { TicketView } from './types.js';
-import type { ItemSnapshot } from './snapshot.js';
+import type { CachedItem } from './item-cache.js';
 
 /** Where a watched ticket's news goes (an SSE stream). */
 export interface WatchSink {
@@ -61,8 +61,10 @@ interface Group {
 }
 
 /** Whatever decides a waiting ticket's state or reason: a change of it is news for every watcher. */
-const shapeOf = (s: ItemSnapshot | undefined, now: number) =>
-  s ? `${s.secret}|${s.cuts.length}|${s.soldOut}|${s.closed}|${s.gate.mode}|${s.stockLeft === 0}|${s.def.opensAt !== null && now < s.def.opensAt}` : '';
+const shapeOf = (item: CachedItem | null | undefined, now: number) => {
+  const s = item?.snap;
+  return s ? `${s.secret}|${s.cuts.length}|${s.soldOut}|${s.closed}|${s.gate.mode}|${s.stockLeft === 0}|${s.def.opensAt !== null && now < s.def.opensAt}|${item!.storeAway()}` : '';
+};
 
 const terminal = (v: TicketView) => v.state !== 'waiting' && v.state !== 'admitted';
 
@@ -140,8 +142,8 @@ export function createTicketWatch(deps: {
       // Known at once from the cached view where there is one: the first tick then has no news
       // to tell every watcher of (each was just sent the current view).
       const now = deps.clock.now();
-      const s = deps.queue.items.peek(itemId)?.snap;
-      g = { all: new Set(), hot: new Set(), parked: new Set(), slots: new Map(), heads: [], doneSlot: endedSlot(now), served: s?.served ?? -1, shape: s ? shapeOf(s, now) : '' };
+      const cached = deps.queue.items.peek(itemId);
+      g = { all: new Set(), hot: new Set(), parked: new Set(), slots: new Map(), heads: [], doneSlot: endedSlot(now), served: cached?.snap.served ?? -1, shape: shapeOf(cached, now) };
       groups.set(itemId, g);
     }
     return g;
@@ -241,7 +243,7 @@ export function createTicketWatch(deps: {
     const s = item?.snap;
     // A change of whatever decides a waiting ticket's state or reason (a cut, the gate closed or
     // opened, stock out or back, the sale opening) makes every watcher of the item due.
-    const shape = shapeOf(s, now);
+    const shape = shapeOf(item, now);
     const news = !s || shape !== g.shape;
     g.shape = shape;
     const served = s?.served ?? Infinity;

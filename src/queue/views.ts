@@ -72,7 +72,8 @@ export function expectedRate(item: CachedItem): number | null {
 
 /**
  * Expected wait, when to poll again, and why the line is not moving. No ETA is given while the
- * gate is closed or the item waits for units to come back (nobody knows when that ends); before
+ * gate is closed, the store the item sells through is away (Postgres down: the dispatcher admits
+ * none of its tickets) or the item waits for units to come back (nobody knows when that ends); before
  * the sale opens, the ETA counts from `opensAt`. Clients far back poll rarely, so a line of a
  * million costs a trickle of polls, and those near the head poll every second.
  */
@@ -80,7 +81,7 @@ export function waitingHints(item: CachedItem, position: number, now: number): {
   const s = item.snap;
   let reason: WaitReason | undefined;
   if (s.def.opensAt !== null && now < s.def.opensAt) reason = 'not_open';
-  else if (s.gate.mode === 'closed') reason = 'paused';
+  else if (s.gate.mode === 'closed' || item.storeAway()) reason = 'paused';
   else if (s.stockLeft === 0 && !s.soldOut) reason = 'awaiting_returns';
   const rate = reason === 'paused' || reason === 'awaiting_returns' ? null : expectedRate(item);
   const untilOpen = reason === 'not_open' ? s.def.opensAt! - now : 0;
