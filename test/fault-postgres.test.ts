@@ -13,7 +13,7 @@ afterAll(() => proxy.close()); // after the daemon's stop (registered below, so 
 const viaProxy = new URL(db.url);
 viaProxy.port = String(proxy.port);
 const prefix = newPrefix();
-const { call } = await inProcessDaemon({ prefix, databaseUrl: viaProxy.toString(), env: { FLOODGATE_JOB_BACKOFF_MS: '50' } });
+const { call, daemon } = await inProcessDaemon({ prefix, databaseUrl: viaProxy.toString(), env: { FLOODGATE_JOB_BACKOFF_MS: '50' } });
 
 // Five seconds: longer than a running job's ticket lease (RUN_LEASE_MS, 3 s) and the connect
 // timeout (3 s), and postgres.js's reconnect backoff reaches its 0.5 s cap within the first second
@@ -28,7 +28,7 @@ describe('Postgres unreachable for five seconds mid-sale', () => {
     const joins = await joinAll((u) => call('POST', '/v1/items/pg/tickets', { userId: u }, SVC), userIds(0, 60));
     const ids = joins.map((r) => r.body.ticketId as string);
     await call('PATCH', '/v1/items/pg/gate', { mode: 'manual', rate: 10, maxInFlight: 5 });
-    await waitFor(() => call('GET', '/v1/items/pg').then((r) => r.body), (v) => v.counts.succeeded >= 3);
+    await waitFor(() => call('GET', '/v1/items/pg').then((r) => r.body), (v) => v.counts?.succeeded >= 3);
 
     await proxy.cut();
     const cutAt = Date.now();
@@ -39,13 +39,24 @@ describe('Postgres unreachable for five seconds mid-sale', () => {
     const during = await call('POST', '/v1/items/pg/tickets', { userId: 'late' }, SVC);
     expect(during.status).toBe(202);
     ids.push(during.body.ticketId);
+    // The waiting page's event stream of that ticket: the pause is news for its watchers.
+    const stream = new AbortController();
+    const events = await fetch(`${daemon.url}/v1/tickets/${during.body.ticketId}/events`, { signal: stream.signal });
+    const toldPaused = (async () => {
+      const dec = new TextDecoder();
+      let text = '';
+      for await (const chunk of events.body!) if ((text += dec.decode(chunk as Uint8Array, { stream: true })).includes('"reason":"paused"')) return true;
+      return false;
+    })().catch(() => false);
     // Once a sale has found Postgres away, the daemon admits none of the item's tickets (none would
     // sell), and the line says so: reason paused and no ETA, rather than a countdown to an
     // admission that is not coming. Nothing is left in flight.
     const paused = await waitFor(() => call('GET', `/v1/tickets/${during.body.ticketId}`, undefined, null).then((r) => r.body), (v) => v.reason === 'paused', OUTAGE_MS);
     expect(paused).toMatchObject({ state: 'waiting', reason: 'paused' });
     expect(paused.etaMs).toBeUndefined();
-    await waitFor(() => call('GET', '/v1/items/pg').then((r) => r.body.counts), (c) => c.admitted === 0, OUTAGE_MS);
+    await waitFor(() => call('GET', '/v1/items/pg').then((r) => r.body.counts), (c) => c?.admitted === 0, OUTAGE_MS);
+    expect(await toldPaused).toBe(true);
+    stream.abort();
     while (Date.now() - cutAt < OUTAGE_MS) {
       const views = await Promise.all(ids.map((id) => call('GET', `/v1/tickets/${id}`, undefined, null).then((r) => r.body)));
       expect(views.filter((v) => v.state === 'failed' || v.state === 'rejected')).toEqual([]);
