@@ -92,6 +92,10 @@ export interface ControlState {
   spread?: number;
   /** Round trips in a row that found room (growth doubles with each). */
   growRounds?: number;
+  /** Answers per second of the last window (unfiltered): what a window that falls far short of it reads as a step down. */
+  lastPerS?: number | null;
+  /** Time a call holds its slot outside the downstream (dispatch, settle), by Little's law on calm windows. */
+  pipeMs?: number;
 }
 
 /** A closed window of samples, summed over every daemon. */
@@ -175,7 +179,16 @@ export function ready(s: ControlState, w: SampleWindow, openedAt: number, now: n
   // its answers slow to a trickle, and waiting for a full window let the queue grow for a second.
   const need = samplesNeeded(s, p);
   const alarm = s.baseMs !== null && w.n >= Math.max(5, need / 4) && (quantile(w.hist, 0.5) ?? 0) > 2 * s.baseMs;
-  return ((w.n >= need && age >= Math.min(2 * rtt, p.maxWindowMs)) || (alarm && age >= rtt)) || (age >= p.maxWindowMs && w.n > 0) || stalled(s, w, openedAt, now, p);
+  // Answers stopped coming at the rate they did while the gate stays full: the downstream lost
+  // capacity, and the calls admitted since wait in its queue, where no latency sample sees them.
+  const starved = age >= Math.max(100, rtt) && isStarved(s, { ...w, ms: age });
+  return ((w.n >= need && age >= Math.min(2 * rtt, p.maxWindowMs)) || (alarm && age >= rtt) || starved) || (age >= p.maxWindowMs && w.n > 0) || stalled(s, w, openedAt, now, p);
+}
+
+/** Under half the answers the last window's rate promised (out of at least 6) with the gate full: close the window early. */
+function isStarved(s: ControlState, w: SampleWindow): boolean {
+  const expected = ((s.lastPerS ?? 0) * (w.ms ?? 0)) / 1000;
+  return !s.startup && !s.probe && s.baseMs !== null && expected >= 6 && w.n < 0.5 * expected && w.inflightMax >= Math.floor(s.limit);
 }
 
 function stepProbe(s: ControlState, w: SampleWindow, now: number, p: ControlParams, dropping: boolean, rng: () => number): ControlState {
@@ -231,9 +244,11 @@ export function step(s: ControlState, w: SampleWindow, now: number, p: ControlPa
   // bandwidth): a window after a cold start or a probe says little about what the downstream can do.
   const p84 = quantile(w.hist, 0.84);
   // Not in startup: a cold start's answers mix 10× slow calls with the rest, a spread no service has.
-  if (!s.startup && answered >= p.minSamples && p50 && p84) next.spread = 0.7 * (s.spread ?? Math.log(p84 / p50)) + 0.3 * Math.log(p84 / p50);
+  if (!s.startup && answered >= p.minSamples && p50 && p84 && (s.baseMs === null || p50 < 1.5 * s.baseMs)) next.spread = 0.7 * (s.spread ?? Math.log(p84 / p50)) + 0.3 * Math.log(p84 / p50);
   const perS = w.ms && w.n > 0 ? ((w.n - w.drops) / w.ms) * 1000 : null;
   if (perS !== null) next.perS = Math.max(perS, 0.95 * (s.perS ?? 0));
+  // The last window's rate, unfiltered: what the next window is expected to deliver (see isStarved).
+  if (perS !== null) next.lastPerS = perS;
 
   if (s.probe) return stepProbe(next, w, now, p, dropping, rng);
 
@@ -285,8 +300,18 @@ export function step(s: ControlState, w: SampleWindow, now: number, p: ControlPa
       const serving = (inflight * next.baseMs) / p50;
       const queue = inflight - serving;
       const { low, high } = marks(serving, p);
-      if (queue >= low) next.growRounds = 0;
-      if (queue > high) {
+      // Little's law on the whole window: in-flight = answers/s × (time outside the downstream +
+      // mean latency). Calls stuck in the downstream's queue have no latency sample yet, so after
+      // a step down the p50 looks fine for a round trip while the answers per second collapse:
+      // the in-flight they do not account for is a queue too (BBR reads the delivery rate, not the RTT).
+      const meanMs = mean(w.hist)!;
+      const pipe = s.pipeMs ?? 0;
+      const hidden = perS !== null ? inflight - (perS * (meanMs + pipe)) / 1000 : 0;
+      if (perS !== null && queue < high && filled && answered >= p.minSamples) next.pipeMs = 0.8 * pipe + 0.2 * Math.max(0, (inflight * 1000) / perS - meanMs);
+      if (queue >= low || hidden > high) next.growRounds = 0;
+      if (hidden > Math.max(high, 0.4 * inflight) && perS !== null) {
+        limit = Math.min(s.limit, carry(perS, next.baseMs, p));
+      } else if (queue > high) {
         // Saturated: this window's answers per second are what the downstream carries now, and
         // Little's law gives the in-flight that keeps it busy with the band's middle as queue
         // (BBR's bandwidth × min RTT). An absolute estimate, not a fraction of the old limit: it
