@@ -390,9 +390,13 @@ function nextBase(s: ControlState, next: ControlState, p50: number, full: boolea
 /**
  * Samples a window needs for its p50 to be within ~10% (one standard error): (1.25 σ / 0.1)² for
  * a lognormal spread σ, estimated as ln(p84 / p50) of the last windows. A heavy tail (σ = 1)
- * needs ~150, a steady service the usual 20; a decision on fewer reads noise as queueing.
+ * needs ~150, a steady service the usual 20 (fewer at a limit under 4); a decision on fewer reads noise as queueing.
  */
 export function samplesNeeded(s: ControlState, p: ControlParams = defaultParams): number {
   const sigma = s.spread ?? 0;
-  return Math.round(clamp((12.5 * sigma) ** 2, p.minSamples, 400));
+  // At a small limit the usual 20 answers are many round trips (a second at a limit of 2 after a
+  // cut), and the queue band, counted in calls, is wide against the p50's noise: 5 answers per
+  // call in flight (at least 12) will do, unless the spread asks for more.
+  const floor = Math.min(p.minSamples, Math.max(12, 5 * s.limit));
+  return Math.round(clamp((12.5 * sigma) ** 2, floor, 400));
 }
