@@ -2,10 +2,16 @@ import { count, mean, merge, quantile, type Histogram } from './latency-histogra
 
 /**
  * The adaptive gate's control law ("gate v3", see docs/design-notes.md): a concurrency limit L
- * driven by the latency gradient against a probed baseline, stepped at most once per round trip,
- * cut on drops at most once per round trip and then grown back gently near the limit that dropped,
- * never grown while the line is app-limited, with jittered probes that halve L to re-measure the
- * baseline. Pure: the controller feeds it windows of samples; tests feed it a simulated downstream.
+ * driven by the queue at the downstream in calls (Vegas) against a probed baseline (Envoy), stepped
+ * at most once per round trip, cut on drops at most once per round trip and then grown back gently
+ * near the limit that dropped (AIMD, BBRv2's inflight_hi), never grown while the line is
+ * app-limited, with jittered probes that halve L to re-measure the baseline. A queue sets L to
+ * answers/s × baseline + the band's middle (BBR's bandwidth × min RTT), not a fraction of L.
+ * A queue is read two ways: from the p50 of the answers (Vegas), and from the answer rate by
+ * Little's law (BBR's delivery rate): after a step down of the downstream the p50 of the answers
+ * stays at the baseline for a round trip while the calls admitted since wait unseen, but the answers
+ * per second drop at once; a window that falls under half the last window's rate with the gate full
+ * closes early. Pure: the controller feeds it windows of samples; tests feed it a simulated downstream.
  */
 export interface ControlParams {
   minLimit: number;
