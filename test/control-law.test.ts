@@ -15,7 +15,8 @@ const steady = (limit: number) => ({ ...initialState(0, limit), nextProbeAt: Inf
 // (≤ 5 round trips from the cold start of the 500 ms member).
 // KNOWN_GAPS: members the law does not yet hold the targets on (issue #14 stays open for them);
 // `it.fails` turns red the day one of them passes, so the list cannot go stale.
-const KNOWN_GAPS = new Set(FAMILY.map((d) => d.name));
+const PASSING = new Set(['shed-503']);
+const KNOWN_GAPS = new Set(FAMILY.map((d) => d.name).filter((n) => !PASSING.has(n)));
 
 describe('the control law against the downstream family (virtual clock)', () => {
   for (const d of FAMILY) {

@@ -2,10 +2,16 @@ import { count, mean, merge, quantile, type Histogram } from './latency-histogra
 
 /**
  * The adaptive gate's control law ("gate v3", see docs/design-notes.md): a concurrency limit L
- * driven by the latency gradient against a probed baseline, stepped at most once per round trip,
- * cut on drops at most once per round trip and then grown back gently near the limit that dropped,
- * never grown while the line is app-limited, with jittered probes that halve L to re-measure the
- * baseline. Pure: the controller feeds it windows of samples; tests feed it a simulated downstream.
+ * driven by the queue at the downstream in calls (Vegas) against a probed baseline (Envoy), stepped
+ * at most once per round trip, cut on drops at most once per round trip and then grown back gently
+ * near the limit that dropped (AIMD, BBRv2's inflight_hi), never grown while the line is
+ * app-limited, with jittered probes that halve L to re-measure the baseline. A queue sets L to
+ * answers/s × baseline + the band's middle (BBR's bandwidth × min RTT), not a fraction of L.
+ * A queue is read two ways: from the p50 of the answers (Vegas), and from the answer rate by
+ * Little's law (BBR's delivery rate): after a step down of the downstream the p50 of the answers
+ * stays at the baseline for a round trip while the calls admitted since wait unseen, but the answers
+ * per second drop at once; a window that falls under half the last window's rate with the gate full
+ * closes early. Pure: the controller feeds it windows of samples; tests feed it a simulated downstream.
  */
 export interface ControlParams {
   minLimit: number;
@@ -92,6 +98,10 @@ export interface ControlState {
   spread?: number;
   /** Round trips in a row that found room (growth doubles with each). */
   growRounds?: number;
+  /** Answers per second of the last window (unfiltered): what a window that falls far short of it reads as a step down. */
+  lastPerS?: number | null;
+  /** Time a call holds its slot outside the downstream (dispatch, settle), by Little's law on calm windows. */
+  pipeMs?: number;
 }
 
 /** A closed window of samples, summed over every daemon. */
@@ -175,7 +185,16 @@ export function ready(s: ControlState, w: SampleWindow, openedAt: number, now: n
   // its answers slow to a trickle, and waiting for a full window let the queue grow for a second.
   const need = samplesNeeded(s, p);
   const alarm = s.baseMs !== null && w.n >= Math.max(5, need / 4) && (quantile(w.hist, 0.5) ?? 0) > 2 * s.baseMs;
-  return ((w.n >= need && age >= Math.min(2 * rtt, p.maxWindowMs)) || (alarm && age >= rtt)) || (age >= p.maxWindowMs && w.n > 0) || stalled(s, w, openedAt, now, p);
+  // Answers stopped coming at the rate they did while the gate stays full: the downstream lost
+  // capacity, and the calls admitted since wait in its queue, where no latency sample sees them.
+  const starved = age >= Math.max(100, rtt) && isStarved(s, { ...w, ms: age });
+  return ((w.n >= need && age >= Math.min(2 * rtt, p.maxWindowMs)) || (alarm && age >= rtt) || starved) || (age >= p.maxWindowMs && w.n > 0) || stalled(s, w, openedAt, now, p);
+}
+
+/** Under half the answers the last window's rate promised (out of at least 6) with the gate full: close the window early. */
+function isStarved(s: ControlState, w: SampleWindow): boolean {
+  const expected = ((s.lastPerS ?? 0) * (w.ms ?? 0)) / 1000;
+  return !s.startup && !s.probe && s.baseMs !== null && expected >= 6 && w.n < 0.5 * expected && w.inflightMax >= Math.floor(s.limit);
 }
 
 function stepProbe(s: ControlState, w: SampleWindow, now: number, p: ControlParams, dropping: boolean, rng: () => number): ControlState {
@@ -231,9 +250,11 @@ export function step(s: ControlState, w: SampleWindow, now: number, p: ControlPa
   // bandwidth): a window after a cold start or a probe says little about what the downstream can do.
   const p84 = quantile(w.hist, 0.84);
   // Not in startup: a cold start's answers mix 10× slow calls with the rest, a spread no service has.
-  if (!s.startup && answered >= p.minSamples && p50 && p84) next.spread = 0.7 * (s.spread ?? Math.log(p84 / p50)) + 0.3 * Math.log(p84 / p50);
+  if (!s.startup && answered >= p.minSamples && p50 && p84 && (s.baseMs === null || p50 < 1.5 * s.baseMs)) next.spread = 0.7 * (s.spread ?? Math.log(p84 / p50)) + 0.3 * Math.log(p84 / p50);
   const perS = w.ms && w.n > 0 ? ((w.n - w.drops) / w.ms) * 1000 : null;
   if (perS !== null) next.perS = Math.max(perS, 0.95 * (s.perS ?? 0));
+  // The last window's rate, unfiltered: what the next window is expected to deliver (see isStarved).
+  if (perS !== null) next.lastPerS = perS;
 
   if (s.probe) return stepProbe(next, w, now, p, dropping, rng);
 
@@ -285,8 +306,18 @@ export function step(s: ControlState, w: SampleWindow, now: number, p: ControlPa
       const serving = (inflight * next.baseMs) / p50;
       const queue = inflight - serving;
       const { low, high } = marks(serving, p);
-      if (queue >= low) next.growRounds = 0;
-      if (queue > high) {
+      // Little's law on the whole window: in-flight = answers/s × (time outside the downstream +
+      // mean latency). Calls stuck in the downstream's queue have no latency sample yet, so after
+      // a step down the p50 looks fine for a round trip while the answers per second collapse:
+      // the in-flight they do not account for is a queue too (BBR reads the delivery rate, not the RTT).
+      const meanMs = mean(w.hist)!;
+      const pipe = s.pipeMs ?? 0;
+      const hidden = perS !== null ? inflight - (perS * (meanMs + pipe)) / 1000 : 0;
+      if (perS !== null && queue < high && filled && answered >= p.minSamples) next.pipeMs = 0.8 * pipe + 0.2 * Math.max(0, (inflight * 1000) / perS - meanMs);
+      if (queue >= low || hidden > high) next.growRounds = 0;
+      if (hidden > Math.max(high, 0.4 * inflight) && perS !== null) {
+        limit = Math.min(s.limit, carry(perS, next.baseMs, p));
+      } else if (queue > high) {
         // Saturated: this window's answers per second are what the downstream carries now, and
         // Little's law gives the in-flight that keeps it busy with the band's middle as queue
         // (BBR's bandwidth × min RTT). An absolute estimate, not a fraction of the old limit: it
@@ -365,9 +396,13 @@ function nextBase(s: ControlState, next: ControlState, p50: number, full: boolea
 /**
  * Samples a window needs for its p50 to be within ~10% (one standard error): (1.25 σ / 0.1)² for
  * a lognormal spread σ, estimated as ln(p84 / p50) of the last windows. A heavy tail (σ = 1)
- * needs ~150, a steady service the usual 20; a decision on fewer reads noise as queueing.
+ * needs ~150, a steady service the usual 20 (fewer at a limit under 4); a decision on fewer reads noise as queueing.
  */
 export function samplesNeeded(s: ControlState, p: ControlParams = defaultParams): number {
   const sigma = s.spread ?? 0;
-  return Math.round(clamp((12.5 * sigma) ** 2, p.minSamples, 400));
+  // At a small limit the usual 20 answers are many round trips (a second at a limit of 2 after a
+  // cut), and the queue band, counted in calls, is wide against the p50's noise: 5 answers per
+  // call in flight (at least 12) will do, unless the spread asks for more.
+  const floor = Math.min(p.minSamples, Math.max(12, 5 * s.limit));
+  return Math.round(clamp((12.5 * sigma) ** 2, floor, 400));
 }
