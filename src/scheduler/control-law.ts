@@ -1,5 +1,12 @@
 import { count, mean, merge, quantile, type Histogram } from './latency-histogram.js';
 
+/** Answers in `h` faster than `ms` (by bucket: a bucket is 10% wide). */
+function countBelow(h: Histogram, ms: number): number {
+  let n = 0;
+  for (const [b, c] of h) if (Math.pow(1.1, b + 0.5) <= ms) n += c;
+  return n;
+}
+
 /**
  * The adaptive gate's control law ("gate v3", see docs/design-notes.md): a concurrency limit L
  * driven by the queue at the downstream in calls (Vegas) against a probed baseline (Envoy), stepped
@@ -11,7 +18,11 @@ import { count, mean, merge, quantile, type Histogram } from './latency-histogra
  * Little's law (BBR's delivery rate): after a step down of the downstream the p50 of the answers
  * stays at the baseline for a round trip while the calls admitted since wait unseen, but the answers
  * per second drop at once; a window that falls under half the last window's rate with the gate full
- * closes early. Pure: the controller feeds it windows of samples; tests feed it a simulated downstream.
+ * closes early. Startup grows L by one per answer while the limit is used (TCP slow start's ACK
+ * clock, stepping every tick) and judges whether to go on over a round trip of gathered answers;
+ * a probe that would cut the baseline by over a quarter needs max(20, 2 × pin) answers (a heavy
+ * tail's first few are the short ones). Pure: the controller feeds it windows of samples; tests
+ * feed it a simulated downstream.
  */
 export interface ControlParams {
   minLimit: number;
@@ -92,6 +103,10 @@ export interface ControlState {
   /** Startup: answers per second at the last doubling, and how many doublings so far. */
   startX?: number | null;
   doublings?: number;
+  /** Startup: the answers (latencies, and how many) gathered since `startAt`, judged once they span a round trip. */
+  startHist?: [number, number][];
+  startAnswers?: number;
+  startAt?: number;
   /** The p50 of the last window that was well under the baseline (one more moves it down). */
   lowP50?: number | null;
   /** Spread of latencies, ln(p84 / p50), smoothed: sets how many samples a window needs. */
@@ -177,6 +192,8 @@ export function stalled(s: ControlState, w: SampleWindow, openedAt: number, now:
  */
 export function ready(s: ControlState, w: SampleWindow, openedAt: number, now: number, p: ControlParams = defaultParams): boolean {
   const age = now - openedAt;
+  // Startup grows per answer: any answers will do, every tick.
+  if (s.startup && s.baseMs !== null && w.n > 0 && !s.probe) return true;
   if (s.probe) return count(w.probeHist) > 0 || now - (s.probe.since ?? s.probe.startedAt) >= probeTimeout(s, p) || age >= p.maxWindowMs;
   // The round trip of calls admitted now: the last p50, but no more than twice the baseline (after a
   // cut, the p50 of the flooded calls made the next window, and the regrowth, wait a second).
@@ -214,7 +231,11 @@ function stepProbe(s: ControlState, w: SampleWindow, now: number, p: ControlPara
   // Only finished calls are counted: early on they are the short ones (a heavy tail's median
   // read a third of the true one), so wait three of their p84s, and the samples the spread asks for.
   const p84 = quantile(hist, 0.84);
-  const enough = measured !== null && elapsed >= 3 * p84! && n >= Math.max(Math.min(p.probeSamples, Math.max(10, 2 * pin)), samplesNeeded(s, p) / 2);
+  // A baseline cut by over a quarter on a few answers is most likely the short ones of a heavy
+  // tail (a probe of 15 answers read 36 ms for a 60 ms median, and the limit then starved the
+  // downstream to a tenth): such a cut needs the full probeSamples.
+  const deep = measured !== null && s.baseMs !== null && measured < 0.75 * s.baseMs;
+  const enough = measured !== null && elapsed >= 3 * p84! && n >= Math.max(Math.min(p.probeSamples, deep ? Math.max(20, 2 * pin) : Math.max(10, 2 * pin)), samplesNeeded(s, p) / 2);
   if (!enough && !expired) return { ...s, probe: { ...probe, savedLimit, hist: [...hist] } };
   // Still saturated at the pin: it delivers what it did unpinned (by Little's law, mean latency
   // ≈ pin / best throughput; the mean, not the p50, which a heavy tail puts far under it), so a queue remains and the baseline is not in sight; halve the pin
@@ -280,23 +301,46 @@ export function step(s: ControlState, w: SampleWindow, now: number, p: ControlPa
     const filled = w.inflightMax >= 0.8 * Math.floor(s.limit);
     let limit = s.limit;
     if (s.startup) {
-      // Startup (TCP slow start, BBR's startup): double per round trip while latency stays at the
-      // baseline and answers grow with the limit. A plateau or a queue ends it at what the
+      // Startup (TCP slow start, BBR's startup): each answer while the limit was used lets L grow
+      // by one (doubling per round trip, clocked by the answers, not by windows: a window of a
+      // slow downstream is a second, and doubling once per window of two round trips cost a 500 ms
+      // member seconds). The window steps every tick for that; whether to go on is judged on the
+      // answers gathered over a round trip (and the samples a p50 needs): while latency stays at
+      // the baseline and answers grow with the limit. A queue or a plateau ends it at what the
       // downstream carried, and a probe follows: the first answers, which set the baseline, may
       // have queued already (an opening burst on a small downstream), and only a probe that pins
       // in-flight under the workers' count can tell.
-      const growing = perS !== null && (s.startX == null || perS >= 1.25 * s.startX);
-      if (first) next.startX = perS;
-      else if (r < p.tolerance && growing) {
-        if (filled) {
-          limit = 2 * s.limit;
-          next.startX = perS;
-          next.doublings = (s.doublings ?? 0) + 1;
-        }
+      if (first) {
+        next.startX = perS;
+        next.startHist = [];
+        next.startAt = now;
       } else {
-        next.startup = false;
-        if (perS !== null) limit = Math.min(s.limit, carry(Math.max(perS, s.startX ?? 0), next.baseMs, p));
-        probeNow = true;
+        if (filled) limit = s.limit + Math.min(answered, s.limit);
+        const acc = new Map(s.startHist ?? []);
+        merge(acc, w.hist);
+        const accN = count(acc);
+        const accAge = now - (s.startAt ?? now);
+        const rtt = Math.min(p.maxWindowMs, s.p50Ms ?? 0, 2 * (s.baseMs ?? Infinity));
+        next.startHist = [...acc];
+        next.startAnswers = (s.startAnswers ?? 0) + (w.n - w.drops);
+        if ((accN >= samplesNeeded(s, p) && accAge >= rtt) || accAge >= p.maxWindowMs) {
+          const accP50 = quantile(acc, 0.5)!;
+          const accPerS = (next.startAnswers / Math.max(accAge, 1)) * 1000;
+          next.baseMs = Math.min(s.baseMs!, accP50);
+          next.p50Ms = accP50;
+          const growing = s.startX == null || accPerS >= 1.25 * s.startX;
+          next.startHist = [];
+          next.startAnswers = 0;
+          next.startAt = now;
+          if (accP50 / next.baseMs < p.tolerance && growing) {
+            next.startX = accPerS;
+            next.doublings = (s.doublings ?? 0) + 1;
+          } else {
+            next.startup = false;
+            limit = Math.min(s.limit, carry(Math.max(accPerS, s.startX ?? 0), next.baseMs, p));
+            probeNow = true;
+          }
+        }
       }
     } else {
       // Vegas: the calls queued at the downstream, L × (1 − base / p50), held between a low and a
@@ -383,7 +427,8 @@ function carry(perS: number, baseMs: number, p: ControlParams): number {
  */
 function nextBase(s: ControlState, next: ControlState, p50: number, full: boolean): number {
   if (s.baseMs === null) return p50;
-  if (s.startup) return Math.min(s.baseMs, p50);
+  // (On a few answers at least: startup steps every tick, and the least of many small windows' p50s is noise.)
+  if (s.startup) return s.baseMs;
   const low = full && p50 < s.baseMs / 1.2;
   next.lowP50 = low ? Math.max(p50, s.lowP50 ?? 0) : null;
   if (low && s.lowP50) {
