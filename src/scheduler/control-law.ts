@@ -19,7 +19,8 @@ function countBelow(h: Histogram, ms: number): number {
  * stays at the baseline for a round trip while the calls admitted since wait unseen, but the answers
  * per second drop at once; a window that falls under half the last window's rate with the gate full
  * closes early. Startup grows L by one per answer while the limit is used (TCP slow start's ACK
- * clock, stepping every tick) and judges whether to go on over a round trip of gathered answers;
+ * clock, stepping every tick; not on a tick whose answers already queue, HyStart) and judges
+ * whether to go on over a round trip of gathered answers (at once on answers at twice the baseline);
  * a probe that would cut the baseline by over a quarter needs max(20, 2 × pin) answers (a heavy
  * tail's first few are the short ones). Pure: the controller feeds it windows of samples; tests
  * feed it a simulated downstream.
@@ -315,7 +316,9 @@ export function step(s: ControlState, w: SampleWindow, now: number, p: ControlPa
         next.startHist = [];
         next.startAt = now;
       } else {
-        if (filled) limit = s.limit + Math.min(answered, s.limit);
+        // A tick whose answers already queue (HyStart's delay check) adds nothing.
+        const queuing = answered >= 5 && r >= p.tolerance;
+        if (filled && !queuing) limit = s.limit + Math.min(answered, s.limit);
         const acc = new Map(s.startHist ?? []);
         merge(acc, w.hist);
         const accN = count(acc);
@@ -323,7 +326,9 @@ export function step(s: ControlState, w: SampleWindow, now: number, p: ControlPa
         const rtt = Math.min(p.maxWindowMs, s.p50Ms ?? 0, 2 * (s.baseMs ?? Infinity));
         next.startHist = [...acc];
         next.startAnswers = (s.startAnswers ?? 0) + (w.n - w.drops);
-        if ((accN >= samplesNeeded(s, p) && accAge >= rtt) || accAge >= p.maxWindowMs) {
+        // Answers at twice the baseline (as `ready`'s alarm): judge now, on what was gathered.
+        const alarm = answered >= Math.max(10, samplesNeeded(s, p) / 4) && p50 > 2 * next.baseMs;
+        if ((accN >= samplesNeeded(s, p) && accAge >= rtt) || accAge >= p.maxWindowMs || alarm) {
           const accP50 = quantile(acc, 0.5)!;
           const accPerS = (next.startAnswers / Math.max(accAge, 1)) * 1000;
           next.baseMs = Math.min(s.baseMs!, accP50);
