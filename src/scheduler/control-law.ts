@@ -22,7 +22,8 @@ function countBelow(h: Histogram, ms: number): number {
  * clock, stepping every tick; not on a tick whose answers already queue, HyStart) and judges
  * whether to go on over a round trip of gathered answers (at once on answers at twice the baseline);
  * a probe that would cut the baseline by over a quarter needs max(20, 2 × pin) answers (a heavy
- * tail's first few are the short ones). Pure: the controller feeds it windows of samples; tests
+ * tail's first few are the short ones), and a probe from a limit of 3 up pins at least 2 (at 1,
+ * too few answers came before its timeout to move a stale baseline). Pure: the controller feeds it windows of samples; tests
  * feed it a simulated downstream.
  */
 export interface ControlParams {
@@ -162,7 +163,7 @@ const clamp = (x: number, lo: number, hi: number) => Math.min(hi, Math.max(lo, x
 /** How long a probe may last: enough round trips to drain and measure, never past the timeout. */
 export const probeTimeout = (s: ControlState, p: ControlParams = defaultParams) => Math.min(p.probeTimeoutMs, Math.max(1000, 10 * (s.baseMs ?? p.probeTimeoutMs)));
 
-const pinOf = (probe: NonNullable<ControlState['probe']>, p: ControlParams) => probe.pin ?? Math.max(1, Math.floor(probe.savedLimit * p.probeFraction));
+const pinOf = (probe: NonNullable<ControlState['probe']>, p: ControlParams) => probe.pin ?? Math.max(probe.savedLimit >= 3 ? 2 : 1, Math.floor(probe.savedLimit * p.probeFraction));
 
 /** What the gate enforces now: an integer in-flight limit and an admission pace (per second). */
 export function enforced(s: ControlState, p: ControlParams = defaultParams): { limit: number; rate: number | null } {
