@@ -380,10 +380,12 @@ export function step(s: ControlState, w: SampleWindow, now: number, p: ControlPa
         // (A window of two round trips at least: in a shorter one, most answers are of calls
         // admitted before the last raise, and read as room that is no longer there.)
         // Room: grow by √L (Envoy, Gradient2), twice as much each round trip that still finds
-        // room (BBRv2's probing of inflight_hi), up to doubling: a step up of the downstream is
-        // found in a few round trips, while noise that reads as room once adds only √L.
+        // room (BBRv2's probing of inflight_hi), up to half again (not doubling: a doubling that
+        // found the top overshot by up to 2×, 114 on 64 workers, and the cut that followed, at the
+        // thrashed rate, landed under them): a step up of the downstream is found in a few round
+        // trips, while noise that reads as room once adds only √L.
         const rounds = s.growRounds ?? 0;
-        limit = s.limit + Math.min(s.limit, Math.max(1, p.queueFactor * Math.sqrt(s.limit)) * 2 ** rounds);
+        limit = s.limit + Math.min(0.5 * s.limit, Math.max(1, p.queueFactor * Math.sqrt(s.limit)) * 2 ** rounds);
         // Accelerate only on a window that used the whole limit: room at part of it proves nothing.
         next.growRounds = w.inflightMax >= Math.floor(s.limit) ? rounds + 1 : rounds;
         // Near the limit that last dropped calls, grow by one per round trip (AIMD, BBRv2's inflight_hi).
