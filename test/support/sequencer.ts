@@ -3,32 +3,47 @@
  * long as its most loaded worker; a 30 s file that starts last adds its 30 s to the end. vitest
  * orders by the durations it cached on an earlier run, and a clean clone (CI) has none: there it
  * would order by file size, which says little about time. The list holds the files that took more
- * than ~5 s in a run on the 2-core machine (2 Dec 2026), slowest first; a file missing from it only
- * starts later, so it can be out of date without breaking anything.
+ * than ~5 s of a worker's time (first line to last afterAll, so a cluster's or a browser's start
+ * counts) in two full runs on the 2-core machine (3 Dec 2026), slowest first by their mean share of
+ * the run; the seconds noted are that share of a ~120 s run on 4 workers. A file missing from it
+ * only starts later, so it can be out of date without breaking anything.
  */
 import { BaseSequencer, type TestSpecification } from 'vitest/node';
 
 const SLOWEST_FIRST = [
-  'cluster-sublines',
-  'e2e-gate-auto',
-  'gate-postgres-pressure',
-  'e2e-gate-failover',
-  'e2e-reservations',
-  'browser-wait',
-  'fault-postgres',
-  'processes',
-  'cluster-sale',
-  'gate-pace',
-  'browser-console',
-  'idle-items',
-  'reservations',
-  'e2e-crash',
-  'fault-redis-restart',
-  'outage-postgres',
-  'outage-redis',
-  'coupon-webhook',
-  'ticket-events',
-  'first-run',
+  'cluster-sublines', // ~49 s
+  'e2e-gate-auto', // ~35 s
+  'gate-pace', // ~28 s
+  'gate-postgres-pressure', // ~25 s
+  'browser-console', // ~20 s
+  'cluster-sale', // ~19 s
+  'browser-wait', // ~18 s
+  'e2e-gate-failover', // ~18 s
+  'split-sale', // ~14 s
+  'processes', // ~12 s
+  'e2e-crash', // ~11 s
+  'reservations', // ~11 s
+  'split-ledger', // ~11 s
+  'fault-postgres', // ~10 s
+  'service-sharing', // ~10 s
+  'api-tickets', // ~9 s
+  'idle-items', // ~9 s
+  'cluster-outage', // ~9 s
+  'reconcile', // ~8 s
+  'ticket-events', // ~8 s
+  'e2e-reservations', // ~8 s
+  'outage-redis', // ~8 s
+  'e2e-zero-config', // ~7 s
+  'infra', // ~7 s
+  'reservations-property', // ~7 s
+  'fault-redis-restart', // ~7 s
+  'e2e-daemons', // ~7 s
+  'coupon-webhook', // ~6 s
+  'eta', // ~6 s
+  'gate-manual', // ~6 s
+  'sales', // ~5 s
+  'seckill', // ~5 s
+  'first-run', // ~5 s
 ];
 
 function rank(spec: TestSpecification): number {
