@@ -1,13 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import { inProcessDaemon, OP, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
-import { joinAll, userIds } from './support/joins.js';
+import { joinAll, retrying503, userIds } from './support/joins.js';
 import { testRedis } from './support/redis.js';
 import { hasChromium, launchBrowser, screenshot } from './support/browser.js';
 
 const { newPrefix } = testRedis();
 const db = await testDb();
-const { daemon, call, define } = await inProcessDaemon({ prefix: newPrefix(), databaseUrl: db.url });
+const { daemon, call: callOnce, define } = await inProcessDaemon({ prefix: newPrefix(), databaseUrl: db.url });
+const call = retrying503(callOnce);
 const browser = hasChromium ? await launchBrowser() : null;
 
 describe('console data', () => {
