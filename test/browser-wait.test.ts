@@ -2,12 +2,26 @@ import { describe, expect, it } from 'vitest';
 import { inProcessDaemon, SVC } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
 import { testRedis } from './support/redis.js';
-import { hasChromium, launchBrowser, screenshot } from './support/browser.js';
+import { hasChromium, launchBrowser, open, screenshot, sharedContext } from './support/browser.js';
+import { retrying503 } from './support/joins.js';
 
 const { newPrefix } = testRedis();
 const db = await testDb();
-const { daemon, call } = await inProcessDaemon({ prefix: newPrefix(), databaseUrl: db.url });
+const { daemon, call: callOnce } = await inProcessDaemon({ prefix: newPrefix(), databaseUrl: db.url });
+const call = retrying503(callOnce);
 const browser = hasChromium ? await launchBrowser() : null;
+// The tests' pages in one context, but for the one in Chinese.
+const context = browser ? await sharedContext(browser) : null;
+/** A GET from outside the browser, a `503` (a busy machine) asked again as `call` asks. */
+async function get(url: string, init?: RequestInit): Promise<Response> {
+  const until = Date.now() + 30_000;
+  for (;;) {
+    const res = await fetch(url, init);
+    if (res.status !== 503 || Date.now() > until) return res;
+    await res.body?.cancel();
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
 
 const join = async (item: string, userId: string) => (await call('POST', `/v1/items/${item}/tickets`, { userId }, SVC)).body.ticketId as string;
 const pull = async (item: string, max: number) => (await call('POST', `/v1/items/${item}/pull`, { max }, SVC)).body.tickets as { ticketId: string; leaseId: string }[];
@@ -15,7 +29,7 @@ const pull = async (item: string, max: number) => (await call('POST', `/v1/items
 /** An item whose waiting page sends admitted users back to the daemon's /healthz, and one user's ticket in it. */
 async function returningItem(item: string, userId: string) {
   await call('PUT', `/v1/items/${item}`, { handler: 'external', waitingRoom: { title: item, returnUrl: `${daemon.url}/healthz?from=wait` } });
-  return { id: await join(item, userId), page: await browser!.newPage() };
+  return { id: await join(item, userId), page: await context!.newPage() };
 }
 
 /** A user follows ticket 3 of 3 to its order, over the stream or (with it blocked) by polling. */
@@ -23,11 +37,11 @@ async function followToOrder(item: string, blockEvents: boolean) {
   await call('PUT', `/v1/items/${item}`, { handler: 'external', gate: { mode: 'manual', rate: 1000 }, waitingRoom: { title: 'Phone X launch' } });
   for (const u of ['a', 'b']) await join(item, u);
   const mine = await join(item, 'me');
-  const page = await browser!.newPage({ locale: 'en-US' });
+  const page = await context!.newPage();
   const streams: string[] = [];
   page.on('request', (r) => r.url().endsWith('/events') && streams.push(r.url()));
   if (blockEvents) await page.route('**/events', (r) => r.abort());
-  await page.goto(`${daemon.url}/wait/${mine}`);
+  await open(page, `${daemon.url}/wait/${mine}`);
   await expect.poll(() => page.textContent('h1')).toBe('Phone X launch');
   await expect.poll(() => page.textContent('#place'), { timeout: 10_000 }).toContain('Your place in line: 3');
   expect(await page.textContent('#eta')).toContain('Estimated wait');
@@ -53,8 +67,9 @@ describe.skipIf(!hasChromium)('the waiting page in Chromium', () => {
   it('lets the user leave the line, in Chinese from Accept-Language', async () => {
     await call('PUT', '/v1/items/w-leave', { handler: 'external', gate: { mode: 'closed' } });
     const id = await join('w-leave', 'leaver');
+    // A context of its own: the shared one's locale sets Accept-Language to English for its pages.
     const page = await browser!.newPage({ locale: 'zh-CN', extraHTTPHeaders: { 'accept-language': 'zh-CN,zh;q=0.9,en;q=0.5' } });
-    await page.goto(`${daemon.url}/wait/${id}`);
+    await open(page, `${daemon.url}/wait/${id}`);
     await expect.poll(() => page.textContent('#status')).toBe('排队暂停片刻，您的位置会保留。');
     await screenshot(page, 'wait-zh');
     await page.click('#leave');
@@ -65,7 +80,7 @@ describe.skipIf(!hasChromium)('the waiting page in Chromium', () => {
 
   it('sends an admitted user to the item returnUrl (passing the admission token when the ticket has one)', async () => {
     const { id, page } = await returningItem('w-go', 'goer');
-    await page.goto(`${daemon.url}/wait/${id}?lang=en`);
+    await open(page, `${daemon.url}/wait/${id}?lang=en`);
     await expect.poll(() => page.textContent('#status')).toBe('You are in line');
     await pull('w-go', 1);
     await page.waitForURL((u) => u.pathname === '/healthz', { timeout: 10_000 });
@@ -78,7 +93,7 @@ describe.skipIf(!hasChromium)('the waiting page in Chromium', () => {
     // The admitted view as a daemon that issues admission tokens sends it.
     const view = { ticketId: id, itemId: 'w-tok', userId: 'tok', state: 'admitted', pollAfterMs: 1000, admissionToken: 'eyJ.test.sig', createdAt: '', updatedAt: '' };
     await page.route('**/events', (r) => r.fulfill({ status: 200, contentType: 'text/event-stream', body: `event: ticket\ndata: ${JSON.stringify(view)}\n\n` }));
-    await page.goto(`${daemon.url}/wait/${id}`);
+    await open(page, `${daemon.url}/wait/${id}`);
     await page.waitForURL((u) => u.pathname === '/healthz', { timeout: 10_000 });
     expect(new URL(page.url()).searchParams.get('admission')).toBe('eyJ.test.sig');
     await page.close();
@@ -87,19 +102,19 @@ describe.skipIf(!hasChromium)('the waiting page in Chromium', () => {
   it('joins from an invite after solving the proof of work in a Web Worker, and a replayed invite shows the same ticket', async () => {
     await call('PUT', '/v1/items/w-inv', { handler: 'external', gate: { mode: 'closed' }, pow: { difficulty: 12 }, waitingRoom: { title: 'Invite only' } });
     const { url } = (await call('POST', '/v1/items/w-inv/invites', { userId: 'invited', ttlMs: 60_000 }, SVC)).body;
-    const page = await browser!.newPage();
+    const page = await context!.newPage();
     const workers: string[] = [];
     page.on('worker', (w) => workers.push(w.url()));
-    await page.goto(daemon.url + url + '&lang=en');
+    await open(page, daemon.url + url + '&lang=en');
     await page.waitForURL((u) => u.pathname.startsWith('/wait/'), { timeout: 20_000 });
     const ticketId = decodeURIComponent(new URL(page.url()).pathname.slice('/wait/'.length));
     await expect.poll(() => page.textContent('h1')).toBe('Invite only');
     await expect.poll(() => page.textContent('#place')).toContain('Your place in line: 1');
     expect(workers.some((w) => /pow-worker\.[0-9a-f]+\.js$/.test(w))).toBe(true);
     expect((await call('GET', `/v1/tickets/${ticketId}`, undefined, null)).body.userId).toBe('invited');
-    await page.goto(daemon.url + url);
+    await open(page, daemon.url + url);
     await page.waitForURL((u) => u.pathname === `/wait/${ticketId}` || u.pathname === `/wait/${encodeURIComponent(ticketId)}`, { timeout: 20_000 });
-    await page.goto(`${daemon.url}/join/w-inv?invite=forged.sig&lang=en`);
+    await open(page, `${daemon.url}/join/w-inv?invite=forged.sig&lang=en`);
     await expect.poll(() => page.textContent('#note')).toBe('This invitation is not valid.');
     await screenshot(page, 'join-refused');
     await page.close();
@@ -131,24 +146,24 @@ describe.skipIf(!hasChromium)('the waiting page in Chromium', () => {
 
   it('shows a 404 page for ids it did not issue, with a strict CSP and no inline script', async () => {
     for (const id of ['nope', 'YQ.1.AAAAAAAAAAAAAAAAAAAAAA', 'x'.repeat(2000), '%3Cscript%3E']) {
-      const res = await fetch(`${daemon.url}/wait/${id}`);
+      const res = await get(`${daemon.url}/wait/${id}`);
       expect(res.status).toBe(404);
       const html = await res.text();
       expect(html).toContain('404');
       expect(html).not.toMatch(/at .*\.ts:\d+/);
     }
     await call('PUT', '/v1/items/w-csp', { handler: 'external' });
-    const res = await fetch(`${daemon.url}/wait/${await join('w-csp', 'u')}`);
+    const res = await get(`${daemon.url}/wait/${await join('w-csp', 'u')}`);
     expect(res.headers.get('content-security-policy')).toContain("script-src 'self'");
     const html = await res.text();
     expect(html).not.toMatch(/<script(?![^>]*\bsrc=)[^>]*>/);
     expect(html).not.toMatch(/https?:\/\//);
-    const ev = await fetch(`${daemon.url}/v1/tickets/${await join('w-csp', 'u2')}/events`, { headers: { origin: 'https://shop.example' } });
+    const ev = await get(`${daemon.url}/v1/tickets/${await join('w-csp', 'u2')}/events`, { headers: { origin: 'https://shop.example' } });
     expect(ev.headers.get('content-type')).toContain('text/event-stream');
     expect(ev.headers.get('access-control-allow-origin')).toBe('*');
     await ev.body?.cancel();
     const asset = /src="(\/assets\/wait\.[0-9a-f]+\.js)"/.exec(html)![1];
-    const js = await fetch(daemon.url + asset);
+    const js = await get(daemon.url + asset);
     expect(js.headers.get('cache-control')).toContain('immutable');
   });
 });

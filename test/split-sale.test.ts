@@ -1,14 +1,16 @@
 import { describe, expect, it } from 'vitest';
 import { inProcessDaemon, SVC } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
-import { joinAll, userIds } from './support/joins.js';
+import { joinAll, retrying503, userIds } from './support/joins.js';
 import { testRedis } from './support/redis.js';
 import { expectSoldExactly } from './support/sale-checks.js';
 
 /** A seckill item with lines: 8 through one daemon on one Redis; the field's contract. */
 const { newPrefix } = testRedis();
 const db = await testDb();
-const { call } = await inProcessDaemon({ prefix: newPrefix(), databaseUrl: db.url });
+const { call: callOnce } = await inProcessDaemon({ prefix: newPrefix(), databaseUrl: db.url });
+// A 503 (a busy machine's Redis past its budget) asked again, as a client does; other answers are the tests'.
+const call = retrying503(callOnce);
 
 describe('an item split into sub-lines, through the daemon', () => {
   it('takes lines 1–64, shows it, refuses a change and what it does not split yet', async () => {
@@ -28,12 +30,12 @@ describe('an item split into sub-lines, through the daemon', () => {
   });
 
   it('sells exactly the stock of a lines: 8 seckill item, once per user; the rest read sold_out; polls and cancels find their sub-line', async () => {
-    const stock = 50;
+    const stock = 40;
     await call('PUT', '/v1/items/sk8', { handler: 'seckill', config: { stock }, lines: 8, gate: { mode: 'manual', maxInFlight: 16 } });
-    const users = userIds(0, 300, 's');
+    const users = userIds(0, 200, 's');
     const answers = await joinAll((userId) => call('POST', '/v1/items/sk8/tickets', { userId }, SVC), [...users, ...users.slice(0, 50)], { also: [410] });
     const ids = [...new Set(answers.filter((a) => a.status !== 410).map((a) => a.body.ticketId as string))];
-    expect(ids.length).toBeLessThanOrEqual(300);
+    expect(ids.length).toBeLessThanOrEqual(200);
     await expectSoldExactly(db.sql, 'sk8', stock, ids, (id) => call('GET', `/v1/tickets/${id}`, undefined, null).then((r) => r.body));
   });
 

@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll } from 'vitest';
-import type { Browser, Page } from 'playwright-core';
+import type { Browser, BrowserContext, Page, Response } from 'playwright-core';
 
 /** Debian's chromium; the browser tests are skipped (and say so) where it is not installed. */
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
@@ -17,6 +17,29 @@ export async function launchBrowser(): Promise<Browser> {
   });
   afterAll(() => browser.close());
   return browser;
+}
+
+/**
+ * One browser context for a file's pages, in English: each test opens a page of its own in it
+ * rather than a context of its own (browser.newPage), which spares Chromium a profile per test.
+ * The pages share cookies and local storage, which the waiting, join and console pages do not
+ * use (sessionStorage, which they do, is per page); a test that needs another locale or a clean
+ * profile makes its own context.
+ */
+export async function sharedContext(browser: Browser): Promise<BrowserContext> {
+  const context = await browser.newContext({ locale: 'en-US' });
+  afterAll(() => context.close());
+  return context;
+}
+
+/** `page.goto` as a user loads a page: a `503` page (a busy machine) loaded again, every 200 ms for up to 30 s. */
+export async function open(page: Page, url: string): Promise<Response | null> {
+  const until = Date.now() + 30_000;
+  for (;;) {
+    const res = await page.goto(url);
+    if (res?.status() !== 503 || Date.now() > until) return res;
+    await new Promise((r) => setTimeout(r, 200));
+  }
 }
 
 export const PHONE = { width: 390, height: 844 };
