@@ -123,20 +123,21 @@ describe.skipIf(!hasChromium)('the waiting page in Chromium', () => {
   it('keeps trying through 503s at the join, with the solution it has, as Retry-After asks', async () => {
     await call('PUT', '/v1/items/w-busy', { handler: 'external', gate: { mode: 'closed' }, pow: { difficulty: 8 } });
     const { url } = (await call('POST', '/v1/items/w-busy/invites', { userId: 'patient', ttlMs: 60_000 }, SVC)).body;
-    const page = await browser!.newPage();
+    const page = await context!.newPage();
     const sent: string[] = [];
     let challenges = 0;
-    page.on('request', (r) => r.url().endsWith('/challenge') && challenges++);
-    // The daemon is "busy" twice (as it is when Redis stalls at the opening second), then answers.
+    page.on('response', (r) => r.url().endsWith('/challenge') && r.status() === 200 && challenges++);
+    // The daemon is "busy" twice (as it is when Redis stalls at the opening second), then answers
+    // (and on a busy machine its own 503s are asked again the same way).
     await page.route('**/v1/join', async (r) => {
       sent.push(r.request().postData() ?? '');
       if (sent.length <= 2) return r.fulfill({ status: 503, headers: { 'retry-after': '1' }, contentType: 'application/json', body: '{"error":{"code":"unavailable","message":"busy"}}' });
       return r.continue();
     });
-    await page.goto(daemon.url + url + '&lang=en');
+    await open(page, daemon.url + url + '&lang=en');
     await expect.poll(() => page.textContent('#status')).toBe('Very busy right now, trying again…');
     await page.waitForURL((u) => u.pathname.startsWith('/wait/'), { timeout: 20_000 });
-    expect(sent).toHaveLength(3);
+    expect(sent.length).toBeGreaterThanOrEqual(3);
     expect(new Set(sent).size).toBe(1);
     expect(challenges).toBe(1);
     const ticketId = decodeURIComponent(new URL(page.url()).pathname.slice('/wait/'.length));
