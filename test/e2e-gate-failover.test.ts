@@ -6,11 +6,25 @@ import { startDaemonProcess, type RunningDaemon } from './support/daemon.js';
 import { testDb } from './support/db.js';
 import { http } from './support/http.js';
 import { redisUrl, testRedis } from './support/redis.js';
-import { joinAll, userIds } from './support/joins.js';
+import { askAgainOn503, joinAll, userIds } from './support/joins.js';
 
 const { newPrefix } = testRedis();
 const db = await testDb();
 const running: RunningDaemon[] = [];
+// The lease of tickets between their admission and their job's being queued (the daemon's default,
+// FLOODGATE_DISPATCH_LEASE_MS, spelt out here because a gap below is bounded by it).
+const DISPATCH_LEASE_MS = 15_000;
+
+/** An item's view, read again after a 503 (a busy machine's Redis command past its 500 ms budget). */
+const itemView = async (base: string) => (await askAgainOn503(() => http(base, 'GET', '/v1/items/fo', undefined, 'op'), [200], Date.now() + 30_000, 'GET /v1/items/fo')).body;
+
+/** When the daemon logged a Redis command that timed out (ms), from its JSON log lines. */
+const redisTimeouts = (d: RunningDaemon) =>
+  d
+    .output()
+    .split('\n')
+    .filter((l) => l.startsWith('{') && l.includes('Command timed out'))
+    .map((l) => Date.parse(JSON.parse(l).time));
 
 // The downstream: answers a call after 50 ms, or, while `holding`, never (the call stays open).
 // Every arrival is recorded with its time and idempotency key (the ticket), and listeners wait on
@@ -49,19 +63,26 @@ describe('the adaptive gate when its leader dies', () => {
   it('admits again within the run lease + 1 s after the leader is SIGKILLed holding every in-flight slot, and runs no ticket a third time', { timeout: 120_000 }, async () => {
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
-    const env = { REDIS_URL: redisUrl(), DATABASE_URL: db.url, FLOODGATE_REDIS_PREFIX: newPrefix(), FLOODGATE_SERVICE_KEYS: 'svc', FLOODGATE_OPERATOR_KEYS: 'op' };
+    const env = {
+      REDIS_URL: redisUrl(),
+      DATABASE_URL: db.url,
+      FLOODGATE_REDIS_PREFIX: newPrefix(),
+      FLOODGATE_SERVICE_KEYS: 'svc',
+      FLOODGATE_OPERATOR_KEYS: 'op',
+      FLOODGATE_DISPATCH_LEASE_MS: String(DISPATCH_LEASE_MS),
+    };
 
     // The leader alone first, so it is the leader and its worker takes the first job.
     const a = await startDaemonProcess(env);
     running.push(a);
     // Auto under an operator ceiling of 2 in flight: the field report's pinned limit of 2.
-    await http(a.url, 'PUT', '/v1/items/fo', { handler: 'webhook', config: { url, timeoutMs: 30_000 }, gate: { mode: 'auto', maxInFlight: 2 } }, 'op');
+    const put = () => http(a.url, 'PUT', '/v1/items/fo', { handler: 'webhook', config: { url, timeoutMs: 30_000 }, gate: { mode: 'auto', maxInFlight: 2 } }, 'op');
+    await askAgainOn503(put, [200, 201], Date.now() + 30_000, 'PUT /v1/items/fo');
     holding = true;
     await joinAll((u) => http(a.url, 'POST', '/v1/items/fo/tickets', { userId: u }, 'svc'), userIds(0, 60), { batch: 20 });
     await arrived(2, 'the leader to hold both slots');
     let view: any;
-    for (const until = Date.now() + 10_000; !view?.gate.controller?.leader && Date.now() < until; await new Promise((r) => setTimeout(r, 50)))
-      view = (await http(a.url, 'GET', '/v1/items/fo', undefined, 'op')).body;
+    for (const until = Date.now() + 10_000; !view?.gate.controller?.leader && Date.now() < until; await new Promise((r) => setTimeout(r, 50))) view = await itemView(a.url);
     expect(view.gate.controller.leader).toContain(`-${a.proc.pid}-`);
     expect(view.counts.admitted).toBe(2);
 
@@ -72,13 +93,23 @@ describe('the adaptive gate when its leader dies', () => {
     const killedAt = Date.now();
     await a.stop('SIGKILL');
 
-    // Admissions come back through the survivor: the first within the run lease + 1 s of the kill,
-    // and no gap longer than that until 20 more calls went out.
+    // Admissions come back through the survivor: the first within the run lease + 1 s of the kill
+    // (the dead daemon's last renewal set its tickets' leases to end at most RUN_LEASE_MS after it;
+    // the survivor's dispatcher reclaims them at its next round, ~100 ms, and the second is left for
+    // the admission, the job and the call on a busy machine), and no gap longer than that until 20
+    // more calls went out.
+    // One thing besides a failover stops admissions for longer: a Redis command past its 500 ms
+    // budget (the shared Redis held by another test) that was an admission whose answer came too
+    // late: its tickets stay admitted, with no job, until their dispatch lease runs out. Such a gap
+    // is allowed only when the survivor logged a timed-out command inside it, and only up to the
+    // dispatch lease + 1 s.
     const before = arrivals.length;
-    await arrived(before + 20, '20 calls through the survivor');
+    await arrived(before + 20, '20 calls through the survivor', 60_000);
     const after = [killedAt, ...arrivals.slice(before).map((x) => x.at)];
-    const gaps = after.slice(1).map((t, i) => t - after[i]);
-    expect(Math.max(...gaps), `gaps after the kill: ${gaps.join(', ')} ms`).toBeLessThanOrEqual(RUN_LEASE_MS + 1000);
+    const gaps = after.slice(1).map((t, i) => ({ from: after[i], ms: t - after[i] }));
+    const timeouts = redisTimeouts(b);
+    const unexplained = gaps.filter(({ from, ms }) => ms > RUN_LEASE_MS + 1000 && !(ms <= DISPATCH_LEASE_MS + 1000 && timeouts.some((t) => t >= from && t <= from + ms)));
+    expect(unexplained, `gaps after the kill: ${gaps.map((g) => g.ms).join(', ')} ms; Redis timeouts at ${timeouts.map((t) => t - killedAt).join(', ')} ms`).toEqual([]);
     // The two tickets the dead daemon held ran again, through the survivor.
     expect(arrivals.slice(before).map((x) => x.ref)).toEqual(expect.arrayContaining(heldRefs));
 
@@ -86,7 +117,7 @@ describe('the adaptive gate when its leader dies', () => {
     // the stall check saw it, runs nothing: no ticket reaches the downstream a third time.
     let item: any;
     for (const until = Date.now() + 60_000; Date.now() < until; await new Promise((r) => setTimeout(r, 100))) {
-      item = (await http(b.url, 'GET', '/v1/items/fo', undefined, 'op')).body;
+      item = await itemView(b.url);
       if (item.counts.waiting === 0 && item.counts.admitted === 0) break;
     }
     expect(item.counts.succeeded).toBe(60);

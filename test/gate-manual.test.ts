@@ -18,7 +18,9 @@ describe('the manual gate, shared by two daemons on one Redis', () => {
     const a = t.build({ clock });
     const b = t.build({ clock, prefix: a.prefix, cacheMs: 250 }); // a second daemon: same Redis keys, own caches
     await a.call('PUT', '/v1/items/paced', { handler: 'external', gate: { mode: 'manual', rate: 20 } });
-    await fill(a, b, 'paced', 400);
+    // Enough for both phases at most: 20/s over the 4975 ms of pulls + the burst of 2 (101), then
+    // 50/s over 2 s + the burst of 5 (105). A line that ran dry would fail the lower bounds below.
+    await fill(a, b, 'paced', 250);
 
     // Pulls every 25 ms of the clock for 5 s, three in a row per daemon (strict turns would hand
     // every admission at 50 ms to the same one): rate 20/s, burst max(1, 2) = 2.

@@ -2,7 +2,7 @@ import { afterAll, describe, expect, it, onTestFinished } from 'vitest';
 import { createPgPressure, defaultPressure, nextCap } from '../src/scheduler/pg-pressure.js';
 import { inProcessDaemon, recordingLogger, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
-import { joinAll, userIds } from './support/joins.js';
+import { askAgainOn503, joinAll, userIds } from './support/joins.js';
 import { tcpProxy } from './support/proxy.js';
 import { testRedis } from './support/redis.js';
 
@@ -14,7 +14,25 @@ afterAll(() => proxy.close());
 const viaProxy = new URL(db.url);
 viaProxy.port = String(proxy.port);
 const logs = recordingLogger('warn');
-const { call } = await inProcessDaemon({ prefix: newPrefix(), databaseUrl: viaProxy.toString(), log: logs.log });
+const { daemon, call, define } = await inProcessDaemon({ prefix: newPrefix(), databaseUrl: viaProxy.toString(), log: logs.log });
+
+/**
+ * A join as a client makes it: a 503 (a backing store past its budget: on a busy machine, Redis
+ * commands past 500 ms, for seconds on end) is asked again after its Retry-After, for up to a
+ * minute; joinAll's own asking again every 100 ms ran out of its 30 s with 1000 joins still to go.
+ */
+async function join(userId: string): Promise<{ status: number; body: any }> {
+  for (const until = Date.now() + 60_000; ; ) {
+    const res = await fetch(`${daemon.url}/v1/items/slow/tickets`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${SVC}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ userId }),
+    });
+    const body = await res.json().catch(() => null);
+    if (res.status !== 503 || Date.now() > until) return { status: res.status, body };
+    await new Promise((r) => setTimeout(r, 1000 * Number(res.headers.get('retry-after') ?? 1)));
+  }
+}
 
 describe('Postgres pressure, the gate signal of seckill and coupon', () => {
   it('caps in-flight at what Postgres sells in the target time, never under one batch, never over the handler cap', () => {
@@ -35,31 +53,35 @@ describe('Postgres pressure, the gate signal of seckill and coupon', () => {
     expect(p.cap(1000)).toBe(defaultPressure.minCap);
   });
 
-  it('slows admissions when Postgres slows down, instead of failing tickets: fewer admitted, none failed, the sale completes', { timeout: 120_000 }, async () => {
+  it('slows admissions when Postgres slows down, instead of failing tickets: fewer admitted, none failed, the sale completes', { timeout: 240_000 }, async () => {
     // More units than the handler's cap, so the stock does not bound the tickets admitted.
     const stock = 4000;
-    const users = 1500;
-    await call('PUT', '/v1/items/slow', { handler: 'seckill', config: { stock }, gate: { mode: 'closed' } });
-    await joinAll((u) => call('POST', '/v1/items/slow/tickets', { userId: u }, SVC), userIds(0, users));
+    // More users than the handler's cap (1000), so some wait behind it: 1100 (was 1500: 400 fewer
+    // joins and sells through the slowed Postgres) still leave 100 waiting behind the first 1000.
+    const users = 1100;
+    await define('slow', { handler: 'seckill', config: { stock }, gate: { mode: 'closed' } });
+    await joinAll(join, userIds(0, users), { deadlineMs: 120_000 });
     // Every chunk held 700 ms each way: a sale batch of a few round trips takes ~6 s. (Much more,
     // and Postgres's connections time out: that is an outage, a pause, tested elsewhere.)
     proxy.delay(700);
     // However the test ends, the daemon's stop (its last queries) need not crawl.
     onTestFinished(() => proxy.delay(0));
-    await call('PATCH', '/v1/items/slow/gate', { mode: 'auto' });
+    await askAgainOn503(() => call('PATCH', '/v1/items/slow/gate', { mode: 'auto' }), [200], Date.now() + 30_000, 'PATCH /v1/items/slow/gate');
     // Before any sell has answered, the handler's cap (1000) admits; once sells are seen to be slow,
     // the cap follows what Postgres sells in the target time.
     const seen: number[] = [];
+    // A read answered 503 (Redis past its budget on a busy machine) is skipped: the next one counts.
     const item = await waitFor(
       () =>
         call('GET', '/v1/items/slow').then((r) => {
+          if (r.status !== 200) return null;
           if (r.body.counts.succeeded > 0) seen.push(r.body.counts.admitted);
           return r.body;
         }),
-      (v) => v.counts.waiting === 0 && v.counts.admitted === 0,
+      (v) => v?.counts.waiting === 0 && v.counts.admitted === 0,
       100_000,
     );
-    expect(item.counts, logs.lines()).toMatchObject({ succeeded: users, failed: 0, waiting: 0, admitted: 0 });
+    expect(item?.counts, logs.lines()).toMatchObject({ succeeded: users, failed: 0, waiting: 0, admitted: 0 });
     // The daemon saw the sells turn slow and capped admissions at what Postgres carried in the
     // 5 s target (Little's law), never above the handler's 1000. (How far under 1000 depends on
     // how this machine's Postgres batches: ~150-200 sells/s here, a cap of 750-1000.)
