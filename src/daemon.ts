@@ -70,6 +70,8 @@ export interface Daemon {
 /** The connections every module is built over. */
 export interface Stores {
   redis: RedisLike;
+  /** For the calls that hand tickets out under a lease (infra/redis-client.ts, `admit`); default `redis`. */
+  admitRedis?: RedisLike;
   dbHandle: DbHandle;
 }
 
@@ -87,24 +89,27 @@ export type DaemonEvents = EventEmitter<{
 export async function openStores(config: Config, log: Logger) {
   const infra = await ensureStores(storeSettings(config), log);
   const redis = await connectRedis(infra.redis, 'api', log);
+  const admitRedis = await connectRedis(infra.redis, 'admit', log);
   const dbHandle = connectDb(infra.pgUrl, { max: 10 });
   await migrateDb(dbHandle);
   const close = async () => {
     redis.disconnect();
+    admitRedis.disconnect();
     await dbHandle.close();
     await infra.stop();
   };
-  return { redis, dbHandle, redisTarget: infra.redis, pgUrl: infra.pgUrl, close };
+  return { redis, admitRedis, dbHandle, redisTarget: infra.redis, pgUrl: infra.pgUrl, close };
 }
 
 /** The modules over the stores, none of them running: what the daemon, the CLI and the HTTP tests share. */
-export function wireModules(config: Config, log: Logger, clock: Clock, { redis, dbHandle }: Stores, handlers: HandlerRegistry = createHandlerRegistry()) {
+export function wireModules(config: Config, log: Logger, clock: Clock, { redis, admitRedis, dbHandle }: Stores, handlers: HandlerRegistry = createHandlerRegistry()) {
   const events: DaemonEvents = new EventEmitter();
   const metrics = createMetrics();
   // Whether Postgres answers, as the sales see it (no timer runs until a sale finds it down).
   const pg = createPgHealth(dbHandle.sql, log.child({ module: 'postgres' }));
   const queue = createLine({
     redis,
+    admitRedis,
     prefix: config.FLOODGATE_REDIS_PREFIX,
     clock,
     cacheMs: config.FLOODGATE_CACHE_MS,

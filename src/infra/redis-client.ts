@@ -12,11 +12,18 @@ import type { RedisLike } from '../redis/client.js';
  * a request 12–15 s before it failed. Commands given before the first 'ready' are refused too, so
  * `connectRedis` resolves only once the connection is ready.
  *
+ * `admit` is `api` with a longer command timeout, for the calls that hand tickets out under a lease
+ * (admit, settle, extend, sweep): what such a call did in Redis stands whether or not its reply is
+ * read, so a reply that comes late must still be read. With the 500 ms timeout, an admit whose reply
+ * came after it (Redis held up for 0.8 s) left its tickets admitted with no job until their
+ * dispatch lease ran out, 15 s later; a worker's pull lost its tickets the same way.
+ *
  * `jobs` is BullMQ's: it needs `maxRetriesPerRequest: null` and keeps ioredis's offline queue,
  * which its blocking and retrying logic expects.
  */
 
 export const API_COMMAND_TIMEOUT_MS = 500;
+export const ADMIT_COMMAND_TIMEOUT_MS = 5000;
 /**
  * On a cluster, a command may be sent twice (a MOVED or a lost node refreshes the slot map and
  * sends it again, 100 ms later): each send has API_COMMAND_TIMEOUT_MS, the whole command this.
@@ -67,29 +74,30 @@ const apiClusterOptions: ClusterOptions = {
   lazyConnect: true,
 };
 
-export async function connectRedis(target: RedisTarget, kind: 'api' | 'jobs', log: Logger): Promise<RedisLike> {
+export async function connectRedis(target: RedisTarget, kind: 'api' | 'admit' | 'jobs', log: Logger): Promise<RedisLike> {
   let redis: RedisLike;
+  const ms = kind === 'admit' ? ADMIT_COMMAND_TIMEOUT_MS : API_COMMAND_TIMEOUT_MS;
   if ('cluster' in target) {
-    if (kind === 'api') {
+    if (kind !== 'jobs') {
       const cluster = new Cluster(target.cluster, apiClusterOptions);
-      cluster.on('+node', (node: Redis) => timeOutCommands(node, API_COMMAND_TIMEOUT_MS));
+      cluster.on('+node', (node: Redis) => timeOutCommands(node, ms));
       // And a bound on the whole command, redirections and the cluster's offline queue included:
       // with every node gone a command waited in that queue for as long as the cluster kept
       // reconnecting (a join held past a minute; test/cluster-outage.test.ts).
-      timeOutCommands(cluster, CLUSTER_COMMAND_TIMEOUT_MS);
+      timeOutCommands(cluster, ms + CLUSTER_COMMAND_TIMEOUT_MS - API_COMMAND_TIMEOUT_MS);
       cluster.connect().catch(() => {}); // whenReady below reports a cluster that never gets ready
       redis = cluster;
     } else {
       // BullMQ checks maxRetriesPerRequest on the node options; its prefixes carry a hash tag (keys.ts).
       redis = new Cluster(target.cluster, { scaleReads: 'master', maxRedirections: 16, redisOptions: { maxRetriesPerRequest: null } });
     }
-  } else if (kind === 'api') {
+  } else if (kind !== 'jobs') {
     const single = new Redis(target.url, apiOptions);
-    timeOutCommands(single, API_COMMAND_TIMEOUT_MS);
+    timeOutCommands(single, ms);
     redis = single;
   } else redis = new Redis(target.url, { maxRetriesPerRequest: null });
   logOutages(redis, log.child({ redis: kind }));
-  if (kind === 'api') await whenReady(redis);
+  if (kind !== 'jobs') await whenReady(redis);
   return redis;
 }
 

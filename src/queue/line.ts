@@ -14,6 +14,8 @@ export type { SettleInput } from './admissions.js';
 
 export interface LineDeps {
   redis: RedisLike;
+  /** The connection admissions use (admit, settle, extend, sweep: a late reply must still be read); default `redis`. */
+  admitRedis?: RedisLike;
   prefix: string;
   clock: Clock;
   /** How stale the per-process item view may be (ms). */
@@ -59,6 +61,7 @@ export function createLine(deps: LineDeps): Line {
   const eta = createEtaMemory();
   const definitions = createDefinitions({ redis, prefix, clock, items, scripts, split });
   const tickets = createTickets({ redis, prefix, clock, cacheMs: deps.cacheMs, items, scripts, split, reader, eta, defaultKeyQuota: deps.defaultKeyQuota, onJoined: deps.onJoined, rememberEtas: !!deps.onWaited });
-  const admissions = createAdmissions({ clock, items, scripts, split, reader, eta, onWaited: deps.onWaited, closeLine: (itemId) => definitions.cut(itemId, 'closed', 'closed') });
+  const admitScripts = deps.admitRedis ? createLineScripts(createScriptRunner(deps.admitRedis, prefix).run) : scripts;
+  const admissions = createAdmissions({ clock, items, scripts: admitScripts, split, reader, eta, onWaited: deps.onWaited, closeLine: (itemId) => definitions.cut(itemId, 'closed', 'closed') });
   return { items, tickets, admissions, definitions };
 }
