@@ -74,7 +74,10 @@ local function endIfBlocked(seq, record)
 end
 
 local function admit(seq, record)
-  leaseTicket(out, seq, record, now, leasePrefix, leaseMs)
+  -- Never admitted before it joined: a join whose `now` came a moment after this call's may reach
+  -- Redis first (joins and admissions use different connections: infra/redis-client.ts).
+  local joined = epoch + tonumber(string.match(record, '^w(%d+)|'))
+  leaseTicket(out, seq, record, math.max(now, joined), leasePrefix, leaseMs)
   taken = taken + 1
 end
 
