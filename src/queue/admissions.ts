@@ -129,7 +129,7 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
           createdAt: rec.createdAt,
         });
         const predicted = deps.onWaited ? deps.eta.recall(itemId, row.seq) : undefined;
-        if (predicted !== undefined) deps.onWaited!(itemId, predicted, now - rec.createdAt);
+        if (predicted !== undefined) deps.onWaited!(itemId, predicted, Math.max(0, now - rec.createdAt));
       }
       return out;
     },
