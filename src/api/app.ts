@@ -65,14 +65,14 @@ export interface AppDeps extends OpsDeps {
   watchTickMs?: number;
 }
 
+/** The paths ticketCors serves: a ticket and its events. */
+const TICKET_PATH = /^\/v1\/tickets\/[^/]+(\/events)?$/;
+
 /**
  * The item a request path names (`/v1/items/{itemId}…`, or the item inside `/v1/tickets/{ticketId}`),
  * if this daemon holds a view of it; '' otherwise. Unknown ids stay out of metric labels, so a
  * flood of made-up ids cannot grow the label set without bound.
  */
-/** The paths ticketCors serves: a ticket and its events. */
-const TICKET_PATH = /^\/v1\/tickets\/[^/]+(\/events)?$/;
-
 function knownItemOf(queue: Line, path: string): string {
   const m = /^\/v1\/(items|tickets)\/([^/]+)/.exec(path);
   if (!m) return '';

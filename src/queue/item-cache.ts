@@ -81,7 +81,6 @@ function counter(set: Set<number>, place: (seq: number) => number) {
 
 export function createItemCache(deps: { redis: RedisLike; prefix: string; clock: Clock; ttlMs: number; storeAway?: (handler: string) => boolean }): ItemCache {
   const entries = new Map<string, Entry>();
-  const away = deps.storeAway;
 
   async function refresh(itemId: string, e: Entry): Promise<CachedItem | null> {
     const now = deps.clock.now();
@@ -134,7 +133,7 @@ export function createItemCache(deps: { redis: RedisLike; prefix: string; clock:
     const dt = now - first.t;
     const admitRate = dt >= 1000 ? ((snap.admissions - first.admissions) * 1000) / dt : (prev?.admitRate ?? null);
     const handler = snap.def.handler;
-    const storeAway = away ? () => away(handler) : () => false;
+    const storeAway = () => deps.storeAway?.(handler) ?? false;
     e.item = { snap, recordKey: `${snap.secret}#${e.generation}`, cancelled, feedComplete, admitRate, cancelledBetween: counter(cancelled, lineIndex), lineIndex, storeAway };
     return e.item;
   }

@@ -1,4 +1,3 @@
-import type { PgHealth } from '../db/health.js';
 import type { Clock } from '../kernel/clock.js';
 import type { Logger } from '../kernel/logger.js';
 import type { Line } from '../queue/line.js';
@@ -34,7 +33,6 @@ export function startDispatcher(
     jobs: JobQueues;
     clock: Clock;
     log: Logger;
-    pg: Pick<PgHealth, 'up'>;
     /** Told of every admission this dispatcher makes (for the admissions counter). */
     onAdmitted?: (itemId: string, n: number) => void;
     /** The in-flight cap of a self-limited handler now, from its own (Postgres pressure, pg-pressure.ts). */
@@ -67,9 +65,10 @@ export function startDispatcher(
       return 0;
     }
     if (!spec?.handle || spec.external) return 0;
-    // While Postgres is unreachable, handlers that sell through it admit nobody: tickets wait in
-    // line (and keep their places) instead of failing; admissions resume when it answers again.
-    if (spec.stockTable && !deps.pg.up) return 0;
+    // While the store its handler sells through is unreachable (Postgres, for seckill and coupon:
+    // LineDeps.storeAway), the item admits nobody: tickets wait in line (and keep their places, and
+    // read `paused`) instead of failing; admissions resume when it answers again.
+    if (item.storeAway()) return 0;
     if (item.snap.counts.waiting === 0 && !busy.has(itemId) && !hinted.delete(itemId)) return 0;
     const cap = spec.selfLimited ? (deps.selfLimitedCap?.(spec.selfLimited.maxInFlight) ?? spec.selfLimited.maxInFlight) : opts.autoCap;
     const got = await queue.admissions.admit(itemId, opts.batch, opts.dispatchLeaseMs, cap);
