@@ -22,35 +22,35 @@ export async function joinAll(join: (userId: string) => Promise<Answer>, users: 
   return out;
 }
 
+/** Asks until the answer is not a `503 unavailable` or `until` has passed, every 100 ms, as a client does. */
+async function pastThe503s(ask: () => Promise<Answer>, until: number): Promise<Answer> {
+  for (;;) {
+    const r = await ask();
+    if (r.status !== 503 || Date.now() > until) return r;
+    await new Promise((res) => setTimeout(res, 100));
+  }
+}
+
 /**
  * Asks until the answer is one of `ok`, asking again (every 100 ms, until `until`) only after a
  * `503 unavailable`, as a client does; any other answer, or a 503 past `until`, throws.
  */
 export async function askAgainOn503(ask: () => Promise<Answer>, ok: number[], until: number, what: string): Promise<Answer> {
-  for (;;) {
-    const r = await ask();
-    if (ok.includes(r.status)) return r;
-    if (r.status !== 503 || Date.now() > until) throw new Error(`${what} answered ${r.status} ${JSON.stringify(r.body)}`);
-    await new Promise((res) => setTimeout(res, 100));
-  }
+  const r = await pastThe503s(ask, until);
+  if (!ok.includes(r.status)) throw new Error(`${what} answered ${r.status} ${JSON.stringify(r.body)}`);
+  return r;
 }
 
 /**
  * A test's own HTTP call as a client makes it: a `503` (on a busy machine, a Redis command past
  * its 500 ms budget) asked again every 100 ms for up to 30 s; any other answer is returned for the
  * test to judge. Item definitions, joins, outcomes under their lease, cancels and reads answer
- * a repeat as the first; a pull whose 503 came after its round had admitted tickets leaves them
- * leased to no one until the lease runs out (a slow Redis reply, not seen in these tests).
+ * a repeat as the first; a pull's admission waits up to 5 s for its reply (infra/redis-client.ts,
+ * `admit`), so only a reply later than that leaves its tickets leased to no one until the lease
+ * runs out.
  */
 export function retrying503<A extends unknown[]>(call: (...args: A) => Promise<Answer>): (...args: A) => Promise<Answer> {
-  return async (...args) => {
-    const until = Date.now() + 30_000;
-    for (;;) {
-      const r = await call(...args);
-      if (r.status !== 503 || Date.now() > until) return r;
-      await new Promise((res) => setTimeout(res, 100));
-    }
-  };
+  return (...args) => pastThe503s(() => call(...args), Date.now() + 30_000);
 }
 
 export const userIds = (from: number, to: number, prefix = 'u') => Array.from({ length: to - from }, (_, i) => `${prefix}${from + i}`);
