@@ -3,6 +3,12 @@ import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
 import { ownRedis } from './support/redis-server.js';
 import { joinAll, retrying503, userIds } from './support/joins.js';
+import { whenDone } from './support/cleanup.js';
+import { connectRedis } from '../src/infra/redis-client.js';
+import { createLine } from '../src/queue/line.js';
+import { createLogger } from '../src/kernel/logger.js';
+import { systemClock } from '../src/kernel/clock.js';
+import { itemKeys, subLineTag } from '../src/redis/keys.js';
 
 const db = await testDb();
 const redis = await ownRedis();
@@ -43,5 +49,36 @@ describe('Redis stalled for 0.8 s, three times, mid-sale', () => {
     const orders = await db.sql`select user_id from orders where item_id = 'st'`;
     expect(orders.length).toBe(stock);
     expect(new Set(orders.map((o) => o.user_id)).size).toBe(stock);
+  });
+});
+
+describe("a split item's admission round answered late", () => {
+  it('still hands out what Redis admitted: the sub-line admit reads its reply past the API timeout', { timeout: 30_000 }, async () => {
+    const log = createLogger('silent');
+    const api = await connectRedis({ url: redis.url }, 'api', log);
+    const admit = await connectRedis({ url: redis.url }, 'admit', log);
+    whenDone(() => (api.disconnect(), admit.disconnect()));
+    const line = createLine({ redis: api, admitRedis: admit, prefix: 'stall-split:', clock: systemClock, cacheMs: 0 });
+    await line.definitions.define({ itemId: 'sp', handler: 'external', config: {}, capacity: null, abandonAfterMs: null, opensAt: null, closesAt: null, rejoin: 'any', lines: 4 }, { mode: 'manual', rate: null, maxInFlight: null }, { reopen: false });
+    for (let i = 0; i < 12; i++) await line.tickets.join('sp', `u${i}`, null);
+    // The sub-lines' admit script is held up by a stall of Redis longer than the API's 500 ms,
+    // whichever connection sends it (the stall starts as the command leaves).
+    // (ioredis's auto-pipeline copies the command onto its pipeline and calls it there: only the
+    // call on the connection itself stalls.)
+    for (const conn of [api, admit] as unknown as Record<string, (this: unknown, ...a: unknown[]) => Promise<unknown>>[]) {
+      const send = conn.splitAdmit;
+      conn.splitAdmit = function (...a: unknown[]) {
+        if (this === conn) {
+          redis.pause();
+          setTimeout(() => redis.resume(), STALL_MS);
+        }
+        return send.apply(this, a);
+      };
+    }
+    const got = await line.admissions.admit('sp', 8, 15_000);
+    expect(got.map((t) => t.userId)).toEqual(Array.from({ length: 8 }, (_, i) => `u${i}`));
+    // Nothing admitted in Redis that the caller did not get.
+    const leases = await Promise.all([0, 1, 2, 3].map((k) => api.zcard(itemKeys('stall-split:', subLineTag('sp', k)).leases)));
+    expect(leases.reduce((a, b) => a + b, 0)).toBe(8);
   });
 });

@@ -32,7 +32,7 @@ describe('the line', () => {
     expect(res.map((r) => r.ticket.position).sort((x, y) => x! - y!)).toEqual(Array.from({ length: 200 }, (_, i) => i + 1));
   });
 
-  it('never admits a ticket before it joined, when the join reached Redis before an admit whose clock read earlier', async () => {
+  it.each([1, 4])('never admits a ticket before it joined, when the join reached Redis before an admit whose clock read earlier (lines: %i)', async (lines) => {
     // Joins and admissions go over different connections (infra/redis-client.ts): an admit that read
     // the clock first may still run after a join that read it later.
     const prefix = t.newPrefix();
@@ -40,7 +40,7 @@ describe('the line', () => {
     const later = manualClock(early.now() + 40);
     const joins = createLine({ redis: t.redis, prefix, clock: later, cacheMs: 0 });
     const admits = createLine({ redis: t.redis, prefix, clock: early, cacheMs: 0 });
-    await joins.definitions.define(def('a'), null, { reopen: false });
+    await joins.definitions.define(def('a', { lines }), null, { reopen: false });
     const { ticket } = await joins.tickets.join('a', 'u1', null);
     const [got] = await admits.admissions.admit('a', 1, 1000);
     expect(got.ticketId).toBe(ticket.ticketId);

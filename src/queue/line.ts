@@ -61,7 +61,9 @@ export function createLine(deps: LineDeps): Line {
   const eta = createEtaMemory();
   const definitions = createDefinitions({ redis, prefix, clock, items, scripts, split });
   const tickets = createTickets({ redis, prefix, clock, cacheMs: deps.cacheMs, items, scripts, split, reader, eta, defaultKeyQuota: deps.defaultKeyQuota, onJoined: deps.onJoined, rememberEtas: !!deps.onWaited });
+  // Admissions read their replies however late, on a connection of their own: split items' too.
   const admitScripts = deps.admitRedis ? createLineScripts(createScriptRunner(deps.admitRedis, prefix).run) : scripts;
-  const admissions = createAdmissions({ clock, items, scripts: admitScripts, split, reader, eta, onWaited: deps.onWaited, closeLine: (itemId) => definitions.cut(itemId, 'closed', 'closed') });
+  const admitSplit = deps.admitRedis ? createSplitLine({ redis: deps.admitRedis, prefix, clock }) : split;
+  const admissions = createAdmissions({ clock, items, scripts: admitScripts, split: admitSplit, reader, eta, onWaited: deps.onWaited, closeLine: (itemId) => definitions.cut(itemId, 'closed', 'closed') });
   return { items, tickets, admissions, definitions };
 }

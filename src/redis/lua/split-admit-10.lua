@@ -27,6 +27,7 @@ local function unitField()
   return nil
 end
 local anyBlocked = rcall('EXISTS', K.blocked) == 1
+local epoch = tonumber(rcall('HGET', K.meta, 'epoch'))
 local blockedOutcome = cjson.encode({ status = 'rejected', reason = 'blocked' })
 local out = { 0 }
 for i = 4, #ARGV do
@@ -46,7 +47,9 @@ for i = 4, #ARGV do
       rcall('HINCRBY', K.stock, field, -1)
       rcall('HSET', K.taken, ARGV[i], field)
     end
-    leaseTicket(out, seq, record, now, leasePrefix, leaseMs)
+    -- Never admitted before it joined (joins and admissions use different connections, as in admit-11.lua).
+    local joined = epoch + tonumber(string.match(record, '^w(%d+)|'))
+    leaseTicket(out, seq, record, math.max(now, joined), leasePrefix, leaseMs)
     out[1] = out[1] + 1
   end
 end
