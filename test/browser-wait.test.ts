@@ -145,6 +145,27 @@ describe.skipIf(!hasChromium)('the waiting page in Chromium', () => {
     await page.close();
   });
 
+  it('polls as Retry-After asks when the daemon answers 503, and says it is busy', async () => {
+    await call('PUT', '/v1/items/w-slow', { handler: 'external', gate: { mode: 'closed' } });
+    const mine = await join('w-slow', 'slow');
+    const page = await context!.newPage();
+    await page.route('**/events', (r) => r.abort());
+    // A poll answered "busy, come back in 3 s", then the daemon's own answers.
+    const polls: number[] = [];
+    await page.route(`**/v1/tickets/${encodeURIComponent(mine)}`, async (r) => {
+      polls.push(Date.now());
+      if (polls.length === 1) return r.fulfill({ status: 503, headers: { 'retry-after': '3' }, contentType: 'application/json', body: '{"error":{"code":"unavailable","message":"busy"}}' });
+      return r.continue();
+    });
+    await open(page, `${daemon.url}/wait/${mine}`);
+    await expect.poll(() => page.textContent('#mode')).toBe('Very busy right now, trying again…');
+    await expect.poll(() => page.textContent('#place'), { timeout: 20_000 }).toContain('Your place in line: 1');
+    // 3 s less the 20% spread; the page's own rhythm after an error was 2 s.
+    expect(polls[1] - polls[0]).toBeGreaterThanOrEqual(2_400);
+    await expect.poll(() => page.textContent('#mode')).toBe('Updating every few seconds');
+    await page.close();
+  });
+
   it('shows a 404 page for ids it did not issue, with a strict CSP and no inline script', async () => {
     for (const id of ['nope', 'YQ.1.AAAAAAAAAAAAAAAAAAAAAA', 'x'.repeat(2000), '%3Cscript%3E']) {
       const res = await get(`${daemon.url}/wait/${id}`);

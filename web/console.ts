@@ -5,7 +5,7 @@
  * Routes: #/ (items) and #/item/<itemId>.
  */
 import uPlot from 'uplot';
-import { $, el } from './dom';
+import { $, el, LATER, retryDelay, sleep } from './dom';
 
 const KEY = 'fg.operatorKey';
 const app = $('#app');
@@ -18,10 +18,18 @@ class HttpError extends Error {
   }
 }
 
+/** Reads asked again after a "not now" (503 when Redis is slow, 429): one busy second must not sign the operator out or blank the page. */
+const READ_TRIES = 4;
+
 async function api<T>(method: string, path: string, body?: unknown, key = sessionStorage.getItem(KEY) ?? ''): Promise<T> {
   const headers: Record<string, string> = { authorization: `Bearer ${key}` };
   if (body !== undefined) headers['content-type'] = 'application/json';
-  const res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), cache: 'no-store' });
+  const send = () => fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), cache: 'no-store' });
+  let res = await send();
+  for (let attempt = 0; method === 'GET' && LATER.has(res.status) && attempt < READ_TRIES - 1; attempt++) {
+    await sleep(retryDelay(res, attempt));
+    res = await send();
+  }
   const data = await res.json().catch(() => null);
   if (!res.ok) throw new HttpError(res.status, data?.error?.code ?? 'error', data?.error?.message ?? res.statusText);
   return data as T;

@@ -9,3 +9,21 @@ export function el<K extends keyof HTMLElementTagNameMap>(tag: K, attrs: Record<
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Answers that mean "not now" rather than "no": ask again later. */
+export const LATER = new Set([425, 429, 502, 503, 504]);
+
+/**
+ * How long to wait before asking again after a "not now" or no answer at all, on the `attempt`th
+ * failure in a row: what the daemon's Retry-After says (at most a minute), or else 1 s doubling
+ * to 30 s; spread ±20% so that a crowd told the same thing at the same second does not come back
+ * at the same second.
+ */
+export function retryDelay(res: Response | null, attempt: number): number {
+  let ms = Math.min(30_000, 1000 * 2 ** Math.min(attempt, 5));
+  const after = Number(res?.headers.get('retry-after'));
+  if (after > 0) ms = Math.min(60_000, after * 1000);
+  return jitter(ms);
+}
+
+export const jitter = (ms: number) => ms * (0.8 + Math.random() * 0.4);

@@ -8,7 +8,7 @@
  * lets the same invite present its challenge again. A challenge that expired while it waited
  * (403 pow_required) is replaced and solved anew.
  */
-import { $, sleep } from './dom';
+import { $, jitter, LATER, retryDelay, sleep } from './dom';
 import { texts, type Lang } from './i18n';
 
 const data = document.body.dataset;
@@ -34,25 +34,19 @@ function solve(challenge: string, difficulty: number): Promise<string> {
   });
 }
 
-/** Statuses that mean "not now" rather than "no". */
-const LATER = new Set([425, 429, 502, 503, 504]);
-const jitter = (ms: number) => ms * (0.8 + Math.random() * 0.4);
-
 /** The answer to `req` that is not a "not now", after waiting between tries as the daemon asks. */
 async function persist(req: () => Promise<Response>): Promise<Response> {
   for (let attempt = 0; ; attempt++) {
     const res = await req().catch(() => null);
     if (res && !LATER.has(res.status)) return res;
-    let ms = Math.min(30_000, 1000 * 2 ** Math.min(attempt, 5));
-    const after = Number(res?.headers.get('retry-after'));
-    if (after > 0) ms = Math.min(60_000, after * 1000);
+    let ms = retryDelay(res, attempt);
     if (res?.status === 425) {
       const d = (await res.json().catch(() => null))?.error?.details;
       const until = Date.parse(d?.opensAt) - Date.parse(d?.now);
       status.textContent = t.joinNotOpen;
-      if (until > 0) ms = Math.min(60_000, until + Math.random() * 1000);
+      if (until > 0) ms = jitter(Math.min(60_000, until + Math.random() * 1000));
     } else status.textContent = t.busy;
-    await sleep(jitter(ms));
+    await sleep(ms);
   }
 }
 

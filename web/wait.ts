@@ -4,7 +4,7 @@
  * words; offers "leave the line"; on admitted/succeeded sends the user to the item's returnUrl
  * (with ?admission=<admissionToken> when the ticket carries one).
  */
-import { $, sleep } from './dom';
+import { $, LATER, retryDelay, sleep } from './dom';
 import { texts, type Lang } from './i18n';
 
 interface View {
@@ -95,22 +95,28 @@ function mode(text: string) {
   $('#mode').textContent = text;
 }
 
+/**
+ * Polls the ticket as often as the view says (pollAfterMs, 1–10 s). A daemon that answers "not
+ * now" (503 when Redis is slow, 429) or not at all is asked again as its Retry-After says, or
+ * after 1 s doubling to 30 s: a hundred thousand pages must not come back every 2 s to a daemon
+ * that is struggling.
+ */
 async function poll() {
   mode(t.polling);
-  for (;;) {
-    let wait = 2000;
-    try {
-      const res = await fetch(api, { cache: 'no-store' });
-      if (res.ok) {
-        const v = (await res.json()) as View;
-        render(v);
-        if (terminal(v.state)) return;
-        wait = Math.min(Math.max(v.pollAfterMs ?? 2000, 1000), 10_000);
-        mode(t.polling);
-      } else if (res.status === 404) return;
-      else mode(t.lost);
-    } catch {
-      mode(t.lost);
+  for (let failures = 0; ; ) {
+    let wait: number;
+    const res = await fetch(api, { cache: 'no-store' }).catch(() => null);
+    const v = res?.ok ? ((await res.json().catch(() => null)) as View | null) : null;
+    if (v) {
+      failures = 0;
+      render(v);
+      if (terminal(v.state)) return;
+      wait = Math.min(Math.max(v.pollAfterMs ?? 2000, 1000), 10_000);
+      mode(t.polling);
+    } else if (res?.status === 404) return;
+    else {
+      mode(res && LATER.has(res.status) ? t.busy : t.lost);
+      wait = retryDelay(res, failures++);
     }
     await sleep(wait);
   }
