@@ -12,7 +12,7 @@ const { newPrefix } = testRedis();
 const db = await testDb();
 const running: RunningDaemon[] = [];
 // The lease of tickets between their admission and their job's being queued (the daemon's default,
-// FLOODGATE_DISPATCH_LEASE_MS, spelt out here because a gap below is bounded by it).
+// FLOODGATE_DISPATCH_LEASE_MS, spelt out here: a ticket held for it would show as a 15 s gap).
 const DISPATCH_LEASE_MS = 15_000;
 
 /** An item's view, read again after a 503 (a busy machine's Redis command past its 500 ms budget). */
@@ -98,18 +98,16 @@ describe('the adaptive gate when its leader dies', () => {
     // the survivor's dispatcher reclaims them at its next round, ~100 ms, and the second is left for
     // the admission, the job and the call on a busy machine), and no gap longer than that until 20
     // more calls went out.
-    // One thing besides a failover stops admissions for longer: a Redis command past its 500 ms
-    // budget (the shared Redis held by another test) that was an admission whose answer came too
-    // late: its tickets stay admitted, with no job, until their dispatch lease runs out. Such a gap
-    // is allowed only when the survivor logged a timed-out command inside it, and only up to the
-    // dispatch lease + 1 s.
+    // No gap is excused: an admission answered late (the shared Redis held by another test) used
+    // to leave its tickets admitted with no job until their dispatch lease ran out; admissions now
+    // read their answers however late (their own connection, infra/redis-client.ts).
     const before = arrivals.length;
     await arrived(before + 20, '20 calls through the survivor', 60_000);
     const after = [killedAt, ...arrivals.slice(before).map((x) => x.at)];
     const gaps = after.slice(1).map((t, i) => ({ from: after[i], ms: t - after[i] }));
     const timeouts = redisTimeouts(b);
-    const unexplained = gaps.filter(({ from, ms }) => ms > RUN_LEASE_MS + 1000 && !(ms <= DISPATCH_LEASE_MS + 1000 && timeouts.some((t) => t >= from && t <= from + ms)));
-    expect(unexplained, `gaps after the kill: ${gaps.map((g) => g.ms).join(', ')} ms; Redis timeouts at ${timeouts.map((t) => t - killedAt).join(', ')} ms`).toEqual([]);
+    const long = gaps.filter(({ ms }) => ms > RUN_LEASE_MS + 1000);
+    expect(long, `gaps after the kill: ${gaps.map((g) => g.ms).join(', ')} ms; Redis timeouts logged at ${timeouts.map((t) => t - killedAt).join(', ')} ms`).toEqual([]);
     // The two tickets the dead daemon held ran again, through the survivor.
     expect(arrivals.slice(before).map((x) => x.ref)).toEqual(expect.arrayContaining(heldRefs));
 
