@@ -9,6 +9,10 @@ export default defineConfig({
     setupFiles: ['test/support/leak-check.ts'],
     include: ['test/**/*.test.ts'],
     testTimeout: 30_000,
+    // What a test waits for with expect.poll may take seconds on a loaded machine (a page solving
+    // its proof of work before the state it checks, under CI's load): vitest's default of 1 s
+    // failed such a wait in a run under a profiler. A wait that never ends still fails, at 10 s.
+    expect: { poll: { timeout: 10_000 } },
     hookTimeout: 60_000,
     // Files run in parallel, each against its own key prefix and database. Most of a file's time
     // is spent waiting (on daemons, timers, Redis, Postgres), so four workers on a 2-core machine
