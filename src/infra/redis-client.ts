@@ -115,14 +115,41 @@ export const describeTarget = (t: RedisTarget, redact: (url: string) => string) 
  */
 function timeOutCommands(redis: RedisLike, ms: number) {
   const send = redis.sendCommand.bind(redis) as (command: Command, ...rest: unknown[]) => unknown;
-  redis.sendCommand = ((command: Command, ...rest: unknown[]) => {
-    const timer = setTimeout(() => {
+  // The commands sent and not yet looked at, oldest first, each with the time it times out. All
+  // have the same budget, so those times only grow: one timer walking from the oldest does what a
+  // timer per command did (a Timeout made and cleared around every join's Redis call), and runs
+  // only while commands are out. A command times out between `ms` and `ms + tick` after it was sent.
+  // An entry is about one sending: a cluster's pipeline sends its commands again after a MOVED or a
+  // failover with fresh promises (initPromise), and such a command is timed from its new sending,
+  // not failed by the entry of its first (which broke the retry: a sale hung through a failover).
+  const tick = Math.max(10, Math.min(100, Math.floor(ms / 5)));
+  let sent: { command: Command; promise: Promise<unknown>; at: number }[] = [];
+  let oldest = 0;
+  let timer: NodeJS.Timeout | null = null;
+  const sweep = () => {
+    const now = Date.now();
+    for (; oldest < sent.length; oldest++) {
+      const { command, promise, at } = sent[oldest];
+      const pending = () => command.promise === promise && !command.isSettled;
+      if (!pending()) continue;
+      if (at > now) break;
       setImmediate(() => {
-        if (!command.isSettled) command.reject(new Error(`Command timed out: ${command.name}`));
+        if (pending()) command.reject(new Error(`Command timed out: ${command.name}`));
       });
-    }, ms);
-    const clear = () => clearTimeout(timer);
-    command.promise.then(clear, clear);
+    }
+    if (oldest === sent.length) {
+      sent = [];
+      oldest = 0;
+      clearInterval(timer!);
+      timer = null;
+    } else if (oldest > 1024 && oldest * 2 > sent.length) {
+      sent = sent.slice(oldest);
+      oldest = 0;
+    }
+  };
+  redis.sendCommand = ((command: Command, ...rest: unknown[]) => {
+    sent.push({ command, promise: command.promise, at: Date.now() + ms });
+    if (!timer) (timer = setInterval(sweep, tick)).unref();
     return send(command, ...rest);
   }) as never;
 }
