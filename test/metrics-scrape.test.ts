@@ -1,6 +1,8 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { get } from 'node:http';
 import path from 'node:path';
+import { gunzipSync } from 'node:zlib';
 import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
@@ -14,7 +16,7 @@ const prefix = newPrefix();
 // A Redis of this file's own, so its command counts are this daemon's alone; a long cache time, so
 // the daemon's own refreshes of an item are few and the scrape's reads (if any) stand out.
 const own = await ownRedis();
-const { daemon, call } = await inProcessDaemon({ prefix, databaseUrl: db.url, env: { FLOODGATE_CACHE_MS: '5000', REDIS_URL: own.url } });
+const { daemon, call, define } = await inProcessDaemon({ prefix, databaseUrl: db.url, env: { FLOODGATE_CACHE_MS: '5000', REDIS_URL: own.url } });
 
 /** promtool from PATH, from .ci/run's folder, or from a `dpkg -x` into /tmp/prom. */
 function findPromtool(): string | null {
@@ -29,6 +31,26 @@ const scrape = async () => {
   expect(res.status).toBe(200);
   return res.text();
 };
+/** A scrape as Prometheus asks for it (Accept-Encoding: gzip), its bytes as they came over the wire. */
+const scrapeAs = (acceptEncoding: string | null) =>
+  new Promise<{ encoding: string | undefined; vary: string | undefined; wire: number; text: string }>((resolve, reject) => {
+    const headers = acceptEncoding === null ? {} : { 'accept-encoding': acceptEncoding };
+    get(`${daemon.url}/metrics`, { headers }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('error', reject);
+      res.on('end', () => {
+        const body = Buffer.concat(chunks);
+        const encoding = res.headers['content-encoding'];
+        // gunzipSync checks the trailer's CRC-32 and length, so a body joined wrongly fails here.
+        const text = (encoding === 'gzip' ? gunzipSync(body) : body).toString('utf8');
+        resolve({ encoding, vary: res.headers.vary, wire: body.length, text });
+      });
+    }).on('error', reject);
+  });
+/** The per-item gauge lines of these items, in order. */
+const gaugeLines = (text: string, ids: string[]) => text.split('\n').filter((l) => ids.some((id) => l.includes(`{item="${id}"`)));
+
 /** The value of one series, or undefined; `labels` as they appear in the exposition, e.g. `item="a"`. */
 const sample = (text: string, name: string, labels: string) => {
   const line = text.split('\n').find((l) => l.startsWith(`${name}{${labels}}`) || l.startsWith(`${name}{${labels},`));
@@ -84,6 +106,42 @@ describe('/metrics', () => {
     expect(sample(text, 'floodgate_rejections_total', 'code="not_open",item="rej-1"')).toBe(1);
     expect(text).not.toContain('made-up-item');
     expect(sample(text, 'floodgate_rejections_total', 'code="item_not_found",item=""')).toBeGreaterThanOrEqual(1);
+  });
+
+  it('gzips a scrape for a client that asks for it: an idle item adds a few dozen bytes on the wire, not its ~370 of text', async () => {
+    const ids = Array.from({ length: 200 }, (_, i) => `idle-${i}`);
+    const before = await scrapeAs('gzip');
+    expect(before.encoding).toBe('gzip');
+    expect(before.vary).toBe('Accept-Encoding');
+    for (const [i, id] of ids.entries()) await define(id, i % 2 ? { handler: 'seckill', config: { stock: 10 } } : { handler: 'external' });
+    await scrapeAs('gzip'); // loads any item the daemon has not seen yet
+    const after = await scrapeAs('gzip');
+    const plain = await scrapeAs(null);
+    expect(plain.encoding).toBeUndefined();
+    expect(gaugeLines(after.text, ids)).toEqual(gaugeLines(plain.text, ids));
+    // Every gauge of an idle item is still there (7 or 8 lines each), and true.
+    expect(gaugeLines(after.text, ids).length).toBeGreaterThanOrEqual(7 * ids.length);
+    expect(sample(after.text, 'floodgate_line_waiting', 'item="idle-3"')).toBe(0);
+    expect(sample(after.text, 'floodgate_stock_remaining', 'item="idle-3"')).toBe(10);
+    // The items' text grew the body by ~370 bytes each; compressed, by ~25 (the rest of the
+    // scrape grew too: the PUTs' latency histogram).
+    expect(plain.wire - before.text.length).toBeGreaterThan(300 * ids.length);
+    expect((after.wire - before.wire) / ids.length).toBeLessThan(60);
+  });
+
+  it('shows an idle item that gets tickets with its new line in the next gzipped scrapes, as in the plain ones', async () => {
+    const ids = Array.from({ length: 20 }, (_, i) => `wakes-${i}`);
+    for (const id of ids) await define(id, { handler: 'external', gate: { mode: 'closed' } });
+    const idle = await waitFor(() => scrapeAs('gzip'), (s) => sample(s.text, 'floodgate_line_waiting', 'item="wakes-7"') === 0);
+    expect(sample(idle.text, 'floodgate_line_waiting', 'item="wakes-7"')).toBe(0);
+    // Scraped again while nothing changed (the items' compressed part is then the one kept).
+    expect(gaugeLines((await scrapeAs('gzip')).text, ids)).toEqual(gaugeLines(idle.text, ids));
+    for (const userId of ['u1', 'u2']) expect((await call('POST', '/v1/items/wakes-7/tickets', { userId }, SVC)).status).toBe(202);
+    const woke = await waitFor(() => scrapeAs('gzip'), (s) => sample(s.text, 'floodgate_line_waiting', 'item="wakes-7"') === 2, 15_000);
+    expect(woke.encoding).toBe('gzip');
+    expect(sample(woke.text, 'floodgate_line_waiting', 'item="wakes-7"')).toBe(2);
+    expect(sample(woke.text, 'floodgate_line_waiting', 'item="wakes-8"')).toBe(0);
+    expect(sample((await scrapeAs(null)).text, 'floodgate_line_waiting', 'item="wakes-7"')).toBe(2);
   });
 
   it('serves item gauges from the views the daemon holds, without reading every item from Redis per scrape', async () => {

@@ -1,6 +1,7 @@
 import { OpenAPIHono, createRoute, z } from '@hono/zod-openapi';
 import { itemGaugesText, type ItemGaugeView } from '../../kernel/item-gauges.js';
 import { FloodgateError } from '../../kernel/errors.js';
+import { acceptsGzip, gzipJoiner } from '../../kernel/gzip-join.js';
 import { bearer, keyMatches } from '../auth.js';
 import type { ApiContext } from '../context.js';
 import { errors, json } from '../openapi.js';
@@ -23,7 +24,7 @@ function documentOps(app: OpenAPIHono) {
       method: 'get', path: '/metrics', tags, summary: 'Prometheus text exposition',
       description: 'Open to anyone, unless FLOODGATE_METRICS_KEY is set: then that bearer key is required.',
       security: [{}, { bearer: [] }],
-      responses: { 200: { content: { 'text/plain': { schema: z.string() } }, description: 'Metrics (text format 0.0.4)' }, ...errors(401) },
+      responses: { 200: { content: { 'text/plain': { schema: z.string() } }, description: 'Metrics (text format 0.0.4); gzip-encoded when Accept-Encoding allows it' }, ...errors(401) },
     }),
   );
 }
@@ -72,6 +73,7 @@ export function opsRoutes(ctx: ApiContext, deps: OpsDeps) {
       ok ? 200 : 503,
     );
   });
+  const gzip = gzipJoiner();
   app.get('/metrics', async (c) => {
     if (deps.metricsKey && !keyMatches(bearer(c.req.header('authorization')), deps.metricsKey))
       throw new FloodgateError('unauthorized', 'The metrics key is required.');
@@ -79,7 +81,13 @@ export function opsRoutes(ctx: ApiContext, deps: OpsDeps) {
       deps.scrape ? deps.scrape() : ctx.metrics.registry.metrics(),
       deps.itemViews().catch((err) => (ctx.log.warn({ err: String(err) }, 'item views for metrics failed'), [])),
     ]);
-    return c.body(own + itemGaugesText(views), 200, { 'Content-Type': ctx.metrics.registry.contentType });
+    // The item gauges first: with many idle items they are most of the body and the same text
+    // scrape after scrape, so their compressed form is kept (gzip-join.ts). Prometheus always asks
+    // for gzip; 10,000 idle items are then ~0.2 MB on the wire instead of 3.7 MB.
+    const items = itemGaugesText(views);
+    const headers = { 'Content-Type': ctx.metrics.registry.contentType, Vary: 'Accept-Encoding' };
+    if (!acceptsGzip(c.req.header('accept-encoding'))) return c.body(items + own, 200, headers);
+    return c.body(await gzip(items, own), 200, { ...headers, 'Content-Encoding': 'gzip' });
   });
   return app;
 }
