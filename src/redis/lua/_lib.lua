@@ -22,6 +22,11 @@ local function recordUser(record)
   return string.sub(record, bar + 1)
 end
 
+-- When the ticket joined (ms), from its record and the item's epoch.
+local function recordCreated(record, epoch)
+  return epoch + tonumber(string.match(record, '^%a(%d+)|'))
+end
+
 -- The cuts: when an item closes or sells out, every ticket still waiting at that moment ends at
 -- once. Instead of touching each ticket, a cut {seq, state, reason} is appended to meta.cuts; a
 -- record still marked 'w' whose seq is <= a cut's seq has ended with the first such cut.
@@ -126,7 +131,11 @@ end
 
 -- Admits a waiting ticket under a new lease (leasePrefix .. seq, until now + leaseMs) and appends
 -- { seq, record, payload, leaseId, leaseExp } to `out`. Needs K.ctr, K.leases, K.payloads.
-local function leaseTicket(out, seq, record, now, leasePrefix, leaseMs)
+-- Never admitted before it joined: a join whose `now` came a moment after the admission's may
+-- reach Redis first (joins and admissions use different connections: infra/redis-client.ts), so
+-- the admission's time is at least the join's (`epoch`: the item's, for the record's offset).
+local function leaseTicket(out, seq, record, now, leasePrefix, leaseMs, epoch)
+  now = math.max(now, recordCreated(record, epoch))
   local leaseId = leasePrefix .. fmt(seq)
   local exp = now + leaseMs
   setState(seq, record, 'a')

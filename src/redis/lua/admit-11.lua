@@ -74,10 +74,7 @@ local function endIfBlocked(seq, record)
 end
 
 local function admit(seq, record)
-  -- Never admitted before it joined: a join whose `now` came a moment after this call's may reach
-  -- Redis first (joins and admissions use different connections: infra/redis-client.ts).
-  local joined = epoch + tonumber(string.match(record, '^w(%d+)|'))
-  leaseTicket(out, seq, record, math.max(now, joined), leasePrefix, leaseMs)
+  leaseTicket(out, seq, record, now, leasePrefix, leaseMs, epoch)
   taken = taken + 1
 end
 
@@ -97,7 +94,7 @@ while taken < allowed and served < last and skips < 1000 do
     local idle = false
     if abandonMs then
       local seen = tonumber(rcall('HGET', keyOf.pollPage(seq), fmt(seq)) or '')
-      local created = epoch + tonumber(string.match(record, '^w(%d+)|'))
+      local created = recordCreated(record, epoch)
       idle = now - math.max(seen or 0, created) > abandonMs
     end
     if idle then

@@ -47,9 +47,7 @@ for i = 4, #ARGV do
       rcall('HINCRBY', K.stock, field, -1)
       rcall('HSET', K.taken, ARGV[i], field)
     end
-    -- Never admitted before it joined (joins and admissions use different connections, as in admit-11.lua).
-    local joined = epoch + tonumber(string.match(record, '^w(%d+)|'))
-    leaseTicket(out, seq, record, math.max(now, joined), leasePrefix, leaseMs)
+    leaseTicket(out, seq, record, now, leasePrefix, leaseMs, epoch)
     out[1] = out[1] + 1
   end
 end
