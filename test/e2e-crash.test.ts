@@ -1,8 +1,8 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { http } from './support/http.js';
-import { startDaemonProcess, type RunningDaemon } from './support/daemon.js';
+import { processEnv, startDaemonProcess, type RunningDaemon } from './support/daemon.js';
 import { testDb } from './support/db.js';
-import { redisUrl, testRedis } from './support/redis.js';
+import { testRedis } from './support/redis.js';
 import { joinAll, userIds } from './support/joins.js';
 
 const { newPrefix } = testRedis();
@@ -15,15 +15,7 @@ afterAll(async () => {
 
 describe('a daemon SIGKILLed in the middle of a sale', () => {
   it('loses nothing: after a restart every ticket ends, exactly the stock is sold, nobody twice', { timeout: 150_000 }, async () => {
-    const env = {
-      REDIS_URL: redisUrl(),
-      DATABASE_URL: db.url,
-      FLOODGATE_REDIS_PREFIX: newPrefix(),
-      FLOODGATE_SERVICE_KEYS: 'svc',
-      FLOODGATE_OPERATOR_KEYS: 'op',
-      FLOODGATE_JOB_LOCK_MS: '2000',
-      FLOODGATE_DISPATCH_LEASE_MS: '2000',
-    };
+    const env = processEnv(db.url, newPrefix(), { FLOODGATE_JOB_LOCK_MS: '2000', FLOODGATE_DISPATCH_LEASE_MS: '2000' });
     const first = await startDaemonProcess(env);
     running.push(first);
     const stock = 150;

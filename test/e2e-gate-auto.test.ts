@@ -3,9 +3,9 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
 import { http } from './support/http.js';
 import { askAgainOn503, joinAll, userIds } from './support/joins.js';
-import { startDaemonProcess, type RunningDaemon } from './support/daemon.js';
+import { processEnv, startDaemonProcess, type RunningDaemon } from './support/daemon.js';
 import { testDb } from './support/db.js';
-import { redisUrl, testRedis } from './support/redis.js';
+import { testRedis } from './support/redis.js';
 
 const { newPrefix } = testRedis();
 const db = await testDb();
@@ -63,7 +63,7 @@ describe('the adaptive gate across two daemons', () => {
   it('has one leader, fails over when it is killed, and both daemons obey one published limit', { timeout: 240_000 }, async () => {
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
-    const env = { REDIS_URL: redisUrl(), DATABASE_URL: db.url, FLOODGATE_REDIS_PREFIX: newPrefix(), FLOODGATE_SERVICE_KEYS: 'svc', FLOODGATE_OPERATOR_KEYS: 'op' };
+    const env = processEnv(db.url, newPrefix());
     const [a, b] = await Promise.all([startDaemonProcess(env), startDaemonProcess(env)]);
     running.push(a, b);
     // The line fills behind a closed gate and then opens on auto, so that the controller's first

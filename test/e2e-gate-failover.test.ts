@@ -2,10 +2,10 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
 import { RUN_LEASE_MS } from '../src/service/jobs.js';
-import { startDaemonProcess, type RunningDaemon } from './support/daemon.js';
+import { processEnv, startDaemonProcess, type RunningDaemon } from './support/daemon.js';
 import { testDb } from './support/db.js';
 import { http } from './support/http.js';
-import { redisUrl, testRedis } from './support/redis.js';
+import { testRedis } from './support/redis.js';
 import { askAgainOn503, joinAll, userIds } from './support/joins.js';
 
 const { newPrefix } = testRedis();
@@ -63,14 +63,7 @@ describe('the adaptive gate when its leader dies', () => {
   it('admits again within the run lease + 1.5 s after the leader is SIGKILLed holding every in-flight slot, and runs no ticket a third time', { timeout: 120_000 }, async () => {
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
-    const env = {
-      REDIS_URL: redisUrl(),
-      DATABASE_URL: db.url,
-      FLOODGATE_REDIS_PREFIX: newPrefix(),
-      FLOODGATE_SERVICE_KEYS: 'svc',
-      FLOODGATE_OPERATOR_KEYS: 'op',
-      FLOODGATE_DISPATCH_LEASE_MS: String(DISPATCH_LEASE_MS),
-    };
+    const env = processEnv(db.url, newPrefix(), { FLOODGATE_DISPATCH_LEASE_MS: String(DISPATCH_LEASE_MS) });
 
     // The leader alone first, so it is the leader and its worker takes the first job.
     const a = await startDaemonProcess(env);

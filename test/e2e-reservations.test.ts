@@ -4,8 +4,8 @@ import { itemKeys } from '../src/redis/keys.js';
 import { inProcessDaemon } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
 import { http } from './support/http.js';
-import { startDaemonProcess, type RunningDaemon } from './support/daemon.js';
-import { redisUrl, testRedis } from './support/redis.js';
+import { processEnv, startDaemonProcess, type RunningDaemon } from './support/daemon.js';
+import { testRedis } from './support/redis.js';
 
 const { redis, newPrefix } = testRedis();
 const db = await testDb();
@@ -14,13 +14,7 @@ afterAll(async () => {
   await Promise.all(running.map((d) => d.stop('SIGKILL')));
 });
 
-const env = (prefix: string) => ({
-  REDIS_URL: redisUrl(),
-  DATABASE_URL: db.url,
-  FLOODGATE_REDIS_PREFIX: prefix,
-  FLOODGATE_SERVICE_KEYS: 'svc',
-  FLOODGATE_OPERATOR_KEYS: 'op',
-});
+const env = (prefix: string) => processEnv(db.url, prefix);
 /** A daemon as a process: the one a test SIGKILLs. */
 const startProcess = async (prefix: string) => {
   const d = await startDaemonProcess(env(prefix));

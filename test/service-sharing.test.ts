@@ -1,9 +1,9 @@
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
-import { startDaemonProcess } from './support/daemon.js';
+import { processEnv, startDaemonProcess } from './support/daemon.js';
 import { testDb } from './support/db.js';
-import { redisUrl, testRedis } from './support/redis.js';
+import { testRedis } from './support/redis.js';
 import { joinAll, userIds } from './support/joins.js';
 
 const { newPrefix } = testRedis();
@@ -54,7 +54,7 @@ describe('the service module', () => {
   });
 
   it('loads a TypeScript handlers module into the daemon as `npm start` runs it (built, plain node)', { timeout: 60_000 }, async () => {
-    const d = await startDaemonProcess({ REDIS_URL: redisUrl(), DATABASE_URL: db.url, FLOODGATE_REDIS_PREFIX: newPrefix(), FLOODGATE_SERVICE_KEYS: 'svc', FLOODGATE_OPERATOR_KEYS: 'op', FLOODGATE_HANDLERS_MODULE: handlersModule });
+    const d = await startDaemonProcess(processEnv(db.url, newPrefix(), { FLOODGATE_HANDLERS_MODULE: handlersModule }));
     try {
       const req = (method: string, p: string, body: unknown, key: string) =>
         fetch(`${d.url}${p}`, { method, headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: body ? JSON.stringify(body) : undefined }).then(async (r) => ({ status: r.status, body: await r.json() }));

@@ -1,10 +1,24 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { trackChild } from './children.js';
+import { redisUrl } from './redis.js';
 
 const root = path.resolve(import.meta.dirname, '../..');
 /** The daemon as `npm start` runs it (scripts/build.mjs). */
 export const builtDaemon = path.join(root, 'dist/floodgate.mjs');
+
+/**
+ * The settings of a daemon process on the tests' Redis and a test database: its own key prefix,
+ * service key `svc` and operator key `op`, and any others given.
+ */
+export const processEnv = (databaseUrl: string, prefix: string, more: Record<string, string> = {}) => ({
+  REDIS_URL: redisUrl(),
+  DATABASE_URL: databaseUrl,
+  FLOODGATE_REDIS_PREFIX: prefix,
+  FLOODGATE_SERVICE_KEYS: 'svc',
+  FLOODGATE_OPERATOR_KEYS: 'op',
+  ...more,
+});
 
 export interface RunningDaemon {
   url: string;
