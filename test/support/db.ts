@@ -3,13 +3,14 @@ import postgres from 'postgres';
 import { afterAll, inject } from 'vitest';
 import { connectDb, type DbHandle } from '../../src/db/client.js';
 
+/** The comment that marks a database done (test/global-setup.ts, dropFinished, looks for it). */
+const DONE_COMMENT = 'floodgate test: done';
+
 /**
  * A database of this test file's own, cloned from the migrated template. After the file it is
  * marked done, and the run's global setup drops it (a drop forces a checkpoint of the whole
  * server: ~1 s on a busy machine, which test/global-setup.ts pays beside the files, for many at once).
  */
-/** The comment that marks a database done (test/global-setup.ts, dropFinished, looks for it). */
-const DONE_COMMENT = 'floodgate test: done';
 
 export async function testDb(): Promise<DbHandle & { url: string }> {
   const name = `${inject('pgDbPrefix')}${randomBytes(5).toString('hex')}`;
