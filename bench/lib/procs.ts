@@ -39,9 +39,9 @@ export function spawnNode(name: string, file: string, opts: { env?: Record<strin
 const benchNodeArgs = () => (process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
 
 /** Any program (e.g. a redis-server the scenario owns), kept and killed like the node children. */
-export function spawnChild(name: string, command: string, args: string[], opts: { env?: Record<string, string>; logFile?: string } = {}): Child {
+export function spawnChild(name: string, command: string, args: string[], opts: { env?: Record<string, string>; logFile?: string; cwd?: string } = {}): Child {
   const proc = spawn(command, args, {
-    cwd: repoRoot,
+    cwd: opts.cwd ?? repoRoot,
     env: { ...process.env, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
