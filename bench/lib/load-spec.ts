@@ -3,8 +3,8 @@
 export type Generator =
   /** The same request every time. */
   | { kind: 'static'; method: 'GET' | 'POST'; path: string; body?: string }
-  /** POST {"userId": "<userPrefix><n>"} with n counting up from 0: every request is a new user. */
-  | { kind: 'join'; path: string; userPrefix: string; sampleEvery?: number }
+  /** POST {"userId": "<userPrefix><n>"} with n counting up from 0: every request is a new user (to `paths[n % paths.length]` when given: a sale over several items). */
+  | { kind: 'join'; path: string; userPrefix: string; sampleEvery?: number; paths?: string[] }
   /** GET /v1/tickets/<id> with an id picked at random from the list. */
   | { kind: 'poll'; ticketIds: string[] };
 

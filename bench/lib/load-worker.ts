@@ -17,12 +17,16 @@ function requestsFor(gen: LoadSpec['gen'], samples: Sample[]): Request[] {
     case 'join': {
       let n = 0;
       const every = gen.sampleEvery;
+      const paths = gen.paths?.length ? gen.paths : null;
       const userRe = new RegExp(`"userId":"${gen.userPrefix.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(\\d+)"`);
       return [
         {
           method: 'POST',
           path: gen.path,
-          setupRequest: (req) => ({ ...req, body: `{"userId":"${gen.userPrefix}${n++}"}` }),
+          setupRequest: (req) => {
+            const i = n++;
+            return { ...req, ...(paths ? { path: paths[i % paths.length] } : {}), body: `{"userId":"${gen.userPrefix}${i}"}` };
+          },
           // The user's number is read back from the answer, so this holds with pipelining too.
           onResponse: every
             ? (status, body) => {
