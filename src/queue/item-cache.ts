@@ -2,6 +2,7 @@ import type { RedisLike } from '../redis/client.js';
 import type { Clock } from '../kernel/clock.js';
 import { itemKeys } from '../redis/keys.js';
 import { readSnapshot, type ItemSnapshot } from './snapshot.js';
+import { createScriptRunner } from '../redis/scripts.js';
 
 /**
  * Per-process view of each item, at most `ttlMs` old, so that polls, "closed", "not open" and
@@ -81,10 +82,11 @@ function counter(set: Set<number>, place: (seq: number) => number) {
 
 export function createItemCache(deps: { redis: RedisLike; prefix: string; clock: Clock; ttlMs: number; storeAway?: (handler: string) => boolean }): ItemCache {
   const entries = new Map<string, Entry>();
+  const { run } = createScriptRunner(deps.redis, deps.prefix);
 
   async function refresh(itemId: string, e: Entry): Promise<CachedItem | null> {
     const now = deps.clock.now();
-    const snap = await readSnapshot(deps.redis, deps.prefix, itemId, now);
+    const snap = await readSnapshot(deps.redis, run, deps.prefix, itemId, now);
     if (!snap) {
       // Gone (a Redis loss): if it is created anew, its cancel stream starts from nothing.
       e.item = null;

@@ -1,9 +1,10 @@
 import type { RedisLike } from '../redis/client.js';
 import { itemKeys, subLineTag } from '../redis/keys.js';
+import { scripts, type ScriptRunner } from '../redis/scripts.js';
 import { paceOf, type ControllerPace } from './gate-rule.js';
 import { counterNames, type Counts, type Cut, type GateSettings, type LineDefinition } from './types.js';
 
-/** One consistent read of an item's meta, counters and gate (a MULTI, so the parts agree). */
+/** One consistent read of an item's meta, counters and gate (one script, so the parts agree). */
 export interface ItemSnapshot {
   def: LineDefinition;
   secret: string;
@@ -42,16 +43,20 @@ const quotaOf = (name: string, v: string | undefined) => {
   return { [name]: { limit, windowMs } };
 };
 
-export async function readSnapshot(redis: RedisLike, prefix: string, itemId: string, now: number): Promise<ItemSnapshot | null> {
-  const k = itemKeys(prefix, itemId);
-  const res = await redis.multi().hgetall(k.meta).hgetall(k.ctr).hgetall(k.gate).hvals(k.stock).exec();
-  if (!res) return null;
-  for (const [err] of res) if (err) throw err;
-  const meta = res[0][1] as Record<string, string>;
-  const ctr = res[1][1] as Record<string, string>;
-  const gate = res[2][1] as Record<string, string>;
+/** A flat HGETALL reply (field, value, …) as an object. */
+function fields(flat: string[]): Record<string, string> {
+  const o: Record<string, string> = {};
+  for (let i = 0; i < flat.length; i += 2) o[flat[i]] = flat[i + 1];
+  return o;
+}
+
+/** The item's parts in one script (snapshot-4.lua), then, for a split item, its sub-lines' counters. */
+export async function readSnapshot(redis: RedisLike, run: ScriptRunner['run'], prefix: string, itemId: string, now: number): Promise<ItemSnapshot | null> {
+  const [m, c, g, stock] = (await run(scripts.snapshot, itemId, now, {})) as [string[], string[], string[], string[]];
+  const meta = fields(m);
   if (!meta.handler) return null;
-  const stock = res[3][1] as string[];
+  const ctr = fields(c);
+  const gate = fields(g);
   const lines = Number(meta.lines ?? 1);
   if (lines <= 1) return parseSnapshot(itemId, meta, ctr, gate, now, stockOf(stock));
   const split = await splitCounters(redis, prefix, itemId, lines, ctr, stock);

@@ -57,6 +57,7 @@ export const scripts = {
   returnUnit: spec('return-unit-3', ['stock', 'returned', 'users'], [], 'orderId, userId'),
   lead: spec('lead-1', ['leader'], ['me', 'ttlMs']),
   seriesAdd: spec('series-add-1', ['series'], ['second', 'point', 'keep']),
+  snapshot: spec('snapshot-4', ['meta', 'ctr', 'gate', 'stock'], []),
   // A split item's sub-lines (queue/split-line.ts): join, peek and admit run on a sub-line's keys, the gate on the item's.
   splitNumber: spec('split-number-2', ['ctr', 'blocked'], ['userId']),
   splitJoin: spec('split-join-5', ['meta', 'ctr', 'users', 'wait', 'payloads'], ['userId', 'num', 'payload', 'source']),
