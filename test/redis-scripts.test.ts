@@ -125,3 +125,28 @@ describe('the effective gate', () => {
     }
   });
 });
+
+describe('stock at admission', () => {
+  it('takes a ticket its unit as it is admitted: a second round admits none of the same units, a unit given back goes to the next ticket', async () => {
+    const clock = manualClock();
+    const prefix = t.newPrefix();
+    const line = createLine({ redis: t.redis, prefix, clock, cacheMs: 0 });
+    await line.definitions.define({ itemId: 'st', handler: 'external', config: {}, capacity: null, abandonAfterMs: null, opensAt: null, closesAt: null, rejoin: 'any' }, null, { reopen: false });
+    const { run } = createScriptRunner(t.redis, prefix);
+    const now = clock.now();
+    await run(scripts.setStock, 'st', now, { units: 2, shards: 2, idleOnly: '0', admissions: '', unitsWere: '' });
+    for (const userId of ['a', 'b', 'c', 'd']) await run(scripts.join, 'st', now, { userId, payload: '', source: '', defaultKeyQuota: '' });
+    const admit = async () => (await run(scripts.admit, 'st', now, { max: 10, leaseMs: 60_000, leasePrefix: 'p.', autoCap: '' })) as (string | number)[];
+    const first = await admit();
+    expect(first.slice(0, 3)).toEqual([0, 2, 1]);
+    // The jobs have not taken their units yet: when only they did, this round admitted two more.
+    expect((await admit())[1]).toBe(0);
+    // The handler's take finds each unit already the ticket's (idempotent), the counter empty.
+    expect(await run(scripts.takeStock, 'st', now, {}, [1, 2])).toEqual([0, 1, 1]);
+    // Ticket 1 ends without a sale: its unit goes back, and the next ticket in line is admitted with it.
+    await run(scripts.settle, 'st', now, {}, [1, first[5], 'rejected', '{"status":"rejected","reason":"x"}', '0', '1']);
+    const third = await admit();
+    expect(third.slice(0, 3)).toEqual([0, 1, 3]);
+    expect(await run(scripts.takeStock, 'st', now, {}, [3, 4])).toEqual([0, 1, 0]);
+  });
+});

@@ -73,6 +73,24 @@ local function releaseUnit(seq)
   end
 end
 
+-- Takes one unit of stock for a ticket, once (a retried job finds its unit already taken). The
+-- stock may be split into shards (fields s0..s<K-1>); the search starts at shard seq % K and tries
+-- every shard, so no unit is missed while any shard has one. Returns whether the ticket holds a
+-- unit. Needs K.stock, K.taken.
+local function takeUnit(seq)
+  if rcall('HEXISTS', K.taken, fmt(seq)) == 1 then return true end
+  local k = rcall('HLEN', K.stock)
+  for i = 0, k - 1 do
+    local shard = 's' .. fmt((seq + i) % k)
+    if tonumber(rcall('HGET', K.stock, shard) or '0') > 0 then
+      rcall('HINCRBY', K.stock, shard, -1)
+      rcall('HSET', K.taken, fmt(seq), shard)
+      return true
+    end
+  end
+  return false
+end
+
 -- Ends a ticket: record state, outcome and times in x:<seq>, counters moved, and the ticket
 -- announced on the item's `done` stream, which feeds the outcome ledger in Postgres. The entry
 -- carries everything the ledger writes (record, outcome, times), so reading it costs no further

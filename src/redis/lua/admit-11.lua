@@ -14,7 +14,10 @@
     code 0 ok, -1 item not found, -2 the sale window has ended (closesAt passed: the caller cuts
     the line as closed; nothing is admitted after closesAt)
   Items with stock (K.stock) admit at most as many tickets as the counter has units, and
-  none while it is empty: a ticket admitted without a unit for it could only wait.
+  none while it is empty: a ticket admitted without a unit for it could only wait. Each admitted
+  ticket takes its unit here (takeUnit, as take-stock-2.lua does): when the counter only fell as
+  the handlers took units, rounds that came faster than the jobs admitted the same units again
+  (a sale spread over 200 items admitted twice its stock, and half of it ended sold out after a job).
   Gate (K.gate): mode (auto|manual|closed), rate (per s, '' = none), maxInFlight ('' =
   none), tatAt + tatOff (GCRA theoretical arrival time, ms: a whole-ms epoch plus an offset),
   aLimit / aRate (the adaptive controller's in-flight limit and pace; see _gate.lua).
@@ -44,7 +47,8 @@ end
 local gate = rcall('HMGET', K.gate, 'mode', 'rate', 'maxInFlight', 'tatAt', 'aLimit', 'aRate', 'tatOff')
 if gate[1] == 'closed' then return { 0, 0 } end
 local allowed = max
-if rcall('EXISTS', K.stock) == 1 then
+local stocked = rcall('EXISTS', K.stock) == 1
+if stocked then
   local units = 0
   for _, v in ipairs(rcall('HVALS', K.stock)) do units = units + math.max(0, tonumber(v)) end
   allowed = math.min(allowed, units)
@@ -75,6 +79,9 @@ end
 
 local function admit(seq, record)
   leaseTicket(out, seq, record, now, leasePrefix, leaseMs, epoch)
+  -- The ticket takes its unit as it is admitted: the counter then holds only units nobody in
+  -- flight holds, so the next round cannot admit past the stock however long the jobs take.
+  if stocked then takeUnit(seq) end
   taken = taken + 1
 end
 
