@@ -28,7 +28,7 @@ export function checkTable(checks: Check[]): string {
 export const statusCell = (s: Record<string, number>) => Object.entries(s).map(([c, n]) => `${c}: ${fmtInt(n)}`).join(', ') || 'none';
 
 /** A load's CPU in cores: the server, Redis, the load generator, everything else. */
-export const cpuCell = (r: LoadResult | null | undefined) => (r ? ['server', 'redis', 'loadgen', 'other'].map((k) => (r.cpu[k] ?? NaN).toFixed(2)).join(' / ') : '');
+export const cpuCell = (r: Pick<LoadResult, 'cpu'> | null | undefined) => (r ? ['server', 'redis', 'loadgen', 'other'].map((k) => (r.cpu[k] ?? NaN).toFixed(2)).join(' / ') : '');
 
 /** `### title`, then the items as a bullet list (or `empty` when there are none). */
 export function mdSection(title: string, items: string[], empty = 'None.'): string[] {

@@ -14,7 +14,7 @@ import { startDaemon, type BenchContext, type ScenarioOutput, type Server } from
 import { createScratchDb, dropScratchDb } from '../lib/infra.js';
 import { runLoads } from '../lib/load.js';
 import type { LoadSpec } from '../lib/load-spec.js';
-import { checkTable, mdTable, type Check } from '../lib/report.js';
+import { checkTable, cpuCell, mdTable, type Check } from '../lib/report.js';
 import { fmtInt } from '../lib/stats.js';
 
 const STOCK = Number(process.env.BENCH_STOCK ?? 10_000);
@@ -33,6 +33,13 @@ interface SpreadResult {
   acceptedPerS: number;
   joinsPerS: number;
   sellS: number;
+  /** Cores during pass 1: the daemon, Redis, the load generator, the rest (Postgres, mostly). */
+  cpu: Record<string, number>;
+  /** Orders per second since the first join (`s: n`), and items by the second their last order came. */
+  timeline: string;
+  lastOrders: string;
+  /** How the tickets ended (the outcome ledger, a few seconds after the lines drained). */
+  ends: string;
   checks: Check[];
 }
 
@@ -89,6 +96,15 @@ async function saleOver(ctx: BenchContext, k: number): Promise<SpreadResult> {
       const over = await sql<{ item_id: string; n: number }[]>`
         select item_id, count(*)::int as n from orders where item_id like 'sale-%' group by item_id having count(*) > ${per}`;
       const sellS = o.last ? (o.last.getTime() - pass1.startedAtMs) / 1000 : NaN;
+      await sleep(3000); // the outcome ledger writes in the background
+      const ends = await sql<{ status: string; reason: string | null; admitted: boolean; n: number }[]>`
+        select status, reason, admitted_at is not null as admitted, count(*)::int as n from ticket_outcomes where item_id like 'sale-%' group by 1, 2, 3 order by 4 desc`;
+      const perSecond = await sql<{ s: number; n: number }[]>`
+        select floor(extract(epoch from created_at) - ${pass1.startedAtMs / 1000})::int as s, count(*)::int as n
+        from orders where item_id like 'sale-%' group by 1 order by 1`;
+      const soldOut = await sql<{ s: number; n: number }[]>`
+        select floor(extract(epoch from last) - ${pass1.startedAtMs / 1000})::int as s, count(*)::int as n
+        from (select max(created_at) as last from orders where item_id like 'sale-%' group by item_id) x group by 1 order by 1`;
       const accepted = pass1.status['202'] ?? 0;
       const r: SpreadResult = {
         k,
@@ -97,6 +113,10 @@ async function saleOver(ctx: BenchContext, k: number): Promise<SpreadResult> {
         acceptedPerS: accepted / pass1.durationS,
         joinsPerS: (pass1.requests + pass2.requests) / (pass1.durationS + pass2.durationS),
         sellS,
+        cpu: pass1.cpu,
+        timeline: perSecond.map((x) => `${x.s}: ${x.n}`).join(', '),
+        lastOrders: soldOut.map((x) => `${x.s}: ${x.n}`).join(', '),
+        ends: ends.map((e) => `${e.status}${e.reason ? ` (${e.reason})` : ''}${e.admitted ? ', admitted' : ''}: ${fmtInt(e.n)}`).join('; '),
         checks: [
           { name: `${k} item(s): units sold`, value: fmtInt(o.n), expected: fmtInt(per * k), ok: o.n === per * k },
           { name: `${k} item(s): buyers with more than one order`, value: fmtInt(o.n - o.users), expected: '0', ok: o.n === o.users },
@@ -125,14 +145,19 @@ export async function spreadScenario(ctx: BenchContext): Promise<ScenarioOutput>
     one ? (r.ordersPerS / one.ordersPerS).toFixed(2) : '',
     fmtInt(r.acceptedPerS),
     fmtInt(r.joinsPerS),
+    cpuCell(r),
   ]);
   const last = results.at(-1);
   const markdown = [
     `### One flash sale, its stock spread over 1 to ${Math.max(...SPREADS)} items`,
     '',
-    mdTable(['items', 'units each', 'orders', 'first join → last order (s)', 'orders/s', '÷ 1 item', 'new tickets/s (202s, pass 1)', 'joins/s (both passes)'], rows),
+    mdTable(['items', 'units each', 'orders', 'first join → last order (s)', 'orders/s', '÷ 1 item', 'new tickets/s (202s, pass 1)', 'joins/s (both passes)', 'cores in pass 1: daemon / Redis / load generator / other'], rows),
     '',
     one && last && last.k !== 1 ? `Orders/s with ${last.k} items ÷ with 1 item: **${(last.ordersPerS / one.ordersPerS).toFixed(2)}** (target ≥ 0.8).` : '',
+    '',
+    'Orders per second since the first join (second: orders), and items by the second their last order was made:',
+    '',
+    mdTable(['items', 'orders per second', 'items whose last order came in that second', 'how the tickets ended'], results.map((r) => [String(r.k), r.timeline, r.lastOrders, r.ends])),
     '',
     checkTable(results.flatMap((r) => r.checks)),
     '',
