@@ -38,6 +38,8 @@ interface SpreadResult {
   /** Orders per second since the first join (`s: n`), and items by the second their last order came. */
   timeline: string;
   lastOrders: string;
+  /** When the first ticket was admitted and sold, and admission → sale for the orders. */
+  lag: string;
   /** How the tickets ended (the outcome ledger, a few seconds after the lines drained). */
   ends: string;
   checks: Check[];
@@ -97,6 +99,12 @@ async function saleOver(ctx: BenchContext, k: number): Promise<SpreadResult> {
         select item_id, count(*)::int as n from orders where item_id like 'sale-%' group by item_id having count(*) > ${per}`;
       const sellS = o.last ? (o.last.getTime() - pass1.startedAtMs) / 1000 : NaN;
       await sleep(3000); // the outcome ledger writes in the background
+      const [lag] = await sql<{ first_adm: number | null; first_end: number | null; p50: number | null; p99: number | null }[]>`
+        select extract(epoch from min(admitted_at))::float8 * 1000 - ${pass1.startedAtMs} as first_adm,
+          extract(epoch from min(finished_at))::float8 * 1000 - ${pass1.startedAtMs} as first_end,
+          percentile_cont(0.5) within group (order by extract(epoch from finished_at - admitted_at) * 1000) as p50,
+          percentile_cont(0.99) within group (order by extract(epoch from finished_at - admitted_at) * 1000) as p99
+        from ticket_outcomes where item_id like 'sale-%' and status = 'succeeded'`;
       const ends = await sql<{ status: string; reason: string | null; admitted: boolean; n: number }[]>`
         select status, reason, admitted_at is not null as admitted, count(*)::int as n from ticket_outcomes where item_id like 'sale-%' group by 1, 2, 3 order by 4 desc`;
       const perSecond = await sql<{ s: number; n: number }[]>`
@@ -116,6 +124,7 @@ async function saleOver(ctx: BenchContext, k: number): Promise<SpreadResult> {
         cpu: pass1.cpu,
         timeline: perSecond.map((x) => `${x.s}: ${x.n}`).join(', '),
         lastOrders: soldOut.map((x) => `${x.s}: ${x.n}`).join(', '),
+        lag: lag.first_adm === null ? '' : `first admitted ${(lag.first_adm / 1000).toFixed(2)} s, first sold ${(lag.first_end! / 1000).toFixed(2)} s after the first join; admitted → sold p50 ${lag.p50!.toFixed(0)} ms, p99 ${lag.p99!.toFixed(0)} ms`,
         ends: ends.map((e) => `${e.status}${e.reason ? ` (${e.reason})` : ''}${e.admitted ? ', admitted' : ''}: ${fmtInt(e.n)}`).join('; '),
         checks: [
           { name: `${k} item(s): units sold`, value: fmtInt(o.n), expected: fmtInt(per * k), ok: o.n === per * k },
@@ -157,7 +166,7 @@ export async function spreadScenario(ctx: BenchContext): Promise<ScenarioOutput>
     '',
     'Orders per second since the first join (second: orders), and items by the second their last order was made:',
     '',
-    mdTable(['items', 'orders per second', 'items whose last order came in that second', 'how the tickets ended'], results.map((r) => [String(r.k), r.timeline, r.lastOrders, r.ends])),
+    mdTable(['items', 'orders per second', 'items whose last order came in that second', 'admission → sale', 'how the tickets ended'], results.map((r) => [String(r.k), r.timeline, r.lastOrders, r.lag, r.ends])),
     '',
     checkTable(results.flatMap((r) => r.checks)),
     '',
