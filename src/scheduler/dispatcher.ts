@@ -1,6 +1,7 @@
 import type { Clock } from '../kernel/clock.js';
 import type { Logger } from '../kernel/logger.js';
 import type { Line } from '../queue/line.js';
+import type { AdmittedTicket } from '../queue/types.js';
 import type { JobQueues } from '../service/jobs.js';
 import type { HandlerRegistry } from '../service/registry.js';
 
@@ -52,36 +53,49 @@ export function startDispatcher(
   /** A wake that came while no one was waiting (during a round or the 5 ms pause). */
   let pending = false;
 
-  async function roundFor(itemId: string): Promise<number> {
+  /** What a round admitted for one item, to be queued with the round's other tickets of its handler. */
+  type Admitted = { handler: string; itemId: string; tickets: AdmittedTicket[]; deadlineMs: number };
+
+  async function roundFor(itemId: string): Promise<Admitted | null> {
     const item = await queue.items.item(itemId);
     const spec = item && handlers.get(item.snap.def.handler);
-    if (!item) return 0;
+    if (!item) return null;
     // A line with tickets in it keeps its item among the active ones (items.activeItemIds).
     if (item.snap.counts.waiting > 0 || item.snap.counts.admitted > 0) queue.items.keepActive(itemId);
     // The window ended: waiting tickets end `closed` (for external items too, which nobody may pull).
     const { closesAt } = item.snap.def;
     if (closesAt !== null && clock.now() >= closesAt && !item.snap.closed) {
       await queue.definitions.cut(itemId, 'closed', 'closed');
-      return 0;
+      return null;
     }
-    if (!spec?.handle || spec.external) return 0;
+    if (!spec?.handle || spec.external) return null;
     // While the store its handler sells through is unreachable (Postgres, for seckill and coupon:
     // LineDeps.storeAway), the item admits nobody: tickets wait in line (and keep their places, and
     // read `paused`) instead of failing; admissions resume when it answers again.
-    if (item.storeAway()) return 0;
-    if (item.snap.counts.waiting === 0 && !busy.has(itemId) && !hinted.delete(itemId)) return 0;
+    if (item.storeAway()) return null;
+    if (item.snap.counts.waiting === 0 && !busy.has(itemId) && !hinted.delete(itemId)) return null;
     const cap = spec.selfLimited ? (deps.selfLimitedCap?.(spec.selfLimited.maxInFlight) ?? spec.selfLimited.maxInFlight) : opts.autoCap;
     const got = await queue.admissions.admit(itemId, opts.batch, opts.dispatchLeaseMs, cap);
     if (!got.length) {
       busy.delete(itemId);
-      return 0;
+      return null;
     }
     busy.add(itemId);
     deps.onAdmitted?.(itemId, got.length);
-    await jobs.dispatch(spec.name, itemId, got);
-    const deadline = spec.deadlineMs?.(item.snap.def.config) ?? 10_000;
-    await queue.admissions.extendLeases(itemId, got.map((t) => ({ seq: t.seq, leaseId: t.leaseId })), clock.now() + jobs.leaseMs(deadline));
-    return got.length;
+    return { handler: spec.name, itemId, tickets: got, deadlineMs: spec.deadlineMs?.(item.snap.def.config) ?? 10_000 };
+  }
+
+  /**
+   * Queues a round's admissions: one job per handler for all its items (up to the batch), then
+   * each item's leases extended to cover the job's life. A job per item made a sale spread over
+   * many items queue many small jobs a round (service/jobs.ts says what that cost).
+   */
+  async function dispatchRound(admitted: Admitted[]): Promise<number> {
+    const byHandler = new Map<string, Admitted[]>();
+    for (const a of admitted) byHandler.set(a.handler, [...(byHandler.get(a.handler) ?? []), a]);
+    await Promise.all([...byHandler].map(([handler, list]) => jobs.dispatch(handler, list)));
+    await Promise.all(admitted.map((a) => queue.admissions.extendLeases(a.itemId, a.tickets.map((t) => ({ seq: t.seq, leaseId: t.leaseId })), clock.now() + jobs.leaseMs(a.deadlineMs))));
+    return admitted.reduce((n, a) => n + a.tickets.length, 0);
   }
 
   const done = (async () => {
@@ -94,7 +108,12 @@ export function startDispatcher(
           ids = await queue.items.activeItemIds();
           idsAt = clock.now();
         }
-        admitted = (await Promise.all(ids.map(roundFor))).reduce((a, b) => a + b, 0);
+        // One item's failure (its admit call timed out, say) must not hold the others' tickets:
+        // what was admitted is queued, then the failure is reported.
+        const rounds = await Promise.allSettled(ids.map(roundFor));
+        admitted = await dispatchRound(rounds.flatMap((r) => (r.status === 'fulfilled' && r.value ? [r.value] : [])));
+        const failed = rounds.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+        if (failed) throw failed.reason;
         if (failing) log.info('dispatcher recovered');
         failing = false;
       } catch (err) {

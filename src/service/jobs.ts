@@ -4,13 +4,17 @@ import type { RedisLike } from '../redis/client.js';
 import type { AdmittedTicket } from '../queue/types.js';
 
 /**
- * BullMQ behind one door: one job queue per handler (items share it). A job carries a batch of
- * tickets of one item admitted together (up to `batch`): BullMQ's per-job cost (an add, a move to
- * active, a move to finished, lock renewals: several Redis scripts and a few hundred µs of this
- * process) is paid once per batch instead of once per ticket, which is what bounded a flash sale
- * at ~1,000 orders/s. The job id is the first ticket's lease id, which is unique to that admission,
- * so dispatching the same admission twice adds nothing. Completed and failed jobs are removed at
- * once: the tickets themselves keep the outcomes. Event streams are capped short.
+ * BullMQ behind one door: one job queue per handler (items share it). A job carries the tickets a
+ * dispatcher round admitted for that handler, grouped by item, up to `batch` tickets: BullMQ's
+ * per-job cost (an add, a move to active, a move to finished, lock renewals: several Redis scripts
+ * and a few hundred µs of this process) is paid once per batch instead of once per ticket, which is
+ * what bounded a flash sale at ~1,000 orders/s — and once per round rather than once per item:
+ * with a job per item, a sale spread over 10 items queued ten small jobs a round, and BullMQ's
+ * worker, which fetches jobs one by one until it holds `concurrency` of them before it runs any
+ * while more keep coming, started none for 2.1 s. The job id is the first ticket's lease id, which
+ * is unique to that admission, so dispatching the same admission twice adds nothing. Completed
+ * and failed jobs are removed at once: the tickets themselves keep the outcomes. Event streams are
+ * capped short.
  */
 export interface JobTicket {
   ticketId: string;
@@ -20,11 +24,29 @@ export interface JobTicket {
   leaseId: string;
 }
 
+/** One item's tickets in a job. */
+export interface JobGroup {
+  itemId: string;
+  tickets: JobTicket[];
+}
+
 export interface TicketJob {
+  handler: string;
+  groups: JobGroup[];
+}
+
+/** A job as an earlier version queued it: one item's tickets (still read, for a rolling upgrade). */
+export interface OneItemJob {
   itemId: string;
   handler: string;
   tickets: JobTicket[];
 }
+
+/** A job's tickets by item, whichever shape it was queued in. */
+/** What a worker may find in the queue. */
+export type QueuedJob = TicketJob | OneItemJob;
+
+export const jobGroups = (d: QueuedJob): JobGroup[] => ('groups' in d ? d.groups : [{ itemId: d.itemId, tickets: d.tickets }]);
 
 export interface JobOptions {
   /** BullMQ key prefix (holds a hash tag so a Redis Cluster keeps each queue on one slot). */
@@ -82,22 +104,33 @@ export function createJobQueues(connection: RedisLike, opts: JobOptions) {
   const leaseMs = (deadlineMs: number) => jobLeaseMs(deadlineMs, opts.backoffMs * 2 ** Math.max(0, opts.attempts - 2));
   return {
     leaseMs,
-    /** Queues tickets of one item admitted together, in jobs of up to `batch` tickets. */
-    async dispatch(handler: string, itemId: string, admitted: AdmittedTicket[]) {
-      const jobs = [];
-      for (let i = 0; i < admitted.length; i += opts.batch) {
-        const chunk = admitted.slice(i, i + opts.batch);
-        const tickets = chunk.map((t): JobTicket => ({ ticketId: t.ticketId, seq: t.seq, userId: t.userId, payload: t.payload, leaseId: t.leaseId }));
-        const data: TicketJob = { itemId, handler, tickets };
-        jobs.push({ name: 'tickets', data, opts: { jobId: `b-${chunk[0].leaseId}` } });
+    /** Queues the tickets a round admitted for one handler, by item, in jobs of up to `batch` tickets. */
+    async dispatch(handler: string, admitted: { itemId: string; tickets: AdmittedTicket[] }[]) {
+      const jobs: { name: string; data: TicketJob; opts: { jobId: string } }[] = [];
+      let groups: JobGroup[] = [];
+      let n = 0;
+      const close = () => {
+        if (n) jobs.push({ name: 'tickets', data: { handler, groups }, opts: { jobId: `b-${groups[0].tickets[0].leaseId}` } });
+        groups = [];
+        n = 0;
+      };
+      for (const { itemId, tickets } of admitted) {
+        for (let i = 0; i < tickets.length; ) {
+          const chunk = tickets.slice(i, i + opts.batch - n);
+          groups.push({ itemId, tickets: chunk.map((t): JobTicket => ({ ticketId: t.ticketId, seq: t.seq, userId: t.userId, payload: t.payload, leaseId: t.leaseId })) });
+          n += chunk.length;
+          i += chunk.length;
+          if (n >= opts.batch) close();
+        }
       }
+      close();
       if (jobs.length) await queueFor(handler).addBulk(jobs);
     },
     /** Starts a worker for each handler; `run` settles the ticket itself. */
-    workers(handlers: string[], connection: RedisLike, run: (job: Job<TicketJob>) => Promise<void>) {
+    workers(handlers: string[], connection: RedisLike, run: (job: Job<QueuedJob>) => Promise<void>) {
       return handlers.map(
         (h) =>
-          new Worker<TicketJob>(queueName(h), run, {
+          new Worker<QueuedJob>(queueName(h), run, {
             connection,
             prefix: jobQueuePrefix(opts.prefix, queueName(h)),
             concurrency: opts.concurrency,

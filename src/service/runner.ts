@@ -3,7 +3,7 @@ import type { Logger } from '../kernel/logger.js';
 import type { SettleInput } from '../queue/line.js';
 import type { CachedItem } from '../queue/item-cache.js';
 import { DropError, RequeueError, type HandlerContext, type HandlerOutcome, type HandlerSpec } from './handler.js';
-import type { JobTicket, TicketJob } from './jobs.js';
+import { jobGroups, type JobGroup, type JobTicket, type QueuedJob } from './jobs.js';
 import type { HandlerRegistry } from './registry.js';
 
 /** One call of a handler, as the gate sees it: how long the downstream took, and whether it dropped. */
@@ -42,12 +42,13 @@ export interface RunnerDeps {
 class RetryLater extends Error {}
 
 /**
- * Runs one job: the item's handler for each of its tickets, concurrently, under one deadline,
- * each ticket settled as soon as its outcome is known (settles of many tickets are coalesced into
- * one Redis call). A ticket that dropped or faulted while attempts remain is kept in the job, the
- * others are taken out of it, and the job is thrown back so BullMQ retries it with backoff (the
- * ticket stays admitted and keeps its in-flight slot meanwhile); after the last attempt the ticket
- * ends `failed`. Settling uses the owner override: the job, not a lease, owns its tickets.
+ * Runs one job: for each item in it, the item's handler for each of its tickets, concurrently,
+ * under the item's deadline, each ticket settled as soon as its outcome is known (settles of many
+ * tickets are coalesced into one Redis call). A ticket that dropped or faulted while attempts
+ * remain is kept in the job, the others are taken out of it, and the job is thrown back so BullMQ
+ * retries it with backoff (the ticket stays admitted and keeps its in-flight slot meanwhile);
+ * after the last attempt the ticket ends `failed`. Settling uses the owner override: the job, not
+ * a lease, owns its tickets.
  */
 export function createRunner(deps: RunnerDeps) {
   const { log } = deps;
@@ -61,72 +62,89 @@ export function createRunner(deps: RunnerDeps) {
   }
 
   /** Runs the handler for one ticket; returns false when the ticket should be retried. */
-  async function runTicket(spec: HandlerSpec, d: TicketJob, t: JobTicket, config: Record<string, unknown>, attempt: number, ctx: HandlerContext): Promise<boolean> {
+  async function runTicket(spec: HandlerSpec, itemId: string, t: JobTicket, config: Record<string, unknown>, attempt: number, ctx: HandlerContext): Promise<boolean> {
     const started = performance.now();
     const startedAt = deps.now();
     let outcome: HandlerOutcome;
     try {
-      outcome = await spec.handle!({ ticketId: t.ticketId, itemId: d.itemId, seq: t.seq, userId: t.userId, payload: t.payload, config, attempt }, ctx);
-      deps.onSample({ itemId: d.itemId, startedAt, latencyMs: performance.now() - started, result: outcome.status === 'succeeded' ? 'ok' : 'rejected' });
+      outcome = await spec.handle!({ ticketId: t.ticketId, itemId, seq: t.seq, userId: t.userId, payload: t.payload, config, attempt }, ctx);
+      deps.onSample({ itemId: itemId, startedAt, latencyMs: performance.now() - started, result: outcome.status === 'succeeded' ? 'ok' : 'rejected' });
     } catch (err) {
       if (err instanceof RequeueError) {
         // Undecidable now (Postgres unreachable, units held by tickets in flight): back to the head.
-        log.debug({ itemId: d.itemId, seq: t.seq, reason: err.reason }, 'ticket requeued');
-        await settle(d.itemId, t, { status: 'failed', reason: err.reason, retry: true });
+        log.debug({ itemId: itemId, seq: t.seq, reason: err.reason }, 'ticket requeued');
+        await settle(itemId, t, { status: 'failed', reason: err.reason, retry: true });
         return true;
       }
       const drop = err instanceof DropError;
-      deps.onSample({ itemId: d.itemId, startedAt, latencyMs: performance.now() - started, result: drop ? 'drop' : 'error' });
+      deps.onSample({ itemId: itemId, startedAt, latencyMs: performance.now() - started, result: drop ? 'drop' : 'error' });
       const permanent = (err as { permanent?: boolean }).permanent === true;
       if (!permanent && attempt < deps.attempts) {
-        log.debug({ itemId: d.itemId, seq: t.seq, attempt, err: String(err) }, 'handler attempt failed; retrying');
+        log.debug({ itemId: itemId, seq: t.seq, attempt, err: String(err) }, 'handler attempt failed; retrying');
         return false;
       }
-      log.warn({ itemId: d.itemId, seq: t.seq, attempt, err: String(err) }, 'handler failed');
-      await settle(d.itemId, t, { status: 'failed', reason: drop ? (err as DropError).reason : permanent ? (err as Error).message : 'handler_error' });
+      log.warn({ itemId: itemId, seq: t.seq, attempt, err: String(err) }, 'handler failed');
+      await settle(itemId, t, { status: 'failed', reason: drop ? (err as DropError).reason : permanent ? (err as Error).message : 'handler_error' });
       return true;
     }
-    await settle(d.itemId, t, outcome.status === 'succeeded' ? { status: 'succeeded', result: outcome.result } : { status: 'rejected', reason: outcome.reason, result: outcome.result });
+    await settle(itemId, t, outcome.status === 'succeeded' ? { status: 'succeeded', result: outcome.result } : { status: 'rejected', reason: outcome.reason, result: outcome.result });
     return true;
   }
 
-  return async function run(job: Job<TicketJob>): Promise<void> {
-    const d = job.data;
-    const item = await deps.item(d.itemId);
-    const spec = deps.handlers.get(d.handler);
-    if (!item) return log.warn({ itemId: d.itemId, tickets: d.tickets.length }, 'job for an item that no longer exists');
+  /** One item's tickets of a job: those to retry, and the fault to report if one faulted. */
+  async function runGroup(spec: HandlerSpec | undefined, g: JobGroup, attempt: number): Promise<{ again: JobTicket[]; fault?: unknown }> {
+    const { itemId, tickets } = g;
+    const item = await deps.item(itemId);
+    if (!item) {
+      log.warn({ itemId, tickets: tickets.length }, 'job for an item that no longer exists');
+      return { again: [] };
+    }
     if (!spec?.handle) {
-      await Promise.all(d.tickets.map((t) => settle(d.itemId, t, { status: 'failed', reason: 'no_handler' })));
-      return;
+      await Promise.all(tickets.map((t) => settle(itemId, t, { status: 'failed', reason: 'no_handler' })));
+      return { again: [] };
     }
     const config = item.snap.def.config;
     const deadlineMs = spec.deadlineMs?.(config) ?? 10_000;
-    const attempt = job.attemptsMade + 1;
     const ac = new AbortController();
     const timer = setTimeout(() => ac.abort(), deadlineMs);
     // The tickets' leases live as long as this process runs the job (jobs.ts, RUN_LEASE_MS); a
     // renewal that fails (Redis unreachable) is harmless: the lease runs out and the ticket is
     // offered again. None still ours: a job of a dead daemon that BullMQ handed over after its
     // tickets had come back to the line and been admitted again; they run in their new job.
-    const held = await deps.renew(d.itemId, d.tickets, deps.now() + deps.runLeaseMs).catch(() => null);
-    if (held === 0) return log.info({ itemId: d.itemId, tickets: d.tickets.length }, 'job skipped: its tickets were offered again');
-    const renew = () => void deps.renew(d.itemId, d.tickets, deps.now() + deps.runLeaseMs).catch(() => {});
+    const held = await deps.renew(itemId, tickets, deps.now() + deps.runLeaseMs).catch(() => null);
+    if (held === 0) {
+      clearTimeout(timer);
+      log.info({ itemId, tickets: tickets.length }, 'job skipped: its tickets were offered again');
+      return { again: [] };
+    }
+    const renew = () => void deps.renew(itemId, tickets, deps.now() + deps.runLeaseMs).catch(() => {});
     const renewal = setInterval(renew, deps.runLeaseMs / 3);
-    const ctx: HandlerContext = { signal: ac.signal, deadlineMs, log: log.child({ itemId: d.itemId }), ...deps.context(d.itemId) };
+    const ctx: HandlerContext = { signal: ac.signal, deadlineMs, log: log.child({ itemId }), ...deps.context(itemId) };
     let results: PromiseSettledResult<boolean>[];
     try {
-      results = await Promise.allSettled(d.tickets.map((t) => runTicket(spec, d, t, config, attempt, ctx)));
+      results = await Promise.allSettled(tickets.map((t) => runTicket(spec, itemId, t, config, attempt, ctx)));
     } finally {
       clearTimeout(timer);
       clearInterval(renewal);
     }
     // A ticket whose settle failed (Redis unreachable) is retried like one that dropped.
-    const again = d.tickets.filter((_, i) => results[i].status === 'rejected' || !(results[i] as PromiseFulfilledResult<boolean>).value);
-    if (!again.length) return;
+    const again = tickets.filter((_, i) => results[i].status === 'rejected' || !(results[i] as PromiseFulfilledResult<boolean>).value);
+    if (!again.length) return { again };
     // Waiting out the backoff, the job is BullMQ's, not this process's: the long lease again.
-    await deps.renew(d.itemId, again, deps.now() + deps.leaseMs(deadlineMs)).catch(() => {});
+    await deps.renew(itemId, again, deps.now() + deps.leaseMs(deadlineMs)).catch(() => {});
     const fault = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (again.length < d.tickets.length) await job.updateData({ ...d, tickets: again });
-    throw fault ? fault.reason : new RetryLater(`${again.length} of ${d.tickets.length} tickets to retry`);
+    return { again, fault: fault?.reason };
+  }
+
+  return async function run(job: Job<QueuedJob>): Promise<void> {
+    const groups = jobGroups(job.data);
+    const spec = deps.handlers.get(job.data.handler);
+    const outs = await Promise.all(groups.map((g) => runGroup(spec, g, job.attemptsMade + 1)));
+    const again = groups.map((g, i) => ({ itemId: g.itemId, tickets: outs[i].again })).filter((g) => g.tickets.length);
+    if (!again.length) return;
+    const count = (gs: JobGroup[]) => gs.reduce((n, g) => n + g.tickets.length, 0);
+    if (count(again) < count(groups)) await job.updateData({ handler: job.data.handler, groups: again });
+    const fault = outs.find((o) => o.fault !== undefined);
+    throw fault ? fault.fault : new RetryLater(`${count(again)} of ${count(groups)} tickets to retry`);
   };
 }

@@ -1,0 +1,44 @@
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import { afterAll, describe, expect, it } from 'vitest';
+import { jobQueuePrefix } from '../src/redis/keys.js';
+import { createJobQueues, jobGroups, queueName, type TicketJob } from '../src/service/jobs.js';
+import type { AdmittedTicket } from '../src/queue/types.js';
+import { redisUrl, testRedis } from './support/redis.js';
+
+const t = testRedis();
+const conn = new Redis(redisUrl(), { maxRetriesPerRequest: null });
+afterAll(() => conn.disconnect());
+
+const admitted = (item: string, n: number): AdmittedTicket[] =>
+  Array.from({ length: n }, (_, i) => ({ ticketId: `${item}.${i + 1}`, seq: i + 1, userId: `u${i}`, payload: null, leaseId: `${item}-l${i + 1}` }) as AdmittedTicket);
+
+describe('job queues', () => {
+  it("queue a round's tickets of one handler in jobs of up to `batch` tickets, grouped by item, in admission order", async () => {
+    const prefix = t.newPrefix();
+    const jobs = createJobQueues(conn, { prefix, attempts: 3, backoffMs: 100, concurrency: 4, lockDurationMs: 10_000, stalledIntervalMs: 5000, batch: 4 });
+    await jobs.dispatch('seckill', [
+      { itemId: 'a', tickets: admitted('a', 3) },
+      { itemId: 'b', tickets: admitted('b', 2) },
+      { itemId: 'c', tickets: admitted('c', 4) },
+    ]);
+    const q = new Queue<TicketJob>(queueName('seckill'), { connection: conn, prefix: jobQueuePrefix(prefix, queueName('seckill')) });
+    const queued = (await q.getJobs(['waiting'])).sort((x, y) => x.timestamp - y.timestamp || (x.id! < y.id! ? -1 : 1));
+    const shape = (d: TicketJob) => d.groups.map((g) => `${g.itemId}:${g.tickets.map((k) => k.seq).join(',')}`).join(' ');
+    // 9 tickets, 4 a job: three jobs (not one per item), an item split where a job fills up.
+    expect(queued.map((j) => shape(j.data)).sort()).toEqual(['a:1,2,3 b:1', 'b:2 c:1,2,3', 'c:4'].sort());
+    // The job id is its first ticket's lease id: the same admission queued twice adds nothing.
+    expect(queued.map((j) => j.id).sort()).toEqual(['b-a-l1', 'b-b-l2', 'b-c-l4']);
+    await jobs.dispatch('seckill', [{ itemId: 'a', tickets: admitted('a', 3) }, { itemId: 'b', tickets: admitted('b', 1) }]);
+    expect(await q.getJobCounts('waiting')).toEqual({ waiting: 3 });
+    await q.obliterate({ force: true });
+    await q.close();
+    await jobs.close();
+  });
+
+  it("read a job an earlier version queued (one item's tickets) as one group", () => {
+    const tickets = admitted('x', 2).map(({ ticketId, seq, userId, payload, leaseId }) => ({ ticketId, seq, userId, payload, leaseId }));
+    expect(jobGroups({ itemId: 'x', handler: 'seckill', tickets })).toEqual([{ itemId: 'x', tickets }]);
+    expect(jobGroups({ handler: 'seckill', groups: [{ itemId: 'x', tickets }] })).toEqual([{ itemId: 'x', tickets }]);
+  });
+});
