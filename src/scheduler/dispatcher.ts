@@ -92,7 +92,11 @@ export function startDispatcher(
    */
   async function dispatchRound(admitted: Admitted[]): Promise<number> {
     const byHandler = new Map<string, Admitted[]>();
-    for (const a of admitted) byHandler.set(a.handler, [...(byHandler.get(a.handler) ?? []), a]);
+    for (const a of admitted) {
+      const list = byHandler.get(a.handler);
+      if (list) list.push(a);
+      else byHandler.set(a.handler, [a]);
+    }
     await Promise.all([...byHandler].map(([handler, list]) => jobs.dispatch(handler, list)));
     await Promise.all(admitted.map((a) => queue.admissions.extendLeases(a.itemId, a.tickets.map((t) => ({ seq: t.seq, leaseId: t.leaseId })), clock.now() + jobs.leaseMs(a.deadlineMs))));
     return admitted.reduce((n, a) => n + a.tickets.length, 0);

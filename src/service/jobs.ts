@@ -42,10 +42,10 @@ export interface OneItemJob {
   tickets: JobTicket[];
 }
 
-/** A job's tickets by item, whichever shape it was queued in. */
 /** What a worker may find in the queue. */
 export type QueuedJob = TicketJob | OneItemJob;
 
+/** A job's tickets by item, whichever shape it was queued in. */
 export const jobGroups = (d: QueuedJob): JobGroup[] => ('groups' in d ? d.groups : [{ itemId: d.itemId, tickets: d.tickets }]);
 
 export interface JobOptions {

@@ -68,22 +68,22 @@ export function createRunner(deps: RunnerDeps) {
     let outcome: HandlerOutcome;
     try {
       outcome = await spec.handle!({ ticketId: t.ticketId, itemId, seq: t.seq, userId: t.userId, payload: t.payload, config, attempt }, ctx);
-      deps.onSample({ itemId: itemId, startedAt, latencyMs: performance.now() - started, result: outcome.status === 'succeeded' ? 'ok' : 'rejected' });
+      deps.onSample({ itemId, startedAt, latencyMs: performance.now() - started, result: outcome.status === 'succeeded' ? 'ok' : 'rejected' });
     } catch (err) {
       if (err instanceof RequeueError) {
         // Undecidable now (Postgres unreachable, units held by tickets in flight): back to the head.
-        log.debug({ itemId: itemId, seq: t.seq, reason: err.reason }, 'ticket requeued');
+        log.debug({ itemId, seq: t.seq, reason: err.reason }, 'ticket requeued');
         await settle(itemId, t, { status: 'failed', reason: err.reason, retry: true });
         return true;
       }
       const drop = err instanceof DropError;
-      deps.onSample({ itemId: itemId, startedAt, latencyMs: performance.now() - started, result: drop ? 'drop' : 'error' });
+      deps.onSample({ itemId, startedAt, latencyMs: performance.now() - started, result: drop ? 'drop' : 'error' });
       const permanent = (err as { permanent?: boolean }).permanent === true;
       if (!permanent && attempt < deps.attempts) {
-        log.debug({ itemId: itemId, seq: t.seq, attempt, err: String(err) }, 'handler attempt failed; retrying');
+        log.debug({ itemId, seq: t.seq, attempt, err: String(err) }, 'handler attempt failed; retrying');
         return false;
       }
-      log.warn({ itemId: itemId, seq: t.seq, attempt, err: String(err) }, 'handler failed');
+      log.warn({ itemId, seq: t.seq, attempt, err: String(err) }, 'handler failed');
       await settle(itemId, t, { status: 'failed', reason: drop ? (err as DropError).reason : permanent ? (err as Error).message : 'handler_error' });
       return true;
     }
@@ -105,18 +105,17 @@ export function createRunner(deps: RunnerDeps) {
     }
     const config = item.snap.def.config;
     const deadlineMs = spec.deadlineMs?.(config) ?? 10_000;
-    const ac = new AbortController();
-    const timer = setTimeout(() => ac.abort(), deadlineMs);
     // The tickets' leases live as long as this process runs the job (jobs.ts, RUN_LEASE_MS); a
     // renewal that fails (Redis unreachable) is harmless: the lease runs out and the ticket is
     // offered again. None still ours: a job of a dead daemon that BullMQ handed over after its
     // tickets had come back to the line and been admitted again; they run in their new job.
     const held = await deps.renew(itemId, tickets, deps.now() + deps.runLeaseMs).catch(() => null);
     if (held === 0) {
-      clearTimeout(timer);
       log.info({ itemId, tickets: tickets.length }, 'job skipped: its tickets were offered again');
       return { again: [] };
     }
+    const ac = new AbortController();
+    const timer = setTimeout(() => ac.abort(), deadlineMs);
     const renew = () => void deps.renew(itemId, tickets, deps.now() + deps.runLeaseMs).catch(() => {});
     const renewal = setInterval(renew, deps.runLeaseMs / 3);
     const ctx: HandlerContext = { signal: ac.signal, deadlineMs, log: log.child({ itemId }), ...deps.context(itemId) };
