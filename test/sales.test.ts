@@ -14,7 +14,7 @@ const newItem = async (total: number) => {
 /** Ticket ids are unique across items (they name their item), as the daemon's are. */
 const order = (itemId: string, userId: string, t: string): SaleRequest => ({ itemId, userId, ticketRef: `${itemId}.${t}`, payload: { n: t } });
 
-describe('selling through Postgres (one function call per item per batch)', () => {
+describe('selling through Postgres (one function call per batch, each item decided in one statement)', () => {
   it('decides a batch in order: sold, already bought, sold out; a re-run ticket gets its own order back', async () => {
     const item = await newItem(3);
     const r1 = await writeSales(db.sql, 'orders', [order(item, 'u1', 't1'), order(item, 'u2', 't2'), order(item, 'u1', 't3'), order(item, 'u3', 't4'), order(item, 'u4', 't5')]);
@@ -84,6 +84,47 @@ describe('selling through Postgres (one function call per item per batch)', () =
     expect(r.map((x) => x.kind)).toEqual(['sold', 'refused', 'sold']);
     const rows = await db.sql`select user_id from coupon_claims where item_id = ${item} order by claim_id`;
     expect(rows.map((x) => x.user_id)).toEqual(['a', 'c']);
+  });
+
+  it('sells for many items in one call, each as if alone (its stock, its per-user limit, its order); a refused ticket on one item refuses only itself', async () => {
+    const [a, b, c] = [await newItem(2), await newItem(1), await newItem(5)];
+    const poisoned = { ...order(c, 'u2', 't2'), payload: { bad: '\u0000' } };
+    // Interleaved as a writer's batch is: the same user on two items gets both; a is sold out at its third.
+    const batch = [order(a, 'u1', 't1'), order(b, 'u1', 't1'), order(c, 'u1', 't1'), order(a, 'u2', 't2'), order(b, 'u2', 't2'), poisoned, order(a, 'u3', 't3'), order(c, 'u3', 't3'), order(a, 'u1', 't1')];
+    const r = await writeSales(db.sql, 'orders', batch);
+    expect(r.map((x) => x.kind)).toEqual(['sold', 'sold', 'sold', 'sold', 'sold_out', 'refused', 'sold_out', 'sold', 'sold']);
+    // The repeated ticket is answered with its own order, not a second one.
+    expect((r[8] as { id: string }).id).toBe((r[0] as { id: string }).id);
+    const rows = await db.sql`select item_id, user_id from orders where item_id in (${a}, ${b}, ${c}) order by order_id`;
+    expect(rows.map((x) => `${x.item_id}:${x.user_id}`).sort()).toEqual([`${a}:u1`, `${a}:u2`, `${b}:u1`, `${c}:u1`, `${c}:u3`].sort());
+    const stock = await db.sql`select item_id, sold from item_stock where item_id in (${a}, ${b}, ${c}) order by item_id`;
+    expect(Object.fromEntries(stock.map((x) => [x.item_id, x.sold]))).toEqual({ [a]: 2, [b]: 1, [c]: 2 });
+  });
+
+  it('locks the items of a call in id order, so two calls over the same items never deadlock', async () => {
+    const [lo, hi] = [await newItem(5), await newItem(5)].sort();
+    const holder = connectDb(db.url, { max: 1 });
+    const other = connectDb(db.url, { max: 1 });
+    try {
+      // The holder takes lo's stock lock; a call that names hi first must wait on lo holding nothing
+      // (in the order it was given, it would hold hi, and the holder's sale of hi would deadlock).
+      await holder.sql.begin(async (tx) => {
+        await tx`select floodgate_lock_stock(${lo})`;
+        const [{ pid }] = await other.sql`select pg_backend_pid() as pid`;
+        // The function itself, not writeSales: a deadlock must fail the test, not be retried item by item.
+        const waiting = other.sql<{ kind: string }[]>`select kind from floodgate_sell_orders_many(${[hi, lo]}::text[], ${['w', 'w']}::text[], ${[`${hi}.w1`, `${lo}.w1`]}::text[], ${[null, null]}::text[], null::bigint)`.then((rows) => [...rows]);
+        for (let blocked = false; !blocked; ) {
+          const [row] = await tx`select wait_event_type from pg_stat_activity where pid = ${pid}`;
+          blocked = row?.wait_event_type === 'Lock';
+        }
+        const mine = await writeSales(tx as unknown as typeof db.sql, 'orders', [order(hi, 'h', 'h1')]);
+        expect(mine.map((x) => x.kind)).toEqual(['sold']);
+        // Wrapped: a promise returned as it is would hold the commit it waits for.
+        return { waiting };
+      }).then(async ({ waiting }) => expect((await waiting).map((x) => x.kind)).toEqual(['sold', 'sold']));
+    } finally {
+      await Promise.all([holder.close(), other.close()]);
+    }
   });
 
   it('still fails the whole batch when the connection is gone', async () => {
