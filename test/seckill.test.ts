@@ -66,6 +66,8 @@ describe('seckill', () => {
     const winnerAgain = await call('POST', '/v1/items/sk1/tickets', { userId: won[0].userId }, SVC);
     expect(winnerAgain.status).toBe(200);
     expect(winnerAgain.body).toMatchObject({ ticketId: won[0].ticketId, state: 'succeeded' });
+    // Self-limited: no controller reads shared latency samples for it, so none were written.
+    expect(await redis.exists(itemKeys(prefix, 'sk1').samples)).toBe(0);
   });
 
   it('fails only the ticket whose order Postgres refuses, sells the others in its batch, and gives its unit back', async () => {
