@@ -92,6 +92,37 @@ describe('the line', () => {
     await expect(queue.tickets.join('a', 'u9', null)).rejects.toMatchObject({ code: 'closed' });
   });
 
+  it('reads an item again after a refused join only when its view did not already say why (sold out, closed)', async () => {
+    const clock = manualClock();
+    const prefix = t.newPrefix();
+    const queue = createLine({ redis: t.redis, prefix, clock, cacheMs: 60_000 });
+    const other = createLine({ redis: t.redis, prefix, clock, cacheMs: 60_000 }); // another daemon
+    let invalidated = 0;
+    const invalidate = queue.items.invalidate.bind(queue.items);
+    queue.items.invalidate = (itemId) => {
+      invalidated++;
+      invalidate(itemId);
+    };
+    await queue.definitions.define(def('a'), null, { reopen: false });
+    const held = (await queue.tickets.join('a', 'u1', null)).ticket;
+    await queue.admissions.admit('a', 1, 60_000); // admitted: a sold-out cut ends only waiting tickets
+    await queue.definitions.cut('a', 'sold_out');
+    expect((await queue.items.item('a'))?.snap.soldOut).toBe(true);
+    invalidated = 0;
+    for (let i = 0; i < 5; i++) await expect(queue.tickets.join('a', `late${i}`, null)).rejects.toMatchObject({ code: 'sold_out' });
+    // The holder still gets the ticket back (the join script decides), and nothing was read again.
+    expect((await queue.tickets.join('a', 'u1', null)).ticket.ticketId).toBe(held.ticketId);
+    expect(invalidated).toBe(0);
+
+    // Closed by another daemon while this view says open: the refusal says the view is old.
+    await queue.definitions.define(def('b'), null, { reopen: false });
+    expect((await queue.items.item('b'))?.snap.closed).toBe(false);
+    await other.definitions.cut('b', 'closed');
+    await expect(queue.tickets.join('b', 'u1', null)).rejects.toMatchObject({ code: 'closed' });
+    expect(invalidated).toBe(1);
+    expect((await queue.items.item('b'))?.snap.closed).toBe(true);
+  });
+
   it('answers 404 for a cached ticket id once its item was lost and created anew', async () => {
     const clock = manualClock();
     const prefix = t.newPrefix();

@@ -1,6 +1,6 @@
 import type { RedisLike } from '../redis/client.js';
 import type { Clock } from '../kernel/clock.js';
-import { fail } from '../kernel/errors.js';
+import { fail, FloodgateError } from '../kernel/errors.js';
 import { itemKeys } from '../redis/keys.js';
 import type { CachedItem } from './item-cache.js';
 import type { ItemDirectory } from './items.js';
@@ -67,6 +67,18 @@ export interface TicketsDeps {
  * A refusal that holds for every user, answered from the cache: the sale has not opened. (A full
  * line is decided by the join script, which first returns the ticket a user already holds.)
  */
+/**
+ * Whether the cached view already told what the join script refused for (the item is sold out or
+ * closed and the view says so): then the view is not stale and is not read again. Invalidating on
+ * every such refusal made each join to a sold-out item a refresh as well (~7,000 a second after a
+ * sale of 200 items, against ~800 while it ran).
+ */
+function foreseen(s: CachedItem['snap'], err: FloodgateError, now: number): boolean {
+  if (err.code === 'sold_out') return s.soldOut;
+  if (err.code === 'closed') return s.closed || (s.def.closesAt !== null && now >= s.def.closesAt);
+  return false;
+}
+
 function refuseFromCache(s: CachedItem['snap'], now: number) {
   if (s.def.opensAt !== null && now < s.def.opensAt - (s.def.preQueueFromMs ?? 0))
     fail('not_open', 'The sale has not opened yet.', { opensAt: new Date(s.def.opensAt).toISOString(), now: new Date(now).toISOString() });
@@ -81,8 +93,8 @@ export function createTickets(deps: TicketsDeps): Tickets {
   async function joinSplit(item: CachedItem, sub: { itemId: string; lines: number }, userId: string, payload: Record<string, unknown> | null, source: string | undefined) {
     const s = item.snap;
     const j = await deps.split.join(sub, userId, payload, source).catch((err: unknown) => {
-      // A refusal (closed, sold out) says the cached item view is old.
-      items.invalidate(sub.itemId);
+      // A refusal (closed, sold out) the view did not foresee says it is old.
+      if (!(err instanceof FloodgateError && foreseen(s, err, clock.now()))) items.invalidate(sub.itemId);
       throw err;
     });
     const rec = parseRecord(j.record, s.epoch);
@@ -125,7 +137,7 @@ export function createTickets(deps: TicketsDeps): Tickets {
       if (sub) return joinSplit(item, sub, userId, payload, source);
       const r = await deps.scripts.join(itemId, now, { userId, payload: payload ? JSON.stringify(payload) : '', source: source ?? '', defaultKeyQuota: deps.defaultKeyQuota ?? '' });
       if (r.kind === 'refused') {
-        if (r.itemChanged) items.invalidate(itemId);
+        if (r.itemChanged && !foreseen(s, r.error, now)) items.invalidate(itemId);
         throw r.error;
       }
       const { seq, record, served } = r;
