@@ -150,3 +150,45 @@ describe('stock at admission', () => {
     expect(await run(scripts.takeStock, 'st', now, {}, [3, 4])).toEqual([0, 1, 0]);
   });
 });
+
+describe('calls for many items in one', () => {
+  const def = (itemId: string) => ({ itemId, handler: 'external', config: {}, capacity: null, abandonAfterMs: null, opensAt: null, closesAt: null, rejoin: 'any' as const });
+
+  it("sends one turn's calls of a coalesced script as one call, answers each as its own call would, and fails only the item whose run failed", async () => {
+    const clock = manualClock();
+    const now = clock.now();
+    const prefix = t.newPrefix();
+    const line = createLine({ redis: t.redis, prefix, clock, cacheMs: 0 });
+    const items = ['m1', 'm2', 'm3', 'm4'];
+    for (const id of items) await line.definitions.define(def(id), null, { reopen: false });
+    // A connection of its own whose script calls are recorded by their KEYS count (an EVALSHA
+    // answered NOSCRIPT is sent again as EVAL: one logical call may be two commands).
+    const conn = t.redis.duplicate();
+    const numKeys: number[] = [];
+    const send = conn.sendCommand.bind(conn);
+    conn.sendCommand = ((command: { name: string; args: unknown[] }, ...rest: unknown[]) => {
+      if (command.name === 'evalsha' || command.name === 'eval') numKeys.push(Number(command.args[1]));
+      return send(command as never, ...(rest as []));
+    }) as typeof conn.sendCommand;
+    const { run } = createScriptRunner(conn, prefix);
+    for (const [i, id] of items.entries()) for (let u = 0; u <= i; u++) await run(scripts.join, id, now, { userId: `u${u}`, payload: '', source: '', defaultKeyQuota: '' });
+    numKeys.length = 0;
+    try {
+      const args = (max: number | string) => ({ max, leaseMs: 60_000, leasePrefix: 'p.', autoCap: '' });
+      // m3 is asked with a max Lua cannot compare: its run fails, the others' do not.
+      const replies = await Promise.allSettled(items.map((id) => run(scripts.admit, id, now, args(id === 'm3' ? 'x' : 10))));
+      expect(new Set(numKeys)).toEqual(new Set([items.length * scripts.admit.keys.length]));
+      expect(replies.map((r) => r.status)).toEqual(['fulfilled', 'fulfilled', 'rejected', 'fulfilled']);
+      expect((replies[2] as PromiseRejectedResult).reason.message).toMatch(/^admit-11: .*number expected, got nil/);
+      // Each item's reply is what its own call answers: its code, its count, its first ticket.
+      const counts = replies.map((r) => (r.status === 'fulfilled' ? (r.value as (string | number)[]).slice(0, 3) : null));
+      expect(counts).toEqual([[0, 1, 1], [0, 2, 1], null, [0, 4, 1]]);
+      // A call alone in its turn is sent as it is.
+      numKeys.length = 0;
+      expect(((await run(scripts.admit, 'm3', now, args(10))) as number[]).slice(0, 3)).toEqual([0, 3, 1]);
+      expect(new Set(numKeys)).toEqual(new Set([scripts.admit.keys.length]));
+    } finally {
+      conn.disconnect();
+    }
+  });
+});

@@ -7,7 +7,7 @@ import type { Cluster, Redis } from 'ioredis';
  */
 export type RedisLike = Redis | Cluster;
 
-const isCluster = (r: RedisLike): r is Cluster => 'isCluster' in r && r.isCluster === true;
+export const isCluster = (r: RedisLike): r is Cluster => 'isCluster' in r && r.isCluster === true;
 
 /**
  * Calls `each` with every batch of keys matching `pattern` (SCAN … MATCH): on a cluster, on every
