@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomToken } from '../kernel/random-token.js';
 import type { Clock } from '../kernel/clock.js';
 import { drawOrder, drawPositions } from './draw.js';
 import type { EtaMemory } from './eta-memory.js';
@@ -99,7 +99,7 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
         await admissions.draw(itemId);
         item = await items.must(itemId);
       }
-      const leasePrefix = randomBytes(12).toString('base64url') + '.';
+      const leasePrefix = randomToken(12) + '.';
       const now = clock.now();
       // Leases to watch until they run out (the sweep returns an expired one to the line): announced
       // before the script, so a crash right after it cannot leave a lease on an item no loop visits.

@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { randomToken } from '../kernel/random-token.js';
 import type { Clock } from '../kernel/clock.js';
 import { FloodgateError } from '../kernel/errors.js';
 import type { RedisLike } from '../redis/client.js';
@@ -239,7 +240,7 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
         const chosen = eligible.slice(0, allowed);
         if (stocked) await moveUnits(item, units, chosen);
         const numOf = new Map(chosen.map((c) => [splitSeq(c.k, c.local, item.lines), c.num]));
-        const leasePrefix = randomBytes(12).toString('base64url') + '.';
+        const leasePrefix = randomToken(12) + '.';
         const admitted = await Promise.all(
           bySubLine(item, [...numOf.keys()].map((seq) => ({ seq }))).map(async ([k, g]) => {
             const res = (await run(scripts.splitAdmit, tag(item, k), clock.now(), { leaseMs, leasePrefix }, g.map((x) => x.local))) as (string | number)[];
