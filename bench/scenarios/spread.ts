@@ -48,10 +48,10 @@ interface SpreadResult {
 }
 
 /** A daemon of its own (database, Redis prefix) for one K, removed afterwards. */
-async function withDaemon<T>(ctx: BenchContext, k: number, f: (d: Server, db: string) => Promise<T>): Promise<T> {
-  const dbName = `${ctx.prefix.replace(/\W/g, '_')}spread${k}`;
+async function withDaemon<T>(ctx: BenchContext, k: number, round: number, f: (d: Server, db: string) => Promise<T>): Promise<T> {
+  const dbName = `${ctx.prefix.replace(/\W/g, '_')}spread${k}r${round}`;
   const db = await createScratchDb(dbName);
-  const daemon = await startDaemon(ctx, { DATABASE_URL: db, FLOODGATE_REDIS_PREFIX: `${ctx.prefix}k${k}:` });
+  const daemon = await startDaemon(ctx, { DATABASE_URL: db, FLOODGATE_REDIS_PREFIX: `${ctx.prefix}k${k}r${round}:` });
   try {
     return await f(daemon, db);
   } finally {
@@ -71,8 +71,8 @@ async function settled(url: string, items: string[]): Promise<boolean> {
   return false;
 }
 
-async function saleOver(ctx: BenchContext, k: number): Promise<SpreadResult> {
-  return withDaemon(ctx, k, async (daemon, db) => {
+async function saleOver(ctx: BenchContext, k: number, round: number): Promise<SpreadResult> {
+  return withDaemon(ctx, k, round, async (daemon, db) => {
     const url = daemon.url;
     const spec = (paths: string[], userPrefix: string, amount: number): LoadSpec => ({
       url,
@@ -145,7 +145,7 @@ async function saleOver(ctx: BenchContext, k: number): Promise<SpreadResult> {
 
 export async function spreadScenario(ctx: BenchContext): Promise<ScenarioOutput> {
   const runs: SpreadResult[] = [];
-  for (let round = 0; round < ROUNDS; round++) for (const k of SPREADS) runs.push(await saleOver(ctx, k));
+  for (let round = 0; round < ROUNDS; round++) for (const k of SPREADS) runs.push(await saleOver(ctx, k, round));
   // Per K, the round with the median orders/s (the table's figures), and every round's orders/s.
   const byK = SPREADS.map((k) => runs.filter((r) => r.k === k).sort((a, b) => a.ordersPerS - b.ordersPerS));
   const results = byK.map((rs) => rs[Math.floor((rs.length - 1) / 2)]);
