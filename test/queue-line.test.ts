@@ -92,7 +92,7 @@ describe('the line', () => {
     await expect(queue.tickets.join('a', 'u9', null)).rejects.toMatchObject({ code: 'closed' });
   });
 
-  it('reads an item again after a refused join only when its view did not already say why (sold out, closed)', async () => {
+  it('reads an item again after a refused join only when its view did not already say why (sold out, full, closed)', async () => {
     const clock = manualClock();
     const prefix = t.newPrefix();
     const queue = createLine({ redis: t.redis, prefix, clock, cacheMs: 60_000 });
@@ -112,6 +112,14 @@ describe('the line', () => {
     for (let i = 0; i < 5; i++) await expect(queue.tickets.join('a', `late${i}`, null)).rejects.toMatchObject({ code: 'sold_out' });
     // The holder still gets the ticket back (the join script decides), and nothing was read again.
     expect((await queue.tickets.join('a', 'u1', null)).ticket.ticketId).toBe(held.ticketId);
+    expect(invalidated).toBe(0);
+
+    // Full, and the view says so: refused without reading the item again.
+    await queue.definitions.define(def('f', { capacity: 1 }), null, { reopen: false });
+    await queue.tickets.join('f', 'u1', null);
+    expect((await queue.items.item('f', { fresh: true }))?.snap.counts.waiting).toBe(1);
+    invalidated = 0;
+    await expect(queue.tickets.join('f', 'u2', null)).rejects.toMatchObject({ code: 'queue_full' });
     expect(invalidated).toBe(0);
 
     // Closed by another daemon while this view says open: the refusal says the view is old.

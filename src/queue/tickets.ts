@@ -68,14 +68,15 @@ export interface TicketsDeps {
  * line is decided by the join script, which first returns the ticket a user already holds.)
  */
 /**
- * Whether the cached view already told what the join script refused for (the item is sold out or
- * closed and the view says so): then the view is not stale and is not read again. Invalidating on
+ * Whether the cached view already told what the join script refused for (the item is sold out,
+ * closed or full, and the view says so): then the view is not stale and is not read again. Invalidating on
  * every such refusal made each join to a sold-out item a refresh as well (~7,000 a second after a
  * sale of 200 items, against ~800 while it ran).
  */
 function foreseen(s: CachedItem['snap'], err: FloodgateError, now: number): boolean {
   if (err.code === 'sold_out') return s.soldOut;
   if (err.code === 'closed') return s.closed || (s.def.closesAt !== null && now >= s.def.closesAt);
+  if (err.code === 'queue_full') return s.def.capacity !== null && s.counts.waiting + s.counts.admitted >= s.def.capacity;
   return false;
 }
 
