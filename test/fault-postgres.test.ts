@@ -1,4 +1,5 @@
-import { afterAll, describe, expect, it } from 'vitest';
+import postgres from 'postgres';
+import { afterAll, describe, expect, inject, it } from 'vitest';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
 import { tcpProxy } from './support/proxy.js';
@@ -109,5 +110,56 @@ describe('Postgres unreachable for five seconds mid-sale', () => {
     };
     const quiet = await waitFor(count, (c) => c.counted === c.total, 20_000);
     expect(quiet.counted).toBe(quiet.total);
+  });
+});
+
+describe('Postgres refusing writes mid-sale (read-only sessions, as after a failover to a standby)', () => {
+  it('pauses the sale instead of failing it, and sells the stock exactly once writes come back', { timeout: 90_000 }, async () => {
+    const admin = postgres(inject('pgAdminUrl'), { max: 1, onnotice: () => {} });
+    const dbName = new URL(db.url).pathname.slice(1);
+    // New sessions default to read-only; ending the open ones makes every pool reconnect into it.
+    // (A terminated backend exits a moment later: until every older session is gone, a write may
+    // still land on one of them.)
+    const readOnly = async (on: boolean) => {
+      await admin.unsafe(`alter database "${dbName}" ${on ? 'set default_transaction_read_only = on' : 'reset default_transaction_read_only'}`);
+      const [{ now }] = await admin`select clock_timestamp() as now`;
+      const older = () => admin`select pid from pg_stat_activity where datname = ${dbName} and backend_start <= ${now}`;
+      await admin`select pg_terminate_backend(pid) from pg_stat_activity where datname = ${dbName} and backend_start <= ${now}`;
+      await waitFor(older, (rows) => rows.length === 0, 10_000);
+    };
+    try {
+      const stock = 20;
+      await call('PUT', '/v1/items/ro', { handler: 'seckill', config: { stock }, gate: { mode: 'closed' } });
+      const joins = await joinAll((u) => call('POST', '/v1/items/ro/tickets', { userId: u }, SVC), userIds(100, 160));
+      const ids = joins.map((r) => r.body.ticketId as string);
+      expect((await call('PATCH', '/v1/items/ro/gate', { mode: 'manual', rate: 20, maxInFlight: 5 })).status).toBe(200);
+      await readOnly(true);
+      // An item change needs a Postgres write: refused as unavailable, not as an error of ours.
+      const change = await call('PATCH', '/v1/items/ro/gate', { rate: 25 });
+      expect(change.status).toBe(503);
+      expect(change.body.error.code).toBe('unavailable');
+      const views = () => Promise.all(ids.map((id) => call('GET', `/v1/tickets/${id}`, undefined, null).then((r) => r.body)));
+      // Sales are refused: the item pauses (its waiting tickets read `paused`), no ticket fails.
+      const paused = await waitFor(views, (vs) => vs.some((v) => v.reason === 'paused'), 20_000);
+      expect(paused.some((v) => v.reason === 'paused')).toBe(true);
+      for (const until = Date.now() + 3000; Date.now() < until; await new Promise((r) => setTimeout(r, 300))) {
+        const vs = await views();
+        expect(vs.filter((v) => v.state === 'failed' || v.state === 'rejected')).toEqual([]);
+        expect(vs.filter((v) => v.state === 'admitted')).toEqual([]);
+        // And stays paused: a probe that took `select 1` for "up" resumed the sale every 250 ms,
+        // only to have it refused again.
+        expect(vs.filter((v) => v.state === 'waiting').every((v) => v.reason === 'paused')).toBe(true);
+      }
+      await readOnly(false);
+      const ended = await waitFor(views, (vs) => vs.every((v) => v.state === 'succeeded' || v.state === 'rejected' || v.state === 'failed'), 60_000);
+      const states = ended.reduce<Record<string, number>>((acc, v) => ({ ...acc, [v.state]: (acc[v.state] ?? 0) + 1 }), {});
+      expect(states).toEqual({ succeeded: stock, rejected: ids.length - stock });
+      const orders = await db.sql`select user_id from orders where item_id = 'ro'`;
+      expect(orders.length).toBe(stock);
+      expect(new Set(orders.map((o) => o.user_id)).size).toBe(stock);
+    } finally {
+      await admin.unsafe(`alter database "${dbName}" reset default_transaction_read_only`).catch(() => {});
+      await admin.end({ timeout: 2 });
+    }
   });
 });

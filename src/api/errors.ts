@@ -4,6 +4,7 @@ import { HTTPException } from 'hono/http-exception';
 import type { ZodError } from 'zod';
 import { FloodgateError } from '../kernel/errors.js';
 import type { Logger } from '../kernel/logger.js';
+import { isPgLostCode } from '../kernel/pg-lost.js';
 
 /**
  * The contract's error body, never a stack trace, as a whole answer (answers.ts: a refusal under a
@@ -67,8 +68,6 @@ export function validationError(error: ZodError): FloodgateError {
  */
 const redisDown =
   /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|Connection is closed|MaxRetriesPerRequest|max retries per request|ENOTFOUND|EHOSTUNREACH|Stream isn't writeable|Command timed out|^LOADING |^READONLY |^MASTERDOWN |^CLUSTERDOWN|^TRYAGAIN|^MOVED |^ASK |Too many Cluster redirections|Failed to refresh slots cache|Cluster isn't ready|Cluster is disconnect|Node is disconnected|None of startup nodes is available/i;
-/** postgres.js's connection codes, Node's socket codes, SQLSTATE classes 08 (connection) and 57P0x (shutdown). */
-const pgDown = /^(CONNECTION_(CLOSED|DESTROYED|ENDED)|CONNECT_TIMEOUT|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|EHOSTUNREACH|ENOTFOUND|08...|57P0.)$/;
 
 /** The error and its `.cause`s (drizzle wraps the driver's error in DrizzleQueryError). */
 function causes(err: unknown): unknown[] {
@@ -82,7 +81,7 @@ const carriesParams = (e: unknown) => typeof e === 'object' && e !== null && 'pa
 
 function isOutage(e: unknown): boolean {
   const code = (e as { code?: unknown })?.code;
-  if (typeof code === 'string' && pgDown.test(code)) return true;
+  if (isPgLostCode(code)) return true;
   return !carriesParams(e) && redisDown.test(e instanceof Error ? e.message : String(e));
 }
 

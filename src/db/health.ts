@@ -2,9 +2,10 @@ import type postgres from 'postgres';
 import type { Logger } from '../kernel/logger.js';
 
 /**
- * Whether Postgres answers, as the sale path sees it. A sale that finds Postgres unreachable marks
- * it down; from then on a probe (`select 1`, bounded by `probeTimeoutMs`) runs every `probeMs`
- * until one answers, and the `up` listeners run (the dispatcher resumes admissions for the
+ * Whether Postgres answers, as the sale path sees it. A sale that finds Postgres unreachable (or
+ * refusing writes: a read-only session, as after a failover to a standby) marks it down; from then
+ * on a probe (is a session writable, bounded by `probeTimeoutMs`) runs every `probeMs` until one
+ * says yes, and the `up` listeners run (the dispatcher resumes admissions for the
  * handlers that sell through Postgres, stock counters are reconciled). While it is down, tickets
  * of those handlers wait in line instead of failing. A probe may take seconds: a Postgres that
  * answers slowly is up (slow sells are the pressure signal's business, scheduler/pg-pressure.ts);
@@ -27,7 +28,9 @@ export function createPgHealth(sql: postgres.Sql, log: Logger, opts = { probeMs:
     while (!stopped) {
       await new Promise((r) => setTimeout(r, opts.probeMs));
       const ok = await Promise.race([
-        sql`select 1`.then(() => true, () => false),
+        // Not `select 1`: a read-only Postgres answers that, and the sale paused for it would
+        // resume only to be refused again.
+        sql<{ ro: string }[]>`select current_setting('transaction_read_only') as ro`.then(([r]) => r?.ro === 'off', () => false),
         new Promise<boolean>((r) => setTimeout(() => r(false), opts.probeTimeoutMs).unref()),
       ]);
       if (ok) break;

@@ -1,22 +1,18 @@
+import { isPgLostCode } from '../kernel/pg-lost.js';
+
 /**
  * Tells a lost or unusable connection from a statement Postgres refused. The sale writer and the
  * outcome ledger retry a refused batch row by row, so one bad row fails only itself; a lost
  * connection fails the whole call as before (every row would fail the same way, and the caller's
  * retries and 503s are made for it).
  *
- * Lost: postgres.js's connection codes, socket errors, and SQLSTATE classes 08 (connection
- * exception), 53 (insufficient resources: disk full, too many connections) and 57P0x (the server
- * shutting down or starting). Anything else thrown by a call (a data exception such as NUL in
+ * Lost: what kernel/pg-lost.ts lists (the connection gone, the server out of resources, shutting
+ * down, or read-only): every row would be refused alike, and a sale refused for it must wait, not
+ * fail. Anything else thrown by a call (a data exception such as NUL in
  * jsonb, a constraint, a deadlock, a value the driver cannot send) is a refusal of that call.
  */
-const LOST = new Set([
-  'CONNECTION_CLOSED', 'CONNECTION_ENDED', 'CONNECTION_DESTROYED', 'CONNECT_TIMEOUT',
-  'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN',
-]);
-
 export function isConnectionLoss(err: unknown): boolean {
-  const code = (err as { code?: unknown } | null)?.code;
-  return typeof code === 'string' && (LOST.has(code) || /^(08|53|57P0)/.test(code));
+  return isPgLostCode((err as { code?: unknown } | null)?.code);
 }
 
 /** SQLSTATE classes 22 (data exception) and 23 (integrity violation): the row itself is bad, and asking again cannot help. */
