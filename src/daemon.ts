@@ -46,7 +46,7 @@ import { createStockCounters } from './service/stock-counters.js';
 import { controllerView } from './scheduler/controller-view.js';
 import { createSeriesStore } from './scheduler/series-store.js';
 import { createInviteUses } from './access/invite-uses.js';
-import { createPgHealth } from './db/health.js';
+import { createPgHealth, writable } from './db/health.js';
 import { startStockKeeper } from './catalog/stock-keeper.js';
 import { startRetention } from './catalog/retention.js';
 import { createReservations } from './service/reservations.js';
@@ -173,7 +173,7 @@ export function wireApp(config: Config, log: Logger, { redis, dbHandle }: Stores
     metricsKey: config.FLOODGATE_METRICS_KEY,
     clock: m.clock,
     ready: async () => {
-      const [r, p] = await Promise.all([probe(() => redis.ping(), READY_TIMEOUT_MS - 100), probe(() => dbHandle.sql`select 1`, READY_TIMEOUT_MS - 100)]);
+      const [r, p] = await Promise.all([probe(() => redis.ping(), READY_TIMEOUT_MS - 100), probe(() => writable(dbHandle.sql).then((w) => w || Promise.reject(new Error('postgres is read-only'))), READY_TIMEOUT_MS - 100)]);
       return { redis: r, postgres: p };
     },
     itemViews,

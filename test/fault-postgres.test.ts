@@ -138,6 +138,10 @@ describe('Postgres refusing writes mid-sale (read-only sessions, as after a fail
       const change = await call('PATCH', '/v1/items/ro/gate', { rate: 25 });
       expect(change.status).toBe(503);
       expect(change.body.error.code).toBe('unavailable');
+      // Readiness asks whether Postgres takes writes, not whether it answers.
+      const ready = await call('GET', '/readyz', undefined, null);
+      expect(ready.status).toBe(503);
+      expect(ready.body.checks).toMatchObject({ redis: 'ok', postgres: 'fail' });
       const views = () => Promise.all(ids.map((id) => call('GET', `/v1/tickets/${id}`, undefined, null).then((r) => r.body)));
       // Sales are refused: the item pauses (its waiting tickets read `paused`), no ticket fails.
       const paused = await waitFor(views, (vs) => vs.some((v) => v.reason === 'paused'), 20_000);

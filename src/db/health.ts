@@ -11,6 +11,15 @@ import type { Logger } from '../kernel/logger.js';
  * answers slowly is up (slow sells are the pressure signal's business, scheduler/pg-pressure.ts);
  * with a 1 s bound, one behind a 0.7 s link never came back, and its sale stayed paused.
  */
+/**
+ * Whether a session of this pool may write. Not `select 1`: a read-only Postgres answers that,
+ * and a sale paused for it resumed only to be refused again (readiness asks this too).
+ */
+export async function writable(sql: postgres.Sql): Promise<boolean> {
+  const [r] = await sql<{ ro: string }[]>`select current_setting('transaction_read_only') as ro`;
+  return r?.ro === 'off';
+}
+
 export interface PgHealth {
   readonly up: boolean;
   markDown(reason: string): void;
@@ -28,9 +37,7 @@ export function createPgHealth(sql: postgres.Sql, log: Logger, opts = { probeMs:
     while (!stopped) {
       await new Promise((r) => setTimeout(r, opts.probeMs));
       const ok = await Promise.race([
-        // Not `select 1`: a read-only Postgres answers that, and the sale paused for it would
-        // resume only to be refused again.
-        sql<{ ro: string }[]>`select current_setting('transaction_read_only') as ro`.then(([r]) => r?.ro === 'off', () => false),
+        writable(sql).catch(() => false),
         new Promise<boolean>((r) => setTimeout(() => r(false), opts.probeTimeoutMs).unref()),
       ]);
       if (ok) break;
