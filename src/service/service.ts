@@ -38,7 +38,8 @@ type Unit = { itemId: string; seq: number };
 /**
  * The service module: job queues, the workers that run handlers, and the coalescing layer every
  * handler call goes through: concurrent stock takes and settles of an item become one Redis
- * script call, and concurrent orders and claims one Postgres transaction per item (db/sales.ts).
+ * script call (and those of many items one call: redis/scripts.ts), and concurrent orders and
+ * claims one Postgres call and transaction for all their items (db/sales.ts).
  */
 export function createService(deps: ServiceDeps) {
   const { queue, stock } = deps;
