@@ -173,7 +173,9 @@ export function wireApp(config: Config, log: Logger, { redis, dbHandle }: Stores
     metricsKey: config.FLOODGATE_METRICS_KEY,
     clock: m.clock,
     ready: async () => {
-      const [r, p] = await Promise.all([probe(() => redis.ping(), READY_TIMEOUT_MS - 100), probe(() => writable(dbHandle.sql).then((w) => w || Promise.reject(new Error('postgres is read-only'))), READY_TIMEOUT_MS - 100)]);
+      const [r, p] = await Promise.all([probe(() => redis.ping(), READY_TIMEOUT_MS - 100), probe(async () => {
+          if (!(await writable(dbHandle.sql))) throw new Error('postgres is read-only');
+        }, READY_TIMEOUT_MS - 100)]);
       return { redis: r, postgres: p };
     },
     itemViews,

@@ -6,7 +6,7 @@ describe('random tokens from a pool', () => {
     const tokens = Array.from({ length: 3000 }, () => randomToken(12)); // ~9 refills of 4 KiB
     expect(tokens.every((t) => /^[A-Za-z0-9_-]{16}$/.test(t))).toBe(true);
     expect(new Set(tokens).size).toBe(tokens.length);
-    // Not the zeros a drawn slot is wiped to.
+    // Never all zeros (an unfilled pool).
     expect(tokens.filter((t) => t === 'AAAAAAAAAAAAAAAA').length).toBe(0);
     expect(() => randomToken(5000)).toThrow(RangeError);
   });

@@ -173,7 +173,7 @@ export function createScriptRunner(redis: RedisLike, prefix: string): ScriptRunn
       (replies) => calls.forEach((c, i) => {
         const r = (replies as unknown[])[i];
         if (Array.isArray(r) && r[0] === '!err') c.reject(new Error(`${s.file}: ${String(r[1])}`));
-        else c.resolve(r === null ? null : r);
+        else c.resolve(r);
       }),
       (err) => calls.forEach((c) => c.reject(err)),
     );
