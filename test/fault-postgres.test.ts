@@ -146,6 +146,8 @@ describe('Postgres refusing writes mid-sale (read-only sessions, as after a fail
       // Sales are refused: the item pauses (its waiting tickets read `paused`), no ticket fails.
       const paused = await waitFor(views, (vs) => vs.some((v) => v.reason === 'paused'), 20_000);
       expect(paused.some((v) => v.reason === 'paused')).toBe(true);
+      // Tickets admitted just before the switch go back to the line once their sale is refused.
+      await waitFor(() => call('GET', '/v1/items/ro').then((r) => r.body.counts), (c) => c?.admitted === 0, 20_000);
       for (const until = Date.now() + 3000; Date.now() < until; await new Promise((r) => setTimeout(r, 300))) {
         const vs = await views();
         expect(vs.filter((v) => v.state === 'failed' || v.state === 'rejected')).toEqual([]);
