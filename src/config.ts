@@ -64,6 +64,8 @@ export const configSchema = z.object({
   FLOODGATE_AUTO_START_LIMIT: z.coerce.number().int().min(1).max(1_000_000).default(10),
   FLOODGATE_JOB_LOCK_MS: z.coerce.number().int().min(1000).max(600_000).default(10_000),
   FLOODGATE_DISPATCH_LEASE_MS: z.coerce.number().int().min(1000).max(600_000).default(15_000),
+  /** How long a cut item's ticket waits in doubt before Postgres is asked whether its sale committed (service/doubt-resolver.ts). */
+  FLOODGATE_DOUBT_GRACE_MS: z.coerce.number().int().min(0).max(600_000).default(10_000),
   FLOODGATE_HANDLERS_MODULE: z.string().optional(),
   FLOODGATE_RECONCILE_ON_START: bool.default(true),
   /** Origins allowed to read tickets from a browser: `*` (the ticket id is the only credential) or a comma-separated list. */

@@ -48,6 +48,7 @@ import { createSeriesStore } from './scheduler/series-store.js';
 import { createInviteUses } from './access/invite-uses.js';
 import { createPgHealth, writable } from './db/health.js';
 import { startStockKeeper } from './catalog/stock-keeper.js';
+import { startDoubtResolver } from './service/doubt-resolver.js';
 import { startRetention } from './catalog/retention.js';
 import { createReservations } from './service/reservations.js';
 import type { HandlerSpec } from './service/handler.js';
@@ -318,6 +319,7 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
     every(1000, 'poll touch flush', () => queue.tickets.flush(), log),
     every(50, 'gate sample flush', () => samples.flush(), log),
     startStockKeeper({ queue, catalog, pg, log: log.child({ module: 'stock' }) }, { everyMs: 2000 }),
+    startDoubtResolver({ queue, handlers, sql: dbHandle.sql, pg, log: log.child({ module: 'doubt' }), now: () => clock.now() }, { everyMs: 1000, graceMs: config.FLOODGATE_DOUBT_GRACE_MS }),
     startRetention({ queue, store, clock, log: log.child({ module: 'retention' }) }, { everyMs: 60_000, retentionMs: config.FLOODGATE_ITEM_RETENTION_MS }),
     every(1000, 'redis loss check', restoreLost, log),
     startSeriesRecorder({ queue, series: core.series, clock, log: log.child({ module: 'series' }), effective: (item) => catalog.gateOf(item).effective }, { everyMs: 500 }),

@@ -7,7 +7,7 @@ import { itemKeys } from '../src/redis/keys.js';
 import { testRedis } from './support/redis.js';
 
 /**
- * The manual gate's pace (GCRA in _gate.lua, run by admit-11.lua), driven through the real script with explicit
+ * The manual gate's pace (GCRA in _gate.lua, run by admit-12.lua), driven through the real script with explicit
  * times from a manual clock near today's epoch values (~1.8e12 ms), where double precision bites.
  * Every admitted ticket is returned to the head at once, so a pool of tickets serves any rate.
  * A pull is what a greedy consumer gets at one instant: admit calls of at most PULL tickets at the

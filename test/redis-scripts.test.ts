@@ -179,7 +179,7 @@ describe('calls for many items in one', () => {
       const replies = await Promise.allSettled(items.map((id) => run(scripts.admit, id, now, args(id === 'm3' ? 'x' : 10))));
       expect(new Set(numKeys)).toEqual(new Set([items.length * scripts.admit.keys.length]));
       expect(replies.map((r) => r.status)).toEqual(['fulfilled', 'fulfilled', 'rejected', 'fulfilled']);
-      expect((replies[2] as PromiseRejectedResult).reason.message).toMatch(/^admit-11: .*number expected, got nil/);
+      expect((replies[2] as PromiseRejectedResult).reason.message).toMatch(/^admit-12: .*number expected, got nil/);
       // Each item's reply is what its own call answers: its code, its count, its first ticket.
       const counts = replies.map((r) => (r.status === 'fulfilled' ? (r.value as (string | number)[]).slice(0, 3) : null));
       expect(counts).toEqual([[0, 1, 1], [0, 2, 1], null, [0, 4, 1]]);

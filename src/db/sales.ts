@@ -139,6 +139,22 @@ function toResult(r: Row): SaleResult {
 }
 
 /**
+ * The rows Postgres holds for some of an item's tickets (by ticket ref): its word on whether their
+ * sales committed. Taken under the item's stock lock (shared), which every sale holds until it
+ * commits, so a sale in flight when this is asked is waited for and seen.
+ */
+export async function salesOf(sql: postgres.Sql, table: Table, itemId: string, refs: string[]): Promise<Map<string, { id: string; userId: string; reservedUntil?: string }>> {
+  return sql.begin(async (tx) => {
+    await tx`select 1 from item_stock where item_id = ${itemId} for share`;
+    const rows =
+      table === 'orders'
+        ? await tx`select ticket_id, order_id::text as id, user_id, reserved_until from orders where item_id = ${itemId} and ticket_id = any(${refs}::text[])`
+        : await tx`select ticket_id, claim_id::text as id, user_id, null as reserved_until from coupon_claims where item_id = ${itemId} and ticket_id = any(${refs}::text[])`;
+    return new Map(rows.map((r) => [r.ticket_id as string, { id: r.id as string, userId: r.user_id as string, ...(r.reserved_until ? { reservedUntil: new Date(r.reserved_until).toISOString() } : {}) }]));
+  }) as Promise<Map<string, { id: string; userId: string; reservedUntil?: string }>>;
+}
+
+/**
  * Units Postgres has left for an item (total − sold) and how many sold units are reservations not
  * yet confirmed, or null for an item without a stock row.
  */

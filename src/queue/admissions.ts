@@ -32,6 +32,13 @@ export interface Admissions {
   settleMany(itemId: string, entries: (SettleInput & { seq: number })[]): Promise<SettleCode[]>;
   /** Keeps the leases of tickets handed to a job queue alive until `until` (ms). */
   extendLeases(itemId: string, tickets: { seq: number; leaseId: string }[], until: number): Promise<number>;
+  /**
+   * The item's tickets held in doubt since `until` or before (a cut item's admitted tickets whose
+   * sale may have committed: lua/_lib.lua holdInDoubt), with their ids; at most 500 per line.
+   */
+  doubts(itemId: string, until: number): Promise<{ seq: number; ticketId: string; userId: string }[]>;
+  /** Ends tickets held in doubt with Postgres's word: their sale's result, or null for none (then the cut's outcome). */
+  resolveDoubts(itemId: string, entries: { seq: number; result: unknown | null }[]): Promise<number>;
   /** Returns expired leases of every item to the head of its line; draws pre-queues that are due. */
   sweep(): Promise<number>;
   /**
@@ -153,6 +160,25 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
       });
       const sub = await splitItem(itemId);
       return sub ? ((await deps.split.settle(sub, settles)) as SettleCode[]) : scripts.settle(itemId, clock.now(), settles);
+    },
+
+    async doubts(itemId, until) {
+      const item = await items.item(itemId);
+      if (!item) return [];
+      const sub = splitOf(item.snap.def);
+      const rows = sub ? await deps.split.readDoubt(sub, until) : await scripts.readDoubt(itemId, clock.now(), until);
+      return rows.map(({ seq, record }) => {
+        const rec = parseRecord(record, item.snap.epoch);
+        return { seq, ticketId: makeTicketId(itemId, seq, item.snap.secret, bindingOf(rec, item.snap.epoch)), userId: rec.userId };
+      });
+    },
+
+    async resolveDoubts(itemId, entries) {
+      if (!entries.length) return 0;
+      items.keepActive(itemId);
+      const outcomes = entries.map((e) => ({ seq: e.seq, outcome: e.result === null ? '' : JSON.stringify({ status: 'succeeded', result: e.result } satisfies Outcome) }));
+      const sub = await splitItem(itemId);
+      return sub ? deps.split.resolveDoubt(sub, outcomes) : scripts.resolveDoubt(itemId, clock.now(), outcomes);
     },
 
     async extendLeases(itemId, tickets, until) {

@@ -29,7 +29,7 @@ export interface AdmittedRow {
   leaseExp: number;
 }
 
-/** settle-8.lua's code per ticket: 1 applied, 2 a repeat of what was applied, -1 no such ticket, -2 lease lost, -3 another outcome under this lease. */
+/** settle-9.lua's code per ticket: 1 applied, 2 a repeat of what was applied, -1 no such ticket, -2 lease lost, -3 another outcome under this lease. */
 export type SettleCode = 1 | 2 | -1 | -2 | -3;
 
 export interface SettleEntry {
@@ -107,6 +107,16 @@ export function createLineScripts(run: ScriptRunner['run']) {
     /** How many leases were extended (a superseded one is left alone). */
     extendLeases: async (itemId: string, now: number, until: number, tickets: { seq: number; leaseId: string }[]) =>
       (await run(scripts.extendLeases, itemId, now, { until }, tickets.flatMap((t) => [t.seq, t.leaseId]))) as number,
+
+    /** The tickets held in doubt since `until` or before (seq and record), oldest first, at most 500. */
+    async readDoubt(itemId: string, now: number, until: number): Promise<{ seq: number; record: string }[]> {
+      const flat = (await run(scripts.readDoubt, itemId, now, { until })) as (number | string)[];
+      return Array.from({ length: flat.length / 2 }, (_, i) => ({ seq: Number(flat[2 * i]), record: String(flat[2 * i + 1]) }));
+    },
+
+    /** Ends tickets held in doubt: with their sale's outcome (JSON), or '' for the cut's; how many ended. */
+    resolveDoubt: async (itemId: string, now: number, entries: { seq: number; outcome: string }[]) =>
+      (await run(scripts.resolveDoubt, itemId, now, {}, entries.flatMap((e) => [e.seq, e.outcome]))) as number,
 
     /** Throws conflict when the handler would change under live tickets. */
     async define(itemId: string, now: number, a: { secret: string; definition: Record<string, string>; gate: Record<string, string> | null; reopen: boolean }) {

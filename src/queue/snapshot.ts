@@ -20,6 +20,8 @@ export interface ItemSnapshot {
   /** Split items (def.lines > 1): the highest join number admitted (queue/split-line.ts), what positions count from. */
   admittedUpTo: number;
   admissions: number;
+  /** Admitted tickets of a cut item waiting for Postgres's word on their sale (ctr doubt; lua/_lib.lua holdInDoubt). */
+  inDoubt: number;
   cancelsTotal: number;
   counts: Counts;
   gate: GateSettings;
@@ -78,7 +80,7 @@ async function splitCounters(redis: RedisLike, prefix: string, itemId: string, l
     }),
   );
   const ctr: Record<string, string> = {};
-  for (const name of [...counterNames, 'seq', 'served']) ctr[name] = String(subs.reduce((s, x) => s + Number(x.ctr[name] ?? 0), Number(own[name] ?? 0)));
+  for (const name of [...counterNames, 'seq', 'served', 'doubt']) ctr[name] = String(subs.reduce((s, x) => s + Number(x.ctr[name] ?? 0), Number(own[name] ?? 0)));
   return { ctr, stock: [...ownStock, ...subs.flatMap((x) => x.stock)] };
 }
 
@@ -119,6 +121,7 @@ export function parseSnapshot(
     served: Number(ctr.served ?? 0),
     admittedUpTo: Number(ctr.an ?? 0),
     admissions: Number(ctr.admissions ?? 0),
+    inDoubt: Number(ctr.doubt ?? 0),
     cancelsTotal: Number(ctr.cxn ?? 0),
     counts,
     gate: {

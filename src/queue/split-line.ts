@@ -99,12 +99,16 @@ export interface SplitLine {
   position(item: SplitItem, num: number): Promise<number>;
   /** One admission round: up to `max` tickets in join-number order, as far as the gate allows ([] while another round runs). */
   admit(item: SplitItem, max: number, leaseMs: number, autoCap?: number): Promise<SplitAdmitted[]>;
-  /** Settles admitted tickets (settle-8.lua on each one's sub-line); a code per entry as settle-8 answers. */
+  /** Settles admitted tickets (settle-9.lua on each one's sub-line); a code per entry as settle-9 answers. */
   settle(item: SplitItem, entries: SplitSettle[]): Promise<number[]>;
   /** Keeps leases alive until `until` (extend-leases-1.lua on each one's sub-line); how many were extended. */
   extendLeases(item: SplitItem, until: number, tickets: { seq: number; leaseId: string }[]): Promise<number>;
-  /** Returns expired leases of every sub-line to its head (sweep-8.lua on each); how many. */
+  /** Returns expired leases of every sub-line to its head (sweep-9.lua on each); how many. */
   sweep(item: SplitItem): Promise<number>;
+  /** The tickets held in doubt since `until` or before on every sub-line (read-doubt-1.lua on each), by the item's seqs. */
+  readDoubt(item: SplitItem, until: number): Promise<{ seq: number; record: string }[]>;
+  /** Ends tickets held in doubt (resolve-doubt-7.lua on each one's sub-line); how many ended. */
+  resolveDoubt(item: SplitItem, entries: { seq: number; outcome: string }[]): Promise<number>;
   /**
    * One ticket as read-ticket-3.lua reads it on its sub-line, and the position it shows while it
    * waits in the line (n − A, A read first; null when not in the line).
@@ -128,7 +132,7 @@ export interface SplitLine {
   setStock(item: SplitItem, units: number): Promise<void>;
   /** The units left over every sub-line. */
   unitsLeft(item: SplitItem): Promise<number>;
-  /** Ends every waiting ticket of every sub-line (cut-4.lua on each) and refuses joins from then on. */
+  /** Ends every waiting ticket of every sub-line (cut-6.lua on each) and refuses joins from then on. */
   cut(item: SplitItem, kind: 'closed' | 'sold_out', reason?: string): Promise<number>;
 }
 
@@ -281,6 +285,23 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
 
     async sweep(item) {
       const n = await Promise.all(subs(item).map(async (k) => (await run(scripts.sweep, tag(item, k), clock.now(), {})) as number));
+      return n.reduce((a, b) => a + b, 0);
+    },
+
+    async readDoubt(item, until) {
+      const all = await Promise.all(
+        subs(item).map(async (k) => {
+          const flat = (await run(scripts.readDoubt, tag(item, k), clock.now(), { until })) as (number | string)[];
+          return Array.from({ length: flat.length / 2 }, (_, i) => ({ seq: splitSeq(k, Number(flat[2 * i]), item.lines), record: String(flat[2 * i + 1]) }));
+        }),
+      );
+      return all.flat();
+    },
+
+    async resolveDoubt(item, entries) {
+      const n = await Promise.all(
+        bySubLine(item, entries).map(async ([k, g]) => (await run(scripts.resolveDoubt, tag(item, k), clock.now(), {}, g.flatMap(({ e, local }) => [local, e.outcome]))) as number),
+      );
       return n.reduce((a, b) => a + b, 0);
     },
 

@@ -17,6 +17,7 @@
  *   <p>{item}:pl        hash  seq → payload JSON
  *   <p>{item}:retry     zset  tickets returned to the head (score = seq)
  *   <p>{item}:leases    zset  admitted tickets by lease expiry
+ *   <p>{item}:doubt     zset  admitted tickets of a cut item whose sale Postgres must confirm (seq → since, ms)
  *   <p>{item}:cx        stream cancels of tickets still in the line (feeds the poll caches)
  *   <p>{item}:done      stream tickets that ended (and cuts), for the outcome ledger; group 'ledger'
  *   <p>{item}:samples   hash  cumulative gate samples from every daemon: n, d (drops), h<b>/p<b> latency buckets
@@ -73,6 +74,7 @@ const fixed = {
   drawPlaces: 'draw:p',
   wait: 'wait',
   alock: 'alock',
+  doubt: 'doubt',
 } as const;
 
 export type ItemKeyName = keyof typeof fixed;

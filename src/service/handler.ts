@@ -100,6 +100,11 @@ export interface HandlerSpec {
   initialStock?(config: Record<string, unknown>): number;
   /** The Postgres table whose rows are the units sold (reconcile counts them). */
   stockTable?: 'orders' | 'coupon_claims';
+  /**
+   * A ticket's result from its row in `stockTable` (what `handle` answers for a sale): how a ticket
+   * whose sale Postgres holds is told so when its job cannot (service/doubt-resolver.ts).
+   */
+  saleResult?(sale: { id: string; reservedUntil?: string }): Record<string, unknown>;
   /** Shards of the Redis stock counter (a hot item's units spread over K keys' fields). */
   stockShards?(config: Record<string, unknown>): number;
   /**

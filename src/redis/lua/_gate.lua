@@ -18,7 +18,7 @@ end
 
 -- The pace (GCRA at `rate` per s, burst tolerance max(1, rate * 0.1)): how many tickets may be
 -- admitted now (math.huge without a rate), and the function that records `taken` admissions in
--- K.gate (tatAt + tatOff). Times are relative to floor(now): see admit-11.lua's header.
+-- K.gate (tatAt + tatOff). Times are relative to floor(now): see admit-12.lua's header.
 local function paceNow(rate, tatAt, tatOff, now)
   if not rate or rate <= 0 then return math.huge, function() end end
   local interval, epoch, lag = 1000 / rate, math.floor(now), 0

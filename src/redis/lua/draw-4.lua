@@ -2,7 +2,7 @@
   The pre-queue draw (queue/draw.ts has the algorithm), written in steps so that Redis is never
   held for long: `begin` fixes N (if the first join after opensAt has not already), the caller
   computes the order from the seed and writes it with `write` in chunks, and `finish` makes it the
-  line's order in one step. Until then nothing is admitted (admit-11.lua), so every ticket waits
+  line's order in one step. Until then nothing is admitted (admit-12.lua), so every ticket waits
   behind the draw; joins after opensAt take seqs after N, so they come after every drawn ticket.
   Any daemon may run it, and two at once write the same bytes.
   KEYS[1] meta  KEYS[2] ctr  KEYS[3] drawOrder  KEYS[4] drawPlaces

@@ -7,7 +7,7 @@
   scripts give it back to this sub-line's stock whenever they end the ticket without a sale);
   with no unit left the rest stay waiting. A ticket whose user is blocked (the sub-line's copy of
   the item's blocks: queue/definitions.ts copies each user's block to the user's sub-line) is not
-  admitted: it ends rejected, reason blocked, as admit-11.lua ends it on an unsplit line.
+  admitted: it ends rejected, reason blocked, as admit-12.lua ends it on an unsplit line.
   KEYS[1] meta  KEYS[2] ctr  KEYS[3] retry  KEYS[4] wait  KEYS[5] leases  KEYS[6] payloads
   KEYS[7] stock  KEYS[8] taken  KEYS[9] blocked  KEYS[10] done
   ARGV[1] now (ms, the caller's clock)  ARGV[2] leaseMs  ARGV[3] leasePrefix (random)

@@ -12,7 +12,7 @@
   commit: records `taken` admissions (the pace, ctr admissions) and the admission cursor (ctr an
     = the highest join number admitted, `lastNum`), then frees the lease. Returns ctr admissions
     after (so the round's tickets were the item's admissions total − taken + 1 … total).
-  The rule (effectiveGate, paceNow) is admit-11.lua's, from _gate.lua.
+  The rule (effectiveGate, paceNow) is admit-12.lua's, from _gate.lua.
 ]]
 -- @include _gate
 local now, op, token = tonumber(ARGV[1]), ARGV[2], ARGV[3]

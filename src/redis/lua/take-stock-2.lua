@@ -1,6 +1,6 @@
 --[[
   Takes one unit of stock for each ticket, once (takeUnit in _lib.lua): a ticket admitted by
-  admit-11.lua already holds its unit, and a retried job finds its unit already taken. The stock
+  admit-12.lua already holds its unit, and a retried job finds its unit already taken. The stock
   may be split into shards (fields s0..s<K-1>) so that a hot item's units can be spread; "sold
   out" is only answered when all shards are empty.
   KEYS[1] stock (hash s<i> -> units left)  KEYS[2] taken (hash seq -> shard)

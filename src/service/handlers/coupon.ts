@@ -14,11 +14,12 @@ export const coupon: HandlerSpec = {
   initialStock: (c) => Number(c.total),
   stockTable: 'coupon_claims',
   stockShards: (c) => Number(c.shards ?? 1),
+  saleResult: (sale) => ({ claimId: sale.id }),
   deadlineMs: () => 10_000,
   selfLimited: { maxInFlight: 1000 },
   async handle(t, ctx) {
     const sale = await sellUnit(t, ctx, 'coupon_claims');
-    if (sale.kind === 'sold') return { status: 'succeeded', result: { claimId: sale.id } };
+    if (sale.kind === 'sold') return { status: 'succeeded', result: coupon.saleResult!(sale) };
     return { status: 'rejected', reason: sale.kind === 'limit_reached' ? 'limit_reached' : 'sold_out' };
   },
 };

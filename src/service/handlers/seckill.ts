@@ -25,12 +25,13 @@ export const seckill: HandlerSpec = {
   initialStock: (c) => Number(c.stock),
   stockTable: 'orders',
   stockShards: (c) => Number(c.shards ?? 1),
+  saleResult: (sale) => (sale.reservedUntil ? { orderId: sale.id, reservedUntil: sale.reservedUntil } : { orderId: sale.id }),
   deadlineMs: () => 10_000,
   selfLimited: { maxInFlight: 1000 },
   async handle(t, ctx) {
     const reserveMs = t.config.reserveMs === undefined ? undefined : Number(t.config.reserveMs);
     const sale = await sellUnit(t, ctx, 'orders', reserveMs);
-    if (sale.kind === 'sold') return { status: 'succeeded', result: sale.reservedUntil ? { orderId: sale.id, reservedUntil: sale.reservedUntil } : { orderId: sale.id } };
+    if (sale.kind === 'sold') return { status: 'succeeded', result: seckill.saleResult!(sale) };
     return { status: 'rejected', reason: sale.kind === 'limit_reached' ? 'already_purchased' : 'sold_out' };
   },
 };

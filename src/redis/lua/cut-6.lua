@@ -1,7 +1,10 @@
 --[[
   Ends every ticket still waiting, at once, without touching each (see "cuts" in _lib): used when
   an item is closed (waiting -> cancelled) or sells out (waiting -> rejected).
-  KEYS[1] meta  KEYS[2] ctr  KEYS[3] retry  KEYS[4] done
+  Tickets back at the head (K.retry) of an item with stock (K.stock) do not end: they were
+  admitted before, and their sale may have committed (a lease that ran out after the commit, a
+  connection lost during it), so they wait in doubt for Postgres's word (holdInDoubt in _lib).
+  KEYS[1] meta  KEYS[2] ctr  KEYS[3] retry  KEYS[4] done  KEYS[5] stock  KEYS[6] doubt
   ARGV[1] now (ms, the caller's clock)  ARGV[2] stateChar (c|r)  ARGV[3] reason
   ARGV[4] flag: the meta field to set ('closed'|'soldOut')
   Returns the number of tickets that ended, or -1 for an unknown item.
@@ -11,11 +14,26 @@ if rcall('EXISTS', K.meta) == 0 then return -1 end
 local now, stateChar, reason, flag = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 rcall('HSET', K.meta, flag, '1')
 rcall('HSETNX', K.meta, 'endedAt', now)
+local doubted = 0
+if rcall('EXISTS', K.stock) == 1 then
+  for _, s in ipairs(rcall('ZRANGE', K.retry, 0, -1)) do
+    local record = getRecord(tonumber(s))
+    if record and string.sub(record, 1, 1) == 'w' then
+      setState(tonumber(s), record, 'a')
+      holdInDoubt(tonumber(s), tonumber(now))
+      rcall('HINCRBY', K.ctr, 'waiting', -1)
+      rcall('HINCRBY', K.ctr, 'admitted', 1)
+      doubted = doubted + 1
+    end
+  end
+  rcall('DEL', K.retry)
+end
 local seq = tonumber(rcall('HGET', K.ctr, 'seq') or '0')
 local waiting = tonumber(rcall('HGET', K.ctr, 'waiting') or '0')
 local cuts = loadCuts()
 local served = tonumber(rcall('HGET', K.ctr, 'served') or '0')
-if waiting > 0 then
+-- (A cut is recorded for tickets in doubt too: it is the outcome they get if Postgres holds no sale.)
+if waiting > 0 or doubted > 0 then
   -- The ledger finds this cut's tickets among the seqs after the previous cut.
   rcall('XADD', K.done, '*', 'from', fmt(lastCutSeq(cuts) + 1), 'to', fmt(seq))
   -- The 5th field (served before the cut) lets a daemon tell from its cached view alone which

@@ -5,7 +5,7 @@
   served+1 (a line place: after a pre-queue draw, places 1..drawN hold the drawn seqs), skipping
   cancelled tickets and expiring abandoned ones (at most 1000 skips a call).
   KEYS[1] meta  KEYS[2] ctr  KEYS[3] gate  KEYS[4] retry (zset seq)  KEYS[5] leases (zset exp)
-  KEYS[6] payloads  KEYS[7] blocked  KEYS[8] stock  KEYS[9] taken  KEYS[10] done  KEYS[11] drawOrder
+  KEYS[6] payloads  KEYS[7] blocked  KEYS[8] stock  KEYS[9] taken  KEYS[10] done  KEYS[11] drawOrder  KEYS[12] doubt
   ARGV[1] now (ms, the caller's clock)  ARGV[2] max  ARGV[3] leaseMs  ARGV[4] leasePrefix (random)
   ARGV[5] autoCap: the in-flight cap of an auto gate its controller has not spoken for ('' = none)
   A waiting ticket whose user is blocked (K.blocked, for the item or everywhere) is not

@@ -2,17 +2,19 @@
   Writes the business outcomes of admitted tickets of one item under their leases: one call
   settles a whole batch (an in-process job), or one ticket (the API's writeback).
   KEYS[1] meta  KEYS[2] ctr  KEYS[3] retry  KEYS[4] leases  KEYS[5] payloads  KEYS[6] stock
-  KEYS[7] taken  KEYS[8] done
+  KEYS[7] taken  KEYS[8] done  KEYS[9] doubt
   ARGV[1] now (ms, the caller's clock)
   ARGV[2..] per ticket six values:
     seq, leaseId, status (succeeded|rejected|failed), outcome JSON,
     retry ('1' returns the ticket to the head instead of ending it; only with failed),
-    force ('1' = owner override: settle an admitted ticket whatever its current lease; used only
+    force ('1' = owner override: settle an admitted ticket whatever its current lease, also one
+    whose lease ran out or that waits in doubt (the job that ran it knows its outcome); used only
     by in-process workers, whose effects are idempotent; never reachable through the API)
   Returns one code per ticket: 1 applied, 2 already applied with this lease (idempotent repeat),
     -1 ticket not found, -2 lease lost (expired or superseded), -3 a different outcome was already
     written under this lease
-  A lease that has expired but not yet been reclaimed is reclaimed here and answered lease_lost.
+  A lease that has expired but not yet been reclaimed is reclaimed here and answered lease_lost
+  (unless forced).
 ]]
 -- @include _lib
 local now = tonumber(ARGV[1])
@@ -33,9 +35,11 @@ local function settleOne(seq, leaseId, status, outcome, retry, force)
     return -2
   end
   if x[1] ~= leaseId and not force then return -2 end
-  leaseId = x[1]
+  -- A ticket in doubt (holdInDoubt in _lib) has no lease: only its job's forced settle lands.
+  leaseId = x[1] or leaseId
   rcall('ZREM', K.leases, fmt(seq))
-  if tonumber(x[2]) < now then
+  leaveDoubt(seq)
+  if not force and tonumber(x[2]) < now then
     returnToHead(seq, record, now)
     return -2
   end

@@ -1,0 +1,29 @@
+--[[
+  Ends tickets held in doubt (holdInDoubt in _lib: a cut item's tickets whose sale may have
+  committed) with Postgres's word: the sale it holds for the ticket, or none, and then the cut's
+  outcome (rejected sold_out, cancelled item_closed). A ticket no longer in doubt (its job settled
+  it meanwhile, or another daemon resolved it) is left alone.
+  KEYS[1] meta  KEYS[2] ctr  KEYS[3] doubt  KEYS[4] payloads  KEYS[5] stock  KEYS[6] taken  KEYS[7] done
+  ARGV[1] now (ms, the caller's clock)
+  ARGV[2..] per ticket two values: seq, outcome JSON of its sale ('' = Postgres holds none)
+  Returns the number of tickets ended.
+]]
+-- @include _lib
+local now = tonumber(ARGV[1])
+local cuts = loadCuts()
+local ended = 0
+for i = 2, #ARGV, 2 do
+  local seq = tonumber(ARGV[i])
+  local record = getRecord(seq)
+  if record and string.sub(record, 1, 1) == 'a' and leaveDoubt(seq) then
+    if ARGV[i + 1] ~= '' then
+      finish(seq, record, 'admitted', 's', 'succeeded', ARGV[i + 1], now)
+    else
+      local cut = cutFor(cuts, seq) or { 0, 'r', 'sold_out' }
+      finish(seq, record, 'admitted', cut[2], stateByChar[cut[2]], cjson.encode({ status = stateByChar[cut[2]], reason = cut[3] }), now)
+    end
+    rcall('HDEL', keyOf.x(seq), 'lease', 'leaseExp')
+    ended = ended + 1
+  end
+end
+return ended

@@ -1,0 +1,107 @@
+import { describe, expect, it } from 'vitest';
+import { writeSales } from '../src/db/sales.js';
+import { ticketRef } from '../src/kernel/ticket-ref.js';
+import { itemKeys } from '../src/redis/keys.js';
+import { createScriptRunner, scripts } from '../src/redis/scripts.js';
+import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
+import { testDb } from './support/db.js';
+import { testRedis } from './support/redis.js';
+
+/**
+ * A daemon killed between a sale's commit in Postgres and its settle in Redis leaves the ticket
+ * admitted under a lease nobody renews. If its item sells out or closes before that lease runs
+ * out (or while the ticket is back at the head), the cut must not tell the user "sold out" or
+ * "closed" while Postgres holds their order: the ticket waits in doubt, and Postgres's word ends it.
+ * (A clean-clone run of e2e-crash once ended 149 tickets succeeded with 150 units sold: this.)
+ *
+ * The dead daemon is played by hand, deterministically: with no daemon running, the test admits
+ * tickets with the real admission script and sells one of them with the real sale function, then
+ * never settles it; a daemon started afterwards finds them as a SIGKILLed one leaves them.
+ */
+const { redis, newPrefix } = testRedis();
+const db = await testDb();
+const prefix = newPrefix();
+const env = { FLOODGATE_DOUBT_GRACE_MS: '200', FLOODGATE_RECONCILE_ON_START: 'true' };
+
+const first = await inProcessDaemon({ prefix, databaseUrl: db.url, env });
+const ids: Record<string, string> = {};
+for (const item of ['so', 'cl']) {
+  await first.define(item, { handler: 'seckill', config: { stock: item === 'so' ? 2 : 5 }, gate: { mode: 'closed' } });
+  for (const user of ['alice', 'bob', 'carol', 'dave']) ids[`${item}/${user}`] = (await first.call('POST', `/v1/items/${item}/tickets`, { userId: user }, SVC)).body.ticketId;
+}
+await first.daemon.stop();
+
+// The dead daemon: admits (taking units) with a lease that would last an hour, sells alice, dies.
+const { run } = createScriptRunner(redis, prefix);
+async function deadAdmit(item: string, n: number) {
+  const k = itemKeys(prefix, item);
+  await redis.hset(k.gate, 'mode', 'manual');
+  const res = (await run(scripts.admit, item, Date.now(), { max: n, leaseMs: 3_600_000, leasePrefix: 'dead.', autoCap: '' })) as number[];
+  await redis.hset(k.gate, 'mode', 'closed');
+  expect(res[1]).toBe(n);
+}
+await deadAdmit('so', 1);
+await deadAdmit('cl', 2);
+for (const item of ['so', 'cl']) {
+  const [sale] = await writeSales(db.sql, 'orders', [{ itemId: item, userId: 'alice', ticketRef: ticketRef(ids[`${item}/alice`]) }]);
+  expect(sale.kind).toBe('sold');
+}
+/** Runs the dead daemon's leases out now. */
+async function expireLeases(item: string) {
+  const k = itemKeys(prefix, item);
+  const seqs = await redis.zrange(k.leases, '0', '-1');
+  for (const s of seqs) await redis.zadd(k.leases, '1', s);
+  return seqs.length;
+}
+
+const { call } = await inProcessDaemon({ prefix, databaseUrl: db.url, env });
+const view = (item: string, user: string) => call('GET', `/v1/tickets/${ids[`${item}/${user}`]}`, undefined, null).then((r) => r.body);
+const views = (item: string) => Promise.all(['alice', 'bob', 'carol', 'dave'].map((u) => view(item, u)));
+const ended = (vs: { state: string }[]) => vs.every((v) => !['waiting', 'admitted'].includes(v.state));
+const orders = async (item: string) => new Map((await db.sql`select user_id, order_id::text as id from orders where item_id = ${item}`).map((r) => [r.user_id as string, r.id as string]));
+
+describe('a ticket whose sale committed before its daemon died', () => {
+  it('is told its order, not "sold out", when the item sold out while its lease still ran', { timeout: 60_000 }, async () => {
+    await call('PATCH', '/v1/items/so/gate', { mode: 'manual' });
+    // bob buys the last unit Postgres has; carol and dave are cut sold out; alice is still admitted.
+    const item = await waitFor(() => call('GET', '/v1/items/so').then((r) => r.body), (v) => v.counts.succeeded === 1 && v.counts.rejected === 2);
+    expect(item.counts).toMatchObject({ waiting: 0, admitted: 1, succeeded: 1, rejected: 2 });
+    expect(item.state).toBe('sold_out');
+    expect(await expireLeases('so')).toBe(1);
+
+    const vs = await waitFor(() => views('so'), ended);
+    const sold = await orders('so');
+    expect([...sold.keys()].sort()).toEqual(['alice', 'bob']);
+    expect(vs.map((v) => [v.userId, v.state, v.outcome?.result?.orderId ?? v.outcome?.reason])).toEqual([
+      ['alice', 'succeeded', sold.get('alice')],
+      ['bob', 'succeeded', sold.get('bob')],
+      ['carol', 'rejected', 'sold_out'],
+      ['dave', 'rejected', 'sold_out'],
+    ]);
+    expect((await call('GET', '/v1/items/so')).body.counts).toMatchObject({ waiting: 0, admitted: 0, succeeded: 2, rejected: 2 });
+    // The outcome ledger in Postgres says the same.
+    const ledger = await waitFor(
+      () => db.sql`select ticket_id, status from ticket_outcomes where item_id = 'so'`,
+      (rows) => rows.length === 4,
+    );
+    expect(ledger.filter((r) => r.status === 'succeeded').length).toBe(2);
+  });
+
+  it('is told its order, not "closed", when the item closed while it was back at the head', { timeout: 60_000 }, async () => {
+    // The leases run out with the gate closed: alice (sold) and bob (not) go back to the head.
+    expect(await expireLeases('cl')).toBe(2);
+    await waitFor(() => call('GET', '/v1/items/cl').then((r) => r.body), (v) => v.counts.waiting === 4 && v.counts.admitted === 0);
+    expect((await call('DELETE', '/v1/items/cl')).status).toBe(200);
+
+    const vs = await waitFor(() => views('cl'), ended);
+    const sold = await orders('cl');
+    expect([...sold.keys()]).toEqual(['alice']);
+    expect(vs.map((v) => [v.userId, v.state, v.outcome?.result?.orderId ?? v.outcome?.reason])).toEqual([
+      ['alice', 'succeeded', sold.get('alice')],
+      ['bob', 'cancelled', 'item_closed'],
+      ['carol', 'cancelled', 'item_closed'],
+      ['dave', 'cancelled', 'item_closed'],
+    ]);
+    expect((await call('GET', '/v1/items/cl')).body.counts).toMatchObject({ waiting: 0, admitted: 0, succeeded: 1, cancelled: 3 });
+  });
+});
