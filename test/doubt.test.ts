@@ -1,7 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { writeSales } from '../src/db/sales.js';
 import { ticketRef } from '../src/kernel/ticket-ref.js';
-import { itemKeys } from '../src/redis/keys.js';
+import { systemClock } from '../src/kernel/clock.js';
+import { createSplitLine } from '../src/queue/split-line.js';
+import { itemKeys, subLineTag } from '../src/redis/keys.js';
 import { createScriptRunner, scripts } from '../src/redis/scripts.js';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
@@ -25,33 +27,43 @@ const env = { FLOODGATE_DOUBT_GRACE_MS: '200', FLOODGATE_RECONCILE_ON_START: 'tr
 
 const first = await inProcessDaemon({ prefix, databaseUrl: db.url, env });
 const ids: Record<string, string> = {};
-for (const item of ['so', 'cl']) {
-  await first.define(item, { handler: 'seckill', config: { stock: item === 'so' ? 2 : 5 }, gate: { mode: 'closed' } });
+// so: sells out while a dead lease runs; sp: the same on a line split in two sub-lines; cl: closes.
+for (const item of ['so', 'sp', 'cl']) {
+  await first.define(item, { handler: 'seckill', config: { stock: item === 'cl' ? 5 : 2 }, gate: { mode: 'closed' }, ...(item === 'sp' ? { lines: 2 } : {}) });
   for (const user of ['alice', 'bob', 'carol', 'dave']) ids[`${item}/${user}`] = (await first.call('POST', `/v1/items/${item}/tickets`, { userId: user }, SVC)).body.ticketId;
 }
 await first.daemon.stop();
 
 // The dead daemon: admits (taking units) with a lease that would last an hour, sells alice, dies.
 const { run } = createScriptRunner(redis, prefix);
-async function deadAdmit(item: string, n: number) {
+const split = createSplitLine({ redis, prefix, clock: systemClock });
+async function deadAdmit(item: string, n: number, lines = 1) {
   const k = itemKeys(prefix, item);
   await redis.hset(k.gate, 'mode', 'manual');
-  const res = (await run(scripts.admit, item, Date.now(), { max: n, leaseMs: 3_600_000, leasePrefix: 'dead.', autoCap: '' })) as number[];
+  const admitted =
+    lines > 1
+      ? (await split.admit({ itemId: item, lines }, n, 3_600_000)).length
+      : ((await run(scripts.admit, item, Date.now(), { max: n, leaseMs: 3_600_000, leasePrefix: 'dead.', autoCap: '' })) as number[])[1];
   await redis.hset(k.gate, 'mode', 'closed');
-  expect(res[1]).toBe(n);
+  expect(admitted).toBe(n);
 }
 await deadAdmit('so', 1);
+await deadAdmit('sp', 1, 2);
 await deadAdmit('cl', 2);
-for (const item of ['so', 'cl']) {
+for (const item of ['so', 'sp', 'cl']) {
   const [sale] = await writeSales(db.sql, 'orders', [{ itemId: item, userId: 'alice', ticketRef: ticketRef(ids[`${item}/alice`]) }]);
   expect(sale.kind).toBe('sold');
 }
 /** Runs the dead daemon's leases out now. */
-async function expireLeases(item: string) {
-  const k = itemKeys(prefix, item);
-  const seqs = await redis.zrange(k.leases, '0', '-1');
-  for (const s of seqs) await redis.zadd(k.leases, '1', s);
-  return seqs.length;
+async function expireLeases(item: string, lines = 1) {
+  let n = 0;
+  for (let sub = 0; sub < lines; sub++) {
+    const k = itemKeys(prefix, subLineTag(item, sub));
+    const seqs = await redis.zrange(k.leases, '0', '-1');
+    for (const s of seqs) await redis.zadd(k.leases, '1', s);
+    n += seqs.length;
+  }
+  return n;
 }
 
 const { call } = await inProcessDaemon({ prefix, databaseUrl: db.url, env });
@@ -61,16 +73,19 @@ const ended = (vs: { state: string }[]) => vs.every((v) => !['waiting', 'admitte
 const orders = async (item: string) => new Map((await db.sql`select user_id, order_id::text as id from orders where item_id = ${item}`).map((r) => [r.user_id as string, r.id as string]));
 
 describe('a ticket whose sale committed before its daemon died', () => {
-  it('is told its order, not "sold out", when the item sold out while its lease still ran', { timeout: 60_000 }, async () => {
-    await call('PATCH', '/v1/items/so/gate', { mode: 'manual' });
+  it.each([
+    ['so', 1],
+    ['sp', 2],
+  ])('is told its order, not "sold out", when the item sold out while its lease still ran (%s: %i line(s))', { timeout: 60_000 }, async (item, lines) => {
+    await call('PATCH', `/v1/items/${item}/gate`, { mode: 'manual' });
     // bob buys the last unit Postgres has; carol and dave are cut sold out; alice is still admitted.
-    const item = await waitFor(() => call('GET', '/v1/items/so').then((r) => r.body), (v) => v.counts.succeeded === 1 && v.counts.rejected === 2);
-    expect(item.counts).toMatchObject({ waiting: 0, admitted: 1, succeeded: 1, rejected: 2 });
-    expect(item.state).toBe('sold_out');
-    expect(await expireLeases('so')).toBe(1);
+    const cut = await waitFor(() => call('GET', `/v1/items/${item}`).then((r) => r.body), (v) => v.counts.succeeded === 1 && v.counts.rejected === 2);
+    expect(cut.counts).toMatchObject({ waiting: 0, admitted: 1, succeeded: 1, rejected: 2 });
+    expect(cut.state).toBe('sold_out');
+    expect(await expireLeases(item, lines)).toBe(1);
 
-    const vs = await waitFor(() => views('so'), ended);
-    const sold = await orders('so');
+    const vs = await waitFor(() => views(item), ended);
+    const sold = await orders(item);
     expect([...sold.keys()].sort()).toEqual(['alice', 'bob']);
     expect(vs.map((v) => [v.userId, v.state, v.outcome?.result?.orderId ?? v.outcome?.reason])).toEqual([
       ['alice', 'succeeded', sold.get('alice')],
@@ -78,10 +93,10 @@ describe('a ticket whose sale committed before its daemon died', () => {
       ['carol', 'rejected', 'sold_out'],
       ['dave', 'rejected', 'sold_out'],
     ]);
-    expect((await call('GET', '/v1/items/so')).body.counts).toMatchObject({ waiting: 0, admitted: 0, succeeded: 2, rejected: 2 });
+    expect((await call('GET', `/v1/items/${item}`)).body.counts).toMatchObject({ waiting: 0, admitted: 0, succeeded: 2, rejected: 2 });
     // The outcome ledger in Postgres says the same.
     const ledger = await waitFor(
-      () => db.sql`select ticket_id, status from ticket_outcomes where item_id = 'so'`,
+      () => db.sql`select ticket_id, status from ticket_outcomes where item_id = ${item}`,
       (rows) => rows.length === 4,
     );
     expect(ledger.filter((r) => r.status === 'succeeded').length).toBe(2);
