@@ -106,6 +106,11 @@ describe('a ticket whose sale committed before its daemon died', () => {
     // The leases run out with the gate closed: alice (sold) and bob (not) go back to the head.
     expect(await expireLeases('cl')).toBe(2);
     await waitFor(() => call('GET', '/v1/items/cl').then((r) => r.body), (v) => v.counts.waiting === 4 && v.counts.admitted === 0);
+    // Back at the head, they cannot be cancelled: "cancelled" would be false for alice, who bought.
+    for (const user of ['alice', 'bob']) {
+      const r = await call('DELETE', `/v1/tickets/${ids[`cl/${user}`]}`, undefined, null);
+      expect([r.status, r.body.error?.code]).toEqual([409, 'not_cancellable']);
+    }
     expect((await call('DELETE', '/v1/items/cl')).status).toBe(200);
 
     const vs = await waitFor(() => views('cl'), ended);
