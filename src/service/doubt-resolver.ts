@@ -28,7 +28,8 @@ export function startDoubtResolver(
   const { queue, log } = deps;
 
   async function resolveItem(itemId: string) {
-    const item = await queue.items.item(itemId);
+    // The held view, no Redis call: the dispatcher reads every active item's view each round.
+    const item = queue.items.peek(itemId) ?? (await queue.items.item(itemId));
     if (!item?.snap.inDoubt) return;
     // Its view is cached: the item stays active while tickets wait here (a lease's grace may end first).
     queue.items.keepActive(itemId);
