@@ -1,4 +1,7 @@
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { describe, expect, it } from 'vitest';
+import { whenDone } from './support/cleanup.js';
 import { writeSales } from '../src/db/sales.js';
 import { ticketRef } from '../src/kernel/ticket-ref.js';
 import { systemClock } from '../src/kernel/clock.js';
@@ -25,6 +28,25 @@ const db = await testDb();
 const prefix = newPrefix();
 const env = { FLOODGATE_DOUBT_GRACE_MS: '200', FLOODGATE_RECONCILE_ON_START: 'true' };
 
+/**
+ * The webhook's downstream: de-duplicates by Idempotency-Key as the contract asks (the same key is
+ * answered as the first time), and counts the calls per key.
+ */
+const calls = new Map<string, number>();
+const downstream = createServer(async (req, res) => {
+  for await (const _ of req);
+  const key = String(req.headers['idempotency-key']);
+  calls.set(key, (calls.get(key) ?? 0) + 1);
+  res.writeHead(200, { 'content-type': 'application/json' });
+  res.end(JSON.stringify({ booking: `b-${key.slice(0, 8)}` }));
+});
+await new Promise<void>((r) => downstream.listen(0, '127.0.0.1', r));
+whenDone(() => {
+  downstream.closeAllConnections();
+  return new Promise((r) => downstream.close(r));
+});
+const hookUrl = `http://127.0.0.1:${(downstream.address() as AddressInfo).port}/hook`;
+
 const first = await inProcessDaemon({ prefix, databaseUrl: db.url, env });
 const ids: Record<string, string> = {};
 // so: sells out while a dead lease runs; sp: the same on a line split in two sub-lines; cl: closes.
@@ -32,6 +54,12 @@ for (const item of ['so', 'sp', 'cl']) {
   await first.define(item, { handler: 'seckill', config: { stock: item === 'cl' ? 5 : 2 }, gate: { mode: 'closed' }, ...(item === 'sp' ? { lines: 2 } : {}) });
   for (const user of ['alice', 'bob', 'carol', 'dave']) ids[`${item}/${user}`] = (await first.call('POST', `/v1/items/${item}/tickets`, { userId: user }, SVC)).body.ticketId;
 }
+// ex: an external item whose worker writes back after its lease ran out and the item closed.
+await first.define('ex', { handler: 'external', gate: { mode: 'manual' } });
+for (const user of ['alice', 'bob']) ids[`ex/${user}`] = (await first.call('POST', `/v1/items/ex/tickets`, { userId: user }, SVC)).body.ticketId;
+// wh: a webhook item that closes while the dead daemon's call had been answered.
+await first.define('wh', { handler: 'webhook', config: { url: hookUrl }, gate: { mode: 'closed' } });
+for (const user of ['alice', 'bob', 'carol', 'dave']) ids[`wh/${user}`] = (await first.call('POST', `/v1/items/wh/tickets`, { userId: user }, SVC)).body.ticketId;
 await first.daemon.stop();
 
 // The dead daemon: admits (taking units) with a lease that would last an hour, sells alice, dies.
@@ -50,6 +78,9 @@ async function deadAdmit(item: string, n: number, lines = 1) {
 await deadAdmit('so', 1);
 await deadAdmit('sp', 1, 2);
 await deadAdmit('cl', 2);
+await deadAdmit('wh', 1);
+// The dead daemon's webhook call for alice, answered by the downstream (the answer then lost).
+await fetch(hookUrl, { method: 'POST', headers: { 'idempotency-key': ticketRef(ids['wh/alice']) }, body: '{}' });
 for (const item of ['so', 'sp', 'cl']) {
   const [sale] = await writeSales(db.sql, 'orders', [{ itemId: item, userId: 'alice', ticketRef: ticketRef(ids[`${item}/alice`]) }]);
   expect(sale.kind).toBe('sold');
@@ -123,5 +154,37 @@ describe('a ticket whose sale committed before its daemon died', () => {
       ['dave', 'cancelled', 'item_closed'],
     ]);
     expect((await call('GET', '/v1/items/cl')).body.counts).toMatchObject({ waiting: 0, admitted: 0, succeeded: 1, cancelled: 3 });
+  });
+
+  it('is run again, not told "closed", when its webhook item closed while its lease still ran', { timeout: 60_000 }, async () => {
+    expect((await call('DELETE', '/v1/items/wh')).status).toBe(200);
+    expect((await call('GET', '/v1/items/wh')).body.counts).toMatchObject({ waiting: 0, admitted: 1, cancelled: 3 });
+    expect(await expireLeases('wh')).toBe(1);
+
+    const vs = await waitFor(() => views('wh'), ended);
+    const alice = ticketRef(ids['wh/alice']);
+    expect(vs.map((v) => [v.userId, v.state, v.outcome?.result?.booking ?? v.outcome?.reason])).toEqual([
+      ['alice', 'succeeded', `b-${alice.slice(0, 8)}`],
+      ['bob', 'cancelled', 'item_closed'],
+      ['carol', 'cancelled', 'item_closed'],
+      ['dave', 'cancelled', 'item_closed'],
+    ]);
+    // Asked once by the dead daemon and once by the run that replaced it; nobody else was called.
+    expect([...calls]).toEqual([[alice, 2]]);
+  });
+
+  it("takes an outside worker's late outcome under its last lease, once its external item closed", { timeout: 60_000 }, async () => {
+    const pulled = (await call('POST', '/v1/items/ex/pull', { max: 1, leaseMs: 600_000 }, SVC)).body.tickets;
+    expect(pulled.map((t: { userId: string }) => t.userId)).toEqual(['alice']);
+    expect((await call('DELETE', '/v1/items/ex')).status).toBe(200);
+    // The lease runs out (the sweep as it would run ten minutes on): alice waits in doubt, as of then.
+    expect(await run(scripts.sweep, 'ex', Date.now() + 700_000, {})).toBe(1);
+    const seq = parseInt(pulled[0].ticketId.split('.')[1], 36);
+    expect(await redis.zscore(itemKeys(prefix, 'ex').doubt, String(seq))).not.toBeNull();
+    await redis.hset(itemKeys(prefix, 'ex').x(seq), 'leaseExp', '1'); // by the clock too
+    const late = await call('POST', `/v1/tickets/${ids['ex/alice']}/outcome`, { leaseId: pulled[0].leaseId, status: 'succeeded', result: { done: true } }, SVC);
+    expect([late.status, late.body.state, late.body.outcome?.result]).toEqual([200, 'succeeded', { done: true }]);
+    expect((await view('ex', 'bob')).state).toBe('cancelled');
+    expect((await call('GET', '/v1/items/ex')).body.counts).toMatchObject({ waiting: 0, admitted: 0, succeeded: 1, cancelled: 1 });
   });
 });

@@ -40,7 +40,7 @@ function libNeeds(): Map<string, Set<string>> {
     if (needs.has(fn)) return needs.get(fn)!;
     const out = fieldsOf(bodies.get(fn)!);
     seen.add(fn);
-    for (const other of bodies.keys()) if (!seen.has(other) && new RegExp(`\\b${other}\\(`).test(bodies.get(fn)!.replace(/^\w+/, ''))) for (const f of visit(other, seen)) out.add(f);
+    for (const other of bodies.keys()) if (!seen.has(other) && new RegExp(`\\b${other}\\(`).test(code(bodies.get(fn)!.replace(/^\w+/, '')))) for (const f of visit(other, seen)) out.add(f);
     needs.set(fn, out);
     return out;
   };
@@ -68,7 +68,7 @@ describe('the Lua scripts and their specs', () => {
     for (const s of specs) {
       const own = read(`${s.file}.lua`);
       const used = fieldsOf(own);
-      for (const [fn, fields] of needs) if (new RegExp(`\\b${fn}\\(`).test(own)) for (const f of fields) used.add(f);
+      for (const [fn, fields] of needs) if (new RegExp(`\\b${fn}\\(`).test(code(own))) for (const f of fields) used.add(f);
       used.delete('base');
       expect({ file: s.file, undeclared: [...used].filter((f) => !(s.keys as string[]).includes(f)) }).toEqual({ file: s.file, undeclared: [] });
     }

@@ -14,6 +14,10 @@ import { runLoad } from '../lib/load.js';
 import { mdTable } from '../lib/report.js';
 import type { ScenarioOutput } from '../lib/harness.js';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+
+const execFileP = promisify(execFile);
 
 
 async function cpuOver(pid: number, ms: number) {
@@ -36,6 +40,24 @@ async function timed(base: string, path: string, key: string | null) {
     const r = await call(base, 'GET', path, key, undefined, { timeoutMs: 60_000 });
     if (r.status !== 200) throw new Error(`GET ${path}: ${r.status}`);
     times.push(performance.now() - t);
+  }
+  return times.sort((a, b) => a - b)[1];
+}
+
+/**
+ * A scrape as Prometheus makes one: asks for gzip and inflates it natively (curl --compressed; its
+ * time_total, from the request to the last byte inflated), median of 3. Node's fetch inflates
+ * through web streams and spends more on the 3.7 MB than the daemon spends building them (3 Dec:
+ * 48 ms plain and 79 ms gzip from a fresh process, 140–191 ms from the bench's own), so it is
+ * reported beside, not as the scrape's time.
+ */
+async function scraped(base: string, path: string) {
+  const times: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const { stdout } = await execFileP('curl', ['-sS', '--compressed', '-o', '/dev/null', '-w', '%{http_code} %{time_total}', `${base}${path}`], { timeout: 60_000 });
+    const [code, secs] = stdout.trim().split(' ');
+    if (code !== '200') throw new Error(`GET ${path} (curl): ${code}`);
+    times.push(Number(secs) * 1000);
   }
   return times.sort((a, b) => a - b)[1];
 }
@@ -100,9 +122,10 @@ export async function manyItemsScenario(ctx: BenchContext): Promise<ScenarioOutp
   await sleep(Math.max(0, definedAt + 66_000 - performance.now()));
   const idle = await cpuOver(pid, 10_000);
   const idleOps = await redisOps(ctx, 5000);
+  const scrapeMs = await scraped(daemon.url, '/metrics');
   const metricsMs = await timed(daemon.url, '/metrics', null);
   const listMs = await timed(daemon.url, '/v1/items', OPERATOR_KEY);
-  ctx.log(`idle: ${idle.daemon.toFixed(3)} cores, ${idleOps.toFixed(0)} Redis commands/s; /metrics ${metricsMs.toFixed(0)} ms, /v1/items ${listMs.toFixed(0)} ms`);
+  ctx.log(`idle: ${idle.daemon.toFixed(3)} cores, ${idleOps.toFixed(0)} Redis commands/s; /metrics ${scrapeMs.toFixed(0)} ms as a scraper (Node's fetch ${metricsMs.toFixed(0)} ms), /v1/items ${listMs.toFixed(0)} ms`);
   const beside = await hotJoins(ctx, daemon, 'b');
   ctx.log(`hot item beside ${n} idle items: ${beside.rates.map((r) => r.toFixed(0)).join(' · ')} joins/s`);
   // The same comparison in alternating slices against a second daemon that knows only its hot item
@@ -126,7 +149,8 @@ export async function manyItemsScenario(ctx: BenchContext): Promise<ScenarioOutp
     [`daemon CPU, ${n} items just defined (5 s)`, `${fresh.daemon.toFixed(3)} cores`, ''],
     [`daemon CPU, the same ${n} items idle over a minute (10 s)`, `${idle.daemon.toFixed(3)} cores (other processes meanwhile: ${idle.other.toFixed(2)} cores)`, '≤ 0.05'],
     ['Redis commands/s (whole server), no items · idle items', `${noneOps.toFixed(0)} · ${idleOps.toFixed(0)}`, ''],
-    [`GET /metrics with ${n} items (median of 3)`, `${metricsMs.toFixed(0)} ms`, '≤ 100 ms'],
+    [`GET /metrics with ${n} items, as a scraper asks (gzip, inflated natively: curl --compressed; median of 3)`, `${scrapeMs.toFixed(0)} ms`, '≤ 100 ms'],
+    [`GET /metrics with ${n} items through Node's fetch from the bench process (inflated through web streams; median of 3)`, `${metricsMs.toFixed(0)} ms`, ''],
     [`GET /v1/items with ${n} items (median of 3)`, `${listMs.toFixed(0)} ms`, '≤ 500 ms'],
     [`joins/s on one hot item, no other items (median of ${JOIN_ROUNDS} × ${JOIN_ROUND_S} s, 50 connections)`, joinRow(alone), ''],
     [`joins/s on the same hot item beside the ${n} idle items (same daemon)`, `${joinRow(beside)}: ${(beside.median / alone.median).toFixed(3)}×`, ''],
@@ -146,6 +170,7 @@ export async function manyItemsScenario(ctx: BenchContext): Promise<ScenarioOutp
     '### Method',
     '',
     `- One daemon (dist/floodgate.mjs, built from src/ as \`npm start\` does, LOG_LEVEL=warn). ${n} items: even ones webhook (auto gate, a downstream that is never called), odd ones seckill (10 units); no tickets. CPU from /proc/<pid>/stat; Redis commands from INFO stats (the whole server: it is shared with nothing else in this run).`,
+    `- /metrics is timed as a scraper fetches it (curl --compressed: asks gzip, inflates natively; time_total) and, beside it, through Node's fetch from this process, whose inflating through web streams costs more than the daemon's answer (scraped() says what was measured on 3 Dec).`,
     '- Background loops visit only the items of the active set (any work in the last minute, or a lease running longer); every item is made active only at a start and after a Redis reconnect. Defining an item does not make it active: it is a change notice (items.announce), which makes every daemon read the item again when it next serves it.',
     '- Hot item: an external line behind a closed gate (joins only, a new user per request), measured in rounds before the idle items are defined and again once they are idle, on the same daemon. The rounds are not interleaved (the items cannot come and go between rounds), so load from outside the bench between the two shows in the ratio. The alternating row compares the same load against a second daemon (its own database and Redis prefix) that knows only its hot item, slice by slice, after one warm-up each.',
   ].join('\n');

@@ -5,6 +5,7 @@ import type { EtaMemory } from './eta-memory.js';
 import { ACTIVE_GRACE_MS, type ItemDirectory } from './items.js';
 import { settleError, type LineScripts, type SettleCode } from './line-scripts.js';
 import { splitItemOf, splitOf, type SplitLine } from './split-line.js';
+import type { CachedItem } from './item-cache.js';
 import type { TicketReader } from './ticket-reader.js';
 import { makeTicketId } from './ticket-id.js';
 import type { AdmittedTicket, Outcome, TicketView } from './types.js';
@@ -37,6 +38,8 @@ export interface Admissions {
    * sale may have committed: lua/_lib.lua holdInDoubt), with their ids; at most 500 per line.
    */
   doubts(itemId: string, until: number): Promise<{ seq: number; ticketId: string; userId: string }[]>;
+  /** Runs tickets held in doubt again: each gets a new lease (`leaseMs`); those still in doubt, for a job to run. */
+  relaunchDoubts(itemId: string, seqs: number[], leaseMs: number): Promise<AdmittedTicket[]>;
   /** Ends tickets held in doubt with Postgres's word: their sale's result, or null for none (then the cut's outcome). */
   resolveDoubts(itemId: string, entries: { seq: number; result: unknown | null }[]): Promise<number>;
   /** Returns expired leases of every item to the head of its line; draws pre-queues that are due. */
@@ -98,6 +101,23 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
   }
 
   const splitItem = (itemId: string) => splitItemOf(items, itemId);
+  /** Admitted rows as the handlers and pull take them: ids made from the records. */
+  const admittedTickets = (item: CachedItem, rows: { seq: number; record: string; payload: string; leaseId: string; leaseExp: number }[]): AdmittedTicket[] =>
+    rows.map((row, i) => {
+      const rec = parseRecord(row.record, item.snap.epoch);
+      const itemId = item.snap.def.itemId;
+      return {
+        ticketId: makeTicketId(itemId, row.seq, item.snap.secret, bindingOf(rec, item.snap.epoch)),
+        seq: row.seq,
+        itemId,
+        userId: rec.userId,
+        payload: row.payload ? JSON.parse(row.payload) : null,
+        position: i + 1,
+        leaseId: row.leaseId,
+        leaseExpiresAt: new Date(row.leaseExp).toISOString(),
+        createdAt: rec.createdAt,
+      };
+    });
 
   const admissions: Admissions = {
     async admit(itemId, max, leaseMs, autoCap) {
@@ -121,24 +141,22 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
         await deps.closeLine(itemId);
         return [];
       }
-      const out: AdmittedTicket[] = [];
-      for (const row of rows) {
-        const rec = parseRecord(row.record, item.snap.epoch);
-        out.push({
-          ticketId: makeTicketId(itemId, row.seq, item.snap.secret, bindingOf(rec, item.snap.epoch)),
-          seq: row.seq,
-          itemId,
-          userId: rec.userId,
-          payload: row.payload ? JSON.parse(row.payload) : null,
-          position: out.length + 1,
-          leaseId: row.leaseId,
-          leaseExpiresAt: new Date(row.leaseExp).toISOString(),
-          createdAt: rec.createdAt,
-        });
-        const predicted = deps.onWaited ? deps.eta.recall(itemId, row.seq) : undefined;
-        if (predicted !== undefined) deps.onWaited!(itemId, predicted, Math.max(0, now - rec.createdAt));
+      const out = admittedTickets(item, rows);
+      for (const t of out) {
+        const predicted = deps.onWaited ? deps.eta.recall(itemId, t.seq) : undefined;
+        if (predicted !== undefined) deps.onWaited!(itemId, predicted, Math.max(0, now - t.createdAt));
       }
       return out;
+    },
+
+    async relaunchDoubts(itemId, seqs, leaseMs) {
+      const item = await items.item(itemId);
+      if (!item || !seqs.length) return [];
+      const leasePrefix = randomToken(12) + '.';
+      items.keepActive(itemId, clock.now() + leaseMs + ACTIVE_GRACE_MS);
+      const sub = splitOf(item.snap.def);
+      const rows = sub ? await deps.split.relaunch(sub, seqs, leaseMs, leasePrefix) : await scripts.relaunch(itemId, clock.now(), { leaseMs, leasePrefix }, seqs);
+      return admittedTickets(item, rows);
     },
 
     async settle(ticketId, input) {

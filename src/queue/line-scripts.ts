@@ -52,6 +52,15 @@ export function settleError(code: SettleCode): FloodgateError | null {
 const notFound = () => new FloodgateError('item_not_found', 'No such item.');
 const bit = (on: boolean) => (on ? '1' : '0');
 
+/** Admitted tickets as the scripts list them from `from` on: seq, record, payload, leaseId, leaseExp each. */
+function admittedRows(res: (string | number)[], from: number): AdmittedRow[] {
+  const rows: AdmittedRow[] = [];
+  for (let i = from; i < res.length; i += 5) {
+    rows.push({ seq: Number(res[i]), record: String(res[i + 1]), payload: String(res[i + 2]), leaseId: String(res[i + 3]), leaseExp: Number(res[i + 4]) });
+  }
+  return rows;
+}
+
 export function createLineScripts(run: ScriptRunner['run']) {
   return {
     async join(itemId: string, now: number, a: { userId: string; payload: string; source: string; defaultKeyQuota: number | '' }): Promise<JoinReply> {
@@ -89,11 +98,12 @@ export function createLineScripts(run: ScriptRunner['run']) {
     async admit(itemId: string, now: number, a: { max: number; leaseMs: number; leasePrefix: string; autoCap: number | '' }): Promise<{ windowEnded: boolean; rows: AdmittedRow[] }> {
       const res = (await run(scripts.admit, itemId, now, a)) as (string | number)[];
       if (res[0] === -1) throw notFound();
-      const rows: AdmittedRow[] = [];
-      for (let i = 2; i < res.length; i += 5) {
-        rows.push({ seq: Number(res[i]), record: String(res[i + 1]), payload: String(res[i + 2]), leaseId: String(res[i + 3]), leaseExp: Number(res[i + 4]) });
-      }
-      return { windowEnded: res[0] === -2, rows };
+      return { windowEnded: res[0] === -2, rows: admittedRows(res, 2) };
+    },
+
+    /** Gives tickets held in doubt a new lease (relaunch-4.lua); the rows of those still in doubt. */
+    async relaunch(itemId: string, now: number, a: { leaseMs: number; leasePrefix: string }, seqs: number[]): Promise<AdmittedRow[]> {
+      return admittedRows((await run(scripts.relaunch, itemId, now, a, seqs)) as (string | number)[], 0);
     },
 
     async settle(itemId: string, now: number, entries: SettleEntry[]): Promise<SettleCode[]> {

@@ -101,12 +101,14 @@ export interface SplitLine {
   admit(item: SplitItem, max: number, leaseMs: number, autoCap?: number): Promise<SplitAdmitted[]>;
   /** Settles admitted tickets (settle-9.lua on each one's sub-line); a code per entry as settle-9 answers. */
   settle(item: SplitItem, entries: SplitSettle[]): Promise<number[]>;
-  /** Keeps leases alive until `until` (extend-leases-1.lua on each one's sub-line); how many were extended. */
+  /** Keeps leases alive until `until` (extend-leases-3.lua on each one's sub-line); how many were extended. */
   extendLeases(item: SplitItem, until: number, tickets: { seq: number; leaseId: string }[]): Promise<number>;
   /** Returns expired leases of every sub-line to its head (sweep-9.lua on each); how many. */
   sweep(item: SplitItem): Promise<number>;
   /** The tickets held in doubt since `until` or before on every sub-line (read-doubt-1.lua on each), by the item's seqs. */
   readDoubt(item: SplitItem, until: number): Promise<{ seq: number; record: string }[]>;
+  /** Gives tickets held in doubt a new lease (relaunch-4.lua on each one's sub-line); the rows of those still in doubt, by the item's seqs. */
+  relaunch(item: SplitItem, seqs: number[], leaseMs: number, leasePrefix: string): Promise<{ seq: number; record: string; payload: string; leaseId: string; leaseExp: number }[]>;
   /** Ends tickets held in doubt (resolve-doubt-7.lua on each one's sub-line); how many ended. */
   resolveDoubt(item: SplitItem, entries: { seq: number; outcome: string }[]): Promise<number>;
   /**
@@ -132,7 +134,7 @@ export interface SplitLine {
   setStock(item: SplitItem, units: number): Promise<void>;
   /** The units left over every sub-line. */
   unitsLeft(item: SplitItem): Promise<number>;
-  /** Ends every waiting ticket of every sub-line (cut-6.lua on each) and refuses joins from then on. */
+  /** Ends every waiting ticket of every sub-line (cut-5.lua on each) and refuses joins from then on. */
   cut(item: SplitItem, kind: 'closed' | 'sold_out', reason?: string): Promise<number>;
 }
 
@@ -296,6 +298,22 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
         }),
       );
       return all.flat();
+    },
+
+    async relaunch(item, seqs, leaseMs, leasePrefix) {
+      const rows = await Promise.all(
+        bySubLine(item, seqs.map((seq) => ({ seq }))).map(async ([k, g]) => {
+          const flat = (await run(scripts.relaunch, tag(item, k), clock.now(), { leaseMs, leasePrefix }, g.map(({ local }) => local))) as (string | number)[];
+          return Array.from({ length: flat.length / 5 }, (_, i) => ({
+            seq: splitSeq(k, Number(flat[5 * i]), item.lines),
+            record: String(flat[5 * i + 1]),
+            payload: String(flat[5 * i + 2]),
+            leaseId: String(flat[5 * i + 3]),
+            leaseExp: Number(flat[5 * i + 4]),
+          }));
+        }),
+      );
+      return rows.flat();
     },
 
     async resolveDoubt(item, entries) {

@@ -6,24 +6,42 @@ import type { Logger } from '../kernel/logger.js';
 import { every } from '../kernel/loop.js';
 import { ticketRef } from '../kernel/ticket-ref.js';
 import type { Line } from '../queue/line.js';
+import type { JobQueues } from './jobs.js';
 import type { HandlerRegistry } from './registry.js';
 
 /**
- * Ends the tickets held in doubt with Postgres's word. A ticket of an item with stock whose lease
- * ran out (or that was back at the head) when its item sold out or closed may hold a sale that
- * committed just before its daemon died, with the settle lost; the cut's "sold out" would then be
- * false, so such a ticket stays admitted in doubt (lua/_lib.lua holdInDoubt). Every round this
- * looks at the active items whose view counts tickets in doubt, asks Postgres for their rows
- * (db/sales.ts salesOf, under the item's stock lock), and ends each: succeeded with its sale's
- * result (`saleResult` of the handler), or with the cut's outcome when Postgres holds none.
+ * Ends the tickets held in doubt. A ticket that was admitted and whose lease ran out (or that was
+ * back at the head) when its item sold out or closed may have had its effect — a sale committed,
+ * a webhook answered — just before its daemon died, with the settle lost; the cut's "sold out" or
+ * "closed" would then be false, so such a ticket stays admitted in doubt (lua/_lib.lua
+ * holdInDoubt). Every round this looks at the active items whose view counts tickets in doubt
+ * and learns each one's outcome, by its handler:
  *
- * `graceMs`: a ticket is asked about only once it has been in doubt this long, so that a job whose
- * lease ran out while it still ran (a stalled event loop, not a dead daemon) has finished its sale
- * first; such a job's own settle, if it comes before, ends the ticket anyway (settle-9.lua).
+ * - one that sells through Postgres (`stockTable`: seckill, coupon): Postgres's rows for the
+ *   tickets (db/sales.ts salesOf, under the item's stock lock) end each `succeeded` with its
+ *   sale's result (`saleResult`), or with the cut's outcome when Postgres holds none. Nothing is
+ *   sold again: the item is sold out or closed.
+ * - another in-process handler (webhook): the tickets run again, in a job as the dispatcher queues
+ *   one, under new leases (relaunch-4.lua); the handler is idempotent (a webhook's Idempotency-Key
+ *   is the ticket ref), and its answer ends them.
+ * - an external one: the outside worker that held the ticket could settle it under its last lease
+ *   the whole time (settle-9.lua); after the grace it ends with the cut's outcome.
+ *
+ * `graceMs`: a ticket is taken up only once it has been in doubt this long, so that a job whose
+ * lease ran out while it still ran (a stalled event loop, not a dead daemon) has finished first;
+ * such a job's own settle, if it comes before, ends the ticket anyway (settle-9.lua).
  */
 export function startDoubtResolver(
-  deps: { queue: Pick<Line, 'items' | 'admissions'>; handlers: HandlerRegistry; sql: postgres.Sql; pg: Pick<PgHealth, 'up' | 'markDown'>; log: Logger; now(): number },
-  opts: { everyMs: number; graceMs: number },
+  deps: {
+    queue: Pick<Line, 'items' | 'admissions'>;
+    handlers: HandlerRegistry;
+    sql: postgres.Sql;
+    pg: Pick<PgHealth, 'up' | 'markDown'>;
+    jobs: Pick<JobQueues, 'dispatch' | 'leaseMs'>;
+    log: Logger;
+    now(): number;
+  },
+  opts: { everyMs: number; graceMs: number; dispatchLeaseMs: number },
 ) {
   const { queue, log } = deps;
 
@@ -36,6 +54,16 @@ export function startDoubtResolver(
     const doubts = await queue.admissions.doubts(itemId, deps.now() - opts.graceMs);
     if (!doubts.length) return;
     const spec = deps.handlers.get(item.snap.def.handler);
+    if (spec?.handle && !spec.external && !(spec.stockTable && spec.saleResult)) {
+      const tickets = await queue.admissions.relaunchDoubts(itemId, doubts.map((d) => d.seq), opts.dispatchLeaseMs);
+      if (!tickets.length) return;
+      await deps.jobs.dispatch(spec.name, [{ itemId, tickets }]);
+      const deadlineMs = spec.deadlineMs?.(item.snap.def.config) ?? 10_000;
+      await queue.admissions.extendLeases(itemId, tickets.map((t) => ({ seq: t.seq, leaseId: t.leaseId })), deps.now() + deps.jobs.leaseMs(deadlineMs));
+      log.warn({ itemId, inDoubt: doubts.length, relaunched: tickets.length }, 'tickets in doubt run again');
+      return;
+    }
+    if (!deps.pg.up && spec?.stockTable) return;
     const sales = spec?.stockTable && spec.saleResult ? await salesOf(deps.sql, spec.stockTable, itemId, doubts.map((d) => ticketRef(d.ticketId))) : new Map();
     const entries = doubts.map((d) => {
       const sale = sales.get(ticketRef(d.ticketId));
@@ -44,11 +72,10 @@ export function startDoubtResolver(
     });
     const ended = await queue.admissions.resolveDoubts(itemId, entries);
     const sold = entries.filter((e) => e.result !== null).length;
-    log.warn({ itemId, inDoubt: doubts.length, ended, sold }, 'tickets in doubt ended with postgres word on their sales');
+    log.warn({ itemId, inDoubt: doubts.length, ended, sold }, 'tickets in doubt ended with their outcome');
   }
 
   async function round() {
-    if (!deps.pg.up) return;
     for (const itemId of await queue.items.activeItemIds()) {
       try {
         await resolveItem(itemId);

@@ -112,15 +112,16 @@ end
 
 local stateByChar = { s = 'succeeded', r = 'rejected', f = 'failed', c = 'cancelled', e = 'expired' }
 
--- A ticket of a cut item whose sale may have committed (its lease ran out, or it was back at the
--- head when the cut came): it stays admitted, without a lease, in K.doubt (seq -> since, ms),
--- until the service asks Postgres whether it holds a sale (resolve-doubt-7.lua ends it either
--- way). Its unit stays taken: ending it without a sale gives it back. Needs K.ctr, K.doubt.
+-- A ticket of a cut item that was admitted and whose outcome is unknown (its lease ran out, or it
+-- was back at the head when the cut came): its effect may have happened (a sale committed, a
+-- webhook answered, by a daemon that died before settling), so the cut's "sold out" or "closed"
+-- could be false. It stays admitted in K.doubt (seq -> since, ms) until the service learns its
+-- outcome (service/doubt-resolver.ts: Postgres's rows, or its handler run again), or the holder
+-- of its last lease, which it keeps, settles it. Its unit stays taken: ending it without a sale
+-- gives it back. Needs K.ctr, K.doubt.
 local function holdInDoubt(seq, now)
   if rcall('ZADD', K.doubt, 'NX', now, fmt(seq)) == 1 then rcall('HINCRBY', K.ctr, 'doubt', 1) end
-  local xKey = keyOf.x(seq)
-  rcall('HDEL', xKey, 'lease', 'leaseExp')
-  rcall('HSET', xKey, 'updatedAt', fmt(now))
+  rcall('HSET', keyOf.x(seq), 'updatedAt', fmt(now))
 end
 
 -- Takes a ticket out of doubt (it is being settled); returns whether it was in doubt.
@@ -132,20 +133,15 @@ local function leaveDoubt(seq)
 end
 
 -- Puts an admitted ticket back at the head of the line (expired lease or retry). If the item was
--- cut (closed / sold out) after the ticket joined, it ends with that cut instead, or, on an item
--- with stock, waits in doubt (holdInDoubt). Needs what finish() needs, and K.meta, K.retry, K.doubt.
+-- cut (closed / sold out) after the ticket joined, it waits in doubt instead (holdInDoubt).
+-- Needs what finish() needs, and K.meta, K.retry, K.doubt.
 local function returnToHead(seq, record, now)
   local cut = cutFor(loadCuts(), seq)
   if cut then
-    -- An item that sells through Postgres (it has stock): the ticket's sale may have committed
-    -- before its lease ran out (a daemon killed between the commit and the settle), so the cut's
-    -- "sold out" or "closed" could be false. It waits in doubt for Postgres's word instead.
-    if rcall('EXISTS', K.stock) == 1 then
-      holdInDoubt(seq, now)
-      return record
-    end
-    local outcome = cjson.encode({ status = stateByChar[cut[2]], reason = cut[3] })
-    return finish(seq, record, 'admitted', cut[2], stateByChar[cut[2]], outcome, now)
+    -- It was admitted: its effect may have happened (a sale committed before its daemon died, the
+    -- settle lost), so the cut's outcome could be false. It waits in doubt instead.
+    holdInDoubt(seq, now)
+    return record
   end
   releaseUnit(seq)
   local rec = setState(seq, record, 'w')

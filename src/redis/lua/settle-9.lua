@@ -14,7 +14,7 @@
     -1 ticket not found, -2 lease lost (expired or superseded), -3 a different outcome was already
     written under this lease
   A lease that has expired but not yet been reclaimed is reclaimed here and answered lease_lost
-  (unless forced).
+  (unless forced, or the ticket waits in doubt: then its outcome is what it waited for).
 ]]
 -- @include _lib
 local now = tonumber(ARGV[1])
@@ -35,11 +35,11 @@ local function settleOne(seq, leaseId, status, outcome, retry, force)
     return -2
   end
   if x[1] ~= leaseId and not force then return -2 end
-  -- A ticket in doubt (holdInDoubt in _lib) has no lease: only its job's forced settle lands.
   leaseId = x[1] or leaseId
   rcall('ZREM', K.leases, fmt(seq))
-  leaveDoubt(seq)
-  if not force and tonumber(x[2]) < now then
+  -- A ticket in doubt (holdInDoubt in _lib) waits for its outcome: the holder of its last lease
+  -- brings it, however late.
+  if not leaveDoubt(seq) and not force and tonumber(x[2]) < now then
     returnToHead(seq, record, now)
     return -2
   end

@@ -2,9 +2,11 @@
   Extends the leases of admitted tickets that were handed to a job queue, so the sweeper does not
   re-offer them while their job waits or runs; the running job renews them. A ticket whose job
   vanished (a crash, a Redis rollback) comes back to the head when its lease runs out.
-  KEYS[1] leases
+  KEYS[1] leases  KEYS[2] ctr  KEYS[3] doubt
   ARGV[1] now (ms, the caller's clock; unused)  ARGV[2] until: the new expiry (ms)
   ARGV[3..] seq, leaseId pairs
+  A ticket in doubt (holdInDoubt in _lib.lua) whose lease is renewed is being run again (a dead
+  daemon's job taken over by another): it leaves doubt, and its job settles it.
   Returns the number of leases extended (a lease that was already superseded is left alone).
 ]]
 local n = 0
@@ -13,6 +15,7 @@ for i = 3, #ARGV, 2 do
   if redis.call('HGET', x, 'lease') == ARGV[i + 1] then
     redis.call('HSET', x, 'leaseExp', ARGV[2])
     redis.call('ZADD', K.leases, tonumber(ARGV[2]), ARGV[i])
+    if redis.call('ZREM', K.doubt, ARGV[i]) == 1 then redis.call('HINCRBY', K.ctr, 'doubt', -1) end
     n = n + 1
   end
 end

@@ -1,10 +1,10 @@
 --[[
   Ends every ticket still waiting, at once, without touching each (see "cuts" in _lib): used when
   an item is closed (waiting -> cancelled) or sells out (waiting -> rejected).
-  Tickets back at the head (K.retry) of an item with stock (K.stock) do not end: they were
-  admitted before, and their sale may have committed (a lease that ran out after the commit, a
-  connection lost during it), so they wait in doubt for Postgres's word (holdInDoubt in _lib).
-  KEYS[1] meta  KEYS[2] ctr  KEYS[3] retry  KEYS[4] done  KEYS[5] stock  KEYS[6] doubt
+  Tickets back at the head (K.retry) do not end: they were admitted before, and their effect may
+  have happened (a sale committed, a webhook answered, before a lease ran out), so they wait in
+  doubt for their outcome (holdInDoubt in _lib).
+  KEYS[1] meta  KEYS[2] ctr  KEYS[3] retry  KEYS[4] done  KEYS[5] doubt
   ARGV[1] now (ms, the caller's clock)  ARGV[2] stateChar (c|r)  ARGV[3] reason
   ARGV[4] flag: the meta field to set ('closed'|'soldOut')
   Returns the number of tickets that ended, or -1 for an unknown item.
@@ -15,19 +15,17 @@ local now, stateChar, reason, flag = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 rcall('HSET', K.meta, flag, '1')
 rcall('HSETNX', K.meta, 'endedAt', now)
 local doubted = 0
-if rcall('EXISTS', K.stock) == 1 then
-  for _, s in ipairs(rcall('ZRANGE', K.retry, 0, -1)) do
-    local record = getRecord(tonumber(s))
-    if record and string.sub(record, 1, 1) == 'w' then
-      setState(tonumber(s), record, 'a')
-      holdInDoubt(tonumber(s), tonumber(now))
-      rcall('HINCRBY', K.ctr, 'waiting', -1)
-      rcall('HINCRBY', K.ctr, 'admitted', 1)
-      doubted = doubted + 1
-    end
+for _, s in ipairs(rcall('ZRANGE', K.retry, 0, -1)) do
+  local record = getRecord(tonumber(s))
+  if record and string.sub(record, 1, 1) == 'w' then
+    setState(tonumber(s), record, 'a')
+    holdInDoubt(tonumber(s), tonumber(now))
+    rcall('HINCRBY', K.ctr, 'waiting', -1)
+    rcall('HINCRBY', K.ctr, 'admitted', 1)
+    doubted = doubted + 1
   end
-  rcall('DEL', K.retry)
 end
+rcall('DEL', K.retry)
 local seq = tonumber(rcall('HGET', K.ctr, 'seq') or '0')
 local waiting = tonumber(rcall('HGET', K.ctr, 'waiting') or '0')
 local cuts = loadCuts()
