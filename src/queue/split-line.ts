@@ -105,7 +105,7 @@ export interface SplitLine {
   extendLeases(item: SplitItem, until: number, tickets: { seq: number; leaseId: string }[]): Promise<number>;
   /** Returns expired leases of every sub-line to its head (sweep-9.lua on each); how many. */
   sweep(item: SplitItem): Promise<number>;
-  /** The tickets held in doubt since `until` or before on every sub-line (read-doubt-1.lua on each), by the item's seqs. */
+  /** The tickets held in doubt since `until` or before on every sub-line (read-doubt-2.lua on each), by the item's seqs. */
   readDoubt(item: SplitItem, until: number): Promise<{ seq: number; record: string }[]>;
   /** Gives tickets held in doubt a new lease (relaunch-4.lua on each one's sub-line); the rows of those still in doubt, by the item's seqs. */
   relaunch(item: SplitItem, seqs: number[], leaseMs: number, leasePrefix: string): Promise<{ seq: number; record: string; payload: string; leaseId: string; leaseExp: number }[]>;

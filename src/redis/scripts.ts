@@ -46,7 +46,7 @@ export const scripts = {
   admit: spec('admit-12', ['meta', 'ctr', 'gate', 'retry', 'leases', 'payloads', 'blocked', 'stock', 'taken', 'done', 'drawOrder', 'doubt'], ['max', 'leaseMs', 'leasePrefix', 'autoCap']),
   settle: spec('settle-9', ['meta', 'ctr', 'retry', 'leases', ...ending, 'doubt'], [], 'seq, leaseId, status, outcome, retry, force'),
   sweep: spec('sweep-9', ['meta', 'ctr', 'retry', 'leases', ...ending, 'doubt'], []),
-  readDoubt: spec('read-doubt-1', ['doubt'], ['until']),
+  readDoubt: spec('read-doubt-2', ['doubt', 'ctr'], ['until']),
   relaunch: spec('relaunch-4', ['ctr', 'doubt', 'leases', 'payloads'], ['leaseMs', 'leasePrefix'], 'seq'),
   resolveDoubt: spec('resolve-doubt-7', ['meta', 'ctr', 'doubt', 'payloads', 'stock', 'taken', 'done'], [], 'seq, outcome'),
   extendLeases: spec('extend-leases-3', ['leases', 'ctr', 'doubt'], ['until'], 'seq, leaseId'),

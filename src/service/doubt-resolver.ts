@@ -19,8 +19,8 @@ import type { HandlerRegistry } from './registry.js';
  *
  * - one that sells through Postgres (`stockTable`: seckill, coupon): Postgres's rows for the
  *   tickets (db/sales.ts salesOf, under the item's stock lock) end each `succeeded` with its
- *   sale's result (`saleResult`), or with the cut's outcome when Postgres holds none. Nothing is
- *   sold again: the item is sold out or closed.
+ *   sale's result (`saleResult`; `{ id }` for a handler without one), or with the cut's outcome
+ *   when Postgres holds none. Nothing is sold again: the item is sold out or closed.
  * - another in-process handler (webhook): the tickets run again, in a job as the dispatcher queues
  *   one, under new leases (relaunch-4.lua); the handler is idempotent (a webhook's Idempotency-Key
  *   is the ticket ref), and its answer ends them.
@@ -54,7 +54,9 @@ export function startDoubtResolver(
     const doubts = await queue.admissions.doubts(itemId, deps.now() - opts.graceMs);
     if (!doubts.length) return;
     const spec = deps.handlers.get(item.snap.def.handler);
-    if (spec?.handle && !spec.external && !(spec.stockTable && spec.saleResult)) {
+    // A handler this daemon does not have (another daemon's own module): that daemon decides.
+    if (!spec) return;
+    if (spec.handle && !spec.external && !spec.stockTable) {
       const tickets = await queue.admissions.relaunchDoubts(itemId, doubts.map((d) => d.seq), opts.dispatchLeaseMs);
       if (!tickets.length) return;
       await deps.jobs.dispatch(spec.name, [{ itemId, tickets }]);
@@ -63,12 +65,12 @@ export function startDoubtResolver(
       log.warn({ itemId, inDoubt: doubts.length, relaunched: tickets.length }, 'tickets in doubt run again');
       return;
     }
-    if (!deps.pg.up && spec?.stockTable) return;
-    const sales = spec?.stockTable && spec.saleResult ? await salesOf(deps.sql, spec.stockTable, itemId, doubts.map((d) => ticketRef(d.ticketId))) : new Map();
+    if (!deps.pg.up && spec.stockTable) return;
+    const sales = spec.stockTable ? await salesOf(deps.sql, spec.stockTable, itemId, doubts.map((d) => ticketRef(d.ticketId))) : new Map();
     const entries = doubts.map((d) => {
       const sale = sales.get(ticketRef(d.ticketId));
       // A row of another user (a ticket id issued twice after a Redis rollback) is not this ticket's sale.
-      return { seq: d.seq, result: sale && sale.userId === d.userId ? spec!.saleResult!(sale) : null };
+      return { seq: d.seq, result: sale && sale.userId === d.userId ? (spec.saleResult?.(sale) ?? { id: sale.id }) : null };
     });
     const ended = await queue.admissions.resolveDoubts(itemId, entries);
     const sold = entries.filter((e) => e.result !== null).length;
@@ -80,9 +82,12 @@ export function startDoubtResolver(
       try {
         await resolveItem(itemId);
       } catch (err) {
-        if (!isConnectionLoss(err)) throw err;
-        deps.pg.markDown(String((err as { code?: string }).code ?? err));
-        return;
+        if (isConnectionLoss(err)) {
+          deps.pg.markDown(String((err as { code?: string }).code ?? err));
+          return;
+        }
+        // One item's failure (a Redis timeout, a job queue that refused) does not hold up the others.
+        log.warn({ itemId, err: String(err) }, 'tickets in doubt not taken up this round');
       }
     }
   }

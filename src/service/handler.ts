@@ -102,7 +102,8 @@ export interface HandlerSpec {
   stockTable?: 'orders' | 'coupon_claims';
   /**
    * A ticket's result from its row in `stockTable` (what `handle` answers for a sale): how a ticket
-   * whose sale Postgres holds is told so when its job cannot (service/doubt-resolver.ts).
+   * whose sale Postgres holds is told so when its job cannot (service/doubt-resolver.ts; without
+   * it, `{ id }` with the row's id).
    */
   saleResult?(sale: { id: string; reservedUntil?: string }): Record<string, unknown>;
   /** Shards of the Redis stock counter (a hot item's units spread over K keys' fields). */

@@ -14,7 +14,6 @@ if rcall('EXISTS', K.meta) == 0 then return -1 end
 local now, stateChar, reason, flag = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 rcall('HSET', K.meta, flag, '1')
 rcall('HSETNX', K.meta, 'endedAt', now)
-local doubted = 0
 for _, s in ipairs(rcall('ZRANGE', K.retry, 0, -1)) do
   local record = getRecord(tonumber(s))
   if record and string.sub(record, 1, 1) == 'w' then
@@ -22,7 +21,6 @@ for _, s in ipairs(rcall('ZRANGE', K.retry, 0, -1)) do
     holdInDoubt(tonumber(s), tonumber(now))
     rcall('HINCRBY', K.ctr, 'waiting', -1)
     rcall('HINCRBY', K.ctr, 'admitted', 1)
-    doubted = doubted + 1
   end
 end
 rcall('DEL', K.retry)
@@ -30,8 +28,11 @@ local seq = tonumber(rcall('HGET', K.ctr, 'seq') or '0')
 local waiting = tonumber(rcall('HGET', K.ctr, 'waiting') or '0')
 local cuts = loadCuts()
 local served = tonumber(rcall('HGET', K.ctr, 'served') or '0')
--- (A cut is recorded for tickets in doubt too: it is the outcome they get if Postgres holds no sale.)
-if waiting > 0 or doubted > 0 then
+-- A cut is recorded for admitted tickets too, and those in doubt: it is the outcome a ticket gets
+-- whose lease runs out later if its effect did not happen (without it, such a ticket went back to
+-- the head of a closed line, where nothing would take it).
+local admitted = tonumber(rcall('HGET', K.ctr, 'admitted') or '0')
+if waiting > 0 or admitted > 0 then
   -- The ledger finds this cut's tickets among the seqs after the previous cut.
   rcall('XADD', K.done, '*', 'from', fmt(lastCutSeq(cuts) + 1), 'to', fmt(seq))
   -- The 5th field (served before the cut) lets a daemon tell from its cached view alone which

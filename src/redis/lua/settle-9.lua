@@ -38,8 +38,9 @@ local function settleOne(seq, leaseId, status, outcome, retry, force)
   leaseId = x[1] or leaseId
   rcall('ZREM', K.leases, fmt(seq))
   -- A ticket in doubt (holdInDoubt in _lib) waits for its outcome: the holder of its last lease
-  -- brings it, however late.
-  if not leaveDoubt(seq) and not force and tonumber(x[2]) < now then
+  -- brings it, however late; so does one of a cut item whose lease ran out a moment ago, which
+  -- the sweep would put in doubt.
+  if not leaveDoubt(seq) and not force and tonumber(x[2]) < now and not cutFor(loadCuts(), seq) then
     returnToHead(seq, record, now)
     return -2
   end

@@ -1,6 +1,8 @@
 --[[
   The tickets held in doubt since before `until` (holdInDoubt in _lib), oldest first, at most 500.
-  KEYS[1] doubt
+  An entry whose ticket is no longer admitted (ended by a script that did not know of doubt: an
+  older daemon's, in a rolling upgrade) is dropped, so it cannot hold up the others.
+  KEYS[1] doubt  KEYS[2] ctr
   ARGV[1] now (ms, the caller's clock; unused)  ARGV[2] until (ms)
   Returns { seq1, record1, seq2, record2, ... }
 ]]
@@ -8,9 +10,11 @@
 local out = {}
 for _, s in ipairs(rcall('ZRANGEBYSCORE', K.doubt, '-inf', ARGV[2], 'LIMIT', 0, 500)) do
   local record = getRecord(tonumber(s))
-  if record then
+  if record and string.sub(record, 1, 1) == 'a' then
     table.insert(out, tonumber(s))
     table.insert(out, record)
+  else
+    leaveDoubt(tonumber(s))
   end
 end
 return out
