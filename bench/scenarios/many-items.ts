@@ -51,13 +51,14 @@ async function timed(base: string, path: string, key: string | null) {
  * 48 ms plain and 79 ms gzip from a fresh process, 140–191 ms from the bench's own), so it is
  * reported beside, not as the scrape's time.
  */
-async function scraped(base: string, path: string) {
+async function scraped(base: string, path: string, firstBytes: number[] = []) {
   const times: number[] = [];
   for (let i = 0; i < 3; i++) {
-    const { stdout } = await execFileP('curl', ['-sS', '--compressed', '-o', '/dev/null', '-w', '%{http_code} %{time_total}', `${base}${path}`], { timeout: 60_000 });
-    const [code, secs] = stdout.trim().split(' ');
+    const { stdout } = await execFileP('curl', ['-sS', '--compressed', '-o', '/dev/null', '-w', '%{http_code} %{time_starttransfer} %{time_total}', `${base}${path}`], { timeout: 60_000 });
+    const [code, first, secs] = stdout.trim().split(' ');
     if (code !== '200') throw new Error(`GET ${path} (curl): ${code}`);
     times.push(Number(secs) * 1000);
+    firstBytes.push(Number(first) * 1000);
   }
   return times.sort((a, b) => a - b)[1];
 }
@@ -122,7 +123,9 @@ export async function manyItemsScenario(ctx: BenchContext): Promise<ScenarioOutp
   await sleep(Math.max(0, definedAt + 66_000 - performance.now()));
   const idle = await cpuOver(pid, 10_000);
   const idleOps = await redisOps(ctx, 5000);
-  const scrapeMs = await scraped(daemon.url, '/metrics');
+  const scrapes: number[] = [];
+  const scrapeMs = await scraped(daemon.url, '/metrics', scrapes);
+  ctx.log(`scrapes, time to first byte: ${scrapes.map((t) => t.toFixed(0)).join(' · ')} ms`);
   const metricsMs = await timed(daemon.url, '/metrics', null);
   const listMs = await timed(daemon.url, '/v1/items', OPERATOR_KEY);
   ctx.log(`idle: ${idle.daemon.toFixed(3)} cores, ${idleOps.toFixed(0)} Redis commands/s; /metrics ${scrapeMs.toFixed(0)} ms as a scraper (Node's fetch ${metricsMs.toFixed(0)} ms), /v1/items ${listMs.toFixed(0)} ms`);
