@@ -320,7 +320,16 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
     every(50, 'gate sample flush', () => samples.flush(), log),
     startStockKeeper({ queue, catalog, pg, log: log.child({ module: 'stock' }) }, { everyMs: 2000 }),
     startDoubtResolver(
-      { queue, handlers, sql: dbHandle.sql, pg, jobs: service.jobs, log: log.child({ module: 'doubt' }), now: () => clock.now() },
+      {
+        queue,
+        handlers,
+        sql: dbHandle.sql,
+        pg,
+        jobs: service.jobs,
+        log: log.child({ module: 'doubt' }),
+        now: () => clock.now(),
+        onResolved: (itemId, how, n) => metrics.doubtResolved.inc({ item: itemId, how }, n),
+      },
       { everyMs: 1000, graceMs: config.FLOODGATE_DOUBT_GRACE_MS, dispatchLeaseMs: config.FLOODGATE_DISPATCH_LEASE_MS },
     ),
     startRetention({ queue, store, clock, log: log.child({ module: 'retention' }) }, { everyMs: 60_000, retentionMs: config.FLOODGATE_ITEM_RETENTION_MS }),

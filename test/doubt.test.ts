@@ -97,7 +97,8 @@ async function expireLeases(item: string, lines = 1) {
   return n;
 }
 
-const { call } = await inProcessDaemon({ prefix, databaseUrl: db.url, env });
+const { call, daemon: second } = await inProcessDaemon({ prefix, databaseUrl: db.url, env });
+const daemonUrl = second.url;
 const view = (item: string, user: string) => call('GET', `/v1/tickets/${ids[`${item}/${user}`]}`, undefined, null).then((r) => r.body);
 const views = (item: string) => Promise.all(['alice', 'bob', 'carol', 'dave'].map((u) => view(item, u)));
 const ended = (vs: { state: string }[]) => vs.every((v) => !['waiting', 'admitted'].includes(v.state));
@@ -190,5 +191,18 @@ describe('a ticket whose sale committed before its daemon died', () => {
     const late = await call('POST', `/v1/tickets/${ids['ex/alice']}/outcome`, { leaseId: pulled[0].leaseId, status: 'succeeded', result: { done: true } }, SVC);
     expect([late.status, late.body.state, late.body.outcome?.result]).toEqual([200, 'succeeded', { done: true }]);
     expect((await call('GET', '/v1/items/ex')).body.counts).toMatchObject({ waiting: 0, admitted: 0, succeeded: 1, rejected: 1 });
+  });
+
+  it('counts how each ticket left doubt, per item, in /metrics', async () => {
+    const text = (await (await fetch(`${daemonUrl}/metrics`)).text()).split('\n').filter((l) => l.startsWith('floodgate_doubt_resolved_total'));
+    expect(text.sort()).toEqual(
+      [
+        'floodgate_doubt_resolved_total{item="cl",how="cut"} 1',
+        'floodgate_doubt_resolved_total{item="cl",how="sold"} 1',
+        'floodgate_doubt_resolved_total{item="so",how="sold"} 1',
+        'floodgate_doubt_resolved_total{item="sp",how="sold"} 1',
+        'floodgate_doubt_resolved_total{item="wh",how="relaunched"} 1',
+      ].sort(),
+    );
   });
 });

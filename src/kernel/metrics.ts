@@ -68,6 +68,12 @@ export function createMetrics() {
     }),
     gateInFlight: new Gauge({ name: 'floodgate_gate_in_flight', help: 'Admitted tickets not yet settled, as the gate controller saw them.', labelNames: ['item'] as const, aggregator: 'max', registers: [registry] }),
     gateProbes: new Counter({ name: 'floodgate_gate_probes_total', help: 'Baseline probes started by this daemon as leader.', labelNames: ['item'] as const, registers: [registry] }),
+    doubtResolved: new Counter({
+      name: 'floodgate_doubt_resolved_total',
+      help: 'Tickets of a closed or sold-out item taken out of doubt (their lease ran out before their outcome was known), by how: sold (Postgres held their sale), cut (it held none: the cut\'s outcome), relaunched (run again).',
+      labelNames: ['item', 'how'] as const,
+      registers: [registry],
+    }),
     ledgerDeadLetters: new Counter({
       name: 'floodgate_ledger_dead_letters_total',
       help: 'Outcome rows (and unreadable done-stream entries) the ledger parked in ticket_outcomes_dead.',

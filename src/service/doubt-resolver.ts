@@ -40,6 +40,8 @@ export function startDoubtResolver(
     jobs: Pick<JobQueues, 'dispatch' | 'leaseMs'>;
     log: Logger;
     now(): number;
+    /** How many tickets left doubt, and how (sold, cut, relaunched). */
+    onResolved?(itemId: string, how: 'sold' | 'cut' | 'relaunched', n: number): void;
   },
   opts: { everyMs: number; graceMs: number; dispatchLeaseMs: number },
 ) {
@@ -62,6 +64,7 @@ export function startDoubtResolver(
       await deps.jobs.dispatch(spec.name, [{ itemId, tickets }]);
       const deadlineMs = spec.deadlineMs?.(item.snap.def.config) ?? 10_000;
       await queue.admissions.extendLeases(itemId, tickets.map((t) => ({ seq: t.seq, leaseId: t.leaseId })), deps.now() + deps.jobs.leaseMs(deadlineMs));
+      deps.onResolved?.(itemId, 'relaunched', tickets.length);
       log.warn({ itemId, inDoubt: doubts.length, relaunched: tickets.length }, 'tickets in doubt run again');
       return;
     }
@@ -74,6 +77,9 @@ export function startDoubtResolver(
     });
     const ended = await queue.admissions.resolveDoubts(itemId, entries);
     const sold = entries.filter((e) => e.result !== null).length;
+    // Counted as asked (a ticket settled meanwhile by its holder is among them, and left alone).
+    if (sold) deps.onResolved?.(itemId, 'sold', sold);
+    if (entries.length > sold) deps.onResolved?.(itemId, 'cut', entries.length - sold);
     log.warn({ itemId, inDoubt: doubts.length, ended, sold }, 'tickets in doubt ended with their outcome');
   }
 
