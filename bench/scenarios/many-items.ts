@@ -51,9 +51,9 @@ async function timed(base: string, path: string, key: string | null) {
  * 48 ms plain and 79 ms gzip from a fresh process, 140–191 ms from the bench's own), so it is
  * reported beside, not as the scrape's time.
  */
-async function scraped(base: string, path: string, firstBytes: number[] = []) {
+async function scraped(base: string, path: string, firstBytes: number[] = [], rounds = 3) {
   const times: number[] = [];
-  for (let i = 0; i < 3; i++) {
+  for (let i = 0; i < rounds; i++) {
     const { stdout } = await execFileP('curl', ['-sS', '--compressed', '-o', '/dev/null', '-w', '%{http_code} %{time_starttransfer} %{time_total}', `${base}${path}`], { timeout: 60_000 });
     const [code, first, secs] = stdout.trim().split(' ');
     if (code !== '200') throw new Error(`GET ${path} (curl): ${code}`);
@@ -123,9 +123,13 @@ export async function manyItemsScenario(ctx: BenchContext): Promise<ScenarioOutp
   await sleep(Math.max(0, definedAt + 66_000 - performance.now()));
   const idle = await cpuOver(pid, 10_000);
   const idleOps = await redisOps(ctx, 5000);
+  // The first scrapes after the items were defined read their views from Redis and build their
+  // text (cold); Prometheus then scrapes every 15–60 s, so the steady scrape is timed after three.
+  const coldFirstBytes: number[] = [];
+  const coldMs = await scraped(daemon.url, '/metrics', coldFirstBytes);
   const scrapes: number[] = [];
-  const scrapeMs = await scraped(daemon.url, '/metrics', scrapes);
-  ctx.log(`scrapes, time to first byte: ${scrapes.map((t) => t.toFixed(0)).join(' · ')} ms`);
+  const scrapeMs = await scraped(daemon.url, '/metrics', scrapes, 5);
+  ctx.log(`scrapes, time to first byte: cold ${coldFirstBytes.map((t) => t.toFixed(0)).join(' · ')} ms, then ${scrapes.map((t) => t.toFixed(0)).join(' · ')} ms`);
   const metricsMs = await timed(daemon.url, '/metrics', null);
   const listMs = await timed(daemon.url, '/v1/items', OPERATOR_KEY);
   ctx.log(`idle: ${idle.daemon.toFixed(3)} cores, ${idleOps.toFixed(0)} Redis commands/s; /metrics ${scrapeMs.toFixed(0)} ms as a scraper (Node's fetch ${metricsMs.toFixed(0)} ms), /v1/items ${listMs.toFixed(0)} ms`);
@@ -152,7 +156,7 @@ export async function manyItemsScenario(ctx: BenchContext): Promise<ScenarioOutp
     [`daemon CPU, ${n} items just defined (5 s)`, `${fresh.daemon.toFixed(3)} cores`, ''],
     [`daemon CPU, the same ${n} items idle over a minute (10 s)`, `${idle.daemon.toFixed(3)} cores (other processes meanwhile: ${idle.other.toFixed(2)} cores)`, '≤ 0.05'],
     ['Redis commands/s (whole server), no items · idle items', `${noneOps.toFixed(0)} · ${idleOps.toFixed(0)}`, ''],
-    [`GET /metrics with ${n} items, as a scraper asks (gzip, inflated natively: curl --compressed; median of 3)`, `${scrapeMs.toFixed(0)} ms`, '≤ 100 ms'],
+    [`GET /metrics with ${n} items, as a scraper asks (gzip, inflated natively: curl --compressed; median of 5, after 3 cold scrapes)`, `${scrapeMs.toFixed(0)} ms (the cold ones: median ${coldMs.toFixed(0)} ms, first bytes after ${coldFirstBytes.map((t) => t.toFixed(0)).join(' · ')} ms)`, '≤ 100 ms'],
     [`GET /metrics with ${n} items through Node's fetch from the bench process (inflated through web streams; median of 3)`, `${metricsMs.toFixed(0)} ms`, ''],
     [`GET /v1/items with ${n} items (median of 3)`, `${listMs.toFixed(0)} ms`, '≤ 500 ms'],
     [`joins/s on one hot item, no other items (median of ${JOIN_ROUNDS} × ${JOIN_ROUND_S} s, 50 connections)`, joinRow(alone), ''],
@@ -173,7 +177,7 @@ export async function manyItemsScenario(ctx: BenchContext): Promise<ScenarioOutp
     '### Method',
     '',
     `- One daemon (dist/floodgate.mjs, built from src/ as \`npm start\` does, LOG_LEVEL=warn). ${n} items: even ones webhook (auto gate, a downstream that is never called), odd ones seckill (10 units); no tickets. CPU from /proc/<pid>/stat; Redis commands from INFO stats (the whole server: it is shared with nothing else in this run).`,
-    `- /metrics is timed as a scraper fetches it (curl --compressed: asks gzip, inflates natively; time_total) and, beside it, through Node's fetch from this process, whose inflating through web streams costs more than the daemon's answer (scraped() says what was measured on 3 Dec).`,
+    `- /metrics is timed as a scraper fetches it (curl --compressed: asks gzip, inflates natively; time_total): three cold scrapes first (the first after the items were defined reads every view from Redis and builds its text), reported apart, then five; and, beside it, through Node's fetch from this process, whose inflating through web streams costs more than the daemon's answer (scraped() says what was measured on 3 Dec).`,
     '- Background loops visit only the items of the active set (any work in the last minute, or a lease running longer); every item is made active only at a start and after a Redis reconnect. Defining an item does not make it active: it is a change notice (items.announce), which makes every daemon read the item again when it next serves it.',
     '- Hot item: an external line behind a closed gate (joins only, a new user per request), measured in rounds before the idle items are defined and again once they are idle, on the same daemon. The rounds are not interleaved (the items cannot come and go between rounds), so load from outside the bench between the two shows in the ratio. The alternating row compares the same load against a second daemon (its own database and Redis prefix) that knows only its hot item, slice by slice, after one warm-up each.',
   ].join('\n');
