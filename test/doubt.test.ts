@@ -57,6 +57,9 @@ for (const item of ['so', 'sp', 'cl']) {
 // ex: an external item whose worker writes back after its lease ran out and the item closed.
 await first.define('ex', { handler: 'external', gate: { mode: 'manual' } });
 for (const user of ['alice', 'bob']) ids[`ex/${user}`] = (await first.call('POST', `/v1/items/ex/tickets`, { userId: user }, SVC)).body.ticketId;
+// bl: a seckill item whose buyers back at the head are blocked before they run again.
+await first.define('bl', { handler: 'seckill', config: { stock: 5 }, gate: { mode: 'closed' } });
+for (const user of ['alice', 'bob', 'carol']) ids[`bl/${user}`] = (await first.call('POST', `/v1/items/bl/tickets`, { userId: user }, SVC)).body.ticketId;
 // wh: a webhook item that closes while the dead daemon's call had been answered.
 await first.define('wh', { handler: 'webhook', config: { url: hookUrl }, gate: { mode: 'closed' } });
 for (const user of ['alice', 'bob', 'carol', 'dave']) ids[`wh/${user}`] = (await first.call('POST', `/v1/items/wh/tickets`, { userId: user }, SVC)).body.ticketId;
@@ -79,9 +82,10 @@ await deadAdmit('so', 1);
 await deadAdmit('sp', 1, 2);
 await deadAdmit('cl', 2);
 await deadAdmit('wh', 1);
+await deadAdmit('bl', 2);
 // The dead daemon's webhook call for alice, answered by the downstream (the answer then lost).
 await fetch(hookUrl, { method: 'POST', headers: { 'idempotency-key': ticketRef(ids['wh/alice']) }, body: '{}' });
-for (const item of ['so', 'sp', 'cl']) {
+for (const item of ['so', 'sp', 'cl', 'bl']) {
   const [sale] = await writeSales(db.sql, 'orders', [{ itemId: item, userId: 'alice', ticketRef: ticketRef(ids[`${item}/alice`]) }]);
   expect(sale.kind).toBe('sold');
 }
@@ -193,10 +197,29 @@ describe('a ticket whose sale committed before its daemon died', () => {
     expect((await call('GET', '/v1/items/ex')).body.counts).toMatchObject({ waiting: 0, admitted: 0, succeeded: 1, rejected: 1 });
   });
 
+  it('is told its order, not "blocked", when its user was blocked while it was back at the head', { timeout: 60_000 }, async () => {
+    // alice (sold) and bob (not) go back to the head; then both are blocked, and the gate opens.
+    expect(await expireLeases('bl')).toBe(2);
+    await waitFor(() => call('GET', '/v1/items/bl').then((r) => r.body), (v) => v.counts.waiting === 3 && v.counts.admitted === 0);
+    for (const user of ['alice', 'bob']) expect((await call('PUT', `/v1/items/bl/blocks/${user}`)).status).toBe(200);
+    await call('PATCH', '/v1/items/bl/gate', { mode: 'manual' });
+
+    const vs = await waitFor(() => Promise.all(['alice', 'bob', 'carol'].map((u) => view('bl', u))), ended);
+    const sold = await orders('bl');
+    expect([...sold.keys()].sort()).toEqual(['alice', 'carol']);
+    expect(vs.map((v) => [v.userId, v.state, v.outcome?.result?.orderId ?? v.outcome?.reason])).toEqual([
+      ['alice', 'succeeded', sold.get('alice')],
+      ['bob', 'rejected', 'blocked'],
+      ['carol', 'succeeded', sold.get('carol')],
+    ]);
+  });
+
   it('counts how each ticket left doubt, per item, in /metrics', async () => {
     const text = (await (await fetch(`${daemonUrl}/metrics`)).text()).split('\n').filter((l) => l.startsWith('floodgate_doubt_resolved_total'));
     expect(text.sort()).toEqual(
       [
+        'floodgate_doubt_resolved_total{item="bl",how="cut"} 1',
+        'floodgate_doubt_resolved_total{item="bl",how="sold"} 1',
         'floodgate_doubt_resolved_total{item="cl",how="cut"} 1',
         'floodgate_doubt_resolved_total{item="cl",how="sold"} 1',
         'floodgate_doubt_resolved_total{item="so",how="sold"} 1',
@@ -205,4 +228,5 @@ describe('a ticket whose sale committed before its daemon died', () => {
       ].sort(),
     );
   });
+
 });

@@ -65,7 +65,7 @@ export const scripts = {
   splitNumber: spec('split-number-2', ['ctr', 'blocked'], ['userId']),
   splitJoin: spec('split-join-5', ['meta', 'ctr', 'users', 'wait', 'payloads'], ['userId', 'num', 'payload', 'source']),
   splitPeek: spec('split-peek-5', ['meta', 'ctr', 'retry', 'wait', 'stock'], ['upTo', 'max']),
-  splitAdmit: spec('split-admit-10', ['meta', 'ctr', 'retry', 'wait', 'leases', 'payloads', 'stock', 'taken', 'blocked', 'done'], ['leaseMs', 'leasePrefix'], 'seq'),
+  splitAdmit: spec('split-admit-11', ['meta', 'ctr', 'retry', 'wait', 'leases', 'payloads', 'stock', 'taken', 'blocked', 'done', 'doubt'], ['leaseMs', 'leasePrefix'], 'seq'),
   splitUnits: spec('split-units-1', ['stock'], ['delta']),
   splitGate: spec('split-gate-3', ['gate', 'ctr', 'alock'], ['op', 'token', 'want', 'inFlight', 'autoCap', 'taken', 'lastNum']),
 } as const;

@@ -124,6 +124,18 @@ local function holdInDoubt(seq, now)
   rcall('HSET', keyOf.x(seq), 'updatedAt', fmt(now))
 end
 
+-- A waiting ticket that was admitted before (back at the head, in K.retry) and must not run again
+-- now (its item was cut, or its user blocked), but whose effect may have happened: admitted again,
+-- in doubt (holdInDoubt). `ifNone`: the outcome JSON it gets if its effect did not happen (nil:
+-- the cut's). Needs K.ctr, K.doubt.
+local function doubtInstead(seq, record, now, ifNone)
+  setState(seq, record, 'a')
+  holdInDoubt(seq, now)
+  if ifNone then rcall('HSET', keyOf.x(seq), 'ifNone', ifNone) end
+  rcall('HINCRBY', K.ctr, 'waiting', -1)
+  rcall('HINCRBY', K.ctr, 'admitted', 1)
+end
+
 -- Takes a ticket out of doubt (it is being settled); returns whether it was in doubt.
 -- Needs K.ctr, K.doubt.
 local function leaveDoubt(seq)

@@ -9,7 +9,8 @@
   ARGV[1] now (ms, the caller's clock)  ARGV[2] max  ARGV[3] leaseMs  ARGV[4] leasePrefix (random)
   ARGV[5] autoCap: the in-flight cap of an auto gate its controller has not spoken for ('' = none)
   A waiting ticket whose user is blocked (K.blocked, for the item or everywhere) is not
-  admitted: it ends rejected, reason blocked, and counts as a skip.
+  admitted: it ends rejected, reason blocked, and counts as a skip; one back at the head of an
+  item with stock (it was admitted, its sale may have committed) waits in doubt instead.
   Returns { code, n, seq1, record1, payload1, leaseId1, leaseExp1, seq2, ... }
     code 0 ok, -1 item not found, -2 the sale window has ended (closesAt passed: the caller cuts
     the line as closed; nothing is admitted after closesAt)
@@ -90,7 +91,15 @@ while taken < allowed do
   if #popped == 0 then break end
   local seq = tonumber(popped[1])
   local record = getRecord(seq)
-  if record and string.sub(record, 1, 1) == 'w' and not endIfBlocked(seq, record) then admit(seq, record) end
+  if record and string.sub(record, 1, 1) == 'w' then
+    -- A blocked user's ticket back at the head of an item with stock may hold a sale that
+    -- committed before its lease ran out: Postgres decides (doubt), "blocked" if it holds none.
+    if stocked and anyBlocked and rcall('HEXISTS', K.blocked, recordUser(record)) == 1 then
+      doubtInstead(seq, record, now, blockedOutcome)
+    elseif not endIfBlocked(seq, record) then
+      admit(seq, record)
+    end
+  end
 end
 
 while taken < allowed and served < last and skips < 1000 do

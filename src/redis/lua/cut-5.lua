@@ -16,12 +16,7 @@ rcall('HSET', K.meta, flag, '1')
 rcall('HSETNX', K.meta, 'endedAt', now)
 for _, s in ipairs(rcall('ZRANGE', K.retry, 0, -1)) do
   local record = getRecord(tonumber(s))
-  if record and string.sub(record, 1, 1) == 'w' then
-    setState(tonumber(s), record, 'a')
-    holdInDoubt(tonumber(s), tonumber(now))
-    rcall('HINCRBY', K.ctr, 'waiting', -1)
-    rcall('HINCRBY', K.ctr, 'admitted', 1)
-  end
+  if record and string.sub(record, 1, 1) == 'w' then doubtInstead(tonumber(s), record, tonumber(now), nil) end
 end
 rcall('DEL', K.retry)
 local seq = tonumber(rcall('HGET', K.ctr, 'seq') or '0')

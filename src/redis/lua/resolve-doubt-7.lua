@@ -1,7 +1,8 @@
 --[[
   Ends tickets held in doubt (holdInDoubt in _lib: a cut item's tickets whose sale may have
-  committed) with Postgres's word: the sale it holds for the ticket, or none, and then the cut's
-  outcome (rejected sold_out, cancelled item_closed). A ticket no longer in doubt (its job settled
+  committed) with Postgres's word: the sale it holds for the ticket, or none, and then the
+  outcome it was held with (x.ifNone: rejected blocked) or the cut's (rejected sold_out, cancelled
+  item_closed). A ticket no longer in doubt (its job settled
   it meanwhile, or another daemon resolved it) is left alone.
   KEYS[1] meta  KEYS[2] ctr  KEYS[3] doubt  KEYS[4] payloads  KEYS[5] stock  KEYS[6] taken  KEYS[7] done
   ARGV[1] now (ms, the caller's clock)
@@ -12,6 +13,8 @@
 local now = tonumber(ARGV[1])
 local cuts = loadCuts()
 local ended = 0
+local charOf = {}
+for c, status in pairs(stateByChar) do charOf[status] = c end
 for i = 2, #ARGV, 2 do
   local seq = tonumber(ARGV[i])
   local record = getRecord(seq)
@@ -19,8 +22,14 @@ for i = 2, #ARGV, 2 do
     if ARGV[i + 1] ~= '' then
       finish(seq, record, 'admitted', 's', 'succeeded', ARGV[i + 1], now)
     else
-      local cut = cutFor(cuts, seq) or { 0, 'r', 'sold_out' }
-      finish(seq, record, 'admitted', cut[2], stateByChar[cut[2]], cjson.encode({ status = stateByChar[cut[2]], reason = cut[3] }), now)
+      local ifNone = rcall('HGET', keyOf.x(seq), 'ifNone')
+      if ifNone then
+        local status = cjson.decode(ifNone).status
+        finish(seq, record, 'admitted', charOf[status], status, ifNone, now)
+      else
+        local cut = cutFor(cuts, seq) or { 0, 'r', 'sold_out' }
+        finish(seq, record, 'admitted', cut[2], stateByChar[cut[2]], cjson.encode({ status = stateByChar[cut[2]], reason = cut[3] }), now)
+      end
     end
     rcall('HDEL', keyOf.x(seq), 'lease', 'leaseExp')
     ended = ended + 1

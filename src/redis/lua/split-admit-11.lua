@@ -7,9 +7,10 @@
   scripts give it back to this sub-line's stock whenever they end the ticket without a sale);
   with no unit left the rest stay waiting. A ticket whose user is blocked (the sub-line's copy of
   the item's blocks: queue/definitions.ts copies each user's block to the user's sub-line) is not
-  admitted: it ends rejected, reason blocked, as admit-12.lua ends it on an unsplit line.
+  admitted: it ends rejected, reason blocked, as admit-12.lua ends it on an unsplit line (one back
+  at the head of an item with stock waits in doubt instead: its sale may have committed).
   KEYS[1] meta  KEYS[2] ctr  KEYS[3] retry  KEYS[4] wait  KEYS[5] leases  KEYS[6] payloads
-  KEYS[7] stock  KEYS[8] taken  KEYS[9] blocked  KEYS[10] done
+  KEYS[7] stock  KEYS[8] taken  KEYS[9] blocked  KEYS[10] done  KEYS[11] doubt
   ARGV[1] now (ms, the caller's clock)  ARGV[2] leaseMs  ARGV[3] leasePrefix (random)
   ARGV[4..] seqs
   Returns { n, seq1, record1, payload1, leaseId1, leaseExp1, seq2, ... }
@@ -36,8 +37,12 @@ for i = 4, #ARGV do
   local waiting = record and string.sub(record, 1, 1) == 'w' and not cutFor(cuts, seq)
   if waiting and anyBlocked and rcall('HEXISTS', K.blocked, recordUser(record)) == 1 then
     rcall('ZREM', K.wait, ARGV[i])
-    rcall('ZREM', K.retry, ARGV[i])
-    finish(seq, record, 'waiting', 'r', 'rejected', blockedOutcome, now)
+    -- Back at the head of an item with stock, it was admitted: its sale may have committed (doubt).
+    if rcall('ZREM', K.retry, ARGV[i]) == 1 and stocked then
+      doubtInstead(seq, record, now, blockedOutcome)
+    else
+      finish(seq, record, 'waiting', 'r', 'rejected', blockedOutcome, now)
+    end
     waiting = false
   end
   local field = waiting and stocked and unitField()
