@@ -214,6 +214,17 @@ describe('a ticket whose sale committed before its daemon died', () => {
     ]);
   });
 
+  it('drops a doubt entry whose ticket already ended (an older daemon ended it), so it holds up nobody', async () => {
+    // carol of 'so' ended rejected by the sold-out cut; an entry for her is what an older daemon's
+    // script would leave behind.
+    const k = itemKeys(prefix, 'so');
+    const seq = parseInt(ids['so/carol'].split('.')[1], 36);
+    await redis.zadd(k.doubt, '1', String(seq));
+    await redis.hincrby(k.ctr, 'doubt', 1);
+    expect(await run(scripts.readDoubt, 'so', Date.now(), { until: Date.now() })).toEqual([]);
+    expect([await redis.zcard(k.doubt), await redis.hget(k.ctr, 'doubt')]).toEqual([0, '0']);
+  });
+
   it('counts how each ticket left doubt, per item, in /metrics', async () => {
     const text = (await (await fetch(`${daemonUrl}/metrics`)).text()).split('\n').filter((l) => l.startsWith('floodgate_doubt_resolved_total'));
     expect(text.sort()).toEqual(
