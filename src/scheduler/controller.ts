@@ -1,3 +1,4 @@
+import { CLOSED_RECHECK_MS } from './dispatcher.js';
 import type { Clock } from '../kernel/clock.js';
 import type { Logger } from '../kernel/logger.js';
 import type { GateStore } from './gate-store.js';
@@ -50,6 +51,15 @@ export function startController(
   let idsAt = -Infinity;
 
   async function tickItem(itemId: string) {
+    // An item this law does not drive costs no view read per tick: a self-limited handler's (its
+    // handler changes only by a redefinition, which this daemon's views follow), or one behind a
+    // closed gate, as its held view says for up to a second (dispatcher.ts).
+    const held = queue.items.peek(itemId);
+    if (held) {
+      const heldSpec = deps.handlers.get(held.snap.def.handler);
+      if (!heldSpec?.handle || heldSpec.selfLimited) return;
+      if (held.snap.gate.mode === 'closed' && clock.now() - held.snap.loadedAt < CLOSED_RECHECK_MS) return;
+    }
     const item = await queue.items.item(itemId);
     const spec = item && deps.handlers.get(item.snap.def.handler);
     if (!item || !spec?.handle || spec.selfLimited || item.snap.gate.mode === 'closed') return;

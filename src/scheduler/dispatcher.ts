@@ -27,6 +27,9 @@ export interface DispatcherOptions {
  * (polling every 10 ms instead cost a quarter of the daemon's HTTP throughput on two cores).
  * Joins through other daemons are admitted by their own dispatchers.
  */
+/** How long a held view that says the gate is closed is believed without reading the item again. */
+export const CLOSED_RECHECK_MS = 1000;
+
 export function startDispatcher(
   deps: {
     queue: Pick<Line, 'items' | 'admissions' | 'definitions'>;
@@ -57,6 +60,15 @@ export function startDispatcher(
   type Admitted = { handler: string; itemId: string; tickets: AdmittedTicket[]; deadlineMs: number };
 
   async function roundFor(itemId: string): Promise<Admitted | null> {
+    // A line behind a closed gate admits nobody: its held view decides for up to a second (a gate
+    // change made here drops the view at once; another daemon's is seen within that second), so
+    // such a line costs neither a view read every round nor an admit call that can only refuse
+    // (1,000 of them, one ticket waiting in each, kept 0.85 cores and 60,000 Redis commands/s busy).
+    const held = queue.items.peek(itemId);
+    if (held && held.snap.gate.mode === 'closed' && clock.now() - held.snap.loadedAt < CLOSED_RECHECK_MS) {
+      if (held.snap.counts.waiting > 0 || held.snap.counts.admitted > 0) queue.items.keepActive(itemId);
+      return null;
+    }
     const item = await queue.items.item(itemId);
     const spec = item && handlers.get(item.snap.def.handler);
     if (!item) return null;
@@ -68,7 +80,7 @@ export function startDispatcher(
       await queue.definitions.cut(itemId, 'closed', 'closed');
       return null;
     }
-    if (!spec?.handle || spec.external) return null;
+    if (!spec?.handle || spec.external || item.snap.gate.mode === 'closed') return null;
     // While the store its handler sells through is unreachable (Postgres, for seckill and coupon:
     // LineDeps.storeAway), the item admits nobody: tickets wait in line (and keep their places, and
     // read `paused`) instead of failing; admissions resume when it answers again.
