@@ -101,15 +101,19 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
   }
 
   const splitItem = (itemId: string) => splitItemOf(items, itemId);
-  /** Admitted rows as the handlers and pull take them: ids made from the records. */
+  /** A ticket's record as stored, and the id its user holds (made from the record). */
+  const ticketOf = (item: CachedItem, seq: number, record: string) => {
+    const rec = parseRecord(record, item.snap.epoch);
+    return { rec, ticketId: makeTicketId(item.snap.def.itemId, seq, item.snap.secret, bindingOf(rec, item.snap.epoch)) };
+  };
+  /** Admitted rows as the handlers and pull take them. */
   const admittedTickets = (item: CachedItem, rows: { seq: number; record: string; payload: string; leaseId: string; leaseExp: number }[]): AdmittedTicket[] =>
     rows.map((row, i) => {
-      const rec = parseRecord(row.record, item.snap.epoch);
-      const itemId = item.snap.def.itemId;
+      const { rec, ticketId } = ticketOf(item, row.seq, row.record);
       return {
-        ticketId: makeTicketId(itemId, row.seq, item.snap.secret, bindingOf(rec, item.snap.epoch)),
+        ticketId,
         seq: row.seq,
-        itemId,
+        itemId: item.snap.def.itemId,
         userId: rec.userId,
         payload: row.payload ? JSON.parse(row.payload) : null,
         position: i + 1,
@@ -186,8 +190,8 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
       const sub = splitOf(item.snap.def);
       const rows = sub ? await deps.split.readDoubt(sub, until) : await scripts.readDoubt(itemId, clock.now(), until);
       return rows.map(({ seq, record }) => {
-        const rec = parseRecord(record, item.snap.epoch);
-        return { seq, ticketId: makeTicketId(itemId, seq, item.snap.secret, bindingOf(rec, item.snap.epoch)), userId: rec.userId };
+        const { rec, ticketId } = ticketOf(item, seq, record);
+        return { seq, ticketId, userId: rec.userId };
       });
     },
 

@@ -69,9 +69,10 @@ export function startDoubtResolver(
       return;
     }
     if (!deps.pg.up && spec.stockTable) return;
-    const sales = spec.stockTable ? await salesOf(deps.sql, spec.stockTable, itemId, doubts.map((d) => ticketRef(d.ticketId))) : new Map();
-    const entries = doubts.map((d) => {
-      const sale = sales.get(ticketRef(d.ticketId));
+    const refs = doubts.map((d) => ticketRef(d.ticketId));
+    const sales = spec.stockTable ? await salesOf(deps.sql, spec.stockTable, itemId, refs) : new Map();
+    const entries = doubts.map((d, i) => {
+      const sale = sales.get(refs[i]);
       // A row of another user (a ticket id issued twice after a Redis rollback) is not this ticket's sale.
       return { seq: d.seq, result: sale && sale.userId === d.userId ? (spec.saleResult?.(sale) ?? { id: sale.id }) : null };
     });
