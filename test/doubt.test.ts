@@ -108,6 +108,19 @@ const views = (item: string) => Promise.all(['alice', 'bob', 'carol', 'dave'].ma
 const ended = (vs: { state: string }[]) => vs.every((v) => !['waiting', 'admitted'].includes(v.state));
 const orders = async (item: string) => new Map((await db.sql`select user_id, order_id::text as id from orders where item_id = ${item}`).map((r) => [r.user_id as string, r.id as string]));
 
+/**
+ * A job of the dead daemon that had only stalled (more than its lease and the resolver's grace
+ * between taking its unit and selling) sells for `user` after the ticket ended without a sale:
+ * Postgres refuses it, and holds the orders of `buyers` alone.
+ */
+async function expectNoLateSale(item: string, user: string, buyers: string[]) {
+  const [late] = await writeSales(db.sql, 'orders', [{ itemId: item, userId: user, ticketRef: ticketRef(ids[`${item}/${user}`]) }]);
+  expect(late.kind).toBe('void');
+  expect([...(await orders(item)).keys()].sort()).toEqual(buyers);
+  const [stock] = await db.sql`select sold from item_stock where item_id = ${item}`;
+  expect(stock.sold).toBe(buyers.length);
+}
+
 describe('a ticket whose sale committed before its daemon died', () => {
   it.each([
     ['so', 1],
@@ -159,6 +172,8 @@ describe('a ticket whose sale committed before its daemon died', () => {
       ['dave', 'cancelled', 'item_closed'],
     ]);
     expect((await call('GET', '/v1/items/cl')).body.counts).toMatchObject({ waiting: 0, admitted: 0, succeeded: 1, cancelled: 3 });
+    // The dead daemon's job for bob had only stalled, and comes to sell now: bob was told "closed".
+    await expectNoLateSale('cl', 'bob', ['alice']);
   });
 
   it('is run again, not told "closed", when its webhook item closed while its lease still ran', { timeout: 60_000 }, async () => {
@@ -212,6 +227,7 @@ describe('a ticket whose sale committed before its daemon died', () => {
       ['bob', 'rejected', 'blocked'],
       ['carol', 'succeeded', sold.get('carol')],
     ]);
+    await expectNoLateSale('bl', 'bob', ['alice', 'carol']);
   });
 
   it('drops a doubt entry whose ticket already ended (an older daemon ended it), so it holds up nobody', async () => {

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { connectDb } from '../src/db/client.js';
-import { defineStock, recountStock, SaleRefusedError, writeSales, type SaleOutcome, type SaleRequest } from '../src/db/sales.js';
+import { decideDoubts, defineStock, recountStock, SaleRefusedError, writeSales, type SaleOutcome, type SaleRequest } from '../src/db/sales.js';
 import { testDb } from './support/db.js';
 
 const db = await testDb();
@@ -124,6 +124,42 @@ describe('selling through Postgres (one function call per batch, each item decid
       }).then(async ({ waiting }) => expect((await waiting).map((x) => x.kind)).toEqual(['sold', 'sold']));
     } finally {
       await Promise.all([holder.close(), other.close()]);
+    }
+  });
+
+  it.each(['orders', 'coupon_claims'] as const)('%s: a ticket in doubt found unsold is voided, and no later sale of it is made; a sold one keeps its row', async (table) => {
+    const item = await newItem(3);
+    const req = (u: string, t: string): SaleRequest => ({ ...order(item, u, t), perUser: 1 });
+    const [alice] = await writeSales(db.sql, table, [req('alice', 't1')]);
+    const seen = await decideDoubts(db.sql, table, item, [`${item}.t1`, `${item}.t2`]);
+    expect([...seen]).toEqual([[`${item}.t1`, { id: (alice as { id: string }).id, userId: 'alice' }]]);
+    // bob's job comes to sell after his ticket ended unsold: refused, and no unit is taken.
+    const late = await writeSales(db.sql, table, [req('bob', 't2'), req('carol', 't3'), req('alice', 't1')]);
+    expect(late.map((r) => r.kind)).toEqual(['void', 'sold', 'sold']);
+    expect(late[0]).toEqual({ kind: 'void', left: 1, reserved: 0 });
+    expect(late[2]).toMatchObject({ replay: true, id: (alice as { id: string }).id });
+    const rows = await db.sql`select ticket_id from ${db.sql(table)} where item_id = ${item} order by ticket_id`;
+    expect(rows.map((r) => r.ticket_id)).toEqual([`${item}.t1`, `${item}.t3`]);
+    const [stock] = await db.sql`select sold from item_stock where item_id = ${item}`;
+    expect(stock.sold).toBe(2);
+  });
+
+  it('a doubt decided while the same ticket sells: either the sale committed first and is seen, or it comes after and is refused', async () => {
+    const pool = connectDb(db.url, { max: 4 });
+    try {
+      for (let i = 0; i < 25; i++) {
+        const item = await newItem(5);
+        const ref = `${item}.t`;
+        const [seen, [sale]] = await Promise.all([
+          decideDoubts(pool.sql, 'orders', item, [ref]),
+          writeSales(pool.sql, 'orders', [{ itemId: item, userId: 'u', ticketRef: ref }]),
+        ]);
+        const rows = await db.sql`select order_id::text as id from orders where item_id = ${item}`;
+        if (seen.has(ref)) expect([sale.kind, rows.length, seen.get(ref)!.id]).toEqual(['sold', 1, rows[0].id]);
+        else expect([sale.kind, rows.length]).toEqual(['void', 0]);
+      }
+    } finally {
+      await pool.close();
     }
   });
 

@@ -30,13 +30,15 @@ export interface SaleRequest {
  * `left` is what Postgres has left after the batch, under the stock lock, and `reserved` how many
  * of the sold units are reservations not yet confirmed: "sold out" is `left = 0` with nothing
  * reserved; `left = 0` with units reserved is "held" (they may come back). `foreign`: the ticket's row exists but belongs to another user (a ticket id issued
- * twice); the sale is refused rather than handing over someone else's order.
+ * twice); the sale is refused rather than handing over someone else's order. `void`: the ticket was
+ * ended without a sale while in doubt (`decideDoubts`), so no sale may be made for it any more.
  */
 export type SaleResult =
   | { kind: 'sold'; id: string; replay: boolean; left: number; reserved: number; reservedUntil?: string }
   | { kind: 'sold_out'; left: number; reserved: number }
   | { kind: 'limit_reached'; left: number; reserved: number }
-  | { kind: 'foreign'; left: number; reserved: number };
+  | { kind: 'foreign'; left: number; reserved: number }
+  | { kind: 'void'; left: number; reserved: number };
 
 /** A ticket whose row Postgres refused; nothing of it was written. */
 export type SaleRefused = { kind: 'refused'; error: SaleRefusedError };
@@ -120,7 +122,7 @@ async function sellBatch(sql: postgres.Sql, table: Table, reqs: SaleRequest[]): 
 type Row = {
   item_id: string;
   ticket_id: string;
-  kind: 'sold' | 'replay' | 'limit_reached' | 'sold_out' | 'foreign';
+  kind: 'sold' | 'replay' | 'limit_reached' | 'sold_out' | 'foreign' | 'void';
   id: string | null;
   units_left: string | number;
   units_reserved: string | number;
@@ -139,17 +141,23 @@ function toResult(r: Row): SaleResult {
 }
 
 /**
- * The rows Postgres holds for some of an item's tickets (by ticket ref): its word on whether their
- * sales committed. Taken under the item's stock lock (shared), which every sale holds until it
- * commits, so a sale in flight when this is asked is waited for and seen.
+ * Postgres's word on some of an item's tickets in doubt (by ticket ref): the sale each one made, if
+ * its row is here; a ticket without one is voided in the same transaction (drizzle/0010), so a job
+ * of its that stalled and comes to sell later is refused, and the "sold out" or "closed" the ticket
+ * is then told stays true. Taken under the item's stock lock (shared), which every sale holds
+ * until it commits: a sale in flight when this is asked is waited for and seen, and one that comes
+ * after finds the void.
  */
-export async function salesOf(sql: postgres.Sql, table: Table, itemId: string, refs: string[]): Promise<Map<string, { id: string; userId: string; reservedUntil?: string }>> {
+export async function decideDoubts(sql: postgres.Sql, table: Table, itemId: string, refs: string[]): Promise<Map<string, { id: string; userId: string; reservedUntil?: string }>> {
   return sql.begin(async (tx) => {
     await tx`select 1 from item_stock where item_id = ${itemId} for share`;
     const rows =
       table === 'orders'
         ? await tx`select ticket_id, order_id::text as id, user_id, reserved_until from orders where item_id = ${itemId} and ticket_id = any(${refs}::text[])`
         : await tx`select ticket_id, claim_id::text as id, user_id, null as reserved_until from coupon_claims where item_id = ${itemId} and ticket_id = any(${refs}::text[])`;
+    const held = new Set(rows.map((r) => r.ticket_id as string));
+    const unsold = refs.filter((r) => !held.has(r));
+    if (unsold.length) await tx`insert into voided_tickets (ticket_id, item_id) select t, ${itemId} from unnest(${unsold}::text[]) t on conflict do nothing`;
     return new Map(rows.map((r) => [r.ticket_id as string, { id: r.id as string, userId: r.user_id as string, ...(r.reserved_until ? { reservedUntil: new Date(r.reserved_until).toISOString() } : {}) }]));
   }) as Promise<Map<string, { id: string; userId: string; reservedUntil?: string }>>;
 }

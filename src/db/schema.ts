@@ -108,6 +108,17 @@ export const couponClaims = pgTable(
   ],
 );
 
+/**
+ * Tickets ended without a sale while in doubt (service/doubt-resolver.ts): a trigger on `orders`
+ * and `coupon_claims` skips any later insert of theirs (drizzle/0010), so a stalled job cannot sell
+ * to a user already told "sold out" or "closed".
+ */
+export const voidedTickets = pgTable('voided_tickets', {
+  ticketId: text('ticket_id').primaryKey(),
+  itemId: text('item_id').notNull(),
+  voidedAt: timestamp('voided_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+});
+
 /** The terminal outcome of every ticket, with its times: audit and wait-time analytics. */
 export const ticketOutcomes = pgTable(
   'ticket_outcomes',

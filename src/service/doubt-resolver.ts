@@ -1,7 +1,7 @@
 import type postgres from 'postgres';
 import type { PgHealth } from '../db/health.js';
 import { isConnectionLoss } from '../db/refusal.js';
-import { salesOf } from '../db/sales.js';
+import { decideDoubts } from '../db/sales.js';
 import type { Logger } from '../kernel/logger.js';
 import { every } from '../kernel/loop.js';
 import { ticketRef } from '../kernel/ticket-ref.js';
@@ -18,9 +18,10 @@ import type { HandlerRegistry } from './registry.js';
  * and learns each one's outcome, by its handler:
  *
  * - one that sells through Postgres (`stockTable`: seckill, coupon): Postgres's rows for the
- *   tickets (db/sales.ts salesOf, under the item's stock lock) end each `succeeded` with its
+ *   tickets (db/sales.ts decideDoubts, under the item's stock lock) end each `succeeded` with its
  *   sale's result (`saleResult`; `{ id }` for a handler without one), or with the cut's outcome
- *   when Postgres holds none. Nothing is sold again: the item is sold out or closed.
+ *   when Postgres holds none; such a ticket is voided there first, so no late job of its can sell
+ *   after it was told so. Nothing is sold again: the item is sold out or closed.
  * - another in-process handler (webhook): the tickets run again, in a job as the dispatcher queues
  *   one, under new leases (relaunch-4.lua); the handler is idempotent (a webhook's Idempotency-Key
  *   is the ticket ref), and its answer ends them.
@@ -70,7 +71,7 @@ export function startDoubtResolver(
     }
     if (!deps.pg.up && spec.stockTable) return;
     const refs = doubts.map((d) => ticketRef(d.ticketId));
-    const sales = spec.stockTable ? await salesOf(deps.sql, spec.stockTable, itemId, refs) : new Map();
+    const sales = spec.stockTable ? await decideDoubts(deps.sql, spec.stockTable, itemId, refs) : new Map();
     const entries = doubts.map((d, i) => {
       const sale = sales.get(refs[i]);
       // A row of another user (a ticket id issued twice after a Redis rollback) is not this ticket's sale.

@@ -42,5 +42,8 @@ export async function sellUnit(t: HandlerTicket, ctx: HandlerContext, table: 'or
   if (sale.kind !== 'sold') await ctx.stock.refund(t.itemId, t.seq);
   if (sale.left <= 0 && sale.reserved === 0) await ctx.soldOut();
   if (sale.kind === 'foreign') throw Object.assign(new Error('ticket_conflict'), { permanent: true });
+  // Ended without a sale while in doubt (service/doubt-resolver.ts), and its user told so: this run
+  // stalled past its lease and the grace. Its settle is refused, as the ticket has ended.
+  if (sale.kind === 'void') throw Object.assign(new Error('ticket_voided'), { permanent: true });
   return sale;
 }
