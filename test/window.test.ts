@@ -31,4 +31,18 @@ describe('the sale window', () => {
     expect(late.body.error.code).toBe('closed');
     expect((await call('GET', '/v1/items/win')).body.state).toBe('closed');
   });
+
+  it('ends the tickets waiting behind a closed gate when the window ends', { timeout: 30_000 }, async () => {
+    // The dispatcher decides a closed gate from its held view; the views other readers keep fresh
+    // (the series recorder, joins) once hid the window's end from it, and the line waited forever.
+    const closesAt = new Date(Date.now() + 1500).toISOString();
+    expect((await call('PUT', '/v1/items/shut', { handler: 'seckill', config: { stock: 100 }, closesAt, gate: { mode: 'closed' } })).status).toBe(201);
+    const ids = (await joinAll((userId) => call('POST', '/v1/items/shut/tickets', { userId }, SVC), ['a', 'b'])).map((r) => r.body.ticketId as string);
+    const views = await waitFor(
+      () => Promise.all(ids.map((id) => call('GET', `/v1/tickets/${id}`, undefined, null).then((r) => r.body))),
+      (vs) => vs.every((v) => v.state !== 'waiting'),
+    );
+    for (const v of views) expect([v.state, v.outcome]).toEqual(['cancelled', { status: 'cancelled', reason: 'closed' }]);
+    expect((await call('GET', '/v1/items/shut')).body.state).toBe('closed');
+  });
 });

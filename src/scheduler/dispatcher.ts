@@ -1,6 +1,7 @@
 import type { Clock } from '../kernel/clock.js';
 import type { Logger } from '../kernel/logger.js';
 import type { Line } from '../queue/line.js';
+import type { ItemSnapshot } from '../queue/snapshot.js';
 import type { AdmittedTicket } from '../queue/types.js';
 import type { JobQueues } from '../service/jobs.js';
 import type { HandlerRegistry } from '../service/registry.js';
@@ -59,13 +60,18 @@ export function startDispatcher(
   /** What a round admitted for one item, to be queued with the round's other tickets of its handler. */
   type Admitted = { handler: string; itemId: string; tickets: AdmittedTicket[]; deadlineMs: number };
 
+  /** The sale window has ended and the line is not cut yet. */
+  const windowEnded = (snap: ItemSnapshot) => snap.def.closesAt !== null && clock.now() >= snap.def.closesAt && !snap.closed;
+
   async function roundFor(itemId: string): Promise<Admitted | null> {
     // A line behind a closed gate admits nobody: its held view decides for up to a second (a gate
     // change made here drops the view at once; another daemon's is seen within that second), so
     // such a line costs neither a view read every round nor an admit call that can only refuse
     // (1,000 of them, one ticket waiting in each, kept 0.85 cores and 60,000 Redis commands/s busy).
     const held = queue.items.peek(itemId);
-    if (held && held.snap.gate.mode === 'closed' && clock.now() - held.snap.loadedAt < CLOSED_RECHECK_MS) {
+    // (Not once the window has ended: the cut below must come, and other readers of the view —
+    // the series recorder, joins — keep it under a second old, so the recheck never came.)
+    if (held && held.snap.gate.mode === 'closed' && clock.now() - held.snap.loadedAt < CLOSED_RECHECK_MS && !windowEnded(held.snap)) {
       if (held.snap.counts.waiting > 0 || held.snap.counts.admitted > 0) queue.items.keepActive(itemId);
       return null;
     }
@@ -75,8 +81,7 @@ export function startDispatcher(
     // A line with tickets in it keeps its item among the active ones (items.activeItemIds).
     if (item.snap.counts.waiting > 0 || item.snap.counts.admitted > 0) queue.items.keepActive(itemId);
     // The window ended: waiting tickets end `closed` (for external items too, which nobody may pull).
-    const { closesAt } = item.snap.def;
-    if (closesAt !== null && clock.now() >= closesAt && !item.snap.closed) {
+    if (windowEnded(item.snap)) {
       await queue.definitions.cut(itemId, 'closed', 'closed');
       return null;
     }
