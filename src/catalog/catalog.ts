@@ -303,9 +303,11 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       await audit(itemId, actor, before, after);
       try {
         await deps.gates.writeSettings(itemId, patch);
-        // Every daemon reads the item again (a change notice). A line with tickets in it is active
-        // already, so its dispatcher and controller see the new gate; an empty one needs no loop.
+        // Every daemon reads the item again (a change notice). A gate that admits now makes its
+        // item active: a line waiting behind a closed gate is not (queue/items.ts loopNeed), and this
+        // is what wakes it; an empty line leaves the active set again after a minute.
         await queue.items.announce(itemId);
+        if (after.mode !== 'closed') queue.items.keepActive(itemId);
       } catch (err) {
         await store.updateGate(itemId, before as unknown as Record<string, unknown>).catch((e) => deps.log.warn({ itemId, err: String(e) }, 'gate row not put back'));
         throw err;

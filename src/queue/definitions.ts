@@ -84,6 +84,8 @@ export function createDefinitions(deps: { redis: RedisLike; prefix: string; cloc
       // Every daemon reads the item again; no loop needs it until a join, a pull or a cut (an empty
       // line has no work: making each new item active cost 10,000 items a minute of every loop each).
       await items.announce(def.itemId);
+      // A redefinition that opens the gate wakes a line that waited behind a closed one (items.loopNeed).
+      if (!created && gate && gate.mode !== 'closed') items.keepActive(def.itemId);
       return { created };
     },
 

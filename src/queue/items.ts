@@ -1,7 +1,8 @@
 import type { RedisLike } from '../redis/client.js';
 import type { Clock } from '../kernel/clock.js';
 import { fail } from '../kernel/errors.js';
-import { activeItemsKey, changedItemsKey, itemsSetKey, itemsVersionKey } from '../redis/keys.js';
+import { activeItemsKey, changedItemsKey, itemsSetKey, itemsVersionKey, wakeItemsKey } from '../redis/keys.js';
+import type { ItemSnapshot } from './snapshot.js';
 import { createItemCache, type CachedItem } from './item-cache.js';
 
 /** The items whose lines this process knows, their cached views, and which of them need work now. */
@@ -20,6 +21,18 @@ export interface LineItems {
   activeItemIds(): Promise<string[]>;
   /** Keeps an item among the active ones (a loop that sees work left: tickets waiting, entries unwritten). */
   keepActive(itemId: string, until?: number): void;
+  /**
+   * The item changed (a join) but needs no loop for it (its gate is closed): a change notice, so
+   * held views of it are read again, without making it active.
+   */
+  noteChange(itemId: string): void;
+  /** The item, not active now, needs the loops from `at` on (ms): it is made active then (see loopNeed). */
+  wakeAt(itemId: string, at: number): void;
+  /**
+   * Keeps the item active, or wakes it later, as its view says its line needs (loopNeed); for a
+   * join that needs neither now, a change notice.
+   */
+  keepAsNeeded(snap: ItemSnapshot, opts?: { joining?: boolean }): void;
   /**
    * Marks every item active once, and no held view trusted until read again: a daemon's start and
    * a Redis reconnect, so nothing an outage, a crash or an upgrade left undone is missed. The
@@ -73,6 +86,27 @@ export interface ItemDirectory extends LineItems {
 export const ACTIVE_GRACE_MS = 60_000;
 const ACTIVE_SLACK_MS = 5_000;
 
+/**
+ * What an item's line needs of the loops now, from its view: `true` (keep it active), a time (ms)
+ * from which it will (make it active then), or `false` (nothing until a change: an empty line, or
+ * tickets waiting behind a closed gate with none out). A closed gate is opened only by a change
+ * that makes its item active (catalog's patchGate, a re-definition), so such a line waits at no
+ * cost: 1,000 of them, one ticket each, kept a daemon at 0.6-0.85 cores while every loop visited
+ * them. Only the window's end (its cut) and a pre-queue's draw come by the clock: those are wakes.
+ * `joining`: a ticket is being added to the line the view shows.
+ */
+export function loopNeed(s: ItemSnapshot, now: number, joining = false): boolean | number {
+  if (s.counts.admitted > 0 || s.inDoubt > 0) return true;
+  let at = Infinity;
+  if (s.draw && !s.draw.drawn && s.def.opensAt !== null) at = s.def.opensAt;
+  if (joining || s.counts.waiting > 0) {
+    if (s.gate.mode !== 'closed') return true;
+    if (s.def.closesAt !== null && !s.closed) at = Math.min(at, s.def.closesAt);
+  }
+  if (at === Infinity) return false;
+  return at <= now ? true : at;
+}
+
 export function createItemDirectory(deps: { redis: RedisLike; prefix: string; clock: Clock; cacheMs: number; storeAway?: (handler: string) => boolean }): ItemDirectory {
   const { redis, prefix, clock } = deps;
   const cache = createItemCache({ redis, prefix, clock, ttlMs: deps.cacheMs, storeAway: deps.storeAway });
@@ -119,6 +153,26 @@ export function createItemDirectory(deps: { redis: RedisLike; prefix: string; cl
         unsent.set(itemId, Math.max(until, unsent.get(itemId) ?? 0));
       });
   };
+  /** Change notices written (itemId → the notice's time): a join behind a closed gate writes one at most per slack. */
+  const noticedUntil = new Map<string, number>();
+  const noteChange = (itemId: string) => {
+    const now = clock.now();
+    if ((noticedUntil.get(itemId) ?? -Infinity) > now) return;
+    if (noticedUntil.size > 100_000) noticedUntil.clear();
+    // A notice a slack ahead covers the changes until then (as keepActive's does).
+    noticedUntil.set(itemId, now + ACTIVE_SLACK_MS);
+    redis.zadd(changedItemsKey(prefix), 'GT', now + ACTIVE_SLACK_MS, itemId).catch(() => noticedUntil.delete(itemId));
+  };
+  /** Wakes asked for (itemId → time and when asked), so a loop that sees the same line again asks once per slack. */
+  const wakes = new Map<string, { at: number; asked: number }>();
+  const wakeAt = (itemId: string, at: number) => {
+    const was = wakes.get(itemId);
+    if (was?.at === at && clock.now() - was.asked < ACTIVE_SLACK_MS) return;
+    if (wakes.size > 100_000) wakes.clear();
+    wakes.set(itemId, { at, asked: clock.now() });
+    // LT: the earliest wake asked for stays; an early one only makes the item active early.
+    redis.zadd(wakeItemsKey(prefix), 'LT', at, itemId).catch(() => wakes.delete(itemId));
+  };
   const active = { ids: [] as string[], at: -Infinity, loading: null as Promise<string[]> | null, prunedAt: -Infinity };
   function activeItemIds(): Promise<string[]> | string[] {
     const now = clock.now();
@@ -129,6 +183,13 @@ export function createItemDirectory(deps: { redis: RedisLike; prefix: string; cl
       const again = [...unsent];
       unsent.clear();
       for (const [id, until] of again) keepActive(id, until);
+      // Lines whose wake came (a window's end, a draw) are made active, by whichever daemon reads first.
+      const due = await redis.zrangebyscore(wakeItemsKey(prefix), '-inf', now);
+      if (due.length) {
+        await redis.zadd(key, 'GT', ...due.flatMap((id) => [now + ACTIVE_GRACE_MS, id]));
+        await redis.zrem(wakeItemsKey(prefix), ...due);
+        for (const id of due) wakes.delete(id);
+      }
       if (now - active.prunedAt > 60_000) {
         active.prunedAt = now;
         await redis.zremrangebyscore(key, '-inf', now - 3_600_000);
@@ -174,6 +235,16 @@ export function createItemDirectory(deps: { redis: RedisLike; prefix: string; cl
     itemIds: async () => [...(await knownIds())],
     activeItemIds: async () => activeItemIds(),
     keepActive,
+    noteChange,
+    wakeAt,
+    keepAsNeeded(snap, opts) {
+      const id = snap.def.itemId;
+      const need = loopNeed(snap, clock.now(), opts?.joining);
+      if (need === true) return keepActive(id);
+      // A join changed what the views show (keepActive would have noted it).
+      if (opts?.joining) noteChange(id);
+      if (need !== false) wakeAt(id, need);
+    },
     async activateAll() {
       const until = clock.now() + ACTIVE_GRACE_MS;
       changes.trustFrom = clock.now();
@@ -225,7 +296,7 @@ export function createItemDirectory(deps: { redis: RedisLike; prefix: string; cl
     },
     async removed(itemId) {
       // As in added(): the version moves last (the keys are on different slots of a cluster).
-      await Promise.all([redis.srem(itemsSetKey(prefix), itemId), redis.zrem(changedItemsKey(prefix), itemId), redis.zrem(activeItemsKey(prefix), itemId)]);
+      await Promise.all([redis.srem(itemsSetKey(prefix), itemId), redis.zrem(changedItemsKey(prefix), itemId), redis.zrem(activeItemsKey(prefix), itemId), redis.zrem(wakeItemsKey(prefix), itemId)]);
       await redis.incr(itemsVersionKey(prefix));
       known.ids.delete(itemId);
     },

@@ -130,7 +130,9 @@ export function createTickets(deps: TicketsDeps): Tickets {
 
     async join(itemId, userId, payload, source) {
       const item = await items.must(itemId);
-      items.keepActive(itemId);
+      // Behind a closed gate the join needs no loop (only a change notice): the gate's opening
+      // makes the item active (items.loopNeed).
+      items.keepAsNeeded(item.snap, { joining: true });
       const s = item.snap;
       const now = clock.now();
       refuseFromCache(s, now);

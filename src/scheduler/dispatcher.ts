@@ -60,6 +60,11 @@ export function startDispatcher(
   /** What a round admitted for one item, to be queued with the round's other tickets of its handler. */
   type Admitted = { handler: string; itemId: string; tickets: AdmittedTicket[]; deadlineMs: number };
 
+  /** The item stays active, or leaves the active set (woken later if its window or draw comes by the clock). */
+  function keepAsNeeded(snap: ItemSnapshot) {
+    if (snap.counts.waiting > 0 || snap.counts.admitted > 0 || snap.inDoubt > 0) queue.items.keepAsNeeded(snap);
+  }
+
   /** The sale window has ended and the line is not cut yet. */
   const windowEnded = (snap: ItemSnapshot) => snap.def.closesAt !== null && clock.now() >= snap.def.closesAt && !snap.closed;
 
@@ -72,14 +77,15 @@ export function startDispatcher(
     // (Not once the window has ended: the cut below must come, and other readers of the view —
     // the series recorder, joins — keep it under a second old, so the recheck never came.)
     if (held && held.snap.gate.mode === 'closed' && clock.now() - held.snap.loadedAt < CLOSED_RECHECK_MS && !windowEnded(held.snap)) {
-      if (held.snap.counts.waiting > 0 || held.snap.counts.admitted > 0) queue.items.keepActive(itemId);
+      keepAsNeeded(held.snap);
       return null;
     }
     const item = await queue.items.item(itemId);
     const spec = item && handlers.get(item.snap.def.handler);
     if (!item) return null;
-    // A line with tickets in it keeps its item among the active ones (items.activeItemIds).
-    if (item.snap.counts.waiting > 0 || item.snap.counts.admitted > 0) queue.items.keepActive(itemId);
+    // A line with work in it keeps its item among the active ones (items.activeItemIds); one that
+    // waits behind a closed gate with nothing out leaves them (items.loopNeed).
+    keepAsNeeded(item.snap);
     // The window ended: waiting tickets end `closed` (for external items too, which nobody may pull).
     if (windowEnded(item.snap)) {
       await queue.definitions.cut(itemId, 'closed', 'closed');
