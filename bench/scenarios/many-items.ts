@@ -148,6 +148,25 @@ export async function manyItemsScenario(ctx: BenchContext): Promise<ScenarioOutp
   ctx.log(`alternating: alone ${soloR.rps.toFixed(0)}, beside ${manyR.rps.toFixed(0)} joins/s; ratio ${paired.median.toFixed(3)} (${paired.min.toFixed(3)}–${paired.max.toFixed(3)})`);
   await solo.child.stop();
   await dropScratchDb(soloDb).catch(() => {});
+  // Lines parked behind closed gates: some of the seckill items get a closed gate and one ticket
+  // waiting each (a sale's items queued up before it opens). Nothing can move in them until a
+  // change, so they should cost what idle items cost.
+  const parkedN = Math.min(1000, Math.floor(n / 2));
+  let nextPark = 0;
+  await Promise.all(
+    Array.from({ length: 16 }, async () => {
+      for (let k = nextPark++; k < parkedN; k = nextPark++) {
+        const id = `many-${2 * k + 1}`;
+        const g = await call(daemon.url, 'PATCH', `/v1/items/${id}/gate`, OPERATOR_KEY, { mode: 'closed' });
+        const j = await call(daemon.url, 'POST', `/v1/items/${id}/tickets`, SERVICE_KEY, { userId: `parked-${k}` });
+        if (g.status !== 200 || j.status !== 202) throw new Error(`parking ${id}: ${g.status} ${j.status}`);
+      }
+    }),
+  );
+  await sleep(3000);
+  const parked = await cpuOver(pid, 10_000);
+  const parkedOps = await redisOps(ctx, 5000);
+  ctx.log(`${parkedN} lines parked behind closed gates: ${parked.daemon.toFixed(3)} cores, ${parkedOps.toFixed(0)} Redis commands/s`);
   await daemon.child.stop();
   const joinRow = (r: typeof alone) => `${r.median.toFixed(0)} (rounds ${r.rates.map((x) => x.toFixed(0)).join(' · ')}; other processes ${r.other.toFixed(2)} cores)`;
 
@@ -156,6 +175,7 @@ export async function manyItemsScenario(ctx: BenchContext): Promise<ScenarioOutp
     [`daemon CPU, ${n} items just defined (5 s)`, `${fresh.daemon.toFixed(3)} cores`, ''],
     [`daemon CPU, the same ${n} items idle over a minute (10 s)`, `${idle.daemon.toFixed(3)} cores (other processes meanwhile: ${idle.other.toFixed(2)} cores)`, '≤ 0.05'],
     ['Redis commands/s (whole server), no items · idle items', `${noneOps.toFixed(0)} · ${idleOps.toFixed(0)}`, ''],
+    [`daemon CPU · Redis commands/s, ${parkedN} of the seckill items with one ticket waiting behind a closed gate each (10 s · 5 s, from 3 s after)`, `${parked.daemon.toFixed(3)} cores · ${parkedOps.toFixed(0)} (other processes: ${parked.other.toFixed(2)} cores)`, 'as idle'],
     [`GET /metrics with ${n} items, as a scraper asks (gzip, inflated natively: curl --compressed; median of 5, after 3 cold scrapes)`, `${scrapeMs.toFixed(0)} ms (the cold ones: median ${coldMs.toFixed(0)} ms, first bytes after ${coldFirstBytes.map((t) => t.toFixed(0)).join(' · ')} ms)`, '≤ 100 ms'],
     [`GET /metrics with ${n} items through Node's fetch from the bench process (inflated through web streams; median of 3)`, `${metricsMs.toFixed(0)} ms`, ''],
     [`GET /v1/items with ${n} items (median of 3)`, `${listMs.toFixed(0)} ms`, '≤ 500 ms'],
