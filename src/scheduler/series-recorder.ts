@@ -11,12 +11,15 @@ import { controllerView } from './controller-view.js';
  * the gate's effective numbers and the controller's opinion) to the shared series in Redis, from
  * the cached item view the daemon keeps anyway. Every daemon offers; the first point of a second
  * stays (series-add-1.lua), so the series is one and the same on every daemon and survives any
- * one of them. Cost: one script call per item per second per daemon.
+ * one of them. Cost: one script call per item per second per daemon (the loop runs every half
+ * second so that a late round still lands in its second; the second offer of a second is not sent).
  */
 export function startSeriesRecorder(
   deps: { queue: Pick<Line, 'items'>; series: SeriesStore; clock: Clock; log: Logger; effective(item: CachedItem): { rate: number | null; maxInFlight: number | null } },
   opts: { everyMs: number },
 ) {
+  /** The second each item's point was last offered by this daemon: one offer per second (the loop runs twice a second). */
+  const offered = new Map<string, number>();
   return every(
     opts.everyMs,
     'series record',
@@ -24,8 +27,11 @@ export function startSeriesRecorder(
       const second = Math.floor(deps.clock.now() / 1000);
       // Idle items add no points (their charts show the gap); active ones one per second.
       const ids = await deps.queue.items.activeItemIds();
+      if (offered.size > 2 * ids.length + 1000) offered.clear();
       await Promise.all(
         ids.map(async (id) => {
+          if (offered.get(id) === second) return;
+          offered.set(id, second);
           const item = await deps.queue.items.item(id);
           if (!item) return;
           const s = item.snap;
