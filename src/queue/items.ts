@@ -22,15 +22,9 @@ export interface LineItems {
   /** Keeps an item among the active ones (a loop that sees work left: tickets waiting, entries unwritten). */
   keepActive(itemId: string, until?: number): void;
   /**
-   * The item changed (a join) but needs no loop for it (its gate is closed): a change notice, so
-   * held views of it are read again, without making it active.
-   */
-  noteChange(itemId: string): void;
-  /** The item, not active now, needs the loops from `at` on (ms): it is made active then (see loopNeed). */
-  wakeAt(itemId: string, at: number): void;
-  /**
-   * Keeps the item active, or wakes it later, as its view says its line needs (loopNeed); for a
-   * join that needs neither now, a change notice.
+   * Keeps the item active, or has it made active later (a wake), as its view says its line needs
+   * (loopNeed); a join that needs neither now writes a change notice only, so held views of the
+   * item are read again without making it active.
    */
   keepAsNeeded(snap: ItemSnapshot, opts?: { joining?: boolean }): void;
   /**
@@ -235,8 +229,6 @@ export function createItemDirectory(deps: { redis: RedisLike; prefix: string; cl
     itemIds: async () => [...(await knownIds())],
     activeItemIds: async () => activeItemIds(),
     keepActive,
-    noteChange,
-    wakeAt,
     keepAsNeeded(snap, opts) {
       const id = snap.def.itemId;
       const need = loopNeed(snap, clock.now(), opts?.joining);
