@@ -340,7 +340,7 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
   const app = wireApp(config, log, stores, core, tokens);
 
   const server: ServerType = await new Promise((resolve) => {
-    // The flood's poll is answered before the app is asked (api/hot-poll.ts).
+    // The flood's poll and join are answered before the app is asked (api/hot-poll.ts, hot-join.ts).
     const createServer = ((opts: ServerOptions, listener: RequestListener) => createHttpServer(opts, (req, res) => app.hot(req, res) || listener(req, res))) as typeof createHttpServer;
     const s = serve({ fetch: app.fetch, port: config.PORT, hostname: config.HOST, createServer }, () => resolve(s));
   });

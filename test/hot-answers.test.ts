@@ -124,4 +124,105 @@ describe('the whole answers of join and poll, on the wire', () => {
     }
     expect((await call('GET', path, undefined, OPERATOR)).body.source).toBeDefined();
   });
+  it("a join is taken beneath the app where it can be, and answers exactly what the route answers to the same request", async () => {
+    // Twin items: `h-…` asked through the hot path (a server of its own), `r-…` through the route (app.request).
+    const { app, call, metrics } = t.build({ scopes: 'app:tw-*' });
+    const later = new Date(Date.now() + 3_600_000).toISOString();
+    const items: Record<string, unknown> = {
+      open: { handler: 'external', gate: { mode: 'closed' } },
+      full: { handler: 'external', gate: { mode: 'closed' }, capacity: 1 },
+      soon: { handler: 'external', opensAt: later },
+      shut: { handler: 'external', gate: { mode: 'closed' } },
+    };
+    for (const twin of ['h', 'r']) {
+      for (const [name, body] of Object.entries(items)) expect((await call('PUT', `/v1/items/${twin}-${name}`, body)).status).toBeLessThan(300);
+      expect((await call('POST', `/v1/items/${twin}-full/tickets`, { userId: 'holder' }, SERVICE)).status).toBe(202);
+      expect((await call('DELETE', `/v1/items/${twin}-shut`)).status).toBe(200);
+    }
+    const took: boolean[] = [];
+    const server = createServer((req, res) => {
+      took.push(app.hot(req, res));
+      if (!took.at(-1)) res.writeHead(599).end();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const json = { 'content-type': 'application/json' };
+    const svc = { ...json, authorization: `Bearer ${SERVICE}` };
+    const bigPayload = JSON.stringify({ userId: 'u-big', payload: { blob: 'x'.repeat(9000) } });
+    const deep = JSON.stringify({ userId: 'u-deep', payload: JSON.parse('{"a":'.repeat(40) + '1' + '}'.repeat(40)) });
+    // [item, headers, body]: every one taken by the hot path (a key, JSON, a declared length within the limit).
+    const cases: [string, Record<string, string>, string][] = [
+      ['open', svc, '{"userId":"u1"}'],
+      ['open', svc, '{"userId":"u1"}'], // the same user: 200 with the ticket held
+      ['open', svc, '\uFEFF{"userId":"u-bom"}'],
+      ['open', { ...svc, 'content-type': 'application/json; charset=utf-8' }, '{"userId":"u-charset","payload":{"addressId":7}}'],
+      ['open', { ...json, authorization: `Bearer ${OPERATOR}` }, '{"userId":"u-op"}'],
+      ['open', svc, '{"userId":'],
+      ['open', svc, ''],
+      ['open', svc, '[]'],
+      ['open', svc, 'null'],
+      ['open', svc, '{"userId":42}'],
+      ['open', svc, '{"userId":"u\\u0000nul"}'],
+      ['open', svc, '{"userId":"u-x","extra":1}'],
+      ['open', svc, '{"userId":"u-lone\\ud800"}'],
+      ['open', svc, bigPayload],
+      ['open', svc, deep],
+      ['open', { ...json, authorization: 'Bearer app-key' }, '{"userId":"u-scope"}'],
+      ['full', svc, '{"userId":"u-late"}'],
+      ['full', svc, '{"userId":"holder"}'],
+      ['soon', svc, '{"userId":"u-early"}'],
+      ['soon', svc, 'not even json'],
+      ['shut', svc, '{"userId":"u-shut"}'],
+      ['none', svc, '{"userId":"u-nobody"}'],
+    ];
+    const shape = (twin: string, item: string, status: number, headers: Headers, text: string) => {
+      const body = JSON.parse(text);
+      const normal = JSON.stringify(body, (k, v) => (['ticketId', 'createdAt', 'updatedAt', 'now'].includes(k) ? '*' : v)).replaceAll(`${twin}-${item}`, 'ITEM');
+      const location = headers.get('location');
+      return {
+        status,
+        body: JSON.parse(normal),
+        type: headers.get('content-type'),
+        cache: headers.get('cache-control'),
+        location: location && body.ticketId ? location.replace(body.ticketId, '*') : location,
+        retryAfter: headers.get('retry-after'),
+      };
+    };
+    const rejections = async () => (await metrics.rejections.get()).values.reduce((n, v) => n + v.value, 0);
+    try {
+      for (const [item, headers, body] of cases) {
+        const path = `/v1/items/h-${item}/tickets`;
+        const before = await rejections();
+        const hot = await fetch(base + path, { method: 'POST', headers, body });
+        const hotText = await hot.text();
+        expect(hot.headers.get('content-length'), body).toBe(String(Buffer.byteLength(hotText)));
+        const counted = (await rejections()) - before;
+        const routed = await app.request(`/v1/items/r-${item}/tickets`, { method: 'POST', headers, body });
+        const hotShape = shape('h', item, hot.status, hot.headers, hotText);
+        expect(hotShape, `${item} ${body.slice(0, 60)}`).toEqual(shape('r', item, routed.status, routed.headers, await routed.text()));
+        expect(counted, 'a refusal is counted as the app counts it').toBe(hot.status >= 400 ? 1 : 0);
+      }
+      expect(took).toEqual(Array(cases.length).fill(true));
+
+      // Left to the app: no key, an unknown key, another type, no declared length (chunked), a
+      // body over the limit, an escaped or odd path, a query, another method.
+      took.length = 0;
+      const chunked = new ReadableStream({ start: (c) => (c.enqueue(new TextEncoder().encode('{"userId":"u-chunk"}')), c.close()) });
+      const left = [
+        fetch(`${base}/v1/items/h-open/tickets`, { method: 'POST', headers: json, body: '{"userId":"u-a"}' }),
+        fetch(`${base}/v1/items/h-open/tickets`, { method: 'POST', headers: { ...json, authorization: 'Bearer nope' }, body: '{"userId":"u-a"}' }),
+        fetch(`${base}/v1/items/h-open/tickets`, { method: 'POST', headers: { ...svc, 'content-type': 'text/plain' }, body: '{"userId":"u-a"}' }),
+        fetch(`${base}/v1/items/h-open/tickets`, { method: 'POST', headers: svc, body: chunked, duplex: 'half' } as RequestInit),
+        fetch(`${base}/v1/items/h-open/tickets`, { method: 'POST', headers: svc, body: JSON.stringify({ userId: 'u-huge', payload: { blob: 'x'.repeat(70_000) } }) }),
+        fetch(`${base}/v1/items/h%2Dopen/tickets`, { method: 'POST', headers: svc, body: '{"userId":"u-a"}' }),
+        fetch(`${base}/v1/items/h-open/tickets?x=1`, { method: 'POST', headers: svc, body: '{"userId":"u-a"}' }),
+        fetch(`${base}/v1/items/h-open/tickets/`, { method: 'POST', headers: svc, body: '{"userId":"u-a"}' }),
+        fetch(`${base}/v1/items/h-open/tickets`, { method: 'PUT', headers: svc, body: '{"userId":"u-a"}' }),
+      ];
+      for (const r of await Promise.all(left)) expect(r.status).toBe(599);
+      expect(took).toEqual(Array(left.length).fill(false));
+    } finally {
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+  });
 });

@@ -8,7 +8,9 @@ import type { Line } from '../queue/line.js';
 import type { HandlerRegistry } from '../service/registry.js';
 import { allowedMethods } from './allowed-methods.js';
 import { isWhole } from './answers.js';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { hotPoll } from './hot-poll.js';
+import { hotJoin } from './hot-join.js';
 import { createAuth, type KeySets } from './auth.js';
 import { limitBody } from './body-limit.js';
 import type { ApiContext } from './context.js';
@@ -157,12 +159,16 @@ export function createApp(deps: AppDeps) {
     if (!allow.length) return errorResponse(new FloodgateError('not_found', 'No such endpoint.'), errorHeaders(c));
     return errorResponse(new FloodgateError('method_not_allowed', `${c.req.method} is not allowed here; allowed: ${allow.join(', ')}.`, { allow }), errorHeaders(c), { Allow: allow.join(', ') });
   });
-  app.onError((err, c) => {
+  /** The answer to an error thrown on `path`, counted by its code and item. */
+  const refuse = (err: unknown, path: string, headers?: Readonly<Record<string, string>>) => {
     const fe = toFloodgateError(err, deps.log);
-    deps.metrics.rejections.inc({ code: fe.code, item: knownItemOf(deps.queue, c.req.path) });
-    return errorResponse(fe, errorHeaders(c));
-  });
-  // The server asks it before the app (daemon.ts); app.request() in tests goes to the route.
-  const hot = hotPoll({ tickets: deps.queue.tickets, auth: ctx.auth, headers: ctx.ticketHeaders, duration: deps.metrics.httpDuration });
+    deps.metrics.rejections.inc({ code: fe.code, item: knownItemOf(deps.queue, path) });
+    return errorResponse(fe, headers);
+  };
+  app.onError((err, c) => refuse(err, c.req.path, errorHeaders(c)));
+  // The server asks them before the app (daemon.ts); app.request() in tests goes to the routes.
+  const poll = hotPoll({ tickets: deps.queue.tickets, auth: ctx.auth, headers: ctx.ticketHeaders, duration: deps.metrics.httpDuration });
+  const join = hotJoin({ ctx, bodyLimitBytes: deps.bodyLimitBytes, refuse, duration: deps.metrics.httpDuration });
+  const hot = (req: IncomingMessage, res: ServerResponse) => poll(req, res) || join(req, res);
   return Object.assign(app, { hot });
 }

@@ -37,18 +37,27 @@ export function createAuth(keys: KeySets) {
     for (const k of set) if (timingSafeEqual(d, k.digest)) name ??= k.name;
     return name;
   };
+  /** The actor a bearer key names: null without a key, undefined for an unknown one. */
+  const identify = (header: string | undefined): Actor | null | undefined => {
+    const key = bearer(header);
+    if (!key) return null;
+    const d = digest(key);
+    const opName = nameOf(d, operator);
+    const svcName = nameOf(d, service);
+    if (opName === null && svcName === null) return undefined;
+    return { role: opName !== null ? 'operator' : 'service', key, name: (opName ?? svcName)! };
+  };
   const check = (role: 'service' | 'operator'): MiddlewareHandler<AuthEnv> =>
     async (c, next) => {
-      const key = bearer(c.req.header('authorization'));
-      if (!key) throw new FloodgateError('unauthorized', 'A bearer key is required.');
-      const d = digest(key);
-      const opName = nameOf(d, operator);
-      const svcName = nameOf(d, service);
-      if (opName === null && svcName === null) throw new FloodgateError('unauthorized', 'Unknown key.');
-      if (role === 'operator' && opName === null) throw new FloodgateError('forbidden', 'This needs an operator key.');
-      c.set('actor', { role: opName !== null ? 'operator' : 'service', key, name: (opName ?? svcName)! });
+      const actor = identify(c.req.header('authorization'));
+      if (actor === null) throw new FloodgateError('unauthorized', 'A bearer key is required.');
+      if (actor === undefined) throw new FloodgateError('unauthorized', 'Unknown key.');
+      if (role === 'operator' && actor.role !== 'operator') throw new FloodgateError('forbidden', 'This needs an operator key.');
+      c.set('actor', actor);
       await next();
     };
+  /** The actor of a request that may act as a service (a service or an operator key), else null. */
+  const serviceActor = (header: string | undefined): Actor | null => identify(header) ?? null;
   /** 403 unless the actor's key may use the item (operators may use every item). */
   const requireScope = (actor: Actor, itemId: string) => {
     if (actor.role !== 'operator' && !inScope(scopes, actor.name ?? '', itemId))
@@ -59,7 +68,7 @@ export function createAuth(keys: KeySets) {
     const key = bearer(header);
     return key !== null && nameOf(digest(key), operator) !== null;
   };
-  return Object.assign(check, { requireScope, isOperator });
+  return Object.assign(check, { requireScope, isOperator, serviceActor });
 }
 
 export type Auth = ReturnType<typeof createAuth>;

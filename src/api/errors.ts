@@ -24,7 +24,7 @@ export function validationIssue(path: string, message: string): FloodgateError {
   return new FloodgateError('invalid_request', 'The request is not valid.', { issues: [{ path, message }] });
 }
 
-const JSON_TYPE = /^application\/([\w.-]+\+)?json\s*(;|$)/i;
+export const JSON_TYPE = /^application\/([\w.-]+\+)?json\s*(;|$)/i;
 
 export const unsupportedMediaType = () =>
   new FloodgateError('unsupported_media_type', 'The request body must be JSON, sent with Content-Type: application/json.');

@@ -5,12 +5,12 @@ import type { TicketView as TicketViewT } from '../../queue/types.js';
 import type { AuthEnv } from '../auth.js';
 import type { ApiContext } from '../context.js';
 import { errors, json } from '../openapi.js';
-import { jsonBody, validationError, validationIssue } from '../errors.js';
-import { NO_STORE_JSON, wholeJson } from '../answers.js';
+import { jsonBody } from '../errors.js';
+import { joinAnswer } from '../join.js';
+import { wholeJson } from '../answers.js';
 import { ITEM_ID, ItemId, JoinInput, OutcomeInput, PullInput, PulledTicket, TicketId, TicketView } from '../schemas.js';
 
 const security = [{ bearer: [] }];
-const MAX_PAYLOAD = 8 * 1024;
 
 export function ticketRoutes(ctx: ApiContext) {
   const app = new OpenAPIHono<AuthEnv>({ defaultHook: ctx.defaultHook });
@@ -52,18 +52,8 @@ export function ticketRoutes(ctx: ApiContext) {
     }),
   );
   app.post('/v1/items/:itemId/tickets', service, scoped, precheck, async (c) => {
-    const itemId = c.req.param('itemId');
-    if (!ITEM_ID.test(itemId)) throw validationIssue('itemId', 'not a valid item id');
-    const parsed = JoinInput.safeParse(await jsonBody(c));
-    if (!parsed.success) throw validationError(parsed.error);
-    const { userId, payload } = parsed.data;
-    if (payload && Buffer.byteLength(JSON.stringify(payload)) > MAX_PAYLOAD) fail('payload_too_large', 'payload is over 8 KiB.');
-    const { created, ticket } = await queue.tickets.join(itemId, userId, payload ?? null, c.get('actor').name).catch((err) => {
-      if (err?.code === 'rate_limited') metrics.quotaRefusals.inc({ item: itemId, quota: String(err.details?.quota) });
-      throw err;
-    });
-    metrics.joins.inc({ item: itemId, result: created ? 'created' : 'existing' });
-    return created ? wholeJson(ticket, 202, { ...NO_STORE_JSON, Location: `/v1/tickets/${ticket.ticketId}` }) : wholeJson(await present(ticket), 200);
+    const a = await joinAnswer(ctx, c.req.param('itemId'), await jsonBody(c), c.get('actor'));
+    return wholeJson(a.view, a.status, a.headers);
   });
 
   app.openAPIRegistry.registerPath(
