@@ -27,6 +27,23 @@ describe('tickets through the API', () => {
     expect(again.body.ticketId).toBe(first.body.ticketId);
   });
 
+  it('answers a repeated join of a waiting ticket with what its poll answers, from the cached view or from Redis', async () => {
+    const clock = t.manualClock();
+    const { call } = t.build({ clock, cacheMs: 1000 });
+    await call('PUT', '/v1/items/a', { handler: 'external', gate: { mode: 'manual', rate: 5 } });
+    for (let i = 0; i < 5; i++) await join(call, 'a', `u${i}`);
+    clock.advance(1001); // the view read before the joins is old: the next one holds them all
+    const poll = await call('GET', `/v1/tickets/${(await join(call, 'a', 'u3')).body.ticketId}`, undefined, null);
+    expect(poll.body).toMatchObject({ state: 'waiting', position: 4 });
+    const cached = await join(call, 'a', 'u3');
+    expect(cached.status).toBe(200);
+    expect(cached.body).toEqual(poll.body);
+    clock.advance(1001); // old again: the repeated join reads Redis
+    const read = await join(call, 'a', 'u3');
+    expect(read.body).toEqual({ ...poll.body, etaMs: read.body.etaMs });
+    expect(read.body.etaMs).toBeGreaterThan(0);
+  });
+
   it('reports waiting tickets with position, eta, pollAfterMs growing with distance', async () => {
     const { call } = t.build();
     await call('PUT', '/v1/items/a', { handler: 'external', gate: { mode: 'manual', rate: 10 } });

@@ -7,7 +7,7 @@ import type { Metrics } from '../kernel/metrics.js';
 import type { Line } from '../queue/line.js';
 import type { HandlerRegistry } from '../service/registry.js';
 import { allowedMethods } from './allowed-methods.js';
-import { isWhole } from './answers.js';
+import { isWhole, wholeJson } from './answers.js';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { hotPoll } from './hot-poll.js';
 import { hotJoin } from './hot-join.js';
@@ -15,7 +15,7 @@ import { createAuth, type KeySets } from './auth.js';
 import { limitBody } from './body-limit.js';
 import type { ApiContext } from './context.js';
 import { docsRoutes } from './docs-page.js';
-import { errorResponse, toFloodgateError, validationError } from './errors.js';
+import { errorAnswer, errorResponse, toFloodgateError, validationError } from './errors.js';
 import { serveOpenApi } from './openapi.js';
 import { ticketAnswerHeaders, ticketCors, type CorsOrigins } from './ticket-cors.js';
 import { itemRoutes } from './routes/items.js';
@@ -163,9 +163,12 @@ export function createApp(deps: AppDeps) {
   const refuse = (err: unknown, path: string, headers?: Readonly<Record<string, string>>) => {
     const fe = toFloodgateError(err, deps.log);
     deps.metrics.rejections.inc({ code: fe.code, item: knownItemOf(deps.queue, path) });
-    return errorResponse(fe, headers);
+    return errorAnswer(fe, headers);
   };
-  app.onError((err, c) => refuse(err, c.req.path, errorHeaders(c)));
+  app.onError((err, c) => {
+    const a = refuse(err, c.req.path, errorHeaders(c));
+    return wholeJson(a.body, a.status, a.headers);
+  });
   // The server asks them before the app (daemon.ts); app.request() in tests goes to the routes.
   const poll = hotPoll({ tickets: deps.queue.tickets, auth: ctx.auth, headers: ctx.ticketHeaders, duration: deps.metrics.httpDuration });
   const join = hotJoin({ ctx, bodyLimitBytes: deps.bodyLimitBytes, refuse, duration: deps.metrics.httpDuration });

@@ -13,11 +13,17 @@ import { isPgLostCode } from '../kernel/pg-lost.js';
  * tickets' CORS on their paths; Retry-After and `extra` (Allow) are added.
  */
 export function errorResponse(err: FloodgateError, headers: Readonly<Record<string, string>> = NO_STORE_JSON, extra?: Record<string, string>): Response {
+  const a = errorAnswer(err, headers, extra);
+  return wholeJson(a.body, a.status, a.headers);
+}
+
+/** errorResponse's parts, for a path that writes to Node's response itself (hot-join.ts). */
+export function errorAnswer(err: FloodgateError, headers: Readonly<Record<string, string>> = NO_STORE_JSON, extra?: Record<string, string>) {
   const body: { error: { code: string; message: string; details?: Record<string, unknown> } } = { error: { code: err.code, message: err.message } };
   if (err.details) body.error.details = err.details;
   const all = err.retryAfterSec !== undefined || extra ? { ...headers, ...extra } : headers;
   if (err.retryAfterSec !== undefined) (all as Record<string, string>)['Retry-After'] = String(err.retryAfterSec);
-  return wholeJson(body, err.status, all);
+  return { status: err.status, body, headers: all };
 }
 
 export function validationIssue(path: string, message: string): FloodgateError {

@@ -15,7 +15,7 @@ export interface HotJoinDeps {
   /** The app's body limit (FLOODGATE_BODY_LIMIT_BYTES): a larger declared body is the app's to refuse. */
   bodyLimitBytes: number;
   /** What the app answers for an error thrown on `path` (its onError: the contract's body, counted). */
-  refuse(err: unknown, path: string): Response;
+  refuse(err: unknown, path: string): { status: number; body: unknown; headers: Readonly<Record<string, string>> };
   duration: Histogram<'method' | 'route' | 'status'>;
 }
 
@@ -61,9 +61,7 @@ export function hotJoin(deps: HotJoinDeps) {
       if (err instanceof BodyLost) return; // the client went away mid-body: nobody to answer
       const r = deps.refuse(err, path);
       status = r.status;
-      const headers: Record<string, string> = {};
-      r.headers.forEach((v, k) => (headers[k] = v));
-      send(res, status, headers, await r.text());
+      send(res, status, r.headers, JSON.stringify(r.body));
     }
     deps.duration.observe(labelsOf(status), (performance.now() - start) / 1000);
   }

@@ -146,7 +146,8 @@ export function createTickets(deps: TicketsDeps): Tickets {
       const { seq, record, served } = r;
       const rec = parseRecord(record, s.epoch);
       const ticketId = makeTicketId(itemId, seq, s.secret, bindingOf(rec, s.epoch));
-      if (r.kind === 'existing') return { created: false, ticket: await reader.read(ticketId, item, seq) };
+      // The ticket the user holds: while it waits, placed from the cached view as its poll is (no read).
+      if (r.kind === 'existing') return { created: false, ticket: (rec.state === 'waiting' ? statusNow(ticketId) : null) ?? (await reader.read(ticketId, item, seq)) };
       const cached = cachedRecord(rec, itemId, seq, item.recordKey);
       records.set(ticketId, cached);
       deps.onJoined?.(itemId);
