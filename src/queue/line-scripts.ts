@@ -7,10 +7,13 @@ import type { Cut } from './types.js';
  * read and their integer codes become results or errors.
  */
 
+/** The join script's refusal of an ended item, as it words it (also given from memory: ended-users.ts). */
+export const endedRefusal = (closed: boolean) => (closed ? new FloodgateError('closed', 'The item is closed.') : new FloodgateError('sold_out', 'The item is sold out.'));
+
 const joinRefusals: Record<number, { error: () => FloodgateError; itemChanged: boolean }> = {
   [-1]: { error: () => new FloodgateError('item_not_found', 'No such item.'), itemChanged: true },
-  [-3]: { error: () => new FloodgateError('closed', 'The item is closed.'), itemChanged: true },
-  [-4]: { error: () => new FloodgateError('sold_out', 'The item is sold out.'), itemChanged: true },
+  [-3]: { error: () => endedRefusal(true), itemChanged: true },
+  [-4]: { error: () => endedRefusal(false), itemChanged: true },
   [-5]: { error: () => new FloodgateError('queue_full', 'The line is full; try again later.', undefined, 5), itemChanged: true },
   [-6]: { error: () => new FloodgateError('blocked', 'This user is blocked for this item.'), itemChanged: true },
 };

@@ -5,7 +5,8 @@ import { itemKeys } from '../redis/keys.js';
 import type { CachedItem } from './item-cache.js';
 import type { ItemDirectory } from './items.js';
 import type { EtaMemory } from './eta-memory.js';
-import type { LineScripts } from './line-scripts.js';
+import { endedRefusal, type LineScripts } from './line-scripts.js';
+import { createEndedUsers } from './ended-users.js';
 import { splitOf, type SplitLine } from './split-line.js';
 import type { TicketReader } from './ticket-reader.js';
 import { makeTicketId, parseTicketId } from './ticket-id.js';
@@ -61,6 +62,8 @@ export interface TicketsDeps {
   onJoined?(itemId: string): void;
   /** Whether admissions want the ETAs told (someone listens to onWaited). */
   rememberEtas: boolean;
+  /** A background read failed (an ended item's users: its joins ask Redis meanwhile). */
+  onError?(err: unknown): void;
 }
 
 /**
@@ -89,6 +92,7 @@ export function createTickets(deps: TicketsDeps): Tickets {
   const { items, reader, clock, prefix } = deps;
   const { records } = reader;
   const touches = createTouchBuffer(deps.redis, prefix);
+  const ended = createEndedUsers({ redis: deps.redis, prefix, now: () => clock.now(), onError: deps.onError });
 
   /** A join to a split item's sub-line: its position is n − A (A from the item view: never lower than a later poll's). */
   async function joinSplit(item: CachedItem, sub: { itemId: string; lines: number }, userId: string, payload: Record<string, unknown> | null, source: string | undefined) {
@@ -136,6 +140,8 @@ export function createTickets(deps: TicketsDeps): Tickets {
       const s = item.snap;
       const now = clock.now();
       refuseFromCache(s, now);
+      // After a sell-out or close, a user the item never knew is refused from memory.
+      if (ended.stranger(s, userId)) throw endedRefusal(s.closed);
       const sub = splitOf(s.def);
       if (sub) return joinSplit(item, sub, userId, payload, source);
       const r = await deps.scripts.join(itemId, now, { userId, payload: payload ? JSON.stringify(payload) : '', source: source ?? '', defaultKeyQuota: deps.defaultKeyQuota ?? '' });

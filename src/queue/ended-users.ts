@@ -1,0 +1,81 @@
+import type { RedisLike } from '../redis/client.js';
+import { itemKeys } from '../redis/keys.js';
+import type { CachedItem } from './item-cache.js';
+import { splitOf } from './split-line.js';
+
+type Snap = CachedItem['snap'];
+
+/** How many users of one ended item a daemon holds at most (beyond it, joins ask Redis as before). */
+const MAX_USERS = 2_000_000;
+/** How many ended items' users a daemon holds at once (the least recently asked are let go). */
+const MAX_ITEMS = 64;
+const SCAN_COUNT = 2000;
+
+/**
+ * The users of an ended item, for refusing the crowd that arrives after a sell-out without a
+ * Redis call each. Once an item is sold out or closed (flags the cut sets in Redis; the join
+ * script refuses every user it does not know from then on), whoever is not in its `users` hash
+ * holds no ticket of it: such a join's answer is `410` whatever else holds, and this daemon can
+ * give it from memory. A user in the hash may hold a ticket (a sale they won, a ticket in doubt)
+ * and the join script answers them, as before.
+ *
+ * The hash is read (HSCAN, in steps) only after a view that says the item ended, so it holds
+ * every user the item will ever know while it stays ended; the copy is kept for that view's
+ * incarnation (`epoch`) and join counter (`seq`): an item sold out again after new stock and new
+ * joins has a higher seq and is read again. Until a copy is complete, joins ask Redis. What this
+ * skips for a stranger is only what would have refused them in other words: a quota (429) or a
+ * block (403) is checked by the script before the sell-out, and from here such a user reads
+ * `410` — true, and final.
+ */
+export function createEndedUsers(deps: { redis: RedisLike; prefix: string; now(): number; onError?(err: unknown): void }) {
+  const held = new Map<string, { key: string; users: Set<string> | null; failedAt?: number }>();
+
+  const keyOf = (s: Snap) => `${s.epoch}:${s.seq}`;
+
+  async function load(itemId: string, key: string) {
+    const users = new Set<string>();
+    const hash = itemKeys(deps.prefix, itemId).users;
+    let cursor = '0';
+    do {
+      const [next, flat] = await deps.redis.hscan(hash, cursor, 'COUNT', SCAN_COUNT);
+      for (let i = 0; i < flat.length; i += 2) users.add(flat[i]);
+      if (users.size > MAX_USERS) return; // too many to hold: this item's joins keep asking Redis
+      cursor = next;
+    } while (cursor !== '0');
+    const e = held.get(itemId);
+    if (e?.key === key) e.users = users;
+  }
+
+  return {
+    /**
+     * Whether `userId` surely holds no ticket of this ended item (the view `s` says sold out or
+     * closed), so that its join can be refused without asking Redis. False while unsure.
+     */
+    stranger(s: Snap, userId: string): boolean {
+      if (!(s.soldOut || s.closed) || splitOf(s.def)) return false;
+      const itemId = s.def.itemId;
+      const key = keyOf(s);
+      const e = held.get(itemId);
+      // A read that failed (Redis away) is tried again a second later, not on every join.
+      if (e?.key === key && !(e.failedAt !== undefined && deps.now() - e.failedAt > 1000)) {
+        // Most recently asked last, so the first one in the map is the one to let go.
+        held.delete(itemId);
+        held.set(itemId, e);
+        return e.users !== null && !e.users.has(userId);
+      }
+      held.delete(itemId);
+      held.set(itemId, { key, users: null });
+      if (held.size > MAX_ITEMS) held.delete(held.keys().next().value!);
+      load(itemId, key).catch((err: unknown) => {
+        const failed = held.get(itemId);
+        if (failed?.key === key) failed.failedAt = deps.now();
+        deps.onError?.(err);
+      });
+      return false;
+    },
+    /** How many items' users are held (for tests). */
+    size: () => held.size,
+  };
+}
+
+export type EndedUsers = ReturnType<typeof createEndedUsers>;

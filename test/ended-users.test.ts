@@ -1,0 +1,119 @@
+import { createConnection } from 'node:net';
+import { describe, expect, it } from 'vitest';
+import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
+import { testDb } from './support/db.js';
+import { redisUrl, testRedis } from './support/redis.js';
+
+const { newPrefix } = testRedis();
+const db = await testDb();
+const prefix = newPrefix();
+const { call } = await inProcessDaemon({ prefix, databaseUrl: db.url });
+
+/** Counts this daemon's script calls on one item while `fn` runs (MONITOR on a plain socket, by key prefix). */
+async function scriptCallsOn(itemId: string, fn: () => Promise<void>): Promise<number> {
+  const url = new URL(redisUrl());
+  const needle = `"${prefix}{${itemId}}:`;
+  let calls = 0;
+  let rest = '';
+  const monitor = createConnection(Number(url.port || 6379), url.hostname);
+  monitor.setEncoding('utf8');
+  monitor.on('data', (chunk: string) => {
+    const lines = (rest + chunk).split('\n');
+    rest = lines.pop()!;
+    for (const l of lines) if (/"evalsha"|"eval"/i.test(l) && l.includes(needle)) calls++;
+  });
+  await new Promise<void>((r) => monitor.once('connect', () => r()));
+  monitor.write('MONITOR\r\n');
+  await new Promise<void>((r) => monitor.once('data', () => r())); // +OK: watching
+  try {
+    await fn();
+    // A last command of our own marks the end of what the daemon sent during fn.
+    const done = new Promise<void>((r) => monitor.on('data', (c: string) => c.includes('ended-users-mark') && r()));
+    const mark = createConnection(Number(url.port || 6379), url.hostname);
+    mark.write('PING ended-users-mark\r\n');
+    await done;
+    mark.destroy();
+  } finally {
+    monitor.destroy();
+  }
+  return calls;
+}
+
+const join = (itemId: string, userId: string) => call('POST', `/v1/items/${itemId}/tickets`, { userId }, SVC);
+const settled = (ids: string[]) =>
+  waitFor(
+    () => Promise.all(ids.map((id) => call('GET', `/v1/tickets/${id}`, undefined, null).then((r) => r.body))),
+    (vs) => vs.every((v) => v.state === 'succeeded' || v.state === 'rejected'),
+  );
+
+describe('joins to an ended item', () => {
+  it("refuses users the item never knew from memory once it is sold out, and still gives every holder their ticket, across a restock", async () => {
+    await call('PUT', '/v1/items/end-1', { handler: 'seckill', config: { stock: 2 }, gate: { mode: 'closed' } });
+    const first = await Promise.all(['u1', 'u2', 'u3', 'u4'].map((u) => join('end-1', u)));
+    for (const j of first) expect(j.status).toBe(202);
+    expect((await call('PATCH', '/v1/items/end-1/gate', { mode: 'auto' })).status).toBe(200);
+    const views = await settled(first.map((j) => j.body.ticketId));
+    const won = views.filter((v) => v.state === 'succeeded').map((v) => v.userId);
+    const lost = views.filter((v) => v.state === 'rejected').map((v) => v.userId);
+    expect(won.length).toBe(2);
+    await waitFor(() => call('GET', '/v1/items/end-1'), (r) => r.body.state === 'sold_out');
+
+    // The first stranger's refusal comes from the join script, and starts reading the item's users.
+    const fromScript = await join('end-1', 'stranger-0');
+    expect(fromScript.status).toBe(410);
+    // Once they are read (waited on: a stranger's join that calls no script), strangers cost no script call.
+    let n = 1;
+    const calls = await waitFor(
+      () => scriptCallsOn('end-1', async () => void expect((await join('end-1', `stranger-${n++}`)).body).toEqual(fromScript.body)),
+      (c) => c === 0,
+      10_000,
+    );
+    expect(calls).toBe(0);
+    const answers: unknown[] = [];
+    const crowd = async () => {
+      const rs = await Promise.all(Array.from({ length: 20 }, (_, i) => join('end-1', `crowd-${i}`)));
+      answers.push(...rs.map((r) => ({ status: r.status, body: r.body })));
+    };
+    expect(await scriptCallsOn('end-1', crowd)).toBe(0);
+    expect(answers).toEqual(Array(20).fill({ status: 410, body: fromScript.body }));
+    // Users it knows go to the script: a winner gets their ticket, a loser the script's refusal.
+    for (const u of won) {
+      const again = await join('end-1', u);
+      expect(again.status).toBe(200);
+      expect(again.body).toMatchObject({ userId: u, state: 'succeeded' });
+    }
+    for (const u of lost) expect((await join('end-1', u)).status).toBe(410);
+
+    // Restocked: a new user joins and buys the unit, and the item sells out again. The users read
+    // after the first sell-out are not the item's users any more: the new buyer is told their ticket.
+    expect((await call('PUT', '/v1/items/end-1', { handler: 'seckill', config: { stock: 3 }, gate: { mode: 'auto' } })).status).toBe(200);
+    const late = await waitFor(() => join('end-1', 'late-buyer'), (r) => r.status === 202);
+    await settled([late.body.ticketId]);
+    await waitFor(() => call('GET', '/v1/items/end-1'), (r) => r.body.state === 'sold_out');
+    const buyer = await join('end-1', 'late-buyer');
+    expect(buyer.status).toBe(200);
+    expect(buyer.body).toMatchObject({ ticketId: late.body.ticketId, state: 'succeeded' });
+    expect((await join('end-1', 'stranger-after')).status).toBe(410);
+    const [orders] = await db.sql`select count(*)::int as n from orders where item_id = 'end-1'`;
+    expect(orders.n).toBe(3);
+  });
+
+  it('refuses strangers to a closed item from memory with the script\'s words', async () => {
+    await call('PUT', '/v1/items/end-2', { handler: 'external', gate: { mode: 'closed' } });
+    const held = await join('end-2', 'u1');
+    expect((await call('DELETE', '/v1/items/end-2')).status).toBe(200);
+    const fromScript = await join('end-2', 'stranger-0');
+    expect(fromScript).toMatchObject({ status: 410, body: { error: { code: 'closed' } } });
+    let n = 1;
+    const calls = await waitFor(
+      () => scriptCallsOn('end-2', async () => void expect((await join('end-2', `stranger-${n++}`)).body).toEqual(fromScript.body)),
+      (c) => c === 0,
+      10_000,
+    );
+    expect(calls).toBe(0);
+    // The holder's ticket was cancelled by the close; the script answers them (external: a new join would be allowed, but the item is closed).
+    const again = await join('end-2', 'u1');
+    expect(again.status).toBe(410);
+    expect((await call('GET', `/v1/tickets/${held.body.ticketId}`, undefined, null)).body.state).toBe('cancelled');
+  });
+});
