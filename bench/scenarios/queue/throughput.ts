@@ -2,7 +2,7 @@
  * Join, poll and reject-when-full against the daemon, each in alternating slices with the bare
  * Hono app (harness.ts measurePair) and given as the per-round median ratio to it.
  */
-import { join, putItem, waitingCount } from '../../lib/api.js';
+import { call, join, OPERATOR_KEY, putItem, waitingCount } from '../../lib/api.js';
 import { against, measurePair, pairRatio, startBareHono, type BenchContext, type Measured, type Server } from '../../lib/harness.js';
 import type { LoadResult, LoadSpec } from '../../lib/load-spec.js';
 import { fmtInt, fmtRatio, fmtS } from '../../lib/stats.js';
@@ -61,5 +61,16 @@ export async function measureThroughput(ctx: BenchContext, daemon: Server, add: 
   add({ name: 'bare Hono POST (alongside reject)', r: bpReject, expect: '202' });
   add({ name: 'reject when full (429 expected)', r: rejectR, expect: '429', ratio: ratioRow(bpReject, rejectR, 'req/s ÷ bare POST', 0.9) });
   checks.push(`reject: ${fmtInt(rejectR.allStatus['429'] ?? 0)} of ${fmtInt(total(rejectR.allStatus))} answers over ${rejectR.loads} loads were 429; the item holds ${fmtInt(await waitingCount(url, 'full'))} waiting ticket(s) (expected 1).`);
+
+  // refusal after the sale ended: an item closed by its operator (as a sold-out one), a crowd of
+  // users it never knew (the join script answers those it knows: queue/ended-users.ts).
+  await putItem(url, 'ended', 1000);
+  for (const u of ['e-first', 'e-second']) if ((await join(url, 'ended', u)).status !== 202) throw new Error('join to the item before it ends');
+  const closed = await call(url, 'DELETE', '/v1/items/ended', OPERATOR_KEY);
+  if (closed.status !== 200) throw new Error(`closing the item: ${closed.status}`);
+  const [bpEnded, endedR] = await measurePair(ctx, barePost, loadOn(daemon, { kind: 'join', path: '/v1/items/ended/tickets', userPrefix: 'e' }), PAIR_ROUNDS);
+  add({ name: 'bare Hono POST (alongside the next)', r: bpEnded, expect: '202' });
+  add({ name: 'refusal after the sale ended (410 expected; users it never knew)', r: endedR, expect: '410', ratio: ratioRow(bpEnded, endedR, 'req/s ÷ bare POST', 0.9) });
+  checks.push(`ended: ${fmtInt(endedR.allStatus['410'] ?? 0)} of ${fmtInt(total(endedR.allStatus))} answers over ${endedR.loads} loads were 410.`);
   await hono.child.stop();
 }
