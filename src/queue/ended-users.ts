@@ -6,18 +6,32 @@ import { splitOf } from './split-line.js';
 type Snap = CachedItem['snap'];
 
 /** How many users of one ended item a daemon holds at most (beyond it, joins ask Redis as before). */
-const MAX_USERS = 2_000_000;
+const MAX_USERS = 1_000_000;
 /** How many ended items' users a daemon holds at once (the least recently asked are let go). */
 const MAX_ITEMS = 64;
 const SCAN_COUNT = 2000;
 
 /**
+ * Whether a user whose latest ticket is `seq` (undefined: none) holds nothing of the ended item:
+ * no ticket, or one the item's last cut ended while it waited — after the tickets served before
+ * the cut (those were admitted: a sale may be theirs) and up to the cut's last seq. Such a ticket
+ * ended `rejected`/`cancelled`, which lets its user join again, and the ended item refuses that
+ * join. With a pre-queue draw, line order is not seq order: only strangers.
+ */
+function endedFor(s: Snap, seq: number | undefined): boolean {
+  if (seq === undefined) return true;
+  const cut = s.cuts[s.cuts.length - 1];
+  return s.draw === null && cut !== undefined && cut[4] !== undefined && seq > cut[4] && seq <= cut[0];
+}
+
+/**
  * The users of an ended item, for refusing the crowd that arrives after a sell-out without a
  * Redis call each. Once an item is sold out or closed (flags the cut sets in Redis; the join
  * script refuses every user it does not know from then on), whoever is not in its `users` hash
- * holds no ticket of it: such a join's answer is `410` whatever else holds, and this daemon can
- * give it from memory. A user in the hash may hold a ticket (a sale they won, a ticket in doubt)
- * and the join script answers them, as before.
+ * holds no ticket of it, nor does a user whose latest ticket the last cut ended while it waited
+ * (endedFor): such a join's answer is `410` whatever else holds, and this daemon can give it from
+ * memory. Any other user may hold a ticket (a sale they won, a ticket in doubt) and the join
+ * script answers them, as before.
  *
  * The hash is read (HSCAN, in steps) only after a view that says the item ended, so it holds
  * every user the item will ever know while it stays ended; the copy is kept for that view's
@@ -28,17 +42,17 @@ const SCAN_COUNT = 2000;
  * `410` — true, and final.
  */
 export function createEndedUsers(deps: { redis: RedisLike; prefix: string; now(): number; onError?(err: unknown): void }) {
-  const held = new Map<string, { key: string; users: Set<string> | null; failedAt?: number }>();
+  const held = new Map<string, { key: string; users: Map<string, number> | null; failedAt?: number }>();
 
   const keyOf = (s: Snap) => `${s.epoch}:${s.seq}`;
 
   async function load(itemId: string, key: string) {
-    const users = new Set<string>();
+    const users = new Map<string, number>();
     const hash = itemKeys(deps.prefix, itemId).users;
     let cursor = '0';
     do {
       const [next, flat] = await deps.redis.hscan(hash, cursor, 'COUNT', SCAN_COUNT);
-      for (let i = 0; i < flat.length; i += 2) users.add(flat[i]);
+      for (let i = 0; i < flat.length; i += 2) users.set(flat[i], Number(flat[i + 1]));
       if (users.size > MAX_USERS) return; // too many to hold: this item's joins keep asking Redis
       cursor = next;
     } while (cursor !== '0');
@@ -51,7 +65,7 @@ export function createEndedUsers(deps: { redis: RedisLike; prefix: string; now()
      * Whether `userId` surely holds no ticket of this ended item (the view `s` says sold out or
      * closed), so that its join can be refused without asking Redis. False while unsure.
      */
-    stranger(s: Snap, userId: string): boolean {
+    refusable(s: Snap, userId: string): boolean {
       if (!(s.soldOut || s.closed) || splitOf(s.def)) return false;
       const itemId = s.def.itemId;
       const key = keyOf(s);
@@ -61,7 +75,7 @@ export function createEndedUsers(deps: { redis: RedisLike; prefix: string; now()
         // Most recently asked last, so the first one in the map is the one to let go.
         held.delete(itemId);
         held.set(itemId, e);
-        return e.users !== null && !e.users.has(userId);
+        return e.users !== null && endedFor(s, e.users.get(userId));
       }
       held.delete(itemId);
       held.set(itemId, { key, users: null });

@@ -140,8 +140,8 @@ export function createTickets(deps: TicketsDeps): Tickets {
       const s = item.snap;
       const now = clock.now();
       refuseFromCache(s, now);
-      // After a sell-out or close, a user the item never knew is refused from memory.
-      if (ended.stranger(s, userId)) throw endedRefusal(s.closed);
+      // After a sell-out or close, a user who holds nothing of the item is refused from memory.
+      if (ended.refusable(s, userId)) throw endedRefusal(s.closed);
       const sub = splitOf(s.def);
       if (sub) return joinSplit(item, sub, userId, payload, source);
       const r = await deps.scripts.join(itemId, now, { userId, payload: payload ? JSON.stringify(payload) : '', source: source ?? '', defaultKeyQuota: deps.defaultKeyQuota ?? '' });

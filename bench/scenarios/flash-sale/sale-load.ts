@@ -12,6 +12,7 @@ import { startLoad, WORKER_START_MS, type RunningLoad } from '../../lib/flash-lo
 import type { BenchContext, Server } from '../../lib/harness.js';
 import { runLoad, runLoads } from '../../lib/load.js';
 import type { LoadResult, LoadSpec, Sample } from '../../lib/load-spec.js';
+import { cpuSnap, cpuUse } from '../../lib/cpu.js';
 import { fmtInt, fmtMs, fmtS, spread } from '../../lib/stats.js';
 import { auth, CONNECTIONS, POLL_CONNECTIONS, POLL_SAMPLE, SEED, SEED_CONCURRENCY, SELL_OUT_WAIT_S, SETTLE_WAIT_S, STOCK, USERS, WATCH_MS, type Gate } from './settings.js';
 import { warmUp } from './warm-up.js';
@@ -47,6 +48,9 @@ export interface SaleLoad {
   /** The item view once the line drained (or SETTLE_WAIT_S after the last join). */
   view: ItemView;
   settleS: number | null;
+  /** The daemon's CPU seconds from the first join until a view showed the item sold out and its line drained (null if none did), and that time. */
+  saleCpuS: number | null;
+  saleCpuWallS: number;
   joinWallS: number;
   /** The latency file of a load (`join1`, `join2`, `poll1`, `poll2`). */
   latFile(name: string): string;
@@ -96,6 +100,7 @@ export async function runSaleLoad(ctx: BenchContext, daemon: Server, itemId: str
 
   // The sale starts with the seed users' joins (by the orchestrator, so their tickets can be polled at once).
   ctx.log(`sale "${itemId}" (${label}): ${fmtInt(STOCK)} units, ${fmtInt(USERS)} users × 2 joins`);
+  const cpu0 = cpuSnap({ server: daemon.child.proc.pid });
   const t0 = new Date();
   const seed1 = await pool(SEED, SEED_CONCURRENCY, (i) => call(url, 'POST', joinPath, SERVICE_KEY, { userId: `u-a-${i}` }));
   const seedIds = seed1.map((r) => r.body.ticketId as string | undefined).filter((x): x is string => typeof x === 'string');
@@ -108,6 +113,8 @@ export async function runSaleLoad(ctx: BenchContext, daemon: Server, itemId: str
   let lastOpen: ItemView | null = null;
   let maxCap = 0;
   let watchErr = 0;
+  let saleCpuS: number | null = null;
+  let saleCpuWallS = 0;
   const watched: TimelinePoint[] = [];
   const watch = setInterval(() => {
     const at = Date.now();
@@ -118,6 +125,12 @@ export async function runSaleLoad(ctx: BenchContext, daemon: Server, itemId: str
           lastOpen = v;
           maxCap = Math.max(maxCap, v.gate.effective.maxInFlight ?? 0);
           return;
+        }
+        // The sale's CPU: first join → the first view sold out with nothing waiting or admitted.
+        if (saleCpuS === null && !(v.counts.waiting ?? 0) && !(v.counts.admitted ?? 0)) {
+          const cpu1 = cpuSnap({ server: daemon.child.proc.pid });
+          saleCpuS = (cpuUse(cpu0, cpu1).server * (cpu1.at - cpu0.at)) / 1000;
+          saleCpuWallS = (cpu1.at - cpu0.at) / 1000;
         }
         if (soldOutAt !== null) return;
         soldOutAt = Date.now();
@@ -174,7 +187,7 @@ export async function runSaleLoad(ctx: BenchContext, daemon: Server, itemId: str
     clearInterval(watch);
     if (settleS === null) notes.push(`${label}: ${SETTLE_WAIT_S} s after the last join the item still shows ${fmtInt(view.counts.waiting ?? 0)} waiting and ${fmtInt(view.counts.admitted ?? 0)} admitted tickets (${JSON.stringify(view.counts)}).`);
     if (watchErr) notes.push(`${label}: ${watchErr} item-view polls by the orchestrator failed.`);
-    return { label, itemId, gate, url, t0, seed1, seed2, seedIds, join1, join2, poll1: poll1R, poll2: poll2R, soldOutAt, lastOpen, maxCap, watchErr, watched, view, settleS, joinWallS, latFile, notes };
+    return { label, itemId, gate, url, t0, seed1, seed2, seedIds, join1, join2, poll1: poll1R, poll2: poll2R, soldOutAt, lastOpen, maxCap, watchErr, watched, view, settleS, saleCpuS, saleCpuWallS, joinWallS, latFile, notes };
   } finally {
     clearInterval(watch);
     if (poll1 && !poll1Stopped) await poll1.stop().catch(() => null);
