@@ -2,9 +2,11 @@ import { createConnection } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
-import { redisUrl, testRedis } from './support/redis.js';
+import { redisUrl, testRedis, unlinkPrefix } from './support/redis.js';
+import { createEndedUsers } from '../src/queue/ended-users.js';
+import { itemKeys } from '../src/redis/keys.js';
 
-const { newPrefix } = testRedis();
+const { redis, newPrefix } = testRedis();
 const db = await testDb();
 const prefix = newPrefix();
 const { call } = await inProcessDaemon({ prefix, databaseUrl: db.url });
@@ -133,5 +135,29 @@ describe('joins to an ended item', () => {
     const again = await join('end-2', 'u1');
     expect(again.status).toBe(410);
     expect((await call('GET', `/v1/tickets/${held.body.ticketId}`, undefined, null)).body.state).toBe('cancelled');
+  });
+});
+
+describe('the ended items a daemon holds', () => {
+  it('holds every ended item of a sale event (200 of them): one read of each, however the joins interleave', async () => {
+    const p = newPrefix();
+    let scans = 0;
+    const counted = { hscan: (...a: Parameters<typeof redis.hscan>) => (scans++, redis.hscan(...a)) } as unknown as typeof redis;
+    const ended = createEndedUsers({ redis: counted, prefix: p, now: () => Date.now() });
+    // Item i: users a-i and b-i; b-i's ticket (seq 2) the sell-out ended while it waited, a-i's (seq 1) was served.
+    const snap = (i: number) => ({ def: { itemId: `many-${i}`, lines: 1 }, soldOut: true, closed: false, epoch: 1, seq: 2, cuts: [[2, 'r', 'sold_out', 0, 1]], draw: null }) as never;
+    for (let i = 0; i < 200; i++) await redis.hset(itemKeys(p, `many-${i}`).users, { [`a-${i}`]: 1, [`b-${i}`]: 2 });
+    const ask = (i: number, u: string) => ended.refusable(snap(i), `${u}-${i}`);
+    for (let i = 0; i < 200; i++) expect(ask(i, 'x')).toBe(false); // not read yet: ask Redis
+    await waitFor(async () => Array.from({ length: 200 }, (_, i) => ask(i, 'x')), (r) => r.every(Boolean), 5000);
+    for (let round = 0; round < 3; round++)
+      for (let i = 199; i >= 0; i--) {
+        expect(ask(i, 'stranger')).toBe(true);
+        expect(ask(i, 'b')).toBe(true);
+        expect(ask(i, 'a')).toBe(false); // served before the cut: may hold a sale
+      }
+    expect(scans).toBe(200);
+    expect(ended.size()).toBe(200);
+    await unlinkPrefix(redis, p);
   });
 });

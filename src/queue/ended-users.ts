@@ -5,10 +5,10 @@ import { splitOf } from './split-line.js';
 
 type Snap = CachedItem['snap'];
 
-/** How many users of one ended item a daemon holds at most (beyond it, joins ask Redis as before). */
+/** How many users of ended items a daemon holds at most, over all of them (the least recently asked items are let go first; an item with more than this asks Redis as before). */
 const MAX_USERS = 1_000_000;
-/** How many ended items' users a daemon holds at once (the least recently asked are let go). */
-const MAX_ITEMS = 64;
+/** How many ended items a daemon holds at once (a sale event has thousands of items: all of them). */
+const MAX_ITEMS = 20_000;
 const SCAN_COUNT = 2000;
 
 /**
@@ -43,6 +43,7 @@ function endedFor(s: Snap, seq: number | undefined): boolean {
  */
 export function createEndedUsers(deps: { redis: RedisLike; prefix: string; now(): number; onError?(err: unknown): void }) {
   const held = new Map<string, { key: string; users: Map<string, number> | null; failedAt?: number }>();
+  let total = 0;
 
   const keyOf = (s: Snap) => `${s.epoch}:${s.seq}`;
 
@@ -57,7 +58,20 @@ export function createEndedUsers(deps: { redis: RedisLike; prefix: string; now()
       cursor = next;
     } while (cursor !== '0');
     const e = held.get(itemId);
-    if (e?.key === key) e.users = users;
+    if (e?.key !== key) return;
+    e.users = users;
+    total += users.size;
+    // Over the budget: let the least recently asked items go (the map's first entries).
+    for (const [id, other] of held) {
+      if (total <= MAX_USERS || other === e) break;
+      drop(id);
+    }
+  }
+
+  function drop(itemId: string) {
+    const e = held.get(itemId);
+    if (e?.users) total -= e.users.size;
+    held.delete(itemId);
   }
 
   return {
@@ -77,9 +91,9 @@ export function createEndedUsers(deps: { redis: RedisLike; prefix: string; now()
         held.set(itemId, e);
         return e.users !== null && endedFor(s, e.users.get(userId));
       }
-      held.delete(itemId);
+      drop(itemId);
       held.set(itemId, { key, users: null });
-      if (held.size > MAX_ITEMS) held.delete(held.keys().next().value!);
+      if (held.size > MAX_ITEMS) drop(held.keys().next().value!);
       load(itemId, key).catch((err: unknown) => {
         const failed = held.get(itemId);
         if (failed?.key === key) failed.failedAt = deps.now();
