@@ -10,6 +10,8 @@ const { redis, newPrefix } = testRedis();
 const db = await testDb();
 const prefix = newPrefix();
 const { call } = await inProcessDaemon({ prefix, databaseUrl: db.url });
+// A second daemon on the same Redis and Postgres (daemons share the line).
+const other = await inProcessDaemon({ prefix, databaseUrl: db.url });
 
 /**
  * Counts the script calls on one item that name one of `users` (their joins) while `fn` runs
@@ -115,6 +117,31 @@ describe('joins to an ended item', () => {
     expect(orders.n).toBe(3);
   });
 
+  it('a restock through another daemon is seen before a refusal from memory: a user who just joined there gets their ticket here', async () => {
+    await call('PUT', '/v1/items/end-3', { handler: 'seckill', config: { stock: 1 }, gate: { mode: 'auto' } });
+    const first = await join('end-3', 'w1');
+    await settled([first.body.ticketId]);
+    await waitFor(() => call('GET', '/v1/items/end-3'), (r) => r.body.state === 'sold_out');
+    let n = 0;
+    const calls = await waitFor(
+      () => {
+        const u = `s-${n++}`;
+        return joinScriptsFor('end-3', [u], async () => void expect((await join('end-3', u)).status).toBe(410));
+      },
+      (c) => c === 0,
+      10_000,
+    );
+    expect(calls).toBe(0); // this daemon refuses strangers from memory now
+    // Restocked through the other daemon, with the gate closed so the new ticket waits; a new user joins there.
+    expect((await other.call('PUT', '/v1/items/end-3', { handler: 'seckill', config: { stock: 2 }, gate: { mode: 'closed' } })).status).toBe(200);
+    const there = await other.call('POST', '/v1/items/end-3/tickets', { userId: 'newcomer' }, SVC);
+    expect(there.status).toBe(202);
+    // Asked here at once: not "sold out" from the old view, but the ticket held.
+    const here = await join('end-3', 'newcomer');
+    expect(here.status).toBe(200);
+    expect(here.body.ticketId).toBe(there.body.ticketId);
+  });
+
   it('refuses strangers to a closed item from memory with the script\'s words', async () => {
     await call('PUT', '/v1/items/end-2', { handler: 'external', gate: { mode: 'closed' } });
     const held = await join('end-2', 'u1');
@@ -145,9 +172,9 @@ describe('the ended items a daemon holds', () => {
     const counted = { hscan: (...a: Parameters<typeof redis.hscan>) => (scans++, redis.hscan(...a)) } as unknown as typeof redis;
     const ended = createEndedUsers({ redis: counted, prefix: p, now: () => Date.now() });
     // Item i: users a-i and b-i; b-i's ticket (seq 2) the sell-out ended while it waited, a-i's (seq 1) was served.
-    const snap = (i: number) => ({ def: { itemId: `many-${i}`, lines: 1 }, soldOut: true, closed: false, epoch: 1, seq: 2, cuts: [[2, 'r', 'sold_out', 0, 1]], draw: null }) as never;
+    const views = Array.from({ length: 200 }, (_, i) => ({ recordKey: 'k#1', snap: { def: { itemId: `many-${i}`, lines: 1 }, soldOut: true, closed: false, epoch: 1, seq: 2, cuts: [[2, 'r', 'sold_out', 0, 1]], draw: null } }) as never);
     for (let i = 0; i < 200; i++) await redis.hset(itemKeys(p, `many-${i}`).users, { [`a-${i}`]: 1, [`b-${i}`]: 2 });
-    const ask = (i: number, u: string) => ended.refusable(snap(i), `${u}-${i}`);
+    const ask = (i: number, u: string) => ended.refusable(views[i], `${u}-${i}`);
     for (let i = 0; i < 200; i++) expect(ask(i, 'x')).toBe(false); // not read yet: ask Redis
     await waitFor(async () => Array.from({ length: 200 }, (_, i) => ask(i, 'x')), (r) => r.every(Boolean), 5000);
     for (let round = 0; round < 3; round++)

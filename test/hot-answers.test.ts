@@ -1,5 +1,5 @@
 import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { connect, type AddressInfo } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { OPERATOR, SERVICE, testApp } from './support/app.js';
 import { inProcessDaemon, SVC } from './support/daemon-inproc.js';
@@ -220,7 +220,21 @@ describe('the whole answers of join and poll, on the wire', () => {
         fetch(`${base}/v1/items/h-open/tickets`, { method: 'PUT', headers: svc, body: '{"userId":"u-a"}' }),
       ];
       for (const r of await Promise.all(left)) expect(r.status).toBe(599);
-      expect(took).toEqual(Array(left.length).fill(false));
+      // Repeated Authorization or Content-Type (Node keeps the first, Hono joins them): the route's.
+      const port = (server.address() as AddressInfo).port;
+      const rawPost = (extra: string) =>
+        new Promise<string>((resolve, reject) => {
+          const body = '{"userId":"u-rep"}';
+          const sock = connect(port, '127.0.0.1', () =>
+            sock.write(`POST /v1/items/h-open/tickets HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: ${body.length}\r\n${extra}\r\n${body}`),
+          );
+          let got = '';
+          sock.setEncoding('utf8').on('data', (c: string) => (got += c)).on('end', () => resolve(got.split(' ')[1])).on('error', reject);
+        });
+      expect(await rawPost(`Authorization: Bearer ${SERVICE}\r\nAuthorization: Bearer ${SERVICE}\r\nContent-Type: application/json\r\n`)).toBe('599');
+      expect(await rawPost(`Authorization: Bearer ${SERVICE}\r\nContent-Type: application/json\r\ncontent-type: text/plain\r\n`)).toBe('599');
+      expect(await rawPost(`Authorization: Bearer ${SERVICE}\r\nContent-Type: application/json\r\n`)).toBe('202');
+      expect(took).toEqual([...Array(left.length + 2).fill(false), true]);
     } finally {
       await new Promise<void>((r) => server.close(() => r()));
     }

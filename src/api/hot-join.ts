@@ -72,6 +72,9 @@ export function hotJoin(deps: HotJoinDeps) {
     const m = PATH.exec(url);
     if (!m) return false;
     const h = req.headers;
+    // Node keeps the first of repeated Authorization and Content-Type headers, Hono joins them
+    // (`a, b`: no bearer key, no JSON type): such a request is the route's to refuse.
+    if (repeats(req.rawHeaders)) return false;
     const declared = h['content-length'];
     if (declared === undefined || h['transfer-encoding'] !== undefined || !(Number(declared) <= deps.bodyLimitBytes)) return false;
     const type = h['content-type'];
@@ -88,9 +91,23 @@ export function hotJoin(deps: HotJoinDeps) {
 
 class BodyLost extends Error {}
 
+/** Whether Authorization or Content-Type comes more than once. */
+function repeats(raw: string[]): boolean {
+  let auth = 0;
+  let type = 0;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i];
+    if (name.length === 13 && name.toLowerCase() === 'authorization') auth++;
+    else if (name.length === 12 && name.toLowerCase() === 'content-type') type++;
+  }
+  return auth > 1 || type > 1;
+}
+
 /** The request's body as text (UTF-8; its length was declared and is within the limit). */
 function readBody(req: IncomingMessage): Promise<string> {
   return new Promise((resolve, reject) => {
+    // Gone while the item was looked up: its 'close' has been and gone.
+    if (req.destroyed) return reject(new BodyLost());
     let text = '';
     req.setEncoding('utf8');
     req.on('data', (chunk: string) => (text += chunk));

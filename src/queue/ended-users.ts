@@ -35,8 +35,9 @@ function endedFor(s: Snap, seq: number | undefined): boolean {
  *
  * The hash is read (HSCAN, in steps) only after a view that says the item ended, so it holds
  * every user the item will ever know while it stays ended; the copy is kept for that view's
- * incarnation (`epoch`) and join counter (`seq`): an item sold out again after new stock and new
- * joins has a higher seq and is read again. Until a copy is complete, joins ask Redis. What this
+ * incarnation (`epoch`), join counter (`seq`) and generation (a Redis rollback or loss starts a
+ * new one): an item sold out again after new stock and new joins has a higher seq and is read
+ * again. Until a copy is complete, joins ask Redis. What this
  * skips for a stranger is only what would have refused them in other words: a quota (429) or a
  * block (403) is checked by the script before the sell-out, and from here such a user reads
  * `410` — true, and final.
@@ -45,7 +46,8 @@ export function createEndedUsers(deps: { redis: RedisLike; prefix: string; now()
   const held = new Map<string, { key: string; users: Map<string, number> | null; failedAt?: number }>();
   let total = 0;
 
-  const keyOf = (s: Snap) => `${s.epoch}:${s.seq}`;
+  // recordKey: the view's generation, which a Redis rollback or loss changes (item-cache.ts).
+  const keyOf = (item: CachedItem) => `${item.recordKey}:${item.snap.epoch}:${item.snap.seq}`;
 
   async function load(itemId: string, key: string) {
     const users = new Map<string, number>();
@@ -76,13 +78,15 @@ export function createEndedUsers(deps: { redis: RedisLike; prefix: string; now()
 
   return {
     /**
-     * Whether `userId` surely holds no ticket of this ended item (the view `s` says sold out or
-     * closed), so that its join can be refused without asking Redis. False while unsure.
+     * Whether `userId` surely holds no ticket of this ended item (its view says sold out or
+     * closed), so that its join can be refused without asking Redis. False while unsure. The
+     * caller also checks that the view is not older than the item's last change notice.
      */
-    refusable(s: Snap, userId: string): boolean {
+    refusable(item: CachedItem, userId: string): boolean {
+      const s = item.snap;
       if (!(s.soldOut || s.closed) || splitOf(s.def)) return false;
       const itemId = s.def.itemId;
-      const key = keyOf(s);
+      const key = keyOf(item);
       const e = held.get(itemId);
       // A read that failed (Redis away) is tried again a second later, not on every join.
       if (e?.key === key && !(e.failedAt !== undefined && deps.now() - e.failedAt > 1000)) {

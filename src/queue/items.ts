@@ -1,7 +1,7 @@
 import type { RedisLike } from '../redis/client.js';
 import type { Clock } from '../kernel/clock.js';
 import { fail } from '../kernel/errors.js';
-import { activeItemsKey, changedItemsKey, itemsSetKey, itemsVersionKey, wakeItemsKey } from '../redis/keys.js';
+import { activeItemsKey, announcedItemsKey, changedItemsKey, itemsSetKey, itemsVersionKey, wakeItemsKey } from '../redis/keys.js';
 import type { ItemSnapshot } from './snapshot.js';
 import { createItemCache, type CachedItem } from './item-cache.js';
 
@@ -46,6 +46,14 @@ export interface LineItems {
    * others (read them with item()). One read of the notices since the last call, at most every 100 ms.
    */
   heldViews(): Promise<(itemId: string) => CachedItem | null>;
+  /**
+   * The held view of an item if nothing was announced for it (a definition, a restock, a
+   * reopening: `announce`) since it was read, judged on a read of the announcements that began
+   * after this call, so none made before the call is missed. Calls that arrive while such a read
+   * runs share the next one (one read per round trip at most, however many ask). The loops' own
+   * notices do not count: an ended item's leases and settles do not reopen it.
+   */
+  unannouncedNow(itemId: string): Promise<CachedItem | null>;
   /**
    * Every item's view, by id: the held ones as they are, the others read from Redis 200 at a time
    * (ten thousand reads at once queue behind each other past the Redis command timeout: the item
@@ -197,19 +205,36 @@ export function createItemDirectory(deps: { redis: RedisLike; prefix: string; cl
 
   /** The change notices read so far (itemId → latest change time), and views read before `trustFrom` are not trusted. */
   const changed = new Map<string, number>();
-  const changes = { readFrom: -Infinity, at: -Infinity, trustFrom: -Infinity, loading: null as Promise<void> | null };
+  /** The announcements alone (definitions, restocks, reopenings: never a time ahead, unlike the loops' notices). */
+  const announced = new Map<string, number>();
+  const changes = { readFrom: -Infinity, at: -Infinity, trustFrom: -Infinity };
   /** Notices are read back this far before the last read began: writers' clocks and round trips differ. */
   const NOTICE_MARGIN_MS = 5_000;
-  function readChanges(): Promise<void> | void {
+  /** A read of the notices that began at or after `since` (performance.now()), else a new one. */
+  const fresh = { loading: null as Promise<void> | null, startedAt: -Infinity, next: null as Promise<void> | null };
+  function readChanges(since?: number): Promise<void> | void {
     const now = clock.now();
-    if (now - changes.at < 100) return;
-    return (changes.loading ??= (async () => {
+    if (since === undefined && (now - changes.at < 100 || fresh.loading)) return fresh.loading ?? undefined;
+    if (since !== undefined && fresh.loading && fresh.startedAt >= since) return fresh.loading;
+    // One running read serves the calls that came before it began; those after share the next.
+    if (since !== undefined && fresh.loading) return (fresh.next ??= fresh.loading.catch(() => {}).then(() => ((fresh.next = null), readChanges(since))));
+    const started = performance.now();
+    const run = (async () => {
       const from = changes.readFrom === -Infinity ? '-inf' : changes.readFrom - NOTICE_MARGIN_MS;
-      const rows = await redis.zrangebyscore(changedItemsKey(prefix), from, '+inf', 'WITHSCORES');
+      const [rows, told] = await Promise.all([
+        redis.zrangebyscore(changedItemsKey(prefix), from, '+inf', 'WITHSCORES'),
+        redis.zrangebyscore(announcedItemsKey(prefix), from, '+inf', 'WITHSCORES'),
+      ]);
       for (let i = 0; i < rows.length; i += 2) changed.set(rows[i], Math.max(Number(rows[i + 1]), changed.get(rows[i]) ?? -Infinity));
+      for (let i = 0; i < told.length; i += 2) announced.set(told[i], Math.max(Number(told[i + 1]), announced.get(told[i]) ?? -Infinity));
       changes.readFrom = now;
       changes.at = now;
-    })().finally(() => (changes.loading = null)));
+    })().finally(() => {
+      if (fresh.loading === run) fresh.loading = null;
+    });
+    fresh.loading = run;
+    fresh.startedAt = started;
+    return run;
   }
   const trusted = (itemId: string) => {
     const v = cache.peek(itemId);
@@ -250,11 +275,17 @@ export function createItemDirectory(deps: { redis: RedisLike; prefix: string; cl
     },
     async announce(itemId) {
       cache.invalidate(itemId);
-      await redis.zadd(changedItemsKey(prefix), 'GT', clock.now(), itemId);
+      const now = clock.now();
+      await Promise.all([redis.zadd(changedItemsKey(prefix), 'GT', now, itemId), redis.zadd(announcedItemsKey(prefix), 'GT', now, itemId)]);
     },
     async heldViews() {
       await readChanges();
       return trusted;
+    },
+    async unannouncedNow(itemId) {
+      await readChanges(performance.now());
+      const v = cache.peek(itemId);
+      return v && v.snap.loadedAt > changes.trustFrom && v.snap.loadedAt > (announced.get(itemId) ?? -Infinity) ? v : null;
     },
     async allViews() {
       const [ids] = await Promise.all([knownIds(), readChanges()]);
@@ -288,7 +319,7 @@ export function createItemDirectory(deps: { redis: RedisLike; prefix: string; cl
     },
     async removed(itemId) {
       // As in added(): the version moves last (the keys are on different slots of a cluster).
-      await Promise.all([redis.srem(itemsSetKey(prefix), itemId), redis.zrem(changedItemsKey(prefix), itemId), redis.zrem(activeItemsKey(prefix), itemId), redis.zrem(wakeItemsKey(prefix), itemId)]);
+      await Promise.all([redis.srem(itemsSetKey(prefix), itemId), redis.zrem(changedItemsKey(prefix), itemId), redis.zrem(announcedItemsKey(prefix), itemId), redis.zrem(activeItemsKey(prefix), itemId), redis.zrem(wakeItemsKey(prefix), itemId)]);
       await redis.incr(itemsVersionKey(prefix));
       known.ids.delete(itemId);
     },

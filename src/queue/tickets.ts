@@ -116,14 +116,16 @@ export function createTickets(deps: TicketsDeps): Tickets {
     return code === 1 ? 'cancelled' : 'not_waiting';
   }
 
-  function statusNow(ticketId: string): TicketView | null {
+  /** A waiting ticket placed from a fresh cached view alone (null where it cannot be); `poll`: counts as a sign of life (abandonment). */
+  function placeNow(ticketId: string, poll: boolean): TicketView | null {
     const hit = records.get(ticketId);
     const fresh = hit && items.peek(hit.itemId);
     if (!hit || !fresh || hit.secret !== fresh.recordKey || clock.now() - fresh.snap.loadedAt >= deps.cacheMs) return null;
     const view = reader.cachedWaiting(ticketId, fresh, hit.seq, hit);
-    if (view && fresh.snap.def.abandonAfterMs !== null) touches.touch(hit.itemId, hit.seq, clock.now());
+    if (poll && view && fresh.snap.def.abandonAfterMs !== null) touches.touch(hit.itemId, hit.seq, clock.now());
     return view;
   }
+  const statusNow = (ticketId: string) => placeNow(ticketId, true);
 
   return {
     statusNow,
@@ -134,14 +136,18 @@ export function createTickets(deps: TicketsDeps): Tickets {
 
     async join(itemId, userId, payload, source) {
       const item = await items.must(itemId);
-      // Behind a closed gate the join needs no loop (only a change notice): the gate's opening
-      // makes the item active (items.loopNeed).
-      items.keepAsNeeded(item.snap, { joining: true });
       const s = item.snap;
+      // Behind a closed gate the join needs no loop (only a change notice): the gate's opening
+      // makes the item active (items.loopNeed). A join to an ended item creates nothing: it marks
+      // nothing (a flood of refusals kept ended items active and their views distrusted).
+      if (!(s.soldOut || s.closed)) items.keepAsNeeded(s, { joining: true });
       const now = clock.now();
       refuseFromCache(s, now);
-      // After a sell-out or close, a user who holds nothing of the item is refused from memory.
-      if (ended.refusable(s, userId)) throw endedRefusal(s.closed);
+      // After a sell-out or close, a user who holds nothing of the item is refused from memory —
+      // once the announcements, read after this join arrived, show none since this view was read:
+      // only an announced change (a redefinition, restock or reopening, on any daemon; announced
+      // before it is answered) makes an ended item take users again.
+      if (ended.refusable(item, userId) && (await items.unannouncedNow(itemId)) === item) throw endedRefusal(s.closed);
       const sub = splitOf(s.def);
       if (sub) return joinSplit(item, sub, userId, payload, source);
       const r = await deps.scripts.join(itemId, now, { userId, payload: payload ? JSON.stringify(payload) : '', source: source ?? '', defaultKeyQuota: deps.defaultKeyQuota ?? '' });
@@ -153,7 +159,8 @@ export function createTickets(deps: TicketsDeps): Tickets {
       const rec = parseRecord(record, s.epoch);
       const ticketId = makeTicketId(itemId, seq, s.secret, bindingOf(rec, s.epoch));
       // The ticket the user holds: while it waits, placed from the cached view as its poll is (no read).
-      if (r.kind === 'existing') return { created: false, ticket: (rec.state === 'waiting' ? statusNow(ticketId) : null) ?? (await reader.read(ticketId, item, seq)) };
+      // (A join is not a poll: it does not put off the ticket's abandonment.)
+      if (r.kind === 'existing') return { created: false, ticket: (rec.state === 'waiting' ? placeNow(ticketId, false) : null) ?? (await reader.read(ticketId, item, seq)) };
       const cached = cachedRecord(rec, itemId, seq, item.recordKey);
       records.set(ticketId, cached);
       deps.onJoined?.(itemId);
