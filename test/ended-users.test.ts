@@ -48,6 +48,21 @@ async function joinScriptsFor(itemId: string, users: string[], fn: () => Promise
 }
 
 const join = (itemId: string, userId: string) => call('POST', `/v1/items/${itemId}/tickets`, { userId }, SVC);
+/**
+ * Joins strangers to an ended item, one at a time, each answer checked, until one costs no join
+ * script (the item's users have been read); the script calls of the last one (0 unless time ran out).
+ */
+async function strangersUntilFromMemory(itemId: string, check: (r: Awaited<ReturnType<typeof join>>) => void): Promise<number> {
+  let n = 0;
+  return waitFor(
+    () => {
+      const u = `${itemId}-stranger-${++n}`;
+      return joinScriptsFor(itemId, [u], async () => check(await join(itemId, u)));
+    },
+    (c) => c === 0,
+    10_000,
+  );
+}
 const settled = (ids: string[]) =>
   waitFor(
     () => Promise.all(ids.map((id) => call('GET', `/v1/tickets/${id}`, undefined, null).then((r) => r.body))),
@@ -70,15 +85,7 @@ describe('joins to an ended item', () => {
     const fromScript = await join('end-1', 'stranger-0');
     expect(fromScript.status).toBe(410);
     // Once they are read (waited on: a stranger's join that calls no script), strangers cost no script call.
-    let n = 1;
-    const calls = await waitFor(
-      () => {
-        const u = `stranger-${n++}`;
-        return joinScriptsFor('end-1', [u], async () => void expect((await join('end-1', u)).body).toEqual(fromScript.body));
-      },
-      (c) => c === 0,
-      10_000,
-    );
+    const calls = await strangersUntilFromMemory('end-1', (r) => expect(r.body).toEqual(fromScript.body));
     expect(calls).toBe(0);
     const answers: unknown[] = [];
     const crowdIds = Array.from({ length: 20 }, (_, i) => `crowd-${i}`);
@@ -122,15 +129,7 @@ describe('joins to an ended item', () => {
     const first = await join('end-3', 'w1');
     await settled([first.body.ticketId]);
     await waitFor(() => call('GET', '/v1/items/end-3'), (r) => r.body.state === 'sold_out');
-    let n = 0;
-    const calls = await waitFor(
-      () => {
-        const u = `s-${n++}`;
-        return joinScriptsFor('end-3', [u], async () => void expect((await join('end-3', u)).status).toBe(410));
-      },
-      (c) => c === 0,
-      10_000,
-    );
+    const calls = await strangersUntilFromMemory('end-3', (r) => expect(r.status).toBe(410));
     expect(calls).toBe(0); // this daemon refuses strangers from memory now
     // Restocked through the other daemon, with the gate closed so the new ticket waits; a new user joins there.
     expect((await other.call('PUT', '/v1/items/end-3', { handler: 'seckill', config: { stock: 2 }, gate: { mode: 'closed' } })).status).toBe(200);
@@ -148,15 +147,7 @@ describe('joins to an ended item', () => {
     expect((await call('DELETE', '/v1/items/end-2')).status).toBe(200);
     const fromScript = await join('end-2', 'stranger-0');
     expect(fromScript).toMatchObject({ status: 410, body: { error: { code: 'closed' } } });
-    let n = 1;
-    const calls = await waitFor(
-      () => {
-        const u = `stranger-${n++}`;
-        return joinScriptsFor('end-2', [u], async () => void expect((await join('end-2', u)).body).toEqual(fromScript.body));
-      },
-      (c) => c === 0,
-      10_000,
-    );
+    const calls = await strangersUntilFromMemory('end-2', (r) => expect(r.body).toEqual(fromScript.body));
     expect(calls).toBe(0);
     // The holder's ticket was cancelled by the close; the script answers them (external: a new join would be allowed, but the item is closed).
     const again = await join('end-2', 'u1');

@@ -24,8 +24,8 @@ export interface HotJoinDeps {
  * declared length within the limit and a key that may act as a service is served here, through
  * the route's own checks and answer (join.ts: scope, the cached refusals, the body's schema, the
  * join); every error goes through the app's error answer. The router, the middleware chain and
- * the WHATWG Request/Response pair cost a join about a quarter of its CPU
- * (docs/design-notes.md, the front door).
+ * the WHATWG Request/Response pair are work a join does not need (what leaving them bought, as
+ * measured: docs/design-notes.md, the front door).
  *
  * Everything else goes on to the app unchanged, where the route answers it: no key or an unknown
  * one (401), another content type (415), no Content-Length (a chunked body), a body over the limit

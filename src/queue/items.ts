@@ -109,6 +109,35 @@ export function loopNeed(s: ItemSnapshot, now: number, joining = false): boolean
   return at <= now ? true : at;
 }
 
+/**
+ * A read shared by whoever waits for it: `start()` begins one, or joins the one running;
+ * `after(t)` gives one that began at or after `t` (performance.now()): a caller that must not be
+ * answered by a read older than its arrival waits for the next, with every caller that arrived
+ * meanwhile — one read per round trip at most, however many ask.
+ */
+function sharedRead<T>(read: () => Promise<T>) {
+  let loading: Promise<T> | null = null;
+  let startedAt = -Infinity;
+  const start = (): Promise<T> => {
+    if (loading) return loading;
+    startedAt = performance.now();
+    const run: Promise<T> = read().finally(() => {
+      if (loading === run) loading = null;
+    });
+    return (loading = run);
+  };
+  return {
+    start,
+    async after(arrived: number): Promise<T> {
+      for (;;) {
+        if (loading && startedAt >= arrived) return loading;
+        if (loading) await loading.catch(() => {});
+        else return start();
+      }
+    },
+  };
+}
+
 export function createItemDirectory(deps: { redis: RedisLike; prefix: string; clock: Clock; cacheMs: number; storeAway?: (handler: string) => boolean }): ItemDirectory {
   const { redis, prefix, clock } = deps;
   const cache = createItemCache({ redis, prefix, clock, ttlMs: deps.cacheMs, storeAway: deps.storeAway });
@@ -120,21 +149,17 @@ export function createItemDirectory(deps: { redis: RedisLike; prefix: string; cl
    * by an older one, so a new item is never refused — and all the misses that arrive while one
    * check runs share the next one: one GET per round trip at most, however many arrive.
    */
-  const known = { ids: new Set<string>(), ver: null as string | null, checkedAt: -Infinity, loading: null as Promise<Set<string>> | null, startedAt: -Infinity };
-  function loadKnown(): Promise<Set<string>> {
-    known.startedAt = performance.now();
-    known.loading = (async () => {
-      const ver = await redis.get(itemsVersionKey(prefix));
-      if (ver === null || ver !== known.ver) known.ids = new Set(await redis.smembers(itemsSetKey(prefix)));
-      known.ver = ver;
-      known.checkedAt = clock.now();
-      return known.ids;
-    })().finally(() => (known.loading = null));
-    return known.loading;
-  }
+  const known = { ids: new Set<string>(), ver: null as string | null, checkedAt: -Infinity };
+  const knownRead = sharedRead(async () => {
+    const ver = await redis.get(itemsVersionKey(prefix));
+    if (ver === null || ver !== known.ver) known.ids = new Set(await redis.smembers(itemsSetKey(prefix)));
+    known.ver = ver;
+    known.checkedAt = clock.now();
+    return known.ids;
+  });
   function knownIds(): Promise<Set<string>> | Set<string> {
     if (clock.now() - known.checkedAt < deps.cacheMs) return known.ids;
-    return known.loading ?? loadKnown();
+    return knownRead.start();
   }
 
   const activeUntil = new Map<string, number>();
@@ -205,37 +230,33 @@ export function createItemDirectory(deps: { redis: RedisLike; prefix: string; cl
 
   /** The change notices read so far (itemId → latest change time), and views read before `trustFrom` are not trusted. */
   const changed = new Map<string, number>();
-  /** The announcements alone (definitions, restocks, reopenings: never a time ahead, unlike the loops' notices). */
-  const announced = new Map<string, number>();
-  const changes = { readFrom: -Infinity, at: -Infinity, trustFrom: -Infinity };
+  const changes = { readFrom: -Infinity, at: -Infinity, trustFrom: -Infinity, loading: null as Promise<void> | null };
   /** Notices are read back this far before the last read began: writers' clocks and round trips differ. */
   const NOTICE_MARGIN_MS = 5_000;
-  /** A read of the notices that began at or after `since` (performance.now()), else a new one. */
-  const fresh = { loading: null as Promise<void> | null, startedAt: -Infinity, next: null as Promise<void> | null };
-  function readChanges(since?: number): Promise<void> | void {
+  function readChanges(): Promise<void> | void {
     const now = clock.now();
-    if (since === undefined && (now - changes.at < 100 || fresh.loading)) return fresh.loading ?? undefined;
-    if (since !== undefined && fresh.loading && fresh.startedAt >= since) return fresh.loading;
-    // One running read serves the calls that came before it began; those after share the next.
-    if (since !== undefined && fresh.loading) return (fresh.next ??= fresh.loading.catch(() => {}).then(() => ((fresh.next = null), readChanges(since))));
-    const started = performance.now();
-    const run = (async () => {
+    if (now - changes.at < 100) return;
+    return (changes.loading ??= (async () => {
       const from = changes.readFrom === -Infinity ? '-inf' : changes.readFrom - NOTICE_MARGIN_MS;
-      const [rows, told] = await Promise.all([
-        redis.zrangebyscore(changedItemsKey(prefix), from, '+inf', 'WITHSCORES'),
-        redis.zrangebyscore(announcedItemsKey(prefix), from, '+inf', 'WITHSCORES'),
-      ]);
+      const rows = await redis.zrangebyscore(changedItemsKey(prefix), from, '+inf', 'WITHSCORES');
       for (let i = 0; i < rows.length; i += 2) changed.set(rows[i], Math.max(Number(rows[i + 1]), changed.get(rows[i]) ?? -Infinity));
-      for (let i = 0; i < told.length; i += 2) announced.set(told[i], Math.max(Number(told[i + 1]), announced.get(told[i]) ?? -Infinity));
       changes.readFrom = now;
       changes.at = now;
-    })().finally(() => {
-      if (fresh.loading === run) fresh.loading = null;
-    });
-    fresh.loading = run;
-    fresh.startedAt = started;
-    return run;
+    })().finally(() => (changes.loading = null)));
   }
+  /**
+   * The announcements alone (itemId → when: definitions, restocks, reopenings; never a time ahead,
+   * unlike the loops' notices), read only where a caller must not miss one made before it asked.
+   */
+  const announced = new Map<string, number>();
+  let announcedFrom = -Infinity;
+  const announcedRead = sharedRead(async () => {
+    const now = clock.now();
+    const from = announcedFrom === -Infinity ? '-inf' : announcedFrom - NOTICE_MARGIN_MS;
+    const rows = await redis.zrangebyscore(announcedItemsKey(prefix), from, '+inf', 'WITHSCORES');
+    for (let i = 0; i < rows.length; i += 2) announced.set(rows[i], Math.max(Number(rows[i + 1]), announced.get(rows[i]) ?? -Infinity));
+    announcedFrom = now;
+  });
   const trusted = (itemId: string) => {
     const v = cache.peek(itemId);
     if (!v) return null;
@@ -283,7 +304,7 @@ export function createItemDirectory(deps: { redis: RedisLike; prefix: string; cl
       return trusted;
     },
     async unannouncedNow(itemId) {
-      await readChanges(performance.now());
+      await announcedRead.after(performance.now());
       const v = cache.peek(itemId);
       return v && v.snap.loadedAt > changes.trustFrom && v.snap.loadedAt > (announced.get(itemId) ?? -Infinity) ? v : null;
     },
@@ -300,12 +321,7 @@ export function createItemDirectory(deps: { redis: RedisLike; prefix: string; cl
     },
     async isKnown(itemId) {
       if ((await knownIds()).has(itemId)) return true;
-      const arrived = performance.now();
-      for (;;) {
-        if (known.loading && known.startedAt >= arrived) return (await known.loading).has(itemId);
-        if (known.loading) await known.loading.catch(() => {});
-        else return (await loadKnown()).has(itemId);
-      }
+      return (await knownRead.after(performance.now())).has(itemId);
     },
     async added(itemId) {
       // The set changes first and the version after, in two commands (one MULTI cannot span a
