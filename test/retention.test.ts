@@ -1,5 +1,10 @@
 import { describe, expect, it } from 'vitest';
+import { createCatalog } from '../src/catalog/catalog.js';
 import { startRetention } from '../src/catalog/retention.js';
+import { createStockRows } from '../src/db/stock-rows.js';
+import { createGateStore } from '../src/scheduler/gate-store.js';
+import { createHandlerRegistry } from '../src/service/registry.js';
+import { createStockCounters } from '../src/service/stock-counters.js';
 import { createItemsStore } from '../src/db/items-store.js';
 import { manualClock } from '../src/kernel/clock.js';
 import { createLogger } from '../src/kernel/logger.js';
@@ -78,6 +83,40 @@ describe('retention of ended items', () => {
       await retention.round();
       expect(await keysLeft()).toEqual([]);
       expect(await queue.items.itemIds()).toEqual([]);
+    } finally {
+      await retention.stop();
+    }
+  });
+
+  it("a daemon's once-a-second loss check does not take an item retention removed for a lost one (it read every item from Postgres and Redis each second)", async () => {
+    const clock = manualClock();
+    const prefix = t.newPrefix();
+    const queue = createLine({ redis: t.redis, prefix, clock, cacheMs: 0 });
+    const store = createItemsStore(db.db);
+    let reads = 0;
+    const counted = { ...store, all: () => (reads++, store.all()) };
+    const log = createLogger('silent');
+    const catalog = createCatalog({ queue, store: counted, stockRows: createStockRows(db.sql), counters: createStockCounters({ redis: t.redis, prefix, clock, items: queue.items }), gates: createGateStore(t.redis, prefix, clock), handlers: createHandlerRegistry(), clock, log, autoCap: 10 });
+    const ids = ['ret-old', 'ret-live'];
+    for (const id of ids) await catalog.put(id, { handler: 'external' }, { role: 'operator', key: 'o' });
+    await catalog.restore(); // as a daemon's start does
+    await queue.definitions.cut(ids[0], 'closed');
+    await t.redis.del(itemKeys(prefix, ids[0]).done); // (the ledger drained it)
+    const retention = startRetention({ queue, store, clock, log }, { everyMs: 3_600_000, retentionMs: HOUR });
+    try {
+      clock.advance(2 * HOUR);
+      await retention.round();
+      const held = async () => (await queue.items.itemIds()).filter((id) => ids.includes(id));
+      expect(await held()).toEqual([ids[1]]);
+      reads = 0;
+      for (let i = 0; i < 5; i++) expect(await catalog.restoreIfLost()).toBe(0);
+      // One read of Postgres at most (the first check learns the item is gone on purpose), not one per check.
+      expect(reads).toBeLessThanOrEqual(1);
+      expect(await held()).toEqual([ids[1]]);
+      // A Redis that lost its lines is still found out and the live item re-created, the archived one not.
+      for (const k of await t.redis.keys(`${prefix}*`)) await t.redis.del(k);
+      expect(await catalog.restoreIfLost()).toBeGreaterThanOrEqual(1);
+      expect(await held()).toEqual([ids[1]]);
     } finally {
       await retention.stop();
     }

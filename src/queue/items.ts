@@ -14,6 +14,11 @@ export interface LineItems {
   invalidate(itemId: string): void;
   itemIds(): Promise<string[]>;
   /**
+   * The same ids as the set this process holds (not a copy: never change it). The object stays
+   * the same while the shared set has not changed, so a caller can tell "nothing changed" in O(1).
+   */
+  itemIdSet(): Promise<ReadonlySet<string>>;
+  /**
    * The items that need the background loops (dispatch, gate control, lease sweep, outcome
    * ledger) now: those with a join, an admission, a lease, an outcome or a cut in the last minute
    * (or a lease running longer), shared by all daemons. An idle item costs those loops nothing.
@@ -273,6 +278,7 @@ export function createItemDirectory(deps: { redis: RedisLike; prefix: string; cl
     invalidate: (itemId) => cache.invalidate(itemId),
     must: async (itemId) => (await cache.get(itemId)) ?? fail('item_not_found', 'No such item.'),
     itemIds: async () => [...(await knownIds())],
+    itemIdSet: async () => knownIds(),
     activeItemIds: async () => activeItemIds(),
     keepActive,
     keepAsNeeded(snap, opts) {
