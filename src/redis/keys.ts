@@ -102,8 +102,20 @@ export type ItemKeys = { base: string } & Record<ItemKeyName, string> & { [N in 
 
 const pageOf = (seq: number) => Math.floor(seq / PAGE_SIZE);
 
+/** Key sets built lately (2,048 items, oldest out): a ticket's path asks for its item's a dozen times. */
+const built = new Map<string, ItemKeys>();
+
 export function itemKeys(prefix: string, itemId: string): ItemKeys {
   const base = `${prefix}{${itemId}}:`;
+  let keys = built.get(base);
+  if (!keys) {
+    if (built.size >= 2048) built.delete(built.keys().next().value!);
+    built.set(base, (keys = Object.freeze(buildKeys(base))));
+  }
+  return keys;
+}
+
+function buildKeys(base: string): ItemKeys {
   const out: Record<string, unknown> = { base };
   for (const [name, suffix] of Object.entries(fixed)) out[name] = base + suffix;
   for (const [name, [tag, kind]] of Object.entries(made)) {
