@@ -62,10 +62,10 @@ export async function startBareHono(ctx: BenchContext, env: Record<string, strin
   return { url, child, startMs: await waitHealthy(child, url) };
 }
 
-/** `env` overrides the daemon's environment (e.g. REDIS_URL and DATABASE_URL of stores the scenario controls). */
-export async function startDaemon(ctx: BenchContext, env: Record<string, string> = {}): Promise<Server> {
+/** `env` overrides the daemon's environment (e.g. REDIS_URL and DATABASE_URL of stores the scenario controls); `file`: another build of it (an A/B). */
+export async function startDaemon(ctx: BenchContext, env: Record<string, string> = {}, file = 'dist/floodgate.mjs'): Promise<Server> {
   const port = await freePort();
-  const child = spawnNode('floodgate', 'dist/floodgate.mjs', {
+  const child = spawnNode('floodgate', file, {
     logFile: path.join(ctx.tmpDir, 'daemon.log'),
     env: {
       PORT: String(port),

@@ -7,6 +7,13 @@ export function percentile(sorted: ArrayLike<number>, q: number): number {
   return sorted[i];
 }
 
+/** The median of a list (NaN when empty). */
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length ? (s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2) : NaN;
+}
+
 export const fmtInt = (n: number) => Math.round(n).toLocaleString('en-US');
 export const fmtMs = (n: number) => (n >= 100 ? n.toFixed(0) : n >= 10 ? n.toFixed(1) : n.toFixed(2));
 export const fmtRatio = (n: number) => (Number.isFinite(n) ? n.toFixed(2) : 'n/a');

@@ -7,6 +7,7 @@ export const scenarios: Record<string, Scenario> = {
   queue: { title: 'queue: join, poll, reject-when-full, depth, memory', run: queueScenario },
   overhead: { title: 'overhead: bare Hono with and without the middleware the daemon mounts', run: overheadScenario },
   'flash-sale': { title: 'flash-sale: 10k units, 100k users × 2 joins, orders/s vs the synchronous design', run: async (ctx) => (await import('./flash-sale/index.js')).flashSaleScenario(ctx) },
+  accepted: { title: 'accepted: 10k users join once each for 10k units; the daemon CPU per accepted join + its order (also part of flash-sale)', run: async (ctx) => (await import('./flash-sale/accepted.js')).acceptedScenario(ctx) },
   chaos: { title: 'chaos: a flash sale through Postgres and Redis faults, hostile input and a redirecting webhook; losses per fault', timeoutS: 900, run: async (ctx) => (await import('./chaos/index.js')).chaosScenario(ctx) },
   access: { title: 'access: joins with quotas vs without, admitted polls with tokens vs without, the pre-queue draw of 100k and 1M', run: async (ctx) => (await import('./access.js')).accessScenario(ctx) },
   events: { title: 'events: 20,000 open SSE streams on one daemon: memory per stream, CPU while the line moves, sell-out to last terminal event', run: async (ctx) => (await import('./events.js')).eventsScenario(ctx) },

@@ -12,7 +12,9 @@
  * and its pools are open, as in a daemon that has been running, by the generator process that then
  * sends the first pass; default 5,000; 0 = none, and a fresh generator), BENCH_FLASH_MANUAL (in-flight cap of a second sale with a
  * `manual` gate, run after the `auto` one; 0 = skip; default 0), BENCH_FLASH_DRAIN=0 (skip the drain
- * diagnostic: the same stock sold from a line filled behind a closed gate, with no joins arriving).
+ * diagnostic: the same stock sold from a line filled behind a closed gate, with no joins arriving),
+ * BENCH_FLASH_ACCEPTED=0 (skip the accepted-joins-only sale: stock users join once each, every join
+ * accepted and sold, for the daemon's CPU per accepted join + its order).
  * BENCH_FLASH_RESERVE=<share> (e.g. 0.2) runs the reservations variant instead (reserve.ts):
  * a share of the buyers never pay, their reservations expire and their units go to the next in line.
  */
@@ -24,6 +26,8 @@ export const SYNC_ATTEMPTS = Number(process.env.BENCH_SYNC_ATTEMPTS ?? 3 * STOCK
 export const POLL_CONNECTIONS = Number(process.env.BENCH_POLL_CONNECTIONS ?? 10);
 export const MANUAL_CAP = Number(process.env.BENCH_FLASH_MANUAL ?? 0);
 export const DRAIN = process.env.BENCH_FLASH_DRAIN !== '0';
+/** The accepted-joins-only sale (accepted.ts): stock users join once each; the daemon's CPU per accepted join + its order. */
+export const ACCEPTED = process.env.BENCH_FLASH_ACCEPTED !== '0';
 /** Units of the warm-up sale on another item before the measured one (0 = none). */
 export const WARMUP = Number(process.env.BENCH_FLASH_WARMUP ?? 5_000);
 export const CONNECTIONS = 100;
