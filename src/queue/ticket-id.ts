@@ -1,4 +1,5 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
+import { recentMap } from '../kernel/recent-map.js';
 
 /**
  * A ticket id is `<base64url(itemId)>.<seq base36>.<tag>`, where tag is 128 bits of MAC under the
@@ -35,10 +36,9 @@ const bindHalf = (secret: string, seq: number, b: TicketBinding) => mac(secret, 
  * Ids made lately (a pure function of its arguments, so this is only a cache): a ticket's id is
  * made at its join, again at its admission and again by the outcome ledger, and its two MACs
  * (~2.7 µs each, native) were ~10% of the daemon's CPU per ticket sold (accepted-joins bench).
- * Insertion order evicts the oldest; 20,000 entries are a few MB.
+ * 20,000 entries in two generations: a few MB.
  */
-const made = new Map<string, { secret: string; id: string }>();
-const MADE_MAX = 20_000;
+const made = recentMap<string, { secret: string; id: string }>(20_000);
 
 export function makeTicketId(itemId: string, seq: number, secret: string, binding: TicketBinding): string {
   const key = `${seq}|${binding.joinedRel}|${itemId}|${binding.userId}`;
@@ -46,7 +46,6 @@ export function makeTicketId(itemId: string, seq: number, secret: string, bindin
   if (hit?.secret === secret) return hit.id;
   const tag = Buffer.concat([seqHalf(secret, seq), bindHalf(secret, seq, binding)]).toString('base64url');
   const id = `${Buffer.from(itemId).toString('base64url')}.${seq.toString(36)}.${tag}`;
-  if (made.size >= MADE_MAX) made.delete(made.keys().next().value!);
   made.set(key, { secret, id });
   return id;
 }

@@ -48,6 +48,7 @@
  * users whose sub-line it is). The gate, the join-number counter (ctr field jn) and the
  * admission cursor (ctr field an) stay on the item's own tag. See queue/split-line.ts.
  */
+import { recentMap } from '../kernel/recent-map.js';
 
 /** Ticket records (and their poll times and sources) are kept in hash pages of this many seqs. */
 export const PAGE_SIZE = 128;
@@ -102,16 +103,13 @@ export type ItemKeys = { base: string } & Record<ItemKeyName, string> & { [N in 
 
 const pageOf = (seq: number) => Math.floor(seq / PAGE_SIZE);
 
-/** Key sets built lately (2,048 items, oldest out): a ticket's path asks for its item's a dozen times. */
-const built = new Map<string, ItemKeys>();
+/** Key sets built lately (4,096 items, two generations): a ticket's path asks for its item's a dozen times. */
+const built = recentMap<string, ItemKeys>(4096);
 
 export function itemKeys(prefix: string, itemId: string): ItemKeys {
   const base = `${prefix}{${itemId}}:`;
   let keys = built.get(base);
-  if (!keys) {
-    if (built.size >= 2048) built.delete(built.keys().next().value!);
-    built.set(base, (keys = Object.freeze(buildKeys(base))));
-  }
+  if (!keys) built.set(base, (keys = Object.freeze(buildKeys(base))));
   return keys;
 }
 
