@@ -62,10 +62,11 @@ export async function startBareHono(ctx: BenchContext, env: Record<string, strin
   return { url, child, startMs: await waitHealthy(child, url) };
 }
 
-/** `env` overrides the daemon's environment (e.g. REDIS_URL and DATABASE_URL of stores the scenario controls); `file`: another build of it (an A/B). */
-export async function startDaemon(ctx: BenchContext, env: Record<string, string> = {}, file = 'dist/floodgate.mjs'): Promise<Server> {
+/** `env` overrides the daemon's environment (e.g. REDIS_URL and DATABASE_URL of stores the scenario controls); `file`: another build of it, `nodeArgs`: node flags of its own (an A/B). */
+export async function startDaemon(ctx: BenchContext, env: Record<string, string> = {}, file = 'dist/floodgate.mjs', nodeArgs: string[] = []): Promise<Server> {
   const port = await freePort();
   const child = spawnNode('floodgate', file, {
+    nodeArgs,
     logFile: path.join(ctx.tmpDir, 'daemon.log'),
     env: {
       PORT: String(port),

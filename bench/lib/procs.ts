@@ -31,9 +31,9 @@ export function spawnTsx(name: string, file: string, opts: { env?: Record<string
   return spawnChild(name, process.execPath, [...benchNodeArgs(), '--import', 'tsx', file, ...(opts.args ?? [])], opts);
 }
 
-/** Runs a built JavaScript file (the daemon: dist/floodgate.mjs) with node, BENCH_NODE_ARGS as for spawnTsx. */
-export function spawnNode(name: string, file: string, opts: { env?: Record<string, string>; args?: string[]; logFile?: string } = {}): Child {
-  return spawnChild(name, process.execPath, [...benchNodeArgs(), '--enable-source-maps', file, ...(opts.args ?? [])], opts);
+/** Runs a built JavaScript file (the daemon: dist/floodgate.mjs) with node, BENCH_NODE_ARGS as for spawnTsx, then `nodeArgs`. */
+export function spawnNode(name: string, file: string, opts: { env?: Record<string, string>; args?: string[]; nodeArgs?: string[]; logFile?: string } = {}): Child {
+  return spawnChild(name, process.execPath, [...benchNodeArgs(), ...(opts.nodeArgs ?? []), '--enable-source-maps', file, ...(opts.args ?? [])], opts);
 }
 
 const benchNodeArgs = () => (process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);

@@ -67,6 +67,8 @@ export async function runAccepted(ctx: BenchContext, daemon: Server, itemId: str
  * sales in turn; BENCH_ACCEPTED_BASELINE=<another build's floodgate.mjs> runs that build beside this
  * one (its own database and Redis prefix) and alternates the sales between them, A B A B …, so that
  * the machine's drift falls on both alike: the ratio of the medians says what a change bought.
+ * BENCH_ACCEPTED_NODE_ARGS: node flags for this build's daemon only (with a baseline of the same
+ * build, an A/B of the flags).
  */
 export async function acceptedScenario(ctx: BenchContext): Promise<{ markdown: string }> {
   const { startDaemon } = await import('../../lib/harness.js');
@@ -76,8 +78,9 @@ export async function acceptedScenario(ctx: BenchContext): Promise<{ markdown: s
   const { median } = await import('../../lib/stats.js');
   const rounds = Math.max(1, Number(process.env.BENCH_ACCEPTED_ROUNDS ?? 1));
   const baselineFile = process.env.BENCH_ACCEPTED_BASELINE;
+  const ownArgs = (process.env.BENCH_ACCEPTED_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
   const baseDb = `${ctx.prefix.replace(/\W/g, '_')}base`;
-  const builds: { name: string; daemon: Server; db: string; us: number[]; out: AcceptedOut[] }[] = [{ name: 'this build', daemon: await startDaemon(ctx), db: ctx.databaseUrl, us: [], out: [] }];
+  const builds: { name: string; daemon: Server; db: string; us: number[]; out: AcceptedOut[] }[] = [{ name: `this build${ownArgs.length ? ` (${ownArgs.join(' ')})` : ''}`, daemon: await startDaemon(ctx, {}, undefined, ownArgs), db: ctx.databaseUrl, us: [], out: [] }];
   try {
     if (baselineFile) {
       const env = { DATABASE_URL: await createScratchDb(baseDb), FLOODGATE_REDIS_PREFIX: `${ctx.prefix}base:` };
@@ -109,7 +112,16 @@ export async function acceptedScenario(ctx: BenchContext): Promise<{ markdown: s
         '',
         mdTable(['measurement', 'value', 'target', 'met'], rows),
         '',
-        checkTable(builds.flatMap((b) => b.out.flatMap((a) => a.checks.map((c) => ({ ...c, name: `${b.name}: ${c.name}` }))))),
+        // Each check once per build: its value in the first sale that failed it, else in the last.
+        checkTable(
+          builds.flatMap((b) =>
+            b.out[0].checks.map((_, i) => {
+              const all = b.out.map((a) => a.checks[i]);
+              const shown = all.find((c) => !c.ok) ?? all[all.length - 1];
+              return { ...shown, name: `${b.name}, ${all.length} sale(s): ${shown.name}`, ok: all.every((c) => c.ok) };
+            }),
+          ),
+        ),
       ].join('\n'),
     };
   } finally {
