@@ -121,4 +121,37 @@ describe('retention of ended items', () => {
       await retention.stop();
     }
   });
+
+  it("a restore that read an item's row just before retention removed it does not bring the item back", async () => {
+    const clock = manualClock();
+    const prefix = t.newPrefix();
+    const queue = createLine({ redis: t.redis, prefix, clock, cacheMs: 0 });
+    const store = createItemsStore(db.db);
+    const log = createLogger('silent');
+    // Retention on another daemon archives 'race-x' and drops its keys right after this daemon's
+    // restore has read the rows (which still include it).
+    let raced = false;
+    const racing = {
+      ...store,
+      all: async () => {
+        const rows = await store.all();
+        if (!raced) {
+          raced = true;
+          await store.archive('race-x', new Date(clock.now()));
+          await queue.definitions.drop('race-x');
+        }
+        return rows;
+      },
+    };
+    const catalog = createCatalog({ queue, store: racing, stockRows: createStockRows(db.sql), counters: createStockCounters({ redis: t.redis, prefix, clock, items: queue.items }), gates: createGateStore(t.redis, prefix, clock), handlers: createHandlerRegistry(), clock, log, autoCap: 10 });
+    for (const id of ['race-x', 'race-y']) await catalog.put(id, { handler: 'external' }, { role: 'operator', key: 'o' });
+    await queue.definitions.cut('race-x', 'closed');
+    await t.redis.del(itemKeys(prefix, 'race-x').done);
+    // Redis lost 'race-y' too (a real loss): that one is restored, the archived one is not.
+    await queue.definitions.drop('race-y');
+    await catalog.restore();
+    const held = (await queue.items.itemIds()).filter((id) => id.startsWith('race-'));
+    expect(held).toEqual(['race-y']);
+    expect(await catalog.restoreIfLost()).toBe(0);
+  });
 });

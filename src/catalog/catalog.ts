@@ -376,12 +376,16 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     return (restoring ??= (async () => {
       const during = (definedDuring = new Set());
       const rows = await store.all();
+      const missing: ItemRow[] = [];
+      for (const row of rows) if (!(await queue.items.item(row.itemId, { fresh: true }))) missing.push(row);
+      // Retention archives an item's row before it drops its keys: one found missing here whose
+      // row is archived by now was removed on purpose after the rows were read (a round on another
+      // daemon), not lost, and must not come back.
+      const live = new Set(missing.length ? await store.liveIds(missing.map((r) => r.itemId)) : []);
       let restored = 0;
-      for (const row of rows) {
-        if (await queue.items.item(row.itemId, { fresh: true })) continue;
-        if (await restoreRow(row)) restored++;
-      }
-      known = new Set([...rows.map((r) => r.itemId), ...during]);
+      for (const row of missing) if (live.has(row.itemId) && (await restoreRow(row))) restored++;
+      const gone = new Set(missing.filter((r) => !live.has(r.itemId)).map((r) => r.itemId));
+      known = new Set([...rows.map((r) => r.itemId).filter((id) => !gone.has(id)), ...during]);
       knownGen++;
       return restored;
     })().finally(() => {

@@ -1,4 +1,4 @@
-import { desc, eq, isNull } from 'drizzle-orm';
+import { and, desc, eq, inArray, isNull } from 'drizzle-orm';
 import type { Db } from './client.js';
 import { gateAudit, items } from './schema.js';
 
@@ -21,6 +21,15 @@ export function createItemsStore(db: Db) {
     },
     /** Every item that is not archived (an archived one has no keys in Redis, on purpose). */
     all: (): Promise<ItemRow[]> => db.select().from(items).where(isNull(items.archivedAt)),
+    /** Which of these items are not archived, as of now. */
+    async liveIds(itemIds: string[]): Promise<string[]> {
+      const out: string[] = [];
+      for (let i = 0; i < itemIds.length; i += 5000) {
+        const rows = await db.select({ itemId: items.itemId }).from(items).where(and(inArray(items.itemId, itemIds.slice(i, i + 5000)), isNull(items.archivedAt)));
+        out.push(...rows.map((r) => r.itemId));
+      }
+      return out;
+    },
     async archive(itemId: string, at: Date): Promise<void> {
       await db.update(items).set({ archivedAt: at }).where(eq(items.itemId, itemId));
     },

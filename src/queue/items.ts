@@ -14,8 +14,10 @@ export interface LineItems {
   invalidate(itemId: string): void;
   itemIds(): Promise<string[]>;
   /**
-   * The same ids as the set this process holds (not a copy: never change it). The object stays
-   * the same while the shared set has not changed, so a caller can tell "nothing changed" in O(1).
+   * The set of ids this process holds (not a copy: never change it). A new object whenever the
+   * shared set is read again (its version key moved or went: another daemon's change, a flush);
+   * this process's own definitions and drops change it in place. So the same object means "no
+   * change from elsewhere", which is what the catalog's loss check needs (catalog.ts).
    */
   itemIdSet(): Promise<ReadonlySet<string>>;
   /**
