@@ -178,3 +178,19 @@ describe('ids the daemon did not issue', () => {
     redis.disconnect();
   });
 });
+
+describe('the set of items each daemon holds a copy of', () => {
+  it('is read again after Redis lost it, even when the version counted up again to the value a daemon last read', async () => {
+    const clock = manualClock();
+    const prefix = t.newPrefix();
+    const a = createLine({ redis: t.redis, prefix, clock, cacheMs: 0 });
+    const b = createLine({ redis: t.redis, prefix, clock, cacheMs: 0 });
+    await a.definitions.define(def('before'), null, { reopen: false });
+    expect(await a.items.itemIds()).toEqual(['before']);
+    // Redis flushed (or restarted empty); then another daemon defines an item before this one looks.
+    await unlinkPrefix(t.redis, prefix);
+    await b.definitions.define(def('after'), null, { reopen: false });
+    // A copy taken for the same version number would still show the lost item and miss the new one.
+    expect(await a.items.itemIds()).toEqual(['after']);
+  });
+});

@@ -1,3 +1,4 @@
+import { randomInt } from 'node:crypto';
 import type { RedisLike } from '../redis/client.js';
 import type { Clock } from '../kernel/clock.js';
 import { fail } from '../kernel/errors.js';
@@ -164,6 +165,16 @@ export function createItemDirectory(deps: { redis: RedisLike; prefix: string; cl
     known.checkedAt = clock.now();
     return known.ids;
   });
+  /**
+   * Moves the shared version. A version key that is gone (Redis flushed or restarted empty) starts
+   * again from a random number, not from 1: counted from 1 again, it could reach the very value a
+   * daemon last read, and that daemon would go on trusting its copy of the lost set (and its loss
+   * check would see nothing missing).
+   */
+  async function bumpVersion(): Promise<number> {
+    await redis.set(itemsVersionKey(prefix), String(randomInt(2 ** 47)), 'NX');
+    return redis.incr(itemsVersionKey(prefix));
+  }
   function knownIds(): Promise<Set<string>> | Set<string> {
     if (clock.now() - known.checkedAt < deps.cacheMs) return known.ids;
     return knownRead.start();
@@ -335,7 +346,7 @@ export function createItemDirectory(deps: { redis: RedisLike; prefix: string; cl
       // The set changes first and the version after, in two commands (one MULTI cannot span a
       // cluster's slots): a daemon that sees the new version reloads a set that has the item.
       await redis.sadd(itemsSetKey(prefix), itemId);
-      const ver = await redis.incr(itemsVersionKey(prefix));
+      const ver = await bumpVersion();
       known.ids.add(itemId);
       // No other daemon moved the version since this copy was read: it is the set, plus this item.
       if (known.ver !== null && Number(known.ver) === ver - 1) known.ver = String(ver);
@@ -344,7 +355,7 @@ export function createItemDirectory(deps: { redis: RedisLike; prefix: string; cl
     async removed(itemId) {
       // As in added(): the version moves last (the keys are on different slots of a cluster).
       await Promise.all([redis.srem(itemsSetKey(prefix), itemId), redis.zrem(changedItemsKey(prefix), itemId), redis.zrem(announcedItemsKey(prefix), itemId), redis.zrem(activeItemsKey(prefix), itemId), redis.zrem(wakeItemsKey(prefix), itemId)]);
-      await redis.incr(itemsVersionKey(prefix));
+      await bumpVersion();
       known.ids.delete(itemId);
     },
   };
