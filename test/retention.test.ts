@@ -13,7 +13,7 @@ import type { LineDefinition } from '../src/queue/types.js';
 import { scanKeys } from '../src/redis/client.js';
 import { itemKeys, subLineTag } from '../src/redis/keys.js';
 import { testDb } from './support/db.js';
-import { testRedis } from './support/redis.js';
+import { testRedis, unlinkPrefix } from './support/redis.js';
 
 const t = testRedis();
 const db = await testDb();
@@ -153,5 +153,25 @@ describe('retention of ended items', () => {
     const held = (await queue.items.itemIds()).filter((id) => id.startsWith('race-'));
     expect(held).toEqual(['race-y']);
     expect(await catalog.restoreIfLost()).toBe(0);
+  });
+
+  it("a daemon's loss check covers items defined on other daemons after it started", async () => {
+    const clock = manualClock();
+    const prefix = t.newPrefix();
+    const log = createLogger('silent');
+    const daemon = () => {
+      const queue = createLine({ redis: t.redis, prefix, clock, cacheMs: 0 });
+      const catalog = createCatalog({ queue, store: createItemsStore(db.db), stockRows: createStockRows(db.sql), counters: createStockCounters({ redis: t.redis, prefix, clock, items: queue.items }), gates: createGateStore(t.redis, prefix, clock), handlers: createHandlerRegistry(), clock, log, autoCap: 10 });
+      return { queue, catalog };
+    };
+    // A daemon that started when Postgres had no items (its restore found none: `known` empty).
+    const here = daemon();
+    const there = daemon();
+    await there.catalog.put('elsewhere-1', { handler: 'external' }, { role: 'operator', key: 'o' });
+    expect(await here.catalog.restoreIfLost()).toBe(0); // nothing lost; it sees the new item in Redis
+    // Redis loses everything; the daemon that defined the item is gone.
+    await unlinkPrefix(t.redis, prefix);
+    expect(await here.catalog.restoreIfLost()).toBeGreaterThanOrEqual(1);
+    expect(await here.queue.items.itemIds()).toContain('elsewhere-1');
   });
 });

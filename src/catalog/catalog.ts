@@ -364,9 +364,12 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       // (the scan of 10,000 ids each second was most of an idle daemon's CPU).
       const held = await queue.items.itemIdSet();
       if (lastSeen?.held === held && lastSeen.gen === knownGen) return 0;
-      const gen = knownGen;
       for (const id of known) if (!held.has(id)) return restore();
-      lastSeen = { held, gen };
+      // Every id Redis holds has its Postgres row (a put writes the row first): items defined on
+      // other daemons since this one's last restore join `known`, so their loss is seen here too
+      // (a daemon that started before them, or with no items, saw nothing missing after a flush).
+      for (const id of held) if (!known.has(id)) (known.add(id), knownGen++);
+      lastSeen = { held, gen: knownGen };
       return 0;
     },
   };
