@@ -364,7 +364,12 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       // (the scan of 10,000 ids each second was most of an idle daemon's CPU).
       const held = await queue.items.itemIdSet();
       if (lastSeen?.held === held && lastSeen.gen === knownGen) return 0;
-      for (const id of known) if (!held.has(id)) return restore();
+      const missing = [...known].filter((id) => !held.has(id));
+      // Nothing held at all is a Redis that lost everything: every row comes back. Some missing
+      // while others are held is retention's work (here or on another daemon) or a loss one by
+      // one: only their rows are read, not every item's (that was a full restore on every daemon
+      // after each item a retention round archived).
+      if (missing.length) return held.size ? restoreSome(missing) : restore();
       // Every id Redis holds has its Postgres row (a put writes the row first): items defined on
       // other daemons since this one's last restore join `known`, so their loss is seen here too
       // (a daemon that started before them, or with no items, saw nothing missing after a flush).
@@ -374,27 +379,45 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     },
   };
 
-  /** Single-flight: a reconnect and the loss check may ask at once. */
+  /** Single-flight: a reconnect and the loss check may ask at once. Every row; `known` becomes what Postgres has. */
   function restore(): Promise<number> {
     return (restoring ??= (async () => {
       const during = (definedDuring = new Set());
-      const rows = await store.all();
-      const missing: ItemRow[] = [];
-      for (const row of rows) if (!(await queue.items.item(row.itemId, { fresh: true }))) missing.push(row);
-      // Retention archives an item's row before it drops its keys: one found missing here whose
-      // row is archived by now was removed on purpose after the rows were read (a round on another
-      // daemon), not lost, and must not come back.
-      const live = new Set(missing.length ? await store.liveIds(missing.map((r) => r.itemId)) : []);
-      let restored = 0;
-      for (const row of missing) if (live.has(row.itemId) && (await restoreRow(row))) restored++;
-      const gone = new Set(missing.filter((r) => !live.has(r.itemId)).map((r) => r.itemId));
-      known = new Set([...rows.map((r) => r.itemId).filter((id) => !gone.has(id)), ...during]);
+      const ids = (await store.all()).map((r) => r.itemId);
+      const { restored, gone } = await restoreMissing(ids);
+      known = new Set([...ids.filter((id) => !gone.has(id)), ...during]);
       knownGen++;
       return restored;
     })().finally(() => {
       restoring = null;
       definedDuring = null;
     }));
+  }
+
+  /** Single-flight as restore(): these items only; those Postgres has archived leave `known`. */
+  function restoreSome(ids: string[]): Promise<number> {
+    return (restoring ??= (async () => {
+      const { restored, gone } = await restoreMissing(ids);
+      for (const id of gone) known.delete(id);
+      knownGen++;
+      return restored;
+    })().finally(() => (restoring = null)));
+  }
+
+  /**
+   * Re-creates those of `ids` that Redis lacks. Redis is asked first and Postgres after: retention
+   * archives an item's row before it drops its keys, so an item found missing whose row is archived
+   * by then was removed on purpose (perhaps after the caller listed it), not lost, and must not
+   * come back. `gone`: the missing ones Postgres has no live row for.
+   */
+  async function restoreMissing(ids: string[]): Promise<{ restored: number; gone: Set<string> }> {
+    const missing: string[] = [];
+    for (const id of ids) if (!(await queue.items.item(id, { fresh: true }))) missing.push(id);
+    const rows = missing.length ? await store.liveRows(missing) : [];
+    let restored = 0;
+    for (const row of rows) if (await restoreRow(row)) restored++;
+    const live = new Set(rows.map((r) => r.itemId));
+    return { restored, gone: new Set(missing.filter((id) => !live.has(id))) };
   }
 
   function rowDefinition(row: ItemRow) {

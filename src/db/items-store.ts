@@ -21,13 +21,10 @@ export function createItemsStore(db: Db) {
     },
     /** Every item that is not archived (an archived one has no keys in Redis, on purpose). */
     all: (): Promise<ItemRow[]> => db.select().from(items).where(isNull(items.archivedAt)),
-    /** Which of these items are not archived, as of now. */
-    async liveIds(itemIds: string[]): Promise<string[]> {
-      const out: string[] = [];
-      for (let i = 0; i < itemIds.length; i += 5000) {
-        const rows = await db.select({ itemId: items.itemId }).from(items).where(and(inArray(items.itemId, itemIds.slice(i, i + 5000)), isNull(items.archivedAt)));
-        out.push(...rows.map((r) => r.itemId));
-      }
+    /** The rows of these items that are not archived, as of now. */
+    async liveRows(itemIds: string[]): Promise<ItemRow[]> {
+      const out: ItemRow[] = [];
+      for (let i = 0; i < itemIds.length; i += 5000) out.push(...(await db.select().from(items).where(and(inArray(items.itemId, itemIds.slice(i, i + 5000)), isNull(items.archivedAt)))));
       return out;
     },
     async archive(itemId: string, at: Date): Promise<void> {
