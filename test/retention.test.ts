@@ -33,8 +33,6 @@ describe('retention of ended items', () => {
     const { ticket } = await queue.tickets.join('ended', 'u1', null);
     await queue.tickets.join('running', 'u1', null);
     await queue.definitions.cut('ended', 'sold_out');
-    // Tickets the doubt resolver voided (they stop a stalled job from selling): 'ended's go with it.
-    await db.sql`insert into voided_tickets (ticket_id, item_id) values ('ref-e', 'ended'), ('ref-r', 'running')`;
     const retention = startRetention({ queue, store, clock, log: createLogger('silent') }, { everyMs: 3_600_000, retentionMs: 24 * HOUR });
     try {
       clock.advance(23 * HOUR);
@@ -51,7 +49,6 @@ describe('retention of ended items', () => {
       expect(await queue.items.itemIds()).toEqual(['running']);
       expect((await store.get('ended'))?.archivedAt).toBeInstanceOf(Date);
       expect((await store.all()).map((r) => r.itemId)).toEqual(['running']);
-      expect((await db.sql`select item_id from voided_tickets order by 1`).map((r) => r.item_id)).toEqual(['running']);
       await expect(queue.tickets.status(ticket.ticketId)).rejects.toMatchObject({ code: 'ticket_not_found' });
       expect(await t.redis.exists(`${prefix}{running}:meta`)).toBe(1);
     } finally {

@@ -1,6 +1,6 @@
 import { and, desc, eq, inArray, isNull } from 'drizzle-orm';
 import type { Db } from './client.js';
-import { gateAudit, items, voidedTickets } from './schema.js';
+import { gateAudit, items } from './schema.js';
 
 export type ItemRow = typeof items.$inferSelect;
 export type NewItemRow = typeof items.$inferInsert;
@@ -27,14 +27,8 @@ export function createItemsStore(db: Db) {
       for (let i = 0; i < itemIds.length; i += 5000) out.push(...(await db.select().from(items).where(and(inArray(items.itemId, itemIds.slice(i, i + 5000)), isNull(items.archivedAt)))));
       return out;
     },
-    /**
-     * Marks the row archived (retention, before the item's keys leave Redis), and drops its voided
-     * tickets: they only stop a stalled job of the item from selling, and an ended item's jobs are
-     * long gone by now (a job that comes back finds its leases gone with the keys and runs nothing).
-     */
     async archive(itemId: string, at: Date): Promise<void> {
       await db.update(items).set({ archivedAt: at }).where(eq(items.itemId, itemId));
-      await db.delete(voidedTickets).where(eq(voidedTickets.itemId, itemId));
     },
     /** Takes back a row whose Redis side could not be written (catalog.put's undo). */
     async remove(itemId: string): Promise<void> {
