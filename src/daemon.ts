@@ -219,8 +219,10 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
     });
   // After a reconnect every item is active again for a minute: what an outage left undone is picked up.
   redis.on('ready', () =>
-    void restoreLost()
-      .then(() => queue.items.activateAll())
+    // activateAll first: it also drops the copy of the item set read before, which the loss check reads.
+    void queue.items
+      .activateAll()
+      .then(() => restoreLost())
       .catch((err) => log.warn({ err: String(err) }, 'restore after reconnect failed')),
   );
 

@@ -180,11 +180,11 @@ describe('ids the daemon did not issue', () => {
 });
 
 describe('the set of items each daemon holds a copy of', () => {
+  /** Two daemons' lines on one prefix. */
+  const twoOn = (prefix: string, clock = manualClock()) => [0, 1].map(() => createLine({ redis: t.redis, prefix, clock, cacheMs: 0 }));
   it('is read again after Redis lost it, even when the version counted up again to the value a daemon last read', async () => {
-    const clock = manualClock();
     const prefix = t.newPrefix();
-    const a = createLine({ redis: t.redis, prefix, clock, cacheMs: 0 });
-    const b = createLine({ redis: t.redis, prefix, clock, cacheMs: 0 });
+    const [a, b] = twoOn(prefix);
     await a.definitions.define(def('before'), null, { reopen: false });
     expect(await a.items.itemIds()).toEqual(['before']);
     // Redis flushed (or restarted empty); then another daemon defines an item before this one looks.
@@ -192,5 +192,19 @@ describe('the set of items each daemon holds a copy of', () => {
     await b.definitions.define(def('after'), null, { reopen: false });
     // A copy taken for the same version number would still show the lost item and miss the new one.
     expect(await a.items.itemIds()).toEqual(['after']);
+  });
+
+  it('is read again after a reconnect, even when a Redis restarted from an older file counted its version up again to the value read before', async () => {
+    const prefix = t.newPrefix();
+    const [a, b] = twoOn(prefix);
+    await a.definitions.define(def('old'), null, { reopen: false });
+    await a.definitions.define(def('lost'), null, { reopen: false });
+    expect((await a.items.itemIds()).sort()).toEqual(['lost', 'old']);
+    // The rollback: 'lost' was defined after the file was written; the version is one lower.
+    await t.redis.srem(`${prefix}items`, 'lost');
+    await t.redis.decr(`${prefix}items:ver`);
+    await b.definitions.define(def('new'), null, { reopen: false }); // back to the version a read
+    await a.items.activateAll(); // what a daemon does on the reconnect
+    expect((await a.items.itemIds()).sort()).toEqual(['new', 'old']);
   });
 });

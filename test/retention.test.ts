@@ -5,7 +5,7 @@ import { createStockRows } from '../src/db/stock-rows.js';
 import { createGateStore } from '../src/scheduler/gate-store.js';
 import { createHandlerRegistry } from '../src/service/registry.js';
 import { createStockCounters } from '../src/service/stock-counters.js';
-import { createItemsStore } from '../src/db/items-store.js';
+import { createItemsStore, type ItemsStore } from '../src/db/items-store.js';
 import { manualClock } from '../src/kernel/clock.js';
 import { createLogger } from '../src/kernel/logger.js';
 import { createLine } from '../src/queue/line.js';
@@ -19,6 +19,13 @@ const t = testRedis();
 const db = await testDb();
 const def = (itemId: string): LineDefinition => ({ itemId, handler: 'external', config: {}, capacity: null, abandonAfterMs: null, opensAt: null, closesAt: null, rejoin: 'any' });
 const HOUR = 3600_000;
+
+/** A daemon's line and catalog on `prefix` (its own clients: several such share one Redis and Postgres as daemons do). */
+function daemonOn(prefix: string, clock: ReturnType<typeof manualClock>, store: ItemsStore = createItemsStore(db.db)) {
+  const queue = createLine({ redis: t.redis, prefix, clock, cacheMs: 0 });
+  const catalog = createCatalog({ queue, store, stockRows: createStockRows(db.sql), counters: createStockCounters({ redis: t.redis, prefix, clock, items: queue.items }), gates: createGateStore(t.redis, prefix, clock), handlers: createHandlerRegistry(), clock, log: createLogger('silent'), autoCap: 10 });
+  return { queue, catalog };
+}
 
 describe('retention of ended items', () => {
   it("removes an ended item's Redis keys after the retention period; its Postgres row stays, archived", async () => {
@@ -91,12 +98,11 @@ describe('retention of ended items', () => {
   it("a daemon's once-a-second loss check does not take an item retention removed for a lost one (it read every item from Postgres and Redis each second)", async () => {
     const clock = manualClock();
     const prefix = t.newPrefix();
-    const queue = createLine({ redis: t.redis, prefix, clock, cacheMs: 0 });
     const store = createItemsStore(db.db);
     let reads = 0;
     const counted = { ...store, all: () => (reads++, store.all()) };
     const log = createLogger('silent');
-    const catalog = createCatalog({ queue, store: counted, stockRows: createStockRows(db.sql), counters: createStockCounters({ redis: t.redis, prefix, clock, items: queue.items }), gates: createGateStore(t.redis, prefix, clock), handlers: createHandlerRegistry(), clock, log, autoCap: 10 });
+    const { queue, catalog } = daemonOn(prefix, clock, counted);
     const ids = ['ret-old', 'ret-live'];
     for (const id of ids) await catalog.put(id, { handler: 'external' }, { role: 'operator', key: 'o' });
     await catalog.restore(); // as a daemon's start does
@@ -125,7 +131,6 @@ describe('retention of ended items', () => {
   it("a restore that read an item's row just before retention removed it does not bring the item back", async () => {
     const clock = manualClock();
     const prefix = t.newPrefix();
-    const queue = createLine({ redis: t.redis, prefix, clock, cacheMs: 0 });
     const store = createItemsStore(db.db);
     const log = createLogger('silent');
     // Retention on another daemon archives 'race-x' and drops its keys right after this daemon's
@@ -143,7 +148,7 @@ describe('retention of ended items', () => {
         return rows;
       },
     };
-    const catalog = createCatalog({ queue, store: racing, stockRows: createStockRows(db.sql), counters: createStockCounters({ redis: t.redis, prefix, clock, items: queue.items }), gates: createGateStore(t.redis, prefix, clock), handlers: createHandlerRegistry(), clock, log, autoCap: 10 });
+    const { queue, catalog } = daemonOn(prefix, clock, racing);
     for (const id of ['race-x', 'race-y']) await catalog.put(id, { handler: 'external' }, { role: 'operator', key: 'o' });
     await queue.definitions.cut('race-x', 'closed');
     await t.redis.del(itemKeys(prefix, 'race-x').done);
@@ -158,12 +163,7 @@ describe('retention of ended items', () => {
   it("a daemon's loss check covers items defined on other daemons after it started", async () => {
     const clock = manualClock();
     const prefix = t.newPrefix();
-    const log = createLogger('silent');
-    const daemon = () => {
-      const queue = createLine({ redis: t.redis, prefix, clock, cacheMs: 0 });
-      const catalog = createCatalog({ queue, store: createItemsStore(db.db), stockRows: createStockRows(db.sql), counters: createStockCounters({ redis: t.redis, prefix, clock, items: queue.items }), gates: createGateStore(t.redis, prefix, clock), handlers: createHandlerRegistry(), clock, log, autoCap: 10 });
-      return { queue, catalog };
-    };
+    const daemon = () => daemonOn(prefix, clock);
     // A daemon that started when Postgres had no items (its restore found none: `known` empty).
     const here = daemon();
     const there = daemon();
@@ -173,5 +173,42 @@ describe('retention of ended items', () => {
     await unlinkPrefix(t.redis, prefix);
     expect(await here.catalog.restoreIfLost()).toBeGreaterThanOrEqual(1);
     expect(await here.queue.items.itemIds()).toContain('elsewhere-1');
+  });
+
+  it('after a flush that another daemon has begun to repair, the loss check restores every row, not only the ids it knew', async () => {
+    const clock = manualClock();
+    const prefix = t.newPrefix();
+    const daemon = () => daemonOn(prefix, clock);
+    const here = daemon();
+    for (const id of ['fl-1', 'fl-2', 'fl-3']) await here.catalog.put(id, { handler: 'external' }, { role: 'operator', key: 'o' });
+    expect(await here.catalog.restoreIfLost()).toBe(0);
+    // Defined on a daemon that is gone by the time Redis loses everything (this one never read it).
+    await daemon().catalog.put('fl-other', { handler: 'external' }, { role: 'operator', key: 'o' });
+    await unlinkPrefix(t.redis, prefix);
+    // Another daemon's restore has put one item back already.
+    const row = (await createItemsStore(db.db).get('fl-1'))!;
+    await here.queue.definitions.define({ itemId: row.itemId, handler: 'external', config: {}, capacity: null, abandonAfterMs: null, opensAt: null, closesAt: null, rejoin: 'any' }, null, { reopen: false });
+    await here.catalog.restoreIfLost();
+    expect((await here.queue.items.itemIds()).filter((id) => id.startsWith('fl-')).sort()).toEqual(['fl-1', 'fl-2', 'fl-3', 'fl-other']);
+  });
+
+  it('lists again an item whose keys are there but whose id the set of items lost, and then stays quiet', async () => {
+    const clock = manualClock();
+    const prefix = t.newPrefix();
+    const store = createItemsStore(db.db);
+    let reads = 0;
+    const counted = { ...store, liveRows: (ids: string[]) => (reads++, store.liveRows(ids)) };
+    const { queue, catalog } = daemonOn(prefix, clock, counted);
+    for (const id of ['ls-1', 'ls-2', 'ls-3', 'ls-4', 'ls-5', 'ls-6', 'ls-7', 'ls-8', 'ls-9', 'ls-10', 'ls-11']) await catalog.put(id, { handler: 'external' }, { role: 'operator', key: 'o' });
+    expect(await catalog.restoreIfLost()).toBe(0);
+    // The id leaves the shared set (a define whose listing failed); its keys stay.
+    await t.redis.srem(`${prefix}items`, 'ls-1');
+    await t.redis.incr(`${prefix}items:ver`);
+    expect((await queue.items.itemIds()).includes('ls-1')).toBe(false);
+    await catalog.restoreIfLost();
+    expect((await queue.items.itemIds()).includes('ls-1')).toBe(true);
+    reads = 0;
+    for (let i = 0; i < 3; i++) expect(await catalog.restoreIfLost()).toBe(0);
+    expect(reads).toBe(0);
   });
 });

@@ -135,6 +135,7 @@ export function createCatalog(deps: CatalogDeps): Catalog {
   let knownGen = 0;
   let lastSeen: { held: ReadonlySet<string>; gen: number } | null = null;
   let restoring: Promise<number> | null = null;
+  let restoringSome: Promise<number> | null = null;
 
   const { countStock, pushStock, syncStock } = createStockSync({ queue, counters: deps.counters, handlers, stockRows: deps.stockRows });
 
@@ -364,44 +365,62 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       // (the scan of 10,000 ids each second was most of an idle daemon's CPU).
       const held = await queue.items.itemIdSet();
       if (lastSeen?.held === held && lastSeen.gen === knownGen) return 0;
-      const missing = [...known].filter((id) => !held.has(id));
-      // Nothing held at all is a Redis that lost everything: every row comes back. Some missing
-      // while others are held is retention's work (here or on another daemon) or a loss one by
-      // one: only their rows are read, not every item's (that was a full restore on every daemon
-      // after each item a retention round archived).
-      if (missing.length) return held.size ? restoreSome(missing) : restore();
       // Every id Redis holds has its Postgres row (a put writes the row first): items defined on
       // other daemons since this one's last restore join `known`, so their loss is seen here too
       // (a daemon that started before them, or with no items, saw nothing missing after a flush).
       for (const id of held) if (!known.has(id)) (known.add(id), knownGen++);
-      lastSeen = { held, gen: knownGen };
-      return 0;
+      const missing = [...known].filter((id) => !held.has(id));
+      if (!missing.length) {
+        lastSeen = { held, gen: knownGen };
+        return 0;
+      }
+      // A few missing while Redis holds the rest is retention's work (here or on another daemon)
+      // or a loss one by one: only their rows are read (a full restore on every daemon after each
+      // item a retention round archived was that round's cost many times over). More is a Redis
+      // that lost much or all (a flush, a restart without its data, perhaps with some items put
+      // back already by another daemon): every row comes back, those this daemon never knew too.
+      return missing.length <= Math.max(1, known.size / 10) && held.size > 0 ? restoreSome(missing) : restore();
     },
   };
 
-  /** Single-flight: a reconnect and the loss check may ask at once. Every row; `known` becomes what Postgres has. */
+  /**
+   * Every row; `known` becomes what Postgres has. Single-flight (a reconnect and the loss check
+   * may ask at once), and never answered by a partial restore: one running is waited for, then
+   * this runs whole.
+   */
   function restore(): Promise<number> {
     return (restoring ??= (async () => {
+      await restoringSome?.catch(() => {});
       const during = (definedDuring = new Set());
-      const ids = (await store.all()).map((r) => r.itemId);
-      const { restored, gone } = await restoreMissing(ids);
-      known = new Set([...ids.filter((id) => !gone.has(id)), ...during]);
-      knownGen++;
-      return restored;
-    })().finally(() => {
-      restoring = null;
-      definedDuring = null;
-    }));
+      try {
+        const ids = (await store.all()).map((r) => r.itemId);
+        const { restored, gone } = await restoreMissing(ids);
+        known = new Set([...ids.filter((id) => !gone.has(id)), ...during]);
+        knownGen++;
+        return restored;
+      } finally {
+        definedDuring = null;
+      }
+    })().finally(() => (restoring = null)));
   }
 
-  /** Single-flight as restore(): these items only; those Postgres has archived leave `known`. */
+  /**
+   * These items only; those Postgres has archived leave `known` (unless defined again meanwhile).
+   * A full restore running answers for it.
+   */
   function restoreSome(ids: string[]): Promise<number> {
-    return (restoring ??= (async () => {
-      const { restored, gone } = await restoreMissing(ids);
-      for (const id of gone) known.delete(id);
-      knownGen++;
-      return restored;
-    })().finally(() => (restoring = null)));
+    if (restoring) return restoring;
+    return (restoringSome ??= (async () => {
+      const during = (definedDuring = new Set());
+      try {
+        const { restored, gone } = await restoreMissing(ids);
+        for (const id of gone) if (!during.has(id)) known.delete(id);
+        knownGen++;
+        return restored;
+      } finally {
+        definedDuring = null;
+      }
+    })().finally(() => (restoringSome = null)));
   }
 
   /**
@@ -412,7 +431,13 @@ export function createCatalog(deps: CatalogDeps): Catalog {
    */
   async function restoreMissing(ids: string[]): Promise<{ restored: number; gone: Set<string> }> {
     const missing: string[] = [];
-    for (const id of ids) if (!(await queue.items.item(id, { fresh: true }))) missing.push(id);
+    const listed = await queue.items.itemIdSet();
+    for (const id of ids) {
+      if (!(await queue.items.item(id, { fresh: true }))) missing.push(id);
+      // Its keys are there but the shared set lacks it (a define whose SADD failed, a crash
+      // between the two): list it, or every check would find it missing again, each second.
+      else if (!listed.has(id)) await queue.items.relist(id);
+    }
     const rows = missing.length ? await store.liveRows(missing) : [];
     let restored = 0;
     for (const row of rows) if (await restoreRow(row)) restored++;

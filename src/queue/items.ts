@@ -36,11 +36,13 @@ export interface LineItems {
    */
   keepAsNeeded(snap: ItemSnapshot, opts?: { joining?: boolean }): void;
   /**
-   * Marks every item active once, and no held view trusted until read again: a daemon's start and
-   * a Redis reconnect, so nothing an outage, a crash or an upgrade left undone is missed. The
-   * loops have no other full pass.
+   * Marks every item active once, and no held view (nor the copy of the item set) trusted until
+   * read again: a daemon's start and a Redis reconnect, so nothing an outage, a crash or an upgrade
+   * left undone is missed. The loops have no other full pass.
    */
   activateAll(): Promise<void>;
+  /** Lists an item whose keys exist in the shared set of items again (a define whose listing was lost). */
+  relist(itemId: string): Promise<void>;
   /**
    * A change notice: this process changed the item in a way that needs no loop (defined it,
    * wrote its gate or its stock), so every daemon's held view of it is no longer trusted, but the
@@ -305,6 +307,10 @@ export function createItemDirectory(deps: { redis: RedisLike; prefix: string; cl
     async activateAll() {
       const until = clock.now() + ACTIVE_GRACE_MS;
       changes.trustFrom = clock.now();
+      // Nor the copy of the item set: a Redis that restarted from an older AOF can show an older
+      // version, counted up again to the one this copy was read at while the set differs.
+      known.ver = null;
+      known.checkedAt = -Infinity;
       activeUntil.clear();
       active.at = -Infinity;
       const ids = [...(await knownIds())];
@@ -341,6 +347,9 @@ export function createItemDirectory(deps: { redis: RedisLike; prefix: string; cl
     async isKnown(itemId) {
       if ((await knownIds()).has(itemId)) return true;
       return (await knownRead.after(performance.now())).has(itemId);
+    },
+    async relist(itemId) {
+      await this.added(itemId);
     },
     async added(itemId) {
       // The set changes first and the version after, in two commands (one MULTI cannot span a
