@@ -370,6 +370,7 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       // (a daemon that started before them, or with no items, saw nothing missing after a flush).
       for (const id of held) if (!known.has(id)) (known.add(id), knownGen++);
       const missing = [...known].filter((id) => !held.has(id));
+      const lastGen = knownGen;
       if (!missing.length) {
         lastSeen = { held, gen: knownGen };
         return 0;
@@ -379,7 +380,12 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       // item a retention round archived was that round's cost many times over). More is a Redis
       // that lost much or all (a flush, a restart without its data, perhaps with some items put
       // back already by another daemon): every row comes back, those this daemon never knew too.
-      return missing.length <= Math.max(1, known.size / 10) && held.size > 0 ? restoreSome(missing) : restore();
+      if (missing.length > Math.max(1, known.size / 10) || !held.size) return restore();
+      const restored = await restoreSome(missing);
+      // Nothing to restore and nothing archived (an item whose keys are there while the set lacks
+      // its id): quiet until either side moves, not a read of their rows every second.
+      if (!restored && lastGen === knownGen) lastSeen = { held, gen: knownGen };
+      return restored;
     },
   };
 
@@ -415,7 +421,7 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       try {
         const { restored, gone } = await restoreMissing(ids);
         for (const id of gone) if (!during.has(id)) known.delete(id);
-        knownGen++;
+        if (gone.size) knownGen++;
         return restored;
       } finally {
         definedDuring = null;
@@ -431,13 +437,9 @@ export function createCatalog(deps: CatalogDeps): Catalog {
    */
   async function restoreMissing(ids: string[]): Promise<{ restored: number; gone: Set<string> }> {
     const missing: string[] = [];
-    const listed = await queue.items.itemIdSet();
-    for (const id of ids) {
-      if (!(await queue.items.item(id, { fresh: true }))) missing.push(id);
-      // Its keys are there but the shared set lacks it (a define whose SADD failed, a crash
-      // between the two): list it, or every check would find it missing again, each second.
-      else if (!listed.has(id)) await queue.items.relist(id);
-    }
+    // (An item whose keys are there while the shared set lacks its id is not listed again here:
+    // the keys seen may be going — a flush under way — and listing them back hid the loss.)
+    for (const id of ids) if (!(await queue.items.item(id, { fresh: true }))) missing.push(id);
     const rows = missing.length ? await store.liveRows(missing) : [];
     let restored = 0;
     for (const row of rows) if (await restoreRow(row)) restored++;

@@ -41,8 +41,6 @@ export interface LineItems {
    * left undone is missed. The loops have no other full pass.
    */
   activateAll(): Promise<void>;
-  /** Lists an item whose keys exist in the shared set of items again (a define whose listing was lost). */
-  relist(itemId: string): Promise<void>;
   /**
    * A change notice: this process changed the item in a way that needs no loop (defined it,
    * wrote its gate or its stock), so every daemon's held view of it is no longer trusted, but the
@@ -347,9 +345,6 @@ export function createItemDirectory(deps: { redis: RedisLike; prefix: string; cl
     async isKnown(itemId) {
       if ((await knownIds()).has(itemId)) return true;
       return (await knownRead.after(performance.now())).has(itemId);
-    },
-    async relist(itemId) {
-      await this.added(itemId);
     },
     async added(itemId) {
       // The set changes first and the version after, in two commands (one MULTI cannot span a
