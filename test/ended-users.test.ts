@@ -87,14 +87,18 @@ describe('joins to an ended item', () => {
     // Once they are read (waited on: a stranger's join that calls no script), strangers cost no script call.
     const calls = await strangersUntilFromMemory('end-1', (r) => expect(r.body).toEqual(fromScript.body));
     expect(calls).toBe(0);
-    const answers: unknown[] = [];
+    let answers: unknown[] = [];
     const crowdIds = Array.from({ length: 20 }, (_, i) => `crowd-${i}`);
     const crowd = async () => {
       const rs = await Promise.all(crowdIds.map((u) => join('end-1', u)));
-      answers.push(...rs.map((r) => ({ status: r.status, body: r.body })));
+      answers = rs.map((r) => ({ status: r.status, body: r.body }));
+      expect(answers).toEqual(Array(20).fill({ status: 410, body: fromScript.body }));
     };
-    expect(await joinScriptsFor('end-1', crowdIds, crowd)).toBe(0);
-    expect(answers).toEqual(Array(20).fill({ status: 410, body: fromScript.body }));
+    // Asked until a crowd costs no script (they stay strangers: a refusal adds no user). Right after
+    // a sell-out the stock keepers' one reconcile of the item reads it again (and may announce a
+    // corrected counter), which sends the joins of that moment to the script, as it should; it
+    // had made this assertion fail about one run in five when it landed on the crowd.
+    expect(await waitFor(() => joinScriptsFor('end-1', crowdIds, crowd), (c) => c === 0, 10_000)).toBe(0);
     // Users whose ticket the sell-out ended while it waited hold nothing either: refused from memory too.
     const lostAgain: unknown[] = [];
     expect(await joinScriptsFor('end-1', lost, async () => void lostAgain.push(...(await Promise.all(lost.map((u) => join('end-1', u).then((r) => r.body))))))).toBe(0);
