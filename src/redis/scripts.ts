@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { packageRoot } from '../kernel/package-root.js';
 import { isCluster, type RedisLike } from './client.js';
-import { itemKeys, keySuffix, luaKeyBuilders, type ItemKeyName, type ItemKeys } from './keys.js';
+import { itemKeys, keySuffix, luaKeyBuilders, type ItemKeyName } from './keys.js';
 
 /**
  * The Lua scripts, one file each in lua/ (`name-<numKeys>.lua`, BullMQ style), and the one way
@@ -147,16 +147,6 @@ export function createScriptRunner(redis: RedisLike, prefix: string): ScriptRunn
     if (!(s.name in redis)) redis.defineCommand(s.name, { numberOfKeys: s.keys.length, lua: sources.get(s.name)! });
     if (coalesced.has(s.name) && !(`${s.name}Many` in redis)) redis.defineCommand(`${s.name}Many`, { lua: manySource(s) });
   }
-  // Key sets by item, dropped whole when large (a daemon touches a few thousand items at most).
-  let keySets = new Map<string, ItemKeys>();
-  const keysOf = (itemId: string) => {
-    let k = keySets.get(itemId);
-    if (!k) {
-      if (keySets.size >= 10_000) keySets = new Map();
-      keySets.set(itemId, (k = itemKeys(prefix, itemId)));
-    }
-    return k;
-  };
   type Call = { keys: string[]; argv: Arg[]; resolve(r: unknown): void; reject(e: unknown): void };
   const waiting = new Map<ScriptSpec, Call[]>();
   const flush = (s: ScriptSpec) => {
@@ -184,7 +174,7 @@ export function createScriptRunner(redis: RedisLike, prefix: string): ScriptRunn
   const coalesce = !isCluster(redis);
   return {
     run(s, itemId, now, args, rest = []) {
-      const k = keysOf(itemId);
+      const k = itemKeys(prefix, itemId); // (kept by keys.ts)
       const named = args as Record<string, Arg>;
       const argv = s.argv.map((n) => {
         if (named[n] === undefined) throw new Error(`${s.file}: ARGV ${n} missing`);
