@@ -100,9 +100,13 @@ describe('joins to an ended item', () => {
     // had made this assertion fail about one run in five when it landed on the crowd.
     expect(await waitFor(() => joinScriptsFor('end-1', crowdIds, crowd), (c) => c === 0, 10_000)).toBe(0);
     // Users whose ticket the sell-out ended while it waited hold nothing either: refused from memory too.
-    const lostAgain: unknown[] = [];
-    expect(await joinScriptsFor('end-1', lost, async () => void lostAgain.push(...(await Promise.all(lost.map((u) => join('end-1', u).then((r) => r.body))))))).toBe(0);
-    expect(lostAgain).toEqual([fromScript.body, fromScript.body]);
+    // Asked until they cost no script, as the crowd (the keeper's reconcile may land on them instead).
+    let lostAgain: unknown[] = [];
+    const askLost = async () => {
+      lostAgain = await Promise.all(lost.map((u) => join('end-1', u).then((r) => r.body)));
+      expect(lostAgain).toEqual([fromScript.body, fromScript.body]);
+    };
+    expect(await waitFor(() => joinScriptsFor('end-1', lost, askLost), (c) => c === 0, 10_000)).toBe(0);
     // A winner may hold a sale: the script answers them, with their ticket.
     let winners = 0;
     for (const u of won) {
