@@ -225,12 +225,17 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
       let n = 0;
       // The active items: a lease keeps its item active until it ends (extendLeases), and a start or
       // a reconnect makes every item active (items.activateAll).
-      for (const itemId of await items.activeItemIds()) {
-        const snap = items.peek(itemId)?.snap;
-        if (snap?.draw && !snap.draw.drawn && now >= snap.def.opensAt!) await admissions.draw(itemId);
-        const sub = await splitItem(itemId);
-        n += sub ? await deps.split.sweep(sub) : await scripts.sweep(itemId, now);
-      }
+      // All at once: on one Redis server the items' sweeps of this turn go as one call (scripts.ts),
+      // where one call per item, one after another, made 200 items on sale cost 400 calls a second.
+      const swept = await Promise.all(
+        (await items.activeItemIds()).map(async (itemId) => {
+          const snap = items.peek(itemId)?.snap;
+          if (snap?.draw && !snap.draw.drawn && now >= snap.def.opensAt!) await admissions.draw(itemId);
+          const sub = await splitItem(itemId);
+          return sub ? deps.split.sweep(sub) : scripts.sweep(itemId, now);
+        }),
+      );
+      for (const k of swept) n += k;
       return n;
     },
   };

@@ -95,8 +95,9 @@ const sources = new Map(Object.values(scripts).map((s) => [s.name, scriptSource(
  * the per-item calls of the dispatcher's rounds, the settles and the stock takes. Spread over 200
  * items a sale made five such calls per ticket, and each call's cost in the client (its command,
  * its write, its reply, its promise) made the daemon's CPU per order grow with the item count.
+ * Also the lease sweep (every active item each half second) and the item views' refreshes.
  */
-const coalesced = new Set<string>([scripts.admit.name, scripts.settle.name, scripts.extendLeases.name, scripts.takeStock.name]);
+const coalesced = new Set<string>([scripts.admit.name, scripts.settle.name, scripts.extendLeases.name, scripts.takeStock.name, scripts.sweep.name, scripts.snapshot.name]);
 /** Most items in one coalesced call (one script run: its time is Redis's other clients' wait). */
 const COALESCE_MAX = 256;
 
