@@ -52,4 +52,40 @@ describe('the outcome ledger', () => {
     expect(Object.fromEntries(counted)).toEqual({ [a]: 1, [b]: 1 });
     for (const itemId of [a, b]) expect(await t.redis.xlen(itemKeys(prefix, itemId).done)).toBe(0);
   });
+
+  it('drains more items than it reads at once, and finds the one refused row among hundreds across them', async () => {
+    const { call, queue, prefix, metrics } = t.build();
+    const items = Array.from({ length: 130 }, () => t.uniqueItem());
+    const tickets = new Map<string, string[]>();
+    await Promise.all(
+      items.map(async (itemId, k) => {
+        expect((await call('PUT', `/v1/items/${itemId}`, { handler: 'external' })).status).toBe(201);
+        for (let i = 0; i < 3; i++) await call('POST', `/v1/items/${itemId}/tickets`, { userId: `u${i}` }, SERVICE);
+        const got = await queue.admissions.admit(itemId, 3, 30_000);
+        for (const [i, g] of got.entries()) {
+          const bad = k === 77 && i === 1;
+          await queue.admissions.settle(g.ticketId, { leaseId: g.leaseId, status: 'succeeded', result: bad ? { note: 'x\u0000y' } : { k, i } });
+        }
+        tickets.set(itemId, got.map((g) => g.ticketId));
+      }),
+    );
+    const ledger = startLedger(
+      { queue, feed: createLedgerFeed(t.redis, prefix, 'ledger-test'), sql: t.db.sql, log: createLogger('silent'), metrics },
+      // A batch of 2 per line: every line is read twice in a round (3 tickets each).
+      { everyMs: 3_600_000, batch: 2, busyElu: 1, maxDeferMs: 0 },
+    );
+    try {
+      await ledger.drain();
+    } finally {
+      await ledger.stop();
+    }
+    const bad = tickets.get(items[77])![1];
+    const rows = await t.db.sql`select ticket_id from ticket_outcomes where item_id in ${t.db.sql(items)}`;
+    const want = [...tickets.values()].flat().filter((id) => id !== bad).map(ticketRef);
+    expect(rows.length).toBe(want.length);
+    expect(new Set(rows.map((r) => r.ticket_id))).toEqual(new Set(want));
+    const dead = await t.db.sql`select item_id, ticket_id from ticket_outcomes_dead where item_id in ${t.db.sql(items)}`;
+    expect(dead.map((d) => ({ ...d }))).toEqual([{ item_id: items[77], ticket_id: ticketRef(bad) }]);
+    for (const itemId of items) expect(await t.redis.xlen(itemKeys(prefix, itemId).done)).toBe(0);
+  });
 });

@@ -42,29 +42,25 @@ export interface DeadOutcome {
 
 /**
  * Appends rows like insertOutcomes, but one row Postgres refuses (NUL in a result, a lone
- * surrogate in a reason) does not hold up the others: a refused batch is inserted row by row and
- * the rows that still fail are parked in `ticket_outcomes_dead`. Returns the rows parked; a lost
- * connection is thrown as before (db/refusal.ts), and nothing of the batch is parked then.
+ * surrogate in a reason) does not hold up the others: a refused batch is split in halves until
+ * the rows that fail alone are found (k bad rows in n cost ~2k·log2(n) statements, where one row
+ * at a time cost n), and those are parked in `ticket_outcomes_dead`. Returns the rows parked; a
+ * lost connection is thrown as before (db/refusal.ts), and nothing of the batch is parked then.
  */
 export async function writeOutcomes(sql: postgres.Sql, rows: OutcomeRow[]): Promise<DeadOutcome[]> {
-  let refused: unknown;
-  try {
-    await insertOutcomes(sql, rows);
-    return [];
-  } catch (err) {
-    if (isConnectionLoss(err)) throw err;
-    refused = err;
-  }
   const dead: DeadOutcome[] = [];
-  for (const row of rows) {
+  const place = async (part: OutcomeRow[]): Promise<void> => {
     try {
-      if (rows.length > 1) await insertOutcomes(sql, [row]);
-      else throw refused;
+      await insertOutcomes(sql, part);
     } catch (err) {
       if (isConnectionLoss(err)) throw err;
-      dead.push({ itemId: row.itemId, ticketId: row.ticketId, fields: row, error: err });
+      if (part.length === 1) return void dead.push({ itemId: part[0].itemId, ticketId: part[0].ticketId, fields: part[0], error: err });
+      const half = Math.ceil(part.length / 2);
+      await place(part.slice(0, half));
+      await place(part.slice(half));
     }
-  }
+  };
+  await place(rows);
   await insertDeadOutcomes(sql, dead);
   return dead;
 }
