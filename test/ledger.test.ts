@@ -1,4 +1,5 @@
 import { ticketRef } from '../src/kernel/ticket-ref.js';
+import postgres from 'postgres';
 import { describe, expect, it } from 'vitest';
 import { createLogger } from '../src/kernel/logger.js';
 import { itemKeys } from '../src/redis/keys.js';
@@ -51,6 +52,47 @@ describe('the outcome ledger', () => {
     const counted = (await metrics.ledgerDeadLetters.get()).values.map((v) => [v.labels.item, v.value]);
     expect(Object.fromEntries(counted)).toEqual({ [a]: 1, [b]: 1 });
     for (const itemId of [a, b]) expect(await t.redis.xlen(itemKeys(prefix, itemId).done)).toBe(0);
+  });
+
+  it('parks nothing when Postgres refuses every row alike (a lock it cannot take): the entries wait for a later round', async () => {
+    const { call, queue, prefix, metrics } = t.build();
+    const itemId = t.uniqueItem();
+    expect((await call('PUT', `/v1/items/${itemId}`, { handler: 'external' })).status).toBe(201);
+    for (let i = 0; i < 3; i++) await call('POST', `/v1/items/${itemId}/tickets`, { userId: `u${i}` }, SERVICE);
+    const got = await queue.admissions.admit(itemId, 3, 30_000);
+    for (const g of got) await queue.admissions.settle(g.ticketId, { leaseId: g.leaseId, status: 'succeeded', result: { ok: 1 } });
+    // The ledger's own connection gives up on a lock after 50 ms (55P03: neither a lost connection nor a bad row).
+    const sql = postgres(t.db.url, { max: 1, onnotice: () => {}, connection: { lock_timeout: 50 } });
+    const holder = postgres(t.db.url, { max: 1, onnotice: () => {} });
+    const ledger = startLedger(
+      { queue, feed: createLedgerFeed(t.redis, prefix, 'ledger-test'), sql, log: createLogger('silent'), metrics },
+      { everyMs: 3_600_000, batch: 100, busyElu: 1, maxDeferMs: 0 },
+    );
+    try {
+      let release!: () => void;
+      let locked!: () => void;
+      const isLocked = new Promise<void>((r) => (locked = r));
+      const held = holder.begin(async (tx) => {
+        await tx`lock table ticket_outcomes in access exclusive mode`;
+        locked();
+        await new Promise<void>((r) => (release = r));
+      });
+      await isLocked;
+      await expect(ledger.drain()).rejects.toMatchObject({ code: '55P03' });
+      release();
+      await held;
+      expect(await t.redis.xlen(itemKeys(prefix, itemId).done)).toBe(3);
+      const [parked] = await t.db.sql`select count(*)::int as n from ticket_outcomes_dead where item_id = ${itemId}`;
+      expect(parked.n).toBe(0);
+      // The lock gone, the next round writes them all.
+      await ledger.drain();
+      const rows = await t.db.sql`select ticket_id from ticket_outcomes where item_id = ${itemId}`;
+      expect(new Set(rows.map((r) => r.ticket_id))).toEqual(new Set(got.map((g) => ticketRef(g.ticketId))));
+      expect(await t.redis.xlen(itemKeys(prefix, itemId).done)).toBe(0);
+    } finally {
+      await ledger.stop();
+      await Promise.all([sql.end({ timeout: 5 }), holder.end({ timeout: 5 })]);
+    }
   });
 
   it('drains more items than it reads at once, and finds the one refused row among hundreds across them', async () => {

@@ -187,17 +187,18 @@ describe('calls for many items in one', () => {
       numKeys.length = 0;
       expect(((await run(scripts.admit, 'm3', now, args(10))) as number[]).slice(0, 3)).toEqual([0, 3, 1]);
       expect(new Set(numKeys)).toEqual(new Set([scripts.admit.keys.length]));
-      // The item views' refreshes and the lease sweep go together too, each answered as alone:
-      // a view read alone equals the one read with the others (nested replies included) …
+      // The item views' refreshes go together too, each answered as alone: a view read alone
+      // equals the one read with the others (nested replies included).
       const alone = [];
       for (const id of items) alone.push(await run(scripts.snapshot, id, now, {}));
       numKeys.length = 0;
       expect(await Promise.all(items.map((id) => run(scripts.snapshot, id, now, {})))).toEqual(alone);
       expect(new Set(numKeys)).toEqual(new Set([items.length * scripts.snapshot.keys.length]));
-      // … and a sweep after every lease ran out returns each item's own admitted tickets.
+      // The lease sweep does not: one run reclaims up to 1,000 leases, and many items' in one run
+      // would hold Redis that much longer. Each item's sweep is a call of its own.
       numKeys.length = 0;
       expect(await Promise.all(items.map((id) => run(scripts.sweep, id, now + 61_000, {})))).toEqual([1, 2, 3, 4]);
-      expect(new Set(numKeys)).toEqual(new Set([items.length * scripts.sweep.keys.length]));
+      expect(numKeys).toEqual(items.map(() => scripts.sweep.keys.length));
     } finally {
       conn.disconnect();
     }

@@ -1,6 +1,6 @@
 import type postgres from 'postgres';
 import { escapeUnsafe } from '../kernel/safe-text.js';
-import { isConnectionLoss } from './refusal.js';
+import { isBadRow, isConnectionLoss } from './refusal.js';
 
 export interface OutcomeRow {
   ticketId: string;
@@ -40,12 +40,19 @@ export interface DeadOutcome {
   error: unknown;
 }
 
+/** Most rows in one insert (a ledger round may carry a hundred items' batches). */
+const MAX_ROWS = 5000;
+
 /**
- * Appends rows like insertOutcomes, but one row Postgres refuses (NUL in a result, a lone
- * surrogate in a reason) does not hold up the others: a refused batch is split in halves until
- * the rows that fail alone are found (k bad rows in n cost ~2k·log2(n) statements, where one row
- * at a time cost n), and those are parked in `ticket_outcomes_dead`. Returns the rows parked; a
- * lost connection is thrown as before (db/refusal.ts), and nothing of the batch is parked then.
+ * Appends rows like insertOutcomes, in inserts of at most MAX_ROWS, but one row Postgres refuses
+ * for what it holds (NUL in a result, a lone surrogate in a reason: a data exception or an
+ * integrity violation, or a value the driver cannot send) does not hold up the others: a refused
+ * insert is split in halves until the rows that fail alone are found (k bad rows in n cost
+ * ~2k·log2(n) statements, where one row at a time cost n), and those are parked in
+ * `ticket_outcomes_dead`. Returns the rows parked. Any other error — a lost connection
+ * (db/refusal.ts), or one that would refuse every row alike (a statement timeout, a permission, a
+ * migration under way) — is thrown, and nothing of the call is parked then: the caller keeps its
+ * entries for a later round instead of parking good rows.
  */
 export async function writeOutcomes(sql: postgres.Sql, rows: OutcomeRow[]): Promise<DeadOutcome[]> {
   const dead: DeadOutcome[] = [];
@@ -54,16 +61,22 @@ export async function writeOutcomes(sql: postgres.Sql, rows: OutcomeRow[]): Prom
       await insertOutcomes(sql, part);
     } catch (err) {
       if (isConnectionLoss(err)) throw err;
-      if (part.length === 1) return void dead.push({ itemId: part[0].itemId, ticketId: part[0].ticketId, fields: part[0], error: err });
-      const half = Math.ceil(part.length / 2);
-      await place(part.slice(0, half));
-      await place(part.slice(half));
+      if (part.length > 1) {
+        const half = Math.ceil(part.length / 2);
+        await place(part.slice(0, half));
+        return place(part.slice(half));
+      }
+      if (!refusesRow(err)) throw err;
+      dead.push({ itemId: part[0].itemId, ticketId: part[0].ticketId, fields: part[0], error: err });
     }
   };
-  await place(rows);
+  for (let i = 0; i < rows.length; i += MAX_ROWS) await place(rows.slice(i, i + MAX_ROWS));
   await insertDeadOutcomes(sql, dead);
   return dead;
 }
+
+/** A row's own fault: Postgres's data or integrity classes, or an error of the driver with no SQLSTATE. */
+const refusesRow = (err: unknown) => isBadRow(err) || typeof (err as { code?: unknown } | null)?.code !== 'string';
 
 /** Parks rows, every field made safe for text; a ticket already parked is kept as it was. */
 export async function insertDeadOutcomes(sql: postgres.Sql, dead: DeadOutcome[]): Promise<void> {

@@ -1,8 +1,8 @@
 import { isPgLostCode } from '../kernel/pg-lost.js';
 
 /**
- * Tells a lost or unusable connection from a statement Postgres refused. The sale writer and the
- * outcome ledger retry a refused batch row by row, so one bad row fails only itself; a lost
+ * Tells a lost or unusable connection from a statement Postgres refused. The sale writer retries a
+ * refused batch row by row and the outcome ledger in halves, so one bad row fails only itself; a lost
  * connection fails the whole call as before (every row would fail the same way, and the caller's
  * retries and 503s are made for it).
  *

@@ -95,9 +95,10 @@ const sources = new Map(Object.values(scripts).map((s) => [s.name, scriptSource(
  * the per-item calls of the dispatcher's rounds, the settles and the stock takes. Spread over 200
  * items a sale made five such calls per ticket, and each call's cost in the client (its command,
  * its write, its reply, its promise) made the daemon's CPU per order grow with the item count.
- * Also the lease sweep (every active item each half second) and the item views' refreshes.
+ * Also the item views' refreshes (a read of four small hashes each). Not the lease sweep: one run
+ * reclaims up to 1,000 leases, and 256 items' runs in one took 3.8 s after a crash left leases on all.
  */
-const coalesced = new Set<string>([scripts.admit.name, scripts.settle.name, scripts.extendLeases.name, scripts.takeStock.name, scripts.sweep.name, scripts.snapshot.name]);
+const coalesced = new Set<string>([scripts.admit.name, scripts.settle.name, scripts.extendLeases.name, scripts.takeStock.name, scripts.snapshot.name]);
 /** Most items in one coalesced call (one script run: its time is Redis's other clients' wait). */
 const COALESCE_MAX = 256;
 

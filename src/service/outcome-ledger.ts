@@ -78,7 +78,11 @@ export function startLedger(
     await insertDeadOutcomes(deps.sql, unreadable);
     dead.push(...unreadable);
     const deadByItem = new Map<string, typeof dead>();
-    for (const d of dead) deadByItem.set(d.itemId, [...(deadByItem.get(d.itemId) ?? []), d]);
+    for (const d of dead) {
+      const list = deadByItem.get(d.itemId);
+      if (list) list.push(d);
+      else deadByItem.set(d.itemId, [d]);
+    }
     for (const [itemId, ds] of deadByItem) {
       deps.metrics.ledgerDeadLetters.inc({ item: itemId }, ds.length);
       deps.log.warn({ itemId, tickets: ds.map((d) => d.ticketId), err: String(ds[0].error) }, 'outcome rows parked in ticket_outcomes_dead');
@@ -122,10 +126,17 @@ export function startLedger(
           }),
         ),
       );
-      for (let lines = found.flat(); lines.length; ) {
-        const r = await drainLines(lines);
-        failed ??= r.failed;
-        lines = r.more;
+      try {
+        for (let lines = found.flat(); lines.length; ) {
+          const r = await drainLines(lines);
+          failed ??= r.failed;
+          lines = r.more;
+        }
+      } catch (err) {
+        // The group's rows could not be written (nothing of it acknowledged): the next groups go on.
+        if (isConnectionLoss(err)) throw err;
+        deps.log.warn({ items: found.flat().map((l) => l.snap.def.itemId), err: String(err) }, 'outcome ledger: items not drained');
+        failed ??= err;
       }
     }
     // The loop reports a failing round (and its recovery) once.
