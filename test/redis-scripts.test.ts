@@ -199,6 +199,12 @@ describe('calls for many items in one', () => {
       numKeys.length = 0;
       expect(await Promise.all(items.map((id) => run(scripts.sweep, id, now + 61_000, {})))).toEqual([1, 2, 3, 4]);
       expect(numKeys).toEqual(items.map(() => scripts.sweep.keys.length));
+      // A coalesced admit carries at most 2,000 tickets' worth of `max` (one run's time is every
+      // other client's wait): four items asking 1,000 each go as two calls of two.
+      numKeys.length = 0;
+      const again = await Promise.all(items.map((id) => run(scripts.admit, id, now + 61_000, args(1000))));
+      expect(again.map((r) => (r as number[])[1])).toEqual([1, 2, 3, 4]);
+      expect(numKeys).toEqual([2 * scripts.admit.keys.length, 2 * scripts.admit.keys.length]);
     } finally {
       conn.disconnect();
     }
