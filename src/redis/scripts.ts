@@ -102,13 +102,18 @@ const coalesced = new Set<string>([scripts.admit.name, scripts.settle.name, scri
 /** Most items in one coalesced call (one script run: its time is Redis's other clients' wait). */
 const COALESCE_MAX = 256;
 /**
- * Most tickets one coalesced admit may admit (the sum of its items' `max`): 200 items each
- * admitting a round of 200 in one run held Redis 450 ms (measured), longer than the API's command
- * timeout; ~2,000 admissions are ~25 ms.
+ * Most tickets one coalesced call may carry (admit: the sum of its items' `max`; settle, lease
+ * extension, stock take: their entries): 200 items each admitting a round of 200 in one run held
+ * Redis 450 ms (measured), longer than the API's command timeout; ~2,000 admissions are ~25 ms.
  */
 const COALESCE_TICKETS = 2000;
-/** The argument that bounds a coalesced call's work, by script (weight 1 for the others). */
-const workArg: Record<string, string> = { [scripts.admit.name]: 'max' };
+/** The tickets one call of a coalesced script stands for, from its ARGV (now, the named args, the rest). */
+const ticketsOf: Record<string, (argv: Arg[], s: ScriptSpec) => number> = {
+  [scripts.admit.name]: (argv, s) => Number(argv[1 + s.argv.indexOf('max')]) || 1,
+  [scripts.settle.name]: (argv, s) => (argv.length - 1 - s.argv.length) / 6,
+  [scripts.extendLeases.name]: (argv, s) => (argv.length - 1 - s.argv.length) / 2,
+  [scripts.takeStock.name]: (argv, s) => argv.length - 1 - s.argv.length,
+};
 
 /**
  * A script run for many items in one call: KEYS is each item's keys in turn, ARGV each item's
@@ -162,11 +167,11 @@ export function createScriptRunner(redis: RedisLike, prefix: string): ScriptRunn
   const flush = (s: ScriptSpec) => {
     const calls = waiting.get(s)!;
     waiting.delete(s);
-    const at = workArg[s.name] === undefined ? -1 : 1 + s.argv.indexOf(workArg[s.name]);
+    const weigh = ticketsOf[s.name];
     let chunk: Call[] = [];
     let work = 0;
     for (const c of calls) {
-      const w = at > 0 ? Math.max(1, Number(c.argv[at]) || 1) : 1;
+      const w = weigh ? Math.max(1, weigh(c.argv, s)) : 1;
       if (chunk.length && (chunk.length >= COALESCE_MAX || work + w > COALESCE_TICKETS)) {
         send(s, chunk);
         chunk = [];
