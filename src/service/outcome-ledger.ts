@@ -9,20 +9,6 @@ import type { EndedTicket, LedgerFeed, UnreadableEntry } from './outcome-ledger-
 import type { Line } from '../queue/line.js';
 import type { ItemSnapshot } from '../queue/snapshot.js';
 
-/**
- * The outcome ledger: every ended ticket (succeeded, rejected, failed, cancelled, expired, and
- * the tickets a close or sell-out ended at once) lands in Postgres `ticket_outcomes` with its
- * times, in batches. Entries are acknowledged only after the insert commits, so a crash delays
- * rows but never drops them. One bad row does not stop it: a row Postgres refuses, and an entry
- * that cannot be read, is parked in `ticket_outcomes_dead` (counted in
- * floodgate_ledger_dead_letters_total) and acknowledged, and an item that fails does not hold up
- * the other items; only a lost connection ends a round.
- *
- * It is audit, not the hot path, so it yields: while this process's event loop was busier than
- * `busyElu` over the last interval (a flood of joins, a sale selling out), a round is skipped,
- * for at most `maxDeferMs` since the last drain. Writing the ledger during a sale took a tenth to
- * a fifth of the CPU per order (flood runs with and without); the rows land after the rush instead.
- */
 /** Items drained together: their reads at once, their rows in one statement. */
 const GROUP = 100;
 
@@ -35,6 +21,21 @@ interface Read {
   unreadable: UnreadableEntry[];
 }
 
+/**
+ * The outcome ledger: every ended ticket (succeeded, rejected, failed, cancelled, expired, and
+ * the tickets a close or sell-out ended at once) lands in Postgres `ticket_outcomes` with its
+ * times, in batches. Entries are acknowledged only after the insert commits, so a crash delays
+ * rows but never drops them. One bad row does not stop it: a row Postgres refuses for what it
+ * holds, and an entry that cannot be read, is parked in `ticket_outcomes_dead` (counted in
+ * floodgate_ledger_dead_letters_total) and acknowledged (db/outcomes.ts; an error that would refuse
+ * every row alike parks nothing and leaves the entries for a later round), and an item or a group
+ * of items that fails does not hold up the others; only a lost connection ends a round.
+ *
+ * It is audit, not the hot path, so it yields: while this process's event loop was busier than
+ * `busyElu` over the last interval (a flood of joins, a sale selling out), a round is skipped,
+ * for at most `maxDeferMs` since the last drain. Writing the ledger during a sale took a tenth to
+ * a fifth of the CPU per order (flood runs with and without); the rows land after the rush instead.
+ */
 export function startLedger(
   deps: { queue: Pick<Line, 'items'>; feed: LedgerFeed; sql: postgres.Sql; log: Logger; metrics: Pick<Metrics, 'ledgerDeadLetters'> },
   opts: { everyMs: number; batch: number; busyElu: number; maxDeferMs: number; stateTtlSec?: number },
