@@ -154,6 +154,28 @@ describe('stock at admission', () => {
 describe('calls for many items in one', () => {
   const def = (itemId: string) => ({ itemId, handler: 'external', config: {}, capacity: null, abandonAfterMs: null, opensAt: null, closesAt: null, rejoin: 'any' as const });
 
+  it('reclaims at most 8 expired leases per item inside a coalesced admit (1,000 alone); the sweep takes the rest', async () => {
+    const clock = manualClock();
+    const now = clock.now();
+    const prefix = t.newPrefix();
+    const line = createLine({ redis: t.redis, prefix, clock, cacheMs: 0 });
+    const { run } = createScriptRunner(t.redis, prefix);
+    const items = ['r1', 'r2', 'r3'];
+    for (const id of items) {
+      await line.definitions.define(def(id), null, { reopen: false });
+      for (let u = 0; u < 20; u++) await run(scripts.join, id, now, { userId: `u${u}`, payload: '', source: '', defaultKeyQuota: '' });
+      await run(scripts.admit, id, now, { max: 20, leaseMs: 1000, leasePrefix: 'p.', autoCap: '' });
+    }
+    const later = now + 5000; // every lease has run out
+    const admitOne = (id: string) => run(scripts.admit, id, later, { max: 1, leaseMs: 60_000, leasePrefix: 'q.', autoCap: '' });
+    await Promise.all([admitOne('r1'), admitOne('r2')]); // one coalesced call
+    await admitOne('r3'); // alone
+    const leases = async (id: string) => t.redis.zcard(itemKeys(prefix, id).leases);
+    // Coalesced: 8 reclaimed (back to the head), 1 admitted from them; 12 expired remain. Alone: all 20.
+    expect([await leases('r1'), await leases('r2'), await leases('r3')]).toEqual([13, 13, 1]);
+    for (const id of ['r1', 'r2']) expect(await run(scripts.sweep, id, later, {})).toBe(12);
+  });
+
   it("sends one turn's calls of a coalesced script as one call, answers each as its own call would, and fails only the item whose run failed", async () => {
     const clock = manualClock();
     const now = clock.now();

@@ -168,8 +168,11 @@ end
 
 -- Leases that ran out without an outcome give their ticket back to the head of the line.
 -- Needs what returnToHead() needs, and K.leases.
+-- Most expired leases one run reclaims for one item (scripts.ts lowers it where one run serves
+-- many items: a run's length is every other client's wait; the lease sweep reclaims the rest).
+local RECLAIM_LIMIT = 1000
 local function reclaimExpired(now)
-  local expired = rcall('ZRANGEBYSCORE', K.leases, '-inf', '(' .. fmt(now), 'LIMIT', 0, 1000)
+  local expired = rcall('ZRANGEBYSCORE', K.leases, '-inf', '(' .. fmt(now), 'LIMIT', 0, RECLAIM_LIMIT)
   for _, s in ipairs(expired) do
     local seq = tonumber(s)
     rcall('ZREM', K.leases, s)
