@@ -1,6 +1,7 @@
 import { ticketRef } from '../src/kernel/ticket-ref.js';
 import postgres from 'postgres';
 import { describe, expect, it } from 'vitest';
+import { writeOutcomes } from '../src/db/outcomes.js';
 import { createLogger } from '../src/kernel/logger.js';
 import { itemKeys } from '../src/redis/keys.js';
 import { createLedgerFeed } from '../src/service/outcome-ledger-feed.js';
@@ -93,6 +94,18 @@ describe('the outcome ledger', () => {
       await ledger.stop();
       await Promise.all([sql.end({ timeout: 5 }), holder.end({ timeout: 5 })]);
     }
+  });
+
+  it("parks a row the driver cannot send (an undefined field) and writes the others", async () => {
+    const itemId = t.uniqueItem();
+    const row = (n: number) => ({ ticketId: `${itemId}-r${n}`, itemId, userId: `u${n}`, status: 'succeeded', reason: null, result: { n }, joinedAt: new Date(), admittedAt: null, finishedAt: new Date() });
+    const rows = [row(1), { ...row(2), status: undefined as unknown as string }, row(3)];
+    const dead = await writeOutcomes(t.db.sql, rows);
+    expect(dead.map((d) => [d.ticketId, (d.error as { code?: string }).code])).toEqual([[`${itemId}-r2`, 'UNDEFINED_VALUE']]);
+    const written = await t.db.sql`select ticket_id from ticket_outcomes where item_id = ${itemId} order by ticket_id`;
+    expect(written.map((r) => r.ticket_id)).toEqual([`${itemId}-r1`, `${itemId}-r3`]);
+    const [parked] = await t.db.sql`select count(*)::int as n from ticket_outcomes_dead where item_id = ${itemId}`;
+    expect(parked.n).toBe(1);
   });
 
   it('drains more items than it reads at once, and finds the one refused row among hundreds across them', async () => {

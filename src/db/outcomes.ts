@@ -50,9 +50,9 @@ const MAX_ROWS = 5000;
  * insert is split in halves until the rows that fail alone are found (k bad rows in n cost
  * ~2k·log2(n) statements, where one row at a time cost n), and those are parked in
  * `ticket_outcomes_dead`. Returns the rows parked. Any other error — a lost connection
- * (db/refusal.ts), or one that would refuse every row alike (a statement timeout, a permission, a
- * migration under way) — is thrown, and nothing of the call is parked then: the caller keeps its
- * entries for a later round instead of parking good rows.
+ * (db/refusal.ts), or one that would refuse every row alike (a lock or statement timeout, a
+ * permission, a migration under way) — is thrown, and nothing of the call is parked then: the
+ * caller keeps its entries for a later round instead of parking good rows.
  */
 export async function writeOutcomes(sql: postgres.Sql, rows: OutcomeRow[]): Promise<DeadOutcome[]> {
   const dead: DeadOutcome[] = [];
@@ -60,7 +60,9 @@ export async function writeOutcomes(sql: postgres.Sql, rows: OutcomeRow[]): Prom
     try {
       await insertOutcomes(sql, part);
     } catch (err) {
-      if (isConnectionLoss(err)) throw err;
+      // Split only what a row can cause (or a timeout a smaller insert may pass); the rest would
+      // refuse every part alike.
+      if (isConnectionLoss(err) || !(refusesRow(err) || codeOf(err) === STATEMENT_TIMEOUT)) throw err;
       if (part.length > 1) {
         const half = Math.ceil(part.length / 2);
         await place(part.slice(0, half));
@@ -75,8 +77,18 @@ export async function writeOutcomes(sql: postgres.Sql, rows: OutcomeRow[]): Prom
   return dead;
 }
 
-/** A row's own fault: Postgres's data or integrity classes, or an error of the driver with no SQLSTATE. */
-const refusesRow = (err: unknown) => isBadRow(err) || typeof (err as { code?: unknown } | null)?.code !== 'string';
+const codeOf = (err: unknown) => (err as { code?: unknown } | null)?.code;
+const STATEMENT_TIMEOUT = '57014';
+/**
+ * A row's own fault: Postgres's data or integrity classes, or an error raised before Postgres saw
+ * the row — by the driver for a value it cannot send (UNDEFINED_VALUE; its other codes are about
+ * the connection or the call, alike for every row) or while building the statement (no code: an
+ * Invalid Date, a BigInt).
+ */
+const refusesRow = (err: unknown) => {
+  const code = codeOf(err);
+  return isBadRow(err) || typeof code !== 'string' || code === 'UNDEFINED_VALUE';
+};
 
 /** Parks rows, every field made safe for text; a ticket already parked is kept as it was. */
 export async function insertDeadOutcomes(sql: postgres.Sql, dead: DeadOutcome[]): Promise<void> {

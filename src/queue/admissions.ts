@@ -226,9 +226,11 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
       // The active items: a lease keeps its item active until it ends (extendLeases), and a start or
       // a reconnect makes every item active (items.activateAll).
       const ids = await items.activeItemIds();
+      // Draws now due, one after another; one that fails is reported after every item was swept.
+      let drawFailed: unknown;
       for (const itemId of ids) {
         const snap = items.peek(itemId)?.snap;
-        if (snap?.draw && !snap.draw.drawn && now >= snap.def.opensAt!) await admissions.draw(itemId);
+        if (snap?.draw && !snap.draw.drawn && now >= snap.def.opensAt!) await admissions.draw(itemId).catch((err: unknown) => void (drawFailed ??= err));
       }
       // The sweeps all at once (one call per item, one after another, made 200 items on sale cost
       // 400 round trips a second; sent together they share the connection's writes). Each stays a
@@ -243,6 +245,7 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
       for (const r of swept) if (r.status === 'fulfilled') n += r.value;
       const failed = swept.find((r): r is PromiseRejectedResult => r.status === 'rejected');
       if (failed) throw failed.reason;
+      if (drawFailed) throw drawFailed;
       return n;
     },
   };
