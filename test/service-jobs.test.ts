@@ -1,8 +1,11 @@
-import { Queue } from 'bullmq';
+import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { jobQueuePrefix } from '../src/redis/keys.js';
 import { createJobQueues, jobGroups, queueName, type TicketJob } from '../src/service/jobs.js';
+import { closeWorkers } from '../src/service/service.js';
+import { createLogger } from '../src/kernel/logger.js';
+import { settlesWithin } from '../src/kernel/wait.js';
 import type { AdmittedTicket } from '../src/queue/types.js';
 import { redisUrl, testRedis } from './support/redis.js';
 
@@ -14,6 +17,30 @@ const admitted = (item: string, n: number): AdmittedTicket[] =>
   Array.from({ length: n }, (_, i) => ({ ticketId: `${item}.${i + 1}`, seq: i + 1, userId: `u${i}`, payload: null, leaseId: `${item}-l${i + 1}` }) as AdmittedTicket);
 
 describe('job queues', () => {
+  it("stops a worker's lock renewal when its close does not finish in time (a job that never ends)", async () => {
+    const prefix = t.newPrefix();
+    const name = 'hangs';
+    const opts = { connection: conn, prefix: jobQueuePrefix(prefix, name) };
+    const q = new Queue(name, opts);
+    let started!: () => void;
+    const running = new Promise<void>((r) => (started = r));
+    let release!: () => void;
+    const hung = new Promise<void>((r) => (release = r));
+    const w = new Worker(name, async () => (started(), hung), { ...opts, connection: conn.duplicate(), lockDuration: 2000 });
+    try {
+      await q.add('j', {});
+      await running;
+      await closeWorkers([w], createLogger('silent'), 200);
+      // Before: still renewing, a timer rescheduling itself after the stop (the leak check's find).
+      expect((w as unknown as { lockManager: { isRunning(): boolean } }).lockManager.isRunning()).toBe(false);
+    } finally {
+      release();
+      await settlesWithin(w.close(), 2000);
+      await q.obliterate({ force: true });
+      await q.close();
+    }
+  });
+
   it("queue a round's tickets of one handler in jobs of up to `batch` tickets, grouped by item, in admission order", async () => {
     const prefix = t.newPrefix();
     const jobs = createJobQueues(conn, { prefix, attempts: 3, backoffMs: 100, concurrency: 4, lockDurationMs: 10_000, stalledIntervalMs: 5000, batch: 4 });
