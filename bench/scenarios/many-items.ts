@@ -151,8 +151,7 @@ export async function manyItemsScenario(ctx: BenchContext): Promise<ScenarioOutp
   const filled = await runLoad(ctx.tmpDir, { ...against(solo, { connections: 50, headers: { authorization: `Bearer ${SERVICE_KEY}` }, gen: { kind: 'join', path: '/v1/items/hot/tickets', userPrefix: 'fill' } })(''), amount: depth });
   ctx.log(`solo daemon's hot line filled to ${depth} (${filled.status['202'] ?? 0} joins) like this daemon's`);
   const hot = (server: typeof daemon, tag: string) => against(server, { connections: 50, headers: { authorization: `Bearer ${SERVICE_KEY}` }, gen: { kind: 'join', path: '/v1/items/hot/tickets', userPrefix: tag } });
-  // Slices of 2 s, HOT_ROUNDS of each: the per-slice ratios of one run spread over ±20% on this
-  // machine, so the median of five said little about a 5% target.
+  // Slices of 2 s, HOT_ROUNDS of each (see HOT_ROUNDS): one slice's ratio says little about a 5% target.
   const [soloR, manyR] = await measurePair({ ...ctx, durationS: 2 * HOT_ROUNDS }, hot(solo, 's'), hot(daemon, 'm'), HOT_ROUNDS);
   const paired = pairRatio(soloR, manyR, (r) => r.rps);
   ctx.log(`alternating: alone ${soloR.rps.toFixed(0)}, beside ${manyR.rps.toFixed(0)} joins/s; ratio ${paired.median.toFixed(3)} (${paired.min.toFixed(3)}–${paired.max.toFixed(3)})`);

@@ -12,6 +12,9 @@ import type { ItemSnapshot } from '../queue/snapshot.js';
 /** Items drained together: their reads at once, their rows in one statement. */
 const GROUP = 100;
 
+/** Records a failed step of a round (rethrows a lost connection). */
+type Skip = (err: unknown, where: Record<string, unknown>) => void;
+
 /** One line's entries read in a round, and what to write for them. */
 interface Read {
   snap: ItemSnapshot;
@@ -50,27 +53,20 @@ export function startLedger(
   /**
    * Reads every given line once (all at once: their Redis calls go out together), writes all their
    * rows in one statement, then acknowledges each line's entries. Returns the lines that read a
-   * full batch (more may wait), and the first error of a line that failed other than by a lost
-   * connection (that line is left for the next round; the others go on).
+   * full batch (more may wait); a line whose read or acknowledgement failed goes to `skip`.
    */
-  async function drainLines(lines: { snap: ItemSnapshot; line: number }[]): Promise<{ more: typeof lines; failed?: unknown }> {
-    let failed: unknown;
+  async function drainLines(lines: { snap: ItemSnapshot; line: number }[], skip: Skip): Promise<typeof lines> {
     const reads = (
       await Promise.all(
         lines.map(({ snap, line }) =>
           deps.feed.read(snap, opts.batch, line).then(
             (r): Read => ({ snap, line, ...r }),
-            (err: unknown) => {
-              if (isConnectionLoss(err)) throw err;
-              deps.log.warn({ itemId: snap.def.itemId, line, err: String(err) }, 'outcome ledger: item not drained');
-              failed ??= err;
-              return null;
-            },
+            (err: unknown) => (skip(err, { itemId: snap.def.itemId, line }), null),
           ),
         ),
       )
     ).filter((r): r is Read => r !== null && r.ids.length > 0);
-    if (!reads.length) return { more: [], failed };
+    if (!reads.length) return [];
     for (const r of reads) deps.queue.items.keepActive(r.snap.def.itemId);
     const dead = await writeOutcomes(deps.sql, reads.flatMap((r) => r.tickets));
     const unreadable = reads.flatMap((r) =>
@@ -92,52 +88,39 @@ export function startLedger(
       reads.map((r) =>
         deps.feed.ack(r.snap.def, r.ids, r.tickets.map((t) => t.seq), opts.stateTtlSec, r.line).then(
           () => true,
-          (err: unknown) => {
-            if (isConnectionLoss(err)) throw err;
-            // Its rows are written; they are read again next round and kept once (on conflict do nothing).
-            deps.log.warn({ itemId: r.snap.def.itemId, line: r.line, err: String(err) }, 'outcome ledger: item not drained');
-            failed ??= err;
-            return false;
-          },
+          // Its rows are written; they are read again next round and kept once (on conflict do nothing).
+          (err: unknown) => (skip(err, { itemId: r.snap.def.itemId, line: r.line }), false),
         ),
       ),
     );
-    return { more: reads.filter((r, i) => acked[i] && r.ids.length >= opts.batch), failed };
+    return reads.filter((r, i) => acked[i] && r.ids.length >= opts.batch);
   }
 
   /**
    * Every active item, GROUP at a time: their lines read together and their rows written in one
    * statement (one statement and one read after another per item made 200 items on sale cost 200
-   * Postgres calls a round). One item that fails (other than by a lost connection) does not stop
-   * the others.
+   * Postgres calls a round). One item or group that fails (other than by a lost connection) does
+   * not stop the others.
    */
   async function drain() {
     let failed: unknown;
+    // A step that failed other than by a lost connection (which ends the round): logged, its item
+    // left for the next round, the round reported failed once the others are done.
+    const skip: Skip = (err, where) => {
+      if (isConnectionLoss(err)) throw err;
+      deps.log.warn({ ...where, err: String(err) }, 'outcome ledger: item not drained');
+      failed ??= err;
+    };
     // The active items: every outcome keeps its item active, and a start or a reconnect makes every
     // item active (items.activateAll), so entries an outage or a crash left behind are written.
     const ids = await deps.queue.items.activeItemIds();
     for (let i = 0; i < ids.length; i += GROUP) {
-      const found = await Promise.all(
-        ids.slice(i, i + GROUP).map((itemId) =>
-          linesOf(itemId).catch((err: unknown) => {
-            if (isConnectionLoss(err)) throw err;
-            deps.log.warn({ itemId, err: String(err) }, 'outcome ledger: item not drained');
-            failed ??= err;
-            return [];
-          }),
-        ),
-      );
+      const found = await Promise.all(ids.slice(i, i + GROUP).map((itemId) => linesOf(itemId).catch((err: unknown) => (skip(err, { itemId }), []))));
       try {
-        for (let lines = found.flat(); lines.length; ) {
-          const r = await drainLines(lines);
-          failed ??= r.failed;
-          lines = r.more;
-        }
+        for (let lines = found.flat(); lines.length; ) lines = await drainLines(lines, skip);
       } catch (err) {
         // The group's rows could not be written (nothing of it acknowledged): the next groups go on.
-        if (isConnectionLoss(err)) throw err;
-        deps.log.warn({ items: found.flat().map((l) => l.snap.def.itemId), err: String(err) }, 'outcome ledger: items not drained');
-        failed ??= err;
+        skip(err, { items: found.flat().map((l) => l.snap.def.itemId) });
       }
     }
     // The loop reports a failing round (and its recovery) once.
