@@ -3,7 +3,7 @@
  * delivered ÷ capacity (200s over the true capacity integrated over the phase), share of time
  * flooded (backlog > K), and recovery: from the phase's start (phase 1: from the first answer, the
  * cold start) to the first 2 s stretch in which every 1 s window delivered ≥ 0.85 of capacity with
- * the downstream flooded < 5% of it. The same rules as the simulation test (test/support/sim.ts).
+ * the downstream flooded < 5% of it. The same rules as the simulation (gate-sim.ts).
  */
 import type { BucketCounts } from './gate-bucket.js';
 import { phaseMs, STEPS, type Downstream } from './gate-family.js';

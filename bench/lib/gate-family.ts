@@ -1,7 +1,7 @@
 /**
  * The family of simulated downstreams the gate must hold its targets on (issue #14), fixed in code
  * with seeds so runs compare. One module, used twice: by the deterministic simulation test
- * (test/support/sim.ts, the pure control law on a virtual clock) and by the `gate` bench's real HTTP
+ * (gate-sim.ts, the pure control law on a virtual clock) and by the `gate` bench's real HTTP
  * downstream (bench/lib/gate-downstream.ts) driven through the real daemon.
  *
  * A member is K workers with a FIFO backlog. A call that gets a worker takes

@@ -68,7 +68,7 @@ export const defaultParams: ControlParams = {
   queueFactor: 1,
   queueLow: 0.1,
   queueHigh: 0.3,
-  probeEveryMs: 10_000,
+  probeEveryMs: 20_000,
   probeJitter: 0.15,
   probeFraction: 0.5,
   probeSamples: 30,
@@ -92,7 +92,7 @@ export interface ControlState {
    * Little's law gives for a still saturated downstream (pin / perS) halves the pin and goes on.
    * `since`: when the probe began (startedAt moves with each halving; the timeout counts from here).
    */
-  probe: { startedAt: number; savedLimit: number; hist: [number, number][]; pin?: number; perS?: number | null; since?: number } | null;
+  probe: { startedAt: number; savedLimit: number; hist: [number, number][]; pin?: number; perS?: number | null; since?: number; halvings?: number; stageMean?: number; cold?: boolean } | null;
   probes: number;
   /** When L was last cut for drops: drops from calls already under way then are not a new signal. */
   lastCutAt: number;
@@ -119,6 +119,8 @@ export interface ControlState {
   lastPerS?: number | null;
   /** Time a call holds its slot outside the downstream (dispatch, settle), by Little's law on calm windows. */
   pipeMs?: number;
+  /** The in-flight and latency ratio (p50 / baseline) of the window that began a run of cuts for a queue. */
+  cutFrom?: { inflight: number; ratio: number } | null;
 }
 
 /** A closed window of samples, summed over every daemon. */
@@ -160,8 +162,15 @@ export function initialState(now: number, startLimit: number, p: ControlParams =
 
 const clamp = (x: number, lo: number, hi: number) => Math.min(hi, Math.max(lo, x));
 
-/** How long a probe may last: enough round trips to drain and measure, never past the timeout. */
-export const probeTimeout = (s: ControlState, p: ControlParams = defaultParams) => Math.min(p.probeTimeoutMs, Math.max(1000, 10 * (s.baseMs ?? p.probeTimeoutMs)));
+/**
+ * How long a probe may last: enough round trips to drain and measure, never past the timeout; a
+ * probe that halved its pin gets that time again for each halving, up to the timeout (a one-worker
+ * downstream probed from a limit of 4 needs two halvings, and a probe that expired at the second
+ * took the latency of a queue of one for the baseline: 49 ms for a 25 ms service, and the limit
+ * it then held kept two calls waiting).
+ */
+export const probeTimeout = (s: ControlState, p: ControlParams = defaultParams) =>
+  Math.min(p.probeTimeoutMs, Math.max(1000, 10 * (s.baseMs ?? p.probeTimeoutMs)) * (1 + (s.probe?.halvings ?? 0)));
 
 const pinOf = (probe: NonNullable<ControlState['probe']>, p: ControlParams) => probe.pin ?? Math.max(probe.savedLimit >= 3 ? 2 : 1, Math.floor(probe.savedLimit * p.probeFraction));
 
@@ -242,13 +251,27 @@ function stepProbe(s: ControlState, w: SampleWindow, now: number, p: ControlPara
   // Still saturated at the pin: it delivers what it did unpinned (by Little's law, mean latency
   // ≈ pin / best throughput; the mean, not the p50, which a heavy tail puts far under it), so a queue remains and the baseline is not in sight; halve the pin
   // and measure again (a downstream with fewer workers than the pin).
-  if (enough && pin > 1 && probe.perS && mean(hist)! <= 1.25 * (pin / probe.perS) * 1000 && !expired)
-    return { ...s, probe: { ...probe, savedLimit, hist: [], startedAt: now, since: probe.since ?? probe.startedAt, pin: Math.max(1, Math.floor(pin / 2)) } };
+  // The probe that ends startup, at a pin of 4 or less, halves anyway and compares latencies: the
+  // answer rate it would compare with is the opening burst's few answers per tick, too noisy to
+  // tell (a flushed burst read 60/s on a 40/s one-worker downstream, and its probe took the
+  // latency of a queue of one, 47 ms for 25, for the baseline; the real daemon then held two calls
+  // waiting on one worker 75% of the time). Halved calls that answer in well under the time they
+  // did were queued: go on halving. Answers as slow as before: no queue, the baseline is in sight.
+  const m = mean(hist)!;
+  const queued = probe.stageMean != null ? m <= 0.65 * probe.stageMean : !!probe.cold && pin <= 4;
+  if (enough && pin > 1 && !expired && ((probe.perS && m <= 1.25 * (pin / probe.perS) * 1000) || queued))
+    return { ...s, probe: { ...probe, savedLimit, hist: [], startedAt: now, since: probe.since ?? probe.startedAt, pin: Math.max(1, Math.floor(pin / 2)), halvings: (probe.halvings ?? 0) + 1, stageMean: m } };
+  // A probe that timed out with a handful of answers has only the short ones: it may raise the
+  // baseline, not lower it (a heavy tail's 60 ms median, probed for a second, read 39 ms on 21
+  // answers, and the queue that error invented held the limit at a sixth of the workers).
+  const baseMs = measured !== null && (enough || s.baseMs === null || (n >= 10 && measured >= s.baseMs)) ? measured : s.baseMs;
+  // A baseline that fell (a cold start's, a cache that warmed) made the saved limit too: the calls
+  // that keep the downstream busy at the throughput seen are fewer by as much.
+  const refit = baseMs !== null && (s.baseMs === null || baseMs < s.baseMs) && probe.perS ? Math.min(savedLimit, Math.max(p.minLimit, carry(probe.perS, baseMs, p, s.pipeMs))) : savedLimit;
   return {
     ...s,
-    // A probe that timed out with a handful of answers has only the short ones: keep the old baseline.
-    baseMs: measured !== null && (enough || n >= 10 || s.baseMs === null) ? measured : s.baseMs,
-    limit: savedLimit,
+    baseMs,
+    limit: refit,
     probe: null,
     decreasesInRow: 0,
     nextProbeAt: now + Math.max(p.probeEveryMs, 30 * (measured ?? s.baseMs ?? 0)) * (1 + p.probeJitter * rng()),
@@ -291,7 +314,7 @@ export function step(s: ControlState, w: SampleWindow, now: number, p: ControlPa
       // No further than what the answers it still gives can carry (below), when that is lower.
       const inflight = Math.min(Math.floor(s.limit), w.inflightMax);
       const saturated = p50 !== null && s.baseMs !== null && inflight * (1 - s.baseMs / p50) > marks((inflight * s.baseMs) / p50, p).high;
-      const carried = saturated && perS !== null ? carry(perS, s.baseMs!, p) : Infinity;
+      const carried = saturated && perS !== null ? carry(perS, s.baseMs!, p, s.pipeMs) : Infinity;
       next.limit = Math.min(s.limit * p.dropFactor, Math.max(carried, s.limit * 0.25));
       next.lastCutAt = now;
     }
@@ -343,7 +366,7 @@ export function step(s: ControlState, w: SampleWindow, now: number, p: ControlPa
             next.doublings = (s.doublings ?? 0) + 1;
           } else {
             next.startup = false;
-            limit = Math.min(s.limit, carry(Math.max(accPerS, s.startX ?? 0), next.baseMs, p));
+            limit = Math.min(s.limit, carry(Math.max(accPerS, s.startX ?? 0), next.baseMs, p, s.pipeMs));
             probeNow = true;
           }
         }
@@ -366,14 +389,20 @@ export function step(s: ControlState, w: SampleWindow, now: number, p: ControlPa
       if (perS !== null && queue < high && filled && answered >= p.minSamples) next.pipeMs = 0.8 * pipe + 0.2 * Math.max(0, (inflight * 1000) / perS - meanMs);
       if (queue >= low || hidden > high) next.growRounds = 0;
       if (hidden > Math.max(high, 0.4 * inflight) && perS !== null) {
-        limit = Math.min(s.limit, carry(perS, next.baseMs, p));
+        limit = Math.min(s.limit, carry(perS, next.baseMs, p, s.pipeMs));
+      } else if (queue > high && s.cutFrom && inflight <= 0.6 * s.cutFrom.inflight && r >= 0.8 * s.cutFrom.ratio) {
+        // Cut to well under the in-flight that first read a queue, and the latency has not come
+        // down: it is not a queue the gate holds, the service itself got slower (a cache flushed).
+        // Cutting more starves the downstream (Vegas's stale baseline); re-measure the baseline.
+        probeNow = true;
       } else if (queue > high) {
+        next.cutFrom = s.cutFrom ?? { inflight, ratio: r };
         // Saturated: this window's answers per second are what the downstream carries now, and
         // Little's law gives the in-flight that keeps it busy with the band's middle as queue
         // (BBR's bandwidth × min RTT). An absolute estimate, not a fraction of the old limit: it
         // does not cut twice for one step down of the downstream.
         // (Without a window length, Little's law on the window itself: the calls in service.)
-        limit = Math.min(s.limit, perS !== null ? carry(perS, next.baseMs, p) : serving + (low + high) / 2);
+        limit = Math.min(s.limit, perS !== null ? carry(perS, next.baseMs, p, s.pipeMs) : serving + (low + high) / 2);
         // Smoothed (Gradient2) while the excess is small: one noisy window's p50 made the limit swing.
         if (queue < 2 * high) limit = s.limit + p.smoothing * (limit - s.limit);
       } else if (queue < low && filled && (w.ms ?? Infinity) >= Math.min(2 * p50, 4 * next.baseMs, p.maxWindowMs)) {
@@ -396,13 +425,15 @@ export function step(s: ControlState, w: SampleWindow, now: number, p: ControlPa
       }
     }
     next.decreasesInRow = limit < s.limit * 0.98 ? s.decreasesInRow + 1 : 0;
+    if (next.decreasesInRow === 0 && !probeNow) next.cutFrom = null;
     next.limit = limit;
   }
   next.limit = clamp(next.limit, p.minLimit, p.maxLimit);
 
   // A run of loss-free decreases means the baseline may be stale (requests got dearer): re-probe.
   if (now >= s.nextProbeAt || next.decreasesInRow >= 5 || stall || probeNow) {
-    next.probe = { startedAt: now, savedLimit: next.limit, hist: [], perS: next.perS ?? null };
+    next.probe = { startedAt: now, savedLimit: next.limit, hist: [], perS: next.perS ?? null, ...(s.startup ? { cold: true } : {}) };
+    next.cutFrom = null;
     next.probes = s.probes + 1;
     next.decreasesInRow = 0;
   }
@@ -419,10 +450,11 @@ export function marks(serving: number, p: ControlParams = defaultParams): { low:
 }
 
 /** The in-flight that keeps a downstream answering `perS` calls/s busy, with the middle of the band as queue. */
-function carry(perS: number, baseMs: number, p: ControlParams): number {
+function carry(perS: number, baseMs: number, p: ControlParams, pipeMs = 0): number {
   const bdp = (perS * baseMs) / 1000;
   const { low, high } = marks(bdp, p);
-  return bdp + (low + high) / 2;
+  // The calls on their way to and back from the downstream hold slots too (Little's law on the pipe).
+  return bdp + (perS * pipeMs) / 1000 + (low + high) / 2;
 }
 
 /**
