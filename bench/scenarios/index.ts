@@ -15,6 +15,7 @@ export const scenarios: Record<string, Scenario> = {
   cluster: { title: 'cluster: joins/s through 1, 2 and 3 daemon processes on a 3-master Redis Cluster vs one redis-server', run: async (ctx) => (await import('./cluster.js')).clusterScenario(ctx) },
   spread: { title: 'spread: one flash sale with its stock as 1, 10, 50 and 200 items, orders/s against one item', timeoutS: 900, run: async (ctx) => (await import('./spread.js')).spreadScenario(ctx) },
   flame: { title: 'flame: the join, poll and refusal paths and the bare Hono app under load with the CPU profiler: flame graphs (docs/flame-*.svg) and CPU per request', run: async (ctx) => (await import('./flame.js')).flameScenario(ctx) },
+  'gate-sim': { title: 'gate-sim: the control law alone on the downstream family in the virtual-clock simulation, over 32 seeds per member, against a fixed limit', run: async (ctx) => (await import('./gate-sim.js')).gateSimScenario(ctx) },
   gate: { title: 'gate: the auto gate on a family of nine downstreams stepping C → C/4 → C, with a tuned manual gate and the BullMQ limiter as baselines', timeoutS: 900, run: async (ctx) => (await import('./gate.js')).gateScenario(ctx) },
 };
 
