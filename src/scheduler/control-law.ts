@@ -23,8 +23,12 @@ function countBelow(h: Histogram, ms: number): number {
  * whether to go on over a round trip of gathered answers (at once on answers at twice the baseline);
  * a probe that would cut the baseline by over a quarter needs max(20, 2 × pin) answers (a heavy
  * tail's first few are the short ones), and a probe from a limit of 3 up pins at least 2 (at 1,
- * too few answers came before its timeout to move a stale baseline). Pure: the controller feeds it windows of samples; tests
- * feed it a simulated downstream.
+ * too few answers came before its timeout to move a stale baseline). A probe that lowers the
+ * baseline refits the limit to what the answers per second need at it; cuts count the calls in the
+ * pipe to and from the downstream; a cut that leaves the latency where it was re-probes instead of
+ * cutting on (a slower service, not a queue); the probe that ends startup halves a small pin on
+ * latency. Pure: the controller feeds it windows of samples; tests feed it a simulated downstream
+ * (bench/lib/gate-sim.ts; `npm run bench -- gate-sim` judges a change over 32 seeds a member).
  */
 export interface ControlParams {
   minLimit: number;
