@@ -15,9 +15,8 @@ const steady = (limit: number) => ({ ...initialState(0, limit), nextProbeAt: Inf
 // (≤ 5 round trips from the cold start of the 500 ms member).
 // KNOWN_GAPS: members the law does not yet hold the targets on (issue #14 stays open for them);
 // `it.fails` turns red the day one of them passes, so the list cannot go stale.
-// (shed-503 held them on both seeds until the refit of 4 Dec, which misses 0.85 on one seed's step
-// down, 0.79, while the family as a whole gained; the ratchet below counts the whole family.)
-const PASSING = new Set<string>();
+// (The ratchet below counts the whole family: two seeds of a member say little.)
+const PASSING = new Set(['shed-503']);
 const KNOWN_GAPS = new Set(FAMILY.map((d) => d.name).filter((n) => !PASSING.has(n)));
 
 describe('the control law against the downstream family (virtual clock)', () => {
@@ -40,7 +39,8 @@ describe('the control law against the downstream family (virtual clock)', () => 
   it('meets the targets on at least as many of the family\'s rows over eight seeds as it did (a ratchet), and delivers as much on average', () => {
     // A change to the law trades rows between members and seeds (the runs are chaotic: two seeds
     // a member say little), so the count over eight seeds, 216 rows, is what a change must not
-    // lower. Gate v3 as of 3 Dec met 73 (mean delivered 0.808 over 32 seeds); 4 Dec: 92 (0.822).
+    // lower. Gate v3 as of 3 Dec met 75 (mean delivered 0.819); 4 Dec: 86 (0.828) — both with the
+    // handler's overhead in the simulation (without it: 73 and 92).
     let met = 0;
     let delivered = 0;
     let rows = 0;
@@ -52,8 +52,8 @@ describe('the control law against the downstream family (virtual clock)', () => 
           if (ph.delivered >= 0.85 && ph.flooded <= 0.05 && ph.recoveryMs !== null && ph.recoveryMs <= (i === 0 ? Math.max(2000, 5 * d.serviceMs) : 2000)) met++;
         });
     expect(rows).toBe(216);
-    expect(met).toBeGreaterThanOrEqual(92);
-    expect(delivered / rows).toBeGreaterThanOrEqual(0.82);
+    expect(met).toBeGreaterThanOrEqual(86);
+    expect(delivered / rows).toBeGreaterThanOrEqual(0.825);
   });
 
   it('never stalls: every member delivers in every phase, and a probe never outlives its timeout', () => {
