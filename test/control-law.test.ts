@@ -174,6 +174,17 @@ describe('the control law, step by step', () => {
     expect(steadyProbe.probe).toBeNull();
   });
 
+  it('gives a probe that halved its pin its timeout again for each halving, never past the cap', () => {
+    const base = { ...steady(8), baseMs: 20 };
+    const once = { ...base, probe: { startedAt: 1500, since: 0, savedLimit: 8, hist: [] as [number, number][], pin: 2, halvings: 1 } };
+    const quiet = win({ inflightMax: 2 });
+    expect(probeTimeout(base)).toBe(1000);
+    expect(probeTimeout(once)).toBe(2000);
+    expect(ready(once, quiet, 1500, 1999)).toBe(false);
+    expect(ready(once, quiet, 1500, 2000)).toBe(true);
+    expect(probeTimeout({ ...once, probe: { ...once.probe, halvings: 5 } })).toBe(defaultParams.probeTimeoutMs);
+  });
+
   it('refits the limit when a probe finds a lower baseline: the calls the throughput seen needs at it', () => {
     // A limit of 40 from a cold start's 200 ms baseline; the downstream answered 100 calls/s. The
     // probe (pinned at 3) reads 50 ms: 100/s at 50 ms keep 5 calls busy, not 40.
