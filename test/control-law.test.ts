@@ -196,6 +196,17 @@ describe('the control law, step by step', () => {
     expect(done.limit).toBeLessThan(9);
   });
 
+  it('does not refit a limit the line did not use before the probe: a short line\'s answer rate is its demand, not the capacity', () => {
+    // The probe starts from a window that used 3 of 40: the answers/s it saw were what 3 callers asked.
+    const s = { ...steady(40), baseMs: 200, nextProbeAt: 1000 };
+    const probing = step(s, win({ n: 15, hist: hist(200, 15), inflightMax: 3, ms: 1000 }), 1000);
+    expect(probing.probe?.used).toBe(false);
+    const done = step({ ...probing, probe: { ...probing.probe!, pin: 1 } }, win({ n: 30, hist: hist(50, 30), probeHist: hist(50, 30), inflightMax: 1, ms: 1000 }), 2000);
+    expect(done.probe).toBeNull();
+    expect(done.baseMs).toBeLessThan(60);
+    expect(done.limit).toBe(40);
+  });
+
   it('keeps a baseline a timed-out probe would lower on a handful of answers (the short ones), and takes one it raises', () => {
     const s = { ...steady(40), baseMs: 60, probe: { startedAt: 0, savedLimit: 40, hist: [] as [number, number][], perS: 100 } };
     const t = probeTimeout(s);

@@ -96,7 +96,7 @@ export interface ControlState {
    * Little's law gives for a still saturated downstream (pin / perS) halves the pin and goes on.
    * `since`: when the probe began (startedAt moves with each halving; the timeout counts from here).
    */
-  probe: { startedAt: number; savedLimit: number; hist: [number, number][]; pin?: number; perS?: number | null; since?: number; halvings?: number; stageMean?: number; cold?: boolean } | null;
+  probe: { startedAt: number; savedLimit: number; hist: [number, number][]; pin?: number; perS?: number | null; since?: number; halvings?: number; stageMean?: number; cold?: boolean; used?: boolean } | null;
   probes: number;
   /** When L was last cut for drops: drops from calls already under way then are not a new signal. */
   lastCutAt: number;
@@ -259,10 +259,11 @@ function stepProbe(s: ControlState, w: SampleWindow, now: number, p: ControlPara
   // answer rate it would compare with is the opening burst's few answers per tick, too noisy to
   // tell (a flushed burst read 60/s on a 40/s one-worker downstream, and its probe took the
   // latency of a queue of one, 47 ms for 25, for the baseline; the real daemon then held two calls
-  // waiting on one worker 75% of the time). Halved calls that answer in well under the time they
-  // did were queued: go on halving. Answers as slow as before: no queue, the baseline is in sight.
+  // waiting on one worker 75% of the time). Halved calls that answer in under 0.75 of the time they
+  // did were queued (on one worker a halving takes latency to ~0.5, on enough workers to ~1.0):
+  // go on halving. Answers as slow as before: no queue, the baseline is in sight.
   const m = mean(hist)!;
-  const queued = probe.stageMean != null ? m <= 0.65 * probe.stageMean : !!probe.cold && pin <= 4;
+  const queued = probe.stageMean != null ? m <= 0.75 * probe.stageMean : !!probe.cold && pin <= 4;
   if (enough && pin > 1 && !expired && ((probe.perS && m <= 1.25 * (pin / probe.perS) * 1000) || queued))
     return { ...s, probe: { ...probe, savedLimit, hist: [], startedAt: now, since: probe.since ?? probe.startedAt, pin: Math.max(1, Math.floor(pin / 2)), halvings: (probe.halvings ?? 0) + 1, stageMean: m } };
   // A probe that timed out with a handful of answers has only the short ones: it may raise the
@@ -270,8 +271,10 @@ function stepProbe(s: ControlState, w: SampleWindow, now: number, p: ControlPara
   // answers, and the queue that error invented held the limit at a sixth of the workers).
   const baseMs = measured !== null && (enough || s.baseMs === null || (n >= 10 && measured >= s.baseMs)) ? measured : s.baseMs;
   // A baseline that fell (a cold start's, a cache that warmed) made the saved limit too: the calls
-  // that keep the downstream busy at the throughput seen are fewer by as much.
-  const refit = baseMs !== null && (s.baseMs === null || baseMs < s.baseMs) && probe.perS ? Math.min(savedLimit, Math.max(p.minLimit, carry(probe.perS, baseMs, p, s.pipeMs))) : savedLimit;
+  // that keep the downstream busy at the throughput seen are fewer by as much. Only when the limit
+  // was in use before the probe: a short line's answer rate is its demand, not what the downstream
+  // carries, and a limit refitted to it would have to grow back when the rush comes.
+  const refit = baseMs !== null && (s.baseMs === null || baseMs < s.baseMs) && probe.perS && probe.used !== false ? Math.min(savedLimit, Math.max(p.minLimit, carry(probe.perS, baseMs, p, s.pipeMs))) : savedLimit;
   return {
     ...s,
     baseMs,
@@ -436,7 +439,7 @@ export function step(s: ControlState, w: SampleWindow, now: number, p: ControlPa
 
   // A run of loss-free decreases means the baseline may be stale (requests got dearer): re-probe.
   if (now >= s.nextProbeAt || next.decreasesInRow >= 5 || stall || probeNow) {
-    next.probe = { startedAt: now, savedLimit: next.limit, hist: [], perS: next.perS ?? null, ...(s.startup ? { cold: true } : {}) };
+    next.probe = { startedAt: now, savedLimit: next.limit, hist: [], perS: next.perS ?? null, used: w.inflightMax >= 0.8 * Math.floor(s.limit), ...(s.startup ? { cold: true } : {}) };
     next.cutFrom = null;
     next.probes = s.probes + 1;
     next.decreasesInRow = 0;
