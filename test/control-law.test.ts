@@ -40,9 +40,7 @@ describe('the control law against the downstream family (virtual clock)', () => 
     // A change to the law trades rows between members and seeds (the runs are chaotic: two seeds
     // a member say little), so the count over eight seeds, 216 rows, is what a change must not
     // lower. Gate v3 as of 3 Dec met 75 (mean delivered 0.819); 4 Dec: 86 (0.828) — both with the
-    // handler's overhead in the simulation (without it: 73 and 92) — then 83 (0.826), on purpose:
-    // the heavy-tailed probe reading (above) cost these seeds 3 rows and the 32-seed set none, and
-    // lifted the heavy-tailed member's worst tenth from 0.09–0.34 to 0.21–0.55 of capacity.
+    // handler's overhead in the simulation (without it: 73 and 92).
     let met = 0;
     let delivered = 0;
     let rows = 0;
@@ -54,7 +52,7 @@ describe('the control law against the downstream family (virtual clock)', () => 
           if (ph.delivered >= 0.85 && ph.flooded <= 0.05 && ph.recoveryMs !== null && ph.recoveryMs <= (i === 0 ? Math.max(2000, 5 * d.serviceMs) : 2000)) met++;
         });
     expect(rows).toBe(216);
-    expect(met).toBeGreaterThanOrEqual(83);
+    expect(met).toBeGreaterThanOrEqual(86);
     expect(delivered / rows).toBeGreaterThanOrEqual(0.825);
   });
 
@@ -207,20 +205,6 @@ describe('the control law, step by step', () => {
     expect(done.probe).toBeNull();
     expect(done.baseMs).toBeLessThan(60);
     expect(done.limit).toBe(40);
-  });
-
-  it('reads a heavy-tailed probe\'s baseline above its answers\' median, counting the calls still out as the longer ones; a light tail\'s at the median', () => {
-    // Pinned at 12, 30 answers: a third each at 30, 60 and 150 ms (p84/p50 = 2.5, a σ ≈ 1 tail);
-    // the 12 calls still out are the long ones, so the median of all 42 sits above 60 ms.
-    const heavy: Histogram = new Map([[bucketOf(30), 10], [bucketOf(60), 10], [bucketOf(150), 10]]);
-    const s = { ...steady(24), baseMs: 60, probe: { startedAt: 0, savedLimit: 24, hist: [] as [number, number][], perS: 1000, pin: 12 } };
-    const done = step(s, win({ n: 30, hist: heavy, probeHist: heavy, inflightMax: 12, ms: 1000 }), 1000);
-    expect(done.probe).toBeNull();
-    expect(done.baseMs).toBeGreaterThan(70);
-    const light: Histogram = new Map([[bucketOf(55), 10], [bucketOf(60), 10], [bucketOf(66), 10]]);
-    const lightDone = step(s, win({ n: 30, hist: light, probeHist: light, inflightMax: 12, ms: 1000 }), 1000);
-    expect(lightDone.baseMs).toBeGreaterThan(55);
-    expect(lightDone.baseMs).toBeLessThan(64);
   });
 
   it('keeps a baseline a timed-out probe would lower on a handful of answers (the short ones), and takes one it raises', () => {

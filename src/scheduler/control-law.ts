@@ -236,12 +236,7 @@ function stepProbe(s: ControlState, w: SampleWindow, now: number, p: ControlPara
   const hist = new Map(probe.hist);
   merge(hist, w.probeHist);
   const savedLimit = dropping ? Math.max(p.minLimit, probe.savedLimit * p.dropFactor) : probe.savedLimit;
-  // With a heavy tail, the calls still out when the probe ends (up to `pin`, the longer ones) leave
-  // the answers' median short (a σ ≈ 1 downstream's 62 ms probed at 47, and that baseline held the
-  // real daemon at a sixth of its workers): there, count them as longer than every answer. A light
-  // tail's median moves little, and a correction there overestimated and flooded (thrash).
-  const tail = quantile(hist, 0.84) !== null && quantile(hist, 0.5)! > 0 ? Math.log(quantile(hist, 0.84)! / quantile(hist, 0.5)!) : 0;
-  const measured = quantile(hist, tail >= 0.5 ? Math.min(0.75, (0.5 * (count(hist) + pinOf(s.probe!, p))) / Math.max(1, count(hist))) : 0.5);
+  const measured = quantile(hist, 0.5);
   const elapsed = now - probe.startedAt;
   const expired = now - (probe.since ?? probe.startedAt) >= probeTimeout(s, p);
   const pin = pinOf(probe, p);
