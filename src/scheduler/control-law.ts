@@ -457,11 +457,11 @@ export function marks(serving: number, p: ControlParams = defaultParams): { low:
 }
 
 /** The in-flight that keeps a downstream answering `perS` calls/s busy, with the middle of the band as queue. */
-function carry(perS: number, baseMs: number, p: ControlParams, pipeMs = 0): number {
+function carry(perS: number, baseMs: number, p: ControlParams, pipeMs: number | undefined): number {
   const bdp = (perS * baseMs) / 1000;
   const { low, high } = marks(bdp, p);
   // The calls on their way to and back from the downstream hold slots too (Little's law on the pipe).
-  return bdp + (perS * pipeMs) / 1000 + (low + high) / 2;
+  return bdp + (perS * (pipeMs ?? 0)) / 1000 + (low + high) / 2;
 }
 
 /**
