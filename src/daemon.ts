@@ -309,7 +309,7 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
   );
 
   const ledger = startLedger(
-    { queue, feed: createLedgerFeed(redis, config.FLOODGATE_REDIS_PREFIX, me), sql: dbHandle.sql, log: log.child({ module: 'ledger' }), metrics },
+    { queue, feed: createLedgerFeed(redis, config.FLOODGATE_REDIS_PREFIX, me, () => clock.now()), sql: dbHandle.sql, log: log.child({ module: 'ledger' }), metrics },
     { everyMs: 500, batch: 1000, busyElu: 0.7, maxDeferMs: 15_000, stateTtlSec: Math.ceil(config.FLOODGATE_TICKET_STATE_TTL_MS / 1000) },
   );
 

@@ -173,7 +173,12 @@ describe('calls for many items in one', () => {
     const leases = async (id: string) => t.redis.zcard(itemKeys(prefix, id).leases);
     // Coalesced: 8 reclaimed (back to the head), 1 admitted from them; 12 expired remain. Alone: all 20.
     expect([await leases('r1'), await leases('r2'), await leases('r3')]).toEqual([13, 13, 1]);
-    for (const id of ['r1', 'r2']) expect(await run(scripts.sweep, id, later, {})).toBe(12);
+    // The line's sweep of every active item: 8 each in the shared run, the rest at once, alone.
+    await line.items.activateAll();
+    expect(await line.admissions.sweep()).toBe(0); // (its clock is still `now`: nothing has expired)
+    clock.set(later);
+    expect(await line.admissions.sweep()).toBe(24);
+    expect([await leases('r1'), await leases('r2'), await leases('r3')]).toEqual([1, 1, 1]);
   });
 
   it("sends one turn's calls of a coalesced script as one call, answers each as its own call would, and fails only the item whose run failed", async () => {
@@ -216,10 +221,19 @@ describe('calls for many items in one', () => {
       numKeys.length = 0;
       expect(await Promise.all(items.map((id) => run(scripts.snapshot, id, now, {})))).toEqual(alone);
       expect(new Set(numKeys)).toEqual(new Set([items.length * scripts.snapshot.keys.length]));
-      // The lease sweep does not: one run reclaims up to 1,000 leases, and many items' in one run
-      // would hold Redis that much longer. Each item's sweep is a call of its own.
+      // So do the series points the recorder offers for every active item each second.
+      numKeys.length = 0;
+      const point = { second: 7, point: '{}', keep: 60 };
+      expect(await Promise.all(items.map((id) => run(scripts.seriesAdd, id, now, point)))).toEqual([1, 1, 1, 1]);
+      expect(await Promise.all(items.map((id) => run(scripts.seriesAdd, id, now, point)))).toEqual([0, 0, 0, 0]);
+      expect(numKeys).toEqual([items.length, items.length]);
+      // The lease sweeps go together too, each item reclaiming at most 8 in the shared run
+      // (admissions.sweep sweeps again alone an item that reclaimed 8); `alone` sends one by itself.
       numKeys.length = 0;
       expect(await Promise.all(items.map((id) => run(scripts.sweep, id, now + 61_000, {})))).toEqual([1, 2, 3, 4]);
+      expect(numKeys).toEqual([items.length * scripts.sweep.keys.length]);
+      numKeys.length = 0;
+      expect(await Promise.all(items.map((id) => run(scripts.sweep, id, now + 61_000, {}, [], { alone: true })))).toEqual([0, 0, 0, 0]);
       expect(numKeys).toEqual(items.map(() => scripts.sweep.keys.length));
       // A coalesced admit carries at most 2,000 tickets' worth of `max` (one run's time is every
       // other client's wait): four items asking 1,000 each go as two calls of two.

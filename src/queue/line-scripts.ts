@@ -114,8 +114,11 @@ export function createLineScripts(run: ScriptRunner['run']) {
       return (await run(scripts.settle, itemId, now, {}, rest)) as SettleCode[];
     },
 
-    /** How many expired leases went back to the head. */
-    sweep: async (itemId: string, now: number) => (await run(scripts.sweep, itemId, now, {})) as number,
+    /**
+     * How many expired leases went back to the head: up to 1,000 `alone`, else up to
+     * RECLAIM_LIMIT_MANY when other items' sweeps of the same turn share its call (scripts.ts).
+     */
+    sweep: async (itemId: string, now: number, alone = false) => (await run(scripts.sweep, itemId, now, {}, [], { alone })) as number,
 
     /** How many leases were extended (a superseded one is left alone). */
     extendLeases: async (itemId: string, now: number, until: number, tickets: { seq: number; leaseId: string }[]) =>

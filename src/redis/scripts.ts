@@ -95,10 +95,21 @@ const sources = new Map(Object.values(scripts).map((s) => [s.name, scriptSource(
  * the per-item calls of the dispatcher's rounds, the settles and the stock takes. Spread over 200
  * items a sale made five such calls per ticket, and each call's cost in the client (its command,
  * its write, its reply, its promise) made the daemon's CPU per order grow with the item count.
- * Also the item views' refreshes (a read of four small hashes each). Not the lease sweep: one run
- * reclaims up to 1,000 leases, and 256 items' runs in one took 3.8 s after a crash left leases on all.
+ * Also the item views' refreshes (a read of four small hashes each), and the background loops'
+ * calls for every active item: the lease sweep twice a second and the series point once a second
+ * (200 items on sale: 600 calls a second of their own). A sweep for many items reclaims at most
+ * RECLAIM_LIMIT_MANY leases per item (alone 1,000: 256 items' full runs in one took 3.8 s after a
+ * crash left leases on all); an item that may have more is swept again alone (admissions.sweep).
  */
-const coalesced = new Set<string>([scripts.admit.name, scripts.settle.name, scripts.extendLeases.name, scripts.takeStock.name, scripts.snapshot.name]);
+const coalesced = new Set<string>([
+  scripts.admit.name,
+  scripts.settle.name,
+  scripts.extendLeases.name,
+  scripts.takeStock.name,
+  scripts.snapshot.name,
+  scripts.sweep.name,
+  scripts.seriesAdd.name,
+]);
 /** Most items in one coalesced call (one script run: its time is Redis's other clients' wait). */
 const COALESCE_MAX = 256;
 /**
@@ -108,7 +119,7 @@ const COALESCE_MAX = 256;
  */
 const COALESCE_TICKETS = 2000;
 /** Expired leases one item's run may reclaim inside a coalesced call (alone: 1,000; see manySource). */
-const RECLAIM_LIMIT_MANY = 8;
+export const RECLAIM_LIMIT_MANY = 8;
 /** The tickets one call of a coalesced script stands for, from its ARGV (now, the named args, the rest). */
 const ticketsOf: Record<string, (argv: Arg[], s: ScriptSpec) => number> = {
   [scripts.admit.name]: (argv, s) => Number(argv[1 + s.argv.indexOf('max')]) || 1,
@@ -156,7 +167,7 @@ export interface ScriptRunner {
    * Runs a script on one item: KEYS from the spec, ARGV[1] = now, then `args` by the spec's
    * names, then `rest`. Resolves to the script's raw reply, for its wrapper to type.
    */
-  run<S extends ScriptSpec>(s: S, itemId: string, now: number, args: ArgsOf<S>, rest?: Arg[]): Promise<unknown>;
+  run<S extends ScriptSpec>(s: S, itemId: string, now: number, args: ArgsOf<S>, rest?: Arg[], opts?: { alone?: boolean }): Promise<unknown>;
 }
 
 /**
@@ -209,7 +220,7 @@ export function createScriptRunner(redis: RedisLike, prefix: string): ScriptRunn
   };
   const coalesce = !isCluster(redis);
   return {
-    run(s, itemId, now, args, rest = []) {
+    run(s, itemId, now, args, rest = [], opts) {
       const k = itemKeys(prefix, itemId); // (kept by keys.ts)
       const named = args as Record<string, Arg>;
       const argv = s.argv.map((n) => {
@@ -217,7 +228,7 @@ export function createScriptRunner(redis: RedisLike, prefix: string): ScriptRunn
         return named[n];
       });
       const keys = s.keys.map((n) => k[n]);
-      if (!coalesce || !coalesced.has(s.name)) return commands[s.name](...keys, now, ...argv, ...rest);
+      if (!coalesce || !coalesced.has(s.name) || opts?.alone) return commands[s.name](...keys, now, ...argv, ...rest);
       return new Promise((resolve, reject) => {
         let calls = waiting.get(s);
         if (!calls) {
