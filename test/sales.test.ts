@@ -163,6 +163,71 @@ describe('selling through Postgres (one function call per batch, each item decid
     }
   });
 
+  it("decides a batch over many items in one statement exactly as 0005's function does item by item (drizzle/0011)", async () => {
+    // Twin items: batches sold through floodgate_sell_orders_many on one set, and through the
+    // per-item function (in item id order, void named as 0010's wrapper does) on the other; every
+    // answer, every row and every stock row must agree.
+    const req = fc.record({ item: fc.integer({ min: 0, max: 3 }), user: fc.integer({ min: 0, max: 7 }), ticket: fc.integer({ min: 0, max: 20 }) });
+    const shape = fc.record({
+      stocks: fc.array(fc.integer({ min: 0, max: 5 }), { minLength: 4, maxLength: 4 }),
+      batches: fc.array(fc.record({ reqs: fc.array(req, { minLength: 1, maxLength: 14 }), reserve: fc.boolean() }), { minLength: 1, maxLength: 4 }),
+      voided: fc.array(fc.integer({ min: 0, max: 20 }), { maxLength: 3 }),
+      released: fc.boolean(),
+    });
+    type Row = { item_id?: string; ticket_id: string; kind: string; id: string | null; units_left: string; units_reserved: string; reserved_until: Date | null };
+    await fc.assert(
+      fc.asyncProperty(shape, async ({ stocks, batches, voided, released }) => {
+        const twins = [[] as string[], [] as string[]];
+        for (const set of twins) for (const total of stocks) set.push(await newItem(total));
+        // A ticket id belongs to one user: the first request that names it decides whose.
+        const userOf = new Map<number, number>();
+        const asRows = (set: string[], reqs: { item: number; user: number; ticket: number }[]) =>
+          reqs.map(({ item, user, ticket }) => {
+            if (!userOf.has(ticket)) userOf.set(ticket, user);
+            return { item: set[item], user: `u${userOf.get(ticket)}`, ticket: `${set[item]}.t${ticket}`, payload: JSON.stringify({ t: ticket }) };
+          });
+        for (const set of twins) for (const t of voided) for (const item of set) await db.sql`insert into voided_tickets (ticket_id, item_id) values (${`${item}.t${t}`}, ${item}) on conflict do nothing`;
+        const answers: string[][] = [[], []];
+        for (const [n, { reqs, reserve }] of batches.entries()) {
+          const reserveMs = reserve ? 60_000 : null;
+          const [a, b] = twins.map((set) => asRows(set, reqs));
+          const many = await db.sql<Row[]>`select * from floodgate_sell_orders_many(${a.map((r) => r.item)}::text[], ${a.map((r) => r.user)}::text[], ${a.map((r) => r.ticket)}::text[], ${a.map((r) => r.payload)}::text[], ${reserveMs}::bigint)`;
+          const alone: Row[] = [];
+          for (const item of [...new Set(b.map((r) => r.item))].sort()) {
+            const mine = b.filter((r) => r.item === item);
+            const rows = await db.sql<Row[]>`select * from floodgate_sell_orders(${item}, ${mine.map((r) => r.user)}::text[], ${mine.map((r) => r.ticket)}::text[], ${mine.map((r) => r.payload)}::text[], ${reserveMs}::bigint)`;
+            for (const r of rows) {
+              const [{ v }] = await db.sql`select floodgate_voided(${r.ticket_id}) as v`;
+              alone.push({ ...r, item_id: item, kind: (r.kind === 'sold_out' || r.kind === 'limit_reached') && v ? 'void' : r.kind });
+            }
+          }
+          // Compared by item index and ticket, ids by the ticket whose row they name.
+          const norm = (set: string[], rows: Row[]) =>
+            rows
+              .map((r) => `${set.indexOf(r.item_id!)}|${r.ticket_id.slice(r.ticket_id.indexOf('.'))}|${r.kind}|${r.id === null ? '-' : 'id'}|${r.units_left}|${r.units_reserved}|${r.reserved_until === null ? '-' : 'until'}`)
+              .sort();
+          answers[0].push(...norm(twins[0], many).map((x) => `${n}:${x}`));
+          answers[1].push(...norm(twins[1], alone).map((x) => `${n}:${x}`));
+          // Some orders released between batches (their users may buy again).
+          if (released && n === 0)
+            for (const set of twins) await db.sql`update orders set status = 'released', settled_at = now() where item_id = any(${set}::text[]) and status = 'reserved' and ticket_id like '%.t1%'`;
+        }
+        expect(answers[0]).toEqual(answers[1]);
+        const state = async (set: string[]) => {
+          const orders = await db.sql`select item_id, user_id, ticket_id, status, payload from orders where item_id = any(${set}::text[])`;
+          const stock = await db.sql`select item_id, total, sold, reserved from item_stock where item_id = any(${set}::text[])`;
+          const local = (item: string, ticket?: string) => `${set.indexOf(item)}${ticket ? ticket.slice(ticket.indexOf('.')) : ''}`;
+          return {
+            orders: orders.map((o) => `${local(o.item_id, o.ticket_id)}|${o.user_id}|${o.status}|${JSON.stringify(o.payload)}`).sort(),
+            stock: stock.map((x) => `${local(x.item_id)}|${x.total}|${x.sold}|${x.reserved}`).sort(),
+          };
+        };
+        expect(await state(twins[0])).toEqual(await state(twins[1]));
+      }),
+      { numRuns: 40 },
+    );
+  });
+
   it('still fails the whole batch when the connection is gone', async () => {
     const item = await newItem(3);
     const gone = connectDb(db.url, { max: 1 });
