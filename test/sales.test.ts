@@ -163,62 +163,76 @@ describe('selling through Postgres (one function call per batch, each item decid
     }
   });
 
-  it("decides a batch over many items in one statement exactly as 0005's function does item by item (drizzle/0011)", async () => {
-    // Twin items: batches sold through floodgate_sell_orders_many on one set, and through the
-    // per-item function (in item id order, void named as 0010's wrapper does) on the other; every
-    // answer, every row and every stock row must agree.
+  // The per-item functions (0005 orders, 0004 claims), each answered as 0010's wrappers named a void.
+  type Asked = { item: string; user: string; ticket: string; payload: string };
+  type Answer = { item_id?: string; ticket_id: string; kind: string; id: string | null; units_left: string; units_reserved?: string; reserved_until?: Date | null };
+  const sellers = {
+    orders: {
+      many: (a: Asked[], opt: number) =>
+        db.sql<Answer[]>`select * from floodgate_sell_orders_many(${a.map((r) => r.item)}::text[], ${a.map((r) => r.user)}::text[], ${a.map((r) => r.ticket)}::text[], ${a.map((r) => r.payload)}::text[], ${opt ? 60_000 : null}::bigint)`,
+      alone: (item: string, a: Asked[], opt: number) =>
+        db.sql<Answer[]>`select * from floodgate_sell_orders(${item}, ${a.map((r) => r.user)}::text[], ${a.map((r) => r.ticket)}::text[], ${a.map((r) => r.payload)}::text[], ${opt ? 60_000 : null}::bigint)`,
+      rows: (set: string[]) => db.sql`select item_id, user_id, ticket_id, status || ':' || coalesce(payload::text, '') as what from orders where item_id = any(${set}::text[])`,
+    },
+    coupon_claims: {
+      many: (a: Asked[], opt: number) =>
+        db.sql<Answer[]>`select * from floodgate_sell_claims_many(${a.map((r) => r.item)}::text[], ${a.map((r) => r.user)}::text[], ${a.map((r) => r.ticket)}::text[], ${opt + 1}::int)`,
+      alone: (item: string, a: Asked[], opt: number) =>
+        db.sql<Answer[]>`select * from floodgate_sell_claims(${item}, ${a.map((r) => r.user)}::text[], ${a.map((r) => r.ticket)}::text[], ${opt + 1}::int)`,
+      rows: (set: string[]) => db.sql`select item_id, user_id, ticket_id, claim_no || ':' || per_user as what from coupon_claims where item_id = any(${set}::text[])`,
+    },
+  };
+
+  it.each(['orders', 'coupon_claims'] as const)("%s: decides a batch over many items in one statement exactly as the per-item function does item by item (drizzle/0011, 0012)", async (table) => {
+    // Twin items: batches sold through the *_many function on one set, and through the per-item
+    // function (in item id order, void named as 0010's wrapper does) on the other; every answer,
+    // every row and every stock row must agree. Orders: with or without a reservation time, some
+    // reservations released between batches; claims: 1-3 per user.
+    const seller = sellers[table];
     const req = fc.record({ item: fc.integer({ min: 0, max: 3 }), user: fc.integer({ min: 0, max: 7 }), ticket: fc.integer({ min: 0, max: 20 }) });
     const shape = fc.record({
       stocks: fc.array(fc.integer({ min: 0, max: 5 }), { minLength: 4, maxLength: 4 }),
-      batches: fc.array(fc.record({ reqs: fc.array(req, { minLength: 1, maxLength: 14 }), reserve: fc.boolean() }), { minLength: 1, maxLength: 4 }),
+      batches: fc.array(fc.record({ reqs: fc.array(req, { minLength: 1, maxLength: 14 }), opt: fc.integer({ min: 0, max: table === 'orders' ? 1 : 2 }) }), { minLength: 1, maxLength: 4 }),
       voided: fc.array(fc.integer({ min: 0, max: 20 }), { maxLength: 3 }),
       released: fc.boolean(),
     });
-    type Row = { item_id?: string; ticket_id: string; kind: string; id: string | null; units_left: string; units_reserved: string; reserved_until: Date | null };
     await fc.assert(
       fc.asyncProperty(shape, async ({ stocks, batches, voided, released }) => {
         const twins = [[] as string[], [] as string[]];
         for (const set of twins) for (const total of stocks) set.push(await newItem(total));
         // A ticket id belongs to one user: the first request that names it decides whose.
         const userOf = new Map<number, number>();
-        const asRows = (set: string[], reqs: { item: number; user: number; ticket: number }[]) =>
+        const asked = (set: string[], reqs: { item: number; user: number; ticket: number }[]): Asked[] =>
           reqs.map(({ item, user, ticket }) => {
             if (!userOf.has(ticket)) userOf.set(ticket, user);
             return { item: set[item], user: `u${userOf.get(ticket)}`, ticket: `${set[item]}.t${ticket}`, payload: JSON.stringify({ t: ticket }) };
           });
         for (const set of twins) for (const t of voided) for (const item of set) await db.sql`insert into voided_tickets (ticket_id, item_id) values (${`${item}.t${t}`}, ${item}) on conflict do nothing`;
+        // Compared by item index and ticket; ids by whether there is one.
+        const norm = (set: string[], rows: Answer[], n: number) =>
+          rows.map((r) => `${n}:${set.indexOf(r.item_id!)}|${r.ticket_id.slice(r.ticket_id.indexOf('.'))}|${r.kind}|${r.id === null ? '-' : 'id'}|${r.units_left}|${r.units_reserved ?? ''}|${r.reserved_until ? 'until' : '-'}`);
         const answers: string[][] = [[], []];
-        for (const [n, { reqs, reserve }] of batches.entries()) {
-          const reserveMs = reserve ? 60_000 : null;
-          const [a, b] = twins.map((set) => asRows(set, reqs));
-          const many = await db.sql<Row[]>`select * from floodgate_sell_orders_many(${a.map((r) => r.item)}::text[], ${a.map((r) => r.user)}::text[], ${a.map((r) => r.ticket)}::text[], ${a.map((r) => r.payload)}::text[], ${reserveMs}::bigint)`;
-          const alone: Row[] = [];
-          for (const item of [...new Set(b.map((r) => r.item))].sort()) {
-            const mine = b.filter((r) => r.item === item);
-            const rows = await db.sql<Row[]>`select * from floodgate_sell_orders(${item}, ${mine.map((r) => r.user)}::text[], ${mine.map((r) => r.ticket)}::text[], ${mine.map((r) => r.payload)}::text[], ${reserveMs}::bigint)`;
-            for (const r of rows) {
+        for (const [n, { reqs, opt }] of batches.entries()) {
+          const [a, b] = twins.map((set) => asked(set, reqs));
+          answers[0].push(...norm(twins[0], await seller.many(a, opt), n));
+          const alone: Answer[] = [];
+          for (const item of [...new Set(b.map((r) => r.item))].sort())
+            for (const r of await seller.alone(item, b.filter((x) => x.item === item), opt)) {
               const [{ v }] = await db.sql`select floodgate_voided(${r.ticket_id}) as v`;
               alone.push({ ...r, item_id: item, kind: (r.kind === 'sold_out' || r.kind === 'limit_reached') && v ? 'void' : r.kind });
             }
-          }
-          // Compared by item index and ticket, ids by the ticket whose row they name.
-          const norm = (set: string[], rows: Row[]) =>
-            rows
-              .map((r) => `${set.indexOf(r.item_id!)}|${r.ticket_id.slice(r.ticket_id.indexOf('.'))}|${r.kind}|${r.id === null ? '-' : 'id'}|${r.units_left}|${r.units_reserved}|${r.reserved_until === null ? '-' : 'until'}`)
-              .sort();
-          answers[0].push(...norm(twins[0], many).map((x) => `${n}:${x}`));
-          answers[1].push(...norm(twins[1], alone).map((x) => `${n}:${x}`));
-          // Some orders released between batches (their users may buy again).
-          if (released && n === 0)
+          answers[1].push(...norm(twins[1], alone, n));
+          // Some reservations released between batches (their users may buy again).
+          if (table === 'orders' && released && n === 0)
             for (const set of twins) await db.sql`update orders set status = 'released', settled_at = now() where item_id = any(${set}::text[]) and status = 'reserved' and ticket_id like '%.t1%'`;
         }
-        expect(answers[0]).toEqual(answers[1]);
+        expect(answers[0].sort()).toEqual(answers[1].sort());
         const state = async (set: string[]) => {
-          const orders = await db.sql`select item_id, user_id, ticket_id, status, payload from orders where item_id = any(${set}::text[])`;
-          const stock = await db.sql`select item_id, total, sold, reserved from item_stock where item_id = any(${set}::text[])`;
           const local = (item: string, ticket?: string) => `${set.indexOf(item)}${ticket ? ticket.slice(ticket.indexOf('.')) : ''}`;
+          const rows = await seller.rows(set);
+          const stock = await db.sql`select item_id, total, sold, reserved from item_stock where item_id = any(${set}::text[])`;
           return {
-            orders: orders.map((o) => `${local(o.item_id, o.ticket_id)}|${o.user_id}|${o.status}|${JSON.stringify(o.payload)}`).sort(),
+            rows: rows.map((o) => `${local(o.item_id, o.ticket_id)}|${o.user_id}|${o.what}`).sort(),
             stock: stock.map((x) => `${local(x.item_id)}|${x.total}|${x.sold}|${x.reserved}`).sort(),
           };
         };
