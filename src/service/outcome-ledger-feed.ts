@@ -138,7 +138,10 @@ export function createLedgerFeed(redis: RedisLike, prefix: string, consumer: str
         const own = (await redis.xreadgroup('GROUP', GROUP, consumer, 'COUNT', count, 'STREAMS', key, '0').catch(gone)) as [string, [string, string[]][]][] | null;
         entries = (own?.[0]?.[1] ?? []).filter(([, fields]) => fields !== null);
         // What Redis no longer holds for this consumer (acknowledged, or deleted) is not owed.
-        if (entries.length < count) unacked.set(key, new Set(entries.map(([id]) => id)));
+        if (entries.length < count) {
+          if (entries.length) unacked.set(key, new Set(entries.map(([id]) => id)));
+          else unacked.delete(key);
+        }
       }
       if (entries.length < count && now() - (claimedAt.get(key) ?? -Infinity) >= CLAIM_EVERY_MS) {
         const claimed = (await redis.xautoclaim(key, GROUP, consumer, CLAIM_IDLE_MS, '0', 'COUNT', count - entries.length).catch(gone)) as [string, [string, string[]][]];
