@@ -143,4 +143,34 @@ describe('the outcome ledger', () => {
     expect(dead.map((d) => ({ ...d }))).toEqual([{ item_id: items[77], ticket_id: ticketRef(bad) }]);
     for (const itemId of items) expect(await t.redis.xlen(itemKeys(prefix, itemId).done)).toBe(0);
   });
+  it("reads an item's view only for lines with ended tickets, and after them", async () => {
+    const { call, queue, prefix, metrics } = t.build();
+    const [busy, quiet] = [t.uniqueItem(), t.uniqueItem()];
+    for (const itemId of [busy, quiet]) expect((await call('PUT', `/v1/items/${itemId}`, { handler: 'external' })).status).toBe(201);
+    for (let i = 0; i < 2; i++) for (const itemId of [busy, quiet]) await call('POST', `/v1/items/${itemId}/tickets`, { userId: `u${i}` }, SERVICE);
+    for (const g of await queue.admissions.admit(busy, 2, 30_000)) await queue.admissions.settle(g.ticketId, { leaseId: g.leaseId, status: 'succeeded', result: { ok: 1 } });
+    await queue.items.activateAll();
+    // The fresh view reads the ledger asks for, by item.
+    const fresh: string[] = [];
+    const items = Object.create(queue.items) as typeof queue.items;
+    items.item = (itemId, opts) => {
+      if (opts?.fresh) fresh.push(itemId);
+      return queue.items.item(itemId, opts);
+    };
+    const ledger = startLedger(
+      { queue: { items }, feed: createLedgerFeed(t.redis, prefix, 'ledger-test'), sql: t.db.sql, log: createLogger('silent'), metrics },
+      { everyMs: 3_600_000, batch: 100, busyElu: 1, maxDeferMs: 0 },
+    );
+    try {
+      await ledger.drain();
+      expect(fresh.filter((id) => id === busy || id === quiet)).toEqual([busy]);
+      fresh.length = 0;
+      await ledger.drain();
+      expect(fresh.filter((id) => id === busy || id === quiet)).toEqual([]);
+    } finally {
+      await ledger.stop();
+    }
+    const rows = await t.db.sql`select item_id, status from ticket_outcomes where item_id in (${busy}, ${quiet})`;
+    expect(rows.map((r) => `${r.item_id === busy ? 'busy' : 'quiet'}:${r.status}`)).toEqual(['busy:succeeded', 'busy:succeeded']);
+  });
 });

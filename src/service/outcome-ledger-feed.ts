@@ -52,6 +52,14 @@ const CLAIM_EVERY_MS = 5_000;
  * are not acknowledged (a round that failed, or stopped at a cut not yet seen), a dead daemon's
  * only every CLAIM_EVERY_MS, new ones always.
  */
+/** What one read of a line hands over: its entries' ids, the ended tickets they stand for, and the view they were read with. */
+export interface FeedRead {
+  snap: ItemSnapshot | null;
+  ids: string[];
+  tickets: EndedTicket[];
+  unreadable: UnreadableEntry[];
+}
+
 export function createLedgerFeed(redis: RedisLike, prefix: string, consumer: string, now: () => number = Date.now) {
   const grouped = new Set<string>();
   /** Per stream: ids handed to this consumer and not acknowledged by it yet. */
@@ -119,10 +127,19 @@ export function createLedgerFeed(redis: RedisLike, prefix: string, consumer: str
     return out;
   }
 
-  return {
+  const feed = {
     /** Up to `count` entries of the item's stream (a split item's: sub-line `line`'s), expanded to ended tickets. */
-    async read(snap: ItemSnapshot, count: number, line = 0): Promise<{ ids: string[]; tickets: EndedTicket[]; unreadable: UnreadableEntry[] }> {
-      const key = lineOf(snap.def, line).keys.done;
+    read(snap: ItemSnapshot, count: number, line = 0): Promise<FeedRead> {
+      return feed.readFrom(snap.def, count, line, async () => snap);
+    },
+    /**
+     * As read, with the item's view asked for only once the stream has handed entries (a quiet
+     * item's round reads no view), and then read after them, so it holds every cut they name.
+     * `snap` is the view they were expanded with (null when none were handed, or the item is gone:
+     * then they wait for a later round).
+     */
+    async readFrom(def: { itemId: string; lines?: number }, count: number, line: number, snapshot: () => Promise<ItemSnapshot | null>): Promise<FeedRead> {
+      const key = lineOf(def, line).keys.done;
       await ensureGroup(key);
       const gone = (err: unknown) => {
         // The stream is gone (a Redis loss; the item was re-created): make the group again next round.
@@ -158,6 +175,9 @@ export function createLedgerFeed(redis: RedisLike, prefix: string, consumer: str
         handed(key, got.map(([id]) => id));
         entries = entries.concat(got);
       }
+      if (!entries.length) return { snap: null, ids: [], tickets: [], unreadable: [] };
+      const snap = await snapshot();
+      if (!snap) return { snap: null, ids: [], tickets: [], unreadable: [] };
       // An entry that cannot be read at all (it throws) must not hold up the others: it is handed
       // back as unreadable, for the ledger to park and acknowledge.
       const unreadable: UnreadableEntry[] = [];
@@ -174,7 +194,7 @@ export function createLedgerFeed(redis: RedisLike, prefix: string, consumer: str
       const upTo = pending === -1 ? entries.length : pending;
       const ids = entries.slice(0, upTo).map(([id]) => id);
       const acked = new Set(ids);
-      return { ids, tickets: (expanded.slice(0, upTo) as EndedTicket[][]).flat(), unreadable: unreadable.filter((u) => acked.has(u.id)) };
+      return { snap, ids, tickets: (expanded.slice(0, upTo) as EndedTicket[][]).flat(), unreadable: unreadable.filter((u) => acked.has(u.id)) };
     },
     /**
      * Acknowledges entries whose rows are committed, and lets the ended tickets' own state leave
@@ -202,6 +222,7 @@ export function createLedgerFeed(redis: RedisLike, prefix: string, consumer: str
       }
     },
   };
+  return feed;
 }
 
 function row(snap: ItemSnapshot, seq: number, userId: string, joinedAt: number, status: OutcomeStatus, reason: string | null, result: unknown, admittedAt: string | undefined, finishedAt: number, source: string | null = null): EndedTicket {
