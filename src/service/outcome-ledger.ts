@@ -54,7 +54,8 @@ export function startLedger(
   /**
    * An item's lines to read: an unsplit item's one, each sub-line of a split item (on its own slot).
    * Its view is read fresh only when a line has entries (200 active items with nothing ended had
-   * cost 400 view reads a second), and after them (feed.readFrom).
+   * cost 400 view reads a second), and after them (feed.readFrom). How many lines it has comes from
+   * the view held now, however old (the dispatcher reads an active item's view by age every round).
    */
   async function linesOf(itemId: string): Promise<LineToRead[]> {
     const item = deps.queue.items.peek(itemId) ?? (await deps.queue.items.item(itemId));
