@@ -137,9 +137,10 @@ const ticketsOf: Record<string, (argv: Arg[], s: ScriptSpec) => number> = {
  */
 export function manySource(s: ScriptSpec): string {
   const source = sources.get(s.name)!;
-  // Expired leases an item's run reclaims first (admit): 1,000 each alone, 8 each here, so that a
-  // run for 256 items after a crash left leases on all of them stays ~2,000 reclaims long, not
-  // 256,000 (3.8 s, measured for the sweep); the lease sweep, a run per item, takes the rest.
+  // Expired leases an item's run reclaims (admit first, the sweep): 1,000 each alone, 8 each here,
+  // so that a run for 256 items after a crash left leases on all of them stays ~2,000 reclaims
+  // long, not 256,000 (3.8 s, measured for the sweep); an item that reclaimed 8 in a shared sweep
+  // is swept again alone (admissions.sweep).
   const own = source.replace('local RECLAIM_LIMIT = 1000', `local RECLAIM_LIMIT = ${RECLAIM_LIMIT_MANY}`);
   if (source.includes('RECLAIM_LIMIT') && own === source) throw new Error(`${s.file}: RECLAIM_LIMIT not found`);
   return `local out, nk, at = {}, ${s.keys.length}, 1
