@@ -151,6 +151,34 @@ describe('stock at admission', () => {
   });
 });
 
+describe('admit says when it emptied the line', () => {
+  it('code 1 only when the line held fewer tickets than the gate allowed: not when max, the stock or the gate stopped it', async () => {
+    const clock = manualClock();
+    const prefix = t.newPrefix();
+    const line = createLine({ redis: t.redis, prefix, clock, cacheMs: 0 });
+    const { run } = createScriptRunner(t.redis, prefix);
+    const now = clock.now();
+    const admit = async (id: string, max: number) => ((await run(scripts.admit, id, now, { max, leaseMs: 60_000, leasePrefix: 'p.', autoCap: '' })) as number[]).slice(0, 2);
+    const join = (id: string, n: number) => Promise.all(Array.from({ length: n }, (_, u) => run(scripts.join, id, now, { userId: `u${u}`, payload: '', source: '', defaultKeyQuota: '' })));
+    const def = (itemId: string) => ({ itemId, handler: 'external', config: {}, capacity: null, abandonAfterMs: null, opensAt: null, closesAt: null, rejoin: 'any' as const });
+    await line.definitions.define(def('e'), null, { reopen: false });
+    await join('e', 3);
+    expect(await admit('e', 2)).toEqual([0, 2]); // max stopped it: one waits still
+    expect(await admit('e', 10)).toEqual([1, 1]); // the last one: the line is empty
+    expect(await admit('e', 10)).toEqual([1, 0]); // still empty
+    // The gate stops it (one in flight at most, and one is out): not said to be empty.
+    await line.definitions.define(def('g'), { mode: 'manual', maxInFlight: 1 }, { reopen: false });
+    await join('g', 2);
+    expect(await admit('g', 10)).toEqual([0, 1]);
+    expect(await admit('g', 10)).toEqual([0, 0]);
+    // The stock stops it: two units for three waiting.
+    await line.definitions.define(def('s'), null, { reopen: false });
+    await run(scripts.setStock, 's', now, { units: 2, shards: 1, idleOnly: '0', admissions: '', unitsWere: '' });
+    await join('s', 3);
+    expect(await admit('s', 10)).toEqual([0, 2]);
+  });
+});
+
 describe('calls for many items in one', () => {
   const def = (itemId: string) => ({ itemId, handler: 'external', config: {}, capacity: null, abandonAfterMs: null, opensAt: null, closesAt: null, rejoin: 'any' as const });
 
@@ -207,12 +235,12 @@ describe('calls for many items in one', () => {
       expect(new Set(numKeys)).toEqual(new Set([items.length * scripts.admit.keys.length]));
       expect(replies.map((r) => r.status)).toEqual(['fulfilled', 'fulfilled', 'rejected', 'fulfilled']);
       expect((replies[2] as PromiseRejectedResult).reason.message).toMatch(/^admit-12: .*number expected, got nil/);
-      // Each item's reply is what its own call answers: its code, its count, its first ticket.
+      // Each item's reply is what its own call answers: its code (1: the line is empty now), its count, its first ticket.
       const counts = replies.map((r) => (r.status === 'fulfilled' ? (r.value as (string | number)[]).slice(0, 3) : null));
-      expect(counts).toEqual([[0, 1, 1], [0, 2, 1], null, [0, 4, 1]]);
+      expect(counts).toEqual([[1, 1, 1], [1, 2, 1], null, [1, 4, 1]]);
       // A call alone in its turn is sent as it is.
       numKeys.length = 0;
-      expect(((await run(scripts.admit, 'm3', now, args(10))) as number[]).slice(0, 3)).toEqual([0, 3, 1]);
+      expect(((await run(scripts.admit, 'm3', now, args(10))) as number[]).slice(0, 3)).toEqual([1, 3, 1]);
       expect(new Set(numKeys)).toEqual(new Set([scripts.admit.keys.length]));
       // The item views' refreshes go together too, each answered as alone: a view read alone
       // equals the one read with the others (nested replies included).

@@ -26,6 +26,8 @@ export interface SettleInput {
 export interface Admissions {
   /** Admits from the head as far as the gate allows; `autoCap` caps in-flight for an auto gate without its own cap. */
   admit(itemId: string, max: number, leaseMs: number, autoCap?: number): Promise<AdmittedTicket[]>;
+  /** As admit, and whether the line is empty now (it held fewer tickets than the gate allowed; never said of a split line). */
+  admitRound(itemId: string, max: number, leaseMs: number, autoCap?: number): Promise<{ tickets: AdmittedTicket[]; drained: boolean }>;
   settle(ticketId: string, input: SettleInput): Promise<TicketView>;
   /**
    * Settles many admitted tickets of one item in one call (in-process jobs). Returns a code per
@@ -126,6 +128,10 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
 
   const admissions: Admissions = {
     async admit(itemId, max, leaseMs, autoCap) {
+      return (await admissions.admitRound(itemId, max, leaseMs, autoCap)).tickets;
+    },
+
+    async admitRound(itemId, max, leaseMs, autoCap) {
       let item = await items.must(itemId);
       if (item.snap.draw && !item.snap.draw.drawn && clock.now() >= item.snap.def.opensAt!) {
         await admissions.draw(itemId);
@@ -137,21 +143,21 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
       // before the script, so a crash right after it cannot leave a lease on an item no loop visits.
       items.keepActive(itemId, now + leaseMs + ACTIVE_GRACE_MS);
       const sub = splitOf(item.snap.def);
-      const { windowEnded, rows } = sub
-        ? { windowEnded: item.snap.def.closesAt !== null && now >= item.snap.def.closesAt, rows: [] as { seq: number; record: string; payload: string; leaseId: string; leaseExp: number }[] }
+      const { windowEnded, drained, rows } = sub
+        ? { windowEnded: item.snap.def.closesAt !== null && now >= item.snap.def.closesAt, drained: false, rows: [] as { seq: number; record: string; payload: string; leaseId: string; leaseExp: number }[] }
         : await scripts.admit(itemId, now, { max, leaseMs, leasePrefix, autoCap: autoCap ?? '' });
       if (sub && !windowEnded) rows.push(...(await deps.split.admit(sub, max, leaseMs, autoCap)));
       if (windowEnded) {
         // closesAt has passed: nothing is admitted any more, and the waiting tickets end `closed`.
         await deps.closeLine(itemId);
-        return [];
+        return { tickets: [], drained: false };
       }
       const out = admittedTickets(item, rows);
       for (const t of out) {
         const predicted = deps.onWaited ? deps.eta.recall(itemId, t.seq) : undefined;
         if (predicted !== undefined) deps.onWaited!(itemId, predicted, Math.max(0, now - t.createdAt));
       }
-      return out;
+      return { tickets: out, drained };
     },
 
     async relaunchDoubts(itemId, seqs, leaseMs) {

@@ -12,7 +12,8 @@
   admitted: it ends rejected, reason blocked, and counts as a skip; one back at the head of an
   item with stock (it was admitted, its sale may have committed) waits in doubt instead.
   Returns { code, n, seq1, record1, payload1, leaseId1, leaseExp1, seq2, ... }
-    code 0 ok, -1 item not found, -2 the sale window has ended (closesAt passed: the caller cuts
+    code 0 ok, 1 ok and the line is empty now (it held fewer tickets than the gate allowed: the
+    dispatcher asks again a little later, dispatcher.ts), -1 item not found, -2 the sale window has ended (closesAt passed: the caller cuts
     the line as closed; nothing is admitted after closesAt)
   Items with stock (K.stock) admit at most as many tickets as the counter has units, and
   none while it is empty: a ticket admitted without a unit for it could only wait. Each admitted
@@ -131,4 +132,6 @@ if taken > 0 then
   recordPace(taken)
 end
 out[2] = taken
+-- Fewer taken than allowed, and not for the skip limit: the retry set and the line ran out.
+if taken < allowed and skips < 1000 then out[1] = 1 end
 return out

@@ -1,0 +1,140 @@
+import { Redis } from 'ioredis';
+import { afterAll, describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { manualClock } from '../src/kernel/clock.js';
+import { createLogger } from '../src/kernel/logger.js';
+import { createLine } from '../src/queue/line.js';
+import { DRAINED_GAP_MAX_MS, drainedLines, startDispatcher } from '../src/scheduler/dispatcher.js';
+import { createJobQueues } from '../src/service/jobs.js';
+import { createHandlerRegistry } from '../src/service/registry.js';
+import { redisUrl, testRedis } from './support/redis.js';
+
+const t = testRedis();
+const conn = new Redis(redisUrl(), { maxRetriesPerRequest: null });
+afterAll(() => conn.disconnect());
+
+describe('a line that emptied waits ten rounds before it is asked again (drainedLines)', () => {
+  it('waits ten rounds’ time: a few ms when rounds are quick, 800 ms when they take 80 ms, never over a second', () => {
+    const clock = manualClock();
+    const d = drainedLines(clock);
+    d.emptied('a');
+    expect(d.defer('a')).toBe(false); // no round measured yet: no wait
+    d.emptied('a');
+    for (let i = 0; i < 40; i++) d.roundTook(2);
+    expect(d.gapMs()).toBeCloseTo(20, 1);
+    for (let i = 0; i < 40; i++) d.roundTook(80);
+    expect(d.gapMs()).toBeCloseTo(800, 0);
+    d.emptied('b');
+    clock.advance(100);
+    d.emptied('c');
+    d.newRound();
+    expect([d.defer('b'), d.defer('c'), d.defer('other')]).toEqual([true, true, false]);
+    expect(d.deferred).toBe(2);
+    expect(d.dueAt - clock.now()).toBeCloseTo(700, 0); // b's turn comes first
+    clock.advance(700);
+    d.newRound();
+    expect([d.defer('b'), d.defer('c')]).toEqual([false, true]);
+    expect(d.defer('b')).toBe(false); // forgotten once due: asked as any line
+    for (let i = 0; i < 40; i++) d.roundTook(500);
+    expect(d.gapMs()).toBe(DRAINED_GAP_MAX_MS);
+  });
+
+  it('forgets lines emptied a second or more ago', () => {
+    const clock = manualClock();
+    const d = drainedLines(clock);
+    for (let i = 0; i < 40; i++) d.roundTook(500);
+    d.emptied('old');
+    clock.advance(DRAINED_GAP_MAX_MS - 1);
+    d.emptied('young');
+    clock.advance(1);
+    d.prune();
+    d.newRound();
+    expect([d.defer('old'), d.defer('young')]).toEqual([false, true]);
+  });
+});
+
+describe('the dispatcher batches a trickle of joins when its rounds are slow, and not when they are quick', () => {
+  const probe = { name: 'probe', config: z.record(z.string(), z.unknown()), rejoin: () => 'any' as const, external: false, handle: async () => ({ status: 'succeeded' as const, result: {} }) };
+
+  async function setup(roundCostMs: number) {
+    const clock = manualClock();
+    const prefix = t.newPrefix();
+    const line = createLine({ redis: t.redis, prefix, clock, cacheMs: 0 });
+    const jobs = createJobQueues(conn, { prefix, attempts: 3, backoffMs: 100, concurrency: 4, lockDurationMs: 10_000, stalledIntervalMs: 5000, batch: 200 });
+    // A round's cost, on the test's clock: the job queue's call is where a busy daemon's round waits.
+    const slowJobs = { ...jobs, dispatch: async (...a: Parameters<typeof jobs.dispatch>) => (clock.advance(roundCostMs), jobs.dispatch(...a)) };
+    const admittedBy = new Map<string, number[]>();
+    let onRound: (() => void)[] = [];
+    const dispatcher = startDispatcher(
+      {
+        queue: line,
+        handlers: createHandlerRegistry([probe]),
+        jobs: slowJobs,
+        clock,
+        log: createLogger('silent'),
+        onAdmitted: (itemId, n) => admittedBy.set(itemId, [...(admittedBy.get(itemId) ?? []), n]),
+        onRound: () => {
+          const waiting = onRound;
+          onRound = [];
+          for (const f of waiting) f();
+        },
+      },
+      { idleMs: 20, batch: 200, dispatchLeaseMs: 60_000, autoCap: 10 },
+    );
+    const nextRound = () => new Promise<void>((r) => onRound.push(r));
+    const define = (itemId: string) => line.definitions.define({ itemId, handler: 'probe', config: {}, capacity: null, abandonAfterMs: null, opensAt: null, closesAt: null, rejoin: 'any' }, { mode: 'manual' }, { reopen: false });
+    let users = 0;
+    const join = async (itemId: string, n: number) => {
+      for (let i = 0; i < n; i++) await line.tickets.join(itemId, `u${++users}`, null);
+    };
+    /** Joins `n` to the item, wakes the dispatcher and waits for the rounds until one admits for it (or `rounds` pass). */
+    const joinAndWait = async (itemId: string, n: number, rounds = Infinity) => {
+      const before = admittedBy.get(itemId)?.length ?? 0;
+      await join(itemId, n);
+      for (let i = 0; i < rounds && (admittedBy.get(itemId)?.length ?? 0) === before; i++) {
+        const round = nextRound();
+        dispatcher.wake(itemId);
+        await round;
+      }
+      return admittedBy.get(itemId)?.slice(before) ?? [];
+    };
+    const stop = async () => {
+      await dispatcher.stop();
+      await jobs.close();
+    };
+    return { clock, define, joinAndWait, admittedBy, stop };
+  }
+
+  it('slow rounds (80 ms): joins that come after the line emptied wait for ten rounds’ time and go in one admit call', async () => {
+    const s = await setup(80);
+    try {
+      // Rounds that admit, each taking 80 ms: one item each, so none of them waits.
+      for (let i = 0; i < 20; i++) {
+        await s.define(`p${i}`);
+        expect(await s.joinAndWait(`p${i}`, 1)).toEqual([1]);
+      }
+      await s.define('d');
+      expect(await s.joinAndWait('d', 1)).toEqual([1]); // the line is empty again
+      // Four more join: three rounds come and go without asking the line.
+      expect(await s.joinAndWait('d', 4, 3)).toEqual([]);
+      // Ten rounds' time (~790 ms after 20 rounds of 80) later, all four are admitted at once.
+      s.clock.advance(800);
+      expect(await s.joinAndWait('d', 0)).toEqual([4]);
+    } finally {
+      await s.stop();
+    }
+  });
+
+  it('quick rounds: a join after the line emptied is admitted by the round its wake starts', async () => {
+    const s = await setup(0);
+    try {
+      await s.define('q');
+      expect(await s.joinAndWait('q', 1)).toEqual([1]);
+      // (Two rounds: the one under way when the wake came, which may have read the line before the join, and the next.)
+      expect(await s.joinAndWait('q', 1, 2)).toEqual([1]);
+      expect(await s.joinAndWait('q', 2, 2)).toEqual([2]);
+    } finally {
+      await s.stop();
+    }
+  });
+});
