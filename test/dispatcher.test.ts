@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { manualClock } from '../src/kernel/clock.js';
 import { createLogger } from '../src/kernel/logger.js';
 import { createLine } from '../src/queue/line.js';
-import { DRAINED_GAP_MAX_MS, drainedLines, startDispatcher } from '../src/scheduler/dispatcher.js';
+import { DRAINED_GAP_MAX_MS, DRAINED_JOINS, drainedLines, startDispatcher } from '../src/scheduler/dispatcher.js';
 import { createJobQueues } from '../src/service/jobs.js';
 import { createHandlerRegistry } from '../src/service/registry.js';
 import { redisUrl, testRedis } from './support/redis.js';
@@ -13,7 +13,7 @@ const t = testRedis();
 const conn = new Redis(redisUrl(), { maxRetriesPerRequest: null });
 afterAll(() => conn.disconnect());
 
-describe('a line that emptied waits ten rounds before it is asked again (drainedLines)', () => {
+describe('a line that emptied waits ten rounds, or 16 joins, before it is asked again (drainedLines)', () => {
   it('waits ten rounds’ time: a few ms when rounds are quick, 800 ms when they take 80 ms, never over a second', () => {
     const clock = manualClock();
     const d = drainedLines(clock);
@@ -37,6 +37,19 @@ describe('a line that emptied waits ten rounds before it is asked again (drained
     expect(d.defer('b')).toBe(false); // forgotten once due: asked as any line
     for (let i = 0; i < 40; i++) d.roundTook(500);
     expect(d.gapMs()).toBe(DRAINED_GAP_MAX_MS);
+  });
+
+  it('asks a line again once 16 joins came for it, however slow the rounds', () => {
+    const clock = manualClock();
+    const d = drainedLines(clock);
+    for (let i = 0; i < 40; i++) d.roundTook(80);
+    d.emptied('a');
+    for (let i = 1; i < DRAINED_JOINS; i++) d.joined('a');
+    expect(d.defer('a')).toBe(true);
+    d.joined('a');
+    expect(d.defer('a')).toBe(false);
+    d.joined('never-emptied'); // (no line to count for)
+    expect(d.defer('never-emptied')).toBe(false);
   });
 
   it('forgets lines emptied a second or more ago', () => {
@@ -84,16 +97,16 @@ describe('the dispatcher batches a trickle of joins when its rounds are slow, an
     const nextRound = () => new Promise<void>((r) => onRound.push(r));
     const define = (itemId: string) => line.definitions.define({ itemId, handler: 'probe', config: {}, capacity: null, abandonAfterMs: null, opensAt: null, closesAt: null, rejoin: 'any' }, { mode: 'manual' }, { reopen: false });
     let users = 0;
-    const join = async (itemId: string, n: number) => {
-      for (let i = 0; i < n; i++) await line.tickets.join(itemId, `u${++users}`, null);
-    };
-    /** Joins `n` to the item, wakes the dispatcher and waits for the rounds until one admits for it (or `rounds` pass). */
+    /** Joins `n` to the item, each followed by the wake the daemon gives the dispatcher, then waits for rounds until one admits for it (or `rounds` pass). */
     const joinAndWait = async (itemId: string, n: number, rounds = Infinity) => {
       const before = admittedBy.get(itemId)?.length ?? 0;
-      await join(itemId, n);
+      for (let i = 0; i < n; i++) {
+        await line.tickets.join(itemId, `u${++users}`, null);
+        dispatcher.wake(itemId);
+      }
       for (let i = 0; i < rounds && (admittedBy.get(itemId)?.length ?? 0) === before; i++) {
         const round = nextRound();
-        dispatcher.wake(itemId);
+        dispatcher.wake();
         await round;
       }
       return admittedBy.get(itemId)?.slice(before) ?? [];
@@ -120,6 +133,9 @@ describe('the dispatcher batches a trickle of joins when its rounds are slow, an
       // Ten rounds' time (~790 ms after 20 rounds of 80) later, all four are admitted at once.
       s.clock.advance(800);
       expect(await s.joinAndWait('d', 0)).toEqual([4]);
+      // A flood refills the line: it is asked again as soon as 16 joins came, on the same clock.
+      expect(await s.joinAndWait('d', DRAINED_JOINS - 1, 3)).toEqual([]);
+      expect(await s.joinAndWait('d', 1, 2)).toEqual([DRAINED_JOINS]);
     } finally {
       await s.stop();
     }

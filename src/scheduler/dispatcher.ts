@@ -31,20 +31,22 @@ export interface DispatcherOptions {
 /** How long a held view that says the gate is closed is believed without reading the item again. */
 export const CLOSED_RECHECK_MS = 1000;
 /**
- * An item whose last admit emptied its line is asked again only after this many rounds' time (a
- * round's duration, averaged over the rounds that admitted), and never later than
- * DRAINED_GAP_MAX_MS: calm, a round takes a few ms and so does the wait; in a sale spread over
- * many items, where the daemon's thread is the bound and a round takes ~80 ms, each item's
- * trickle of joins is admitted in batches ~10× larger instead of one or two a round (200 items:
- * 2,400 admit calls a second for ~3,000 tickets, each with its view read, lease extension and
- * settle call; see docs/design-notes.md).
+ * An item whose last admit emptied its line is asked again once DRAINED_JOINS joins came for it
+ * through this daemon, or after this many rounds' time (a round's duration, averaged over the
+ * rounds that made an admit call), never later than DRAINED_GAP_MAX_MS: calm, a round takes a few
+ * ms and so does the wait; in a sale spread over many items, where the daemon's thread is the bound
+ * and a round takes ~80 ms, each item's trickle of joins is admitted in batches instead of one or
+ * two a round (200 items: 2,400 admit calls a second for ~3,000 tickets, each with its view read,
+ * lease extension and settle call; see docs/design-notes.md), while a line a flood refills is
+ * asked again as soon as it holds a batch worth the call.
  */
 export const DRAINED_GAP_ROUNDS = 10;
 export const DRAINED_GAP_MAX_MS = 1000;
+export const DRAINED_JOINS = 16;
 
 /** The lines whose last admit emptied them, and how long each waits before it is asked again. */
 export function drainedLines(clock: Clock) {
-  const at = new Map<string, number>();
+  const at = new Map<string, { t: number; joins: number }>();
   /** A round's duration (ms), averaged over the rounds that made an admit call. */
   let roundMs = 0;
   const gapMs = () => Math.min(DRAINED_GAP_MAX_MS, DRAINED_GAP_ROUNDS * roundMs);
@@ -55,14 +57,19 @@ export function drainedLines(clock: Clock) {
     deferred: 0,
     gapMs,
     emptied(itemId: string) {
-      at.set(itemId, clock.now());
+      at.set(itemId, { t: clock.now(), joins: 0 });
+    },
+    /** A join for the item came through this daemon. */
+    joined(itemId: string) {
+      const e = at.get(itemId);
+      if (e) e.joins++;
     },
     /** Whether to leave the line alone this round; a line past its gap is forgotten (asked as any other). */
     defer(itemId: string): boolean {
-      const t = at.get(itemId);
-      if (t === undefined) return false;
-      if (clock.now() - t < gapMs()) {
-        self.dueAt = Math.min(self.dueAt, t + gapMs());
+      const e = at.get(itemId);
+      if (e === undefined) return false;
+      if (e.joins < DRAINED_JOINS && clock.now() - e.t < gapMs()) {
+        self.dueAt = Math.min(self.dueAt, e.t + gapMs());
         self.deferred++;
         return true;
       }
@@ -78,7 +85,7 @@ export function drainedLines(clock: Clock) {
     },
     /** Forgets lines emptied longer ago than the longest gap (items that left the active set). */
     prune() {
-      for (const [id, t] of at) if (clock.now() - t >= DRAINED_GAP_MAX_MS) at.delete(id);
+      for (const [id, e] of at) if (clock.now() - e.t >= DRAINED_GAP_MAX_MS) at.delete(id);
     },
   };
   return self;
@@ -241,6 +248,7 @@ export function startDispatcher(
     wake(itemId?: string) {
       if (itemId) {
         hinted.add(itemId);
+        drained.joined(itemId);
         // A new item is dispatched from its first join, not from the next refresh of the item list.
         if (!ids.includes(itemId)) ids = [...ids, itemId];
       }
