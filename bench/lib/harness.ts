@@ -1,4 +1,5 @@
 /** What every scenario gets: the run's settings, its Redis prefix and DB, and process starters. */
+import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Redis } from 'ioredis';
@@ -62,8 +63,11 @@ export async function startBareHono(ctx: BenchContext, env: Record<string, strin
   return { url, child, startMs: await waitHealthy(child, url) };
 }
 
-/** `env` overrides the daemon's environment (e.g. REDIS_URL and DATABASE_URL of stores the scenario controls); `file`: another build of it, `nodeArgs`: node flags of its own (an A/B). */
-export async function startDaemon(ctx: BenchContext, env: Record<string, string> = {}, file = 'dist/floodgate.mjs', nodeArgs: string[] = []): Promise<Server> {
+/** The heap flags `npm start` gives the daemon (package.json's start script): a bench measures the daemon as it runs. */
+export const START_NODE_ARGS: string[] = (JSON.parse(readFileSync(path.join(import.meta.dirname, '../../package.json'), 'utf8')) as { scripts: { start: string } }).scripts.start.match(/--max-semi-space-size=\d+/g) ?? [];
+
+/** `env` overrides the daemon's environment (e.g. REDIS_URL and DATABASE_URL of stores the scenario controls); `file`: another build of it, `nodeArgs`: node flags instead of `npm start`'s heap flags (an A/B). */
+export async function startDaemon(ctx: BenchContext, env: Record<string, string> = {}, file = 'dist/floodgate.mjs', nodeArgs: string[] = START_NODE_ARGS): Promise<Server> {
   const port = await freePort();
   const child = spawnNode('floodgate', file, {
     nodeArgs,

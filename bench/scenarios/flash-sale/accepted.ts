@@ -78,9 +78,10 @@ export async function acceptedScenario(ctx: BenchContext): Promise<{ markdown: s
   const { median } = await import('../../lib/stats.js');
   const rounds = Math.max(1, Number(process.env.BENCH_ACCEPTED_ROUNDS ?? 1));
   const baselineFile = process.env.BENCH_ACCEPTED_BASELINE;
-  const ownArgs = (process.env.BENCH_ACCEPTED_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
+  // This build's node flags: BENCH_ACCEPTED_NODE_ARGS instead of npm start's (the baseline keeps npm start's).
+  const ownArgs = process.env.BENCH_ACCEPTED_NODE_ARGS !== undefined ? process.env.BENCH_ACCEPTED_NODE_ARGS.split(/\s+/).filter(Boolean) : null;
   const baseDb = `${ctx.prefix.replace(/\W/g, '_')}base`;
-  const builds: { name: string; daemon: Server; db: string; us: number[]; out: AcceptedOut[] }[] = [{ name: `this build${ownArgs.length ? ` (${ownArgs.join(' ')})` : ''}`, daemon: await startDaemon(ctx, {}, undefined, ownArgs), db: ctx.databaseUrl, us: [], out: [] }];
+  const builds: { name: string; daemon: Server; db: string; us: number[]; out: AcceptedOut[] }[] = [{ name: `this build${ownArgs ? ` (node ${ownArgs.join(' ') || 'without flags'})` : ''}`, daemon: await startDaemon(ctx, {}, undefined, ownArgs ?? undefined), db: ctx.databaseUrl, us: [], out: [] }];
   try {
     if (baselineFile) {
       const env = { DATABASE_URL: await createScratchDb(baseDb), FLOODGATE_REDIS_PREFIX: `${ctx.prefix}base:` };
