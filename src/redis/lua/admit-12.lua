@@ -13,8 +13,9 @@
   item with stock (it was admitted, its sale may have committed) waits in doubt instead.
   Returns { code, n, seq1, record1, payload1, leaseId1, leaseExp1, seq2, ... }
     code 0 ok, 1 ok and the line is empty now (it held fewer tickets than the gate allowed: the
-    dispatcher asks again a little later, dispatcher.ts), -1 item not found, -2 the sale window has ended (closesAt passed: the caller cuts
-    the line as closed; nothing is admitted after closesAt)
+    dispatcher asks again a little later, dispatcher.ts), -1 item not found, -2 the sale window
+    has ended (closesAt passed: the caller cuts the line as closed; nothing is admitted after
+    closesAt)
   Items with stock (K.stock) admit at most as many tickets as the counter has units, and
   none while it is empty: a ticket admitted without a unit for it could only wait. Each admitted
   ticket takes its unit here (takeUnit, as take-stock-2.lua does): when the counter only fell as
