@@ -49,4 +49,30 @@ describe('the TCP proxy (chaos faults, Postgres fault tests)', () => {
     await proxy.restore();
     expect(await echoThrough(proxy.port, 'after')).toBe('after');
   });
+
+  it('delays every chunk both ways and keeps them in order, through a busy event loop and a delay lowered mid-stream', async () => {
+    const s = connect(proxy.port, '127.0.0.1');
+    s.setNoDelay(true);
+    await new Promise((r) => s.once('connect', r));
+    const n = 3000;
+    const sent = Array.from({ length: n }, (_, i) => `${i};`).join('');
+    let got = '';
+    const all = new Promise<void>((resolve) => s.on('data', (d) => (got += d.toString()).length >= sent.length && resolve()));
+    proxy.delay(20);
+    // Chunks written one by one across many turns of an event loop kept busy (the proxy's timers
+    // are filed from the loop's cached time, which a busy turn leaves behind the clock).
+    for (let i = 0; i < n; i++) {
+      s.write(`${i};`);
+      if (i % 10 === 0) {
+        const t = Date.now();
+        while (Date.now() - t < 1); // busy
+        await new Promise((r) => setImmediate(r));
+      }
+      if (i === n / 2) proxy.delay(0); // later chunks may not overtake the held ones
+    }
+    await all;
+    s.end();
+    proxy.delay(0);
+    expect(got).toBe(sent);
+  });
 });

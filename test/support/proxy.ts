@@ -50,19 +50,44 @@ export async function tcpProxy(target: { host: string; port: number }, listenPor
     forward(upstream, client);
   };
   let delayMs = 0;
-  /** Passes `from`'s chunks to `to` (with backpressure), or each `delayMs` after it came, never overtaking one before it. */
+  /**
+   * Passes `from`'s chunks to `to` (with backpressure), or each `delayMs` after it came, in order:
+   * a FIFO per direction drained by one timer. (A timer per chunk could reorder them: Node files a
+   * timer under its duration, counted from the event loop's cached time, so a chunk whose duration
+   * came out a millisecond shorter could fire before the one ahead of it, and a Postgres stream
+   * with two chunks swapped leaves its client waiting for good.)
+   */
   function forward(from: Socket, to: Socket) {
-    let last = 0;
-    from.on('data', (chunk) => {
-      if (!delayMs && last <= Date.now()) {
+    const held: { at: number; chunk: Buffer }[] = [];
+    let timer: NodeJS.Timeout | null = null;
+    let ended = false;
+    const pump = () => {
+      timer = null;
+      while (held.length && held[0].at <= Date.now()) {
+        const { chunk } = held.shift()!;
+        if (to.writable) to.write(chunk);
+      }
+      if (held.length) timer = setTimeout(pump, held[0].at - Date.now());
+      else if (ended && to.writable) to.end();
+    };
+    from.on('data', (chunk: Buffer) => {
+      if (!delayMs && !held.length) {
         if (!to.write(chunk)) from.pause(), to.once('drain', () => from.resume());
         return;
       }
-      const at = Math.max(Date.now() + delayMs, last);
-      last = at;
-      setTimeout(() => to.writable && to.write(chunk), at - Date.now());
+      // Never ahead of a chunk held before it (the delay may have been lowered since).
+      held.push({ at: Math.max(Date.now() + delayMs, held.at(-1)?.at ?? 0), chunk });
+      timer ??= setTimeout(pump, held[0].at - Date.now());
     });
-    from.on('end', () => setTimeout(() => to.writable && to.end(), Math.max(0, last - Date.now())));
+    from.on('end', () => {
+      ended = true;
+      if (!held.length && to.writable) to.end();
+    });
+    to.on('close', () => {
+      if (timer) clearTimeout(timer);
+      timer = null;
+      held.length = 0;
+    });
   }
 
   const listen = () =>
