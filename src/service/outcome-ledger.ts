@@ -25,8 +25,8 @@ interface LineToRead {
 /** One line's entries read in a round, and what to write for them. */
 interface Read {
   snap: ItemSnapshot;
+  /** The line read (its `line` is the sub-line's index). */
   source: LineToRead;
-  line: number;
   ids: string[];
   tickets: EndedTicket[];
   unreadable: UnreadableEntry[];
@@ -75,7 +75,7 @@ export function startLedger(
       await Promise.all(
         lines.map((source) =>
           deps.feed.readFrom(source.def, opts.batch, source.line, source.snapshot).then(
-            (r): Read | null => (r.snap ? { ...r, snap: r.snap, source, line: source.line } : null),
+            (r): Read | null => (r.snap ? { ...r, snap: r.snap, source } : null),
             (err: unknown) => (skip(err, { itemId: source.def.itemId, line: source.line }), null),
           ),
         ),
@@ -85,7 +85,7 @@ export function startLedger(
     for (const r of reads) deps.queue.items.keepActive(r.snap.def.itemId);
     const dead = await writeOutcomes(deps.sql, reads.flatMap((r) => r.tickets));
     const unreadable = reads.flatMap((r) =>
-      r.unreadable.map((u) => ({ itemId: r.snap.def.itemId, ticketId: null, fields: { entry: u.id, ...((r.snap.def.lines ?? 1) > 1 ? { line: r.line } : {}), fields: u.fields }, error: u.error })),
+      r.unreadable.map((u) => ({ itemId: r.snap.def.itemId, ticketId: null, fields: { entry: u.id, ...((r.snap.def.lines ?? 1) > 1 ? { line: r.source.line } : {}), fields: u.fields }, error: u.error })),
     );
     await insertDeadOutcomes(deps.sql, unreadable);
     dead.push(...unreadable);
@@ -101,10 +101,10 @@ export function startLedger(
     }
     const acked = await Promise.all(
       reads.map((r) =>
-        deps.feed.ack(r.snap.def, r.ids, r.tickets.map((t) => t.seq), opts.stateTtlSec, r.line).then(
+        deps.feed.ack(r.snap.def, r.ids, r.tickets.map((t) => t.seq), opts.stateTtlSec, r.source.line).then(
           () => true,
           // Its rows are written; they are read again next round and kept once (on conflict do nothing).
-          (err: unknown) => (skip(err, { itemId: r.snap.def.itemId, line: r.line }), false),
+          (err: unknown) => (skip(err, { itemId: r.snap.def.itemId, line: r.source.line }), false),
         ),
       ),
     );
