@@ -57,6 +57,8 @@ export const configSchema = z.object({
   FLOODGATE_CACHE_MS: z.coerce.number().int().min(0).max(5000).default(250),
   FLOODGATE_BODY_LIMIT: z.coerce.number().int().min(1024).max(1 << 24).default(16 * 1024),
   FLOODGATE_SHUTDOWN_MS: z.coerce.number().int().min(0).max(120_000).default(10_000),
+  /** How long a Postgres connection may go unanswered after a request before it is given up (db/client.ts). */
+  FLOODGATE_PG_TIMEOUT_MS: z.coerce.number().int().min(500).max(600_000).default(15_000),
   FLOODGATE_WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(10_000).default(256),
   FLOODGATE_JOB_BATCH: z.coerce.number().int().min(1).max(1000).default(100),
   FLOODGATE_JOB_ATTEMPTS: z.coerce.number().int().min(1).max(100).default(5),

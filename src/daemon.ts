@@ -91,8 +91,8 @@ export async function openStores(config: Config, log: Logger) {
   const infra = await ensureStores(storeSettings(config), log);
   const redis = await connectRedis(infra.redis, 'api', log);
   const admitRedis = await connectRedis(infra.redis, 'admit', log);
-  const dbHandle = connectDb(infra.pgUrl, { max: 10 });
-  await migrateDb(dbHandle);
+  await migrateDb(infra.pgUrl);
+  const dbHandle = connectDb(infra.pgUrl, { max: 10, timeoutMs: config.FLOODGATE_PG_TIMEOUT_MS });
   const close = async () => {
     redis.disconnect();
     admitRedis.disconnect();

@@ -16,7 +16,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import os from 'node:os';
 import { storeSettings, type Config } from './config.js';
-import { connectDb, migrateDb } from './db/client.js';
+import { migrateDb } from './db/client.js';
 import { ensureStores } from './infra/ensure-stores.js';
 import { describeTarget } from './infra/redis-client.js';
 import type { Logger } from './kernel/logger.js';
@@ -37,9 +37,7 @@ const RESTARTS_PER_MINUTE = 5;
 export async function runPrimary(config: Config, log: Logger, n: number): Promise<void> {
   const stores = await ensureStores(storeSettings(config), log);
   const pg = { url: stores.pgUrl };
-  const db = connectDb(pg.url, { max: 2 });
-  await migrateDb(db);
-  await db.close();
+  await migrateDb(pg.url);
 
   // The workers read their configuration as any daemon does, with what the primary settled on top.
   const env: Record<string, string> = {

@@ -15,7 +15,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import postgres from 'postgres';
 import type { TestProject } from 'vitest/node';
-import { connectDb, migrateDb } from '../src/db/client.js';
+import { migrateDb } from '../src/db/client.js';
 import { ensurePostgres } from '../src/infra/ensure-postgres.js';
 import { ensureRedis } from '../src/infra/ensure-redis.js';
 import { systemChanges } from '../src/infra/system-changes.js';
@@ -94,9 +94,7 @@ export default async function setup(project: TestProject) {
   await admin.unsafe(`create database ${template}`);
   const tmplUrl = new URL(pgAdminUrl);
   tmplUrl.pathname = `/${template}`;
-  const handle = connectDb(tmplUrl.toString(), { max: 2 });
-  await migrateDb(handle);
-  await handle.close();
+  await migrateDb(tmplUrl.toString());
 
   await built;
   const dbPrefix = `fg_t_${template.slice('fg_tmpl_'.length)}_`;

@@ -77,4 +77,30 @@ describe('the TCP proxy (chaos faults, Postgres fault tests)', () => {
     await closed;
     expect(got).toBe(sent);
   });
+
+  it('silences open connections both ways without closing either end, and lets new ones through', async () => {
+    const serverSide = new Promise<Socket>((r) => echo.once('connection', r));
+    const a = connect(proxy.port, '127.0.0.1');
+    a.on('error', () => {});
+    await new Promise((r) => a.once('connect', r));
+    const upstream = await serverSide;
+    let heard = '';
+    a.on('data', (d) => (heard += d.toString()));
+    a.write('before');
+    await new Promise<void>((r) => { const check = () => (heard === 'before' ? r() : a.once('data', check)); check(); });
+    const readBefore = upstream.bytesRead;
+
+    proxy.silence();
+    a.write('lost');
+    // Each round trip on a new connection goes through the proxy's loop after A's chunk came in.
+    expect(await echoThrough(proxy.port, 'new')).toBe('new');
+    const aClosed = new Promise((r) => a.once('close', r));
+    a.destroy();
+    await aClosed;
+    expect(await echoThrough(proxy.port, 'still')).toBe('still');
+    expect(heard).toBe('before');
+    expect(upstream.bytesRead).toBe(readBefore);
+    // The server never heard of the client's close: its end is open until the proxy closes.
+    expect(upstream.destroyed || upstream.readableEnded).toBe(false);
+  });
 });

@@ -24,8 +24,8 @@ const OP = 'bench-op';
 const SVC = 'shop:bench-svc';
 
 export async function accessScenario(ctx: BenchContext) {
+  await migrateDb(ctx.databaseUrl);
   const db = connectDb(ctx.databaseUrl, { max: 4 });
-  await migrateDb(db);
   const redis = connectRedis();
   const log = createLogger('silent');
   const t0 = Date.UTC(2026, 11, 12, 2, 0, 0);

@@ -1,3 +1,4 @@
+import net from 'node:net';
 import path from 'node:path';
 import { packageRoot } from '../kernel/package-root.js';
 import { drizzle, type PostgresJsDatabase } from 'drizzle-orm/postgres-js';
@@ -24,21 +25,89 @@ const migrationsFolder = path.join(packageRoot(), 'drizzle');
  */
 export const reconnectBackoffSec = (failures: number) => Math.min(0.05 * 2 ** failures, 0.5);
 
-export function connectDb(url: string, opts: { max?: number } = {}): DbHandle {
-  // connect_timeout (s): an unreachable host fails a query in 3 s rather than postgres.js's 30.
-  const sql = postgres(url, { max: opts.max ?? 10, onnotice: () => {}, connect_timeout: 3, backoff: reconnectBackoffSec });
+/** How long a connection may wait for Postgres's answer before the daemon gives up on it (FLOODGATE_PG_TIMEOUT_MS). */
+export const DEFAULT_PG_TIMEOUT_MS = 15_000;
+
+/** `timeoutMs`: see answeredSockets below; 0 waits for every answer however long (postgres.js's own way). */
+export function connectDb(url: string, opts: { max?: number; timeoutMs?: number } = {}): DbHandle {
+  const timeoutMs = opts.timeoutMs ?? DEFAULT_PG_TIMEOUT_MS;
+  const watched = timeoutMs > 0 && {
+    // A transaction left open by a connection the daemon gave up on (below) holds its row locks
+    // until the server hears the connection is gone — hours through a path that drops packets; the
+    // server ends such a session itself once it has sat idle inside a transaction this long.
+    connection: { idle_in_transaction_session_timeout: timeoutMs },
+    socket: answeredSockets(timeoutMs),
+  };
+  const sql = postgres(url, {
+    max: opts.max ?? 10,
+    onnotice: () => {},
+    // connect_timeout (s): an unreachable host fails a query in 3 s rather than postgres.js's 30.
+    connect_timeout: 3,
+    backoff: reconnectBackoffSec,
+    ...watched,
+  } as postgres.Options<{}>);
   return { db: drizzle(sql, { schema }), sql, close: () => sql.end({ timeout: 5 }) };
 }
 
-/** Applies the SQL migrations in drizzle/; safe to run on every start and from several daemons. Needs a pool of at least 2 connections (one holds the lock). */
-export async function migrateDb(handle: DbHandle): Promise<void> {
-  // A session advisory lock keeps two daemons starting together from racing on the migrations table.
-  const lockConn = await handle.sql.reserve();
+/**
+ * postgres.js's sockets, each given up (destroyed with ETIMEDOUT, which the sale path takes for
+ * Postgres lost: db/refusal.ts) once it has waited `timeoutMs` for the rest of an answer with
+ * nothing coming: something was sent since the last bytes came in, or what came in does not end
+ * with ReadyForQuery (every exchange's last message; the daemon uses no LISTEN or COPY, whose
+ * messages come unasked). postgres.js has no query timeout: a connection whose packets are dropped
+ * (a partition, a failover that moved the address) gets no reset, and the kernel retransmits for
+ * ~15 minutes before it fails the socket, while its query holds its job, its tickets and a pool
+ * slot; the pool's other connections fall silent the same way as they are used. A single
+ * statement that runs longer than this is given up too (the daemon runs none; migrations run on
+ * unwatched connections). Over TLS (`sslmode`) postgres.js wraps the socket and reads past it, so
+ * those sockets are not watched.
+ */
+function answeredSockets(timeoutMs: number) {
+  let next = 0;
+  return (o: { host: string[]; port: number[]; path?: string | false; ssl?: unknown }) => {
+    const i = next++ % o.host.length;
+    const socket = o.path ? net.connect(o.path) : net.connect(o.port[i], o.host[i]);
+    // What postgres.js's own socket carries (the TLS server name is read from it).
+    Object.assign(socket, { host: o.host[i], port: o.port[i] });
+    if (o.ssl) return socket;
+    let writtenAtAnswer = 0;
+    const tail = Buffer.alloc(READY.length);
+    socket.on('data', (chunk: Buffer) => {
+      writtenAtAnswer = socket.bytesWritten;
+      const keep = Math.min(chunk.length, tail.length);
+      tail.copyWithin(0, keep);
+      chunk.copy(tail, tail.length - keep, chunk.length - keep);
+    });
+    // Fires after timeoutMs with neither a read nor a write (each one starts the wait over).
+    socket.setTimeout(timeoutMs, () => {
+      const waiting = socket.bytesWritten > writtenAtAnswer || !(tail.subarray(0, READY.length - 1).equals(READY.subarray(0, READY.length - 1)) && 'ITE'.includes(String.fromCharCode(tail[READY.length - 1])));
+      if (waiting) socket.destroy(Object.assign(new Error(`Postgres sent nothing for ${timeoutMs} ms while the daemon waited for its answer`), { code: 'ETIMEDOUT' }));
+    });
+    return socket;
+  };
+}
+
+/** ReadyForQuery: 'Z', length 5, then the transaction status (I idle, T in a transaction, E failed). */
+const READY = Buffer.from([0x5a, 0, 0, 0, 5, 0x49]);
+
+/**
+ * Applies the SQL migrations in drizzle/ on a pool of its own; safe to run on every start and from
+ * several daemons. Its connections have no answer timeout: a migration may run one long statement
+ * (an index on a big table), and waiting for another daemon's migration is a silence too.
+ */
+export async function migrateDb(url: string): Promise<void> {
+  const handle = connectDb(url, { max: 2, timeoutMs: 0 });
   try {
-    await lockConn`select pg_advisory_lock(727274)`;
-    await migrate(handle.db, { migrationsFolder });
+    // A session advisory lock keeps two daemons starting together from racing on the migrations table.
+    const lockConn = await handle.sql.reserve();
+    try {
+      await lockConn`select pg_advisory_lock(727274)`;
+      await migrate(handle.db, { migrationsFolder });
+    } finally {
+      await lockConn`select pg_advisory_unlock(727274)`.catch(() => {});
+      lockConn.release();
+    }
   } finally {
-    await lockConn`select pg_advisory_unlock(727274)`.catch(() => {});
-    lockConn.release();
+    await handle.close();
   }
 }

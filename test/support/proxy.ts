@@ -21,6 +21,13 @@ export interface TcpProxy {
   restore(): Promise<void>;
   /** Holds every chunk this long before passing it on, both ways, in order (a slow link). */
   delay(ms: number): void;
+  /**
+   * The open connections fall silent: from now on their chunks are dropped, both ways, and nothing
+   * is closed — a client that gives up closes its side only, and the server keeps its end (and
+   * whatever its session holds) until close(). What a path that drops packets looks like (a
+   * partition, a failover that moved the address): no reset ever comes. New connections pass.
+   */
+  silence(): void;
   close(): Promise<void>;
 }
 
@@ -31,11 +38,20 @@ export async function tcpProxy(target: { host: string; port: number }, listenPor
   let server: Server;
   let port = listenPort;
 
+  /** Sockets of silenced pairs: nothing read from them is passed on, and a close is not either. */
+  const silent = new Set<Socket>();
+
   const onConnection = (client: Socket) => {
     accepted++;
     const upstream = connect(target.port, target.host);
     open.add(client).add(upstream);
-    const end = () => {
+    const end = (closing: Socket) => {
+      if (silent.has(closing)) {
+        // Neither side hears of the other's close: the server's end stays open until close().
+        closing.destroy();
+        open.delete(closing);
+        return;
+      }
       client.destroy();
       upstream.destroy();
       open.delete(client);
@@ -43,8 +59,8 @@ export async function tcpProxy(target: { host: string; port: number }, listenPor
     };
     for (const s of [client, upstream]) {
       s.setNoDelay(true);
-      s.on('error', end);
-      s.on('close', end);
+      s.on('error', () => end(s));
+      s.on('close', () => end(s));
     }
     forward(client, upstream);
     forward(upstream, client);
@@ -65,12 +81,13 @@ export async function tcpProxy(target: { host: string; port: number }, listenPor
       timer = null;
       while (held.length && held[0].at <= Date.now()) {
         const { chunk } = held.shift()!;
-        if (to.writable) to.write(chunk);
+        if (to.writable && !silent.has(from)) to.write(chunk);
       }
       if (held.length) timer = setTimeout(pump, held[0].at - Date.now());
       else if (ended && to.writable) to.end();
     };
     from.on('data', (chunk: Buffer) => {
+      if (silent.has(from)) return;
       if (!delayMs && !held.length) {
         if (!to.write(chunk)) from.pause(), to.once('drain', () => from.resume());
         return;
@@ -80,6 +97,7 @@ export async function tcpProxy(target: { host: string; port: number }, listenPor
       timer ??= setTimeout(pump, held[0].at - Date.now());
     });
     from.on('end', () => {
+      if (silent.has(from)) return;
       ended = true;
       if (!held.length && to.writable) to.end();
     });
@@ -107,6 +125,7 @@ export async function tcpProxy(target: { host: string; port: number }, listenPor
     // test/support/leak-check.ts, caught it).
     for (const s of open) (s.writableEnded || s.readableEnded ? s.destroy() : s.resetAndDestroy());
     open.clear();
+    silent.clear();
   };
 
   await listen();
@@ -134,6 +153,9 @@ export async function tcpProxy(target: { host: string; port: number }, listenPor
     },
     delay(ms) {
       delayMs = ms;
+    },
+    silence() {
+      for (const s of open) silent.add(s);
     },
     async close() {
       dropAll();

@@ -1,6 +1,6 @@
 /**
  * The faults, each done for real while a sale runs: Postgres cut off at the TCP level, Postgres
- * refusing writes, Redis SIGKILLed and restarted from its AOF, a rollback of the item's Redis keys,
+ * refusing writes, Postgres's connections falling silent, Redis SIGKILLed and restarted from its AOF, a rollback of the item's Redis keys,
  * hostile input among valid joins, and a webhook downstream that redirects. `inject` waits for its
  * moment in the sale, does the fault and returns its window.
  */
@@ -99,6 +99,20 @@ export const faults: Fault[] = [
         return terminate(sql);
       });
       return { startMs, endMs: Date.now(), notes: [`backends terminated: ${cut} at the start, ${cut2} at the end`] };
+    },
+  },
+  {
+    key: 'pg-silent',
+    title: 'Postgres silent (TCP proxy drops every open connection\'s packets for good, no reset; new connections pass)',
+    kind: 'seckill',
+    ...sale,
+    async inject(env, s) {
+      await at(s);
+      const startMs = Date.now();
+      env.proxy.silence();
+      // A moment, not an outage: what it costs is how long the daemon waits on the silent
+      // connections (FLOODGATE_PG_TIMEOUT_MS) before it sells on new ones.
+      return { startMs, endMs: startMs, notes: ['the silent connections stay open at both ends until the proxy closes'] };
     },
   },
   {

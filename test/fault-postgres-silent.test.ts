@@ -1,0 +1,113 @@
+import { createServer, type Socket } from 'node:net';
+import { afterAll, describe, expect, it } from 'vitest';
+import { connectDb } from '../src/db/client.js';
+import { isPgLostCode } from '../src/kernel/pg-lost.js';
+import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
+import { testDb } from './support/db.js';
+import { tcpProxy } from './support/proxy.js';
+import { testRedis } from './support/redis.js';
+import { joinAll, userIds } from './support/joins.js';
+import { expectSoldExactly } from './support/sale-checks.js';
+
+// Postgres falls silent mid-sale: every connection the daemon holds stops getting answers and
+// no reset ever comes (a partition, a failover that moved the address); new connections pass.
+// The server keeps its end of the old ones, with whatever transaction each had open.
+const { redis, newPrefix } = testRedis();
+const db = await testDb();
+const pgUrl = new URL(db.url);
+const proxy = await tcpProxy({ host: pgUrl.hostname, port: Number(pgUrl.port || 5432) });
+afterAll(() => proxy.close()); // after the daemon's stop (registered below, so run before this)
+const viaProxy = new URL(db.url);
+viaProxy.port = String(proxy.port);
+const prefix = newPrefix();
+const PG_TIMEOUT_MS = 1500;
+const { call } = await inProcessDaemon({
+  prefix,
+  databaseUrl: viaProxy.toString(),
+  env: { FLOODGATE_JOB_BACKOFF_MS: '50', FLOODGATE_PG_TIMEOUT_MS: String(PG_TIMEOUT_MS) },
+});
+
+describe('a Postgres connection that falls silent', () => {
+  it('is given up after the timeout, and the transaction it left open releases its locks on the server', { timeout: 30_000 }, async () => {
+    const own = await tcpProxy({ host: pgUrl.hostname, port: Number(pgUrl.port || 5432) });
+    const url = new URL(db.url);
+    url.port = String(own.port);
+    const ghost = connectDb(url.toString(), { max: 1, timeoutMs: PG_TIMEOUT_MS });
+    const next = connectDb(url.toString(), { max: 1, timeoutMs: PG_TIMEOUT_MS });
+    try {
+      await db.sql`create table silent_rows (id int primary key, n int not null)`;
+      await db.sql`insert into silent_rows values (1, 0)`;
+      const reserved = await ghost.sql.reserve();
+      await reserved`begin`;
+      await reserved`update silent_rows set n = n + 1 where id = 1`; // the row is locked till the end of this transaction
+      own.silence();
+      const at = performance.now();
+      const lost = await reserved`select 1`.then(() => null, (err: { code?: string }) => err);
+      const ms = performance.now() - at;
+      expect(isPgLostCode(lost?.code)).toBe(true);
+      expect(ms).toBeGreaterThanOrEqual(PG_TIMEOUT_MS - 50);
+      expect(ms).toBeLessThan(PG_TIMEOUT_MS + 3000);
+      // A new connection gets the row: the server ended the session the silence left inside its
+      // transaction (rolled back: n is still 0) instead of keeping its lock until it hears of the close.
+      const [row] = await next.sql`update silent_rows set n = n + 10 where id = 1 returning n`;
+      expect(row.n).toBe(10);
+      reserved.release();
+    } finally {
+      await ghost.sql.end({ timeout: 0 });
+      await next.close();
+      await own.close();
+    }
+  });
+  it('is given up when an answer stops halfway (its bytes came, its ReadyForQuery never does)', { timeout: 30_000 }, async () => {
+    // A server that lets the client in (AuthenticationOk, ReadyForQuery) and then answers every
+    // request with ParseComplete alone.
+    const sockets = new Set<Socket>();
+    const server = createServer((s) => {
+      sockets.add(s);
+      let started = false;
+      s.on('data', () => {
+        if (!started) {
+          started = true;
+          s.write(Buffer.from([0x52, 0, 0, 0, 8, 0, 0, 0, 0, 0x5a, 0, 0, 0, 5, 0x49]));
+        } else s.write(Buffer.from([0x31, 0, 0, 0, 4]));
+      });
+      s.on('error', () => {});
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    const port = (server.address() as { port: number }).port;
+    const half = connectDb(`postgres://postgres@127.0.0.1:${port}/none`, { max: 1, timeoutMs: PG_TIMEOUT_MS });
+    try {
+      const at = performance.now();
+      const err = await half.sql`select 1`.then(() => null, (e: { code?: string }) => e);
+      const ms = performance.now() - at;
+      expect(err?.code).toBe('ETIMEDOUT');
+      expect(ms).toBeGreaterThanOrEqual(PG_TIMEOUT_MS - 50);
+      expect(ms).toBeLessThan(PG_TIMEOUT_MS + 3000);
+    } finally {
+      await half.sql.end({ timeout: 0 });
+      for (const s of sockets) s.destroy();
+      await new Promise((r) => server.close(r));
+    }
+  });
+});
+
+
+describe('Postgres silent mid-sale (no answer, no reset)', () => {
+  it('gives up on the silent connections and sells the stock exactly once on new ones', { timeout: 90_000 }, async () => {
+    const stock = 20;
+    await call('PUT', '/v1/items/quiet', { handler: 'seckill', config: { stock }, gate: { mode: 'closed' } });
+    const joins = await joinAll((u) => call('POST', '/v1/items/quiet/tickets', { userId: u }, SVC), userIds(0, 60));
+    const ids = joins.map((r) => r.body.ticketId as string);
+    await call('PATCH', '/v1/items/quiet/gate', { mode: 'manual', rate: 20, maxInFlight: 5 });
+    await waitFor(() => call('GET', '/v1/items/quiet').then((r) => r.body), (v) => v.counts?.succeeded >= 3);
+    proxy.silence();
+    const silentAt = Date.now();
+    const before = (await call('GET', '/v1/items/quiet')).body.counts.succeeded;
+
+    await expectSoldExactly(db.sql, 'quiet', stock, ids, (id) => call('GET', `/v1/tickets/${id}`, undefined, null).then((r) => r.body));
+    console.log(`sale over ${Date.now() - silentAt} ms after Postgres fell silent (${before} sold before)`);
+    expect(before).toBeLessThan(stock);
+    const left = await waitFor(() => redis.hvals(`${prefix}{quiet}:stock`).then((vs) => vs.map(Number).reduce((x, y) => x + y, 0)), (n) => n === 0, 20_000);
+    expect(left).toBe(0);
+  });
+});
