@@ -8,7 +8,9 @@
  * BENCH_DEPTH (the big line, default 1000000), BENCH_FILL_MAX (s the big fill may take; default: what
  * the budget leaves; 0 = no cap), BENCH_BUDGET (soft target for the run, default 225 s), BENCH_TIMEOUT
  * (hard limit, s, default 300 or the scenario's own; raised automatically when BENCH_FILL_MAX=0),
- * BENCH_NO_DOCS=1 (do not touch docs/benchmarks.md).
+ * BENCH_NO_DOCS=1 (do not touch docs/benchmarks.md), BENCH_KEEP_TMP=1 (keep the run's temp folder —
+ * the daemon's log, a scenario's redis-server data — after a run that passed too; it is always kept
+ * after a failure or Ctrl-C).
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -105,7 +107,7 @@ async function main() {
 
 main().then(
   async () => {
-    await cleanup(false);
+    await cleanup(!!process.env.BENCH_KEEP_TMP);
     log('done');
     process.exit(0);
   },
