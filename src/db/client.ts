@@ -4,6 +4,7 @@ import { packageRoot } from '../kernel/package-root.js';
 import { drizzle, type PostgresJsDatabase } from 'drizzle-orm/postgres-js';
 import { migrate } from 'drizzle-orm/postgres-js/migrator';
 import postgres from 'postgres';
+import { giveUpWhenSilent, postgresExchanges } from '../kernel/silent-socket.js';
 import * as schema from './schema.js';
 
 export type Db = PostgresJsDatabase<typeof schema>;
@@ -50,17 +51,14 @@ export function connectDb(url: string, opts: { max?: number; timeoutMs?: number 
 }
 
 /**
- * postgres.js's sockets, each given up (destroyed with ETIMEDOUT, which the sale path takes for
- * Postgres lost: db/refusal.ts) once it has waited `timeoutMs` for the rest of an answer with
- * nothing coming: something was sent since the last bytes came in, or what came in does not end
- * with ReadyForQuery (every exchange's last message; the daemon uses no LISTEN or COPY, whose
- * messages come unasked). postgres.js has no query timeout: a connection whose packets are dropped
- * (a partition, a failover that moved the address) gets no reset, and the kernel retransmits for
- * ~15 minutes before it fails the socket, while its query holds its job, its tickets and a pool
- * slot; the pool's other connections fall silent the same way as they are used. A single
- * statement that runs longer than this is given up too (the daemon runs none; migrations run on
- * unwatched connections). Over TLS (`sslmode`) postgres.js wraps the socket and reads past it, so
- * those sockets are not watched.
+ * postgres.js's sockets, each given up once it has owed an answer for `timeoutMs` with no byte
+ * coming (kernel/silent-socket.ts; postgres.js has no query timeout): an answer is owed for every
+ * exchange sent (a Sync or a Query, pipelined ones each) until its ReadyForQuery comes, so an
+ * answer that stopped halfway counts too. ETIMEDOUT counts as Postgres lost (kernel/pg-lost.ts):
+ * the sale path waits and retries as after a cut. A single statement that runs longer is given up
+ * too (the daemon runs none; migrations run on connections without the watch). Over TLS
+ * (`sslmode`) postgres.js wraps the socket and writes and reads past it, so those sockets are not
+ * watched.
  */
 function answeredSockets(timeoutMs: number) {
   let next = 0;
@@ -69,26 +67,10 @@ function answeredSockets(timeoutMs: number) {
     const socket = o.path ? net.connect(o.path) : net.connect(o.port[i], o.host[i]);
     // What postgres.js's own socket carries (the TLS server name is read from it).
     Object.assign(socket, { host: o.host[i], port: o.port[i] });
-    if (o.ssl) return socket;
-    let writtenAtAnswer = 0;
-    const tail = Buffer.alloc(READY.length);
-    socket.on('data', (chunk: Buffer) => {
-      writtenAtAnswer = socket.bytesWritten;
-      const keep = Math.min(chunk.length, tail.length);
-      tail.copyWithin(0, keep);
-      chunk.copy(tail, tail.length - keep, chunk.length - keep);
-    });
-    // Fires after timeoutMs with neither a read nor a write (each one starts the wait over).
-    socket.setTimeout(timeoutMs, () => {
-      const waiting = socket.bytesWritten > writtenAtAnswer || !(tail.subarray(0, READY.length - 1).equals(READY.subarray(0, READY.length - 1)) && 'ITE'.includes(String.fromCharCode(tail[READY.length - 1])));
-      if (waiting) socket.destroy(Object.assign(new Error(`Postgres sent nothing for ${timeoutMs} ms while the daemon waited for its answer`), { code: 'ETIMEDOUT' }));
-    });
+    if (!o.ssl) giveUpWhenSilent(socket, timeoutMs, 'Postgres', postgresExchanges());
     return socket;
   };
 }
-
-/** ReadyForQuery: 'Z', length 5, then the transaction status (I idle, T in a transaction, E failed). */
-const READY = Buffer.from([0x5a, 0, 0, 0, 5, 0x49]);
 
 /**
  * Applies the SQL migrations in drizzle/ on a pool of its own; safe to run on every start and from

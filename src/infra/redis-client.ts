@@ -1,5 +1,8 @@
+import type { Socket } from 'node:net';
 import { Cluster, Redis, type ClusterOptions, type Command, type RedisOptions } from 'ioredis';
+import StandaloneConnectorModule from 'ioredis/built/connectors/StandaloneConnector.js';
 import type { Logger } from '../kernel/logger.js';
+import { giveUpWhenSilent } from '../kernel/silent-socket.js';
 import type { RedisLike } from '../redis/client.js';
 
 /**
@@ -36,6 +39,34 @@ const ERROR_LOG_EVERY_MS = 30_000;
 
 /** Where the daemon's Redis is: one server's URL, or a Redis Cluster's seed nodes (FLOODGATE_REDIS_CLUSTER). */
 export type RedisTarget = { url: string } | { cluster: { host: string; port: number }[] };
+
+/**
+ * How long a connection may owe replies with no byte coming before it is given up and made again
+ * (kernel/silent-socket.ts): through a path that drops packets no reset comes, and ioredis went on
+ * timing out command after command on the dead connection for as long as the kernel retransmits
+ * (~15 minutes; every request 503). `api` and `admit` send no blocking command: a few seconds
+ * past their command timeouts (a late reply to an admit must still be read). `jobs` carries
+ * BullMQ's blocking pops, which wait up to 10 s for a job.
+ */
+export const SILENCE_MS = { api: 3000, admit: ADMIT_COMMAND_TIMEOUT_MS + 1000, jobs: 15_000 } as const;
+
+// The module's class: a CommonJS default export, which Node's ESM import hands over inside the
+// module object (TypeScript's view) and a bundler or vitest as the class itself.
+const StandaloneConnector = StandaloneConnectorModule.default ?? (StandaloneConnectorModule as unknown as typeof StandaloneConnectorModule.default);
+
+/** ioredis's own connector (TCP, TLS, a Unix socket), whose streams are given up when silent. */
+function silenceWatched(kind: keyof typeof SILENCE_MS): NonNullable<RedisOptions['Connector']> {
+  return class extends StandaloneConnector {
+    constructor(options: unknown) {
+      super(options as ConstructorParameters<typeof StandaloneConnector>[0]);
+    }
+    async connect(emit: Parameters<InstanceType<typeof StandaloneConnector>['connect']>[0]) {
+      const stream = await super.connect(emit);
+      giveUpWhenSilent(stream as Socket, SILENCE_MS[kind], `Redis (${kind})`);
+      return stream;
+    }
+  };
+}
 
 /** The command timeout is ours (timeOutCommands below), not ioredis's `commandTimeout`. */
 const apiOptions: RedisOptions = {
@@ -79,7 +110,7 @@ export async function connectRedis(target: RedisTarget, kind: 'api' | 'admit' | 
   const ms = kind === 'admit' ? ADMIT_COMMAND_TIMEOUT_MS : API_COMMAND_TIMEOUT_MS;
   if ('cluster' in target) {
     if (kind !== 'jobs') {
-      const cluster = new Cluster(target.cluster, apiClusterOptions);
+      const cluster = new Cluster(target.cluster, { ...apiClusterOptions, redisOptions: { ...apiClusterOptions.redisOptions, Connector: silenceWatched(kind) } });
       cluster.on('+node', (node: Redis) => timeOutCommands(node, ms));
       // And a bound on the whole command, redirections and the cluster's offline queue included:
       // with every node gone a command waited in that queue for as long as the cluster kept
@@ -89,13 +120,14 @@ export async function connectRedis(target: RedisTarget, kind: 'api' | 'admit' | 
       redis = cluster;
     } else {
       // BullMQ checks maxRetriesPerRequest on the node options; its prefixes carry a hash tag (keys.ts).
-      redis = new Cluster(target.cluster, { scaleReads: 'master', maxRedirections: 16, redisOptions: { maxRetriesPerRequest: null } });
+      redis = new Cluster(target.cluster, { scaleReads: 'master', maxRedirections: 16, redisOptions: { maxRetriesPerRequest: null, Connector: silenceWatched('jobs') } });
     }
   } else if (kind !== 'jobs') {
-    const single = new Redis(target.url, apiOptions);
+    const single = new Redis(target.url, { ...apiOptions, Connector: silenceWatched(kind) });
     timeOutCommands(single, ms);
     redis = single;
-  } else redis = new Redis(target.url, { maxRetriesPerRequest: null });
+  } else redis = new Redis(target.url, { maxRetriesPerRequest: null, Connector: silenceWatched('jobs') });
+  // (BullMQ's own connections are duplicates of `jobs`: ioredis copies the Connector into them.)
   logOutages(redis, log.child({ redis: kind }));
   if (kind !== 'jobs') await whenReady(redis);
   return redis;

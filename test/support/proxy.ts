@@ -2,8 +2,8 @@
  * A TCP proxy (node:net) between a client and a server that a bench can cut: `cut()` stops
  * listening (new connections are refused: ECONNREFUSED) and destroys every open pair (clients see
  * their sockets reset); `restore()` listens on the same port again. The chaos scenario puts it
- * between the daemon and Postgres; the fault and outage tests do the same. (The one TCP proxy of the
- * repository: test/tcp-proxy.test.ts checks it.)
+ * between the daemon and Postgres; the fault and outage tests do the same, and one test puts it
+ * before Redis to silence it. (The one TCP proxy of the repository: test/tcp-proxy.test.ts checks it.)
  *
  *   const proxy = await tcpProxy({ host: '127.0.0.1', port: 5432 });
  *   // DATABASE_URL=postgres://…@127.0.0.1:${proxy.port}/db

@@ -1,0 +1,157 @@
+import type { Socket } from 'node:net';
+
+/** What a watched connection has asked and been answered, as its bytes go by. */
+export interface AnswerTracker {
+  sent(chunk: Buffer): void;
+  received(chunk: Buffer): void;
+  /** Whether an answer is still owed. */
+  readonly waiting: boolean;
+}
+
+/**
+ * Gives up on a store's connection that has waited `ms` for an answer with no byte coming: it is
+ * destroyed with an ETIMEDOUT error, which its client (postgres.js, ioredis) takes for a lost
+ * connection — it fails what was in flight and connects again. `tracker` says whether an answer
+ * is owed (default: something was written since the last bytes came in).
+ *
+ * Why: neither client has a timeout that ends a connection. Through a path that drops packets (a
+ * partition, a failover that moved the address, a NAT that forgot the flow) no reset ever comes,
+ * and the kernel retransmits an unanswered write for ~15 minutes before it fails the socket;
+ * until then every call on the connection waits (Postgres) or times out one by one on a
+ * connection that is never replaced (Redis). An idle connection owes nothing and is left alone;
+ * so, for `ms`, is a call that legitimately takes long (a Redis blocking pop, a long statement):
+ * `ms` must exceed the longest such call. Writes do not count as life (a socket's own idle
+ * timeout does count them: a client that keeps sending to a dead peer would never be given up).
+ */
+export function giveUpWhenSilent(socket: Socket, ms: number, what: string, tracker: AnswerTracker = writtenSinceRead()): void {
+  const entry: Watched = { socket, ms, what, tracker, quietSince: Date.now() };
+  const write = socket.write;
+  socket.write = function (this: Socket, ...args: Parameters<Socket['write']>) {
+    const owed = tracker.waiting;
+    const data = args[0] as Buffer | string | Uint8Array;
+    tracker.sent(typeof data === 'string' ? Buffer.from(data) : Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+    // The wait for an answer starts when one is first owed, not when the last bytes came (maybe long ago).
+    if (!owed && tracker.waiting) entry.quietSince = Date.now();
+    return write.apply(this, args);
+  } as Socket['write'];
+  socket.on('data', (chunk: Buffer) => {
+    entry.quietSince = Date.now();
+    tracker.received(chunk);
+  });
+  watched.add(entry);
+  socket.once('close', () => watched.delete(entry));
+  timer ??= setInterval(check, CHECK_EVERY_MS).unref();
+}
+
+interface Watched {
+  socket: Socket;
+  ms: number;
+  what: string;
+  tracker: AnswerTracker;
+  /** When the last byte came in, or the wait for an answer began if later. */
+  quietSince: number;
+}
+
+const CHECK_EVERY_MS = 250;
+const watched = new Set<Watched>();
+let timer: NodeJS.Timeout | null = null;
+
+function check() {
+  const now = Date.now();
+  for (const w of watched) {
+    if (!w.tracker.waiting || now - w.quietSince < w.ms) continue;
+    watched.delete(w);
+    w.socket.destroy(Object.assign(new Error(`${w.what} sent nothing for ${now - w.quietSince} ms while an answer was owed`), { code: 'ETIMEDOUT' }));
+  }
+  if (!watched.size && timer) {
+    clearInterval(timer);
+    timer = null;
+  }
+}
+
+/** An answer is owed when something was written since the last bytes came in. */
+export function writtenSinceRead(): AnswerTracker {
+  let waiting = false;
+  return {
+    sent: () => void (waiting = true),
+    received: () => void (waiting = false),
+    get waiting() {
+      return waiting;
+    },
+  };
+}
+
+/**
+ * The Postgres wire protocol's exchanges: every StartupMessage, Sync and Query sent is owed one
+ * ReadyForQuery, which ends every exchange (pipelined queries each owe their own). Messages are
+ * framed by their length (a type byte and an int32 length; the first message sent has no type
+ * byte), so a message split across chunks is counted once. A CancelRequest is owed nothing.
+ */
+export function postgresExchanges(): AnswerTracker {
+  let owed = 0;
+  let answered = 0;
+  let first = true;
+  const firstHead = Buffer.alloc(8);
+  let firstHave = 0;
+  let firstSkip = 0;
+  const outgoing = typedFrames((type) => {
+    if (type === SYNC || type === QUERY) owed++;
+  });
+  const incoming = typedFrames((type) => {
+    if (type === READY) answered++;
+  });
+  return {
+    sent(chunk) {
+      let i = 0;
+      while (first && i < chunk.length) {
+        if (firstSkip > 0) {
+          const n = Math.min(firstSkip, chunk.length - i);
+          firstSkip -= n;
+          i += n;
+          if (firstSkip === 0) first = false;
+          continue;
+        }
+        firstHead[firstHave++] = chunk[i++];
+        if (firstHave === 8) {
+          if (firstHead.readInt32BE(4) !== CANCEL_CODE) owed++;
+          firstSkip = firstHead.readInt32BE(0) - 8;
+          if (firstSkip <= 0) first = false;
+        }
+      }
+      if (i < chunk.length) outgoing(chunk, i);
+    },
+    received: (chunk) => incoming(chunk, 0),
+    get waiting() {
+      return owed > answered;
+    },
+  };
+}
+
+const SYNC = 0x53; // 'S' (sent)
+const QUERY = 0x51; // 'Q'
+const READY = 0x5a; // 'Z' (received)
+const CANCEL_CODE = 80877102;
+
+/** Calls `onType` with each message's type byte, for a stream of messages of a type byte and an int32 length (counting itself). */
+function typedFrames(onType: (type: number) => void) {
+  const head = Buffer.alloc(5);
+  let have = 0;
+  let skip = 0;
+  return (chunk: Buffer, from: number) => {
+    let i = from;
+    while (i < chunk.length) {
+      if (skip > 0) {
+        const n = Math.min(skip, chunk.length - i);
+        skip -= n;
+        i += n;
+        continue;
+      }
+      head[have++] = chunk[i++];
+      if (have === 5) {
+        onType(head[0]);
+        skip = head.readInt32BE(1) - 4;
+        have = 0;
+      }
+    }
+  };
+}

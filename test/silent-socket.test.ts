@@ -1,0 +1,79 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { connectDb } from '../src/db/client.js';
+import { postgresExchanges } from '../src/kernel/silent-socket.js';
+import { testDb } from './support/db.js';
+
+const db = await testDb();
+
+/** A Postgres message: its type byte, then an int32 length counting itself and the body. */
+const message = (type: string, body: number) => {
+  const b = Buffer.alloc(5 + body, 0x5a); // a body full of 'Z's: only framing may find the types
+  b[0] = type.charCodeAt(0);
+  b.writeInt32BE(4 + body, 1);
+  return b;
+};
+const startup = (code = 196608, extra = 12) => {
+  const b = Buffer.alloc(8 + extra, 0x53);
+  b.writeInt32BE(8 + extra, 0);
+  b.writeInt32BE(code, 4);
+  return b;
+};
+/** `bytes` cut at the given points. */
+const cut = (bytes: Buffer, at: number[]) => {
+  const points = [...new Set(at.map((p) => p % (bytes.length + 1)))].sort((a, b) => a - b);
+  const out: Buffer[] = [];
+  let from = 0;
+  for (const p of [...points, bytes.length]) {
+    out.push(bytes.subarray(from, p));
+    from = p;
+  }
+  return out.filter((c) => c.length);
+};
+
+describe('counting Postgres exchanges from the bytes', () => {
+  it('owes one answer per StartupMessage, Sync and Query until its ReadyForQuery, however the bytes are cut', () => {
+    const types = fc.constantFrom('P', 'B', 'D', 'E', 'S', 'Q', 'C', 'H', 'p');
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(types, fc.nat(40)), { maxLength: 30 }),
+        fc.array(fc.tuple(fc.constantFrom('1', '2', 'T', 'D', 'C', 'E', 'N', 'S', 'Z'), fc.nat(40)), { maxLength: 30 }),
+        fc.array(fc.nat(2000)),
+        fc.array(fc.nat(2000)),
+        (sent, received, sentCuts, receivedCuts) => {
+          const t = postgresExchanges();
+          const out = Buffer.concat([startup(), ...sent.map(([ty, n]) => message(ty, n))]);
+          const back = Buffer.concat(received.map(([ty, n]) => message(ty, ty === 'Z' ? 1 : n)));
+          for (const c of cut(out, sentCuts)) t.sent(c);
+          for (const c of cut(back, receivedCuts)) t.received(c);
+          const owed = 1 + sent.filter(([ty]) => ty === 'S' || ty === 'Q').length;
+          expect(t.waiting).toBe(owed > received.filter(([ty]) => ty === 'Z').length);
+        },
+      ),
+    );
+  });
+
+  it('owes nothing for a CancelRequest', () => {
+    const t = postgresExchanges();
+    t.sent(startup(80877102, 8));
+    expect(t.waiting).toBe(false);
+  });
+});
+
+describe('a watched Postgres connection', () => {
+  it('is left alone while it owes nothing, and is not given up for an idle time before its next query', { timeout: 20_000 }, async () => {
+    const handle = connectDb(db.url, { max: 1, timeoutMs: 300 });
+    try {
+      const [{ pid }] = await handle.sql`select pg_backend_pid() as pid`;
+      // Idle three times the timeout (nothing owed), then a query: answered on the same connection.
+      await new Promise((r) => setTimeout(r, 1000));
+      const [again] = await handle.sql`select pg_backend_pid() as pid, pg_sleep(0.1)`;
+      expect(again.pid).toBe(pid);
+      // A statement that outlasts the timeout is given up (the daemon runs none: the cost of the watch).
+      const err = await handle.sql`select pg_sleep(2)`.then(() => null, (e: { code?: string }) => e);
+      expect(err?.code).toBe('ETIMEDOUT');
+    } finally {
+      await handle.sql.end({ timeout: 1 });
+    }
+  });
+});
