@@ -24,6 +24,7 @@ import { createItemsStore } from './db/items-store.js';
 import { ensureStores } from './infra/ensure-stores.js';
 import { connectRedis, describeTarget } from './infra/redis-client.js';
 import { systemClock, type Clock } from './kernel/clock.js';
+import { redisTimeClock } from './kernel/redis-time.js';
 import type { Logger } from './kernel/logger.js';
 import { every } from './kernel/loop.js';
 import { redactUrl } from './kernel/redact-url.js';
@@ -193,8 +194,12 @@ export async function openCore(config: Config, log: Logger, clock: Clock) {
   return { stores, ...wireModules(config, log, clock, stores, handlers) };
 }
 
-export async function startDaemon(config: Config, log: Logger, clock: Clock = systemClock): Promise<Daemon> {
+export async function startDaemon(config: Config, log: Logger, baseClock: Clock = systemClock): Promise<Daemon> {
+  // The daemon keeps Redis's time: daemons on machines whose clocks disagree agree on leases.
+  const time = redisTimeClock(baseClock);
+  const clock = time.clock;
   const core = await openCore(config, log, clock);
+  await time.start(core.stores.redis, log.child({ module: 'clock' }));
   const { stores, events, handlers, metrics, pg, queue, store, gateStore, catalog, reservations } = core;
   const { redis, dbHandle } = stores;
   const me = `${os.hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
@@ -368,6 +373,7 @@ export async function startDaemon(config: Config, log: Logger, clock: Clock = sy
         await controller.stop();
         await service.stop();
         await Promise.all(loops.map((l) => l.stop()));
+        time.stop();
         await tokens.stop();
         pg.stop();
         await queue.tickets.flush().catch(() => {});

@@ -1,4 +1,5 @@
 import { loadConfig } from '../../src/config.js';
+import type { Clock } from '../../src/kernel/clock.js';
 import { askAgainOn503 } from './joins.js';
 import { createLogger, type Logger } from '../../src/kernel/logger.js';
 import { startDaemon, type Daemon } from '../../src/daemon.js';
@@ -10,7 +11,7 @@ export const OP = 'op-key';
 export const SVC = 'svc-key';
 
 /** The whole daemon (API, dispatcher, workers) in this process, on a free port; stopped after the file, or after the test that started it. */
-export async function inProcessDaemon(opts: { prefix: string; databaseUrl: string; env?: Record<string, string>; log?: Logger }) {
+export async function inProcessDaemon(opts: { prefix: string; databaseUrl: string; env?: Record<string, string>; log?: Logger; /** This machine's clock as the daemon reads it (the system's). */ clock?: Clock }) {
   const config = loadConfig({
     PORT: '0',
     HOST: '127.0.0.1',
@@ -21,7 +22,7 @@ export async function inProcessDaemon(opts: { prefix: string; databaseUrl: strin
     FLOODGATE_OPERATOR_KEYS: OP,
     ...opts.env,
   });
-  const daemon: Daemon = await startDaemon(config, opts.log ?? createLogger(process.env.TEST_LOG_LEVEL ?? 'silent'));
+  const daemon: Daemon = await startDaemon(config, opts.log ?? createLogger(process.env.TEST_LOG_LEVEL ?? 'silent'), opts.clock);
   whenDone(() => daemon.stop());
   const call = (method: string, path: string, body?: unknown, key: string | null = OP) => http(daemon.url, method, path, body, key);
   /**

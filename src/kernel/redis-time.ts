@@ -1,0 +1,63 @@
+import type { Clock } from './clock.js';
+import type { Logger } from './logger.js';
+
+/** What the clock needs of a Redis connection: its TIME (seconds and microseconds). */
+interface TimeSource {
+  time(): Promise<unknown>;
+}
+
+/** How far this machine's clock may be from Redis's before the daemon takes Redis's. */
+export const STEP_MS = 100;
+const EVERY_MS = 10_000;
+/** A TIME whose round trip took longer than this says too little about the offset. */
+const MAX_RTT_MS = 50;
+
+/**
+ * The daemon's clock, kept on Redis's time. Every timestamp the line compares across daemons is
+ * taken from the daemon's own clock — a lease's expiry, a ticket's join and admission times, an
+ * item's activity window — so daemons whose clocks disagree disagree about those: with one
+ * machine's clock two minutes ahead, its lease sweep put a ticket another daemon had handed to an
+ * outside worker under a 60 s lease back in the line within 2 s (the worker's outcome would then
+ * be refused, `lease_lost`), and its joins were stamped two minutes after the others'
+ * (test/clock-skew.test.ts). The offset to Redis's TIME (from the middle of a round trip under
+ * 50 ms) is measured at start and every 10 s and taken when it differs from the one in use by
+ * STEP_MS or more, so machines in sync keep their own clock untouched and a skewed one moves to
+ * Redis's time in one step (logged), as an NTP step would. On a Redis Cluster, TIME comes from
+ * whichever node answers.
+ */
+export function redisTimeClock(base: Clock) {
+  let offset = 0;
+  let timer: NodeJS.Timeout | null = null;
+  const clock: Clock = { now: () => base.now() + offset };
+
+  /** Whether the round trip was short enough to tell. */
+  async function measure(redis: TimeSource, log: Logger): Promise<boolean> {
+    const t0 = base.now();
+    const [s, us] = (await redis.time()) as [string | number, string | number];
+    const t1 = base.now();
+    if (t1 - t0 > MAX_RTT_MS) return false;
+    const seen = Math.round(Number(s) * 1000 + Number(us) / 1000 - (t0 + t1) / 2);
+    if (Math.abs(seen - offset) >= STEP_MS) {
+      log.warn({ offsetMs: seen, wasMs: offset }, "this machine's clock is not Redis's: the daemon keeps Redis's time");
+      offset = seen;
+    }
+    return true;
+  }
+
+  return {
+    clock,
+    /** The offset in use (ms to add to this machine's clock). */
+    offsetMs: () => offset,
+    /** Measures now (up to three tries for a quick round trip; a failure leaves the offset as it is), then every 10 s until stop(). */
+    async start(redis: TimeSource, log: Logger) {
+      const tick = () => measure(redis, log).catch(() => false);
+      for (let i = 0; i < 3 && !(await tick()); i++);
+      timer = setInterval(tick, EVERY_MS);
+      timer.unref();
+    },
+    stop() {
+      if (timer) clearInterval(timer);
+      timer = null;
+    },
+  };
+}
