@@ -59,38 +59,66 @@ describe('a Postgres connection that falls silent', () => {
     }
   });
   it('is given up when an answer stops halfway (its bytes came, its ReadyForQuery never does)', { timeout: 30_000 }, async () => {
-    // A server that lets the client in (AuthenticationOk, ReadyForQuery) and then answers every
-    // request with ParseComplete alone.
-    const sockets = new Set<Socket>();
-    const server = createServer((s) => {
-      sockets.add(s);
-      let started = false;
-      s.on('data', () => {
-        if (!started) {
-          started = true;
-          s.write(Buffer.from([0x52, 0, 0, 0, 8, 0, 0, 0, 0, 0x5a, 0, 0, 0, 5, 0x49]));
-        } else s.write(Buffer.from([0x31, 0, 0, 0, 4]));
-      });
-      s.on('error', () => {});
-    });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-    const port = (server.address() as { port: number }).port;
-    const half = connectDb(`postgres://postgres@127.0.0.1:${port}/none`, { max: 1, timeoutMs: PG_TIMEOUT_MS });
+    // Every request answered with ParseComplete alone.
+    await expectGivenUp(Buffer.from([0x31, 0, 0, 0, 4]), (sql) => sql`select 1`);
+  });
+
+  it('is given up when a statement described before its first run (Parse, Describe, Flush: no Sync) gets no answer', { timeout: 30_000 }, async () => {
+    const own = await tcpProxy({ host: pgUrl.hostname, port: Number(pgUrl.port || 5432) });
+    const url = new URL(db.url);
+    url.port = String(own.port);
+    const handle = connectDb(url.toString(), { max: 1, timeoutMs: PG_TIMEOUT_MS });
     try {
+      await handle.sql`select 1`; // connected, types fetched
+      own.silence();
+      // A statement with parameters, new to the connection: postgres.js sends Parse, Describe and
+      // Flush, and its Sync only after the description.
       const at = performance.now();
-      const err = await half.sql`select 1`.then(() => null, (e: { code?: string }) => e);
+      const err = await handle.sql`select ${1}::int as n`.then(() => null, (e: { code?: string }) => e);
       const ms = performance.now() - at;
       expect(err?.code).toBe('ETIMEDOUT');
-      expect(ms).toBeGreaterThanOrEqual(PG_TIMEOUT_MS - 50);
       expect(ms).toBeLessThan(PG_TIMEOUT_MS + 3000);
     } finally {
-      await half.sql.end({ timeout: 0 });
-      for (const s of sockets) s.destroy();
-      await new Promise((r) => server.close(r));
+      await handle.sql.end({ timeout: 0 });
+      await own.close();
     }
   });
 });
 
+/**
+ * A server that lets the client in (AuthenticationOk, ReadyForQuery) and then answers every
+ * request with `answer`; `query` on a watched connection to it must fail with ETIMEDOUT after the
+ * timeout.
+ */
+async function expectGivenUp(answer: Buffer, query: (sql: ReturnType<typeof connectDb>['sql']) => Promise<unknown>) {
+  const sockets = new Set<Socket>();
+  const server = createServer((s) => {
+    sockets.add(s);
+    let started = false;
+    s.on('data', () => {
+      if (!started) {
+        started = true;
+        s.write(Buffer.from([0x52, 0, 0, 0, 8, 0, 0, 0, 0, 0x5a, 0, 0, 0, 5, 0x49]));
+      } else s.write(answer);
+    });
+    s.on('error', () => {});
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const port = (server.address() as { port: number }).port;
+  const handle = connectDb(`postgres://postgres@127.0.0.1:${port}/none`, { max: 1, timeoutMs: PG_TIMEOUT_MS });
+  try {
+    const at = performance.now();
+    const err = await query(handle.sql).then(() => null, (e: { code?: string }) => e);
+    const ms = performance.now() - at;
+    expect(err?.code).toBe('ETIMEDOUT');
+    expect(ms).toBeGreaterThanOrEqual(PG_TIMEOUT_MS - 50);
+    expect(ms).toBeLessThan(PG_TIMEOUT_MS + 3000);
+  } finally {
+    await handle.sql.end({ timeout: 0 });
+    for (const s of sockets) s.destroy();
+    await new Promise((r) => server.close(r));
+  }
+}
 
 describe('Postgres silent mid-sale (no answer, no reset)', () => {
   it('gives up on the silent connections and sells the stock exactly once on new ones', { timeout: 90_000 }, async () => {
@@ -99,14 +127,15 @@ describe('Postgres silent mid-sale (no answer, no reset)', () => {
     const joins = await joinAll((u) => call('POST', '/v1/items/quiet/tickets', { userId: u }, SVC), userIds(0, 60));
     const ids = joins.map((r) => r.body.ticketId as string);
     await call('PATCH', '/v1/items/quiet/gate', { mode: 'manual', rate: 20, maxInFlight: 5 });
-    await waitFor(() => call('GET', '/v1/items/quiet').then((r) => r.body), (v) => v.counts?.succeeded >= 3);
+    // Silent as the sale opens: the pool's connections have yet to run the sale's statements, and
+    // postgres.js describes a statement before its first run with no Sync out (a version of the
+    // watch that counted only Syncs left such a sale at 18 of 20 for good, 3 runs of 3).
     proxy.silence();
     const silentAt = Date.now();
-    const before = (await call('GET', '/v1/items/quiet')).body.counts.succeeded;
 
     await expectSoldExactly(db.sql, 'quiet', stock, ids, (id) => call('GET', `/v1/tickets/${id}`, undefined, null).then((r) => r.body));
-    console.log(`sale over ${Date.now() - silentAt} ms after Postgres fell silent (${before} sold before)`);
-    expect(before).toBeLessThan(stock);
+    console.log(`sale over ${Date.now() - silentAt} ms after Postgres fell silent`);
+
     const left = await waitFor(() => redis.hvals(`${prefix}{quiet}:stock`).then((vs) => vs.map(Number).reduce((x, y) => x + y, 0)), (n) => n === 0, 20_000);
     expect(left).toBe(0);
   });

@@ -32,7 +32,7 @@ const cut = (bytes: Buffer, at: number[]) => {
 };
 
 describe('counting Postgres exchanges from the bytes', () => {
-  it('owes one answer per StartupMessage, Sync and Query until its ReadyForQuery, however the bytes are cut', () => {
+  it('owes one answer per StartupMessage, Sync and Query until its ReadyForQuery, and a Flush its next message, however the bytes are cut', () => {
     const types = fc.constantFrom('P', 'B', 'D', 'E', 'S', 'Q', 'C', 'H', 'p');
     fc.assert(
       fc.property(
@@ -46,11 +46,39 @@ describe('counting Postgres exchanges from the bytes', () => {
           const back = Buffer.concat(received.map(([ty, n]) => message(ty, ty === 'Z' ? 1 : n)));
           for (const c of cut(out, sentCuts)) t.sent(c);
           for (const c of cut(back, receivedCuts)) t.received(c);
-          const owed = 1 + sent.filter(([ty]) => ty === 'S' || ty === 'Q').length;
-          expect(t.waiting).toBe(owed > received.filter(([ty]) => ty === 'Z').length);
+          // The rules, message by message (the bytes above come in arbitrary chunks).
+          let owed = 1;
+          let flushAfter: number | null = null;
+          for (const [ty] of sent) {
+            if (ty === 'S' || ty === 'Q') owed++;
+            else if (ty === 'H') flushAfter = owed;
+          }
+          let answered = 0;
+          for (const [ty] of received) {
+            if (ty === 'Z') answered++;
+            if (flushAfter !== null && (ty === 'Z' ? answered > flushAfter : answered >= flushAfter)) flushAfter = null;
+          }
+          expect(t.waiting).toBe(owed > answered || flushAfter !== null);
         },
       ),
     );
+  });
+
+  it('owes the answer to a Parse, Describe and Flush sent with no Sync (a statement described before its first run)', () => {
+    const t = postgresExchanges();
+    t.sent(startup());
+    t.received(message('Z', 1));
+    expect(t.waiting).toBe(false);
+    t.sent(Buffer.concat([message('P', 20), message('D', 6), message('H', 0)]));
+    expect(t.waiting).toBe(true);
+    t.received(message('1', 0)); // ParseComplete: the answer has begun
+    expect(t.waiting).toBe(false);
+    t.sent(Buffer.concat([message('B', 12), message('E', 5), message('H', 0), message('S', 0)]));
+    expect(t.waiting).toBe(true);
+    t.received(Buffer.concat([message('2', 0), message('C', 9)]));
+    expect(t.waiting).toBe(true); // the Sync's ReadyForQuery is still owed
+    t.received(message('Z', 1));
+    expect(t.waiting).toBe(false);
   });
 
   it('owes nothing for a CancelRequest', () => {

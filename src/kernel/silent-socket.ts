@@ -83,22 +83,31 @@ export function writtenSinceRead(): AnswerTracker {
 
 /**
  * The Postgres wire protocol's exchanges: every StartupMessage, Sync and Query sent is owed one
- * ReadyForQuery, which ends every exchange (pipelined queries each owe their own). Messages are
- * framed by their length (a type byte and an int32 length; the first message sent has no type
- * byte), so a message split across chunks is counted once. A CancelRequest is owed nothing.
+ * ReadyForQuery, which ends every exchange (pipelined queries each owe their own); a Flush is owed
+ * the messages after the exchanges sent before it (postgres.js describes a statement's first run
+ * with Parse, Describe and Flush, and sends its Sync only once the description came: an answer is
+ * owed with no Sync out). Messages are framed by their length (a type byte and an int32 length;
+ * the first message sent has no type byte), so a message split across chunks is counted once. A
+ * CancelRequest is owed nothing.
  */
 export function postgresExchanges(): AnswerTracker {
   let owed = 0;
   let answered = 0;
+  /** The Syncs (and the startup) sent before the last Flush whose answer has not begun to come. */
+  let flushAfter: number | null = null;
   let first = true;
   const firstHead = Buffer.alloc(8);
   let firstHave = 0;
   let firstSkip = 0;
   const outgoing = typedFrames((type) => {
     if (type === SYNC || type === QUERY) owed++;
+    else if (type === FLUSH) flushAfter = owed;
   });
   const incoming = typedFrames((type) => {
     if (type === READY) answered++;
+    // A message after the exchanges before the Flush ended is the Flush's answer (a ReadyForQuery
+    // past them means one came before it).
+    if (flushAfter !== null && (type === READY ? answered > flushAfter : answered >= flushAfter)) flushAfter = null;
   });
   return {
     sent(chunk) {
@@ -122,13 +131,14 @@ export function postgresExchanges(): AnswerTracker {
     },
     received: (chunk) => incoming(chunk, 0),
     get waiting() {
-      return owed > answered;
+      return owed > answered || flushAfter !== null;
     },
   };
 }
 
 const SYNC = 0x53; // 'S' (sent)
 const QUERY = 0x51; // 'Q'
+const FLUSH = 0x48; // 'H'
 const READY = 0x5a; // 'Z' (received)
 const CANCEL_CODE = 80877102;
 
