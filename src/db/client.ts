@@ -1,11 +1,10 @@
-import net from 'node:net';
 import path from 'node:path';
 import { packageRoot } from '../kernel/package-root.js';
 import { drizzle, type PostgresJsDatabase } from 'drizzle-orm/postgres-js';
 import { migrate } from 'drizzle-orm/postgres-js/migrator';
 import postgres from 'postgres';
-import { giveUpWhenSilent, postgresExchanges } from '../kernel/silent-socket.js';
 import * as schema from './schema.js';
+import { sslModeOf, watchedSockets } from './watched-sockets.js';
 
 export type Db = PostgresJsDatabase<typeof schema>;
 
@@ -26,10 +25,12 @@ const migrationsFolder = path.join(packageRoot(), 'drizzle');
  */
 export const reconnectBackoffSec = (failures: number) => Math.min(0.05 * 2 ** failures, 0.5);
 
+const CONNECT_TIMEOUT_S = 3;
+
 /** How long a connection may wait for Postgres's answer before the daemon gives up on it (FLOODGATE_PG_TIMEOUT_MS). */
 export const DEFAULT_PG_TIMEOUT_MS = 15_000;
 
-/** `timeoutMs`: see answeredSockets below; 0 waits for every answer however long (postgres.js's own way). */
+/** `timeoutMs`: see watchedSockets (db/watched-sockets.ts); 0 waits for every answer however long (postgres.js's own way). */
 export function connectDb(url: string, opts: { max?: number; timeoutMs?: number } = {}): DbHandle {
   const timeoutMs = opts.timeoutMs ?? DEFAULT_PG_TIMEOUT_MS;
   const watched = timeoutMs > 0 && {
@@ -37,39 +38,19 @@ export function connectDb(url: string, opts: { max?: number; timeoutMs?: number 
     // until the server hears the connection is gone — hours through a path that drops packets; the
     // server ends such a session itself once it has sat idle inside a transaction this long.
     connection: { idle_in_transaction_session_timeout: timeoutMs },
-    socket: answeredSockets(timeoutMs),
+    socket: watchedSockets(timeoutMs, sslModeOf(url), CONNECT_TIMEOUT_S * 1000),
+    // The sockets come encrypted as the URL asks (TLS set up by watchedSockets, where the watch sees past it).
+    ssl: false,
   };
   const sql = postgres(url, {
     max: opts.max ?? 10,
     onnotice: () => {},
     // connect_timeout (s): an unreachable host fails a query in 3 s rather than postgres.js's 30.
-    connect_timeout: 3,
+    connect_timeout: CONNECT_TIMEOUT_S,
     backoff: reconnectBackoffSec,
     ...watched,
   } as postgres.Options<{}>);
   return { db: drizzle(sql, { schema }), sql, close: () => sql.end({ timeout: 5 }) };
-}
-
-/**
- * postgres.js's sockets, each given up once it has owed an answer for `timeoutMs` with no byte
- * coming (kernel/silent-socket.ts; postgres.js has no query timeout): an answer is owed for every
- * exchange sent (a Sync or a Query, pipelined ones each) until its ReadyForQuery comes, so an
- * answer that stopped halfway counts too. ETIMEDOUT counts as Postgres lost (kernel/pg-lost.ts):
- * the sale path waits and retries as after a cut. A single statement that runs longer is given up
- * too (the daemon runs none; migrations run on connections without the watch). Over TLS
- * (`sslmode`) postgres.js wraps the socket and writes and reads past it, so those sockets are not
- * watched.
- */
-function answeredSockets(timeoutMs: number) {
-  let next = 0;
-  return (o: { host: string[]; port: number[]; path?: string | false; ssl?: unknown }) => {
-    const i = next++ % o.host.length;
-    const socket = o.path ? net.connect(o.path) : net.connect(o.port[i], o.host[i]);
-    // What postgres.js's own socket carries (the TLS server name is read from it).
-    Object.assign(socket, { host: o.host[i], port: o.port[i] });
-    if (!o.ssl) giveUpWhenSilent(socket, timeoutMs, 'Postgres', postgresExchanges());
-    return socket;
-  };
 }
 
 /**
