@@ -59,6 +59,8 @@ export interface AppDeps extends OpsDeps {
   tokens?: Tokens;
   /** The routes' clock (default the system's): the queue's own, so tests can drive both. */
   clock?: Clock;
+  /** The ticket watch's clock (default the system's; the daemon gives it its Redis-time clock). */
+  watchClock?: Clock;
   /** The console's per-second points (scheduler/series-store.ts). */
   series: SeriesStore;
   /** Single use of invites and proof-of-work challenges (access/invite-uses.ts). */
@@ -136,7 +138,7 @@ export function createApp(deps: AppDeps) {
   app.route('/', inviteRoutes(ctx));
   const watch = createTicketWatch({
     queue: deps.queue,
-    clock: systemClock,
+    clock: deps.watchClock ?? systemClock,
     tickMs: deps.watchTickMs ?? 250,
     heartbeatMs: 10_000,
     onError: (err) => deps.log.warn({ err: String(err) }, 'ticket watch read failed'),

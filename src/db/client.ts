@@ -4,7 +4,7 @@ import { drizzle, type PostgresJsDatabase } from 'drizzle-orm/postgres-js';
 import { migrate } from 'drizzle-orm/postgres-js/migrator';
 import postgres from 'postgres';
 import * as schema from './schema.js';
-import { sslModeOf, watchedSockets } from './watched-sockets.js';
+import { tlsModeOf, watchedSockets } from './watched-sockets.js';
 
 export type Db = PostgresJsDatabase<typeof schema>;
 
@@ -33,14 +33,20 @@ export const DEFAULT_PG_TIMEOUT_MS = 15_000;
 /** `timeoutMs`: see watchedSockets (db/watched-sockets.ts); 0 waits for every answer however long (postgres.js's own way). */
 export function connectDb(url: string, opts: { max?: number; timeoutMs?: number } = {}): DbHandle {
   const timeoutMs = opts.timeoutMs ?? DEFAULT_PG_TIMEOUT_MS;
+  // The TLS postgres.js reads for this URL (and PGSSL), from its own parser: a client that never connects.
+  const parsed = postgres(url, { max: 1 });
+  const tlsMode = tlsModeOf(parsed.options);
+  void parsed.end({ timeout: 0 });
   const watched = timeoutMs > 0 && {
     // A transaction left open by a connection the daemon gave up on (below) holds its row locks
     // until the server hears the connection is gone — hours through a path that drops packets; the
-    // server ends such a session itself once it has sat idle inside a transaction this long.
-    connection: { idle_in_transaction_session_timeout: timeoutMs },
-    socket: watchedSockets(timeoutMs, sslModeOf(url), CONNECT_TIMEOUT_S * 1000),
-    // The sockets come encrypted as the URL asks (TLS set up by watchedSockets, where the watch sees past it).
-    ssl: false,
+    // server ends such a session itself once it has sat idle inside a transaction half as long
+    // (before the waiters on its locks give up their own connections as silent).
+    connection: { idle_in_transaction_session_timeout: Math.max(250, Math.round(timeoutMs / 2)) },
+    // With TLS set up by watchedSockets, where the watch sees past it, postgres.js's own TLS is
+    // off; a TLS only postgres.js can set up (an options object, direct negotiation) leaves the
+    // socket to it, unwatched.
+    ...(tlsMode === null ? {} : { socket: watchedSockets(timeoutMs, tlsMode, CONNECT_TIMEOUT_S * 1000), ssl: false }),
   };
   const sql = postgres(url, {
     max: opts.max ?? 10,

@@ -2,13 +2,6 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { giveUpWhenSilent, postgresExchanges } from '../kernel/silent-socket.js';
 
-/** The TLS a Postgres URL asks for, as postgres.js reads it (`sslmode`, else `ssl`; `sslrootcert=system` is verify-full); false for none. */
-export function sslModeOf(url: string): string | false {
-  const q = new URL(url).searchParams;
-  const mode = q.get('sslrootcert') === 'system' ? 'verify-full' : (q.get('sslmode') ?? q.get('ssl'));
-  return mode === null || mode === 'disable' || mode === 'false' ? false : mode;
-}
-
 /** Modes that encrypt without checking the server's certificate (postgres.js's reading of them). */
 const UNVERIFIED = new Set(['require', 'allow', 'prefer']);
 const SSL_REQUEST = Buffer.from([0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]); // length 8, code 80877103
@@ -21,36 +14,52 @@ const SSL_REQUEST = Buffer.from([0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]); // length
  * the sale path waits and retries as after a cut. A single statement that runs longer is given up
  * too (the daemon runs none; migrations run on connections without the watch).
  *
- * With TLS (`ssl`, from the URL: sslModeOf) the socket is upgraded here — the SSLRequest, then
+ * With TLS (`ssl`: the mode postgres.js read from the URL or PGSSL, tlsModeOf) the socket is upgraded here — the SSLRequest, then
  * TLS as postgres.js would set it up: `require`, `allow` and `prefer` without checking the
  * certificate, any other mode checking it and the host name; `prefer` goes on in plain text when
  * the server has no TLS — and postgres.js is given the encrypted socket with its own TLS off, so
  * the watch sees the protocol's bytes. (postgres.js's own TLS wraps the socket and reads past it,
  * where no watch can see.) The upgrade has `connectTimeoutMs`, as postgres.js's connect does.
  */
-export function watchedSockets(timeoutMs: number, ssl: string | false, connectTimeoutMs: number) {
+export function watchedSockets(timeoutMs: number, ssl: string | true | false, connectTimeoutMs: number) {
   let next = 0;
   return async (o: { host: string[]; port: number[]; path?: string | false }) => {
     const i = next++ % o.host.length;
     const host = o.host[i];
     const raw = o.path ? net.connect(o.path) : net.connect(o.port[i], host);
-    // What postgres.js's own socket carries.
-    Object.assign(raw, { host, port: o.port[i] });
     let socket: net.Socket = raw;
     if (ssl) {
       try {
         socket = await upgrade(raw, host, ssl, connectTimeoutMs);
       } catch (err) {
         raw.destroy();
-        throw err;
+        // Never a rejection: postgres.js would keep the connection "connecting" for good (a pool
+        // slot lost per failed attempt). A socket that fails once postgres.js listens to it goes
+        // through its error, close, backoff and reconnect like any other.
+        return failing(err as Error);
       }
     }
+    // What postgres.js's own socket carries (its error messages name them).
+    Object.assign(socket, { host, port: o.port[i] });
     giveUpWhenSilent(socket, timeoutMs, 'Postgres', postgresExchanges());
     return socket;
   };
 }
 
-async function upgrade(raw: net.Socket, host: string, ssl: string, ms: number): Promise<net.Socket> {
+/**
+ * A socket that takes writes and fails with `err` once its new owner has listened and sent: two
+ * turns later, after postgres.js's deferred write of its StartupMessage (a close before that write
+ * ran left postgres.js's write timer set for good, and every later connect of that slot sent
+ * nothing: a CONNECT_TIMEOUT once the server was back).
+ */
+function failing(err: Error): net.Socket {
+  const s = new net.Socket();
+  s.write = (() => true) as net.Socket['write'];
+  setImmediate(() => setImmediate(() => s.destroy(err)));
+  return s;
+}
+
+async function upgrade(raw: net.Socket, host: string, ssl: string | true, ms: number): Promise<net.Socket> {
   const within = <T>(what: string, run: (resolve: (v: T) => void, reject: (e: Error) => void) => void) =>
     new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => reject(Object.assign(new Error(`Postgres: ${what} took over ${ms} ms`), { code: 'CONNECT_TIMEOUT' })), ms);
@@ -71,13 +80,31 @@ async function upgrade(raw: net.Socket, host: string, ssl: string, ms: number): 
     throw Object.assign(new Error('The Postgres server does not support TLS, which the URL requires (sslmode)'), { code: 'SSL_NOT_SUPPORTED' });
   }
   const options: tls.ConnectionOptions = { socket: raw, servername: net.isIP(host) ? undefined : host };
-  if (UNVERIFIED.has(ssl)) options.rejectUnauthorized = false;
+  if (typeof ssl === 'string' && UNVERIFIED.has(ssl)) options.rejectUnauthorized = false;
   const secure = tls.connect(options);
-  return within<net.Socket>('the TLS handshake', (resolve, reject) => {
-    secure.once('secureConnect', () => {
-      secure.removeAllListeners('error');
-      resolve(secure);
+  try {
+    return await within<net.Socket>('the TLS handshake', (resolve, reject) => {
+      secure.once('secureConnect', () => {
+        secure.removeAllListeners('error');
+        resolve(secure);
+      });
+      secure.once('error', reject);
     });
-    secure.once('error', reject);
-  });
+  } catch (err) {
+    secure.on('error', () => {});
+    secure.destroy();
+    throw err;
+  }
+}
+
+/**
+ * The TLS mode postgres.js reads for `url` (its `sslmode`/`ssl` parameter, `sslrootcert=system`,
+ * PGSSL; hosts lists and all), when the watch can set that TLS up itself: false for none, null
+ * when postgres.js must do it (a TLS options object, `sslnegotiation=direct`).
+ */
+export function tlsModeOf(parsed: { ssl?: unknown; sslnegotiation?: unknown }): string | true | false | null {
+  const { ssl } = parsed;
+  if (parsed.sslnegotiation === 'direct') return ssl ? null : false;
+  if (!ssl) return false;
+  return ssl === true || typeof ssl === 'string' ? ssl : null;
 }

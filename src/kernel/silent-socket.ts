@@ -2,7 +2,7 @@ import type { Socket } from 'node:net';
 
 /** What a watched connection has asked and been answered, as its bytes go by. */
 export interface AnswerTracker {
-  sent(chunk: Buffer): void;
+  sent(chunk: Buffer | string | Uint8Array): void;
   received(chunk: Buffer): void;
   /** Whether an answer is still owed. */
   readonly waiting: boolean;
@@ -24,18 +24,18 @@ export interface AnswerTracker {
  * timeout does count them: a client that keeps sending to a dead peer would never be given up).
  */
 export function giveUpWhenSilent(socket: Socket, ms: number, what: string, tracker: AnswerTracker = writtenSinceRead()): void {
-  const entry: Watched = { socket, ms, what, tracker, quietSince: Date.now() };
+  // Timed on the monotonic clock: a step of the wall clock (NTP) is not a silence.
+  const entry: Watched = { socket, ms, what, tracker, quietSince: performance.now() };
   const write = socket.write;
   socket.write = function (this: Socket, ...args: Parameters<Socket['write']>) {
     const owed = tracker.waiting;
-    const data = args[0] as Buffer | string | Uint8Array;
-    tracker.sent(typeof data === 'string' ? Buffer.from(data) : Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+    tracker.sent(args[0] as Buffer | string | Uint8Array);
     // The wait for an answer starts when one is first owed, not when the last bytes came (maybe long ago).
-    if (!owed && tracker.waiting) entry.quietSince = Date.now();
+    if (!owed && tracker.waiting) entry.quietSince = performance.now();
     return write.apply(this, args);
   } as Socket['write'];
   socket.on('data', (chunk: Buffer) => {
-    entry.quietSince = Date.now();
+    entry.quietSince = performance.now();
     tracker.received(chunk);
   });
   watched.add(entry);
@@ -57,11 +57,11 @@ const watched = new Set<Watched>();
 let timer: NodeJS.Timeout | null = null;
 
 function check() {
-  const now = Date.now();
+  const now = performance.now();
   for (const w of watched) {
     if (!w.tracker.waiting || now - w.quietSince < w.ms) continue;
     watched.delete(w);
-    w.socket.destroy(Object.assign(new Error(`${w.what} sent nothing for ${now - w.quietSince} ms while an answer was owed`), { code: 'ETIMEDOUT' }));
+    w.socket.destroy(Object.assign(new Error(`${w.what} sent nothing for ${Math.round(now - w.quietSince)} ms while an answer was owed`), { code: 'ETIMEDOUT' }));
   }
   if (!watched.size && timer) {
     clearInterval(timer);
@@ -69,7 +69,11 @@ function check() {
   }
 }
 
-/** An answer is owed when something was written since the last bytes came in. */
+/**
+ * An answer is owed when something was written since the last bytes came in (it does not parse
+ * the protocol: replies to the first of several pipelined commands end the debt, and a silence on
+ * the rest is noticed at the connection's next write).
+ */
 export function writtenSinceRead(): AnswerTracker {
   let waiting = false;
   return {
@@ -84,7 +88,7 @@ export function writtenSinceRead(): AnswerTracker {
 /**
  * The Postgres wire protocol's exchanges: every StartupMessage, Sync and Query sent is owed one
  * ReadyForQuery, which ends every exchange (pipelined queries each owe their own); a Flush is owed
- * the messages after the exchanges sent before it (postgres.js describes a statement's first run
+ * the answer after the exchanges sent before it, up to the message that ends it (FLUSH_ENDS) (postgres.js describes a statement's first run
  * with Parse, Describe and Flush, and sends its Sync only once the description came: an answer is
  * owed with no Sync out). Messages are framed by their length (a type byte and an int32 length;
  * the first message sent has no type byte), so a message split across chunks is counted once. A
@@ -105,12 +109,13 @@ export function postgresExchanges(): AnswerTracker {
   });
   const incoming = typedFrames((type) => {
     if (type === READY) answered++;
-    // A message after the exchanges before the Flush ended is the Flush's answer (a ReadyForQuery
-    // past them means one came before it).
-    if (flushAfter !== null && (type === READY ? answered > flushAfter : answered >= flushAfter)) flushAfter = null;
+    // The message that ends a Flush's answer, after the exchanges sent before it (a ReadyForQuery
+    // past them means the answer came before it).
+    if (flushAfter !== null && (type === READY ? answered > flushAfter : answered >= flushAfter && FLUSH_ENDS.has(type))) flushAfter = null;
   });
   return {
-    sent(chunk) {
+    sent(data) {
+      const chunk = typeof data === 'string' ? Buffer.from(data) : Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
       let i = 0;
       while (first && i < chunk.length) {
         if (firstSkip > 0) {
@@ -139,6 +144,13 @@ export function postgresExchanges(): AnswerTracker {
 const SYNC = 0x53; // 'S' (sent)
 const QUERY = 0x51; // 'Q'
 const FLUSH = 0x48; // 'H'
+/**
+ * The messages that end what a Flush asked for: a statement's description (RowDescription T,
+ * NoData n), a cursor's rows (PortalSuspended s, CommandComplete C, EmptyQueryResponse I), a
+ * Close (CloseComplete 3), an error (E). Not the asynchronous ones (a notice, a parameter, a
+ * notification) nor the first parts of an answer (ParseComplete, ParameterDescription, DataRow).
+ */
+const FLUSH_ENDS = new Set([0x54, 0x6e, 0x73, 0x43, 0x49, 0x33, 0x45]);
 const READY = 0x5a; // 'Z' (received)
 const CANCEL_CODE = 80877102;
 
