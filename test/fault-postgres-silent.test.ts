@@ -1,6 +1,7 @@
 import { createServer, type Socket } from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
 import { connectDb } from '../src/db/client.js';
+import { begin } from '../src/db/transactions.js';
 import { isPgLostCode } from '../src/kernel/pg-lost.js';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
@@ -37,12 +38,14 @@ describe('a Postgres connection that falls silent', () => {
     try {
       await db.sql`create table silent_rows (id int primary key, n int not null)`;
       await db.sql`insert into silent_rows values (1, 0)`;
-      const reserved = await ghost.sql.reserve();
-      await reserved`begin`;
-      await reserved`update silent_rows set n = n + 1 where id = 1`; // the row is locked till the end of this transaction
-      own.silence();
-      const at = performance.now();
-      const lost = await reserved`select 1`.then(() => null, (err: { code?: string }) => err);
+      let at = 0;
+      // A transaction as the daemon makes them (db/transactions.ts), its row locked till its end.
+      const lost = await begin(ghost.sql, async (tx) => {
+        await tx`update silent_rows set n = n + 1 where id = 1`;
+        own.silence();
+        at = performance.now();
+        await tx`select 1`;
+      }).then(() => null, (err: { code?: string }) => err);
       const ms = performance.now() - at;
       expect(isPgLostCode(lost?.code)).toBe(true);
       expect(ms).toBeGreaterThanOrEqual(PG_TIMEOUT_MS - 50);
@@ -51,7 +54,6 @@ describe('a Postgres connection that falls silent', () => {
       // transaction (rolled back: n is still 0) instead of keeping its lock until it hears of the close.
       const [row] = await next.sql`update silent_rows set n = n + 10 where id = 1 returning n`;
       expect(row.n).toBe(10);
-      reserved.release();
     } finally {
       await ghost.sql.end({ timeout: 0 });
       await next.close();

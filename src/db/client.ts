@@ -4,6 +4,7 @@ import { drizzle, type PostgresJsDatabase } from 'drizzle-orm/postgres-js';
 import { migrate } from 'drizzle-orm/postgres-js/migrator';
 import postgres from 'postgres';
 import * as schema from './schema.js';
+import { limitIdleTransactions } from './transactions.js';
 import { tlsModeOf, watchedSockets } from './watched-sockets.js';
 
 export type Db = PostgresJsDatabase<typeof schema>;
@@ -38,11 +39,6 @@ export function connectDb(url: string, opts: { max?: number; timeoutMs?: number 
   const tlsMode = tlsModeOf(parsed.options);
   void parsed.end({ timeout: 0 });
   const watched = timeoutMs > 0 && {
-    // A transaction left open by a connection the daemon gave up on (below) holds its row locks
-    // until the server hears the connection is gone — hours through a path that drops packets; the
-    // server ends such a session itself once it has sat idle inside a transaction half as long
-    // (before the waiters on its locks give up their own connections as silent).
-    connection: { idle_in_transaction_session_timeout: Math.max(250, Math.round(timeoutMs / 2)) },
     // With TLS set up by watchedSockets, where the watch sees past it, postgres.js's own TLS is
     // off; a TLS only postgres.js can set up (an options object, direct negotiation) leaves the
     // socket to it, unwatched.
@@ -56,6 +52,9 @@ export function connectDb(url: string, opts: { max?: number; timeoutMs?: number 
     backoff: reconnectBackoffSec,
     ...watched,
   } as postgres.Options<{}>);
+  // The server ends a transaction of a connection given up as silent once it sat idle half as
+  // long (before the waiters on its locks give up their own connections): db/transactions.ts.
+  if (timeoutMs > 0) limitIdleTransactions(sql, Math.max(250, Math.round(timeoutMs / 2)));
   return { db: drizzle(sql, { schema }), sql, close: () => sql.end({ timeout: 5 }) };
 }
 

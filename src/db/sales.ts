@@ -1,4 +1,5 @@
 import type postgres from 'postgres';
+import { begin } from './transactions.js';
 import { perKey } from '../kernel/batcher.js';
 import { isBadRow, isConnectionLoss } from './refusal.js';
 
@@ -151,7 +152,7 @@ function toResult(r: Row): SaleResult {
  * after finds the void.
  */
 export async function decideDoubts(sql: postgres.Sql, table: Table, itemId: string, refs: string[]): Promise<Map<string, { id: string; userId: string; reservedUntil?: string }>> {
-  return sql.begin(async (tx) => {
+  return begin(sql, async (tx) => {
     await tx`select 1 from item_stock where item_id = ${itemId} for share`;
     const rows =
       table === 'orders'
@@ -189,7 +190,7 @@ export async function defineStock(sql: postgres.Sql, itemId: string, total: numb
  * first, so nothing changes between the lock and the count.
  */
 export async function recountStock(sql: postgres.Sql, table: Table, itemId: string): Promise<{ total: number; sold: number; reserved: number } | null> {
-  return sql.begin(async (tx) => {
+  return begin(sql, async (tx) => {
     const [locked] = await tx`select 1 from item_stock where item_id = ${itemId} for update`;
     if (!locked) return null;
     const [row] =

@@ -1,4 +1,5 @@
 import type postgres from 'postgres';
+import { begin } from './transactions.js';
 
 /** A signing key of admission tokens as Postgres keeps it (private part included: see docs). */
 export interface TokenKeyRow {
@@ -34,7 +35,7 @@ export function createTokenKeyStore(sql: postgres.Sql) {
      * Returns the kid that signs from now on.
      */
     async add(key: { kid: string; alg: string; privateJwk: Record<string, unknown>; publicJwk: Record<string, unknown> }, rotate: boolean): Promise<string> {
-      return sql.begin(async (tx) => {
+      return begin(sql, async (tx) => {
         await tx`select pg_advisory_xact_lock(hashtext('floodgate_token_keys'))`;
         if (!rotate) {
           const [cur] = await tx`select kid from token_keys where retired_at is null order by created_at desc, kid desc limit 1`;
