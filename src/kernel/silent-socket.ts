@@ -88,16 +88,16 @@ export function writtenSinceRead(): AnswerTracker {
 /**
  * The Postgres wire protocol's exchanges: every StartupMessage, Sync and Query sent is owed one
  * ReadyForQuery, which ends every exchange (pipelined queries each owe their own); a Flush is owed
- * the answer after the exchanges sent before it, up to the message that ends it (FLUSH_ENDS) (postgres.js describes a statement's first run
- * with Parse, Describe and Flush, and sends its Sync only once the description came: an answer is
- * owed with no Sync out). Messages are framed by their length (a type byte and an int32 length;
- * the first message sent has no type byte), so a message split across chunks is counted once. A
- * CancelRequest is owed nothing.
+ * the answer after the exchanges sent before it, up to the message that ends it (FLUSH_ENDS):
+ * postgres.js describes a statement's first run with Parse, Describe and Flush, and sends its Sync
+ * only once the description came, so an answer is owed with no Sync out. Messages are framed by
+ * their length (a type byte and an int32 length; the first message sent has no type byte), so a
+ * message split across chunks is counted once. A CancelRequest is owed nothing.
  */
 export function postgresExchanges(): AnswerTracker {
   let owed = 0;
   let answered = 0;
-  /** The Syncs (and the startup) sent before the last Flush whose answer has not begun to come. */
+  /** The Syncs (and the startup) sent before the last Flush whose answer has not ended yet; null when none. */
   let flushAfter: number | null = null;
   let first = true;
   const firstHead = Buffer.alloc(8);
