@@ -9,13 +9,13 @@ const SSL_REQUEST = Buffer.from([0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]); // length
 /**
  * postgres.js's sockets, each given up once it has owed an answer for `timeoutMs` with no byte
  * coming (kernel/silent-socket.ts; postgres.js has no query timeout): an answer is owed for every
- * exchange sent until its ReadyForQuery comes (and for a Flush, until its answer begins), so an
+ * exchange sent until its ReadyForQuery comes (and for a Flush, until its answer ends), so an
  * answer that stopped halfway counts too. ETIMEDOUT counts as Postgres lost (kernel/pg-lost.ts):
  * the sale path waits and retries as after a cut. A single statement that runs longer is given up
  * too (the daemon runs none; migrations run on connections without the watch).
  *
- * With TLS (`ssl`: the mode postgres.js read from the URL or PGSSL, tlsModeOf) the socket is upgraded here — the SSLRequest, then
- * TLS as postgres.js would set it up: `require`, `allow` and `prefer` without checking the
+ * With TLS (`ssl`: the mode postgres.js read from the URL or PGSSL, tlsModeOf) the socket is
+ * upgraded here — the SSLRequest, then TLS as postgres.js would set it up: `require`, `allow` and `prefer` without checking the
  * certificate, any other mode checking it and the host name; `prefer` goes on in plain text when
  * the server has no TLS — and postgres.js is given the encrypted socket with its own TLS off, so
  * the watch sees the protocol's bytes. (postgres.js's own TLS wraps the socket and reads past it,
