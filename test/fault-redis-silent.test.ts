@@ -31,12 +31,15 @@ describe('Redis silent mid-sale (no reply, no reset)', () => {
     proxy.silence();
     const silentAt = Date.now();
 
-    // Told 503 while the API's connection owes replies, then answered again once it is made anew.
+    // Told 503 while the API's connection owes replies, then answered again once it is made anew:
+    // 202, or 200 with the ticket when a join of the user's that timed out was sent again by
+    // ioredis as it reconnected (a join is once per user either way).
     const first = await call('POST', '/v1/items/hush-later/tickets', { userId: 'during' }, SVC);
     expect(first.status).toBe(503);
-    const joined = await waitFor(() => call('POST', '/v1/items/hush-later/tickets', { userId: 'during' }, SVC), (r) => r.status === 202, 30_000);
+    const joined = await waitFor(() => call('POST', '/v1/items/hush-later/tickets', { userId: 'during' }, SVC), (r) => r.status === 202 || r.status === 200, 30_000);
     const joinedAfter = Date.now() - silentAt;
-    expect(joined.status).toBe(202);
+    expect([200, 202]).toContain(joined.status);
+    expect(joined.body).toMatchObject({ userId: 'during', state: 'waiting' });
     expect(joinedAfter).toBeLessThan(SILENCE_MS.api + 5000);
 
     await expectSoldExactly(db.sql, 'hush', stock, ids, (id) => call('GET', `/v1/tickets/${id}`, undefined, null).then((r) => r.body));
