@@ -14,8 +14,7 @@ import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { isCluster, type RedisLike } from './redis/client.js';
-import type { Redis } from 'ioredis';
+import { serverTime, type RedisLike } from './redis/client.js';
 import { createApp } from './api/app.js';
 import { probe, READY_TIMEOUT_MS } from './api/routes/ops.js';
 import { createCatalog } from './catalog/catalog.js';
@@ -201,11 +200,7 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
   const time = redisTimeClock(baseClock);
   const clock = time.clock;
   const core = await openCore(config, log, clock);
-  // On a Redis Cluster, the first master by address: one node's clock, the same every time.
-  const { redis: timeRedis } = core.stores;
-  const nodeAddress = (n: Redis) => `${n.options.host}:${n.options.port}`;
-  const timeNode = () => (isCluster(timeRedis) ? ([...timeRedis.nodes('master')].sort((a, b) => nodeAddress(a).localeCompare(nodeAddress(b)))[0] ?? timeRedis) : timeRedis);
-  await time.start({ time: () => timeNode().time() }, log.child({ module: 'clock' }));
+  await time.start(() => serverTime(core.stores.redis), log.child({ module: 'clock' }));
   const { stores, events, handlers, metrics, pg, queue, store, gateStore, catalog, reservations } = core;
   const { redis, dbHandle } = stores;
   const me = `${os.hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;

@@ -5,7 +5,7 @@ import { begin } from '../src/db/transactions.js';
 import { isPgLostCode } from '../src/kernel/pg-lost.js';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
-import { tcpProxy } from './support/proxy.js';
+import { proxyFor } from './support/proxy.js';
 import { testRedis } from './support/redis.js';
 import { joinAll, userIds } from './support/joins.js';
 import { expectSoldExactly } from './support/sale-checks.js';
@@ -15,26 +15,21 @@ import { expectSoldExactly } from './support/sale-checks.js';
 // The server keeps its end of the old ones, with whatever transaction each had open.
 const { redis, newPrefix } = testRedis();
 const db = await testDb();
-const pgUrl = new URL(db.url);
-const proxy = await tcpProxy({ host: pgUrl.hostname, port: Number(pgUrl.port || 5432) });
+const { proxy, url: viaProxy } = await proxyFor(db.url);
 afterAll(() => proxy.close()); // after the daemon's stop (registered below, so run before this)
-const viaProxy = new URL(db.url);
-viaProxy.port = String(proxy.port);
 const prefix = newPrefix();
 const PG_TIMEOUT_MS = 1500;
 const { call } = await inProcessDaemon({
   prefix,
-  databaseUrl: viaProxy.toString(),
+  databaseUrl: viaProxy,
   env: { FLOODGATE_JOB_BACKOFF_MS: '50', FLOODGATE_PG_TIMEOUT_MS: String(PG_TIMEOUT_MS) },
 });
 
 describe('a Postgres connection that falls silent', () => {
   it('is given up after the timeout, and the transaction it left open releases its locks on the server', { timeout: 30_000 }, async () => {
-    const own = await tcpProxy({ host: pgUrl.hostname, port: Number(pgUrl.port || 5432) });
-    const url = new URL(db.url);
-    url.port = String(own.port);
-    const ghost = connectDb(url.toString(), { max: 1, timeoutMs: PG_TIMEOUT_MS });
-    const next = connectDb(url.toString(), { max: 1, timeoutMs: PG_TIMEOUT_MS });
+    const { proxy: own, url } = await proxyFor(db.url);
+    const ghost = connectDb(url, { max: 1, timeoutMs: PG_TIMEOUT_MS });
+    const next = connectDb(url, { max: 1, timeoutMs: PG_TIMEOUT_MS });
     try {
       await db.sql`create table silent_rows (id int primary key, n int not null)`;
       await db.sql`insert into silent_rows values (1, 0)`;
@@ -66,10 +61,8 @@ describe('a Postgres connection that falls silent', () => {
   });
 
   it('is given up when a statement described before its first run (Parse, Describe, Flush: no Sync) gets no answer', { timeout: 30_000 }, async () => {
-    const own = await tcpProxy({ host: pgUrl.hostname, port: Number(pgUrl.port || 5432) });
-    const url = new URL(db.url);
-    url.port = String(own.port);
-    const handle = connectDb(url.toString(), { max: 1, timeoutMs: PG_TIMEOUT_MS });
+    const { proxy: own, url } = await proxyFor(db.url);
+    const handle = connectDb(url, { max: 1, timeoutMs: PG_TIMEOUT_MS });
     try {
       await handle.sql`select 1`; // connected, types fetched
       own.silence();

@@ -2,19 +2,16 @@ import postgres from 'postgres';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
-import { tcpProxy } from './support/proxy.js';
+import { proxyFor } from './support/proxy.js';
 import { testRedis } from './support/redis.js';
 import { joinAll, userIds } from './support/joins.js';
 
 const { redis, newPrefix } = testRedis();
 const db = await testDb();
-const pgUrl = new URL(db.url);
-const proxy = await tcpProxy({ host: pgUrl.hostname, port: Number(pgUrl.port || 5432) });
+const { proxy, url: viaProxy } = await proxyFor(db.url);
 afterAll(() => proxy.close()); // after the daemon's stop (registered below, so run before this)
-const viaProxy = new URL(db.url);
-viaProxy.port = String(proxy.port);
 const prefix = newPrefix();
-const { call, daemon } = await inProcessDaemon({ prefix, databaseUrl: viaProxy.toString(), env: { FLOODGATE_JOB_BACKOFF_MS: '50' } });
+const { call, daemon } = await inProcessDaemon({ prefix, databaseUrl: viaProxy, env: { FLOODGATE_JOB_BACKOFF_MS: '50' } });
 
 // Five seconds: longer than a running job's ticket lease (RUN_LEASE_MS, 3 s) and the connect
 // timeout (3 s), and postgres.js's reconnect backoff reaches its 0.5 s cap within the first second

@@ -3,7 +3,7 @@ import { SILENCE_MS } from '../src/infra/redis-client.js';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
 import { joinAll, userIds } from './support/joins.js';
-import { tcpProxy } from './support/proxy.js';
+import { proxyFor } from './support/proxy.js';
 import { redisUrl, testRedis } from './support/redis.js';
 import { expectSoldExactly } from './support/sale-checks.js';
 
@@ -12,12 +12,9 @@ import { expectSoldExactly } from './support/sale-checks.js';
 // the address, a NAT that forgot the flows); new connections pass.
 const { newPrefix } = testRedis();
 const db = await testDb();
-const direct = new URL(redisUrl());
-const proxy = await tcpProxy({ host: direct.hostname, port: Number(direct.port || 6379) });
+const { proxy, url: viaProxy } = await proxyFor(redisUrl());
 afterAll(() => proxy.close()); // after the daemon's stop (registered below, so run before this)
-const viaProxy = new URL(redisUrl());
-viaProxy.port = String(proxy.port);
-const { call } = await inProcessDaemon({ prefix: newPrefix(), databaseUrl: db.url, env: { REDIS_URL: viaProxy.toString(), FLOODGATE_JOB_BACKOFF_MS: '50' } });
+const { call } = await inProcessDaemon({ prefix: newPrefix(), databaseUrl: db.url, env: { REDIS_URL: viaProxy, FLOODGATE_JOB_BACKOFF_MS: '50' } });
 
 describe('Redis silent mid-sale (no reply, no reset)', () => {
   it('gives up on the silent connections, answers again on new ones, and sells the stock exactly once', { timeout: 120_000 }, async () => {

@@ -3,18 +3,15 @@ import { createPgPressure, defaultPressure, nextCap } from '../src/scheduler/pg-
 import { inProcessDaemon, recordingLogger, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
 import { askAgainOn503, joinAll, userIds } from './support/joins.js';
-import { tcpProxy } from './support/proxy.js';
+import { proxyFor } from './support/proxy.js';
 import { testRedis } from './support/redis.js';
 
 const { newPrefix } = testRedis();
 const db = await testDb();
-const pgUrl = new URL(db.url);
-const proxy = await tcpProxy({ host: pgUrl.hostname, port: Number(pgUrl.port || 5432) });
+const { proxy, url: viaProxy } = await proxyFor(db.url);
 afterAll(() => proxy.close());
-const viaProxy = new URL(db.url);
-viaProxy.port = String(proxy.port);
 const logs = recordingLogger('warn');
-const { daemon, call, define } = await inProcessDaemon({ prefix: newPrefix(), databaseUrl: viaProxy.toString(), log: logs.log });
+const { daemon, call, define } = await inProcessDaemon({ prefix: newPrefix(), databaseUrl: viaProxy, log: logs.log });
 
 /**
  * A join as a client makes it: a 503 (a backing store past its budget: on a busy machine, Redis

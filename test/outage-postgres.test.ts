@@ -1,19 +1,16 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { testDb } from './support/db.js';
 import { inProcessDaemon, waitFor } from './support/daemon-inproc.js';
-import { tcpProxy } from './support/proxy.js';
+import { proxyFor } from './support/proxy.js';
 import { testRedis } from './support/redis.js';
 
 // The daemon reaches this file's database only through a proxy the test cuts and restores. Its
 // keys live under this file's prefix, removed after it (a prefix of its own was left behind).
 const { newPrefix } = testRedis();
 const db = await testDb();
-const direct = new URL(db.url);
-const proxy = await tcpProxy({ host: direct.hostname, port: Number(direct.port || 5432) });
+const { proxy, url: viaProxy } = await proxyFor(db.url);
 afterAll(() => proxy.close()); // after the daemon's stop (registered below, so run before this)
-const viaProxy = new URL(db.url);
-viaProxy.port = String(proxy.port);
-const { call } = await inProcessDaemon({ prefix: newPrefix(), databaseUrl: viaProxy.toString() });
+const { call } = await inProcessDaemon({ prefix: newPrefix(), databaseUrl: viaProxy });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('when Postgres is unreachable', () => {

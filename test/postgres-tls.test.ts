@@ -6,13 +6,12 @@ import postgres from 'postgres';
 import { connectDb } from '../src/db/client.js';
 import { tlsModeOf } from '../src/db/watched-sockets.js';
 import { testDb } from './support/db.js';
-import { freePort, tcpProxy } from './support/proxy.js';
+import { freePort, proxyFor } from './support/proxy.js';
 
 // Postgres over TLS: a terminator of the test's own (a self-signed certificate) answers the
 // SSLRequest and decrypts into a TCP proxy in front of the test's database, which it can silence.
 const db = await testDb();
-const pgUrl = new URL(db.url);
-const proxy = await tcpProxy({ host: pgUrl.hostname, port: Number(pgUrl.port || 5432) });
+const { proxy } = await proxyFor(db.url);
 // A test-only key and self-signed certificate (CN=localhost, valid 100 years), made with
 // `openssl req -x509 -newkey rsa:2048 -nodes -days 36500 -subj /CN=localhost`.
 const key = readFileSync(new URL('./fixtures/tls/key.pem', import.meta.url));
@@ -93,7 +92,7 @@ describe('Postgres over TLS', () => {
   });
 
   it('goes on in plain text with sslmode=prefer when the server has no TLS, and refuses with sslmode=require', async () => {
-    const plainPort = Number(pgUrl.port || 5432);
+    const plainPort = Number(new URL(db.url).port || 5432);
     const prefer = connectDb(urlWith(plainPort, '?sslmode=prefer'), { max: 1, timeoutMs: TIMEOUT_MS });
     const require = connectDb(urlWith(plainPort, '?sslmode=require'), { max: 1, timeoutMs: TIMEOUT_MS });
     try {

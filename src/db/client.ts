@@ -34,28 +34,31 @@ export const DEFAULT_PG_TIMEOUT_MS = 15_000;
 /** `timeoutMs`: see watchedSockets (db/watched-sockets.ts); 0 waits for every answer however long (postgres.js's own way). */
 export function connectDb(url: string, opts: { max?: number; timeoutMs?: number } = {}): DbHandle {
   const timeoutMs = opts.timeoutMs ?? DEFAULT_PG_TIMEOUT_MS;
-  // The TLS postgres.js reads for this URL (and PGSSL), from its own parser: a client that never connects.
-  const parsed = postgres(url, { max: 1 });
-  const tlsMode = tlsModeOf(parsed.options);
-  void parsed.end({ timeout: 0 });
-  const watched = timeoutMs > 0 && {
-    // With TLS set up by watchedSockets, where the watch sees past it, postgres.js's own TLS is
-    // off; a TLS only postgres.js can set up (an options object, direct negotiation) leaves the
-    // socket to it, unwatched.
-    ...(tlsMode === null ? {} : { socket: watchedSockets(timeoutMs, tlsMode, CONNECT_TIMEOUT_S * 1000), ssl: false }),
-  };
   const sql = postgres(url, {
     max: opts.max ?? 10,
     onnotice: () => {},
     // connect_timeout (s): an unreachable host fails a query in 3 s rather than postgres.js's 30.
     connect_timeout: CONNECT_TIMEOUT_S,
     backoff: reconnectBackoffSec,
-    ...watched,
+    ...(timeoutMs > 0 ? watchedConnections(url, timeoutMs) : {}),
   } as postgres.Options<{}>);
   // The server ends a transaction of a connection given up as silent once it sat idle half as
   // long (before the waiters on its locks give up their own connections): db/transactions.ts.
   if (timeoutMs > 0) limitIdleTransactions(sql, Math.max(250, Math.round(timeoutMs / 2)));
   return { db: drizzle(sql, { schema }), sql, close: () => sql.end({ timeout: 5 }) };
+}
+
+/**
+ * The options that give postgres.js watched sockets (db/watched-sockets.ts), with its own TLS off
+ * since watchedSockets sets up the TLS the URL asks for, where the watch sees past it. A TLS only
+ * postgres.js can set up (an options object, direct negotiation) leaves the sockets to it, unwatched.
+ */
+function watchedConnections(url: string, timeoutMs: number): Partial<postgres.Options<{}>> {
+  // The TLS postgres.js reads for this URL (and PGSSL), from its own parser: a client that never connects.
+  const parsed = postgres(url, { max: 1 });
+  const tlsMode = tlsModeOf(parsed.options);
+  void parsed.end({ timeout: 0 });
+  return tlsMode === null ? {} : ({ socket: watchedSockets(timeoutMs, tlsMode, CONNECT_TIMEOUT_S * 1000), ssl: false } as Partial<postgres.Options<{}>>);
 }
 
 /**

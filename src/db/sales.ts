@@ -1,7 +1,7 @@
 import type postgres from 'postgres';
-import { begin } from './transactions.js';
 import { perKey } from '../kernel/batcher.js';
 import { isBadRow, isConnectionLoss } from './refusal.js';
+import { begin } from './transactions.js';
 
 /**
  * Writes seckill orders and coupon claims in batches: one call of a Postgres function per batch

@@ -1,13 +1,11 @@
 import type { Clock } from './clock.js';
 import type { Logger } from './logger.js';
 
-/** What the clock needs of a Redis connection: its TIME (seconds and microseconds). */
-export interface TimeSource {
-  time(): Promise<unknown>;
-}
+/** Redis's TIME: seconds and microseconds (redis/client.ts serverTime). */
+type ServerTime = () => Promise<[number, number]>;
 
 /** How far this machine's clock may be from Redis's before the daemon takes Redis's. */
-export const STEP_MS = 100;
+const STEP_MS = 100;
 const EVERY_MS = 10_000;
 /** A TIME whose round trip took longer than this says too little about the offset. */
 const MAX_RTT_MS = 50;
@@ -34,11 +32,11 @@ export function redisTimeClock(base: Clock) {
   let slow: { rttMs: number; seen: number }[] = [];
 
   /** Whether an offset was taken (or confirmed). */
-  async function measure(time: TimeSource['time'], log: Logger): Promise<boolean> {
+  async function measure(time: ServerTime, log: Logger): Promise<boolean> {
     const t0 = base.now();
-    const [s, us] = (await time()) as [string | number, string | number];
+    const [s, us] = await time();
     const t1 = base.now();
-    let seen = Math.round(Number(s) * 1000 + Number(us) / 1000 - (t0 + t1) / 2);
+    let seen = Math.round(s * 1000 + us / 1000 - (t0 + t1) / 2);
     if (t1 - t0 > MAX_RTT_MS) {
       slow.push({ rttMs: t1 - t0, seen });
       if (slow.length < 3) return false;
@@ -56,15 +54,12 @@ export function redisTimeClock(base: Clock) {
 
   return {
     clock,
-    /** The offset in use (ms to add to this machine's clock). */
-    offsetMs: () => offset,
     /**
      * Measures now (up to three tries; a failure leaves the offset as it is), then every 10 s until
-     * stop(). `redis`: one server — on a Redis Cluster one node, always the same, so that nodes
-     * whose clocks differ do not make the offset flip.
+     * stop(). `time`: one server's TIME, the same server every time.
      */
-    async start(redis: TimeSource, log: Logger) {
-      const tick = () => measure(() => redis.time(), log).catch(() => false);
+    async start(time: ServerTime, log: Logger) {
+      const tick = () => measure(time, log).catch(() => false);
       for (let i = 0; i < 3 && !(await tick()); i++);
       timer = setInterval(tick, EVERY_MS);
       timer.unref();

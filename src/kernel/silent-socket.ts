@@ -74,7 +74,7 @@ function check() {
  * the protocol: replies to the first of several pipelined commands end the debt, and a silence on
  * the rest is noticed at the connection's next write).
  */
-export function writtenSinceRead(): AnswerTracker {
+function writtenSinceRead(): AnswerTracker {
   let waiting = false;
   return {
     sent: () => void (waiting = true),

@@ -25,6 +25,18 @@ export async function scanKeys(redis: RedisLike, pattern: string, each: (keys: s
   }
 }
 
+/**
+ * Redis's TIME ([seconds, microseconds]) from one server: on a cluster the first master by address,
+ * so that every call reads the same node's clock (nodes whose clocks differ would make a daemon's
+ * offset to Redis's time flip, kernel/redis-time.ts).
+ */
+export async function serverTime(redis: RedisLike): Promise<[number, number]> {
+  const address = (n: Redis) => `${n.options.host}:${n.options.port}`;
+  const node = isCluster(redis) ? ([...redis.nodes('master')].sort((a, b) => address(a).localeCompare(address(b)))[0] ?? redis) : redis;
+  const [seconds, micros] = await node.time();
+  return [Number(seconds), Number(micros)];
+}
+
 /** A new connection with the same settings (BullMQ's workers need one of their own to block on). */
 // (Two branches for the typings: the union's two duplicate() signatures cannot be called as one.)
 export const duplicateConnection = (redis: RedisLike): RedisLike => (isCluster(redis) ? redis.duplicate() : redis.duplicate());

@@ -165,6 +165,14 @@ export async function tcpProxy(target: { host: string; port: number }, listenPor
   };
 }
 
+/** A proxy in front of the server a URL names (`postgres://`, `redis://`), and the URL through it. */
+export async function proxyFor(url: string): Promise<{ proxy: TcpProxy; url: string }> {
+  const u = new URL(url);
+  const proxy = await tcpProxy({ host: u.hostname, port: Number(u.port || (u.protocol.startsWith('redis') ? 6379 : 5432)) });
+  u.port = String(proxy.port);
+  return { proxy, url: u.toString() };
+}
+
 /**
  * A loopback port for a server a test starts: nothing listens on it now, and it lies below the
  * kernel's ephemeral range, so no outgoing connection can take it before the server binds it (a
