@@ -29,8 +29,9 @@ describe('Redis silent mid-sale (no reply, no reset)', () => {
     const silentAt = Date.now();
 
     // Told 503 while the API's connection owes replies, then answered again once it is made anew:
-    // 202, or 200 with the ticket when a join of the user's that timed out was sent again by
-    // ioredis as it reconnected (a join is once per user either way).
+    // 202, or 200 with the ticket when a join of the user's that was still in time as the
+    // connection was given up was sent again by ioredis on the new one (a join is once per user
+    // either way; a join already answered 503 is not sent again: test/redis-client.test.ts).
     const first = await call('POST', '/v1/items/hush-later/tickets', { userId: 'during' }, SVC);
     expect(first.status).toBe(503);
     const joined = await waitFor(() => call('POST', '/v1/items/hush-later/tickets', { userId: 'during' }, SVC), (r) => r.status === 202 || r.status === 200, 30_000);

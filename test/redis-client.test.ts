@@ -3,9 +3,10 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { API_COMMAND_TIMEOUT_MS, connectRedis } from '../src/infra/redis-client.js';
 import { createLogger } from '../src/kernel/logger.js';
 import { tcpProxy } from './support/proxy.js';
-import { redisUrl } from './support/redis.js';
+import { redisUrl, testRedis } from './support/redis.js';
 
 const log = createLogger('silent');
+const { redis: direct, prefix } = testRedis();
 const url = new URL(redisUrl());
 const proxy = await tcpProxy({ host: url.hostname, port: Number(url.port || 6379) });
 const api = await connectRedis({ url: `redis://${url.hostname}:${proxy.port}` }, 'api', log);
@@ -41,5 +42,24 @@ describe("the API's Redis connection", () => {
     expect(took).toBeGreaterThanOrEqual(API_COMMAND_TIMEOUT_MS - 5);
     expect(took).toBeLessThan(2500);
     proxy.delay(0);
+  });
+
+  it('does not send again, once the connection is made anew, a command it already failed as timed out', { timeout: 20_000 }, async () => {
+    const key = `${prefix}resent`;
+    const connections = proxy.accepted;
+    proxy.silence();
+    await expect(api.incr(key)).rejects.toThrow('Command timed out');
+    // The silence watch gives the connection up (SILENCE_MS.api of silence) and ioredis makes a new one, which
+    // passes the proxy; it sends what the old one left unanswered as soon as it is ready, before this ping.
+    for (;;) {
+      try {
+        await api.ping();
+        break;
+      } catch {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+    expect(proxy.accepted).toBeGreaterThan(connections);
+    expect(await direct.get(key)).toBeNull();
   });
 });

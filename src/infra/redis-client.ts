@@ -180,6 +180,12 @@ function timeOutCommands(redis: RedisLike, ms: number) {
     }
   };
   redis.sendCommand = ((command: Command, ...rest: unknown[]) => {
+    // A command whose caller was already told it failed is not sent again. ioredis resends the
+    // commands a lost connection left unanswered once it is made anew (autoResendUnfulfilledCommands),
+    // the ones this timer failed too: a join answered 503 took effect seconds later, and an admit
+    // given up on admitted its tickets with no job to run them (they waited out the 15 s dispatch
+    // lease). Commands still in time are sent again as before (a Redis that restarted at once).
+    if (command.isSettled) return command.promise;
     sent.push({ command, promise: command.promise, at: Date.now() + ms });
     if (!timer) (timer = setInterval(sweep, tick)).unref();
     return send(command, ...rest);
