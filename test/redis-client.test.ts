@@ -1,6 +1,6 @@
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
-import { API_COMMAND_TIMEOUT_MS, connectRedis } from '../src/infra/redis-client.js';
+import { API_COMMAND_TIMEOUT_MS, connectRedis, SILENCE_MS } from '../src/infra/redis-client.js';
 import { createLogger } from '../src/kernel/logger.js';
 import { tcpProxy } from './support/proxy.js';
 import { redisUrl, testRedis } from './support/redis.js';
@@ -61,5 +61,19 @@ describe("the API's Redis connection", () => {
     }
     expect(proxy.accepted).toBeGreaterThan(connections);
     expect(await direct.get(key)).toBeNull();
+  });
+
+  it("gives a blocking pop its own timeout before it calls the connection silent (BullMQ's wait for a job)", { timeout: 30_000 }, async () => {
+    const jobs = (await connectRedis({ url: redisUrl() }, 'jobs', log)) as Redis;
+    const lost: string[] = [];
+    jobs.on('error', (err: Error) => lost.push(err.message));
+    await jobs.ping();
+    const waitS = (SILENCE_MS.jobs + 1000) / 1000;
+    const t = performance.now();
+    expect(await jobs.bzpopmin(`${prefix}no-jobs`, waitS)).toBeNull();
+    const took = performance.now() - t;
+    jobs.disconnect();
+    expect(lost).toEqual([]);
+    expect(took).toBeGreaterThanOrEqual(waitS * 1000 - 50);
   });
 });

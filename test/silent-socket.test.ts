@@ -1,7 +1,10 @@
+import { once } from 'node:events';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { connectDb } from '../src/db/client.js';
-import { postgresExchanges } from '../src/kernel/silent-socket.js';
+import { Command } from 'ioredis';
+import { blockingTimeoutMs, giveUpWhenSilent, postgresExchanges, redisReplies } from '../src/kernel/silent-socket.js';
 import { testDb } from './support/db.js';
 
 const db = await testDb();
@@ -104,6 +107,73 @@ describe('a watched Postgres connection', () => {
       expect(err?.code).toBe('ETIMEDOUT');
     } finally {
       await handle.sql.end({ timeout: 1 });
+    }
+  });
+});
+
+describe("Redis replies: a blocking command's own wait", () => {
+  const written = (name: string, args: (string | Buffer)[]) => new Command(name, args).toWritable(null as never);
+  it('reads the timeout of a blocking pop from the command ioredis writes, and nothing else', () => {
+    expect(blockingTimeoutMs(written('bzpopmin', ['bull:{q}:marker', '1']))).toBe(1000);
+    expect(blockingTimeoutMs(written('BLPOP', ['a', 'b', '2.5']))).toBe(2500);
+    expect(blockingTimeoutMs(written('blmove', ['a', 'b', 'LEFT', 'RIGHT', '0']))).toBe(Infinity);
+    expect(blockingTimeoutMs(written('bzpopmin', [Buffer.from('k'), '3']))).toBe(3000);
+    expect(blockingTimeoutMs(written('get', ['bzpopmin']))).toBe(0);
+    expect(blockingTimeoutMs(written('evalsha', ['abc', '1', 'k', '5']))).toBe(0);
+    const t = redisReplies();
+    t.sent(written('bzpopmin', ['k', '4']));
+    expect([t.waiting, t.graceMs]).toEqual([true, 4000]);
+    t.received(Buffer.from('*-1\r\n'));
+    expect([t.waiting, t.graceMs]).toEqual([false, 0]);
+  });
+});
+
+describe('siblings of a connection given up for silence', () => {
+  it("gives up at once the idle connections to the same server that heard nothing since its wait began, and no others", { timeout: 10_000 }, async () => {
+    // A server that answers each chunk with one byte, except on the connections it was told to mute.
+    const muted = new Set<number>();
+    const servers: Server[] = [];
+    const serve = async () => {
+      const server = createServer((s) => {
+        s.once('data', (d) => {
+          const id = d[0];
+          s.write('!');
+          s.on('data', () => void (muted.has(id) || s.write('!')));
+        });
+      });
+      servers.push(server);
+      server.listen(0, '127.0.0.1');
+      await once(server, 'listening');
+      return (server.address() as { port: number }).port;
+    };
+    const [port, otherPort] = [await serve(), await serve()];
+    const open = async (id: number, to = port) => {
+      const s = connect(to, '127.0.0.1');
+      await once(s, 'connect');
+      giveUpWhenSilent(s, 300, `conn ${id}`);
+      const ended = new Promise<string | null>((resolve) => {
+        let why: string | null = null;
+        s.on('error', (e) => void (why = e.message));
+        s.on('close', () => resolve(why));
+      });
+      s.write(Buffer.from([id]));
+      await once(s, 'data');
+      return { s, ended };
+    };
+    const [a, b, c, d] = [await open(1), await open(2), await open(3), await open(4, otherPort)];
+    const state = (x: { s: Socket }) => (x.s.destroyed ? 'given up' : 'open');
+    try {
+      muted.add(1).add(2);
+      a.s.write('?'); // owes an answer that never comes
+      await new Promise((r) => setTimeout(r, 50));
+      c.s.write('?'); // heard after a's wait began: alive
+      await once(c.s, 'data');
+      expect(await a.ended).toMatch(/conn 1 sent nothing/);
+      expect(await b.ended).toMatch(/conn 2: idle, and heard nothing since/);
+      expect([state(c), state(d)]).toEqual(['open', 'open']);
+    } finally {
+      for (const x of [a, b, c, d]) x.s.destroy();
+      for (const srv of servers) srv.close();
     }
   });
 });

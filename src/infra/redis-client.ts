@@ -2,7 +2,7 @@ import type { Socket } from 'node:net';
 import { Cluster, Redis, type ClusterOptions, type Command, type RedisOptions } from 'ioredis';
 import StandaloneConnectorModule from 'ioredis/built/connectors/StandaloneConnector.js';
 import type { Logger } from '../kernel/logger.js';
-import { giveUpWhenSilent } from '../kernel/silent-socket.js';
+import { giveUpWhenSilent, redisReplies } from '../kernel/silent-socket.js';
 import type { RedisLike } from '../redis/client.js';
 
 /**
@@ -46,9 +46,11 @@ export type RedisTarget = { url: string } | { cluster: { host: string; port: num
  * timing out command after command on the dead connection for as long as the kernel retransmits
  * (~15 minutes; every request 503). `api` and `admit` send no blocking command: a few seconds
  * past their command timeouts (a late reply to an admit must still be read). `jobs` carries
- * BullMQ's blocking pops, which wait up to 10 s for a job.
+ * BullMQ's commands, whose scripts are short, and its blocking pops, which wait for a job up to
+ * their own timeout (the watch adds it: redisReplies()). It was 15 s for every BullMQ connection,
+ * which stopped a sale ~17 s when Redis fell silent (chaos bench, redis-silent).
  */
-export const SILENCE_MS = { api: 3000, admit: ADMIT_COMMAND_TIMEOUT_MS + 1000, jobs: 15_000 } as const;
+export const SILENCE_MS = { api: 3000, admit: ADMIT_COMMAND_TIMEOUT_MS + 1000, jobs: 5000 } as const;
 
 // The module's class: a CommonJS default export, which Node's ESM import hands over inside the
 // module object (TypeScript's view) and a bundler or vitest as the class itself.
@@ -62,7 +64,7 @@ function silenceWatched(kind: keyof typeof SILENCE_MS): NonNullable<RedisOptions
     }
     async connect(emit: Parameters<InstanceType<typeof StandaloneConnector>['connect']>[0]) {
       const stream = await super.connect(emit);
-      giveUpWhenSilent(stream as Socket, SILENCE_MS[kind], `Redis (${kind})`);
+      giveUpWhenSilent(stream as Socket, SILENCE_MS[kind], `Redis (${kind})`, redisReplies());
       return stream;
     }
   };

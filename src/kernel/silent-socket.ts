@@ -6,6 +6,8 @@ export interface AnswerTracker {
   received(chunk: Buffer): void;
   /** Whether an answer is still owed. */
   readonly waiting: boolean;
+  /** How much longer than the watch's `ms` the answer owed may legitimately take (a blocking command's own timeout). */
+  readonly graceMs?: number;
 }
 
 /**
@@ -19,13 +21,14 @@ export interface AnswerTracker {
  * and the kernel retransmits an unanswered write for ~15 minutes before it fails the socket;
  * until then every call on the connection waits (Postgres) or times out one by one on a
  * connection that is never replaced (Redis). An idle connection owes nothing and is left alone;
- * so, for `ms`, is a call that legitimately takes long (a Redis blocking pop, a long statement):
- * `ms` must exceed the longest such call. Writes do not count as life (a socket's own idle
+ * so, for `ms`, is a call that legitimately takes long (a long statement): `ms` must exceed the
+ * longest such call, or the tracker must say how long it may take (`graceMs`: redisReplies() reads
+ * a blocking pop's own timeout). Writes do not count as life (a socket's own idle
  * timeout does count them: a client that keeps sending to a dead peer would never be given up).
  */
 export function giveUpWhenSilent(socket: Socket, ms: number, what: string, tracker: AnswerTracker = writtenSinceRead()): void {
   // Timed on the monotonic clock: a step of the wall clock (NTP) is not a silence.
-  const entry: Watched = { socket, ms, what, tracker, quietSince: performance.now() };
+  const entry: Watched = { socket, ms, what, tracker, quietSince: performance.now(), heardAt: performance.now() };
   const write = socket.write;
   socket.write = function (this: Socket, ...args: Parameters<Socket['write']>) {
     const owed = tracker.waiting;
@@ -35,7 +38,7 @@ export function giveUpWhenSilent(socket: Socket, ms: number, what: string, track
     return write.apply(this, args);
   } as Socket['write'];
   socket.on('data', (chunk: Buffer) => {
-    entry.quietSince = performance.now();
+    entry.quietSince = entry.heardAt = performance.now();
     tracker.received(chunk);
   });
   watched.add(entry);
@@ -50,18 +53,34 @@ interface Watched {
   tracker: AnswerTracker;
   /** When the last byte came in, or the wait for an answer began if later. */
   quietSince: number;
+  /** When the last byte came in (or the watch began). */
+  heardAt: number;
 }
 
 const CHECK_EVERY_MS = 250;
 const watched = new Set<Watched>();
 let timer: NodeJS.Timeout | null = null;
 
+const peer = (s: Socket) => `${s.remoteAddress}:${s.remotePort}`;
+
 function check() {
   const now = performance.now();
   for (const w of watched) {
-    if (!w.tracker.waiting || now - w.quietSince < w.ms) continue;
+    if (!w.tracker.waiting || now - w.quietSince < w.ms + (w.tracker.graceMs ?? 0)) continue;
     watched.delete(w);
+    const server = peer(w.socket);
     w.socket.destroy(Object.assign(new Error(`${w.what} sent nothing for ${Math.round(now - w.quietSince)} ms while an answer was owed`), { code: 'ETIMEDOUT' }));
+    // The path to that server has been dead since this connection's wait began. Its idle siblings
+    // (same server) that have heard nothing since then go too, at once: they have nothing in
+    // flight to lose, and each would otherwise find the silence only at its next use, a whole
+    // window later — with Redis silent, the job queue's connection sat idle while admissions were
+    // down, was first used when they came back, and held the sale 5 s more (chaos bench,
+    // redis-silent). Siblings that owe an answer keep their own window (a late admit reply is read).
+    for (const x of watched) {
+      if (x.tracker.waiting || x.heardAt >= w.quietSince || x.socket.connecting || peer(x.socket) !== server) continue;
+      watched.delete(x);
+      x.socket.destroy(Object.assign(new Error(`${x.what}: idle, and heard nothing since another connection to ${server} fell silent`), { code: 'ETIMEDOUT' }));
+    }
   }
   if (!watched.size && timer) {
     clearInterval(timer);
@@ -83,6 +102,49 @@ function writtenSinceRead(): AnswerTracker {
       return waiting;
     },
   };
+}
+
+/**
+ * Redis's replies, as writtenSinceRead() owes them, and a blocking command's timeout as grace: a
+ * blocking pop that waits its `timeout` seconds for an element and then answers nil is not a
+ * silence. BullMQ's workers wait for jobs with BZPOPMIN (up to 10 s); without the grace, every
+ * connection BullMQ makes had to be given 15 s of silence, and a sale stopped ~17 s when Redis fell
+ * silent. The command is read from the head of the write (ioredis writes each command, or a
+ * pipeline's commands, as one RESP array per write); its timeout is its last argument.
+ */
+export function redisReplies(): AnswerTracker {
+  let waiting = false;
+  let graceMs = 0;
+  return {
+    sent(data) {
+      waiting = true;
+      graceMs = Math.max(graceMs, blockingTimeoutMs(data));
+    },
+    received() {
+      waiting = false;
+      graceMs = 0;
+    },
+    get waiting() {
+      return waiting;
+    },
+    get graceMs() {
+      return graceMs;
+    },
+  };
+}
+
+/** The blocking commands whose timeout (seconds, 0 = for ever) is their last argument. */
+const BLOCKING_HEAD = /^\*\d+\r\n\$\d+\r\n(bzpopmin|bzpopmax|blpop|brpop|brpoplpush|blmove)\r\n/i;
+
+/** A write's blocking time in ms when it starts with a blocking command, else 0. */
+export function blockingTimeoutMs(data: Buffer | string | Uint8Array): number {
+  const text = typeof data === 'string' ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString('latin1');
+  if (!BLOCKING_HEAD.test(text.slice(0, 32))) return 0;
+  // "...$<n>\r\n<timeout>\r\n": the last line before the final CRLF.
+  const end = text.endsWith('\r\n') ? text.length - 2 : text.length;
+  const seconds = Number(text.slice(text.lastIndexOf('\r\n', end - 1) + 2, end));
+  if (!Number.isFinite(seconds) || seconds < 0) return 0;
+  return seconds === 0 ? Infinity : seconds * 1000;
 }
 
 /**
