@@ -82,7 +82,8 @@ export async function startDaemon(ctx: BenchContext, env: Record<string, string>
       FLOODGATE_OPERATOR_KEYS: OPERATOR_KEY,
       FLOODGATE_DATA_DIR: path.join(ctx.tmpDir, 'data'),
       FLOODGATE_PROVISION: 'off',
-      LOG_LEVEL: 'warn',
+      // BENCH_LOG_LEVEL=info (with BENCH_KEEP_TMP=1) keeps the daemon's full log in the run's folder.
+      LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'warn',
       ...env,
     },
   });

@@ -18,8 +18,12 @@ export interface FaultRow {
   vanishedInWindow: number;
   errors5xx: number;
   answered503: number;
-  /** Seconds from the fault's end to the first successful join and the first sale after it. */
-  recover: { joinS: number | null; saleS: number | null; soldOutBeforeEnd: boolean } | null;
+  /**
+   * Seconds from the fault's end to the first successful join sent after it and the first sale
+   * after it, and the longest pause between two sales from the fault's start (a fault that lasts
+   * a moment, like a silence, shows in the pause: the first sale after it may be a call already made).
+   */
+  recover: { joinS: number | null; saleS: number | null; pauseS: number | null; soldOutBeforeEnd: boolean } | null;
   extra: ExtraCheck[];
   detail: string[];
   pass: boolean;
@@ -94,6 +98,7 @@ export async function checkFault(env: Env, o: Observed): Promise<FaultRow> {
   let falseSoldOuts: number | null = null;
   let doubleOrders: number | null = null;
   let saleAfter: Date | null = null;
+  let pauseS: number | null = null;
   let soldOutBeforeEnd = false;
   if (fault.kind !== 'webhook') {
     const table = fault.kind === 'seckill' ? 'orders' : 'coupon_claims';
@@ -130,14 +135,17 @@ export async function checkFault(env: Env, o: Observed): Promise<FaultRow> {
         from ${env.sql(table)} where item_id = ${itemId}`;
       saleAfter = r?.at ?? null;
       soldOutBeforeEnd = (r?.before ?? 0) + (r?.during ?? 0) >= total;
+      const times = (await env.sql<{ at: Date }[]>`select created_at as at from ${env.sql(table)} where item_id = ${itemId} and created_at >= ${new Date(w.startMs)} order by created_at`).map((x) => x.at.getTime());
+      pauseS = times.length ? times.reduce((worst, t, i) => Math.max(worst, t - (i ? times[i - 1] : w.startMs!)), 0) / 1000 : null;
       detail.push(`rows committed before the fault: ${r?.before ?? 0}, during it: ${r?.during ?? 0} (transaction start times)`);
     }
   }
 
   let recover: FaultRow['recover'] = null;
   if (w.endMs) {
-    const join = o.joinsOk.filter((t) => t >= w.endMs!).sort((a, b) => a - b)[0];
-    recover = { joinS: join ? (join - w.endMs) / 1000 : null, saleS: saleAfter ? (saleAfter.getTime() - w.endMs) / 1000 : null, soldOutBeforeEnd };
+    // A join sent after the fault's end: one in flight when it began may be answered just after.
+    const join = buyers.filter((b) => b.acceptedAt && b.sentAt! >= w.endMs!).map((b) => b.acceptedAt!).sort((a, b) => a - b)[0];
+    recover = { joinS: join ? (join - w.endMs) / 1000 : null, saleS: saleAfter ? (saleAfter.getTime() - w.endMs) / 1000 : null, pauseS, soldOutBeforeEnd };
   }
 
   const vanished = gone.length - inWindow.length;

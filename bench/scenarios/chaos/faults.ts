@@ -1,11 +1,12 @@
 /**
  * The faults, each done for real while a sale runs: Postgres cut off at the TCP level, Postgres
- * refusing writes, Postgres's connections falling silent, Redis SIGKILLed and restarted from its AOF, a rollback of the item's Redis keys,
+ * refusing writes, Postgres's connections falling silent, Redis SIGKILLed and restarted from its AOF, Redis's connections falling silent, a rollback of the item's Redis keys,
  * hostile input among valid joins, and a webhook downstream that redirects. `inject` waits for its
  * moment in the sale, does the fault and returns its window.
  */
 import { createServer, type Server } from 'node:http';
 import { freePort } from '../../lib/procs.js';
+import type { ProxyThread } from '../../lib/proxy-thread.js';
 import type { SaleRun } from './sale.js';
 import { asAdmin, itemKeyPattern, sleep, type Env, type ItemKind } from './setup.js';
 
@@ -101,20 +102,9 @@ export const faults: Fault[] = [
       return { startMs, endMs: Date.now(), notes: [`backends terminated: ${cut} at the start, ${cut2} at the end`] };
     },
   },
-  {
-    key: 'pg-silent',
-    title: 'Postgres silent (TCP proxy drops every open connection\'s packets for good, no reset; new connections pass)',
-    kind: 'seckill',
-    ...sale,
-    async inject(env, s) {
-      await at(s);
-      const startMs = Date.now();
-      env.proxy.silence();
-      // A moment, not an outage: what it costs is how long the daemon waits on the silent
-      // connections (FLOODGATE_PG_TIMEOUT_MS) before it sells on new ones.
-      return { startMs, endMs: startMs, notes: ['the silent connections stay open at both ends until the proxy closes'] };
-    },
-  },
+  // A moment, not an outage: what it costs is how long the daemon waits on the silent connections
+  // (FLOODGATE_PG_TIMEOUT_MS) before it sells on new ones.
+  silentStore('pg-silent', 'Postgres', (env) => env.proxy),
   {
     key: 'redis-kill',
     title: `Redis SIGKILLed, restarted from its AOF (everysec) after ${REDIS_DOWN_MS / 1000} s`,
@@ -134,6 +124,9 @@ export const faults: Fault[] = [
       };
     },
   },
+  // Redis keeps everything: no loss window. What it costs is how long each of the daemon's
+  // connections owes replies before it is given up and made again (API 3 s, admissions 6 s, BullMQ 5 s).
+  silentStore('redis-silent', 'Redis', (env) => env.redisProxy),
   {
     key: 'redis-rollback',
     title: 'Redis rollback of the item\'s keys: DUMP early, ~500 joins later RESTORE REPLACE and DEL the newer keys',
@@ -180,6 +173,22 @@ export const faults: Fault[] = [
     },
   },
 ];
+
+/** A store's open connections fall silent once the sale is under way: their proxy drops their packets for good. */
+function silentStore(key: string, store: string, proxy: (env: Env) => ProxyThread): Fault {
+  return {
+    key,
+    title: `${store} silent (TCP proxy drops every open connection's packets for good, no reset; new connections pass)`,
+    kind: 'seckill',
+    ...sale,
+    async inject(env, s) {
+      await at(s);
+      const startMs = Date.now();
+      await proxy(env).silence();
+      return { startMs, endMs: startMs, notes: ['the silent connections stay open at both ends until the proxy closes'] };
+    },
+  };
+}
 
 /**
  * Every key of the item, found and DUMPed in one script: a point in time, as a rollback restores

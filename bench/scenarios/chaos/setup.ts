@@ -1,7 +1,8 @@
 /**
  * The chaos scenario's world: a redis-server of its own (AOF everysec, so it can be SIGKILLed and
- * restarted), a TCP proxy in front of the run's scratch database (so Postgres can be cut off), one
- * daemon pointed at both, and a direct Postgres connection for the checks.
+ * restarted), a TCP proxy in front of it and one in front of the run's scratch database (so either
+ * can be cut off or silenced), one daemon pointed at the proxies, and direct connections to both
+ * stores for the checks.
  */
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
@@ -11,7 +12,7 @@ import { call, OPERATOR_KEY } from '../../lib/api.js';
 import { startDaemon, type BenchContext, type Server } from '../../lib/harness.js';
 import { PG_ADMIN_URL } from '../../lib/infra.js';
 import { startOwnRedis, type OwnRedis } from '../../lib/redis-server.js';
-import { tcpProxy, type TcpProxy } from '../../../test/support/proxy.js';
+import { proxyThreadFor, type ProxyThread } from '../../lib/proxy-thread.js';
 
 export type ItemKind = 'seckill' | 'coupon' | 'webhook';
 
@@ -20,7 +21,10 @@ export interface Env {
   redis: OwnRedis;
   /** A connection to the scenario's redis-server (checks, DUMP/RESTORE); survives its restarts. */
   rc: Redis;
-  proxy: TcpProxy;
+  /** In front of Postgres; the daemon's `DATABASE_URL` is its `url`. */
+  proxy: ProxyThread;
+  /** In front of the redis-server; the daemon's `REDIS_URL` is its `url`. */
+  redisProxy: ProxyThread;
   daemon: Server;
   /** Postgres, direct (not through the proxy): the checks' view. */
   sql: postgres.Sql;
@@ -36,7 +40,8 @@ export async function startEnv(ctx: BenchContext): Promise<Env> {
   await mkdir(dir, { recursive: true });
   const redis = await startOwnRedis(dir);
   const pg = new URL(ctx.databaseUrl);
-  const proxy = await tcpProxy({ host: pg.hostname, port: Number(pg.port || 5432) });
+  const proxy = await proxyThreadFor(ctx.databaseUrl);
+  const redisProxy = await proxyThreadFor(redis.url);
   const rc = new Redis(redis.url, { maxRetriesPerRequest: 1, enableOfflineQueue: true });
   rc.on('error', () => {});
   const env: Env = {
@@ -44,6 +49,7 @@ export async function startEnv(ctx: BenchContext): Promise<Env> {
     redis,
     rc,
     proxy,
+    redisProxy,
     daemon: null as unknown as Server,
     sql: postgres(ctx.databaseUrl, { max: 2, onnotice: () => {} }),
     dbName: pg.pathname.slice(1),
@@ -53,20 +59,19 @@ export async function startEnv(ctx: BenchContext): Promise<Env> {
       rc.disconnect();
       await env.sql.end({ timeout: 5 });
       await proxy.close();
+      await redisProxy.close();
       await redis.child.stop();
     },
   };
   await ensureDaemon(env);
-  ctx.log(`chaos: redis-server ${redis.url} (AOF everysec), postgres through proxy :${proxy.port}, daemon ${env.daemon.url}`);
+  ctx.log(`chaos: redis-server ${redis.url} (AOF everysec) through proxy :${redisProxy.port}, postgres through proxy :${proxy.port}, daemon ${env.daemon.url}`);
   return env;
 }
 
 /** Starts the daemon, or a new one when the last has died (e.g. during a Redis fault). */
 export async function ensureDaemon(env: Env): Promise<void> {
   if (env.daemon?.child.alive()) return;
-  const proxied = new URL(env.ctx.databaseUrl);
-  proxied.port = String(env.proxy.port);
-  env.daemon = await startDaemon(env.ctx, { REDIS_URL: env.redis.url, DATABASE_URL: proxied.toString() });
+  env.daemon = await startDaemon(env.ctx, { REDIS_URL: env.redisProxy.url, DATABASE_URL: env.proxy.url });
   env.daemonStarts++;
 }
 
