@@ -19,7 +19,9 @@ function countBelow(h: Histogram, ms: number): number {
  * stays at the baseline for a round trip while the calls admitted since wait unseen, but the answers
  * per second drop at once; a window that falls under half the last window's rate with the gate full
  * closes early. Startup grows L by one per answer while the limit is used (TCP slow start's ACK
- * clock, stepping every tick; not on a tick whose answers already queue, HyStart) and judges
+ * clock, stepping every tick; not on a tick whose answers already queue, HyStart), never past
+ * twice what the answers per second keep busy at the baseline, plus two (BBR's startup cwnd gain;
+ * not on a heavy-tailed service, whose median baseline understates that), and judges
  * whether to go on over a round trip of gathered answers (at once on answers at twice the baseline);
  * a probe that would cut the baseline by over a quarter needs max(20, 2 × pin) answers (a heavy
  * tail's first few are the short ones), and a probe from a limit of 3 up pins at least 2 (at 1,
@@ -125,6 +127,8 @@ export interface ControlState {
   pipeMs?: number;
   /** The in-flight and latency ratio (p50 / baseline) of the window that began a run of cuts for a queue. */
   cutFrom?: { inflight: number; ratio: number } | null;
+  /** Startup saw a heavy-tailed service (ln(p50 / p16) ≥ 0.35): its median says too little of the calls in service to cap startup on. */
+  heavyTail?: boolean;
 }
 
 /** A closed window of samples, summed over every daemon. */
@@ -354,6 +358,18 @@ export function step(s: ControlState, w: SampleWindow, now: number, p: ControlPa
         merge(acc, w.hist);
         const accN = count(acc);
         const accAge = now - (s.startAt ?? now);
+        // BBR's startup cwnd gain: in flight no more than twice what the answers per second keep
+        // busy at the baseline, and two (the answers lag the limit by a round trip, and doubling per
+        // round trip fits under 2×). Growing per answer alone overshot the plateau by the round
+        // trip the answers take to tell of it: times-out went 10 → 20 → 32 on 10 workers in two
+        // ticks whose answers still read the baseline, and calls hung behind a backlog past 2K.
+        // Not for a heavy-tailed service: the answer rate × a median baseline is 0.6 of its calls in
+        // service at σ = 1, less with startup's short-biased baseline, and the cap held it near L = 10.
+        // The spread is read below the median (ln(p50 / p16)): a cold start's 10× answers sit above it.
+        const p16 = quantile(acc, 0.16);
+        const lowSpread = p16 ? Math.log(Math.max(1, quantile(acc, 0.5)! / p16)) : 0;
+        if (lowSpread >= 0.35 && accN >= 10) next.heavyTail = true;
+        if (lowSpread < 0.35 && !next.heavyTail && next.perS) limit = Math.min(limit, Math.max(s.limit, (2 * next.perS * next.baseMs) / 1000 + 2));
         const rtt = Math.min(p.maxWindowMs, s.p50Ms ?? 0, 2 * (s.baseMs ?? Infinity));
         next.startHist = [...acc];
         next.startAnswers = (s.startAnswers ?? 0) + (w.n - w.drops);
