@@ -38,6 +38,8 @@ export const configSchema = z.object({
     .optional(),
   /** Joins per second per key name, on every item that sets no perKey quota; unset = none. */
   FLOODGATE_DEFAULT_KEY_QUOTA: z.coerce.number().int().min(1).max(1e9).optional(),
+  /** New joins are refused once Redis's used_memory reaches this share of its maxmemory (queue/memory-guard.ts). */
+  FLOODGATE_REDIS_MEMORY_LIMIT: z.coerce.number().gt(0).max(1).default(0.9),
   /** The daemon's public URL: the `iss` of admission tokens (default "floodgate"). */
   FLOODGATE_PUBLIC_URL: z.string().url().optional(),
   /** `auto` (one per core) or N: daemon processes behind the one port (src/processes.ts); unset = 1. */

@@ -48,6 +48,7 @@ import { controllerView } from './scheduler/controller-view.js';
 import { createSeriesStore } from './scheduler/series-store.js';
 import { createInviteUses } from './access/invite-uses.js';
 import { createPgHealth, writable } from './db/health.js';
+import { createMemoryGuard } from './queue/memory-guard.js';
 import { startStockKeeper } from './catalog/stock-keeper.js';
 import { startDoubtResolver } from './service/doubt-resolver.js';
 import { startRetention } from './catalog/retention.js';
@@ -109,6 +110,7 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
   const metrics = createMetrics();
   // Whether Postgres answers, as the sales see it (no timer runs until a sale finds it down).
   const pg = createPgHealth(dbHandle.sql, log.child({ module: 'postgres' }));
+  const memory = createMemoryGuard(redis, config.FLOODGATE_REDIS_MEMORY_LIMIT, log.child({ module: 'redis-memory' }));
   const queue = createLine({
     redis,
     admitRedis,
@@ -116,6 +118,7 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
     clock,
     cacheMs: config.FLOODGATE_CACHE_MS,
     defaultKeyQuota: config.FLOODGATE_DEFAULT_KEY_QUOTA,
+    memoryFull: () => memory.full,
     onJoined: (id) => events.emit('joined', id),
     onWaited: (itemId, predictedMs, actualMs) => {
       metrics.waitSeconds.observe({ item: itemId }, actualMs / 1000);
@@ -140,7 +143,7 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
     autoCap: config.FLOODGATE_AUTO_START_LIMIT,
   });
   const reservations = createReservations({ sql: dbHandle.sql, queue, stock, log: log.child({ module: 'reservations' }), onReturned: (itemId) => events.emit('returned', itemId) });
-  return { clock, events, handlers, metrics, pg, queue, stock, series, store, gateStore, catalog, reservations };
+  return { clock, events, handlers, metrics, pg, memory, queue, stock, series, store, gateStore, catalog, reservations };
 }
 
 export type Modules = ReturnType<typeof wireModules>;
@@ -342,6 +345,7 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
     ),
     startRetention({ queue, store, clock, log: log.child({ module: 'retention' }) }, { everyMs: 60_000, retentionMs: config.FLOODGATE_ITEM_RETENTION_MS }),
     every(1000, 'redis loss check', restoreLost, log),
+    every(1000, 'redis memory', () => core.memory.check().then(() => metrics.redisMemory.set(core.memory.ratio)), log),
     startSeriesRecorder({ queue, series: core.series, clock, log: log.child({ module: 'series' }), effective: (item) => catalog.gateOf(item).effective }, { everyMs: 500 }),
   ];
 

@@ -135,7 +135,7 @@ describe('stock at admission', () => {
     const { run } = createScriptRunner(t.redis, prefix);
     const now = clock.now();
     await run(scripts.setStock, 'st', now, { units: 2, shards: 2, idleOnly: '0', admissions: '', unitsWere: '' });
-    for (const userId of ['a', 'b', 'c', 'd']) await run(scripts.join, 'st', now, { userId, payload: '', source: '', defaultKeyQuota: '' });
+    for (const userId of ['a', 'b', 'c', 'd']) await run(scripts.join, 'st', now, { userId, payload: '', source: '', defaultKeyQuota: '', memoryFull: '' });
     const admit = async () => (await run(scripts.admit, 'st', now, { max: 10, leaseMs: 60_000, leasePrefix: 'p.', autoCap: '' })) as (string | number)[];
     const first = await admit();
     expect(first.slice(0, 3)).toEqual([0, 2, 1]);
@@ -159,7 +159,7 @@ describe('admit says when it emptied the line', () => {
     const { run } = createScriptRunner(t.redis, prefix);
     const now = clock.now();
     const admit = async (id: string, max: number) => ((await run(scripts.admit, id, now, { max, leaseMs: 60_000, leasePrefix: 'p.', autoCap: '' })) as number[]).slice(0, 2);
-    const join = (id: string, n: number) => Promise.all(Array.from({ length: n }, (_, u) => run(scripts.join, id, now, { userId: `u${u}`, payload: '', source: '', defaultKeyQuota: '' })));
+    const join = (id: string, n: number) => Promise.all(Array.from({ length: n }, (_, u) => run(scripts.join, id, now, { userId: `u${u}`, payload: '', source: '', defaultKeyQuota: '', memoryFull: '' })));
     const def = (itemId: string) => ({ itemId, handler: 'external', config: {}, capacity: null, abandonAfterMs: null, opensAt: null, closesAt: null, rejoin: 'any' as const });
     await line.definitions.define(def('e'), null, { reopen: false });
     await join('e', 3);
@@ -191,7 +191,7 @@ describe('calls for many items in one', () => {
     const items = ['r1', 'r2', 'r3'];
     for (const id of items) {
       await line.definitions.define(def(id), null, { reopen: false });
-      for (let u = 0; u < 20; u++) await run(scripts.join, id, now, { userId: `u${u}`, payload: '', source: '', defaultKeyQuota: '' });
+      for (let u = 0; u < 20; u++) await run(scripts.join, id, now, { userId: `u${u}`, payload: '', source: '', defaultKeyQuota: '', memoryFull: '' });
       await run(scripts.admit, id, now, { max: 20, leaseMs: 1000, leasePrefix: 'p.', autoCap: '' });
     }
     const later = now + 5000; // every lease has run out
@@ -226,7 +226,7 @@ describe('calls for many items in one', () => {
       return send(command as never, ...(rest as []));
     }) as typeof conn.sendCommand;
     const { run } = createScriptRunner(conn, prefix);
-    for (const [i, id] of items.entries()) for (let u = 0; u <= i; u++) await run(scripts.join, id, now, { userId: `u${u}`, payload: '', source: '', defaultKeyQuota: '' });
+    for (const [i, id] of items.entries()) for (let u = 0; u <= i; u++) await run(scripts.join, id, now, { userId: `u${u}`, payload: '', source: '', defaultKeyQuota: '', memoryFull: '' });
     numKeys.length = 0;
     try {
       const args = (max: number | string) => ({ max, leaseMs: 60_000, leasePrefix: 'p.', autoCap: '' });

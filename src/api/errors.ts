@@ -71,9 +71,12 @@ export function validationError(error: ZodError): FloodgateError {
  * ioredis's words for a connection that is down, refusing commands (no offline queue) or too slow;
  * on a cluster also a failover under way (CLUSTERDOWN, TRYAGAIN, a slot moving, the redirections
  * running out, the slot map not refreshed, a node dropped): a join during a failover answered 500.
+ * And Redis refusing writes for a while: at its maxmemory (OOM), unable to persist (MISCONF), busy
+ * with a script (BUSY), short of replicas (NOREPLICAS) — a join at maxmemory answered 500. (A
+ * script run for many items reports an item's error as `<script>: <error>`.)
  */
 const redisDown =
-  /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|Connection is closed|MaxRetriesPerRequest|max retries per request|ENOTFOUND|EHOSTUNREACH|Stream isn't writeable|Command timed out|^LOADING |^READONLY |^MASTERDOWN |^CLUSTERDOWN|^TRYAGAIN|^MOVED |^ASK |Too many Cluster redirections|Failed to refresh slots cache|Cluster isn't ready|Cluster is disconnect|Node is disconnected|None of startup nodes is available/i;
+  /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|Connection is closed|MaxRetriesPerRequest|max retries per request|ENOTFOUND|EHOSTUNREACH|Stream isn't writeable|Command timed out|^LOADING |^READONLY |^MASTERDOWN |^CLUSTERDOWN|^TRYAGAIN|^MOVED |^ASK |(?:^|: )(?:OOM|MISCONF|BUSY|NOREPLICAS) |Too many Cluster redirections|Failed to refresh slots cache|Cluster isn't ready|Cluster is disconnect|Node is disconnected|None of startup nodes is available/i;
 
 /** The error and its `.cause`s (drizzle wraps the driver's error in DrizzleQueryError). */
 function causes(err: unknown): unknown[] {

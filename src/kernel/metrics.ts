@@ -94,6 +94,12 @@ export function createMetrics() {
       buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
       registers: [registry],
     }),
+    redisMemory: new Gauge({
+      name: 'floodgate_redis_memory_used_ratio',
+      help: "Redis's used_memory ÷ maxmemory, the highest over its servers (0 without a maxmemory); new joins are refused from FLOODGATE_REDIS_MEMORY_LIMIT on.",
+      registers: [registry],
+      aggregator: 'max',
+    }),
     pgSellPerS: new Gauge({
       name: 'floodgate_postgres_sells_per_second',
       help: 'Best sells per second Postgres carried over the last 30 s (the pressure signal of seckill and coupon), once measured.',

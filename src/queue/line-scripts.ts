@@ -16,7 +16,13 @@ const joinRefusals: Record<number, { error: () => FloodgateError; itemChanged: b
   [-4]: { error: () => endedRefusal(false), itemChanged: true },
   [-5]: { error: () => new FloodgateError('queue_full', 'The line is full; try again later.', undefined, 5), itemChanged: true },
   [-6]: { error: () => new FloodgateError('blocked', 'This user is blocked for this item.'), itemChanged: true },
+  [-8]: { error: memoryFullRefusal, itemChanged: false },
 };
+
+/** A new join while Redis is near its memory limit (queue/memory-guard.ts). */
+export function memoryFullRefusal(): FloodgateError {
+  return new FloodgateError('unavailable', 'The queue is near its memory limit: new joins wait until tickets in line end and free it; try again shortly.', undefined, 5);
+}
 
 export type JoinReply =
   | { kind: 'created' | 'existing'; seq: number; record: string; served: number }
@@ -66,7 +72,7 @@ function admittedRows(res: (string | number)[], from: number): AdmittedRow[] {
 
 export function createLineScripts(run: ScriptRunner['run']) {
   return {
-    async join(itemId: string, now: number, a: { userId: string; payload: string; source: string; defaultKeyQuota: number | '' }): Promise<JoinReply> {
+    async join(itemId: string, now: number, a: { userId: string; payload: string; source: string; defaultKeyQuota: number | ''; memoryFull: '1' | '' }): Promise<JoinReply> {
       const [code, n, record, served] = (await run(scripts.join, itemId, now, a)) as [number, number, string, number];
       if (code === 0 || code === 1) return { kind: code === 0 ? 'created' : 'existing', seq: n, record, served };
       if (code === -7) {
@@ -80,7 +86,7 @@ export function createLineScripts(run: ScriptRunner['run']) {
         return { kind: 'refused', itemChanged: false, error: new FloodgateError('not_open', 'The sale has not opened yet.', details) };
       }
       const r = joinRefusals[code];
-      return { kind: 'refused', itemChanged: true, error: r ? r.error() : new FloodgateError('internal', `join returned ${code}`) };
+      return { kind: 'refused', itemChanged: r?.itemChanged ?? true, error: r ? r.error() : new FloodgateError('internal', `join returned ${code}`) };
     },
 
     async readTicket(itemId: string, now: number, seq: number) {

@@ -29,6 +29,8 @@ export interface LineDeps {
   onWaited?(itemId: string, predictedMs: number | null, actualMs: number): void;
   /** Joins per second per key name on items without a perKey quota (FLOODGATE_DEFAULT_KEY_QUOTA). */
   defaultKeyQuota?: number;
+  /** Whether Redis is near its memory limit: no new tickets (queue/memory-guard.ts). */
+  memoryFull?(): boolean;
   archived?: ArchivedOutcome;
   /**
    * Whether the store a handler sells through is away (Postgres down, for the handlers that sell
@@ -60,7 +62,7 @@ export function createLine(deps: LineDeps): Line {
   const reader = createTicketReader({ items, scripts, split, clock, archived: deps.archived });
   const eta = createEtaMemory();
   const definitions = createDefinitions({ redis, prefix, clock, items, scripts, split });
-  const tickets = createTickets({ redis, prefix, clock, cacheMs: deps.cacheMs, items, scripts, split, reader, eta, defaultKeyQuota: deps.defaultKeyQuota, onJoined: deps.onJoined, rememberEtas: !!deps.onWaited });
+  const tickets = createTickets({ redis, prefix, clock, cacheMs: deps.cacheMs, items, scripts, split, reader, eta, defaultKeyQuota: deps.defaultKeyQuota, memoryFull: deps.memoryFull, onJoined: deps.onJoined, rememberEtas: !!deps.onWaited });
   // Admissions read their replies however late, on a connection of their own: split items' too.
   const admitScripts = deps.admitRedis ? createLineScripts(createScriptRunner(deps.admitRedis, prefix).run) : scripts;
   const admitSplit = deps.admitRedis ? createSplitLine({ redis: deps.admitRedis, prefix, clock }) : split;

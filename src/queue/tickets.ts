@@ -5,7 +5,7 @@ import { itemKeys } from '../redis/keys.js';
 import type { CachedItem } from './item-cache.js';
 import type { ItemDirectory } from './items.js';
 import type { EtaMemory } from './eta-memory.js';
-import { endedRefusal, type LineScripts } from './line-scripts.js';
+import { endedRefusal, memoryFullRefusal, type LineScripts } from './line-scripts.js';
 import { createEndedUsers } from './ended-users.js';
 import { splitOf, type SplitLine } from './split-line.js';
 import type { TicketReader } from './ticket-reader.js';
@@ -58,6 +58,8 @@ export interface TicketsDeps {
   eta: EtaMemory;
   /** Joins per second per key name on items without a perKey quota (FLOODGATE_DEFAULT_KEY_QUOTA). */
   defaultKeyQuota?: number;
+  /** Whether Redis is near its memory limit: no new tickets (queue/memory-guard.ts). */
+  memoryFull?(): boolean;
   /** Called after a new ticket joined through this process (wakes the dispatcher). */
   onJoined?(itemId: string): void;
   /** Whether admissions want the ETAs told (someone listens to onWaited). */
@@ -149,8 +151,13 @@ export function createTickets(deps: TicketsDeps): Tickets {
       // before it is answered) makes an ended item take users again.
       if (ended.refusable(item, userId) && (await items.unannouncedNow(itemId)) === item) throw endedRefusal(s.closed);
       const sub = splitOf(s.def);
-      if (sub) return joinSplit(item, sub, userId, payload, source);
-      const r = await deps.scripts.join(itemId, now, { userId, payload: payload ? JSON.stringify(payload) : '', source: source ?? '', defaultKeyQuota: deps.defaultKeyQuota ?? '' });
+      const memoryFull = deps.memoryFull?.() ?? false;
+      if (sub) {
+        // (A split item's join takes its number first: near the limit, every join of one is refused.)
+        if (memoryFull) throw memoryFullRefusal();
+        return joinSplit(item, sub, userId, payload, source);
+      }
+      const r = await deps.scripts.join(itemId, now, { userId, payload: payload ? JSON.stringify(payload) : '', source: source ?? '', defaultKeyQuota: deps.defaultKeyQuota ?? '', memoryFull: memoryFull ? '1' : '' });
       if (r.kind === 'refused') {
         if (r.itemChanged && !foreseen(s, r.error, now)) items.invalidate(itemId);
         throw r.error;

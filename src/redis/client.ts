@@ -40,3 +40,19 @@ export async function serverTime(redis: RedisLike): Promise<[number, number]> {
 /** A new connection with the same settings (BullMQ's workers need one of their own to block on). */
 // (Two branches for the typings: the union's two duplicate() signatures cannot be called as one.)
 export const duplicateConnection = (redis: RedisLike): RedisLike => (isCluster(redis) ? redis.duplicate() : redis.duplicate());
+
+/**
+ * How full Redis is: the highest used_memory ÷ maxmemory over its servers (every master on a
+ * cluster), 0 when none has a maxmemory set.
+ */
+export async function memoryRatio(redis: RedisLike): Promise<number> {
+  const nodes: Redis[] = isCluster(redis) ? redis.nodes('master') : [redis];
+  let worst = 0;
+  for (const node of nodes) {
+    const info = await node.info('memory');
+    const used = Number(/^used_memory:(\d+)/m.exec(info)?.[1]);
+    const max = Number(/^maxmemory:(\d+)/m.exec(info)?.[1]);
+    if (max > 0 && used >= 0) worst = Math.max(worst, used / max);
+  }
+  return worst;
+}

@@ -6,11 +6,13 @@
   ARGV[3] payload JSON ('' for none)
   ARGV[4] source: the name of the key that asks ('' none)
   ARGV[5] defaultKeyQuota: joins per second per key name, for an item without a perKey quota ('' none)
+  ARGV[6] memoryFull: '1' when Redis is near its memory limit: no new ticket (a held one is returned)
   Returns { code, seq, record, served }
     code  0 created, 1 existing ticket (live, or terminal where the handler forbids a new one)
          -1 item not found, -2 not open yet (then seq = opensAt), -3 closed, -4 sold out,
          -5 queue full, -6 blocked (with a pre-queue, joins are accepted from opensAt - preFrom)
          -7 over a quota: then seq = ms until the quota's window ends, record = 'perUser'|'perKey'
+         -8 Redis near its memory limit (ARGV[6])
   Quotas (meta qUser / qKey = "limit:windowMs") count every attempt that reaches this script,
   refused and repeated ones included, in fixed windows (floor(now / windowMs)): one INCR per
   quota (keyOf.userQuota / keyOf.keyQuota), the counter expiring a second after its window.
@@ -44,6 +46,7 @@ if prev then return { 1, prev, held, tonumber(rcall('HGET', K.ctr, 'served') or 
 
 if meta[4] == '1' then return { -3, 0, '', 0 } end
 if meta[5] == '1' then return { -4, 0, '', 0 } end
+if ARGV[6] == '1' then return { -8, 0, '', 0 } end
 local opensAt = tonumber(meta[2] or '')
 local preFrom = tonumber(meta[11] or '')
 if opensAt and now < opensAt and not (preFrom and now >= opensAt - preFrom) then return { -2, opensAt, '', 0 } end
