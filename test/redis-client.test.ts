@@ -1,4 +1,4 @@
-import { Redis } from 'ioredis';
+import { Redis, type Command } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { API_COMMAND_TIMEOUT_MS, connectRedis, SILENCE_MS } from '../src/infra/redis-client.js';
 import { createLogger } from '../src/kernel/logger.js';
@@ -75,5 +75,29 @@ describe("the API's Redis connection", () => {
     jobs.disconnect();
     expect(lost).toEqual([]);
     expect(took).toBeGreaterThanOrEqual(waitS * 1000 - 50);
+  });
+
+  it("keeps a pipeline's replies in step when only some of its commands are sent again on a new connection", { timeout: 20_000 }, async () => {
+    // The admissions' connection (5 s command timeout), so that the new connection is ready in time.
+    const admit = (await connectRedis({ url: `redis://${url.hostname}:${proxy.port}` }, 'admit', log)) as Redis;
+    try {
+      const [a, b, c] = ['a', 'b', 'c'].map((k) => `${prefix}pipe:${k}`);
+      proxy.delay(2000); // the pipeline's bytes held in the proxy: unanswered when the connection goes
+      const p = admit.pipeline().incr(a).incr(b).incr(c);
+      const done = p.exec();
+      await new Promise((r) => setTimeout(r, 50));
+      // Its middle command failed meanwhile (as a timeout would fail it): not to be sent again.
+      (p as unknown as { _queue: Command[] })._queue[1].reject(new Error('given up'));
+      await proxy.cut();
+      proxy.delay(0);
+      await proxy.restore();
+      const results = await done;
+      expect(results?.map(([err, v]) => (err ? 'failed' : v))).toEqual([1, 'failed', 1]);
+      expect([await direct.get(a), await direct.get(b), await direct.get(c)]).toEqual(['1', null, '1']);
+      // And the next replies on the connection are the right ones.
+      expect(await admit.mget(a, b, c)).toEqual(['1', null, '1']);
+    } finally {
+      admit.disconnect();
+    }
   });
 });

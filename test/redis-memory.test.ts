@@ -20,7 +20,7 @@ const join = (item: string, userId: string) => call('POST', `/v1/items/${item}/t
 describe('Redis near its memory limit', () => {
   it('refuses new joins (503) while a holder gets their ticket back and the line drains; a Redis out of memory is 503, never 500', { timeout: 90_000 }, async () => {
     const stock = 20;
-    await call('PUT', '/v1/items/mem', { handler: 'seckill', config: { stock }, gate: { mode: 'closed' } });
+    await call('PUT', '/v1/items/mem', { handler: 'seckill', config: { stock }, gate: { mode: 'closed' }, quotas: { perUser: { limit: 5, windowMs: 60_000 } } });
     const joins = await joinAll((u) => join('mem', u), userIds(0, 40));
     const ids = joins.map((r) => r.body.ticketId as string);
 
@@ -37,6 +37,8 @@ describe('Redis near its memory limit', () => {
     expect(refused.status).toBe(503);
     expect(refused.body.error).toMatchObject({ code: 'unavailable' });
     expect(refused.body.error.message).toMatch(/memory limit/);
+    // A refused join writes nothing, not even its user's quota counter.
+    expect(await direct.keys('*late*')).toEqual([]);
     const again = await join('mem', 'u0');
     expect(again.status).toBe(200);
     expect(again.body.ticketId).toBe(ids[0]);

@@ -177,3 +177,32 @@ describe('siblings of a connection given up for silence', () => {
     }
   });
 });
+
+describe('a watched connection whose answer is already in the socket', () => {
+  it('is not given up after the event loop was held past its time: the answer is read first', { timeout: 10_000 }, async () => {
+    // The server (in this process) holds the loop 700 ms once its answer is on its way: the answer
+    // waits in the client's socket while the watch's 300 ms (and a tick) go by.
+    const hold = (ms: number) => {
+      for (const until = Date.now() + ms; Date.now() < until; );
+    };
+    const server = createServer((s) => s.on('data', () => s.write('!', () => hold(700))).on('error', () => {}));
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const s = connect((server.address() as { port: number }).port, '127.0.0.1');
+    await once(s, 'connect');
+    let lost: string | null = null;
+    s.on('error', (e) => void (lost = e.message));
+    giveUpWhenSilent(s, 300, 'held');
+    try {
+      const answered = once(s, 'data');
+      s.write('?');
+      await answered;
+      await new Promise((r) => setTimeout(r, 400));
+      expect(lost).toBeNull();
+      expect(s.destroyed).toBe(false);
+    } finally {
+      s.destroy();
+      server.close();
+    }
+  });
+});

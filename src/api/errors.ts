@@ -76,7 +76,10 @@ export function validationError(error: ZodError): FloodgateError {
  * script run for many items reports an item's error as `<script>: <error>`.)
  */
 const redisDown =
-  /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|Connection is closed|MaxRetriesPerRequest|max retries per request|ENOTFOUND|EHOSTUNREACH|Stream isn't writeable|Command timed out|^LOADING |^READONLY |^MASTERDOWN |^CLUSTERDOWN|^TRYAGAIN|^MOVED |^ASK |(?:^|: )(?:OOM|MISCONF|BUSY|NOREPLICAS) |Too many Cluster redirections|Failed to refresh slots cache|Cluster isn't ready|Cluster is disconnect|Node is disconnected|None of startup nodes is available/i;
+  /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|Connection is closed|MaxRetriesPerRequest|max retries per request|ENOTFOUND|EHOSTUNREACH|Stream isn't writeable|Command timed out|^LOADING |^READONLY |^MASTERDOWN |^CLUSTERDOWN|^TRYAGAIN|^MOVED |^ASK |Too many Cluster redirections|Failed to refresh slots cache|Cluster isn't ready|Cluster is disconnect|Node is disconnected|None of startup nodes is available/i;
+
+/** Redis's own codes for a write it refuses for a while (case as Redis sends them, not any text saying "busy"). */
+const redisRefusing = /(?:^|: )(?:OOM|MISCONF|BUSY|NOREPLICAS) /;
 
 /** The error and its `.cause`s (drizzle wraps the driver's error in DrizzleQueryError). */
 function causes(err: unknown): unknown[] {
@@ -91,7 +94,8 @@ const carriesParams = (e: unknown) => typeof e === 'object' && e !== null && 'pa
 function isOutage(e: unknown): boolean {
   const code = (e as { code?: unknown })?.code;
   if (isPgLostCode(code)) return true;
-  return !carriesParams(e) && redisDown.test(e instanceof Error ? e.message : String(e));
+  const message = e instanceof Error ? e.message : String(e);
+  return !carriesParams(e) && (redisDown.test(message) || redisRefusing.test(message));
 }
 
 /**

@@ -47,10 +47,13 @@ export type RedisTarget = { url: string } | { cluster: { host: string; port: num
  * (~15 minutes; every request 503). `api` and `admit` send no blocking command: a few seconds
  * past their command timeouts (a late reply to an admit must still be read). `jobs` carries
  * BullMQ's commands, whose scripts are short, and its blocking pops, which wait for a job up to
- * their own timeout (the watch adds it: redisReplies()). It was 15 s for every BullMQ connection,
- * which stopped a sale ~17 s when Redis fell silent (chaos bench, redis-silent).
+ * their own timeout (the watch adds it: redisReplies()); 7 s, past Redis's own 5 s
+ * busy-reply-threshold (a long script anywhere holds every reply until BUSY answers begin, and a
+ * BullMQ connection given up then has its commands resent by ioredis, after they ran). It was
+ * 15 s for every BullMQ connection, which stopped a sale ~17 s when Redis fell silent (chaos
+ * bench, redis-silent).
  */
-export const SILENCE_MS = { api: 3000, admit: ADMIT_COMMAND_TIMEOUT_MS + 1000, jobs: 5000 } as const;
+export const SILENCE_MS = { api: 3000, admit: ADMIT_COMMAND_TIMEOUT_MS + 1000, jobs: 7000 } as const;
 
 // The module's class: a CommonJS default export, which Node's ESM import hands over inside the
 // module object (TypeScript's view) and a bundler or vitest as the class itself.
@@ -156,12 +159,23 @@ function timeOutCommands(redis: RedisLike, ms: number) {
   // An entry is about one sending: a cluster's pipeline sends its commands again after a MOVED or a
   // failover with fresh promises (initPromise), and such a command is timed from its new sending,
   // not failed by the entry of its first (which broke the retry: a sale hung through a failover).
+  // Commands sent in one synchronous run (a pipeline's, an auto-pipelined batch's, a MULTI's) share
+  // one deadline, so they time out in the same sweep: a lost connection's resend then finds all of
+  // them failed or none (see the skip below). Timed on the monotonic clock.
   const tick = Math.max(10, Math.min(100, Math.floor(ms / 5)));
   let sent: { command: Command; promise: Promise<unknown>; at: number }[] = [];
   let oldest = 0;
   let timer: NodeJS.Timeout | null = null;
+  let runAt: number | null = null;
+  const deadline = () => {
+    if (runAt === null) {
+      runAt = performance.now() + ms;
+      queueMicrotask(() => (runAt = null));
+    }
+    return runAt;
+  };
   const sweep = () => {
-    const now = Date.now();
+    const now = performance.now();
     for (; oldest < sent.length; oldest++) {
       const { command, promise, at } = sent[oldest];
       const pending = () => command.promise === promise && !command.isSettled;
@@ -187,8 +201,15 @@ function timeOutCommands(redis: RedisLike, ms: number) {
     // the ones this timer failed too: a join answered 503 took effect seconds later, and an admit
     // given up on admitted its tickets with no job to run them (they waited out the 15 s dispatch
     // lease). Commands still in time are sent again as before (a Redis that restarted at once).
-    if (command.isSettled) return command.promise;
-    sent.push({ command, promise: command.promise, at: Date.now() + ms });
+    // A pipeline's commands are all failed or none (one deadline); its writer still counts the
+    // skipped one (an empty write), or it would hold back the bytes of the rest while their replies
+    // were awaited — every later reply on the connection handed to the wrong command.
+    if (command.isSettled) {
+      const stream = rest[0] as { isPipeline?: boolean; write?(data: string): void } | undefined;
+      if (stream?.isPipeline) stream.write!('');
+      return command.promise;
+    }
+    sent.push({ command, promise: command.promise, at: deadline() });
     if (!timer) (timer = setInterval(sweep, tick)).unref();
     return send(command, ...rest);
   }) as never;

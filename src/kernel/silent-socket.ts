@@ -31,8 +31,10 @@ export function giveUpWhenSilent(socket: Socket, ms: number, what: string, track
   const entry: Watched = { socket, ms, what, tracker, quietSince: performance.now(), heardAt: performance.now() };
   const write = socket.write;
   socket.write = function (this: Socket, ...args: Parameters<Socket['write']>) {
+    const data = args[0] as Buffer | string | Uint8Array;
+    if (data.length === 0) return write.apply(this, args); // asks nothing
     const owed = tracker.waiting;
-    tracker.sent(args[0] as Buffer | string | Uint8Array);
+    tracker.sent(data);
     // The wait for an answer starts when one is first owed, not when the last bytes came (maybe long ago).
     if (!owed && tracker.waiting) entry.quietSince = performance.now();
     return write.apply(this, args);
@@ -61,12 +63,30 @@ const CHECK_EVERY_MS = 250;
 const watched = new Set<Watched>();
 let timer: NodeJS.Timeout | null = null;
 
-const peer = (s: Socket) => `${s.remoteAddress}:${s.remotePort}`;
+/** The server a socket talks to; null for a Unix socket or one not connected (no address to compare). */
+const peer = (s: Socket) => (s.remoteAddress ? `${s.remoteAddress}:${s.remotePort}` : null);
+const overdue = (w: Watched, now: number) => w.tracker.waiting && now - w.quietSince >= w.ms + (w.tracker.graceMs ?? 0);
 
+/**
+ * The timer finds the overdue connections; they are given up after the next poll phase, if still
+ * overdue then (setImmediate). After the event loop was held up past a watch's time (a GC pause, a
+ * busy CPU), the timers run before the sockets are read, and an answer already waiting in the
+ * socket would have been thrown away with it (the command timeout in infra/redis-client.ts waits
+ * the same way).
+ */
 function check() {
+  const found = [...watched].filter((w) => overdue(w, performance.now()));
+  if (found.length) setImmediate(() => giveUp(found));
+  if (!watched.size && timer) {
+    clearInterval(timer);
+    timer = null;
+  }
+}
+
+function giveUp(found: Watched[]) {
   const now = performance.now();
-  for (const w of watched) {
-    if (!w.tracker.waiting || now - w.quietSince < w.ms + (w.tracker.graceMs ?? 0)) continue;
+  for (const w of found) {
+    if (!watched.has(w) || !overdue(w, now)) continue;
     watched.delete(w);
     const server = peer(w.socket);
     w.socket.destroy(Object.assign(new Error(`${w.what} sent nothing for ${Math.round(now - w.quietSince)} ms while an answer was owed`), { code: 'ETIMEDOUT' }));
@@ -76,15 +96,12 @@ function check() {
     // window later — with Redis silent, the job queue's connection sat idle while admissions were
     // down, was first used when they came back, and held the sale 5 s more (chaos bench,
     // redis-silent). Siblings that owe an answer keep their own window (a late admit reply is read).
+    if (server === null) continue;
     for (const x of watched) {
       if (x.tracker.waiting || x.heardAt >= w.quietSince || x.socket.connecting || peer(x.socket) !== server) continue;
       watched.delete(x);
       x.socket.destroy(Object.assign(new Error(`${x.what}: idle, and heard nothing since another connection to ${server} fell silent`), { code: 'ETIMEDOUT' }));
     }
-  }
-  if (!watched.size && timer) {
-    clearInterval(timer);
-    timer = null;
   }
 }
 
@@ -138,8 +155,10 @@ const BLOCKING_HEAD = /^\*\d+\r\n\$\d+\r\n(bzpopmin|bzpopmax|blpop|brpop|brpoplp
 
 /** A write's blocking time in ms when it starts with a blocking command, else 0. */
 export function blockingTimeoutMs(data: Buffer | string | Uint8Array): number {
-  const text = typeof data === 'string' ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString('latin1');
-  if (!BLOCKING_HEAD.test(text.slice(0, 32))) return 0;
+  const bytes = typeof data === 'string' ? null : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  // The head alone first: every write of every Redis connection comes through here.
+  if (!BLOCKING_HEAD.test(bytes ? bytes.toString('latin1', 0, 32) : data.slice(0, 32) as string)) return 0;
+  const text = bytes ? bytes.toString('latin1') : (data as string);
   // "...$<n>\r\n<timeout>\r\n": the last line before the final CRLF.
   const end = text.endsWith('\r\n') ? text.length - 2 : text.length;
   const seconds = Number(text.slice(text.lastIndexOf('\r\n', end - 1) + 2, end));

@@ -11,7 +11,7 @@ import { memoryRatio, type RedisLike } from '../redis/client.js';
  * payloads and states; a user who holds a ticket still gets it back. Read once a second.
  */
 export interface MemoryGuard {
-  /** Whether new joins are refused now. */
+  /** Whether new joins are refused now (from `limit` on, until 2 points under it). */
   readonly full: boolean;
   /** used_memory ÷ maxmemory, the highest over the servers; 0 without a maxmemory. */
   readonly ratio: number;
@@ -29,8 +29,11 @@ export function createMemoryGuard(redis: RedisLike, limit: number, log: Logger):
       return ratio;
     },
     async check() {
-      ratio = await memoryRatio(redis);
-      const now = ratio >= limit;
+      const read = await memoryRatio(redis);
+      if (read === null) return; // no server answered: as it was (the outage is another module's)
+      ratio = read;
+      // Two points of hysteresis: at the edge, joins switched on and off every second.
+      const now = full ? ratio >= limit - 0.02 : ratio >= limit;
       if (now !== full) {
         if (now) log.warn({ ratio: Number(ratio.toFixed(3)), limit }, 'redis near its memory limit: new joins refused until tickets end and free it');
         else log.info({ ratio: Number(ratio.toFixed(3)), limit }, 'redis memory below the limit again: joins accepted');

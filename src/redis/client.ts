@@ -42,17 +42,25 @@ export async function serverTime(redis: RedisLike): Promise<[number, number]> {
 export const duplicateConnection = (redis: RedisLike): RedisLike => (isCluster(redis) ? redis.duplicate() : redis.duplicate());
 
 /**
- * How full Redis is: the highest used_memory ÷ maxmemory over its servers (every master on a
- * cluster), 0 when none has a maxmemory set.
+ * How full Redis is, as its maxmemory check counts (used_memory less mem_not_counted_for_evict:
+ * replica and AOF buffers): the highest ratio to maxmemory over its servers (every master on a
+ * cluster; one that does not answer is left out), 0 when none has a maxmemory set; null when
+ * none answered.
  */
-export async function memoryRatio(redis: RedisLike): Promise<number> {
+export async function memoryRatio(redis: RedisLike): Promise<number | null> {
   const nodes: Redis[] = isCluster(redis) ? redis.nodes('master') : [redis];
-  let worst = 0;
-  for (const node of nodes) {
-    const info = await node.info('memory');
-    const used = Number(/^used_memory:(\d+)/m.exec(info)?.[1]);
-    const max = Number(/^maxmemory:(\d+)/m.exec(info)?.[1]);
-    if (max > 0 && used >= 0) worst = Math.max(worst, used / max);
-  }
-  return worst;
+  const field = (info: string, name: string) => Number(new RegExp(`^${name}:(\\d+)`, 'm').exec(info)?.[1] ?? 0);
+  const ratios = await Promise.all(
+    nodes.map((node) =>
+      node.info('memory').then(
+        (info) => {
+          const max = field(info, 'maxmemory');
+          return max > 0 ? (field(info, 'used_memory') - field(info, 'mem_not_counted_for_evict')) / max : 0;
+        },
+        () => null,
+      ),
+    ),
+  );
+  const known = ratios.filter((r): r is number => r !== null);
+  return known.length ? Math.max(...known) : null;
 }
