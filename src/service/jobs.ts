@@ -137,9 +137,6 @@ export function createJobQueues(connection: RedisLike, opts: JobOptions) {
             lockDuration: opts.lockDurationMs,
             stalledInterval: opts.stalledIntervalMs,
             maxStalledCount: 10,
-            // An idle worker's blocking wait for a job, in seconds (BullMQ's default is 5): a silent
-            // Redis is noticed on the blocking connection this long after SILENCE_MS.jobs.
-            drainDelay: 1,
             removeOnComplete: { count: 0 },
             removeOnFail: { count: 0 },
           }),
