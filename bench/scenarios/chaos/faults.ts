@@ -1,6 +1,6 @@
 /**
  * The faults, each done for real while a sale runs: Postgres cut off at the TCP level, Postgres
- * refusing writes, Postgres's connections falling silent, Redis SIGKILLed and restarted from its AOF, Redis's connections falling silent, a rollback of the item's Redis keys,
+ * refusing writes, Postgres's connections falling silent, Redis SIGKILLed and restarted from its AOF, Redis's connections falling silent, Redis near its maxmemory, a rollback of the item's Redis keys,
  * hostile input among valid joins, and a webhook downstream that redirects. `inject` waits for its
  * moment in the sale, does the fault and returns its window.
  */
@@ -127,6 +127,32 @@ export const faults: Fault[] = [
   // Redis keeps everything: no loss window. What it costs is how long each of the daemon's
   // connections owes replies before it is given up and made again (API 3 s, admissions 6 s, BullMQ 5 s).
   silentStore('redis-silent', 'Redis', (env) => env.redisProxy),
+  {
+    key: 'redis-full',
+    title: `Redis near its maxmemory ${OUTAGE_MS / 1000} s (64 MB of other data, then CONFIG SET maxmemory to used_memory ÷ 0.93, noeviction; then unset)`,
+    kind: 'seckill',
+    ...sale,
+    async inject(env, s) {
+      // Other data, as a production Redis holds: the 7% left is then ~6 MB, a real server's share,
+      // not the ~200 KB of the scenario's bare few MB (at maxmemory itself nothing drains). This
+      // sale's line is short (joins come at 400/s, sales go faster), so refused joins are also a
+      // pause in sales; test/redis-memory.test.ts drains a waiting line near the limit.
+      const ballast = Array.from({ length: 64 }, (_, i) => `${env.ctx.prefix}ballast:${i}`);
+      const mb = 'x'.repeat(1 << 20);
+      for (const k of ballast) await env.rc.set(k, mb);
+      await at(s);
+      const info = await env.rc.info('memory');
+      const used = Number(/^used_memory:(\d+)/m.exec(info)?.[1]) - Number(/^mem_not_counted_for_evict:(\d+)/m.exec(info)?.[1] ?? 0);
+      await env.rc.config('SET', 'maxmemory', String(Math.ceil(used / 0.93)));
+      const startMs = Date.now();
+      await sleep(OUTAGE_MS);
+      await env.rc.config('SET', 'maxmemory', '0');
+      await env.rc.del(...ballast);
+      // Redis itself loses nothing: no loss window. New joins are refused (503) while it is over
+      // FLOODGATE_REDIS_MEMORY_LIMIT; the line drains in what is left.
+      return { startMs, endMs: Date.now(), notes: [`maxmemory ${(used / 0.93 / 1024 / 1024).toFixed(1)} MB for ${(used / 1024 / 1024).toFixed(1)} MB used`] };
+    },
+  },
   {
     key: 'redis-rollback',
     title: 'Redis rollback of the item\'s keys: DUMP early, ~500 joins later RESTORE REPLACE and DEL the newer keys',
