@@ -4,7 +4,7 @@ import { manualClock } from '../src/kernel/clock.js';
 import { createLogger } from '../src/kernel/logger.js';
 import { createItemDirectory } from '../src/queue/items.js';
 import { createLine } from '../src/queue/line.js';
-import { memoryRatio, scanKeys } from '../src/redis/client.js';
+import { countedMemory, memoryRatio, scanKeys } from '../src/redis/client.js';
 import { itemKeys } from '../src/redis/keys.js';
 import { createScriptRunner, scripts, scriptSource } from '../src/redis/scripts.js';
 import { ownCluster } from './support/redis-cluster.js';
@@ -85,7 +85,7 @@ describe("Redis's memory on a cluster", () => {
     expect(await memoryRatio(redis)).toBe(0); // no maxmemory anywhere
     const one = cluster.node(cluster.nodes[1].port);
     const info = await one.info('memory');
-    const counted = Number(/^used_memory:(\d+)/m.exec(info)![1]) - Number(/^mem_not_counted_for_evict:(\d+)/m.exec(info)![1]);
+    const { counted } = countedMemory(info);
     await one.config('SET', 'maxmemory', String(counted * 4));
     try {
       const ratio = await memoryRatio(redis);

@@ -1,5 +1,6 @@
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
+import { countedMemory } from '../src/redis/client.js';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
 import { joinAll, userIds } from './support/joins.js';
@@ -14,7 +15,7 @@ const direct = new Redis(redis.url);
 afterAll(() => direct.disconnect());
 const { call } = await inProcessDaemon({ prefix: 'fg:', databaseUrl: db.url, env: { REDIS_URL: redis.url, FLOODGATE_JOB_BACKOFF_MS: '50' } });
 
-const usedMemory = async () => Number(/^used_memory:(\d+)/m.exec(await direct.info('memory'))![1]);
+const usedMemory = async () => countedMemory(await direct.info('memory')).counted;
 const join = (item: string, userId: string) => call('POST', `/v1/items/${item}/tickets`, { userId }, SVC);
 
 describe('Redis near its memory limit', () => {

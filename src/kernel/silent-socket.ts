@@ -181,9 +181,10 @@ export function postgresExchanges(): AnswerTracker {
   /** The Syncs (and the startup) sent before the last Flush whose answer has not ended yet; null when none. */
   let flushAfter: number | null = null;
   let first = true;
-  const firstHead = Buffer.alloc(8);
-  let firstHave = 0;
-  let firstSkip = 0;
+  // The first message: an int32 length (counting itself) and an int32 code, no type byte.
+  const startup = lengthFramed(8, 0, (head) => {
+    if (head.readInt32BE(4) !== CANCEL_CODE) owed++;
+  });
   const outgoing = typedFrames((type) => {
     if (type === SYNC || type === QUERY) owed++;
     else if (type === FLUSH) flushAfter = owed;
@@ -198,20 +199,10 @@ export function postgresExchanges(): AnswerTracker {
     sent(data) {
       const chunk = typeof data === 'string' ? Buffer.from(data) : Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
       let i = 0;
-      while (first && i < chunk.length) {
-        if (firstSkip > 0) {
-          const n = Math.min(firstSkip, chunk.length - i);
-          firstSkip -= n;
-          i += n;
-          if (firstSkip === 0) first = false;
-          continue;
-        }
-        firstHead[firstHave++] = chunk[i++];
-        if (firstHave === 8) {
-          if (firstHead.readInt32BE(4) !== CANCEL_CODE) owed++;
-          firstSkip = firstHead.readInt32BE(0) - 8;
-          if (firstSkip <= 0) first = false;
-        }
+      if (first) {
+        i = startup(chunk, 0, true);
+        if (i < 0) return; // the first message goes on in the next chunk
+        first = false;
       }
       if (i < chunk.length) outgoing(chunk, i);
     },
@@ -236,25 +227,36 @@ const READY = 0x5a; // 'Z' (received)
 const CANCEL_CODE = 80877102;
 
 /** Calls `onType` with each message's type byte, for a stream of messages of a type byte and an int32 length (counting itself). */
-function typedFrames(onType: (type: number) => void) {
-  const head = Buffer.alloc(5);
+const typedFrames = (onType: (type: number) => void) => lengthFramed(5, 1, (head) => onType(head[0]));
+
+/**
+ * A stream of messages, each a head of `headLength` bytes holding an int32 length at `lengthAt`
+ * (counting itself and what follows it), then the rest of the message: calls `onHead` with each
+ * head, however the bytes are cut into chunks. Fed a chunk from `from`; with `one`, stops at the
+ * end of the first whole message and returns where it ended (-1: not within this chunk).
+ */
+function lengthFramed(headLength: number, lengthAt: number, onHead: (head: Buffer) => void) {
+  const head = Buffer.alloc(headLength);
   let have = 0;
   let skip = 0;
-  return (chunk: Buffer, from: number) => {
+  return (chunk: Buffer, from: number, one = false): number => {
     let i = from;
     while (i < chunk.length) {
       if (skip > 0) {
         const n = Math.min(skip, chunk.length - i);
         skip -= n;
         i += n;
+        if (one && skip === 0) return i;
         continue;
       }
       head[have++] = chunk[i++];
-      if (have === 5) {
-        onType(head[0]);
-        skip = head.readInt32BE(1) - 4;
+      if (have === headLength) {
+        onHead(head);
         have = 0;
+        skip = head.readInt32BE(lengthAt) - (headLength - lengthAt);
+        if (one && skip <= 0) return i;
       }
     }
+    return one ? -1 : i;
   };
 }

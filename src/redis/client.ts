@@ -42,20 +42,26 @@ export async function serverTime(redis: RedisLike): Promise<[number, number]> {
 export const duplicateConnection = (redis: RedisLike): RedisLike => (isCluster(redis) ? redis.duplicate() : redis.duplicate());
 
 /**
- * How full Redis is, as its maxmemory check counts (used_memory less mem_not_counted_for_evict:
- * replica and AOF buffers): the highest ratio to maxmemory over its servers (every master on a
- * cluster; one that does not answer is left out), 0 when none has a maxmemory set; null when
- * none answered.
+ * One server's memory from its `INFO memory` as its maxmemory check counts it: used_memory less
+ * mem_not_counted_for_evict (replica and AOF buffers), and maxmemory (0: none).
+ */
+export function countedMemory(info: string): { counted: number; max: number } {
+  const field = (name: string) => Number(new RegExp(`^${name}:(\\d+)`, 'm').exec(info)?.[1] ?? 0);
+  return { counted: field('used_memory') - field('mem_not_counted_for_evict'), max: field('maxmemory') };
+}
+
+/**
+ * How full Redis is: the highest counted ÷ maxmemory over its servers (every master on a cluster;
+ * one that does not answer is left out), 0 when none has a maxmemory set; null when none answered.
  */
 export async function memoryRatio(redis: RedisLike): Promise<number | null> {
   const nodes: Redis[] = isCluster(redis) ? redis.nodes('master') : [redis];
-  const field = (info: string, name: string) => Number(new RegExp(`^${name}:(\\d+)`, 'm').exec(info)?.[1] ?? 0);
   const ratios = await Promise.all(
     nodes.map((node) =>
       node.info('memory').then(
         (info) => {
-          const max = field(info, 'maxmemory');
-          return max > 0 ? (field(info, 'used_memory') - field(info, 'mem_not_counted_for_evict')) / max : 0;
+          const { counted, max } = countedMemory(info);
+          return max > 0 ? counted / max : 0;
         },
         () => null,
       ),

@@ -7,6 +7,7 @@
 import { createServer, type Server } from 'node:http';
 import { freePort } from '../../lib/procs.js';
 import type { ProxyThread } from '../../lib/proxy-thread.js';
+import { countedMemory } from '../../../src/redis/client.js';
 import type { SaleRun } from './sale.js';
 import { asAdmin, itemKeyPattern, sleep, type Env, type ItemKind } from './setup.js';
 
@@ -142,7 +143,7 @@ export const faults: Fault[] = [
       for (const k of ballast) await env.rc.set(k, mb);
       await at(s);
       const info = await env.rc.info('memory');
-      const used = Number(/^used_memory:(\d+)/m.exec(info)?.[1]) - Number(/^mem_not_counted_for_evict:(\d+)/m.exec(info)?.[1] ?? 0);
+      const used = countedMemory(info).counted;
       await env.rc.config('SET', 'maxmemory', String(Math.ceil(used / 0.93)));
       const startMs = Date.now();
       await sleep(OUTAGE_MS);

@@ -33,23 +33,17 @@ local function overQuota(spec, counterKey)
   if n > limit then return (w + 1) * win - now end
   return nil
 end
-if ARGV[6] == '1' then
-  -- Near the memory limit nothing is counted or written: a held ticket is returned and the ended
-  -- checks answer as below; any other join is refused (-8).
-  if rcall('HEXISTS', K.blocked, userId) == 1 then return { -6, 0, '', 0 } end
-  local prev, held = heldTicket(userId, meta[7])
-  if prev then return { 1, prev, held, tonumber(rcall('HGET', K.ctr, 'served') or '0') } end
-  if meta[4] == '1' then return { -3, 0, '', 0 } end
-  if meta[5] == '1' then return { -4, 0, '', 0 } end
-  return { -8, 0, '', 0 }
+-- Near the memory limit nothing is counted or written: a held ticket is returned and the ended
+-- checks answer; any other join is refused (-8).
+local memoryFull = ARGV[6] == '1'
+if not memoryFull then
+  local keySpec = meta[10] or ''
+  if keySpec == '' and ARGV[5] ~= '' then keySpec = ARGV[5] .. ':1000' end
+  local userWait = meta[9] and meta[9] ~= '' and overQuota(meta[9], function(w) return keyOf.userQuota(userId, w) end) or nil
+  local keyWait = keySpec ~= '' and source ~= '' and overQuota(keySpec, function(w) return keyOf.keyQuota(source, w) end) or nil
+  if userWait and (not keyWait or userWait >= keyWait) then return { -7, userWait, 'perUser', 0 } end
+  if keyWait then return { -7, keyWait, 'perKey', 0 } end
 end
-
-local keySpec = meta[10] or ''
-if keySpec == '' and ARGV[5] ~= '' then keySpec = ARGV[5] .. ':1000' end
-local userWait = meta[9] and meta[9] ~= '' and overQuota(meta[9], function(w) return keyOf.userQuota(userId, w) end) or nil
-local keyWait = keySpec ~= '' and source ~= '' and overQuota(keySpec, function(w) return keyOf.keyQuota(source, w) end) or nil
-if userWait and (not keyWait or userWait >= keyWait) then return { -7, userWait, 'perUser', 0 } end
-if keyWait then return { -7, keyWait, 'perKey', 0 } end
 if rcall('HEXISTS', K.blocked, userId) == 1 then return { -6, 0, '', 0 } end
 
 local prev, held = heldTicket(userId, meta[7])
@@ -57,6 +51,7 @@ if prev then return { 1, prev, held, tonumber(rcall('HGET', K.ctr, 'served') or 
 
 if meta[4] == '1' then return { -3, 0, '', 0 } end
 if meta[5] == '1' then return { -4, 0, '', 0 } end
+if memoryFull then return { -8, 0, '', 0 } end
 local opensAt = tonumber(meta[2] or '')
 local preFrom = tonumber(meta[11] or '')
 if opensAt and now < opensAt and not (preFrom and now >= opensAt - preFrom) then return { -2, opensAt, '', 0 } end
