@@ -31,6 +31,16 @@ describe('errors from Postgres behind drizzle', () => {
     expect(lines.join('')).toContain('ECONNREFUSED');
   });
 
+  it('answers 503 when Postgres gave the call up for now (a statement timeout), not 500', async () => {
+    const timed = connectDb(db.url, { max: 1 });
+    const err = await timed.sql`set statement_timeout = 50; select pg_sleep(2)`.simple().catch((e: unknown) => e);
+    await timed.close();
+    expect((err as { code?: string }).code).toBe('57014');
+    const fe = toFloodgateError(err, capturingLogger().log);
+    expect(fe.status).toBe(503);
+    expect(fe.code).toBe('unavailable');
+  });
+
   it('answers 500 for an unexpected one and logs its code, not its parameters or message', async () => {
     // Postgres refuses \u0000 in jsonb: a failure that is nobody's outage.
     const bad = { ...row('b'), config: { headers: { authorization: SECRET }, note: 'a\u0000b' } };

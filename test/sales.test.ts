@@ -1,8 +1,9 @@
 import fc from 'fast-check';
+import postgres from 'postgres';
 import { describe, expect, it } from 'vitest';
 import { connectDb } from '../src/db/client.js';
 import { decideDoubts, defineStock, recountStock, SaleRefusedError, writeSales, type SaleOutcome, type SaleRequest } from '../src/db/sales.js';
-import { testDb } from './support/db.js';
+import { holdStockRow, testDb } from './support/db.js';
 
 const db = await testDb();
 let items = 0;
@@ -314,5 +315,26 @@ describe('recounting the stock row', () => {
     expect(await recount).toMatchObject({ total: 5, sold: 2 });
     const [stock] = await db.sql`select sold from item_stock where item_id = ${item}`;
     expect(stock.sold).toBe(2);
+  });
+});
+
+describe('a Postgres that gives a batch up for now', () => {
+  it('fails the whole batch on a statement timeout instead of asking row by row and refusing each ticket', async () => {
+    const item = await newItem(5);
+    // A session with a statement timeout (as an operator may set on the role) and the stock row held by another.
+    const timed = postgres(db.url, { max: 1, onnotice: () => {}, connection: { statement_timeout: 200 } });
+    const lock = await holdStockRow(db.sql, item);
+    try {
+      const err = await writeSales(timed, 'orders', [order(item, 'u1', 't1'), order(item, 'u2', 't2')]).then(
+        (r) => r,
+        (e: unknown) => e,
+      );
+      expect((err as { code?: string }).code).toBe('57014');
+    } finally {
+      await lock.release();
+    }
+    const after = await writeSales(timed, 'orders', [order(item, 'u1', 't1'), order(item, 'u2', 't2')]);
+    await timed.end({ timeout: 2 });
+    expect(after.map((r) => r.kind)).toEqual(['sold', 'sold']);
   });
 });

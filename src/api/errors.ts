@@ -4,7 +4,7 @@ import { HTTPException } from 'hono/http-exception';
 import type { ZodError } from 'zod';
 import { FloodgateError } from '../kernel/errors.js';
 import type { Logger } from '../kernel/logger.js';
-import { isPgLostCode } from '../kernel/pg-lost.js';
+import { isPgBusyCode, isPgLostCode } from '../kernel/pg-lost.js';
 
 /**
  * The contract's error body, never a stack trace, as a whole answer (answers.ts: a refusal under a
@@ -93,7 +93,7 @@ const carriesParams = (e: unknown) => typeof e === 'object' && e !== null && 'pa
 
 function isOutage(e: unknown): boolean {
   const code = (e as { code?: unknown })?.code;
-  if (isPgLostCode(code)) return true;
+  if (isPgLostCode(code) || isPgBusyCode(code)) return true;
   const message = e instanceof Error ? e.message : String(e);
   return !carriesParams(e) && (redisDown.test(message) || redisRefusing.test(message));
 }

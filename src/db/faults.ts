@@ -1,11 +1,12 @@
-import { isConnectionLoss } from './refusal.js';
+import { mustWait } from './refusal.js';
 
 /**
- * Is this error Postgres being unreachable (as opposed to Postgres refusing the statement)? Walks
+ * Is this error Postgres being unreachable, or busy (a deadlock, a lock or statement timeout), as
+ * opposed to Postgres refusing the statement? Either way the call must wait. Walks
  * `.cause`, since drizzle and our own layers wrap the driver's errors (db/refusal.ts has the codes).
  */
 export function isPostgresUnavailable(err: unknown): boolean {
-  for (let e = err, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) if (isConnectionLoss(e)) return true;
+  for (let e = err, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) if (mustWait(e)) return true;
   return false;
 }
 

@@ -55,7 +55,7 @@ export function createPgHealth(sql: postgres.Sql, log: Logger, opts = { probeMs:
     markDown(reason) {
       if (!up || stopped) return;
       up = false;
-      log.warn({ reason }, 'postgres unreachable; admissions of postgres-backed handlers pause');
+      log.warn({ reason }, 'postgres unreachable or busy; admissions of postgres-backed handlers pause');
       probing = probeUntilUp().finally(() => (probing = null));
     },
     onUp: (l) => void listeners.push(l),

@@ -1,6 +1,6 @@
 import type postgres from 'postgres';
 import { perKey } from '../kernel/batcher.js';
-import { isBadRow, isConnectionLoss } from './refusal.js';
+import { isBadRow, mustWait } from './refusal.js';
 import { begin } from './transactions.js';
 
 /**
@@ -13,7 +13,8 @@ import { begin } from './transactions.js';
  *
  * A batch Postgres refuses (one row it cannot store, say NUL in a payload: the statement fails
  * whole) is asked again item by item, then that item's ticket by ticket, in order, so only that
- * ticket is refused; a lost connection still fails the whole batch (db/refusal.ts).
+ * ticket is refused; a lost connection, or a Postgres that gave the call up for now (a deadlock, a
+ * lock or statement timeout), still fails the whole batch (db/refusal.ts), and its tickets wait.
  */
 export interface SaleRequest {
   itemId: string;
@@ -76,13 +77,14 @@ export function writeSales(sql: postgres.Sql, table: Table, batch: SaleRequest[]
 
 /**
  * A batch Postgres refuses is asked again item by item, and an item's refused batch ticket by
- * ticket, in order, so only the bad ticket is refused; a lost connection fails the whole batch.
+ * ticket, in order, so only the bad ticket is refused; a lost connection or a busy Postgres fails
+ * the whole batch (asked row by row, a statement timeout would only have timed out more statements).
  */
 async function sellIsolated(sql: postgres.Sql, table: Table, reqs: SaleRequest[]): Promise<SaleOutcome[]> {
   try {
     return await sellBatch(sql, table, reqs);
   } catch (err) {
-    if (isConnectionLoss(err)) throw err;
+    if (mustWait(err)) throw err;
     if (reqs.length === 1) return [{ kind: 'refused', error: new SaleRefusedError(err) }];
   }
   if (reqs.some((r) => r.itemId !== reqs[0].itemId)) return perKey((r: SaleRequest) => r.itemId, (_, rs) => sellIsolated(sql, table, rs))(reqs);
@@ -93,7 +95,7 @@ async function sellIsolated(sql: postgres.Sql, table: Table, reqs: SaleRequest[]
     try {
       answers.set(r.ticketRef, (await sellBatch(sql, table, [r]))[0]);
     } catch (err) {
-      if (isConnectionLoss(err)) throw err;
+      if (mustWait(err)) throw err;
       answers.set(r.ticketRef, { kind: 'refused', error: new SaleRefusedError(err) });
     }
   }
