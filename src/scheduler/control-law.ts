@@ -129,6 +129,8 @@ export interface ControlState {
   cutFrom?: { inflight: number; ratio: number } | null;
   /** Startup saw a heavy-tailed service (ln(p50 / p16) ≥ 0.35): its median says too little of the calls in service to cap startup on. */
   heavyTail?: boolean;
+  /** Mean ÷ median latency of calm windows: what turns a median baseline into Little's law's mean time in service. */
+  meanRatio?: number;
 }
 
 /** A closed window of samples, summed over every daemon. */
@@ -230,7 +232,7 @@ export function ready(s: ControlState, w: SampleWindow, openedAt: number, now: n
 /** Under half the answers the last window's rate promised (out of at least 6) with the gate full: close the window early. */
 function isStarved(s: ControlState, w: SampleWindow): boolean {
   const expected = ((s.lastPerS ?? 0) * (w.ms ?? 0)) / 1000;
-  return !s.startup && !s.probe && s.baseMs !== null && expected >= 6 && w.n < 0.5 * expected && w.inflightMax >= Math.floor(s.limit);
+  return !s.startup && !s.probe && s.baseMs !== null && expected >= Math.max(6, samplesNeeded(s) / 8) && w.n < 0.5 * expected && w.inflightMax >= Math.floor(s.limit);
 }
 
 function stepProbe(s: ControlState, w: SampleWindow, now: number, p: ControlParams, dropping: boolean, rng: () => number): ControlState {
@@ -278,7 +280,7 @@ function stepProbe(s: ControlState, w: SampleWindow, now: number, p: ControlPara
   // that keep the downstream busy at the throughput seen are fewer by as much. Only when the limit
   // was in use before the probe: a short line's answer rate is its demand, not what the downstream
   // carries, and a limit refitted to it would have to grow back when the rush comes.
-  const refit = baseMs !== null && (s.baseMs === null || baseMs < s.baseMs) && probe.perS && probe.used !== false ? Math.min(savedLimit, Math.max(p.minLimit, carry(probe.perS, baseMs, p, s.pipeMs))) : savedLimit;
+  const refit = baseMs !== null && (s.baseMs === null || baseMs < s.baseMs) && probe.perS && probe.used !== false ? Math.min(savedLimit, Math.max(p.minLimit, carry(probe.perS, baseMs, p, s))) : savedLimit;
   return {
     ...s,
     baseMs,
@@ -325,7 +327,7 @@ export function step(s: ControlState, w: SampleWindow, now: number, p: ControlPa
       // No further than what the answers it still gives can carry (below), when that is lower.
       const inflight = Math.min(Math.floor(s.limit), w.inflightMax);
       const saturated = p50 !== null && s.baseMs !== null && inflight * (1 - s.baseMs / p50) > marks((inflight * s.baseMs) / p50, p).high;
-      const carried = saturated && perS !== null ? carry(perS, s.baseMs!, p, s.pipeMs) : Infinity;
+      const carried = saturated && perS !== null ? carry(perS, s.baseMs!, p, s) : Infinity;
       next.limit = Math.min(s.limit * p.dropFactor, Math.max(carried, s.limit * 0.25));
       next.lastCutAt = now;
     }
@@ -369,6 +371,11 @@ export function step(s: ControlState, w: SampleWindow, now: number, p: ControlPa
         const p16 = quantile(acc, 0.16);
         const lowSpread = p16 ? Math.log(Math.max(1, quantile(acc, 0.5)! / p16)) : 0;
         if (lowSpread >= 0.35 && accN >= 10) next.heavyTail = true;
+        // The spread below the median is the service's own (the cold start's slow calls sit above
+        // it): with it, startup judges on the answers a heavy tail's median needs and so does the
+        // probe that ends it (one ended on 14 answers of a σ = 1 service read 42 ms for a 61 ms
+        // median, and the limit then cut itself down to 2 for 24 workers on a queue that was not there).
+        if (accN >= 10 && next.spread === undefined && lowSpread >= 0.35) next.spread = lowSpread;
         if (lowSpread < 0.35 && !next.heavyTail && next.perS) limit = Math.min(limit, Math.max(s.limit, (2 * next.perS * next.baseMs) / 1000 + 2));
         const rtt = Math.min(p.maxWindowMs, s.p50Ms ?? 0, 2 * (s.baseMs ?? Infinity));
         next.startHist = [...acc];
@@ -389,7 +396,7 @@ export function step(s: ControlState, w: SampleWindow, now: number, p: ControlPa
             next.doublings = (s.doublings ?? 0) + 1;
           } else {
             next.startup = false;
-            limit = Math.min(s.limit, carry(Math.max(accPerS, s.startX ?? 0), next.baseMs, p, s.pipeMs));
+            limit = Math.min(s.limit, carry(Math.max(accPerS, s.startX ?? 0), next.baseMs, p, s));
             probeNow = true;
           }
         }
@@ -411,8 +418,11 @@ export function step(s: ControlState, w: SampleWindow, now: number, p: ControlPa
       const hidden = perS !== null ? inflight - (perS * (meanMs + pipe)) / 1000 : 0;
       if (perS !== null && queue < high && filled && answered >= p.minSamples) next.pipeMs = 0.8 * pipe + 0.2 * Math.max(0, (inflight * 1000) / perS - meanMs);
       if (queue >= low || hidden > high) next.growRounds = 0;
+      // Mean ÷ median of the service's answers, read on calm windows (no queue: a queue's waits
+      // lift the median more than the mean), with enough answers for the median (see carry).
+      if (queue < low && hidden <= high && answered >= samplesNeeded(s, p)) next.meanRatio = clamp(0.8 * (s.meanRatio ?? meanMs / p50) + 0.2 * (meanMs / p50), 1, 3);
       if (hidden > Math.max(high, 0.4 * inflight) && perS !== null) {
-        limit = Math.min(s.limit, carry(perS, next.baseMs, p, s.pipeMs));
+        limit = Math.min(s.limit, carry(perS, next.baseMs, p, s));
       } else if (queue > high && s.cutFrom && inflight <= 0.6 * s.cutFrom.inflight && r >= 0.8 * s.cutFrom.ratio) {
         // Cut to well under the in-flight that first read a queue, and the latency has not come
         // down: it is not a queue the gate holds, the service itself got slower (a cache flushed).
@@ -425,7 +435,7 @@ export function step(s: ControlState, w: SampleWindow, now: number, p: ControlPa
         // (BBR's bandwidth × min RTT). An absolute estimate, not a fraction of the old limit: it
         // does not cut twice for one step down of the downstream.
         // (Without a window length, Little's law on the window itself: the calls in service.)
-        limit = Math.min(s.limit, perS !== null ? carry(perS, next.baseMs, p, s.pipeMs) : serving + (low + high) / 2);
+        limit = Math.min(s.limit, perS !== null ? carry(perS, next.baseMs, p, s) : serving + (low + high) / 2);
         // Smoothed (Gradient2) while the excess is small: one noisy window's p50 made the limit swing.
         if (queue < 2 * high) limit = s.limit + p.smoothing * (limit - s.limit);
       } else if (queue < low && filled && (w.ms ?? Infinity) >= Math.min(2 * p50, 4 * next.baseMs, p.maxWindowMs)) {
@@ -473,11 +483,14 @@ export function marks(serving: number, p: ControlParams = defaultParams): { low:
 }
 
 /** The in-flight that keeps a downstream answering `perS` calls/s busy, with the middle of the band as queue. */
-function carry(perS: number, baseMs: number, p: ControlParams, pipeMs: number | undefined): number {
-  const bdp = (perS * baseMs) / 1000;
+function carry(perS: number, baseMs: number, p: ControlParams, s: Pick<ControlState, 'pipeMs' | 'meanRatio'>): number {
+  // Little's law counts the calls in service at their mean time, not their median: on a heavy tail
+  // (lognormal σ = 1) the mean is 1.65 × the median, and a limit carried on the median held a
+  // quarter of the workers idle after every cut (heavy-tail: 19 for 24 workers).
+  const bdp = (perS * baseMs * (s.meanRatio ?? 1)) / 1000;
   const { low, high } = marks(bdp, p);
   // The calls on their way to and back from the downstream hold slots too (Little's law on the pipe).
-  return bdp + (perS * (pipeMs ?? 0)) / 1000 + (low + high) / 2;
+  return bdp + (perS * (s.pipeMs ?? 0)) / 1000 + (low + high) / 2;
 }
 
 /**
