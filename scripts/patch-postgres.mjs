@@ -1,0 +1,43 @@
+// Mends a defect of postgres.js 3.4.x that takes the process down (porsager/postgres#1154, #1208,
+// PRs #1168, #1176, #1209, none released as of 3.4.10): a small write is deferred to setImmediate,
+// and `nextWrite` then writes to the connection's socket without asking whether it closed
+// meanwhile. On a connection whose server went away (a Postgres restart, a failover, a proxy
+// that cut it) that threw `TypeError: Cannot read properties of null (reading 'write')` from the
+// immediate, where no caller can catch it: the daemon died, and the query waited forever. The
+// teardowns also cancelled the deferred write without forgetting it, so the next connection on
+// that slot kept the stale bytes and never wrote again. After this patch such a write fails the
+// connection's queries as CONNECTION_CLOSED (which the daemon treats as Postgres unreachable:
+// the sale waits) and a teardown forgets what it cancelled. test/postgres-null-socket.test.ts
+// shows it. Runs on `npm install` / `npm ci` (postinstall); idempotent; says what it did, and
+// only warns if the driver's code no longer has the shape it mends (a release that fixed it).
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const MARK = '/* floodgate: closed-socket write mended */';
+const mends = [
+  [
+    '  function nextWrite(fn) {\n    const x = socket.write(chunk, fn)',
+    `  function nextWrite(fn) {\n    if (!socket) { ${MARK}\n      chunk = nextWriteTimer = null\n      error(Errors.connection('CONNECTION_CLOSED', options))\n      return false\n    }\n    const x = socket.write(chunk, fn)`,
+  ],
+  // terminate() and closed(): forget the cancelled write, not only cancel it.
+  ['    clearImmediate(nextWriteTimer)\n    if (socket) {', '    clearImmediate(nextWriteTimer)\n    chunk = nextWriteTimer = null\n    if (socket) {'],
+  ['    clearImmediate(nextWriteTimer)\n    socket.removeListener', '    clearImmediate(nextWriteTimer)\n    chunk = nextWriteTimer = null\n    socket.removeListener'],
+];
+
+const dir = path.join(root, 'node_modules/postgres');
+if (!existsSync(dir)) process.exit(0);
+for (const rel of ['src/connection.js', 'cjs/src/connection.js', 'cf/src/connection.js']) {
+  const file = path.join(dir, rel);
+  if (!existsSync(file)) continue;
+  let text = readFileSync(file, 'utf8');
+  if (text.includes(MARK)) continue;
+  if (!mends.every(([from]) => text.split(from).length === 2)) {
+    console.warn(`patch-postgres: ${path.relative(root, file)} does not have the shape this patch mends; left as it is (check porsager/postgres#1208)`);
+    continue;
+  }
+  for (const [from, to] of mends) text = text.replace(from, to);
+  writeFileSync(file, text);
+  console.log(`patch-postgres: mended ${path.relative(root, file)} (a write to a closed connection fails its queries instead of crashing the process)`);
+}
