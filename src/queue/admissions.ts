@@ -143,6 +143,9 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
       // before the script, so a crash right after it cannot leave a lease on an item no loop visits.
       items.keepActive(itemId, now + leaseMs + ACTIVE_GRACE_MS);
       const sub = splitOf(item.snap.def);
+      // Not open yet (opensAt moved into the future on a live line): admit-12.lua holds an
+      // unsplit line itself; a split one is held here, on the item's view.
+      if (sub && item.snap.def.opensAt !== null && now < item.snap.def.opensAt) return { tickets: [], drained: false };
       const { windowEnded, drained, rows } = sub
         ? { windowEnded: item.snap.def.closesAt !== null && now >= item.snap.def.closesAt, drained: false, rows: [] as { seq: number; record: string; payload: string; leaseId: string; leaseExp: number }[] }
         : await scripts.admit(itemId, now, { max, leaseMs, leasePrefix, autoCap: autoCap ?? '' });

@@ -102,7 +102,7 @@ const ACTIVE_SLACK_MS = 5_000;
  * tickets waiting behind a closed gate with none out). A closed gate is opened only by a change
  * that makes its item active (catalog's patchGate, a re-definition), so such a line waits at no
  * cost: 1,000 of them, one ticket each, kept a daemon at 0.6-0.85 cores while every loop visited
- * them. Only the window's end (its cut) and a pre-queue's draw come by the clock: those are wakes.
+ * them. Only the window's end (its cut), its start and a pre-queue's draw come by the clock: those are wakes.
  * `joining`: a ticket is being added to the line the view shows.
  */
 export function loopNeed(s: ItemSnapshot, now: number, joining = false): boolean | number {
@@ -110,7 +110,10 @@ export function loopNeed(s: ItemSnapshot, now: number, joining = false): boolean
   let at = Infinity;
   if (s.draw && !s.draw.drawn && s.def.opensAt !== null) at = s.def.opensAt;
   if (joining || s.counts.waiting > 0) {
-    if (s.gate.mode !== 'closed') return true;
+    // A line whose opensAt an operator moved into the future admits nobody until then: a wake.
+    const notOpen = s.def.opensAt !== null && now < s.def.opensAt;
+    if (s.gate.mode !== 'closed' && !notOpen) return true;
+    if (notOpen) at = Math.min(at, s.def.opensAt!);
     if (s.def.closesAt !== null && !s.closed) at = Math.min(at, s.def.closesAt);
   }
   if (at === Infinity) return false;

@@ -15,7 +15,7 @@
     code 0 ok, 1 ok and the line is empty now (it held fewer tickets than the gate allowed: the
     dispatcher asks again a little later, dispatcher.ts), -1 item not found, -2 the sale window
     has ended (closesAt passed: the caller cuts the line as closed; nothing is admitted after
-    closesAt)
+    closesAt); nothing is admitted before opensAt either
   Items with stock (K.stock) admit at most as many tickets as the counter has units, and
   none while it is empty: a ticket admitted without a unit for it could only wait. Each admitted
   ticket takes its unit here (takeUnit, as take-stock-2.lua does): when the counter only fell as
@@ -37,6 +37,10 @@ if rcall('EXISTS', K.meta) == 0 then return { -1, 0 } end
 reclaimExpired(now)
 local closesAt = tonumber(rcall('HGET', K.meta, 'closesAt') or '')
 if closesAt and now >= closesAt then return { -2, 0 } end
+-- Not open yet (an operator moved opensAt into the future on a live line): nobody is admitted
+-- before it, as nobody may join before it; the line is woken then (queue/items.ts loopNeed).
+local opensAt = tonumber(rcall('HGET', K.meta, 'opensAt') or '')
+if opensAt and now < opensAt then return { 0, 0 } end
 
 -- A pre-queue is admitted only once drawn (draw-4.lua); then line places 1..drawN map to seqs.
 local pre = rcall('HMGET', K.meta, 'preFrom', 'drawn', 'drawN')
