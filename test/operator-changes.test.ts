@@ -37,4 +37,23 @@ describe('an operator changing a live item', () => {
     const after = await waitFor(() => views(ids), (vs) => vs.every((v) => v.state === 'succeeded'), 20_000);
     expect(after.map((v) => v.state)).toEqual(['succeeded', 'succeeded', 'succeeded']);
   });
+  it('stock lowered below what is reserved: units released afterwards are not sold again past the new stock', { timeout: 60_000 }, async () => {
+    await call('PUT', '/v1/items/lower', { handler: 'seckill', config: { stock: 3, reserveMs: 600_000 }, gate: { mode: 'closed' } });
+    const first = await joinUsers('lower', ['a', 'b', 'c']);
+    await call('PATCH', '/v1/items/lower/gate', { mode: 'auto' });
+    const sold = await waitFor(() => views(first), (vs) => vs.every((v) => v.state === 'succeeded'));
+    expect(sold.map((v) => v.state)).toEqual(['succeeded', 'succeeded', 'succeeded']);
+    expect((await call('PUT', '/v1/items/lower', { handler: 'seckill', config: { stock: 1, reserveMs: 600_000 } })).status).toBe(200);
+    const more = await joinUsers('lower', ['d', 'e']);
+    for (const v of sold.slice(0, 2)) expect((await call('POST', `/v1/orders/${v.outcome.result.orderId}/release`, {}, SVC)).status).toBe(200);
+    // One reservation still holds the one unit asked for: d and e wait for it (awaiting returns).
+    const [stock] = await db.sql`select total, sold, reserved from item_stock where item_id = 'lower'`;
+    expect([stock.total, stock.sold, stock.reserved]).toEqual([1, 1, 1]);
+    // Released, the one unit goes to one of them (a reservation again); the other waits for returns.
+    expect((await call('POST', `/v1/orders/${sold[2].outcome.result.orderId}/release`, {}, SVC)).status).toBe(200);
+    const end = await waitFor(() => views(more), (vs) => vs.some((v) => v.state === 'succeeded') && vs.some((v) => v.reason === 'awaiting_returns'), 20_000);
+    expect(end.map((v) => v.state).sort()).toEqual(['succeeded', 'waiting']);
+    const [live] = await db.sql`select count(*)::int as n from orders where item_id = 'lower' and status <> 'released'`;
+    expect(live.n).toBe(1);
+  });
 });

@@ -176,11 +176,16 @@ export async function unitsLeft(sql: postgres.Sql, itemId: string): Promise<{ le
   return row ? { left: Number(row.left), reserved: Number(row.reserved) } : null;
 }
 
-/** Creates or updates an item's stock row; `total` is the handler's stock or coupon total. */
+/**
+ * Creates or updates an item's stock row; `total` is the handler's stock or coupon total, kept as
+ * the row's `target`: the row's own total follows it and never goes under what is sold
+ * (drizzle/0013), so a stock lowered below what is sold or reserved sells nothing more, and units
+ * released above it are not sold again.
+ */
 export async function defineStock(sql: postgres.Sql, itemId: string, total: number): Promise<void> {
   await sql`
-    insert into item_stock (item_id, total, sold) values (${itemId}, ${total}, 0)
-    on conflict (item_id) do update set total = greatest(excluded.total, item_stock.sold)`;
+    insert into item_stock (item_id, total, sold, target) values (${itemId}, ${total}, 0, ${total})
+    on conflict (item_id) do update set target = excluded.target, total = greatest(excluded.total, item_stock.sold)`;
 }
 
 /**

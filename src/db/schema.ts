@@ -57,6 +57,8 @@ export const itemStock = pgTable(
     sold: integer('sold').notNull().default(0),
     /** Orders reserved and not yet confirmed (drizzle/0005). */
     reserved: integer('reserved').notNull().default(0),
+    /** The stock the operator asked for; `total` = greatest(target, sold), kept so by a trigger (drizzle/0013). */
+    target: integer('target'),
   },
   (t) => [
     check('item_stock_sold_within_total', sql`${t.sold} >= 0 and ${t.sold} <= ${t.total}`),
