@@ -175,6 +175,12 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
 
     async settle(ticketId, input) {
       const { item, seq } = await deps.reader.resolve(ticketId);
+      // The id's binding half before anything is written, as a cancel does: an id whose seq half
+      // matches but that was not made for this ticket (a mistyped last character) changes nothing
+      // and answers 404 (the outcome used to be written, and the 404 came after).
+      const sub = splitOf(item.snap.def);
+      const { record } = sub ? await deps.split.readTicket(sub, seq) : await scripts.readTicket(item.snap.def.itemId, clock.now(), seq);
+      deps.reader.bound(ticketId, item, record);
       const [code] = await admissions.settleMany(item.snap.def.itemId, [{ ...input, seq }]);
       const err = settleError(code);
       if (err) throw err;
