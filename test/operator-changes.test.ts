@@ -56,4 +56,30 @@ describe('an operator changing a live item', () => {
     const [live] = await db.sql`select count(*)::int as n from orders where item_id = 'lower' and status <> 'released'`;
     expect(live.n).toBe(1);
   });
+  it('a sold-out seckill item redefined as external takes joins again, and one with units left admits every ticket', { timeout: 60_000 }, async () => {
+    await call('PUT', '/v1/items/swap', { handler: 'seckill', config: { stock: 1 } });
+    const [a] = await joinUsers('swap', ['a']);
+    await waitFor(() => ticket(a), (v) => v.state === 'succeeded');
+    await waitFor(() => call('GET', '/v1/items/swap').then((r) => r.body), (v) => v.state === 'sold_out');
+    const put = await call('PUT', '/v1/items/swap', { handler: 'external' });
+    expect([put.status, put.body.state, put.body.remaining]).toEqual([200, 'open', null]);
+    expect((await call('POST', '/v1/items/swap/tickets', { userId: 'b' }, SVC)).status).toBe(202);
+
+    await call('PUT', '/v1/items/left', { handler: 'seckill', config: { stock: 2 }, gate: { mode: 'closed' } });
+    expect((await call('PUT', '/v1/items/left', { handler: 'external' })).status).toBe(200);
+    const ids = await joinUsers('left', ['a', 'b', 'c', 'd']);
+    const pulled = new Set<string>();
+    await waitFor(
+      async () => {
+        for (const t of (await call('POST', '/v1/items/left/pull', { max: 10 }, SVC)).body.tickets) {
+          expect((await call('POST', `/v1/tickets/${t.ticketId}/outcome`, { leaseId: t.leaseId, status: 'succeeded' }, SVC)).status).toBe(200);
+          pulled.add(t.ticketId);
+        }
+        return pulled.size;
+      },
+      (n) => n === ids.length,
+      10_000,
+    );
+    expect(pulled.size).toBe(ids.length);
+  });
 });

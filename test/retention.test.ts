@@ -17,6 +17,7 @@ import { testRedis, unlinkPrefix } from './support/redis.js';
 
 const t = testRedis();
 const db = await testDb();
+const ownDb = await testDb();
 const def = (itemId: string): LineDefinition => ({ itemId, handler: 'external', config: {}, capacity: null, abandonAfterMs: null, opensAt: null, closesAt: null, rejoin: 'any' });
 const HOUR = 3600_000;
 
@@ -28,6 +29,35 @@ function daemonOn(prefix: string, clock: ReturnType<typeof manualClock>, store: 
 }
 
 describe('retention of ended items', () => {
+  it('counts from the last end of an item restocked after it sold out, not the first', async () => {
+    const clock = manualClock();
+    const prefix = t.newPrefix();
+    // A database of its own: the other tests here count the item rows.
+    const own = ownDb;
+    const store = createItemsStore(own.db);
+    const queue = createLine({ redis: t.redis, prefix, clock, cacheMs: 0 });
+    const catalog = createCatalog({ queue, store, stockRows: createStockRows(own.sql), counters: createStockCounters({ redis: t.redis, prefix, clock, items: queue.items }), gates: createGateStore(t.redis, prefix, clock), handlers: createHandlerRegistry(), clock, log: createLogger('silent'), autoCap: 10 });
+    const op = { role: 'operator' as const, key: 'k' };
+    const retention = startRetention({ queue, store, clock, log: createLogger('silent') }, { everyMs: 3_600_000, retentionMs: 24 * HOUR });
+    try {
+      await catalog.put('restocked', { handler: 'seckill', config: { stock: 0 } }, op); // sold out at once
+      expect((await queue.items.item('restocked', { fresh: true }))!.snap.soldOut).toBe(true);
+      clock.advance(23 * HOUR);
+      expect((await catalog.put('restocked', { handler: 'seckill', config: { stock: 5 } }, op)).item.state).toBe('open');
+      const { ticket } = await queue.tickets.join('restocked', 'buyer', null);
+      clock.advance(30 * 60_000);
+      await queue.definitions.cut('restocked', 'sold_out');
+      await t.redis.del(`${prefix}{restocked}:done`); // (the ledger drained it)
+      // 24 h after the first sell-out, 31 min after the second: the item and its ticket are kept.
+      clock.advance(31 * 60_000);
+      await retention.round();
+      expect(await queue.items.item('restocked', { fresh: true })).not.toBeNull();
+      expect((await queue.tickets.status(ticket.ticketId)).state).toBe('rejected');
+    } finally {
+      await retention.stop();
+    }
+  });
+
   it("removes an ended item's Redis keys after the retention period; its Postgres row stays, archived", async () => {
     const clock = manualClock();
     const prefix = t.newPrefix();

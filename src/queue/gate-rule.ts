@@ -40,6 +40,6 @@ export function effectiveGate(g: GateSettings, pace: ControllerPace | null, auto
   };
 }
 
-/** The gate hash's fields for settings ('' clears one): what define-3.lua and a gate write store. */
+/** The gate hash's fields for settings ('' clears one): what define-5.lua and a gate write store. */
 export const gateFields = (g: Partial<GateSettings>): Record<string, string> =>
   Object.fromEntries(Object.entries(g).map(([k, v]) => [k, v === null || v === undefined ? '' : String(v)]));

@@ -50,7 +50,7 @@ export const scripts = {
   relaunch: spec('relaunch-4', ['ctr', 'doubt', 'leases', 'payloads'], ['leaseMs', 'leasePrefix'], 'seq'),
   resolveDoubt: spec('resolve-doubt-7', ['meta', 'ctr', 'doubt', 'payloads', 'stock', 'taken', 'done'], [], 'seq, outcome'),
   extendLeases: spec('extend-leases-3', ['leases', 'ctr', 'doubt'], ['until'], 'seq, leaseId'),
-  define: spec('define-3', ['meta', 'ctr', 'gate'], ['secret', 'definition', 'gate', 'reopen']),
+  define: spec('define-5', ['meta', 'ctr', 'gate', 'stock', 'taken'], ['secret', 'definition', 'gate', 'reopen']),
   cut: spec('cut-5', ['meta', 'ctr', 'retry', 'done', 'doubt'], ['stateChar', 'reason', 'flag']),
   draw: spec('draw-4', ['meta', 'ctr', 'drawOrder', 'drawPlaces'], ['op', 'first', 'order', 'places']),
   block: spec('block-1', ['blocked'], ['userId', 'bit', 'on']),

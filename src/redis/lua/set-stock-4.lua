@@ -34,5 +34,8 @@ for i = 0, k - 1 do
   if i < units % k then share = share + 1 end
   redis.call('HSET', K.stock, 's' .. string.format('%d', i), share)
 end
-if units > 0 then redis.call('HDEL', K.meta, 'soldOut') end
+-- Restocked: no longer sold out, and no longer ended (unless closed), so retention counts its
+-- 24 h from the next end, not from the first (a ticket that ended 31 min after a second sell-out
+-- was removed with the item's keys, 24 h after the first).
+if units > 0 and redis.call('HDEL', K.meta, 'soldOut') == 1 and not redis.call('HGET', K.meta, 'closed') then redis.call('HDEL', K.meta, 'endedAt') end
 return units

@@ -1,12 +1,16 @@
 --[[
   Creates or replaces an item's definition, keeping its tickets and counters.
-  KEYS[1] meta  KEYS[2] ctr  KEYS[3] gate
+  KEYS[1] meta  KEYS[2] ctr  KEYS[3] gate  KEYS[4] stock  KEYS[5] taken
   ARGV[1] now (ms, the caller's clock)  ARGV[2] secret: a fresh one (hex; used only when the item is new)
   ARGV[3] definition: flat JSON object of meta fields (strings; '' clears a field)
   ARGV[4] gate: flat JSON object of gate fields ('' clears), or '' to keep the gate
   ARGV[5] reopen: '1' to reopen an item that was closed
   Returns { code, secret, epoch }: code 1 created, 2 replaced, -1 conflict (handler change with
     live tickets)
+  A handler change (no live tickets) drops the old handler's stock counter and its sold-out end:
+  a seckill item sold out and redefined as external answered every join 410 sold_out, and one
+  with 2 units left admitted 2 tickets, ever (the counter capped admissions). A new handler with
+  stock has its counter set after this (catalog's pushStock).
 ]]
 local rcall = redis.call
 local def = cjson.decode(ARGV[3])
@@ -16,6 +20,8 @@ if existing[1] then
   if existing[1] ~= def.handler then
     local live = rcall('HMGET', K.ctr, 'waiting', 'admitted')
     if tonumber(live[1] or '0') + tonumber(live[2] or '0') > 0 then return { -1, '', 0 } end
+    rcall('DEL', K.stock, K.taken)
+    if rcall('HDEL', K.meta, 'soldOut') == 1 and not rcall('HGET', K.meta, 'closed') then rcall('HDEL', K.meta, 'endedAt') end
   end
 else
   code = 1
