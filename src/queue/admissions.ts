@@ -194,7 +194,15 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
         const outcome: Outcome = { status: e.status };
         if (e.result !== undefined) outcome.result = e.result;
         if (e.reason !== undefined) outcome.reason = e.reason;
-        return { seq: e.seq, leaseId: e.leaseId, status: e.status, outcome: JSON.stringify(outcome), retry: !!e.retry, force: !!e.force };
+        const lease = { seq: e.seq, leaseId: e.leaseId, force: !!e.force };
+        // Each entry on its own: a result JSON.stringify cannot take (nested deeper than its stack
+        // allows, a BigInt, a cycle) fails its own ticket. It used to throw for the whole batch, and
+        // every ticket in it stayed unsettled, to be run again and again.
+        try {
+          return { ...lease, status: e.status, outcome: JSON.stringify(outcome), retry: !!e.retry };
+        } catch {
+          return { ...lease, status: 'failed' as const, outcome: JSON.stringify({ status: 'failed', reason: 'invalid_result' } satisfies Outcome), retry: false };
+        }
       });
       const sub = await splitItem(itemId);
       return sub ? ((await deps.split.settle(sub, settles)) as SettleCode[]) : scripts.settle(itemId, clock.now(), settles);

@@ -12,13 +12,13 @@ import { KEY_REFRESH_MS, type KeyRing } from './key-ring.js';
 /**
  * Admission tokens (API.md, "Admission tokens"): a compact JWS, EdDSA (Ed25519), for every
  * admitted or succeeded ticket. Claims: iss, sub = userId, aud = itemId, jti, iat, exp, and
- * `result` where the handler gave one.
+ * `result` where the handler gave one (and it can be serialised).
  *
  * Every claim is a function of the ticket: jti = HMAC-SHA256(item secret, "jti|" + ticketId)
  * (22 base64url chars: unique per ticket, yet not the ticket id nor derivable from it without the
  * secret), iat = when it was admitted (admitted) or finished (succeeded), exp = iat + tokenTtlMs.
  * Ed25519 signatures are deterministic, so two daemons with the same key give the same token, and
- * a daemon signs each ticket's token once and keeps it (the poll of an admitted ticket reads a map).
+ * a daemon signs each admission's token once and keeps it (the poll of an admitted ticket reads a map).
  *
  * Revocation: the jti goes into a Redis sorted set (score = exp), read by every introspection, so
  * a revocation holds on every daemon at once; entries leave once their token has expired anyway.
@@ -62,15 +62,22 @@ export function createTokens(deps: TokensDeps) {
     const ttlSec = Math.ceil((item.snap.def.tokenTtlMs ?? DEFAULT_TOKEN_TTL_MS) / 1000);
     const key = keys.signing();
     const claims: JWTPayload = { jti: jtiOf(item.snap.secret, view.ticketId) };
-    if (view.outcome?.result !== undefined) claims.result = view.outcome.result;
-    return new SignJWT(claims)
-      .setProtectedHeader({ alg: 'EdDSA', kid: key.kid, typ: 'JWT' })
-      .setIssuer(deps.issuer)
-      .setSubject(view.userId)
-      .setAudience(view.itemId)
-      .setIssuedAt(iat)
-      .setExpirationTime(iat + ttlSec)
-      .sign(key.sign);
+    const signed = async (c: JWTPayload) =>
+      new SignJWT(c)
+        .setProtectedHeader({ alg: 'EdDSA', kid: key.kid, typ: 'JWT' })
+        .setIssuer(deps.issuer)
+        .setSubject(view.userId)
+        .setAudience(view.itemId)
+        .setIssuedAt(iat)
+        .setExpirationTime(iat + ttlSec)
+        .sign(key.sign);
+    const result = view.outcome?.result;
+    if (result === undefined) return signed(claims);
+    // A result the claims cannot be serialised with (nested a few thousand levels deep: jose's
+    // JSON.stringify overflows the stack) must not cost the holder the token, nor the ticket its
+    // view (a throw here is a 500 on every poll): the token goes without it. Any other fault
+    // throws again from the second signing.
+    return signed({ ...claims, result }).catch(() => signed(claims));
   }
 
   async function verify(token: unknown): Promise<JWTPayload | null> {
@@ -95,10 +102,12 @@ export function createTokens(deps: TokensDeps) {
   }, deps.log);
 
   return {
-    /** The view with its admissionToken, for admitted and succeeded tickets (signed once per ticket and state). */
+    /** The view with its admissionToken, for admitted and succeeded tickets (signed once per ticket and state, and per admission). */
     async withToken(view: TicketView): Promise<TicketView> {
       if (view.state !== 'admitted' && view.state !== 'succeeded') return view;
-      const k = `${view.state}|${view.ticketId}`;
+      // An admitted ticket's token is that admission's (its iat): a ticket admitted again, after its
+      // lease ran out, gets a new one, as the first may have expired already.
+      const k = view.state === 'admitted' ? `admitted|${view.ticketId}|${view.admittedAt}` : `${view.state}|${view.ticketId}`;
       let token = cache.get(k);
       if (!token) {
         const signed = await sign(view);

@@ -1,7 +1,12 @@
+import { jsonIssues, MAX_JSON_DEPTH } from '../../kernel/json-issues.js';
+
 /**
  * Reading a downstream's answer without trusting it: at most `limit` bytes are read (the stream is
  * cancelled past it, so an endless or huge answer costs no more memory than the bound), and a body
- * is storable only if Postgres will take it as jsonb: no NUL and no lone surrogate in any string.
+ * is storable only if it passes the bar request bodies pass (kernel/json-issues.ts): no NUL and no
+ * lone surrogate in any string, which Postgres's jsonb refuses, and no nesting deeper than
+ * MAX_JSON_DEPTH, which 64 KiB of `[` far exceeds and which would overflow the stack of every
+ * later JSON.stringify of the ticket (its settle, its token).
  */
 export const ANSWER_LIMIT = 64 * 1024;
 
@@ -31,33 +36,19 @@ export async function readBounded(res: Response, limit = ANSWER_LIMIT): Promise<
   return new TextDecoder().decode(Buffer.concat(chunks));
 }
 
-/** The answer as the ticket's result: its JSON, or (not JSON) its first 1000 characters. */
+/**
+ * The answer as the ticket's result: its JSON, or (not JSON) its first 1000 characters, 999 where
+ * the 1000th is the first half of a pair: half a pair is a lone surrogate, which cannot be stored.
+ */
 export function parseAnswer(text: string): unknown {
   if (!text) return null;
   try {
     return JSON.parse(text);
   } catch {
-    return text.slice(0, 1000);
+    const cut = text.slice(0, 1000);
+    return /[\ud800-\udbff]$/.test(cut) ? cut.slice(0, -1) : cut;
   }
 }
 
-const unstorable = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
-
-/** Whether Postgres's jsonb accepts the value. Walks without recursion: 64 KiB of `[` nests deep. */
-export function storable(value: unknown): boolean {
-  const todo: unknown[] = [value];
-  while (todo.length) {
-    const v = todo.pop();
-    if (typeof v === 'string') {
-      if (unstorable.test(v)) return false;
-    } else if (Array.isArray(v)) {
-      for (const x of v) todo.push(x);
-    } else if (v !== null && typeof v === 'object') {
-      for (const [k, x] of Object.entries(v)) {
-        if (unstorable.test(k)) return false;
-        todo.push(x);
-      }
-    }
-  }
-  return true;
-}
+/** Whether the answer may become the ticket's result (see above). */
+export const storable = (value: unknown): boolean => jsonIssues(value, MAX_JSON_DEPTH, 1).length === 0;

@@ -1,13 +1,42 @@
 import { createHmac, randomBytes } from 'node:crypto';
 import { z } from 'zod';
+import { redactUrl } from '../../kernel/redact-url.js';
 import { ticketRef } from '../../kernel/ticket-ref.js';
-import { DropError, type HandlerSpec } from '../handler.js';
+import { DropError, type HandlerContext, type HandlerSpec } from '../handler.js';
 import { AnswerTooLarge, parseAnswer, readBounded, storable } from './webhook-answer.js';
 
 const headerName = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 /** What fetch accepts as a header value; anything else would throw with the value in the message. */
 const headerValue = /^[\t\x20-\x7e\x80-\xff]*$/;
 const REDACTED = '[redacted]';
+
+/**
+ * Whether the URL names a user or password: fetch refuses such a URL, and the item view would show
+ * the password. False for what is no URL at all (z.url refuses that, and the refinement still runs).
+ */
+function hasUserinfo(url: string): boolean {
+  if (!URL.canParse(url)) return false;
+  const u = new URL(url);
+  return u.username !== '' || u.password !== '';
+}
+
+/**
+ * The reason for a call that got no answer (or lost it midway), by the error's code. A reason is
+ * a code because the holder of the ticket reads it and Postgres keeps it, while the error's text
+ * names hosts and ports.
+ */
+const noAnswerReasons = new Map([
+  ['ECONNREFUSED', 'connection_refused'],
+  ['ECONNRESET', 'connection_reset'],
+  ['EPIPE', 'connection_reset'],
+  ['UND_ERR_SOCKET', 'connection_reset'], // the other side closed the connection
+  ['ENOTFOUND', 'dns_failure'],
+  ['EAI_AGAIN', 'dns_failure'],
+  ['ETIMEDOUT', 'timeout'],
+  ['UND_ERR_CONNECT_TIMEOUT', 'timeout'],
+  ['UND_ERR_HEADERS_TIMEOUT', 'timeout'],
+  ['UND_ERR_BODY_TIMEOUT', 'timeout'],
+]);
 
 /** A new item's signing secret: 32 random bytes, base64url (43 characters). */
 const newSecret = () => randomBytes(32).toString('base64url');
@@ -23,17 +52,18 @@ export function signature(secret: string, body: string, unixSec: number): string
  * can de-duplicate a retried call. The ticket id itself never leaves: it is the user's bearer
  * capability. Redirects are not followed (a redirect would carry the item's headers elsewhere).
  *
- * 2xx → succeeded (the JSON body is the result); 409/422 → rejected; 429, 503, other 5xx, a
- * timeout or a refused connection → a drop (retried with backoff, then failed). Faults that fail
+ * 2xx → succeeded (the JSON body is the result); 409/422 → rejected; 429 or a 5xx (`http_503`), a
+ * timeout (`timeout`) or no answer (`connection_refused`, `connection_reset`, `dns_failure`,
+ * `connection_error`) → a drop (retried with backoff, then failed). Faults that fail
  * the ticket at once (retrying the same request cannot help): a 3xx (`http_302`), another 4xx
- * (`http_400`), a body to store over 64 KiB (`response_too_large`) or one Postgres cannot store
- * (`invalid_response`: NUL or a lone surrogate).
+ * (`http_400`), a body to store over 64 KiB (`response_too_large`) or one that cannot be kept
+ * (`invalid_response`: NUL, a lone surrogate, or nested deeper than request bodies may be).
  */
 export const webhook: HandlerSpec = {
   name: 'webhook',
   config: z
     .object({
-      url: z.url({ protocol: /^https?$/ }),
+      url: z.url({ protocol: /^https?$/ }).refine((url) => !hasUserinfo(url), 'no user or password in the URL: send credentials as headers'),
       timeoutMs: z.number().int().min(1).max(600_000).default(5000),
       headers: z.record(z.string().regex(headerName).max(256), z.string().regex(headerValue, 'no control characters but tab').max(4096)).default({}),
       secret: z.string().min(32).max(256).regex(/^[\x21-\x7e]+$/, 'printable ASCII, no spaces').optional(),
@@ -44,8 +74,10 @@ export const webhook: HandlerSpec = {
   deadlineMs: (c) => Number(c.timeoutMs ?? 5000),
   // A replacement that names no secret keeps the item's, so downstreams need not re-learn it.
   fillIn: (input, previous) => (input.secret === undefined ? { ...input, secret: previous?.secret ?? newSecret() } : input),
+  // A URL with credentials is refused now, but an item may have been defined with one before.
   redact: ({ secret: _secret, ...c }) => ({
     ...c,
+    url: withoutUserinfo(c.url as string),
     headers: Object.fromEntries(Object.keys((c.headers as Record<string, string>) ?? {}).map((k) => [k, REDACTED])),
   }),
   async handle(t, ctx) {
@@ -61,7 +93,7 @@ export const webhook: HandlerSpec = {
     try {
       res = await fetch(c.url, { method: 'POST', headers, body, redirect: 'manual', signal: ctx.signal });
     } catch (err) {
-      throw new DropError(ctx.signal.aborted ? 'timeout' : `connection: ${(err as Error).cause ?? (err as Error).message}`);
+      throw noAnswer(err, ctx);
     }
     const stored = res.ok || res.status === 409 || res.status === 422;
     if (!stored) {
@@ -69,20 +101,39 @@ export const webhook: HandlerSpec = {
       if (res.status === 429 || res.status >= 500) throw new DropError(`http_${res.status}`);
       throw new WebhookRefused(`http_${res.status}`);
     }
-    const result = parseAnswer(await readAnswer(res, ctx.signal));
+    const result = parseAnswer(await readAnswer(res, ctx));
     if (!storable(result)) throw new WebhookRefused('invalid_response');
     if (res.ok) return { status: 'succeeded', result };
     return { status: 'rejected', reason: `http_${res.status}`, result };
   },
 };
 
-async function readAnswer(res: Response, signal: AbortSignal): Promise<string> {
+async function readAnswer(res: Response, ctx: HandlerContext): Promise<string> {
   try {
     return await readBounded(res);
   } catch (err) {
     if (err instanceof AnswerTooLarge) throw new WebhookRefused('response_too_large');
-    throw new DropError(signal.aborted ? 'timeout' : `connection: ${(err as Error).cause ?? (err as Error).message}`);
+    throw noAnswer(err, ctx);
   }
+}
+
+/** The drop for a call cut short; what the error said goes to the debug log only, its URL redacted. */
+function noAnswer(err: unknown, ctx: HandlerContext): DropError {
+  if (ctx.signal.aborted) return new DropError('timeout');
+  // fetch wraps what went wrong (an Error with a `code`) as its `cause`.
+  const cause = ((err as Error).cause ?? err) as { code?: unknown; message?: unknown };
+  const code = typeof cause.code === 'string' ? cause.code : undefined;
+  ctx.log.debug({ code, err: redactUrl(String(cause.message)) }, 'webhook call got no answer');
+  return new DropError(noAnswerReasons.get(code ?? '') ?? 'connection_error');
+}
+
+/** The URL without user and password (the URL as given when it has neither). */
+function withoutUserinfo(url: string): string {
+  if (!hasUserinfo(url)) return url;
+  const u = new URL(url);
+  u.username = '';
+  u.password = '';
+  return u.href;
 }
 
 /** A 3xx, a 4xx other than 409/422/429, or an answer that cannot be stored: retrying cannot help. */
