@@ -244,6 +244,16 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       // define-3.lua's rule, checked first so that the usual conflict costs Postgres nothing.
       const live = existing ? existing.snap.counts.waiting + existing.snap.counts.admitted : 0;
       if (existing && existing.snap.def.handler !== def.handler && live > 0) fail('conflict', 'The handler of an item with live tickets cannot change.');
+      // The draw shuffles seqs 1..N into line places 1..N and admission walks places from the head
+      // (served + 1): a pre-queue must hold the line from its first ticket, and its draw must find
+      // the head at the start. Tickets that joined in order before it were shown places the draw
+      // would take away, and a cut before the draw (a close) moved the head past every seq it ended:
+      // drawn into places at or behind it, waiting tickets would never be admitted, and ended ones
+      // would be admitted ahead of it. (Once drawn, a pre-queue is never drawn again.)
+      if (def.preQueueFromMs !== null && existing && !existing.snap.draw?.drawn) {
+        if (!existing.snap.draw && existing.snap.seq > 0) fail('conflict', 'A pre-queue cannot be added to an item whose line has had tickets; use a new item.');
+        if (existing.snap.served > 0) fail('conflict', 'An item that closed or sold out before its pre-queue was drawn cannot open again with it; open it without preQueue, or use a new item.');
+      }
       const prev = await store.get(itemId);
       await store.upsert({
         itemId,

@@ -31,7 +31,11 @@ export interface ItemSnapshot {
   gateHash: Record<string, string>;
   /** Units left in the Redis stock shards (seckill, coupon); null where the item has no stock. */
   stockLeft: number | null;
-  /** The pre-queue draw (queue/draw.ts): null for an item without a pre-queue. */
+  /**
+   * The pre-queue draw (queue/draw.ts): null for an item without a pre-queue whose line was never
+   * drawn. A drawn line keeps it when the pre-queue is removed: admission keeps the drawn order
+   * (admit-12.lua), so positions must too.
+   */
   draw: { seed: string; n: number | null; drawn: boolean; drawnAt: number | null } | null;
   loadedAt: number;
 }
@@ -132,7 +136,7 @@ export function parseSnapshot(
     pace: paceOf(gate),
     gateHash: gate,
     stockLeft,
-    draw: meta.preFrom ? { seed: meta.drawSeed ?? '', n: num(meta.drawN), drawn: meta.drawn === '1', drawnAt: num(meta.drawnAt) } : null,
+    draw: meta.preFrom || meta.drawn === '1' ? { seed: meta.drawSeed ?? '', n: num(meta.drawN), drawn: meta.drawn === '1', drawnAt: num(meta.drawnAt) } : null,
     loadedAt: now,
   };
 }

@@ -64,8 +64,10 @@ export function createTicketReader(deps: { items: ItemDirectory; scripts: LineSc
   function cachedWaiting(ticketId: string, item: CachedItem, seq: number, rec: TicketRecord | undefined): TicketView | null {
     const s = item.snap;
     if (!rec || !item.feedComplete || seq > s.seq || item.cancelled.has(seq) || splitOf(s.def)) return null;
-    if (awaitingDraw(item, rec)) return { ...baseView(ticketId, s.def.itemId, rec, 'waiting'), ...preQueueHints(item, clock.now()) };
+    // Past the head first: a cut moves the head past every seq it ended, and a pre-queue closed
+    // before its draw has ended its tickets, which must not read as awaiting the draw.
     if (item.lineIndex(seq) <= s.served) return null;
+    if (awaitingDraw(item, rec)) return { ...baseView(ticketId, s.def.itemId, rec, 'waiting'), ...preQueueHints(item, clock.now()) };
     const position = linePosition(item, s.served, seq);
     return { ...baseView(ticketId, s.def.itemId, rec, 'waiting'), position, ...waitingHints(item, position, clock.now()) };
   }
@@ -74,8 +76,8 @@ export function createTicketReader(deps: { items: ItemDirectory; scripts: LineSc
   function cachedCut(ticketId: string, item: CachedItem, rec: CachedRecord): TicketView | null {
     const s = item.snap;
     const cut = s.cuts[s.cuts.length - 1];
-    // served-before is what separates tickets admitted before the cut from those it ended.
-    if (!cut || cut[4] === undefined || rec.seq <= cut[4] || rec.seq > cut[0] || splitOf(s.def)) return null;
+    // served-before (a line place) is what separates tickets admitted before the cut from those it ended.
+    if (!cut || cut[4] === undefined || item.lineIndex(rec.seq) <= cut[4] || rec.seq > cut[0] || splitOf(s.def)) return null;
     if (!item.feedComplete || item.cancelled.has(rec.seq)) return null;
     return cutView(ticketId, s.def.itemId, rec, cut);
   }

@@ -3,7 +3,7 @@
   Expired leases are reclaimed first, so a ticket whose lease ran out is offered again before
   any later ticket. Returned tickets (retry set) go before the line; the line is walked from
   served+1 (a line place: after a pre-queue draw, places 1..drawN hold the drawn seqs), skipping
-  cancelled tickets and expiring abandoned ones (at most 1000 skips a call).
+  cancelled tickets and those a cut ended, and expiring abandoned ones (at most 1000 skips a call).
   KEYS[1] meta  KEYS[2] ctr  KEYS[3] gate  KEYS[4] retry (zset seq)  KEYS[5] leases (zset exp)
   KEYS[6] payloads  KEYS[7] blocked  KEYS[8] stock  KEYS[9] taken  KEYS[10] done  KEYS[11] drawOrder  KEYS[12] doubt
   ARGV[1] now (ms, the caller's clock)  ARGV[2] max  ARGV[3] leaseMs  ARGV[4] leasePrefix (random)
@@ -68,12 +68,26 @@ local paced, recordPace = paceNow(rate, gate[4], gate[7], now)
 allowed = math.min(allowed, paced)
 if allowed <= 0 then return { 0, 0 } end
 
-local meta = rcall('HMGET', K.meta, 'abandonAfterMs', 'epoch')
+local meta = rcall('HMGET', K.meta, 'abandonAfterMs', 'epoch', 'abandonSince')
 local abandonMs, epoch = tonumber(meta[1] or ''), tonumber(meta[2])
+-- Polls are recorded only while abandonment is on (queue/tickets.ts), so a ticket is judged idle
+-- only from when it was switched on (define-5.lua keeps the time), not from its join: holders
+-- who had polled a moment before an operator switched it on were expired at once.
+local abandonSince = tonumber(meta[3] or '') or epoch
 local served = tonumber(rcall('HGET', K.ctr, 'served') or '0')
 local last = tonumber(rcall('HGET', K.ctr, 'seq') or '0')
 local out = { 0, 0 }
 local taken, skips = 0, 0
+-- A record still 'w' that a cut covers ended with the cut (its user was told so). Walking from
+-- served + 1 passes no such seq in join order, as the cut moved served to its seq; a draw maps
+-- places to seqs, and one that took in a cut seq (a pre-queue redefined around a close: the
+-- catalog refuses that, but only before the define) must not admit it. Cuts come in seq order, so
+-- a seq after the last one's is tested without going through them.
+local cuts = loadCuts()
+local lastCut = lastCutSeq(cuts)
+local function endedByCut(seq)
+  return seq <= lastCut and cutFor(cuts, seq) ~= nil
+end
 
 local anyBlocked = rcall('EXISTS', K.blocked) == 1
 local blockedOutcome = cjson.encode({ status = 'rejected', reason = 'blocked' })
@@ -112,12 +126,12 @@ while taken < allowed and served < last and skips < 1000 do
   served = served + 1
   local seq = seqAt(served)
   local record = getRecord(seq)
-  if record and string.sub(record, 1, 1) == 'w' then
+  if record and string.sub(record, 1, 1) == 'w' and not endedByCut(seq) then
     local idle = false
     if abandonMs then
       local seen = tonumber(rcall('HGET', keyOf.pollPage(seq), fmt(seq)) or '')
       local created = recordCreated(record, epoch)
-      idle = now - math.max(seen or 0, created) > abandonMs
+      idle = now - math.max(seen or 0, created, abandonSince) > abandonMs
     end
     if idle then
       finish(seq, record, 'waiting', 'e', 'expired', cjson.encode({ status = 'expired', reason = 'abandoned' }), now)

@@ -29,6 +29,13 @@ else
   rcall('HSETNX', K.ctr, 'seq', 0)
   rcall('HSETNX', K.ctr, 'served', 0)
 end
+-- When abandonment is switched on, for admit-12.lua: polls are recorded only while it is on.
+local abandonWasOn = rcall('HEXISTS', K.meta, 'abandonAfterMs') == 1
+if def.abandonAfterMs and def.abandonAfterMs ~= '' then
+  if not abandonWasOn then rcall('HSET', K.meta, 'abandonSince', ARGV[1]) end
+else
+  rcall('HDEL', K.meta, 'abandonSince')
+end
 for k, v in pairs(def) do
   if v == '' then rcall('HDEL', K.meta, k) else rcall('HSET', K.meta, k, v) end
 end
