@@ -66,7 +66,7 @@ describe('an operator changing a live item', () => {
     expect((await call('POST', '/v1/items/swap/tickets', { userId: 'b' }, SVC)).status).toBe(202);
 
     await call('PUT', '/v1/items/left', { handler: 'seckill', config: { stock: 2 }, gate: { mode: 'closed' } });
-    expect((await call('PUT', '/v1/items/left', { handler: 'external' })).status).toBe(200);
+    expect((await call('PUT', '/v1/items/left', { handler: 'external', gate: { mode: 'auto' } })).status).toBe(200);
     const ids = await joinUsers('left', ['a', 'b', 'c', 'd']);
     const pulled = new Set<string>();
     await waitFor(
@@ -81,5 +81,14 @@ describe('an operator changing a live item', () => {
       10_000,
     );
     expect(pulled.size).toBe(ids.length);
+  });
+  it('a replacement that names no gate keeps the gate as it is: raising the stock of a paused sale does not open it', async () => {
+    await call('PUT', '/v1/items/paused', { handler: 'seckill', config: { stock: 1 }, gate: { mode: 'closed' } });
+    const [a] = await joinUsers('paused', ['a']);
+    const put = await call('PUT', '/v1/items/paused', { handler: 'seckill', config: { stock: 5 } });
+    expect([put.status, put.body.gate.mode, put.body.remaining]).toEqual([200, 'closed', 5]);
+    expect((await ticket(a)).state).toBe('waiting');
+    expect((await call('PUT', '/v1/items/paused', { handler: 'seckill', config: { stock: 5 }, gate: { mode: 'auto' } })).body.gate.mode).toBe('auto');
+    await waitFor(() => ticket(a), (v) => v.state === 'succeeded');
   });
 });

@@ -240,8 +240,10 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       const existing = await queue.items.item(itemId, { fresh: true });
       const def = lineDefinition(itemId, input, { previous: existing?.snap.def ?? null });
       const before = existing?.snap.gate ?? null;
-      const gate: GateSettings = { ...defaultGate, ...input.gate };
-      // define-3.lua's rule, checked first so that the usual conflict costs Postgres nothing.
+      // A replacement that names no gate keeps the item's: an operator raising the stock of a
+      // paused sale (gate closed) did not mean to open it, and a PUT without `gate` reset it to auto.
+      const gate: GateSettings = input.gate === undefined && existing ? existing.snap.gate : { ...defaultGate, ...input.gate };
+      // define-5.lua's rule, checked first so that the usual conflict costs Postgres nothing.
       const live = existing ? existing.snap.counts.waiting + existing.snap.counts.admitted : 0;
       if (existing && existing.snap.def.handler !== def.handler && live > 0) fail('conflict', 'The handler of an item with live tickets cannot change.');
       // The draw shuffles seqs 1..N into line places 1..N and admission walks places from the head
