@@ -244,4 +244,21 @@ describe('retention of ended items', () => {
     expect(await catalog.restoreIfLost()).toBeGreaterThanOrEqual(1);
     expect((await queue.items.itemIds()).includes('ls-2')).toBe(true);
   });
+  it('restores every item it can when a stored definition is refused by today\'s rules, and says which it left out', async () => {
+    const clock = manualClock();
+    const prefix = t.newPrefix();
+    const store = createItemsStore(ownDb.db);
+    // Stored before URLs with a password were refused (no PUT takes it now).
+    await store.upsert({ itemId: 'legacy', handler: 'webhook', config: { url: 'http://shop:pw@127.0.0.1:9/orders', timeoutMs: 5000, headers: {}, secret: 'x'.repeat(43) }, gate: {} });
+    await store.upsert({ itemId: 'fine', handler: 'external', config: {}, gate: {} });
+    const lines: string[] = [];
+    const queue = createLine({ redis: t.redis, prefix, clock, cacheMs: 0 });
+    const catalog = createCatalog({ queue, store, stockRows: createStockRows(ownDb.sql), counters: createStockCounters({ redis: t.redis, prefix, clock, items: queue.items }), gates: createGateStore(t.redis, prefix, clock), handlers: createHandlerRegistry(), clock, log: createLogger('error', { destination: { write: (l: string) => void lines.push(l) } }), autoCap: 10 });
+    expect(await catalog.restore()).toBeGreaterThanOrEqual(1);
+    expect(await queue.items.item('fine', { fresh: true })).not.toBeNull();
+    expect(await queue.items.item('legacy', { fresh: true })).toBeNull();
+    expect(lines.join('')).toContain('legacy');
+    await store.remove('legacy');
+    await store.remove('fine');
+  });
 });

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Clock } from '../kernel/clock.js';
-import { fail } from '../kernel/errors.js';
+import { fail, FloodgateError } from '../kernel/errors.js';
 import type { Logger } from '../kernel/logger.js';
 import type { ItemRow, ItemsStore } from '../db/items-store.js';
 import type { CachedItem } from '../queue/item-cache.js';
@@ -362,8 +362,17 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       const out = [];
       for (const row of rows) {
         if (!row) fail('item_not_found', 'No such item.');
+        let def: LineDefinition;
+        try {
+          def = rowDefinition(row!);
+        } catch (err) {
+          // One stored definition today's rules refuse does not stop the others (asked by name, it is the answer).
+          if (opts.itemId || !refusedDefinition(err)) throw err;
+          deps.log.error({ itemId: row!.itemId, err: (err as Error).message }, 'item not reconciled: its stored definition is refused now; define it again');
+          continue;
+        }
         if (!(await queue.items.item(row!.itemId, { fresh: true }))) await restoreRow(row!);
-        const r = await syncStock(rowDefinition(row!), opts.idleOnly ?? false);
+        const r = await syncStock(def, opts.idleOnly ?? false);
         if (r) out.push(r);
         if (r?.changed && r.redisHad !== r.left) deps.log.warn(r, 'stock reconciled from postgres');
       }
@@ -454,7 +463,16 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     for (const id of ids) if (!(await queue.items.item(id, { fresh: true }))) missing.push(id);
     const rows = missing.length ? await store.liveRows(missing) : [];
     let restored = 0;
-    for (const row of rows) if (await restoreRow(row)) restored++;
+    for (const row of rows) {
+      try {
+        if (await restoreRow(row)) restored++;
+      } catch (err) {
+        // A stored definition today's rules refuse (a webhook URL with a password, say) is left
+        // out, loudly; it used to end the restore, and every item after it stayed lost.
+        if (!refusedDefinition(err)) throw err;
+        deps.log.error({ itemId: row.itemId, err: (err as Error).message }, 'item not restored: its stored definition is refused now; define it again');
+      }
+    }
     const live = new Set(rows.map((r) => r.itemId));
     return { restored, gone: new Set(missing.filter((id) => !live.has(id))) };
   }
@@ -474,6 +492,11 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       pow: row.pow ?? null,
       lines: row.lines,
     });
+  }
+
+  /** A stored row whose definition the handler or the item rules refuse now (they were stricter when it was stored, or it predates a rule). */
+  function refusedDefinition(err: unknown): boolean {
+    return err instanceof FloodgateError && (err.code === 'invalid_request' || err.code === 'conflict');
   }
 
   /** Re-creates a lost item; false if it exists again already (another daemon restored it). */
