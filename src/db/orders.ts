@@ -63,3 +63,9 @@ export async function unreturned(sql: postgres.Sql, limit: number): Promise<Rele
 export async function markReturned(sql: postgres.Sql, orderIds: string[]): Promise<void> {
   if (orderIds.length) await sql`update orders set returned_at = now() where order_id = any(${orderIds}::bigint[]) and returned_at is null`;
 }
+
+/** The item an order belongs to, or null: asked before an order is settled, so a key scoped to other items changes nothing. */
+export async function orderItem(sql: postgres.Sql, orderId: string): Promise<string | null> {
+  const [r] = await sql`select item_id from orders where order_id = ${orderId}::bigint`;
+  return (r?.item_id as string | undefined) ?? null;
+}

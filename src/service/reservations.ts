@@ -1,5 +1,5 @@
 import type postgres from 'postgres';
-import { expireOrders, itemsWithExpired, markReturned, settleOrder, unreturned, type ReleasedUnit, type SettledOrder } from '../db/orders.js';
+import { expireOrders, itemsWithExpired, markReturned, orderItem, settleOrder, unreturned, type ReleasedUnit, type SettledOrder } from '../db/orders.js';
 import { fail } from '../kernel/errors.js';
 import type { Logger } from '../kernel/logger.js';
 import type { Line } from '../queue/line.js';
@@ -19,8 +19,12 @@ import type { StockCounters } from './stock-counters.js';
  * `sold_out` (until then the item is `held` and its waiting tickets keep their place).
  */
 export interface Reservations {
-  confirm(orderId: string): Promise<{ orderId: string; status: 'confirmed' }>;
-  release(orderId: string): Promise<{ orderId: string; status: 'released' }>;
+  /**
+   * `mayUse`: throws unless the caller may use the order's item (a service key scoped to other
+   * items released another shop's reservations, and their units went back on sale).
+   */
+  confirm(orderId: string, mayUse?: (itemId: string) => void): Promise<{ orderId: string; status: 'confirmed' }>;
+  release(orderId: string, mayUse?: (itemId: string) => void): Promise<{ orderId: string; status: 'released' }>;
   /** One sweep: releases reservations past their deadline and returns released units to Redis. */
   sweep(): Promise<{ expired: number; returned: number }>;
 }
@@ -56,10 +60,18 @@ export function createReservations(deps: ReservationDeps): Reservations {
     if (o.itemId && o.left <= 0 && o.reserved === 0) await queue.definitions.cut(o.itemId, 'sold_out');
   }
 
+  /** The scope check, before anything changes (an order of no item is the settle's not_found). */
+  async function checkItem(orderId: string, mayUse?: (itemId: string) => void) {
+    if (!mayUse) return;
+    const itemId = await orderItem(sql, orderId);
+    if (itemId !== null) mayUse(itemId);
+  }
+
   const released = (orderId: string, o: SettledOrder) => giveBack([{ orderId, itemId: o.itemId!, userId: o.userId! }]);
 
   return {
-    async confirm(orderId) {
+    async confirm(orderId, mayUse) {
+      await checkItem(orderId, mayUse);
       const o = await settleOrder(sql, orderId, 'confirmed');
       if (o.outcome === 'not_found') fail('not_found', 'No such order.');
       if (o.outcome === 'expired') {
@@ -71,7 +83,8 @@ export function createReservations(deps: ReservationDeps): Reservations {
       return { orderId, status: 'confirmed' };
     },
 
-    async release(orderId) {
+    async release(orderId, mayUse) {
+      await checkItem(orderId, mayUse);
       const o = await settleOrder(sql, orderId, 'released');
       if (o.outcome === 'not_found') fail('not_found', 'No such order.');
       if (o.outcome === 'conflict') fail('conflict', 'The order is confirmed; it cannot be released.');

@@ -26,9 +26,10 @@ export function orderRoutes(ctx: ApiContext, reservations: Reservations) {
         method: 'post', path: `/v1/orders/{orderId}/${a.path}`, tags: ['orders'], security, middleware: [service] as const,
         summary: a.summary,
         request: { params },
-        responses: { 200: json(OrderSettled, a.done), ...errors(400, 401, 404, 409, 503) },
+        responses: { 200: json(OrderSettled, a.done), ...errors(400, 401, 403, 404, 409, 503) },
       }),
-      async (c) => c.json(await a.run(c.req.valid('param').orderId), 200),
+      // A key scoped to some items may settle only their orders (403 otherwise, as for joins).
+      async (c) => c.json(await a.run(c.req.valid('param').orderId, (itemId) => ctx.auth.requireScope(c.get('actor'), itemId)), 200),
     );
   return app;
 }

@@ -1,0 +1,30 @@
+import { describe, expect, it } from 'vitest';
+import { writeSales } from '../src/db/sales.js';
+import { ticketRef } from '../src/kernel/ticket-ref.js';
+import { SERVICE, testApp } from './support/app.js';
+
+/** Reservations (seckill with reserveMs) at their edges: who may settle an order, and what a released buyer may do. */
+const t = await testApp();
+
+describe('reservations at their edges', () => {
+  it("a key scoped to other items can neither release nor confirm an item's orders (403, nothing changes)", async () => {
+    const { call, queue } = t.build({ scopes: 'app:app-*,shop:shop-*' });
+    const item = `shop-${t.uniqueItem()}`;
+    expect((await call('PUT', `/v1/items/${item}`, { handler: 'seckill', config: { stock: 1, reserveMs: 600_000 } })).status).toBe(201);
+    const j = await call('POST', `/v1/items/${item}/tickets`, { userId: 'u1' }, 'shop-key');
+    expect(j.status).toBe(202);
+    expect((await call('POST', `/v1/items/${item}/tickets`, { userId: 'u9' }, 'app-key')).status).toBe(403);
+    const [adm] = await queue.admissions.admit(item, 1, 60_000);
+    const [sale] = await writeSales(t.db.sql, 'orders', [{ itemId: item, userId: 'u1', ticketRef: ticketRef(j.body.ticketId), reserveMs: 600_000 }]);
+    const orderId = (sale as { id: string }).id;
+    await queue.admissions.settle(j.body.ticketId, { leaseId: adm.leaseId, status: 'succeeded', result: { orderId } });
+    for (const action of ['release', 'confirm']) {
+      const r = await call('POST', `/v1/orders/${orderId}/${action}`, undefined, 'app-key');
+      expect([r.status, r.body.error?.code]).toEqual([403, 'forbidden']);
+    }
+    const [o] = await t.db.sql`select status from orders where order_id = ${orderId}`;
+    expect(o.status).toBe('reserved');
+    expect((await call('POST', `/v1/orders/${orderId}/confirm`, undefined, 'shop-key')).status).toBe(200);
+    expect((await call('POST', `/v1/orders/${orderId}/release`, undefined, SERVICE)).status).toBe(409);
+  });
+});
