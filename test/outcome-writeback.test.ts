@@ -40,4 +40,19 @@ describe('outcome writeback', () => {
     expect(vp.outcome.result).toEqual({ orderId: 'A1' });
     expect(vq.outcome.reason).toBe('limit_reached');
   });
+  it("a blocked user's ticket back at the head after its lease ran out waits in doubt, and the worker's late write-back is taken", async () => {
+    const { call, queue } = t.build();
+    await call('PUT', '/v1/items/late', { handler: 'external' });
+    const j = await call('POST', '/v1/items/late/tickets', { userId: 'u1' }, SERVICE);
+    const [adm] = await queue.admissions.admit('late', 1, 200);
+    // The worker did the work, but its write-back is late: the lease ran out and the ticket went back.
+    while (Date.now() <= Date.parse(adm.leaseExpiresAt) + 5) await new Promise((r) => setTimeout(r, 20));
+    await queue.admissions.sweep();
+    expect((await call('PUT', '/v1/items/late/blocks/u1')).status).toBe(200);
+    await queue.admissions.admit('late', 1, 60_000);
+    expect((await call('GET', `/v1/tickets/${j.body.ticketId}`, undefined, null)).body.state).toBe('admitted');
+    const wb = await call('POST', `/v1/tickets/${j.body.ticketId}/outcome`, { leaseId: adm.leaseId, status: 'succeeded', result: { ref: 'done' } }, SERVICE);
+    expect(wb.status).toBe(200);
+    expect((await call('GET', `/v1/tickets/${j.body.ticketId}`, undefined, null)).body).toMatchObject({ state: 'succeeded', outcome: { result: { ref: 'done' } } });
+  });
 });

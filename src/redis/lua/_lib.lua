@@ -130,6 +130,11 @@ end
 -- the cut's). Needs K.ctr, K.doubt.
 local function doubtInstead(seq, record, now, ifNone)
   setState(seq, record, 'a')
+  -- The lease it last ran under (kept by returnToHead): its holder's outcome, however late, is
+  -- what the doubt waits for (settle-9.lua takes it from the holder of the ticket's lease).
+  local xKey = keyOf.x(seq)
+  local last = rcall('HGET', xKey, 'prevLease')
+  if last then rcall('HSET', xKey, 'lease', last) end
   holdInDoubt(seq, now)
   if ifNone then rcall('HSET', keyOf.x(seq), 'ifNone', ifNone) end
   rcall('HINCRBY', K.ctr, 'waiting', -1)
@@ -158,6 +163,8 @@ local function returnToHead(seq, record, now)
   releaseUnit(seq)
   local rec = setState(seq, record, 'w')
   local xKey = keyOf.x(seq)
+  local lease = rcall('HGET', xKey, 'lease')
+  if lease then rcall('HSET', xKey, 'prevLease', lease) end
   rcall('HDEL', xKey, 'lease', 'leaseExp')
   rcall('HSET', xKey, 'updatedAt', fmt(now))
   rcall('ZADD', K.retry, seq, fmt(seq))
