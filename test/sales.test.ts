@@ -2,6 +2,7 @@ import fc from 'fast-check';
 import postgres from 'postgres';
 import { describe, expect, it } from 'vitest';
 import { connectDb } from '../src/db/client.js';
+import { settleOrder } from '../src/db/orders.js';
 import { decideDoubts, defineStock, recountStock, SaleRefusedError, writeSales, type SaleOutcome, type SaleRequest } from '../src/db/sales.js';
 import { holdStockRow, testDb } from './support/db.js';
 
@@ -336,5 +337,20 @@ describe('a Postgres that gives a batch up for now', () => {
     const after = await writeSales(timed, 'orders', [order(item, 'u1', 't1'), order(item, 'u2', 't2')]);
     await timed.end({ timeout: 2 });
     expect(after.map((r) => r.kind)).toEqual(['sold', 'sold']);
+  });
+});
+
+describe('a ticket run again after its reserved order was released', () => {
+  it('is told its order was released, not handed it back; the buyer may buy again with a new ticket', async () => {
+    const item = await newItem(1);
+    const reserve = (u: string, tk: string): SaleRequest => ({ ...order(item, u, tk), reserveMs: 60_000 });
+    const [first] = await writeSales(db.sql, 'orders', [reserve('u1', 't1')]);
+    expect(first).toMatchObject({ kind: 'sold', replay: false });
+    // Released (its reservation ran out, or the shop released it) before the ticket heard of it.
+    expect((await settleOrder(db.sql, (first as { id: string }).id, 'released')).outcome).not.toBe('not_found');
+    const [again] = await writeSales(db.sql, 'orders', [reserve('u1', 't1')]);
+    expect(again).toEqual({ kind: 'released', left: 1, reserved: 0 });
+    const [fresh] = await writeSales(db.sql, 'orders', [reserve('u1', 't2')]);
+    expect(fresh).toMatchObject({ kind: 'sold', replay: false, left: 0 });
   });
 });

@@ -34,13 +34,17 @@ export interface SaleRequest {
  * reserved; `left = 0` with units reserved is "held" (they may come back). `foreign`: the ticket's row exists but belongs to another user (a ticket id issued
  * twice); the sale is refused rather than handing over someone else's order. `void`: the ticket was
  * ended without a sale while in doubt (`decideDoubts`), so no sale may be made for it any more.
+ * `released`: the ticket's order was made and then released (its reservation ran out, or the shop
+ * released it) before the ticket heard of it — a run again after its daemon died: the replay
+ * would have handed back an order that is no longer the buyer's.
  */
 export type SaleResult =
   | { kind: 'sold'; id: string; replay: boolean; left: number; reserved: number; reservedUntil?: string }
   | { kind: 'sold_out'; left: number; reserved: number }
   | { kind: 'limit_reached'; left: number; reserved: number }
   | { kind: 'foreign'; left: number; reserved: number }
-  | { kind: 'void'; left: number; reserved: number };
+  | { kind: 'void'; left: number; reserved: number }
+  | { kind: 'released'; left: number; reserved: number };
 
 /** A ticket whose row Postgres refused; nothing of it was written. */
 export type SaleRefused = { kind: 'refused'; error: SaleRefusedError };
@@ -117,6 +121,13 @@ async function sellBatch(sql: postgres.Sql, table: Table, reqs: SaleRequest[]): 
       ? await sql<Row[]>`select * from floodgate_sell_orders_many(${items}::text[], ${users}::text[], ${tickets}::text[], ${asked.map((r) => (r.payload ? JSON.stringify(r.payload) : null))}::text[], ${asked[0].reserveMs ?? null}::bigint)`
       : await sql<Row[]>`select *, 0 as units_reserved, null as reserved_until from floodgate_sell_claims_many(${items}::text[], ${users}::text[], ${tickets}::text[], ${asked[0].perUser ?? 1}::int)`;
   const byTicket = new Map(rows.map((r) => [key(r.item_id, r.ticket_id), toResult(r)]));
+  // A replay hands back the ticket's order whatever its status: one released since (rare: a run
+  // again after a crash, past a short reservation) is no sale, and its unit went back already.
+  const replays = table === 'orders' ? rows.filter((r) => r.kind === 'replay').map((r) => r.id!) : [];
+  if (replays.length) {
+    const gone = new Set((await sql<{ id: string }[]>`select order_id::text as id from orders where order_id = any(${replays}::bigint[]) and status = 'released'`).map((r) => r.id));
+    for (const [k, res] of byTicket) if (res.kind === 'sold' && gone.has(res.id)) byTicket.set(k, { kind: 'released', left: res.left, reserved: res.reserved });
+  }
   return reqs.map((r) => {
     const k = key(r.itemId, r.ticketRef);
     const res = byTicket.get(k)!;

@@ -32,6 +32,9 @@ export const seckill: HandlerSpec = {
     const reserveMs = t.config.reserveMs === undefined ? undefined : Number(t.config.reserveMs);
     const sale = await sellUnit(t, ctx, 'orders', reserveMs);
     if (sale.kind === 'sold') return { status: 'succeeded', result: seckill.saleResult!(sale) };
+    // Its order was released before it heard of it (a run again after a crash, past a short
+    // reservation): no order is its any more, and the user may join again.
+    if (sale.kind === 'released') return { status: 'rejected', reason: 'reservation_released' };
     return { status: 'rejected', reason: sale.kind === 'limit_reached' ? 'already_purchased' : 'sold_out' };
   },
 };
