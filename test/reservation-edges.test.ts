@@ -27,4 +27,22 @@ describe('reservations at their edges', () => {
     expect((await call('POST', `/v1/orders/${orderId}/confirm`, undefined, 'shop-key')).status).toBe(200);
     expect((await call('POST', `/v1/orders/${orderId}/release`, undefined, SERVICE)).status).toBe(409);
   });
+  it('an order released while its ticket still ran: once the ticket succeeds, its buyer may join again', async () => {
+    const { call, queue } = t.build();
+    const item = t.uniqueItem();
+    expect((await call('PUT', `/v1/items/${item}`, { handler: 'seckill', config: { stock: 1, reserveMs: 600_000 } })).status).toBe(201);
+    const j1 = await call('POST', `/v1/items/${item}/tickets`, { userId: 'u1' }, SERVICE);
+    expect(j1.status).toBe(202);
+    const [adm] = await queue.admissions.admit(item, 1, 60_000);
+    // What u1's job does: the sale commits in Postgres while the ticket is still admitted in Redis…
+    const [sale] = await writeSales(t.db.sql, 'orders', [{ itemId: item, userId: 'u1', ticketRef: ticketRef(j1.body.ticketId), reserveMs: 600_000 }]);
+    const orderId = (sale as { id: string }).id;
+    // …the order is released before the job's settle reaches Redis…
+    expect((await call('POST', `/v1/orders/${orderId}/release`, undefined, SERVICE)).status).toBe(200);
+    // …and the job settles the ticket with its sale.
+    await queue.admissions.settle(j1.body.ticketId, { leaseId: adm.leaseId, status: 'succeeded', result: { orderId } });
+    const again = await call('POST', `/v1/items/${item}/tickets`, { userId: 'u1' }, SERVICE);
+    expect(again.status).toBe(202);
+    expect(again.body.ticketId).not.toBe(j1.body.ticketId);
+  });
 });

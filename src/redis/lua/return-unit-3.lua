@@ -1,7 +1,8 @@
 --[[
   Gives back the units of released reservations, once per order: to the stock counter (so the
   next waiting tickets are admitted) and to their buyers (a user's entry in `users` is cleared when
-  it still names a succeeded ticket, so the user may join again; the old ticket stays succeeded).
+  it still names a succeeded ticket, so the user may join again; the old ticket stays succeeded;
+  one that still runs is marked, and does not hold its user once it succeeds).
   Postgres releases an order exactly once; the `returned` set makes a repeat of this call (a retry,
   or two daemons finishing the same release) harmless.
   KEYS[1] stock  KEYS[2] returned (set of order ids)  KEYS[3] users
@@ -21,7 +22,13 @@ for i = 2, #ARGV, 2 do
     local seq = tonumber(rcall('HGET', K.users, userId) or '')
     if seq then
       local record = getRecord(seq)
-      if record and string.sub(record, 1, 1) == 's' then rcall('HDEL', K.users, userId) end
+      if record and string.sub(record, 1, 1) == 's' then
+        rcall('HDEL', K.users, userId)
+      elseif record then
+        -- Still running (its sale committed, its settle not yet in): marked, so that once it
+        -- ends succeeded it does not hold its user (heldTicket), who could never join again.
+        rcall('HSET', keyOf.x(seq), 'orderReleased', orderId)
+      end
     end
     n = n + 1
   end
