@@ -3,7 +3,7 @@ import { writeSales } from '../src/db/sales.js';
 import { ticketRef } from '../src/kernel/ticket-ref.js';
 import { SERVICE, testApp } from './support/app.js';
 
-/** Reservations (seckill with reserveMs) at their edges: who may settle an order, and what a released buyer may do. */
+/** Reservations (seckill with reserveMs) and invites at their edges: who may settle an order or invite, and what a released buyer may do. */
 const t = await testApp();
 
 describe('reservations at their edges', () => {
@@ -44,5 +44,14 @@ describe('reservations at their edges', () => {
     const again = await call('POST', `/v1/items/${item}/tickets`, { userId: 'u1' }, SERVICE);
     expect(again.status).toBe(202);
     expect(again.body.ticketId).not.toBe(j1.body.ticketId);
+  });
+  it('a key scoped to other items may not issue invites for an item (403, as for joins), known or not', async () => {
+    const { call } = t.build({ scopes: 'app:app-*,shop:shop-*' });
+    const item = `shop-${t.uniqueItem()}`;
+    expect((await call('PUT', `/v1/items/${item}`, { handler: 'external' })).status).toBe(201);
+    const inv = await call('POST', `/v1/items/${item}/invites`, { userId: 'u1' }, 'app-key');
+    expect([inv.status, inv.body.error?.code]).toEqual([403, 'forbidden']);
+    expect((await call('POST', `/v1/items/shop-unknown/invites`, { userId: 'u1' }, 'app-key')).status).toBe(403);
+    expect((await call('POST', `/v1/items/${item}/invites`, { userId: 'u1' }, 'shop-key')).status).toBe(201);
   });
 });

@@ -44,6 +44,9 @@ export function inviteRoutes(ctx: ApiContext) {
     }),
     async (c) => {
       const { itemId } = c.req.valid('param');
+      // An invite is a join by another door: a key scoped to other items may not issue one (it
+      // did, and anyone holding it joined), checked before anything else about the item.
+      ctx.auth.requireScope(c.get('actor'), itemId);
       const { userId, ttlMs } = c.req.valid('json');
       const item = await itemOf(itemId);
       const e = now() + ttlMs;
