@@ -60,10 +60,14 @@ interface Group {
   shape: string;
 }
 
-/** Whatever decides a waiting ticket's state or reason: a change of it is news for every watcher. */
+/**
+ * Whatever decides a waiting ticket's state or reason: a change of it is news for every watcher.
+ * The draw too: it is written a moment after opensAt, and gives every pre-queued ticket its place
+ * (streams kept `not_open` and no place for up to 10 s after a poll showed it).
+ */
 const shapeOf = (item: CachedItem | null | undefined, now: number) => {
   const s = item?.snap;
-  return s ? `${s.secret}|${s.cuts.length}|${s.soldOut}|${s.closed}|${s.gate.mode}|${s.stockLeft === 0}|${s.def.opensAt !== null && now < s.def.opensAt}|${item!.storeAway()}` : '';
+  return s ? `${s.secret}|${s.cuts.length}|${s.soldOut}|${s.closed}|${s.gate.mode}|${s.stockLeft === 0}|${s.def.opensAt !== null && now < s.def.opensAt}|${item!.storeAway()}|${s.draw?.drawn ?? ''}` : '';
 };
 
 const terminal = (v: TicketView) => v.state !== 'waiting' && v.state !== 'admitted';
