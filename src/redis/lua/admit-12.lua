@@ -9,8 +9,9 @@
   ARGV[1] now (ms, the caller's clock)  ARGV[2] max  ARGV[3] leaseMs  ARGV[4] leasePrefix (random)
   ARGV[5] autoCap: the in-flight cap of an auto gate its controller has not spoken for ('' = none)
   A waiting ticket whose user is blocked (K.blocked, for the item or everywhere) is not
-  admitted: it ends rejected, reason blocked, and counts as a skip; one back at the head (it was
-  admitted, its effect may have happened) waits in doubt instead.
+  admitted: it ends rejected, reason blocked, and counts as a skip; one back at the head of an
+  item with stock or of an external item (it was admitted, its effect may have happened) waits
+  in doubt instead.
   Returns { code, n, seq1, record1, payload1, leaseId1, leaseExp1, seq2, ... }
     code 0 ok, 1 ok and the line is empty now (it held fewer tickets than the gate allowed: the
     dispatcher asks again a little later, dispatcher.ts), -1 item not found, -2 the sale window
@@ -90,6 +91,7 @@ local function endedByCut(seq)
 end
 
 local anyBlocked = rcall('EXISTS', K.blocked) == 1
+local doubtByWorker = rcall('HGET', K.meta, 'handler') == 'external'
 local blockedOutcome = cjson.encode({ status = 'rejected', reason = 'blocked' })
 -- Ends the ticket instead when its user is blocked; returns whether it did.
 local function endIfBlocked(seq, record)
@@ -113,11 +115,12 @@ while taken < allowed do
   local record = getRecord(seq)
   if record and string.sub(record, 1, 1) == 'w' then
     -- A blocked user's ticket back at the head was admitted: its effect may have happened before
-    -- its lease ran out (a sale committed, a worker's write-back late), so it waits in doubt and
-    -- ends with what happened — Postgres's row, the worker's outcome, the webhook's answer —
-    -- "blocked" if nothing did. (Without stock it was told "blocked" at once, and the late
-    -- write-back of the work it had been given was refused.)
-    if anyBlocked and rcall('HEXISTS', K.blocked, recordUser(record)) == 1 then
+    -- its lease ran out (a sale committed, an outside worker's write-back late), so it waits in
+    -- doubt and ends with what happened — Postgres's row, the worker's outcome — "blocked" if
+    -- nothing did. (An external ticket was told "blocked" at once, and the late write-back of the
+    -- work it had been given refused.) Not for in-process handlers without stock (a webhook):
+    -- their doubt is settled by running them again, which would serve the blocked user.
+    if anyBlocked and (stocked or doubtByWorker) and rcall('HEXISTS', K.blocked, recordUser(record)) == 1 then
       doubtInstead(seq, record, now, blockedOutcome)
     elseif not endIfBlocked(seq, record) then
       admit(seq, record)
