@@ -353,4 +353,14 @@ describe('a ticket run again after its reserved order was released', () => {
     const [fresh] = await writeSales(db.sql, 'orders', [reserve('u1', 't2')]);
     expect(fresh).toMatchObject({ kind: 'sold', replay: false, left: 0 });
   });
+  it("tells the resolver of tickets in doubt that a ticket's order was released (it is no sale of its any more)", async () => {
+    const item = await newItem(2);
+    const reserve = (u: string, tk: string): SaleRequest => ({ ...order(item, u, tk), reserveMs: 60_000 });
+    const [a, b] = await writeSales(db.sql, 'orders', [reserve('u1', 't1'), reserve('u2', 't2')]);
+    await settleOrder(db.sql, (a as { id: string }).id, 'released');
+    const doubts = await decideDoubts(db.sql, 'orders', item, [`${item}.t1`, `${item}.t2`]);
+    expect(doubts.get(`${item}.t1`)).toMatchObject({ id: (a as { id: string }).id, released: true });
+    expect(doubts.get(`${item}.t2`)?.released).toBeUndefined();
+    expect(doubts.get(`${item}.t2`)?.id).toBe((b as { id: string }).id);
+  });
 });

@@ -164,18 +164,18 @@ function toResult(r: Row): SaleResult {
  * until it commits: a sale in flight when this is asked is waited for and seen, and one that comes
  * after finds the void.
  */
-export async function decideDoubts(sql: postgres.Sql, table: Table, itemId: string, refs: string[]): Promise<Map<string, { id: string; userId: string; reservedUntil?: string }>> {
+export async function decideDoubts(sql: postgres.Sql, table: Table, itemId: string, refs: string[]): Promise<Map<string, { id: string; userId: string; reservedUntil?: string; released?: boolean }>> {
   return begin(sql, async (tx) => {
     await tx`select 1 from item_stock where item_id = ${itemId} for share`;
     const rows =
       table === 'orders'
-        ? await tx`select ticket_id, order_id::text as id, user_id, reserved_until from orders where item_id = ${itemId} and ticket_id = any(${refs}::text[])`
-        : await tx`select ticket_id, claim_id::text as id, user_id, null as reserved_until from coupon_claims where item_id = ${itemId} and ticket_id = any(${refs}::text[])`;
+        ? await tx`select ticket_id, order_id::text as id, user_id, reserved_until, status = 'released' as released from orders where item_id = ${itemId} and ticket_id = any(${refs}::text[])`
+        : await tx`select ticket_id, claim_id::text as id, user_id, null as reserved_until, false as released from coupon_claims where item_id = ${itemId} and ticket_id = any(${refs}::text[])`;
     const held = new Set(rows.map((r) => r.ticket_id as string));
     const unsold = refs.filter((r) => !held.has(r));
     if (unsold.length) await tx`insert into voided_tickets (ticket_id, item_id) select t, ${itemId} from unnest(${unsold}::text[]) t on conflict do nothing`;
-    return new Map(rows.map((r) => [r.ticket_id as string, { id: r.id as string, userId: r.user_id as string, ...(r.reserved_until ? { reservedUntil: new Date(r.reserved_until).toISOString() } : {}) }]));
-  }) as Promise<Map<string, { id: string; userId: string; reservedUntil?: string }>>;
+    return new Map(rows.map((r) => [r.ticket_id as string, { id: r.id as string, userId: r.user_id as string, ...(r.reserved_until ? { reservedUntil: new Date(r.reserved_until).toISOString() } : {}), ...(r.released ? { released: true } : {}) }]));
+  }) as Promise<Map<string, { id: string; userId: string; reservedUntil?: string; released?: boolean }>>;
 }
 
 /**

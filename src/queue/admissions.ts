@@ -44,7 +44,8 @@ export interface Admissions {
   /** Runs tickets held in doubt again: each gets a new lease (`leaseMs`); those still in doubt, for a job to run. */
   relaunchDoubts(itemId: string, seqs: number[], leaseMs: number): Promise<AdmittedTicket[]>;
   /** Ends tickets held in doubt with Postgres's word: their sale's result, or null for none (then the cut's outcome). */
-  resolveDoubts(itemId: string, entries: { seq: number; result: unknown | null }[]): Promise<number>;
+  /** `result`: the sale's (the ticket succeeded), or null for the outcome it waited with; `outcome`: another end (a released order's). */
+  resolveDoubts(itemId: string, entries: { seq: number; result: unknown | null; outcome?: Outcome }[]): Promise<number>;
   /** Returns expired leases of every item to the head of its line; draws pre-queues that are due. */
   sweep(): Promise<number>;
   /**
@@ -222,7 +223,7 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
     async resolveDoubts(itemId, entries) {
       if (!entries.length) return 0;
       items.keepActive(itemId);
-      const outcomes = entries.map((e) => ({ seq: e.seq, outcome: e.result === null ? '' : JSON.stringify({ status: 'succeeded', result: e.result } satisfies Outcome) }));
+      const outcomes = entries.map((e) => ({ seq: e.seq, outcome: e.outcome ? JSON.stringify(e.outcome) : e.result === null ? '' : JSON.stringify({ status: 'succeeded', result: e.result } satisfies Outcome) }));
       const sub = await splitItem(itemId);
       return sub ? deps.split.resolveDoubt(sub, outcomes) : scripts.resolveDoubt(itemId, clock.now(), outcomes);
     },

@@ -75,7 +75,11 @@ export function startDoubtResolver(
     const entries = doubts.map((d, i) => {
       const sale = sales.get(refs[i]);
       // A row of another user (a ticket id issued twice after a Redis rollback) is not this ticket's sale.
-      return { seq: d.seq, result: sale && sale.userId === d.userId ? (spec.saleResult?.(sale) ?? { id: sale.id }) : null };
+      const own = sale && sale.userId === d.userId ? sale : undefined;
+      // Its order was released meanwhile (a short reservation ran out while it waited here): no
+      // sale of its any more, and the user may join again — not succeeded with a released order.
+      if (own?.released) return { seq: d.seq, result: null, outcome: { status: 'rejected' as const, reason: 'reservation_released' } };
+      return { seq: d.seq, result: own ? (spec.saleResult?.(own) ?? { id: own.id }) : null };
     });
     const ended = await queue.admissions.resolveDoubts(itemId, entries);
     const sold = entries.filter((e) => e.result !== null).length;

@@ -6,7 +6,8 @@
   it meanwhile, or another daemon resolved it) is left alone.
   KEYS[1] meta  KEYS[2] ctr  KEYS[3] doubt  KEYS[4] payloads  KEYS[5] stock  KEYS[6] taken  KEYS[7] done
   ARGV[1] now (ms, the caller's clock)
-  ARGV[2..] per ticket two values: seq, outcome JSON of its sale ('' = Postgres holds none)
+  ARGV[2..] per ticket two values: seq, outcome JSON ('' = Postgres holds no sale for it): its
+    sale's (succeeded), or another end (rejected, reservation_released: its order was released)
   Returns the number of tickets ended.
 ]]
 -- @include _lib
@@ -20,7 +21,8 @@ for i = 2, #ARGV, 2 do
   local record = getRecord(seq)
   if record and string.sub(record, 1, 1) == 'a' and leaveDoubt(seq) then
     if ARGV[i + 1] ~= '' then
-      finish(seq, record, 'admitted', 's', 'succeeded', ARGV[i + 1], now)
+      local status = cjson.decode(ARGV[i + 1]).status
+      finish(seq, record, 'admitted', charOf[status], status, ARGV[i + 1], now)
     else
       local ifNone = rcall('HGET', keyOf.x(seq), 'ifNone')
       if ifNone then
