@@ -11,6 +11,13 @@ UPDATE item_stock SET target = total WHERE target IS NULL;
 CREATE OR REPLACE FUNCTION floodgate_stock_follows_target() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
+  IF TG_OP = 'INSERT' THEN
+    IF NEW.target IS NULL THEN NEW.target := NEW.total; END IF;
+  ELSIF NEW.total IS DISTINCT FROM OLD.total AND NEW.target IS NOT DISTINCT FROM OLD.target THEN
+    -- total set by itself (a daemon from before this migration, in a rolling upgrade, or SQL by
+    -- hand): that is the stock asked for, not a change to undo.
+    NEW.target := NEW.total;
+  END IF;
   IF NEW.target IS NOT NULL THEN
     NEW.total := greatest(NEW.target, NEW.sold);
   END IF;

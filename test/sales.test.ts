@@ -364,3 +364,19 @@ describe('a ticket run again after its reserved order was released', () => {
     expect(doubts.get(`${item}.t2`)?.id).toBe((b as { id: string }).id);
   });
 });
+
+describe('the stock asked for (item_stock.target, drizzle/0013)', () => {
+  it('total follows it and never goes under what is sold; a row written without it (an older daemon, SQL by hand) adopts its total', async () => {
+    const item = await newItem(3);
+    await writeSales(db.sql, 'orders', [order(item, 'u1', 't1'), order(item, 'u2', 't2')]);
+    await defineStock(db.sql, item, 1);
+    const row = async () => (await db.sql`select total, sold, target from item_stock where item_id = ${item}`)[0];
+    expect(await row()).toEqual({ total: 2, sold: 2, target: 1 });
+    // An older daemon's define sets total alone: that is the stock asked for.
+    await db.sql`update item_stock set total = greatest(5, sold) where item_id = ${item}`;
+    expect(await row()).toEqual({ total: 5, sold: 2, target: 5 });
+    await db.sql`insert into item_stock (item_id, total, sold) values (${item + '-old'}, 4, 0)`;
+    const [old] = await db.sql`select total, target from item_stock where item_id = ${item + '-old'}`;
+    expect(old).toEqual({ total: 4, target: 4 });
+  });
+});

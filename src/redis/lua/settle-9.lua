@@ -24,15 +24,15 @@ local function settleOne(seq, leaseId, status, outcome, retry, force)
   local record = getRecord(seq)
   if not record then return -1 end
   local xKey = keyOf.x(seq)
-  local x = rcall('HMGET', xKey, 'lease', 'leaseExp', 'lastLease', 'lastStatus', 'lastSum')
+  local x = rcall('HMGET', xKey, 'lease', 'leaseExp', 'lastLease', 'lastStatus', 'outcome')
   local asked = status
   if retry then asked = 'retry' end
-  -- The same outcome again is a repeat; the same status with another result or reason is another
-  -- outcome (it was answered 200 and dropped: a worker was told its second answer was taken).
-  local sum = redis.sha1hex(outcome)
   if string.sub(record, 1, 1) ~= 'a' then
     if x[3] == leaseId then
-      if x[4] == asked and (not x[5] or x[5] == sum) then return 2 end
+      -- The same outcome again is a repeat; the same status with another result or reason is
+      -- another outcome (it was answered 200 and dropped: a worker was told its second answer
+      -- was taken). A retry stores no outcome: its status says it all.
+      if x[4] == asked and (retry or x[5] == outcome) then return 2 end
       return -3
     end
     return -2
@@ -47,7 +47,7 @@ local function settleOne(seq, leaseId, status, outcome, retry, force)
     returnToHead(seq, record, now)
     return -2
   end
-  rcall('HSET', xKey, 'lastLease', leaseId, 'lastStatus', asked, 'lastSum', sum)
+  rcall('HSET', xKey, 'lastLease', leaseId, 'lastStatus', asked)
   if retry then
     returnToHead(seq, record, now)
     return 1
