@@ -15,12 +15,15 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const MARK = '/* floodgate: closed-socket write mended */';
+// Versioned: a tree mended by an earlier version of this script is brought up to this one.
+const MARK = '/* floodgate: closed-socket write mended, v2 */';
+const V1 = '/* floodgate: closed-socket write mended */';
+// The guard cancels the deferred write too: called directly while one was pending, it would
+// otherwise fire later with nothing to write, on whatever socket the connection has by then.
+const guard = `    if (!socket) { ${MARK}\n      nextWriteTimer !== null && clearImmediate(nextWriteTimer)\n      chunk = nextWriteTimer = null\n      error(Errors.connection('CONNECTION_CLOSED', options))\n      return false\n    }\n`;
+const v1Guard = `    if (!socket) { ${V1}\n      chunk = nextWriteTimer = null\n      error(Errors.connection('CONNECTION_CLOSED', options))\n      return false\n    }\n`;
 const mends = [
-  [
-    '  function nextWrite(fn) {\n    const x = socket.write(chunk, fn)',
-    `  function nextWrite(fn) {\n    if (!socket) { ${MARK}\n      chunk = nextWriteTimer = null\n      error(Errors.connection('CONNECTION_CLOSED', options))\n      return false\n    }\n    const x = socket.write(chunk, fn)`,
-  ],
+  ['  function nextWrite(fn) {\n    const x = socket.write(chunk, fn)', `  function nextWrite(fn) {\n${guard}    const x = socket.write(chunk, fn)`],
   // terminate() and closed(): forget the cancelled write, not only cancel it.
   ['    clearImmediate(nextWriteTimer)\n    if (socket) {', '    clearImmediate(nextWriteTimer)\n    chunk = nextWriteTimer = null\n    if (socket) {'],
   ['    clearImmediate(nextWriteTimer)\n    socket.removeListener', '    clearImmediate(nextWriteTimer)\n    chunk = nextWriteTimer = null\n    socket.removeListener'],
@@ -33,6 +36,11 @@ for (const rel of ['src/connection.js', 'cjs/src/connection.js', 'cf/src/connect
   if (!existsSync(file)) continue;
   let text = readFileSync(file, 'utf8');
   if (text.includes(MARK)) continue;
+  if (text.includes(v1Guard)) {
+    writeFileSync(file, text.replace(v1Guard, guard));
+    console.log(`patch-postgres: brought ${path.relative(root, file)} up to this version of the mend`);
+    continue;
+  }
   if (!mends.every(([from]) => text.split(from).length === 2)) {
     console.warn(`patch-postgres: ${path.relative(root, file)} does not have the shape this patch mends; left as it is (check porsager/postgres#1208)`);
     continue;
