@@ -257,7 +257,10 @@ describe('retention of ended items', () => {
     expect(await catalog.restore()).toBeGreaterThanOrEqual(1);
     expect(await queue.items.item('fine', { fresh: true })).not.toBeNull();
     expect(await queue.items.item('legacy', { fresh: true })).toBeNull();
-    expect(lines.join('')).toContain('legacy');
+    expect(lines.filter((l) => l.includes('legacy'))).toHaveLength(1);
+    // The loss check after it does not take the refused item for a lost one (a restore every second).
+    await catalog.restoreIfLost();
+    expect(lines.filter((l) => l.includes('legacy'))).toHaveLength(1);
     await store.remove('legacy');
     await store.remove('fine');
   });

@@ -463,17 +463,20 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     for (const id of ids) if (!(await queue.items.item(id, { fresh: true }))) missing.push(id);
     const rows = missing.length ? await store.liveRows(missing) : [];
     let restored = 0;
+    const refused = new Set<string>();
     for (const row of rows) {
       try {
         if (await restoreRow(row)) restored++;
       } catch (err) {
         // A stored definition today's rules refuse (a webhook URL with a password, say) is left
-        // out, loudly; it used to end the restore, and every item after it stayed lost.
+        // out, loudly; it used to end the restore, and every item after it stayed lost. It counts
+        // as gone (out of `known`), so the loss check does not restore everything every second for it.
         if (!refusedDefinition(err)) throw err;
+        refused.add(row.itemId);
         deps.log.error({ itemId: row.itemId, err: (err as Error).message }, 'item not restored: its stored definition is refused now; define it again');
       }
     }
-    const live = new Set(rows.map((r) => r.itemId));
+    const live = new Set(rows.map((r) => r.itemId).filter((id) => !refused.has(id)));
     return { restored, gone: new Set(missing.filter((id) => !live.has(id))) };
   }
 
