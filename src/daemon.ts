@@ -283,8 +283,12 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
   events.on('joined', (itemId) => dispatcher.wake(itemId));
   events.on('settled', () => dispatcher.wake());
   events.on('returned', (itemId) => dispatcher.wake(itemId));
-  pg.onUp(() => {
+  pg.onUp((busy) => {
     dispatcher.wake();
+    // After an outage the stock counters are set again from Postgres; not after a pause for a busy
+    // Postgres (a lock or statement timeout): nothing was lost, and a recount of every item, each
+    // taking its stock row's lock, on a Postgres that is timing out would only feed the timeouts.
+    if (busy) return;
     void catalog.reconcile({ idleOnly: true }).catch((err) => log.warn({ err: String(err) }, 'reconcile after postgres came back failed'));
   });
 

@@ -1,5 +1,7 @@
 import postgres from 'postgres';
 import { afterAll, describe, expect, inject, it } from 'vitest';
+import { createPgHealth } from '../src/db/health.js';
+import { createLogger } from '../src/kernel/logger.js';
 import { inProcessDaemon, recordingLogger, SVC, waitFor } from './support/daemon-inproc.js';
 import { holdStockRow, testDb } from './support/db.js';
 import { joinAll, userIds } from './support/joins.js';
@@ -49,5 +51,20 @@ describe('a Postgres that gives sales up for now (lock or statement timeout, dea
     expect(new Set(orders.map((o) => o.user_id)).size).toBe(stock);
     const [row] = await db.sql`select sold from item_stock where item_id = 'busy'`;
     expect(row.sold).toBe(stock);
+  });
+  it('says, when sales resume, whether the pause was for a busy Postgres only (no stock recount then) or for a lost one', async () => {
+    const health = createPgHealth(db.sql, createLogger('silent'), { probeMs: 10, probeTimeoutMs: 2000 });
+    try {
+      const ups: boolean[] = [];
+      health.onUp((busy) => ups.push(busy));
+      health.markDown('55P03', true);
+      await waitFor(async () => ups.length, (n) => n === 1, 5000);
+      health.markDown('55P03', true);
+      health.markDown('ECONNRESET'); // lost meanwhile: the recount is due
+      await waitFor(async () => ups.length, (n) => n === 2, 5000);
+      expect(ups).toEqual([true, false]);
+    } finally {
+      health.stop();
+    }
   });
 });

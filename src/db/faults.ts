@@ -1,3 +1,4 @@
+import { isPgBusyCode } from '../kernel/pg-lost.js';
 import { mustWait } from './refusal.js';
 
 /**
@@ -7,6 +8,12 @@ import { mustWait } from './refusal.js';
  */
 export function isPostgresUnavailable(err: unknown): boolean {
   for (let e = err, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) if (mustWait(e)) return true;
+  return false;
+}
+
+/** Is this error Postgres giving the call up for now (a lock or statement timeout, a deadlock), not unreachable? */
+export function isPostgresBusy(err: unknown): boolean {
+  for (let e = err, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) if (isPgBusyCode((e as { code?: unknown }).code)) return true;
   return false;
 }
 

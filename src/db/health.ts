@@ -22,16 +22,19 @@ export async function writable(sql: postgres.Sql): Promise<boolean> {
 
 export interface PgHealth {
   readonly up: boolean;
-  markDown(reason: string): void;
-  onUp(listener: () => void): void;
+  /** `busy`: Postgres gave a call up for now (a lock or statement timeout, a deadlock), not lost. */
+  markDown(reason: string, busy?: boolean): void;
+  /** `busy`: every call that marked it down since it was last up was a busy one (nothing was lost). */
+  onUp(listener: (busy: boolean) => void): void;
   stop(): void;
 }
 
 export function createPgHealth(sql: postgres.Sql, log: Logger, opts = { probeMs: 250, probeTimeoutMs: 5000 }): PgHealth {
   let up = true;
+  let onlyBusy = true;
   let stopped = false;
   let probing: Promise<void> | null = null;
-  const listeners: (() => void)[] = [];
+  const listeners: ((busy: boolean) => void)[] = [];
 
   async function probeUntilUp() {
     while (!stopped) {
@@ -45,16 +48,18 @@ export function createPgHealth(sql: postgres.Sql, log: Logger, opts = { probeMs:
     if (stopped) return;
     up = true;
     log.warn('postgres reachable again; sales resume');
-    for (const l of listeners) l();
+    for (const l of listeners) l(onlyBusy);
   }
 
   return {
     get up() {
       return up;
     },
-    markDown(reason) {
+    markDown(reason, busy = false) {
+      if (!up) onlyBusy &&= busy;
       if (!up || stopped) return;
       up = false;
+      onlyBusy = busy;
       log.warn({ reason }, 'postgres unreachable or busy; admissions of postgres-backed handlers pause');
       probing = probeUntilUp().finally(() => (probing = null));
     },

@@ -1,6 +1,6 @@
 import { duplicateConnection, type RedisLike } from '../redis/client.js';
 import type postgres from 'postgres';
-import { isPostgresUnavailable } from '../db/faults.js';
+import { isPostgresBusy, isPostgresUnavailable } from '../db/faults.js';
 import type { PgHealth } from '../db/health.js';
 import { unitsLeft, writeSales, type SaleRequest, type SaleResult } from '../db/sales.js';
 import { createBatcher, perKey } from '../kernel/batcher.js';
@@ -89,7 +89,7 @@ export function createService(deps: ServiceDeps) {
       return await run();
     } catch (err) {
       if (!isPostgresUnavailable(err)) throw err;
-      deps.pg.markDown(String((err as { code?: string }).code ?? err));
+      deps.pg.markDown(String((err as { code?: string }).code ?? err), isPostgresBusy(err));
       throw new RequeueError('postgres_unavailable');
     }
   }
