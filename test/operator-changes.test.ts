@@ -91,4 +91,11 @@ describe('an operator changing a live item', () => {
     expect((await call('PUT', '/v1/items/paused', { handler: 'seckill', config: { stock: 5 }, gate: { mode: 'auto' } })).body.gate.mode).toBe('auto');
     await waitFor(() => ticket(a), (v) => v.state === 'succeeded');
   });
+  it('a sold-out split item redefined as external takes joins on every sub-line', async () => {
+    await call('PUT', '/v1/items/split-swap', { handler: 'seckill', config: { stock: 0 }, lines: 4 });
+    await waitFor(() => call('GET', '/v1/items/split-swap').then((r) => r.body), (v) => v.state === 'sold_out');
+    expect((await call('PUT', '/v1/items/split-swap', { handler: 'external', lines: 4 })).body.state).toBe('open');
+    const answers = await Promise.all(userIds(0, 16).map((userId) => call('POST', '/v1/items/split-swap/tickets', { userId }, SVC).then((r) => r.status)));
+    expect(answers).toEqual(answers.map(() => 202));
+  });
 });

@@ -193,7 +193,13 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
         subs(item)
           .slice(1)
           .map(async (k) => {
-            const m = itemKeys(prefix, tag(item, k)).meta;
+            const keys = itemKeys(prefix, tag(item, k));
+            const m = keys.meta;
+            // A handler change drops the old handler's stock and sold-out flag here too, as
+            // define-5.lua does on the item's own line (a sold-out split seckill redefined as
+            // external answered 410 on every sub-line but the first).
+            const was = await redis.hget(m, 'handler');
+            if (was !== null && was !== fields.handler) await redis.multi().del(keys.stock, keys.taken).hdel(m, 'soldOut', 'endedAt').exec();
             await redis.hset(m, { ...fields, sub: String(k) });
             // A reopened item is open on every sub-line (closed is the item's flag; cuts stay).
             if (cleared.length) await redis.hdel(m, ...cleared);
