@@ -120,6 +120,16 @@ describe.skipIf(!hasChromium)('the waiting page in Chromium', () => {
     await page.close();
   });
 
+  it("tells a blocked user that they may not join, not that their valid invite is invalid", async () => {
+    await call('PUT', '/v1/items/w-blocked', { handler: 'external', gate: { mode: 'closed' } });
+    const { url } = (await call('POST', '/v1/items/w-blocked/invites', { userId: 'bad-guy', ttlMs: 60_000 }, SVC)).body;
+    expect((await call('PUT', '/v1/items/w-blocked/blocks/bad-guy')).status).toBe(200);
+    const page = await context!.newPage();
+    await open(page, daemon.url + url + '&lang=en');
+    await expect.poll(() => page.textContent('#note')).toBe('This account may not join this sale.');
+    await page.close();
+  });
+
   it('keeps trying through 503s at the join, with the solution it has, as Retry-After asks', async () => {
     await call('PUT', '/v1/items/w-busy', { handler: 'external', gate: { mode: 'closed' }, pow: { difficulty: 8 } });
     const { url } = (await call('POST', '/v1/items/w-busy/invites', { userId: 'patient', ttlMs: 60_000 }, SVC)).body;

@@ -36,6 +36,8 @@ const en = {
   busy: 'Very busy right now, trying again…',
   inviteExpired: 'This invitation has expired.',
   inviteInvalid: 'This invitation is not valid.',
+  joinBlocked: 'This account may not join this sale.',
+  noSuchSale: 'There is no such sale.',
 };
 
 const zh: typeof en = {
@@ -73,6 +75,8 @@ const zh: typeof en = {
   busy: '当前人数较多，正在重试…',
   inviteExpired: '此邀请已过期。',
   inviteInvalid: '此邀请无效。',
+  joinBlocked: '此账户不能参加本次活动。',
+  noSuchSale: '没有这个活动。',
 };
 
 export const texts = { en, zh };

@@ -50,9 +50,10 @@ async function persist(req: () => Promise<Response>): Promise<Response> {
   }
 }
 
-function refuse(reason: string | undefined) {
+/** The daemon's refusal in the user's words: "not valid" only where the invite itself is (a blocked user's valid invite read "not valid"). */
+function refuse(reason: string | undefined, code?: string) {
   status.textContent = t.joinFailed;
-  $('#note').textContent = reason === 'invite_expired' ? t.inviteExpired : t.inviteInvalid;
+  $('#note').textContent = code === 'blocked' ? t.joinBlocked : code === 'item_not_found' ? t.noSuchSale : reason === 'invite_expired' ? t.inviteExpired : t.inviteInvalid;
   bar.hidden = true;
 }
 
@@ -78,7 +79,7 @@ async function run() {
       return;
     }
     // The challenge expired while the page waited: fetch and solve a new one.
-    if (answer?.error?.code !== 'pow_required') return refuse(answer?.error?.details?.reason);
+    if (answer?.error?.code !== 'pow_required') return refuse(answer?.error?.details?.reason, answer?.error?.code);
   }
   refuse(undefined);
 }
