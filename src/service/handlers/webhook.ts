@@ -56,8 +56,9 @@ export function signature(secret: string, body: string, unixSec: number): string
  * timeout (`timeout`) or no answer (`connection_refused`, `connection_reset`, `dns_failure`,
  * `connection_error`) → a drop (retried with backoff, then failed). Faults that fail
  * the ticket at once (retrying the same request cannot help): a 3xx (`http_302`), another 4xx
- * (`http_400`), a body to store over 64 KiB (`response_too_large`) or one that cannot be kept
- * (`invalid_response`: NUL, a lone surrogate, or nested deeper than request bodies may be).
+ * (`http_400`) or a body to store over 64 KiB (`response_too_large`). A 2xx/409/422 body that
+ * cannot be kept (NUL, a lone surrogate, nested deeper than request bodies may be) leaves the
+ * outcome without a result.
  */
 export const webhook: HandlerSpec = {
   name: 'webhook',
@@ -102,9 +103,13 @@ export const webhook: HandlerSpec = {
       throw new WebhookRefused(`http_${res.status}`);
     }
     const result = parseAnswer(await readAnswer(res, ctx));
-    if (!storable(result)) throw new WebhookRefused('invalid_response');
-    if (res.ok) return { status: 'succeeded', result };
-    return { status: 'rejected', reason: `http_${res.status}`, result };
+    // An answer that cannot be kept (NUL, a lone surrogate, nested deeper than 32) still says what
+    // the downstream did: the outcome stands without the body. Failing it told a user whose order
+    // was made that it failed, and a new ticket of theirs would call again under a new key.
+    const kept = storable(result);
+    if (!kept) ctx.log.warn({ status: res.status }, 'webhook answer not kept (NUL, lone surrogate or too deep); outcome stored without it');
+    if (res.ok) return kept ? { status: 'succeeded', result } : { status: 'succeeded' };
+    return kept ? { status: 'rejected', reason: `http_${res.status}`, result } : { status: 'rejected', reason: `http_${res.status}` };
   },
 };
 
