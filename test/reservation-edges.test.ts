@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { writeSales } from '../src/db/sales.js';
 import { ticketRef } from '../src/kernel/ticket-ref.js';
+import { itemKeys } from '../src/redis/keys.js';
 import { SERVICE, testApp } from './support/app.js';
 
 /** Reservations (seckill with reserveMs) and invites at their edges: who may settle an order or invite, and what a released buyer may do. */
@@ -28,7 +29,7 @@ describe('reservations at their edges', () => {
     expect((await call('POST', `/v1/orders/${orderId}/release`, undefined, SERVICE)).status).toBe(409);
   });
   it('an order released while its ticket still ran: once the ticket succeeds, its buyer may join again', async () => {
-    const { call, queue } = t.build();
+    const { call, queue, prefix } = t.build();
     const item = t.uniqueItem();
     expect((await call('PUT', `/v1/items/${item}`, { handler: 'seckill', config: { stock: 1, reserveMs: 600_000 } })).status).toBe(201);
     const j1 = await call('POST', `/v1/items/${item}/tickets`, { userId: 'u1' }, SERVICE);
@@ -41,6 +42,8 @@ describe('reservations at their edges', () => {
     expect((await call('POST', `/v1/orders/${orderId}/release`, undefined, SERVICE)).status).toBe(200);
     // …and the job settles the ticket with its sale.
     await queue.admissions.settle(j1.body.ticketId, { leaseId: adm.leaseId, status: 'succeeded', result: { orderId } });
+    // Its own state leaves Redis after FLOODGATE_TICKET_STATE_TTL_MS: the user's place stays free.
+    await t.redis.del(itemKeys(prefix, item).x(adm.seq));
     const again = await call('POST', `/v1/items/${item}/tickets`, { userId: 'u1' }, SERVICE);
     expect(again.status).toBe(202);
     expect(again.body.ticketId).not.toBe(j1.body.ticketId);

@@ -110,6 +110,13 @@ local function finish(seq, record, fromCounter, stateChar, status, outcomeJson, 
   rcall('HSET', xKey, 'outcome', outcomeJson, 'updatedAt', fmt(now), 'finishedAt', fmt(now))
   rcall('HINCRBY', K.ctr, fromCounter, -1)
   rcall('HINCRBY', K.ctr, status, 1)
+  -- Its order was released while it still ran (return-unit-3.lua marked it): succeeded, it frees
+  -- its user's place as a release after the end does, for good (the mark leaves with the ticket's
+  -- state after FLOODGATE_TICKET_STATE_TTL_MS). The users hash is on the item's slot (K.base).
+  if stateChar == 's' and rcall('HEXISTS', xKey, 'orderReleased') == 1 then
+    local users, user = K.base .. 'users', recordUser(record)
+    if rcall('HGET', users, user) == fmt(seq) then rcall('HDEL', users, user) end
+  end
   return rec
 end
 
