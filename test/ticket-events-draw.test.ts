@@ -1,30 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { SERVICE, testApp } from './support/app.js';
+import { followTicket } from './support/ticket-stream.js';
 
 /** A ticket's event stream at its pre-queue's draw: the drawn place is news, as the poll shows it at once. */
 const t = await testApp();
 
-function follow(app: ReturnType<typeof t.build>['app'], ticketId: string) {
-  const views: { position?: number | null; reason?: string }[] = [];
-  const done = (async () => {
-    const r = await app.request(`/v1/tickets/${ticketId}/events`);
-    const reader = r.body!.getReader();
-    const dec = new TextDecoder();
-    let buf = '';
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buf += dec.decode(value, { stream: true });
-      for (let i; (i = buf.indexOf('\n\n')) >= 0; ) {
-        const block = buf.slice(0, i);
-        buf = buf.slice(i + 2);
-        const data = block.split('\n').find((l) => l.startsWith('data: '));
-        if (block.includes('event: ticket') && data) views.push(JSON.parse(data.slice(6)));
-      }
-    }
-  })();
-  return { views, done };
-}
+const follow = followTicket;
 
 describe('ticket events at a pre-queue draw', () => {
   it('tell a pre-queued watcher its drawn place at the next tick after the draw, not at its 10 s heartbeat', async () => {

@@ -1,50 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { SERVICE, testApp } from './support/app.js';
+import { followTicket } from './support/ticket-stream.js';
 
 const t = await testApp();
 
-/** Reads a ticket's event stream: `next()` resolves with the next `ticket` event's view, or null once the stream ended. */
-function follow(app: ReturnType<typeof t.build>['app'], ticketId: string) {
-  const res = app.request(`/v1/tickets/${ticketId}/events`);
-  const views: any[] = [];
-  let comments = 0;
-  let ended = false;
-  let wake = () => {};
-  const done = (async () => {
-    const r = await res;
-    const reader = r.body!.getReader();
-    const dec = new TextDecoder();
-    let buf = '';
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buf += dec.decode(value, { stream: true });
-      let i;
-      while ((i = buf.indexOf('\n\n')) >= 0) {
-        const block = buf.slice(0, i);
-        buf = buf.slice(i + 2);
-        if (block.startsWith(':')) comments++;
-        const data = block.split('\n').find((l) => l.startsWith('data: '));
-        if (block.includes('event: ticket') && data) views.push(JSON.parse(data.slice(6)));
-        wake();
-      }
-    }
-    ended = true;
-    wake();
-  })();
-  let read = 0;
-  return {
-    res,
-    done,
-    views,
-    comments: () => comments,
-    async next(timeoutMs = 10_000): Promise<any> {
-      const until = Date.now() + timeoutMs;
-      while (read >= views.length && !ended && Date.now() < until) await new Promise<void>((r) => ((wake = r), setTimeout(r, 50)));
-      return read < views.length ? views[read++] : null;
-    },
-  };
-}
+const follow = followTicket;
 
 const join = (call: ReturnType<typeof t.build>['call'], item: string, userId: string) => call('POST', `/v1/items/${item}/tickets`, { userId }, SERVICE).then((r) => r.body);
 

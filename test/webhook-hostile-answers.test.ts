@@ -1,5 +1,5 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type Server, type ServerResponse } from 'node:http';
+import { createServer, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { webhook } from '../src/service/handlers/webhook.js';
 import { whenDone } from './support/cleanup.js';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
+import { recordingDownstream } from './support/downstream.js';
 import { testDb } from './support/db.js';
 import { testRedis } from './support/redis.js';
 
@@ -46,22 +47,15 @@ const { call } = await inProcessDaemon({
   log: pino({ level: 'debug' }, { write: (line: string) => void logLines.push(line) }),
 });
 
-/** A downstream on loopback; counts the calls per user. */
+/** A downstream on loopback that answers by user; counts the calls per user. */
 async function downstream(answer: (userId: string, res: ServerResponse) => void) {
   const calls = new Map<string, number>();
-  const server: Server = createServer(async (req, res) => {
-    let body = '';
-    for await (const chunk of req) body += chunk;
-    const { userId } = JSON.parse(body);
+  const { url } = await recordingDownstream((req, res) => {
+    const { userId } = JSON.parse(req.body);
     calls.set(userId, (calls.get(userId) ?? 0) + 1);
     answer(userId, res);
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  whenDone(() => {
-    server.closeAllConnections();
-    return new Promise((r) => server.close(r));
-  });
-  return { calls, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook` };
+  return { calls, url };
 }
 
 const poll = (id: string) => call('GET', `/v1/tickets/${id}`, undefined, null);

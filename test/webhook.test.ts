@@ -1,10 +1,9 @@
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { ServerResponse } from 'node:http';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
-import { whenDone } from './support/cleanup.js';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
+import { recordingDownstream } from './support/downstream.js';
 import { testDb } from './support/db.js';
 import { testRedis } from './support/redis.js';
 
@@ -18,29 +17,7 @@ const { call } = await inProcessDaemon({
   log: pino({ level: 'debug' }, { write: (line: string) => void logLines.push(line) }),
 });
 
-interface Seen {
-  rawHeaders: string[];
-  headers: IncomingMessage['headers'];
-  body: string;
-}
-
-/** A downstream on loopback that records every request as it came on the wire. */
-async function downstream(answer: (req: Seen, res: ServerResponse) => void) {
-  const seen: Seen[] = [];
-  const server: Server = createServer(async (req, res) => {
-    let body = '';
-    for await (const chunk of req) body += chunk;
-    const s = { rawHeaders: req.rawHeaders, headers: req.headers, body };
-    seen.push(s);
-    answer(s, res);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  whenDone(() => {
-    server.closeAllConnections();
-    return new Promise((r) => server.close(r));
-  });
-  return { seen, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook` };
-}
+const downstream = recordingDownstream;
 
 const json = (res: ServerResponse, status: number, body: string) => {
   res.writeHead(status, { 'content-type': 'application/json' });

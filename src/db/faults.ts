@@ -6,14 +6,14 @@ import { mustWait } from './refusal.js';
  * opposed to Postgres refusing the statement? Either way the call must wait. Walks
  * `.cause`, since drizzle and our own layers wrap the driver's errors (db/refusal.ts has the codes).
  */
-export function isPostgresUnavailable(err: unknown): boolean {
-  for (let e = err, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) if (mustWait(e)) return true;
-  return false;
-}
+export const isPostgresUnavailable = (err: unknown) => anyCause(err, mustWait);
 
 /** Is this error Postgres giving the call up for now (a lock or statement timeout, a deadlock), not unreachable? */
-export function isPostgresBusy(err: unknown): boolean {
-  for (let e = err, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) if (isPgBusyCode((e as { code?: unknown }).code)) return true;
+export const isPostgresBusy = (err: unknown) => anyCause(err, (e) => isPgBusyCode((e as { code?: unknown } | null)?.code));
+
+/** Whether the error or one of its `.cause`s (five deep at most) is one `is` names. */
+function anyCause(err: unknown, is: (e: unknown) => boolean): boolean {
+  for (let e = err, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) if (is(e)) return true;
   return false;
 }
 

@@ -57,10 +57,7 @@ local function heldTicket(userId, rejoin)
   if not record then return nil end
   local st = string.sub(record, 1, 1)
   if st == 'w' and cutFor(loadCuts(), prev) then return nil end
-  if st == 'w' or st == 'a' then return prev, record end
-  -- A succeeded ticket whose order was released while it still ran (return-unit-3.lua) holds
-  -- nothing: its user may join again, as after any release.
-  if st == 's' and rejoin == 'unless_succeeded' and rcall('HEXISTS', keyOf.x(prev), 'orderReleased') == 0 then return prev, record end
+  if st == 'w' or st == 'a' or (st == 's' and rejoin == 'unless_succeeded') then return prev, record end
   return nil
 end
 

@@ -82,9 +82,10 @@ local taken, skips = 0, 0
 -- A record still 'w' that a cut covers ended with the cut (its user was told so). Walking from
 -- served + 1 passes no such seq in join order, as the cut moved served to its seq; a draw maps
 -- places to seqs, and one that took in a cut seq (a pre-queue redefined around a close: the
--- catalog refuses that, but only before the define) must not admit it. Cuts come in seq order, so
--- a seq after the last one's is tested without going through them.
-local cuts = loadCuts()
+-- catalog refuses that, but only before the define) must not admit it. So the cuts are read only
+-- for a drawn line's places; cuts come in seq order, so a seq after the last one's is tested
+-- without going through them.
+local cuts = drawN > 0 and loadCuts() or {}
 local lastCut = lastCutSeq(cuts)
 local function endedByCut(seq)
   return seq <= lastCut and cutFor(cuts, seq) ~= nil

@@ -26,7 +26,7 @@ for i = 2, #ARGV, 2 do
         rcall('HDEL', K.users, userId)
       elseif record then
         -- Still running (its sale committed, its settle not yet in): marked, so that once it
-        -- ends succeeded it does not hold its user (heldTicket), who could never join again.
+        -- ends succeeded it frees its user's place (finish in _lib), who could never join again.
         rcall('HSET', keyOf.x(seq), 'orderReleased', orderId)
       end
     end
