@@ -7,6 +7,7 @@ import { createLine } from '../src/queue/line.js';
 import { DRAINED_GAP_MAX_MS, DRAINED_JOINS, drainedLines, startDispatcher } from '../src/scheduler/dispatcher.js';
 import { createJobQueues } from '../src/service/jobs.js';
 import { createHandlerRegistry } from '../src/service/registry.js';
+import { activeItemsKey } from '../src/redis/keys.js';
 import { redisUrl, testRedis } from './support/redis.js';
 
 const t = testRedis();
@@ -151,6 +152,63 @@ describe('the dispatcher batches a trickle of joins when its rounds are slow, an
       expect(await s.joinAndWait('q', 2, 2)).toEqual([2]);
     } finally {
       await s.stop();
+    }
+  });
+});
+
+describe('a wake is not lost to the read of the active set it came during', () => {
+  it('joins woken while the set was read are admitted though the set, read before them, lacks their line', async () => {
+    const clock = manualClock();
+    const prefix = t.newPrefix();
+    const line = createLine({ redis: t.redis, prefix, clock, cacheMs: 0 });
+    const jobs = createJobQueues(conn, { prefix, attempts: 3, backoffMs: 100, concurrency: 4, lockDurationMs: 10_000, stalledIntervalMs: 5000, batch: 200 });
+    const probe = { name: 'probe', config: z.record(z.string(), z.unknown()), rejoin: () => 'any' as const, external: false, handle: async () => ({ status: 'succeeded' as const, result: {} }) };
+    await line.definitions.define({ itemId: 'w', handler: 'probe', config: {}, capacity: null, abandonAfterMs: null, opensAt: null, closesAt: null, rejoin: 'any' }, { mode: 'manual' }, { reopen: false });
+    // The first read of the active set is held until the joins came; it answers what Redis held
+    // when it was sent: not this line (as when the set was lost and restored by another process).
+    let answer!: (ids: string[]) => void;
+    const held = new Promise<string[]>((r) => (answer = r));
+    let reads = 0;
+    const readStarted = new Promise<void>((started) => {
+      line.items.activeItemIds = ((read) => () => (++reads === 1 ? (started(), held) : read()))(line.items.activeItemIds);
+    });
+    const admitted: number[] = [];
+    let onRound: (() => void)[] = [];
+    const dispatcher = startDispatcher(
+      {
+        queue: line,
+        handlers: createHandlerRegistry([probe]),
+        jobs,
+        clock,
+        log: createLogger('silent'),
+        onAdmitted: (_, n) => admitted.push(n),
+        onRound: () => {
+          const waiting = onRound;
+          onRound = [];
+          for (const f of waiting) f();
+        },
+      },
+      { idleMs: 20, batch: 200, dispatchLeaseMs: 60_000, autoCap: 10 },
+    );
+    try {
+      await readStarted;
+      for (let i = 0; i < 3; i++) {
+        await line.tickets.join('w', `u${i}`, null);
+        dispatcher.wake('w');
+      }
+      await t.redis.del(activeItemsKey(prefix));
+      answer([]);
+      // The manual clock stands still: no later read of the set comes to bring the line back.
+      for (let i = 0; i < 5 && !admitted.length; i++) {
+        const round = new Promise<void>((r) => onRound.push(r));
+        dispatcher.wake();
+        await round;
+      }
+      expect(admitted).toEqual([3]);
+    } finally {
+      answer([]);
+      await dispatcher.stop();
+      await jobs.close();
     }
   });
 });

@@ -102,6 +102,26 @@ describe('the active set: nothing is left out', () => {
     }
   });
 
+  it('a set Redis lost under a live connection is written again: the daemon does not go on trusting what it wrote before', async () => {
+    const clock = manualClock();
+    const prefix = t.newPrefix();
+    const line = createLine({ redis: t.redis, prefix, clock, cacheMs: 0 });
+    await line.definitions.define(def('sale'), null, { reopen: false });
+    line.items.keepActive('sale');
+    clock.advance(200);
+    expect(await line.items.activeItemIds()).toEqual(['sale']);
+    // Lost (a flush; the restore another process's, `npm run reconcile` say): no reconnect here.
+    await t.redis.del(activeItemsKey(prefix));
+    clock.advance(200);
+    expect(await line.items.activeItemIds()).toEqual([]);
+    // A join's keepActive: its copy said the item was in the set for another minute, so it wrote
+    // nothing, and no loop visited the line's tickets until then (a CI run's reconcile test sold
+    // 0 of 10 units in 20 s).
+    line.items.keepActive('sale');
+    clock.advance(200);
+    expect(await line.items.activeItemIds()).toEqual(['sale']);
+  });
+
   it('a daemon started after a crash finds an expired lease on an item that had left the set', async () => {
     const clock = manualClock();
     const prefix = t.newPrefix();

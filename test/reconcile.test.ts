@@ -19,13 +19,14 @@ async function buy(item: string, users: string[]) {
   // Joins after the last unit went are refused (410 sold_out): only the others have tickets.
   const joins = await joinAll((userId) => call('POST', `/v1/items/${item}/tickets`, { userId }, SVC), users, { also: [410] });
   const ids = joins.filter((r) => r.status !== 410).map((r) => r.body.ticketId as string);
-  // Up to 40 s: one clean-clone CI run (of twelve on 5 Dec) read 0 of 10 sold 20 s into the sale
-  // after the loss, on a busy machine; the states are printed if it happens again (cause not found
-  // then: 8 loaded runs of this file alone did not repeat it).
+  // One clean-clone CI run (of twelve on 5 Dec) read 0 of 10 sold 20 s into the sale after the
+  // loss. The likely cause (found by reading, not seen happen): the reconcile command restored the
+  // item before the daemon's own loss check, so the daemon went on trusting its copy of the active
+  // set, and the joins' wakes came during a read of that set (test/idle-items.test.ts and
+  // test/dispatcher.test.ts play both; fixed). The states are printed if it fails.
   return waitFor(
     () => Promise.all(ids.map((id) => call('GET', `/v1/tickets/${id}`, undefined, null).then((r) => r.body))),
     (vs) => vs.every((v) => v.state === 'succeeded' || v.state === 'rejected'),
-    40_000,
   );
 }
 

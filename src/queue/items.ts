@@ -244,6 +244,15 @@ export function createItemDirectory(deps: { redis: RedisLike; prefix: string; cl
       }
       active.ids = await redis.zrangebyscore(key, now, '+inf');
       active.at = now;
+      // What this daemon wrote and the set no longer holds: Redis lost it (flushed, restarted from
+      // an older AOF, keys deleted) with no reconnect seen here, and the restore was another
+      // process's (`reconcile`, another daemon), so activateAll never ran here. Believed, the copy
+      // skipped the item's ZADD for up to a minute, and no loop visited a line with tickets in it.
+      // Forgotten, the next keepActive writes it again (one that raced this read only writes twice).
+      if (activeUntil.size) {
+        const listed = new Set(active.ids);
+        for (const [id, until] of activeUntil) if (until > now && !listed.has(id)) activeUntil.delete(id);
+      }
       return active.ids;
     })().finally(() => (active.loading = null));
     return active.loading;

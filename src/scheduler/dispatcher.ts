@@ -120,6 +120,14 @@ export function startDispatcher(
   let pending = false;
   const drained = drainedLines(clock);
   let admitCalls = 0;
+  /**
+   * Items woken while the active set was being read: the read's answer replaces `ids`, and a wake
+   * added to the list it replaced was lost with it (until the next wake). The line's own entry in
+   * the set usually brought it back within a second, but not when that entry was missing — a Redis
+   * loss another process restored, the daemon's copy of what it had written being stale — and then
+   * a burst of joins that all came during the read waited a minute (test/dispatcher.test.ts).
+   */
+  let wokenDuringRead: Set<string> | null = null;
 
   /** What a round admitted for one item, to be queued with the round's other tickets of its handler. */
   type Admitted = { handler: string; itemId: string; tickets: AdmittedTicket[]; deadlineMs: number };
@@ -200,7 +208,14 @@ export function startDispatcher(
         if (clock.now() - idsAt > 1000) {
           // The active items (items.activeItemIds): a daemon's start and a Redis reconnect make every
           // item active (items.activateAll), so a line whose item fell out of the set is found again.
-          ids = await queue.items.activeItemIds();
+          wokenDuringRead = new Set();
+          try {
+            ids = await queue.items.activeItemIds();
+          } finally {
+            const woken = [...wokenDuringRead].filter((id) => !ids.includes(id));
+            if (woken.length) ids = [...ids, ...woken];
+            wokenDuringRead = null;
+          }
           idsAt = clock.now();
           drained.prune();
         }
@@ -251,6 +266,7 @@ export function startDispatcher(
         drained.joined(itemId);
         // A new item is dispatched from its first join, not from the next refresh of the item list.
         if (!ids.includes(itemId)) ids = [...ids, itemId];
+        wokenDuringRead?.add(itemId);
       }
       pending = true;
       wakeUp?.();
