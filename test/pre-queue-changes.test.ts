@@ -4,6 +4,7 @@ import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
 import { joinAll } from './support/joins.js';
 import { testRedis } from './support/redis.js';
+import { itemKeys } from '../src/redis/keys.js';
 
 const { newPrefix } = testRedis();
 const db = await testDb();
@@ -56,17 +57,20 @@ describe('pre-queue and abandonment changed on a live item', () => {
   it('admits no ticket a close ended, even one a draw put after the head (a redefinition that raced the close)', async () => {
     const opensAt = Date.now() + 10 * 60_000;
     const clock = t.manualClock(opensAt - 5 * 60_000);
-    const { call: appCall, queue } = t.build({ clock });
+    const { call: appCall, queue, prefix } = t.build({ clock });
     const item = t.uniqueItem();
     expect((await appCall('PUT', `/v1/items/${item}`, { handler: 'external', opensAt: new Date(opensAt).toISOString(), preQueue: { fromMs: 15 * 60_000 }, gate: { mode: 'manual' } })).status).toBe(201);
     const join = async (u: string) => (await appCall('POST', `/v1/items/${item}/tickets`, { userId: u }, SERVICE)).body.ticketId as string;
     const ended: string[] = [];
     for (const u of users('c', 10)) ended.push(await join(u));
     await appCall('DELETE', `/v1/items/${item}`);
-    // What a replacement that read the item before the close would define (the catalog's check
-    // comes before the define: only admission can stop the ended tickets then).
+    // Reopened with its pre-queue by a daemon of a version before define-5.lua refused it (a
+    // rolling upgrade; this one refuses it, below): the meta fields that define wrote then. Only
+    // admission can stop the ended tickets now.
     const { def } = (await queue.items.item(item, { fresh: true }))!.snap;
-    await queue.definitions.define(def, null, { reopen: true });
+    await expect(queue.definitions.define(def, null, { reopen: true })).rejects.toMatchObject({ code: 'conflict' });
+    await t.redis.hdel(itemKeys(prefix, item).meta, 'closed', 'endedAt');
+    queue.items.invalidate(item);
     const later = new Set<string>();
     for (const u of users('d', 10)) later.add(await join(u));
 
@@ -78,6 +82,23 @@ describe('pre-queue and abandonment changed on a live item', () => {
     expect(pulled.filter((id: string) => !later.has(id))).toEqual([]);
     for (const id of ended) expect((await appCall('GET', `/v1/tickets/${id}`, undefined, null)).body.state).toBe('cancelled');
     expect((await appCall('GET', `/v1/items/${item}`)).body.counts).toMatchObject({ cancelled: 10, admitted: pulled.length });
+  });
+
+  it('refuses a pre-queue in the define itself, not only in the check before it: a join between the two cannot be stranded', async () => {
+    const { queue } = t.build();
+    const item = t.uniqueItem();
+    const plain = { itemId: item, handler: 'external', config: {}, capacity: null, abandonAfterMs: null, opensAt: null, closesAt: null, rejoin: 'any' } as const;
+    await queue.definitions.define(plain, { mode: 'manual', rate: null, maxInFlight: null }, { reopen: false });
+    // The catalog's check read the line empty; this join came before the define.
+    await queue.tickets.join(item, 'raced', null);
+    const withPreQueue = { ...plain, opensAt: Date.now() + 60_000, preQueueFromMs: 60_000 };
+    await expect(queue.definitions.define(withPreQueue, null, { reopen: false })).rejects.toMatchObject({ code: 'conflict' });
+    expect((await queue.items.item(item, { fresh: true }))!.snap.draw).toBeNull();
+    // An item whose line never had a ticket takes one.
+    const empty = t.uniqueItem();
+    await queue.definitions.define({ ...plain, itemId: empty }, null, { reopen: false });
+    await queue.definitions.define({ ...withPreQueue, itemId: empty }, null, { reopen: false });
+    expect((await queue.items.item(empty, { fresh: true }))!.snap.draw).not.toBeNull();
   });
 
   it('tells the pre-queued tickets of an item closed before its draw that they are cancelled, not awaiting the draw', { timeout: 30_000 }, async () => {

@@ -5,6 +5,7 @@ import type { Logger } from '../kernel/logger.js';
 import type { ItemRow, ItemsStore } from '../db/items-store.js';
 import type { CachedItem } from '../queue/item-cache.js';
 import type { Line } from '../queue/line.js';
+import { PRE_QUEUE_AFTER_CUT, PRE_QUEUE_AFTER_TICKETS } from '../queue/line-scripts.js';
 import { itemState, type ItemState } from '../queue/snapshot.js';
 import { seedHashOf } from '../queue/draw.js';
 import { DEFAULT_TOKEN_TTL_MS, type GateSettings, type LineDefinition, type Quotas, type WaitingRoom } from '../queue/types.js';
@@ -253,8 +254,8 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       // drawn into places at or behind it, waiting tickets would never be admitted, and ended ones
       // would be admitted ahead of it. (Once drawn, a pre-queue is never drawn again.)
       if (def.preQueueFromMs !== null && existing && !existing.snap.draw?.drawn) {
-        if (!existing.snap.draw && existing.snap.seq > 0) fail('conflict', 'A pre-queue cannot be added to an item whose line has had tickets; use a new item.');
-        if (existing.snap.served > 0) fail('conflict', 'An item that closed or sold out before its pre-queue was drawn cannot open again with it; open it without preQueue, or use a new item.');
+        if (!existing.snap.draw && existing.snap.seq > 0) fail('conflict', PRE_QUEUE_AFTER_TICKETS);
+        if (existing.snap.served > 0) fail('conflict', PRE_QUEUE_AFTER_CUT);
       }
       const prev = await store.get(itemId);
       await store.upsert({

@@ -59,6 +59,9 @@ export function settleError(code: SettleCode): FloodgateError | null {
 }
 
 const notFound = () => new FloodgateError('item_not_found', 'No such item.');
+/** The pre-queue conflicts (define-5.lua's -2 and -3; catalog.ts checks them first from the view). */
+export const PRE_QUEUE_AFTER_TICKETS = 'A pre-queue cannot be added to an item whose line has had tickets; use a new item.';
+export const PRE_QUEUE_AFTER_CUT = 'An item that closed or sold out before its pre-queue was drawn cannot open again with it; open it without preQueue, or use a new item.';
 const bit = (on: boolean) => (on ? '1' : '0');
 
 /** Admitted tickets as the scripts list them from `from` on: seq, record, payload, leaseId, leaseExp each. */
@@ -144,6 +147,8 @@ export function createLineScripts(run: ScriptRunner['run']) {
     async define(itemId: string, now: number, a: { secret: string; definition: Record<string, string>; gate: Record<string, string> | null; reopen: boolean }) {
       const [code] = (await run(scripts.define, itemId, now, { secret: a.secret, definition: JSON.stringify(a.definition), gate: a.gate ? JSON.stringify(a.gate) : '', reopen: bit(a.reopen) })) as [number];
       if (code === -1) throw new FloodgateError('conflict', 'The handler of an item with live tickets cannot change.');
+      if (code === -2) throw new FloodgateError('conflict', PRE_QUEUE_AFTER_TICKETS);
+      if (code === -3) throw new FloodgateError('conflict', PRE_QUEUE_AFTER_CUT);
       return { created: code === 1 };
     },
 

@@ -6,7 +6,8 @@
   ARGV[4] gate: flat JSON object of gate fields ('' clears), or '' to keep the gate
   ARGV[5] reopen: '1' to reopen an item that was closed
   Returns { code, secret, epoch }: code 1 created, 2 replaced, -1 conflict (handler change with
-    live tickets)
+    live tickets), -2 conflict (a pre-queue added to a line that has had tickets), -3 conflict (a
+    pre-queue not drawn yet on a line a cut moved past tickets: it closed or sold out)
   A handler change (no live tickets) drops the old handler's stock counter and its sold-out end:
   a seckill item sold out and redefined as external answered every join 410 sold_out, and one
   with 2 units left admitted 2 tickets, ever (the counter capped admissions). A new handler with
@@ -16,6 +17,14 @@ local rcall = redis.call
 local def = cjson.decode(ARGV[3])
 local existing = rcall('HMGET', K.meta, 'handler', 'secret', 'epoch')
 local code = 2
+-- The pre-queue rules (catalog.ts says why), here as well as in the catalog's check before the
+-- call: a join between that check and this call put a ticket in line that the draw would take
+-- its place from.
+if existing[1] and def.preFrom and def.preFrom ~= '' and rcall('HGET', K.meta, 'drawn') ~= '1' then
+  local c = rcall('HMGET', K.ctr, 'seq', 'served')
+  if not rcall('HGET', K.meta, 'preFrom') and tonumber(c[1] or '0') > 0 then return { -2, '', 0 } end
+  if tonumber(c[2] or '0') > 0 then return { -3, '', 0 } end
+end
 if existing[1] then
   if existing[1] ~= def.handler then
     local live = rcall('HMGET', K.ctr, 'waiting', 'admitted')
