@@ -24,6 +24,9 @@ describe('hostile bytes stop at the door', () => {
     ['NUL deep in the payload', { userId: 'u1', payload: { a: [1, { b: 'x\u0000y' }] } }, 'payload.a.1.b'],
     ['a lone surrogate deep in the payload', { userId: 'u1', payload: { a: { b: ['ok', '\ud83d'] } } }, 'payload.a.b.1'],
     ['NUL in a payload key', { userId: 'u1', payload: { a: { 'k\u0000': 1 } } }, 'payload.a.k\ufffd'],
+    // Parsed, it is already another number: the order or user it named would be someone else's.
+    ['an integer past 2^53 in the payload (a 64-bit id)', { userId: 'u1', payload: { orderRef: 12345678901234567890 } }, 'payload.orderRef'],
+    ['−(2^53) in the payload', { userId: 'u1', payload: { a: [-(2 ** 53)] } }, 'payload.a.0'],
   ])('answers 400 naming the field for %s, and the user never gets a ticket', async (_, body, path) => {
     const { call, prefix } = t.build();
     const item = await externalItem(call);
@@ -32,6 +35,16 @@ describe('hostile bytes stop at the door', () => {
     expect(res.body.error.code).toBe('invalid_request');
     expect(issuePaths(res)).toContain(path);
     expect(await t.redis.keys(`${prefix}*users*`)).toEqual([]);
+  });
+
+  it('keeps numbers JSON carries exactly: ±(2^53 − 1), fractions, large ids sent as strings', async () => {
+    const { call } = t.build();
+    const item = await externalItem(call);
+    const payload = { max: 2 ** 53 - 1, min: -(2 ** 53 - 1), price: 19.99, tiny: 1e-300, orderRef: '12345678901234567890' };
+    const res = await join(call, item, { userId: 'u-num', payload });
+    expect(res.status).toBe(202);
+    const pulled = await call('POST', `/v1/items/${item}/pull`, { max: 1 }, SERVICE);
+    expect(pulled.body.tickets[0].payload).toEqual(payload);
   });
 
   it('keeps a well-formed surrogate pair (an emoji) in ids and payloads', async () => {

@@ -99,6 +99,20 @@ describe('webhook answers and failures a ticket holder must not suffer from', ()
     expect(users.map((u) => down.calls.get(u))).toEqual(users.map(() => 1));
   });
 
+  it('keeps a 64-bit order id in an answer as the digits the downstream sent, to the user and in Postgres', async () => {
+    const down = await downstream((_, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end('{"orderId":1234567890123456789,"max":9007199254740991,"price":19.99,"big":1e400,"ids":[-9223372036854775808]}');
+    });
+    await call('PUT', '/v1/items/big-ids', { handler: 'webhook', config: { url: down.url } });
+    const id = await join('big-ids', 'snow');
+    const result = { orderId: '1234567890123456789', max: 9007199254740991, price: 19.99, big: '1e400', ids: ['-9223372036854775808'] };
+    // (JSON.parse made it 1234567890123456800: another order's number; 1e400 became null.)
+    expect((await settled(id)).body).toMatchObject({ state: 'succeeded', outcome: { result } });
+    const rows = await waitFor(() => db.sql`select result from ticket_outcomes where user_id = 'snow'`, (r) => r.length === 1);
+    expect(rows[0].result).toEqual(result);
+  });
+
   it('cuts a 2xx text answer at 1000 characters without splitting a surrogate pair', async () => {
     const down = await downstream((userId, res) => {
       res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' });

@@ -2,7 +2,8 @@ import { replaceUnsafe, textProblem } from './safe-text.js';
 
 /**
  * What makes parsed JSON unfit to keep: a string (at any depth, object keys too) that is not
- * well-formed Unicode or holds NUL, or nesting deeper than MAX_JSON_DEPTH levels. Why: Postgres
+ * well-formed Unicode or holds NUL, a number past ±(2^53 − 1) (parsed, it is no longer the number
+ * sent), or nesting deeper than MAX_JSON_DEPTH levels. Why: Postgres
  * refuses NUL in text and jsonb and lone surrogates in jsonb (one such value fails a whole
  * multi-row statement), ioredis and postgres.js silently turn lone surrogates into U+FFFD (two
  * user ids become one), and JSON.stringify overflows the stack a few thousand levels down.
@@ -12,6 +13,8 @@ import { replaceUnsafe, textProblem } from './safe-text.js';
  *   jsonIssues({ payload: { a: 'x\u0000' } })  // [{ path: ['payload', 'a'], message: 'contains NUL (\\u0000)' }]
  */
 export const MAX_JSON_DEPTH = 32;
+
+export const UNSAFE_NUMBER = 'a number past ±(2^53 − 1), which is not kept exactly (I-JSON, RFC 7493): send it as a string';
 
 export interface JsonIssue {
   path: (string | number)[];
@@ -28,6 +31,12 @@ export function jsonIssues(value: unknown, maxDepth = MAX_JSON_DEPTH, limit = 10
     if (typeof v === 'string') {
       const problem = textProblem(v);
       if (problem) issues.push({ path, message: problem });
+      continue;
+    }
+    // I-JSON (RFC 7493, 2.2): an integer past ±(2^53 − 1) was rounded by JSON.parse already (an
+    // order id 12345678901234567891 arrived as …900): refused, not kept as a number it is not.
+    if (typeof v === 'number') {
+      if (!Number.isSafeInteger(v) && (Number.isInteger(v) || !Number.isFinite(v))) issues.push({ path, message: UNSAFE_NUMBER });
       continue;
     }
     if (v === null || typeof v !== 'object') continue;

@@ -1,3 +1,4 @@
+import { parse as parseLossless } from 'lossless-json';
 import { jsonIssues, MAX_JSON_DEPTH } from '../../kernel/json-issues.js';
 
 /**
@@ -43,10 +44,30 @@ export async function readBounded(res: Response, limit = ANSWER_LIMIT): Promise<
 export function parseAnswer(text: string): unknown {
   if (!text) return null;
   try {
-    return JSON.parse(text);
+    return exactNumbers(text) ?? JSON.parse(text);
   } catch {
     const cut = text.slice(0, 1000);
     return /[\ud800-\udbff]$/.test(cut) ? cut.slice(0, -1) : cut;
+  }
+}
+
+/**
+ * An answer with a number JavaScript cannot hold exactly, parsed with that number kept as the text
+ * the downstream wrote (a string); null when there is none (the caller parses it as usual). A
+ * 64-bit order id (`{"orderId": 1234567890123456789}`, as snowflake ids are) came out of JSON.parse
+ * as 1234567890123456800: the user was shown another order's number, and so was Postgres. Only an
+ * answer with a run of 16 digits can hold one (2^53 has 16), or an exponent (1e400 is Infinity).
+ * Nested too deep for the parser's recursion, it is left to JSON.parse (and `storable` refuses it).
+ */
+function exactNumbers(text: string): unknown {
+  if (!/\d{16}|[eE][+]?\d{3}/.test(text)) return null;
+  try {
+    return parseLossless(text, null, (literal) => {
+      const n = Number(literal);
+      return Number.isFinite(n) && (!Number.isInteger(n) || Number.isSafeInteger(n)) ? n : literal;
+    });
+  } catch {
+    return null;
   }
 }
 
