@@ -215,9 +215,10 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
   await queue.items.activateAll();
   if (restored) log.warn({ restored }, 'items restored into redis from postgres');
   if (config.FLOODGATE_RECONCILE_ON_START) await catalog.reconcile({ idleOnly: true });
-  const keyRing = createKeyRing(createTokenKeyStore(dbHandle.sql));
+  const tokenStore = createTokenKeyStore(dbHandle.sql);
+  const keyRing = createKeyRing(tokenStore);
   await keyRing.start();
-  const tokens = createTokens({ keys: keyRing, redis, prefix: config.FLOODGATE_REDIS_PREFIX, queue, clock, log: log.child({ module: 'tokens' }), issuer: config.FLOODGATE_PUBLIC_URL ?? 'floodgate' });
+  const tokens = createTokens({ keys: keyRing, revocations: tokenStore, redis, prefix: config.FLOODGATE_REDIS_PREFIX, queue, clock, log: log.child({ module: 'tokens' }), issuer: config.FLOODGATE_PUBLIC_URL ?? 'floodgate' });
   // A Redis that restarts without its data (or is flushed) loses every line: re-create the items
   // from Postgres at once on a reconnect, and within a second of a flush (no reconnect to see).
   const restoreLost = () =>

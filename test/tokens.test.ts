@@ -3,9 +3,11 @@ import { describe, expect, it } from 'vitest';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
 import { testRedis } from './support/redis.js';
+import { revokedTokensKey } from '../src/redis/keys.js';
 
 const db = await testDb();
-const prefix = testRedis().newPrefix();
+const t = testRedis();
+const prefix = t.newPrefix();
 const env = { FLOODGATE_PUBLIC_URL: 'https://queue.example' };
 const a = await inProcessDaemon({ prefix, databaseUrl: db.url, env });
 const b = await inProcessDaemon({ prefix, databaseUrl: db.url, env });
@@ -67,6 +69,22 @@ describe('admission tokens', () => {
     let active = true;
     while (active && Date.now() < until) active = (await introspect(b, token)).body.active;
     expect(active).toBe(false);
+  });
+
+  it('keeps a revocation through a Redis loss, on the daemons running and on one started after it', async () => {
+    const { view } = await admitted('tok-lost');
+    const token = view.admissionToken;
+    expect((await a.call('POST', '/v1/tokens/revoke', { token }, SVC)).status).toBe(200);
+    // Redis's data gone (a flush, a restart without its AOF), as far as the revocations go.
+    await t.redis.del(revokedTokensKey(prefix));
+    expect((await introspect(a, token)).body.active).toBe(false);
+    // The other daemon reads Postgres's revocations every 2 s; it answered from Redis's set before the loss.
+    expect((await waitFor(() => introspect(b, token), (r) => r.body.active === false, 10_000)).body.active).toBe(false);
+    const c = await inProcessDaemon({ prefix, databaseUrl: db.url, env });
+    expect((await introspect(c, token)).body.active).toBe(false);
+    // Gone with the token's expiry: Postgres keeps no row past it.
+    const [{ n }] = await db.sql`select count(*)::int as n from revoked_tokens where expires_at < now()`;
+    expect(n).toBe(0);
   });
 
   it('still verifies tokens of a rotated-out key, and signs new ones with the new key on every daemon', async () => {

@@ -37,9 +37,10 @@ export async function accessScenario(ctx: BenchContext) {
   const stores = { redis, dbHandle: db };
   const modules = wireModules(config, log, real, stores);
   const { queue } = modules;
-  const ring = createKeyRing(createTokenKeyStore(db.sql));
+  const tokenStore = createTokenKeyStore(db.sql);
+  const ring = createKeyRing(tokenStore);
   await ring.start();
-  const tokens = createTokens({ keys: ring, redis, prefix: ctx.prefix, queue, clock: real, log, issuer: 'floodgate' });
+  const tokens = createTokens({ keys: ring, revocations: tokenStore, redis, prefix: ctx.prefix, queue, clock: real, log, issuer: 'floodgate' });
   const make = (withTokens: boolean) => wireApp(config, log, stores, modules, withTokens ? tokens : undefined);
   const app = make(true);
   const plain = make(false);

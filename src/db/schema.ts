@@ -169,3 +169,14 @@ export const tokenKeys = pgTable('token_keys', {
   /** When a newer key took over; the key stays in the JWKS until its last token expired. */
   retiredAt: timestamp('retired_at', { withTimezone: true, mode: 'date' }),
 });
+
+/** Revoked admission tokens (drizzle/0014), kept until the token would have expired anyway. */
+export const revokedTokens = pgTable(
+  'revoked_tokens',
+  {
+    jti: text('jti').primaryKey(),
+    expiresAt: timestamp('expires_at', { withTimezone: true, mode: 'date' }).notNull(),
+    revokedAt: timestamp('revoked_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+  },
+  (t) => [index('revoked_tokens_expires_at').on(t.expiresAt)],
+);

@@ -46,6 +46,24 @@ export function createTokenKeyStore(sql: postgres.Sql) {
         return key.kid;
       }) as Promise<string>;
     },
+    /** Keeps a revocation until `expiresAtMs`, when its token expires anyway (a repeat is a no-op). */
+    async revoke(jti: string, expiresAtMs: number): Promise<void> {
+      await sql`insert into revoked_tokens (jti, expires_at) values (${jti}, ${new Date(expiresAtMs).toISOString()}::timestamptz) on conflict (jti) do nothing`;
+    },
+    /**
+     * Revocations of tokens not expired yet, made at or after `since` (Postgres's clock; all when
+     * null), with Postgres's time now to ask from next; the expired rows are deleted.
+     */
+    async revokedSince(since: Date | null): Promise<{ rows: { jti: string; expiresAtMs: number }[]; now: Date }> {
+      await sql`delete from revoked_tokens where expires_at < now()`;
+      const from = since?.toISOString() ?? null;
+      // Times as epoch milliseconds: the daemon's connection reads timestamps as text.
+      const rows = await sql<{ jti: string; exp_ms: string; now_ms: string }[]>`select jti,
+          (extract(epoch from expires_at) * 1000)::bigint::text as exp_ms, (extract(epoch from now()) * 1000)::bigint::text as now_ms
+        from revoked_tokens where expires_at >= now() and (${from}::timestamptz is null or revoked_at >= ${from}::timestamptz)`;
+      const [{ now_ms }] = rows.length ? rows : await sql<{ now_ms: string }[]>`select (extract(epoch from now()) * 1000)::bigint::text as now_ms`;
+      return { rows: rows.map((r) => ({ jti: r.jti, expiresAtMs: Number(r.exp_ms) })), now: new Date(Number(now_ms)) };
+    },
   };
 }
 

@@ -7,6 +7,7 @@ import { every } from '../kernel/loop.js';
 import { revokedTokensKey } from '../redis/keys.js';
 import type { Line } from '../queue/line.js';
 import { DEFAULT_TOKEN_TTL_MS, type TicketView } from '../queue/types.js';
+import type { TokenKeyStore } from '../db/token-keys.js';
 import { KEY_REFRESH_MS, type KeyRing } from './key-ring.js';
 
 /**
@@ -20,8 +21,12 @@ import { KEY_REFRESH_MS, type KeyRing } from './key-ring.js';
  * Ed25519 signatures are deterministic, so two daemons with the same key give the same token, and
  * a daemon signs each admission's token once and keeps it (the poll of an admitted ticket reads a map).
  *
- * Revocation: the jti goes into a Redis sorted set (score = exp), read by every introspection, so
- * a revocation holds on every daemon at once; entries leave once their token has expired anyway.
+ * Revocation: the jti goes into Postgres (`revoked_tokens`) first, then into a Redis sorted set
+ * (score = exp) read by every introspection, so a revocation holds on every daemon at once;
+ * entries leave both once their token has expired anyway. Each daemon also holds the revocations
+ * Postgres keeps (read at start and every KEY_REFRESH_MS, only those made since the last read):
+ * Redis's set alone went with Redis's data, and after a flush, a restart without its AOF or a
+ * rollback a revoked token introspected `active` again.
  */
 /** Longer tokens are not ours (ours are ~400 bytes with a modest result); refuse before parsing. */
 const MAX_TOKEN_CHARS = 8192;
@@ -39,8 +44,12 @@ export interface Introspection {
   result?: unknown;
 }
 
+/** Revocations are read again this far back from the last read (a slow insert's revoked_at precedes its commit). */
+const REVOCATION_OVERLAP_MS = 60_000;
+
 export interface TokensDeps {
   keys: KeyRing;
+  revocations: Pick<TokenKeyStore, 'revoke' | 'revokedSince'>;
   redis: RedisLike;
   prefix: string;
   queue: Pick<Line, 'items'>;
@@ -53,6 +62,17 @@ export function createTokens(deps: TokensDeps) {
   const { keys, redis, clock } = deps;
   const revoked = revokedTokensKey(deps.prefix);
   const cache = new Map<string, string>();
+  /** Revocations Postgres keeps (jti → expiry, ms), as of the last read. */
+  const durable = new Map<string, number>();
+  let readFrom: Date | null = null;
+  async function readRevocations() {
+    const { rows, now } = await deps.revocations.revokedSince(readFrom);
+    for (const r of rows) durable.set(r.jti, r.expiresAtMs);
+    for (const [jti, exp] of durable) if (exp < clock.now()) durable.delete(jti);
+    readFrom = new Date(now.getTime() - REVOCATION_OVERLAP_MS);
+  }
+  // Read before the first introspection is answered; a Postgres away at start leaves it to the loop.
+  const firstRead = readRevocations().catch((err) => deps.log.warn({ err: String(err) }, 'revoked tokens not read from postgres yet'));
 
   async function sign(view: TicketView): Promise<string | null> {
     const item = await deps.queue.items.item(view.itemId);
@@ -76,8 +96,12 @@ export function createTokens(deps: TokensDeps) {
     // A result the claims cannot be serialised with (nested a few thousand levels deep: jose's
     // JSON.stringify overflows the stack) must not cost the holder the token, nor the ticket its
     // view (a throw here is a 500 on every poll): the token goes without it. Any other fault
-    // throws again from the second signing.
-    return signed({ ...claims, result }).catch(() => signed(claims));
+    // throws again from the second signing. A result that makes the token longer than ours may be
+    // (an outside worker's few kilobytes of order details) goes too: introspection and verification
+    // refuse such a token unread, so the shop was told "not active" of a user the daemon let in.
+    // The result stays on the ticket's view.
+    const full = await signed({ ...claims, result }).catch(() => null);
+    return full !== null && full.length <= MAX_TOKEN_CHARS ? full : signed(claims);
   }
 
   async function verify(token: unknown): Promise<JWTPayload | null> {
@@ -99,6 +123,7 @@ export function createTokens(deps: TokensDeps) {
   const loop = every(KEY_REFRESH_MS, 'token keys', async () => {
     await keys.refresh();
     await redis.zremrangebyscore(revoked, '-inf', clock.now());
+    await readRevocations();
   }, deps.log);
 
   return {
@@ -122,7 +147,8 @@ export function createTokens(deps: TokensDeps) {
     async introspect(token: unknown): Promise<Introspection> {
       const p = await verify(token);
       if (!p) return { active: false };
-      if ((await redis.zscore(revoked, p.jti!)) !== null) return { active: false };
+      await firstRead;
+      if (durable.has(p.jti!) || (await redis.zscore(revoked, p.jti!)) !== null) return { active: false };
       const out: Introspection = { active: true, iss: p.iss, sub: p.sub, aud: p.aud as string, jti: p.jti, iat: p.iat, exp: p.exp, token_type: 'admission' };
       if (p.result !== undefined) out.result = p.result;
       return out;
@@ -131,12 +157,18 @@ export function createTokens(deps: TokensDeps) {
     async revoke(token: unknown): Promise<boolean> {
       const p = await verify(token);
       if (!p) return false;
+      // Postgres first: a revocation answered 200 outlives whatever Redis loses.
+      await deps.revocations.revoke(p.jti!, p.exp! * 1000);
+      durable.set(p.jti!, p.exp! * 1000);
       await redis.zadd(revoked, p.exp! * 1000, p.jti!);
       return true;
     },
     jwks: () => keys.jwks(),
     rotate: () => keys.rotate(),
-    stop: () => loop.stop(),
+    stop: async () => {
+      await firstRead;
+      await loop.stop();
+    },
   };
 }
 
