@@ -11,7 +11,10 @@ import type { SaleRequest, SaleResult } from '../db/sales.js';
  *   not a sign of overload);
  * - throw a `DropError` when the downstream is saturated or unreachable (timeout, 429/503, refused
  *   connection): the job is retried with backoff, the gate backs off, and after the last attempt the
- *   ticket ends `failed`;
+ *   ticket ends `failed`. A downstream that said when to come back (an HTTP `Retry-After`) is
+ *   passed on as the error's `retryAfterMs`: the ticket's next attempt waits at least that long
+ *   (at most MAX_RETRY_AFTER_MS) without using more attempts, and this process calls the item's
+ *   other tickets no sooner either (service/runner.ts);
  * - throw anything else for a fault: retried likewise, then `failed`.
  *
  * Tickets admitted together run as one job, their `handle` calls concurrently; the context's
@@ -35,11 +38,25 @@ export type HandlerOutcome =
   | { status: 'rejected'; reason: string; result?: unknown };
 
 export class DropError extends Error {
-  constructor(readonly reason: string) {
+  /**
+   * @param retryAfterMs how long the downstream asked not to be called again (ms, > 0), when it
+   *   said; the runner caps it at MAX_RETRY_AFTER_MS and ignores anything else.
+   */
+  constructor(
+    readonly reason: string,
+    readonly retryAfterMs?: number,
+  ) {
     super(reason);
     this.name = 'DropError';
   }
 }
+
+/**
+ * The longest wait a drop's `retryAfterMs` buys (60 s). A downstream asking for more still gets its
+ * calls spaced by a minute: a ticket holds its in-flight slot and its user waits while it waits,
+ * and a day-long `Retry-After` (or a date years ahead, from a wrong clock) must not hold a sale.
+ */
+export const MAX_RETRY_AFTER_MS = 60_000;
 
 /**
  * Thrown when the ticket cannot be decided now and should wait at the head of the line, without

@@ -22,6 +22,14 @@ export interface JobTicket {
   userId: string;
   payload: Record<string, unknown> | null;
   leaseId: string;
+  /**
+   * Calls of this ticket's handler that ended in a retry the runner delayed itself (a drop with a
+   * Retry-After, runner.ts): BullMQ does not count those in the job's `attemptsMade`, so the
+   * ticket's attempt is `attemptsMade + tries + 1`. Absent: none (and in jobs of earlier versions).
+   */
+  tries?: number;
+  /** Runs in which the ticket was not called because its item's downstream had asked for a pause (runner.ts); bounded. */
+  held?: number;
 }
 
 /** One item's tickets in a job. */
@@ -127,7 +135,7 @@ export function createJobQueues(connection: RedisLike, opts: JobOptions) {
       if (jobs.length) await queueFor(handler).addBulk(jobs);
     },
     /** Starts a worker for each handler; `run` settles the ticket itself. */
-    workers(handlers: string[], connection: RedisLike, run: (job: Job<QueuedJob>) => Promise<void>) {
+    workers(handlers: string[], connection: RedisLike, run: (job: Job<QueuedJob>, token?: string) => Promise<void>) {
       return handlers.map(
         (h) =>
           new Worker<QueuedJob>(queueName(h), run, {

@@ -1,8 +1,8 @@
-import type { Job } from 'bullmq';
+import { Backoffs, DelayedError, type Job } from 'bullmq';
 import type { Logger } from '../kernel/logger.js';
 import type { SettleInput } from '../queue/line.js';
 import type { CachedItem } from '../queue/item-cache.js';
-import { DropError, RequeueError, type HandlerContext, type HandlerOutcome, type HandlerSpec } from './handler.js';
+import { DropError, MAX_RETRY_AFTER_MS, RequeueError, type HandlerContext, type HandlerOutcome, type HandlerSpec } from './handler.js';
 import { jobGroups, type JobGroup, type JobTicket, type QueuedJob } from './jobs.js';
 import type { HandlerRegistry } from './registry.js';
 
@@ -41,6 +41,26 @@ export interface RunnerDeps {
 /** Thrown to make BullMQ retry a job whose remaining tickets dropped or faulted. */
 class RetryLater extends Error {}
 
+/** How one ticket's run ended: settled, or to run again no sooner than `waitMs` (0: the backoff alone). */
+type TicketRun = { settled: true } | { settled: false; waitMs: number };
+
+/** One item's tickets of a job after a run: those to run again, whether they were called, and what they ask. */
+interface GroupRun {
+  again: JobTicket[];
+  /** False when the item's pause held the tickets back: the downstream was not called. */
+  called: boolean;
+  /** The longest wait before their next run that a downstream asked for, or the pause left when held (ms; 0: none). */
+  waitMs: number;
+  deadlineMs: number;
+  fault?: unknown;
+}
+
+/** What a drop asks to wait (ms): its `retryAfterMs` capped at MAX_RETRY_AFTER_MS; 0 for none or nonsense. */
+function askedWait(err: DropError): number {
+  const ms = err.retryAfterMs;
+  return typeof ms === 'number' && Number.isFinite(ms) && ms > 0 ? Math.min(Math.ceil(ms), MAX_RETRY_AFTER_MS) : 0;
+}
+
 /**
  * Runs one job: for each item in it, the item's handler for each of its tickets, concurrently,
  * under the item's deadline, each ticket settled as soon as its outcome is known (settles of many
@@ -49,9 +69,48 @@ class RetryLater extends Error {}
  * retries it with backoff (the ticket stays admitted and keeps its in-flight slot meanwhile);
  * after the last attempt the ticket ends `failed`. Settling uses the owner override: the job, not
  * a lease, owns its tickets.
+ *
+ * A downstream that said when to come back (a drop's `retryAfterMs`, an HTTP Retry-After) gets
+ * what it asked, which BullMQ's backoff cannot give: its delay is a function of the attempt alone,
+ * fixed for the queue (a custom strategy is consulted only for jobs queued with a backoff type
+ * BullMQ does not know, which a daemon of an earlier version, sharing the queue during a rolling
+ * upgrade, could not retry at all). So such a job is moved to BullMQ's delayed set by the runner
+ * itself (Job.moveToDelayed, then DelayedError, which the worker takes as "moved, not failed"),
+ * for the longest of what its tickets asked and the backoff BullMQ would have given them. That
+ * move does not count an attempt in BullMQ, so the job's data counts it per ticket (`tries`):
+ * no ticket gets more calls than FLOODGATE_JOB_ATTEMPTS.
+ *
+ * The item's other tickets wait as well: a downstream that says "not before" to one call says it
+ * to all, and tickets admitted meanwhile would otherwise each spend an attempt on a call it had
+ * asked not to get. A job that finds its item paused calls nobody and is delayed to the pause's
+ * end without using an attempt (a ticket at most FLOODGATE_JOB_ATTEMPTS times, so a downstream
+ * that keeps asking cannot hold it for good). The pause is this process's: another daemon learns
+ * it from its own first drop. Nothing here fights the gate: the drop that asked is sampled as a
+ * drop once, like any other (the auto gate cuts its limit on it), held tickets add no samples, and
+ * while they wait they keep their in-flight slots, so admissions stop at the gate's limit rather
+ * than pile up calls for the pause's end.
  */
 export function createRunner(deps: RunnerDeps) {
   const { log } = deps;
+  /** Items whose downstream asked for a pause, until when (clock ms). */
+  const pausedUntil = new Map<string, number>();
+
+  function pause(itemId: string, ms: number) {
+    const until = deps.now() + ms;
+    const was = pauseLeft(itemId);
+    if (deps.now() + was >= until) return;
+    pausedUntil.set(itemId, until);
+    if (was === 0) log.info({ itemId, ms }, 'downstream asked for a pause (Retry-After); the item\'s calls wait it out');
+  }
+
+  function pauseLeft(itemId: string): number {
+    const until = pausedUntil.get(itemId);
+    if (until === undefined) return 0;
+    const left = until - deps.now();
+    if (left > 0) return left;
+    pausedUntil.delete(itemId);
+    return 0;
+  }
 
   async function settle(itemId: string, t: JobTicket, input: Omit<SettleInput, 'leaseId' | 'force'>) {
     const code = await deps.settle({ ...input, itemId, seq: t.seq, leaseId: t.leaseId, force: true });
@@ -61,8 +120,8 @@ export function createRunner(deps: RunnerDeps) {
     else deps.onSettled(itemId, input.retry ? 'retry' : input.status);
   }
 
-  /** Runs the handler for one ticket; returns false when the ticket should be retried. */
-  async function runTicket(spec: HandlerSpec, itemId: string, t: JobTicket, config: Record<string, unknown>, attempt: number, ctx: HandlerContext): Promise<boolean> {
+  /** Runs the handler for one ticket: settled, or to be retried (after what its downstream asked). */
+  async function runTicket(spec: HandlerSpec, itemId: string, t: JobTicket, config: Record<string, unknown>, attempt: number, ctx: HandlerContext): Promise<TicketRun> {
     const started = performance.now();
     const startedAt = deps.now();
     let outcome: HandlerOutcome;
@@ -74,34 +133,41 @@ export function createRunner(deps: RunnerDeps) {
         // Undecidable now (Postgres unreachable, units held by tickets in flight): back to the head.
         log.debug({ itemId, seq: t.seq, reason: err.reason }, 'ticket requeued');
         await settle(itemId, t, { status: 'failed', reason: err.reason, retry: true });
-        return true;
+        return { settled: true };
       }
       const drop = err instanceof DropError;
       deps.onSample({ itemId, startedAt, latencyMs: performance.now() - started, result: drop ? 'drop' : 'error' });
+      // Asked on the last attempt too: the item's other tickets wait it out.
+      const waitMs = drop ? askedWait(err) : 0;
+      if (waitMs) pause(itemId, waitMs);
       const permanent = (err as { permanent?: boolean }).permanent === true;
       if (!permanent && attempt < deps.attempts) {
-        log.debug({ itemId, seq: t.seq, attempt, err: String(err) }, 'handler attempt failed; retrying');
-        return false;
+        log.debug({ itemId, seq: t.seq, attempt, waitMs, err: String(err) }, 'handler attempt failed; retrying');
+        return { settled: false, waitMs };
       }
       log.warn({ itemId, seq: t.seq, attempt, err: String(err) }, 'handler failed');
       await settle(itemId, t, { status: 'failed', reason: drop ? (err as DropError).reason : permanent ? (err as Error).message : 'handler_error' });
-      return true;
+      return { settled: true };
     }
     await settle(itemId, t, outcome.status === 'succeeded' ? { status: 'succeeded', result: outcome.result } : { status: 'rejected', reason: outcome.reason, result: outcome.result });
-    return true;
+    return { settled: true };
   }
 
-  /** One item's tickets of a job: those to retry, and the fault to report if one faulted. */
-  async function runGroup(spec: HandlerSpec | undefined, g: JobGroup, attempt: number): Promise<{ again: JobTicket[]; fault?: unknown }> {
+  /**
+   * One item's tickets of a job: those to retry, and the fault to report if one faulted.
+   * `attemptsMade`: the job's attempts BullMQ counted (a ticket's attempt adds its own `tries`).
+   */
+  async function runGroup(spec: HandlerSpec | undefined, g: JobGroup, attemptsMade: number): Promise<GroupRun> {
     const { itemId, tickets } = g;
+    const none: GroupRun = { again: [], called: true, waitMs: 0, deadlineMs: 0 };
     const item = await deps.item(itemId);
     if (!item) {
       log.warn({ itemId, tickets: tickets.length }, 'job for an item that no longer exists');
-      return { again: [] };
+      return none;
     }
     if (!spec?.handle) {
       await Promise.all(tickets.map((t) => settle(itemId, t, { status: 'failed', reason: 'no_handler' })));
-      return { again: [] };
+      return none;
     }
     const config = item.snap.def.config;
     const deadlineMs = spec.deadlineMs?.(config) ?? 10_000;
@@ -112,38 +178,75 @@ export function createRunner(deps: RunnerDeps) {
     const held = await deps.renew(itemId, tickets, deps.now() + deps.runLeaseMs).catch(() => null);
     if (held === 0) {
       log.info({ itemId, tickets: tickets.length }, 'job skipped: its tickets were offered again');
-      return { again: [] };
+      return none;
+    }
+    const paused = pauseLeft(itemId);
+    if (paused > 0 && tickets.every((t) => (t.held ?? 0) < deps.attempts)) {
+      log.debug({ itemId, tickets: tickets.length, waitMs: paused }, 'tickets wait out their downstream\'s pause');
+      return { again: tickets, called: false, waitMs: paused, deadlineMs };
     }
     const ac = new AbortController();
     const timer = setTimeout(() => ac.abort(), deadlineMs);
     const renew = () => void deps.renew(itemId, tickets, deps.now() + deps.runLeaseMs).catch(() => {});
     const renewal = setInterval(renew, deps.runLeaseMs / 3);
     const ctx: HandlerContext = { signal: ac.signal, deadlineMs, log: log.child({ itemId }), ...deps.context(itemId) };
-    let results: PromiseSettledResult<boolean>[];
+    let results: PromiseSettledResult<TicketRun>[];
     try {
-      results = await Promise.allSettled(tickets.map((t) => runTicket(spec, itemId, t, config, attempt, ctx)));
+      results = await Promise.allSettled(tickets.map((t) => runTicket(spec, itemId, t, config, attemptsMade + (t.tries ?? 0) + 1, ctx)));
     } finally {
       clearTimeout(timer);
       clearInterval(renewal);
     }
     // A ticket whose settle failed (Redis unreachable) is retried like one that dropped.
-    const again = tickets.filter((_, i) => results[i].status === 'rejected' || !(results[i] as PromiseFulfilledResult<boolean>).value);
-    if (!again.length) return { again };
-    // Waiting out the backoff, the job is BullMQ's, not this process's: the long lease again.
-    await deps.renew(itemId, again, deps.now() + deps.leaseMs(deadlineMs)).catch(() => {});
+    const again = tickets.filter((_, i) => results[i].status === 'rejected' || !(results[i] as PromiseFulfilledResult<TicketRun>).value.settled);
+    const waitMs = Math.max(0, ...results.map((r) => (r.status === 'fulfilled' && !r.value.settled ? r.value.waitMs : 0)));
     const fault = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    return { again, fault: fault?.reason };
+    return { again, called: true, waitMs, deadlineMs, fault: fault?.reason };
   }
 
-  return async function run(job: Job<QueuedJob>): Promise<void> {
+  /** The backoff BullMQ gives a job after `attempt` (its own computation, from the job's options). */
+  async function backoffAfter(job: Job<QueuedJob>, attempt: number): Promise<number> {
+    const backoff = job.opts.backoff === undefined ? undefined : Backoffs.normalize(job.opts.backoff);
+    if (!backoff) return 0;
+    return Number(await Backoffs.calculate(backoff, attempt, new RetryLater('retry-after'), job)) || 0;
+  }
+
+  return async function run(job: Job<QueuedJob>, token?: string): Promise<void> {
     const groups = jobGroups(job.data);
     const spec = deps.handlers.get(job.data.handler);
-    const outs = await Promise.all(groups.map((g) => runGroup(spec, g, job.attemptsMade + 1)));
-    const again = groups.map((g, i) => ({ itemId: g.itemId, tickets: outs[i].again })).filter((g) => g.tickets.length);
-    if (!again.length) return;
+    const outs = await Promise.all(groups.map((g) => runGroup(spec, g, job.attemptsMade)));
+    const left = groups.map((g, i) => ({ itemId: g.itemId, out: outs[i] })).filter((g) => g.out.again.length);
+    if (!left.length) return;
     const count = (gs: JobGroup[]) => gs.reduce((n, g) => n + g.tickets.length, 0);
-    if (count(again) < count(groups)) await job.updateData({ handler: job.data.handler, groups: again });
-    const fault = outs.find((o) => o.fault !== undefined);
-    throw fault ? fault.fault : new RetryLater(`${count(again)} of ${count(groups)} tickets to retry`);
+    const waitMs = Math.max(...left.map((g) => g.out.waitMs));
+    // BullMQ's own retry (its attempt and its backoff) fits only a run that called every ticket
+    // left, none asked for a wait, and none has tries of its own (BullMQ's backoff would be that of
+    // an earlier attempt).
+    const ours = waitMs > 0 || left.some((g) => !g.out.called || g.out.again.some((t) => (t.tries ?? 0) > 0));
+    if (!ours) {
+      // Waiting out the backoff, the job is BullMQ's, not this process's: the long lease again.
+      await Promise.all(left.map((g) => deps.renew(g.itemId, g.out.again, deps.now() + deps.leaseMs(g.out.deadlineMs)).catch(() => {})));
+      const again = left.map((g) => ({ itemId: g.itemId, tickets: g.out.again }));
+      if (count(again) < count(groups)) await job.updateData({ handler: job.data.handler, groups: again });
+      const fault = outs.find((o) => o.fault !== undefined);
+      throw fault ? fault.fault : new RetryLater(`${count(again)} of ${count(groups)} tickets to retry`);
+    }
+    // A called ticket's wait is at least the backoff its attempt would have had from BullMQ.
+    const called = left.flatMap((g) => (g.out.called ? g.out.again : []));
+    const backoffs = await Promise.all(called.map((t) => backoffAfter(job, job.attemptsMade + (t.tries ?? 0) + 1)));
+    const delayMs = Math.max(waitMs, ...backoffs);
+    const again = left.map((g) => ({
+      itemId: g.itemId,
+      tickets: g.out.again.map((t) => (g.out.called ? { ...t, tries: (t.tries ?? 0) + 1 } : { ...t, held: (t.held ?? 0) + 1 })),
+    }));
+    // The leases must outlast the wait and the run after it, or the tickets would come back to
+    // the line and be admitted into a second job meanwhile.
+    await Promise.all(left.map((g) => deps.renew(g.itemId, g.out.again, deps.now() + delayMs + deps.leaseMs(g.out.deadlineMs)).catch(() => {})));
+    // The tries first: moved without them, the job's next run would give its tickets an attempt
+    // more. Either call failing throws to BullMQ, which retries the job counting an attempt.
+    await job.updateData({ handler: job.data.handler, groups: again });
+    await job.moveToDelayed(Date.now() + delayMs, token);
+    log.debug({ jobId: job.id, tickets: count(again), delayMs }, 'job delayed as its downstream asked');
+    throw new DelayedError();
   };
 }

@@ -54,7 +54,8 @@ export function signature(secret: string, body: string, unixSec: number): string
  *
  * 2xx → succeeded (the JSON body is the result); 409/422 → rejected; 429 or a 5xx (`http_503`), a
  * timeout (`timeout`) or no answer (`connection_refused`, `connection_reset`, `dns_failure`,
- * `connection_error`) → a drop (retried with backoff, then failed). Faults that fail
+ * `connection_error`) → a drop (retried with backoff, then failed); a 429 or 503 with a
+ * `Retry-After` the ticket's next call waits out (retryAfterMs). Faults that fail
  * the ticket at once (retrying the same request cannot help): a 3xx (`http_302`), another 4xx
  * (`http_400`) or a body to store over 64 KiB (`response_too_large`). A 2xx/409/422 body that
  * cannot be kept (NUL, a lone surrogate, nested deeper than request bodies may be) leaves the
@@ -99,7 +100,8 @@ export const webhook: HandlerSpec = {
     const stored = res.ok || res.status === 409 || res.status === 422;
     if (!stored) {
       await res.body?.cancel().catch(() => {});
-      if (res.status === 429 || res.status >= 500) throw new DropError(`http_${res.status}`);
+      if (res.status === 429 || res.status === 503) throw new DropError(`http_${res.status}`, retryAfterMs(res.headers));
+      if (res.status >= 500) throw new DropError(`http_${res.status}`);
       throw new WebhookRefused(`http_${res.status}`);
     }
     const result = parseAnswer(await readAnswer(res, ctx));
@@ -112,6 +114,37 @@ export const webhook: HandlerSpec = {
     return kept ? { status: 'rejected', reason: `http_${res.status}`, result } : { status: 'rejected', reason: `http_${res.status}` };
   },
 };
+
+/** The three forms of an HTTP date (RFC 9110 §5.6.7): IMF-fixdate, RFC 850's, asctime's (which names no zone: GMT). */
+const imfDate = /^[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT$/;
+const rfc850Date = /^[A-Z][a-z]{5,8}, \d{2}-[A-Z][a-z]{2}-\d{2} \d{2}:\d{2}:\d{2} GMT$/;
+const asctimeDate = /^[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d{2}:\d{2}:\d{2} \d{4}$/;
+
+/**
+ * How long a 429/503 asked us to wait (ms), from `Retry-After`: delay-seconds or an HTTP date; none
+ * for anything else (a negative or fractional number, words, a date not ahead). A date is read
+ * against the answer's own `Date` when it has one, so a downstream whose clock is off from ours
+ * still gets the wait it meant. Date.parse alone will not do: it takes "-1" or "1.5" as dates.
+ * Uncapped here; the runner caps it (MAX_RETRY_AFTER_MS).
+ */
+export function retryAfterMs(headers: Headers, now = Date.now()): number | undefined {
+  const value = headers.get('retry-after')?.trim();
+  if (!value) return undefined;
+  if (/^\d+$/.test(value)) {
+    const ms = Number(value) * 1000;
+    return ms > 0 ? ms : undefined;
+  }
+  const at = httpDate(value);
+  if (at === undefined) return undefined;
+  const ms = at - (httpDate(headers.get('date')?.trim() ?? '') ?? now);
+  return ms > 0 ? ms : undefined;
+}
+
+function httpDate(value: string): number | undefined {
+  if (!imfDate.test(value) && !rfc850Date.test(value) && !asctimeDate.test(value)) return undefined;
+  const at = Date.parse(asctimeDate.test(value) ? `${value} GMT` : value);
+  return Number.isFinite(at) ? at : undefined;
+}
 
 async function readAnswer(res: Response, ctx: HandlerContext): Promise<string> {
   try {
