@@ -3,6 +3,7 @@ import { anonymousKeyName } from '../src/access/keys.js';
 import { writeOutcomes } from '../src/db/outcomes.js';
 import { createLedgerFeed } from '../src/service/outcome-ledger-feed.js';
 import { SERVICE, testApp } from './support/app.js';
+import { unlinkPrefix } from './support/redis.js';
 
 const t = await testApp();
 type Call = ReturnType<typeof t.build>['call'];
@@ -68,6 +69,30 @@ describe('blocks', () => {
     for (const id of [a, b, c]) expect((await join(call, id, 'u2')).body.error?.code, id).toBe('blocked');
     await call('DELETE', '/v1/blocks/u2');
     for (const id of [a, b, c]) expect((await join(call, id, 'u2')).status, id).toBe(202);
+  });
+
+  it('keeps blocks through a Redis loss: the restored items refuse the blocked users, and a lifted block stays lifted', async () => {
+    const { call, catalog, prefix } = t.build();
+    const [a, b] = [t.uniqueItem(), t.uniqueItem()];
+    for (const id of [a, b]) await call('PUT', `/v1/items/${id}`, { handler: 'external' });
+    const [here, everywhere, lifted] = [`bot-${a}`, `bot-all-${a}`, `ok-${a}`];
+    await call('PUT', `/v1/items/${a}/blocks/${here}`);
+    await call('PUT', `/v1/blocks/${everywhere}`);
+    await call('PUT', `/v1/items/${b}/blocks/${lifted}`);
+    await call('DELETE', `/v1/items/${b}/blocks/${lifted}`);
+    // Redis's data gone (a flush, a restart without its AOF); the daemon restores from Postgres.
+    await unlinkPrefix(t.redis, prefix);
+    // (The file's database holds its other tests' items too: all come back under this prefix.)
+    expect(await catalog.restore()).toBeGreaterThanOrEqual(2);
+    const codes = async (userId: string) => Promise.all([a, b].map(async (id) => (await join(call, id, userId)).body.error?.code ?? 'joined'));
+    expect(await codes(here)).toEqual(['blocked', 'joined']);
+    expect(await codes(everywhere)).toEqual(['blocked', 'blocked']);
+    expect(await codes(lifted)).toEqual(['joined', 'joined']);
+    // Lifted after the loss, a block stays lifted through the next one.
+    await call('DELETE', `/v1/blocks/${everywhere}`);
+    await unlinkPrefix(t.redis, prefix);
+    await catalog.restore();
+    expect(await codes(everywhere)).toEqual(['joined', 'joined']);
   });
 
   it("ends a blocked user's waiting ticket rejected/blocked instead of admitting it", async () => {

@@ -105,7 +105,7 @@ export function createApp(deps: AppDeps) {
     metrics: deps.metrics,
     log: deps.log,
     auth: createAuth({ ...deps.keys, scopes: deps.scopes ?? deps.keys.scopes }),
-    blocks: createBlocks(deps.queue),
+    blocks: createBlocks(deps.queue, (itemId, userId, on) => deps.catalog.keepBlock(itemId, userId, on)),
     series: deps.series,
     inviteUses: deps.inviteUses,
     tokens: deps.tokens,

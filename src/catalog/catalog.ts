@@ -87,6 +87,11 @@ export interface Catalog {
   gateOf(item: CachedItem): GateView;
   /** The item's gate changes, newest first (operators and the controller's large moves). */
   audit(itemId: string, limit: number): Promise<AuditEntry[]>;
+  /**
+   * Keeps an operator's block in Postgres (`itemId` null: every item), before the line's copy is
+   * written: a restore after Redis lost its data puts it back (api: access/blocks.ts).
+   */
+  keepBlock(itemId: string | null, userId: string, on: boolean): Promise<void>;
   restore(): Promise<number>;
   /** restore(), if Redis lacks an item Postgres had at the last restore or was given since. */
   restoreIfLost(): Promise<number>;
@@ -380,6 +385,8 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       return out;
     },
 
+    keepBlock: (itemId, userId, on) => store.keepBlock(itemId ?? '*', userId, on),
+
     restore,
 
     async restoreIfLost() {
@@ -421,6 +428,8 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       await restoringSome?.catch(() => {});
       const during = (definedDuring = new Set());
       try {
+        // The blocks everywhere first: an item re-created below copies them from this set.
+        for (const userId of await store.blockedIn('*')) await queue.definitions.blocks.setGlobal(userId, true);
         const ids = (await store.all()).map((r) => r.itemId);
         const { restored, gone } = await restoreMissing(ids);
         known = new Set([...ids.filter((id) => !gone.has(id)), ...during]);
@@ -512,6 +521,8 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     if (counted) await deps.counters.set(row.itemId, counted.left, counted.shards);
     const { created } = await queue.definitions.define(def, { ...defaultGate, ...(row.gate as Partial<GateSettings>) }, { reopen: false });
     if (!created) return false;
+    // Its blocks (those everywhere it copied from the global set as it was made).
+    for (const userId of await store.blockedIn(row.itemId)) await queue.definitions.blocks.set(row.itemId, userId, 'item', true);
     if (row.closedAt) await queue.definitions.cut(row.itemId, 'closed');
     if (counted && counted.left <= 0) await queue.definitions.cut(row.itemId, 'sold_out');
     deps.log.warn({ itemId: row.itemId }, 'item restored from postgres');

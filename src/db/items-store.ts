@@ -1,11 +1,11 @@
 import { and, desc, eq, inArray, isNull } from 'drizzle-orm';
 import type { Db } from './client.js';
-import { gateAudit, items } from './schema.js';
+import { gateAudit, items, userBlocks } from './schema.js';
 
 export type ItemRow = typeof items.$inferSelect;
 export type NewItemRow = typeof items.$inferInsert;
 
-/** SQL for item definitions and the gate audit log. */
+/** SQL for item definitions, the operators' blocks and the gate audit log. */
 export function createItemsStore(db: Db) {
   return {
     async upsert(row: NewItemRow): Promise<void> {
@@ -27,8 +27,19 @@ export function createItemsStore(db: Db) {
       for (let i = 0; i < itemIds.length; i += 5000) out.push(...(await db.select().from(items).where(and(inArray(items.itemId, itemIds.slice(i, i + 5000)), isNull(items.archivedAt)))));
       return out;
     },
+    /** The item's keys leave Redis, its blocks with them: an item defined again under its id starts without them, as in Redis. */
     async archive(itemId: string, at: Date): Promise<void> {
       await db.update(items).set({ archivedAt: at }).where(eq(items.itemId, itemId));
+      await db.delete(userBlocks).where(eq(userBlocks.scope, itemId));
+    },
+    /** Keeps (or drops) an operator's block; `scope`: the item id, or '*' for every item. */
+    async keepBlock(scope: string, userId: string, on: boolean): Promise<void> {
+      if (on) await db.insert(userBlocks).values({ scope, userId }).onConflictDoNothing();
+      else await db.delete(userBlocks).where(and(eq(userBlocks.scope, scope), eq(userBlocks.userId, userId)));
+    },
+    /** The users blocked in `scope` (an item id, or '*'). */
+    async blockedIn(scope: string): Promise<string[]> {
+      return (await db.select({ userId: userBlocks.userId }).from(userBlocks).where(eq(userBlocks.scope, scope))).map((r) => r.userId);
     },
     /** Takes back a row whose Redis side could not be written (catalog.put's undo). */
     async remove(itemId: string): Promise<void> {

@@ -1,5 +1,5 @@
 import { sql } from 'drizzle-orm';
-import { bigserial, check, index, integer, jsonb, pgTable, text, timestamp, unique, uniqueIndex } from 'drizzle-orm/pg-core';
+import { bigserial, check, index, integer, jsonb, pgTable, primaryKey, text, timestamp, unique, uniqueIndex } from 'drizzle-orm/pg-core';
 
 /** The durable definition of every line; Redis is rebuilt from it after a flush. */
 export const items = pgTable('items', {
@@ -179,4 +179,15 @@ export const revokedTokens = pgTable(
     revokedAt: timestamp('revoked_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
   },
   (t) => [index('revoked_tokens_expires_at').on(t.expiresAt)],
+);
+
+/** Operator blocks (drizzle/0015): scope is an item id, or '*' for every item. */
+export const userBlocks = pgTable(
+  'user_blocks',
+  {
+    scope: text('scope').notNull(),
+    userId: text('user_id').notNull(),
+    createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+  },
+  (t) => [primaryKey({ columns: [t.scope, t.userId] })],
 );
