@@ -41,6 +41,12 @@ export interface Tickets {
   /** The name of the key that created the ticket (null if none was recorded). */
   sourceOf(ticketId: string): Promise<string | null>;
   cancel(ticketId: string): Promise<TicketView>;
+  /**
+   * A sign of life from the holder of a waiting ticket other than a poll (its event stream, open):
+   * puts off the ticket's abandonment as a poll does. No Redis call, nothing for a ticket this
+   * process has not read waiting.
+   */
+  seen(ticketId: string): void;
   /** Writes buffered poll times (abandonment) to Redis. */
   flush(): Promise<void>;
 }
@@ -223,6 +229,12 @@ export function createTickets(deps: TicketsDeps): Tickets {
       }
       item.cancelled.add(seq);
       return reader.read(ticketId, item, seq);
+    },
+
+    seen(ticketId) {
+      const hit = records.get(ticketId);
+      const item = hit && items.peek(hit.itemId);
+      if (hit && item && item.recordKey === hit.secret && item.snap.def.abandonAfterMs !== null) touches.touch(hit.itemId, hit.seq, clock.now());
     },
 
     flush: () => touches.flush(),

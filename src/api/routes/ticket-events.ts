@@ -55,6 +55,34 @@ export function ticketEventRoutes(ctx: ApiContext, watch: TicketWatch) {
   const closeSoon = (res: ServerResponse) => {
     if (closing.push(res) === 1) setImmediate(closeSlice);
   };
+  /**
+   * The view as a poll shows it: an admitted or succeeded ticket with its admission token. The
+   * stream's views carried none, so the waiting page that follows the stream sent an admitted user
+   * on to the shop's returnUrl without `?admission=`, and the shop's checkout could not tell them
+   * from anyone. A token that cannot be signed now leaves the view as it is rather than the stream.
+   */
+  const tokened = async (v: TicketView): Promise<TicketView> => (ctx.tokens && (v.state === 'admitted' || v.state === 'succeeded') ? ctx.tokens.withToken(v).catch(() => v) : v);
+  /**
+   * Writes a stream's events in the order the watch tells them: a view that needs its token signed
+   * first holds back what comes after it (a heartbeat, the next view, the end). Views without one
+   * (waiting, ended without a sale: a sell-out's thousands of last views) are written at once when
+   * nothing is held back, as before.
+   */
+  const inOrder = () => {
+    let held: Promise<void> | null = null;
+    // `v` null: a heartbeat or the end, whose `write` takes no view.
+    return (v: TicketView | null, write: (v: TicketView) => void) => {
+      const signed = v !== null && ctx.tokens !== undefined && (v.state === 'admitted' || v.state === 'succeeded');
+      if (!held && !signed) return void write(v as TicketView);
+      const after: Promise<void> = (held ?? Promise.resolve())
+        .then(async () => write((v === null ? v : await tokened(v)) as TicketView))
+        .catch(() => {})
+        .then(() => {
+          if (held === after) held = null;
+        });
+      held = after;
+    };
+  };
   app.openAPIRegistry.registerPath(
     createRoute({
       method: 'get', path: '/v1/tickets/{ticketId}/events', tags: ['tickets'],
@@ -65,7 +93,11 @@ export function ticketEventRoutes(ctx: ApiContext, watch: TicketWatch) {
   );
   app.get('/v1/tickets/:ticketId/events', async (c) => {
     const ticketId = c.req.param('ticketId');
-    const first = await ctx.queue.tickets.status(ticketId);
+    // An open stream is its holder's sign of life, as polls are (abandonAfterMs): the waiting page
+    // follows the stream, and a user who kept it open longer than that was expired as "abandoned"
+    // when their ticket reached the head. Told at each event and heartbeat (10 s of silence at most).
+    const alive = () => ctx.queue.tickets.seen(ticketId);
+    const first = await tokened(await ctx.queue.tickets.status(ticketId));
     const outgoing = (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing;
     if (outgoing) {
       const res = new NativeResponse(null, { headers: { ...SSE_HEADERS, [ALREADY_SENT]: 'true' } });
@@ -79,14 +111,18 @@ export function ticketEventRoutes(ctx: ApiContext, watch: TicketWatch) {
         outgoing.writeHead(200, Object.fromEntries([...res.headers].filter(([k]) => k !== ALREADY_SENT)));
         outgoing.write(PREAMBLE_TEXT + eventText(first));
         if (terminal(first)) return void outgoing.end();
+        const send = inOrder();
+        // A view held back for its token may come after the client left.
+        const write = (text: string) => void (outgoing.destroyed || outgoing.write(text));
         const unsubscribe = watch.watch(ticketId, first, {
-          view: (v) => outgoing.write(eventText(v)),
-          heartbeat: () => outgoing.write(HEARTBEAT_TEXT),
-          end: () => outgoing.end(),
-          last: (v) => {
-            outgoing.write(eventText(v));
-            closeSoon(outgoing);
-          },
+          view: (v) => (alive(), send(v, (w) => write(eventText(w)))),
+          heartbeat: () => (alive(), send(null, () => write(HEARTBEAT_TEXT))),
+          end: () => send(null, () => outgoing.end()),
+          last: (v) =>
+            send(v, (w) => {
+              write(eventText(w));
+              closeSoon(outgoing);
+            }),
         });
         outgoing.on('close', unsubscribe);
       });
@@ -98,10 +134,11 @@ export function ticketEventRoutes(ctx: ApiContext, watch: TicketWatch) {
         controller.enqueue(PREAMBLE);
         controller.enqueue(event(first));
         if (terminal(first)) return controller.close();
+        const send = inOrder();
         unsubscribe = watch.watch(ticketId, first, {
-          view: (v) => controller.enqueue(event(v)),
-          heartbeat: () => controller.enqueue(HEARTBEAT),
-          end: () => controller.close(),
+          view: (v) => (alive(), send(v, (w) => controller.enqueue(event(w)))),
+          heartbeat: () => (alive(), send(null, () => controller.enqueue(HEARTBEAT))),
+          end: () => send(null, () => controller.close()),
         });
       },
       cancel: () => unsubscribe(),
