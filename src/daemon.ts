@@ -8,7 +8,7 @@
  * through `events`, which exists before either: the dispatcher subscribes once it is built.
  */
 import { EventEmitter } from 'node:events';
-import { createServer as createHttpServer, type RequestListener, type ServerOptions } from 'node:http';
+import { createServer as createHttpServer, type RequestListener, type Server, type ServerOptions, type ServerResponse } from 'node:http';
 import { serve, type ServerType } from '@hono/node-server';
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
@@ -27,6 +27,7 @@ import { systemClock, type Clock } from './kernel/clock.js';
 import { redisTimeClock } from './kernel/redis-time.js';
 import type { Logger } from './kernel/logger.js';
 import { every } from './kernel/loop.js';
+import { settlesWithin } from './kernel/wait.js';
 import { redactUrl } from './kernel/redact-url.js';
 import { createMetrics } from './kernel/metrics.js';
 import { workerMetrics } from './kernel/cluster-metrics.js';
@@ -356,9 +357,23 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
 
   const app = wireApp(config, log, stores, core, tokens);
 
+  // The answers not finished yet, for the stop (drainHttp): it waits for them, and ends the streams.
+  const open = new Set<ServerResponse>();
+  let draining = false;
   const server: ServerType = await new Promise((resolve) => {
     // The flood's poll and join are answered before the app is asked (api/hot-poll.ts, hot-join.ts).
-    const createServer = ((opts: ServerOptions, listener: RequestListener) => createHttpServer(opts, (req, res) => app.hot(req, res) || listener(req, res))) as typeof createHttpServer;
+    const createServer = ((opts: ServerOptions, listener: RequestListener) =>
+      createHttpServer(opts, (req, res) => {
+        // Stopping: this answer is the connection's last (`Connection: close`), so the client's
+        // next call goes to a daemon that stays.
+        if (draining) res.shouldKeepAlive = false;
+        if (app.hot(req, res)) return;
+        // Only the app's answers are tracked: an event stream is one of them, while the flood's
+        // hot join and poll are written whole and pay nothing for the stop.
+        open.add(res);
+        res.once('close', () => open.delete(res));
+        listener(req, res);
+      })) as typeof createHttpServer;
     const s = serve({ fetch: app.fetch, port: config.PORT, hostname: config.HOST, createServer }, () => resolve(s));
   });
   const address = server.address();
@@ -378,9 +393,11 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
     stop: () =>
       (stopping ??= (async () => {
         log.info('stopping');
-        await new Promise<void>((resolve) => server.close(() => resolve()));
-        await dispatcher.stop();
-        await controller.stop();
+        draining = true;
+        // The three at once: the controller's stop hands its leader leases over, and waiting for
+        // the HTTP drain first kept the other daemons without a controller for that long too.
+        // (Joins still answered meanwhile are admitted by the other daemons' dispatchers.)
+        await Promise.all([drainHttp(server as Server, open, log), dispatcher.stop(), controller.stop()]);
         await service.stop();
         await Promise.all(loops.map((l) => l.stop()));
         time.stop();
@@ -393,6 +410,45 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
         log.info('stopped');
       })()),
   };
+}
+
+/**
+ * How long the stop waits for answers in progress before it closes their connections: a request's
+ * own budgets (500 ms a Redis command, FLOODGATE_PG_TIMEOUT_MS a Postgres statement) end it long
+ * before, so only a client that stopped reading is cut.
+ */
+export const HTTP_DRAIN_MS = 5000;
+
+/**
+ * Stops taking connections and lets the answers in progress finish, each the last of its
+ * connection (`Connection: close`: the client does not send its next call on a socket being
+ * closed, which it would see reset). Node's server.close() alone waits for every connection to
+ * close, and a ticket's event stream closes only when the ticket ends: a SIGTERM while users
+ * followed waiting tickets held the stop until FLOODGATE_SHUTDOWN_MS forced the process out
+ * (exit 1), its dispatcher admitting and its jobs cut short meanwhile (test/rolling-restart.test.ts).
+ * An event stream is ended at once: its body is delimited by the connection's close
+ * (api/routes/ticket-events.ts), so closing the connection ends it as the client expects, and the
+ * browser reconnects (its `retry`) through the load balancer to a daemon that stays, whose first
+ * event is the ticket's current view. Destroyed rather than ended: the watch may still write to it
+ * before it hears the close, and a write after end() would throw.
+ */
+async function drainHttp(server: Server, open: Set<ServerResponse>, log: Logger) {
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  for (const res of open) if (!res.headersSent) res.shouldKeepAlive = false;
+  const until = Date.now() + HTTP_DRAIN_MS;
+  // An answer begun but not finished is a stream: every other answer is written whole in one go
+  // (@hono/node-server, api/hot-*.ts). Looked at again every 50 ms, as a stream accepted just
+  // before the stop writes its head on a later turn (ticket-events.ts), and so are the idle
+  // connections: one whose answer was on its way at the stop went idle, kept alive, after it.
+  for (;;) {
+    for (const res of open) if (res.headersSent && !res.writableEnded) res.destroy();
+    server.closeIdleConnections();
+    if (await settlesWithin(closed, 50)) return;
+    if (Date.now() > until) break;
+  }
+  log.warn({ open: open.size, afterMs: HTTP_DRAIN_MS }, 'answers still open at the stop; their connections are closed');
+  server.closeAllConnections();
+  await closed;
 }
 
 /** Registers a deployment's own handlers: the module exports `handlers` (an array of HandlerSpec). */

@@ -154,9 +154,19 @@ export function startController(
     }
   })();
   return {
+    /**
+     * Ends the loop, then hands over the leases it holds: a graceful stop (a deploy) that left them
+     * to run out kept each item it led without a controller for up to `leaseMs`, the other daemons
+     * refused by lead-1.lua until then. A lease renewed for 1 ms is one that has ended (lead-1.lua
+     * renews only this daemon's own, so none is taken from another); the next daemon takes it at
+     * its next tick and resumes the published state. A failed hand-over leaves the lease to run out.
+     */
     async stop() {
       stopped = true;
       await done;
+      const led = [...locals].filter(([, l]) => l.leading).map(([itemId]) => itemId);
+      await Promise.all(led.map((itemId) => store.lead(itemId, opts.me, 1).catch(() => false)));
+      if (led.length) log.info({ items: led.length }, 'gate leadership handed over');
     },
   };
 }
