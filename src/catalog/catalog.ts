@@ -5,7 +5,7 @@ import type { Logger } from '../kernel/logger.js';
 import type { ItemRow, ItemsStore } from '../db/items-store.js';
 import type { CachedItem } from '../queue/item-cache.js';
 import type { Line } from '../queue/line.js';
-import { PRE_QUEUE_AFTER_CUT, PRE_QUEUE_AFTER_TICKETS } from '../queue/line-scripts.js';
+import { LINES_CHANGE, PRE_QUEUE_AFTER_CUT, PRE_QUEUE_AFTER_TICKETS } from '../queue/line-scripts.js';
 import { itemState, type ItemState } from '../queue/snapshot.js';
 import { seedHashOf } from '../queue/draw.js';
 import { DEFAULT_TOKEN_TTL_MS, type GateSettings, type LineDefinition, type Quotas, type WaitingRoom } from '../queue/types.js';
@@ -148,7 +148,16 @@ export function createCatalog(deps: CatalogDeps): Catalog {
   /** Puts back the Postgres side of a put that Redis refused; best effort (Postgres may be what failed). */
   async function undoPut(itemId: string, prev: ItemRow | undefined, cause: unknown) {
     try {
-      if (!prev) return await store.remove(itemId);
+      if (!prev) {
+        // No row before this put, yet Redis holds the item: another put created it meanwhile (its
+        // row written before or after this one's), and Redis refused this one against it (another
+        // `lines`). The row must say what Redis holds; removing it left a live item without one.
+        const held = cause instanceof FloodgateError && cause.code === 'conflict' ? await queue.items.item(itemId, { fresh: true }) : null;
+        if (!held) return await store.remove(itemId);
+        await store.upsert(itemRow(held.snap.def, held.snap.gate));
+        await countStock(held.snap.def);
+        return;
+      }
       await store.upsert(prev);
       await countStock(rowDefinition(prev));
     } catch (err) {
@@ -157,7 +166,7 @@ export function createCatalog(deps: CatalogDeps): Catalog {
   }
 
   /** `defining`: an operator defines the item, `previous` is how it stands (HandlerSpec.fillIn). */
-  function lineDefinition(itemId: string, input: ItemInput, defining?: { previous: LineDefinition | null }): LineDefinition {
+  function lineDefinition(itemId: string, input: ItemInput, defining?: { previous: LineDefinition | null; storedLines?: number }): LineDefinition {
     const spec = handlers.get(input.handler) ?? fail('invalid_request', `Unknown handler "${input.handler}".`, { issues: [{ path: 'handler', message: `one of ${handlers.names().join(', ')}` }] });
     const given = input.config ?? {};
     const previous = defining?.previous?.handler === spec.name ? defining.previous.config : null;
@@ -174,8 +183,8 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     if (input.preQueue && opensAt === null)
       fail('invalid_request', 'A pre-queue needs opensAt.', { issues: [{ path: 'preQueue', message: 'needs opensAt (the draw happens then)' }] });
     // Absent keeps what the item has; ticket ids encode it, so it never changes under an existing item.
-    const lines = input.lines ?? defining?.previous?.lines ?? 1;
-    if (defining?.previous && (defining.previous.lines ?? 1) !== lines) fail('conflict', 'The lines of an existing item cannot change (its ticket ids depend on them).');
+    const lines = input.lines ?? defining?.previous?.lines ?? defining?.storedLines ?? 1;
+    if (defining?.previous && (defining.previous.lines ?? 1) !== lines) fail('conflict', LINES_CHANGE);
     if (lines > 1) {
       const unsplit: string[] = (['capacity', 'abandonAfterMs', 'quotas', 'preQueue'] as const).filter((f) => input[f] !== undefined && input[f] !== null);
       if (parsed.data!.reserveMs !== undefined) unsplit.push('config.reserveMs');
@@ -196,6 +205,27 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       waitingRoom: input.waitingRoom ?? null,
       pow: input.pow ?? null,
       lines,
+    };
+  }
+
+  /** The row of an item defined as `def` (open) with `gate`. */
+  function itemRow(def: LineDefinition, gate: GateSettings) {
+    return {
+      itemId: def.itemId,
+      handler: def.handler,
+      config: def.config,
+      capacity: def.capacity,
+      abandonAfterMs: def.abandonAfterMs,
+      opensAt: def.opensAt === null ? null : new Date(def.opensAt),
+      closesAt: def.closesAt === null ? null : new Date(def.closesAt),
+      gate: gate as unknown as Record<string, unknown>,
+      waitingRoom: def.waitingRoom ?? null,
+      pow: def.pow ?? null,
+      closedAt: null,
+      quotas: (def.quotas ?? null) as Record<string, unknown> | null,
+      tokenTtlMs: def.tokenTtlMs ?? null,
+      preQueue: def.preQueueFromMs ? { fromMs: def.preQueueFromMs } : null,
+      lines: def.lines ?? 1,
     };
   }
 
@@ -244,7 +274,10 @@ export function createCatalog(deps: CatalogDeps): Catalog {
   return {
     async put(itemId, input, actor) {
       const existing = await queue.items.item(itemId, { fresh: true });
-      const def = lineDefinition(itemId, input, { previous: existing?.snap.def ?? null });
+      // An item Redis lost and Postgres still has (its restore not done yet) keeps its row's lines
+      // unless others are given: an operator's replacement in that moment made a split item one line.
+      const stored = existing ? undefined : await store.get(itemId);
+      const def = lineDefinition(itemId, input, { previous: existing?.snap.def ?? null, storedLines: stored && !stored.archivedAt ? stored.lines : undefined });
       const before = existing?.snap.gate ?? null;
       // A replacement that names no gate keeps the item's: an operator raising the stock of a
       // paused sale (gate closed) did not mean to open it, and a PUT without `gate` reset it to auto.
@@ -263,23 +296,7 @@ export function createCatalog(deps: CatalogDeps): Catalog {
         if (existing.snap.served > 0) fail('conflict', PRE_QUEUE_AFTER_CUT);
       }
       const prev = await store.get(itemId);
-      await store.upsert({
-        itemId,
-        handler: def.handler,
-        config: def.config,
-        capacity: def.capacity,
-        abandonAfterMs: def.abandonAfterMs,
-        opensAt: def.opensAt === null ? null : new Date(def.opensAt),
-        closesAt: def.closesAt === null ? null : new Date(def.closesAt),
-        gate: gate as unknown as Record<string, unknown>,
-        waitingRoom: def.waitingRoom ?? null,
-        pow: def.pow ?? null,
-        closedAt: null,
-        quotas: (def.quotas ?? null) as Record<string, unknown> | null,
-        tokenTtlMs: def.tokenTtlMs ?? null,
-        preQueue: def.preQueueFromMs ? { fromMs: def.preQueueFromMs } : null,
-        lines: def.lines ?? 1,
-      });
+      await store.upsert(itemRow(def, gate));
       let created: boolean;
       let counted: Awaited<ReturnType<typeof countStock>>;
       try {

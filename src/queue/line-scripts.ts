@@ -59,6 +59,8 @@ export function settleError(code: SettleCode): FloodgateError | null {
 }
 
 const notFound = () => new FloodgateError('item_not_found', 'No such item.');
+/** define-5.lua's -4; catalog.ts checks it first from the view. */
+export const LINES_CHANGE = 'The lines of an existing item cannot change (its ticket ids depend on them).';
 /** The pre-queue conflicts (define-5.lua's -2 and -3; catalog.ts checks them first from the view). */
 export const PRE_QUEUE_AFTER_TICKETS = 'A pre-queue cannot be added to an item whose line has had tickets; use a new item.';
 export const PRE_QUEUE_AFTER_CUT = 'An item that closed or sold out before its pre-queue was drawn cannot open again with it; open it without preQueue, or use a new item.';
@@ -149,6 +151,7 @@ export function createLineScripts(run: ScriptRunner['run']) {
       if (code === -1) throw new FloodgateError('conflict', 'The handler of an item with live tickets cannot change.');
       if (code === -2) throw new FloodgateError('conflict', PRE_QUEUE_AFTER_TICKETS);
       if (code === -3) throw new FloodgateError('conflict', PRE_QUEUE_AFTER_CUT);
+      if (code === -4) throw new FloodgateError('conflict', LINES_CHANGE);
       return { created: code === 1 };
     },
 

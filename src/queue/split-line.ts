@@ -331,13 +331,19 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
 
     async readTicket(item, seq) {
       const { k, local } = subLineSeq(seq, item.lines);
-      const a = Number((await redis.hget(itemKeys(prefix, item.itemId).ctr, 'an')) ?? 0);
-      const [[record, flat, , retryRank, cut], num] = await Promise.all([
-        run(scripts.readTicket, tag(item, k), clock.now(), { seq: local }) as Promise<[string | null, string[], number, number, string]>,
-        redis.zscore(itemKeys(prefix, tag(item, k)).wait, String(local)),
-      ]);
+      // A and the number before the record: a ticket the record shows waiting in the line was in
+      // `wait` when its number was read (it enters both at once and leaves `wait` only by ending or
+      // being admitted). Read beside the record, an admission between the two gave a waiting
+      // record without a number, and the poll showed the unsplit line's place instead (its item seq).
+      const [a, num] = await Promise.all([redis.hget(itemKeys(prefix, item.itemId).ctr, 'an').then((v) => Number(v ?? 0)), redis.zscore(itemKeys(prefix, tag(item, k)).wait, String(local))]);
+      const [record, flat, , rank, cut] = (await run(scripts.readTicket, tag(item, k), clock.now(), { seq: local })) as [string | null, string[], number, number, string];
       const x: Record<string, string> = {};
       for (let i = 0; i < (flat?.length ?? 0); i += 2) x[flat[i]] = flat[i + 1];
+      // A returned ticket's place among the returned tickets of every sub-line: a round takes them
+      // before the line, sub-line by sub-line (admit's merge), so those of the sub-lines before its
+      // own are ahead of it. Its rank on its own sub-line alone showed 1 to one of them on each.
+      let retryRank = rank;
+      if (rank >= 0 && k > 0) for (const n of await Promise.all(subs(item).slice(0, k).map((j) => redis.zcard(itemKeys(prefix, tag(item, j)).retry)))) retryRank += n;
       return { record: record || null, x, retryRank, cut: cut ? (JSON.parse(cut) as Cut) : null, position: num === null ? null : Number(num) - a };
     },
 
@@ -390,10 +396,17 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
 
     async cut(item, kind, reason) {
       const a = kind === 'closed' ? { stateChar: 'c', reason: reason ?? 'item_closed', flag: 'closed' } : { stateChar: 'r', reason: reason ?? 'sold_out', flag: 'soldOut' };
+      // The cut tickets leave `wait` with the cut, but only those numbered up to the join counter
+      // as read before it, each sub-line fenced there first (as an admission round fences it: a
+      // join numbered lower takes a new number). A join that comes once a restock or a reopening
+      // cleared the sub-line's flag is numbered above, and stays: `wait` used to be deleted whole
+      // after the cut, and such a ticket with it (waiting, never admitted).
+      const upTo = Number((await redis.hget(itemKeys(prefix, item.itemId).ctr, 'jn')) ?? 0);
       const ended = await Promise.all(
         subs(item).map(async (k) => {
+          await run(scripts.splitPeek, tag(item, k), clock.now(), { upTo, max: 1 });
           const n = (await run(scripts.cut, tag(item, k), clock.now(), a)) as number;
-          await redis.del(itemKeys(prefix, tag(item, k)).wait);
+          await redis.zremrangebyscore(itemKeys(prefix, tag(item, k)).wait, '-inf', upTo);
           return Math.max(0, n);
         }),
       );

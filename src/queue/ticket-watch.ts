@@ -56,6 +56,13 @@ interface Group {
   /** Slots up to this one were visited. */
   doneSlot: number;
   served: number;
+  /**
+   * The item's admissions count, for an item split into sub-lines: its admissions move no head
+   * (`served` sums the sub-lines' heads, which only cuts move), so this count is what tells that
+   * its line moved. (Its parked watchers waited for their heartbeat, up to 10 s, to be told a
+   * place or an admission a poll showed at once.)
+   */
+  admissions: number;
   /** What decides waiting tickets' state and reason, as of the last tick. */
   shape: string;
 }
@@ -69,6 +76,9 @@ const shapeOf = (item: CachedItem | null | undefined, now: number) => {
   const s = item?.snap;
   return s ? `${s.secret}|${s.cuts.length}|${s.soldOut}|${s.closed}|${s.gate.mode}|${s.stockLeft === 0}|${s.def.opensAt !== null && now < s.def.opensAt}|${item!.storeAway()}|${s.draw?.drawn ?? ''}` : '';
 };
+
+/** The admissions count of a split item (lines > 1), what moves its line; -1 for one line, whose `served` tells. */
+const splitAdmissions = (item: CachedItem | null | undefined) => ((item?.snap.def.lines ?? 1) > 1 ? item!.snap.admissions : -1);
 
 const terminal = (v: TicketView) => v.state !== 'waiting' && v.state !== 'admitted';
 
@@ -147,7 +157,7 @@ export function createTicketWatch(deps: {
       // to tell every watcher of (each was just sent the current view).
       const now = deps.clock.now();
       const cached = deps.queue.items.peek(itemId);
-      g = { all: new Set(), hot: new Set(), parked: new Set(), slots: new Map(), heads: [], doneSlot: endedSlot(now), served: cached?.snap.served ?? -1, shape: shapeOf(cached, now) };
+      g = { all: new Set(), hot: new Set(), parked: new Set(), slots: new Map(), heads: [], doneSlot: endedSlot(now), served: cached?.snap.served ?? -1, admissions: splitAdmissions(cached), shape: shapeOf(cached, now) };
       groups.set(itemId, g);
     }
     return g;
@@ -251,8 +261,10 @@ export function createTicketWatch(deps: {
     const news = !s || shape !== g.shape;
     g.shape = shape;
     const served = s?.served ?? Infinity;
-    const headMoved = served !== g.served;
+    const admissions = splitAdmissions(item);
+    const headMoved = served !== g.served || admissions !== g.admissions;
     g.served = served;
+    g.admissions = admissions;
     const slow: Promise<void>[] = [];
     const start = performance.now();
     // The slots due now are taken out first: whoever a visit re-places lands in a later one.

@@ -7,7 +7,8 @@
   ARGV[5] reopen: '1' to reopen an item that was closed
   Returns { code, secret, epoch }: code 1 created, 2 replaced, -1 conflict (handler change with
     live tickets), -2 conflict (a pre-queue added to a line that has had tickets), -3 conflict (a
-    pre-queue not drawn yet on a line a cut moved past tickets: it closed or sold out)
+    pre-queue not drawn yet on a line a cut moved past tickets: it closed or sold out), -4 conflict
+    (another `lines` than the existing item's)
   A handler change (no live tickets) drops the old handler's stock counter and its sold-out end:
   a seckill item sold out and redefined as external answered every join 410 sold_out, and one
   with 2 units left admitted 2 tickets, ever (the counter capped admissions). A new handler with
@@ -25,6 +26,11 @@ if existing[1] and def.preFrom and def.preFrom ~= '' and rcall('HGET', K.meta, '
   if not rcall('HGET', K.meta, 'preFrom') and tonumber(c[1] or '0') > 0 then return { -2, '', 0 } end
   if tonumber(c[2] or '0') > 0 then return { -3, '', 0 } end
 end
+-- An item's lines never change (its ticket ids name their sub-line by it: queue/split-line.ts),
+-- decided here too: two definitions of a new item at once both passed the catalog's check, and
+-- the second re-split a line whose tickets the first had already taken (ids mapped to another
+-- sub-line than their ticket's, tickets left on sub-lines no round visits).
+if existing[1] and (rcall('HGET', K.meta, 'lines') or '') ~= (def.lines or '') then return { -4, '', 0 } end
 if existing[1] then
   if existing[1] ~= def.handler then
     local live = rcall('HMGET', K.ctr, 'waiting', 'admitted')
