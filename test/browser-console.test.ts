@@ -90,5 +90,5 @@ describe.skipIf(!hasChromium)('the operator console in Chromium', () => {
     expect(await page.textContent('#audit tbody tr:first-child')).toContain('"mode":"auto"');
     await screenshot(page, 'console-item');
     await page.close();
-  }, 120_000);
+  });
 });

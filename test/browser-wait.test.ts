@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { inProcessDaemon, SVC } from './support/daemon-inproc.js';
-import { testDb } from './support/db.js';
+import { holdStockRow, testDb } from './support/db.js';
 import { testRedis } from './support/redis.js';
 import { hasChromium, launchBrowser, open, screenshot, sharedContext } from './support/browser.js';
 import { retrying503 } from './support/joins.js';
@@ -70,11 +70,122 @@ describe.skipIf(!hasChromium)('the waiting page in Chromium', () => {
     // A context of its own: the shared one's locale sets Accept-Language to English for its pages.
     const page = await browser!.newPage({ locale: 'zh-CN', extraHTTPHeaders: { 'accept-language': 'zh-CN,zh;q=0.9,en;q=0.5' } });
     await open(page, `${daemon.url}/wait/${id}`);
-    await expect.poll(() => page.textContent('#status')).toBe('排队暂停片刻，您的位置会保留。');
+    await expect.poll(() => page.textContent('#status')).toBe('排队暂时暂停，您的位置会保留。');
     await screenshot(page, 'wait-zh');
     await page.click('#leave');
     await expect.poll(() => page.textContent('#status')).toBe('您已离开队伍。');
     expect((await call('GET', `/v1/tickets/${id}`, undefined, null)).body.state).toBe('cancelled');
+    await page.close();
+  });
+
+  it('says what holds the units a buyer waits for: sales still running (no reservations), or reservations not yet paid for', async () => {
+    // No reservations: the one unit is the first buyer's, whose sale is still running (its stock
+    // row is held locked, as a long report would hold it). Nothing is reserved.
+    await call('PUT', '/v1/items/w-selling', { handler: 'seckill', config: { stock: 1 }, gate: { mode: 'manual', rate: 1000 }, waitingRoom: { title: 'Last one' } });
+    const page = await context!.newPage();
+    const lock = await holdStockRow(db.sql, 'w-selling');
+    try {
+      const first = await join('w-selling', 'first');
+      await expect.poll(async () => (await call('GET', `/v1/tickets/${first}`, undefined, null)).body.state, { timeout: 10_000 }).toBe('admitted');
+      const mine = await join('w-selling', 'me');
+      await open(page, `${daemon.url}/wait/${mine}`);
+      await expect.poll(() => page.textContent('#status'), { timeout: 10_000 }).toBe('The last units are going to people ahead of you right now. If one of theirs does not go through, it comes back; you keep your place.');
+      expect((await call('GET', `/v1/tickets/${mine}`, undefined, null)).body).toMatchObject({ state: 'waiting', reason: 'awaiting_returns', returnsFrom: 'sales' });
+      await screenshot(page, 'wait-awaiting-sales');
+    } finally {
+      await lock.release();
+    }
+    // The first buyer's sale goes through: the item is sold out, and the page says so.
+    await expect.poll(() => page.textContent('#status'), { timeout: 15_000 }).toBe('Sorry, it is sold out.');
+
+    // Reservations: the one unit is reserved by a buyer who has not paid yet.
+    await call('PUT', '/v1/items/w-reserved', { handler: 'seckill', config: { stock: 1, reserveMs: 600_000 }, gate: { mode: 'manual', rate: 1000 } });
+    const reserver = await join('w-reserved', 'first');
+    await expect.poll(async () => (await call('GET', `/v1/tickets/${reserver}`, undefined, null)).body.state, { timeout: 10_000 }).toBe('succeeded');
+    const mine = await join('w-reserved', 'me');
+    await open(page, `${daemon.url}/wait/${mine}`);
+    await expect.poll(() => page.textContent('#status'), { timeout: 10_000 }).toBe('Every unit left is reserved or being sold right now. Units reserved by buyers who have not paid yet may come back; you keep your place.');
+    expect((await call('GET', `/v1/tickets/${mine}`, undefined, null)).body).toMatchObject({ reason: 'awaiting_returns', returnsFrom: 'reservations' });
+    await page.close();
+  });
+
+  it('offers no "leave the line" to a ticket back at the head after its lease ran out (its cancel is refused), and says why', async () => {
+    await call('PUT', '/v1/items/w-again', { handler: 'external', gate: { mode: 'manual', rate: 1000 } });
+    const mine = await join('w-again', 'again');
+    const [p] = (await call('POST', '/v1/items/w-again/pull', { max: 1, leaseMs: 1000 }, SVC)).body.tickets;
+    expect(p.ticketId).toBe(mine);
+    // The worker never answers: once the lease runs out the ticket is back at the head, waiting.
+    await expect.poll(async () => (await call('GET', `/v1/tickets/${mine}`, undefined, null)).body.state, { timeout: 15_000 }).toBe('waiting');
+    const cancel = await call('DELETE', `/v1/tickets/${mine}`, undefined, null);
+    expect([cancel.status, cancel.body.error?.code]).toEqual([409, 'not_cancellable']);
+    const page = await context!.newPage();
+    await open(page, `${daemon.url}/wait/${mine}`);
+    await expect.poll(() => page.textContent('#status')).toBe('Your turn began but could not finish. You are at the front of the line, and it will be tried again.');
+    expect(await page.textContent('#place')).toContain('Your place in line: 1');
+    expect(await page.isHidden('#leave')).toBe(true);
+    expect(await page.textContent('#leave-note')).toBe('You can no longer leave the line: your turn has already begun, and its result will be shown here.');
+    await page.close();
+  });
+
+  it('says what happened when leaving fails: busy (503), no answer, refused as the turn came (409)', async () => {
+    await call('PUT', '/v1/items/w-leave-fail', { handler: 'external', gate: { mode: 'manual', rate: 1000 } });
+    const mine = await join('w-leave-fail', 'stayer');
+    const page = await context!.newPage();
+    // The first leave finds the daemon busy, the second no answer at all; at the third the user's
+    // turn comes as they click, and the daemon refuses to cancel the admitted ticket.
+    const answers = ['busy', 'none'];
+    await page.route(`**/v1/tickets/${encodeURIComponent(mine)}`, async (r) => {
+      if (r.request().method() !== 'DELETE') return r.continue();
+      const next = answers.shift();
+      if (next === 'busy') return r.fulfill({ status: 503, headers: { 'retry-after': '1' }, contentType: 'application/json', body: '{"error":{"code":"unavailable","message":"busy"}}' });
+      if (next === 'none') return r.abort('connectionreset');
+      await pull('w-leave-fail', 1);
+      return r.continue();
+    });
+    await open(page, `${daemon.url}/wait/${mine}`);
+    await expect.poll(() => page.isVisible('#leave')).toBe(true);
+    await page.click('#leave');
+    await expect.poll(() => page.textContent('#leave-note')).toBe('Could not leave the line just now: the service is very busy. Please try again.');
+    expect(await page.isVisible('#leave')).toBe(true);
+    await page.click('#leave');
+    await expect.poll(() => page.textContent('#leave-note')).toBe('Could not leave the line: no connection to the service. Please try again.');
+    expect((await call('GET', `/v1/tickets/${mine}`, undefined, null)).body.state).toBe('waiting');
+    await page.click('#leave');
+    await expect.poll(() => page.textContent('#leave-note')).toBe('You can no longer leave the line: your turn has already begun, and its result will be shown here.');
+    await expect.poll(() => page.textContent('#status')).toBe('It is your turn! Placing your order…');
+    expect(await page.isHidden('#leave')).toBe(true);
+    expect((await call('GET', `/v1/tickets/${mine}`, undefined, null)).body.state).toBe('admitted');
+    await page.close();
+  });
+
+  it("tells a pre-queued user that places are drawn at the opening, and a blocked user's ended ticket why", async () => {
+    await call('PUT', '/v1/items/w-draw', { handler: 'external', opensAt: new Date(Date.now() + 600_000).toISOString(), preQueue: { fromMs: 3_600_000 } });
+    const early = await join('w-draw', 'early');
+    expect((await call('GET', `/v1/tickets/${early}`, undefined, null)).body).toMatchObject({ state: 'waiting', position: null, reason: 'not_open' });
+    const page = await context!.newPage();
+    await open(page, `${daemon.url}/wait/${early}`);
+    await expect.poll(() => page.textContent('#status')).toBe('The sale has not opened yet. When it opens, places in line are drawn at random among everyone who joined before.');
+    expect(await page.textContent('#place')).toBe('');
+
+    // A user blocked while waiting: their ticket ends rejected / blocked as it reaches the head.
+    await call('PUT', '/v1/items/w-late-block', { handler: 'external', gate: { mode: 'manual', rate: 1000 } });
+    const late = await join('w-late-block', 'late-bad');
+    expect((await call('PUT', '/v1/items/w-late-block/blocks/late-bad')).status).toBe(200);
+    await open(page, `${daemon.url}/wait/${late}`);
+    await expect.poll(() => page.textContent('#status')).toBe('You are in line');
+    expect(await pull('w-late-block', 1)).toEqual([]);
+    await expect.poll(() => page.textContent('#status'), { timeout: 10_000 }).toBe('This account may not take part in this sale.');
+    expect((await call('GET', `/v1/tickets/${late}`, undefined, null)).body.outcome).toMatchObject({ status: 'rejected', reason: 'blocked' });
+    await page.close();
+  });
+
+  it('tells a buyer whose reservation was released so, and that they may join again', async () => {
+    const { id, page } = await returningItem('w-released', 'late-payer');
+    // The ended view a ticket run again after its order's release reads (docs/api.md, Reservations).
+    const view = { ticketId: id, itemId: 'w-released', userId: 'late-payer', state: 'rejected', outcome: { status: 'rejected', reason: 'reservation_released' }, createdAt: '', updatedAt: '' };
+    await page.route('**/events', (r) => r.fulfill({ status: 200, contentType: 'text/event-stream', body: `event: ticket\ndata: ${JSON.stringify(view)}\n\n` }));
+    await open(page, `${daemon.url}/wait/${id}`);
+    await expect.poll(() => page.textContent('#status')).toBe('Your reservation was released (not paid in time, or released by the shop). You may join the line again.');
     await page.close();
   });
 

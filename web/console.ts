@@ -190,7 +190,9 @@ async function itemPage(itemId: string) {
   }
   async function load() {
     const [item, series, log] = await Promise.all([api<Item>('GET', path), api<{ points: Point[] }>('GET', `${path}/series?windowMs=900000`), api<{ entries: { at: string; actor: string; from: unknown; to: unknown; reason: string }[] }>('GET', `${path}/audit?limit=100`)]);
-    summary.textContent = `${item.handler} · ${item.state} · waiting ${item.counts.waiting} · admitted ${item.counts.admitted} · succeeded ${item.counts.succeeded} · rejected ${item.counts.rejected} · left ${fmt(item.remaining)}`;
+    // Every counter the item view has: tickets that failed, were cancelled or expired are ended tickets too.
+    const c = item.counts;
+    summary.textContent = `${item.handler} · ${item.state} · waiting ${c.waiting} · admitted ${c.admitted} · succeeded ${c.succeeded} · rejected ${c.rejected} · failed ${c.failed} · cancelled ${c.cancelled} · expired ${c.expired} · left ${fmt(item.remaining)}`;
     const g = item.gate;
     if (edits === applied) {
       (mode as HTMLSelectElement).value = g.mode;

@@ -1,8 +1,9 @@
 /**
  * The waiting page (/wait/{ticketId}): follows the ticket over the events stream and falls back
  * to polling when the stream cannot be had; shows place, wait, a progress bar and the result in
- * words; offers "leave the line"; on admitted/succeeded sends the user to the item's returnUrl
- * (with ?admission=<admissionToken> when the ticket carries one).
+ * words; offers "leave the line" while the ticket can still leave, and says so when a leave fails;
+ * on admitted/succeeded sends the user to the item's returnUrl (with ?admission=<admissionToken>
+ * when the ticket carries one).
  */
 import { $, LATER, retryDelay, sleep } from './dom';
 import { texts, type Lang } from './i18n';
@@ -10,10 +11,12 @@ import { texts, type Lang } from './i18n';
 interface View {
   ticketId: string;
   state: string;
-  position?: number;
+  position?: number | null;
   etaMs?: number;
   pollAfterMs?: number;
   reason?: string;
+  returnsFrom?: string;
+  admittedAt?: string;
   outcome?: { status: string; reason?: string; result?: Record<string, unknown> };
   admissionToken?: string;
 }
@@ -47,7 +50,35 @@ function resultText(v: View): string {
   if (reason === 'sold_out') return t.soldOut;
   if (reason === 'already_purchased') return t.already;
   if (reason === 'limit_reached') return t.limit;
+  if (reason === 'blocked') return t.blocked;
+  if (reason === 'reservation_released') return t.reservationReleased;
   return t.rejected(reason || v.state);
+}
+
+/** Why a waiting ticket is not moving, in words; units awaited back from unpaid reservations and from sales still running are told apart. */
+function waitingText(v: View): string {
+  if (v.reason === 'not_open') return v.position === null ? t.notOpenDraw : t.notOpen;
+  if (v.reason === 'paused') return t.paused;
+  if (v.reason === 'awaiting_returns') return v.returnsFrom === 'reservations' ? t.awaitingReservations : v.returnsFrom === 'sales' ? t.awaitingSales : t.awaitingReturns;
+  // Back at the head after its run was cut short (a waiting ticket that was admitted before).
+  return v.admittedAt ? t.again : t.waiting;
+}
+
+/** A leave the daemon refused (409): the button does not come back, whatever a stale view says. */
+let leaveRefused = false;
+/** What the line under the button says: why leaving is no longer possible, or why a leave failed. */
+let leaveNote: '' | 'closed' | 'failed' = '';
+
+/**
+ * Only a waiting ticket that was never admitted can leave: one back at the head after its run
+ * was cut short carries admittedAt, and its cancel is refused (409 not_cancellable) because its
+ * sale or call may already have happened.
+ */
+const canLeave = (v: View) => v.state === 'waiting' && !v.admittedAt && !leaveRefused;
+
+function noteLeave(kind: typeof leaveNote, text = '') {
+  leaveNote = kind;
+  $('#leave-note').textContent = text;
 }
 
 function render(v: View) {
@@ -63,20 +94,23 @@ function render(v: View) {
     const pos = v.position ?? 0;
     const start = Math.max(pos, Number(sessionStorage.getItem(startKey) ?? 0));
     sessionStorage.setItem(startKey, String(start));
-    status.textContent = v.reason === 'not_open' ? t.notOpen : v.reason === 'paused' ? t.paused : v.reason === 'awaiting_returns' ? t.awaitingReturns : t.waiting;
+    status.textContent = waitingText(v);
     place.textContent = pos ? `${t.position(pos)} · ${t.ahead(pos - 1)}` : '';
     eta.textContent = v.etaMs !== undefined ? t.eta(t.minutes(Math.round(v.etaMs / 60000))) : t.etaUnknown;
     bar.max = 100;
     bar.value = start > 0 ? Math.round(((start - pos + 1) / start) * 100) : 0;
-    leave.hidden = false;
   } else {
-    leave.hidden = true;
     place.textContent = '';
     eta.textContent = '';
     bar.value = v.state === 'admitted' || v.state === 'succeeded' ? 100 : bar.value;
     status.textContent = v.state === 'admitted' ? t.admitted : resultText(v);
     if ((v.state === 'admitted' || v.state === 'succeeded') && returnUrl) redirectSoon();
   }
+  leave.hidden = !canLeave(v);
+  // An ended ticket's status says how it ended; a failed leave is moot once the button is gone;
+  // a ticket back at the head says why it has no button.
+  if (terminal(v.state) || (leave.hidden && leaveNote === 'failed')) noteLeave('');
+  if (v.state === 'waiting' && v.admittedAt) noteLeave('closed', t.leaveClosed);
 }
 
 /** Sends the user on after a moment (so the result can be read), with the token if a view carried one. */
@@ -141,18 +175,41 @@ function follow() {
   };
 }
 
-$<HTMLButtonElement>('#leave').addEventListener('click', async () => {
+/**
+ * Leaves the line, and says what happened when it could not: refused (409: the ticket's turn came
+ * meanwhile, or the sale ended; the ticket as it is now is shown), a daemon that answers "not now"
+ * or not at all, or anything else (the button stays: the user may try again, and the next view
+ * shows whether the ticket still waits).
+ */
+async function leaveLine() {
   const b = $<HTMLButtonElement>('#leave');
   b.disabled = true;
   b.textContent = t.leaving;
+  noteLeave('');
   try {
-    const res = await fetch(api, { method: 'DELETE' });
-    if (res.ok) render((await res.json()) as View);
+    const res = await fetch(api, { method: 'DELETE', cache: 'no-store' }).catch(() => null);
+    const v = res?.ok ? ((await res.json().catch(() => null)) as View | null) : null;
+    if (v) return render(v);
+    if (res?.status === 409) {
+      leaveRefused = true;
+      b.hidden = true;
+      const now = await fetch(api, { cache: 'no-store' }).catch(() => null);
+      const fresh = now?.ok ? ((await now.json().catch(() => null)) as View | null) : null;
+      if (fresh) render(fresh);
+      // An ended ticket's status already says how it ended; otherwise its turn has begun. Unread,
+      // the ticket is only known to be waiting no longer.
+      if (!fresh) noteLeave('closed', t.leaveRefused);
+      else if (!terminal(fresh.state)) noteLeave('closed', t.leaveClosed);
+      return;
+    }
+    noteLeave('failed', !res ? t.leaveLost : LATER.has(res.status) ? t.leaveBusy : t.leaveFailed);
   } finally {
     b.disabled = false;
     b.textContent = t.leave;
   }
-});
+}
+
+$<HTMLButtonElement>('#leave').addEventListener('click', () => void leaveLine());
 
 $('#leave').textContent = t.leave;
 follow();

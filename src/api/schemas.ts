@@ -182,6 +182,10 @@ export const TicketView = z
     etaMs: z.number().int().optional(),
     pollAfterMs: z.number().int().optional(),
     reason: z.enum(['not_open', 'paused', 'awaiting_returns']).optional().openapi({ description: 'Why a waiting ticket is not moving (absent while the line moves).' }),
+    returnsFrom: z
+      .enum(['reservations', 'sales'])
+      .optional()
+      .openapi({ description: 'With reason awaiting_returns: reservations (units reserved and not yet paid for may come back) or sales (no reservations: the last units are being sold to tickets ahead, and come back if a sale fails).' }),
     outcome: Outcome.optional(),
     createdAt: z.string(),
     updatedAt: z.string(),

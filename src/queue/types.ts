@@ -21,6 +21,8 @@ export interface TicketView {
   pollAfterMs?: number;
   /** Why a waiting ticket is not moving: not_open, paused, awaiting_returns. */
   reason?: string;
+  /** With reason awaiting_returns: what holds the units, reservations or sales still running (views.ts). */
+  returnsFrom?: 'reservations' | 'sales';
   outcome?: Outcome;
   createdAt: string;
   updatedAt: string;

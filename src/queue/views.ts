@@ -55,6 +55,22 @@ const iso = (ms: number) => new Date(ms).toISOString();
 export type WaitReason = 'not_open' | 'paused' | 'awaiting_returns';
 
 /**
+ * With `awaiting_returns`, what holds the units a waiting ticket may still get: reservations not
+ * yet paid for (an item that sells by reservation, config.reserveMs; some units may also be in a
+ * sale still running), or only sales still running for tickets ahead (any other item with stock:
+ * nothing is reserved, a unit comes back only if its sale fails). A waiting page must not tell a
+ * buyer of the second kind that everything is reserved.
+ */
+export type ReturnsFrom = 'reservations' | 'sales';
+
+export interface WaitingHints {
+  etaMs?: number;
+  pollAfterMs: number;
+  reason?: WaitReason;
+  returnsFrom?: ReturnsFrom;
+}
+
+/**
  * The admission rate the daemon expects for the item, from what it knows first: the operator's
  * rate in manual mode, the controller's pace (under the operator's ceiling) in auto mode, and the
  * rate measured over the last ~10 s only where neither says anything (an uncapped manual gate, an
@@ -77,7 +93,7 @@ export function expectedRate(item: CachedItem): number | null {
  * the sale opens, the ETA counts from `opensAt`. Clients far back poll rarely, so a line of a
  * million costs a trickle of polls, and those near the head poll every second.
  */
-export function waitingHints(item: CachedItem, position: number, now: number): { etaMs?: number; pollAfterMs: number; reason?: WaitReason } {
+export function waitingHints(item: CachedItem, position: number, now: number): WaitingHints {
   const s = item.snap;
   let reason: WaitReason | undefined;
   if (s.def.opensAt !== null && now < s.def.opensAt) reason = 'not_open';
@@ -88,9 +104,11 @@ export function waitingHints(item: CachedItem, position: number, now: number): {
   const etaMs = rate ? Math.round(untilOpen + (position / rate) * 1000) : undefined;
   const guide = etaMs !== undefined ? etaMs / 5 : position * 20;
   const pollAfterMs = Math.round(Math.min(30_000, Math.max(1000, guide)));
-  const out: { etaMs?: number; pollAfterMs: number; reason?: WaitReason } = { pollAfterMs };
+  const out: WaitingHints = { pollAfterMs };
   if (etaMs !== undefined) out.etaMs = etaMs;
   if (reason) out.reason = reason;
+  // The same test as the item's `held` state (snapshot.ts itemState).
+  if (reason === 'awaiting_returns') out.returnsFrom = s.def.config.reserveMs !== undefined ? 'reservations' : 'sales';
   return out;
 }
 

@@ -94,7 +94,7 @@ export function pageRoutes(ctx: ApiContext, assets: () => Promise<WebAssets>) {
       const room = (await ctx.queue.items.item(view.itemId))?.snap.def.waitingRoom ?? null;
       const title = room?.title ?? words[lang].waiting;
       const main = `${langLinks}<h1>${escape(title)}</h1><p id="status">${words[lang].loading}</p><p id="place"></p><p id="eta"></p>
-<progress id="bar" max="100" value="0"></progress><p><button id="leave" type="button" hidden></button></p><p id="note"></p><p id="mode"></p>`;
+<progress id="bar" max="100" value="0"></progress><p><button id="leave" type="button" hidden></button></p><p id="leave-note" role="status"></p><p id="note"></p><p id="mode"></p>`;
       const data = { ticket: view.ticketId, lang, returnUrl: room?.returnUrl ?? '' };
       return c.body(page(await assets(), { lang, title, css: 'page.css', script: 'wait.js', data, main }), 200, { ...pageHeaders, 'Cache-Control': 'no-store' });
     } catch (err) {
