@@ -209,10 +209,25 @@ async function itemPage(itemId: string) {
   timer = window.setInterval(() => void load().catch(failed), 2000);
 }
 
+/** An item id as the daemon takes one (ITEM_ID in src/api/schemas.ts). */
+const ITEM_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
+
+/** The item a `#/item/<itemId>` hash names, or null: a hash anyone may write into a link (a malformed escape threw, and left a blank page). */
+function hashItem(hash: string): string | null {
+  const m = /^#\/item\/(.+)$/.exec(hash);
+  if (!m) return null;
+  try {
+    const id = decodeURIComponent(m[1]);
+    return ITEM_ID.test(id) ? id : null;
+  } catch {
+    return null;
+  }
+}
+
 function route() {
   if (!sessionStorage.getItem(KEY)) return login();
-  const m = /^#\/item\/(.+)$/.exec(location.hash);
-  if (m) void itemPage(decodeURIComponent(m[1]));
+  const itemId = hashItem(location.hash);
+  if (itemId) void itemPage(itemId);
   else void listPage();
 }
 

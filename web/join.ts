@@ -19,6 +19,13 @@ const invite = new URLSearchParams(location.search).get('invite') ?? '';
 const status = $('#status');
 const bar = $<HTMLProgressElement>('#bar');
 
+// The language links keep the invite: a bare `?lang=` dropped it, and the page then called the invite not valid.
+for (const a of document.querySelectorAll<HTMLAnchorElement>('.langs a')) {
+  const u = new URL(location.href);
+  u.searchParams.set('lang', a.hreflang);
+  a.href = u.pathname + u.search;
+}
+
 function solve(challenge: string, difficulty: number): Promise<string> {
   return new Promise((resolve, reject) => {
     const w = new Worker(data.worker!);

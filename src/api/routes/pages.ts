@@ -34,6 +34,21 @@ const pageHeaders = {
 
 const escape = (s: string) => s.replace(/[&<>"']/g, (ch) => `&#${ch.charCodeAt(0)};`);
 
+/**
+ * The returnUrl as this daemon's URL parser reads it (WHATWG, as the item's schema checked it):
+ * its host in ASCII, so that a browser goes where the daemon thought (Chromium refused some
+ * Unicode hosts Node accepts, and the admitted user stayed on the page); anything but http(s), never.
+ */
+function returnHref(url: string | null | undefined): string {
+  if (!url) return '';
+  try {
+    const u = new URL(url);
+    return u.protocol === 'https:' || u.protocol === 'http:' ? u.href : '';
+  } catch {
+    return '';
+  }
+}
+
 /** `?lang=en|zh`, else the first of en/zh in Accept-Language by weight, else English. */
 export function pickLang(query: string | undefined, accept: string | undefined): Lang {
   if (query === 'en' || query === 'zh') return query;
@@ -95,7 +110,7 @@ export function pageRoutes(ctx: ApiContext, assets: () => Promise<WebAssets>) {
       const title = room?.title ?? words[lang].waiting;
       const main = `${langLinks}<h1>${escape(title)}</h1><p id="status">${words[lang].loading}</p><p id="place"></p><p id="eta"></p>
 <progress id="bar" max="100" value="0"></progress><p><button id="leave" type="button" hidden></button></p><p id="leave-note" role="status"></p><p id="note"></p><p id="mode"></p>`;
-      const data = { ticket: view.ticketId, lang, returnUrl: room?.returnUrl ?? '' };
+      const data = { ticket: view.ticketId, lang, returnUrl: returnHref(room?.returnUrl) };
       return c.body(page(await assets(), { lang, title, css: 'page.css', script: 'wait.js', data, main }), 200, { ...pageHeaders, 'Cache-Control': 'no-store' });
     } catch (err) {
       return errorPage(c, err, lang);
