@@ -172,14 +172,30 @@ export interface ScriptRunner {
 }
 
 /**
+ * On a cluster, every script call declares one key more, after its own: `<base>slot-guard`, in the
+ * item's slot, which nothing ever writes. It keeps scripts off a slot that is moving to another
+ * master (resharding: SETSLOT MIGRATING/IMPORTING, then MIGRATE key by key). The scripts build
+ * keys they do not declare (a ticket's page, its x:<seq>, quota counters: keys.ts `made`), and
+ * Redis checks only the declared ones: a join whose declared keys had all moved ran on the target
+ * (ASK) and made there the ticket page still on the source, whose MIGRATE then failed (BUSYKEY:
+ * the move stuck half-way, two copies of one page; test/cluster-reshard.test.ts). With a declared
+ * key that never exists, the source answers ASK and the target TRYAGAIN (a multi-key call with a
+ * key missing) for as long as the slot moves: every script on it waits (ioredis asks again, then
+ * the API answers 503) and runs on one node's whole copy once the slot has moved. (Scripts never
+ * read KEYS past their spec's, so the extra key changes nothing else.)
+ */
+export const SLOT_GUARD = 'slot-guard';
+
+/**
  * Defines every script on the connection (once; ioredis falls back from EVALSHA to EVAL itself).
  * On one Redis server (not a cluster, where items' keys lie on other nodes), calls of a coalesced
  * script made in one turn of the event loop are sent as one call (manySource) at the turn's end.
  */
 export function createScriptRunner(redis: RedisLike, prefix: string): ScriptRunner {
   const commands = redis as unknown as Record<string, Command>;
+  const guarded = isCluster(redis);
   for (const s of Object.values(scripts) as ScriptSpec[]) {
-    if (!(s.name in redis)) redis.defineCommand(s.name, { numberOfKeys: s.keys.length, lua: sources.get(s.name)! });
+    if (!(s.name in redis)) redis.defineCommand(s.name, { numberOfKeys: s.keys.length + (guarded ? 1 : 0), lua: sources.get(s.name)! });
     if (coalesced.has(s.name) && !(`${s.name}Many` in redis)) redis.defineCommand(`${s.name}Many`, { lua: manySource(s) });
   }
   type Call = { keys: string[]; argv: Arg[]; resolve(r: unknown): void; reject(e: unknown): void };
@@ -229,6 +245,7 @@ export function createScriptRunner(redis: RedisLike, prefix: string): ScriptRunn
         return named[n];
       });
       const keys = s.keys.map((n) => k[n]);
+      if (guarded) keys.push(k.base + SLOT_GUARD);
       if (!coalesce || !coalesced.has(s.name) || opts?.alone) return commands[s.name](...keys, now, ...argv, ...rest);
       return new Promise((resolve, reject) => {
         let calls = waiting.get(s);

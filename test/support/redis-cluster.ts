@@ -26,6 +26,14 @@ export interface OwnCluster {
   waitPromoted(key: string, notPort: number, timeoutMs?: number): Promise<number>;
   /** A plain connection to one node (closed after the file). */
   node(port: number): Redis;
+  /**
+   * Moves `key`'s slot to the master on `toPort` as `redis-cli --cluster reshard` does: SETSLOT
+   * IMPORTING on the target, MIGRATING on the source, the slot's keys MIGRATEd `batch` at a time
+   * (`pauseMs` between batches, so that a test's requests land mid-move), then SETSLOT NODE on
+   * the target, the source and the other masters. Resolves to the keys moved. `first`: keys
+   * moved before the others, after which `midway` runs (the slot half moved).
+   */
+  moveSlot(key: string, toPort: number, opts?: { batch?: number; pauseMs?: number; first?: string[]; midway?: () => Promise<unknown> }): Promise<number>;
 }
 
 /** Node timeout: how long a killed master stays failing before its replica takes over. */
@@ -125,6 +133,35 @@ export async function ownCluster(opts: { masters?: number; replicas?: number } =
         timeoutMs,
       ),
     node,
+    moveSlot: async (key, toPort, { batch = 1, pauseMs = 0, first = [], midway } = {}) => {
+      const slot = Number(await probe(live()[0]).cluster('KEYSLOT', key));
+      const fromPort = await masterOf(key);
+      if (fromPort === toPort) throw new Error(`slot ${slot} is on ${toPort} already`);
+      const from = probe(fromPort);
+      const to = probe(toPort);
+      const fromId = (await from.cluster('MYID')) as string;
+      const toId = (await to.cluster('MYID')) as string;
+      await to.cluster('SETSLOT', slot, 'IMPORTING', fromId);
+      await from.cluster('SETSLOT', slot, 'MIGRATING', toId);
+      let moved = 0;
+      if (first.length) {
+        await from.migrate('127.0.0.1', toPort, '', 0, 5000, 'KEYS', ...first);
+        moved += first.length;
+      }
+      if (midway) await midway();
+      for (;;) {
+        const keys = (await from.cluster('GETKEYSINSLOT', slot, batch)) as string[];
+        if (!keys.length) break;
+        await from.migrate('127.0.0.1', toPort, '', 0, 5000, 'KEYS', ...keys);
+        moved += keys.length;
+        if (pauseMs) await new Promise((r) => setTimeout(r, pauseMs));
+      }
+      await to.cluster('SETSLOT', slot, 'NODE', toId);
+      await from.cluster('SETSLOT', slot, 'NODE', toId);
+      const masters = await Promise.all(live().map(async (p) => ((await probe(p).info('replication')).includes('role:master') ? p : null)));
+      for (const p of masters) if (p !== null && p !== toPort && p !== fromPort) await probe(p).cluster('SETSLOT', slot, 'NODE', toId);
+      return moved;
+    },
   };
 }
 
