@@ -281,16 +281,19 @@ describe('a rolling restart in the middle of a sale (SIGTERM one daemon of two, 
     const env = processEnv(db.url, newPrefix());
     // The first daemon alone, so that the calls held are its own (the second has no worker yet).
     const a = await start(env);
-    await askAgainOn503(() => http(a.url, 'PUT', '/v1/items/hook', { handler: 'webhook', config: { url: down.url, timeoutMs: 15_000 }, gate: { mode: 'closed' } }, 'op'), [201], Date.now() + 30_000, 'PUT');
+    // The calls held must not time out while the test holds them (a busy machine took over 15 s to
+    // start the second daemon, and the ten held calls were made again: twenty held).
+    await askAgainOn503(() => http(a.url, 'PUT', '/v1/items/hook', { handler: 'webhook', config: { url: down.url, timeoutMs: 120_000 }, gate: { mode: 'closed' } }, 'op'), [201], Date.now() + 30_000, 'PUT');
     const users = userIds(0, 200);
     const joins = await joinAll((u) => http(a.url, 'POST', '/v1/items/hook/tickets', { userId: u }, 'svc'), users, { batch: 50 });
     const ids = joins.map((j) => j.body.ticketId as string);
     const tenHeld = arrived(10);
     await askAgainOn503(() => http(a.url, 'PATCH', '/v1/items/hook/gate', { mode: 'manual', rate: 25, maxInFlight: 10 }, 'op'), [200], Date.now() + 30_000, 'PATCH');
     await tenHeld;
-    const b = await start(env);
     const heldCalls = held.map((h) => ({ ...calls[h.n], n: h.n }));
     expect(heldCalls).toHaveLength(10);
+    const b = await start(env);
+    expect(held).toHaveLength(10);
 
     // SIGTERM with ten calls in flight, answered only once the daemon has begun to stop.
     const stoppingA = logs(a, 'stopping');
