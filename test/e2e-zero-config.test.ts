@@ -11,7 +11,8 @@ const dataDir = mkdtempSync(path.join(os.tmpdir(), 'fg-zero-'));
 afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
 
 describe('npm start with no REDIS_URL and no DATABASE_URL', () => {
-  it('uses the local Redis, starts an embedded Postgres, migrates it, serves, and stops it again', async () => {
+  // initdb, a Postgres start and the migrations: 5-7 s in clean-clone CI runs, 17 s once beside heavy test runs.
+  it('uses the local Redis, starts an embedded Postgres, migrates it, serves, and stops it again', { timeout: 90_000 }, async () => {
     const port = await freePort();
     const d = await startDaemonProcess({
       REDIS_URL: '',
