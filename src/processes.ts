@@ -9,8 +9,9 @@
  * listening socket is the primary's; node:cluster hands each new connection to the next worker
  * (round-robin), so a keep-alive client stays on one worker.
  *
- * The primary restarts a worker that dies (a crash-looping worker, 5 deaths in a minute, stops
- * the whole group: a supervisor above should see it), and on SIGTERM/SIGINT stops the workers
+ * The primary restarts a worker that dies, later and later while it dies before it serves (a
+ * worker crash loop, 5 deaths in a minute while no worker serves, stops the whole group: a
+ * supervisor above should see it), and on SIGTERM/SIGINT stops the workers
  * (each drains as a single daemon does), then the stores it started.
  */
 import cluster, { type Worker } from 'node:cluster';
@@ -32,6 +33,34 @@ export function processCount(setting: string | undefined, cores = os.availablePa
 export const isClusterWorker = () => cluster.isWorker;
 
 const RESTARTS_PER_MINUTE = 5;
+const RESTART_MS = 500;
+const RESTART_MAX_MS = 10_000;
+
+/**
+ * node:cluster's round-robin has the primary accept each connection and hand it to a worker, and
+ * keeps its own copy open until the worker says it took it. A worker that dies before it says so
+ * (SIGKILL, a crash) never will: each connection handed to it in its last moments stayed open in
+ * the primary, unanswered, for as long as the client would wait (forever for most), where one
+ * daemon's death resets its connections and the client asks again. Those are closed when the
+ * worker exits. (Node's own messages, NODE_CLUSTER `newconn` and its `ack`, read as they pass.)
+ */
+function closeLostConnections(w: Worker) {
+  type Message = { cmd?: string; act?: string; seq?: number; ack?: number };
+  const handedOver = new Map<number, { close(): void }>();
+  const proc = w.process as unknown as { send(msg: Message, handle?: unknown, ...rest: unknown[]): boolean; on(event: 'internalMessage', fn: (m: Message) => void): void };
+  const send = proc.send.bind(proc);
+  proc.send = (msg, handle, ...rest) => {
+    if (msg?.cmd === 'NODE_CLUSTER' && msg.act === 'newconn' && typeof msg.seq === 'number' && handle) handedOver.set(msg.seq, handle as { close(): void });
+    return send(msg, handle, ...rest);
+  };
+  proc.on('internalMessage', (m) => {
+    if (m?.cmd === 'NODE_CLUSTER' && typeof m.ack === 'number') handedOver.delete(m.ack);
+  });
+  w.once('exit', () => {
+    for (const handle of handedOver.values()) handle.close();
+    handedOver.clear();
+  });
+}
 
 /** Runs the primary: stores, migrations, N workers; resolves never (the process exits on a signal or a crash loop). */
 export async function runPrimary(config: Config, log: Logger, n: number): Promise<void> {
@@ -50,19 +79,39 @@ export async function runPrimary(config: Config, log: Logger, n: number): Promis
   };
   let stopping = false;
   const deaths: number[] = [];
+  // The workers that listen (serve); and, for each worker slot, how many of its processes in a row
+  // died before they listened (a worker that cannot start: its stores unreachable, say).
+  const serving = new Set<Worker>();
+  const failedStarts = new Map<number, number>();
   const fork = (index: number): Worker => {
     const w = cluster.fork(env);
+    closeLostConnections(w);
+    w.once('listening', () => {
+      serving.add(w);
+      failedStarts.delete(index);
+    });
     w.on('exit', (code, signal) => {
+      serving.delete(w);
       if (stopping) return;
       const now = Date.now();
       deaths.push(now);
       while (deaths.length && deaths[0] < now - 60_000) deaths.shift();
-      log.error({ worker: index, pid: w.process.pid, code, signal }, 'worker process died');
-      if (deaths.length >= RESTARTS_PER_MINUTE) {
+      // A slot whose processes keep dying at the start is restarted less and less often (0.5 s,
+      // 1 s, 2 s … 10 s), not every 500 ms.
+      const failed = failedStarts.get(index) ?? 0;
+      failedStarts.set(index, failed + 1);
+      const restartInMs = Math.min(RESTART_MS * 2 ** failed, RESTART_MAX_MS);
+      log.error({ worker: index, pid: w.process.pid, code, signal, restartInMs }, 'worker process died');
+      // The group gives up only when nothing serves: while another worker serves, a worker that
+      // cannot start for a while (Postgres or Redis out for a few seconds: every start fails at
+      // once) is a stores outage the serving workers ride out as one daemon does, not a reason
+      // to stop them too.
+      if (deaths.length >= RESTARTS_PER_MINUTE && serving.size === 0) {
         log.fatal({ deaths: deaths.length }, 'workers keep dying; stopping');
         return void shutdown('crash loop', 1);
       }
-      setTimeout(() => !stopping && workers.set(index, fork(index)), 500).unref();
+      // Not unref'd: with every worker dead, this timer is all that keeps the primary alive.
+      setTimeout(() => !stopping && workers.set(index, fork(index)), restartInMs);
     });
     return w;
   };

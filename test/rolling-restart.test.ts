@@ -1,6 +1,7 @@
-import { request, type ClientRequest, type ServerResponse } from 'node:http';
+import type { ClientRequest, ServerResponse } from 'node:http';
 import { afterAll, describe, expect, it } from 'vitest';
 import { processEnv, startDaemonProcess, type RunningDaemon } from './support/daemon.js';
+import { watchOverHttp } from './support/ticket-stream.js';
 import { testDb } from './support/db.js';
 import { http } from './support/http.js';
 import { testRedis } from './support/redis.js';
@@ -81,36 +82,7 @@ function logs(d: RunningDaemon, msg: string) {
   });
 }
 
-/**
- * A user's browser following a ticket's event stream on one daemon: every view it was told,
- * `first` once the first came, `ended` once the stream closed.
- */
-function watch(base: string, ticketId: string) {
-  const views: any[] = [];
-  let buf = '';
-  let told!: () => void;
-  const first = new Promise<void>((r) => (told = r));
-  const ended = new Promise<void>((resolve) => {
-    const req = request(`${base}/v1/tickets/${ticketId}/events`, { agent: false, headers: { accept: 'text/event-stream' } }, (res) => {
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => {
-        buf += chunk;
-        for (let i; (i = buf.indexOf('\n\n')) >= 0; ) {
-          const block = buf.slice(0, i);
-          buf = buf.slice(i + 2);
-          const data = block.split('\n').find((l) => l.startsWith('data: '));
-          if (block.includes('event: ticket') && data) views.push(JSON.parse(data.slice(6)));
-        }
-        if (views.length) told();
-      });
-      res.on('close', () => resolve());
-    });
-    req.on('error', () => resolve());
-    req.end();
-    streams.push(req);
-  });
-  return { views, first, ended };
-}
+const watch = (base: string, ticketId: string) => watchOverHttp(base, ticketId, streams);
 
 /**
  * A user polling a ticket every 20 ms through one kept-alive connection, as a load balancer's pool

@@ -25,21 +25,34 @@ interface Msg {
   error?: string;
 }
 
-/** In the primary: answers workers' scrapes with every worker's metrics, aggregated. */
+/**
+ * In the primary: answers workers' scrapes with every worker's metrics, aggregated. Only workers
+ * that listen are asked (one still starting has no metrics to give, and would not answer), and one
+ * that dies or disconnects before it answered is counted out at once: either way the scrape used
+ * to wait the whole TIMEOUT_MS for it, at every replacement of a worker and all through a crash loop.
+ */
 export function servePrimaryMetrics() {
   let next = 0;
-  const pending = new Map<number, { left: number; parts: object[][]; done(): void }>();
+  const listening = new Set<number>();
+  const pending = new Map<number, { asked: Set<number>; parts: object[][]; done(): void }>();
+  const answered = (id: number, workerId: number, metrics?: object[]) => {
+    const p = pending.get(id);
+    if (!p || !p.asked.delete(workerId)) return;
+    if (metrics) p.parts.push(metrics);
+    if (p.asked.size === 0) p.done();
+  };
+  cluster.on('listening', (worker) => listening.add(worker.id));
+  const gone = (worker: { id: number }) => {
+    listening.delete(worker.id);
+    for (const id of [...pending.keys()]) answered(id, worker.id);
+  };
+  cluster.on('disconnect', gone);
+  cluster.on('exit', gone);
   cluster.on('message', (worker, msg: Msg) => {
-    if (msg?.type === COLLECT_RES) {
-      const p = pending.get(msg.id);
-      if (!p) return;
-      if (msg.metrics) p.parts.push(msg.metrics);
-      if (--p.left === 0) p.done();
-      return;
-    }
+    if (msg?.type === COLLECT_RES) return answered(msg.id, worker.id, msg.metrics);
     if (msg?.type !== SCRAPE) return;
     const id = next++;
-    const live = Object.values(cluster.workers ?? {}).filter((w) => w?.isConnected());
+    const live = Object.values(cluster.workers ?? {}).filter((w) => w?.isConnected() && listening.has(w.id));
     const reply = (text: string | undefined, error?: string) => worker.isConnected() && worker.send({ type: SCRAPE_RES, id: msg.id, text, error });
     const finish = () => {
       clearTimeout(timer);
@@ -52,9 +65,10 @@ export function servePrimaryMetrics() {
           (err) => reply(undefined, String(err)),
         );
     };
-    const p = { left: live.length, parts: [] as object[][], done: finish };
+    const p = { asked: new Set(live.map((w) => w!.id)), parts: [] as object[][], done: finish };
     const timer = setTimeout(finish, TIMEOUT_MS);
     pending.set(id, p);
+    if (p.asked.size === 0) return finish();
     for (const w of live) w!.send({ type: COLLECT, id });
   });
 }

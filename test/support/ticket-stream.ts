@@ -1,3 +1,4 @@
+import { request, type ClientRequest } from 'node:http';
 /**
  * Reads a ticket's event stream from an app (`app.request`, no port): `views` gathers each `ticket`
  * event's view, `next()` resolves with the next one, or null once the stream ended; `done` settles
@@ -43,4 +44,38 @@ export function followTicket(app: { request(path: string): Response | Promise<Re
       return read < views.length ? views[read++] : null;
     },
   };
+}
+
+/**
+ * A user's browser following a ticket's event stream on one daemon over a connection of its own
+ * (node:http, no pooled agent: a daemon stopping or killed closes exactly this connection):
+ * every view it was told, `first` once the first came, `ended` once the stream closed or broke.
+ * The request is pushed onto `open` for the file's teardown to destroy.
+ */
+export function watchOverHttp(base: string, ticketId: string, open: ClientRequest[]) {
+  const views: any[] = [];
+  let buf = '';
+  let told!: () => void;
+  const first = new Promise<void>((r) => (told = r));
+  const ended = new Promise<void>((resolve) => {
+    const req = request(`${base}/v1/tickets/${ticketId}/events`, { agent: false, headers: { accept: 'text/event-stream' } }, (res) => {
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => {
+        buf += chunk;
+        for (let i; (i = buf.indexOf('\n\n')) >= 0; ) {
+          const block = buf.slice(0, i);
+          buf = buf.slice(i + 2);
+          const data = block.split('\n').find((l) => l.startsWith('data: '));
+          if (block.includes('event: ticket') && data) views.push(JSON.parse(data.slice(6)));
+        }
+        if (views.length) told();
+      });
+      res.on('close', () => resolve());
+      res.on('error', () => resolve());
+    });
+    req.on('error', () => resolve());
+    req.end();
+    open.push(req);
+  });
+  return { views, first, ended };
 }
