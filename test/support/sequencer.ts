@@ -11,6 +11,11 @@
 import { BaseSequencer, type TestSpecification } from 'vitest/node';
 
 const SLOWEST_FIRST = [
+  // Added 5 Dec 2026 from one full run on the 2-core machine (the file's whole time, alone on its worker).
+  'processes-faults', // ~130 s
+  'rolling-restart', // ~90 s
+  'split-edges', // ~30 s
+  'cluster-reshard', // ~26 s
   'cluster-sublines', // ~49 s
   'e2e-gate-auto', // ~35 s
   'gate-pace', // ~28 s
