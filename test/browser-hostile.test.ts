@@ -10,7 +10,7 @@ import { inProcessDaemon, OP, SVC } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
 import { testRedis } from './support/redis.js';
 import { hasChromium, launchBrowser, open, PHONE, sharedContext } from './support/browser.js';
-import { retrying503 } from './support/joins.js';
+import { fetchPast503, retrying503 } from './support/joins.js';
 
 const { newPrefix } = testRedis();
 const db = await testDb();
@@ -19,16 +19,7 @@ const call = retrying503(callOnce);
 const browser = hasChromium ? await launchBrowser() : null;
 const context = browser ? await sharedContext(browser) : null;
 
-/** A GET from outside the browser, a `503` (a busy machine) asked again. */
-async function get(url: string): Promise<Response> {
-  const until = Date.now() + 30_000;
-  for (;;) {
-    const res = await fetch(url);
-    if (res.status !== 503 || Date.now() > until) return res;
-    await res.body?.cancel();
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+const get = fetchPast503;
 
 const join = async (item: string, userId: string) => (await call('POST', `/v1/items/${item}/tickets`, { userId }, SVC)).body.ticketId as string;
 const pull = async (item: string, max: number) => (await call('POST', `/v1/items/${item}/pull`, { max }, SVC)).body.tickets as { ticketId: string; leaseId: string }[];

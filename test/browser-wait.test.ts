@@ -3,7 +3,7 @@ import { inProcessDaemon, SVC } from './support/daemon-inproc.js';
 import { holdStockRow, testDb } from './support/db.js';
 import { testRedis } from './support/redis.js';
 import { hasChromium, launchBrowser, open, screenshot, sharedContext } from './support/browser.js';
-import { retrying503 } from './support/joins.js';
+import { fetchPast503, retrying503 } from './support/joins.js';
 
 const { newPrefix } = testRedis();
 const db = await testDb();
@@ -12,16 +12,7 @@ const call = retrying503(callOnce);
 const browser = hasChromium ? await launchBrowser() : null;
 // The tests' pages in one context, but for the one in Chinese.
 const context = browser ? await sharedContext(browser) : null;
-/** A GET from outside the browser, a `503` (a busy machine) asked again as `call` asks. */
-async function get(url: string, init?: RequestInit): Promise<Response> {
-  const until = Date.now() + 30_000;
-  for (;;) {
-    const res = await fetch(url, init);
-    if (res.status !== 503 || Date.now() > until) return res;
-    await res.body?.cancel();
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+const get = fetchPast503;
 
 const join = async (item: string, userId: string) => (await call('POST', `/v1/items/${item}/tickets`, { userId }, SVC)).body.ticketId as string;
 const pull = async (item: string, max: number) => (await call('POST', `/v1/items/${item}/pull`, { max }, SVC)).body.tickets as { ticketId: string; leaseId: string }[];

@@ -107,6 +107,16 @@ async function itemAwayFromQueues(stem: string) {
   }
 }
 
+/** A seckill sale of 30 units to 60 buyers through both daemons, paced, once its first 3 have sold. */
+async function saleUnderWay(stem: string) {
+  const item = await itemAwayFromQueues(stem);
+  const stock = 30;
+  expect((await daemons[0].define(item, { handler: 'seckill', config: { stock, shards: 2 }, gate: { mode: 'manual', rate: 15, maxInFlight: 4 } })).status).toBe(201);
+  const sale = buyers(item, userIds(0, 60), 120_000);
+  await waitFor(() => daemons[1].call('GET', `/v1/items/${item}`), (r) => (r.body?.counts?.succeeded ?? 0) >= 3, 60_000);
+  return { item, stock, sale };
+}
+
 describe("the client's refusals while a slot moves", () => {
   // Both seen as 500s in the sale below (which meets them on some runs, not all): each is a
   // command that was not run, so the answer is 503 and the client asks again.
@@ -170,11 +180,7 @@ describe('a hash slot moved to another master mid-sale', () => {
 
   it('the global keys (item set, active set, blocks, revoked tokens …): a sale through their moves, no 500', { timeout: 150_000 }, async () => {
     statuses.clear();
-    const item = await itemAwayFromQueues('globals');
-    const stock = 30;
-    expect((await daemons[0].define(item, { handler: 'seckill', config: { stock, shards: 2 }, gate: { mode: 'manual', rate: 15, maxInFlight: 4 } })).status).toBe(201);
-    const sale = buyers(item, userIds(0, 60), 120_000);
-    await waitFor(() => daemons[1].call('GET', `/v1/items/${item}`), (r) => (r.body?.counts?.succeeded ?? 0) >= 3, 60_000);
+    const { item, stock, sale } = await saleUnderWay('globals');
     const globals = [itemsSetKey, itemsVersionKey, activeItemsKey, changedItemsKey, announcedItemsKey, wakeItemsKey, globalBlocksKey, revokedTokensKey].map((k) => k(prefix));
     // Each global key's slot to another master, one after another, while the sale and an operator's item changes go on.
     const ops = (async () => {
@@ -248,11 +254,7 @@ ${rec.lines()}`).toBe(0);
 describe("a handler's job queue slot moved mid-sale", () => {
   it('the seckill queue ({h-seckill}): no 500, and the sale completes with orders = stock, one per user', { timeout: 150_000 }, async () => {
     statuses.clear();
-    const item = await itemAwayFromQueues('queue-move');
-    const stock = 30;
-    expect((await daemons[0].define(item, { handler: 'seckill', config: { stock, shards: 2 }, gate: { mode: 'manual', rate: 15, maxInFlight: 4 } })).status).toBe(201);
-    const sale = buyers(item, userIds(0, 60), 120_000);
-    await waitFor(() => daemons[1].call('GET', `/v1/items/${item}`), (r) => (r.body?.counts?.succeeded ?? 0) >= 3, 60_000);
+    const { item, stock, sale } = await saleUnderWay('queue-move');
     const queueKey = `${jobQueuePrefix(prefix, queueName('seckill'))}:x`;
     const { to } = await masterOtherThan(queueKey);
     let moveError: unknown = null;

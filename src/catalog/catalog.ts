@@ -295,7 +295,8 @@ export function createCatalog(deps: CatalogDeps): Catalog {
         if (!existing.snap.draw && existing.snap.seq > 0) fail('conflict', PRE_QUEUE_AFTER_TICKETS);
         if (existing.snap.served > 0) fail('conflict', PRE_QUEUE_AFTER_CUT);
       }
-      const prev = await store.get(itemId);
+      // (Read above already when Redis lacked the item.)
+      const prev = existing ? await store.get(itemId) : stored;
       await store.upsert(itemRow(def, gate));
       let created: boolean;
       let counted: Awaited<ReturnType<typeof countStock>>;

@@ -54,3 +54,14 @@ export function retrying503<A extends unknown[]>(call: (...args: A) => Promise<A
 }
 
 export const userIds = (from: number, to: number, prefix = 'u') => Array.from({ length: to - from }, (_, i) => `${prefix}${from + i}`);
+
+/** A plain fetch from outside the daemon's test client (a browser's page, an asset), a `503` (a busy machine) asked again every 100 ms for up to 30 s. */
+export async function fetchPast503(url: string, init?: RequestInit): Promise<Response> {
+  const until = Date.now() + 30_000;
+  for (;;) {
+    const res = await fetch(url, init);
+    if (res.status !== 503 || Date.now() > until) return res;
+    await res.body?.cancel();
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
