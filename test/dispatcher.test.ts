@@ -98,13 +98,19 @@ describe('the dispatcher batches a trickle of joins when its rounds are slow, an
     const nextRound = () => new Promise<void>((r) => onRound.push(r));
     const define = (itemId: string) => line.definitions.define({ itemId, handler: 'probe', config: {}, capacity: null, abandonAfterMs: null, opensAt: null, closesAt: null, rejoin: 'any' }, { mode: 'manual' }, { reopen: false });
     let users = 0;
-    /** Joins `n` to the item, each followed by the wake the daemon gives the dispatcher, then waits for rounds until one admits for it (or `rounds` pass). */
+    /**
+     * Joins `n` to the item at once (as a flood's joins arrive: one Redis call for them all), each
+     * followed by the wake the daemon gives the dispatcher, then waits for rounds until one admits
+     * for it (or `rounds` pass).
+     */
     const joinAndWait = async (itemId: string, n: number, rounds = Infinity) => {
       const before = admittedBy.get(itemId)?.length ?? 0;
-      for (let i = 0; i < n; i++) {
-        await line.tickets.join(itemId, `u${++users}`, null);
-        dispatcher.wake(itemId);
-      }
+      await Promise.all(
+        Array.from({ length: n }, async () => {
+          await line.tickets.join(itemId, `u${++users}`, null);
+          dispatcher.wake(itemId);
+        }),
+      );
       for (let i = 0; i < rounds && (admittedBy.get(itemId)?.length ?? 0) === before; i++) {
         const round = nextRound();
         dispatcher.wake();

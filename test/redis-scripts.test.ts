@@ -209,15 +209,11 @@ describe('calls for many items in one', () => {
     expect([await leases('r1'), await leases('r2'), await leases('r3')]).toEqual([1, 1, 1]);
   });
 
-  it("sends one turn's calls of a coalesced script as one call, answers each as its own call would, and fails only the item whose run failed", async () => {
-    const clock = manualClock();
-    const now = clock.now();
-    const prefix = t.newPrefix();
-    const line = createLine({ redis: t.redis, prefix, clock, cacheMs: 0 });
-    const items = ['m1', 'm2', 'm3', 'm4'];
-    for (const id of items) await line.definitions.define(def(id), null, { reopen: false });
-    // A connection of its own whose script calls are recorded by their KEYS count (an EVALSHA
-    // answered NOSCRIPT is sent again as EVAL: one logical call may be two commands).
+  /**
+   * A script runner on a connection of its own whose script calls are recorded by their KEYS
+   * count (an EVALSHA answered NOSCRIPT is sent again as EVAL: one logical call may be two commands).
+   */
+  function recordingRunner(prefix: string) {
     const conn = t.redis.duplicate();
     const numKeys: number[] = [];
     const send = conn.sendCommand.bind(conn);
@@ -225,7 +221,17 @@ describe('calls for many items in one', () => {
       if (command.name === 'evalsha' || command.name === 'eval') numKeys.push(Number(command.args[1]));
       return send(command as never, ...(rest as []));
     }) as typeof conn.sendCommand;
-    const { run } = createScriptRunner(conn, prefix);
+    return { conn, numKeys, run: createScriptRunner(conn, prefix).run };
+  }
+
+  it("sends one turn's calls of a coalesced script as one call, answers each as its own call would, and fails only the item whose run failed", async () => {
+    const clock = manualClock();
+    const now = clock.now();
+    const prefix = t.newPrefix();
+    const line = createLine({ redis: t.redis, prefix, clock, cacheMs: 0 });
+    const items = ['m1', 'm2', 'm3', 'm4'];
+    for (const id of items) await line.definitions.define(def(id), null, { reopen: false });
+    const { conn, numKeys, run } = recordingRunner(prefix);
     for (const [i, id] of items.entries()) for (let u = 0; u <= i; u++) await run(scripts.join, id, now, { userId: `u${u}`, payload: '', source: '', defaultKeyQuota: '', memoryFull: '' });
     numKeys.length = 0;
     try {
@@ -269,6 +275,33 @@ describe('calls for many items in one', () => {
       const again = await Promise.all(items.map((id) => run(scripts.admit, id, now + 61_000, args(1000))));
       expect(again.map((r) => (r as number[])[1])).toEqual([1, 2, 3, 4]);
       expect(numKeys).toEqual([2 * scripts.admit.keys.length, 2 * scripts.admit.keys.length]);
+    } finally {
+      conn.disconnect();
+    }
+  });
+
+  it("sends one turn's joins as one call, in the order they came, each answered as alone (a user twice in the turn holds one ticket)", async () => {
+    const clock = manualClock();
+    const now = clock.now();
+    const prefix = t.newPrefix();
+    const line = createLine({ redis: t.redis, prefix, clock, cacheMs: 0 });
+    for (const id of ['j1', 'j2']) await line.definitions.define(def(id), null, { reopen: false });
+    const { conn, numKeys, run } = recordingRunner(prefix);
+    const join = (itemId: string, userId: string) => run(scripts.join, itemId, now, { userId, payload: '', source: '', defaultKeyQuota: '', memoryFull: '' }) as Promise<[number, number, string, number]>;
+    try {
+      // Seven joins in one turn: two items, one user twice, one unknown item.
+      const asked: [string, string][] = [['j1', 'a'], ['j2', 'a'], ['j1', 'b'], ['nope', 'a'], ['j1', 'a'], ['j1', 'c'], ['j2', 'b']];
+      const replies = await Promise.all(asked.map(([item, user]) => join(item, user)));
+      expect(new Set(numKeys)).toEqual(new Set([asked.length * scripts.join.keys.length])); // (an EVALSHA answered NOSCRIPT goes again as EVAL)
+      expect(replies.map(([code, seq]) => [code, seq])).toEqual([[0, 1], [0, 1], [0, 2], [-1, 0], [1, 1], [0, 3], [0, 2]]);
+      // The same joins one by one, on a fresh prefix, answer the same (the records carry the time).
+      const prefix2 = t.newPrefix();
+      const line2 = createLine({ redis: t.redis, prefix: prefix2, clock, cacheMs: 0 });
+      for (const id of ['j1', 'j2']) await line2.definitions.define(def(id), null, { reopen: false });
+      const alone = createScriptRunner(t.redis, prefix2);
+      const one: unknown[] = [];
+      for (const [item, user] of asked) one.push(await alone.run(scripts.join, item, now, { userId: user, payload: '', source: '', defaultKeyQuota: '', memoryFull: '' }));
+      expect(replies).toEqual(one);
     } finally {
       conn.disconnect();
     }

@@ -100,8 +100,12 @@ const sources = new Map(Object.values(scripts).map((s) => [s.name, scriptSource(
  * (200 items on sale: 600 calls a second of their own). A sweep for many items reclaims at most
  * RECLAIM_LIMIT_MANY leases per item (alone 1,000: 256 items' full runs in one took 3.8 s after a
  * crash left leases on all); an item that may have more is swept again alone (admissions.sweep).
+ * And the joins: a flood's joins arrive dozens to a turn (100 connections: ~26 a call, measured),
+ * and each one's command, reply and promise in ioredis cost the daemon more than its script costs
+ * Redis (~21 µs); one call for the turn's joins runs them in the order they came, each as alone.
  */
 const coalesced = new Set<string>([
+  scripts.join.name,
   scripts.admit.name,
   scripts.settle.name,
   scripts.extendLeases.name,
