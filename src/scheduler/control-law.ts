@@ -29,7 +29,9 @@ function countBelow(h: Histogram, ms: number): number {
  * baseline refits the limit to what the answers per second need at it; cuts count the calls in the
  * pipe to and from the downstream; a cut that leaves the latency where it was re-probes instead of
  * cutting on (a slower service, not a queue); the probe that ends startup halves a small pin on
- * latency. Pure: the controller feeds it windows of samples; tests feed it a simulated downstream
+ * latency; a window with no answer at all while the gate is full (calls hung, or held by retries'
+ * backoffs) makes room beside them, once, no further than what the answers lately carried. Pure:
+ * the controller feeds it windows of samples; tests feed it a simulated downstream
  * (bench/lib/gate-sim.ts; `npm run bench -- gate-sim` judges a change over 32 seeds a member).
  */
 export interface ControlParams {
@@ -131,6 +133,19 @@ export interface ControlState {
   heavyTail?: boolean;
   /** Mean ÷ median latency of calm windows: what turns a median baseline into Little's law's mean time in service. */
   meanRatio?: number;
+  /**
+   * Calls that hang hold their slots until the caller's timeout (times-out's step down: 4 calls
+   * past its backlog of 2K held a limit of 3 for 2 s on an idle downstream; shed-503's retries
+   * hold theirs through their backoff). After a window with no answer and no drop at all and the
+   * gate full, the limit was raised by the calls then in flight, up to what the answers lately
+   * carried (`stuckAdd`, see stuckRoom), once until answers come again (`stuck`); half of it is
+   * taken back when they end as drops, and it is forgotten after 5 s.
+   */
+  stuck?: boolean;
+  stuckAdd?: number;
+  stuckAt?: number;
+  /** A probe ended with no answer while its pin was full: since when nothing answered. */
+  quietSince?: number | null;
 }
 
 /** A closed window of samples, summed over every daemon. */
@@ -226,7 +241,35 @@ export function ready(s: ControlState, w: SampleWindow, openedAt: number, now: n
   // Answers stopped coming at the rate they did while the gate stays full: the downstream lost
   // capacity, and the calls admitted since wait in its queue, where no latency sample sees them.
   const starved = age >= Math.max(100, rtt) && isStarved(s, { ...w, ms: age });
+  // No answer at all with the gate full, for five baselines or where answers were due: hung calls.
+  if (isStuck(s, w, openedAt, now, p)) return true;
   return ((w.n >= need && age >= Math.min(2 * rtt, p.maxWindowMs)) || (alarm && age >= rtt) || starved) || (age >= p.maxWindowMs && w.n > 0) || stalled(s, w, openedAt, now, p);
+}
+
+/**
+ * No answer while the gate is full, once per run of such windows (see ControlState.stuck): the
+ * room to make beside the calls out, up to what the downstream delivered lately (the max-filtered
+ * answer rate carried at the baseline): never past that, so a downstream that hangs every call
+ * does not draw ever more of them.
+ */
+function stuckRoom(s: ControlState, w: SampleWindow, p: ControlParams): number {
+  if (s.startup || s.stuck || s.baseMs === null || w.n !== 0 || w.inflightMax < enforced(s, p).limit) return 0;
+  const carried = s.perS ? carry(s.perS, s.baseMs, p, s) : 0;
+  // More calls out than the downstream carried at its best lately are a queue draining, not hung
+  // calls (slow-64w's step down: 76 out against ~63, answers slower than a window).
+  if (w.inflightMax > carried) return 0;
+  return Math.min(w.inflightMax, Math.max(0, carried - s.limit));
+}
+/**
+ * Hung calls: room to make, and no answer (nor drop) for five baselines (half a second at least; a
+ * queue on live workers answers within that), or for two where the last window's rate promised 6
+ * or more (not less: a window shorter than the service time says nothing; slow-64w's step down
+ * went quiet for 200 ms of its 500 ms calls, and room made there fed the flood).
+ */
+function isStuck(s: ControlState, w: SampleWindow, openedAt: number, now: number, p: ControlParams): boolean {
+  const quiet = now - Math.min(openedAt, s.quietSince ?? Infinity);
+  if (stuckRoom(s, w, p) < 1 || quiet < 2 * s.baseMs!) return false;
+  return quiet >= Math.max(500, 5 * s.baseMs!) || isStarved(s, { ...w, ms: now - openedAt });
 }
 
 /** Under half the answers the last window's rate promised (out of at least 6) with the gate full: close the window early. */
@@ -258,6 +301,10 @@ function stepProbe(s: ControlState, w: SampleWindow, now: number, p: ControlPara
   const deep = measured !== null && s.baseMs !== null && measured < 0.75 * s.baseMs;
   const enough = measured !== null && elapsed >= 3 * p84! && n >= Math.max(Math.min(p.probeSamples, deep ? Math.max(20, 2 * pin) : Math.max(10, 2 * pin)), samplesNeeded(s, p) / 2);
   if (!enough && !expired) return { ...s, probe: { ...probe, savedLimit, hist: [...hist] } };
+  // A probe none of whose own calls answered while its pin was full (answers of calls from before
+  // it may have come): the calls out may be hung (see ControlState.stuck); the window after it
+  // counts its quiet from the probe's start.
+  const quietSince = n === 0 && w.inflightMax >= pin ? (s.quietSince ?? probe.since ?? probe.startedAt) : null;
   // Still saturated at the pin: it delivers what it did unpinned (by Little's law, mean latency
   // ≈ pin / best throughput; the mean, not the p50, which a heavy tail puts far under it), so a queue remains and the baseline is not in sight; halve the pin
   // and measure again (a downstream with fewer workers than the pin).
@@ -286,6 +333,7 @@ function stepProbe(s: ControlState, w: SampleWindow, now: number, p: ControlPara
     baseMs,
     limit: refit,
     probe: null,
+    quietSince,
     decreasesInRow: 0,
     nextProbeAt: now + Math.max(p.probeEveryMs, 30 * (measured ?? s.baseMs ?? 0)) * (1 + p.probeJitter * rng()),
   };
@@ -315,14 +363,38 @@ export function step(s: ControlState, w: SampleWindow, now: number, p: ControlPa
   // The last window's rate, unfiltered: what the next window is expected to deliver (see isStarved).
   if (perS !== null) next.lastPerS = perS;
 
+  if (w.n > 0) {
+    next.stuck = false;
+    next.quietSince = null;
+  }
   if (s.probe) return stepProbe(next, w, now, p, dropping, rng);
+  // Room made for hung calls that never ended as drops is forgotten after 5 s (the caller's
+  // timeout, 2 s in the bench, has long passed: they answered late).
+  if (s.stuckAdd && now - (s.stuckAt ?? now) > 5000) next.stuckAdd = 0;
+  if (isStuck(s, w, now - (w.ms ?? 0), now, p)) {
+    // Hung calls (see ControlState.stuck): room beside them, not a stall's probe (it would pin
+    // under them and admit nothing either).
+    const room = stuckRoom(s, w, p);
+    next.limit = Math.min(p.maxLimit, s.limit + room);
+    next.stuck = true;
+    next.stuckAdd = (next.stuckAdd ?? 0) + room;
+    next.stuckAt = now;
+    next.quietSince = null;
+    return next;
+  }
 
   let probeNow = false;
   if (dropping) {
     probeNow = !!s.startup;
     next.startup = false;
-    // One cut per round trip, as TCP does: the calls that time out next were admitted before it.
-    if (now - s.lastCutAt >= Math.max(200, s.p50Ms ?? 0)) {
+    if (s.stuckAdd) {
+      // The hung calls the limit made room for ended (the caller's timeout): take back half the
+      // room (all of it starved the step down again, 357 / 348 / 348 rows; none flooded it).
+      next.limit = Math.max(p.minLimit, s.limit - 0.5 * s.stuckAdd);
+      next.stuckAdd = 0;
+      next.lastCutAt = now;
+    } else if (now - s.lastCutAt >= Math.max(200, s.p50Ms ?? 0)) {
+      // One cut per round trip, as TCP does: the calls that time out next were admitted before it.
       next.dropLimit = s.limit;
       // No further than what the answers it still gives can carry (below), when that is lower.
       const inflight = Math.min(Math.floor(s.limit), w.inflightMax);
