@@ -228,7 +228,7 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
       log.warn({ restored: n }, 'items restored into redis from postgres');
       await queue.items.activateAll();
     });
-  // After a reconnect every item is active again for a minute: what an outage left undone is picked up.
+  // After a reconnect every item is active again while each loop looks once (items.ts ACTIVATE_ALL_MS): what an outage left undone is picked up.
   redis.on('ready', () =>
     // activateAll first: it also drops the copy of the item set read before, which the loss check reads.
     void queue.items

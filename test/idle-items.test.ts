@@ -3,6 +3,7 @@ import { createConnection } from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
 import { manualClock } from '../src/kernel/clock.js';
 import { createLine } from '../src/queue/line.js';
+import { ACTIVATE_ALL_MS } from '../src/queue/items.js';
 import { activeItemsKey } from '../src/redis/keys.js';
 import type { LineDefinition } from '../src/queue/types.js';
 import { inProcessDaemon, SVC } from './support/daemon-inproc.js';
@@ -166,6 +167,22 @@ describe('an idle daemon: its Redis commands do not follow the number of items',
     expect((await call('GET', '/metrics', undefined, null)).status).toBe(200);
     expect((await commands()) - before).toBeLessThan(50);
   });
+
+  it('a Redis reconnect makes idle items active only while each loop looks at them once, not for a minute', async () => {
+    for (let i = 0; i < 100; i += 20) {
+      const made = await Promise.all(Array.from({ length: 20 }, (_, j) => call('PUT', `/v1/items/again-${i + j}`, { handler: 'seckill', config: { stock: 10 } })));
+      expect(made.map((r) => r.status)).toEqual(made.map(() => 201));
+    }
+    const none = await over(WINDOW_MS);
+    // Every connection the daemon has to its Redis dropped: it reconnects, and activateAll runs.
+    await counter.call('CLIENT', 'KILL', 'TYPE', 'normal');
+    const ready = Date.now();
+    await expect.poll(() => over(500), { timeout: 5000, interval: 0 }).toBeGreaterThan(none + 200); // the loops visit every item
+    // ACTIVATE_ALL_MS (10 s) after the reconnect the items have left the set: idle again (it was
+    // ACTIVE_GRACE_MS, a minute of every loop visiting every item — 40,000 commands a second with 2,000).
+    await new Promise((r) => setTimeout(r, Math.max(0, ready + ACTIVATE_ALL_MS + 1000 - Date.now())));
+    expect(await over(WINDOW_MS)).toBeLessThan(none + 100);
+  }, 30_000);
 
   it('lines behind closed gates: tickets waiting in them cost no admit calls, round after round', async () => {
     // 20 seckill items, each with a ticket waiting behind its closed gate: the dispatcher used to
