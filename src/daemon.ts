@@ -33,7 +33,8 @@ import { createMetrics } from './kernel/metrics.js';
 import { workerMetrics } from './kernel/cluster-metrics.js';
 import { isClusterWorker } from './processes.js';
 import { createLine, type LineDeps } from './queue/line.js';
-import { readOutcome } from './db/outcomes.js';
+import { readLostTicket, readOutcome } from './db/outcomes.js';
+import { createLostTickets } from './queue/lost-tickets.js';
 import { createHandlerRegistry, type HandlerRegistry } from './service/registry.js';
 import { createService } from './service/service.js';
 import { startDispatcher } from './scheduler/dispatcher.js';
@@ -68,7 +69,12 @@ export interface Daemon {
   port: number;
   /** The HTTP API; `app.request()` reaches it without the socket. */
   app: ReturnType<typeof createApp>;
-  stop(): Promise<void>;
+  /**
+   * The graceful stop, within FLOODGATE_SHUTDOWN_MS from its call. Resolves with whether it cut
+   * jobs short: false when every job running finished; true when the budget ran out first and the
+   * jobs left were dropped (they run again on another daemon; main.ts then exits 1).
+   */
+  stop(): Promise<{ jobsCutShort: boolean }>;
 }
 
 /** The connections every module is built over. */
@@ -112,6 +118,18 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
   // Whether Postgres answers, as the sales see it (no timer runs until a sale finds it down).
   const pg = createPgHealth(dbHandle.sql, log.child({ module: 'postgres' }));
   const memory = createMemoryGuard(redis, config.FLOODGATE_REDIS_MEMORY_LIMIT, log.child({ module: 'redis-memory' }));
+  const store = createItemsStore(dbHandle.db);
+  // Ids of tickets Redis lost or removed, answered from Postgres; the items' secrets are loaded
+  // in the background (startDaemon), never on a request.
+  const lostTickets = createLostTickets({
+    clock,
+    read: (ref) => readLostTicket(dbHandle.sql, ref),
+    secrets: () => store.secrets(),
+    saleResult: (handler, sale) => {
+      const spec = handler === undefined ? undefined : handlers.get(handler);
+      return spec?.saleResult ? spec.saleResult(sale) : { id: sale.id };
+    },
+  });
   const queue = createLine({
     redis,
     admitRedis,
@@ -126,9 +144,9 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
       if (predictedMs !== null && actualMs > 0) metrics.etaError.observe({ item: itemId }, Math.abs(actualMs - predictedMs) / actualMs);
     },
     archived: (ref) => readOutcome(dbHandle.sql, ref) as ReturnType<NonNullable<LineDeps['archived']>>,
+    lost: lostTickets,
     storeAway: (handler) => !pg.up && !!handlers.get(handler)?.stockTable,
   });
-  const store = createItemsStore(dbHandle.db);
   const gateStore = createGateStore(redis, config.FLOODGATE_REDIS_PREFIX, clock);
   const stock = createStockCounters({ redis, prefix: config.FLOODGATE_REDIS_PREFIX, clock, items: queue.items });
   const series = createSeriesStore(redis, config.FLOODGATE_REDIS_PREFIX, clock);
@@ -144,7 +162,7 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
     autoCap: config.FLOODGATE_AUTO_START_LIMIT,
   });
   const reservations = createReservations({ sql: dbHandle.sql, queue, stock, log: log.child({ module: 'reservations' }), onReturned: (itemId) => events.emit('returned', itemId) });
-  return { clock, events, handlers, metrics, pg, memory, queue, stock, series, store, gateStore, catalog, reservations };
+  return { clock, events, handlers, metrics, pg, memory, queue, stock, series, store, gateStore, catalog, reservations, lostTickets };
 }
 
 export type Modules = ReturnType<typeof wireModules>;
@@ -213,6 +231,8 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
     return (snap && controllerView(snap)?.probeStart) ?? null;
   });
   const restored = await catalog.restore();
+  // After the restore (which fills in the secrets of items defined before they were kept).
+  await core.lostTickets.load().catch((err) => log.warn({ err: String(err) }, 'item secrets not read'));
   await queue.items.activateAll();
   if (restored) log.warn({ restored }, 'items restored into redis from postgres');
   if (config.FLOODGATE_RECONCILE_ON_START) await catalog.reconcile({ idleOnly: true });
@@ -351,6 +371,7 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
     ),
     startRetention({ queue, store, clock, log: log.child({ module: 'retention' }) }, { everyMs: 60_000, retentionMs: config.FLOODGATE_ITEM_RETENTION_MS }),
     every(1000, 'redis loss check', restoreLost, log),
+    every(60_000, 'item secrets', () => core.lostTickets.load(), log),
     every(1000, 'redis memory', () => core.memory.check().then(() => metrics.redisMemory.set(core.memory.ratio)), log),
     startSeriesRecorder({ queue, series: core.series, clock, log: log.child({ module: 'series' }), effective: (item) => catalog.gateOf(item).effective }, { everyMs: 500 }),
   ];
@@ -385,20 +406,26 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
   const url = `http://${hostOf(local)}:${port}`;
   log.info({ listen: `${hostOf(bound.address)}:${port}`, url, redis: describeTarget(stores.redisTarget, redactUrl), postgres: redactUrl(stores.pgUrl) }, 'floodgate listening');
 
-  let stopping: Promise<void> | null = null;
+  let stopping: Promise<{ jobsCutShort: boolean }> | null = null;
   return {
     url,
     port,
     app,
     stop: () =>
       (stopping ??= (async () => {
+        // main.ts exits 1 FLOODGATE_SHUTDOWN_MS after the signal, whatever is still running.
+        const stopBy = Date.now() + config.FLOODGATE_SHUTDOWN_MS;
         log.info('stopping');
         draining = true;
         // The three at once: the controller's stop hands its leader leases over, and waiting for
         // the HTTP drain first kept the other daemons without a controller for that long too.
         // (Joins still answered meanwhile are admitted by the other daemons' dispatchers.)
         await Promise.all([drainHttp(server as Server, open, log), dispatcher.stop(), controller.stop()]);
-        await service.stop();
+        // The jobs running get what is left of the budget after the HTTP drain, less what the rest
+        // of the stop needs (STOP_TAIL_MS): a webhook call an operator gave a long stop budget for
+        // finishes here instead of being dropped and run again elsewhere.
+        const left = stopBy - Date.now();
+        const { dropped } = await service.stop({ workersMs: Math.max(MIN_WORKERS_MS, left - STOP_TAIL_MS), queuesMs: Math.min(QUEUES_CLOSE_MS, Math.max(1000, left - STOP_TAIL_MS / 2)) });
         await Promise.all(loops.map((l) => l.stop()));
         time.stop();
         await tokens.stop();
@@ -407,10 +434,25 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
         await ledger.drain().catch((err) => log.warn({ err: String(err) }, 'final ledger drain failed'));
         bullRedis.disconnect();
         await stores.close();
-        log.info('stopped');
+        log.info({ jobsCutShort: dropped > 0 }, 'stopped');
+        return { jobsCutShort: dropped > 0 };
       })()),
   };
 }
+
+/**
+ * What the stop keeps of FLOODGATE_SHUTDOWN_MS for its steps after the jobs: the batched writes'
+ * drain, the job queues' close, the loops, the final ledger drain to Postgres and the stores'
+ * close (0.1-0.5 s measured; the rest is a busy machine's margin). The workers' close gets what
+ * is left after the HTTP drain and this.
+ */
+export const STOP_TAIL_MS = 2000;
+
+/** The least the workers' close is given, however small the budget: with no job running it takes a few ms. */
+const MIN_WORKERS_MS = 500;
+
+/** The most the stop waits for the job queues' close (a Redis gone for good never ends it: service.ts). */
+const QUEUES_CLOSE_MS = 10_000;
 
 /**
  * How long the stop waits for answers in progress before it closes their connections: a request's

@@ -94,7 +94,8 @@ async function main() {
     }, config.FLOODGATE_SHUTDOWN_MS);
     force.unref();
     daemon.stop().then(
-      () => process.exit(0),
+      // Jobs dropped because the stop budget ran out: the exit says so, as a forced exit does.
+      ({ jobsCutShort }) => process.exit(jobsCutShort ? 1 : 0),
       (err) => {
         log.error({ err: String(err) }, 'shutdown failed');
         process.exit(1);

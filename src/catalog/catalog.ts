@@ -6,6 +6,7 @@ import type { ItemRow, ItemsStore } from '../db/items-store.js';
 import type { CachedItem } from '../queue/item-cache.js';
 import type { Line } from '../queue/line.js';
 import { LINES_CHANGE, PRE_QUEUE_AFTER_CUT, PRE_QUEUE_AFTER_TICKETS } from '../queue/line-scripts.js';
+import { newItemSecret } from '../queue/definitions.js';
 import { itemState, type ItemState } from '../queue/snapshot.js';
 import { seedHashOf } from '../queue/draw.js';
 import { DEFAULT_TOKEN_TTL_MS, type GateSettings, type LineDefinition, type Quotas, type WaitingRoom } from '../queue/types.js';
@@ -297,13 +298,22 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       }
       // (Read above already when Redis lacked the item.)
       const prev = existing ? await store.get(itemId) : stored;
-      await store.upsert(itemRow(def, gate));
+      // The ticket-id secret: the live item's, else the one its row keeps (an item made again
+      // after a loss, or after retention, signs as before: its old ids still verify and are
+      // answered from Postgres), else a new one. The row keeps the first one stored.
+      const kept = await store.upsert({
+        ...itemRow(def, gate),
+        secret: existing?.snap.secret ?? prev?.secret ?? newItemSecret(),
+        epochMs: existing ? existing.snap.epoch : (prev?.epochMs ?? deps.clock.now()),
+      });
       let created: boolean;
       let counted: Awaited<ReturnType<typeof countStock>>;
       try {
         counted = await countStock(def);
         if (JSON.stringify(before) !== JSON.stringify(gate)) await audit(itemId, actor, before, gate);
-        ({ created } = await queue.definitions.define(def, gate, { reopen: true }));
+        const made = await queue.definitions.define(def, gate, { reopen: true, secret: kept.secret ?? undefined, epoch: kept.epochMs });
+        created = made.created;
+        await keepLiveSecret(itemId, kept, made);
       } catch (err) {
         await undoPut(itemId, prev, err);
         throw err;
@@ -448,8 +458,15 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       try {
         // The blocks everywhere first: an item re-created below copies them from this set.
         for (const userId of await store.blockedIn('*')) await queue.definitions.blocks.setGlobal(userId, true);
-        const ids = (await store.all()).map((r) => r.itemId);
+        const rows = await store.all();
+        const ids = rows.map((r) => r.itemId);
         const { restored, gone } = await restoreMissing(ids);
+        // Items defined before their secret was kept in Postgres: the live item's, kept now.
+        for (const row of rows) {
+          if (row.secret) continue;
+          const live = await queue.items.item(row.itemId);
+          if (live) await store.keepSecret(row.itemId, live.snap.secret, live.snap.epoch);
+        }
         known = new Set([...ids.filter((id) => !gone.has(id)), ...during]);
         knownGen++;
         return restored;
@@ -530,6 +547,15 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     return err instanceof FloodgateError && (err.code === 'invalid_request' || err.code === 'conflict');
   }
 
+  /**
+   * The row must hold the secret the live item signs with (Redis's wins: an item defined before
+   * secrets were kept, or by a daemon of an older version), or a later loss would make the item
+   * again with another one and its ids would stop verifying.
+   */
+  async function keepLiveSecret(itemId: string, row: { secret: string | null; epochMs: number | null }, live: { secret: string; epoch: number }) {
+    if (live.secret && (row.secret !== live.secret || row.epochMs !== live.epoch)) await store.keepSecret(itemId, live.secret, live.epoch);
+  }
+
   /** Re-creates a lost item; false if it exists again already (another daemon restored it). */
   async function restoreRow(row: ItemRow): Promise<boolean> {
     const def = rowDefinition(row);
@@ -537,7 +563,12 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     // restore cut short cannot leave an item live without them.
     const counted = await countStock(def);
     if (counted) await deps.counters.set(row.itemId, counted.left, counted.shards);
-    const { created } = await queue.definitions.define(def, { ...defaultGate, ...(row.gate as Partial<GateSettings>) }, { reopen: false });
+    // Its ticket-id secret and epoch as they were: the ids issued before the loss still verify,
+    // and are answered from Postgres (queue/lost-tickets.ts). A row without one gets one first.
+    const kept = row.secret ? { secret: row.secret, epochMs: row.epochMs === null ? null : Number(row.epochMs) } : await store.claimSecret(row.itemId, newItemSecret(), deps.clock.now());
+    const made = await queue.definitions.define(def, { ...defaultGate, ...(row.gate as Partial<GateSettings>) }, { reopen: false, secret: kept?.secret, epoch: kept?.epochMs ?? null });
+    const { created } = made;
+    if (kept) await keepLiveSecret(row.itemId, kept, made);
     if (!created) return false;
     // Its blocks (those everywhere it copied from the global set as it was made).
     for (const userId of await store.blockedIn(row.itemId)) await queue.definitions.blocks.set(row.itemId, userId, 'item', true);

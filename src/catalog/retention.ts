@@ -11,7 +11,7 @@ import type { ItemSnapshot } from '../queue/snapshot.js';
  * Postgres rows stay (the item row, marked archived so a start does not re-create it; orders,
  * claims, outcomes, audit). Postgres first: an item marked archived whose keys are still there is
  * removed on the next round; the reverse (keys gone, row not marked) would be restored at start.
- * Ticket ids of a removed item answer 404 from then on.
+ * Ticket ids of a removed item are answered from Postgres from then on (queue/lost-tickets.ts).
  */
 export function startRetention(deps: { queue: Pick<Line, 'items' | 'definitions'>; store: Pick<ItemsStore, 'archive'>; clock: Clock; log: Logger }, opts: { everyMs: number; retentionMs: number }) {
   /** Ended (closed or sold out) longer ago than the retention time. */

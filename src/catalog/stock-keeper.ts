@@ -59,7 +59,7 @@ export function stockKeeperRound(deps: StockKeeperDeps) {
     for (const itemId of ids) {
       const s = deps.queue.items.peek(itemId)?.snap;
       if (!s || s.stockLeft === null || s.counts.admitted > 0) continue;
-      const mark = `${s.secret}|${s.seq}|${s.admissions}|${s.counts.succeeded}|${s.counts.rejected}|${s.counts.failed}|${s.stockLeft}`;
+      const mark = `${s.incarnation}|${s.seq}|${s.admissions}|${s.counts.succeeded}|${s.counts.rejected}|${s.counts.failed}|${s.stockLeft}`;
       const stranded = s.stockLeft === 0 && !s.soldOut && !s.closed && s.counts.waiting > 0;
       const rested = last.get(itemId) === mark;
       last.set(itemId, mark);

@@ -1,4 +1,4 @@
-import { and, desc, eq, inArray, isNull } from 'drizzle-orm';
+import { and, desc, eq, inArray, isNotNull, isNull, sql } from 'drizzle-orm';
 import type { Db } from './client.js';
 import { gateAudit, items, userBlocks } from './schema.js';
 
@@ -8,13 +8,39 @@ export type NewItemRow = typeof items.$inferInsert;
 /** SQL for item definitions, the operators' blocks and the gate audit log. */
 export function createItemsStore(db: Db) {
   return {
-    async upsert(row: NewItemRow): Promise<void> {
-      const { itemId, createdAt: _c, ...rest } = row;
-      await db
+    /**
+     * Writes the item's row. Its ticket-id secret and epoch, once stored, are kept (the first
+     * stored wins: an item made again, or defined by two daemons at once, signs with one secret);
+     * returns those the row holds after the write.
+     */
+    async upsert(row: NewItemRow): Promise<{ secret: string | null; epochMs: number | null }> {
+      const { itemId, createdAt: _c, secret: _s, epochMs: _e, ...rest } = row;
+      const [kept] = await db
         .insert(items)
         .values(row)
-        .onConflictDoUpdate({ target: items.itemId, set: { ...rest, archivedAt: null, updatedAt: new Date() } });
+        .onConflictDoUpdate({
+          target: items.itemId,
+          set: { ...rest, archivedAt: null, updatedAt: new Date(), secret: sql`coalesce(${items.secret}, excluded.secret)`, epochMs: sql`case when ${items.secret} is null then excluded.epoch_ms else ${items.epochMs} end` },
+        })
+        .returning({ secret: items.secret, epochMs: items.epochMs });
+      return { secret: kept?.secret ?? null, epochMs: kept?.epochMs === null || kept?.epochMs === undefined ? null : Number(kept.epochMs) };
     },
+    /** Stores the secret and epoch the item's live line in Redis signs with (it wins over the row's). */
+    async keepSecret(itemId: string, secret: string, epochMs: number): Promise<void> {
+      await db.update(items).set({ secret, epochMs }).where(eq(items.itemId, itemId));
+    },
+    /** Stores a secret for a row that has none; returns the row's secret and epoch after it. */
+    async claimSecret(itemId: string, secret: string, epochMs: number): Promise<{ secret: string; epochMs: number } | null> {
+      const [r] = await db
+        .update(items)
+        .set({ secret: sql`coalesce(${items.secret}, ${secret})`, epochMs: sql`case when ${items.secret} is null then ${epochMs}::bigint else ${items.epochMs} end` })
+        .where(eq(items.itemId, itemId))
+        .returning({ secret: items.secret, epochMs: items.epochMs });
+      return r?.secret ? { secret: r.secret, epochMs: Number(r.epochMs ?? epochMs) } : null;
+    },
+    /** Every item's ticket-id secret (archived items' too), for the ids of items Redis does not hold. */
+    secrets: (): Promise<{ itemId: string; secret: string | null; handler: string }[]> =>
+      db.select({ itemId: items.itemId, secret: items.secret, handler: items.handler }).from(items).where(isNotNull(items.secret)),
     async get(itemId: string): Promise<ItemRow | undefined> {
       const [row] = await db.select().from(items).where(eq(items.itemId, itemId));
       return row;

@@ -126,3 +126,29 @@ export async function readOutcome(sql: postgres.Sql, ticketRef: string) {
   // (timestamps arrive as strings or Dates depending on the client's parsers)
   return { outcome, admittedAt: r.admitted_at ? new Date(r.admitted_at).getTime() : null, finishedAt: new Date(r.finished_at).getTime() };
 }
+
+/** What Postgres holds of one ticket (by ref) whose state Redis no longer has: its ledger row, else its sale. */
+export type LostTicketRow =
+  | { from: 'outcome'; itemId: string; userId: string; status: string; reason: string | null; result: unknown; joinedAt: number; admittedAt: number | null; finishedAt: number; source: string | null }
+  | { from: 'orders' | 'coupon_claims'; itemId: string; userId: string; id: string; released: boolean; reservedUntil: string | null; at: number };
+
+/**
+ * The outcome ledger's row of a ticket, or — where the ledger never got it (Redis lost the entry
+ * before it was written) — its order or coupon claim: one statement, the ledger's row first.
+ */
+export async function readLostTicket(sql: postgres.Sql, ticketRef: string): Promise<LostTicketRow | null> {
+  const [r] = await sql`
+    select * from (
+      select 1 as k, item_id, user_id, status, reason, result, joined_at, admitted_at, finished_at, source, null::text as id, null::timestamptz as reserved_until
+        from ticket_outcomes where ticket_id = ${ticketRef}
+      union all
+      select 2, item_id, user_id, status, null, null, null, null, created_at, null, order_id::text, reserved_until from orders where ticket_id = ${ticketRef}
+      union all
+      select 3, item_id, user_id, 'claimed', null, null, null, null, created_at, null, claim_id::text, null from coupon_claims where ticket_id = ${ticketRef}
+    ) t order by k limit 1`;
+  if (!r) return null;
+  const ms = (v: unknown) => new Date(v as string).getTime();
+  if (Number(r.k) === 1)
+    return { from: 'outcome', itemId: r.item_id, userId: r.user_id, status: r.status, reason: r.reason, result: r.result, joinedAt: ms(r.joined_at), admittedAt: r.admitted_at ? ms(r.admitted_at) : null, finishedAt: ms(r.finished_at), source: r.source };
+  return { from: Number(r.k) === 2 ? 'orders' : 'coupon_claims', itemId: r.item_id, userId: r.user_id, id: r.id, released: r.status === 'released', reservedUntil: r.reserved_until ? new Date(r.reserved_until).toISOString() : null, at: ms(r.finished_at) };
+}

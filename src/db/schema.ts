@@ -1,5 +1,5 @@
 import { sql } from 'drizzle-orm';
-import { bigserial, check, index, integer, jsonb, pgTable, primaryKey, text, timestamp, unique, uniqueIndex } from 'drizzle-orm/pg-core';
+import { bigint, bigserial, check, index, integer, jsonb, pgTable, primaryKey, text, timestamp, unique, uniqueIndex } from 'drizzle-orm/pg-core';
 
 /** The durable definition of every line; Redis is rebuilt from it after a flush. */
 export const items = pgTable('items', {
@@ -25,6 +25,13 @@ export const items = pgTable('items', {
   lines: integer('lines').notNull().default(1),
   /** Set when the ended item's Redis keys were removed (retention); a start does not restore it. */
   archivedAt: timestamp('archived_at', { withTimezone: true, mode: 'date' }),
+  /**
+   * The secret that signs the item's ticket ids (hex) and the epoch (ms) their join times count
+   * from (drizzle/0016): an item made again after Redis lost it keeps both, so its old ids still
+   * verify and are answered from Postgres. Null for an item defined before them, until filled.
+   */
+  secret: text('secret'),
+  epochMs: bigint('epoch_ms', { mode: 'number' }),
   createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
   updatedAt: timestamp('updated_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
 });

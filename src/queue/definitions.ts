@@ -10,7 +10,12 @@ import type { GateSettings, LineDefinition, Quota } from './types.js';
 
 /** Defining an item's line, cutting it, and removing it: what the catalog does. */
 export interface Definitions {
-  define(def: LineDefinition, gate: Partial<GateSettings> | null, opts: { reopen: boolean }): Promise<{ created: boolean }>;
+  /**
+   * `secret`, `epoch`: what a new item signs its ticket ids with and counts join times from (kept
+   * in Postgres: an item made again after a loss keeps them; default a fresh secret, now). An
+   * existing item keeps its own. Returns the secret and epoch the item has after the call.
+   */
+  define(def: LineDefinition, gate: Partial<GateSettings> | null, opts: { reopen: boolean; secret?: string; epoch?: number | null }): Promise<{ created: boolean; secret: string; epoch: number }>;
   /** Ends every waiting ticket at once: close → cancelled, sold out → rejected (reason: the kind's default, or given). */
   cut(itemId: string, kind: 'closed' | 'sold_out', reason?: string): Promise<number>;
   /** Calls `listener` after this process cut an item's line (a sell-out, a close): watchers need not wait for their next look. */
@@ -30,6 +35,9 @@ export interface BlockOps {
   /** The global set itself (what a newly defined item copies). */
   setGlobal(userId: string, on: boolean): Promise<void>;
 }
+
+/** A new item's ticket-id secret: 256 random bits, hex (queue/ticket-id.ts). */
+export const newItemSecret = () => randomBytes(32).toString('hex');
 
 /** meta's "limit:windowMs" form of a quota (join-5.lua and snapshot.ts read the same). */
 const quotaField = (q: Quota | undefined) => (q ? `${q.limit}:${q.windowMs}` : '');
@@ -68,8 +76,10 @@ export function createDefinitions(deps: { redis: RedisLike; prefix: string; cloc
         pow: def.pow ? JSON.stringify(def.pow) : '',
         lines: def.lines && def.lines > 1 ? def.lines : '',
       };
-      const { created } = await scripts.define(def.itemId, clock.now(), {
-        secret: randomBytes(32).toString('hex'),
+      const { created, secret, epoch } = await scripts.define(def.itemId, clock.now(), {
+        secret: opts.secret ?? newItemSecret(),
+        epoch: opts.epoch ?? null,
+        born: randomBytes(8).toString('hex'),
         definition: Object.fromEntries(Object.entries(fields).map(([f, v]) => [f, String(v)])),
         gate: gate ? gateFields(gate) : null,
         reopen: opts.reopen,
@@ -86,7 +96,7 @@ export function createDefinitions(deps: { redis: RedisLike; prefix: string; cloc
       await items.announce(def.itemId);
       // A redefinition that opens the gate wakes a line that waited behind a closed one (items.loopNeed).
       if (!created && gate && gate.mode !== 'closed') items.keepActive(def.itemId);
-      return { created };
+      return { created, secret, epoch };
     },
 
     async cut(itemId, kind, why) {

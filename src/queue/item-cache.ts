@@ -18,7 +18,8 @@ import { createScriptRunner } from '../redis/scripts.js';
 export interface CachedItem {
   snap: ItemSnapshot;
   /**
-   * What the per-process caches of this item's tickets are valid for: the item's secret and a
+   * What the per-process caches of this item's tickets are valid for: the item's life (its secret
+   * and the token it was made with: snapshot.ts `incarnation`) and a
    * generation that moves when the item's counters went backwards (a Redis rollback: a seq may
    * now belong to another ticket, so what was cached under an id must be read again).
    */
@@ -96,19 +97,19 @@ export function createItemCache(deps: { redis: RedisLike; prefix: string; clock:
       return null;
     }
     const prev = e.item;
-    const rolledBack = !!prev && prev.snap.secret === snap.secret && (snap.seq < prev.snap.seq || snap.served < prev.snap.served || snap.admissions < prev.snap.admissions);
+    const rolledBack = !!prev && prev.snap.incarnation === snap.incarnation && (snap.seq < prev.snap.seq || snap.served < prev.snap.served || snap.admissions < prev.snap.admissions);
     if (rolledBack) {
       e.generation++;
       e.lastCxId = '0';
       e.seenCancels = 0;
     }
-    if (prev && prev.snap.secret !== snap.secret) {
-      // The item was deleted from Redis and created anew: nothing learnt before applies.
+    if (prev && prev.snap.incarnation !== snap.incarnation) {
+      // The item was deleted from Redis and created anew (its secret may be the same): nothing learnt before applies.
       e.lastCxId = '0';
       e.seenCancels = 0;
       e.samples = [];
     }
-    const cancelled = prev && prev.snap.secret === snap.secret && !rolledBack ? prev.cancelled : new Set<number>();
+    const cancelled = prev && prev.snap.incarnation === snap.incarnation && !rolledBack ? prev.cancelled : new Set<number>();
     let feedComplete = prev?.feedComplete ?? true;
     if (snap.cancelsTotal > e.seenCancels) {
       const rows = (await deps.redis.xrange(itemKeys(deps.prefix, itemId).cx, `(${e.lastCxId}`, '+', 'COUNT', 20000)) as [string, string[]][];
@@ -119,7 +120,7 @@ export function createItemCache(deps: { redis: RedisLike; prefix: string; clock:
       e.seenCancels += rows.length;
       if (e.seenCancels < snap.cancelsTotal && rows.length < 20000) feedComplete = false;
     }
-    if (!snap.draw?.drawn || prev?.snap.secret !== snap.secret) e.drawPlaces = null;
+    if (!snap.draw?.drawn || prev?.snap.incarnation !== snap.incarnation) e.drawPlaces = null;
     if (snap.draw?.drawn && snap.draw.n && !e.drawPlaces) e.drawPlaces = await deps.redis.getBuffer(itemKeys(deps.prefix, itemId).drawPlaces);
     const places = e.drawPlaces;
     const drawN = places ? snap.draw!.n! : 0;
@@ -136,7 +137,7 @@ export function createItemCache(deps: { redis: RedisLike; prefix: string; clock:
     const admitRate = dt >= 1000 ? ((snap.admissions - first.admissions) * 1000) / dt : (prev?.admitRate ?? null);
     const handler = snap.def.handler;
     const storeAway = () => deps.storeAway?.(handler) ?? false;
-    e.item = { snap, recordKey: `${snap.secret}#${e.generation}`, cancelled, feedComplete, admitRate, cancelledBetween: counter(cancelled, lineIndex), lineIndex, storeAway };
+    e.item = { snap, recordKey: `${snap.incarnation}#${e.generation}`, cancelled, feedComplete, admitRate, cancelledBetween: counter(cancelled, lineIndex), lineIndex, storeAway };
     return e.item;
   }
 

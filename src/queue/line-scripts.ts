@@ -146,13 +146,14 @@ export function createLineScripts(run: ScriptRunner['run']) {
       (await run(scripts.resolveDoubt, itemId, now, {}, entries.flatMap((e) => [e.seq, e.outcome]))) as number,
 
     /** Throws conflict when the handler would change under live tickets. */
-    async define(itemId: string, now: number, a: { secret: string; definition: Record<string, string>; gate: Record<string, string> | null; reopen: boolean }) {
-      const [code] = (await run(scripts.define, itemId, now, { secret: a.secret, definition: JSON.stringify(a.definition), gate: a.gate ? JSON.stringify(a.gate) : '', reopen: bit(a.reopen) })) as [number];
+    /** `epoch`, `born`: see define-5.lua. Returns the secret and epoch the item signs with now. */
+    async define(itemId: string, now: number, a: { secret: string; definition: Record<string, string>; gate: Record<string, string> | null; reopen: boolean; epoch?: number | null; born: string }) {
+      const [code, secret, epoch] = (await run(scripts.define, itemId, now, { secret: a.secret, definition: JSON.stringify(a.definition), gate: a.gate ? JSON.stringify(a.gate) : '', reopen: bit(a.reopen), epoch: a.epoch ?? '', born: a.born })) as [number, string, number];
       if (code === -1) throw new FloodgateError('conflict', 'The handler of an item with live tickets cannot change.');
       if (code === -2) throw new FloodgateError('conflict', PRE_QUEUE_AFTER_TICKETS);
       if (code === -3) throw new FloodgateError('conflict', PRE_QUEUE_AFTER_CUT);
       if (code === -4) throw new FloodgateError('conflict', LINES_CHANGE);
-      return { created: code === 1 };
+      return { created: code === 1, secret, epoch: Number(epoch) };
     },
 
     /** How many waiting tickets the cut ended. */

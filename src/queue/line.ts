@@ -8,6 +8,7 @@ import { createItemDirectory, type LineItems } from './items.js';
 import { createLineScripts } from './line-scripts.js';
 import { createSplitLine } from './split-line.js';
 import { createTicketReader, type ArchivedOutcome } from './ticket-reader.js';
+import type { LostTickets } from './lost-tickets.js';
 import { createTickets, type Tickets } from './tickets.js';
 
 export type { SettleInput } from './admissions.js';
@@ -32,6 +33,8 @@ export interface LineDeps {
   /** Whether Redis is near its memory limit: no new tickets (queue/memory-guard.ts). */
   memoryFull?(): boolean;
   archived?: ArchivedOutcome;
+  /** Tickets Redis lost or removed, answered from Postgres (queue/lost-tickets.ts). */
+  lost?: LostTickets;
   /**
    * Whether the store a handler sells through is away (Postgres down, for the handlers that sell
    * through it): the dispatcher admits none of their tickets meanwhile, and their waiting tickets
@@ -59,7 +62,7 @@ export function createLine(deps: LineDeps): Line {
   const items = createItemDirectory({ redis, prefix, clock, cacheMs: deps.cacheMs, storeAway: deps.storeAway });
   // A hot item's sub-lines (lines > 1): each part below routes such an item's calls to it.
   const split = createSplitLine({ redis, prefix, clock });
-  const reader = createTicketReader({ items, scripts, split, clock, archived: deps.archived });
+  const reader = createTicketReader({ items, scripts, split, clock, archived: deps.archived, lost: deps.lost });
   const eta = createEtaMemory();
   const definitions = createDefinitions({ redis, prefix, clock, items, scripts, split });
   const tickets = createTickets({ redis, prefix, clock, cacheMs: deps.cacheMs, items, scripts, split, reader, eta, defaultKeyQuota: deps.defaultKeyQuota, memoryFull: deps.memoryFull, onJoined: deps.onJoined, rememberEtas: !!deps.onWaited });

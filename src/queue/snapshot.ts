@@ -9,6 +9,12 @@ export interface ItemSnapshot {
   def: LineDefinition;
   secret: string;
   epoch: number;
+  /**
+   * This life of the item: its secret and the random token define-5.lua gave it when it was made.
+   * An item made again after a Redis loss keeps its secret (and epoch), so what cached anything of
+   * its tickets tells the two lives apart by this, not by the secret.
+   */
+  incarnation: string;
   version: number;
   closed: boolean;
   soldOut: boolean;
@@ -116,6 +122,7 @@ export function parseSnapshot(
     },
     secret: meta.secret,
     epoch: Number(meta.epoch),
+    incarnation: `${meta.secret}|${meta.born ?? ''}`,
     version: Number(meta.version ?? 0),
     closed: meta.closed === '1',
     soldOut: meta.soldOut === '1',

@@ -134,7 +134,7 @@ export interface SplitLine {
   setStock(item: SplitItem, units: number): Promise<void>;
   /** The units left over every sub-line. */
   unitsLeft(item: SplitItem): Promise<number>;
-  /** Ends every waiting ticket of every sub-line (cut-5.lua on each) and refuses joins from then on. */
+  /** Ends every waiting ticket of every sub-line (cut-8.lua on each) and refuses joins from then on. */
   cut(item: SplitItem, kind: 'closed' | 'sold_out', reason?: string): Promise<number>;
 }
 

@@ -3,7 +3,8 @@ import { recentMap } from '../kernel/recent-map.js';
 
 /**
  * A ticket id is `<base64url(itemId)>.<seq base36>.<tag>`, where tag is 128 bits of MAC under the
- * item secret (256 random bits made when the item is created), in two halves:
+ * item secret (256 random bits made when the item is first created, kept in its Postgres row and
+ * reused when the item is made again after a Redis loss), in two halves:
  *
  * - 64 bits of HMAC-SHA256(secret, "s" ‖ seq): checked before anything is read, so a forged or
  *   mistyped id costs no Redis call;
@@ -11,7 +12,8 @@ import { recentMap } from '../kernel/recent-map.js';
  *   record once it is read, so an id names one user's ticket, never just a seq. A Redis rollback
  *   (AOF losing its last second, a restored snapshot, a lagging replica promoted) rewinds the seq
  *   counter and hands the same seq to the next joiner; the binding half makes that joiner's id
- *   differ from the lost one's, and the lost id answers 404 instead of naming someone else's ticket.
+ *   differ from the lost one's, and the lost id answers 404 (or its own end, from Postgres by its
+ *   ref: lost-tickets.ts) instead of naming someone else's ticket.
  *
  * It holds no ':' and is never all digits, so it is a valid BullMQ jobId.
  */

@@ -1,9 +1,10 @@
 import type { Clock } from '../kernel/clock.js';
-import { fail } from '../kernel/errors.js';
+import { fail, FloodgateError } from '../kernel/errors.js';
 import { ticketRef } from '../kernel/ticket-ref.js';
 import type { CachedItem } from './item-cache.js';
 import type { ItemDirectory } from './items.js';
 import type { LineScripts } from './line-scripts.js';
+import type { LostTickets } from './lost-tickets.js';
 import { splitOf, type SplitLine } from './split-line.js';
 import { createRecordCache } from './record-cache.js';
 import { parseTicketId, verifyBinding, verifySeq } from './ticket-id.js';
@@ -21,7 +22,7 @@ export type ArchivedOutcome = (ticketRef: string) => Promise<{ outcome: Outcome;
  * half against the record), and a waiting ticket is answered from the cached item view where
  * that can tell, else read from Redis.
  */
-export function createTicketReader(deps: { items: ItemDirectory; scripts: LineScripts; split: SplitLine; clock: Clock; archived?: ArchivedOutcome }) {
+export function createTicketReader(deps: { items: ItemDirectory; scripts: LineScripts; split: SplitLine; clock: Clock; archived?: ArchivedOutcome; lost?: LostTickets }) {
   const { items, clock } = deps;
   const records = createRecordCache(500_000);
 
@@ -29,6 +30,7 @@ export function createTicketReader(deps: { items: ItemDirectory; scripts: LineSc
     const parsed = parseTicketId(ticketId);
     const item = parsed && (await items.isKnown(parsed.itemId)) ? await items.item(parsed.itemId) : null;
     if (!parsed || !item) fail('ticket_not_found', 'No such ticket.');
+    deps.lost?.learn(parsed!.itemId, item!.snap.secret, item!.snap.def.handler);
     // An id in the record cache was verified whole when it was stored: the HMAC runs once per ticket and process.
     if (records.get(ticketId)?.secret !== item!.recordKey && !verifySeq(parsed!, item!.snap.secret)) fail('ticket_not_found', 'No such ticket.');
     return { item: item!, seq: parsed!.seq };
@@ -82,7 +84,21 @@ export function createTicketReader(deps: { items: ItemDirectory; scripts: LineSc
     return cutView(ticketId, s.def.itemId, rec, cut);
   }
 
-  return { records, resolve, bound, read, cachedWaiting, cachedCut };
+  /**
+   * What Postgres holds for an id Redis does not know (`err`: Redis's ticket_not_found), else `err`
+   * is thrown: an id of a ticket Redis lost (a flush, a rollback) or removed (retention) whose
+   * outcome or sale Postgres has. Only ids whose seq half verifies cost a query (lost-tickets.ts).
+   */
+  async function fromPostgres(ticketId: string, err: unknown): Promise<{ view: TicketView; source: string | null }> {
+    if (!(err instanceof FloodgateError && err.code === 'ticket_not_found') || !deps.lost) throw err;
+    const parsed = parseTicketId(ticketId);
+    const live = parsed ? deps.items.peek(parsed.itemId)?.snap.secret : undefined;
+    const got = await deps.lost.view(ticketId, live);
+    if (!got) throw err;
+    return got;
+  }
+
+  return { records, resolve, bound, read, cachedWaiting, cachedCut, fromPostgres };
 }
 
 export type TicketReader = ReturnType<typeof createTicketReader>;

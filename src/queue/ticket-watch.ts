@@ -74,7 +74,7 @@ interface Group {
  */
 const shapeOf = (item: CachedItem | null | undefined, now: number) => {
   const s = item?.snap;
-  return s ? `${s.secret}|${s.cuts.length}|${s.soldOut}|${s.closed}|${s.gate.mode}|${s.stockLeft === 0}|${s.def.opensAt !== null && now < s.def.opensAt}|${item!.storeAway()}|${s.draw?.drawn ?? ''}` : '';
+  return s ? `${s.incarnation}|${s.cuts.length}|${s.soldOut}|${s.closed}|${s.gate.mode}|${s.stockLeft === 0}|${s.def.opensAt !== null && now < s.def.opensAt}|${item!.storeAway()}|${s.draw?.drawn ?? ''}` : '';
 };
 
 /** The admissions count of a split item (lines > 1), what moves its line; -1 for one line, whose `served` tells. */

@@ -188,17 +188,28 @@ export function createTickets(deps: TicketsDeps): Tickets {
     async status(ticketId) {
       const now = statusNow(ticketId);
       if (now) return now;
-      const { item, seq } = await reader.resolve(ticketId);
-      const itemId = item.snap.def.itemId;
-      if (item.snap.def.abandonAfterMs !== null) touches.touch(itemId, seq, clock.now());
-      const known = records.get(ticketId);
-      return (known?.secret === item.recordKey ? reader.cachedWaiting(ticketId, item, seq, known) : null) ?? reader.read(ticketId, item, seq);
+      try {
+        const { item, seq } = await reader.resolve(ticketId);
+        const itemId = item.snap.def.itemId;
+        if (item.snap.def.abandonAfterMs !== null) touches.touch(itemId, seq, clock.now());
+        const known = records.get(ticketId);
+        return (known?.secret === item.recordKey ? reader.cachedWaiting(ticketId, item, seq, known) : null) ?? (await reader.read(ticketId, item, seq));
+      } catch (err) {
+        // Not in Redis (lost, rolled back, removed by retention): Postgres's outcome, if it has one.
+        return (await reader.fromPostgres(ticketId, err)).view;
+      }
     },
 
     async sourceOf(ticketId) {
-      const { item, seq } = await reader.resolve(ticketId);
-      const sub = splitOf(item.snap.def);
-      return sub ? deps.split.sourceOf(sub, seq) : deps.redis.hget(itemKeys(prefix, item.snap.def.itemId).sourcePage(seq), String(seq));
+      try {
+        const { item, seq } = await reader.resolve(ticketId);
+        const sub = splitOf(item.snap.def);
+        // The id's own ticket only: after a rollback or a loss its seq may be another ticket's.
+        reader.bound(ticketId, item, sub ? await deps.split.recordOf(sub, seq) : await deps.redis.hget(itemKeys(prefix, item.snap.def.itemId).page(seq), String(seq)));
+        return sub ? deps.split.sourceOf(sub, seq) : deps.redis.hget(itemKeys(prefix, item.snap.def.itemId).sourcePage(seq), String(seq));
+      } catch (err) {
+        return (await reader.fromPostgres(ticketId, err)).source;
+      }
     },
 
     cachedView(ticketId) {
@@ -211,13 +222,24 @@ export function createTickets(deps: TicketsDeps): Tickets {
     itemIdOf: (ticketId) => parseTicketId(ticketId)?.itemId ?? null,
 
     async cancel(ticketId) {
-      const { item, seq } = await reader.resolve(ticketId);
+      let resolved: Awaited<ReturnType<typeof reader.resolve>> & { record: string | null };
+      try {
+        const r = await reader.resolve(ticketId);
+        const sub = splitOf(r.item.snap.def);
+        const record = sub ? await deps.split.recordOf(sub, r.seq) : await deps.redis.hget(itemKeys(prefix, r.item.snap.def.itemId).page(r.seq), String(r.seq));
+        reader.bound(ticketId, r.item, record);
+        resolved = { ...r, record };
+      } catch (err) {
+        // A ticket Redis lost whose end Postgres holds: ended, so not cancellable (or cancelled already).
+        const { view } = await reader.fromPostgres(ticketId, err);
+        if (view.state === 'cancelled') return view;
+        fail('not_cancellable', 'Only a waiting ticket can be cancelled.');
+      }
+      const { item, seq, record } = resolved!;
       const itemId = item.snap.def.itemId;
       items.keepActive(itemId);
       // Cancel only the ticket this id was made for: the script checks the record is the one verified.
       const sub = splitOf(item.snap.def);
-      const record = sub ? await deps.split.recordOf(sub, seq) : await deps.redis.hget(itemKeys(prefix, itemId).page(seq), String(seq));
-      reader.bound(ticketId, item, record);
       const outcome: Outcome = { status: 'cancelled', reason: 'cancelled_by_user' };
       const a = { seq, outcome: JSON.stringify(outcome), record: record!.slice(1) };
       const done = sub ? await cancelSplit(sub, a) : await deps.scripts.cancel(itemId, clock.now(), a);

@@ -128,18 +128,38 @@ export function createService(deps: ServiceDeps) {
   const inProcess = deps.handlers.names().filter((n) => deps.handlers.get(n)?.handle);
   const workerConn = duplicateConnection(deps.bullRedis);
   workerConn.on('error', (err: Error) => deps.log.warn({ err: err.message }, 'redis error (workers)'));
-  const workers = jobs.workers(inProcess, workerConn, runner);
+  // The jobs running in this process, for the stop's log when it cannot wait for them all.
+  let running = 0;
+  const counted: typeof runner = async (job, token) => {
+    running++;
+    try {
+      return await runner(job, token);
+    } finally {
+      running--;
+    }
+  };
+  const workers = jobs.workers(inProcess, workerConn, counted);
   for (const w of workers) w.on('error', (err) => deps.log.warn({ err: String(err) }, 'worker error'));
 
   return {
     jobs,
-    async stop() {
-      await closeWorkers(workers, deps.log);
+    /**
+     * Stops taking jobs and waits for those running, up to `workersMs` (the daemon gives it what
+     * is left of FLOODGATE_SHUTDOWN_MS once the rest of its stop is reserved: daemon.ts), then
+     * closes the job queues within `queuesMs`. Resolves with how many jobs were still running when
+     * the wait ran out and the workers were dropped (0: every job finished, or the close hung with
+     * none running, as after a cluster failover); those run again elsewhere once their tickets'
+     * run leases run out.
+     */
+    async stop({ workersMs = WORKER_CLOSE_MS, queuesMs = WORKER_CLOSE_MS }: { workersMs?: number; queuesMs?: number } = {}): Promise<{ dropped: number }> {
+      let dropped = 0;
+      const closed = await closeWorkers(workers, deps.log, workersMs, () => (dropped = running));
       await Promise.all([...Object.values(sellers), taker, settler].map((s) => s.drain()));
       // With Redis gone for good (every node of a cluster down), BullMQ's close waits for a
       // connection that never ends: the stop goes on without it.
-      if (!(await settlesWithin(jobs.close(), WORKER_CLOSE_MS))) deps.log.warn({ afterMs: WORKER_CLOSE_MS }, 'job queues did not close in time');
+      if (!(await settlesWithin(jobs.close(), queuesMs))) deps.log.warn({ afterMs: queuesMs }, 'job queues did not close in time');
       workerConn.disconnect();
+      return { dropped: closed ? 0 : dropped };
     },
   };
 }
@@ -147,20 +167,27 @@ export function createService(deps: ServiceDeps) {
 export type Service = ReturnType<typeof createService>;
 
 /**
- * How long stop() waits for the workers' graceful close. On a Redis Cluster, a worker whose
- * blocking fetch was in flight to a master that was then killed can wait for it for good: its
- * blocking connection ends, but the command is neither answered nor rejected (measured: 1 stop
- * in 3 after a failover, BullMQ 6.7 + ioredis 6.0), so Worker.close() never resolves.
+ * How long stop() waits for the workers' graceful close when its caller gives no budget (the
+ * daemon gives what is left of FLOODGATE_SHUTDOWN_MS: daemon.ts). It must be bounded: on a Redis
+ * Cluster, a worker whose blocking fetch was in flight to a master that was then killed can wait
+ * for it for good: its blocking connection ends, but the command is neither answered nor rejected
+ * (measured: 1 stop in 3 after a failover, BullMQ 6.7 + ioredis 6.0), so Worker.close() never
+ * resolves.
  */
 const WORKER_CLOSE_MS = 10_000;
 
-export async function closeWorkers(workers: Worker[], log: Logger, waitMs = WORKER_CLOSE_MS) {
-  if (await settlesWithin(Promise.all(workers.map((w) => w.close())), waitMs)) return;
-  log.warn({ afterMs: waitMs }, 'workers did not close in time; their connections are dropped');
+/** Closes the workers, waiting up to `waitMs` for the jobs they run; resolves with whether they closed. */
+export async function closeWorkers(workers: Worker[], log: Logger, waitMs = WORKER_CLOSE_MS, running?: () => number): Promise<boolean> {
+  if (await settlesWithin(Promise.all(workers.map((w) => w.close())), waitMs)) return true;
+  const left = running?.() ?? 0;
+  if (left > 0)
+    log.error({ afterMs: waitMs, running: left }, 'workers did not close within the stop budget (FLOODGATE_SHUTDOWN_MS); the jobs still running are dropped and will run again elsewhere');
+  else log.warn({ afterMs: waitMs }, 'workers did not close in time; their connections are dropped');
   // BullMQ stops a worker's lock renewal only after the close it is still waiting for: left alone,
   // its timer renews locks on the dropped connection for good (seen as a timer that outlived the
   // stop, test/support/leak-check.ts, after a cluster failover in CI).
   await Promise.all(workers.map((w) => (w as unknown as { lockManager?: { close(): Promise<void> } }).lockManager?.close()));
   // Dropping them waits for their 'end', which a cluster with every node gone never sends.
   await settlesWithin(Promise.all(workers.map((w) => w.disconnect().catch(() => {}))), 1000);
+  return false;
 }

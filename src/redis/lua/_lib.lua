@@ -156,12 +156,33 @@ local function leaveDoubt(seq)
   return true
 end
 
+-- Ends a ticket admitted before whose run is known to have had no effect (its lease's holder wrote
+-- back a retry), on a cut item: with the outcome it was held in doubt with (x.ifNone: rejected
+-- blocked), else the cut's (rejected sold_out, cancelled item_closed) — what resolve-doubt-7.lua
+-- would end it with after the grace, with nothing left to wait for. `from`: the counter it leaves
+-- ('admitted' or 'waiting'). Needs what finish() needs.
+local function endWithoutEffect(seq, record, from, cut, now)
+  local xKey = keyOf.x(seq)
+  local outcome = rcall('HGET', xKey, 'ifNone') or cjson.encode({ status = stateByChar[cut[2]], reason = cut[3] })
+  local status = cjson.decode(outcome).status
+  local char = 'r'
+  for c, st in pairs(stateByChar) do if st == status then char = c end end
+  rcall('HDEL', xKey, 'lease', 'leaseExp')
+  return finish(seq, record, from, char, status, outcome, now)
+end
+
 -- Puts an admitted ticket back at the head of the line (expired lease or retry). If the item was
--- cut (closed / sold out) after the ticket joined, it waits in doubt instead (holdInDoubt).
+-- cut (closed / sold out) after the ticket joined, it waits in doubt instead (holdInDoubt), unless
+-- `noEffect`: then it ends at once (endWithoutEffect).
+-- `noEffect`: the holder of the ticket's lease said its run had no effect and none will follow
+-- under that lease (an outside worker's `retry`, settle-9.lua); kept as x.noEffect while the
+-- ticket waits at the head, where it lets the user cancel it (cancel-9.lua). Any other return
+-- (a lease run out) clears it: that run's effect is unknown.
 -- Needs what finish() needs, and K.meta, K.retry, K.doubt.
-local function returnToHead(seq, record, now)
+local function returnToHead(seq, record, now, noEffect)
   local cut = cutFor(loadCuts(), seq)
   if cut then
+    if noEffect then return endWithoutEffect(seq, record, 'admitted', cut, now) end
     -- It was admitted: its effect may have happened (a sale committed before its daemon died, the
     -- settle lost), so the cut's outcome could be false. It waits in doubt instead.
     holdInDoubt(seq, now)
@@ -173,6 +194,7 @@ local function returnToHead(seq, record, now)
   local lease = rcall('HGET', xKey, 'lease')
   if lease then rcall('HSET', xKey, 'prevLease', lease) end
   rcall('HDEL', xKey, 'lease', 'leaseExp')
+  if noEffect then rcall('HSET', xKey, 'noEffect', '1') else rcall('HDEL', xKey, 'noEffect') end
   rcall('HSET', xKey, 'updatedAt', fmt(now))
   rcall('ZADD', K.retry, seq, fmt(seq))
   rcall('HINCRBY', K.ctr, 'admitted', -1)

@@ -6,8 +6,12 @@
   ARGV[4] record: the one the caller verified the ticket id against, without its state char (a
     record that differs is another ticket at the same seq, e.g. after a Redis rollback: not found)
   Returns 1 cancelled, -1 not found, -2 not cancellable: not waiting, cut, or back at the head
-    (K.retry) — admitted before, its effect may have happened (a sale committed, a webhook
-    answered, before its lease ran out), and "cancelled" would then be false; it runs again.
+    (K.retry) after a lease ran out — admitted before, its effect may have happened (a sale
+    committed, a webhook answered, before its lease ran out), and "cancelled" would then be
+    false; it runs again. A ticket back at the head because its lease's holder wrote back a retry
+    (x.noEffect, returnToHead in _lib: its run had no effect and that lease can write nothing
+    more) is cancellable: no lease of it is out, and only an admission (which it leaves) would
+    give one.
   Each cancel of a ticket still in the line is appended to the stream `cx`, so daemons that answer
   polls from their cache learn of it within their refresh period.
 ]]
@@ -16,7 +20,7 @@ local now, seq = tonumber(ARGV[1]), tonumber(ARGV[2])
 local record = getRecord(seq)
 if not record or string.sub(record, 2) ~= ARGV[4] then return -1 end
 if string.sub(record, 1, 1) ~= 'w' or cutFor(loadCuts(), seq) then return -2 end
-if rcall('ZSCORE', K.retry, fmt(seq)) then return -2 end
+if rcall('ZSCORE', K.retry, fmt(seq)) and rcall('HGET', keyOf.x(seq), 'noEffect') ~= '1' then return -2 end
 finish(seq, record, 'waiting', 'c', 'cancelled', ARGV[3], now)
 rcall('ZREM', K.retry, fmt(seq))
 local userId = recordUser(record)

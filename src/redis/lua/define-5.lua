@@ -5,6 +5,10 @@
   ARGV[3] definition: flat JSON object of meta fields (strings; '' clears a field)
   ARGV[4] gate: flat JSON object of gate fields ('' clears), or '' to keep the gate
   ARGV[5] reopen: '1' to reopen an item that was closed
+  ARGV[6] epoch: the epoch (ms) join times count from, kept from the item's earlier life ('' or
+    later than now: now); used only when the item is new
+  ARGV[7] born: a fresh random token naming this life of the item (the daemons' caches of its
+    tickets tell a re-created item from the one before by it; the secret may be the same)
   Returns { code, secret, epoch }: code 1 created, 2 replaced, -1 conflict (handler change with
     live tickets), -2 conflict (a pre-queue added to a line that has had tickets), -3 conflict (a
     pre-queue not drawn yet on a line a cut moved past tickets: it closed or sold out), -4 conflict
@@ -40,7 +44,11 @@ if existing[1] then
   end
 else
   code = 1
-  rcall('HSET', K.meta, 'secret', ARGV[2], 'epoch', ARGV[1])
+  -- A kept epoch, so that the join times of the item's new tickets count on from its old ones'
+  -- (a ticket id binds its seq, join time and user: a seq issued again is never the same id).
+  local epoch = ARGV[6]
+  if epoch == '' or not tonumber(epoch) or tonumber(epoch) > tonumber(ARGV[1]) then epoch = ARGV[1] end
+  rcall('HSET', K.meta, 'secret', ARGV[2], 'epoch', epoch, 'born', ARGV[7])
   rcall('HSETNX', K.ctr, 'seq', 0)
   rcall('HSETNX', K.ctr, 'served', 0)
 end

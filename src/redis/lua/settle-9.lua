@@ -6,7 +6,9 @@
   ARGV[1] now (ms, the caller's clock)
   ARGV[2..] per ticket six values:
     seq, leaseId, status (succeeded|rejected|failed), outcome JSON,
-    retry ('1' returns the ticket to the head instead of ending it; only with failed),
+    retry ('1' returns the ticket to the head instead of ending it; only with failed; unforced, it
+    says the run had no effect: on a cut item the ticket ends with the cut's outcome at once,
+    returnToHead in _lib),
     force ('1' = owner override: settle an admitted ticket whatever its current lease, also one
     whose lease ran out or that waits in doubt (the job that ran it knows its outcome); used only
     by in-process workers, whose effects are idempotent; never reachable through the API)
@@ -49,7 +51,11 @@ local function settleOne(seq, leaseId, status, outcome, retry, force)
   end
   rcall('HSET', xKey, 'lastLease', leaseId, 'lastStatus', asked)
   if retry then
-    returnToHead(seq, record, now)
+    -- A retry written by the lease's holder itself (an outside worker, not forced) says its run
+    -- had no effect: on a cut item it ends at once, and at the head its user may cancel it. One
+    -- forced by an in-process job says nothing of the kind (Postgres unreachable may be a
+    -- connection lost after the commit was sent): the ticket waits as any returned one.
+    returnToHead(seq, record, now, not force)
     return 1
   end
   finish(seq, record, 'admitted', chars[status], status, outcome, now)

@@ -14,7 +14,7 @@
          -8 num is at or below the sub-line's fence (an admission round has looked past it):
             take a new number and join again (then seq = the fence)
   The sub-line's meta is a copy of the item's (epoch, rejoin, opensAt, closesAt) with its own
-  cuts and flags (cut-5.lua on the sub-line).
+  cuts and flags (cut-8.lua on the sub-line).
 ]]
 -- @include _lib
 local now, userId, num = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])

@@ -3,8 +3,10 @@
   an item is closed (waiting -> cancelled) or sells out (waiting -> rejected).
   Tickets back at the head (K.retry) do not end: they were admitted before, and their effect may
   have happened (a sale committed, a webhook answered, before a lease ran out), so they wait in
-  doubt for their outcome (holdInDoubt in _lib).
-  KEYS[1] meta  KEYS[2] ctr  KEYS[3] retry  KEYS[4] done  KEYS[5] doubt
+  doubt for their outcome (holdInDoubt in _lib) — except those back because their lease's holder
+  wrote back a retry (x.noEffect): known to have had no effect, they end with the cut.
+  KEYS[1] meta  KEYS[2] ctr  KEYS[3] retry  KEYS[4] done  KEYS[5] doubt  KEYS[6] payloads
+  KEYS[7] stock  KEYS[8] taken
   ARGV[1] now (ms, the caller's clock)  ARGV[2] stateChar (c|r)  ARGV[3] reason
   ARGV[4] flag: the meta field to set ('closed'|'soldOut')
   Returns the number of tickets that ended, or -1 for an unknown item.
@@ -16,7 +18,14 @@ rcall('HSET', K.meta, flag, '1')
 rcall('HSETNX', K.meta, 'endedAt', now)
 for _, s in ipairs(rcall('ZRANGE', K.retry, 0, -1)) do
   local record = getRecord(tonumber(s))
-  if record and string.sub(record, 1, 1) == 'w' then doubtInstead(tonumber(s), record, tonumber(now), nil) end
+  if record and string.sub(record, 1, 1) == 'w' then
+    -- Back after its holder's retry (x.noEffect): known to have had no effect, it ends with this cut.
+    if rcall('HGET', keyOf.x(tonumber(s)), 'noEffect') == '1' then
+      endWithoutEffect(tonumber(s), record, 'waiting', { 0, stateChar, reason }, tonumber(now))
+    else
+      doubtInstead(tonumber(s), record, tonumber(now), nil)
+    end
+  end
 end
 rcall('DEL', K.retry)
 local seq = tonumber(rcall('HGET', K.ctr, 'seq') or '0')
