@@ -150,10 +150,11 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
   const gateStore = createGateStore(redis, config.FLOODGATE_REDIS_PREFIX, clock);
   const stock = createStockCounters({ redis, prefix: config.FLOODGATE_REDIS_PREFIX, clock, items: queue.items });
   const series = createSeriesStore(redis, config.FLOODGATE_REDIS_PREFIX, clock);
+  const stockRows = createStockRows(dbHandle.sql);
   const catalog = createCatalog({
     queue,
     store,
-    stockRows: createStockRows(dbHandle.sql),
+    stockRows,
     counters: stock,
     gates: gateStore,
     handlers,
@@ -162,7 +163,7 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
     autoCap: config.FLOODGATE_AUTO_START_LIMIT,
   });
   const reservations = createReservations({ sql: dbHandle.sql, queue, stock, log: log.child({ module: 'reservations' }), onReturned: (itemId) => events.emit('returned', itemId) });
-  return { clock, events, handlers, metrics, pg, memory, queue, stock, series, store, gateStore, catalog, reservations, lostTickets };
+  return { clock, events, handlers, metrics, pg, memory, queue, stock, stockRows, series, store, gateStore, catalog, reservations, lostTickets };
 }
 
 export type Modules = ReturnType<typeof wireModules>;
@@ -355,7 +356,7 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
     every(500, 'lease sweep', () => queue.admissions.sweep(), log),
     every(1000, 'poll touch flush', () => queue.tickets.flush(), log),
     every(50, 'gate sample flush', () => samples.flush(), log),
-    startStockKeeper({ queue, catalog, pg, log: log.child({ module: 'stock' }) }, { everyMs: 2000 }),
+    startStockKeeper({ queue, catalog, pg, log: log.child({ module: 'stock' }), left: core.stockRows.left }, { everyMs: 2000 }),
     startDoubtResolver(
       {
         queue,

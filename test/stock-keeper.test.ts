@@ -49,4 +49,37 @@ describe('the stock keeper (catalog/stock-keeper.ts)', () => {
     await nextRound(false);
     expect(Number(await t.redis.hget(stock, shard))).toBe(10);
   });
+  it('after a start or a reconnect (every item due at once) reads what Postgres leaves them in one query and reconciles only the counters that differ', async () => {
+    const { call, queue, catalog, prefix, stockRows } = t.build();
+    const ids = [t.uniqueItem(), t.uniqueItem(), t.uniqueItem()];
+    for (const id of ids) expect((await call('PUT', `/v1/items/${id}`, { handler: 'seckill', config: { stock: 10 } })).status).toBe(201);
+    await queue.items.activateAll();
+    const asked: string[] = [];
+    const counting = { reconcile: (opts: { itemId?: string; idleOnly?: boolean }) => (asked.push(opts.itemId!), catalog.reconcile(opts)) };
+    const reads: string[][] = [];
+    const left = (itemIds: string[]) => (reads.push(itemIds), stockRows.left(itemIds));
+    let now = 0;
+    const round = stockKeeperRound({ queue, catalog: counting, pg: { up: true }, log: createLogger('silent'), now: () => now, left });
+    const nextRound = async () => {
+      for (const id of ids) await queue.items.item(id, { fresh: true });
+      now += 2000;
+      await round();
+    };
+    const mine = () => asked.filter((id) => ids.includes(id));
+    // First seen, then rested: all three due in one round, one read, no reconcile (their counters hold 10).
+    await nextRound();
+    await nextRound();
+    expect(reads.filter((r) => r.some((id) => ids.includes(id)))).toHaveLength(1);
+    expect(mine()).toEqual([]);
+    await nextRound();
+    expect(mine()).toEqual([]);
+    // A counter rolled back to an older, higher value: that item, and only it, is reconciled once it rests.
+    const stock = itemKeys(prefix, ids[1]).stock;
+    const shard = (await t.redis.hkeys(stock))[0];
+    await t.redis.hset(stock, shard, 25);
+    await nextRound();
+    await nextRound();
+    expect(mine()).toEqual([ids[1]]);
+    expect(Number(await t.redis.hget(stock, shard))).toBe(10);
+  });
 });

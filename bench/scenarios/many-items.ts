@@ -9,7 +9,7 @@
 import { OPERATOR_KEY, SERVICE_KEY, call, putItem, waitingCount } from '../lib/api.js';
 import { cpuSnap, cpuUse } from '../lib/cpu.js';
 import { against, measurePair, pairRatio, startDaemon, type BenchContext } from '../lib/harness.js';
-import { createScratchDb, dropScratchDb } from '../lib/infra.js';
+import { REDIS_URL, createScratchDb, dropScratchDb } from '../lib/infra.js';
 import { runLoad } from '../lib/load.js';
 import { mdTable } from '../lib/report.js';
 import type { ScenarioOutput } from '../lib/harness.js';
@@ -31,6 +31,22 @@ async function redisOps(ctx: BenchContext, ms: number) {
   const a = await total();
   await sleep(ms);
   return ((await total()) - a - 2) / (ms / 1000);
+}
+
+/**
+ * Drops every connection the daemon (pid) has to Redis, as a network blip or a Redis failover
+ * does: it reconnects, and a reconnect makes every item active for a while (items.activateAll).
+ * Returns how many it dropped.
+ */
+async function dropRedisConnections(ctx: BenchContext, pid: number): Promise<number> {
+  const port = new URL(REDIS_URL).port || '6379';
+  const { stdout } = await execFileP('ss', ['-tnpH', 'state', 'established', `( dport = :${port} )`]);
+  const mine = stdout.split('\n').filter((l) => l.includes(`pid=${pid},`));
+  for (const line of mine) {
+    const local = /(\S+:\d+)\s+\S+:\d+\s+users:/.exec(line)?.[1];
+    if (local) await ctx.redis.call('CLIENT', 'KILL', 'ADDR', local).catch(() => {});
+  }
+  return mine.length;
 }
 
 async function timed(base: string, path: string, key: string | null) {
@@ -157,6 +173,13 @@ export async function manyItemsScenario(ctx: BenchContext): Promise<ScenarioOutp
   ctx.log(`alternating: alone ${soloR.rps.toFixed(0)}, beside ${manyR.rps.toFixed(0)} joins/s; ratio ${paired.median.toFixed(3)} (${paired.min.toFixed(3)}–${paired.max.toFixed(3)})`);
   await solo.child.stop();
   await dropScratchDb(soloDb).catch(() => {});
+  // A Redis blip: the daemon's connections dropped. The reconnect makes every item active while
+  // each loop looks at it (items.ts ACTIVATE_ALL_MS, 10 s; it was a minute), then they are idle again.
+  const dropped = await dropRedisConnections(ctx, pid);
+  const afterDrop = await cpuOver(pid, 15_000);
+  const afterDropOps = await redisOps(ctx, 5000);
+  const settled = await cpuOver(pid, 10_000);
+  ctx.log(`after a reconnect (${dropped} connections dropped): ${afterDrop.daemon.toFixed(3)} cores over 15 s, then ${afterDropOps.toFixed(0)} Redis commands/s (5 s) and ${settled.daemon.toFixed(3)} cores (10 s)`);
   // Lines parked behind closed gates: some of the seckill items get a closed gate and one ticket
   // waiting each (a sale's items queued up before it opens). Nothing can move in them until a
   // change, so they should cost what idle items cost.
@@ -184,6 +207,11 @@ export async function manyItemsScenario(ctx: BenchContext): Promise<ScenarioOutp
     [`daemon CPU, ${n} items just defined (5 s)`, `${fresh.daemon.toFixed(3)} cores`, ''],
     [`daemon CPU, the same ${n} items idle over a minute (10 s)`, `${idle.daemon.toFixed(3)} cores (other processes meanwhile: ${idle.other.toFixed(2)} cores)`, '≤ 0.05'],
     ['Redis commands/s (whole server), no items · idle items', `${noneOps.toFixed(0)} · ${idleOps.toFixed(0)}`, ''],
+    [
+      `daemon CPU after its Redis connections are dropped (a blip: ${dropped} dropped, it reconnects), the first 15 s · Redis commands/s, the 5 s after · daemon CPU, the 10 s after those`,
+      `${afterDrop.daemon.toFixed(3)} cores · ${afterDropOps.toFixed(0)} · ${settled.daemon.toFixed(3)} cores`,
+      'idle again after 15 s',
+    ],
     [`daemon CPU · Redis commands/s, ${parkedN} of the seckill items with one ticket waiting behind a closed gate each (10 s · 5 s, from 3 s after)`, `${parked.daemon.toFixed(3)} cores · ${parkedOps.toFixed(0)} (other processes: ${parked.other.toFixed(2)} cores)`, 'as idle'],
     [`GET /metrics with ${n} items, as a scraper asks (gzip, inflated natively: curl --compressed; median of 5, after 3 cold scrapes)`, `${scrapeMs.toFixed(0)} ms (the cold ones: median ${coldMs.toFixed(0)} ms, first bytes after ${coldFirstBytes.map((t) => t.toFixed(0)).join(' · ')} ms)`, '≤ 100 ms'],
     [`GET /metrics with ${n} items through Node's fetch from the bench process (inflated through web streams; median of 3)`, `${metricsMs.toFixed(0)} ms`, ''],

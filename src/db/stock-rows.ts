@@ -6,5 +6,10 @@ export function createStockRows(sql: postgres.Sql) {
   return {
     define: (itemId: string, total: number) => defineStock(sql, itemId, total),
     recount: (table: 'orders' | 'coupon_claims', itemId: string) => recountStock(sql, table, itemId),
+    /** Units left (total − sold) of each item that has a stock row, in one read (no lock: the stock keeper's check before a reconcile). */
+    async left(itemIds: string[]): Promise<Map<string, number>> {
+      const rows = await sql<{ item_id: string; left: string }[]>`select item_id, total - sold as left from item_stock where item_id = any(${itemIds}::text[])`;
+      return new Map(rows.map((r) => [r.item_id, Number(r.left)]));
+    },
   };
 }
