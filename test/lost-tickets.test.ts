@@ -7,6 +7,7 @@ import { ticketRef } from '../src/kernel/ticket-ref.js';
 import { testApp } from './support/app.js';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
+import { testRedis } from './support/redis.js';
 import { ownRedis } from './support/redis-server.js';
 
 /**
@@ -20,6 +21,8 @@ const redisServer = await ownRedis();
 const flushDb = await testDb();
 const rollbackDb = await testDb();
 const t = await testApp();
+// Prefixes on the shared Redis that are unlinked after the file (the daemons' keys: 16-21 each were left behind).
+const shared = testRedis();
 
 const poll = (call: (m: string, p: string, b?: unknown, k?: string | null) => Promise<{ status: number; body: any }>, id: string) => call('GET', `/v1/tickets/${id}`, undefined, null);
 const ended = (call: Parameters<typeof poll>[0], ids: string[]) =>
@@ -107,7 +110,7 @@ describe('after Redis comes back empty', () => {
 describe('a Redis rollback of an item', () => {
   it('answers an id issued in the lost seconds with its own sale, and never the ticket its seq went to', { timeout: 60_000 }, async () => {
     const db = rollbackDb;
-    const prefix = `fgl:${randomBytes(4).toString('hex')}:`;
+    const prefix = shared.newPrefix();
     const { call } = await inProcessDaemon({ prefix, databaseUrl: db.url });
     const redis = t.redis;
     const keysOf = async (itemId: string) => {
@@ -156,7 +159,7 @@ describe('a Redis rollback of an item', () => {
 
 describe('ids Redis does not hold', () => {
   it("answer an item's tickets from Postgres once retention removed the item, and a forged or random id costs no Postgres query", { timeout: 60_000 }, async () => {
-    const prefix = `fgl:${randomBytes(4).toString('hex')}:`;
+    const prefix = shared.newPrefix();
     const { call } = await inProcessDaemon({ prefix, databaseUrl: t.db.url });
     // Another daemon's modules on the same stores: its retention, and its ticket reader started after the removal.
     const other = t.build({ prefix });
