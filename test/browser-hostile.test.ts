@@ -5,24 +5,12 @@
  * on every kind of answer.
  */
 import { describe, expect, it } from 'vitest';
+import { browserDaemon } from './support/browser-daemon.js';
 import type { Page } from 'playwright-core';
-import { inProcessDaemon, OP, SVC } from './support/daemon-inproc.js';
-import { testDb } from './support/db.js';
-import { testRedis } from './support/redis.js';
-import { hasChromium, launchBrowser, open, PHONE, sharedContext } from './support/browser.js';
-import { fetchPast503, retrying503 } from './support/joins.js';
+import { OP, SVC } from './support/daemon-inproc.js';
+import { hasChromium, open, PHONE } from './support/browser.js';
 
-const { newPrefix } = testRedis();
-const db = await testDb();
-const { daemon, call: callOnce } = await inProcessDaemon({ prefix: newPrefix(), databaseUrl: db.url });
-const call = retrying503(callOnce);
-const browser = hasChromium ? await launchBrowser() : null;
-const context = browser ? await sharedContext(browser) : null;
-
-const get = fetchPast503;
-
-const join = async (item: string, userId: string) => (await call('POST', `/v1/items/${item}/tickets`, { userId }, SVC)).body.ticketId as string;
-const pull = async (item: string, max: number) => (await call('POST', `/v1/items/${item}/pull`, { max }, SVC)).body.tickets as { ticketId: string; leaseId: string }[];
+const { daemon, call, browser, context, get, join, pull } = await browserDaemon();
 
 /** Markup that would show if a string were read as HTML: a script that sets a flag, an element, a handler. */
 const HOSTILE = `</title></h1><script>window.pwned=1</script><b id="inj">x</b><img id="inj2" src="x" onerror="window.pwned=2">"' &amp;`;

@@ -1,21 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { inProcessDaemon, SVC } from './support/daemon-inproc.js';
-import { holdStockRow, testDb } from './support/db.js';
-import { testRedis } from './support/redis.js';
-import { hasChromium, launchBrowser, open, screenshot, sharedContext } from './support/browser.js';
-import { fetchPast503, retrying503 } from './support/joins.js';
+import { browserDaemon } from './support/browser-daemon.js';
+import { SVC } from './support/daemon-inproc.js';
+import { holdStockRow } from './support/db.js';
+import { hasChromium, open, screenshot } from './support/browser.js';
 
-const { newPrefix } = testRedis();
-const db = await testDb();
-const { daemon, call: callOnce } = await inProcessDaemon({ prefix: newPrefix(), databaseUrl: db.url });
-const call = retrying503(callOnce);
-const browser = hasChromium ? await launchBrowser() : null;
 // The tests' pages in one context, but for the one in Chinese.
-const context = browser ? await sharedContext(browser) : null;
-const get = fetchPast503;
-
-const join = async (item: string, userId: string) => (await call('POST', `/v1/items/${item}/tickets`, { userId }, SVC)).body.ticketId as string;
-const pull = async (item: string, max: number) => (await call('POST', `/v1/items/${item}/pull`, { max }, SVC)).body.tickets as { ticketId: string; leaseId: string }[];
+const { db, daemon, call, browser, context, get, join, pull } = await browserDaemon();
 
 /** An item whose waiting page sends admitted users back to the daemon's /healthz, and one user's ticket in it. */
 async function returningItem(item: string, userId: string) {

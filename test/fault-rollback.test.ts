@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
-import { testRedis } from './support/redis.js';
+import { keysMatching, testRedis } from './support/redis.js';
 
 const { redis, newPrefix } = testRedis();
 const db = await testDb();
@@ -10,13 +10,7 @@ const { call } = await inProcessDaemon({ prefix, databaseUrl: db.url });
 
 /** Every key of one item, dumped: what a Redis snapshot holds of it. */
 async function snapshot(itemId: string) {
-  const keys: string[] = [];
-  let cursor = '0';
-  do {
-    const [next, found] = await redis.scan(cursor, 'MATCH', `${prefix}{${itemId}}:*`, 'COUNT', 1000);
-    keys.push(...found);
-    cursor = next;
-  } while (cursor !== '0');
+  const keys = await keysMatching(redis, `${prefix}{${itemId}}:*`);
   return new Map(await Promise.all(keys.map(async (k) => [k, await redis.dumpBuffer(k)] as const)));
 }
 

@@ -7,7 +7,7 @@ import { ticketRef } from '../src/kernel/ticket-ref.js';
 import { testApp } from './support/app.js';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
-import { testRedis } from './support/redis.js';
+import { keysMatching, testRedis } from './support/redis.js';
 import { ownRedis } from './support/redis-server.js';
 
 /**
@@ -113,16 +113,7 @@ describe('a Redis rollback of an item', () => {
     const prefix = shared.newPrefix();
     const { call } = await inProcessDaemon({ prefix, databaseUrl: db.url });
     const redis = t.redis;
-    const keysOf = async (itemId: string) => {
-      const out: string[] = [];
-      let cursor = '0';
-      do {
-        const [next, found] = await redis.scan(cursor, 'MATCH', `${prefix}{${itemId}}:*`, 'COUNT', 1000);
-        out.push(...found);
-        cursor = next;
-      } while (cursor !== '0');
-      return out;
-    };
+    const keysOf = (itemId: string) => keysMatching(redis, `${prefix}{${itemId}}:*`);
     await call('PUT', '/v1/items/rb', { handler: 'seckill', config: { stock: 5 }, gate: { mode: 'closed' } });
     const snap = new Map(await Promise.all((await keysOf('rb')).map(async (k) => [k, await redis.dumpBuffer(k)] as const)));
     const alice = (await call('POST', '/v1/items/rb/tickets', { userId: 'alice' }, SVC)).body.ticketId as string;

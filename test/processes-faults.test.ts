@@ -5,7 +5,7 @@ import { processEnv, startDaemonProcess, type RunningDaemon } from './support/da
 import { watchOverHttp } from './support/ticket-stream.js';
 import { testDb } from './support/db.js';
 import { http } from './support/http.js';
-import { askAgainOn503, joinAll, userIds } from './support/joins.js';
+import { askAgainOn503, itemUntil, joinAll, readAsOperator, userIds } from './support/joins.js';
 import { proxyFor, type TcpProxy } from './support/proxy.js';
 import { testRedis } from './support/redis.js';
 import { expectSoldExactly } from './support/sale-checks.js';
@@ -79,17 +79,7 @@ async function group(env: Record<string, string>) {
   return d;
 }
 
-const read = (base: string, path: string) => askAgainOn503(() => http(base, 'GET', path, undefined, 'op'), [200], Date.now() + 30_000, `GET ${path}`).then((r) => r.body);
-
-async function itemUntil(base: string, itemId: string, ok: (v: any) => boolean, what: string, ms = 60_000) {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await read(base, `/v1/items/${itemId}`);
-    if (ok(v)) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(v.counts)}`);
-    await sleep(50);
-  }
-}
+const read = readAsOperator;
 
 const watch = (base: string, ticketId: string) => watchOverHttp(base, ticketId, streams);
 

@@ -5,7 +5,7 @@ import { watchOverHttp } from './support/ticket-stream.js';
 import { testDb } from './support/db.js';
 import { http } from './support/http.js';
 import { testRedis } from './support/redis.js';
-import { askAgainOn503, joinAll, userIds } from './support/joins.js';
+import { askAgainOn503, itemUntil, joinAll, readAsOperator, userIds } from './support/joins.js';
 import { recordingDownstream } from './support/downstream.js';
 import { expectSoldExactly } from './support/sale-checks.js';
 
@@ -46,18 +46,7 @@ async function sigterm(d: RunningDaemon) {
   return { at, code, ms: Date.now() - at };
 }
 
-const read = (base: string, path: string) => askAgainOn503(() => http(base, 'GET', path, undefined, 'op'), [200], Date.now() + 30_000, `GET ${path}`).then((r) => r.body);
-
-/** Waits until the item's view satisfies `ok`, read every 50 ms through `base`. */
-async function itemUntil(base: string, itemId: string, ok: (v: any) => boolean, what: string, ms = 60_000) {
-  const until = Date.now() + ms;
-  for (;;) {
-    const v = await read(base, `/v1/items/${itemId}`);
-    if (ok(v)) return v;
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(v.counts)}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+const read = readAsOperator;
 
 /** When a daemon logged `msg` (ms, its JSON lines' time), from the first such line after `after`. */
 function loggedAt(d: RunningDaemon, msg: string, after = 0): number | null {

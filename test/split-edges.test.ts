@@ -42,6 +42,18 @@ async function joinInOrder(itemId: string, users: string[]) {
   return ids;
 }
 
+/** An external item on its own prefix and a manual clock, split into 4 sub-lines (defined, not yet joined). */
+async function externalSplitInFour(itemId: string) {
+  const p = newPrefix();
+  const clock = manualClock();
+  const line = createLine({ redis, prefix: p, clock, cacheMs: 0 });
+  await line.definitions.define({ itemId, handler: 'external', config: {}, capacity: null, abandonAfterMs: null, opensAt: null, closesAt: null, rejoin: 'any' }, { mode: 'manual', rate: null, maxInFlight: null }, { reopen: false });
+  const item = { itemId, lines: 4 };
+  const split = createSplitLine({ redis, prefix: p, clock });
+  await split.defineSubLines(item);
+  return { p, clock, item, split };
+}
+
 describe('an item split into sub-lines, at its edges', () => {
   it('shows positions that never rise, stay distinct and never claim a place ahead of the true one, through cancels and pulls', { timeout: 120_000 }, async () => {
     await call('PUT', '/v1/items/pos8', { handler: 'external', lines: 8, gate: { mode: 'manual', maxInFlight: 1000 } });
@@ -109,13 +121,7 @@ describe('an item split into sub-lines, at its edges', () => {
   });
 
   it("reads a waiting ticket's number no later than its record: an admission between the two never leaves a waiting ticket without its place", async () => {
-    const p = newPrefix();
-    const clock = manualClock();
-    const line = createLine({ redis, prefix: p, clock, cacheMs: 0 });
-    await line.definitions.define({ itemId: 'race', handler: 'external', config: {}, capacity: null, abandonAfterMs: null, opensAt: null, closesAt: null, rejoin: 'any' }, { mode: 'manual', rate: null, maxInFlight: null }, { reopen: false });
-    const item = { itemId: 'race', lines: 4 };
-    const admitter = createSplitLine({ redis, prefix: p, clock });
-    await admitter.defineSubLines(item);
+    const { p, clock, item, split: admitter } = await externalSplitInFour('race');
     const joined = await admitter.join(item, 'racer');
     // Once before, so Redis holds the read script (a first EVALSHA that Redis answers NOSCRIPT is sent again later, as EVAL).
     expect((await admitter.readTicket(item, joined.seq)).position).toBe(1);
@@ -274,13 +280,7 @@ describe('an item split into sub-lines, at its edges', () => {
   });
 
   it('keeps a ticket that joins a sub-line its sell-out cut had just passed, once a restock opened it again, in the line', async () => {
-    const p = newPrefix();
-    const clock = manualClock();
-    const line = createLine({ redis, prefix: p, clock, cacheMs: 0 });
-    await line.definitions.define({ itemId: 'recut', handler: 'external', config: {}, capacity: null, abandonAfterMs: null, opensAt: null, closesAt: null, rejoin: 'any' }, { mode: 'manual', rate: null, maxInFlight: null }, { reopen: false });
-    const item = { itemId: 'recut', lines: 4 };
-    const other = createSplitLine({ redis, prefix: p, clock });
-    await other.defineSubLines(item);
+    const { p, clock, item, split: other } = await externalSplitInFour('recut');
     const early = await other.join(item, 'early');
     const late = userIds(0, 100, 'late').find((u) => subLineOf(u, 4) === early.sub)!;
     const meta = itemKeys(p, subLineTag('recut', early.sub)).meta;

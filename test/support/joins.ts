@@ -1,3 +1,5 @@
+import { http } from './http.js';
+
 type Answer = { status: number; body: any };
 
 /**
@@ -63,5 +65,19 @@ export async function fetchPast503(url: string, init?: RequestInit): Promise<Res
     if (res.status !== 503 || Date.now() > until) return res;
     await res.body?.cancel();
     await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** A read as the operator (key `op`) of a daemon process: its body, a `503` asked again for up to 30 s. */
+export const readAsOperator = (base: string, path: string) => askAgainOn503(() => http(base, 'GET', path, undefined, 'op'), [200], Date.now() + 30_000, `GET ${path}`).then((r) => r.body);
+
+/** Waits until the item's view satisfies `ok`, read every 50 ms through `base`. */
+export async function itemUntil(base: string, itemId: string, ok: (v: any) => boolean, what: string, ms = 60_000) {
+  const until = Date.now() + ms;
+  for (;;) {
+    const v = await readAsOperator(base, `/v1/items/${itemId}`);
+    if (ok(v)) return v;
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(v.counts)}`);
+    await new Promise((r) => setTimeout(r, 50));
   }
 }

@@ -16,18 +16,24 @@ export function testRedis(): { redis: Redis; prefix: string; newPrefix(): string
   return { redis, prefix: root, newPrefix: () => `${root}${++n}:` };
 }
 
+/** Every key whose name matches the glob `pattern` (SCAN, a thousand at a time). */
+export async function keysMatching(redis: Redis, pattern: string): Promise<string[]> {
+  const keys: string[] = [];
+  let cursor = '0';
+  do {
+    const [next, found] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+    keys.push(...found);
+    cursor = next;
+  } while (cursor !== '0');
+  return keys;
+}
+
 /** Deletes every key under the prefix (as a Redis loss would, for that prefix). */
 export async function unlinkPrefix(redis: Redis, prefix: string): Promise<void> {
   // Every key listed first, then gone in one command: a daemon running meanwhile sees the loss at
   // once, as after a flush. (Unlinked scan batch by scan batch, over a Redis shared with the other
   // test files, the loss took many round trips, and a daemon's loss check could restore an item
   // in the middle of it — then lose the keys it had just written to the rest of the scan.)
-  const keys: string[] = [];
-  let cursor = '0';
-  do {
-    const [next, found] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-    keys.push(...found);
-    cursor = next;
-  } while (cursor !== '0');
+  const keys = await keysMatching(redis, `${prefix}*`);
   for (let i = 0; i < keys.length; i += 100_000) await redis.unlink(...keys.slice(i, i + 100_000));
 }
