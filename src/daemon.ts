@@ -18,6 +18,9 @@ import { serverTime, type RedisLike } from './redis/client.js';
 import { createApp } from './api/app.js';
 import { probe, READY_TIMEOUT_MS } from './api/routes/ops.js';
 import { createCatalog } from './catalog/catalog.js';
+import { createOpRevs, OP_REV_CHECK_MS } from './catalog/op-revs.js';
+import { createOpRevRows } from './db/op-revs.js';
+import { createOpMarks } from './queue/op-marks.js';
 import { storeSettings, type Config } from './config.js';
 import { connectDb, migrateDb, type DbHandle } from './db/client.js';
 import { createItemsStore } from './db/items-store.js';
@@ -151,6 +154,13 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
   const stock = createStockCounters({ redis, prefix: config.FLOODGATE_REDIS_PREFIX, clock, items: queue.items });
   const series = createSeriesStore(redis, config.FLOODGATE_REDIS_PREFIX, clock);
   const stockRows = createStockRows(dbHandle.sql);
+  // Operators' writes survive a Redis rollback (their revisions: catalog/op-revs.ts).
+  const opRevs = createOpRevs({
+    rows: createOpRevRows(dbHandle.sql),
+    marks: createOpMarks(redis, config.FLOODGATE_REDIS_PREFIX),
+    apply: (scope) => catalog.reapply(scope),
+    log: log.child({ module: 'op-revs' }),
+  });
   const catalog = createCatalog({
     queue,
     store,
@@ -161,15 +171,16 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
     clock,
     log: log.child({ module: 'catalog' }),
     autoCap: config.FLOODGATE_AUTO_START_LIMIT,
+    guard: opRevs.within,
   });
   const reservations = createReservations({ sql: dbHandle.sql, queue, stock, log: log.child({ module: 'reservations' }), onReturned: (itemId) => events.emit('returned', itemId) });
-  return { clock, events, handlers, metrics, pg, memory, queue, stock, stockRows, series, store, gateStore, catalog, reservations, lostTickets };
+  return { clock, events, handlers, metrics, pg, memory, queue, stock, stockRows, series, store, gateStore, catalog, opRevs, reservations, lostTickets };
 }
 
 export type Modules = ReturnType<typeof wireModules>;
 
 /** The HTTP API over the modules; `tokens` when admission tokens are signed (the daemon always). */
-export function wireApp(config: Config, log: Logger, { redis, dbHandle }: Stores, m: Modules, tokens?: Tokens) {
+export function wireApp(config: Config, log: Logger, { redis, dbHandle }: Stores, m: Modules, tokens?: Tokens, admitHold?: () => Promise<unknown> | null) {
   const { queue, metrics } = m;
   // From the item views this daemon holds that are still true (items.allViews: held ones read
   // after the item's last change notice; the others read, at most FLOODGATE_CACHE_MS old).
@@ -207,6 +218,7 @@ export function wireApp(config: Config, log: Logger, { redis, dbHandle }: Stores
     itemViews,
     // Several processes on one port (FLOODGATE_PROCESSES): a scrape answers for all of them.
     scrape: isClusterWorker() ? workerMetrics(metrics) : undefined,
+    admitHold,
   });
 }
 
@@ -249,14 +261,32 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
       log.warn({ restored: n }, 'items restored into redis from postgres');
       await queue.items.activateAll();
     });
+  // A reconnect may be to a Redis that restarted from older data (a rollback): until this daemon
+  // has compared the operators' writes with Postgres's (catalog/op-revs.ts), its dispatcher admits
+  // nothing, so a close the rollback took cannot let a ticket it had ended be admitted (at most
+  // FENCE_MAX_MS: a Postgres that does not answer does not stop admissions).
+  let fence: Promise<unknown> | null = null;
+  const fenceUntilChecked = () => {
+    let timer: NodeJS.Timeout | undefined;
+    const checked: Promise<unknown> = Promise.race([core.opRevs.check({ all: true }), new Promise((r) => (timer = setTimeout(r, FENCE_MAX_MS)))])
+      .catch((err) => log.warn({ err: String(err) }, 'operator writes not checked after a reconnect'))
+      .finally(() => {
+        clearTimeout(timer);
+        if (fence === checked) fence = null;
+      });
+    fence = checked;
+  };
+  stores.admitRedis.on('ready', fenceUntilChecked);
   // After a reconnect every item is active again while each loop looks once (items.ts ACTIVATE_ALL_MS): what an outage left undone is picked up.
-  redis.on('ready', () =>
+  redis.on('ready', () => {
+    // A restart may have rolled Redis back past operators' writes: every scope's mark is compared.
+    fenceUntilChecked();
     // activateAll first: it also drops the copy of the item set read before, which the loss check reads.
     void queue.items
       .activateAll()
       .then(() => restoreLost())
-      .catch((err) => log.warn({ err: String(err) }, 'restore after reconnect failed')),
-  );
+      .catch((err) => log.warn({ err: String(err) }, 'restore after reconnect failed'));
+  });
 
   const bullRedis = await connectRedis(stores.redisTarget, 'jobs', log);
   // Postgres pressure: each sell's time caps what seckill/coupon items may hold admitted.
@@ -300,7 +330,7 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
     },
   });
   const dispatcher = startDispatcher(
-    { queue, handlers, jobs: service.jobs, clock, log: log.child({ module: 'dispatcher' }), onAdmitted: (itemId, n) => metrics.admissions.inc({ item: itemId }, n), selfLimitedCap: (c) => pgPressure.cap(c) },
+    { queue, handlers, jobs: service.jobs, clock, log: log.child({ module: 'dispatcher' }), onAdmitted: (itemId, n) => metrics.admissions.inc({ item: itemId }, n), selfLimitedCap: (c) => pgPressure.cap(c), hold: () => fence },
     { idleMs: 100, batch: 200, dispatchLeaseMs: config.FLOODGATE_DISPATCH_LEASE_MS, autoCap: config.FLOODGATE_AUTO_START_LIMIT },
   );
   events.on('joined', (itemId) => dispatcher.wake(itemId));
@@ -372,12 +402,13 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
     ),
     startRetention({ queue, store, clock, log: log.child({ module: 'retention' }) }, { everyMs: 60_000, retentionMs: config.FLOODGATE_ITEM_RETENTION_MS }),
     every(1000, 'redis loss check', restoreLost, log),
+    every(OP_REV_CHECK_MS, 'operator writes check', () => core.opRevs.check(), log),
     every(60_000, 'item secrets', () => core.lostTickets.load(), log),
     every(1000, 'redis memory', () => core.memory.check().then(() => metrics.redisMemory.set(core.memory.ratio)), log),
     startSeriesRecorder({ queue, series: core.series, clock, log: log.child({ module: 'series' }), effective: (item) => catalog.gateOf(item).effective }, { everyMs: 500 }),
   ];
 
-  const app = wireApp(config, log, stores, core, tokens);
+  const app = wireApp(config, log, stores, core, tokens, () => fence);
 
   // The answers not finished yet, for the stop (drainHttp): it waits for them, and ends the streams.
   const open = new Set<ServerResponse>();
@@ -448,6 +479,8 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
  * is left after the HTTP drain and this.
  */
 export const STOP_TAIL_MS = 2000;
+/** The longest a reconnect holds admissions for the check of operators' writes (a silent Postgres ends it). */
+export const FENCE_MAX_MS = 5000;
 
 /** The least the workers' close is given, however small the budget: with no job running it takes a few ms. */
 const MIN_WORKERS_MS = 500;

@@ -9,26 +9,31 @@ import type { Line } from '../queue/line.js';
  * on that sub-line's slot (queue/definitions.ts). A blocked user's join is 403 blocked; a waiting
  * ticket of theirs ends rejected/blocked when it reaches the head, instead of being admitted.
  * Postgres keeps every block too (written first), so the items a restore re-creates after Redis
- * lost its data come back with their blocks (catalog.restore).
+ * lost its data come back with their blocks (catalog.restore), and a block a Redis rollback took
+ * is set again (catalog/op-revs.ts).
  */
 export function createBlocks(
   queue: Pick<Line, 'items' | 'definitions'>,
   /** Keeps the block where Redis's data cannot take it (catalog.keepBlock: Postgres); `itemId` null for every item. */
   keep: (itemId: string | null, userId: string, on: boolean) => Promise<void>,
+  /** Runs the write as an operator's write of its scope (catalog.guard: its revision survives a Redis rollback). */
+  guard: <T>(scope: string, write: () => Promise<T>) => Promise<T> = (_scope, write) => write(),
 ) {
   return {
-    async item(itemId: string, userId: string, on: boolean) {
-      if (!(await queue.items.item(itemId))) fail('item_not_found', 'No such item.');
-      // Kept first: a block answered 200 is one a restore from Postgres puts back.
-      await keep(itemId, userId, on);
-      await queue.definitions.blocks.set(itemId, userId, 'item', on);
-    },
+    item: (itemId: string, userId: string, on: boolean) =>
+      guard(itemId, async () => {
+        if (!(await queue.items.item(itemId))) fail('item_not_found', 'No such item.');
+        // Kept first: a block answered 200 is one a restore from Postgres puts back.
+        await keep(itemId, userId, on);
+        await queue.definitions.blocks.set(itemId, userId, 'item', on);
+      }),
     /** The set first, then each item's copy: an item defined meanwhile copies the set itself. */
-    async everywhere(userId: string, on: boolean) {
-      await keep(null, userId, on);
-      await queue.definitions.blocks.setGlobal(userId, on);
-      for (const itemId of await queue.items.itemIds()) await queue.definitions.blocks.set(itemId, userId, 'global', on);
-    },
+    everywhere: (userId: string, on: boolean) =>
+      guard('*', async () => {
+        await keep(null, userId, on);
+        await queue.definitions.blocks.setGlobal(userId, on);
+        for (const itemId of await queue.items.itemIds()) await queue.definitions.blocks.set(itemId, userId, 'global', on);
+      }),
   };
 }
 

@@ -67,6 +67,8 @@ export interface AppDeps extends OpsDeps {
   inviteUses: InviteUses;
   /** How often the event streams' shared watch looks at the items (default 250 ms). */
   watchTickMs?: number;
+  /** What a pull waits for before it admits, when there is one (the daemon's check of operators' writes after a Redis reconnect). */
+  admitHold?: () => Promise<unknown> | null;
 }
 
 /** The paths ticketCors serves: a ticket and its events. */
@@ -105,11 +107,12 @@ export function createApp(deps: AppDeps) {
     metrics: deps.metrics,
     log: deps.log,
     auth: createAuth({ ...deps.keys, scopes: deps.scopes ?? deps.keys.scopes }),
-    blocks: createBlocks(deps.queue, (itemId, userId, on) => deps.catalog.keepBlock(itemId, userId, on)),
+    blocks: createBlocks(deps.queue, (itemId, userId, on) => deps.catalog.keepBlock(itemId, userId, on), (scope, write) => deps.catalog.guard(scope, write)),
     series: deps.series,
     inviteUses: deps.inviteUses,
     tokens: deps.tokens,
     clock: deps.clock ?? systemClock,
+    admitHold: deps.admitHold ?? (() => null),
     ticketHeaders: ticketAnswerHeaders(deps.corsOrigins),
     defaultHook: (result) => {
       if (!result.success) throw validationError(result.error);

@@ -94,6 +94,14 @@ export interface Catalog {
    */
   keepBlock(itemId: string | null, userId: string, on: boolean): Promise<void>;
   restore(): Promise<number>;
+  /**
+   * Puts Postgres's state of an item (its definition, gate, close and blocks; '*': the blocks of
+   * every item) into Redis again, as the operators last wrote it; false when Redis does not hold
+   * the item (restore's work). catalog/op-revs.ts calls it for a write a Redis rollback took.
+   */
+  reapply(scope: string): Promise<boolean>;
+  /** Runs another operator write of `scope` (a block; '*': every item's) as put, close and patchGate run (CatalogDeps.guard). */
+  guard<T>(scope: string, write: () => Promise<T>): Promise<T>;
   /** restore(), if Redis lacks an item Postgres had at the last restore or was given since. */
   restoreIfLost(): Promise<number>;
   /**
@@ -125,10 +133,16 @@ export interface CatalogDeps {
   log: Logger;
   /** The in-flight cap of an auto gate before its controller has run (its slow start). */
   autoCap: number;
+  /**
+   * Runs an operator's write of an item under its lock and records its revision (catalog/op-revs.ts:
+   * Redis's copy is applied again from Postgres after a rollback took it). Default: runs it as it is.
+   */
+  guard?: <T>(scope: string, write: () => Promise<T>) => Promise<T>;
 }
 
 export function createCatalog(deps: CatalogDeps): Catalog {
   const { queue, store, handlers } = deps;
+  const guard = deps.guard ?? (<T>(_scope: string, write: () => Promise<T>) => write());
 
   /**
    * Item ids Postgres had (not archived) at the last restore, plus those defined since: what Redis
@@ -272,59 +286,127 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     await store.audit({ itemId, actor: actor.role, keyId: keyId(actor.key), before: before as Record<string, unknown> | null, after: after as unknown as Record<string, unknown> });
   }
 
+  async function put(itemId: string, input: ItemInput, actor: Actor): Promise<{ created: boolean; item: ItemView }> {
+    const existing = await queue.items.item(itemId, { fresh: true });
+    // An item Redis lost and Postgres still has (its restore not done yet) keeps its row's lines
+    // unless others are given: an operator's replacement in that moment made a split item one line.
+    const stored = existing ? undefined : await store.get(itemId);
+    const def = lineDefinition(itemId, input, { previous: existing?.snap.def ?? null, storedLines: stored && !stored.archivedAt ? stored.lines : undefined });
+    const before = existing?.snap.gate ?? null;
+    // A replacement that names no gate keeps the item's: an operator raising the stock of a
+    // paused sale (gate closed) did not mean to open it, and a PUT without `gate` reset it to auto.
+    const gate: GateSettings = input.gate === undefined && existing ? existing.snap.gate : { ...defaultGate, ...input.gate };
+    // define-5.lua's rule, checked first so that the usual conflict costs Postgres nothing.
+    const live = existing ? existing.snap.counts.waiting + existing.snap.counts.admitted : 0;
+    if (existing && existing.snap.def.handler !== def.handler && live > 0) fail('conflict', 'The handler of an item with live tickets cannot change.');
+    // The draw shuffles seqs 1..N into line places 1..N and admission walks places from the head
+    // (served + 1): a pre-queue must hold the line from its first ticket, and its draw must find
+    // the head at the start. Tickets that joined in order before it were shown places the draw
+    // would take away, and a cut before the draw (a close) moved the head past every seq it ended:
+    // drawn into places at or behind it, waiting tickets would never be admitted, and ended ones
+    // would be admitted ahead of it. (Once drawn, a pre-queue is never drawn again.)
+    if (def.preQueueFromMs !== null && existing && !existing.snap.draw?.drawn) {
+      if (!existing.snap.draw && existing.snap.seq > 0) fail('conflict', PRE_QUEUE_AFTER_TICKETS);
+      if (existing.snap.served > 0) fail('conflict', PRE_QUEUE_AFTER_CUT);
+    }
+    // (Read above already when Redis lacked the item.)
+    const prev = existing ? await store.get(itemId) : stored;
+    // The ticket-id secret: the live item's, else the one its row keeps (an item made again
+    // after a loss, or after retention, signs as before: its old ids still verify and are
+    // answered from Postgres), else a new one. The row keeps the first one stored.
+    const kept = await store.upsert({
+      ...itemRow(def, gate),
+      secret: existing?.snap.secret ?? prev?.secret ?? newItemSecret(),
+      epochMs: existing ? existing.snap.epoch : (prev?.epochMs ?? deps.clock.now()),
+    });
+    let created: boolean;
+    let counted: Awaited<ReturnType<typeof countStock>>;
+    try {
+      counted = await countStock(def);
+      if (JSON.stringify(before) !== JSON.stringify(gate)) await audit(itemId, actor, before, gate);
+      const made = await queue.definitions.define(def, gate, { reopen: true, secret: kept.secret ?? undefined, epoch: kept.epochMs });
+      created = made.created;
+      await keepLiveSecret(itemId, kept, made);
+    } catch (err) {
+      await undoPut(itemId, prev, err);
+      throw err;
+    }
+    known.add(itemId);
+    definedDuring?.add(itemId);
+    knownGen++;
+    if (counted) await pushStock(itemId, counted, false);
+    deps.log.info({ itemId, handler: def.handler, created }, 'item defined');
+    return { created, item: view(await current(itemId)) };
+  }
+
+  async function patchGate(itemId: string, patch: Partial<GateSettings>, actor: Actor): Promise<GateView> {
+    const item = await current(itemId);
+    const before = item.snap.gate;
+    if (!Object.keys(patch).length) return gateView(item.snap, autoCapOf(handlers.get(item.snap.def.handler)));
+    const after: GateSettings = { ...before, ...patch };
+    // Postgres first (row, then audit), so a Postgres outage changes nothing; a Redis failure
+    // after it puts the row back (the audit row stays: the change was asked for).
+    await store.updateGate(itemId, after as unknown as Record<string, unknown>);
+    await audit(itemId, actor, before, after);
+    try {
+      await deps.gates.writeSettings(itemId, patch);
+      // Every daemon reads the item again (a change notice). A gate that admits now makes its
+      // item active: a line waiting behind a closed gate is not (queue/items.ts loopNeed), and this
+      // is what wakes it; an empty line leaves the active set again after a minute.
+      await queue.items.announce(itemId);
+      if (after.mode !== 'closed') queue.items.keepActive(itemId);
+    } catch (err) {
+      await store.updateGate(itemId, before as unknown as Record<string, unknown>).catch((e) => deps.log.warn({ itemId, err: String(e) }, 'gate row not put back'));
+      throw err;
+    }
+    if (after.mode === 'auto' && before.mode !== 'auto') await deps.gates.requestReset(itemId);
+    deps.log.info({ itemId, ...after }, 'gate changed');
+    const now = await current(itemId);
+    return gateView(now.snap, autoCapOf(handlers.get(now.snap.def.handler)));
+  }
+
+  /**
+   * Postgres's state of `scope` into Redis again (Catalog.reapply). The definition and gate as the
+   * row holds them (define-5.lua keeps the tickets and counters; a row that is not closed reopens
+   * the item, as a PUT does), the close (its waiting tickets end as a close ends them), and the
+   * blocks: both bits of each user in the item's hash, from the item's rows and the global ones.
+   */
+  async function reapply(scope: string): Promise<boolean> {
+    const everywhere = new Set(await store.blockedIn('*'));
+    if (scope === '*') {
+      const held = new Set(await queue.definitions.blocks.global());
+      for (const u of everywhere) if (!held.has(u)) await queue.definitions.blocks.setGlobal(u, true);
+      for (const u of held) if (!everywhere.has(u)) await queue.definitions.blocks.setGlobal(u, false);
+      for (const itemId of await queue.items.itemIds()) await syncBlocks(itemId, null, everywhere);
+      return true;
+    }
+    const row = await store.get(scope);
+    const live = await queue.items.item(scope, { fresh: true });
+    if (!row || row.archivedAt || !live) return false;
+    const made = await queue.definitions.define(rowDefinition(row), { ...defaultGate, ...(row.gate as Partial<GateSettings>) }, {
+      reopen: !row.closedAt,
+      secret: row.secret ?? undefined,
+      epoch: row.epochMs === null ? null : Number(row.epochMs),
+    });
+    await keepLiveSecret(scope, { secret: row.secret, epochMs: row.epochMs === null ? null : Number(row.epochMs) }, made);
+    if (row.closedAt && !live.snap.closed) await queue.definitions.cut(scope, 'closed');
+    await syncBlocks(scope, new Set(await store.blockedIn(scope)), everywhere);
+    return true;
+  }
+
+  /** Sets each user's block bits in the item's hash to Postgres's: bit 1 from `item` (null: left as it is), bit 2 from `everywhere`. */
+  async function syncBlocks(itemId: string, item: Set<string> | null, everywhere: Set<string>) {
+    const held = await queue.definitions.blocks.of(itemId);
+    const users = new Set([...held.keys(), ...everywhere, ...(item ?? [])]);
+    for (const u of users) {
+      const bits = held.get(u) ?? 0;
+      if (item && item.has(u) !== ((bits & 1) === 1)) await queue.definitions.blocks.set(itemId, u, 'item', item.has(u));
+      if (everywhere.has(u) !== ((bits & 2) === 2)) await queue.definitions.blocks.set(itemId, u, 'global', everywhere.has(u));
+    }
+  }
+
   return {
-    async put(itemId, input, actor) {
-      const existing = await queue.items.item(itemId, { fresh: true });
-      // An item Redis lost and Postgres still has (its restore not done yet) keeps its row's lines
-      // unless others are given: an operator's replacement in that moment made a split item one line.
-      const stored = existing ? undefined : await store.get(itemId);
-      const def = lineDefinition(itemId, input, { previous: existing?.snap.def ?? null, storedLines: stored && !stored.archivedAt ? stored.lines : undefined });
-      const before = existing?.snap.gate ?? null;
-      // A replacement that names no gate keeps the item's: an operator raising the stock of a
-      // paused sale (gate closed) did not mean to open it, and a PUT without `gate` reset it to auto.
-      const gate: GateSettings = input.gate === undefined && existing ? existing.snap.gate : { ...defaultGate, ...input.gate };
-      // define-5.lua's rule, checked first so that the usual conflict costs Postgres nothing.
-      const live = existing ? existing.snap.counts.waiting + existing.snap.counts.admitted : 0;
-      if (existing && existing.snap.def.handler !== def.handler && live > 0) fail('conflict', 'The handler of an item with live tickets cannot change.');
-      // The draw shuffles seqs 1..N into line places 1..N and admission walks places from the head
-      // (served + 1): a pre-queue must hold the line from its first ticket, and its draw must find
-      // the head at the start. Tickets that joined in order before it were shown places the draw
-      // would take away, and a cut before the draw (a close) moved the head past every seq it ended:
-      // drawn into places at or behind it, waiting tickets would never be admitted, and ended ones
-      // would be admitted ahead of it. (Once drawn, a pre-queue is never drawn again.)
-      if (def.preQueueFromMs !== null && existing && !existing.snap.draw?.drawn) {
-        if (!existing.snap.draw && existing.snap.seq > 0) fail('conflict', PRE_QUEUE_AFTER_TICKETS);
-        if (existing.snap.served > 0) fail('conflict', PRE_QUEUE_AFTER_CUT);
-      }
-      // (Read above already when Redis lacked the item.)
-      const prev = existing ? await store.get(itemId) : stored;
-      // The ticket-id secret: the live item's, else the one its row keeps (an item made again
-      // after a loss, or after retention, signs as before: its old ids still verify and are
-      // answered from Postgres), else a new one. The row keeps the first one stored.
-      const kept = await store.upsert({
-        ...itemRow(def, gate),
-        secret: existing?.snap.secret ?? prev?.secret ?? newItemSecret(),
-        epochMs: existing ? existing.snap.epoch : (prev?.epochMs ?? deps.clock.now()),
-      });
-      let created: boolean;
-      let counted: Awaited<ReturnType<typeof countStock>>;
-      try {
-        counted = await countStock(def);
-        if (JSON.stringify(before) !== JSON.stringify(gate)) await audit(itemId, actor, before, gate);
-        const made = await queue.definitions.define(def, gate, { reopen: true, secret: kept.secret ?? undefined, epoch: kept.epochMs });
-        created = made.created;
-        await keepLiveSecret(itemId, kept, made);
-      } catch (err) {
-        await undoPut(itemId, prev, err);
-        throw err;
-      }
-      known.add(itemId);
-      definedDuring?.add(itemId);
-      knownGen++;
-      if (counted) await pushStock(itemId, counted, false);
-      deps.log.info({ itemId, handler: def.handler, created }, 'item defined');
-      return { created, item: view(await current(itemId)) };
-    },
+    put: (itemId, input, actor) => guard(itemId, () => put(itemId, input, actor)),
 
     get: async (itemId) => view(await current(itemId)),
 
@@ -332,15 +414,17 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       return (await queue.items.allViews()).map(view);
     },
 
-    async close(itemId) {
-      await current(itemId);
-      // Postgres first: a cut that then fails leaves the row closed and Redis open until the
-      // operator's retry (and an item restored meanwhile comes back closed, as asked).
-      await store.markClosed(itemId, new Date(deps.clock.now()));
-      const ended = await queue.definitions.cut(itemId, 'closed');
-      deps.log.info({ itemId, ended }, 'item closed');
-      return view(await current(itemId));
-    },
+    close: (itemId) =>
+      guard(itemId, async () => {
+        await current(itemId);
+        // Postgres first: a cut that then fails leaves the row closed and Redis open until the
+        // operator's retry or the next check of the operators' writes (op-revs.ts), and an item
+        // restored meanwhile comes back closed, as asked.
+        await store.markClosed(itemId, new Date(deps.clock.now()));
+        const ended = await queue.definitions.cut(itemId, 'closed');
+        deps.log.info({ itemId, ended }, 'item closed');
+        return view(await current(itemId));
+      }),
 
     async webhookSecret(itemId) {
       const { def } = (await current(itemId)).snap;
@@ -350,31 +434,7 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       return def.config.secret as string;
     },
 
-    async patchGate(itemId, patch, actor) {
-      const item = await current(itemId);
-      const before = item.snap.gate;
-      if (!Object.keys(patch).length) return gateView(item.snap, autoCapOf(handlers.get(item.snap.def.handler)));
-      const after: GateSettings = { ...before, ...patch };
-      // Postgres first (row, then audit), so a Postgres outage changes nothing; a Redis failure
-      // after it puts the row back (the audit row stays: the change was asked for).
-      await store.updateGate(itemId, after as unknown as Record<string, unknown>);
-      await audit(itemId, actor, before, after);
-      try {
-        await deps.gates.writeSettings(itemId, patch);
-        // Every daemon reads the item again (a change notice). A gate that admits now makes its
-        // item active: a line waiting behind a closed gate is not (queue/items.ts loopNeed), and this
-        // is what wakes it; an empty line leaves the active set again after a minute.
-        await queue.items.announce(itemId);
-        if (after.mode !== 'closed') queue.items.keepActive(itemId);
-      } catch (err) {
-        await store.updateGate(itemId, before as unknown as Record<string, unknown>).catch((e) => deps.log.warn({ itemId, err: String(e) }, 'gate row not put back'));
-        throw err;
-      }
-      if (after.mode === 'auto' && before.mode !== 'auto') await deps.gates.requestReset(itemId);
-      deps.log.info({ itemId, ...after }, 'gate changed');
-      const now = await current(itemId);
-      return gateView(now.snap, autoCapOf(handlers.get(now.snap.def.handler)));
-    },
+    patchGate: (itemId, patch, actor) => guard(itemId, () => patchGate(itemId, patch, actor)),
 
     gateOf: (item) => gateView(item.snap, autoCapOf(handlers.get(item.snap.def.handler))),
 
@@ -390,6 +450,9 @@ export function createCatalog(deps: CatalogDeps): Catalog {
         reason: r.actor === 'controller' ? 'controller_large_change' : 'operator_change',
       }));
     },
+
+    reapply,
+    guard,
 
     async reconcile(opts = {}) {
       const rows = opts.itemId ? [await store.get(opts.itemId)] : await store.all();

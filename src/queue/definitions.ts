@@ -34,6 +34,10 @@ export interface BlockOps {
   set(itemId: string, userId: string, scope: 'item' | 'global', on: boolean): Promise<void>;
   /** The global set itself (what a newly defined item copies). */
   setGlobal(userId: string, on: boolean): Promise<void>;
+  /** The item's blocked users and their bits (1 this item, 2 everywhere), as its own hash holds them. */
+  of(itemId: string): Promise<Map<string, number>>;
+  /** The users in the global set. */
+  global(): Promise<string[]>;
 }
 
 /** A new item's ticket-id secret: 256 random bits, hex (queue/ticket-id.ts). */
@@ -135,6 +139,11 @@ export function createDefinitions(deps: { redis: RedisLike; prefix: string; cloc
       async setGlobal(userId, on) {
         await (on ? redis.sadd(globalBlocksKey(prefix), userId) : redis.srem(globalBlocksKey(prefix), userId));
       },
+      async of(itemId) {
+        const all = await redis.hgetall(itemKeys(prefix, itemId).blocked);
+        return new Map(Object.entries(all).map(([u, b]) => [u, Number(b)]));
+      },
+      global: () => redis.smembers(globalBlocksKey(prefix)),
     },
   };
 }

@@ -38,6 +38,7 @@
  *   <p>items:ver        string bumped whenever the set changes: daemons reload their copy of it
  *   <p>items:active     zset  itemId → until when it needs the background loops (ms): work costs, idle items do not
  *   <p>blocks           set   user ids blocked for every item (copied into each item's `blocked`)
+ *   <p>ops:rev          zset  operators' write revisions Redis holds: '*' (blocks everywhere), 'max'; an item's is its meta `opRev`
  *   <p>tokens:revoked   zset  jti of revoked admission tokens → their exp (ms)
  *   <p>{<queue>}:…      BullMQ's keys of one handler's job queue (jobQueuePrefix; BullMQ names the rest)
  *
@@ -189,6 +190,8 @@ export function subLineTag(itemId: string, k: number): string {
 export const itemsSetKey = (prefix: string) => `${prefix}items`;
 export const revokedTokensKey = (prefix: string) => `${prefix}tokens:revoked`;
 export const globalBlocksKey = (prefix: string) => `${prefix}blocks`;
+/** zset of operators' write revisions Redis holds: '*' (the blocks everywhere) and 'max' (the highest); an item's own is its meta `opRev` (catalog/op-revs.ts). */
+export const opRevsKey = (prefix: string) => `${prefix}ops:rev`;
 export const itemsVersionKey = (prefix: string) => `${prefix}items:ver`;
 /** zset itemId → until when the item needs the background loops' attention (ms); see queue's active set. */
 export const activeItemsKey = (prefix: string) => `${prefix}items:active`;

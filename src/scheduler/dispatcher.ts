@@ -104,6 +104,8 @@ export function startDispatcher(
     selfLimitedCap?: (handlerCap: number) => number;
     /** Told after each round: admit calls made, tickets admitted, items deferred (their lines had just emptied). */
     onRound?: (r: { admitCalls: number; admitted: number; deferred: number }) => void;
+    /** What a round waits for before it admits, when there is one (daemon.ts: the check of operators' writes after a Redis reconnect). */
+    hold?: () => Promise<unknown> | null;
   },
   opts: DispatcherOptions,
 ) {
@@ -205,6 +207,8 @@ export function startDispatcher(
     while (!stopped) {
       let admitted = 0;
       try {
+        const held = deps.hold?.();
+        if (held) await held;
         if (clock.now() - idsAt > 1000) {
           // The active items (items.activeItemIds): a daemon's start and a Redis reconnect make every
           // item active (items.activateAll), so a line whose item fell out of the set is found again.

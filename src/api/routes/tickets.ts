@@ -93,6 +93,10 @@ export function ticketRoutes(ctx: ApiContext) {
       const { max, leaseMs } = PullInput.parse((c.req.valid('json') as unknown) ?? {});
       ctx.auth.requireScope(c.get('actor'), itemId);
       await requireExternal(ctx, itemId);
+      // After a Redis reconnect, not before the operators' writes are compared (a close the
+      // rollback took must not hand out the tickets it ended): daemon.ts fence.
+      const held = ctx.admitHold();
+      if (held) await held;
       const got = await queue.admissions.admit(itemId, max, leaseMs);
       if (got.length) metrics.admissions.inc({ item: itemId }, got.length);
       const tickets = got.map(({ ticketId, userId, payload, position, leaseId, leaseExpiresAt }) => ({ ticketId, userId, payload, position, leaseId, leaseExpiresAt }));

@@ -1,0 +1,141 @@
+import type { OpRevRows } from '../db/op-revs.js';
+import { FloodgateError } from '../kernel/errors.js';
+import type { Logger } from '../kernel/logger.js';
+import type { OpMarks } from '../queue/op-marks.js';
+
+/**
+ * Operators' writes survive a Redis rollback. Every write an operator makes (an item's definition,
+ * its gate, its close, its blocks; scope '*': the blocks of every item) goes to Postgres first and
+ * Redis after, as before, and now also takes a revision from one Postgres sequence, kept by scope
+ * (drizzle/0017 `op_revs`), which Redis then keeps beside the data it marks: an item's meta `opRev`
+ * (on the item's own slot, so it rolls back with the item), and the highest in a global zset.
+ *
+ * A rollback (AOF everysec losing its last second, a restored snapshot, a lagging replica promoted)
+ * takes the write and its mark together (Redis's log is in order: a mark that survived, survived
+ * with what came before it). So a mark behind Postgres's revision is a write Redis lost, and the
+ * daemon applies Postgres's state of that scope again (`apply`: the catalog's row, the blocks).
+ * Before, an operator's close in that second came undone (its tickets waiting again, told
+ * `cancelled` before; the item taking joins), as did a gate change, a redefinition or a block.
+ *
+ * When: every OP_REV_CHECK_MS the global mark is compared with Postgres's highest revision (one
+ * ZSCORE and one indexed read), and after every Redis reconnect every scope's mark (a rollback is a
+ * restart; on a cluster a failover may roll back one master's items and not the global key); the
+ * daemon's dispatcher admits nothing after a reconnect until that compare is done (daemon.ts).
+ *
+ * The writes of one scope and its repairs are serialised across daemons by a Postgres advisory
+ * lock (session-level, on a connection reserved for it; at most two per daemon, so operators'
+ * writes cannot take the pool from the sales: db/op-revs.ts): a repair that read Postgres's state
+ * before an operator's newer write can never put its older state into Redis after that write.
+ */
+export interface OpRevs {
+  /**
+   * Runs an operator's write of `scope` (an item id, or '*') under the scope's lock, then records
+   * its revision in Postgres and marks Redis with it. A write refused for what was asked (a 4xx)
+   * changed nothing and takes no revision; one that failed part-way (a store down) takes one
+   * without the mark, so the next check applies what Postgres holds.
+   */
+  within<T>(scope: string, write: () => Promise<T>): Promise<T>;
+  /** Repairs the scopes Redis is behind on; `all`: compares every scope's mark (after a reconnect). Returns how many it repaired. */
+  check(opts?: { all?: boolean }): Promise<number>;
+}
+
+export interface OpRevsDeps {
+  /** Postgres's revisions and the scopes' locks (db/op-revs.ts). */
+  rows: OpRevRows;
+  /** Redis's marks (queue/op-marks.ts). */
+  marks: OpMarks;
+  /** Puts Postgres's state of `scope` into Redis; false when Redis does not hold the item (a restore's work, not this). */
+  apply(scope: string): Promise<boolean>;
+  log: Logger;
+}
+
+/** How often the daemon compares the global mark with Postgres's (ms; daemon.ts). */
+export const OP_REV_CHECK_MS = 2_000;
+
+export function createOpRevs(deps: OpRevsDeps): OpRevs {
+  const { rows, marks, log } = deps;
+  let checking: Promise<number> | null = null;
+  let next: Promise<number> | null = null;
+  let nextAll = false;
+
+  /** A write refused for what it asked (validation, conflict, not found, not allowed) changed nothing. */
+  const refused = (err: unknown) => err instanceof FloodgateError && err.status >= 400 && err.status < 500;
+
+  async function repair(all: boolean): Promise<number> {
+    const floor = all ? 0 : await marks.top();
+    const pgTop = await rows.top();
+    if (!all && pgTop <= floor) return 0;
+    const scopes = await rows.above(floor);
+    const held = await Promise.all(scopes.map((r) => marks.of(r.scope)));
+    let repaired = 0;
+    for (let i = 0; i < scopes.length; i++) {
+      if (held[i]! >= scopes[i]!.rev) continue;
+      const { scope } = scopes[i]!;
+      await rows.locked(scope, async () => {
+        // Read again under the lock: an operator's write may have come (and marked) meanwhile.
+        const rev = await rows.rev(scope);
+        if ((await marks.of(scope)) >= rev) return;
+        try {
+          if (!(await deps.apply(scope))) return;
+        } catch (err) {
+          if (!refused(err)) throw err;
+          // A stored definition today's rules refuse (as restore finds them): said once, not retried every check.
+          log.error({ scope, err: (err as Error).message }, 'an operator write Redis had lost could not be applied again: its stored definition is refused now; define it again');
+          return await marks.set(scope, rev);
+        }
+        await marks.set(scope, rev);
+        repaired++;
+        log.warn({ scope, rev }, 'an operator write Redis had lost was applied again from postgres');
+      });
+    }
+    await marks.raiseTop(pgTop);
+    return repaired;
+  }
+
+  /** One check at a time; one asked while another runs runs after it (shared by all asked meanwhile, a full compare if any asked for one). */
+  function check(opts: { all?: boolean } = {}): Promise<number> {
+    const all = opts.all ?? false;
+    if (!checking) return run(all);
+    nextAll ||= all;
+    return (next ??= checking
+      .catch(() => 0)
+      .then(() => {
+        const a = nextAll;
+        next = null;
+        nextAll = false;
+        return run(a);
+      }));
+  }
+
+  function run(all: boolean): Promise<number> {
+    const p: Promise<number> = repair(all).finally(() => {
+      if (checking === p) checking = null;
+    });
+    checking = p;
+    return p;
+  }
+
+  return {
+    within: (scope, write) =>
+      rows.locked(scope, async () => {
+        let out: Awaited<ReturnType<typeof write>>;
+        try {
+          out = await write();
+        } catch (err) {
+          // Part-way: Postgres may hold what Redis does not; the next check applies it.
+          if (!refused(err)) await rows.bump(scope).catch(() => {});
+          throw err;
+        }
+        // The write is done: a revision or a mark that fails now (a store gone this moment) is
+        // logged, not answered as the write's failure; a missing mark only makes the next check
+        // apply again what Redis already holds.
+        try {
+          await marks.set(scope, await rows.bump(scope));
+        } catch (err) {
+          log.warn({ scope, err: String(err) }, 'operator write done, its revision not recorded');
+        }
+        return out;
+      }),
+    check,
+  };
+}

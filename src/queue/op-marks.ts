@@ -1,0 +1,38 @@
+import type { RedisLike } from '../redis/client.js';
+import { itemKeys, opRevsKey } from '../redis/keys.js';
+
+/**
+ * Redis's side of the operators' write revisions (catalog/op-revs.ts): the revision Redis last
+ * applied, kept beside the data it marks so that a rollback takes both together — an item's in
+ * its meta (`opRev`, on the item's slot), the blocks everywhere's ('*') and the highest applied
+ * ('max') in a global zset.
+ */
+export interface OpMarks {
+  of(scope: string): Promise<number>;
+  /** Marks `scope` applied at `rev`, and raises the highest. */
+  set(scope: string, rev: number): Promise<void>;
+  /** The highest revision marked (0: none: a Redis that lost it, or never had one). */
+  top(): Promise<number>;
+  raiseTop(rev: number): Promise<void>;
+}
+
+export function createOpMarks(redis: RedisLike, prefix: string): OpMarks {
+  const key = opRevsKey(prefix);
+  return {
+    async of(scope) {
+      const v = scope === '*' ? await redis.zscore(key, '*') : await redis.hget(itemKeys(prefix, scope).meta, 'opRev');
+      return v === null ? 0 : Number(v);
+    },
+    async set(scope, rev) {
+      if (scope === '*') await redis.zadd(key, 'GT', rev, '*');
+      else await redis.hset(itemKeys(prefix, scope).meta, 'opRev', rev);
+      await redis.zadd(key, 'GT', rev, 'max');
+    },
+    async top() {
+      return Number((await redis.zscore(key, 'max')) ?? 0);
+    },
+    async raiseTop(rev) {
+      await redis.zadd(key, 'GT', rev, 'max');
+    },
+  };
+}
