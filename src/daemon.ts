@@ -172,6 +172,7 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
     log: log.child({ module: 'catalog' }),
     autoCap: config.FLOODGATE_AUTO_START_LIMIT,
     guard: opRevs.within,
+    restoring: opRevs.restoring,
   });
   const reservations = createReservations({ sql: dbHandle.sql, queue, stock, log: log.child({ module: 'reservations' }), onReturned: (itemId) => events.emit('returned', itemId) });
   return { clock, events, handlers, metrics, pg, memory, queue, stock, stockRows, series, store, gateStore, catalog, opRevs, reservations, lostTickets };
@@ -465,6 +466,7 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
         await queue.tickets.flush().catch(() => {});
         await ledger.drain().catch((err) => log.warn({ err: String(err) }, 'final ledger drain failed'));
         bullRedis.disconnect();
+        core.opRevs.close();
         await stores.close();
         log.info({ jobsCutShort: dropped > 0 }, 'stopped');
         return { jobsCutShort: dropped > 0 };

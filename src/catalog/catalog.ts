@@ -15,6 +15,7 @@ import { gateView, type GateView } from './gate-view.js';
 import type { GateStore } from '../scheduler/gate-store.js';
 import type { StockCounters } from '../service/stock-counters.js';
 import { createStockSync, type StockRows } from './stock-sync.js';
+import type { OpRevs } from './op-revs.js';
 
 /**
  * Item definitions: durable in Postgres, live in Redis (the line). Writes go to Postgres first, so
@@ -138,6 +139,8 @@ export interface CatalogDeps {
    * Redis's copy is applied again from Postgres after a rollback took it). Default: runs it as it is.
    */
   guard?: <T>(scope: string, write: () => Promise<T>) => Promise<T>;
+  /** The revisions of the items a restore makes again, read before their rows, and their marks after (OpRevs.restoring). */
+  restoring?: OpRevs['restoring'];
 }
 
 export function createCatalog(deps: CatalogDeps): Catalog {
@@ -520,6 +523,7 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       const during = (definedDuring = new Set());
       try {
         // The blocks everywhere first: an item re-created below copies them from this set.
+        // (Only added: the set is not marked as Postgres's, so the next check compares it whole.)
         for (const userId of await store.blockedIn('*')) await queue.definitions.blocks.setGlobal(userId, true);
         const rows = await store.all();
         const ids = rows.map((r) => r.itemId);
@@ -569,12 +573,19 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     // (An item whose keys are there while the shared set lacks its id is not listed again here:
     // the keys seen may be going — a flush under way — and listing them back hid the loss.)
     for (const id of ids) if (!(await queue.items.item(id, { fresh: true }))) missing.push(id);
+    // Their revisions before their rows: the marks say no more than the rows restored hold.
+    const revs = missing.length && deps.restoring ? await deps.restoring.revs(missing) : null;
     const rows = missing.length ? await store.liveRows(missing) : [];
     let restored = 0;
     const refused = new Set<string>();
+    const made = new Map<string, number>();
     for (const row of rows) {
       try {
-        if (await restoreRow(row)) restored++;
+        if (await restoreRow(row)) {
+          restored++;
+          const rev = revs?.get(row.itemId);
+          if (rev) made.set(row.itemId, rev);
+        }
       } catch (err) {
         // A stored definition today's rules refuse (a webhook URL with a password, say) is left
         // out, loudly; it used to end the restore, and every item after it stayed lost. It counts
@@ -584,6 +595,7 @@ export function createCatalog(deps: CatalogDeps): Catalog {
         deps.log.error({ itemId: row.itemId, err: (err as Error).message }, 'item not restored: its stored definition is refused now; define it again');
       }
     }
+    if (made.size) await deps.restoring!.made(made);
     const live = new Set(rows.map((r) => r.itemId).filter((id) => !refused.has(id)));
     return { restored, gone: new Set(missing.filter((id) => !live.has(id))) };
   }

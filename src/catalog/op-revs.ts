@@ -23,8 +23,8 @@ import type { OpMarks } from '../queue/op-marks.js';
  * daemon's dispatcher admits nothing after a reconnect until that compare is done (daemon.ts).
  *
  * The writes of one scope and its repairs are serialised across daemons by a Postgres advisory
- * lock (session-level, on a connection reserved for it; at most two per daemon, so operators'
- * writes cannot take the pool from the sales: db/op-revs.ts): a repair that read Postgres's state
+ * lock (session-level: every lock of a daemon in one session it reserves while any is held, so
+ * operators' writes take one pooled connection however many run: db/op-revs.ts): a repair that read Postgres's state
  * before an operator's newer write can never put its older state into Redis after that write.
  */
 export interface OpRevs {
@@ -35,6 +35,14 @@ export interface OpRevs {
    * without the mark, so the next check applies what Postgres holds.
    */
   within<T>(scope: string, write: () => Promise<T>): Promise<T>;
+  /**
+   * For a restore (catalog.restore: items Redis lost, made again from their rows): the scopes'
+   * revisions, read before their rows are, and then the marks of those it made. An operator's
+   * write between the two reads has a higher revision than the mark, and the next check applies it.
+   */
+  restoring: { revs(scopes: string[]): Promise<Map<string, number>>; made(revs: Map<string, number>): Promise<void> };
+  /** Ends: the locks' session goes back to the pool. */
+  close(): void;
   /** Repairs the scopes Redis is behind on; `all`: compares every scope's mark (after a reconnect). Returns how many it repaired. */
   check(opts?: { all?: boolean }): Promise<number>;
 }
@@ -137,5 +145,10 @@ export function createOpRevs(deps: OpRevsDeps): OpRevs {
         return out;
       }),
     check,
+    close: () => rows.close(),
+    restoring: {
+      revs: (scopes) => rows.revs(scopes),
+      made: async (revs) => void (await Promise.all([...revs].map(([scope, rev]) => marks.set(scope, rev, { top: false })))),
+    },
   };
 }

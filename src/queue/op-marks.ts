@@ -9,8 +9,8 @@ import { itemKeys, opRevsKey } from '../redis/keys.js';
  */
 export interface OpMarks {
   of(scope: string): Promise<number>;
-  /** Marks `scope` applied at `rev`, and raises the highest. */
-  set(scope: string, rev: number): Promise<void>;
+  /** Marks `scope` applied at `rev`, and raises the highest (unless `top: false`: only a check that compared every scope may). */
+  set(scope: string, rev: number, opts?: { top: boolean }): Promise<void>;
   /** The highest revision marked (0: none: a Redis that lost it, or never had one). */
   top(): Promise<number>;
   raiseTop(rev: number): Promise<void>;
@@ -23,10 +23,10 @@ export function createOpMarks(redis: RedisLike, prefix: string): OpMarks {
       const v = scope === '*' ? await redis.zscore(key, '*') : await redis.hget(itemKeys(prefix, scope).meta, 'opRev');
       return v === null ? 0 : Number(v);
     },
-    async set(scope, rev) {
+    async set(scope, rev, opts = { top: true }) {
       if (scope === '*') await redis.zadd(key, 'GT', rev, '*');
       else await redis.hset(itemKeys(prefix, scope).meta, 'opRev', rev);
-      await redis.zadd(key, 'GT', rev, 'max');
+      if (opts.top) await redis.zadd(key, 'GT', rev, 'max');
     },
     async top() {
       return Number((await redis.zscore(key, 'max')) ?? 0);
