@@ -2,10 +2,11 @@ import { describe, expect, it } from 'vitest';
 import { browserDaemon } from './support/browser-daemon.js';
 import { SVC } from './support/daemon-inproc.js';
 import { holdStockRow } from './support/db.js';
+import { unlinkPrefix } from './support/redis.js';
 import { hasChromium, open, screenshot } from './support/browser.js';
 
 // The tests' pages in one context, but for the one in Chinese.
-const { db, daemon, call, browser, context, get, join, pull } = await browserDaemon();
+const { db, daemon, call, browser, context, get, join, pull, redis, prefix } = await browserDaemon();
 
 /** An item whose waiting page sends admitted users back to the daemon's /healthz, and one user's ticket in it. */
 async function returningItem(item: string, userId: string) {
@@ -44,6 +45,23 @@ describe.skipIf(!hasChromium)('the waiting page in Chromium', () => {
   it('follows a ticket from place 3 to its order over the events stream', () => followToOrder('w-events', false));
 
   it('falls back to polling when the events stream is blocked', () => followToOrder('w-poll', true));
+
+  it('says so when the daemon no longer knows the ticket (Redis lost it), instead of showing the last place as if the user still waited', async () => {
+    await call('PUT', '/v1/items/w-gone', { handler: 'external', gate: { mode: 'closed' } });
+    await join('w-gone', 'first');
+    const id = await join('w-gone', 'lost');
+    const page = await context!.newPage();
+    await open(page, `${daemon.url}/wait/${id}`);
+    await expect.poll(() => page.textContent('#place')).toContain('Your place in line: 2');
+    // The item's keys go, as in a Redis that lost its data: the daemon makes the item again from
+    // Postgres, which holds nothing of a waiting ticket.
+    await unlinkPrefix(redis, `${prefix}{w-gone}`);
+    await expect.poll(async () => (await call('GET', `/v1/tickets/${id}`, undefined, null)).status, { timeout: 15_000 }).toBe(404);
+    await expect.poll(() => page.textContent('#status'), { timeout: 15_000 }).toBe('This ticket is no longer in the line: the service does not know it any more (it may have been lost in a fault on our side). Please join the line again.');
+    expect(await page.textContent('#place')).toBe('');
+    expect(await page.isHidden('#leave')).toBe(true);
+    await page.close();
+  });
 
   it('lets the user leave the line, in Chinese from Accept-Language', async () => {
     await call('PUT', '/v1/items/w-leave', { handler: 'external', gate: { mode: 'closed' } });

@@ -113,6 +113,22 @@ function render(v: View) {
   if (v.state === 'waiting' && v.admittedAt) noteLeave('closed', t.leaveClosed);
 }
 
+/**
+ * The daemon no longer knows the ticket (404: Redis lost it in a fault and Postgres holds no end
+ * of it, or its item was removed). The last view shown must not stay on the page as if the user
+ * still waited in line: say so, and stop.
+ */
+function gone() {
+  document.documentElement.dataset.state = 'gone';
+  $('#status').textContent = t.gone;
+  $('#place').textContent = '';
+  $('#eta').textContent = '';
+  $('#mode').textContent = '';
+  $<HTMLProgressElement>('#bar').value = 0;
+  $<HTMLButtonElement>('#leave').hidden = true;
+  noteLeave('');
+}
+
 /** Sends the user on after a moment (so the result can be read), with the token if a view carried one. */
 function redirectSoon() {
   if (redirectAt) return;
@@ -147,7 +163,7 @@ async function poll() {
       if (terminal(v.state)) return;
       wait = Math.min(Math.max(v.pollAfterMs ?? 2000, 1000), 10_000);
       mode(t.polling);
-    } else if (res?.status === 404) return;
+    } else if (res?.status === 404) return gone();
     else {
       mode(res && LATER.has(res.status) ? t.busy : t.lost);
       wait = retryDelay(res, failures++);
@@ -202,6 +218,7 @@ async function leaveLine() {
       else if (!terminal(fresh.state)) noteLeave('closed', t.leaveClosed);
       return;
     }
+    if (res?.status === 404) return gone();
     noteLeave('failed', !res ? t.leaveLost : LATER.has(res.status) ? t.leaveBusy : t.leaveFailed);
   } finally {
     b.disabled = false;
