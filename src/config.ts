@@ -70,6 +70,8 @@ export const configSchema = z.object({
   FLOODGATE_DISPATCH_LEASE_MS: z.coerce.number().int().min(1000).max(600_000).default(15_000),
   /** How long a cut item's ticket waits in doubt before Postgres is asked whether its sale committed (service/doubt-resolver.ts). */
   FLOODGATE_DOUBT_GRACE_MS: z.coerce.number().int().min(0).max(600_000).default(10_000),
+  /** How long admissions and pulls wait, after a Redis reconnect, for the compare of operators' writes with Postgres (catalog/op-revs.ts). */
+  FLOODGATE_RECONNECT_HOLD_MS: z.coerce.number().int().min(0).max(60_000).default(5_000),
   FLOODGATE_HANDLERS_MODULE: z.string().optional(),
   FLOODGATE_RECONCILE_ON_START: bool.default(true),
   /** Origins allowed to read tickets from a browser: `*` (the ticket id is the only credential) or a comma-separated list. */

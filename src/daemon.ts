@@ -14,11 +14,11 @@ import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { serverTime, type RedisLike } from './redis/client.js';
+import { isCluster, serverTime, type RedisLike } from './redis/client.js';
 import { createApp } from './api/app.js';
 import { probe, READY_TIMEOUT_MS } from './api/routes/ops.js';
 import { createCatalog } from './catalog/catalog.js';
-import { createOpRevs, OP_REV_CHECK_MS } from './catalog/op-revs.js';
+import { createOpRevs, OP_REV_CHECK_MS, OP_REV_FULL_MS } from './catalog/op-revs.js';
 import { createOpRevRows } from './db/op-revs.js';
 import { createOpMarks } from './queue/op-marks.js';
 import { storeSettings, type Config } from './config.js';
@@ -155,8 +155,9 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
   const series = createSeriesStore(redis, config.FLOODGATE_REDIS_PREFIX, clock);
   const stockRows = createStockRows(dbHandle.sql);
   // Operators' writes survive a Redis rollback (their revisions: catalog/op-revs.ts).
+  const opRevRows = createOpRevRows(dbHandle.sql);
   const opRevs = createOpRevs({
-    rows: createOpRevRows(dbHandle.sql),
+    rows: opRevRows,
     marks: createOpMarks(redis, config.FLOODGATE_REDIS_PREFIX),
     apply: (scope) => catalog.reapply(scope),
     log: log.child({ module: 'op-revs' }),
@@ -173,6 +174,7 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
     autoCap: config.FLOODGATE_AUTO_START_LIMIT,
     guard: opRevs.within,
     restoring: opRevs.restoring,
+    locked: opRevRows.locked,
   });
   const reservations = createReservations({ sql: dbHandle.sql, queue, stock, log: log.child({ module: 'reservations' }), onReturned: (itemId) => events.emit('returned', itemId) });
   return { clock, events, handlers, metrics, pg, memory, queue, stock, stockRows, series, store, gateStore, catalog, opRevs, reservations, lostTickets };
@@ -265,11 +267,11 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
   // A reconnect may be to a Redis that restarted from older data (a rollback): until this daemon
   // has compared the operators' writes with Postgres's (catalog/op-revs.ts), its dispatcher admits
   // nothing, so a close the rollback took cannot let a ticket it had ended be admitted (at most
-  // FENCE_MAX_MS: a Postgres that does not answer does not stop admissions).
+  // FLOODGATE_RECONNECT_HOLD_MS: a Postgres that does not answer does not stop admissions).
   let fence: Promise<unknown> | null = null;
   const fenceUntilChecked = () => {
     let timer: NodeJS.Timeout | undefined;
-    const checked: Promise<unknown> = Promise.race([core.opRevs.check({ all: true }), new Promise((r) => (timer = setTimeout(r, FENCE_MAX_MS)))])
+    const checked: Promise<unknown> = Promise.race([core.opRevs.check({ all: true }), new Promise((r) => (timer = setTimeout(r, config.FLOODGATE_RECONNECT_HOLD_MS)))])
       .catch((err) => log.warn({ err: String(err) }, 'operator writes not checked after a reconnect'))
       .finally(() => {
         clearTimeout(timer);
@@ -404,6 +406,9 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
     startRetention({ queue, store, clock, log: log.child({ module: 'retention' }) }, { everyMs: 60_000, retentionMs: config.FLOODGATE_ITEM_RETENTION_MS }),
     every(1000, 'redis loss check', restoreLost, log),
     every(OP_REV_CHECK_MS, 'operator writes check', () => core.opRevs.check(), log),
+    // On a cluster a failover may roll back one master's items (and their marks) without a
+    // reconnect of this daemon or a change of the highest mark: every scope compared each minute.
+    ...(isCluster(redis) ? [every(OP_REV_FULL_MS, 'operator writes full compare', () => core.opRevs.check({ all: true }), log)] : []),
     every(60_000, 'item secrets', () => core.lostTickets.load(), log),
     every(1000, 'redis memory', () => core.memory.check().then(() => metrics.redisMemory.set(core.memory.ratio)), log),
     startSeriesRecorder({ queue, series: core.series, clock, log: log.child({ module: 'series' }), effective: (item) => catalog.gateOf(item).effective }, { everyMs: 500 }),
@@ -481,8 +486,7 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
  * is left after the HTTP drain and this.
  */
 export const STOP_TAIL_MS = 2000;
-/** The longest a reconnect holds admissions for the check of operators' writes (a silent Postgres ends it). */
-export const FENCE_MAX_MS = 5000;
+
 
 /** The least the workers' close is given, however small the budget: with no job running it takes a few ms. */
 const MIN_WORKERS_MS = 500;

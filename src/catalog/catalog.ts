@@ -141,11 +141,14 @@ export interface CatalogDeps {
   guard?: <T>(scope: string, write: () => Promise<T>) => Promise<T>;
   /** The revisions of the items a restore makes again, read before their rows, and their marks after (OpRevs.restoring). */
   restoring?: OpRevs['restoring'];
+  /** Runs `fn` holding the scope's lock that operators' writes take (db/op-revs.ts), without a revision: restores and repairs. */
+  locked?: <T>(scope: string, fn: () => Promise<T>) => Promise<T>;
 }
 
 export function createCatalog(deps: CatalogDeps): Catalog {
   const { queue, store, handlers } = deps;
   const guard = deps.guard ?? (<T>(_scope: string, write: () => Promise<T>) => write());
+  const locked = deps.locked ?? (<T>(_scope: string, fn: () => Promise<T>) => fn());
 
   /**
    * Item ids Postgres had (not archived) at the last restore, plus those defined since: what Redis
@@ -375,8 +378,8 @@ export function createCatalog(deps: CatalogDeps): Catalog {
    * blocks: both bits of each user in the item's hash, from the item's rows and the global ones.
    */
   async function reapply(scope: string): Promise<boolean> {
-    const everywhere = new Set(await store.blockedIn('*'));
     if (scope === '*') {
+      const everywhere = new Set(await store.blockedIn('*'));
       const held = new Set(await queue.definitions.blocks.global());
       for (const u of everywhere) if (!held.has(u)) await queue.definitions.blocks.setGlobal(u, true);
       for (const u of held) if (!everywhere.has(u)) await queue.definitions.blocks.setGlobal(u, false);
@@ -386,25 +389,36 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     const row = await store.get(scope);
     const live = await queue.items.item(scope, { fresh: true });
     if (!row || row.archivedAt || !live) return false;
-    const made = await queue.definitions.define(rowDefinition(row), { ...defaultGate, ...(row.gate as Partial<GateSettings>) }, {
-      reopen: !row.closedAt,
-      secret: row.secret ?? undefined,
-      epoch: row.epochMs === null ? null : Number(row.epochMs),
-    });
-    await keepLiveSecret(scope, { secret: row.secret, epochMs: row.epochMs === null ? null : Number(row.epochMs) }, made);
+    const gate: GateSettings = { ...defaultGate, ...(row.gate as Partial<GateSettings>) };
+    const epochMs = row.epochMs === null ? null : Number(row.epochMs);
+    try {
+      const made = await queue.definitions.define(rowDefinition(row), gate, { reopen: !row.closedAt, secret: row.secret ?? undefined, epoch: epochMs });
+      await keepLiveSecret(scope, { secret: row.secret, epochMs }, made);
+    } catch (err) {
+      // A stored definition today's rules or the live line refuse (a handler change with live
+      // tickets, a pre-queue the line has moved past): the rest of what the operator wrote still holds.
+      if (!refusedDefinition(err)) throw err;
+      deps.log.error({ itemId: scope, err: (err as Error).message }, 'stored definition not applied again (refused now); its gate, close and blocks are');
+      await deps.gates.writeSettings(scope, gate);
+      await queue.items.announce(scope);
+    }
+    // A switch to auto the rollback took starts the controller afresh, as the operator's did.
+    if (gate.mode === 'auto' && live.snap.gate.mode !== 'auto') await deps.gates.requestReset(scope);
     if (row.closedAt && !live.snap.closed) await queue.definitions.cut(scope, 'closed');
-    await syncBlocks(scope, new Set(await store.blockedIn(scope)), everywhere);
+    await syncBlocks(scope, new Set(await store.blockedIn(scope)), null);
+    // The blocks everywhere under their own lock: a block everywhere written meanwhile is not undone by an older read.
+    await locked('*', async () => syncBlocks(scope, null, new Set(await store.blockedIn('*'))));
     return true;
   }
 
-  /** Sets each user's block bits in the item's hash to Postgres's: bit 1 from `item` (null: left as it is), bit 2 from `everywhere`. */
-  async function syncBlocks(itemId: string, item: Set<string> | null, everywhere: Set<string>) {
+  /** Sets each user's block bits in the item's hash to Postgres's: bit 1 from `item`, bit 2 from `everywhere` (null: that bit left as it is). */
+  async function syncBlocks(itemId: string, item: Set<string> | null, everywhere: Set<string> | null) {
     const held = await queue.definitions.blocks.of(itemId);
-    const users = new Set([...held.keys(), ...everywhere, ...(item ?? [])]);
+    const users = new Set([...held.keys(), ...(everywhere ?? []), ...(item ?? [])]);
     for (const u of users) {
       const bits = held.get(u) ?? 0;
       if (item && item.has(u) !== ((bits & 1) === 1)) await queue.definitions.blocks.set(itemId, u, 'item', item.has(u));
-      if (everywhere.has(u) !== ((bits & 2) === 2)) await queue.definitions.blocks.set(itemId, u, 'global', everywhere.has(u));
+      if (everywhere && everywhere.has(u) !== ((bits & 2) === 2)) await queue.definitions.blocks.set(itemId, u, 'global', everywhere.has(u));
     }
   }
 
@@ -581,7 +595,10 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     const made = new Map<string, number>();
     for (const row of rows) {
       try {
-        if (await restoreRow(row)) {
+        // Under the item's lock, and only if still missing: an operator's write (here or on another
+        // daemon) may have made it again since the row was read, and a restore must not put the
+        // older row over it.
+        if (await locked(row.itemId, async () => !(await queue.items.item(row.itemId, { fresh: true })) && restoreRow(row))) {
           restored++;
           const rev = revs?.get(row.itemId);
           if (rev) made.set(row.itemId, rev);

@@ -59,6 +59,8 @@ export interface OpRevsDeps {
 
 /** How often the daemon compares the global mark with Postgres's (ms; daemon.ts). */
 export const OP_REV_CHECK_MS = 2_000;
+/** How often a daemon on a Redis Cluster compares every scope's mark (ms; daemon.ts). */
+export const OP_REV_FULL_MS = 60_000;
 
 export function createOpRevs(deps: OpRevsDeps): OpRevs {
   const { rows, marks, log } = deps;
@@ -76,9 +78,12 @@ export function createOpRevs(deps: OpRevsDeps): OpRevs {
     const scopes = await rows.above(floor);
     const held = await Promise.all(scopes.map((r) => marks.of(r.scope)));
     let repaired = 0;
+    let failed: unknown = null;
     for (let i = 0; i < scopes.length; i++) {
       if (held[i]! >= scopes[i]!.rev) continue;
       const { scope } = scopes[i]!;
+      // One scope that cannot be repaired now (its lock held elsewhere, a store failing) does not
+      // hold the others: it is left to the next round, and the highest mark is not raised past it.
       await rows.locked(scope, async () => {
         // Read again under the lock: an operator's write may have come (and marked) meanwhile.
         const rev = await rows.rev(scope);
@@ -94,8 +99,12 @@ export function createOpRevs(deps: OpRevsDeps): OpRevs {
         await marks.set(scope, rev);
         repaired++;
         log.warn({ scope, rev }, 'an operator write Redis had lost was applied again from postgres');
+      }).catch((err) => {
+        failed ??= err;
+        log.warn({ scope, err: String(err) }, 'an operator write Redis lost not applied again yet');
       });
     }
+    if (failed) throw failed;
     await marks.raiseTop(pgTop);
     return repaired;
   }

@@ -1,4 +1,5 @@
 import type postgres from 'postgres';
+import { FloodgateError } from '../kernel/errors.js';
 
 /**
  * Postgres's side of the operators' write revisions (drizzle/0017; catalog/op-revs.ts says why):
@@ -28,31 +29,58 @@ export interface OpRevRows {
 }
 
 const LOCK_RETRY_MS = 20;
+/** How long a lock is tried for before the write fails (503) or a repair leaves the scope to its next round. */
+export const LOCK_WAIT_MS = 15_000;
+
+/**
+ * The scope's lock was not had within LOCK_WAIT_MS: another daemon holds it (or the session of a
+ * daemon cut off from Postgres, until Postgres sees it go). An operator's write answers 503.
+ */
+export class LockBusy extends FloodgateError {
+  constructor(scope: string) {
+    super('unavailable', `Another write of ${scope === '*' ? 'the blocks of every item' : `item ${scope}`} is under way; try again shortly.`, undefined, 1);
+  }
+}
+
+interface Session {
+  conn: Promise<postgres.ReservedSql>;
+  /** Locks held or being taken in it. */
+  users: number;
+  /** A query of it failed: no new lock goes to it, and the last user gives it back. */
+  broken: boolean;
+}
 
 export function createOpRevRows(sql: postgres.Sql): OpRevRows {
-  /** The one session this process holds its scope locks in (reserved from the pool while any is held). */
-  let held: Promise<postgres.ReservedSql> | null = null;
-  let current: postgres.ReservedSql | null = null;
-  const session = () =>
-    (held ??= sql.reserve().then(
-      (conn) => (current = conn),
-      (err) => {
-        held = null;
-        throw err;
-      },
-    ));
-  /** A session whose query failed, or that no lock uses any more, is given back (once); the next lock reserves another. */
-  const lost = (conn: postgres.ReservedSql) => {
-    if (current !== conn) return;
-    current = null;
-    held = null;
-    conn.release();
-  };
+  /** The session this process takes new scope locks in (reserved from the pool while any is held). */
+  let current: Session | null = null;
   const chains = new Map<string, Promise<void>>();
-  /** Locks held or being taken in the session. */
-  let users = 0;
+  const take = (): Session => {
+    if (!current || current.broken) {
+      const conn = sql.reserve();
+      const s: Session = { conn, users: 0, broken: false };
+      conn.catch(() => (s.broken = true));
+      current = s;
+    }
+    current.users++;
+    return current;
+  };
+  /**
+   * The last user of a session gives it back: with nothing held in it (a lock whose unlock failed
+   * is let go with every other, or with the session itself if it is gone).
+   */
+  const leave = (s: Session) => {
+    if (--s.users > 0) return;
+    if (current === s) current = null;
+    void s.conn
+      .then(async (conn) => {
+        if (s.broken) await conn`select pg_advisory_unlock_all()`.catch(() => {});
+        conn.release();
+      })
+      .catch(() => {});
+  };
   return {
-    close: () => void (current && lost(current)),
+    // (A session is given back as soon as no lock is held in it: nothing is kept between writes.)
+    close: () => {},
     async bump(scope) {
       const [r] = await sql`insert into op_revs (scope, rev) values (${scope}, nextval('floodgate_op_rev_seq')) on conflict (scope) do update set rev = excluded.rev returning rev`;
       return Number(r!.rev);
@@ -87,27 +115,29 @@ export function createOpRevRows(sql: postgres.Sql): OpRevRows {
       const tail = before.then(() => mine);
       chains.set(scope, tail);
       await before;
-      users++;
+      const s = take();
       try {
         const name = `floodgate:op:${scope}`;
-        const conn = await session();
+        let conn: postgres.ReservedSql;
         try {
+          conn = await s.conn;
           // Tried, not waited for: a wait would hold the shared session's other queries behind it.
-          while (!(await conn`select pg_try_advisory_lock(hashtextextended(${name}, 0)) as ok`)[0]!.ok) await new Promise((r) => setTimeout(r, LOCK_RETRY_MS));
+          const until = Date.now() + LOCK_WAIT_MS;
+          while (!(await conn`select pg_try_advisory_lock(hashtextextended(${name}, 0)) as ok`)[0]!.ok) {
+            if (Date.now() > until) throw new LockBusy(scope);
+            await new Promise((r) => setTimeout(r, LOCK_RETRY_MS));
+          }
         } catch (err) {
-          lost(conn);
+          if (!(err instanceof LockBusy)) s.broken = true;
           throw err;
         }
         try {
           return await fn();
         } finally {
-          // (A session that is gone took its locks with it.)
-          await conn`select pg_advisory_unlock(hashtextextended(${name}, 0))`.catch(() => lost(conn));
+          await conn`select pg_advisory_unlock(hashtextextended(${name}, 0))`.catch(() => (s.broken = true));
         }
       } finally {
-        // The session goes back to the pool once no lock is held (an idle reserved connection
-        // would hold the pool's end for its whole timeout).
-        if (--users === 0 && current) lost(current);
+        leave(s);
         done();
         if (chains.get(scope) === tail) chains.delete(scope);
       }

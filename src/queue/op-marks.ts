@@ -25,6 +25,9 @@ export function createOpMarks(redis: RedisLike, prefix: string): OpMarks {
     },
     async set(scope, rev, opts = { top: true }) {
       if (scope === '*') await redis.zadd(key, 'GT', rev, '*');
+      // (A plain write: a restore's mark, read before a write's, may lower the write's. That costs
+      // the item one needless repair at a full compare, never a missed one: a mark is only ever
+      // compared as "at least Postgres's".)
       else await redis.hset(itemKeys(prefix, scope).meta, 'opRev', rev);
       if (opts.top) await redis.zadd(key, 'GT', rev, 'max');
     },
