@@ -32,7 +32,7 @@ async function asAdmin<T>(fn: (r: Redis) => Promise<T>): Promise<T> {
     r.disconnect();
   }
 }
-const logged = recordingLogger('warn', 500);
+const logged = recordingLogger('warn', 100_000);
 // The hold after a reconnect as long as the tests below keep the check waiting (alice's call may
 // take seconds to run again on a busy machine), so that they see the hold, not its end.
 const { call } = await inProcessDaemon({ prefix: 'fg:', databaseUrl: db.url, env: { REDIS_URL: server.url, FLOODGATE_RECONNECT_HOLD_MS: '30000' }, log: logged.log });
@@ -124,13 +124,14 @@ describe('operators’ writes and a Redis rollback', () => {
     expect(callsFor()).toEqual(['alice']);
   });
 
-  it('a pull after a reconnect waits for the same check: an outside worker gets no ticket a lost close had ended', { timeout: 60_000 }, async () => {
+  it('a pull or a join after a reconnect waits for the same check: an outside worker gets no ticket a lost close had ended, a newcomer is refused', { timeout: 60_000 }, async () => {
     await call('PUT', '/v1/items/ext', { handler: 'external', gate: { mode: 'closed' } });
     const ids = [(await join('ext', 'alice')).body.ticketId as string, (await join('ext', 'bob')).body.ticketId as string];
     await asAdmin((r) => r.save());
     expect((await call('DELETE', '/v1/items/ext')).status).toBe(200);
     const lock = await db.sql.reserve();
     let pulled: Promise<{ status: number; body: { tickets: unknown[] } }>;
+    let joined: ReturnType<typeof join>;
     try {
       await lock`select pg_advisory_lock(hashtextextended('floodgate:op:ext', 0))`;
       await server.kill();
@@ -138,8 +139,10 @@ describe('operators’ writes and a Redis rollback', () => {
       expect(await asAdmin((r) => r.hget('fg:{ext}:meta', 'closed'))).toBeNull();
       expect((await waitFor(() => call('GET', '/readyz', undefined, null).then((r) => r.status), (st) => st === 200)).valueOf()).toBe(200);
       pulled = call('POST', '/v1/items/ext/pull', { max: 10, leaseMs: 30_000 }, SVC) as typeof pulled;
-      // Held while the check waits for the item's lock (without the hold it answers both tickets at once).
-      const early = await Promise.race([pulled.then(() => 'answered'), new Promise((r) => setTimeout(() => r('held'), 500))]);
+      joined = join('ext', 'newcomer');
+      // Held while the check waits for the item's lock (without the hold the pull answers both
+      // tickets at once, and the join is taken by an item the operator closed).
+      const early = await Promise.race([Promise.race([pulled, joined]).then(() => 'answered'), new Promise((r) => setTimeout(() => r('held'), 500))]);
       expect(early).toBe('held');
     } finally {
       await lock`select pg_advisory_unlock(hashtextextended('floodgate:op:ext', 0))`.catch(() => {});
@@ -148,6 +151,7 @@ describe('operators’ writes and a Redis rollback', () => {
     const got = await pulled!;
     expect(got.status).toBe(200);
     expect(got.body.tickets).toEqual([]);
+    expect(((await joined!) as { status: number }).status).toBe(410);
     expect((await Promise.all(ids.map(ticket))).map((v) => v.state)).toEqual(['cancelled', 'cancelled']);
   });
 

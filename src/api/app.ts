@@ -67,7 +67,7 @@ export interface AppDeps extends OpsDeps {
   inviteUses: InviteUses;
   /** How often the event streams' shared watch looks at the items (default 250 ms). */
   watchTickMs?: number;
-  /** What a pull waits for before it admits, when there is one (the daemon's check of operators' writes after a Redis reconnect). */
+  /** What a pull or a join waits for before it runs, when there is one (the daemon's check of operators' writes after a Redis reconnect). */
   admitHold?: () => Promise<unknown> | null;
 }
 

@@ -26,6 +26,10 @@ export async function joinAnswer(ctx: ApiContext, itemId: string, body: unknown,
   if (!parsed.success) throw validationError(parsed.error);
   const { userId, payload } = parsed.data;
   if (payload && Buffer.byteLength(JSON.stringify(payload)) > MAX_PAYLOAD) fail('payload_too_large', 'payload is over 8 KiB.');
+  // Right after a Redis reconnect, not before the operators' writes are compared (a close a
+  // rollback took refuses this join again): daemon.ts fence, usually milliseconds.
+  const held = ctx.admitHold();
+  if (held) await held;
   const { created, ticket } = await ctx.queue.tickets.join(itemId, userId, payload ?? null, actor.name).catch((err) => {
     if (err?.code === 'rate_limited') ctx.metrics.quotaRefusals.inc({ item: itemId, quota: String(err.details?.quota) });
     throw err;

@@ -592,17 +592,19 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     const rows = missing.length ? await store.liveRows(missing) : [];
     let restored = 0;
     const refused = new Set<string>();
-    const made = new Map<string, number>();
     for (const row of rows) {
       try {
         // Under the item's lock, and only if still missing: an operator's write (here or on another
         // daemon) may have made it again since the row was read, and a restore must not put the
         // older row over it.
-        if (await locked(row.itemId, async () => !(await queue.items.item(row.itemId, { fresh: true })) && restoreRow(row))) {
-          restored++;
+        // Marked before the lock is let go: a check waiting on it must find the mark, not apply the row again.
+        const made = await locked(row.itemId, async () => {
+          if ((await queue.items.item(row.itemId, { fresh: true })) || !(await restoreRow(row))) return false;
           const rev = revs?.get(row.itemId);
-          if (rev) made.set(row.itemId, rev);
-        }
+          if (rev) await deps.restoring!.made(new Map([[row.itemId, rev]]));
+          return true;
+        });
+        if (made) restored++;
       } catch (err) {
         // A stored definition today's rules refuse (a webhook URL with a password, say) is left
         // out, loudly; it used to end the restore, and every item after it stayed lost. It counts
@@ -612,7 +614,6 @@ export function createCatalog(deps: CatalogDeps): Catalog {
         deps.log.error({ itemId: row.itemId, err: (err as Error).message }, 'item not restored: its stored definition is refused now; define it again');
       }
     }
-    if (made.size) await deps.restoring!.made(made);
     const live = new Set(rows.map((r) => r.itemId).filter((id) => !refused.has(id)));
     return { restored, gone: new Set(missing.filter((id) => !live.has(id))) };
   }

@@ -96,6 +96,8 @@ export function inviteRoutes(ctx: ApiContext) {
         if (!ok) fail('pow_required', 'The proof of work is missing, wrong or expired.');
         if (!(await ctx.inviteUses.takeChallenge(itemId, ch!.n, n, CHALLENGE_MS))) fail('pow_required', 'That challenge was used by another invite; ask for a new one.');
       }
+      const held = ctx.admitHold();
+      if (held) await held;
       const { created, ticket } = await queue.tickets.join(itemId, userId, null);
       const ticketId = await ctx.inviteUses.claim(itemId, n, ticket.ticketId, e - now() + 60_000);
       if (ticketId !== ticket.ticketId) return c.json((await queue.tickets.status(ticketId)) as z.infer<typeof TicketView>, 200);
