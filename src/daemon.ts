@@ -247,6 +247,9 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
     return (snap && controllerView(snap)?.probeStart) ?? null;
   });
   const restored = await catalog.restore();
+  // Before anything is admitted: a Redis that came back from older data while no daemon ran (a
+  // restored snapshot, an AOF that lost its last second) may hold an item an operator had closed.
+  await core.opRevs.check({ all: true }).catch((err) => log.warn({ err: String(err) }, 'operator writes not checked at start'));
   // After the restore (which fills in the secrets of items defined before they were kept).
   await core.lostTickets.load().catch((err) => log.warn({ err: String(err) }, 'item secrets not read'));
   await queue.items.activateAll();

@@ -35,7 +35,8 @@ async function asAdmin<T>(fn: (r: Redis) => Promise<T>): Promise<T> {
 const logged = recordingLogger('warn', 100_000);
 // The hold after a reconnect as long as the tests below keep the check waiting (alice's call may
 // take seconds to run again on a busy machine), so that they see the hold, not its end.
-const { call } = await inProcessDaemon({ prefix: 'fg:', databaseUrl: db.url, env: { REDIS_URL: server.url, FLOODGATE_RECONNECT_HOLD_MS: '30000' }, log: logged.log });
+const env = { REDIS_URL: server.url, FLOODGATE_RECONNECT_HOLD_MS: '30000' };
+const { call, daemon } = await inProcessDaemon({ prefix: 'fg:', databaseUrl: db.url, env, log: logged.log });
 
 const join = (itemId: string, userId: string) => call('POST', `/v1/items/${itemId}/tickets`, { userId }, SVC);
 const ticket = (id: string) => call('GET', `/v1/tickets/${id}`, undefined, null).then((r) => r.body);
@@ -188,5 +189,22 @@ describe('operators’ writes and a Redis rollback', () => {
     // Nothing was written: the gate is as it was, and the next write goes through.
     expect((await call('GET', '/v1/items/busy')).body.gate.mode).toBe('closed');
     expect((await call('PATCH', '/v1/items/busy/gate', { mode: 'manual', rate: 2 })).status).toBe(200);
+  });
+
+  // Last: it stops the file's daemon.
+  it('a daemon that starts on a Redis rolled back while no daemon ran compares before it takes anything: the close holds at once', { timeout: 60_000 }, async () => {
+    await call('PUT', '/v1/items/at-start', { handler: 'external', gate: { mode: 'closed' } });
+    const waiting = (await join('at-start', 'alice')).body.ticketId as string;
+    await asAdmin((r) => r.save());
+    expect((await call('DELETE', '/v1/items/at-start')).status).toBe(200);
+    await daemon.stop();
+    await server.kill();
+    await server.start();
+    expect(await asAdmin((r) => r.hget('fg:{at-start}:meta', 'closed'))).toBeNull();
+    const next = await inProcessDaemon({ prefix: 'fg:', databaseUrl: db.url, env });
+    // At once, before the daemon's first round of checks: refused, and the ticket ended as it was told.
+    const r = await next.call('POST', '/v1/items/at-start/tickets', { userId: 'bob' }, SVC);
+    expect([r.status, r.body.error?.code]).toEqual([410, 'closed']);
+    expect((await next.call('GET', `/v1/tickets/${waiting}`, undefined, null)).body.state).toBe('cancelled');
   });
 });
