@@ -156,9 +156,10 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
   const stockRows = createStockRows(dbHandle.sql);
   // Operators' writes survive a Redis rollback (their revisions: catalog/op-revs.ts).
   const opRevRows = createOpRevRows(dbHandle.sql);
+  const opMarks = createOpMarks(redis, config.FLOODGATE_REDIS_PREFIX);
   const opRevs = createOpRevs({
     rows: opRevRows,
-    marks: createOpMarks(redis, config.FLOODGATE_REDIS_PREFIX),
+    marks: opMarks,
     apply: (scope) => catalog.reapply(scope),
     log: log.child({ module: 'op-revs' }),
   });
@@ -172,9 +173,7 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
     clock,
     log: log.child({ module: 'catalog' }),
     autoCap: config.FLOODGATE_AUTO_START_LIMIT,
-    guard: opRevs.within,
-    restoring: opRevs.restoring,
-    locked: opRevRows.locked,
+    ops: { within: opRevs.within, locked: opRevRows.locked, revs: opRevRows.revs, mark: (scope, rev) => opMarks.set(scope, rev, { top: false }) },
   });
   const reservations = createReservations({ sql: dbHandle.sql, queue, stock, log: log.child({ module: 'reservations' }), onReturned: (itemId) => events.emit('returned', itemId) });
   return { clock, events, handlers, metrics, pg, memory, queue, stock, stockRows, series, store, gateStore, catalog, opRevs, reservations, lostTickets };
@@ -475,7 +474,6 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
         await queue.tickets.flush().catch(() => {});
         await ledger.drain().catch((err) => log.warn({ err: String(err) }, 'final ledger drain failed'));
         bullRedis.disconnect();
-        core.opRevs.close();
         await stores.close();
         log.info({ jobsCutShort: dropped > 0 }, 'stopped');
         return { jobsCutShort: dropped > 0 };

@@ -1,4 +1,4 @@
-import { describe, expect, it, onTestFinished } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createOpRevs } from '../src/catalog/op-revs.js';
 import { createOpRevRows } from '../src/db/op-revs.js';
 import { FloodgateError } from '../src/kernel/errors.js';
@@ -23,7 +23,6 @@ function setUp() {
   // As the catalog's reapply: false for an item Redis does not hold.
   const apply = async (scope: string) => scope === '*' || (await redis.exists(itemKeys(prefix, scope).meta)) === 1;
   const ops = createOpRevs({ rows, marks, apply: async (scope) => (await apply(scope)) && (applied.push(scope), true), log: createLogger('silent') });
-  onTestFinished(() => ops.close());
   return { prefix, applied, rows, marks, ops };
 }
 

@@ -15,7 +15,6 @@ import { gateView, type GateView } from './gate-view.js';
 import type { GateStore } from '../scheduler/gate-store.js';
 import type { StockCounters } from '../service/stock-counters.js';
 import { createStockSync, type StockRows } from './stock-sync.js';
-import type { OpRevs } from './op-revs.js';
 
 /**
  * Item definitions: durable in Postgres, live in Redis (the line). Writes go to Postgres first, so
@@ -101,7 +100,7 @@ export interface Catalog {
    * the item (restore's work). catalog/op-revs.ts calls it for a write a Redis rollback took.
    */
   reapply(scope: string): Promise<boolean>;
-  /** Runs another operator write of `scope` (a block; '*': every item's) as put, close and patchGate run (CatalogDeps.guard). */
+  /** Runs another operator write of `scope` (a block; '*': every item's) as put, close and patchGate run (CatalogOps.within). */
   guard<T>(scope: string, write: () => Promise<T>): Promise<T>;
   /** restore(), if Redis lacks an item Postgres had at the last restore or was given since. */
   restoreIfLost(): Promise<number>;
@@ -134,21 +133,31 @@ export interface CatalogDeps {
   log: Logger;
   /** The in-flight cap of an auto gate before its controller has run (its slow start). */
   autoCap: number;
-  /**
-   * Runs an operator's write of an item under its lock and records its revision (catalog/op-revs.ts:
-   * Redis's copy is applied again from Postgres after a rollback took it). Default: runs it as it is.
-   */
-  guard?: <T>(scope: string, write: () => Promise<T>) => Promise<T>;
-  /** The revisions of the items a restore makes again, read before their rows, and their marks after (OpRevs.restoring). */
-  restoring?: OpRevs['restoring'];
-  /** Runs `fn` holding the scope's lock that operators' writes take (db/op-revs.ts), without a revision: restores and repairs. */
-  locked?: <T>(scope: string, fn: () => Promise<T>) => Promise<T>;
+  /** Operators' write revisions (catalog/op-revs.ts); without them writes and restores run as they are. */
+  ops?: CatalogOps;
 }
+
+/**
+ * What the catalog asks of the operators' write revisions (catalog/op-revs.ts: Redis's copy of a
+ * write is applied again from Postgres after a rollback took it).
+ */
+export interface CatalogOps {
+  /** Runs an operator's write of `scope` (an item, or '*') under its lock and records its revision. */
+  within<T>(scope: string, write: () => Promise<T>): Promise<T>;
+  /** Runs `fn` holding the scope's lock alone, without a revision (restores and repairs). */
+  locked<T>(scope: string, fn: () => Promise<T>): Promise<T>;
+  /** The scopes' revisions; a restore reads them before their rows, so a mark never says more than the row it made. */
+  revs(scopes: string[]): Promise<Map<string, number>>;
+  /** Marks an item a restore made again with the revision read before its row. */
+  mark(scope: string, rev: number): Promise<void>;
+}
+
+const asIs = <T>(_scope: string, fn: () => Promise<T>) => fn();
 
 export function createCatalog(deps: CatalogDeps): Catalog {
   const { queue, store, handlers } = deps;
-  const guard = deps.guard ?? (<T>(_scope: string, write: () => Promise<T>) => write());
-  const locked = deps.locked ?? (<T>(_scope: string, fn: () => Promise<T>) => fn());
+  const guard = deps.ops?.within ?? asIs;
+  const locked = deps.ops?.locked ?? asIs;
 
   /**
    * Item ids Postgres had (not archived) at the last restore, plus those defined since: what Redis
@@ -389,11 +398,11 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     const row = await store.get(scope);
     const live = await queue.items.item(scope, { fresh: true });
     if (!row || row.archivedAt || !live) return false;
-    const gate: GateSettings = { ...defaultGate, ...(row.gate as Partial<GateSettings>) };
-    const epochMs = row.epochMs === null ? null : Number(row.epochMs);
+    const gate = rowGate(row);
+    const kept = keptSecret(row);
     try {
-      const made = await queue.definitions.define(rowDefinition(row), gate, { reopen: !row.closedAt, secret: row.secret ?? undefined, epoch: epochMs });
-      await keepLiveSecret(scope, { secret: row.secret, epochMs }, made);
+      const made = await queue.definitions.define(rowDefinition(row), gate, { reopen: !row.closedAt, secret: kept?.secret, epoch: kept?.epochMs ?? null });
+      await keepLiveSecret(scope, kept ?? { secret: null, epochMs: null }, made);
     } catch (err) {
       // A stored definition today's rules or the live line refuse (a handler change with live
       // tickets, a pre-queue the line has moved past): the rest of what the operator wrote still holds.
@@ -588,7 +597,7 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     // the keys seen may be going — a flush under way — and listing them back hid the loss.)
     for (const id of ids) if (!(await queue.items.item(id, { fresh: true }))) missing.push(id);
     // Their revisions before their rows: the marks say no more than the rows restored hold.
-    const revs = missing.length && deps.restoring ? await deps.restoring.revs(missing) : null;
+    const revs = missing.length && deps.ops ? await deps.ops.revs(missing) : null;
     const rows = missing.length ? await store.liveRows(missing) : [];
     let restored = 0;
     const refused = new Set<string>();
@@ -601,7 +610,7 @@ export function createCatalog(deps: CatalogDeps): Catalog {
         const made = await locked(row.itemId, async () => {
           if ((await queue.items.item(row.itemId, { fresh: true })) || !(await restoreRow(row))) return false;
           const rev = revs?.get(row.itemId);
-          if (rev) await deps.restoring!.made(new Map([[row.itemId, rev]]));
+          if (rev) await deps.ops!.mark(row.itemId, rev);
           return true;
         });
         if (made) restored++;
@@ -616,6 +625,16 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     }
     const live = new Set(rows.map((r) => r.itemId).filter((id) => !refused.has(id)));
     return { restored, gone: new Set(missing.filter((id) => !live.has(id))) };
+  }
+
+  /** The gate a row keeps, over the defaults. */
+  function rowGate(row: ItemRow): GateSettings {
+    return { ...defaultGate, ...(row.gate as Partial<GateSettings>) };
+  }
+
+  /** The ticket-id secret and epoch a row keeps (null: none kept yet). */
+  function keptSecret(row: ItemRow): { secret: string; epochMs: number | null } | null {
+    return row.secret ? { secret: row.secret, epochMs: row.epochMs === null ? null : Number(row.epochMs) } : null;
   }
 
   function rowDefinition(row: ItemRow) {
@@ -658,8 +677,8 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     if (counted) await deps.counters.set(row.itemId, counted.left, counted.shards);
     // Its ticket-id secret and epoch as they were: the ids issued before the loss still verify,
     // and are answered from Postgres (queue/lost-tickets.ts). A row without one gets one first.
-    const kept = row.secret ? { secret: row.secret, epochMs: row.epochMs === null ? null : Number(row.epochMs) } : await store.claimSecret(row.itemId, newItemSecret(), deps.clock.now());
-    const made = await queue.definitions.define(def, { ...defaultGate, ...(row.gate as Partial<GateSettings>) }, { reopen: false, secret: kept?.secret, epoch: kept?.epochMs ?? null });
+    const kept = keptSecret(row) ?? (await store.claimSecret(row.itemId, newItemSecret(), deps.clock.now()));
+    const made = await queue.definitions.define(def, rowGate(row), { reopen: false, secret: kept?.secret, epoch: kept?.epochMs ?? null });
     const { created } = made;
     if (kept) await keepLiveSecret(row.itemId, kept, made);
     if (!created) return false;

@@ -35,14 +35,6 @@ export interface OpRevs {
    * without the mark, so the next check applies what Postgres holds.
    */
   within<T>(scope: string, write: () => Promise<T>): Promise<T>;
-  /**
-   * For a restore (catalog.restore: items Redis lost, made again from their rows): the scopes'
-   * revisions, read before their rows are, and then the marks of those it made. An operator's
-   * write between the two reads has a higher revision than the mark, and the next check applies it.
-   */
-  restoring: { revs(scopes: string[]): Promise<Map<string, number>>; made(revs: Map<string, number>): Promise<void> };
-  /** Ends: the locks' session goes back to the pool. */
-  close(): void;
   /** Repairs the scopes Redis is behind on; `all`: compares every scope's mark (after a reconnect). Returns how many it repaired. */
   check(opts?: { all?: boolean }): Promise<number>;
 }
@@ -154,10 +146,5 @@ export function createOpRevs(deps: OpRevsDeps): OpRevs {
         return out;
       }),
     check,
-    close: () => rows.close(),
-    restoring: {
-      revs: (scopes) => rows.revs(scopes),
-      made: async (revs) => void (await Promise.all([...revs].map(([scope, rev]) => marks.set(scope, rev, { top: false })))),
-    },
   };
 }

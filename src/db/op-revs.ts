@@ -24,8 +24,6 @@ export interface OpRevRows {
    * queue for each other first (a session's lock is re-entrant for itself).
    */
   locked<T>(scope: string, fn: () => Promise<T>): Promise<T>;
-  /** Gives the locks' session back to the pool (before the pool ends: an end waits for a reserved connection). */
-  close(): void;
 }
 
 const LOCK_RETRY_MS = 20;
@@ -79,8 +77,6 @@ export function createOpRevRows(sql: postgres.Sql): OpRevRows {
       .catch(() => {});
   };
   return {
-    // (A session is given back as soon as no lock is held in it: nothing is kept between writes.)
-    close: () => {},
     async bump(scope) {
       const [r] = await sql`insert into op_revs (scope, rev) values (${scope}, nextval('floodgate_op_rev_seq')) on conflict (scope) do update set rev = excluded.rev returning rev`;
       return Number(r!.rev);
