@@ -32,7 +32,8 @@ export interface OpRevs {
    * Runs an operator's write of `scope` (an item id, or '*') under the scope's lock, then records
    * its revision in Postgres and marks Redis with it. A write refused for what was asked (a 4xx)
    * changed nothing and takes no revision; one that failed part-way (a store down) takes one
-   * without the mark, so the next check applies what Postgres holds.
+   * without the mark, so the next check applies what Postgres holds; one whose revision could not be
+   * recorded (Postgres gone that moment) has it recorded at the next check.
    */
   within<T>(scope: string, write: () => Promise<T>): Promise<T>;
   /** Repairs the scopes Redis is behind on; `all`: compares every scope's mark (after a reconnect). Returns how many it repaired. */
@@ -63,7 +64,25 @@ export function createOpRevs(deps: OpRevsDeps): OpRevs {
   /** A write refused for what it asked (validation, conflict, not found, not allowed) changed nothing. */
   const refused = (err: unknown) => err instanceof FloodgateError && err.status >= 400 && err.status < 500;
 
+  /**
+   * Scopes whose write is done but whose revision Postgres did not record (it went away between the
+   * two). Without one, a later rollback of that write would go unnoticed; so the revision is taken
+   * again at the next check — only taken, not marked in Redis: Redis may have lost the write
+   * meanwhile, and a revision above its mark makes the check apply Postgres's state (at worst once
+   * more than needed).
+   */
+  const unrecorded = new Set<string>();
+
+  async function record(): Promise<void> {
+    for (const scope of [...unrecorded]) {
+      await rows.bump(scope);
+      unrecorded.delete(scope);
+      log.info({ scope }, 'an operator write’s revision recorded late');
+    }
+  }
+
   async function repair(all: boolean): Promise<number> {
+    await record();
     const floor = all ? 0 : await marks.top();
     const pgTop = await rows.top();
     if (!all && pgTop <= floor) return 0;
@@ -132,17 +151,22 @@ export function createOpRevs(deps: OpRevsDeps): OpRevs {
           out = await write();
         } catch (err) {
           // Part-way: Postgres may hold what Redis does not; the next check applies it.
-          if (!refused(err)) await rows.bump(scope).catch(() => {});
+          if (!refused(err)) await rows.bump(scope).catch(() => unrecorded.add(scope));
           throw err;
         }
         // The write is done: a revision or a mark that fails now (a store gone this moment) is
         // logged, not answered as the write's failure; a missing mark only makes the next check
-        // apply again what Redis already holds.
+        // apply again what Redis already holds, a missing revision is taken at the next check.
+        let rev: number;
         try {
-          await marks.set(scope, await rows.bump(scope));
+          rev = await rows.bump(scope);
         } catch (err) {
-          log.warn({ scope, err: String(err) }, 'operator write done, its revision not recorded');
+          unrecorded.add(scope);
+          log.warn({ scope, err: String(err) }, 'operator write done, its revision not recorded yet');
+          return out;
         }
+        unrecorded.delete(scope); // this revision covers an earlier write's that was not recorded
+        await marks.set(scope, rev).catch((err) => log.warn({ scope, err: String(err) }, 'operator write done, Redis not marked with its revision'));
         return out;
       }),
     check,
