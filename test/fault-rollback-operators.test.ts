@@ -105,16 +105,20 @@ describe('operators’ writes and a Redis rollback', () => {
     // comes back from the snapshot (bob and carol waiting, the gate open) and alice's call ends,
     // freeing the slot.
     const lock = await db.sql.reserve();
+    let bobPoll: ReturnType<typeof ticket> | undefined;
     try {
       await lock`select pg_advisory_lock(hashtextextended('floodgate:op:hook', 0))`;
       await server.kill();
       await server.start();
       held.get('alice')!();
-      expect((await waitFor(() => ticket(alice), (v) => v.state === 'succeeded')).state).toBe('succeeded');
-      // A dispatcher without the hold admits bob within a round of alice's end (a few ms).
-      await new Promise((r) => setTimeout(r, 500));
+      // (Polls wait for the check too, so alice's end is read from the daemon's metrics.)
+      const settled = /floodgate_settles_total\{item="hook",status="succeeded"\} 1/;
+      expect(settled.test((await waitFor(() => call('GET', '/metrics', undefined, null), (r) => settled.test(String(r.body)))).body as string)).toBe(true);
+      // A dispatcher without the hold admits bob within a round of alice's end (a few ms); bob's
+      // poll, which would read `waiting` from the rolled-back Redis, is held as well.
+      bobPoll = ticket(others[0]!);
+      expect(await Promise.race([bobPoll.then(() => 'answered'), new Promise((r) => setTimeout(() => r('held'), 500))])).toBe('held');
       expect(callsFor()).toEqual(['alice']);
-      expect((await ticket(others[0]!)).state).toBe('waiting');
     } finally {
       // (Released with the connection if it is gone.)
       await lock`select pg_advisory_unlock(hashtextextended('floodgate:op:hook', 0))`.catch(() => {});
@@ -122,10 +126,12 @@ describe('operators’ writes and a Redis rollback', () => {
     }
     const after = await waitFor(() => Promise.all(others.map(ticket)), (vs) => vs.every((v) => v.state === 'cancelled'));
     expect(after.map((v) => [v.state, v.outcome])).toEqual(told.map((v) => [v.state, v.outcome]));
+    expect((await bobPoll!).state).toBe('cancelled');
+    expect((await ticket(alice)).state).toBe('succeeded');
     expect(callsFor()).toEqual(['alice']);
   });
 
-  it('a pull or a join after a reconnect waits for the same check: an outside worker gets no ticket a lost close had ended, a newcomer is refused', { timeout: 60_000 }, async () => {
+  it('a pull, a join or a poll after a reconnect waits for the same check: an outside worker gets no ticket a lost close had ended, a newcomer is refused, a user is not told `waiting` again', { timeout: 60_000 }, async () => {
     await call('PUT', '/v1/items/ext', { handler: 'external', gate: { mode: 'closed' } });
     const ids = [(await join('ext', 'alice')).body.ticketId as string, (await join('ext', 'bob')).body.ticketId as string];
     await asAdmin((r) => r.save());
@@ -133,6 +139,7 @@ describe('operators’ writes and a Redis rollback', () => {
     const lock = await db.sql.reserve();
     let pulled: Promise<{ status: number; body: { tickets: unknown[] } }>;
     let joined: ReturnType<typeof join>;
+    let polled: ReturnType<typeof ticket>;
     try {
       await lock`select pg_advisory_lock(hashtextextended('floodgate:op:ext', 0))`;
       await server.kill();
@@ -141,9 +148,11 @@ describe('operators’ writes and a Redis rollback', () => {
       expect((await waitFor(() => call('GET', '/readyz', undefined, null).then((r) => r.status), (st) => st === 200)).valueOf()).toBe(200);
       pulled = call('POST', '/v1/items/ext/pull', { max: 10, leaseMs: 30_000 }, SVC) as typeof pulled;
       joined = join('ext', 'newcomer');
+      polled = ticket(ids[0]!);
       // Held while the check waits for the item's lock (without the hold the pull answers both
-      // tickets at once, and the join is taken by an item the operator closed).
-      const early = await Promise.race([Promise.race([pulled, joined]).then(() => 'answered'), new Promise((r) => setTimeout(() => r('held'), 500))]);
+      // tickets at once, the join is taken by an item the operator closed, and alice's poll reads
+      // `waiting` after she was told `cancelled`).
+      const early = await Promise.race([Promise.race([pulled, joined, polled]).then(() => 'answered'), new Promise((r) => setTimeout(() => r('held'), 500))]);
       expect(early).toBe('held');
     } finally {
       await lock`select pg_advisory_unlock(hashtextextended('floodgate:op:ext', 0))`.catch(() => {});
@@ -153,6 +162,7 @@ describe('operators’ writes and a Redis rollback', () => {
     expect(got.status).toBe(200);
     expect(got.body.tickets).toEqual([]);
     expect(((await joined!) as { status: number }).status).toBe(410);
+    expect((await polled!).state).toBe('cancelled');
     expect((await Promise.all(ids.map(ticket))).map((v) => v.state)).toEqual(['cancelled', 'cancelled']);
   });
 

@@ -67,7 +67,7 @@ export interface AppDeps extends OpsDeps {
   inviteUses: InviteUses;
   /** How often the event streams' shared watch looks at the items (default 250 ms). */
   watchTickMs?: number;
-  /** What a pull or a join waits for before it runs, when there is one (the daemon's check of operators' writes after a Redis reconnect). */
+  /** What a pull, a join or a poll waits for before it runs, when there is one (the daemon's check of operators' writes after a Redis reconnect). */
   admitHold?: () => Promise<unknown> | null;
 }
 
@@ -175,7 +175,7 @@ export function createApp(deps: AppDeps) {
     return wholeJson(a.body, a.status, a.headers);
   });
   // The server asks them before the app (daemon.ts); app.request() in tests goes to the routes.
-  const poll = hotPoll({ tickets: deps.queue.tickets, auth: ctx.auth, headers: ctx.ticketHeaders, duration: deps.metrics.httpDuration });
+  const poll = hotPoll({ tickets: deps.queue.tickets, auth: ctx.auth, headers: ctx.ticketHeaders, duration: deps.metrics.httpDuration, held: ctx.admitHold });
   const join = hotJoin({ ctx, bodyLimitBytes: deps.bodyLimitBytes, refuse, duration: deps.metrics.httpDuration });
   const hot = (req: IncomingMessage, res: ServerResponse) => poll(req, res) || join(req, res);
   return Object.assign(app, { hot });

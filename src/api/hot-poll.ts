@@ -18,10 +18,18 @@ const LABELS = Object.freeze({ method: 'GET', route: '/v1/tickets/:ticketId', st
  *
  * Everything else goes on to the app unchanged, and the route asks tickets.status, which tries the
  * same statusNow first: an unknown or forged id, a ticket that is not waiting or not in a fresh
- * view, an operator's poll (the route adds `source`), HEAD, a query string, a request with a body
+ * view, an operator's poll (the route adds `source`), a poll while the daemon holds answers after a
+ * Redis reconnect, HEAD, a query string, a request with a body
  * (the body limit is the app's), any other path or method. Returns whether it answered.
  */
-export function hotPoll(deps: { tickets: Tickets; auth: Auth; headers(origin: string | undefined): Readonly<Record<string, string>>; duration: Histogram<'method' | 'route' | 'status'> }) {
+export function hotPoll(deps: {
+  tickets: Tickets;
+  auth: Auth;
+  headers(origin: string | undefined): Readonly<Record<string, string>>;
+  duration: Histogram<'method' | 'route' | 'status'>;
+  /** While it answers a promise (after a Redis reconnect: api/context.ts admitHold), polls go to the route, which waits for it. */
+  held(): unknown;
+}) {
   return (req: IncomingMessage, res: ServerResponse): boolean => {
     const url = req.url;
     if (req.method !== 'GET' || url === undefined || !url.startsWith(PREFIX)) return false;
@@ -30,6 +38,7 @@ export function hotPoll(deps: { tickets: Tickets; auth: Auth; headers(origin: st
     const h = req.headers;
     if (h['content-length'] !== undefined || h['transfer-encoding'] !== undefined) return false;
     if (h.authorization !== undefined && deps.auth.isOperator(h.authorization)) return false;
+    if (deps.held()) return false;
     const start = performance.now();
     const view = deps.tickets.statusNow(ticketId);
     if (!view) return false;

@@ -97,6 +97,8 @@ export function ticketEventRoutes(ctx: ApiContext, watch: TicketWatch) {
     // follows the stream, and a user who kept it open longer than that was expired as "abandoned"
     // when their ticket reached the head. Told at each event and heartbeat (10 s of silence at most).
     const alive = () => ctx.queue.tickets.seen(ticketId);
+    const held = ctx.admitHold(); // as a poll (routes/tickets.ts)
+    if (held) await held;
     const first = await tokened(await ctx.queue.tickets.status(ticketId));
     const outgoing = (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing;
     if (outgoing) {

@@ -65,6 +65,10 @@ export function ticketRoutes(ctx: ApiContext) {
     }),
   );
   app.get('/v1/tickets/:ticketId', async (c) => {
+    // After a Redis reconnect, not before the operators' writes are compared: a ticket a lost close
+    // had ended reads `waiting` until then (daemon.ts fence, usually milliseconds).
+    const held = ctx.admitHold();
+    if (held) await held;
     const view = await queue.tickets.status(c.req.param('ticketId'));
     // A waiting ticket (no token yet) polled without an operator key (the flood) costs nothing more.
     const operator = ctx.auth.isOperator(c.req.header('authorization'));
