@@ -1,12 +1,20 @@
 import { describe, expect, it } from 'vitest';
-import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
+import { inProcessDaemon, recordingLogger, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
+import { recordingDownstream } from './support/downstream.js';
 import { keysMatching, testRedis } from './support/redis.js';
 
 const { redis, newPrefix } = testRedis();
 const db = await testDb();
 const prefix = newPrefix();
-const { call } = await inProcessDaemon({ prefix, databaseUrl: db.url });
+const logged = recordingLogger('warn', 100_000);
+const { call } = await inProcessDaemon({ prefix, databaseUrl: db.url, log: logged.log });
+/** A webhook downstream that holds every call until the test answers it, with whom it was for. */
+const holding = new Map<string, () => void>();
+const down = await recordingDownstream((req, res) => {
+  const user = (JSON.parse(req.body) as { userId: string }).userId;
+  holding.set(user, () => (res.writeHead(200, { 'content-type': 'application/json' }), res.end(JSON.stringify({ for: user }))));
+});
 
 /** Every key of one item, dumped: what a Redis snapshot holds of it. */
 async function snapshot(itemId: string) {
@@ -65,5 +73,35 @@ describe('a Redis rollback of an item', () => {
     expect(item.remaining).toBe(1);
     const [{ sold, total }] = await db.sql`select sold, total from item_stock where item_id = 'rb'`;
     expect(sold + item.remaining).toBe(total);
+  });
+
+  it("a job in flight across the rollback never ends the ticket that took its seq with its own user's answer", { timeout: 60_000 }, async () => {
+    await call('PUT', '/v1/items/rw', { handler: 'webhook', config: { url: down.url, timeoutMs: 30_000 }, gate: { mode: 'closed' } });
+    const snap = await snapshot('rw');
+    const alice = (await call('POST', '/v1/items/rw/tickets', { userId: 'alice' }, SVC)).body.ticketId as string;
+    await call('PATCH', '/v1/items/rw/gate', { mode: 'manual', rate: 100, maxInFlight: 5 });
+    await waitFor(() => Promise.resolve(holding.has('alice')), (v) => v);
+    expect(holding.has('alice')).toBe(true);
+
+    // Redis comes back from before alice's join while her call is under way; bob takes her seq.
+    await rollback('rw', snap);
+    const bob = (await call('POST', '/v1/items/rw/tickets', { userId: 'bob' }, SVC)).body.ticketId as string;
+    await call('PATCH', '/v1/items/rw/gate', { mode: 'manual', rate: 100, maxInFlight: 5 });
+    await waitFor(() => Promise.resolve(holding.has('bob')), (v) => v);
+    expect(holding.has('bob')).toBe(true);
+
+    // Alice's call answers: her job's settle names a ticket that is not there any more.
+    holding.get('alice')!();
+    const refused = await waitFor(() => Promise.resolve(logged.lines()), (l) => l.includes('job outcome not settled'));
+    expect(refused).toContain('ticket_not_found');
+    // (A poll may be answered from a view a moment old: `waiting`, until it is refreshed.)
+    const mid = await waitFor(() => call('GET', `/v1/tickets/${bob}`, undefined, null).then((r) => r.body), (v) => v.state !== 'waiting');
+    // (Before: bob's ticket ended `succeeded` with alice's answer here.)
+    expect(mid).toMatchObject({ userId: 'bob', state: 'admitted' });
+
+    holding.get('bob')!();
+    const end = await waitFor(() => call('GET', `/v1/tickets/${bob}`, undefined, null).then((r) => r.body), (v) => v.state === 'succeeded');
+    expect(end).toMatchObject({ userId: 'bob', state: 'succeeded', outcome: { result: { for: 'bob' } } });
+    expect(alice).not.toBe(bob);
   });
 });

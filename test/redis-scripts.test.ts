@@ -144,7 +144,7 @@ describe('stock at admission', () => {
     // The handler's take finds each unit already the ticket's (idempotent), the counter empty.
     expect(await run(scripts.takeStock, 'st', now, {}, [1, 2])).toEqual([0, 1, 1]);
     // Ticket 1 ends without a sale: its unit goes back, and the next ticket in line is admitted with it.
-    await run(scripts.settle, 'st', now, {}, [1, first[5], 'rejected', '{"status":"rejected","reason":"x"}', '0', '1']);
+    await run(scripts.settle, 'st', now, {}, [1, first[5], 'rejected', '{"status":"rejected","reason":"x"}', '0', '1', '']);
     const third = await admit();
     expect(third.slice(0, 3)).toEqual([0, 1, 3]);
     expect(await run(scripts.takeStock, 'st', now, {}, [3, 4])).toEqual([0, 1, 0]);

@@ -20,6 +20,12 @@ export interface SettleInput {
   retry?: boolean;
   /** Settle under whatever lease the ticket holds now (in-process workers only). */
   force?: boolean;
+  /**
+   * The ticket's record as it was admitted (AdmittedTicket.record): a ticket at the seq whose record
+   * differs is another one (after a Redis rollback, the seq of a lost join is taken again by the next
+   * user's) and is not settled (-1). Absent: not checked (jobs queued by an earlier version).
+   */
+  record?: string;
 }
 
 /** Admitting from the head under the gate, and settling what was admitted: what the dispatcher and workers do. */
@@ -124,6 +130,7 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
         leaseId: row.leaseId,
         leaseExpiresAt: new Date(row.leaseExp).toISOString(),
         createdAt: rec.createdAt,
+        record: row.record.slice(1),
       };
     });
 
@@ -182,7 +189,8 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
       const sub = splitOf(item.snap.def);
       const { record } = sub ? await deps.split.readTicket(sub, seq) : await scripts.readTicket(item.snap.def.itemId, clock.now(), seq);
       deps.reader.bound(ticketId, item, record);
-      const [code] = await admissions.settleMany(item.snap.def.itemId, [{ ...input, seq }]);
+      // (The record it was bound to goes with the settle: another ticket at the seq meanwhile is not settled.)
+      const [code] = await admissions.settleMany(item.snap.def.itemId, [{ ...input, seq, record: record!.slice(1) }]);
       const err = settleError(code);
       if (err) throw err;
       return deps.reader.read(ticketId, item, seq);
@@ -195,7 +203,7 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
         const outcome: Outcome = { status: e.status };
         if (e.result !== undefined) outcome.result = e.result;
         if (e.reason !== undefined) outcome.reason = e.reason;
-        const lease = { seq: e.seq, leaseId: e.leaseId, force: !!e.force };
+        const lease = { seq: e.seq, leaseId: e.leaseId, force: !!e.force, record: e.record ?? '' };
         // Each entry on its own: a result JSON.stringify cannot take (nested deeper than its stack
         // allows, a BigInt, a cycle) fails its own ticket. It used to throw for the whole batch, and
         // every ticket in it stayed unsettled, to be run again and again.

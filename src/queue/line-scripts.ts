@@ -48,6 +48,8 @@ export interface SettleEntry {
   outcome: string;
   retry: boolean;
   force: boolean;
+  /** The ticket's record without its state character ('' = not checked): settle-9.lua answers -1 for another ticket at the seq. */
+  record: string;
 }
 
 /** The error a single settle answers for a code (null when it applied). */
@@ -121,7 +123,7 @@ export function createLineScripts(run: ScriptRunner['run']) {
     },
 
     async settle(itemId: string, now: number, entries: SettleEntry[]): Promise<SettleCode[]> {
-      const rest = entries.flatMap((e) => [e.seq, e.leaseId, e.status, e.outcome, bit(e.retry), bit(e.force)]);
+      const rest = entries.flatMap((e) => [e.seq, e.leaseId, e.status, e.outcome, bit(e.retry), bit(e.force), e.record]);
       return (await run(scripts.settle, itemId, now, {}, rest)) as SettleCode[];
     },
 

@@ -76,6 +76,8 @@ export interface SplitSettle {
   outcome?: string;
   retry?: boolean;
   force?: boolean;
+  /** As SettleEntry.record ('' or absent: not checked). */
+  record?: string;
 }
 
 export interface SplitAdmitted {
@@ -277,7 +279,7 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
       const codes: number[] = new Array(entries.length);
       await Promise.all(
         bySubLine(item, entries).map(async ([k, g]) => {
-          const rest = g.flatMap(({ e, local }) => [local, e.leaseId, e.status, e.outcome ?? JSON.stringify({ status: e.status }), e.retry ? '1' : '0', e.force ? '1' : '0']);
+          const rest = g.flatMap(({ e, local }) => [local, e.leaseId, e.status, e.outcome ?? JSON.stringify({ status: e.status }), e.retry ? '1' : '0', e.force ? '1' : '0', e.record ?? '']);
           ((await run(scripts.settle, tag(item, k), clock.now(), {}, rest)) as number[]).forEach((c, j) => (codes[g[j].i] = c));
         }),
       );

@@ -98,6 +98,8 @@ export interface AdmittedTicket {
   leaseId: string;
   leaseExpiresAt: string;
   createdAt: number;
+  /** Its record as stored at its seq, without the state character: who it is (SettleInput.record). */
+  record: string;
 }
 
 /**

@@ -44,7 +44,7 @@ export const scripts = {
   readTicket: spec('read-ticket-3', ['meta', 'ctr', 'retry'], ['seq']),
   cancel: spec('cancel-9', ['meta', 'ctr', 'users', 'retry', ...ending, 'cx'], ['seq', 'outcome', 'record']),
   admit: spec('admit-12', ['meta', 'ctr', 'gate', 'retry', 'leases', 'payloads', 'blocked', 'stock', 'taken', 'done', 'drawOrder', 'doubt'], ['max', 'leaseMs', 'leasePrefix', 'autoCap']),
-  settle: spec('settle-9', ['meta', 'ctr', 'retry', 'leases', ...ending, 'doubt'], [], 'seq, leaseId, status, outcome, retry, force'),
+  settle: spec('settle-9', ['meta', 'ctr', 'retry', 'leases', ...ending, 'doubt'], [], 'seq, leaseId, status, outcome, retry, force, record'),
   sweep: spec('sweep-9', ['meta', 'ctr', 'retry', 'leases', ...ending, 'doubt'], []),
   readDoubt: spec('read-doubt-2', ['doubt', 'ctr'], ['until']),
   relaunch: spec('relaunch-4', ['ctr', 'doubt', 'leases', 'payloads'], ['leaseMs', 'leasePrefix'], 'seq'),
@@ -127,7 +127,7 @@ export const RECLAIM_LIMIT_MANY = 8;
 /** The tickets one call of a coalesced script stands for, from its ARGV (now, the named args, the rest). */
 const ticketsOf: Record<string, (argv: Arg[], s: ScriptSpec) => number> = {
   [scripts.admit.name]: (argv, s) => Number(argv[1 + s.argv.indexOf('max')]) || 1,
-  [scripts.settle.name]: (argv, s) => (argv.length - 1 - s.argv.length) / 6,
+  [scripts.settle.name]: (argv, s) => (argv.length - 1 - s.argv.length) / 7,
   [scripts.extendLeases.name]: (argv, s) => (argv.length - 1 - s.argv.length) / 2,
   [scripts.takeStock.name]: (argv, s) => argv.length - 1 - s.argv.length,
 };

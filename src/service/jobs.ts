@@ -22,6 +22,8 @@ export interface JobTicket {
   userId: string;
   payload: Record<string, unknown> | null;
   leaseId: string;
+  /** Its record at admission (AdmittedTicket.record): its settle is refused for another ticket at the seq. Absent in jobs of earlier versions. */
+  record?: string;
   /**
    * Calls of this ticket's handler that ended in a retry the runner delayed itself (a drop with a
    * Retry-After, runner.ts): BullMQ does not count those in the job's `attemptsMade`, so the
@@ -125,7 +127,7 @@ export function createJobQueues(connection: RedisLike, opts: JobOptions) {
       for (const { itemId, tickets } of admitted) {
         for (let i = 0; i < tickets.length; ) {
           const chunk = tickets.slice(i, i + opts.batch - n);
-          groups.push({ itemId, tickets: chunk.map((t): JobTicket => ({ ticketId: t.ticketId, seq: t.seq, userId: t.userId, payload: t.payload, leaseId: t.leaseId })) });
+          groups.push({ itemId, tickets: chunk.map((t): JobTicket => ({ ticketId: t.ticketId, seq: t.seq, userId: t.userId, payload: t.payload, leaseId: t.leaseId, record: t.record })) });
           n += chunk.length;
           i += chunk.length;
           if (n >= opts.batch) close();

@@ -113,7 +113,7 @@ export function createRunner(deps: RunnerDeps) {
   }
 
   async function settle(itemId: string, t: JobTicket, input: Omit<SettleInput, 'leaseId' | 'force'>) {
-    const code = await deps.settle({ ...input, itemId, seq: t.seq, leaseId: t.leaseId, force: true });
+    const code = await deps.settle({ ...input, itemId, seq: t.seq, leaseId: t.leaseId, force: true, ...(t.record !== undefined && { record: t.record }) });
     // -2: the lease ran out and the ticket went back to the line (it will run again,
     // idempotently); -1: the item was re-created. Nothing left to settle either way.
     if (code < 0) log.warn({ itemId, seq: t.seq, code: code === -1 ? 'ticket_not_found' : 'lease_lost' }, 'job outcome not settled');

@@ -8,7 +8,7 @@ export function everyScriptCall(run: ScriptRunner['run'], item: string, now: num
     join: () => run(scripts.join, item, now, { userId: 'u1', payload: '', source: '', defaultKeyQuota: '', memoryFull: '' }),
     readTicket: () => run(scripts.readTicket, item, now, { seq: 1 }),
     admit: () => run(scripts.admit, item, now, { max: 1, leaseMs: 1000, leasePrefix: 'p.', autoCap: '' }),
-    settle: () => run(scripts.settle, item, now, {}, [1, 'p.1', 'succeeded', '{"status":"succeeded"}', '0', '0']),
+    settle: () => run(scripts.settle, item, now, {}, [1, 'p.1', 'succeeded', '{"status":"succeeded"}', '0', '0', '']),
     extendLeases: () => run(scripts.extendLeases, item, now, { until: now + 1000 }, [1, 'p.1']),
     sweep: () => run(scripts.sweep, item, now, {}),
     readDoubt: () => run(scripts.readDoubt, item, now, { until: now }),

@@ -4,14 +4,17 @@
   KEYS[1] meta  KEYS[2] ctr  KEYS[3] retry  KEYS[4] leases  KEYS[5] payloads  KEYS[6] stock
   KEYS[7] taken  KEYS[8] done  KEYS[9] doubt
   ARGV[1] now (ms, the caller's clock)
-  ARGV[2..] per ticket six values:
+  ARGV[2..] per ticket seven values:
     seq, leaseId, status (succeeded|rejected|failed), outcome JSON,
     retry ('1' returns the ticket to the head instead of ending it; only with failed; unforced, it
     says the run had no effect: on a cut item the ticket ends with the cut's outcome at once,
     returnToHead in _lib),
     force ('1' = owner override: settle an admitted ticket whatever its current lease, also one
     whose lease ran out or that waits in doubt (the job that ran it knows its outcome); used only
-    by in-process workers, whose effects are idempotent; never reachable through the API)
+    by in-process workers, whose effects are idempotent; never reachable through the API),
+    record (the ticket's record without its state char, as the settler knows it; '' = not checked):
+    a record that differs is another ticket at the same seq — after a Redis rollback the seq of a
+    lost join is taken by the next one — and is not this settle's (-1), forced or not
   Returns one code per ticket: 1 applied, 2 already applied with this lease (idempotent repeat),
     -1 ticket not found, -2 lease lost (expired or superseded), -3 a different outcome was already
     written under this lease
@@ -22,9 +25,10 @@
 local now = tonumber(ARGV[1])
 local chars = { succeeded = 's', rejected = 'r', failed = 'f' }
 
-local function settleOne(seq, leaseId, status, outcome, retry, force)
+local function settleOne(seq, leaseId, status, outcome, retry, force, tail)
   local record = getRecord(seq)
   if not record then return -1 end
+  if tail and tail ~= '' and string.sub(record, 2) ~= tail then return -1 end
   local xKey = keyOf.x(seq)
   local x = rcall('HMGET', xKey, 'lease', 'leaseExp', 'lastLease', 'lastStatus', 'outcome')
   local asked = status
@@ -64,7 +68,7 @@ local function settleOne(seq, leaseId, status, outcome, retry, force)
 end
 
 local codes = {}
-for i = 2, #ARGV, 6 do
-  codes[#codes + 1] = settleOne(tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4] == '1', ARGV[i + 5] == '1')
+for i = 2, #ARGV, 7 do
+  codes[#codes + 1] = settleOne(tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4] == '1', ARGV[i + 5] == '1', ARGV[i + 6])
 end
 return codes
