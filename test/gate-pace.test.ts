@@ -123,4 +123,20 @@ describe('the manual gate pace (GCRA) at real epoch times', () => {
       { numRuns: 40 },
     );
   }, 120_000);
+
+  it('owes nothing of an old slow pace after a rate is raised, nor of a daemon whose clock ran ahead: admits within one burst of the new rate', async () => {
+    const start = 1_800_000_000_000;
+    // One admission at 0.01/s puts the next 100 s ahead; the operator then raises the rate to 1000/s.
+    expect(await drive(0.01, start, [])).toEqual([[start, 1]]);
+    await gates.writeSettings(ITEM, { rate: 1000 });
+    clock.advance(1_000);
+    // (Before: nothing until the old 100 s had passed, while the gate showed 1000/s.)
+    expect(await pullAll(burstOf(1000))).toBe(burstOf(1000));
+
+    // A daemon whose clock ran 60 s ahead admitted once: the others' next admission is not 60 s away.
+    await drive(10, start, []);
+    await t.redis.hset(itemKeys(prefix, ITEM).gate, 'tatAt', String(start + 60_000), 'tatOff', '0');
+    clock.advance(200);
+    expect(await pullAll(burstOf(10))).toBeGreaterThanOrEqual(1);
+  }, 30_000);
 });

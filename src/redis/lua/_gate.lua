@@ -22,10 +22,17 @@ end
 local function paceNow(rate, tatAt, tatOff, now)
   if not rate or rate <= 0 then return math.huge, function() end end
   local interval, epoch, lag = 1000 / rate, math.floor(now), 0
-  -- lag = max(tat, now) - now, every term small: whole-ms differences are exact, offsets < 1 day.
-  tatAt, tatOff = tonumber(tatAt or ''), tonumber(tatOff or '')
-  if tatAt and tatOff then lag = math.max(0, (tatAt - epoch) + tatOff - (now - epoch)) end
   local burst = math.max(1, rate * 0.1)
+  -- lag = max(tat, now) - now, every term small: whole-ms differences are exact, offsets < 1 day.
+  -- tatAt is the ms it was written in and tatOff how far ahead of that it was put; a pace kept at
+  -- this rate never puts it more than one burst (+ the ms) ahead. More is owed to another pace and
+  -- is let go: a slower rate the operator has since raised (0.01/s put the next admission 100 s
+  -- ahead, and 1000/s then admitted nobody for those 100 s), or a daemon whose clock ran ahead
+  -- (written "in the future": taken as written now).
+  tatAt, tatOff = tonumber(tatAt or ''), tonumber(tatOff or '')
+  if tatAt and tatOff then
+    lag = math.max(0, (math.min(tatAt, epoch) - epoch) + math.min(tatOff, 1 + burst * interval) - (now - epoch))
+  end
   return math.floor(burst - lag / interval + 1e-9), function(taken)
     redis.call('HSET', K.gate, 'tatAt', string.format('%d', epoch), 'tatOff', string.format('%.17g', (now - epoch) + lag + taken * interval))
   end
