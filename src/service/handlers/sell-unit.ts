@@ -39,8 +39,13 @@ export async function sellUnit(t: HandlerTicket, ctx: HandlerContext, table: 'or
     await ctx.stock.forfeit(t.itemId, t.seq);
     throw new RequeueError('awaiting_returns');
   }
-  if (sale.kind !== 'sold') await ctx.stock.refund(t.itemId, t.seq);
-  if (sale.left <= 0 && sale.reserved === 0) await ctx.soldOut();
+  // Postgres has decided (a sale, or none): what follows in Redis is housekeeping, and a Redis that
+  // cannot take it this moment (a stall past the command timeout) must not turn the decided
+  // outcome into `failed` — the user's order is in Postgres. The settle gives a unit back too, and
+  // the cut is made by the next ticket that finds the counter empty (confirmSoldOut) or the stock keeper.
+  const later = (what: string) => (err: unknown) => ctx.log.warn({ itemId: t.itemId, seq: t.seq, err: String(err) }, `${what} not done after a decided sale; done later`);
+  if (sale.kind !== 'sold') await ctx.stock.refund(t.itemId, t.seq).catch(later('unit refund'));
+  if (sale.left <= 0 && sale.reserved === 0) await ctx.soldOut().catch(later('sold-out cut'));
   if (sale.kind === 'foreign') throw Object.assign(new Error('ticket_conflict'), { permanent: true });
   // Ended without a sale while in doubt (service/doubt-resolver.ts), and its user told so: this run
   // stalled past its lease and the grace. Its settle is refused, as the ticket has ended.
