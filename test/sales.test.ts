@@ -64,6 +64,19 @@ describe('selling through Postgres (one function call per batch, each item decid
     expect(r3.map((r) => r.kind)).toEqual(['sold', 'sold_out', 'sold_out']);
   });
 
+  it('a voided ticket in a batch takes no unit and no place: the buyer after it gets the last unit (drizzle/0018)', async () => {
+    const item = await newItem(1);
+    await db.sql`insert into voided_tickets (ticket_id, item_id) values (${`${item}.tv`}, ${item})`;
+    const r = await writeSales(db.sql, 'orders', [order(item, 'v', 'tv'), order(item, 'bob', 'tb')]);
+    // (Before: void, then sold_out with one unit left.)
+    expect(r.map((x) => x.kind)).toEqual(['void', 'sold']);
+    const coupons = await newItem(1);
+    await db.sql`insert into voided_tickets (ticket_id, item_id) values (${`${coupons}.tv`}, ${coupons})`;
+    const claim = (u: string, t: string): SaleRequest => ({ itemId: coupons, userId: u, ticketRef: `${coupons}.${t}`, perUser: 1 });
+    // The same user's voided ticket before their live one counts against neither the stock nor their limit.
+    expect((await writeSales(db.sql, 'coupon_claims', [claim('ann', 'tv'), claim('ann', 'ta')])).map((x) => x.kind)).toEqual(['void', 'sold']);
+  });
+
   it('sells the rest of a batch when Postgres refuses one ticket (NUL in its payload); only that ticket is refused', async () => {
     const item = await newItem(3);
     const poisoned = { ...order(item, 'u2', 't2'), payload: { note: { deep: 'a\u0000b' } } };
@@ -165,7 +178,7 @@ describe('selling through Postgres (one function call per batch, each item decid
     }
   });
 
-  // The per-item functions (0005 orders, 0004 claims), each answered as 0010's wrappers named a void.
+  // The per-item functions (0005 orders, 0004 claims), the model the *_many functions are checked against.
   type Asked = { item: string; user: string; ticket: string; payload: string };
   type Answer = { item_id?: string; ticket_id: string; kind: string; id: string | null; units_left: string; units_reserved?: string; reserved_until?: Date | null };
   const sellers = {
@@ -185,9 +198,9 @@ describe('selling through Postgres (one function call per batch, each item decid
     },
   };
 
-  it.each(['orders', 'coupon_claims'] as const)("%s: decides a batch over many items in one statement exactly as the per-item function does item by item (drizzle/0011, 0012)", async (table) => {
+  it.each(['orders', 'coupon_claims'] as const)("%s: decides a batch over many items in one statement exactly as the per-item function does item by item (drizzle/0011, 0012, 0018)", async (table) => {
     // Twin items: batches sold through the *_many function on one set, and through the per-item
-    // function (in item id order, void named as 0010's wrapper does) on the other; every answer,
+    // function (in item id order, voided tickets left out and answered void) on the other; every answer,
     // every row and every stock row must agree. Orders: with or without a reservation time, some
     // reservations released between batches; claims: 1-3 per user.
     const seller = sellers[table];
@@ -218,11 +231,16 @@ describe('selling through Postgres (one function call per batch, each item decid
           const [a, b] = twins.map((set) => asked(set, reqs));
           answers[0].push(...norm(twins[0], await seller.many(a, opt), n));
           const alone: Answer[] = [];
-          for (const item of [...new Set(b.map((r) => r.item))].sort())
-            for (const r of await seller.alone(item, b.filter((x) => x.item === item), opt)) {
-              const [{ v }] = await db.sql`select floodgate_voided(${r.ticket_id}) as v`;
-              alone.push({ ...r, item_id: item, kind: (r.kind === 'sold_out' || r.kind === 'limit_reached') && v ? 'void' : r.kind });
-            }
+          // A voided ticket is left out of the item's batch (it takes no unit and no place, 0018) and answered void.
+          for (const item of [...new Set(b.map((r) => r.item))].sort()) {
+            const mine = b.filter((x) => x.item === item);
+            const isVoid = await Promise.all(mine.map((r) => db.sql`select floodgate_voided(${r.ticket}) as v`.then(([x]) => x!.v as boolean)));
+            const live = mine.filter((_, i) => !isVoid[i]);
+            if (live.length) for (const r of await seller.alone(item, live, opt)) alone.push({ ...r, item_id: item });
+            const [st] = await db.sql`select (total - sold)::bigint as lft, reserved::bigint as res from item_stock where item_id = ${item}`;
+            for (const r of mine.filter((_, i) => isVoid[i]))
+              alone.push({ item_id: item, ticket_id: r.ticket, kind: 'void', id: null, units_left: st!.lft, ...(table === 'orders' && { units_reserved: st!.res }), reserved_until: null });
+          }
           answers[1].push(...norm(twins[1], alone, n));
           // Some reservations released between batches (their users may buy again).
           if (table === 'orders' && released && n === 0)
