@@ -3,14 +3,16 @@ import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
 import { joinAll, userIds } from './support/joins.js';
 import { testRedis } from './support/redis.js';
+import { itemKeys } from '../src/redis/keys.js';
 
 /**
  * An operator changes a live item (PUT again, DELETE, PATCH): what its users are told stays true,
  * every ticket ends once or keeps waiting, and Postgres never sells past the stock asked for.
  */
-const { newPrefix } = testRedis();
+const { redis, newPrefix } = testRedis();
 const db = await testDb();
-const { call } = await inProcessDaemon({ prefix: newPrefix(), databaseUrl: db.url, env: { FLOODGATE_DOUBT_GRACE_MS: '500' } });
+const prefix = newPrefix();
+const { call } = await inProcessDaemon({ prefix, databaseUrl: db.url, env: { FLOODGATE_DOUBT_GRACE_MS: '500' } });
 const ticket = (id: string) => call('GET', `/v1/tickets/${id}`, undefined, null).then((r) => r.body);
 const views = (ids: string[]) => Promise.all(ids.map(ticket));
 const joinUsers = async (itemId: string, users: string[]) => (await joinAll((userId) => call('POST', `/v1/items/${itemId}/tickets`, { userId }, SVC), users)).map((r) => r.body.ticketId as string);
@@ -97,5 +99,17 @@ describe('an operator changing a live item', () => {
     expect((await call('PUT', '/v1/items/split-swap', { handler: 'external', lines: 4 })).body.state).toBe('open');
     const answers = await Promise.all(userIds(0, 16).map((userId) => call('POST', '/v1/items/split-swap/tickets', { userId }, SVC).then((r) => r.status)));
     expect(answers).toEqual(answers.map(() => 202));
+  });
+
+  it("a handler change drops the adaptive gate's estimate of the old downstream: a webhook item's limit does not cap it as seckill", async () => {
+    await call('PUT', '/v1/items/swap-gate', { handler: 'webhook', config: { url: 'http://127.0.0.1:9/hook' }, gate: { mode: 'auto' } });
+    // What the controller published for the webhook's downstream (a slow one: 4 in flight).
+    const gate = itemKeys(prefix, 'swap-gate').gate;
+    await redis.hset(gate, 'aLimit', '4', 'aRate', '2.000', 'aState', '{}');
+    const put = await call('PUT', '/v1/items/swap-gate', { handler: 'seckill', config: { stock: 100 }, gate: { mode: 'auto' } });
+    expect(put.status).toBe(200);
+    // (Before: admissions stayed capped at 4 in flight and 2/s, for good: the controller never drives a seckill item.)
+    expect(await redis.hmget(gate, 'aLimit', 'aRate', 'aState')).toEqual([null, null, null]);
+    expect((await call('GET', '/v1/items/swap-gate')).body.gate.effective).not.toMatchObject({ maxInFlight: 4 });
   });
 });

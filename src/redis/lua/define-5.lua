@@ -16,7 +16,8 @@
   A handler change (no live tickets) drops the old handler's stock counter and its sold-out end:
   a seckill item sold out and redefined as external answered every join 410 sold_out, and one
   with 2 units left admitted 2 tickets, ever (the counter capped admissions). A new handler with
-  stock has its counter set after this (catalog's pushStock).
+  stock has its counter set after this (catalog's pushStock). A handler or configuration change
+  drops the adaptive controller's published estimate (aLimit, aRate, aState…) and asks it to reset.
 ]]
 local rcall = redis.call
 local def = cjson.decode(ARGV[3])
@@ -41,6 +42,14 @@ if existing[1] then
     if tonumber(live[1] or '0') + tonumber(live[2] or '0') > 0 then return { -1, '', 0 } end
     rcall('DEL', K.stock, K.taken)
     if rcall('HDEL', K.meta, 'soldOut') == 1 and not rcall('HGET', K.meta, 'closed') then rcall('HDEL', K.meta, 'endedAt') end
+  end
+  -- Another handler or another configuration (a webhook's url) is another downstream: the adaptive
+  -- controller's estimate of the old one goes, and it starts again (aReset) if it drives the item.
+  -- A seckill item redefined from a webhook kept the webhook's aLimit (4) and aRate for good: the
+  -- controller never drives a self-limited handler, so nothing published over them.
+  if existing[1] ~= def.handler or rcall('HGET', K.meta, 'config') ~= def.config then
+    rcall('HDEL', K.gate, 'aLimit', 'aRate', 'aProbeStart', 'aBase', 'aP50', 'aP99', 'aState')
+    rcall('HSET', K.gate, 'aReset', '1')
   end
 else
   code = 1
