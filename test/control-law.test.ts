@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { defaultParams, enforced, initialState, probeTimeout, ready, stalled, step, type SampleWindow } from '../src/scheduler/control-law.js';
+import { defaultParams, enforced, idle, initialState, probeTimeout, ready, stalled, step, type ControlState, type SampleWindow } from '../src/scheduler/control-law.js';
 import { bucketOf, type Histogram } from '../src/scheduler/latency-histogram.js';
 import { meetsTargets, simulateMember } from '../bench/lib/gate-sim.js';
 import { FAMILY } from '../bench/lib/gate-family.js';
@@ -321,6 +321,78 @@ describe('the control law, step by step', () => {
     const dead = step({ ...s, perS: 0 }, { ...quiet, ms: 2000 }, 3000);
     expect(dead.limit).toBeLessThanOrEqual(3);
     expect(dead.stuck).toBeFalsy();
+  });
+
+  it('does not read a window that began with nothing in flight (a lull in demand) as a hidden queue: the limit holds after pauses of 0.3 s, 2 s and 30 s', () => {
+    // Converged on 40 workers of ~50 ms at L = 54 (800 answers/s). The first answers of the rush
+    // after a pause, in a window that was open through it: read against 54 in flight, their rate
+    // over the pause said a queue hid almost all of them, and L went to 8.75 / 1.95 / 1.00.
+    const s: ControlState = { ...steady(54), p99Ms: 60, probes: 1, perS: 800, lastPerS: 800 };
+    for (const ms of [300, 2000, 30_000]) {
+      const w = win({ n: 40, hist: hist(50, 40), inflightMax: 54, inflightMin: 0, waiting: 1000, ms });
+      expect(step(s, w, 100_000, defaultParams, () => 0.5).limit, `${ms} ms`).toBeGreaterThanOrEqual(0.7 * 54);
+    }
+    // A window whose calls stayed out is read as before: its answers short of the rate is a queue.
+    const full = win({ n: 40, hist: hist(50, 40), inflightMax: 54, inflightMin: 54, waiting: 1000, ms: 300 });
+    expect(step(s, full, 100_000, defaultParams, () => 0.5).limit).toBeLessThan(0.5 * 54);
+    // Nothing answered, nothing in flight, nothing waiting: the controller opens the window afresh.
+    expect(idle(win({ waiting: 0 }), 0)).toBe(true);
+    expect(idle(win({ waiting: 3 }), 0)).toBe(false); // a stall, which `stalled` must see
+    expect(idle(win({ waiting: 0 }), 2)).toBe(false);
+    expect(idle(win({ n: 1, waiting: 0 }), 0)).toBe(false);
+  });
+
+  it('keeps the limit it converged on through a pause in demand of 0.3 s, 2 s or 30 s (windows kept as the controller keeps them)', () => {
+    // The controller's loop (controller.ts): 100 ms ticks, in-flight read at each, the window opened
+    // afresh while idle, stepped when ready. Downstream: 40 workers, 45–55 ms a call; a rush of
+    // 20 s, no tickets for the pause, then a full line again. The rush starts 20 ms into a tick.
+    const lull = (pauseS: number) => {
+      const p = defaultParams;
+      let now = 1_000_000;
+      let s = initialState(now, 10, p);
+      let seed = 7;
+      const rand = () => (seed = (seed * 16807) % 2147483647) / 2147483647;
+      const open = (t: number, inflight: number) => ({ ...win({ inflightMax: inflight, waiting: 0 }), inflightMin: inflight, openedAt: t });
+      let calls: { start: number; end: number }[] = [];
+      const busy: number[] = Array(40).fill(0);
+      let w = open(now, 0);
+      const from = 20_000;
+      const to = from + pauseS * 1000;
+      let converged = 0;
+      let least = Infinity;
+      for (let t = 0; t < to + 10_000; t += 10) {
+        now += 10;
+        const demand = t < from || t >= to + 20;
+        for (const c of calls.filter((c) => c.end <= now)) {
+          w.n++;
+          w.hist.set(bucketOf(c.end - c.start), (w.hist.get(bucketOf(c.end - c.start)) ?? 0) + 1);
+          if (s.probe && c.start >= s.probe.startedAt) w.probeHist.set(bucketOf(c.end - c.start), (w.probeHist.get(bucketOf(c.end - c.start)) ?? 0) + 1);
+        }
+        calls = calls.filter((c) => c.end > now);
+        while (demand && calls.length < enforced(s, p).limit) {
+          busy.sort((a, b) => a - b);
+          busy[0] = Math.max(now, busy[0]) + 45 + 10 * rand();
+          calls.push({ start: now, end: busy[0] });
+        }
+        if ((t + 10) % 100) continue;
+        w.inflightMax = Math.max(w.inflightMax, calls.length);
+        w.inflightMin = Math.min(w.inflightMin, calls.length);
+        w.waiting = t + 10 < from || t + 10 >= to ? 1000 : 0;
+        if (idle(w, calls.length)) w = open(now, 0);
+        if (t + 10 === from) converged = s.limit;
+        if (ready(s, w, w.openedAt, now, p)) {
+          s = step(s, { ...w, ms: now - w.openedAt }, now, p, rand);
+          w = open(now, calls.length);
+        }
+        if (t >= from && !s.probe) least = Math.min(least, s.limit);
+      }
+      return { converged, least };
+    };
+    for (const pauseS of [0.3, 2, 30]) {
+      const { converged, least } = lull(pauseS);
+      expect(converged, `${pauseS} s`).toBeGreaterThan(45);
+      expect(least, `${pauseS} s`).toBeGreaterThanOrEqual(0.7 * converged);
+    }
   });
 
   it('never paces below 1/s, however slow the last answers were', () => {

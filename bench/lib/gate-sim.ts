@@ -86,7 +86,7 @@ export function simulateMember(d: Downstream, opts: SimOptions = {}) {
   let tokens = 1;
   let nth = 0;
   let firstAnswerAt: number | null = null;
-  const emptyWindow = (t: number): SampleWindow & { openedAt: number } => ({ n: 0, drops: 0, hist: new Map() as Histogram, probeHist: new Map() as Histogram, inflightMax: inflight, waiting: Infinity, openedAt: t });
+  const emptyWindow = (t: number): SampleWindow & { openedAt: number; inflightMin: number } => ({ n: 0, drops: 0, hist: new Map() as Histogram, probeHist: new Map() as Histogram, inflightMax: inflight, inflightMin: inflight, waiting: Infinity, openedAt: t });
   let win = emptyWindow(0);
   let pending: { start: number; latency: number; drop: boolean }[] = [];
   // Per 100 ms: answers and flooded ms, for recovery and delivery.
@@ -162,6 +162,8 @@ export function simulateMember(d: Downstream, opts: SimOptions = {}) {
       for (const s of pending) record(s.start, s.latency, s.drop);
       pending = [];
     }
+    // The controller reads the in-flight at each tick (controller.ts), so its fewest is sampled there too.
+    if (now % TICK_MS === 0) win.inflightMin = Math.min(win.inflightMin, inflight);
     if (now % TICK_MS === 0 && opts.fixedLimit === undefined && ready(state, win, win.openedAt, now, p)) {
       const closed = { ...win, ms: now - win.openedAt };
       state = step(state, closed, now, p, random);

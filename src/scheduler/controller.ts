@@ -4,7 +4,7 @@ import type { Logger } from '../kernel/logger.js';
 import type { GateStore } from './gate-store.js';
 import type { Line } from '../queue/line.js';
 import type { HandlerRegistry } from '../service/registry.js';
-import { defaultParams, enforced, initialState, ready, step, type ControlState, type SampleWindow } from './control-law.js';
+import { defaultParams, enforced, idle, initialState, ready, step, type ControlState, type SampleWindow } from './control-law.js';
 
 export interface ControllerEvents {
   /** A change of the enforced limit by 2× or more (audited, at most every 10 s per item). */
@@ -17,11 +17,11 @@ interface Local {
   leading: boolean;
   state: ControlState | null;
   prev: Record<string, string> | null;
-  window: SampleWindow & { openedAt: number };
+  window: SampleWindow & { openedAt: number; inflightMin: number };
   audited: { limit: number; rate: number | null; at: number } | null;
 }
 
-const emptyWindow = (now: number, inflight: number) => ({ n: 0, drops: 0, hist: new Map(), probeHist: new Map(), inflightMax: inflight, waiting: 0, openedAt: now });
+const emptyWindow = (now: number, inflight: number) => ({ n: 0, drops: 0, hist: new Map(), probeHist: new Map(), inflightMax: inflight, inflightMin: inflight, waiting: 0, openedAt: now });
 
 /** Counters only grow; a drop means they were reset (a Redis loss): treat what is there as new. */
 function delta(cur: Record<string, string>, prev: Record<string, string> | null, prefix: string): Map<number, number> {
@@ -102,8 +102,12 @@ export function startController(
     }
     local.prev = counters;
     local.window.inflightMax = Math.max(local.window.inflightMax, inflight);
+    local.window.inflightMin = Math.min(local.window.inflightMin, inflight);
     // In manual mode the operator's gate holds the line on purpose: no stalls in shadow.
     local.window.waiting = item.snap.gate.mode === 'auto' ? item.snap.counts.waiting : 0;
+    // Nothing offered to the downstream (no answer, nothing in flight, nothing waiting): the window
+    // starts again, so that its length is time the downstream had work (see `idle`).
+    if (idle(local.window, inflight)) local.window = emptyWindow(now, 0);
 
     const params = { ...defaultParams, maxLimit: item.snap.gate.maxInFlight ?? defaultParams.maxLimit };
     const w = local.window;
