@@ -45,6 +45,29 @@ describe('items and gate (operator)', () => {
     expect(e.status).toBe(400);
   });
 
+  it.each([
+    ['opensAt', '0000-01-01T00:00:00Z'],
+    ['opensAt', '0001-01-01T00:00:00+01:00'],
+    ['closesAt', '9999-12-31T23:59:59-23:59'],
+    ['closesAt', '9999-12-31T23:00:00-01:00'],
+  ])('answers 400 naming %s for %s, a time outside the years 0001-9999 once in UTC (Postgres has no room for it)', async (field, time) => {
+    const { call } = t.build();
+    const item = t.uniqueItem();
+    const res = await call('PUT', `/v1/items/${item}`, { handler: 'external', [field]: time });
+    expect(res.status).toBe(400);
+    expect(res.body.error.code).toBe('invalid_request');
+    expect(res.body.error.details.issues.map((i: { path: string }) => i.path)).toContain(field);
+    expect((await call('GET', `/v1/items/${item}`)).status).toBe(404);
+  });
+
+  it('keeps the first and last instants of the years 0001-9999, whatever offset names them', async () => {
+    const { call } = t.build();
+    const item = t.uniqueItem();
+    const res = await call('PUT', `/v1/items/${item}`, { handler: 'external', opensAt: '0001-01-01T01:00:00+01:00', closesAt: '9999-12-31T22:59:59.999-01:00' });
+    expect(res.status).toBe(201);
+    expect(res.body).toMatchObject({ opensAt: '0001-01-01T00:00:00.000Z', closesAt: '9999-12-31T23:59:59.999Z' });
+  });
+
   it('refuses to change the handler of an item with live tickets (409 conflict)', async () => {
     const { call } = t.build();
     await call('PUT', '/v1/items/i1', { handler: 'external' });

@@ -27,7 +27,18 @@ export const UserId = z
 /** A user id as the daemon shows it (it was checked and normalised at the door). */
 const UserIdView = z.string().openapi({ minLength: 1, maxLength: 128 });
 
-const isoTime = z.iso.datetime({ offset: true });
+/**
+ * An ISO time with an offset, whose UTC instant lies in the years 0001–9999: Postgres has no year
+ * 0 and JavaScript writes a year past 9999 as `+010000`, so a time outside them (also one an
+ * offset carries over the edge, `0001-01-01T00:00:00+01:00`) answered 500 from the item's row.
+ */
+const isoTime = z.iso
+  .datetime({ offset: true })
+  .refine((s) => {
+    const year = new Date(s).getUTCFullYear();
+    return year >= 1 && year <= 9999;
+  }, 'a time in the years 0001-9999 (UTC)')
+  .openapi({ description: 'ISO-8601 with an offset; in UTC, within the years 0001–9999' });
 
 export const GateMode = z.enum(['auto', 'manual', 'closed']);
 export const GatePatch = z
