@@ -1,5 +1,8 @@
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { getRequestListener } from '@hono/node-server';
 import { describe, expect, it } from 'vitest';
-import { SERVICE, testApp } from './support/app.js';
+import { OPERATOR, SERVICE, testApp } from './support/app.js';
 
 const t = await testApp();
 type Call = ReturnType<typeof t.build>['call'];
@@ -127,6 +130,80 @@ describe('hostile bytes stop at the door', () => {
     });
     expect(res.status).toBe(400);
     expect(issuePaths(res)).toContain('config.headers.x-key');
+  });
+
+  it('answers 400 to JSON whose bytes are not UTF-8, on the hot join and the route alike: "dup\\xff" and "dup\\xfe" were one user', async () => {
+    const { app, call, prefix } = t.build();
+    const item = await externalItem(call);
+    // The daemon's server: the hot join first (a declared length), the app for the rest (chunked).
+    const listener = getRequestListener(app.fetch);
+    const took: boolean[] = [];
+    const server = createServer((req, res) => {
+      took.push(app.hot(req, res));
+      if (!took.at(-1)) void listener(req, res);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1/items/${item}/tickets`;
+    const headers = { 'content-type': 'application/json', authorization: `Bearer ${SERVICE}` };
+    const bytes = (...parts: (string | number[])[]) => Buffer.concat(parts.map((p) => (typeof p === 'string' ? Buffer.from(p) : Buffer.from(p))));
+    const ask = async (body: Buffer, chunked: boolean) => {
+      const sent = chunked ? new ReadableStream({ start: (c) => (c.enqueue(new Uint8Array(body)), c.close()) }) : new Uint8Array(body);
+      const res = await fetch(url, { method: 'POST', headers, body: sent, duplex: 'half' } as RequestInit);
+      return { status: res.status, body: await res.json() };
+    };
+    try {
+      const bad = [
+        bytes('{"userId":"dup', [0xff], '"}'),
+        bytes('{"userId":"dup', [0xfe], '"}'),
+        bytes('{"userId":"dup', [0xc0, 0xaf], '"}'), // an overlong "/"
+        bytes('{"userId":"dup', [0xed, 0xa0, 0x80], '"}'), // a surrogate, encoded
+        bytes('{"userId":"dup', [0xe2, 0x82], '"}'), // a sequence cut short
+        bytes('{"userId":"u1","payload":{"k', [0x80], '":1}}'), // in a key, deep
+        bytes([0xef, 0xbb, 0xbf, 0xff], '{"userId":"u1"}'),
+      ];
+      for (const body of bad) {
+        const hot = await ask(body, false);
+        const routed = await ask(body, true);
+        expect(hot.status, body.toString('hex')).toBe(400);
+        expect(hot.body.error).toEqual({ code: 'invalid_request', message: 'Malformed JSON in request body' });
+        expect(routed, body.toString('hex')).toEqual(hot);
+        // And through app.request (the route, as the other tests call it).
+        const req = await app.request(`/v1/items/${item}/tickets`, { method: 'POST', headers, body: new Uint8Array(body) });
+        expect({ status: req.status, body: await req.json() }).toEqual(hot);
+      }
+      expect(took).toEqual(bad.flatMap(() => [true, false]));
+      expect(await t.redis.keys(`${prefix}*users*`)).toEqual([]);
+      // Well-formed UTF-8 (and a leading byte-order mark) still joins, on both paths.
+      expect((await ask(bytes([0xef, 0xbb, 0xbf], '{"userId":"dup\u00ff"}'), false)).status).toBe(202);
+      const same = await ask(bytes('{"userId":"dup', [0xc3, 0xbf], '"}'), true);
+      expect(same.status).toBe(200);
+      expect(same.body.userId).toBe('dup\u00ff');
+    } finally {
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+  });
+
+  it("answers 400 to a body that is not UTF-8 on every other route that reads JSON (the validator's c.req.json())", async () => {
+    const { app, call } = t.build();
+    const item = await externalItem(call);
+    const send = (method: string, path: string, key: string, body: Buffer) =>
+      app.request(path, { method, headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` }, body: new Uint8Array(body) });
+    // '#' → a lone 0xff byte (latin1 writes U+00FF as that one byte): not UTF-8 anywhere.
+    const bad = (json: string) => Buffer.from(json.replace('#', '\u00ff'), 'latin1');
+    const cases: [string, string, string, Buffer][] = [
+      ['PUT', `/v1/items/${t.uniqueItem()}`, OPERATOR, bad('{"handler":"extern#al"}')],
+      ['PATCH', `/v1/items/${item}/gate`, OPERATOR, bad('{"mode":"manual","x#":1}')],
+      ['POST', `/v1/items/${item}/invites`, SERVICE, bad('{"userId":"dup#"}')],
+      ['POST', '/v1/join', SERVICE, bad('{"invite":"#"}')],
+      ['POST', `/v1/items/${item}/pull`, SERVICE, bad('{"max":1,"#":2}')],
+    ];
+    for (const [method, path, key, body] of cases) {
+      expect(body.includes(0xff)).toBe(true);
+      const res = await send(method, path, key, body);
+      expect(res.status, `${method} ${path}`).toBe(400);
+      expect(await res.json()).toEqual({ error: { code: 'invalid_request', message: 'Malformed JSON in request body' } });
+    }
+    expect((await call('GET', `/v1/items/${item}`)).body.gate.mode).toBe('auto');
   });
 
   it('documents user ids as 1-128 characters in the OpenAPI document', async () => {

@@ -15,7 +15,7 @@ import { createAuth, type KeySets } from './auth.js';
 import { limitBody } from './body-limit.js';
 import type { ApiContext } from './context.js';
 import { docsRoutes } from './docs-page.js';
-import { errorAnswer, errorResponse, toFloodgateError, validationError } from './errors.js';
+import { errorAnswer, errorResponse, strictJson, toFloodgateError, validationError } from './errors.js';
 import { serveOpenApi } from './openapi.js';
 import { ticketAnswerHeaders, ticketCors, type CorsOrigins } from './ticket-cors.js';
 import { itemRoutes } from './routes/items.js';
@@ -129,6 +129,12 @@ export function createApp(deps: AppDeps) {
     deps.metrics.httpDuration.observe({ method: c.req.method, route, status: String(c.res.status) }, (performance.now() - start) / 1000);
   });
   app.use('/v1/*', limitBody(deps.bodyLimitBytes));
+  // Every route's JSON body (the zod-openapi validator reads c.req.json()) is decoded as the hot
+  // join decodes it: bytes that are not UTF-8 are 400, never U+FFFD. Read when a route asks, not here.
+  app.use('*', async (c, next) => {
+    c.req.json = (() => strictJson(c.req)) as typeof c.req.json;
+    await next();
+  });
   // A waiting page on the shop's own origin polls and cancels its ticket; no cookies are involved.
   app.use('/v1/tickets/:ticketId', ticketCors(deps.corsOrigins));
   app.use('/v1/tickets/:ticketId/events', ticketCors(deps.corsOrigins));

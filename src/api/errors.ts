@@ -1,4 +1,4 @@
-import type { Context } from 'hono';
+import type { Context, HonoRequest } from 'hono';
 import { NO_STORE_JSON, wholeJson } from './answers.js';
 import { HTTPException } from 'hono/http-exception';
 import type { ZodError } from 'zod';
@@ -35,10 +35,38 @@ export const JSON_TYPE = /^application\/([\w.-]+\+)?json\s*(;|$)/i;
 export const unsupportedMediaType = () =>
   new FloodgateError('unsupported_media_type', 'The request body must be JSON, sent with Content-Type: application/json.');
 
+const malformedJson = () => new FloodgateError('invalid_request', 'Malformed JSON in request body');
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * A JSON body's bytes as a value: UTF-8, a leading byte-order mark dropped (as the Fetch body's
+ * text() does). Bytes that are not UTF-8 are malformed JSON (400), as JSON itself says (RFC 8259,
+ * 8.1): decoding them with U+FFFD in their place made `"dup\xff"` and `"dup\xfe"` one user.
+ */
+export function parseJsonBytes(bytes: Uint8Array): unknown {
+  let text: string;
+  try {
+    text = utf8.decode(bytes);
+  } catch {
+    throw malformedJson();
+  }
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw malformedJson();
+  }
+}
+
+/** The request body as JSON, by parseJsonBytes: what c.req.json() reads on every route (app.ts). */
+export async function strictJson(req: HonoRequest): Promise<unknown> {
+  return parseJsonBytes(new Uint8Array(await req.arrayBuffer()));
+}
+
 /**
  * The request's JSON body, as the zod-openapi validator reads it: a body of another type, or one
  * sent without a type, is 415 (reading it as "no fields" answered a misleading "userId: expected
- * string"); malformed JSON is 400; no body at all is `{}`, so the schema names what is missing.
+ * string"); malformed JSON (or bytes that are not UTF-8) is 400; no body at all is `{}`, so the
+ * schema names what is missing.
  */
 export async function jsonBody(c: Context): Promise<unknown> {
   const type = c.req.header('content-type');
@@ -48,11 +76,7 @@ export async function jsonBody(c: Context): Promise<unknown> {
     return {};
   }
   if (!JSON_TYPE.test(type)) throw unsupportedMediaType();
-  try {
-    return await c.req.json();
-  } catch {
-    throw new FloodgateError('invalid_request', 'Malformed JSON in request body');
-  }
+  return strictJson(c.req);
 }
 
 export function validationError(error: ZodError): FloodgateError {

@@ -1,8 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Histogram } from 'prom-client';
-import { FloodgateError } from '../kernel/errors.js';
 import type { ApiContext } from './context.js';
-import { JSON_TYPE } from './errors.js';
+import { JSON_TYPE, parseJsonBytes } from './errors.js';
 import { joinAnswer } from './join.js';
 
 const PREFIX = '/v1/items/';
@@ -49,14 +48,8 @@ export function hotJoin(deps: HotJoinDeps) {
       // The route's order: the key's scope, then the refusals the cache knows, then the body.
       ctx.auth.requireScope(actor, itemId);
       await ctx.queue.tickets.precheckJoin(itemId);
-      const text = await readBody(req);
-      let body: unknown;
-      try {
-        // A leading byte-order mark is dropped, as the Fetch body's text() does on the app's path.
-        body = JSON.parse(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text);
-      } catch {
-        throw new FloodgateError('invalid_request', 'Malformed JSON in request body');
-      }
+      // As the app's routes read it (errors.ts): UTF-8 or 400, a leading byte-order mark dropped.
+      const body = parseJsonBytes(await readBody(req));
       const a = await joinAnswer(ctx, itemId, body, actor);
       status = a.status;
       send(res, status, a.headers, JSON.stringify(a.view));
@@ -106,15 +99,17 @@ function repeats(raw: string[]): boolean {
   return auth > 1 || type > 1;
 }
 
-/** The request's body as text (UTF-8; its length was declared and is within the limit). */
-function readBody(req: IncomingMessage): Promise<string> {
+/**
+ * The request's body as bytes (its length was declared and is within the limit), decoded by the
+ * caller: read as UTF-8 text here, bytes that are not UTF-8 became U+FFFD and joined as another user.
+ */
+function readBody(req: IncomingMessage): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     // Gone while the item was looked up: its 'close' has been and gone.
     if (req.destroyed) return reject(new BodyLost());
-    let text = '';
-    req.setEncoding('utf8');
-    req.on('data', (chunk: string) => (text += chunk));
-    req.once('end', () => resolve(text));
+    const chunks: Buffer[] = [];
+    req.on('data', (chunk: Buffer) => chunks.push(chunk));
+    req.once('end', () => resolve(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks)));
     req.once('error', () => reject(new BodyLost()));
     req.once('close', () => {
       if (!req.complete) reject(new BodyLost());
