@@ -28,7 +28,7 @@ describe('named keys and scopes', () => {
     expect(rows).toEqual([{ source: 'app', status: 'cancelled' }]);
   });
 
-  it('answers 403 forbidden on join, pull and outcome for an item outside the key scope', async () => {
+  it('answers 403 forbidden on join, pull, outcome and item status for an item outside the key scope', async () => {
     const { call } = t.build({ scopes: 'app:sku-*;promo-*' });
     const inside = `sku-${t.uniqueItem()}`;
     const outside = `other-${t.uniqueItem()}`;
@@ -38,6 +38,13 @@ describe('named keys and scopes', () => {
     expect(denied.status).toBe(403);
     expect(denied.body.error.code).toBe('forbidden');
     expect((await call('POST', `/v1/items/${outside}/pull`, { max: 1 }, 'app-key')).status).toBe(403);
+    // The item's status too, and an unknown item outside the scope is the same 403 (not 404).
+    expect((await call('GET', `/v1/items/${inside}/status`, undefined, 'app-key')).status).toBe(200);
+    const status = await call('GET', `/v1/items/${outside}/status`, undefined, 'app-key');
+    expect(status.status).toBe(403);
+    expect(status.body.error.code).toBe('forbidden');
+    expect((await call('GET', `/v1/items/other-nothing-here/status`, undefined, 'app-key')).status).toBe(403);
+    expect((await call('GET', `/v1/items/${outside}/status`, undefined, 'shop-key')).status).toBe(200);
     // Another key (unscoped) joins and pulls; the scoped key may not write the outcome.
     const tk = (await join(call, outside, 'u2', 'shop-key')).body;
     const [pulled] = (await call('POST', `/v1/items/${outside}/pull`, { max: 1 }, 'shop-key')).body.tickets;

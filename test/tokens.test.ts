@@ -8,7 +8,9 @@ import { revokedTokensKey } from '../src/redis/keys.js';
 const db = await testDb();
 const t = testRedis();
 const prefix = t.newPrefix();
-const env = { FLOODGATE_PUBLIC_URL: 'https://queue.example' };
+// SVC may use every item; `app-key` (named app) only tok-in-* items.
+const APP = 'app-key';
+const env = { FLOODGATE_PUBLIC_URL: 'https://queue.example', FLOODGATE_SERVICE_KEYS: `${SVC},app:${APP}`, FLOODGATE_KEY_SCOPES: 'app:tok-in-*' };
 const a = await inProcessDaemon({ prefix, databaseUrl: db.url, env });
 const b = await inProcessDaemon({ prefix, databaseUrl: db.url, env });
 
@@ -142,5 +144,33 @@ describe('admission tokens', () => {
       if (active) await new Promise((r) => setTimeout(r, 200));
     }
     expect(active).toBe(false);
+  });
+
+  it("confines a scoped key's introspection and revocation to its items: another item's token is 403 whatever its state, and stays active", async () => {
+    const inside = (await admitted('tok-in-1')).view.admissionToken as string;
+    const outside = (await admitted('tok-out-1')).view.admissionToken as string;
+    const expiring = (await admitted('tok-out-2', 'u1', { tokenTtlMs: 1000 })).view.admissionToken as string;
+    const call = (path: string, token: string, key = APP) => a.call('POST', path, { token }, key);
+    const forged = (t: string) => t.slice(0, -3) + (t.endsWith('AAA') ? 'BBA' : 'AAA');
+    expect(await call('/v1/tokens/introspect', inside)).toMatchObject({ status: 200, body: { active: true, aud: 'tok-in-1' } });
+    expect(await call('/v1/tokens/introspect', forged(inside))).toMatchObject({ status: 200, body: { active: false } });
+    expect(await call('/v1/tokens/introspect', 'garbage')).toMatchObject({ status: 200, body: { active: false } });
+    // Another item's token: the same 403 valid, forged, revoked or expired, so the key learns nothing of it.
+    for (const path of ['/v1/tokens/introspect', '/v1/tokens/revoke']) {
+      const r = await call(path, outside);
+      expect(r.status, path).toBe(403);
+      expect(r.body.error.code).toBe('forbidden');
+      expect((await call(path, forged(outside))).status, path).toBe(403);
+    }
+    expect((await introspect(b, outside)).body.active).toBe(true); // not revoked by the refused call
+    expect((await a.call('POST', '/v1/tokens/revoke', { token: expiring }, SVC)).body.revoked).toBe(true);
+    expect((await call('/v1/tokens/introspect', expiring)).status).toBe(403);
+    const until = Date.now() + 5000;
+    while ((await introspect(a, expiring)).body.active !== false && Date.now() < until) await new Promise((r) => setTimeout(r, 200));
+    await new Promise((r) => setTimeout(r, 1100)); // past its exp too
+    expect((await call('/v1/tokens/introspect', expiring)).status).toBe(403);
+    // Its own item's token: revoked, then inactive.
+    expect(await call('/v1/tokens/revoke', inside)).toMatchObject({ status: 200, body: { revoked: true } });
+    expect((await call('/v1/tokens/introspect', inside)).body.active).toBe(false);
   });
 });

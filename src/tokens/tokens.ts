@@ -1,5 +1,5 @@
 import { createHmac } from 'node:crypto';
-import { SignJWT, decodeProtectedHeader, jwtVerify, type JWTPayload } from 'jose';
+import { SignJWT, decodeJwt, decodeProtectedHeader, jwtVerify, type JWTPayload } from 'jose';
 import type { RedisLike } from '../redis/client.js';
 import type { Clock } from '../kernel/clock.js';
 import type { Logger } from '../kernel/logger.js';
@@ -152,6 +152,21 @@ export function createTokens(deps: TokensDeps) {
       const out: Introspection = { active: true, iss: p.iss, sub: p.sub, aud: p.aud as string, jti: p.jti, iat: p.iat, exp: p.exp, token_type: 'admission' };
       if (p.result !== undefined) out.result = p.result;
       return out;
+    },
+    /**
+     * The item a token names (its `aud`), read without verifying it: what anyone holding the token
+     * can read, so a key's scope can be checked on it (routes/access.ts) before anything about
+     * the token — valid, expired, revoked — is told. Null for a token that names no one item
+     * (garbage, too long, an `aud` that is not a string): it is none of ours, inactive for every key.
+     */
+    audienceOf(token: string): string | null {
+      if (token.length > MAX_TOKEN_CHARS) return null;
+      try {
+        const { aud } = decodeJwt(token);
+        return typeof aud === 'string' ? aud : null;
+      } catch {
+        return null;
+      }
     },
     /** Revokes a valid token of ours (anything else is already inactive: nothing to do). */
     async revoke(token: unknown): Promise<boolean> {

@@ -1,5 +1,6 @@
 import { OpenAPIHono, createRoute, z } from '@hono/zod-openapi';
 import { fail } from '../../kernel/errors.js';
+import type { Actor } from '../../catalog/catalog.js';
 import type { AuthEnv } from '../auth.js';
 import type { ApiContext } from '../context.js';
 import { errors, json } from '../openapi.js';
@@ -28,6 +29,16 @@ export function accessRoutes(ctx: ApiContext) {
   const operator = ctx.auth('operator');
   const service = ctx.auth('service');
   const tokens = () => ctx.tokens ?? fail('not_found', 'Admission tokens are not enabled on this daemon.');
+  /**
+   * A scoped key may introspect and revoke only tokens of its items: a token whose `aud` is
+   * another item is 403 forbidden, whatever the token's state (valid, expired, revoked, forged),
+   * so the key learns nothing of it; the `aud` is read before the token is verified.
+   */
+  const ofScope = (actor: Actor, token: string) => {
+    const itemId = tokens().audienceOf(token);
+    if (itemId !== null) ctx.auth.requireScope(actor, itemId);
+    return token;
+  };
 
   for (const method of ['put', 'delete'] as const) {
     const on = method === 'put';
@@ -85,9 +96,9 @@ export function accessRoutes(ctx: ApiContext) {
       method: 'post', path: '/v1/tokens/introspect', tags: ['tokens'], security, middleware: [service] as const,
       summary: 'Is this admission token active? (RFC 7662 shape)',
       request: { body: { ...json(Token, 'The token'), required: true } },
-      responses: { 200: json(Introspection, 'active: false for a bad signature, an expired or a revoked token'), ...errors(400, 401, 404, 413, 415, 503) },
+      responses: { 200: json(Introspection, 'active: false for a bad signature, an expired or a revoked token'), ...errors(400, 401, 403, 404, 413, 415, 503) },
     }),
-    async (c) => c.json((await tokens().introspect(c.req.valid('json').token)) as z.infer<typeof Introspection>, 200),
+    async (c) => c.json((await tokens().introspect(ofScope(c.get('actor'), c.req.valid('json').token))) as z.infer<typeof Introspection>, 200),
   );
 
   app.openapi(
@@ -95,9 +106,9 @@ export function accessRoutes(ctx: ApiContext) {
       method: 'post', path: '/v1/tokens/revoke', tags: ['tokens'], security, middleware: [service] as const,
       summary: 'Revoke an admission token on every daemon (a token that is not valid is inactive already)',
       request: { body: { ...json(Token, 'The token'), required: true } },
-      responses: { 200: json(z.object({ revoked: z.boolean() }), 'revoked: whether it was a valid token of ours'), ...errors(400, 401, 404, 413, 415, 503) },
+      responses: { 200: json(z.object({ revoked: z.boolean() }), 'revoked: whether it was a valid token of ours'), ...errors(400, 401, 403, 404, 413, 415, 503) },
     }),
-    async (c) => c.json({ revoked: await tokens().revoke(c.req.valid('json').token) }, 200),
+    async (c) => c.json({ revoked: await tokens().revoke(ofScope(c.get('actor'), c.req.valid('json').token)) }, 200),
   );
 
   return app;

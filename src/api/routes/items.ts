@@ -73,9 +73,11 @@ export function itemRoutes(ctx: ApiContext) {
     createRoute({
       method: 'get', path: '/v1/items/{itemId}/status', tags: ['items'], security, middleware: [service] as const,
       summary: "The item's public state, for a shop's own pages (service or operator key)",
-      request: { params }, responses: { 200: json(ItemStatus, 'The state'), ...errors(400, 401, 404, 503) },
+      request: { params }, responses: { 200: json(ItemStatus, 'The state'), ...errors(400, 401, 403, 404, 503) },
     }),
     async (c) => {
+      // A key outside its scope learns nothing about the item, not even whether it exists.
+      ctx.auth.requireScope(c.get('actor'), c.req.valid('param').itemId);
       // Picked field by field: config, counts and gate internals stay with the operators.
       const { itemId, state, opensAt, closesAt, remaining, counts } = await ctx.catalog.get(c.req.valid('param').itemId);
       return c.json({ itemId, state, opensAt, closesAt, remaining, waiting: counts.waiting }, 200);
