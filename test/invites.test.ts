@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { SERVICE, testApp } from './support/app.js';
 
 const t = await testApp();
@@ -25,6 +25,45 @@ describe('invites and proof of work', () => {
     const again = await call('POST', '/v1/join', { invite: inv.body.invite }, null);
     expect(again.status).toBe(200);
     expect(again.body).toMatchObject({ ticketId: first.body.ticketId, state: 'cancelled' });
+  });
+
+  it('answers 200 without Location to an invite of a user who holds a ticket already, as a join does', async () => {
+    const { call } = t.build();
+    const item = t.uniqueItem();
+    await call('PUT', `/v1/items/${item}`, { handler: 'external' });
+    const held = await call('POST', `/v1/items/${item}/tickets`, { userId: 'u-held' }, SERVICE);
+    expect(held.status).toBe(202);
+    const inv = (await call('POST', `/v1/items/${item}/invites`, { userId: 'u-held' }, SERVICE)).body.invite;
+    const res = await call('POST', '/v1/join', { invite: inv }, null);
+    expect(res.status).toBe(200);
+    expect(res.body.ticketId).toBe(held.body.ticketId);
+    expect(res.headers.get('location')).toBeNull();
+    // A new ticket still comes with its Location.
+    const fresh = await call('POST', '/v1/join', { invite: (await call('POST', `/v1/items/${item}/invites`, { userId: 'u-new' }, SERVICE)).body.invite }, null);
+    expect(fresh.status).toBe(202);
+    expect(fresh.headers.get('location')).toBe(`/v1/tickets/${fresh.body.ticketId}`);
+  });
+
+  it("refuses an invite whose item claim is not an item id before asking Redis about it", async () => {
+    const { call, queue } = t.build();
+    const item = t.uniqueItem();
+    await call('PUT', `/v1/items/${item}`, { handler: 'external' });
+    const inv = (await call('POST', `/v1/items/${item}/invites`, { userId: 'u' }, SERVICE)).body.invite as string;
+    const [body, sig] = inv.split('.');
+    const claims = JSON.parse(Buffer.from(body, 'base64url').toString());
+    const lookups = vi.spyOn(queue.items, 'item');
+    try {
+      for (const i of ['', '{x}', 'a b', '-x', 'x'.repeat(129), `${item}*`, 'é']) {
+        const forged = `${Buffer.from(JSON.stringify({ ...claims, i })).toString('base64url')}.${sig}`;
+        const r = await call('POST', '/v1/join', { invite: forged }, null);
+        expect(r.status, i).toBe(403);
+        expect(r.body.error).toMatchObject({ code: 'forbidden', details: { reason: 'invite_invalid' } });
+      }
+      expect(lookups).not.toHaveBeenCalled();
+    } finally {
+      lookups.mockRestore();
+    }
+    expect((await call('POST', '/v1/join', { invite: inv }, null)).status).toBe(202);
   });
 
   it('refuses forged, expired and malformed invites with 4xx, never 500', async () => {

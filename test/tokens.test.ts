@@ -146,6 +146,31 @@ describe('admission tokens', () => {
     expect(active).toBe(false);
   });
 
+  it('gives a ticket answered by POST /v1/join its admissionToken once admitted, as a join does', async () => {
+    await a.call('PUT', '/v1/items/tok-inv', { handler: 'external' });
+    const invite = async (userId: string) => (await a.call('POST', '/v1/items/tok-inv/invites', { userId }, SVC)).body.invite as string;
+    const inv = await invite('u-inv');
+    const first = await a.call('POST', '/v1/join', { invite: inv }, null);
+    expect(first.status).toBe(202);
+    expect(first.body.admissionToken).toBeUndefined();
+    const [pulled] = (await a.call('POST', '/v1/items/tok-inv/pull', { max: 1 }, SVC)).body.tickets;
+    expect(pulled.ticketId).toBe(first.body.ticketId);
+    const polled = (await waitFor(() => a.call('GET', `/v1/tickets/${first.body.ticketId}`, undefined, null), (r) => r.body.state === 'admitted', 5000)).body;
+    // The invite used again: the ticket it made, admitted, with the token a poll shows.
+    const again = await b.call('POST', '/v1/join', { invite: inv }, null);
+    expect(again.status).toBe(200);
+    expect(again.body).toMatchObject({ ticketId: first.body.ticketId, state: 'admitted', admissionToken: polled.admissionToken });
+    // Another invite for the same user: the ticket the user holds, with its token.
+    const other = await a.call('POST', '/v1/join', { invite: await invite('u-inv') }, null);
+    expect(other.status).toBe(200);
+    expect(other.body).toMatchObject({ ticketId: first.body.ticketId, state: 'admitted', admissionToken: polled.admissionToken });
+    // Succeeded: still carried.
+    await a.call('POST', `/v1/tickets/${first.body.ticketId}/outcome`, { leaseId: pulled.leaseId, status: 'succeeded' }, SVC);
+    const done = await a.call('POST', '/v1/join', { invite: inv }, null);
+    expect(done.body).toMatchObject({ state: 'succeeded', admissionToken: expect.any(String) });
+    expect((await introspect(b, done.body.admissionToken)).body).toMatchObject({ active: true, aud: 'tok-inv', sub: 'u-inv' });
+  });
+
   it("confines a scoped key's introspection and revocation to its items: another item's token is 403 whatever its state, and stays active", async () => {
     const inside = (await admitted('tok-in-1')).view.admissionToken as string;
     const outside = (await admitted('tok-out-1')).view.admissionToken as string;

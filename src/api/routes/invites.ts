@@ -5,7 +5,8 @@ import type { ApiContext } from '../context.js';
 import { nonce, peek, sign, solves, verify, type ChallengeClaims, type InviteClaims } from '../invites.js';
 import { errors, json } from '../openapi.js';
 import { refineJson } from '../json-guard.js';
-import { ItemId, TicketView, UserId } from '../schemas.js';
+import { ITEM_ID, ItemId, TicketView, UserId } from '../schemas.js';
+import type { TicketView as TicketViewT } from '../../queue/types.js';
 
 const security = [{ bearer: [] }];
 const CHALLENGE_MS = 120_000;
@@ -34,6 +35,8 @@ export function inviteRoutes(ctx: ApiContext) {
   const { queue } = ctx;
   const now = () => ctx.clock.now();
   const itemOf = async (itemId: string) => (await queue.items.item(itemId)) ?? fail('item_not_found', 'No such item.');
+  /** A ticket as a join answers it: admitted and succeeded ones with their admissionToken (API.md, Admission tokens). */
+  const present = (view: TicketViewT) => (ctx.tokens ? ctx.tokens.withToken(view) : view);
 
   app.openapi(
     createRoute({
@@ -81,12 +84,14 @@ export function inviteRoutes(ctx: ApiContext) {
     async (c) => {
       const body = c.req.valid('json');
       const claims = peek<InviteClaims>(body.invite);
-      const valid = claims && typeof claims.i === 'string' && typeof claims.u === 'string' && typeof claims.n === 'string' && Number.isFinite(claims.e);
+      // The item id is read from the unverified claims: one ITEM_ID refuses (a `{…}` hash tag, a
+      // key pattern) never reaches Redis.
+      const valid = claims && typeof claims.i === 'string' && ITEM_ID.test(claims.i) && typeof claims.u === 'string' && typeof claims.n === 'string' && Number.isFinite(claims.e);
       const item = valid ? await queue.items.item(claims!.i) : null;
       if (!valid || !item || !verify(item.snap.secret, 'invite', body.invite)) throw refused('invite_invalid');
       const { i: itemId, u: userId, e, n } = claims!;
       const used = await ctx.inviteUses.ticketOf(itemId, n);
-      if (used) return c.json((await queue.tickets.status(used)) as z.infer<typeof TicketView>, 200);
+      if (used) return c.json((await present(await queue.tickets.status(used))) as z.infer<typeof TicketView>, 200);
       if (e <= now()) throw refused('invite_expired');
       const difficulty = item.snap.def.pow?.difficulty ?? 0;
       if (difficulty > 0) {
@@ -100,9 +105,11 @@ export function inviteRoutes(ctx: ApiContext) {
       if (held) await held;
       const { created, ticket } = await queue.tickets.join(itemId, userId, null);
       const ticketId = await ctx.inviteUses.claim(itemId, n, ticket.ticketId, e - now() + 60_000);
-      if (ticketId !== ticket.ticketId) return c.json((await queue.tickets.status(ticketId)) as z.infer<typeof TicketView>, 200);
+      if (ticketId !== ticket.ticketId) return c.json((await present(await queue.tickets.status(ticketId))) as z.infer<typeof TicketView>, 200);
+      // As a join answers (join.ts): Location on a new ticket only; the one the user held may carry its token by now.
+      if (!created) return c.json((await present(ticket)) as z.infer<typeof TicketView>, 200);
       c.header('Location', `/v1/tickets/${ticket.ticketId}`);
-      return c.json(ticket as z.infer<typeof TicketView>, created ? 202 : 200);
+      return c.json(ticket as z.infer<typeof TicketView>, 202);
     },
   );
   return app;
