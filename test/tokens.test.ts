@@ -135,6 +135,15 @@ describe('admission tokens', () => {
       expect(r, String(c).slice(0, 40)).toMatchObject({ status: 200, body: { active: false } });
     }
     expect((await introspect(a, 42)).status).toBe(400);
+    // NUL and lone surrogates are 400 naming the field, as in every other body.
+    for (const bad of ['a\u0000', `${token}\u0000`, '\ud800', `x\udc00`]) {
+      for (const path of ['/v1/tokens/introspect', '/v1/tokens/revoke']) {
+        const r = await a.call('POST', path, { token: bad }, SVC);
+        expect(r.status, `${path} ${JSON.stringify(bad)}`).toBe(400);
+        expect(r.body.error.code).toBe('invalid_request');
+        expect(r.body.error.details.issues.map((i: { path: string }) => i.path)).toContain('token');
+      }
+    }
     expect((await introspect(a, 'A'.repeat(20_000))).status).toBe(413); // over the body limit
     // Expired: a second after issue (iat is the admission time; 1 s lifetime).
     const until = Date.now() + 5000;

@@ -4,10 +4,12 @@ import type { Actor } from '../../catalog/catalog.js';
 import type { AuthEnv } from '../auth.js';
 import type { ApiContext } from '../context.js';
 import { errors, json } from '../openapi.js';
+import { refineJson } from '../json-guard.js';
 import { ItemId, UserId } from '../schemas.js';
 
 const security = [{ bearer: [] }];
-const Token = z.object({ token: z.string().max(16_384) }).strict().openapi('TokenInput');
+// Held to the door's rule for strings (json-guard.ts) as every other body is: NUL or a lone surrogate is 400.
+const Token = z.object({ token: z.string().max(16_384) }).strict().superRefine(refineJson).openapi('TokenInput');
 const Introspection = z
   .object({
     active: z.boolean(),
