@@ -32,7 +32,9 @@ export function createBlocks(
       guard('*', async () => {
         await keep(null, userId, on);
         await queue.definitions.blocks.setGlobal(userId, on);
-        for (const itemId of await queue.items.itemIds()) await queue.definitions.blocks.set(itemId, userId, 'global', on);
+        // Read afresh, not this daemon's copy of the set (up to FLOODGATE_CACHE_MS old): an item
+        // another daemon made a moment ago copied the set before this block (queue/definitions.ts).
+        for (const itemId of await queue.items.itemIds({ fresh: true })) await queue.definitions.blocks.set(itemId, userId, 'global', on);
       }),
   };
 }

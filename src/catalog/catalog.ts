@@ -339,7 +339,7 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     try {
       counted = await countStock(def);
       if (JSON.stringify(before) !== JSON.stringify(gate)) await audit(itemId, actor, before, gate);
-      const made = await queue.definitions.define(def, gate, { reopen: true, secret: kept.secret ?? undefined, epoch: kept.epochMs });
+      const made = await queue.definitions.define(def, gate, { reopen: true, secret: kept.secret ?? undefined, epoch: kept.epochMs, everywhere: (fn) => locked('*', fn) });
       created = made.created;
       await keepLiveSecret(itemId, kept, made);
     } catch (err) {
@@ -678,7 +678,7 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     // Its ticket-id secret and epoch as they were: the ids issued before the loss still verify,
     // and are answered from Postgres (queue/lost-tickets.ts). A row without one gets one first.
     const kept = keptSecret(row) ?? (await store.claimSecret(row.itemId, newItemSecret(), deps.clock.now()));
-    const made = await queue.definitions.define(def, rowGate(row), { reopen: false, secret: kept?.secret, epoch: kept?.epochMs ?? null });
+    const made = await queue.definitions.define(def, rowGate(row), { reopen: false, secret: kept?.secret, epoch: kept?.epochMs ?? null, everywhere: (fn) => locked('*', fn) });
     const { created } = made;
     if (kept) await keepLiveSecret(row.itemId, kept, made);
     if (!created) return false;

@@ -15,7 +15,16 @@ export interface Definitions {
    * in Postgres: an item made again after a loss keeps them; default a fresh secret, now). An
    * existing item keeps its own. Returns the secret and epoch the item has after the call.
    */
-  define(def: LineDefinition, gate: Partial<GateSettings> | null, opts: { reopen: boolean; secret?: string; epoch?: number | null }): Promise<{ created: boolean; secret: string; epoch: number }>;
+  /**
+   * `everywhere`: runs a new item's registration and its copy of the blocks everywhere as the
+   * blocks everywhere are written (the catalog: under their lock), so that a block everywhere made
+   * at the same moment either is copied here or finds the item in the set (access/blocks.ts).
+   */
+  define(
+    def: LineDefinition,
+    gate: Partial<GateSettings> | null,
+    opts: { reopen: boolean; secret?: string; epoch?: number | null; everywhere?: <T>(fn: () => Promise<T>) => Promise<T> },
+  ): Promise<{ created: boolean; secret: string; epoch: number }>;
   /** Ends every waiting ticket at once: close → cancelled, sold out → rejected (reason: the kind's default, or given). */
   cut(itemId: string, kind: 'closed' | 'sold_out', reason?: string): Promise<number>;
   /** Calls `listener` after this process cut an item's line (a sell-out, a close): watchers need not wait for their next look. */
@@ -90,11 +99,18 @@ export function createDefinitions(deps: { redis: RedisLike; prefix: string; cloc
       });
       const sub = splitOf(def);
       if (sub) await deps.split.defineSubLines(sub);
-      // A new item starts with the users blocked everywhere (a copy: the global set lives on no item's slot).
-      if (created) for (const userId of await redis.smembers(globalBlocksKey(prefix))) await block(def.itemId, sub?.lines ?? 1, userId, 2, true);
       // The draw's seed is fixed once, so its hash (shown from now on) commits to it.
       if (def.preQueueFromMs) await redis.hsetnx(itemKeys(prefix, def.itemId).meta, 'drawSeed', randomBytes(32).toString('hex'));
-      await items.added(def.itemId);
+      // A new item starts with the users blocked everywhere (a copy: the global set lives on no
+      // item's slot), and is in the set of items before a block everywhere can look for it: the two
+      // under the blocks everywhere's lock, or a block made that moment on another daemon missed
+      // the item for good (its copy read the set before the block, the block's fan-out read the
+      // items before the item).
+      const register = async () => {
+        if (created) for (const userId of await redis.smembers(globalBlocksKey(prefix))) await block(def.itemId, sub?.lines ?? 1, userId, 2, true);
+        await items.added(def.itemId);
+      };
+      await (created && opts.everywhere ? opts.everywhere(register) : register());
       // Every daemon reads the item again; no loop needs it until a join, a pull or a cut (an empty
       // line has no work: making each new item active cost 10,000 items a minute of every loop each).
       await items.announce(def.itemId);

@@ -13,7 +13,8 @@ export interface LineItems {
   peek(itemId: string): CachedItem | null;
   /** Forgets this process's view of the item: the next read goes to Redis (after a write outside the line's scripts). */
   invalidate(itemId: string): void;
-  itemIds(): Promise<string[]>;
+  /** Every item id; `fresh`: from a read of the shared set that started after this call (not this process's copy, which may be FLOODGATE_CACHE_MS old). */
+  itemIds(opts?: { fresh?: boolean }): Promise<string[]>;
   /**
    * The set of ids this process holds (not a copy: never change it). A new object whenever the
    * shared set is read again (its version key moved or went: another daemon's change, a flush);
@@ -314,7 +315,7 @@ export function createItemDirectory(deps: { redis: RedisLike; prefix: string; cl
     peek: (itemId) => cache.peek(itemId),
     invalidate: (itemId) => cache.invalidate(itemId),
     must: async (itemId) => (await cache.get(itemId)) ?? fail('item_not_found', 'No such item.'),
-    itemIds: async () => [...(await knownIds())],
+    itemIds: async (opts) => [...(await (opts?.fresh ? knownRead.after(clock.now()) : knownIds()))],
     itemIdSet: async () => knownIds(),
     activeItemIds: async () => activeItemIds(),
     keepActive,
