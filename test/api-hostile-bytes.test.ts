@@ -183,6 +183,25 @@ describe('hostile bytes stop at the door', () => {
     }
   });
 
+  it('answers 400 naming the key to an object key __proto__, spelt plainly or escaped: a payload or config lost it silently', async () => {
+    const { call, prefix } = t.build();
+    const item = await externalItem(call);
+    for (const [body, path] of [
+      ['{"userId":"p1","payload":{"__proto__":{"a":1},"b":2}}', 'payload.__proto__'],
+      ['{"userId":"p2","payload":{"b":[{"\\u005f_proto__":1}]}}', 'payload.b.0.__proto__'],
+      ['{"__proto__":{"userId":"p3"},"userId":"p3"}', '__proto__'],
+    ] as const) {
+      const res = await join(call, item, body);
+      // (Before: 202, and the pull handed the worker {"b":2}.)
+      expect([res.status, issuePaths(res)], body).toEqual([400, [path]]);
+    }
+    expect(await t.redis.keys(`${prefix}*users*`)).toEqual([]);
+    const put = await call('PUT', `/v1/items/${t.uniqueItem()}`, '{"handler":"external","config":{"__proto__":{"x":1}}}');
+    expect([put.status, issuePaths(put)]).toEqual([400, ['config.__proto__']]);
+    // A key that merely mentions it, and escapes that spell something else, are kept.
+    expect((await join(call, item, '{"userId":"p4","payload":{"my__proto__":1,"e":"\\u00e9"}}')).status).toBe(202);
+  });
+
   it("answers 400 to a body that is not UTF-8 on every other route that reads JSON (the validator's c.req.json())", async () => {
     const { app, call } = t.build();
     const item = await externalItem(call);

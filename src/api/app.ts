@@ -99,6 +99,9 @@ function knownItemOf(queue: Line, path: string): string {
  * and anything unforeseen as a 500 without a stack. Answers are `no-store` unless a route says
  * otherwise (the document and /docs are cacheable).
  */
+/** A body a route's JSON read refused for what it holds, by its request: the error answered instead of the validator's. */
+const bodyRefusals = new WeakMap<Request, FloodgateError>();
+
 export function createApp(deps: AppDeps) {
   const ctx: ApiContext = {
     queue: deps.queue,
@@ -131,8 +134,14 @@ export function createApp(deps: AppDeps) {
   app.use('/v1/*', limitBody(deps.bodyLimitBytes));
   // Every route's JSON body (the zod-openapi validator reads c.req.json()) is decoded as the hot
   // join decodes it: bytes that are not UTF-8 are 400, never U+FFFD. Read when a route asks, not here.
+  // The validator answers any failure of that read as "Malformed JSON"; a body refused for what
+  // it holds (a key __proto__: errors.ts) is answered with its own issue (onError below).
   app.use('*', async (c, next) => {
-    c.req.json = (() => strictJson(c.req)) as typeof c.req.json;
+    c.req.json = (() =>
+      strictJson(c.req).catch((err: unknown) => {
+        if (err instanceof FloodgateError && err.details) bodyRefusals.set(c.req.raw, err);
+        throw err;
+      })) as typeof c.req.json;
     await next();
   });
   // A waiting page on the shop's own origin polls and cancels its ticket; no cookies are involved.
@@ -177,7 +186,7 @@ export function createApp(deps: AppDeps) {
     return errorAnswer(fe, headers);
   };
   app.onError((err, c) => {
-    const a = refuse(err, c.req.path, errorHeaders(c));
+    const a = refuse(bodyRefusals.get(c.req.raw) ?? err, c.req.path, errorHeaders(c));
     return wholeJson(a.body, a.status, a.headers);
   });
   // The server asks them before the app (daemon.ts); app.request() in tests goes to the routes.

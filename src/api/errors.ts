@@ -50,11 +50,34 @@ export function parseJsonBytes(bytes: Uint8Array): unknown {
   } catch {
     throw malformedJson();
   }
+  let value: unknown;
   try {
-    return JSON.parse(text);
+    value = JSON.parse(text);
   } catch {
     throw malformedJson();
   }
+  // (Looked for only when the text could hold one: the name itself, or an escape that spells it.)
+  if (text.includes('__proto__') || text.includes('\\u')) {
+    const at = protoKeyPath(value);
+    if (at !== null) throw validationIssue(at, 'a key named __proto__ is not accepted: it cannot be kept as a key (the body would lose it silently)');
+  }
+  return value;
+}
+
+/**
+ * Where the first object key named `__proto__` is (a dotted path), or null. JSON.parse keeps such
+ * a key as the object's own, but the schemas' records rebuild objects by assignment, where it sets
+ * the prototype instead: `{"payload":{"__proto__":{"a":1},"b":2}}` reached the worker as `{"b":2}`.
+ */
+function protoKeyPath(value: unknown): string | null {
+  const stack: { v: unknown; path: string }[] = [{ v: value, path: '' }];
+  while (stack.length) {
+    const { v, path } = stack.pop()!;
+    if (v === null || typeof v !== 'object') continue;
+    if (!Array.isArray(v) && Object.hasOwn(v, '__proto__')) return path ? `${path}.__proto__` : '__proto__';
+    for (const [k, x] of Object.entries(v)) stack.push({ v: x, path: path ? `${path}.${k}` : k });
+  }
+  return null;
 }
 
 /** The request body as JSON, by parseJsonBytes: what c.req.json() reads on every route (app.ts). */
