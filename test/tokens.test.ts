@@ -37,6 +37,7 @@ async function admitted(itemId: string, userId = 'u1', extra: Record<string, unk
   return { ticketId: joined.ticketId as string, leaseId: pulled.leaseId as string, view };
 }
 
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, Math.max(0, ms)));
 const introspect = (d: typeof a, token: unknown) => d.call('POST', '/v1/tokens/introspect', { token }, SVC);
 
 describe('admission tokens', () => {
@@ -87,6 +88,45 @@ describe('admission tokens', () => {
     // Gone with the token's expiry: Postgres keeps no row past it.
     const [{ n }] = await db.sql`select count(*)::int as n from revoked_tokens where expires_at < now()`;
     expect(n).toBe(0);
+  });
+
+  it("keeps a revoked admission revoked on every token its ticket carries later, past the revoked token's expiry", async () => {
+    // tokenTtlMs 3 s; the ticket succeeds 4.5 s after its admission, so its succeeded token (same
+    // jti, later iat) lives at least 4 s past the admitted one's expiry.
+    const { ticketId, leaseId, view } = await admitted('tok-rev-later', 'u1', { tokenTtlMs: 3000 });
+    const first = view.admissionToken as string;
+    expect((await a.call('POST', '/v1/tokens/revoke', { token: first }, SVC)).body.revoked).toBe(true);
+    await sleep(4500);
+    const done = await a.call('POST', `/v1/tickets/${ticketId}/outcome`, { leaseId, status: 'succeeded' }, SVC);
+    const later = done.body.admissionToken as string;
+    expect(part(later, 1).jti).toBe(part(first, 1).jti);
+    expect(part(later, 1).exp).toBeGreaterThanOrEqual(part(first, 1).exp + 4);
+    expect((await b.call('GET', `/v1/tickets/${ticketId}`, undefined, null)).body.admissionToken).toBe(later);
+    expect((await introspect(b, later)).body.active).toBe(false);
+    expect((await introspect(a, later)).body.active).toBe(false);
+    // Past the first token's expiry and every daemon's trim of expired revocations (every 2 s).
+    await sleep(part(first, 1).exp * 1000 + 2600 - Date.now());
+    expect(part(later, 1).exp * 1000).toBeGreaterThan(Date.now() + 500);
+    expect((await introspect(b, later)).body.active).toBe(false);
+    expect((await introspect(a, later)).body.active).toBe(false);
+  });
+
+  it('keeps both revocations of one ticket through a Redis loss, on a daemon started after the first token expired', async () => {
+    const { ticketId, leaseId, view } = await admitted('tok-rev-both', 'u1', { tokenTtlMs: 5000 });
+    const first = view.admissionToken as string;
+    expect((await a.call('POST', '/v1/tokens/revoke', { token: first }, SVC)).body.revoked).toBe(true);
+    await sleep(3500);
+    const later = (await a.call('POST', `/v1/tickets/${ticketId}/outcome`, { leaseId, status: 'succeeded' }, SVC)).body.admissionToken as string;
+    expect(part(later, 1).exp).toBeGreaterThanOrEqual(part(first, 1).exp + 3);
+    // The shop revokes the token it holds now as well, before the first one expired.
+    expect(Date.now()).toBeLessThan(part(first, 1).exp * 1000);
+    expect((await b.call('POST', '/v1/tokens/revoke', { token: later }, SVC)).body.revoked).toBe(true);
+    await t.redis.del(revokedTokensKey(prefix));
+    await sleep(part(first, 1).exp * 1000 + 2200 - Date.now());
+    expect(part(later, 1).exp * 1000).toBeGreaterThan(Date.now() + 300);
+    const c = await inProcessDaemon({ prefix, databaseUrl: db.url, env });
+    expect((await introspect(c, later)).body.active).toBe(false);
+    expect((await introspect(a, later)).body.active).toBe(false);
   });
 
   it('still verifies tokens of a rotated-out key, and signs new ones with the new key on every daemon', async () => {

@@ -177,7 +177,10 @@ export const tokenKeys = pgTable('token_keys', {
   retiredAt: timestamp('retired_at', { withTimezone: true, mode: 'date' }),
 });
 
-/** Revoked admission tokens (drizzle/0014), kept until the token would have expired anyway. */
+/**
+ * Revoked admissions by jti (drizzle/0014), kept until the ticket's last token would have expired
+ * anyway (a later token pushes expires_at on; revoked_at is when the row was last made longer).
+ */
 export const revokedTokens = pgTable(
   'revoked_tokens',
   {

@@ -46,9 +46,14 @@ export function createTokenKeyStore(sql: postgres.Sql) {
         return key.kid;
       }) as Promise<string>;
     },
-    /** Keeps a revocation until `expiresAtMs`, when its token expires anyway (a repeat is a no-op). */
+    /**
+     * Keeps a revocation until `expiresAtMs` at least: a repeat keeps the later expiry (a ticket's
+     * later token expires later than the one revoked first). A row made longer is written again
+     * (`revoked_at` now), so the daemons' next read of what changed since takes its new expiry.
+     */
     async revoke(jti: string, expiresAtMs: number): Promise<void> {
-      await sql`insert into revoked_tokens (jti, expires_at) values (${jti}, ${new Date(expiresAtMs).toISOString()}::timestamptz) on conflict (jti) do nothing`;
+      await sql`insert into revoked_tokens (jti, expires_at) values (${jti}, ${new Date(expiresAtMs).toISOString()}::timestamptz)
+        on conflict (jti) do update set expires_at = excluded.expires_at, revoked_at = now() where revoked_tokens.expires_at < excluded.expires_at`;
     },
     /**
      * Revocations of tokens not expired yet, made at or after `since` (Postgres's clock; all when

@@ -22,11 +22,20 @@ import { KEY_REFRESH_MS, type KeyRing } from './key-ring.js';
  * a daemon signs each admission's token once and keeps it (the poll of an admitted ticket reads a map).
  *
  * Revocation: the jti goes into Postgres (`revoked_tokens`) first, then into a Redis sorted set
- * (score = exp) read by every introspection, so a revocation holds on every daemon at once;
- * entries leave both once their token has expired anyway. Each daemon also holds the revocations
- * Postgres keeps (read at start and every KEY_REFRESH_MS, only those made since the last read):
- * Redis's set alone went with Redis's data, and after a flush, a restart without its AOF or a
- * rollback a revoked token introspected `active` again.
+ * (score = until when it is kept) read by every introspection, so a revocation holds on every
+ * daemon at once. Each daemon also holds the revocations Postgres keeps (read at start and every
+ * KEY_REFRESH_MS, only those written since the last read): Redis's set alone went with Redis's
+ * data, and after a flush, a restart without its AOF or a rollback a revoked token introspected
+ * `active` again.
+ *
+ * A revocation names the admission, not one token: every token a ticket carries has the same jti,
+ * and a ticket gets a new one (a later iat, so a later exp) when it succeeds or is admitted again
+ * after its lease ran out. So a revocation is kept until the last token of its ticket expires, never
+ * only until the presented one does (that token's successor introspected `active` again once the
+ * revocation was trimmed): at the revocation, until `now + the token lifetime` (+ slack), which
+ * every token the ticket was given so far expires by; and whenever a daemon signs a token for a
+ * revoked jti afterwards, the revocation is pushed to that token's exp, in Postgres (the greater
+ * expiry wins), in this daemon's map and in Redis (ZADD GT) before the token is shown.
  */
 /** Longer tokens are not ours (ours are ~400 bytes with a modest result); refuse before parsing. */
 const MAX_TOKEN_CHARS = 8192;
@@ -46,6 +55,12 @@ export interface Introspection {
 
 /** Revocations are read again this far back from the last read (a slow insert's revoked_at precedes its commit). */
 const REVOCATION_OVERLAP_MS = 60_000;
+/**
+ * Kept this long past `now + lifetime` at a revocation: a token signed while the revocation was
+ * being written (after its Postgres row, before its Redis entry: seen by neither) has an iat of at
+ * most that moment; and daemons' clocks (Redis's time) differ by up to 100 ms.
+ */
+const REVOCATION_SLACK_MS = 2000;
 
 export interface TokensDeps {
   keys: KeyRing;
@@ -65,23 +80,27 @@ export function createTokens(deps: TokensDeps) {
   /** Revocations Postgres keeps (jti → expiry, ms), as of the last read. */
   const durable = new Map<string, number>();
   let readFrom: Date | null = null;
+  /** Extensions Postgres did not take yet (it was away): written again by the loop. */
+  const unwritten = new Map<string, number>();
+  const keep = (jti: string, untilMs: number) => durable.set(jti, Math.max(durable.get(jti) ?? 0, untilMs));
   async function readRevocations() {
     const { rows, now } = await deps.revocations.revokedSince(readFrom);
-    for (const r of rows) durable.set(r.jti, r.expiresAtMs);
+    for (const r of rows) keep(r.jti, r.expiresAtMs);
     for (const [jti, exp] of durable) if (exp < clock.now()) durable.delete(jti);
     readFrom = new Date(now.getTime() - REVOCATION_OVERLAP_MS);
   }
   // Read before the first introspection is answered; a Postgres away at start leaves it to the loop.
   const firstRead = readRevocations().catch((err) => deps.log.warn({ err: String(err) }, 'revoked tokens not read from postgres yet'));
 
-  async function sign(view: TicketView): Promise<string | null> {
+  async function sign(view: TicketView): Promise<{ token: string; jti: string; expMs: number } | null> {
     const item = await deps.queue.items.item(view.itemId);
     if (!item) return null;
     const at = view.state === 'admitted' ? view.admittedAt : view.updatedAt;
     const iat = Math.floor(Date.parse(at ?? view.updatedAt) / 1000);
     const ttlSec = Math.ceil((item.snap.def.tokenTtlMs ?? DEFAULT_TOKEN_TTL_MS) / 1000);
     const key = keys.signing();
-    const claims: JWTPayload = { jti: jtiOf(item.snap.secret, view.ticketId) };
+    const jti = jtiOf(item.snap.secret, view.ticketId);
+    const claims: JWTPayload = { jti };
     const signed = async (c: JWTPayload) =>
       new SignJWT(c)
         .setProtectedHeader({ alg: 'EdDSA', kid: key.kid, typ: 'JWT' })
@@ -92,7 +111,8 @@ export function createTokens(deps: TokensDeps) {
         .setExpirationTime(iat + ttlSec)
         .sign(key.sign);
     const result = view.outcome?.result;
-    if (result === undefined) return signed(claims);
+    const out = (token: string) => ({ token, jti, expMs: (iat + ttlSec) * 1000 });
+    if (result === undefined) return out(await signed(claims));
     // A result the claims cannot be serialised with (nested a few thousand levels deep: jose's
     // JSON.stringify overflows the stack) must not cost the holder the token, nor the ticket its
     // view (a throw here is a 500 on every poll): the token goes without it. Any other fault
@@ -101,7 +121,41 @@ export function createTokens(deps: TokensDeps) {
     // refuse such a token unread, so the shop was told "not active" of a user the daemon let in.
     // The result stays on the ticket's view.
     const full = await signed({ ...claims, result }).catch(() => null);
-    return full !== null && full.length <= MAX_TOKEN_CHARS ? full : signed(claims);
+    return out(full !== null && full.length <= MAX_TOKEN_CHARS ? full : await signed(claims));
+  }
+
+  /** Keeps a revocation of `jti` until `untilMs` at least: Postgres, this daemon, Redis. */
+  async function keepRevoked(jti: string, untilMs: number) {
+    try {
+      await deps.revocations.revoke(jti, untilMs);
+      unwritten.delete(jti);
+    } catch (err) {
+      unwritten.set(jti, Math.max(unwritten.get(jti) ?? 0, untilMs));
+      throw err;
+    }
+    keep(jti, untilMs);
+    await redis.zadd(revoked, 'GT', untilMs, jti);
+  }
+
+  /**
+   * A token just signed for a ticket whose admission was revoked: the revocation is pushed to its
+   * exp before anyone is shown it. Postgres away: this daemon and Redis keep it, the loop writes it
+   * to Postgres later (the token is shown anyway: the revocation holds everywhere meanwhile).
+   */
+  async function extendIfRevoked(jti: string, expMs: number) {
+    let until = durable.get(jti);
+    try {
+      const inRedis = await redis.zscore(revoked, jti);
+      if (inRedis !== null) until = Math.max(until ?? 0, Number(inRedis));
+    } catch (err) {
+      deps.log.warn({ err: String(err) }, 'revocations not read from redis; this daemon\'s copy of postgres\'s taken alone');
+    }
+    if (until === undefined || until >= expMs) return;
+    await keepRevoked(jti, expMs).catch((err) => {
+      keep(jti, expMs);
+      deps.log.warn({ err: String(err) }, 'a revocation not extended in postgres yet; retried');
+      return redis.zadd(revoked, 'GT', expMs, jti).catch(() => undefined);
+    });
   }
 
   async function verify(token: unknown): Promise<JWTPayload | null> {
@@ -122,6 +176,7 @@ export function createTokens(deps: TokensDeps) {
 
   const loop = every(KEY_REFRESH_MS, 'token keys', async () => {
     await keys.refresh();
+    for (const [jti, until] of unwritten) await deps.revocations.revoke(jti, until).then(() => unwritten.get(jti) === until && unwritten.delete(jti));
     await redis.zremrangebyscore(revoked, '-inf', clock.now());
     await readRevocations();
   }, deps.log);
@@ -137,7 +192,8 @@ export function createTokens(deps: TokensDeps) {
       if (!token) {
         const signed = await sign(view);
         if (!signed) return view;
-        token = signed;
+        await extendIfRevoked(signed.jti, signed.expMs);
+        token = signed.token;
         if (cache.size >= CACHE_MAX) cache.delete(cache.keys().next().value!);
         cache.set(k, token);
       }
@@ -168,14 +224,19 @@ export function createTokens(deps: TokensDeps) {
         return null;
       }
     },
-    /** Revokes a valid token of ours (anything else is already inactive: nothing to do). */
+    /**
+     * Revokes the admission a valid token of ours names (anything else is already inactive:
+     * nothing to do): every token its ticket was given so far expires by `now + lifetime`, the
+     * longer of the presented token's and the item's tokenTtlMs now; later ones extend it (above).
+     */
     async revoke(token: unknown): Promise<boolean> {
       const p = await verify(token);
       if (!p) return false;
+      const item = await deps.queue.items.item(p.aud as string);
+      const lifetimeSec = Math.max(typeof p.iat === 'number' ? p.exp! - p.iat : 0, Math.ceil((item?.snap.def.tokenTtlMs ?? 0) / 1000));
+      const until = Math.max(p.exp! * 1000, (Math.floor(clock.now() / 1000) + lifetimeSec) * 1000 + REVOCATION_SLACK_MS);
       // Postgres first: a revocation answered 200 outlives whatever Redis loses.
-      await deps.revocations.revoke(p.jti!, p.exp! * 1000);
-      durable.set(p.jti!, p.exp! * 1000);
-      await redis.zadd(revoked, p.exp! * 1000, p.jti!);
+      await keepRevoked(p.jti!, until);
       return true;
     },
     jwks: () => keys.jwks(),
