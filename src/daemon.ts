@@ -255,7 +255,7 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
   if (restored) log.warn({ restored }, 'items restored into redis from postgres');
   if (config.FLOODGATE_RECONCILE_ON_START) await catalog.reconcile({ idleOnly: true });
   const tokenStore = createTokenKeyStore(dbHandle.sql);
-  const keyRing = createKeyRing(tokenStore);
+  const keyRing = createKeyRing(tokenStore, clock);
   await keyRing.start();
   const tokens = createTokens({ keys: keyRing, revocations: tokenStore, redis, prefix: config.FLOODGATE_REDIS_PREFIX, queue, clock, log: log.child({ module: 'tokens' }), issuer: config.FLOODGATE_PUBLIC_URL ?? 'floodgate' });
   // A Redis that restarts without its data (or is flushed) loses every line: re-create the items

@@ -166,7 +166,7 @@ export const ticketOutcomesDead = pgTable(
   (t) => [uniqueIndex('ticket_outcomes_dead_ticket_key').on(t.ticketId), index('ticket_outcomes_dead_item_failed_idx').on(t.itemId, t.failedAt)],
 );
 
-/** Signing keys of admission tokens, shared by every daemon; the newest unretired one signs. */
+/** Signing keys of admission tokens, shared by every daemon; the newest one whose signs_from has come signs. */
 export const tokenKeys = pgTable('token_keys', {
   kid: text('kid').primaryKey(),
   alg: text('alg').notNull(),
@@ -175,6 +175,8 @@ export const tokenKeys = pgTable('token_keys', {
   createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
   /** When a newer key took over; the key stays in the JWKS until its last token expired. */
   retiredAt: timestamp('retired_at', { withTimezone: true, mode: 'date' }),
+  /** When it starts signing (drizzle/0019): a rotated-in key is published that long before; null: at once. */
+  signsFrom: timestamp('signs_from', { withTimezone: true, mode: 'date' }),
 });
 
 /**

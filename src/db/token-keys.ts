@@ -9,6 +9,8 @@ export interface TokenKeyRow {
   publicJwk: Record<string, unknown>;
   createdAt: Date;
   retiredAt: Date | null;
+  /** When it starts signing; null: at once. */
+  signsFrom: Date | null;
 }
 
 const toRow = (r: Record<string, unknown>): TokenKeyRow => ({
@@ -18,6 +20,7 @@ const toRow = (r: Record<string, unknown>): TokenKeyRow => ({
   publicJwk: r.public_jwk as Record<string, unknown>,
   createdAt: new Date(r.created_at as string),
   retiredAt: r.retired_at ? new Date(r.retired_at as string) : null,
+  signsFrom: r.signs_from ? new Date(r.signs_from as string) : null,
 });
 
 /** SQL for the token signing keys shared by every daemon. */
@@ -30,19 +33,22 @@ export function createTokenKeyStore(sql: postgres.Sql) {
       return rows.map(toRow);
     },
     /**
-     * Adds a key. `rotate`: every other key retires now; otherwise only if no key is in use (the
-     * first daemon to start makes the key; the advisory lock keeps two starts from making two).
-     * Returns the kid that signs from now on.
+     * Adds a key. `rotate`: it signs from `signsFrom` (null: at once), when every other key in use
+     * retires; otherwise only if no key is in use (the first daemon to start makes the key; the
+     * advisory lock keeps two starts from making two). Returns the kid of the key added, or of the
+     * one in use that made adding none.
      */
-    async add(key: { kid: string; alg: string; privateJwk: Record<string, unknown>; publicJwk: Record<string, unknown> }, rotate: boolean): Promise<string> {
+    async add(key: { kid: string; alg: string; privateJwk: Record<string, unknown>; publicJwk: Record<string, unknown> }, rotate: boolean, signsFrom: Date | null = null): Promise<string> {
       return begin(sql, async (tx) => {
         await tx`select pg_advisory_xact_lock(hashtext('floodgate_token_keys'))`;
         if (!rotate) {
           const [cur] = await tx`select kid from token_keys where retired_at is null order by created_at desc, kid desc limit 1`;
           if (cur) return cur.kid as string;
         }
-        await tx`update token_keys set retired_at = now() where retired_at is null`;
-        await tx`insert into token_keys (kid, alg, private_jwk, public_jwk) values (${key.kid}, ${key.alg}, ${JSON.stringify(key.privateJwk)}::jsonb, ${JSON.stringify(key.publicJwk)}::jsonb)`;
+        const from = signsFrom?.toISOString() ?? null;
+        await tx`update token_keys set retired_at = coalesce(${from}::timestamptz, now()) where retired_at is null`;
+        await tx`insert into token_keys (kid, alg, private_jwk, public_jwk, signs_from)
+          values (${key.kid}, ${key.alg}, ${JSON.stringify(key.privateJwk)}::jsonb, ${JSON.stringify(key.publicJwk)}::jsonb, ${from}::timestamptz)`;
         return key.kid;
       }) as Promise<string>;
     },

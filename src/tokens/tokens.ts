@@ -8,7 +8,7 @@ import { revokedTokensKey } from '../redis/keys.js';
 import type { Line } from '../queue/line.js';
 import { DEFAULT_TOKEN_TTL_MS, type TicketView } from '../queue/types.js';
 import type { TokenKeyStore } from '../db/token-keys.js';
-import { KEY_REFRESH_MS, type KeyRing } from './key-ring.js';
+import { KEY_REFRESH_MS, monotonicNow, type KeyRing } from './key-ring.js';
 
 /**
  * Admission tokens (API.md, "Admission tokens"): a compact JWS, EdDSA (Ed25519), for every
@@ -159,12 +159,14 @@ export function createTokens(deps: TokensDeps) {
   }
 
   async function verify(token: unknown): Promise<JWTPayload | null> {
+    const arrived = monotonicNow();
     if (typeof token !== 'string' || token.length > MAX_TOKEN_CHARS) return null;
     try {
       const { kid } = decodeProtectedHeader(token);
       if (typeof kid !== 'string') return null;
-      if (!keys.byKid(kid)) await keys.refreshIfStale();
-      const key = keys.byKid(kid);
+      // A kid this daemon does not know: looked for in a load begun after this request came (a key
+      // another daemon just made), at most one load per FORCED_LOAD_GAP_MS for every such request.
+      const key = await keys.find(kid, arrived);
       if (!key) return null;
       const { payload } = await jwtVerify(token, key.verify, { algorithms: ['EdDSA'], issuer: deps.issuer, currentDate: new Date(clock.now()) });
       if (typeof payload.jti !== 'string' || typeof payload.sub !== 'string' || typeof payload.aud !== 'string' || typeof payload.exp !== 'number') return null;

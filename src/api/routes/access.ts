@@ -6,6 +6,7 @@ import type { ApiContext } from '../context.js';
 import { errors, json } from '../openapi.js';
 import { refineJson } from '../json-guard.js';
 import { ItemId, UserId } from '../schemas.js';
+import { JWKS_MAX_AGE_S, SIGNING_DELAY_MS } from '../../tokens/key-ring.js';
 
 const security = [{ bearer: [] }];
 // Held to the door's rule for strings (json-guard.ts) as every other body is: NUL or a lone surrogate is 400.
@@ -79,7 +80,8 @@ export function accessRoutes(ctx: ApiContext) {
       responses: { 200: json(z.object({ keys: z.array(z.record(z.string(), z.unknown())) }), 'JWK set'), ...errors(404) },
     }),
     async (c) => {
-      c.header('Cache-Control', 'public, max-age=60');
+      // A rotated-in key is listed this long (and a reload) before it signs (tokens/key-ring.ts).
+      c.header('Cache-Control', `public, max-age=${JWKS_MAX_AGE_S}`);
       return c.json(tokens().jwks(), 200);
     },
   );
@@ -87,10 +89,13 @@ export function accessRoutes(ctx: ApiContext) {
   app.openapi(
     createRoute({
       method: 'post', path: '/v1/token-keys/rotate', tags: ['tokens'], security, middleware: [operator] as const,
-      summary: 'Make a new signing key; every daemon signs with it within a few seconds',
-      responses: { 200: json(z.object({ kid: z.string() }), 'The new key'), ...errors(401, 403, 404, 503) },
+      summary: `Make a new signing key: listed in the JWKS at once (every daemon's within ~2 s), it signs from signsFrom, ${SIGNING_DELAY_MS / 1000} s later (the JWKS's max-age and reload slack), the old key until then`,
+      responses: { 200: json(z.object({ kid: z.string(), signsFrom: z.string() }), 'The new key and when every daemon starts signing with it'), ...errors(401, 403, 404, 503) },
     }),
-    async (c) => c.json({ kid: await tokens().rotate() }, 200),
+    async (c) => {
+      const { kid, signsFrom } = await tokens().rotate();
+      return c.json({ kid, signsFrom: signsFrom.toISOString() }, 200);
+    },
   );
 
   app.openapi(
