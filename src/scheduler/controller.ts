@@ -70,7 +70,7 @@ export function startController(
       return;
     }
     const now = clock.now();
-    const inflight = await store.readInFlight(itemId);
+    const inflight = await store.readInFlight(itemId, item.snap.def.lines);
     const gate = await store.readGate(itemId);
     if (!local.leading) {
       deps.events.leaderChange(itemId);

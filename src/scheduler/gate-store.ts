@@ -2,7 +2,7 @@ import type { RedisLike } from '../redis/client.js';
 import type { Clock } from '../kernel/clock.js';
 import { gateFields } from '../queue/gate-rule.js';
 import type { GateSettings } from '../queue/types.js';
-import { itemKeys } from '../redis/keys.js';
+import { itemKeys, subLineTag } from '../redis/keys.js';
 import { createScriptRunner, scripts } from '../redis/scripts.js';
 
 /**
@@ -63,7 +63,18 @@ export function createGateStore(redis: RedisLike, prefix: string, clock: Clock) 
 
     readGate: (itemId: string) => redis.hgetall(itemKeys(prefix, itemId).gate),
 
-    readInFlight: async (itemId: string) => Number((await redis.hget(itemKeys(prefix, itemId).ctr, 'admitted')) ?? 0),
+    /**
+     * The item's tickets in flight now: its line's `admitted` counter, summed over the sub-lines of
+     * a split item (`lines` > 1: each sub-line counts its own, and the item's own counters are only
+     * sub-line 0's; queue/split-line.ts). One HGET per sub-line, sent at once (pipelined per node).
+     * Reading only the item's own counter left a split item's controller a K-th of its in flight:
+     * the law never saw its limit used, and a `lines: 4` item stayed at the start limit.
+     */
+    async readInFlight(itemId: string, lines = 1) {
+      const tags = Array.from({ length: Math.max(1, lines) }, (_, k) => subLineTag(itemId, k));
+      const counts = await Promise.all(tags.map((tag) => redis.hget(itemKeys(prefix, tag).ctr, 'admitted')));
+      return counts.reduce((s, v) => s + Number(v ?? 0), 0);
+    },
 
     /** Operators switched to auto: the controller restarts from what is in flight now. */
     async requestReset(itemId: string) {
