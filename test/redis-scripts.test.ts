@@ -177,6 +177,34 @@ describe('admit says when it emptied the line', () => {
     await join('s', 3);
     expect(await admit('s', 10)).toEqual([0, 2]);
   });
+
+  it('code 2 when the pace alone holds the line: n is the ms until it lets the next ticket in', async () => {
+    const clock = manualClock();
+    const prefix = t.newPrefix();
+    const line = createLine({ redis: t.redis, prefix, clock, cacheMs: 0 });
+    const { run } = createScriptRunner(t.redis, prefix);
+    const now = clock.now();
+    const admit = async (id: string, at: number) => ((await run(scripts.admit, id, at, { max: 10, leaseMs: 60_000, leasePrefix: 'p.', autoCap: '' })) as number[]).slice(0, 2);
+    const def = (itemId: string) => ({ itemId, handler: 'external', config: {}, capacity: null, abandonAfterMs: null, opensAt: null, closesAt: null, rejoin: 'any' as const });
+    // 8/s, a burst of one: one at once, the next 125 ms later.
+    await line.definitions.define(def('p8'), { mode: 'manual', rate: 8 }, { reopen: false });
+    for (let u = 0; u < 4; u++) await run(scripts.join, 'p8', now, { userId: `u${u}`, payload: '', source: '', defaultKeyQuota: '', memoryFull: '' });
+    expect(await admit('p8', now)).toEqual([0, 1]);
+    expect(await admit('p8', now)).toEqual([2, 125]);
+    expect(await admit('p8', now + 100)).toEqual([2, 25]);
+    expect(await admit('p8', now + 125)).toEqual([0, 1]);
+    // 15/s, a burst of 1.5: the next one comes when the pace is half an interval (33.3 ms) behind.
+    await line.definitions.define(def('p15'), { mode: 'manual', rate: 15 }, { reopen: false });
+    for (let u = 0; u < 4; u++) await run(scripts.join, 'p15', now, { userId: `u${u}`, payload: '', source: '', defaultKeyQuota: '', memoryFull: '' });
+    expect(await admit('p15', now)).toEqual([0, 1]);
+    expect(await admit('p15', now)).toEqual([2, 34]);
+    expect(await admit('p15', now + 34)).toEqual([0, 1]);
+    // Not when the in-flight cap holds it too (a settle wakes the dispatcher then), nor on an empty line.
+    await line.definitions.define(def('pc'), { mode: 'manual', rate: 8, maxInFlight: 1 }, { reopen: false });
+    for (let u = 0; u < 2; u++) await run(scripts.join, 'pc', now, { userId: `u${u}`, payload: '', source: '', defaultKeyQuota: '', memoryFull: '' });
+    expect(await admit('pc', now)).toEqual([0, 1]);
+    expect(await admit('pc', now)).toEqual([0, 0]);
+  });
 });
 
 describe('calls for many items in one', () => {

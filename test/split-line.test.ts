@@ -51,6 +51,20 @@ describe('the split line without a cluster', () => {
     expect(await split.join(item, 'good-user')).toMatchObject({ created: true });
   });
 
+  it('says when the pace alone held a round, and in how many ms it lets the next ticket in (split-gate-3.lua allow)', async () => {
+    const { prefix, split, item } = await setup('paced', 4);
+    await t.redis.hset(itemKeys(prefix, 'paced').gate, { mode: 'manual', rate: '8' });
+    for (let u = 0; u < 4; u++) await split.join(item, `p${u}`);
+    const paced = { forMs: null as number | null };
+    expect(await split.admit(item, 10, 60_000, undefined, paced)).toHaveLength(1);
+    expect(paced.forMs).toBeNull();
+    expect(await split.admit(item, 10, 60_000, undefined, paced)).toEqual([]);
+    expect(paced.forMs).toBe(125);
+    clock.advance(125);
+    expect(await split.admit(item, 10, 60_000, undefined, paced)).toHaveLength(1);
+    expect(paced.forMs).toBeNull();
+  });
+
   it('gives the sub-lines of any item distinct slots', () => {
     for (const id of ['a', 'hot', 'item-1234', 'x.y:z']) {
       const slots = Array.from({ length: 64 }, (_, k) => hashSlot(`${subLineTag(id, k)}`));

@@ -32,8 +32,12 @@ export interface SettleInput {
 export interface Admissions {
   /** Admits from the head as far as the gate allows; `autoCap` caps in-flight for an auto gate without its own cap. */
   admit(itemId: string, max: number, leaseMs: number, autoCap?: number): Promise<AdmittedTicket[]>;
-  /** As admit, and whether the line is empty now (it held fewer tickets than the gate allowed; never said of a split line). */
-  admitRound(itemId: string, max: number, leaseMs: number, autoCap?: number): Promise<{ tickets: AdmittedTicket[]; drained: boolean }>;
+  /**
+   * As admit, and whether the line is empty now (it held fewer tickets than the gate allowed; never
+   * said of a split line), and, when the pace alone admitted none, in how many ms it lets the next
+   * ticket in (`pacedForMs`, else null: the dispatcher comes back for the item then).
+   */
+  admitRound(itemId: string, max: number, leaseMs: number, autoCap?: number): Promise<{ tickets: AdmittedTicket[]; drained: boolean; pacedForMs: number | null }>;
   settle(ticketId: string, input: SettleInput): Promise<TicketView>;
   /**
    * Settles many admitted tickets of one item in one call (in-process jobs). Returns a code per
@@ -153,22 +157,23 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
       const sub = splitOf(item.snap.def);
       // Not open yet (opensAt moved into the future on a live line): admit-12.lua holds an
       // unsplit line itself; a split one is held here, on the item's view.
-      if (sub && item.snap.def.opensAt !== null && now < item.snap.def.opensAt) return { tickets: [], drained: false };
-      const { windowEnded, drained, rows } = sub
-        ? { windowEnded: item.snap.def.closesAt !== null && now >= item.snap.def.closesAt, drained: false, rows: [] as { seq: number; record: string; payload: string; leaseId: string; leaseExp: number }[] }
+      if (sub && item.snap.def.opensAt !== null && now < item.snap.def.opensAt) return { tickets: [], drained: false, pacedForMs: null };
+      const paced = { forMs: null as number | null };
+      const { windowEnded, drained, rows, pacedForMs } = sub
+        ? { windowEnded: item.snap.def.closesAt !== null && now >= item.snap.def.closesAt, drained: false, rows: [] as { seq: number; record: string; payload: string; leaseId: string; leaseExp: number }[], pacedForMs: null }
         : await scripts.admit(itemId, now, { max, leaseMs, leasePrefix, autoCap: autoCap ?? '' });
-      if (sub && !windowEnded) rows.push(...(await deps.split.admit(sub, max, leaseMs, autoCap)));
+      if (sub && !windowEnded) rows.push(...(await deps.split.admit(sub, max, leaseMs, autoCap, paced)));
       if (windowEnded) {
         // closesAt has passed: nothing is admitted any more, and the waiting tickets end `closed`.
         await deps.closeLine(itemId);
-        return { tickets: [], drained: false };
+        return { tickets: [], drained: false, pacedForMs: null };
       }
       const out = admittedTickets(item, rows);
       for (const t of out) {
         const predicted = deps.onWaited ? deps.eta.recall(itemId, t.seq) : undefined;
         if (predicted !== undefined) deps.onWaited!(itemId, predicted, Math.max(0, now - t.createdAt));
       }
-      return { tickets: out, drained };
+      return { tickets: out, drained, pacedForMs: pacedForMs ?? paced.forMs };
     },
 
     async relaunchDoubts(itemId, seqs, leaseMs) {

@@ -110,11 +110,16 @@ export function createLineScripts(run: ScriptRunner['run']) {
       return code === 1 ? 'cancelled' : 'not_waiting';
     },
 
-    /** `windowEnded`: closesAt has passed, nothing was admitted (the caller cuts the line). `drained`: the line held fewer than the gate allowed, and is empty now. */
-    async admit(itemId: string, now: number, a: { max: number; leaseMs: number; leasePrefix: string; autoCap: number | '' }): Promise<{ windowEnded: boolean; drained: boolean; rows: AdmittedRow[] }> {
+    /**
+     * `windowEnded`: closesAt has passed, nothing was admitted (the caller cuts the line). `drained`:
+     * the line held fewer than the gate allowed, and is empty now. `pacedForMs`: nothing was
+     * admitted for the pace alone, which lets the next ticket in after this many ms (else null).
+     */
+    async admit(itemId: string, now: number, a: { max: number; leaseMs: number; leasePrefix: string; autoCap: number | '' }): Promise<{ windowEnded: boolean; drained: boolean; rows: AdmittedRow[]; pacedForMs: number | null }> {
       const res = (await run(scripts.admit, itemId, now, a)) as (string | number)[];
       if (res[0] === -1) throw notFound();
-      return { windowEnded: res[0] === -2, drained: res[0] === 1, rows: admittedRows(res, 2) };
+      if (res[0] === 2) return { windowEnded: false, drained: false, rows: [], pacedForMs: Number(res[1]) };
+      return { windowEnded: res[0] === -2, drained: res[0] === 1, rows: admittedRows(res, 2), pacedForMs: null };
     },
 
     /** Gives tickets held in doubt a new lease (relaunch-4.lua); the rows of those still in doubt. */

@@ -99,8 +99,12 @@ export interface SplitLine {
   join(item: SplitItem, userId: string, payload?: Record<string, unknown> | null, source?: string): Promise<SplitJoin>;
   /** The position a waiting ticket numbered `num` shows: num − A. */
   position(item: SplitItem, num: number): Promise<number>;
-  /** One admission round: up to `max` tickets in join-number order, as far as the gate allows ([] while another round runs). */
-  admit(item: SplitItem, max: number, leaseMs: number, autoCap?: number): Promise<SplitAdmitted[]>;
+  /**
+   * One admission round: up to `max` tickets in join-number order, as far as the gate allows ([] while
+   * another round runs). `paced`, when given, is told in how many ms the pace lets the next ticket
+   * in when it alone admitted none (`forMs`; null otherwise).
+   */
+  admit(item: SplitItem, max: number, leaseMs: number, autoCap?: number, paced?: { forMs: number | null }): Promise<SplitAdmitted[]>;
   /** Settles admitted tickets (settle-9.lua on each one's sub-line); a code per entry as settle-9 answers. */
   settle(item: SplitItem, entries: SplitSettle[]): Promise<number[]>;
   /** Keeps leases alive until `until` (extend-leases-3.lua on each one's sub-line); how many were extended. */
@@ -227,7 +231,7 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
       return num - Number((await redis.hget(itemKeys(prefix, item.itemId).ctr, 'an')) ?? 0);
     },
 
-    async admit(item, max, leaseMs, autoCap) {
+    async admit(item, max, leaseMs, autoCap, paced) {
       const token = randomBytes(9).toString('base64url');
       const gate = async (op: string, a: { want?: number; inFlight?: number; taken?: number; lastNum?: number }) =>
         Number(await run(scripts.splitGate, item.itemId, clock.now(), { op, token, want: a.want ?? '', inFlight: a.inFlight ?? '', autoCap: autoCap ?? '', taken: a.taken ?? '', lastNum: a.lastNum ?? '' }));
@@ -250,7 +254,10 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
         const eligible = found.filter((c) => c.num <= bound).sort((a, b) => a.num - b.num || a.k - b.k);
         const stocked = units.some((u) => u >= 0);
         const want = Math.min(max, eligible.length, stocked ? units.reduce((s, u) => s + Math.max(0, u), 0) : Infinity);
-        const allowed = want > 0 ? await gate('allow', { want, inFlight }) : 0;
+        const answer = want > 0 ? await gate('allow', { want, inFlight }) : 0;
+        // Negative: none, for the pace alone, which lets the next ticket in after -answer ms.
+        const allowed = Math.max(0, answer);
+        if (paced) paced.forMs = answer < 0 ? -answer : null;
         const chosen = eligible.slice(0, allowed);
         if (stocked) await moveUnits(item, units, chosen);
         const numOf = new Map(chosen.map((c) => [splitSeq(c.k, c.local, item.lines), c.num]));

@@ -17,10 +17,12 @@ local function effectiveGate(mode, rate, maxInFlight, aLimit, aRate, autoCap)
 end
 
 -- The pace (GCRA at `rate` per s, burst tolerance max(1, rate * 0.1)): how many tickets may be
--- admitted now (math.huge without a rate), and the function that records `taken` admissions in
--- K.gate (tatAt + tatOff). Times are relative to floor(now): see admit-12.lua's header.
+-- admitted now (math.huge without a rate), the function that records `taken` admissions in
+-- K.gate (tatAt + tatOff), and in how many ms the pace lets the next ticket in (0: now; whole ms,
+-- rounded up, so a caller that comes back then finds it allowed). Times are relative to
+-- floor(now): see admit-12.lua's header.
 local function paceNow(rate, tatAt, tatOff, now)
-  if not rate or rate <= 0 then return math.huge, function() end end
+  if not rate or rate <= 0 then return math.huge, function() end, 0 end
   local interval, epoch, lag = 1000 / rate, math.floor(now), 0
   local burst = math.max(1, rate * 0.1)
   -- lag = max(tat, now) - now, every term small: whole-ms differences are exact, offsets < 1 day.
@@ -33,7 +35,9 @@ local function paceNow(rate, tatAt, tatOff, now)
   if tatAt and tatOff then
     lag = math.max(0, (math.min(tatAt, epoch) - epoch) + math.min(tatOff, 1 + burst * interval) - (now - epoch))
   end
+  -- One ticket is allowed once lag <= (burst - 1) * interval.
+  local due = math.max(0, math.ceil(lag - (burst - 1) * interval))
   return math.floor(burst - lag / interval + 1e-9), function(taken)
     redis.call('HSET', K.gate, 'tatAt', string.format('%d', epoch), 'tatOff', string.format('%.17g', (now - epoch) + lag + taken * interval))
-  end
+  end, due
 end

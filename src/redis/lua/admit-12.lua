@@ -16,7 +16,9 @@
     code 0 ok, 1 ok and the line is empty now (it held fewer tickets than the gate allowed: the
     dispatcher asks again a little later, dispatcher.ts), -1 item not found, -2 the sale window
     has ended (closesAt passed: the caller cuts the line as closed; nothing is admitted after
-    closesAt); nothing is admitted before opensAt either
+    closesAt); nothing is admitted before opensAt either, 2 nothing admitted, for the pace alone
+    (tickets may wait, the other limits allowed some): n = ms until the pace lets the next one
+    in (at least 1), when the dispatcher comes back for the item (dispatcher.ts)
   Items with stock (K.stock) admit at most as many tickets as the counter has units, and
   none while it is empty: a ticket admitted without a unit for it could only wait. Each admitted
   ticket takes its unit here (takeUnit, as take-stock-2.lua does): when the counter only fell as
@@ -65,9 +67,14 @@ local rate, mif = effectiveGate(gate[1], gate[2], gate[3], gate[5], gate[6], ARG
 if mif then
   allowed = math.min(allowed, mif - tonumber(rcall('HGET', K.ctr, 'admitted') or '0'))
 end
-local paced, recordPace = paceNow(rate, gate[4], gate[7], now)
+local paced, recordPace, due = paceNow(rate, gate[4], gate[7], now)
+local unpaced = allowed
 allowed = math.min(allowed, paced)
-if allowed <= 0 then return { 0, 0 } end
+if allowed <= 0 then
+  -- The pace alone holds them: say when it lets the next one in.
+  if unpaced > 0 then return { 2, math.max(1, due) } end
+  return { 0, 0 }
+end
 
 local meta = rcall('HMGET', K.meta, 'abandonAfterMs', 'epoch', 'abandonSince')
 local abandonMs, epoch = tonumber(meta[1] or ''), tonumber(meta[2])

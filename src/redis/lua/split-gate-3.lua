@@ -8,7 +8,8 @@
     to fence the sub-lines at, or -1 while another round holds the lease.
   allow: how many of `want` tickets the gate lets in now, `inFlight` being admitted already (the
     sum over the sub-lines, read under the lease: only settles can change it, downwards); when
-    none, frees the lease.
+    none, frees the lease, and answers -ms (at most -1) when the pace alone held them: the ms
+    until it lets the next one in (admit-12.lua's code 2).
   commit: records `taken` admissions (the pace, ctr admissions) and the admission cursor (ctr an
     = the highest join number admitted, `lastNum`), then frees the lease. Returns ctr admissions
     after (so the round's tickets were the item's admissions total − taken + 1 … total).
@@ -25,10 +26,15 @@ if op == 'lock' then
 end
 local gate = redis.call('HMGET', K.gate, 'mode', 'rate', 'maxInFlight', 'tatAt', 'aLimit', 'aRate', 'tatOff')
 local rate, mif = effectiveGate(gate[1], gate[2], gate[3], gate[5], gate[6], ARGV[6])
-local paced, recordPace = paceNow(rate, gate[4], gate[7], now)
+local paced, recordPace, due = paceNow(rate, gate[4], gate[7], now)
 if op == 'allow' then
-  local allowed = math.min(tonumber(ARGV[4]), paced)
+  local allowed = tonumber(ARGV[4])
   if mif then allowed = math.min(allowed, mif - tonumber(ARGV[5])) end
+  if allowed > 0 and paced <= 0 then
+    unlock()
+    return -math.max(1, due)
+  end
+  allowed = math.min(allowed, paced)
   if allowed <= 0 then
     unlock()
     return 0
