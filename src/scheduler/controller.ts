@@ -15,6 +15,11 @@ export interface ControllerEvents {
 
 interface Local {
   leading: boolean;
+  /** The life of the item this entry is of (snapshot.ts `incarnation`: its secret and define-5.lua's `born`). */
+  incarnation: string;
+  /** When this daemon last ticked the item as its leader (-Infinity: never), and last saw it at all. */
+  ledAt: number;
+  seenAt: number;
   state: ControlState | null;
   prev: Record<string, string> | null;
   window: SampleWindow & { openedAt: number; inflightMin: number };
@@ -64,12 +69,26 @@ export function startController(
     const spec = item && deps.handlers.get(item.snap.def.handler);
     if (!item || !spec?.handle || spec.selfLimited || item.snap.gate.mode === 'closed') return;
     let local = locals.get(itemId);
-    if (!local) locals.set(itemId, (local = { leading: false, state: null, prev: null, window: emptyWindow(clock.now(), 0), audited: null }));
+    const seen = clock.now();
+    // What this daemon holds of an item it has not ticked as leader for longer than the lease, or
+    // of an earlier life of the item (removed by retention and defined again), is not the item's
+    // state now: the lease ran out in between, and another daemon may have led and published since
+    // (or the item is a new one). `leading` went false only when a renewal failed, not when the
+    // ticks stopped (gate closed, item inactive, item removed), so such a daemon taking the lease
+    // again skipped the reload and published its old limit, baseline and a window spanning the gap.
+    // The entry goes, and the daemon starts as a new leader would: from what is published.
+    if (local && (local.incarnation !== item.snap.incarnation || (local.leading && seen - local.ledAt > opts.leaseMs))) {
+      locals.delete(itemId);
+      local = undefined;
+    }
+    if (!local) locals.set(itemId, (local = { leading: false, incarnation: item.snap.incarnation, ledAt: -Infinity, seenAt: seen, state: null, prev: null, window: emptyWindow(seen, 0), audited: null }));
+    local.seenAt = seen;
     if (!(await store.lead(itemId, opts.me, opts.leaseMs))) {
       local.leading = false;
       return;
     }
     const now = clock.now();
+    local.ledAt = now;
     const inflight = await store.readInFlight(itemId, item.snap.def.lines);
     const gate = await store.readGate(itemId);
     if (!local.leading) {
@@ -139,6 +158,15 @@ export function startController(
     }
   }
 
+  /**
+   * Drops the entries of items not ticked for longer than the lease (closed, inactive, removed):
+   * each would start afresh at its next tick anyway, and kept, the map grew by every item this
+   * daemon ever saw. A lease not renewed for that long has run out, so none is left to hand over.
+   */
+  function prune(now: number) {
+    for (const [itemId, l] of locals) if (now - l.seenAt > opts.leaseMs) locals.delete(itemId);
+  }
+
   let stopped = false;
   let failing = false;
   const done = (async () => {
@@ -147,6 +175,7 @@ export function startController(
         if (clock.now() - idsAt > 1000) {
           ids = await queue.items.activeItemIds();
           idsAt = clock.now();
+          prune(idsAt);
         }
         await Promise.all(ids.map(tickItem));
         failing = false;
@@ -158,6 +187,8 @@ export function startController(
     }
   })();
   return {
+    /** How many items this daemon keeps state of (led or seen within about the lease). */
+    tracked: () => locals.size,
     /**
      * Ends the loop, then hands over the leases it holds: a graceful stop (a deploy) that left them
      * to run out kept each item it led without a controller for up to `leaseMs`, the other daemons
