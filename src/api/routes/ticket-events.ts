@@ -31,7 +31,8 @@ const CLOSE_SLICE = 1000;
  * ticket). The id is checked and the view read before the stream starts, so an unknown id is a
  * plain `404 ticket_not_found`. Then the shared ticket watch (queue/ticket-watch.ts) feeds it;
  * the stream closes after the terminal view, and a client that leaves unsubscribes.
- * `Last-Event-ID` is ignored: the first event is always the current view.
+ * `Last-Event-ID` is ignored: the first event is always the current view. `HEAD` answers the
+ * stream's headers with no body and sets no watcher up.
  *
  * On @hono/node-server the stream is written straight to the Node response: a web ReadableStream
  * piped per stream cost about a third more memory per open stream and spread a sell-out's 19,800
@@ -99,6 +100,14 @@ export function ticketEventRoutes(ctx: ApiContext, watch: TicketWatch) {
     const alive = () => ctx.queue.tickets.seen(ticketId);
     const held = ctx.admitHold(); // as a poll (routes/tickets.ts)
     if (held) await held;
+    // HEAD (hono answers it with this handler, then drops the body): the stream's headers, once the
+    // id is known to be a ticket (a 404 as a GET's), and nothing more. The stream set up for it
+    // was never read: through app.request its watcher stayed subscribed, and on the wire it was
+    // written to the socket while the answer carried the internal ALREADY_SENT header.
+    if (c.req.method === 'HEAD') {
+      await ctx.queue.tickets.status(ticketId);
+      return new Response(null, { status: 200, headers: SSE_HEADERS });
+    }
     const first = await tokened(await ctx.queue.tickets.status(ticketId));
     const outgoing = (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing;
     if (outgoing) {
