@@ -268,8 +268,8 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
     });
   // A reconnect may be to a Redis that restarted from older data (a rollback): until this daemon
   // has compared the operators' writes with Postgres's (catalog/op-revs.ts), its dispatcher admits
-  // nothing and pulls and joins wait, so a close the rollback took cannot let a ticket it had
-  // ended be admitted, handed out, or a newcomer join (at most
+  // nothing and pulls, joins, polls and cancels wait, so a close the rollback took cannot let a
+  // ticket it had ended be admitted, handed out or cancelled, or a newcomer join (at most
   // FLOODGATE_RECONNECT_HOLD_MS: a Postgres that does not answer does not stop admissions).
   let fence: Promise<unknown> | null = null;
   const fenceUntilChecked = () => {

@@ -90,6 +90,27 @@ describe('tickets through the API', () => {
     expect(rejoin.status).toBe(202);
   });
 
+  it('holds a cancel, as a poll, while the reconnect hold lasts (admitHold), and cancels once it ends', async () => {
+    // The daemon's hold after a Redis reconnect (daemon.ts fence), pending until released.
+    let release!: () => void;
+    let hold: Promise<void> | null = null;
+    const { call } = t.build({ admitHold: () => hold });
+    await call('PUT', '/v1/items/a', { handler: 'external' });
+    const a = (await join(call, 'a', 'u1')).body;
+    hold = new Promise<void>((r) => (release = r));
+    let answered = false;
+    const cancel = call('DELETE', `/v1/tickets/${a.ticketId}`, undefined, null).then((r) => ((answered = true), r));
+    await new Promise((r) => setTimeout(r, 200));
+    expect(answered).toBe(false);
+    // Nothing was cancelled meanwhile: the ticket still waits in Redis.
+    hold = null;
+    expect((await call('GET', `/v1/tickets/${a.ticketId}`, undefined, null)).body.state).toBe('waiting');
+    release();
+    const c = await cancel;
+    expect(c.status).toBe(200);
+    expect(c.body).toMatchObject({ state: 'cancelled' });
+  });
+
   it('enforces the window (425 not_open with opensAt and now; 410 closed) and capacity (429 queue_full)', async () => {
     const { call } = t.build();
     await call('PUT', '/v1/items/later', { handler: 'external', opensAt: '2099-01-01T00:00:00Z' });

@@ -28,7 +28,7 @@ export interface ApiContext {
   tokens?: Tokens;
   /** The time the routes reason with (invite and challenge expiry). */
   clock: Clock;
-  /** What a pull, a join or a poll waits for before it runs, when there is one (AppDeps.admitHold). */
+  /** What a pull, a join, a poll or a cancel waits for before it runs, when there is one (AppDeps.admitHold). */
   admitHold(): Promise<unknown> | null;
   /** Every header of a ticket's JSON answer (type, no-store, CORS) for a request from this origin. */
   ticketHeaders(origin: string | undefined): Readonly<Record<string, string>>;

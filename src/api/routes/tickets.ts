@@ -82,7 +82,14 @@ export function ticketRoutes(ctx: ApiContext) {
       summary: 'Leave the line', request: { params: z.object({ ticketId: TicketId }) },
       responses: { 200: json(TicketView, 'The cancelled ticket'), ...errors(404, 409, 503) },
     }),
-    async (c) => c.json((await queue.tickets.cancel(c.req.valid('param').ticketId)) as z.infer<typeof TicketView>, 200),
+    async (c) => {
+      // After a Redis reconnect, not before the operators' writes are compared (daemon.ts fence), as
+      // a poll, a join and a pull wait: a cancel in between acted on the ticket as a Redis rolled
+      // back past an operator's close had it (`waiting`), before the check put the close back.
+      const held = ctx.admitHold();
+      if (held) await held;
+      return c.json((await queue.tickets.cancel(c.req.valid('param').ticketId)) as z.infer<typeof TicketView>, 200);
+    },
   );
 
   app.openapi(
