@@ -190,6 +190,28 @@ describe('pull and outcome (external items)', () => {
     expect(next.body.tickets.map((x: { userId: string }) => x.userId)).toEqual(['u4']);
   });
 
+  it('reads an empty body as no body, with a JSON type or without one, and still refuses malformed JSON', async () => {
+    const { call, app } = t.build();
+    await call('PUT', '/v1/items/e', { handler: 'external' });
+    for (let i = 1; i <= 3; i++) await join(call, 'e', `u${i}`);
+    const pull = (body: string | undefined, type?: string) =>
+      app.request('/v1/items/e/pull', { method: 'POST', headers: { authorization: `Bearer ${SERVICE}`, ...(type ? { 'content-type': type } : {}) }, body });
+    // docs/api.md: the body may be left out (max 1). A client that sends its JSON type on every
+    // request, body or not, got 400 "Malformed JSON".
+    for (const [body, type, user] of [[undefined, undefined, 'u1'], ['', 'application/json', 'u2'], ['', 'application/json; charset=utf-8', 'u3']] as const) {
+      const res = await pull(body, type);
+      expect(res.status, `${type}: ${await res.clone().text()}`).toBe(200);
+      expect((await res.json()).tickets.map((x: { userId: string }) => x.userId)).toEqual([user]);
+    }
+    for (const body of ['{"max":', ' ', 'null x']) {
+      const res = await pull(body, 'application/json');
+      expect(res.status, body).toBe(400);
+      expect((await res.json()).error.code).toBe('invalid_request');
+    }
+    expect((await pull('{"max":0}', 'application/json')).status).toBe(400);
+    expect((await pull('max=1', 'text/plain')).status).toBe(415);
+  });
+
   it('returns a failed ticket with retry to the head, ahead of later tickets, keeping their positions', async () => {
     const { call } = t.build();
     await call('PUT', '/v1/items/e', { handler: 'external' });

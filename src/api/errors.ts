@@ -1,4 +1,4 @@
-import type { Context, HonoRequest } from 'hono';
+import type { Context, HonoRequest, MiddlewareHandler } from 'hono';
 import { NO_STORE_JSON, wholeJson } from './answers.js';
 import { HTTPException } from 'hono/http-exception';
 import type { ZodError } from 'zod';
@@ -101,6 +101,19 @@ export async function jsonBody(c: Context): Promise<unknown> {
   if (!JSON_TYPE.test(type)) throw unsupportedMediaType();
   return strictJson(c.req);
 }
+
+/**
+ * For a route whose body may be left out (`required: false`: a pull): an empty body sent with a
+ * JSON type reads as no body (`{}`, the defaults), as one sent with no type does. The validator
+ * read it as JSON, and an empty text is no JSON: `Content-Type: application/json` with nothing
+ * after it was 400 "Malformed JSON" (clients send the type on every request). Anything else, a
+ * malformed body too, is read as JSON as before.
+ */
+export const emptyJsonIsNoBody: MiddlewareHandler = async (c, next) => {
+  const json = c.req.json.bind(c.req);
+  c.req.json = (async () => ((await c.req.arrayBuffer()).byteLength === 0 ? {} : json())) as typeof c.req.json;
+  await next();
+};
 
 export function validationError(error: ZodError): FloodgateError {
   // A field's own check and the whole body's hostile-bytes walk may name the same problem.

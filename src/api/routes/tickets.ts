@@ -5,7 +5,7 @@ import type { TicketView as TicketViewT } from '../../queue/types.js';
 import type { AuthEnv } from '../auth.js';
 import type { ApiContext } from '../context.js';
 import { errors, json } from '../openapi.js';
-import { jsonBody } from '../errors.js';
+import { emptyJsonIsNoBody, jsonBody } from '../errors.js';
 import { joinAnswer } from '../join.js';
 import { wholeJson } from '../answers.js';
 import { ITEM_ID, ItemId, JoinInput, OutcomeInput, PullInput, PulledTicket, TicketId, TicketView } from '../schemas.js';
@@ -94,7 +94,7 @@ export function ticketRoutes(ctx: ApiContext) {
 
   app.openapi(
     createRoute({
-      method: 'post', path: '/v1/items/{itemId}/pull', tags: ['external workers'], security, middleware: [service] as const,
+      method: 'post', path: '/v1/items/{itemId}/pull', tags: ['external workers'], security, middleware: [service, emptyJsonIsNoBody] as const,
       summary: 'Take tickets from the head of the line under a lease (external items)',
       request: { params: z.object({ itemId: ItemId }), body: { ...json(PullInput, 'How many, for how long'), required: false } },
       responses: { 200: json(z.object({ tickets: z.array(PulledTicket) }), 'Tickets (possibly none)'), ...errors(400, 401, 404, 409, 413, 415, 503) },
