@@ -101,6 +101,58 @@ describe('pre-queue and abandonment changed on a live item', () => {
     expect((await queue.items.item(empty, { fresh: true }))!.snap.draw).not.toBeNull();
   });
 
+  it('refuses (409) removing a pre-queue not drawn yet, or moving its draw, once tickets joined for it; its draw stays as shown', async () => {
+    const opensAt = Date.now() + 10 * 60_000;
+    const clock = t.manualClock(opensAt - 5 * 60_000);
+    const { call: appCall } = t.build({ clock });
+    const item = t.uniqueItem();
+    const def = { handler: 'external', opensAt: new Date(opensAt).toISOString(), preQueue: { fromMs: 15 * 60_000 }, gate: { mode: 'manual' } };
+    // An item nobody joined yet may lose its pre-queue, or move its draw, and take it back.
+    expect((await appCall('PUT', `/v1/items/${item}`, def)).status).toBe(201);
+    expect((await appCall('PUT', `/v1/items/${item}`, { ...def, opensAt: new Date(opensAt + 60_000).toISOString() })).status).toBe(200);
+    expect((await appCall('PUT', `/v1/items/${item}`, { handler: 'external', opensAt: def.opensAt, gate: { mode: 'manual' } })).status).toBe(200);
+    expect((await appCall('PUT', `/v1/items/${item}`, def)).status).toBe(200);
+    const seedHash = (await appCall('GET', `/v1/items/${item}`)).body.preQueue.seedHash as string;
+    const ids: string[] = [];
+    for (const u of users('h', 5)) ids.push((await appCall('POST', `/v1/items/${item}/tickets`, { userId: u }, SERVICE)).body.ticketId);
+    // Those users were shown a draw at opensAt with this seed's hash: without the pre-queue the
+    // line ran in join order and the seed was never revealed.
+    for (const change of [
+      { handler: 'external', opensAt: def.opensAt, gate: { mode: 'manual' } },
+      { ...def, preQueue: null },
+      { ...def, opensAt: new Date(opensAt + 60_000).toISOString() },
+      { ...def, opensAt: new Date(opensAt - 60_000).toISOString() },
+    ]) {
+      const r = await appCall('PUT', `/v1/items/${item}`, change);
+      expect([r.status, r.body.error?.code], JSON.stringify(change)).toEqual([409, 'conflict']);
+    }
+    // Another window for joins (fromMs) moves no draw; the same definition is an ordinary change.
+    expect((await appCall('PUT', `/v1/items/${item}`, { ...def, preQueue: { fromMs: 20 * 60_000 } })).status).toBe(200);
+    expect((await appCall('PUT', `/v1/items/${item}`, def)).status).toBe(200);
+    expect((await appCall('GET', `/v1/items/${item}`)).body).toMatchObject({ opensAt: def.opensAt, preQueue: { fromMs: 15 * 60_000, seedHash } });
+    // The draw comes at opensAt over every ticket, and reveals the seed.
+    clock.set(opensAt + 1);
+    const pulled = (await appCall('POST', `/v1/items/${item}/pull`, { max: 100 }, SERVICE)).body.tickets.map((x: { ticketId: string }) => x.ticketId);
+    expect([...pulled].sort()).toEqual([...ids].sort());
+    expect((await appCall('GET', `/v1/items/${item}`)).body.preQueue).toMatchObject({ seedHash, size: 5, seed: expect.any(String) });
+    // Drawn, it may go (the drawn order stays: below).
+    expect((await appCall('PUT', `/v1/items/${item}`, { handler: 'external', opensAt: def.opensAt, gate: { mode: 'manual' } })).status).toBe(200);
+  });
+
+  it('refuses removing an awaited pre-queue in the define itself, not only in the check before it', async () => {
+    const { queue } = t.build();
+    const item = t.uniqueItem();
+    const withPreQueue = { itemId: item, handler: 'external', config: {}, capacity: null, abandonAfterMs: null, opensAt: Date.now() + 60_000, closesAt: null, rejoin: 'any', preQueueFromMs: 120_000 } as const;
+    await queue.definitions.define(withPreQueue, { mode: 'manual', rate: null, maxInFlight: null }, { reopen: false });
+    // The catalog's check read the line empty; this join came before the define.
+    await queue.tickets.join(item, 'raced', null);
+    await expect(queue.definitions.define({ ...withPreQueue, preQueueFromMs: null }, null, { reopen: false })).rejects.toMatchObject({ code: 'conflict' });
+    await expect(queue.definitions.define({ ...withPreQueue, opensAt: withPreQueue.opensAt + 1000 }, null, { reopen: false })).rejects.toMatchObject({ code: 'conflict' });
+    const { snap } = (await queue.items.item(item, { fresh: true }))!;
+    expect([snap.def.preQueueFromMs, snap.def.opensAt, snap.draw?.drawn]).toEqual([120_000, withPreQueue.opensAt, false]);
+    await queue.definitions.define({ ...withPreQueue, preQueueFromMs: 60_000 }, null, { reopen: false });
+  });
+
   it('tells the pre-queued tickets of an item closed before its draw that they are cancelled, not awaiting the draw', { timeout: 30_000 }, async () => {
     await define('pq-close', { handler: 'external', opensAt: inFuture(3_600_000), preQueue: { fromMs: 7_200_000 } });
     const ids = await joinUsers('pq-close', users('e', 3));

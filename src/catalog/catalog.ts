@@ -5,7 +5,7 @@ import type { Logger } from '../kernel/logger.js';
 import type { ItemRow, ItemsStore } from '../db/items-store.js';
 import type { CachedItem } from '../queue/item-cache.js';
 import type { Line } from '../queue/line.js';
-import { LINES_CHANGE, PRE_QUEUE_AFTER_CUT, PRE_QUEUE_AFTER_TICKETS } from '../queue/line-scripts.js';
+import { LINES_CHANGE, PRE_QUEUE_AFTER_CUT, PRE_QUEUE_AFTER_TICKETS, PRE_QUEUE_AWAITED } from '../queue/line-scripts.js';
 import { newItemSecret } from '../queue/definitions.js';
 import { itemState, type ItemState } from '../queue/snapshot.js';
 import { seedHashOf } from '../queue/draw.js';
@@ -323,6 +323,14 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     if (def.preQueueFromMs !== null && existing && !existing.snap.draw?.drawn) {
       if (!existing.snap.draw && existing.snap.seq > 0) fail('conflict', PRE_QUEUE_AFTER_TICKETS);
       if (existing.snap.served > 0) fail('conflict', PRE_QUEUE_AFTER_CUT);
+    }
+    // Nor may a pre-queue not drawn yet go, or its draw (opensAt) move, once tickets joined for it:
+    // they were told a draw at that time, with the seed's hash as its commitment. Removed, the
+    // line ran first-come-first-served and the seed was never revealed; moved, the draw was not
+    // the one shown. Until a cut ends them (the head moves only by cuts before the draw): an item
+    // closed or sold out before its draw opens again without it (above, keeping it is refused).
+    if (existing?.snap.def.preQueueFromMs && existing.snap.draw && !existing.snap.draw.drawn && existing.snap.seq > 0 && existing.snap.served === 0) {
+      if (def.preQueueFromMs === null || def.opensAt !== existing.snap.def.opensAt) fail('conflict', PRE_QUEUE_AWAITED);
     }
     // (Read above already when Redis lacked the item.)
     const prev = existing ? await store.get(itemId) : stored;

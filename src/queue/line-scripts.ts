@@ -63,8 +63,9 @@ export function settleError(code: SettleCode): FloodgateError | null {
 const notFound = () => new FloodgateError('item_not_found', 'No such item.');
 /** define-5.lua's -4; catalog.ts checks it first from the view. */
 export const LINES_CHANGE = 'The lines of an existing item cannot change (its ticket ids depend on them).';
-/** The pre-queue conflicts (define-5.lua's -2 and -3; catalog.ts checks them first from the view). */
+/** The pre-queue conflicts (define-5.lua's -2, -3 and -5; catalog.ts checks them first from the view). */
 export const PRE_QUEUE_AFTER_TICKETS = 'A pre-queue cannot be added to an item whose line has had tickets; use a new item.';
+export const PRE_QUEUE_AWAITED = 'The pre-queue of an item whose tickets await its draw cannot be removed, nor its draw (opensAt) moved, before the draw; close the item first, or wait for the draw.';
 export const PRE_QUEUE_AFTER_CUT = 'An item that closed or sold out before its pre-queue was drawn cannot open again with it; open it without preQueue, or use a new item.';
 const bit = (on: boolean) => (on ? '1' : '0');
 
@@ -160,6 +161,7 @@ export function createLineScripts(run: ScriptRunner['run']) {
       if (code === -2) throw new FloodgateError('conflict', PRE_QUEUE_AFTER_TICKETS);
       if (code === -3) throw new FloodgateError('conflict', PRE_QUEUE_AFTER_CUT);
       if (code === -4) throw new FloodgateError('conflict', LINES_CHANGE);
+      if (code === -5) throw new FloodgateError('conflict', PRE_QUEUE_AWAITED);
       return { created: code === 1, secret, epoch: Number(epoch) };
     },
 

@@ -12,7 +12,8 @@
   Returns { code, secret, epoch }: code 1 created, 2 replaced, -1 conflict (handler change with
     live tickets), -2 conflict (a pre-queue added to a line that has had tickets), -3 conflict (a
     pre-queue not drawn yet on a line a cut moved past tickets: it closed or sold out), -4 conflict
-    (another `lines` than the existing item's)
+    (another `lines` than the existing item's), -5 conflict (a pre-queue not drawn yet removed, or
+    its draw time `opensAt` moved, while tickets that joined for its draw wait: no cut ended them)
   A handler change (no live tickets) drops the old handler's stock counter and its sold-out end:
   a seckill item sold out and redefined as external answered every join 410 sold_out, and one
   with 2 units left admitted 2 tickets, ever (the counter capped admissions). A new handler with
@@ -30,6 +31,14 @@ if existing[1] and def.preFrom and def.preFrom ~= '' and rcall('HGET', K.meta, '
   local c = rcall('HMGET', K.ctr, 'seq', 'served')
   if not rcall('HGET', K.meta, 'preFrom') and tonumber(c[1] or '0') > 0 then return { -2, '', 0 } end
   if tonumber(c[2] or '0') > 0 then return { -3, '', 0 } end
+end
+-- And the other way: a pre-queue not drawn yet cannot go, nor its draw move, once tickets joined
+-- for it (catalog.ts says why). Only while no cut has moved the head past them (nothing is
+-- admitted before the draw): an item closed or sold out before its draw opens again without it.
+if existing[1] and rcall('HGET', K.meta, 'preFrom') and rcall('HGET', K.meta, 'drawn') ~= '1'
+  and ((def.preFrom or '') == '' or (def.opensAt or '') ~= (rcall('HGET', K.meta, 'opensAt') or '')) then
+  local c = rcall('HMGET', K.ctr, 'seq', 'served')
+  if tonumber(c[1] or '0') > 0 and tonumber(c[2] or '0') == 0 then return { -5, '', 0 } end
 end
 -- An item's lines never change (its ticket ids name their sub-line by it: queue/split-line.ts),
 -- decided here too: two definitions of a new item at once both passed the catalog's check, and
