@@ -52,6 +52,7 @@ import { createStockCounters } from './service/stock-counters.js';
 import { controllerView } from './scheduler/controller-view.js';
 import { createSeriesStore } from './scheduler/series-store.js';
 import { createInviteUses } from './access/invite-uses.js';
+import { createInviteUseRows } from './db/invite-uses.js';
 import { createPgHealth, writable } from './db/health.js';
 import { createMemoryGuard } from './queue/memory-guard.js';
 import { startStockKeeper } from './catalog/stock-keeper.js';
@@ -197,7 +198,7 @@ export function wireApp(config: Config, log: Logger, { redis, dbHandle }: Stores
   return createApp({
     queue,
     series: m.series,
-    inviteUses: createInviteUses(redis, config.FLOODGATE_REDIS_PREFIX),
+    inviteUses: createInviteUses(redis, config.FLOODGATE_REDIS_PREFIX, createInviteUseRows(dbHandle.sql)),
     catalog: m.catalog,
     handlers: m.handlers,
     metrics,
@@ -406,7 +407,10 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
       },
       { everyMs: 1000, graceMs: config.FLOODGATE_DOUBT_GRACE_MS, dispatchLeaseMs: config.FLOODGATE_DISPATCH_LEASE_MS },
     ),
-    startRetention({ queue, store, clock, log: log.child({ module: 'retention' }) }, { everyMs: 60_000, retentionMs: config.FLOODGATE_ITEM_RETENTION_MS }),
+    startRetention(
+      { queue, store, clock, log: log.child({ module: 'retention' }), purgeInviteUses: (nowMs) => (pg.up ? createInviteUseRows(dbHandle.sql).purge(nowMs) : Promise.resolve(0)) },
+      { everyMs: 60_000, retentionMs: config.FLOODGATE_ITEM_RETENTION_MS },
+    ),
     every(1000, 'redis loss check', restoreLost, log),
     every(OP_REV_CHECK_MS, 'operator writes check', () => core.opRevs.check(), log),
     // On a cluster a failover may roll back one master's items (and their marks) without a

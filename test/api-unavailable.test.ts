@@ -4,6 +4,7 @@ import { createApp } from '../src/api/app.js';
 import { createGateStore } from '../src/scheduler/gate-store.js';
 import { createSeriesStore } from '../src/scheduler/series-store.js';
 import { createInviteUses } from '../src/access/invite-uses.js';
+import { createInviteUseRows } from '../src/db/invite-uses.js';
 import { createStockCounters } from '../src/service/stock-counters.js';
 import { createCatalog } from '../src/catalog/catalog.js';
 import { connectDb } from '../src/db/client.js';
@@ -32,7 +33,7 @@ describe('when Redis and Postgres are unreachable', () => {
     const catalog = createCatalog({ queue, store: createItemsStore(db.db), stockRows: createStockRows(db.sql), counters: createStockCounters({ redis, prefix: 'x:', clock: systemClock, items: queue.items }), gates: createGateStore(redis, 'x:', systemClock), handlers, clock: systemClock, log, autoCap: 10 });
     const app = createApp({
       series: createSeriesStore(redis, 'x:', systemClock),
-      inviteUses: createInviteUses(redis, 'x:'),
+      inviteUses: createInviteUses(redis, 'x:', createInviteUseRows(db.sql)),
       queue, catalog, handlers, metrics: createMetrics(), log,
       keys: { service: ['s'], operator: ['o'] },
       bodyLimitBytes: 16384,

@@ -1,6 +1,13 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it, vi } from 'vitest';
+import { startRetention } from '../src/catalog/retention.js';
+import { createInviteUseRows } from '../src/db/invite-uses.js';
+import { createLogger } from '../src/kernel/logger.js';
+import { itemKeys } from '../src/redis/keys.js';
+import { createLedgerFeed } from '../src/service/outcome-ledger-feed.js';
+import { startLedger } from '../src/service/outcome-ledger.js';
 import { SERVICE, testApp } from './support/app.js';
+import { keysMatching, unlinkPrefix } from './support/redis.js';
 
 const t = await testApp();
 
@@ -131,5 +138,135 @@ describe('invites and proof of work', () => {
     const retried = await call('POST', '/v1/join', { invite: mine, pow }, null);
     expect(retried.status).toBe(202);
     expect(retried.body.userId).toBe('early');
+  });
+});
+
+const HOUR = 3600_000;
+const DAY = 24 * HOUR;
+
+describe('invites stay single-use when Redis loses their use', () => {
+  it('answers concurrent first uses of one invite with one ticket, recorded once', async () => {
+    const { call } = t.build();
+    const item = t.uniqueItem();
+    await call('PUT', `/v1/items/${item}`, { handler: 'external' });
+    const inv = (await call('POST', `/v1/items/${item}/invites`, { userId: 'u-twice' }, SERVICE)).body.invite as string;
+    const res = await Promise.all(Array.from({ length: 4 }, () => call('POST', '/v1/join', { invite: inv }, null)));
+    expect(new Set(res.map((r) => r.body.ticketId)).size).toBe(1);
+    expect(res.filter((r) => r.status === 202).length).toBeLessThanOrEqual(1);
+    expect(await t.db.sql`select 1 from invite_uses where item_id = ${item}`).toHaveLength(1);
+  });
+
+  /** The outcome ledger's rounds (the daemon runs them every 250 ms): ended tickets into ticket_outcomes. */
+  async function drainLedger(built: ReturnType<typeof t.build>) {
+    const ledger = startLedger(
+      { queue: built.queue, feed: createLedgerFeed(t.redis, built.prefix, 'invites-test'), sql: t.db.sql, log: createLogger('silent'), metrics: built.metrics },
+      { everyMs: 3_600_000, batch: 100, busyElu: 1, maxDeferMs: 0 },
+    );
+    try {
+      await ledger.drain();
+      await ledger.drain();
+    } finally {
+      await ledger.stop();
+    }
+  }
+
+  it('answers the first ticket, never a new one, after retention removed the ended item and it was made again', async () => {
+    const clock = t.manualClock(Date.now());
+    const built = t.build({ clock });
+    const { call, queue, store } = built;
+    const item = t.uniqueItem();
+    await call('PUT', `/v1/items/${item}`, { handler: 'external' });
+    // An invite of 7 days, used on day 1.
+    const inv = (await call('POST', `/v1/items/${item}/invites`, { userId: 'u-week', ttlMs: 7 * DAY }, SERVICE)).body.invite as string;
+    const first = await call('POST', '/v1/join', { invite: inv }, null);
+    expect(first.status).toBe(202);
+    // The sale ends (its waiting ticket with it) and the ledger keeps the ticket's end.
+    expect((await call('DELETE', `/v1/items/${item}`)).status).toBe(200);
+    const ended = (await call('GET', `/v1/tickets/${first.body.ticketId}`, undefined, null)).body;
+    expect(ended.state).not.toBe('waiting');
+    await drainLedger(built);
+    await t.redis.del(itemKeys(built.prefix, item).done); // (acknowledged: retention waits for none left)
+    // Day 2: retention removes the ended item's keys, the invite's use with them.
+    clock.advance(DAY + HOUR);
+    const retention = startRetention({ queue, store, clock, log: createLogger('silent') }, { everyMs: 3_600_000, retentionMs: DAY });
+    try {
+      await retention.round();
+    } finally {
+      await retention.stop();
+    }
+    expect(await keysMatching(t.redis, `${built.prefix}{${item}}:*`)).toEqual([]);
+    // Day 3: the operator makes the item again; it keeps its secret, so the invite still verifies.
+    clock.advance(DAY);
+    expect((await call('PUT', `/v1/items/${item}`, { handler: 'external' })).status).toBe(201);
+    const again = await call('POST', '/v1/join', { invite: inv }, null);
+    expect(again.status).toBe(200);
+    expect(again.body).toMatchObject({ ticketId: first.body.ticketId, userId: 'u-week', state: ended.state, outcome: ended.outcome });
+    expect(again.headers.get('location')).toBeNull();
+    expect((await call('GET', `/v1/items/${item}`)).body.counts.waiting).toBe(0);
+    // Answered from Redis's copy from then on, still the same ticket.
+    expect((await call('POST', '/v1/join', { invite: inv }, null)).body.ticketId).toBe(first.body.ticketId);
+  });
+
+  it('answers the same ticket id after Redis lost its data and the item was restored, never 202', async () => {
+    const built = t.build();
+    const { call, catalog } = built;
+    const item = t.uniqueItem();
+    await call('PUT', `/v1/items/${item}`, { handler: 'external', gate: { mode: 'closed' } });
+    const invite = async (u: string) => (await call('POST', `/v1/items/${item}/invites`, { userId: u, ttlMs: DAY }, SERVICE)).body.invite as string;
+    const left = await invite('u-left');
+    const waits = await invite('u-waits');
+    const a = await call('POST', '/v1/join', { invite: left }, null);
+    const b = await call('POST', '/v1/join', { invite: waits }, null);
+    expect([a.status, b.status]).toEqual([202, 202]);
+    // u-left leaves the line; the ledger keeps that end. u-waits is still waiting at the loss.
+    expect((await call('DELETE', `/v1/tickets/${a.body.ticketId}`, undefined, null)).status).toBe(200);
+    await drainLedger(built);
+    // Redis loses everything of this daemon's; the daemon's loss check puts the item back from Postgres.
+    await unlinkPrefix(t.redis, built.prefix);
+    expect(await catalog.restoreIfLost()).toBeGreaterThan(0);
+    expect((await call('GET', `/v1/items/${item}`)).status).toBe(200);
+
+    const againA = await call('POST', '/v1/join', { invite: left }, null);
+    expect(againA.status).toBe(200);
+    expect(againA.body).toMatchObject({ ticketId: a.body.ticketId, userId: 'u-left', state: 'cancelled' });
+    // The waiting ticket's state went with Redis and Postgres holds none of it: its invite answers
+    // as the ticket's own URL does (404), and makes no other ticket.
+    expect((await call('GET', `/v1/tickets/${b.body.ticketId}`, undefined, null)).status).toBe(404);
+    const againB = await call('POST', '/v1/join', { invite: waits }, null);
+    expect(againB.status).toBe(404);
+    expect(againB.body.error.code).toBe('ticket_not_found');
+    expect((await call('GET', `/v1/items/${item}`)).body.counts.waiting).toBe(0);
+    // Postgres keeps the use, but never the ticket id itself (a bearer capability: sealed by the invite).
+    const kept = await t.db.sql`select ticket_sealed from invite_uses where item_id = ${item}`;
+    expect(kept).toHaveLength(2);
+    for (const r of kept) for (const id of [a.body.ticketId, b.body.ticketId]) expect(JSON.stringify(r)).not.toContain(id);
+    // The use is back in Redis: a repeat costs no query.
+    expect(await t.redis.get(itemKeys(built.prefix, item).invite(JSON.parse(Buffer.from(left.split('.')[0], 'base64url').toString()).n))).toBe(a.body.ticketId);
+  });
+
+  it("deletes an expired invite's use in retention's round, and the invite is refused expired", async () => {
+    const clock = t.manualClock(Date.now());
+    const built = t.build({ clock });
+    const { call, queue, store } = built;
+    const item = t.uniqueItem();
+    await call('PUT', `/v1/items/${item}`, { handler: 'external' });
+    const inv = (await call('POST', `/v1/items/${item}/invites`, { userId: 'u-brief', ttlMs: 5000 }, SERVICE)).body.invite as string;
+    expect((await call('POST', '/v1/join', { invite: inv }, null)).status).toBe(202);
+    const rows = () => t.db.sql`select 1 from invite_uses where item_id = ${item}`;
+    expect(await rows()).toHaveLength(1);
+    const rows0 = createInviteUseRows(t.db.sql);
+    const retention = startRetention({ queue, store, clock, log: createLogger('silent'), purgeInviteUses: (now) => rows0.purge(now) }, { everyMs: 3_600_000, retentionMs: DAY });
+    try {
+      await retention.round();
+      expect(await rows()).toHaveLength(1);
+      clock.advance(5000 + 60_000);
+      await retention.round();
+      expect(await rows()).toHaveLength(0);
+    } finally {
+      await retention.stop();
+    }
+    await unlinkPrefix(t.redis, built.prefix);
+    const late = await call('POST', '/v1/join', { invite: inv }, null);
+    expect(late.status).toBe(403);
   });
 });

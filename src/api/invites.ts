@@ -2,9 +2,12 @@ import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypt
 
 /**
  * Invites and proof-of-work challenges: `<base64url(JSON)>.<base64url(128-bit HMAC)>`, signed
- * with the item's secret (256 random bits kept in Redis, the same key that signs ticket ids, under
- * a different label), so every daemon can check what any daemon issued, and re-creating an item
- * voids what was issued for the old one.
+ * with the item's secret (256 random bits, the same key that signs ticket ids, under a different
+ * label), so every daemon can check what any daemon issued. The secret is kept in Postgres with
+ * the item (drizzle/0016) and outlives Redis's data: an item restored after a flush, or made again
+ * after retention removed it, keeps it, so an invite issued before still verifies until it expires
+ * (up to 7 days). Re-creating an item does not void its invites. What keeps an invite single-use
+ * across such losses is its use, recorded in Postgres (access/invite-uses.ts, drizzle/0020).
  *
  *   invite    { i: itemId, u: userId, e: expiry ms, n: nonce }
  *   challenge { i: itemId, e: expiry ms, n: nonce, d: difficulty }

@@ -12,13 +12,20 @@ import type { ItemSnapshot } from '../queue/snapshot.js';
  * claims, outcomes, audit). Postgres first: an item marked archived whose keys are still there is
  * removed on the next round; the reverse (keys gone, row not marked) would be restored at start.
  * Ticket ids of a removed item are answered from Postgres from then on (queue/lost-tickets.ts).
+ * Each round also deletes the Postgres rows of invites' uses whose invites have expired
+ * (`purgeInviteUses`, access/invite-uses.ts), which nothing else ends.
  */
-export function startRetention(deps: { queue: Pick<Line, 'items' | 'definitions'>; store: Pick<ItemsStore, 'archive'>; clock: Clock; log: Logger }, opts: { everyMs: number; retentionMs: number }) {
+export function startRetention(
+  deps: { queue: Pick<Line, 'items' | 'definitions'>; store: Pick<ItemsStore, 'archive'>; clock: Clock; log: Logger; purgeInviteUses?: (nowMs: number) => Promise<number> },
+  opts: { everyMs: number; retentionMs: number },
+) {
   /** Ended (closed or sold out) longer ago than the retention time. */
   const due = (s: ItemSnapshot | undefined, now: number): s is ItemSnapshot & { endedAt: number } =>
     !!s && s.endedAt !== null && (s.closed || s.soldOut) && now - s.endedAt >= opts.retentionMs;
   async function round() {
     const now = deps.clock.now();
+    // (A failure here holds up no item's removal.)
+    if (deps.purgeInviteUses) await deps.purgeInviteUses(now).catch((err) => deps.log.warn({ err: String(err) }, 'expired invite uses not deleted'));
     // An idle item is judged from the view this daemon holds (no Redis call); one it is about to
     // remove is read again first.
     const held = await deps.queue.items.heldViews();

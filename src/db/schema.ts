@@ -203,3 +203,21 @@ export const userBlocks = pgTable(
   },
   (t) => [primaryKey({ columns: [t.scope, t.userId] })],
 );
+
+/**
+ * Each invite's use (drizzle/0020): the ticket its first use made, until a minute after the
+ * invite expires. Redis's copy under the item went with a flush or with retention, while the
+ * item's secret, kept here, still verified the invite.
+ */
+export const inviteUses = pgTable(
+  'invite_uses',
+  {
+    itemId: text('item_id').notNull(),
+    nonce: text('nonce').notNull(),
+    /** The ticket id, sealed with a key only the invite gives (access/invite-uses.ts). */
+    ticketSealed: text('ticket_sealed').notNull(),
+    expiresAt: timestamp('expires_at', { withTimezone: true, mode: 'date' }).notNull(),
+    createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+  },
+  (t) => [primaryKey({ columns: [t.itemId, t.nonce] }), index('invite_uses_expires_at').on(t.expiresAt)],
+);

@@ -32,7 +32,7 @@
  *   <p>{item}:series    zset  one point per second for the console (score = unix second), ~16 min kept
  *   <p>{item}:wait      zset  (split items) waiting local seq → join number, in one sub-line (see below)
  *   <p>{item}:alock     string (split items) the daemon admitting the item now (a short lease)
- *   <p>{item}:inv:<n>   string ticket id an invite made (single use), until the invite expires
+ *   <p>{item}:inv:<n>   string ticket id an invite made (single use), until the invite expires (a copy of Postgres's invite_uses row)
  *   <p>{item}:ch:<n>    string a proof-of-work challenge that was used (single use), 2 min
  *   <p>items            set   every item id (keys without a hash tag)
  *   <p>items:ver        string bumped whenever the set changes: daemons reload their copy of it

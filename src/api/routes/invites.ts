@@ -28,7 +28,8 @@ const refused = (reason: 'invite_invalid' | 'invite_expired') =>
  * item; the invite page (/join/{itemId}) joins with it, after a proof of work where the item asks
  * for one. A second use of an invite answers the ticket the first use made (200), whatever the
  * ticket's state; a forged or expired invite is `403 forbidden` (details.reason), a missing or wrong
- * solution `403 pow_required`.
+ * solution `403 pow_required`. The use is kept in Postgres (access/invite-uses.ts), so neither a
+ * Redis loss nor an item removed by retention and made again lets an invite join twice.
  */
 export function inviteRoutes(ctx: ApiContext) {
   const app = new OpenAPIHono<AuthEnv>({ defaultHook: ctx.defaultHook });
@@ -90,7 +91,10 @@ export function inviteRoutes(ctx: ApiContext) {
       const item = valid ? await queue.items.item(claims!.i) : null;
       if (!valid || !item || !verify(item.snap.secret, 'invite', body.invite)) throw refused('invite_invalid');
       const { i: itemId, u: userId, e, n } = claims!;
-      const used = await ctx.inviteUses.ticketOf(itemId, n);
+      // The ticket of an earlier use, whatever became of it; one Redis lost (a flush, retention's
+      // removal of the ended item) is answered from Postgres as its own URL answers it (200 with its
+      // end, else 404): the invite never makes another.
+      const used = await ctx.inviteUses.ticketOf(body.invite, itemId, n, e, now());
       if (used) return c.json((await present(await queue.tickets.status(used))) as z.infer<typeof TicketView>, 200);
       if (e <= now()) throw refused('invite_expired');
       const difficulty = item.snap.def.pow?.difficulty ?? 0;
@@ -104,7 +108,8 @@ export function inviteRoutes(ctx: ApiContext) {
       const held = ctx.admitHold();
       if (held) await held;
       const { created, ticket } = await queue.tickets.join(itemId, userId, null);
-      const ticketId = await ctx.inviteUses.claim(itemId, n, ticket.ticketId, e - now() + 60_000);
+      // Kept (Postgres, then Redis) before the ticket is answered: a repeat after any loss finds it.
+      const ticketId = await ctx.inviteUses.claim(body.invite, itemId, n, ticket.ticketId, e, now());
       if (ticketId !== ticket.ticketId) return c.json((await present(await queue.tickets.status(ticketId))) as z.infer<typeof TicketView>, 200);
       // As a join answers (join.ts): Location on a new ticket only; the one the user held may carry its token by now.
       if (!created) return c.json((await present(ticket)) as z.infer<typeof TicketView>, 200);
