@@ -67,6 +67,7 @@ import { createTokens, type Tokens } from './tokens/tokens.js';
 import { startSeriesRecorder } from './scheduler/series-recorder.js';
 import type { ItemGaugeView } from './kernel/item-gauges.js';
 import type { CachedItem } from './queue/item-cache.js';
+import { answerClientErrors } from './api/client-errors.js';
 
 export interface Daemon {
   url: string;
@@ -429,7 +430,7 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
   const server: ServerType = await new Promise((resolve) => {
     // The flood's poll and join are answered before the app is asked (api/hot-poll.ts, hot-join.ts).
     const createServer = ((opts: ServerOptions, listener: RequestListener) =>
-      createHttpServer(opts, (req, res) => {
+      answerClientErrors(createHttpServer(opts, (req, res) => {
         // Stopping: this answer is the connection's last (`Connection: close`), so the client's
         // next call goes to a daemon that stays.
         if (draining) res.shouldKeepAlive = false;
@@ -439,7 +440,7 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
         open.add(res);
         res.once('close', () => open.delete(res));
         listener(req, res);
-      })) as typeof createHttpServer;
+      }))) as typeof createHttpServer;
     const s = serve({ fetch: app.fetch, port: config.PORT, hostname: config.HOST, createServer }, () => resolve(s));
   });
   const address = server.address();

@@ -1,0 +1,54 @@
+import net from 'node:net';
+import { describe, expect, it } from 'vitest';
+import { inProcessDaemon } from './support/daemon-inproc.js';
+import { testDb } from './support/db.js';
+import { testRedis } from './support/redis.js';
+
+/**
+ * What Node's HTTP parser refuses before any handler sees it (api/client-errors.ts): answered with
+ * the contract's JSON error, not Node's bare status line, and the daemon goes on serving.
+ */
+const { newPrefix } = testRedis();
+const db = await testDb();
+const { daemon } = await inProcessDaemon({ prefix: newPrefix(), databaseUrl: db.url });
+
+/** One raw exchange: every byte until the server closes (or 5 s). */
+function raw(request: string) {
+  const url = new URL(daemon.url);
+  const sock = net.connect(Number(url.port), url.hostname);
+  sock.write(request.replaceAll('HOST', url.host));
+  let text = '';
+  sock.setEncoding('utf8');
+  sock.on('data', (s: string) => (text += s));
+  return new Promise<string>((resolve) => {
+    const timer = setTimeout(() => (sock.destroy(), resolve(text)), 5000);
+    sock.on('close', () => (clearTimeout(timer), resolve(text)));
+    sock.on('error', () => {});
+  });
+}
+
+const parts = (text: string) => {
+  const [head, body] = text.split('\r\n\r\n');
+  return { status: head!.split(' ')[1], head: head!, body: JSON.parse(body!) as { error: { code: string; message: string } } };
+};
+
+describe('requests the HTTP parser refuses', () => {
+  it.each([
+    ['an unknown method', 'FOO /v1/items HTTP/1.1\r\nHost: HOST\r\n\r\n'],
+    ['a header line with no colon', 'GET /healthz HTTP/1.1\r\nHost: HOST\r\nBad Header\r\n\r\n'],
+    ['a malformed request line', 'GET\r\n\r\n'],
+  ])('%s: 400 with the JSON error, then the connection closes', async (_, request) => {
+    const got = parts(await raw(request));
+    // (Before: Node's bare "HTTP/1.1 400 Bad Request" with no body.)
+    expect(got.status).toBe('400');
+    expect(got.head).toMatch(/content-type: application\/json/i);
+    expect(got.body.error.code).toBe('invalid_request');
+  });
+
+  it('headers past the limit: 431 with the JSON error; the daemon then answers as before', async () => {
+    const got = parts(await raw(`GET /healthz HTTP/1.1\r\nHost: HOST\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`));
+    expect(got.status).toBe('431');
+    expect(got.body.error.code).toBe('invalid_request');
+    expect((await fetch(`${daemon.url}/healthz`)).status).toBe(200);
+  });
+});
