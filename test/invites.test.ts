@@ -4,9 +4,8 @@ import { startRetention } from '../src/catalog/retention.js';
 import { createInviteUseRows } from '../src/db/invite-uses.js';
 import { createLogger } from '../src/kernel/logger.js';
 import { itemKeys } from '../src/redis/keys.js';
-import { createLedgerFeed } from '../src/service/outcome-ledger-feed.js';
-import { startLedger } from '../src/service/outcome-ledger.js';
 import { SERVICE, testApp } from './support/app.js';
+import { drainLedger } from './support/ledger.js';
 import { keysMatching, unlinkPrefix } from './support/redis.js';
 
 const t = await testApp();
@@ -157,18 +156,8 @@ describe('invites stay single-use when Redis loses their use', () => {
   });
 
   /** The outcome ledger's rounds (the daemon runs them every 250 ms): ended tickets into ticket_outcomes. */
-  async function drainLedger(built: ReturnType<typeof t.build>) {
-    const ledger = startLedger(
-      { queue: built.queue, feed: createLedgerFeed(t.redis, built.prefix, 'invites-test'), sql: t.db.sql, log: createLogger('silent'), metrics: built.metrics },
-      { everyMs: 3_600_000, batch: 100, busyElu: 1, maxDeferMs: 0 },
-    );
-    try {
-      await ledger.drain();
-      await ledger.drain();
-    } finally {
-      await ledger.stop();
-    }
-  }
+  const drainBuilt = (built: ReturnType<typeof t.build>) =>
+    drainLedger({ queue: built.queue, redis: t.redis, prefix: built.prefix, sql: t.db.sql, metrics: built.metrics, consumer: 'invites-test' });
 
   it('answers the first ticket, never a new one, after retention removed the ended item and it was made again', async () => {
     const clock = t.manualClock(Date.now());
@@ -184,7 +173,7 @@ describe('invites stay single-use when Redis loses their use', () => {
     expect((await call('DELETE', `/v1/items/${item}`)).status).toBe(200);
     const ended = (await call('GET', `/v1/tickets/${first.body.ticketId}`, undefined, null)).body;
     expect(ended.state).not.toBe('waiting');
-    await drainLedger(built);
+    await drainBuilt(built);
     await t.redis.del(itemKeys(built.prefix, item).done); // (acknowledged: retention waits for none left)
     // Day 2: retention removes the ended item's keys, the invite's use with them.
     clock.advance(DAY + HOUR);
@@ -220,7 +209,7 @@ describe('invites stay single-use when Redis loses their use', () => {
     expect([a.status, b.status]).toEqual([202, 202]);
     // u-left leaves the line; the ledger keeps that end. u-waits is still waiting at the loss.
     expect((await call('DELETE', `/v1/tickets/${a.body.ticketId}`, undefined, null)).status).toBe(200);
-    await drainLedger(built);
+    await drainBuilt(built);
     // Redis loses everything of this daemon's; the daemon's loss check puts the item back from Postgres.
     await unlinkPrefix(t.redis, built.prefix);
     expect(await catalog.restoreIfLost()).toBeGreaterThan(0);

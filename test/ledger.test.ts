@@ -7,6 +7,7 @@ import { itemKeys } from '../src/redis/keys.js';
 import { createLedgerFeed } from '../src/service/outcome-ledger-feed.js';
 import { startLedger } from '../src/service/outcome-ledger.js';
 import { SERVICE, testApp } from './support/app.js';
+import { drainLedger } from './support/ledger.js';
 
 const t = await testApp();
 
@@ -28,17 +29,7 @@ describe('the outcome ledger', () => {
     const ticketsB = await settleAll(b, 2, () => ({ leaseId: '', status: 'succeeded', result: { ok: 2 } }));
     await t.redis.xadd(itemKeys(prefix, b).done, '*', 's', '999', 'o', '{not json');
 
-    const feed = createLedgerFeed(t.redis, prefix, 'ledger-test');
-    const ledger = startLedger(
-      { queue, feed, sql: t.db.sql, log: createLogger('silent'), metrics },
-      { everyMs: 3_600_000, batch: 100, busyElu: 1, maxDeferMs: 0 },
-    );
-    try {
-      await ledger.drain();
-      await ledger.drain();
-    } finally {
-      await ledger.stop();
-    }
+    await drainLedger({ queue, redis: t.redis, prefix, sql: t.db.sql, metrics, consumer: 'ledger-test' });
 
     const rows = await t.db.sql`select ticket_id, item_id, status from ticket_outcomes where item_id in (${a}, ${b})`;
     expect(new Set(rows.map((r) => r.ticket_id))).toEqual(new Set([...ticketsA.slice(1), ...ticketsB].map(ticketRef)));
