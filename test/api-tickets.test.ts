@@ -90,6 +90,22 @@ describe('tickets through the API', () => {
     expect(rejoin.status).toBe(202);
   });
 
+  it('answers a poll after a refused cancel with the ticket as the refusal found it, not the cached view from before its turn came', async () => {
+    // A cached view young enough to answer polls (cacheMs) still shows the ticket waiting after
+    // its pull; the cancel's 409 says it is not. The poll that follows (the waiting page's, to show
+    // why) must not say "waiting" again.
+    const clock = t.manualClock();
+    const { call } = t.build({ clock, cacheMs: 5000 });
+    await call('PUT', '/v1/items/a', { handler: 'external', gate: { mode: 'manual', rate: 1000 } });
+    const a = (await join(call, 'a', 'u1')).body;
+    clock.advance(5001); // the view read before the join is old: the poll reads one that holds it
+    expect((await call('GET', `/v1/tickets/${a.ticketId}`, undefined, null)).body.state).toBe('waiting');
+    expect((await call('POST', '/v1/items/a/pull', { max: 1 }, SERVICE)).body.tickets.map((x: { ticketId: string }) => x.ticketId)).toEqual([a.ticketId]);
+    const c = await call('DELETE', `/v1/tickets/${a.ticketId}`, undefined, null);
+    expect([c.status, c.body.error?.code]).toEqual([409, 'not_cancellable']);
+    expect((await call('GET', `/v1/tickets/${a.ticketId}`, undefined, null)).body.state).toBe('admitted');
+  });
+
   it('holds a cancel, as a poll, while the reconnect hold lasts (admitHold), and cancels once it ends', async () => {
     // The daemon's hold after a Redis reconnect (daemon.ts fence), pending until released.
     let release!: () => void;

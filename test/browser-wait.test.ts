@@ -151,7 +151,7 @@ describe.skipIf(!hasChromium)('the waiting page in Chromium', () => {
     expect((await call('GET', `/v1/tickets/${mine}`, undefined, null)).body.state).toBe('waiting');
     await page.click('#leave');
     await expect.poll(() => page.textContent('#leave-note')).toBe('You can no longer leave the line: your turn has already begun, and its result will be shown here.');
-    await expect.poll(() => page.textContent('#status')).toBe('It is your turn! Placing your order…');
+    await expect.poll(() => page.textContent('#status'), { timeout: 10_000 }).toBe('It is your turn! Placing your order…');
     expect(await page.isHidden('#leave')).toBe(true);
     expect((await call('GET', `/v1/tickets/${mine}`, undefined, null)).body.state).toBe('admitted');
     await page.close();

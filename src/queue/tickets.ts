@@ -247,6 +247,9 @@ export function createTickets(deps: TicketsDeps): Tickets {
         // Cancelling a cancelled ticket again (a client retrying after a lost answer) is no error.
         const view = await reader.read(ticketId, item, seq);
         if (view.state === 'cancelled') return view;
+        // The cached view (up to FLOODGATE_CACHE_MS old) may still place the ticket in the line:
+        // the poll that follows the refusal (the waiting page's, to show why) must not say it waits.
+        items.invalidate(itemId);
         fail('not_cancellable', 'Only a waiting ticket can be cancelled.');
       }
       item.cancelled.add(seq);
