@@ -10,9 +10,11 @@
 // (src/kernel/package-root.ts). Written to a temporary name and renamed, so daemons started
 // together from one checkout never run a half-written file.
 import { build } from 'esbuild';
-// The Postgres driver's mend (scripts/patch-postgres.mjs) before it is bundled, also where the
-// install ran without scripts (--ignore-scripts, a cached layer): it is quiet when already done.
+// The Postgres and Redis drivers' mends (scripts/patch-postgres.mjs, scripts/patch-ioredis.mjs)
+// before they are bundled, also where the install ran without scripts (--ignore-scripts, a cached
+// layer): they are quiet when already done.
 await import('./patch-postgres.mjs');
+await import('./patch-ioredis.mjs');
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';

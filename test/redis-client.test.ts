@@ -100,4 +100,35 @@ describe("the API's Redis connection", () => {
       admit.disconnect();
     }
   });
+  it('fails a command its auto-pipeline answered no reply for, and gives the others theirs, without an uncaught exception (redis/ioredis#1931, mended at install)', async () => {
+    // What the defect needs, made on purpose: a pipeline whose answer lacks the last command's
+    // reply (seen once while a cluster's slots moved). Before scripts/patch-ioredis.mjs, spreading
+    // the missing reply threw where nobody could catch it (the daemon exits on that) and the
+    // command's promise never settled.
+    const client = api as unknown as Redis;
+    const pipeline = client.pipeline.bind(client);
+    const uncaught: unknown[] = [];
+    const onUncaught = (err: unknown) => uncaught.push(err);
+    process.on('uncaughtException', onUncaught);
+    client.pipeline = ((...args: Parameters<Redis['pipeline']>) => {
+      client.pipeline = pipeline;
+      const p = pipeline(...args);
+      const exec = p.exec.bind(p);
+      p.exec = ((cb?: (err: Error | null, res?: [Error | null, unknown][] | null) => void) =>
+        exec((err, res) => cb?.(err, res ? res.slice(0, -1) : res))) as typeof p.exec;
+      return p;
+    }) as Redis['pipeline'];
+    try {
+      const [set, get, last] = await Promise.allSettled([client.set(`${prefix}ap`, 'v'), client.get(`${prefix}ap`), client.echo('last')]);
+      expect(set).toEqual({ status: 'fulfilled', value: 'OK' });
+      expect(get).toEqual({ status: 'fulfilled', value: 'v' });
+      expect(last.status).toBe('rejected');
+      expect(String((last as PromiseRejectedResult).reason)).toMatch(/no reply for this command/);
+      await new Promise((r) => setImmediate(r));
+      expect(uncaught).toEqual([]);
+    } finally {
+      client.pipeline = pipeline;
+      process.off('uncaughtException', onUncaught);
+    }
+  });
 });
