@@ -115,7 +115,7 @@ describe("the API's Redis connection", () => {
       const p = pipeline(...args);
       const exec = p.exec.bind(p);
       p.exec = ((cb?: (err: Error | null, res?: [Error | null, unknown][] | null) => void) =>
-        exec((err, res) => cb?.(err, res ? res.slice(0, -1) : res))) as typeof p.exec;
+        exec((err, res) => cb?.(err ?? null, res ? res.slice(0, -1) : res))) as typeof p.exec;
       return p;
     }) as Redis['pipeline'];
     try {

@@ -147,7 +147,14 @@ describe('stock at admission', () => {
     await run(scripts.settle, 'st', now, {}, [1, first[5], 'rejected', '{"status":"rejected","reason":"x"}', '0', '1', '']);
     const third = await admit();
     expect(third.slice(0, 3)).toEqual([0, 1, 3]);
-    expect(await run(scripts.takeStock, 'st', now, {}, [3, 4])).toEqual([0, 1, 0]);
+    expect(await run(scripts.takeStock, 'st', now, {}, [3, 4])).toEqual([0, 1, -1]);
+    // Ticket 2 sells and ends; the outcome ledger's ack drops its unit marker. A run of it that
+    // stalled and goes on now takes no unit (it took a fresh one, which nobody gave back), nor
+    // does ticket 1, ended without a sale, nor 4, still waiting; the admitted 3 keeps its own.
+    await run(scripts.settle, 'st', now, {}, [2, 'forced', 'succeeded', '{"status":"succeeded"}', '0', '1', '']);
+    await t.redis.hdel(itemKeys(prefix, 'st').taken, '2');
+    await t.redis.hset(itemKeys(prefix, 'st').stock, 's0', 1);
+    expect(await run(scripts.takeStock, 'st', now, {}, [2, 1, 4, 3])).toEqual([1, -1, -1, -1, 1]);
   });
 });
 

@@ -129,7 +129,7 @@ export interface SplitLine {
   /** cancel-9.lua on the ticket's sub-line: 1 cancelled, -1 not found, -2 not cancellable. */
   cancel(item: SplitItem, seq: number, outcome: string, record: string): Promise<number>;
   /** take-stock-2.lua on each ticket's sub-line (a ticket admitted with a unit finds it taken); `left` over every sub-line. */
-  takeStock(item: SplitItem, seqs: number[]): Promise<{ taken: boolean[]; left: number }>;
+  takeStock(item: SplitItem, seqs: number[]): Promise<{ taken: boolean[]; ended: boolean[]; left: number }>;
   /** refund-stock-2.lua on the ticket's sub-line. */
   refundStock(item: SplitItem, seq: number, forfeit: boolean): Promise<boolean>;
   /**
@@ -373,13 +373,17 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
 
     async takeStock(item, seqs) {
       const taken: boolean[] = new Array(seqs.length);
+      const ended: boolean[] = new Array(seqs.length);
       await Promise.all(
         bySubLine(item, seqs.map((seq) => ({ seq }))).map(async ([k, g]) => {
           const [, ...t] = (await run(scripts.takeStock, tag(item, k), clock.now(), {}, g.map((x) => x.local))) as number[];
-          t.forEach((v, j) => (taken[g[j].i] = v === 1));
+          t.forEach((v, j) => {
+            taken[g[j].i] = v === 1;
+            ended[g[j].i] = v === -1;
+          });
         }),
       );
-      return { taken, left: await this.unitsLeft(item) };
+      return { taken, ended, left: await this.unitsLeft(item) };
     },
 
     async refundStock(item, seq, forfeit) {

@@ -72,8 +72,12 @@ export class RequeueError extends Error {
 
 /** An item's Redis stock counter, one ticket at a time (calls are coalesced underneath). */
 export interface UnitStock {
-  /** Takes one unit for the ticket (idempotent per ticket); `left` counts all shards afterwards. */
-  take(itemId: string, seq: number): Promise<{ taken: boolean; left: number }>;
+  /**
+   * Takes one unit for the ticket (idempotent per ticket); `left` counts all shards afterwards.
+   * `ended`: the ticket is no longer admitted (another run ended it, or it is back in the line):
+   * nothing was taken, and this run must not sell.
+   */
+  take(itemId: string, seq: number): Promise<{ taken: boolean; ended: boolean; left: number }>;
   /** Gives the ticket's unit back (idempotent). */
   refund(itemId: string, seq: number): Promise<boolean>;
   /** Drops the ticket's unit without giving it back (Postgres had none for it: the counter was over). */

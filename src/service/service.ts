@@ -52,7 +52,7 @@ export function createService(deps: ServiceDeps) {
       (u: Unit) => u.itemId,
       async (itemId, units) => {
         const r = await stock.take(itemId, units.map((u) => u.seq));
-        return r.taken.map((taken) => ({ taken, left: r.left }));
+        return r.taken.map((taken, i) => ({ taken, ended: r.ended[i], left: r.left }));
       },
     ),
     redisOpts,

@@ -11,8 +11,11 @@ import { createScriptRunner, scripts } from '../redis/scripts.js';
  * back whenever they end a ticket without a sale or return it to the head).
  */
 export interface StockCounters {
-  /** Takes one unit for each ticket (idempotent per ticket); `left` is what all shards hold after. */
-  take(itemId: string, seqs: number[]): Promise<{ taken: boolean[]; left: number }>;
+  /**
+   * Takes one unit for each ticket (idempotent per ticket); `left` is what all shards hold after.
+   * `ended`: the ticket is no longer admitted (it ended, or is back in the line), and took nothing.
+   */
+  take(itemId: string, seqs: number[]): Promise<{ taken: boolean[]; ended: boolean[]; left: number }>;
   /** Gives the ticket's unit back (idempotent). */
   refund(itemId: string, seq: number): Promise<boolean>;
   /** Drops the ticket's unit without giving it back: Postgres said the counter held one too many. */
@@ -48,7 +51,7 @@ export function createStockCounters(deps: { redis: RedisLike; prefix: string; cl
       const sub = await splitItem(itemId);
       if (sub) return split.takeStock(sub, seqs);
       const [left, ...taken] = (await run(scripts.takeStock, itemId, now(), {}, seqs)) as number[];
-      return { taken: taken.map((t) => t === 1), left };
+      return { taken: taken.map((t) => t === 1), ended: taken.map((t) => t === -1), left };
     },
     refund: (itemId, seq) => refund(itemId, seq, false),
     forfeit: (itemId, seq) => refund(itemId, seq, true),

@@ -13,6 +13,9 @@ import { RequeueError, type HandlerContext, type HandlerTicket } from '../handle
  */
 export async function sellUnit(t: HandlerTicket, ctx: HandlerContext, table: 'orders' | 'coupon_claims', reserveMs?: number): Promise<SaleResult> {
   const took = await ctx.stock.take(t.itemId, t.seq);
+  // A run that stalled and went on after another run of the ticket ended it: it sells nothing
+  // (Postgres would answer the other run's order again) and takes no unit; its settle is refused.
+  if (took.ended) throw Object.assign(new Error('ticket_not_admitted'), { permanent: true });
   if (!took.taken) {
     if (await ctx.confirmSoldOut()) return { kind: 'sold_out', left: 0, reserved: 0 };
     throw new RequeueError('awaiting_returns');
