@@ -106,7 +106,7 @@ describe('webhook security', () => {
     expect(target.seen).toHaveLength(0);
   });
 
-  it('fails an answer over 64 KiB as response_too_large, reading no further than the bound', async () => {
+  it('ends a ticket succeeded, without a result, when its 2xx answer is over 64 KiB or cut short, reading no further than the bound', async () => {
     const big = JSON.stringify({ pad: 'x'.repeat(1024 * 1024) });
     let endless = { written: 0, closed: false };
     const down = await downstream((req, res) => {
@@ -126,14 +126,54 @@ describe('webhook security', () => {
     });
     await call('PUT', '/v1/items/big', { handler: 'webhook', config: { url: down.url, timeoutMs: 20_000 } });
     const views = await Promise.all([settled(await join('big', 'big')), settled(await join('big', 'endless'))]);
+    // The status said the downstream made the order: the user is told so, once (no second call).
     for (const v of views) {
-      expect(v).toMatchObject({ state: 'failed', outcome: { reason: 'response_too_large' } });
+      expect(v).toMatchObject({ state: 'succeeded', outcome: { status: 'succeeded' } });
       expect(v.outcome.result).toBeUndefined();
     }
     expect(down.seen).toHaveLength(2);
     await waitFor(async () => endless.closed, (c) => c);
     expect(endless.closed).toBe(true);
     expect(endless.written).toBeLessThan(256 * 1024 * 1024);
+  });
+
+  it('ends a ticket succeeded when the connection is cut in the middle of its 2xx answer', async () => {
+    const down = await downstream((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': '100' });
+      res.write('{"orderId":');
+      setTimeout(() => res.destroy(), 20);
+    });
+    await call('PUT', '/v1/items/cut-answer', { handler: 'webhook', config: { url: down.url } });
+    const v = await settled(await join('cut-answer', 'u1'));
+    expect(v).toMatchObject({ state: 'succeeded', outcome: { status: 'succeeded' } });
+    expect(down.seen).toHaveLength(1);
+  });
+
+  it("calls again, under the same key, a ticket whose retry is answered 409 while its first call is still being processed, and ends it with that call's answer", async () => {
+    // The first call outlives its 150 ms timeout: the downstream is still making the order when
+    // the retry comes, which it tells 409 (IETF Idempotency-Key draft, Stripe); the order is made
+    // just after, and a call after that is answered what the first call did.
+    const orders = new Map<string, 'processing' | string>();
+    const finish = new Map<string, () => void>();
+    const down = await downstream((req, res) => {
+      const key = String(req.headers['idempotency-key']);
+      const done = orders.get(key);
+      if (done === 'processing') {
+        json(res, 409, '{"error":"request in progress"}');
+        return finish.get(key)!();
+      }
+      if (done) return json(res, 200, done);
+      orders.set(key, 'processing');
+      finish.set(key, () => {
+        orders.set(key, '{"orderId":"A-1"}');
+        if (!res.destroyed) json(res, 200, '{"orderId":"A-1"}');
+      });
+    });
+    await call('PUT', '/v1/items/in-progress', { handler: 'webhook', config: { url: down.url, timeoutMs: 150 } });
+    const v = await settled(await join('in-progress', 'u1'));
+    expect(v).toMatchObject({ state: 'succeeded', outcome: { result: { orderId: 'A-1' } } });
+    expect([...orders.values()]).toEqual(['{"orderId":"A-1"}']);
+    expect(new Set(down.seen.map((r) => r.headers['idempotency-key'])).size).toBe(1);
   });
 
   it('keeps the outcome of an answer Postgres cannot store (NUL, lone surrogate), without the body: the downstream did the work', async () => {

@@ -52,14 +52,14 @@ export function signature(secret: string, body: string, unixSec: number): string
  * can de-duplicate a retried call. The ticket id itself never leaves: it is the user's bearer
  * capability. Redirects are not followed (a redirect would carry the item's headers elsewhere).
  *
- * 2xx → succeeded (the JSON body is the result); 409/422 → rejected; 429 or a 5xx (`http_503`), a
+ * 2xx → succeeded (the JSON body is the result); 409/422 → rejected, but a 409 to a retried call
+ * is a drop (its key's first call is still being processed); 429 or a 5xx (`http_503`), a
  * timeout (`timeout`) or no answer (`connection_refused`, `connection_reset`, `dns_failure`,
  * `connection_error`) → a drop (retried with backoff, then failed); a 429 or 503 with a
  * `Retry-After` the ticket's next call waits out (retryAfterMs). Faults that fail
  * the ticket at once (retrying the same request cannot help): a 3xx (`http_302`), another 4xx
- * (`http_400`) or a body to store over 64 KiB (`response_too_large`). A 2xx/409/422 body that
- * cannot be kept (NUL, a lone surrogate, nested deeper than request bodies may be) leaves the
- * outcome without a result.
+ * (`http_400`). A 2xx/409/422 body that cannot be kept (over 64 KiB, cut short, NUL, a lone
+ * surrogate, nested deeper than request bodies may be) leaves the outcome without a result.
  */
 export const webhook: HandlerSpec = {
   name: 'webhook',
@@ -97,6 +97,16 @@ export const webhook: HandlerSpec = {
     } catch (err) {
       throw noAnswer(err, ctx);
     }
+    // A 409 to a call under a key that went out before (a retry: the first call timed out or lost
+    // its answer) is the Idempotency-Key's "a request with this key is still being processed"
+    // (IETF httpapi-idempotency-key-header; Stripe), not a business "no": the first call may
+    // still make the order. Taken as `rejected`, its user was told no and, joining again under a
+    // new key, bought twice. It is called again under the same key, which then answers what the
+    // first call did. (A ticket admitted again after its lease ran out starts at attempt 1.)
+    if (res.status === 409 && t.attempt > 1) {
+      await res.body?.cancel().catch(() => {});
+      throw new DropError('http_409', retryAfterMs(res.headers));
+    }
     const stored = res.ok || res.status === 409 || res.status === 422;
     if (!stored) {
       await res.body?.cancel().catch(() => {});
@@ -104,12 +114,17 @@ export const webhook: HandlerSpec = {
       if (res.status >= 500) throw new DropError(`http_${res.status}`);
       throw new WebhookRefused(`http_${res.status}`);
     }
-    const result = parseAnswer(await readAnswer(res, ctx));
-    // An answer that cannot be kept (NUL, a lone surrogate, nested deeper than 32) still says what
-    // the downstream did: the outcome stands without the body. Failing it told a user whose order
-    // was made that it failed, and a new ticket of theirs would call again under a new key.
-    const kept = storable(result);
-    if (!kept) ctx.log.warn({ status: res.status }, 'webhook answer not kept (NUL, lone surrogate or too deep); outcome stored without it');
+    // The status says what the downstream did, whatever its body: a body too large to keep, or
+    // cut short (the deadline, a reset), leaves the outcome without a result. Failing it told a
+    // user whose order was made that it failed, and a new ticket of theirs called again under a
+    // new key.
+    const text = await readAnswer(res, ctx);
+    const result = text === null ? null : parseAnswer(text);
+    if (text === null) ctx.log.warn({ status: res.status }, 'webhook answer too large or cut short; outcome stored without it');
+    // An answer that cannot be kept (NUL, a lone surrogate, nested deeper than 32) is stored the
+    // same way.
+    const kept = text !== null && storable(result);
+    if (text !== null && !kept) ctx.log.warn({ status: res.status }, 'webhook answer not kept (NUL, lone surrogate or too deep); outcome stored without it');
     if (res.ok) return kept ? { status: 'succeeded', result } : { status: 'succeeded' };
     return kept ? { status: 'rejected', reason: `http_${res.status}`, result } : { status: 'rejected', reason: `http_${res.status}` };
   },
@@ -146,12 +161,13 @@ function httpDate(value: string): number | undefined {
   return Number.isFinite(at) ? at : undefined;
 }
 
-async function readAnswer(res: Response, ctx: HandlerContext): Promise<string> {
+/** The answer's body, or null when it is over ANSWER_LIMIT or could not be read to its end. */
+async function readAnswer(res: Response, ctx: HandlerContext): Promise<string | null> {
   try {
     return await readBounded(res);
   } catch (err) {
-    if (err instanceof AnswerTooLarge) throw new WebhookRefused('response_too_large');
-    throw noAnswer(err, ctx);
+    if (!(err instanceof AnswerTooLarge)) ctx.log.debug({ reason: noAnswer(err, ctx).reason }, 'webhook answer cut short');
+    return null;
   }
 }
 
@@ -174,7 +190,7 @@ function withoutUserinfo(url: string): string {
   return u.href;
 }
 
-/** A 3xx, a 4xx other than 409/422/429, or an answer that cannot be stored: retrying cannot help. */
+/** A 3xx, or a 4xx other than 409/422/429: retrying cannot help. */
 export class WebhookRefused extends Error {
   readonly permanent = true;
 }
