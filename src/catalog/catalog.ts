@@ -693,7 +693,8 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     // Its blocks (those everywhere it copied from the global set as it was made).
     for (const userId of await store.blockedIn(row.itemId)) await queue.definitions.blocks.set(row.itemId, userId, 'item', true);
     if (row.closedAt) await queue.definitions.cut(row.itemId, 'closed');
-    if (counted && counted.left <= 0) await queue.definitions.cut(row.itemId, 'sold_out');
+    // Units reserved may be released: the item is held (its line stays), as pushStock leaves it.
+    if (counted && counted.left <= 0 && !counted.reserved) await queue.definitions.cut(row.itemId, 'sold_out');
     deps.log.warn({ itemId: row.itemId }, 'item restored from postgres');
     return true;
   }

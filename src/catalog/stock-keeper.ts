@@ -67,7 +67,9 @@ export function stockKeeperRound(deps: StockKeeperDeps) {
       const s = deps.queue.items.peek(itemId)?.snap;
       if (!s || s.stockLeft === null || s.counts.admitted > 0) continue;
       const mark = `${s.incarnation}|${s.seq}|${s.admissions}|${s.counts.succeeded}|${s.counts.rejected}|${s.counts.failed}|${s.stockLeft}`;
-      const stranded = s.stockLeft === 0 && !s.soldOut && !s.closed && s.counts.waiting > 0;
+      // Sold out with units in the counter (a cut after a restock, a reserved unit released after a
+      // cut): only a reconcile clears the flag, whatever Postgres's count says of the counter.
+      const stranded = (s.stockLeft === 0 && !s.soldOut && !s.closed && s.counts.waiting > 0) || (s.soldOut && !s.closed && s.stockLeft > 0);
       const rested = last.get(itemId) === mark;
       last.set(itemId, mark);
       if (!stranded && seen.get(itemId) === mark) continue;
