@@ -77,6 +77,23 @@ describe('the line', () => {
     expect(done).toMatchObject({ state: 'succeeded', outcome: { status: 'succeeded', result: { ok: 1 } } });
   });
 
+  it("does not let a forced 'failed' from a run whose lease ran out end the ticket while the run it was given to since holds a live lease", async () => {
+    const { queue, clock } = setup();
+    await queue.definitions.define(def('a'), null, { reopen: false });
+    await queue.tickets.join('a', 'u1', null);
+    const [stale] = await queue.admissions.admit('a', 1, 1000);
+    clock.advance(1001);
+    expect(await queue.admissions.sweep()).toBe(1);
+    const [live] = await queue.admissions.admit('a', 1, 5000);
+    expect(live.ticketId).toBe(stale.ticketId);
+    // The first run gave up (a timeout on its last attempt) while the second's call goes on.
+    expect(await queue.admissions.settleMany('a', [{ seq: stale.seq, leaseId: stale.leaseId, status: 'failed', reason: 'timeout', force: true }])).toEqual([-2]);
+    expect(await queue.admissions.settleMany('a', [{ seq: stale.seq, leaseId: stale.leaseId, status: 'failed', reason: 'x', retry: true, force: true }])).toEqual([-2]);
+    expect(await queue.tickets.status(live.ticketId)).toMatchObject({ state: 'admitted' });
+    expect(await queue.admissions.settleMany('a', [{ seq: live.seq, leaseId: live.leaseId, status: 'succeeded', result: { orderId: 'A-1' }, force: true }])).toEqual([1]);
+    expect(await queue.tickets.status(live.ticketId)).toMatchObject({ state: 'succeeded', outcome: { result: { orderId: 'A-1' } } });
+  });
+
   it('cancels a waiting ticket, skips it at the head, and ends all waiting tickets on close', async () => {
     const { queue } = setup();
     await queue.definitions.define(def('a'), null, { reopen: false });

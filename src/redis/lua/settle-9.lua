@@ -11,7 +11,8 @@
     returnToHead in _lib),
     force ('1' = owner override: settle an admitted ticket whatever its current lease, also one
     whose lease ran out or that waits in doubt (the job that ran it knows its outcome); used only
-    by in-process workers, whose effects are idempotent; never reachable through the API),
+    by in-process workers, whose effects are idempotent; never reachable through the API; a failed
+    or retry is refused (-2) while another lease of the ticket is live: that run will tell),
     record (the ticket's record without its state char, as the settler knows it; '' = not checked):
     a record that differs is another ticket at the same seq — after a Redis rollback the seq of a
     lost join is taken by the next one — and is not this settle's (-1), forced or not
@@ -44,6 +45,12 @@ local function settleOne(seq, leaseId, status, outcome, retry, force, tail)
     return -2
   end
   if x[1] ~= leaseId and not force then return -2 end
+  -- Forced by a run whose lease another run's has replaced, and that one still live (the ticket
+  -- was given out again after this run's lease ran out, or run again out of doubt): only an answer
+  -- that says what happened stands over it. A drop (`failed` after its attempts: a timeout, a
+  -- lost connection) or a retry says nothing the live run will not say better; taken, it ended
+  -- the ticket `failed` while the live run's webhook call succeeded, whose settle was refused.
+  if force and x[1] and x[1] ~= leaseId and tonumber(x[2] or '0') >= now and (retry or status == 'failed') then return -2 end
   leaseId = x[1] or leaseId
   rcall('ZREM', K.leases, fmt(seq))
   -- A ticket in doubt (holdInDoubt in _lib) waits for its outcome: the holder of its last lease
