@@ -178,7 +178,7 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
     ops: { within: opRevs.within, locked: opRevRows.locked, revs: opRevRows.revs, mark: (scope, rev) => opMarks.set(scope, rev, { top: false }) },
   });
   const reservations = createReservations({ sql: dbHandle.sql, queue, stock, log: log.child({ module: 'reservations' }), onReturned: (itemId) => events.emit('returned', itemId) });
-  return { clock, events, handlers, metrics, pg, memory, queue, stock, stockRows, series, store, gateStore, catalog, opRevs, reservations, lostTickets };
+  return { clock, events, handlers, metrics, pg, memory, queue, stock, stockRows, series, store, gateStore, catalog, opRevs, opLocked: opRevRows.locked, reservations, lostTickets };
 }
 
 export type Modules = ReturnType<typeof wireModules>;
@@ -409,7 +409,7 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
       { everyMs: 1000, graceMs: config.FLOODGATE_DOUBT_GRACE_MS, dispatchLeaseMs: config.FLOODGATE_DISPATCH_LEASE_MS },
     ),
     startRetention(
-      { queue, store, clock, log: log.child({ module: 'retention' }), purgeInviteUses: (nowMs) => (pg.up ? createInviteUseRows(dbHandle.sql).purge(nowMs) : Promise.resolve(0)) },
+      { queue, store, clock, log: log.child({ module: 'retention' }), purgeInviteUses: (nowMs) => (pg.up ? createInviteUseRows(dbHandle.sql).purge(nowMs) : Promise.resolve(0)), locked: core.opLocked },
       { everyMs: 60_000, retentionMs: config.FLOODGATE_ITEM_RETENTION_MS },
     ),
     every(1000, 'redis loss check', restoreLost, log),

@@ -6,6 +6,7 @@ import { createGateStore } from '../src/scheduler/gate-store.js';
 import { createHandlerRegistry } from '../src/service/registry.js';
 import { createStockCounters } from '../src/service/stock-counters.js';
 import { createItemsStore, type ItemsStore } from '../src/db/items-store.js';
+import { createOpRevRows } from '../src/db/op-revs.js';
 import { manualClock } from '../src/kernel/clock.js';
 import { createLogger } from '../src/kernel/logger.js';
 import { createLine } from '../src/queue/line.js';
@@ -120,6 +121,48 @@ describe('retention of ended items', () => {
       await retention.round();
       expect(await keysLeft()).toEqual([]);
       expect(await queue.items.itemIds()).toEqual([]);
+    } finally {
+      await retention.stop();
+    }
+  });
+
+  it("waits for an operator's write of the item in progress (its lock), and keeps an item that write reopened", async () => {
+    const clock = manualClock();
+    const prefix = t.newPrefix();
+    const rows = createOpRevRows(db.sql);
+    // The PUT stops after its Postgres row is written, before Redis hears of it.
+    let pause = false;
+    let resume!: () => void;
+    let atRow!: () => void;
+    const rowWritten = new Promise<void>((r) => (atRow = r));
+    const base = createItemsStore(db.db);
+    const store: ItemsStore = {
+      ...base,
+      upsert: async (row) => {
+        const written = await base.upsert(row);
+        if (pause) await new Promise<void>((r) => ((resume = r), atRow()));
+        return written;
+      },
+    };
+    const { queue, catalog } = daemonOn(prefix, clock, store);
+    const op = { role: 'operator' as const, key: 'o' };
+    await catalog.put('reopen', { handler: 'external' }, op);
+    await catalog.close('reopen');
+    await t.redis.del(itemKeys(prefix, 'reopen').done); // (the ledger drained it)
+    const retention = startRetention({ queue, store: base, clock, log: createLogger('silent'), locked: rows.locked }, { everyMs: 3_600_000, retentionMs: HOUR });
+    try {
+      clock.advance(2 * HOUR);
+      pause = true;
+      const put = rows.locked('reopen', () => catalog.put('reopen', { handler: 'external' }, op));
+      await rowWritten;
+      const round = retention.round();
+      await new Promise((r) => setTimeout(r, 300));
+      resume();
+      expect((await put).item.state).toBe('open');
+      await round;
+      const [row] = await db.sql`select archived_at from items where item_id = 'reopen'`;
+      expect(row.archived_at).toBeNull();
+      expect((await queue.items.item('reopen', { fresh: true }))?.snap.closed).toBe(false);
     } finally {
       await retention.stop();
     }

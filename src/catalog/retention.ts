@@ -16,12 +16,26 @@ import type { ItemSnapshot } from '../queue/snapshot.js';
  * (`purgeInviteUses`, access/invite-uses.ts), which nothing else ends.
  */
 export function startRetention(
-  deps: { queue: Pick<Line, 'items' | 'definitions'>; store: Pick<ItemsStore, 'archive'>; clock: Clock; log: Logger; purgeInviteUses?: (nowMs: number) => Promise<number> },
+  deps: {
+    queue: Pick<Line, 'items' | 'definitions'>;
+    store: Pick<ItemsStore, 'archive'>;
+    clock: Clock;
+    log: Logger;
+    purgeInviteUses?: (nowMs: number) => Promise<number>;
+    /**
+     * Runs `fn` holding the item's operator lock (catalog's ops.locked), which an operator's write
+     * holds too: the check, the archive and the drop are one step against a PUT that reopens or
+     * restocks the item meanwhile (without it, the row was archived and the keys of the item just
+     * defined again dropped: joins 404 for good, the operator told 200).
+     */
+    locked?<T>(scope: string, fn: () => Promise<T>): Promise<T>;
+  },
   opts: { everyMs: number; retentionMs: number },
 ) {
   /** Ended (closed or sold out) longer ago than the retention time. */
   const due = (s: ItemSnapshot | undefined, now: number): s is ItemSnapshot & { endedAt: number } =>
     !!s && s.endedAt !== null && (s.closed || s.soldOut) && now - s.endedAt >= opts.retentionMs;
+  const locked = deps.locked ?? (<T>(_scope: string, fn: () => Promise<T>) => fn());
   async function round() {
     const now = deps.clock.now();
     // (A failure here holds up no item's removal.)
@@ -31,11 +45,13 @@ export function startRetention(
     const held = await deps.queue.items.heldViews();
     for (const itemId of await deps.queue.items.itemIds()) {
       if (!due((held(itemId) ?? (await deps.queue.items.item(itemId)))?.snap, now)) continue;
-      const s = (await deps.queue.items.item(itemId, { fresh: true }))?.snap;
-      if (!s || !due(s, now)) continue;
-      if (s.counts.waiting > 0 || s.counts.admitted > 0) continue;
-      await deps.store.archive(itemId, new Date(now));
-      if (await deps.queue.definitions.drop(itemId)) deps.log.info({ itemId, endedAt: new Date(s.endedAt).toISOString() }, 'ended item removed from redis (retention)');
+      await locked(itemId, async () => {
+        const s = (await deps.queue.items.item(itemId, { fresh: true }))?.snap;
+        if (!s || !due(s, now)) return;
+        if (s.counts.waiting > 0 || s.counts.admitted > 0) return;
+        await deps.store.archive(itemId, new Date(now));
+        if (await deps.queue.definitions.drop(itemId)) deps.log.info({ itemId, endedAt: new Date(s.endedAt).toISOString() }, 'ended item removed from redis (retention)');
+      });
     }
   }
   return { round, ...every(opts.everyMs, 'item retention', round, deps.log) };
