@@ -71,4 +71,25 @@ describe("the outcome ledger's feed (outcome-ledger-feed.ts)", () => {
       conn.disconnect();
     }
   });
+  it("leaves alone the state of the tickets that took its entries' seqs after a Redis loss between the read and the ack", async () => {
+    const { call, queue, prefix } = t.build();
+    const itemId = t.uniqueItem();
+    expect((await call('PUT', `/v1/items/${itemId}`, { handler: 'external' })).status).toBe(201);
+    await call('POST', `/v1/items/${itemId}/tickets`, { userId: 'old' }, SERVICE);
+    for (const g of await queue.admissions.admit(itemId, 1, 30_000)) await queue.admissions.settle(g.ticketId, { leaseId: g.leaseId, status: 'succeeded' });
+    const snap = async () => (await queue.items.item(itemId, { fresh: true }))!.snap;
+    const feed = createLedgerFeed(t.redis, prefix, 'feed-loss');
+    const r = await feed.read(await snap(), 100);
+    expect(r.seqsOf).toEqual([[1]]);
+    // The rows commit slowly; meanwhile Redis loses the item, it is made again, and a new user's
+    // join takes seq 1 with a payload.
+    const k = itemKeys(prefix, itemId);
+    await t.redis.unlink(...(await t.redis.keys(`${k.base}*`)));
+    expect((await call('PUT', `/v1/items/${itemId}`, { handler: 'external' })).status).toBe(201);
+    expect((await call('POST', `/v1/items/${itemId}/tickets`, { userId: 'new', payload: { addressId: 7 } }, SERVICE)).status).toBe(202);
+    await feed.ack(r.snap!.def, r.ids, r.seqsOf);
+    expect(await t.redis.hget(k.payloads, '1')).toBe('{"addressId":7}');
+    const [pulled] = await queue.admissions.admit(itemId, 1, 30_000);
+    expect(pulled).toMatchObject({ userId: 'new', payload: { addressId: 7 } });
+  });
 });

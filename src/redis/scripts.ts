@@ -61,6 +61,7 @@ export const scripts = {
   lead: spec('lead-1', ['leader'], ['me', 'ttlMs']),
   seriesAdd: spec('series-add-1', ['series'], ['second', 'point', 'keep']),
   snapshot: spec('snapshot-4', ['meta', 'ctr', 'gate', 'stock'], []),
+  ackEnded: spec('ack-ended-3', ['done', 'payloads', 'taken'], ['group', 'ttl'], 'id, seqs'),
   // A split item's sub-lines (queue/split-line.ts): join, peek and admit run on a sub-line's keys, the gate on the item's.
   splitNumber: spec('split-number-2', ['ctr', 'blocked'], ['userId']),
   splitJoin: spec('split-join-5', ['meta', 'ctr', 'users', 'wait', 'payloads'], ['userId', 'num', 'payload', 'source']),

@@ -1,5 +1,6 @@
 import type { RedisLike } from '../redis/client.js';
 import { itemKeys, PAGE_SIZE, subLineTag } from '../redis/keys.js';
+import { createScriptRunner, scripts } from '../redis/scripts.js';
 import type { ItemSnapshot } from '../queue/snapshot.js';
 import { ticketRef } from '../kernel/ticket-ref.js';
 import { splitSeq, subLineSeq } from '../queue/split-line.js';
@@ -57,10 +58,13 @@ export interface FeedRead {
   snap: ItemSnapshot | null;
   ids: string[];
   tickets: EndedTicket[];
+  /** The item seqs of the tickets each entry of `ids` stands for (what its ack lets leave Redis). */
+  seqsOf: number[][];
   unreadable: UnreadableEntry[];
 }
 
 export function createLedgerFeed(redis: RedisLike, prefix: string, consumer: string, now: () => number = Date.now) {
+  const { run } = createScriptRunner(redis, prefix);
   const grouped = new Set<string>();
   /** Per stream: ids handed to this consumer and not acknowledged by it yet. */
   const unacked = new Map<string, Set<string>>();
@@ -175,9 +179,9 @@ export function createLedgerFeed(redis: RedisLike, prefix: string, consumer: str
         handed(key, got.map(([id]) => id));
         entries = entries.concat(got);
       }
-      if (!entries.length) return { snap: null, ids: [], tickets: [], unreadable: [] };
+      if (!entries.length) return { snap: null, ids: [], tickets: [], seqsOf: [], unreadable: [] };
       const snap = await snapshot();
-      if (!snap) return { snap: null, ids: [], tickets: [], unreadable: [] };
+      if (!snap) return { snap: null, ids: [], tickets: [], seqsOf: [], unreadable: [] };
       // An entry that cannot be read at all (it throws) must not hold up the others: it is handed
       // back as unreadable, for the ledger to park and acknowledge.
       const unreadable: UnreadableEntry[] = [];
@@ -194,27 +198,24 @@ export function createLedgerFeed(redis: RedisLike, prefix: string, consumer: str
       const upTo = pending === -1 ? entries.length : pending;
       const ids = entries.slice(0, upTo).map(([id]) => id);
       const acked = new Set(ids);
-      return { snap, ids, tickets: (expanded.slice(0, upTo) as EndedTicket[][]).flat(), unreadable: unreadable.filter((u) => acked.has(u.id)) };
+      const upToEntries = expanded.slice(0, upTo) as EndedTicket[][];
+      return { snap, ids, tickets: upToEntries.flat(), seqsOf: upToEntries.map((ts) => ts.map((t) => t.seq)), unreadable: unreadable.filter((u) => acked.has(u.id)) };
     },
     /**
      * Acknowledges entries whose rows are committed, and lets the ended tickets' own state leave
      * Redis: the payload and the unit marker at once, the hash of times and outcome after
      * `stateTtlSec` (a client repeating an outcome write, or polling, within that time is answered
-     * from it; later the ticket's view comes from Postgres). The line's record of the ticket stays
-     * until the item's keys are removed. `ids` and `seqs` (the item's seqs) are those read from
-     * `line`: every key it touches is on that sub-line's tag, so the MULTI stays on one slot.
+     * from it; later the ticket's view comes from Postgres) — only for entries still there to
+     * acknowledge (ack-ended-3.lua: after a flush or a rollback their seqs are other tickets').
+     * The line's record of the ticket stays until the item's keys are removed. `ids` and `seqsOf`
+     * (per entry, the item's seqs: FeedRead.seqsOf) are those read from `line`: every key it
+     * touches is on that sub-line's tag, so the script stays on one slot.
      */
-    async ack(def: { itemId: string; lines?: number }, ids: string[], seqs: number[] = [], stateTtlSec = 600, line = 0) {
+    async ack(def: { itemId: string; lines?: number }, ids: string[], seqsOf: number[][] = [], stateTtlSec = 600, line = 0) {
       if (!ids.length) return;
       const k = lineOf(def, line).keys;
-      const m = redis.multi().xack(k.done, GROUP, ...ids).xdel(k.done, ...ids);
-      if (seqs.length) {
-        const locals = seqs.map((seq) => subLineSeq(seq, def.lines ?? 1).local);
-        const fields = locals.map(String);
-        m.hdel(k.payloads, ...fields).hdel(k.taken, ...fields);
-        for (const local of locals) m.expire(k.x(local), stateTtlSec);
-      }
-      await m.exec();
+      const rest = ids.flatMap((id, i) => [id, (seqsOf[i] ?? []).map((seq) => subLineSeq(seq, def.lines ?? 1).local).join(',')]);
+      await run(scripts.ackEnded, subLineTag(def.itemId, line), now(), { group: GROUP, ttl: stateTtlSec }, rest);
       const set = unacked.get(k.done);
       if (set) {
         for (const id of ids) set.delete(id);

@@ -29,6 +29,7 @@ interface Read {
   source: LineToRead;
   ids: string[];
   tickets: EndedTicket[];
+  seqsOf: number[][];
   unreadable: UnreadableEntry[];
 }
 
@@ -101,7 +102,7 @@ export function startLedger(
     }
     const acked = await Promise.all(
       reads.map((r) =>
-        deps.feed.ack(r.snap.def, r.ids, r.tickets.map((t) => t.seq), opts.stateTtlSec, r.source.line).then(
+        deps.feed.ack(r.snap.def, r.ids, r.seqsOf, opts.stateTtlSec, r.source.line).then(
           () => true,
           // Its rows are written; they are read again next round and kept once (on conflict do nothing).
           (err: unknown) => (skip(err, { itemId: r.snap.def.itemId, line: r.source.line }), false),
