@@ -3,7 +3,7 @@ import { afterAll, describe, expect, inject, it } from 'vitest';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
 import { proxyFor } from './support/proxy.js';
-import { testRedis } from './support/redis.js';
+import { testRedis, unlinkPrefix } from './support/redis.js';
 import { joinAll, userIds } from './support/joins.js';
 
 const { redis, newPrefix } = testRedis();
@@ -111,20 +111,25 @@ describe('Postgres unreachable for five seconds mid-sale', () => {
   });
 });
 
-describe('Postgres refusing writes mid-sale (read-only sessions, as after a failover to a standby)', () => {
+describe('Postgres refusing writes (read-only sessions, as after a failover to a standby)', () => {
+  const admin = postgres(inject('pgAdminUrl'), { max: 1, onnotice: () => {} });
+  const dbName = new URL(db.url).pathname.slice(1);
+  afterAll(async () => {
+    await admin.unsafe(`alter database "${dbName}" reset default_transaction_read_only`).catch(() => {});
+    await admin.end({ timeout: 2 });
+  });
+  // New sessions default to read-only; ending the open ones makes every pool reconnect into it.
+  // (A terminated backend exits a moment later: until every older session is gone, a write may
+  // still land on one of them.)
+  const readOnly = async (on: boolean) => {
+    await admin.unsafe(`alter database "${dbName}" ${on ? 'set default_transaction_read_only = on' : 'reset default_transaction_read_only'}`);
+    const [{ now }] = await admin`select clock_timestamp() as now`;
+    const older = () => admin`select pid from pg_stat_activity where datname = ${dbName} and backend_start <= ${now}`;
+    await admin`select pg_terminate_backend(pid) from pg_stat_activity where datname = ${dbName} and backend_start <= ${now}`;
+    await waitFor(older, (rows) => rows.length === 0, 10_000);
+  };
+
   it('pauses the sale instead of failing it, and sells the stock exactly once writes come back', { timeout: 90_000 }, async () => {
-    const admin = postgres(inject('pgAdminUrl'), { max: 1, onnotice: () => {} });
-    const dbName = new URL(db.url).pathname.slice(1);
-    // New sessions default to read-only; ending the open ones makes every pool reconnect into it.
-    // (A terminated backend exits a moment later: until every older session is gone, a write may
-    // still land on one of them.)
-    const readOnly = async (on: boolean) => {
-      await admin.unsafe(`alter database "${dbName}" ${on ? 'set default_transaction_read_only = on' : 'reset default_transaction_read_only'}`);
-      const [{ now }] = await admin`select clock_timestamp() as now`;
-      const older = () => admin`select pid from pg_stat_activity where datname = ${dbName} and backend_start <= ${now}`;
-      await admin`select pg_terminate_backend(pid) from pg_stat_activity where datname = ${dbName} and backend_start <= ${now}`;
-      await waitFor(older, (rows) => rows.length === 0, 10_000);
-    };
     try {
       const stock = 20;
       await call('PUT', '/v1/items/ro', { handler: 'seckill', config: { stock }, gate: { mode: 'closed' } });
@@ -162,8 +167,28 @@ describe('Postgres refusing writes mid-sale (read-only sessions, as after a fail
       expect(orders.length).toBe(stock);
       expect(new Set(orders.map((o) => o.user_id)).size).toBe(stock);
     } finally {
-      await admin.unsafe(`alter database "${dbName}" reset default_transaction_read_only`).catch(() => {});
-      await admin.end({ timeout: 2 });
+      await readOnly(false).catch(() => {});
+    }
+  });
+
+  it('restores after a Redis loss the items that need no write at once, and the others once writes come back', { timeout: 90_000 }, async () => {
+    try {
+      await call('PUT', '/v1/items/ro-a-sk', { handler: 'seckill', config: { stock: 5 } });
+      await call('PUT', '/v1/items/ro-z-ext', { handler: 'external' });
+      await readOnly(true);
+      await unlinkPrefix(redis, prefix);
+      // The external item needs no write to come back (it has no stock; its secret is kept), and
+      // is not held up by a stock item restored before it (rows in the order they were made) that does.
+      const ext = await waitFor(() => call('GET', '/v1/items/ro-z-ext'), (r) => r.status === 200, 20_000);
+      expect(ext.status).toBe(200);
+      expect((await call('POST', '/v1/items/ro-z-ext/tickets', { userId: 'u1' }, SVC)).status).toBe(202);
+      // A seckill item's count is a write (a recount under the stock row's lock): it waits.
+      expect((await call('GET', '/v1/items/ro-a-sk')).status).toBe(404);
+      await readOnly(false);
+      const sk = await waitFor(() => call('GET', '/v1/items/ro-a-sk'), (r) => r.status === 200, 20_000);
+      expect(sk.body).toMatchObject({ state: 'open', remaining: 5 });
+    } finally {
+      await readOnly(false).catch(() => {});
     }
   });
 });

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Clock } from '../kernel/clock.js';
 import { fail, FloodgateError } from '../kernel/errors.js';
 import type { Logger } from '../kernel/logger.js';
+import { isPostgresUnavailable } from '../db/faults.js';
 import type { ItemRow, ItemsStore } from '../db/items-store.js';
 import type { CachedItem } from '../queue/item-cache.js';
 import type { Line } from '../queue/line.js';
@@ -114,6 +115,10 @@ export interface Catalog {
 
 export type { StockRows } from './stock-sync.js';
 
+/** Swallows a Postgres that takes no writes now (the write is done at a later restore); throws anything else. */
+const unlessUnavailable = (err: unknown) => {
+  if (!isPostgresUnavailable(err)) throw err;
+};
 const keyId = (key: string) => createHash('sha256').update(key).digest('hex').slice(0, 12);
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 const ms = (s: string | null | undefined) => (s ? Date.parse(s) : null);
@@ -171,6 +176,8 @@ export function createCatalog(deps: CatalogDeps): Catalog {
   let knownGen = 0;
   let lastSeen: { held: ReadonlySet<string>; gen: number } | null = null;
   let restoring: Promise<number> | null = null;
+  /** Items a restore left for later because Postgres took no writes (counted up, never down). */
+  let postponed = 0;
   let restoringSome: Promise<number> | null = null;
 
   const { countStock, pushStock, syncStock } = createStockSync({ queue, counters: deps.counters, handlers, stockRows: deps.stockRows });
@@ -525,6 +532,7 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       for (const id of held) if (!known.has(id)) (known.add(id), knownGen++);
       const missing = [...known].filter((id) => !held.has(id));
       const lastGen = knownGen;
+      const lastPostponed = postponed;
       if (!missing.length) {
         lastSeen = { held, gen: knownGen };
         return 0;
@@ -538,7 +546,7 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       const restored = await restoreSome(missing);
       // Nothing to restore and nothing archived (an item whose keys are there while the set lacks
       // its id): quiet until either side moves, not a read of their rows every second.
-      if (!restored && lastGen === knownGen) lastSeen = { held, gen: knownGen };
+      if (!restored && lastGen === knownGen && lastPostponed === postponed) lastSeen = { held, gen: knownGen };
       return restored;
     },
   };
@@ -563,7 +571,8 @@ export function createCatalog(deps: CatalogDeps): Catalog {
         for (const row of rows) {
           if (row.secret) continue;
           const live = await queue.items.item(row.itemId);
-          if (live) await store.keepSecret(row.itemId, live.snap.secret, live.snap.epoch);
+          // (A Postgres that takes no writes now: kept at a later restore.)
+          if (live) await store.keepSecret(row.itemId, live.snap.secret, live.snap.epoch).catch(unlessUnavailable);
         }
         known = new Set([...ids.filter((id) => !gone.has(id)), ...during]);
         knownGen++;
@@ -623,6 +632,16 @@ export function createCatalog(deps: CatalogDeps): Catalog {
         });
         if (made) restored++;
       } catch (err) {
+        // Postgres refusing the restore's writes (a read-only standby after a failover: the stock
+        // row's recount, a secret to claim) or gone mid-way: this item waits for the next check,
+        // and the others — an item that needs no write — are restored meanwhile. (It ended the
+        // restore: every item answered 404 for as long as Postgres took no writes.)
+        if (isPostgresUnavailable(err)) {
+          postponed++;
+          // (Not `known` again each round while it is quiet: the loss check's quiet mark waits for it.)
+          deps.log.warn({ itemId: row.itemId, err: String(err) }, 'item not restored yet: postgres takes no writes now; tried again at the next check');
+          continue;
+        }
         // A stored definition today's rules refuse (a webhook URL with a password, say) is left
         // out, loudly; it used to end the restore, and every item after it stayed lost. It counts
         // as gone (out of `known`), so the loss check does not restore everything every second for it.
