@@ -225,6 +225,28 @@ describe('hostile bytes stop at the door', () => {
     expect((await call('GET', `/v1/items/${item}`)).body.gate.mode).toBe('auto');
   });
 
+  it('answers 400 to a path whose percent-escapes are not UTF-8, and blocks or unblocks nobody: Hono kept such a user id as its raw text', async () => {
+    const { app, call } = t.build();
+    const item = await externalItem(call);
+    for (const bad of ['%ED%A0%80', '%E9', '%zz', 'a%']) {
+      for (const [method, path] of [
+        ['PUT', `/v1/blocks/${bad}`],
+        ['DELETE', `/v1/blocks/${bad}`],
+        ['PUT', `/v1/items/${item}/blocks/${bad}`],
+        ['GET', `/v1/tickets/${bad}`],
+        ['GET', `/v1/items/${bad}`],
+      ]) {
+        const res = await app.request(path, { method, headers: { authorization: `Bearer ${OPERATOR}` } });
+        expect(res.status, `${method} ${path}`).toBe(400);
+        expect((await res.json()).error.code).toBe('invalid_request');
+      }
+    }
+    // Escapes that decode stay as they were: a user id with a space, and an é.
+    expect((await call('PUT', '/v1/blocks/a%20b%C3%A9')).body).toMatchObject({ userId: 'a bé', blocked: true });
+    const rows = await t.db.sql`select scope, user_id from user_blocks where strpos(user_id, '%') > 0`;
+    expect(rows).toEqual([]);
+  });
+
   it('documents user ids as 1-128 characters in the OpenAPI document', async () => {
     const { call } = t.build();
     const doc = (await call('GET', '/openapi.json', undefined, null)).body;

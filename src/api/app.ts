@@ -131,6 +131,19 @@ export function createApp(deps: AppDeps) {
     const route = c.req.routePath || 'unmatched';
     deps.metrics.httpDuration.observe({ method: c.req.method, route, status: String(c.res.status) }, (performance.now() - start) / 1000);
   });
+  // A path whose percent-escapes do not decode to UTF-8 (`%ED%A0%80`, a lone surrogate; `%E9`;
+  // `%zz`) is 400, as such bytes in a body are: Hono keeps a parameter it cannot decode as its raw
+  // text, so `PUT /v1/blocks/%ED%A0%80` blocked a user named "%ED%A0%80" (and a DELETE unblocked one).
+  app.use('*', async (c, next) => {
+    if (c.req.url.includes('%')) {
+      try {
+        decodeURIComponent(new URL(c.req.url).pathname);
+      } catch {
+        throw new FloodgateError('invalid_request', 'The path holds a percent-escape that is not UTF-8.');
+      }
+    }
+    await next();
+  });
   app.use('/v1/*', limitBody(deps.bodyLimitBytes));
   // Every route's JSON body (the zod-openapi validator reads c.req.json()) is decoded as the hot
   // join decodes it: bytes that are not UTF-8 are 400, never U+FFFD. Read when a route asks, not here.
