@@ -116,6 +116,13 @@ export function createDefinitions(deps: { redis: RedisLike; prefix: string; cloc
       await items.announce(def.itemId);
       // A redefinition that opens the gate wakes a line that waited behind a closed one (items.loopNeed).
       if (!created && gate && gate.mode !== 'closed') items.keepActive(def.itemId);
+      // A pre-queue is drawn at opensAt whoever joined, nobody included (its status then says the
+      // sale is open, and its seed is revealed): a wake then. Only a join asked for one, so a
+      // pre-queue nobody joined read `scheduled` after its opening until someone did.
+      if (def.preQueueFromMs) {
+        const held = await items.item(def.itemId, { fresh: true });
+        if (held) items.keepAsNeeded(held.snap);
+      }
       return { created, secret, epoch };
     },
 
