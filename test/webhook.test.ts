@@ -87,6 +87,12 @@ describe('webhook security', () => {
 
     expect((await call('PUT', '/v1/items/keep', { handler: 'webhook', config: { url, secret: 'short' } })).status).toBe(400);
     expect((await call('PUT', '/v1/items/keep', { handler: 'webhook', config: { url, headers: { 'x-a': 'v\r\nx-b: injected' } } })).status).toBe(400);
+    // Headers the HTTP client owns: with one, every call of the item failed (connection_error).
+    for (const name of ['Transfer-Encoding', 'content-length', 'connection', 'keep-alive', 'upgrade', 'expect']) {
+      const refused = await call('PUT', '/v1/items/keep', { handler: 'webhook', config: { url, headers: { [name]: '5' } } });
+      expect(refused.status, name).toBe(400);
+      expect(JSON.stringify(refused.body.error.details.issues)).toContain('config.headers');
+    }
     await call('PUT', '/v1/items/plain', { handler: 'external' });
     expect((await call('GET', '/v1/items/plain/webhook-secret')).status).toBe(409);
     expect((await call('GET', '/v1/items/nothing-here/webhook-secret')).status).toBe(404);

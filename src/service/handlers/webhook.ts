@@ -9,6 +9,8 @@ const headerName = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 /** What fetch accepts as a header value; anything else would throw with the value in the message. */
 const headerValue = /^[\t\x20-\x7e\x80-\xff]*$/;
 const REDACTED = '[redacted]';
+/** Headers fetch refuses, or takes over from the body (content-length: a mismatch hangs the call): an item given one could call nobody. */
+const framingHeaders = new Set(['transfer-encoding', 'content-length', 'connection', 'keep-alive', 'upgrade', 'expect']);
 
 /**
  * Whether the URL names a user or password: fetch refuses such a URL, and the item view would show
@@ -67,7 +69,16 @@ export const webhook: HandlerSpec = {
     .object({
       url: z.url({ protocol: /^https?$/ }).refine((url) => !hasUserinfo(url), 'no user or password in the URL: send credentials as headers'),
       timeoutMs: z.number().int().min(1).max(600_000).default(5000),
-      headers: z.record(z.string().regex(headerName).max(256), z.string().regex(headerValue, 'no control characters but tab').max(4096)).default({}),
+      headers: z
+        .record(
+          z
+            .string()
+            .regex(headerName)
+            .max(256)
+            .refine((name) => !framingHeaders.has(name.toLowerCase()), 'a header the HTTP client sets itself (the body\'s length and framing, the connection): every call would fail'),
+          z.string().regex(headerValue, 'no control characters but tab').max(4096),
+        )
+        .default({}),
       secret: z.string().min(32).max(256).regex(/^[\x21-\x7e]+$/, 'printable ASCII, no spaces').optional(),
     })
     .strict(),
