@@ -8,8 +8,8 @@
  * through `events`, which exists before either: the dispatcher subscribes once it is built.
  */
 import { EventEmitter } from 'node:events';
-import { createServer as createHttpServer, type RequestListener, type Server, type ServerOptions, type ServerResponse } from 'node:http';
-import { serve, type ServerType } from '@hono/node-server';
+import { createServer as createHttpServer, type Server, type ServerOptions, type ServerResponse } from 'node:http';
+import { getRequestListener, serve, type ServerType } from '@hono/node-server';
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
@@ -67,7 +67,7 @@ import { createTokens, type Tokens } from './tokens/tokens.js';
 import { startSeriesRecorder } from './scheduler/series-recorder.js';
 import type { ItemGaugeView } from './kernel/item-gauges.js';
 import type { CachedItem } from './queue/item-cache.js';
-import { answerClientErrors } from './api/client-errors.js';
+import { answerClientErrors, refusedWithoutHost, unservableRequest } from './api/client-errors.js';
 
 export interface Daemon {
   url: string;
@@ -429,11 +429,14 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
   let draining = false;
   const server: ServerType = await new Promise((resolve) => {
     // The flood's poll and join are answered before the app is asked (api/hot-poll.ts, hot-join.ts).
-    const createServer = ((opts: ServerOptions, listener: RequestListener) =>
-      answerClientErrors(createHttpServer(opts, (req, res) => {
+    // node-server's own listener, with an answer of ours for what it cannot make a request of.
+    const listener = getRequestListener(app.fetch, { hostname: config.HOST, errorHandler: unservableRequest });
+    const createServer = ((opts: ServerOptions) =>
+      answerClientErrors(createHttpServer({ ...opts, requireHostHeader: false }, (req, res) => {
         // Stopping: this answer is the connection's last (`Connection: close`), so the client's
         // next call goes to a daemon that stays.
         if (draining) res.shouldKeepAlive = false;
+        if (refusedWithoutHost(req, res)) return;
         if (app.hot(req, res)) return;
         // Only the app's answers are tracked: an event stream is one of them, while the flood's
         // hot join and poll are written whole and pay nothing for the stop.

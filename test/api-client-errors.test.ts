@@ -1,6 +1,6 @@
 import net from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { inProcessDaemon } from './support/daemon-inproc.js';
+import { inProcessDaemon, OP, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
 import { testRedis } from './support/redis.js';
 
@@ -37,6 +37,12 @@ describe('requests the HTTP parser refuses', () => {
     ['an unknown method', 'FOO /v1/items HTTP/1.1\r\nHost: HOST\r\n\r\n'],
     ['a header line with no colon', 'GET /healthz HTTP/1.1\r\nHost: HOST\r\nBad Header\r\n\r\n'],
     ['a malformed request line', 'GET\r\n\r\n'],
+    // Node answered these itself with a bare status line, or (CONNECT) closed the socket unanswered;
+    // @hono/node-server answered what it cannot make a URL of with an empty 400.
+    ['an HTTP/1.1 request without Host', 'GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n'],
+    ['CONNECT', 'CONNECT 127.0.0.1:80 HTTP/1.1\r\nHost: HOST\r\n\r\n'],
+    ['a backslash in the path', 'GET /v1\\items HTTP/1.1\r\nHost: HOST\r\nConnection: close\r\n\r\n'],
+    ['a Host that is no host', 'GET /healthz HTTP/1.1\r\nHost: a b\r\nConnection: close\r\n\r\n'],
   ])('%s: 400 with the JSON error, then the connection closes', async (_, request) => {
     const got = parts(await raw(request));
     // (Before: Node's bare "HTTP/1.1 400 Bad Request" with no body.)
@@ -50,5 +56,31 @@ describe('requests the HTTP parser refuses', () => {
     expect(got.status).toBe('431');
     expect(got.body.error.code).toBe('invalid_request');
     expect((await fetch(`${daemon.url}/healthz`)).status).toBe(200);
+  });
+  it("an Expect other than 100-continue: 417 with the JSON error", async () => {
+    const got = parts(await raw('GET /healthz HTTP/1.1\r\nHost: HOST\r\nExpect: bogus\r\nConnection: close\r\n\r\n'));
+    expect(got.status).toBe('417');
+    expect(got.body.error.code).toBe('invalid_request');
+  });
+
+  it('a client that hangs up in the middle of its body is not counted as a Redis or Postgres outage', async () => {
+    const rejected = async (code: string) => {
+      const text = await (await fetch(`${daemon.url}/metrics`)).text();
+      return text.split('\n').filter((l) => l.startsWith('floodgate_rejections_total') && l.includes(`code="${code}"`)).reduce((n, l) => n + Number(l.split(' ').at(-1)), 0);
+    };
+    const [unavailable, invalid] = [await rejected('unavailable'), await rejected('invalid_request')];
+    const url = new URL(daemon.url);
+    for (const [method, path] of [['PUT', '/v1/items/cut-body'], ['PATCH', '/v1/items/cut-body/gate']]) {
+      const sock = net.connect(Number(url.port), url.hostname);
+      sock.on('error', () => {});
+      await new Promise((r) => sock.once('connect', r));
+      sock.write(`${method} ${path} HTTP/1.1\r\nHost: ${url.host}\r\nAuthorization: Bearer ${OP}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{"han`);
+      // (Time for the route to start reading the body; too little and nothing is counted, which fails below.)
+      await new Promise((r) => setTimeout(r, 200));
+      sock.destroy();
+    }
+    // Both are counted, as the client's cut-short bodies (they were 503 unavailable: "dependency unavailable").
+    expect(await waitFor(() => rejected('invalid_request'), (n) => n >= invalid + 2, 5000)).toBe(invalid + 2);
+    expect(await rejected('unavailable')).toBe(unavailable);
   });
 });

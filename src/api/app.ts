@@ -199,6 +199,11 @@ export function createApp(deps: AppDeps) {
     return errorAnswer(fe, headers);
   };
   app.onError((err, c) => {
+    // The client went away before its body was read to the end (a hang-up mid-body, a trickle Node
+    // gave up on): the read's error carries ECONNRESET, which read as a Redis or Postgres outage
+    // (a 503 counted, "dependency unavailable" logged) though no store was asked. Nobody hears the answer.
+    const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming;
+    if (incoming && !incoming.complete && (incoming.destroyed || incoming.errored)) err = new FloodgateError('invalid_request', 'The request body was cut short.');
     const a = refuse(bodyRefusals.get(c.req.raw) ?? err, c.req.path, errorHeaders(c));
     return wholeJson(a.body, a.status, a.headers);
   });

@@ -1,5 +1,6 @@
-import type { Server } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
+import { RequestError } from '@hono/node-server';
 
 /**
  * Requests Node's HTTP parser refuses before any handler sees them — a malformed request line or
@@ -13,13 +14,53 @@ export function answerClientErrors<S extends Server>(server: S): S {
     // Gone already, or a request that timed out: nothing to say to it.
     if (err.code === 'ECONNRESET' || err.code === 'ERR_HTTP_REQUEST_TIMEOUT' || !socket.writable) return void socket.destroy();
     const tooLarge = err.code === 'HPE_HEADER_OVERFLOW';
-    const body = JSON.stringify({
-      error: { code: 'invalid_request', message: tooLarge ? 'The request line or headers are too large (16 KiB at most).' : 'The request is not valid HTTP.' },
-    });
-    socket.end(
-      `HTTP/1.1 ${tooLarge ? '431 Request Header Fields Too Large' : '400 Bad Request'}\r\n` +
-        `Content-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n${body}`,
-    );
+    socket.end(rawAnswer(tooLarge ? '431 Request Header Fields Too Large' : '400 Bad Request', tooLarge ? 'The request line or headers are too large (16 KiB at most).' : 'The request is not valid HTTP.'));
+  });
+  // Node's own answers to these had no body either: an `Expect` other than 100-continue (417), and
+  // CONNECT (no answer at all: the socket was closed). (A missing Host: refusedWithoutHost.)
+  server.on('checkExpectation', (_req: IncomingMessage, res: ServerResponse) => {
+    res.shouldKeepAlive = false;
+    jsonError(res, 417, 'Only "Expect: 100-continue" is understood.');
+  });
+  server.on('connect', (_req: IncomingMessage, socket: Duplex) => {
+    if (socket.writable) socket.end(rawAnswer('400 Bad Request', 'CONNECT is not served here.'));
+    else socket.destroy();
   });
   return server;
+}
+
+/** The contract's JSON error on a bare socket, closing it. */
+function rawAnswer(status: string, message: string): string {
+  const body = errorBody(message);
+  return `HTTP/1.1 ${status}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n${body}`;
+}
+
+const errorBody = (message: string) => JSON.stringify({ error: { code: 'invalid_request', message } });
+
+function jsonError(res: ServerResponse, status: number, message: string) {
+  const body = errorBody(message);
+  res.writeHead(status, { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': Buffer.byteLength(body), 'Cache-Control': 'no-store' });
+  res.end(body);
+}
+
+/**
+ * An HTTP/1.1 request without a Host header, answered `400` with the JSON error (the server is
+ * made with `requireHostHeader: false`, so Node's bare `400` does not come first). Returns whether
+ * it answered.
+ */
+export function refusedWithoutHost(req: IncomingMessage, res: ServerResponse): boolean {
+  if (req.headers.host !== undefined || req.httpVersionMajor !== 1 || req.httpVersionMinor !== 1) return false;
+  res.shouldKeepAlive = false;
+  jsonError(res, 400, 'An HTTP/1.1 request needs a Host header.');
+  return true;
+}
+
+/**
+ * What @hono/node-server cannot make a request of (a backslash in the path, a bad Host, an absolute
+ * URL of another scheme): its own answer was a bare `400` with no body.
+ */
+export function unservableRequest(err: unknown): Response {
+  const refused = err instanceof RequestError;
+  const body = refused ? errorBody('The request URL or Host cannot be read.') : JSON.stringify({ error: { code: 'internal', message: 'Internal error.' } });
+  return new Response(body, { status: refused ? 400 : 500, headers: { 'Content-Type': 'application/json; charset=utf-8', 'Cache-Control': 'no-store' } });
 }
