@@ -3,8 +3,10 @@ import { systemClock } from '../src/kernel/clock.js';
 import { itemKeys } from '../src/redis/keys.js';
 import { createStockCounters } from '../src/service/stock-counters.js';
 import { testRedis } from './support/redis.js';
+import { SERVICE, testApp } from './support/app.js';
 
 const { redis, newPrefix } = testRedis();
+const t = await testApp();
 
 /**
  * The stock keeper counts in Postgres, then sets Redis's counter while no ticket is admitted. On a
@@ -36,5 +38,28 @@ describe('setting the stock counter from a Postgres count', () => {
     await redis.hset(k.ctr, { admitted: 1 });
     expect(await counters.set('g', 5, 1, { idleOnly: true, unless: { admissions: 7, units: 1 } })).toBe(false);
     expect(await units()).toBe(1);
+  });
+});
+
+describe('a sell-out decided on a Postgres read older than a restock', () => {
+  it('cuts nothing (every waiting user would be told "sold out" with units on sale); one decided after it cuts', async () => {
+    const clock = t.manualClock();
+    const { call, queue } = t.build({ clock });
+    const item = t.uniqueItem();
+    expect((await call('PUT', `/v1/items/${item}`, { handler: 'seckill', config: { stock: 1 }, gate: { mode: 'closed' } })).status).toBe(201);
+    const waiting = (await call('POST', `/v1/items/${item}/tickets`, { userId: 'w1' }, SERVICE)).body.ticketId as string;
+    // A sale's Postgres read finds no unit left (the last one sold) ...
+    const decidedAt = clock.now();
+    clock.advance(5);
+    // ... and before its cut lands, an operator restocks.
+    expect((await call('PUT', `/v1/items/${item}`, { handler: 'seckill', config: { stock: 5 }, gate: { mode: 'closed' } })).status).toBe(200);
+    clock.advance(5);
+    expect(await queue.definitions.cut(item, 'sold_out', undefined, decidedAt)).toBeNull();
+    const view = (await call('GET', `/v1/items/${item}`)).body;
+    expect(view, JSON.stringify(view)).toMatchObject({ state: 'paused', remaining: 5 }); // (its gate closed), not sold_out
+    expect((await call('GET', `/v1/tickets/${waiting}`, undefined, null)).body.state).toBe('waiting');
+    // Decided after the restock: the cut stands.
+    expect(await queue.definitions.cut(item, 'sold_out', undefined, clock.now())).toBe(1);
+    expect((await call('GET', `/v1/tickets/${waiting}`, undefined, null)).body).toMatchObject({ state: 'rejected', outcome: { reason: 'sold_out' } });
   });
 });

@@ -26,7 +26,12 @@ export interface Definitions {
     opts: { reopen: boolean; secret?: string; epoch?: number | null; everywhere?: <T>(fn: () => Promise<T>) => Promise<T> },
   ): Promise<{ created: boolean; secret: string; epoch: number }>;
   /** Ends every waiting ticket at once: close → cancelled, sold out → rejected (reason: the kind's default, or given). */
-  cut(itemId: string, kind: 'closed' | 'sold_out', reason?: string): Promise<number>;
+  /**
+   * Ends the waiting tickets (closed, or sold out). `decidedAt`, for a sell-out: when the caller
+   * began the Postgres read that found no unit; if the item's units were set since (a restock),
+   * the read was old and nothing is cut (null). Returns how many tickets ended.
+   */
+  cut(itemId: string, kind: 'closed' | 'sold_out', reason?: string, decidedAt?: number): Promise<number | null>;
   /** Calls `listener` after this process cut an item's line (a sell-out, a close): watchers need not wait for their next look. */
   onCut(listener: (itemId: string) => void): void;
   /**
@@ -126,12 +131,13 @@ export function createDefinitions(deps: { redis: RedisLike; prefix: string; cloc
       return { created, secret, epoch };
     },
 
-    async cut(itemId, kind, why) {
+    async cut(itemId, kind, why, decidedAt) {
       items.keepActive(itemId);
-      const a = kind === 'closed' ? ({ stateChar: 'c', reason: why ?? 'item_closed', flag: 'closed' } as const) : ({ stateChar: 'r', reason: why ?? 'sold_out', flag: 'soldOut' } as const);
+      const a = kind === 'closed' ? ({ stateChar: 'c', reason: why ?? 'item_closed', flag: 'closed' } as const) : ({ stateChar: 'r', reason: why ?? 'sold_out', flag: 'soldOut', decidedAt } as const);
       const sub = splitOf((await items.item(itemId))?.snap.def ?? { itemId });
       const n = sub ? await deps.split.cut(sub, kind, a.reason) : await scripts.cut(itemId, clock.now(), a);
       items.invalidate(itemId);
+      if (n === null) return null;
       for (const l of cutListeners) l(itemId);
       return n;
     },

@@ -408,7 +408,7 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
     },
 
     async cut(item, kind, reason) {
-      const a = kind === 'closed' ? { stateChar: 'c', reason: reason ?? 'item_closed', flag: 'closed' } : { stateChar: 'r', reason: reason ?? 'sold_out', flag: 'soldOut' };
+      const a = kind === 'closed' ? { stateChar: 'c', reason: reason ?? 'item_closed', flag: 'closed', decidedAt: '' } : { stateChar: 'r', reason: reason ?? 'sold_out', flag: 'soldOut', decidedAt: '' };
       // The cut tickets leave `wait` with the cut, but only those numbered up to the join counter
       // as read before it, each sub-line fenced there first (as an admission round fences it: a
       // join numbered lower takes a new number). A join that comes once a restock or a reopening

@@ -90,10 +90,14 @@ export interface HandlerContext {
   deadlineMs: number;
   log: Logger;
   stock: UnitStock;
-  /** Sells through Postgres (batched): orders for seckill, claims for coupon. */
-  sell(table: 'orders' | 'coupon_claims', req: SaleRequest): Promise<SaleResult>;
-  /** Marks the item sold out (Postgres said so): new joins get 410, every waiting ticket ends rejected/sold_out. */
-  soldOut(): Promise<void>;
+  /** Sells through Postgres (batched): orders for seckill, claims for coupon; `decidedAt`: when the call began (the clock's ms). */
+  sell(table: 'orders' | 'coupon_claims', req: SaleRequest): Promise<SaleResult & { decidedAt: number }>;
+  /**
+   * Marks the item sold out (Postgres said so, in a call begun at `decidedAt`): new joins get 410,
+   * every waiting ticket ends rejected/sold_out — unless the item's units were set since (a
+   * restock after that read): then nothing is cut.
+   */
+  soldOut(decidedAt: number): Promise<void>;
   /**
    * Asks Postgres whether units are left; when none are and none is reserved, marks the item sold
    * out and answers true (with units reserved the item is held: they may come back).

@@ -71,17 +71,19 @@ export function createService(deps: ServiceDeps) {
     }
     return p;
   };
-  const soldOut = (itemId: string) => single(`cut:${itemId}`, () => queue.definitions.cut(itemId, 'sold_out').then(() => undefined));
+  /** True if cut, false if refused: the item's units were set after `decidedAt` (definitions.cut). */
+  const soldOut = (itemId: string, decidedAt: number) => single(`cut:${itemId}`, () => queue.definitions.cut(itemId, 'sold_out', undefined, decidedAt).then((n) => n !== null));
   /**
    * Postgres's word, asked once at a time per item: no units left and none reserved → the item is
    * cut sold out (units reserved may be released: the item is held, its line stays).
    */
   const confirmSoldOut = (itemId: string) =>
     single(`left:${itemId}`, async () => {
+      const decidedAt = deps.now();
       const left = await pgCall(() => unitsLeft(deps.sql, itemId));
       if (left !== null && (left.left > 0 || left.reserved > 0)) return false;
-      await soldOut(itemId);
-      return true;
+      // Restocked since the read: not sold out after all (the ticket waits for a unit).
+      return soldOut(itemId, decidedAt);
     });
   /** A Postgres call whose failure to connect makes the ticket wait (requeue) instead of failing. */
   async function pgCall<T>(run: () => Promise<T>): Promise<T> {
@@ -99,14 +101,14 @@ export function createService(deps: ServiceDeps) {
       refund: (id, seq) => stock.refund(id, seq),
       forfeit: (id, seq) => stock.forfeit(id, seq),
     },
-    sell: async (table, req): Promise<SaleResult> => {
+    sell: async (table, req) => {
       // A refused ticket fails alone: the rest of its batch was sold (db/sales.ts).
       const started = deps.now();
       const sale = await pgCall(() => sellers[table].submit(req)).finally(() => deps.onSell?.(deps.now() - started));
       if (sale.kind === 'refused') throw sale.error;
-      return sale;
+      return { ...sale, decidedAt: started };
     },
-    soldOut: () => soldOut(itemId),
+    soldOut: async (decidedAt) => void (await soldOut(itemId, decidedAt)),
     confirmSoldOut: () => confirmSoldOut(itemId),
   });
 

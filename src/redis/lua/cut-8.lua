@@ -9,11 +9,16 @@
   KEYS[7] stock  KEYS[8] taken
   ARGV[1] now (ms, the caller's clock)  ARGV[2] stateChar (c|r)  ARGV[3] reason
   ARGV[4] flag: the meta field to set ('closed'|'soldOut')
-  Returns the number of tickets that ended, or -1 for an unknown item.
+  ARGV[5] decidedAt: for a sell-out, when the caller began the Postgres read that found no unit
+    (ms, '' = not asked): a sell-out is refused (-2) if the item's units were set since
+    (set-stock-4.lua's stockSetAt: an operator's restock, a reconcile), for Postgres held them by
+    then — the read was old, and its cut would tell every waiting user "sold out" falsely.
+  Returns the number of tickets that ended, -1 for an unknown item, -2 for a sell-out refused.
 ]]
 -- @include _lib
 if rcall('EXISTS', K.meta) == 0 then return -1 end
 local now, stateChar, reason, flag = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+if flag == 'soldOut' and ARGV[5] ~= '' and tonumber(rcall('HGET', K.meta, 'stockSetAt') or '0') > tonumber(ARGV[5]) then return -2 end
 rcall('HSET', K.meta, flag, '1')
 rcall('HSETNX', K.meta, 'endedAt', now)
 for _, s in ipairs(rcall('ZRANGE', K.retry, 0, -1)) do

@@ -38,4 +38,6 @@ end
 -- 24 h from the next end, not from the first (a ticket that ended 31 min after a second sell-out
 -- was removed with the item's keys, 24 h after the first).
 if units > 0 and redis.call('HDEL', K.meta, 'soldOut') == 1 and not redis.call('HGET', K.meta, 'closed') then redis.call('HDEL', K.meta, 'endedAt') end
+-- Units Postgres holds now: a sell-out decided on a read from before is refused (cut-8.lua decidedAt).
+if units > 0 then redis.call('HSET', K.meta, 'stockSetAt', ARGV[1]) end
 return units

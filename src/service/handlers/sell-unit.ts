@@ -20,7 +20,7 @@ export async function sellUnit(t: HandlerTicket, ctx: HandlerContext, table: 'or
     if (await ctx.confirmSoldOut()) return { kind: 'sold_out', left: 0, reserved: 0 };
     throw new RequeueError('awaiting_returns');
   }
-  let sale: SaleResult;
+  let sale: SaleResult & { decidedAt: number };
   try {
     sale = await ctx.sell(table, {
       itemId: t.itemId,
@@ -48,7 +48,7 @@ export async function sellUnit(t: HandlerTicket, ctx: HandlerContext, table: 'or
   // the cut is made by the next ticket that finds the counter empty (confirmSoldOut) or the stock keeper.
   const later = (what: string) => (err: unknown) => ctx.log.warn({ itemId: t.itemId, seq: t.seq, err: String(err) }, `${what} not done after a decided sale; done later`);
   if (sale.kind !== 'sold') await ctx.stock.refund(t.itemId, t.seq).catch(later('unit refund'));
-  if (sale.left <= 0 && sale.reserved === 0) await ctx.soldOut().catch(later('sold-out cut'));
+  if (sale.left <= 0 && sale.reserved === 0) await ctx.soldOut(sale.decidedAt).catch(later('sold-out cut'));
   if (sale.kind === 'foreign') throw Object.assign(new Error('ticket_conflict'), { permanent: true });
   // Ended without a sale while in doubt (service/doubt-resolver.ts), and its user told so: this run
   // stalled past its lease and the grace. Its settle is refused, as the ticket has ended.
