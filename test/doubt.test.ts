@@ -60,6 +60,9 @@ for (const user of ['alice', 'bob']) ids[`ex/${user}`] = (await first.call('POST
 // bl: a seckill item whose buyers back at the head are blocked before they run again.
 await first.define('bl', { handler: 'seckill', config: { stock: 5 }, gate: { mode: 'closed' } });
 for (const user of ['alice', 'bob', 'carol']) ids[`bl/${user}`] = (await first.call('POST', `/v1/items/bl/tickets`, { userId: user }, SVC)).body.ticketId;
+// wb: a webhook item whose user back at the head is blocked before the ticket runs again.
+await first.define('wb', { handler: 'webhook', config: { url: hookUrl, timeoutMs: 500 }, gate: { mode: 'closed' } });
+for (const user of ['alice', 'bob']) ids[`wb/${user}`] = (await first.call('POST', `/v1/items/wb/tickets`, { userId: user }, SVC)).body.ticketId;
 // wh: a webhook item that closes while the dead daemon's call had been answered.
 await first.define('wh', { handler: 'webhook', config: { url: hookUrl }, gate: { mode: 'closed' } });
 for (const user of ['alice', 'bob', 'carol', 'dave']) ids[`wh/${user}`] = (await first.call('POST', `/v1/items/wh/tickets`, { userId: user }, SVC)).body.ticketId;
@@ -83,6 +86,7 @@ await deadAdmit('sp', 1, 2);
 await deadAdmit('cl', 2);
 await deadAdmit('wh', 1);
 await deadAdmit('bl', 2);
+await deadAdmit('wb', 1);
 // The dead daemon's webhook call for alice, answered by the downstream (the answer then lost).
 await fetch(hookUrl, { method: 'POST', headers: { 'idempotency-key': ticketRef(ids['wh/alice']) }, body: '{}' });
 for (const item of ['so', 'sp', 'cl', 'bl']) {
@@ -230,6 +234,21 @@ describe('a ticket whose sale committed before its daemon died', () => {
     await expectNoLateSale('bl', 'bob', ['alice', 'carol']);
   });
 
+  it('is never run again for a webhook whose user was blocked while it was back at the head, and ends blocked once no run can be left', { timeout: 60_000 }, async () => {
+    // Its dead run's call may have gone on (and made the order) after the lease ran out: the
+    // ticket waits in doubt for that run's settle instead of being told "blocked" at once, and is
+    // not run again (a second call would serve the blocked user).
+    expect(await expireLeases('wb')).toBe(1);
+    await waitFor(() => call('GET', '/v1/items/wb').then((r) => r.body), (v) => v.counts.waiting === 2 && v.counts.admitted === 0);
+    expect((await call('PUT', '/v1/items/wb/blocks/alice')).status).toBe(200);
+    await call('PATCH', '/v1/items/wb/gate', { mode: 'manual' });
+    expect(await waitFor(() => view('wb', 'bob'), (v) => v.state === 'succeeded')).toMatchObject({ state: 'succeeded' });
+    expect(await view('wb', 'alice')).toMatchObject({ state: 'admitted' });
+    const alice = await waitFor(() => view('wb', 'alice'), (v) => v.state !== 'admitted', 30_000);
+    expect(alice).toMatchObject({ state: 'rejected', outcome: { reason: 'blocked' } });
+    expect(calls.get(ticketRef(ids['wb/alice']))).toBeUndefined();
+  });
+
   it('drops a doubt entry whose ticket already ended (an older daemon ended it), so it holds up nobody', async () => {
     // carol of 'so' ended rejected by the sold-out cut; an entry for her is what an older daemon's
     // script would leave behind.
@@ -252,6 +271,7 @@ describe('a ticket whose sale committed before its daemon died', () => {
         'floodgate_doubt_resolved_total{item="so",how="sold"} 1',
         'floodgate_doubt_resolved_total{item="sp",how="sold"} 1',
         'floodgate_doubt_resolved_total{item="wh",how="relaunched"} 1',
+        'floodgate_doubt_resolved_total{item="wb",how="cut"} 1',
       ].sort(),
     );
   });

@@ -94,6 +94,34 @@ describe('the line', () => {
     expect(await queue.tickets.status(live.ticketId)).toMatchObject({ state: 'succeeded', outcome: { result: { orderId: 'A-1' } } });
   });
 
+  it("holds a webhook ticket back at the head whose user was blocked meanwhile in doubt: its last run's success ends it, nothing runs it again, and without a run it ends blocked", async () => {
+    const { queue, clock } = setup();
+    const webhook = (id: string) => ({ ...def(id), handler: 'webhook', config: { url: 'http://127.0.0.1:9/hook' } });
+    for (const id of ['w1', 'w2']) {
+      await queue.definitions.define(webhook(id), null, { reopen: false });
+      await queue.tickets.join(id, 'alice', null);
+    }
+    const [r1] = await queue.admissions.admit('w1', 1, 1000);
+    const [r2] = await queue.admissions.admit('w2', 1, 1000);
+    // Their runs' leases run out while the calls go on (a stall), and an operator blocks alice.
+    clock.advance(1001);
+    expect(await queue.admissions.sweep()).toBe(2);
+    for (const id of ['w1', 'w2']) await queue.definitions.blocks.set(id, 'alice', 'item', true);
+    expect(await queue.admissions.admit('w1', 1, 1000)).toEqual([]);
+    expect(await queue.admissions.admit('w2', 1, 1000)).toEqual([]);
+    expect(await queue.tickets.status(r1.ticketId)).toMatchObject({ state: 'admitted' });
+    const doubts = await queue.admissions.doubts('w1', clock.now() + 1);
+    expect(doubts.map((d) => [d.seq, d.held])).toEqual([[r1.seq, true]]);
+    // Run again, it would serve the blocked user: it is not.
+    expect(await queue.admissions.relaunchDoubts('w1', [r1.seq], 1000)).toEqual([]);
+    // The first run's call made the order: its forced settle ends the ticket with it.
+    expect(await queue.admissions.settleMany('w1', [{ seq: r1.seq, leaseId: r1.leaseId, status: 'succeeded', result: { orderId: 'A-1' }, force: true }])).toEqual([1]);
+    expect(await queue.tickets.status(r1.ticketId)).toMatchObject({ state: 'succeeded', outcome: { result: { orderId: 'A-1' } } });
+    // No run came back for the other: it ends with its own outcome.
+    expect(await queue.admissions.resolveDoubts('w2', [{ seq: r2.seq, result: null }])).toBe(1);
+    expect(await queue.tickets.status(r2.ticketId)).toMatchObject({ state: 'rejected', outcome: { reason: 'blocked' } });
+  });
+
   it('cancels a waiting ticket, skips it at the head, and ends all waiting tickets on close', async () => {
     const { queue } = setup();
     await queue.definitions.define(def('a'), null, { reopen: false });

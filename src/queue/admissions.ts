@@ -50,7 +50,8 @@ export interface Admissions {
    * The item's tickets held in doubt since `until` or before (a cut item's admitted tickets whose
    * sale may have committed: lua/_lib.lua holdInDoubt), with their ids; at most 500 per line.
    */
-  doubts(itemId: string, until: number): Promise<{ seq: number; ticketId: string; userId: string }[]>;
+  /** Tickets in doubt since before `until`; `held`: waiting with an outcome of its own for when nothing happened (its user was blocked), never run again. */
+  doubts(itemId: string, until: number): Promise<{ seq: number; ticketId: string; userId: string; held: boolean }[]>;
   /** Runs tickets held in doubt again: each gets a new lease (`leaseMs`); those still in doubt, for a job to run. */
   relaunchDoubts(itemId: string, seqs: number[], leaseMs: number): Promise<AdmittedTicket[]>;
   /** Ends tickets held in doubt with Postgres's word: their sale's result, or null for none (then the cut's outcome). */
@@ -227,9 +228,9 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
       if (!item) return [];
       const sub = splitOf(item.snap.def);
       const rows = sub ? await deps.split.readDoubt(sub, until) : await scripts.readDoubt(itemId, clock.now(), until);
-      return rows.map(({ seq, record }) => {
+      return rows.map(({ seq, record, held }) => {
         const { rec, ticketId } = ticketOf(item, seq, record);
-        return { seq, ticketId, userId: rec.userId };
+        return { seq, ticketId, userId: rec.userId, held };
       });
     },
 

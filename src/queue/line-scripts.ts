@@ -144,9 +144,9 @@ export function createLineScripts(run: ScriptRunner['run']) {
       (await run(scripts.extendLeases, itemId, now, { until }, tickets.flatMap((t) => [t.seq, t.leaseId]))) as number,
 
     /** The tickets held in doubt since `until` or before (seq and record), oldest first, at most 500. */
-    async readDoubt(itemId: string, now: number, until: number): Promise<{ seq: number; record: string }[]> {
+    async readDoubt(itemId: string, now: number, until: number): Promise<{ seq: number; record: string; held: boolean }[]> {
       const flat = (await run(scripts.readDoubt, itemId, now, { until })) as (number | string)[];
-      return Array.from({ length: flat.length / 2 }, (_, i) => ({ seq: Number(flat[2 * i]), record: String(flat[2 * i + 1]) }));
+      return Array.from({ length: flat.length / 3 }, (_, i) => ({ seq: Number(flat[3 * i]), record: String(flat[3 * i + 1]), held: flat[3 * i + 2] === '1' }));
     },
 
     /** Ends tickets held in doubt: with their sale's outcome (JSON), or '' for the cut's; how many ended. */

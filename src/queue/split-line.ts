@@ -112,7 +112,7 @@ export interface SplitLine {
   /** Returns expired leases of every sub-line to its head (sweep-9.lua on each); how many. */
   sweep(item: SplitItem): Promise<number>;
   /** The tickets held in doubt since `until` or before on every sub-line (read-doubt-2.lua on each), by the item's seqs. */
-  readDoubt(item: SplitItem, until: number): Promise<{ seq: number; record: string }[]>;
+  readDoubt(item: SplitItem, until: number): Promise<{ seq: number; record: string; held: boolean }[]>;
   /** Gives tickets held in doubt a new lease (relaunch-4.lua on each one's sub-line); the rows of those still in doubt, by the item's seqs. */
   relaunch(item: SplitItem, seqs: number[], leaseMs: number, leasePrefix: string): Promise<{ seq: number; record: string; payload: string; leaseId: string; leaseExp: number }[]>;
   /** Ends tickets held in doubt (resolve-doubt-7.lua on each one's sub-line); how many ended. */
@@ -309,7 +309,7 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
       const all = await Promise.all(
         subs(item).map(async (k) => {
           const flat = (await run(scripts.readDoubt, tag(item, k), clock.now(), { until })) as (number | string)[];
-          return Array.from({ length: flat.length / 2 }, (_, i) => ({ seq: splitSeq(k, Number(flat[2 * i]), item.lines), record: String(flat[2 * i + 1]) }));
+          return Array.from({ length: flat.length / 3 }, (_, i) => ({ seq: splitSeq(k, Number(flat[3 * i]), item.lines), record: String(flat[3 * i + 1]), held: flat[3 * i + 2] === '1' }));
         }),
       );
       return all.flat();

@@ -6,7 +6,7 @@ import type { Logger } from '../kernel/logger.js';
 import { every } from '../kernel/loop.js';
 import { ticketRef } from '../kernel/ticket-ref.js';
 import type { Line } from '../queue/line.js';
-import type { JobQueues } from './jobs.js';
+import { RUN_LEASE_MS, type JobQueues } from './jobs.js';
 import type { HandlerRegistry } from './registry.js';
 
 /**
@@ -24,7 +24,8 @@ import type { HandlerRegistry } from './registry.js';
  *   after it was told so. Nothing is sold again: the item is sold out or closed.
  * - another in-process handler (webhook): the tickets run again, in a job as the dispatcher queues
  *   one, under new leases (relaunch-4.lua); the handler is idempotent (a webhook's Idempotency-Key
- *   is the ticket ref), and its answer ends them.
+ *   is the ticket ref), and its answer ends them. Not those of a user blocked meanwhile (`held`):
+ *   they wait for their last run's settle, then end rejected / blocked once no run can be left.
  * - an external one: the outside worker that held the ticket could settle it under its last lease
  *   the whole time (settle-9.lua); after the grace it ends with the cut's outcome.
  *
@@ -60,10 +61,25 @@ export function startDoubtResolver(
     // A handler this daemon does not have (another daemon's own module): that daemon decides.
     if (!spec) return;
     if (spec.handle && !spec.external && !spec.stockTable) {
-      const tickets = await queue.admissions.relaunchDoubts(itemId, doubts.map((d) => d.seq), opts.dispatchLeaseMs);
+      const deadlineMs = spec.deadlineMs?.(item.snap.def.config) ?? 10_000;
+      // Held ones (their user was blocked while they were back at the head) are not run again, which
+      // would serve the user: their last run may still be calling (up to its deadline), and then
+      // settles them or renews its lease (either takes them out of doubt, within RUN_LEASE_MS);
+      // once no live run can be left, they end with their own outcome (rejected / blocked).
+      if (doubts.some((d) => d.held)) {
+        const since = deps.now() - Math.max(opts.graceMs, deadlineMs + RUN_LEASE_MS);
+        const stale = (await queue.admissions.doubts(itemId, since)).filter((d) => d.held);
+        const ended = stale.length ? await queue.admissions.resolveDoubts(itemId, stale.map((d) => ({ seq: d.seq, result: null }))) : 0;
+        if (ended) {
+          deps.onResolved?.(itemId, 'cut', ended);
+          log.warn({ itemId, ended }, 'tickets in doubt of blocked users ended without a run');
+        }
+      }
+      const toRun = doubts.filter((d) => !d.held);
+      if (!toRun.length) return;
+      const tickets = await queue.admissions.relaunchDoubts(itemId, toRun.map((d) => d.seq), opts.dispatchLeaseMs);
       if (!tickets.length) return;
       await deps.jobs.dispatch(spec.name, [{ itemId, tickets }]);
-      const deadlineMs = spec.deadlineMs?.(item.snap.def.config) ?? 10_000;
       await queue.admissions.extendLeases(itemId, tickets.map((t) => ({ seq: t.seq, leaseId: t.leaseId })), deps.now() + deps.jobs.leaseMs(deadlineMs));
       deps.onResolved?.(itemId, 'relaunched', tickets.length);
       log.warn({ itemId, inDoubt: doubts.length, relaunched: tickets.length }, 'tickets in doubt run again');

@@ -123,12 +123,12 @@ while taken < allowed do
   local record = getRecord(seq)
   if record and string.sub(record, 1, 1) == 'w' then
     -- A blocked user's ticket back at the head was admitted: its effect may have happened before
-    -- its lease ran out (a sale committed, an outside worker's write-back late), so it waits in
-    -- doubt and ends with what happened — Postgres's row, the worker's outcome — "blocked" if
-    -- nothing did. (An external ticket was told "blocked" at once, and the late write-back of the
-    -- work it had been given refused.) Not for in-process handlers without stock (a webhook):
-    -- their doubt is settled by running them again, which would serve the blocked user.
-    if anyBlocked and (stocked or doubtByWorker) and rcall('HEXISTS', K.blocked, recordUser(record)) == 1 then
+    -- its lease ran out (a sale committed, an outside worker's write-back late, a webhook call
+    -- that went on), so it waits in doubt and ends with what happened — Postgres's row, the
+    -- worker's or the run's outcome — "blocked" if nothing did. (An external ticket was told
+    -- "blocked" at once and its late write-back refused; a webhook one too, while its call made
+    -- the order.) Such a ticket is never run again (relaunch-4.lua): that would serve the user.
+    if anyBlocked and rcall('HEXISTS', K.blocked, recordUser(record)) == 1 then
       doubtInstead(seq, record, now, blockedOutcome)
     elseif not endIfBlocked(seq, record) then
       admit(seq, record)

@@ -37,9 +37,8 @@ for i = 4, #ARGV do
   local waiting = record and string.sub(record, 1, 1) == 'w' and not cutFor(cuts, seq)
   if waiting and anyBlocked and rcall('HEXISTS', K.blocked, recordUser(record)) == 1 then
     rcall('ZREM', K.wait, ARGV[i])
-    -- Back at the head, it was admitted: its effect may have happened (doubt), as on one line
-    -- (with stock, or an outside worker's; an in-process handler's doubt would run it again).
-    if rcall('ZREM', K.retry, ARGV[i]) == 1 and (stocked or rcall('HGET', K.meta, 'handler') == 'external') then
+    -- Back at the head, it was admitted: its effect may have happened (doubt), as on one line.
+    if rcall('ZREM', K.retry, ARGV[i]) == 1 then
       doubtInstead(seq, record, now, blockedOutcome)
     else
       finish(seq, record, 'waiting', 'r', 'rejected', blockedOutcome, now)
