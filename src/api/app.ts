@@ -134,7 +134,8 @@ export function createApp(deps: AppDeps) {
   // A path whose percent-escapes do not decode to UTF-8 (`%ED%A0%80`, a lone surrogate; `%E9`;
   // `%zz`) is 400, as such bytes in a body are: Hono keeps a parameter it cannot decode as its raw
   // text, so `PUT /v1/blocks/%ED%A0%80` blocked a user named "%ED%A0%80" (and a DELETE unblocked one).
-  app.use('*', async (c, next) => {
+  // (The pages answer such a path with their own HTML 404.)
+  app.use('/v1/*', async (c, next) => {
     if (c.req.url.includes('%')) {
       try {
         decodeURIComponent(new URL(c.req.url).pathname);
