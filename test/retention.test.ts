@@ -168,6 +168,35 @@ describe('retention of ended items', () => {
     }
   });
 
+  it('is not undone by a reconcile that read the item rows just before it removed the item', async () => {
+    const clock = manualClock();
+    const prefix = t.newPrefix();
+    const base = createItemsStore(ownDb.db);
+    let queue!: ReturnType<typeof daemonOn>['queue'];
+    // Retention archives and drops the item between the reconcile's read of the rows and its look at Redis.
+    let removeAfterRead = false;
+    const store: ItemsStore = {
+      ...base,
+      all: async () => {
+        const rows = await base.all();
+        if (removeAfterRead) {
+          await base.archive('gone-mid', new Date(clock.now()));
+          await queue.definitions.drop('gone-mid');
+        }
+        return rows;
+      },
+    };
+    const d = daemonOn(prefix, clock, store);
+    queue = d.queue;
+    await d.catalog.put('gone-mid', { handler: 'external' }, { role: 'operator', key: 'o' });
+    await queue.definitions.cut('gone-mid', 'closed');
+    await t.redis.del(itemKeys(prefix, 'gone-mid').done); // (the ledger drained it)
+    removeAfterRead = true;
+    await d.catalog.reconcile();
+    expect(await queue.items.item('gone-mid', { fresh: true })).toBeNull();
+    await ownDb.sql`delete from items where item_id = 'gone-mid'`;
+  });
+
   it("a daemon's once-a-second loss check does not take an item retention removed for a lost one (it read every item from Postgres and Redis each second)", async () => {
     const clock = manualClock();
     const prefix = t.newPrefix();

@@ -509,7 +509,9 @@ export function createCatalog(deps: CatalogDeps): Catalog {
           deps.log.error({ itemId: row!.itemId, err: (err as Error).message }, 'item not reconciled: its stored definition is refused now; define it again');
           continue;
         }
-        if (!(await queue.items.item(row!.itemId, { fresh: true }))) await restoreRow(row!);
+        // A lost item comes back as the loss check restores it: under its lock, from its row as it
+        // is then (read before this loop, it may have been archived since, and dropped on purpose).
+        if ((await restoreMissing([row!.itemId])).gone.has(row!.itemId)) continue;
         const r = await syncStock(def, opts.idleOnly ?? false);
         if (r) out.push(r);
         if (r?.changed && r.redisHad !== r.left) deps.log.warn(r, 'stock reconciled from postgres');
