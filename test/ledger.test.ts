@@ -2,6 +2,7 @@ import { ticketRef } from '../src/kernel/ticket-ref.js';
 import postgres from 'postgres';
 import { describe, expect, it } from 'vitest';
 import { writeOutcomes } from '../src/db/outcomes.js';
+import { writeSales } from '../src/db/sales.js';
 import { createLogger } from '../src/kernel/logger.js';
 import { itemKeys } from '../src/redis/keys.js';
 import { createLedgerFeed } from '../src/service/outcome-ledger-feed.js';
@@ -12,6 +13,20 @@ import { drainLedger } from './support/ledger.js';
 const t = await testApp();
 
 describe('the outcome ledger', () => {
+  it("makes Postgres refuse the sale of a ticket its user cancelled, once it holds the cancel: a Redis rollback that takes the cancel back revives the ticket, and it was sold", async () => {
+    const { call, queue, prefix, metrics } = t.build();
+    const item = t.uniqueItem();
+    expect((await call('PUT', `/v1/items/${item}`, { handler: 'seckill', config: { stock: 5 }, gate: { mode: 'closed' } })).status).toBe(201);
+    const bob = (await call('POST', `/v1/items/${item}/tickets`, { userId: 'bob' }, SERVICE)).body.ticketId as string;
+    expect((await call('DELETE', `/v1/tickets/${bob}`, undefined, null)).body.state).toBe('cancelled');
+    await drainLedger({ queue, redis: t.redis, prefix, sql: t.db.sql, metrics, consumer: 'ledger-void' });
+    expect((await t.db.sql`select status from ticket_outcomes where ticket_id = ${ticketRef(bob)}`)[0]?.status).toBe('cancelled');
+    // The rollback's revived ticket is admitted and its job sells: refused.
+    const [sale] = await writeSales(t.db.sql, 'orders', [{ itemId: item, userId: 'bob', ticketRef: ticketRef(bob) }]);
+    expect(sale.kind).toBe('void');
+    expect((await t.db.sql`select count(*)::int as n from orders where item_id = ${item}`)[0].n).toBe(0);
+  });
+
   it('parks a row Postgres refuses and an unreadable entry in ticket_outcomes_dead, writes every other row, and empties the streams', async () => {
     const { call, queue, prefix, metrics } = t.build();
     const [a, b] = [t.uniqueItem(), t.uniqueItem()];

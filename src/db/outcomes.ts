@@ -31,6 +31,18 @@ export async function insertOutcomes(sql: postgres.Sql, rows: OutcomeRow[]): Pro
   return res.count;
 }
 
+/**
+ * Tickets whose users cancelled them, once the ledger holds the cancel: their sale is refused from
+ * then on (voided_tickets, 0010). A Redis rollback may take the cancel back (the ticket waiting
+ * again, its user told "cancelled", the ledger's row saying so), and the revived ticket was
+ * admitted and sold. (A cancel the rollback took before the ledger wrote it is lost with Redis.)
+ */
+export async function voidCancelled(sql: postgres.Sql, rows: OutcomeRow[]): Promise<void> {
+  const cancelled = rows.filter((r) => r.status === 'cancelled' && r.reason === 'cancelled_by_user');
+  if (!cancelled.length) return;
+  await sql`insert into voided_tickets (ticket_id, item_id) select t, i from unnest(${cancelled.map((r) => r.ticketId)}::text[], ${cancelled.map((r) => r.itemId)}::text[]) as v(t, i) on conflict do nothing`;
+}
+
 /** A row (or an unreadable done-stream entry) the ledger parks in `ticket_outcomes_dead`. */
 export interface DeadOutcome {
   itemId: string;

@@ -1,6 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import type postgres from 'postgres';
-import { insertDeadOutcomes, writeOutcomes } from '../db/outcomes.js';
+import { insertDeadOutcomes, voidCancelled, writeOutcomes } from '../db/outcomes.js';
 import { isConnectionLoss } from '../db/refusal.js';
 import type { Logger } from '../kernel/logger.js';
 import { every } from '../kernel/loop.js';
@@ -84,7 +84,9 @@ export function startLedger(
     ).filter((r): r is Read => r !== null && r.ids.length > 0);
     if (!reads.length) return [];
     for (const r of reads) deps.queue.items.keepActive(r.snap.def.itemId);
-    const dead = await writeOutcomes(deps.sql, reads.flatMap((r) => r.tickets));
+    const rows = reads.flatMap((r) => r.tickets);
+    const dead = await writeOutcomes(deps.sql, rows);
+    await voidCancelled(deps.sql, rows);
     const unreadable = reads.flatMap((r) =>
       r.unreadable.map((u) => ({ itemId: r.snap.def.itemId, ticketId: null, fields: { entry: u.id, ...((r.snap.def.lines ?? 1) > 1 ? { line: r.source.line } : {}), fields: u.fields }, error: u.error })),
     );
