@@ -177,7 +177,7 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
     autoCap: config.FLOODGATE_AUTO_START_LIMIT,
     ops: { within: opRevs.within, locked: opRevRows.locked, revs: opRevRows.revs, mark: (scope, rev) => opMarks.set(scope, rev, { top: false }) },
   });
-  const reservations = createReservations({ sql: dbHandle.sql, queue, stock, log: log.child({ module: 'reservations' }), onReturned: (itemId) => events.emit('returned', itemId) });
+  const reservations = createReservations({ sql: dbHandle.sql, queue, stock, log: log.child({ module: 'reservations' }), onReturned: (itemId) => events.emit('returned', itemId), now: () => clock.now() });
   return { clock, events, handlers, metrics, pg, memory, queue, stock, stockRows, series, store, gateStore, catalog, opRevs, opLocked: opRevRows.locked, reservations, lostTickets };
 }
 

@@ -4,6 +4,9 @@ import { itemKeys } from '../src/redis/keys.js';
 import { createStockCounters } from '../src/service/stock-counters.js';
 import { testRedis } from './support/redis.js';
 import { SERVICE, testApp } from './support/app.js';
+import { writeSales } from '../src/db/sales.js';
+import { createLogger } from '../src/kernel/logger.js';
+import { createReservations } from '../src/service/reservations.js';
 
 const { redis, newPrefix } = testRedis();
 const t = await testApp();
@@ -61,5 +64,40 @@ describe('a sell-out decided on a Postgres read older than a restock', () => {
     // Decided after the restock: the cut stands.
     expect(await queue.definitions.cut(item, 'sold_out', undefined, clock.now())).toBe(1);
     expect((await call('GET', `/v1/tickets/${waiting}`, undefined, null)).body).toMatchObject({ state: 'rejected', outcome: { reason: 'sold_out' } });
+  });
+});
+
+describe('a count taken before a restock', () => {
+  it('is not set over it on a split item (the units read before the count are compared, as on one line)', async () => {
+    const { call, queue, stock } = t.build();
+    const item = t.uniqueItem();
+    expect((await call('PUT', `/v1/items/${item}`, { handler: 'seckill', config: { stock: 0 }, gate: { mode: 'closed' }, lines: 2 })).status).toBe(201);
+    // The stock keeper reads the item (0 units), then counts in Postgres: 0 left.
+    const before = (await queue.items.item(item, { fresh: true }))!.snap;
+    // An operator's restock lands in between.
+    expect((await call('PUT', `/v1/items/${item}`, { handler: 'seckill', config: { stock: 4 }, gate: { mode: 'closed' }, lines: 2 })).status).toBe(200);
+    expect(await stock.set(item, 0, 1, { idleOnly: true, unless: { admissions: before.admissions, units: before.stockLeft } })).toBe(false);
+    expect((await call('GET', `/v1/items/${item}`)).body.remaining).toBe(4);
+  });
+
+  it("is not cut sold out after a reservation's last confirm that read Postgres before it", async () => {
+    const { call, queue, stock } = t.build();
+    const item = t.uniqueItem();
+    expect((await call('PUT', `/v1/items/${item}`, { handler: 'seckill', config: { stock: 1, reserveMs: 600_000 }, gate: { mode: 'closed' } })).status).toBe(201);
+    const waiting = (await call('POST', `/v1/items/${item}/tickets`, { userId: 'w1' }, SERVICE)).body.ticketId as string;
+    const [sale] = await writeSales(t.db.sql, 'orders', [{ itemId: item, userId: 'buyer', ticketRef: 'ref-buyer', reserveMs: 600_000 }]);
+    expect(sale.kind).toBe('sold');
+    // The restock lands between the confirm's Postgres call (none left, none reserved) and its cut.
+    const definitions = {
+      ...queue.definitions,
+      cut: async (...args: Parameters<typeof queue.definitions.cut>) => {
+        expect((await call('PUT', `/v1/items/${item}`, { handler: 'seckill', config: { stock: 5, reserveMs: 600_000 }, gate: { mode: 'closed' } })).status).toBe(200);
+        return queue.definitions.cut(...args);
+      },
+    };
+    const resv = createReservations({ sql: t.db.sql, queue: { definitions }, stock, log: createLogger('silent'), onReturned: () => {}, now: () => Date.now() });
+    expect(await resv.confirm(sale.kind === 'sold' ? sale.id : '')).toMatchObject({ status: 'confirmed' });
+    expect((await call('GET', `/v1/tickets/${waiting}`, undefined, null)).body.state).toBe('waiting');
+    expect((await call('GET', `/v1/items/${item}`)).body).toMatchObject({ remaining: 4 });
   });
 });

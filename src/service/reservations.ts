@@ -37,6 +37,8 @@ export interface ReservationDeps {
   log: Logger;
   /** A released unit is back in an item's counter: wake the dispatcher for it. */
   onReturned(itemId: string): void;
+  /** The daemon's clock (ms): when a confirm's Postgres call began, for its sold-out cut (definitions.cut's `decidedAt`). */
+  now?(): number;
 }
 
 export function createReservations(deps: ReservationDeps): Reservations {
@@ -55,10 +57,14 @@ export function createReservations(deps: ReservationDeps): Reservations {
     return n;
   }
 
-  /** Every unit confirmed: the waiting tickets end rejected / sold_out. */
-  async function cutIfSoldOut(o: SettledOrder) {
-    if (o.itemId && o.left <= 0 && o.reserved === 0) await queue.definitions.cut(o.itemId, 'sold_out');
+  /**
+   * Every unit confirmed: the waiting tickets end rejected / sold_out — unless the item was
+   * restocked after the confirm's Postgres call began (`decidedAt`): its count is old then.
+   */
+  async function cutIfSoldOut(o: SettledOrder, decidedAt: number) {
+    if (o.itemId && o.left <= 0 && o.reserved === 0) await queue.definitions.cut(o.itemId, 'sold_out', undefined, decidedAt);
   }
+  const now = deps.now ?? Date.now;
 
   /** The scope check, before anything changes (an order of no item is the settle's not_found). */
   async function checkItem(orderId: string, mayUse?: (itemId: string) => void) {
@@ -72,6 +78,7 @@ export function createReservations(deps: ReservationDeps): Reservations {
   return {
     async confirm(orderId, mayUse) {
       await checkItem(orderId, mayUse);
+      const decidedAt = now();
       const o = await settleOrder(sql, orderId, 'confirmed');
       if (o.outcome === 'not_found') fail('not_found', 'No such order.');
       if (o.outcome === 'expired') {
@@ -79,7 +86,7 @@ export function createReservations(deps: ReservationDeps): Reservations {
         fail('reservation_expired', 'The reservation ran out before it was confirmed; its unit went back on sale.');
       }
       if (o.outcome === 'conflict') fail('conflict', 'The order was released; it cannot be confirmed.');
-      await cutIfSoldOut(o);
+      await cutIfSoldOut(o, decidedAt);
       return { orderId, status: 'confirmed' };
     },
 

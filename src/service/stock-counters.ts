@@ -71,7 +71,10 @@ export function createStockCounters(deps: { redis: RedisLike; prefix: string; cl
         // and none since the caller counted (read here, not inside one script: the sub-lines are on
         // other slots, so a sale may still slip between this read and the set).
         if (opts?.idleOnly && (item?.snap.counts.admitted ?? 0) > 0) return false;
-        if (opts?.unless && item?.snap.admissions !== opts.unless.admissions) return false;
+        // And the units as the caller read them before its count: an operator's restock since
+        // (split.setStock) makes the count old, and setting it took the restock back (then cut
+        // the item sold out: every waiting user told so with units on sale).
+        if (opts?.unless && (item?.snap.admissions !== opts.unless.admissions || (opts.unless.units !== null && item?.snap.stockLeft !== opts.unless.units))) return false;
         await split.setStock(sub, units);
         deps.items.invalidate(itemId);
         return true;
