@@ -173,6 +173,19 @@ describe('an item split into sub-lines, at its edges', () => {
     expect((await call('GET', '/v1/items/few8')).body).toMatchObject({ state: 'sold_out', remaining: 0, counts: { waiting: 0, admitted: 0, succeeded: 6 } });
   });
 
+  it('shows the first joiner after a restock place 1, not the tickets the sell-out ended and the joins it refused as places ahead', { timeout: 60_000 }, async () => {
+    await call('PUT', '/v1/items/pos4', { handler: 'seckill', config: { stock: 1 }, lines: 4, gate: { mode: 'closed' } });
+    await joinInOrder('pos4', userIds(0, 20, 'p'));
+    // Sold out (its stock set to 0): the 20 waiting end; then 30 joins are refused, each with a join number.
+    expect((await call('PUT', '/v1/items/pos4', { handler: 'seckill', config: { stock: 0 }, lines: 4, gate: { mode: 'closed' } })).body).toMatchObject({ state: 'sold_out' });
+    for (const u of userIds(0, 30, 'r')) expect((await call('POST', '/v1/items/pos4/tickets', { userId: u }, SVC)).status).toBe(410);
+    expect((await call('PUT', '/v1/items/pos4', { handler: 'seckill', config: { stock: 5 }, lines: 4, gate: { mode: 'closed' } })).body).toMatchObject({ remaining: 5 });
+    const first = await call('POST', '/v1/items/pos4/tickets', { userId: 'after-1' }, SVC);
+    const second = await call('POST', '/v1/items/pos4/tickets', { userId: 'after-2' }, SVC);
+    expect([first.body.position, second.body.position]).toEqual([1, 2]);
+    expect((await poll(first.body.ticketId)).position).toBe(1);
+  });
+
   it('comes back whole after Redis loses it: its lines, the units Postgres leaves, and a sale of exactly those', { timeout: 120_000 }, async () => {
     await call('PUT', '/v1/items/lost8', { handler: 'seckill', config: { stock: 10 }, lines: 8, gate: { mode: 'manual', maxInFlight: 8 } });
     const before = await joinInOrder('lost8', userIds(0, 4, 'l'));

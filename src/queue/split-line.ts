@@ -138,6 +138,8 @@ export interface SplitLine {
    * admission round moves units to the sub-lines whose tickets it admits.
    */
   setStock(item: SplitItem, units: number): Promise<void>;
+  /** Moves the admission cursor (ctr an) up to `num` (never down): numbers up to it are held by no waiting ticket. */
+  moveCursor(item: SplitItem, num: number): Promise<void>;
   /** The units left over every sub-line. */
   unitsLeft(item: SplitItem): Promise<number>;
   /** Ends every waiting ticket of every sub-line (cut-8.lua on each) and refuses joins from then on. */
@@ -392,6 +394,14 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
     },
 
     async setStock(item, units) {
+      // A restock of a sold-out item that nobody waits in (the cut ended them all): every join
+      // number so far is admitted, cut or refused — joins refused while it was sold out took one
+      // each — so the cursor moves past them all, before the units make it take joins again. (The
+      // first joiner after the restock was shown the refused joins as places ahead: 321 alone.)
+      if (units > 0) {
+        const [soldOut, waiting] = await Promise.all([redis.hget(itemKeys(prefix, item.itemId).meta, 'soldOut'), Promise.all(subs(item).map((k) => redis.hget(itemKeys(prefix, tag(item, k)).ctr, 'waiting')))]);
+        if (soldOut === '1' && waiting.every((w) => Number(w ?? 0) === 0)) await this.moveCursor(item, Number((await redis.hget(itemKeys(prefix, item.itemId).ctr, 'jn')) ?? 0));
+      }
       await Promise.all(
         subs(item).map(async (k) => {
           const share = Math.floor(units / item.lines) + (k < units % item.lines ? 1 : 0);
@@ -400,6 +410,10 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
           if (units > 0) await redis.hdel(itemKeys(prefix, tag(item, k)).meta, 'soldOut');
         }),
       );
+    },
+
+    async moveCursor(item, num) {
+      await run(scripts.splitGate, item.itemId, clock.now(), { op: 'commit', token: '', want: '', inFlight: '', autoCap: '', taken: 0, lastNum: num });
     },
 
     async unitsLeft(item) {
@@ -423,6 +437,8 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
           return Math.max(0, n);
         }),
       );
+      // Every ticket numbered up to upTo has left the line: positions count from there.
+      await this.moveCursor(item, upTo);
       return ended.reduce((s, n) => s + n, 0);
     },
   };

@@ -11,8 +11,10 @@
     none, frees the lease, and answers -ms (at most -1) when the pace alone held them: the ms
     until it lets the next one in (admit-12.lua's code 2).
   commit: records `taken` admissions (the pace, ctr admissions) and the admission cursor (ctr an
-    = the highest join number admitted, `lastNum`), then frees the lease. Returns ctr admissions
-    after (so the round's tickets were the item's admissions total − taken + 1 … total).
+    = the highest join number admitted, `lastNum`, never lowered), then frees the lease (if
+    `token` holds it). Returns ctr admissions after (so the round's tickets were the item's
+    admissions total − taken + 1 … total). Also with `taken` 0 and no lease, to move the cursor
+    past numbers no waiting ticket holds any more (a cut, joins refused while the item was sold out).
   The rule (effectiveGate, paceNow) is admit-12.lua's, from _gate.lua.
 ]]
 -- @include _gate
@@ -46,7 +48,7 @@ local total = tonumber(redis.call('HGET', K.ctr, 'admissions') or '0')
 if taken > 0 then
   total = redis.call('HINCRBY', K.ctr, 'admissions', taken)
   recordPace(taken)
-  if tonumber(ARGV[8]) > tonumber(redis.call('HGET', K.ctr, 'an') or '0') then redis.call('HSET', K.ctr, 'an', ARGV[8]) end
 end
+if tonumber(ARGV[8]) > tonumber(redis.call('HGET', K.ctr, 'an') or '0') then redis.call('HSET', K.ctr, 'an', ARGV[8]) end
 unlock()
 return total
