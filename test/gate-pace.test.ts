@@ -133,10 +133,13 @@ describe('the manual gate pace (GCRA) at real epoch times', () => {
     // (Before: nothing until the old 100 s had passed, while the gate showed 1000/s.)
     expect(await pullAll(burstOf(1000))).toBe(burstOf(1000));
 
-    // A daemon whose clock ran 60 s ahead admitted once: the others' next admission is not 60 s away.
+    // A daemon whose clock ran 60 s ahead admitted once (its pace put the next one an interval
+    // after its own now): the others' next admission is not 60 s away, but about an interval.
     await drive(10, start, []);
-    await t.redis.hset(itemKeys(prefix, ITEM).gate, 'tatAt', String(start + 60_000), 'tatOff', '0');
-    clock.advance(200);
+    await t.redis.hset(itemKeys(prefix, ITEM).gate, 'tatAt', String(clock.now() + 60_000), 'tatOff', '100');
+    expect(await pullAll(burstOf(10))).toBe(0);
+    clock.advance(101);
+    // (Before: nothing at every read until the 60 s had passed: each took the future write as made just now.)
     expect(await pullAll(burstOf(10))).toBeGreaterThanOrEqual(1);
   }, 30_000);
 });

@@ -33,7 +33,15 @@ local function paceNow(rate, tatAt, tatOff, now)
   -- (written "in the future": taken as written now).
   tatAt, tatOff = tonumber(tatAt or ''), tonumber(tatOff or '')
   if tatAt and tatOff then
-    lag = math.max(0, (math.min(tatAt, epoch) - epoch) + math.min(tatOff, 1 + burst * interval) - (now - epoch))
+    local off = math.min(tatOff, 1 + burst * interval)
+    if tatAt > epoch then
+      -- Written "in the future" (a daemon whose clock ran ahead): taken as written now, and kept
+      -- so. Read as "written now" at every read, its lag never shrank: every daemon admitted
+      -- nobody for as long as the skew lasted (60 s ahead: nothing for 60 s, at any rate).
+      tatAt = epoch
+      redis.call('HSET', K.gate, 'tatAt', string.format('%d', epoch), 'tatOff', string.format('%.17g', off))
+    end
+    lag = math.max(0, (tatAt - epoch) + off - (now - epoch))
   end
   -- One ticket is allowed once lag <= (burst - 1) * interval.
   local due = math.max(0, math.ceil(lag - (burst - 1) * interval))
