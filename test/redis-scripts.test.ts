@@ -110,6 +110,10 @@ describe('the effective gate', () => {
     ['auto', 50, 10, 40, 12.5, 256, 12.5, 10],
     ['auto', null, null, 40, null, 256, null, 40],
     ['auto', 7, null, null, 3, 256, 3, 256],
+    // An operator's ceiling over the handler's own cap (seckill: the Postgres-pressure cap) or the
+    // slow start: the cap holds under it (the ceiling used to replace it).
+    ['auto', null, 500, null, null, 2, null, 2],
+    ['auto', null, 1, null, null, 256, null, 1],
   ];
 
   it('is the same rule in the admit script (_gate.lua) and in what the daemon shows (gate-rule.ts)', async () => {

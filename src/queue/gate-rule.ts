@@ -28,7 +28,8 @@ const minOf = (a: number | null, b: number | null) => (a === null ? b : b === nu
  * The gate admission obeys, the rule redis/lua/_gate.lua applies in the admit script (test/
  * redis-scripts.test.ts runs both over one table): closed admits nothing; manual, the operator's
  * rate and maxInFlight; auto, the controller's limit and pace under the operator's ceilings, and
- * before the controller has spoken, the operator's maxInFlight or else `autoCap`.
+ * before the controller has spoken (or for handlers it never speaks for), `autoCap` under the
+ * operator's maxInFlight.
  */
 export function effectiveGate(g: GateSettings, pace: ControllerPace | null, autoCap: number | null): EffectiveGate {
   if (g.mode === 'closed') return { rate: 0, maxInFlight: 0 };
@@ -36,7 +37,7 @@ export function effectiveGate(g: GateSettings, pace: ControllerPace | null, auto
   const limit = pace?.limit ?? null;
   return {
     rate: minOf(g.rate, pace?.rate ?? null),
-    maxInFlight: limit !== null ? minOf(g.maxInFlight, limit) : (g.maxInFlight ?? autoCap),
+    maxInFlight: limit !== null ? minOf(g.maxInFlight, limit) : minOf(g.maxInFlight, autoCap),
   };
 }
 

@@ -2,7 +2,8 @@
 -- = unset) and the daemon's in-flight cap for an auto gate its controller has not spoken for.
 -- closed: nothing (0, 0). manual: the operator's rate and maxInFlight. auto: the controller's
 -- limit (aLimit) and pace (aRate) under the operator's ceilings; before the controller has
--- spoken, the operator's maxInFlight or else `autoCap`.
+-- spoken (and for handlers it never speaks for: seckill, coupon), `autoCap` under the operator's
+-- maxInFlight (a ceiling set replaced the Postgres-pressure cap and the slow start outright).
 -- Returns rate (per s) and maxInFlight, each nil for "no cap". queue/gate-rule.ts is the same
 -- rule for what the daemon shows; test/redis-scripts.test.ts runs both over one table.
 local function effectiveGate(mode, rate, maxInFlight, aLimit, aRate, autoCap)
@@ -10,7 +11,8 @@ local function effectiveGate(mode, rate, maxInFlight, aLimit, aRate, autoCap)
   local r, m = tonumber(rate or ''), tonumber(maxInFlight or '')
   if mode ~= 'manual' then
     local limit, pace = tonumber(aLimit or ''), tonumber(aRate or '')
-    if limit then m = math.min(m or limit, limit) elseif not m then m = tonumber(autoCap or '') end
+    local cap = tonumber(autoCap or '')
+    if limit then m = math.min(m or limit, limit) elseif cap then m = math.min(m or cap, cap) end
     if pace then r = math.min(r or pace, pace) end
   end
   return r, m
