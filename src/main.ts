@@ -53,7 +53,9 @@ async function main() {
   }
   let keys: ReturnType<typeof keysForRun>;
   try {
-    keys = keysForRun(config, path.resolve(config.FLOODGATE_DATA_DIR));
+    // A worker of FLOODGATE_PROCESSES has the keys its primary made or read: as "keys configured",
+    // it deleted the primary's .floodgate/dev-keys.env just after the primary announced it.
+    keys = isClusterWorker() ? { config, generated: {}, file: null } : keysForRun(config, path.resolve(config.FLOODGATE_DATA_DIR));
   } catch (err) {
     console.error(String((err as Error).message));
     process.exit(2);

@@ -129,19 +129,25 @@ export async function runPrimary(config: Config, log: Logger, n: number): Promis
       process.exit(1);
     }, config.FLOODGATE_SHUTDOWN_MS + 2000);
     force.unref();
+    // A worker whose stop cut jobs short exits 1 (main.ts): the group's exit says so too, as one
+    // process's does (it exited 0 whatever its workers did).
+    let cutShort = false;
     await Promise.all(
       [...workers.values()].map(
         (w) =>
           new Promise<void>((resolve) => {
             if (w.isDead()) return resolve();
-            w.once('exit', () => resolve());
+            w.once('exit', (exitCode: number | null) => {
+              if (exitCode !== null && exitCode !== 0) cutShort = true;
+              resolve();
+            });
             w.process.kill('SIGTERM');
           }),
       ),
     );
     await stores.stop();
-    log.info('stopped');
-    process.exit(code);
+    log.info({ workersFailed: cutShort }, 'stopped');
+    process.exit(cutShort ? 1 : code);
   }
   process.once('SIGTERM', () => void shutdown('SIGTERM'));
   process.once('SIGINT', () => void shutdown('SIGINT'));

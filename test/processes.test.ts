@@ -1,4 +1,7 @@
 import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { request } from 'node:http';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -125,5 +128,31 @@ describe('FLOODGATE_PROCESSES: several daemon processes behind one port', () => 
     expect(await d.stop('SIGTERM')).toBe(0);
     expect(d.output()).toMatch(/"msg":"stopping worker processes"/);
     for (const pid of now) expect(() => process.kill(pid, 0)).toThrow();
+  });
+  it('keeps the dev keys file it announced when no keys are configured (its workers deleted it as "keys configured")', { timeout: 60_000 }, async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'fg-keys-'));
+    try {
+      const d = await startDaemonProcess(
+        {
+          FLOODGATE_PROCESSES: '2',
+          REDIS_URL: `redis://${redis.options.host}:${redis.options.port}`,
+          DATABASE_URL: db.url,
+          FLOODGATE_REDIS_PREFIX: newPrefix(),
+          FLOODGATE_SERVICE_KEYS: '',
+          FLOODGATE_OPERATOR_KEYS: '',
+          FLOODGATE_DATA_DIR: dir,
+          NODE_ENV: 'development',
+        },
+        { listening: 2 },
+      );
+      running.push(d);
+      const file = readFileSync(path.join(dir, 'dev-keys.env'), 'utf8');
+      const op = /OPKEY=(\S+)/.exec(file)?.[1];
+      expect(op).toMatch(/^dev-op-/);
+      expect((await call(d.url, 'GET', '/v1/items', undefined, op)).status).toBe(200);
+      expect(await d.stop('SIGTERM')).toBe(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
