@@ -20,14 +20,15 @@ const bool = z
 export const configSchema = z.object({
   PORT: z.coerce.number().int().min(0).max(65535).default(8080),
   HOST: z.string().default('0.0.0.0'),
-  REDIS_URL: z.string().url().optional(),
+  // (Any scheme passed: `http://…` was read as a unix socket's path, `mysql://…` dialled as Postgres.)
+  REDIS_URL: z.url({ protocol: /^rediss?$/, error: 'a redis:// or rediss:// URL' }).optional(),
   /** `host:port,host:port…`: seed nodes of a Redis Cluster, used instead of REDIS_URL (infra/redis-client.ts). */
   FLOODGATE_REDIS_CLUSTER: z
     .string()
     .regex(/^\s*[^\s,:]+:\d{1,5}(\s*,\s*[^\s,:]+:\d{1,5})*\s*$/, 'host:port,host:port…')
     .transform((s) => s.split(',').map((n) => { const [host, port] = n.trim().split(':'); return { host, port: Number(port) }; }))
     .optional(),
-  DATABASE_URL: z.string().url().optional(),
+  DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/, error: 'a postgres:// or postgresql:// URL' }).optional(),
   FLOODGATE_SERVICE_KEYS: keyList,
   FLOODGATE_OPERATOR_KEYS: keyList,
   FLOODGATE_METRICS_KEY: z.string().optional(),

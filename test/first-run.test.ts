@@ -111,4 +111,14 @@ describe.concurrent('the first run', () => {
     expect(err?.message).toMatch(/FLOODGATE_SERVICE_KEYS: no key configured/);
     expect(err?.message).not.toMatch(/FLOODGATE_OPERATOR_KEYS: no key/);
   });
+  it('refuses a store URL of another scheme at start, naming the variable (http:// was read as a unix socket, mysql:// dialled as Postgres)', async () => {
+    const started = startDaemonProcess({ REDIS_URL: 'http://127.0.0.1:6379', DATABASE_URL: 'mysql://root@127.0.0.1:3306/x', FLOODGATE_REDIS_PREFIX: newPrefix() }, { cwd: workDir() });
+    const err = await started.then(
+      (d) => (void d.stop(), null),
+      (e: Error) => e,
+    );
+    expect(err?.message).toMatch(/daemon exited 2/);
+    expect(err?.message).toMatch(/REDIS_URL: a redis:\/\/ or rediss:\/\/ URL/);
+    expect(err?.message).toMatch(/DATABASE_URL: a postgres:\/\/ or postgresql:\/\/ URL/);
+  });
 });
