@@ -5,7 +5,10 @@
  * the scrape asks the primary, which asks every worker for its metrics and answers with them
  * aggregated by prom-client's rules: counters and histograms summed, Node's process metrics as
  * prom-client defines. (The per-item gauges, a picture of Redis the same in every process, are
- * added by the worker that answers: item-gauges.ts.)
+ * added by the worker that answers: item-gauges.ts.) Counters and histograms never go down: a
+ * worker that does not answer in time is counted at its last answer, and a dead worker's last
+ * counts are kept (summed into `retired`). They went down by the dead worker's counts at each
+ * death, which Prometheus reads as a counter reset: rate() spiked and those counts were lost.
  */
 import cluster from 'node:cluster';
 import { AggregatorRegistry } from 'prom-client';
@@ -34,6 +37,10 @@ interface Msg {
 export function servePrimaryMetrics() {
   let next = 0;
   const listening = new Set<number>();
+  /** Each live worker's last metrics, and the summed counters and histograms of the dead. */
+  const last = new Map<number, object[]>();
+  let retired: Promise<object[]> = Promise.resolve([]);
+  const cumulative = (m: object[]) => m.filter((x) => ['counter', 'histogram'].includes((x as { type?: string }).type ?? ''));
   const pending = new Map<number, { asked: Set<number>; parts: object[][]; done(): void }>();
   const answered = (id: number, workerId: number, metrics?: object[]) => {
     const p = pending.get(id);
@@ -44,12 +51,18 @@ export function servePrimaryMetrics() {
   cluster.on('listening', (worker) => listening.add(worker.id));
   const gone = (worker: { id: number }) => {
     listening.delete(worker.id);
+    const final = last.get(worker.id);
+    last.delete(worker.id);
+    if (final) retired = retired.then((sum) => AggregatorRegistry.aggregate([sum, cumulative(final)].filter((x) => x.length)).getMetricsAsJSON() as Promise<object[]>).catch(() => []);
     for (const id of [...pending.keys()]) answered(id, worker.id);
   };
   cluster.on('disconnect', gone);
   cluster.on('exit', gone);
   cluster.on('message', (worker, msg: Msg) => {
-    if (msg?.type === COLLECT_RES) return answered(msg.id, worker.id, msg.metrics);
+    if (msg?.type === COLLECT_RES) {
+      if (msg.metrics) last.set(worker.id, msg.metrics);
+      return answered(msg.id, worker.id, msg.metrics);
+    }
     if (msg?.type !== SCRAPE) return;
     const id = next++;
     const live = Object.values(cluster.workers ?? {}).filter((w) => w?.isConnected() && listening.has(w.id));
@@ -57,9 +70,14 @@ export function servePrimaryMetrics() {
     const finish = () => {
       clearTimeout(timer);
       if (!pending.delete(id)) return;
-      // A worker that did not answer in time (busy, dying) is left out rather than failing the scrape.
-      Promise.resolve()
-        .then(() => AggregatorRegistry.aggregate(p.parts).metrics())
+      // A worker that did not answer in time (busy, dying) is counted at its last answer rather than
+      // failing the scrape; the dead are counted at theirs.
+      for (const w of p.asked) {
+        const known = last.get(w);
+        if (known) p.parts.push(known);
+      }
+      retired
+        .then((sum) => AggregatorRegistry.aggregate(sum.length ? [...p.parts, sum] : p.parts).metrics())
         .then(
           (text) => reply(text),
           (err) => reply(undefined, String(err)),
