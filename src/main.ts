@@ -9,6 +9,7 @@ import { keysForRun, readSettings, runKeysNotice, type Config, type Settings } f
 import { openCore, startDaemon } from './daemon.js';
 import { isTypeFetchFailure } from './db/faults.js';
 import { SetupNeeded } from './infra/system-changes.js';
+import { stopStartedStores } from './infra/ensure-stores.js';
 import { isClusterWorker, processCount, runPrimary } from './processes.js';
 import { systemClock } from './kernel/clock.js';
 import { createLogger, type Logger } from './kernel/logger.js';
@@ -78,16 +79,35 @@ async function main() {
     process.exit(1);
   });
   const processes = processCount(config.FLOODGATE_PROCESSES);
+  // A signal while the daemon starts, or a start that fails, stops the servers it started (an
+  // embedded Postgres, a redis-server) before the exit: they outlived it, and the next start
+  // reused them and never stopped them.
+  const duringStart = (signal: string) => {
+    // (Exit 0: nothing ran yet, so nothing was cut short; a group's primary reads a worker's 1 as such.)
+    log.info({ signal }, 'stop requested while starting; stopping what was started');
+    void stopStartedStores().finally(() => process.exit(0));
+  };
+  const onTerm = () => duringStart('SIGTERM');
+  const onInt = () => duringStart('SIGINT');
+  process.once('SIGTERM', onTerm);
+  process.once('SIGINT', onInt);
+  const started = () => {
+    process.off('SIGTERM', onTerm);
+    process.off('SIGINT', onInt);
+  };
   // What the machine lacks is said plainly; anything else is a bug, with its stack.
-  const failedToStart = (err: unknown): never => {
+  const failedToStart = async (err: unknown): Promise<never> => {
     log.fatal({ err: err instanceof SetupNeeded ? err.message : String((err as Error)?.stack ?? err) }, 'failed to start');
+    await stopStartedStores();
     process.exit(1);
   };
   if (processes > 1 && !isClusterWorker()) {
     await runPrimary(keys.config, log, processes).catch(failedToStart);
+    started();
     return;
   }
   const daemon = await startDaemon(keys.config, log).catch(failedToStart);
+  started();
   const shutdown = (signal: string) => {
     log.info({ signal }, 'shutdown requested');
     const force = setTimeout(() => {

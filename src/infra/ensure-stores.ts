@@ -19,6 +19,21 @@ export interface StoreSettings {
 }
 
 /**
+ * The stops of servers this process started and has not stopped yet: what a signal or a failure
+ * during the start must stop before the process exits (main.ts). Without it, a SIGTERM while the
+ * daemon was still starting (after its embedded Postgres was up) left that Postgres running, and
+ * the next start reused it and never stopped it.
+ */
+const startedHere = new Set<() => Promise<void>>();
+
+/** Stops whatever servers this process started and has not stopped (never throws). */
+export async function stopStartedStores(): Promise<void> {
+  const stops = [...startedHere];
+  startedHere.clear();
+  for (const stop of stops) await stop().catch(() => {});
+}
+
+/**
  * Redis and Postgres URLs: the configured ones, or local servers found or started, with the
  * machine changed only as the provisioning policy allows (system-changes.ts). `stop()` stops
  * what was started here. What a daemon and the primary of several daemon processes share.
@@ -29,12 +44,16 @@ export async function ensureStores(s: StoreSettings, log: Logger) {
   const redis: { target: RedisTarget; stop: () => Promise<void> } = s.redisCluster
     ? { target: { cluster: s.redisCluster }, stop: async () => {} }
     : await ensureRedis({ url: s.redisUrl, dataDir: path.join(dataDir, 'redis'), log, changes, env: s.env }).then((r) => ({ target: { url: r.url }, stop: r.stop }));
+  startedHere.add(redis.stop);
   const pg = await ensurePostgres({ url: s.databaseUrl, dataDir: path.join(dataDir, 'postgres'), log, changes, port: s.embeddedPgPort });
+  startedHere.add(pg.stop);
   return {
     redis: redis.target,
     pgUrl: pg.url,
     stop: async () => {
+      startedHere.delete(pg.stop);
       await pg.stop();
+      startedHere.delete(redis.stop);
       await redis.stop();
     },
   };
