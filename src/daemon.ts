@@ -24,7 +24,7 @@ import { createOpMarks } from './queue/op-marks.js';
 import { storeSettings, type Config } from './config.js';
 import { connectDb, migrateDb, type DbHandle } from './db/client.js';
 import { createItemsStore } from './db/items-store.js';
-import { ensureStores } from './infra/ensure-stores.js';
+import { ensureStores, storeFailure } from './infra/ensure-stores.js';
 import { connectRedis, describeTarget } from './infra/redis-client.js';
 import { systemClock, type Clock } from './kernel/clock.js';
 import { redisTimeClock } from './kernel/redis-time.js';
@@ -103,9 +103,10 @@ export type DaemonEvents = EventEmitter<{
 /** Redis and Postgres (migrated): the configured ones, or local ones found or started (infra/). */
 export async function openStores(config: Config, log: Logger) {
   const infra = await ensureStores(storeSettings(config), log);
-  const redis = await connectRedis(infra.redis, 'api', log);
-  const admitRedis = await connectRedis(infra.redis, 'admit', log);
-  await migrateDb(infra.pgUrl);
+  const redisAt = describeTarget(infra.redis, redactUrl);
+  const redis = await connectRedis(infra.redis, 'api', log).catch((err) => Promise.reject(storeFailure('redis', redisAt, err)));
+  const admitRedis = await connectRedis(infra.redis, 'admit', log).catch((err) => Promise.reject(storeFailure('redis', redisAt, err)));
+  await migrateDb(infra.pgUrl).catch((err) => Promise.reject(storeFailure('postgres', redactUrl(infra.pgUrl), err)));
   const dbHandle = connectDb(infra.pgUrl, { max: 10, timeoutMs: config.FLOODGATE_PG_TIMEOUT_MS });
   const close = async () => {
     redis.disconnect();

@@ -18,7 +18,7 @@ import cluster, { type Worker } from 'node:cluster';
 import os from 'node:os';
 import { storeSettings, type Config } from './config.js';
 import { migrateDb } from './db/client.js';
-import { ensureStores } from './infra/ensure-stores.js';
+import { ensureStores, storeFailure } from './infra/ensure-stores.js';
 import { describeTarget } from './infra/redis-client.js';
 import type { Logger } from './kernel/logger.js';
 import { servePrimaryMetrics } from './kernel/cluster-metrics.js';
@@ -66,7 +66,7 @@ function closeLostConnections(w: Worker) {
 export async function runPrimary(config: Config, log: Logger, n: number): Promise<void> {
   const stores = await ensureStores(storeSettings(config), log);
   const pg = { url: stores.pgUrl };
-  await migrateDb(pg.url);
+  await migrateDb(pg.url).catch((err) => Promise.reject(storeFailure('postgres', redactUrl(pg.url), err)));
 
   // The workers read their configuration as any daemon does, with what the primary settled on top.
   const env: Record<string, string> = {

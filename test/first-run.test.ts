@@ -121,4 +121,16 @@ describe.concurrent('the first run', () => {
     expect(err?.message).toMatch(/REDIS_URL: a redis:\/\/ or rediss:\/\/ URL/);
     expect(err?.message).toMatch(/DATABASE_URL: a postgres:\/\/ or postgresql:\/\/ URL/);
   });
+  it('names the variable and says what the store answered when a store cannot be used, without a stack trace', async () => {
+    const missing = new URL(db.url);
+    missing.pathname = '/fg_no_such_database';
+    const started = startDaemonProcess({ REDIS_URL: redisUrl(), DATABASE_URL: missing.href, FLOODGATE_REDIS_PREFIX: newPrefix(), FLOODGATE_OPERATOR_KEYS: 'op', FLOODGATE_SERVICE_KEYS: 'svc' }, { cwd: workDir() });
+    const err = await started.then(
+      (d) => (void d.stop(), null),
+      (e: Error) => e,
+    );
+    expect(err?.message).toMatch(/daemon exited 1/);
+    expect(err?.message).toMatch(/Postgres at postgres:\/\/[^ ]*fg_no_such_database \(DATABASE_URL\) cannot be used: 3D000/);
+    expect(err?.message).not.toMatch(/\n\s+at /);
+  });
 });

@@ -3,7 +3,7 @@ import type { Logger } from '../kernel/logger.js';
 import { ensurePostgres } from './ensure-postgres.js';
 import { ensureRedis } from './ensure-redis.js';
 import type { RedisTarget } from './redis-client.js';
-import { provisionPolicy } from './system-changes.js';
+import { provisionPolicy, SetupNeeded } from './system-changes.js';
 
 export interface StoreSettings {
   redisUrl?: string;
@@ -25,6 +25,18 @@ export interface StoreSettings {
  * the next start reused it and never stopped it.
  */
 const startedHere = new Set<() => Promise<void>>();
+
+/**
+ * A store the start could not use, said as what to fix (SetupNeeded: logged without a stack):
+ * which variable, which server (without its password), and what it answered.
+ */
+export function storeFailure(store: 'redis' | 'postgres', where: string, err: unknown): SetupNeeded {
+  const e = err as { code?: unknown; message?: unknown };
+  const why = [typeof e?.code === 'string' ? e.code : null, typeof e?.message === 'string' ? e.message : String(err)].filter(Boolean).join(': ');
+  return store === 'redis'
+    ? new SetupNeeded(`Redis at ${where} (REDIS_URL, or FLOODGATE_REDIS_CLUSTER) cannot be used: ${why}`)
+    : new SetupNeeded(`Postgres at ${where} (DATABASE_URL) cannot be used: ${why}`);
+}
 
 /** Stops whatever servers this process started and has not stopped (never throws). */
 export async function stopStartedStores(): Promise<void> {
