@@ -79,6 +79,8 @@ export const configSchema = z.object({
   FLOODGATE_CORS_ORIGINS: z
     .string()
     .default('*')
+    // (`,` read as no origin at all: CORS off, silently.)
+    .refine((s) => s.trim() === '*' || s.split(',').some((o) => o.trim() !== ''), '`*` or a comma-separated list of origins')
     .transform((s): '*' | string[] => (s.trim() === '*' ? '*' : s.split(',').map((o) => o.trim()).filter(Boolean))),
   FLOODGATE_ITEM_RETENTION_MS: z.coerce.number().int().min(60_000).max(365 * 24 * 3600 * 1000).default(24 * 3600 * 1000),
   FLOODGATE_TICKET_STATE_TTL_MS: z.coerce.number().int().min(1000).max(30 * 24 * 3600 * 1000).default(600_000),

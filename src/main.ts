@@ -48,8 +48,22 @@ async function main() {
     });
     return;
   }
+  if (command === '--help' || command === '-h' || command === 'help') {
+    console.log(
+      [
+        'floodgate: a queue-scheduler daemon for flash sales',
+        '',
+        '  node dist/floodgate.mjs                 run the daemon (npm start builds, then runs this)',
+        '  node dist/floodgate.mjs reconcile [id]  set Redis stock counters (and lost items) from Postgres, then exit',
+        '',
+        'Configuration: environment variables, or a .env file in the working directory;',
+        'config/floodgate.env.example lists every variable with its default. README.md says the rest.',
+      ].join('\n'),
+    );
+    return;
+  }
   if (command !== undefined) {
-    console.error(`unknown command ${command}; commands: reconcile [itemId]`);
+    console.error(`unknown command ${command}; commands: reconcile [itemId], --help`);
     process.exit(2);
   }
   let keys: ReturnType<typeof keysForRun>;

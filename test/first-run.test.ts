@@ -1,8 +1,9 @@
+import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { startDaemonProcess } from './support/daemon.js';
+import { builtDaemon, startDaemonProcess } from './support/daemon.js';
 import { testDb } from './support/db.js';
 import { http } from './support/http.js';
 import { redisUrl, testRedis } from './support/redis.js';
@@ -132,5 +133,19 @@ describe.concurrent('the first run', () => {
     expect(err?.message).toMatch(/daemon exited 1/);
     expect(err?.message).toMatch(/Postgres at postgres:\/\/[^ ]*fg_no_such_database \(DATABASE_URL\) cannot be used: 3D000/);
     expect(err?.message).not.toMatch(/\n\s+at /);
+  });
+  it('says how it is run on --help, and refuses a CORS setting that names no origin (`,` turned CORS off silently)', async () => {
+    const run = (args: string[], env: Record<string, string> = {}) =>
+      new Promise<{ code: number | null; out: string }>((resolve) => {
+        execFile(process.execPath, [builtDaemon, ...args], { env: { ...process.env, ...env }, cwd: workDir() }, (err, stdout, stderr) =>
+          resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, out: stdout + stderr }),
+        );
+      });
+    const help = await run(['--help']);
+    expect(help.code).toBe(0);
+    expect(help.out).toContain('reconcile [id]');
+    const cors = await run([], { FLOODGATE_CORS_ORIGINS: ',' });
+    expect(cors.code).toBe(2);
+    expect(cors.out).toContain('FLOODGATE_CORS_ORIGINS: `*` or a comma-separated list of origins');
   });
 });
