@@ -122,6 +122,22 @@ describe('the line', () => {
     expect(await queue.tickets.status(r2.ticketId)).toMatchObject({ state: 'rejected', outcome: { reason: 'blocked' } });
   });
 
+  it('counts the tickets returned to the head in every place behind them: no two tickets read place 1', async () => {
+    const { queue, clock } = setup();
+    await queue.definitions.define(def('a'), null, { reopen: false });
+    const ids: string[] = [];
+    for (let i = 1; i <= 5; i++) ids.push((await queue.tickets.join('a', `u${i}`, null)).ticket.ticketId);
+    await queue.admissions.admit('a', 2, 1000);
+    clock.advance(1001);
+    expect(await queue.admissions.sweep()).toBe(2);
+    const positions = [];
+    for (const id of ids) positions.push((await queue.tickets.status(id)).position);
+    // (Before: [1, 2, 1, 2, 3], the line's places counted from the head as if the two had left it.)
+    expect(positions).toEqual([1, 2, 3, 4, 5]);
+    // A join behind them is told its place with them counted too.
+    expect((await queue.tickets.join('a', 'u6', null)).ticket.position).toBe(6);
+  });
+
   it('cancels a waiting ticket, skips it at the head, and ends all waiting tickets on close', async () => {
     const { queue } = setup();
     await queue.definitions.define(def('a'), null, { reopen: false });

@@ -23,6 +23,12 @@ export interface ItemSnapshot {
   cuts: Cut[];
   seq: number;
   served: number;
+  /**
+   * Tickets returned to the head (their lease ran out, or a retry): admitted before every ticket
+   * in the line, so a place in the line counts them (views.ts linePosition). 0 for a split item
+   * (its sub-lines' positions are n − A).
+   */
+  returned: number;
   /** Split items (def.lines > 1): the highest join number admitted (queue/split-line.ts), what positions count from. */
   admittedUpTo: number;
   admissions: number;
@@ -64,13 +70,13 @@ function fields(flat: string[]): Record<string, string> {
 
 /** The item's parts in one script (snapshot-4.lua), then, for a split item, its sub-lines' counters. */
 export async function readSnapshot(redis: RedisLike, run: ScriptRunner['run'], prefix: string, itemId: string, now: number): Promise<ItemSnapshot | null> {
-  const [m, c, g, stock] = (await run(scripts.snapshot, itemId, now, {})) as [string[], string[], string[], string[]];
+  const [m, c, g, stock, returned] = (await run(scripts.snapshot, itemId, now, {})) as [string[], string[], string[], string[], number];
   const meta = fields(m);
   if (!meta.handler) return null;
   const ctr = fields(c);
   const gate = fields(g);
   const lines = Number(meta.lines ?? 1);
-  if (lines <= 1) return parseSnapshot(itemId, meta, ctr, gate, now, stockOf(stock));
+  if (lines <= 1) return { ...parseSnapshot(itemId, meta, ctr, gate, now, stockOf(stock)), returned: Number(returned ?? 0) };
   const split = await splitCounters(redis, prefix, itemId, lines, ctr, stock);
   return parseSnapshot(itemId, meta, { ...ctr, ...split.ctr }, gate, now, stockOf(split.stock));
 }
@@ -130,6 +136,7 @@ export function parseSnapshot(
     cuts: meta.cuts ? JSON.parse(meta.cuts) : [],
     seq: Number(ctr.seq ?? 0),
     served: Number(ctr.served ?? 0),
+    returned: 0,
     admittedUpTo: Number(ctr.an ?? 0),
     admissions: Number(ctr.admissions ?? 0),
     inDoubt: Number(ctr.doubt ?? 0),

@@ -112,10 +112,14 @@ export function waitingHints(item: CachedItem, position: number, now: number): W
   return out;
 }
 
-/** A waiting ticket's place: the tickets between the head and it, less those that left the line. */
+/**
+ * A waiting ticket's place: the tickets between the head and it, less those that left the line,
+ * after the tickets returned to the head (admitted first). Without them, two tickets read place 1
+ * while the returned ones waited (a closed gate, a Postgres outage) and every ETA was short.
+ */
 export function linePosition(item: CachedItem, served: number, seq: number): number {
   const place = item.lineIndex(seq);
-  return place - served - item.cancelledBetween(served, place);
+  return place - served - item.cancelledBetween(served, place) + item.snap.returned;
 }
 
 /** A pre-queued ticket whose place is not drawn yet: it joined before opensAt (the join script's test) and the draw is not done. */
