@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { manualClock } from '../src/kernel/clock.js';
 import { createLine } from '../src/queue/line.js';
 import type { LineDefinition } from '../src/queue/types.js';
+import { itemKeys } from '../src/redis/keys.js';
 import { testRedis, unlinkPrefix } from './support/redis.js';
 
 const t = testRedis();
@@ -136,6 +137,31 @@ describe('the line', () => {
     expect(positions).toEqual([1, 2, 3, 4, 5]);
     // A join behind them is told its place with them counted too.
     expect((await queue.tickets.join('a', 'u6', null)).ticket.position).toBe(6);
+  });
+
+  it("forgets a ticket a Redis rollback lost, though joins since brought the counters back past it: another daemon's view does not keep it waiting", async () => {
+    const clock = manualClock();
+    const prefix = t.newPrefix();
+    const a = createLine({ redis: t.redis, prefix, clock, cacheMs: 250 });
+    const b = createLine({ redis: t.redis, prefix, clock, cacheMs: 250 });
+    await a.definitions.define(def('rb'), null, { reopen: false });
+    const tickets = [];
+    for (let i = 1; i <= 5; i++) tickets.push((await a.tickets.join('rb', `u${i}`, null)).ticket);
+    clock.advance(300);
+    expect(await a.tickets.status(tickets[4].ticketId)).toMatchObject({ state: 'waiting', position: 5 });
+    // The rollback loses the last join (seq 5); another daemon's joins then take seqs 5 and 6.
+    const k = itemKeys(prefix, 'rb');
+    await t.redis.hdel(k.page(5), '5');
+    await t.redis.hdel(k.users, 'u5');
+    await t.redis.hincrby(k.ctr, 'seq', -1);
+    await t.redis.hincrby(k.ctr, 'waiting', -1);
+    await b.tickets.join('rb', 'u9', null);
+    await b.tickets.join('rb', 'u10', null);
+    clock.advance(300);
+    // (Before: `waiting` at place 5 here, while the other daemon answered 404, until the head passed seq 5.)
+    await expect(a.tickets.status(tickets[4].ticketId)).rejects.toMatchObject({ code: 'ticket_not_found' });
+    await expect(b.tickets.status(tickets[4].ticketId)).rejects.toMatchObject({ code: 'ticket_not_found' });
+    expect(await a.tickets.status(tickets[3].ticketId)).toMatchObject({ state: 'waiting', position: 4 });
   });
 
   it('cancels a waiting ticket, skips it at the head, and ends all waiting tickets on close', async () => {

@@ -87,7 +87,9 @@ export function createItemCache(deps: { redis: RedisLike; prefix: string; clock:
 
   async function refresh(itemId: string, e: Entry): Promise<CachedItem | null> {
     const now = deps.clock.now();
-    const snap = await readSnapshot(deps.redis, run, deps.prefix, itemId, now);
+    // The seq the last view saw as newest: its record now says whether a rollback, joined over
+    // since up to that seq, put other tickets there (the counters alone do not show it).
+    const snap = await readSnapshot(deps.redis, run, deps.prefix, itemId, now, e.item?.snap.seq);
     if (!snap) {
       // Gone (a Redis loss): if it is created anew, its cancel stream starts from nothing.
       e.item = null;
@@ -97,7 +99,10 @@ export function createItemCache(deps: { redis: RedisLike; prefix: string; clock:
       return null;
     }
     const prev = e.item;
-    const rolledBack = !!prev && prev.snap.incarnation === snap.incarnation && (snap.seq < prev.snap.seq || snap.served < prev.snap.served || snap.admissions < prev.snap.admissions);
+    const rolledBack =
+      !!prev &&
+      prev.snap.incarnation === snap.incarnation &&
+      (snap.seq < prev.snap.seq || snap.served < prev.snap.served || snap.admissions < prev.snap.admissions || (prev.snap.newestTail != null && snap.probedTail !== prev.snap.newestTail));
     if (rolledBack) {
       e.generation++;
       e.lastCxId = '0';

@@ -29,6 +29,9 @@ export interface ItemSnapshot {
    * (its sub-lines' positions are n − A).
    */
   returned: number;
+  /** The record (without its state char) of the ticket at `seq`, and of the one at the seq the read probed (readSnapshot): a rollback's fingerprint. Null for a split item, or none. */
+  newestTail?: string | null;
+  probedTail?: string | null;
   /** Split items (def.lines > 1): the highest join number admitted (queue/split-line.ts), what positions count from. */
   admittedUpTo: number;
   admissions: number;
@@ -69,14 +72,16 @@ function fields(flat: string[]): Record<string, string> {
 }
 
 /** The item's parts in one script (snapshot-4.lua), then, for a split item, its sub-lines' counters. */
-export async function readSnapshot(redis: RedisLike, run: ScriptRunner['run'], prefix: string, itemId: string, now: number): Promise<ItemSnapshot | null> {
-  const [m, c, g, stock, returned] = (await run(scripts.snapshot, itemId, now, {})) as [string[], string[], string[], string[], number];
+export async function readSnapshot(redis: RedisLike, run: ScriptRunner['run'], prefix: string, itemId: string, now: number, probe?: number): Promise<ItemSnapshot | null> {
+  const [m, c, g, stock, returned, newest, probed] = (await run(scripts.snapshot, itemId, now, { probe: probe ?? '' })) as [string[], string[], string[], string[], number, string, string];
   const meta = fields(m);
   if (!meta.handler) return null;
   const ctr = fields(c);
   const gate = fields(g);
   const lines = Number(meta.lines ?? 1);
-  if (lines <= 1) return { ...parseSnapshot(itemId, meta, ctr, gate, now, stockOf(stock)), returned: Number(returned ?? 0) };
+  // (A record without its state char: the state moves on; who joined when does not.)
+  const tail = (r: string | undefined) => (r ? r.slice(1) : null);
+  if (lines <= 1) return { ...parseSnapshot(itemId, meta, ctr, gate, now, stockOf(stock)), returned: Number(returned ?? 0), newestTail: tail(newest), probedTail: tail(probed) };
   const split = await splitCounters(redis, prefix, itemId, lines, ctr, stock);
   return parseSnapshot(itemId, meta, { ...ctr, ...split.ctr }, gate, now, stockOf(split.stock));
 }

@@ -60,7 +60,7 @@ export const scripts = {
   returnUnit: spec('return-unit-3', ['stock', 'returned', 'users'], [], 'orderId, userId'),
   lead: spec('lead-1', ['leader'], ['me', 'ttlMs']),
   seriesAdd: spec('series-add-1', ['series'], ['second', 'point', 'keep']),
-  snapshot: spec('snapshot-4', ['meta', 'ctr', 'gate', 'stock'], []),
+  snapshot: spec('snapshot-4', ['meta', 'ctr', 'gate', 'stock'], ['probe']),
   ackEnded: spec('ack-ended-3', ['done', 'payloads', 'taken'], ['group', 'ttl'], 'id, seqs'),
   // A split item's sub-lines (queue/split-line.ts): join, peek and admit run on a sub-line's keys, the gate on the item's.
   splitNumber: spec('split-number-2', ['ctr', 'blocked'], ['userId']),
