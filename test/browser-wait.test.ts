@@ -157,6 +157,44 @@ describe.skipIf(!hasChromium)('the waiting page in Chromium', () => {
     await page.close();
   });
 
+  it('stays on "You left the line" when a view read before the leave arrives after it (the place and the button came back)', async () => {
+    await call('PUT', '/v1/items/w-left', { handler: 'external', gate: { mode: 'closed' } });
+    const mine = await join('w-left', 'leaver');
+    const page = await context!.newPage();
+    // Polling (the stream blocked); the first poll after the leave is answered with the view from
+    // before it, the next ones by the daemon.
+    await page.route('**/events', (r) => r.abort());
+    const before = (await call('GET', `/v1/tickets/${mine}`, undefined, null)).body;
+    let left = false;
+    let pollsAfter = 0;
+    await page.route(`**/v1/tickets/${encodeURIComponent(mine)}`, async (r) => {
+      if (r.request().method() === 'DELETE') {
+        const res = await r.fetch();
+        left = true;
+        return r.fulfill({ response: res });
+      }
+      if (!left || pollsAfter++ > 0) return r.continue();
+      return r.fulfill({ status: 200, contentType: 'application/json', body: JSON.stringify({ ...before, pollAfterMs: 1000 }) });
+    });
+    await open(page, `${daemon.url}/wait/${mine}`);
+    await expect.poll(() => page.isVisible('#leave')).toBe(true);
+    // Every status the page shows from here on, in order.
+    await page.evaluate(() => {
+      const seen: string[] = ((window as unknown as { seen: string[] }).seen = []);
+      const el = document.getElementById('status')!;
+      new MutationObserver(() => seen.push(el.textContent ?? '')).observe(el, { childList: true, characterData: true, subtree: true });
+    });
+    await page.click('#leave');
+    await expect.poll(() => page.textContent('#status')).toBe('You left the line.');
+    // The stale poll answered, and the page has polled again since (so it has taken the stale one in).
+    await expect.poll(() => pollsAfter, { timeout: 15_000 }).toBeGreaterThanOrEqual(2);
+    const seen = await page.evaluate(() => (window as unknown as { seen: string[] }).seen);
+    // (Before: "You left the line.", then "You are in line" with its place and the button, then back.)
+    expect(seen.slice(seen.indexOf('You left the line.'))).toEqual(seen.slice(seen.indexOf('You left the line.')).map(() => 'You left the line.'));
+    expect(await page.isHidden('#leave')).toBe(true);
+    await page.close();
+  });
+
   it("tells a pre-queued user that places are drawn at the opening, and a blocked user's ended ticket why", async () => {
     await call('PUT', '/v1/items/w-draw', { handler: 'external', opensAt: new Date(Date.now() + 600_000).toISOString(), preQueue: { fromMs: 3_600_000 } });
     const early = await join('w-draw', 'early');

@@ -82,6 +82,9 @@ function noteLeave(kind: typeof leaveNote, text = '') {
 }
 
 function render(v: View) {
+  // An ended ticket stays ended: a view from before its end (a stream's, or a poll's, read a moment
+  // before the leave that answered `cancelled` reached it) would show its place and the button again.
+  if (last && terminal(last.state) && !terminal(v.state)) return;
   last = v;
   if (v.admissionToken) token = v.admissionToken;
   document.documentElement.dataset.state = v.state;
