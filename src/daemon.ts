@@ -388,6 +388,7 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
     { everyMs: 500, batch: 1000, busyElu: 0.7, maxDeferMs: 15_000, stateTtlSec: Math.ceil(config.FLOODGATE_TICKET_STATE_TTL_MS / 1000) },
   );
 
+  const inviteUseRows = createInviteUseRows(dbHandle.sql);
   const loops = [
     ledger,
     // Reservations past their deadline are released within a second, by whichever daemon sees them first.
@@ -410,7 +411,7 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
       { everyMs: 1000, graceMs: config.FLOODGATE_DOUBT_GRACE_MS, dispatchLeaseMs: config.FLOODGATE_DISPATCH_LEASE_MS },
     ),
     startRetention(
-      { queue, store, clock, log: log.child({ module: 'retention' }), purgeInviteUses: (nowMs) => (pg.up ? createInviteUseRows(dbHandle.sql).purge(nowMs) : Promise.resolve(0)), locked: core.opLocked },
+      { queue, store, clock, log: log.child({ module: 'retention' }), purgeInviteUses: (nowMs) => (pg.up ? inviteUseRows.purge(nowMs) : Promise.resolve(0)), locked: core.opLocked },
       { everyMs: 60_000, retentionMs: config.FLOODGATE_ITEM_RETENTION_MS },
     ),
     every(1000, 'redis loss check', restoreLost, log),

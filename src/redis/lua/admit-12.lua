@@ -99,7 +99,6 @@ local function endedByCut(seq)
 end
 
 local anyBlocked = rcall('EXISTS', K.blocked) == 1
-local doubtByWorker = rcall('HGET', K.meta, 'handler') == 'external'
 local blockedOutcome = cjson.encode({ status = 'rejected', reason = 'blocked' })
 -- Ends the ticket instead when its user is blocked; returns whether it did.
 local function endIfBlocked(seq, record)
@@ -130,7 +129,7 @@ while taken < allowed do
     -- the order.) Such a ticket is never run again (relaunch-4.lua): that would serve the user.
     if anyBlocked and rcall('HEXISTS', K.blocked, recordUser(record)) == 1 then
       doubtInstead(seq, record, now, blockedOutcome)
-    elseif not endIfBlocked(seq, record) then
+    else
       admit(seq, record)
     end
   end

@@ -129,13 +129,12 @@ export const webhook: HandlerSpec = {
     // cut short (the deadline, a reset), leaves the outcome without a result. Failing it told a
     // user whose order was made that it failed, and a new ticket of theirs called again under a
     // new key.
-    const text = await readAnswer(res, ctx);
-    const result = text === null ? null : parseAnswer(text);
-    if (text === null) ctx.log.warn({ status: res.status }, 'webhook answer too large or cut short; outcome stored without it');
     // An answer that cannot be kept (NUL, a lone surrogate, nested deeper than 32) is stored the
     // same way.
+    const text = await readAnswer(res, ctx);
+    const result = text === null ? null : parseAnswer(text);
     const kept = text !== null && storable(result);
-    if (text !== null && !kept) ctx.log.warn({ status: res.status }, 'webhook answer not kept (NUL, lone surrogate or too deep); outcome stored without it');
+    if (!kept) ctx.log.warn({ status: res.status, why: text === null ? 'too large or cut short' : 'NUL, lone surrogate or too deep' }, 'webhook answer not kept; outcome stored without it');
     if (res.ok) return kept ? { status: 'succeeded', result } : { status: 'succeeded' };
     return kept ? { status: 'rejected', reason: `http_${res.status}`, result } : { status: 'rejected', reason: `http_${res.status}` };
   },
