@@ -49,6 +49,7 @@ import { createSampleRecorder } from './scheduler/sample-recorder.js';
 import { createPgPressure } from './scheduler/pg-pressure.js';
 import { createStockRows } from './db/stock-rows.js';
 import { createStockCounters } from './service/stock-counters.js';
+import { createUnsureCalls } from './service/unsure-calls.js';
 import { controllerView } from './scheduler/controller-view.js';
 import { createSeriesStore } from './scheduler/series-store.js';
 import { createInviteUses } from './access/invite-uses.js';
@@ -312,6 +313,7 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
     pg,
     queue,
     stock: core.stock,
+    unsure: createUnsureCalls({ redis, prefix: config.FLOODGATE_REDIS_PREFIX, clock }),
     handlers,
     log: log.child({ module: 'service' }),
     jobs: {

@@ -18,6 +18,7 @@
  *   <p>{item}:retry     zset  tickets returned to the head (score = seq)
  *   <p>{item}:leases    zset  admitted tickets by lease expiry
  *   <p>{item}:doubt     zset  admitted tickets of a cut item whose sale Postgres must confirm (seq → since, ms)
+ *   <p>{item}:unsure    hash  userId → a webhook call whose outcome is unknown (Idempotency-Key, body, when): the user's next ticket repeats it
  *   <p>{item}:cx        stream cancels of tickets still in the line (feeds the poll caches)
  *   <p>{item}:done      stream tickets that ended (and cuts), for the outcome ledger; group 'ledger'
  *   <p>{item}:samples   hash  cumulative gate samples from every daemon: n, d (drops), h<b>/p<b> latency buckets
@@ -77,6 +78,7 @@ const fixed = {
   wait: 'wait',
   alock: 'alock',
   doubt: 'doubt',
+  unsure: 'unsure',
 } as const;
 
 export type ItemKeyName = keyof typeof fixed;

@@ -1,6 +1,7 @@
 import type { z } from 'zod';
 import type { Logger } from '../kernel/logger.js';
 import type { SaleRequest, SaleResult } from '../db/sales.js';
+import type { UnsureCalls } from './unsure-calls.js';
 
 /**
  * The handler interface. A handler runs the business action of one admitted ticket and says what
@@ -103,6 +104,11 @@ export interface HandlerContext {
    * out and answers true (with units reserved the item is held: they may come back).
    */
   confirmSoldOut(): Promise<boolean>;
+  /**
+   * The item's downstream calls whose outcome is unknown, per user: a handler that calls out
+   * under an idempotency key repeats a user's unsure call for their next ticket (webhook).
+   */
+  unsure: UnsureCalls;
 }
 
 export interface HandlerSpec {

@@ -13,6 +13,7 @@ import type { HandlerRegistry } from './registry.js';
 import type { Worker } from 'bullmq';
 import { createRunner, type Sample, type Settlement } from './runner.js';
 import type { StockCounters } from './stock-counters.js';
+import type { UnsureCalls } from './unsure-calls.js';
 
 export interface ServiceDeps {
   /** A connection for BullMQ (maxRetriesPerRequest: null); workers duplicate it. */
@@ -31,6 +32,8 @@ export interface ServiceDeps {
   onSell?(ms: number): void;
   now(): number;
   onSettled(itemId: string, status: string): void;
+  /** An item's unsure downstream calls (service/unsure-calls.ts). */
+  unsure(itemId: string): UnsureCalls;
 }
 
 type Unit = { itemId: string; seq: number };
@@ -95,7 +98,7 @@ export function createService(deps: ServiceDeps) {
       throw new RequeueError('postgres_unavailable');
     }
   }
-  const context = (itemId: string): Pick<HandlerContext, 'stock' | 'sell' | 'soldOut' | 'confirmSoldOut'> => ({
+  const context = (itemId: string): Pick<HandlerContext, 'stock' | 'sell' | 'soldOut' | 'confirmSoldOut' | 'unsure'> => ({
     stock: {
       take: (id, seq) => taker.submit({ itemId: id, seq }),
       refund: (id, seq) => stock.refund(id, seq),
@@ -110,6 +113,7 @@ export function createService(deps: ServiceDeps) {
     },
     soldOut: async (decidedAt) => void (await soldOut(itemId, decidedAt)),
     confirmSoldOut: () => confirmSoldOut(itemId),
+    unsure: deps.unsure(itemId),
   });
 
   const jobs = createJobQueues(deps.bullRedis, deps.jobs);

@@ -40,6 +40,9 @@ const noAnswerReasons = new Map([
   ['UND_ERR_BODY_TIMEOUT', 'timeout'],
 ]);
 
+/** Calls that never reached the downstream: nothing can have been done with them. */
+const notSent = new Set(['connection_refused', 'dns_failure']);
+
 /** A new item's signing secret: 32 random bytes, base64url (43 characters). */
 const newSecret = () => randomBytes(32).toString('base64url');
 
@@ -62,6 +65,12 @@ export function signature(secret: string, body: string, unixSec: number): string
  * the ticket at once (retrying the same request cannot help): a 3xx (`http_302`), another 4xx
  * (`http_400`). A 2xx/409/422 body that cannot be kept (over 64 KiB, cut short, NUL, a lone
  * surrogate, nested deeper than request bodies may be) leaves the outcome without a result.
+ *
+ * A call whose outcome stays unknown (no answer but a refused connection or an unknown host; a
+ * 409 to a retry; a 5xx but 503) is kept per item and user (service/unsure-calls.ts) until a call
+ * under its key is answered: the user's next ticket sends that call again — its key and its body,
+ * not the new ticket's — so a user whose ticket ended `failed` after a timeout, and who joins
+ * again, gets the order the first call made instead of a second one.
  */
 export const webhook: HandlerSpec = {
   name: 'webhook',
@@ -95,18 +104,29 @@ export const webhook: HandlerSpec = {
   }),
   async handle(t, ctx) {
     const c = t.config as { url: string; headers: Record<string, string>; secret?: string };
+    // A call of this user's whose outcome is unknown (an earlier ticket's, ended `failed` after a
+    // timeout) is repeated as it went out, under its key: a new key would make a second order.
+    const unsure = await ctx.unsure.read(t.userId);
     const ref = ticketRef(t.ticketId);
-    const body = JSON.stringify({ ticketRef: ref, itemId: t.itemId, userId: t.userId, payload: t.payload });
+    const key = unsure?.key ?? ref;
+    const body = unsure?.body ?? JSON.stringify({ ticketRef: ref, itemId: t.itemId, userId: t.userId, payload: t.payload });
     const headers = new Headers(c.headers);
     headers.set('content-type', 'application/json');
-    headers.set('idempotency-key', ref);
+    headers.set('idempotency-key', key);
     // Only items defined before secrets existed lack one; they are signed once replaced (PUT).
     if (c.secret) headers.set('floodgate-signature', signature(c.secret, body, Math.floor(Date.now() / 1000)));
+    const answered = async () => {
+      if (unsure) await ctx.unsure.forget(t.userId);
+    };
+    // Not kept (Redis unreachable): the drop is still the drop; a later attempt keeps it.
+    const keep = () => ctx.unsure.keep(t.userId, { key, body }).catch((err) => ctx.log.warn({ err: String(err) }, 'unsure webhook call not kept'));
     let res: Response;
     try {
       res = await fetch(c.url, { method: 'POST', headers, body, redirect: 'manual', signal: ctx.signal });
     } catch (err) {
-      throw noAnswer(err, ctx);
+      const drop = noAnswer(err, ctx);
+      if (!notSent.has(drop.reason)) await keep();
+      throw drop;
     }
     // A 409 to a call under a key that went out before (a retry: the first call timed out or lost
     // its answer) is the Idempotency-Key's "a request with this key is still being processed"
@@ -114,17 +134,24 @@ export const webhook: HandlerSpec = {
     // still make the order. Taken as `rejected`, its user was told no and, joining again under a
     // new key, bought twice. It is called again under the same key, which then answers what the
     // first call did. (A ticket admitted again after its lease ran out starts at attempt 1.)
-    if (res.status === 409 && t.attempt > 1) {
+    if (res.status === 409 && (t.attempt > 1 || unsure)) {
       await res.body?.cancel().catch(() => {});
+      await keep();
       throw new DropError('http_409', retryAfterMs(res.headers));
     }
     const stored = res.ok || res.status === 409 || res.status === 422;
     if (!stored) {
       await res.body?.cancel().catch(() => {});
       if (res.status === 429 || res.status === 503) throw new DropError(`http_${res.status}`, retryAfterMs(res.headers));
-      if (res.status >= 500) throw new DropError(`http_${res.status}`);
+      if (res.status >= 500) {
+        // A 500, 502 or 504 may come after the work was done (a gateway that gave up waiting).
+        await keep();
+        throw new DropError(`http_${res.status}`);
+      }
+      await answered();
       throw new WebhookRefused(`http_${res.status}`);
     }
+    await answered();
     // The status says what the downstream did, whatever its body: a body too large to keep, or
     // cut short (the deadline, a reset), leaves the outcome without a result. Failing it told a
     // user whose order was made that it failed, and a new ticket of theirs called again under a

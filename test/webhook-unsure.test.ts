@@ -1,0 +1,111 @@
+import { createServer, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { describe, expect, it } from 'vitest';
+import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
+import { recordingDownstream, type Seen } from './support/downstream.js';
+import { testDb } from './support/db.js';
+import { testRedis } from './support/redis.js';
+
+const { newPrefix } = testRedis();
+const db = await testDb();
+const { call } = await inProcessDaemon({
+  prefix: newPrefix(),
+  databaseUrl: db.url,
+  env: { FLOODGATE_JOB_ATTEMPTS: '2', FLOODGATE_JOB_BACKOFF_MS: '50' },
+});
+
+const settled = (id: string) =>
+  waitFor(
+    () => call('GET', `/v1/tickets/${id}`, undefined, null).then((r) => r.body),
+    (v) => !['waiting', 'admitted'].includes(v.state),
+  );
+
+async function join(itemId: string, userId: string, payload: Record<string, unknown>) {
+  const j = await call('POST', `/v1/items/${itemId}/tickets`, { userId, payload }, SVC);
+  expect(j.status).toBe(202);
+  return j.body.ticketId as string;
+}
+
+/** A loopback port nothing listens on (fetch refuses some low ones outright, port 9 among them). */
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const { port } = s.address() as AddressInfo;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+/**
+ * A shop that de-duplicates on the Idempotency-Key, as the README asks: an order per key, made on
+ * the first call that reaches it; the same key again answers the same order. `fault` says how the
+ * answer of a call that made (or found) its order fails to come back.
+ */
+async function idempotentShop() {
+  const orders = new Map<string, { orderId: string; userId: string; payload: unknown }>();
+  const shop = {
+    fault: 'none' as 'none' | 'hang' | 'http_502',
+    orders,
+    ...(await recordingDownstream((req: Seen, res: ServerResponse) => {
+      const key = String(req.headers['idempotency-key']);
+      const body = JSON.parse(req.body) as { userId: string; payload: unknown };
+      if (!orders.has(key)) orders.set(key, { orderId: `O${orders.size + 1}`, userId: body.userId, payload: body.payload });
+      if (shop.fault === 'hang') return; // the order is made; the answer never comes (the daemon times out)
+      if (shop.fault === 'http_502') {
+        res.writeHead(502).end();
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ orderId: orders.get(key)!.orderId }));
+    })),
+  };
+  return shop;
+}
+
+describe('a webhook call whose outcome is unknown', () => {
+  it('is repeated, key and body, for the user\'s next ticket: a timeout that made the order, then a join again, is one order', async () => {
+    const shop = await idempotentShop();
+    expect((await call('PUT', '/v1/items/unsure-t', { handler: 'webhook', config: { url: shop.url, timeoutMs: 300 } })).status).toBe(201);
+    shop.fault = 'hang';
+    const first = await join('unsure-t', 'u1', { size: 42 });
+    expect(await settled(first)).toMatchObject({ state: 'failed', outcome: { reason: 'timeout' } });
+    expect(shop.seen).toHaveLength(2); // both attempts, under one key
+    expect(shop.orders.size).toBe(1); // the shop made the order; the user was told `failed`
+
+    // The answers come back now; the user, told `failed`, joins again (another payload, even).
+    shop.fault = 'none';
+    const second = await join('unsure-t', 'u1', { size: 43 });
+    const v = await settled(second);
+    expect(v).toMatchObject({ state: 'succeeded', outcome: { result: { orderId: 'O1' } } });
+    expect(shop.orders.size).toBe(1); // before: a new key, a second order (O2)
+    const [a, , c] = shop.seen;
+    expect(c.headers['idempotency-key']).toBe(a.headers['idempotency-key']);
+    expect(c.body).toBe(a.body); // the first call's body: an idempotent shop may compare them
+
+    // That call was answered: the user's next ticket is a call of its own (a new key, its payload).
+    const third = await join('unsure-t', 'u1', { size: 44 });
+    expect(await settled(third)).toMatchObject({ state: 'succeeded', outcome: { result: { orderId: 'O2' } } });
+    expect(shop.orders.get(String(shop.seen[3].headers['idempotency-key']))).toMatchObject({ userId: 'u1', payload: { size: 44 } });
+  });
+
+  it('is kept after a 502 (a gateway that gave up after the work), not after a refused connection', async () => {
+    const shop = await idempotentShop();
+    expect((await call('PUT', '/v1/items/unsure-5', { handler: 'webhook', config: { url: shop.url, timeoutMs: 2000 } })).status).toBe(201);
+    shop.fault = 'http_502';
+    const first = await join('unsure-5', 'u2', { n: 1 });
+    expect(await settled(first)).toMatchObject({ state: 'failed', outcome: { reason: 'http_502' } });
+    shop.fault = 'none';
+    const second = await join('unsure-5', 'u2', { n: 2 });
+    expect(await settled(second)).toMatchObject({ state: 'succeeded', outcome: { result: { orderId: 'O1' } } });
+    expect(shop.orders.size).toBe(1);
+
+    // Nobody listens: nothing can have been done, and the next ticket is a call of its own.
+    const closed = await idempotentShop();
+    const { url } = closed;
+    await call('PUT', '/v1/items/unsure-r', { handler: 'webhook', config: { url: `http://127.0.0.1:${await freePort()}/hook`, timeoutMs: 2000 } });
+    const refused = await join('unsure-r', 'u3', { n: 1 });
+    expect(await settled(refused)).toMatchObject({ state: 'failed', outcome: { reason: 'connection_refused' } });
+    expect((await call('PUT', '/v1/items/unsure-r', { handler: 'webhook', config: { url, timeoutMs: 2000 } })).status).toBe(200);
+    const again = await join('unsure-r', 'u3', { n: 2 });
+    expect(await settled(again)).toMatchObject({ state: 'succeeded' });
+    expect(JSON.parse(closed.seen[0].body)).toMatchObject({ userId: 'u3', payload: { n: 2 } });
+  });
+});
