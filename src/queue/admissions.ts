@@ -44,8 +44,11 @@ export interface Admissions {
    * entry: 1 applied, 2 a repeat of what was applied, -1 no such ticket, -2 lease lost.
    */
   settleMany(itemId: string, entries: (SettleInput & { seq: number })[]): Promise<SettleCode[]>;
-  /** Keeps the leases of tickets handed to a job queue alive until `until` (ms). */
-  extendLeases(itemId: string, tickets: { seq: number; leaseId: string }[], until: number): Promise<number>;
+  /**
+   * Keeps the leases of tickets handed to a job queue alive until `until` (ms). Per ticket, whether
+   * its lease was still the one given (a superseded one is left alone: the ticket was offered again).
+   */
+  extendLeases(itemId: string, tickets: { seq: number; leaseId: string }[], until: number): Promise<boolean[]>;
   /**
    * The item's tickets held in doubt since `until` or before (a cut item's admitted tickets whose
    * sale may have committed: lua/_lib.lua holdInDoubt), with their ids; at most 500 per line.
@@ -243,7 +246,7 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
     },
 
     async extendLeases(itemId, tickets, until) {
-      if (!tickets.length) return 0;
+      if (!tickets.length) return [];
       // The sweep must still look at the item when these leases run out.
       items.keepActive(itemId, until + ACTIVE_GRACE_MS);
       const sub = await splitItem(itemId);

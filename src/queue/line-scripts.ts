@@ -141,7 +141,7 @@ export function createLineScripts(run: ScriptRunner['run']) {
 
     /** How many leases were extended (a superseded one is left alone). */
     extendLeases: async (itemId: string, now: number, until: number, tickets: { seq: number; leaseId: string }[]) =>
-      (await run(scripts.extendLeases, itemId, now, { until }, tickets.flatMap((t) => [t.seq, t.leaseId]))) as number,
+      ((await run(scripts.extendLeases, itemId, now, { until }, tickets.flatMap((t) => [t.seq, t.leaseId]))) as number[]).map((h) => h === 1),
 
     /** The tickets held in doubt since `until` or before (seq and record), oldest first, at most 500. */
     async readDoubt(itemId: string, now: number, until: number): Promise<{ seq: number; record: string; held: boolean }[]> {

@@ -107,8 +107,8 @@ export interface SplitLine {
   admit(item: SplitItem, max: number, leaseMs: number, autoCap?: number, paced?: { forMs: number | null }): Promise<SplitAdmitted[]>;
   /** Settles admitted tickets (settle-9.lua on each one's sub-line); a code per entry as settle-9 answers. */
   settle(item: SplitItem, entries: SplitSettle[]): Promise<number[]>;
-  /** Keeps leases alive until `until` (extend-leases-3.lua on each one's sub-line); how many were extended. */
-  extendLeases(item: SplitItem, until: number, tickets: { seq: number; leaseId: string }[]): Promise<number>;
+  /** Keeps leases alive until `until` (extend-leases-3.lua on each one's sub-line); per ticket, whether its lease was still the one given (extended). */
+  extendLeases(item: SplitItem, until: number, tickets: { seq: number; leaseId: string }[]): Promise<boolean[]>;
   /** Returns expired leases of every sub-line to its head (sweep-9.lua on each); how many. */
   sweep(item: SplitItem): Promise<number>;
   /** The tickets held in doubt since `until` or before on every sub-line (read-doubt-2.lua on each), by the item's seqs. */
@@ -296,10 +296,13 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
     },
 
     async extendLeases(item, until, tickets) {
-      const n = await Promise.all(
-        bySubLine(item, tickets).map(async ([k, g]) => (await run(scripts.extendLeases, tag(item, k), clock.now(), { until }, g.flatMap(({ e, local }) => [local, e.leaseId]))) as number),
+      const held = tickets.map(() => false);
+      await Promise.all(
+        bySubLine(item, tickets).map(async ([k, g]) => {
+          ((await run(scripts.extendLeases, tag(item, k), clock.now(), { until }, g.flatMap(({ e, local }) => [local, e.leaseId]))) as number[]).forEach((h, j) => (held[g[j].i] = h === 1));
+        }),
       );
-      return n.reduce((a, b) => a + b, 0);
+      return held;
     },
 
     async sweep(item) {

@@ -34,8 +34,8 @@ export interface RunnerDeps {
   leaseMs(deadlineMs: number): number;
   /** How long they last while it runs, renewed every third of it (jobs.ts, RUN_LEASE_MS). */
   runLeaseMs: number;
-  /** Extends the leases of a job's tickets to `until` (ms); resolves with how many were still theirs. */
-  renew(itemId: string, tickets: { seq: number; leaseId: string }[], until: number): Promise<number>;
+  /** Extends the leases of a job's tickets to `until` (ms); resolves with, per ticket, whether it was still theirs. */
+  renew(itemId: string, tickets: { seq: number; leaseId: string }[], until: number): Promise<boolean[]>;
 }
 
 /** Thrown to make BullMQ retry a job whose remaining tickets dropped or faulted. */
@@ -158,7 +158,8 @@ export function createRunner(deps: RunnerDeps) {
    * `attemptsMade`: the job's attempts BullMQ counted (a ticket's attempt adds its own `tries`).
    */
   async function runGroup(spec: HandlerSpec | undefined, g: JobGroup, attemptsMade: number): Promise<GroupRun> {
-    const { itemId, tickets } = g;
+    const { itemId } = g;
+    let { tickets } = g;
     const none: GroupRun = { again: [], called: true, waitMs: 0, deadlineMs: 0 };
     const item = await deps.item(itemId);
     if (!item) {
@@ -173,12 +174,18 @@ export function createRunner(deps: RunnerDeps) {
     const deadlineMs = spec.deadlineMs?.(config) ?? 10_000;
     // The tickets' leases live as long as this process runs the job (jobs.ts, RUN_LEASE_MS); a
     // renewal that fails (Redis unreachable) is harmless: the lease runs out and the ticket is
-    // offered again. None still ours: a job of a dead daemon that BullMQ handed over after its
-    // tickets had come back to the line and been admitted again; they run in their new job.
+    // offered again. A ticket no longer ours came back to the line and was offered again (a job
+    // of a dead daemon that BullMQ handed over late; a job queued after its dispatch lease ran
+    // out): it runs under its new lease, in its new job, not here.
     const held = await deps.renew(itemId, tickets, deps.now() + deps.runLeaseMs).catch(() => null);
-    if (held === 0) {
-      log.info({ itemId, tickets: tickets.length }, 'job skipped: its tickets were offered again');
-      return none;
+    if (held) {
+      const ours = tickets.filter((_, i) => held[i]);
+      if (!ours.length) {
+        log.info({ itemId, tickets: tickets.length }, 'job skipped: its tickets were offered again');
+        return none;
+      }
+      if (ours.length < tickets.length) log.info({ itemId, tickets: tickets.length - ours.length }, 'tickets left out of the job: they were offered again');
+      tickets = ours;
     }
     const paused = pauseLeft(itemId);
     if (paused > 0 && tickets.every((t) => (t.held ?? 0) < deps.attempts)) {

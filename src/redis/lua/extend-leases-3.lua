@@ -7,16 +7,19 @@
   ARGV[3..] seq, leaseId pairs
   A ticket in doubt (holdInDoubt in _lib.lua) whose lease is renewed is being run again (a dead
   daemon's job taken over by another): it leaves doubt, and its job settles it.
-  Returns the number of leases extended (a lease that was already superseded is left alone).
+  Returns, per pair, 1 if its lease was extended, 0 if it was superseded (left alone): the ticket
+  was offered again, and whoever holds it now runs it, not the caller.
 ]]
-local n = 0
+local held = {}
 for i = 3, #ARGV, 2 do
   local x = keyOf.x(ARGV[i])
   if redis.call('HGET', x, 'lease') == ARGV[i + 1] then
     redis.call('HSET', x, 'leaseExp', ARGV[2])
     redis.call('ZADD', K.leases, tonumber(ARGV[2]), ARGV[i])
     if redis.call('ZREM', K.doubt, ARGV[i]) == 1 then redis.call('HINCRBY', K.ctr, 'doubt', -1) end
-    n = n + 1
+    held[#held + 1] = 1
+  else
+    held[#held + 1] = 0
   end
 end
-return n
+return held
