@@ -22,9 +22,10 @@ local function recordUser(record)
   return string.sub(record, bar + 1)
 end
 
--- When the ticket joined (ms), from its record and the item's epoch.
+-- When the ticket joined (ms), from its record and the item's epoch. (Records written before joins
+-- were held to the epoch may carry a negative offset.)
 local function recordCreated(record, epoch)
-  return epoch + tonumber(string.match(record, '^%a(%d+)|'))
+  return epoch + tonumber(string.match(record, '^%a(-?%d+)|'))
 end
 
 -- The cuts: when an item closes or sells out, every ticket still waiting at that moment ends at

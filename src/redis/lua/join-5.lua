@@ -64,7 +64,9 @@ if meta[6] and meta[6] ~= '' then
 end
 
 local seq = rcall('HINCRBY', K.ctr, 'seq', 1)
-local record = 'w' .. fmt(now - tonumber(meta[8])) .. '|' .. userId
+-- Never before the epoch: a daemon whose clock is a little behind the one that made the item (under
+-- redis-time's step; or stepped back) would write a negative offset.
+local record = 'w' .. fmt(math.max(0, now - tonumber(meta[8]))) .. '|' .. userId
 rcall('HSET', keyOf.page(seq), fmt(seq), record)
 rcall('HSET', K.users, userId, fmt(seq))
 if payload ~= '' then rcall('HSET', K.payloads, fmt(seq), payload) end

@@ -30,7 +30,7 @@ if meta[5] and meta[5] ~= '' and now >= tonumber(meta[5]) then return { -3, 0, '
 local fence = tonumber(rcall('HGET', K.ctr, 'fence') or '0')
 if num <= fence then return { -8, fence, '', 0 } end
 local seq = rcall('HINCRBY', K.ctr, 'seq', 1)
-local record = 'w' .. fmt(now - tonumber(meta[1])) .. '|' .. userId
+local record = 'w' .. fmt(math.max(0, now - tonumber(meta[1]))) .. '|' .. userId -- never before the epoch (join-5.lua)
 rcall('HSET', keyOf.page(seq), fmt(seq), record)
 rcall('HSET', K.users, userId, fmt(seq))
 rcall('ZADD', K.wait, num, fmt(seq))
