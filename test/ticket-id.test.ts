@@ -25,3 +25,21 @@ describe('ticket ids', () => {
     expect(verifySeq(parsed, S2) || verifyBinding(parsed, S1, { ...b, joinedRel: 13 })).toBe(false);
   });
 });
+
+describe('a ticket id spelt otherwise', () => {
+  const AL = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+  /** The same bytes, the last base64url character's unused low bits set otherwise. */
+  const otherBits = (b64: string) => b64.slice(0, -1) + AL[AL.indexOf(b64.at(-1)!) ^ 1];
+
+  it('is no id: a seq with leading zeros, base64url with stray bits (each was the same ticket, with an admission token of its own)', () => {
+    const id = makeTicketId('item-1', 7, S1, { joinedRel: 12, userId: 'u1' });
+    const [item, seq, tag] = id.split('.');
+    expect(parseTicketId(id)).not.toBeNull();
+    // 'item-1' is 6 bytes: base64url of 8 characters, no unused bits; 'item-12' (7 bytes) has some.
+    const id7 = makeTicketId('item-12', 7, S1, { joinedRel: 12, userId: 'u1' });
+    const [item7] = id7.split('.');
+    expect(Buffer.from(otherBits(item7), 'base64url').toString()).toBe('item-12');
+    expect(Buffer.from(otherBits(tag), 'base64url').equals(Buffer.from(tag, 'base64url'))).toBe(true);
+    for (const other of [`${item}.0${seq}.${tag}`, `${item}.${seq}.${otherBits(tag)}`, `${otherBits(item7)}.${seq}.${id7.split('.')[2]}`]) expect(parseTicketId(other), other).toBeNull();
+  });
+});

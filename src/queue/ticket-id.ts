@@ -61,6 +61,10 @@ export function parseTicketId(id: string): ParsedTicketId | null {
   if (!Number.isSafeInteger(seq) || seq < 1) return null;
   const itemId = Buffer.from(m[1], 'base64url').toString('utf8');
   if (!/^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/.test(itemId)) return null;
+  // Only the spelling makeTicketId makes: a seq with leading zeros, or base64url whose last
+  // character's unused bits are set, decodes to the same ticket and passes both MACs — one ticket
+  // had thousands of ids, each its own admission token (jti) that a revocation did not reach.
+  if (seq.toString(36) !== m[2] || Buffer.from(itemId).toString('base64url') !== m[1] || Buffer.from(m[3], 'base64url').toString('base64url') !== m[3]) return null;
   return { itemId, seq, tag: m[3] };
 }
 
