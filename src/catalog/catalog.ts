@@ -498,21 +498,30 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     async reconcile(opts = {}) {
       const rows = opts.itemId ? [await store.get(opts.itemId)] : await store.all();
       const out = [];
-      for (const row of rows) {
-        if (!row) fail('item_not_found', 'No such item.');
-        let def: LineDefinition;
-        try {
-          def = rowDefinition(row!);
-        } catch (err) {
-          // One stored definition today's rules refuse does not stop the others (asked by name, it is the answer).
-          if (opts.itemId || !refusedDefinition(err)) throw err;
-          deps.log.error({ itemId: row!.itemId, err: (err as Error).message }, 'item not reconciled: its stored definition is refused now; define it again');
-          continue;
-        }
+      for (const listed of rows) {
+        if (!listed) fail('item_not_found', 'No such item.');
+        const itemId = listed!.itemId;
         // A lost item comes back as the loss check restores it: under its lock, from its row as it
         // is then (read before this loop, it may have been archived since, and dropped on purpose).
-        if ((await restoreMissing([row!.itemId])).gone.has(row!.itemId)) continue;
-        const r = await syncStock(def, opts.idleOnly ?? false);
+        if ((await restoreMissing([itemId])).gone.has(itemId)) continue;
+        // The count writes the stock row's target from the definition: under the item's lock, from
+        // its row as it is now. From the row listed before the loop (a start's reconcile walks
+        // thousands of items), an operator's restock in between was set back — the item cut
+        // `sold_out` with its config saying 5 — and a lowered stock raised again.
+        const r = await locked(itemId, async () => {
+          const row = await store.get(itemId);
+          if (!row || row.archivedAt) return null;
+          let def: LineDefinition;
+          try {
+            def = rowDefinition(row);
+          } catch (err) {
+            // One stored definition today's rules refuse does not stop the others (asked by name, it is the answer).
+            if (opts.itemId || !refusedDefinition(err)) throw err;
+            deps.log.error({ itemId, err: (err as Error).message }, 'item not reconciled: its stored definition is refused now; define it again');
+            return null;
+          }
+          return syncStock(def, opts.idleOnly ?? false);
+        });
         if (r) out.push(r);
         if (r?.changed && r.redisHad !== r.left) deps.log.warn(r, 'stock reconciled from postgres');
       }
