@@ -209,7 +209,7 @@ describe('a hot item split into sub-lines on a Redis Cluster', { timeout: 120_00
     expect(await daemons[1].unitsLeft(item)).toBe(0);
     // Sold out: the rest end at once and nobody new gets in.
     const ended = await daemons[1].cut(item, 'sold_out');
-    expect(ended + sold.size + failed.size).toBe(users.length);
+    expect(ended! + sold.size + failed.size).toBe(users.length);
     await expect(daemons[0].join(item, 'late-user')).rejects.toMatchObject({ code: 'sold_out' });
   });
 

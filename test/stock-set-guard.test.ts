@@ -45,17 +45,18 @@ describe('setting the stock counter from a Postgres count', () => {
 });
 
 describe('a sell-out decided on a Postgres read older than a restock', () => {
-  it('cuts nothing (every waiting user would be told "sold out" with units on sale); one decided after it cuts', async () => {
+  // lines: 2 — a split item's cut took no decidedAt, and cut it all the same.
+  it.each([1, 2])('cuts nothing (every waiting user would be told "sold out" with units on sale); one decided after it cuts (lines: %i)', async (lines) => {
     const clock = t.manualClock();
     const { call, queue } = t.build({ clock });
     const item = t.uniqueItem();
-    expect((await call('PUT', `/v1/items/${item}`, { handler: 'seckill', config: { stock: 1 }, gate: { mode: 'closed' } })).status).toBe(201);
+    expect((await call('PUT', `/v1/items/${item}`, { handler: 'seckill', config: { stock: 1 }, gate: { mode: 'closed' }, lines })).status).toBe(201);
     const waiting = (await call('POST', `/v1/items/${item}/tickets`, { userId: 'w1' }, SERVICE)).body.ticketId as string;
     // A sale's Postgres read finds no unit left (the last one sold) ...
     const decidedAt = clock.now();
     clock.advance(5);
     // ... and before its cut lands, an operator restocks.
-    expect((await call('PUT', `/v1/items/${item}`, { handler: 'seckill', config: { stock: 5 }, gate: { mode: 'closed' } })).status).toBe(200);
+    expect((await call('PUT', `/v1/items/${item}`, { handler: 'seckill', config: { stock: 5 }, gate: { mode: 'closed' }, lines })).status).toBe(200);
     clock.advance(5);
     expect(await queue.definitions.cut(item, 'sold_out', undefined, decidedAt)).toBeNull();
     const view = (await call('GET', `/v1/items/${item}`)).body;

@@ -135,7 +135,7 @@ export function createDefinitions(deps: { redis: RedisLike; prefix: string; cloc
       items.keepActive(itemId);
       const a = kind === 'closed' ? ({ stateChar: 'c', reason: why ?? 'item_closed', flag: 'closed' } as const) : ({ stateChar: 'r', reason: why ?? 'sold_out', flag: 'soldOut', decidedAt } as const);
       const sub = splitOf((await items.item(itemId))?.snap.def ?? { itemId });
-      const n = sub ? await deps.split.cut(sub, kind, a.reason) : await scripts.cut(itemId, clock.now(), a);
+      const n = sub ? await deps.split.cut(sub, kind, a.reason, decidedAt) : await scripts.cut(itemId, clock.now(), a);
       items.invalidate(itemId);
       if (n === null) return null;
       for (const l of cutListeners) l(itemId);

@@ -143,7 +143,7 @@ export interface SplitLine {
   /** The units left over every sub-line. */
   unitsLeft(item: SplitItem): Promise<number>;
   /** Ends every waiting ticket of every sub-line (cut-8.lua on each) and refuses joins from then on. */
-  cut(item: SplitItem, kind: 'closed' | 'sold_out', reason?: string): Promise<number>;
+  cut(item: SplitItem, kind: 'closed' | 'sold_out', reason?: string, decidedAt?: number): Promise<number | null>;
 }
 
 /** How often a join whose number an admission round fenced out takes a new one before answering 503. */
@@ -424,8 +424,16 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
       return all.flat().reduce((s, v) => s + Math.max(0, Number(v)), 0);
     },
 
-    async cut(item, kind, reason) {
-      const a = kind === 'closed' ? { stateChar: 'c', reason: reason ?? 'item_closed', flag: 'closed', decidedAt: '' } : { stateChar: 'r', reason: reason ?? 'sold_out', flag: 'soldOut', decidedAt: '' };
+    async cut(item, kind, reason, decidedAt) {
+      const a = kind === 'closed' ? { stateChar: 'c', reason: reason ?? 'item_closed', flag: 'closed', decidedAt: '' } : { stateChar: 'r', reason: reason ?? 'sold_out', flag: 'soldOut', decidedAt: decidedAt ?? '' };
+      // A sell-out decided on a Postgres read from before a restock is refused whole, as on one
+      // line (cut-8.lua): any sub-line given units since (set-stock-4.lua's stockSetAt) says so.
+      // Each sub-line's cut checks again; only a restock landing between the two could leave flags
+      // mixed, and the stock keeper reconciles a sold-out item that holds units.
+      if (kind === 'sold_out' && decidedAt !== undefined) {
+        const setAt = await Promise.all(subs(item).map((k) => redis.hget(itemKeys(prefix, tag(item, k)).meta, 'stockSetAt')));
+        if (setAt.some((at) => Number(at ?? 0) > decidedAt)) return null;
+      }
       // The cut tickets leave `wait` with the cut, but only those numbered up to the join counter
       // as read before it, each sub-line fenced there first (as an admission round fences it: a
       // join numbered lower takes a new number). A join that comes once a restock or a reopening
