@@ -6,6 +6,7 @@ import type { Logger } from '../kernel/logger.js';
 import { every } from '../kernel/loop.js';
 import { ticketRef } from '../kernel/ticket-ref.js';
 import type { Line } from '../queue/line.js';
+import { itemState } from '../queue/snapshot.js';
 import { RUN_LEASE_MS, type JobQueues } from './jobs.js';
 import type { HandlerRegistry } from './registry.js';
 
@@ -55,7 +56,7 @@ export function startDoubtResolver(
     if (!item?.snap.inDoubt) return;
     // Its view is cached: the item stays active while tickets wait here (a lease's grace may end first).
     queue.items.keepActive(itemId);
-    const doubts = await queue.admissions.doubts(itemId, deps.now() - opts.graceMs);
+    let doubts = await queue.admissions.doubts(itemId, deps.now() - opts.graceMs);
     if (!doubts.length) return;
     const spec = deps.handlers.get(item.snap.def.handler);
     // A handler this daemon does not have (another daemon's own module): that daemon decides.
@@ -75,17 +76,25 @@ export function startDoubtResolver(
           log.warn({ itemId, ended }, 'tickets in doubt of blocked users ended without a run');
         }
       }
-      const toRun = doubts.filter((d) => !d.held);
-      if (!toRun.length) return;
-      const tickets = await queue.admissions.relaunchDoubts(itemId, toRun.map((d) => d.seq), opts.dispatchLeaseMs);
-      if (!tickets.length) return;
-      await deps.jobs.dispatch(spec.name, [{ itemId, tickets }]);
-      await queue.admissions.extendLeases(itemId, tickets.map((t) => ({ seq: t.seq, leaseId: t.leaseId })), deps.now() + deps.jobs.leaseMs(deadlineMs));
-      deps.onResolved?.(itemId, 'relaunched', tickets.length);
-      log.warn({ itemId, inDoubt: doubts.length, relaunched: tickets.length }, 'tickets in doubt run again');
+      await relaunch(itemId, spec.name, deadlineMs, doubts.filter((d) => !d.held), doubts.length);
       return;
     }
     if (!deps.pg.up && spec.stockTable) return;
+    // The cut that put them in doubt no longer stands (an operator restocked or reopened the item
+    // since): ending them with it told the first in line `sold_out` while later joiners bought the
+    // new units. They run again, as a webhook's do: the sale is idempotent per ticket, so one whose
+    // sale committed gets its order, and one whose did not buys now if a unit is left. (Held ones —
+    // their user blocked since — still wait for Postgres's word below.)
+    if (spec.handle && !spec.external && spec.stockTable) {
+      const fresh = (await queue.items.item(itemId, { fresh: true }))?.snap;
+      const state = fresh && itemState(fresh, deps.now());
+      if (fresh && state !== 'closed' && state !== 'sold_out') {
+        const toRun = doubts.filter((d) => !d.held);
+        await relaunch(itemId, spec.name, spec.deadlineMs?.(fresh.def.config) ?? 10_000, toRun, doubts.length);
+        doubts = doubts.filter((d) => d.held);
+        if (!doubts.length) return;
+      }
+    }
     const refs = doubts.map((d) => ticketRef(d.ticketId));
     const sales = spec.stockTable ? await decideDoubts(deps.sql, spec.stockTable, itemId, refs) : new Map();
     const entries = doubts.map((d, i) => {
@@ -103,6 +112,17 @@ export function startDoubtResolver(
     if (sold) deps.onResolved?.(itemId, 'sold', sold);
     if (entries.length > sold) deps.onResolved?.(itemId, 'cut', entries.length - sold);
     log.warn({ itemId, inDoubt: doubts.length, ended, sold }, 'tickets in doubt ended with their outcome');
+  }
+
+  /** Runs tickets in doubt again, in a job as the dispatcher queues one, under new leases. */
+  async function relaunch(itemId: string, handler: string, deadlineMs: number, toRun: { seq: number }[], inDoubt: number) {
+    if (!toRun.length) return;
+    const tickets = await queue.admissions.relaunchDoubts(itemId, toRun.map((d) => d.seq), opts.dispatchLeaseMs);
+    if (!tickets.length) return;
+    await deps.jobs.dispatch(handler, [{ itemId, tickets }]);
+    await queue.admissions.extendLeases(itemId, tickets.map((t) => ({ seq: t.seq, leaseId: t.leaseId })), deps.now() + deps.jobs.leaseMs(deadlineMs));
+    deps.onResolved?.(itemId, 'relaunched', tickets.length);
+    log.warn({ itemId, inDoubt, relaunched: tickets.length }, 'tickets in doubt run again');
   }
 
   async function round() {

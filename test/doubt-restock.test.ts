@@ -1,0 +1,46 @@
+import { describe, expect, it } from 'vitest';
+import { writeSales } from '../src/db/sales.js';
+import { inProcessDaemon, waitFor } from './support/daemon-inproc.js';
+import { SERVICE, testApp } from './support/app.js';
+
+/**
+ * A ticket held in doubt (admitted, its lease run out, when its item sold out) ended with the
+ * sell-out's outcome once Postgres showed no sale of its — even after an operator restocked the
+ * item: the first user in line was told `sold_out` with units on sale, and later joiners bought
+ * them. The sell-out no longer stands, so such a ticket runs again and buys.
+ */
+const t = await testApp();
+
+describe('a ticket in doubt on an item restocked since its sell-out', () => {
+  it('runs again and buys, instead of being told sold_out', { timeout: 60_000 }, async () => {
+    const a = t.build();
+    const item = t.uniqueItem();
+    expect((await a.call('PUT', `/v1/items/${item}`, { handler: 'seckill', config: { stock: 1 }, gate: { mode: 'manual' } })).status).toBe(201);
+    const alice = (await a.call('POST', `/v1/items/${item}/tickets`, { userId: 'alice' }, SERVICE)).body.ticketId as string;
+    const bob = (await a.call('POST', `/v1/items/${item}/tickets`, { userId: 'bob' }, SERVICE)).body.ticketId as string;
+    // A daemon admits alice (her unit taken) and dies; her lease runs out.
+    const [admitted] = await a.queue.admissions.admit(item, 1, 3_600_000);
+    expect(admitted.userId).toBe('alice');
+    expect(await a.queue.admissions.extendLeases(item, [{ seq: admitted.seq, leaseId: admitted.leaseId }], Date.now() - 1)).toEqual([true]);
+    // Another daemon's sale takes Postgres's last unit, and cuts the item sold out: bob is told so,
+    // alice waits in doubt (her sale may have committed).
+    expect((await writeSales(t.db.sql, 'orders', [{ itemId: item, userId: 'dave', ticketRef: 'dave-ref' }]))[0].kind).toBe('sold');
+    expect(await a.queue.definitions.cut(item, 'sold_out')).toBe(1);
+    expect((await a.call('GET', `/v1/tickets/${alice}`, undefined, null)).body.state).toBe('admitted');
+    // The operator restocks.
+    const put = await a.call('PUT', `/v1/items/${item}`, { handler: 'seckill', config: { stock: 3 }, gate: { mode: 'manual' } });
+    expect([put.status, put.body.state, put.body.remaining]).toEqual([200, 'open', 2]);
+
+    // A daemon takes her up.
+    const { call } = await inProcessDaemon({ prefix: a.prefix, databaseUrl: t.db.url, env: { FLOODGATE_DOUBT_GRACE_MS: '200' } });
+    const v = await waitFor(
+      () => call('GET', `/v1/tickets/${alice}`, undefined, null).then((r) => r.body),
+      (b) => !['waiting', 'admitted'].includes(b.state),
+      30_000,
+    );
+    const [order] = await t.db.sql`select order_id::text as id from orders where item_id = ${item} and user_id = 'alice'`;
+    expect(order).toBeDefined(); // before: none, and alice read rejected / sold_out
+    expect(v).toMatchObject({ state: 'succeeded', outcome: { result: { orderId: order.id } } });
+    expect((await call('GET', `/v1/tickets/${bob}`, undefined, null)).body).toMatchObject({ state: 'rejected', outcome: { reason: 'sold_out' } });
+  });
+});
