@@ -179,6 +179,18 @@ export async function decideDoubts(sql: postgres.Sql, table: Table, itemId: stri
 }
 
 /**
+ * The ticket's own live sale, if Postgres holds one (the same user's, not released): what a run
+ * that finds no unit in Redis answers when an earlier run of the ticket sold (its answer lost).
+ */
+export async function ownSale(sql: postgres.Sql, table: Table, itemId: string, ref: string, userId: string): Promise<{ id: string; reservedUntil?: string } | null> {
+  const [row] =
+    table === 'orders'
+      ? await sql`select order_id::text as id, reserved_until from orders where item_id = ${itemId} and ticket_id = ${ref} and user_id = ${userId} and status <> 'released'`
+      : await sql`select claim_id::text as id, null as reserved_until from coupon_claims where item_id = ${itemId} and ticket_id = ${ref} and user_id = ${userId}`;
+  return row ? { id: row.id as string, ...(row.reserved_until ? { reservedUntil: new Date(row.reserved_until).toISOString() } : {}) } : null;
+}
+
+/**
  * Units Postgres has left for an item (total − sold) and how many sold units are reservations not
  * yet confirmed, or null for an item without a stock row.
  */

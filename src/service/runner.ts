@@ -26,7 +26,7 @@ export interface RunnerDeps {
   /** Settles one ticket (coalesced with others into one Redis call); returns the settle code. */
   settle(s: Settlement): Promise<number>;
   /** The job-independent part of every handler context (stock, sales, sold-out). */
-  context(itemId: string): Pick<HandlerContext, 'stock' | 'sell' | 'soldOut' | 'confirmSoldOut' | 'unsure'>;
+  context(itemId: string): Pick<HandlerContext, 'stock' | 'sell' | 'soldOut' | 'confirmSoldOut' | 'ownSale' | 'unsure'>;
   onSample(s: Sample): void;
   now(): number;
   onSettled(itemId: string, status: string): void;

@@ -2,7 +2,7 @@ import { duplicateConnection, type RedisLike } from '../redis/client.js';
 import type postgres from 'postgres';
 import { isPostgresBusy, isPostgresUnavailable } from '../db/faults.js';
 import type { PgHealth } from '../db/health.js';
-import { unitsLeft, writeSales, type SaleRequest, type SaleResult } from '../db/sales.js';
+import { ownSale, unitsLeft, writeSales, type SaleRequest, type SaleResult } from '../db/sales.js';
 import { createBatcher, perKey } from '../kernel/batcher.js';
 import type { Logger } from '../kernel/logger.js';
 import { settlesWithin } from '../kernel/wait.js';
@@ -98,7 +98,7 @@ export function createService(deps: ServiceDeps) {
       throw new RequeueError('postgres_unavailable');
     }
   }
-  const context = (itemId: string): Pick<HandlerContext, 'stock' | 'sell' | 'soldOut' | 'confirmSoldOut' | 'unsure'> => ({
+  const context = (itemId: string): Pick<HandlerContext, 'stock' | 'sell' | 'soldOut' | 'confirmSoldOut' | 'ownSale' | 'unsure'> => ({
     stock: {
       take: (id, seq) => taker.submit({ itemId: id, seq }),
       refund: (id, seq) => stock.refund(id, seq),
@@ -113,6 +113,7 @@ export function createService(deps: ServiceDeps) {
     },
     soldOut: async (decidedAt) => void (await soldOut(itemId, decidedAt)),
     confirmSoldOut: () => confirmSoldOut(itemId),
+    ownSale: (table, ref, userId) => pgCall(() => ownSale(deps.sql, table, itemId, ref, userId)),
     unsure: deps.unsure(itemId),
   });
 

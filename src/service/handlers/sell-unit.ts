@@ -17,6 +17,11 @@ export async function sellUnit(t: HandlerTicket, ctx: HandlerContext, table: 'or
   // (Postgres would answer the other run's order again) and takes no unit; its settle is refused.
   if (took.ended) throw Object.assign(new Error('ticket_not_admitted'), { permanent: true });
   if (!took.taken) {
+    // No unit for it, but an earlier run of this ticket may have sold (its answer lost to a
+    // Postgres connection dropped after the commit, or its daemon killed before the settle; its
+    // unit went back meanwhile and another ticket took it): its order stands, not `sold_out`.
+    const own = await ctx.ownSale(table, ticketRef(t.ticketId), t.userId);
+    if (own) return { kind: 'sold', id: own.id, replay: true, left: 0, reserved: 0, ...(own.reservedUntil && { reservedUntil: own.reservedUntil }) };
     if (await ctx.confirmSoldOut()) return { kind: 'sold_out', left: 0, reserved: 0 };
     throw new RequeueError('awaiting_returns');
   }

@@ -1,0 +1,59 @@
+import { describe, expect, it } from 'vitest';
+import { ownSale, unitsLeft, writeSales } from '../src/db/sales.js';
+import { createLogger } from '../src/kernel/logger.js';
+import { ticketRef } from '../src/kernel/ticket-ref.js';
+import type { HandlerContext } from '../src/service/handler.js';
+import { seckill } from '../src/service/handlers/seckill.js';
+import { SERVICE, testApp } from './support/app.js';
+
+/**
+ * A ticket whose sale committed, but whose run never heard it (the Postgres connection dropped
+ * after the commit), gives its unit back and is run again (its settle failed on a Redis blip, so
+ * the job retried with the ticket still admitted); meanwhile another ticket takes that unit. The
+ * run again finds no unit and Postgres's none left: it told the user `sold_out` while Postgres held
+ * their order. It now answers the order the ticket's earlier run made.
+ */
+const t = await testApp();
+
+describe('a run that finds no unit for a ticket whose sale committed', () => {
+  it('answers its order, not sold_out', async () => {
+    const a = t.build();
+    const item = t.uniqueItem();
+    expect((await a.call('PUT', `/v1/items/${item}`, { handler: 'seckill', config: { stock: 1 }, gate: { mode: 'manual' } })).status).toBe(201);
+    const alice = (await a.call('POST', `/v1/items/${item}/tickets`, { userId: 'alice' }, SERVICE)).body.ticketId as string;
+    expect((await a.call('POST', `/v1/items/${item}/tickets`, { userId: 'bob' }, SERVICE)).status).toBe(202);
+    const [first] = await a.queue.admissions.admit(item, 1, 60_000);
+    expect(first.userId).toBe('alice');
+    // Her first run: takes the unit, sells (committed), loses the answer and gives the unit back.
+    expect((await a.stock.take(item, [first.seq])).taken).toEqual([true]);
+    const [sale] = await writeSales(t.db.sql, 'orders', [{ itemId: item, userId: 'alice', ticketRef: ticketRef(alice) }]);
+    expect(sale.kind).toBe('sold');
+    await a.stock.refund(item, first.seq);
+    // Bob is admitted with that unit.
+    const [second] = await a.queue.admissions.admit(item, 1, 60_000);
+    expect(second.userId).toBe('bob');
+
+    // Her run again, with the daemon's parts: Redis's counter, Postgres's rows.
+    const ctx = {
+      signal: new AbortController().signal,
+      deadlineMs: 10_000,
+      log: createLogger('silent'),
+      stock: {
+        take: async (id: string, seq: number) => {
+          const r = await a.stock.take(id, [seq]);
+          return { taken: r.taken[0], ended: r.ended[0], left: r.left };
+        },
+        refund: (id: string, seq: number) => a.stock.refund(id, seq),
+        forfeit: (id: string, seq: number) => a.stock.forfeit(id, seq),
+      },
+      sell: () => Promise.reject(new Error('no unit was taken: nothing is sold')),
+      soldOut: async () => {},
+      confirmSoldOut: async () => ((await unitsLeft(t.db.sql, item))?.left ?? 0) <= 0,
+      ownSale: (table: 'orders' | 'coupon_claims', ref: string, userId: string) => ownSale(t.db.sql, table, item, ref, userId),
+      unsure: null as never,
+    } satisfies HandlerContext;
+    const out = await seckill.handle!({ ticketId: alice, itemId: item, seq: first.seq, userId: 'alice', payload: null, config: { stock: 1 }, attempt: 2 }, ctx);
+    const [order] = await t.db.sql`select order_id::text as id from orders where item_id = ${item} and user_id = 'alice'`;
+    expect(out).toEqual({ status: 'succeeded', result: { orderId: order.id } }); // before: rejected, sold_out
+  });
+});
