@@ -58,6 +58,7 @@ export const configSchema = z.object({
   FLOODGATE_PROVISION: z.enum(['auto', 'off']).default('auto'),
   FLOODGATE_EMBEDDED_PG_PORT: z.coerce.number().int().min(1).max(65535).default(54329),
   FLOODGATE_CACHE_MS: z.coerce.number().int().min(0).max(5000).default(250),
+  FLOODGATE_MAX_STREAMS: z.coerce.number().int().min(1).max(1_000_000).default(10_000),
   FLOODGATE_BODY_LIMIT: z.coerce.number().int().min(1024).max(1 << 24).default(16 * 1024),
   FLOODGATE_SHUTDOWN_MS: z.coerce.number().int().min(0).max(120_000).default(10_000),
   /** How long a Postgres connection may go unanswered after a request before it is given up (db/client.ts). */

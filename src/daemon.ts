@@ -210,6 +210,7 @@ export function wireApp(config: Config, log: Logger, { redis, dbHandle }: Stores
     bodyLimitBytes: config.FLOODGATE_BODY_LIMIT,
     reservations: m.reservations,
     corsOrigins: config.FLOODGATE_CORS_ORIGINS,
+    maxStreams: config.FLOODGATE_MAX_STREAMS,
     scopes: parseKeyScopes(config.FLOODGATE_KEY_SCOPES),
     tokens,
     metricsKey: config.FLOODGATE_METRICS_KEY,

@@ -1,27 +1,14 @@
-import net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { inProcessDaemon, SVC } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
 import { testRedis } from './support/redis.js';
+import { rawTicketStream } from './support/ticket-stream.js';
 
 const { newPrefix } = testRedis();
 const db = await testDb();
 const { daemon, call, define } = await inProcessDaemon({ prefix: newPrefix(), databaseUrl: db.url });
 
-/** One stream read off a raw socket, as a browser's EventSource gets it: every byte until the server closes. */
-function rawStream(ticketId: string) {
-  const url = new URL(daemon.url);
-  const sock = net.connect(Number(url.port), url.hostname);
-  sock.write(`GET /v1/tickets/${ticketId}/events HTTP/1.1\r\nHost: ${url.host}\r\nAccept: text/event-stream\r\n\r\n`);
-  let text = '';
-  sock.setEncoding('utf8');
-  sock.on('data', (s: string) => (text += s));
-  const closed = new Promise<void>((resolve, reject) => {
-    sock.on('close', () => resolve());
-    sock.on('error', reject);
-  });
-  return { text: () => text, closed, sock };
-}
+const rawStream = (ticketId: string) => rawTicketStream(daemon.url, ticketId);
 
 const events = (body: string) =>
   body
@@ -39,6 +26,7 @@ describe('ticket events on the wire', () => {
 
     expect((await call('DELETE', '/v1/items/wire')).status).toBe(200);
     await Promise.all(streams.map((s) => s.closed));
+    expect(streams.map((s) => s.error())).toEqual(streams.map(() => null));
     for (const [i, s] of streams.entries()) {
       const raw = s.text();
       const head = raw.slice(0, raw.indexOf('\r\n\r\n'));

@@ -53,6 +53,8 @@ export interface AppDeps extends OpsDeps {
    * credential there, so any origin is safe unless a deployment wants to narrow it.
    */
   corsOrigins?: CorsOrigins;
+  /** Most event streams open at once in this process (FLOODGATE_MAX_STREAMS). */
+  maxStreams?: number;
   /** Which items each service key may use (FLOODGATE_KEY_SCOPES). */
   scopes?: KeyScopes;
   /** Admission tokens (signing keys in Postgres); without them tickets carry none. */
@@ -177,7 +179,7 @@ export function createApp(deps: AppDeps) {
     onPass: (ms) => deps.metrics.watchPass.observe(ms / 1000),
   });
   deps.metrics.sources.openStreams = () => watch.size();
-  app.route('/', ticketEventRoutes(ctx, watch));
+  app.route('/', ticketEventRoutes(ctx, watch, { max: deps.maxStreams ?? 10_000 }));
   app.route('/', opsRoutes(ctx, deps));
   app.route('/', docsRoutes());
   let assets: Promise<WebAssets> | null = null;

@@ -1,4 +1,5 @@
 import { request, type ClientRequest } from 'node:http';
+import net from 'node:net';
 /**
  * Reads a ticket's event stream from an app (`app.request`, no port): `views` gathers each `ticket`
  * event's view, `next()` resolves with the next one, or null once the stream ended; `done` settles
@@ -78,4 +79,21 @@ export function watchOverHttp(base: string, ticketId: string, open: ClientReques
     open.push(req);
   });
   return { views, first, ended };
+}
+
+/**
+ * One stream read off a raw socket, as a browser's EventSource gets it: every byte until the server
+ * closes (`closed` settles then; a socket error is kept in `error()`).
+ */
+export function rawTicketStream(baseUrl: string, ticketId: string) {
+  const url = new URL(baseUrl);
+  const sock = net.connect(Number(url.port), url.hostname);
+  sock.write(`GET /v1/tickets/${ticketId}/events HTTP/1.1\r\nHost: ${url.host}\r\nAccept: text/event-stream\r\n\r\n`);
+  let text = '';
+  let error: Error | null = null;
+  sock.setEncoding('utf8');
+  sock.on('data', (s: string) => (text += s));
+  sock.on('error', (err) => (error = err));
+  const closed = new Promise<void>((resolve) => sock.on('close', () => resolve()));
+  return { text: () => text, closed, sock, error: () => error };
 }

@@ -3,6 +3,7 @@ import type { ServerResponse } from 'node:http';
 import type { TicketWatch } from '../../queue/ticket-watch.js';
 import type { TicketView } from '../../queue/types.js';
 import type { ApiContext } from '../context.js';
+import { fail } from '../../kernel/errors.js';
 import { errors } from '../openapi.js';
 import { TicketId } from '../schemas.js';
 
@@ -25,6 +26,13 @@ const NativeResponse: typeof Response = Object.getPrototypeOf(Response) !== Func
 const terminal = (v: TicketView) => v.state !== 'waiting' && v.state !== 'admitted';
 /** Streams closed per event-loop turn after a pass that told many their last event. */
 const CLOSE_SLICE = 1000;
+/** Streams one ticket may have open at once in a process: a user's tabs, not a flood on one id. */
+export const STREAMS_PER_TICKET = 4;
+/**
+ * Bytes a stream may have waiting for its client before it is closed: a client that does not read
+ * kept every event buffered, and its connection, for as long as the ticket lived.
+ */
+const STREAM_BACKLOG = 256 * 1024;
 
 /**
  * `GET /v1/tickets/{ticketId}/events`: Server-Sent Events of the ticket view (API.md, Watching a
@@ -40,8 +48,31 @@ const CLOSE_SLICE = 1000;
  * ReadableStream. The direct write starts on the next turn, once the middleware after the handler
  * (CORS) has put its headers on the response, which are then sent with the stream's.
  */
-export function ticketEventRoutes(ctx: ApiContext, watch: TicketWatch) {
+export function ticketEventRoutes(ctx: ApiContext, watch: TicketWatch, limits: { max: number }) {
   const app = new OpenAPIHono({ defaultHook: ctx.defaultHook });
+  /**
+   * Open streams, per ticket and in all. Unbounded, one ticket's id opened ~20,000 streams from one
+   * client: the daemon ran out of file descriptors and answered nobody (joins, polls, /readyz),
+   * and each stream of an admitted ticket cost a Redis read every tick. Past the ticket's share the
+   * answer is `429 rate_limited`, past the process's `503`: the waiting page polls instead.
+   */
+  const perTicket = new Map<string, number>();
+  let open = 0;
+  const opened = (ticketId: string) => {
+    if ((perTicket.get(ticketId) ?? 0) >= STREAMS_PER_TICKET) fail('rate_limited', `This ticket has ${STREAMS_PER_TICKET} event streams open already; poll it instead.`, { streams: STREAMS_PER_TICKET }, 10);
+    if (open >= limits.max) fail('unavailable', 'Too many event streams are open; poll the ticket instead.', undefined, 5);
+    perTicket.set(ticketId, (perTicket.get(ticketId) ?? 0) + 1);
+    open++;
+    let closed = false;
+    return () => {
+      if (closed) return;
+      closed = true;
+      open--;
+      const n = (perTicket.get(ticketId) ?? 1) - 1;
+      if (n > 0) perTicket.set(ticketId, n);
+      else perTicket.delete(ticketId);
+    };
+  };
   /**
    * Streams told their last event, to be closed on a later turn of the event loop. A sell-out tells
    * thousands of streams in one pass; closing each at once queued the closes' own work (finish
@@ -89,7 +120,7 @@ export function ticketEventRoutes(ctx: ApiContext, watch: TicketWatch) {
       method: 'get', path: '/v1/tickets/{ticketId}/events', tags: ['tickets'],
       summary: 'Follow the ticket as Server-Sent Events (event `ticket`, data = the ticket view)',
       request: { params: z.object({ ticketId: TicketId }) },
-      responses: { 200: { description: 'text/event-stream: the view at once, then on changes; closed after the terminal view', content: { 'text/event-stream': { schema: z.string() } } }, ...errors(404, 503) },
+      responses: { 200: { description: 'text/event-stream: the view at once, then on changes; closed after the terminal view', content: { 'text/event-stream': { schema: z.string() } } }, ...errors(404, 429, 503) },
     }),
   );
   app.get('/v1/tickets/:ticketId/events', async (c) => {
@@ -110,7 +141,9 @@ export function ticketEventRoutes(ctx: ApiContext, watch: TicketWatch) {
     }
     const first = await tokened(await ctx.queue.tickets.status(ticketId));
     const outgoing = (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing;
+    const release = terminal(first) ? () => {} : opened(ticketId);
     if (outgoing) {
+      outgoing.on('close', release);
       const res = new NativeResponse(null, { headers: { ...SSE_HEADERS, [ALREADY_SENT]: 'true' } });
       setImmediate(() => {
         if (outgoing.destroyed) return;
@@ -123,8 +156,13 @@ export function ticketEventRoutes(ctx: ApiContext, watch: TicketWatch) {
         outgoing.write(PREAMBLE_TEXT + eventText(first));
         if (terminal(first)) return void outgoing.end();
         const send = inOrder();
-        // A view held back for its token may come after the client left.
-        const write = (text: string) => void (outgoing.destroyed || outgoing.write(text));
+        // A view held back for its token may come after the client left; a client that reads
+        // nothing is let go once its backlog passes STREAM_BACKLOG.
+        const write = (text: string) => {
+          if (outgoing.destroyed) return;
+          if (outgoing.writableLength > STREAM_BACKLOG) return void outgoing.destroy();
+          outgoing.write(text);
+        };
         const unsubscribe = watch.watch(ticketId, first, {
           view: (v) => (alive(), send(v, (w) => write(eventText(w)))),
           heartbeat: () => (alive(), send(null, () => write(HEARTBEAT_TEXT))),
@@ -149,10 +187,10 @@ export function ticketEventRoutes(ctx: ApiContext, watch: TicketWatch) {
         unsubscribe = watch.watch(ticketId, first, {
           view: (v) => (alive(), send(v, (w) => controller.enqueue(event(w)))),
           heartbeat: () => (alive(), send(null, () => controller.enqueue(HEARTBEAT))),
-          end: () => send(null, () => controller.close()),
+          end: () => send(null, () => (release(), controller.close())),
         });
       },
-      cancel: () => unsubscribe(),
+      cancel: () => (unsubscribe(), release()),
     });
     return new Response(body, { status: 200, headers: SSE_HEADERS });
   });
