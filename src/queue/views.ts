@@ -87,6 +87,15 @@ export function expectedRate(item: CachedItem): number | null {
 }
 
 /**
+ * The longest `pollAfterMs` a waiting ticket is told: 30 s, or a third of the item's
+ * `abandonAfterMs` (at least 1 s). A user told to come back in 30 s by an item that expires tickets
+ * not polled for 20 s was expired for doing as told (a line that moved faster than its ETA, or a
+ * gate that opened). A third leaves room for the network, a late timer and the 1 s batching of
+ * poll times.
+ */
+export const pollCap = (abandonAfterMs: number | null): number => (abandonAfterMs === null ? 30_000 : Math.max(1000, Math.min(30_000, Math.floor(abandonAfterMs / 3))));
+
+/**
  * Expected wait, when to poll again, and why the line is not moving. No ETA is given while the
  * gate is closed, the store the item sells through is away (Postgres down: the dispatcher admits
  * none of its tickets) or the item waits for units to come back (nobody knows when that ends); before
@@ -103,7 +112,7 @@ export function waitingHints(item: CachedItem, position: number, now: number): W
   const untilOpen = reason === 'not_open' ? s.def.opensAt! - now : 0;
   const etaMs = rate ? Math.round(untilOpen + (position / rate) * 1000) : undefined;
   const guide = etaMs !== undefined ? etaMs / 5 : position * 20;
-  const pollAfterMs = Math.round(Math.min(30_000, Math.max(1000, guide)));
+  const pollAfterMs = Math.round(Math.min(pollCap(s.def.abandonAfterMs), Math.max(1000, guide)));
   const out: WaitingHints = { pollAfterMs };
   if (etaMs !== undefined) out.etaMs = etaMs;
   if (reason) out.reason = reason;
@@ -131,7 +140,7 @@ export const awaitingDraw = (item: CachedItem, rec: TicketRecord) => {
 /** What a pre-queued ticket reads until the draw: no position yet, and when it will have one. */
 export function preQueueHints(item: CachedItem, now: number): { position: null; drawAt: string; pollAfterMs: number; reason: WaitReason } {
   const opensAt = item.snap.def.opensAt!;
-  return { position: null, drawAt: iso(opensAt), pollAfterMs: Math.round(Math.min(30_000, Math.max(1000, (opensAt - now) / 5))), reason: 'not_open' };
+  return { position: null, drawAt: iso(opensAt), pollAfterMs: Math.round(Math.min(pollCap(item.snap.def.abandonAfterMs), Math.max(1000, (opensAt - now) / 5))), reason: 'not_open' };
 }
 
 export function baseView(ticketId: string, itemId: string, rec: TicketRecord & { createdIso?: string }, state: TicketState): TicketView {
