@@ -123,8 +123,10 @@ export function createDefinitions(deps: { redis: RedisLike; prefix: string; cloc
       if (!created && gate && gate.mode !== 'closed') items.keepActive(def.itemId);
       // A pre-queue is drawn at opensAt whoever joined, nobody included (its status then says the
       // sale is open, and its seed is revealed): a wake then. Only a join asked for one, so a
-      // pre-queue nobody joined read `scheduled` after its opening until someone did.
-      if (def.preQueueFromMs) {
+      // pre-queue nobody joined read `scheduled` after its opening until someone did. Likewise a
+      // window's end set (or moved earlier) on a line waiting behind a closed gate: nothing asked
+      // for a wake, and its tickets read `waiting` past closesAt until a join or a restart came.
+      if (def.preQueueFromMs || def.closesAt !== null || def.opensAt !== null) {
         const held = await items.item(def.itemId, { fresh: true });
         if (held) items.keepAsNeeded(held.snap);
       }
