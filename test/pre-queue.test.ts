@@ -81,6 +81,24 @@ describe('pre-queue and the draw at open', () => {
     expect(pulled).toEqual(expected);
   });
 
+  it('is drawn once per item: another window on a drawn item is refused, not taken and never drawn', async () => {
+    const opensAt = Date.UTC(2026, 11, 12, 2, 0, 0);
+    const clock = t.manualClock(opensAt - 60_000);
+    const { call, queue } = t.build({ clock });
+    const item = t.uniqueItem();
+    const def = (at: number) => ({ handler: 'external', opensAt: new Date(at).toISOString(), preQueue: { fromMs: 15 * 60_000 }, gate: { mode: 'manual' } });
+    expect((await call('PUT', `/v1/items/${item}`, def(opensAt))).status).toBe(201);
+    clock.set(opensAt + 1);
+    await queue.admissions.sweep(); // the draw (nobody joined)
+    expect((await call('GET', `/v1/items/${item}`)).body.preQueue).toMatchObject({ size: 0 });
+    // The next sale, an hour on: before, 200 and `scheduled`, its joins told a draw that never came.
+    const again = await call('PUT', `/v1/items/${item}`, def(opensAt + 3_600_000));
+    expect([again.status, again.body.error?.code]).toEqual([409, 'conflict']);
+    expect(again.body.error.message).toMatch(/drawn once per item/);
+    // Without the pre-queue, the item reopens first come, first served (as it said).
+    expect((await call('PUT', `/v1/items/${item}`, { ...def(opensAt + 3_600_000), preQueue: undefined })).status).toBe(200);
+  });
+
   it('refuses a pre-queue without opensAt', async () => {
     const { call } = t.build();
     const r = await call('PUT', `/v1/items/${t.uniqueItem()}`, { handler: 'external', preQueue: { fromMs: 60_000 } });

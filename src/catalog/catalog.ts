@@ -6,7 +6,7 @@ import { isPostgresUnavailable } from '../db/faults.js';
 import type { ItemRow, ItemsStore } from '../db/items-store.js';
 import type { CachedItem } from '../queue/item-cache.js';
 import type { Line } from '../queue/line.js';
-import { LINES_CHANGE, PRE_QUEUE_AFTER_CUT, PRE_QUEUE_AFTER_TICKETS, PRE_QUEUE_AWAITED } from '../queue/line-scripts.js';
+import { LINES_CHANGE, PRE_QUEUE_AFTER_CUT, PRE_QUEUE_AFTER_TICKETS, PRE_QUEUE_AWAITED, PRE_QUEUE_DRAWN } from '../queue/line-scripts.js';
 import { newItemSecret } from '../queue/definitions.js';
 import { itemState, type ItemState } from '../queue/snapshot.js';
 import { seedHashOf } from '../queue/draw.js';
@@ -339,6 +339,10 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     if (existing?.snap.def.preQueueFromMs && existing.snap.draw && !existing.snap.draw.drawn && existing.snap.seq > 0 && existing.snap.served === 0) {
       if (def.preQueueFromMs === null || def.opensAt !== existing.snap.def.opensAt) fail('conflict', PRE_QUEUE_AWAITED);
     }
+    // A pre-queue is drawn once per item: another window on an item whose draw is done was taken
+    // (200, `scheduled`, joins told a draw at the new opensAt) and never drawn — its line ran
+    // first come, first served. A sale of its own is another item id.
+    if (existing?.snap.draw?.drawn && def.preQueueFromMs !== null && def.opensAt !== null && def.opensAt > deps.clock.now()) fail('conflict', PRE_QUEUE_DRAWN);
     // (Read above already when Redis lacked the item.)
     const prev = existing ? await store.get(itemId) : stored;
     // The ticket-id secret: the live item's, else the one its row keeps (an item made again

@@ -65,6 +65,7 @@ const notFound = () => new FloodgateError('item_not_found', 'No such item.');
 export const LINES_CHANGE = 'The lines of an existing item cannot change (its ticket ids depend on them).';
 /** The pre-queue conflicts (define-5.lua's -2, -3 and -5; catalog.ts checks them first from the view). */
 export const PRE_QUEUE_AFTER_TICKETS = 'A pre-queue cannot be added to an item whose line has had tickets; use a new item.';
+export const PRE_QUEUE_DRAWN = 'This item\'s pre-queue was drawn already, and a pre-queue is drawn once per item: give another sale its own item id, or drop preQueue to reopen it first come, first served.';
 export const PRE_QUEUE_AWAITED = 'The pre-queue of an item whose tickets await its draw cannot be removed, nor its draw (opensAt) moved, before the draw; close the item first, or wait for the draw.';
 export const PRE_QUEUE_AFTER_CUT = 'An item that closed or sold out before its pre-queue was drawn cannot open again with it; open it without preQueue, or use a new item.';
 const bit = (on: boolean) => (on ? '1' : '0');
