@@ -28,6 +28,23 @@ describe('reservations at their edges', () => {
     expect((await call('POST', `/v1/orders/${orderId}/confirm`, undefined, 'shop-key')).status).toBe(200);
     expect((await call('POST', `/v1/orders/${orderId}/release`, undefined, SERVICE)).status).toBe(409);
   });
+  it('an item with reservations pending keeps its handler (409): under coupon their release gave units to the coupons, and the recount answered 500', async () => {
+    const { call, queue } = t.build();
+    const item = t.uniqueItem();
+    expect((await call('PUT', `/v1/items/${item}`, { handler: 'seckill', config: { stock: 2, reserveMs: 600_000 } })).status).toBe(201);
+    const j = await call('POST', `/v1/items/${item}/tickets`, { userId: 'u1' }, SERVICE);
+    const [adm] = await queue.admissions.admit(item, 1, 60_000);
+    const [sale] = await writeSales(t.db.sql, 'orders', [{ itemId: item, userId: 'u1', ticketRef: ticketRef(j.body.ticketId), reserveMs: 600_000 }]);
+    const orderId = (sale as { id: string }).id;
+    await queue.admissions.settle(j.body.ticketId, { leaseId: adm.leaseId, status: 'succeeded', result: { orderId } });
+    const change = await call('PUT', `/v1/items/${item}`, { handler: 'coupon', config: { total: 2 } });
+    expect([change.status, change.body.error?.code]).toEqual([409, 'conflict']);
+    expect((await call('GET', `/v1/items/${item}`)).body.handler).toBe('seckill');
+    // Once confirmed, it may change.
+    expect((await call('POST', `/v1/orders/${orderId}/confirm`, undefined, SERVICE)).status).toBe(200);
+    expect((await call('PUT', `/v1/items/${item}`, { handler: 'coupon', config: { total: 2 } })).status).toBe(200);
+  });
+
   it('an order released while its ticket still ran: once the ticket succeeds, its buyer may join again', async () => {
     const { call, queue, prefix } = t.build();
     const item = t.uniqueItem();

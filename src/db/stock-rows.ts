@@ -6,6 +6,11 @@ export function createStockRows(sql: postgres.Sql) {
   return {
     define: (itemId: string, total: number) => defineStock(sql, itemId, total),
     recount: (table: 'orders' | 'coupon_claims', itemId: string) => recountStock(sql, table, itemId),
+    /** Orders of the item reserved and not yet confirmed or released. */
+    async reservedOrders(itemId: string): Promise<number> {
+      const [row] = await sql`select count(*)::int as n from orders where item_id = ${itemId} and status = 'reserved'`;
+      return Number(row.n);
+    },
     /** Units left (total − sold) of each item that has a stock row, in one read (no lock: the stock keeper's check before a reconcile). */
     async left(itemIds: string[]): Promise<Map<string, number>> {
       const rows = await sql<{ item_id: string; left: string }[]>`select item_id, total - sold as left from item_stock where item_id = any(${itemIds}::text[])`;
