@@ -157,5 +157,15 @@ describe('quotas', () => {
     await one.call('PUT', `/v1/items/${plain}`, { handler: 'external' });
     const codes = await Promise.all(Array.from({ length: 6 }, (_, i) => join(i % 2 ? one.call : two.call, plain, `p${i}`)));
     expect(codes.filter((r) => r.status === 202)).toHaveLength(4);
+
+    // A split item (lines > 1) too: its joins counted no quota, and eight in a second all went in.
+    const split = t.uniqueItem();
+    await one.call('PUT', `/v1/items/${split}`, { handler: 'external', lines: 2 });
+    const splitCodes = await Promise.all(Array.from({ length: 8 }, (_, i) => join(i % 2 ? one.call : two.call, split, `s${i}`)));
+    expect(splitCodes.filter((r) => r.status === 202)).toHaveLength(4);
+    const over = splitCodes.find((r) => r.status === 429)!;
+    expect([over.body.error.code, over.body.error.details.quota, over.headers.get('retry-after')]).toEqual(['rate_limited', 'perKey', '1']);
+    clock.advance(1000);
+    expect((await join(one.call, split, 's-next')).status).toBe(202);
   });
 });

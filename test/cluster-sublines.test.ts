@@ -156,7 +156,7 @@ describe('a hot item split into sub-lines on a Redis Cluster', { timeout: 120_00
     const item = await defineSplit('fence', 8, 100);
     const { run } = createScriptRunner(conns[1], prefix);
     const late = 'late-joiner';
-    const n = Number(await run(scripts.splitNumber, item.itemId, systemClock.now(), { userId: late }));
+    const [n] = (await run(scripts.splitNumber, item.itemId, systemClock.now(), { userId: late, source: '', defaultKeyQuota: '' })) as number[];
     const other = userIds(0, 64, 'f').find((u) => subLineOf(u, 8) !== subLineOf(late, 8))!;
     expect((await daemons[0].join(item, other)).num).toBe(n + 1);
     expect((await daemons[0].admit(item, 10, 60_000)).map((r) => r.num)).toEqual([n + 1]);

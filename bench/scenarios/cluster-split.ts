@@ -99,7 +99,7 @@ export async function splitSection(ctx: BenchContext, seeds: string): Promise<st
         const onlySub = per.filter((p) => p !== busiest && p.calls > 0);
         if (onlySub.length) cost.subJoin = (onlySub.reduce((x, p) => x + p.cpu, 0) / onlySub.reduce((x, p) => x + p.calls, 0)) * 1e6;
         // The item's master alone: join numbers only (split-number-2.lua), no sub-line joins.
-        const numbers = await measure((userId) => run(scripts.splitNumber, itemId, systemClock.now(), { userId }));
+        const numbers = await measure((userId) => run(scripts.splitNumber, itemId, systemClock.now(), { userId, source: '', defaultKeyQuota: '' }));
         const numMaster = numbers.per.reduce((m, p) => (p.calls > m.calls ? p : m), numbers.per[0]);
         cost.number = (numMaster.cpu / numMaster.calls) * 1e6;
       }

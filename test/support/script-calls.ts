@@ -26,7 +26,7 @@ export function everyScriptCall(run: ScriptRunner['run'], item: string, now: num
     seriesAdd: () => run(scripts.seriesAdd, item, now, { second: 5, point: '{}', keep: 60 }),
     snapshot: () => run(scripts.snapshot, item, now, { probe: '' }),
     ackEnded: () => run(scripts.ackEnded, item, now, { group: 'g', ttl: 60 }, ['0-1', '1']),
-    splitNumber: () => run(scripts.splitNumber, item, now, { userId: 'u3' }),
+    splitNumber: () => run(scripts.splitNumber, item, now, { userId: 'u3', source: '', defaultKeyQuota: '' }),
     splitJoin: () => run(scripts.splitJoin, item, now, { userId: 'u3', num: 5, payload: '', source: 'k1' }),
     splitPeek: () => run(scripts.splitPeek, item, now, { upTo: 10, max: 5 }),
     splitAdmit: () => run(scripts.splitAdmit, item, now, { leaseMs: 1000, leasePrefix: 'q.' }, [1]),
@@ -37,5 +37,5 @@ export function everyScriptCall(run: ScriptRunner['run'], item: string, now: num
 
 /** What everyScriptCall's calls answer, run in order on a fresh item. */
 export function everyScriptReply(now: number) {
-  return { define: [2, expect.any(String), expect.any(Number)], join: [0, 1, expect.any(String), 0], admit: [0, 1, 1, expect.any(String), '', 'p.1', now + 1000], settle: [1], readDoubt: [], relaunch: [], resolveDoubt: 0, extendLeases: [0], lead: 1, seriesAdd: 1, snapshot: [expect.arrayContaining(['handler', 'external']), expect.any(Array), expect.any(Array), expect.any(Array), expect.any(Number), expect.any(String), ''], ackEnded: 0, takeStock: [2, 1], refundStock: 1, returnUnit: 1, splitNumber: 1, splitJoin: [-3, 0, '', 0], splitPeek: [0, 10, expect.any(Number)], splitAdmit: [0], splitUnits: 1, splitGate: 1 };
+  return { define: [2, expect.any(String), expect.any(Number)], join: [0, 1, expect.any(String), 0], admit: [0, 1, 1, expect.any(String), '', 'p.1', now + 1000], settle: [1], readDoubt: [], relaunch: [], resolveDoubt: 0, extendLeases: [0], lead: 1, seriesAdd: 1, snapshot: [expect.arrayContaining(['handler', 'external']), expect.any(Array), expect.any(Array), expect.any(Array), expect.any(Number), expect.any(String), ''], ackEnded: 0, takeStock: [2, 1], refundStock: 1, returnUnit: 1, splitNumber: [1, 0], splitJoin: [-3, 0, '', 0], splitPeek: [0, 10, expect.any(Number)], splitAdmit: [0], splitUnits: 1, splitGate: 1 };
 }
