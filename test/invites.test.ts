@@ -33,6 +33,20 @@ describe('invites and proof of work', () => {
     expect(again.body).toMatchObject({ ticketId: first.body.ticketId, state: 'cancelled' });
   });
 
+  it("counts an invite's join against its issuing key's quota, as the key's own joins", async () => {
+    const { call } = t.build();
+    const item = t.uniqueItem();
+    await call('PUT', `/v1/items/${item}`, { handler: 'external', quotas: { perKey: { limit: 2, windowMs: 60_000 } } });
+    const viaInvite: number[] = [];
+    for (let i = 0; i < 4; i++) {
+      const inv = await call('POST', `/v1/items/${item}/invites`, { userId: `v${i}` }, SERVICE);
+      viaInvite.push((await call('POST', '/v1/join', { invite: inv.body.invite }, null)).status);
+    }
+    expect(viaInvite).toEqual([202, 202, 429, 429]); // before: every one taken
+    expect((await call('POST', `/v1/items/${item}/tickets`, { userId: 'direct' }, SERVICE)).status).toBe(429);
+    expect((await call('POST', `/v1/items/${item}/tickets`, { userId: 'other-key' }, 'svc-key-2')).status).toBe(202);
+  });
+
   it('answers 200 without Location to an invite of a user who holds a ticket already, as a join does', async () => {
     const { call } = t.build();
     const item = t.uniqueItem();

@@ -17,6 +17,8 @@ export interface InviteClaims {
   u: string;
   e: number;
   n: string;
+  /** The name of the key that issued it (absent in invites of earlier versions): the join's source. */
+  k?: string;
 }
 export interface ChallengeClaims {
   i: string;

@@ -54,7 +54,7 @@ export function inviteRoutes(ctx: ApiContext) {
       const { userId, ttlMs } = c.req.valid('json');
       const item = await itemOf(itemId);
       const e = now() + ttlMs;
-      const invite = sign(item.snap.secret, 'invite', { i: itemId, u: userId, e, n: nonce() } satisfies InviteClaims);
+      const invite = sign(item.snap.secret, 'invite', { i: itemId, u: userId, e, n: nonce(), k: c.get('actor').name } satisfies InviteClaims);
       return c.json({ url: `/join/${encodeURIComponent(itemId)}?invite=${invite}`, invite, expiresAt: new Date(e).toISOString() }, 201);
     },
   );
@@ -90,7 +90,7 @@ export function inviteRoutes(ctx: ApiContext) {
       const valid = claims && typeof claims.i === 'string' && ITEM_ID.test(claims.i) && typeof claims.u === 'string' && typeof claims.n === 'string' && Number.isFinite(claims.e);
       const item = valid ? await queue.items.item(claims!.i) : null;
       if (!valid || !item || !verify(item.snap.secret, 'invite', body.invite)) throw refused('invite_invalid');
-      const { i: itemId, u: userId, e, n } = claims!;
+      const { i: itemId, u: userId, e, n, k } = claims!;
       // The ticket of an earlier use, whatever became of it; one Redis lost (a flush, retention's
       // removal of the ended item) is answered from Postgres as its own URL answers it (200 with its
       // end, else 404): the invite never makes another.
@@ -107,7 +107,9 @@ export function inviteRoutes(ctx: ApiContext) {
       }
       const held = ctx.admitHold();
       if (held) await held;
-      const { created, ticket } = await queue.tickets.join(itemId, userId, null);
+      // As a join by the key that issued the invite: its perKey quota (or the default one) counts,
+      // and the ticket records it (an invite let a key past its quota: six joins for a limit of two).
+      const { created, ticket } = await queue.tickets.join(itemId, userId, null, typeof k === 'string' ? k : undefined);
       // Kept (Postgres, then Redis) before the ticket is answered: a repeat after any loss finds it.
       const ticketId = await ctx.inviteUses.claim(body.invite, itemId, n, ticket.ticketId, e, now());
       if (ticketId !== ticket.ticketId) return c.json((await present(await queue.tickets.status(ticketId))) as z.infer<typeof TicketView>, 200);
