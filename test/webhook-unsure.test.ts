@@ -5,8 +5,10 @@ import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
 import { recordingDownstream, type Seen } from './support/downstream.js';
 import { testDb } from './support/db.js';
 import { testRedis } from './support/redis.js';
+import { systemClock } from '../src/kernel/clock.js';
+import { createUnsureCalls } from '../src/service/unsure-calls.js';
 
-const { newPrefix } = testRedis();
+const { redis, newPrefix } = testRedis();
 const db = await testDb();
 const { call } = await inProcessDaemon({
   prefix: newPrefix(),
@@ -107,5 +109,30 @@ describe('a webhook call whose outcome is unknown', () => {
     const again = await join('unsure-r', 'u3', { n: 2 });
     expect(await settled(again)).toMatchObject({ state: 'succeeded' });
     expect(JSON.parse(closed.seen[0].body)).toMatchObject({ userId: 'u3', payload: { n: 2 } });
+  });
+});
+
+describe('an unsure call kept for a user', () => {
+  it('is repeated by the first ticket that takes it over, on each of its runs, and by no ticket after it', async () => {
+    const calls = createUnsureCalls({ redis, prefix: newPrefix(), clock: systemClock })('item');
+    await calls.keep('u', { key: 'k1', body: 'b1' });
+    await calls.keep('u', { key: 'k9', body: 'b9' }); // an older one stays
+    expect(await calls.take('u', 'k1')).toMatchObject({ key: 'k1', body: 'b1' }); // its own ticket, run again
+    expect(await calls.take('u', 'r2')).toMatchObject({ key: 'k1', body: 'b1', by: 'r2' });
+    // r2 is answered under k1, then its settle is lost and it runs again: k1 again, not a new key
+    // (forgotten at the answer, the run again made a second order).
+    expect(await calls.take('u', 'r2')).toMatchObject({ key: 'k1', by: 'r2' });
+    // The ticket after r2 calls under its own key.
+    expect(await calls.take('u', 'r3')).toBeNull();
+    expect(await calls.take('u', 'r2')).toBeNull();
+  });
+
+  it('is settled when its own ticket is answered under its key', async () => {
+    const calls = createUnsureCalls({ redis, prefix: newPrefix(), clock: systemClock })('item');
+    await calls.keep('u', { key: 'k1', body: 'b1' });
+    await calls.answered('u', 'r-other');
+    expect(await calls.take('u', 'k1')).not.toBeNull();
+    await calls.answered('u', 'k1');
+    expect(await calls.take('u', 'r2')).toBeNull();
   });
 });

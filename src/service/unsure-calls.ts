@@ -5,10 +5,17 @@ import type { RedisLike } from '../redis/client.js';
 /**
  * A call to an item's downstream whose outcome is unknown: it went out (or may have) and no
  * answer said what became of it — a timeout, a reset connection, a 5xx, a 409 "still being
- * processed". The downstream may have made the order. Kept per item and user (`{item}:unsure`)
- * until a call under its key gets an answer that says what happened, so the user's next ticket
- * repeats this call — the same Idempotency-Key and body — instead of making a second order under
- * a new key: the downstream answers what it did with the first, or does it now.
+ * processed". The downstream may have made the order. Kept per item and user (`{item}:unsure`) so
+ * that the user's next ticket repeats this call — the same Idempotency-Key and body — instead of
+ * making a second order under a new key: the downstream answers what it did with the first, or
+ * does it now.
+ *
+ * One later ticket takes it over (`by`), and its own runs again repeat it too (a settle lost after
+ * the answer, a lease run out): forgotten when it was answered, they called under their own key,
+ * and the shop made a second order. A ticket after that one calls under its own key: the first
+ * repetition either got the shop's answer (the first order, or one made then) or ended without
+ * one, and a call the shop refuses again and again (its body, say) must not hold every ticket of
+ * the user after it.
  */
 export interface UnsureCall {
   /** The Idempotency-Key it went out under (the first ticket's ref). */
@@ -17,25 +24,30 @@ export interface UnsureCall {
   body: string;
   /** When it was kept (clock ms). */
   at: number;
+  /** The ref of the later ticket that took it over, once one did. */
+  by?: string;
 }
 
-/** How long an unsure call is repeated for the user's next tickets: a day, as long as downstreams keep idempotency keys (Stripe: 24 h). */
+/** How long an unsure call is kept: a day, as long as downstreams keep idempotency keys (Stripe: 24 h). */
 export const UNSURE_CALL_TTL_MS = 24 * 3600_000;
 
 /** One item's unsure calls, per user (HandlerContext.unsure). */
 export interface UnsureCalls {
-  /** The user's unsure call on this item, if one was kept in the last UNSURE_CALL_TTL_MS. */
-  read(userId: string): Promise<UnsureCall | null>;
+  /**
+   * The call ticket `ref` must repeat: the user's unsure call if it is `ref`'s own (its key), taken
+   * over by `ref` now or before; null when there is none, or another ticket took it over already.
+   */
+  take(userId: string, ref: string): Promise<UnsureCall | null>;
   /** Keeps a call whose outcome is unknown (a call the user already has kept stays: it is older). */
-  keep(userId: string, call: Omit<UnsureCall, 'at'>): Promise<void>;
-  /** Forgets the user's unsure call: a call under its key got an answer that says what happened. */
-  forget(userId: string): Promise<void>;
+  keep(userId: string, call: { key: string; body: string }): Promise<void>;
+  /** A call of ticket `ref` under its own key was answered: its unsure call, if kept, is settled. */
+  answered(userId: string, ref: string): Promise<void>;
 }
 
 export function createUnsureCalls(deps: { redis: RedisLike; prefix: string; clock: Clock }) {
   const key = (itemId: string) => itemKeys(deps.prefix, itemId).unsure;
-  return (itemId: string): UnsureCalls => ({
-    async read(userId) {
+  return (itemId: string): UnsureCalls => {
+    const read = async (userId: string) => {
       const raw = await deps.redis.hget(key(itemId), userId);
       if (raw === null) return null;
       const call = parse(raw);
@@ -43,20 +55,37 @@ export function createUnsureCalls(deps: { redis: RedisLike; prefix: string; cloc
       // Too old (or unreadable): forgotten, so a new unsure call can be kept.
       await deps.redis.hdel(key(itemId), userId);
       return null;
-    },
-    async keep(userId, call) {
-      await deps.redis.hsetnx(key(itemId), userId, JSON.stringify({ ...call, at: deps.clock.now() }));
-    },
-    async forget(userId) {
-      await deps.redis.hdel(key(itemId), userId);
-    },
-  });
+    };
+    return {
+      async take(userId, ref) {
+        const call = await read(userId);
+        if (!call || call.key === ref || call.by === ref) return call;
+        if (call.by !== undefined) {
+          await deps.redis.hdel(key(itemId), userId);
+          return null;
+        }
+        const taken = { ...call, by: ref };
+        await deps.redis.hset(key(itemId), userId, JSON.stringify(taken));
+        return taken;
+      },
+      async keep(userId, call) {
+        const k = key(itemId);
+        await deps.redis.hsetnx(k, userId, JSON.stringify({ ...call, at: deps.clock.now() }));
+        // The hash outlives its last entry by the TTL at most (users who never come back).
+        await deps.redis.pexpire(k, UNSURE_CALL_TTL_MS);
+      },
+      async answered(userId, ref) {
+        const call = await read(userId);
+        if (call?.key === ref) await deps.redis.hdel(key(itemId), userId);
+      },
+    };
+  };
 }
 
 function parse(raw: string): UnsureCall | null {
   try {
     const v = JSON.parse(raw) as Partial<UnsureCall>;
-    return typeof v.key === 'string' && typeof v.body === 'string' && typeof v.at === 'number' ? (v as UnsureCall) : null;
+    return typeof v.key === 'string' && typeof v.body === 'string' && typeof v.at === 'number' && (v.by === undefined || typeof v.by === 'string') ? (v as UnsureCall) : null;
   } catch {
     return null;
   }

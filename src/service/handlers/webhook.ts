@@ -106,8 +106,8 @@ export const webhook: HandlerSpec = {
     const c = t.config as { url: string; headers: Record<string, string>; secret?: string };
     // A call of this user's whose outcome is unknown (an earlier ticket's, ended `failed` after a
     // timeout) is repeated as it went out, under its key: a new key would make a second order.
-    const unsure = await ctx.unsure.read(t.userId);
     const ref = ticketRef(t.ticketId);
+    const unsure = await ctx.unsure.take(t.userId, ref);
     const key = unsure?.key ?? ref;
     const body = unsure?.body ?? JSON.stringify({ ticketRef: ref, itemId: t.itemId, userId: t.userId, payload: t.payload });
     const headers = new Headers(c.headers);
@@ -115,9 +115,9 @@ export const webhook: HandlerSpec = {
     headers.set('idempotency-key', key);
     // Only items defined before secrets existed lack one; they are signed once replaced (PUT).
     if (c.secret) headers.set('floodgate-signature', signature(c.secret, body, Math.floor(Date.now() / 1000)));
-    const answered = async () => {
-      if (unsure) await ctx.unsure.forget(t.userId);
-    };
+    // Answered under the ticket's own key: its unsure call, if it kept one, is settled. (One it took
+    // over stays for its own runs again: service/unsure-calls.ts.) Best effort: the answer stands.
+    const answered = () => (key === ref ? ctx.unsure.answered(t.userId, ref).catch((err) => ctx.log.warn({ err: String(err) }, 'unsure webhook call not settled')) : undefined);
     // Not kept (Redis unreachable): the drop is still the drop; a later attempt keeps it.
     const keep = () => ctx.unsure.keep(t.userId, { key, body }).catch((err) => ctx.log.warn({ err: String(err) }, 'unsure webhook call not kept'));
     let res: Response;
