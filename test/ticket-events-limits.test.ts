@@ -48,3 +48,53 @@ describe('event streams', () => {
     await expect.poll(async () => opened(rawStream(c)), { timeout: 10_000 }).toBe(200);
   });
 });
+
+describe('a stream whose client left while its ticket was read', () => {
+  it('takes no place: four such on a ticket leave its streams open to others', async () => {
+    const { serve } = await import('@hono/node-server');
+    const { ticketEventRoutes } = await import('../src/api/routes/ticket-events.js');
+    const view = { ticketId: 'abc', state: 'waiting' };
+    // The ticket's read is held until the test lets it go (a slow Redis, a reconnect's hold).
+    let reading: { asked: () => void; release: () => void } | null = null;
+    const ctx = {
+      admitHold: () => null,
+      queue: {
+        tickets: {
+          seen: () => {},
+          status: () =>
+            new Promise((resolve) => {
+              if (!reading) return resolve(view);
+              reading.asked();
+              reading.release = () => resolve(view);
+            }),
+        },
+      },
+    };
+    const app = ticketEventRoutes(ctx as never, { watch: () => () => {}, size: () => 0 } as never, { max: 100 });
+    const server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' });
+    await new Promise((r) => server.once('listening', r));
+    const closedOnServer: Promise<void>[] = [];
+    server.on('connection', (s) => closedOnServer.push(new Promise((r) => s.once('close', () => r()))));
+    const base = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+    try {
+      for (let i = 0; i < 4; i++) {
+        let asked = () => {};
+        const wasAsked = new Promise<void>((r) => (asked = r));
+        reading = { asked, release: () => {} };
+        const s = rawTicketStream(base, 'abc');
+        await wasAsked;
+        s.sock.destroy();
+        await closedOnServer[closedOnServer.length - 1];
+        reading.release();
+        await s.closed;
+      }
+      reading = null;
+      const after = rawTicketStream(base, 'abc');
+      expect(await opened(after)).toBe(200); // before: 500 here (rate_limited, no error handler): the four slots were never given back
+      after.sock.destroy();
+    } finally {
+      (server as unknown as { closeAllConnections(): void }).closeAllConnections();
+      await new Promise((r) => server.close(r));
+    }
+  });
+});

@@ -141,12 +141,14 @@ export function ticketEventRoutes(ctx: ApiContext, watch: TicketWatch, limits: {
     }
     const first = await tokened(await ctx.queue.tickets.status(ticketId));
     const outgoing = (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing;
-    const release = terminal(first) ? () => {} : opened(ticketId);
+    // A client gone while the view was read (its close already fired) takes no stream's place:
+    // counted, it was never released, and four such on a ticket refused its streams for good.
+    const release = terminal(first) || outgoing?.destroyed ? () => {} : opened(ticketId);
     if (outgoing) {
       outgoing.on('close', release);
       const res = new NativeResponse(null, { headers: { ...SSE_HEADERS, [ALREADY_SENT]: 'true' } });
       setImmediate(() => {
-        if (outgoing.destroyed) return;
+        if (outgoing.destroyed) return release();
         // No chunked framing: the stream's body ends when the connection closes (HTTP/1.1 allows a
         // close-delimited body; Node then sends `Connection: close`). An event is then one plain
         // write, not a writev of size line, event and trailer, which at a sell-out is most of the
