@@ -102,3 +102,40 @@ describe('a count taken before a restock', () => {
     expect((await call('GET', `/v1/items/${item}`)).body).toMatchObject({ remaining: 4 });
   });
 });
+
+describe("a split item's sell-out that one sub-line refuses mid-cut", () => {
+  it("leaves that sub-line's tickets waiting and admissible (they were dropped from its line, never to be admitted)", async () => {
+    const { call, queue } = t.build();
+    const item = t.uniqueItem();
+    expect((await call('PUT', `/v1/items/${item}`, { handler: 'seckill', config: { stock: 1 }, lines: 2, gate: { mode: 'closed' } })).status).toBe(201);
+    const ids: string[] = [];
+    for (let i = 0; i < 8; i++) ids.push((await call('POST', `/v1/items/${item}/tickets`, { userId: `u${i}` }, SERVICE)).body.ticketId);
+    const decidedAt = Date.now() - 10;
+    // A restock lands on sub-line 1 after the cut's check of every sub-line, before its own cut.
+    const metas = (await t.redis.keys(`*${item}*:meta`)).filter((m) => !m.endsWith(`{${item}}:meta`));
+    expect(metas).toHaveLength(1);
+    const conn = t.redis as unknown as { hget: (...a: unknown[]) => Promise<unknown> };
+    const hget = conn.hget;
+    let checks = 0;
+    conn.hget = async (...args: unknown[]) => {
+      const out = await hget.apply(t.redis, args);
+      if (args[1] === 'stockSetAt' && ++checks === 2) await t.redis.hset(metas[0], 'stockSetAt', String(Date.now() + 1000));
+      return out;
+    };
+    let n: number | null;
+    try {
+      n = await queue.definitions.cut(item, 'sold_out', undefined, decidedAt);
+    } finally {
+      conn.hget = hget;
+    }
+    const views = await Promise.all(ids.map(async (id) => (await call('GET', `/v1/tickets/${id}`, undefined, null)).body));
+    const waiting = views.filter((v) => v.state === 'waiting');
+    expect(n).toBe(8 - waiting.length);
+    expect(waiting.length).toBeGreaterThan(0);
+    // They are admitted once the gate opens (and Redis holds units for them).
+    await t.redis.hset(metas[0].replace(/:meta$/, ':stock'), 's0', '10');
+    await call('PATCH', `/v1/items/${item}/gate`, { mode: 'manual' });
+    const admitted = await queue.admissions.admit(item, 10, 60_000);
+    expect(admitted.map((a) => a.ticketId).sort()).toEqual(waiting.map((v) => v.ticketId).sort());
+  });
+});

@@ -450,13 +450,18 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
         subs(item).map(async (k) => {
           await run(scripts.splitPeek, tag(item, k), clock.now(), { upTo, max: 1 });
           const n = (await run(scripts.cut, tag(item, k), clock.now(), a)) as number;
-          await redis.zremrangebyscore(itemKeys(prefix, tag(item, k)).wait, '-inf', upTo);
-          return Math.max(0, n);
+          // A sub-line restocked since the check above refused its cut (-2): its tickets still
+          // wait, and stay in `wait` to be admitted (trimmed, they waited for good).
+          if (n >= 0) await redis.zremrangebyscore(itemKeys(prefix, tag(item, k)).wait, '-inf', upTo);
+          return n;
         }),
       );
-      // Every ticket numbered up to upTo has left the line: positions count from there.
-      await this.moveCursor(item, upTo);
-      return ended.reduce((s, n) => s + n, 0);
+      const cut = ended.filter((n) => n >= 0);
+      if (!cut.length) return null;
+      // Every ticket numbered up to upTo has left the line: positions count from there (unless some
+      // still wait on a sub-line that refused: then positions stay counted from before, never low).
+      if (cut.length === ended.length) await this.moveCursor(item, upTo);
+      return cut.reduce((s, n) => s + n, 0);
     },
   };
 }
