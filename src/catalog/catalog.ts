@@ -3,6 +3,7 @@ import type { Clock } from '../kernel/clock.js';
 import { fail, FloodgateError } from '../kernel/errors.js';
 import type { Logger } from '../kernel/logger.js';
 import { isPostgresUnavailable } from '../db/faults.js';
+import { LockBusy } from '../db/op-revs.js';
 import type { ItemRow, ItemsStore } from '../db/items-store.js';
 import type { CachedItem } from '../queue/item-cache.js';
 import type { Line } from '../queue/line.js';
@@ -512,11 +513,13 @@ export function createCatalog(deps: CatalogDeps): Catalog {
         // A lost item comes back as the loss check restores it: under its lock, from its row as it
         // is then (read before this loop, it may have been archived since, and dropped on purpose).
         if ((await restoreMissing([itemId])).gone.has(itemId)) continue;
+        // Nothing to count for an item without stock (webhook, external): no lock, no reads.
+        if (!handlers.get(listed!.handler)?.initialStock) continue;
         // The count writes the stock row's target from the definition: under the item's lock, from
         // its row as it is now. From the row listed before the loop (a start's reconcile walks
         // thousands of items), an operator's restock in between was set back — the item cut
         // `sold_out` with its config saying 5 — and a lowered stock raised again.
-        const r = await locked(itemId, async () => {
+        const count = () => locked(itemId, async () => {
           const row = await store.get(itemId);
           if (!row || row.archivedAt) return null;
           let def: LineDefinition;
@@ -529,6 +532,13 @@ export function createCatalog(deps: CatalogDeps): Catalog {
             return null;
           }
           return syncStock(def, opts.idleOnly ?? false);
+        });
+        // An item whose lock stays taken (a daemon cut off from Postgres holds it until Postgres
+        // notices) is left to the next reconcile; asked by name, it is the answer.
+        const r = opts.itemId ? await count() : await count().catch((err: unknown) => {
+          if (!(err instanceof LockBusy)) throw err;
+          deps.log.warn({ itemId }, 'item not reconciled now: its lock is held; the next reconcile counts it');
+          return null;
         });
         if (r) out.push(r);
         if (r?.changed && r.redisHad !== r.left) deps.log.warn(r, 'stock reconciled from postgres');
