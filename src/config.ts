@@ -69,7 +69,7 @@ export const configSchema = z.object({
   FLOODGATE_JOB_BACKOFF_MS: z.coerce.number().int().min(1).max(600_000).default(200),
   FLOODGATE_AUTO_START_LIMIT: z.coerce.number().int().min(1).max(1_000_000).default(10),
   FLOODGATE_JOB_LOCK_MS: z.coerce.number().int().min(1000).max(600_000).default(10_000),
-  FLOODGATE_DISPATCH_LEASE_MS: z.coerce.number().int().min(1000).max(600_000).default(5_000),
+  FLOODGATE_DISPATCH_LEASE_MS: z.coerce.number().int().min(1000).max(600_000).default(8_000),
   /** How long a cut item's ticket waits in doubt before Postgres is asked whether its sale committed (service/doubt-resolver.ts). */
   FLOODGATE_DOUBT_GRACE_MS: z.coerce.number().int().min(0).max(600_000).default(10_000),
   /** How long admissions and pulls wait, after a Redis reconnect, for the compare of operators' writes with Postgres (catalog/op-revs.ts). */

@@ -130,7 +130,7 @@ async function ledgerRows(itemId: string, n: number) {
  * line order), from the join answers' positions (everyone joined behind a closed gate). The line
  * admits from its head, so only a ticket sent back to the head is admitted out of order: one left
  * leased by a stopped daemon, back once its lease ran out — 3 s after the daemon's last renewal
- * for a job that stopped running (RUN_LEASE_MS), 5 s for a ticket admitted whose job was never
+ * for a job that stopped running (RUN_LEASE_MS), 8 s for a ticket admitted whose job was never
  * queued (FLOODGATE_DISPATCH_LEASE_MS) — and admitted again while those behind it had been. Its
  * `admittedAt` is the later admission's.
  */
@@ -158,7 +158,7 @@ const LATE_MS = 2500;
  * admission to its end. On a quiet machine the pause was under 650 ms and the time under 1 s; a
  * busy machine's stalls get several seconds, and the bound stays under what a ticket left by a
  * stopped daemon would wait: BullMQ's lock on a job left active (FLOODGATE_JOB_LOCK_MS, 10 s) or
- * the dispatch lease (5 s).
+ * the dispatch lease (8 s).
  */
 const GAP_MS = 5000;
 
