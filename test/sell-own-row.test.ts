@@ -26,7 +26,7 @@ describe('a run that finds no unit for a ticket whose sale committed', () => {
     expect(first.userId).toBe('alice');
     // Her first run: takes the unit, sells (committed), loses the answer and gives the unit back.
     expect((await a.stock.take(item, [first.seq])).taken).toEqual([true]);
-    const [sale] = await writeSales(t.db.sql, 'orders', [{ itemId: item, userId: 'alice', ticketRef: ticketRef(alice) }]);
+    const [sale] = await writeSales(t.db.sql, 'orders', [{ itemId: item, userId: 'alice', ticketRef: ticketRef(alice), reserveMs: 600_000 }]);
     expect(sale.kind).toBe('sold');
     await a.stock.refund(item, first.seq);
     // Bob is admitted with that unit.
@@ -52,8 +52,12 @@ describe('a run that finds no unit for a ticket whose sale committed', () => {
       ownSale: (table: 'orders' | 'coupon_claims', ref: string, userId: string) => ownSale(t.db.sql, table, item, ref, userId),
       unsure: null as never,
     } satisfies HandlerContext;
-    const out = await seckill.handle!({ ticketId: alice, itemId: item, seq: first.seq, userId: 'alice', payload: null, config: { stock: 1 }, attempt: 2 }, ctx);
+    const out = await seckill.handle!({ ticketId: alice, itemId: item, seq: first.seq, userId: 'alice', payload: null, config: { stock: 1, reserveMs: 600_000 }, attempt: 2 }, ctx);
     const [order] = await t.db.sql`select order_id::text as id from orders where item_id = ${item} and user_id = 'alice'`;
-    expect(out).toEqual({ status: 'succeeded', result: { orderId: order.id } }); // before: rejected, sold_out
+    expect(out).toMatchObject({ status: 'succeeded', result: { orderId: order.id, reservedUntil: expect.any(String) } }); // before: rejected, sold_out
+    // Had it been a reservation released since, no order is hers: as a replay answers it.
+    await t.db.sql`update orders set status = 'released' where order_id = ${order.id}`;
+    const again = await seckill.handle!({ ticketId: alice, itemId: item, seq: first.seq, userId: 'alice', payload: null, config: { stock: 1, reserveMs: 600_000 }, attempt: 3 }, ctx);
+    expect(again).toEqual({ status: 'rejected', reason: 'reservation_released' });
   });
 });

@@ -182,12 +182,12 @@ export async function decideDoubts(sql: postgres.Sql, table: Table, itemId: stri
  * The ticket's own live sale, if Postgres holds one (the same user's, not released): what a run
  * that finds no unit in Redis answers when an earlier run of the ticket sold (its answer lost).
  */
-export async function ownSale(sql: postgres.Sql, table: Table, itemId: string, ref: string, userId: string): Promise<{ id: string; reservedUntil?: string } | null> {
+export async function ownSale(sql: postgres.Sql, table: Table, itemId: string, ref: string, userId: string): Promise<{ id: string; reservedUntil?: string; released?: boolean } | null> {
   const [row] =
     table === 'orders'
-      ? await sql`select order_id::text as id, reserved_until from orders where item_id = ${itemId} and ticket_id = ${ref} and user_id = ${userId} and status <> 'released'`
-      : await sql`select claim_id::text as id, null as reserved_until from coupon_claims where item_id = ${itemId} and ticket_id = ${ref} and user_id = ${userId}`;
-  return row ? { id: row.id as string, ...(row.reserved_until ? { reservedUntil: new Date(row.reserved_until).toISOString() } : {}) } : null;
+      ? await sql`select order_id::text as id, reserved_until, status = 'released' as released from orders where item_id = ${itemId} and ticket_id = ${ref} and user_id = ${userId}`
+      : await sql`select claim_id::text as id, null as reserved_until, false as released from coupon_claims where item_id = ${itemId} and ticket_id = ${ref} and user_id = ${userId}`;
+  return row ? { id: row.id as string, ...(row.reserved_until ? { reservedUntil: new Date(row.reserved_until).toISOString() } : {}), ...(row.released ? { released: true } : {}) } : null;
 }
 
 /**

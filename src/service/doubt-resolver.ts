@@ -88,7 +88,10 @@ export function startDoubtResolver(
     if (spec.handle && !spec.external && spec.stockTable) {
       const fresh = (await queue.items.item(itemId, { fresh: true }))?.snap;
       const state = fresh && itemState(fresh, deps.now());
-      if (fresh && state !== 'closed' && state !== 'sold_out') {
+      // (Not while the gate is closed or the sale not open yet: that would sell past the operator's
+      // pause; they wait in doubt until the line moves.)
+      if (fresh && (state === 'paused' || state === 'scheduled')) doubts = doubts.filter((d) => d.held);
+      else if (fresh && state !== 'closed' && state !== 'sold_out') {
         const toRun = doubts.filter((d) => !d.held);
         await relaunch(itemId, spec.name, spec.deadlineMs?.(fresh.def.config) ?? 10_000, toRun, doubts.length);
         doubts = doubts.filter((d) => d.held);

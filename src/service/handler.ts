@@ -105,7 +105,7 @@ export interface HandlerContext {
    */
   confirmSoldOut(): Promise<boolean>;
   /** The ticket's own live row in `table` (an earlier run's sale whose answer was lost), or null. */
-  ownSale(table: 'orders' | 'coupon_claims', ticketRef: string, userId: string): Promise<{ id: string; reservedUntil?: string } | null>;
+  ownSale(table: 'orders' | 'coupon_claims', ticketRef: string, userId: string): Promise<{ id: string; reservedUntil?: string; released?: boolean } | null>;
   /**
    * The item's downstream calls whose outcome is unknown, per user: a handler that calls out
    * under an idempotency key repeats a user's unsure call for their next ticket (webhook).
