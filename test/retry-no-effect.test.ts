@@ -159,3 +159,27 @@ describe('leaving the line while back at the head', () => {
     expect(next.sort()).toEqual(ids.filter((id) => id !== p.ticketId).sort());
   });
 });
+
+describe("a blocked user's ticket back at the head after the worker's retry", () => {
+  it.each([1, 3])('ends rejected/blocked at the next admission, and its old lease writes nothing (lines: %i)', async (lines) => {
+    const b = t.build();
+    const item = t.uniqueItem();
+    await b.call('PUT', `/v1/items/${item}`, { handler: 'external', lines, gate: { mode: 'manual', maxInFlight: 1 } });
+    const ids: string[] = [];
+    for (const u of ['u1', 'u2']) ids.push((await b.call('POST', `/v1/items/${item}/tickets`, { userId: u }, SERVICE)).body.ticketId);
+    const [p] = (await b.call('POST', `/v1/items/${item}/pull`, { max: 1, leaseMs: 60_000 }, SERVICE)).body.tickets;
+    expect((await b.call('POST', `/v1/tickets/${p.ticketId}/outcome`, { leaseId: p.leaseId, status: 'failed', reason: 'busy', retry: true }, SERVICE)).status).toBe(200);
+    expect((await b.call('PUT', `/v1/items/${item}/blocks/u1`)).status).toBe(200);
+    // The next pull finds u1 blocked: nothing to wait for (the worker said its run did nothing),
+    // so the ticket ends at once, and u2 is handed out within the in-flight cap of 1.
+    // (A split item's round that ended it may hand out nobody else: the next pull does.)
+    let next: string[] = [];
+    for (let i = 0; i < 3 && !next.length; i++) next = (await b.call('POST', `/v1/items/${item}/pull`, { max: 5 }, SERVICE)).body.tickets.map((x: { ticketId: string }) => x.ticketId);
+    expect(next).toEqual([ids[1]]);
+    expect((await b.call('GET', `/v1/tickets/${p.ticketId}`, undefined, null)).body).toMatchObject({ state: 'rejected', outcome: { reason: 'blocked' } });
+    // Before: held in doubt under its old lease come back to life, and this ended it succeeded.
+    const late = await b.call('POST', `/v1/tickets/${p.ticketId}/outcome`, { leaseId: p.leaseId, status: 'succeeded' }, SERVICE);
+    expect(late.status).toBe(409);
+    expect((await b.call('GET', `/v1/tickets/${p.ticketId}`, undefined, null)).body.state).toBe('rejected');
+  });
+});

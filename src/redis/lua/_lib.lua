@@ -137,6 +137,18 @@ end
 -- in doubt (holdInDoubt). `ifNone`: the outcome JSON it gets if its effect did not happen (nil:
 -- the cut's). Needs K.ctr, K.doubt.
 local function doubtInstead(seq, record, now, ifNone)
+  -- Back after its holder's retry (x.noEffect): its run is known to have done nothing, and its
+  -- lease may write nothing more; nothing to wait for (its lease came back to life, and a late
+  -- `succeeded` under it ended a blocked user's ticket succeeded).
+  if rcall('HGET', keyOf.x(seq), 'noEffect') == '1' then
+    rcall('HDEL', keyOf.x(seq), 'lease', 'leaseExp')
+    if ifNone then
+      local status = cjson.decode(ifNone).status
+      local char = 'r'
+      for c, st in pairs(stateByChar) do if st == status then char = c end end
+      return finish(seq, record, 'waiting', char, status, ifNone, now)
+    end
+  end
   setState(seq, record, 'a')
   -- The lease it last ran under (kept by returnToHead): its holder's outcome, however late, is
   -- what the doubt waits for (settle-9.lua takes it from the holder of the ticket's lease).
@@ -232,6 +244,8 @@ local function leaseTicket(out, seq, record, now, leasePrefix, leaseMs, epoch)
   local exp = now + leaseMs
   setState(seq, record, 'a')
   rcall('HSET', keyOf.x(seq), 'lease', leaseId, 'leaseExp', fmt(exp), 'admittedAt', fmt(now), 'updatedAt', fmt(now))
+  -- A new run: what an earlier run's end said (no effect; blocked if none) is not this one's.
+  rcall('HDEL', keyOf.x(seq), 'noEffect', 'ifNone')
   rcall('ZADD', K.leases, exp, fmt(seq))
   rcall('HINCRBY', K.ctr, 'waiting', -1)
   rcall('HINCRBY', K.ctr, 'admitted', 1)
