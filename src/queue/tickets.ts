@@ -92,7 +92,10 @@ function foreseen(s: CachedItem['snap'], err: FloodgateError, now: number): bool
 }
 
 function refuseFromCache(s: CachedItem['snap'], now: number) {
-  if (s.def.opensAt !== null && now < s.def.opensAt - (s.def.preQueueFromMs ?? 0))
+  // Not on a line that has had tickets (opensAt moved later since): a holder's repeat join is
+  // answered their ticket (200), which the join script finds first; refused here, it read `425`
+  // while the ticket it held read `waiting`.
+  if (s.def.opensAt !== null && now < s.def.opensAt - (s.def.preQueueFromMs ?? 0) && s.seq === 0)
     fail('not_open', 'The sale has not opened yet.', { opensAt: new Date(s.def.opensAt).toISOString(), now: new Date(now).toISOString() });
 }
 
