@@ -9,6 +9,8 @@ import { createItemCache, type CachedItem } from './item-cache.js';
 /** The items whose lines this process knows, their cached views, and which of them need work now. */
 export interface LineItems {
   item(itemId: string, opts?: { fresh?: boolean }): Promise<CachedItem | null>;
+  /** Whether the item exists, answered from the shared item set (its copy checked against its version key). */
+  isKnown(itemId: string): Promise<boolean>;
   /** The cached item view as it is, without reading Redis (null if never loaded). */
   peek(itemId: string): CachedItem | null;
   /** Forgets this process's view of the item: the next read goes to Redis (after a write outside the line's scripts). */
@@ -76,8 +78,6 @@ export interface LineItems {
 export interface ItemDirectory extends LineItems {
   /** The item's view, or item_not_found. */
   must(itemId: string): Promise<CachedItem>;
-  /** Whether the item exists, answered from the shared item set (see below). */
-  isKnown(itemId: string): Promise<boolean>;
   /** Adds the item to the shared set (defined) or removes it (dropped). */
   added(itemId: string): Promise<void>;
   removed(itemId: string): Promise<void>;

@@ -35,7 +35,12 @@ export function inviteRoutes(ctx: ApiContext) {
   const app = new OpenAPIHono<AuthEnv>({ defaultHook: ctx.defaultHook });
   const { queue } = ctx;
   const now = () => ctx.clock.now();
-  const itemOf = async (itemId: string) => (await queue.items.item(itemId)) ?? fail('item_not_found', 'No such item.');
+  /**
+   * The item, if the item set has it: these doors are open to anyone, and an id made up per
+   * request cost a snapshot script each (the set's copy is checked against its version: a GET).
+   */
+  const known = async (itemId: string) => ((await queue.items.isKnown(itemId)) ? queue.items.item(itemId) : null);
+  const itemOf = async (itemId: string) => (await known(itemId)) ?? fail('item_not_found', 'No such item.');
   /** A ticket as a join answers it: admitted and succeeded ones with their admissionToken (API.md, Admission tokens). */
   const present = (view: TicketViewT) => (ctx.tokens ? ctx.tokens.withToken(view) : view);
 
@@ -88,7 +93,7 @@ export function inviteRoutes(ctx: ApiContext) {
       // The item id is read from the unverified claims: one ITEM_ID refuses (a `{…}` hash tag, a
       // key pattern) never reaches Redis.
       const valid = claims && typeof claims.i === 'string' && ITEM_ID.test(claims.i) && typeof claims.u === 'string' && typeof claims.n === 'string' && Number.isFinite(claims.e);
-      const item = valid ? await queue.items.item(claims!.i) : null;
+      const item = valid ? await known(claims!.i) : null;
       if (!valid || !item || !verify(item.snap.secret, 'invite', body.invite)) throw refused('invite_invalid');
       const { i: itemId, u: userId, e, n, k } = claims!;
       // The ticket of an earlier use, whatever became of it; one Redis lost (a flush, retention's

@@ -121,7 +121,8 @@ export function pageRoutes(ctx: ApiContext, assets: () => Promise<WebAssets>) {
     const lang = pickLang(c.req.query('lang'), c.req.header('accept-language'));
     const itemId = c.req.param('itemId');
     try {
-      const item = ITEM_ID.test(itemId) ? await ctx.queue.items.item(itemId) : null;
+      // (An id the item set lacks costs no snapshot read: this page is open to anyone.)
+      const item = ITEM_ID.test(itemId) && (await ctx.queue.items.isKnown(itemId)) ? await ctx.queue.items.item(itemId) : null;
       if (!item) throw new FloodgateError('item_not_found', 'No such item.');
       const title = item.snap.def.waitingRoom?.title ?? words[lang].waiting;
       const main = `${langLinks}<h1>${escape(title)}</h1><p id="status">${words[lang].loading}</p><progress id="bar" max="100"></progress><p id="note"></p>`;
