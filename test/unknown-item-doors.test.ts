@@ -32,7 +32,8 @@ describe('an item id nobody defined, at the open doors', () => {
       expect((await http(daemon.url, 'POST', '/v1/join', { invite: forged(i) }, null)).status).toBe(403);
       expect((await http(daemon.url, 'GET', `/join/nope-${i}`, undefined, null)).status).toBe(404);
     }
-    // The daemon's own loops run meanwhile (a few calls a second); before: 180 and more.
-    expect((await evalshaCalls()) - before).toBeLessThan(60);
+    // Before: one per request, 180. The daemon's own loops call a few on an idle item meanwhile
+    // (none in a second on a quiet machine): the bound leaves a slow one two-thirds of that.
+    expect((await evalshaCalls()) - before).toBeLessThan(120);
   });
 });
