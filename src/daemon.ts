@@ -292,6 +292,7 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
   redis.on('ready', () => {
     // A restart may have rolled Redis back past operators' writes: every scope's mark is compared.
     fenceUntilChecked();
+    void queue.tickets.restartIdleClocks().catch((err) => log.warn({ err: String(err) }, 'abandonment clocks not restarted after a reconnect'));
     // activateAll first: it also drops the copy of the item set read before, which the loss check reads.
     void queue.items
       .activateAll()

@@ -49,6 +49,13 @@ export interface Tickets {
   seen(ticketId: string): void;
   /** Writes buffered poll times (abandonment) to Redis. */
   flush(): Promise<void>;
+  /**
+   * After Redis was out of reach: abandonment counts again from now on the items with it that this
+   * process holds a view of (their meta `abandonSince`, raised only). Polls answered 503 meanwhile
+   * recorded nothing, and the next admission expired up to a thousand head tickets a call whose
+   * holders had polled all along.
+   */
+  restartIdleClocks(): Promise<void>;
 }
 
 export interface TicketsDeps {
@@ -266,5 +273,17 @@ export function createTickets(deps: TicketsDeps): Tickets {
     },
 
     flush: () => touches.flush(),
+
+    async restartIdleClocks() {
+      const now = clock.now();
+      for (const itemId of await items.itemIds()) {
+        const item = items.peek(itemId);
+        if (!item || item.snap.def.abandonAfterMs === null) continue;
+        const meta = itemKeys(prefix, itemId).meta;
+        const [handler, since] = await deps.redis.hmget(meta, 'handler', 'abandonSince');
+        // (Not on an item Redis lost: a meta made of this field alone is no item; the restore makes it.)
+        if (handler !== null && Number(since ?? 0) < now) await deps.redis.hset(meta, 'abandonSince', String(now));
+      }
+    },
   };
 }

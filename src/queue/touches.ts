@@ -18,13 +18,26 @@ export function createTouchBuffer(redis: RedisLike, prefix: string) {
       const batch = pending;
       pending = new Map();
       // One pipeline per item: a cluster takes a pipeline only when its keys share a node.
-      const sends = [...batch].map(([itemId, seqs]) => {
+      const sends = [...batch].map(async ([itemId, seqs]) => {
         const k = itemKeys(prefix, itemId);
         const pipe = redis.pipeline();
         for (const [seq, t] of seqs) pipe.hset(k.pollPage(seq), String(seq), String(t));
-        return pipe.exec();
+        const replies = await pipe.exec();
+        if (!replies || replies.some(([err]) => err)) throw new Error('poll times not written');
       });
-      await Promise.all(sends);
+      const sent = await Promise.allSettled(sends);
+      // A batch Redis did not take (an outage began) is kept for the next flush, under any newer
+      // poll since: thrown away, its users' polls were lost, and they were expired as abandoned
+      // once Redis came back.
+      let failed: unknown = null;
+      [...batch].forEach(([itemId, seqs], i) => {
+        if (sent[i].status === 'fulfilled') return;
+        failed = (sent[i] as PromiseRejectedResult).reason;
+        let m = pending.get(itemId);
+        if (!m) pending.set(itemId, (m = new Map()));
+        for (const [seq, t] of seqs) if ((m.get(seq) ?? -Infinity) < t) m.set(seq, t);
+      });
+      if (failed) throw failed;
     },
   };
 }
