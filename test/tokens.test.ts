@@ -91,6 +91,22 @@ describe('admission tokens', () => {
     expect(n).toBe(0);
   });
 
+  it('keeps a revoked admission revoked on a later admission of its ticket, however long after the revoked token expired', async () => {
+    // tokenTtlMs 1 s: the revocation was kept until 3 s after the revoke, and dropped from every
+    // daemon's copy, Redis and Postgres by the next trim (2 s).
+    const { ticketId, leaseId, view } = await admitted('tok-rev-again', 'u1', { tokenTtlMs: 1000 });
+    const first = view.admissionToken as string;
+    expect((await a.call('POST', '/v1/tokens/revoke', { token: first }, SVC)).body.revoked).toBe(true);
+    expect((await a.call('POST', `/v1/tickets/${ticketId}/outcome`, { leaseId, status: 'failed', reason: 'busy', retry: true }, SVC)).status).toBe(200);
+    await sleep(5500);
+    const [again] = (await a.call('POST', '/v1/items/tok-rev-again/pull', { max: 1 }, SVC)).body.tickets;
+    expect(again.ticketId).toBe(ticketId);
+    const later = (await waitFor(() => b.call('GET', `/v1/tickets/${ticketId}`, undefined, null), (r) => r.body.state === 'admitted', 5000)).body.admissionToken as string;
+    expect(part(later, 1).jti).toBe(part(first, 1).jti);
+    expect((await introspect(b, later)).body.active).toBe(false); // before: true
+    expect((await introspect(a, later)).body.active).toBe(false);
+  });
+
   it("keeps a revoked admission revoked on every token its ticket carries later, past the revoked token's expiry", async () => {
     // tokenTtlMs 3 s; the ticket succeeds 4.5 s after its admission, so its succeeded token (same
     // jti, later iat) lives at least 4 s past the admitted one's expiry.

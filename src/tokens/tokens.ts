@@ -61,6 +61,14 @@ const REVOCATION_OVERLAP_MS = 60_000;
  * most that moment; and daemons' clocks (Redis's time) differ by up to 100 ms.
  */
 const REVOCATION_SLACK_MS = 2000;
+/**
+ * How long a revocation is kept at least: a week. It reaches the tokens its ticket is given later
+ * (extendIfRevoked) only while it is kept; kept only until the revoked token's expiry, a ticket
+ * admitted again after that (a worker's retry, a lease run out, a gate closed meanwhile) carried an
+ * active token under the revoked jti. Revocations are few; a week outlasts any line's wait but
+ * the longest (an item's window may run longer: then an admission after it is not revoked).
+ */
+const REVOCATION_KEEP_MS = 7 * 24 * 3600_000;
 
 export interface TokensDeps {
   keys: KeyRing;
@@ -236,7 +244,7 @@ export function createTokens(deps: TokensDeps) {
       if (!p) return false;
       const item = await deps.queue.items.item(p.aud as string);
       const lifetimeSec = Math.max(typeof p.iat === 'number' ? p.exp! - p.iat : 0, Math.ceil((item?.snap.def.tokenTtlMs ?? 0) / 1000));
-      const until = Math.max(p.exp! * 1000, (Math.floor(clock.now() / 1000) + lifetimeSec) * 1000 + REVOCATION_SLACK_MS);
+      const until = Math.max(p.exp! * 1000, (Math.floor(clock.now() / 1000) + lifetimeSec) * 1000 + REVOCATION_SLACK_MS, clock.now() + REVOCATION_KEEP_MS);
       // Postgres first: a revocation answered 200 outlives whatever Redis loses.
       await keepRevoked(p.jti!, until);
       return true;
