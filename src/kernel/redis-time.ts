@@ -5,7 +5,7 @@ import type { Logger } from './logger.js';
 type ServerTime = () => Promise<[number, number]>;
 
 /** How far this machine's clock may be from Redis's before the daemon takes Redis's. */
-const STEP_MS = 100;
+export const STEP_MS = 100;
 const EVERY_MS = 10_000;
 /** A TIME whose round trip took longer than this says too little about the offset. */
 const MAX_RTT_MS = 50;

@@ -2,6 +2,7 @@ import { randomInt } from 'node:crypto';
 import type { RedisLike } from '../redis/client.js';
 import type { Clock } from '../kernel/clock.js';
 import { fail } from '../kernel/errors.js';
+import { STEP_MS as CLOCK_STEP_MS } from '../kernel/redis-time.js';
 import { activeItemsKey, announcedItemsKey, changedItemsKey, itemsSetKey, itemsVersionKey, wakeItemsKey } from '../redis/keys.js';
 import type { ItemSnapshot } from './snapshot.js';
 import { createItemCache, type CachedItem } from './item-cache.js';
@@ -97,6 +98,15 @@ export interface ItemDirectory extends LineItems {
  */
 export const ACTIVE_GRACE_MS = 60_000;
 const ACTIVE_SLACK_MS = 5_000;
+/**
+ * How far ahead a change notice is stamped: two daemons' clocks may disagree by up to twice the
+ * step redis-time.ts leaves alone (each within it of Redis's). Stamped with the announcer's own
+ * time, a notice from a daemon 95 ms behind looked older than a view another daemon had read
+ * before the change: a restock was not seen (a newcomer refused `410 sold_out` from memory) and an
+ * idle item's list entry stayed old for good. A view read within this long after a change is read
+ * again, which costs nothing that matters.
+ */
+const NOTICE_AHEAD_MS = 2 * CLOCK_STEP_MS;
 /**
  * How long a start or a Redis reconnect (activateAll) makes every item active: long enough for
  * every loop to look at each line a few times (the slowest, the stock keeper, runs every 2 s and
@@ -288,8 +298,9 @@ export function createItemDirectory(deps: { redis: RedisLike; prefix: string; cl
     })().finally(() => (changes.loading = null)));
   }
   /**
-   * The announcements alone (itemId → when: definitions, restocks, reopenings; never a time ahead,
-   * unlike the loops' notices), read only where a caller must not miss one made before it asked.
+   * The announcements alone (itemId → when: definitions, restocks, reopenings; stamped
+   * NOTICE_AHEAD_MS ahead, the loops' notices ACTIVE_SLACK_MS), read only where a caller must not
+   * miss one made before it asked.
    */
   const announced = new Map<string, number>();
   let announcedFrom = -Infinity;
@@ -344,8 +355,8 @@ export function createItemDirectory(deps: { redis: RedisLike; prefix: string; cl
     },
     async announce(itemId) {
       cache.invalidate(itemId);
-      const now = clock.now();
-      await Promise.all([redis.zadd(changedItemsKey(prefix), 'GT', now, itemId), redis.zadd(announcedItemsKey(prefix), 'GT', now, itemId)]);
+      const at = clock.now() + NOTICE_AHEAD_MS;
+      await Promise.all([redis.zadd(changedItemsKey(prefix), 'GT', at, itemId), redis.zadd(announcedItemsKey(prefix), 'GT', at, itemId)]);
     },
     async heldViews() {
       await readChanges();
