@@ -17,8 +17,15 @@ const bool = z
   .enum(['true', 'false', '1', '0', 'yes', 'no'])
   .transform((v) => v === 'true' || v === '1' || v === 'yes');
 
+/**
+ * A number as an operator writes one: decimal digits, an optional sign and fraction, checked by
+ * `inner`. z.coerce took whatever Number() takes — `0x10` as 16, `1e3` as 1000, `Infinity` — so a
+ * typo set a value nobody meant instead of saying so.
+ */
+const decimal = (inner: z.ZodNumber) => z.string().trim().regex(/^[+-]?\d+(\.\d+)?$/, 'a decimal number').transform(Number).pipe(inner);
+
 export const configSchema = z.object({
-  PORT: z.coerce.number().int().min(0).max(65535).default(8080),
+  PORT: decimal(z.number().int().min(0).max(65535)).default(8080),
   HOST: z.string().default('0.0.0.0'),
   // (Any scheme passed: `http://…` was read as a unix socket's path, `mysql://…` dialled as Postgres.)
   REDIS_URL: z.url({ protocol: /^rediss?$/, error: 'a redis:// or rediss:// URL' }).optional(),
@@ -38,9 +45,9 @@ export const configSchema = z.object({
     .regex(/^\s*[A-Za-z0-9_.-]{1,64}:[^,;]+(;[^,;]+)*(,\s*[A-Za-z0-9_.-]{1,64}:[^,;]+(;[^,;]+)*)*$/, 'name:pattern;pattern,name:pattern…')
     .optional(),
   /** Joins per second per key name, on every item that sets no perKey quota; unset = none. */
-  FLOODGATE_DEFAULT_KEY_QUOTA: z.coerce.number().int().min(1).max(1e9).optional(),
+  FLOODGATE_DEFAULT_KEY_QUOTA: decimal(z.number().int().min(1).max(1e9)).optional(),
   /** New joins are refused once Redis's used_memory reaches this share of its maxmemory (queue/memory-guard.ts). */
-  FLOODGATE_REDIS_MEMORY_LIMIT: z.coerce.number().gt(0).max(1).default(0.9),
+  FLOODGATE_REDIS_MEMORY_LIMIT: decimal(z.number().gt(0).max(1)).default(0.9),
   /** The daemon's public URL: the `iss` of admission tokens (default "floodgate"). */
   FLOODGATE_PUBLIC_URL: z.string().url().optional(),
   /** `auto` (one per core) or N: daemon processes behind the one port (src/processes.ts); unset = 1. */
@@ -56,24 +63,24 @@ export const configSchema = z.object({
    * logged; `off`: it changes nothing and says what it needs (src/infra/system-changes.ts).
    */
   FLOODGATE_PROVISION: z.enum(['auto', 'off']).default('auto'),
-  FLOODGATE_EMBEDDED_PG_PORT: z.coerce.number().int().min(1).max(65535).default(54329),
-  FLOODGATE_CACHE_MS: z.coerce.number().int().min(0).max(5000).default(250),
-  FLOODGATE_MAX_STREAMS: z.coerce.number().int().min(1).max(1_000_000).default(10_000),
-  FLOODGATE_BODY_LIMIT: z.coerce.number().int().min(1024).max(1 << 24).default(16 * 1024),
-  FLOODGATE_SHUTDOWN_MS: z.coerce.number().int().min(0).max(120_000).default(10_000),
+  FLOODGATE_EMBEDDED_PG_PORT: decimal(z.number().int().min(1).max(65535)).default(54329),
+  FLOODGATE_CACHE_MS: decimal(z.number().int().min(0).max(5000)).default(250),
+  FLOODGATE_MAX_STREAMS: decimal(z.number().int().min(1).max(1_000_000)).default(10_000),
+  FLOODGATE_BODY_LIMIT: decimal(z.number().int().min(1024).max(1 << 24)).default(16 * 1024),
+  FLOODGATE_SHUTDOWN_MS: decimal(z.number().int().min(0).max(120_000)).default(10_000),
   /** How long a Postgres connection may go unanswered after a request before it is given up (db/client.ts). */
-  FLOODGATE_PG_TIMEOUT_MS: z.coerce.number().int().min(500).max(600_000).default(15_000),
-  FLOODGATE_WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(10_000).default(256),
-  FLOODGATE_JOB_BATCH: z.coerce.number().int().min(1).max(1000).default(100),
-  FLOODGATE_JOB_ATTEMPTS: z.coerce.number().int().min(1).max(100).default(5),
-  FLOODGATE_JOB_BACKOFF_MS: z.coerce.number().int().min(1).max(600_000).default(200),
-  FLOODGATE_AUTO_START_LIMIT: z.coerce.number().int().min(1).max(1_000_000).default(10),
-  FLOODGATE_JOB_LOCK_MS: z.coerce.number().int().min(1000).max(600_000).default(10_000),
-  FLOODGATE_DISPATCH_LEASE_MS: z.coerce.number().int().min(1000).max(600_000).default(8_000),
+  FLOODGATE_PG_TIMEOUT_MS: decimal(z.number().int().min(500).max(600_000)).default(15_000),
+  FLOODGATE_WORKER_CONCURRENCY: decimal(z.number().int().min(1).max(10_000)).default(256),
+  FLOODGATE_JOB_BATCH: decimal(z.number().int().min(1).max(1000)).default(100),
+  FLOODGATE_JOB_ATTEMPTS: decimal(z.number().int().min(1).max(100)).default(5),
+  FLOODGATE_JOB_BACKOFF_MS: decimal(z.number().int().min(1).max(600_000)).default(200),
+  FLOODGATE_AUTO_START_LIMIT: decimal(z.number().int().min(1).max(1_000_000)).default(10),
+  FLOODGATE_JOB_LOCK_MS: decimal(z.number().int().min(1000).max(600_000)).default(10_000),
+  FLOODGATE_DISPATCH_LEASE_MS: decimal(z.number().int().min(1000).max(600_000)).default(8_000),
   /** How long a cut item's ticket waits in doubt before Postgres is asked whether its sale committed (service/doubt-resolver.ts). */
-  FLOODGATE_DOUBT_GRACE_MS: z.coerce.number().int().min(0).max(600_000).default(10_000),
+  FLOODGATE_DOUBT_GRACE_MS: decimal(z.number().int().min(0).max(600_000)).default(10_000),
   /** How long admissions and pulls wait, after a Redis reconnect, for the compare of operators' writes with Postgres (catalog/op-revs.ts). */
-  FLOODGATE_RECONNECT_HOLD_MS: z.coerce.number().int().min(0).max(60_000).default(5_000),
+  FLOODGATE_RECONNECT_HOLD_MS: decimal(z.number().int().min(0).max(60_000)).default(5_000),
   FLOODGATE_HANDLERS_MODULE: z.string().optional(),
   FLOODGATE_RECONCILE_ON_START: bool.default(true),
   /** Origins allowed to read tickets from a browser: `*` (the ticket id is the only credential) or a comma-separated list. */
@@ -83,8 +90,8 @@ export const configSchema = z.object({
     // (`,` read as no origin at all: CORS off, silently.)
     .refine((s) => s.trim() === '*' || s.split(',').some((o) => o.trim() !== ''), '`*` or a comma-separated list of origins')
     .transform((s): '*' | string[] => (s.trim() === '*' ? '*' : s.split(',').map((o) => o.trim()).filter(Boolean))),
-  FLOODGATE_ITEM_RETENTION_MS: z.coerce.number().int().min(60_000).max(365 * 24 * 3600 * 1000).default(24 * 3600 * 1000),
-  FLOODGATE_TICKET_STATE_TTL_MS: z.coerce.number().int().min(1000).max(30 * 24 * 3600 * 1000).default(600_000),
+  FLOODGATE_ITEM_RETENTION_MS: decimal(z.number().int().min(60_000).max(365 * 24 * 3600 * 1000)).default(24 * 3600 * 1000),
+  FLOODGATE_TICKET_STATE_TTL_MS: decimal(z.number().int().min(1000).max(30 * 24 * 3600 * 1000)).default(600_000),
   /** `production`: a role without keys stops the daemon instead of getting keys for the run. */
   NODE_ENV: z.string().optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
