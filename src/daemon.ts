@@ -211,7 +211,7 @@ export function wireApp(config: Config, log: Logger, { redis, dbHandle }: Stores
     reservations: m.reservations,
     corsOrigins: config.FLOODGATE_CORS_ORIGINS,
     maxStreams: config.FLOODGATE_MAX_STREAMS,
-    scopes: parseKeyScopes(config.FLOODGATE_KEY_SCOPES),
+    scopes: parseKeyScopes(config.FLOODGATE_KEY_SCOPES, config.FLOODGATE_SERVICE_KEYS),
     tokens,
     metricsKey: config.FLOODGATE_METRICS_KEY,
     clock: m.clock,

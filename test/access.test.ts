@@ -28,6 +28,11 @@ describe('named keys and scopes', () => {
     expect(rows).toEqual([{ source: 'app', status: 'cancelled' }]);
   });
 
+  it('refuses to start on a scope naming no service key (a typo left the key it meant unscoped: every item open to it)', () => {
+    expect(() => t.build({ scopes: 'ap:sku-*' })).toThrow(/names "ap", which no service key/);
+    expect(() => t.build({ scopes: 'app:sku-*' })).not.toThrow();
+  });
+
   it('answers 403 forbidden on join, pull, outcome and item status for an item outside the key scope', async () => {
     const { call } = t.build({ scopes: 'app:sku-*;promo-*' });
     const inside = `sku-${t.uniqueItem()}`;

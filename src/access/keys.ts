@@ -29,14 +29,20 @@ export type KeyScopes = Map<string, RegExp[]>;
 
 const globToRegExp = (glob: string) => new RegExp(`^${glob.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`);
 
-/** Parses FLOODGATE_KEY_SCOPES; throws on an entry without a name or without patterns. */
-export function parseKeyScopes(spec: string | undefined): KeyScopes {
+/**
+ * Parses FLOODGATE_KEY_SCOPES; throws on an entry without a name or without patterns, and on a
+ * name no service key has (`serviceKeys`, as configured): a typo (`ap:` for the key `app`), or a
+ * key renamed at a rotation, left that key unscoped — every item open to it — and said nothing.
+ */
+export function parseKeyScopes(spec: string | undefined, serviceKeys?: string[]): KeyScopes {
+  const names = serviceKeys && new Set(serviceKeys.map((e) => parseNamedKey(e).name));
   const scopes: KeyScopes = new Map();
   for (const entry of (spec ?? '').split(',').map((s) => s.trim()).filter(Boolean)) {
     const colon = entry.indexOf(':');
     const name = entry.slice(0, colon);
     const patterns = entry.slice(colon + 1).split(';').map((p) => p.trim()).filter(Boolean);
     if (colon <= 0 || !NAME.test(name) || !patterns.length) throw new Error(`"${entry}" is not name:pattern;pattern…`);
+    if (names && !names.has(name)) throw new Error(`FLOODGATE_KEY_SCOPES names "${name}", which no service key in FLOODGATE_SERVICE_KEYS has (name:key): a key it should scope would use every item`);
     scopes.set(name, [...(scopes.get(name) ?? []), ...patterns.map(globToRegExp)]);
   }
   return scopes;
