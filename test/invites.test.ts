@@ -169,6 +169,25 @@ describe('invites stay single-use when Redis loses their use', () => {
     expect(await t.db.sql`select 1 from invite_uses where item_id = ${item}`).toHaveLength(1);
   });
 
+  it("leaves no second ticket in line when a use that was held up joins after the first use's ticket was left", async () => {
+    let release = () => {};
+    const held = new Promise<void>((r) => (release = r));
+    const slow = t.build({ admitHold: () => held }); // a use held up (a reconnect's hold, a slow proof of work)
+    const fast = t.build({ prefix: slow.prefix });
+    const item = t.uniqueItem();
+    await fast.call('PUT', `/v1/items/${item}`, { handler: 'external' });
+    const inv = (await fast.call('POST', `/v1/items/${item}/invites`, { userId: 'u-race' }, SERVICE)).body.invite as string;
+    const late = slow.call('POST', '/v1/join', { invite: inv }, null);
+    const first = await fast.call('POST', '/v1/join', { invite: inv }, null);
+    expect(first.status).toBe(202);
+    expect((await fast.call('DELETE', `/v1/tickets/${first.body.ticketId}`, undefined, null)).body.state).toBe('cancelled');
+    release();
+    const second = await late;
+    expect([second.status, second.body.ticketId, second.body.state]).toEqual([200, first.body.ticketId, 'cancelled']);
+    // Before: the held use's join made a ticket nobody held the id of, waiting, to be sold to u-race.
+    expect((await fast.call('GET', `/v1/items/${item}`)).body.counts).toMatchObject({ waiting: 0, admitted: 0 });
+  });
+
   /** The outcome ledger's rounds (the daemon runs them every 250 ms): ended tickets into ticket_outcomes. */
   const drainBuilt = (built: ReturnType<typeof t.build>) =>
     drainLedger({ queue: built.queue, redis: t.redis, prefix: built.prefix, sql: t.db.sql, metrics: built.metrics, consumer: 'invites-test' });

@@ -117,7 +117,13 @@ export function inviteRoutes(ctx: ApiContext) {
       const { created, ticket } = await queue.tickets.join(itemId, userId, null, typeof k === 'string' ? k : undefined);
       // Kept (Postgres, then Redis) before the ticket is answered: a repeat after any loss finds it.
       const ticketId = await ctx.inviteUses.claim(body.invite, itemId, n, ticket.ticketId, e, now());
-      if (ticketId !== ticket.ticketId) return c.json((await present(await queue.tickets.status(ticketId))) as z.infer<typeof TicketView>, 200);
+      if (ticketId !== ticket.ticketId) {
+        // Another use of the invite claimed it first (both passed the check above at once; the
+        // first one's ticket was left since, so this join made a second). That ticket is nobody's
+        // to follow — it is not the invite's — so it leaves the line rather than wait and be sold.
+        if (created) await queue.tickets.cancel(ticket.ticketId).catch(() => {});
+        return c.json((await present(await queue.tickets.status(ticketId))) as z.infer<typeof TicketView>, 200);
+      }
       // As a join answers (join.ts): Location on a new ticket only; the one the user held may carry its token by now.
       if (!created) return c.json((await present(ticket)) as z.infer<typeof TicketView>, 200);
       c.header('Location', `/v1/tickets/${ticket.ticketId}`);
