@@ -3,6 +3,7 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseEnv } from 'node:util';
 import { z } from 'zod';
+import { parseKeyScopes } from './access/keys.js';
 
 /**
  * The daemon's whole configuration, read once at startup from the environment over an optional
@@ -22,7 +23,7 @@ const bool = z
  * `inner`. z.coerce took whatever Number() takes — `0x10` as 16, `1e3` as 1000, `Infinity` — so a
  * typo set a value nobody meant instead of saying so.
  */
-const decimal = (inner: z.ZodNumber) => z.string().trim().regex(/^[+-]?\d+(\.\d+)?$/, 'a decimal number').transform(Number).pipe(inner);
+const decimal = (inner: z.ZodNumber) => z.string().trim().regex(/^[+-]?(\d+(\.\d*)?|\.\d+)$/, 'a decimal number').transform(Number).pipe(inner);
 
 export const configSchema = z.object({
   PORT: decimal(z.number().int().min(0).max(65535)).default(8080),
@@ -106,11 +107,18 @@ export class ConfigError extends Error {}
 
 /** Parses the environment; every bad variable is listed in one error. */
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
-  const cleaned = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  // (Blank counts as unset: `PORT=  ` was read as 0 before numbers had to be decimal.)
+  const cleaned = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v.trim() !== ''));
   const parsed = configSchema.safeParse(cleaned);
   if (!parsed.success) {
     const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`);
     throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
+  }
+  // Key scopes name service keys: one naming none (a typo) would leave the key meant unscoped.
+  try {
+    parseKeyScopes(parsed.data.FLOODGATE_KEY_SCOPES, parsed.data.FLOODGATE_SERVICE_KEYS);
+  } catch (err) {
+    throw new ConfigError(`invalid configuration:\n  FLOODGATE_KEY_SCOPES: ${(err as Error).message}`);
   }
   return { ...parsed.data, environment: env };
 }

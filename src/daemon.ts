@@ -279,7 +279,10 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
   let fence: Promise<unknown> | null = null;
   const fenceUntilChecked = () => {
     let timer: NodeJS.Timeout | undefined;
-    const checked: Promise<unknown> = Promise.race([core.opRevs.check({ all: true }), new Promise((r) => (timer = setTimeout(r, config.FLOODGATE_RECONNECT_HOLD_MS)))])
+    // Abandonment counts again from now (polls answered 503 meanwhile recorded nothing), before any
+    // admission after the reconnect can expire a head ticket.
+    const idleClocks = queue.tickets.restartIdleClocks().catch((err) => log.warn({ err: String(err) }, 'abandonment clocks not restarted after a reconnect'));
+    const checked: Promise<unknown> = Promise.race([Promise.all([core.opRevs.check({ all: true }), idleClocks]), new Promise((r) => (timer = setTimeout(r, config.FLOODGATE_RECONNECT_HOLD_MS)))])
       .catch((err) => log.warn({ err: String(err) }, 'operator writes not checked after a reconnect'))
       .finally(() => {
         clearTimeout(timer);
@@ -292,7 +295,6 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
   redis.on('ready', () => {
     // A restart may have rolled Redis back past operators' writes: every scope's mark is compared.
     fenceUntilChecked();
-    void queue.tickets.restartIdleClocks().catch((err) => log.warn({ err: String(err) }, 'abandonment clocks not restarted after a reconnect'));
     // activateAll first: it also drops the copy of the item set read before, which the loss check reads.
     void queue.items
       .activateAll()

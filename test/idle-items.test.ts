@@ -47,8 +47,8 @@ describe('change notices: a daemon serves idle items from the views it holds, an
     // Through a: x is defined anew, y gets a join; z is left alone.
     await a.definitions.define(def('x', 20), null, { reopen: false });
     await a.tickets.join('y', 'u1', null);
-    // (Past the 200 ms a notice is stamped ahead of its writer's clock: daemons' clocks differ.)
-    clock.advance(300);
+    // (Past the 500 ms a notice is stamped ahead of its writer's clock: daemons' clocks differ.)
+    clock.advance(600);
     held = await b.items.heldViews();
     expect(held('x')).toBeNull();
     expect(held('y')).toBeNull();

@@ -24,3 +24,21 @@ describe('a holder joining again after opensAt moved later', () => {
     expect([stranger.status, stranger.body.error?.code]).toEqual([425, 'not_open']);
   });
 });
+
+describe('early joins to an item that had tickets before', () => {
+  it('are refused from memory, counting against no quota: the user gets in at the opening', async () => {
+    const clock = t.manualClock();
+    const { call } = t.build({ clock, cacheMs: 250 });
+    const item = t.uniqueItem();
+    const quotas = { perUser: { limit: 3, windowMs: 3_600_000 } };
+    await call('PUT', `/v1/items/${item}`, { handler: 'external', quotas, gate: { mode: 'manual' } });
+    const left = (await call('POST', `/v1/items/${item}/tickets`, { userId: 'someone' }, SERVICE)).body.ticketId;
+    await call('DELETE', `/v1/tickets/${left}`, undefined, null);
+    const opensAt = clock.now() + 60_000;
+    expect((await call('PUT', `/v1/items/${item}`, { handler: 'external', quotas, opensAt: new Date(opensAt).toISOString() })).status).toBe(200);
+    clock.advance(1000);
+    for (let i = 0; i < 3; i++) expect((await call('POST', `/v1/items/${item}/tickets`, { userId: 'eager' }, SERVICE)).status).toBe(425);
+    clock.set(opensAt + 1);
+    expect((await call('POST', `/v1/items/${item}/tickets`, { userId: 'eager' }, SERVICE)).status).toBe(202); // with seq > 0 as the rule: 429
+  });
+});

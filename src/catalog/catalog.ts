@@ -512,7 +512,15 @@ export function createCatalog(deps: CatalogDeps): Catalog {
         const itemId = listed!.itemId;
         // A lost item comes back as the loss check restores it: under its lock, from its row as it
         // is then (read before this loop, it may have been archived since, and dropped on purpose).
-        if ((await restoreMissing([itemId])).gone.has(itemId)) continue;
+        const busy = (err: unknown) => {
+          // An item whose lock stays taken (a daemon cut off from Postgres holds it until Postgres
+          // notices) is left to the next reconcile; asked by name, it is the answer.
+          if (opts.itemId || !(err instanceof LockBusy)) throw err;
+          deps.log.warn({ itemId }, 'item not reconciled now: its lock is held; the next reconcile counts it');
+          return null;
+        };
+        const restored = await restoreMissing([itemId]).catch(busy);
+        if (!restored || restored.gone.has(itemId)) continue;
         // Nothing to count for an item without stock (webhook, external): no lock, no reads.
         if (!handlers.get(listed!.handler)?.initialStock) continue;
         // The count writes the stock row's target from the definition: under the item's lock, from
@@ -533,13 +541,7 @@ export function createCatalog(deps: CatalogDeps): Catalog {
           }
           return syncStock(def, opts.idleOnly ?? false);
         });
-        // An item whose lock stays taken (a daemon cut off from Postgres holds it until Postgres
-        // notices) is left to the next reconcile; asked by name, it is the answer.
-        const r = opts.itemId ? await count() : await count().catch((err: unknown) => {
-          if (!(err instanceof LockBusy)) throw err;
-          deps.log.warn({ itemId }, 'item not reconciled now: its lock is held; the next reconcile counts it');
-          return null;
-        });
+        const r = await count().catch(busy);
         if (r) out.push(r);
         if (r?.changed && r.redisHad !== r.left) deps.log.warn(r, 'stock reconciled from postgres');
       }

@@ -457,7 +457,10 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
         }),
       );
       const cut = ended.filter((n) => n >= 0);
-      if (!cut.length) return null;
+      // A sell-out any sub-line refused is no sell-out of the item (its caller would end its own
+      // ticket sold_out): what the other sub-lines cut stays cut, and the stock keeper reconciles
+      // their flags with the units.
+      if (!cut.length || (kind === 'sold_out' && decidedAt !== undefined && cut.length < ended.length)) return null;
       // Every ticket numbered up to upTo has left the line: positions count from there (unless some
       // still wait on a sub-line that refused: then positions stay counted from before, never low).
       if (cut.length === ended.length) await this.moveCursor(item, upTo);

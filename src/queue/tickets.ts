@@ -99,10 +99,13 @@ function foreseen(s: CachedItem['snap'], err: FloodgateError, now: number): bool
 }
 
 function refuseFromCache(s: CachedItem['snap'], now: number) {
-  // Not on a line that has had tickets (opensAt moved later since): a holder's repeat join is
-  // answered their ticket (200), which the join script finds first; refused here, it read `425`
-  // while the ticket it held read `waiting`.
-  if (s.def.opensAt !== null && now < s.def.opensAt - (s.def.preQueueFromMs ?? 0) && s.seq === 0)
+  // Not while the line holds tickets someone may join again for (opensAt moved later since): a
+  // holder's repeat join is answered their ticket (200), which the join script finds first;
+  // refused here, it read `425` while the ticket it held read `waiting`. (Not for every line that
+  // ever had a ticket either: early joins to a reused item would all reach the script, and count
+  // against their quotas before its `not_open`.)
+  const held = s.counts.waiting + s.counts.admitted + (s.def.rejoin === 'unless_succeeded' ? s.counts.succeeded : 0);
+  if (s.def.opensAt !== null && now < s.def.opensAt - (s.def.preQueueFromMs ?? 0) && held === 0)
     fail('not_open', 'The sale has not opened yet.', { opensAt: new Date(s.def.opensAt).toISOString(), now: new Date(now).toISOString() });
 }
 
@@ -276,14 +279,15 @@ export function createTickets(deps: TicketsDeps): Tickets {
 
     async restartIdleClocks() {
       const now = clock.now();
-      for (const itemId of await items.itemIds()) {
-        const item = items.peek(itemId);
-        if (!item || item.snap.def.abandonAfterMs === null) continue;
-        const meta = itemKeys(prefix, itemId).meta;
-        const [handler, since] = await deps.redis.hmget(meta, 'handler', 'abandonSince');
-        // (Not on an item Redis lost: a meta made of this field alone is no item; the restore makes it.)
-        if (handler !== null && Number(since ?? 0) < now) await deps.redis.hset(meta, 'abandonSince', String(now));
-      }
+      const withAbandon = (await items.itemIds()).filter((id) => (items.peek(id)?.snap.def.abandonAfterMs ?? null) !== null);
+      await Promise.all(
+        withAbandon.map(async (itemId) => {
+          const meta = itemKeys(prefix, itemId).meta;
+          const [handler, since] = await deps.redis.hmget(meta, 'handler', 'abandonSince');
+          // (Not on an item Redis lost: a meta made of this field alone is no item; the restore makes it.)
+          if (handler !== null && Number(since ?? 0) < now) await deps.redis.hset(meta, 'abandonSince', String(now));
+        }),
+      );
     },
   };
 }

@@ -199,7 +199,7 @@ export const itemsVersionKey = (prefix: string) => `${prefix}items:ver`;
 export const activeItemsKey = (prefix: string) => `${prefix}items:active`;
 /** zset itemId → the latest time (ms) at which the item may have changed: what makes a held item view trusted (see queue's change notices). */
 export const changedItemsKey = (prefix: string) => `${prefix}items:changed`;
-/** Items redefined, restocked or reopened (itemId → when, ms, stamped 200 ms ahead: queue/items.ts NOTICE_AHEAD_MS): announce() only (queue/ended-users.ts reads it). */
+/** Items redefined, restocked or reopened (itemId → when, ms, stamped 500 ms ahead: queue/items.ts NOTICE_AHEAD_MS): announce() only (queue/ended-users.ts reads it). */
 export const announcedItemsKey = (prefix: string) => `${prefix}items:announced`;
 /** zset itemId → when (ms) an item behind a closed gate next needs the loops (its window's end, its draw): made active then. */
 export const wakeItemsKey = (prefix: string) => `${prefix}items:wake`;

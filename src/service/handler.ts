@@ -104,7 +104,7 @@ export interface HandlerContext {
    * out and answers true (with units reserved the item is held: they may come back).
    */
   confirmSoldOut(): Promise<boolean>;
-  /** The ticket's own live row in `table` (an earlier run's sale whose answer was lost), or null. */
+  /** The ticket's own row in `table` (an earlier run's sale whose answer was lost), `released` if its reservation was released since; null for none. */
   ownSale(table: 'orders' | 'coupon_claims', ticketRef: string, userId: string): Promise<{ id: string; reservedUntil?: string; released?: boolean } | null>;
   /**
    * The item's downstream calls whose outcome is unknown, per user: a handler that calls out

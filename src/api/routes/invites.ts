@@ -96,6 +96,10 @@ export function inviteRoutes(ctx: ApiContext) {
       const item = valid ? await known(claims!.i) : null;
       if (!valid || !item || !verify(item.snap.secret, 'invite', body.invite)) throw refused('invite_invalid');
       const { i: itemId, u: userId, e, n, k } = claims!;
+      // Before the check of an earlier use: a use held here (a reconnect's hold) that checked first
+      // could join after another use's ticket was made and left, and make a second.
+      const held = ctx.admitHold();
+      if (held) await held;
       // The ticket of an earlier use, whatever became of it; one Redis lost (a flush, retention's
       // removal of the ended item) is answered from Postgres as its own URL answers it (200 with its
       // end, else 404): the invite never makes another.
@@ -110,8 +114,6 @@ export function inviteRoutes(ctx: ApiContext) {
         if (!ok) fail('pow_required', 'The proof of work is missing, wrong or expired.');
         if (!(await ctx.inviteUses.takeChallenge(itemId, ch!.n, n, CHALLENGE_MS))) fail('pow_required', 'That challenge was used by another invite; ask for a new one.');
       }
-      const held = ctx.admitHold();
-      if (held) await held;
       // As a join by the key that issued the invite: its perKey quota (or the default one) counts,
       // and the ticket records it (an invite let a key past its quota: six joins for a limit of two).
       const { created, ticket } = await queue.tickets.join(itemId, userId, null, typeof k === 'string' ? k : undefined);
@@ -121,7 +123,7 @@ export function inviteRoutes(ctx: ApiContext) {
         // Another use of the invite claimed it first (both passed the check above at once; the
         // first one's ticket was left since, so this join made a second). That ticket is nobody's
         // to follow — it is not the invite's — so it leaves the line rather than wait and be sold.
-        if (created) await queue.tickets.cancel(ticket.ticketId).catch(() => {});
+        if (created) await queue.tickets.cancel(ticket.ticketId).catch((err) => ctx.log.warn({ itemId, err: String(err) }, 'a second ticket of one invite not cancelled; it may be admitted'));
         return c.json((await present(await queue.tickets.status(ticketId))) as z.infer<typeof TicketView>, 200);
       }
       // As a join answers (join.ts): Location on a new ticket only; the one the user held may carry its token by now.

@@ -140,14 +140,12 @@ local function doubtInstead(seq, record, now, ifNone)
   -- Back after its holder's retry (x.noEffect): its run is known to have done nothing, and its
   -- lease may write nothing more; nothing to wait for (its lease came back to life, and a late
   -- `succeeded` under it ended a blocked user's ticket succeeded).
-  if rcall('HGET', keyOf.x(seq), 'noEffect') == '1' then
+  if ifNone and rcall('HGET', keyOf.x(seq), 'noEffect') == '1' then
     rcall('HDEL', keyOf.x(seq), 'lease', 'leaseExp')
-    if ifNone then
-      local status = cjson.decode(ifNone).status
-      local char = 'r'
-      for c, st in pairs(stateByChar) do if st == status then char = c end end
-      return finish(seq, record, 'waiting', char, status, ifNone, now)
-    end
+    local status = cjson.decode(ifNone).status
+    local char = 'r'
+    for c, st in pairs(stateByChar) do if st == status then char = c end end
+    return finish(seq, record, 'waiting', char, status, ifNone, now)
   end
   setState(seq, record, 'a')
   -- The lease it last ran under (kept by returnToHead): its holder's outcome, however late, is
