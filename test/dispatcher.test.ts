@@ -218,3 +218,53 @@ describe('a wake is not lost to the read of the active set it came during', () =
     }
   });
 });
+
+describe('a line whose opening an operator moved later, with tickets waiting', () => {
+  it('is not asked each round until it opens (its admit calls kept it active for up to a week), and admits once open', async () => {
+    const clock = manualClock();
+    const prefix = t.newPrefix();
+    const line = createLine({ redis: t.redis, prefix, clock, cacheMs: 0 });
+    const jobs = createJobQueues(conn, { prefix, attempts: 3, backoffMs: 100, concurrency: 4, lockDurationMs: 10_000, stalledIntervalMs: 5000, batch: 200 });
+    const probe = { name: 'probe', config: z.record(z.string(), z.unknown()), rejoin: () => 'any' as const, external: false, handle: async () => ({ status: 'succeeded' as const, result: {} }) };
+    const rounds: number[] = [];
+    let onRound: (() => void)[] = [];
+    const admitted: number[] = [];
+    const dispatcher = startDispatcher(
+      {
+        queue: line,
+        handlers: createHandlerRegistry([probe]),
+        jobs,
+        clock,
+        log: createLogger('silent'),
+        onAdmitted: (_id, n) => admitted.push(n),
+        onRound: (r) => {
+          rounds.push(r.admitCalls);
+          for (const f of onRound.splice(0)) f();
+        },
+      },
+      { idleMs: 20, batch: 200, dispatchLeaseMs: 60_000, autoCap: 10 },
+    );
+    const nextRound = () => {
+      const round = new Promise<void>((r) => onRound.push(r));
+      dispatcher.wake('later');
+      return round;
+    };
+    try {
+      const def = (opensAt: number | null) => ({ itemId: 'later', handler: 'probe', config: {}, capacity: null, abandonAfterMs: null, opensAt, closesAt: null, rejoin: 'any' as const });
+      await line.definitions.define(def(null), { mode: 'closed' }, { reopen: false });
+      for (let i = 0; i < 3; i++) await line.tickets.join('later', `u${i}`, null);
+      const opensAt = clock.now() + 3_600_000;
+      await line.definitions.define(def(opensAt), { mode: 'manual' }, { reopen: false });
+      rounds.length = 0;
+      for (let i = 0; i < 5; i++) await nextRound();
+      expect(rounds.reduce((a, b) => a + b, 0)).toBe(0); // before: one admit call a round
+      expect(admitted).toEqual([]);
+      clock.set(opensAt + 1);
+      for (let i = 0; i < 5 && !admitted.length; i++) await nextRound();
+      expect(admitted).toEqual([3]);
+    } finally {
+      await dispatcher.stop();
+      await jobs.close();
+    }
+  });
+});

@@ -177,6 +177,10 @@ export function startDispatcher(
       return null;
     }
     if (!spec?.handle || spec.external || item.snap.gate.mode === 'closed') return null;
+    // Before its opening (moved later with tickets waiting) the line admits nobody: no admit call
+    // each round (it kept the item active for as long as seven days, ten calls a second on every
+    // daemon); the wake keepAsNeeded asked for (opensAt) brings it back.
+    if (item.snap.def.opensAt !== null && clock.now() < item.snap.def.opensAt) return null;
     // While the store its handler sells through is unreachable (Postgres, for seckill and coupon:
     // LineDeps.storeAway), the item admits nobody: tickets wait in line (and keep their places, and
     // read `paused`) instead of failing; admissions resume when it answers again.
