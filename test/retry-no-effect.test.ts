@@ -183,3 +183,18 @@ describe("a blocked user's ticket back at the head after the worker's retry", ()
     expect((await b.call('GET', `/v1/tickets/${p.ticketId}`, undefined, null)).body.state).toBe('rejected');
   });
 });
+
+describe("a split item's tickets back at the head", () => {
+  it('are offered again in join order, not sub-line by sub-line', async () => {
+    const b = t.build();
+    const item = t.uniqueItem();
+    await b.call('PUT', `/v1/items/${item}`, { handler: 'external', lines: 4 });
+    const ids: string[] = [];
+    for (let i = 0; i < 6; i++) ids.push((await b.call('POST', `/v1/items/${item}/tickets`, { userId: `j${i}` }, SERVICE)).body.ticketId);
+    const pulled = (await b.call('POST', `/v1/items/${item}/pull`, { max: 6, leaseMs: 60_000 }, SERVICE)).body.tickets as { ticketId: string; leaseId: string }[];
+    expect(pulled.map((p) => p.ticketId)).toEqual(ids);
+    for (const p of pulled) expect((await b.call('POST', `/v1/tickets/${p.ticketId}/outcome`, { leaseId: p.leaseId, status: 'failed', reason: 'busy', retry: true }, SERVICE)).status).toBe(200);
+    const again = (await b.call('POST', `/v1/items/${item}/pull`, { max: 6 }, SERVICE)).body.tickets.map((p: { ticketId: string }) => p.ticketId);
+    expect(again).toEqual(ids); // before: by sub-line (2, 4, 1, 3, 0, 5 in one run)
+  });
+});

@@ -47,6 +47,10 @@ for i = 4, #ARGV do
   end
   local field = waiting and stocked and unitField()
   if waiting and stocked and not field then break end
+  -- Its join number, kept on the ticket: back at the head (a lease run out, a retry) it is
+  -- offered again in join order among the returned ones (split-peek-5.lua), not sub-line by sub-line.
+  local num = rcall('ZSCORE', K.wait, ARGV[i])
+  if num and waiting then rcall('HSET', keyOf.x(seq), 'jn', num) end
   if rcall('ZREM', K.wait, ARGV[i]) + rcall('ZREM', K.retry, ARGV[i]) > 0 and waiting then
     if field then
       rcall('HINCRBY', K.stock, field, -1)

@@ -8,7 +8,8 @@
   ARGV[1] now (ms, the caller's clock; unused)  ARGV[2] upTo  ARGV[3] max
   Returns { admitted (this sub-line's tickets in flight), bound, units (this sub-line's stock,
     -1 without one), seq1, num1, seq2, num2, ... }:
-    first the returned tickets (retry, num 0: they go before the line), then up to `max` tickets
+    first the returned tickets (retry, numbered jn − 2^50 from the join number their admission kept,
+    or −2^50 without one: before the line, in join order among themselves), then up to `max` tickets
     of the line by number. The list holds every waiting ticket numbered <= bound (bound = upTo
     unless it stopped early). Entries no longer waiting (cancelled, cut) leave `wait` on the way
     (at most 1000 a call).
@@ -24,7 +25,7 @@ end
 local out = { tonumber(rcall('HGET', K.ctr, 'admitted') or '0'), upTo, units }
 for _, s in ipairs(rcall('ZRANGE', K.retry, 0, max - 1)) do
   table.insert(out, tonumber(s))
-  table.insert(out, 0)
+  table.insert(out, tonumber(rcall('HGET', keyOf.x(tonumber(s)), 'jn') or '0') - 1125899906842624)
 end
 local cuts = loadCuts()
 local listed, skips, from = 0, 0, '-inf'
