@@ -3,7 +3,6 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseEnv } from 'node:util';
 import { z } from 'zod';
-import { parseKeyScopes } from './access/keys.js';
 
 /**
  * The daemon's whole configuration, read once at startup from the environment over an optional
@@ -113,12 +112,6 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if (!parsed.success) {
     const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`);
     throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
-  }
-  // Key scopes name service keys: one naming none (a typo) would leave the key meant unscoped.
-  try {
-    parseKeyScopes(parsed.data.FLOODGATE_KEY_SCOPES, parsed.data.FLOODGATE_SERVICE_KEYS);
-  } catch (err) {
-    throw new ConfigError(`invalid configuration:\n  FLOODGATE_KEY_SCOPES: ${(err as Error).message}`);
   }
   return { ...parsed.data, environment: env };
 }

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { describeError } from './api/errors.js';
 import { keysForRun, readSettings, runKeysNotice, type Config, type Settings } from './config.js';
-import { openCore, startDaemon } from './daemon.js';
+import { checkSettings, openCore, startDaemon } from './daemon.js';
 import { isTypeFetchFailure } from './db/faults.js';
 import { SetupNeeded } from './infra/system-changes.js';
 import { stopStartedStores } from './infra/ensure-stores.js';
@@ -73,6 +73,12 @@ async function main() {
     keys = isClusterWorker() ? { config, generated: {}, file: null } : keysForRun(config, path.resolve(config.FLOODGATE_DATA_DIR));
   } catch (err) {
     console.error(String((err as Error).message));
+    process.exit(2);
+  }
+  try {
+    checkSettings(keys.config);
+  } catch (err) {
+    console.error(`invalid configuration:\n  ${(err as Error).message}`);
     process.exit(2);
   }
   if (keys.file) {
