@@ -147,5 +147,9 @@ describe.concurrent('the first run', () => {
     const cors = await run([], { FLOODGATE_CORS_ORIGINS: ',' });
     expect(cors.code).toBe(2);
     expect(cors.out).toContain('FLOODGATE_CORS_ORIGINS: `*` or a comma-separated list of origins');
+    // A key scope naming no service key: the key meant would use every item.
+    const scope = await run([], { FLOODGATE_SERVICE_KEYS: 'app:k-app', FLOODGATE_OPERATOR_KEYS: 'k-op', FLOODGATE_KEY_SCOPES: 'ap:sku-*' });
+    expect(scope.code).toBe(2);
+    expect(scope.out).toContain('FLOODGATE_KEY_SCOPES names "ap"');
   });
 });
