@@ -101,7 +101,6 @@ export type DaemonEvents = EventEmitter<{
   returned: [itemId: string];
 }>;
 
-/** Redis and Postgres (migrated): the configured ones, or local ones found or started (infra/). */
 /**
  * What the configuration says that only the daemon's modules can judge, checked before anything
  * starts (main.ts: a configuration error, exit 2): key scopes naming a key that does not exist.
@@ -110,6 +109,7 @@ export function checkSettings(config: Config): void {
   parseKeyScopes(config.FLOODGATE_KEY_SCOPES, config.FLOODGATE_SERVICE_KEYS);
 }
 
+/** Redis and Postgres (migrated): the configured ones, or local ones found or started (infra/). */
 export async function openStores(config: Config, log: Logger) {
   const infra = await ensureStores(storeSettings(config), log);
   const redisAt = describeTarget(infra.redis, redactUrl);

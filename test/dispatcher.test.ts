@@ -14,6 +14,13 @@ const t = testRedis();
 const conn = new Redis(redisUrl(), { maxRetriesPerRequest: null });
 afterAll(() => conn.disconnect());
 
+/** A handler that succeeds at once: the dispatcher's work is what these tests watch. */
+const probe = { name: 'probe', config: z.record(z.string(), z.unknown()), rejoin: () => 'any' as const, external: false, handle: async () => ({ status: 'succeeded' as const, result: {} }) };
+const jobsFor = (prefix: string) => createJobQueues(conn, { prefix, attempts: 3, backoffMs: 100, concurrency: 4, lockDurationMs: 10_000, stalledIntervalMs: 5000, batch: 200 });
+/** A dispatcher over `line` running `probe`, rounds every 20 ms. */
+const probeDispatcher = (line: ReturnType<typeof createLine>, jobs: Parameters<typeof startDispatcher>[0]['jobs'], clock: ReturnType<typeof manualClock>, hooks: { onAdmitted(itemId: string, n: number): void; onRound(r: { admitCalls: number }): void }) =>
+  startDispatcher({ queue: line, handlers: createHandlerRegistry([probe]), jobs, clock, log: createLogger('silent'), ...hooks }, { idleMs: 20, batch: 200, dispatchLeaseMs: 60_000, autoCap: 10 });
+
 describe('a line that emptied waits ten rounds, or 16 joins, before it is asked again (drainedLines)', () => {
   it('waits ten rounds’ time: a few ms when rounds are quick, 800 ms when they take 80 ms, never over a second', () => {
     const clock = manualClock();
@@ -68,33 +75,24 @@ describe('a line that emptied waits ten rounds, or 16 joins, before it is asked 
 });
 
 describe('the dispatcher batches a trickle of joins when its rounds are slow, and not when they are quick', () => {
-  const probe = { name: 'probe', config: z.record(z.string(), z.unknown()), rejoin: () => 'any' as const, external: false, handle: async () => ({ status: 'succeeded' as const, result: {} }) };
 
   async function setup(roundCostMs: number) {
     const clock = manualClock();
     const prefix = t.newPrefix();
     const line = createLine({ redis: t.redis, prefix, clock, cacheMs: 0 });
-    const jobs = createJobQueues(conn, { prefix, attempts: 3, backoffMs: 100, concurrency: 4, lockDurationMs: 10_000, stalledIntervalMs: 5000, batch: 200 });
+    const jobs = jobsFor(prefix);
     // A round's cost, on the test's clock: the job queue's call is where a busy daemon's round waits.
     const slowJobs = { ...jobs, dispatch: async (...a: Parameters<typeof jobs.dispatch>) => (clock.advance(roundCostMs), jobs.dispatch(...a)) };
     const admittedBy = new Map<string, number[]>();
     let onRound: (() => void)[] = [];
-    const dispatcher = startDispatcher(
-      {
-        queue: line,
-        handlers: createHandlerRegistry([probe]),
-        jobs: slowJobs,
-        clock,
-        log: createLogger('silent'),
-        onAdmitted: (itemId, n) => admittedBy.set(itemId, [...(admittedBy.get(itemId) ?? []), n]),
-        onRound: () => {
-          const waiting = onRound;
-          onRound = [];
-          for (const f of waiting) f();
-        },
+    const dispatcher = probeDispatcher(line, slowJobs, clock, {
+      onAdmitted: (itemId, n) => admittedBy.set(itemId, [...(admittedBy.get(itemId) ?? []), n]),
+      onRound: () => {
+        const waiting = onRound;
+        onRound = [];
+        for (const f of waiting) f();
       },
-      { idleMs: 20, batch: 200, dispatchLeaseMs: 60_000, autoCap: 10 },
-    );
+    });
     const nextRound = () => new Promise<void>((r) => onRound.push(r));
     const define = (itemId: string) => line.definitions.define({ itemId, handler: 'probe', config: {}, capacity: null, abandonAfterMs: null, opensAt: null, closesAt: null, rejoin: 'any' }, { mode: 'manual' }, { reopen: false });
     let users = 0;
@@ -167,9 +165,8 @@ describe('a wake is not lost to the read of the active set it came during', () =
     const clock = manualClock();
     const prefix = t.newPrefix();
     const line = createLine({ redis: t.redis, prefix, clock, cacheMs: 0 });
-    const jobs = createJobQueues(conn, { prefix, attempts: 3, backoffMs: 100, concurrency: 4, lockDurationMs: 10_000, stalledIntervalMs: 5000, batch: 200 });
-    const probe = { name: 'probe', config: z.record(z.string(), z.unknown()), rejoin: () => 'any' as const, external: false, handle: async () => ({ status: 'succeeded' as const, result: {} }) };
-    await line.definitions.define({ itemId: 'w', handler: 'probe', config: {}, capacity: null, abandonAfterMs: null, opensAt: null, closesAt: null, rejoin: 'any' }, { mode: 'manual' }, { reopen: false });
+    const jobs = jobsFor(prefix);
+      await line.definitions.define({ itemId: 'w', handler: 'probe', config: {}, capacity: null, abandonAfterMs: null, opensAt: null, closesAt: null, rejoin: 'any' }, { mode: 'manual' }, { reopen: false });
     // The first read of the active set is held until the joins came; it answers what Redis held
     // when it was sent: not this line (as when the set was lost and restored by another process).
     let answer!: (ids: string[]) => void;
@@ -180,22 +177,14 @@ describe('a wake is not lost to the read of the active set it came during', () =
     });
     const admitted: number[] = [];
     let onRound: (() => void)[] = [];
-    const dispatcher = startDispatcher(
-      {
-        queue: line,
-        handlers: createHandlerRegistry([probe]),
-        jobs,
-        clock,
-        log: createLogger('silent'),
-        onAdmitted: (_, n) => admitted.push(n),
-        onRound: () => {
-          const waiting = onRound;
-          onRound = [];
-          for (const f of waiting) f();
-        },
+    const dispatcher = probeDispatcher(line, jobs, clock, {
+      onAdmitted: (_, n) => admitted.push(n),
+      onRound: () => {
+        const waiting = onRound;
+        onRound = [];
+        for (const f of waiting) f();
       },
-      { idleMs: 20, batch: 200, dispatchLeaseMs: 60_000, autoCap: 10 },
-    );
+    });
     try {
       await readStarted;
       for (let i = 0; i < 3; i++) {
@@ -224,26 +213,17 @@ describe('a line whose opening an operator moved later, with tickets waiting', (
     const clock = manualClock();
     const prefix = t.newPrefix();
     const line = createLine({ redis: t.redis, prefix, clock, cacheMs: 0 });
-    const jobs = createJobQueues(conn, { prefix, attempts: 3, backoffMs: 100, concurrency: 4, lockDurationMs: 10_000, stalledIntervalMs: 5000, batch: 200 });
-    const probe = { name: 'probe', config: z.record(z.string(), z.unknown()), rejoin: () => 'any' as const, external: false, handle: async () => ({ status: 'succeeded' as const, result: {} }) };
-    const rounds: number[] = [];
+    const jobs = jobsFor(prefix);
+      const rounds: number[] = [];
     let onRound: (() => void)[] = [];
     const admitted: number[] = [];
-    const dispatcher = startDispatcher(
-      {
-        queue: line,
-        handlers: createHandlerRegistry([probe]),
-        jobs,
-        clock,
-        log: createLogger('silent'),
-        onAdmitted: (_id, n) => admitted.push(n),
-        onRound: (r) => {
-          rounds.push(r.admitCalls);
-          for (const f of onRound.splice(0)) f();
-        },
+    const dispatcher = probeDispatcher(line, jobs, clock, {
+      onAdmitted: (_id, n) => admitted.push(n),
+      onRound: (r) => {
+        rounds.push(r.admitCalls);
+        for (const f of onRound.splice(0)) f();
       },
-      { idleMs: 20, batch: 200, dispatchLeaseMs: 60_000, autoCap: 10 },
-    );
+    });
     const nextRound = () => {
       const round = new Promise<void>((r) => onRound.push(r));
       dispatcher.wake('later');

@@ -179,8 +179,9 @@ export async function decideDoubts(sql: postgres.Sql, table: Table, itemId: stri
 }
 
 /**
- * The ticket's own live sale, if Postgres holds one (the same user's, not released): what a run
- * that finds no unit in Redis answers when an earlier run of the ticket sold (its answer lost).
+ * The ticket's own sale, if Postgres holds one (the same user's; `released` if its reservation was
+ * released since): what a run that finds no unit in Redis answers when an earlier run of the
+ * ticket sold (its answer lost).
  */
 export async function ownSale(sql: postgres.Sql, table: Table, itemId: string, ref: string, userId: string): Promise<{ id: string; reservedUntil?: string; released?: boolean } | null> {
   const [row] =

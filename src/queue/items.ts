@@ -101,13 +101,13 @@ const ACTIVE_SLACK_MS = 5_000;
 /**
  * How far ahead a change notice is stamped: two daemons' clocks may disagree by up to twice the
  * step redis-time.ts leaves alone (each within it of Redis's), and more by the error of each one's
- * offset; 500 ms in all. Stamped with the announcer's own
- * time, a notice from a daemon 95 ms behind looked older than a view another daemon had read
- * before the change: a restock was not seen (a newcomer refused `410 sold_out` from memory) and an
- * idle item's list entry stayed old for good. A view read within this long after a change is read
- * again, which costs nothing that matters.
+ * offset (half a round trip, drift between measurements); 500 ms in all. Stamped with the
+ * announcer's own time, a notice from a daemon 95 ms behind looked older than a view another
+ * daemon had read before the change: a restock was not seen (a newcomer refused `410 sold_out`
+ * from memory) and an idle item's list entry stayed old for good. A view read within this long
+ * after a change is read again, which costs nothing that matters.
  */
-const NOTICE_AHEAD_MS = 2 * CLOCK_STEP_MS + 300; // (and the offsets' own error: half a round trip, drift between measurements)
+const NOTICE_AHEAD_MS = 2 * CLOCK_STEP_MS + 300;
 /**
  * How long a start or a Redis reconnect (activateAll) makes every item active: long enough for
  * every loop to look at each line a few times (the slowest, the stock keeper, runs every 2 s and

@@ -132,6 +132,16 @@ local function holdInDoubt(seq, now)
   rcall('HSET', keyOf.x(seq), 'updatedAt', fmt(now))
 end
 
+-- Ends a ticket with an outcome (JSON) whose status names its state, its lease dropped: one whose
+-- run is known to have had no effect. Needs what finish() needs.
+local function finishLeased(seq, record, from, outcome, now)
+  local status = cjson.decode(outcome).status
+  local char = 'r'
+  for c, st in pairs(stateByChar) do if st == status then char = c end end
+  rcall('HDEL', keyOf.x(seq), 'lease', 'leaseExp')
+  return finish(seq, record, from, char, status, outcome, now)
+end
+
 -- A waiting ticket that was admitted before (back at the head, in K.retry) and must not run again
 -- now (its item was cut, or its user blocked), but whose effect may have happened: admitted again,
 -- in doubt (holdInDoubt). `ifNone`: the outcome JSON it gets if its effect did not happen (nil:
@@ -140,13 +150,7 @@ local function doubtInstead(seq, record, now, ifNone)
   -- Back after its holder's retry (x.noEffect): its run is known to have done nothing, and its
   -- lease may write nothing more; nothing to wait for (its lease came back to life, and a late
   -- `succeeded` under it ended a blocked user's ticket succeeded).
-  if ifNone and rcall('HGET', keyOf.x(seq), 'noEffect') == '1' then
-    rcall('HDEL', keyOf.x(seq), 'lease', 'leaseExp')
-    local status = cjson.decode(ifNone).status
-    local char = 'r'
-    for c, st in pairs(stateByChar) do if st == status then char = c end end
-    return finish(seq, record, 'waiting', char, status, ifNone, now)
-  end
+  if ifNone and rcall('HGET', keyOf.x(seq), 'noEffect') == '1' then return finishLeased(seq, record, 'waiting', ifNone, now) end
   setState(seq, record, 'a')
   -- The lease it last ran under (kept by returnToHead): its holder's outcome, however late, is
   -- what the doubt waits for (settle-9.lua takes it from the holder of the ticket's lease).
@@ -173,13 +177,8 @@ end
 -- would end it with after the grace, with nothing left to wait for. `from`: the counter it leaves
 -- ('admitted' or 'waiting'). Needs what finish() needs.
 local function endWithoutEffect(seq, record, from, cut, now)
-  local xKey = keyOf.x(seq)
-  local outcome = rcall('HGET', xKey, 'ifNone') or cjson.encode({ status = stateByChar[cut[2]], reason = cut[3] })
-  local status = cjson.decode(outcome).status
-  local char = 'r'
-  for c, st in pairs(stateByChar) do if st == status then char = c end end
-  rcall('HDEL', xKey, 'lease', 'leaseExp')
-  return finish(seq, record, from, char, status, outcome, now)
+  local outcome = rcall('HGET', keyOf.x(seq), 'ifNone') or cjson.encode({ status = stateByChar[cut[2]], reason = cut[3] })
+  return finishLeased(seq, record, from, outcome, now)
 end
 
 -- Puts an admitted ticket back at the head of the line (expired lease or retry). If the item was
