@@ -165,6 +165,7 @@ describe('FLOODGATE_PROCESSES=2 on a bad day', () => {
       const text = await (await fetch(`${a.url}/metrics`)).text();
       return Number(/^floodgate_admissions_total\{item="kill"\} (\d+)/m.exec(text)?.[1] ?? 0);
     };
+    const scrapedFrom = Date.now();
     const before = await admissions();
     const at = Date.now();
     process.kill(victim, 'SIGKILL');
@@ -198,8 +199,8 @@ describe('FLOODGATE_PROCESSES=2 on a bad day', () => {
     // 4 s leaves a busy machine most of that and still tells the 5 s wait.
     for (const p of probes) expect(p.ms, seen).toBeLessThan(4000);
     // No ticket stuck past what a dead daemon's tickets wait: the run lease (3 s) or BullMQ's job
-    // lock (10 s) for a job it ran, the dispatch lease (15 s) for one admitted whose job it had not
-    // queued yet (measured up to 14.5 s). 20 s leaves a busy machine 5 s over the longest.
+    // lock (10 s) for a job it ran, the dispatch lease (8 s; 15 s before 5 Dec night, measured up
+    // to 14.5 s) for one admitted whose job it had not queued yet. 20 s leaves a busy machine room.
     expect(longestRun(views), seen).toBeLessThan(20_000);
     // Nothing told falsely: a stream cut by the kill told no end its ticket did not have.
     for (const [i, w] of watchers.entries()) {
@@ -209,11 +210,14 @@ describe('FLOODGATE_PROCESSES=2 on a bad day', () => {
     const [row] = await db.sql`select count(*)::int as n from orders where item_id = 'kill'`;
     expect(row.n).toBe(stock);
     // The dead worker's admissions still count, up to its last answer to a scrape (the one just
-    // before the kill; at 20/s, a ticket or two may come between): they went down by its whole
-    // share at its death (measured: 281 of 300 on the code before, 299 and 300 after).
+    // before the kill): they went down by its whole share at its death (measured: 281 of 300 on
+    // the code before, 299 and 300 after). What it admitted between its answer and the kill is
+    // lost: at most what the item's pace lets in over that time (20/s, a burst of 2), which a busy
+    // machine stretches (294 once, the scrape and the kill slow; a fixed 5 failed then).
     const after = await admissions();
+    const lostAtMost = Math.ceil((20 * (at - scrapedFrom)) / 1000) + 2;
     expect(after, seen).toBeGreaterThanOrEqual(before);
-    expect(after, seen).toBeGreaterThanOrEqual(stock - 5);
+    expect(after, `${seen} lost at most ${lostAtMost}`).toBeGreaterThanOrEqual(stock - Math.max(5, lostAtMost));
     expect(await a.stop('SIGTERM')).toBe(0);
   });
 
