@@ -36,7 +36,7 @@ import { createMetrics } from './kernel/metrics.js';
 import { workerMetrics } from './kernel/cluster-metrics.js';
 import { isClusterWorker } from './processes.js';
 import { createLine, type LineDeps } from './queue/line.js';
-import { readLostTicket, readOutcome } from './db/outcomes.js';
+import { readEnds, readLostTicket, readOutcome } from './db/outcomes.js';
 import { createLostTickets } from './queue/lost-tickets.js';
 import { createHandlerRegistry, type HandlerRegistry } from './service/registry.js';
 import { createService } from './service/service.js';
@@ -68,6 +68,7 @@ import { createTokens, type Tokens } from './tokens/tokens.js';
 import { startSeriesRecorder } from './scheduler/series-recorder.js';
 import type { ItemGaugeView } from './kernel/item-gauges.js';
 import type { CachedItem } from './queue/item-cache.js';
+import type { Outcome } from './queue/types.js';
 import { answerClientErrors, refusedWithoutHost, unservableRequest } from './api/client-errors.js';
 
 export interface Daemon {
@@ -161,6 +162,8 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
     archived: (ref) => readOutcome(dbHandle.sql, ref) as ReturnType<NonNullable<LineDeps['archived']>>,
     lost: lostTickets,
     storeAway: (handler) => !pg.up && !!handlers.get(handler)?.stockTable,
+    heldEnds: (refs) => readEnds(dbHandle.sql, refs) as Promise<Map<string, Outcome>>,
+    onHeldEndsUnread: (err) => log.warn({ err: String(err) }, 'outcome ledger not read for tickets about to run (they run)'),
   });
   const gateStore = createGateStore(redis, config.FLOODGATE_REDIS_PREFIX, clock);
   const stock = createStockCounters({ redis, prefix: config.FLOODGATE_REDIS_PREFIX, clock, items: queue.items });

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { inProcessDaemon, recordingLogger, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
 import { recordingDownstream } from './support/downstream.js';
-import { keysMatching, testRedis } from './support/redis.js';
+import { rollbackItem, snapshotItem, testRedis } from './support/redis.js';
 
 const { redis, newPrefix } = testRedis();
 const db = await testDb();
@@ -16,17 +16,8 @@ const down = await recordingDownstream((req, res) => {
   holding.set(user, () => (res.writeHead(200, { 'content-type': 'application/json' }), res.end(JSON.stringify({ for: user }))));
 });
 
-/** Every key of one item, dumped: what a Redis snapshot holds of it. */
-async function snapshot(itemId: string) {
-  const keys = await keysMatching(redis, `${prefix}{${itemId}}:*`);
-  return new Map(await Promise.all(keys.map(async (k) => [k, await redis.dumpBuffer(k)] as const)));
-}
-
-/** Rolls the item's keys back to the snapshot: later keys go, the snapshot's come back as they were. */
-async function rollback(itemId: string, snap: Map<string, Buffer | null>) {
-  for (const k of (await snapshot(itemId)).keys()) if (!snap.has(k)) await redis.del(k);
-  for (const [k, v] of snap) if (v) await redis.restore(k, 0, v, 'REPLACE');
-}
+const snapshot = (itemId: string) => snapshotItem(redis, prefix, itemId);
+const rollback = (itemId: string, snap: Map<string, Buffer | null>) => rollbackItem(redis, prefix, itemId, snap);
 
 const settled = (ids: string[]) =>
   waitFor(

@@ -36,11 +36,35 @@ export async function insertOutcomes(sql: postgres.Sql, rows: OutcomeRow[]): Pro
  * then on (voided_tickets, 0010). A Redis rollback may take the cancel back (the ticket waiting
  * again, its user told "cancelled", the ledger's row saying so), and the revived ticket was
  * admitted and sold. (A cancel the rollback took before the ledger wrote it is lost with Redis.)
+ * Only a cancel the ledger holds as the ticket's end: a ticket that had sold before a rollback
+ * and was then cancelled again keeps its first row (insertOutcomes keeps the row there), and
+ * voiding it refused its own sale's replay.
  */
 export async function voidCancelled(sql: postgres.Sql, rows: OutcomeRow[]): Promise<void> {
   const cancelled = rows.filter((r) => r.status === 'cancelled' && r.reason === 'cancelled_by_user');
   if (!cancelled.length) return;
-  await sql`insert into voided_tickets (ticket_id, item_id) select t, i from unnest(${cancelled.map((r) => r.ticketId)}::text[], ${cancelled.map((r) => r.itemId)}::text[]) as v(t, i) on conflict do nothing`;
+  await sql`
+    insert into voided_tickets (ticket_id, item_id)
+    select ticket_id, item_id from ticket_outcomes
+    where ticket_id = any(${cancelled.map((r) => r.ticketId)}::text[]) and status = 'cancelled' and reason = 'cancelled_by_user'
+    on conflict do nothing`;
+}
+
+/** A ticket's end as the ledger holds it, in the shape of a ticket view's outcome (no null fields). */
+export interface LedgerEnd {
+  status: string;
+  reason?: string;
+  result?: unknown;
+}
+
+/** The end the ledger holds for each of these refs (those it holds one for). */
+export async function readEnds(sql: postgres.Sql, refs: string[]): Promise<Map<string, LedgerEnd>> {
+  const out = new Map<string, LedgerEnd>();
+  if (!refs.length) return out;
+  const rows = await sql<{ ticket_id: string; status: string; reason: string | null; result: unknown }[]>`
+    select ticket_id, status, reason, result from ticket_outcomes where ticket_id = any(${refs}::text[])`;
+  for (const r of rows) out.set(r.ticket_id, { status: r.status, ...(r.reason !== null && { reason: r.reason }), ...(r.result !== null && { result: r.result }) });
+  return out;
 }
 
 /** A row (or an unreadable done-stream entry) the ledger parks in `ticket_outcomes_dead`. */

@@ -1,4 +1,5 @@
 import { randomToken } from '../kernel/random-token.js';
+import { ticketRef } from '../kernel/ticket-ref.js';
 import type { Clock } from '../kernel/clock.js';
 import { drawOrder, drawPositions } from './draw.js';
 import type { EtaMemory } from './eta-memory.js';
@@ -14,7 +15,8 @@ import { bindingOf, parseRecord } from './views.js';
 
 export interface SettleInput {
   leaseId: string;
-  status: 'succeeded' | 'rejected' | 'failed';
+  /** What a run can end with; `cancelled` and `expired` only where the ledger held such an end (dropHeldEnds). */
+  status: 'succeeded' | 'rejected' | 'failed' | 'cancelled' | 'expired';
   result?: unknown;
   reason?: string;
   retry?: boolean;
@@ -60,6 +62,14 @@ export interface Admissions {
   /** Ends tickets held in doubt with Postgres's word: their sale's result, or null for none (then the cut's outcome). */
   /** `result`: the sale's (the ticket succeeded), or null for the outcome it waited with; `outcome`: another end (a released order's). */
   resolveDoubts(itemId: string, entries: { seq: number; result: unknown | null; outcome?: Outcome }[]): Promise<number>;
+  /**
+   * Of tickets just admitted (pulled, or about to run), those whose end the outcome ledger does not
+   * hold yet. One whose end it holds was ended before a Redis rollback took the end back (its user
+   * told it, a worker or a call may have made its effect): it is ended again in Redis with the
+   * ledger's outcome, under the lease it was just given, and neither handed out nor run. A ledger
+   * that cannot be read leaves the tickets as they are (Postgres away and a rollback at once).
+   */
+  dropHeldEnds<T extends { ticketId: string; seq: number; leaseId: string; record?: string }>(itemId: string, tickets: T[]): Promise<T[]>;
   /** Returns expired leases of every item to the head of its line; draws pre-queues that are due. */
   sweep(): Promise<number>;
   /**
@@ -83,6 +93,10 @@ export interface AdmissionsDeps {
   closeLine(itemId: string): Promise<unknown>;
   /** A ticket joined and admitted through this process was told `predictedMs` at its join and waited `actualMs`. */
   onWaited?(itemId: string, predictedMs: number | null, actualMs: number): void;
+  /** The ends the outcome ledger holds for these ticket refs (db/outcomes.ts readEnds). */
+  heldEnds?(refs: string[]): Promise<Map<string, Outcome>>;
+  /** The ledger could not be read for dropHeldEnds. */
+  onHeldEndsUnread?(err: unknown): void;
 }
 
 export function createAdmissions(deps: AdmissionsDeps): Admissions {
@@ -224,6 +238,27 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
       });
       const sub = await splitItem(itemId);
       return sub ? ((await deps.split.settle(sub, settles)) as SettleCode[]) : scripts.settle(itemId, clock.now(), settles);
+    },
+
+    async dropHeldEnds(itemId, tickets) {
+      if (!tickets.length || !deps.heldEnds) return tickets;
+      let ends: Map<string, Outcome>;
+      try {
+        ends = await deps.heldEnds(tickets.map((t) => ticketRef(t.ticketId)));
+      } catch (err) {
+        deps.onHeldEndsUnread?.(err);
+        return tickets;
+      }
+      if (!ends.size) return tickets;
+      const ended = tickets.filter((t) => ends.has(ticketRef(t.ticketId)));
+      await admissions.settleMany(
+        itemId,
+        ended.map((t) => {
+          const o = ends.get(ticketRef(t.ticketId))!;
+          return { seq: t.seq, leaseId: t.leaseId, record: t.record, status: o.status, ...(o.result !== undefined && { result: o.result }), ...(o.reason !== undefined && { reason: o.reason }) };
+        }),
+      );
+      return tickets.filter((t) => !ends.has(ticketRef(t.ticketId)));
     },
 
     async doubts(itemId, until) {

@@ -44,7 +44,7 @@ export type SettleCode = 1 | 2 | -1 | -2 | -3;
 export interface SettleEntry {
   seq: number;
   leaseId: string;
-  status: 'succeeded' | 'rejected' | 'failed';
+  status: 'succeeded' | 'rejected' | 'failed' | 'cancelled' | 'expired';
   outcome: string;
   retry: boolean;
   force: boolean;

@@ -10,6 +10,7 @@ import { createSplitLine } from './split-line.js';
 import { createTicketReader, type ArchivedOutcome } from './ticket-reader.js';
 import type { LostTickets } from './lost-tickets.js';
 import { createTickets, type Tickets } from './tickets.js';
+import type { Outcome } from './types.js';
 
 export type { SettleInput } from './admissions.js';
 
@@ -41,6 +42,9 @@ export interface LineDeps {
    * say so (reason `paused`, no ETA) instead of counting down to an admission that will not come.
    */
   storeAway?(handler: string): boolean;
+  /** The ends the outcome ledger holds for ticket refs (admissions.dropHeldEnds). */
+  heldEnds?(refs: string[]): Promise<Map<string, Outcome>>;
+  onHeldEndsUnread?(err: unknown): void;
 }
 
 /**
@@ -69,6 +73,6 @@ export function createLine(deps: LineDeps): Line {
   // Admissions read their replies however late, on a connection of their own: split items' too.
   const admitScripts = deps.admitRedis ? createLineScripts(createScriptRunner(deps.admitRedis, prefix).run) : scripts;
   const admitSplit = deps.admitRedis ? createSplitLine({ redis: deps.admitRedis, prefix, clock }) : split;
-  const admissions = createAdmissions({ clock, items, scripts: admitScripts, split: admitSplit, reader, eta, onWaited: deps.onWaited, closeLine: (itemId) => definitions.cut(itemId, 'closed', 'closed') });
+  const admissions = createAdmissions({ clock, items, scripts: admitScripts, split: admitSplit, reader, eta, onWaited: deps.onWaited, heldEnds: deps.heldEnds, onHeldEndsUnread: deps.onHeldEndsUnread, closeLine: (itemId) => definitions.cut(itemId, 'closed', 'closed') });
   return { items, tickets, admissions, definitions };
 }

@@ -26,8 +26,13 @@ export type LostTicketRow =
   | { from: 'orders' | 'coupon_claims'; itemId: string; userId: string; id: string; released: boolean; reservedUntil: string | null; at: number };
 
 export interface LostTickets {
-  /** The view Postgres holds for this id, null when it holds none or the id does not verify. */
-  view(ticketId: string, liveSecret?: string): Promise<{ view: TicketView; source: string | null } | null>;
+  /**
+   * The view Postgres holds for this id, null when it holds none or the id does not verify.
+   * `live`: asked of a ticket Redis holds live (a cancel's check for an end a rollback took back):
+   * its "none" is not remembered, for the ticket may end the next moment (a cancel) and its id be
+   * asked of again after a loss, when "none" remembered for 30 s answered 404 for a cancelled one.
+   */
+  view(ticketId: string, liveSecret?: string, opts?: { live?: boolean }): Promise<{ view: TicketView; source: string | null } | null>;
   /** Learns an item's secret (a live item read from Redis, a definition). */
   learn(itemId: string, secret: string, handler: string): void;
   /** Reads every item's secret from Postgres (at start, then every minute). */
@@ -106,7 +111,8 @@ export function createLostTickets(deps: LostTicketsDeps): LostTickets {
       known = next;
     },
 
-    async view(ticketId, liveSecret) {
+    async view(ticketId, liveSecret, opts) {
+      const live = opts?.live ?? false;
       const parsed = parseTicketId(ticketId);
       if (!parsed) return null;
       // The seq half first, from memory alone: a forged or random id stops here.
@@ -115,16 +121,17 @@ export function createLostTickets(deps: LostTicketsDeps): LostTickets {
       const hit = found.get(ref);
       if (hit) return { view: { ticketId, ...hit.view }, source: hit.source };
       const now = deps.clock.now();
-      if ((missing.get(ref) ?? 0) > now) return null;
-      let got = inFlight.get(ref);
+      if (!live && (missing.get(ref) ?? 0) > now) return null;
+      let got = live ? undefined : inFlight.get(ref);
       if (!got) {
         const seqKey = `${parsed.itemId}|${parsed.seq}`;
         const m = misses.get(seqKey);
-        if (m && now - m.since < NEGATIVE_MS && m.n >= MISSES_PER_SEQ) return null;
+        if (!live && m && now - m.since < NEGATIVE_MS && m.n >= MISSES_PER_SEQ) return null;
         queries++;
         got = deps
           .read(ref)
           .then((row) => {
+            if (!row && live) return null;
             if (!row) {
               missing.set(ref, now + NEGATIVE_MS);
               misses.set(seqKey, m && now - m.since < NEGATIVE_MS ? { n: m.n + 1, since: m.since } : { n: 1, since: now });
@@ -135,8 +142,10 @@ export function createLostTickets(deps: LostTicketsDeps): LostTickets {
             if (row.from === 'outcome' || !row.reservedUntil || row.released) found.set(ref, v);
             return v;
           })
-          .finally(() => inFlight.delete(ref));
-        inFlight.set(ref, got);
+          .finally(() => {
+            if (inFlight.get(ref) === got) inFlight.delete(ref);
+          });
+        if (!live) inFlight.set(ref, got);
       }
       const v = await got;
       return v ? { view: { ticketId, ...v.view }, source: v.source } : null;

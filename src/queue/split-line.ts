@@ -71,7 +71,7 @@ export interface SplitJoin {
 export interface SplitSettle {
   seq: number;
   leaseId: string;
-  status: 'succeeded' | 'rejected' | 'failed';
+  status: 'succeeded' | 'rejected' | 'failed' | 'cancelled' | 'expired';
   /** The outcome JSON (default: just the status). */
   outcome?: string;
   retry?: boolean;

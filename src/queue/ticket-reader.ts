@@ -49,10 +49,13 @@ export function createTicketReader(deps: { items: ItemDirectory; scripts: LineSc
     const sub = splitOf(item.snap.def);
     // A split item's ticket: read on its sub-line, its position n − A (no cached path: the cache counts one line).
     const { record, x, served, retryRank, cut, position } = sub ? { served: 0, ...(await deps.split.readTicket(sub, seq)) } : { position: undefined, ...(await deps.scripts.readTicket(itemId, clock.now(), seq)) };
-    const rec = bound(ticketId, item, record);
+    let rec = bound(ticketId, item, record);
     if (!x.outcome && rec.state !== 'waiting' && rec.state !== 'admitted' && deps.archived) {
       const old = await deps.archived(ticketRef(ticketId));
       if (old) {
+        // The ledger's end stands whole: a Redis rolled back past it may have ended the ticket
+        // again otherwise (its first row is kept), and the view read one state and another outcome.
+        if (old.outcome.status !== rec.state) rec = { ...rec, state: old.outcome.status };
         x.outcome = JSON.stringify(old.outcome);
         x.updatedAt = String(old.finishedAt);
         if (old.admittedAt !== null) x.admittedAt = String(old.admittedAt);
@@ -98,7 +101,10 @@ export function createTicketReader(deps: { items: ItemDirectory; scripts: LineSc
     return got;
   }
 
-  return { records, resolve, bound, read, cachedWaiting, cachedCut, fromPostgres };
+  /** The end Postgres holds for a ticket Redis holds (one a rollback revived), or null; no lookup without the lost-ticket store. */
+  const heldEnd = deps.lost ? async (ticketId: string, item: CachedItem): Promise<TicketView | null> => (await deps.lost!.view(ticketId, item.snap.secret, { live: true }))?.view ?? null : null;
+
+  return { records, resolve, bound, read, cachedWaiting, cachedCut, fromPostgres, heldEnd };
 }
 
 export type TicketReader = ReturnType<typeof createTicketReader>;

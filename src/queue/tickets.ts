@@ -250,6 +250,13 @@ export function createTickets(deps: TicketsDeps): Tickets {
       }
       const { item, seq, record } = resolved!;
       const itemId = item.snap.def.itemId;
+      // Waiting in Redis, but ended before a Redis rollback took its end back (the ledger holds its
+      // order or its outcome, and its user was told it): not cancellable, as when Redis lost it. (A
+      // ledger that cannot be read says nothing: the cancel goes on.)
+      if (record!.startsWith('w') && reader.heldEnd) {
+        const held = await reader.heldEnd(ticketId, item).catch(() => null);
+        if (held && held.state !== 'cancelled') fail('not_cancellable', 'Only a waiting ticket can be cancelled.');
+      }
       items.keepActive(itemId);
       // Cancel only the ticket this id was made for: the script checks the record is the one verified.
       const sub = splitOf(item.snap.def);

@@ -1,12 +1,14 @@
 import type postgres from 'postgres';
 import type { PgHealth } from '../db/health.js';
 import { isConnectionLoss } from '../db/refusal.js';
+import { readEnds, type LedgerEnd } from '../db/outcomes.js';
 import { decideDoubts } from '../db/sales.js';
 import type { Logger } from '../kernel/logger.js';
 import { every } from '../kernel/loop.js';
 import { ticketRef } from '../kernel/ticket-ref.js';
 import type { Line } from '../queue/line.js';
 import { itemState } from '../queue/snapshot.js';
+import type { Outcome } from '../queue/types.js';
 import { RUN_LEASE_MS, type JobQueues } from './jobs.js';
 import type { HandlerRegistry } from './registry.js';
 
@@ -100,7 +102,12 @@ export function startDoubtResolver(
     }
     const refs = doubts.map((d) => ticketRef(d.ticketId));
     const sales = spec.stockTable ? await decideDoubts(deps.sql, spec.stockTable, itemId, refs) : new Map();
+    // An outside worker's ticket whose end the ledger holds (its write-back, before a Redis
+    // rollback took it back with its lease alive): that end, not the cut's.
+    const ledger: Map<string, LedgerEnd> = spec.stockTable ? new Map() : await readEnds(deps.sql, refs);
     const entries = doubts.map((d, i) => {
+      const held = ledger.get(refs[i]);
+      if (held) return { seq: d.seq, result: null, outcome: held as Outcome };
       const sale = sales.get(refs[i]);
       // A row of another user (a ticket id issued twice after a Redis rollback) is not this ticket's sale.
       const own = sale && sale.userId === d.userId ? sale : undefined;

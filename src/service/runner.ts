@@ -36,6 +36,8 @@ export interface RunnerDeps {
   runLeaseMs: number;
   /** Extends the leases of a job's tickets to `until` (ms); resolves with, per ticket, whether it was still theirs. */
   renew(itemId: string, tickets: { seq: number; leaseId: string }[], until: number): Promise<boolean[]>;
+  /** Of a job's tickets, those whose end the outcome ledger does not hold; the others ended with it (admissions.dropHeldEnds). */
+  dropHeldEnds?(itemId: string, tickets: JobTicket[]): Promise<JobTicket[]>;
 }
 
 /** Thrown to make BullMQ retry a job whose remaining tickets dropped or faulted. */
@@ -186,6 +188,16 @@ export function createRunner(deps: RunnerDeps) {
       }
       if (ours.length < tickets.length) log.info({ itemId, tickets: tickets.length - ours.length }, 'tickets left out of the job: they were offered again');
       tickets = ours;
+    }
+    // Ended before a Redis rollback took the end back (a cancel its user was told of, an answer the
+    // ledger holds): ended again with the ledger's outcome, not run. A handler that sells through
+    // Postgres needs no look: its sale is per ticket there (a sold one answers its order, a
+    // cancelled one is voided).
+    if (!spec.stockTable && deps.dropHeldEnds) {
+      const live = await deps.dropHeldEnds(itemId, tickets);
+      if (live.length < tickets.length) log.warn({ itemId, ended: tickets.length - live.length }, 'tickets whose end the outcome ledger holds ended with it, not run again (a Redis rollback took their end)');
+      if (!live.length) return none;
+      tickets = live;
     }
     const paused = pauseLeft(itemId);
     if (paused > 0 && tickets.every((t) => (t.held ?? 0) < deps.attempts)) {

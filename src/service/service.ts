@@ -129,6 +129,7 @@ export function createService(deps: ServiceDeps) {
     now: deps.now,
     onSettled: deps.onSettled,
     renew: (itemId, tickets, until) => queue.admissions.extendLeases(itemId, tickets, until),
+    dropHeldEnds: (itemId, tickets) => queue.admissions.dropHeldEnds(itemId, tickets),
     leaseMs: (deadlineMs) => jobs.leaseMs(deadlineMs),
     runLeaseMs: RUN_LEASE_MS,
   });

@@ -37,3 +37,15 @@ export async function unlinkPrefix(redis: Redis, prefix: string): Promise<void> 
   const keys = await keysMatching(redis, `${prefix}*`);
   for (let i = 0; i < keys.length; i += 100_000) await redis.unlink(...keys.slice(i, i + 100_000));
 }
+
+/** Every key of one item under `prefix`, dumped: what a Redis snapshot holds of it (rollbackItem puts it back). */
+export async function snapshotItem(redis: Redis, prefix: string, itemId: string): Promise<Map<string, Buffer | null>> {
+  const keys = await keysMatching(redis, `${prefix}{${itemId}}:*`);
+  return new Map(await Promise.all(keys.map(async (k) => [k, await redis.dumpBuffer(k)] as const)));
+}
+
+/** Rolls the item's keys back to the snapshot, as a Redis restarted from older data would: later keys go, the snapshot's come back as they were. */
+export async function rollbackItem(redis: Redis, prefix: string, itemId: string, snap: Map<string, Buffer | null>): Promise<void> {
+  for (const k of (await snapshotItem(redis, prefix, itemId)).keys()) if (!snap.has(k)) await redis.del(k);
+  for (const [k, v] of snap) if (v) await redis.restore(k, 0, v, 'REPLACE');
+}

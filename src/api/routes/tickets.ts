@@ -108,8 +108,10 @@ export function ticketRoutes(ctx: ApiContext) {
       // rollback took must not hand out the tickets it ended): daemon.ts fence.
       const held = ctx.admitHold();
       if (held) await held;
-      const got = await queue.admissions.admit(itemId, max, leaseMs);
-      if (got.length) metrics.admissions.inc({ item: itemId }, got.length);
+      const admitted = await queue.admissions.admit(itemId, max, leaseMs);
+      if (admitted.length) metrics.admissions.inc({ item: itemId }, admitted.length);
+      // Not one whose end the outcome ledger holds (a Redis rollback took it back): ended again with it.
+      const got = await queue.admissions.dropHeldEnds(itemId, admitted);
       const tickets = got.map(({ ticketId, userId, payload, position, leaseId, leaseExpiresAt }) => ({ ticketId, userId, payload, position, leaseId, leaseExpiresAt }));
       return c.json({ tickets }, 200);
     },

@@ -5,7 +5,8 @@
   KEYS[7] taken  KEYS[8] done  KEYS[9] doubt
   ARGV[1] now (ms, the caller's clock)
   ARGV[2..] per ticket seven values:
-    seq, leaseId, status (succeeded|rejected|failed), outcome JSON,
+    seq, leaseId, status (succeeded|rejected|failed; cancelled|expired only to end again a ticket
+    whose end the outcome ledger holds: admissions.dropHeldEnds), outcome JSON,
     retry ('1' returns the ticket to the head instead of ending it; only with failed; unforced, it
     says the run had no effect: on a cut item the ticket ends with the cut's outcome at once,
     returnToHead in _lib),
@@ -24,7 +25,7 @@
 ]]
 -- @include _lib
 local now = tonumber(ARGV[1])
-local chars = { succeeded = 's', rejected = 'r', failed = 'f' }
+local chars = { succeeded = 's', rejected = 'r', failed = 'f', cancelled = 'c', expired = 'e' }
 
 local function settleOne(seq, leaseId, status, outcome, retry, force, tail)
   local record = getRecord(seq)

@@ -1,0 +1,116 @@
+import { describe, expect, it } from 'vitest';
+import { ticketRef } from '../src/kernel/ticket-ref.js';
+import { inProcessDaemon, recordingLogger, SVC, waitFor } from './support/daemon-inproc.js';
+import { testDb } from './support/db.js';
+import { recordingDownstream } from './support/downstream.js';
+import { rollbackItem, snapshotItem, testRedis } from './support/redis.js';
+
+/**
+ * A Redis rolled back past a ticket's end (an AOF that lost its last second, a failover to a replica
+ * behind) brings the ticket back waiting or admitted, while the outcome ledger holds the end its
+ * user was told. Such a ticket is not handed to a worker, run, cancelled or ended otherwise again:
+ * the ledger's end stands. (The rollback is played as fault-rollback.test.ts plays it.)
+ */
+const { redis, newPrefix } = testRedis();
+const db = await testDb();
+const prefix = newPrefix();
+const logged = recordingLogger('warn', 100_000);
+const { call } = await inProcessDaemon({
+  prefix,
+  databaseUrl: db.url,
+  log: logged.log,
+  env: { FLOODGATE_TICKET_STATE_TTL_MS: '1000', FLOODGATE_DOUBT_GRACE_MS: '500' },
+});
+const down = await recordingDownstream((_req, res) => (res.writeHead(200, { 'content-type': 'application/json' }), res.end('{"order":"W1"}')));
+
+const snapshot = (itemId: string) => snapshotItem(redis, prefix, itemId);
+const rollback = (itemId: string, snap: Map<string, Buffer | null>) => rollbackItem(redis, prefix, itemId, snap);
+const row = async (id: string) => (await db.sql`select status, reason, result from ticket_outcomes where ticket_id = ${ticketRef(id)}`)[0];
+const poll = async (id: string) => (await call('GET', `/v1/tickets/${id}`, undefined, null)).body;
+const pulled = async (itemId: string) => (await call('POST', `/v1/items/${itemId}/pull`, { max: 5 }, SVC)).body.tickets as { ticketId: string; leaseId: string }[];
+
+describe('a Redis rollback past an end the outcome ledger holds', () => {
+  it('an external ticket a worker answered is not handed out again; its view is the answer', { timeout: 60_000 }, async () => {
+    await call('PUT', '/v1/items/x1', { handler: 'external' });
+    const t = (await call('POST', '/v1/items/x1/tickets', { userId: 'alice' }, SVC)).body.ticketId as string;
+    const snap = await snapshot('x1');
+    const [p1] = await pulled('x1');
+    expect(p1.ticketId).toBe(t);
+    expect((await call('POST', `/v1/tickets/${t}/outcome`, { leaseId: p1.leaseId, status: 'succeeded', result: { orderId: 'A1' } }, SVC)).status).toBe(200);
+    await waitFor(() => row(t), (r) => !!r);
+
+    await rollback('x1', snap);
+    // Taken from the line again and ended with the ledger's answer, not given to another worker.
+    expect(await pulled('x1')).toEqual([]);
+    expect(await poll(t)).toMatchObject({ state: 'succeeded', outcome: { status: 'succeeded', result: { orderId: 'A1' } } });
+    // Once the state's time in Redis is over: state and outcome still agree.
+    await new Promise((r) => setTimeout(r, 2500));
+    const v = await poll(t);
+    expect({ state: v.state, outcome: v.outcome?.status }).toEqual({ state: 'succeeded', outcome: 'succeeded' });
+    expect(await row(t)).toMatchObject({ status: 'succeeded', result: { orderId: 'A1' } });
+  });
+
+  it('an external ticket its user cancelled is not handed to a worker', { timeout: 60_000 }, async () => {
+    await call('PUT', '/v1/items/x2', { handler: 'external' });
+    const t = (await call('POST', '/v1/items/x2/tickets', { userId: 'bob' }, SVC)).body.ticketId as string;
+    const snap = await snapshot('x2');
+    expect((await call('DELETE', `/v1/tickets/${t}`, undefined, null)).body.state).toBe('cancelled');
+    await waitFor(() => row(t), (r) => !!r);
+
+    await rollback('x2', snap);
+    expect(await pulled('x2')).toEqual([]);
+    expect(await poll(t)).toMatchObject({ state: 'cancelled', outcome: { status: 'cancelled', reason: 'cancelled_by_user' } });
+  });
+
+  it('a webhook ticket its user cancelled is not called', { timeout: 60_000 }, async () => {
+    await call('PUT', '/v1/items/x3', { handler: 'webhook', config: { url: down.url }, gate: { mode: 'closed' } });
+    const t = (await call('POST', '/v1/items/x3/tickets', { userId: 'carol' }, SVC)).body.ticketId as string;
+    const other = (await call('POST', '/v1/items/x3/tickets', { userId: 'dan' }, SVC)).body.ticketId as string;
+    const snap = await snapshot('x3');
+    expect((await call('DELETE', `/v1/tickets/${t}`, undefined, null)).body.state).toBe('cancelled');
+    await waitFor(() => row(t), (r) => !!r);
+
+    await rollback('x3', snap);
+    await call('PATCH', '/v1/items/x3/gate', { mode: 'manual', rate: 100, maxInFlight: 5 });
+    // Dan, behind her, is called: the line moved past her ticket.
+    expect((await waitFor(() => poll(other), (v) => v.state === 'succeeded', 15_000)).state).toBe('succeeded');
+    const v = await waitFor(() => poll(t), (v) => v.state !== 'waiting' && v.state !== 'admitted');
+    expect(v).toMatchObject({ state: 'cancelled', outcome: { reason: 'cancelled_by_user' } });
+    expect(down.seen.map((c) => JSON.parse(c.body).userId)).toEqual(['dan']);
+  });
+
+  it('an external ticket in doubt ends with the worker answer the ledger holds, not the close', { timeout: 60_000 }, async () => {
+    await call('PUT', '/v1/items/x4', { handler: 'external' });
+    const t = (await call('POST', '/v1/items/x4/tickets', { userId: 'dave' }, SVC)).body.ticketId as string;
+    const [p1] = (await call('POST', '/v1/items/x4/pull', { max: 1, leaseMs: 1000 }, SVC)).body.tickets;
+    const snap = await snapshot('x4');
+    expect((await call('POST', `/v1/tickets/${t}/outcome`, { leaseId: p1.leaseId, status: 'succeeded', result: { orderId: 'D1' } }, SVC)).status).toBe(200);
+    await waitFor(() => row(t), (r) => !!r);
+
+    // Back admitted under its (running-out) lease; the item closes; the lease runs out: in doubt.
+    await rollback('x4', snap);
+    expect((await call('DELETE', '/v1/items/x4')).status).toBeLessThan(300);
+    const v = await waitFor(() => poll(t), (v) => v.state !== 'admitted' && v.state !== 'waiting', 15_000);
+    expect(v).toMatchObject({ state: 'succeeded', outcome: { result: { orderId: 'D1' } } });
+  });
+
+  it('a buyer whose order the ledger holds cannot cancel the ticket a rollback brought back', { timeout: 60_000 }, async () => {
+    await call('PUT', '/v1/items/s1', { handler: 'seckill', config: { stock: 5 }, gate: { mode: 'closed' } });
+    const t = (await call('POST', '/v1/items/s1/tickets', { userId: 'erin' }, SVC)).body.ticketId as string;
+    const snap = await snapshot('s1');
+    await call('PATCH', '/v1/items/s1/gate', { mode: 'manual', rate: 100, maxInFlight: 5 });
+    expect((await waitFor(() => poll(t), (v) => v.state === 'succeeded')).state).toBe('succeeded');
+    await call('PATCH', '/v1/items/s1/gate', { mode: 'closed' });
+    await waitFor(() => row(t), (r) => !!r);
+
+    await rollback('s1', snap);
+    const del = await call('DELETE', `/v1/tickets/${t}`, undefined, null);
+    expect({ status: del.status, code: del.body.error?.code }).toEqual({ status: 409, code: 'not_cancellable' });
+    // Her sale is not voided: it stands, and a run of the ticket again answers her order.
+    expect((await db.sql`select count(*)::int as n from voided_tickets where ticket_id = ${ticketRef(t)}`)[0].n).toBe(0);
+    await call('PATCH', '/v1/items/s1/gate', { mode: 'manual', rate: 100, maxInFlight: 5 });
+    const v = await waitFor(() => poll(t), (v) => v.state !== 'waiting' && v.state !== 'admitted');
+    expect(v).toMatchObject({ state: 'succeeded' });
+    expect((await db.sql`select count(*)::int as n from orders where item_id = 's1'`)[0].n).toBe(1);
+  });
+});
