@@ -4,7 +4,7 @@ import type { Clock } from '../kernel/clock.js';
 import { FloodgateError } from '../kernel/errors.js';
 import type { RedisLike } from '../redis/client.js';
 import { itemKeys, subLineTag } from '../redis/keys.js';
-import { createScriptRunner, scripts } from '../redis/scripts.js';
+import { createScriptRunner, RECLAIM_LIMIT_MANY, scripts } from '../redis/scripts.js';
 import type { LineItems } from './items.js';
 import type { Cut } from './types.js';
 
@@ -158,6 +158,14 @@ const refusals: Record<number, () => FloodgateError> = {
   [-4]: () => new FloodgateError('sold_out', 'The item is sold out.'),
 };
 
+/**
+ * A round's lease prefix on sub-line k. The scripts make a lease id of the prefix and the ticket's
+ * seq on its sub-line, which repeats across sub-lines: two tickets of one round shared a lease id,
+ * and a job named after the first ticket's lease (service/jobs.ts) was taken by BullMQ for a
+ * duplicate of another and dropped, its tickets left admitted with nothing running them.
+ */
+const subLinePrefix = (leasePrefix: string, k: number) => `${leasePrefix}${k}.`;
+
 export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock: Clock }): SplitLine {
   const { redis, prefix, clock } = deps;
   const { run } = createScriptRunner(redis, prefix);
@@ -272,7 +280,7 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
         const leasePrefix = randomToken(12) + '.';
         const admitted = await Promise.all(
           bySubLine(item, [...numOf.keys()].map((seq) => ({ seq }))).map(async ([k, g]) => {
-            const res = (await run(scripts.splitAdmit, tag(item, k), clock.now(), { leaseMs, leasePrefix }, g.map((x) => x.local))) as (string | number)[];
+            const res = (await run(scripts.splitAdmit, tag(item, k), clock.now(), { leaseMs, leasePrefix: subLinePrefix(leasePrefix, k) }, g.map((x) => x.local))) as (string | number)[];
             const got: SplitAdmitted[] = [];
             for (let i = 1; i < res.length; i += 5) {
               const seq = splitSeq(k, Number(res[i]), item.lines);
@@ -312,7 +320,16 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
     },
 
     async sweep(item) {
-      const n = await Promise.all(subs(item).map(async (k) => (await run(scripts.sweep, tag(item, k), clock.now(), {})) as number));
+      // As an unsplit item's (admissions.sweep): a sub-line whose run inside the coalesced call
+      // reclaimed its cap may have more, and is swept again alone (after a crash with 200 tickets
+      // in flight, 8 came back per sub-line a sweep: ~16 a second).
+      const sweepOne = async (k: number, alone: boolean) => (await run(scripts.sweep, tag(item, k), clock.now(), {}, [], { alone })) as number;
+      const n = await Promise.all(
+        subs(item).map(async (k) => {
+          const got = await sweepOne(k, false);
+          return got >= RECLAIM_LIMIT_MANY ? got + (await sweepOne(k, true)) : got;
+        }),
+      );
       return n.reduce((a, b) => a + b, 0);
     },
 
@@ -329,7 +346,7 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
     async relaunch(item, seqs, leaseMs, leasePrefix) {
       const rows = await Promise.all(
         bySubLine(item, seqs.map((seq) => ({ seq }))).map(async ([k, g]) => {
-          const flat = (await run(scripts.relaunch, tag(item, k), clock.now(), { leaseMs, leasePrefix }, g.map(({ local }) => local))) as (string | number)[];
+          const flat = (await run(scripts.relaunch, tag(item, k), clock.now(), { leaseMs, leasePrefix: subLinePrefix(leasePrefix, k) }, g.map(({ local }) => local))) as (string | number)[];
           return Array.from({ length: flat.length / 5 }, (_, i) => ({
             seq: splitSeq(k, Number(flat[5 * i]), item.lines),
             record: String(flat[5 * i + 1]),

@@ -1,0 +1,88 @@
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import { afterAll, describe, expect, it } from 'vitest';
+import { manualClock } from '../src/kernel/clock.js';
+import { createLine } from '../src/queue/line.js';
+import { subLineOf } from '../src/queue/split-line.js';
+import type { AdmittedTicket } from '../src/queue/types.js';
+import { jobQueuePrefix } from '../src/redis/keys.js';
+import { createJobQueues, queueName } from '../src/service/jobs.js';
+import { redisUrl, testRedis } from './support/redis.js';
+
+/** A split item's leases: one id per ticket across its sub-lines, and every expired one swept back at once. */
+const t = testRedis();
+const conn = new Redis(redisUrl(), { maxRetriesPerRequest: null });
+afterAll(() => conn.disconnect());
+const clock = manualClock();
+const plain = { config: {}, capacity: null, abandonAfterMs: null, opensAt: null, closesAt: null, rejoin: 'any' as const };
+const open = { mode: 'manual' as const, rate: null, maxInFlight: null };
+
+async function splitItem(itemId: string, handler: 'external' | 'webhook', lines: number) {
+  const line = createLine({ redis: t.redis, prefix: t.newPrefix(), clock, cacheMs: 0 });
+  const config = handler === 'webhook' ? { url: 'http://127.0.0.1:9/x' } : {};
+  await line.definitions.define({ itemId, handler, ...plain, config, lines }, open, { reopen: false });
+  return line;
+}
+
+/** The seqs of the tickets a dispatch of `tickets` queued, in jobs of `batch`, as the workers would find them. */
+async function queuedSeqs(tickets: AdmittedTicket[], itemId: string, batch: number): Promise<number[]> {
+  const jp = t.newPrefix();
+  const jobs = createJobQueues(conn, { prefix: jp, attempts: 3, backoffMs: 100, concurrency: 1, lockDurationMs: 10_000, stalledIntervalMs: 5000, batch });
+  await jobs.dispatch('webhook', [{ itemId, tickets }]);
+  const q = new Queue(queueName('webhook'), { connection: conn, prefix: jobQueuePrefix(jp, queueName('webhook')) });
+  const seqs = (await q.getJobs(['waiting', 'wait', 'prioritized', 'delayed'])).flatMap((j) => j.data.groups.flatMap((g: { tickets: { seq: number }[] }) => g.tickets.map((x) => x.seq)));
+  await q.obliterate({ force: true });
+  await q.close();
+  await jobs.close();
+  return seqs.sort((a, b) => a - b);
+}
+
+describe("a split item's leases", () => {
+  it('are one id per ticket of a round, across sub-lines', async () => {
+    const line = await splitItem('ld', 'external', 4);
+    for (let u = 0; u < 40; u++) await line.tickets.join('ld', `ld-u${u}`, null);
+    const ids = (await line.admissions.admit('ld', 40, 60_000)).map((g) => g.leaseId);
+    expect(ids).toHaveLength(40);
+    expect(new Set(ids).size).toBe(40);
+  });
+
+  it("queue every ticket of a dispatcher round in jobs (none dropped as another job's duplicate)", async () => {
+    const line = await splitItem('dr', 'webhook', 2);
+    const users = Array.from({ length: 600 }, (_, i) => `dr-${i}`);
+    // Sub-line 1's first 100 joiners after sub-line 0's first 100 (uneven sub-lines do this by chance):
+    // tickets 1 and 101 of the round have the same seq on their sub-lines.
+    const order = [...users.filter((u) => subLineOf(u, 2) === 0).slice(0, 100), ...users.filter((u) => subLineOf(u, 2) === 1).slice(0, 100)];
+    for (const u of order) await line.tickets.join('dr', u, null);
+    const { tickets } = await line.admissions.admitRound('dr', 200, 60_000);
+    expect(tickets).toHaveLength(200);
+    expect(await queuedSeqs(tickets, 'dr', 100)).toEqual(tickets.map((x) => x.seq).sort((a, b) => a - b));
+  });
+
+  it('queue every ticket run again out of doubt', async () => {
+    const line = await splitItem('dj', 'webhook', 2);
+    const users = Array.from({ length: 60 }, (_, i) => `dj-${i}`);
+    for (const u of [...users.filter((u) => subLineOf(u, 2) === 0).slice(0, 2), ...users.filter((u) => subLineOf(u, 2) === 1).slice(0, 2)]) await line.tickets.join('dj', u, null);
+    expect(await line.admissions.admit('dj', 10, 1000)).toHaveLength(4);
+    // The daemon that ran them dies; the item closes; the leases run out: the tickets wait in doubt.
+    await line.definitions.cut('dj', 'closed');
+    clock.advance(2000);
+    await line.admissions.sweep();
+    const doubts = await line.admissions.doubts('dj', clock.now());
+    expect(doubts).toHaveLength(4);
+    const relaunched = await line.admissions.relaunchDoubts('dj', doubts.map((d) => d.seq), 60_000);
+    expect(relaunched).toHaveLength(4);
+    expect(await queuedSeqs(relaunched, 'dj', 2)).toEqual(relaunched.map((r) => r.seq).sort((a, b) => a - b));
+  });
+
+  it('run out all at once: one sweep returns every expired lease, as on one line', async () => {
+    const back: Record<string, number> = {};
+    for (const [id, lines] of [['sw1', 1], ['sw4', 4]] as const) {
+      const line = await splitItem(id, 'external', lines);
+      for (let u = 0; u < 200; u++) await line.tickets.join(id, `${id}-u${u}`, null);
+      expect(await line.admissions.admit(id, 200, 1000)).toHaveLength(200);
+      clock.advance(2000);
+      back[id] = await line.admissions.sweep();
+    }
+    expect(back).toEqual({ sw1: 200, sw4: 200 });
+  });
+});
