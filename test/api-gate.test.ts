@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { createItemsStore } from '../src/db/items-store.js';
+import { itemKeys } from '../src/redis/keys.js';
 import { SERVICE, testApp } from './support/app.js';
 
 const t = await testApp();
@@ -57,5 +58,20 @@ describe('gate edges (operator API)', () => {
     for (const u of ['a', 'b']) await call('POST', '/v1/items/p3/tickets', { userId: u }, SERVICE);
     const pulled = await call('POST', '/v1/items/p3/pull', { max: 10 }, SERVICE);
     expect(pulled.body.tickets.map((x: { userId: string }) => x.userId)).toEqual(['a']);
+  });
+
+  it('starts the controller afresh on a switch to auto through a PUT, as through a PATCH', async () => {
+    const app = t.build();
+    for (const via of ['patch', 'put'] as const) {
+      const id = t.uniqueItem();
+      const def = { handler: 'webhook', config: { url: 'http://127.0.0.1:9/never' } };
+      expect((await app.call('PUT', `/v1/items/${id}`, { ...def, gate: { mode: 'manual', rate: 5 } })).status).toBe(201);
+      // What the controller kept in shadow while the gate was manual (a cut limit of 2).
+      await t.redis.hset(itemKeys(app.prefix, id).gate, 'aLimit', '2', 'aRate', '3', 'aState', '{}');
+      const res = via === 'patch' ? await app.call('PATCH', `/v1/items/${id}/gate`, { mode: 'auto', rate: null }) : await app.call('PUT', `/v1/items/${id}`, { ...def, gate: { mode: 'auto' } });
+      expect(res.status).toBe(200);
+      const g = await t.redis.hgetall(itemKeys(app.prefix, id).gate);
+      expect({ via, mode: g.mode, aReset: g.aReset ?? null }).toEqual({ via, mode: 'auto', aReset: '1' });
+    }
   });
 });

@@ -374,6 +374,9 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     definedDuring?.add(itemId);
     knownGen++;
     if (counted) await pushStock(itemId, counted, false);
+    // A switch to auto starts the controller afresh, as a PATCH does: the state it kept in shadow
+    // (a probe's pin, a cut limit of 2, hours old after a long pause) held admissions back for seconds.
+    if (existing && gate.mode === 'auto' && before?.mode !== 'auto') await deps.gates.requestReset(itemId);
     deps.log.info({ itemId, handler: def.handler, created }, 'item defined');
     return { created, item: view(await current(itemId)) };
   }
