@@ -47,6 +47,9 @@ interface Entry {
   drawPlaces: Buffer | null;
   /** Bumped when the item's counters are seen going backwards (a rollback). */
   generation: number;
+  /** Refreshes begun so far, and the number of the last one begun before the last invalidate(): no newer read than that may answer a get() after it. */
+  begun: number;
+  staleUpTo: number;
 }
 
 export interface ItemCache {
@@ -150,24 +153,43 @@ export function createItemCache(deps: { redis: RedisLike; prefix: string; clock:
     async get(itemId) {
       let e = entries.get(itemId);
       if (!e) {
-        e = { item: null, refreshing: null, lastCxId: '0', seenCancels: 0, samples: [], drawPlaces: null, generation: 0 };
+        e = { item: null, refreshing: null, lastCxId: '0', seenCancels: 0, samples: [], drawPlaces: null, generation: 0, begun: 0, staleUpTo: 0 };
         entries.set(itemId, e);
       }
       const fresh = e.item && deps.clock.now() - e.item.snap.loadedAt < deps.ttlMs;
       if (fresh) return e.item;
-      if (!e.refreshing) {
-        const entry = e;
-        entry.refreshing = refresh(itemId, entry).finally(() => {
-          entry.refreshing = null;
-        });
+      const entry = e;
+      for (;;) {
+        if (!entry.refreshing) {
+          const n = ++entry.begun;
+          entry.refreshing = refresh(itemId, entry)
+            .then((item) => {
+              // Begun before an invalidate() (a write of this process's that it may not show): answered, not kept as fresh.
+              if (item && n <= entry.staleUpTo) item.snap.loadedAt = -Infinity;
+              return item;
+            })
+            .finally(() => {
+              entry.refreshing = null;
+            });
+        }
+        const begunAs = entry.begun;
+        const reading = entry.refreshing;
+        // A read begun before the last invalidate() is waited out and read again: a change this
+        // process just wrote (a gate closed) was answered from the view read before it, and that
+        // view was kept as fresh for the cache time (a closed gate's polls told an ETA).
+        if (begunAs > entry.staleUpTo) {
+          const item = await reading;
+          if (!item && entries.size > 10_000) entries.delete(itemId);
+          return item;
+        }
+        await reading.catch(() => {});
       }
-      const item = await e.refreshing;
-      if (!item && entries.size > 10_000) entries.delete(itemId);
-      return item;
     },
     invalidate(itemId) {
       const e = entries.get(itemId);
-      if (e?.item) e.item.snap.loadedAt = -Infinity;
+      if (!e) return;
+      if (e.item) e.item.snap.loadedAt = -Infinity;
+      e.staleUpTo = e.begun;
     },
     peek: (itemId) => entries.get(itemId)?.item ?? null,
   };
