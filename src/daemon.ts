@@ -32,7 +32,7 @@ import type { Logger } from './kernel/logger.js';
 import { every } from './kernel/loop.js';
 import { settlesWithin } from './kernel/wait.js';
 import { redactUrl } from './kernel/redact-url.js';
-import { createMetrics } from './kernel/metrics.js';
+import { createMetrics, forgetItems } from './kernel/metrics.js';
 import { workerMetrics } from './kernel/cluster-metrics.js';
 import { isClusterWorker } from './processes.js';
 import { createLine, type LineDeps } from './queue/line.js';
@@ -389,6 +389,10 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
           if (s.probes > seen) metrics.gateProbes.inc({ item: itemId }, s.probes - seen);
           probesSeen.set(itemId, s.probes);
         },
+        // Not this daemon's to show once it no longer drives the gate (another leads it, it closed):
+        // kept, its last count stood for good, and a scrape over FLOODGATE_PROCESSES took the
+        // highest of the processes' counts.
+        resting: (itemId) => metrics.gateInFlight.remove({ item: itemId }),
         largeChange: (itemId, before, after) => {
           log.info({ itemId, before, after }, 'gate limit changed a lot');
           void store
@@ -404,6 +408,23 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
     { queue, feed: createLedgerFeed(redis, config.FLOODGATE_REDIS_PREFIX, me, () => clock.now()), sql: dbHandle.sql, log: log.child({ module: 'ledger' }), metrics },
     { everyMs: 500, batch: 1000, busyElu: 0.7, maxDeferMs: 15_000, stateTtlSec: Math.ceil(config.FLOODGATE_TICKET_STATE_TTL_MS / 1000) },
   );
+
+  // This daemon's own per-item series (counters, histograms) of items no longer defined: dropped
+  // once an item is missing from the shared set in two reads a minute apart (one read could miss
+  // an item another daemon made an instant before, whose series would then go backwards).
+  let missingBefore = new Set<string>();
+  const forgetRemovedItems = async () => {
+    const ids = new Set(await queue.items.itemIds({ fresh: true }));
+    const missing = new Set<string>();
+    const keep = (itemId: string) => {
+      if (ids.has(itemId)) return true;
+      missing.add(itemId);
+      return !missingBefore.has(itemId);
+    };
+    await forgetItems(metrics.registry, keep);
+    for (const itemId of probesSeen.keys()) if (!keep(itemId)) probesSeen.delete(itemId);
+    missingBefore = missing;
+  };
 
   const inviteUseRows = createInviteUseRows(dbHandle.sql);
   const loops = [
@@ -437,6 +458,7 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
     // reconnect of this daemon or a change of the highest mark: every scope compared each minute.
     ...(isCluster(redis) ? [every(OP_REV_FULL_MS, 'operator writes full compare', () => core.opRevs.check({ all: true }), log)] : []),
     every(60_000, 'item secrets', () => core.lostTickets.load(), log),
+    every(60_000, 'metric series of removed items', forgetRemovedItems, log),
     every(1000, 'redis memory', () => core.memory.check().then(() => metrics.redisMemory.set(core.memory.ratio)), log),
     startSeriesRecorder({ queue, series: core.series, clock, log: log.child({ module: 'series' }), effective: (item) => catalog.gateOf(item).effective }, { everyMs: 500 }),
   ];

@@ -125,3 +125,27 @@ export function createMetrics() {
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;
+
+/**
+ * Drops this daemon's own per-item series (counters, histograms, gauges labelled `item`) of the
+ * items `keep` says no more (removed by an operator or by retention, on any daemon): kept, a
+ * long-running daemon's memory and every scrape grew with each item it had ever served (a
+ * histogram is 16 series an item). Returns the series dropped.
+ */
+export async function forgetItems(registry: Registry, keep: (itemId: string) => boolean): Promise<number> {
+  let dropped = 0;
+  for (const metric of registry.getMetricsAsArray()) {
+    if (!(metric instanceof Counter || metric instanceof Gauge || metric instanceof Histogram)) continue;
+    const gone = new Map<string, Record<string, string | number>>();
+    for (const { labels } of (await metric.get()).values) {
+      const item = labels.item;
+      if (typeof item !== 'string' || item === '' || keep(item)) continue;
+      // A histogram's bucket lines carry `le` besides the metric's own labels.
+      const { le: _le, ...own } = labels as Record<string, string | number>;
+      gone.set(JSON.stringify(own), own);
+    }
+    for (const labels of gone.values()) (metric as Counter<string>).remove(labels);
+    dropped += gone.size;
+  }
+  return dropped;
+}

@@ -11,6 +11,8 @@ export interface ControllerEvents {
   largeChange(itemId: string, before: { limit: number; rate: number | null }, after: { limit: number; rate: number | null }): void;
   leaderChange(itemId: string): void;
   published(itemId: string, s: ControlState, view: { limit: number; rate: number | null; inflight: number }): void;
+  /** A tick (or a prune) in which this daemon did not drive the item's gate: not its leader, gate closed, nothing to drive. What it published of the item is not its to show any more. */
+  resting?(itemId: string): void;
 }
 
 interface Local {
@@ -55,19 +57,20 @@ export function startController(
   let ids: string[] = [];
   let idsAt = -Infinity;
 
-  async function tickItem(itemId: string) {
+  /** One item's tick; whether this daemon drove its gate (led it and published). */
+  async function tickItem(itemId: string): Promise<boolean> {
     // An item this law does not drive costs no view read per tick: a self-limited handler's (its
     // handler changes only by a redefinition, which this daemon's views follow), or one behind a
     // closed gate, as its held view says for up to a second (dispatcher.ts).
     const held = queue.items.peek(itemId);
     if (held) {
       const heldSpec = deps.handlers.get(held.snap.def.handler);
-      if (!heldSpec?.handle || heldSpec.selfLimited) return;
-      if (held.snap.gate.mode === 'closed' && clock.now() - held.snap.loadedAt < CLOSED_RECHECK_MS) return;
+      if (!heldSpec?.handle || heldSpec.selfLimited) return false;
+      if (held.snap.gate.mode === 'closed' && clock.now() - held.snap.loadedAt < CLOSED_RECHECK_MS) return false;
     }
     const item = await queue.items.item(itemId);
     const spec = item && deps.handlers.get(item.snap.def.handler);
-    if (!item || !spec?.handle || spec.selfLimited || item.snap.gate.mode === 'closed') return;
+    if (!item || !spec?.handle || spec.selfLimited || item.snap.gate.mode === 'closed') return false;
     let local = locals.get(itemId);
     const seen = clock.now();
     // What this daemon holds of an item it has not ticked as leader for longer than the lease, or
@@ -85,7 +88,7 @@ export function startController(
     local.seenAt = seen;
     if (!(await store.lead(itemId, opts.me, opts.leaseMs))) {
       local.leading = false;
-      return;
+      return false;
     }
     const now = clock.now();
     local.ledAt = now;
@@ -156,6 +159,7 @@ export function startController(
       deps.events.largeChange(itemId, { limit: a.limit, rate: a.rate }, e);
       local.audited = { ...e, at: now };
     }
+    return true;
   }
 
   /**
@@ -164,7 +168,11 @@ export function startController(
    * daemon ever saw. A lease not renewed for that long has run out, so none is left to hand over.
    */
   function prune(now: number) {
-    for (const [itemId, l] of locals) if (now - l.seenAt > opts.leaseMs) locals.delete(itemId);
+    for (const [itemId, l] of locals)
+      if (now - l.seenAt > opts.leaseMs) {
+        locals.delete(itemId);
+        deps.events.resting?.(itemId);
+      }
   }
 
   let stopped = false;
@@ -177,7 +185,7 @@ export function startController(
           idsAt = clock.now();
           prune(idsAt);
         }
-        await Promise.all(ids.map(tickItem));
+        await Promise.all(ids.map(async (itemId) => (await tickItem(itemId)) || deps.events.resting?.(itemId)));
         failing = false;
       } catch (err) {
         if (!failing) log.warn({ err: String(err) }, 'controller tick failed');
