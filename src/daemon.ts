@@ -303,7 +303,7 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
   };
   stores.admitRedis.on('ready', fenceUntilChecked);
   // After a reconnect every item is active again while each loop looks once (items.ts ACTIVATE_ALL_MS): what an outage left undone is picked up.
-  redis.on('ready', () => {
+  const afterReconnect = () => {
     // A restart may have rolled Redis back past operators' writes: every scope's mark is compared.
     fenceUntilChecked();
     // activateAll first: it also drops the copy of the item set read before, which the loss check reads.
@@ -311,7 +311,25 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
       .activateAll()
       .then(() => restoreLost())
       .catch((err) => log.warn({ err: String(err) }, 'restore after reconnect failed'));
-  });
+  };
+  redis.on('ready', afterReconnect);
+  // On a Redis Cluster one master's failover is this daemon's reconnect for that master's slots,
+  // and its replica may have lagged (a rollback of those items), but the cluster connection stays
+  // ready throughout: only its slot map changes. Without this, a close the failover took stayed
+  // undone for up to the minute's full compare (newcomers joined the closed item), and holders
+  // whose polls were answered 503 meanwhile were expired as abandoned at the next admission.
+  for (const conn of [redis, stores.admitRedis]) {
+    if (!isCluster(conn)) continue;
+    let masters: string | null = null;
+    conn.on('refresh', () => {
+      const now = conn.slots.map((nodes) => nodes?.[0] ?? '').join(',');
+      const moved = masters !== null && now !== masters;
+      masters = now;
+      if (!moved) return;
+      log.warn({ connection: conn === redis ? 'api' : 'admissions' }, 'redis cluster slots moved to other masters (a failover, or a reshard): operators\' writes compared and abandonment clocks restarted, as after a reconnect');
+      afterReconnect();
+    });
+  }
 
   const bullRedis = await connectRedis(stores.redisTarget, 'jobs', log);
   // Postgres pressure: each sell's time caps what seckill/coupon items may hold admitted.
