@@ -1,7 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { writeSales } from '../src/db/sales.js';
 import { ticketRef } from '../src/kernel/ticket-ref.js';
+import { createLogger } from '../src/kernel/logger.js';
 import { itemKeys } from '../src/redis/keys.js';
+import { createReservations } from '../src/service/reservations.js';
 import { SERVICE, testApp } from './support/app.js';
 
 /** Reservations (seckill with reserveMs) and invites at their edges: who may settle an order or invite, and what a released buyer may do. */
@@ -73,5 +75,47 @@ describe('reservations at their edges', () => {
     expect([inv.status, inv.body.error?.code]).toEqual([403, 'forbidden']);
     expect((await call('POST', `/v1/items/shop-unknown/invites`, { userId: 'u1' }, 'app-key')).status).toBe(403);
     expect((await call('POST', `/v1/items/${item}/invites`, { userId: 'u1' }, 'shop-key')).status).toBe(201);
+  });
+
+  it('a released unit on its way back keeps the handler (409); once back, an external item under the new handler admits every ticket', async () => {
+    const { call, queue, stock, prefix } = t.build();
+    const reservations = createReservations({ sql: t.db.sql, queue, stock, log: createLogger('silent'), onReturned: () => {} });
+    const item = t.uniqueItem();
+    expect((await call('PUT', `/v1/items/${item}`, { handler: 'seckill', config: { stock: 1, reserveMs: 600_000 } })).status).toBe(201);
+    const j = await call('POST', `/v1/items/${item}/tickets`, { userId: 'u1' }, SERVICE);
+    const [adm] = await queue.admissions.admit(item, 1, 60_000);
+    const [sale] = await writeSales(t.db.sql, 'orders', [{ itemId: item, userId: 'u1', ticketRef: ticketRef(j.body.ticketId), reserveMs: 600_000 }]);
+    const orderId = (sale as { id: string }).id;
+    await queue.admissions.settle(j.body.ticketId, { leaseId: adm.leaseId, status: 'succeeded', result: { orderId } });
+    // The shop's release: Postgres's half done, the Redis half not yet (its daemon died, or Redis
+    // blipped: the next sweep of any daemon finishes it).
+    await t.db.sql`select * from floodgate_settle_order(${orderId}::bigint, 'released')`;
+    const change = await call('PUT', `/v1/items/${item}`, { handler: 'external' });
+    expect([change.status, change.body.error?.code]).toEqual([409, 'conflict']);
+    await reservations.sweep();
+    expect((await call('PUT', `/v1/items/${item}`, { handler: 'external' })).status).toBe(200);
+    const ids: string[] = [];
+    for (const u of ['a', 'b', 'c']) ids.push((await call('POST', `/v1/items/${item}/tickets`, { userId: u }, SERVICE)).body.ticketId);
+    const pulled = await call('POST', `/v1/items/${item}/pull`, { max: 10 }, SERVICE);
+    expect(pulled.body.tickets.map((x: { ticketId: string }) => x.ticketId)).toEqual(ids);
+    expect(await t.redis.exists(itemKeys(prefix, item).stock)).toBe(0);
+  });
+
+  it("a released unit's return makes no stock counter where the item has none (it counted as stock on an item that keeps none)", async () => {
+    const { call, queue, stock, prefix } = t.build();
+    const reservations = createReservations({ sql: t.db.sql, queue, stock, log: createLogger('silent'), onReturned: () => {} });
+    const item = t.uniqueItem();
+    expect((await call('PUT', `/v1/items/${item}`, { handler: 'seckill', config: { stock: 1, reserveMs: 600_000 } })).status).toBe(201);
+    const j = await call('POST', `/v1/items/${item}/tickets`, { userId: 'u1' }, SERVICE);
+    const [adm] = await queue.admissions.admit(item, 1, 60_000);
+    const [sale] = await writeSales(t.db.sql, 'orders', [{ itemId: item, userId: 'u1', ticketRef: ticketRef(j.body.ticketId), reserveMs: 600_000 }]);
+    await queue.admissions.settle(j.body.ticketId, { leaseId: adm.leaseId, status: 'succeeded', result: { orderId: (sale as { id: string }).id } });
+    await t.db.sql`select * from floodgate_settle_order(${(sale as { id: string }).id}::bigint, 'released')`;
+    // The item's counter gone (a handler that keeps none, or a Redis loss before the restore counts it).
+    await t.redis.del(itemKeys(prefix, item).stock);
+    await reservations.sweep();
+    expect(await t.redis.exists(itemKeys(prefix, item).stock)).toBe(0);
+    const [o] = await t.db.sql`select returned_at from orders where order_id = ${(sale as { id: string }).id}`;
+    expect(o.returned_at).not.toBeNull();
   });
 });

@@ -325,7 +325,7 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     // Nor of one with reservations pending: their confirm or release settles them as orders of the
     // item's stock, so under coupon a release gave a unit back to the coupons (one coupon past the
     // total per reservation), and the recount of the claims put `sold` under `reserved` (500).
-    if (existing && existing.snap.def.handler !== def.handler && (await deps.stockRows.reservedOrders(itemId)) > 0) fail('conflict', 'The handler of an item with reservations pending cannot change; wait until they are confirmed or released.');
+    if (existing && existing.snap.def.handler !== def.handler && (await deps.stockRows.reservedOrders(itemId)) > 0) fail('conflict', 'The handler of an item with reservations pending cannot change; wait until they are confirmed or released (and a released unit is back).');
     // The draw shuffles seqs 1..N into line places 1..N and admission walks places from the head
     // (served + 1): a pre-queue must hold the line from its first ticket, and its draw must find
     // the head at the start. Tickets that joined in order before it were shown places the draw

@@ -7,7 +7,7 @@ import type { StockCounters } from '../service/stock-counters.js';
 export interface StockRows {
   define(itemId: string, total: number): Promise<void>;
   recount(table: 'orders' | 'coupon_claims', itemId: string): Promise<{ total: number; sold: number; reserved: number } | null>;
-  /** Orders of the item reserved and not yet confirmed or released. */
+  /** Orders of the item reserved and not yet confirmed or released, or released with their unit not yet back in Redis. */
   reservedOrders(itemId: string): Promise<number>;
 }
 

@@ -16,9 +16,10 @@ local n = 0
 for i = 2, #ARGV, 2 do
   local orderId, userId = ARGV[i], ARGV[i + 1]
   if rcall('SADD', K.returned, orderId) == 1 then
-    local shard = 's0'
-    if k > 0 then shard = 's' .. fmt(tonumber(orderId) % k) end
-    rcall('HINCRBY', K.stock, shard, 1)
+    -- No counter, no unit to give back to it: an item whose handler keeps no stock (changed
+    -- since), or one Redis lost (its restore counts the unit from Postgres). Writing one made a
+    -- stock counter on an external item, which then admitted as many tickets as it held.
+    if k > 0 then rcall('HINCRBY', K.stock, 's' .. fmt(tonumber(orderId) % k), 1) end
     local seq = tonumber(rcall('HGET', K.users, userId) or '')
     if seq then
       local record = getRecord(seq)
