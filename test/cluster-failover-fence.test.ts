@@ -43,7 +43,7 @@ describe('a Redis Cluster failover with a lagging replica', () => {
     const pid = Number(field(await cluster.node(replicaPort).info('server'), 'process_id'));
     process.kill(pid, 'SIGSTOP');
     try {
-      await m.client('KILL', 'TYPE', 'replica');
+      await m.call('CLIENT', 'KILL', 'TYPE', 'replica');
       // The operator closes the item; the master alone holds it.
       expect((await call('DELETE', `/v1/items/${item}`)).status).toBe(200);
       expect((await join(item, 'told-closed')).status).toBe(410);

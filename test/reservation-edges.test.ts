@@ -9,6 +9,24 @@ import { SERVICE, testApp } from './support/app.js';
 /** Reservations (seckill with reserveMs) and invites at their edges: who may settle an order or invite, and what a released buyer may do. */
 const t = await testApp();
 
+/**
+ * A seckill item (stock 1, reservations) whose one order the shop released: Postgres's half done,
+ * the Redis half not yet (its daemon died, or Redis blipped: the next sweep of any daemon finishes it).
+ */
+async function releasedHalfway() {
+  const { call, queue, stock, prefix } = t.build();
+  const reservations = createReservations({ sql: t.db.sql, queue, stock, log: createLogger('silent'), onReturned: () => {} });
+  const item = t.uniqueItem();
+  expect((await call('PUT', `/v1/items/${item}`, { handler: 'seckill', config: { stock: 1, reserveMs: 600_000 } })).status).toBe(201);
+  const j = await call('POST', `/v1/items/${item}/tickets`, { userId: 'u1' }, SERVICE);
+  const [adm] = await queue.admissions.admit(item, 1, 60_000);
+  const [sale] = await writeSales(t.db.sql, 'orders', [{ itemId: item, userId: 'u1', ticketRef: ticketRef(j.body.ticketId), reserveMs: 600_000 }]);
+  const orderId = (sale as { id: string }).id;
+  await queue.admissions.settle(j.body.ticketId, { leaseId: adm.leaseId, status: 'succeeded', result: { orderId } });
+  await t.db.sql`select * from floodgate_settle_order(${orderId}::bigint, 'released')`;
+  return { call, prefix, reservations, item, orderId };
+}
+
 describe('reservations at their edges', () => {
   it("a key scoped to other items can neither release nor confirm an item's orders (403, nothing changes)", async () => {
     const { call, queue } = t.build({ scopes: 'app:app-*,shop:shop-*' });
@@ -78,18 +96,7 @@ describe('reservations at their edges', () => {
   });
 
   it('a released unit on its way back keeps the handler (409); once back, an external item under the new handler admits every ticket', async () => {
-    const { call, queue, stock, prefix } = t.build();
-    const reservations = createReservations({ sql: t.db.sql, queue, stock, log: createLogger('silent'), onReturned: () => {} });
-    const item = t.uniqueItem();
-    expect((await call('PUT', `/v1/items/${item}`, { handler: 'seckill', config: { stock: 1, reserveMs: 600_000 } })).status).toBe(201);
-    const j = await call('POST', `/v1/items/${item}/tickets`, { userId: 'u1' }, SERVICE);
-    const [adm] = await queue.admissions.admit(item, 1, 60_000);
-    const [sale] = await writeSales(t.db.sql, 'orders', [{ itemId: item, userId: 'u1', ticketRef: ticketRef(j.body.ticketId), reserveMs: 600_000 }]);
-    const orderId = (sale as { id: string }).id;
-    await queue.admissions.settle(j.body.ticketId, { leaseId: adm.leaseId, status: 'succeeded', result: { orderId } });
-    // The shop's release: Postgres's half done, the Redis half not yet (its daemon died, or Redis
-    // blipped: the next sweep of any daemon finishes it).
-    await t.db.sql`select * from floodgate_settle_order(${orderId}::bigint, 'released')`;
+    const { call, prefix, reservations, item, orderId } = await releasedHalfway();
     const change = await call('PUT', `/v1/items/${item}`, { handler: 'external' });
     expect([change.status, change.body.error?.code]).toEqual([409, 'conflict']);
     await reservations.sweep();
@@ -102,20 +109,12 @@ describe('reservations at their edges', () => {
   });
 
   it("a released unit's return makes no stock counter where the item has none (it counted as stock on an item that keeps none)", async () => {
-    const { call, queue, stock, prefix } = t.build();
-    const reservations = createReservations({ sql: t.db.sql, queue, stock, log: createLogger('silent'), onReturned: () => {} });
-    const item = t.uniqueItem();
-    expect((await call('PUT', `/v1/items/${item}`, { handler: 'seckill', config: { stock: 1, reserveMs: 600_000 } })).status).toBe(201);
-    const j = await call('POST', `/v1/items/${item}/tickets`, { userId: 'u1' }, SERVICE);
-    const [adm] = await queue.admissions.admit(item, 1, 60_000);
-    const [sale] = await writeSales(t.db.sql, 'orders', [{ itemId: item, userId: 'u1', ticketRef: ticketRef(j.body.ticketId), reserveMs: 600_000 }]);
-    await queue.admissions.settle(j.body.ticketId, { leaseId: adm.leaseId, status: 'succeeded', result: { orderId: (sale as { id: string }).id } });
-    await t.db.sql`select * from floodgate_settle_order(${(sale as { id: string }).id}::bigint, 'released')`;
+    const { call, prefix, reservations, item, orderId } = await releasedHalfway();
     // The item's counter gone (a handler that keeps none, or a Redis loss before the restore counts it).
     await t.redis.del(itemKeys(prefix, item).stock);
     await reservations.sweep();
     expect(await t.redis.exists(itemKeys(prefix, item).stock)).toBe(0);
-    const [o] = await t.db.sql`select returned_at from orders where order_id = ${(sale as { id: string }).id}`;
+    const [o] = await t.db.sql`select returned_at from orders where order_id = ${orderId}`;
     expect(o.returned_at).not.toBeNull();
   });
 });
