@@ -66,11 +66,25 @@ end
 -- ticket without a sale, or returns it to the line, puts its unit back in the counter at once, so
 -- a unit is never stranded on a ticket that will not buy it. Idempotent (the `taken` entry goes).
 -- Needs K.taken, K.stock.
+-- Puts one unit back into the stock counter, into `shard` while the counter has that shard. A
+-- counter set since with fewer shards (an operator's `shards` lowered) has it no more: written
+-- there, the unit sat in a field takeUnit never visits while the sums counted it (admissions went
+-- on against it, each ticket back at the head for want of a unit, for as long as reservations were
+-- pending); it goes to s0. No counter at all, no unit: an item whose handler keeps no stock (changed
+-- since), or one Redis lost (its restore counts the unit from Postgres). Needs K.stock.
+local function unitBack(shard)
+  if rcall('HEXISTS', K.stock, shard) == 1 then
+    rcall('HINCRBY', K.stock, shard, 1)
+  elseif rcall('EXISTS', K.stock) == 1 then
+    rcall('HINCRBY', K.stock, 's0', 1)
+  end
+end
+
 local function releaseUnit(seq)
   local shard = rcall('HGET', K.taken, fmt(seq))
   if shard then
     rcall('HDEL', K.taken, fmt(seq))
-    rcall('HINCRBY', K.stock, shard, 1)
+    unitBack(shard)
   end
 end
 

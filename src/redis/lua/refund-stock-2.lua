@@ -6,8 +6,9 @@
   ARGV[1] now (ms, the caller's clock; unused)  ARGV[2] seq  ARGV[3] forfeit: '1' to drop the unit, else '0'
   Returns 1 refunded (or forfeited), 0 nothing was taken.
 ]]
-local shard = redis.call('HGET', K.taken, ARGV[2])
+-- @include _lib
+local shard = rcall('HGET', K.taken, ARGV[2])
 if not shard then return 0 end
-redis.call('HDEL', K.taken, ARGV[2])
-if ARGV[3] ~= '1' then redis.call('HINCRBY', K.stock, shard, 1) end
+rcall('HDEL', K.taken, ARGV[2])
+if ARGV[3] ~= '1' then unitBack(shard) end
 return 1
