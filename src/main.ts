@@ -128,7 +128,13 @@ async function main() {
   }
   const daemon = await startDaemon(keys.config, log).catch(failedToStart);
   started();
+  let stopping = false;
   const shutdown = (signal: string) => {
+    // Once: a stop signalled to a whole process group reaches a worker of FLOODGATE_PROCESSES twice
+    // (from the group, then from its primary). With the handler gone after the first, the second
+    // killed the draining worker mid-job (Node's default for SIGTERM).
+    if (stopping) return;
+    stopping = true;
     log.info({ signal }, 'shutdown requested');
     const force = setTimeout(() => {
       log.error('shutdown timed out; exiting');
@@ -144,8 +150,8 @@ async function main() {
       },
     );
   };
-  process.once('SIGTERM', () => shutdown('SIGTERM'));
-  process.once('SIGINT', () => shutdown('SIGINT'));
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) void main();

@@ -130,15 +130,16 @@ export async function runPrimary(config: Config, log: Logger, n: number): Promis
     }, config.FLOODGATE_SHUTDOWN_MS + 2000);
     force.unref();
     // A worker whose stop cut jobs short exits 1 (main.ts): the group's exit says so too, as one
-    // process's does (it exited 0 whatever its workers did).
+    // process's does (it exited 0 whatever its workers did). So does one a signal killed (it did
+    // not drain: its exit code is null).
     let cutShort = false;
     await Promise.all(
       [...workers.values()].map(
         (w) =>
           new Promise<void>((resolve) => {
             if (w.isDead()) return resolve();
-            w.once('exit', (exitCode: number | null) => {
-              if (exitCode !== null && exitCode !== 0) cutShort = true;
+            w.once('exit', (exitCode: number | null, signal: string | null) => {
+              if ((exitCode !== null && exitCode !== 0) || signal !== null) cutShort = true;
               resolve();
             });
             w.process.kill('SIGTERM');
@@ -149,6 +150,6 @@ export async function runPrimary(config: Config, log: Logger, n: number): Promis
     log.info({ workersFailed: cutShort }, 'stopped');
     process.exit(cutShort ? 1 : code);
   }
-  process.once('SIGTERM', () => void shutdown('SIGTERM'));
-  process.once('SIGINT', () => void shutdown('SIGINT'));
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  process.on('SIGINT', () => void shutdown('SIGINT'));
 }

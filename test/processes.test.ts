@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { request } from 'node:http';
 import { afterAll, describe, expect, it } from 'vitest';
 import { testDb } from './support/db.js';
+import { recordingDownstream } from './support/downstream.js';
 import { startDaemonProcess, type RunningDaemon } from './support/daemon.js';
 import { testRedis } from './support/redis.js';
 
@@ -154,5 +155,26 @@ describe('FLOODGATE_PROCESSES: several daemon processes behind one port', () => 
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+  it('drains every worker when the stop reaches the whole group (each worker signalled twice: by the group, then by its primary)', { timeout: 90_000 }, async () => {
+    // Each webhook call held 3 s: a job runs when the stop comes.
+    const down = await recordingDownstream((_req, res) => void setTimeout(() => res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}'), 3000));
+    const d = await startDaemonProcess(
+      { FLOODGATE_PROCESSES: '2', REDIS_URL: `redis://${redis.options.host}:${redis.options.port}`, DATABASE_URL: db.url, FLOODGATE_REDIS_PREFIX: newPrefix(), FLOODGATE_SERVICE_KEYS: 'svc', FLOODGATE_OPERATOR_KEYS: 'op', FLOODGATE_SHUTDOWN_MS: '15000' },
+      { listening: 2 },
+    );
+    running.push(d);
+    expect((await call(d.url, 'PUT', '/v1/items/hook', { handler: 'webhook', config: { url: down.url, timeoutMs: 60_000 } }, 'op')).status).toBe(201);
+    expect((await call(d.url, 'POST', '/v1/items/hook/tickets', { userId: 'u1' }, 'svc')).status).toBe(202);
+    for (const until = Date.now() + 20_000; down.seen.length === 0 && Date.now() < until; ) await new Promise((r) => setTimeout(r, 50));
+    expect(down.seen).toHaveLength(1);
+    // The group's SIGTERM reaches the workers first (a service manager's stop of the control group),
+    // the primary's own one a moment later: each worker hears SIGTERM twice.
+    for (const pid of workersOf(d.proc.pid!)) process.kill(pid, 'SIGTERM');
+    await new Promise((r) => setTimeout(r, 300));
+    expect(await d.stop('SIGTERM')).toBe(0);
+    // Both drained: each said it stopped, the call in flight finished, and no job was cut short.
+    expect([...d.output().matchAll(/"jobsCutShort":false[^\n]*"msg":"stopped"/g)]).toHaveLength(2);
+    expect(d.output()).toMatch(/"workersFailed":false[^\n]*"msg":"stopped"/);
   });
 });
