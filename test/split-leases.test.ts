@@ -9,7 +9,7 @@ import { jobQueuePrefix } from '../src/redis/keys.js';
 import { createJobQueues, queueName } from '../src/service/jobs.js';
 import { redisUrl, testRedis } from './support/redis.js';
 
-/** A split item's leases: one id per ticket across its sub-lines, and every expired one swept back at once. */
+/** A split item's leases: one id per ticket across its sub-lines, every expired one swept back at once, and the places of the tickets they put back. */
 const t = testRedis();
 const conn = new Redis(redisUrl(), { maxRetriesPerRequest: null });
 afterAll(() => conn.disconnect());
@@ -84,5 +84,21 @@ describe("a split item's leases", () => {
       back[id] = await line.admissions.sweep();
     }
     expect(back).toEqual({ sw1: 200, sw4: 200 });
+  });
+
+  it("given back (a worker's retry) put their tickets back in join order across sub-lines, and each is shown the place the next round takes it at", async () => {
+    const line = await splitItem('rr', 'external', 2);
+    const users = Array.from({ length: 40 }, (_, i) => `rr-${i}`);
+    // The earlier joiner on sub-line 1, the later one on sub-line 0.
+    const early = users.find((u) => subLineOf(u, 2) === 1)!;
+    const late = users.find((u) => subLineOf(u, 2) === 0)!;
+    const a = (await line.tickets.join('rr', early, null)).ticket.ticketId;
+    const b = (await line.tickets.join('rr', late, null)).ticket.ticketId;
+    const pulled = await line.admissions.admit('rr', 10, 60_000);
+    expect(pulled.map((p) => p.userId)).toEqual([early, late]);
+    for (const p of pulled) await line.admissions.settle(p.ticketId, { leaseId: p.leaseId, status: 'failed', retry: true });
+    const [va, vb] = [await line.tickets.status(a), await line.tickets.status(b)];
+    const next = await line.admissions.admit('rr', 1, 60_000);
+    expect({ early: va.position, late: vb.position, next: next[0]?.userId }).toEqual({ early: 1, late: 2, next: early });
   });
 });

@@ -367,6 +367,12 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
     },
 
     async readTicket(item, seq) {
+      /** Returned tickets of every sub-line that joined before join number `jn` (rare and few: read whole). */
+      const returnedAhead = async (it: SplitItem, jn: number) => {
+        const lists = await Promise.all(subs(it).map(async (j) => ({ j, seqs: await redis.zrange(itemKeys(prefix, tag(it, j)).retry, '0', '-1') })));
+        const jns = await Promise.all(lists.flatMap(({ j, seqs }) => seqs.map((s) => redis.hget(itemKeys(prefix, tag(it, j)).x(Number(s)), 'jn'))));
+        return jns.filter((v) => Number(v ?? 0) < jn).length;
+      };
       const { k, local } = subLineSeq(seq, item.lines);
       // A and the number before the record: a ticket the record shows waiting in the line was in
       // `wait` when its number was read (it enters both at once and leaves `wait` only by ending or
@@ -377,10 +383,12 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
       const x: Record<string, string> = {};
       for (let i = 0; i < (flat?.length ?? 0); i += 2) x[flat[i]] = flat[i + 1];
       // A returned ticket's place among the returned tickets of every sub-line: a round takes them
-      // before the line, sub-line by sub-line (admit's merge), so those of the sub-lines before its
-      // own are ahead of it. Its rank on its own sub-line alone showed 1 to one of them on each.
-      let retryRank = rank;
-      if (rank >= 0 && k > 0) for (const n of await Promise.all(subs(item).slice(0, k).map((j) => redis.zcard(itemKeys(prefix, tag(item, j)).retry)))) retryRank += n;
+      // before the line in join order across sub-lines (split-peek-5.lua numbers them by the join
+      // number their admission kept), so those joined before it, on any sub-line, are ahead of it.
+      // Its rank on its own sub-line alone showed 1 to one of them on each; ranked sub-line by
+      // sub-line, a later joiner on sub-line 0 read place 1 while an earlier one on sub-line 1 was
+      // taken first.
+      const retryRank = rank >= 0 ? await returnedAhead(item, Number(x.jn ?? 0)) : rank;
       return { record: record || null, x, retryRank, cut: cut ? (JSON.parse(cut) as Cut) : null, position: num === null ? null : Number(num) - a };
     },
 
