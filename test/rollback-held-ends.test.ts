@@ -79,6 +79,20 @@ describe('a Redis rollback past an end the outcome ledger holds', () => {
     expect(down.seen.map((c) => JSON.parse(c.body).userId)).toEqual(['dan']);
   });
 
+  it('a seckill ticket its user cancelled ends cancelled, not failed, when it reaches the head again (its sale is refused)', { timeout: 60_000 }, async () => {
+    await call('PUT', '/v1/items/x5', { handler: 'seckill', config: { stock: 5 }, gate: { mode: 'closed' } });
+    const t = (await call('POST', '/v1/items/x5/tickets', { userId: 'fay' }, SVC)).body.ticketId as string;
+    const snap = await snapshot('x5');
+    expect((await call('DELETE', `/v1/tickets/${t}`, undefined, null)).body.state).toBe('cancelled');
+    await waitFor(() => row(t), (r) => !!r);
+
+    await rollback('x5', snap);
+    await call('PATCH', '/v1/items/x5/gate', { mode: 'manual', rate: 100, maxInFlight: 5 });
+    const v = await waitFor(() => poll(t), (v) => v.state !== 'waiting' && v.state !== 'admitted');
+    expect(v).toMatchObject({ state: 'cancelled', outcome: { reason: 'cancelled_by_user' } });
+    expect((await db.sql`select count(*)::int as n from orders where item_id = 'x5'`)[0].n).toBe(0);
+  });
+
   it('an external ticket in doubt ends with the worker answer the ledger holds, not the close', { timeout: 60_000 }, async () => {
     await call('PUT', '/v1/items/x4', { handler: 'external' });
     const t = (await call('POST', '/v1/items/x4/tickets', { userId: 'dave' }, SVC)).body.ticketId as string;

@@ -147,6 +147,12 @@ export function createRunner(deps: RunnerDeps) {
         log.debug({ itemId, seq: t.seq, attempt, waitMs, err: String(err) }, 'handler attempt failed; retrying');
         return { settled: false, waitMs };
       }
+      // Voided in Postgres: a cancel the ledger holds (a Redis rollback brought the ticket back), or
+      // an end without a sale the doubt resolver made. That end, not `failed`: its user was told it.
+      if (permanent && (err as Error).message === 'ticket_voided' && deps.dropHeldEnds) {
+        const live = await deps.dropHeldEnds(itemId, [t]).catch(() => [t]);
+        if (!live.length) return { settled: true };
+      }
       log.warn({ itemId, seq: t.seq, attempt, err: String(err) }, 'handler failed');
       await settle(itemId, t, { status: 'failed', reason: drop ? (err as DropError).reason : permanent ? (err as Error).message : 'handler_error' });
       return { settled: true };
