@@ -363,6 +363,14 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     try {
       counted = await countStock(def);
       if (JSON.stringify(before) !== JSON.stringify(gate)) await audit(itemId, actor, before, gate);
+      // A split item's handler change, checked again on a fresh read just before the define:
+      // define-5.lua sees only sub-line 0's tickets, and a join and a pull on another sub-line
+      // since the check above (the Postgres writes between) kept a ticket out under the old
+      // handler, to be run again under the new one. (A window of one Redis round trip remains.)
+      if (existing && existing.snap.def.handler !== def.handler && (def.lines ?? 1) > 1) {
+        const now = (await queue.items.item(itemId, { fresh: true }))?.snap;
+        if (now && now.counts.waiting + now.counts.admitted > 0) fail('conflict', 'The handler of an item with live tickets cannot change.');
+      }
       const made = await queue.definitions.define(def, gate, { reopen: true, secret: kept.secret ?? undefined, epoch: kept.epochMs, everywhere: (fn) => locked('*', fn) });
       created = made.created;
       await keepLiveSecret(itemId, kept, made);
