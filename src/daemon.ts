@@ -30,7 +30,7 @@ import { systemClock, type Clock } from './kernel/clock.js';
 import { redisTimeClock } from './kernel/redis-time.js';
 import type { Logger } from './kernel/logger.js';
 import { every } from './kernel/loop.js';
-import { settlesWithin } from './kernel/wait.js';
+import { settlesWithin, withTimeout } from './kernel/wait.js';
 import { redactUrl } from './kernel/redact-url.js';
 import { createMetrics, forgetItems } from './kernel/metrics.js';
 import { workerMetrics } from './kernel/cluster-metrics.js';
@@ -127,6 +127,9 @@ export async function openStores(config: Config, log: Logger) {
   return { redis, admitRedis, dbHandle, redisTarget: infra.redis, pgUrl: infra.pgUrl, close };
 }
 
+/** How long a pull or a job waits for the outcome ledger's look at its tickets (admissions.dropHeldEnds). */
+const HELD_ENDS_TIMEOUT_MS = 1000;
+
 /** The modules over the stores, none of them running: what the daemon, the CLI and the HTTP tests share. */
 export function wireModules(config: Config, log: Logger, clock: Clock, { redis, admitRedis, dbHandle }: Stores, handlers: HandlerRegistry = createHandlerRegistry()) {
   const events: DaemonEvents = new EventEmitter();
@@ -162,7 +165,9 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
     archived: (ref) => readOutcome(dbHandle.sql, ref) as ReturnType<NonNullable<LineDeps['archived']>>,
     lost: lostTickets,
     storeAway: (handler) => !pg.up && !!handlers.get(handler)?.stockTable,
-    heldEnds: (refs) => readEnds(dbHandle.sql, refs) as Promise<Map<string, Outcome>>,
+    // Bounded: a Postgres that stalls (silent, not down) must not hold every pull and webhook job
+    // for the driver's own timeout; unread, the tickets run as before (it takes a rollback too).
+    heldEnds: (refs) => withTimeout(readEnds(dbHandle.sql, refs) as Promise<Map<string, Outcome>>, HELD_ENDS_TIMEOUT_MS, `outcome ledger read took over ${HELD_ENDS_TIMEOUT_MS} ms`),
     onHeldEndsUnread: (err) => log.warn({ err: String(err) }, 'outcome ledger not read for tickets about to run (they run)'),
   });
   const gateStore = createGateStore(redis, config.FLOODGATE_REDIS_PREFIX, clock);

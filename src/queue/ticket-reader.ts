@@ -1,6 +1,7 @@
 import type { Clock } from '../kernel/clock.js';
 import { fail, FloodgateError } from '../kernel/errors.js';
 import { ticketRef } from '../kernel/ticket-ref.js';
+import { withTimeout } from '../kernel/wait.js';
 import type { CachedItem } from './item-cache.js';
 import type { ItemDirectory } from './items.js';
 import type { LineScripts } from './line-scripts.js';
@@ -22,6 +23,9 @@ export type ArchivedOutcome = (ticketRef: string) => Promise<{ outcome: Outcome;
  * half against the record), and a waiting ticket is answered from the cached item view where
  * that can tell, else read from Redis.
  */
+/** How long a cancel waits for Postgres's word on an end a rollback took back (TicketReader.heldEnd). */
+const HELD_END_TIMEOUT_MS = 1000;
+
 export function createTicketReader(deps: { items: ItemDirectory; scripts: LineScripts; split: SplitLine; clock: Clock; archived?: ArchivedOutcome; lost?: LostTickets }) {
   const { items, clock } = deps;
   const records = createRecordCache(500_000);
@@ -102,7 +106,11 @@ export function createTicketReader(deps: { items: ItemDirectory; scripts: LineSc
   }
 
   /** The end Postgres holds for a ticket Redis holds (one a rollback revived), or null; no lookup without the lost-ticket store. */
-  const heldEnd = deps.lost ? async (ticketId: string, item: CachedItem): Promise<TicketView | null> => (await deps.lost!.view(ticketId, item.snap.secret, { live: true }))?.view ?? null : null;
+  const heldEnd = deps.lost
+    ? async (ticketId: string, item: CachedItem): Promise<TicketView | null> =>
+        // Bounded (a Postgres that stalls must not hold a cancel for the driver's own timeout); the caller decides what "unread" means.
+        (await withTimeout(deps.lost!.view(ticketId, item.snap.secret, { live: true }), HELD_END_TIMEOUT_MS, 'outcome ledger read timed out'))?.view ?? null
+    : null;
 
   return { records, resolve, bound, read, cachedWaiting, cachedCut, fromPostgres, heldEnd };
 }
