@@ -127,8 +127,12 @@ export async function openStores(config: Config, log: Logger) {
   return { redis, admitRedis, dbHandle, redisTarget: infra.redis, pgUrl: infra.pgUrl, close };
 }
 
-/** How long a pull or a job waits for the outcome ledger's look at its tickets (admissions.dropHeldEnds). */
-const HELD_ENDS_TIMEOUT_MS = 1000;
+/**
+ * How long a pull or a job waits for the outcome ledger's look at its tickets (admissions.dropHeldEnds):
+ * a small part of the shortest lease a pull gives (1 s), which runs while it waits.
+ */
+const HELD_ENDS_TIMEOUT_MS = 200;
+class PgAway extends Error {}
 
 /** The modules over the stores, none of them running: what the daemon, the CLI and the HTTP tests share. */
 export function wireModules(config: Config, log: Logger, clock: Clock, { redis, admitRedis, dbHandle }: Stores, handlers: HandlerRegistry = createHandlerRegistry()) {
@@ -167,8 +171,11 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
     storeAway: (handler) => !pg.up && !!handlers.get(handler)?.stockTable,
     // Bounded: a Postgres that stalls (silent, not down) must not hold every pull and webhook job
     // for the driver's own timeout; unread, the tickets run as before (it takes a rollback too).
-    heldEnds: (refs) => withTimeout(readEnds(dbHandle.sql, refs) as Promise<Map<string, Outcome>>, HELD_ENDS_TIMEOUT_MS, `outcome ledger read took over ${HELD_ENDS_TIMEOUT_MS} ms`),
-    onHeldEndsUnread: (err) => log.warn({ err: String(err) }, 'outcome ledger not read for tickets about to run (they run)'),
+    // Not at all while Postgres is known down (every pull and job waited out the bound).
+    heldEnds: (refs) => (pg.up ? withTimeout(readEnds(dbHandle.sql, refs) as Promise<Map<string, Outcome>>, HELD_ENDS_TIMEOUT_MS, `outcome ledger read took over ${HELD_ENDS_TIMEOUT_MS} ms`) : Promise.reject(new PgAway())),
+    onHeldEndsUnread: (err) => {
+      if (!(err instanceof PgAway)) log.warn({ err: String(err) }, 'outcome ledger not read for tickets about to run (they run)');
+    },
   });
   const gateStore = createGateStore(redis, config.FLOODGATE_REDIS_PREFIX, clock);
   const stock = createStockCounters({ redis, prefix: config.FLOODGATE_REDIS_PREFIX, clock, items: queue.items });

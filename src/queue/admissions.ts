@@ -251,13 +251,15 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
       }
       if (!ends.size) return tickets;
       const ended = tickets.filter((t) => ends.has(ticketRef(t.ticketId)));
+      // (A settle Redis did not take leaves those tickets out all the same: their leases run out and
+      // they come back to be ended again; handed out, they would run.)
       await admissions.settleMany(
         itemId,
         ended.map((t) => {
           const o = ends.get(ticketRef(t.ticketId))!;
           return { seq: t.seq, leaseId: t.leaseId, record: t.record, status: o.status, ...(o.result !== undefined && { result: o.result }), ...(o.reason !== undefined && { reason: o.reason }) };
         }),
-      );
+      ).catch((err: unknown) => deps.onHeldEndsUnread?.(err));
       return tickets.filter((t) => !ends.has(ticketRef(t.ticketId)));
     },
 
