@@ -104,7 +104,10 @@ export function startDoubtResolver(
     const sales = spec.stockTable ? await decideDoubts(deps.sql, spec.stockTable, itemId, refs) : new Map();
     // An outside worker's ticket whose end the ledger holds (its write-back, before a Redis
     // rollback took it back with its lease alive): that end, not the cut's.
-    const ledger: Map<string, LedgerEnd> = spec.stockTable ? new Map() : await readEnds(deps.sql, refs);
+    // Unread (Postgres away), they wait for a later round; the round goes on to the other items
+    // (a webhook item's doubts behind it are run again without Postgres).
+    const ledger: Map<string, LedgerEnd> | null = spec.stockTable ? new Map() : await readEnds(deps.sql, refs).catch(() => null);
+    if (!ledger) return;
     const entries = doubts.map((d, i) => {
       const held = ledger.get(refs[i]);
       if (held) return { seq: d.seq, result: null, outcome: held as Outcome };
