@@ -26,6 +26,12 @@ export interface CachedItem {
   recordKey: string;
   /** Seqs cancelled while still in the line (ahead of the head when last refreshed). */
   cancelled: Set<number>;
+  /**
+   * Those of `cancelled` this process added itself (its own cancels, tickets.ts) before it read
+   * them on the item's cancel stream: the next refresh keeps only what the stream shows, so a
+   * cancel a Redis rollback took back is not counted for good by the process that made it.
+   */
+  ownCancels: Set<number>;
   /** How many of them lie strictly between line places `served` and `place`: the places a cancel freed ahead. */
   cancelledBetween(served: number, place: number): number;
   /** A ticket's place in the line: its seq, except for pre-queued tickets once drawn (queue/draw.ts). */
@@ -105,7 +111,14 @@ export function createItemCache(deps: { redis: RedisLike; prefix: string; clock:
     const rolledBack =
       !!prev &&
       prev.snap.incarnation === snap.incarnation &&
-      (snap.seq < prev.snap.seq || snap.served < prev.snap.served || snap.admissions < prev.snap.admissions || (prev.snap.newestTail != null && snap.probedTail !== prev.snap.newestTail));
+      (snap.seq < prev.snap.seq ||
+        snap.served < prev.snap.served ||
+        snap.admissions < prev.snap.admissions ||
+        // A rollback that took back cancels alone (the tickets wait again): kept, the set counted
+        // them as gone (places too good behind them), and the next cancels, the count back where
+        // it was, were never read (a ticket cancelled through another daemon read `waiting` here).
+        snap.cancelsTotal < e.seenCancels ||
+        (prev.snap.newestTail != null && snap.probedTail !== prev.snap.newestTail));
     if (rolledBack) {
       e.generation++;
       e.lastCxId = '0';
@@ -118,6 +131,9 @@ export function createItemCache(deps: { redis: RedisLike; prefix: string; clock:
       e.samples = [];
     }
     const cancelled = prev && prev.snap.incarnation === snap.incarnation && !rolledBack ? prev.cancelled : new Set<number>();
+    // This process's own cancels come back from the stream below (read from past the last entry
+    // read, which is before them), unless a rollback took them.
+    if (cancelled === prev?.cancelled) for (const s of prev.ownCancels) cancelled.delete(s);
     let feedComplete = prev?.feedComplete ?? true;
     if (snap.cancelsTotal > e.seenCancels) {
       const rows = (await deps.redis.xrange(itemKeys(deps.prefix, itemId).cx, `(${e.lastCxId}`, '+', 'COUNT', 20000)) as [string, string[]][];
@@ -145,7 +161,7 @@ export function createItemCache(deps: { redis: RedisLike; prefix: string; clock:
     const admitRate = dt >= 1000 ? ((snap.admissions - first.admissions) * 1000) / dt : (prev?.admitRate ?? null);
     const handler = snap.def.handler;
     const storeAway = () => deps.storeAway?.(handler) ?? false;
-    e.item = { snap, recordKey: `${snap.incarnation}#${e.generation}`, cancelled, feedComplete, admitRate, cancelledBetween: counter(cancelled, lineIndex), lineIndex, storeAway };
+    e.item = { snap, recordKey: `${snap.incarnation}#${e.generation}`, cancelled, ownCancels: new Set(), feedComplete, admitRate, cancelledBetween: counter(cancelled, lineIndex), lineIndex, storeAway };
     return e.item;
   }
 

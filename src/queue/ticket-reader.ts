@@ -66,7 +66,10 @@ export function createTicketReader(deps: { items: ItemDirectory; scripts: LineSc
       }
     }
     if (rec.state === 'waiting' && !cut) records.set(ticketId, cachedRecord(rec, itemId, seq, item.recordKey));
-    return fullView(ticketId, item, rec, x, served, seq, retryRank, cut, clock.now(), position ?? undefined);
+    // Placed from the head as the item's view has it, as the next poll (from that view, cachedWaiting)
+    // will place it: from Redis's head, fresher by the admissions of up to the cache time, a place
+    // read 6 became 16 at the next poll (a rise, and two users told one place meanwhile).
+    return fullView(ticketId, item, rec, x, Math.min(served, item.snap.served), seq, retryRank, cut, clock.now(), position ?? undefined);
   }
 
   /** A waiting ticket still in the line, answered from the cache alone; null when unsure. */

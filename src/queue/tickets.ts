@@ -192,7 +192,8 @@ export function createTickets(deps: TicketsDeps): Tickets {
       deps.onJoined?.(itemId);
       const base = baseView(ticketId, itemId, cached, 'waiting');
       if (s.draw && now < (s.def.opensAt ?? 0)) return { created: true, ticket: { ...base, ...preQueueHints(item, now) } };
-      const position = linePosition(item, served, seq);
+      // From the view's head, as the polls that follow place it (ticket-reader.ts read).
+      const position = linePosition(item, Math.min(served, s.served), seq);
       const hints = waitingHints(item, position, now);
       if (deps.rememberEtas) deps.eta.remember(itemId, seq, hints.etaMs);
       return { created: true, ticket: { ...base, position, ...hints } };
@@ -273,6 +274,7 @@ export function createTickets(deps: TicketsDeps): Tickets {
         fail('not_cancellable', 'Only a waiting ticket can be cancelled.');
       }
       item.cancelled.add(seq);
+      item.ownCancels.add(seq);
       return reader.read(ticketId, item, seq);
     },
 
