@@ -10,6 +10,7 @@
 import { EventEmitter } from 'node:events';
 import { createServer as createHttpServer, type Server, type ServerOptions, type ServerResponse } from 'node:http';
 import { getRequestListener, serve, type ServerType } from '@hono/node-server';
+import type { Cluster } from 'ioredis';
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
@@ -330,14 +331,17 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
   // ready throughout: only its slot map changes. Without this, a close the failover took stayed
   // undone for up to the minute's full compare (newcomers joined the closed item), and holders
   // whose polls were answered 503 meanwhile were expired as abandoned at the next admission.
+  // (Both connections watch, each refreshing its own map: the first to see a change acts for both;
+  // the map each starts from is the one it holds now, its first refresh long done.)
+  const mastersOf = (conn: Cluster) => conn.slots.map((nodes) => nodes?.[0] ?? '').join(',');
+  let seenMasters: string | null = null;
   for (const conn of [redis, stores.admitRedis]) {
     if (!isCluster(conn)) continue;
-    let masters: string | null = null;
+    seenMasters ??= mastersOf(conn);
     conn.on('refresh', () => {
-      const now = conn.slots.map((nodes) => nodes?.[0] ?? '').join(',');
-      const moved = masters !== null && now !== masters;
-      masters = now;
-      if (!moved) return;
+      const now = mastersOf(conn);
+      if (now === seenMasters) return;
+      seenMasters = now;
       log.warn({ connection: conn === redis ? 'api' : 'admissions' }, 'redis cluster slots moved to other masters (a failover, or a reshard): operators\' writes compared and abandonment clocks restarted, as after a reconnect');
       afterReconnect();
     });
