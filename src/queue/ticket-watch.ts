@@ -63,9 +63,18 @@ interface Group {
    * place or an admission a poll showed at once.)
    */
   admissions: number;
+  /**
+   * The item's cancels and returned tickets: either moves places with no head moving (a cancel
+   * ahead frees one; returned tickets admitted again leave places before the line), and parked
+   * watchers waited for their heartbeat, up to 10 s, for a drop a poll showed at once.
+   */
+  aside: string;
   /** What decides waiting tickets' state and reason, as of the last tick. */
   shape: string;
 }
+
+/** The item's cancels and returned tickets as of a view (Group.aside). */
+const asideOf = (item: CachedItem | null | undefined) => (item ? `${item.snap.cancelsTotal}|${item.snap.returned}` : '');
 
 /**
  * Whatever decides a waiting ticket's state or reason: a change of it is news for every watcher.
@@ -157,7 +166,7 @@ export function createTicketWatch(deps: {
       // to tell every watcher of (each was just sent the current view).
       const now = deps.clock.now();
       const cached = deps.queue.items.peek(itemId);
-      g = { all: new Set(), hot: new Set(), parked: new Set(), slots: new Map(), heads: [], doneSlot: endedSlot(now), served: cached?.snap.served ?? -1, admissions: splitAdmissions(cached), shape: shapeOf(cached, now) };
+      g = { all: new Set(), hot: new Set(), parked: new Set(), slots: new Map(), heads: [], doneSlot: endedSlot(now), served: cached?.snap.served ?? -1, admissions: splitAdmissions(cached), aside: asideOf(cached), shape: shapeOf(cached, now) };
       groups.set(itemId, g);
     }
     return g;
@@ -262,9 +271,11 @@ export function createTicketWatch(deps: {
     g.shape = shape;
     const served = s?.served ?? Infinity;
     const admissions = splitAdmissions(item);
-    const headMoved = served !== g.served || admissions !== g.admissions;
+    const aside = asideOf(item);
+    const headMoved = served !== g.served || admissions !== g.admissions || aside !== g.aside;
     g.served = served;
     g.admissions = admissions;
+    g.aside = aside;
     const slow: Promise<void>[] = [];
     const start = performance.now();
     // The slots due now are taken out first: whoever a visit re-places lands in a later one.

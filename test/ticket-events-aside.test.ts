@@ -1,0 +1,49 @@
+import { describe, expect, it } from 'vitest';
+import { SERVICE, testApp } from './support/app.js';
+import { followTicket } from './support/ticket-stream.js';
+
+const t = await testApp();
+const join = (call: ReturnType<typeof t.build>['call'], item: string, userId: string) => call('POST', `/v1/items/${item}/tickets`, { userId }, SERVICE).then((r) => r.body);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * A ticket's event stream tells a drop of its place that no move of the head caused (a cancel
+ * ahead, returned tickets admitted again) within its pollAfterMs, as a poll shows it: its watcher,
+ * parked while the line stood still, waited for its 10 s heartbeat.
+ */
+describe('event stream: places that drop with the head still', () => {
+  it('a cancel ahead reaches a parked stream within a few pollAfterMs, as a poll shows it', async () => {
+    const { app, call } = t.build({ cacheMs: 50 });
+    await call('PUT', '/v1/items/a', { handler: 'external', gate: { mode: 'manual', rate: 1000 } });
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) ids.push((await join(call, 'a', `u${i}`)).ticketId);
+    const s = followTicket(app, ids[4]);
+    expect(await s.next()).toMatchObject({ position: 5, pollAfterMs: 1000 });
+    await sleep(1600); // past its pollAfterMs with a still line: parked
+    expect((await call('DELETE', `/v1/tickets/${ids[0]}`, undefined, null)).body.state).toBe('cancelled');
+    const polled = (await call('GET', `/v1/tickets/${ids[4]}`, undefined, null)).body;
+    expect(polled.position).toBe(4);
+    const next = await s.next(4000);
+    expect(next).toMatchObject({ position: 4 });
+  }, 30_000);
+
+  it('returned tickets admitted again (served unchanged) reach a parked stream', async () => {
+    const { app, call } = t.build({ cacheMs: 50 });
+    await call('PUT', '/v1/items/b', { handler: 'external', gate: { mode: 'manual', rate: 1000 } });
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) ids.push((await join(call, 'b', `u${i}`)).ticketId);
+    const pulled = (await call('POST', '/v1/items/b/pull', { max: 2 }, SERVICE)).body.tickets;
+    for (const p of pulled) expect((await call('POST', `/v1/tickets/${p.ticketId}/outcome`, { leaseId: p.leaseId, status: 'failed', reason: 'busy', retry: true }, SERVICE)).status).toBe(200);
+    await sleep(100);
+    const before = (await call('GET', `/v1/tickets/${ids[4]}`, undefined, null)).body;
+    expect(before.position).toBe(5); // 2 returned + places 1..3
+    const s = followTicket(app, ids[4]);
+    expect(await s.next()).toMatchObject({ position: 5 });
+    await sleep(1600);
+    await call('POST', '/v1/items/b/pull', { max: 2 }, SERVICE); // the two returned ones
+    await sleep(100);
+    expect((await call('GET', `/v1/tickets/${ids[4]}`, undefined, null)).body.position).toBe(3);
+    const next = await s.next(4000);
+    expect(next).toMatchObject({ position: 3 });
+  }, 30_000);
+});
