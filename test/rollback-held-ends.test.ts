@@ -108,6 +108,21 @@ describe('a Redis rollback past an end the outcome ledger holds', () => {
     expect(v).toMatchObject({ state: 'succeeded', outcome: { result: { orderId: 'D1' } } });
   });
 
+  it('a buyer told succeeded is not told waiting, with a place, after the rollback (the gate closed: the line does not reach the ticket)', { timeout: 60_000 }, async () => {
+    await call('PUT', '/v1/items/s2', { handler: 'seckill', config: { stock: 5 }, gate: { mode: 'closed' } });
+    const t = (await call('POST', '/v1/items/s2/tickets', { userId: 'gus' }, SVC)).body.ticketId as string;
+    const snap = await snapshot('s2');
+    await call('PATCH', '/v1/items/s2/gate', { mode: 'manual', rate: 100, maxInFlight: 5 });
+    expect((await waitFor(() => poll(t), (v) => v.state === 'succeeded')).state).toBe('succeeded');
+    await call('PATCH', '/v1/items/s2/gate', { mode: 'closed' });
+    await waitFor(() => row(t), (r) => !!r);
+
+    await rollback('s2', snap);
+    // (The daemon sees the item's counters go back at its next read of the item.)
+    const v = await waitFor(() => poll(t), (v) => v.state === 'succeeded', 5_000);
+    expect(v).toMatchObject({ state: 'succeeded', outcome: { status: 'succeeded' } });
+  });
+
   it('a buyer whose order the ledger holds cannot cancel the ticket a rollback brought back', { timeout: 60_000 }, async () => {
     await call('PUT', '/v1/items/s1', { handler: 'seckill', config: { stock: 5 }, gate: { mode: 'closed' } });
     const t = (await call('POST', '/v1/items/s1/tickets', { userId: 'erin' }, SVC)).body.ticketId as string;

@@ -32,6 +32,12 @@ export interface CachedItem {
    * cancel a Redis rollback took back is not counted for good by the process that made it.
    */
   ownCancels: Set<number>;
+  /**
+   * Whether this process saw the item's counters go backwards (a Redis rollback) in this life of
+   * the item: a ticket Redis holds waiting or admitted may then have ended before, as its ledger
+   * row says (ticket-reader.ts read).
+   */
+  rolledBack: boolean;
   /** How many of them lie strictly between line places `served` and `place`: the places a cancel freed ahead. */
   cancelledBetween(served: number, place: number): number;
   /** A ticket's place in the line: its seq, except for pre-queued tickets once drawn (queue/draw.ts). */
@@ -161,7 +167,7 @@ export function createItemCache(deps: { redis: RedisLike; prefix: string; clock:
     const admitRate = dt >= 1000 ? ((snap.admissions - first.admissions) * 1000) / dt : (prev?.admitRate ?? null);
     const handler = snap.def.handler;
     const storeAway = () => deps.storeAway?.(handler) ?? false;
-    e.item = { snap, recordKey: `${snap.incarnation}#${e.generation}`, cancelled, ownCancels: new Set(), feedComplete, admitRate, cancelledBetween: counter(cancelled, lineIndex), lineIndex, storeAway };
+    e.item = { snap, recordKey: `${snap.incarnation}#${e.generation}`, cancelled, ownCancels: new Set(), rolledBack: e.generation > 0, feedComplete, admitRate, cancelledBetween: counter(cancelled, lineIndex), lineIndex, storeAway };
     return e.item;
   }
 

@@ -1,5 +1,6 @@
 import type { Clock } from '../kernel/clock.js';
 import { fail, FloodgateError } from '../kernel/errors.js';
+import { recentMap } from '../kernel/recent-map.js';
 import { ticketRef } from '../kernel/ticket-ref.js';
 import { withTimeout } from '../kernel/wait.js';
 import type { CachedItem } from './item-cache.js';
@@ -29,6 +30,8 @@ const HELD_END_TIMEOUT_MS = 1000;
 export function createTicketReader(deps: { items: ItemDirectory; scripts: LineScripts; split: SplitLine; clock: Clock; archived?: ArchivedOutcome; lost?: LostTickets }) {
   const { items, clock } = deps;
   const records = createRecordCache(500_000);
+  /** What the ledger held, asked after a rollback, per ticket id and item life (null: no end). */
+  const afterRollback = recentMap<string, TicketView | null>(50_000);
 
   async function resolve(ticketId: string): Promise<{ item: CachedItem; seq: number }> {
     const parsed = parseTicketId(ticketId);
@@ -54,6 +57,19 @@ export function createTicketReader(deps: { items: ItemDirectory; scripts: LineSc
     // A split item's ticket: read on its sub-line, its position n − A (no cached path: the cache counts one line).
     const { record, x, served, retryRank, cut, position } = sub ? { served: 0, ...(await deps.split.readTicket(sub, seq)) } : { position: undefined, ...(await deps.scripts.readTicket(itemId, clock.now(), seq)) };
     let rec = bound(ticketId, item, record);
+    // Waiting or admitted in Redis on an item this process saw roll back: the ledger may hold the
+    // ticket's end, which its user was told (a poll read `waiting`, place 1, after `succeeded`,
+    // until the line reached the ticket and ended it again: never, behind a closed gate). Asked
+    // once per ticket and rollback; the answer is kept.
+    if ((rec.state === 'waiting' || rec.state === 'admitted') && item.rolledBack && heldEnd) {
+      const key = `${ticketId}#${item.recordKey}`;
+      let end = afterRollback.get(key);
+      if (end === undefined) {
+        end = await heldEnd(ticketId, item).catch(() => undefined);
+        if (end !== undefined) afterRollback.set(key, end);
+      }
+      if (end && end.state !== 'waiting' && end.state !== 'admitted') return end;
+    }
     if (!x.outcome && rec.state !== 'waiting' && rec.state !== 'admitted' && deps.archived) {
       const old = await deps.archived(ticketRef(ticketId));
       if (old) {
