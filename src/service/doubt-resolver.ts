@@ -72,7 +72,10 @@ export function startDoubtResolver(
       if (doubts.some((d) => d.held)) {
         const since = deps.now() - Math.max(opts.graceMs, deadlineMs + RUN_LEASE_MS);
         const stale = (await queue.admissions.doubts(itemId, since)).filter((d) => d.held);
-        const ended = stale.length ? await queue.admissions.resolveDoubts(itemId, stale.map((d) => ({ seq: d.seq, result: null }))) : 0;
+        // The end the ledger holds, if any (its run answered before a Redis rollback brought it
+        // back), else their own (rejected / blocked); unread (Postgres away), a later round.
+        const ledger = stale.length ? await readEnds(deps.sql, stale.map((d) => ticketRef(d.ticketId))).catch(() => null) : new Map<string, LedgerEnd>();
+        const ended = stale.length && ledger ? await queue.admissions.resolveDoubts(itemId, stale.map((d) => ({ seq: d.seq, result: null, ...(ledger.has(ticketRef(d.ticketId)) && { outcome: ledger.get(ticketRef(d.ticketId)) as Outcome }) }))) : 0;
         if (ended) {
           deps.onResolved?.(itemId, 'cut', ended);
           log.warn({ itemId, ended }, 'tickets in doubt of blocked users ended without a run');
