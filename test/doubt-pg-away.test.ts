@@ -29,7 +29,7 @@ afterAll(async () => {
 });
 const plain = { config: {}, capacity: null, abandonAfterMs: null, opensAt: null, closesAt: null, rejoin: 'any' as const };
 
-describe('the doubt resolver while Postgres is away', () => {
+describe('the doubt resolver and the outcome ledger', () => {
   it("runs a webhook item's doubts again behind an outside worker's item whose doubts wait", { timeout: 30_000 }, async () => {
     const clock = manualClock();
     const prefix = t.newPrefix();
