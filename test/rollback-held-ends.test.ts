@@ -62,6 +62,24 @@ describe('a Redis rollback past an end the outcome ledger holds', () => {
     expect(await poll(t)).toMatchObject({ state: 'cancelled', outcome: { status: 'cancelled', reason: 'cancelled_by_user' } });
   });
 
+  it('a user told cancelled who joins again gets a new ticket, and it is handed out', { timeout: 60_000 }, async () => {
+    await call('PUT', '/v1/items/x6', { handler: 'external' });
+    const t = (await call('POST', '/v1/items/x6/tickets', { userId: 'hal' }, SVC)).body.ticketId as string;
+    const snap = await snapshot('x6');
+    expect((await call('DELETE', `/v1/tickets/${t}`, undefined, null)).body.state).toBe('cancelled');
+    await waitFor(() => row(t), (r) => !!r);
+    expect((await poll(t)).state).toBe('cancelled');
+
+    await rollback('x6', snap);
+    // Once the daemon has seen the rollback, her ticket answers its cancel.
+    expect((await waitFor(() => poll(t), (v) => v.state === 'cancelled', 5_000)).state).toBe('cancelled');
+    const again = await call('POST', '/v1/items/x6/tickets', { userId: 'hal' }, SVC);
+    expect(again.status).toBe(202);
+    expect(again.body.ticketId).not.toBe(t);
+    expect((await pulled('x6')).map((p) => p.ticketId)).toEqual([again.body.ticketId]);
+    expect(await poll(t)).toMatchObject({ state: 'cancelled' });
+  });
+
   it('a webhook ticket its user cancelled is not called', { timeout: 60_000 }, async () => {
     await call('PUT', '/v1/items/x3', { handler: 'webhook', config: { url: down.url }, gate: { mode: 'closed' } });
     const t = (await call('POST', '/v1/items/x3/tickets', { userId: 'carol' }, SVC)).body.ticketId as string;

@@ -59,16 +59,10 @@ export function createTicketReader(deps: { items: ItemDirectory; scripts: LineSc
     let rec = bound(ticketId, item, record);
     // Waiting or admitted in Redis on an item this process saw roll back: the ledger may hold the
     // ticket's end, which its user was told (a poll read `waiting`, place 1, after `succeeded`,
-    // until the line reached the ticket and ended it again: never, behind a closed gate). Asked
-    // once per ticket and rollback; the answer is kept.
-    if ((rec.state === 'waiting' || rec.state === 'admitted') && item.rolledBack && heldEnd) {
-      const key = `${ticketId}#${item.recordKey}`;
-      let end = afterRollback.get(key);
-      if (end === undefined) {
-        end = await heldEnd(ticketId, item).catch(() => undefined);
-        if (end !== undefined) afterRollback.set(key, end);
-      }
-      if (end && end.state !== 'waiting' && end.state !== 'admitted') return end;
+    // until the line reached the ticket and ended it again: never, behind a closed gate).
+    if (rec.state === 'waiting' || rec.state === 'admitted') {
+      const end = await endAfterRollback(ticketId, item);
+      if (end) return end;
     }
     if (!x.outcome && rec.state !== 'waiting' && rec.state !== 'admitted' && deps.archived) {
       const old = await deps.archived(ticketRef(ticketId));
@@ -131,7 +125,22 @@ export function createTicketReader(deps: { items: ItemDirectory; scripts: LineSc
         (await withTimeout(deps.lost!.view(ticketId, item.snap.secret, { live: true }), HELD_END_TIMEOUT_MS, 'outcome ledger read timed out'))?.view ?? null
     : null;
 
-  return { records, resolve, bound, read, cachedWaiting, cachedCut, fromPostgres, heldEnd };
+  /**
+   * The end the ledger holds for a ticket Redis holds live, on an item this process saw roll back
+   * (else null, with no lookup): asked once per ticket and rollback, the answer kept.
+   */
+  async function endAfterRollback(ticketId: string, item: CachedItem): Promise<TicketView | null> {
+    if (!item.rolledBack || !heldEnd) return null;
+    const key = `${ticketId}#${item.recordKey}`;
+    let end = afterRollback.get(key);
+    if (end === undefined) {
+      end = await heldEnd(ticketId, item).catch(() => undefined);
+      if (end !== undefined) afterRollback.set(key, end);
+    }
+    return end && end.state !== 'waiting' && end.state !== 'admitted' ? end : null;
+  }
+
+  return { records, resolve, bound, read, cachedWaiting, cachedCut, fromPostgres, heldEnd, endAfterRollback };
 }
 
 export type TicketReader = ReturnType<typeof createTicketReader>;

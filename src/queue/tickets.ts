@@ -148,6 +148,61 @@ export function createTickets(deps: TicketsDeps): Tickets {
   }
   const statusNow = (ticketId: string) => placeNow(ticketId, true);
 
+  /** Tickets.join; `rejoined`: the second try, after a ticket a rollback brought back was ended again. */
+  async function joinOnce(itemId: string, userId: string, payload: Record<string, unknown> | null, source: string | undefined, rejoined: boolean): Promise<{ created: boolean; ticket: TicketView }> {
+    const item = await items.must(itemId);
+    const s = item.snap;
+    // Behind a closed gate the join needs no loop (only a change notice): the gate's opening
+    // makes the item active (items.loopNeed). A join to an ended item creates nothing: it marks
+    // nothing (a flood of refusals kept ended items active and their views distrusted).
+    if (!(s.soldOut || s.closed)) items.keepAsNeeded(s, { joining: true });
+    const now = clock.now();
+    refuseFromCache(s, now);
+    // After a sell-out or close, a user who holds nothing of the item is refused from memory —
+    // once the announcements, read after this join arrived, show none since this view was read:
+    // only an announced change (a redefinition, restock or reopening, on any daemon; announced
+    // before it is answered) makes an ended item take users again.
+    if (ended.refusable(item, userId) && (await items.unannouncedNow(itemId)) === item) throw endedRefusal(s.closed);
+    const sub = splitOf(s.def);
+    const memoryFull = deps.memoryFull?.() ?? false;
+    if (sub) {
+      // (A split item's join takes its number first: near the limit, every join of one is refused.)
+      if (memoryFull) throw memoryFullRefusal();
+      return joinSplit(item, sub, userId, payload, source);
+    }
+    const r = await deps.scripts.join(itemId, now, { userId, payload: payload ? JSON.stringify(payload) : '', source: source ?? '', defaultKeyQuota: deps.defaultKeyQuota ?? '', memoryFull: memoryFull ? '1' : '' });
+    if (r.kind === 'refused') {
+      if (r.itemChanged && !foreseen(s, r.error, now)) items.invalidate(itemId);
+      throw r.error;
+    }
+    const { seq, record, served } = r;
+    const rec = parseRecord(record, s.epoch);
+    const ticketId = makeTicketId(itemId, seq, s.secret, bindingOf(rec, s.epoch));
+    // The ticket the user holds: while it waits, placed from the cached view as its poll is (no read).
+    // (A join is not a poll: it does not put off the ticket's abandonment.)
+    if (r.kind === 'existing') {
+      // A ticket a Redis rollback brought back whose cancel the ledger holds (its user was told
+      // `cancelled` and joins again): ended again now, and the join makes a new ticket. Returned
+      // as it was, it waited through the line to end `cancelled` at the head.
+      const end = rec.state === 'waiting' && !rejoined ? await reader.endAfterRollback(ticketId, item) : null;
+      if (end?.state === 'cancelled') {
+        await deps.scripts.cancel(itemId, clock.now(), { seq, outcome: JSON.stringify(end.outcome ?? { status: 'cancelled', reason: 'cancelled_by_user' }), record: record.slice(1) }).catch(() => null);
+        return joinOnce(itemId, userId, payload, source, true);
+      }
+      return { created: false, ticket: end ?? (rec.state === 'waiting' ? placeNow(ticketId, false) : null) ?? (await reader.read(ticketId, item, seq)) };
+    }
+    const cached = cachedRecord(rec, itemId, seq, item.recordKey);
+    records.set(ticketId, cached);
+    deps.onJoined?.(itemId);
+    const base = baseView(ticketId, itemId, cached, 'waiting');
+    if (s.draw && now < (s.def.opensAt ?? 0)) return { created: true, ticket: { ...base, ...preQueueHints(item, now) } };
+    // From the view's head, as the polls that follow place it (ticket-reader.ts read).
+    const position = linePosition(item, Math.min(served, s.served), seq);
+    const hints = waitingHints(item, position, now);
+    if (deps.rememberEtas) deps.eta.remember(itemId, seq, hints.etaMs);
+    return { created: true, ticket: { ...base, position, ...hints } };
+  }
+
   return {
     statusNow,
 
@@ -155,49 +210,7 @@ export function createTickets(deps: TicketsDeps): Tickets {
       refuseFromCache((await items.must(itemId)).snap, clock.now());
     },
 
-    async join(itemId, userId, payload, source) {
-      const item = await items.must(itemId);
-      const s = item.snap;
-      // Behind a closed gate the join needs no loop (only a change notice): the gate's opening
-      // makes the item active (items.loopNeed). A join to an ended item creates nothing: it marks
-      // nothing (a flood of refusals kept ended items active and their views distrusted).
-      if (!(s.soldOut || s.closed)) items.keepAsNeeded(s, { joining: true });
-      const now = clock.now();
-      refuseFromCache(s, now);
-      // After a sell-out or close, a user who holds nothing of the item is refused from memory —
-      // once the announcements, read after this join arrived, show none since this view was read:
-      // only an announced change (a redefinition, restock or reopening, on any daemon; announced
-      // before it is answered) makes an ended item take users again.
-      if (ended.refusable(item, userId) && (await items.unannouncedNow(itemId)) === item) throw endedRefusal(s.closed);
-      const sub = splitOf(s.def);
-      const memoryFull = deps.memoryFull?.() ?? false;
-      if (sub) {
-        // (A split item's join takes its number first: near the limit, every join of one is refused.)
-        if (memoryFull) throw memoryFullRefusal();
-        return joinSplit(item, sub, userId, payload, source);
-      }
-      const r = await deps.scripts.join(itemId, now, { userId, payload: payload ? JSON.stringify(payload) : '', source: source ?? '', defaultKeyQuota: deps.defaultKeyQuota ?? '', memoryFull: memoryFull ? '1' : '' });
-      if (r.kind === 'refused') {
-        if (r.itemChanged && !foreseen(s, r.error, now)) items.invalidate(itemId);
-        throw r.error;
-      }
-      const { seq, record, served } = r;
-      const rec = parseRecord(record, s.epoch);
-      const ticketId = makeTicketId(itemId, seq, s.secret, bindingOf(rec, s.epoch));
-      // The ticket the user holds: while it waits, placed from the cached view as its poll is (no read).
-      // (A join is not a poll: it does not put off the ticket's abandonment.)
-      if (r.kind === 'existing') return { created: false, ticket: (rec.state === 'waiting' ? placeNow(ticketId, false) : null) ?? (await reader.read(ticketId, item, seq)) };
-      const cached = cachedRecord(rec, itemId, seq, item.recordKey);
-      records.set(ticketId, cached);
-      deps.onJoined?.(itemId);
-      const base = baseView(ticketId, itemId, cached, 'waiting');
-      if (s.draw && now < (s.def.opensAt ?? 0)) return { created: true, ticket: { ...base, ...preQueueHints(item, now) } };
-      // From the view's head, as the polls that follow place it (ticket-reader.ts read).
-      const position = linePosition(item, Math.min(served, s.served), seq);
-      const hints = waitingHints(item, position, now);
-      if (deps.rememberEtas) deps.eta.remember(itemId, seq, hints.etaMs);
-      return { created: true, ticket: { ...base, position, ...hints } };
-    },
+    join: (itemId, userId, payload, source) => joinOnce(itemId, userId, payload, source, false),
 
     async status(ticketId) {
       const now = statusNow(ticketId);
