@@ -63,6 +63,8 @@ export interface FeedRead {
   unreadable: UnreadableEntry[];
 }
 
+class RedisReadFailed extends Error {}
+
 export function createLedgerFeed(redis: RedisLike, prefix: string, consumer: string, now: () => number = Date.now) {
   const { run } = createScriptRunner(redis, prefix);
   const grouped = new Set<string>();
@@ -92,6 +94,12 @@ export function createLedgerFeed(redis: RedisLike, prefix: string, consumer: str
     grouped.add(key);
   }
 
+  /** A read of Redis that failed (a connection lost a moment, a stall given up): the entry waits for a later round. */
+  const fromRedis = <T>(p: Promise<T>): Promise<T> =>
+    p.catch((err: unknown) => {
+      throw new RedisReadFailed(String(err));
+    });
+
   /** The tickets an entry stands for; null for a cut the snapshot does not know yet. */
   async function expand(snap: ItemSnapshot, line: number, fields: string[]): Promise<EndedTicket[] | null> {
     const f = Object.fromEntries(Array.from({ length: fields.length / 2 }, (_, i) => [fields[2 * i], fields[2 * i + 1]]));
@@ -104,7 +112,7 @@ export function createLedgerFeed(redis: RedisLike, prefix: string, consumer: str
     if (f.s) {
       // An entry written before entries carried the outcome (a daemon of an earlier version).
       const seq = Number(f.s);
-      const [record, x] = await Promise.all([redis.hget(k.page(seq), String(seq)), redis.hgetall(k.x(seq))]);
+      const [record, x] = await fromRedis(Promise.all([redis.hget(k.page(seq), String(seq)), redis.hgetall(k.x(seq))]));
       if (!record || !x.outcome) return [];
       const rec = parseRecord(record, snap.epoch);
       const outcome = JSON.parse(x.outcome) as { status: OutcomeStatus; result?: unknown; reason?: string };
@@ -114,13 +122,13 @@ export function createLedgerFeed(redis: RedisLike, prefix: string, consumer: str
     const to = Number(f.to);
     // Sub-line 0's cuts are the item's (the snapshot's); another sub-line's are in its own meta,
     // written by the same script as the entry, so read now they hold it.
-    const cuts: Cut[] = line === 0 ? snap.cuts : JSON.parse((await redis.hget(k.meta, 'cuts')) ?? '[]');
+    const cuts: Cut[] = line === 0 ? snap.cuts : JSON.parse((await fromRedis(redis.hget(k.meta, 'cuts'))) ?? '[]');
     const cut = cuts.find((c: Cut) => c[0] === to);
     // The cut happened after the snapshot was read: the next round's fresher snapshot has it.
     if (!cut) return null;
     const out: EndedTicket[] = [];
     for (let page = Math.floor(from / PAGE_SIZE); page <= Math.floor(to / PAGE_SIZE); page++) {
-      const [records, sources] = await Promise.all([redis.hgetall(k.page(page * PAGE_SIZE)), redis.hgetall(k.sourcePage(page * PAGE_SIZE))]);
+      const [records, sources] = await fromRedis(Promise.all([redis.hgetall(k.page(page * PAGE_SIZE)), redis.hgetall(k.sourcePage(page * PAGE_SIZE))]));
       for (const [s, record] of Object.entries(records)) {
         const seq = Number(s);
         if (seq < from || seq > to || record[0] !== 'w') continue;
@@ -183,11 +191,14 @@ export function createLedgerFeed(redis: RedisLike, prefix: string, consumer: str
       const snap = await snapshot();
       if (!snap) return { snap: null, ids: [], tickets: [], seqsOf: [], unreadable: [] };
       // An entry that cannot be read at all (it throws) must not hold up the others: it is handed
-      // back as unreadable, for the ledger to park and acknowledge.
+      // back as unreadable, for the ledger to park and acknowledge. Not one whose expansion a Redis
+      // read failed for a moment: it waits, as a cut the snapshot does not know yet does (parked,
+      // a cut's every ticket lost its row for good, and answered 404 once retention removed the item).
       const unreadable: UnreadableEntry[] = [];
       const expanded = await Promise.all(
         entries.map(([id, fields]) =>
           expand(snap, line, fields).catch((error: unknown) => {
+            if (error instanceof RedisReadFailed) return null;
             unreadable.push({ id, fields, error });
             return [];
           }),

@@ -85,8 +85,17 @@ export function startLedger(
     if (!reads.length) return [];
     for (const r of reads) deps.queue.items.keepActive(r.snap.def.itemId);
     const rows = reads.flatMap((r) => r.tickets);
-    const dead = await writeOutcomes(deps.sql, rows);
-    await voidCancelled(deps.sql, rows);
+    let dead: Awaited<ReturnType<typeof writeOutcomes>>;
+    try {
+      dead = await writeOutcomes(deps.sql, rows);
+      await voidCancelled(deps.sql, rows);
+    } catch (err) {
+      // Unwritten: their items stay active from now (the grace above ran from before a write that
+      // can take minutes — statement timeouts split and tried again), or an ended item left the
+      // active set and its entries waited for the next start.
+      for (const r of reads) deps.queue.items.keepActive(r.snap.def.itemId);
+      throw err;
+    }
     const unreadable = reads.flatMap((r) =>
       r.unreadable.map((u) => ({ itemId: r.snap.def.itemId, ticketId: null, fields: { entry: u.id, ...((r.snap.def.lines ?? 1) > 1 ? { line: r.source.line } : {}), fields: u.fields }, error: u.error })),
     );
