@@ -225,7 +225,7 @@ describe('hostile bytes stop at the door', () => {
     expect((await call('GET', `/v1/items/${item}`)).body.gate.mode).toBe('auto');
   });
 
-  it('answers 400 to a path whose percent-escapes are not UTF-8, and blocks or unblocks nobody: Hono kept such a user id as its raw text', async () => {
+  it('answers 400 to a path whose percent-escapes are not UTF-8 (a ticket id: 404, as any id the daemon did not issue), and blocks or unblocks nobody: Hono kept such a user id as its raw text', async () => {
     const { app, call } = t.build();
     const item = await externalItem(call);
     for (const bad of ['%ED%A0%80', '%E9', '%zz', 'a%']) {
@@ -233,18 +233,36 @@ describe('hostile bytes stop at the door', () => {
         ['PUT', `/v1/blocks/${bad}`],
         ['DELETE', `/v1/blocks/${bad}`],
         ['PUT', `/v1/items/${item}/blocks/${bad}`],
-        ['GET', `/v1/tickets/${bad}`],
         ['GET', `/v1/items/${bad}`],
       ]) {
         const res = await app.request(path, { method, headers: { authorization: `Bearer ${OPERATOR}` } });
         expect(res.status, `${method} ${path}`).toBe(400);
         expect((await res.json()).error.code).toBe('invalid_request');
       }
+      for (const [method, path] of [
+        ['GET', `/v1/tickets/${bad}`],
+        ['DELETE', `/v1/tickets/${bad}`],
+        ['GET', `/v1/tickets/${bad}/events`],
+      ]) {
+        const res = await app.request(path, { method });
+        expect([res.status, (await res.json()).error.code], `${method} ${path}`).toEqual([404, 'ticket_not_found']);
+      }
     }
     // Escapes that decode stay as they were: a user id with a space, and an é.
     expect((await call('PUT', '/v1/blocks/a%20b%C3%A9')).body).toMatchObject({ userId: 'a bé', blocked: true });
     const rows = await t.db.sql`select scope, user_id from user_blocks where strpos(user_id, '%') > 0`;
     expect(rows).toEqual([]);
+  });
+
+  it('refuses a waiting room returnUrl holding a control character (C0, DEL or C1), and documents 403 where joins, pulls and outcomes answer it', async () => {
+    const { call } = t.build();
+    for (const [i, url] of ['https://shop.example/\u0001x', 'https://shop.example/a\u001bb', 'https://shop.example/\u007f', 'https://shop.example/\u0085'].entries()) {
+      const r = await call('PUT', `/v1/items/wr-${i}`, { handler: 'external', waitingRoom: { title: 't', returnUrl: url } });
+      expect(r.status, JSON.stringify(url)).toBe(400);
+    }
+    expect((await call('PUT', '/v1/items/wr-ok', { handler: 'external', waitingRoom: { title: 't', returnUrl: 'https://shop.example/checkout?a=1' } })).status).toBe(201);
+    const doc = (await call('GET', '/openapi.json', undefined, null)).body;
+    for (const [path, method] of [['/v1/items/{itemId}/tickets', 'post'], ['/v1/items/{itemId}/pull', 'post'], ['/v1/tickets/{ticketId}/outcome', 'post']]) expect(Object.keys(doc.paths[path][method].responses), path).toContain('403');
   });
 
   it('documents user ids as 1-128 characters in the OpenAPI document', async () => {

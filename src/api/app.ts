@@ -142,6 +142,9 @@ export function createApp(deps: AppDeps) {
       try {
         decodeURIComponent(new URL(c.req.url).pathname);
       } catch {
+        // A ticket's id is one the daemon issued or none (the contract: any other id, whatever its
+        // shape, is 404 ticket_not_found); elsewhere the path itself is bad.
+        if (new URL(c.req.url).pathname.startsWith('/v1/tickets/')) throw new FloodgateError('ticket_not_found', 'No such ticket.');
         throw new FloodgateError('invalid_request', 'The path holds a percent-escape that is not UTF-8.');
       }
     }

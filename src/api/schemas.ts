@@ -86,6 +86,8 @@ export const WaitingRoom = z
     returnUrl: z
       .url({ protocol: /^https?$/ })
       .max(2000)
+      // (The URL parser takes C0/C1 controls as they are: a page link made of them.)
+      .refine((u) => !/[\u0000-\u001f\u007f-\u009f]/.test(u), 'no control characters')
       .nullable()
       .optional()
       .openapi({ description: 'on admitted/succeeded the page sends the user here, with ?admission=<admissionToken> when the ticket carries one' }),

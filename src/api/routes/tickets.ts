@@ -47,7 +47,7 @@ export function ticketRoutes(ctx: ApiContext) {
       responses: {
         200: json(TicketView, 'The ticket the user already holds'),
         202: { ...json(TicketView, 'A new ticket, waiting'), headers: { Location: { description: "The new ticket's URL, /v1/tickets/{ticketId}", schema: { type: 'string' } } } },
-        ...errors(400, 401, 404, 410, 413, 415, 425, 429, 503),
+        ...errors(400, 401, 403, 404, 410, 413, 415, 425, 429, 503),
       },
     }),
   );
@@ -97,7 +97,7 @@ export function ticketRoutes(ctx: ApiContext) {
       method: 'post', path: '/v1/items/{itemId}/pull', tags: ['external workers'], security, middleware: [service, emptyJsonIsNoBody] as const,
       summary: 'Take tickets from the head of the line under a lease (external items)',
       request: { params: z.object({ itemId: ItemId }), body: { ...json(PullInput, 'How many, for how long'), required: false } },
-      responses: { 200: json(z.object({ tickets: z.array(PulledTicket) }), 'Tickets (possibly none)'), ...errors(400, 401, 404, 409, 413, 415, 503) },
+      responses: { 200: json(z.object({ tickets: z.array(PulledTicket) }), 'Tickets (possibly none)'), ...errors(400, 401, 403, 404, 409, 413, 415, 503) },
     }),
     async (c) => {
       const { itemId } = c.req.valid('param');
@@ -122,7 +122,7 @@ export function ticketRoutes(ctx: ApiContext) {
       method: 'post', path: '/v1/tickets/{ticketId}/outcome', tags: ['external workers'], security, middleware: [service] as const,
       summary: 'Write the business outcome of a pulled ticket',
       request: { params: z.object({ ticketId: TicketId }), body: { ...json(OutcomeInput, 'The outcome'), required: true } },
-      responses: { 200: json(TicketView, 'The ticket'), ...errors(400, 401, 404, 409, 413, 415, 503) },
+      responses: { 200: json(TicketView, 'The ticket'), ...errors(400, 401, 403, 404, 409, 413, 415, 503) },
     }),
     async (c) => {
       const { ticketId } = c.req.valid('param');
