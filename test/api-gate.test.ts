@@ -74,4 +74,14 @@ describe('gate edges (operator API)', () => {
       expect({ via, mode: g.mode, aReset: g.aReset ?? null }).toEqual({ via, mode: 'auto', aReset: '1' });
     }
   });
+
+  it("answers the controller's latencies in whole milliseconds, as every duration (it kept them to a hundredth)", async () => {
+    const app = t.build();
+    const id = t.uniqueItem();
+    expect((await app.call('PUT', `/v1/items/${id}`, { handler: 'webhook', config: { url: 'http://127.0.0.1:9/never' } })).status).toBe(201);
+    // What a controller publishes (scheduler/controller.ts).
+    await t.redis.hset(itemKeys(app.prefix, id).gate, 'aLimit', '8', 'aRate', '41.250', 'aBase', '18.97', 'aP50', '18.49', 'aP99', '49.31', 'aLeader', 'd1', 'aProbeStart', '');
+    const c = (await app.call('GET', `/v1/items/${id}`)).body.gate.controller;
+    expect(c).toMatchObject({ baseMs: 19, p50Ms: 18, p99Ms: 49 });
+  });
 });

@@ -62,9 +62,9 @@ export const GateView = z
       .object({
         limit: z.number(),
         rate: z.number().nullable(),
-        baseMs: z.number().nullable(),
-        p50Ms: z.number().nullable(),
-        p99Ms: z.number().nullable(),
+        baseMs: z.number().int().nullable(),
+        p50Ms: z.number().int().nullable(),
+        p99Ms: z.number().int().nullable(),
         leader: z.string().nullable(),
         probing: z.boolean(),
       })

@@ -16,7 +16,9 @@ export interface GateView extends GateSettings {
 export function gateView(snap: Pick<ItemSnapshot, 'gate' | 'pace' | 'gateHash'>, autoCap: number | null = null): GateView {
   const g = snap.gate;
   const c = controllerView(snap);
-  const controller = c && { limit: c.limit, rate: c.rate, baseMs: c.baseMs, p50Ms: c.p50Ms, p99Ms: c.p99Ms, leader: c.leader, probing: c.probeStart !== null };
+  // Durations are whole milliseconds (the contract): the controller keeps them to a hundredth.
+  const ms = (v: number | null) => (v === null ? null : Math.round(v));
+  const controller = c && { limit: c.limit, rate: c.rate, baseMs: ms(c.baseMs), p50Ms: ms(c.p50Ms), p99Ms: ms(c.p99Ms), leader: c.leader, probing: c.probeStart !== null };
   const pace = snap.pace && { limit: snap.pace.limit, rate: snap.pace.rate === null ? null : Math.round(snap.pace.rate * 100) / 100 };
   return { mode: g.mode, rate: g.rate, maxInFlight: g.maxInFlight, effective: effectiveGate(g, pace, autoCap), controller };
 }

@@ -47,8 +47,9 @@ export function startSeriesRecorder(
             maxInFlight: eff.maxInFlight,
             ctlRate: c?.rate ?? null,
             ctlLimit: c?.limit ?? null,
-            p50Ms: c?.p50Ms ?? null,
-            p99Ms: c?.p99Ms ?? null,
+            // Whole milliseconds, as every duration of the API.
+            p50Ms: c?.p50Ms == null ? null : Math.round(c.p50Ms),
+            p99Ms: c?.p99Ms == null ? null : Math.round(c.p99Ms),
           });
         }),
       );
