@@ -35,7 +35,7 @@ describe('a user who polls as told', () => {
     expect(longest).toBeLessThanOrEqual(20_000 / 3);
     // The line speeds up (the operator lifts the rate): everyone reaches the head now.
     clock.advance(1500);
-    expect((await call('PATCH', `/v1/items/${item}/gate`, { mode: 'manual', rate: null })).status).toBe(200);
+    expect((await call('PATCH', `/v1/items/${item}/gate`, { mode: 'manual', clear: ['rate'] })).status).toBe(200);
     let pulled = 0;
     for (let i = 0; i < 5 && pulled < ids.length; i++) pulled += (await call('POST', `/v1/items/${item}/pull`, { max: 1000 }, SERVICE)).body.tickets.length;
     const states = await Promise.all(ids.map(async (id) => (await call('GET', `/v1/tickets/${id}`, undefined, null)).body.state as string));

@@ -18,14 +18,18 @@ describe('gate edges (operator API)', () => {
     expect((await call('PATCH', '/v1/items/nope/gate', {})).status).toBe(404);
   });
 
-  it('clears a ceiling given null: a manual rate of 20 does not survive a switch to auto with rate null', async () => {
+  it('clears a ceiling named in `clear`: a manual rate of 20 does not survive a switch to auto that clears it; null is 400, as the contract says', async () => {
     const { call } = t.build();
     await call('PUT', '/v1/items/n1', { handler: 'external' });
     await call('PATCH', '/v1/items/n1/gate', { mode: 'manual', rate: 20, maxInFlight: 8 });
-    const res = await call('PATCH', '/v1/items/n1/gate', { mode: 'auto', rate: null });
+    for (const bad of [{ rate: null }, { maxInFlight: null }, { rate: 5, clear: ['rate'] }, { clear: ['mode'] }, { clear: 'rate' }]) {
+      const r = await call('PATCH', '/v1/items/n1/gate', bad);
+      expect([r.status, r.body.error?.code], JSON.stringify(bad)).toEqual([400, 'invalid_request']);
+    }
+    const res = await call('PATCH', '/v1/items/n1/gate', { mode: 'auto', clear: ['rate'] });
     expect(res.status).toBe(200);
     expect(res.body).toMatchObject({ mode: 'auto', rate: null, maxInFlight: 8, effective: { rate: null, maxInFlight: 8 } });
-    const cleared = await call('PATCH', '/v1/items/n1/gate', { maxInFlight: null });
+    const cleared = await call('PATCH', '/v1/items/n1/gate', { clear: ['maxInFlight'] });
     expect(cleared.body).toMatchObject({ rate: null, maxInFlight: null });
     const view = await call('GET', '/v1/items/n1');
     expect(view.body.gate).toMatchObject({ mode: 'auto', rate: null, maxInFlight: null });
@@ -33,9 +37,10 @@ describe('gate edges (operator API)', () => {
     expect(log.at(-1)!.after).toMatchObject({ mode: 'auto', rate: null, maxInFlight: null });
   });
 
-  it('accepts null ceilings in the item definition', async () => {
+  it('takes a definition whose gate names no ceilings as none, and refuses null there too', async () => {
     const { call } = t.build();
-    const res = await call('PUT', '/v1/items/n2', { handler: 'external', gate: { mode: 'manual', rate: null, maxInFlight: null } });
+    expect((await call('PUT', '/v1/items/n2', { handler: 'external', gate: { mode: 'manual', rate: null } })).status).toBe(400);
+    const res = await call('PUT', '/v1/items/n2', { handler: 'external', gate: { mode: 'manual' } });
     expect(res.status).toBe(201);
     expect(res.body.gate).toMatchObject({ mode: 'manual', rate: null, maxInFlight: null });
   });
@@ -68,7 +73,7 @@ describe('gate edges (operator API)', () => {
       expect((await app.call('PUT', `/v1/items/${id}`, { ...def, gate: { mode: 'manual', rate: 5 } })).status).toBe(201);
       // What the controller kept in shadow while the gate was manual (a cut limit of 2).
       await t.redis.hset(itemKeys(app.prefix, id).gate, 'aLimit', '2', 'aRate', '3', 'aState', '{}');
-      const res = via === 'patch' ? await app.call('PATCH', `/v1/items/${id}/gate`, { mode: 'auto', rate: null }) : await app.call('PUT', `/v1/items/${id}`, { ...def, gate: { mode: 'auto' } });
+      const res = via === 'patch' ? await app.call('PATCH', `/v1/items/${id}/gate`, { mode: 'auto', clear: ['rate'] }) : await app.call('PUT', `/v1/items/${id}`, { ...def, gate: { mode: 'auto' } });
       expect(res.status).toBe(200);
       const g = await t.redis.hgetall(itemKeys(app.prefix, id).gate);
       expect({ via, mode: g.mode, aReset: g.aReset ?? null }).toEqual({ via, mode: 'auto', aReset: '1' });

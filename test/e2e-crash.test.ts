@@ -38,7 +38,7 @@ describe('a daemon SIGKILLed in the middle of a sale', () => {
 
     const second = await startDaemonProcess(env);
     running.push(second);
-    await http(second.url, 'PATCH', '/v1/items/crash/gate', { rate: null }, 'op'); // the rest at full speed
+    await http(second.url, 'PATCH', '/v1/items/crash/gate', { clear: ['rate'] }, 'op'); // the rest at full speed
     // The item's counts say when the line is done (one request a poll; 600 a poll loaded a busy
     // machine further), then every ticket's view is read.
     const deadline = Date.now() + 60_000;

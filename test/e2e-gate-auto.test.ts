@@ -108,7 +108,7 @@ describe('the adaptive gate across two daemons', () => {
       return Number(/^floodgate_gate_probes_total\{item="auto"\} (\d+)/m.exec(text)?.[1] ?? 0);
     };
     const before = await probes();
-    await op(alive.url, 'PATCH', '/v1/items/auto/gate', { mode: 'auto', rate: null });
+    await op(alive.url, 'PATCH', '/v1/items/auto/gate', { mode: 'auto', clear: ['rate'] });
     for (const until = Date.now() + 30_000; (await probes()) <= before && Date.now() < until; ) await new Promise((r) => setTimeout(r, 100));
     expect(await probes()).toBeGreaterThan(before);
 

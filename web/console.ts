@@ -171,8 +171,13 @@ async function itemPage(itemId: string) {
     const patch: Record<string, unknown> = { mode: (mode as HTMLSelectElement).value };
     const r = (rate as HTMLInputElement).value;
     const m = (mif as HTMLInputElement).value;
-    patch.rate = r === '' ? null : Number(r);
-    patch.maxInFlight = m === '' ? null : Number(m);
+    // An empty field is no ceiling: named in `clear` (a null is refused, as the API says).
+    const clear: string[] = [];
+    if (r === '') clear.push('rate');
+    else patch.rate = Number(r);
+    if (m === '') clear.push('maxInFlight');
+    else patch.maxInFlight = Number(m);
+    if (clear.length) patch.clear = clear;
     const sent = edits;
     try {
       await api('PATCH', `${path}/gate`, patch);

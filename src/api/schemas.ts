@@ -41,16 +41,30 @@ const isoTime = z.iso
   .openapi({ description: 'ISO-8601 with an offset; in UTC, within the years 0001–9999' });
 
 export const GateMode = z.enum(['auto', 'manual', 'closed']);
+const GateCeiling = z.enum(['rate', 'maxInFlight']);
 export const GatePatch = z
   .object({
     mode: GateMode.optional(),
-    // null clears a ceiling; below one ticket per 100 s a pace means nothing a user would wait for.
-    rate: z.number().min(0.01).max(1e6).nullable().optional(),
-    maxInFlight: z.number().int().min(1).max(1e6).nullable().optional(),
+    // (Below one ticket per 100 s a pace means nothing a user would wait for.) `null` is 400, as
+    // the contract says: a ceiling is removed by naming it in `clear`.
+    rate: z.number().min(0.01).max(1e6).optional(),
+    maxInFlight: z.number().int().min(1).max(1e6).optional(),
+    clear: z.array(GateCeiling).max(2).optional().openapi({ description: 'ceilings to remove (no rate cap, no in-flight cap)', example: ['maxInFlight'] }),
   })
   .strict()
   .superRefine(refineJson)
+  .superRefine((g, ctx) => {
+    for (const f of g.clear ?? []) if (g[f] !== undefined) ctx.addIssue({ code: 'custom', path: ['clear'], message: `${f} is both given and cleared` });
+  })
   .openapi('GatePatch', { example: { mode: 'manual', rate: 50, maxInFlight: 20 } });
+
+/** A gate patch as the catalog takes it: `clear`'s ceilings as none (null). */
+export function gateChange(p: z.infer<typeof GatePatch>): { mode?: z.infer<typeof GateMode>; rate?: number | null; maxInFlight?: number | null } {
+  const { clear, ...rest } = p;
+  const out: { mode?: z.infer<typeof GateMode>; rate?: number | null; maxInFlight?: number | null } = { ...rest };
+  for (const f of clear ?? []) out[f] = null;
+  return out;
+}
 
 export const GateView = z
   .object({

@@ -2,7 +2,7 @@ import { OpenAPIHono, createRoute, z } from '@hono/zod-openapi';
 import type { AuthEnv } from '../auth.js';
 import type { ApiContext } from '../context.js';
 import { errors, json } from '../openapi.js';
-import { GatePatch, GateView, ItemId, ItemInput, ItemStatus, ItemView } from '../schemas.js';
+import { GatePatch, GateView, gateChange, ItemId, ItemInput, ItemStatus, ItemView } from '../schemas.js';
 
 const params = z.object({ itemId: ItemId });
 const security = [{ bearer: [] }];
@@ -20,7 +20,8 @@ export function itemRoutes(ctx: ApiContext) {
       responses: { 200: json(ItemView, 'Replaced'), 201: json(ItemView, 'Created'), ...errors(400, 401, 403, 409, 413, 415, 503) },
     }),
     async (c) => {
-      const { created, item } = await ctx.catalog.put(c.req.valid('param').itemId, c.req.valid('json'), c.get('actor'));
+      const input = c.req.valid('json');
+      const { created, item } = await ctx.catalog.put(c.req.valid('param').itemId, { ...input, gate: input.gate && gateChange(input.gate) }, c.get('actor'));
       return c.json(item, created ? 201 : 200);
     },
   );
@@ -66,7 +67,7 @@ export function itemRoutes(ctx: ApiContext) {
       request: { params, body: { ...json(GatePatch, 'Fields to change'), required: true } },
       responses: { 200: json(GateView, 'The gate'), ...errors(400, 401, 403, 404, 413, 415, 503) },
     }),
-    async (c) => c.json(await ctx.catalog.patchGate(c.req.valid('param').itemId, c.req.valid('json'), c.get('actor')), 200),
+    async (c) => c.json(await ctx.catalog.patchGate(c.req.valid('param').itemId, gateChange(c.req.valid('json')), c.get('actor')), 200),
   );
 
   app.openapi(
