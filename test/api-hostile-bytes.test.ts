@@ -265,6 +265,23 @@ describe('hostile bytes stop at the door', () => {
     for (const [path, method] of [['/v1/items/{itemId}/tickets', 'post'], ['/v1/items/{itemId}/pull', 'post'], ['/v1/tickets/{ticketId}/outcome', 'post']]) expect(Object.keys(doc.paths[path][method].responses), path).toContain('403');
   });
 
+  it('refuses a coded body (415), webhook header names given twice in another case (400), and takes 128 code points of a user id as given, whatever NFC makes of them', async () => {
+    const { call, app } = t.build();
+    const item = await externalItem(call);
+    for (const via of ['hot', 'route']) {
+      // (The hot join takes a request with a declared length; the route a chunked one.)
+      const headers: Record<string, string> = { authorization: `Bearer ${SERVICE}`, 'content-type': 'application/json', 'content-encoding': 'gzip' };
+      const res = await app.request(`/v1/items/${item}/tickets`, { method: 'POST', headers, body: via === 'hot' ? '{"userId":"gz"}' : new Blob(['{"userId":"gz"}']).stream(), ...(via === 'route' ? { duplex: 'half' } : {}) } as RequestInit);
+      expect([res.status, (await res.json()).error?.code], via).toEqual([415, 'unsupported_media_type']);
+    }
+    const dup = await call('PUT', '/v1/items/wh-dup', { handler: 'webhook', config: { url: 'https://shop.example/h', headers: { 'X-Key': 'a', 'x-key': 'b' } } });
+    expect([dup.status, dup.body.error?.code]).toEqual([400, 'invalid_request']);
+    const userId = '\u0958'.repeat(100); // 100 code points; 200 in NFC
+    const j = await call('POST', `/v1/items/${item}/tickets`, { userId }, SERVICE);
+    expect(j.status).toBe(202);
+    expect((await call('POST', `/v1/items/${item}/tickets`, { userId: 'x'.repeat(129) }, SERVICE)).status).toBe(400);
+  });
+
   it('documents user ids as 1-128 characters in the OpenAPI document', async () => {
     const { call } = t.build();
     const doc = (await call('GET', '/openapi.json', undefined, null)).body;

@@ -31,6 +31,12 @@ async function raw(base: string, method: string, path: string, opts: { body?: un
 const forged = (id: string) => id.slice(0, -2) + (id.endsWith('AA') ? 'BB' : 'AA');
 
 describe('the whole answers of join and poll, on the wire', () => {
+  it('join with a coded body (Content-Encoding: gzip) over the wire: 415, as the route answers, never read as plain JSON', async () => {
+    await open.define('coded', { handler: 'external', gate: { mode: 'closed' } });
+    const res = await fetch(`${open.daemon.url}/v1/items/coded/tickets`, { method: 'POST', headers: { authorization: `Bearer ${SVC}`, 'content-type': 'application/json', 'content-encoding': 'gzip' }, body: '{"userId":"gz"}' });
+    expect([res.status, (await res.json()).error?.code]).toEqual([415, 'unsupported_media_type']);
+  });
+
   it('join: 202 with Location and no-store, then 200 for the same user; poll: JSON, no-store, CORS for any origin', async () => {
     await open.define('hot', { handler: 'external', gate: { mode: 'closed' } });
     const first = await raw(open.daemon.url, 'POST', '/v1/items/hot/tickets', { body: { userId: 'u1' }, key: SVC });

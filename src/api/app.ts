@@ -150,6 +150,13 @@ export function createApp(deps: AppDeps) {
     }
     await next();
   });
+  // A body in a content coding the daemon does not decode (gzip…) is not read as plain JSON: 415.
+  app.use('/v1/*', async (c, next) => {
+    const coding = c.req.header('content-encoding');
+    const body = c.req.method !== 'GET' && c.req.method !== 'HEAD';
+    if (body && coding !== undefined && coding.trim().toLowerCase() !== 'identity') throw new FloodgateError('unsupported_media_type', `A body in content coding "${coding.slice(0, 40)}" is not taken: send it as it is (identity).`);
+    await next();
+  });
   app.use('/v1/*', limitBody(deps.bodyLimitBytes));
   // Every route's JSON body (the zod-openapi validator reads c.req.json()) is decoded as the hot
   // join decodes it: bytes that are not UTF-8 are 400, never U+FFFD. Read when a route asks, not here.

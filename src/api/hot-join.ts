@@ -73,6 +73,8 @@ export function hotJoin(deps: HotJoinDeps) {
     if (repeats(req.rawHeaders)) return false;
     const declared = h['content-length'];
     if (declared === undefined || h['transfer-encoding'] !== undefined || !(Number(declared) <= deps.bodyLimitBytes)) return false;
+    // A coded body (gzip…) is the route's to refuse (415).
+    if (h['content-encoding'] !== undefined) return false;
     const type = h['content-type'];
     if (type === undefined || !JSON_TYPE.test(type)) return false;
     const actor = ctx.auth.serviceActor(h.authorization);

@@ -87,6 +87,8 @@ export const webhook: HandlerSpec = {
             .refine((name) => !framingHeaders.has(name.toLowerCase()), 'a header the HTTP client sets itself (the body\'s length and framing, the connection): every call would fail'),
           z.string().regex(headerValue, 'no control characters but tab').max(4096),
         )
+        // Names are case-insensitive on the wire: `X-Key` and `x-key` went out as one header `a, b`.
+        .refine((h) => new Set(Object.keys(h).map((k) => k.toLowerCase())).size === Object.keys(h).length, 'a header name given twice (names are case-insensitive)')
         .default({}),
       secret: z.string().min(32).max(256).regex(/^[\x21-\x7e]+$/, 'printable ASCII, no spaces').optional(),
     })
