@@ -59,6 +59,7 @@ export const scripts = {
   setStock: spec('set-stock-4', ['stock', 'meta', 'ctr', 'taken'], ['units', 'shards', 'idleOnly', 'admissions', 'unitsWere']),
   returnUnit: spec('return-unit-3', ['stock', 'returned', 'users'], [], 'orderId, userId'),
   lead: spec('lead-1', ['leader'], ['me', 'ttlMs']),
+  gatePublish: spec('gate-publish-2', ['leader', 'gate'], ['me'], 'field, value pairs'),
   seriesAdd: spec('series-add-1', ['series'], ['second', 'point', 'keep']),
   snapshot: spec('snapshot-4', ['meta', 'ctr', 'gate', 'stock'], ['probe']),
   ackEnded: spec('ack-ended-3', ['done', 'payloads', 'taken'], ['group', 'ttl'], 'id, seqs'),

@@ -111,7 +111,7 @@ export function startController(
       // downstream of 8 workers, and admissions crawled for seconds).
       local.state = null;
       local.window = emptyWindow(now, inflight);
-      await store.publish(itemId, { aReset: '' });
+      await store.publishAsLeader(itemId, opts.me, { aReset: '' });
     }
     local.state ??= { ...initialState(now, Math.max(opts.startLimit, inflight)), probes };
     const counters = await store.readSamples(itemId);
@@ -142,7 +142,9 @@ export function startController(
     }
     const e = enforced(local.state, params);
     const s = local.state;
-    await store.publish(itemId, {
+    // Only while still the leader: a tick that stalled past the lease wrote its stale limit over
+    // the new leader's (one tick, but an over-admission on a flooded downstream).
+    const wrote = await store.publishAsLeader(itemId, opts.me, {
       aLimit: e.limit,
       aRate: e.rate === null ? '' : e.rate.toFixed(3),
       aProbeStart: s.probe ? s.probe.startedAt : '',
@@ -152,6 +154,11 @@ export function startController(
       aLeader: opts.me,
       aState: JSON.stringify(s),
     });
+    if (!wrote) {
+      // The lease went to another daemon meanwhile: it leads from what it read, not from this.
+      local.leading = false;
+      return false;
+    }
     deps.events.published(itemId, s, { ...e, inflight });
     const a = local.audited;
     if (!a) local.audited = { ...e, at: now };

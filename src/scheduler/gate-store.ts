@@ -61,6 +61,10 @@ export function createGateStore(redis: RedisLike, prefix: string, clock: Clock) 
       await redis.hset(itemKeys(prefix, itemId).gate, fields);
     },
 
+    /** As publish, only while `me` holds the item's controller lease (publish-2.lua); whether it wrote. */
+    publishAsLeader: async (itemId: string, me: string, fields: Record<string, string | number>) =>
+      (await runner.run(scripts.gatePublish, itemId, clock.now(), { me }, Object.entries(fields).flat())) === 1,
+
     readGate: (itemId: string) => redis.hgetall(itemKeys(prefix, itemId).gate),
 
     /**
