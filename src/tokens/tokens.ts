@@ -104,8 +104,11 @@ export function createTokens(deps: TokensDeps) {
     const item = await deps.queue.items.item(view.itemId);
     if (!item) return null;
     const at = view.state === 'admitted' ? view.admittedAt : view.updatedAt;
-    const iat = Math.floor(Date.parse(at ?? view.updatedAt) / 1000);
-    const ttlSec = Math.ceil((item.snap.def.tokenTtlMs ?? DEFAULT_TOKEN_TTL_MS) / 1000);
+    const atMs = Date.parse(at ?? view.updatedAt);
+    const iat = Math.floor(atMs / 1000);
+    // A whole tokenTtlMs from the admission at least: counted from the second it was floored to
+    // (iat + the ttl in seconds), a 1 s token of an admission at x.95 s expired 50 ms after it.
+    const expSec = Math.ceil((atMs + (item.snap.def.tokenTtlMs ?? DEFAULT_TOKEN_TTL_MS)) / 1000);
     const key = keys.signing();
     const jti = jtiOf(item.snap.secret, view.ticketId);
     const claims: JWTPayload = { jti };
@@ -116,10 +119,10 @@ export function createTokens(deps: TokensDeps) {
         .setSubject(view.userId)
         .setAudience(view.itemId)
         .setIssuedAt(iat)
-        .setExpirationTime(iat + ttlSec)
+        .setExpirationTime(expSec)
         .sign(key.sign);
     const result = view.outcome?.result;
-    const out = (token: string) => ({ token, jti, expMs: (iat + ttlSec) * 1000 });
+    const out = (token: string) => ({ token, jti, expMs: expSec * 1000 });
     if (result === undefined) return out(await signed(claims));
     // A result the claims cannot be serialised with (nested a few thousand levels deep: jose's
     // JSON.stringify overflows the stack) must not cost the holder the token, nor the ticket its
