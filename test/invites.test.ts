@@ -34,7 +34,9 @@ describe('invites and proof of work', () => {
   });
 
   it("counts an invite's join against its issuing key's quota, as the key's own joins", async () => {
-    const { call } = t.build();
+    // A clock that stands still: the quota's windows are fixed (a minute each here), and joins that
+    // straddled a minute's turn on the real clock were counted in two windows (a clean-clone run).
+    const { call } = t.build({ clock: t.manualClock() });
     const item = t.uniqueItem();
     await call('PUT', `/v1/items/${item}`, { handler: 'external', quotas: { perKey: { limit: 2, windowMs: 60_000 } } });
     const viaInvite: number[] = [];
