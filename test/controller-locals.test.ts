@@ -89,7 +89,7 @@ describe('the controller’s own state of an item', () => {
     clock.advance(10 * LEASE_MS);
     // Meanwhile another daemon led the item and published its state, then handed the lease over.
     expect(await app.gates.lead(itemId, 'daemon-b', LEASE_MS)).toBe(true);
-    await app.gates.publish(itemId, { aLimit: 42, aBase: '55.00', aLeader: 'daemon-b', aState: JSON.stringify(stateOf(42, 55, clock.now())) });
+    await app.gates.publishAsLeader(itemId, 'daemon-b', { aLimit: 42, aBase: '55.00', aLeader: 'daemon-b', aState: JSON.stringify(stateOf(42, 55, clock.now())) });
     await app.gates.lead(itemId, 'daemon-b', 1);
     await sleep(5);
     // The gate opens again (straight to Redis, as an operator's change seen by a view: no reset
@@ -111,7 +111,7 @@ describe('the controller’s own state of an item', () => {
   it('is dropped when the item is removed and defined again: the new item does not get the old one’s limit and baseline', async () => {
     const { app, clock, itemId, nextPublished, leaderChanges, tick } = await setup();
     // The old item's law stood at 77 calls with a baseline of 123 ms; the controller resumes it.
-    await app.gates.publish(itemId, { aReset: '', aLimit: 77, aBase: '123.00', aState: JSON.stringify(stateOf(77, 123, clock.now())) });
+    await t.redis.hset(itemKeys(app.prefix, itemId).gate, { aReset: '', aLimit: 77, aBase: '123.00', aState: JSON.stringify(stateOf(77, 123, clock.now())) });
     let first = await nextPublished();
     for (const until = Date.now() + 5000; first.limit !== 77 && Date.now() < until; ) first = await nextPublished();
     expect(first).toEqual({ limit: 77, baseMs: 123 });

@@ -5,6 +5,7 @@ import { itemKeys } from '../src/redis/keys.js';
 import { createLedgerFeed } from '../src/service/outcome-ledger-feed.js';
 import { startLedger } from '../src/service/outcome-ledger.js';
 import { SERVICE, testApp } from './support/app.js';
+import { lockOutcomes } from './support/ledger.js';
 import postgres from 'postgres';
 import { describe, expect, it } from 'vitest';
 
@@ -91,17 +92,8 @@ describe('the outcome ledger, when Postgres inserts hit statement_timeout for a 
       { everyMs: 3_600_000, batch: 100, busyElu: 1, maxDeferMs: 0 },
     );
     try {
-      let release!: () => void;
-      let locked!: () => void;
-      const isLocked = new Promise<void>((r) => (locked = r));
-      const held = holder.begin(async (tx) => {
-        await tx`lock table ticket_outcomes in access exclusive mode`;
-        locked();
-        await new Promise<void>((r) => (release = r));
-      });
-      await isLocked;
-      const t0 = clock.now();
-      const err = await ledger.drain().catch((e) => e);
+      const { release, held } = await lockOutcomes(holder);
+      await ledger.drain().catch(() => {});
       release();
       await held;
       // Postgres is fine again: the next rounds (every 500 ms in the daemon).

@@ -8,7 +8,7 @@ import { itemKeys } from '../src/redis/keys.js';
 import { createLedgerFeed } from '../src/service/outcome-ledger-feed.js';
 import { startLedger } from '../src/service/outcome-ledger.js';
 import { SERVICE, testApp } from './support/app.js';
-import { drainLedger } from './support/ledger.js';
+import { drainLedger, lockOutcomes } from './support/ledger.js';
 
 const t = await testApp();
 
@@ -76,15 +76,7 @@ describe('the outcome ledger', () => {
       { everyMs: 3_600_000, batch: 100, busyElu: 1, maxDeferMs: 0 },
     );
     try {
-      let release!: () => void;
-      let locked!: () => void;
-      const isLocked = new Promise<void>((r) => (locked = r));
-      const held = holder.begin(async (tx) => {
-        await tx`lock table ticket_outcomes in access exclusive mode`;
-        locked();
-        await new Promise<void>((r) => (release = r));
-      });
-      await isLocked;
+      const { release, held } = await lockOutcomes(holder);
       await expect(ledger.drain()).rejects.toMatchObject({ code: '55P03' });
       release();
       await held;

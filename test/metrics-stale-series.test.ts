@@ -30,39 +30,40 @@ async function gauge(name: string, itemId: string): Promise<number | null> {
   return line ? Number(line.split(' ').pop()) : null;
 }
 
+/**
+ * Three tickets of a webhook item in flight (their calls held), then `leave` (this daemon stops
+ * driving the item's gate), then the calls answered: the gauges once the line is empty and the
+ * controller has ticked again. `seen`: the in-flight count shown before.
+ */
+async function inFlightAfter(id: string, leave: () => Promise<void>) {
+  holding = true;
+  expect((await call('PUT', `/v1/items/${id}`, { handler: 'webhook', config: { url, timeoutMs: 30_000 } })).status).toBe(201);
+  for (let i = 0; i < 3; i++) await call('POST', `/v1/items/${id}/tickets`, { userId: `${id}-u${i}` }, SVC);
+  const seen = await waitFor(() => gauge('floodgate_gate_in_flight', id), (v) => v !== null && v >= 3, 15_000);
+  await leave();
+  await new Promise((r) => setTimeout(r, 300));
+  release();
+  await waitFor(() => gauge('floodgate_line_admitted', id), (v) => v === 0, 15_000);
+  // (The controller's next ticks: a few hundred ms; its last count stood for good before.)
+  const inFlight = await waitFor(() => gauge('floodgate_gate_in_flight', id), (v) => v === null, 5_000);
+  return { seen, admitted: await gauge('floodgate_line_admitted', id), inFlight };
+}
+
 /** Per-item series this daemon no longer has the right to show: an in-flight count of a gate it no longer drives, the series of removed items. */
 describe('gate_in_flight on a daemon that lost the lead', () => {
   it('is not shown once another daemon leads', { timeout: 60_000 }, async () => {
-    const id = 'gif-1';
-    expect((await call('PUT', `/v1/items/${id}`, { handler: 'webhook', config: { url, timeoutMs: 30_000 } })).status).toBe(201);
-    for (let i = 0; i < 3; i++) await call('POST', `/v1/items/${id}/tickets`, { userId: `u${i}` }, SVC);
-    const seen = await waitFor(() => gauge('floodgate_gate_in_flight', id), (v) => v !== null && v >= 3, 15_000);
-    expect(seen).toBe(3);
     // Another daemon takes the item's controller (its lease): this one's ticks stop publishing.
-    await redis.set(itemKeys(prefix, id).leader, 'another-daemon', 'PX', 120_000);
-    await new Promise((r) => setTimeout(r, 300));
-    release();
-    await waitFor(() => gauge('floodgate_line_admitted', id), (v) => v === 0, 15_000);
-    // (The controller's next ticks: a few hundred ms; its last count stood for good before.)
-    const inFlight = await waitFor(() => gauge('floodgate_gate_in_flight', id), (v) => v === null, 5_000);
-    const admitted = await gauge('floodgate_line_admitted', id);
+    const { seen, admitted, inFlight } = await inFlightAfter('gif-1', async () => void (await redis.set(itemKeys(prefix, 'gif-1').leader, 'another-daemon', 'PX', 120_000)));
+    expect(seen).toBe(3);
     // Not this daemon's to show: the series goes (its last count, 3, stood for good).
     expect({ admitted, inFlight }).toEqual({ admitted: 0, inFlight: null });
   });
 
   it('is not shown once the gate is closed (the controller no longer drives it)', { timeout: 60_000 }, async () => {
-    const id = 'gif-2';
-    holding = true;
-    expect((await call('PUT', `/v1/items/${id}`, { handler: 'webhook', config: { url, timeoutMs: 30_000 } })).status).toBe(201);
-    for (let i = 0; i < 3; i++) await call('POST', `/v1/items/${id}/tickets`, { userId: `v${i}` }, SVC);
-    expect(await waitFor(() => gauge('floodgate_gate_in_flight', id), (v) => v !== null && v >= 3, 15_000)).toBe(3);
-    expect((await call('PATCH', `/v1/items/${id}/gate`, { mode: 'closed' })).status).toBe(200);
-    await new Promise((r) => setTimeout(r, 300));
-    release();
-    await waitFor(() => gauge('floodgate_line_admitted', id), (v) => v === 0, 15_000);
-    // (The controller's next ticks: a few hundred ms; its last count stood for good before.)
-    const inFlight = await waitFor(() => gauge('floodgate_gate_in_flight', id), (v) => v === null, 5_000);
-    const admitted = await gauge('floodgate_line_admitted', id);
+    const { seen, admitted, inFlight } = await inFlightAfter('gif-2', async () => {
+      expect((await call('PATCH', '/v1/items/gif-2/gate', { mode: 'closed' })).status).toBe(200);
+    });
+    expect(seen).toBe(3);
     // Not this daemon's to show: the series goes (its last count, 3, stood for good).
     expect({ admitted, inFlight }).toEqual({ admitted: 0, inFlight: null });
   });

@@ -10,13 +10,13 @@ import { splitItemOf, splitOf, type SplitLine } from './split-line.js';
 import type { CachedItem } from './item-cache.js';
 import type { TicketReader } from './ticket-reader.js';
 import { makeTicketId } from './ticket-id.js';
-import type { AdmittedTicket, Outcome, TicketView } from './types.js';
+import type { AdmittedTicket, Outcome, OutcomeStatus, TicketView } from './types.js';
 import { bindingOf, parseRecord } from './views.js';
 
 export interface SettleInput {
   leaseId: string;
   /** What a run can end with; `cancelled` and `expired` only where the ledger held such an end (dropHeldEnds). */
-  status: 'succeeded' | 'rejected' | 'failed' | 'cancelled' | 'expired';
+  status: OutcomeStatus;
   result?: unknown;
   reason?: string;
   retry?: boolean;
@@ -242,25 +242,26 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
 
     async dropHeldEnds(itemId, tickets) {
       if (!tickets.length || !deps.heldEnds) return tickets;
+      const refs = tickets.map((t) => ticketRef(t.ticketId));
       let ends: Map<string, Outcome>;
       try {
-        ends = await deps.heldEnds(tickets.map((t) => ticketRef(t.ticketId)));
+        ends = await deps.heldEnds(refs);
       } catch (err) {
         deps.onHeldEndsUnread?.(err);
         return tickets;
       }
       if (!ends.size) return tickets;
-      const ended = tickets.filter((t) => ends.has(ticketRef(t.ticketId)));
+      const endOf = tickets.map((_, i) => ends.get(refs[i]));
       // (A settle Redis did not take leaves those tickets out all the same: their leases run out and
       // they come back to be ended again; handed out, they would run.)
       await admissions.settleMany(
         itemId,
-        ended.map((t) => {
-          const o = ends.get(ticketRef(t.ticketId))!;
-          return { seq: t.seq, leaseId: t.leaseId, record: t.record, status: o.status, ...(o.result !== undefined && { result: o.result }), ...(o.reason !== undefined && { reason: o.reason }) };
+        tickets.flatMap((t, i) => {
+          const o = endOf[i];
+          return o ? [{ seq: t.seq, leaseId: t.leaseId, record: t.record, status: o.status, ...(o.result !== undefined && { result: o.result }), ...(o.reason !== undefined && { reason: o.reason }) }] : [];
         }),
       ).catch((err: unknown) => deps.onHeldEndsUnread?.(err));
-      return tickets.filter((t) => !ends.has(ticketRef(t.ticketId)));
+      return tickets.filter((_, i) => !endOf[i]);
     },
 
     async doubts(itemId, until) {

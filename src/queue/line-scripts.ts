@@ -1,6 +1,6 @@
 import { FloodgateError } from '../kernel/errors.js';
 import { scripts, type ScriptRunner } from '../redis/scripts.js';
-import type { Cut } from './types.js';
+import type { Cut, OutcomeStatus } from './types.js';
 
 /**
  * The line's scripts (redis/lua), one typed function each: the one place where their replies are
@@ -44,7 +44,7 @@ export type SettleCode = 1 | 2 | -1 | -2 | -3;
 export interface SettleEntry {
   seq: number;
   leaseId: string;
-  status: 'succeeded' | 'rejected' | 'failed' | 'cancelled' | 'expired';
+  status: OutcomeStatus;
   outcome: string;
   retry: boolean;
   force: boolean;

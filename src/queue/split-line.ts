@@ -6,7 +6,7 @@ import type { RedisLike } from '../redis/client.js';
 import { itemKeys, subLineTag } from '../redis/keys.js';
 import { createScriptRunner, RECLAIM_LIMIT_MANY, scripts } from '../redis/scripts.js';
 import type { LineItems } from './items.js';
-import type { Cut } from './types.js';
+import type { Cut, OutcomeStatus } from './types.js';
 
 /**
  * A hot item's line split into K sub-lines on K hash slots (so, on a cluster, over several
@@ -71,7 +71,7 @@ export interface SplitJoin {
 export interface SplitSettle {
   seq: number;
   leaseId: string;
-  status: 'succeeded' | 'rejected' | 'failed' | 'cancelled' | 'expired';
+  status: OutcomeStatus;
   /** The outcome JSON (default: just the status). */
   outcome?: string;
   retry?: boolean;

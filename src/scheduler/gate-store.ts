@@ -57,11 +57,7 @@ export function createGateStore(redis: RedisLike, prefix: string, clock: Clock) 
 
     readSamples: (itemId: string) => redis.hgetall(itemKeys(prefix, itemId).samples),
 
-    async publish(itemId: string, fields: Record<string, string | number>) {
-      await redis.hset(itemKeys(prefix, itemId).gate, fields);
-    },
-
-    /** As publish, only while `me` holds the item's controller lease (publish-2.lua); whether it wrote. */
+    /** Writes the controller's published fields, only while `me` holds the item's controller lease (gate-publish-2.lua); whether it wrote. */
     publishAsLeader: async (itemId: string, me: string, fields: Record<string, string | number>) =>
       (await runner.run(scripts.gatePublish, itemId, clock.now(), { me }, Object.entries(fields).flat())) === 1,
 

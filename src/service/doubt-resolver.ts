@@ -74,8 +74,9 @@ export function startDoubtResolver(
         const stale = (await queue.admissions.doubts(itemId, since)).filter((d) => d.held);
         // The end the ledger holds, if any (its run answered before a Redis rollback brought it
         // back), else their own (rejected / blocked); unread (Postgres away), a later round.
-        const ledger = stale.length ? await readEnds(deps.sql, stale.map((d) => ticketRef(d.ticketId))).catch(() => null) : new Map<string, LedgerEnd>();
-        const ended = stale.length && ledger ? await queue.admissions.resolveDoubts(itemId, stale.map((d) => ({ seq: d.seq, result: null, ...(ledger.has(ticketRef(d.ticketId)) && { outcome: ledger.get(ticketRef(d.ticketId)) as Outcome }) }))) : 0;
+        const staleRefs = stale.map((d) => ticketRef(d.ticketId));
+        const ledger = stale.length ? await readEnds(deps.sql, staleRefs).catch(() => null) : null;
+        const ended = ledger ? await queue.admissions.resolveDoubts(itemId, stale.map((d, i) => ({ seq: d.seq, result: null, outcome: ledger.get(staleRefs[i]) as Outcome | undefined }))) : 0;
         if (ended) {
           deps.onResolved?.(itemId, 'cut', ended);
           log.warn({ itemId, ended }, 'tickets in doubt of blocked users ended without a run');

@@ -20,3 +20,17 @@ export async function drainLedger(deps: { queue: Parameters<typeof startLedger>[
     await ledger.stop();
   }
 }
+
+/** Holds `ticket_outcomes` locked (access exclusive) on `holder`'s connection until `release()`; `held` settles once it is let go. */
+export async function lockOutcomes(holder: postgres.Sql): Promise<{ release(): void; held: Promise<unknown> }> {
+  let release!: () => void;
+  let locked!: () => void;
+  const isLocked = new Promise<void>((r) => (locked = r));
+  const held = holder.begin(async (tx) => {
+    await tx`lock table ticket_outcomes in access exclusive mode`;
+    locked();
+    await new Promise<void>((r) => (release = r));
+  });
+  await isLocked;
+  return { release, held };
+}
