@@ -11,7 +11,7 @@ import { LINES_CHANGE, PRE_QUEUE_AFTER_CUT, PRE_QUEUE_AFTER_TICKETS, PRE_QUEUE_A
 import { newItemSecret } from '../queue/definitions.js';
 import { itemState, type ItemState } from '../queue/snapshot.js';
 import { seedHashOf } from '../queue/draw.js';
-import { DEFAULT_TOKEN_TTL_MS, type GateSettings, type LineDefinition, type Quotas, type WaitingRoom } from '../queue/types.js';
+import { DEFAULT_TOKEN_TTL_MS, rejoinOf, type GateSettings, type LineDefinition, type Quotas, type WaitingRoom } from '../queue/types.js';
 import type { HandlerRegistry, HandlerSpec } from '../service/registry.js';
 import { gateView, type GateView } from './gate-view.js';
 import type { GateStore } from '../scheduler/gate-store.js';
@@ -236,7 +236,7 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       abandonAfterMs: input.abandonAfterMs ?? null,
       opensAt,
       closesAt,
-      rejoin: spec.rejoin(parsed.data!),
+      rejoin: rejoinOf(spec.rejoin(parsed.data!)), // a module's own handler may answer anything
       quotas: input.quotas && (input.quotas.perUser || input.quotas.perKey) ? input.quotas : null,
       tokenTtlMs: input.tokenTtlMs ?? null,
       preQueueFromMs: input.preQueue?.fromMs ?? null,

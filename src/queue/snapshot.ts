@@ -2,7 +2,7 @@ import type { RedisLike } from '../redis/client.js';
 import { itemKeys, subLineTag } from '../redis/keys.js';
 import { scripts, type ScriptRunner } from '../redis/scripts.js';
 import { paceOf, type ControllerPace } from './gate-rule.js';
-import { counterNames, type Counts, type Cut, type GateSettings, type LineDefinition } from './types.js';
+import { counterNames, rejoinOf, type Counts, type Cut, type GateSettings, type LineDefinition } from './types.js';
 
 /** One consistent read of an item's meta, counters and gate (one script, so the parts agree). */
 export interface ItemSnapshot {
@@ -123,7 +123,7 @@ export function parseSnapshot(
       abandonAfterMs: num(meta.abandonAfterMs),
       opensAt: num(meta.opensAt),
       closesAt: num(meta.closesAt),
-      rejoin: meta.rejoin === 'unless_succeeded' ? 'unless_succeeded' : 'any',
+      rejoin: rejoinOf(meta.rejoin),
       quotas: meta.qUser || meta.qKey ? { ...quotaOf('perUser', meta.qUser), ...quotaOf('perKey', meta.qKey) } : null,
       tokenTtlMs: num(meta.tokenTtlMs),
       preQueueFromMs: num(meta.preFrom),

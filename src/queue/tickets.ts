@@ -104,7 +104,7 @@ function refuseFromCache(s: CachedItem['snap'], now: number) {
   // refused here, it read `425` while the ticket it held read `waiting`. (Not for every line that
   // ever had a ticket either: early joins to a reused item would all reach the script, and count
   // against their quotas before its `not_open`.)
-  const held = s.counts.waiting + s.counts.admitted + (s.def.rejoin === 'unless_succeeded' ? s.counts.succeeded : 0);
+  const held = s.counts.waiting + s.counts.admitted + (s.def.rejoin === 'any' ? 0 : s.counts.succeeded);
   if (s.def.opensAt !== null && now < s.def.opensAt - (s.def.preQueueFromMs ?? 0) && held === 0)
     fail('not_open', 'The sale has not opened yet.', { opensAt: new Date(s.def.opensAt).toISOString(), now: new Date(now).toISOString() });
 }

@@ -44,6 +44,16 @@ export interface GateSettings {
 }
 
 /** What the line needs to know of an item; the durable definition lives in Postgres. */
+/**
+ * May a user whose earlier ticket ended join again? 'any': after any end; 'unless_succeeded': not
+ * after a success (their join is answered that ticket, 200); 'unless_succeeded:N': not after N
+ * successes (a coupon's perUser N).
+ */
+export type Rejoin = 'any' | 'unless_succeeded' | `unless_succeeded:${number}`;
+
+/** The Rejoin a stored string names ('any' for anything else). */
+export const rejoinOf = (s: string | undefined): Rejoin => (s === 'unless_succeeded' || /^unless_succeeded:[1-9]\d{0,5}$/.test(s ?? '') ? (s as Rejoin) : 'any');
+
 export interface LineDefinition {
   itemId: string;
   handler: string;
@@ -52,8 +62,8 @@ export interface LineDefinition {
   abandonAfterMs: number | null;
   opensAt: number | null;
   closesAt: number | null;
-  /** 'any': a user may join again after any terminal ticket; 'unless_succeeded': not after a success. */
-  rejoin: 'any' | 'unless_succeeded';
+  /** May a user whose earlier ticket ended join again (Rejoin)? */
+  rejoin: Rejoin;
   /** Join quotas (all attempts counted, across daemons); null = none set. */
   quotas?: Quotas | null;
   /** Lifetime of admission tokens (ms); null = the default. */

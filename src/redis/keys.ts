@@ -11,6 +11,7 @@
  *   <p>{item}:ctr       hash  seq, served, waiting, admitted, succeeded, … , admissions, cxn
  *   <p>{item}:gate      hash  mode, rate, maxInFlight, tatAt, tatOff (GCRA), a* (controller)
  *   <p>{item}:users     hash  userId → seq of the user's latest ticket
+ *   <p>{item}:wins      hash  userId → the user's succeeded tickets before their latest (coupon perUser > 1; lua/_lib.lua heldTicket)
  *   <p>{item}:t:<page>  hash  seq → ticket record (pages of PAGE_SIZE seqs, see lua/_lib.lua)
  *   <p>{item}:p:<page>  hash  seq → last poll (ms), only for items with abandonAfterMs
  *   <p>{item}:x:<seq>   hash  admitted/terminal ticket: lease, leaseExp, admittedAt, outcome…

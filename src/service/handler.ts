@@ -2,6 +2,7 @@ import type { z } from 'zod';
 import type { Logger } from '../kernel/logger.js';
 import type { SaleRequest, SaleResult } from '../db/sales.js';
 import type { UnsureCalls } from './unsure-calls.js';
+import type { Rejoin } from '../queue/types.js';
 
 /**
  * The handler interface. A handler runs the business action of one admitted ticket and says what
@@ -125,8 +126,8 @@ export interface HandlerSpec {
   fillIn?(input: Record<string, unknown>, previous: Record<string, unknown> | null): Record<string, unknown>;
   /** The config as the item view shows it: without secrets. Logs never carry the config. */
   redact?(config: Record<string, unknown>): Record<string, unknown>;
-  /** May a user whose earlier ticket ended join again? 'unless_succeeded': not after a success. */
-  rejoin(config: Record<string, unknown>): 'any' | 'unless_succeeded';
+  /** May a user whose earlier ticket ended join again? 'unless_succeeded': not after a success; 'unless_succeeded:N': not after N. */
+  rejoin(config: Record<string, unknown>): Rejoin;
   /** Outside workers pull and write back (no in-process run). */
   external: boolean;
   /** Units (stock, coupons) at definition time, for handlers that have them. */

@@ -50,16 +50,29 @@ local function lastCutSeq(cuts)
 end
 
 -- The ticket a join returns instead of making another: the user's latest one in this line, if it
--- is waiting (and not cut), admitted, or succeeded where `rejoin` is 'unless_succeeded'.
--- Returns its seq and record, or nil. Needs K.users, K.meta.
+-- is waiting (and not cut), admitted, or succeeded where `rejoin` forbids another success:
+-- 'unless_succeeded' after one, 'unless_succeeded:N' after N (a coupon's perUser). The wins
+-- hash (on the users hash's slot) counts a user's successes before their latest ticket: a join
+-- after a success adds that one as it makes the next ticket (`won`), so the count costs a write
+-- only when a winner joins again. Returns its seq and record; or nil, nil, won: whether the latest
+-- ticket succeeded (the caller counts it when it makes a ticket). Needs K.users, K.meta.
 local function heldTicket(userId, rejoin)
   local prev = tonumber(rcall('HGET', K.users, userId) or '')
   local record = prev and getRecord(prev)
   if not record then return nil end
   local st = string.sub(record, 1, 1)
   if st == 'w' and cutFor(loadCuts(), prev) then return nil end
-  if st == 'w' or st == 'a' or (st == 's' and rejoin == 'unless_succeeded') then return prev, record end
-  return nil
+  if st == 'w' or st == 'a' then return prev, record end
+  if st ~= 's' then return nil end
+  local most = rejoin == 'unless_succeeded' and 1 or tonumber(string.match(rejoin or '', '^unless_succeeded:(%d+)$'))
+  if not most then return nil end
+  if most <= 1 or tonumber(rcall('HGET', K.base .. 'wins', userId) or '0') + 1 >= most then return prev, record end
+  return nil, nil, true
+end
+
+-- Counts the success of a user's latest ticket as a new ticket replaces it (heldTicket's `won`).
+local function countWin(userId, won)
+  if won then rcall('HINCRBY', K.base .. 'wins', userId, 1) end
 end
 
 -- Gives back the unit of stock a ticket took (seckill, coupon), if it holds one: whatever ends a

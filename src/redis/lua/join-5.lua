@@ -46,7 +46,7 @@ if not memoryFull then
 end
 if rcall('HEXISTS', K.blocked, userId) == 1 then return { -6, 0, '', 0 } end
 
-local prev, held = heldTicket(userId, meta[7])
+local prev, held, won = heldTicket(userId, meta[7])
 if prev then return { 1, prev, held, tonumber(rcall('HGET', K.ctr, 'served') or '0') } end
 
 if meta[4] == '1' then return { -3, 0, '', 0 } end
@@ -69,6 +69,7 @@ local seq = rcall('HINCRBY', K.ctr, 'seq', 1)
 local record = 'w' .. fmt(math.max(0, now - tonumber(meta[8]))) .. '|' .. userId
 rcall('HSET', keyOf.page(seq), fmt(seq), record)
 rcall('HSET', K.users, userId, fmt(seq))
+countWin(userId, won)
 if payload ~= '' then rcall('HSET', K.payloads, fmt(seq), payload) end
 if source ~= '' then rcall('HSET', keyOf.sourcePage(seq), fmt(seq), source) end
 rcall('HINCRBY', K.ctr, 'waiting', 1)

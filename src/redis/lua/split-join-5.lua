@@ -20,7 +20,7 @@
 local now, userId, num = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local meta = rcall('HMGET', K.meta, 'epoch', 'closed', 'soldOut', 'opensAt', 'closesAt', 'rejoin')
 if not meta[1] then return { -1, 0, '', 0 } end
-local prev, held = heldTicket(userId, meta[6])
+local prev, held, won = heldTicket(userId, meta[6])
 if prev then return { 1, prev, held, tonumber(rcall('ZSCORE', K.wait, fmt(prev)) or '0') } end
 if meta[2] == '1' then return { -3, 0, '', 0 } end
 if meta[3] == '1' then return { -4, 0, '', 0 } end
@@ -33,6 +33,7 @@ local seq = rcall('HINCRBY', K.ctr, 'seq', 1)
 local record = 'w' .. fmt(math.max(0, now - tonumber(meta[1]))) .. '|' .. userId -- never before the epoch (join-5.lua)
 rcall('HSET', keyOf.page(seq), fmt(seq), record)
 rcall('HSET', K.users, userId, fmt(seq))
+countWin(userId, won)
 rcall('ZADD', K.wait, num, fmt(seq))
 if ARGV[4] ~= '' then rcall('HSET', K.payloads, fmt(seq), ARGV[4]) end
 if ARGV[5] ~= '' then rcall('HSET', keyOf.sourcePage(seq), fmt(seq), ARGV[5]) end

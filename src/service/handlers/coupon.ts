@@ -9,7 +9,7 @@ import { sellUnit } from './sell-unit.js';
 export const coupon: HandlerSpec = {
   name: 'coupon',
   config: z.object({ total: z.number().int().min(0).max(1e9), perUser: z.number().int().min(1).max(1000).default(1), shards: z.number().int().min(1).max(64).default(1) }).strict(),
-  rejoin: (c) => (Number(c.perUser ?? 1) > 1 ? 'any' : 'unless_succeeded'),
+  rejoin: (c) => (Number(c.perUser ?? 1) > 1 ? `unless_succeeded:${Number(c.perUser)}` : 'unless_succeeded'),
   external: false,
   initialStock: (c) => Number(c.total),
   stockTable: 'coupon_claims',
