@@ -46,4 +46,22 @@ describe('event stream: places that drop with the head still', () => {
     const next = await s.next(4000);
     expect(next).toMatchObject({ position: 3 });
   }, 30_000);
+
+  it('a place that rises (tickets ahead returned to the head) is told as a poll shows it', async () => {
+    const { app, call } = t.build({ cacheMs: 50 });
+    await call('PUT', '/v1/items/c', { handler: 'external', gate: { mode: 'manual', rate: 1000 } });
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) ids.push((await join(call, 'c', `u${i}`)).ticketId);
+    const pulled = (await call('POST', '/v1/items/c/pull', { max: 2 }, SERVICE)).body.tickets;
+    expect(pulled).toHaveLength(2);
+    await sleep(100); // past the item view's cacheMs
+    const s = followTicket(app, ids[2]);
+    expect(await s.next()).toMatchObject({ position: 1 });
+    for (const p of pulled) expect((await call('POST', `/v1/tickets/${p.ticketId}/outcome`, { leaseId: p.leaseId, status: 'failed', reason: 'busy', retry: true }, SERVICE)).status).toBe(200);
+    await sleep(100);
+    expect((await call('GET', `/v1/tickets/${ids[2]}`, undefined, null)).body.position).toBe(3);
+    // By its next visit (pollAfterMs, 1 s, as a poll would see it): unsent, the stream showed
+    // place 1 until the next drop or its 10 s heartbeat.
+    expect(await s.next(2500)).toMatchObject({ position: 3 });
+  }, 30_000);
 });

@@ -126,7 +126,7 @@ function popHead(heap: Watcher[]): Watcher | undefined {
  * that snapshot and the ticket's cached record (tickets.cachedView). Redis is read per ticket only
  * where the cache cannot tell — a ticket admitted, settled or returned to the head since — so
  * the reads follow admissions, not watchers, and a sell-out reaches every watcher from one
- * refresh. A state change is sent at once; a position drop at most once per the last view's
+ * refresh. A state change is sent at once, a place that rose at the next visit, a position drop at most once per the last view's
  * pollAfterMs; a heartbeat when a watcher heard nothing for `heartbeatMs`. A tick's work follows
  * what is due (Group), not the number of watchers: 20,000 watchers of a closed gate cost nothing
  * between heartbeats.
@@ -220,14 +220,18 @@ export function createTicketWatch(deps: {
   function offer(itemId: string, w: Watcher, v: TicketView, now: number): boolean {
     const prev = w.last;
     const changed = v.state !== prev.state || v.reason !== prev.reason;
-    const moved = v.state === 'waiting' && typeof v.position === 'number' && typeof prev.position === 'number' && v.position < prev.position;
+    const placed = v.state === 'waiting' && typeof v.position === 'number' && typeof prev.position === 'number';
+    const moved = placed && v.position! < prev.position!;
+    // A rise (tickets returned to the head before it) is rare and bad news: told at the watcher's
+    // next visit; unsent, the stream showed the better place until the next drop or state change.
+    const rose = placed && v.position! > prev.position!;
     if (terminal(v)) {
       remove(itemId, w);
       if (changed && w.sink.last) return void w.sink.last(v), false;
       if (changed) send(w, v, now);
       return void w.sink.end(), false;
     }
-    if (changed || (moved && now >= w.nextAt)) send(w, v, now);
+    if (changed || rose || (moved && now >= w.nextAt)) send(w, v, now);
     return moved;
   }
 
