@@ -93,6 +93,17 @@ describe('the Lua scripts and their specs', () => {
     for (const [name, call] of Object.entries(calls)) replies[name] = await call();
     expect(replies).toMatchObject(everyScriptReply(clock.now()));
   });
+
+  it("writes a pre-queue's draw seed in the define itself, once: a daemon killed after the define left a pre-queue with no seed", async () => {
+    const prefix = t.newPrefix();
+    const { run } = createScriptRunner(t.redis, prefix);
+    const define = (seed: string) =>
+      run(scripts.define, 'pq', Date.now(), { secret: 'ab', definition: JSON.stringify({ handler: 'external', opensAt: String(Date.now() + 60_000), preFrom: '60000' }), gate: '', reopen: '0', epoch: '', born: 'b1', drawSeed: seed });
+    await define('aa'.repeat(32));
+    expect(await t.redis.hget(itemKeys(prefix, 'pq').meta, 'drawSeed')).toBe('aa'.repeat(32));
+    await define('bb'.repeat(32)); // redefined: the seed committed to stays
+    expect(await t.redis.hget(itemKeys(prefix, 'pq').meta, 'drawSeed')).toBe('aa'.repeat(32));
+  });
 });
 
 describe('the effective gate', () => {

@@ -652,12 +652,28 @@ export function createCatalog(deps: CatalogDeps): Catalog {
    */
   async function restoreMissing(ids: string[]): Promise<{ restored: number; gone: Set<string> }> {
     const missing: string[] = [];
-    // (An item whose keys are there while the shared set lacks its id is not listed again here:
-    // the keys seen may be going — a flush under way — and listing them back hid the loss.)
-    for (const id of ids) if (!(await queue.items.item(id, { fresh: true }))) missing.push(id);
+    // An item whose keys are there while the shared set lacks its id: a new item whose daemon was
+    // killed between its define and its registration (it was listed nowhere, blocks everywhere
+    // and retention passed it by, for good), or one going (retention archives the row first; a
+    // flush under way). Registered below, under its lock, only while its row is live and it is
+    // still unlisted.
+    const unlisted: string[] = [];
+    const listed = await queue.items.itemIdSet();
+    for (const id of ids) {
+      if (!(await queue.items.item(id, { fresh: true }))) missing.push(id);
+      else if (!listed.has(id)) unlisted.push(id);
+    }
     // Their revisions before their rows: the marks say no more than the rows restored hold.
     const revs = missing.length && deps.ops ? await deps.ops.revs(missing) : null;
     const rows = missing.length ? await store.liveRows(missing) : [];
+    for (const row of unlisted.length ? await store.liveRows(unlisted) : []) {
+      await locked(row.itemId, async () => {
+        if (!(await queue.items.item(row.itemId, { fresh: true })) || (await queue.items.itemIds({ fresh: true })).includes(row.itemId)) return;
+        if (!(await store.liveRows([row.itemId])).length) return; // archived meanwhile: going
+        await queue.definitions.register(row.itemId, (fn) => locked('*', fn));
+        deps.log.warn({ itemId: row.itemId }, 'item registered again: redis held it, its set of items did not (a define cut short)');
+      }).catch((err: unknown) => deps.log.warn({ itemId: row.itemId, err: String(err) }, 'unlisted item not registered yet: tried again at the next check'));
+    }
     let restored = 0;
     const refused = new Set<string>();
     for (const row of rows) {

@@ -25,6 +25,12 @@ export interface Definitions {
     gate: Partial<GateSettings> | null,
     opts: { reopen: boolean; secret?: string; epoch?: number | null; everywhere?: <T>(fn: () => Promise<T>) => Promise<T> },
   ): Promise<{ created: boolean; secret: string; epoch: number }>;
+  /**
+   * Registers an item whose keys Redis holds but whose id its set of items lacks (a daemon killed
+   * between a new item's define and its registration): the blocks everywhere copied, the id in
+   * the set, the daemons told. `everywhere` as for define.
+   */
+  register(itemId: string, everywhere?: <T>(fn: () => Promise<T>) => Promise<T>): Promise<void>;
   /** Ends every waiting ticket at once: close → cancelled, sold out → rejected (reason: the kind's default, or given). */
   /**
    * Ends the waiting tickets (closed, or sold out). `decidedAt`, for a sell-out: when the caller
@@ -74,8 +80,21 @@ export function createDefinitions(deps: { redis: RedisLike; prefix: string; cloc
     if (k > 0) await scripts.block(subLineTag(itemId, k), clock.now(), userId, bit, on);
   }
 
+  /** The new item's copy of the blocks everywhere (`copy`), then its id in the set of items. */
+  async function registerItem(itemId: string, lines: number, copy: boolean) {
+    if (copy) for (const userId of await redis.smembers(globalBlocksKey(prefix))) await block(itemId, lines, userId, 2, true);
+    await items.added(itemId);
+  }
+
   return {
     onCut: (listener) => void cutListeners.push(listener),
+
+    async register(itemId, everywhere) {
+      const lines = Number((await redis.hget(itemKeys(prefix, itemId).meta, 'lines')) || 1);
+      const run = () => registerItem(itemId, lines, true);
+      await (everywhere ? everywhere(run) : run());
+      await items.announce(itemId);
+    },
 
     async define(def, gate, opts) {
       const fields = {
@@ -98,23 +117,19 @@ export function createDefinitions(deps: { redis: RedisLike; prefix: string; cloc
         secret: opts.secret ?? newItemSecret(),
         epoch: opts.epoch ?? null,
         born: randomBytes(8).toString('hex'),
+        drawSeed: randomBytes(32).toString('hex'),
         definition: Object.fromEntries(Object.entries(fields).map(([f, v]) => [f, String(v)])),
         gate: gate ? gateFields(gate) : null,
         reopen: opts.reopen,
       });
       const sub = splitOf(def);
       if (sub) await deps.split.defineSubLines(sub);
-      // The draw's seed is fixed once, so its hash (shown from now on) commits to it.
-      if (def.preQueueFromMs) await redis.hsetnx(itemKeys(prefix, def.itemId).meta, 'drawSeed', randomBytes(32).toString('hex'));
       // A new item starts with the users blocked everywhere (a copy: the global set lives on no
       // item's slot), and is in the set of items before a block everywhere can look for it: the two
       // under the blocks everywhere's lock, or a block made that moment on another daemon missed
       // the item for good (its copy read the set before the block, the block's fan-out read the
       // items before the item).
-      const register = async () => {
-        if (created) for (const userId of await redis.smembers(globalBlocksKey(prefix))) await block(def.itemId, sub?.lines ?? 1, userId, 2, true);
-        await items.added(def.itemId);
-      };
+      const register = () => registerItem(def.itemId, sub?.lines ?? 1, created);
       await (created && opts.everywhere ? opts.everywhere(register) : register());
       // Every daemon reads the item again; no loop needs it until a join, a pull or a cut (an empty
       // line has no work: making each new item active cost 10,000 items a minute of every loop each).

@@ -156,8 +156,8 @@ export function createLineScripts(run: ScriptRunner['run']) {
 
     /** Throws conflict when the handler would change under live tickets. */
     /** `epoch`, `born`: see define-5.lua. Returns the secret and epoch the item signs with now. */
-    async define(itemId: string, now: number, a: { secret: string; definition: Record<string, string>; gate: Record<string, string> | null; reopen: boolean; epoch?: number | null; born: string }) {
-      const [code, secret, epoch] = (await run(scripts.define, itemId, now, { secret: a.secret, definition: JSON.stringify(a.definition), gate: a.gate ? JSON.stringify(a.gate) : '', reopen: bit(a.reopen), epoch: a.epoch ?? '', born: a.born })) as [number, string, number];
+    async define(itemId: string, now: number, a: { secret: string; definition: Record<string, string>; gate: Record<string, string> | null; reopen: boolean; epoch?: number | null; born: string; drawSeed: string }) {
+      const [code, secret, epoch] = (await run(scripts.define, itemId, now, { secret: a.secret, definition: JSON.stringify(a.definition), gate: a.gate ? JSON.stringify(a.gate) : '', reopen: bit(a.reopen), epoch: a.epoch ?? '', born: a.born, drawSeed: a.drawSeed })) as [number, string, number];
       if (code === -1) throw new FloodgateError('conflict', 'The handler of an item with live tickets cannot change.');
       if (code === -2) throw new FloodgateError('conflict', PRE_QUEUE_AFTER_TICKETS);
       if (code === -3) throw new FloodgateError('conflict', PRE_QUEUE_AFTER_CUT);

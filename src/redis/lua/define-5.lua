@@ -9,6 +9,10 @@
     later than now: now); used only when the item is new
   ARGV[7] born: a fresh random token naming this life of the item (the daemons' caches of its
     tickets tell a re-created item from the one before by it; the secret may be the same)
+  ARGV[8] drawSeed: a fresh pre-queue draw seed (hex), kept when the definition has a pre-queue
+    and the item has no seed yet (fixed once, so the seedHash shown from then on commits to it).
+    In this script, not after it: a daemon killed between the two left a pre-queue with no seed
+    (a seedHash of nothing shown, its tickets answered 404, every pull 500, nothing ever drawn).
   Returns { code, secret, epoch }: code 1 created, 2 replaced, -1 conflict (handler change with
     live tickets), -2 conflict (a pre-queue added to a line that has had tickets), -3 conflict (a
     pre-queue not drawn yet on a line a cut moved past tickets: it closed or sold out), -4 conflict
@@ -80,6 +84,7 @@ end
 for k, v in pairs(def) do
   if v == '' then rcall('HDEL', K.meta, k) else rcall('HSET', K.meta, k, v) end
 end
+if def.preFrom and def.preFrom ~= '' then rcall('HSETNX', K.meta, 'drawSeed', ARGV[8]) end
 if ARGV[5] == '1' then
   rcall('HDEL', K.meta, 'closed')
   if not rcall('HGET', K.meta, 'soldOut') then rcall('HDEL', K.meta, 'endedAt') end
