@@ -12,7 +12,7 @@ const handlersModule = path.resolve(import.meta.dirname, 'fixtures/echo-handler.
 const { call } = await inProcessDaemon({
   prefix: newPrefix(),
   databaseUrl: db.url,
-  env: { FLOODGATE_HANDLERS_MODULE: handlersModule },
+  env: { FLOODGATE_HANDLERS_MODULE: handlersModule, FLOODGATE_JOB_ATTEMPTS: '2', FLOODGATE_JOB_BACKOFF_MS: '50' },
 });
 const view = (id: string) => call('GET', `/v1/tickets/${id}`, undefined, null).then((r) => r.body);
 
@@ -53,6 +53,34 @@ describe('the service module', () => {
     expect(vb).toMatchObject({ state: 'rejected', outcome: { reason: 'refused' } });
   });
 
+  it("ends a deployment's misbehaving handler's tickets with what is true: a call that never settles, `throw undefined`, an answer the contract does not know, a result Postgres cannot store", { timeout: 30_000 }, async () => {
+    expect((await call('PUT', '/v1/items/e4', { handler: 'echo', config: { deadlineMs: 200 } })).status).toBe(201);
+    const join = (userId: string, payload: Record<string, unknown>) => call('POST', '/v1/items/e4/tickets', { userId, payload }, SVC).then((r) => r.body.ticketId as string);
+    const ids = {
+      hang: await join('hang', { hang: true }),
+      nothing: await join('nothing', { throwNothing: true }),
+      string: await join('string', { answer: 'ok' }),
+      failed: await join('failed', { answer: { status: 'failed', reason: 'said_failed' } }),
+      numeric: await join('numeric', { answer: { status: 'rejected', reason: 42 } }),
+      nul: await join('nul', { nul: true }),
+    };
+    const views = await waitFor(
+      () => Promise.all(Object.values(ids).map(view)),
+      (vs) => vs.every((v) => v.state !== 'waiting' && v.state !== 'admitted'),
+      20_000,
+    );
+    const by = Object.fromEntries(Object.keys(ids).map((k, i) => [k, views[i]]));
+    // Given up 1 s past its deadline, each of its two attempts: a drop, as a webhook's timeout.
+    expect(by.hang).toMatchObject({ state: 'failed', outcome: { reason: 'timeout' } });
+    expect(by.nothing).toMatchObject({ state: 'failed', outcome: { reason: 'handler_error' } });
+    for (const k of ['string', 'failed', 'numeric']) expect(by[k]).toMatchObject({ state: 'failed', outcome: { reason: 'invalid_result' } });
+    expect(by.nul).toMatchObject({ state: 'succeeded' });
+    expect(by.nul.outcome.result).toBeUndefined();
+    // Its ledger row is written (a NUL in it was refused and parked: the outcome lost once the state left Redis).
+    const rows = await waitFor(() => db.sql`select status from ticket_outcomes where item_id = 'e4' order by status`, (r) => r.length >= 6);
+    expect(rows.map((r) => r.status)).toEqual(['failed', 'failed', 'failed', 'failed', 'failed', 'succeeded']);
+  });
+
   it('loads a TypeScript handlers module into the daemon as `npm start` runs it (built, plain node)', { timeout: 60_000 }, async () => {
     const d = await startDaemonProcess(processEnv(db.url, newPrefix(), { FLOODGATE_HANDLERS_MODULE: handlersModule }));
     try {
@@ -65,6 +93,14 @@ describe('the service module', () => {
         (x) => x.state === 'succeeded',
       );
       expect(v).toMatchObject({ outcome: { result: { echoed: 'built cy' } } });
+      // The module's DropError is the sources' class, the built daemon's its own copy: still a drop.
+      const dropped = (await req('POST', '/v1/items/e3/tickets', { userId: 'dee', payload: { drop: true } }, 'svc')).body;
+      const dv = await waitFor(
+        () => fetch(`${d.url}/v1/tickets/${dropped.ticketId}`).then((r) => r.json()),
+        (x) => x.state !== 'waiting' && x.state !== 'admitted',
+        20_000,
+      );
+      expect(dv).toMatchObject({ state: 'failed', outcome: { reason: 'downstream_busy' } });
     } finally {
       expect(await d.stop()).toBe(0);
     }

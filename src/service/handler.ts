@@ -72,6 +72,15 @@ export class RequeueError extends Error {
   }
 }
 
+/**
+ * Whether `err` is a DropError (a RequeueError): by its name as well as its class. A deployment's
+ * handler module imports the class from the sources, while `npm start` runs the daemon bundled
+ * (dist/floodgate.mjs), which holds a copy of its own: `instanceof` took the module's drops for
+ * errors (Retry-After ignored, the gate opening up on fast failures instead of backing off).
+ */
+export const isDropError = (err: unknown): err is DropError => err instanceof DropError || (err instanceof Error && err.name === 'DropError' && typeof (err as DropError).reason === 'string');
+export const isRequeueError = (err: unknown): err is RequeueError => err instanceof RequeueError || (err instanceof Error && err.name === 'RequeueError' && typeof (err as RequeueError).reason === 'string');
+
 /** An item's Redis stock counter, one ticket at a time (calls are coalesced underneath). */
 export interface UnitStock {
   /**

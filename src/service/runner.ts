@@ -2,9 +2,10 @@ import { Backoffs, DelayedError, type Job } from 'bullmq';
 import type { Logger } from '../kernel/logger.js';
 import type { SettleInput } from '../queue/line.js';
 import type { CachedItem } from '../queue/item-cache.js';
-import { DropError, MAX_RETRY_AFTER_MS, RequeueError, type HandlerContext, type HandlerOutcome, type HandlerSpec } from './handler.js';
+import { jsonIssues, MAX_JSON_DEPTH } from '../kernel/json-issues.js';
+import { DropError, isDropError, isRequeueError, MAX_RETRY_AFTER_MS, type HandlerContext, type HandlerOutcome, type HandlerSpec } from './handler.js';
 import { jobGroups, type JobGroup, type JobTicket, type QueuedJob } from './jobs.js';
-import type { HandlerRegistry } from './registry.js';
+import { builtinHandlers, type HandlerRegistry } from './registry.js';
 
 /** One call of a handler, as the gate sees it: how long the downstream took, and whether it dropped. */
 export interface Sample {
@@ -55,6 +56,59 @@ interface GroupRun {
   waitMs: number;
   deadlineMs: number;
   fault?: unknown;
+}
+
+/** How long past its deadline a deployment's own handler may run before its call is given up (its ctx.signal aborts at the deadline). */
+export const HANDLER_GRACE_MS = 1000;
+/** The largest result a handler's outcome keeps (as a webhook's answer: 64 KiB of JSON). */
+const MAX_RESULT_CHARS = 64 * 1024;
+
+/**
+ * A deployment's handler call, given up `ms` after it began: one that ignored its signal and never
+ * settled (a driver without timeouts) held its ticket admitted for good, its lease renewed while
+ * the job ran, and its in-flight slot with it. Given up, it counts as a drop (`timeout`): retried
+ * while attempts remain, then `failed`, as a webhook's call that timed out. (The built-in handlers
+ * keep their own deadlines: a sale's commit is Postgres's to decide, not a timer's.)
+ */
+function givenUpAfter<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new DropError('timeout')), ms);
+  });
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
+
+const keepable = (v: unknown) => jsonIssues(v, MAX_JSON_DEPTH, 1).length === 0;
+/** A reason code as the contract keeps one (1–128 characters of well-formed text without NUL). */
+const isReason = (r: unknown): r is string => typeof r === 'string' && r.length >= 1 && r.length <= 128 && keepable(r);
+
+/**
+ * A handler's answer as the contract can keep it: `succeeded`, or `rejected` with a reason code
+ * (a string of 1–128 characters, as an outside worker's write-back); null for anything else (a
+ * string, `failed`, a numeric reason), which ends the ticket `failed` / `invalid_result` rather
+ * than telling its user a `rejected` the handler never said. A result that cannot be stored (not
+ * JSON, NUL or a lone surrogate, nested past 32 levels, over 64 KiB) is left out as a webhook's
+ * answer is (`dropped`): kept, its ledger row was refused and the ticket's outcome lost once its
+ * state left Redis.
+ */
+export function keptOutcome(answer: unknown): { outcome: HandlerOutcome; dropped: boolean } | null {
+  if (typeof answer !== 'object' || answer === null) return null;
+  const { status, reason, result } = answer as Record<string, unknown>;
+  if (status !== 'succeeded' && status !== 'rejected') return null;
+  if (status === 'rejected' && !isReason(reason)) return null;
+  let kept: unknown;
+  if (result !== undefined) {
+    try {
+      const text = JSON.stringify(result);
+      kept = text !== undefined && text.length <= MAX_RESULT_CHARS ? JSON.parse(text) : undefined;
+    } catch {
+      kept = undefined; // a BigInt, a cycle
+    }
+    if (kept !== undefined && !keepable(kept)) kept = undefined;
+  }
+  const dropped = result !== undefined && kept === undefined;
+  const withResult = kept === undefined ? {} : { result: kept };
+  return { outcome: status === 'succeeded' ? { status, ...withResult } : { status, reason: reason as string, ...withResult }, dropped };
 }
 
 /** What a drop asks to wait (ms): its `retryAfterMs` capped at MAX_RETRY_AFTER_MS; 0 for none or nonsense. */
@@ -128,21 +182,31 @@ export function createRunner(deps: RunnerDeps) {
     const startedAt = deps.now();
     let outcome: HandlerOutcome;
     try {
-      outcome = await spec.handle!({ ticketId: t.ticketId, itemId, seq: t.seq, userId: t.userId, payload: t.payload, config, attempt }, ctx);
+      const call = spec.handle!({ ticketId: t.ticketId, itemId, seq: t.seq, userId: t.userId, payload: t.payload, config, attempt }, ctx);
+      const kept = keptOutcome(await (builtinHandlers.includes(spec) ? call : givenUpAfter(call, ctx.deadlineMs + HANDLER_GRACE_MS)));
+      if (!kept) {
+        deps.onSample({ itemId, startedAt, latencyMs: performance.now() - started, result: 'error' });
+        log.warn({ itemId, seq: t.seq, handler: spec.name }, 'handler answered no outcome the contract knows (succeeded, or rejected with a reason of 1-128 characters): ticket failed');
+        await settle(itemId, t, { status: 'failed', reason: 'invalid_result' });
+        return { settled: true };
+      }
+      if (kept.dropped) log.warn({ itemId, seq: t.seq, handler: spec.name }, 'handler result not kept (not JSON, NUL, lone surrogate, deeper than 32 or over 64 KiB); outcome stored without it');
+      outcome = kept.outcome;
       deps.onSample({ itemId, startedAt, latencyMs: performance.now() - started, result: outcome.status === 'succeeded' ? 'ok' : 'rejected' });
     } catch (err) {
-      if (err instanceof RequeueError) {
+      if (isRequeueError(err)) {
         // Undecidable now (Postgres unreachable, units held by tickets in flight): back to the head.
         log.debug({ itemId, seq: t.seq, reason: err.reason }, 'ticket requeued');
         await settle(itemId, t, { status: 'failed', reason: err.reason, retry: true });
         return { settled: true };
       }
-      const drop = err instanceof DropError;
+      const drop = isDropError(err);
       deps.onSample({ itemId, startedAt, latencyMs: performance.now() - started, result: drop ? 'drop' : 'error' });
       // Asked on the last attempt too: the item's other tickets wait it out.
       const waitMs = drop ? askedWait(err) : 0;
       if (waitMs) pause(itemId, waitMs);
-      const permanent = (err as { permanent?: boolean }).permanent === true;
+      // (Whatever was thrown: `throw undefined` read as an object failed here, and its ticket was never settled.)
+      const permanent = (err as { permanent?: boolean } | null | undefined)?.permanent === true;
       if (!permanent && attempt < deps.attempts) {
         log.debug({ itemId, seq: t.seq, attempt, waitMs, err: String(err) }, 'handler attempt failed; retrying');
         return { settled: false, waitMs };
@@ -154,7 +218,9 @@ export function createRunner(deps: RunnerDeps) {
         if (!live.length) return { settled: true };
       }
       log.warn({ itemId, seq: t.seq, attempt, err: String(err) }, 'handler failed');
-      await settle(itemId, t, { status: 'failed', reason: drop ? (err as DropError).reason : permanent ? (err as Error).message : 'handler_error' });
+      // A module's own drop or permanent error may say anything: kept as the reason only if it is a code.
+      const said = drop ? err.reason : permanent ? (err as Error).message : 'handler_error';
+      await settle(itemId, t, { status: 'failed', reason: isReason(said) ? said : drop ? 'downstream_drop' : 'handler_error' });
       return { settled: true };
     }
     await settle(itemId, t, outcome.status === 'succeeded' ? { status: 'succeeded', result: outcome.result } : { status: 'rejected', reason: outcome.reason, result: outcome.result });
