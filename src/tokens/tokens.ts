@@ -135,15 +135,14 @@ export function createTokens(deps: TokensDeps) {
     return out(full !== null && full.length <= MAX_TOKEN_CHARS ? full : await signed(claims));
   }
 
-  /** Keeps a revocation of `jti` until `untilMs` at least: Postgres, this daemon, Redis. */
+  /**
+   * Keeps a revocation of `jti` until `untilMs` at least: Postgres, this daemon, Redis. Postgres
+   * refusing it throws and leaves nothing behind (a revoke answered 503 said nothing was revoked,
+   * and the loop wrote it two seconds later); an extension keeps what failed for the loop itself.
+   */
   async function keepRevoked(jti: string, untilMs: number) {
-    try {
-      await deps.revocations.revoke(jti, untilMs);
-      unwritten.delete(jti);
-    } catch (err) {
-      unwritten.set(jti, Math.max(unwritten.get(jti) ?? 0, untilMs));
-      throw err;
-    }
+    await deps.revocations.revoke(jti, untilMs);
+    if ((unwritten.get(jti) ?? 0) <= untilMs) unwritten.delete(jti);
     keep(jti, untilMs);
     await redis.zadd(revoked, 'GT', untilMs, jti);
   }
@@ -163,6 +162,7 @@ export function createTokens(deps: TokensDeps) {
     }
     if (until === undefined || until >= expMs) return;
     await keepRevoked(jti, expMs).catch((err) => {
+      unwritten.set(jti, Math.max(unwritten.get(jti) ?? 0, expMs));
       keep(jti, expMs);
       deps.log.warn({ err: String(err) }, 'a revocation not extended in postgres yet; retried');
       return redis.zadd(revoked, 'GT', expMs, jti).catch(() => undefined);
