@@ -150,7 +150,7 @@ describe('stock at admission', () => {
     const { run } = createScriptRunner(t.redis, prefix);
     const now = clock.now();
     await run(scripts.setStock, 'st', now, { units: 2, shards: 2, idleOnly: '0', admissions: '', unitsWere: '' });
-    for (const userId of ['a', 'b', 'c', 'd']) await run(scripts.join, 'st', now, { userId, payload: '', source: '', defaultKeyQuota: '', memoryFull: '' });
+    for (const userId of ['a', 'b', 'c', 'd']) await run(scripts.join, 'st', now, { userId, payload: '', source: '', defaultKeyQuota: '', memoryFull: '', uncounted: '' });
     const admit = async () => (await run(scripts.admit, 'st', now, { max: 10, leaseMs: 60_000, leasePrefix: 'p.', autoCap: '' })) as (string | number)[];
     const first = await admit();
     expect(first.slice(0, 3)).toEqual([0, 2, 1]);
@@ -181,7 +181,7 @@ describe('admit says when it emptied the line', () => {
     const { run } = createScriptRunner(t.redis, prefix);
     const now = clock.now();
     const admit = async (id: string, max: number) => ((await run(scripts.admit, id, now, { max, leaseMs: 60_000, leasePrefix: 'p.', autoCap: '' })) as number[]).slice(0, 2);
-    const join = (id: string, n: number) => Promise.all(Array.from({ length: n }, (_, u) => run(scripts.join, id, now, { userId: `u${u}`, payload: '', source: '', defaultKeyQuota: '', memoryFull: '' })));
+    const join = (id: string, n: number) => Promise.all(Array.from({ length: n }, (_, u) => run(scripts.join, id, now, { userId: `u${u}`, payload: '', source: '', defaultKeyQuota: '', memoryFull: '', uncounted: '' })));
     const def = (itemId: string) => ({ itemId, handler: 'external', config: {}, capacity: null, abandonAfterMs: null, opensAt: null, closesAt: null, rejoin: 'any' as const });
     await line.definitions.define(def('e'), null, { reopen: false });
     await join('e', 3);
@@ -210,20 +210,20 @@ describe('admit says when it emptied the line', () => {
     const def = (itemId: string) => ({ itemId, handler: 'external', config: {}, capacity: null, abandonAfterMs: null, opensAt: null, closesAt: null, rejoin: 'any' as const });
     // 8/s, a burst of one: one at once, the next 125 ms later.
     await line.definitions.define(def('p8'), { mode: 'manual', rate: 8 }, { reopen: false });
-    for (let u = 0; u < 4; u++) await run(scripts.join, 'p8', now, { userId: `u${u}`, payload: '', source: '', defaultKeyQuota: '', memoryFull: '' });
+    for (let u = 0; u < 4; u++) await run(scripts.join, 'p8', now, { userId: `u${u}`, payload: '', source: '', defaultKeyQuota: '', memoryFull: '', uncounted: '' });
     expect(await admit('p8', now)).toEqual([0, 1]);
     expect(await admit('p8', now)).toEqual([2, 125]);
     expect(await admit('p8', now + 100)).toEqual([2, 25]);
     expect(await admit('p8', now + 125)).toEqual([0, 1]);
     // 15/s, a burst of 1.5: the next one comes when the pace is half an interval (33.3 ms) behind.
     await line.definitions.define(def('p15'), { mode: 'manual', rate: 15 }, { reopen: false });
-    for (let u = 0; u < 4; u++) await run(scripts.join, 'p15', now, { userId: `u${u}`, payload: '', source: '', defaultKeyQuota: '', memoryFull: '' });
+    for (let u = 0; u < 4; u++) await run(scripts.join, 'p15', now, { userId: `u${u}`, payload: '', source: '', defaultKeyQuota: '', memoryFull: '', uncounted: '' });
     expect(await admit('p15', now)).toEqual([0, 1]);
     expect(await admit('p15', now)).toEqual([2, 34]);
     expect(await admit('p15', now + 34)).toEqual([0, 1]);
     // Not when the in-flight cap holds it too (a settle wakes the dispatcher then), nor on an empty line.
     await line.definitions.define(def('pc'), { mode: 'manual', rate: 8, maxInFlight: 1 }, { reopen: false });
-    for (let u = 0; u < 2; u++) await run(scripts.join, 'pc', now, { userId: `u${u}`, payload: '', source: '', defaultKeyQuota: '', memoryFull: '' });
+    for (let u = 0; u < 2; u++) await run(scripts.join, 'pc', now, { userId: `u${u}`, payload: '', source: '', defaultKeyQuota: '', memoryFull: '', uncounted: '' });
     expect(await admit('pc', now)).toEqual([0, 1]);
     expect(await admit('pc', now)).toEqual([0, 0]);
   });
@@ -241,7 +241,7 @@ describe('calls for many items in one', () => {
     const items = ['r1', 'r2', 'r3'];
     for (const id of items) {
       await line.definitions.define(def(id), null, { reopen: false });
-      for (let u = 0; u < 20; u++) await run(scripts.join, id, now, { userId: `u${u}`, payload: '', source: '', defaultKeyQuota: '', memoryFull: '' });
+      for (let u = 0; u < 20; u++) await run(scripts.join, id, now, { userId: `u${u}`, payload: '', source: '', defaultKeyQuota: '', memoryFull: '', uncounted: '' });
       await run(scripts.admit, id, now, { max: 20, leaseMs: 1000, leasePrefix: 'p.', autoCap: '' });
     }
     const later = now + 5000; // every lease has run out
@@ -282,7 +282,7 @@ describe('calls for many items in one', () => {
     const items = ['m1', 'm2', 'm3', 'm4'];
     for (const id of items) await line.definitions.define(def(id), null, { reopen: false });
     const { conn, numKeys, run } = recordingRunner(prefix);
-    for (const [i, id] of items.entries()) for (let u = 0; u <= i; u++) await run(scripts.join, id, now, { userId: `u${u}`, payload: '', source: '', defaultKeyQuota: '', memoryFull: '' });
+    for (const [i, id] of items.entries()) for (let u = 0; u <= i; u++) await run(scripts.join, id, now, { userId: `u${u}`, payload: '', source: '', defaultKeyQuota: '', memoryFull: '', uncounted: '' });
     numKeys.length = 0;
     try {
       const args = (max: number | string) => ({ max, leaseMs: 60_000, leasePrefix: 'p.', autoCap: '' });
@@ -337,7 +337,7 @@ describe('calls for many items in one', () => {
     const line = createLine({ redis: t.redis, prefix, clock, cacheMs: 0 });
     for (const id of ['j1', 'j2']) await line.definitions.define(def(id), null, { reopen: false });
     const { conn, numKeys, run } = recordingRunner(prefix);
-    const join = (itemId: string, userId: string) => run(scripts.join, itemId, now, { userId, payload: '', source: '', defaultKeyQuota: '', memoryFull: '' }) as Promise<[number, number, string, number]>;
+    const join = (itemId: string, userId: string) => run(scripts.join, itemId, now, { userId, payload: '', source: '', defaultKeyQuota: '', memoryFull: '', uncounted: '' }) as Promise<[number, number, string, number]>;
     try {
       // Seven joins in one turn: two items, one user twice, one unknown item.
       const asked: [string, string][] = [['j1', 'a'], ['j2', 'a'], ['j1', 'b'], ['nope', 'a'], ['j1', 'a'], ['j1', 'c'], ['j2', 'b']];
@@ -350,7 +350,7 @@ describe('calls for many items in one', () => {
       for (const id of ['j1', 'j2']) await line2.definitions.define(def(id), null, { reopen: false });
       const alone = createScriptRunner(t.redis, prefix2);
       const one: unknown[] = [];
-      for (const [item, user] of asked) one.push(await alone.run(scripts.join, item, now, { userId: user, payload: '', source: '', defaultKeyQuota: '', memoryFull: '' }));
+      for (const [item, user] of asked) one.push(await alone.run(scripts.join, item, now, { userId: user, payload: '', source: '', defaultKeyQuota: '', memoryFull: '', uncounted: '' }));
       expect(replies).toEqual(one);
     } finally {
       conn.disconnect();

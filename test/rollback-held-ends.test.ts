@@ -80,6 +80,20 @@ describe('a Redis rollback past an end the outcome ledger holds', () => {
     expect(await poll(t)).toMatchObject({ state: 'cancelled' });
   });
 
+  it("a user told cancelled who joins again is counted once against the item's quota", { timeout: 60_000 }, async () => {
+    await call('PUT', '/v1/items/x7', { handler: 'external', quotas: { perUser: { limit: 2, windowMs: 600_000 } } });
+    const t = (await call('POST', '/v1/items/x7/tickets', { userId: 'ivy' }, SVC)).body.ticketId as string;
+    const snap = await snapshot('x7'); // her join counted: 1 of 2
+    expect((await call('DELETE', `/v1/tickets/${t}`, undefined, null)).body.state).toBe('cancelled');
+    await waitFor(() => row(t), (r) => !!r);
+    await rollback('x7', snap);
+    expect((await waitFor(() => poll(t), (v) => v.state === 'cancelled', 5_000)).state).toBe('cancelled');
+    // Her second join of the window: the script runs twice for it (the revived ticket ended, then
+    // the join), and counted it twice it answered 429.
+    const again = await call('POST', '/v1/items/x7/tickets', { userId: 'ivy' }, SVC);
+    expect(again.status).toBe(202);
+  });
+
   it('a webhook ticket its user cancelled is not called', { timeout: 60_000 }, async () => {
     await call('PUT', '/v1/items/x3', { handler: 'webhook', config: { url: down.url }, gate: { mode: 'closed' } });
     const t = (await call('POST', '/v1/items/x3/tickets', { userId: 'carol' }, SVC)).body.ticketId as string;

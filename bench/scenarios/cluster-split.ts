@@ -89,7 +89,7 @@ export async function splitSection(ctx: BenchContext, seeds: string): Promise<st
       const item = { itemId, lines };
       if (lines > 1) await split.defineSubLines(item);
       const join = (userId: string) =>
-        lines === 1 ? run(scripts.join, itemId, systemClock.now(), { userId, payload: '', source: '', defaultKeyQuota: '', memoryFull: '' }) : split.join(item, userId);
+        lines === 1 ? run(scripts.join, itemId, systemClock.now(), { userId, payload: '', source: '', defaultKeyQuota: '', memoryFull: '', uncounted: '' }) : split.join(item, userId);
       const { perS, per } = await measure(join);
       const calls = per.reduce((x, p) => x + p.calls, 0);
       const busiest = per.reduce((m, p) => (p.cpu > m.cpu ? p : m), per[0]);

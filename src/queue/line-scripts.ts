@@ -81,8 +81,8 @@ function admittedRows(res: (string | number)[], from: number): AdmittedRow[] {
 
 export function createLineScripts(run: ScriptRunner['run']) {
   return {
-    async join(itemId: string, now: number, a: { userId: string; payload: string; source: string; defaultKeyQuota: number | ''; memoryFull: '1' | '' }): Promise<JoinReply> {
-      const [code, n, record, served] = (await run(scripts.join, itemId, now, a)) as [number, number, string, number];
+    async join(itemId: string, now: number, a: { userId: string; payload: string; source: string; defaultKeyQuota: number | ''; memoryFull: '1' | ''; uncounted?: '1' | '' }): Promise<JoinReply> {
+      const [code, n, record, served] = (await run(scripts.join, itemId, now, { uncounted: '', ...a })) as [number, number, string, number];
       if (code === 0 || code === 1) return { kind: code === 0 ? 'created' : 'existing', seq: n, record, served };
       if (code === -7) {
         // Over a quota: n = ms until its window ends, record = which quota. Retry-After in whole seconds, at least 1.

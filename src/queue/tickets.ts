@@ -170,7 +170,7 @@ export function createTickets(deps: TicketsDeps): Tickets {
       if (memoryFull) throw memoryFullRefusal();
       return joinSplit(item, sub, userId, payload, source);
     }
-    const r = await deps.scripts.join(itemId, now, { userId, payload: payload ? JSON.stringify(payload) : '', source: source ?? '', defaultKeyQuota: deps.defaultKeyQuota ?? '', memoryFull: memoryFull ? '1' : '' });
+    const r = await deps.scripts.join(itemId, now, { userId, payload: payload ? JSON.stringify(payload) : '', source: source ?? '', defaultKeyQuota: deps.defaultKeyQuota ?? '', memoryFull: memoryFull ? '1' : '', uncounted: rejoined ? '1' : '' });
     if (r.kind === 'refused') {
       if (r.itemChanged && !foreseen(s, r.error, now)) items.invalidate(itemId);
       throw r.error;

@@ -40,7 +40,7 @@ function spec<const K extends ItemKeyName, const A extends string>(file: string,
 const ending = ['payloads', 'stock', 'taken', 'done'] as const;
 
 export const scripts = {
-  join: spec('join-5', ['meta', 'ctr', 'users', 'payloads', 'blocked'], ['userId', 'payload', 'source', 'defaultKeyQuota', 'memoryFull']),
+  join: spec('join-5', ['meta', 'ctr', 'users', 'payloads', 'blocked'], ['userId', 'payload', 'source', 'defaultKeyQuota', 'memoryFull', 'uncounted']),
   readTicket: spec('read-ticket-3', ['meta', 'ctr', 'retry'], ['seq']),
   cancel: spec('cancel-9', ['meta', 'ctr', 'users', 'retry', ...ending, 'cx'], ['seq', 'outcome', 'record']),
   admit: spec('admit-12', ['meta', 'ctr', 'gate', 'retry', 'leases', 'payloads', 'blocked', 'stock', 'taken', 'done', 'drawOrder', 'doubt'], ['max', 'leaseMs', 'leasePrefix', 'autoCap']),

@@ -5,7 +5,7 @@ import { scripts, type ScriptRunner } from '../../src/redis/scripts.js';
 export function everyScriptCall(run: ScriptRunner['run'], item: string, now: number): Record<keyof typeof scripts, () => Promise<unknown>> {
   return {
     define: () => run(scripts.define, item, now, { secret: 'ab', definition: '{"handler":"external"}', gate: '', reopen: '0', epoch: '', born: 'b1', drawSeed: 'cd' }),
-    join: () => run(scripts.join, item, now, { userId: 'u1', payload: '', source: '', defaultKeyQuota: '', memoryFull: '' }),
+    join: () => run(scripts.join, item, now, { userId: 'u1', payload: '', source: '', defaultKeyQuota: '', memoryFull: '', uncounted: '' }),
     readTicket: () => run(scripts.readTicket, item, now, { seq: 1 }),
     admit: () => run(scripts.admit, item, now, { max: 1, leaseMs: 1000, leasePrefix: 'p.', autoCap: '' }),
     settle: () => run(scripts.settle, item, now, {}, [1, 'p.1', 'succeeded', '{"status":"succeeded"}', '0', '0', '']),

@@ -7,6 +7,8 @@
   ARGV[4] source: the name of the key that asks ('' none)
   ARGV[5] defaultKeyQuota: joins per second per key name, for an item without a perKey quota ('' none)
   ARGV[6] memoryFull: '1' when Redis is near its memory limit: no new ticket (a held one is returned)
+  ARGV[7] uncounted: '1' for the second call of one join (tickets.ts: a ticket a rollback brought
+    back was ended first): its quotas were counted by the first
   Returns { code, seq, record, served }
     code  0 created, 1 existing ticket (live, or terminal where the handler forbids a new one)
          -1 item not found, -2 not open yet (then seq = opensAt), -3 closed, -4 sold out,
@@ -36,7 +38,7 @@ end
 -- Near the memory limit nothing is counted or written: a held ticket is returned and the ended
 -- checks answer; any other join is refused (-8).
 local memoryFull = ARGV[6] == '1'
-if not memoryFull then
+if not memoryFull and ARGV[7] ~= '1' then
   local keySpec = meta[10] or ''
   if keySpec == '' and ARGV[5] ~= '' then keySpec = ARGV[5] .. ':1000' end
   local userWait = meta[9] and meta[9] ~= '' and overQuota(meta[9], function(w) return keyOf.userQuota(userId, w) end) or nil
