@@ -172,13 +172,20 @@ export function createTokens(deps: TokensDeps) {
   async function verify(token: unknown): Promise<JWTPayload | null> {
     const arrived = monotonicNow();
     if (typeof token !== 'string' || token.length > MAX_TOKEN_CHARS) return null;
+    let kid: unknown;
     try {
-      const { kid } = decodeProtectedHeader(token);
-      if (typeof kid !== 'string') return null;
-      // A kid this daemon does not know: looked for in a load begun after this request came (a key
-      // another daemon just made), at most one load per FORCED_LOAD_GAP_MS for every such request.
-      const key = await keys.find(kid, arrived);
-      if (!key) return null;
+      kid = decodeProtectedHeader(token).kid;
+    } catch {
+      return null;
+    }
+    if (typeof kid !== 'string') return null;
+    // A kid this daemon does not know: looked for in a load begun after this request came (a key
+    // another daemon just made), at most one load per FORCED_LOAD_GAP_MS for every such request.
+    // A load that fails (Postgres away) throws: the caller answers 503, not "inactive" for a valid
+    // token of a key rotated in on another daemon while this one could not read it.
+    const key = await keys.find(kid, arrived);
+    if (!key) return null;
+    try {
       const { payload } = await jwtVerify(token, key.verify, { algorithms: ['EdDSA'], issuer: deps.issuer, currentDate: new Date(clock.now()) });
       if (typeof payload.jti !== 'string' || typeof payload.sub !== 'string' || typeof payload.aud !== 'string' || typeof payload.exp !== 'number') return null;
       return payload;
