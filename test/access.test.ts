@@ -43,6 +43,8 @@ describe('named keys and scopes', () => {
     expect(denied.status).toBe(403);
     expect(denied.body.error.code).toBe('forbidden');
     expect((await call('POST', `/v1/items/${outside}/pull`, { max: 1 }, 'app-key')).status).toBe(403);
+    // Before the body is read, as a join: a key outside its scope learns nothing, not even that its body was bad.
+    expect((await call('POST', `/v1/items/${outside}/pull`, { max: 'x' }, 'app-key')).status).toBe(403);
     // The item's status too, and an unknown item outside the scope is the same 403 (not 404).
     expect((await call('GET', `/v1/items/${inside}/status`, undefined, 'app-key')).status).toBe(200);
     const status = await call('GET', `/v1/items/${outside}/status`, undefined, 'app-key');

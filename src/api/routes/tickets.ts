@@ -94,7 +94,7 @@ export function ticketRoutes(ctx: ApiContext) {
 
   app.openapi(
     createRoute({
-      method: 'post', path: '/v1/items/{itemId}/pull', tags: ['external workers'], security, middleware: [service, emptyJsonIsNoBody] as const,
+      method: 'post', path: '/v1/items/{itemId}/pull', tags: ['external workers'], security, middleware: [service, scoped, emptyJsonIsNoBody] as const,
       summary: 'Take tickets from the head of the line under a lease (external items)',
       request: { params: z.object({ itemId: ItemId }), body: { ...json(PullInput, 'How many, for how long'), required: false } },
       responses: { 200: json(z.object({ tickets: z.array(PulledTicket) }), 'Tickets (possibly none)'), ...errors(400, 401, 403, 404, 409, 413, 415, 503) },
