@@ -338,4 +338,26 @@ describe('retention of ended items', () => {
     await store.remove('legacy');
     await store.remove('fine');
   });
+
+  it('restores an ended item ended from its making: no join is taken between its define and its cut', async () => {
+    const clock = manualClock();
+    const prefix = t.newPrefix();
+    const store = createItemsStore(ownDb.db);
+    let tried: Promise<unknown> | null = null;
+    let line: ReturnType<typeof createLine> | null = null;
+    // The restore reads the item's blocks right after its define: a join arrives just then.
+    const racing = { ...store, blockedIn: async (scope: string) => {
+      if (scope === 'ended-c' && !tried) tried = line!.tickets.join('ended-c', 'late', null).then(() => 'joined', (err: { code?: string }) => err.code);
+      return store.blockedIn(scope);
+    } };
+    const d = daemonOn(prefix, clock, racing);
+    line = d.queue;
+    await d.catalog.put('ended-c', { handler: 'external' }, { role: 'operator', key: 'o' });
+    await d.catalog.close('ended-c');
+    await unlinkPrefix(t.redis, prefix); // Redis loses everything
+    expect(await d.catalog.restore()).toBeGreaterThanOrEqual(1);
+    expect(await tried).toBe('closed');
+    expect((await d.queue.items.item('ended-c', { fresh: true }))?.snap.counts.waiting).toBe(0);
+    await store.remove('ended-c');
+  });
 });

@@ -763,7 +763,9 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     // Its ticket-id secret and epoch as they were: the ids issued before the loss still verify,
     // and are answered from Postgres (queue/lost-tickets.ts). A row without one gets one first.
     const kept = keptSecret(row) ?? (await store.claimSecret(row.itemId, newItemSecret(), deps.clock.now()));
-    const made = await queue.definitions.define(def, rowGate(row), { reopen: false, secret: kept?.secret, epoch: kept?.epochMs ?? null, everywhere: (fn) => locked('*', fn) });
+    const soldOut = !!counted && counted.left <= 0 && !counted.reserved;
+    const ended = row.closedAt ? 'closed' : soldOut ? 'sold_out' : undefined;
+    const made = await queue.definitions.define(def, rowGate(row), { reopen: false, secret: kept?.secret, epoch: kept?.epochMs ?? null, everywhere: (fn) => locked('*', fn), ended });
     const { created } = made;
     if (kept) await keepLiveSecret(row.itemId, kept, made);
     if (!created) return false;
@@ -771,7 +773,7 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     for (const userId of await store.blockedIn(row.itemId)) await queue.definitions.blocks.set(row.itemId, userId, 'item', true);
     if (row.closedAt) await queue.definitions.cut(row.itemId, 'closed');
     // Units reserved may be released: the item is held (its line stays), as pushStock leaves it.
-    if (counted && counted.left <= 0 && !counted.reserved) await queue.definitions.cut(row.itemId, 'sold_out');
+    if (soldOut) await queue.definitions.cut(row.itemId, 'sold_out');
     deps.log.warn({ itemId: row.itemId }, 'item restored from postgres');
     return true;
   }

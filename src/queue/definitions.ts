@@ -23,7 +23,18 @@ export interface Definitions {
   define(
     def: LineDefinition,
     gate: Partial<GateSettings> | null,
-    opts: { reopen: boolean; secret?: string; epoch?: number | null; everywhere?: <T>(fn: () => Promise<T>) => Promise<T> },
+    opts: {
+      reopen: boolean;
+      secret?: string;
+      epoch?: number | null;
+      everywhere?: <T>(fn: () => Promise<T>) => Promise<T>;
+      /**
+       * A restore's item that had ended: made closed or sold out by the define itself (one line:
+       * a split item's sub-lines are cut after), so that no join is taken, and answered 202, in
+       * the moment between its making and its cut.
+       */
+      ended?: 'closed' | 'sold_out';
+    },
   ): Promise<{ created: boolean; secret: string; epoch: number }>;
   /**
    * Registers an item whose keys Redis holds but whose id its set of items lacks (a daemon killed
@@ -118,7 +129,10 @@ export function createDefinitions(deps: { redis: RedisLike; prefix: string; cloc
         epoch: opts.epoch ?? null,
         born: randomBytes(8).toString('hex'),
         drawSeed: randomBytes(32).toString('hex'),
-        definition: Object.fromEntries(Object.entries(fields).map(([f, v]) => [f, String(v)])),
+        definition: {
+          ...Object.fromEntries(Object.entries(fields).map(([f, v]) => [f, String(v)])),
+          ...(opts.ended && !splitOf(def) && { [opts.ended === 'closed' ? 'closed' : 'soldOut']: '1' }),
+        },
         gate: gate ? gateFields(gate) : null,
         reopen: opts.reopen,
       });
