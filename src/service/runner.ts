@@ -2,7 +2,7 @@ import { Backoffs, DelayedError, type Job } from 'bullmq';
 import type { Logger } from '../kernel/logger.js';
 import type { SettleInput } from '../queue/line.js';
 import type { CachedItem } from '../queue/item-cache.js';
-import { jsonIssues, MAX_JSON_DEPTH } from '../kernel/json-issues.js';
+import { jsonIssues, MAX_JSON_DEPTH, UNSAFE_NUMBER } from '../kernel/json-issues.js';
 import { DropError, isDropError, isRequeueError, MAX_RETRY_AFTER_MS, type HandlerContext, type HandlerOutcome, type HandlerSpec } from './handler.js';
 import { jobGroups, type JobGroup, type JobTicket, type QueuedJob } from './jobs.js';
 import { builtinHandlers, type HandlerRegistry } from './registry.js';
@@ -78,18 +78,24 @@ function givenUpAfter<T>(p: Promise<T>, ms: number): Promise<T> {
   return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }
 
-const keepable = (v: unknown) => jsonIssues(v, MAX_JSON_DEPTH, 1).length === 0;
 /** A reason code as the contract keeps one (1–128 characters of well-formed text without NUL). */
-const isReason = (r: unknown): r is string => typeof r === 'string' && r.length >= 1 && r.length <= 128 && keepable(r);
+const isReason = (r: unknown): r is string => typeof r === 'string' && r.length >= 1 && r.length <= 128 && jsonIssues(r, MAX_JSON_DEPTH, 1).length === 0;
+/**
+ * Whether a result (a JSON round trip of what the handler gave) can be stored: no NUL or lone
+ * surrogate in any string, which Postgres's jsonb refuses. Any depth JSON.stringify took (a result
+ * nested a few thousand levels is kept), any number (it is the handler's own, not one parsed).
+ */
+const storableResult = (v: unknown) => jsonIssues(v, Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER).every((i) => i.message === UNSAFE_NUMBER);
 
 /**
  * A handler's answer as the contract can keep it: `succeeded`, or `rejected` with a reason code
  * (a string of 1–128 characters, as an outside worker's write-back); null for anything else (a
  * string, `failed`, a numeric reason), which ends the ticket `failed` / `invalid_result` rather
  * than telling its user a `rejected` the handler never said. A result that cannot be stored (not
- * JSON, NUL or a lone surrogate, nested past 32 levels, over 64 KiB) is left out as a webhook's
- * answer is (`dropped`): kept, its ledger row was refused and the ticket's outcome lost once its
- * state left Redis.
+ * JSON — a BigInt, a cycle, nesting too deep to serialise —, NUL or a lone surrogate, over 64 KiB)
+ * is left out as a webhook's answer is (`dropped`), and the outcome stands (a sale made is
+ * `succeeded`, whatever its result): kept, its ledger row was refused and the ticket's outcome
+ * lost once its state left Redis.
  */
 export function keptOutcome(answer: unknown): { outcome: HandlerOutcome; dropped: boolean } | null {
   if (typeof answer !== 'object' || answer === null) return null;
@@ -104,7 +110,7 @@ export function keptOutcome(answer: unknown): { outcome: HandlerOutcome; dropped
     } catch {
       kept = undefined; // a BigInt, a cycle
     }
-    if (kept !== undefined && !keepable(kept)) kept = undefined;
+    if (kept !== undefined && !storableResult(kept)) kept = undefined;
   }
   const dropped = result !== undefined && kept === undefined;
   const withResult = kept === undefined ? {} : { result: kept };
@@ -183,7 +189,8 @@ export function createRunner(deps: RunnerDeps) {
     let outcome: HandlerOutcome;
     try {
       const call = spec.handle!({ ticketId: t.ticketId, itemId, seq: t.seq, userId: t.userId, payload: t.payload, config, attempt }, ctx);
-      const kept = keptOutcome(await (builtinHandlers.includes(spec) ? call : givenUpAfter(call, ctx.deadlineMs + HANDLER_GRACE_MS)));
+      // The built-in handlers' answers are the contract's already (and their results kept whole: no round trip per order).
+      const kept = builtinHandlers.includes(spec) ? { outcome: await call, dropped: false } : keptOutcome(await givenUpAfter(call, ctx.deadlineMs + HANDLER_GRACE_MS));
       if (!kept) {
         deps.onSample({ itemId, startedAt, latencyMs: performance.now() - started, result: 'error' });
         log.warn({ itemId, seq: t.seq, handler: spec.name }, 'handler answered no outcome the contract knows (succeeded, or rejected with a reason of 1-128 characters): ticket failed');
