@@ -438,8 +438,9 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
     { tickMs: 100, leaseMs: 2000, me, startLimit: config.FLOODGATE_AUTO_START_LIMIT },
   );
 
+  const ledgerFeed = createLedgerFeed(redis, config.FLOODGATE_REDIS_PREFIX, me, () => clock.now());
   const ledger = startLedger(
-    { queue, feed: createLedgerFeed(redis, config.FLOODGATE_REDIS_PREFIX, me, () => clock.now()), sql: dbHandle.sql, log: log.child({ module: 'ledger' }), metrics },
+    { queue, feed: ledgerFeed, sql: dbHandle.sql, log: log.child({ module: 'ledger' }), metrics },
     { everyMs: 500, batch: 1000, busyElu: 0.7, maxDeferMs: 15_000, stateTtlSec: Math.ceil(config.FLOODGATE_TICKET_STATE_TTL_MS / 1000) },
   );
 
@@ -457,6 +458,9 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
     };
     await forgetItems(metrics.registry, keep);
     for (const itemId of probesSeen.keys()) if (!keep(itemId)) probesSeen.delete(itemId);
+    // And what the line and the ledger hold of them (views, notices, stream groups).
+    queue.items.forget(keep);
+    ledgerFeed.forget(keep);
     missingBefore = missing;
   };
 

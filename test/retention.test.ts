@@ -360,4 +360,18 @@ describe('retention of ended items', () => {
     expect((await d.queue.items.item('ended-c', { fresh: true }))?.snap.counts.waiting).toBe(0);
     await store.remove('ended-c');
   });
+
+  it("lets a removed item's view and notices go when told to forget it (a daemon held ~3.5 KB of every item it had ever seen)", async () => {
+    const clock = manualClock();
+    const prefix = t.newPrefix();
+    const { queue, catalog } = daemonOn(prefix, clock);
+    await catalog.put('gone-1', { handler: 'external' }, { role: 'operator', key: 'o' });
+    await catalog.put('kept-1', { handler: 'external' }, { role: 'operator', key: 'o' });
+    expect(queue.items.peek('gone-1')).not.toBeNull();
+    await queue.definitions.drop('gone-1');
+    const ids = new Set(await queue.items.itemIds({ fresh: true }));
+    queue.items.forget((id) => ids.has(id));
+    expect(queue.items.peek('gone-1')).toBeNull();
+    expect(queue.items.peek('kept-1')).not.toBeNull();
+  });
 });

@@ -70,6 +70,8 @@ export interface ItemCache {
   invalidate(itemId: string): void;
   /** The cached view as it is, however old, without reading Redis. */
   peek(itemId: string): CachedItem | null;
+  /** Lets go of the entries of items `keep` refuses (removed ones): an entry, ~3 KB with a drawn pre-queue's places besides, was kept for good. */
+  forget(keep: (itemId: string) => boolean): void;
 }
 
 /** Counts members of `set` (seqs) whose line place is in (lo, hi), by binary search over a sorted copy of places. */
@@ -214,5 +216,8 @@ export function createItemCache(deps: { redis: RedisLike; prefix: string; clock:
       e.staleUpTo = e.begun;
     },
     peek: (itemId) => entries.get(itemId)?.item ?? null,
+    forget(keep) {
+      for (const [itemId, e] of entries) if (!keep(itemId) && !e.refreshing) entries.delete(itemId);
+    },
   };
 }

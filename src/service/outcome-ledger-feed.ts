@@ -222,6 +222,12 @@ export function createLedgerFeed(redis: RedisLike, prefix: string, consumer: str
      * (per entry, the item's seqs: FeedRead.seqsOf) are those read from `line`: every key it
      * touches is on that sub-line's tag, so the script stays on one slot.
      */
+    /** Lets go of what it holds of the done streams of items `keep` refuses (removed ones: a stream's group and claim time were kept for good). */
+    forget(keep: (itemId: string) => boolean) {
+      // `<prefix>{<itemId>}:done`, or `{<itemId>~<k>}` for a split item's sub-line k (item ids hold no `~`).
+      const itemOf = (key: string) => key.slice(prefix.length + 1, key.lastIndexOf('}')).replace(/~\d+$/, '');
+      for (const m of [grouped, claimedAt]) for (const key of m.keys()) if (!keep(itemOf(key))) m.delete(key);
+    },
     async ack(def: { itemId: string; lines?: number }, ids: string[], seqsOf: number[][] = [], stateTtlSec = 600, line = 0) {
       if (!ids.length) return;
       const k = lineOf(def, line).keys;
