@@ -374,4 +374,15 @@ describe('retention of ended items', () => {
     expect(queue.items.peek('gone-1')).toBeNull();
     expect(queue.items.peek('kept-1')).not.toBeNull();
   });
+
+  it("deletes an archived item's voided tickets (one row per cancel was kept for good), not another's", async () => {
+    const store = createItemsStore(ownDb.db);
+    await store.upsert({ itemId: 'void-a', handler: 'external', config: {}, gate: {} });
+    await ownDb.sql`insert into voided_tickets (ticket_id, item_id) values ('ref-a1', 'void-a'), ('ref-a2', 'void-a'), ('ref-b1', 'void-b')`;
+    await store.archive('void-a', new Date());
+    const left = await ownDb.sql`select ticket_id from voided_tickets where ticket_id like 'ref-%' order by ticket_id`;
+    expect(left.map((r) => r.ticket_id)).toEqual(['ref-b1']);
+    await ownDb.sql`delete from voided_tickets where ticket_id like 'ref-%'`;
+    await store.remove('void-a');
+  });
 });

@@ -1,6 +1,6 @@
 import { and, desc, eq, inArray, isNotNull, isNull, sql } from 'drizzle-orm';
 import type { Db } from './client.js';
-import { gateAudit, items, userBlocks } from './schema.js';
+import { gateAudit, items, userBlocks, voidedTickets } from './schema.js';
 
 export type ItemRow = typeof items.$inferSelect;
 export type NewItemRow = typeof items.$inferInsert;
@@ -57,6 +57,9 @@ export function createItemsStore(db: Db) {
     async archive(itemId: string, at: Date): Promise<void> {
       await db.update(items).set({ archivedAt: at }).where(eq(items.itemId, itemId));
       await db.delete(userBlocks).where(eq(userBlocks.scope, itemId));
+      // Its voids: a void stops a ticket's late sale (a stalled job, a Redis rollback bringing it
+      // back), all long over once its keys go; one row per cancel was kept for good.
+      await db.delete(voidedTickets).where(eq(voidedTickets.itemId, itemId));
     },
     /** Keeps (or drops) an operator's block; `scope`: the item id, or '*' for every item. */
     async keepBlock(scope: string, userId: string, on: boolean): Promise<void> {

@@ -122,11 +122,16 @@ export const couponClaims = pgTable(
  * and `coupon_claims` skips any later insert of theirs (drizzle/0010), so a stalled job cannot sell
  * to a user already told "sold out" or "closed".
  */
-export const voidedTickets = pgTable('voided_tickets', {
-  ticketId: text('ticket_id').primaryKey(),
-  itemId: text('item_id').notNull(),
-  voidedAt: timestamp('voided_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
-});
+export const voidedTickets = pgTable(
+  'voided_tickets',
+  {
+    ticketId: text('ticket_id').primaryKey(),
+    itemId: text('item_id').notNull(),
+    voidedAt: timestamp('voided_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+  },
+  // Retention deletes an archived item's rows (db/items-store.ts archive; drizzle/0021).
+  (t) => [index('voided_tickets_item_id').on(t.itemId)],
+);
 
 /** The terminal outcome of every ticket, with its times: audit and wait-time analytics. */
 export const ticketOutcomes = pgTable(
