@@ -148,7 +148,7 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
   const lostTickets = createLostTickets({
     clock,
     read: (ref) => readLostTicket(dbHandle.sql, ref),
-    secrets: () => store.secrets(),
+    secrets: (since) => store.secrets(since),
     saleResult: (handler, sale) => {
       const spec = handler === undefined ? undefined : handlers.get(handler);
       return spec?.saleResult ? spec.saleResult(sale) : { id: sale.id };

@@ -1,4 +1,4 @@
-import { and, desc, eq, inArray, isNotNull, isNull, sql } from 'drizzle-orm';
+import { and, desc, eq, gte, inArray, isNotNull, isNull, or, sql } from 'drizzle-orm';
 import type { Db } from './client.js';
 import { gateAudit, items, userBlocks, voidedTickets } from './schema.js';
 
@@ -38,9 +38,15 @@ export function createItemsStore(db: Db) {
         .returning({ secret: items.secret, epochMs: items.epochMs });
       return r?.secret ? { secret: r.secret, epochMs: Number(r.epochMs ?? epochMs) } : null;
     },
-    /** Every item's ticket-id secret (archived items' too), for the ids of items Redis does not hold. */
-    secrets: (): Promise<{ itemId: string; secret: string | null; handler: string }[]> =>
-      db.select({ itemId: items.itemId, secret: items.secret, handler: items.handler }).from(items).where(isNotNull(items.secret)),
+    /**
+     * Every item's ticket-id secret (archived items' too), for the ids of items Redis does not hold;
+     * `since`: only rows made or changed since then (a secret once set never changes).
+     */
+    secrets: (since: Date | null = null): Promise<{ itemId: string; secret: string | null; handler: string }[]> =>
+      db
+        .select({ itemId: items.itemId, secret: items.secret, handler: items.handler })
+        .from(items)
+        .where(since ? and(isNotNull(items.secret), or(gte(items.updatedAt, since), gte(items.createdAt, since))) : isNotNull(items.secret)),
     async get(itemId: string): Promise<ItemRow | undefined> {
       const [row] = await db.select().from(items).where(eq(items.itemId, itemId));
       return row;
