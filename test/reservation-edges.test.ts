@@ -65,7 +65,7 @@ describe('reservations at their edges', () => {
     expect((await call('PUT', `/v1/items/${item}`, { handler: 'coupon', config: { total: 2 } })).status).toBe(200);
   });
 
-  it('an order released while its ticket still ran: once the ticket succeeds, its buyer may join again', async () => {
+  it('an order released while its ticket still ran: the ticket ends rejected/reservation_released, not succeeded with the released order, and its buyer may join again', async () => {
     const { call, queue, prefix } = t.build();
     const item = t.uniqueItem();
     expect((await call('PUT', `/v1/items/${item}`, { handler: 'seckill', config: { stock: 1, reserveMs: 600_000 } })).status).toBe(201);
@@ -79,6 +79,10 @@ describe('reservations at their edges', () => {
     expect((await call('POST', `/v1/orders/${orderId}/release`, undefined, SERVICE)).status).toBe(200);
     // …and the job settles the ticket with its sale.
     await queue.admissions.settle(j1.body.ticketId, { leaseId: adm.leaseId, status: 'succeeded', result: { orderId } });
+    const told = (await call('GET', `/v1/tickets/${j1.body.ticketId}`, undefined, null)).body;
+    expect(told).toMatchObject({ state: 'rejected', outcome: { status: 'rejected', reason: 'reservation_released' } });
+    // The unit went back once, with the release (not a second time with the ticket's end).
+    expect((await call('GET', `/v1/items/${item}`)).body.remaining).toBe(1);
     // Its own state leaves Redis after FLOODGATE_TICKET_STATE_TTL_MS: the user's place stays free.
     await t.redis.del(itemKeys(prefix, item).x(adm.seq));
     const again = await call('POST', `/v1/items/${item}/tickets`, { userId: 'u1' }, SERVICE);

@@ -124,24 +124,26 @@ end
 -- carries everything the ledger writes (record, outcome, times), so reading it costs no further
 -- round trip per ticket. Needs K.ctr, K.payloads, K.done, K.taken, K.stock.
 local function finish(seq, record, fromCounter, stateChar, status, outcomeJson, now)
+  local xKey = keyOf.x(seq)
+  -- Its order was released while it still ran (return-unit-3.lua marked it: a reservation past its
+  -- time that the sweep released as the run answered): no sale of its any more, and the unit went
+  -- back with the release. It ends rejected / reservation_released, as a run after the release
+  -- does; told `succeeded`, its user held an order they could not pay for (confirm: 409).
+  local released = stateChar == 's' and rcall('HEXISTS', xKey, 'orderReleased') == 1
   if stateChar ~= 's' then releaseUnit(seq) end
+  if released then
+    stateChar, status, outcomeJson = 'r', 'rejected', cjson.encode({ status = 'rejected', reason = 'reservation_released' })
+    rcall('HDEL', K.taken, fmt(seq)) -- its unit is the order's, given back by the release
+  end
   -- An ended ticket's payload is never read again (its order row keeps its own copy).
   rcall('HDEL', K.payloads, fmt(seq))
   local rec = setState(seq, record, stateChar)
-  local xKey = keyOf.x(seq)
   local admittedAt = rcall('HGET', xKey, 'admittedAt') or ''
   local source = rcall('HGET', keyOf.sourcePage(seq), fmt(seq)) or ''
   rcall('XADD', K.done, '*', 's', fmt(seq), 'r', rec, 'o', outcomeJson, 'a', admittedAt, 'f', fmt(now), 'k', source)
   rcall('HSET', xKey, 'outcome', outcomeJson, 'updatedAt', fmt(now), 'finishedAt', fmt(now))
   rcall('HINCRBY', K.ctr, fromCounter, -1)
   rcall('HINCRBY', K.ctr, status, 1)
-  -- Its order was released while it still ran (return-unit-3.lua marked it): succeeded, it frees
-  -- its user's place as a release after the end does, for good (the mark leaves with the ticket's
-  -- state after FLOODGATE_TICKET_STATE_TTL_MS). The users hash is on the item's slot (K.base).
-  if stateChar == 's' and rcall('HEXISTS', xKey, 'orderReleased') == 1 then
-    local users, user = K.base .. 'users', recordUser(record)
-    if rcall('HGET', users, user) == fmt(seq) then rcall('HDEL', users, user) end
-  end
   return rec
 end
 

@@ -54,7 +54,11 @@ export async function sellUnit(t: HandlerTicket, ctx: HandlerContext, table: 'or
   // outcome into `failed` — the user's order is in Postgres. The settle gives a unit back too, and
   // the cut is made by the next ticket that finds the counter empty (confirmSoldOut) or the stock keeper.
   const later = (what: string) => (err: unknown) => ctx.log.warn({ itemId: t.itemId, seq: t.seq, err: String(err) }, `${what} not done after a decided sale; done later`);
-  if (sale.kind !== 'sold') await ctx.stock.refund(t.itemId, t.seq).catch(later('unit refund'));
+  // A replayed order released (or past its reservation, released by the sweep within a second): the
+  // release gives its unit back, and this run's unit is that one — dropped, not given back twice
+  // (the counter read one over: `remaining` 101 of a stock of 100, in a reviewer's run).
+  if (sale.kind === 'released') await ctx.stock.forfeit(t.itemId, t.seq).catch(later('unit forfeit'));
+  else if (sale.kind !== 'sold') await ctx.stock.refund(t.itemId, t.seq).catch(later('unit refund'));
   if (sale.left <= 0 && sale.reserved === 0) await ctx.soldOut(sale.decidedAt).catch(later('sold-out cut'));
   if (sale.kind === 'foreign') throw Object.assign(new Error('ticket_conflict'), { permanent: true });
   // Ended without a sale while in doubt (service/doubt-resolver.ts), and its user told so: this run
