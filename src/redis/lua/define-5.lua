@@ -54,6 +54,10 @@ if existing[1] then
     local live = rcall('HMGET', K.ctr, 'waiting', 'admitted')
     if tonumber(live[1] or '0') + tonumber(live[2] or '0') > 0 then return { -1, '', 0 } end
     rcall('DEL', K.stock, K.taken)
+    -- Successes under the old handler are no wins under the new one (heldTicket, _lib.lua): an
+    -- external item's answered ticket made its user's next coupon join their "last claim" (200).
+    rcall('DEL', K.base .. 'wins')
+    rcall('HSET', K.meta, 'winsFrom', rcall('HGET', K.ctr, 'seq') or '0')
     if rcall('HDEL', K.meta, 'soldOut') == 1 and not rcall('HGET', K.meta, 'closed') then rcall('HDEL', K.meta, 'endedAt') end
   end
   -- Another handler or another configuration (a webhook's url) is another downstream: the adaptive
