@@ -117,6 +117,8 @@ export interface Catalog {
 export type { StockRows } from './stock-sync.js';
 
 /** Swallows a Postgres that takes no writes now (the write is done at a later restore); throws anything else. */
+/** How long an item must be seen unlisted with its keys before it is listed again (a deletion under way is over by then). */
+const UNLISTED_FOR_MS = 10_000;
 const unlessUnavailable = (err: unknown) => {
   if (!isPostgresUnavailable(err)) throw err;
 };
@@ -176,6 +178,8 @@ export function createCatalog(deps: CatalogDeps): Catalog {
   /** Bumped when `known` changes; with Redis's id set unchanged too, the loss check has nothing to look at. */
   let knownGen = 0;
   let lastSeen: { held: ReadonlySet<string>; gen: number } | null = null;
+  /** Items seen with keys but unlisted (restoreMissing), since when: registered again only after UNLISTED_FOR_MS. */
+  const unlistedSince = new Map<string, number>();
   let restoring: Promise<number> | null = null;
   /** Items a restore left for later because Postgres took no writes (counted up, never down). */
   let postponed = 0;
@@ -588,7 +592,8 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       const restored = await restoreSome(missing);
       // Nothing to restore and nothing archived (an item whose keys are there while the set lacks
       // its id): quiet until either side moves, not a read of their rows every second.
-      if (!restored && lastGen === knownGen && lastPostponed === postponed) lastSeen = { held, gen: knownGen };
+      // (Not while an unlisted item waits out UNLISTED_FOR_MS: it is looked at again until then.)
+      if (!restored && lastGen === knownGen && lastPostponed === postponed && !unlistedSince.size) lastSeen = { held, gen: knownGen };
       return restored;
     },
   };
@@ -655,20 +660,28 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     // An item whose keys are there while the shared set lacks its id: a new item whose daemon was
     // killed between its define and its registration (it was listed nowhere, blocks everywhere
     // and retention passed it by, for good), or one going (retention archives the row first; a
-    // flush under way). Registered below, under its lock, only while its row is live and it is
-    // still unlisted.
+    // flush or a scan-and-unlink under way, which takes the set before the keys). Registered
+    // below, under its lock, only once it was seen so at least UNLISTED_FOR_MS before (keys
+    // being deleted are gone by then), while its row is live and it is still unlisted.
     const unlisted: string[] = [];
     const listed = await queue.items.itemIdSet();
+    const now = deps.clock.now();
     for (const id of ids) {
-      if (!(await queue.items.item(id, { fresh: true }))) missing.push(id);
-      else if (!listed.has(id)) unlisted.push(id);
+      if (!(await queue.items.item(id, { fresh: true }))) (missing.push(id), unlistedSince.delete(id));
+      else if (!listed.has(id)) {
+        const since = unlistedSince.get(id);
+        if (since === undefined) unlistedSince.set(id, now);
+        else if (now - since >= UNLISTED_FOR_MS) unlisted.push(id);
+      } else unlistedSince.delete(id);
     }
     // Their revisions before their rows: the marks say no more than the rows restored hold.
     const revs = missing.length && deps.ops ? await deps.ops.revs(missing) : null;
     const rows = missing.length ? await store.liveRows(missing) : [];
     for (const row of unlisted.length ? await store.liveRows(unlisted) : []) {
       await locked(row.itemId, async () => {
-        if (!(await queue.items.item(row.itemId, { fresh: true })) || (await queue.items.itemIds({ fresh: true })).includes(row.itemId)) return;
+        unlistedSince.delete(row.itemId);
+        // (One SISMEMBER, not a read of the whole set per item: the set lost alone unlists them all.)
+        if (!(await queue.items.item(row.itemId, { fresh: true })) || (await queue.items.listed(row.itemId))) return;
         if (!(await store.liveRows([row.itemId])).length) return; // archived meanwhile: going
         await queue.definitions.register(row.itemId, (fn) => locked('*', fn));
         deps.log.warn({ itemId: row.itemId }, 'item registered again: redis held it, its set of items did not (a define cut short)');

@@ -10,6 +10,8 @@ import { createItemCache, type CachedItem } from './item-cache.js';
 /** The items whose lines this process knows, their cached views, and which of them need work now. */
 export interface LineItems {
   item(itemId: string, opts?: { fresh?: boolean }): Promise<CachedItem | null>;
+  /** Whether the shared set lists the item now (one SISMEMBER). */
+  listed(itemId: string): Promise<boolean>;
   /** Whether the item exists, answered from the shared item set (its copy checked against its version key). */
   isKnown(itemId: string): Promise<boolean>;
   /** The cached item view as it is, without reading Redis (null if never loaded). */
@@ -393,6 +395,7 @@ export function createItemDirectory(deps: { redis: RedisLike; prefix: string; cl
       if ((await knownIds()).has(itemId)) return true;
       return (await knownRead.after(performance.now())).has(itemId);
     },
+    listed: async (itemId) => (await redis.sismember(itemsSetKey(prefix), itemId)) === 1,
     async added(itemId) {
       // The set changes first and the version after, in two commands (one MULTI cannot span a
       // cluster's slots): a daemon that sees the new version reloads a set that has the item.
