@@ -29,9 +29,9 @@ export interface Definitions {
       epoch?: number | null;
       everywhere?: <T>(fn: () => Promise<T>) => Promise<T>;
       /**
-       * A restore's item that had ended: made closed or sold out by the define itself (one line:
-       * a split item's sub-lines are cut after), so that no join is taken, and answered 202, in
-       * the moment between its making and its cut.
+       * A restore's item that had ended: made closed or sold out by the define itself (a split
+       * item's sell-out is its sub-lines' cut, after), so that no join is taken, and answered 202,
+       * in the moment between its making and its cut.
        */
       ended?: 'closed' | 'sold_out';
     },
@@ -131,7 +131,10 @@ export function createDefinitions(deps: { redis: RedisLike; prefix: string; cloc
         drawSeed: randomBytes(32).toString('hex'),
         definition: {
           ...Object.fromEntries(Object.entries(fields).map(([f, v]) => [f, String(v)])),
-          ...(opts.ended && !splitOf(def) && { [opts.ended === 'closed' ? 'closed' : 'soldOut']: '1' }),
+          // endedAt too: a daemon killed before the cut left an ended item retention never removed.
+          // A split item's sub-lines copy `closed` (defineSubLines); a sell-out is their cut's.
+          ...(opts.ended === 'closed' && { closed: '1', endedAt: String(clock.now()) }),
+          ...(opts.ended === 'sold_out' && !splitOf(def) && { soldOut: '1', endedAt: String(clock.now()) }),
         },
         gate: gate ? gateFields(gate) : null,
         reopen: opts.reopen,
