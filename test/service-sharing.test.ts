@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { deadlineOf } from '../src/service/handler.js';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
 import { processEnv, startDaemonProcess } from './support/daemon.js';
 import { testDb } from './support/db.js';
@@ -104,5 +105,12 @@ describe('the service module', () => {
     } finally {
       expect(await d.stop()).toBe(0);
     }
+  });
+});
+
+describe("a handler's deadline", () => {
+  it('is its own when a positive number, at most an hour (Infinity too), else 10 s (a timer given Infinity or NaN fired at once and cut the call off)', () => {
+    const of = (ms: unknown) => deadlineOf({ deadlineMs: () => ms as number }, {});
+    expect([of(250), of(2.5), of(5e9), of(Infinity), of(Number.NaN), of(0), of(-1), deadlineOf({}, {})]).toEqual([250, 3, 3_600_000, 3_600_000, 10_000, 10_000, 10_000, 10_000]);
   });
 });

@@ -5,6 +5,7 @@ import type { ItemSnapshot } from '../queue/snapshot.js';
 import type { AdmittedTicket } from '../queue/types.js';
 import type { JobQueues } from '../service/jobs.js';
 import type { HandlerRegistry } from '../service/registry.js';
+import { deadlineOf } from '../service/handler.js';
 
 export interface DispatcherOptions {
   /** Longest pause between rounds when a round admitted nothing (ms); wake() cuts it short. */
@@ -197,7 +198,7 @@ export function startDispatcher(
     }
     busy.add(itemId);
     deps.onAdmitted?.(itemId, got.length);
-    return { handler: spec.name, itemId, tickets: got, deadlineMs: spec.deadlineMs?.(item.snap.def.config) ?? 10_000 };
+    return { handler: spec.name, itemId, tickets: got, deadlineMs: deadlineOf(spec, item.snap.def.config) };
   }
 
   /**

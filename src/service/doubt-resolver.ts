@@ -11,6 +11,7 @@ import { itemState } from '../queue/snapshot.js';
 import type { Outcome } from '../queue/types.js';
 import { RUN_LEASE_MS, type JobQueues } from './jobs.js';
 import type { HandlerRegistry } from './registry.js';
+import { deadlineOf } from './handler.js';
 
 /**
  * Ends the tickets held in doubt. A ticket that was admitted and whose lease ran out (or that was
@@ -64,7 +65,7 @@ export function startDoubtResolver(
     // A handler this daemon does not have (another daemon's own module): that daemon decides.
     if (!spec) return;
     if (spec.handle && !spec.external && !spec.stockTable) {
-      const deadlineMs = spec.deadlineMs?.(item.snap.def.config) ?? 10_000;
+      const deadlineMs = deadlineOf(spec, item.snap.def.config);
       // Held ones (their user was blocked while they were back at the head) are not run again, which
       // would serve the user: their last run may still be calling (up to its deadline), and then
       // settles them or renews its lease (either takes them out of doubt, within RUN_LEASE_MS);
@@ -99,7 +100,7 @@ export function startDoubtResolver(
       if (fresh && (state === 'paused' || state === 'scheduled')) doubts = doubts.filter((d) => d.held);
       else if (fresh && state !== 'closed' && state !== 'sold_out') {
         const toRun = doubts.filter((d) => !d.held);
-        await relaunch(itemId, spec.name, spec.deadlineMs?.(fresh.def.config) ?? 10_000, toRun, doubts.length);
+        await relaunch(itemId, spec.name, deadlineOf(spec, fresh.def.config), toRun, doubts.length);
         doubts = doubts.filter((d) => d.held);
         if (!doubts.length) return;
       }

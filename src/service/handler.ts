@@ -78,6 +78,19 @@ export class RequeueError extends Error {
  * (dist/floodgate.mjs), which holds a copy of its own: `instanceof` took the module's drops for
  * errors (Retry-After ignored, the gate opening up on fast failures instead of backing off).
  */
+/** The longest deadline a handler may have (an hour): past 2^31 − 1 ms a timer fires at once. */
+export const MAX_DEADLINE_MS = 3_600_000;
+
+/**
+ * A handler's deadline for a config: its `deadlineMs`, or 10 s without one or for anything that is
+ * not a positive number (Infinity, NaN: a timer given one fired after 1 ms, and the call was cut
+ * off as it began), at most MAX_DEADLINE_MS.
+ */
+export function deadlineOf(spec: { deadlineMs?(config: Record<string, unknown>): number }, config: Record<string, unknown>): number {
+  const ms = spec.deadlineMs?.(config);
+  return typeof ms === 'number' && ms > 0 ? Math.min(Math.ceil(ms), MAX_DEADLINE_MS) : 10_000;
+}
+
 export const isDropError = (err: unknown): err is DropError => err instanceof DropError || (err instanceof Error && err.name === 'DropError' && typeof (err as DropError).reason === 'string');
 export const isRequeueError = (err: unknown): err is RequeueError => err instanceof RequeueError || (err instanceof Error && err.name === 'RequeueError' && typeof (err as RequeueError).reason === 'string');
 

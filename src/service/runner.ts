@@ -3,7 +3,7 @@ import type { Logger } from '../kernel/logger.js';
 import type { SettleInput } from '../queue/line.js';
 import type { CachedItem } from '../queue/item-cache.js';
 import { jsonIssues, MAX_JSON_DEPTH, UNSAFE_NUMBER } from '../kernel/json-issues.js';
-import { DropError, isDropError, isRequeueError, MAX_RETRY_AFTER_MS, type HandlerContext, type HandlerOutcome, type HandlerSpec } from './handler.js';
+import { deadlineOf, DropError, isDropError, isRequeueError, MAX_RETRY_AFTER_MS, type HandlerContext, type HandlerOutcome, type HandlerSpec } from './handler.js';
 import { jobGroups, type JobGroup, type JobTicket, type QueuedJob } from './jobs.js';
 import { builtinHandlers, type HandlerRegistry } from './registry.js';
 
@@ -252,7 +252,7 @@ export function createRunner(deps: RunnerDeps) {
       return none;
     }
     const config = item.snap.def.config;
-    const deadlineMs = spec.deadlineMs?.(config) ?? 10_000;
+    const deadlineMs = deadlineOf(spec, config);
     // The tickets' leases live as long as this process runs the job (jobs.ts, RUN_LEASE_MS); a
     // renewal that fails (Redis unreachable) is harmless: the lease runs out and the ticket is
     // offered again. A ticket no longer ours came back to the line and was offered again (a job
