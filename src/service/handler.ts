@@ -82,9 +82,9 @@ export class RequeueError extends Error {
 export const MAX_DEADLINE_MS = 3_600_000;
 
 /**
- * A handler's deadline for a config: its `deadlineMs`, or 10 s without one or for anything that is
- * not a positive number (Infinity, NaN: a timer given one fired after 1 ms, and the call was cut
- * off as it began), at most MAX_DEADLINE_MS.
+ * A handler's deadline for a config: its `deadlineMs` when a positive number, at most
+ * MAX_DEADLINE_MS (Infinity too); 10 s without one or for NaN, 0 or less. A timer given Infinity,
+ * NaN or more than 2^31 − 1 ms fires after 1 ms: the call was cut off as it began.
  */
 export function deadlineOf(spec: { deadlineMs?(config: Record<string, unknown>): number }, config: Record<string, unknown>): number {
   const ms = spec.deadlineMs?.(config);
