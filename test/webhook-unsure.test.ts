@@ -5,7 +5,7 @@ import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
 import { recordingDownstream, type Seen } from './support/downstream.js';
 import { testDb } from './support/db.js';
 import { testRedis } from './support/redis.js';
-import { systemClock } from '../src/kernel/clock.js';
+import { manualClock, systemClock } from '../src/kernel/clock.js';
 import { createUnsureCalls } from '../src/service/unsure-calls.js';
 
 const { redis, newPrefix } = testRedis();
@@ -134,5 +134,20 @@ describe('an unsure call kept for a user', () => {
     expect(await calls.take('u', 'k1')).not.toBeNull();
     await calls.answered('u', 'k1');
     expect(await calls.take('u', 'r2')).toBeNull();
+  });
+});
+
+describe('unsure calls kept for users who never come back', () => {
+  it('go past their day on an item that keeps having unsure calls (each keep looks at a few)', async () => {
+    const clock = manualClock();
+    const prefix = newPrefix();
+    const calls = createUnsureCalls({ redis, prefix, clock })('unsure-trim');
+    await calls.keep('gone', { key: 'k-gone', body: '{"a":1}' });
+    clock.advance(25 * 3600_000);
+    for (let i = 0; i < 20; i++) await calls.keep(`u${i}`, { key: `k${i}`, body: '{}' });
+    const k = `${prefix}{unsure-trim}:unsure`;
+    expect(await redis.hexists(k, 'gone')).toBe(0);
+    expect(await redis.hlen(k)).toBe(20);
+    await redis.del(k);
   });
 });

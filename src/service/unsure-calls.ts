@@ -31,6 +31,9 @@ export interface UnsureCall {
 /** How long an unsure call is kept: a day, as long as downstreams keep idempotency keys (Stripe: 24 h). */
 export const UNSURE_CALL_TTL_MS = 24 * 3600_000;
 
+/** Entries each keep() looks at for ones past their day. */
+const TRIM_SAMPLE = 16;
+
 /** One item's unsure calls, per user (HandlerContext.unsure). */
 export interface UnsureCalls {
   /**
@@ -71,8 +74,18 @@ export function createUnsureCalls(deps: { redis: RedisLike; prefix: string; cloc
       async keep(userId, call) {
         const k = key(itemId);
         await deps.redis.hsetnx(k, userId, JSON.stringify({ ...call, at: deps.clock.now() }));
-        // The hash outlives its last entry by the TTL at most (users who never come back).
+        // The hash outlives its last entry by the TTL at most (users who never come back)…
         await deps.redis.pexpire(k, UNSURE_CALL_TTL_MS);
+        // …but each keep pushes that on: on an item that keeps having unsure calls, entries of
+        // users who never came back stayed for good, each with its call's body. A few entries,
+        // drawn at random, are looked at with each keep and dropped when past their day.
+        const drawn = (await deps.redis.hrandfield(k, TRIM_SAMPLE, 'WITHVALUES')) as string[];
+        const stale = [];
+        for (let i = 0; i < drawn.length; i += 2) {
+          const c = parse(drawn[i + 1]);
+          if (!c || deps.clock.now() - c.at >= UNSURE_CALL_TTL_MS) stale.push(drawn[i]);
+        }
+        if (stale.length) await deps.redis.hdel(k, ...stale);
       },
       async answered(userId, ref) {
         const call = await read(userId);
