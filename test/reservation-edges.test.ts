@@ -83,6 +83,13 @@ describe('reservations at their edges', () => {
     expect(told).toMatchObject({ state: 'rejected', outcome: { status: 'rejected', reason: 'reservation_released' } });
     // The unit went back once, with the release (not a second time with the ticket's end).
     expect((await call('GET', `/v1/items/${item}`)).body.remaining).toBe(1);
+    // A mark naming another order (the release marks the user's latest ticket) leaves a sale alone.
+    const j2 = await call('POST', `/v1/items/${item}/tickets`, { userId: 'u2' }, SERVICE);
+    const [adm2] = await queue.admissions.admit(item, 1, 60_000);
+    expect(adm2.ticketId).toBe(j2.body.ticketId);
+    await t.redis.hset(itemKeys(prefix, item).x(adm2.seq), 'orderReleased', '999999');
+    await queue.admissions.settle(j2.body.ticketId, { leaseId: adm2.leaseId, status: 'succeeded', result: { orderId: '424242' } });
+    expect((await call('GET', `/v1/tickets/${j2.body.ticketId}`, undefined, null)).body).toMatchObject({ state: 'succeeded', outcome: { result: { orderId: '424242' } } });
     // Its own state leaves Redis after FLOODGATE_TICKET_STATE_TTL_MS: the user's place stays free.
     await t.redis.del(itemKeys(prefix, item).x(adm.seq));
     const again = await call('POST', `/v1/items/${item}/tickets`, { userId: 'u1' }, SERVICE);

@@ -30,22 +30,6 @@ describe('selling through Postgres (one function call per batch, each item decid
     expect([stock.total, stock.sold]).toEqual([3, 3]);
   });
 
-  it('a re-run ticket whose reservation ran out (not released yet) is told released, not handed the order back; so are its own-sale and doubt reads', async () => {
-    const item = await newItem(2);
-    const req = { ...order(item, 'u1', 't1'), reserveMs: 1 };
-    const [first] = await writeSales(db.sql, 'orders', [req]);
-    expect(first.kind).toBe('sold');
-    await new Promise((r) => setTimeout(r, 20)); // past reserved_until; no sweep has run
-    const [again] = await writeSales(db.sql, 'orders', [req]);
-    expect(again.kind).toBe('released');
-    const doubts = await decideDoubts(db.sql, 'orders', item, [req.ticketRef]);
-    expect(doubts.get(req.ticketRef)?.released).toBe(true);
-    // A reservation still running is the order, as before.
-    const live = { ...order(item, 'u2', 't2'), reserveMs: 600_000 };
-    await writeSales(db.sql, 'orders', [live]);
-    expect((await writeSales(db.sql, 'orders', [live]))[0]).toMatchObject({ kind: 'sold', replay: true });
-  });
-
   it("never hands one user another user's order under a ticket ref both hold, and says what Postgres has left", async () => {
     const item = await newItem(3);
     const [mine] = await writeSales(db.sql, 'orders', [order(item, 'alice', 't1')]);

@@ -55,6 +55,10 @@ describe('a run that finds no unit for a ticket whose sale committed', () => {
     const out = await seckill.handle!({ ticketId: alice, itemId: item, seq: first.seq, userId: 'alice', payload: null, config: { stock: 1, reserveMs: 600_000 }, attempt: 2 }, ctx);
     const [order] = await t.db.sql`select order_id::text as id from orders where item_id = ${item} and user_id = 'alice'`;
     expect(out).toMatchObject({ status: 'succeeded', result: { orderId: order.id, reservedUntil: expect.any(String) } }); // before: rejected, sold_out
+    // Its reservation ran out and no sweep has released it yet: not `succeeded` with an order
+    // released a moment later — back to the head, to wait for the release.
+    await t.db.sql`update orders set reserved_until = now() - interval '1 second' where order_id = ${order.id}`;
+    await expect(seckill.handle!({ ticketId: alice, itemId: item, seq: first.seq, userId: 'alice', payload: null, config: { stock: 1, reserveMs: 600_000 }, attempt: 3 }, ctx)).rejects.toMatchObject({ name: 'RequeueError', reason: 'awaiting_release' });
     // Had it been a reservation released since, no order is hers: as a replay answers it.
     await t.db.sql`update orders set status = 'released' where order_id = ${order.id}`;
     const again = await seckill.handle!({ ticketId: alice, itemId: item, seq: first.seq, userId: 'alice', payload: null, config: { stock: 1, reserveMs: 600_000 }, attempt: 3 }, ctx);

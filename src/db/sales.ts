@@ -122,13 +122,12 @@ async function sellBatch(sql: postgres.Sql, table: Table, reqs: SaleRequest[]): 
       : await sql<Row[]>`select *, 0 as units_reserved, null as reserved_until from floodgate_sell_claims_many(${items}::text[], ${users}::text[], ${tickets}::text[], ${asked[0].perUser ?? 1}::int)`;
   const byTicket = new Map(rows.map((r) => [key(r.item_id, r.ticket_id), toResult(r)]));
   // A replay hands back the ticket's order whatever its status: one released since (rare: a run
-  // again after a crash, past a short reservation) is no sale, and its unit went back already —
-  // nor is one whose reservation ran out and that the sweep has not released yet (it will, within
-  // a second: no confirm takes it now); answered as a sale, its user was told `succeeded` with an
-  // order released moments later.
+  // again after a crash, past a short reservation) is no sale, and its unit went back already.
+  // (One whose reservation ran out and that the sweep has not released yet is still the order
+  // here: its ticket waits for the release, sell-unit.ts.)
   const replays = table === 'orders' ? rows.filter((r) => r.kind === 'replay').map((r) => r.id!) : [];
   if (replays.length) {
-    const gone = new Set((await sql<{ id: string }[]>`select order_id::text as id from orders where order_id = any(${replays}::bigint[]) and (status = 'released' or (status = 'reserved' and reserved_until <= now()))`).map((r) => r.id));
+    const gone = new Set((await sql<{ id: string }[]>`select order_id::text as id from orders where order_id = any(${replays}::bigint[]) and status = 'released'`).map((r) => r.id));
     for (const [k, res] of byTicket) if (res.kind === 'sold' && gone.has(res.id)) byTicket.set(k, { kind: 'released', left: res.left, reserved: res.reserved });
   }
   return reqs.map((r) => {
@@ -172,7 +171,7 @@ export async function decideDoubts(sql: postgres.Sql, table: Table, itemId: stri
     await tx`select 1 from item_stock where item_id = ${itemId} for share`;
     const rows =
       table === 'orders'
-        ? await tx`select ticket_id, order_id::text as id, user_id, reserved_until, (status = 'released' or (status = 'reserved' and reserved_until <= now())) as released from orders where item_id = ${itemId} and ticket_id = any(${refs}::text[])`
+        ? await tx`select ticket_id, order_id::text as id, user_id, reserved_until, status = 'released' as released from orders where item_id = ${itemId} and ticket_id = any(${refs}::text[])`
         : await tx`select ticket_id, claim_id::text as id, user_id, null as reserved_until, false as released from coupon_claims where item_id = ${itemId} and ticket_id = any(${refs}::text[])`;
     const held = new Set(rows.map((r) => r.ticket_id as string));
     const unsold = refs.filter((r) => !held.has(r));
@@ -183,13 +182,13 @@ export async function decideDoubts(sql: postgres.Sql, table: Table, itemId: stri
 
 /**
  * The ticket's own sale, if Postgres holds one (the same user's; `released` if its reservation was
- * released since, or ran out: the sweep releases it within a second, and no confirm takes it): what a run that finds no unit in Redis answers when an earlier run of the
+ * released since): what a run that finds no unit in Redis answers when an earlier run of the
  * ticket sold (its answer lost).
  */
 export async function ownSale(sql: postgres.Sql, table: Table, itemId: string, ref: string, userId: string): Promise<{ id: string; reservedUntil?: string; released?: boolean } | null> {
   const [row] =
     table === 'orders'
-      ? await sql`select order_id::text as id, reserved_until, (status = 'released' or (status = 'reserved' and reserved_until <= now())) as released from orders where item_id = ${itemId} and ticket_id = ${ref} and user_id = ${userId}`
+      ? await sql`select order_id::text as id, reserved_until, status = 'released' as released from orders where item_id = ${itemId} and ticket_id = ${ref} and user_id = ${userId}`
       : await sql`select claim_id::text as id, null as reserved_until, false as released from coupon_claims where item_id = ${itemId} and ticket_id = ${ref} and user_id = ${userId}`;
   return row ? { id: row.id as string, ...(row.reserved_until ? { reservedUntil: new Date(row.reserved_until).toISOString() } : {}), ...(row.released ? { released: true } : {}) } : null;
 }

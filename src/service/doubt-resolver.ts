@@ -113,16 +113,20 @@ export function startDoubtResolver(
     // (a webhook item's doubts behind it are run again without Postgres).
     const ledger: Map<string, LedgerEnd> | null = spec.stockTable ? new Map() : await readEnds(deps.sql, refs).catch(() => null);
     if (!ledger) return;
-    const entries = doubts.map((d, i) => {
+    const now = Date.now();
+    const entries = doubts.flatMap((d, i) => {
       const held = ledger.get(refs[i]);
-      if (held) return { seq: d.seq, result: null, outcome: held as Outcome };
+      if (held) return [{ seq: d.seq, result: null, outcome: held as Outcome }];
       const sale = sales.get(refs[i]);
       // A row of another user (a ticket id issued twice after a Redis rollback) is not this ticket's sale.
       const own = sale && sale.userId === d.userId ? sale : undefined;
       // Its order was released meanwhile (a short reservation ran out while it waited here): no
       // sale of its any more, and the user may join again — not succeeded with a released order.
-      if (own?.released) return { seq: d.seq, result: null, outcome: { status: 'rejected' as const, reason: 'reservation_released' } };
-      return { seq: d.seq, result: own ? (spec.saleResult?.(own) ?? { id: own.id }) : null };
+      if (own?.released) return [{ seq: d.seq, result: null, outcome: { status: 'rejected' as const, reason: 'reservation_released' } }];
+      // Its reservation ran out and the sweep has not released it yet: left in doubt until it has
+      // (then the branch above), not told `succeeded` with an order released moments later.
+      if (own?.reservedUntil && Date.parse(own.reservedUntil) <= now) return [];
+      return [{ seq: d.seq, result: own ? (spec.saleResult?.(own) ?? { id: own.id }) : null }];
     });
     const ended = await queue.admissions.resolveDoubts(itemId, entries);
     const sold = entries.filter((e) => e.result !== null).length;

@@ -131,8 +131,17 @@ local function finish(seq, record, fromCounter, stateChar, status, outcomeJson, 
   -- Its order was released while it still ran (return-unit-3.lua marked it: a reservation past its
   -- time that the sweep released as the run answered): no sale of its any more, and the unit went
   -- back with the release. It ends rejected / reservation_released, as a run after the release
-  -- does; told `succeeded`, its user held an order they could not pay for (confirm: 409).
-  local released = stateChar == 's' and rcall('HEXISTS', xKey, 'orderReleased') == 1
+  -- does; told `succeeded`, its user held an order they could not pay for (confirm: 409). Only
+  -- when the mark names the order it succeeded with: the release marks the user's latest ticket,
+  -- which may be a later one with an order of its own.
+  local released = false
+  if stateChar == 's' then
+    local mark = rcall('HGET', xKey, 'orderReleased')
+    if mark then
+      local ok, o = pcall(cjson.decode, outcomeJson)
+      released = ok and type(o) == 'table' and type(o.result) == 'table' and o.result.orderId ~= nil and tostring(o.result.orderId) == mark
+    end
+  end
   if stateChar ~= 's' then releaseUnit(seq) end
   if released then
     stateChar, status, outcomeJson = 'r', 'rejected', cjson.encode({ status = 'rejected', reason = 'reservation_released' })

@@ -23,6 +23,7 @@ export async function sellUnit(t: HandlerTicket, ctx: HandlerContext, table: 'or
     const own = await ctx.ownSale(table, ticketRef(t.ticketId), t.userId);
     // (Its reservation released since: no order is its any more, as a replay would answer.)
     if (own?.released) return { kind: 'released', left: 0, reserved: 0 };
+    if (own) lapsedReservation(own);
     if (own) return { kind: 'sold', id: own.id, replay: true, left: 0, reserved: 0, ...(own.reservedUntil && { reservedUntil: own.reservedUntil }) };
     if (await ctx.confirmSoldOut()) return { kind: 'sold_out', left: 0, reserved: 0 };
     throw new RequeueError('awaiting_returns');
@@ -54,15 +55,25 @@ export async function sellUnit(t: HandlerTicket, ctx: HandlerContext, table: 'or
   // outcome into `failed` — the user's order is in Postgres. The settle gives a unit back too, and
   // the cut is made by the next ticket that finds the counter empty (confirmSoldOut) or the stock keeper.
   const later = (what: string) => (err: unknown) => ctx.log.warn({ itemId: t.itemId, seq: t.seq, err: String(err) }, `${what} not done after a decided sale; done later`);
-  // A replayed order released (or past its reservation, released by the sweep within a second): the
-  // release gives its unit back, and this run's unit is that one — dropped, not given back twice
-  // (the counter read one over: `remaining` 101 of a stock of 100, in a reviewer's run).
-  if (sale.kind === 'released') await ctx.stock.forfeit(t.itemId, t.seq).catch(later('unit forfeit'));
-  else if (sale.kind !== 'sold') await ctx.stock.refund(t.itemId, t.seq).catch(later('unit refund'));
+  if (sale.kind !== 'sold') await ctx.stock.refund(t.itemId, t.seq).catch(later('unit refund'));
+  if (sale.kind === 'sold') lapsedReservation(sale);
   if (sale.left <= 0 && sale.reserved === 0) await ctx.soldOut(sale.decidedAt).catch(later('sold-out cut'));
   if (sale.kind === 'foreign') throw Object.assign(new Error('ticket_conflict'), { permanent: true });
   // Ended without a sale while in doubt (service/doubt-resolver.ts), and its user told so: this run
   // stalled past its lease and the grace. Its settle is refused, as the ticket has ended.
   if (sale.kind === 'void') throw Object.assign(new Error('ticket_voided'), { permanent: true });
   return sale;
+}
+
+/**
+ * An earlier run's order whose reservation ran out and that the sweep has not released yet (it
+ * will, within a second; no confirm takes it now): the ticket goes back to the head and waits for
+ * the release (its next run answers `reservation_released`). Answered as a sale, its user was told
+ * `succeeded` with an order released moments later (a reviewer's runs: after a daemon kill and a
+ * Postgres cut, 7 and 10 users, 0.1 s before the release). Ending it here, before the release, let
+ * the user join again while the order still counted as theirs, and the release then marked the
+ * new ticket.
+ */
+function lapsedReservation(sale: { reservedUntil?: string }) {
+  if (sale.reservedUntil !== undefined && Date.parse(sale.reservedUntil) <= Date.now()) throw new RequeueError('awaiting_release');
 }
