@@ -96,6 +96,26 @@ describe('reservations at their edges', () => {
     expect(again.status).toBe(202);
     expect(again.body.ticketId).not.toBe(j1.body.ticketId);
   });
+  it('a ticket in doubt whose order is released ends reservation_released and its unit goes back once', async () => {
+    const { call, queue, stock, prefix } = t.build();
+    const reservations = createReservations({ sql: t.db.sql, queue, stock, log: createLogger('silent'), onReturned: () => {} });
+    const item = t.uniqueItem();
+    expect((await call('PUT', `/v1/items/${item}`, { handler: 'seckill', config: { stock: 2, reserveMs: 600_000 } })).status).toBe(201);
+    const j = await call('POST', `/v1/items/${item}/tickets`, { userId: 'u1' }, SERVICE);
+    const [adm] = await queue.admissions.admit(item, 1, 50); // takes its unit: 1 left in Redis
+    const [sale] = await writeSales(t.db.sql, 'orders', [{ itemId: item, userId: 'u1', ticketRef: ticketRef(j.body.ticketId), reserveMs: 600_000 }]);
+    // Its daemon died before the settle; the item closed; its lease ran out: in doubt, unit held.
+    expect((await call('DELETE', `/v1/items/${item}`)).status).toBe(200);
+    await new Promise((r) => setTimeout(r, 100));
+    await queue.admissions.sweep();
+    // The shop releases the order: its unit goes back to Redis (2 left).
+    await reservations.release((sale as { id: string }).id);
+    await queue.admissions.resolveDoubts(item, [{ seq: adm.seq, result: null, outcome: { status: 'rejected', reason: 'reservation_released' } }]);
+    expect((await call('GET', `/v1/tickets/${j.body.ticketId}`, undefined, null)).body).toMatchObject({ state: 'rejected', outcome: { reason: 'reservation_released' } });
+    const counter = await t.redis.hvals(itemKeys(prefix, item).stock);
+    expect(counter.reduce((n, v) => n + Number(v), 0)).toBe(2); // was 3: given back by the release and by the ticket's end
+  });
+
   it('a key scoped to other items may not issue invites for an item (403, as for joins), known or not', async () => {
     const { call } = t.build({ scopes: 'app:app-*,shop:shop-*' });
     const item = `shop-${t.uniqueItem()}`;

@@ -26,8 +26,9 @@ for i = 2, #ARGV, 2 do
       if record and string.sub(record, 1, 1) == 's' then
         rcall('HDEL', K.users, userId)
       elseif record then
-        -- Still running (its sale committed, its settle not yet in): marked, so that once it
-        -- ends succeeded it frees its user's place (finish in _lib), who could never join again.
+        -- Still running (its sale committed, its settle not yet in): marked, so that if it ends
+        -- succeeded with this order it ends rejected / reservation_released instead (finish in
+        -- _lib), and its user may join again.
         rcall('HSET', keyOf.x(seq), 'orderReleased', orderId)
       end
     end
