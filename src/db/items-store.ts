@@ -27,13 +27,14 @@ export function createItemsStore(db: Db) {
     },
     /** Stores the secret and epoch the item's live line in Redis signs with (it wins over the row's). */
     async keepSecret(itemId: string, secret: string, epochMs: number): Promise<void> {
-      await db.update(items).set({ secret, epochMs }).where(eq(items.itemId, itemId));
+      // updated_at moves: the daemons' minute load of secrets reads the rows changed since (lost-tickets.ts).
+      await db.update(items).set({ secret, epochMs, updatedAt: new Date() }).where(eq(items.itemId, itemId));
     },
     /** Stores a secret for a row that has none; returns the row's secret and epoch after it. */
     async claimSecret(itemId: string, secret: string, epochMs: number): Promise<{ secret: string; epochMs: number } | null> {
       const [r] = await db
         .update(items)
-        .set({ secret: sql`coalesce(${items.secret}, ${secret})`, epochMs: sql`case when ${items.secret} is null then ${epochMs}::bigint else ${items.epochMs} end` })
+        .set({ secret: sql`coalesce(${items.secret}, ${secret})`, epochMs: sql`case when ${items.secret} is null then ${epochMs}::bigint else ${items.epochMs} end`, updatedAt: new Date() })
         .where(eq(items.itemId, itemId))
         .returning({ secret: items.secret, epochMs: items.epochMs });
       return r?.secret ? { secret: r.secret, epochMs: Number(r.epochMs ?? epochMs) } : null;

@@ -53,8 +53,8 @@ export interface LostTicketsDeps {
 /** How long Postgres's "nothing" for a ref is believed (a sale in flight at the loss may still commit). */
 const NEGATIVE_MS = 30_000;
 /**
- * A load reads the rows changed since the last one began (less OVERLAP_MS, for clocks and commits
- * in flight), and every row once per FULL_LOAD_MS: every row each minute read every item ever made
+ * A load reads the rows made or changed since the last one began (less OVERLAP_MS, for clocks and
+ * commits in flight; every write of a secret moves updated_at), and every row once per FULL_LOAD_MS: every row each minute read every item ever made
  * (archived ones stay), ~365,000 rows a minute per process after a year of 1,000 items a day.
  */
 const FULL_LOAD_MS = 3_600_000;

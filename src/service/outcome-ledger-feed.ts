@@ -226,7 +226,7 @@ export function createLedgerFeed(redis: RedisLike, prefix: string, consumer: str
     forget(keep: (itemId: string) => boolean) {
       // `<prefix>{<itemId>}:done`, or `{<itemId>~<k>}` for a split item's sub-line k (item ids hold no `~`).
       const itemOf = (key: string) => key.slice(prefix.length + 1, key.lastIndexOf('}')).replace(/~\d+$/, '');
-      for (const m of [grouped, claimedAt]) for (const key of m.keys()) if (!keep(itemOf(key))) m.delete(key);
+      for (const m of [grouped, claimedAt, unacked]) for (const key of m.keys()) if (!keep(itemOf(key))) m.delete(key);
     },
     async ack(def: { itemId: string; lines?: number }, ids: string[], seqsOf: number[][] = [], stateTtlSec = 600, line = 0) {
       if (!ids.length) return;
