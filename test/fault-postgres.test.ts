@@ -70,6 +70,8 @@ describe('Postgres unreachable for five seconds mid-sale', () => {
     expect(paused).toMatchObject({ state: 'waiting', reason: 'paused' });
     expect(paused.etaMs).toBeUndefined();
     await waitFor(() => call('GET', '/v1/items/pg').then((r) => r.body.counts), (c) => c?.admitted === 0, OUTAGE_MS);
+    // The operator is told so too: the item reads paused (it read open while nothing was admitted).
+    expect((await call('GET', '/v1/items/pg')).body.state).toBe('paused');
     expect(await toldPaused).not.toBeNull();
     // Told as the pause began, not at the stream's next heartbeat (10 s after it opened).
     expect((await stillTold)! - pausedAt).toBeLessThan(5000);

@@ -274,6 +274,15 @@ export function createCatalog(deps: CatalogDeps): Catalog {
   /** What an auto gate admits before (or, for self-limited handlers, instead of) its controller. */
   const autoCapOf = (spec: HandlerSpec | undefined) => (spec?.handle ? (spec.selfLimited?.maxInFlight ?? deps.autoCap) : null);
 
+  /**
+   * The item's state, `paused` too while the store its handler sells through (Postgres) is away:
+   * nothing is admitted then, and its waiting tickets read reason `paused` — the item read `open`.
+   */
+  function shownState(item: CachedItem): ItemState {
+    const state = itemState(item.snap, deps.clock.now());
+    return (state === 'open' || state === 'held') && item.storeAway() ? 'paused' : state;
+  }
+
   function view(item: CachedItem): ItemView {
     const s = item.snap;
     const spec = handlers.get(s.def.handler);
@@ -285,7 +294,7 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       abandonAfterMs: s.def.abandonAfterMs,
       opensAt: iso(s.def.opensAt),
       closesAt: iso(s.def.closesAt),
-      state: itemState(s, deps.clock.now()),
+      state: shownState(item),
       gate: gateView(s, autoCapOf(spec)),
       counts: s.counts,
       remaining: s.stockLeft,
