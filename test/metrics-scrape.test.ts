@@ -163,4 +163,20 @@ describe('/metrics', () => {
       counter.disconnect();
     }
   });
+
+  it("still shows the items while Redis cannot be read, and says they are the last ones read", { timeout: 60_000 }, async () => {
+    await call('PUT', '/v1/items/away-1', { handler: 'seckill', config: { stock: 5 } });
+    const read = (text: string) => text.split('\n').find((l) => l.startsWith('floodgate_item_gauges_read '));
+    await waitFor(scrape, (t) => t.includes('{item="away-1"') && read(t) === 'floodgate_item_gauges_read 1');
+    await own.kill();
+    try {
+      // Answered 200 with the gauges last read (they were missing: "no data" for every item), and a 0.
+      const during = await waitFor(scrape, (t) => read(t) === 'floodgate_item_gauges_read 0', 30_000);
+      expect(during).toContain('floodgate_stock_remaining{item="away-1"} 5');
+    } finally {
+      await own.start();
+    }
+    await waitFor(scrape, (t) => read(t) === 'floodgate_item_gauges_read 1', 30_000);
+  });
 });
+

@@ -73,14 +73,23 @@ export function opsRoutes(ctx: ApiContext, deps: OpsDeps) {
       ok ? 200 : 503,
     );
   });
+  /** This scrape's word on its item gauges (not a registry metric: a fact of the answer, whichever process gives it). */
+  const itemGaugesReadText = (read: number) =>
+    `# HELP floodgate_item_gauges_read 1 when this answer's per-item gauges were read from Redis now; 0 when Redis could not be read and they are the last ones read (none before any).\n# TYPE floodgate_item_gauges_read gauge\nfloodgate_item_gauges_read ${read}\n`;
   const gzip = gzipJoiner();
+  let lastViews: Awaited<ReturnType<typeof deps.itemViews>> = [];
   app.get('/metrics', async (c) => {
     if (deps.metricsKey && !keyMatches(bearer(c.req.header('authorization')), deps.metricsKey))
       throw new FloodgateError('unauthorized', 'The metrics key is required.');
-    const [own, views] = await Promise.all([
-      deps.scrape ? deps.scrape() : ctx.metrics.registry.metrics(),
-      deps.itemViews().catch((err) => (ctx.log.warn({ err: String(err) }, 'item views for metrics failed'), [])),
-    ]);
+    // The item views first (their read says whether the gauges below are now's): Redis unreachable,
+    // the last ones read are served, and floodgate_item_gauges_read says 0 — the gauges went missing
+    // from a 200 answer, which a dashboard showed as no data rather than as an outage.
+    let read = 1;
+    const views = await deps.itemViews().then(
+      (v) => (lastViews = v),
+      (err) => ((read = 0), ctx.log.warn({ err: String(err) }, 'item views for metrics failed; the last ones read are served'), lastViews),
+    );
+    const own = (await (deps.scrape ? deps.scrape() : ctx.metrics.registry.metrics())) + itemGaugesReadText(read);
     // The item gauges first: with many idle items they are most of the body and the same text
     // scrape after scrape, so their compressed form is kept (gzip-join.ts). Prometheus always asks
     // for gzip; 10,000 idle items are then ~0.2 MB on the wire instead of 3.7 MB.
