@@ -1,0 +1,86 @@
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, describe, expect, it } from 'vitest';
+import { http } from './support/http.js';
+import { processEnv, startDaemonProcess, type RunningDaemon } from './support/daemon.js';
+import { testDb } from './support/db.js';
+import { testRedis } from './support/redis.js';
+
+/**
+ * A daemon killed while its webhook call is at the downstream: the ticket's lease runs out, it is
+ * admitted again (its attempt 1 again) and calls under the same Idempotency-Key while the first
+ * call is still being worked on, and the downstream answers 409 "still processing". That is no
+ * business "no": told `rejected`, the user joined again under a new key and got a second order (a
+ * reviewer's runs: 5–25 users a kill). The call is kept before it goes out, so the run again knows
+ * the key went out, calls again, and ends with the order the first call made.
+ */
+const { newPrefix } = testRedis();
+const db = await testDb();
+const running: RunningDaemon[] = [];
+
+// An idempotent shop: one order per key; a key being worked on answers 409; done, its stored answer.
+const work = new Map<string, { done: boolean; orderId: string }>();
+const calls: { key: string; status: number }[] = [];
+let finish: (() => void) | null = null;
+const held: ServerResponse[] = [];
+const shop = createServer(async (req: IncomingMessage, res: ServerResponse) => {
+  for await (const _ of req);
+  const key = String(req.headers['idempotency-key']);
+  const w = work.get(key);
+  const answer = (status: number, body: unknown) => (calls.push({ key, status }), res.writeHead(status, { 'content-type': 'application/json' }), res.end(JSON.stringify(body)));
+  if (!w) {
+    // The first call: worked on until the test says the order is made (its caller may be gone).
+    const entry = { done: false, orderId: `O${work.size + 1}` };
+    work.set(key, entry);
+    calls.push({ key, status: 0 });
+    held.push(res);
+    finish = () => {
+      entry.done = true;
+      if (!res.destroyed) res.writeHead(201, { 'content-type': 'application/json' }).end(JSON.stringify({ orderId: entry.orderId }));
+    };
+    return;
+  }
+  if (!w.done) return answer(409, { error: 'in_progress' });
+  answer(201, { orderId: w.orderId });
+});
+await new Promise<void>((r) => shop.listen(0, '127.0.0.1', r));
+const url = `http://127.0.0.1:${(shop.address() as AddressInfo).port}/orders`;
+afterAll(async () => {
+  await Promise.all(running.map((d) => d.stop('SIGKILL')));
+  for (const r of held) r.destroy();
+  shop.closeAllConnections();
+  await new Promise((r) => shop.close(r));
+});
+const waitUntil = async (ok: () => boolean, ms: number) => {
+  const end = Date.now() + ms;
+  while (!ok()) {
+    if (Date.now() > end) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+};
+
+describe('a webhook ticket whose daemon was killed mid-call', () => {
+  it('is called again under its key and ends with the order the first call made, not rejected on a 409', { timeout: 120_000 }, async () => {
+    const env = processEnv(db.url, newPrefix(), { FLOODGATE_JOB_LOCK_MS: '2000', FLOODGATE_DISPATCH_LEASE_MS: '2000', FLOODGATE_JOB_ATTEMPTS: '6', FLOODGATE_JOB_BACKOFF_MS: '300' });
+    const first = await startDaemonProcess(env);
+    running.push(first);
+    expect((await http(first.url, 'PUT', '/v1/items/wk', { handler: 'webhook', config: { url, timeoutMs: 30_000 } }, 'op')).status).toBe(201);
+    const t = (await http(first.url, 'POST', '/v1/items/wk/tickets', { userId: 'ann' }, 'svc')).body.ticketId as string;
+    await waitUntil(() => calls.length === 1, 20_000);
+    await first.stop('SIGKILL');
+
+    const second = await startDaemonProcess(env);
+    running.push(second);
+    // Its run again reaches the shop while the first call is still worked on: 409.
+    await waitUntil(() => calls.some((c) => c.status === 409), 60_000);
+    finish!(); // the first call's order is made
+    let view: { state: string; outcome?: { reason?: string; result?: { orderId?: string } } } = { state: 'admitted' };
+    const end = Date.now() + 60_000;
+    while (Date.now() < end && (view.state === 'admitted' || view.state === 'waiting')) {
+      view = (await http(second.url, 'GET', `/v1/tickets/${t}`)).body;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    expect(view).toMatchObject({ state: 'succeeded', outcome: { result: { orderId: 'O1' } } });
+    expect(work.size).toBe(1); // one key, one order
+  });
+});
