@@ -21,7 +21,7 @@ describe('a ticket in doubt on an item restocked since its sell-out', () => {
     // A daemon admits alice (her unit taken) and dies; her lease runs out.
     const [admitted] = await a.queue.admissions.admit(item, 1, 3_600_000);
     expect(admitted.userId).toBe('alice');
-    expect(await a.queue.admissions.extendLeases(item, [{ seq: admitted.seq, leaseId: admitted.leaseId }], Date.now() - 1)).toEqual([true]);
+    expect(await a.queue.admissions.extendLeases(item, [{ seq: admitted.seq, leaseId: admitted.leaseId }], Date.now() - 1)).toEqual([1]);
     // Another daemon's sale takes Postgres's last unit, and cuts the item sold out: bob is told so,
     // alice waits in doubt (her sale may have committed).
     expect((await writeSales(t.db.sql, 'orders', [{ itemId: item, userId: 'dave', ticketRef: `dave-${item}` }]))[0].kind).toBe('sold');

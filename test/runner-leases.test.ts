@@ -29,10 +29,12 @@ describe('a job whose tickets were partly offered again', () => {
     const [a, b] = await queue.admissions.admit(item, 2, 60_000);
     expect([a.userId, b.userId]).toEqual(['ua', 'ub']);
     // a's lease runs out meanwhile: the sweep puts it back at the head, and it is admitted again.
-    expect(await queue.admissions.extendLeases(item, [{ seq: a.seq, leaseId: a.leaseId }], Date.now() - 1)).toEqual([true]);
+    expect(await queue.admissions.extendLeases(item, [{ seq: a.seq, leaseId: a.leaseId }], Date.now() - 1)).toEqual([1]);
     expect(await queue.admissions.sweep()).toBe(1);
     const [again] = await queue.admissions.admit(item, 1, 60_000);
     expect([again.seq, again.leaseId === a.leaseId]).toEqual([a.seq, false]);
+    // Its new lease says it was admitted before (its handler is told: a webhook's 409 then is "still processing").
+    expect(await queue.admissions.extendLeases(item, [{ seq: again.seq, leaseId: again.leaseId }, { seq: b.seq, leaseId: b.leaseId }], Date.now() + 60_000)).toEqual([2, 1]);
 
     const ran: string[] = [];
     const counting: HandlerSpec = {

@@ -10,7 +10,7 @@ import { splitItemOf, splitOf, type SplitLine } from './split-line.js';
 import type { CachedItem } from './item-cache.js';
 import type { TicketReader } from './ticket-reader.js';
 import { makeTicketId } from './ticket-id.js';
-import type { AdmittedTicket, Outcome, OutcomeStatus, TicketView } from './types.js';
+import type { AdmittedTicket, LeaseHeld, Outcome, OutcomeStatus, TicketView } from './types.js';
 import { bindingOf, parseRecord } from './views.js';
 
 export interface SettleInput {
@@ -50,7 +50,8 @@ export interface Admissions {
    * Keeps the leases of tickets handed to a job queue alive until `until` (ms). Per ticket, whether
    * its lease was still the one given (a superseded one is left alone: the ticket was offered again).
    */
-  extendLeases(itemId: string, tickets: { seq: number; leaseId: string }[], until: number): Promise<boolean[]>;
+  /** Per ticket: 0 superseded (someone else holds it now), 1 extended, 2 extended and admitted before (extend-leases-3.lua). */
+  extendLeases(itemId: string, tickets: { seq: number; leaseId: string }[], until: number): Promise<LeaseHeld[]>;
   /**
    * The item's tickets held in doubt since `until` or before (a cut item's admitted tickets whose
    * sale may have committed: lua/_lib.lua holdInDoubt), with their ids; at most 500 per line.

@@ -1,6 +1,6 @@
 import { FloodgateError } from '../kernel/errors.js';
 import { scripts, type ScriptRunner } from '../redis/scripts.js';
-import type { Cut, OutcomeStatus } from './types.js';
+import type { Cut, LeaseHeld, OutcomeStatus } from './types.js';
 
 /**
  * The line's scripts (redis/lua), one typed function each: the one place where their replies are
@@ -142,7 +142,7 @@ export function createLineScripts(run: ScriptRunner['run']) {
 
     /** How many leases were extended (a superseded one is left alone). */
     extendLeases: async (itemId: string, now: number, until: number, tickets: { seq: number; leaseId: string }[]) =>
-      ((await run(scripts.extendLeases, itemId, now, { until }, tickets.flatMap((t) => [t.seq, t.leaseId]))) as number[]).map((h) => h === 1),
+      (await run(scripts.extendLeases, itemId, now, { until }, tickets.flatMap((t) => [t.seq, t.leaseId]))) as LeaseHeld[],
 
     /** The tickets held in doubt since `until` or before (seq and record), oldest first, at most 500. */
     async readDoubt(itemId: string, now: number, until: number): Promise<{ seq: number; record: string; held: boolean }[]> {

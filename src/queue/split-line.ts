@@ -6,7 +6,7 @@ import type { RedisLike } from '../redis/client.js';
 import { itemKeys, subLineTag } from '../redis/keys.js';
 import { createScriptRunner, RECLAIM_LIMIT_MANY, scripts } from '../redis/scripts.js';
 import type { LineItems } from './items.js';
-import type { Cut, OutcomeStatus } from './types.js';
+import type { Cut, LeaseHeld, OutcomeStatus } from './types.js';
 
 /**
  * A hot item's line split into K sub-lines on K hash slots (so, on a cluster, over several
@@ -109,7 +109,7 @@ export interface SplitLine {
   /** Settles admitted tickets (settle-9.lua on each one's sub-line); a code per entry as settle-9 answers. */
   settle(item: SplitItem, entries: SplitSettle[]): Promise<number[]>;
   /** Keeps leases alive until `until` (extend-leases-3.lua on each one's sub-line); per ticket, whether its lease was still the one given (extended). */
-  extendLeases(item: SplitItem, until: number, tickets: { seq: number; leaseId: string }[]): Promise<boolean[]>;
+  extendLeases(item: SplitItem, until: number, tickets: { seq: number; leaseId: string }[]): Promise<LeaseHeld[]>;
   /** Returns expired leases of every sub-line to its head (sweep-9.lua on each); how many. */
   sweep(item: SplitItem): Promise<number>;
   /** The tickets held in doubt since `until` or before on every sub-line (read-doubt-2.lua on each), by the item's seqs. */
@@ -310,10 +310,10 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
     },
 
     async extendLeases(item, until, tickets) {
-      const held = tickets.map(() => false);
+      const held: LeaseHeld[] = tickets.map(() => 0);
       await Promise.all(
         bySubLine(item, tickets).map(async ([k, g]) => {
-          ((await run(scripts.extendLeases, tag(item, k), clock.now(), { until }, g.flatMap(({ e, local }) => [local, e.leaseId]))) as number[]).forEach((h, j) => (held[g[j].i] = h === 1));
+          ((await run(scripts.extendLeases, tag(item, k), clock.now(), { until }, g.flatMap(({ e, local }) => [local, e.leaseId]))) as number[]).forEach((h, j) => (held[g[j].i] = h as LeaseHeld));
         }),
       );
       return held;

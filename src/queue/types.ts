@@ -1,5 +1,8 @@
 export const ticketStates = ['waiting', 'admitted', 'succeeded', 'rejected', 'failed', 'cancelled', 'expired'] as const;
 export type TicketState = (typeof ticketStates)[number];
+/** extend-leases-3.lua's answer per ticket: 0 superseded, 1 extended, 2 extended and admitted before (an earlier run's outcome unknown). */
+export type LeaseHeld = 0 | 1 | 2;
+
 export type OutcomeStatus = 'succeeded' | 'rejected' | 'failed' | 'cancelled' | 'expired';
 
 export interface Outcome {

@@ -31,8 +31,14 @@ export interface HandlerTicket {
   payload: Record<string, unknown> | null;
   /** The item's validated config. */
   config: Record<string, unknown>;
-  /** 1 on the first run, 2 on the first retry, … */
+  /** 1 on the first run, 2 on the first retry, … (a ticket admitted again after its lease ran out starts at 1 again) */
   attempt: number;
+  /**
+   * The ticket was admitted before this admission, and what that run did is unknown (its lease ran
+   * out — its daemon may have died mid-call —, or it waited in doubt): a downstream may have its
+   * first call still in hand. Its calls are not the first ones even at attempt 1.
+   */
+  admittedBefore?: boolean;
 }
 
 export type HandlerOutcome =

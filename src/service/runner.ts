@@ -2,6 +2,7 @@ import { Backoffs, DelayedError, type Job } from 'bullmq';
 import type { Logger } from '../kernel/logger.js';
 import type { SettleInput } from '../queue/line.js';
 import type { CachedItem } from '../queue/item-cache.js';
+import type { LeaseHeld } from '../queue/types.js';
 import { jsonIssues, MAX_JSON_DEPTH, UNSAFE_NUMBER } from '../kernel/json-issues.js';
 import { deadlineOf, DropError, isDropError, isRequeueError, MAX_RETRY_AFTER_MS, type HandlerContext, type HandlerOutcome, type HandlerSpec } from './handler.js';
 import { jobGroups, type JobGroup, type JobTicket, type QueuedJob } from './jobs.js';
@@ -36,7 +37,7 @@ export interface RunnerDeps {
   /** How long they last while it runs, renewed every third of it (jobs.ts, RUN_LEASE_MS). */
   runLeaseMs: number;
   /** Extends the leases of a job's tickets to `until` (ms); resolves with, per ticket, whether it was still theirs. */
-  renew(itemId: string, tickets: { seq: number; leaseId: string }[], until: number): Promise<boolean[]>;
+  renew(itemId: string, tickets: { seq: number; leaseId: string }[], until: number): Promise<LeaseHeld[]>;
   /** Of a job's tickets, those whose end the outcome ledger does not hold; the others ended with it (admissions.dropHeldEnds). */
   dropHeldEnds?(itemId: string, tickets: JobTicket[]): Promise<JobTicket[]>;
 }
@@ -183,12 +184,12 @@ export function createRunner(deps: RunnerDeps) {
   }
 
   /** Runs the handler for one ticket: settled, or to be retried (after what its downstream asked). */
-  async function runTicket(spec: HandlerSpec, itemId: string, t: JobTicket, config: Record<string, unknown>, attempt: number, ctx: HandlerContext): Promise<TicketRun> {
+  async function runTicket(spec: HandlerSpec, itemId: string, t: JobTicket, config: Record<string, unknown>, attempt: number, ctx: HandlerContext, admittedBefore: boolean): Promise<TicketRun> {
     const started = performance.now();
     const startedAt = deps.now();
     let outcome: HandlerOutcome;
     try {
-      const call = spec.handle!({ ticketId: t.ticketId, itemId, seq: t.seq, userId: t.userId, payload: t.payload, config, attempt }, ctx);
+      const call = spec.handle!({ ticketId: t.ticketId, itemId, seq: t.seq, userId: t.userId, payload: t.payload, config, attempt, ...(admittedBefore && { admittedBefore }) }, ctx);
       // The built-in handlers' answers are the contract's already (and their results kept whole: no round trip per order).
       const kept = builtinHandlers.includes(spec) ? { outcome: await call, dropped: false } : keptOutcome(await givenUpAfter(call, ctx.deadlineMs + HANDLER_GRACE_MS));
       if (!kept) {
@@ -238,7 +239,11 @@ export function createRunner(deps: RunnerDeps) {
    * One item's tickets of a job: those to retry, and the fault to report if one faulted.
    * `attemptsMade`: the job's attempts BullMQ counted (a ticket's attempt adds its own `tries`).
    */
-  async function runGroup(spec: HandlerSpec | undefined, g: JobGroup, attemptsMade: number): Promise<GroupRun> {
+  /**
+   * `stalled`: BullMQ took the job back from a worker that stopped renewing its lock (a daemon
+   * killed mid-run): every ticket in it may have been called already, at the same attempt.
+   */
+  async function runGroup(spec: HandlerSpec | undefined, g: JobGroup, attemptsMade: number, stalled: boolean): Promise<GroupRun> {
     const { itemId } = g;
     let { tickets } = g;
     const none: GroupRun = { again: [], called: true, waitMs: 0, deadlineMs: 0 };
@@ -259,6 +264,8 @@ export function createRunner(deps: RunnerDeps) {
     // of a dead daemon that BullMQ handed over late; a job queued after its dispatch lease ran
     // out): it runs under its new lease, in its new job, not here.
     const held = await deps.renew(itemId, tickets, deps.now() + deps.runLeaseMs).catch(() => null);
+    // Admitted before (its lease ran out, or it waited in doubt), or run before in this job (stalled): what that run did is unknown.
+    const before = new Set(held ? tickets.filter((_, i) => stalled || held[i] === 2).map((t) => t.seq) : stalled ? tickets.map((t) => t.seq) : []);
     if (held) {
       const ours = tickets.filter((_, i) => held[i]);
       if (!ours.length) {
@@ -290,7 +297,7 @@ export function createRunner(deps: RunnerDeps) {
     const ctx: HandlerContext = { signal: ac.signal, deadlineMs, log: log.child({ itemId }), ...deps.context(itemId) };
     let results: PromiseSettledResult<TicketRun>[];
     try {
-      results = await Promise.allSettled(tickets.map((t) => runTicket(spec, itemId, t, config, attemptsMade + (t.tries ?? 0) + 1, ctx)));
+      results = await Promise.allSettled(tickets.map((t) => runTicket(spec, itemId, t, config, attemptsMade + (t.tries ?? 0) + 1, ctx, before.has(t.seq))));
     } finally {
       clearTimeout(timer);
       clearInterval(renewal);
@@ -312,7 +319,8 @@ export function createRunner(deps: RunnerDeps) {
   return async function run(job: Job<QueuedJob>, token?: string): Promise<void> {
     const groups = jobGroups(job.data);
     const spec = deps.handlers.get(job.data.handler);
-    const outs = await Promise.all(groups.map((g) => runGroup(spec, g, job.attemptsMade)));
+    const stalled = (job.stalledCounter ?? 0) > 0;
+    const outs = await Promise.all(groups.map((g) => runGroup(spec, g, job.attemptsMade, stalled)));
     const left = groups.map((g, i) => ({ itemId: g.itemId, out: outs[i] })).filter((g) => g.out.again.length);
     if (!left.length) return;
     const count = (gs: JobGroup[]) => gs.reduce((n, g) => n + g.tickets.length, 0);

@@ -31,9 +31,8 @@ export interface UnsureCall {
 /** How long an unsure call is kept: a day, as long as downstreams keep idempotency keys (Stripe: 24 h). */
 export const UNSURE_CALL_TTL_MS = 24 * 3600_000;
 
-/** Every TRIM_EVERY-th keep() of a process looks at TRIM_SAMPLE entries drawn at random for ones past their day (a webhook keeps every call as it goes out). */
-const TRIM_EVERY = 16;
-const TRIM_SAMPLE = 64;
+/** Entries each keep() looks at for ones past their day. */
+const TRIM_SAMPLE = 16;
 
 /** One item's unsure calls, per user (HandlerContext.unsure). */
 export interface UnsureCalls {
@@ -50,7 +49,6 @@ export interface UnsureCalls {
 
 export function createUnsureCalls(deps: { redis: RedisLike; prefix: string; clock: Clock }) {
   const key = (itemId: string) => itemKeys(deps.prefix, itemId).unsure;
-  let keeps = 0;
   return (itemId: string): UnsureCalls => {
     const read = async (userId: string) => {
       const raw = await deps.redis.hget(key(itemId), userId);
@@ -79,9 +77,8 @@ export function createUnsureCalls(deps: { redis: RedisLike; prefix: string; cloc
         // The hash outlives its last entry by the TTL at most (users who never come back)…
         await deps.redis.pexpire(k, UNSURE_CALL_TTL_MS);
         // …but each keep pushes that on: on an item that keeps having unsure calls, entries of
-        // users who never came back stayed for good, each with its call's body. Some entries,
-        // drawn at random, are looked at now and then and dropped when past their day.
-        if (++keeps % TRIM_EVERY !== 0) return;
+        // users who never came back stayed for good, each with its call's body. A few entries,
+        // drawn at random, are looked at with each keep and dropped when past their day.
         const drawn = (await deps.redis.hrandfield(k, TRIM_SAMPLE, 'WITHVALUES')) as string[];
         const stale = [];
         for (let i = 0; i < drawn.length; i += 2) {

@@ -19,6 +19,8 @@ for i = 4, #ARGV do
   if record and string.sub(record, 1, 1) == 'a' and rcall('HEXISTS', keyOf.x(seq), 'ifNone') == 0 and leaveDoubt(seq) then
     local leaseId = leasePrefix .. fmt(seq)
     local exp = now + leaseMs
+    -- Run again after an earlier run whose outcome is unknown (extend-leases-3.lua tells its job so).
+    rcall('HSET', keyOf.x(seq), 'prevLease', rcall('HGET', keyOf.x(seq), 'lease') or '?')
     rcall('HSET', keyOf.x(seq), 'lease', leaseId, 'leaseExp', fmt(exp), 'updatedAt', fmt(now))
     rcall('ZADD', K.leases, exp, fmt(seq))
     for _, v in ipairs({ seq, record, rcall('HGET', K.payloads, fmt(seq)) or '', leaseId, exp }) do table.insert(out, v) end

@@ -122,21 +122,12 @@ export const webhook: HandlerSpec = {
     const answered = () => (key === ref ? ctx.unsure.answered(t.userId, ref).catch((err) => ctx.log.warn({ err: String(err) }, 'unsure webhook call not settled')) : undefined);
     // Not kept (Redis unreachable): the drop is still the drop; a later attempt keeps it.
     const keep = () => ctx.unsure.keep(t.userId, { key, body }).catch((err) => ctx.log.warn({ err: String(err) }, 'unsure webhook call not kept'));
-    // Kept before it goes out, not only after a failure: a daemon killed mid-call (or a Redis
-    // rollback of the keep after it) left no trace that the key went out, so the ticket's run
-    // again — admitted anew after its lease ran out, at attempt 1 — took the downstream's 409
-    // "still processing" for a business no (`rejected`), and its user, joining again under a new
-    // key, got a second order (a reviewer's runs: 5–25 users a kill). A definite answer clears it.
-    if (!unsure) await keep();
-    // This call alone went out under the key (no earlier one did): a refusal that proves it was
-    // not taken (never sent, 429, 503) lets the user's next ticket call with its own key and body.
-    const notTaken = () => (unsure ? undefined : answered());
     let res: Response;
     try {
       res = await fetch(c.url, { method: 'POST', headers, body, redirect: 'manual', signal: ctx.signal });
     } catch (err) {
       const drop = noAnswer(err, ctx);
-      if (notSent.has(drop.reason)) await notTaken();
+      if (!notSent.has(drop.reason)) await keep();
       throw drop;
     }
     // A 409 to a call under a key that went out before (a retry: the first call timed out or lost
@@ -144,21 +135,23 @@ export const webhook: HandlerSpec = {
     // (IETF httpapi-idempotency-key-header; Stripe), not a business "no": the first call may
     // still make the order. Taken as `rejected`, its user was told no and, joining again under a
     // new key, bought twice. It is called again under the same key, which then answers what the
-    // first call did. (A ticket admitted again after its lease ran out starts at attempt 1.)
-    if (res.status === 409 && (t.attempt > 1 || unsure)) {
+    // first call did. A ticket admitted again after its lease ran out starts at attempt 1, and its
+    // daemon may have died mid-call, leaving no unsure call kept: `admittedBefore` says so (a
+    // reviewer's runs: 5–25 users a kill told `rejected`, then a second order on their next ticket).
+    if (res.status === 409 && (t.attempt > 1 || t.admittedBefore || unsure)) {
       await res.body?.cancel().catch(() => {});
+      await keep();
       throw new DropError('http_409', retryAfterMs(res.headers));
     }
     const stored = res.ok || res.status === 409 || res.status === 422;
     if (!stored) {
       await res.body?.cancel().catch(() => {});
-      if (res.status === 429 || res.status === 503) {
-        await notTaken();
-        throw new DropError(`http_${res.status}`, retryAfterMs(res.headers));
+      if (res.status === 429 || res.status === 503) throw new DropError(`http_${res.status}`, retryAfterMs(res.headers));
+      if (res.status >= 500) {
+        // A 500, 502 or 504 may come after the work was done (a gateway that gave up waiting).
+        await keep();
+        throw new DropError(`http_${res.status}`);
       }
-      // A 500, 502 or 504 may come after the work was done (a gateway that gave up waiting): its
-      // call stays kept, as a 429's or 503's does (harmless: the next call under it is the first).
-      if (res.status >= 500) throw new DropError(`http_${res.status}`);
       await answered();
       throw new WebhookRefused(`http_${res.status}`);
     }
