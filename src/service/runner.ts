@@ -198,7 +198,7 @@ export function createRunner(deps: RunnerDeps) {
         await settle(itemId, t, { status: 'failed', reason: 'invalid_result' });
         return { settled: true };
       }
-      if (kept.dropped) log.warn({ itemId, seq: t.seq, handler: spec.name }, 'handler result not kept (not JSON, NUL, lone surrogate, deeper than 32 or over 64 KiB); outcome stored without it');
+      if (kept.dropped) log.warn({ itemId, seq: t.seq, handler: spec.name }, 'handler result not kept (not JSON, NUL, lone surrogate, or over 64 KiB); outcome stored without it');
       outcome = kept.outcome;
       deps.onSample({ itemId, startedAt, latencyMs: performance.now() - started, result: outcome.status === 'succeeded' ? 'ok' : 'rejected' });
     } catch (err) {
