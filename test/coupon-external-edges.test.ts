@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { SERVICE, testApp } from './support/app.js';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
 import { itemKeys } from '../src/redis/keys.js';
+import { subLineOf } from '../src/queue/split-line.js';
 import { retrying503 } from './support/joins.js';
 import { testRedis } from './support/redis.js';
 import { followTicket } from './support/ticket-stream.js';
@@ -165,20 +166,23 @@ describe('coupon: the per-user limit changed mid-sale', () => {
     expect((await dcall('GET', `/v1/items/${item}`)).body.remaining).toBe(7);
   });
 
-  it("a success under an item's earlier handler is no claim: the user claims perUser coupons after a change to coupon", async () => {
-    const item = 'was-external';
-    await d.define(item, { handler: 'external' });
-    const ext = (await join(item, 'h')).body.ticketId;
+  it.each([1, 4])("a success under an item's earlier handler is no claim: the user claims perUser coupons after a change to coupon (lines %i)", async (lines) => {
+    const item = `was-external-${lines}`;
+    // On a split item, a user whose sub-line is not the item's own (sub-line 0).
+    let h = 'h';
+    for (let i = 0; lines > 1 && subLineOf(h, lines) === 0; i++) h = `h${i}`;
+    await d.define(item, { handler: 'external', lines });
+    const ext = (await join(item, h)).body.ticketId;
     const [p] = (await dcall('POST', `/v1/items/${item}/pull`, { max: 1 }, SVC)).body.tickets;
     expect((await dcall('POST', `/v1/tickets/${ext}/outcome`, { leaseId: p.leaseId, status: 'succeeded' }, SVC)).status).toBe(200);
-    await d.define(item, { handler: 'coupon', config: { total: 10, perUser: 2 } });
-    const first = await join(item, 'h');
+    await d.define(item, { handler: 'coupon', config: { total: 10, perUser: 2 }, lines });
+    const first = await join(item, h);
     expect(first.status).toBe(202);
     expect((await settled(first.body.ticketId)).state).toBe('succeeded');
-    const second = await join(item, 'h');
+    const second = await join(item, h);
     expect(second.status).toBe(202); // was 200 with the first claim: the external success counted as one
     expect((await settled(second.body.ticketId)).state).toBe('succeeded');
-    expect(await join(item, 'h')).toMatchObject({ status: 200, body: { ticketId: second.body.ticketId } });
+    expect(await join(item, h)).toMatchObject({ status: 200, body: { ticketId: second.body.ticketId } });
     const claims = await t.db.sql`select claim_no from coupon_claims where item_id = ${item} order by claim_no`;
     expect(claims.map((c) => c.claim_no)).toEqual([1, 2]);
   });

@@ -215,8 +215,12 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
             // A handler change drops the old handler's stock and sold-out flag here too, as
             // define-5.lua does on the item's own line (a sold-out split seckill redefined as
             // external answered 410 on every sub-line but the first).
+            // And its count of users' successes (heldTicket, _lib.lua), from the sub-line's seq on.
             const was = await redis.hget(m, 'handler');
-            if (was !== null && was !== fields.handler) await redis.multi().del(keys.stock, keys.taken).hdel(m, 'soldOut', 'endedAt').exec();
+            if (was !== null && was !== fields.handler) {
+              const seq = (await redis.hget(keys.ctr, 'seq')) ?? '0';
+              await redis.multi().del(keys.stock, keys.taken, `${keys.base}wins`).hdel(m, 'soldOut', 'endedAt').hset(m, 'winsFrom', seq).exec();
+            }
             await redis.hset(m, { ...fields, sub: String(k) });
             // A reopened item is open on every sub-line (closed is the item's flag; cuts stay).
             if (cleared.length) await redis.hdel(m, ...cleared);

@@ -67,7 +67,7 @@ local function heldTicket(userId, rejoin)
   local most = rejoin == 'unless_succeeded' and 1 or tonumber(string.match(rejoin or '', '^unless_succeeded:(%d+)$'))
   if not most then return nil end
   -- A success under the item's earlier handler (define-5.lua marks where the current one began) is
-  -- no win of this one's: the user joins anew. (A split item's sub-lines other than 0 keep no mark.)
+  -- no win of this one's: the user joins anew. (A split item's other sub-lines: split-line.ts defineSubLines.)
   if prev <= tonumber(rcall('HGET', K.meta, 'winsFrom') or '0') then return nil end
   if most <= 1 or tonumber(rcall('HGET', K.base .. 'wins', userId) or '0') + 1 >= most then return prev, record end
   return nil, nil, true
