@@ -219,7 +219,7 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
             const was = await redis.hget(m, 'handler');
             if (was !== null && was !== fields.handler) {
               const seq = (await redis.hget(keys.ctr, 'seq')) ?? '0';
-              await redis.multi().del(keys.stock, keys.taken, `${keys.base}wins`).hdel(m, 'soldOut', 'endedAt').hset(m, 'winsFrom', seq).exec();
+              await redis.multi().del(keys.stock, keys.taken, keys.wins).hdel(m, 'soldOut', 'endedAt').hset(m, 'winsFrom', seq).exec();
             }
             await redis.hset(m, { ...fields, sub: String(k) });
             // A reopened item is open on every sub-line (closed is the item's flag; cuts stay).

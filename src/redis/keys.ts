@@ -80,6 +80,7 @@ const fixed = {
   alock: 'alock',
   doubt: 'doubt',
   unsure: 'unsure',
+  wins: 'wins',
 } as const;
 
 export type ItemKeyName = keyof typeof fixed;
