@@ -28,6 +28,18 @@ const rollback = (itemId: string, snap: Map<string, Buffer | null>) => rollbackI
 const row = async (id: string) => (await db.sql`select status, reason, result from ticket_outcomes where ticket_id = ${ticketRef(id)}`)[0];
 const poll = async (id: string) => (await call('GET', `/v1/tickets/${id}`, undefined, null)).body;
 const pulled = async (itemId: string) => (await call('POST', `/v1/items/${itemId}/pull`, { max: 5 }, SVC)).body.tickets as { ticketId: string; leaseId: string }[];
+/** A buyer's ticket sold (its ledger row written, the gate closed again), then Redis rolled back to before the sale. */
+async function soldThenRolledBack(itemId: string, userId: string) {
+  await call('PUT', `/v1/items/${itemId}`, { handler: 'seckill', config: { stock: 5 }, gate: { mode: 'closed' } });
+  const t = (await call('POST', `/v1/items/${itemId}/tickets`, { userId }, SVC)).body.ticketId as string;
+  const snap = await snapshot(itemId);
+  await call('PATCH', `/v1/items/${itemId}/gate`, { mode: 'manual', rate: 100, maxInFlight: 5 });
+  expect((await waitFor(() => poll(t), (v) => v.state === 'succeeded')).state).toBe('succeeded');
+  await call('PATCH', `/v1/items/${itemId}/gate`, { mode: 'closed' });
+  await waitFor(() => row(t), (r) => !!r);
+  await rollback(itemId, snap);
+  return t;
+}
 
 describe('a Redis rollback past an end the outcome ledger holds', () => {
   it('an external ticket a worker answered is not handed out again; its view is the answer', { timeout: 60_000 }, async () => {
@@ -141,30 +153,14 @@ describe('a Redis rollback past an end the outcome ledger holds', () => {
   });
 
   it('a buyer told succeeded is not told waiting, with a place, after the rollback (the gate closed: the line does not reach the ticket)', { timeout: 60_000 }, async () => {
-    await call('PUT', '/v1/items/s2', { handler: 'seckill', config: { stock: 5 }, gate: { mode: 'closed' } });
-    const t = (await call('POST', '/v1/items/s2/tickets', { userId: 'gus' }, SVC)).body.ticketId as string;
-    const snap = await snapshot('s2');
-    await call('PATCH', '/v1/items/s2/gate', { mode: 'manual', rate: 100, maxInFlight: 5 });
-    expect((await waitFor(() => poll(t), (v) => v.state === 'succeeded')).state).toBe('succeeded');
-    await call('PATCH', '/v1/items/s2/gate', { mode: 'closed' });
-    await waitFor(() => row(t), (r) => !!r);
-
-    await rollback('s2', snap);
+    const t = await soldThenRolledBack('s2', 'gus');
     // (The daemon sees the item's counters go back at its next read of the item.)
     const v = await waitFor(() => poll(t), (v) => v.state === 'succeeded', 5_000);
     expect(v).toMatchObject({ state: 'succeeded', outcome: { status: 'succeeded' } });
   });
 
   it('a buyer whose order the ledger holds cannot cancel the ticket a rollback brought back', { timeout: 60_000 }, async () => {
-    await call('PUT', '/v1/items/s1', { handler: 'seckill', config: { stock: 5 }, gate: { mode: 'closed' } });
-    const t = (await call('POST', '/v1/items/s1/tickets', { userId: 'erin' }, SVC)).body.ticketId as string;
-    const snap = await snapshot('s1');
-    await call('PATCH', '/v1/items/s1/gate', { mode: 'manual', rate: 100, maxInFlight: 5 });
-    expect((await waitFor(() => poll(t), (v) => v.state === 'succeeded')).state).toBe('succeeded');
-    await call('PATCH', '/v1/items/s1/gate', { mode: 'closed' });
-    await waitFor(() => row(t), (r) => !!r);
-
-    await rollback('s1', snap);
+    const t = await soldThenRolledBack('s1', 'erin');
     const del = await call('DELETE', `/v1/tickets/${t}`, undefined, null);
     expect({ status: del.status, code: del.body.error?.code }).toEqual({ status: 409, code: 'not_cancellable' });
     // Her sale is not voided: it stands, and a run of the ticket again answers her order.

@@ -1,7 +1,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
-import { tcpProxy } from './support/proxy.js';
+import { proxyFor } from './support/proxy.js';
 import { testRedis } from './support/redis.js';
 
 /**
@@ -11,10 +11,8 @@ import { testRedis } from './support/redis.js';
  */
 const { newPrefix } = testRedis();
 const db = await testDb();
-const proxy = await tcpProxy({ host: '127.0.0.1', port: Number(new URL(db.url).port || 5432) });
-const url = new URL(db.url);
-url.port = String(proxy.port);
-const { call } = await inProcessDaemon({ prefix: newPrefix(), databaseUrl: url.toString() });
+const { proxy, url } = await proxyFor(db.url);
+const { call } = await inProcessDaemon({ prefix: newPrefix(), databaseUrl: url });
 afterAll(() => proxy.close());
 const introspect = (token: string) => call('POST', '/v1/tokens/introspect', { token }, SVC).then((r) => r.body.active);
 

@@ -116,9 +116,9 @@ export interface Catalog {
 
 export type { StockRows } from './stock-sync.js';
 
-/** Swallows a Postgres that takes no writes now (the write is done at a later restore); throws anything else. */
 /** How long an item must be seen unlisted with its keys before it is listed again (a deletion under way is over by then). */
 const UNLISTED_FOR_MS = 10_000;
+/** Swallows a Postgres that takes no writes now (the write is done at a later restore); throws anything else. */
 const unlessUnavailable = (err: unknown) => {
   if (!isPostgresUnavailable(err)) throw err;
 };

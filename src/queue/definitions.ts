@@ -124,6 +124,7 @@ export function createDefinitions(deps: { redis: RedisLike; prefix: string; cloc
         pow: def.pow ? JSON.stringify(def.pow) : '',
         lines: def.lines && def.lines > 1 ? def.lines : '',
       };
+      const sub = splitOf(def);
       const { created, secret, epoch } = await scripts.define(def.itemId, clock.now(), {
         secret: opts.secret ?? newItemSecret(),
         epoch: opts.epoch ?? null,
@@ -134,12 +135,11 @@ export function createDefinitions(deps: { redis: RedisLike; prefix: string; cloc
           // endedAt too: a daemon killed before the cut left an ended item retention never removed.
           // A split item's sub-lines copy `closed` (defineSubLines); a sell-out is their cut's.
           ...(opts.ended === 'closed' && { closed: '1', endedAt: String(clock.now()) }),
-          ...(opts.ended === 'sold_out' && !splitOf(def) && { soldOut: '1', endedAt: String(clock.now()) }),
+          ...(opts.ended === 'sold_out' && !sub && { soldOut: '1', endedAt: String(clock.now()) }),
         },
         gate: gate ? gateFields(gate) : null,
         reopen: opts.reopen,
       });
-      const sub = splitOf(def);
       if (sub) await deps.split.defineSubLines(sub);
       // A new item starts with the users blocked everywhere (a copy: the global set lives on no
       // item's slot), and is in the set of items before a block everywhere can look for it: the two

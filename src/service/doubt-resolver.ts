@@ -113,7 +113,7 @@ export function startDoubtResolver(
     // (a webhook item's doubts behind it are run again without Postgres).
     const ledger: Map<string, LedgerEnd> | null = spec.stockTable ? new Map() : await readEnds(deps.sql, refs).catch(() => null);
     if (!ledger) return;
-    const now = Date.now();
+    const now = deps.now();
     const entries = doubts.flatMap((d, i) => {
       const held = ledger.get(refs[i]);
       if (held) return [{ seq: d.seq, result: null, outcome: held as Outcome }];

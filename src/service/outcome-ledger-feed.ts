@@ -212,6 +212,12 @@ export function createLedgerFeed(redis: RedisLike, prefix: string, consumer: str
       const upToEntries = expanded.slice(0, upTo) as EndedTicket[][];
       return { snap, ids, tickets: upToEntries.flat(), seqsOf: upToEntries.map((ts) => ts.map((t) => t.seq)), unreadable: unreadable.filter((u) => acked.has(u.id)) };
     },
+    /** Lets go of what it holds of the done streams of items `keep` refuses (removed ones: a stream's group and claim time were kept for good). */
+    forget(keep: (itemId: string) => boolean) {
+      // `<prefix>{<itemId>}:done`, or `{<itemId>~<k>}` for a split item's sub-line k (item ids hold no `~`).
+      const itemOf = (key: string) => key.slice(prefix.length + 1, key.lastIndexOf('}')).replace(/~\d+$/, '');
+      for (const m of [grouped, claimedAt, unacked]) for (const key of m.keys()) if (!keep(itemOf(key))) m.delete(key);
+    },
     /**
      * Acknowledges entries whose rows are committed, and lets the ended tickets' own state leave
      * Redis: the payload and the unit marker at once, the hash of times and outcome after
@@ -222,12 +228,6 @@ export function createLedgerFeed(redis: RedisLike, prefix: string, consumer: str
      * (per entry, the item's seqs: FeedRead.seqsOf) are those read from `line`: every key it
      * touches is on that sub-line's tag, so the script stays on one slot.
      */
-    /** Lets go of what it holds of the done streams of items `keep` refuses (removed ones: a stream's group and claim time were kept for good). */
-    forget(keep: (itemId: string) => boolean) {
-      // `<prefix>{<itemId>}:done`, or `{<itemId>~<k>}` for a split item's sub-line k (item ids hold no `~`).
-      const itemOf = (key: string) => key.slice(prefix.length + 1, key.lastIndexOf('}')).replace(/~\d+$/, '');
-      for (const m of [grouped, claimedAt, unacked]) for (const key of m.keys()) if (!keep(itemOf(key))) m.delete(key);
-    },
     async ack(def: { itemId: string; lines?: number }, ids: string[], seqsOf: number[][] = [], stateTtlSec = 600, line = 0) {
       if (!ids.length) return;
       const k = lineOf(def, line).keys;

@@ -142,15 +142,14 @@ local function finish(seq, record, fromCounter, stateChar, status, outcomeJson, 
       released = ok and type(o) == 'table' and type(o.result) == 'table' and o.result.orderId ~= nil and tostring(o.result.orderId) == mark
     end
   end
-  -- Ended for its released order (the doubt resolver, a run after the release): its unit, if it
-  -- still holds one, is that order's, which the release gave back already: dropped, not given
+  if released then stateChar, status, outcomeJson = 'r', 'rejected', cjson.encode({ status = 'rejected', reason = 'reservation_released' }) end
+  -- Ended for its released order (so, the doubt resolver, a run after the release): its unit, if
+  -- it still holds one, is that order's, which the release gave back already: dropped, not given
   -- back twice (the counter read one over).
-  local lapsed = stateChar == 'r' and string.find(outcomeJson, '"reservation_released"', 1, true) ~= nil
-  if stateChar ~= 's' and not lapsed then releaseUnit(seq) end
-  if lapsed then rcall('HDEL', K.taken, fmt(seq)) end
-  if released then
-    stateChar, status, outcomeJson = 'r', 'rejected', cjson.encode({ status = 'rejected', reason = 'reservation_released' })
-    rcall('HDEL', K.taken, fmt(seq)) -- its unit is the order's, given back by the release
+  if stateChar == 'r' and string.find(outcomeJson, '"reservation_released"', 1, true) then
+    rcall('HDEL', K.taken, fmt(seq))
+  elseif stateChar ~= 's' then
+    releaseUnit(seq)
   end
   -- An ended ticket's payload is never read again (its order row keeps its own copy).
   rcall('HDEL', K.payloads, fmt(seq))

@@ -23,8 +23,10 @@ export async function sellUnit(t: HandlerTicket, ctx: HandlerContext, table: 'or
     const own = await ctx.ownSale(table, ticketRef(t.ticketId), t.userId);
     // (Its reservation released since: no order is its any more, as a replay would answer.)
     if (own?.released) return { kind: 'released', left: 0, reserved: 0 };
-    if (own) lapsedReservation(own);
-    if (own) return { kind: 'sold', id: own.id, replay: true, left: 0, reserved: 0, ...(own.reservedUntil && { reservedUntil: own.reservedUntil }) };
+    if (own) {
+      lapsedReservation(own);
+      return { kind: 'sold', id: own.id, replay: true, left: 0, reserved: 0, ...(own.reservedUntil && { reservedUntil: own.reservedUntil }) };
+    }
     if (await ctx.confirmSoldOut()) return { kind: 'sold_out', left: 0, reserved: 0 };
     throw new RequeueError('awaiting_returns');
   }
