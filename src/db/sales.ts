@@ -39,7 +39,7 @@ export interface SaleRequest {
  * would have handed back an order that is no longer the buyer's.
  */
 export type SaleResult =
-  | { kind: 'sold'; id: string; replay: boolean; left: number; reserved: number; reservedUntil?: string }
+  | { kind: 'sold'; id: string; replay: boolean; left: number; reserved: number; reservedUntil?: string; confirmed?: boolean }
   | { kind: 'sold_out'; left: number; reserved: number }
   | { kind: 'limit_reached'; left: number; reserved: number }
   | { kind: 'foreign'; left: number; reserved: number }
@@ -124,11 +124,16 @@ async function sellBatch(sql: postgres.Sql, table: Table, reqs: SaleRequest[]): 
   // A replay hands back the ticket's order whatever its status: one released since (rare: a run
   // again after a crash, past a short reservation) is no sale, and its unit went back already.
   // (One whose reservation ran out and that the sweep has not released yet is still the order
-  // here: its ticket waits for the release, sell-unit.ts.)
+  // here: its ticket waits for the release, sell-unit.ts; one the shop confirmed, paid, is the
+  // order for good, whenever its reservation would have run out.)
   const replays = table === 'orders' ? rows.filter((r) => r.kind === 'replay').map((r) => r.id!) : [];
   if (replays.length) {
-    const gone = new Set((await sql<{ id: string }[]>`select order_id::text as id from orders where order_id = any(${replays}::bigint[]) and status = 'released'`).map((r) => r.id));
-    for (const [k, res] of byTicket) if (res.kind === 'sold' && gone.has(res.id)) byTicket.set(k, { kind: 'released', left: res.left, reserved: res.reserved });
+    const settled = new Map((await sql<{ id: string; status: string }[]>`select order_id::text as id, status from orders where order_id = any(${replays}::bigint[]) and status <> 'reserved'`).map((r) => [r.id, r.status]));
+    for (const [k, res] of byTicket) {
+      if (res.kind !== 'sold') continue;
+      if (settled.get(res.id) === 'released') byTicket.set(k, { kind: 'released', left: res.left, reserved: res.reserved });
+      else if (settled.get(res.id) === 'confirmed' && res.reservedUntil) res.confirmed = true;
+    }
   }
   return reqs.map((r) => {
     const k = key(r.itemId, r.ticketRef);
@@ -166,18 +171,18 @@ function toResult(r: Row): SaleResult {
  * until it commits: a sale in flight when this is asked is waited for and seen, and one that comes
  * after finds the void.
  */
-export async function decideDoubts(sql: postgres.Sql, table: Table, itemId: string, refs: string[]): Promise<Map<string, { id: string; userId: string; reservedUntil?: string; released?: boolean }>> {
+export async function decideDoubts(sql: postgres.Sql, table: Table, itemId: string, refs: string[]): Promise<Map<string, OwnSale & { userId: string }>> {
   return begin(sql, async (tx) => {
     await tx`select 1 from item_stock where item_id = ${itemId} for share`;
     const rows =
       table === 'orders'
-        ? await tx`select ticket_id, order_id::text as id, user_id, reserved_until, status = 'released' as released from orders where item_id = ${itemId} and ticket_id = any(${refs}::text[])`
-        : await tx`select ticket_id, claim_id::text as id, user_id, null as reserved_until, false as released from coupon_claims where item_id = ${itemId} and ticket_id = any(${refs}::text[])`;
+        ? await tx`select ticket_id, order_id::text as id, user_id, reserved_until, status from orders where item_id = ${itemId} and ticket_id = any(${refs}::text[])`
+        : await tx`select ticket_id, claim_id::text as id, user_id, null as reserved_until, 'confirmed' as status from coupon_claims where item_id = ${itemId} and ticket_id = any(${refs}::text[])`;
     const held = new Set(rows.map((r) => r.ticket_id as string));
     const unsold = refs.filter((r) => !held.has(r));
     if (unsold.length) await tx`insert into voided_tickets (ticket_id, item_id) select t, ${itemId} from unnest(${unsold}::text[]) t on conflict do nothing`;
-    return new Map(rows.map((r) => [r.ticket_id as string, { id: r.id as string, userId: r.user_id as string, ...(r.reserved_until ? { reservedUntil: new Date(r.reserved_until).toISOString() } : {}), ...(r.released ? { released: true } : {}) }]));
-  }) as Promise<Map<string, { id: string; userId: string; reservedUntil?: string; released?: boolean }>>;
+    return new Map(rows.map((r) => [r.ticket_id as string, { ...ownSaleOf(r), userId: r.user_id as string }]));
+  }) as Promise<Map<string, OwnSale & { userId: string }>>;
 }
 
 /**
@@ -185,12 +190,27 @@ export async function decideDoubts(sql: postgres.Sql, table: Table, itemId: stri
  * released since): what a run that finds no unit in Redis answers when an earlier run of the
  * ticket sold (its answer lost).
  */
-export async function ownSale(sql: postgres.Sql, table: Table, itemId: string, ref: string, userId: string): Promise<{ id: string; reservedUntil?: string; released?: boolean } | null> {
+export async function ownSale(sql: postgres.Sql, table: Table, itemId: string, ref: string, userId: string): Promise<OwnSale | null> {
   const [row] =
     table === 'orders'
-      ? await sql`select order_id::text as id, reserved_until, status = 'released' as released from orders where item_id = ${itemId} and ticket_id = ${ref} and user_id = ${userId}`
-      : await sql`select claim_id::text as id, null as reserved_until, false as released from coupon_claims where item_id = ${itemId} and ticket_id = ${ref} and user_id = ${userId}`;
-  return row ? { id: row.id as string, ...(row.reserved_until ? { reservedUntil: new Date(row.reserved_until).toISOString() } : {}), ...(row.released ? { released: true } : {}) } : null;
+      ? await sql`select order_id::text as id, reserved_until, status from orders where item_id = ${itemId} and ticket_id = ${ref} and user_id = ${userId}`
+      : await sql`select claim_id::text as id, null as reserved_until, 'confirmed' as status from coupon_claims where item_id = ${itemId} and ticket_id = ${ref} and user_id = ${userId}`;
+  return row ? ownSaleOf(row) : null;
+}
+
+/**
+ * A ticket's sale as Postgres holds it: `reservedUntil` for an order sold with a reservation,
+ * `released` once it was released, `confirmed` once the shop confirmed (paid) one with a
+ * reservation — whose `reservedUntil` then no longer says anything will happen to it.
+ */
+export type OwnSale = { id: string; reservedUntil?: string; released?: boolean; confirmed?: boolean };
+
+function ownSaleOf(r: postgres.Row): OwnSale {
+  const sale: OwnSale = { id: r.id as string };
+  if (r.reserved_until) sale.reservedUntil = new Date(r.reserved_until).toISOString();
+  if (r.status === 'released') sale.released = true;
+  if (r.status === 'confirmed' && r.reserved_until) sale.confirmed = true;
+  return sale;
 }
 
 /**

@@ -125,7 +125,8 @@ export function startDoubtResolver(
       if (own?.released) return [{ seq: d.seq, result: null, outcome: { status: 'rejected' as const, reason: 'reservation_released' } }];
       // Its reservation ran out and the sweep has not released it yet: left in doubt until it has
       // (then the branch above), not told `succeeded` with an order released moments later.
-      if (own?.reservedUntil && Date.parse(own.reservedUntil) <= now) return [];
+      // (A confirmed one is paid for and never released.)
+      if (own?.reservedUntil && !own.confirmed && Date.parse(own.reservedUntil) <= now) return [];
       return [{ seq: d.seq, result: own ? (spec.saleResult?.(own) ?? { id: own.id }) : null }];
     });
     const ended = await queue.admissions.resolveDoubts(itemId, entries);

@@ -1,6 +1,6 @@
 import type { z } from 'zod';
 import type { Logger } from '../kernel/logger.js';
-import type { SaleRequest, SaleResult } from '../db/sales.js';
+import type { OwnSale, SaleRequest, SaleResult } from '../db/sales.js';
 import type { UnsureCalls } from './unsure-calls.js';
 import type { Rejoin } from '../queue/types.js';
 
@@ -133,8 +133,8 @@ export interface HandlerContext {
    * out and answers true (with units reserved the item is held: they may come back).
    */
   confirmSoldOut(): Promise<boolean>;
-  /** The ticket's own row in `table` (an earlier run's sale whose answer was lost), `released` if its reservation was released since; null for none. */
-  ownSale(table: 'orders' | 'coupon_claims', ticketRef: string, userId: string): Promise<{ id: string; reservedUntil?: string; released?: boolean } | null>;
+  /** The ticket's own row in `table` (an earlier run's sale whose answer was lost), `released` if its reservation was released since, `confirmed` if the shop confirmed it; null for none. */
+  ownSale(table: 'orders' | 'coupon_claims', ticketRef: string, userId: string): Promise<OwnSale | null>;
   /**
    * The item's downstream calls whose outcome is unknown, per user: a handler that calls out
    * under an idempotency key repeats a user's unsure call for their next ticket (webhook).

@@ -1,0 +1,93 @@
+import { describe, expect, it } from 'vitest';
+import { ownSale, unitsLeft, writeSales } from '../src/db/sales.js';
+import { createLogger } from '../src/kernel/logger.js';
+import { ticketRef } from '../src/kernel/ticket-ref.js';
+import type { HandlerContext } from '../src/service/handler.js';
+import { seckill } from '../src/service/handlers/seckill.js';
+import { inProcessDaemon, waitFor } from './support/daemon-inproc.js';
+import { SERVICE, testApp } from './support/app.js';
+
+/**
+ * A ticket whose reserved order the shop confirmed (paid), run again after its `reservedUntil`
+ * (its settle lost to a Redis rollback, or its daemon killed before it): a confirmed order is never
+ * released, yet the run took the lapsed `reservedUntil` for a release on its way and went back to
+ * the head to wait for it, every run, for good — and a ticket in doubt stayed `admitted` for good
+ * (its item's count of admitted tickets kept retention away). The paid order is the user's answer.
+ */
+const t = await testApp();
+const config = { stock: 2, reserveMs: 600_000 };
+
+describe('a ticket whose reserved order was confirmed, run again after its reservedUntil', () => {
+  it('answers the confirmed order, on a run that finds no unit and on one that sells again', async () => {
+    const a = t.build();
+    const item = t.uniqueItem();
+    expect((await a.call('PUT', `/v1/items/${item}`, { handler: 'seckill', config, gate: { mode: 'manual' } })).status).toBe(201);
+    const alice = (await a.call('POST', `/v1/items/${item}/tickets`, { userId: 'alice' }, SERVICE)).body.ticketId as string;
+    const [first] = await a.queue.admissions.admit(item, 1, 60_000);
+    // Her first run sold (committed) and never settled; the shop confirmed the order, paid.
+    const [sale] = await writeSales(t.db.sql, 'orders', [{ itemId: item, userId: 'alice', ticketRef: ticketRef(alice), reserveMs: config.reserveMs }]);
+    expect(sale.kind).toBe('sold');
+    const orderId = (sale as { id: string }).id;
+    expect((await a.call('POST', `/v1/orders/${orderId}/confirm`, undefined, SERVICE)).body).toMatchObject({ status: 'confirmed' });
+    await t.db.sql`update orders set reserved_until = now() - interval '1 second' where order_id = ${orderId}`;
+
+    const ctx = {
+      signal: new AbortController().signal,
+      deadlineMs: 10_000,
+      log: createLogger('silent'),
+      stock: {
+        take: async (id: string, seq: number) => {
+          const r = await a.stock.take(id, [seq]);
+          return { taken: r.taken[0], ended: r.ended[0], left: r.left };
+        },
+        refund: (id: string, seq: number) => a.stock.refund(id, seq),
+        forfeit: (id: string, seq: number) => a.stock.forfeit(id, seq),
+      },
+      sell: async (table: 'orders' | 'coupon_claims', r: Parameters<HandlerContext['sell']>[1]) => {
+        const [s] = await writeSales(t.db.sql, table, [r]);
+        if (s.kind === 'refused') throw s.error;
+        return { ...s, decidedAt: Date.now() };
+      },
+      soldOut: async () => {},
+      confirmSoldOut: async () => ((await unitsLeft(t.db.sql, item))?.left ?? 0) <= 0,
+      ownSale: (table: 'orders' | 'coupon_claims', ref: string, userId: string) => ownSale(t.db.sql, table, item, ref, userId),
+      unsure: null as never,
+    } satisfies HandlerContext;
+    const run = (attempt: number) => seckill.handle!({ ticketId: alice, itemId: item, seq: first.seq, userId: 'alice', payload: null, config, attempt }, ctx);
+    // A run that takes a unit and asks Postgres again: the replay of her confirmed order.
+    await expect(run(2)).resolves.toMatchObject({ status: 'succeeded', result: { orderId } }); // before: RequeueError awaiting_release
+    // A run that finds no unit (its unit is held by the ticket already) and asks for her own row.
+    await expect(run(3)).resolves.toMatchObject({ status: 'succeeded', result: { orderId } });
+    expect(await ownSale(t.db.sql, 'orders', item, ticketRef(alice), 'alice')).toMatchObject({ id: orderId, confirmed: true });
+  });
+
+  it('ends a ticket in doubt with its confirmed order', { timeout: 60_000 }, async () => {
+    const a = t.build();
+    const item = t.uniqueItem();
+    expect((await a.call('PUT', `/v1/items/${item}`, { handler: 'seckill', config: { ...config, stock: 1 }, gate: { mode: 'manual' } })).status).toBe(201);
+    const alice = (await a.call('POST', `/v1/items/${item}/tickets`, { userId: 'alice' }, SERVICE)).body.ticketId as string;
+    const bob = (await a.call('POST', `/v1/items/${item}/tickets`, { userId: 'bob' }, SERVICE)).body.ticketId as string;
+    // A daemon admits alice, sells, dies before the settle; her lease runs out.
+    const [admitted] = await a.queue.admissions.admit(item, 1, 3_600_000);
+    expect(admitted.userId).toBe('alice');
+    const [sale] = await writeSales(t.db.sql, 'orders', [{ itemId: item, userId: 'alice', ticketRef: ticketRef(alice), reserveMs: config.reserveMs }]);
+    const orderId = (sale as { id: string }).id;
+    expect(await a.queue.admissions.extendLeases(item, [{ seq: admitted.seq, leaseId: admitted.leaseId }], Date.now() - 1)).toEqual([1]);
+    // The shop confirms: the item is sold out (bob told so, by the confirm), alice waits in doubt;
+    // her reservation's time passes.
+    expect((await a.call('POST', `/v1/orders/${orderId}/confirm`, undefined, SERVICE)).body).toMatchObject({ status: 'confirmed' });
+    await a.queue.definitions.cut(item, 'sold_out');
+    expect((await a.call('GET', `/v1/tickets/${bob}`, undefined, null)).body).toMatchObject({ state: 'rejected', outcome: { reason: 'sold_out' } });
+    await t.db.sql`update orders set reserved_until = now() - interval '1 second' where order_id = ${orderId}`;
+    expect((await a.call('GET', `/v1/tickets/${alice}`, undefined, null)).body.state).toBe('admitted');
+
+    const { call } = await inProcessDaemon({ prefix: a.prefix, databaseUrl: t.db.url, env: { FLOODGATE_DOUBT_GRACE_MS: '200' } });
+    const v = await waitFor(
+      () => call('GET', `/v1/tickets/${alice}`, undefined, null).then((r) => r.body),
+      (b) => !['waiting', 'admitted'].includes(b.state),
+      30_000,
+    );
+    expect(v).toMatchObject({ state: 'succeeded', outcome: { result: { orderId } } }); // before: admitted for good
+    expect((await call('GET', `/v1/tickets/${bob}`, undefined, null)).body).toMatchObject({ state: 'rejected', outcome: { reason: 'sold_out' } });
+  });
+});
