@@ -27,7 +27,7 @@ import { connectDb, migrateDb, type DbHandle } from './db/client.js';
 import { createItemsStore } from './db/items-store.js';
 import { ensureStores, storeFailure } from './infra/ensure-stores.js';
 import { connectRedis, describeTarget } from './infra/redis-client.js';
-import { systemClock, type Clock } from './kernel/clock.js';
+import { steadyClock, type Clock } from './kernel/clock.js';
 import { redisTimeClock } from './kernel/redis-time.js';
 import type { Logger } from './kernel/logger.js';
 import { every } from './kernel/loop.js';
@@ -261,7 +261,7 @@ export async function openCore(config: Config, log: Logger, clock: Clock) {
   return { stores, ...wireModules(config, log, clock, stores, handlers) };
 }
 
-export async function startDaemon(config: Config, log: Logger, baseClock: Clock = systemClock): Promise<Daemon> {
+export async function startDaemon(config: Config, log: Logger, baseClock: Clock = steadyClock()): Promise<Daemon> {
   // The daemon keeps Redis's time: daemons on machines whose clocks disagree agree on leases.
   const time = redisTimeClock(baseClock);
   const clock = time.clock;

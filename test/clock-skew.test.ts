@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { steadyClock } from '../src/kernel/clock.js';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
 import { testRedis } from './support/redis.js';
@@ -10,6 +11,13 @@ const db = await testDb();
 const prefix = newPrefix();
 const a = await inProcessDaemon({ prefix, databaseUrl: db.url });
 const b = await inProcessDaemon({ prefix, databaseUrl: db.url, clock: { now: () => Date.now() + SKEW_MS } });
+// A third whose machine's wall clock steps two minutes ahead once it runs (NTP, `date -s`), and a
+// fourth whose machine is suspended for two minutes (its monotonic clock stands still meanwhile);
+// both read time as the daemon does by default: the wall clock at start, moved on by the monotonic one.
+let step = 0;
+let frozen = 0;
+const c = await inProcessDaemon({ prefix, databaseUrl: db.url, clock: steadyClock(() => Date.now() + step) });
+const d = await inProcessDaemon({ prefix, databaseUrl: db.url, clock: steadyClock(Date.now, () => performance.now() - frozen) });
 
 describe('a daemon whose machine clock is wrong', () => {
   it("keeps Redis's time: it does not sweep another daemon's lease as expired, and stamps times as the others do", { timeout: 30_000 }, async () => {
@@ -34,5 +42,32 @@ describe('a daemon whose machine clock is wrong', () => {
     const done = await a.call('POST', `/v1/tickets/${ticket.ticketId}/outcome`, { leaseId: ticket.leaseId, status: 'succeeded', result: { ref: 'w1' } }, SVC);
     expect(done.status).toBe(200);
     expect(done.body.state).toBe('succeeded');
+  });
+
+  it("never follows a step of its machine's wall clock, and comes back to Redis's time soon after a suspend", { timeout: 30_000 }, async () => {
+    expect((await a.call('PUT', '/v1/items/step', { handler: 'external', gate: { mode: 'manual', rate: 100 } })).status).toBe(201);
+    const first = await waitFor(() => a.call('POST', '/v1/items/step/tickets', { userId: 's1' }, SVC), (r) => r.status === 202);
+    const joined = await waitFor(() => c.call('POST', '/v1/items/step/tickets', { userId: 's2' }, SVC), (r) => r.status === 202);
+    expect(joined.status).toBe(202);
+    const pulled = await waitFor(() => a.call('POST', '/v1/items/step/pull', { max: 1, leaseMs: 60_000 }, SVC), (r) => r.body.tickets?.length === 1);
+    const [ticket] = pulled.body.tickets;
+    // The wall clock steps two minutes on: on it the lease ended a minute ago. Four of the
+    // daemon's lease sweeps go by (before: the step was trusted until the next measure, 10 s).
+    step = SKEW_MS;
+    await new Promise((r) => setTimeout(r, 2000));
+    expect((await c.call('GET', `/v1/tickets/${ticket.ticketId}`, undefined, null)).body.state).toBe('admitted');
+    const late = await c.call('POST', '/v1/items/step/tickets', { userId: 's3' }, SVC);
+    expect(Math.abs(Date.parse(late.body.createdAt) - Date.now())).toBeLessThan(5000);
+    expect((await a.call('POST', `/v1/tickets/${ticket.ticketId}/outcome`, { leaseId: ticket.leaseId, status: 'succeeded', result: { ref: 'w2' } }, SVC)).status).toBe(200);
+
+    // The fourth machine is suspended two minutes: its monotonic clock stood still, so the daemon
+    // reads two minutes behind until it asks Redis, which the change in the wall clock's drift makes it do.
+    frozen = SKEW_MS;
+    const back = await waitFor(
+      () => d.call('POST', '/v1/items/step/tickets', { userId: `s4-${Date.now()}` }, SVC),
+      (r) => r.status === 202 && Math.abs(Date.parse(r.body.createdAt) - Date.now()) < 5000,
+      5000,
+    );
+    expect(Math.abs(Date.parse(back.body.createdAt) - Date.parse(first.body.createdAt))).toBeLessThan(20_000);
   });
 });

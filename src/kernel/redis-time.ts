@@ -7,6 +7,8 @@ type ServerTime = () => Promise<[number, number]>;
 /** How far this machine's clock may be from Redis's before the daemon takes Redis's. */
 export const STEP_MS = 100;
 const EVERY_MS = 10_000;
+/** How often a steady base clock's drift from the wall clock is looked at (a step, a resume). */
+const WATCH_MS = 1_000;
 /** A TIME whose round trip took longer than this says too little about the offset. */
 const MAX_RTT_MS = 50;
 
@@ -22,10 +24,19 @@ const MAX_RTT_MS = 50;
  * STEP_MS or more, so machines in sync keep their own clock untouched and a skewed one moves to
  * Redis's time in one step (logged), as an NTP step would. A round trip over 50 ms is not trusted
  * alone: after three such, the shortest of them is taken.
+ *
+ * On a steady base (kernel/clock.ts steadyClock: the daemon's default) a step of this machine's
+ * wall clock never reaches the daemon: with the wall clock as base, a step of 30 s (NTP, a VM
+ * resumed, `date -s`) was trusted until the next measure, up to 10 s: its sweep took other
+ * daemons' live leases for expired (their tickets were called twice) and its admissions wrote
+ * leases already run out on theirs. The base's drift from the wall clock is looked at every
+ * second, and a change in it of STEP_MS or more is measured against Redis at once: a suspended
+ * machine, whose monotonic clock did not run, comes back to Redis's time within about a second.
  */
-export function redisTimeClock(base: Clock) {
+export function redisTimeClock(base: Clock & { drift?(): number }) {
   let offset = 0;
   let timer: NodeJS.Timeout | null = null;
+  let watch: NodeJS.Timeout | null = null;
   const clock: Clock = { now: () => base.now() + offset };
 
   /** Round trips too long to trust since the last offset taken: after three, the shortest of them is taken. */
@@ -63,10 +74,22 @@ export function redisTimeClock(base: Clock) {
       for (let i = 0; i < 3 && !(await tick()); i++);
       timer = setInterval(tick, EVERY_MS);
       timer.unref();
+      const drift = base.drift?.bind(base);
+      if (drift) {
+        let seen = drift();
+        watch = setInterval(() => {
+          const d = drift();
+          if (Math.abs(d - seen) < STEP_MS) return;
+          seen = d;
+          void tick();
+        }, WATCH_MS);
+        watch.unref();
+      }
     },
     stop() {
       if (timer) clearInterval(timer);
-      timer = null;
+      if (watch) clearInterval(watch);
+      timer = watch = null;
     },
   };
 }

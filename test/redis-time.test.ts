@@ -1,0 +1,47 @@
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { steadyClock } from '../src/kernel/clock.js';
+import { createLogger } from '../src/kernel/logger.js';
+import { redisTimeClock } from '../src/kernel/redis-time.js';
+
+/**
+ * The daemon's clock on a steady base: a step of the machine's wall clock never reaches it, and a
+ * suspend (the monotonic clock stood still) is measured against Redis within about a second, not at
+ * the next 10 s measure. Timers and both clocks are driven by the test.
+ */
+const log = createLogger('silent');
+
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+describe("the daemon's clock on a steady base", () => {
+  it('ignores a wall clock step and asks Redis at once after a suspend', async () => {
+    vi.useFakeTimers();
+    let truth = 1_800_000_000_000; // Redis's time
+    let wall = truth;
+    let mono = 0;
+    const time = async (): Promise<[number, number]> => [Math.floor(truth / 1000), (truth % 1000) * 1000];
+    const t = redisTimeClock(steadyClock(() => wall, () => mono));
+    await t.start(time, log);
+    expect(t.clock.now()).toBe(truth);
+    const run = async (ms: number) => {
+      truth += ms;
+      wall += ms;
+      mono += ms;
+      await vi.advanceTimersByTimeAsync(ms);
+    };
+
+    // The wall clock steps 30 s ahead (NTP, `date -s`): the daemon's clock goes on as before.
+    wall += 30_000;
+    await run(3_000);
+    expect(t.clock.now()).toBe(truth);
+
+    // Suspended for two minutes: the wall clock (and Redis) moved on, the monotonic clock did not.
+    truth += 120_000;
+    wall += 120_000;
+    expect(t.clock.now()).toBe(truth - 120_000);
+    await run(1_000);
+    expect(t.clock.now()).toBe(truth); // before: two minutes behind until the next 10 s measure
+    t.stop();
+  });
+});
