@@ -1,11 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { ownSale, unitsLeft, writeSales } from '../src/db/sales.js';
-import { createLogger } from '../src/kernel/logger.js';
+import { ownSale, writeSales } from '../src/db/sales.js';
 import { ticketRef } from '../src/kernel/ticket-ref.js';
-import type { HandlerContext } from '../src/service/handler.js';
 import { seckill } from '../src/service/handlers/seckill.js';
 import { inProcessDaemon, waitFor } from './support/daemon-inproc.js';
 import { SERVICE, testApp } from './support/app.js';
+import { handlerContext } from './support/handler-context.js';
 
 /**
  * A ticket whose reserved order the shop confirmed (paid), run again after its `reservedUntil`
@@ -31,28 +30,7 @@ describe('a ticket whose reserved order was confirmed, run again after its reser
     expect((await a.call('POST', `/v1/orders/${orderId}/confirm`, undefined, SERVICE)).body).toMatchObject({ status: 'confirmed' });
     await t.db.sql`update orders set reserved_until = now() - interval '1 second' where order_id = ${orderId}`;
 
-    const ctx = {
-      signal: new AbortController().signal,
-      deadlineMs: 10_000,
-      log: createLogger('silent'),
-      stock: {
-        take: async (id: string, seq: number) => {
-          const r = await a.stock.take(id, [seq]);
-          return { taken: r.taken[0], ended: r.ended[0], left: r.left };
-        },
-        refund: (id: string, seq: number) => a.stock.refund(id, seq),
-        forfeit: (id: string, seq: number) => a.stock.forfeit(id, seq),
-      },
-      sell: async (table: 'orders' | 'coupon_claims', r: Parameters<HandlerContext['sell']>[1]) => {
-        const [s] = await writeSales(t.db.sql, table, [r]);
-        if (s.kind === 'refused') throw s.error;
-        return { ...s, decidedAt: Date.now() };
-      },
-      soldOut: async () => {},
-      confirmSoldOut: async () => ((await unitsLeft(t.db.sql, item))?.left ?? 0) <= 0,
-      ownSale: (table: 'orders' | 'coupon_claims', ref: string, userId: string) => ownSale(t.db.sql, table, item, ref, userId),
-      unsure: null as never,
-    } satisfies HandlerContext;
+    const ctx = handlerContext(a, t.db.sql, item);
     const run = (attempt: number) => seckill.handle!({ ticketId: alice, itemId: item, seq: first.seq, userId: 'alice', payload: null, config, attempt }, ctx);
     // A run that takes a unit and asks Postgres again: the replay of her confirmed order.
     await expect(run(2)).resolves.toMatchObject({ status: 'succeeded', result: { orderId } }); // before: RequeueError awaiting_release

@@ -1,10 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { ownSale, unitsLeft, writeSales } from '../src/db/sales.js';
-import { createLogger } from '../src/kernel/logger.js';
+import { writeSales } from '../src/db/sales.js';
 import { ticketRef } from '../src/kernel/ticket-ref.js';
-import type { HandlerContext } from '../src/service/handler.js';
 import { seckill } from '../src/service/handlers/seckill.js';
 import { SERVICE, testApp } from './support/app.js';
+import { handlerContext } from './support/handler-context.js';
 
 /**
  * A ticket whose sale committed, but whose run never heard it (the Postgres connection dropped
@@ -34,24 +33,7 @@ describe('a run that finds no unit for a ticket whose sale committed', () => {
     expect(second.userId).toBe('bob');
 
     // Her run again, with the daemon's parts: Redis's counter, Postgres's rows.
-    const ctx = {
-      signal: new AbortController().signal,
-      deadlineMs: 10_000,
-      log: createLogger('silent'),
-      stock: {
-        take: async (id: string, seq: number) => {
-          const r = await a.stock.take(id, [seq]);
-          return { taken: r.taken[0], ended: r.ended[0], left: r.left };
-        },
-        refund: (id: string, seq: number) => a.stock.refund(id, seq),
-        forfeit: (id: string, seq: number) => a.stock.forfeit(id, seq),
-      },
-      sell: () => Promise.reject(new Error('no unit was taken: nothing is sold')),
-      soldOut: async () => {},
-      confirmSoldOut: async () => ((await unitsLeft(t.db.sql, item))?.left ?? 0) <= 0,
-      ownSale: (table: 'orders' | 'coupon_claims', ref: string, userId: string) => ownSale(t.db.sql, table, item, ref, userId),
-      unsure: null as never,
-    } satisfies HandlerContext;
+    const ctx = handlerContext(a, t.db.sql, item, () => Promise.reject(new Error('no unit was taken: nothing is sold')));
     const out = await seckill.handle!({ ticketId: alice, itemId: item, seq: first.seq, userId: 'alice', payload: null, config: { stock: 1, reserveMs: 600_000 }, attempt: 2 }, ctx);
     const [order] = await t.db.sql`select order_id::text as id from orders where item_id = ${item} and user_id = 'alice'`;
     expect(out).toMatchObject({ status: 'succeeded', result: { orderId: order.id, reservedUntil: expect.any(String) } }); // before: rejected, sold_out
