@@ -69,7 +69,7 @@ describe('gate edges (operator API)', () => {
     const app = t.build();
     for (const via of ['patch', 'put'] as const) {
       const id = t.uniqueItem();
-      const def = { handler: 'webhook', config: { url: 'http://127.0.0.1:9/never' } };
+      const def = { handler: 'webhook', config: { url: 'http://127.0.0.1:2/never' } };
       expect((await app.call('PUT', `/v1/items/${id}`, { ...def, gate: { mode: 'manual', rate: 5 } })).status).toBe(201);
       // What the controller kept in shadow while the gate was manual (a cut limit of 2).
       await t.redis.hset(itemKeys(app.prefix, id).gate, 'aLimit', '2', 'aRate', '3', 'aState', '{}');
@@ -83,7 +83,7 @@ describe('gate edges (operator API)', () => {
   it("answers the controller's latencies in whole milliseconds, as every duration (it kept them to a hundredth)", async () => {
     const app = t.build();
     const id = t.uniqueItem();
-    expect((await app.call('PUT', `/v1/items/${id}`, { handler: 'webhook', config: { url: 'http://127.0.0.1:9/never' } })).status).toBe(201);
+    expect((await app.call('PUT', `/v1/items/${id}`, { handler: 'webhook', config: { url: 'http://127.0.0.1:2/never' } })).status).toBe(201);
     // What a controller publishes (scheduler/controller.ts).
     await t.redis.hset(itemKeys(app.prefix, id).gate, 'aLimit', '8', 'aRate', '41.250', 'aBase', '18.97', 'aP50', '18.49', 'aP99', '49.31', 'aLeader', 'd1', 'aProbeStart', '');
     const c = (await app.call('GET', `/v1/items/${id}`)).body.gate.controller;

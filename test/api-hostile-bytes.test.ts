@@ -126,7 +126,7 @@ describe('hostile bytes stop at the door', () => {
     const { call } = t.build();
     const res = await call('PUT', `/v1/items/${t.uniqueItem()}`, {
       handler: 'webhook',
-      config: { url: 'http://127.0.0.1:9/x', headers: { 'x-key': 'se\u0000cret' } },
+      config: { url: 'http://127.0.0.1:2/x', headers: { 'x-key': 'se\u0000cret' } },
     });
     expect(res.status).toBe(400);
     expect(issuePaths(res)).toContain('config.headers.x-key');

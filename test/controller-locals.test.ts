@@ -39,7 +39,7 @@ async function setup() {
   const app = t.build({ clock });
   const itemId = t.uniqueItem();
   // A webhook item on auto; nothing serves it (no dispatcher runs), the controller only publishes.
-  const put = await app.call('PUT', `/v1/items/${itemId}`, { handler: 'webhook', config: { url: 'http://127.0.0.1:9/never' }, gate: { mode: 'auto' } });
+  const put = await app.call('PUT', `/v1/items/${itemId}`, { handler: 'webhook', config: { url: 'http://127.0.0.1:2/never' }, gate: { mode: 'auto' } });
   expect(put.status, JSON.stringify(put.body)).toBe(201);
   const published: { limit: number; baseMs: number | null }[] = [];
   let leaderChanges = 0;
@@ -121,7 +121,7 @@ describe('the controller’s own state of an item', () => {
     // the same daemon takes the lease of the new item first, well within the old lease.
     await tick(false);
     expect(await app.queue.definitions.drop(itemId)).toBe(true);
-    const put = await app.call('PUT', `/v1/items/${itemId}`, { handler: 'webhook', config: { url: 'http://127.0.0.1:9/never' }, gate: { mode: 'auto' } });
+    const put = await app.call('PUT', `/v1/items/${itemId}`, { handler: 'webhook', config: { url: 'http://127.0.0.1:2/never' }, gate: { mode: 'auto' } });
     expect(put.status, JSON.stringify(put.body)).toBe(201);
     expect(await t.redis.hget(itemKeys(app.prefix, itemId).gate, 'aState')).toBeNull();
     const [after] = await Promise.all([nextPublished(), tick(true)]);

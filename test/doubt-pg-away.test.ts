@@ -36,7 +36,7 @@ describe('the doubt resolver and the outcome ledger', () => {
     const line = createLine({ redis: t.redis, prefix, clock, cacheMs: 0 });
     const open = { mode: 'manual' as const, rate: null, maxInFlight: null };
     await line.definitions.define({ itemId: 'ext', handler: 'external', ...plain }, open, { reopen: false });
-    await line.definitions.define({ itemId: 'wh', handler: 'webhook', ...plain, config: { url: 'http://127.0.0.1:9/x' } }, open, { reopen: false });
+    await line.definitions.define({ itemId: 'wh', handler: 'webhook', ...plain, config: { url: 'http://127.0.0.1:2/x' } }, open, { reopen: false });
     for (const id of ['ext', 'wh']) {
       await line.tickets.join(id, 'u1', null);
       expect(await line.admissions.admit(id, 1, 1000)).toHaveLength(1);
@@ -68,7 +68,7 @@ describe('the doubt resolver and the outcome ledger', () => {
   it("ends a blocked user's webhook ticket held in doubt with the end the ledger holds (its run answered before a rollback), not blocked", { timeout: 30_000 }, async () => {
     const clock = manualClock();
     const line = createLine({ redis: t.redis, prefix: t.newPrefix(), clock, cacheMs: 0 });
-    await line.definitions.define({ itemId: 'bw', handler: 'webhook', ...plain, config: { url: 'http://127.0.0.1:9/x' } }, { mode: 'manual', rate: null, maxInFlight: null }, { reopen: false });
+    await line.definitions.define({ itemId: 'bw', handler: 'webhook', ...plain, config: { url: 'http://127.0.0.1:2/x' } }, { mode: 'manual', rate: null, maxInFlight: null }, { reopen: false });
     const id = (await line.tickets.join('bw', 'u1', null)).ticket.ticketId;
     expect(await line.admissions.admit('bw', 1, 1000)).toHaveLength(1);
     // Its run's answer is in the ledger (from before a rollback that brought the ticket back).

@@ -148,7 +148,7 @@ describe('an idle daemon: its Redis commands do not follow the number of items',
     for (let i = 0; i < 200; i += 20) {
       await Promise.all(
         Array.from({ length: 20 }, async (_, j) => {
-          const body = (i + j) % 2 ? { handler: 'seckill', config: { stock: 10 } } : { handler: 'webhook', config: { url: 'http://127.0.0.1:9/none', timeoutMs: 1000 }, gate: { mode: 'auto' } };
+          const body = (i + j) % 2 ? { handler: 'seckill', config: { stock: 10 } } : { handler: 'webhook', config: { url: 'http://127.0.0.1:2/none', timeoutMs: 1000 }, gate: { mode: 'auto' } };
           const r = await call('PUT', `/v1/items/idle-${i + j}`, body);
           expect(r.status).toBe(201);
         }),

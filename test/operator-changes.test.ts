@@ -102,7 +102,7 @@ describe('an operator changing a live item', () => {
   });
 
   it("a handler change drops the adaptive gate's estimate of the old downstream: a webhook item's limit does not cap it as seckill", async () => {
-    await call('PUT', '/v1/items/swap-gate', { handler: 'webhook', config: { url: 'http://127.0.0.1:9/hook' }, gate: { mode: 'auto' } });
+    await call('PUT', '/v1/items/swap-gate', { handler: 'webhook', config: { url: 'http://127.0.0.1:2/hook' }, gate: { mode: 'auto' } });
     // What the controller published for the webhook's downstream (a slow one: 4 in flight).
     const gate = itemKeys(prefix, 'swap-gate').gate;
     await redis.hset(gate, 'aLimit', '4', 'aRate', '2.000', 'aState', '{}');

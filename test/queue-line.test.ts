@@ -97,7 +97,7 @@ describe('the line', () => {
 
   it("holds a webhook ticket back at the head whose user was blocked meanwhile in doubt: its last run's success ends it, nothing runs it again, and without a run it ends blocked", async () => {
     const { queue, clock } = setup();
-    const webhook = (id: string) => ({ ...def(id), handler: 'webhook', config: { url: 'http://127.0.0.1:9/hook' } });
+    const webhook = (id: string) => ({ ...def(id), handler: 'webhook', config: { url: 'http://127.0.0.1:2/hook' } });
     for (const id of ['w1', 'w2']) {
       await queue.definitions.define(webhook(id), null, { reopen: false });
       await queue.tickets.join(id, 'alice', null);

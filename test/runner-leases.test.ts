@@ -22,7 +22,7 @@ describe('a job whose tickets were partly offered again', () => {
   it('runs the tickets it still holds and leaves out the one offered again', async () => {
     const { call, queue } = t.build();
     const item = t.uniqueItem();
-    expect((await call('PUT', `/v1/items/${item}`, { handler: 'webhook', config: { url: 'http://127.0.0.1:1/unused' }, gate: { mode: 'manual', rate: 1000, maxInFlight: 10 } })).status).toBe(201);
+    expect((await call('PUT', `/v1/items/${item}`, { handler: 'webhook', config: { url: 'http://127.0.0.1:2/unused' }, gate: { mode: 'manual', rate: 1000, maxInFlight: 10 } })).status).toBe(201);
     for (const u of ['ua', 'ub']) expect((await call('POST', `/v1/items/${item}/tickets`, { userId: u }, SERVICE)).status).toBe(202);
 
     // A daemon admits both and queues their job late (it died first, or stalled past the lease).

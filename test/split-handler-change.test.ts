@@ -24,7 +24,7 @@ describe("a split item's handler change", () => {
       pulled = (await call('POST', `/v1/items/${item}/pull`, { max: 5 }, SERVICE)).body.tickets.map((x: { userId: string }) => x.userId);
       return upsert(...args);
     };
-    const change = await call('PUT', `/v1/items/${item}`, { handler: 'webhook', config: { url: 'http://127.0.0.1:9/x' }, lines: 2 });
+    const change = await call('PUT', `/v1/items/${item}`, { handler: 'webhook', config: { url: 'http://127.0.0.1:2/x' }, lines: 2 });
     expect(pulled).toEqual([user]);
     expect([change.status, change.body.error?.code]).toEqual([409, 'conflict']);
     expect((await call('GET', `/v1/items/${item}`)).body.handler).toBe('external');

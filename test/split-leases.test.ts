@@ -19,7 +19,7 @@ const open = { mode: 'manual' as const, rate: null, maxInFlight: null };
 
 async function splitItem(itemId: string, handler: 'external' | 'webhook', lines: number) {
   const line = createLine({ redis: t.redis, prefix: t.newPrefix(), clock, cacheMs: 0 });
-  const config = handler === 'webhook' ? { url: 'http://127.0.0.1:9/x' } : {};
+  const config = handler === 'webhook' ? { url: 'http://127.0.0.1:2/x' } : {};
   await line.definitions.define({ itemId, handler, ...plain, config, lines }, open, { reopen: false });
   return line;
 }

@@ -140,7 +140,7 @@ describe('webhook answers and failures a ticket holder must not suffer from', ()
     expect(refused.body).toMatchObject({ state: 'failed', outcome: { reason: 'connection_refused' } });
     expect(reset.body).toMatchObject({ state: 'failed', outcome: { reason: 'connection_reset' } });
 
-    for (const url of ['http://shop:hunter2-s3cret@127.0.0.1:9/orders', 'http://shop@127.0.0.1:9/orders']) {
+    for (const url of ['http://shop:hunter2-s3cret@127.0.0.1:2/orders', 'http://shop@127.0.0.1:2/orders']) {
       const put = await call('PUT', '/v1/items/creds', { handler: 'webhook', config: { url } });
       expect(put.status, url).toBe(400);
       expect(put.body.error.code).toBe('invalid_request');
@@ -148,8 +148,8 @@ describe('webhook answers and failures a ticket holder must not suffer from', ()
     }
     expect((await call('GET', '/v1/items/creds')).status).toBe(404);
     // An item defined before such URLs were refused still shows none of it.
-    const shown = webhook.redact!({ url: 'http://shop:hunter2-s3cret@127.0.0.1:9/orders', timeoutMs: 5000, headers: {}, secret: 's'.repeat(32) });
-    expect(shown.url).toBe('http://127.0.0.1:9/orders');
+    const shown = webhook.redact!({ url: 'http://shop:hunter2-s3cret@127.0.0.1:2/orders', timeoutMs: 5000, headers: {}, secret: 's'.repeat(32) });
+    expect(shown.url).toBe('http://127.0.0.1:2/orders');
     expect(webhook.redact!({ url: 'https://shop.internal/orders', headers: {} }).url).toBe('https://shop.internal/orders');
     expect(logLines.join('')).not.toContain('hunter2');
   });

@@ -2,6 +2,8 @@ import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
+import type { HandlerContext } from '../src/service/handler.js';
+import { webhook } from '../src/service/handlers/webhook.js';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
 import { recordingDownstream } from './support/downstream.js';
 import { testDb } from './support/db.js';
@@ -93,9 +95,29 @@ describe('webhook security', () => {
       expect(refused.status, name).toBe(400);
       expect(JSON.stringify(refused.body.error.details.issues)).toContain('config.headers');
     }
+    // Headers every call sets itself: the item's own went out replaced, without a word (a fuzz review).
+    for (const name of ['Host', 'content-type', 'Idempotency-Key', 'floodgate-signature']) {
+      const refused = await call('PUT', '/v1/items/keep', { handler: 'webhook', config: { url, headers: { [name]: 'mine' } } });
+      expect(refused.status, name).toBe(400);
+      expect(JSON.stringify(refused.body.error.details.issues)).toContain('config.headers');
+    }
+    // A port fetch refuses to call: taken (201), every call failed connection_error, and the
+    // service never heard a thing.
+    for (const port of [6000, 10080, 1]) {
+      const refused = await call('PUT', '/v1/items/keep', { handler: 'webhook', config: { url: `http://127.0.0.1:${port}/orders` } });
+      expect(refused.status, String(port)).toBe(400);
+      expect(JSON.stringify(refused.body.error.details.issues)).toContain('config.url');
+    }
     await call('PUT', '/v1/items/plain', { handler: 'external' });
     expect((await call('GET', '/v1/items/plain/webhook-secret')).status).toBe(409);
     expect((await call('GET', '/v1/items/nothing-here/webhook-secret')).status).toBe(404);
+  });
+
+  it('fails a call to a port fetch refuses at once (blocked_port, nothing kept as unsure), for an item defined before such ports were refused', async () => {
+    const unsure = { take: async () => null, answered: async () => {}, keep: async () => expect.fail('nothing was sent: no unsure call') };
+    const ctx = { signal: new AbortController().signal, deadlineMs: 5000, log: pino({ level: 'silent' }), unsure } as unknown as HandlerContext;
+    const t = { ticketId: 'old-item-ticket', itemId: 'old', seq: 1, userId: 'u', payload: null, config: { url: 'http://127.0.0.1:6000/orders', headers: {} }, attempt: 1 };
+    await expect(webhook.handle!(t, ctx)).rejects.toMatchObject({ permanent: true, message: 'blocked_port' });
   });
 
   it('does not follow a redirect: the target never hears of it and the ticket fails http_302', async () => {

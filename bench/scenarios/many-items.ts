@@ -119,7 +119,7 @@ export async function manyItemsScenario(ctx: BenchContext): Promise<ScenarioOutp
   await Promise.all(
     Array.from({ length: 32 }, async () => {
       for (let i = next++; i < n; i = next++) {
-        const body = i % 2 ? { handler: 'seckill', config: { stock: 10 } } : { handler: 'webhook', config: { url: 'http://127.0.0.1:9/none', timeoutMs: 1000 }, gate: { mode: 'auto' } };
+        const body = i % 2 ? { handler: 'seckill', config: { stock: 10 } } : { handler: 'webhook', config: { url: 'http://127.0.0.1:2/none', timeoutMs: 1000 }, gate: { mode: 'auto' } };
         // A daemon busy with its items may answer 503 (its Redis commands time out): retry, as a client would.
         let r = await call(daemon.url, 'PUT', `/v1/items/many-${i}`, OPERATOR_KEY, body);
         for (let t = 0; r.status === 503 && t < 50; t++) {

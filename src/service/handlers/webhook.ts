@@ -11,6 +11,25 @@ const headerValue = /^[\t\x20-\x7e\x80-\xff]*$/;
 const REDACTED = '[redacted]';
 /** Headers fetch refuses, or takes over from the body (content-length: a mismatch hangs the call): an item given one could call nobody. */
 const framingHeaders = new Set(['transfer-encoding', 'content-length', 'connection', 'keep-alive', 'upgrade', 'expect']);
+/** Headers every call sets itself (or fetch does: Host): an item's own would be replaced without a word. */
+const ownHeaders = new Set(['host', 'content-type', 'idempotency-key', 'floodgate-signature']);
+
+/**
+ * The Fetch standard's "bad ports" (fetch.spec.whatwg.org, port blocking): Node's fetch refuses to
+ * call them ("bad port", with no code). An item whose URL named one was taken (`201`), and every
+ * call of it failed after its attempts, `connection_error`, while the service never heard a thing
+ * (a service on :6000 or :10080 lost a whole sale).
+ */
+const blockedPorts = new Set([
+  1, 7, 9, 11, 13, 15, 17, 19, 20, 21, 22, 23, 25, 37, 42, 43, 53, 69, 77, 79, 87, 95, 101, 102, 103, 104, 109, 110, 111, 113, 115, 117, 119, 123, 135, 137, 139,
+  143, 161, 179, 389, 427, 465, 512, 513, 514, 515, 526, 530, 531, 532, 540, 548, 554, 556, 563, 587, 601, 636, 989, 990, 993, 995, 1719, 1720, 1723, 2049, 3659,
+  4045, 4190, 5060, 5061, 6000, 6566, 6665, 6666, 6667, 6668, 6669, 6679, 6697, 10080,
+]);
+
+/** Whether fetch refuses the URL's port (false for what is no URL: z.url refuses that). */
+function blockedPort(url: string): boolean {
+  return URL.canParse(url) && blockedPorts.has(Number(new URL(url).port || 0));
+}
 
 /**
  * Whether the URL names a user or password: fetch refuses such a URL, and the item view would show
@@ -76,7 +95,10 @@ export const webhook: HandlerSpec = {
   name: 'webhook',
   config: z
     .object({
-      url: z.url({ protocol: /^https?$/ }).refine((url) => !hasUserinfo(url), 'no user or password in the URL: send credentials as headers'),
+      url: z
+        .url({ protocol: /^https?$/ })
+        .refine((url) => !hasUserinfo(url), 'no user or password in the URL: send credentials as headers')
+        .refine((url) => !blockedPort(url), 'a port HTTP clients refuse to call (the Fetch standard\'s bad ports, such as 6000 or 10080): every call would fail'),
       timeoutMs: z.number().int().min(1).max(600_000).default(5000),
       headers: z
         .record(
@@ -84,7 +106,8 @@ export const webhook: HandlerSpec = {
             .string()
             .regex(headerName)
             .max(256)
-            .refine((name) => !framingHeaders.has(name.toLowerCase()), 'a header the HTTP client sets itself (the body\'s length and framing, the connection): every call would fail'),
+            .refine((name) => !framingHeaders.has(name.toLowerCase()), 'a header the HTTP client sets itself (the body\'s length and framing, the connection): every call would fail')
+            .refine((name) => !ownHeaders.has(name.toLowerCase()), 'a header every call sets itself (Host, Content-Type, Idempotency-Key, Floodgate-Signature): yours would be replaced'),
           z.string().regex(headerValue, 'no control characters but tab').max(4096),
         )
         // Names are case-insensitive on the wire: `X-Key` and `x-key` went out as one header `a, b`.
@@ -122,6 +145,8 @@ export const webhook: HandlerSpec = {
     const answered = () => (key === ref ? ctx.unsure.answered(t.userId, ref).catch((err) => ctx.log.warn({ err: String(err) }, 'unsure webhook call not settled')) : undefined);
     // Not kept (Redis unreachable): the drop is still the drop; a later attempt keeps it.
     const keep = () => ctx.unsure.keep(t.userId, { key, body }).catch((err) => ctx.log.warn({ err: String(err) }, 'unsure webhook call not kept'));
+    // An item defined with such a port before it was refused: nothing can reach it, nothing was sent.
+    if (blockedPort(c.url)) throw new WebhookRefused('blocked_port');
     let res: Response;
     try {
       res = await fetch(c.url, { method: 'POST', headers, body, redirect: 'manual', signal: ctx.signal });
