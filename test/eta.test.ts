@@ -40,6 +40,27 @@ describe('what a waiting ticket is told', () => {
     expect(median(errors)).toBeLessThanOrEqual(0.15);
   });
 
+  it('a manual rate held back by a full in-flight cap: etaMs follows the rate that cap lets through, not the rate set', async () => {
+    const clock = manualClock();
+    const queue = createLine({ redis: t.redis, prefix: t.newPrefix(), clock, cacheMs: 0 });
+    // 50/s, at most 2 in flight, on a downstream that takes 1 s: 2 tickets a second.
+    await queue.definitions.define(def('capped'), { mode: 'manual', rate: 50, maxInFlight: 2 }, { reopen: false });
+    const ids = (await Promise.all(Array.from({ length: 60 }, (_, j) => queue.tickets.join('capped', `u${j}`, null)))).map((r) => r.ticket.ticketId);
+    const running: { seq: number; leaseId: string; until: number }[] = [];
+    for (let ms = 0; ms < 11_000; ms += 100) {
+      clock.advance(100);
+      const done = running.filter((r) => r.until <= clock.now());
+      if (done.length) await queue.admissions.settleMany('capped', done.map((r) => ({ seq: r.seq, leaseId: r.leaseId, status: 'succeeded' as const })));
+      running.splice(0, running.length, ...running.filter((r) => r.until > clock.now()));
+      for (const g of await queue.admissions.admit('capped', 100, 600_000)) running.push({ seq: g.seq, leaseId: g.leaseId, until: clock.now() + 1000 });
+    }
+    const last = await queue.tickets.status(ids[59]);
+    expect(last.state).toBe('waiting');
+    // Place p is about p / 2 s away (before: p / 50 s, 25 times too soon).
+    expect(last.etaMs!).toBeGreaterThanOrEqual((last.position! / 2) * 1000 * 0.7);
+    expect(last.etaMs!).toBeLessThanOrEqual((last.position! / 2) * 1000 * 1.3);
+  });
+
   it('reports, at admission, the ETA each ticket was told at its join and the wait it really had', async () => {
     const clock = manualClock();
     const waited: [number | null, number][] = [];

@@ -72,7 +72,8 @@ export interface WaitingHints {
 
 /**
  * The admission rate the daemon expects for the item, from what it knows first: the operator's
- * rate in manual mode, the controller's pace (under the operator's ceiling) in auto mode, and the
+ * rate in manual mode (the rate measured, when lower, while the in-flight cap is full), the
+ * controller's pace (under the operator's ceiling) in auto mode, and the
  * rate measured over the last ~10 s only where neither says anything (an uncapped manual gate, an
  * auto gate whose controller has not spoken, a self-limited handler).
  */
@@ -80,7 +81,14 @@ export function expectedRate(item: CachedItem): number | null {
   const { gate } = item.snap;
   const measured = item.admitRate && item.admitRate > 0 ? item.admitRate : null;
   if (gate.mode === 'closed') return null;
-  if (gate.mode === 'manual') return gate.rate ?? measured;
+  if (gate.mode === 'manual') {
+    // A full in-flight cap is what admits (one ticket per one that ends), not the rate: the rate
+    // measured says how fast. Read from the rate alone, a gate of 50/s capped at 2 in flight on a
+    // 1 s downstream told a user at place 56 a wait of 1 s, and admitted them 28 s later.
+    const capped = gate.maxInFlight !== null && item.snap.counts.admitted >= gate.maxInFlight;
+    if (capped && measured !== null) return gate.rate !== null ? Math.min(gate.rate, measured) : measured;
+    return gate.rate ?? measured;
+  }
   const pace = item.snap.pace?.rate ?? null;
   if (pace !== null) return gate.rate !== null ? Math.min(gate.rate, pace) : pace;
   return measured !== null && gate.rate !== null ? Math.min(gate.rate, measured) : (measured ?? gate.rate);
