@@ -73,14 +73,20 @@ function login(message = '') {
   input.focus();
 }
 
-/** Every failure lands here: a dropped key sends the operator back to sign in. */
-function failed(err: unknown) {
+/** Every failure lands here, said in `box` (the page's error line): a dropped key sends the operator back to sign in. */
+function failed(err: unknown, box = '#error', prefix = '') {
   if (err instanceof HttpError && (err.status === 401 || err.status === 403)) {
     sessionStorage.removeItem(KEY);
     return login('Signed out: the key was refused.');
   }
-  const box = document.querySelector('#error');
-  if (box) box.textContent = String((err as Error).message);
+  const line = document.querySelector(box);
+  if (line) line.textContent = prefix + String((err as Error).message);
+}
+
+/** A page's reads done: what failed said on its error line, which is cleared once they all answer (it stayed after an outage ended). */
+function loaded(errors: unknown[]) {
+  if (errors.length) failed(errors[0]);
+  else $('#error').textContent = '';
 }
 
 function header(...extra: Node[]) {
@@ -96,16 +102,18 @@ async function listPage() {
   reset();
   const tbody = el('tbody');
   const table = el('table', { id: 'items' }, el('thead', {}, el('tr', {}, ...['item', 'state', 'waiting', 'admitted/s', 'gate', 'left', ''].map((h) => el('th', {}, h)))), tbody);
-  app.append(header(), el('h1', {}, 'Items'), el('p', { id: 'error', class: 'error' }), table, createForm());
+  app.append(header(), el('h1', {}, 'Items'), el('p', { id: 'error', class: 'error' }), el('p', { id: 'action-error', class: 'error' }), table, createForm());
   const load = async () => {
     const { items } = await api<{ items: Item[] }>('GET', '/v1/items');
+    loaded([]);
     const rates = await Promise.all(items.map((i) => api<{ points: Point[] }>('GET', `/v1/items/${encodeURIComponent(i.itemId)}/series?windowMs=10000`).then((s) => (s.points.length ? s.points.reduce((a, p) => a + p.admitted, 0) / s.points.length : 0)).catch(() => null)));
     tbody.replaceChildren(
       ...items.map((i, n) => {
         const close = el('button', { type: 'button', 'data-close': i.itemId }, 'Close');
         close.addEventListener('click', async () => {
           if (!confirm(`Close ${i.itemId}? Waiting tickets end cancelled.`)) return;
-          await api('DELETE', `/v1/items/${encodeURIComponent(i.itemId)}`).catch(failed);
+          $('#action-error').textContent = '';
+          await api('DELETE', `/v1/items/${encodeURIComponent(i.itemId)}`).catch((err) => failed(err, '#action-error', `${i.itemId} not closed: `));
           void load();
         });
         return el('tr', { 'data-item': i.itemId }, el('td', {}, el('a', { href: `#/item/${encodeURIComponent(i.itemId)}` }, i.itemId)), el('td', {}, i.state), el('td', {}, String(i.counts.waiting)), el('td', {}, fmt(rates[n])), el('td', {}, `${i.gate.mode} ${fmt(i.gate.effective.rate)}/s ≤${fmt(i.gate.effective.maxInFlight)}`), el('td', {}, fmt(i.remaining)), el('td', {}, i.state === 'closed' ? '' : close));
@@ -130,7 +138,7 @@ function createForm() {
       await api('PUT', `/v1/items/${encodeURIComponent(v('new-id'))}`, body);
       location.hash = `#/item/${encodeURIComponent(v('new-id'))}`;
     } catch (err) {
-      failed(err);
+      failed(err, '#action-error', 'Not created: ');
     }
   });
   return form;
@@ -154,11 +162,11 @@ async function itemPage(itemId: string) {
   const mode = el('select', { id: 'mode' }, ...['auto', 'manual', 'closed'].map((m) => el('option', { value: m }, m)));
   const rate = el('input', { id: 'rate', type: 'number', min: '0.01', step: 'any', placeholder: 'none' });
   const mif = el('input', { id: 'mif', type: 'number', min: '1', step: '1', placeholder: 'none' });
-  const gateForm = el('form', { id: 'gate' }, el('h2', {}, 'Gate'), el('label', { for: 'mode' }, 'Mode', mode), el('label', { for: 'rate' }, 'Rate /s', rate), el('label', { for: 'mif' }, 'In-flight cap', mif), el('button', { type: 'submit', class: 'primary', id: 'apply' }, 'Apply'), el('p', { id: 'shadow' }), el('p', { id: 'effective' }));
+  const gateForm = el('form', { id: 'gate' }, el('h2', {}, 'Gate'), el('label', { for: 'mode' }, 'Mode', mode), el('label', { for: 'rate' }, 'Rate /s', rate), el('label', { for: 'mif' }, 'In-flight cap', mif), el('button', { type: 'submit', class: 'primary', id: 'apply' }, 'Apply'), el('p', { id: 'apply-error', class: 'error' }), el('p', { id: 'shadow' }), el('p', { id: 'effective' }));
   const summary = el('p', { id: 'summary' });
   const chartsBox = el('div', { id: 'charts' });
   const audit = el('tbody');
-  app.append(header(el('span', {}, ` / ${itemId}`)), el('h1', {}, itemId), summary, el('p', { id: 'error', class: 'error' }), el('div', { class: 'cols' }, chartsBox, gateForm), el('h2', {}, 'Audit log'), el('table', { id: 'audit' }, el('thead', {}, el('tr', {}, ...['when', 'who', 'from', 'to', 'why'].map((h) => el('th', {}, h)))), audit));
+  app.append(header(el('span', {}, ` / ${itemId}`)), el('h1', {}, itemId), summary, el('p', { id: 'error', class: 'error' }), el('div', { class: 'cols' }, chartsBox, gateForm), el('h2', {}, 'Audit log'), el('p', { id: 'audit-error', class: 'error' }), el('table', { id: 'audit' }, el('thead', {}, el('tr', {}, ...['when', 'who', 'from', 'to', 'why'].map((h) => el('th', {}, h)))), audit));
   // The form shows the gate as it is, until the operator edits it; an edit made while an earlier
   // apply is still answering stays (a loaded daemon answered the first apply after the operator
   // had chosen the next mode, and the refresh put the old one back before the click).
@@ -179,13 +187,16 @@ async function itemPage(itemId: string) {
     else patch.maxInFlight = Number(m);
     if (clear.length) patch.clear = clear;
     const sent = edits;
+    $('#apply-error').textContent = '';
     try {
       await api('PATCH', `${path}/gate`, patch);
-      applied = Math.max(applied, sent);
-      void load();
     } catch (err) {
-      failed(err);
+      // Not applied: said beside the button, and the form shows the gate as it is again (it kept
+      // the mode that was refused, `closed` while the sale went on, for as long as the page was open).
+      failed(err, '#apply-error', 'Not applied: ');
     }
+    applied = Math.max(applied, sent);
+    void load();
   });
   for (const def of chartDefs) {
     const box = el('figure', { id: `chart-${def.id}`, class: 'chart' }, el('figcaption', {}, def.title));
@@ -193,8 +204,32 @@ async function itemPage(itemId: string) {
     const width = Math.max(260, (box.clientWidth || 320) - 12);
     charts.push(new uPlot({ width, height: 160, scales: { x: { time: true } }, series: [{}, ...def.series.map((s) => ({ label: s.label, stroke: s.stroke, dash: s.dash, width: 1.5, spanGaps: false }))], axes: [{}, { size: 50 }] }, chartData([], def), box));
   }
+  // Loads begun and the latest drawn: reads asked again after a 503 take seconds, so loads overlap,
+  // and an older one that answered last drew older data over newer.
+  let begun = 0;
+  let drawn = 0;
   async function load() {
-    const [item, series, log] = await Promise.all([api<Item>('GET', path), api<{ points: Point[] }>('GET', `${path}/series?windowMs=900000`), api<{ entries: { at: string; actor: string; from: unknown; to: unknown; reason: string }[] }>('GET', `${path}/audit?limit=100`)]);
+    const n = ++begun;
+    // Each read on its own: the audit log is read from Postgres, the item and its series from Redis,
+    // and one read's 503 (Postgres away) blanked none of the others — the item read `open` for the
+    // whole outage while the API said `paused`.
+    const [item, series, log] = await Promise.allSettled([api<Item>('GET', path), api<{ points: Point[] }>('GET', `${path}/series?windowMs=900000`), api<{ entries: { at: string; actor: string; from: unknown; to: unknown; reason: string }[] }>('GET', `${path}/audit?limit=100`)]);
+    if (n < drawn) return;
+    drawn = n;
+    const denied = [item, series, log].find((r) => r.status === 'rejected' && r.reason instanceof HttpError && (r.reason.status === 401 || r.reason.status === 403));
+    if (denied) return failed((denied as PromiseRejectedResult).reason);
+    if (log.status === 'fulfilled') {
+      $('#audit-error').textContent = '';
+      audit.replaceChildren(...log.value.entries.map((e) => el('tr', {}, el('td', {}, new Date(e.at).toLocaleTimeString()), el('td', {}, e.actor), el('td', {}, JSON.stringify(e.from)), el('td', {}, JSON.stringify(e.to)), el('td', {}, e.reason))));
+    } else failed(log.reason, '#audit-error', 'Audit log not read: ');
+    if (series.status === 'fulfilled') {
+      charts.forEach((c, i) => c.setData(chartData(series.value.points, chartDefs[i])));
+      document.body.dataset.points = String(series.value.points.length);
+    }
+    loaded([item, series].flatMap((r) => (r.status === 'rejected' ? [r.reason] : [])));
+    if (item.status === 'fulfilled') drawItem(item.value);
+  }
+  function drawItem(item: Item) {
     // Every counter the item view has: tickets that failed, were cancelled or expired are ended tickets too.
     const c = item.counts;
     summary.textContent = `${item.handler} · ${item.state} · waiting ${c.waiting} · admitted ${c.admitted} · succeeded ${c.succeeded} · rejected ${c.rejected} · failed ${c.failed} · cancelled ${c.cancelled} · expired ${c.expired} · left ${fmt(item.remaining)}`;
@@ -204,11 +239,8 @@ async function itemPage(itemId: string) {
       (rate as HTMLInputElement).value = g.rate === null ? '' : String(g.rate);
       (mif as HTMLInputElement).value = g.maxInFlight === null ? '' : String(g.maxInFlight);
     }
-    $('#effective').textContent = `Enforced: ${fmt(g.effective.rate)}/s, in flight ≤ ${fmt(g.effective.maxInFlight)}`;
+    $('#effective').textContent = g.mode === 'closed' ? 'Enforced: closed, nothing admitted' : `Enforced: ${g.mode}, ${fmt(g.effective.rate)}/s, in flight ≤ ${fmt(g.effective.maxInFlight)}`;
     $('#shadow').textContent = g.controller ? `Controller${g.mode === 'auto' ? '' : ' (shadow)'}: ${fmt(g.controller.rate)}/s, limit ${g.controller.limit}, p50 ${fmt(g.controller.p50Ms)} ms, p99 ${fmt(g.controller.p99Ms)} ms` : 'Controller: no opinion yet';
-    charts.forEach((c, i) => c.setData(chartData(series.points, chartDefs[i])));
-    audit.replaceChildren(...log.entries.map((e) => el('tr', {}, el('td', {}, new Date(e.at).toLocaleTimeString()), el('td', {}, e.actor), el('td', {}, JSON.stringify(e.from)), el('td', {}, JSON.stringify(e.to)), el('td', {}, e.reason))));
-    document.body.dataset.points = String(series.points.length);
   }
   await load().catch(failed);
   timer = window.setInterval(() => void load().catch(failed), 2000);
