@@ -263,9 +263,18 @@ export function createTicketWatch(deps: {
     place(g, w, now, moved);
   }
 
+  /** Keep-alives for an item whose view cannot be read (Redis away): its streams fell silent for the whole outage, past the 10 s the contract says. */
+  function heartbeats(g: Group, now: number) {
+    for (const w of g.all) {
+      if (w.place === 'gone' || now - w.lastWriteAt < deps.heartbeatMs) continue;
+      w.lastWriteAt = now;
+      w.sink.heartbeat();
+    }
+  }
+
   async function tickItem(itemId: string, g: Group) {
     const item = await deps.queue.items.item(itemId).catch((err) => (deps.onError?.(err), undefined));
-    if (item === undefined) return;
+    if (item === undefined) return heartbeats(g, deps.clock.now());
     const now = deps.clock.now();
     const s = item?.snap;
     // A change of whatever decides a waiting ticket's state or reason (a cut, the gate closed or
