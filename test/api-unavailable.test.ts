@@ -53,6 +53,12 @@ describe('when Redis and Postgres are unreachable', () => {
       expect((await res.json()).error.code).toBe('unavailable');
       expect(res.headers.get('retry-after')).toBeTruthy();
     }
+    // The waiting page of a ticket: an HTML 503 that asks again by itself (a user who reloaded it
+    // during an outage was left on a page with no script, that never came back).
+    const wait = await app.request('/wait/YQ.1.AAAAAAAAAAAAAAAAAAAAAA');
+    expect(wait.status).toBe(503);
+    expect(wait.headers.get('retry-after')).toBe('5');
+    expect(await wait.text()).toContain('<meta http-equiv="refresh" content="5">');
     const ready = await app.request('/readyz');
     expect(ready.status).toBe(503);
     expect(await ready.json()).toMatchObject({ checks: { redis: 'fail', postgres: 'fail' } });

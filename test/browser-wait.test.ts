@@ -63,6 +63,38 @@ describe.skipIf(!hasChromium)('the waiting page in Chromium', () => {
     await page.close();
   });
 
+  it('asks again for a minute after a 404, and shows the ticket if the daemon comes to know it (a sale that committed after a Redis loss)', { timeout: 60_000 }, async () => {
+    await call('PUT', '/v1/items/w-back', { handler: 'external', gate: { mode: 'closed' } });
+    const id = await join('w-back', 'back');
+    const page = await context!.newPage();
+    // The stream refused (the page polls), and the first answers 404: the ticket is not known.
+    await page.route('**/events', (r) => r.abort());
+    let unknown = true;
+    await page.route(`**/v1/tickets/${id}`, (r) => (unknown ? r.fulfill({ status: 404, contentType: 'application/json', body: '{"error":{"code":"ticket_not_found","message":"No such ticket."}}' }) : r.continue()));
+    await open(page, `${daemon.url}/wait/${id}`);
+    await expect.poll(() => page.textContent('#status'), { timeout: 15_000 }).toContain('This ticket is no longer in the line');
+    unknown = false;
+    // (Before: the page stopped asking at the first 404, for good.)
+    await expect.poll(() => page.textContent('#place'), { timeout: 20_000 }).toContain('Your place in line: 1');
+    await page.close();
+  });
+
+  it('does not tell a ticket back in line behind others that it is at the front', async () => {
+    await call('PUT', '/v1/items/w-behind', { handler: 'external', gate: { mode: 'closed' } });
+    const id = await join('w-behind', 'behind');
+    const page = await context!.newPage();
+    await page.route('**/events', (r) => r.abort());
+    // Its run was cut short and it went back to the head, where tickets returned before it stand.
+    await page.route(`**/v1/tickets/${id}`, async (r) => {
+      const res = await r.fetch();
+      const v = await res.json();
+      await r.fulfill({ response: res, json: { ...v, position: 3, admittedAt: v.createdAt, reason: undefined } });
+    });
+    await open(page, `${daemon.url}/wait/${id}`);
+    await expect.poll(() => page.textContent('#status')).toBe('Your turn began but could not finish. You are back in line, among the first, and it will be tried again.');
+    await page.close();
+  });
+
   it('lets the user leave the line, in Chinese from Accept-Language', async () => {
     await call('PUT', '/v1/items/w-leave', { handler: 'external', gate: { mode: 'closed' } });
     const id = await join('w-leave', 'leaver');

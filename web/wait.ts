@@ -61,7 +61,9 @@ function waitingText(v: View): string {
   if (v.reason === 'paused') return t.paused;
   if (v.reason === 'awaiting_returns') return v.returnsFrom === 'reservations' ? t.awaitingReservations : v.returnsFrom === 'sales' ? t.awaitingSales : t.awaitingReturns;
   // Back at the head after its run was cut short (a waiting ticket that was admitted before).
-  return v.admittedAt ? t.again : t.waiting;
+  // ("At the front" only at place 1: tickets returned before it may stand ahead.)
+  if (v.admittedAt) return v.position === 1 ? t.again : t.againBack;
+  return t.waiting;
 }
 
 /** A leave the daemon refused (409): the button does not come back, whatever a stale view says. */
@@ -121,6 +123,9 @@ function render(v: View) {
  * of it, or its item was removed). The last view shown must not stay on the page as if the user
  * still waited in line: say so, and stop.
  */
+/** How long a ticket the daemon does not know is asked for again before the page gives up. */
+const GONE_FOR_GOOD_MS = 60_000;
+
 function gone() {
   document.documentElement.dataset.state = 'gone';
   $('#status').textContent = t.gone;
@@ -156,18 +161,28 @@ function mode(text: string) {
  */
 async function poll() {
   mode(t.polling);
+  /** When the daemon first said it does not know the ticket. */
+  let goneSince: number | null = null;
   for (let failures = 0; ; ) {
     let wait: number;
     const res = await fetch(api, { cache: 'no-store' }).catch(() => null);
     const v = res?.ok ? ((await res.json().catch(() => null)) as View | null) : null;
     if (v) {
       failures = 0;
+      goneSince = null;
       render(v);
       if (terminal(v.state)) return;
       wait = Math.min(Math.max(v.pollAfterMs ?? 2000, 1000), 10_000);
       mode(t.polling);
-    } else if (res?.status === 404) return gone();
-    else {
+    } else if (res?.status === 404) {
+      // Said at once, but asked again for a minute: after a Redis loss the daemon believes
+      // Postgres's "nothing" for 30 s only (a sale in flight at the loss may commit later, and the
+      // ticket then reads succeeded). The page stopped at the first 404 for good.
+      goneSince ??= Date.now();
+      gone();
+      if (Date.now() - goneSince > GONE_FOR_GOOD_MS) return;
+      wait = 10_000;
+    } else {
       mode(res && LATER.has(res.status) ? t.busy : t.lost);
       wait = retryDelay(res, failures++);
     }

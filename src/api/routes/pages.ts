@@ -73,12 +73,12 @@ const words = {
   zh: { waiting: '排队等候', loading: '加载中…', notFound: '页面不存在，或链接无效。', error: '出了点问题，请稍后再试。', console: 'Floodgate 控制台' },
 };
 
-function page(assets: WebAssets, o: { lang: Lang; title: string; css: string; script?: string; data?: Record<string, string>; main: string }) {
+function page(assets: WebAssets, o: { lang: Lang; title: string; css: string; script?: string; data?: Record<string, string>; main: string; refreshS?: number }) {
   const data = Object.entries(o.data ?? {})
     .map(([k, v]) => ` data-${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}="${escape(v)}"`)
     .join('');
   return `<!doctype html>
-<html lang="${o.lang === 'zh' ? 'zh-CN' : 'en'}"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<html lang="${o.lang === 'zh' ? 'zh-CN' : 'en'}"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">${o.refreshS ? `<meta http-equiv="refresh" content="${o.refreshS}">` : ''}
 <title>${escape(o.title)}</title><link rel="stylesheet" href="${assets.url(o.css)}"></head>
 <body${data}><main>${o.main}</main>${o.script ? `<script src="${assets.url(o.script)}" defer></script>` : ''}</body></html>`;
 }
@@ -98,8 +98,10 @@ export function pageRoutes(ctx: ApiContext, assets: () => Promise<WebAssets>) {
     if (!fe) ctx.log.error({ err: String(err) }, 'page failed');
     const status = fe && fe.status < 500 ? 404 : 503;
     const w = words[lang];
-    const html = page(await assets(), { lang, title: w.waiting, css: 'page.css', main: `${langLinks}<h1>${status === 404 ? '404' : '503'}</h1><p>${status === 404 ? w.notFound : w.error}</p>` });
-    return c.body(html, status, { ...pageHeaders, 'Cache-Control': 'no-store' });
+    // An outage's page asks again by itself: a user who reloaded the waiting page while Redis was
+    // away was left on a page with no script, that never came back.
+    const html = page(await assets(), { lang, title: w.waiting, css: 'page.css', main: `${langLinks}<h1>${status === 404 ? '404' : '503'}</h1><p>${status === 404 ? w.notFound : w.error}</p>`, ...(status === 503 ? { refreshS: 5 } : {}) });
+    return c.body(html, status, { ...pageHeaders, 'Cache-Control': 'no-store', ...(status === 503 ? { 'Retry-After': '5' } : {}) });
   }
 
   app.get('/wait/:ticketId', async (c) => {
