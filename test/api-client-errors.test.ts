@@ -57,6 +57,15 @@ describe('requests the HTTP parser refuses', () => {
     expect(got.body.error.code).toBe('invalid_request');
     expect((await fetch(`${daemon.url}/healthz`)).status).toBe(200);
   });
+  it('a HEAD request the parser refuses gets the status and headers, no body', async () => {
+    for (const request of [`HEAD /healthz HTTP/1.1\r\nHost: HOST\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`, 'HEAD /v1/items/a b HTTP/1.1\r\nHost: HOST\r\n\r\n']) {
+      const text = await raw(request);
+      const [head, body] = text.split('\r\n\r\n');
+      expect(head).toMatch(/^HTTP\/1\.1 4(00|31) /);
+      expect(body).toBe(''); // before: the JSON body, which broke the client's framing
+    }
+  });
+
   it("an Expect other than 100-continue: 417 with the JSON error", async () => {
     const got = parts(await raw('GET /healthz HTTP/1.1\r\nHost: HOST\r\nExpect: bogus\r\nConnection: close\r\n\r\n'));
     expect(got.status).toBe('417');

@@ -14,7 +14,10 @@ export function answerClientErrors<S extends Server>(server: S): S {
     // Gone already, or a request that timed out: nothing to say to it.
     if (err.code === 'ECONNRESET' || err.code === 'ERR_HTTP_REQUEST_TIMEOUT' || !socket.writable) return void socket.destroy();
     const tooLarge = err.code === 'HPE_HEADER_OVERFLOW';
-    socket.end(rawAnswer(tooLarge ? '431 Request Header Fields Too Large' : '400 Bad Request', tooLarge ? 'The request line or headers are too large (16 KiB at most).' : 'The request is not valid HTTP.'));
+    // A HEAD request gets the headers alone: a body after them broke the client's framing (Node's
+    // own client read "Data after Connection: close" instead of the 431).
+    const head = (err as { rawPacket?: Buffer }).rawPacket?.subarray(0, 5).toString('latin1') === 'HEAD ';
+    socket.end(rawAnswer(tooLarge ? '431 Request Header Fields Too Large' : '400 Bad Request', tooLarge ? 'The request line or headers are too large (16 KiB at most).' : 'The request is not valid HTTP.', head));
   });
   // Node's own answers to these had no body either: an `Expect` other than 100-continue (417), and
   // CONNECT (no answer at all: the socket was closed). (A missing Host: refusedWithoutHost.)
@@ -30,9 +33,9 @@ export function answerClientErrors<S extends Server>(server: S): S {
 }
 
 /** The contract's JSON error on a bare socket, closing it. */
-function rawAnswer(status: string, message: string): string {
+function rawAnswer(status: string, message: string, head = false): string {
   const body = errorBody(message);
-  return `HTTP/1.1 ${status}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n${body}`;
+  return `HTTP/1.1 ${status}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n${head ? '' : body}`;
 }
 
 const errorBody = (message: string) => JSON.stringify({ error: { code: 'invalid_request', message } });
