@@ -191,6 +191,9 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
     apply: (scope) => catalog.reapply(scope),
     log: log.child({ module: 'op-revs' }),
   });
+  // Postgres pressure: each sell's time caps what seckill/coupon items may hold admitted (the
+  // dispatcher enforces it; the item view shows it as the gate's effective maxInFlight).
+  const pgPressure = createPgPressure(clock);
   const catalog = createCatalog({
     queue,
     store,
@@ -201,10 +204,11 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
     clock,
     log: log.child({ module: 'catalog' }),
     autoCap: config.FLOODGATE_AUTO_START_LIMIT,
+    selfLimitedCap: (c) => pgPressure.cap(c),
     ops: { within: opRevs.within, locked: opRevRows.locked, revs: opRevRows.revs, mark: (scope, rev) => opMarks.set(scope, rev, { top: false }) },
   });
   const reservations = createReservations({ sql: dbHandle.sql, queue, stock, log: log.child({ module: 'reservations' }), onReturned: (itemId) => events.emit('returned', itemId), now: () => clock.now() });
-  return { clock, events, handlers, metrics, pg, memory, queue, stock, stockRows, series, store, gateStore, catalog, opRevs, opLocked: opRevRows.locked, reservations, lostTickets };
+  return { clock, events, handlers, metrics, pg, memory, queue, stock, stockRows, series, store, gateStore, catalog, opRevs, opLocked: opRevRows.locked, reservations, lostTickets, pgPressure };
 }
 
 export type Modules = ReturnType<typeof wireModules>;
@@ -349,7 +353,7 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
 
   const bullRedis = await connectRedis(stores.redisTarget, 'jobs', log);
   // Postgres pressure: each sell's time caps what seckill/coupon items may hold admitted.
-  const pgPressure = createPgPressure(clock);
+  const { pgPressure } = core;
   metrics.sources.pgPressure = () => {
     // For the largest own cap among the handlers that sell through Postgres (seckill, coupon: 1000).
     const own = Math.max(0, ...handlers.names().map((n) => handlers.get(n)?.selfLimited?.maxInFlight ?? 0));

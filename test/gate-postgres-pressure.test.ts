@@ -5,6 +5,7 @@ import { testDb } from './support/db.js';
 import { askAgainOn503, joinAll, userIds } from './support/joins.js';
 import { proxyFor } from './support/proxy.js';
 import { testRedis } from './support/redis.js';
+import { testApp } from './support/app.js';
 
 const { newPrefix } = testRedis();
 const db = await testDb();
@@ -12,6 +13,7 @@ const { proxy, url: viaProxy } = await proxyFor(db.url);
 afterAll(() => proxy.close());
 const logs = recordingLogger('warn');
 const { daemon, call, define } = await inProcessDaemon({ prefix: newPrefix(), databaseUrl: viaProxy, log: logs.log });
+const app = await testApp();
 
 /**
  * A join as a client makes it: a 503 (a backing store past its budget: on a busy machine, Redis
@@ -48,6 +50,18 @@ describe('Postgres pressure, the gate signal of seckill and coupon', () => {
     expect(p.cap(1000)).toBe(500); // the best rate (100/s) × 5 s
     for (; now < 40_000; now += 100) p.record(4000); // 10/s for 34 s: the 100/s is forgotten
     expect(p.cap(1000)).toBe(defaultPressure.minCap);
+  });
+
+  it("shows the cap it holds a seckill item at as the gate's effective maxInFlight", async () => {
+    // (It said the handler's 1000 while a slow Postgres held the item at 893.)
+    const clock = app.manualClock();
+    const { call: viewCall, pgPressure } = app.build({ clock });
+    const item = app.uniqueItem();
+    expect((await viewCall('PUT', `/v1/items/${item}`, { handler: 'seckill', config: { stock: 10 } })).status).toBe(201);
+    expect((await viewCall('GET', `/v1/items/${item}`)).body.gate.effective.maxInFlight).toBe(1000);
+    for (let i = 0; i < 300; i++, clock.advance(20)) pgPressure.record(4000); // 50 sells/s, 4 s each
+    expect(pgPressure.cap(1000)).toBeLessThan(1000);
+    expect((await viewCall('GET', `/v1/items/${item}`)).body.gate.effective.maxInFlight).toBe(pgPressure.cap(1000));
   });
 
   it('slows admissions when Postgres slows down, instead of failing tickets: fewer admitted, none failed, the sale completes', { timeout: 240_000 }, async () => {

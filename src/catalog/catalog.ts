@@ -141,6 +141,8 @@ export interface CatalogDeps {
   log: Logger;
   /** The in-flight cap of an auto gate before its controller has run (its slow start). */
   autoCap: number;
+  /** A self-limited handler's in-flight cap now, from its own (Postgres pressure: what the dispatcher enforces). */
+  selfLimitedCap?: (handlerCap: number) => number;
   /** Operators' write revisions (catalog/op-revs.ts); without them writes and restores run as they are. */
   ops?: CatalogOps;
 }
@@ -272,7 +274,13 @@ export function createCatalog(deps: CatalogDeps): Catalog {
   }
 
   /** What an auto gate admits before (or, for self-limited handlers, instead of) its controller. */
-  const autoCapOf = (spec: HandlerSpec | undefined) => (spec?.handle ? (spec.selfLimited?.maxInFlight ?? deps.autoCap) : null);
+  const autoCapOf = (spec: HandlerSpec | undefined) => {
+    if (!spec?.handle) return null;
+    // (As the dispatcher holds it: the view's effective maxInFlight stayed at 1000 while a slow
+    // Postgres held the item at 893.)
+    if (spec.selfLimited) return deps.selfLimitedCap?.(spec.selfLimited.maxInFlight) ?? spec.selfLimited.maxInFlight;
+    return deps.autoCap;
+  };
 
   /**
    * The item's state, `paused` too while the store its handler sells through (Postgres) is away:
