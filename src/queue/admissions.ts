@@ -39,7 +39,12 @@ export interface Admissions {
    * said of a split line), and, when the pace alone admitted none, in how many ms it lets the next
    * ticket in (`pacedForMs`, else null: the dispatcher comes back for the item then).
    */
-  admitRound(itemId: string, max: number, leaseMs: number, autoCap?: number): Promise<{ tickets: AdmittedTicket[]; drained: boolean; pacedForMs: number | null }>;
+  /**
+   * `version`: the item's definition version the caller will run the tickets under: if the item
+   * was redefined since (another daemon's PUT, not yet in the caller's view), nothing is admitted
+   * and `stale` says so (the caller reads the item afresh). Not checked on a split line.
+   */
+  admitRound(itemId: string, max: number, leaseMs: number, autoCap?: number, version?: number): Promise<{ tickets: AdmittedTicket[]; drained: boolean; pacedForMs: number | null; stale?: boolean }>;
   settle(ticketId: string, input: SettleInput): Promise<TicketView>;
   /**
    * Settles many admitted tickets of one item in one call (in-process jobs). Returns a code per
@@ -162,7 +167,7 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
       return (await admissions.admitRound(itemId, max, leaseMs, autoCap)).tickets;
     },
 
-    async admitRound(itemId, max, leaseMs, autoCap) {
+    async admitRound(itemId, max, leaseMs, autoCap, version) {
       let item = await items.must(itemId);
       if (item.snap.draw && !item.snap.draw.drawn && clock.now() >= item.snap.def.opensAt!) {
         await admissions.draw(itemId);
@@ -178,9 +183,10 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
       // unsplit line itself; a split one is held here, on the item's view.
       if (sub && item.snap.def.opensAt !== null && now < item.snap.def.opensAt) return { tickets: [], drained: false, pacedForMs: null };
       const paced = { forMs: null as number | null };
-      const { windowEnded, drained, rows, pacedForMs } = sub
-        ? { windowEnded: item.snap.def.closesAt !== null && now >= item.snap.def.closesAt, drained: false, rows: [] as { seq: number; record: string; payload: string; leaseId: string; leaseExp: number }[], pacedForMs: null }
-        : await scripts.admit(itemId, now, { max, leaseMs, leasePrefix, autoCap: autoCap ?? '' });
+      const { windowEnded, drained, rows, pacedForMs, stale } = sub
+        ? { windowEnded: item.snap.def.closesAt !== null && now >= item.snap.def.closesAt, drained: false, rows: [] as { seq: number; record: string; payload: string; leaseId: string; leaseExp: number }[], pacedForMs: null, stale: false }
+        : await scripts.admit(itemId, now, { max, leaseMs, leasePrefix, autoCap: autoCap ?? '', version: version ?? '' });
+      if (stale) return { tickets: [], drained: false, pacedForMs: null, stale: true };
       if (sub && !windowEnded) rows.push(...(await deps.split.admit(sub, max, leaseMs, autoCap, paced)));
       if (windowEnded) {
         // closesAt has passed: nothing is admitted any more, and the waiting tickets end `closed`.

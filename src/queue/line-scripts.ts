@@ -116,10 +116,12 @@ export function createLineScripts(run: ScriptRunner['run']) {
      * `windowEnded`: closesAt has passed, nothing was admitted (the caller cuts the line). `drained`:
      * the line held fewer than the gate allowed, and is empty now. `pacedForMs`: nothing was
      * admitted for the pace alone, which lets the next ticket in after this many ms (else null).
+     * `stale`: nothing was admitted, `version` is not the item's definition any more.
      */
-    async admit(itemId: string, now: number, a: { max: number; leaseMs: number; leasePrefix: string; autoCap: number | '' }): Promise<{ windowEnded: boolean; drained: boolean; rows: AdmittedRow[]; pacedForMs: number | null }> {
+    async admit(itemId: string, now: number, a: { max: number; leaseMs: number; leasePrefix: string; autoCap: number | ''; version: number | '' }): Promise<{ windowEnded: boolean; drained: boolean; rows: AdmittedRow[]; pacedForMs: number | null; stale?: boolean }> {
       const res = (await run(scripts.admit, itemId, now, a)) as (string | number)[];
       if (res[0] === -1) throw notFound();
+      if (res[0] === 3) return { windowEnded: false, drained: false, rows: [], pacedForMs: null, stale: true };
       if (res[0] === 2) return { windowEnded: false, drained: false, rows: [], pacedForMs: Number(res[1]) };
       return { windowEnded: res[0] === -2, drained: res[0] === 1, rows: admittedRows(res, 2), pacedForMs: null };
     },

@@ -43,7 +43,7 @@ export const scripts = {
   join: spec('join-5', ['meta', 'ctr', 'users', 'payloads', 'blocked'], ['userId', 'payload', 'source', 'defaultKeyQuota', 'memoryFull', 'uncounted']),
   readTicket: spec('read-ticket-3', ['meta', 'ctr', 'retry'], ['seq']),
   cancel: spec('cancel-9', ['meta', 'ctr', 'users', 'retry', ...ending, 'cx'], ['seq', 'outcome', 'record']),
-  admit: spec('admit-12', ['meta', 'ctr', 'gate', 'retry', 'leases', 'payloads', 'blocked', 'stock', 'taken', 'done', 'drawOrder', 'doubt'], ['max', 'leaseMs', 'leasePrefix', 'autoCap']),
+  admit: spec('admit-12', ['meta', 'ctr', 'gate', 'retry', 'leases', 'payloads', 'blocked', 'stock', 'taken', 'done', 'drawOrder', 'doubt'], ['max', 'leaseMs', 'leasePrefix', 'autoCap', 'version']),
   settle: spec('settle-9', ['meta', 'ctr', 'retry', 'leases', ...ending, 'doubt'], [], 'seq, leaseId, status, outcome, retry, force, record'),
   sweep: spec('sweep-9', ['meta', 'ctr', 'retry', 'leases', ...ending, 'doubt'], []),
   readDoubt: spec('read-doubt-2', ['doubt', 'ctr'], ['until']),

@@ -142,7 +142,7 @@ export function startDispatcher(
   let wokenDuringRead: Set<string> | null = null;
 
   /** What a round admitted for one item, to be queued with the round's other tickets of its handler. */
-  type Admitted = { handler: string; itemId: string; tickets: AdmittedTicket[]; deadlineMs: number };
+  type Admitted = { handler: string; itemId: string; tickets: AdmittedTicket[]; deadlineMs: number; version: number };
 
   /** The item stays active, or leaves the active set (woken later if its window or draw comes by the clock). */
   function keepAsNeeded(snap: ItemSnapshot) {
@@ -189,7 +189,16 @@ export function startDispatcher(
     if (item.snap.counts.waiting === 0 && !busy.has(itemId) && !hinted.delete(itemId)) return null;
     const cap = spec.selfLimited ? (deps.selfLimitedCap?.(spec.selfLimited.maxInFlight) ?? spec.selfLimited.maxInFlight) : opts.autoCap;
     admitCalls++;
-    const { tickets: got, drained: emptied, pacedForMs } = await queue.admissions.admitRound(itemId, opts.batch, opts.dispatchLeaseMs, cap);
+    const { tickets: got, drained: emptied, pacedForMs, stale } = await queue.admissions.admitRound(itemId, opts.batch, opts.dispatchLeaseMs, cap, item.snap.version);
+    if (stale) {
+      // Redefined since this view was read (another daemon's PUT): nothing was admitted, and the
+      // next round reads the item afresh. Run under this view, the tickets went to the old handler
+      // (coupon claims on a seckill item, which then sold 120 of 100) or its old config.
+      queue.items.invalidate(itemId);
+      hinted.add(itemId);
+      pending = true;
+      return null;
+    }
     if (emptied) drained.emptied(itemId);
     if (pacedForMs != null) pacedDueAt = Math.min(pacedDueAt, clock.now() + pacedForMs);
     if (!got.length) {
@@ -198,7 +207,7 @@ export function startDispatcher(
     }
     busy.add(itemId);
     deps.onAdmitted?.(itemId, got.length);
-    return { handler: spec.name, itemId, tickets: got, deadlineMs: deadlineOf(spec, item.snap.def.config) };
+    return { handler: spec.name, itemId, tickets: got, deadlineMs: deadlineOf(spec, item.snap.def.config), version: item.snap.version };
   }
 
   /**

@@ -38,6 +38,8 @@ export interface JobTicket {
 export interface JobGroup {
   itemId: string;
   tickets: JobTicket[];
+  /** The item's definition version they were admitted under (absent in jobs of earlier versions). */
+  version?: number;
 }
 
 export interface TicketJob {
@@ -115,7 +117,7 @@ export function createJobQueues(connection: RedisLike, opts: JobOptions) {
   return {
     leaseMs,
     /** Queues the tickets a round admitted for one handler, by item, in jobs of up to `batch` tickets. */
-    async dispatch(handler: string, admitted: { itemId: string; tickets: AdmittedTicket[] }[]) {
+    async dispatch(handler: string, admitted: { itemId: string; tickets: AdmittedTicket[]; version?: number }[]) {
       const jobs: { name: string; data: TicketJob; opts: { jobId: string } }[] = [];
       let groups: JobGroup[] = [];
       let n = 0;
@@ -124,10 +126,10 @@ export function createJobQueues(connection: RedisLike, opts: JobOptions) {
         groups = [];
         n = 0;
       };
-      for (const { itemId, tickets } of admitted) {
+      for (const { itemId, tickets, version } of admitted) {
         for (let i = 0; i < tickets.length; ) {
           const chunk = tickets.slice(i, i + opts.batch - n);
-          groups.push({ itemId, tickets: chunk.map((t): JobTicket => ({ ticketId: t.ticketId, seq: t.seq, userId: t.userId, payload: t.payload, leaseId: t.leaseId, record: t.record })) });
+          groups.push({ itemId, tickets: chunk.map((t): JobTicket => ({ ticketId: t.ticketId, seq: t.seq, userId: t.userId, payload: t.payload, leaseId: t.leaseId, record: t.record })), ...(version !== undefined && { version }) });
           n += chunk.length;
           i += chunk.length;
           if (n >= opts.batch) close();

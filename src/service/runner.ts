@@ -21,7 +21,7 @@ export interface Sample {
 export type Settlement = SettleInput & { itemId: string; seq: number };
 
 export interface RunnerDeps {
-  item(itemId: string): Promise<CachedItem | null>;
+  item(itemId: string, opts?: { fresh?: boolean }): Promise<CachedItem | null>;
   handlers: HandlerRegistry;
   log: Logger;
   attempts: number;
@@ -247,7 +247,11 @@ export function createRunner(deps: RunnerDeps) {
     const { itemId } = g;
     let { tickets } = g;
     const none: GroupRun = { again: [], called: true, waitMs: 0, deadlineMs: 0 };
-    const item = await deps.item(itemId);
+    let item = await deps.item(itemId);
+    // This process's view is older than the definition the tickets were admitted under (an
+    // operator's PUT through another daemon, within the cache's time): read afresh, or they ran
+    // under the old config (the perUser, reservation or URL the operator had just changed).
+    if (item && g.version !== undefined && item.snap.version < g.version) item = await deps.item(itemId, { fresh: true });
     if (!item) {
       log.warn({ itemId, tickets: tickets.length }, 'job for an item that no longer exists');
       return none;

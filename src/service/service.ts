@@ -119,7 +119,7 @@ export function createService(deps: ServiceDeps) {
 
   const jobs = createJobQueues(deps.bullRedis, deps.jobs);
   const runner = createRunner({
-    item: (id) => queue.items.item(id),
+    item: (id, opts) => queue.items.item(id, opts),
     handlers: deps.handlers,
     log: deps.log,
     attempts: deps.jobs.attempts,

@@ -7,7 +7,7 @@ export function everyScriptCall(run: ScriptRunner['run'], item: string, now: num
     define: () => run(scripts.define, item, now, { secret: 'ab', definition: '{"handler":"external"}', gate: '', reopen: '0', epoch: '', born: 'b1', drawSeed: 'cd' }),
     join: () => run(scripts.join, item, now, { userId: 'u1', payload: '', source: '', defaultKeyQuota: '', memoryFull: '', uncounted: '' }),
     readTicket: () => run(scripts.readTicket, item, now, { seq: 1 }),
-    admit: () => run(scripts.admit, item, now, { max: 1, leaseMs: 1000, leasePrefix: 'p.', autoCap: '' }),
+    admit: () => run(scripts.admit, item, now, { max: 1, leaseMs: 1000, leasePrefix: 'p.', autoCap: '', version: '' }),
     settle: () => run(scripts.settle, item, now, {}, [1, 'p.1', 'succeeded', '{"status":"succeeded"}', '0', '0', '']),
     extendLeases: () => run(scripts.extendLeases, item, now, { until: now + 1000 }, [1, 'p.1']),
     sweep: () => run(scripts.sweep, item, now, {}),

@@ -8,6 +8,10 @@
   KEYS[6] payloads  KEYS[7] blocked  KEYS[8] stock  KEYS[9] taken  KEYS[10] done  KEYS[11] drawOrder  KEYS[12] doubt
   ARGV[1] now (ms, the caller's clock)  ARGV[2] max  ARGV[3] leaseMs  ARGV[4] leasePrefix (random)
   ARGV[5] autoCap: the in-flight cap of an auto gate its controller has not spoken for ('' = none)
+  ARGV[6] version: the item's definition version the caller will run the tickets under ('' = any):
+    another nothing is admitted (code 3): an operator redefined the item since the caller read it,
+    and its tickets would have run under the old handler or config (coupon claims made for a
+    seckill item, orders without the reservation just asked for, calls to the old URL)
   A waiting ticket whose user is blocked (K.blocked, for the item or everywhere) is not
   admitted: it ends rejected, reason blocked, and counts as a skip; one back at the head of an
   item with stock or of an external item (it was admitted, its effect may have happened) waits
@@ -17,7 +21,8 @@
     dispatcher asks again a little later, dispatcher.ts), -1 item not found, -2 the sale window
     has ended (closesAt passed: the caller cuts the line as closed; nothing is admitted after
     closesAt); nothing is admitted before opensAt either, 2 nothing admitted, for the pace alone
-    (tickets may wait, the other limits allowed some): n = ms until the pace lets the next one
+    (tickets may wait, the other limits allowed some): n = ms until the pace lets the next one;
+    3 nothing admitted, the caller's view of the item is older than its definition (ARGV[6])
     in (at least 1), when the dispatcher comes back for the item (dispatcher.ts)
   Items with stock (K.stock) admit at most as many tickets as the counter has units, and
   none while it is empty: a ticket admitted without a unit for it could only wait. Each admitted
@@ -37,6 +42,7 @@
 -- @include _gate
 local now, max, leaseMs, leasePrefix = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 if rcall('EXISTS', K.meta) == 0 then return { -1, 0 } end
+if ARGV[6] ~= '' and (tonumber(rcall('HGET', K.meta, 'version') or '0') or 0) ~= tonumber(ARGV[6]) then return { 3, 0 } end
 reclaimExpired(now)
 local closesAt = tonumber(rcall('HGET', K.meta, 'closesAt') or '')
 if closesAt and now >= closesAt then return { -2, 0 } end
