@@ -694,7 +694,17 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     // Their revisions before their rows: the marks say no more than the rows restored hold.
     const revs = missing.length && deps.ops ? await deps.ops.revs(missing) : null;
     const rows = missing.length ? await store.liveRows(missing) : [];
-    for (const row of unlisted.length ? await store.liveRows(unlisted) : []) {
+    const unlistedRows = unlisted.length ? await store.liveRows(unlisted) : [];
+    // Keys that outlived their item's removal (a daemon killed between retention's archive and its
+    // drop): no live row, so never registered again, and no longer this daemon's to watch — kept,
+    // each one was read from Postgres every second, for good (`known` kept the loss check awake).
+    const stillLive = new Set(unlistedRows.map((r) => r.itemId));
+    for (const id of unlisted)
+      if (!stillLive.has(id)) {
+        unlistedSince.delete(id);
+        if (known.delete(id)) knownGen++;
+      }
+    for (const row of unlistedRows) {
       await locked(row.itemId, async () => {
         unlistedSince.delete(row.itemId);
         // (One SISMEMBER, not a read of the whole set per item: the set lost alone unlists them all.)
