@@ -353,18 +353,23 @@ describe('retention of ended items', () => {
     // Stored before URLs with a password were refused (no PUT takes it now).
     await store.upsert({ itemId: 'legacy', handler: 'webhook', config: { url: 'http://shop:pw@127.0.0.1:2/orders', timeoutMs: 5000, headers: {}, secret: 'x'.repeat(43) }, gate: {} });
     await store.upsert({ itemId: 'fine', handler: 'external', config: {}, gate: {} });
+    // Stored before a new definition could name a header every call sets itself, or a port fetch
+    // refuses: still restored (the one runs with the header replaced, the other fails its calls at once).
+    await store.upsert({ itemId: 'own-header', handler: 'webhook', config: { url: 'http://127.0.0.1:2/orders', timeoutMs: 5000, headers: { 'Content-Type': 'text/plain' }, secret: 'x'.repeat(43) }, gate: {} });
+    await store.upsert({ itemId: 'bad-port', handler: 'webhook', config: { url: 'http://127.0.0.1:6000/orders', timeoutMs: 5000, headers: {}, secret: 'x'.repeat(43) }, gate: {} });
     const lines: string[] = [];
     const queue = createLine({ redis: t.redis, prefix, clock, cacheMs: 0 });
     const catalog = createCatalog({ queue, store, stockRows: createStockRows(ownDb.sql), counters: createStockCounters({ redis: t.redis, prefix, clock, items: queue.items }), gates: createGateStore(t.redis, prefix, clock), handlers: createHandlerRegistry(), clock, log: createLogger('error', { destination: { write: (l: string) => void lines.push(l) } }), autoCap: 10 });
     expect(await catalog.restore()).toBeGreaterThanOrEqual(1);
     expect(await queue.items.item('fine', { fresh: true })).not.toBeNull();
+    expect(await queue.items.item('own-header', { fresh: true })).not.toBeNull();
+    expect(await queue.items.item('bad-port', { fresh: true })).not.toBeNull();
     expect(await queue.items.item('legacy', { fresh: true })).toBeNull();
     expect(lines.filter((l) => l.includes('legacy'))).toHaveLength(1);
     // The loss check after it does not take the refused item for a lost one (a restore every second).
     await catalog.restoreIfLost();
     expect(lines.filter((l) => l.includes('legacy'))).toHaveLength(1);
-    await store.remove('legacy');
-    await store.remove('fine');
+    for (const id of ['legacy', 'fine', 'own-header', 'bad-port']) await store.remove(id);
   });
 
   it('restores an ended item ended from its making: no join is taken between its define and its cut', async () => {

@@ -216,8 +216,9 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     const previous = defining?.previous?.handler === spec.name ? defining.previous.config : null;
     const config = defining && spec.fillIn ? spec.fillIn(given, previous) : given;
     const parsed = spec.config.safeParse(config);
-    if (!parsed.success) {
-      const issues = parsed.error.issues.map((i) => ({ path: ['config', ...i.path].join('.'), message: i.message }));
+    const newIssues = parsed.success && defining && spec.newConfigIssues ? spec.newConfigIssues(parsed.data as Record<string, unknown>) : [];
+    if (!parsed.success || newIssues.length) {
+      const issues = (parsed.success ? newIssues : parsed.error.issues).map((i) => ({ path: ['config', ...i.path].join('.'), message: i.message }));
       fail('invalid_request', `The config does not suit the ${spec.name} handler.`, { issues });
     }
     const opensAt = ms(input.opensAt);

@@ -152,6 +152,12 @@ export interface HandlerSpec {
    * handler. Not called when an item is restored from Postgres.
    */
   fillIn?(input: Record<string, unknown>, previous: Record<string, unknown> | null): Record<string, unknown>;
+  /**
+   * Rules an operator's new definition must keep on top of `config`, which a stored one (a
+   * restore after a Redis loss) is not held to: what was refused only after items were defined
+   * with it, and what still runs in them. Issues by path within the config; none: accepted.
+   */
+  newConfigIssues?(config: Record<string, unknown>): { path: (string | number)[]; message: string }[];
   /** The config as the item view shows it: without secrets. Logs never carry the config. */
   redact?(config: Record<string, unknown>): Record<string, unknown>;
   /** May a user whose earlier ticket ended join again? 'unless_succeeded': not after a success; 'unless_succeeded:N': not after N. */

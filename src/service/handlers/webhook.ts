@@ -97,8 +97,7 @@ export const webhook: HandlerSpec = {
     .object({
       url: z
         .url({ protocol: /^https?$/ })
-        .refine((url) => !hasUserinfo(url), 'no user or password in the URL: send credentials as headers')
-        .refine((url) => !blockedPort(url), 'a port HTTP clients refuse to call (the Fetch standard\'s bad ports, such as 6000 or 10080): every call would fail'),
+        .refine((url) => !hasUserinfo(url), 'no user or password in the URL: send credentials as headers'),
       timeoutMs: z.number().int().min(1).max(600_000).default(5000),
       headers: z
         .record(
@@ -106,8 +105,7 @@ export const webhook: HandlerSpec = {
             .string()
             .regex(headerName)
             .max(256)
-            .refine((name) => !framingHeaders.has(name.toLowerCase()), 'a header the HTTP client sets itself (the body\'s length and framing, the connection): every call would fail')
-            .refine((name) => !ownHeaders.has(name.toLowerCase()), 'a header every call sets itself (Host, Content-Type, Idempotency-Key, Floodgate-Signature): yours would be replaced'),
+            .refine((name) => !framingHeaders.has(name.toLowerCase()), 'a header the HTTP client sets itself (the body\'s length and framing, the connection): every call would fail'),
           z.string().regex(headerValue, 'no control characters but tab').max(4096),
         )
         // Names are case-insensitive on the wire: `X-Key` and `x-key` went out as one header `a, b`.
@@ -116,6 +114,15 @@ export const webhook: HandlerSpec = {
       secret: z.string().min(32).max(256).regex(/^[\x21-\x7e]+$/, 'printable ASCII, no spaces').optional(),
     })
     .strict(),
+  // Refused for new definitions only: a stored item with such a header still runs (the header
+  // replaced), and one with such a port fails its calls at once (blocked_port) instead of being
+  // left out of a restore.
+  newConfigIssues: (c) => [
+    ...(blockedPort(c.url as string) ? [{ path: ['url'], message: "a port HTTP clients refuse to call (the Fetch standard's bad ports, such as 6000 or 10080): every call would fail" }] : []),
+    ...Object.keys((c.headers as Record<string, string>) ?? {})
+      .filter((name) => ownHeaders.has(name.toLowerCase()))
+      .map((name) => ({ path: ['headers', name], message: 'a header every call sets itself (Host, Content-Type, Idempotency-Key, Floodgate-Signature): yours would be replaced' })),
+  ],
   rejoin: () => 'any',
   external: false,
   deadlineMs: (c) => Number(c.timeoutMs ?? 5000),
