@@ -67,7 +67,8 @@ export const configSchema = z.object({
   FLOODGATE_CACHE_MS: decimal(z.number().int().min(0).max(5000)).default(250),
   FLOODGATE_MAX_STREAMS: decimal(z.number().int().min(1).max(1_000_000)).default(10_000),
   FLOODGATE_BODY_LIMIT: decimal(z.number().int().min(1024).max(1 << 24)).default(16 * 1024),
-  FLOODGATE_SHUTDOWN_MS: decimal(z.number().int().min(0).max(120_000)).default(10_000),
+  // Up to an hour: a webhook's timeoutMs may be 10 minutes, a deployment's handler's deadline an hour.
+  FLOODGATE_SHUTDOWN_MS: decimal(z.number().int().min(0).max(3_600_000)).default(10_000),
   /** How long a Postgres connection may go unanswered after a request before it is given up (db/client.ts). */
   FLOODGATE_PG_TIMEOUT_MS: decimal(z.number().int().min(500).max(600_000)).default(15_000),
   FLOODGATE_WORKER_CONCURRENCY: decimal(z.number().int().min(1).max(10_000)).default(256),

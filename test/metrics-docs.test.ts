@@ -2,7 +2,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Counter, Gauge, Histogram } from 'prom-client';
 import { describe, expect, it } from 'vitest';
-import { ITEM_GAUGES } from '../src/kernel/item-gauges.js';
+import { GAUGES_READ, ITEM_GAUGES } from '../src/kernel/item-gauges.js';
 import { createMetrics } from '../src/kernel/metrics.js';
 
 const doc = path.resolve(import.meta.dirname, '../docs/metrics.md');
@@ -22,7 +22,8 @@ function table(): string {
     });
   // The per-item gauges of lines and gates: a picture of Redis, the same in every process.
   const items = ITEM_GAUGES.map((g) => `| \`${g.name}\` | gauge | ${['item', ...g.labels].map((l) => `\`${l}\``).join(', ')} | (one picture) | ${g.help.replace(/\|/g, '\\|')} |`);
-  return [BEGIN, '| metric | type | labels | over processes | meaning |', '| --- | --- | --- | --- | --- |', ...items, ...rows, END].join('\n');
+  const read = `| \`${GAUGES_READ.name}\` | gauge | — | (one answer) | ${GAUGES_READ.help} |`;
+  return [BEGIN, '| metric | type | labels | over processes | meaning |', '| --- | --- | --- | --- | --- |', ...items, read, ...rows, END].join('\n');
 }
 
 describe('docs/metrics.md', () => {

@@ -108,6 +108,15 @@ describe('/metrics', () => {
     expect(sample(text, 'floodgate_rejections_total', 'code="item_not_found",item=""')).toBeGreaterThanOrEqual(1);
   });
 
+  it('counts a request for no endpoint (404) and a method a path does not take (405) among the rejections', async () => {
+    const count = async (code: string) => sample(await scrape(), 'floodgate_rejections_total', `code="${code}",item=""`) ?? 0;
+    const [nf, mna] = [await count('not_found'), await count('method_not_allowed')];
+    expect((await call('GET', '/v1/no-such-endpoint')).status).toBe(404);
+    expect((await call('POST', '/healthz', {})).status).toBe(405);
+    expect(await count('not_found')).toBe(nf + 1); // before: not counted
+    expect(await count('method_not_allowed')).toBe(mna + 1);
+  });
+
   // 200 definitions one after another: 5 s in a clean-clone CI run, 30 s (vitest's default bound) once beside other test runs.
   it('gzips a scrape for a client that asks for it: an idle item adds a few dozen bytes on the wire, not its ~370 of text', { timeout: 120_000 }, async () => {
     const ids = Array.from({ length: 200 }, (_, i) => `idle-${i}`);

@@ -199,9 +199,9 @@ describe('pre-queue and abandonment changed on a live item', () => {
     const ids = await joinUsers('ab-late', users('g', 6));
     // Older than abandonAfterMs by the time it is set, and polled just before: their holders are
     // there, but while abandonment was off their polls were not recorded.
-    await new Promise((r) => setTimeout(r, 1300));
+    await new Promise((r) => setTimeout(r, 3300));
     await Promise.all(ids.map(read));
-    expect((await call('PUT', '/v1/items/ab-late', { handler: 'external', abandonAfterMs: 1000, gate: { mode: 'manual' } })).status).toBe(200);
+    expect((await call('PUT', '/v1/items/ab-late', { handler: 'external', abandonAfterMs: 3000, gate: { mode: 'manual' } })).status).toBe(200);
     expect((await pull('ab-late', 3)).map((x) => x.ticketId)).toEqual(ids.slice(0, 3));
     expect((await call('GET', '/v1/items/ab-late')).body.counts.expired).toBe(0);
 

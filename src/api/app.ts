@@ -202,8 +202,10 @@ export function createApp(deps: AppDeps) {
   const errorHeaders = (c: Context) => (TICKET_PATH.test(c.req.path) ? ctx.ticketHeaders(c.req.header('origin')) : undefined);
   app.notFound((c) => {
     const allow = allowed(c.req.path);
-    if (!allow.length) return errorResponse(new FloodgateError('not_found', 'No such endpoint.'), errorHeaders(c));
-    return errorResponse(new FloodgateError('method_not_allowed', `${c.req.method} is not allowed here; allowed: ${allow.join(', ')}.`, { allow }), errorHeaders(c), { Allow: allow.join(', ') });
+    // Counted as every other refusal (floodgate_rejections_total said nothing of these).
+    const err = allow.length ? new FloodgateError('method_not_allowed', `${c.req.method} is not allowed here; allowed: ${allow.join(', ')}.`, { allow }) : new FloodgateError('not_found', 'No such endpoint.');
+    deps.metrics.rejections.inc({ code: err.code, item: '' });
+    return errorResponse(err, errorHeaders(c), allow.length ? { Allow: allow.join(', ') } : undefined);
   });
   /** The answer to an error thrown on `path`, counted by its code and item. */
   const refuse = (err: unknown, path: string, headers?: Readonly<Record<string, string>>) => {

@@ -120,7 +120,9 @@ export const ItemInput = z
     // Documented per handler (HandlerConfig, built in openapi.ts); checked by the handler's own schema.
     config: z.record(z.string(), z.unknown()).openapi('HandlerConfig').optional(),
     capacity: z.number().int().min(1).max(1e9).nullable().optional(),
-    abandonAfterMs: z.number().int().min(1000).max(7 * 24 * 3600 * 1000).nullable().optional(),
+    // At least 3 s: a waiting ticket is told to poll every second at the least, and a poll reaches
+    // Redis within a second (batched): under 3 s a holder polling as told was expired (3 of 8 at 1 s).
+    abandonAfterMs: z.number().int().min(3000).max(7 * 24 * 3600 * 1000).nullable().optional(),
     opensAt: isoTime.nullable().optional(),
     closesAt: isoTime.nullable().optional(),
     gate: GatePatch.optional(),

@@ -33,6 +33,12 @@ interface ItemGauge {
 
 const gateModes = ['auto', 'manual', 'closed'] as const;
 
+/** The scrape's own word on its item gauges (not a registry metric: a fact of the answer, whichever process gives it). */
+export const GAUGES_READ = {
+  name: 'floodgate_item_gauges_read',
+  help: "1 when this answer's per-item gauges were read from Redis now; 0 when Redis could not be read and they are the last ones read (none before any).",
+};
+
 /** Every per-item gauge, in the order written (docs/metrics.md lists them from here). */
 export const ITEM_GAUGES: ItemGauge[] = [
   { name: 'floodgate_line_waiting', help: 'Tickets waiting in the line.', labels: [], samples: (v) => [['', v.waiting]] },

@@ -1,5 +1,5 @@
 import { OpenAPIHono, createRoute, z } from '@hono/zod-openapi';
-import { itemGaugesText, type ItemGaugeView } from '../../kernel/item-gauges.js';
+import { GAUGES_READ, itemGaugesText, type ItemGaugeView } from '../../kernel/item-gauges.js';
 import { FloodgateError } from '../../kernel/errors.js';
 import { acceptsGzip, gzipJoiner } from '../../kernel/gzip-join.js';
 import { bearer, keyMatches } from '../auth.js';
@@ -73,9 +73,8 @@ export function opsRoutes(ctx: ApiContext, deps: OpsDeps) {
       ok ? 200 : 503,
     );
   });
-  /** This scrape's word on its item gauges (not a registry metric: a fact of the answer, whichever process gives it). */
-  const itemGaugesReadText = (read: number) =>
-    `# HELP floodgate_item_gauges_read 1 when this answer's per-item gauges were read from Redis now; 0 when Redis could not be read and they are the last ones read (none before any).\n# TYPE floodgate_item_gauges_read gauge\nfloodgate_item_gauges_read ${read}\n`;
+  /** This scrape's word on its item gauges (kernel/item-gauges.ts GAUGES_READ). */
+  const itemGaugesReadText = (read: number) => `# HELP ${GAUGES_READ.name} ${GAUGES_READ.help}\n# TYPE ${GAUGES_READ.name} gauge\n${GAUGES_READ.name} ${read}\n`;
   const gzip = gzipJoiner();
   let lastViews: Awaited<ReturnType<typeof deps.itemViews>> = [];
   app.get('/metrics', async (c) => {
