@@ -56,6 +56,14 @@ describe('what a waiting ticket is told', () => {
     }
     const last = await queue.tickets.status(ids[59]);
     expect(last.state).toBe('waiting');
+    // (And a downstream that stalls, nothing admitted over the ~10 s the rate is measured on: no
+    // estimate at all, not the 50/s set — before, place 19 was told 380 ms for over a minute.)
+    for (const r of running) r.until = Infinity;
+    for (let ms = 0; ms < 12_000; ms += 100) {
+      clock.advance(100);
+      expect(await queue.admissions.admit('capped', 100, 600_000)).toEqual([]);
+    }
+    expect((await queue.tickets.status(ids[59])).etaMs).toBeUndefined();
     // Place p is about p / 2 s away (before: p / 50 s, 25 times too soon).
     expect(last.etaMs!).toBeGreaterThanOrEqual((last.position! / 2) * 1000 * 0.7);
     expect(last.etaMs!).toBeLessThanOrEqual((last.position! / 2) * 1000 * 1.3);

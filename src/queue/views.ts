@@ -85,8 +85,9 @@ export function expectedRate(item: CachedItem): number | null {
     // A full in-flight cap is what admits (one ticket per one that ends), not the rate: the rate
     // measured says how fast. Read from the rate alone, a gate of 50/s capped at 2 in flight on a
     // 1 s downstream told a user at place 56 a wait of 1 s, and admitted them 28 s later.
+    // (None measured while it is full, a downstream that stalled: no estimate, not the rate set.)
     const capped = gate.maxInFlight !== null && item.snap.counts.admitted >= gate.maxInFlight;
-    if (capped && measured !== null) return gate.rate !== null ? Math.min(gate.rate, measured) : measured;
+    if (capped) return measured !== null && gate.rate !== null ? Math.min(gate.rate, measured) : measured;
     return gate.rate ?? measured;
   }
   const pace = item.snap.pace?.rate ?? null;
