@@ -57,8 +57,7 @@ describe('when Redis and Postgres are unreachable', () => {
     // during an outage was left on a page with no script, that never came back).
     const wait = await app.request('/wait/YQ.1.AAAAAAAAAAAAAAAAAAAAAA');
     expect(wait.status).toBe(503);
-    expect(wait.headers.get('retry-after')).toBe('5');
-    expect(await wait.text()).toContain('<meta http-equiv="refresh" content="5">');
+    expect(await wait.text()).toMatch(/<meta http-equiv="refresh" content="(2\d|3\d|40)">/);
     const ready = await app.request('/readyz');
     expect(ready.status).toBe(503);
     expect(await ready.json()).toMatchObject({ checks: { redis: 'fail', postgres: 'fail' } });

@@ -57,7 +57,9 @@ describe.skipIf(!hasChromium)('the waiting page in Chromium', () => {
     // Postgres, which holds nothing of a waiting ticket.
     await unlinkPrefix(redis, `${prefix}{w-gone}`);
     await expect.poll(async () => (await call('GET', `/v1/tickets/${id}`, undefined, null)).status, { timeout: 15_000 }).toBe(404);
-    await expect.poll(() => page.textContent('#status'), { timeout: 15_000 }).toBe('This ticket is no longer in the line: the service does not know it any more (it may have been lost in a fault on our side). Please join the line again.');
+    // Asked again for a minute before it is given up: meanwhile the user is not told to join again
+    // (a webhook ticket whose call went through would make a second order under a new key).
+    await expect.poll(() => page.textContent('#status'), { timeout: 15_000 }).toBe('The service cannot find this ticket just now (it may have been lost in a fault on our side). Checking again for a minute, in case it went through: please wait before joining again.');
     expect(await page.textContent('#place')).toBe('');
     expect(await page.isHidden('#leave')).toBe(true);
     await page.close();
@@ -72,7 +74,7 @@ describe.skipIf(!hasChromium)('the waiting page in Chromium', () => {
     let unknown = true;
     await page.route(`**/v1/tickets/${id}`, (r) => (unknown ? r.fulfill({ status: 404, contentType: 'application/json', body: '{"error":{"code":"ticket_not_found","message":"No such ticket."}}' }) : r.continue()));
     await open(page, `${daemon.url}/wait/${id}`);
-    await expect.poll(() => page.textContent('#status'), { timeout: 15_000 }).toContain('This ticket is no longer in the line');
+    await expect.poll(() => page.textContent('#status'), { timeout: 15_000 }).toContain('Checking again for a minute');
     unknown = false;
     // (Before: the page stopped asking at the first 404, for good.)
     await expect.poll(() => page.textContent('#place'), { timeout: 20_000 }).toContain('Your place in line: 1');
@@ -353,6 +355,25 @@ describe.skipIf(!hasChromium)('the waiting page in Chromium', () => {
     // 3 s less the 20% spread; the page's own rhythm after an error was 2 s.
     expect(polls[1] - polls[0]).toBeGreaterThanOrEqual(2_400);
     await expect.poll(() => page.textContent('#mode')).toBe('Updating every few seconds');
+    await page.close();
+  });
+
+  it('backs off through an outage whose every 503 says Retry-After: 1, instead of asking every second', { timeout: 40_000 }, async () => {
+    await call('PUT', '/v1/items/w-outage', { handler: 'external', gate: { mode: 'closed' } });
+    const mine = await join('w-outage', 'outage');
+    const page = await context!.newPage();
+    await page.route('**/events', (r) => r.abort());
+    const polls: number[] = [];
+    await page.route(`**/v1/tickets/${encodeURIComponent(mine)}`, async (r) => {
+      polls.push(Date.now());
+      if (polls.length <= 4) return r.fulfill({ status: 503, headers: { 'retry-after': '1' }, contentType: 'application/json', body: '{"error":{"code":"unavailable","message":"busy"}}' });
+      return r.continue();
+    });
+    await open(page, `${daemon.url}/wait/${mine}`);
+    await expect.poll(() => page.textContent('#place'), { timeout: 30_000 }).toContain('Your place in line: 1');
+    // 1 s doubling (±20%): the fourth ask comes ≥ 3.2 s after the third (before: ~1 s, every time).
+    expect(polls[3] - polls[2]).toBeGreaterThanOrEqual(3_200);
+    expect(polls[4] - polls[3]).toBeGreaterThanOrEqual(6_400);
     await page.close();
   });
 

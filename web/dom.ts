@@ -15,14 +15,15 @@ export const LATER = new Set([425, 429, 502, 503, 504]);
 
 /**
  * How long to wait before asking again after a "not now" or no answer at all, on the `attempt`th
- * failure in a row: what the daemon's Retry-After says (at most a minute), or else 1 s doubling
- * to 30 s; spread ±20% so that a crowd told the same thing at the same second does not come back
- * at the same second.
+ * failure in a row: 1 s doubling to 30 s, or longer where the daemon's Retry-After says so (at
+ * most a minute); spread ±20% so that a crowd told the same thing at the same second does not
+ * come back at the same second. (Retry-After alone, 2 s on every 503 of an outage, kept a hundred
+ * thousand open pages asking every 2 s for as long as it lasted.)
  */
 export function retryDelay(res: Response | null, attempt: number): number {
   let ms = Math.min(30_000, 1000 * 2 ** Math.min(attempt, 5));
   const after = Number(res?.headers.get('retry-after'));
-  if (after > 0) ms = Math.min(60_000, after * 1000);
+  if (after > 0) ms = Math.max(ms, Math.min(60_000, after * 1000));
   return jitter(ms);
 }
 

@@ -126,9 +126,11 @@ function render(v: View) {
 /** How long a ticket the daemon does not know is asked for again before the page gives up. */
 const GONE_FOR_GOOD_MS = 60_000;
 
-function gone() {
-  document.documentElement.dataset.state = 'gone';
-  $('#status').textContent = t.gone;
+function gone(forGood = true) {
+  document.documentElement.dataset.state = forGood ? 'gone' : 'checking';
+  // (Not "join again" while it is still asked for: a webhook ticket whose call went through, its
+  // user joining again under a new key, got a second order.)
+  $('#status').textContent = forGood ? t.gone : t.checking;
   $('#place').textContent = '';
   $('#eta').textContent = '';
   $('#mode').textContent = '';
@@ -179,8 +181,8 @@ async function poll() {
       // Postgres's "nothing" for 30 s only (a sale in flight at the loss may commit later, and the
       // ticket then reads succeeded). The page stopped at the first 404 for good.
       goneSince ??= Date.now();
-      gone();
-      if (Date.now() - goneSince > GONE_FOR_GOOD_MS) return;
+      if (Date.now() - goneSince > GONE_FOR_GOOD_MS) return gone();
+      gone(false);
       wait = 10_000;
     } else {
       mode(res && LATER.has(res.status) ? t.busy : t.lost);

@@ -1,5 +1,6 @@
 import { Hono, type Context } from 'hono';
 import { FloodgateError } from '../../kernel/errors.js';
+import { toFloodgateError } from '../errors.js';
 import { ITEM_ID } from '../schemas.js';
 import type { ApiContext } from '../context.js';
 import type { WebAssets } from '../web-assets.js';
@@ -94,14 +95,17 @@ export function pageRoutes(ctx: ApiContext, assets: () => Promise<WebAssets>) {
   const app = new Hono();
 
   async function errorPage(c: Context, err: unknown, lang: Lang) {
-    const fe = err instanceof FloodgateError ? err : null;
-    if (!fe) ctx.log.error({ err: String(err) }, 'page failed');
-    const status = fe && fe.status < 500 ? 404 : 503;
+    // (An outage is said as one — logged as the API logs it — and anything else is logged as unexpected.)
+    const fe = toFloodgateError(err, ctx.log);
+    const status = fe.status < 500 ? 404 : 503;
     const w = words[lang];
-    // An outage's page asks again by itself: a user who reloaded the waiting page while Redis was
-    // away was left on a page with no script, that never came back.
-    const html = page(await assets(), { lang, title: w.waiting, css: 'page.css', main: `${langLinks}<h1>${status === 404 ? '404' : '503'}</h1><p>${status === 404 ? w.notFound : w.error}</p>`, ...(status === 503 ? { refreshS: 5 } : {}) });
-    return c.body(html, status, { ...pageHeaders, 'Cache-Control': 'no-store', ...(status === 503 ? { 'Retry-After': '5' } : {}) });
+    // An outage's page asks again by itself (a user who reloaded the waiting page while Redis was
+    // away was left on a page with no script, that never came back), after 20-40 s at random: a
+    // crowd that reloaded together must not come back together, nor often (browsers ignore a
+    // navigation's Retry-After). Not for a fault of the daemon's own: reloading cannot mend it.
+    const refreshS = fe.code === 'unavailable' ? 20 + Math.floor(Math.random() * 21) : undefined;
+    const html = page(await assets(), { lang, title: w.waiting, css: 'page.css', main: `${langLinks}<h1>${status === 404 ? '404' : '503'}</h1><p>${status === 404 ? w.notFound : w.error}</p>`, ...(refreshS ? { refreshS } : {}) });
+    return c.body(html, status, { ...pageHeaders, 'Cache-Control': 'no-store' });
   }
 
   app.get('/wait/:ticketId', async (c) => {
