@@ -46,8 +46,6 @@ describe('the control law against the downstream family (virtual clock)', () => 
     // read in startup: 86 (0.8426) — rows within these seeds' noise (over 64 seeds 700 against 699,
     // over 24 seeds 270 against 273), delivered up on every seed count (heavy-tail 0.51 → 0.67 over 64).
     // Later still, room beside hung calls (times-out's and shed-503's step downs): 90 (0.8481).
-    // 6 Dec: growth by one call per round trip where a queue is already in sight below a limit of 8
-    // (fast-2w swung 4 → 7 → 4 on two workers): 94 (over 64 seeds 747 of 1728 against 709).
     let met = 0;
     let delivered = 0;
     let rows = 0;
@@ -59,7 +57,7 @@ describe('the control law against the downstream family (virtual clock)', () => 
           if (meetsTargets(d, ph, i)) met++;
         });
     expect(rows).toBe(216);
-    expect(met).toBeGreaterThanOrEqual(94);
+    expect(met).toBeGreaterThanOrEqual(90);
     expect(delivered / rows).toBeGreaterThanOrEqual(0.848);
   });
 

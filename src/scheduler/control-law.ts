@@ -541,12 +541,7 @@ export function step(s: ControlState, w: SampleWindow, now: number, p: ControlPa
         // thrashed rate, landed under them): a step up of the downstream is found in a few round
         // trips, while noise that reads as room once adds only √L.
         const rounds = s.growRounds ?? 0;
-        // Under a limit of 8 with a queue in sight (over half the low mark), one call per round
-        // trip (Vegas's own step): √L there is a quarter of the calls or more, and a 5 ms service
-        // on two workers swung 4 → 7 → 4 (a backlog over its workers a fifth of the time). Over 64
-        // seeds of the family: 747 rows against 709, delivered unchanged.
-        const clear = queue < 0.5 * low || s.limit >= 8;
-        limit = s.limit + (clear ? Math.min(0.5 * s.limit, Math.max(1, p.queueFactor * Math.sqrt(s.limit)) * 2 ** rounds) : 1);
+        limit = s.limit + Math.min(0.5 * s.limit, Math.max(1, p.queueFactor * Math.sqrt(s.limit)) * 2 ** rounds);
         // Accelerate only on a window that used the whole limit: room at part of it proves nothing.
         next.growRounds = w.inflightMax >= Math.floor(s.limit) ? rounds + 1 : rounds;
         // Near the limit that last dropped calls, grow by one per round trip (AIMD, BBRv2's inflight_hi).
