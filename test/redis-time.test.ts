@@ -44,4 +44,32 @@ describe("the daemon's clock on a steady base", () => {
     expect(t.clock.now()).toBe(truth); // before: two minutes behind until the next 10 s measure
     t.stop();
   });
+
+  it('asks again at the next look when the measure after a suspend fails', async () => {
+    vi.useFakeTimers();
+    let truth = 1_800_000_000_000;
+    let wall = truth;
+    let mono = 0;
+    let failNext = 0;
+    const time = async (): Promise<[number, number]> => {
+      if (failNext-- > 0) throw new Error('reconnecting');
+      return [Math.floor(truth / 1000), (truth % 1000) * 1000];
+    };
+    const t = redisTimeClock(steadyClock(() => wall, () => mono));
+    await t.start(time, log);
+    const run = async (ms: number) => {
+      truth += ms;
+      wall += ms;
+      mono += ms;
+      await vi.advanceTimersByTimeAsync(ms);
+    };
+    await run(3_000);
+    truth += 120_000;
+    wall += 120_000;
+    failNext = 1; // the first measure after the resume fails (Redis's connection comes back)
+    await run(1_000);
+    await run(1_000);
+    expect(t.clock.now()).toBe(truth); // before: two minutes behind until the next 10 s measure
+    t.stop();
+  });
 });

@@ -77,11 +77,16 @@ export function redisTimeClock(base: Clock & { drift?(): number }) {
       const drift = base.drift?.bind(base);
       if (drift) {
         let seen = drift();
+        let asking = false;
         watch = setInterval(() => {
           const d = drift();
-          if (Math.abs(d - seen) < STEP_MS) return;
-          seen = d;
-          void tick();
+          if (asking || Math.abs(d - seen) < STEP_MS) return;
+          // Taken as seen once a measure answered: one that failed or came too slowly (a reconnect
+          // after the resume) is asked again at the next look, not left to the 10 s measure.
+          asking = true;
+          void tick()
+            .then((ok) => void (ok && (seen = d)))
+            .finally(() => (asking = false));
         }, WATCH_MS);
         watch.unref();
       }
