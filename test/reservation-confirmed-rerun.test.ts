@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { ownSale, writeSales } from '../src/db/sales.js';
 import { ticketRef } from '../src/kernel/ticket-ref.js';
 import { seckill } from '../src/service/handlers/seckill.js';
@@ -37,6 +37,26 @@ describe('a ticket whose reserved order was confirmed, run again after its reser
     // A run that finds no unit (its unit is held by the ticket already) and asks for her own row.
     await expect(run(3)).resolves.toMatchObject({ status: 'succeeded', result: { orderId } });
     expect(await ownSale(t.db.sql, 'orders', item, ticketRef(alice), 'alice')).toMatchObject({ id: orderId, confirmed: true });
+  });
+
+  it("answers a live reservation on a machine whose clock runs ahead of Postgres's", async () => {
+    const a = t.build();
+    const item = t.uniqueItem();
+    expect((await a.call('PUT', `/v1/items/${item}`, { handler: 'seckill', config, gate: { mode: 'manual' } })).status).toBe(201);
+    const bob = (await a.call('POST', `/v1/items/${item}/tickets`, { userId: 'bob' }, SERVICE)).body.ticketId as string;
+    const [first] = await a.queue.admissions.admit(item, 1, 60_000);
+    const [sale] = await writeSales(t.db.sql, 'orders', [{ itemId: item, userId: 'bob', ticketRef: ticketRef(bob), reserveMs: 60_000 }]);
+    const orderId = (sale as { id: string }).id;
+    const ctx = handlerContext(a, t.db.sql, item);
+    // This machine's clock is two minutes ahead: by it the reservation ran out; by Postgres's, whose
+    // sweep releases it, it runs a minute more. (Before: sent back to the head until it was released.)
+    vi.setSystemTime(Date.now() + 120_000);
+    try {
+      const out = await seckill.handle!({ ticketId: bob, itemId: item, seq: first.seq, userId: 'bob', payload: null, config, attempt: 2 }, ctx);
+      expect(out).toMatchObject({ status: 'succeeded', result: { orderId } });
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('ends a ticket in doubt with its confirmed order', { timeout: 60_000 }, async () => {

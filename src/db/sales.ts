@@ -39,7 +39,7 @@ export interface SaleRequest {
  * would have handed back an order that is no longer the buyer's.
  */
 export type SaleResult =
-  | { kind: 'sold'; id: string; replay: boolean; left: number; reserved: number; reservedUntil?: string; confirmed?: boolean }
+  | { kind: 'sold'; id: string; replay: boolean; left: number; reserved: number; reservedUntil?: string; confirmed?: boolean; lapsed?: boolean }
   | { kind: 'sold_out'; left: number; reserved: number }
   | { kind: 'limit_reached'; left: number; reserved: number }
   | { kind: 'foreign'; left: number; reserved: number }
@@ -128,11 +128,15 @@ async function sellBatch(sql: postgres.Sql, table: Table, reqs: SaleRequest[]): 
   // order for good, whenever its reservation would have run out.)
   const replays = table === 'orders' ? rows.filter((r) => r.kind === 'replay').map((r) => r.id!) : [];
   if (replays.length) {
-    const settled = new Map((await sql<{ id: string; status: string }[]>`select order_id::text as id, status from orders where order_id = any(${replays}::bigint[]) and status <> 'reserved'`).map((r) => [r.id, r.status]));
+    // (Lapsed by Postgres's clock, which set reserved_until and whose sweep releases it: a daemon
+    // whose machine clock ran ahead sent its buyers back to the head while their orders were live.)
+    const now = new Map((await sql<{ id: string; status: string; lapsed: boolean }[]>`select order_id::text as id, status, coalesce(reserved_until <= now(), false) as lapsed from orders where order_id = any(${replays}::bigint[])`).map((r) => [r.id, r]));
     for (const [k, res] of byTicket) {
       if (res.kind !== 'sold') continue;
-      if (settled.get(res.id) === 'released') byTicket.set(k, { kind: 'released', left: res.left, reserved: res.reserved });
-      else if (settled.get(res.id) === 'confirmed' && res.reservedUntil) res.confirmed = true;
+      const row = now.get(res.id);
+      if (row?.status === 'released') byTicket.set(k, { kind: 'released', left: res.left, reserved: res.reserved });
+      else if (row?.status === 'confirmed' && res.reservedUntil) res.confirmed = true;
+      else if (row?.status === 'reserved' && row.lapsed) res.lapsed = true;
     }
   }
   return reqs.map((r) => {
@@ -176,8 +180,8 @@ export async function decideDoubts(sql: postgres.Sql, table: Table, itemId: stri
     await tx`select 1 from item_stock where item_id = ${itemId} for share`;
     const rows =
       table === 'orders'
-        ? await tx`select ticket_id, order_id::text as id, user_id, reserved_until, status from orders where item_id = ${itemId} and ticket_id = any(${refs}::text[])`
-        : await tx`select ticket_id, claim_id::text as id, user_id, null as reserved_until, 'confirmed' as status from coupon_claims where item_id = ${itemId} and ticket_id = any(${refs}::text[])`;
+        ? await tx`select ticket_id, order_id::text as id, user_id, reserved_until, status, coalesce(reserved_until <= now(), false) as lapsed from orders where item_id = ${itemId} and ticket_id = any(${refs}::text[])`
+        : await tx`select ticket_id, claim_id::text as id, user_id, null as reserved_until, 'confirmed' as status, false as lapsed from coupon_claims where item_id = ${itemId} and ticket_id = any(${refs}::text[])`;
     const held = new Set(rows.map((r) => r.ticket_id as string));
     const unsold = refs.filter((r) => !held.has(r));
     if (unsold.length) await tx`insert into voided_tickets (ticket_id, item_id) select t, ${itemId} from unnest(${unsold}::text[]) t on conflict do nothing`;
@@ -193,23 +197,26 @@ export async function decideDoubts(sql: postgres.Sql, table: Table, itemId: stri
 export async function ownSale(sql: postgres.Sql, table: Table, itemId: string, ref: string, userId: string): Promise<OwnSale | null> {
   const [row] =
     table === 'orders'
-      ? await sql`select order_id::text as id, reserved_until, status from orders where item_id = ${itemId} and ticket_id = ${ref} and user_id = ${userId}`
-      : await sql`select claim_id::text as id, null as reserved_until, 'confirmed' as status from coupon_claims where item_id = ${itemId} and ticket_id = ${ref} and user_id = ${userId}`;
+      ? await sql`select order_id::text as id, reserved_until, status, coalesce(reserved_until <= now(), false) as lapsed from orders where item_id = ${itemId} and ticket_id = ${ref} and user_id = ${userId}`
+      : await sql`select claim_id::text as id, null as reserved_until, 'confirmed' as status, false as lapsed from coupon_claims where item_id = ${itemId} and ticket_id = ${ref} and user_id = ${userId}`;
   return row ? ownSaleOf(row) : null;
 }
 
 /**
  * A ticket's sale as Postgres holds it: `reservedUntil` for an order sold with a reservation,
  * `released` once it was released, `confirmed` once the shop confirmed (paid) one with a
- * reservation — whose `reservedUntil` then no longer says anything will happen to it.
+ * reservation — whose `reservedUntil` then no longer says anything will happen to it — and
+ * `lapsed` for one still reserved whose reservedUntil has passed by Postgres's clock (the sweep
+ * releases it shortly).
  */
-export type OwnSale = { id: string; reservedUntil?: string; released?: boolean; confirmed?: boolean };
+export type OwnSale = { id: string; reservedUntil?: string; released?: boolean; confirmed?: boolean; lapsed?: boolean };
 
 function ownSaleOf(r: postgres.Row): OwnSale {
   const sale: OwnSale = { id: r.id as string };
   if (r.reserved_until) sale.reservedUntil = new Date(r.reserved_until).toISOString();
   if (r.status === 'released') sale.released = true;
   if (r.status === 'confirmed' && r.reserved_until) sale.confirmed = true;
+  if (r.status === 'reserved' && r.lapsed) sale.lapsed = true;
   return sale;
 }
 

@@ -113,7 +113,6 @@ export function startDoubtResolver(
     // (a webhook item's doubts behind it are run again without Postgres).
     const ledger: Map<string, LedgerEnd> | null = spec.stockTable ? new Map() : await readEnds(deps.sql, refs).catch(() => null);
     if (!ledger) return;
-    const now = deps.now();
     const entries = doubts.flatMap((d, i) => {
       const held = ledger.get(refs[i]);
       if (held) return [{ seq: d.seq, result: null, outcome: held as Outcome }];
@@ -125,8 +124,8 @@ export function startDoubtResolver(
       if (own?.released) return [{ seq: d.seq, result: null, outcome: { status: 'rejected' as const, reason: 'reservation_released' } }];
       // Its reservation ran out and the sweep has not released it yet: left in doubt until it has
       // (then the branch above), not told `succeeded` with an order released moments later.
-      // (A confirmed one is paid for and never released.)
-      if (own?.reservedUntil && !own.confirmed && Date.parse(own.reservedUntil) <= now) return [];
+      // (By Postgres's clock, whose sweep releases it; a confirmed one is paid for and never released.)
+      if (own?.lapsed && !own.confirmed) return [];
       return [{ seq: d.seq, result: own ? (spec.saleResult?.(own) ?? { id: own.id }) : null }];
     });
     const ended = await queue.admissions.resolveDoubts(itemId, entries);

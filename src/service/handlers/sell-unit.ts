@@ -25,7 +25,7 @@ export async function sellUnit(t: HandlerTicket, ctx: HandlerContext, table: 'or
     if (own?.released) return { kind: 'released', left: 0, reserved: 0 };
     if (own) {
       lapsedReservation(own);
-      return { kind: 'sold', id: own.id, replay: true, left: 0, reserved: 0, ...(own.reservedUntil && { reservedUntil: own.reservedUntil }), ...(own.confirmed && { confirmed: true }) };
+      return { kind: 'sold', id: own.id, replay: true, left: 0, reserved: 0, ...(own.reservedUntil && { reservedUntil: own.reservedUntil }), ...(own.confirmed && { confirmed: true }), ...(own.lapsed && { lapsed: true }) };
     }
     if (await ctx.confirmSoldOut()) return { kind: 'sold_out', left: 0, reserved: 0 };
     throw new RequeueError('awaiting_returns');
@@ -76,7 +76,7 @@ export async function sellUnit(t: HandlerTicket, ctx: HandlerContext, table: 'or
  * the user join again while the order still counted as theirs, and the release then marked the
  * new ticket.
  */
-function lapsedReservation(sale: { reservedUntil?: string; confirmed?: boolean }) {
-  // (A confirmed order is paid for: never released, whatever its reservedUntil says.)
-  if (sale.reservedUntil !== undefined && !sale.confirmed && Date.parse(sale.reservedUntil) <= Date.now()) throw new RequeueError('awaiting_release');
+function lapsedReservation(sale: { lapsed?: boolean; confirmed?: boolean }) {
+  // (Lapsed by Postgres's clock, db/sales.ts; a confirmed order is paid for and never released.)
+  if (sale.lapsed && !sale.confirmed) throw new RequeueError('awaiting_release');
 }
