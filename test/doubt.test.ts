@@ -76,7 +76,7 @@ async function deadAdmit(item: string, n: number, lines = 1) {
   await redis.hset(k.gate, 'mode', 'manual');
   const admitted =
     lines > 1
-      ? (await split.admit({ itemId: item, lines }, n, 3_600_000)).length
+      ? (await split.admit({ itemId: item, lines }, n, 3_600_000))!.length
       : ((await run(scripts.admit, item, Date.now(), { max: n, leaseMs: 3_600_000, leasePrefix: 'dead.', autoCap: '', version: '' })) as number[])[1];
   await redis.hset(k.gate, 'mode', 'closed');
   expect(admitted).toBe(n);

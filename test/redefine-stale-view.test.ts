@@ -35,6 +35,49 @@ describe('a redefinition another daemon has not seen yet', () => {
     expect([claims[0].n, orders[0].n]).toEqual([1, 10]);
   });
 
+  it('runs a split item\'s new tickets under the new definition too', { timeout: 60_000 }, async () => {
+    const a = t.build();
+    const item = t.uniqueItem();
+    expect((await a.call('PUT', `/v1/items/${item}`, { handler: 'coupon', config: { total: 100 }, lines: 2 })).status).toBe(201);
+    const { call } = await inProcessDaemon({ prefix: a.prefix, databaseUrl: t.db.url, env: { FLOODGATE_CACHE_MS: '5000' } });
+    const done = (id: string) => waitFor(() => call('GET', `/v1/tickets/${id}`, undefined, null).then((r) => r.body), (v) => !['waiting', 'admitted'].includes(v.state), 30_000);
+    const first = (await call('POST', `/v1/items/${item}/tickets`, { userId: 'early' }, SVC)).body.ticketId as string;
+    expect(await done(first)).toMatchObject({ state: 'succeeded', outcome: { result: { claimId: expect.any(String) } } });
+    expect((await a.call('PUT', `/v1/items/${item}`, { handler: 'seckill', config: { stock: 100 }, lines: 2 })).status).toBe(200);
+    const ids: string[] = [];
+    for (let i = 0; i < 10; i++) ids.push((await call('POST', `/v1/items/${item}/tickets`, { userId: `s${i}` }, SVC)).body.ticketId);
+    for (const v of await Promise.all(ids.map(done))) expect(v).toMatchObject({ state: 'succeeded', outcome: { result: { orderId: expect.any(String) } } }); // before: claimId
+    const claims = await t.db.sql`select count(*)::int as n from coupon_claims where item_id = ${item}`;
+    expect(claims[0].n).toBe(1);
+  });
+
+  it("does not close an item whose window an operator extended, from a view older than the extension", { timeout: 60_000 }, async () => {
+    const a = t.build();
+    const item = t.uniqueItem();
+    const closesAt = (ms: number) => new Date(Date.now() + ms).toISOString();
+    expect((await a.call('PUT', `/v1/items/${item}`, { handler: 'external', closesAt: closesAt(2500) })).status).toBe(201);
+    const { call } = await inProcessDaemon({ prefix: a.prefix, databaseUrl: t.db.url, env: { FLOODGATE_CACHE_MS: '5000' } });
+    const id = (await call('POST', `/v1/items/${item}/tickets`, { userId: 'w1' }, SVC)).body.ticketId as string;
+    expect((await a.call('PUT', `/v1/items/${item}`, { handler: 'external', closesAt: closesAt(600_000) })).status).toBe(200);
+    await new Promise((r) => setTimeout(r, 4000));
+    // (Before: cut as closed from the daemon's old view, every waiting user told `closed`.)
+    expect((await call('GET', `/v1/tickets/${id}`, undefined, null)).body.state).toBe('waiting');
+    expect((await a.call('GET', `/v1/items/${item}`)).body.state).toBe('open');
+  });
+
+  it('hands an outside worker no ticket of an item that is no longer external', { timeout: 60_000 }, async () => {
+    const a = t.build();
+    const item = t.uniqueItem();
+    expect((await a.call('PUT', `/v1/items/${item}`, { handler: 'external' })).status).toBe(201);
+    const { call } = await inProcessDaemon({ prefix: a.prefix, databaseUrl: t.db.url, env: { FLOODGATE_CACHE_MS: '5000' } });
+    expect((await call('POST', `/v1/items/${item}/pull`, { max: 1 }, SVC)).status).toBe(200); // its view: external
+    expect((await a.call('PUT', `/v1/items/${item}`, { handler: 'seckill', config: { stock: 100 }, gate: { mode: 'closed' } })).status).toBe(200);
+    for (let i = 0; i < 3; i++) expect((await call('POST', `/v1/items/${item}/tickets`, { userId: `x${i}` }, SVC)).status).toBe(202);
+    const pulled = await call('POST', `/v1/items/${item}/pull`, { max: 10 }, SVC);
+    expect([pulled.status, pulled.body.error?.code]).toEqual([409, 'conflict']); // before: 200 with the three tickets
+    expect((await a.call('GET', `/v1/items/${item}`)).body.counts).toMatchObject({ waiting: 3, admitted: 0 });
+  });
+
   it('admits nothing for a caller whose view is older than the definition', async () => {
     const a = t.build();
     const item = t.uniqueItem();

@@ -135,7 +135,7 @@ describe('an item split into sub-lines, at its edges', () => {
         if (name !== 'zscore') return typeof v === 'function' ? v.bind(target) : v;
         return async (...args: [string, string]) => {
           await new Promise((r) => setImmediate(r));
-          if (!admitted) admitted = (await admitter.admit(item, 10, 60_000)).length === 1;
+          if (!admitted) admitted = ((await admitter.admit(item, 10, 60_000))!).length === 1;
           return target.zscore(...args);
         };
       },
@@ -319,7 +319,7 @@ describe('an item split into sub-lines, at its edges', () => {
     expect(await other.readTicket(item, early.seq)).toMatchObject({ cut: { 1: 'r' } });
     // The ticket that joined after the cut waits in the line, and a round admits it.
     expect((await other.readTicket(item, joined!.seq)).position).toEqual(expect.any(Number));
-    expect((await other.admit(item, 10, 60_000)).map((r) => r.seq)).toEqual([joined!.seq]);
+    expect(((await other.admit(item, 10, 60_000))!).map((r) => r.seq)).toEqual([joined!.seq]);
   });
 
   it('keeps the lines of an item Redis lost when it is replaced without them before its restore', async () => {

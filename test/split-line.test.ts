@@ -51,7 +51,7 @@ describe('the split line without a cluster', () => {
     expect(await split.join(item, 'good-user')).toMatchObject({ created: true });
   });
 
-  it('says when the pace alone held a round, and in how many ms it lets the next ticket in (split-gate-3.lua allow)', async () => {
+  it('says when the pace alone held a round, and in how many ms it lets the next ticket in (split-gate-4.lua allow)', async () => {
     const { prefix, split, item } = await setup('paced', 4);
     await t.redis.hset(itemKeys(prefix, 'paced').gate, { mode: 'manual', rate: '8' });
     for (let u = 0; u < 4; u++) await split.join(item, `p${u}`);

@@ -42,7 +42,7 @@ export interface Admissions {
   /**
    * `version`: the item's definition version the caller will run the tickets under: if the item
    * was redefined since (another daemon's PUT, not yet in the caller's view), nothing is admitted
-   * and `stale` says so (the caller reads the item afresh). Not checked on a split line.
+   * and `stale` says so (the caller reads the item afresh).
    */
   admitRound(itemId: string, max: number, leaseMs: number, autoCap?: number, version?: number): Promise<{ tickets: AdmittedTicket[]; drained: boolean; pacedForMs: number | null; stale?: boolean }>;
   settle(ticketId: string, input: SettleInput): Promise<TicketView>;
@@ -187,9 +187,16 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
         ? { windowEnded: item.snap.def.closesAt !== null && now >= item.snap.def.closesAt, drained: false, rows: [] as { seq: number; record: string; payload: string; leaseId: string; leaseExp: number }[], pacedForMs: null, stale: false }
         : await scripts.admit(itemId, now, { max, leaseMs, leasePrefix, autoCap: autoCap ?? '', version: version ?? '' });
       if (stale) return { tickets: [], drained: false, pacedForMs: null, stale: true };
-      if (sub && !windowEnded) rows.push(...(await deps.split.admit(sub, max, leaseMs, autoCap, paced)));
+      if (sub && !windowEnded) {
+        const got = await deps.split.admit(sub, max, leaseMs, autoCap, paced, version);
+        if (!got) return { tickets: [], drained: false, pacedForMs: null, stale: true };
+        rows.push(...got);
+      }
       if (windowEnded) {
         // closesAt has passed: nothing is admitted any more, and the waiting tickets end `closed`.
+        // (A split line's end is read from the view: read afresh, as an operator may have moved it.)
+        const fresh = sub ? await items.item(itemId, { fresh: true }) : null;
+        if (sub && !(fresh?.snap.def.closesAt != null && now >= fresh.snap.def.closesAt)) return { tickets: [], drained: false, pacedForMs: null };
         await deps.closeLine(itemId);
         return { tickets: [], drained: false, pacedForMs: null };
       }

@@ -105,7 +105,8 @@ export interface SplitLine {
    * another round runs). `paced`, when given, is told in how many ms the pace lets the next ticket
    * in when it alone admitted none (`forMs`; null otherwise).
    */
-  admit(item: SplitItem, max: number, leaseMs: number, autoCap?: number, paced?: { forMs: number | null }): Promise<SplitAdmitted[]>;
+  /** Null: nothing admitted, the item was redefined since `version` (its view) was read. */
+  admit(item: SplitItem, max: number, leaseMs: number, autoCap?: number, paced?: { forMs: number | null }, version?: number): Promise<SplitAdmitted[] | null>;
   /** Settles admitted tickets (settle-9.lua on each one's sub-line); a code per entry as settle-9 answers. */
   settle(item: SplitItem, entries: SplitSettle[]): Promise<number[]>;
   /** Keeps leases alive until `until` (extend-leases-3.lua on each one's sub-line); per ticket, whether its lease was still the one given (extended). */
@@ -251,11 +252,12 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
       return num - Number((await redis.hget(itemKeys(prefix, item.itemId).ctr, 'an')) ?? 0);
     },
 
-    async admit(item, max, leaseMs, autoCap, paced) {
+    async admit(item, max, leaseMs, autoCap, paced, version) {
       const token = randomBytes(9).toString('base64url');
       const gate = async (op: string, a: { want?: number; inFlight?: number; taken?: number; lastNum?: number }) =>
-        Number(await run(scripts.splitGate, item.itemId, clock.now(), { op, token, want: a.want ?? '', inFlight: a.inFlight ?? '', autoCap: autoCap ?? '', taken: a.taken ?? '', lastNum: a.lastNum ?? '' }));
+        Number(await run(scripts.splitGate, item.itemId, clock.now(), { op, token, want: a.want ?? '', inFlight: a.inFlight ?? '', autoCap: autoCap ?? '', taken: a.taken ?? '', lastNum: a.lastNum ?? '', version: op === 'lock' ? (version ?? '') : '' }));
       const upTo = await gate('lock', {});
+      if (upTo === -2) return null;
       if (upTo < 0) return [];
       let rows: SplitAdmitted[] = [];
       try {
@@ -451,7 +453,7 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
     },
 
     async moveCursor(item, num) {
-      await run(scripts.splitGate, item.itemId, clock.now(), { op: 'commit', token: '', want: '', inFlight: '', autoCap: '', taken: 0, lastNum: num });
+      await run(scripts.splitGate, item.itemId, clock.now(), { op: 'commit', token: '', want: '', inFlight: '', autoCap: '', taken: 0, lastNum: num, version: '' });
     },
 
     async unitsLeft(item) {

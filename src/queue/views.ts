@@ -97,7 +97,7 @@ export function expectedRate(item: CachedItem): number | null {
 
 /**
  * The longest `pollAfterMs` a waiting ticket is told: 30 s, or a third of the item's
- * `abandonAfterMs` (at least 1 s). A user told to come back in 30 s by an item that expires tickets
+ * `abandonAfterMs` (at least 1 s; abandonAfterMs is at least 3 s). A user told to come back in 30 s by an item that expires tickets
  * not polled for 20 s was expired for doing as told (a line that moved faster than its ETA, or a
  * gate that opened). A third leaves room for the network, a late timer and the 1 s batching of
  * poll times.

@@ -69,7 +69,7 @@ export const scripts = {
   splitPeek: spec('split-peek-5', ['meta', 'ctr', 'retry', 'wait', 'stock'], ['upTo', 'max']),
   splitAdmit: spec('split-admit-11', ['meta', 'ctr', 'retry', 'wait', 'leases', 'payloads', 'stock', 'taken', 'blocked', 'done', 'doubt'], ['leaseMs', 'leasePrefix'], 'seq'),
   splitUnits: spec('split-units-1', ['stock'], ['delta']),
-  splitGate: spec('split-gate-3', ['gate', 'ctr', 'alock'], ['op', 'token', 'want', 'inFlight', 'autoCap', 'taken', 'lastNum']),
+  splitGate: spec('split-gate-4', ['gate', 'ctr', 'alock', 'meta'], ['op', 'token', 'want', 'inFlight', 'autoCap', 'taken', 'lastNum', 'version']),
 } as const;
 
 export type Scripts = typeof scripts;

@@ -173,8 +173,12 @@ export function startDispatcher(
     // waits behind a closed gate with nothing out leaves them (items.loopNeed).
     keepAsNeeded(item.snap);
     // The window ended: waiting tickets end `closed` (for external items too, which nobody may pull).
+    // Read afresh first: from a view an operator's later closesAt had not reached yet (its PUT
+    // through another daemon, within the cache's time), the cut closed an item whose sale had ten
+    // minutes left, and told every waiting user `closed`.
     if (windowEnded(item.snap)) {
-      await queue.definitions.cut(itemId, 'closed', 'closed');
+      const fresh = await queue.items.item(itemId, { fresh: true });
+      if (fresh && windowEnded(fresh.snap)) await queue.definitions.cut(itemId, 'closed', 'closed');
       return null;
     }
     if (!spec?.handle || spec.external || item.snap.gate.mode === 'closed') return null;

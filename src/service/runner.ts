@@ -251,7 +251,8 @@ export function createRunner(deps: RunnerDeps) {
     // This process's view is older than the definition the tickets were admitted under (an
     // operator's PUT through another daemon, within the cache's time): read afresh, or they ran
     // under the old config (the perUser, reservation or URL the operator had just changed).
-    if (item && g.version !== undefined && item.snap.version < g.version) item = await deps.item(itemId, { fresh: true });
+    // (Not the same version either way: after a Redis loss versions start again at 1.)
+    if (item && g.version !== undefined && item.snap.version !== g.version) item = await deps.item(itemId, { fresh: true });
     if (!item) {
       log.warn({ itemId, tickets: tickets.length }, 'job for an item that no longer exists');
       return none;

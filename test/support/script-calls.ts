@@ -32,7 +32,7 @@ export function everyScriptCall(run: ScriptRunner['run'], item: string, now: num
     splitPeek: () => run(scripts.splitPeek, item, now, { upTo: 10, max: 5 }),
     splitAdmit: () => run(scripts.splitAdmit, item, now, { leaseMs: 1000, leasePrefix: 'q.' }, [1]),
     splitUnits: () => run(scripts.splitUnits, item, now, { delta: 1 }),
-    splitGate: () => run(scripts.splitGate, item, now, { op: 'lock', token: 't', want: '', inFlight: '', autoCap: '', taken: '', lastNum: '' }),
+    splitGate: () => run(scripts.splitGate, item, now, { op: 'lock', token: 't', want: '', inFlight: '', autoCap: '', taken: '', lastNum: '', version: '' }),
   };
 }
 

@@ -103,12 +103,20 @@ export function ticketRoutes(ctx: ApiContext) {
       const { itemId } = c.req.valid('param');
       const { max, leaseMs } = PullInput.parse((c.req.valid('json') as unknown) ?? {});
       ctx.auth.requireScope(c.get('actor'), itemId);
-      await requireExternal(ctx, itemId);
+      let version = await requireExternal(ctx, itemId);
       // After a Redis reconnect, not before the operators' writes are compared (a close the
       // rollback took must not hand out the tickets it ended): daemon.ts fence.
       const held = ctx.admitHold();
       if (held) await held;
-      const admitted = await queue.admissions.admit(itemId, max, leaseMs);
+      // Under the definition this view holds: from a view older than an operator's redefinition
+      // (another daemon's PUT, within the cache's time), a worker was handed tickets of an item
+      // made seckill, and told them succeeded with no order. Read afresh and asked once more.
+      let round = await queue.admissions.admitRound(itemId, max, leaseMs, undefined, version);
+      if (round.stale) {
+        version = await requireExternal(ctx, itemId, 'item_not_found', true);
+        round = await queue.admissions.admitRound(itemId, max, leaseMs, undefined, version);
+      }
+      const admitted = round.tickets;
       if (admitted.length) metrics.admissions.inc({ item: itemId }, admitted.length);
       // Not one whose end the outcome ledger holds (a Redis rollback took it back): ended again with it.
       const got = await queue.admissions.dropHeldEnds(itemId, admitted);
@@ -145,8 +153,10 @@ export function ticketRoutes(ctx: ApiContext) {
   return app;
 }
 
-async function requireExternal(ctx: ApiContext, itemId: string, missing: 'item_not_found' | 'ticket_not_found' = 'item_not_found') {
-  const item = (await ctx.queue.items.item(itemId)) ?? fail(missing, missing === 'item_not_found' ? 'No such item.' : 'No such ticket.');
+/** The item's view, if it is served by an outside worker; `fresh`: read now, not from the cache. Its definition version. */
+async function requireExternal(ctx: ApiContext, itemId: string, missing: 'item_not_found' | 'ticket_not_found' = 'item_not_found', fresh = false): Promise<number> {
+  const item = (await ctx.queue.items.item(itemId, { fresh })) ?? fail(missing, missing === 'item_not_found' ? 'No such item.' : 'No such ticket.');
   if (!ctx.handlers.get(item!.snap.def.handler)?.external)
     fail('conflict', `Item ${itemId} is served by its "${item!.snap.def.handler}" handler; pull and outcome are for external items.`);
+  return item!.snap.version;
 }

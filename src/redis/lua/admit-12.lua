@@ -33,7 +33,8 @@
   none), tatAt + tatOff (GCRA theoretical arrival time, ms: a whole-ms epoch plus an offset),
   aLimit / aRate (the adaptive controller's in-flight limit and pace; see _gate.lua).
   A pace of `rate` with a burst tolerance of max(1, rate * 0.1) tickets: over any interval
-  admissions stay within rate * t + burst, and an idle line admits at least one at once.
+  admissions stay within rate * (t + slack) + burst (a late admission is credited its lateness, up
+  to half an interval or 50 ms: _gate.lua), and an idle line admits at least one at once.
   The GCRA works on times relative to floor(now): a clock near 1.8e12 ms keeps only ~1e-4 ms of
   precision, and `now + burst * interval - tat` computed at that scale came out a hair under one
   interval, so an idle line admitted nobody at rates such as 3/s.

@@ -1,11 +1,13 @@
 --[[
   The gate of a split item, around one admission round of queue/split-line.ts, on the item's slot.
-  KEYS[1] gate  KEYS[2] ctr  KEYS[3] alock
+  KEYS[1] gate  KEYS[2] ctr  KEYS[3] alock  KEYS[4] meta
   ARGV[1] now (ms, the caller's clock)  ARGV[2] op: lock | allow | commit
   ARGV[3] token: the round's random id  ARGV[4] want  ARGV[5] inFlight  ARGV[6] autoCap
-  ARGV[7] taken  ARGV[8] lastNum
+  ARGV[7] taken  ARGV[8] lastNum  ARGV[9] version: the item's definition version the caller will
+    run the round's tickets under ('' = any)
   lock: takes the item's admission lease (2 s) for the round; returns the join counter (ctr jn)
-    to fence the sub-lines at, or -1 while another round holds the lease.
+    to fence the sub-lines at, -1 while another round holds the lease, or -2 (no lease taken) when
+    the item was redefined since the caller read it (admit-12.lua's code 3).
   allow: how many of `want` tickets the gate lets in now, `inFlight` being admitted already (the
     sum over the sub-lines, read under the lease: only settles can change it, downwards); when
     none, frees the lease, and answers -ms (at most -1) when the pace alone held them: the ms
@@ -23,6 +25,7 @@ local function unlock()
   if redis.call('GET', K.alock) == token then redis.call('DEL', K.alock) end
 end
 if op == 'lock' then
+  if ARGV[9] ~= '' and (tonumber(redis.call('HGET', K.meta, 'version') or '0') or 0) ~= tonumber(ARGV[9]) then return -2 end
   if not redis.call('SET', K.alock, token, 'NX', 'PX', 2000) then return -1 end
   return tonumber(redis.call('HGET', K.ctr, 'jn') or '0')
 end
