@@ -14,7 +14,7 @@ import type { LineDefinition } from '../src/queue/types.js';
 import { scanKeys } from '../src/redis/client.js';
 import { itemKeys, subLineTag } from '../src/redis/keys.js';
 import { testDb } from './support/db.js';
-import { testRedis, unlinkPrefix } from './support/redis.js';
+import { keysMatching, testRedis, unlinkPrefix } from './support/redis.js';
 
 const t = testRedis();
 const db = await testDb();
@@ -344,6 +344,9 @@ describe('retention of ended items', () => {
     }
     expect(perRound.slice(-5)).toEqual([0, 0, 0, 0, 0]); // before: 1 a second, for good
     expect((await queue.items.itemIds()).includes('ar-1')).toBe(false);
+    // Its keys go as retention's drop would have taken them (nothing walked them any more).
+    expect(await keysMatching(t.redis, `${prefix}{ar-1}*`)).toEqual([]);
+    expect(await keysMatching(t.redis, `${prefix}{ar-2}*`)).not.toEqual([]);
   });
 
   it('restores every item it can when a stored definition is refused by today\'s rules, and says which it left out', async () => {

@@ -697,13 +697,19 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     const rows = missing.length ? await store.liveRows(missing) : [];
     const unlistedRows = unlisted.length ? await store.liveRows(unlisted) : [];
     // Keys that outlived their item's removal (a daemon killed between retention's archive and its
-    // drop): no live row, so never registered again, and no longer this daemon's to watch — kept,
-    // each one was read from Postgres every second, for good (`known` kept the loss check awake).
+    // drop): no live row, so never registered again. Removed as retention would have (retention
+    // walks the set of items, which lacks them: they stayed for good), and no longer this daemon's
+    // to watch — kept, each one was read from Postgres every second (`known` kept the loss check awake).
     const stillLive = new Set(unlistedRows.map((r) => r.itemId));
     for (const id of unlisted)
       if (!stillLive.has(id)) {
         unlistedSince.delete(id);
         if (known.delete(id)) knownGen++;
+        await locked(id, async () => {
+          // (Under its lock, and only if still so: an operator may be making it again.)
+          if ((await store.liveRows([id])).length || (await queue.items.listed(id))) return;
+          if (await queue.definitions.drop(id)) deps.log.warn({ itemId: id }, 'keys of a removed item dropped: its removal had stopped part-way');
+        }).catch((err: unknown) => deps.log.warn({ itemId: id, err: String(err) }, 'keys of a removed item not dropped yet'));
       }
     for (const row of unlistedRows) {
       await locked(row.itemId, async () => {
