@@ -115,4 +115,28 @@ describe.skipIf(!hasChromium)('the operator console in Chromium', () => {
     await screenshot(page, 'console-item');
     await page.close();
   });
+
+  it("draws a load that answered after the operator moved to another item's page nowhere", { timeout: 60_000 }, async () => {
+    await define('c-from', { handler: 'external', gate: { mode: 'manual', rate: 3 } });
+    await define('c-to', { handler: 'external', gate: { mode: 'closed' } });
+    const page = await browser!.newPage({ viewport: { width: 1280, height: 900 } });
+    await page.goto(`${daemon.url}/console`);
+    await page.evaluate((key) => sessionStorage.setItem('fg.operatorKey', key), OP);
+    await page.goto(`${daemon.url}/console#/item/c-from`);
+    await expect.poll(() => page.textContent('#effective'), { timeout: 15_000 }).toMatch(/^Enforced: manual/);
+    // The next read of c-from answers late (a daemon retrying a busy Redis); meanwhile the operator opens c-to.
+    let late = 0;
+    await page.route('**/v1/items/c-from', async (r) => {
+      late++;
+      await new Promise((res) => setTimeout(res, 3000));
+      await r.continue().catch(() => {});
+    });
+    await expect.poll(() => late, { timeout: 10_000 }).toBeGreaterThan(0);
+    await page.evaluate(() => (location.hash = '#/item/c-to'));
+    await expect.poll(() => page.textContent('#effective'), { timeout: 15_000 }).toBe('Enforced: closed, nothing admitted');
+    await new Promise((res) => setTimeout(res, 3500));
+    expect(await page.textContent('#effective')).toBe('Enforced: closed, nothing admitted'); // before: c-from's manual gate
+    await page.unroute('**/v1/items/c-from');
+    await page.close();
+  });
 });

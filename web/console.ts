@@ -47,7 +47,11 @@ interface Point { t: number; waiting: number; admitted: number; succeeded: numbe
 
 const fmt = (n: number | null | undefined) => (n === null || n === undefined ? '—' : String(Math.round(n * 100) / 100));
 
+/** Which page is shown: a load still answering (reads are asked again for seconds after a 503) draws nothing once the operator moved on. */
+let shown = 0;
+
 function reset() {
+  shown++;
   clearInterval(timer);
   charts.forEach((c) => c.destroy());
   charts = [];
@@ -103,10 +107,17 @@ async function listPage() {
   const tbody = el('tbody');
   const table = el('table', { id: 'items' }, el('thead', {}, el('tr', {}, ...['item', 'state', 'waiting', 'admitted/s', 'gate', 'left', ''].map((h) => el('th', {}, h)))), tbody);
   app.append(header(), el('h1', {}, 'Items'), el('p', { id: 'error', class: 'error' }), el('p', { id: 'action-error', class: 'error' }), table, createForm());
+  const page = shown;
+  let begun = 0;
+  let drawn = 0;
   const load = async () => {
+    const n = ++begun;
     const { items } = await api<{ items: Item[] }>('GET', '/v1/items');
-    loaded([]);
     const rates = await Promise.all(items.map((i) => api<{ points: Point[] }>('GET', `/v1/items/${encodeURIComponent(i.itemId)}/series?windowMs=10000`).then((s) => (s.points.length ? s.points.reduce((a, p) => a + p.admitted, 0) / s.points.length : 0)).catch(() => null)));
+    // (Not over a newer load's table, nor onto another page.)
+    if (page !== shown || n < drawn) return;
+    drawn = n;
+    loaded([]);
     tbody.replaceChildren(
       ...items.map((i, n) => {
         const close = el('button', { type: 'button', 'data-close': i.itemId }, 'Close');
@@ -120,8 +131,9 @@ async function listPage() {
       }),
     );
   };
-  await load().catch(failed);
-  timer = window.setInterval(() => void load().catch(failed), 2000);
+  const onFail = (err: unknown) => void (page === shown && failed(err));
+  await load().catch(onFail);
+  timer = window.setInterval(() => void load().catch(onFail), 2000);
 }
 
 function createForm() {
@@ -208,13 +220,15 @@ async function itemPage(itemId: string) {
   // and an older one that answered last drew older data over newer.
   let begun = 0;
   let drawn = 0;
+  const page = shown;
   async function load() {
     const n = ++begun;
     // Each read on its own: the audit log is read from Postgres, the item and its series from Redis,
     // and one read's 503 (Postgres away) blanked none of the others — the item read `open` for the
     // whole outage while the API said `paused`.
     const [item, series, log] = await Promise.allSettled([api<Item>('GET', path), api<{ points: Point[] }>('GET', `${path}/series?windowMs=900000`), api<{ entries: { at: string; actor: string; from: unknown; to: unknown; reason: string }[] }>('GET', `${path}/audit?limit=100`)]);
-    if (n < drawn) return;
+    // (Drawn on the page it was begun for only: another item's page would show this one's gate.)
+    if (page !== shown || n < drawn) return;
     drawn = n;
     const denied = [item, series, log].find((r) => r.status === 'rejected' && r.reason instanceof HttpError && (r.reason.status === 401 || r.reason.status === 403));
     if (denied) return failed((denied as PromiseRejectedResult).reason);
@@ -242,8 +256,9 @@ async function itemPage(itemId: string) {
     $('#effective').textContent = g.mode === 'closed' ? 'Enforced: closed, nothing admitted' : `Enforced: ${g.mode}, ${fmt(g.effective.rate)}/s, in flight ≤ ${fmt(g.effective.maxInFlight)}`;
     $('#shadow').textContent = g.controller ? `Controller${g.mode === 'auto' ? '' : ' (shadow)'}: ${fmt(g.controller.rate)}/s, limit ${g.controller.limit}, p50 ${fmt(g.controller.p50Ms)} ms, p99 ${fmt(g.controller.p99Ms)} ms` : 'Controller: no opinion yet';
   }
-  await load().catch(failed);
-  timer = window.setInterval(() => void load().catch(failed), 2000);
+  const onFail = (err: unknown) => void (page === shown && failed(err));
+  await load().catch(onFail);
+  timer = window.setInterval(() => void load().catch(onFail), 2000);
 }
 
 /** An item id as the daemon takes one (ITEM_ID in src/api/schemas.ts). */
