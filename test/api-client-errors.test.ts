@@ -57,6 +57,22 @@ describe('requests the HTTP parser refuses', () => {
     expect(got.body.error.code).toBe('invalid_request');
     expect((await fetch(`${daemon.url}/healthz`)).status).toBe(200);
   });
+  it('a HEAD request whose oversized headers come in two writes gets no body either', async () => {
+    const url = new URL(daemon.url);
+    const sock = net.connect(Number(url.port), url.hostname);
+    let text = '';
+    sock.setEncoding('utf8');
+    sock.on('data', (s: string) => (text += s));
+    sock.on('error', () => {});
+    sock.write(`HEAD /healthz HTTP/1.1\r\nHost: ${url.host}\r\n`);
+    await new Promise((r) => setTimeout(r, 100));
+    sock.write(`X-Big: ${'a'.repeat(20_000)}\r\n\r\n`);
+    await new Promise<void>((resolve) => sock.on('close', () => resolve()));
+    const [head, body] = text.split('\r\n\r\n');
+    expect(head).toMatch(/^HTTP\/1\.1 431 /);
+    expect(body).toBe(''); // before: the JSON body (the error's packet was the second write)
+  });
+
   it('a HEAD request the parser refuses gets the status and headers, no body', async () => {
     for (const request of [`HEAD /healthz HTTP/1.1\r\nHost: HOST\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`, 'HEAD /v1/items/a b HTTP/1.1\r\nHost: HOST\r\n\r\n']) {
       const text = await raw(request);

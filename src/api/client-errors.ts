@@ -9,14 +9,23 @@ import { RequestError } from '@hono/node-server';
  * Errors: `400 invalid_request`), and the connection is closed, as Node does (the parser's state is
  * lost). Headers too large keep their own status, 431, with the same body shape.
  */
+/** The start of a connection's first bytes, while it has served no request: its first request's method. */
+const firstBytes = new WeakMap<Duplex, string>();
+
 export function answerClientErrors<S extends Server>(server: S): S {
+  // A request the parser refuses may come in several chunks (headers past the limit, over a real
+  // network), and its error's packet is the last one: the method is read from the connection's first.
+  server.on('connection', (socket: Duplex) => socket.prependOnceListener('data', (chunk: Buffer) => firstBytes.set(socket, chunk.subarray(0, 5).toString('latin1'))));
+  server.on('request', (req: IncomingMessage) => firstBytes.delete(req.socket));
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
     // Gone already, or a request that timed out: nothing to say to it.
     if (err.code === 'ECONNRESET' || err.code === 'ERR_HTTP_REQUEST_TIMEOUT' || !socket.writable) return void socket.destroy();
     const tooLarge = err.code === 'HPE_HEADER_OVERFLOW';
     // A HEAD request gets the headers alone: a body after them broke the client's framing (Node's
     // own client read "Data after Connection: close" instead of the 431).
-    const head = (err as { rawPacket?: Buffer }).rawPacket?.subarray(0, 5).toString('latin1') === 'HEAD ';
+    // (The connection's first request, read from its first bytes; a later one, from the packet.)
+    const first = firstBytes.get(socket);
+    const head = (first ?? (err as { rawPacket?: Buffer }).rawPacket?.subarray(0, 5).toString('latin1')) === 'HEAD ';
     socket.end(rawAnswer(tooLarge ? '431 Request Header Fields Too Large' : '400 Bad Request', tooLarge ? 'The request line or headers are too large (16 KiB at most).' : 'The request is not valid HTTP.', head));
   });
   // Node's own answers to these had no body either: an `Expect` other than 100-continue (417), and
