@@ -294,15 +294,21 @@ describe('retention of ended items', () => {
     expect((await here.queue.items.itemIds()).filter((id) => id.startsWith('fl-')).sort()).toEqual(['fl-1', 'fl-2', 'fl-3', 'fl-other']);
   });
 
-  it('lists again an item whose keys are there while the set of items lost its id (a define cut short), and is quiet after (no read of its row every second)', async () => {
+  /** A daemon's line and catalog over eleven items `<tag>-1` … `<tag>-11`, its reads of item rows counted (`reads.n`). */
+  async function elevenItems(tag: string) {
     const clock = manualClock();
     const prefix = t.newPrefix();
     const store = createItemsStore(db.db);
-    let reads = 0;
-    const counted = { ...store, liveRows: (ids: string[]) => (reads++, store.liveRows(ids)) };
+    const reads = { n: 0 };
+    const counted = { ...store, liveRows: (ids: string[]) => (reads.n++, store.liveRows(ids)) };
     const { queue, catalog } = daemonOn(prefix, clock, counted);
-    for (const id of ['ls-1', 'ls-2', 'ls-3', 'ls-4', 'ls-5', 'ls-6', 'ls-7', 'ls-8', 'ls-9', 'ls-10', 'ls-11']) await catalog.put(id, { handler: 'external' }, { role: 'operator', key: 'o' });
+    for (let i = 1; i <= 11; i++) await catalog.put(`${tag}-${i}`, { handler: 'external' }, { role: 'operator', key: 'o' });
     expect(await catalog.restoreIfLost()).toBe(0);
+    return { clock, prefix, store, queue, catalog, reads };
+  }
+
+  it('lists again an item whose keys are there while the set of items lost its id (a define cut short), and is quiet after (no read of its row every second)', async () => {
+    const { clock, prefix, queue, catalog, reads } = await elevenItems('ls');
     // The id leaves the shared set (a define whose listing failed); its keys stay.
     await t.redis.srem(`${prefix}items`, 'ls-1');
     await t.redis.incr(`${prefix}items:ver`);
@@ -314,23 +320,16 @@ describe('retention of ended items', () => {
     expect(await catalog.restoreIfLost()).toBe(0);
     // …but listed again once it stayed so (unlisted, the item lists, blocks everywhere and retention passed it by for good).
     expect((await queue.items.itemIds()).includes('ls-1')).toBe(true);
-    reads = 0;
+    reads.n = 0;
     for (let i = 0; i < 3; i++) expect(await catalog.restoreIfLost()).toBe(0);
-    expect(reads).toBe(0);
+    expect(reads.n).toBe(0);
     // A real loss of another item is still found: the set moves, and the check looks again.
     await queue.definitions.drop('ls-2'); // its keys and its id gone, its row not archived
     expect(await catalog.restoreIfLost()).toBeGreaterThanOrEqual(1);
     expect((await queue.items.itemIds()).includes('ls-2')).toBe(true);
   });
   it('lets go of an archived item whose keys outlived its removal (a daemon killed between the archive and the drop): no read of its row every second', async () => {
-    const clock = manualClock();
-    const prefix = t.newPrefix();
-    const store = createItemsStore(db.db);
-    let reads = 0;
-    const counted = { ...store, liveRows: (ids: string[]) => (reads++, store.liveRows(ids)) };
-    const { queue, catalog } = daemonOn(prefix, clock, counted);
-    for (const id of ['ar-1', 'ar-2', 'ar-3', 'ar-4', 'ar-5', 'ar-6', 'ar-7', 'ar-8', 'ar-9', 'ar-10', 'ar-11']) await catalog.put(id, { handler: 'external' }, { role: 'operator', key: 'o' });
-    expect(await catalog.restoreIfLost()).toBe(0);
+    const { clock, prefix, store, queue, catalog, reads } = await elevenItems('ar');
     // Retention archives the row and takes the id out of the set; the daemon dies before the keys go.
     await store.archive('ar-1', new Date(clock.now()));
     await t.redis.srem(`${prefix}items`, 'ar-1');
@@ -338,9 +337,9 @@ describe('retention of ended items', () => {
     const perRound: number[] = [];
     for (let i = 0; i < 20; i++) {
       clock.advance(1000);
-      reads = 0;
+      reads.n = 0;
       expect(await catalog.restoreIfLost()).toBe(0);
-      perRound.push(reads);
+      perRound.push(reads.n);
     }
     expect(perRound.slice(-5)).toEqual([0, 0, 0, 0, 0]); // before: 1 a second, for good
     expect((await queue.items.itemIds()).includes('ar-1')).toBe(false);

@@ -50,6 +50,25 @@ const fmt = (n: number | null | undefined) => (n === null || n === undefined ? '
 /** Which page is shown: a load still answering (reads are asked again for seconds after a 503) draws nothing once the operator moved on. */
 let shown = 0;
 
+/**
+ * A page's loads: `begin()` at a load's start gives what it asks before it draws — whether it is
+ * still the page shown and no later load has drawn already (one answered late drew older data
+ * over newer); `onPage()` whether the page is still shown.
+ */
+function pageLoads() {
+  const page = shown;
+  let begun = 0;
+  let drawn = 0;
+  const onPage = () => page === shown;
+  return {
+    onPage,
+    begin() {
+      const n = ++begun;
+      return () => onPage() && n >= drawn && ((drawn = n), true);
+    },
+  };
+}
+
 function reset() {
   shown++;
   clearInterval(timer);
@@ -107,16 +126,13 @@ async function listPage() {
   const tbody = el('tbody');
   const table = el('table', { id: 'items' }, el('thead', {}, el('tr', {}, ...['item', 'state', 'waiting', 'admitted/s', 'gate', 'left', ''].map((h) => el('th', {}, h)))), tbody);
   app.append(header(), el('h1', {}, 'Items'), el('p', { id: 'error', class: 'error' }), el('p', { id: 'action-error', class: 'error' }), table, createForm());
-  const page = shown;
-  let begun = 0;
-  let drawn = 0;
+  const loads = pageLoads();
   const load = async () => {
-    const n = ++begun;
+    const mayDraw = loads.begin();
     const { items } = await api<{ items: Item[] }>('GET', '/v1/items');
     const rates = await Promise.all(items.map((i) => api<{ points: Point[] }>('GET', `/v1/items/${encodeURIComponent(i.itemId)}/series?windowMs=10000`).then((s) => (s.points.length ? s.points.reduce((a, p) => a + p.admitted, 0) / s.points.length : 0)).catch(() => null)));
     // (Not over a newer load's table, nor onto another page.)
-    if (page !== shown || n < drawn) return;
-    drawn = n;
+    if (!mayDraw()) return;
     loaded([]);
     tbody.replaceChildren(
       ...items.map((i, n) => {
@@ -131,7 +147,7 @@ async function listPage() {
       }),
     );
   };
-  const onFail = (err: unknown) => void (page === shown && failed(err));
+  const onFail = (err: unknown) => void (loads.onPage() && failed(err));
   await load().catch(onFail);
   timer = window.setInterval(() => void load().catch(onFail), 2000);
 }
@@ -216,20 +232,16 @@ async function itemPage(itemId: string) {
     const width = Math.max(260, (box.clientWidth || 320) - 12);
     charts.push(new uPlot({ width, height: 160, scales: { x: { time: true } }, series: [{}, ...def.series.map((s) => ({ label: s.label, stroke: s.stroke, dash: s.dash, width: 1.5, spanGaps: false }))], axes: [{}, { size: 50 }] }, chartData([], def), box));
   }
-  // Loads begun and the latest drawn: reads asked again after a 503 take seconds, so loads overlap,
-  // and an older one that answered last drew older data over newer.
-  let begun = 0;
-  let drawn = 0;
-  const page = shown;
+  // Reads asked again after a 503 take seconds, so loads overlap (pageLoads).
+  const loads = pageLoads();
   async function load() {
-    const n = ++begun;
+    const mayDraw = loads.begin();
     // Each read on its own: the audit log is read from Postgres, the item and its series from Redis,
     // and one read's 503 (Postgres away) blanked none of the others — the item read `open` for the
     // whole outage while the API said `paused`.
     const [item, series, log] = await Promise.allSettled([api<Item>('GET', path), api<{ points: Point[] }>('GET', `${path}/series?windowMs=900000`), api<{ entries: { at: string; actor: string; from: unknown; to: unknown; reason: string }[] }>('GET', `${path}/audit?limit=100`)]);
     // (Drawn on the page it was begun for only: another item's page would show this one's gate.)
-    if (page !== shown || n < drawn) return;
-    drawn = n;
+    if (!mayDraw()) return;
     const denied = [item, series, log].find((r) => r.status === 'rejected' && r.reason instanceof HttpError && (r.reason.status === 401 || r.reason.status === 403));
     if (denied) return failed((denied as PromiseRejectedResult).reason);
     if (log.status === 'fulfilled') {
@@ -256,7 +268,7 @@ async function itemPage(itemId: string) {
     $('#effective').textContent = g.mode === 'closed' ? 'Enforced: closed, nothing admitted' : `Enforced: ${g.mode}, ${fmt(g.effective.rate)}/s, in flight ≤ ${fmt(g.effective.maxInFlight)}`;
     $('#shadow').textContent = g.controller ? `Controller${g.mode === 'auto' ? '' : ' (shadow)'}: ${fmt(g.controller.rate)}/s, limit ${g.controller.limit}, p50 ${fmt(g.controller.p50Ms)} ms, p99 ${fmt(g.controller.p99Ms)} ms` : 'Controller: no opinion yet';
   }
-  const onFail = (err: unknown) => void (page === shown && failed(err));
+  const onFail = (err: unknown) => void (loads.onPage() && failed(err));
   await load().catch(onFail);
   timer = window.setInterval(() => void load().catch(onFail), 2000);
 }

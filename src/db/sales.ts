@@ -130,13 +130,13 @@ async function sellBatch(sql: postgres.Sql, table: Table, reqs: SaleRequest[]): 
   if (replays.length) {
     // (Lapsed by Postgres's clock, which set reserved_until and whose sweep releases it: a daemon
     // whose machine clock ran ahead sent its buyers back to the head while their orders were live.)
-    const now = new Map((await sql<{ id: string; status: string; lapsed: boolean }[]>`select order_id::text as id, status, coalesce(reserved_until <= now(), false) as lapsed from orders where order_id = any(${replays}::bigint[])`).map((r) => [r.id, r]));
+    const now = new Map((await sql`select order_id::text as id, reserved_until, status, coalesce(reserved_until <= now(), false) as lapsed from orders where order_id = any(${replays}::bigint[])`).map((r) => [r.id as string, ownSaleOf(r)]));
     for (const [k, res] of byTicket) {
-      if (res.kind !== 'sold') continue;
-      const row = now.get(res.id);
-      if (row?.status === 'released') byTicket.set(k, { kind: 'released', left: res.left, reserved: res.reserved });
-      else if (row?.status === 'confirmed' && res.reservedUntil) res.confirmed = true;
-      else if (row?.status === 'reserved' && row.lapsed) res.lapsed = true;
+      const own = res.kind === 'sold' ? now.get(res.id) : undefined;
+      if (!own || res.kind !== 'sold') continue;
+      if (own.released) byTicket.set(k, { kind: 'released', left: res.left, reserved: res.reserved });
+      if (own.confirmed) res.confirmed = true;
+      if (own.lapsed) res.lapsed = true;
     }
   }
   return reqs.map((r) => {
