@@ -28,6 +28,29 @@ const over = async (ms: number) => {
   await new Promise((r) => setTimeout(r, ms));
   return (await commands()) - before - 1;
 };
+/**
+ * How many commands the daemon's Redis ran in the next `ms` (those its scripts ran included) whose
+ * MONITOR line matches `re`: what touched given items, exactly, where a count of all commands
+ * varies by ±60 in 2.5 s with the loops' phases on a busy machine. MONITOR on a plain socket
+ * (ioredis's monitor mode threw "Command queue state error" under load).
+ */
+const touching = async (ms: number, re: RegExp) => {
+  let n = 0;
+  let rest = '';
+  const monitor = createConnection(own.port, '127.0.0.1');
+  monitor.setEncoding('utf8');
+  monitor.on('data', (chunk: string) => {
+    const lines = (rest + chunk).split('\n');
+    rest = lines.pop()!;
+    for (const l of lines) if (re.test(l)) n++;
+  });
+  await new Promise<void>((r) => monitor.once('connect', () => r()));
+  monitor.write('MONITOR\r\n');
+  await new Promise((r) => setTimeout(r, ms));
+  await new Promise<void>((r) => monitor.end(() => r()));
+  monitor.destroy();
+  return n;
+};
 const def = (itemId: string, capacity: number | null = null): LineDefinition => ({ itemId, handler: 'external', config: {}, capacity, abandonAfterMs: null, opensAt: null, closesAt: null, rejoin: 'any' });
 
 describe('change notices: a daemon serves idle items from the views it holds, and no more', () => {
@@ -143,8 +166,7 @@ describe('the active set: nothing is left out', () => {
 });
 
 describe('an idle daemon: its Redis commands do not follow the number of items', () => {
-  it('200 items just defined, lines empty: the loops send no more commands than with none', async () => {
-    const none = await over(WINDOW_MS);
+  it('200 items just defined, lines empty: no command of the loops touches them', async () => {
     for (let i = 0; i < 200; i += 20) {
       await Promise.all(
         Array.from({ length: 20 }, async (_, j) => {
@@ -154,11 +176,12 @@ describe('an idle daemon: its Redis commands do not follow the number of items',
         }),
       );
     }
-    const idle = await over(WINDOW_MS);
+    await new Promise((r) => setTimeout(r, 1500)); // the definitions' notices and first views are past
     // Visiting each item once in those 2.5 s would take ≥ 200 commands (a snapshot read is a MULTI
     // of several; a stock keeper that reconciled every item each round, tried: 800-2300); a
-    // dispatcher reading each every 250 ms, thousands.
-    expect(idle).toBeLessThan(none + 100);
+    // dispatcher reading each every 250 ms, thousands. (A count of all commands against one with
+    // no items varies by ±60 in 2.5 s with the loops' phases on a busy machine.)
+    expect(await touching(WINDOW_MS, /idle-\d+/)).toBe(0);
     // And the views the daemon holds answer the list and a scrape without reading each item (once
     // each has been read after its last change: the first list reads the few read in the same
     // millisecond as their change notice).
@@ -196,36 +219,21 @@ describe('an idle daemon: its Redis commands do not follow the number of items',
   it('lines behind closed gates: tickets waiting in them cost no admit calls, round after round', async () => {
     // 20 seckill items, each with a ticket waiting behind its closed gate: the dispatcher used to
     // ask each to admit every round (an admit that could only refuse; 1,000 such lines kept a
-    // daemon 0.85 cores busy). Counted on the daemon's own Redis: admit is the one script whose
-    // keys include the item's draw order.
+    // daemon 0.85 cores busy).
     for (let i = 0; i < 20; i++) {
       expect((await call('PUT', `/v1/items/shut-${i}`, { handler: 'seckill', config: { stock: 5 }, gate: { mode: 'closed' } })).status).toBe(201);
       expect((await call('POST', `/v1/items/shut-${i}/tickets`, { userId: `u${i}` }, SVC)).status).toBe(202);
     }
     await new Promise((r) => setTimeout(r, 1500)); // the joins' wakes and the first views are past
-    // MONITOR on a plain socket (ioredis's monitor mode threw "Command queue state error" under load).
-    let admits = 0;
-    let rest = '';
-    const monitor = createConnection(own.port, '127.0.0.1');
-    monitor.setEncoding('utf8');
-    monitor.on('data', (chunk: string) => {
-      const lines = (rest + chunk).split('\n');
-      rest = lines.pop()!;
-      for (const l of lines) if (/"evalsha"/i.test(l) && /\{shut-\d+\}:draw:o"/.test(l)) admits++;
-    });
-    await new Promise<void>((r) => monitor.once('connect', () => r()));
-    monitor.write('MONITOR\r\n');
-    await new Promise((r) => setTimeout(r, 3000));
-    await new Promise<void>((r) => monitor.end(() => r()));
-    monitor.destroy();
+    // Admit is the one script whose keys include the item's draw order.
+    const admits = await touching(3000, /"evalsha".*\{shut-\d+\}:draw:o"/i);
     expect(admits).toBe(0);
     // Opened, a line admits at once (the change made here drops the held view).
     expect((await call('PATCH', '/v1/items/shut-0/gate', { mode: 'manual' })).status).toBe(200);
     await expect.poll(async () => (await call('GET', '/v1/items/shut-0')).body.counts.succeeded, { timeout: 10_000 }).toBe(1);
   });
 
-  it('lines behind closed gates leave the loops: no more commands than with none; the window\'s end and an opened gate still reach them', async () => {
-    const none = await over(WINDOW_MS);
+  it('lines behind closed gates leave the loops: no command touches them; the window\'s end and an opened gate still reach them', async () => {
     // 20 more such lines (and shut-1..19 above); park-0's window ends in a few seconds.
     const closesAt = new Date(Date.now() + 5000).toISOString();
     const tickets: string[] = [];
@@ -237,9 +245,12 @@ describe('an idle daemon: its Redis commands do not follow the number of items',
       tickets.push(r.body.ticketId);
     }
     // Every loop visited each active item each round: a series point, a lease sweep, a ledger
-    // read, a view read (1,000 such lines: 25,000 commands/s and 0.6 cores; now none).
-    const parked = await over(WINDOW_MS);
-    expect(parked).toBeLessThan(none + 100);
+    // read, a view read (1,000 such lines: 25,000 commands/s and 0.6 cores; now none). Counted
+    // once the joins' wakes and first views are past; park-0 is left out, its window's end may
+    // fall in the count (a count of all commands against one with no such lines, 2.5 s each,
+    // failed a clean-clone run by 5 of a ±60 noise).
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(await touching(WINDOW_MS, /park-(?:[1-9]|1\d)(?!\d)/)).toBe(0);
     // The window's end comes by the clock: the line is woken for it, and its ticket ends.
     await expect.poll(async () => (await call('GET', `/v1/tickets/${tickets[0]}`, undefined, null)).body.state, { timeout: 15_000 }).toBe('cancelled');
     // A redefinition that opens the gate wakes its line too (as PATCH of the gate does, above).
