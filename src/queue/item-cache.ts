@@ -45,6 +45,8 @@ export interface CachedItem {
   feedComplete: boolean;
   /** Admissions per second, measured; null until two samples ~1 s apart exist. */
   admitRate: number | null;
+  /** When this view was read (ms, the daemon's clock): what its counters are as of. */
+  readAt: number;
   /** Whether the store its handler sells through is away now (Postgres down): its line does not move. */
   storeAway(): boolean;
 }
@@ -169,7 +171,7 @@ export function createItemCache(deps: { redis: RedisLike; prefix: string; clock:
     const admitRate = dt >= 1000 ? ((snap.admissions - first.admissions) * 1000) / dt : (prev?.admitRate ?? null);
     const handler = snap.def.handler;
     const storeAway = () => deps.storeAway?.(handler) ?? false;
-    e.item = { snap, recordKey: `${snap.incarnation}#${e.generation}`, cancelled, ownCancels: new Set(), rolledBack: e.generation > 0, feedComplete, admitRate, cancelledBetween: counter(cancelled, lineIndex), lineIndex, storeAway };
+    e.item = { snap, recordKey: `${snap.incarnation}#${e.generation}`, cancelled, ownCancels: new Set(), rolledBack: e.generation > 0, feedComplete, admitRate, readAt: now, cancelledBetween: counter(cancelled, lineIndex), lineIndex, storeAway };
     return e.item;
   }
 

@@ -38,6 +38,7 @@ export function startSeriesRecorder(
           const eff = deps.effective(item);
           const c = controllerView(s);
           await deps.series.add(id, second, {
+            at: item.readAt,
             waiting: s.counts.waiting,
             admissions: s.admissions,
             succeeded: s.counts.succeeded,

@@ -8,6 +8,12 @@ import { createScriptRunner, scripts } from '../redis/scripts.js';
  * whichever daemon's point wins a second, differences between points are per-second rates.
  */
 export interface SeriesSample {
+  /**
+   * When the counters were read (ms): the rates are taken over the time between two points' reads,
+   * which a busy daemon's loop may make 0.5-1.5 s apart for two points a second apart (a 10/s gate
+   * was drawn at 13 and then 7). Points written before it was kept have none.
+   */
+  at?: number;
   waiting: number;
   admissions: number;
   succeeded: number;
@@ -51,10 +57,12 @@ export function createSeriesStore(redis: RedisLike, prefix: string, clock: Clock
       for (let i = 1; i < rows.length; i++) {
         const { sec, s } = rows[i];
         const p = rows[i - 1];
-        const dt = sec - p.sec;
+        // Over the time between the two reads where both say when they were made (and it is not a
+        // view read once and offered for two seconds), else over the seconds they stand for.
+        const dt = s.at != null && p.s.at != null && s.at - p.s.at >= 250 ? (s.at - p.s.at) / 1000 : sec - p.sec;
         // A counter that went down was reset (the item re-created): no rate for that step.
         const per = (a: number, b: number) => (a >= b ? Math.round(((a - b) / dt) * 100) / 100 : 0);
-        const { admissions, ...rest } = s;
+        const { admissions, at: _at, ...rest } = s;
         out.push({ t: sec * 1000, ...rest, admitted: per(admissions, p.s.admissions), succeeded: per(s.succeeded, p.s.succeeded), rejected: per(s.rejected, p.s.rejected), failed: per(s.failed, p.s.failed) });
       }
       return out;
