@@ -42,13 +42,15 @@ export interface Definitions {
    * the set, the daemons told. `everywhere` as for define.
    */
   register(itemId: string, everywhere?: <T>(fn: () => Promise<T>) => Promise<T>): Promise<void>;
-  /** Ends every waiting ticket at once: close → cancelled, sold out → rejected (reason: the kind's default, or given). */
   /**
-   * Ends the waiting tickets (closed, or sold out). `decidedAt`, for a sell-out: when the caller
-   * began the Postgres read that found no unit; if the item's units were set since (a restock),
-   * the read was old and nothing is cut (null). Returns how many tickets ended.
+   * Ends the waiting tickets at once: closed → cancelled, sold out → rejected (reason: the kind's
+   * default, or given), the end of the sale window → cancelled/closed. `decidedAt`, for a
+   * sell-out: when the caller began the Postgres read that found no unit; if the item's units were
+   * set since (a restock), the read was old and nothing is cut (null). A window's end is cut only
+   * if the item's closesAt has passed as Redis holds it at the cut (null if an operator moved it
+   * later since the caller's read). Returns how many tickets ended.
    */
-  cut(itemId: string, kind: 'closed' | 'sold_out', reason?: string, decidedAt?: number): Promise<number | null>;
+  cut(itemId: string, kind: 'closed' | 'sold_out' | 'window_end', reason?: string, decidedAt?: number): Promise<number | null>;
   /** Calls `listener` after this process cut an item's line (a sell-out, a close): watchers need not wait for their next look. */
   onCut(listener: (itemId: string) => void): void;
   /**
@@ -167,7 +169,10 @@ export function createDefinitions(deps: { redis: RedisLike; prefix: string; cloc
 
     async cut(itemId, kind, why, decidedAt) {
       items.keepActive(itemId);
-      const a = kind === 'closed' ? ({ stateChar: 'c', reason: why ?? 'item_closed', flag: 'closed' } as const) : ({ stateChar: 'r', reason: why ?? 'sold_out', flag: 'soldOut', decidedAt } as const);
+      const a =
+        kind === 'sold_out'
+          ? ({ stateChar: 'r', reason: why ?? 'sold_out', flag: 'soldOut', decidedAt } as const)
+          : ({ stateChar: 'c', reason: why ?? (kind === 'window_end' ? 'closed' : 'item_closed'), flag: 'closed', windowEnd: kind === 'window_end' } as const);
       const sub = splitOf((await items.item(itemId))?.snap.def ?? { itemId });
       const n = sub ? await deps.split.cut(sub, kind, a.reason, decidedAt) : await scripts.cut(itemId, clock.now(), a);
       items.invalidate(itemId);

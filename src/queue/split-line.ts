@@ -144,8 +144,12 @@ export interface SplitLine {
   moveCursor(item: SplitItem, num: number): Promise<void>;
   /** The units left over every sub-line. */
   unitsLeft(item: SplitItem): Promise<number>;
-  /** Ends every waiting ticket of every sub-line (cut-8.lua on each) and refuses joins from then on. */
-  cut(item: SplitItem, kind: 'closed' | 'sold_out', reason?: string, decidedAt?: number): Promise<number | null>;
+  /**
+   * Ends every waiting ticket of every sub-line (cut-8.lua on each) and refuses joins from then on.
+   * A window's end is checked on sub-line 0 (the item's own keys, where closesAt is kept) before
+   * any other is cut: null, nothing cut, if closesAt was moved later since the caller's read.
+   */
+  cut(item: SplitItem, kind: 'closed' | 'sold_out' | 'window_end', reason?: string, decidedAt?: number): Promise<number | null>;
 }
 
 /** How often a join whose number an admission round fenced out takes a new one before answering 503. */
@@ -462,7 +466,10 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
     },
 
     async cut(item, kind, reason, decidedAt) {
-      const a = kind === 'closed' ? { stateChar: 'c', reason: reason ?? 'item_closed', flag: 'closed', decidedAt: '' } : { stateChar: 'r', reason: reason ?? 'sold_out', flag: 'soldOut', decidedAt: decidedAt ?? '' };
+      const a =
+        kind === 'sold_out'
+          ? { stateChar: 'r', reason: reason ?? 'sold_out', flag: 'soldOut', decidedAt: decidedAt ?? '', windowEnd: '' }
+          : { stateChar: 'c', reason: reason ?? (kind === 'window_end' ? 'closed' : 'item_closed'), flag: 'closed', decidedAt: '', windowEnd: '' };
       // A sell-out decided on a Postgres read from before a restock is refused whole, as on one
       // line (cut-8.lua): any sub-line given units since (set-stock-4.lua's stockSetAt) says so.
       // Each sub-line's cut checks again; only a restock landing between the two could leave flags
@@ -477,16 +484,17 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
       // cleared the sub-line's flag is numbered above, and stays: `wait` used to be deleted whole
       // after the cut, and such a ticket with it (waiting, never admitted).
       const upTo = Number((await redis.hget(itemKeys(prefix, item.itemId).ctr, 'jn')) ?? 0);
-      const ended = await Promise.all(
-        subs(item).map(async (k) => {
-          await run(scripts.splitPeek, tag(item, k), clock.now(), { upTo, max: 1 });
-          const n = (await run(scripts.cut, tag(item, k), clock.now(), a)) as number;
-          // A sub-line restocked since the check above refused its cut (-2): its tickets still
-          // wait, and stay in `wait` to be admitted (trimmed, they waited for good).
-          if (n >= 0) await redis.zremrangebyscore(itemKeys(prefix, tag(item, k)).wait, '-inf', upTo);
-          return n;
-        }),
-      );
+      const cutSub = async (k: number, windowEnd: boolean) => {
+        await run(scripts.splitPeek, tag(item, k), clock.now(), { upTo, max: 1 });
+        const n = (await run(scripts.cut, tag(item, k), clock.now(), { ...a, windowEnd: windowEnd ? '1' : '' })) as number;
+        // A sub-line restocked since the check above refused its cut (-2): its tickets still
+        // wait, and stay in `wait` to be admitted (trimmed, they waited for good).
+        if (n >= 0) await redis.zremrangebyscore(itemKeys(prefix, tag(item, k)).wait, '-inf', upTo);
+        return n;
+      };
+      const first = kind === 'window_end' ? await cutSub(0, true) : null;
+      if (first === -3) return null;
+      const ended = first === null ? await Promise.all(subs(item).map((k) => cutSub(k, false))) : [first, ...(await Promise.all(subs(item).filter((k) => k !== 0).map((k) => cutSub(k, false))))];
       const cut = ended.filter((n) => n >= 0);
       // A sell-out any sub-line refused is no sell-out of the item (its caller would end its own
       // ticket sold_out): what the other sub-lines cut stays cut, and the stock keeper reconciles

@@ -13,12 +13,21 @@
     (ms, '' = not asked): a sell-out is refused (-2) if the item's units were set since
     (set-stock-4.lua's stockSetAt: an operator's restock, a reconcile), for Postgres held them by
     then — the read was old, and its cut would tell every waiting user "sold out" falsely.
-  Returns the number of tickets that ended, -1 for an unknown item, -2 for a sell-out refused.
+  ARGV[6] windowEnd: '1' for the close at the end of the sale window, refused (-3) unless the
+    item's closesAt, as it is now, has passed by `now`: an operator who moved closesAt later after
+    the caller read the item (a read afresh a moment before) keeps the sale open, not every
+    waiting user told `closed`.
+  Returns the number of tickets that ended, -1 for an unknown item, -2 for a sell-out refused,
+  -3 for a window's end refused.
 ]]
 -- @include _lib
 if rcall('EXISTS', K.meta) == 0 then return -1 end
 local now, stateChar, reason, flag = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 if flag == 'soldOut' and ARGV[5] ~= '' and tonumber(rcall('HGET', K.meta, 'stockSetAt') or '0') > tonumber(ARGV[5]) then return -2 end
+if ARGV[6] == '1' then
+  local closesAt = tonumber(rcall('HGET', K.meta, 'closesAt') or '')
+  if not closesAt or closesAt > tonumber(now) then return -3 end
+end
 rcall('HSET', K.meta, flag, '1')
 rcall('HSETNX', K.meta, 'endedAt', now)
 for _, s in ipairs(rcall('ZRANGE', K.retry, 0, -1)) do
