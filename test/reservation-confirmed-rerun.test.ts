@@ -1,5 +1,8 @@
 import { describe, expect, it, vi } from 'vitest';
-import { ownSale, writeSales } from '../src/db/sales.js';
+import { ownSale, unitsLeft, writeSales } from '../src/db/sales.js';
+import { createLogger } from '../src/kernel/logger.js';
+import { itemKeys } from '../src/redis/keys.js';
+import { createReservations } from '../src/service/reservations.js';
 import { ticketRef } from '../src/kernel/ticket-ref.js';
 import { seckill } from '../src/service/handlers/seckill.js';
 import { inProcessDaemon, waitFor } from './support/daemon-inproc.js';
@@ -87,5 +90,33 @@ describe('a ticket whose reserved order was confirmed, run again after its reser
     );
     expect(v).toMatchObject({ state: 'succeeded', outcome: { result: { orderId } } }); // before: admitted for good
     expect((await call('GET', `/v1/tickets/${bob}`, undefined, null)).body).toMatchObject({ state: 'rejected', outcome: { reason: 'sold_out' } });
+  });
+});
+
+describe('a ticket run again after its reserved order was released', () => {
+  it("ends reservation_released and drops the unit its run took: the release gave the order's unit back already", async () => {
+    const a = t.build();
+    const reservations = createReservations({ sql: t.db.sql, queue: a.queue, stock: a.stock, log: createLogger('silent'), onReturned: () => {} });
+    const item = t.uniqueItem();
+    const units = async () => (await t.redis.hvals(itemKeys(a.prefix, item).stock)).reduce((n, v) => n + Number(v), 0);
+    expect((await a.call('PUT', `/v1/items/${item}`, { handler: 'seckill', config, gate: { mode: 'manual' } })).status).toBe(201);
+    const alice = (await a.call('POST', `/v1/items/${item}/tickets`, { userId: 'alice' }, SERVICE)).body.ticketId as string;
+    const [first] = await a.queue.admissions.admit(item, 1, 60_000);
+    // Her run sold (committed) and its daemon died before the settle: the lease runs out.
+    const [sale] = await writeSales(t.db.sql, 'orders', [{ itemId: item, userId: 'alice', ticketRef: ticketRef(alice), reserveMs: config.reserveMs }]);
+    const orderId = (sale as { id: string }).id;
+    await a.queue.admissions.extendLeases(item, [{ seq: first.seq, leaseId: first.leaseId }], Date.now() - 1);
+    await a.queue.admissions.sweep();
+    // Her reservation lapses and the sweep releases the order, its unit back in stock.
+    await t.db.sql`update orders set reserved_until = now() - interval '1 second' where order_id = ${orderId}`;
+    await reservations.sweep();
+    const [second] = await a.queue.admissions.admit(item, 1, 60_000);
+    expect(second.seq).toBe(first.seq);
+    const out = await seckill.handle!({ ticketId: alice, itemId: item, seq: second.seq, userId: 'alice', payload: null, config, attempt: 2 }, handlerContext(a, t.db.sql, item));
+    expect(out).toMatchObject({ status: 'rejected', reason: 'reservation_released' });
+    await a.queue.admissions.settle(alice, { leaseId: second.leaseId, ...(out as { status: 'rejected'; reason: string }) });
+    // Redis's count of units is Postgres's (before: one over, 3 on a stock of 2, until a recount).
+    expect(await units()).toBe((await unitsLeft(t.db.sql, item))!.left);
+    expect((await a.call('GET', `/v1/items/${item}`)).body.remaining).toBe(2);
   });
 });

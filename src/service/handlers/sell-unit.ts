@@ -57,7 +57,11 @@ export async function sellUnit(t: HandlerTicket, ctx: HandlerContext, table: 'or
   // outcome into `failed` — the user's order is in Postgres. The settle gives a unit back too, and
   // the cut is made by the next ticket that finds the counter empty (confirmSoldOut) or the stock keeper.
   const later = (what: string) => (err: unknown) => ctx.log.warn({ itemId: t.itemId, seq: t.seq, err: String(err) }, `${what} not done after a decided sale; done later`);
-  if (sale.kind !== 'sold') await ctx.stock.refund(t.itemId, t.seq).catch(later('unit refund'));
+  // A released order's unit went back to the stock with its release (and this run took another):
+  // the one this run holds is dropped, not given back a second time (the counter ran one over
+  // Postgres, an extra ticket admitted, until the stock keeper's recount).
+  if (sale.kind === 'released') await ctx.stock.forfeit(t.itemId, t.seq).catch(later('unit drop'));
+  else if (sale.kind !== 'sold') await ctx.stock.refund(t.itemId, t.seq).catch(later('unit refund'));
   if (sale.kind === 'sold') lapsedReservation(sale);
   if (sale.left <= 0 && sale.reserved === 0) await ctx.soldOut(sale.decidedAt).catch(later('sold-out cut'));
   if (sale.kind === 'foreign') throw Object.assign(new Error('ticket_conflict'), { permanent: true });
