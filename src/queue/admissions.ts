@@ -1,3 +1,4 @@
+import { FloodgateError } from '../kernel/errors.js';
 import { randomToken } from '../kernel/random-token.js';
 import { ticketRef } from '../kernel/ticket-ref.js';
 import type { Clock } from '../kernel/clock.js';
@@ -45,6 +46,14 @@ export interface Admissions {
    * and `stale` says so (the caller reads the item afresh).
    */
   admitRound(itemId: string, max: number, leaseMs: number, autoCap?: number, version?: number): Promise<{ tickets: AdmittedTicket[]; drained: boolean; pacedForMs: number | null; stale?: boolean }>;
+  /**
+   * An outside worker's write-back (the outcome route). Its result is kept with its object keys
+   * in order (canonicalJson), so the same answer sent again in another key order is a repeat, not
+   * another outcome. A ticket Redis holds admitted whose end the outcome ledger already wrote (a
+   * Redis rollback took the end back, and the lease with it came back to life) ends with the
+   * ledger's end: the same answer again is a repeat, another is `409` (it was taken, the user
+   * told it, and the ledger's end came back once the ticket's state left Redis).
+   */
   settle(ticketId: string, input: SettleInput): Promise<TicketView>;
   /**
    * Settles many admitted tickets of one item in one call (in-process jobs). Returns a code per
@@ -226,10 +235,14 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
       const sub = splitOf(item.snap.def);
       const { record } = sub ? await deps.split.readTicket(sub, seq) : await scripts.readTicket(item.snap.def.itemId, clock.now(), seq);
       deps.reader.bound(ticketId, item, record);
+      const asked: SettleInput = { ...input, ...(input.result !== undefined && { result: canonicalJson(input.result) }) };
+      const held = record![0] === 'a' ? await heldEnd(ticketId) : undefined;
       // (The record it was bound to goes with the settle: another ticket at the seq meanwhile is not settled.)
-      const [code] = await admissions.settleMany(item.snap.def.itemId, [{ ...input, seq, record: record!.slice(1) }]);
+      const base = { seq, leaseId: input.leaseId, record: record!.slice(1) };
+      const [code] = await admissions.settleMany(item.snap.def.itemId, [held ? { ...base, status: held.status, ...(held.result !== undefined && { result: held.result }), ...(held.reason !== undefined && { reason: held.reason }) } : { ...asked, ...base }]);
       const err = settleError(code);
       if (err) throw err;
+      if (held && (asked.retry || outcomeJson(held) !== outcomeJson(asked))) throw new FloodgateError('conflict', 'A different outcome was already written under this lease.');
       return deps.reader.read(ticketId, item, seq);
     },
 
@@ -238,7 +251,9 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
       items.keepActive(itemId);
       const settles = entries.map((e) => {
         const outcome: Outcome = { status: e.status };
-        if (e.result !== undefined) outcome.result = e.result;
+        // A null result is none (the outcome ledger keeps no JSON null: the view lost it once the
+        // ticket's state left Redis, `result: null` shown before and missing after).
+        if (e.result !== undefined && e.result !== null) outcome.result = e.result;
         if (e.reason !== undefined) outcome.reason = e.reason;
         const lease = { seq: e.seq, leaseId: e.leaseId, force: !!e.force, record: e.record ?? '' };
         // Each entry on its own: a result JSON.stringify cannot take (nested deeper than its stack
@@ -345,5 +360,26 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
       return n;
     },
   };
+  /** The end the outcome ledger holds for a ticket, if it can say so within its bound (else none: the settle goes on as Redis has it). */
+  async function heldEnd(ticketId: string): Promise<Outcome | undefined> {
+    if (!deps.heldEnds) return undefined;
+    try {
+      return (await deps.heldEnds([ticketRef(ticketId)])).get(ticketRef(ticketId));
+    } catch (err) {
+      deps.onHeldEndsUnread?.(err);
+      return undefined;
+    }
+  }
+
   return admissions;
+}
+
+/** An outcome as one string whatever its result's key order: what tells a repeat from another answer. */
+const outcomeJson = (o: { status: string; result?: unknown; reason?: string }) => JSON.stringify([o.status, canonicalJson(o.result ?? null), o.reason ?? null]);
+
+/** A JSON value with every object's keys sorted (UTF-16 order, as Array.prototype.sort), arrays as they are. */
+export function canonicalJson(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(canonicalJson);
+  if (v === null || typeof v !== 'object') return v;
+  return Object.fromEntries(Object.keys(v).sort().map((k) => [k, canonicalJson((v as Record<string, unknown>)[k])]));
 }
