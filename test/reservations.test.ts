@@ -3,7 +3,7 @@ import { itemKeys } from '../src/redis/keys.js';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
 import { joinAll } from './support/joins.js';
 import { testDb } from './support/db.js';
-import { testRedis } from './support/redis.js';
+import { rollbackItem, snapshotItem, testRedis } from './support/redis.js';
 
 const { redis, newPrefix } = testRedis();
 const db = await testDb();
@@ -178,4 +178,41 @@ describe('reservations (seckill with reserveMs)', () => {
     expect(row.returned_at).not.toBeNull();
     expect((await join(item, 'cut-short')).status).toBe(202);
   });
+});
+
+/**
+ * A reserved order released (its reservation ran out, or the shop released it) frees its buyer to
+ * join again: the release's Redis step clears the user's entry. A Redis rollback past that step
+ * (AOF losing its last second) left the entry naming the old ticket, and the order marked returned
+ * in Postgres, so nothing ran the step again: the buyer's every join answered the old `succeeded`
+ * ticket with an order nobody could pay for (409 reservation_expired), for good, while others
+ * bought the unit.
+ */
+describe("a released buyer's join after a Redis rollback took the release's Redis step back", () => {
+  for (const by of ['the shop', 'the reservation running out'] as const) {
+    it(`makes a new ticket, not the old one with its released order (released by ${by})`, { timeout: 60_000 }, async () => {
+      const item = by === 'the shop' ? 'rel-shop' : 'rel-lapse';
+      expect((await call('PUT', `/v1/items/${item}`, { handler: 'seckill', config: { stock: 1, reserveMs: by === 'the shop' ? 600_000 : 1500 } })).status).toBe(201);
+      const first = (await join(item, 'alice')).body.ticketId as string;
+      const won = await waitFor(() => view(first), (v) => v.state === 'succeeded');
+      const orderId = won.outcome.result.orderId as string;
+      const snap = await snapshotItem(redis, prefix, item);
+      if (by === 'the shop') expect((await call('POST', `/v1/orders/${orderId}/release`, undefined, SVC)).status).toBe(200);
+      await waitFor(() => db.sql`select returned_at from orders where order_id = ${orderId}`.then((r) => r[0]), (r) => r.returned_at !== null, 15_000);
+      // Redis loses what it wrote since the sale: the release's step with it.
+      await rollbackItem(redis, prefix, item, snap);
+      const again = await join(item, 'alice');
+      expect(again.status).toBe(202); // before: 200, the old ticket
+      expect(again.body.ticketId).not.toBe(first);
+      // The old ticket keeps its end; her new one buys the unit the release freed (its count comes
+      // back from Postgres with the stock keeper's).
+      expect((await view(first)).state).toBe('succeeded');
+      const next = await waitFor(() => view(again.body.ticketId), (v) => !['waiting', 'admitted'].includes(v.state), 45_000);
+      expect(next).toMatchObject({ state: 'succeeded' });
+      expect(next.outcome.result.orderId).not.toBe(orderId);
+      // (Hers may have run out as well by now on the 1.5 s item.)
+      const orders = await db.sql`select status from orders where item_id = ${item} order by order_id`;
+      expect(orders.map((o) => o.status)).toEqual(['released', by === 'the shop' ? 'reserved' : expect.stringMatching(/^(reserved|released)$/)]);
+    });
+  }
 });

@@ -105,6 +105,11 @@ export function createLineScripts(run: ScriptRunner['run']) {
       return { record: record || null, x, served, retryRank, cut: cut ? (JSON.parse(cut) as Cut) : null };
     },
 
+    /** Clears the user's entry if it still names `seq` (forget-user-1.lua): they may join again. */
+    async forgetUser(itemId: string, now: number, a: { userId: string; seq: number }): Promise<boolean> {
+      return (await run(scripts.forgetUser, itemId, now, a)) === 1;
+    },
+
     /** 'not_waiting': the ticket is no longer in the line (admitted, ended, or cut). */
     async cancel(itemId: string, now: number, a: { seq: number; outcome: string; record: string }): Promise<'cancelled' | 'not_waiting'> {
       const code = (await run(scripts.cancel, itemId, now, a)) as number;

@@ -44,6 +44,8 @@ export interface LineDeps {
   storeAway?(handler: string): boolean;
   /** The ends the outcome ledger holds for ticket refs (admissions.dropHeldEnds). */
   heldEnds?(refs: string[]): Promise<Map<string, Outcome>>;
+  /** Whether Postgres holds the ticket's (by ref) order as released (tickets.ts: a join that finds it). */
+  saleReleased?(itemId: string, ref: string, userId: string): Promise<boolean>;
   onHeldEndsUnread?(err: unknown): void;
 }
 
@@ -69,7 +71,7 @@ export function createLine(deps: LineDeps): Line {
   const reader = createTicketReader({ items, scripts, split, clock, archived: deps.archived, lost: deps.lost });
   const eta = createEtaMemory();
   const definitions = createDefinitions({ redis, prefix, clock, items, scripts, split });
-  const tickets = createTickets({ redis, prefix, clock, cacheMs: deps.cacheMs, items, scripts, split, reader, eta, defaultKeyQuota: deps.defaultKeyQuota, memoryFull: deps.memoryFull, onJoined: deps.onJoined, rememberEtas: !!deps.onWaited });
+  const tickets = createTickets({ redis, prefix, clock, cacheMs: deps.cacheMs, items, scripts, split, reader, eta, defaultKeyQuota: deps.defaultKeyQuota, memoryFull: deps.memoryFull, onJoined: deps.onJoined, rememberEtas: !!deps.onWaited, saleReleased: deps.saleReleased });
   // Admissions read their replies however late, on a connection of their own: split items' too.
   const admitScripts = deps.admitRedis ? createLineScripts(createScriptRunner(deps.admitRedis, prefix).run) : scripts;
   const admitSplit = deps.admitRedis ? createSplitLine({ redis: deps.admitRedis, prefix, clock }) : split;

@@ -10,6 +10,8 @@ import { createEndedUsers } from './ended-users.js';
 import { splitOf, type SplitLine } from './split-line.js';
 import type { TicketReader } from './ticket-reader.js';
 import { makeTicketId, parseTicketId } from './ticket-id.js';
+import { ticketRef } from '../kernel/ticket-ref.js';
+import { recentMap } from '../kernel/recent-map.js';
 import { createTouchBuffer } from './touches.js';
 import type { Outcome, TicketView } from './types.js';
 import { baseView, bindingOf, cachedRecord, linePosition, parseRecord, preQueueHints, waitingHints } from './views.js';
@@ -79,6 +81,8 @@ export interface TicketsDeps {
   rememberEtas: boolean;
   /** A background read failed (an ended item's users: its joins ask Redis meanwhile). */
   onError?(err: unknown): void;
+  /** Whether Postgres holds the ticket's (by ref) order as released (LineDeps.saleReleased). */
+  saleReleased?(itemId: string, ref: string, userId: string): Promise<boolean>;
 }
 
 /**
@@ -114,6 +118,25 @@ export function createTickets(deps: TicketsDeps): Tickets {
   const { records } = reader;
   const touches = createTouchBuffer(deps.redis, prefix);
   const ended = createEndedUsers({ redis: deps.redis, prefix, now: () => clock.now(), onError: deps.onError });
+  /** When a succeeded ticket's order was last found live (releasedSince): a winner's repeat joins ask Postgres at most once a second. */
+  const liveAt = recentMap<string, number>(20_000);
+
+  /**
+   * Whether the ticket (succeeded, on an item that sells by reservation) names an order Postgres has
+   * released while Redis still holds the ticket as its user's: the release clears that (return-unit-3.lua),
+   * but a Redis rollback past it left the user answered this ticket — its order unpayable — at
+   * every join, for good (the order is marked returned, so no sweep runs that step again).
+   * Unread (Postgres away or slow): no.
+   */
+  async function releasedSince(item: CachedItem, ticketId: string, userId: string): Promise<boolean> {
+    const s = item.snap;
+    if (!deps.saleReleased || s.def.config.reserveMs === undefined) return false;
+    const seen = liveAt.get(ticketId);
+    if (seen !== undefined && clock.now() - seen < 1000) return false;
+    const released = await deps.saleReleased(s.def.itemId, ticketRef(ticketId), userId).catch(() => false);
+    if (!released) liveAt.set(ticketId, clock.now());
+    return released;
+  }
 
   /** A join to a split item's sub-line: its position is n − A (A from the item view: never lower than a later poll's). */
   async function joinSplit(item: CachedItem, sub: { itemId: string; lines: number }, userId: string, payload: Record<string, unknown> | null, source: string | undefined) {
@@ -187,6 +210,11 @@ export function createTickets(deps: TicketsDeps): Tickets {
       const end = rec.state === 'waiting' && !rejoined ? await reader.endAfterRollback(ticketId, item) : null;
       if (end?.state === 'cancelled') {
         await deps.scripts.cancel(itemId, clock.now(), { seq, outcome: JSON.stringify(end.outcome ?? { status: 'cancelled', reason: 'cancelled_by_user' }), record: record.slice(1) }).catch(() => null);
+        return joinOnce(itemId, userId, payload, source, true);
+      }
+      // A winner whose order was released (they may join again, as its release said): a new ticket.
+      if (rec.state === 'succeeded' && !rejoined && (await releasedSince(item, ticketId, userId))) {
+        await deps.scripts.forgetUser(itemId, clock.now(), { userId, seq });
         return joinOnce(itemId, userId, payload, source, true);
       }
       return { created: false, ticket: end ?? (rec.state === 'waiting' ? placeNow(ticketId, false) : null) ?? (await reader.read(ticketId, item, seq)) };

@@ -22,6 +22,7 @@ export function everyScriptCall(run: ScriptRunner['run'], item: string, now: num
     takeStock: () => run(scripts.takeStock, item, now, {}, [2]),
     refundStock: () => run(scripts.refundStock, item, now, { seq: 2, forfeit: '0' }),
     returnUnit: () => run(scripts.returnUnit, item, now, {}, ['7', 'u1']),
+    forgetUser: () => run(scripts.forgetUser, item, now, { userId: 'u9', seq: 1 }),
     lead: () => run(scripts.lead, item, now, { me: 'd1', ttlMs: 1000 }),
     gatePublish: () => run(scripts.gatePublish, item, now, { me: 'd1' }, ['aLimit', '5']),
     seriesAdd: () => run(scripts.seriesAdd, item, now, { second: 5, point: '{}', keep: 60 }),
@@ -38,5 +39,5 @@ export function everyScriptCall(run: ScriptRunner['run'], item: string, now: num
 
 /** What everyScriptCall's calls answer, run in order on a fresh item. */
 export function everyScriptReply(now: number) {
-  return { define: [2, expect.any(String), expect.any(Number)], join: [0, 1, expect.any(String), 0], admit: [0, 1, 1, expect.any(String), '', 'p.1', now + 1000], settle: [1], readDoubt: [], relaunch: [], resolveDoubt: 0, extendLeases: [0], lead: 1, gatePublish: 1, seriesAdd: 1, snapshot: [expect.arrayContaining(['handler', 'external']), expect.any(Array), expect.any(Array), expect.any(Array), expect.any(Number), expect.any(String), ''], ackEnded: 0, takeStock: [2, 1], refundStock: 1, returnUnit: 1, splitNumber: [1, 0], splitJoin: [-3, 0, '', 0], splitPeek: [0, 10, expect.any(Number)], splitAdmit: [0], splitUnits: 1, splitGate: 1 };
+  return { define: [2, expect.any(String), expect.any(Number)], join: [0, 1, expect.any(String), 0], admit: [0, 1, 1, expect.any(String), '', 'p.1', now + 1000], settle: [1], readDoubt: [], relaunch: [], resolveDoubt: 0, extendLeases: [0], lead: 1, gatePublish: 1, seriesAdd: 1, snapshot: [expect.arrayContaining(['handler', 'external']), expect.any(Array), expect.any(Array), expect.any(Array), expect.any(Number), expect.any(String), ''], ackEnded: 0, takeStock: [2, 1], refundStock: 1, returnUnit: 1, forgetUser: 0, splitNumber: [1, 0], splitJoin: [-3, 0, '', 0], splitPeek: [0, 10, expect.any(Number)], splitAdmit: [0], splitUnits: 1, splitGate: 1 };
 }
