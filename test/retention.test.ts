@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { createBlocks } from '../src/access/blocks.js';
 import { createCatalog } from '../src/catalog/catalog.js';
 import { startRetention } from '../src/catalog/retention.js';
 import { createStockRows } from '../src/db/stock-rows.js';
@@ -89,6 +90,33 @@ describe('retention of ended items', () => {
       expect((await store.all()).map((r) => r.itemId)).toEqual(['running']);
       await expect(queue.tickets.status(ticket.ticketId)).rejects.toMatchObject({ code: 'ticket_not_found' });
       expect(await t.redis.exists(`${prefix}{running}:meta`)).toBe(1);
+    } finally {
+      await retention.stop();
+    }
+  });
+
+  it('a block through a daemon whose view of the item is from before its removal is 404, and leaves nothing for its next life', async () => {
+    const clock = manualClock();
+    const prefix = t.newPrefix();
+    const queue = createLine({ redis: t.redis, prefix, clock, cacheMs: 0 });
+    const store = createItemsStore(db.db);
+    await queue.definitions.define(def('gone'), null, { reopen: false });
+    await store.upsert({ itemId: 'gone', handler: 'external', config: {}, gate: {} });
+    await queue.definitions.cut('gone', 'closed');
+    // Another daemon read the item just before retention removed it (its view kept 5 s; its clock
+    // not moved on with the retention's).
+    const other = createLine({ redis: t.redis, prefix, clock: manualClock(clock.now()), cacheMs: 5000 });
+    expect(await other.items.item('gone')).not.toBeNull();
+    const retention = startRetention({ queue, store, clock, log: createLogger('silent') }, { everyMs: 3_600_000, retentionMs: HOUR });
+    try {
+      clock.advance(2 * HOUR);
+      await retention.round();
+      expect(await t.redis.exists(`${prefix}{gone}:meta`)).toBe(0);
+      const kept: string[] = [];
+      const blocks = createBlocks(other, async (itemId, userId) => void kept.push(`${itemId}/${userId}`));
+      await expect(blocks.item('gone', 'alice', true)).rejects.toMatchObject({ code: 'item_not_found' }); // before: answered 200
+      expect(kept).toEqual([]);
+      expect(await keysMatching(t.redis, `${prefix}{gone}*`)).toEqual([]);
     } finally {
       await retention.stop();
     }

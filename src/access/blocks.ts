@@ -22,7 +22,9 @@ export function createBlocks(
   return {
     item: (itemId: string, userId: string, on: boolean) =>
       guard(itemId, async () => {
-        if (!(await queue.items.item(itemId))) fail('item_not_found', 'No such item.');
+        // Read afresh: a view from before the item's removal (retention, up to FLOODGATE_CACHE_MS
+        // old on this daemon) took the block (200) and wrote it where the item's next life found it.
+        if (!(await queue.items.item(itemId, { fresh: true }))) fail('item_not_found', 'No such item.');
         // Kept first: a block answered 200 is one a restore from Postgres puts back.
         await keep(itemId, userId, on);
         await queue.definitions.blocks.set(itemId, userId, 'item', on);
