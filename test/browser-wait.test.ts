@@ -303,6 +303,28 @@ describe.skipIf(!hasChromium)('the waiting page in Chromium', () => {
     await page.close();
   });
 
+  it("joins a pre-queue when it takes joins (details.joinsFrom), not at the opening after the draw", async () => {
+    await call('PUT', '/v1/items/w-preq', { handler: 'external', gate: { mode: 'closed' } });
+    const { url } = (await call('POST', '/v1/items/w-preq/invites', { userId: 'early-bird', ttlMs: 60_000 }, SVC)).body;
+    const page = await context!.newPage();
+    // The first join is refused as a pre-queue's before its joins open: the opening an hour on,
+    // joins taken 2 s on. (Before: the page waited for the opening, at most a minute at a time,
+    // and joined after the draw, behind users who came later.)
+    let refused = 0;
+    await page.route('**/v1/join', (r) => {
+      if (refused++) return r.continue();
+      const now = Date.now();
+      const details = { opensAt: new Date(now + 3_600_000).toISOString(), now: new Date(now).toISOString(), joinsFrom: new Date(now + 2000).toISOString() };
+      return r.fulfill({ status: 425, contentType: 'application/json', body: JSON.stringify({ error: { code: 'not_open', message: 'The sale has not opened yet.', details } }) });
+    });
+    const opened = Date.now();
+    await open(page, daemon.url + url + '&lang=en');
+    await page.waitForURL((u) => u.pathname.startsWith('/wait/'), { timeout: 20_000 });
+    expect(refused).toBe(2);
+    expect(Date.now() - opened).toBeLessThan(20_000);
+    await page.close();
+  });
+
   it("tells a blocked user that they may not join, not that their valid invite is invalid", async () => {
     await call('PUT', '/v1/items/w-blocked', { handler: 'external', gate: { mode: 'closed' } });
     const { url } = (await call('POST', '/v1/items/w-blocked/invites', { userId: 'bad-guy', ttlMs: 60_000 }, SVC)).body;

@@ -49,7 +49,10 @@ describe('pre-queue and the draw at open', () => {
     expect(seedHash).toMatch(/^[0-9a-f]{64}$/);
     expect(put.body.preQueue.seed).toBeUndefined();
     const join = (u: string) => call('POST', `/v1/items/${item}/tickets`, { userId: u }, SERVICE);
-    expect((await join('early')).status).toBe(425);
+    // Refused until the pre-queue takes joins, and told when that is (a client that waited for
+    // opensAt, as the invite page did, joined after the draw, behind users who came later).
+    const early = await join('early');
+    expect([early.status, early.body.error.details]).toEqual([425, { opensAt: new Date(opensAt).toISOString(), now: new Date(opensAt - 20 * 60_000).toISOString(), joinsFrom: new Date(opensAt - 15 * 60_000).toISOString() }]);
 
     clock.set(opensAt - 5 * 60_000);
     const pre: string[] = [];

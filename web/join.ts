@@ -49,7 +49,8 @@ async function persist(req: () => Promise<Response>): Promise<Response> {
     let ms = retryDelay(res, attempt);
     if (res?.status === 425) {
       const d = (await res.json().catch(() => null))?.error?.details;
-      const until = Date.parse(d?.opensAt) - Date.parse(d?.now);
+      // (With a pre-queue its joins are taken from joinsFrom: waiting for opensAt missed the draw.)
+      const until = Date.parse(d?.joinsFrom ?? d?.opensAt) - Date.parse(d?.now);
       status.textContent = t.joinNotOpen;
       if (until > 0) ms = jitter(Math.min(60_000, until + Math.random() * 1000));
     } else status.textContent = t.busy;

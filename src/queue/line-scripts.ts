@@ -61,6 +61,16 @@ export function settleError(code: SettleCode): FloodgateError | null {
 }
 
 const notFound = () => new FloodgateError('item_not_found', 'No such item.');
+
+/**
+ * `425 not_open`: `details.opensAt` and the server's `now`, and with a pre-queue `joinsFrom`, when
+ * its joins are taken (opensAt − fromMs): a client that waited for `opensAt` alone (the invite
+ * page did) joined after the draw, behind users who came later.
+ */
+export function notOpen(opensAt: number, now: number, joinsFrom: number | null): FloodgateError {
+  const details = { opensAt: new Date(opensAt).toISOString(), now: new Date(now).toISOString(), ...(joinsFrom !== null && { joinsFrom: new Date(joinsFrom).toISOString() }) };
+  return new FloodgateError('not_open', 'The sale has not opened yet.', details);
+}
 /** define-5.lua's -4; catalog.ts checks it first from the view. */
 export const LINES_CHANGE = 'The lines of an existing item cannot change (its ticket ids depend on them).';
 /** The pre-queue conflicts (define-5.lua's -2, -3 and -5; catalog.ts checks them first from the view). */
@@ -90,9 +100,8 @@ export function createLineScripts(run: ScriptRunner['run']) {
         return { kind: 'refused', itemChanged: false, error: new FloodgateError('rate_limited', `Too many joins (${record} quota); try again later.`, { quota: record, retryAfterSec }, retryAfterSec) };
       }
       if (code === -2) {
-        // Not open yet: n = opensAt.
-        const details = { opensAt: new Date(n).toISOString(), now: new Date(now).toISOString() };
-        return { kind: 'refused', itemChanged: false, error: new FloodgateError('not_open', 'The sale has not opened yet.', details) };
+        // Not open yet: n = opensAt; the 4th value, with a pre-queue, when its joins are taken.
+        return { kind: 'refused', itemChanged: false, error: notOpen(n, now, typeof served === 'number' ? served : null) };
       }
       const r = joinRefusals[code];
       return { kind: 'refused', itemChanged: r?.itemChanged ?? true, error: r ? r.error() : new FloodgateError('internal', `join returned ${code}`) };

@@ -4,6 +4,7 @@ import type { Clock } from '../kernel/clock.js';
 import { FloodgateError } from '../kernel/errors.js';
 import type { RedisLike } from '../redis/client.js';
 import { itemKeys, subLineTag } from '../redis/keys.js';
+import { notOpen } from './line-scripts.js';
 import { createScriptRunner, RECLAIM_LIMIT_MANY, scripts } from '../redis/scripts.js';
 import type { LineItems } from './items.js';
 import type { Cut, LeaseHeld, OutcomeStatus } from './types.js';
@@ -246,7 +247,7 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
         const [code, local, record, n] = (await run(scripts.splitJoin, tag(item, k), clock.now(), { userId, num, payload: payload ? JSON.stringify(payload) : '', source: source ?? '' })) as [number, number, string, number];
         if (code === -8) continue;
         if (code === 0 || code === 1) return { created: code === 0, seq: splitSeq(k, local, item.lines), sub: k, record, num: n };
-        if (code === -2) throw new FloodgateError('not_open', 'The sale has not opened yet.', { opensAt: new Date(local).toISOString() });
+        if (code === -2) throw notOpen(local, clock.now(), null);
         throw (refusals[code] ?? (() => new FloodgateError('internal', `split join returned ${code}`)))();
       }
       throw new FloodgateError('unavailable', 'The line is busy; try again.', undefined, 1);

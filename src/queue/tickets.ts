@@ -5,7 +5,7 @@ import { itemKeys } from '../redis/keys.js';
 import type { CachedItem } from './item-cache.js';
 import type { ItemDirectory } from './items.js';
 import type { EtaMemory } from './eta-memory.js';
-import { endedRefusal, memoryFullRefusal, type LineScripts } from './line-scripts.js';
+import { endedRefusal, memoryFullRefusal, notOpen, type LineScripts } from './line-scripts.js';
 import { createEndedUsers } from './ended-users.js';
 import { splitOf, type SplitLine } from './split-line.js';
 import type { TicketReader } from './ticket-reader.js';
@@ -110,7 +110,7 @@ function refuseFromCache(s: CachedItem['snap'], now: number) {
   // against their quotas before its `not_open`.)
   const held = s.counts.waiting + s.counts.admitted + (s.def.rejoin === 'any' ? 0 : s.counts.succeeded);
   if (s.def.opensAt !== null && now < s.def.opensAt - (s.def.preQueueFromMs ?? 0) && held === 0)
-    fail('not_open', 'The sale has not opened yet.', { opensAt: new Date(s.def.opensAt).toISOString(), now: new Date(now).toISOString() });
+    throw notOpen(s.def.opensAt, now, s.def.preQueueFromMs ? s.def.opensAt - s.def.preQueueFromMs : null);
 }
 
 export function createTickets(deps: TicketsDeps): Tickets {

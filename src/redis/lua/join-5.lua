@@ -56,7 +56,8 @@ if meta[5] == '1' then return { -4, 0, '', 0 } end
 if memoryFull then return { -8, 0, '', 0 } end
 local opensAt = tonumber(meta[2] or '')
 local preFrom = tonumber(meta[11] or '')
-if opensAt and now < opensAt and not (preFrom and now >= opensAt - preFrom) then return { -2, opensAt, '', 0 } end
+-- (With a pre-queue, the 4th value: when its joins are taken, opensAt - preFrom.)
+if opensAt and now < opensAt and not (preFrom and now >= opensAt - preFrom) then return { -2, opensAt, '', preFrom and (opensAt - preFrom) or '' } end
 -- The first join after opensAt fixes the pre-queue (seqs 1..drawN) before it takes a seq.
 if preFrom and opensAt and now >= opensAt and not meta[12] then rcall('HSET', K.meta, 'drawN', rcall('HGET', K.ctr, 'seq') or '0') end
 if meta[3] and meta[3] ~= '' and now >= tonumber(meta[3]) then return { -3, 0, '', 0 } end
