@@ -108,4 +108,29 @@ describe('pre-queue and the draw at open', () => {
     expect(r.status).toBe(400);
     expect(r.body.error.details.issues[0].path).toBe('preQueue');
   });
+
+  it('takes a join stamped a moment before the opening, once the pre-queue is fixed, as a join at the opening (placed after it, not told it awaits the draw)', async () => {
+    const opensAt = Date.UTC(2026, 11, 12, 2, 0, 0);
+    // Two daemons whose clocks are a millisecond apart at the opening.
+    const early = t.manualClock(opensAt - 60_000);
+    const a = t.build({ clock: early });
+    const late = t.manualClock(opensAt - 60_000);
+    const b = t.build({ clock: late, prefix: a.prefix });
+    const item = t.uniqueItem();
+    expect((await a.call('PUT', `/v1/items/${item}`, { handler: 'external', opensAt: new Date(opensAt).toISOString(), preQueue: { fromMs: 15 * 60_000 }, gate: { mode: 'manual' } })).status).toBe(201);
+    for (let i = 0; i < 5; i++) expect((await a.call('POST', `/v1/items/${item}/tickets`, { userId: `pre-${i}` }, SERVICE)).status).toBe(202);
+    late.set(opensAt);
+    const atOpen = await b.call('POST', `/v1/items/${item}/tickets`, { userId: 'at-open' }, SERVICE);
+    expect(atOpen.body.position).toBe(6);
+    early.set(opensAt - 1);
+    const justBefore = await a.call('POST', `/v1/items/${item}/tickets`, { userId: 'just-before' }, SERVICE);
+    expect(justBefore.status).toBe(202);
+    expect(justBefore.body).toMatchObject({ position: 7 }); // before: position null, "drawn at the opening"
+    expect(justBefore.body.drawAt).toBeUndefined();
+    early.set(opensAt + 5);
+    late.set(opensAt + 5);
+    await a.queue.admissions.sweep();
+    expect((await a.call('GET', `/v1/items/${item}`)).body.preQueue).toMatchObject({ size: 5 });
+    expect((await a.call('GET', `/v1/tickets/${justBefore.body.ticketId}`, undefined, null)).body.position).toBe(7);
+  });
 });

@@ -223,7 +223,9 @@ export function createTickets(deps: TicketsDeps): Tickets {
     records.set(ticketId, cached);
     deps.onJoined?.(itemId);
     const base = baseView(ticketId, itemId, cached, 'waiting');
-    if (s.draw && now < (s.def.opensAt ?? 0)) return { created: true, ticket: { ...base, ...preQueueHints(item, now) } };
+    // (By the time its record was stamped with: a join the script took as one at the opening, past
+    // the fixed pre-queue, is placed, though this daemon's clock read a moment before it.)
+    if (s.draw && rec.createdAt < (s.def.opensAt ?? 0)) return { created: true, ticket: { ...base, ...preQueueHints(item, now) } };
     // From the view's head, as the polls that follow place it (ticket-reader.ts read).
     const position = linePosition(item, Math.min(served, s.served), seq);
     const hints = waitingHints(item, position, now);

@@ -60,6 +60,11 @@ local preFrom = tonumber(meta[11] or '')
 if opensAt and now < opensAt and not (preFrom and now >= opensAt - preFrom) then return { -2, opensAt, '', preFrom and (opensAt - preFrom) or '' } end
 -- The first join after opensAt fixes the pre-queue (seqs 1..drawN) before it takes a seq.
 if preFrom and opensAt and now >= opensAt and not meta[12] then rcall('HSET', K.meta, 'drawN', rcall('HGET', K.ctr, 'seq') or '0') end
+-- Once the pre-queue is fixed (its draw begun, or a join at or after opensAt came first), a join
+-- stamped a moment before opensAt (a daemon's coalesced join sent after its draw began, or a clock
+-- a few ms behind another's) is a join at the opening: its seq is past drawN, so it is not drawn,
+-- and stamped before opensAt it read "awaiting the draw", then was left out of it.
+if preFrom and opensAt and now < opensAt and meta[12] then now = opensAt end
 if meta[3] and meta[3] ~= '' and now >= tonumber(meta[3]) then return { -3, 0, '', 0 } end
 local ctr = rcall('HMGET', K.ctr, 'waiting', 'admitted', 'served')
 if meta[6] and meta[6] ~= '' then
