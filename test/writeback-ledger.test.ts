@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { ticketRef } from '../src/kernel/ticket-ref.js';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
+import { recordingDownstream } from './support/downstream.js';
 import { rollbackItem, snapshotItem, testRedis } from './support/redis.js';
 
 /**
@@ -59,5 +60,72 @@ describe('write-backs that are the same outcome', () => {
     expect(view.outcome).toEqual({ status: 'succeeded' }); // before: `result: null` here, none once read from Postgres
     await waitFor(() => row(b.ticketId), (r) => !!r);
     expect((await row(b.ticketId)).result).toBeNull();
+  });
+});
+
+describe('a pull after a Redis rollback while the outcome ledger cannot be read', () => {
+  it("hands out none of the tickets (503) and puts them back; read again, they end with the ledger's outcomes", { timeout: 30_000 }, async () => {
+    const item = 'rb-pull';
+    expect((await call('PUT', `/v1/items/${item}`, { handler: 'external' })).status).toBe(201);
+    const ids: string[] = [];
+    for (const u of ['a', 'b', 'c']) ids.push((await call('POST', `/v1/items/${item}/tickets`, { userId: u }, SVC)).body.ticketId);
+    const snap = await snapshotItem(redis, prefix, item);
+    const pulled = (await call('POST', `/v1/items/${item}/pull`, { max: 10, leaseMs: 60_000 }, SVC)).body.tickets;
+    expect(pulled).toHaveLength(3);
+    for (const p of pulled) expect((await writeBack(p.ticketId, { leaseId: p.leaseId, status: 'succeeded', result: { done: p.ticketId } })).status).toBe(200);
+    for (const id of ids) await waitFor(() => row(id), (r) => !!r);
+    await waitFor(() => call('GET', `/v1/items/${item}`), (r) => r.body.counts.succeeded === 3);
+    // A failover loses those writes: the three wait again, and the daemon sees the counters go back.
+    await rollbackItem(redis, prefix, item, snap);
+    await waitFor(() => call('GET', `/v1/items/${item}`), (r) => r.body.counts.waiting === 3);
+    // Postgres is slow for a moment: the ledger's look runs out of time.
+    let locked!: () => void;
+    const isLocked = new Promise<void>((r) => (locked = r));
+    const held = db.sql.begin(async (tx) => {
+      await tx`lock table ticket_outcomes in access exclusive mode`;
+      locked();
+      await new Promise((r) => setTimeout(r, 1500));
+    });
+    await isLocked;
+    const refused = await call('POST', `/v1/items/${item}/pull`, { max: 10 }, SVC);
+    expect(refused.status).toBe(503); // before: 200, the three handed out again
+    await held;
+    expect((await call('GET', `/v1/items/${item}`)).body.counts).toMatchObject({ waiting: 3, admitted: 0 });
+    const again = await call('POST', `/v1/items/${item}/pull`, { max: 10 }, SVC);
+    expect([again.status, again.body.tickets]).toEqual([200, []]);
+    for (const id of ids) expect(await poll(id)).toMatchObject({ state: 'succeeded', outcome: { result: { done: id } } });
+  });
+});
+
+describe('a webhook job after a Redis rollback while the outcome ledger cannot be read', () => {
+  it("calls none of the tickets whose end the ledger holds: held until it can be read, then ended with it", { timeout: 30_000 }, async () => {
+    const { url, seen } = await recordingDownstream((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}'));
+    const item = 'rb-hook';
+    expect((await call('PUT', `/v1/items/${item}`, { handler: 'webhook', config: { url, timeoutMs: 5000 }, gate: { mode: 'closed' } })).status).toBe(201);
+    const ids: string[] = [];
+    for (const u of ['a', 'b']) ids.push((await call('POST', `/v1/items/${item}/tickets`, { userId: u }, SVC)).body.ticketId);
+    const snap = await snapshotItem(redis, prefix, item);
+    expect((await call('PATCH', `/v1/items/${item}/gate`, { mode: 'manual' })).status).toBe(200);
+    for (const id of ids) await waitFor(() => row(id), (r) => !!r);
+    expect(seen).toHaveLength(2);
+    await waitFor(() => call('GET', `/v1/items/${item}`), (r) => r.body.counts.succeeded === 2);
+    // A failover loses those writes (the gate's opening too); the daemon sees the counters go back.
+    await rollbackItem(redis, prefix, item, snap);
+    await waitFor(() => call('GET', `/v1/items/${item}`), (r) => r.body.counts.waiting === 2);
+    let locked!: () => void;
+    const isLocked = new Promise<void>((r) => (locked = r));
+    const held = db.sql.begin(async (tx) => {
+      await tx`lock table ticket_outcomes in access exclusive mode`;
+      locked();
+      await new Promise((r) => setTimeout(r, 1500));
+    });
+    await isLocked;
+    // Opened again while Postgres is slow: the job's look at the ledger runs out of time.
+    expect((await call('PATCH', `/v1/items/${item}/gate`, { mode: 'manual', rate: 50 })).status).toBe(200);
+    await held;
+    // Ended in Redis, by the job (its polls may read the ledger's end before: the daemon saw the rollback).
+    await waitFor(() => call('GET', `/v1/items/${item}`), (r) => r.body.counts.succeeded === 2 && r.body.counts.waiting + r.body.counts.admitted === 0, 15_000);
+    expect(seen).toHaveLength(2); // before: 4, both called again
+    for (const id of ids) expect((await poll(id)).state).toBe('succeeded');
   });
 });

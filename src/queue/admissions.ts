@@ -277,6 +277,10 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
         ends = await deps.heldEnds(refs);
       } catch (err) {
         deps.onHeldEndsUnread?.(err);
+        // Unread, they run — except on an item this daemon saw rolled back (a failover that lost
+        // writes), where an end the ledger holds is what the look is for: a Postgres slow for a
+        // moment after a failover had every such ticket handed out or called again.
+        if ((items.peek(itemId) ?? (await items.item(itemId).catch(() => null)))?.rolledBack) throw new HeldEndsUnread();
         return tickets;
       }
       if (!ends.size) return tickets;
@@ -372,6 +376,17 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
   }
 
   return admissions;
+}
+
+/**
+ * The outcome ledger could not be read for tickets of an item this daemon saw rolled back
+ * (dropHeldEnds): they are neither handed out nor run now (a pull answers 503 and puts them back at
+ * the head; a job holds them for a while).
+ */
+export class HeldEndsUnread extends FloodgateError {
+  constructor() {
+    super('unavailable', 'The outcome ledger cannot be read just now; try again shortly.', undefined, 1);
+  }
 }
 
 /** An outcome as one string whatever its result's key order: what tells a repeat from another answer. */

@@ -1,6 +1,7 @@
 import { Backoffs, DelayedError, type Job } from 'bullmq';
 import type { Logger } from '../kernel/logger.js';
 import type { SettleInput } from '../queue/line.js';
+import { HeldEndsUnread } from '../queue/admissions.js';
 import type { CachedItem } from '../queue/item-cache.js';
 import type { LeaseHeld } from '../queue/types.js';
 import { jsonIssues, MAX_JSON_DEPTH, UNSAFE_NUMBER } from '../kernel/json-issues.js';
@@ -44,6 +45,9 @@ export interface RunnerDeps {
 
 /** Thrown to make BullMQ retry a job whose remaining tickets dropped or faulted. */
 class RetryLater extends Error {}
+
+/** How long a job holds tickets whose ledger look failed on an item rolled back (HeldEndsUnread) before it asks again. */
+const LEDGER_UNREAD_WAIT_MS = 2000;
 
 /** How one ticket's run ended: settled, or to run again no sooner than `waitMs` (0: the backoff alone). */
 type TicketRun = { settled: true } | { settled: false; waitMs: number };
@@ -285,10 +289,22 @@ export function createRunner(deps: RunnerDeps) {
     // Postgres needs no look: its sale is per ticket there (a sold one answers its order, a
     // cancelled one is voided).
     if (!spec.stockTable && deps.dropHeldEnds) {
-      const live = await deps.dropHeldEnds(itemId, tickets);
-      if (live.length < tickets.length) log.warn({ itemId, ended: tickets.length - live.length }, 'tickets whose end the outcome ledger holds ended with it, not run again (a Redis rollback took their end)');
-      if (!live.length) return none;
-      tickets = live;
+      const live = await deps.dropHeldEnds(itemId, tickets).catch((err: unknown) => {
+        if (err instanceof HeldEndsUnread) return null;
+        throw err;
+      });
+      if (live === null) {
+        // Unchecked on an item rolled back: held a while (not called), then run as before, their
+        // calls carrying their Idempotency-Key as ever.
+        if (tickets.every((t) => (t.held ?? 0) < deps.attempts)) {
+          log.warn({ itemId, tickets: tickets.length }, 'tickets held: the outcome ledger could not be read for an item rolled back');
+          return { again: tickets, called: false, waitMs: LEDGER_UNREAD_WAIT_MS, deadlineMs };
+        }
+      } else {
+        if (live.length < tickets.length) log.warn({ itemId, ended: tickets.length - live.length }, 'tickets whose end the outcome ledger holds ended with it, not run again (a Redis rollback took their end)');
+        if (!live.length) return none;
+        tickets = live;
+      }
     }
     const paused = pauseLeft(itemId);
     if (paused > 0 && tickets.every((t) => (t.held ?? 0) < deps.attempts)) {

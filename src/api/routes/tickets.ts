@@ -1,6 +1,7 @@
 import { OpenAPIHono, createRoute, z } from '@hono/zod-openapi';
 import type { MiddlewareHandler } from 'hono';
 import { fail } from '../../kernel/errors.js';
+import { HeldEndsUnread } from '../../queue/admissions.js';
 import type { TicketView as TicketViewT } from '../../queue/types.js';
 import type { AuthEnv } from '../auth.js';
 import type { ApiContext } from '../context.js';
@@ -119,7 +120,12 @@ export function ticketRoutes(ctx: ApiContext) {
       const admitted = round.tickets;
       if (admitted.length) metrics.admissions.inc({ item: itemId }, admitted.length);
       // Not one whose end the outcome ledger holds (a Redis rollback took it back): ended again with it.
-      const got = await queue.admissions.dropHeldEnds(itemId, admitted);
+      const got = await queue.admissions.dropHeldEnds(itemId, admitted).catch(async (err: unknown) => {
+        // Unchecked after a rollback: back at the head, as tickets that did not run (a retry of their
+        // own lease), for the next pull to check again.
+        if (err instanceof HeldEndsUnread) await queue.admissions.settleMany(itemId, admitted.map((t) => ({ seq: t.seq, leaseId: t.leaseId, record: t.record, status: 'failed' as const, reason: 'ledger_unread', retry: true }))).catch(() => {});
+        throw err;
+      });
       const tickets = got.map(({ ticketId, userId, payload, position, leaseId, leaseExpiresAt }) => ({ ticketId, userId, payload, position, leaseId, leaseExpiresAt }));
       return c.json({ tickets }, 200);
     },
