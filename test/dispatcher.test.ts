@@ -232,9 +232,12 @@ describe('a line whose opening an operator moved later, with tickets waiting', (
     try {
       const def = (opensAt: number | null) => ({ itemId: 'later', handler: 'probe', config: {}, capacity: null, abandonAfterMs: null, opensAt, closesAt: null, rejoin: 'any' as const });
       await line.definitions.define(def(null), { mode: 'closed' }, { reopen: false });
-      for (let i = 0; i < 3; i++) await line.tickets.join('later', `u${i}`, null);
+      const ids: string[] = [];
+      for (let i = 0; i < 3; i++) ids.push((await line.tickets.join('later', `u${i}`, null)).ticket.ticketId);
       const opensAt = clock.now() + 3_600_000;
       await line.definitions.define(def(opensAt), { mode: 'manual' }, { reopen: false });
+      // Told to come back as the opening nears, at most every 30 s (before: every second for the hour).
+      expect(await line.tickets.status(ids[0])).toMatchObject({ reason: 'not_open', pollAfterMs: 30_000 });
       rounds.length = 0;
       for (let i = 0; i < 5; i++) await nextRound();
       expect(rounds.reduce((a, b) => a + b, 0)).toBe(0); // before: one admit call a round

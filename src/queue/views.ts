@@ -120,7 +120,9 @@ export function waitingHints(item: CachedItem, position: number, now: number): W
   const rate = reason === 'paused' || reason === 'awaiting_returns' ? null : expectedRate(item);
   const untilOpen = reason === 'not_open' ? s.def.opensAt! - now : 0;
   const etaMs = rate ? Math.round(untilOpen + (position / rate) * 1000) : undefined;
-  const guide = etaMs !== undefined ? etaMs / 5 : position * 20;
+  // (Before the opening, at least a fifth of the time to it, as a pre-queued ticket is told: with no
+  // rate known, tickets behind an opensAt moved a day later were told to ask every second.)
+  const guide = Math.max(etaMs !== undefined ? etaMs / 5 : position * 20, untilOpen / 5);
   const pollAfterMs = Math.round(Math.min(pollCap(s.def.abandonAfterMs), Math.max(1000, guide)));
   const out: WaitingHints = { pollAfterMs };
   if (etaMs !== undefined) out.etaMs = etaMs;
