@@ -38,7 +38,7 @@ import { workerMetrics } from './kernel/cluster-metrics.js';
 import { isClusterWorker } from './processes.js';
 import { createLine, type LineDeps } from './queue/line.js';
 import { readEnds, readLostTicket, readOutcome } from './db/outcomes.js';
-import { ownSale } from './db/sales.js';
+import { releasedAndReturned } from './db/orders.js';
 import { createLostTickets } from './queue/lost-tickets.js';
 import { createHandlerRegistry, type HandlerRegistry } from './service/registry.js';
 import { createService } from './service/service.js';
@@ -176,7 +176,7 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
     // Not at all while Postgres is known down (every pull and job waited out the bound).
     heldEnds: (refs) => (pg.up ? withTimeout(readEnds(dbHandle.sql, refs) as Promise<Map<string, Outcome>>, HELD_ENDS_TIMEOUT_MS, `outcome ledger read took over ${HELD_ENDS_TIMEOUT_MS} ms`) : Promise.reject(new PgAway())),
     saleReleased: (itemId, ref, userId) =>
-      pg.up ? withTimeout(ownSale(dbHandle.sql, 'orders', itemId, ref, userId), HELD_ENDS_TIMEOUT_MS, `order read took over ${HELD_ENDS_TIMEOUT_MS} ms`).then((s) => !!s?.released) : Promise.resolve(false),
+      pg.up ? withTimeout(releasedAndReturned(dbHandle.sql, itemId, ref, userId), HELD_ENDS_TIMEOUT_MS, `order read took over ${HELD_ENDS_TIMEOUT_MS} ms`) : Promise.resolve(false),
     onHeldEndsUnread: (err) => {
       if (!(err instanceof PgAway)) log.warn({ err: String(err) }, 'outcome ledger not read for tickets about to run (they run)');
     },

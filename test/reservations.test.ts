@@ -216,3 +216,24 @@ describe("a released buyer's join after a Redis rollback took the release's Redi
     });
   }
 });
+
+describe("a released buyer's join before the release's own Redis step has run", () => {
+  it('is answered their ticket, and once the step runs, a join makes one new ticket and then answers it', { timeout: 30_000 }, async () => {
+    const item = 'rel-early';
+    expect((await call('PUT', `/v1/items/${item}`, { handler: 'seckill', config: { stock: 5, reserveMs: 600_000 } })).status).toBe(201);
+    const first = (await join(item, 'alice')).body.ticketId as string;
+    const won = await waitFor(() => view(first), (v) => v.state === 'succeeded');
+    const orderId = won.outcome.result.orderId as string;
+    // Postgres's step only (a daemon killed before its Redis step; a sweep finishes it within ~1 s).
+    await db.sql`update orders set status = 'released' where order_id = ${orderId}`;
+    const early = await join(item, 'alice');
+    // (Before: a new ticket at once, whose entry the release's Redis step then cleared: a ticket more at every join.)
+    expect([early.status, early.body.ticketId]).toEqual([200, first]);
+    await waitFor(() => db.sql`select returned_at from orders where order_id = ${orderId}`.then((r) => r[0]), (r) => r.returned_at !== null, 15_000);
+    const next = await join(item, 'alice');
+    expect(next.status).toBe(202);
+    await waitFor(() => view(next.body.ticketId), (v) => v.state === 'succeeded', 15_000);
+    const again = await join(item, 'alice');
+    expect([again.status, again.body.ticketId]).toEqual([200, next.body.ticketId]);
+  });
+});

@@ -69,3 +69,14 @@ export async function orderItem(sql: postgres.Sql, orderId: string): Promise<str
   const [r] = await sql`select item_id from orders where order_id = ${orderId}::bigint`;
   return (r?.item_id as string | undefined) ?? null;
 }
+
+/**
+ * Whether the ticket's (by ref) order was released and its unit given back in Redis (returned_at):
+ * a join that finds the user's entry still naming that ticket then clears it (tickets.ts). Not
+ * before the return: that step clears the entry itself, and a join that cleared it first made a
+ * new ticket whose entry the return then cleared — every later join a ticket more.
+ */
+export async function releasedAndReturned(sql: postgres.Sql, itemId: string, ref: string, userId: string): Promise<boolean> {
+  const [row] = await sql`select 1 from orders where item_id = ${itemId} and ticket_id = ${ref} and user_id = ${userId} and status = 'released' and returned_at is not null`;
+  return !!row;
+}

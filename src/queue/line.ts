@@ -44,7 +44,7 @@ export interface LineDeps {
   storeAway?(handler: string): boolean;
   /** The ends the outcome ledger holds for ticket refs (admissions.dropHeldEnds). */
   heldEnds?(refs: string[]): Promise<Map<string, Outcome>>;
-  /** Whether Postgres holds the ticket's (by ref) order as released (tickets.ts: a join that finds it). */
+  /** Whether Postgres holds the ticket's (by ref) order as released and its unit given back in Redis (tickets.ts: a join that finds it). */
   saleReleased?(itemId: string, ref: string, userId: string): Promise<boolean>;
   onHeldEndsUnread?(err: unknown): void;
 }

@@ -81,7 +81,7 @@ export interface TicketsDeps {
   rememberEtas: boolean;
   /** A background read failed (an ended item's users: its joins ask Redis meanwhile). */
   onError?(err: unknown): void;
-  /** Whether Postgres holds the ticket's (by ref) order as released (LineDeps.saleReleased). */
+  /** Whether Postgres holds the ticket's (by ref) order as released and returned (LineDeps.saleReleased). */
   saleReleased?(itemId: string, ref: string, userId: string): Promise<boolean>;
 }
 
