@@ -56,10 +56,14 @@ export function createSeriesStore(redis: RedisLike, prefix: string, clock: Clock
       const out: SeriesPoint[] = [];
       for (let i = 1; i < rows.length; i++) {
         const { sec, s } = rows[i];
-        const p = rows[i - 1];
-        // Over the time between the two reads where both say when they were made (and it is not a
-        // view read once and offered for two seconds), else over the seconds they stand for.
-        const dt = s.at != null && p.s.at != null && s.at - p.s.at >= 250 ? (s.at - p.s.at) / 1000 : sec - p.sec;
+        // Over the time between this read and the latest earlier one at least 250 ms before it
+        // (two reads closer than that — a view offered for two seconds, a late loop's point just
+        // after another — drew a 10/s gate at 1/s), else over the seconds the points stand for.
+        let j = i - 1;
+        while (j > 0 && s.at != null && rows[j].s.at != null && s.at - rows[j].s.at! < 250) j--;
+        const timed = s.at != null && rows[j].s.at != null && s.at - rows[j].s.at! >= 250;
+        const p = timed ? rows[j] : rows[i - 1];
+        const dt = timed ? (s.at! - p.s.at!) / 1000 : sec - p.sec;
         // A counter that went down was reset (the item re-created): no rate for that step.
         const per = (a: number, b: number) => (a >= b ? Math.round(((a - b) / dt) * 100) / 100 : 0);
         const { admissions, at: _at, ...rest } = s;
