@@ -23,7 +23,7 @@ const errorDocs = {
   410: err('sold_out / closed'),
   413: err('payload_too_large: the body is over the limit (default 16 KiB; payload over 8 KiB)'),
   415: err('unsupported_media_type: a body sent without Content-Type: application/json'),
-  425: err('not_open: before opensAt; details.opensAt and the server time details.now'),
+  425: err('not_open: before opensAt; details.opensAt and the server time details.now, and for an item with a pre-queue details.joinsFrom, when its joins are taken (opensAt − fromMs)'),
   429: { ...err('queue_full / rate_limited'), headers: retryAfterHeader },
   503: { ...err('unavailable: Redis or Postgres is unreachable'), headers: retryAfterHeader },
 } as const;
