@@ -186,7 +186,10 @@ describe('pre-queue and abandonment changed on a live item', () => {
     );
     expect([...before].sort((a, b) => a - b)).toEqual(oneToTen);
 
-    expect((await call('PUT', '/v1/items/pq-drop', { handler: 'external', opensAt, gate: { mode: 'manual' } })).body.preQueue).toBeNull();
+    // The draw stays shown (users check their places against its seed); before: preQueue null.
+    const { fromMs, ...draw } = drawn.preQueue;
+    expect(fromMs).toBe(60_000);
+    expect((await call('PUT', '/v1/items/pq-drop', { handler: 'external', opensAt, gate: { mode: 'manual' } })).body.preQueue).toEqual({ fromMs: null, ...draw });
     // Twice: the second read of a ticket is answered from the cached view alone.
     for (let round = 0; round < 2; round++) expect(await Promise.all(rest.map(async (id) => (await read(id)).position))).toEqual(before);
     // And admission follows them.

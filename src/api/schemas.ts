@@ -166,9 +166,9 @@ export const ItemView = z
     quotas: Quotas.nullable(),
     tokenTtlMs: z.number().int(),
     preQueue: z
-      .object({ fromMs: z.number().int(), seedHash: z.string(), seed: z.string().optional(), size: z.number().int().optional(), drawnAt: z.string().nullable().optional() })
+      .object({ fromMs: z.number().int().nullable(), seedHash: z.string(), seed: z.string().optional(), size: z.number().int().optional(), drawnAt: z.string().nullable().optional() })
       .nullable()
-      .openapi({ description: 'seedHash = hex SHA-256 of the seed, shown before the draw; seed and size after it (docs/design-notes.md, "The pre-queue draw")' }),
+      .openapi({ description: 'seedHash = hex SHA-256 of the seed, shown before the draw; seed and size after it (docs/design-notes.md, "The pre-queue draw"); once drawn it stays, fromMs null if the pre-queue was removed since' }),
     waitingRoom: WaitingRoom.nullable(),
     pow: Pow.nullable(),
     lines: z.number().int(),

@@ -63,7 +63,7 @@ export interface ItemView {
   quotas: Quotas | null;
   tokenTtlMs: number;
   /** The pre-queue and its draw (queue/draw.ts): the seed's hash from the start, the seed and size once drawn. */
-  preQueue: { fromMs: number; seedHash: string; seed?: string; size?: number; drawnAt?: string } | null;
+  preQueue: { fromMs: number | null; seedHash: string; seed?: string; size?: number; drawnAt?: string } | null;
   waitingRoom: WaitingRoom | null;
   pow: { difficulty: number } | null;
   lines: number;
@@ -317,8 +317,10 @@ export function createCatalog(deps: CatalogDeps): Catalog {
   }
 
   function preQueueView(s: CachedItem['snap']): ItemView['preQueue'] {
-    if (!s.draw || !s.def.preQueueFromMs) return null;
-    const out: NonNullable<ItemView['preQueue']> = { fromMs: s.def.preQueueFromMs, seedHash: seedHashOf(s.draw.seed) };
+    // Once drawn, shown for good (fromMs null if the pre-queue was removed since): the tickets keep
+    // the drawn order, and their users check their places against the revealed seed.
+    if (!s.draw || (!s.def.preQueueFromMs && !s.draw.drawn)) return null;
+    const out: NonNullable<ItemView['preQueue']> = { fromMs: s.def.preQueueFromMs ?? null, seedHash: seedHashOf(s.draw.seed) };
     if (s.draw.drawn) Object.assign(out, { seed: s.draw.seed, size: s.draw.n ?? 0, drawnAt: iso(s.draw.drawnAt) });
     return out;
   }
