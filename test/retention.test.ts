@@ -1,3 +1,4 @@
+import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import { createBlocks } from '../src/access/blocks.js';
 import { createCatalog } from '../src/catalog/catalog.js';
@@ -15,6 +16,7 @@ import type { LineDefinition } from '../src/queue/types.js';
 import { scanKeys } from '../src/redis/client.js';
 import { itemKeys, subLineTag } from '../src/redis/keys.js';
 import { testDb } from './support/db.js';
+import { ownRedis } from './support/redis-server.js';
 import { keysMatching, testRedis, unlinkPrefix } from './support/redis.js';
 
 const t = testRedis();
@@ -119,6 +121,37 @@ describe('retention of ended items', () => {
       expect(await keysMatching(t.redis, `${prefix}{gone}*`)).toEqual([]);
     } finally {
       await retention.stop();
+    }
+  });
+
+  it('a put of a removed item that Redis refuses leaves its row archived (it came back at the next start)', async () => {
+    const own = await ownRedis();
+    const redis = new Redis(own.url, { maxRetriesPerRequest: 1 });
+    try {
+      const clock = manualClock();
+      const prefix = t.newPrefix();
+      const store = createItemsStore(db.db);
+      const queue = createLine({ redis, prefix, clock, cacheMs: 0 });
+      const catalog = createCatalog({ queue, store, stockRows: createStockRows(db.sql), counters: createStockCounters({ redis, prefix, clock, items: queue.items }), gates: createGateStore(redis, prefix, clock), handlers: createHandlerRegistry(), clock, log: createLogger('silent'), autoCap: 10 });
+      const op = { role: 'operator' as const, key: 'k' };
+      await catalog.put('gone-again', { handler: 'external' }, op);
+      await queue.definitions.cut('gone-again', 'closed');
+      await redis.del(`${prefix}{gone-again}:done`); // (the ledger drained it)
+      const retention = startRetention({ queue, store, clock, log: createLogger('silent') }, { everyMs: 3_600_000, retentionMs: HOUR });
+      clock.advance(2 * HOUR);
+      await retention.round();
+      await retention.stop();
+      const archivedAt = (await store.get('gone-again'))?.archivedAt;
+      expect(archivedAt).toBeInstanceOf(Date);
+      // Made again while Redis refuses writes (at its maxmemory: the API's 503), and the row as it was.
+      await redis.config('SET', 'maxmemory', '1');
+      await expect(catalog.put('gone-again', { handler: 'external' }, op)).rejects.toThrow(/OOM/);
+      await redis.config('SET', 'maxmemory', '0');
+      expect((await store.get('gone-again'))?.archivedAt).toEqual(archivedAt); // before: null, live again
+      expect((await store.all()).map((r) => r.itemId)).not.toContain('gone-again');
+    } finally {
+      redis.disconnect();
+      await own.kill();
     }
   });
 

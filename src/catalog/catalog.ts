@@ -202,7 +202,7 @@ export function createCatalog(deps: CatalogDeps): Catalog {
         await countStock(held.snap.def);
         return;
       }
-      await store.upsert(prev);
+      await store.upsert(prev, { asItWas: true });
       await countStock(rowDefinition(prev));
     } catch (err) {
       deps.log.warn({ itemId, cause: String(cause), err: String(err) }, 'item row not put back after a failed define');

@@ -9,18 +9,20 @@ export type NewItemRow = typeof items.$inferInsert;
 export function createItemsStore(db: Db) {
   return {
     /**
-     * Writes the item's row. Its ticket-id secret and epoch, once stored, are kept (the first
-     * stored wins: an item made again, or defined by two daemons at once, signs with one secret);
-     * returns those the row holds after the write.
+     * Writes the item's row, live (not archived). Its ticket-id secret and epoch, once stored, are
+     * kept (the first stored wins: an item made again, or defined by two daemons at once, signs with
+     * one secret); returns those the row holds after the write. `asItWas`: the row is put back as
+     * `row` says, archived if it was (the undo of a put Redis refused: an archived item came back
+     * at the next start).
      */
-    async upsert(row: NewItemRow): Promise<{ secret: string | null; epochMs: number | null }> {
-      const { itemId, createdAt: _c, secret: _s, epochMs: _e, ...rest } = row;
+    async upsert(row: NewItemRow, opts: { asItWas?: boolean } = {}): Promise<{ secret: string | null; epochMs: number | null }> {
+      const { itemId, createdAt: _c, secret: _s, epochMs: _e, archivedAt, ...rest } = row;
       const [kept] = await db
         .insert(items)
         .values(row)
         .onConflictDoUpdate({
           target: items.itemId,
-          set: { ...rest, archivedAt: null, updatedAt: new Date(), secret: sql`coalesce(${items.secret}, excluded.secret)`, epochMs: sql`case when ${items.secret} is null then excluded.epoch_ms else ${items.epochMs} end` },
+          set: { ...rest, archivedAt: opts.asItWas ? (archivedAt ?? null) : null, updatedAt: new Date(), secret: sql`coalesce(${items.secret}, excluded.secret)`, epochMs: sql`case when ${items.secret} is null then excluded.epoch_ms else ${items.epochMs} end` },
         })
         .returning({ secret: items.secret, epochMs: items.epochMs });
       return { secret: kept?.secret ?? null, epochMs: kept?.epochMs === null || kept?.epochMs === undefined ? null : Number(kept.epochMs) };
