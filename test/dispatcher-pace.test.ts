@@ -38,12 +38,26 @@ describe('the dispatcher under a manual pace', () => {
     // Counted from the item's own counter once the gate is open and no joins come: a perfect pace
     // admits rate × t (± 1 at the edges); 0.9 of it leaves a busy machine 0.3-0.4 s.
     await new Promise((r) => setTimeout(r, 500));
+    // Time this process was not running (the event loop held, or the process not scheduled: other
+    // test files beside it on two cores) beyond the 33 ms late a paced admission is credited
+    // (_gate.lua) is time no dispatcher could admit in, and is left out of the expectation: a
+    // clean-clone run delivered 13.48/s here, 0.4 admissions under the bound. (The code before
+    // the fix lost its time on a quiet machine, with nothing to leave out.)
+    let last = performance.now();
+    let stalledMs = 0;
+    const watch = setInterval(() => {
+      const now = performance.now();
+      if (now - last > 50) stalledMs += now - last - 33;
+      last = now;
+    }, 5);
     const t0 = Date.now();
     const before = await admissions(id);
     await new Promise((r) => setTimeout(r, ms));
     const got = (await admissions(id)) - before;
     const s = (Date.now() - t0) / 1000;
+    clearInterval(watch);
     await call('PATCH', `/v1/items/${id}/gate`, { mode: 'closed' });
-    expect(got, `${got} admitted in ${s} s: ${(got / s).toFixed(2)}/s`).toBeGreaterThanOrEqual(0.9 * rate * s);
+    const running = s - stalledMs / 1000;
+    expect(got, `${got} admitted in ${s} s (${Math.round(stalledMs)} ms stalled): ${(got / running).toFixed(2)}/s`).toBeGreaterThanOrEqual(0.9 * rate * running);
   });
 });
