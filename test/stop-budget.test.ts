@@ -28,6 +28,12 @@ const start = async (env: Record<string, string>, listening = 1) => {
 
 /** How long the downstream holds the call: past the old 10 s cap, well inside the 30 s budget. */
 const HOLD_MS = 12_000;
+/**
+ * How long it holds a call the stop is to drop (until the daemon lets go of it): past the second
+ * daemon's start and the SIGTERM on a loaded machine (a run started it 13 s into a 12 s hold, the
+ * call answered, and nothing was left to drop).
+ */
+const DROP_HOLD_MS = 90_000;
 
 /**
  * A webhook item whose downstream holds its first call HOLD_MS (every call, with `holdAll`), two
@@ -40,7 +46,9 @@ async function midCall(itemId: string, budgetMs: number | undefined, holdAll: bo
   const down = await recordingDownstream((req, res: ServerResponse) => {
     calls.push({ key: String(req.headers['idempotency-key']), at: Date.now() });
     onCall();
-    setTimeout(() => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ call: calls.length })), holdAll || calls.length === 1 ? HOLD_MS : 0);
+    const n = calls.length;
+    const answer = setTimeout(() => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ call: n })), holdAll ? HOLD_MS : n === 1 ? DROP_HOLD_MS : 0);
+    res.on('close', () => clearTimeout(answer));
   });
   const called = new Promise<void>((resolve) => (onCall = resolve));
   const env = processEnv(db.url, newPrefix());
