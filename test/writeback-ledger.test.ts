@@ -67,6 +67,25 @@ describe('write-backs that are the same outcome', () => {
   });
 });
 
+/**
+ * Rolls the item back to `snap` and waits until the daemon sees its `waiting` tickets again (the
+ * counters gone back), then holds the outcome ledger's table locked for 1.5 s: the promise of the
+ * lock's end (`held`), once the lock is taken.
+ */
+async function rolledBackLedgerLocked(item: string, snap: Awaited<ReturnType<typeof snapshotItem>>, waiting: number) {
+  await rollbackItem(redis, prefix, item, snap);
+  await waitFor(() => call('GET', `/v1/items/${item}`), (r) => r.body.counts.waiting === waiting);
+  let locked!: () => void;
+  const isLocked = new Promise<void>((r) => (locked = r));
+  const held = db.sql.begin(async (tx) => {
+    await tx`lock table ticket_outcomes in access exclusive mode`;
+    locked();
+    await new Promise((r) => setTimeout(r, 1500));
+  });
+  await isLocked;
+  return { held };
+}
+
 describe('a pull after a Redis rollback while the outcome ledger cannot be read', () => {
   it("hands out none of the tickets (503) and puts them back; read again, they end with the ledger's outcomes", { timeout: 30_000 }, async () => {
     const item = 'rb-pull';
@@ -79,18 +98,9 @@ describe('a pull after a Redis rollback while the outcome ledger cannot be read'
     for (const p of pulled) expect((await writeBack(p.ticketId, { leaseId: p.leaseId, status: 'succeeded', result: { done: p.ticketId } })).status).toBe(200);
     for (const id of ids) await waitFor(() => row(id), (r) => !!r);
     await waitFor(() => call('GET', `/v1/items/${item}`), (r) => r.body.counts.succeeded === 3);
-    // A failover loses those writes: the three wait again, and the daemon sees the counters go back.
-    await rollbackItem(redis, prefix, item, snap);
-    await waitFor(() => call('GET', `/v1/items/${item}`), (r) => r.body.counts.waiting === 3);
+    // A failover loses those writes: the three wait again, and the daemon sees the counters go back;
     // Postgres is slow for a moment: the ledger's look runs out of time.
-    let locked!: () => void;
-    const isLocked = new Promise<void>((r) => (locked = r));
-    const held = db.sql.begin(async (tx) => {
-      await tx`lock table ticket_outcomes in access exclusive mode`;
-      locked();
-      await new Promise((r) => setTimeout(r, 1500));
-    });
-    await isLocked;
+    const { held } = await rolledBackLedgerLocked(item, snap, 3);
     const refused = await call('POST', `/v1/items/${item}/pull`, { max: 10 }, SVC);
     expect(refused.status).toBe(503); // before: 200, the three handed out again
     await held;
@@ -113,17 +123,8 @@ describe('a webhook job after a Redis rollback while the outcome ledger cannot b
     for (const id of ids) await waitFor(() => row(id), (r) => !!r);
     expect(seen).toHaveLength(2);
     await waitFor(() => call('GET', `/v1/items/${item}`), (r) => r.body.counts.succeeded === 2);
-    // A failover loses those writes (the gate's opening too); the daemon sees the counters go back.
-    await rollbackItem(redis, prefix, item, snap);
-    await waitFor(() => call('GET', `/v1/items/${item}`), (r) => r.body.counts.waiting === 2);
-    let locked!: () => void;
-    const isLocked = new Promise<void>((r) => (locked = r));
-    const held = db.sql.begin(async (tx) => {
-      await tx`lock table ticket_outcomes in access exclusive mode`;
-      locked();
-      await new Promise((r) => setTimeout(r, 1500));
-    });
-    await isLocked;
+    // A failover loses those writes (the gate's opening too), seen by the daemon; Postgres slow.
+    const { held } = await rolledBackLedgerLocked(item, snap, 2);
     // Opened again while Postgres is slow: the job's look at the ledger runs out of time.
     expect((await call('PATCH', `/v1/items/${item}/gate`, { mode: 'manual', rate: 50 })).status).toBe(200);
     await held;

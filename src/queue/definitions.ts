@@ -4,7 +4,7 @@ import type { Clock } from '../kernel/clock.js';
 import { globalBlocksKey, itemKeys, subLineTag } from '../redis/keys.js';
 import { gateFields } from './gate-rule.js';
 import type { ItemDirectory } from './items.js';
-import type { LineScripts } from './line-scripts.js';
+import { cutArgs, type LineScripts } from './line-scripts.js';
 import { splitItemOf, splitOf, subLineOf, type SplitLine } from './split-line.js';
 import type { GateSettings, LineDefinition, Quota } from './types.js';
 
@@ -169,12 +169,8 @@ export function createDefinitions(deps: { redis: RedisLike; prefix: string; cloc
 
     async cut(itemId, kind, why, decidedAt) {
       items.keepActive(itemId);
-      const a =
-        kind === 'sold_out'
-          ? ({ stateChar: 'r', reason: why ?? 'sold_out', flag: 'soldOut', decidedAt } as const)
-          : ({ stateChar: 'c', reason: why ?? (kind === 'window_end' ? 'closed' : 'item_closed'), flag: 'closed', windowEnd: kind === 'window_end' } as const);
       const sub = splitOf((await items.item(itemId))?.snap.def ?? { itemId });
-      const n = sub ? await deps.split.cut(sub, kind, a.reason, decidedAt) : await scripts.cut(itemId, clock.now(), a);
+      const n = sub ? await deps.split.cut(sub, kind, why, decidedAt) : await scripts.cut(itemId, clock.now(), cutArgs(kind, why, decidedAt));
       items.invalidate(itemId);
       if (n === null) return null;
       for (const l of cutListeners) l(itemId);

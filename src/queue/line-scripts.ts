@@ -71,6 +71,13 @@ export function notOpen(opensAt: number, now: number, joinsFrom: number | null):
   const details = { opensAt: new Date(opensAt).toISOString(), now: new Date(now).toISOString(), ...(joinsFrom !== null && { joinsFrom: new Date(joinsFrom).toISOString() }) };
   return new FloodgateError('not_open', 'The sale has not opened yet.', details);
 }
+/** What cut-8.lua is given for a kind of cut: close → cancelled, sold out → rejected, the window's end → cancelled/closed (checked against closesAt). */
+export function cutArgs(kind: 'closed' | 'sold_out' | 'window_end', reason?: string, decidedAt?: number) {
+  return kind === 'sold_out'
+    ? ({ stateChar: 'r', reason: reason ?? 'sold_out', flag: 'soldOut', decidedAt } as const)
+    : ({ stateChar: 'c', reason: reason ?? (kind === 'window_end' ? 'closed' : 'item_closed'), flag: 'closed', windowEnd: kind === 'window_end' } as const);
+}
+
 /** define-5.lua's -4; catalog.ts checks it first from the view. */
 export const LINES_CHANGE = 'The lines of an existing item cannot change (its ticket ids depend on them).';
 /** The pre-queue conflicts (define-5.lua's -2, -3 and -5; catalog.ts checks them first from the view). */

@@ -4,7 +4,7 @@ import type { Clock } from '../kernel/clock.js';
 import { FloodgateError } from '../kernel/errors.js';
 import type { RedisLike } from '../redis/client.js';
 import { itemKeys, subLineTag } from '../redis/keys.js';
-import { notOpen } from './line-scripts.js';
+import { cutArgs, notOpen } from './line-scripts.js';
 import { createScriptRunner, RECLAIM_LIMIT_MANY, scripts } from '../redis/scripts.js';
 import type { LineItems } from './items.js';
 import type { Cut, LeaseHeld, OutcomeStatus } from './types.js';
@@ -467,10 +467,7 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
     },
 
     async cut(item, kind, reason, decidedAt) {
-      const a =
-        kind === 'sold_out'
-          ? { stateChar: 'r', reason: reason ?? 'sold_out', flag: 'soldOut', decidedAt: decidedAt ?? '', windowEnd: '' }
-          : { stateChar: 'c', reason: reason ?? (kind === 'window_end' ? 'closed' : 'item_closed'), flag: 'closed', decidedAt: '', windowEnd: '' };
+      const a = cutArgs(kind, reason, decidedAt);
       // A sell-out decided on a Postgres read from before a restock is refused whole, as on one
       // line (cut-8.lua): any sub-line given units since (set-stock-4.lua's stockSetAt) says so.
       // Each sub-line's cut checks again; only a restock landing between the two could leave flags
@@ -487,7 +484,7 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
       const upTo = Number((await redis.hget(itemKeys(prefix, item.itemId).ctr, 'jn')) ?? 0);
       const cutSub = async (k: number, windowEnd: boolean) => {
         await run(scripts.splitPeek, tag(item, k), clock.now(), { upTo, max: 1 });
-        const n = (await run(scripts.cut, tag(item, k), clock.now(), { ...a, windowEnd: windowEnd ? '1' : '' })) as number;
+        const n = (await run(scripts.cut, tag(item, k), clock.now(), { stateChar: a.stateChar, reason: a.reason, flag: a.flag, decidedAt: 'decidedAt' in a ? (a.decidedAt ?? '') : '', windowEnd: windowEnd ? '1' : '' })) as number;
         // A sub-line restocked since the check above refused its cut (-2): its tickets still
         // wait, and stay in `wait` to be admitted (trimmed, they waited for good).
         if (n >= 0) await redis.zremrangebyscore(itemKeys(prefix, tag(item, k)).wait, '-inf', upTo);
@@ -495,7 +492,8 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
       };
       const first = kind === 'window_end' ? await cutSub(0, true) : null;
       if (first === -3) return null;
-      const ended = first === null ? await Promise.all(subs(item).map((k) => cutSub(k, false))) : [first, ...(await Promise.all(subs(item).filter((k) => k !== 0).map((k) => cutSub(k, false))))];
+      const rest = await Promise.all(subs(item).filter((k) => first === null || k !== 0).map((k) => cutSub(k, false)));
+      const ended = first === null ? rest : [first, ...rest];
       const cut = ended.filter((n) => n >= 0);
       // A sell-out any sub-line refused is no sell-out of the item (its caller would end its own
       // ticket sold_out): what the other sub-lines cut stays cut, and the stock keeper reconciles

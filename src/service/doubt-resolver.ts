@@ -124,8 +124,9 @@ export function startDoubtResolver(
       if (own?.released) return [{ seq: d.seq, result: null, outcome: { status: 'rejected' as const, reason: 'reservation_released' } }];
       // Its reservation ran out and the sweep has not released it yet: left in doubt until it has
       // (then the branch above), not told `succeeded` with an order released moments later.
-      // (By Postgres's clock, whose sweep releases it; a confirmed one is paid for and never released.)
-      if (own?.lapsed && !own.confirmed) return [];
+      // (By Postgres's clock, whose sweep releases it; only a reserved order lapses: a confirmed one
+      // is paid for and never released, db/sales.ts ownSaleOf.)
+      if (own?.lapsed) return [];
       return [{ seq: d.seq, result: own ? (spec.saleResult?.(own) ?? { id: own.id }) : null }];
     });
     const ended = await queue.admissions.resolveDoubts(itemId, entries);

@@ -80,7 +80,8 @@ export async function sellUnit(t: HandlerTicket, ctx: HandlerContext, table: 'or
  * the user join again while the order still counted as theirs, and the release then marked the
  * new ticket.
  */
-function lapsedReservation(sale: { lapsed?: boolean; confirmed?: boolean }) {
-  // (Lapsed by Postgres's clock, db/sales.ts; a confirmed order is paid for and never released.)
-  if (sale.lapsed && !sale.confirmed) throw new RequeueError('awaiting_release');
+function lapsedReservation(sale: { lapsed?: boolean }) {
+  // (Lapsed by Postgres's clock, and only a reserved order lapses: a confirmed one is paid for and
+  // never released, db/sales.ts ownSaleOf.)
+  if (sale.lapsed) throw new RequeueError('awaiting_release');
 }
