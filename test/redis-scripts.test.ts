@@ -97,12 +97,21 @@ describe('the Lua scripts and their specs', () => {
   it("writes a pre-queue's draw seed in the define itself, once: a daemon killed after the define left a pre-queue with no seed", async () => {
     const prefix = t.newPrefix();
     const { run } = createScriptRunner(t.redis, prefix);
-    const define = (seed: string) =>
-      run(scripts.define, 'pq', Date.now(), { secret: 'ab', definition: JSON.stringify({ handler: 'external', opensAt: String(Date.now() + 60_000), preFrom: '60000' }), gate: '', reopen: '0', epoch: '', born: 'b1', drawSeed: seed });
+    const opensAt = Date.now() + 60_000;
+    const define = (seed: string, at = opensAt) =>
+      run(scripts.define, 'pq', Date.now(), { secret: 'ab', definition: JSON.stringify({ handler: 'external', opensAt: String(at), preFrom: '60000' }), gate: '', reopen: '0', epoch: '', born: 'b1', drawSeed: seed });
+    const seed = () => t.redis.hget(itemKeys(prefix, 'pq').meta, 'drawSeed');
     await define('aa'.repeat(32));
-    expect(await t.redis.hget(itemKeys(prefix, 'pq').meta, 'drawSeed')).toBe('aa'.repeat(32));
-    await define('bb'.repeat(32)); // redefined: the seed committed to stays
-    expect(await t.redis.hget(itemKeys(prefix, 'pq').meta, 'drawSeed')).toBe('aa'.repeat(32));
+    expect(await seed()).toBe('aa'.repeat(32));
+    await define('bb'.repeat(32)); // redefined for the same draw: the seed committed to stays
+    expect(await seed()).toBe('aa'.repeat(32));
+    // Another draw time before anyone joined is another draw: its seed (the caller's for that time).
+    await define('cc'.repeat(32), opensAt + 1000);
+    expect(await seed()).toBe('cc'.repeat(32));
+    // Once drawn, the seed stays whatever the definition says (a drawn pre-queue is not drawn again).
+    await t.redis.hset(itemKeys(prefix, 'pq').meta, 'drawn', '1');
+    await define('dd'.repeat(32), opensAt + 2000);
+    expect(await seed()).toBe('cc'.repeat(32));
   });
 });
 

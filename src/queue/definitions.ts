@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { scanKeys, type RedisLike } from '../redis/client.js';
 import type { Clock } from '../kernel/clock.js';
 import { globalBlocksKey, itemKeys, subLineTag } from '../redis/keys.js';
+import { drawSeedOf } from './draw.js';
 import { gateFields } from './gate-rule.js';
 import type { ItemDirectory } from './items.js';
 import { cutArgs, type LineScripts } from './line-scripts.js';
@@ -127,11 +128,12 @@ export function createDefinitions(deps: { redis: RedisLike; prefix: string; cloc
         lines: def.lines && def.lines > 1 ? def.lines : '',
       };
       const sub = splitOf(def);
+      const itemSecret = opts.secret ?? newItemSecret();
       const { created, secret, epoch } = await scripts.define(def.itemId, clock.now(), {
-        secret: opts.secret ?? newItemSecret(),
+        secret: itemSecret,
         epoch: opts.epoch ?? null,
         born: randomBytes(8).toString('hex'),
-        drawSeed: randomBytes(32).toString('hex'),
+        drawSeed: def.preQueueFromMs && def.opensAt !== null ? drawSeedOf(itemSecret, def.opensAt) : '',
         definition: {
           ...Object.fromEntries(Object.entries(fields).map(([f, v]) => [f, String(v)])),
           // endedAt too: a daemon killed before the cut left an ended item retention never removed.

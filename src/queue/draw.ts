@@ -1,11 +1,12 @@
-import { createHash } from 'node:crypto';
+import { createHash, createHmac } from 'node:crypto';
 
 /**
  * The fair draw of a pre-queue (API.md, "Pre-queue and a fair draw at open"), specified so that
  * anyone can recompute it from the published seed and size:
  *
- *   seed      32 random bytes, fixed when the item is defined; `seedHash` = hex(SHA-256(seed)) is
- *             shown from then on, `seed` (64 hex chars) once the draw is done.
+ *   seed      32 bytes, fixed when the pre-queue is defined; `seedHash` = hex(SHA-256(seed)) is
+ *             shown from then on, `seed` (64 hex chars) once the draw is done. Unpredictable to
+ *             users and made again the same (drawSeedOf) from what Postgres keeps of the item.
  *   N         the number of tickets that joined before opensAt: seqs 1..N (a ticket id's second
  *             dot-separated part is its seq in base 36). Shown as `preQueue.size` after the draw.
  *   stream    SHA-256(seed ‖ uint64be(0)) ‖ SHA-256(seed ‖ uint64be(1)) ‖ …, read as consecutive
@@ -44,6 +45,17 @@ export function drawOrder(seedHex: string, n: number): Uint32Array {
   }
   return a;
 }
+
+/**
+ * A pre-queue's seed: HMAC-SHA256 under the item's ticket-id secret (256 random bits, never shown,
+ * kept in the item's row) of its draw time. Made again the same from Postgres's row: an item that
+ * Redis lost and a daemon made again had a new random seed, so the seedHash its users were shown
+ * changed under them (and after the draw, the revealed seed). The message is not a ticket id's
+ * ("s…", "u…"), an invite's ("label.…") nor a token id's ("jti|…"), so it reveals none of them;
+ * another draw time (a pre-queue moved before anyone joined, an item made again after retention
+ * for another sale) is another seed.
+ */
+export const drawSeedOf = (secret: string, opensAt: number) => createHmac('sha256', secret).update(`draw|${opensAt}`).digest('hex');
 
 export const seedHashOf = (seedHex: string) => createHash('sha256').update(Buffer.from(seedHex, 'hex')).digest('hex');
 

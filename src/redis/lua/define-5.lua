@@ -9,10 +9,13 @@
     later than now: now); used only when the item is new
   ARGV[7] born: a fresh random token naming this life of the item (the daemons' caches of its
     tickets tell a re-created item from the one before by it; the secret may be the same)
-  ARGV[8] drawSeed: a fresh pre-queue draw seed (hex), kept when the definition has a pre-queue
-    and the item has no seed yet (fixed once, so the seedHash shown from then on commits to it).
-    In this script, not after it: a daemon killed between the two left a pre-queue with no seed
-    (a seedHash of nothing shown, its tickets answered 404, every pull 500, nothing ever drawn).
+  ARGV[8] drawSeed: the pre-queue's draw seed (hex; queue/draw.ts drawSeedOf: made from the
+    item's secret and opensAt, so an item made again after a loss gets the same), kept when the
+    definition has a pre-queue and the item has no seed yet, or has one for another draw time not
+    drawn yet (a pre-queue moved before anyone joined: -5 below refuses the move after a join). So
+    the seedHash shown commits to it from then on. In this script, not after it: a daemon killed
+    between the two left a pre-queue with no seed (a seedHash of nothing shown, its tickets
+    answered 404, every pull 500, nothing ever drawn).
   Returns { code, secret, epoch }: code 1 created, 2 replaced, -1 conflict (handler change with
     live tickets), -2 conflict (a pre-queue added to a line that has had tickets), -3 conflict (a
     pre-queue not drawn yet on a line a cut moved past tickets: it closed or sold out), -4 conflict
@@ -85,10 +88,14 @@ if def.abandonAfterMs and def.abandonAfterMs ~= '' then
 else
   rcall('HDEL', K.meta, 'abandonSince')
 end
+-- Read before the definition's fields are written: the seed follows the draw time until the draw.
+local seedFor = rcall('HMGET', K.meta, 'drawSeed', 'drawn', 'opensAt')
 for k, v in pairs(def) do
   if v == '' then rcall('HDEL', K.meta, k) else rcall('HSET', K.meta, k, v) end
 end
-if def.preFrom and def.preFrom ~= '' then rcall('HSETNX', K.meta, 'drawSeed', ARGV[8]) end
+if def.preFrom and def.preFrom ~= '' and ARGV[8] ~= '' and (not seedFor[1] or (seedFor[2] ~= '1' and seedFor[3] ~= def.opensAt)) then
+  rcall('HSET', K.meta, 'drawSeed', ARGV[8])
+end
 if ARGV[5] == '1' then
   rcall('HDEL', K.meta, 'closed')
   if not rcall('HGET', K.meta, 'soldOut') then rcall('HDEL', K.meta, 'endedAt') end
