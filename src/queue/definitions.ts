@@ -129,11 +129,15 @@ export function createDefinitions(deps: { redis: RedisLike; prefix: string; cloc
       };
       const sub = splitOf(def);
       const itemSecret = opts.secret ?? newItemSecret();
+      // The seed is made under the secret the line signs with: the live item's (its row takes that
+      // one after the define: catalog keepLiveSecret), so that the row makes the same seed again.
+      const opensAt = def.preQueueFromMs ? def.opensAt : null;
+      const seedSecret = opensAt === null ? null : ((await redis.hget(itemKeys(prefix, def.itemId).meta, 'secret')) ?? itemSecret);
       const { created, secret, epoch } = await scripts.define(def.itemId, clock.now(), {
         secret: itemSecret,
         epoch: opts.epoch ?? null,
         born: randomBytes(8).toString('hex'),
-        drawSeed: def.preQueueFromMs && def.opensAt !== null ? drawSeedOf(itemSecret, def.opensAt) : '',
+        drawSeed: opensAt === null || seedSecret === null ? '' : drawSeedOf(seedSecret, opensAt),
         definition: {
           ...Object.fromEntries(Object.entries(fields).map(([f, v]) => [f, String(v)])),
           // endedAt too: a daemon killed before the cut left an ended item retention never removed.
