@@ -43,3 +43,42 @@ describe('a user who polls as told', () => {
     expect(pulled).toBe(ids.length);
   });
 });
+
+/**
+ * Switched on, or shortened, on a live line: holders were told to poll again within the old
+ * setting's interval (30 s with none), so the new one counts from when that has passed. Counted
+ * from the change, every holder of a line given `abandonAfterMs: 5000` was expired 5 s after it,
+ * having polled as told (a review's experiment).
+ */
+describe('abandonment switched on or shortened on a live line', () => {
+  for (const from of [null, 90_000] as const) {
+    it(`expires nobody who polls as told (from ${from === null ? 'none' : `${from} ms`} to 5000 ms), and those who stop polling after that`, async () => {
+      const clock = t.manualClock();
+      const { call, queue } = t.build({ clock });
+      const item = t.uniqueItem();
+      const def = (abandonAfterMs: number | null, rate: number | null) => ({ handler: 'external', abandonAfterMs, gate: rate === null ? { mode: 'manual' } : { mode: 'manual', rate } });
+      expect((await call('PUT', `/v1/items/${item}`, def(from, 0.05))).status).toBe(201);
+      const ids: string[] = [];
+      for (let i = 0; i < 10; i++) ids.push((await call('POST', `/v1/items/${item}/tickets`, { userId: `u${i}` }, SERVICE)).body.ticketId);
+      const told = new Map<string, number>();
+      for (const id of ids) told.set(id, (await call('GET', `/v1/tickets/${id}`, undefined, null)).body.pollAfterMs);
+      await queue.tickets.flush();
+      expect(Math.max(...told.values())).toBe(30_000);
+      clock.advance(1000);
+      expect((await call('PUT', `/v1/items/${item}`, def(5000, null))).status).toBe(200);
+      clock.advance(5500);
+      // Nobody was due to poll yet: all are handed out, none expired.
+      const pulled = (await call('POST', `/v1/items/${item}/pull`, { max: 5 }, SERVICE)).body.tickets as { ticketId: string }[];
+      expect(pulled.map((p) => p.ticketId)).toEqual(ids.slice(0, 5)); // before: [] (all 10 expired)
+      // The other five poll when told (the first of them told less than 30 s), then stop: expired
+      // once 5 s have passed after the last interval anyone may have been told.
+      for (const id of ids.slice(5)) if (told.get(id)! <= 6500) await call('GET', `/v1/tickets/${id}`, undefined, null);
+      await queue.tickets.flush();
+      clock.advance(31_000 - 6500 + 5000 + 1000);
+      const rest = (await call('POST', `/v1/items/${item}/pull`, { max: 10 }, SERVICE)).body.tickets as { ticketId: string }[];
+      expect(rest.map((r) => r.ticketId).filter((id) => ids.slice(5).includes(id))).toEqual([]);
+      const states = await Promise.all(ids.slice(5).map(async (id) => (await call('GET', `/v1/tickets/${id}`, undefined, null)).body.state as string));
+      expect(states).toEqual(Array(5).fill('expired'));
+    });
+  }
+});

@@ -81,10 +81,19 @@ else
   rcall('HSETNX', K.ctr, 'seq', 0)
   rcall('HSETNX', K.ctr, 'served', 0)
 end
--- When abandonment is switched on, for admit-12.lua: polls are recorded only while it is on.
-local abandonWasOn = rcall('HEXISTS', K.meta, 'abandonAfterMs') == 1
-if def.abandonAfterMs and def.abandonAfterMs ~= '' then
-  if not abandonWasOn then rcall('HSET', K.meta, 'abandonSince', ARGV[1]) end
+-- Where admit-12.lua's abandonment clock starts (abandonSince), when abandonment is switched on or
+-- shortened: once the longest poll interval a holder may have been told under the old setting has
+-- passed (queue/views.ts pollCap: 30 s with it off, a third of it on). Polls are recorded only while
+-- it is on, and a holder told 30 s who polled a moment before the change polls again 30 s later:
+-- counted from the change, every holder of a line with a 5 s setting was expired 5 s after it.
+local abandonWas = tonumber(rcall('HGET', K.meta, 'abandonAfterMs') or '')
+local abandonNow = tonumber(def.abandonAfterMs or '')
+if abandonNow then
+  if not abandonWas or abandonNow < abandonWas then
+    local toldAtMost = abandonWas and math.max(1000, math.min(30000, math.floor(abandonWas / 3))) or 30000
+    local from = tonumber(ARGV[1]) + toldAtMost
+    if from > tonumber(rcall('HGET', K.meta, 'abandonSince') or '0') then rcall('HSET', K.meta, 'abandonSince', string.format('%d', from)) end
+  end
 else
   rcall('HDEL', K.meta, 'abandonSince')
 end
