@@ -15,7 +15,8 @@ const joinRefusals: Record<number, { error: () => FloodgateError; itemChanged: b
   [-3]: { error: () => endedRefusal(true), itemChanged: true },
   [-4]: { error: () => endedRefusal(false), itemChanged: true },
   [-5]: { error: () => new FloodgateError('queue_full', 'The line is full; try again later.', undefined, 5), itemChanged: true },
-  [-6]: { error: () => new FloodgateError('blocked', 'This user is blocked for this item.'), itemChanged: true },
+  // (About the user, not the item: a blocked bot's repeated joins dropped the view every poll reads.)
+  [-6]: { error: () => new FloodgateError('blocked', 'This user is blocked for this item.'), itemChanged: false },
   [-8]: { error: memoryFullRefusal, itemChanged: false },
 };
 
