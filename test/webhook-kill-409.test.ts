@@ -11,8 +11,11 @@ import { testRedis } from './support/redis.js';
  * admitted again (its attempt 1 again) and calls under the same Idempotency-Key while the first
  * call is still being worked on, and the downstream answers 409 "still processing". That is no
  * business "no": told `rejected`, the user joined again under a new key and got a second order (a
- * reviewer's runs: 5–25 users a kill). The call is kept before it goes out, so the run again knows
- * the key went out, calls again, and ends with the order the first call made.
+ * reviewer's runs: 5–25 users a kill). The run again knows the key went out (it was admitted
+ * before), calls again, and ends with the order the first call made. And its call is kept before it
+ * goes out, so that a run again that meets only 503s (or a refused connection) leaves the user's
+ * next ticket to repeat it: nothing was kept, and that ticket made a second order under a new key
+ * (6 of 40 users in a review's kill).
  */
 const { newPrefix } = testRedis();
 const db = await testDb();
@@ -23,11 +26,20 @@ const work = new Map<string, { done: boolean; orderId: string }>();
 const calls: { key: string; status: number }[] = [];
 let finish: (() => void) | null = null;
 const held: ServerResponse[] = [];
+/** Overloaded: every call but a first one that is held is answered 503. */
+let overloaded = false;
+/** A first call is held (false: its order is made and answered at once). */
+let holdFirst = true;
 const shop = createServer(async (req: IncomingMessage, res: ServerResponse) => {
   for await (const _ of req);
   const key = String(req.headers['idempotency-key']);
   const w = work.get(key);
   const answer = (status: number, body: unknown) => (calls.push({ key, status }), res.writeHead(status, { 'content-type': 'application/json' }), res.end(JSON.stringify(body)));
+  if (overloaded) return answer(503, { error: 'overloaded' });
+  if (!w && !holdFirst) {
+    work.set(key, { done: true, orderId: `O${work.size + 1}` });
+    return answer(201, { orderId: `O${work.size}` });
+  }
   if (!w) {
     // The first call: worked on until the test says the order is made (its caller may be gone).
     const entry = { done: false, orderId: `O${work.size + 1}` };
@@ -82,5 +94,38 @@ describe('a webhook ticket whose daemon was killed mid-call', () => {
     }
     expect(view).toMatchObject({ state: 'succeeded', outcome: { result: { orderId: 'O1' } } });
     expect(work.size).toBe(1); // one key, one order
+  });
+
+  it('keeps its call when the run again meets only 503s: the user\'s next ticket repeats it, one order', { timeout: 120_000 }, async () => {
+    const env = processEnv(db.url, newPrefix(), { FLOODGATE_JOB_LOCK_MS: '2000', FLOODGATE_DISPATCH_LEASE_MS: '2000', FLOODGATE_JOB_ATTEMPTS: '3', FLOODGATE_JOB_BACKOFF_MS: '100' });
+    const first = await startDaemonProcess(env);
+    running.push(first);
+    expect((await http(first.url, 'PUT', '/v1/items/wk503', { handler: 'webhook', config: { url, timeoutMs: 30_000 } }, 'op')).status).toBe(201);
+    const keysBefore = work.size;
+    const t = (await http(first.url, 'POST', '/v1/items/wk503/tickets', { userId: 'bob' }, 'svc')).body.ticketId as string;
+    await waitUntil(() => work.size === keysBefore + 1, 20_000);
+    await first.stop('SIGKILL');
+    finish!(); // the first call's order is made (its answer goes nowhere)
+    overloaded = true;
+
+    const second = await startDaemonProcess(env);
+    running.push(second);
+    let view: { state: string; outcome?: { reason?: string; result?: { orderId?: string } } } = { state: 'admitted' };
+    const until = async (id: string) => {
+      const end = Date.now() + 60_000;
+      do {
+        view = (await http(second.url, 'GET', `/v1/tickets/${id}`)).body;
+        if (view.state !== 'admitted' && view.state !== 'waiting') return view;
+        await new Promise((r) => setTimeout(r, 200));
+      } while (Date.now() < end);
+      return view;
+    };
+    expect(await until(t)).toMatchObject({ state: 'failed', outcome: { reason: 'http_503' } });
+    // The shop is back; the user, told `failed`, joins again.
+    overloaded = false;
+    holdFirst = false;
+    const again = (await http(second.url, 'POST', '/v1/items/wk503/tickets', { userId: 'bob' }, 'svc')).body.ticketId as string;
+    expect(await until(again)).toMatchObject({ state: 'succeeded', outcome: { result: { orderId: `O${keysBefore + 1}` } } });
+    expect(work.size).toBe(keysBefore + 1); // before: a new key, a second order
   });
 });

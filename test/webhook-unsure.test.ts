@@ -46,10 +46,16 @@ async function idempotentShop() {
   const orders = new Map<string, { orderId: string; userId: string; payload: unknown }>();
   const shop = {
     fault: 'none' as 'none' | 'hang' | 'http_502',
+    /** A call under a key seen before is answered this status (a firewall's 403 to retries, a 404 or a redirect mid-deploy). */
+    repeatsAnswered: null as number | null,
     orders,
     ...(await recordingDownstream((req: Seen, res: ServerResponse) => {
       const key = String(req.headers['idempotency-key']);
       const body = JSON.parse(req.body) as { userId: string; payload: unknown };
+      if (orders.has(key) && shop.repeatsAnswered !== null) {
+        res.writeHead(shop.repeatsAnswered, { location: 'http://127.0.0.1:9/' }).end();
+        return;
+      }
       if (!orders.has(key)) orders.set(key, { orderId: `O${orders.size + 1}`, userId: body.userId, payload: body.payload });
       if (shop.fault === 'hang') return; // the order is made; the answer never comes (the daemon times out)
       if (shop.fault === 'http_502') {
@@ -110,6 +116,26 @@ describe('a webhook call whose outcome is unknown', () => {
     expect(await settled(again)).toMatchObject({ state: 'succeeded' });
     expect(JSON.parse(closed.seen[0].body)).toMatchObject({ userId: 'u3', payload: { n: 2 } });
   });
+});
+
+describe('a timeout, then a refusal of the attempt after it', () => {
+  for (const status of [403, 404, 307, 400]) {
+    it(`keeps the call that timed out (${status} to its retry): the user's next ticket repeats it, one order`, async () => {
+      const shop = await idempotentShop();
+      const item = `unsure-${status}`;
+      expect((await call('PUT', `/v1/items/${item}`, { handler: 'webhook', config: { url: shop.url, timeoutMs: 300 } })).status).toBe(201);
+      shop.fault = 'hang';
+      shop.repeatsAnswered = status;
+      const first = await join(item, 'u5', { n: 1 });
+      expect(await settled(first)).toMatchObject({ state: 'failed', outcome: { reason: `http_${status}` } });
+      expect(shop.orders.size).toBe(1); // the first call made the order; its retry was refused
+      shop.fault = 'none';
+      shop.repeatsAnswered = null;
+      const second = await join(item, 'u5', { n: 2 });
+      expect(await settled(second)).toMatchObject({ state: 'succeeded', outcome: { result: { orderId: 'O1' } } });
+      expect(shop.orders.size).toBe(1); // before: the refusal settled the kept call; a new key, O2
+    });
+  }
 });
 
 describe('an unsure call kept for a user', () => {

@@ -154,6 +154,14 @@ export const webhook: HandlerSpec = {
     const keep = () => ctx.unsure.keep(t.userId, { key, body }).catch((err) => ctx.log.warn({ err: String(err) }, 'unsure webhook call not kept'));
     // An item defined with such a port before it was refused: nothing can reach it, nothing was sent.
     if (blockedPort(c.url)) throw new WebhookRefused('blocked_port');
+    // The key may have gone out before under an outcome nobody learned: an earlier attempt of this
+    // run (it kept its call if it might have reached the service), or the run before a lease ran
+    // out (its daemon died, perhaps mid-call: nothing kept). Kept now for the latter, before the
+    // call: only an answer that says what the service did (2xx, 409, 422) settles it. A run again
+    // that met only 503s or a refused connection left nothing kept, and the user's next ticket
+    // called under a new key: a second order (6 of 40 users in a review's kill).
+    const wentBefore = t.attempt > 1 || t.admittedBefore || unsure !== null;
+    if (t.admittedBefore && !unsure) await keep();
     let res: Response;
     try {
       res = await fetch(c.url, { method: 'POST', headers, body, redirect: 'manual', signal: ctx.signal });
@@ -170,7 +178,7 @@ export const webhook: HandlerSpec = {
     // first call did. A ticket admitted again after its lease ran out starts at attempt 1, and its
     // daemon may have died mid-call, leaving no unsure call kept: `admittedBefore` says so (a
     // reviewer's runs: 5–25 users a kill told `rejected`, then a second order on their next ticket).
-    if (res.status === 409 && (t.attempt > 1 || t.admittedBefore || unsure)) {
+    if (res.status === 409 && wentBefore) {
       await res.body?.cancel().catch(() => {});
       await keep();
       throw new DropError('http_409', retryAfterMs(res.headers));
@@ -184,7 +192,10 @@ export const webhook: HandlerSpec = {
         await keep();
         throw new DropError(`http_${res.status}`);
       }
-      await answered();
+      // A refusal of this call says nothing of one under its key before (a firewall's 403 to a
+      // burst of retries, a 404 or a redirect mid-deploy): that one's call stays kept. Settled, the
+      // user's next ticket called under a new key after a first call that had made the order.
+      if (!wentBefore) await answered();
       throw new WebhookRefused(`http_${res.status}`);
     }
     await answered();
