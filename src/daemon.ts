@@ -64,6 +64,7 @@ import { startRetention } from './catalog/retention.js';
 import { createReservations } from './service/reservations.js';
 import type { HandlerSpec } from './service/handler.js';
 import { parseKeyScopes } from './access/keys.js';
+import { readyProbeKey } from './redis/keys.js';
 import { createTokenKeyStore } from './db/token-keys.js';
 import { createKeyRing } from './tokens/key-ring.js';
 import { createTokens, type Tokens } from './tokens/tokens.js';
@@ -248,7 +249,9 @@ export function wireApp(config: Config, log: Logger, { redis, dbHandle }: Stores
     clock: m.clock,
     watchClock: m.clock,
     ready: async () => {
-      const [r, p] = await Promise.all([probe(() => redis.ping(), READY_TIMEOUT_MS - 100), probe(async () => {
+      // Redis as the line uses it: one that takes writes. PING alone read `ok` while Redis was a
+      // replica (every join refused READONLY), as `select 1` did for a read-only Postgres.
+      const [r, p] = await Promise.all([probe(() => redis.set(readyProbeKey(config.FLOODGATE_REDIS_PREFIX), '1', 'PX', 5000), READY_TIMEOUT_MS - 100), probe(async () => {
           if (!(await writable(dbHandle.sql))) throw new Error('postgres is read-only');
         }, READY_TIMEOUT_MS - 100)]);
       return { redis: r, postgres: p };

@@ -133,7 +133,8 @@ export function validationError(error: ZodError): FloodgateError {
  * running out, the slot map not refreshed, a node dropped): a join during a failover answered 500.
  * And Redis refusing writes for a while: at its maxmemory (OOM), unable to persist (MISCONF), busy
  * with a script (BUSY), short of replicas (NOREPLICAS) — a join at maxmemory answered 500. (A
- * script run for many items reports an item's error as `<script>: <error>`.)
+ * script run for many items reports an item's error as `<script>: <error>`, so Redis's codes are
+ * matched there too: joins that came together while Redis was a replica answered 500 (READONLY).)
  * And a slot moving to another master (resharding), two refusals of a command that was not run:
  * NOSCRIPT (ioredis counts a script as loaded on a connection once it has written its EVAL there,
  * as its Script.js reads, and an EVAL the slot's target refused, TRYAGAIN, loaded nothing: the
@@ -142,7 +143,7 @@ export function validationError(error: ZodError): FloodgateError {
  * before the move (nothing of it sent); both answered 500 in test/cluster-reshard.test.ts.
  */
 const redisDown =
-  /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|Connection is closed|MaxRetriesPerRequest|max retries per request|ENOTFOUND|EHOSTUNREACH|Stream isn't writeable|Command timed out|^LOADING |^READONLY |^MASTERDOWN |^CLUSTERDOWN|^TRYAGAIN|^MOVED |^ASK |^NOSCRIPT |All keys in the pipeline should belong to the same slots allocation group|Too many Cluster redirections|Failed to refresh slots cache|Cluster isn't ready|Cluster is disconnect|Node is disconnected|None of startup nodes is available/i;
+  /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|Connection is closed|MaxRetriesPerRequest|max retries per request|ENOTFOUND|EHOSTUNREACH|Stream isn't writeable|Command timed out|(?:^|: )(?:LOADING |READONLY |MASTERDOWN |CLUSTERDOWN|TRYAGAIN|MOVED |ASK |NOSCRIPT )|All keys in the pipeline should belong to the same slots allocation group|Too many Cluster redirections|Failed to refresh slots cache|Cluster isn't ready|Cluster is disconnect|Node is disconnected|None of startup nodes is available/i;
 
 /** Redis's own codes for a write it refuses for a while (case as Redis sends them, not any text saying "busy"). */
 const redisRefusing = /(?:^|: )(?:OOM|MISCONF|BUSY|NOREPLICAS) /;

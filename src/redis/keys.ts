@@ -205,5 +205,7 @@ export const changedItemsKey = (prefix: string) => `${prefix}items:changed`;
 export const announcedItemsKey = (prefix: string) => `${prefix}items:announced`;
 /** zset itemId → when (ms) an item behind a closed gate next needs the loops (its window's end, its draw): made active then. */
 export const wakeItemsKey = (prefix: string) => `${prefix}items:wake`;
+/** A short-lived key /readyz writes: Redis answers PING while it refuses writes (a replica: READONLY; at its maxmemory). */
+export const readyProbeKey = (prefix: string) => `${prefix}ready`;
 /** The prefix BullMQ gets for a handler's job queue: the hash tag keeps each queue's keys on one slot. */
 export const jobQueuePrefix = (prefix: string, queueName: string) => `${prefix}{${queueName}}`;

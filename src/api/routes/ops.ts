@@ -15,7 +15,7 @@ function documentOps(app: OpenAPIHono) {
   r.registerPath(createRoute({ method: 'get', path: '/healthz', tags, summary: 'Liveness: 200 while the process runs', responses: { 200: json(Health, 'Alive') } }));
   r.registerPath(
     createRoute({
-      method: 'get', path: '/readyz', tags, summary: 'Readiness: 200 when Redis answers and Postgres takes writes',
+      method: 'get', path: '/readyz', tags, summary: 'Readiness: 200 when Redis and Postgres take writes',
       responses: { 200: json(Readiness, 'Ready'), 503: json(Readiness, 'Not ready: which store failed') },
     }),
   );
