@@ -1,10 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import { createServer } from 'node:net';
-import type { AddressInfo } from 'node:net';
 import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
+import { freePort } from './support/proxy.js';
 import { ownRedis } from './support/redis-server.js';
 
 /**
@@ -18,15 +17,6 @@ import { ownRedis } from './support/redis-server.js';
 const redisServer = await ownRedis();
 const db = await testDb();
 
-/** A loopback port nothing listens on: the master the replica never reaches, so it keeps its data. */
-async function deadPort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address() as AddressInfo;
-  await new Promise((r) => s.close(r));
-  return port;
-}
-
 describe('a Redis that refuses writes as a replica (READONLY)', () => {
   it('answers 503 to joins, pulls and write-backs that come together, not ready, and sells again once it is a master', { timeout: 60_000 }, async () => {
     const { call } = await inProcessDaemon({ prefix: `fgro:${randomBytes(4).toString('hex')}:`, databaseUrl: db.url, env: { REDIS_URL: redisServer.url } });
@@ -38,7 +28,8 @@ describe('a Redis that refuses writes as a replica (READONLY)', () => {
     expect((await call('GET', '/readyz', undefined, null)).status).toBe(200);
 
     const admin = new Redis(redisServer.url);
-    await admin.call('REPLICAOF', '127.0.0.1', String(await deadPort()));
+    // A master nothing listens at: the replica never syncs, so it keeps its data.
+    await admin.call('REPLICAOF', '127.0.0.1', String(await freePort()));
     try {
       const joins = await Promise.all(Array.from({ length: 20 }, (_, i) => call('POST', '/v1/items/ro-sk/tickets', { userId: `u${i}` }, SVC)));
       const pulls = await Promise.all(Array.from({ length: 4 }, () => call('POST', '/v1/items/ro-ext/pull', { max: 1 }, SVC)));
