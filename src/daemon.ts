@@ -142,7 +142,7 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
   const events: DaemonEvents = new EventEmitter();
   const metrics = createMetrics();
   // Whether Postgres answers, as the sales see it (no timer runs until a sale finds it down).
-  const pg = createPgHealth(dbHandle.sql, log.child({ module: 'postgres' }));
+  const pg = createPgHealth(dbHandle.sql, log.child({ module: 'postgres' }), undefined, () => dbHandle.endStaleReadOnly());
   const memory = createMemoryGuard(redis, config.FLOODGATE_REDIS_MEMORY_LIMIT, log.child({ module: 'redis-memory' }));
   const store = createItemsStore(dbHandle.db);
   // Ids of tickets Redis lost or removed, answered from Postgres; the items' secrets are loaded
@@ -252,7 +252,10 @@ export function wireApp(config: Config, log: Logger, { redis, dbHandle }: Stores
       // Redis as the line uses it: one that takes writes. PING alone read `ok` while Redis was a
       // replica (every join refused READONLY), as `select 1` did for a read-only Postgres.
       const [r, p] = await Promise.all([probe(() => redis.set(readyProbeKey(config.FLOODGATE_REDIS_PREFIX), '1', 'PX', 5000), READY_TIMEOUT_MS - 100), probe(async () => {
-          if (!(await writable(dbHandle.sql))) throw new Error('postgres is read-only');
+          if (!(await writable(dbHandle.sql))) {
+            void m.pg.readOnlySeen();
+            throw new Error('postgres is read-only');
+          }
         }, READY_TIMEOUT_MS - 100)]);
       return { redis: r, postgres: p };
     },

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { packageRoot } from '../kernel/package-root.js';
 import { drizzle, type PostgresJsDatabase } from 'drizzle-orm/postgres-js';
@@ -13,6 +14,14 @@ export interface DbHandle {
   db: Db;
   sql: postgres.Sql;
   close(): Promise<void>;
+  /**
+   * Ends this pool's idle sessions when a new session may write while they may not: sessions keep
+   * the read-only default they started under (`ALTER DATABASE … SET default_transaction_read_only`,
+   * a role's), so after it was reset the pool went on reading Postgres as read-only, and the sale
+   * stayed paused until postgres.js retired its connections (30–60 min; a review's run). A standby
+   * (every session read-only) ends nothing. Returns how many it ended.
+   */
+  endStaleReadOnly(): Promise<number>;
 }
 
 const migrationsFolder = path.join(packageRoot(), 'drizzle');
@@ -37,6 +46,9 @@ export function connectDb(url: string, opts: { max?: number; timeoutMs?: number 
   const sql = postgres(url, {
     max: opts.max ?? 10,
     onnotice: () => {},
+    // A name of this pool's own, so that its sessions can be told apart (endStaleReadOnly); one
+    // given in the URL (application_name=…) wins, and then names every pool given it.
+    connection: { application_name: `floodgate-${randomBytes(4).toString('hex')}` },
     // connect_timeout (s): an unreachable host fails a query in 3 s rather than postgres.js's 30.
     connect_timeout: CONNECT_TIMEOUT_S,
     backoff: reconnectBackoffSec,
@@ -45,7 +57,21 @@ export function connectDb(url: string, opts: { max?: number; timeoutMs?: number 
   // The server ends a transaction of a connection given up as silent once it sat idle half as
   // long (before the waiters on its locks give up their own connections): db/transactions.ts.
   if (timeoutMs > 0) limitIdleTransactions(sql, Math.max(250, Math.round(timeoutMs / 2)));
-  return { db: drizzle(sql, { schema }), sql, close: () => sql.end({ timeout: 5 }) };
+  const name = String((sql.options as { connection?: Record<string, unknown> }).connection?.application_name ?? '');
+  async function endStaleReadOnly(): Promise<number> {
+    const fresh = postgres(url, { max: 1, onnotice: () => {}, connect_timeout: CONNECT_TIMEOUT_S, connection: { application_name: `${name}-probe` }, ...(timeoutMs > 0 ? watchedConnections(url, timeoutMs) : {}) } as postgres.Options<{}>);
+    try {
+      const [{ ro }] = await fresh<{ ro: string }[]>`select current_setting('transaction_read_only') as ro`;
+      if (ro !== 'off') return 0;
+      const [{ n }] = await fresh<{ n: number }[]>`
+        select count(pg_terminate_backend(pid))::int as n from pg_stat_activity
+        where datname = current_database() and usename = current_user and application_name = ${name} and state = 'idle' and pid <> pg_backend_pid()`;
+      return n;
+    } finally {
+      await fresh.end({ timeout: 1 });
+    }
+  }
+  return { db: drizzle(sql, { schema }), sql, close: () => sql.end({ timeout: 5 }), endStaleReadOnly };
 }
 
 /**

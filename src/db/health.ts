@@ -26,24 +26,39 @@ export interface PgHealth {
   markDown(reason: string, busy?: boolean): void;
   /** `busy`: every call that marked it down since it was last up was a busy one (nothing was lost). */
   onUp(listener: (busy: boolean) => void): void;
+  /** A session answered read-only outside the probe (readiness): see whether the pool's sessions are stale. */
+  readOnlySeen(): Promise<void>;
   stop(): void;
 }
 
-export function createPgHealth(sql: postgres.Sql, log: Logger, opts = { probeMs: 250, probeTimeoutMs: 5000 }): PgHealth {
+export function createPgHealth(sql: postgres.Sql, log: Logger, opts = { probeMs: 250, probeTimeoutMs: 5000 }, endStaleReadOnly?: () => Promise<number>): PgHealth {
   let up = true;
   let onlyBusy = true;
   let stopped = false;
   let probing: Promise<void> | null = null;
+  let lastStaleCheck = 0;
+
+  /**
+   * A session of the pool answered read-only: a new session may say otherwise (the read-only
+   * default was reset since this pool's sessions started), and then they go. At most once a second.
+   */
+  async function readOnlySeen() {
+    if (!endStaleReadOnly || Date.now() - lastStaleCheck < 1000) return;
+    lastStaleCheck = Date.now();
+    const ended = await endStaleReadOnly().catch(() => 0);
+    if (ended) log.warn({ ended }, 'postgres takes writes again; sessions that started read-only ended');
+  }
   const listeners: ((busy: boolean) => void)[] = [];
 
   async function probeUntilUp() {
     while (!stopped) {
       await new Promise((r) => setTimeout(r, opts.probeMs));
       const ok = await Promise.race([
-        writable(sql).catch(() => false),
-        new Promise<boolean>((r) => setTimeout(() => r(false), opts.probeTimeoutMs).unref()),
+        writable(sql).catch(() => null),
+        new Promise<null>((r) => setTimeout(() => r(null), opts.probeTimeoutMs).unref()),
       ]);
       if (ok) break;
+      if (ok === false) await readOnlySeen();
     }
     if (stopped) return;
     up = true;
@@ -64,6 +79,7 @@ export function createPgHealth(sql: postgres.Sql, log: Logger, opts = { probeMs:
       probing = probeUntilUp().finally(() => (probing = null));
     },
     onUp: (l) => void listeners.push(l),
+    readOnlySeen,
     stop() {
       stopped = true;
       void probing;

@@ -1,0 +1,73 @@
+import postgres from 'postgres';
+import { afterAll, describe, expect, inject, it } from 'vitest';
+import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
+import { testDb } from './support/db.js';
+import { joinAll, userIds } from './support/joins.js';
+import { testRedis } from './support/redis.js';
+
+/**
+ * A database made read-only by its default (`ALTER DATABASE … SET default_transaction_read_only
+ * = on`: maintenance, or a migration tool's guard), then made writable again by resetting it, with
+ * no session ended. Sessions keep the default they started under: the daemon's, opened while it
+ * was read-only, went on refusing every sale, and the sale stayed paused for as long as postgres.js
+ * kept those connections (30–60 min; a review's run watched 40 s of it). The README promises sales
+ * within about a second of Postgres's return.
+ */
+const { newPrefix } = testRedis();
+const db = await testDb();
+const { call } = await inProcessDaemon({ prefix: newPrefix(), databaseUrl: db.url, env: { FLOODGATE_JOB_BACKOFF_MS: '50' } });
+const admin = postgres(inject('pgAdminUrl'), { max: 1, onnotice: () => {} });
+const dbName = new URL(db.url).pathname.slice(1);
+afterAll(async () => {
+  await admin.unsafe(`alter database "${dbName}" reset default_transaction_read_only`).catch(() => {});
+  await admin.end({ timeout: 2 });
+});
+
+/** Read-only for new sessions, and the open ones ended: the daemon's pool reconnects read-only. */
+async function readOnlyNow() {
+  await admin.unsafe(`alter database "${dbName}" set default_transaction_read_only = on`);
+  const [{ now }] = await admin`select clock_timestamp() as now`;
+  await admin`select pg_terminate_backend(pid) from pg_stat_activity where datname = ${dbName} and backend_start <= ${now}`;
+  await waitFor(() => admin`select pid from pg_stat_activity where datname = ${dbName} and backend_start <= ${now}`, (rows) => rows.length === 0, 10_000);
+  // Asked many things at once, the daemon's pool opens all its sessions now, read-only (a busy
+  // daemon's pool is full): none opened after the reset hides the stale ones.
+  await Promise.all(Array.from({ length: 40 }, () => call('GET', '/readyz', undefined, null)));
+  const [{ n }] = await admin`select count(*)::int as n from pg_stat_activity where datname = ${dbName} and application_name like 'floodgate-%'`;
+  expect(n).toBeGreaterThanOrEqual(5);
+}
+const writableAgain = () => admin.unsafe(`alter database "${dbName}" reset default_transaction_read_only`);
+const tally = (vs: { state: string }[]) => vs.reduce<Record<string, number>>((acc, v) => ({ ...acc, [v.state]: (acc[v.state] ?? 0) + 1 }), {});
+
+describe('Postgres writable again after a read-only default, its sessions left alone', () => {
+  it('resumes a paused sale within seconds, not when the pool retires its connections', { timeout: 90_000 }, async () => {
+    const stock = 10;
+    expect((await call('PUT', '/v1/items/rr', { handler: 'seckill', config: { stock }, gate: { mode: 'closed' } })).status).toBe(201);
+    const joins = await joinAll((u) => call('POST', '/v1/items/rr/tickets', { userId: u }, SVC), userIds(0, 30));
+    const ids = joins.map((r) => r.body.ticketId as string);
+    const views = () => Promise.all(ids.map((id) => call('GET', `/v1/tickets/${id}`, undefined, null).then((r) => r.body)));
+    expect((await call('PATCH', '/v1/items/rr/gate', { mode: 'manual', rate: 5 })).status).toBe(200);
+    await readOnlyNow();
+    // The sale is refused: it pauses (no ticket fails).
+    const paused = await waitFor(views, (vs) => vs.some((v) => v.reason === 'paused'), 20_000);
+    expect(paused.some((v) => v.reason === 'paused')).toBe(true);
+    expect(paused.filter((v) => v.state === 'failed')).toEqual([]);
+
+    // Writable again for new sessions; nobody ends the old ones (and nothing asks /readyz).
+    await writableAgain();
+    const ended = await waitFor(views, (vs) => vs.every((v) => v.state === 'succeeded' || v.state === 'rejected'), 30_000);
+    expect(tally(ended)).toEqual({ succeeded: stock, rejected: ids.length - stock }); // before: paused for good
+    expect((await db.sql`select user_id from orders where item_id = 'rr'`).length).toBe(stock);
+    expect((await call('GET', '/readyz', undefined, null)).status).toBe(200);
+  });
+
+  it('is ready again, and takes item changes, with no sale running to notice it', { timeout: 60_000 }, async () => {
+    expect((await call('PUT', '/v1/items/rr2', { handler: 'seckill', config: { stock: 5 }, gate: { mode: 'closed' } })).status).toBe(201);
+    await readOnlyNow();
+    expect((await call('PATCH', '/v1/items/rr2/gate', { mode: 'manual' })).status).toBe(503);
+    expect((await call('GET', '/readyz', undefined, null)).body.checks.postgres).toBe('fail');
+    await writableAgain();
+    const back = await waitFor(() => call('GET', '/readyz', undefined, null), (r) => r.status === 200, 15_000);
+    expect(back.status).toBe(200); // before: 503 (postgres: fail) for as long as the pool kept its sessions
+    expect((await call('PATCH', '/v1/items/rr2/gate', { mode: 'manual' })).status).toBe(200);
+  });
+});
