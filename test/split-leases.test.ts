@@ -101,4 +101,18 @@ describe("a split item's leases", () => {
     const next = await line.admissions.admit('rr', 1, 60_000);
     expect({ early: va.position, late: vb.position, next: next[0]?.userId }).toEqual({ early: 1, late: 2, next: early });
   });
+
+  it('run out put their tickets ahead of the line, and no two tickets read one place (a returned one and the first in line both read 1)', async () => {
+    const line = await splitItem('rp', 'external', 2);
+    const ids: string[] = [];
+    for (let u = 0; u < 6; u++) ids.push((await line.tickets.join('rp', `rp-u${u}`, null)).ticket.ticketId);
+    expect(await line.admissions.admit('rp', 2, 1000)).toHaveLength(2);
+    clock.advance(1500);
+    expect(await line.admissions.sweep()).toBe(2);
+    const places = await Promise.all(ids.map(async (id) => (await line.tickets.status(id)).position));
+    expect(places).toEqual([1, 2, 3, 4, 5, 6]); // before: [1, 2, 1, 2, 3, 4]
+    // And the next round takes them in that order.
+    const next = await line.admissions.admit('rp', 6, 60_000);
+    expect(next.map((n) => n.ticketId)).toEqual(ids);
+  });
 });

@@ -83,7 +83,7 @@ export async function readSnapshot(redis: RedisLike, run: ScriptRunner['run'], p
   const tail = (r: string | undefined) => (r ? r.slice(1) : null);
   if (lines <= 1) return { ...parseSnapshot(itemId, meta, ctr, gate, now, stockOf(stock)), returned: Number(returned ?? 0), newestTail: tail(newest), probedTail: tail(probed) };
   const split = await splitCounters(redis, prefix, itemId, lines, ctr, stock);
-  return parseSnapshot(itemId, meta, { ...ctr, ...split.ctr }, gate, now, stockOf(split.stock));
+  return { ...parseSnapshot(itemId, meta, { ...ctr, ...split.ctr }, gate, now, stockOf(split.stock)), returned: Number(returned ?? 0) + split.returned };
 }
 
 const stockOf = (stock: string[]) => (stock.length ? stock.reduce((a, v) => a + Math.max(0, Number(v)), 0) : null);
@@ -97,12 +97,12 @@ async function splitCounters(redis: RedisLike, prefix: string, itemId: string, l
   const subs = await Promise.all(
     Array.from({ length: lines - 1 }, async (_, i) => {
       const k = itemKeys(prefix, subLineTag(itemId, i + 1));
-      return { ctr: await redis.hgetall(k.ctr), stock: await redis.hvals(k.stock) };
+      return { ctr: await redis.hgetall(k.ctr), stock: await redis.hvals(k.stock), returned: await redis.zcard(k.retry) };
     }),
   );
   const ctr: Record<string, string> = {};
   for (const name of [...counterNames, 'seq', 'served', 'doubt']) ctr[name] = String(subs.reduce((s, x) => s + Number(x.ctr[name] ?? 0), Number(own[name] ?? 0)));
-  return { ctr, stock: [...ownStock, ...subs.flatMap((x) => x.stock)] };
+  return { ctr, stock: [...ownStock, ...subs.flatMap((x) => x.stock)], returned: subs.reduce((s, x) => s + x.returned, 0) };
 }
 
 export function parseSnapshot(

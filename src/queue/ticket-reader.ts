@@ -79,7 +79,9 @@ export function createTicketReader(deps: { items: ItemDirectory; scripts: LineSc
     // Placed from the head as the item's view has it, as the next poll (from that view, cachedWaiting)
     // will place it: from Redis's head, fresher by the admissions of up to the cache time, a place
     // read 6 became 16 at the next poll (a rise, and two users told one place meanwhile).
-    return fullView(ticketId, item, rec, x, Math.min(served, item.snap.served), seq, retryRank, cut, clock.now(), position ?? undefined);
+    // A split item's place in the line (n − A) comes after the tickets returned to the head, as on
+    // one line (linePosition): without them, a returned ticket and the first in line both read 1.
+    return fullView(ticketId, item, rec, x, Math.min(served, item.snap.served), seq, retryRank, cut, clock.now(), position === null || position === undefined ? undefined : position + item.snap.returned);
   }
 
   /** A waiting ticket still in the line, answered from the cache alone; null when unsure. */

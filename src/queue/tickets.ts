@@ -150,7 +150,7 @@ export function createTickets(deps: TicketsDeps): Tickets {
     const ticketId = makeTicketId(sub.itemId, j.seq, s.secret, bindingOf(rec, s.epoch));
     if (!j.created) return { created: false, ticket: await reader.read(ticketId, item, j.seq) };
     deps.onJoined?.(sub.itemId);
-    const position = Math.max(1, j.num - s.admittedUpTo);
+    const position = Math.max(1, j.num - s.admittedUpTo) + s.returned;
     return { created: true, ticket: { ...baseView(ticketId, sub.itemId, cachedRecord(rec, sub.itemId, j.seq, item.recordKey), 'waiting'), position, ...waitingHints(item, position, clock.now()) } };
   }
 
