@@ -103,7 +103,7 @@ describe('webhook security', () => {
     }
     // A port fetch refuses to call: taken (201), every call failed connection_error, and the
     // service never heard a thing.
-    for (const port of [6000, 10080, 1]) {
+    for (const port of [6000, 10080, 1, 0]) {
       const refused = await call('PUT', '/v1/items/keep', { handler: 'webhook', config: { url: `http://127.0.0.1:${port}/orders` } });
       expect(refused.status, String(port)).toBe(400);
       expect(JSON.stringify(refused.body.error.details.issues)).toContain('config.url');

@@ -119,6 +119,8 @@ export const webhook: HandlerSpec = {
   // left out of a restore.
   newConfigIssues: (c) => [
     ...(blockedPort(c.url as string) ? [{ path: ['url'], message: "a port HTTP clients refuse to call (the Fetch standard's bad ports, such as 6000 or 10080): every call would fail" }] : []),
+    // Port 0 names no port: taken (201), every call failed connection_refused.
+    ...(URL.canParse(c.url as string) && new URL(c.url as string).port === '0' ? [{ path: ['url'], message: 'port 0 names no port: every call would fail' }] : []),
     ...Object.keys((c.headers as Record<string, string>) ?? {})
       .filter((name) => ownHeaders.has(name.toLowerCase()))
       .map((name) => ({ path: ['headers', name], message: 'a header every call sets itself (Host, Content-Type, Idempotency-Key, Floodgate-Signature): yours would be replaced' })),
