@@ -48,10 +48,16 @@ async function idempotentShop() {
     fault: 'none' as 'none' | 'hang' | 'http_502',
     /** A call under a key seen before is answered this status (a firewall's 403 to retries, a 404 or a redirect mid-deploy). */
     repeatsAnswered: null as number | null,
+    /** Every call answered 503 before the shop looks at it. */
+    overloaded: false,
     orders,
     ...(await recordingDownstream((req: Seen, res: ServerResponse) => {
       const key = String(req.headers['idempotency-key']);
       const body = JSON.parse(req.body) as { userId: string; payload: unknown };
+      if (shop.overloaded) {
+        res.writeHead(503).end();
+        return;
+      }
       if (orders.has(key) && shop.repeatsAnswered !== null) {
         res.writeHead(shop.repeatsAnswered, { location: 'http://127.0.0.1:9/' }).end();
         return;
@@ -118,6 +124,26 @@ describe('a webhook call whose outcome is unknown', () => {
   });
 });
 
+describe("a repetition of an unsure call that never reached the shop", () => {
+  it("leaves the call to the user's next ticket: a timeout that made the order, a ticket met by 503s, then one that repeats it, one order", async () => {
+    const shop = await idempotentShop();
+    expect((await call('PUT', '/v1/items/unsure-503', { handler: 'webhook', config: { url: shop.url, timeoutMs: 300 } })).status).toBe(201);
+    shop.fault = 'hang';
+    const first = await join('unsure-503', 'u6', { n: 1 });
+    expect(await settled(first)).toMatchObject({ state: 'failed', outcome: { reason: 'timeout' } });
+    expect(shop.orders.size).toBe(1);
+    // The shop is overloaded: the next ticket's repetition is answered 503 (it never looked at it).
+    shop.fault = 'none';
+    shop.overloaded = true;
+    const second = await join('unsure-503', 'u6', { n: 2 });
+    expect(await settled(second)).toMatchObject({ state: 'failed', outcome: { reason: 'http_503' } });
+    shop.overloaded = false;
+    const third = await join('unsure-503', 'u6', { n: 3 });
+    expect(await settled(third)).toMatchObject({ state: 'succeeded', outcome: { result: { orderId: 'O1' } } });
+    expect(shop.orders.size).toBe(1); // before: the third ticket's own key, a second order
+  });
+});
+
 describe('a timeout, then a refusal of the attempt after it', () => {
   for (const status of [403, 404, 307, 400]) {
     it(`keeps the call that timed out (${status} to its retry): the user's next ticket repeats it, one order`, async () => {
@@ -148,9 +174,22 @@ describe('an unsure call kept for a user', () => {
     // r2 is answered under k1, then its settle is lost and it runs again: k1 again, not a new key
     // (forgotten at the answer, the run again made a second order).
     expect(await calls.take('u', 'r2')).toMatchObject({ key: 'k1', by: 'r2' });
-    // The ticket after r2 calls under its own key.
+    // Its repetition reached the shop: the ticket after r2 calls under its own key.
+    await calls.reached('u', 'r2');
     expect(await calls.take('u', 'r3')).toBeNull();
     expect(await calls.take('u', 'r2')).toBeNull();
+  });
+
+  it('is taken over by the next ticket when the repetition never reached the shop, by three tickets at most', async () => {
+    const calls = createUnsureCalls({ redis, prefix: newPrefix(), clock: systemClock })('item');
+    await calls.keep('u', { key: 'k1', body: 'b1' });
+    expect(await calls.take('u', 'r2')).toMatchObject({ key: 'k1', by: 'r2' });
+    await calls.reached('u', 'r-other'); // not the taker: nothing
+    // r2's repetition was refused before the shop heard it (503, a refused connection): r3 repeats it.
+    expect(await calls.take('u', 'r3')).toMatchObject({ key: 'k1', by: 'r3' });
+    expect(await calls.take('u', 'r4')).toMatchObject({ key: 'k1', by: 'r4' });
+    // A call the shop never hears does not hold every ticket of the user after it.
+    expect(await calls.take('u', 'r5')).toBeNull();
   });
 
   it('is settled when its own ticket is answered under its key', async () => {

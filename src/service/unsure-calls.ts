@@ -12,10 +12,12 @@ import type { RedisLike } from '../redis/client.js';
  *
  * One later ticket takes it over (`by`), and its own runs again repeat it too (a settle lost after
  * the answer, a lease run out): forgotten when it was answered, they called under their own key,
- * and the shop made a second order. A ticket after that one calls under its own key: the first
- * repetition either got the shop's answer (the first order, or one made then) or ended without
- * one, and a call the shop refuses again and again (its body, say) must not hold every ticket of
- * the user after it.
+ * and the shop made a second order. A ticket after that one calls under its own key once the
+ * repetition reached the shop (`reached`: it either got the shop's answer — the first order, or one
+ * made then — or ended without one after the shop had it), and a call the shop refuses again and
+ * again (its body, say) must not hold every ticket of the user after it. A repetition that never
+ * reached it (refused before: connection refused, 429, 503) leaves the call to the next ticket, up
+ * to MAX_TAKERS tickets: otherwise the first call's order was made and the next ticket made another.
  */
 export interface UnsureCall {
   /** The Idempotency-Key it went out under (the first ticket's ref). */
@@ -26,7 +28,14 @@ export interface UnsureCall {
   at: number;
   /** The ref of the later ticket that took it over, once one did. */
   by?: string;
+  /** The taker's repetition reached the downstream (it heard the call). */
+  reached?: boolean;
+  /** How many tickets have taken it over. */
+  takers?: number;
 }
+
+/** Tickets that may take over one unsure call whose repetitions never reach the downstream. */
+export const MAX_TAKERS = 3;
 
 /** How long an unsure call is kept: a day, as long as downstreams keep idempotency keys (Stripe: 24 h). */
 export const UNSURE_CALL_TTL_MS = 24 * 3600_000;
@@ -45,6 +54,8 @@ export interface UnsureCalls {
   keep(userId: string, call: { key: string; body: string }): Promise<void>;
   /** A call of ticket `ref` under its own key was answered: its unsure call, if kept, is settled. */
   answered(userId: string, ref: string): Promise<void>;
+  /** Ticket `ref`'s repetition of the call it took over reached the downstream: no ticket after it takes the call over. */
+  reached(userId: string, ref: string): Promise<void>;
 }
 
 export function createUnsureCalls(deps: { redis: RedisLike; prefix: string; clock: Clock }) {
@@ -63,11 +74,11 @@ export function createUnsureCalls(deps: { redis: RedisLike; prefix: string; cloc
       async take(userId, ref) {
         const call = await read(userId);
         if (!call || call.key === ref || call.by === ref) return call;
-        if (call.by !== undefined) {
+        if (call.by !== undefined && (call.reached || (call.takers ?? 1) >= MAX_TAKERS)) {
           await deps.redis.hdel(key(itemId), userId);
           return null;
         }
-        const taken = { ...call, by: ref };
+        const taken = { ...call, by: ref, takers: (call.takers ?? 0) + 1 };
         await deps.redis.hset(key(itemId), userId, JSON.stringify(taken));
         return taken;
       },
@@ -91,6 +102,10 @@ export function createUnsureCalls(deps: { redis: RedisLike; prefix: string; cloc
         const call = await read(userId);
         if (call?.key === ref) await deps.redis.hdel(key(itemId), userId);
       },
+      async reached(userId, ref) {
+        const call = await read(userId);
+        if (call?.by === ref && !call.reached) await deps.redis.hset(key(itemId), userId, JSON.stringify({ ...call, reached: true }));
+      },
     };
   };
 }
@@ -98,7 +113,7 @@ export function createUnsureCalls(deps: { redis: RedisLike; prefix: string; cloc
 function parse(raw: string): UnsureCall | null {
   try {
     const v = JSON.parse(raw) as Partial<UnsureCall>;
-    return typeof v.key === 'string' && typeof v.body === 'string' && typeof v.at === 'number' && (v.by === undefined || typeof v.by === 'string') ? (v as UnsureCall) : null;
+    return typeof v.key === 'string' && typeof v.body === 'string' && typeof v.at === 'number' && (v.by === undefined || typeof v.by === 'string') && (v.takers === undefined || typeof v.takers === 'number') ? (v as UnsureCall) : null;
   } catch {
     return null;
   }

@@ -164,14 +164,18 @@ export const webhook: HandlerSpec = {
     // called under a new key: a second order (6 of 40 users in a review's kill).
     const wentBefore = t.attempt > 1 || t.admittedBefore || unsure !== null;
     if (t.admittedBefore && !unsure) await keep();
+    // A repetition of another ticket's call that reached the downstream (it heard it: any answer
+    // but 429/503, or none after it was sent) ends that call's taking over (service/unsure-calls.ts).
+    const reached = () => (unsure && key !== ref ? ctx.unsure.reached(t.userId, ref).catch((err) => ctx.log.warn({ err: String(err) }, 'unsure webhook call not marked reached')) : undefined);
     let res: Response;
     try {
       res = await fetch(c.url, { method: 'POST', headers, body, redirect: 'manual', signal: ctx.signal });
     } catch (err) {
       const drop = noAnswer(err, ctx);
-      if (!notSent.has(drop.reason)) await keep();
+      if (!notSent.has(drop.reason)) await Promise.all([keep(), reached()]);
       throw drop;
     }
+    if (res.status !== 429 && res.status !== 503) await reached();
     // A 409 to a call under a key that went out before (a retry: the first call timed out or lost
     // its answer) is the Idempotency-Key's "a request with this key is still being processed"
     // (IETF httpapi-idempotency-key-header; Stripe), not a business "no": the first call may
