@@ -34,7 +34,7 @@ export async function testApp() {
     });
     const stores = { redis, dbHandle: dbh };
     const modules = wireModules(config, log, clock, stores);
-    const { queue, stock, gateStore: gates, catalog, metrics, store, lostTickets, stockRows, handlers, pgPressure } = modules;
+    const { queue, stock, gateStore: gates, catalog, metrics, store, lostTickets, stockRows, handlers, pgPressure, series } = modules;
     const app = wireApp(config, log, stores, modules, undefined, opts.admitHold);
     const call = async (method: string, path: string, body?: unknown, key?: string | null, headers: Record<string, string> = {}) => {
       const h: Record<string, string> = { ...headers };
@@ -54,7 +54,7 @@ export async function testApp() {
       }
       return { status: res.status, body: json, headers: res.headers };
     };
-    return { app, queue, stock, gates, catalog, clock, prefix, metrics, call, store, lostTickets, stockRows, handlers, pgPressure };
+    return { app, queue, stock, gates, catalog, clock, prefix, metrics, call, store, lostTickets, stockRows, handlers, pgPressure, series };
   }
 
   return { build, redis, db: dbh, manualClock, uniqueItem: () => `item-${randomBytes(4).toString('hex')}` };
