@@ -339,10 +339,11 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     // unless others are given: an operator's replacement in that moment made a split item one line.
     const stored = existing ? undefined : await store.get(itemId);
     const def = lineDefinition(itemId, input, { previous: existing?.snap.def ?? null, storedLines: stored && !stored.archivedAt ? stored.lines : undefined });
-    const before = existing?.snap.gate ?? null;
+    // (Such an item's gate is its row's: a replacement in that moment opened a paused sale, audited as a creation.)
+    const before = existing?.snap.gate ?? (stored && !stored.archivedAt ? rowGate(stored) : null);
     // A replacement that names no gate keeps the item's: an operator raising the stock of a
     // paused sale (gate closed) did not mean to open it, and a PUT without `gate` reset it to auto.
-    const gate: GateSettings = input.gate === undefined && existing ? existing.snap.gate : { ...defaultGate, ...input.gate };
+    const gate: GateSettings = input.gate === undefined && before ? before : { ...defaultGate, ...input.gate };
     // define-5.lua's rule, checked first so that the usual conflict costs Postgres nothing.
     const live = existing ? existing.snap.counts.waiting + existing.snap.counts.admitted : 0;
     if (existing && existing.snap.def.handler !== def.handler && live > 0) fail('conflict', 'The handler of an item with live tickets cannot change.');
