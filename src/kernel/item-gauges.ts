@@ -69,15 +69,17 @@ export const ITEM_GAUGES: ItemGauge[] = [
   },
   {
     name: 'floodgate_gate_limit',
-    help: 'In-flight limit the adaptive gate enforces (auto) or proposes (manual).',
+    help: 'In-flight limit the adaptive gate enforces (auto) or proposes (manual); none while the gate is closed.',
     labels: [],
-    samples: (v) => (v.controller ? [['', v.controller.limit]] : []),
+    // (Closed, the controller's last figures stood for good, as though a gate admitting nobody paced.)
+    samples: (v) => (v.controller && v.gate.mode !== 'closed' ? [['', v.controller.limit]] : []),
   },
   {
     name: 'floodgate_gate_rate',
-    help: 'Admission pace of the adaptive gate, tickets per second.',
+    help: 'Admission pace of the adaptive gate, tickets per second (+Inf: not pacing yet, the in-flight limit alone); none while the gate is closed.',
     labels: [],
-    samples: (v) => (v.controller ? [['', v.controller.rate ?? 0]] : []),
+    // (0 read as "admits nobody" while the controller had no pace yet and the gate did not pace at all.)
+    samples: (v) => (v.controller && v.gate.mode !== 'closed' ? [['', v.controller.rate ?? Infinity]] : []),
   },
   {
     name: 'floodgate_gate_baseline_seconds',
