@@ -161,7 +161,9 @@ export function startController(
     }
     deps.events.published(itemId, s, { ...e, inflight });
     const a = local.audited;
-    if (!a) local.audited = { ...e, at: now };
+    // Audited only as the gate it is (auto): in manual mode the estimate runs in shadow, and an
+    // audit row said the gate moved while the operator's 3/s held (a review's run).
+    if (!a || item.snap.gate.mode !== 'auto') local.audited = { ...e, at: now };
     else if ((e.limit >= 2 * a.limit || 2 * e.limit <= a.limit) && now - a.at >= 10_000) {
       deps.events.largeChange(itemId, { limit: a.limit, rate: a.rate }, e);
       local.audited = { ...e, at: now };
