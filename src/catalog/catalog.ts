@@ -422,7 +422,10 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     // Postgres first (row, then audit), so a Postgres outage changes nothing; a Redis failure
     // after it puts the row back (the audit row stays: the change was asked for).
     await store.updateGate(itemId, after as unknown as Record<string, unknown>);
-    await audit(itemId, actor, before, after);
+    // Written still (the row may differ from what Redis shows: a rollback not yet applied again),
+    // but audited only as a change: a retried PATCH, or one clearing what was not set, left rows
+    // whose before and after were the same (as a PUT audits only a gate that differs).
+    if (JSON.stringify(before) !== JSON.stringify(after)) await audit(itemId, actor, before, after);
     try {
       await deps.gates.writeSettings(itemId, patch);
       // Every daemon reads the item again (a change notice). A gate that admits now makes its

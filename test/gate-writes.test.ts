@@ -24,3 +24,17 @@ describe('a PUT without `gate` on an item Redis lost', () => {
     expect(audit.map((e) => e.to.mode)).toEqual(['closed', 'manual']); // before: auto (from null) on top
   });
 });
+
+describe('a PATCH of the gate that changes nothing', () => {
+  it('is answered and audits nothing, as a PUT with the same gate', async () => {
+    const { call } = t.build();
+    const item = t.uniqueItem();
+    expect((await call('PUT', `/v1/items/${item}`, { handler: 'external', gate: { mode: 'auto' } })).status).toBe(201);
+    expect((await call('PATCH', `/v1/items/${item}/gate`, { mode: 'auto' })).status).toBe(200);
+    expect((await call('PATCH', `/v1/items/${item}/gate`, { clear: ['rate'] })).status).toBe(200);
+    expect((await call('PATCH', `/v1/items/${item}/gate`, { mode: 'manual', rate: 4 })).status).toBe(200);
+    expect((await call('PATCH', `/v1/items/${item}/gate`, { mode: 'manual', rate: 4 })).status).toBe(200); // a retry
+    const audit = (await call('GET', `/v1/items/${item}/audit`)).body.entries as { to: { mode: string } }[];
+    expect(audit.map((e) => e.to.mode)).toEqual(['manual', 'auto']); // before: five rows
+  });
+});
