@@ -18,6 +18,7 @@ describe("the adaptive gate's gauges", () => {
     const text = itemGaugesText([view('auto', null)]);
     expect(line(text, 'floodgate_gate_rate')).toBe('floodgate_gate_rate{item="i"} +Inf'); // before: 0
     expect(line(text, 'floodgate_gate_limit')).toBe('floodgate_gate_limit{item="i"} 16');
+    expect(line(text, 'floodgate_gate_baseline_seconds')).toBe('floodgate_gate_baseline_seconds{item="i"} 0.03702'); // before: 0.037020000000000004
     expect(line(itemGaugesText([view('manual', 12.5)]), 'floodgate_gate_rate')).toBe('floodgate_gate_rate{item="i"} 12.5');
   });
   it('show no limit or pace while the gate is closed', () => {

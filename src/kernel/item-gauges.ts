@@ -85,7 +85,8 @@ export const ITEM_GAUGES: ItemGauge[] = [
     name: 'floodgate_gate_baseline_seconds',
     help: 'Baseline (no-queueing) latency of the downstream, from probes.',
     labels: [],
-    samples: (v) => (v.controller?.baseMs != null ? [['', v.controller.baseMs / 1000]] : []),
+    // (In whole microseconds: 37.02 ms / 1000 read 0.037020000000000004.)
+    samples: (v) => (v.controller?.baseMs != null ? [['', Math.round(v.controller.baseMs * 1000) / 1e6]] : []),
   },
   {
     name: 'floodgate_gate_latency_seconds',
@@ -93,8 +94,8 @@ export const ITEM_GAUGES: ItemGauge[] = [
     labels: ['quantile'],
     samples: (v) => {
       const out: Sample[] = [];
-      if (v.controller?.p50Ms != null) out.push([',quantile="0.5"', v.controller.p50Ms / 1000]);
-      if (v.controller?.p99Ms != null) out.push([',quantile="0.99"', v.controller.p99Ms / 1000]);
+      if (v.controller?.p50Ms != null) out.push([',quantile="0.5"', Math.round(v.controller.p50Ms * 1000) / 1e6]);
+      if (v.controller?.p99Ms != null) out.push([',quantile="0.99"', Math.round(v.controller.p99Ms * 1000) / 1e6]);
       return out;
     },
   },
