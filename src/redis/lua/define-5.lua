@@ -90,7 +90,8 @@ local abandonWas = tonumber(rcall('HGET', K.meta, 'abandonAfterMs') or '')
 local abandonNow = tonumber(def.abandonAfterMs or '')
 if abandonNow then
   if not abandonWas or abandonNow < abandonWas then
-    local toldAtMost = abandonWas and math.max(1000, math.min(30000, math.floor(abandonWas / 3))) or 30000
+    -- (A new item has no holders: from now.)
+    local toldAtMost = code == 1 and 0 or abandonWas and math.max(1000, math.min(30000, math.floor(abandonWas / 3))) or 30000
     local from = tonumber(ARGV[1]) + toldAtMost
     if from > tonumber(rcall('HGET', K.meta, 'abandonSince') or '0') then rcall('HSET', K.meta, 'abandonSince', string.format('%d', from)) end
   end
