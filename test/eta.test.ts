@@ -4,6 +4,7 @@ import { createLine } from '../src/queue/line.js';
 import { createGateStore } from '../src/scheduler/gate-store.js';
 import { createStockCounters } from '../src/service/stock-counters.js';
 import type { LineDefinition } from '../src/queue/types.js';
+import { itemKeys } from '../src/redis/keys.js';
 import { testRedis } from './support/redis.js';
 
 const t = testRedis();
@@ -67,6 +68,30 @@ describe('what a waiting ticket is told', () => {
     // Place p is about p / 2 s away (before: p / 50 s, 25 times too soon).
     expect(last.etaMs!).toBeGreaterThanOrEqual((last.position! / 2) * 1000 * 0.7);
     expect(last.etaMs!).toBeLessThanOrEqual((last.position! / 2) * 1000 * 1.3);
+  });
+
+  it("an auto gate whose in-flight limit holds admissions back: etaMs follows what that limit lets through, not the controller's pace", async () => {
+    const clock = manualClock();
+    const prefix = t.newPrefix();
+    const queue = createLine({ redis: t.redis, prefix, clock, cacheMs: 0 });
+    await queue.definitions.define(def('auto-eta'), { mode: 'auto', rate: null, maxInFlight: null }, { reopen: false });
+    // What the controller publishes for a downstream taking 1 s with room for 2: a limit of 2 and
+    // a pace of 2 / 1 s × its 1.5 headroom. Admissions are held to 2 a second by the limit.
+    await t.redis.hset(itemKeys(prefix, 'auto-eta').gate, 'aLimit', '2', 'aRate', '3.000', 'aBase', '1000.00', 'aP50', '1000.00');
+    const ids = (await Promise.all(Array.from({ length: 60 }, (_, j) => queue.tickets.join('auto-eta', `u${j}`, null)))).map((r) => r.ticket.ticketId);
+    const running: { seq: number; leaseId: string; until: number }[] = [];
+    for (let ms = 0; ms < 11_000; ms += 100) {
+      clock.advance(100);
+      const done = running.filter((r) => r.until <= clock.now());
+      if (done.length) await queue.admissions.settleMany('auto-eta', done.map((r) => ({ seq: r.seq, leaseId: r.leaseId, status: 'succeeded' as const })));
+      running.splice(0, running.length, ...running.filter((r) => r.until > clock.now()));
+      for (const g of await queue.admissions.admit('auto-eta', 100, 600_000)) running.push({ seq: g.seq, leaseId: g.leaseId, until: clock.now() + 1000 });
+    }
+    const last = await queue.tickets.status(ids[59]);
+    expect(last.state).toBe('waiting');
+    // Place p is about p / 2 s away (before: p / 3 s, the pace).
+    expect(last.etaMs!).toBeGreaterThanOrEqual((last.position! / 2) * 1000 * 0.8);
+    expect(last.etaMs!).toBeLessThanOrEqual((last.position! / 2) * 1000 * 1.25);
   });
 
   it('reports, at admission, the ETA each ticket was told at its join and the wait it really had', async () => {

@@ -90,9 +90,12 @@ export function expectedRate(item: CachedItem): number | null {
     if (capped) return measured !== null && gate.rate !== null ? Math.min(gate.rate, measured) : measured;
     return gate.rate ?? measured;
   }
+  // Auto: the controller's pace carries its headroom (1.5×) over what its in-flight limit lets
+  // through, and the limit is what admits on a busy downstream: the rate measured says how fast.
+  // From the pace alone, every place was told two thirds of its wait.
   const pace = item.snap.pace?.rate ?? null;
-  if (pace !== null) return gate.rate !== null ? Math.min(gate.rate, pace) : pace;
-  return measured !== null && gate.rate !== null ? Math.min(gate.rate, measured) : (measured ?? gate.rate);
+  const carried = pace !== null && measured !== null ? Math.min(pace, measured) : (pace ?? measured);
+  return carried !== null && gate.rate !== null ? Math.min(gate.rate, carried) : (carried ?? gate.rate);
 }
 
 /**
