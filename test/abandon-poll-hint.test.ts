@@ -70,6 +70,8 @@ describe('abandonment switched on or shortened on a live line', () => {
       // Nobody was due to poll yet: all are handed out, none expired.
       const pulled = (await call('POST', `/v1/items/${item}/pull`, { max: 5 }, SERVICE)).body.tickets as { ticketId: string }[];
       expect(pulled.map((p) => p.ticketId)).toEqual(ids.slice(0, 5)); // before: [] (all 10 expired)
+      // A replacement that keeps the setting keeps where its clock starts.
+      expect((await call('PUT', `/v1/items/${item}`, def(5000, null))).status).toBe(200);
       // The other five poll when told (the first of them told less than 30 s), then stop: expired
       // once 5 s have passed after the last interval anyone may have been told.
       for (const id of ids.slice(5)) if (told.get(id)! <= 6500) await call('GET', `/v1/tickets/${id}`, undefined, null);
