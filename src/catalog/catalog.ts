@@ -182,6 +182,8 @@ export function createCatalog(deps: CatalogDeps): Catalog {
   let lastSeen: { held: ReadonlySet<string>; gen: number } | null = null;
   /** Items seen with keys but unlisted (restoreMissing), since when: registered again only after UNLISTED_FOR_MS. */
   const unlistedSince = new Map<string, number>();
+  /** Items Redis lists that Postgres has no live row for (retireRemoved): closed and dropped, checked each round until gone. */
+  const retiring = new Set<string>();
   let restoring: Promise<number> | null = null;
   /** Items a restore left for later because Postgres took no writes (counted up, never down). */
   let postponed = 0;
@@ -595,16 +597,25 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       // Once a second on every daemon: O(1) while neither Redis's set of items nor `known` moved
       // (the scan of 10,000 ids each second was most of an idle daemon's CPU).
       const held = await queue.items.itemIdSet();
-      if (lastSeen?.held === held && lastSeen.gen === knownGen) return 0;
+      if (lastSeen?.held === held && lastSeen.gen === knownGen && !retiring.size) return 0;
       // Every id Redis holds has its Postgres row (a put writes the row first): items defined on
       // other daemons since this one's last restore join `known`, so their loss is seen here too
       // (a daemon that started before them, or with no items, saw nothing missing after a flush).
-      for (const id of held) if (!known.has(id)) (known.add(id), knownGen++);
+      // One whose row is not live — removed by retention, or unknown to Postgres — is Redis gone
+      // back past the removal (a snapshot older than it): it is closed and dropped, as retention
+      // left it. Taken for a live item, it sold on, open, after its operator had closed it.
+      const unknown = [...held].filter((id) => !known.has(id) && !retiring.has(id));
+      if (unknown.length) {
+        const live = new Set((await store.liveRows(unknown)).map((r) => r.itemId));
+        for (const id of unknown) if (live.has(id)) (known.add(id), knownGen++);
+        else retiring.add(id);
+      }
+      if (retiring.size) await retireRemoved();
       const missing = [...known].filter((id) => !held.has(id));
       const lastGen = knownGen;
       const lastPostponed = postponed;
       if (!missing.length) {
-        lastSeen = { held, gen: knownGen };
+        if (!retiring.size) lastSeen = { held, gen: knownGen };
         return 0;
       }
       // A few missing while Redis holds the rest is retention's work (here or on another daemon)
@@ -621,6 +632,34 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       return restored;
     },
   };
+
+  /**
+   * Items Redis lists with no live row in Postgres (restoreIfLost): each, under its lock and only if
+   * its row is still not live (an operator may be making it again), is cut `closed` — its waiting
+   * tickets end as a close ends them — and its keys dropped once nothing of it runs.
+   */
+  async function retireRemoved() {
+    for (const id of [...retiring]) {
+      await locked(id, async () => {
+        if ((await store.liveRows([id])).length) {
+          retiring.delete(id);
+          known.add(id);
+          knownGen++;
+          return;
+        }
+        const held = await queue.items.item(id, { fresh: true });
+        if (!held) return void retiring.delete(id);
+        if (!held.snap.closed && !held.snap.soldOut) {
+          await queue.definitions.cut(id, 'closed');
+          deps.log.warn({ itemId: id }, 'item redis held without a live row in postgres (removed, or unknown): closed');
+        }
+        if (await queue.definitions.drop(id)) {
+          retiring.delete(id);
+          deps.log.warn({ itemId: id }, 'keys of an item postgres has no live row for dropped');
+        }
+      }).catch((err: unknown) => deps.log.warn({ itemId: id, err: String(err) }, 'item without a live row not retired yet: tried again at the next check'));
+    }
+  }
 
   /**
    * Every row; `known` becomes what Postgres has. Single-flight (a reconnect and the loss check

@@ -1,0 +1,44 @@
+import { describe, expect, it } from 'vitest';
+import { itemsSetKey } from '../src/redis/keys.js';
+import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
+import { testDb } from './support/db.js';
+import { rollbackItem, snapshotItem, testRedis } from './support/redis.js';
+
+/**
+ * Redis restored from a snapshot older than an item's removal (retention archived its row a day
+ * after its close, then dropped its keys; a daily RDB backup is older than that): the item's keys
+ * come back, open, with units. Nothing looked at it — a start restores live rows only, the loss
+ * check took Redis's items for live ones, the rollback check skips removed rows — and users bought
+ * on an item its operator had closed (a review's run: a second order on a closed, archived item).
+ * A daemon now closes such an item and drops its keys, as retention had left it.
+ */
+const { redis, newPrefix } = testRedis();
+const db = await testDb();
+const prefix = newPrefix();
+
+describe('an item Redis brings back after its removal', () => {
+  it('is closed and dropped again, and sells nothing', { timeout: 60_000 }, async () => {
+    const first = await inProcessDaemon({ prefix, databaseUrl: db.url });
+    expect((await first.call('PUT', '/v1/items/gone', { handler: 'seckill', config: { stock: 3 } })).status).toBe(201);
+    const t1 = (await first.call('POST', '/v1/items/gone/tickets', { userId: 'u1' }, SVC)).body.ticketId as string;
+    await waitFor(() => first.call('GET', `/v1/tickets/${t1}`, undefined, null), (r) => r.body.state === 'succeeded');
+    const snap = await snapshotItem(redis, prefix, 'gone'); // open, 2 units left
+    expect((await first.call('DELETE', '/v1/items/gone')).status).toBe(200);
+    await first.daemon.stop();
+    // Retention's removal: the row archived, the keys dropped.
+    await db.sql`update items set archived_at = now() where item_id = 'gone'`;
+    await redis.srem(itemsSetKey(prefix), 'gone');
+    // Redis goes back to the snapshot.
+    await rollbackItem(redis, prefix, 'gone', snap);
+    await redis.sadd(itemsSetKey(prefix), 'gone');
+
+    const second = await inProcessDaemon({ prefix, databaseUrl: db.url });
+    const after = await waitFor(() => second.call('GET', '/v1/items/gone'), (r) => r.status === 404, 10_000);
+    expect(after.status).toBe(404); // before: 200, `open`, 2 remaining
+    const join = await second.call('POST', '/v1/items/gone/tickets', { userId: 'u2' }, SVC);
+    expect(join.status).toBe(404); // before: 202, then an order
+    expect((await db.sql`select user_id from orders where item_id = 'gone'`).map((r) => r.user_id)).toEqual(['u1']);
+    // The buyer's ticket still answers its end, from Postgres.
+    expect((await second.call('GET', `/v1/tickets/${t1}`, undefined, null)).body).toMatchObject({ state: 'succeeded' });
+  });
+});
