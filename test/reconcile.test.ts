@@ -100,13 +100,44 @@ describe('reconcile', () => {
     await call('PUT', '/v1/items/rc2', { handler: 'seckill', config: { stock: 5 } });
     await buy('rc2', ['x1', 'x2']);
     await redis.hset(`${prefix}{rc2}:stock`, 's0', 1000);
-    const check = await inProcessDaemon({ prefix, databaseUrl: db.url }); // a daemon start runs the check
-    expect((await check.call('GET', '/v1/items/rc2')).body.remaining).toBe(3);
+    // A daemon start runs the check, once it listens (in the background: a start with thousands of
+    // items listened only after it).
+    const check = await inProcessDaemon({ prefix, databaseUrl: db.url });
+    expect((await waitFor(() => check.call('GET', '/v1/items/rc2'), (r) => r.body.remaining === 3, 10_000)).body.remaining).toBe(3);
     // Units stranded (a counter lower than Postgres allows) come back too: no false "sold out".
     await redis.hset(`${prefix}{rc2}:stock`, 's0', 0);
     const again = await inProcessDaemon({ prefix, databaseUrl: db.url });
-    expect((await again.call('GET', '/v1/items/rc2')).body.remaining).toBe(3);
+    expect((await waitFor(() => again.call('GET', '/v1/items/rc2'), (r) => r.body.remaining === 3, 10_000)).body.remaining).toBe(3);
     const more = await buy('rc2', ['y1', 'y2', 'y3', 'y4']);
     expect(more.filter((v) => v.state === 'succeeded').length).toBe(3);
+  });
+
+  it("listens before its start's reconcile is done: a stock row held locked does not hold the start", { timeout: 60_000 }, async () => {
+    await call('PUT', '/v1/items/rc3', { handler: 'seckill', config: { stock: 4 } });
+    await redis.hset(`${prefix}{rc3}:stock`, 's0', 1000);
+    // Another session holds the item's stock row (a long transaction, a stuck migration).
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let locked!: () => void;
+    const isLocked = new Promise<void>((r) => (locked = r));
+    const tx = db.sql.begin(async (sql) => {
+      await sql`select * from item_stock where item_id = 'rc3' for update`;
+      locked();
+      await held;
+    });
+    await isLocked;
+    try {
+      const starting = inProcessDaemon({ prefix, databaseUrl: db.url });
+      const first = await Promise.race([starting.then(() => 'listening'), new Promise((r) => setTimeout(() => r('held'), 8000))]);
+      expect(first).toBe('listening'); // before: held (the start reconciled every item before it listened)
+      const d = await starting;
+      expect((await d.call('GET', '/healthz', undefined, null)).status).toBe(200);
+      release();
+      await tx;
+      expect((await waitFor(() => d.call('GET', '/v1/items/rc3'), (r) => r.body.remaining === 4, 20_000)).body.remaining).toBe(4);
+    } finally {
+      release();
+      await tx.catch(() => {});
+    }
   });
 });

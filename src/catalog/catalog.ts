@@ -111,7 +111,7 @@ export interface Catalog {
    * both directions, and re-creates items Redis lost. `idleOnly`: touch only items with no sale in
    * flight (safe while a sale is on; an item busy now is reported `changed: false`).
    */
-  reconcile(opts?: { itemId?: string; idleOnly?: boolean }): Promise<{ itemId: string; left: number; redisHad: number | null; changed: boolean }[]>;
+  reconcile(opts?: { itemId?: string; idleOnly?: boolean; /** Ends the walk between items (a stop). */ signal?: AbortSignal }): Promise<{ itemId: string; left: number; redisHad: number | null; changed: boolean }[]>;
 }
 
 export type { StockRows } from './stock-sync.js';
@@ -549,6 +549,7 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       const rows = opts.itemId ? [await store.get(opts.itemId)] : await store.all();
       const out = [];
       for (const listed of rows) {
+        if (opts.signal?.aborted) break;
         if (!listed) fail('item_not_found', 'No such item.');
         const itemId = listed!.itemId;
         // A lost item comes back as the loss check restores it: under its lock, from its row as it
