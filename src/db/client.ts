@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { packageRoot } from '../kernel/package-root.js';
 import { drizzle, type PostgresJsDatabase } from 'drizzle-orm/postgres-js';
@@ -95,6 +96,10 @@ function watchedConnections(url: string, timeoutMs: number): Partial<postgres.Op
 export async function migrateDb(url: string): Promise<void> {
   const handle = connectDb(url, { max: 2, timeoutMs: 0 });
   try {
+    // Nothing to apply, nothing written: the migrator's first step creates its schema (a write
+    // even when it exists), so a start on a Postgres that takes no writes for now (a standby after
+    // a failover, a read-only default) failed there, though no migration was due.
+    if (!(await migrationsPending(handle.sql))) return;
     // A session advisory lock keeps two daemons starting together from racing on the migrations table.
     const lockConn = await handle.sql.reserve();
     try {
@@ -107,4 +112,14 @@ export async function migrateDb(url: string): Promise<void> {
   } finally {
     await handle.close();
   }
+}
+
+/** Whether the journal (drizzle/meta/_journal.json) has a migration newer than the last one applied (read only). */
+async function migrationsPending(sql: postgres.Sql): Promise<boolean> {
+  const journal = JSON.parse(await readFile(path.join(migrationsFolder, 'meta', '_journal.json'), 'utf8')) as { entries: { when: number }[] };
+  const newest = Math.max(0, ...journal.entries.map((e) => e.when));
+  const [{ table }] = await sql<{ table: string | null }[]>`select to_regclass('drizzle.__drizzle_migrations')::text as table`;
+  if (!table) return true;
+  const [last] = await sql<{ at: string }[]>`select created_at::text as at from drizzle.__drizzle_migrations order by created_at desc limit 1`;
+  return !last || Number(last.at) < newest;
 }

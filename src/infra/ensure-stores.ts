@@ -31,7 +31,9 @@ const startedHere = new Set<() => Promise<void>>();
  * which variable, which server (without its password), and what it answered.
  */
 export function storeFailure(store: 'redis' | 'postgres', where: string, err: unknown): SetupNeeded {
-  const e = err as { code?: unknown; message?: unknown };
+  // What the server said (a query error's cause: drizzle's own message names only the query).
+  const cause = (err as { cause?: { code?: unknown; message?: unknown } })?.cause;
+  const e = (typeof cause?.code === 'string' ? cause : err) as { code?: unknown; message?: unknown };
   const why = [typeof e?.code === 'string' ? e.code : null, typeof e?.message === 'string' ? e.message : String(err)].filter(Boolean).join(': ');
   return store === 'redis'
     ? new SetupNeeded(`Redis at ${where} (REDIS_URL, or FLOODGATE_REDIS_CLUSTER) cannot be used: ${why}`)
