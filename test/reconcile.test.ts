@@ -44,9 +44,17 @@ describe('reconcile', () => {
       cwd: path.resolve(import.meta.dirname, '..'),
       env: { ...process.env, REDIS_URL: redisUrl(), DATABASE_URL: db.url, FLOODGATE_REDIS_PREFIX: prefix, LOG_LEVEL: 'warn' },
     });
-    expect(JSON.parse(stdout).reconciled).toMatchObject([{ itemId: 'rc', left: 10 }]);
+    const [report] = JSON.parse(stdout).reconciled;
+    // Made again by this command (redisHad null) or by the daemon's loss check a moment before it.
+    expect(report).toMatchObject(report.restored ? { itemId: 'rc', left: 10, redisHad: null, changed: true } : { itemId: 'rc', left: 10, redisHad: 10 });
     const shards = await redis.hvals(`${prefix}{rc}:stock`);
     expect(shards.map(Number).reduce((a, b) => a + b, 0)).toBe(10);
+    // Again: nothing to change, and the report says so (it read `changed: true` for every item).
+    const again = await run(process.execPath, [builtDaemon, 'reconcile', 'rc'], {
+      cwd: path.resolve(import.meta.dirname, '..'),
+      env: { ...process.env, REDIS_URL: redisUrl(), DATABASE_URL: db.url, FLOODGATE_REDIS_PREFIX: prefix, LOG_LEVEL: 'warn' },
+    });
+    expect(JSON.parse(again.stdout).reconciled).toEqual([{ itemId: 'rc', left: 10, redisHad: 10, changed: false }]);
 
     const second = await buy('rc', Array.from({ length: 25 }, (_, i) => `b${i}`));
     expect(second.filter((v) => v.state === 'succeeded').length, JSON.stringify(second.map((v) => [v.state, v.outcome?.reason ?? v.reason ?? null]))).toBe(10);

@@ -111,7 +111,11 @@ export interface Catalog {
    * both directions, and re-creates items Redis lost. `idleOnly`: touch only items with no sale in
    * flight (safe while a sale is on; an item busy now is reported `changed: false`).
    */
-  reconcile(opts?: { itemId?: string; idleOnly?: boolean; /** Ends the walk between items (a stop). */ signal?: AbortSignal }): Promise<{ itemId: string; left: number; redisHad: number | null; changed: boolean }[]>;
+  /**
+   * Per item: `left` what Postgres counts, `redisHad` what Redis held before (null: Redis had lost
+   * the item, `restored`), `changed` whether the counter was set to another value.
+   */
+  reconcile(opts?: { itemId?: string; idleOnly?: boolean; /** Ends the walk between items (a stop). */ signal?: AbortSignal }): Promise<{ itemId: string; left: number; redisHad: number | null; changed: boolean; restored?: true }[]>;
 }
 
 export type { StockRows } from './stock-sync.js';
@@ -584,8 +588,12 @@ export function createCatalog(deps: CatalogDeps): Catalog {
           return syncStock(def, opts.idleOnly ?? false);
         });
         const r = await count().catch(busy);
-        if (r) out.push(r);
-        if (r?.changed && r.redisHad !== r.left) deps.log.warn(r, 'stock reconciled from postgres');
+        if (!r) continue;
+        // As it was before this reconcile: an item it made again had nothing in Redis (its count
+        // was read after the restore, and every item read `changed` whether or not it differed).
+        const report = restored.restored ? { ...r, redisHad: null, changed: true, restored: true as const } : { ...r, changed: r.changed && r.redisHad !== r.left };
+        out.push(report);
+        if (report.changed) deps.log.warn(report, 'stock reconciled from postgres');
       }
       return out;
     },
