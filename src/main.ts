@@ -99,22 +99,26 @@ async function main() {
     process.exit(1);
   });
   const processes = processCount(config.FLOODGATE_PROCESSES);
+  // One handler per signal for the whole life of the process, which asks what the process is
+  // doing: removed at the end of the start and added again for the run, the signal handle closed
+  // in between and a SIGTERM that came as the start finished was lost (the daemon served on until
+  // a SIGKILL; 1 in 24 tries in a review); with `once`, a second signal during the start took
+  // Node's default (death), leaving an embedded Postgres running.
+  let stop: ((signal: string) => void) | null = null;
+  let stoppingStart = false;
   // A signal while the daemon starts, or a start that fails, stops the servers it started (an
   // embedded Postgres, a redis-server) before the exit: they outlived it, and the next start
   // reused them and never stopped them.
   const duringStart = (signal: string) => {
+    if (stoppingStart) return;
+    stoppingStart = true;
     // (Exit 0: nothing ran yet, so nothing was cut short; a group's primary reads a worker's 1 as such.)
     log.info({ signal }, 'stop requested while starting; stopping what was started');
     void stopStartedStores().finally(() => process.exit(0));
   };
-  const onTerm = () => duringStart('SIGTERM');
-  const onInt = () => duringStart('SIGINT');
-  process.once('SIGTERM', onTerm);
-  process.once('SIGINT', onInt);
-  const started = () => {
-    process.off('SIGTERM', onTerm);
-    process.off('SIGINT', onInt);
-  };
+  const onSignal = (signal: string) => (stop ? stop(signal) : duringStart(signal));
+  process.on('SIGTERM', () => onSignal('SIGTERM'));
+  process.on('SIGINT', () => onSignal('SIGINT'));
   // What the machine lacks is said plainly; anything else is a bug, with its stack.
   const failedToStart = async (err: unknown): Promise<never> => {
     log.fatal({ err: err instanceof SetupNeeded ? err.message : String((err as Error)?.stack ?? err) }, 'failed to start');
@@ -122,12 +126,11 @@ async function main() {
     process.exit(1);
   };
   if (processes > 1 && !isClusterWorker()) {
-    await runPrimary(keys.config, log, processes).catch(failedToStart);
-    started();
+    const stopPrimary = await runPrimary(keys.config, log, processes).catch(failedToStart);
+    if (!stoppingStart) stop = stopPrimary;
     return;
   }
   const daemon = await startDaemon(keys.config, log).catch(failedToStart);
-  started();
   let stopping = false;
   const shutdown = (signal: string) => {
     // Once: a stop signalled to a whole process group reaches a worker of FLOODGATE_PROCESSES twice
@@ -150,8 +153,8 @@ async function main() {
       },
     );
   };
-  process.on('SIGTERM', () => shutdown('SIGTERM'));
-  process.on('SIGINT', () => shutdown('SIGINT'));
+  // (A stop asked for during the start is under way already: it exits.)
+  if (!stoppingStart) stop = shutdown;
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) void main();

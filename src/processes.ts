@@ -62,8 +62,12 @@ function closeLostConnections(w: Worker) {
   });
 }
 
-/** Runs the primary: stores, migrations, N workers; resolves never (the process exits on a signal or a crash loop). */
-export async function runPrimary(config: Config, log: Logger, n: number): Promise<void> {
+/**
+ * Runs the primary: stores, migrations, N workers. Resolves, once the workers are forked, with
+ * the stop a signal asks for (main.ts routes SIGTERM/SIGINT to it); the process exits when that
+ * stop or a crash loop ends.
+ */
+export async function runPrimary(config: Config, log: Logger, n: number): Promise<(signal: string) => void> {
   const stores = await ensureStores(storeSettings(config), log);
   const pg = { url: stores.pgUrl };
   await migrateDb(pg.url).catch((err) => Promise.reject(storeFailure('postgres', redactUrl(pg.url), err)));
@@ -150,6 +154,5 @@ export async function runPrimary(config: Config, log: Logger, n: number): Promis
     log.info({ workersFailed: cutShort }, 'stopped');
     process.exit(cutShort ? 1 : code);
   }
-  process.on('SIGTERM', () => void shutdown('SIGTERM'));
-  process.on('SIGINT', () => void shutdown('SIGINT'));
+  return (signal) => void shutdown(signal);
 }
