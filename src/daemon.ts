@@ -569,7 +569,11 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
         // The three at once: the controller's stop hands its leader leases over, and waiting for
         // the HTTP drain first kept the other daemons without a controller for that long too.
         // (Joins still answered meanwhile are admitted by the other daemons' dispatchers.)
-        await Promise.all([drainHttp(server as Server, open, log), dispatcher.stop(), controller.stop()]);
+        service.stopTaking();
+        // The drain within the budget too: a client that stopped sending mid-body held it 5 s
+        // whatever the budget (a 3 s budget ran out with no sale at all: exit 1).
+        const drainMs = Math.min(HTTP_DRAIN_MS, Math.max(MIN_DRAIN_MS, config.FLOODGATE_SHUTDOWN_MS - STOP_TAIL_MS - MIN_WORKERS_MS));
+        await Promise.all([drainHttp(server as Server, open, log, drainMs), dispatcher.stop(), controller.stop()]);
         // The jobs running get what is left of the budget after the HTTP drain, less what the rest
         // of the stop needs (STOP_TAIL_MS): a webhook call an operator gave a long stop budget for
         // finishes here instead of being dropped and run again elsewhere.
@@ -612,6 +616,9 @@ const QUEUES_CLOSE_MS = 10_000;
  */
 export const HTTP_DRAIN_MS = 5000;
 
+/** The least the HTTP drain is given, however small the budget. */
+const MIN_DRAIN_MS = 250;
+
 /**
  * Stops taking connections and lets the answers in progress finish, each the last of its
  * connection (`Connection: close`: the client does not send its next call on a socket being
@@ -625,10 +632,10 @@ export const HTTP_DRAIN_MS = 5000;
  * event is the ticket's current view. Destroyed rather than ended: the watch may still write to it
  * before it hears the close, and a write after end() would throw.
  */
-async function drainHttp(server: Server, open: Set<ServerResponse>, log: Logger) {
+async function drainHttp(server: Server, open: Set<ServerResponse>, log: Logger, drainMs = HTTP_DRAIN_MS) {
   const closed = new Promise<void>((resolve) => server.close(() => resolve()));
   for (const res of open) if (!res.headersSent) res.shouldKeepAlive = false;
-  const until = Date.now() + HTTP_DRAIN_MS;
+  const until = Date.now() + drainMs;
   // An answer begun but not finished is a stream: every other answer is written whole in one go
   // (@hono/node-server, api/hot-*.ts). Looked at again every 50 ms, as a stream accepted just
   // before the stop writes its head on a later turn (ticket-events.ts), and so are the idle
@@ -639,7 +646,7 @@ async function drainHttp(server: Server, open: Set<ServerResponse>, log: Logger)
     if (await settlesWithin(closed, 50)) return;
     if (Date.now() > until) break;
   }
-  log.warn({ open: open.size, afterMs: HTTP_DRAIN_MS }, 'answers still open at the stop; their connections are closed');
+  log.warn({ open: open.size, afterMs: drainMs }, 'answers still open at the stop; their connections are closed');
   server.closeAllConnections();
   await closed;
 }

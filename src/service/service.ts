@@ -152,6 +152,15 @@ export function createService(deps: ServiceDeps) {
   return {
     jobs,
     /**
+     * Stops taking jobs now, those running going on (their close is what stop() waits for): from
+     * the stop's first moment, not after the HTTP drain. A daemon stopping took jobs other daemons
+     * queued while its answers drained (up to 5 s), then dropped them at its close, called again
+     * elsewhere (a review's run: exit 1 and a webhook called twice).
+     */
+    stopTaking(): void {
+      for (const w of workers) void w.close().catch(() => {});
+    },
+    /**
      * Stops taking jobs and waits for those running, up to `workersMs` (the daemon gives it what
      * is left of FLOODGATE_SHUTDOWN_MS once the rest of its stop is reserved: daemon.ts), then
      * closes the job queues within `queuesMs`. Resolves with how many jobs were still running when
