@@ -93,7 +93,8 @@ export function stockKeeperRound(deps: StockKeeperDeps) {
         continue;
       }
       const [r] = await deps.catalog.reconcile({ itemId: d.itemId, idleOnly: true });
-      if (r?.changed) seen.set(d.itemId, d.mark.replace(/\|[^|]*$/, `|${r.left}`));
+      // Set, or already right (`changed` says only that it was set to another value).
+      if (r && (r.changed || r.redisHad === r.left)) seen.set(d.itemId, d.mark.replace(/\|[^|]*$/, `|${r.left}`));
     }
   };
 }
