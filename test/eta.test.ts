@@ -94,6 +94,32 @@ describe('what a waiting ticket is told', () => {
     expect(last.etaMs!).toBeLessThanOrEqual((last.position! / 2) * 1000 * 1.25);
   });
 
+  it("an auto gate whose pace rose, its limit far from full: etaMs follows the pace, not the slower rate measured before", async () => {
+    const clock = manualClock();
+    const prefix = t.newPrefix();
+    const queue = createLine({ redis: t.redis, prefix, clock, cacheMs: 0 });
+    await queue.definitions.define(def('auto-rise'), { mode: 'auto', rate: null, maxInFlight: null }, { reopen: false });
+    const gate = itemKeys(prefix, 'auto-rise').gate;
+    await t.redis.hset(gate, 'aLimit', '1000', 'aRate', '10.000', 'aBase', '5.00', 'aP50', '5.00');
+    const ids: string[] = [];
+    for (let i = 0; i < 400; i += 100) ids.push(...(await Promise.all(Array.from({ length: 100 }, (_, j) => queue.tickets.join('auto-rise', `u${i + j}`, null)))).map((r) => r.ticket.ticketId));
+    // Ten seconds at the controller's 10/s, each ticket answered at once (a fast downstream).
+    const run = async (ms: number) => {
+      for (const until = clock.now() + ms; clock.now() < until; ) {
+        clock.advance(20);
+        const got = await queue.admissions.admit('auto-rise', 100, 600_000);
+        if (got.length) await queue.admissions.settleMany('auto-rise', got.map((g) => ({ seq: g.seq, leaseId: g.leaseId, status: 'succeeded' as const })));
+      }
+    };
+    await run(10_000);
+    await t.redis.hset(gate, 'aRate', '40.000'); // the controller's pace rises
+    await run(1000);
+    const last = await queue.tickets.status(ids[ids.length - 1]);
+    expect(last.state).toBe('waiting');
+    // Place p is about p / 40 s away (with the rate measured over the slow seconds, ~3x that).
+    expect(last.etaMs!).toBeLessThanOrEqual((last.position! / 40) * 1000 * 1.3);
+  });
+
   it('reports, at admission, the ETA each ticket was told at its join and the wait it really had', async () => {
     const clock = manualClock();
     const waited: [number | null, number][] = [];

@@ -90,11 +90,15 @@ export function expectedRate(item: CachedItem): number | null {
     if (capped) return measured !== null && gate.rate !== null ? Math.min(gate.rate, measured) : measured;
     return gate.rate ?? measured;
   }
-  // Auto: the controller's pace carries its headroom (1.5×) over what its in-flight limit lets
-  // through, and the limit is what admits on a busy downstream: the rate measured says how fast.
-  // From the pace alone, every place was told two thirds of its wait.
+  // Auto: the controller's pace, but while its in-flight limit is full (or the operator's cap, the
+  // lower of the two) that limit is what admits — the pace carries a 1.5× headroom over what it lets
+  // through, and every place was told two thirds of its wait — and the rate measured says how fast,
+  // as for a manual cap. Not otherwise: measured over the last seconds, it lags a pace that rose (at
+  // a sale's opening, waits 3-5× too long were told).
   const pace = item.snap.pace?.rate ?? null;
-  const carried = pace !== null && measured !== null ? Math.min(pace, measured) : (pace ?? measured);
+  const limits = [item.snap.pace?.limit ?? null, gate.maxInFlight].filter((x): x is number => x !== null);
+  const full = limits.length > 0 && item.snap.counts.admitted >= Math.min(...limits);
+  const carried = full && pace !== null && measured !== null ? Math.min(pace, measured) : (pace ?? measured);
   return carried !== null && gate.rate !== null ? Math.min(gate.rate, carried) : (carried ?? gate.rate);
 }
 
