@@ -291,6 +291,9 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
   // Before anything is admitted: a Redis that came back from older data while no daemon ran (a
   // restored snapshot, an AOF that lost its last second) may hold an item an operator had closed.
   await core.opRevs.check({ all: true }).catch((err) => log.warn({ err: String(err) }, 'operator writes not checked at start'));
+  // And an item such a Redis holds that Postgres removed (retention) or never had: closed, before
+  // its waiting tickets could be admitted and sold.
+  await catalog.retireUnknown().catch((err) => log.warn({ err: String(err) }, 'items without a live row not checked at start'));
   // After the restore (which fills in the secrets of items defined before they were kept).
   await core.lostTickets.load().catch((err) => log.warn({ err: String(err) }, 'item secrets not read'));
   await queue.items.activateAll();
@@ -318,7 +321,7 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
     // Abandonment counts again from now (polls answered 503 meanwhile recorded nothing), before any
     // admission after the reconnect can expire a head ticket.
     const idleClocks = queue.tickets.restartIdleClocks().catch((err) => log.warn({ err: String(err) }, 'abandonment clocks not restarted after a reconnect'));
-    const checked: Promise<unknown> = Promise.race([Promise.all([core.opRevs.check({ all: true }), idleClocks]), new Promise((r) => (timer = setTimeout(r, config.FLOODGATE_RECONNECT_HOLD_MS)))])
+    const checked: Promise<unknown> = Promise.race([Promise.all([core.opRevs.check({ all: true }), catalog.retireUnknown(), idleClocks]), new Promise((r) => (timer = setTimeout(r, config.FLOODGATE_RECONNECT_HOLD_MS)))])
       .catch((err) => log.warn({ err: String(err) }, 'operator writes not checked after a reconnect'))
       .finally(() => {
         clearTimeout(timer);

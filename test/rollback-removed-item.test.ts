@@ -41,4 +41,29 @@ describe('an item Redis brings back after its removal', () => {
     // The buyer's ticket still answers its end, from Postgres.
     expect((await second.call('GET', `/v1/tickets/${t1}`, undefined, null)).body).toMatchObject({ state: 'succeeded' });
   });
+
+  it("has none of its waiting tickets admitted before it is closed again, from a daemon's start", { timeout: 60_000 }, async () => {
+    const first = await inProcessDaemon({ prefix, databaseUrl: db.url });
+    // Tickets that wait in the snapshot with nothing holding them back once it comes back: a
+    // pre-queue whose opening passes while no daemon runs.
+    const opensAt = Date.now() + 2500;
+    expect((await first.call('PUT', '/v1/items/gone2', { handler: 'seckill', config: { stock: 3 }, opensAt: new Date(opensAt).toISOString(), preQueue: { fromMs: 60_000 } })).status).toBe(201);
+    const ids = [];
+    for (const u of ['w1', 'w2']) ids.push((await first.call('POST', '/v1/items/gone2/tickets', { userId: u }, SVC)).body.ticketId as string);
+    const snap = await snapshotItem(redis, prefix, 'gone2');
+    expect((await first.call('DELETE', '/v1/items/gone2')).status).toBe(200);
+    await first.daemon.stop();
+    await db.sql`update items set archived_at = now() where item_id = 'gone2'`;
+    await redis.srem(itemsSetKey(prefix), 'gone2');
+    await rollbackItem(redis, prefix, 'gone2', snap);
+    await redis.sadd(itemsSetKey(prefix), 'gone2');
+    await new Promise((r) => setTimeout(r, Math.max(0, opensAt + 200 - Date.now())));
+
+    const second = await inProcessDaemon({ prefix, databaseUrl: db.url });
+    await waitFor(() => second.call('GET', '/v1/items/gone2'), (r) => r.status === 404, 10_000);
+    // Time for a dispatcher round and a sale, had either ticket been admitted.
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(await db.sql`select user_id from orders where item_id = 'gone2'`).toEqual([]); // before: orders for w1 and w2 (admitted a second before the loss check)
+    for (const id of ids) expect((await second.call('GET', `/v1/tickets/${id}`, undefined, null)).body).toMatchObject({ state: 'cancelled' });
+  });
 });

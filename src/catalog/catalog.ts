@@ -106,6 +106,8 @@ export interface Catalog {
   guard<T>(scope: string, write: () => Promise<T>): Promise<T>;
   /** restore(), if Redis lacks an item Postgres had at the last restore or was given since. */
   restoreIfLost(): Promise<number>;
+  /** Closes and drops the items Redis lists that Postgres has no live row for (an old snapshot brought back a removed item). */
+  retireUnknown(): Promise<void>;
   /**
    * Rebuilds the Redis stock of stock items from Postgres (units left = total − rows sold), in
    * both directions, and re-creates items Redis lost. `idleOnly`: touch only items with no sale in
@@ -602,6 +604,8 @@ export function createCatalog(deps: CatalogDeps): Catalog {
 
     restore,
 
+    retireUnknown: () => retireUnknown(),
+
     async restoreIfLost() {
       // Once a second on every daemon: O(1) while neither Redis's set of items nor `known` moved
       // (the scan of 10,000 ids each second was most of an idle daemon's CPU).
@@ -613,13 +617,7 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       // One whose row is not live — removed by retention, or unknown to Postgres — is Redis gone
       // back past the removal (a snapshot older than it): it is closed and dropped, as retention
       // left it. Taken for a live item, it sold on, open, after its operator had closed it.
-      const unknown = [...held].filter((id) => !known.has(id) && !retiring.has(id));
-      if (unknown.length) {
-        const live = new Set((await store.liveRows(unknown)).map((r) => r.itemId));
-        for (const id of unknown) if (live.has(id)) (known.add(id), knownGen++);
-        else retiring.add(id);
-      }
-      if (retiring.size) await retireRemoved();
+      await retireUnknown(held);
       const missing = [...known].filter((id) => !held.has(id));
       const lastGen = knownGen;
       const lastPostponed = postponed;
@@ -641,6 +639,23 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       return restored;
     },
   };
+
+  /**
+   * Items Redis lists that this daemon does not know: those with a live row join `known`, the
+   * others are retired (retireRemoved). Also run before anything is admitted, at a start and on a
+   * reconnect (daemon.ts): from the loss check alone, a second after, the waiting tickets of such an
+   * item were admitted and sold first.
+   */
+  async function retireUnknown(held?: ReadonlySet<string>): Promise<void> {
+    const ids = held ?? (await queue.items.itemIdSet());
+    const unknown = [...ids].filter((id) => !known.has(id) && !retiring.has(id));
+    if (unknown.length) {
+      const live = new Set((await store.liveRows(unknown)).map((r) => r.itemId));
+      for (const id of unknown) if (live.has(id)) (known.add(id), knownGen++);
+      else retiring.add(id);
+    }
+    if (retiring.size) await retireRemoved();
+  }
 
   /**
    * Items Redis lists with no live row in Postgres (restoreIfLost): each, under its lock and only if
