@@ -16,6 +16,14 @@ const { redis, newPrefix } = testRedis();
 const db = await testDb();
 const prefix = newPrefix();
 
+/** Retention's removal (the row archived, the keys dropped), then Redis back at the snapshot. */
+async function removedThenRolledBack(itemId: string, snap: Awaited<ReturnType<typeof snapshotItem>>) {
+  await db.sql`update items set archived_at = now() where item_id = ${itemId}`;
+  await redis.srem(itemsSetKey(prefix), itemId);
+  await rollbackItem(redis, prefix, itemId, snap);
+  await redis.sadd(itemsSetKey(prefix), itemId);
+}
+
 describe('an item Redis brings back after its removal', () => {
   it('is closed and dropped again, and sells nothing', { timeout: 60_000 }, async () => {
     const first = await inProcessDaemon({ prefix, databaseUrl: db.url });
@@ -25,12 +33,7 @@ describe('an item Redis brings back after its removal', () => {
     const snap = await snapshotItem(redis, prefix, 'gone'); // open, 2 units left
     expect((await first.call('DELETE', '/v1/items/gone')).status).toBe(200);
     await first.daemon.stop();
-    // Retention's removal: the row archived, the keys dropped.
-    await db.sql`update items set archived_at = now() where item_id = 'gone'`;
-    await redis.srem(itemsSetKey(prefix), 'gone');
-    // Redis goes back to the snapshot.
-    await rollbackItem(redis, prefix, 'gone', snap);
-    await redis.sadd(itemsSetKey(prefix), 'gone');
+    await removedThenRolledBack('gone', snap);
 
     const second = await inProcessDaemon({ prefix, databaseUrl: db.url });
     const after = await waitFor(() => second.call('GET', '/v1/items/gone'), (r) => r.status === 404, 10_000);
@@ -53,10 +56,7 @@ describe('an item Redis brings back after its removal', () => {
     const snap = await snapshotItem(redis, prefix, 'gone2');
     expect((await first.call('DELETE', '/v1/items/gone2')).status).toBe(200);
     await first.daemon.stop();
-    await db.sql`update items set archived_at = now() where item_id = 'gone2'`;
-    await redis.srem(itemsSetKey(prefix), 'gone2');
-    await rollbackItem(redis, prefix, 'gone2', snap);
-    await redis.sadd(itemsSetKey(prefix), 'gone2');
+    await removedThenRolledBack('gone2', snap);
     await new Promise((r) => setTimeout(r, Math.max(0, opensAt + 200 - Date.now())));
 
     const second = await inProcessDaemon({ prefix, databaseUrl: db.url });
