@@ -1,6 +1,7 @@
 import postgres from 'postgres';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
+import { connectDb } from '../src/db/client.js';
 import { testDb } from './support/db.js';
 import { joinAll, userIds } from './support/joins.js';
 import { testRedis } from './support/redis.js';
@@ -69,5 +70,31 @@ describe('Postgres writable again after a read-only default, its sessions left a
     const back = await waitFor(() => call('GET', '/readyz', undefined, null), (r) => r.status === 200, 15_000);
     expect(back.status).toBe(200); // before: 503 (postgres: fail) for as long as the pool kept its sessions
     expect((await call('PATCH', '/v1/items/rr2/gate', { mode: 'manual' })).status).toBe(200);
+  });
+
+  it("ends the pool's idle read-only sessions, but never one holding an advisory lock (an operator's write in progress)", { timeout: 30_000 }, async () => {
+    await admin.unsafe(`alter database "${dbName}" set default_transaction_read_only = on`);
+    const handle = connectDb(db.url, { max: 4 });
+    try {
+      // Four sessions, started read-only; one of them reserved, holding a lock as op-revs does.
+      await Promise.all(Array.from({ length: 4 }, () => handle.sql`select pg_sleep(0.05)`));
+      const held = await handle.sql.reserve();
+      try {
+        await held`select pg_advisory_lock(4242)`;
+        const [{ pid }] = await held<{ pid: number }[]>`select pg_backend_pid() as pid`;
+        await writableAgain();
+        expect(await handle.endStaleReadOnly()).toBeGreaterThanOrEqual(1);
+        // The lock's session is there still, and holds it.
+        const [{ n }] = await admin<{ n: number }[]>`select count(*)::int as n from pg_locks where locktype = 'advisory' and pid = ${pid}`;
+        expect(n).toBe(1); // (ended, its lock would have gone with it)
+        expect((await held<{ ro: string }[]>`select current_setting('transaction_read_only') as ro`)[0].ro).toBe('on');
+      } finally {
+        await held`select pg_advisory_unlock(4242)`.catch(() => {});
+        held.release();
+      }
+    } finally {
+      await writableAgain();
+      await handle.close();
+    }
   });
 });

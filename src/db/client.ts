@@ -66,7 +66,12 @@ export function connectDb(url: string, opts: { max?: number; timeoutMs?: number 
       if (ro !== 'off') return 0;
       const [{ n }] = await fresh<{ n: number }[]>`
         select count(pg_terminate_backend(pid))::int as n from pg_stat_activity
-        where datname = current_database() and usename = current_user and application_name = ${name} and state = 'idle' and pid <> pg_backend_pid()`;
+        where datname = current_database() and usename = current_user and application_name = ${name} and state = 'idle' and pid <> pg_backend_pid()
+          -- Not one holding an advisory lock: an operator's write holds its scope's lock on a
+          -- session of its own (db/op-revs.ts), idle between its statements; ended, the lock went.
+          and pid not in (select pid from pg_locks where locktype = 'advisory' and pid is not null)
+          -- Only those that started before this one (those after, the default reset, may write).
+          and backend_start < (select backend_start from pg_stat_activity where pid = pg_backend_pid())`;
       return n;
     } finally {
       await fresh.end({ timeout: 1 });
