@@ -32,6 +32,9 @@ function daemonOn(prefix: string, clock: ReturnType<typeof manualClock>, store: 
   return { queue, catalog };
 }
 
+// (At the file's top: started inside a test, its folder outlived every run, its clean-up hook never ran.)
+const refusingRedis = await ownRedis();
+
 describe('retention of ended items', () => {
   it('counts from the last end of an item restocked after it sold out, not the first', async () => {
     const clock = manualClock();
@@ -125,7 +128,7 @@ describe('retention of ended items', () => {
   });
 
   it('a put of a removed item that Redis refuses leaves its row archived (it came back at the next start)', async () => {
-    const own = await ownRedis();
+    const own = refusingRedis;
     const redis = new Redis(own.url, { maxRetriesPerRequest: 1 });
     try {
       const clock = manualClock();
