@@ -8,10 +8,17 @@ import { z } from 'zod';
  * The daemon's whole configuration, read once at startup from the environment over an optional
  * `.env` file. Every variable is documented in config/README.md and config/floodgate.env.example.
  */
+/**
+ * A bearer key as a request can carry it: visible ASCII, no space (api/auth.ts reads `Bearer \S+`,
+ * and Node reads header bytes as latin1). A key with a space was taken at start and never matched:
+ * every call with it 401, and a metrics key so written locked /metrics for everyone.
+ */
+const bearerKey = /^[\x21-\x7e]+$/;
 const keyList = z
   .string()
   .default('')
-  .transform((s) => s.split(',').map((k) => k.trim()).filter(Boolean));
+  .transform((s) => s.split(',').map((k) => k.trim()).filter(Boolean))
+  .refine((keys) => keys.every((k) => bearerKey.test(k)), 'keys are visible ASCII without spaces (a request could never carry such a key)');
 
 const bool = z
   .enum(['true', 'false', '1', '0', 'yes', 'no'])
@@ -38,7 +45,10 @@ export const configSchema = z.object({
   DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/, error: 'a postgres:// or postgresql:// URL' }).optional(),
   FLOODGATE_SERVICE_KEYS: keyList,
   FLOODGATE_OPERATOR_KEYS: keyList,
-  FLOODGATE_METRICS_KEY: z.string().optional(),
+  FLOODGATE_METRICS_KEY: z
+    .string()
+    .optional()
+    .refine((k) => !k || bearerKey.test(k), 'visible ASCII without spaces (a request could never carry such a key)'),
   /** `name:pattern;pattern,…`: the items each named service key may use (access/keys.ts). */
   FLOODGATE_KEY_SCOPES: z
     .string()
@@ -90,7 +100,10 @@ export const configSchema = z.object({
     .default('*')
     // (`,` read as no origin at all: CORS off, silently.)
     .refine((s) => s.trim() === '*' || s.split(',').some((o) => o.trim() !== ''), '`*` or a comma-separated list of origins')
-    .transform((s): '*' | string[] => (s.trim() === '*' ? '*' : s.split(',').map((o) => o.trim()).filter(Boolean))),
+    // Each as a browser sends it in `Origin` (scheme://host[:port], lowercase, no path), which is
+    // matched exactly: `https://Shop.example/` was kept as written and never matched.
+    .refine((s) => s.trim() === '*' || s.split(',').map((o) => o.trim()).filter(Boolean).every((o) => URL.canParse(o) && new URL(o).origin !== 'null'), 'origins such as https://shop.example')
+    .transform((s): '*' | string[] => (s.trim() === '*' ? '*' : s.split(',').map((o) => o.trim()).filter(Boolean).map((o) => new URL(o).origin))),
   FLOODGATE_ITEM_RETENTION_MS: decimal(z.number().int().min(60_000).max(365 * 24 * 3600 * 1000)).default(24 * 3600 * 1000),
   FLOODGATE_TICKET_STATE_TTL_MS: decimal(z.number().int().min(1000).max(30 * 24 * 3600 * 1000)).default(600_000),
   /** `production`: a role without keys stops the daemon instead of getting keys for the run. */

@@ -14,3 +14,16 @@ describe('numbers in the configuration', () => {
     }
   });
 });
+
+/** Keys and origins are checked as a request will carry them: one that can never match is refused at the start, not a 401 for good. */
+describe('keys and CORS origins in the configuration', () => {
+  it('refuses a key with a space or outside visible ASCII (the bearer reader never matched it), and takes an origin as a browser sends it', () => {
+    for (const [name, value] of [['FLOODGATE_SERVICE_KEYS', 'shop:my key,ok'], ['FLOODGATE_OPERATOR_KEYS', 'clé'], ['FLOODGATE_METRICS_KEY', 'my metrics']]) {
+      expect(() => loadConfig({ [name]: value }), `${name}=${value}`).toThrow(new RegExp(name)); // before: taken
+    }
+    expect(loadConfig({ FLOODGATE_SERVICE_KEYS: 'shop:k1, k2 ', FLOODGATE_METRICS_KEY: 'm-1' })).toMatchObject({ FLOODGATE_SERVICE_KEYS: ['shop:k1', 'k2'], FLOODGATE_METRICS_KEY: 'm-1' });
+    // `Origin` is scheme://host[:port], the host lowercase, no path: matched exactly (ticket-cors.ts).
+    expect(loadConfig({ FLOODGATE_CORS_ORIGINS: 'https://Shop.example/, http://localhost:8080' }).FLOODGATE_CORS_ORIGINS).toEqual(['https://shop.example', 'http://localhost:8080']); // before: kept as written
+    expect(() => loadConfig({ FLOODGATE_CORS_ORIGINS: 'shop.example' })).toThrow(/FLOODGATE_CORS_ORIGINS/);
+  });
+});
