@@ -58,6 +58,10 @@ describe('named keys and scopes', () => {
     expect(pulled.ticketId).toBe(tk.ticketId);
     const outcome = await call('POST', `/v1/tickets/${tk.ticketId}/outcome`, { leaseId: pulled.leaseId, status: 'succeeded' }, 'app-key');
     expect(outcome.status).toBe(403);
+    // Before the body is validated, as join and pull (these read 400 for a bad body).
+    expect((await call('POST', `/v1/tickets/${tk.ticketId}/outcome`, {}, 'app-key')).status).toBe(403);
+    expect((await call('POST', `/v1/items/${outside}/invites`, {}, 'app-key')).status).toBe(403);
+    expect((await call('POST', `/v1/items/${inside}/invites`, {}, 'app-key')).status).toBe(400);
     expect((await call('POST', `/v1/tickets/${tk.ticketId}/outcome`, { leaseId: pulled.leaseId, status: 'succeeded' }, 'shop-key')).status).toBe(200);
   });
 });

@@ -78,9 +78,19 @@ export function createAuth(keys: KeySets) {
     if (actor.role !== 'operator' && !inScope(scopes, actor.name ?? '', itemId))
       throw new FloodgateError('forbidden', `This key may not use item ${itemId}.`);
   };
+  /**
+   * Middleware: requireScope for the item the path names (`of`: from its params), before the body
+   * is read or validated, so a key outside its scope reads 403 on every route, whatever it sent.
+   */
+  const scoped = (of: (param: (name: string) => string | undefined) => string | null = (p) => p('itemId') ?? ''): MiddlewareHandler<AuthEnv> =>
+    async (c, next) => {
+      const itemId = of((name) => c.req.param(name));
+      if (itemId !== null) requireScope(c.get('actor'), itemId);
+      await next();
+    };
   /** Whether a request carries an operator key (for operator-only fields on public answers). */
   const isOperator = (header: string | undefined) => identify(header)?.role === 'operator';
-  return Object.assign(check, { requireScope, isOperator, serviceActor });
+  return Object.assign(check, { requireScope, scoped, isOperator, serviceActor });
 }
 
 export type Auth = ReturnType<typeof createAuth>;

@@ -46,16 +46,15 @@ export function inviteRoutes(ctx: ApiContext) {
 
   app.openapi(
     createRoute({
-      method: 'post', path: '/v1/items/{itemId}/invites', tags: ['invites'], security, middleware: [ctx.auth('service')] as const,
+      method: 'post', path: '/v1/items/{itemId}/invites', tags: ['invites'], security, middleware: [ctx.auth('service'), ctx.auth.scoped()] as const,
       summary: 'Issue a signed single-use invite for a user (the join page URL)',
       request: { params: z.object({ itemId: ItemId }), body: { ...json(InviteInput, 'Who, for how long'), required: true } },
       responses: { 201: json(Invite, 'The invite'), ...errors(400, 401, 403, 404, 413, 415, 503) },
     }),
     async (c) => {
+      // (An invite is a join by another door: a key scoped to other items may not issue one — it
+      // did, and anyone holding it joined — checked before anything else: ctx.auth.scoped.)
       const { itemId } = c.req.valid('param');
-      // An invite is a join by another door: a key scoped to other items may not issue one (it
-      // did, and anyone holding it joined), checked before anything else about the item.
-      ctx.auth.requireScope(c.get('actor'), itemId);
       const { userId, ttlMs } = c.req.valid('json');
       const item = await itemOf(itemId);
       const e = now() + ttlMs;

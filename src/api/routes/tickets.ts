@@ -25,10 +25,10 @@ export function ticketRoutes(ctx: ApiContext) {
     return source === null ? out : { ...out, source };
   };
   // Before precheck: a key outside its scope learns nothing about the item, not even "not open".
-  const scoped: MiddlewareHandler<AuthEnv> = async (c, next) => {
-    ctx.auth.requireScope(c.get('actor'), c.req.param('itemId') ?? '');
-    await next();
-  };
+  const scoped = ctx.auth.scoped();
+  // The ticket's item, as its id names it, before the body is validated: a key outside its scope
+  // read 400 for a bad body here and 403 on the join and pull routes.
+  const ticketScoped = ctx.auth.scoped((p) => queue.tickets.itemIdOf(p('ticketId') ?? ''));
   // Before the body is read or validated: when the line is full (or not open), a flood of joins
   // is refused at the cost of an auth check and a cache lookup.
   const precheck: MiddlewareHandler = async (c, next) => {
@@ -133,7 +133,7 @@ export function ticketRoutes(ctx: ApiContext) {
 
   app.openapi(
     createRoute({
-      method: 'post', path: '/v1/tickets/{ticketId}/outcome', tags: ['external workers'], security, middleware: [service] as const,
+      method: 'post', path: '/v1/tickets/{ticketId}/outcome', tags: ['external workers'], security, middleware: [service, ticketScoped] as const,
       summary: 'Write the business outcome of a pulled ticket',
       request: { params: z.object({ ticketId: TicketId }), body: { ...json(OutcomeInput, 'The outcome'), required: true } },
       responses: { 200: json(TicketView, 'The ticket'), ...errors(400, 401, 403, 404, 409, 413, 415, 503) },
