@@ -1,3 +1,4 @@
+import { canonicalJson } from '../kernel/canonical-json.js';
 import type postgres from 'postgres';
 import { escapeUnsafe } from '../kernel/safe-text.js';
 import { isBadRow, isConnectionLoss } from './refusal.js';
@@ -63,7 +64,8 @@ export async function readEnds(sql: postgres.Sql, refs: string[]): Promise<Map<s
   if (!refs.length) return out;
   const rows = await sql<{ ticket_id: string; status: string; reason: string | null; result: unknown }[]>`
     select ticket_id, status, reason, result from ticket_outcomes where ticket_id = any(${refs}::text[])`;
-  for (const r of rows) out.set(r.ticket_id, { status: r.status, ...(r.reason !== null && { reason: r.reason }), ...(r.result !== null && { result: r.result }) });
+  // (Results as they were kept and shown, keys sorted: jsonb orders them shorter first.)
+  for (const r of rows) out.set(r.ticket_id, { status: r.status, ...(r.reason !== null && { reason: r.reason }), ...(r.result !== null && { result: canonicalJson(r.result) }) });
   return out;
 }
 
@@ -158,7 +160,7 @@ export async function readOutcome(sql: postgres.Sql, ticketRef: string) {
   if (!r) return null;
   const outcome: { status: string; reason?: string; result?: unknown } = { status: r.status };
   if (r.reason !== null) outcome.reason = r.reason;
-  if (r.result !== null) outcome.result = r.result;
+  if (r.result !== null) outcome.result = canonicalJson(r.result);
   // (timestamps arrive as strings or Dates depending on the client's parsers)
   return { outcome, admittedAt: r.admitted_at ? new Date(r.admitted_at).getTime() : null, finishedAt: new Date(r.finished_at).getTime() };
 }
@@ -185,6 +187,6 @@ export async function readLostTicket(sql: postgres.Sql, ticketRef: string): Prom
   if (!r) return null;
   const ms = (v: unknown) => new Date(v as string).getTime();
   if (Number(r.k) === 1)
-    return { from: 'outcome', itemId: r.item_id, userId: r.user_id, status: r.status, reason: r.reason, result: r.result, joinedAt: ms(r.joined_at), admittedAt: r.admitted_at ? ms(r.admitted_at) : null, finishedAt: ms(r.finished_at), source: r.source };
+    return { from: 'outcome', itemId: r.item_id, userId: r.user_id, status: r.status, reason: r.reason, result: canonicalJson(r.result), joinedAt: ms(r.joined_at), admittedAt: r.admitted_at ? ms(r.admitted_at) : null, finishedAt: ms(r.finished_at), source: r.source };
   return { from: Number(r.k) === 2 ? 'orders' : 'coupon_claims', itemId: r.item_id, userId: r.user_id, id: r.id, released: r.status === 'released', reservedUntil: r.reserved_until ? new Date(r.reserved_until).toISOString() : null, at: ms(r.finished_at) };
 }

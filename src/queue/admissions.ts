@@ -1,4 +1,5 @@
 import { FloodgateError } from '../kernel/errors.js';
+import { canonicalJson } from '../kernel/canonical-json.js';
 import { randomToken } from '../kernel/random-token.js';
 import { ticketRef } from '../kernel/ticket-ref.js';
 import type { Clock } from '../kernel/clock.js';
@@ -394,9 +395,4 @@ export class HeldEndsUnread extends FloodgateError {
 /** An outcome as one string whatever its result's key order: what tells a repeat from another answer. */
 const outcomeJson = (o: { status: string; result?: unknown; reason?: string }) => JSON.stringify([o.status, canonicalJson(o.result ?? null), o.reason ?? null]);
 
-/** A JSON value with every object's keys sorted (UTF-16 order, as Array.prototype.sort), arrays as they are. */
-export function canonicalJson(v: unknown): unknown {
-  if (Array.isArray(v)) return v.map(canonicalJson);
-  if (v === null || typeof v !== 'object') return v;
-  return Object.fromEntries(Object.keys(v).sort().map((k) => [k, canonicalJson((v as Record<string, unknown>)[k])]));
-}
+

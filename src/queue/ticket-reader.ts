@@ -27,11 +27,31 @@ export type ArchivedOutcome = (ticketRef: string) => Promise<{ outcome: Outcome;
 /** How long a cancel waits for Postgres's word on an end a rollback took back (TicketReader.heldEnd). */
 const HELD_END_TIMEOUT_MS = 1000;
 
+/** How long a poll waits for the ledger's row of a ticket whose state left Redis (then 503). */
+const ARCHIVED_READ_MS = 2000;
+
 export function createTicketReader(deps: { items: ItemDirectory; scripts: LineScripts; split: SplitLine; clock: Clock; archived?: ArchivedOutcome; lost?: LostTickets }) {
   const { items, clock } = deps;
   const records = createRecordCache(500_000);
   /** What the ledger held, asked after a rollback, per ticket id and item life (null: no end). */
   const afterRollback = recentMap<string, TicketView | null>(50_000);
+  /**
+   * Ledger rows read for tickets whose state left Redis, per ref: an end is written once and never
+   * changes. Without it every poll of such a ticket asked Postgres, and answered 503 while Postgres
+   * was away (an ended ticket read 200 just before its state left Redis), or hung for the driver's
+   * 15 s while it was silent (a review's run).
+   */
+  const archivedRows = recentMap<string, NonNullable<Awaited<ReturnType<ArchivedOutcome>>>>(50_000);
+  async function archivedRow(ref: string) {
+    const kept = archivedRows.get(ref);
+    if (kept) return kept;
+    const row = await withTimeout(deps.archived!(ref), ARCHIVED_READ_MS, 'ledger read timed out').catch((err: unknown) => {
+      if ((err as Error)?.message === 'ledger read timed out') throw new FloodgateError('unavailable', "The ticket's end is kept in Postgres, which does not answer now; try again shortly.", undefined, 2);
+      throw err;
+    });
+    if (row) archivedRows.set(ref, row);
+    return row;
+  }
 
   async function resolve(ticketId: string): Promise<{ item: CachedItem; seq: number }> {
     const parsed = parseTicketId(ticketId);
@@ -65,7 +85,7 @@ export function createTicketReader(deps: { items: ItemDirectory; scripts: LineSc
       if (end) return end;
     }
     if (!x.outcome && rec.state !== 'waiting' && rec.state !== 'admitted' && deps.archived) {
-      const old = await deps.archived(ticketRef(ticketId));
+      const old = await archivedRow(ticketRef(ticketId));
       if (old) {
         // The ledger's end stands whole: a Redis rolled back past it may have ended the ticket
         // again otherwise (its first row is kept), and the view read one state and another outcome.
