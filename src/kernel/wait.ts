@@ -11,11 +11,11 @@ export async function settlesWithin(p: Promise<unknown>, ms: number): Promise<bo
   return result;
 }
 
-/** `p`, or a rejection with `message` after `ms`. */
-export function withTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
+/** `p`, or a rejection with `message` (an Error of it, or the error it makes) after `ms`. */
+export function withTimeout<T>(p: Promise<T>, ms: number, message: string | (() => Error)): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(message)), ms);
+    timer = setTimeout(() => reject(typeof message === 'string' ? new Error(message) : message()), ms);
   });
   return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }

@@ -240,9 +240,8 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
       const held = record![0] === 'a' ? await heldEnd(ticketId) : undefined;
       // (The record it was bound to goes with the settle: another ticket at the seq meanwhile is not settled.)
       const base = { seq, leaseId: input.leaseId, record: record!.slice(1) };
-      // (The ledger's result in the key order a write-back's is kept in: Postgres's jsonb orders keys
-      // by length, and the same answer again was refused as another outcome.)
-      const [code] = await admissions.settleMany(item.snap.def.itemId, [held ? { ...base, status: held.status, ...(held.result !== undefined && { result: canonicalJson(held.result) }), ...(held.reason !== undefined && { reason: held.reason }) } : { ...asked, ...base }]);
+      // (The ledger's result comes in the key order a write-back's is kept in: db/outcomes.ts readEnds.)
+      const [code] = await admissions.settleMany(item.snap.def.itemId, [held ? { ...base, status: held.status, ...(held.result !== undefined && { result: held.result }), ...(held.reason !== undefined && { reason: held.reason }) } : { ...asked, ...base }]);
       const err = settleError(code);
       if (err) throw err;
       if (held && (asked.retry || outcomeJson(held) !== outcomeJson(asked))) throw new FloodgateError('conflict', 'A different outcome was already written under this lease.');
@@ -294,7 +293,7 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
         itemId,
         tickets.flatMap((t, i) => {
           const o = endOf[i];
-          return o ? [{ seq: t.seq, leaseId: t.leaseId, record: t.record, status: o.status, ...(o.result !== undefined && { result: canonicalJson(o.result) }), ...(o.reason !== undefined && { reason: o.reason }) }] : [];
+          return o ? [{ seq: t.seq, leaseId: t.leaseId, record: t.record, status: o.status, ...(o.result !== undefined && { result: o.result }), ...(o.reason !== undefined && { reason: o.reason }) }] : [];
         }),
       ).catch((err: unknown) => deps.onHeldEndsUnread?.(err));
       return tickets.filter((_, i) => !endOf[i]);
@@ -394,5 +393,3 @@ export class HeldEndsUnread extends FloodgateError {
 
 /** An outcome as one string whatever its result's key order: what tells a repeat from another answer. */
 const outcomeJson = (o: { status: string; result?: unknown; reason?: string }) => JSON.stringify([o.status, canonicalJson(o.result ?? null), o.reason ?? null]);
-
-

@@ -45,10 +45,7 @@ export function createTicketReader(deps: { items: ItemDirectory; scripts: LineSc
   async function archivedRow(ref: string) {
     const kept = archivedRows.get(ref);
     if (kept) return kept;
-    const row = await withTimeout(deps.archived!(ref), ARCHIVED_READ_MS, 'ledger read timed out').catch((err: unknown) => {
-      if ((err as Error)?.message === 'ledger read timed out') throw new FloodgateError('unavailable', "The ticket's end is kept in Postgres, which does not answer now; try again shortly.", undefined, 2);
-      throw err;
-    });
+    const row = await withTimeout(deps.archived!(ref), ARCHIVED_READ_MS, () => new FloodgateError('unavailable', "The ticket's end is kept in Postgres, which does not answer now; try again shortly.", undefined, 2));
     if (row) archivedRows.set(ref, row);
     return row;
   }
