@@ -92,6 +92,8 @@ export const configSchema = z.object({
   FLOODGATE_DOUBT_GRACE_MS: decimal(z.number().int().min(0).max(600_000)).default(10_000),
   /** How long admissions and pulls wait, after a Redis reconnect, for the compare of operators' writes with Postgres (catalog/op-revs.ts). */
   FLOODGATE_RECONNECT_HOLD_MS: decimal(z.number().int().min(0).max(60_000)).default(5_000),
+  /** How long a start waits for a Redis or Postgres that does not answer yet (refused, starting up) before it gives up (infra/start-wait.ts); 0: not at all. */
+  FLOODGATE_START_WAIT_MS: decimal(z.number().int().min(0).max(3_600_000)).default(60_000),
   FLOODGATE_HANDLERS_MODULE: z.string().optional(),
   FLOODGATE_RECONCILE_ON_START: bool.default(true),
   /** Origins allowed to read tickets from a browser: `*` (the ticket id is the only credential) or a comma-separated list. */
@@ -155,9 +157,9 @@ export interface Settings {
  * The one place that reads the process environment: `.env` in `cwd` when present, under the
  * environment (config/README.md). Throws ConfigError listing every bad variable.
  */
-export function readSettings(cwd: string, env: Record<string, string | undefined> = process.env): Settings {
+export function readSettings(cwd: string, env: Record<string, string | undefined> = process.env, opts: { /** A worker of FLOODGATE_PROCESSES: its primary read the file and handed it all over. */ envFile?: boolean } = {}): Settings {
   const file = path.resolve(cwd, '.env');
-  const fileEnv = readEnvFile(file);
+  const fileEnv = opts.envFile === false ? {} : readEnvFile(file);
   const config = loadConfig(overEnvFile(fileEnv, env));
   return { config, envFile: { path: file, names: Object.keys(fileEnv) }, unknown: unknownVariables(Object.keys(env), Object.keys(fileEnv)) };
 }

@@ -26,6 +26,7 @@ import { storeSettings, type Config } from './config.js';
 import { connectDb, migrateDb, type DbHandle } from './db/client.js';
 import { createItemsStore } from './db/items-store.js';
 import { ensureStores, storeFailure } from './infra/ensure-stores.js';
+import { untilReachable } from './infra/start-wait.js';
 import { connectRedis, describeTarget } from './infra/redis-client.js';
 import { steadyClock, type Clock } from './kernel/clock.js';
 import { redisTimeClock } from './kernel/redis-time.js';
@@ -117,9 +118,10 @@ export function checkSettings(config: Config): void {
 export async function openStores(config: Config, log: Logger) {
   const infra = await ensureStores(storeSettings(config), log);
   const redisAt = describeTarget(infra.redis, redactUrl);
-  const redis = await connectRedis(infra.redis, 'api', log).catch((err) => Promise.reject(storeFailure('redis', redisAt, err)));
+  const wait = { waitMs: config.FLOODGATE_START_WAIT_MS, log };
+  const redis = await untilReachable('redis', redisAt, () => connectRedis(infra.redis, 'api', log), wait);
   const admitRedis = await connectRedis(infra.redis, 'admit', log).catch((err) => Promise.reject(storeFailure('redis', redisAt, err)));
-  await migrateDb(infra.pgUrl).catch((err) => Promise.reject(storeFailure('postgres', redactUrl(infra.pgUrl), err)));
+  await untilReachable('postgres', redactUrl(infra.pgUrl), () => migrateDb(infra.pgUrl), wait);
   const dbHandle = connectDb(infra.pgUrl, { max: 10, timeoutMs: config.FLOODGATE_PG_TIMEOUT_MS });
   const close = async () => {
     redis.disconnect();

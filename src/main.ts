@@ -30,7 +30,10 @@ const networkCodes = new Set(['ECONNRESET', 'EPIPE', 'ECONNREFUSED', 'ETIMEDOUT'
 async function main() {
   let settings: Settings;
   try {
-    settings = readSettings(process.cwd());
+    // A worker of FLOODGATE_PROCESSES takes the configuration its primary read, .env included: read
+    // again, a file edited while the group ran gave a replaced worker other settings than its
+    // siblings (another key prefix: an item with two lines, positions 1, 1, 2, 2 …; a review's find).
+    settings = readSettings(process.cwd(), undefined, { envFile: !isClusterWorker() });
   } catch (err) {
     console.error(String((err as Error).message));
     process.exit(2);

@@ -18,7 +18,8 @@ import cluster, { type Worker } from 'node:cluster';
 import os from 'node:os';
 import { storeSettings, type Config } from './config.js';
 import { migrateDb } from './db/client.js';
-import { ensureStores, storeFailure } from './infra/ensure-stores.js';
+import { ensureStores } from './infra/ensure-stores.js';
+import { untilReachable } from './infra/start-wait.js';
 import { describeTarget } from './infra/redis-client.js';
 import type { Logger } from './kernel/logger.js';
 import { servePrimaryMetrics } from './kernel/cluster-metrics.js';
@@ -63,6 +64,22 @@ function closeLostConnections(w: Worker) {
 }
 
 /**
+ * Whether a group whose worker just died stops (exit 1), and why; never while one serves: a
+ * worker that cannot start for a while beside one that serves is a stores outage the serving one
+ * rides out as one daemon does. With none serving: five deaths in a minute (a crash loop), or
+ * every slot's last two processes died before they served. A start waits for its stores
+ * (FLOODGATE_START_WAIT_MS, 60 s) before it fails, so with that wait five deaths a minute never
+ * came with two workers, and a group that could not start served nothing and never stopped (a
+ * review saw 200 s of it), while one daemon gives up after the wait.
+ */
+export function groupGivesUp(s: { deathsLastMinute: number; serving: number; neverServed: ReadonlyMap<number, number>; processes: number }): 'crash loop' | 'no worker can start' | null {
+  if (s.serving > 0) return null;
+  if (s.deathsLastMinute >= RESTARTS_PER_MINUTE) return 'crash loop';
+  if (s.neverServed.size === s.processes && [...s.neverServed.values()].every((f) => f >= 2)) return 'no worker can start';
+  return null;
+}
+
+/**
  * Runs the primary: stores, migrations, N workers. Resolves, once the workers are forked, with
  * the stop a signal asks for (main.ts routes SIGTERM/SIGINT to it); the process exits when that
  * stop or a crash loop ends.
@@ -70,10 +87,12 @@ function closeLostConnections(w: Worker) {
 export async function runPrimary(config: Config, log: Logger, n: number): Promise<(signal: string) => void> {
   const stores = await ensureStores(storeSettings(config), log);
   const pg = { url: stores.pgUrl };
-  await migrateDb(pg.url).catch((err) => Promise.reject(storeFailure('postgres', redactUrl(pg.url), err)));
+  await untilReachable('postgres', redactUrl(pg.url), () => migrateDb(pg.url), { waitMs: config.FLOODGATE_START_WAIT_MS, log });
 
   // The workers read their configuration as any daemon does, with what the primary settled on top.
   const env: Record<string, string> = {
+    // Everything the primary read, its .env included (a worker does not read the file: main.ts).
+    ...Object.fromEntries(Object.entries(config.environment).filter((e): e is [string, string] => e[1] !== undefined)),
     ...('url' in stores.redis ? { REDIS_URL: stores.redis.url } : { FLOODGATE_REDIS_CLUSTER: stores.redis.cluster.map((n) => `${n.host}:${n.port}`).join(',') }),
     DATABASE_URL: pg.url,
     FLOODGATE_SERVICE_KEYS: config.FLOODGATE_SERVICE_KEYS.join(','),
@@ -86,13 +105,18 @@ export async function runPrimary(config: Config, log: Logger, n: number): Promis
   // The workers that listen (serve); and, for each worker slot, how many of its processes in a row
   // died before they listened (a worker that cannot start: its stores unreachable, say).
   const serving = new Set<Worker>();
+  const everServed = new WeakSet<Worker>();
   const failedStarts = new Map<number, number>();
+  // For each slot, its processes in a row that died before they served at all.
+  const neverServed = new Map<number, number>();
   const fork = (index: number): Worker => {
     const w = cluster.fork(env);
     closeLostConnections(w);
     w.once('listening', () => {
       serving.add(w);
+      everServed.add(w);
       failedStarts.delete(index);
+      neverServed.delete(index);
     });
     w.on('exit', (code, signal) => {
       serving.delete(w);
@@ -104,15 +128,13 @@ export async function runPrimary(config: Config, log: Logger, n: number): Promis
       // 1 s, 2 s … 10 s), not every 500 ms.
       const failed = failedStarts.get(index) ?? 0;
       failedStarts.set(index, failed + 1);
+      if (!everServed.has(w)) neverServed.set(index, (neverServed.get(index) ?? 0) + 1);
       const restartInMs = Math.min(RESTART_MS * 2 ** failed, RESTART_MAX_MS);
       log.error({ worker: index, pid: w.process.pid, code, signal, restartInMs }, 'worker process died');
-      // The group gives up only when nothing serves: while another worker serves, a worker that
-      // cannot start for a while (Postgres or Redis out for a few seconds: every start fails at
-      // once) is a stores outage the serving workers ride out as one daemon does, not a reason
-      // to stop them too.
-      if (deaths.length >= RESTARTS_PER_MINUTE && serving.size === 0) {
-        log.fatal({ deaths: deaths.length }, 'workers keep dying; stopping');
-        return void shutdown('crash loop', 1);
+      const givesUp = groupGivesUp({ deathsLastMinute: deaths.length, serving: serving.size, neverServed, processes: n });
+      if (givesUp) {
+        log.fatal({ deaths: deaths.length, processes: n }, givesUp === 'crash loop' ? 'workers keep dying; stopping' : 'no worker process can start; stopping');
+        return void shutdown(givesUp, 1);
       }
       // Not unref'd: with every worker dead, this timer is all that keeps the primary alive.
       setTimeout(() => !stopping && workers.set(index, fork(index)), restartInMs);
@@ -135,7 +157,7 @@ export async function runPrimary(config: Config, log: Logger, n: number): Promis
     force.unref();
     // A worker whose stop cut jobs short exits 1 (main.ts): the group's exit says so too, as one
     // process's does (it exited 0 whatever its workers did). So does one a signal killed (it did
-    // not drain: its exit code is null).
+    // not drain: its exit code is null), unless it never served.
     let cutShort = false;
     await Promise.all(
       [...workers.values()].map(
@@ -143,7 +165,9 @@ export async function runPrimary(config: Config, log: Logger, n: number): Promis
           new Promise<void>((resolve) => {
             if (w.isDead()) return resolve();
             w.once('exit', (exitCode: number | null, signal: string | null) => {
-              if ((exitCode !== null && exitCode !== 0) || signal !== null) cutShort = true;
+              // A worker still starting has no handler for the signal yet and dies of it: nothing
+              // ran in it, so nothing was cut short (a group stopped as it started exited 1).
+              if (((exitCode !== null && exitCode !== 0) || signal !== null) && everServed.has(w)) cutShort = true;
               resolve();
             });
             w.process.kill('SIGTERM');

@@ -239,7 +239,9 @@ describe('FLOODGATE_PROCESSES=2 on a bad day', () => {
   it('a worker that cannot start (Postgres unreachable) is restarted later and later while the other serves, and the group recovers', { timeout: 150_000 }, async () => {
     const { proxy, url } = await proxyFor(db.url);
     proxies.push(proxy);
-    const a = await group(processEnv(url, newPrefix()));
+    // (A start that waits for its stores does not die: FLOODGATE_START_WAIT_MS 0 has it fail, as
+    // any other failure to start would, to drive the crash loop.)
+    const a = await group(processEnv(url, newPrefix(), { FLOODGATE_START_WAIT_MS: '0' }));
     const [victim] = workersOf(a.proc.pid!);
     await proxy.cut();
     process.kill(victim, 'SIGKILL');
@@ -265,7 +267,7 @@ describe('FLOODGATE_PROCESSES=2 on a bad day', () => {
   it('every worker killed at once: the primary replaces them (it does not exit); when none can start, the crash loop stops the group with exit 1', { timeout: 150_000 }, async () => {
     const { proxy, url } = await proxyFor(db.url);
     proxies.push(proxy);
-    const a = await group(processEnv(url, newPrefix()));
+    const a = await group(processEnv(url, newPrefix(), { FLOODGATE_START_WAIT_MS: '0' }));
     // Both killed (an OOM killer's choice, say): the code before exited 0 within the 500 ms its
     // restart timers waited (unref'd, they were all that was left to keep the primary alive), a
     // "clean" exit a supervisor restarting on failure takes for a deliberate stop.
@@ -281,7 +283,89 @@ describe('FLOODGATE_PROCESSES=2 on a bad day', () => {
     // for a busy machine.
     expect(await until(() => a.proc.exitCode !== null, 60_000), a.output().slice(-2000)).toBe(true);
     expect(a.proc.exitCode).toBe(1);
-    expect(a.output()).toMatch(/"msg":"workers keep dying; stopping"/);
+    // (Four deaths: both slots failed twice in a row, which stops the group before a fifth.)
+    expect(a.output()).toMatch(/"msg":"(workers keep dying|no worker process can start); stopping"/);
     await proxy.restore();
+  });
+
+  it('a group none of whose workers can start, each waiting for Postgres, stops', { timeout: 150_000 }, async () => {
+    const { proxy, url } = await proxyFor(db.url);
+    proxies.push(proxy);
+    const a = await group(processEnv(url, newPrefix(), { FLOODGATE_START_WAIT_MS: '2000' }));
+    await proxy.cut();
+    const killedAt = Date.now();
+    for (const w of workersOf(a.proc.pid!)) process.kill(w, 'SIGKILL');
+    // Each start waits 2 s, saying so, and dies; restarted 0.5 s later, it waits and dies again:
+    // ~6 s on a quiet machine; 90 s for a busy one.
+    expect(await until(() => a.proc.exitCode !== null, 90_000), a.output().slice(-2000)).toBe(true);
+    expect(a.proc.exitCode).toBe(1);
+    // With 2 s waits the deaths come fast enough for the crash loop's five a minute; with the
+    // default 60 s, the other rule (two failed starts on every slot) stops it: test/group-gives-up.test.ts.
+    expect(a.output()).toMatch(/"msg":"(workers keep dying|no worker process can start); stopping"/);
+    expect(count(a, 'postgres not reachable yet; waiting for it \\(FLOODGATE_START_WAIT_MS\\)')).toBeGreaterThanOrEqual(3);
+    expect(Date.now() - killedAt).toBeGreaterThanOrEqual(4000);
+    await proxy.restore();
+  });
+
+  it('its workers take the configuration the primary read: an edit of .env while it runs does not reach a replaced worker', { timeout: 120_000 }, async () => {
+    const { mkdtempSync, rmSync, writeFileSync } = await import('node:fs');
+    const os = await import('node:os');
+    const path = await import('node:path');
+    const cwd = mkdtempSync(path.join(os.tmpdir(), 'fg-procs-env-'));
+    try {
+      const env = processEnv(db.url, newPrefix());
+      const { FLOODGATE_REDIS_PREFIX: prefix, ...rest } = env;
+      writeFileSync(path.join(cwd, '.env'), `FLOODGATE_REDIS_PREFIX=${prefix}\n`);
+      const a = await startDaemonProcess({ ...rest, FLOODGATE_PROCESSES: '2' }, { listening: 2, cwd });
+      running.push(a);
+      const [victim] = workersOf(a.proc.pid!);
+      expect((await http(a.url, 'PUT', '/v1/items/ee', { handler: 'external', gate: { mode: 'closed' } }, 'op')).status).toBe(201);
+      // Another prefix in the file (the next deploy's), then a worker dies and is replaced.
+      writeFileSync(path.join(cwd, '.env'), `FLOODGATE_REDIS_PREFIX=${newPrefix()}\n`);
+      process.kill(victim, 'SIGKILL');
+      expect(await until(() => count(a, 'floodgate listening') >= 3, 60_000), a.output().slice(-2000)).toBe(true);
+      // One line across both workers: each join on a connection of its own (node:cluster hands
+      // them out in turn), in order. Before: positions 1, 1, 2, 2, 3, 3 (two lines, one per prefix).
+      const positions: number[] = [];
+      for (let i = 0; i < 6; i++) {
+        const r = await new Promise<{ status: number; body: any }>((resolve, reject) => {
+          const req = request(`${a.url}/v1/items/ee/tickets`, { method: 'POST', agent: false, headers: { authorization: 'Bearer svc', 'content-type': 'application/json' } }, (res) => {
+            let text = '';
+            res.on('data', (d) => (text += d));
+            res.on('end', () => resolve({ status: res.statusCode!, body: JSON.parse(text) }));
+          });
+          req.on('error', reject);
+          req.end(JSON.stringify({ userId: `env-u${i}` }));
+        });
+        expect(r.status).toBe(202);
+        positions.push(r.body.position);
+      }
+      expect(positions).toEqual([1, 2, 3, 4, 5, 6]);
+      expect(await a.stop('SIGTERM')).toBe(0);
+    } finally {
+      rmSync(cwd, { recursive: true, force: true });
+    }
+  });
+
+  it('a stop while its workers are still starting exits 0 (nothing ran; it exited 1, "workersFailed")', { timeout: 60_000 }, async () => {
+    let sent = false;
+    const started = startDaemonProcess(
+      { ...processEnv(db.url, newPrefix()), FLOODGATE_PROCESSES: '2' },
+      {
+        listening: 2,
+        // At once: the workers were just forked and have no handler for the signal yet.
+        onOutput: (out, proc) => {
+          if (sent || !out.includes('"msg":"floodgate primary started its worker processes"')) return;
+          sent = true;
+          for (const w of workersOf(proc.pid!)) void w; // noted for afterAll
+          proc.kill('SIGTERM');
+        },
+      },
+    );
+    const err = await started.then(
+      (d) => (running.push(d), null),
+      (e: Error) => e,
+    );
+    expect(err?.message).toMatch(/daemon exited 0/);
   });
 });

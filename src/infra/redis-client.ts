@@ -218,16 +218,31 @@ function timeOutCommands(redis: RedisLike, ms: number) {
 function whenReady(redis: RedisLike): Promise<void> {
   if (redis.status === 'ready') return Promise.resolve();
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
+    // The last thing the connection met names why it never got ready (refused, a password, LOADING):
+    // the start waits for what passes by itself and not for the rest (infra/start-wait.ts).
+    // One server's first error ends the wait (refused, a password): it was 10 s of silence before
+    // a start said anything. A cluster's nodes may fail one by one on the way to ready, so it
+    // gets the whole time.
+    let last: unknown;
+    const give = (err: Error) => {
+      clearTimeout(timer);
       redis.off('ready', onReady);
+      redis.off('error', onError);
       redis.disconnect();
-      reject(new Error(`redis not ready within ${READY_TIMEOUT_MS} ms`));
-    }, READY_TIMEOUT_MS);
+      reject(err);
+    };
+    const onError = (err: unknown) => {
+      last = err;
+      if (!(redis instanceof Cluster)) give(new Error(`redis not ready: ${(err as Error)?.message ?? err}`, { cause: err }));
+    };
+    const timer = setTimeout(() => give(new Error(`redis not ready within ${READY_TIMEOUT_MS} ms`, { cause: last })), READY_TIMEOUT_MS);
     const onReady = () => {
       clearTimeout(timer);
+      redis.off('error', onError);
       resolve();
     };
     redis.once('ready', onReady);
+    redis.on('error', onError);
   });
 }
 

@@ -32,7 +32,10 @@ export interface RunningDaemon {
  * Starts the daemon as a user would (`npm start`: dist/floodgate.mjs, which the tests' global
  * setup builds), on a free port, and waits until it says it listens. `cwd` (default: the repository) is where it looks for `.env` and keeps `.floodgate`.
  */
-export async function startDaemonProcess(env: Record<string, string>, opts: { cwd?: string; /** Processes that must say they listen (FLOODGATE_PROCESSES). */ listening?: number } = {}): Promise<RunningDaemon> {
+export async function startDaemonProcess(
+  env: Record<string, string>,
+  opts: { cwd?: string; /** Processes that must say they listen (FLOODGATE_PROCESSES). */ listening?: number; /** Sees the output as it comes, before the start is done, with the process (to signal it mid-start). */ onOutput?: (all: string, proc: ChildProcess) => void } = {},
+): Promise<RunningDaemon> {
   const proc = spawn(process.execPath, ['--enable-source-maps', builtDaemon], {
     cwd: opts.cwd ?? root,
     env: { ...process.env, PORT: '0', LOG_LEVEL: 'info', ...env },
@@ -40,8 +43,12 @@ export async function startDaemonProcess(env: Record<string, string>, opts: { cw
   });
   trackChild(proc, 'floodgate.mjs');
   let out = '';
-  proc.stdout!.on('data', (d) => (out += d));
-  proc.stderr!.on('data', (d) => (out += d));
+  const add = (d: Buffer) => {
+    out += d;
+    opts.onOutput?.(out, proc);
+  };
+  proc.stdout!.on('data', add);
+  proc.stderr!.on('data', add);
   const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
   const url = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => {

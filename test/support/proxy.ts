@@ -168,7 +168,10 @@ export async function tcpProxy(target: { host: string; port: number }, listenPor
 /** A proxy in front of the server a URL names (`postgres://`, `redis://`), and the URL through it. */
 export async function proxyFor(url: string): Promise<{ proxy: TcpProxy; url: string }> {
   const u = new URL(url);
-  const proxy = await tcpProxy({ host: u.hostname, port: Number(u.port || (u.protocol.startsWith('redis') ? 6379 : 5432)) });
+  // On a port of its own below the ephemeral range: while cut, an ephemeral one can be taken by
+  // any client socket or listen(0) on the machine (another test's proxy, a daemon's HTTP port), and
+  // a daemon told to wait for its store reached that instead, or the restore found it in use.
+  const proxy = await tcpProxy({ host: u.hostname, port: Number(u.port || (u.protocol.startsWith('redis') ? 6379 : 5432)) }, await freePort());
   u.port = String(proxy.port);
   return { proxy, url: u.toString() };
 }
