@@ -528,7 +528,7 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
     // node-server's own listener, with an answer of ours for what it cannot make a request of.
     const listener = getRequestListener(app.fetch, { hostname: config.HOST, errorHandler: unservableRequest });
     const createServer = ((opts: ServerOptions) =>
-      answerClientErrors(createHttpServer({ ...opts, requireHostHeader: false }, (req, res) => {
+      halfOpen(answerClientErrors(createHttpServer({ ...opts, requireHostHeader: false }, (req, res) => {
         // Stopping: this answer is the connection's last (`Connection: close`), so the client's
         // next call goes to a daemon that stays.
         if (draining) res.shouldKeepAlive = false;
@@ -537,9 +537,24 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
         // Only the app's answers are tracked: an event stream is one of them, while the flood's
         // hot join and poll are written whole and pay nothing for the stop.
         open.add(res);
-        res.once('close', () => open.delete(res));
+        // An answer queued behind another on a pipelined connection is never told its socket
+        // closed (Node emits 'close' only on the answer the socket is writing): its client gone,
+        // it stayed here for good with what it held (a review: ~340 MB kept per burst of 200
+        // pipelined GETs of the docs' script, and an event stream's place on its ticket taken for
+        // good, four such refusing the ticket's streams). Its socket's close ends it, as it ends
+        // the answer the socket is writing.
+        const socket = req.socket;
+        const gone = () => {
+          res.destroy();
+          res.emit('close');
+        };
+        socket.once('close', gone);
+        res.once('close', () => {
+          open.delete(res);
+          socket.off('close', gone);
+        });
         listener(req, res);
-      }))) as typeof createHttpServer;
+      })))) as typeof createHttpServer;
     const s = serve({ fetch: app.fetch, port: config.PORT, hostname: config.HOST, createServer }, () => resolve(s));
   });
   const address = server.address();
@@ -680,4 +695,15 @@ async function importModule(modulePath: string): Promise<unknown> {
     register();
     return import(`${url}?tsx`); // a fresh URL: node keeps the failed load of the first
   }
+}
+
+/**
+ * A client that sends its request and then closes its side (`shutdown(SHUT_WR)`, a `curl` fed from
+ * a pipe, some load balancers' health checks) is answered before the connection ends. By Node's
+ * default its requests were dropped unanswered while what they asked was done: a join queued the
+ * user, who was told nothing (a review's find).
+ */
+function halfOpen<S extends object>(server: S): S {
+  (server as { httpAllowHalfOpen?: boolean }).httpAllowHalfOpen = true;
+  return server;
 }

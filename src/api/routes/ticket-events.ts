@@ -146,6 +146,11 @@ export function ticketEventRoutes(ctx: ApiContext, watch: TicketWatch, limits: {
     const release = terminal(first) || outgoing?.destroyed ? () => {} : opened(ticketId);
     if (outgoing) {
       outgoing.on('close', release);
+      // A client that closes its side has left (an EventSource never does): the daemon answers
+      // half-closed connections (daemon.ts, halfOpen), and a stream would learn it only at its
+      // next write, up to a heartbeat later, holding its place on the ticket until then.
+      const socket = outgoing.req?.socket;
+      socket?.once('end', () => socket.destroy());
       const res = new NativeResponse(null, { headers: { ...SSE_HEADERS, [ALREADY_SENT]: 'true' } });
       setImmediate(() => {
         if (outgoing.destroyed) return release();
