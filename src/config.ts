@@ -183,7 +183,15 @@ export function overEnvFile(file: Record<string, string>, env: Record<string, st
   return merged;
 }
 
-const knownNames = Object.keys(configSchema.shape);
+/**
+ * Set by the primary of FLOODGATE_PROCESSES in its workers' environment: a worker of *this*
+ * daemon's group (it takes its primary's configuration and answers its scrapes), not a process
+ * some other node:cluster parent forked (PM2's cluster mode), which is a daemon of its own.
+ */
+export const GROUP_WORKER = 'FLOODGATE_GROUP_WORKER';
+export const isGroupWorkerEnv = (env: Record<string, string | undefined> = process.env) => env[GROUP_WORKER] === '1';
+
+const knownNames = [...Object.keys(configSchema.shape), GROUP_WORKER];
 
 /**
  * Variables the daemon would ignore: `FLOODGATE_*` ones it does not know, and anything in the

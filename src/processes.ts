@@ -16,7 +16,7 @@
  */
 import cluster, { type Worker } from 'node:cluster';
 import os from 'node:os';
-import { storeSettings, type Config } from './config.js';
+import { GROUP_WORKER, isGroupWorkerEnv, storeSettings, type Config } from './config.js';
 import { migrateDb } from './db/client.js';
 import { ensureStores } from './infra/ensure-stores.js';
 import { untilReachable } from './infra/start-wait.js';
@@ -31,7 +31,8 @@ export function processCount(setting: string | undefined, cores = os.availablePa
   return setting === 'auto' ? Math.max(1, cores) : Number(setting);
 }
 
-export const isClusterWorker = () => cluster.isWorker;
+/** A worker of this daemon's group of processes (not just any node:cluster worker: PM2's cluster mode forks the daemon too). */
+export const isClusterWorker = () => cluster.isWorker && isGroupWorkerEnv();
 
 const RESTARTS_PER_MINUTE = 5;
 const RESTART_MS = 500;
@@ -99,6 +100,7 @@ export async function runPrimary(config: Config, log: Logger, n: number): Promis
     FLOODGATE_OPERATOR_KEYS: config.FLOODGATE_OPERATOR_KEYS.join(','),
     // A worker is one daemon; it must not start a group of its own.
     FLOODGATE_PROCESSES: '1',
+    [GROUP_WORKER]: '1',
   };
   let stopping = false;
   const deaths: number[] = [];

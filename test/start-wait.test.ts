@@ -87,4 +87,22 @@ describe.concurrent('a start whose store is not there yet', () => {
     expect(refused.err?.message).not.toMatch(/not reachable yet/);
     expect(Date.now() - at).toBeLessThan(20_000);
   });
+
+  it('gives up on a "Postgres" that takes the connection and never answers as one (an HTTP server): it waited for good', { timeout: 60_000 }, async () => {
+    const { createServer } = await import('node:http');
+    const server = createServer((_, res) => res.end());
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const url = new URL(db.url);
+      url.port = String((server.address() as { port: number }).port);
+      const began = Date.now();
+      const { err } = await starting(processEnv(url.href, newPrefix(), { FLOODGATE_START_WAIT_MS: '1000' })).done;
+      expect(err?.message).toMatch(/daemon exited 1/);
+      expect(err?.message).toMatch(/Postgres at postgres:\/\/[^ ]* \(DATABASE_URL\) cannot be used: NO_ANSWER: postgres did not answer within 5000 ms/);
+      expect(Date.now() - began).toBeLessThan(30_000);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    }
+  });
 });

@@ -8,8 +8,10 @@ import { storeFailure } from './ensure-stores.js';
  * this) left it to a supervisor's restart loop, with `failed to start` logged as if something were
  * wrong. Only what passes by itself is waited for: the server refusing or not answering, a name
  * not resolving yet, a Postgres starting up or out of connections, a Redis loading its data. A
- * wrong password, a database that does not exist, a port held by something else stops the start
- * at once, with what to fix (storeFailure). `waitMs` 0 waits for nothing.
+ * wrong password, a database that does not exist, a server answering in another protocol stops
+ * the start at once, with what to fix (storeFailure); one that takes the connection and says
+ * nothing (Postgres's port given as Redis's) cannot be told from a server still starting, and is
+ * waited for. Each try is bounded by what is left of the wait. `waitMs` 0 waits for nothing.
  */
 export async function untilReachable<T>(
   store: 'redis' | 'postgres',
@@ -22,7 +24,9 @@ export async function untilReachable<T>(
   let delay = 250;
   for (;;) {
     try {
-      return await attempt();
+      // Each try within what is left of the wait (at least 5 s): a Postgres URL pointing at a
+      // server of another kind that answers nothing held the start for good.
+      return await bounded(attempt(), Math.max(5000, opts.waitMs - (Date.now() - started)), store);
     } catch (err) {
       const waited = Date.now() - started;
       const left = opts.waitMs - waited;
@@ -33,6 +37,16 @@ export async function untilReachable<T>(
       delay = Math.min(delay * 2, 5000);
     }
   }
+}
+
+/** `p`, or a rejection that names the store once `ms` passed (the try itself is left to the process's exit). */
+function bounded<T>(p: Promise<T>, ms: number, store: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(Object.assign(new Error(`${store} did not answer within ${ms} ms (is the URL's port a ${store === 'redis' ? 'Redis' : 'Postgres'} server?)`), { code: 'NO_ANSWER' })), ms);
+    timer.unref();
+  });
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }
 
 const networkCodes = new Set([
