@@ -522,6 +522,8 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
 
   // The answers not finished yet, for the stop (drainHttp): it waits for them, and ends the streams.
   const open = new Set<ServerResponse>();
+  // Per connection, its app answers not closed yet (below).
+  const owedOn = new WeakMap<object, Set<ServerResponse>>();
   let draining = false;
   const server: ServerType = await new Promise((resolve) => {
     // The flood's poll and join are answered before the app is asked (api/hot-poll.ts, hot-join.ts).
@@ -542,16 +544,22 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
         // it stayed here for good with what it held (a review: ~340 MB kept per burst of 200
         // pipelined GETs of the docs' script, and an event stream's place on its ticket taken for
         // good, four such refusing the ticket's streams). Its socket's close ends it, as it ends
-        // the answer the socket is writing.
+        // the answer the socket is writing — one listener per socket (one per request warned of
+        // a leak from the tenth pipelined request on).
         const socket = req.socket;
-        const gone = () => {
-          res.destroy();
-          res.emit('close');
-        };
-        socket.once('close', gone);
+        let owed = owedOn.get(socket);
+        if (!owed) {
+          const answers = (owed = new Set<ServerResponse>());
+          owedOn.set(socket, answers);
+          socket.once('close', () => {
+            // (Only those the socket was not given yet: Node closes the one it was given itself.)
+            for (const r of [...answers]) if (!r.socket) r.destroy().emit('close');
+          });
+        }
+        owed.add(res);
         res.once('close', () => {
           open.delete(res);
-          socket.off('close', gone);
+          owed.delete(res);
         });
         listener(req, res);
       })))) as typeof createHttpServer;

@@ -45,6 +45,30 @@ describe('a stream queued behind another answer on a pipelined connection', () =
 });
 
 
+describe('many requests pipelined on one connection', () => {
+  it('are answered in order with no leak warning (a listener per request warned from the tenth on)', async () => {
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(`${w.name}: ${w.message}`);
+    process.on('warning', onWarning);
+    try {
+      const { port } = new URL(daemon.url);
+      const sock = connect(Number(port), '127.0.0.1');
+      let got = '';
+      sock.on('data', (d) => (got += d));
+      sock.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n'.repeat(30));
+      await expect.poll(() => (got.match(/HTTP\/1\.1 200 /g) ?? []).length, { timeout: 10_000 }).toBe(30);
+      const closed = new Promise((r) => sock.once('close', r));
+      sock.destroy();
+      await closed;
+      // (Node emits the warning on the next tick.)
+      await new Promise((r) => setImmediate(r));
+      expect(warnings.filter((w) => w.startsWith('MaxListenersExceededWarning'))).toEqual([]);
+    } finally {
+      process.off('warning', onWarning);
+    }
+  });
+});
+
 describe('a client that closes its side once it has sent its request', () => {
   it('is answered: its join is told its ticket (Node dropped the answer while the join was made)', async () => {
     await define('half', { handler: 'external', gate: { mode: 'closed' } });
