@@ -35,7 +35,7 @@ import { every } from './kernel/loop.js';
 import { settlesWithin, withTimeout } from './kernel/wait.js';
 import { redactUrl } from './kernel/redact-url.js';
 import { createMetrics, forgetItems } from './kernel/metrics.js';
-import { workerMetrics } from './kernel/cluster-metrics.js';
+import { tellItems, workerMetrics } from './kernel/cluster-metrics.js';
 import { isClusterWorker } from './processes.js';
 import { createLine, type LineDeps } from './queue/line.js';
 import { readEnds, readLostTicket, readOutcome } from './db/outcomes.js';
@@ -228,7 +228,7 @@ export function wireApp(config: Config, log: Logger, { redis, dbHandle }: Stores
   const gaugeViews = new WeakMap<object, ItemGaugeView>();
   const gaugeView = ({ snap }: CachedItem): ItemGaugeView => {
     let g = gaugeViews.get(snap);
-    if (!g) gaugeViews.set(snap, (g = { itemId: snap.def.itemId, waiting: snap.counts.waiting, admitted: snap.counts.admitted, gate: snap.gate, controller: controllerView(snap), stockLeft: snap.stockLeft }));
+    if (!g) gaugeViews.set(snap, (g = { itemId: snap.def.itemId, waiting: snap.counts.waiting, admitted: snap.counts.admitted, gate: snap.gate, ended: snap.closed || snap.soldOut, controller: controllerView(snap), stockLeft: snap.stockLeft }));
     return g;
   };
   const itemViews = async () => (await queue.items.allViews()).map(gaugeView);
@@ -443,7 +443,9 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
         // Not this daemon's to show once it no longer drives the gate (another leads it, it closed):
         // kept, its last count stood for good, and a scrape over FLOODGATE_PROCESSES took the
         // highest of the processes' counts.
-        resting: (itemId) => metrics.gateInFlight.remove({ item: itemId }),
+        // (And its probe count starts again from the published one when it leads again: another
+        // daemon's probes meanwhile were counted there, and were counted here too.)
+        resting: (itemId) => (metrics.gateInFlight.remove({ item: itemId }), probesSeen.delete(itemId)),
         largeChange: (itemId, before, after) => {
           log.info({ itemId, before, after }, 'gate limit changed a lot');
           void store
@@ -467,6 +469,8 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
   let missingBefore = new Set<string>();
   const forgetRemovedItems = async () => {
     const ids = new Set(await queue.items.itemIds({ fresh: true }));
+    // (The primary of FLOODGATE_PROCESSES hides removed items' series by these lists: cluster-metrics.ts.)
+    if (isClusterWorker()) tellItems(ids);
     const missing = new Set<string>();
     const keep = (itemId: string) => {
       if (ids.has(itemId)) return true;

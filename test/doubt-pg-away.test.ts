@@ -65,6 +65,34 @@ describe('the doubt resolver and the outcome ledger', () => {
     expect(await line.admissions.doubts('ext', clock.now())).toHaveLength(1);
   });
 
+  it('counts each ticket once when two daemons end the same doubts (each counted every ticket it asked about: 20 for 10)', { timeout: 30_000 }, async () => {
+    const clock = manualClock();
+    const line = createLine({ redis: t.redis, prefix: t.newPrefix(), clock, cacheMs: 0 });
+    await line.definitions.define({ itemId: 'two', handler: 'external', ...plain }, { mode: 'manual', rate: null, maxInFlight: null }, { reopen: false });
+    for (let i = 0; i < 10; i++) await line.tickets.join('two', `u${i}`, null);
+    expect(await line.admissions.admit('two', 10, 1000)).toHaveLength(10);
+    await line.definitions.cut('two', 'closed');
+    clock.advance(2000);
+    await line.admissions.sweep();
+    line.items.keepActive('two', clock.now() + 60_000);
+    expect((await line.items.item('two', { fresh: true }))?.snap.inDoubt).toBe(10);
+    const counted = { cut: 0, sold: 0 };
+    const jobs = createJobQueues(conn, { prefix: t.newPrefix(), attempts: 3, backoffMs: 100, concurrency: 1, lockDurationMs: 10_000, stalledIntervalMs: 5000, batch: 100 });
+    const resolvers = [0, 1].map(() =>
+      startDoubtResolver(
+        { queue: line, handlers: createHandlerRegistry(), sql: db.sql, pg: { up: true, markDown: () => {} }, jobs, log: createLogger('silent'), now: () => clock.now(), onResolved: (_, how, n) => void (how !== 'relaunched' && (counted[how] += n)) },
+        { everyMs: 20, graceMs: 0, dispatchLeaseMs: 30_000 },
+      ),
+    );
+    for (const until = Date.now() + 10_000; (await line.admissions.doubts('two', clock.now())).length && Date.now() < until; ) await new Promise((r) => setTimeout(r, 20));
+    // A few more rounds of both.
+    await new Promise((r) => setTimeout(r, 200));
+    for (const r of resolvers) await r.stop();
+    await jobs.close();
+    expect(await line.admissions.doubts('two', clock.now())).toHaveLength(0);
+    expect(counted).toEqual({ cut: 10, sold: 0 });
+  });
+
   it("ends a blocked user's webhook ticket held in doubt with the end the ledger holds (its run answered before a rollback), not blocked", { timeout: 30_000 }, async () => {
     const clock = manualClock();
     const line = createLine({ redis: t.redis, prefix: t.newPrefix(), clock, cacheMs: 0 });

@@ -9,10 +9,12 @@ import { SERVICE, testApp } from './support/app.js';
  * ticket's next admission is 409 lease_lost.
  */
 const t = await testApp();
+/** floodgate_settles_total of an item, by status. */
+const settled = async (metrics: ReturnType<typeof t.build>['metrics'], item: string) => Object.fromEntries((await metrics.settles.get()).values.filter((v) => v.labels.item === item).map((v) => [v.labels.status, v.value]));
 
 describe('a repeated retry write-back', () => {
   it('is 200 under the same lease whatever its reason while the ticket waits; an outcome after it is 409 conflict; after the next admission the old lease is lost', async () => {
-    const { call } = t.build();
+    const { call, metrics } = t.build();
     await call('PUT', '/v1/items/again', { handler: 'external' });
     const joined = await call('POST', '/v1/items/again/tickets', { userId: 'u1' }, SERVICE);
     const [p] = (await call('POST', '/v1/items/again/pull', {}, SERVICE)).body.tickets;
@@ -41,6 +43,10 @@ describe('a repeated retry write-back', () => {
     const stale = await outcome({ status: 'failed', reason: 'downstream_busy', retry: true });
     expect([stale.status, stale.body.error?.code]).toEqual([409, 'lease_lost']);
     expect((await call('POST', `/v1/tickets/${p.ticketId}/outcome`, { leaseId: again.leaseId, status: 'succeeded' }, SERVICE)).status).toBe(200);
+    // The same outcome again (a worker that heard no answer): 200 as the first, counted once, as
+    // the retry and its repeats were (each was counted: 3 retries and 2 outcomes for 1 and 1).
+    expect((await call('POST', `/v1/tickets/${p.ticketId}/outcome`, { leaseId: again.leaseId, status: 'succeeded' }, SERVICE)).status).toBe(200);
+    expect(await settled(metrics, 'again')).toEqual({ retry: 1, succeeded: 1 });
   });
 
   it('after a stored outcome, a retry under the same lease is 409 conflict and the outcome stands', async () => {

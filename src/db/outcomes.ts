@@ -111,8 +111,7 @@ export async function writeOutcomes(sql: postgres.Sql, rows: OutcomeRow[]): Prom
     }
   };
   for (let i = 0; i < rows.length; i += MAX_ROWS) await place(rows.slice(i, i + MAX_ROWS));
-  await insertDeadOutcomes(sql, dead);
-  return dead;
+  return insertDeadOutcomes(sql, dead);
 }
 
 const codeOf = (err: unknown) => (err as { code?: unknown } | null)?.code;
@@ -128,15 +127,29 @@ const refusesRow = (err: unknown) => {
   return isBadRow(err) || typeof code !== 'string' || code === 'UNDEFINED_VALUE';
 };
 
-/** Parks rows, every field made safe for text; a ticket already parked is kept as it was. */
-export async function insertDeadOutcomes(sql: postgres.Sql, dead: DeadOutcome[]): Promise<void> {
-  if (!dead.length) return;
-  await sql`
+/**
+ * Parks rows, every field made safe for text, and returns those it parked now: a ticket already
+ * parked is kept as it was, and so is an entry with no ticket (unreadable) whose row is there (its
+ * fields name the stream entry). The ledger parks what it reads again after an acknowledgement
+ * Redis did not take: each such round counted the same dead letters again, and an unreadable
+ * entry had a row per round (a null ticket id conflicts with nothing; an observability review's find).
+ */
+export async function insertDeadOutcomes(sql: postgres.Sql, dead: DeadOutcome[]): Promise<DeadOutcome[]> {
+  if (!dead.length) return [];
+  const rows = dead.map((d) => ({ d, itemId: escapeUnsafe(d.itemId), ticketId: d.ticketId === null ? null : escapeUnsafe(d.ticketId), fields: jsonText(d.fields) }));
+  const parked = await sql<{ item_id: string; ticket_id: string | null; fields: string }[]>`
     insert into ticket_outcomes_dead (item_id, ticket_id, fields, error)
-    select * from unnest(
-      ${dead.map((d) => escapeUnsafe(d.itemId))}::text[], ${dead.map((d) => (d.ticketId === null ? null : escapeUnsafe(d.ticketId)))}::text[],
-      ${dead.map((d) => jsonText(d.fields))}::text[], ${dead.map((d) => escapeUnsafe(describe(d.error)))}::text[])
-    on conflict do nothing`;
+    select d.item_id, d.ticket_id, d.fields, d.error from unnest(
+      ${rows.map((r) => r.itemId)}::text[], ${rows.map((r) => r.ticketId)}::text[],
+      ${rows.map((r) => r.fields)}::text[], ${dead.map((d) => escapeUnsafe(describe(d.error)))}::text[]) as d(item_id, ticket_id, fields, error)
+    where d.ticket_id is not null
+       or not exists (select 1 from ticket_outcomes_dead x where x.item_id = d.item_id and x.ticket_id is null and x.fields = d.fields)
+    on conflict do nothing
+    returning item_id, ticket_id, fields`;
+  const key = (itemId: string, ticketId: string | null, fields: string) => (ticketId !== null ? `t\0${ticketId}` : `e\0${itemId}\0${fields}`);
+  // (Each row parked matches one entry: the same ticket twice in one batch is one row, counted once.)
+  const now = new Set(parked.map((p) => key(p.item_id, p.ticket_id, p.fields)));
+  return rows.filter((r) => now.delete(key(r.itemId, r.ticketId, r.fields))).map((r) => r.d);
 }
 
 /** JSON text of anything (JSON.stringify escapes NUL and lone surrogates itself). */

@@ -18,6 +18,9 @@ const SCRAPE = 'floodgate:scrape';
 const SCRAPE_RES = 'floodgate:scrape-res';
 const COLLECT = 'floodgate:collect';
 const COLLECT_RES = 'floodgate:collect-res';
+const ITEMS = 'floodgate:items';
+/** An item missing from the workers' item lists this long has its series hidden (a worker drops its own after a minute: daemon.ts). */
+const HIDE_AFTER_MS = 30_000;
 const TIMEOUT_MS = 5000;
 
 interface Msg {
@@ -25,6 +28,8 @@ interface Msg {
   id: number;
   text?: string;
   metrics?: object[];
+  /** ITEMS: every item defined, as a worker read it. */
+  ids?: string[];
   error?: string;
 }
 
@@ -41,7 +46,7 @@ export function servePrimaryMetrics() {
   const last = new Map<number, object[]>();
   let retired: Promise<object[]> = Promise.resolve([]);
   const cumulative = (m: object[]) => m.filter((x) => ['counter', 'histogram'].includes((x as { type?: string }).type ?? ''));
-  const pending = new Map<number, { asked: Set<number>; parts: object[][]; done(): void }>();
+  const pending = new Map<number, { asked: Set<number>; parts: object[][]; retiredAlready: Set<number>; done(): void }>();
   const answered = (id: number, workerId: number, metrics?: object[]) => {
     const p = pending.get(id);
     if (!p || !p.asked.delete(workerId)) return;
@@ -53,12 +58,53 @@ export function servePrimaryMetrics() {
     listening.delete(worker.id);
     const final = last.get(worker.id);
     last.delete(worker.id);
-    if (final) retired = retired.then((sum) => AggregatorRegistry.aggregate([sum, cumulative(final)].filter((x) => x.length)).getMetricsAsJSON() as Promise<object[]>).catch(() => []);
+    if (!final) return void [...pending.keys()].forEach((id) => answered(id, worker.id));
+    // A scrape under way counts this worker once, among its parts: its answer, or its last one if
+    // it had not answered; not again among the dead (it read the counts twice, and the next scrape
+    // went down: a counter reset to Prometheus). It adds `retired` as it was when it began.
+    for (const p of pending.values()) {
+      if (p.asked.has(worker.id)) p.parts.push(final);
+      p.retiredAlready.add(worker.id);
+    }
     for (const id of [...pending.keys()]) answered(id, worker.id);
+    retired = retired.then((sum) => AggregatorRegistry.aggregate([sum, cumulative(final)].filter((x) => x.length)).getMetricsAsJSON() as Promise<object[]>).catch(() => []);
+  };
+  // The series of items no longer defined. Each worker drops its own once an item is missing from
+  // two of its reads a minute apart (daemon.ts), each on its own round; a dead worker's, summed into
+  // `retired`, were kept for good (a removed item's counter fell to the dead worker's share and
+  // stayed), and the live workers' went one by one (the sum fell by each share, read as counter
+  // resets). From the item lists the workers send, the primary hides an item's series in every
+  // part at once when it has been missing 30 s — before any worker drops its own, which takes a
+  // minute from its first read that missed it — and drops it from `retired`.
+  const missingSince = new Map<string, number>();
+  const hidden = new Set<string>();
+  type Part = { values?: { labels?: { item?: unknown } }[] }[];
+  const itemsIn = (part: object[], into: Set<string>) => {
+    for (const m of part as Part) for (const v of m.values ?? []) if (typeof v.labels?.item === 'string') into.add(v.labels.item);
+  };
+  const without = (part: object[], items: Set<string>): object[] => (items.size ? (part as Part).map((m) => ({ ...m, values: (m.values ?? []).filter((v) => !items.has(v.labels?.item as string)) })) : part);
+  const itemsDefined = (ids: Set<string>) => {
+    retired = retired.then((sum) => {
+      const now = Date.now();
+      const present = new Set<string>();
+      itemsIn(sum, present);
+      for (const part of last.values()) itemsIn(part, present);
+      for (const item of present) {
+        if (ids.has(item)) {
+          missingSince.delete(item);
+          hidden.delete(item);
+        } else if (!missingSince.has(item)) missingSince.set(item, now);
+        else if (now - missingSince.get(item)! >= HIDE_AFTER_MS) hidden.add(item);
+      }
+      for (const item of [...missingSince.keys()]) if (!present.has(item)) missingSince.delete(item);
+      for (const item of [...hidden]) if (!present.has(item) || ids.has(item)) hidden.delete(item);
+      return without(sum, hidden);
+    });
   };
   cluster.on('disconnect', gone);
   cluster.on('exit', gone);
   cluster.on('message', (worker, msg: Msg) => {
+    if (msg?.type === ITEMS && Array.isArray(msg.ids)) return itemsDefined(new Set(msg.ids));
     if (msg?.type === COLLECT_RES) {
       if (msg.metrics) last.set(worker.id, msg.metrics);
       return answered(msg.id, worker.id, msg.metrics);
@@ -76,19 +122,28 @@ export function servePrimaryMetrics() {
         const known = last.get(w);
         if (known) p.parts.push(known);
       }
-      retired
-        .then((sum) => AggregatorRegistry.aggregate(sum.length ? [...p.parts, sum] : p.parts).metrics())
+      // (The dead whose answer this scrape holds are in it once: in its parts, not again in `retired`.)
+      const dead = p.retiredAlready.size ? retiredBefore : retired;
+      dead
+        .then((sum) => AggregatorRegistry.aggregate((sum.length ? [...p.parts, sum] : p.parts).map((part) => without(part, hidden))).metrics())
         .then(
           (text) => reply(text),
           (err) => reply(undefined, String(err)),
         );
     };
-    const p = { asked: new Set(live.map((w) => w!.id)), parts: [] as object[][], done: finish };
+    // `retired` as the scrape began: what it adds to the workers' answers if one of them dies meanwhile.
+    const retiredBefore = retired;
+    const p = { asked: new Set(live.map((w) => w!.id)), parts: [] as object[][], retiredAlready: new Set<number>(), done: finish };
     const timer = setTimeout(finish, TIMEOUT_MS);
     pending.set(id, p);
     if (p.asked.size === 0) return finish();
     for (const w of live) w!.send({ type: COLLECT, id });
   });
+}
+
+/** In a worker: tells the primary which items are defined (every round of dropping removed items' series). */
+export function tellItems(ids: Iterable<string>): void {
+  process.send?.({ type: ITEMS, id: 0, ids: [...ids] });
 }
 
 /** In a worker: answers the primary's collects, and returns the scrape the /metrics route uses. */

@@ -15,12 +15,16 @@ export interface ItemGaugeView {
   waiting: number;
   admitted: number;
   gate: { mode: string; rate: number | null; maxInFlight: number | null };
+  /** Closed or sold out: it admits nobody, whatever its gate says. */
+  ended: boolean;
   /** What the adaptive controller last published, if it has run. */
   controller: { limit: number; rate: number | null; baseMs: number | null; p50Ms: number | null; p99Ms: number | null } | null;
   stockLeft: number | null;
 }
 
 type Sample = [extra: string, value: number];
+
+const admitsNobody = (v: ItemGaugeView) => v.ended || v.gate.mode === 'closed';
 
 interface ItemGauge {
   name: string;
@@ -69,17 +73,18 @@ export const ITEM_GAUGES: ItemGauge[] = [
   },
   {
     name: 'floodgate_gate_limit',
-    help: 'In-flight limit the adaptive gate enforces (auto) or proposes (manual); none while the gate is closed.',
+    help: 'In-flight limit the adaptive gate enforces (auto) or proposes (manual); none while the gate or the item is closed (or sold out).',
     labels: [],
-    // (Closed, the controller's last figures stood for good, as though a gate admitting nobody paced.)
-    samples: (v) => (v.controller && v.gate.mode !== 'closed' ? [['', v.controller.limit]] : []),
+    // (Closed, the controller's last figures stood for good, as though a gate admitting nobody
+    // paced; so they did on an item closed or sold out, minutes after.)
+    samples: (v) => (v.controller && !admitsNobody(v) ? [['', v.controller.limit]] : []),
   },
   {
     name: 'floodgate_gate_rate',
-    help: 'Admission pace of the adaptive gate, tickets per second (+Inf: not pacing yet, the in-flight limit alone); none while the gate is closed.',
+    help: 'Admission pace of the adaptive gate, tickets per second (+Inf: not pacing yet, the in-flight limit alone); none while the gate or the item is closed (or sold out).',
     labels: [],
     // (0 read as "admits nobody" while the controller had no pace yet and the gate did not pace at all.)
-    samples: (v) => (v.controller && v.gate.mode !== 'closed' ? [['', v.controller.rate ?? Infinity]] : []),
+    samples: (v) => (v.controller && !admitsNobody(v) ? [['', v.controller.rate ?? Infinity]] : []),
   },
   {
     name: 'floodgate_gate_baseline_seconds',

@@ -38,7 +38,7 @@ export function createMetrics() {
     rejections: new Counter({ name: 'floodgate_rejections_total', help: 'Requests answered with an error, by error code and the item the request names (empty when none, or not an item this daemon knows).', labelNames: ['code', 'item'] as const, registers: [registry] }),
     quotaRefusals: new Counter({ name: 'floodgate_quota_refusals_total', help: 'Joins refused 429 rate_limited, by item and quota (perUser, perKey).', labelNames: ['item', 'quota'] as const, registers: [registry] }),
     admissions: new Counter({ name: 'floodgate_admissions_total', help: 'Tickets admitted from the head of a line, by this daemon (its dispatcher and external pulls).', labelNames: ['item'] as const, registers: [registry] }),
-    settles: new Counter({ name: 'floodgate_settles_total', help: 'Outcomes written back, by status.', labelNames: ['item', 'status'] as const, registers: [registry] }),
+    settles: new Counter({ name: 'floodgate_settles_total', help: 'Outcomes written back, by status (a repeated write-back, answered 200 as the first, counted once).', labelNames: ['item', 'status'] as const, registers: [registry] }),
     waitSeconds: new Histogram({
       name: 'floodgate_wait_seconds',
       help: 'How long admitted tickets waited in line (join to admission), for tickets joined and admitted through this daemon.',
@@ -76,7 +76,7 @@ export function createMetrics() {
     }),
     ledgerDeadLetters: new Counter({
       name: 'floodgate_ledger_dead_letters_total',
-      help: 'Outcome rows (and unreadable done-stream entries) the ledger parked in ticket_outcomes_dead.',
+      help: 'Outcome rows (and unreadable done-stream entries) the ledger parked in ticket_outcomes_dead, each once (read again after a lost acknowledgement, neither parked nor counted again).',
       labelNames: ['item'] as const,
       registers: [registry],
     }),

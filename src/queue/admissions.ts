@@ -55,7 +55,7 @@ export interface Admissions {
    * ledger's end: the same answer again is a repeat, another is `409` (it was taken, the user
    * told it, and the ledger's end came back once the ticket's state left Redis).
    */
-  settle(ticketId: string, input: SettleInput): Promise<TicketView>;
+  settle(ticketId: string, input: SettleInput): Promise<{ view: TicketView; /** Settled before: this call changed nothing (an operator's counters count it once). */ repeat: boolean }>;
   /**
    * Settles many admitted tickets of one item in one call (in-process jobs). Returns a code per
    * entry: 1 applied, 2 a repeat of what was applied, -1 no such ticket, -2 lease lost.
@@ -245,7 +245,7 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
       const err = settleError(code);
       if (err) throw err;
       if (held && (asked.retry || outcomeJson(held) !== outcomeJson(asked))) throw new FloodgateError('conflict', 'A different outcome was already written under this lease.');
-      return deps.reader.read(ticketId, item, seq);
+      return { view: await deps.reader.read(ticketId, item, seq), repeat: code === 2 };
     },
 
     async settleMany(itemId, entries) {

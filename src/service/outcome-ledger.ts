@@ -99,8 +99,8 @@ export function startLedger(
     const unreadable = reads.flatMap((r) =>
       r.unreadable.map((u) => ({ itemId: r.snap.def.itemId, ticketId: null, fields: { entry: u.id, ...((r.snap.def.lines ?? 1) > 1 ? { line: r.source.line } : {}), fields: u.fields }, error: u.error })),
     );
-    await insertDeadOutcomes(deps.sql, unreadable);
-    dead.push(...unreadable);
+    // (Only what was parked now: a round that reads again what an acknowledgement Redis did not take parks nothing new.)
+    dead.push(...(await insertDeadOutcomes(deps.sql, unreadable)));
     const deadByItem = new Map<string, typeof dead>();
     for (const d of dead) {
       const list = deadByItem.get(d.itemId);

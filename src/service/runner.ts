@@ -184,7 +184,8 @@ export function createRunner(deps: RunnerDeps) {
     // -2: the lease ran out and the ticket went back to the line (it will run again,
     // idempotently); -1: the item was re-created. Nothing left to settle either way.
     if (code < 0) log.warn({ itemId, seq: t.seq, code: code === -1 ? 'ticket_not_found' : 'lease_lost' }, 'job outcome not settled');
-    else deps.onSettled(itemId, input.retry ? 'retry' : input.status);
+    // (2: settled before, by a run of the ticket another daemon's job made when this one's lease ran out: counted there.)
+    else if (code === 1) deps.onSettled(itemId, input.retry ? 'retry' : input.status);
   }
 
   /** Runs the handler for one ticket: settled, or to be retried (after what its downstream asked). */

@@ -144,14 +144,15 @@ export function ticketRoutes(ctx: ApiContext) {
       const itemId = queue.tickets.itemIdOf(ticketId) ?? fail('ticket_not_found', 'No such ticket.');
       ctx.auth.requireScope(c.get('actor'), itemId);
       await requireExternal(ctx, itemId, 'ticket_not_found');
-      const view: TicketViewT = await queue.admissions.settle(ticketId, {
+      const { view, repeat } = await queue.admissions.settle(ticketId, {
         leaseId: body.leaseId,
         status: body.status,
         result: body.result,
         reason: 'reason' in body ? body.reason : undefined,
         retry: 'retry' in body ? body.retry : undefined,
       });
-      metrics.settles.inc({ item: itemId, status: 'retry' in body && body.retry ? 'retry' : body.status });
+      // A repeat (a worker's retry of a write-back it heard no answer to) is answered as the first was, and counted once.
+      if (!repeat) metrics.settles.inc({ item: itemId, status: 'retry' in body && body.retry ? 'retry' : body.status });
       return c.json((await present(view)) as z.infer<typeof TicketView>, 200);
     },
   );
