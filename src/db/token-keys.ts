@@ -47,8 +47,12 @@ export function createTokenKeyStore(sql: postgres.Sql) {
         }
         const from = signsFrom?.toISOString() ?? null;
         await tx`update token_keys set retired_at = coalesce(${from}::timestamptz, now()) where retired_at is null`;
-        await tx`insert into token_keys (kid, alg, private_jwk, public_jwk, signs_from)
-          values (${key.kid}, ${key.alg}, ${JSON.stringify(key.privateJwk)}::jsonb, ${JSON.stringify(key.publicJwk)}::jsonb, ${from}::timestamptz)`;
+        // Made now, under the lock, not when its transaction began (created_at's default): the
+        // newest key is the one in use. Two rotations at once had the one that began first but
+        // took the lock second retired and sorted first: it signed, and its tokens failed checks
+        // once the retired key left the JWKS a day later (a review's find: 13 of 40 pairs).
+        await tx`insert into token_keys (kid, alg, private_jwk, public_jwk, signs_from, created_at)
+          values (${key.kid}, ${key.alg}, ${JSON.stringify(key.privateJwk)}::jsonb, ${JSON.stringify(key.publicJwk)}::jsonb, ${from}::timestamptz, clock_timestamp())`;
         return key.kid;
       }) as Promise<string>;
     },

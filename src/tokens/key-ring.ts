@@ -27,6 +27,8 @@ interface LoadedKey {
   verify: CryptoKey;
   /** Epoch ms (the daemon's clock) from which it signs; 0: at once. */
   signsFrom: number;
+  /** Epoch ms from which it no longer signs (a newer key took over); null: in use. */
+  retiredAt: number | null;
 }
 
 /** Monotonic ms: when loads started, to tell one begun after a request from one begun before. */
@@ -42,6 +44,8 @@ export const monotonicNow = () => performance.now();
  */
 export function createKeyRing(store: TokenKeyStore, clock: Clock = systemClock) {
   let keys: LoadedKey[] = [];
+  /** When the keys were last read from Postgres (the daemon's clock); -Infinity: never. */
+  let loadedAt = -Infinity;
   /** The load in flight and when it began (monotonic). */
   let current: { startedAt: number; done: Promise<void> } | null = null;
   /** A load queued to start after `current` (and the rate gap), shared by every request waiting for it. */
@@ -53,7 +57,8 @@ export function createKeyRing(store: TokenKeyStore, clock: Clock = systemClock) 
     for (const r of rows) {
       const known = keys.find((k) => k.kid === r.kid);
       const signsFrom = r.signsFrom?.getTime() ?? 0;
-      if (known) next.push({ ...known, signsFrom });
+      const retiredAt = r.retiredAt?.getTime() ?? null;
+      if (known) next.push({ ...known, signsFrom, retiredAt });
       else
         next.push({
           kid: r.kid,
@@ -61,9 +66,11 @@ export function createKeyRing(store: TokenKeyStore, clock: Clock = systemClock) 
           sign: (await importJWK({ ...r.privateJwk, alg: 'EdDSA' }, 'EdDSA')) as CryptoKey,
           verify: (await importJWK({ ...r.publicJwk, alg: 'EdDSA' }, 'EdDSA')) as CryptoKey,
           signsFrom,
+          retiredAt,
         });
     }
     keys = next;
+    loadedAt = clock.now();
   }
 
   function startLoad(): Promise<void> {
@@ -139,12 +146,18 @@ export function createKeyRing(store: TokenKeyStore, clock: Clock = systemClock) 
     signing(): LoadedKey {
       if (!keys.length) throw new Error('no token signing key loaded');
       const now = clock.now();
-      // The newest key whose time has come (keys are newest first); the oldest if none has (never
-      // so in practice: the key before a rotation's is kept until the new one signs).
-      return keys.find((k) => k.signsFrom <= now) ?? keys[keys.length - 1];
+      // The newest key whose time has come and that no newer key retired (keys are newest
+      // first); the oldest if none (never so in practice: the key before a rotation's is kept
+      // until the new one signs).
+      return keys.find((k) => k.signsFrom <= now && (k.retiredAt === null || k.retiredAt > now)) ?? keys[keys.length - 1];
     },
     byKid,
     jwks: () => ({ keys: keys.map((k) => k.publicJwk) }),
+    /**
+     * Whether the keys were read from Postgres lately (within a few reloads): a daemon cut off from
+     * it lacks a key another daemon rotated in, and its JWKS must not be cached as if whole.
+     */
+    fresh: () => clock.now() - loadedAt <= 5 * KEY_REFRESH_MS,
   };
 }
 

@@ -260,6 +260,8 @@ export function createTokens(deps: TokensDeps) {
       return true;
     },
     jwks: () => keys.jwks(),
+    /** Whether the JWKS is as Postgres had it a few seconds ago (tokens/key-ring.ts). */
+    jwksFresh: () => keys.fresh(),
     rotate: () => keys.rotate(),
     stop: async () => {
       await firstRead;

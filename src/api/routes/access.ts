@@ -81,7 +81,9 @@ export function accessRoutes(ctx: ApiContext) {
     }),
     async (c) => {
       // A rotated-in key is listed this long (and a reload) before it signs (tokens/key-ring.ts).
-      c.header('Cache-Control', `public, max-age=${JWKS_MAX_AGE_S}`);
+      // Not from a daemon that has not read the keys lately (Postgres away): another daemon may
+      // have rotated a key in that this one does not list, and a shop kept the list a minute.
+      c.header('Cache-Control', tokens().jwksFresh() ? `public, max-age=${JWKS_MAX_AGE_S}` : 'no-store');
       return c.json(tokens().jwks(), 200);
     },
   );
