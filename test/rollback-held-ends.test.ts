@@ -3,6 +3,7 @@ import { ticketRef } from '../src/kernel/ticket-ref.js';
 import { inProcessDaemon, recordingLogger, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
 import { recordingDownstream } from './support/downstream.js';
+import { askAgainOn503 } from './support/joins.js';
 import { rollbackItem, snapshotItem, testRedis } from './support/redis.js';
 
 /**
@@ -27,7 +28,10 @@ const snapshot = (itemId: string) => snapshotItem(redis, prefix, itemId);
 const rollback = (itemId: string, snap: Map<string, Buffer | null>) => rollbackItem(redis, prefix, itemId, snap);
 const row = async (id: string) => (await db.sql`select status, reason, result from ticket_outcomes where ticket_id = ${ticketRef(id)}`)[0];
 const poll = async (id: string) => (await call('GET', `/v1/tickets/${id}`, undefined, null)).body;
-const pulled = async (itemId: string) => (await call('POST', `/v1/items/${itemId}/pull`, { max: 5 }, SVC)).body.tickets as { ticketId: string; leaseId: string }[];
+// A worker's pull as a worker makes it: a 503 asked again (on a busy machine the ledger's look at
+// the tickets after a rollback may miss its 200 ms, and the pull then hands out nothing: 503).
+const pulled = async (itemId: string) =>
+  (await askAgainOn503(() => call('POST', `/v1/items/${itemId}/pull`, { max: 5 }, SVC), [200], Date.now() + 30_000, 'pull')).body.tickets as { ticketId: string; leaseId: string }[];
 /** A buyer's ticket sold (its ledger row written, the gate closed again), then Redis rolled back to before the sale. */
 async function soldThenRolledBack(itemId: string, userId: string) {
   await call('PUT', `/v1/items/${itemId}`, { handler: 'seckill', config: { stock: 5 }, gate: { mode: 'closed' } });
