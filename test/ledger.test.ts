@@ -1,7 +1,7 @@
 import { ticketRef } from '../src/kernel/ticket-ref.js';
 import postgres from 'postgres';
 import { describe, expect, it } from 'vitest';
-import { writeOutcomes } from '../src/db/outcomes.js';
+import { insertDeadOutcomes, writeOutcomes } from '../src/db/outcomes.js';
 import { writeSales } from '../src/db/sales.js';
 import { createLogger } from '../src/kernel/logger.js';
 import { itemKeys } from '../src/redis/keys.js';
@@ -104,6 +104,19 @@ describe('the outcome ledger', () => {
       await ledger.stop();
       await Promise.all([sql.end({ timeout: 5 }), holder.end({ timeout: 5 })]);
     }
+  });
+
+  it('parks an unreadable entry once when two daemons park it at the same moment', async () => {
+    const itemId = t.uniqueItem();
+    const counts: number[] = [];
+    for (let i = 0; i < 20; i++) {
+      const entry = { itemId, ticketId: null, fields: { entry: `1-${i}`, fields: ['s', String(i), 'o', '{not json'] }, error: new Error('unreadable') };
+      const parked = await Promise.all([0, 1, 2, 3].map(() => insertDeadOutcomes(t.db.sql, [entry])));
+      counts.push(parked.reduce((n, p) => n + p.length, 0));
+    }
+    expect(counts).toEqual(counts.map(() => 1));
+    const [rows] = await t.db.sql`select count(*)::int as n from ticket_outcomes_dead where item_id = ${itemId}`;
+    expect(rows.n).toBe(20);
   });
 
   it("parks a row the driver cannot send (an undefined field) and writes the others", async () => {

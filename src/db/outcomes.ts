@@ -2,6 +2,7 @@ import { canonicalJson } from '../kernel/canonical-json.js';
 import type postgres from 'postgres';
 import { escapeUnsafe } from '../kernel/safe-text.js';
 import { isBadRow, isConnectionLoss } from './refusal.js';
+import { begin } from './transactions.js';
 
 export interface OutcomeRow {
   ticketId: string;
@@ -137,7 +138,11 @@ const refusesRow = (err: unknown) => {
 export async function insertDeadOutcomes(sql: postgres.Sql, dead: DeadOutcome[]): Promise<DeadOutcome[]> {
   if (!dead.length) return [];
   const rows = dead.map((d) => ({ d, itemId: escapeUnsafe(d.itemId), ticketId: d.ticketId === null ? null : escapeUnsafe(d.ticketId), fields: jsonText(d.fields) }));
-  const parked = await sql<{ item_id: string; ticket_id: string | null; fields: string }[]>`
+  const entries = [...new Set(rows.filter((r) => r.ticketId === null).map((r) => JSON.stringify([r.itemId, r.fields])))].sort();
+  // Entries with no ticket (no unique key to conflict on): two daemons parking the same one at
+  // once would each find it not parked yet, so each is parked under a lock of its own (rare: an
+  // unreadable stream entry), taken in one order.
+  const insert = (q: postgres.Sql | postgres.TransactionSql) => q<{ item_id: string; ticket_id: string | null; fields: string }[]>`
     insert into ticket_outcomes_dead (item_id, ticket_id, fields, error)
     select d.item_id, d.ticket_id, d.fields, d.error from unnest(
       ${rows.map((r) => r.itemId)}::text[], ${rows.map((r) => r.ticketId)}::text[],
@@ -146,6 +151,12 @@ export async function insertDeadOutcomes(sql: postgres.Sql, dead: DeadOutcome[])
        or not exists (select 1 from ticket_outcomes_dead x where x.item_id = d.item_id and x.ticket_id is null and x.fields = d.fields)
     on conflict do nothing
     returning item_id, ticket_id, fields`;
+  const parked = entries.length
+    ? await begin(sql, async (tx) => {
+        for (const e of entries) await tx`select pg_advisory_xact_lock(hashtext('floodgate_dead_entry'), hashtext(${e}))`;
+        return insert(tx);
+      })
+    : await insert(sql);
   const key = (itemId: string, ticketId: string | null, fields: string) => (ticketId !== null ? `t\0${ticketId}` : `e\0${itemId}\0${fields}`);
   // (Each row parked matches one entry: the same ticket twice in one batch is one row, counted once.)
   const now = new Set(parked.map((p) => key(p.item_id, p.ticket_id, p.fields)));
