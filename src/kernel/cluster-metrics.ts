@@ -46,11 +46,14 @@ export function servePrimaryMetrics() {
   const last = new Map<number, object[]>();
   let retired: Promise<object[]> = Promise.resolve([]);
   const cumulative = (m: object[]) => m.filter((x) => ['counter', 'histogram'].includes((x as { type?: string }).type ?? ''));
-  const pending = new Map<number, { asked: Set<number>; parts: object[][]; retiredAlready: Set<number>; done(): void }>();
+  const pending = new Map<number, { asked: Set<number>; parts: object[][]; from: Set<number>; retiredAlready: Set<number>; done(): void }>();
   const answered = (id: number, workerId: number, metrics?: object[]) => {
     const p = pending.get(id);
     if (!p || !p.asked.delete(workerId)) return;
-    if (metrics) p.parts.push(metrics);
+    if (metrics) {
+      p.parts.push(metrics);
+      p.from.add(workerId);
+    }
     if (p.asked.size === 0) p.done();
   };
   cluster.on('listening', (worker) => listening.add(worker.id));
@@ -60,10 +63,11 @@ export function servePrimaryMetrics() {
     last.delete(worker.id);
     if (!final) return void [...pending.keys()].forEach((id) => answered(id, worker.id));
     // A scrape under way counts this worker once, among its parts: its answer, or its last one if
-    // it had not answered; not again among the dead (it read the counts twice, and the next scrape
-    // went down: a counter reset to Prometheus). It adds `retired` as it was when it began.
+    // it had not answered (or was not asked); not again among the dead (it read the counts twice,
+    // and the next scrape went down: a counter reset to Prometheus). It adds `retired` as it was
+    // when it began.
     for (const p of pending.values()) {
-      if (p.asked.has(worker.id)) p.parts.push(final);
+      if (!p.from.has(worker.id)) p.parts.push(final);
       p.retiredAlready.add(worker.id);
     }
     for (const id of [...pending.keys()]) answered(id, worker.id);
@@ -133,7 +137,7 @@ export function servePrimaryMetrics() {
     };
     // `retired` as the scrape began: what it adds to the workers' answers if one of them dies meanwhile.
     const retiredBefore = retired;
-    const p = { asked: new Set(live.map((w) => w!.id)), parts: [] as object[][], retiredAlready: new Set<number>(), done: finish };
+    const p = { asked: new Set(live.map((w) => w!.id)), parts: [] as object[][], from: new Set<number>(), retiredAlready: new Set<number>(), done: finish };
     const timer = setTimeout(finish, TIMEOUT_MS);
     pending.set(id, p);
     if (p.asked.size === 0) return finish();
