@@ -23,7 +23,7 @@ import { createOpRevs, OP_REV_CHECK_MS, OP_REV_FULL_MS } from './catalog/op-revs
 import { createOpRevRows } from './db/op-revs.js';
 import { createOpMarks } from './queue/op-marks.js';
 import { storeSettings, type Config } from './config.js';
-import { connectDb, migrateDb, type DbHandle } from './db/client.js';
+import { connectDb, migrateDb, pingDb, type DbHandle } from './db/client.js';
 import { createItemsStore } from './db/items-store.js';
 import { ensureStores, storeFailure } from './infra/ensure-stores.js';
 import { untilReachable } from './infra/start-wait.js';
@@ -121,7 +121,9 @@ export async function openStores(config: Config, log: Logger) {
   const wait = { waitMs: config.FLOODGATE_START_WAIT_MS, log };
   const redis = await untilReachable('redis', redisAt, () => connectRedis(infra.redis, 'api', log), wait);
   const admitRedis = await connectRedis(infra.redis, 'admit', log).catch((err) => Promise.reject(storeFailure('redis', redisAt, err)));
-  await untilReachable('postgres', redactUrl(infra.pgUrl), () => migrateDb(infra.pgUrl), wait);
+  // Waited for until it answers a query, each try bounded; the migrations then take what they take.
+  await untilReachable('postgres', redactUrl(infra.pgUrl), () => pingDb(infra.pgUrl), wait);
+  await migrateDb(infra.pgUrl).catch((err) => Promise.reject(storeFailure('postgres', redactUrl(infra.pgUrl), err)));
   const dbHandle = connectDb(infra.pgUrl, { max: 10, timeoutMs: config.FLOODGATE_PG_TIMEOUT_MS });
   const close = async () => {
     redis.disconnect();

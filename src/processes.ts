@@ -17,8 +17,8 @@
 import cluster, { type Worker } from 'node:cluster';
 import os from 'node:os';
 import { GROUP_WORKER, isGroupWorkerEnv, storeSettings, type Config } from './config.js';
-import { migrateDb } from './db/client.js';
-import { ensureStores } from './infra/ensure-stores.js';
+import { migrateDb, pingDb } from './db/client.js';
+import { ensureStores, storeFailure } from './infra/ensure-stores.js';
 import { untilReachable } from './infra/start-wait.js';
 import { describeTarget } from './infra/redis-client.js';
 import type { Logger } from './kernel/logger.js';
@@ -88,7 +88,8 @@ export function groupGivesUp(s: { deathsLastMinute: number; serving: number; nev
 export async function runPrimary(config: Config, log: Logger, n: number): Promise<(signal: string) => void> {
   const stores = await ensureStores(storeSettings(config), log);
   const pg = { url: stores.pgUrl };
-  await untilReachable('postgres', redactUrl(pg.url), () => migrateDb(pg.url), { waitMs: config.FLOODGATE_START_WAIT_MS, log });
+  await untilReachable('postgres', redactUrl(pg.url), () => pingDb(pg.url), { waitMs: config.FLOODGATE_START_WAIT_MS, log });
+  await migrateDb(pg.url).catch((err) => Promise.reject(storeFailure('postgres', redactUrl(pg.url), err)));
 
   // The workers read their configuration as any daemon does, with what the primary settled on top.
   const env: Record<string, string> = {

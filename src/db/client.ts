@@ -98,6 +98,16 @@ function watchedConnections(url: string, timeoutMs: number): Partial<postgres.Op
  * several daemons. Its connections have no answer timeout: a migration may run one long statement
  * (an index on a big table), and waiting for another daemon's migration is a silence too.
  */
+/** Whether Postgres at `url` answers a query (the start's wait for it: infra/start-wait.ts); throws what it met. */
+export async function pingDb(url: string): Promise<void> {
+  const handle = connectDb(url, { max: 1, timeoutMs: 0 });
+  try {
+    await handle.sql`select 1`;
+  } finally {
+    await handle.close();
+  }
+}
+
 export async function migrateDb(url: string): Promise<void> {
   const handle = connectDb(url, { max: 2, timeoutMs: 0 });
   try {
