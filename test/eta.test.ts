@@ -11,6 +11,24 @@ const t = testRedis();
 const def = (itemId: string): LineDefinition => ({ itemId, handler: 'external', config: {}, capacity: null, abandonAfterMs: null, opensAt: null, closesAt: null, rejoin: 'any' });
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
+/**
+ * 60 users join `itemId`, then 11 s of a downstream that takes 1 s a ticket: every 100 ms (on the
+ * manual clock) the tickets done are settled and the gate admits what it will. Their ids, and the
+ * tickets still running.
+ */
+async function joinAndServe(queue: ReturnType<typeof createLine>, clock: ReturnType<typeof manualClock>, itemId: string) {
+  const ids = (await Promise.all(Array.from({ length: 60 }, (_, j) => queue.tickets.join(itemId, `u${j}`, null)))).map((r) => r.ticket.ticketId);
+  const running: { seq: number; leaseId: string; until: number }[] = [];
+  for (let ms = 0; ms < 11_000; ms += 100) {
+    clock.advance(100);
+    const done = running.filter((r) => r.until <= clock.now());
+    if (done.length) await queue.admissions.settleMany(itemId, done.map((r) => ({ seq: r.seq, leaseId: r.leaseId, status: 'succeeded' as const })));
+    running.splice(0, running.length, ...running.filter((r) => r.until > clock.now()));
+    for (const g of await queue.admissions.admit(itemId, 100, 600_000)) running.push({ seq: g.seq, leaseId: g.leaseId, until: clock.now() + 1000 });
+  }
+  return { ids, running };
+}
+
 describe('what a waiting ticket is told', () => {
   it('a manual rate of 40/s set after a slower one: etaMs is within 15% (median) of the real wait from the first second', async () => {
     const clock = manualClock();
@@ -46,15 +64,7 @@ describe('what a waiting ticket is told', () => {
     const queue = createLine({ redis: t.redis, prefix: t.newPrefix(), clock, cacheMs: 0 });
     // 50/s, at most 2 in flight, on a downstream that takes 1 s: 2 tickets a second.
     await queue.definitions.define(def('capped'), { mode: 'manual', rate: 50, maxInFlight: 2 }, { reopen: false });
-    const ids = (await Promise.all(Array.from({ length: 60 }, (_, j) => queue.tickets.join('capped', `u${j}`, null)))).map((r) => r.ticket.ticketId);
-    const running: { seq: number; leaseId: string; until: number }[] = [];
-    for (let ms = 0; ms < 11_000; ms += 100) {
-      clock.advance(100);
-      const done = running.filter((r) => r.until <= clock.now());
-      if (done.length) await queue.admissions.settleMany('capped', done.map((r) => ({ seq: r.seq, leaseId: r.leaseId, status: 'succeeded' as const })));
-      running.splice(0, running.length, ...running.filter((r) => r.until > clock.now()));
-      for (const g of await queue.admissions.admit('capped', 100, 600_000)) running.push({ seq: g.seq, leaseId: g.leaseId, until: clock.now() + 1000 });
-    }
+    const { ids, running } = await joinAndServe(queue, clock, 'capped');
     const last = await queue.tickets.status(ids[59]);
     expect(last.state).toBe('waiting');
     // (And a downstream that stalls, nothing admitted over the ~10 s the rate is measured on: no
@@ -78,15 +88,7 @@ describe('what a waiting ticket is told', () => {
     // What the controller publishes for a downstream taking 1 s with room for 2: a limit of 2 and
     // a pace of 2 / 1 s × its 1.5 headroom. Admissions are held to 2 a second by the limit.
     await t.redis.hset(itemKeys(prefix, 'auto-eta').gate, 'aLimit', '2', 'aRate', '3.000', 'aBase', '1000.00', 'aP50', '1000.00');
-    const ids = (await Promise.all(Array.from({ length: 60 }, (_, j) => queue.tickets.join('auto-eta', `u${j}`, null)))).map((r) => r.ticket.ticketId);
-    const running: { seq: number; leaseId: string; until: number }[] = [];
-    for (let ms = 0; ms < 11_000; ms += 100) {
-      clock.advance(100);
-      const done = running.filter((r) => r.until <= clock.now());
-      if (done.length) await queue.admissions.settleMany('auto-eta', done.map((r) => ({ seq: r.seq, leaseId: r.leaseId, status: 'succeeded' as const })));
-      running.splice(0, running.length, ...running.filter((r) => r.until > clock.now()));
-      for (const g of await queue.admissions.admit('auto-eta', 100, 600_000)) running.push({ seq: g.seq, leaseId: g.leaseId, until: clock.now() + 1000 });
-    }
+    const { ids, running } = await joinAndServe(queue, clock, 'auto-eta');
     const last = await queue.tickets.status(ids[59]);
     expect(last.state).toBe('waiting');
     // Place p is about p / 2 s away (before: p / 3 s, the pace).

@@ -74,15 +74,21 @@ async function idempotentShop() {
   return shop;
 }
 
+/** A shop and an item that calls it with a 300 ms timeout; `userId`'s first ticket timed out after the shop made its order. */
+async function orderThatTimedOut(itemId: string, userId: string, payload: Record<string, unknown>) {
+  const shop = await idempotentShop();
+  expect((await call('PUT', `/v1/items/${itemId}`, { handler: 'webhook', config: { url: shop.url, timeoutMs: 300 } })).status).toBe(201);
+  shop.fault = 'hang';
+  const first = await join(itemId, userId, payload);
+  expect(await settled(first)).toMatchObject({ state: 'failed', outcome: { reason: 'timeout' } });
+  expect(shop.orders.size).toBe(1);
+  return shop;
+}
+
 describe('a webhook call whose outcome is unknown', () => {
   it('is repeated, key and body, for the user\'s next ticket: a timeout that made the order, then a join again, is one order', async () => {
-    const shop = await idempotentShop();
-    expect((await call('PUT', '/v1/items/unsure-t', { handler: 'webhook', config: { url: shop.url, timeoutMs: 300 } })).status).toBe(201);
-    shop.fault = 'hang';
-    const first = await join('unsure-t', 'u1', { size: 42 });
-    expect(await settled(first)).toMatchObject({ state: 'failed', outcome: { reason: 'timeout' } });
+    const shop = await orderThatTimedOut('unsure-t', 'u1', { size: 42 }); // the shop made the order; the user was told `failed`
     expect(shop.seen).toHaveLength(2); // both attempts, under one key
-    expect(shop.orders.size).toBe(1); // the shop made the order; the user was told `failed`
 
     // The answers come back now; the user, told `failed`, joins again (another payload, even).
     shop.fault = 'none';
@@ -126,12 +132,7 @@ describe('a webhook call whose outcome is unknown', () => {
 
 describe("a repetition of an unsure call that never reached the shop", () => {
   it("leaves the call to the user's next ticket: a timeout that made the order, a ticket met by 503s, then one that repeats it, one order", async () => {
-    const shop = await idempotentShop();
-    expect((await call('PUT', '/v1/items/unsure-503', { handler: 'webhook', config: { url: shop.url, timeoutMs: 300 } })).status).toBe(201);
-    shop.fault = 'hang';
-    const first = await join('unsure-503', 'u6', { n: 1 });
-    expect(await settled(first)).toMatchObject({ state: 'failed', outcome: { reason: 'timeout' } });
-    expect(shop.orders.size).toBe(1);
+    const shop = await orderThatTimedOut('unsure-503', 'u6', { n: 1 });
     // The shop is overloaded: the next ticket's repetition is answered 503 (it never looked at it).
     shop.fault = 'none';
     shop.overloaded = true;

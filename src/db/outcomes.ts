@@ -138,7 +138,9 @@ const refusesRow = (err: unknown) => {
 export async function insertDeadOutcomes(sql: postgres.Sql, dead: DeadOutcome[]): Promise<DeadOutcome[]> {
   if (!dead.length) return [];
   const rows = dead.map((d) => ({ d, itemId: escapeUnsafe(d.itemId), ticketId: d.ticketId === null ? null : escapeUnsafe(d.ticketId), fields: jsonText(d.fields) }));
-  const entries = [...new Set(rows.filter((r) => r.ticketId === null).map((r) => JSON.stringify([r.itemId, r.fields])))].sort();
+  // A parked row's key: its ticket, or, with none, its item and stream entry (its fields).
+  const key = (itemId: string, ticketId: string | null, fields: string) => JSON.stringify(ticketId !== null ? [ticketId] : [itemId, fields]);
+  const entries = [...new Set(rows.filter((r) => r.ticketId === null).map((r) => key(r.itemId, null, r.fields)))].sort();
   // Entries with no ticket (no unique key to conflict on): two daemons parking the same one at
   // once would each find it not parked yet, so each is parked under a lock of its own (rare: an
   // unreadable stream entry), taken in one order.
@@ -157,7 +159,6 @@ export async function insertDeadOutcomes(sql: postgres.Sql, dead: DeadOutcome[])
         return insert(tx);
       })
     : await insert(sql);
-  const key = (itemId: string, ticketId: string | null, fields: string) => (ticketId !== null ? `t\0${ticketId}` : `e\0${itemId}\0${fields}`);
   // (Each row parked matches one entry: the same ticket twice in one batch is one row, counted once.)
   const now = new Set(parked.map((p) => key(p.item_id, p.ticket_id, p.fields)));
   return rows.filter((r) => now.delete(key(r.itemId, r.ticketId, r.fields))).map((r) => r.d);

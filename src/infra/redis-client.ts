@@ -218,11 +218,10 @@ function timeOutCommands(redis: RedisLike, ms: number) {
 function whenReady(redis: RedisLike): Promise<void> {
   if (redis.status === 'ready') return Promise.resolve();
   return new Promise((resolve, reject) => {
-    // The last thing the connection met names why it never got ready (refused, a password, LOADING):
-    // the start waits for what passes by itself and not for the rest (infra/start-wait.ts).
-    // One server's first error ends the wait (refused, a password): it was 10 s of silence before
-    // a start said anything. A cluster's nodes may fail one by one on the way to ready, so it
-    // gets the whole time.
+    // What the connection met names why it never got ready (refused, a password), so the start
+    // waits only for what passes by itself (infra/start-wait.ts). One server's first error ends the
+    // wait (it was 10 s of silence before a start said anything); a cluster's nodes may fail one by
+    // one on the way to ready, so it gets the whole time, and its last error is the cause.
     let last: unknown;
     const give = (err: Error) => {
       clearTimeout(timer);

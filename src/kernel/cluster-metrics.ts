@@ -46,7 +46,7 @@ export function servePrimaryMetrics() {
   const last = new Map<number, object[]>();
   let retired: Promise<object[]> = Promise.resolve([]);
   const cumulative = (m: object[]) => m.filter((x) => ['counter', 'histogram'].includes((x as { type?: string }).type ?? ''));
-  const pending = new Map<number, { asked: Set<number>; parts: object[][]; from: Set<number>; retiredAlready: Set<number>; done(): void }>();
+  const pending = new Map<number, { asked: Set<number>; parts: object[][]; from: Set<number>; done(): void }>();
   const answered = (id: number, workerId: number, metrics?: object[]) => {
     const p = pending.get(id);
     if (!p || !p.asked.delete(workerId)) return;
@@ -61,17 +61,15 @@ export function servePrimaryMetrics() {
     listening.delete(worker.id);
     const final = last.get(worker.id);
     last.delete(worker.id);
-    if (!final) return void [...pending.keys()].forEach((id) => answered(id, worker.id));
-    // A scrape under way counts this worker once, among its parts: its answer, or its last one if
-    // it had not answered (or was not asked); not again among the dead (it read the counts twice,
-    // and the next scrape went down: a counter reset to Prometheus). It adds `retired` as it was
-    // when it began.
-    for (const p of pending.values()) {
-      if (!p.from.has(worker.id)) p.parts.push(final);
-      p.retiredAlready.add(worker.id);
+    if (final) {
+      // A scrape under way counts this worker once, among its parts: its answer, or its last one
+      // if it had not answered (or was not asked); not again among the dead (it read the counts
+      // twice, and the next scrape went down: a counter reset to Prometheus), since a scrape adds
+      // `retired` as it was when it began.
+      for (const p of pending.values()) if (!p.from.has(worker.id)) p.parts.push(final);
+      retired = retired.then((sum) => AggregatorRegistry.aggregate([sum, cumulative(final)].filter((x) => x.length)).getMetricsAsJSON() as Promise<object[]>).catch(() => []);
     }
     for (const id of [...pending.keys()]) answered(id, worker.id);
-    retired = retired.then((sum) => AggregatorRegistry.aggregate([sum, cumulative(final)].filter((x) => x.length)).getMetricsAsJSON() as Promise<object[]>).catch(() => []);
   };
   // The series of items no longer defined. Each worker drops its own once an item is missing from
   // two of its reads a minute apart (daemon.ts), each on its own round; a dead worker's, summed into
@@ -126,18 +124,16 @@ export function servePrimaryMetrics() {
         const known = last.get(w);
         if (known) p.parts.push(known);
       }
-      // (The dead whose answer this scrape holds are in it once: in its parts, not again in `retired`.)
-      const dead = p.retiredAlready.size ? retiredBefore : retired;
-      dead
+      // (The dead as the scrape began: those that died since are among its parts.)
+      retiredBefore
         .then((sum) => AggregatorRegistry.aggregate((sum.length ? [...p.parts, sum] : p.parts).map((part) => without(part, hidden))).metrics())
         .then(
           (text) => reply(text),
           (err) => reply(undefined, String(err)),
         );
     };
-    // `retired` as the scrape began: what it adds to the workers' answers if one of them dies meanwhile.
     const retiredBefore = retired;
-    const p = { asked: new Set(live.map((w) => w!.id)), parts: [] as object[][], from: new Set<number>(), retiredAlready: new Set<number>(), done: finish };
+    const p = { asked: new Set(live.map((w) => w!.id)), parts: [] as object[][], from: new Set<number>(), done: finish };
     const timer = setTimeout(finish, TIMEOUT_MS);
     pending.set(id, p);
     if (p.asked.size === 0) return finish();
