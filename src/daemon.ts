@@ -40,6 +40,7 @@ import { isClusterWorker } from './processes.js';
 import { createLine, type LineDeps } from './queue/line.js';
 import { readEnds, readLostTicket, readOutcome } from './db/outcomes.js';
 import { releasedAndReturned } from './db/orders.js';
+import { saleRefs } from './db/sales.js';
 import { createLostTickets } from './queue/lost-tickets.js';
 import { createHandlerRegistry, type HandlerRegistry } from './service/registry.js';
 import { createService } from './service/service.js';
@@ -139,6 +140,8 @@ export async function openStores(config: Config, log: Logger) {
  * a small part of the shortest lease a pull gives (1 s), which runs while it waits.
  */
 const HELD_ENDS_TIMEOUT_MS = 200;
+/** How long a cut waits for the item's sales (queue/definitions.ts boughtWhileWaiting). */
+const SALES_READ_TIMEOUT_MS = 2000;
 class PgAway extends Error {}
 
 /** The modules over the stores, none of them running: what the daemon, the CLI and the HTTP tests share. */
@@ -185,6 +188,13 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
     onHeldEndsUnread: (err) => {
       if (!(err instanceof PgAway)) log.warn({ err: String(err) }, 'outcome ledger not read for tickets about to run (they run)');
     },
+    // Bounded as well: a cut waits for it (a sell-out, a close), and Postgres answered the caller a moment before.
+    salesOf: (itemId, handler) => {
+      const table = handlers.get(handler)?.stockTable;
+      if (!table) return Promise.resolve([]);
+      return pg.up ? withTimeout(saleRefs(dbHandle.sql, table, itemId), SALES_READ_TIMEOUT_MS, `sales read took over ${SALES_READ_TIMEOUT_MS} ms`) : Promise.reject(new PgAway());
+    },
+    onSalesUnread: (itemId, err) => log.warn({ itemId, err: String(err) }, "item cut without reading its sales: a ticket a Redis rollback brought back after its sale is told the cut's end"),
   });
   const gateStore = createGateStore(redis, config.FLOODGATE_REDIS_PREFIX, clock);
   const stock = createStockCounters({ redis, prefix: config.FLOODGATE_REDIS_PREFIX, clock, items: queue.items });

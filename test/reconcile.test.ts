@@ -94,7 +94,7 @@ describe('reconcile', () => {
     for (const item of items) {
       await call('PUT', `/v1/items/${item}`, { handler: 'seckill', config: { stock: 2 } });
       // What definitions.cut does, from a sale that read Postgres's "none left" before the restock.
-      await script(scripts.cut, item, Date.now(), { stateChar: 'r', reason: 'sold_out', flag: 'soldOut', decidedAt: '', windowEnd: '' });
+      await script(scripts.cut, item, Date.now(), { stateChar: 'r', reason: 'sold_out', flag: 'soldOut', decidedAt: '', windowEnd: '', hold: '' });
       await redis.zadd(activeItemsKey(prefix), Date.now() + 60_000, item);
     }
     for (const item of items) {

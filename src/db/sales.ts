@@ -190,6 +190,20 @@ export async function decideDoubts(sql: postgres.Sql, table: Table, itemId: stri
 }
 
 /**
+ * The item's live sales (orders not released, claims) by user and ticket ref: the tickets a cut
+ * must not end as unsold if Redis has them waiting (queue/definitions.ts; a Redis rollback took
+ * back their admission and sale). At most the item's stock of rows, read once per cut through the
+ * (item, user) indexes. (A released order's ticket ends as the cut says: it holds no unit.)
+ */
+export async function saleRefs(sql: postgres.Sql, table: Table, itemId: string): Promise<{ userId: string; ref: string }[]> {
+  const rows =
+    table === 'orders'
+      ? await sql`select user_id, ticket_id from orders where item_id = ${itemId} and status <> 'released'`
+      : await sql`select user_id, ticket_id from coupon_claims where item_id = ${itemId}`;
+  return rows.map((r) => ({ userId: r.user_id as string, ref: r.ticket_id as string }));
+}
+
+/**
  * The ticket's own sale, if Postgres holds one (the same user's; `released` if its reservation was
  * released since): what a run that finds no unit in Redis answers when an earlier run of the
  * ticket sold (its answer lost).

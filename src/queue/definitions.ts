@@ -1,13 +1,22 @@
 import { randomBytes } from 'node:crypto';
 import { scanKeys, type RedisLike } from '../redis/client.js';
 import type { Clock } from '../kernel/clock.js';
+import { ticketRef } from '../kernel/ticket-ref.js';
 import { globalBlocksKey, itemKeys, subLineTag } from '../redis/keys.js';
 import { drawSeedOf } from './draw.js';
 import { gateFields } from './gate-rule.js';
 import type { ItemDirectory } from './items.js';
 import { cutArgs, type LineScripts } from './line-scripts.js';
 import { splitItemOf, splitOf, subLineOf, type SplitLine } from './split-line.js';
+import { makeTicketId } from './ticket-id.js';
 import type { GateSettings, LineDefinition, Quota } from './types.js';
+import { bindingOf, parseRecord } from './views.js';
+
+/**
+ * The sales Postgres holds for an item, by user and ticket ref (none for a handler that sells
+ * nothing through it); rejects when Postgres cannot say.
+ */
+export type SalesOf = (itemId: string, handler: string) => Promise<{ userId: string; ref: string }[]>;
 
 /** Defining an item's line, cutting it, and removing it: what the catalog does. */
 export interface Definitions {
@@ -80,9 +89,56 @@ export const newItemSecret = () => randomBytes(32).toString('hex');
 /** meta's "limit:windowMs" form of a quota (join-5.lua and snapshot.ts read the same). */
 const quotaField = (q: Quota | undefined) => (q ? `${q.limit}:${q.windowMs}` : '');
 
-export function createDefinitions(deps: { redis: RedisLike; prefix: string; clock: Clock; items: ItemDirectory; scripts: LineScripts; split: SplitLine }): Definitions {
+export function createDefinitions(deps: { redis: RedisLike; prefix: string; clock: Clock; items: ItemDirectory; scripts: LineScripts; split: SplitLine; salesOf?: SalesOf; onSalesUnread?(itemId: string, err: unknown): void }): Definitions {
   const { redis, prefix, clock, items, scripts } = deps;
   const cutListeners: ((itemId: string) => void)[] = [];
+
+  /**
+   * The item's waiting tickets whose sale Postgres holds: a Redis rollback took back their
+   * admission and sale, and the line has them waiting again, where a cut would end them `sold_out`
+   * or `closed` next to their order (cut-8.lua holds them in doubt instead). Each sale's user's
+   * latest ticket, if it waits and its ref is the sale's. Nothing for a sale-less handler, and none
+   * in the usual case (every buyer's ticket was admitted), for a read of at most the stock's rows
+   * and one of the buyers' seqs. Postgres unread: none (the cut as before; logged).
+   */
+  async function boughtWhileWaiting(itemId: string): Promise<number[]> {
+    const item = await items.item(itemId, { fresh: true });
+    if (!item || !deps.salesOf) return [];
+    const { snap } = item;
+    let sales: { userId: string; ref: string }[];
+    try {
+      sales = await deps.salesOf(itemId, snap.def.handler);
+    } catch (err) {
+      deps.onSalesUnread?.(itemId, err);
+      return [];
+    }
+    if (!sales.length) return [];
+    const k = itemKeys(prefix, itemId);
+    const out: number[] = [];
+    for (let i = 0; i < sales.length; i += 1000) {
+      const chunk = sales.slice(i, i + 1000);
+      const seqs = (await redis.hmget(k.users, ...chunk.map((s) => s.userId))).map((v) => (v === null ? 0 : Number(v)));
+      // A buyer's latest ticket the line has served is not waiting (back at the head, the cut holds it in doubt anyway).
+      for (let j = 0; j < seqs.length; j++) if (seqs[j] > 0 && item.lineIndex(seqs[j]) <= snap.served) seqs[j] = 0;
+      const byPage = new Map<string, number[]>();
+      for (const seq of seqs) if (seq > 0) byPage.set(k.page(seq), [...(byPage.get(k.page(seq)) ?? []), seq]);
+      const records = new Map<number, string | null>();
+      await Promise.all(
+        [...byPage].map(async ([page, ps]) => {
+          const got = await redis.hmget(page, ...ps.map(String));
+          ps.forEach((seq, j) => records.set(seq, got[j]));
+        }),
+      );
+      chunk.forEach((sale, j) => {
+        const seq = seqs[j];
+        const record = seq > 0 ? records.get(seq) : null;
+        if (!record || record[0] !== 'w') return;
+        const id = makeTicketId(itemId, seq, snap.secret, bindingOf(parseRecord(record, snap.epoch), snap.epoch));
+        if (ticketRef(id) === sale.ref) out.push(seq);
+      });
+    }
+    return out;
+  }
 
   /**
    * Sets or clears a user's block bit on the item (joins read it there) and, for a split item, on
@@ -176,7 +232,8 @@ export function createDefinitions(deps: { redis: RedisLike; prefix: string; cloc
     async cut(itemId, kind, why, decidedAt) {
       items.keepActive(itemId);
       const sub = splitOf((await items.item(itemId))?.snap.def ?? { itemId });
-      const n = sub ? await deps.split.cut(sub, kind, why, decidedAt) : await scripts.cut(itemId, clock.now(), cutArgs(kind, why, decidedAt));
+      // (A split item's sub-lines are not looked at: a rollback's buyers there are told the cut.)
+      const n = sub ? await deps.split.cut(sub, kind, why, decidedAt) : await scripts.cut(itemId, clock.now(), cutArgs(kind, why, decidedAt), await boughtWhileWaiting(itemId));
       items.invalidate(itemId);
       if (n === null) return null;
       for (const l of cutListeners) l(itemId);

@@ -21,7 +21,8 @@ const SCAN_COUNT = 2000;
 function endedFor(s: Snap, seq: number | undefined): boolean {
   if (seq === undefined) return true;
   const cut = s.cuts[s.cuts.length - 1];
-  return s.draw === null && cut !== undefined && cut[4] !== undefined && seq > cut[4] && seq <= cut[0];
+  // (A cut that held some of its range in doubt — buyers a Redis rollback had put back in line — leaves that to Redis.)
+  return s.draw === null && cut !== undefined && cut[4] !== undefined && !cut[5] && seq > cut[4] && seq <= cut[0];
 }
 
 /**

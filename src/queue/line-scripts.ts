@@ -190,9 +190,13 @@ export function createLineScripts(run: ScriptRunner['run']) {
       return { created: code === 1, secret, epoch: Number(epoch) };
     },
 
-    /** How many waiting tickets the cut ended; null for a sell-out refused (units set since `decidedAt`) or a window's end refused (closesAt moved later: cut-8.lua). */
-    async cut(itemId: string, now: number, a: { stateChar: 'c' | 'r'; reason: string; flag: 'closed' | 'soldOut'; decidedAt?: number; windowEnd?: boolean }) {
-      const n = (await run(scripts.cut, itemId, now, { ...a, decidedAt: a.decidedAt ?? '', windowEnd: a.windowEnd ? '1' : '' })) as number;
+    /**
+     * How many waiting tickets the cut ended; null for a sell-out refused (units set since
+     * `decidedAt`) or a window's end refused (closesAt moved later: cut-8.lua). `hold`: waiting
+     * tickets whose effect Postgres holds, held in doubt instead of ended.
+     */
+    async cut(itemId: string, now: number, a: { stateChar: 'c' | 'r'; reason: string; flag: 'closed' | 'soldOut'; decidedAt?: number; windowEnd?: boolean }, hold: readonly number[] = []) {
+      const n = (await run(scripts.cut, itemId, now, { ...a, decidedAt: a.decidedAt ?? '', windowEnd: a.windowEnd ? '1' : '', hold: hold.join(',') })) as number;
       if (n === -2 || n === -3) return null;
       if (n < 0) throw notFound();
       return n;

@@ -2,7 +2,7 @@ import type { RedisLike } from '../redis/client.js';
 import type { Clock } from '../kernel/clock.js';
 import { createScriptRunner } from '../redis/scripts.js';
 import { createAdmissions, type Admissions } from './admissions.js';
-import { createDefinitions, type Definitions } from './definitions.js';
+import { createDefinitions, type Definitions, type SalesOf } from './definitions.js';
 import { createEtaMemory } from './eta-memory.js';
 import { createItemDirectory, type LineItems } from './items.js';
 import { createLineScripts } from './line-scripts.js';
@@ -47,6 +47,9 @@ export interface LineDeps {
   /** Whether Postgres holds the ticket's (by ref) order as released and its unit given back in Redis (tickets.ts: a join that finds it). */
   saleReleased?(itemId: string, ref: string, userId: string): Promise<boolean>;
   onHeldEndsUnread?(err: unknown): void;
+  /** The sales Postgres holds for an item (definitions.ts: a cut holds their tickets in doubt if Redis has them waiting). */
+  salesOf?: SalesOf;
+  onSalesUnread?(itemId: string, err: unknown): void;
 }
 
 /**
@@ -70,7 +73,7 @@ export function createLine(deps: LineDeps): Line {
   const split = createSplitLine({ redis, prefix, clock });
   const reader = createTicketReader({ items, scripts, split, clock, archived: deps.archived, lost: deps.lost });
   const eta = createEtaMemory();
-  const definitions = createDefinitions({ redis, prefix, clock, items, scripts, split });
+  const definitions = createDefinitions({ redis, prefix, clock, items, scripts, split, salesOf: deps.salesOf, onSalesUnread: deps.onSalesUnread });
   const tickets = createTickets({ redis, prefix, clock, cacheMs: deps.cacheMs, items, scripts, split, reader, eta, defaultKeyQuota: deps.defaultKeyQuota, memoryFull: deps.memoryFull, onJoined: deps.onJoined, rememberEtas: !!deps.onWaited, saleReleased: deps.saleReleased });
   // Admissions read their replies however late, on a connection of their own: split items' too.
   const admitScripts = deps.admitRedis ? createLineScripts(createScriptRunner(deps.admitRedis, prefix).run) : scripts;

@@ -484,7 +484,7 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
       const upTo = Number((await redis.hget(itemKeys(prefix, item.itemId).ctr, 'jn')) ?? 0);
       const cutSub = async (k: number, windowEnd: boolean) => {
         await run(scripts.splitPeek, tag(item, k), clock.now(), { upTo, max: 1 });
-        const n = (await run(scripts.cut, tag(item, k), clock.now(), { stateChar: a.stateChar, reason: a.reason, flag: a.flag, decidedAt: 'decidedAt' in a ? (a.decidedAt ?? '') : '', windowEnd: windowEnd ? '1' : '' })) as number;
+        const n = (await run(scripts.cut, tag(item, k), clock.now(), { stateChar: a.stateChar, reason: a.reason, flag: a.flag, decidedAt: 'decidedAt' in a ? (a.decidedAt ?? '') : '', windowEnd: windowEnd ? '1' : '', hold: '' })) as number;
         // A sub-line restocked since the check above refused its cut (-2): its tickets still
         // wait, and stay in `wait` to be admitted (trimmed, they waited for good).
         if (n >= 0) await redis.zremrangebyscore(itemKeys(prefix, tag(item, k)).wait, '-inf', upTo);

@@ -118,7 +118,8 @@ export function createTicketReader(deps: { items: ItemDirectory; scripts: LineSc
     const s = item.snap;
     const cut = s.cuts[s.cuts.length - 1];
     // served-before (a line place) is what separates tickets admitted before the cut from those it ended.
-    if (!cut || cut[4] === undefined || item.lineIndex(rec.seq) <= cut[4] || rec.seq > cut[0] || splitOf(s.def)) return null;
+    // (Not a cut that held some of its range in doubt, buyers a Redis rollback had put back in line: Redis says which.)
+    if (!cut || cut[4] === undefined || cut[5] || item.lineIndex(rec.seq) <= cut[4] || rec.seq > cut[0] || splitOf(s.def)) return null;
     if (!item.feedComplete || item.cancelled.has(rec.seq)) return null;
     return cutView(ticketId, s.def.itemId, rec, cut);
   }

@@ -117,6 +117,7 @@ export interface AdmittedTicket {
 
 /**
  * [last seq it ended, state char, reason, when, served before it (absent in cuts made before it
- * was recorded)]: see lua/_lib.lua, "cuts".
+ * was recorded), tickets of its range it held in doubt instead (absent: none; cut-8.lua's `hold`)]:
+ * see lua/_lib.lua, "cuts".
  */
-export type Cut = [number, string, string, number, number?];
+export type Cut = [number, string, string, number, number?, number?];

@@ -15,7 +15,7 @@ export function everyScriptCall(run: ScriptRunner['run'], item: string, now: num
     relaunch: () => run(scripts.relaunch, item, now, { leaseMs: 1000, leasePrefix: 'r.' }, [1]),
     resolveDoubt: () => run(scripts.resolveDoubt, item, now, {}, [1, '']),
     cancel: () => run(scripts.cancel, item, now, { seq: 1, outcome: '{}', record: 'x' }),
-    cut: () => run(scripts.cut, item, now, { stateChar: 'c', reason: 'item_closed', flag: 'closed', decidedAt: '', windowEnd: '' }),
+    cut: () => run(scripts.cut, item, now, { stateChar: 'c', reason: 'item_closed', flag: 'closed', decidedAt: '', windowEnd: '', hold: '' }),
     draw: () => run(scripts.draw, item, now, { op: 'begin', first: '', order: '', places: '' }),
     block: () => run(scripts.block, item, now, { userId: 'u2', bit: 1, on: '1' }),
     setStock: () => run(scripts.setStock, item, now, { units: 3, shards: 2, idleOnly: '0', admissions: '', unitsWere: '' }),

@@ -17,6 +17,12 @@
     item's closesAt, as it is now, has passed by `now`: an operator who moved closesAt later after
     the caller read the item (a read afresh a moment before) keeps the sale open, not every
     waiting user told `closed`.
+  ARGV[7] hold: seqs (comma-separated) of waiting tickets whose effect Postgres holds (an order or
+    a claim under the ticket's ref: a Redis rollback took back their admission and sale, and the
+    line has them waiting again). Still waiting here, they wait in doubt instead, as those back at
+    the head do, and end with Postgres's word (the doubt resolver); cut, each was told `sold_out`
+    or `closed` next to its order. The cut's record counts them (its 6th field), so a daemon does
+    not answer its range from the cut alone.
   Returns the number of tickets that ended, -1 for an unknown item, -2 for a sell-out refused,
   -3 for a window's end refused.
 ]]
@@ -42,6 +48,14 @@ for _, s in ipairs(rcall('ZRANGE', K.retry, 0, -1)) do
   end
 end
 rcall('DEL', K.retry)
+local held = 0
+for s in string.gmatch(ARGV[7], '%d+') do
+  local record = getRecord(tonumber(s))
+  if record and string.sub(record, 1, 1) == 'w' then
+    doubtInstead(tonumber(s), record, tonumber(now), nil)
+    held = held + 1
+  end
+end
 local seq = tonumber(rcall('HGET', K.ctr, 'seq') or '0')
 local waiting = tonumber(rcall('HGET', K.ctr, 'waiting') or '0')
 local cuts = loadCuts()
@@ -55,7 +69,9 @@ if waiting > 0 or admitted > 0 then
   rcall('XADD', K.done, '*', 'from', fmt(lastCutSeq(cuts) + 1), 'to', fmt(seq))
   -- The 5th field (served before the cut) lets a daemon tell from its cached view alone which
   -- tickets this cut ended: those after it, up to seq, that had not left the line.
-  table.insert(cuts, { seq, stateChar, reason, tonumber(now), served })
+  local entry = { seq, stateChar, reason, tonumber(now), served }
+  if held > 0 then entry[6] = held end
+  table.insert(cuts, entry)
   rcall('HSET', K.meta, 'cuts', cjson.encode(cuts))
   rcall('HSET', K.ctr, 'served', fmt(seq), 'waiting', 0)
   rcall('HINCRBY', K.ctr, stateByChar[stateChar], waiting)
