@@ -251,11 +251,14 @@ export function createTicketWatch(deps: {
     }
   }
 
-  function visit(itemId: string, g: Group, w: Watcher, now: number, slow: Promise<void>[]) {
+  function visit(itemId: string, g: Group, w: Watcher, now: number) {
     let moved = false;
     const v = deps.queue.tickets.cachedView(w.ticketId);
     if (v) moved = offer(itemId, w, v, now);
-    else if (!w.reading) slow.push(readSlow(itemId, g, w));
+    // Not waited for by the tick: one read that waits on a slow Postgres (a ticket Redis lost,
+    // looked for in the ledger) held the whole watch — every stream of every item — until it gave
+    // up (15 s, past the 10 s keep-alive). One read per watcher at a time; only its stream waits.
+    else if (!w.reading) void readSlow(itemId, g, w);
     if (w.place !== 'gone' && now - w.lastWriteAt >= deps.heartbeatMs) {
       w.lastWriteAt = now;
       w.sink.heartbeat();
@@ -289,7 +292,6 @@ export function createTicketWatch(deps: {
     g.served = served;
     g.admissions = admissions;
     g.aside = aside;
-    const slow: Promise<void>[] = [];
     const start = performance.now();
     // The slots due now are taken out first: whoever a visit re-places lands in a later one.
     const current = endedSlot(now);
@@ -301,16 +303,16 @@ export function createTicketWatch(deps: {
     }
     g.doneSlot = Math.max(g.doneSlot, current);
     if (news) {
-      for (const w of [...g.all]) visit(itemId, g, w, now, slow);
+      for (const w of [...g.all]) visit(itemId, g, w, now);
     } else {
       // The head passed them: their fate needs a look every tick until it is known.
       while (g.heads.length && (g.heads[0].place === 'gone' || g.heads[0].place === 'hot' || g.heads[0].seq <= served)) {
         const w = popHead(g.heads)!;
         if (w.place !== 'gone' && w.place !== 'hot') place(g, w, now, false);
       }
-      for (const w of [...g.hot]) visit(itemId, g, w, now, slow);
-      if (headMoved) for (const w of [...g.parked]) visit(itemId, g, w, now, slow);
-      for (const [slot, list] of dueNow) for (const w of list) if (w.slot === slot && w.place !== 'gone' && w.place !== 'hot') visit(itemId, g, w, now, slow);
+      for (const w of [...g.hot]) visit(itemId, g, w, now);
+      if (headMoved) for (const w of [...g.parked]) visit(itemId, g, w, now);
+      for (const [slot, list] of dueNow) for (const w of list) if (w.slot === slot && w.place !== 'gone' && w.place !== 'hot') visit(itemId, g, w, now);
     }
     // Watchers that ended leave their heap entries behind; rebuild it when they are most of it.
     if (g.heads.length > 64 && g.heads.length > 2 * (g.all.size - g.hot.size)) {
@@ -319,7 +321,6 @@ export function createTicketWatch(deps: {
       for (const w of live) pushHead(g.heads, w);
     }
     deps.onPass?.(performance.now() - start);
-    await Promise.all(slow);
   }
 
   async function tick() {
