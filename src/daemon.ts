@@ -38,7 +38,7 @@ import { createMetrics, forgetItems } from './kernel/metrics.js';
 import { tellItems, workerMetrics } from './kernel/cluster-metrics.js';
 import { isClusterWorker } from './processes.js';
 import { createLine, type LineDeps } from './queue/line.js';
-import { readEnds, readLostTicket, readOutcome } from './db/outcomes.js';
+import { readEnds, readLostTicket, readOutcome, succeededRefs } from './db/outcomes.js';
 import { releasedAndReturned } from './db/orders.js';
 import { saleRefs } from './db/sales.js';
 import { createLostTickets } from './queue/lost-tickets.js';
@@ -189,10 +189,11 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
       if (!(err instanceof PgAway)) log.warn({ err: String(err) }, 'outcome ledger not read for tickets about to run (they run)');
     },
     // Bounded as well: a cut waits for it (a sell-out, a close), and Postgres answered the caller a moment before.
+    // (A webhook's or an outside worker's: the ends the ledger holds as succeeded.)
     salesOf: (itemId, handler) => {
+      if (!pg.up) return Promise.reject(new PgAway());
       const table = handlers.get(handler)?.stockTable;
-      if (!table) return Promise.resolve([]);
-      return pg.up ? withTimeout(saleRefs(dbHandle.sql, table, itemId), SALES_READ_TIMEOUT_MS, `sales read took over ${SALES_READ_TIMEOUT_MS} ms`) : Promise.reject(new PgAway());
+      return withTimeout(table ? saleRefs(dbHandle.sql, table, itemId) : succeededRefs(dbHandle.sql, itemId), SALES_READ_TIMEOUT_MS, `sales read took over ${SALES_READ_TIMEOUT_MS} ms`);
     },
     onSalesUnread: (itemId, err) => log.warn({ itemId, err: String(err) }, "item cut without reading its sales: a ticket a Redis rollback brought back after its sale is told the cut's end"),
   });

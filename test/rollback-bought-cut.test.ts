@@ -102,4 +102,30 @@ describe('a cut after Redis went back to before a sale', () => {
     // Before: v1–v4 read cancelled/item_closed, their orders in Postgres.
     await checkAgainstPostgres('rbd', [...ids, late], ['v1', 'v2', 'v3', 'v4'], seen, last, 'cancelled/item_closed');
   });
+
+  it("ends an outside worker's tickets the ledger holds as succeeded with that end, not the close's", { timeout: 90_000 }, async () => {
+    const prefix = newPrefix();
+    const first = await inProcessDaemon({ prefix, databaseUrl: db.url, env });
+    await first.define('rbx', { handler: 'external' });
+    const ids: string[] = [];
+    for (const u of ['x1', 'x2', 'x3']) ids.push((await first.call('POST', '/v1/items/rbx/tickets', { userId: u }, SVC)).body.ticketId as string);
+    const snap = await snapshotItem(redis, prefix, 'rbx');
+    const pulled = (await first.call('POST', '/v1/items/rbx/pull', { max: 3, leaseMs: 60_000 }, SVC)).body.tickets as { ticketId: string; leaseId: string }[];
+    expect(pulled).toHaveLength(3);
+    for (const p of pulled) expect((await first.call('POST', `/v1/tickets/${p.ticketId}/outcome`, { leaseId: p.leaseId, status: 'succeeded', result: { done: p.ticketId.slice(-6) } }, SVC)).status).toBe(200);
+    await waitFor(() => redis.xlen(itemKeys(prefix, 'rbx').done), (n) => n === 0);
+    await waitFor(() => db.sql`select count(*)::int as n from ticket_outcomes where item_id = 'rbx'`.then((r) => r[0].n as number), (n) => n === 3);
+    await first.daemon.stop();
+    await rollbackItem(redis, prefix, 'rbx', snap);
+
+    const second = await inProcessDaemon({ prefix, databaseUrl: db.url, env });
+    expect((await second.call('DELETE', '/v1/items/rbx')).status).toBe(200);
+    const { seen, last } = await watchToTheEnd(second.call, ids);
+    for (const id of ids) {
+      // Before: cancelled/item_closed, the worker's succeeded in the ledger.
+      expect(seen.get(id)!.filter((st) => st !== 'waiting' && st !== 'admitted' && st !== 'succeeded'), seen.get(id)!.join(' ')).toEqual([]);
+      expect(last.get(id)).toMatchObject({ state: 'succeeded', outcome: { result: { done: id.slice(-6) } } });
+    }
+    expect((await db.sql`select status from ticket_outcomes where item_id = 'rbx'`).map((r) => r.status)).toEqual(['succeeded', 'succeeded', 'succeeded']);
+  });
 });

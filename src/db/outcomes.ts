@@ -70,6 +70,16 @@ export async function readEnds(sql: postgres.Sql, refs: string[]): Promise<Map<s
   return out;
 }
 
+/**
+ * The item's tickets the ledger holds as `succeeded`, by user and ref: for a handler that sells
+ * nothing through Postgres (a webhook, an outside worker), what a cut must not end as undone if
+ * Redis has them waiting (queue/definitions.ts; a Redis rollback took back their end).
+ */
+export async function succeededRefs(sql: postgres.Sql, itemId: string): Promise<{ userId: string; ref: string }[]> {
+  const rows = await sql<{ user_id: string; ticket_id: string }[]>`select user_id, ticket_id from ticket_outcomes where item_id = ${itemId} and status = 'succeeded'`;
+  return rows.map((r) => ({ userId: r.user_id, ref: r.ticket_id }));
+}
+
 /** A row (or an unreadable done-stream entry) the ledger parks in `ticket_outcomes_dead`. */
 export interface DeadOutcome {
   itemId: string;
