@@ -114,30 +114,31 @@ export function createDefinitions(deps: { redis: RedisLike; prefix: string; cloc
     }
     if (!sales.length) return [];
     const k = itemKeys(prefix, itemId);
-    const out: number[] = [];
-    for (let i = 0; i < sales.length; i += 1000) {
-      const chunk = sales.slice(i, i + 1000);
-      const seqs = (await redis.hmget(k.users, ...chunk.map((s) => s.userId))).map((v) => (v === null ? 0 : Number(v)));
-      // A buyer's latest ticket the line has served is not waiting (back at the head, the cut holds it in doubt anyway).
-      for (let j = 0; j < seqs.length; j++) if (seqs[j] > 0 && item.lineIndex(seqs[j]) <= snap.served) seqs[j] = 0;
-      const byPage = new Map<string, number[]>();
-      for (const seq of seqs) if (seq > 0) byPage.set(k.page(seq), [...(byPage.get(k.page(seq)) ?? []), seq]);
-      const records = new Map<number, string | null>();
-      await Promise.all(
-        [...byPage].map(async ([page, ps]) => {
-          const got = await redis.hmget(page, ...ps.map(String));
-          ps.forEach((seq, j) => records.set(seq, got[j]));
-        }),
-      );
-      chunk.forEach((sale, j) => {
-        const seq = seqs[j];
-        const record = seq > 0 ? records.get(seq) : null;
-        if (!record || record[0] !== 'w') return;
-        const id = makeTicketId(itemId, seq, snap.secret, bindingOf(parseRecord(record, snap.epoch), snap.epoch));
-        if (ticketRef(id) === sale.ref) out.push(seq);
-      });
-    }
-    return out;
+    // In chunks of 1,000 buyers, at once (a 10,000-unit sale's sell-out: ~30 ms of Redis reads in turn).
+    const chunks = Array.from({ length: Math.ceil(sales.length / 1000) }, (_, i) => sales.slice(i * 1000, (i + 1) * 1000));
+    const found = await Promise.all(
+      chunks.map(async (chunk) => {
+        const seqs = (await redis.hmget(k.users, ...chunk.map((s) => s.userId))).map((v) => (v === null ? 0 : Number(v)));
+        // A buyer's latest ticket the line has served is not waiting (back at the head, the cut holds it in doubt anyway).
+        for (let j = 0; j < seqs.length; j++) if (seqs[j] > 0 && item.lineIndex(seqs[j]) <= snap.served) seqs[j] = 0;
+        const byPage = new Map<string, number[]>();
+        for (const seq of seqs) if (seq > 0) byPage.set(k.page(seq), [...(byPage.get(k.page(seq)) ?? []), seq]);
+        const records = new Map<number, string | null>();
+        await Promise.all(
+          [...byPage].map(async ([page, ps]) => {
+            const got = await redis.hmget(page, ...ps.map(String));
+            ps.forEach((seq, j) => records.set(seq, got[j]));
+          }),
+        );
+        return chunk.flatMap((sale, j) => {
+          const record = seqs[j] > 0 ? records.get(seqs[j]) : null;
+          if (!record || record[0] !== 'w') return [];
+          const id = makeTicketId(itemId, seqs[j], snap.secret, bindingOf(parseRecord(record, snap.epoch), snap.epoch));
+          return ticketRef(id) === sale.ref ? [seqs[j]] : [];
+        });
+      }),
+    );
+    return found.flat();
   }
 
   /**
