@@ -15,7 +15,7 @@ import { createAuth, type KeySets } from './auth.js';
 import { limitBody } from './body-limit.js';
 import type { ApiContext } from './context.js';
 import { docsRoutes } from './docs-page.js';
-import { errorAnswer, errorResponse, strictJson, toFloodgateError, validationError } from './errors.js';
+import { errorAnswer, errorResponse, strictJson, toFloodgateError, validationError, validationIssue } from './errors.js';
 import { serveOpenApi } from './openapi.js';
 import { ticketAnswerHeaders, ticketCors, type CorsOrigins } from './ticket-cors.js';
 import { itemRoutes } from './routes/items.js';
@@ -144,8 +144,11 @@ export function createApp(deps: AppDeps) {
       } catch {
         // A ticket's id is one the daemon issued or none (the contract: any other id, whatever its
         // shape, is 404 ticket_not_found); elsewhere the path itself is bad.
-        if (new URL(c.req.url).pathname.startsWith('/v1/tickets/')) throw new FloodgateError('ticket_not_found', 'No such ticket.');
-        throw new FloodgateError('invalid_request', 'The path holds a percent-escape that is not UTF-8.');
+        const pathname = new URL(c.req.url).pathname;
+        if (pathname.startsWith('/v1/tickets/')) throw new FloodgateError('ticket_not_found', 'No such ticket.');
+        // Naming the parameter, as a bad identifier in a body is named (`userId`, `itemId`…).
+        const param = badParam(app, pathname);
+        throw param ? validationIssue(param, 'A percent-escape that is not UTF-8.') : new FloodgateError('invalid_request', 'The path holds a percent-escape that is not UTF-8.');
       }
     }
     await next();
@@ -252,4 +255,24 @@ function bodylessRoutes(app: OpenAPIHono): { method: string; path: RegExp }[] {
       ? [{ method: d.route.method.toUpperCase(), path: new RegExp(`^${d.route.path.replace(/[.*+?^$()|[\]\\]/g, '\\$&').replace(/\{[^}]+\}/g, '[^/]+')}$`) }]
       : [],
   );
+}
+
+/** The name of the path parameter whose percent-escapes do not decode (by the contract's route patterns), if a route has one there. */
+function badParam(app: OpenAPIHono, pathname: string): string | null {
+  const segs = pathname.split('/');
+  const bad = segs.findIndex((seg) => {
+    try {
+      decodeURIComponent(seg);
+      return false;
+    } catch {
+      return true;
+    }
+  });
+  for (const d of app.openAPIRegistry.definitions) {
+    if (d.type !== 'route') continue;
+    const pattern = d.route.path.split('/');
+    if (pattern.length !== segs.length || !/^\{\w+\}$/.test(pattern[bad] ?? '')) continue;
+    if (pattern.every((p, i) => i === bad || p === segs[i] || /^\{\w+\}$/.test(p))) return pattern[bad].slice(1, -1);
+  }
+  return null;
 }
