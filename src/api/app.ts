@@ -161,22 +161,6 @@ export function createApp(deps: AppDeps) {
     await next();
   });
   app.use('/v1/*', limitBody(deps.bodyLimitBytes));
-  // A body sent to an endpoint that takes none is refused, not ignored: `PUT …/blocks/alice` with
-  // {"blocked":false} blocked alice, a key rotation and a close went ahead under a body of any
-  // type or shape. (An empty body, `{}` or `null` — what some clients send with every call — is none.)
-  let bodyless: { method: string; path: RegExp }[] | null = null;
-  app.use('/v1/*', async (c, next) => {
-    const method = c.req.method;
-    if (method !== 'GET' && method !== 'HEAD' && method !== 'OPTIONS') {
-      bodyless ??= bodylessRoutes(app);
-      const path = new URL(c.req.url).pathname;
-      if (bodyless.some((r) => r.method === method && r.path.test(path))) {
-        const text = (await c.req.text()).trim();
-        if (text !== '' && text !== '{}' && text !== 'null') throw new FloodgateError('invalid_request', `${method} on this path takes no body.`);
-      }
-    }
-    await next();
-  });
   // Every route's JSON body (the zod-openapi validator reads c.req.json()) is decoded as the hot
   // join decodes it: bytes that are not UTF-8 are 400, never U+FFFD. Read when a route asks, not here.
   // The validator answers any failure of that read as "Malformed JSON"; a body refused for what
@@ -246,15 +230,6 @@ export function createApp(deps: AppDeps) {
   const join = hotJoin({ ctx, bodyLimitBytes: deps.bodyLimitBytes, refuse, duration: deps.metrics.httpDuration });
   const hot = (req: IncomingMessage, res: ServerResponse) => poll(req, res) || join(req, res);
   return Object.assign(app, { hot });
-}
-
-/** The contract's routes that take no request body (their OpenAPI definitions name none), as path patterns. */
-function bodylessRoutes(app: OpenAPIHono): { method: string; path: RegExp }[] {
-  return app.openAPIRegistry.definitions.flatMap((d) =>
-    d.type === 'route' && !d.route.request?.body && d.route.method !== 'get'
-      ? [{ method: d.route.method.toUpperCase(), path: new RegExp(`^${d.route.path.replace(/[.*+?^$()|[\]\\]/g, '\\$&').replace(/\{[^}]+\}/g, '[^/]+')}$`) }]
-      : [],
-  );
 }
 
 /** The name of the path parameter whose percent-escapes do not decode (by the contract's route patterns), if a route has one there. */

@@ -6,6 +6,7 @@ import type { ApiContext } from '../context.js';
 import { errors, json } from '../openapi.js';
 import { refineJson } from '../json-guard.js';
 import { ItemId, UserId } from '../schemas.js';
+import { noBody } from '../no-body.js';
 import { JWKS_MAX_AGE_S, SIGNING_DELAY_MS } from '../../tokens/key-ring.js';
 
 const security = [{ bearer: [] }];
@@ -47,7 +48,7 @@ export function accessRoutes(ctx: ApiContext) {
     const on = method === 'put';
     app.openapi(
       createRoute({
-        method, path: '/v1/items/{itemId}/blocks/{userId}', tags: ['access'], security, middleware: [operator] as const,
+        method, path: '/v1/items/{itemId}/blocks/{userId}', tags: ['access'], security, middleware: [operator, noBody] as const,
         summary: on ? 'Block a user for this item (joins: 403 blocked; a waiting ticket ends rejected/blocked)' : "Lift a user's block for this item",
         request: { params: z.object({ itemId: ItemId, userId: UserId.openapi({ param: { name: 'userId', in: 'path' } }) }) },
         responses: { 200: json(Blocked, 'The block'), ...errors(400, 401, 403, 404, 503) },
@@ -60,7 +61,7 @@ export function accessRoutes(ctx: ApiContext) {
     );
     app.openapi(
       createRoute({
-        method, path: '/v1/blocks/{userId}', tags: ['access'], security, middleware: [operator] as const,
+        method, path: '/v1/blocks/{userId}', tags: ['access'], security, middleware: [operator, noBody] as const,
         summary: on ? 'Block a user for every item' : 'Lift a block for every item',
         request: { params: z.object({ userId: UserId.openapi({ param: { name: 'userId', in: 'path' } }) }) },
         responses: { 200: json(Blocked, 'The block'), ...errors(400, 401, 403, 503) },
@@ -90,7 +91,7 @@ export function accessRoutes(ctx: ApiContext) {
 
   app.openapi(
     createRoute({
-      method: 'post', path: '/v1/token-keys/rotate', tags: ['tokens'], security, middleware: [operator] as const,
+      method: 'post', path: '/v1/token-keys/rotate', tags: ['tokens'], security, middleware: [operator, noBody] as const,
       summary: `Make a new signing key: listed in the JWKS at once (every daemon's within ~2 s), it signs from signsFrom, ${SIGNING_DELAY_MS / 1000} s later (the JWKS's max-age and reload slack), the old key until then`,
       responses: { 200: json(z.object({ kid: z.string(), signsFrom: z.string() }), 'The new key and when every daemon starts signing with it'), ...errors(401, 403, 404, 503) },
     }),

@@ -3,6 +3,7 @@ import type { AuthEnv } from '../auth.js';
 import type { ApiContext } from '../context.js';
 import { errors, json } from '../openapi.js';
 import { GatePatch, GateView, gateChange, ItemId, ItemInput, ItemStatus, ItemView } from '../schemas.js';
+import { noBody } from '../no-body.js';
 
 const params = z.object({ itemId: ItemId });
 const security = [{ bearer: [] }];
@@ -44,7 +45,7 @@ export function itemRoutes(ctx: ApiContext) {
 
   app.openapi(
     createRoute({
-      method: 'delete', path: '/v1/items/{itemId}', tags: ['items'], security, middleware: [operator] as const,
+      method: 'delete', path: '/v1/items/{itemId}', tags: ['items'], security, middleware: [operator, noBody] as const,
       summary: 'Close the item: new joins get 410 closed, waiting tickets end cancelled',
       request: { params }, responses: { 200: json(ItemView, 'The closed item'), ...errors(400, 401, 403, 404, 503) },
     }),

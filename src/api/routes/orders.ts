@@ -4,6 +4,7 @@ import type { AuthEnv } from '../auth.js';
 import type { ApiContext } from '../context.js';
 import { errors, json } from '../openapi.js';
 import { OrderId, OrderSettled } from '../schemas.js';
+import { noBody } from '../no-body.js';
 
 const security = [{ bearer: [] }];
 const params = z.object({ orderId: OrderId });
@@ -23,7 +24,7 @@ export function orderRoutes(ctx: ApiContext, reservations: Reservations) {
   for (const a of actions)
     app.openapi(
       createRoute({
-        method: 'post', path: `/v1/orders/{orderId}/${a.path}`, tags: ['orders'], security, middleware: [service] as const,
+        method: 'post', path: `/v1/orders/{orderId}/${a.path}`, tags: ['orders'], security, middleware: [service, noBody] as const,
         summary: a.summary,
         request: { params },
         responses: { 200: json(OrderSettled, a.done), ...errors(400, 401, 403, 404, 409, 503) },

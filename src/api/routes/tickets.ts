@@ -7,6 +7,7 @@ import type { AuthEnv } from '../auth.js';
 import type { ApiContext } from '../context.js';
 import { errors, json } from '../openapi.js';
 import { emptyJsonIsNoBody, jsonBody } from '../errors.js';
+import { noBody } from '../no-body.js';
 import { joinAnswer } from '../join.js';
 import { wholeJson } from '../answers.js';
 import { ITEM_ID, ItemId, JoinInput, OutcomeInput, PullInput, PulledTicket, TicketId, TicketView } from '../schemas.js';
@@ -79,7 +80,7 @@ export function ticketRoutes(ctx: ApiContext) {
 
   app.openapi(
     createRoute({
-      method: 'delete', path: '/v1/tickets/{ticketId}', tags: ['tickets'],
+      method: 'delete', path: '/v1/tickets/{ticketId}', tags: ['tickets'], middleware: [noBody] as const,
       summary: 'Leave the line', request: { params: z.object({ ticketId: TicketId }) },
       responses: { 200: json(TicketView, 'The cancelled ticket'), ...errors(404, 409, 503) },
     }),
