@@ -189,13 +189,15 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
       if (!(err instanceof PgAway)) log.warn({ err: String(err) }, 'outcome ledger not read for tickets about to run (they run)');
     },
     // Bounded as well: a cut waits for it (a sell-out, a close), and Postgres answered the caller a moment before.
-    // (A webhook's or an outside worker's: the ends the ledger holds as succeeded.)
+    // The ends the ledger holds as succeeded, and for a handler that sells through Postgres its live
+    // sales too (one the ledger has not written yet; a released order's ticket told succeeded stays so).
     salesOf: (itemId, handler) => {
       if (!pg.up) return Promise.reject(new PgAway());
       const table = handlers.get(handler)?.stockTable;
-      return withTimeout(table ? saleRefs(dbHandle.sql, table, itemId) : succeededRefs(dbHandle.sql, itemId), SALES_READ_TIMEOUT_MS, `sales read took over ${SALES_READ_TIMEOUT_MS} ms`);
+      const both = Promise.all([succeededRefs(dbHandle.sql, itemId), table ? saleRefs(dbHandle.sql, table, itemId) : []]).then(([told, sold]) => [...told, ...sold]);
+      return withTimeout(both, SALES_READ_TIMEOUT_MS, `sales read took over ${SALES_READ_TIMEOUT_MS} ms`);
     },
-    onSalesUnread: (itemId, err) => log.warn({ itemId, err: String(err) }, "item cut without reading its sales: a ticket a Redis rollback brought back after its sale is told the cut's end"),
+    onSalesUnread: (itemId, err) => log.warn({ itemId, err: String(err) }, 'sales of an item to cut not read: a close goes on without them, a sell-out or the window end waits'),
   });
   const gateStore = createGateStore(redis, config.FLOODGATE_REDIS_PREFIX, clock);
   const stock = createStockCounters({ redis, prefix: config.FLOODGATE_REDIS_PREFIX, clock, items: queue.items });

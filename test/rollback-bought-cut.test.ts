@@ -2,6 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { itemKeys } from '../src/redis/keys.js';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
+import { proxyFor } from './support/proxy.js';
+import { whenDone } from './support/cleanup.js';
 import { rollbackItem, snapshotItem, testRedis } from './support/redis.js';
 
 /**
@@ -127,5 +129,49 @@ describe('a cut after Redis went back to before a sale', () => {
       expect(last.get(id)).toMatchObject({ state: 'succeeded', outcome: { result: { done: id.slice(-6) } } });
     }
     expect((await db.sql`select status from ticket_outcomes where item_id = 'rbx'`).map((r) => r.status)).toEqual(['succeeded', 'succeeded', 'succeeded']);
+  });
+
+  it("leaves a reserved order's ticket told succeeded succeeded after its order was released (the contract), not cancelled by a close", { timeout: 90_000 }, async () => {
+    const prefix = newPrefix();
+    const first = await inProcessDaemon({ prefix, databaseUrl: db.url, env });
+    await first.define('rbr', { handler: 'seckill', config: { stock: 3, reserveMs: 300 }, gate: { mode: 'closed' } });
+    const { ids, snap } = await soldThenSnapshot(first.call, prefix, 'rbr', ['r1', 'r2', 'r3']);
+    const told = await Promise.all(ids.map((id) => first.call('GET', `/v1/tickets/${id}`, undefined, null).then((r) => r.body as View)));
+    expect(told.map((v) => v.state)).toEqual(['succeeded', 'succeeded', 'succeeded']);
+    // Unpaid: the sweep releases all three orders (their units back on sale).
+    await waitFor(() => db.sql`select count(*)::int as n from orders where item_id = 'rbr' and status = 'released'`.then((r) => r[0].n as number), (n) => n === 3);
+    await first.daemon.stop();
+    await rollbackItem(redis, prefix, 'rbr', snap);
+
+    const second = await inProcessDaemon({ prefix, databaseUrl: db.url, env });
+    expect((await second.call('DELETE', '/v1/items/rbr')).status).toBe(200);
+    const { seen, last } = await watchToTheEnd(second.call, ids);
+    ids.forEach((id, i) => {
+      // Before: cancelled/item_closed (the released orders were not looked at), or, held in doubt,
+      // rejected/reservation_released while a daemon that saw the rollback answered succeeded.
+      expect(seen.get(id)!.filter((st) => st !== 'waiting' && st !== 'admitted' && st !== 'succeeded'), seen.get(id)!.join(' ')).toEqual([]);
+      expect(last.get(id)).toMatchObject({ state: 'succeeded', outcome: { result: { orderId: told[i].outcome!.result!.orderId } } });
+    });
+  });
+
+  it("waits to cut the window's end while Postgres cannot say who bought, then ends the buyers succeeded", { timeout: 90_000 }, async () => {
+    const prefix = newPrefix();
+    const { proxy, url } = await proxyFor(db.url);
+    whenDone(() => proxy.close());
+    const first = await inProcessDaemon({ prefix, databaseUrl: url, env });
+    const closesAt = Date.now() + 10_000;
+    await first.define('rbw', { handler: 'seckill', config: { stock: 5 }, gate: { mode: 'closed' }, closesAt: new Date(closesAt).toISOString() });
+    const { ids, snap } = await soldThenSnapshot(first.call, prefix, 'rbw', ['w1', 'w2', 'w3']);
+    await first.daemon.stop();
+    await rollbackItem(redis, prefix, 'rbw', snap);
+    const second = await inProcessDaemon({ prefix, databaseUrl: url, env });
+    // Postgres away over the window's end, and a second after it.
+    await proxy.cut();
+    expect(Date.now()).toBeLessThan(closesAt);
+    await new Promise((r) => setTimeout(r, closesAt + 1500 - Date.now()));
+    await proxy.restore();
+    const { seen, last } = await watchToTheEnd(second.call, ids);
+    // Before: cancelled/closed, cut at the window's end without a look at the orders.
+    await checkAgainstPostgres('rbw', ids, ['w1', 'w2', 'w3'], seen, last, 'none');
   });
 });

@@ -106,7 +106,7 @@ export interface AdmissionsDeps {
   reader: TicketReader;
   eta: EtaMemory;
   /** Ends the waiting tickets when the sale window has passed (definitions.cut). */
-  closeLine(itemId: string): Promise<unknown>;
+  closeLine(itemId: string): void;
   /** A ticket joined and admitted through this process was told `predictedMs` at its join and waited `actualMs`. */
   onWaited?(itemId: string, predictedMs: number | null, actualMs: number): void;
   /** The ends the outcome ledger holds for these ticket refs (db/outcomes.ts readEnds). */
@@ -207,7 +207,7 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
         // (A split line's end is read from the view: read afresh, as an operator may have moved it.)
         const fresh = sub ? await items.item(itemId, { fresh: true }) : null;
         if (sub && !(fresh?.snap.def.closesAt != null && now >= fresh.snap.def.closesAt)) return { tickets: [], drained: false, pacedForMs: null };
-        await deps.closeLine(itemId);
+        deps.closeLine(itemId);
         return { tickets: [], drained: false, pacedForMs: null };
       }
       const out = admittedTickets(item, rows);

@@ -58,9 +58,18 @@ export interface Definitions {
    * sell-out: when the caller began the Postgres read that found no unit; if the item's units were
    * set since (a restock), the read was old and nothing is cut (null). A window's end is cut only
    * if the item's closesAt has passed as Redis holds it at the cut (null if an operator moved it
-   * later since the caller's read). Returns how many tickets ended.
+   * later since the caller's read). Waiting tickets whose effect Postgres holds (a Redis rollback
+   * put them back in line) are held in doubt, not ended; a sell-out or window's end whose look at
+   * Postgres for them fails is not cut now (null). Returns how many tickets ended.
    */
   cut(itemId: string, kind: 'closed' | 'sold_out' | 'window_end', reason?: string, decidedAt?: number): Promise<number | null>;
+  /**
+   * The cut at the end of the sale window, begun and not waited for (one at a time per item): an
+   * admission round or a pull that finds the window over must not wait on the cut's look at
+   * Postgres (up to 2 s while it is slow: every item's admissions on the daemon waited). Failed or
+   * put off, the next one that finds it over begins it again.
+   */
+  endWindow(itemId: string): void;
   /** Calls `listener` after this process cut an item's line (a sell-out, a close): watchers need not wait for their next look. */
   onCut(listener: (itemId: string) => void): void;
   /**
@@ -92,6 +101,7 @@ const quotaField = (q: Quota | undefined) => (q ? `${q.limit}:${q.windowMs}` : '
 export function createDefinitions(deps: { redis: RedisLike; prefix: string; clock: Clock; items: ItemDirectory; scripts: LineScripts; split: SplitLine; salesOf?: SalesOf; onSalesUnread?(itemId: string, err: unknown): void }): Definitions {
   const { redis, prefix, clock, items, scripts } = deps;
   const cutListeners: ((itemId: string) => void)[] = [];
+  const windowEnds = new Set<string>();
 
   /**
    * The item's waiting tickets whose sale Postgres holds: a Redis rollback took back their
@@ -99,9 +109,9 @@ export function createDefinitions(deps: { redis: RedisLike; prefix: string; cloc
    * or `closed` next to their order (cut-8.lua holds them in doubt instead). Each sale's user's
    * latest ticket, if it waits and its ref is the sale's. Nothing for a sale-less handler, and none
    * in the usual case (every buyer's ticket was admitted), for a read of at most the stock's rows
-   * and one of the buyers' seqs. Postgres unread: none (the cut as before; logged).
+   * and one of the buyers' seqs. Postgres unread: null.
    */
-  async function boughtWhileWaiting(itemId: string): Promise<number[]> {
+  async function boughtWhileWaiting(itemId: string): Promise<number[] | null> {
     const item = await items.item(itemId, { fresh: true });
     if (!item || !deps.salesOf) return [];
     const { snap } = item;
@@ -110,7 +120,7 @@ export function createDefinitions(deps: { redis: RedisLike; prefix: string; cloc
       sales = await deps.salesOf(itemId, snap.def.handler);
     } catch (err) {
       deps.onSalesUnread?.(itemId, err);
-      return [];
+      return null;
     }
     if (!sales.length) return [];
     const k = itemKeys(prefix, itemId);
@@ -155,6 +165,22 @@ export function createDefinitions(deps: { redis: RedisLike; prefix: string; cloc
   async function registerItem(itemId: string, lines: number, copy: boolean) {
     if (copy) for (const userId of await redis.smembers(globalBlocksKey(prefix))) await block(itemId, lines, userId, 2, true);
     await items.added(itemId);
+  }
+
+  async function cut(itemId: string, kind: 'closed' | 'sold_out' | 'window_end', why?: string, decidedAt?: number): Promise<number | null> {
+    items.keepActive(itemId);
+    const sub = splitOf((await items.item(itemId))?.snap.def ?? { itemId });
+    // (A split item's sub-lines are not looked at: a rollback's buyers there are told the cut.)
+    const hold = sub ? [] : await boughtWhileWaiting(itemId);
+    // Its sales unread (Postgres away or slow): a sell-out or the window's end waits for a later
+    // look (nothing is admitted meanwhile: no unit, or the window is over), rather than tell a
+    // buyer back in line `sold_out` or `closed` for good; an operator's close goes on.
+    if (hold === null && kind !== 'closed') return null;
+    const n = sub ? await deps.split.cut(sub, kind, why, decidedAt) : await scripts.cut(itemId, clock.now(), cutArgs(kind, why, decidedAt), hold ?? []);
+    items.invalidate(itemId);
+    if (n === null) return null;
+    for (const l of cutListeners) l(itemId);
+    return n;
   }
 
   return {
@@ -230,15 +256,14 @@ export function createDefinitions(deps: { redis: RedisLike; prefix: string; cloc
       return { created, secret, epoch };
     },
 
-    async cut(itemId, kind, why, decidedAt) {
-      items.keepActive(itemId);
-      const sub = splitOf((await items.item(itemId))?.snap.def ?? { itemId });
-      // (A split item's sub-lines are not looked at: a rollback's buyers there are told the cut.)
-      const n = sub ? await deps.split.cut(sub, kind, why, decidedAt) : await scripts.cut(itemId, clock.now(), cutArgs(kind, why, decidedAt), await boughtWhileWaiting(itemId));
-      items.invalidate(itemId);
-      if (n === null) return null;
-      for (const l of cutListeners) l(itemId);
-      return n;
+    cut,
+
+    endWindow(itemId) {
+      if (windowEnds.has(itemId)) return;
+      windowEnds.add(itemId);
+      void cut(itemId, 'window_end')
+        .catch(() => null)
+        .finally(() => windowEnds.delete(itemId));
     },
 
     async drop(itemId) {

@@ -78,6 +78,6 @@ export function createLine(deps: LineDeps): Line {
   // Admissions read their replies however late, on a connection of their own: split items' too.
   const admitScripts = deps.admitRedis ? createLineScripts(createScriptRunner(deps.admitRedis, prefix).run) : scripts;
   const admitSplit = deps.admitRedis ? createSplitLine({ redis: deps.admitRedis, prefix, clock }) : split;
-  const admissions = createAdmissions({ clock, items, scripts: admitScripts, split: admitSplit, reader, eta, onWaited: deps.onWaited, heldEnds: deps.heldEnds, onHeldEndsUnread: deps.onHeldEndsUnread, closeLine: (itemId) => definitions.cut(itemId, 'window_end') });
+  const admissions = createAdmissions({ clock, items, scripts: admitScripts, split: admitSplit, reader, eta, onWaited: deps.onWaited, heldEnds: deps.heldEnds, onHeldEndsUnread: deps.onHeldEndsUnread, closeLine: (itemId) => definitions.endWindow(itemId) });
   return { items, tickets, admissions, definitions };
 }

@@ -178,7 +178,7 @@ export function startDispatcher(
     // minutes left, and told every waiting user `closed`.
     if (windowEnded(item.snap)) {
       const fresh = await queue.items.item(itemId, { fresh: true });
-      if (fresh && windowEnded(fresh.snap)) await queue.definitions.cut(itemId, 'window_end');
+      if (fresh && windowEnded(fresh.snap)) queue.definitions.endWindow(itemId);
       return null;
     }
     if (!spec?.handle || spec.external || item.snap.gate.mode === 'closed') return null;

@@ -111,11 +111,15 @@ export function startDoubtResolver(
     // rollback took it back with its lease alive): that end, not the cut's.
     // Unread (Postgres away), they wait for a later round; the round goes on to the other items
     // (a webhook item's doubts behind it are run again without Postgres).
-    const ledger: Map<string, LedgerEnd> | null = spec.stockTable ? new Map() : await readEnds(deps.sql, refs).catch(() => null);
+    // For a sale, the ledger's `succeeded` (its user was told it before a Redis rollback took the
+    // end back; an order released since leaves that ticket succeeded, the contract says): it was
+    // ended `rejected`/`reservation_released` below, while a daemon that saw the rollback answered
+    // `succeeded` from the ledger.
+    const ledger: Map<string, LedgerEnd> | null = await readEnds(deps.sql, refs).catch(() => null);
     if (!ledger) return;
     const entries = doubts.flatMap((d, i) => {
       const held = ledger.get(refs[i]);
-      if (held) return [{ seq: d.seq, result: null, outcome: held as Outcome }];
+      if (held && (!spec.stockTable || held.status === 'succeeded')) return [{ seq: d.seq, result: null, outcome: held as Outcome }];
       const sale = sales.get(refs[i]);
       // A row of another user (a ticket id issued twice after a Redis rollback) is not this ticket's sale.
       const own = sale && sale.userId === d.userId ? sale : undefined;

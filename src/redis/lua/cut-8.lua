@@ -49,8 +49,11 @@ for _, s in ipairs(rcall('ZRANGE', K.retry, 0, -1)) do
 end
 rcall('DEL', K.retry)
 local held = 0
+-- (Not one an earlier cut ended: a cut leaves the records of what it ended as they were, and two
+-- cuts at once — a close while a sell-out read Postgres — brought such a ticket back into doubt.)
+local endedUpTo = lastCutSeq(loadCuts())
 for s in string.gmatch(ARGV[7], '%d+') do
-  local record = getRecord(tonumber(s))
+  local record = tonumber(s) > endedUpTo and getRecord(tonumber(s))
   if record and string.sub(record, 1, 1) == 'w' then
     doubtInstead(tonumber(s), record, tonumber(now), nil)
     held = held + 1
