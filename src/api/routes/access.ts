@@ -93,7 +93,7 @@ export function accessRoutes(ctx: ApiContext) {
     createRoute({
       method: 'post', path: '/v1/token-keys/rotate', tags: ['tokens'], security, middleware: [operator, noBody] as const,
       summary: `Make a new signing key: listed in the JWKS at once (every daemon's within ~2 s), it signs from signsFrom, ${SIGNING_DELAY_MS / 1000} s later (the JWKS's max-age and reload slack), the old key until then`,
-      responses: { 200: json(z.object({ kid: z.string(), signsFrom: z.string() }), 'The new key and when every daemon starts signing with it'), ...errors(401, 403, 404, 503) },
+      responses: { 200: json(z.object({ kid: z.string(), signsFrom: z.string() }), 'The new key and when every daemon starts signing with it'), ...errors(400, 401, 403, 404, 413, 503) },
     }),
     async (c) => {
       const { kid, signsFrom } = await tokens().rotate();

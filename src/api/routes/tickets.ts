@@ -82,7 +82,7 @@ export function ticketRoutes(ctx: ApiContext) {
     createRoute({
       method: 'delete', path: '/v1/tickets/{ticketId}', tags: ['tickets'], middleware: [noBody] as const,
       summary: 'Leave the line', request: { params: z.object({ ticketId: TicketId }) },
-      responses: { 200: json(TicketView, 'The cancelled ticket'), ...errors(404, 409, 503) },
+      responses: { 200: json(TicketView, 'The cancelled ticket'), ...errors(400, 404, 409, 413, 503) },
     }),
     async (c) => {
       // After a Redis reconnect, not before the operators' writes are compared (daemon.ts fence), as
