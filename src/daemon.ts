@@ -41,6 +41,7 @@ import { createLine, type LineDeps } from './queue/line.js';
 import { readEnds, readLostTicket, readOutcome, succeededRefs } from './db/outcomes.js';
 import { releasedAndReturned } from './db/orders.js';
 import { saleRefs } from './db/sales.js';
+import { isPostgresUnavailable } from './db/faults.js';
 import { createLostTickets } from './queue/lost-tickets.js';
 import { createHandlerRegistry, type HandlerRegistry } from './service/registry.js';
 import { createService } from './service/service.js';
@@ -140,6 +141,12 @@ export async function openStores(config: Config, log: Logger) {
  * a small part of the shortest lease a pull gives (1 s), which runs while it waits.
  */
 const HELD_ENDS_TIMEOUT_MS = 200;
+/**
+ * A sale's Postgres call unanswered this long reads as Postgres away for the items that sell
+ * through it (views `paused`, no admissions) until it settles: a sale takes milliseconds, a busy
+ * batch under a second or two.
+ */
+const PG_STALL_MS = 3000;
 /** How long a cut waits for the item's sales (queue/definitions.ts boughtWhileWaiting). */
 const SALES_READ_TIMEOUT_MS = 2000;
 class PgAway extends Error {}
@@ -178,7 +185,9 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
     },
     archived: (ref) => readOutcome(dbHandle.sql, ref) as ReturnType<NonNullable<LineDeps['archived']>>,
     lost: lostTickets,
-    storeAway: (handler) => !pg.up && !!handlers.get(handler)?.stockTable,
+    // Down, or a sale's call unanswered for PG_STALL_MS (a silent Postgres fails nothing until
+    // the driver's timeout): waiting users read `paused`, and nothing more is admitted onto it.
+    storeAway: (handler) => (!pg.up || pg.stalledMs(Date.now()) > PG_STALL_MS) && !!handlers.get(handler)?.stockTable,
     // Bounded: a Postgres that stalls (silent, not down) must not hold every pull and webhook job
     // for the driver's own timeout; unread, the tickets run as before (it takes a rollback too).
     // Not at all while Postgres is known down (every pull and job waited out the bound).
@@ -197,7 +206,15 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
       const both = Promise.all([succeededRefs(dbHandle.sql, itemId), table ? saleRefs(dbHandle.sql, table, itemId) : []]).then(([told, sold]) => [...told, ...sold]);
       return withTimeout(both, SALES_READ_TIMEOUT_MS, `sales read took over ${SALES_READ_TIMEOUT_MS} ms`);
     },
-    onSalesUnread: (itemId, err) => log.warn({ itemId, err: String(err) }, 'sales of an item to cut not read: a close goes on without them, a sell-out or the window end waits'),
+    // Postgres away (known down, or the read's connection lost or refused): a sell-out or the
+    // window's end waits for it (nothing is admitted meanwhile). Answering too slowly (an item of a million sales, or a Postgres that stays slow): the cut
+    // goes on without the look, as a close does (one that waited on it never ended the window).
+    onSalesUnread: (itemId, err) => {
+      const away = err instanceof PgAway || isPostgresUnavailable(err);
+      log.warn({ itemId, err: String(err) }, away ? 'sales of an item to cut not read (postgres away): a sell-out or window end waits, a close goes on' : 'sales of an item to cut not read in time: the cut goes on without them');
+      return away ? 'wait' : 'go';
+    },
+    onWindowEndFailed: (itemId, err) => log.warn({ itemId, err: String(err) }, "sale window's end not cut yet: tried again at the next round"),
   });
   const gateStore = createGateStore(redis, config.FLOODGATE_REDIS_PREFIX, clock);
   const stock = createStockCounters({ redis, prefix: config.FLOODGATE_REDIS_PREFIX, clock, items: queue.items });

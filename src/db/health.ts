@@ -28,6 +28,15 @@ export interface PgHealth {
   onUp(listener: (busy: boolean) => void): void;
   /** A session answered read-only outside the probe (readiness): see whether the pool's sessions are stale. */
   readOnlySeen(): Promise<void>;
+  /** `p`, counted as a sale's call under way until it settles (stalledMs). */
+  track<T>(p: Promise<T>): Promise<T>;
+  /**
+   * How long the oldest sale call under way has waited (ms; 0 with none). A Postgres that falls
+   * silent (no answer, no reset: a partition) fails no call until the driver's timeout (15 s by
+   * default), and meanwhile it read as up: waiting users were told an ETA that counted down to
+   * nothing and the item `open` (a review: 5,473 polls in one stall).
+   */
+  stalledMs(now: number): number;
   stop(): void;
 }
 
@@ -49,6 +58,9 @@ export function createPgHealth(sql: postgres.Sql, log: Logger, opts = { probeMs:
     if (ended) log.warn({ ended }, 'postgres takes writes again; sessions that started read-only ended');
   }
   const listeners: ((busy: boolean) => void)[] = [];
+  /** Sale calls under way: id → when each began. */
+  const underWay = new Map<number, number>();
+  let nextCall = 0;
 
   async function probeUntilUp() {
     while (!stopped) {
@@ -80,6 +92,16 @@ export function createPgHealth(sql: postgres.Sql, log: Logger, opts = { probeMs:
     },
     onUp: (l) => void listeners.push(l),
     readOnlySeen,
+    track(p) {
+      const id = nextCall++;
+      underWay.set(id, Date.now());
+      return p.finally(() => underWay.delete(id));
+    },
+    stalledMs(now) {
+      // The first entry is the oldest (a Map keeps insertion order; ids only grow).
+      for (const began of underWay.values()) return Math.max(0, now - began);
+      return 0;
+    },
     stop() {
       stopped = true;
       void probing;

@@ -98,7 +98,7 @@ export const newItemSecret = () => randomBytes(32).toString('hex');
 /** meta's "limit:windowMs" form of a quota (join-5.lua and snapshot.ts read the same). */
 const quotaField = (q: Quota | undefined) => (q ? `${q.limit}:${q.windowMs}` : '');
 
-export function createDefinitions(deps: { redis: RedisLike; prefix: string; clock: Clock; items: ItemDirectory; scripts: LineScripts; split: SplitLine; salesOf?: SalesOf; onSalesUnread?(itemId: string, err: unknown): void }): Definitions {
+export function createDefinitions(deps: { redis: RedisLike; prefix: string; clock: Clock; items: ItemDirectory; scripts: LineScripts; split: SplitLine; salesOf?: SalesOf; onSalesUnread?(itemId: string, err: unknown): 'wait' | 'go'; onWindowEndFailed?(itemId: string, err: unknown): void }): Definitions {
   const { redis, prefix, clock, items, scripts } = deps;
   const cutListeners: ((itemId: string) => void)[] = [];
   const windowEnds = new Set<string>();
@@ -109,7 +109,8 @@ export function createDefinitions(deps: { redis: RedisLike; prefix: string; cloc
    * or `closed` next to their order (cut-8.lua holds them in doubt instead). Each sale's user's
    * latest ticket, if it waits and its ref is the sale's. Nothing for a sale-less handler, and none
    * in the usual case (every buyer's ticket was admitted), for a read of at most the stock's rows
-   * and one of the buyers' seqs. Postgres unread: null.
+   * and one of the buyers' seqs. Postgres unread: null if the caller should wait for it (Postgres
+   * away: onSalesUnread says), else none (too slow to answer: an item of a million sales).
    */
   async function boughtWhileWaiting(itemId: string): Promise<number[] | null> {
     const item = await items.item(itemId, { fresh: true });
@@ -119,36 +120,37 @@ export function createDefinitions(deps: { redis: RedisLike; prefix: string; cloc
     try {
       sales = await deps.salesOf(itemId, snap.def.handler);
     } catch (err) {
-      deps.onSalesUnread?.(itemId, err);
-      return null;
+      return deps.onSalesUnread?.(itemId, err) === 'wait' ? null : [];
     }
     if (!sales.length) return [];
     const k = itemKeys(prefix, itemId);
-    // In chunks of 1,000 buyers, at once (a 10,000-unit sale's sell-out: ~30 ms of Redis reads in turn).
+    /** The seqs of these buyers' latest tickets that still wait with the sale's ref. */
+    const waitingOf = async (chunk: { userId: string; ref: string }[]): Promise<number[]> => {
+      const seqs = (await redis.hmget(k.users, ...chunk.map((s) => s.userId))).map((v) => (v === null ? 0 : Number(v)));
+      // A buyer's latest ticket the line has served is not waiting (back at the head, the cut holds it in doubt anyway).
+      for (let j = 0; j < seqs.length; j++) if (seqs[j] > 0 && item.lineIndex(seqs[j]) <= snap.served) seqs[j] = 0;
+      const byPage = new Map<string, number[]>();
+      for (const seq of seqs) if (seq > 0) byPage.set(k.page(seq), [...(byPage.get(k.page(seq)) ?? []), seq]);
+      const records = new Map<number, string | null>();
+      await Promise.all(
+        [...byPage].map(async ([page, ps]) => {
+          const got = await redis.hmget(page, ...ps.map(String));
+          ps.forEach((seq, j) => records.set(seq, got[j]));
+        }),
+      );
+      return chunk.flatMap((sale, j) => {
+        const record = seqs[j] > 0 ? records.get(seqs[j]) : null;
+        if (!record || record[0] !== 'w') return [];
+        const id = makeTicketId(itemId, seqs[j], snap.secret, bindingOf(parseRecord(record, snap.epoch), snap.epoch));
+        return ticketRef(id) === sale.ref ? [seqs[j]] : [];
+      });
+    };
+    // In chunks of 1,000 buyers, eight at a time (a 10,000-unit sale's sell-out: ~30 ms of Redis
+    // reads one after another; 800 at once timed out on the connection's 500 ms budget).
     const chunks = Array.from({ length: Math.ceil(sales.length / 1000) }, (_, i) => sales.slice(i * 1000, (i + 1) * 1000));
-    const found = await Promise.all(
-      chunks.map(async (chunk) => {
-        const seqs = (await redis.hmget(k.users, ...chunk.map((s) => s.userId))).map((v) => (v === null ? 0 : Number(v)));
-        // A buyer's latest ticket the line has served is not waiting (back at the head, the cut holds it in doubt anyway).
-        for (let j = 0; j < seqs.length; j++) if (seqs[j] > 0 && item.lineIndex(seqs[j]) <= snap.served) seqs[j] = 0;
-        const byPage = new Map<string, number[]>();
-        for (const seq of seqs) if (seq > 0) byPage.set(k.page(seq), [...(byPage.get(k.page(seq)) ?? []), seq]);
-        const records = new Map<number, string | null>();
-        await Promise.all(
-          [...byPage].map(async ([page, ps]) => {
-            const got = await redis.hmget(page, ...ps.map(String));
-            ps.forEach((seq, j) => records.set(seq, got[j]));
-          }),
-        );
-        return chunk.flatMap((sale, j) => {
-          const record = seqs[j] > 0 ? records.get(seqs[j]) : null;
-          if (!record || record[0] !== 'w') return [];
-          const id = makeTicketId(itemId, seqs[j], snap.secret, bindingOf(parseRecord(record, snap.epoch), snap.epoch));
-          return ticketRef(id) === sale.ref ? [seqs[j]] : [];
-        });
-      }),
-    );
-    return found.flat();
+    const found: number[] = [];
+    for (let i = 0; i < chunks.length; i += 8) for (const seqs of await Promise.all(chunks.slice(i, i + 8).map(waitingOf))) found.push(...seqs);
+    return found;
   }
 
   /**
@@ -262,7 +264,7 @@ export function createDefinitions(deps: { redis: RedisLike; prefix: string; cloc
       if (windowEnds.has(itemId)) return;
       windowEnds.add(itemId);
       void cut(itemId, 'window_end')
-        .catch(() => null)
+        .catch((err: unknown) => deps.onWindowEndFailed?.(itemId, err))
         .finally(() => windowEnds.delete(itemId));
     },
 

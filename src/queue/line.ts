@@ -49,7 +49,9 @@ export interface LineDeps {
   onHeldEndsUnread?(err: unknown): void;
   /** The sales Postgres holds for an item (definitions.ts: a cut holds their tickets in doubt if Redis has them waiting). */
   salesOf?: SalesOf;
-  onSalesUnread?(itemId: string, err: unknown): void;
+  /** What a cut whose look at the sales failed does: wait (a sell-out, a window's end; not a close) or go on without it. */
+  onSalesUnread?(itemId: string, err: unknown): 'wait' | 'go';
+  onWindowEndFailed?(itemId: string, err: unknown): void;
 }
 
 /**
@@ -73,7 +75,7 @@ export function createLine(deps: LineDeps): Line {
   const split = createSplitLine({ redis, prefix, clock });
   const reader = createTicketReader({ items, scripts, split, clock, archived: deps.archived, lost: deps.lost });
   const eta = createEtaMemory();
-  const definitions = createDefinitions({ redis, prefix, clock, items, scripts, split, salesOf: deps.salesOf, onSalesUnread: deps.onSalesUnread });
+  const definitions = createDefinitions({ redis, prefix, clock, items, scripts, split, salesOf: deps.salesOf, onSalesUnread: deps.onSalesUnread, onWindowEndFailed: deps.onWindowEndFailed });
   const tickets = createTickets({ redis, prefix, clock, cacheMs: deps.cacheMs, items, scripts, split, reader, eta, defaultKeyQuota: deps.defaultKeyQuota, memoryFull: deps.memoryFull, onJoined: deps.onJoined, rememberEtas: !!deps.onWaited, saleReleased: deps.saleReleased });
   // Admissions read their replies however late, on a connection of their own: split items' too.
   const admitScripts = deps.admitRedis ? createLineScripts(createScriptRunner(deps.admitRedis, prefix).run) : scripts;

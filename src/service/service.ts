@@ -91,7 +91,7 @@ export function createService(deps: ServiceDeps) {
   /** A Postgres call whose failure to connect makes the ticket wait (requeue) instead of failing. */
   async function pgCall<T>(run: () => Promise<T>): Promise<T> {
     try {
-      return await run();
+      return await deps.pg.track(run());
     } catch (err) {
       if (!isPostgresUnavailable(err)) throw err;
       deps.pg.markDown(String((err as { code?: string }).code ?? err), isPostgresBusy(err));
