@@ -142,11 +142,12 @@ export async function openStores(config: Config, log: Logger) {
  */
 const HELD_ENDS_TIMEOUT_MS = 200;
 /**
- * A sale's Postgres call unanswered this long reads as Postgres away for the items that sell
- * through it (views `paused`, no admissions) until it settles: a sale takes milliseconds, a busy
- * batch under a second or two.
+ * Sale calls under way with none answered this long read as Postgres away for the items that sell
+ * through it (views `paused`, no admissions) until one settles: a batch of sales takes
+ * milliseconds, on a slow Postgres a second or two; the pressure signal (scheduler/pg-pressure.ts)
+ * aims sales at under 5 s, and this does not cut in before it.
  */
-const PG_STALL_MS = 3000;
+const PG_STALL_MS = 5000;
 /** How long a cut waits for the item's sales (queue/definitions.ts boughtWhileWaiting). */
 const SALES_READ_TIMEOUT_MS = 2000;
 class PgAway extends Error {}
@@ -185,8 +186,8 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
     },
     archived: (ref) => readOutcome(dbHandle.sql, ref) as ReturnType<NonNullable<LineDeps['archived']>>,
     lost: lostTickets,
-    // Down, or a sale's call unanswered for PG_STALL_MS (a silent Postgres fails nothing until
-    // the driver's timeout): waiting users read `paused`, and nothing more is admitted onto it.
+    // Down, or sale calls under way with none answered for PG_STALL_MS (a silent Postgres fails
+    // nothing until the driver's timeout): waiting users read `paused`, and nothing more is admitted onto it.
     storeAway: (handler) => (!pg.up || pg.stalledMs(Date.now()) > PG_STALL_MS) && !!handlers.get(handler)?.stockTable,
     // Bounded: a Postgres that stalls (silent, not down) must not hold every pull and webhook job
     // for the driver's own timeout; unread, the tickets run as before (it takes a rollback too).
@@ -201,7 +202,7 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
     // The ends the ledger holds as succeeded, and for a handler that sells through Postgres its live
     // sales too (one the ledger has not written yet; a released order's ticket told succeeded stays so).
     salesOf: (itemId, handler) => {
-      if (!pg.up) return Promise.reject(new PgAway());
+      if (!pg.up || pg.stalledMs(Date.now()) > PG_STALL_MS) return Promise.reject(new PgAway());
       const table = handlers.get(handler)?.stockTable;
       const both = Promise.all([succeededRefs(dbHandle.sql, itemId), table ? saleRefs(dbHandle.sql, table, itemId) : []]).then(([told, sold]) => [...told, ...sold]);
       return withTimeout(both, SALES_READ_TIMEOUT_MS, `sales read took over ${SALES_READ_TIMEOUT_MS} ms`);

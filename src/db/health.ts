@@ -31,10 +31,14 @@ export interface PgHealth {
   /** `p`, counted as a sale's call under way until it settles (stalledMs). */
   track<T>(p: Promise<T>): Promise<T>;
   /**
-   * How long the oldest sale call under way has waited (ms; 0 with none). A Postgres that falls
-   * silent (no answer, no reset: a partition) fails no call until the driver's timeout (15 s by
-   * default), and meanwhile it read as up: waiting users were told an ETA that counted down to
-   * nothing and the item `open` (a review: 5,473 polls in one stall).
+   * How long sale calls have been under way with none settling (ms; 0 with none under way). A
+   * Postgres that falls silent (no answer, no reset: a partition) fails no call until the driver's
+   * timeout (15 s by default), and meanwhile it read as up: waiting users were told an ETA that
+   * counted down to nothing and the item `open` (a review: 5,473 polls in one stall). Progress,
+   * not the oldest call's age: calls queue behind a running batch, and on a slow Postgres that
+   * still sells (~300 orders/s) the oldest waited over 3 s while batches settled every second or
+   * two (the sale flipped between open and paused), and one call stuck on a row lock paused coupon
+   * items whose claims answered in 4 ms.
    */
   stalledMs(now: number): number;
   stop(): void;
@@ -58,9 +62,9 @@ export function createPgHealth(sql: postgres.Sql, log: Logger, opts = { probeMs:
     if (ended) log.warn({ ended }, 'postgres takes writes again; sessions that started read-only ended');
   }
   const listeners: ((busy: boolean) => void)[] = [];
-  /** Sale calls under way: id → when each began. */
-  const underWay = new Map<number, number>();
-  let nextCall = 0;
+  /** Sale calls under way, and since when none has settled (the last settle, or the first call after none was under way). */
+  let underWay = 0;
+  let progressAt = 0;
 
   async function probeUntilUp() {
     while (!stopped) {
@@ -93,14 +97,14 @@ export function createPgHealth(sql: postgres.Sql, log: Logger, opts = { probeMs:
     onUp: (l) => void listeners.push(l),
     readOnlySeen,
     track(p) {
-      const id = nextCall++;
-      underWay.set(id, Date.now());
-      return p.finally(() => underWay.delete(id));
+      if (underWay++ === 0) progressAt = Date.now();
+      return p.finally(() => {
+        underWay--;
+        progressAt = Date.now();
+      });
     },
     stalledMs(now) {
-      // The first entry is the oldest (a Map keeps insertion order; ids only grow).
-      for (const began of underWay.values()) return Math.max(0, now - began);
-      return 0;
+      return underWay > 0 ? Math.max(0, now - progressAt) : 0;
     },
     stop() {
       stopped = true;
