@@ -198,18 +198,19 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
     onHeldEndsUnread: (err) => {
       if (!(err instanceof PgAway)) log.warn({ err: String(err) }, 'outcome ledger not read for tickets about to run (they run)');
     },
-    // Bounded as well: a cut waits for it (a sell-out, a close), and Postgres answered the caller a moment before.
-    // The ends the ledger holds as succeeded, and for a handler that sells through Postgres its live
-    // sales too (one the ledger has not written yet; a released order's ticket told succeeded stays so).
+    // What a cut looks at (queue/definitions.ts): the ends the ledger holds as succeeded, and for a
+    // handler that sells through Postgres its live sales too (one the ledger has not written yet; a
+    // released order's ticket told succeeded stays so). Bounded: the cut waits for it.
     salesOf: (itemId, handler) => {
       if (!pg.up || pg.stalledMs(Date.now()) > PG_STALL_MS) return Promise.reject(new PgAway());
       const table = handlers.get(handler)?.stockTable;
       const both = Promise.all([succeededRefs(dbHandle.sql, itemId), table ? saleRefs(dbHandle.sql, table, itemId) : []]).then(([told, sold]) => [...told, ...sold]);
       return withTimeout(both, SALES_READ_TIMEOUT_MS, `sales read took over ${SALES_READ_TIMEOUT_MS} ms`);
     },
-    // Postgres away (known down, or the read's connection lost or refused): a sell-out or the
-    // window's end waits for it (nothing is admitted meanwhile). Answering too slowly (an item of a million sales, or a Postgres that stays slow): the cut
-    // goes on without the look, as a close does (one that waited on it never ended the window).
+    // Postgres away (known down or stalled, or the read's connection lost or refused): a sell-out
+    // or the window's end waits for it (nothing is admitted meanwhile). Answering too slowly (a
+    // Postgres that stays slow): the cut goes on without the look, as a close does (one that
+    // waited on it never ended the window).
     onSalesUnread: (itemId, err) => {
       const away = err instanceof PgAway || isPostgresUnavailable(err);
       log.warn({ itemId, err: String(err) }, away ? 'sales of an item to cut not read (postgres away): a sell-out or window end waits, a close goes on' : 'sales of an item to cut not read in time: the cut goes on without them');

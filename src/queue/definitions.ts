@@ -13,8 +13,8 @@ import type { GateSettings, LineDefinition, Quota } from './types.js';
 import { bindingOf, parseRecord } from './views.js';
 
 /**
- * The sales Postgres holds for an item, by user and ticket ref (none for a handler that sells
- * nothing through it); rejects when Postgres cannot say.
+ * What Postgres holds as done for an item's tickets, by user and ticket ref: its latest sales, and
+ * the latest ends the ledger holds as succeeded; rejects when Postgres cannot say.
  */
 export type SalesOf = (itemId: string, handler: string) => Promise<{ userId: string; ref: string }[]>;
 
@@ -107,10 +107,10 @@ export function createDefinitions(deps: { redis: RedisLike; prefix: string; cloc
    * The item's waiting tickets whose sale Postgres holds: a Redis rollback took back their
    * admission and sale, and the line has them waiting again, where a cut would end them `sold_out`
    * or `closed` next to their order (cut-8.lua holds them in doubt instead). Each sale's user's
-   * latest ticket, if it waits and its ref is the sale's. Nothing for a sale-less handler, and none
-   * in the usual case (every buyer's ticket was admitted), for a read of at most the stock's rows
-   * and one of the buyers' seqs. Postgres unread: null if the caller should wait for it (Postgres
-   * away: onSalesUnread says), else none (too slow to answer: an item of a million sales).
+   * latest ticket, if it waits and its ref is the sale's. None in the usual case (every buyer's
+   * ticket was admitted), for a read of the latest sales and succeeded ends (salesOf: 20,000 of
+   * each at most) and one of the buyers' seqs. Postgres unread: null if the caller should wait for
+   * it (Postgres away: onSalesUnread says), else none (too slow to answer: the cut goes on).
    */
   async function boughtWhileWaiting(itemId: string): Promise<number[] | null> {
     const item = await items.item(itemId, { fresh: true });
@@ -174,7 +174,7 @@ export function createDefinitions(deps: { redis: RedisLike; prefix: string; cloc
     const sub = splitOf((await items.item(itemId))?.snap.def ?? { itemId });
     // (A split item's sub-lines are not looked at: a rollback's buyers there are told the cut.)
     const hold = sub ? [] : await boughtWhileWaiting(itemId);
-    // Its sales unread (Postgres away or slow): a sell-out or the window's end waits for a later
+    // Its sales unread with Postgres away: a sell-out or the window's end waits for a later
     // look (nothing is admitted meanwhile: no unit, or the window is over), rather than tell a
     // buyer back in line `sold_out` or `closed` for good; an operator's close goes on.
     if (hold === null && kind !== 'closed') return null;
