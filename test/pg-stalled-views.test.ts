@@ -66,4 +66,32 @@ describe('a Postgres that stops answering mid-sale', () => {
       await db.sql`drop trigger slow_order on orders`;
     }
   });
+
+  it("does not read as paused for other items while one sale waits on a row lock (Postgres answers)", { timeout: 90_000 }, async () => {
+    const d = await inProcessDaemon({ prefix: newPrefix(), databaseUrl: db.url });
+    await d.define('lk', { handler: 'seckill', config: { stock: 10 }, gate: { mode: 'manual', rate: 100, maxInFlight: 5 } });
+    await d.define('cp', { handler: 'coupon', config: { total: 10, perUser: 1 }, gate: { mode: 'manual', rate: 100, maxInFlight: 5 } });
+    // Another session holds the seckill item's stock row for 10 s: its sale waits on the lock.
+    let locked!: () => void;
+    const held = new Promise<void>((r) => (locked = r));
+    const lock = db.sql.begin(async (tx) => {
+      await tx`select 1 from item_stock where item_id = 'lk' for update`;
+      locked();
+      await tx`select pg_sleep(10)`;
+    });
+    await held;
+    const stuck = (await d.call('POST', '/v1/items/lk/tickets', { userId: 'a1' }, SVC)).body.ticketId as string;
+    const c1 = (await d.call('POST', '/v1/items/cp/tickets', { userId: 'c1' }, SVC)).body.ticketId as string;
+    await waitFor(() => d.call('GET', `/v1/tickets/${c1}`, undefined, null), (r) => r.body.state === 'succeeded');
+    // Past the 5 s with the stuck sale the only call under way.
+    await new Promise((r) => setTimeout(r, 6000));
+    const states: string[] = [(await d.call('GET', '/v1/items/cp')).body.state];
+    const c2 = (await d.call('POST', '/v1/items/cp/tickets', { userId: 'c2' }, SVC)).body.ticketId as string;
+    const v = await waitFor(async () => (states.push((await d.call('GET', '/v1/items/cp')).body.state), d.call('GET', `/v1/tickets/${c2}`, undefined, null)), (r) => r.body.state === 'succeeded', 3000);
+    // Before: the coupon item read paused, and c2 waited until the lock went (a review: 6.5 s to 12 s).
+    expect(v.body.state, states.join(' ')).toBe('succeeded');
+    expect(states.filter((st) => st === 'paused'), states.join(' ')).toEqual([]);
+    await lock;
+    expect((await waitFor(() => d.call('GET', `/v1/tickets/${stuck}`, undefined, null), (r) => r.body.state === 'succeeded')).body.state).toBe('succeeded');
+  });
 });

@@ -37,8 +37,11 @@ export interface PgHealth {
    * counted down to nothing and the item `open` (a review: 5,473 polls in one stall). Progress,
    * not the oldest call's age: calls queue behind a running batch, and on a slow Postgres that
    * still sells (~300 orders/s) the oldest waited over 3 s while batches settled every second or
-   * two (the sale flipped between open and paused), and one call stuck on a row lock paused coupon
-   * items whose claims answered in 4 ms.
+   * two (the sale flipped between open and paused). And not the sale calls alone: once none has
+   * settled for 2 s, a `select 1` is sent, and its answer counts as progress — a call waiting on a
+   * row lock, or one batch slower than 5 s, is not a silent Postgres (one stuck seckill call paused
+   * coupon items whose claims answered in 4 ms, and the pause held itself: nothing was admitted
+   * that could settle). Reading it sends that query when due.
    */
   stalledMs(now: number): number;
   stop(): void;
@@ -65,6 +68,7 @@ export function createPgHealth(sql: postgres.Sql, log: Logger, opts = { probeMs:
   /** Sale calls under way, and since when none has settled (the last settle, or the first call after none was under way). */
   let underWay = 0;
   let progressAt = 0;
+  let asking = false;
 
   async function probeUntilUp() {
     while (!stopped) {
@@ -104,7 +108,15 @@ export function createPgHealth(sql: postgres.Sql, log: Logger, opts = { probeMs:
       });
     },
     stalledMs(now) {
-      return underWay > 0 ? Math.max(0, now - progressAt) : 0;
+      if (underWay === 0) return 0;
+      if (now - progressAt > 2000 && !asking && !stopped) {
+        asking = true;
+        void sql`select 1`
+          .then(() => void (progressAt = Math.max(progressAt, Date.now())))
+          .catch(() => {})
+          .finally(() => (asking = false));
+      }
+      return Math.max(0, now - progressAt);
     },
     stop() {
       stopped = true;
