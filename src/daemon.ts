@@ -148,8 +148,9 @@ const HELD_ENDS_TIMEOUT_MS = 200;
  * aims sales at under 5 s, and this does not cut in before it.
  */
 const PG_STALL_MS = 5000;
-/** How long a cut waits for the item's sales (queue/definitions.ts boughtWhileWaiting). */
+/** How long a cut waits for the item's sales (queue/definitions.ts boughtWhileWaiting), and how many of the latest sales and of the latest succeeded ends it reads. */
 const SALES_READ_TIMEOUT_MS = 2000;
+const SALES_READ_ROWS = 20_000;
 class PgAway extends Error {}
 
 /** The modules over the stores, none of them running: what the daemon, the CLI and the HTTP tests share. */
@@ -204,7 +205,7 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
     salesOf: (itemId, handler) => {
       if (!pg.up || pg.stalledMs(Date.now()) > PG_STALL_MS) return Promise.reject(new PgAway());
       const table = handlers.get(handler)?.stockTable;
-      const both = Promise.all([succeededRefs(dbHandle.sql, itemId), table ? saleRefs(dbHandle.sql, table, itemId) : []]).then(([told, sold]) => [...told, ...sold]);
+      const both = Promise.all([succeededRefs(dbHandle.sql, itemId, SALES_READ_ROWS), table ? saleRefs(dbHandle.sql, table, itemId, SALES_READ_ROWS) : []]).then(([told, sold]) => [...told, ...sold]);
       return withTimeout(both, SALES_READ_TIMEOUT_MS, `sales read took over ${SALES_READ_TIMEOUT_MS} ms`);
     },
     // Postgres away (known down or stalled, or the read's connection lost or refused): a sell-out

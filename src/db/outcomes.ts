@@ -76,14 +76,11 @@ export async function readEnds(sql: postgres.Sql, refs: string[]): Promise<Map<s
  * took back their end). The latest, as a rollback takes back the last seconds or minutes: a
  * webhook item with 100,000 ends read them all in 100–240 ms beside other load, and a cut waited.
  */
-export async function succeededRefs(sql: postgres.Sql, itemId: string, limit = SUCCEEDED_REFS_LIMIT): Promise<{ userId: string; ref: string }[]> {
+export async function succeededRefs(sql: postgres.Sql, itemId: string, limit: number): Promise<{ userId: string; ref: string }[]> {
   const rows = await sql<{ user_id: string; ticket_id: string }[]>`
     select user_id, ticket_id from ticket_outcomes where item_id = ${itemId} and status = 'succeeded' order by finished_at desc limit ${limit}`;
   return rows.map((r) => ({ userId: r.user_id, ref: r.ticket_id }));
 }
-
-/** How many of an item's latest succeeded ends a cut looks at (succeededRefs). */
-export const SUCCEEDED_REFS_LIMIT = 20_000;
 
 /** A row (or an unreadable done-stream entry) the ledger parks in `ticket_outcomes_dead`. */
 export interface DeadOutcome {

@@ -196,7 +196,7 @@ export async function decideDoubts(sql: postgres.Sql, table: Table, itemId: stri
  * minutes). Read once per cut through the (item, user) indexes, sorted in Postgres: an item of
  * 1.2 million claims, read whole, held the daemon's event loop and ~1.3 GB (a review).
  */
-export async function saleRefs(sql: postgres.Sql, table: Table, itemId: string, limit = 20_000): Promise<{ userId: string; ref: string }[]> {
+export async function saleRefs(sql: postgres.Sql, table: Table, itemId: string, limit: number): Promise<{ userId: string; ref: string }[]> {
   const rows =
     table === 'orders'
       ? await sql`select user_id, ticket_id from orders where item_id = ${itemId} and status <> 'released' order by order_id desc limit ${limit}`

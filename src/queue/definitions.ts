@@ -130,7 +130,12 @@ export function createDefinitions(deps: { redis: RedisLike; prefix: string; cloc
       // A buyer's latest ticket the line has served is not waiting (back at the head, the cut holds it in doubt anyway).
       for (let j = 0; j < seqs.length; j++) if (seqs[j] > 0 && item.lineIndex(seqs[j]) <= snap.served) seqs[j] = 0;
       const byPage = new Map<string, number[]>();
-      for (const seq of seqs) if (seq > 0) byPage.set(k.page(seq), [...(byPage.get(k.page(seq)) ?? []), seq]);
+      for (const seq of seqs) {
+        if (seq === 0) continue;
+        const page = byPage.get(k.page(seq));
+        if (page) page.push(seq);
+        else byPage.set(k.page(seq), [seq]);
+      }
       const records = new Map<number, string | null>();
       await Promise.all(
         [...byPage].map(async ([page, ps]) => {

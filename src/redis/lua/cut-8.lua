@@ -49,9 +49,10 @@ for _, s in ipairs(rcall('ZRANGE', K.retry, 0, -1)) do
 end
 rcall('DEL', K.retry)
 local held = 0
+local cuts = loadCuts()
 -- (Not one an earlier cut ended: a cut leaves the records of what it ended as they were, and two
 -- cuts at once — a close while a sell-out read Postgres — brought such a ticket back into doubt.)
-local endedUpTo = lastCutSeq(loadCuts())
+local endedUpTo = lastCutSeq(cuts)
 for s in string.gmatch(ARGV[7], '%d+') do
   local record = tonumber(s) > endedUpTo and getRecord(tonumber(s))
   if record and string.sub(record, 1, 1) == 'w' then
@@ -61,7 +62,6 @@ for s in string.gmatch(ARGV[7], '%d+') do
 end
 local seq = tonumber(rcall('HGET', K.ctr, 'seq') or '0')
 local waiting = tonumber(rcall('HGET', K.ctr, 'waiting') or '0')
-local cuts = loadCuts()
 local served = tonumber(rcall('HGET', K.ctr, 'served') or '0')
 -- A cut is recorded for admitted tickets too, and those in doubt: it is the outcome a ticket gets
 -- whose lease runs out later if its effect did not happen (without it, such a ticket went back to
