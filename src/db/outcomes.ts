@@ -75,10 +75,13 @@ export async function readEnds(sql: postgres.Sql, refs: string[]): Promise<Map<s
  * cut must not end as undone if Redis has them waiting (queue/definitions.ts; a Redis rollback
  * took back their end). The latest, as a rollback takes back the last seconds or minutes: a
  * webhook item with 100,000 ends read them all in 100–240 ms beside other load, and a cut waited.
+ * The item is matched as a range, not `=`, so that the order by item too leaves Postgres only the
+ * item's index to read it from (db/sales.ts saleRefs says why).
  */
-export async function succeededRefs(sql: postgres.Sql, itemId: string, limit: number): Promise<{ userId: string; ref: string }[]> {
+export async function succeededRefs(sql: postgres.Sql | postgres.TransactionSql, itemId: string, limit: number): Promise<{ userId: string; ref: string }[]> {
   const rows = await sql<{ user_id: string; ticket_id: string }[]>`
-    select user_id, ticket_id from ticket_outcomes where item_id = ${itemId} and status = 'succeeded' order by finished_at desc limit ${limit}`;
+    select user_id, ticket_id from ticket_outcomes where item_id >= ${itemId} and item_id <= ${itemId} and status = 'succeeded'
+    order by item_id desc, finished_at desc limit ${limit}`;
   return rows.map((r) => ({ userId: r.user_id, ref: r.ticket_id }));
 }
 

@@ -96,6 +96,8 @@ export const orders = pgTable(
     uniqueIndex('orders_item_user_live_key').on(t.itemId, t.userId).where(sql`${t.status} <> 'released'`),
     index('orders_reserved_due_idx').on(t.reservedUntil).where(sql`${t.status} = 'reserved'`),
     index('orders_unreturned_idx').on(t.orderId).where(sql`${t.status} = 'released' and ${t.returnedAt} is null`),
+    // A cut's look at the item's latest sales (db/sales.ts saleRefs; drizzle/0022).
+    index('orders_item_live_order_idx').on(t.itemId, t.orderId).where(sql`${t.status} <> 'released'`),
   ],
 );
 
@@ -114,6 +116,7 @@ export const couponClaims = pgTable(
   (t) => [
     unique('coupon_claims_item_user_no_key').on(t.itemId, t.userId, t.claimNo),
     check('coupon_claims_within_per_user', sql`${t.claimNo} >= 1 and ${t.claimNo} <= ${t.perUser}`),
+    index('coupon_claims_item_claim_idx').on(t.itemId, t.claimId),
   ],
 );
 
@@ -149,7 +152,11 @@ export const ticketOutcomes = pgTable(
     /** The name of the key that created the ticket. */
     source: text('source'),
   },
-  (t) => [index('ticket_outcomes_item_finished_idx').on(t.itemId, t.finishedAt)],
+  (t) => [
+    index('ticket_outcomes_item_finished_idx').on(t.itemId, t.finishedAt),
+    // A cut's look at the item's latest succeeded ends (db/outcomes.ts succeededRefs; drizzle/0022).
+    index('ticket_outcomes_item_succeeded_idx').on(t.itemId, t.finishedAt).where(sql`${t.status} = 'succeeded'`),
+  ],
 );
 
 /**
