@@ -54,7 +54,7 @@ describe('the service module', () => {
     expect(vb).toMatchObject({ state: 'rejected', outcome: { reason: 'refused' } });
   });
 
-  it("ends a deployment's misbehaving handler's tickets with what is true: a call that never settles, `throw undefined`, an answer the contract does not know, a result Postgres cannot store", { timeout: 30_000 }, async () => {
+  it("ends a deployment's misbehaving handler's tickets with what is true: a call that never settles, `throw undefined`, an answer the contract does not know, a result Postgres cannot store, an error's text, a result over 64 KiB as UTF-8", { timeout: 30_000 }, async () => {
     expect((await call('PUT', '/v1/items/e4', { handler: 'echo', config: { deadlineMs: 200 } })).status).toBe(201);
     const join = (userId: string, payload: Record<string, unknown>) => call('POST', '/v1/items/e4/tickets', { userId, payload }, SVC).then((r) => r.body.ticketId as string);
     const ids = {
@@ -64,6 +64,10 @@ describe('the service module', () => {
       failed: await join('failed', { answer: { status: 'failed', reason: 'said_failed' } }),
       numeric: await join('numeric', { answer: { status: 'rejected', reason: 42 } }),
       nul: await join('nul', { nul: true }),
+      prose: await join('prose', { permanent: 'connect ECONNREFUSED 10.0.0.5:5432 user=shop password=hunter2' }),
+      code: await join('code', { permanent: 'stock.locked' }),
+      // 30,000 characters, 90,000 bytes: past 64 KiB as UTF-8 (its length alone passed).
+      wide: await join('wide', { wide: 30_000 }),
     };
     const views = await waitFor(
       () => Promise.all(Object.values(ids).map(view)),
@@ -77,9 +81,15 @@ describe('the service module', () => {
     for (const k of ['string', 'failed', 'numeric']) expect(by[k]).toMatchObject({ state: 'failed', outcome: { reason: 'invalid_result' } });
     expect(by.nul).toMatchObject({ state: 'succeeded' });
     expect(by.nul.outcome.result).toBeUndefined();
+    // An error's text is not a reason: it named a host, a user and a password to the buyer.
+    expect(by.prose).toMatchObject({ state: 'failed', outcome: { reason: 'handler_error' } });
+    expect(by.code).toMatchObject({ state: 'failed', outcome: { reason: 'stock.locked' } });
+    expect(by.wide).toMatchObject({ state: 'succeeded' });
+    expect(by.wide.outcome.result).toBeUndefined();
     // Its ledger row is written (a NUL in it was refused and parked: the outcome lost once the state left Redis).
-    const rows = await waitFor(() => db.sql`select status from ticket_outcomes where item_id = 'e4' order by status`, (r) => r.length >= 6);
-    expect(rows.map((r) => r.status)).toEqual(['failed', 'failed', 'failed', 'failed', 'failed', 'succeeded']);
+    const rows = await waitFor(() => db.sql`select status, reason from ticket_outcomes where item_id = 'e4' order by status`, (r) => r.length >= 9);
+    expect(rows.map((r) => r.status)).toEqual(['failed', 'failed', 'failed', 'failed', 'failed', 'failed', 'failed', 'succeeded', 'succeeded']);
+    expect(rows.map((r) => r.reason).join(' ')).not.toContain('hunter2');
   });
 
   it('loads a TypeScript handlers module into the daemon as `npm start` runs it (built, plain node)', { timeout: 60_000 }, async () => {

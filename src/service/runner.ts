@@ -5,6 +5,7 @@ import { HeldEndsUnread } from '../queue/admissions.js';
 import type { CachedItem } from '../queue/item-cache.js';
 import type { LeaseHeld } from '../queue/types.js';
 import { jsonIssues, MAX_JSON_DEPTH, UNSAFE_NUMBER } from '../kernel/json-issues.js';
+import { ticketRef } from '../kernel/ticket-ref.js';
 import { deadlineOf, DropError, isDropError, isRequeueError, MAX_RETRY_AFTER_MS, type HandlerContext, type HandlerOutcome, type HandlerSpec } from './handler.js';
 import { jobGroups, type JobGroup, type JobTicket, type QueuedJob } from './jobs.js';
 import { builtinHandlers, type HandlerRegistry } from './registry.js';
@@ -65,8 +66,8 @@ interface GroupRun {
 
 /** How long past its deadline a deployment's own handler may run before its call is given up (its ctx.signal aborts at the deadline). */
 export const HANDLER_GRACE_MS = 1000;
-/** The largest result a handler's outcome keeps (as a webhook's answer: 64 KiB of JSON). */
-const MAX_RESULT_CHARS = 64 * 1024;
+/** The largest result a handler's outcome keeps (as a webhook's answer: 64 KiB of JSON, as UTF-8). */
+const MAX_RESULT_BYTES = 64 * 1024;
 
 /**
  * A deployment's handler call, given up `ms` after it began: one that ignored its signal and never
@@ -85,6 +86,12 @@ function givenUpAfter<T>(p: Promise<T>, ms: number): Promise<T> {
 
 /** A reason code as the contract keeps one (1–128 characters of well-formed text without NUL). */
 const isReason = (r: unknown): r is string => typeof r === 'string' && r.length >= 1 && r.length <= 128 && jsonIssues(r, MAX_JSON_DEPTH, 1).length === 0;
+/**
+ * A failure's reason taken from what a module threw: a code (`downstream_busy`, `http_503`,
+ * `stock.locked`), not prose. A thrown error's text went to its user and the ledger as it was
+ * (a review: `connect ECONNREFUSED 10.0.0.5:5432 user=shop password=hunter2`).
+ */
+const isCode = (r: unknown): r is string => typeof r === 'string' && /^[A-Za-z0-9_.:-]{1,128}$/.test(r);
 /**
  * Whether a result (a JSON round trip of what the handler gave) can be stored: no NUL or lone
  * surrogate in any string, which Postgres's jsonb refuses. Any depth JSON.stringify took (a result
@@ -111,7 +118,7 @@ export function keptOutcome(answer: unknown): { outcome: HandlerOutcome; dropped
   if (result !== undefined) {
     try {
       const text = JSON.stringify(result);
-      kept = text !== undefined && text.length <= MAX_RESULT_CHARS ? JSON.parse(text) : undefined;
+      kept = text !== undefined && Buffer.byteLength(text) <= MAX_RESULT_BYTES ? JSON.parse(text) : undefined;
     } catch {
       kept = undefined; // a BigInt, a cycle
     }
@@ -192,11 +199,28 @@ export function createRunner(deps: RunnerDeps) {
   async function runTicket(spec: HandlerSpec, itemId: string, t: JobTicket, config: Record<string, unknown>, attempt: number, ctx: HandlerContext, admittedBefore: boolean): Promise<TicketRun> {
     const started = performance.now();
     const startedAt = deps.now();
+    const builtin = builtinHandlers.includes(spec);
+    // A module's sales through ctx.sell, followed (see soldBefore below).
+    const sells = builtin ? null : { tables: new Set<'orders' | 'coupon_claims'>(), pending: 0 };
+    const runCtx: HandlerContext = !sells
+      ? ctx
+      : {
+          ...ctx,
+          sell: async (table, req) => {
+            sells.tables.add(table);
+            sells.pending++;
+            try {
+              return await ctx.sell(table, req);
+            } finally {
+              sells.pending--;
+            }
+          },
+        };
     let outcome: HandlerOutcome;
     try {
-      const call = spec.handle!({ ticketId: t.ticketId, itemId, seq: t.seq, userId: t.userId, payload: t.payload, config, attempt, ...(admittedBefore && { admittedBefore }) }, ctx);
+      const call = spec.handle!({ ticketId: t.ticketId, itemId, seq: t.seq, userId: t.userId, payload: t.payload, config, attempt, ...(admittedBefore && { admittedBefore }) }, runCtx);
       // The built-in handlers' answers are the contract's already (and their results kept whole: no round trip per order).
-      const kept = builtinHandlers.includes(spec) ? { outcome: await call, dropped: false } : keptOutcome(await givenUpAfter(call, ctx.deadlineMs + HANDLER_GRACE_MS));
+      const kept = builtin ? { outcome: await call, dropped: false } : keptOutcome(await givenUpAfter(call, ctx.deadlineMs + HANDLER_GRACE_MS));
       if (!kept) {
         deps.onSample({ itemId, startedAt, latencyMs: performance.now() - started, result: 'error' });
         log.warn({ itemId, seq: t.seq, handler: spec.name }, 'handler answered no outcome the contract knows (succeeded, or rejected with a reason of 1-128 characters): ticket failed');
@@ -230,14 +254,51 @@ export function createRunner(deps: RunnerDeps) {
         const live = await deps.dropHeldEnds(itemId, [t]).catch(() => [t]);
         if (!live.length) return { settled: true };
       }
+      if (sells?.tables.size) {
+        const sold = await soldBefore(spec, itemId, t, sells, runCtx);
+        if (sold === 'undecided') {
+          log.warn({ itemId, seq: t.seq, attempt, err: String(err) }, 'handler failed after a sale it began: back to the line, to be decided by its next run');
+          await settle(itemId, t, { status: 'failed', reason: 'sale_undecided', retry: true });
+          return { settled: true };
+        }
+        if (sold) {
+          log.warn({ itemId, seq: t.seq, attempt, err: String(err) }, 'handler failed after its sale was made: the ticket succeeded with it');
+          await settle(itemId, t, { status: 'succeeded', result: sold });
+          return { settled: true };
+        }
+      }
       log.warn({ itemId, seq: t.seq, attempt, err: String(err) }, 'handler failed');
-      // A module's own drop or permanent error may say anything: kept as the reason only if it is a code.
+      // A module's own drop or permanent error may say anything (an error's text names hosts, users,
+      // passwords): kept as the reason only if it reads as a code.
       const said = drop ? err.reason : permanent ? (err as Error).message : 'handler_error';
-      await settle(itemId, t, { status: 'failed', reason: isReason(said) ? said : drop ? 'downstream_drop' : 'handler_error' });
+      // (The built-in handlers' reasons are the contract's, `sale_refused (22P05)` among them.)
+      await settle(itemId, t, { status: 'failed', reason: (builtin ? isReason(said) : isCode(said)) ? said : drop ? 'downstream_drop' : 'handler_error' });
       return { settled: true };
     }
     await settle(itemId, t, outcome.status === 'succeeded' ? { status: 'succeeded', result: outcome.result } : { status: 'rejected', reason: outcome.reason, result: outcome.result });
     return { settled: true };
+  }
+
+  /**
+   * Whether a module's run that failed (threw, or was given up at its deadline) had made its sale:
+   * it called ctx.sell, and Postgres may hold the order or claim, whose user must not be told
+   * `failed` (a review: a copy of seckill with a 300 ms deadline, given up while a row lock held its
+   * sale, told its buyer `failed`/`timeout` next to a committed order). The sale's result as the
+   * doubt resolver tells it (the spec's saleResult, or `{ id }`) if Postgres holds a live one; null
+   * if it holds none; `undecided` while the sale is still under way or Postgres cannot say: the
+   * ticket goes back to the line and its next run's sale finds the row (sales are per ticket).
+   */
+  async function soldBefore(spec: HandlerSpec, itemId: string, t: JobTicket, sells: { tables: Set<'orders' | 'coupon_claims'>; pending: number }, ctx: HandlerContext): Promise<Record<string, unknown> | null | 'undecided'> {
+    if (sells.pending > 0) return 'undecided';
+    try {
+      for (const table of sells.tables) {
+        const sale = await ctx.ownSale(table, ticketRef(t.ticketId), t.userId);
+        if (sale && !sale.released) return spec.saleResult?.(sale) ?? { id: sale.id };
+      }
+      return null;
+    } catch {
+      return 'undecided';
+    }
   }
 
   /**
