@@ -17,7 +17,10 @@
          -8 Redis near its memory limit (ARGV[6])
   Quotas (meta qUser / qKey = "limit:windowMs") count every attempt that reaches this script,
   refused and repeated ones included, in fixed windows (floor(now / windowMs)): one INCR per
-  quota (keyOf.userQuota / keyOf.keyQuota), the counter expiring a second after its window.
+  quota (keyOf.userQuota / keyOf.keyQuota), the counter expiring a second after its window. Over a
+  quota, a user who holds a ticket is still given it (joins are idempotent per item and user: a
+  repeat after a lost answer was refused 429, the ticket's id out of its holder's reach for the
+  window); only a join that would make a ticket is refused.
 ]]
 -- @include _lib
 local now, userId, payload, source = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
@@ -38,18 +41,19 @@ end
 -- Near the memory limit nothing is counted or written: a held ticket is returned and the ended
 -- checks answer; any other join is refused (-8).
 local memoryFull = ARGV[6] == '1'
+local userWait, keyWait
 if not memoryFull and ARGV[7] ~= '1' then
   local keySpec = meta[10] or ''
   if keySpec == '' and ARGV[5] ~= '' then keySpec = ARGV[5] .. ':1000' end
-  local userWait = meta[9] and meta[9] ~= '' and overQuota(meta[9], function(w) return keyOf.userQuota(userId, w) end) or nil
-  local keyWait = keySpec ~= '' and source ~= '' and overQuota(keySpec, function(w) return keyOf.keyQuota(source, w) end) or nil
-  if userWait and (not keyWait or userWait >= keyWait) then return { -7, userWait, 'perUser', 0 } end
-  if keyWait then return { -7, keyWait, 'perKey', 0 } end
+  userWait = meta[9] and meta[9] ~= '' and overQuota(meta[9], function(w) return keyOf.userQuota(userId, w) end) or nil
+  keyWait = keySpec ~= '' and source ~= '' and overQuota(keySpec, function(w) return keyOf.keyQuota(source, w) end) or nil
 end
 if rcall('HEXISTS', K.blocked, userId) == 1 then return { -6, 0, '', 0 } end
 
 local prev, held, won = heldTicket(userId, meta[7])
 if prev then return { 1, prev, held, tonumber(rcall('HGET', K.ctr, 'served') or '0') } end
+if userWait and (not keyWait or userWait >= keyWait) then return { -7, userWait, 'perUser', 0 } end
+if keyWait then return { -7, keyWait, 'perKey', 0 } end
 
 if meta[4] == '1' then return { -3, 0, '', 0 } end
 if meta[5] == '1' then return { -4, 0, '', 0 } end
