@@ -36,7 +36,7 @@ describe('invites and proof of work', () => {
   it("counts an invite's join against its issuing key's quota, as the key's own joins", async () => {
     // A clock that stands still: the quota's windows are fixed (a minute each here), and joins that
     // straddled a minute's turn on the real clock were counted in two windows (a clean-clone run).
-    const { call } = t.build({ clock: t.manualClock() });
+    const { call, metrics } = t.build({ clock: t.manualClock() });
     const item = t.uniqueItem();
     await call('PUT', `/v1/items/${item}`, { handler: 'external', quotas: { perKey: { limit: 2, windowMs: 60_000 } } });
     const viaInvite: number[] = [];
@@ -45,6 +45,9 @@ describe('invites and proof of work', () => {
       viaInvite.push((await call('POST', '/v1/join', { invite: inv.body.invite }, null)).status);
     }
     expect(viaInvite).toEqual([202, 202, 429, 429]); // before: every one taken
+    // Counted as a join's are (an invite's were not: the metric had no line for the item).
+    expect(await metrics.registry.getSingleMetricAsString('floodgate_quota_refusals_total')).toMatch(new RegExp(`item="${item}",quota="perKey"} 2`));
+    expect(await metrics.registry.getSingleMetricAsString('floodgate_joins_total')).toMatch(new RegExp(`item="${item}",result="created"} 2`));
     expect((await call('POST', `/v1/items/${item}/tickets`, { userId: 'direct' }, SERVICE)).status).toBe(429);
     expect((await call('POST', `/v1/items/${item}/tickets`, { userId: 'other-key' }, 'svc-key-2')).status).toBe(202);
   });

@@ -30,12 +30,22 @@ export async function joinAnswer(ctx: ApiContext, itemId: string, body: unknown,
   // rollback took refuses this join again): daemon.ts fence, usually milliseconds.
   const held = ctx.admitHold();
   if (held) await held;
-  const { created, ticket } = await ctx.queue.tickets.join(itemId, userId, payload ?? null, actor.name).catch((err) => {
-    if (err?.code === 'rate_limited') ctx.metrics.quotaRefusals.inc({ item: itemId, quota: String(err.details?.quota) });
-    throw err;
-  });
-  ctx.metrics.joins.inc({ item: itemId, result: created ? 'created' : 'existing' });
+  const { created, ticket } = await countedJoin(ctx, itemId, userId, payload ?? null, actor.name);
   if (created) return { status: 202, view: ticket, headers: { ...NO_STORE_JSON, Location: `/v1/tickets/${ticket.ticketId}` } };
   // The ticket the user holds may carry its admission token by now.
   return { status: 200, view: ctx.tokens ? await ctx.tokens.withToken(ticket) : ticket, headers: NO_STORE_JSON };
+}
+
+/**
+ * A join through the line, counted as the metrics say (`floodgate_joins_total`, and a quota's
+ * refusal in `floodgate_quota_refusals_total`): a join's route and an invite's both join here (an
+ * invite's 429 went uncounted).
+ */
+export async function countedJoin(ctx: ApiContext, itemId: string, userId: string, payload: Record<string, unknown> | null, source: string | undefined) {
+  const joined = await ctx.queue.tickets.join(itemId, userId, payload, source).catch((err) => {
+    if (err?.code === 'rate_limited') ctx.metrics.quotaRefusals.inc({ item: itemId, quota: String(err.details?.quota) });
+    throw err;
+  });
+  ctx.metrics.joins.inc({ item: itemId, result: joined.created ? 'created' : 'existing' });
+  return joined;
 }

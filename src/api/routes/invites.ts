@@ -3,6 +3,7 @@ import { FloodgateError, fail } from '../../kernel/errors.js';
 import type { AuthEnv } from '../auth.js';
 import type { ApiContext } from '../context.js';
 import { nonce, peek, sign, solves, verify, type ChallengeClaims, type InviteClaims } from '../invites.js';
+import { countedJoin } from '../join.js';
 import { errors, json } from '../openapi.js';
 import { refineJson } from '../json-guard.js';
 import { ITEM_ID, ItemId, TicketView, UserId } from '../schemas.js';
@@ -115,7 +116,7 @@ export function inviteRoutes(ctx: ApiContext) {
       }
       // As a join by the key that issued the invite: its perKey quota (or the default one) counts,
       // and the ticket records it (an invite let a key past its quota: six joins for a limit of two).
-      const { created, ticket } = await queue.tickets.join(itemId, userId, null, typeof k === 'string' ? k : undefined);
+      const { created, ticket } = await countedJoin(ctx, itemId, userId, null, typeof k === 'string' ? k : undefined);
       // Kept (Postgres, then Redis) before the ticket is answered: a repeat after any loss finds it.
       const ticketId = await ctx.inviteUses.claim(body.invite, itemId, n, ticket.ticketId, e, now());
       if (ticketId !== ticket.ticketId) {
