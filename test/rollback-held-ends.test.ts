@@ -96,6 +96,26 @@ describe('a Redis rollback past an end the outcome ledger holds', () => {
     expect(await poll(t)).toMatchObject({ state: 'cancelled' });
   });
 
+  it('a user told expired who joins again gets a new ticket, and the one a rollback brought back holds no place', { timeout: 60_000 }, async () => {
+    // (A review: the join answered the expired ticket, 200, for as long as it waited to reach the
+    // head again, and it held the line's one place: a stranger read queue_full beside it.)
+    await call('PUT', '/v1/items/x8', { handler: 'external', abandonAfterMs: 3000, capacity: 1 });
+    const t = (await call('POST', '/v1/items/x8/tickets', { userId: 'eve' }, SVC)).body.ticketId as string;
+    const snap = await snapshot('x8');
+    await new Promise((r) => setTimeout(r, 3600)); // no poll: abandoned
+    expect(await pulled('x8')).toEqual([]); // the pull's admission ends it
+    expect(await waitFor(() => row(t), (r) => !!r)).toMatchObject({ status: 'expired', reason: 'abandoned' });
+    await rollback('x8', snap);
+    expect((await waitFor(() => poll(t), (v) => v.state === 'expired', 5_000)).state).toBe('expired');
+    const again = await call('POST', '/v1/items/x8/tickets', { userId: 'eve' }, SVC);
+    expect(again.status).toBe(202);
+    expect(again.body.ticketId).not.toBe(t);
+    expect(await poll(t)).toMatchObject({ state: 'expired', outcome: { status: 'expired', reason: 'abandoned' } });
+    // The line's one place is hers again (the revived ticket left it: a capacity of 1 took her new one).
+    expect((await call('GET', '/v1/items/x8')).body.counts).toMatchObject({ waiting: 1 });
+    expect((await pulled('x8')).map((p) => p.ticketId)).toEqual([again.body.ticketId]);
+  });
+
   it("a user told cancelled who joins again is counted once against the item's quota", { timeout: 60_000 }, async () => {
     await call('PUT', '/v1/items/x7', { handler: 'external', quotas: { perUser: { limit: 2, windowMs: 600_000 } } });
     const t = (await call('POST', '/v1/items/x7/tickets', { userId: 'ivy' }, SVC)).body.ticketId as string;

@@ -204,11 +204,14 @@ export function createTickets(deps: TicketsDeps): Tickets {
     // The ticket the user holds: while it waits, placed from the cached view as its poll is (no read).
     // (A join is not a poll: it does not put off the ticket's abandonment.)
     if (r.kind === 'existing') {
-      // A ticket a Redis rollback brought back whose cancel the ledger holds (its user was told
-      // `cancelled` and joins again): ended again now, and the join makes a new ticket. Returned
-      // as it was, it waited through the line to end `cancelled` at the head.
+      // A ticket a Redis rollback brought back whose end the ledger holds, other than a success
+      // (its user was told `cancelled`, `expired`, `rejected` or `failed`, and joins again): ended
+      // again now with that end, and the join makes a new ticket, as the join rules allow after any
+      // of them. Returned as it was, it waited through the line to end at the head, holding a place
+      // under the item's capacity (a stranger read `queue_full` beside it), and the user's join
+      // answered it for as long.
       const end = rec.state === 'waiting' && !rejoined ? await reader.endAfterRollback(ticketId, item) : null;
-      if (end?.state === 'cancelled') {
+      if (end && end.state !== 'succeeded') {
         await deps.scripts.cancel(itemId, clock.now(), { seq, outcome: JSON.stringify(end.outcome ?? { status: 'cancelled', reason: 'cancelled_by_user' }), record: record.slice(1) }).catch(() => null);
         return joinOnce(itemId, userId, payload, source, true);
       }

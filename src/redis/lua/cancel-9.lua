@@ -14,6 +14,9 @@
     give one.
   Each cancel of a ticket still in the line is appended to the stream `cx`, so daemons that answer
   polls from their cache learn of it within their refresh period.
+  An outcome that names another end than `cancelled` (`expired`, `rejected`, `failed`: a ticket a
+  Redis rollback brought back, ended again with the end the outcome ledger holds, tickets.ts)
+  ends it in that state; `succeeded` is never taken from it.
 ]]
 -- @include _lib
 local now, seq = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -21,7 +24,12 @@ local record = getRecord(seq)
 if not record or string.sub(record, 2) ~= ARGV[4] then return -1 end
 if string.sub(record, 1, 1) ~= 'w' or cutFor(loadCuts(), seq) then return -2 end
 if rcall('ZSCORE', K.retry, fmt(seq)) and rcall('HGET', keyOf.x(seq), 'noEffect') ~= '1' then return -2 end
-finish(seq, record, 'waiting', 'c', 'cancelled', ARGV[3], now)
+local char, status = 'c', 'cancelled'
+local ok, said = pcall(cjson.decode, ARGV[3])
+if ok and type(said) == 'table' and said.status ~= 'succeeded' then
+  for c, st in pairs(stateByChar) do if st == said.status then char, status = c, st end end
+end
+finish(seq, record, 'waiting', char, status, ARGV[3], now)
 rcall('ZREM', K.retry, fmt(seq))
 local userId = recordUser(record)
 if rcall('HGET', K.users, userId) == fmt(seq) then rcall('HDEL', K.users, userId) end
