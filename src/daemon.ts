@@ -189,7 +189,12 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
     lost: lostTickets,
     // Down, or sale calls under way with none answered for PG_STALL_MS (a silent Postgres fails
     // nothing until the driver's timeout): waiting users read `paused`, and nothing more is admitted onto it.
-    storeAway: (handler) => (!pg.up || pg.stalledMs(Date.now()) > PG_STALL_MS) && !!handlers.get(handler)?.stockTable,
+    // So too an item whose handler this daemon does not have (a module another daemon loaded, or
+    // none does any more): nothing runs its tickets here, and they read an ETA counting down to nothing.
+    storeAway: (handler) => {
+      const spec = handlers.get(handler);
+      return !spec || ((!pg.up || pg.stalledMs(Date.now()) > PG_STALL_MS) && !!spec.stockTable);
+    },
     // Bounded: a Postgres that stalls (silent, not down) must not hold every pull and webhook job
     // for the driver's own timeout; unread, the tickets run as before (it takes a rollback too).
     // Not at all while Postgres is known down (every pull and job waited out the bound).

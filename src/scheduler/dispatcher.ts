@@ -111,6 +111,8 @@ export function startDispatcher(
   opts: DispatcherOptions,
 ) {
   const { queue, handlers, jobs, clock, log } = deps;
+  /** Items met whose handler this daemon does not have (warned about once each). */
+  const unhandled = new Set<string>();
   let stopped = false;
   let ids: string[] = [];
   let idsAt = -Infinity;
@@ -180,6 +182,10 @@ export function startDispatcher(
       const fresh = await queue.items.item(itemId, { fresh: true });
       if (fresh && windowEnded(fresh.snap)) queue.definitions.endWindow(itemId);
       return null;
+    }
+    if (!spec && !unhandled.has(itemId)) {
+      unhandled.add(itemId);
+      log.warn({ itemId, handler: item.snap.def.handler }, 'item not admitted: this daemon has no such handler (FLOODGATE_HANDLERS_MODULE?); its tickets wait, and read paused');
     }
     if (!spec?.handle || spec.external || item.snap.gate.mode === 'closed') return null;
     // Before its opening (moved later with tickets waiting) the line admits nobody: no admit call
