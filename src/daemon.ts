@@ -44,6 +44,7 @@ import { buyersOf } from './db/sales.js';
 import { isPostgresUnavailable } from './db/faults.js';
 import { createLostTickets } from './queue/lost-tickets.js';
 import { createHandlerRegistry, type HandlerRegistry } from './service/registry.js';
+import { SetupNeeded } from './infra/system-changes.js';
 import { createService } from './service/service.js';
 import { startDispatcher } from './scheduler/dispatcher.js';
 import { startLedger } from './service/outcome-ledger.js';
@@ -311,9 +312,10 @@ export function wireApp(config: Config, log: Logger, { redis, dbHandle }: Stores
 
 /** Stores and modules, with the deployment's own handlers registered: what the daemon and the CLI share. */
 export async function openCore(config: Config, log: Logger, clock: Clock) {
-  const stores = await openStores(config, log);
+  // The module first: one that cannot load stops the start before it waits for (or starts) the stores.
   const handlers = createHandlerRegistry();
   if (config.FLOODGATE_HANDLERS_MODULE) await loadHandlers(config.FLOODGATE_HANDLERS_MODULE, handlers, log);
+  const stores = await openStores(config, log);
   return { stores, ...wireModules(config, log, clock, stores, handlers) };
 }
 
@@ -724,13 +726,29 @@ async function drainHttp(server: Server, open: Set<ServerResponse>, log: Logger,
   await closed;
 }
 
-/** Registers a deployment's own handlers: the module exports `handlers` (an array of HandlerSpec). */
+/**
+ * Registers a deployment's own handlers: the module exports `handlers` (an array of HandlerSpec).
+ * What goes wrong is said plainly, naming the module and the spec (SetupNeeded: no stack): a
+ * syntax error read `SyntaxError: Unexpected end of input` with a stack, naming neither.
+ */
 async function loadHandlers(modulePath: string, registry: HandlerRegistry, log: Logger) {
-  const mod = (await importModule(modulePath)) as { handlers?: HandlerSpec[]; default?: HandlerSpec[] };
+  const said = (what: string) => new SetupNeeded(`FLOODGATE_HANDLERS_MODULE ${modulePath}: ${what}`);
+  let mod: { handlers?: unknown; default?: unknown };
+  try {
+    mod = (await importModule(modulePath)) as typeof mod;
+  } catch (err) {
+    throw said(`cannot be loaded: ${String((err as Error)?.message ?? err)}`);
+  }
   const specs = mod.handlers ?? mod.default;
-  if (!Array.isArray(specs)) throw new Error(`${modulePath} must export \`handlers\`, an array of handler specs`);
-  for (const spec of specs) registry.register(spec);
-  log.info({ module: modulePath, handlers: specs.map((s) => s.name) }, 'custom handlers registered');
+  if (!Array.isArray(specs)) throw said('must export `handlers`, an array of handler specs');
+  specs.forEach((spec, i) => {
+    try {
+      registry.register(spec as HandlerSpec);
+    } catch (err) {
+      throw said(`handlers[${i}]: ${(err as Error).message}`);
+    }
+  });
+  log.info({ module: modulePath, handlers: specs.map((s) => (s as HandlerSpec).name) }, 'custom handlers registered');
 }
 
 /**

@@ -1,6 +1,6 @@
 import { createRoute, type OpenAPIHono } from '@hono/zod-openapi';
 import { z } from 'zod';
-import type { HandlerRegistry } from '../service/registry.js';
+import { configSchemaName, type HandlerRegistry } from '../service/registry.js';
 import { ErrorBody } from './schemas.js';
 
 /** Seconds to wait before asking again, on the answers that say "not now" (docs/api.md, Errors). */
@@ -42,7 +42,7 @@ const configExamples: Record<string, unknown> = {
   external: {},
 };
 
-const componentName = (handler: string) => `${handler.replace(/(^|[^A-Za-z0-9])([A-Za-z0-9])/g, (_, _sep, ch: string) => ch.toUpperCase())}Config`;
+const componentName = configSchemaName;
 
 /**
  * The document's `HandlerConfig`: one schema per handler the daemon knows, generated from the
