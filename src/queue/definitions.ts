@@ -7,7 +7,7 @@ import { drawSeedOf } from './draw.js';
 import { gateFields } from './gate-rule.js';
 import type { ItemDirectory } from './items.js';
 import { cutArgs, type LineScripts } from './line-scripts.js';
-import { splitItemOf, splitOf, subLineOf, type SplitLine } from './split-line.js';
+import { splitItemOf, splitOf, splitSeq, subLineOf, type SplitLine } from './split-line.js';
 import { makeTicketId } from './ticket-id.js';
 import type { GateSettings, LineDefinition, Quota } from './types.js';
 import { bindingOf, parseRecord } from './views.js';
@@ -109,32 +109,38 @@ export function createDefinitions(deps: { redis: RedisLike; prefix: string; cloc
    * or `closed` next to their order (cut-8.lua holds them in doubt instead). Each sale's user's
    * latest ticket, if it waits and its ref is the sale's. None in the usual case (every buyer's
    * ticket was admitted), for a read of the latest sales and succeeded ends (salesOf: 20,000 of
-   * each at most) and one of the buyers' seqs. Postgres unread: null if the caller should wait for
-   * it (Postgres away: onSalesUnread says), else none (too slow to answer: the cut goes on).
+   * each at most) and one of the buyers' seqs. By sub-line (0 for an item on one line), as each
+   * sub-line's seqs: a split item's buyers are found on their own sub-line (a review: cut without
+   * this, they read `rejected`/`sold_out` next to their orders on every daemon that had not seen
+   * them succeed). Postgres unread: null if the caller should wait for it (Postgres away:
+   * onSalesUnread says), else none (too slow to answer: the cut goes on).
    */
-  async function boughtWhileWaiting(itemId: string): Promise<number[] | null> {
+  async function boughtWhileWaiting(itemId: string): Promise<Map<number, number[]> | null> {
+    const found = new Map<number, number[]>();
     const item = await items.item(itemId, { fresh: true });
-    if (!item || !deps.salesOf) return [];
+    if (!item || !deps.salesOf) return found;
     const { snap } = item;
+    const lines = splitOf(snap.def)?.lines ?? 1;
     let sales: { userId: string; ref: string }[];
     try {
       sales = await deps.salesOf(itemId, snap.def.handler);
     } catch (err) {
-      return deps.onSalesUnread?.(itemId, err) === 'wait' ? null : [];
+      return deps.onSalesUnread?.(itemId, err) === 'wait' ? null : found;
     }
-    if (!sales.length) return [];
-    const k = itemKeys(prefix, itemId);
-    /** The seqs of these buyers' latest tickets that still wait with the sale's ref. */
-    const waitingOf = async (chunk: { userId: string; ref: string }[]): Promise<number[]> => {
-      const seqs = (await redis.hmget(k.users, ...chunk.map((s) => s.userId))).map((v) => (v === null ? 0 : Number(v)));
+    if (!sales.length) return found;
+    /** The seqs (on sub-line k) of these buyers' latest tickets that still wait with the sale's ref. */
+    const waitingOf = async (k: number, chunk: { userId: string; ref: string }[]): Promise<number[]> => {
+      const keys = itemKeys(prefix, lines > 1 ? subLineTag(itemId, k) : itemId);
+      const seqs = (await redis.hmget(keys.users, ...chunk.map((s) => s.userId))).map((v) => (v === null ? 0 : Number(v)));
       // A buyer's latest ticket the line has served is not waiting (back at the head, the cut holds it in doubt anyway).
-      for (let j = 0; j < seqs.length; j++) if (seqs[j] > 0 && item.lineIndex(seqs[j]) <= snap.served) seqs[j] = 0;
+      // (A sub-line's records say so themselves: cut-8.lua holds only those still waiting.)
+      if (lines === 1) for (let j = 0; j < seqs.length; j++) if (seqs[j] > 0 && item.lineIndex(seqs[j]) <= snap.served) seqs[j] = 0;
       const byPage = new Map<string, number[]>();
       for (const seq of seqs) {
         if (seq === 0) continue;
-        const page = byPage.get(k.page(seq));
+        const page = byPage.get(keys.page(seq));
         if (page) page.push(seq);
-        else byPage.set(k.page(seq), [seq]);
+        else byPage.set(keys.page(seq), [seq]);
       }
       const records = new Map<number, string | null>();
       await Promise.all(
@@ -146,15 +152,31 @@ export function createDefinitions(deps: { redis: RedisLike; prefix: string; cloc
       return chunk.flatMap((sale, j) => {
         const record = seqs[j] > 0 ? records.get(seqs[j]) : null;
         if (!record || record[0] !== 'w') return [];
-        const id = makeTicketId(itemId, seqs[j], snap.secret, bindingOf(parseRecord(record, snap.epoch), snap.epoch));
+        const seq = lines > 1 ? splitSeq(k, seqs[j], lines) : seqs[j];
+        const id = makeTicketId(itemId, seq, snap.secret, bindingOf(parseRecord(record, snap.epoch), snap.epoch));
         return ticketRef(id) === sale.ref ? [seqs[j]] : [];
       });
     };
-    // In chunks of 1,000 buyers, eight at a time (a 10,000-unit sale's sell-out: ~30 ms of Redis
-    // reads one after another; 800 at once timed out on the connection's 500 ms budget).
-    const chunks = Array.from({ length: Math.ceil(sales.length / 1000) }, (_, i) => sales.slice(i * 1000, (i + 1) * 1000));
-    const found: number[] = [];
-    for (let i = 0; i < chunks.length; i += 8) for (const seqs of await Promise.all(chunks.slice(i, i + 8).map(waitingOf))) found.push(...seqs);
+    // By sub-line, in chunks of 1,000 buyers, eight at a time (a 10,000-unit sale's sell-out: ~30 ms
+    // of Redis reads one after another; 800 at once timed out on the connection's 500 ms budget).
+    const bySub = new Map<number, { userId: string; ref: string }[]>();
+    for (const sale of sales) {
+      const k = subLineOf(sale.userId, lines);
+      const on = bySub.get(k);
+      if (on) on.push(sale);
+      else bySub.set(k, [sale]);
+    }
+    const chunks = [...bySub].flatMap(([k, on]) => Array.from({ length: Math.ceil(on.length / 1000) }, (_, i) => ({ k, chunk: on.slice(i * 1000, (i + 1) * 1000) })));
+    for (let i = 0; i < chunks.length; i += 8) {
+      const part = chunks.slice(i, i + 8);
+      const seqs = await Promise.all(part.map(({ k, chunk }) => waitingOf(k, chunk)));
+      part.forEach(({ k }, j) => {
+        if (!seqs[j].length) return;
+        const on = found.get(k);
+        if (on) on.push(...seqs[j]);
+        else found.set(k, [...seqs[j]]);
+      });
+    }
     return found;
   }
 
@@ -177,13 +199,12 @@ export function createDefinitions(deps: { redis: RedisLike; prefix: string; cloc
   async function cut(itemId: string, kind: 'closed' | 'sold_out' | 'window_end', why?: string, decidedAt?: number): Promise<number | null> {
     items.keepActive(itemId);
     const sub = splitOf((await items.item(itemId))?.snap.def ?? { itemId });
-    // (A split item's sub-lines are not looked at: a rollback's buyers there are told the cut.)
-    const hold = sub ? [] : await boughtWhileWaiting(itemId);
+    const hold = await boughtWhileWaiting(itemId);
     // Its sales unread with Postgres away: a sell-out or the window's end waits for a later
     // look (nothing is admitted meanwhile: no unit, or the window is over), rather than tell a
     // buyer back in line `sold_out` or `closed` for good; an operator's close goes on.
     if (hold === null && kind !== 'closed') return null;
-    const n = sub ? await deps.split.cut(sub, kind, why, decidedAt) : await scripts.cut(itemId, clock.now(), cutArgs(kind, why, decidedAt), hold ?? []);
+    const n = sub ? await deps.split.cut(sub, kind, why, decidedAt, hold ?? undefined) : await scripts.cut(itemId, clock.now(), cutArgs(kind, why, decidedAt), hold?.get(0) ?? []);
     items.invalidate(itemId);
     if (n === null) return null;
     for (const l of cutListeners) l(itemId);

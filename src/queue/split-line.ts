@@ -150,7 +150,8 @@ export interface SplitLine {
    * A window's end is checked on sub-line 0 (the item's own keys, where closesAt is kept) before
    * any other is cut: null, nothing cut, if closesAt was moved later since the caller's read.
    */
-  cut(item: SplitItem, kind: 'closed' | 'sold_out' | 'window_end', reason?: string, decidedAt?: number): Promise<number | null>;
+  /** `hold`: by sub-line, its seqs of waiting tickets whose effect Postgres holds (cut-8.lua's hold). */
+  cut(item: SplitItem, kind: 'closed' | 'sold_out' | 'window_end', reason?: string, decidedAt?: number, hold?: ReadonlyMap<number, readonly number[]>): Promise<number | null>;
 }
 
 /** How often a join whose number an admission round fenced out takes a new one before answering 503. */
@@ -466,7 +467,7 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
       return all.flat().reduce((s, v) => s + Math.max(0, Number(v)), 0);
     },
 
-    async cut(item, kind, reason, decidedAt) {
+    async cut(item, kind, reason, decidedAt, hold) {
       const a = cutArgs(kind, reason, decidedAt);
       // A sell-out decided on a Postgres read from before a restock is refused whole, as on one
       // line (cut-8.lua): any sub-line given units since (set-stock-4.lua's stockSetAt) says so.
@@ -484,7 +485,7 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
       const upTo = Number((await redis.hget(itemKeys(prefix, item.itemId).ctr, 'jn')) ?? 0);
       const cutSub = async (k: number, windowEnd: boolean) => {
         await run(scripts.splitPeek, tag(item, k), clock.now(), { upTo, max: 1 });
-        const n = (await run(scripts.cut, tag(item, k), clock.now(), { stateChar: a.stateChar, reason: a.reason, flag: a.flag, decidedAt: 'decidedAt' in a ? (a.decidedAt ?? '') : '', windowEnd: windowEnd ? '1' : '', hold: '' })) as number;
+        const n = (await run(scripts.cut, tag(item, k), clock.now(), { stateChar: a.stateChar, reason: a.reason, flag: a.flag, decidedAt: 'decidedAt' in a ? (a.decidedAt ?? '') : '', windowEnd: windowEnd ? '1' : '', hold: (hold?.get(k) ?? []).join(',') })) as number;
         // A sub-line restocked since the check above refused its cut (-2): its tickets still
         // wait, and stay in `wait` to be admitted (trimmed, they waited for good).
         if (n >= 0) await redis.zremrangebyscore(itemKeys(prefix, tag(item, k)).wait, '-inf', upTo);

@@ -139,7 +139,7 @@ export function createTickets(deps: TicketsDeps): Tickets {
   }
 
   /** A join to a split item's sub-line: its position is n − A (A from the item view: never lower than a later poll's). */
-  async function joinSplit(item: CachedItem, sub: { itemId: string; lines: number }, userId: string, payload: Record<string, unknown> | null, source: string | undefined) {
+  async function joinSplit(item: CachedItem, sub: { itemId: string; lines: number }, userId: string, payload: Record<string, unknown> | null, source: string | undefined, rejoined = false): Promise<{ created: boolean; ticket: TicketView }> {
     const s = item.snap;
     const j = await deps.split.join(sub, userId, payload, source, deps.defaultKeyQuota).catch((err: unknown) => {
       // A refusal (closed, sold out) the view did not foresee says it is old.
@@ -148,7 +148,15 @@ export function createTickets(deps: TicketsDeps): Tickets {
     });
     const rec = parseRecord(j.record, s.epoch);
     const ticketId = makeTicketId(sub.itemId, j.seq, s.secret, bindingOf(rec, s.epoch));
-    if (!j.created) return { created: false, ticket: await reader.read(ticketId, item, j.seq) };
+    if (!j.created) {
+      // Brought back by a Redis rollback past an end other than a success, as on one line (joinOnce).
+      const end = rec.state === 'waiting' && !rejoined ? await reader.endAfterRollback(ticketId, item) : null;
+      if (end && end.state !== 'succeeded') {
+        await deps.split.cancel(sub, j.seq, JSON.stringify(end.outcome ?? { status: 'cancelled', reason: 'cancelled_by_user' }), j.record.slice(1)).catch(() => null);
+        return joinSplit(item, sub, userId, payload, source, true);
+      }
+      return { created: false, ticket: end ?? (await reader.read(ticketId, item, j.seq)) };
+    }
     deps.onJoined?.(sub.itemId);
     const position = Math.max(1, j.num - s.admittedUpTo) + s.returned;
     return { created: true, ticket: { ...baseView(ticketId, sub.itemId, cachedRecord(rec, sub.itemId, j.seq, item.recordKey), 'waiting'), position, ...waitingHints(item, position, clock.now()) } };

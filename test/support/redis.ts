@@ -38,9 +38,13 @@ export async function unlinkPrefix(redis: Redis, prefix: string): Promise<void> 
   for (let i = 0; i < keys.length; i += 100_000) await redis.unlink(...keys.slice(i, i + 100_000));
 }
 
-/** Every key of one item under `prefix`, dumped: what a Redis snapshot holds of it (rollbackItem puts it back). */
+/**
+ * Every key of one item under `prefix`, dumped: what a Redis snapshot holds of it (rollbackItem
+ * puts it back). A split item's sub-lines too (`{item~k}`): a rollback of the item's own keys
+ * alone is no state a real one leaves.
+ */
 export async function snapshotItem(redis: Redis, prefix: string, itemId: string): Promise<Map<string, Buffer | null>> {
-  const keys = await keysMatching(redis, `${prefix}{${itemId}}:*`);
+  const keys = [...(await keysMatching(redis, `${prefix}{${itemId}}:*`)), ...(await keysMatching(redis, `${prefix}{${itemId}~*}:*`))];
   return new Map(await Promise.all(keys.map(async (k) => [k, await redis.dumpBuffer(k)] as const)));
 }
 
