@@ -161,3 +161,25 @@ describe('what a waiting ticket is told', () => {
     expect(moving.etaMs).toBe(200);
   });
 });
+
+describe('when a waiting ticket is told to ask again', () => {
+  it('is soon enough to act on a reservation, a token and the window that its admission or the end brings', async () => {
+    const clock = manualClock();
+    const prefix = t.newPrefix();
+    const queue = createLine({ redis: t.redis, prefix, clock, cacheMs: 0 });
+    const pollOfLast = async (d: LineDefinition) => {
+      await queue.definitions.define(d, { mode: 'manual', rate: 1, maxInFlight: null }, { reopen: false });
+      const joined = await Promise.all(Array.from({ length: 200 }, (_, j) => queue.tickets.join(d.itemId, `u${j}`, null)));
+      const view = await queue.tickets.status(joined[199].ticket.ticketId);
+      expect(view.etaMs).toBeGreaterThan(150_000); // 200 s at 1/s: an interval from it alone would be 30 s
+      return view.pollAfterMs;
+    };
+    expect(await pollOfLast(def('plain'))).toBe(30_000);
+    // A 6 s reservation, a 3 s token: a gate sped up meanwhile admitted it long before its ETA, and
+    // told to come back in 30 s it found both run out (a review).
+    expect(await pollOfLast({ ...def('reserved'), handler: 'seckill', config: { stock: 500, reserveMs: 6000 } })).toBe(2000);
+    expect(await pollOfLast({ ...def('token'), tokenTtlMs: 3000 })).toBe(1000);
+    // The window ends in 5 s: it learns of the close then, not 30 s later.
+    expect(await pollOfLast({ ...def('window'), closesAt: clock.now() + 5000 })).toBe(5000);
+  });
+});

@@ -112,6 +112,18 @@ export function expectedRate(item: CachedItem): number | null {
 export const pollCap = (abandonAfterMs: number | null): number => (abandonAfterMs === null ? 30_000 : Math.max(1000, Math.min(30_000, Math.floor(abandonAfterMs / 3))));
 
 /**
+ * pollCap, and a third of what a ticket is given once admitted and must act on in time: the
+ * reservation of its order (`config.reserveMs`) and its admission token (`tokenTtlMs`). A gate
+ * that opened or sped up makes an ETA-based interval far too long: a user told to come back in
+ * 30 s found `succeeded` with a 5 s reservation already released and a 1 s token expired (a review).
+ */
+export function pollLimit(def: { abandonAfterMs: number | null; tokenTtlMs?: number | null; config: Record<string, unknown> }): number {
+  const reserveMs = typeof def.config.reserveMs === 'number' ? def.config.reserveMs : Infinity;
+  const tokenMs = def.tokenTtlMs ?? Infinity;
+  return Math.max(1000, Math.min(pollCap(def.abandonAfterMs), Math.floor(reserveMs / 3), Math.floor(tokenMs / 3)));
+}
+
+/**
  * Expected wait, when to poll again, and why the line is not moving. No ETA is given while the
  * gate is closed, the store the item sells through is away (Postgres down: the dispatcher admits
  * none of its tickets) or the item waits for units to come back (nobody knows when that ends); before
@@ -130,7 +142,9 @@ export function waitingHints(item: CachedItem, position: number, now: number): W
   // (Before the opening, at least a fifth of the time to it, as a pre-queued ticket is told: with no
   // rate known, tickets behind an opensAt moved a day later were told to ask every second.)
   const guide = Math.max(etaMs !== undefined ? etaMs / 5 : position * 20, untilOpen / 5);
-  const pollAfterMs = Math.round(Math.min(pollCap(s.def.abandonAfterMs), Math.max(1000, guide)));
+  // (And no later than the sale window's end: a ticket told an ETA past it learns of the close then.)
+  const untilClose = s.def.closesAt !== null ? Math.max(1000, s.def.closesAt - now) : Infinity;
+  const pollAfterMs = Math.round(Math.min(pollLimit(s.def), untilClose, Math.max(1000, guide)));
   const out: WaitingHints = { pollAfterMs };
   if (etaMs !== undefined) out.etaMs = etaMs;
   if (reason) out.reason = reason;
@@ -158,7 +172,7 @@ export const awaitingDraw = (item: CachedItem, rec: TicketRecord) => {
 /** What a pre-queued ticket reads until the draw: no position yet, and when it will have one. */
 export function preQueueHints(item: CachedItem, now: number): { position: null; drawAt: string; pollAfterMs: number; reason: WaitReason } {
   const opensAt = item.snap.def.opensAt!;
-  return { position: null, drawAt: iso(opensAt), pollAfterMs: Math.round(Math.min(pollCap(item.snap.def.abandonAfterMs), Math.max(1000, (opensAt - now) / 5))), reason: 'not_open' };
+  return { position: null, drawAt: iso(opensAt), pollAfterMs: Math.round(Math.min(pollLimit(item.snap.def), Math.max(1000, (opensAt - now) / 5))), reason: 'not_open' };
 }
 
 export function baseView(ticketId: string, itemId: string, rec: TicketRecord & { createdIso?: string }, state: TicketState): TicketView {
