@@ -227,8 +227,14 @@ export interface RunKeys {
   config: Config;
   /** Keys made for this run, by role (empty when every role has keys of its own). */
   generated: { operator?: string; service?: string };
-  /** Where the generated keys were written, as `OPKEY=…` / `SVCKEY=…` lines for a shell. */
+  /** Where the generated keys are written, as `OPKEY=…` / `SVCKEY=…` lines for a shell. */
   file: string | null;
+  /**
+   * Writes the file (or, for a run with keys of its own, removes a stale one): once the run is
+   * listening. Written at once, a second start in the same folder that then failed on the port in
+   * use replaced the running daemon's keys with its own dead ones (the quick start's curl: 401).
+   */
+  publish(): void;
 }
 
 /**
@@ -242,23 +248,23 @@ export interface RunKeys {
 export function keysForRun(config: Config, dataDir: string): RunKeys {
   const file = path.join(dataDir, 'dev-keys.env');
   const missing = (['operator', 'service'] as const).filter((role) => (role === 'operator' ? config.FLOODGATE_OPERATOR_KEYS : config.FLOODGATE_SERVICE_KEYS).length === 0);
-  if (!missing.length) {
-    rmSync(file, { force: true });
-    return { config, generated: {}, file: null };
-  }
+  if (!missing.length) return { config, generated: {}, file: null, publish: () => rmSync(file, { force: true }) };
   if (config.NODE_ENV === 'production')
     throw new ConfigError(
       `invalid configuration:\n${missing.map((r) => `  FLOODGATE_${r.toUpperCase()}_KEYS: no key configured (NODE_ENV=production makes no keys for you)`).join('\n')}`,
     );
   const generated: RunKeys['generated'] = {};
   for (const role of missing) generated[role] = `dev-${role === 'operator' ? 'op' : 'svc'}-${randomBytes(18).toString('base64url')}`;
-  mkdirSync(dataDir, { recursive: true });
   const lines = [`# Keys floodgate made for its run started ${new Date().toISOString()} (pid ${process.pid}); valid while it runs.`];
   if (generated.operator) lines.push(`OPKEY=${generated.operator}`);
   if (generated.service) lines.push(`SVCKEY=${generated.service}`);
-  rmSync(file, { force: true }); // a file left by another user keeps its mode on overwrite
-  writeFileSync(file, `${lines.join('\n')}\n`, { mode: 0o600 });
+  const publish = () => {
+    mkdirSync(dataDir, { recursive: true });
+    rmSync(file, { force: true }); // a file left by another user keeps its mode on overwrite
+    writeFileSync(file, `${lines.join('\n')}\n`, { mode: 0o600 });
+  };
   return {
+    publish,
     config: {
       ...config,
       FLOODGATE_OPERATOR_KEYS: generated.operator ? [generated.operator] : config.FLOODGATE_OPERATOR_KEYS,

@@ -572,7 +572,7 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
   // Per connection, its app answers not closed yet (below).
   const owedOn = new WeakMap<object, Set<ServerResponse>>();
   let draining = false;
-  const server: ServerType = await new Promise((resolve) => {
+  const server: ServerType = await new Promise((resolve, reject) => {
     // The flood's poll and join are answered before the app is asked (api/hot-poll.ts, hot-join.ts).
     // node-server's own listener, with an answer of ours for what it cannot make a request of.
     const listener = getRequestListener(app.fetch, { hostname: config.HOST, errorHandler: unservableRequest });
@@ -610,7 +610,15 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
         });
         listener(req, res);
       })))) as typeof createHttpServer;
-    const s = serve({ fetch: app.fetch, port: config.PORT, hostname: config.HOST, createServer }, () => resolve(s));
+    // A port taken or a host that does not resolve fails the start (main.ts stops the stores it
+    // started): uncaught, it exited with a stack naming neither, and left a redis-server running.
+    const refused = (err: NodeJS.ErrnoException) =>
+      reject(new SetupNeeded(`cannot listen on ${config.HOST}:${config.PORT} (HOST, PORT): ${err.code === 'EADDRINUSE' ? 'the port is in use' : err.code === 'EADDRNOTAVAIL' ? 'no such address on this machine' : err.code === 'ENOTFOUND' || err.code === 'EAI_AGAIN' ? 'the host does not resolve' : (err.code ?? err.message)}`));
+    const s = serve({ fetch: app.fetch, port: config.PORT, hostname: config.HOST, createServer }, () => {
+      s.off('error', refused);
+      resolve(s);
+    });
+    s.once('error', refused);
   });
   const address = server.address();
   const bound = typeof address === 'object' && address ? address : { address: config.HOST, port: config.PORT, family: 'IPv4' };

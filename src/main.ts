@@ -73,7 +73,7 @@ async function main() {
   try {
     // A worker of FLOODGATE_PROCESSES has the keys its primary made or read: as "keys configured",
     // it deleted the primary's .floodgate/dev-keys.env just after the primary announced it.
-    keys = isClusterWorker() ? { config, generated: {}, file: null } : keysForRun(config, path.resolve(config.FLOODGATE_DATA_DIR));
+    keys = isClusterWorker() ? { config, generated: {}, file: null, publish: () => {} } : keysForRun(config, path.resolve(config.FLOODGATE_DATA_DIR));
   } catch (err) {
     console.error(String((err as Error).message));
     process.exit(2);
@@ -84,10 +84,18 @@ async function main() {
     console.error(`invalid configuration:\n  ${(err as Error).message}`);
     process.exit(2);
   }
-  if (keys.file) {
-    log.warn({ roles: Object.keys(keys.generated), file: keys.file }, 'no keys configured; made keys for this run (development mode)');
-    process.stderr.write(`${runKeysNotice(keys, process.cwd())}\n`);
-  }
+  /** The run's keys written (or a stale file removed) and shown, once it listens. */
+  const publishKeys = () => {
+    try {
+      keys.publish();
+    } catch (err) {
+      log.error({ err: String(err), file: keys.file }, 'keys file not written');
+    }
+    if (keys.file) {
+      log.warn({ roles: Object.keys(keys.generated), file: keys.file }, 'no keys configured; made keys for this run (development mode)');
+      process.stderr.write(`${runKeysNotice(keys, process.cwd())}\n`);
+    }
+  };
   // A promise nobody awaited, or a socket error nobody listened for (a store's connection reset
   // under a library that forgot its handler: db/faults.ts, isTypeFetchFailure), must not take the
   // daemon down mid-sale: every state it keeps lives in Redis and Postgres, and the loops recover.
@@ -129,11 +137,12 @@ async function main() {
     process.exit(1);
   };
   if (processes > 1 && !isClusterWorker()) {
-    const stopPrimary = await runPrimary(keys.config, log, processes).catch(failedToStart);
+    const stopPrimary = await runPrimary(keys.config, log, processes, publishKeys).catch(failedToStart);
     if (!stoppingStart) stop = stopPrimary;
     return;
   }
   const daemon = await startDaemon(keys.config, log).catch(failedToStart);
+  if (!stoppingStart) publishKeys();
   let stopping = false;
   const shutdown = (signal: string) => {
     // Once: a stop signalled to a whole process group reaches a worker of FLOODGATE_PROCESSES twice

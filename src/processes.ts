@@ -85,7 +85,7 @@ export function groupGivesUp(s: { deathsLastMinute: number; serving: number; nev
  * the stop a signal asks for (main.ts routes SIGTERM/SIGINT to it); the process exits when that
  * stop or a crash loop ends.
  */
-export async function runPrimary(config: Config, log: Logger, n: number): Promise<(signal: string) => void> {
+export async function runPrimary(config: Config, log: Logger, n: number, onServing?: () => void): Promise<(signal: string) => void> {
   const stores = await ensureStores(storeSettings(config), log);
   const pg = { url: stores.pgUrl };
   await untilReachable('postgres', redactUrl(pg.url), () => pingDb(pg.url), { waitMs: config.FLOODGATE_START_WAIT_MS, log });
@@ -104,6 +104,7 @@ export async function runPrimary(config: Config, log: Logger, n: number): Promis
     [GROUP_WORKER]: '1',
   };
   let stopping = false;
+  let servedOnce = false;
   const deaths: number[] = [];
   // The workers that listen (serve); and, for each worker slot, how many of its processes in a row
   // died before they listened (a worker that cannot start: its stores unreachable, say).
@@ -116,6 +117,11 @@ export async function runPrimary(config: Config, log: Logger, n: number): Promis
     const w = cluster.fork(env);
     closeLostConnections(w);
     w.once('listening', () => {
+      // (The first worker to listen: the group serves. main.ts publishes the run's keys then.)
+      if (serving.size === 0 && !servedOnce) {
+        servedOnce = true;
+        onServing?.();
+      }
       serving.add(w);
       everServed.add(w);
       failedStarts.delete(index);

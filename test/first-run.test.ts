@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { builtDaemon, startDaemonProcess } from './support/daemon.js';
+import { waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
 import { http } from './support/http.js';
 import { redisUrl, testRedis } from './support/redis.js';
@@ -81,7 +82,8 @@ describe.concurrent('the first run', () => {
       { cwd },
     );
     try {
-      const out = d.output();
+      // (Shown once it listens, just after it says so.)
+      const out = await waitFor(async () => d.output(), (o) => o.includes('service key'), 10_000);
       const op = /operator key \(FLOODGATE_OPERATOR_KEYS\): (\S+)/.exec(out)?.[1];
       const svc = /service key {2}\(FLOODGATE_SERVICE_KEYS\): {2}(\S+)/.exec(out)?.[1];
       expect(op).toMatch(/^dev-op-/);
@@ -93,6 +95,21 @@ describe.concurrent('the first run', () => {
       expect((await http(d.url, 'POST', '/v1/items/dev-1/tickets', { userId: 'u1' }, svc)).status).toBe(202);
       const [listening] = logLines(out, 'floodgate listening');
       expect(listening.listen).toBe(`0.0.0.0:${new URL(d.url).port}`);
+
+      // A second start in the same folder on the same port fails, says why, stops the stores it
+      // started, and leaves the running daemon's keys file alone (it wrote its own dead keys over
+      // them before it failed: the quick start's curl read 401; a review).
+      const second = await startDaemonProcess(
+        { REDIS_URL: redisUrl(), DATABASE_URL: db.url, FLOODGATE_REDIS_PREFIX: newPrefix(), FLOODGATE_OPERATOR_KEYS: '', FLOODGATE_SERVICE_KEYS: '', NODE_ENV: 'development', PORT: new URL(d.url).port },
+        { cwd },
+      ).then(
+        () => 'listened',
+        (err: Error) => err.message,
+      );
+      expect(second).toMatch(/^daemon exited 1:/);
+      expect(logLines(second, 'failed to start')[0]?.err).toMatch(/^cannot listen on .*\(HOST, PORT\): the port is in use/);
+      expect(readFileSync(path.join(cwd, '.floodgate/dev-keys.env'), 'utf8')).toBe(file);
+      expect((await http(d.url, 'GET', '/v1/items/dev-1', undefined, op)).status).toBe(200);
     } finally {
       expect(await d.stop()).toBe(0);
     }

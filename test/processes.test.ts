@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -8,6 +8,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { testDb } from './support/db.js';
 import { recordingDownstream } from './support/downstream.js';
 import { startDaemonProcess, type RunningDaemon } from './support/daemon.js';
+import { waitFor } from './support/daemon-inproc.js';
 import { testRedis } from './support/redis.js';
 
 const { redis, newPrefix } = testRedis();
@@ -147,7 +148,8 @@ describe('FLOODGATE_PROCESSES: several daemon processes behind one port', () => 
         { listening: 2 },
       );
       running.push(d);
-      const file = readFileSync(path.join(dir, 'dev-keys.env'), 'utf8');
+      // (Written once a worker listens: the primary hears of it a moment after the worker says so.)
+      const file = await waitFor(async () => (existsSync(path.join(dir, 'dev-keys.env')) ? readFileSync(path.join(dir, 'dev-keys.env'), 'utf8') : ''), (f) => f !== '', 10_000);
       const op = /OPKEY=(\S+)/.exec(file)?.[1];
       expect(op).toMatch(/^dev-op-/);
       expect((await call(d.url, 'GET', '/v1/items', undefined, op)).status).toBe(200);
