@@ -126,7 +126,7 @@ export async function openStores(config: Config, log: Logger) {
   const admitRedis = await connectRedis(infra.redis, 'admit', log).catch((err) => Promise.reject(storeFailure('redis', redisAt, err)));
   // Waited for until it answers a query, each try bounded; the migrations then take what they take.
   await untilReachable('postgres', redactUrl(infra.pgUrl), () => pingDb(infra.pgUrl), wait);
-  await migrateDb(infra.pgUrl).catch((err) => Promise.reject(storeFailure('postgres', redactUrl(infra.pgUrl), err)));
+  await migrateDb(infra.pgUrl, log).catch((err) => Promise.reject(storeFailure('postgres', redactUrl(infra.pgUrl), err)));
   const dbHandle = connectDb(infra.pgUrl, { max: 10, timeoutMs: config.FLOODGATE_PG_TIMEOUT_MS });
   const close = async () => {
     redis.disconnect();

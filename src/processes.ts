@@ -89,7 +89,7 @@ export async function runPrimary(config: Config, log: Logger, n: number, onServi
   const stores = await ensureStores(storeSettings(config), log);
   const pg = { url: stores.pgUrl };
   await untilReachable('postgres', redactUrl(pg.url), () => pingDb(pg.url), { waitMs: config.FLOODGATE_START_WAIT_MS, log });
-  await migrateDb(pg.url).catch((err) => Promise.reject(storeFailure('postgres', redactUrl(pg.url), err)));
+  await migrateDb(pg.url, log).catch((err) => Promise.reject(storeFailure('postgres', redactUrl(pg.url), err)));
 
   // The workers read their configuration as any daemon does, with what the primary settled on top.
   const env: Record<string, string> = {

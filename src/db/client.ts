@@ -6,6 +6,7 @@ import { drizzle, type PostgresJsDatabase } from 'drizzle-orm/postgres-js';
 import { migrate } from 'drizzle-orm/postgres-js/migrator';
 import postgres from 'postgres';
 import * as schema from './schema.js';
+import type { Logger } from '../kernel/logger.js';
 import { limitIdleTransactions } from './transactions.js';
 import { tlsModeOf, watchedSockets } from './watched-sockets.js';
 
@@ -108,18 +109,29 @@ export async function pingDb(url: string): Promise<void> {
   }
 }
 
-export async function migrateDb(url: string): Promise<void> {
+export async function migrateDb(url: string, log?: Logger): Promise<void> {
   const handle = connectDb(url, { max: 2, timeoutMs: 0 });
   try {
     // Nothing to apply, nothing written: the migrator's first step creates its schema (a write
     // even when it exists), so a start on a Postgres that takes no writes for now (a standby after
     // a failover, a read-only default) failed there, though no migration was due.
-    if (!(await migrationsPending(handle.sql))) return;
+    const due = await migrationsDue(handle.sql);
+    // A build older than the schema (a rollback of the daemon's version) runs on it, but says so:
+    // it knows none of what the newer migrations changed (a review: it started in silence).
+    if (due.newerThanBuild) log?.warn({ databaseAt: due.appliedUpTo, buildKnowsUpTo: due.buildUpTo }, 'the database schema is newer than this build: a newer daemon migrated it; this one may not know what changed (run the newer build, or check its release notes)');
+    if (!due.tags.length) return;
+    log?.info({ migrations: due.tags }, 'applying migrations');
     // A session advisory lock keeps two daemons starting together from racing on the migrations table.
     const lockConn = await handle.sql.reserve();
     try {
-      await lockConn`select pg_advisory_lock(727274)`;
-      await migrate(handle.db, { migrationsFolder });
+      const waiting = setTimeout(() => log?.info('waiting for another daemon applying migrations (or a lock one needs)'), 3000);
+      try {
+        await lockConn`select pg_advisory_lock(727274)`;
+        await migrate(handle.db, { migrationsFolder });
+      } finally {
+        clearTimeout(waiting);
+      }
+      log?.info({ migrations: due.tags.length }, 'migrations applied');
     } finally {
       await lockConn`select pg_advisory_unlock(727274)`.catch(() => {});
       lockConn.release();
@@ -129,12 +141,22 @@ export async function migrateDb(url: string): Promise<void> {
   }
 }
 
-/** Whether the journal (drizzle/meta/_journal.json) has a migration newer than the last one applied (read only). */
-async function migrationsPending(sql: postgres.Sql): Promise<boolean> {
-  const journal = JSON.parse(await readFile(path.join(migrationsFolder, 'meta', '_journal.json'), 'utf8')) as { entries: { when: number }[] };
-  const newest = Math.max(0, ...journal.entries.map((e) => e.when));
+/**
+ * The journal's (drizzle/meta/_journal.json) migrations newer than the last one applied, by tag, as
+ * drizzle decides them (by time); and whether the database holds one newer than the journal knows
+ * (read only).
+ */
+async function migrationsDue(sql: postgres.Sql): Promise<{ tags: string[]; newerThanBuild: boolean; appliedUpTo: string | null; buildUpTo: string | null }> {
+  const journal = JSON.parse(await readFile(path.join(migrationsFolder, 'meta', '_journal.json'), 'utf8')) as { entries: { when: number; tag: string }[] };
+  const newest = journal.entries.reduce<{ when: number; tag: string } | null>((a, e) => (!a || e.when > a.when ? e : a), null);
+  const iso = (ms: number) => new Date(ms).toISOString();
   const [{ table }] = await sql<{ table: string | null }[]>`select to_regclass('drizzle.__drizzle_migrations')::text as table`;
-  if (!table) return true;
-  const [last] = await sql<{ at: string }[]>`select created_at::text as at from drizzle.__drizzle_migrations order by created_at desc limit 1`;
-  return !last || Number(last.at) < newest;
+  const [last] = table ? await sql<{ at: string }[]>`select created_at::text as at from drizzle.__drizzle_migrations order by created_at desc limit 1` : [];
+  const at = last ? Number(last.at) : -Infinity;
+  return {
+    tags: journal.entries.filter((e) => e.when > at).map((e) => e.tag),
+    newerThanBuild: !!newest && at > newest.when,
+    appliedUpTo: last ? iso(at) : null,
+    buildUpTo: newest ? `${newest.tag} (${iso(newest.when)})` : null,
+  };
 }
