@@ -164,6 +164,20 @@ export function readSettings(cwd: string, env: Record<string, string | undefined
   return { config, envFile: { path: file, names: Object.keys(fileEnv) }, unknown: unknownVariables(Object.keys(env), Object.keys(fileEnv)) };
 }
 
+/**
+ * The variables readSettings would warn about as unknown, read without parsing the configuration:
+ * what main.ts names when the configuration is refused (a misspelt name is often why).
+ */
+export function unknownHere(cwd: string, env: Record<string, string | undefined> = process.env, opts: { envFile?: boolean } = {}) {
+  let fileNames: string[] = [];
+  try {
+    if (opts.envFile !== false) fileNames = Object.keys(readEnvFile(path.resolve(cwd, '.env')));
+  } catch {
+    // (the file unreadable: readSettings says so)
+  }
+  return unknownVariables(Object.keys(env), fileNames);
+}
+
 /** The variables of a `.env` file (Node's dotenv syntax); none when the file does not exist. */
 export function readEnvFile(file: string): Record<string, string> {
   let text: string;
@@ -173,13 +187,19 @@ export function readEnvFile(file: string): Record<string, string> {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return {};
     throw err;
   }
-  return parseEnv(text) as Record<string, string>;
+  // (A byte-order mark, as some editors save UTF-8, was read as part of the first name: `\ufeffPORT`,
+  // warned about as unknown, and the file's PORT ignored.)
+  return parseEnv(text.replace(/^\ufeff/, '')) as Record<string, string>;
 }
 
-/** The file's variables under the environment's: a variable the environment sets (non-empty) wins. */
+/**
+ * The file's variables under the environment's: a variable the environment sets (not blank) wins.
+ * Blank — empty or spaces — counts as unset, as loadConfig reads it: `PORT="  "` in the
+ * environment hid the file's PORT and the daemon listened on 8080.
+ */
 export function overEnvFile(file: Record<string, string>, env: Record<string, string | undefined>): Record<string, string | undefined> {
   const merged: Record<string, string | undefined> = { ...file };
-  for (const [k, v] of Object.entries(env)) if (v !== undefined && (v !== '' || !(k in file))) merged[k] = v;
+  for (const [k, v] of Object.entries(env)) if (v !== undefined && (v.trim() !== '' || !(k in file))) merged[k] = v;
   return merged;
 }
 

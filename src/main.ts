@@ -5,7 +5,7 @@
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { describeError } from './api/errors.js';
-import { keysForRun, readSettings, runKeysNotice, type Config, type Settings } from './config.js';
+import { keysForRun, readSettings, runKeysNotice, unknownHere, type Config, type Settings } from './config.js';
 import { checkSettings, openCore, startDaemon } from './daemon.js';
 import { isTypeFetchFailure } from './db/faults.js';
 import { SetupNeeded } from './infra/system-changes.js';
@@ -36,6 +36,8 @@ async function main() {
     settings = readSettings(process.cwd(), undefined, { envFile: !isClusterWorker() });
   } catch (err) {
     console.error(String((err as Error).message));
+    // A misspelt name is often why: said here too (the warnings below come only after a valid read).
+    for (const { name, suggestion } of unknownHere(process.cwd(), undefined, { envFile: !isClusterWorker() })) console.error(`  ${name}: not a variable floodgate knows (ignored)${suggestion ? `; did you mean ${suggestion}?` : ''}`);
     process.exit(2);
   }
   const { config, envFile } = settings;

@@ -1,5 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from '../src/config.js';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { ConfigError, loadConfig, readSettings } from '../src/config.js';
 
 /** Numbers in the configuration are decimal, as an operator writes them: anything else is said to be wrong, not read as something else. */
 describe('numbers in the configuration', () => {
@@ -25,5 +28,21 @@ describe('keys and CORS origins in the configuration', () => {
     // `Origin` is scheme://host[:port], the host lowercase, no path: matched exactly (ticket-cors.ts).
     expect(loadConfig({ FLOODGATE_CORS_ORIGINS: 'https://Shop.example/, http://localhost:8080' }).FLOODGATE_CORS_ORIGINS).toEqual(['https://shop.example', 'http://localhost:8080']); // before: kept as written
     expect(() => loadConfig({ FLOODGATE_CORS_ORIGINS: 'shop.example' })).toThrow(/FLOODGATE_CORS_ORIGINS/);
+  });
+});
+
+/** The `.env` file as editors save it and the environment as shells set it. */
+describe('the .env file under the environment', () => {
+  it('reads a file saved with a byte-order mark, and a blank environment value leaves the file its say', () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'fg-env-'));
+    try {
+      writeFileSync(path.join(dir, '.env'), '\ufeffPORT=18095\nHOST=127.0.0.1\n');
+      // The mark was read as part of the first name: `\ufeffPORT` unknown, and the file's PORT ignored.
+      const read = readSettings(dir, { HOST: '   ' });
+      expect([read.config.PORT, read.config.HOST]).toEqual([18095, '127.0.0.1']); // HOST was 0.0.0.0: spaces hid the file's
+      expect(read.unknown).toEqual([]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

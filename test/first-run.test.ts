@@ -139,6 +139,15 @@ describe.concurrent('the first run', () => {
     expect(err?.message).toMatch(/REDIS_URL: a redis:\/\/ or rediss:\/\/ URL/);
     expect(err?.message).toMatch(/DATABASE_URL: a postgres:\/\/ or postgresql:\/\/ URL/);
   });
+  it('names a misspelt variable when the configuration is refused (its warning came only after a valid read)', async () => {
+    const started = startDaemonProcess({ PORT: 'abc', FLOODGATE_CACHE_MSS: '100', FLOODGATE_REDIS_PREFIX: newPrefix() }, { cwd: workDir() });
+    const err = await started.then(
+      (d) => (void d.stop(), null),
+      (e: Error) => e,
+    );
+    expect(err?.message).toMatch(/daemon exited 2/);
+    expect(err?.message).toMatch(/FLOODGATE_CACHE_MSS: not a variable floodgate knows \(ignored\); did you mean FLOODGATE_CACHE_MS\?/);
+  });
   it('names the variable and says what the store answered when a store cannot be used, without a stack trace', async () => {
     const missing = new URL(db.url);
     missing.pathname = '/fg_no_such_database';
