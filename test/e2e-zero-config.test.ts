@@ -1,8 +1,10 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { startDaemonProcess } from './support/daemon.js';
+import { waitFor } from './support/daemon-inproc.js';
 import { freePort } from './support/proxy.js';
 import { testRedis } from './support/redis.js';
 
@@ -36,5 +38,42 @@ describe('npm start with no REDIS_URL and no DATABASE_URL', () => {
       expect(await d.stop('SIGTERM')).toBe(0);
     }
     expect(d.output()).toMatch(/"msg":"stopped"/);
+  });
+
+  it('stops the embedded Postgres it was starting when told to stop mid-start', { timeout: 90_000 }, async () => {
+    // (The data directory the test above made: no initdb, Postgres itself starting.) A SIGTERM
+    // while it started left it running, and every later start reused it and never stopped it (a review).
+    const port = await freePort();
+    const accepts = () => new Promise<boolean>((resolve) => net.connect(port, '127.0.0.1').once('connect', function (this: net.Socket) { this.destroy(); resolve(true); }).once('error', () => resolve(false)));
+    try {
+      const started = startDaemonProcess(
+        { REDIS_URL: '', DATABASE_URL: '', FLOODGATE_DATA_DIR: dataDir, FLOODGATE_EMBEDDED_PG_PORT: String(port), FLOODGATE_REDIS_PREFIX: newPrefix(), FLOODGATE_OPERATOR_KEYS: 'op', LOG_LEVEL: 'debug' },
+        {
+          // Postgres's own first line: its process runs, not yet ready.
+          onOutput: (all, proc) => {
+            if (all.includes('"msg":"postgres output"') && proc.exitCode === null && !proc.killed) proc.kill('SIGTERM');
+          },
+        },
+      );
+      const err = await started.then(
+        (d) => (void d.stop(), null),
+        (e: Error) => e,
+      );
+      expect(err?.message).toMatch(/daemon exited 0/);
+      expect(await waitFor(accepts, (a) => !a, 20_000)).toBe(false);
+    } finally {
+      // (On a failure, the Postgres left running is stopped here: it would outlive the run.)
+      const pidFile = path.join(dataDir, 'postgres', 'postmaster.pid');
+      if (existsSync(pidFile)) {
+        const pid = Number(readFileSync(pidFile, 'utf8').split('\n')[0]);
+        if (pid > 0) {
+          try {
+            process.kill(pid, 'SIGQUIT');
+          } catch {
+            // gone already
+          }
+        }
+      }
+    }
   });
 });

@@ -22,6 +22,12 @@ export interface EnsurePostgresOptions {
   changes: SystemChanges;
   port?: number;
   database?: string;
+  /**
+   * Told how to stop the server as soon as it is spawned, before it is ready (the caller keeps it
+   * with what a signal during the start stops): a SIGTERM while Postgres started left it running,
+   * reused by every later start and never stopped (a review).
+   */
+  starting?(stop: () => Promise<void>): void;
 }
 
 const DEFAULT_PORT = 54329;
@@ -86,21 +92,24 @@ export async function ensurePostgres(opts: EnsurePostgresOptions): Promise<Ensur
   }
 
   const pg = new EmbeddedPostgres({ ...options, databaseDir: dataDir });
-  await startServer(pg, output);
-  const child = childOf(pg);
-
   let exitExpected = false;
-  child?.once('exit', (code, signal) => {
-    if (!exitExpected) log.error({ code, signal, output: output.text() }, 'embedded postgres exited unexpectedly');
-  });
-  // If the daemon exits without calling stop(), still ask Postgres for a fast shutdown.
-  const onProcessExit = () => child?.kill('SIGINT');
+  // If the daemon exits without calling stop(), still ask Postgres for a fast shutdown (from its spawn on).
+  const onProcessExit = () => childOf(pg)?.kill('SIGINT');
   process.once('exit', onProcessExit);
   const shutdown = async () => {
     exitExpected = true;
     await stopServer(pg);
     process.removeListener('exit', onProcessExit);
   };
+  opts.starting?.(shutdown);
+  await startServer(pg, output).catch((err) => {
+    process.removeListener('exit', onProcessExit);
+    throw err;
+  });
+  const child = childOf(pg);
+  child?.once('exit', (code, signal) => {
+    if (!exitExpected) log.error({ code, signal, output: output.text() }, 'embedded postgres exited unexpectedly');
+  });
 
   try {
     await ensureDatabase(port, database, log);

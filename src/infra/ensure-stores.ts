@@ -59,7 +59,15 @@ export async function ensureStores(s: StoreSettings, log: Logger) {
     ? { target: { cluster: s.redisCluster }, stop: async () => {} }
     : await ensureRedis({ url: s.redisUrl, dataDir: path.join(dataDir, 'redis'), log, changes, env: s.env }).then((r) => ({ target: { url: r.url }, stop: r.stop }));
   startedHere.add(redis.stop);
-  const pg = await ensurePostgres({ url: s.databaseUrl, dataDir: path.join(dataDir, 'postgres'), log, changes, port: s.embeddedPgPort });
+  let pgStarting: (() => Promise<void>) | undefined;
+  const pg = await ensurePostgres({
+    url: s.databaseUrl,
+    dataDir: path.join(dataDir, 'postgres'),
+    log,
+    changes,
+    port: s.embeddedPgPort,
+    starting: (stop) => void startedHere.add((pgStarting = stop)),
+  }).finally(() => pgStarting && startedHere.delete(pgStarting));
   startedHere.add(pg.stop);
   return {
     redis: redis.target,

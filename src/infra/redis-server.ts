@@ -34,7 +34,10 @@ export async function startRedisServer(bin: string, port: number, dataDir: strin
         '--maxmemory-policy', 'noeviction',
         '--save', '',
       ],
-      { detached: false, stdio: ['ignore', logFile.fd, logFile.fd] },
+      // Its own process group: a terminal's Ctrl-C (SIGINT to the whole foreground group) stopped
+      // it under the daemon's graceful stop, which then could not settle or drain what it ran (a
+      // review). The daemon stops it after its own stop, and at its exit whatever the path.
+      { detached: true, stdio: ['ignore', logFile.fd, logFile.fd] },
     );
   } finally {
     // The child has its own copy of the descriptor.
@@ -45,6 +48,11 @@ export async function startRedisServer(bin: string, port: number, dataDir: strin
     child.once('exit', (code, signal) => resolve({ code, signal }));
     child.once('error', () => resolve({ code: null, signal: null }));
   });
+  // (At the daemon's exit by any path — an uncaught error, a start that failed — it goes too: in a
+  // group of its own, nothing else would stop it.)
+  const onProcessExit = () => void (child.exitCode === null && child.signalCode === null && child.kill('SIGTERM'));
+  process.once('exit', onProcessExit);
+  void exited.then(() => process.removeListener('exit', onProcessExit));
   // Exits during startup surface as the thrown error, after startup only stop() may end it.
   let exitExpected = true;
   void exited.then(({ code, signal }) => {
