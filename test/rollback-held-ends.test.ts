@@ -130,6 +130,22 @@ describe('a Redis rollback past an end the outcome ledger holds', () => {
     expect(again.status).toBe(202);
   });
 
+  it("a user told cancelled who joins again over the item's quota is refused, as without the rollback", { timeout: 60_000 }, async () => {
+    // (An own-commits review: the revived ticket answered the over-quota join, and ending it made a
+    // new ticket by a second call that counts no quota: 202 where 429 was due.)
+    await call('PUT', '/v1/items/x9', { handler: 'external', quotas: { perUser: { limit: 1, windowMs: 600_000 } } });
+    const t = (await call('POST', '/v1/items/x9/tickets', { userId: 'ivy' }, SVC)).body.ticketId as string;
+    const snap = await snapshot('x9'); // her join counted: 1 of 1
+    expect((await call('DELETE', `/v1/tickets/${t}`, undefined, null)).body.state).toBe('cancelled');
+    await waitFor(() => row(t), (r) => !!r);
+    await rollback('x9', snap);
+    expect((await waitFor(() => poll(t), (v) => v.state === 'cancelled', 5_000)).state).toBe('cancelled');
+    const again = await call('POST', '/v1/items/x9/tickets', { userId: 'ivy' }, SVC);
+    expect([again.status, again.body.error?.code]).toEqual([429, 'rate_limited']);
+    expect(await poll(t)).toMatchObject({ state: 'cancelled' });
+    expect((await pulled('x9')).length).toBe(0); // the revived ticket is not handed out either
+  });
+
   it('a webhook ticket its user cancelled is not called', { timeout: 60_000 }, async () => {
     await call('PUT', '/v1/items/x3', { handler: 'webhook', config: { url: down.url }, gate: { mode: 'closed' } });
     const t = (await call('POST', '/v1/items/x3/tickets', { userId: 'carol' }, SVC)).body.ticketId as string;

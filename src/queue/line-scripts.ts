@@ -26,7 +26,14 @@ export function memoryFullRefusal(): FloodgateError {
 }
 
 export type JoinReply =
-  | { kind: 'created' | 'existing'; seq: number; record: string; served: number }
+  | {
+      kind: 'created' | 'existing';
+      seq: number;
+      record: string;
+      served: number;
+      /** An existing ticket's join over a quota (answered with the ticket): the refusal a new ticket would have met. */
+      overQuota?: FloodgateError;
+    }
   /** `itemChanged`: the refusal says the cached item view is stale (closed, sold out, full…). */
   | { kind: 'refused'; error: FloodgateError; itemChanged: boolean };
 
@@ -100,13 +107,15 @@ function admittedRows(res: (string | number)[], from: number): AdmittedRow[] {
 export function createLineScripts(run: ScriptRunner['run']) {
   return {
     async join(itemId: string, now: number, a: { userId: string; payload: string; source: string; defaultKeyQuota: number | ''; memoryFull: '1' | ''; uncounted?: '1' | '' }): Promise<JoinReply> {
-      const [code, n, record, served] = (await run(scripts.join, itemId, now, { uncounted: '', ...a })) as [number, number, string, number];
-      if (code === 0 || code === 1) return { kind: code === 0 ? 'created' : 'existing', seq: n, record, served };
-      if (code === -7) {
-        // Over a quota: n = ms until its window ends, record = which quota. Retry-After in whole seconds, at least 1.
-        const retryAfterSec = Math.max(1, Math.ceil(n / 1000));
-        return { kind: 'refused', itemChanged: false, error: new FloodgateError('rate_limited', `Too many joins (${record} quota); try again later.`, { quota: record, retryAfterSec }, retryAfterSec) };
-      }
+      const [code, n, record, served, over, overWait] = (await run(scripts.join, itemId, now, { uncounted: '', ...a })) as [number, number, string, number, string?, number?];
+      // Over a quota: ms until its window ends, which quota. Retry-After in whole seconds, at least 1.
+      const quotaRefusal = (quota: string, waitMs: number) => {
+        const retryAfterSec = Math.max(1, Math.ceil(waitMs / 1000));
+        return new FloodgateError('rate_limited', `Too many joins (${quota} quota); try again later.`, { quota, retryAfterSec }, retryAfterSec);
+      };
+      if (code === 0) return { kind: 'created', seq: n, record, served };
+      if (code === 1) return { kind: 'existing', seq: n, record, served, ...(over ? { overQuota: quotaRefusal(over, overWait ?? 0) } : {}) };
+      if (code === -7) return { kind: 'refused', itemChanged: false, error: quotaRefusal(record, n) };
       if (code === -2) {
         // Not open yet: n = opensAt; the 4th value, with a pre-queue, when its joins are taken.
         return { kind: 'refused', itemChanged: false, error: notOpen(n, now, typeof served === 'number' ? served : null) };

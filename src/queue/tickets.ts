@@ -221,6 +221,9 @@ export function createTickets(deps: TicketsDeps): Tickets {
       const end = rec.state === 'waiting' && !rejoined ? await reader.endAfterRollback(ticketId, item) : null;
       if (end && end.state !== 'succeeded') {
         await deps.scripts.cancel(itemId, clock.now(), { seq, outcome: JSON.stringify(end.outcome ?? { status: 'cancelled', reason: 'cancelled_by_user' }), record: record.slice(1) }).catch(() => null);
+        // Over a quota, the join that would make the new ticket is refused, as any would be (it
+        // went around the quota: the second call counts none). The old ticket is ended all the same.
+        if (r.overQuota) throw r.overQuota;
         return joinOnce(itemId, userId, payload, source, true);
       }
       // A winner whose order was released (they may join again, as its release said): a new ticket.

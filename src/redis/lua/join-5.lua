@@ -9,8 +9,9 @@
   ARGV[6] memoryFull: '1' when Redis is near its memory limit: no new ticket (a held one is returned)
   ARGV[7] uncounted: '1' for the second call of one join (tickets.ts: a ticket a rollback brought
     back was ended first): its quotas were counted by the first
-  Returns { code, seq, record, served }
-    code  0 created, 1 existing ticket (live, or terminal where the handler forbids a new one)
+  Returns { code, seq, record, served[, overQuota, overWaitMs] }
+    code  0 created, 1 existing ticket (live, or terminal where the handler forbids a new one; with
+          the quota this attempt is over, if any, and ms until its window ends)
          -1 item not found, -2 not open yet (then seq = opensAt), -3 closed, -4 sold out,
          -5 queue full, -6 blocked (with a pre-queue, joins are accepted from opensAt - preFrom)
          -7 over a quota: then seq = ms until the quota's window ends, record = 'perUser'|'perKey'
@@ -50,10 +51,13 @@ if not memoryFull and ARGV[7] ~= '1' then
 end
 if rcall('HEXISTS', K.blocked, userId) == 1 then return { -6, 0, '', 0 } end
 
+-- (Over a quota: the quota and its wait go with the held ticket as 5th and 6th values, for a caller
+-- that ends the ticket — one a Redis rollback brought back — and would join again: that join is refused.)
+local over, overWait
+if userWait and (not keyWait or userWait >= keyWait) then over, overWait = 'perUser', userWait elseif keyWait then over, overWait = 'perKey', keyWait end
 local prev, held, won = heldTicket(userId, meta[7])
-if prev then return { 1, prev, held, tonumber(rcall('HGET', K.ctr, 'served') or '0') } end
-if userWait and (not keyWait or userWait >= keyWait) then return { -7, userWait, 'perUser', 0 } end
-if keyWait then return { -7, keyWait, 'perKey', 0 } end
+if prev then return { 1, prev, held, tonumber(rcall('HGET', K.ctr, 'served') or '0'), over or '', overWait or 0 } end
+if over then return { -7, overWait, over, 0 } end
 
 if meta[4] == '1' then return { -3, 0, '', 0 } end
 if meta[5] == '1' then return { -4, 0, '', 0 } end
