@@ -1,4 +1,5 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
@@ -51,6 +52,30 @@ describe('ensureRedis', () => {
 
     await redis.stop();
     const after = new Redis(redis.url, { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
+    after.on('error', () => {});
+    await expect(after.connect()).rejects.toThrow();
+    after.disconnect();
+  }, 20_000);
+
+  it('takes over, and then stops, a redis-server a daemon started that outlived it', async () => {
+    // In a process group of its own, it outlives a daemon killed with its group (kill -9 -PGID):
+    // used as a Redis that was running already, it was never stopped (a review).
+    const port = await freePort();
+    const dataDir = path.join(tmp, 'redis-orphan');
+    const first = await ensureRedis({ dataDir, log, changes: noChanges, port, env: process.env });
+    cleanups.push(first.stop);
+    // Its daemon gone: a pid no process has (a child that ran and exited).
+    const dead = await new Promise<number>((resolve) => {
+      const c = spawn(process.execPath, ['-e', '0']);
+      c.once('exit', () => resolve(c.pid!));
+    });
+    const ownerFile = path.join(dataDir, 'started-by.json');
+    await writeFile(ownerFile, JSON.stringify({ ...JSON.parse(await readFile(ownerFile, 'utf8')), daemonPid: dead }));
+
+    const next = await ensureRedis({ dataDir, log, changes: noChanges, port, env: process.env });
+    expect(next).toMatchObject({ url: first.url, started: true });
+    await next.stop();
+    const after = new Redis(first.url, { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
     after.on('error', () => {});
     await expect(after.connect()).rejects.toThrow();
     after.disconnect();

@@ -1,10 +1,10 @@
 import { constants as fsConstants } from 'node:fs';
-import { access } from 'node:fs/promises';
+import { access, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from '../kernel/logger.js';
 import { aptInstall } from './apt.js';
 import { probeRedis, REDIS_HOST } from './redis-probe.js';
-import { startRedisServer, type StartedRedis } from './redis-server.js';
+import { ownerFile, startRedisServer, type StartedRedis } from './redis-server.js';
 import { SetupNeeded, type SystemChanges } from './system-changes.js';
 
 export type EnsuredRedis = StartedRedis;
@@ -40,7 +40,7 @@ export async function ensureRedis(opts: EnsureRedisOptions): Promise<EnsuredRedi
   };
 
   const first = await probeRedis(port);
-  if (first.state === 'pong') return local();
+  if (first.state === 'pong') return (await adoptOrphan(path.resolve(opts.dataDir), port, log)) ?? local();
   if (first.state === 'other') throw portBusyError(port, first.error);
 
   let bin = await findOnPath('redis-server', opts.env);
@@ -60,6 +60,50 @@ export async function ensureRedis(opts: EnsureRedisOptions): Promise<EnsuredRedi
     if (!bin) throw new Error(`redis-server is still not on PATH after apt-get install; install it yourself or ${INSTEAD}`);
   }
   return startRedisServer(bin, port, path.resolve(opts.dataDir), log);
+}
+
+/**
+ * The redis-server a daemon started here that outlived it (killed with its whole process group:
+ * in a group of its own since a Ctrl-C stopped it under the daemon's graceful stop), taken over
+ * as this start's own, so it is stopped when this daemon stops; null when what answers is not one.
+ * As a Redis that was running already, it was used and never stopped (a review).
+ */
+async function adoptOrphan(dataDir: string, port: number, log: Logger): Promise<EnsuredRedis | null> {
+  let owner: { daemonPid?: unknown; redisPid?: unknown; port?: unknown };
+  try {
+    owner = JSON.parse(await readFile(ownerFile(dataDir), 'utf8'));
+  } catch {
+    return null;
+  }
+  const alive = (pid: unknown) => {
+    if (typeof pid !== 'number' || !Number.isInteger(pid) || pid <= 0) return false;
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch (err) {
+      return (err as NodeJS.ErrnoException).code === 'EPERM';
+    }
+  };
+  if (owner.port !== port || !alive(owner.redisPid) || alive(owner.daemonPid)) return null;
+  const pid = owner.redisPid as number;
+  const url = `redis://${REDIS_HOST}:${port}`;
+  log.warn({ url, pid }, 'redis-server a stopped daemon started is still running; this daemon stops it when it stops');
+  let stopped: Promise<void> | undefined;
+  return {
+    url,
+    started: true,
+    stop: () =>
+      (stopped ??= (async () => {
+        try {
+          process.kill(pid, 'SIGTERM');
+        } catch {
+          return;
+        }
+        for (let i = 0; i < 100 && alive(pid); i++) await new Promise((r) => setTimeout(r, 100));
+        await rm(ownerFile(dataDir), { force: true });
+        log.info({ url }, 'stopped redis-server');
+      })()),
+  };
 }
 
 function portBusyError(port: number, detail: string): Error {

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdir, open, readFile } from 'node:fs/promises';
+import { mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from '../kernel/logger.js';
 import { probeRedis, REDIS_HOST } from './redis-probe.js';
@@ -14,6 +14,9 @@ export interface StartedRedis {
   started: boolean;
   stop(): Promise<void>;
 }
+
+/** Where a started redis-server's daemon and pid are kept, in its data directory. */
+export const ownerFile = (dataDir: string) => path.join(dataDir, 'started-by.json');
 
 /** A redis-server of the daemon's own on `port` (AOF, no eviction), its output in `dataDir`; stopped by stop(). */
 export async function startRedisServer(bin: string, port: number, dataDir: string, log: Logger): Promise<StartedRedis> {
@@ -75,6 +78,9 @@ export async function startRedisServer(bin: string, port: number, dataDir: strin
   }
 
   exitExpected = false;
+  // Who started it (ensure-redis.ts adoptOrphan: a later start takes over one that outlived us).
+  await writeFile(ownerFile(dataDir), JSON.stringify({ daemonPid: process.pid, redisPid: child.pid, port })).catch(() => {});
+  void exited.then(() => rm(ownerFile(dataDir), { force: true }).catch(() => {}));
   log.info({ url, dataDir, pid: child.pid }, 'started redis-server');
   let stopped: Promise<void> | undefined;
   return {
