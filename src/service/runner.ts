@@ -293,6 +293,8 @@ export function createRunner(deps: RunnerDeps) {
     try {
       for (const table of sells.tables) {
         const sale = await ctx.ownSale(table, ticketRef(t.ticketId), t.userId);
+        // (A reservation past its time is the sweep's to release any moment: undecided, as a sale's run holds it.)
+        if (sale?.lapsed) return 'undecided';
         if (sale && !sale.released) return spec.saleResult?.(sale) ?? { id: sale.id };
       }
       return null;
