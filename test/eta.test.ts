@@ -183,3 +183,38 @@ describe('when a waiting ticket is told to ask again', () => {
     expect(await pollOfLast({ ...def('window'), closesAt: clock.now() + 5000 })).toBe(5000);
   });
 });
+
+describe('what a waiting ticket behind a full in-flight cap is told', () => {
+  it('follows the rate the cap lets through between a settle and the next admission too, and from a gate opened a moment ago', async () => {
+    const clock = manualClock();
+    const queue = createLine({ redis: t.redis, prefix: t.newPrefix(), clock, cacheMs: 0 });
+    // Behind a closed gate first: the seconds it stood closed are no measure of the gate opened after.
+    await queue.definitions.define(def('flap'), { mode: 'closed', rate: null, maxInFlight: null }, { reopen: false });
+    const ids = (await Promise.all(Array.from({ length: 200 }, (_, j) => queue.tickets.join('flap', `u${j}`, null)))).map((r) => r.ticket.ticketId);
+    for (let ms = 0; ms < 12_000; ms += 250) {
+      clock.advance(250);
+      await queue.tickets.status(ids[199]);
+    }
+    // 20/s set, at most 3 in flight, on a downstream that takes 300 ms: ~10 a second.
+    await queue.definitions.define(def('flap'), { mode: 'manual', rate: 20, maxInFlight: 3 }, { reopen: false });
+    const running: { seq: number; leaseId: string; until: number }[] = [];
+    const rates: number[] = [];
+    let filled = false;
+    for (let ms = 0; ms < 8000; ms += 50) {
+      clock.advance(50);
+      const done = running.filter((r) => r.until <= clock.now());
+      if (done.length) await queue.admissions.settleMany('flap', done.map((r) => ({ seq: r.seq, leaseId: r.leaseId, status: 'succeeded' as const })));
+      running.splice(0, running.length, ...running.filter((r) => r.until > clock.now()));
+      // Polled between the settle and the next admission: the cap has a slot free this moment.
+      const v = await queue.tickets.status(ids[199]);
+      // (Until the cap first fills, the rate set is what admits.)
+      if (filled && v.etaMs !== undefined && v.position) rates.push(v.position / (v.etaMs / 1000));
+      for (const g of await queue.admissions.admit('flap', 100, 600_000)) running.push({ seq: g.seq, leaseId: g.leaseId, until: clock.now() + 300 });
+      if (running.length >= 3) filled = true;
+    }
+    // Every estimate at about the ~10/s that goes through (none at the 20/s set, nor from the closed seconds' 0).
+    expect(rates.length).toBeGreaterThan(100);
+    expect(Math.max(...rates)).toBeLessThan(13);
+    expect(Math.min(...rates)).toBeGreaterThan(7);
+  });
+});

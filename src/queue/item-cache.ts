@@ -43,8 +43,20 @@ export interface CachedItem {
   /** A ticket's place in the line: its seq, except for pre-queued tickets once drawn (queue/draw.ts). */
   lineIndex(seq: number): number;
   feedComplete: boolean;
-  /** Admissions per second, measured; null until two samples ~1 s apart exist. */
+  /**
+   * Admissions per second, measured; null until two samples ~1 s apart exist. Measured afresh from
+   * a change of the gate (mode, rate, cap) and from the sale's opening: over time the line could
+   * not move, it told waits 3–5× too long for the first ~10 s (a review).
+   */
   admitRate: number | null;
+  /**
+   * Whether the gate's in-flight limit (the operator's cap, or the controller's limit in auto mode:
+   * the lower) was full in a view of the last second: what admits then is one ticket per one that
+   * ends, and the rate measured says how fast. Read from this view alone, the moment between a
+   * settle and the next admission read as not full, and a poll in four was told the rate set,
+   * twice too fast (a review).
+   */
+  capFull: boolean;
   /** When this view was read (ms, the daemon's clock): what its counters are as of. */
   readAt: number;
   /** Whether the store its handler sells through is away now (Postgres down): its line does not move. */
@@ -57,6 +69,10 @@ interface Entry {
   lastCxId: string;
   seenCancels: number;
   samples: { t: number; admissions: number }[];
+  /** When the in-flight limit was last seen full (ms; CachedItem.capFull). */
+  fullAt?: number;
+  /** Since a change of the gate or the opening, until a second of samples: no rate measured yet. */
+  measuring?: boolean;
   /** The drawn pre-queue's seq → place table (draw:p), once loaded. */
   drawPlaces: Buffer | null;
   /** Bumped when the item's counters are seen going backwards (a rollback). */
@@ -164,14 +180,26 @@ export function createItemCache(deps: { redis: RedisLike; prefix: string; clock:
     const lastCut = snap.cuts[snap.cuts.length - 1];
     const forgetBelow = lastCut?.[4] !== undefined ? Math.min(snap.served, lastCut[4]) : snap.served;
     for (const s of cancelled) if (lineIndex(s) <= forgetBelow) cancelled.delete(s);
+    // The rate measured afresh when the gate changed or the sale opened since the last view.
+    const gateMoved = !!prev && (prev.snap.gate.mode !== snap.gate.mode || prev.snap.gate.rate !== snap.gate.rate || prev.snap.gate.maxInFlight !== snap.gate.maxInFlight);
+    const opened = !!prev && snap.def.opensAt !== null && prev.readAt < snap.def.opensAt && snap.def.opensAt <= now;
+    if (gateMoved || opened) {
+      e.samples = [];
+      e.measuring = true;
+    }
     e.samples.push({ t: now, admissions: snap.admissions });
     while (e.samples.length > 2 && now - e.samples[0].t > 10_000) e.samples.shift();
     const first = e.samples[0];
     const dt = now - first.t;
-    const admitRate = dt >= 1000 ? ((snap.admissions - first.admissions) * 1000) / dt : (prev?.admitRate ?? null);
+    // (Until a second of it: none after a change, the last one's otherwise.)
+    const admitRate = dt >= 1000 ? ((snap.admissions - first.admissions) * 1000) / dt : e.measuring ? null : (prev?.admitRate ?? null);
+    if (dt >= 1000) e.measuring = false;
+    const limits = [snap.gate.mode === 'auto' ? (snap.pace?.limit ?? null) : null, snap.gate.maxInFlight].filter((x): x is number => x !== null);
+    if (limits.length && snap.counts.admitted >= Math.min(...limits)) e.fullAt = now;
+    const capFull = limits.length > 0 && now - (e.fullAt ?? -Infinity) <= 1000;
     const handler = snap.def.handler;
     const storeAway = () => deps.storeAway?.(handler) ?? false;
-    e.item = { snap, recordKey: `${snap.incarnation}#${e.generation}`, cancelled, ownCancels: new Set(), rolledBack: e.generation > 0, feedComplete, admitRate, readAt: now, cancelledBetween: counter(cancelled, lineIndex), lineIndex, storeAway };
+    e.item = { snap, recordKey: `${snap.incarnation}#${e.generation}`, cancelled, ownCancels: new Set(), rolledBack: e.generation > 0, feedComplete, admitRate, capFull, readAt: now, cancelledBetween: counter(cancelled, lineIndex), lineIndex, storeAway };
     return e.item;
   }
 

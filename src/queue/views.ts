@@ -86,7 +86,7 @@ export function expectedRate(item: CachedItem): number | null {
     // measured says how fast. Read from the rate alone, a gate of 50/s capped at 2 in flight on a
     // 1 s downstream told a user at place 56 a wait of 1 s, and admitted them 28 s later.
     // (None measured while it is full, a downstream that stalled: no estimate, not the rate set.)
-    const capped = gate.maxInFlight !== null && item.snap.counts.admitted >= gate.maxInFlight;
+    const capped = gate.maxInFlight !== null && (item.capFull || item.snap.counts.admitted >= gate.maxInFlight);
     if (capped) return measured !== null && gate.rate !== null ? Math.min(gate.rate, measured) : measured;
     return gate.rate ?? measured;
   }
@@ -97,7 +97,7 @@ export function expectedRate(item: CachedItem): number | null {
   // a sale's opening, waits 3-5× too long were told).
   const pace = item.snap.pace?.rate ?? null;
   const limits = [item.snap.pace?.limit ?? null, gate.maxInFlight].filter((x): x is number => x !== null);
-  const full = limits.length > 0 && item.snap.counts.admitted >= Math.min(...limits);
+  const full = limits.length > 0 && (item.capFull || item.snap.counts.admitted >= Math.min(...limits));
   const carried = full && pace !== null && measured !== null ? Math.min(pace, measured) : (pace ?? measured);
   return carried !== null && gate.rate !== null ? Math.min(gate.rate, carried) : (carried ?? gate.rate);
 }
