@@ -160,6 +160,19 @@ describe.concurrent('the first run', () => {
     expect(err?.message).toMatch(/Postgres at postgres:\/\/[^ ]*fg_no_such_database \(DATABASE_URL\) cannot be used: 3D000/);
     expect(err?.message).not.toMatch(/\n\s+at /);
   });
+  it('stops at once on a Postgres without the TLS its URL requires (it waited 60 s for it as for one unreachable, then blamed a reset)', async () => {
+    const tlsUrl = new URL(db.url);
+    tlsUrl.searchParams.set('sslmode', 'require');
+    const at = Date.now();
+    const started = startDaemonProcess({ REDIS_URL: redisUrl(), DATABASE_URL: tlsUrl.href, FLOODGATE_REDIS_PREFIX: newPrefix(), FLOODGATE_OPERATOR_KEYS: 'op', FLOODGATE_SERVICE_KEYS: 'svc', FLOODGATE_START_WAIT_MS: '60000' }, { cwd: workDir() });
+    const err = await started.then(
+      (d) => (void d.stop(), null),
+      (e: Error) => e,
+    );
+    expect(err?.message).toMatch(/daemon exited 1/);
+    expect(err?.message).toMatch(/\(DATABASE_URL\) cannot be used: SSL_NOT_SUPPORTED/);
+    expect(Date.now() - at).toBeLessThan(30_000);
+  });
   it('says how it is run on --help, and refuses a CORS setting that names no origin (`,` turned CORS off silently)', async () => {
     const run = (args: string[], env: Record<string, string> = {}) =>
       new Promise<{ code: number | null; out: string }>((resolve) => {

@@ -101,7 +101,11 @@ function watchedConnections(url: string, timeoutMs: number): Partial<postgres.Op
  */
 /** Whether Postgres at `url` answers a query (the start's wait for it: infra/start-wait.ts); throws what it met. */
 export async function pingDb(url: string): Promise<void> {
-  const handle = connectDb(url, { max: 1, timeoutMs: 0 });
+  // Through the watched sockets, which set up the TLS the URL asks for (the start's wait bounds the
+  // try; this watch only has to be there): with postgres.js's own TLS, a server without TLS under
+  // sslmode=require read as a connection reset, waited for as an unreachable Postgres for the whole
+  // start wait (60 s), then named as such (a review). Now it is SSL_NOT_SUPPORTED, at once.
+  const handle = connectDb(url, { max: 1, timeoutMs: 60_000 });
   try {
     await handle.sql`select 1`;
   } finally {
