@@ -24,6 +24,12 @@ export interface TicketWatch {
 interface Watcher {
   ticketId: string;
   seq: number;
+  /**
+   * Its place in the line, which the head (`served`) passes: its seq, but a drawn pre-queue's
+   * place for its ticket (set again when the draw lands). By seq, a ticket drawn far ahead of its
+   * join was told of its admission at its next heartbeat, 10 s late (a review).
+   */
+  line: number;
   last: TicketView;
   /** Before this time a position drop alone is not sent (pollAfterMs of the last view). */
   nextAt: number;
@@ -95,7 +101,7 @@ function pushHead(heap: Watcher[], w: Watcher) {
   heap.push(w);
   for (let i = heap.length - 1; i > 0; ) {
     const up = (i - 1) >> 1;
-    if (heap[up].seq <= heap[i].seq) break;
+    if (heap[up].line <= heap[i].line) break;
     [heap[up], heap[i]] = [heap[i], heap[up]];
     i = up;
   }
@@ -110,8 +116,8 @@ function popHead(heap: Watcher[]): Watcher | undefined {
       const l = 2 * i + 1;
       const r = l + 1;
       let m = i;
-      if (l < heap.length && heap[l].seq < heap[m].seq) m = l;
-      if (r < heap.length && heap[r].seq < heap[m].seq) m = r;
+      if (l < heap.length && heap[l].line < heap[m].line) m = l;
+      if (r < heap.length && heap[r].line < heap[m].line) m = r;
       if (m === i) break;
       [heap[m], heap[i]] = [heap[i], heap[m]];
       i = m;
@@ -195,7 +201,7 @@ export function createTicketWatch(deps: {
   /** Where a watcher still present goes after a visit (or when it starts). */
   function place(g: Group, w: Watcher, now: number, moved: boolean) {
     if (w.place === 'gone') return;
-    if (w.last.state !== 'waiting' || w.seq <= g.served) {
+    if (w.last.state !== 'waiting' || w.line <= g.served) {
       g.parked.delete(w);
       g.hot.add(w);
       w.place = 'hot';
@@ -303,10 +309,17 @@ export function createTicketWatch(deps: {
     }
     g.doneSlot = Math.max(g.doneSlot, current);
     if (news) {
+      // (The places may have moved: a pre-queue's draw landed.)
+      if (item?.snap.draw?.drawn) {
+        for (const w of g.all) w.line = item.lineIndex(w.seq);
+        const live = g.heads.filter((w) => w.place !== 'gone' && w.place !== 'hot');
+        g.heads = [];
+        for (const w of live) pushHead(g.heads, w);
+      }
       for (const w of [...g.all]) visit(itemId, g, w, now);
     } else {
       // The head passed them: their fate needs a look every tick until it is known.
-      while (g.heads.length && (g.heads[0].place === 'gone' || g.heads[0].place === 'hot' || g.heads[0].seq <= served)) {
+      while (g.heads.length && (g.heads[0].place === 'gone' || g.heads[0].place === 'hot' || g.heads[0].line <= served)) {
         const w = popHead(g.heads)!;
         if (w.place !== 'gone' && w.place !== 'hot') place(g, w, now, false);
       }
@@ -357,7 +370,7 @@ export function createTicketWatch(deps: {
       const parsed = parseTicketId(ticketId)!;
       const itemId = first.itemId;
       const now = deps.clock.now();
-      const w: Watcher = { ticketId, seq: parsed.seq, last: first, nextAt: now + (first.pollAfterMs ?? 1000), lastWriteAt: now, sink, reading: false, slot: -1, place: 'wheel' };
+      const w: Watcher = { ticketId, seq: parsed.seq, line: deps.queue.items.peek(itemId)?.lineIndex(parsed.seq) ?? parsed.seq, last: first, nextAt: now + (first.pollAfterMs ?? 1000), lastWriteAt: now, sink, reading: false, slot: -1, place: 'wheel' };
       const g = groupOf(itemId);
       g.all.add(w);
       count++;
