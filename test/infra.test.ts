@@ -70,7 +70,11 @@ describe('ensureRedis', () => {
       c.once('exit', () => resolve(c.pid!));
     });
     const ownerFile = path.join(dataDir, 'started-by.json');
-    await writeFile(ownerFile, JSON.stringify({ ...JSON.parse(await readFile(ownerFile, 'utf8')), daemonPid: dead }));
+    const owner = JSON.parse(await readFile(ownerFile, 'utf8'));
+    // A stale file naming a live process that is not the Redis on the port (a pid taken since): not taken over.
+    await writeFile(ownerFile, JSON.stringify({ ...owner, daemonPid: dead, redisPid: process.pid }));
+    expect(await ensureRedis({ dataDir, log, changes: noChanges, port, env: process.env })).toMatchObject({ started: false });
+    await writeFile(ownerFile, JSON.stringify({ ...owner, daemonPid: dead }));
 
     const next = await ensureRedis({ dataDir, log, changes: noChanges, port, env: process.env });
     expect(next).toMatchObject({ url: first.url, started: true });

@@ -3,7 +3,7 @@ import { access, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from '../kernel/logger.js';
 import { aptInstall } from './apt.js';
-import { probeRedis, REDIS_HOST } from './redis-probe.js';
+import { probeRedis, redisProcessId, REDIS_HOST } from './redis-probe.js';
 import { ownerFile, startRedisServer, type StartedRedis } from './redis-server.js';
 import { SetupNeeded, type SystemChanges } from './system-changes.js';
 
@@ -86,6 +86,9 @@ async function adoptOrphan(dataDir: string, port: number, log: Logger): Promise<
   };
   if (owner.port !== port || !alive(owner.redisPid) || alive(owner.daemonPid)) return null;
   const pid = owner.redisPid as number;
+  // The Redis answering on the port is that process (its own word): not another Redis (a system
+  // service) while the file is stale, nor an unrelated process that got the pid since.
+  if ((await redisProcessId(port)) !== pid) return null;
   const url = `redis://${REDIS_HOST}:${port}`;
   log.warn({ url, pid }, 'redis-server a stopped daemon started is still running; this daemon stops it when it stops');
   let stopped: Promise<void> | undefined;

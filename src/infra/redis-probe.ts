@@ -40,3 +40,19 @@ export async function probeRedis(port: number): Promise<RedisProbe> {
     client.disconnect();
   }
 }
+
+/** The process id the Redis answering on `port` reports (INFO server), or null if it does not say. */
+export async function redisProcessId(port: number): Promise<number | null> {
+  const client = new Redis({ host: REDIS_HOST, port, lazyConnect: true, connectTimeout: CONNECT_TIMEOUT_MS, maxRetriesPerRequest: 0, retryStrategy: () => null, enableOfflineQueue: false });
+  client.on('error', () => {});
+  try {
+    await withTimeout(client.connect(), REPLY_TIMEOUT_MS, `no handshake reply within ${REPLY_TIMEOUT_MS} ms`);
+    const info = await withTimeout(client.info('server'), REPLY_TIMEOUT_MS, `no INFO reply within ${REPLY_TIMEOUT_MS} ms`);
+    const m = /^process_id:(\d+)\r?$/m.exec(info);
+    return m ? Number(m[1]) : null;
+  } catch {
+    return null;
+  } finally {
+    client.disconnect();
+  }
+}
