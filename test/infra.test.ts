@@ -78,6 +78,9 @@ describe('ensureRedis', () => {
 
     const next = await ensureRedis({ dataDir, log, changes: noChanges, port, env: process.env });
     expect(next).toMatchObject({ url: first.url, started: true });
+    // Another start beside the one that took it over uses it, and leaves its stop to that one (a
+    // second takeover's stop took it from under the first).
+    expect(await ensureRedis({ dataDir, log, changes: noChanges, port, env: process.env })).toMatchObject({ started: false });
     await next.stop();
     const after = new Redis(first.url, { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
     after.on('error', () => {});

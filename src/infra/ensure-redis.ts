@@ -1,5 +1,5 @@
 import { constants as fsConstants } from 'node:fs';
-import { access, readFile, rm } from 'node:fs/promises';
+import { access, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from '../kernel/logger.js';
 import { aptInstall } from './apt.js';
@@ -89,6 +89,9 @@ async function adoptOrphan(dataDir: string, port: number, log: Logger): Promise<
   // The Redis answering on the port is that process (its own word): not another Redis (a system
   // service) while the file is stale, nor an unrelated process that got the pid since.
   if ((await redisProcessId(port)) !== pid) return null;
+  // Ours now: a start beside this daemon finds it alive and uses the Redis without taking it over
+  // (a review: a second takeover's stop took it from the first's sale).
+  await writeFile(ownerFile(dataDir), JSON.stringify({ daemonPid: process.pid, redisPid: pid, port }));
   const url = `redis://${REDIS_HOST}:${port}`;
   log.warn({ url, pid }, 'redis-server a stopped daemon started is still running; this daemon stops it when it stops');
   let stopped: Promise<void> | undefined;
@@ -103,6 +106,7 @@ async function adoptOrphan(dataDir: string, port: number, log: Logger): Promise<
           return;
         }
         for (let i = 0; i < 100 && alive(pid); i++) await new Promise((r) => setTimeout(r, 100));
+        if (alive(pid) && (await redisProcessId(port).catch(() => null)) === pid) process.kill(pid, 'SIGKILL');
         await rm(ownerFile(dataDir), { force: true });
         log.info({ url }, 'stopped redis-server');
       })()),
