@@ -146,6 +146,20 @@ describe('a Redis rollback past an end the outcome ledger holds', () => {
     expect((await pulled('x9')).length).toBe(0); // the revived ticket is not handed out either
   });
 
+  it("a winner whose order was released, over the item's quota, is refused on joining again, as without the rollback", { timeout: 60_000 }, async () => {
+    // (A review: Redis rolled back past the release's Redis step, the join made a new ticket by the
+    // second call, which counts no quota: 202 where 429 was due.)
+    await call('PUT', '/v1/items/x10', { handler: 'seckill', config: { stock: 1, reserveMs: 600_000 }, quotas: { perUser: { limit: 1, windowMs: 600_000 } } });
+    const t = (await call('POST', '/v1/items/x10/tickets', { userId: 'amy' }, SVC)).body.ticketId as string;
+    const won = await waitFor(() => poll(t), (v) => v.state === 'succeeded');
+    const snap = await snapshot('x10');
+    expect((await call('POST', `/v1/orders/${won.outcome.result.orderId}/release`, undefined, SVC)).status).toBe(200);
+    await waitFor(() => db.sql`select returned_at from orders where order_id = ${won.outcome.result.orderId}`.then(([r]) => r?.returned_at ?? null), (at) => at !== null);
+    await rollback('x10', snap);
+    const again = await call('POST', '/v1/items/x10/tickets', { userId: 'amy' }, SVC);
+    expect([again.status, again.body.error?.code]).toEqual([429, 'rate_limited']);
+  });
+
   it('a webhook ticket its user cancelled is not called', { timeout: 60_000 }, async () => {
     await call('PUT', '/v1/items/x3', { handler: 'webhook', config: { url: down.url }, gate: { mode: 'closed' } });
     const t = (await call('POST', '/v1/items/x3/tickets', { userId: 'carol' }, SVC)).body.ticketId as string;

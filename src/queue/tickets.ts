@@ -229,6 +229,8 @@ export function createTickets(deps: TicketsDeps): Tickets {
       // A winner whose order was released (they may join again, as its release said): a new ticket.
       if (rec.state === 'succeeded' && !rejoined && (await releasedSince(item, ticketId, userId))) {
         await deps.scripts.forgetUser(itemId, clock.now(), { userId, seq });
+        // (Over a quota: refused, as the join would be without the rollback; the second call counts none.)
+        if (r.overQuota) throw r.overQuota;
         return joinOnce(itemId, userId, payload, source, true);
       }
       return { created: false, ticket: end ?? (rec.state === 'waiting' ? placeNow(ticketId, false) : null) ?? (await reader.read(ticketId, item, seq)) };
