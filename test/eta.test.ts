@@ -185,18 +185,27 @@ describe('when a waiting ticket is told to ask again', () => {
 });
 
 describe('what a waiting ticket behind a full in-flight cap is told', () => {
-  it('follows the rate the cap lets through between a settle and the next admission too, and from a gate opened a moment ago', async () => {
+  // 20/s set, at most 3 in flight, on a downstream that takes 300 ms: ~10 a second.
+  const open = { mode: 'manual', rate: 20, maxInFlight: 3 } as const;
+  const ways = [
+    // Behind a closed gate first: the seconds it stood closed are no measure of the gate opened after.
+    { held: 'a closed gate, then opened', before: { gate: { mode: 'closed', rate: null, maxInFlight: null } as const, def: {} }, after: { gate: open, def: {} } },
+    // Before its opening, which an operator then brings forward (opensAt removed): the gate unchanged.
+    { held: 'an opening an operator brings forward', before: { gate: open, def: { opensAt: 3_600_000 } }, after: { gate: open, def: { opensAt: null } } },
+  ];
+  it.each(ways)('follows the rate the cap lets through between a settle and the next admission too, from $held a moment ago', async ({ before, after }) => {
     const clock = manualClock();
     const queue = createLine({ redis: t.redis, prefix: t.newPrefix(), clock, cacheMs: 0 });
-    // Behind a closed gate first: the seconds it stood closed are no measure of the gate opened after.
-    await queue.definitions.define(def('flap'), { mode: 'closed', rate: null, maxInFlight: null }, { reopen: false });
+    const at = (d: { opensAt?: number | null }) => ({ ...def('flap'), ...(d.opensAt ? { opensAt: clock.now() + d.opensAt } : {}) });
+    // (Joined first: before an opening, joins are refused; nothing admits here but this test.)
+    await queue.definitions.define(at(after.def), after.gate, { reopen: false });
     const ids = (await Promise.all(Array.from({ length: 200 }, (_, j) => queue.tickets.join('flap', `u${j}`, null)))).map((r) => r.ticket.ticketId);
+    await queue.definitions.define(at(before.def), before.gate, { reopen: false });
     for (let ms = 0; ms < 12_000; ms += 250) {
       clock.advance(250);
       await queue.tickets.status(ids[199]);
     }
-    // 20/s set, at most 3 in flight, on a downstream that takes 300 ms: ~10 a second.
-    await queue.definitions.define(def('flap'), { mode: 'manual', rate: 20, maxInFlight: 3 }, { reopen: false });
+    await queue.definitions.define(at(after.def), after.gate, { reopen: false });
     const running: { seq: number; leaseId: string; until: number }[] = [];
     const rates: number[] = [];
     let filled = false;
@@ -212,7 +221,7 @@ describe('what a waiting ticket behind a full in-flight cap is told', () => {
       for (const g of await queue.admissions.admit('flap', 100, 600_000)) running.push({ seq: g.seq, leaseId: g.leaseId, until: clock.now() + 300 });
       if (running.length >= 3) filled = true;
     }
-    // Every estimate at about the ~10/s that goes through (none at the 20/s set, nor from the closed seconds' 0).
+    // Every estimate at about the ~10/s that goes through (none at the 20/s set, nor from the held seconds' 0).
     expect(rates.length).toBeGreaterThan(100);
     expect(Math.max(...rates)).toBeLessThan(13);
     expect(Math.min(...rates)).toBeGreaterThan(7);

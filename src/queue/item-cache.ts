@@ -73,6 +73,8 @@ interface Entry {
   fullAt?: number;
   /** Since a change of the gate or the opening, until a second of samples: no rate measured yet. */
   measuring?: boolean;
+  /** Whether the store its handler sells through was away at the last refresh (its return restarts the measure). */
+  away?: boolean;
   /** The drawn pre-queue's seq → place table (draw:p), once loaded. */
   drawPlaces: Buffer | null;
   /** Bumped when the item's counters are seen going backwards (a rollback). */
@@ -182,8 +184,14 @@ export function createItemCache(deps: { redis: RedisLike; prefix: string; clock:
     for (const s of cancelled) if (lineIndex(s) <= forgetBelow) cancelled.delete(s);
     // The rate measured afresh when the gate changed or the sale opened since the last view.
     const gateMoved = !!prev && (prev.snap.gate.mode !== snap.gate.mode || prev.snap.gate.rate !== snap.gate.rate || prev.snap.gate.maxInFlight !== snap.gate.maxInFlight);
-    const opened = !!prev && snap.def.opensAt !== null && prev.readAt < snap.def.opensAt && snap.def.opensAt <= now;
-    if (gateMoved || opened) {
+    // Opened since the last view: its opensAt passed, or an operator opened it at once (opensAt
+    // removed or moved into the past); or the store it sells through came back.
+    const opened = !!prev && prev.snap.def.opensAt !== null && prev.readAt < prev.snap.def.opensAt && (snap.def.opensAt === null || snap.def.opensAt <= now);
+    const handler = snap.def.handler;
+    const away = deps.storeAway?.(handler) ?? false;
+    const storeBack = e.away === true && !away;
+    e.away = away;
+    if (gateMoved || opened || storeBack) {
       e.samples = [];
       e.measuring = true;
     }
@@ -197,7 +205,6 @@ export function createItemCache(deps: { redis: RedisLike; prefix: string; clock:
     const limits = [snap.gate.mode === 'auto' ? (snap.pace?.limit ?? null) : null, snap.gate.maxInFlight].filter((x): x is number => x !== null);
     if (limits.length && snap.counts.admitted >= Math.min(...limits)) e.fullAt = now;
     const capFull = limits.length > 0 && now - (e.fullAt ?? -Infinity) <= 1000;
-    const handler = snap.def.handler;
     const storeAway = () => deps.storeAway?.(handler) ?? false;
     e.item = { snap, recordKey: `${snap.incarnation}#${e.generation}`, cancelled, ownCancels: new Set(), rolledBack: e.generation > 0, feedComplete, admitRate, capFull, readAt: now, cancelledBetween: counter(cancelled, lineIndex), lineIndex, storeAway };
     return e.item;
