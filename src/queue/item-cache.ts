@@ -202,6 +202,7 @@ export function createItemCache(deps: { redis: RedisLike; prefix: string; clock:
     // (Until a second of it: none after a change, the last one's otherwise.)
     const admitRate = dt >= 1000 ? ((snap.admissions - first.admissions) * 1000) / dt : e.measuring ? null : (prev?.admitRate ?? null);
     if (dt >= 1000) e.measuring = false;
+    // The in-flight limit that holds admissions (views.ts expectedRate): the operator's cap, and in auto mode the controller's limit too.
     const limits = [snap.gate.mode === 'auto' ? (snap.pace?.limit ?? null) : null, snap.gate.maxInFlight].filter((x): x is number => x !== null);
     if (limits.length && snap.counts.admitted >= Math.min(...limits)) e.fullAt = now;
     const capFull = limits.length > 0 && now - (e.fullAt ?? -Infinity) <= 1000;

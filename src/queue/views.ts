@@ -86,8 +86,7 @@ export function expectedRate(item: CachedItem): number | null {
     // measured says how fast. Read from the rate alone, a gate of 50/s capped at 2 in flight on a
     // 1 s downstream told a user at place 56 a wait of 1 s, and admitted them 28 s later.
     // (None measured while it is full, a downstream that stalled: no estimate, not the rate set.)
-    const capped = gate.maxInFlight !== null && (item.capFull || item.snap.counts.admitted >= gate.maxInFlight);
-    if (capped) return measured !== null && gate.rate !== null ? Math.min(gate.rate, measured) : measured;
+    if (item.capFull) return measured !== null && gate.rate !== null ? Math.min(gate.rate, measured) : measured;
     return gate.rate ?? measured;
   }
   // Auto: the controller's pace, but while its in-flight limit is full (or the operator's cap, the
@@ -96,9 +95,8 @@ export function expectedRate(item: CachedItem): number | null {
   // as for a manual cap. Not otherwise: measured over the last seconds, it lags a pace that rose (at
   // a sale's opening, waits 3-5× too long were told).
   const pace = item.snap.pace?.rate ?? null;
-  const limits = [item.snap.pace?.limit ?? null, gate.maxInFlight].filter((x): x is number => x !== null);
-  const full = limits.length > 0 && (item.capFull || item.snap.counts.admitted >= Math.min(...limits));
-  const carried = full && pace !== null && measured !== null ? Math.min(pace, measured) : (pace ?? measured);
+  // (Full: item-cache.ts capFull, the lower of the controller's limit and the operator's cap.)
+  const carried = item.capFull && pace !== null && measured !== null ? Math.min(pace, measured) : (pace ?? measured);
   return carried !== null && gate.rate !== null ? Math.min(gate.rate, carried) : (carried ?? gate.rate);
 }
 

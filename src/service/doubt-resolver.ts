@@ -11,7 +11,7 @@ import { itemState } from '../queue/snapshot.js';
 import type { Outcome } from '../queue/types.js';
 import { RUN_LEASE_MS, type JobQueues } from './jobs.js';
 import type { HandlerRegistry } from './registry.js';
-import { deadlineOf } from './handler.js';
+import { deadlineOf, saleResultOf } from './handler.js';
 
 /**
  * Ends the tickets held in doubt. A ticket that was admitted and whose lease ran out (or that was
@@ -131,7 +131,7 @@ export function startDoubtResolver(
       // (By Postgres's clock, whose sweep releases it; only a reserved order lapses: a confirmed one
       // is paid for and never released, db/sales.ts ownSaleOf.)
       if (own?.lapsed) return [];
-      return [{ seq: d.seq, result: own ? (spec.saleResult?.(own) ?? { id: own.id }) : null }];
+      return [{ seq: d.seq, result: own ? saleResultOf(spec, own) : null }];
     });
     // Counted as ended here: a ticket another daemon's resolver ended first, or its holder settled
     // meanwhile, is left alone by the script and counted where it ended (it was counted as asked:

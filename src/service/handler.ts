@@ -142,6 +142,9 @@ export interface HandlerContext {
   unsure: UnsureCalls;
 }
 
+/** A ticket's result from its sale's row, as its handler answers one (`saleResult`; `{ id }` for a handler without one). */
+export const saleResultOf = (spec: Pick<HandlerSpec, 'saleResult'>, sale: { id: string; reservedUntil?: string }): Record<string, unknown> => spec.saleResult?.(sale) ?? { id: sale.id };
+
 export interface HandlerSpec {
   name: string;
   /** Validates and normalises the item's `config`. */

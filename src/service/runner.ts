@@ -6,7 +6,7 @@ import type { CachedItem } from '../queue/item-cache.js';
 import type { LeaseHeld } from '../queue/types.js';
 import { jsonIssues, MAX_JSON_DEPTH, UNSAFE_NUMBER } from '../kernel/json-issues.js';
 import { ticketRef } from '../kernel/ticket-ref.js';
-import { deadlineOf, DropError, isDropError, isRequeueError, MAX_RETRY_AFTER_MS, type HandlerContext, type HandlerOutcome, type HandlerSpec } from './handler.js';
+import { deadlineOf, DropError, isDropError, isRequeueError, MAX_RETRY_AFTER_MS, saleResultOf, type HandlerContext, type HandlerOutcome, type HandlerSpec } from './handler.js';
 import { jobGroups, type JobGroup, type JobTicket, type QueuedJob } from './jobs.js';
 import { builtinHandlers, type HandlerRegistry } from './registry.js';
 
@@ -295,7 +295,7 @@ export function createRunner(deps: RunnerDeps) {
         const sale = await ctx.ownSale(table, ticketRef(t.ticketId), t.userId);
         // (A reservation past its time is the sweep's to release any moment: undecided, as a sale's run holds it.)
         if (sale?.lapsed) return 'undecided';
-        if (sale && !sale.released) return spec.saleResult?.(sale) ?? { id: sale.id };
+        if (sale && !sale.released) return saleResultOf(spec, sale);
       }
       return null;
     } catch {
