@@ -53,7 +53,7 @@ export interface CachedItem {
    * Whether the gate's in-flight limit (the operator's cap, or the controller's limit in auto mode:
    * the lower) was full in a view of the last second: what admits then is one ticket per one that
    * ends, and the rate measured says how fast. Read from this view alone, the moment between a
-   * settle and the next admission read as not full, and a poll in four was told the rate set,
+   * settle and the next admission read as not full, and 4 polls in 30 were told the rate set,
    * twice too fast (a review).
    */
   capFull: boolean;
