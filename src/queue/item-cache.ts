@@ -2,7 +2,7 @@ import type { RedisLike } from '../redis/client.js';
 import type { Clock } from '../kernel/clock.js';
 import { itemKeys } from '../redis/keys.js';
 import { readSnapshot, type ItemSnapshot } from './snapshot.js';
-import { createScriptRunner } from '../redis/scripts.js';
+import { createScriptRunner, scripts } from '../redis/scripts.js';
 
 /**
  * Per-process view of each item, at most `ttlMs` old, so that polls, "closed", "not open" and
@@ -12,7 +12,10 @@ import { createScriptRunner } from '../redis/scripts.js';
  * - the cancels of tickets still in the line (read from the item's `cx` stream on each refresh):
  *   a waiting ticket ahead of the head is known to be waiting unless it is in this set;
  * - the admission rate, from the `admissions` counter over the last ~10 s, for ETAs.
- * If the stream was trimmed past what this process has read, `feedComplete` turns false and
+ * A refresh reads the stream to its end, in pages, so a start or a rollback's fresh read knows
+ * every cancel ahead of the head before it places anyone. Each process lets the stream go of the
+ * entries the head has passed (lua/trim-cancels-3.lua): nothing else trims it. If entries were
+ * lost from it otherwise (a cap by count, in versions before), `feedComplete` turns false and
  * polls of that item go to Redis (correct, only slower).
  */
 export interface CachedItem {
@@ -67,7 +70,10 @@ interface Entry {
   item: CachedItem | null;
   refreshing: Promise<CachedItem | null> | null;
   lastCxId: string;
+  /** The cancel count (`n`) of the last entry read from the cx stream, or of the last it let go of (ctr cxt) when later. */
   seenCancels: number;
+  /** Entries read from the cx stream and not yet let go of, in the stream's order, from `head`: a trim lets go of a prefix. */
+  trail: Trail;
   samples: { t: number; admissions: number }[];
   /** When the in-flight limit was last seen full (ms; CachedItem.capFull). */
   fullAt?: number;
@@ -83,6 +89,23 @@ interface Entry {
   begun: number;
   staleUpTo: number;
 }
+
+interface Trail {
+  ids: string[];
+  seqs: number[];
+  ns: number[];
+  head: number;
+  /** When this process last asked Redis to trim (ms). */
+  trimmedAt: number;
+}
+
+const newTrail = (): Trail => ({ ids: [], seqs: [], ns: [], head: 0, trimmedAt: -Infinity });
+
+/** Entries of the cx stream read per call (a refresh reads to the end). */
+const CX_PAGE = 20_000;
+/** A process trims the stream when this many entries the head passed are in its trail, or at most every TRIM_MS. */
+const TRIM_BATCH = 1000;
+const TRIM_MS = 10_000;
 
 export interface ItemCache {
   get(itemId: string): Promise<CachedItem | null>;
@@ -133,6 +156,7 @@ export function createItemCache(deps: { redis: RedisLike; prefix: string; clock:
       e.samples = [];
       e.lastCxId = '0';
       e.seenCancels = 0;
+      e.trail = newTrail();
       return null;
     }
     const prev = e.item;
@@ -151,11 +175,13 @@ export function createItemCache(deps: { redis: RedisLike; prefix: string; clock:
       e.generation++;
       e.lastCxId = '0';
       e.seenCancels = 0;
+      e.trail = newTrail();
     }
     if (prev && prev.snap.incarnation !== snap.incarnation) {
       // The item was deleted from Redis and created anew (its secret may be the same): nothing learnt before applies.
       e.lastCxId = '0';
       e.seenCancels = 0;
+      e.trail = newTrail();
       e.samples = [];
     }
     const cancelled = prev && prev.snap.incarnation === snap.incarnation && !rolledBack ? prev.cancelled : new Set<number>();
@@ -163,14 +189,30 @@ export function createItemCache(deps: { redis: RedisLike; prefix: string; clock:
     // read, which is before them), unless a rollback took them.
     if (cancelled === prev?.cancelled) for (const s of prev.ownCancels) cancelled.delete(s);
     let feedComplete = prev?.feedComplete ?? true;
+    // Cancels the stream let go of were behind the head: accounted for.
+    if (snap.cancelsTrimmed > e.seenCancels) e.seenCancels = snap.cancelsTrimmed;
     if (snap.cancelsTotal > e.seenCancels) {
-      const rows = (await deps.redis.xrange(itemKeys(deps.prefix, itemId).cx, `(${e.lastCxId}`, '+', 'COUNT', 20000)) as [string, string[]][];
-      for (const [id, fields] of rows) {
-        cancelled.add(Number(fields[1]));
-        e.lastCxId = id;
+      // To the end, page by page: a place counted from part of it is too far back (a start that
+      // read 20,000 of 30,000 cancels told 20 for 10 until its later refreshes read the rest).
+      const cx = itemKeys(deps.prefix, itemId).cx;
+      const t = e.trail;
+      for (;;) {
+        const rows = (await deps.redis.xrange(cx, `(${e.lastCxId}`, '+', 'COUNT', CX_PAGE)) as [string, string[]][];
+        for (const [id, fields] of rows) {
+          const seq = Number(fields[1]);
+          // `n` since this version; an older entry counts as the next.
+          const n = fields[2] === 'n' ? Number(fields[3]) : e.seenCancels + 1;
+          cancelled.add(seq);
+          e.lastCxId = id;
+          e.seenCancels = n;
+          t.ids.push(id);
+          t.seqs.push(seq);
+          t.ns.push(n);
+        }
+        if (rows.length < CX_PAGE) break;
       }
-      e.seenCancels += rows.length;
-      if (e.seenCancels < snap.cancelsTotal && rows.length < 20000) feedComplete = false;
+      // Fewer than counted: entries lost (a cap by count of an earlier version): the cache cannot place.
+      if (e.seenCancels < snap.cancelsTotal) feedComplete = false;
     }
     if (!snap.draw?.drawn || prev?.snap.incarnation !== snap.incarnation) e.drawPlaces = null;
     if (snap.draw?.drawn && snap.draw.n && !e.drawPlaces) e.drawPlaces = await deps.redis.getBuffer(itemKeys(deps.prefix, itemId).drawPlaces);
@@ -182,6 +224,7 @@ export function createItemCache(deps: { redis: RedisLike; prefix: string; clock:
     const lastCut = snap.cuts[snap.cuts.length - 1];
     const forgetBelow = lastCut?.[4] !== undefined ? Math.min(snap.served, lastCut[4]) : snap.served;
     for (const s of cancelled) if (lineIndex(s) <= forgetBelow) cancelled.delete(s);
+    trimPassed(itemId, e, lineIndex, forgetBelow, now);
     // The rate measured afresh when the gate changed or the sale opened since the last view.
     const gateMoved = !!prev && (prev.snap.gate.mode !== snap.gate.mode || prev.snap.gate.rate !== snap.gate.rate || prev.snap.gate.maxInFlight !== snap.gate.maxInFlight);
     // Opened since the last view: its opensAt passed, or an operator opened it at once (opensAt
@@ -211,11 +254,36 @@ export function createItemCache(deps: { redis: RedisLike; prefix: string; clock:
     return e.item;
   }
 
+  /**
+   * Lets the cx stream go of the entries at the front of this process's trail that the head has
+   * passed (at most `forgetBelow`, as the cancelled set forgets them), once there are TRIM_BATCH of
+   * them or TRIM_MS has passed. The script checks the head again and that the last entry is still
+   * the one read (a rollback since: it trims nothing). Not waited for: a refresh answers polls.
+   */
+  function trimPassed(itemId: string, e: Entry, lineIndex: (seq: number) => number, forgetBelow: number, now: number) {
+    const t = e.trail;
+    let k = t.head;
+    let bound = 0;
+    while (k < t.ids.length && lineIndex(t.seqs[k]) <= forgetBelow) bound = Math.max(bound, lineIndex(t.seqs[k++]));
+    const passed = k - t.head;
+    if (passed === 0 || (passed < TRIM_BATCH && now - t.trimmedAt < TRIM_MS)) return;
+    const last = k - 1;
+    run(scripts.trimCancels, itemId, now, { lastId: t.ids[last], lastSeq: String(t.seqs[last]), lastN: t.ns[last], bound }).catch(() => {});
+    t.trimmedAt = now;
+    t.head = k;
+    if (t.head > 1024 && t.head * 2 > t.ids.length) {
+      t.ids = t.ids.slice(t.head);
+      t.seqs = t.seqs.slice(t.head);
+      t.ns = t.ns.slice(t.head);
+      t.head = 0;
+    }
+  }
+
   return {
     async get(itemId) {
       let e = entries.get(itemId);
       if (!e) {
-        e = { item: null, refreshing: null, lastCxId: '0', seenCancels: 0, samples: [], drawPlaces: null, generation: 0, begun: 0, staleUpTo: 0 };
+        e = { item: null, refreshing: null, lastCxId: '0', seenCancels: 0, trail: newTrail(), samples: [], drawPlaces: null, generation: 0, begun: 0, staleUpTo: 0 };
         entries.set(itemId, e);
       }
       const fresh = e.item && deps.clock.now() - e.item.snap.loadedAt < deps.ttlMs;

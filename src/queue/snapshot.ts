@@ -37,7 +37,10 @@ export interface ItemSnapshot {
   admissions: number;
   /** Admitted tickets of a cut item waiting for Postgres's word on their sale (ctr doubt; lua/_lib.lua holdInDoubt). */
   inDoubt: number;
+  /** Cancels of tickets in the line so far (ctr cxn; each cancel's entry on the cx stream carries its count as `n`). */
   cancelsTotal: number;
+  /** The `n` of the last cancel the cx stream let go of (ctr cxt; lua/trim-cancels-3.lua): cancels the head passed. */
+  cancelsTrimmed: number;
   counts: Counts;
   gate: GateSettings;
   /** The controller's limit and pace that admission obeys in auto mode (null before it has run). */
@@ -146,6 +149,7 @@ export function parseSnapshot(
     admissions: Number(ctr.admissions ?? 0),
     inDoubt: Number(ctr.doubt ?? 0),
     cancelsTotal: Number(ctr.cxn ?? 0),
+    cancelsTrimmed: Number(ctr.cxt ?? 0),
     counts,
     gate: {
       mode: (gate.mode as GateSettings['mode']) ?? 'auto',

@@ -12,8 +12,13 @@
     (x.noEffect, returnToHead in _lib: its run had no effect and that lease can write nothing
     more) is cancellable: no lease of it is out, and only an admission (which it leaves) would
     give one.
-  Each cancel of a ticket still in the line is appended to the stream `cx`, so daemons that answer
-  polls from their cache learn of it within their refresh period.
+  Each cancel of a ticket still in the line is appended to the stream `cx` (its seq, and `n`: the
+  item's cancel count with it), so daemons that answer polls from their cache learn of it within
+  their refresh period. The stream is not capped: a cap trimmed it by count, and a daemon that read
+  it afresh (a start, a rollback) missed cancels still ahead of the head and told places too far
+  back (20 for 10 after 100,000 cancels). Entries leave it once the head has passed them
+  (trim-cancels-3.lua). A split item's sub-lines feed no cache (their places are read from Redis):
+  they append nothing.
   An outcome that names another end than `cancelled` (`expired`, `rejected`, `failed`: a ticket a
   Redis rollback brought back, ended again with the end the outcome ledger holds, tickets.ts)
   ends it in that state; `succeeded` is never taken from it.
@@ -33,6 +38,6 @@ finish(seq, record, 'waiting', char, status, ARGV[3], now)
 rcall('ZREM', K.retry, fmt(seq))
 local userId = recordUser(record)
 if rcall('HGET', K.users, userId) == fmt(seq) then rcall('HDEL', K.users, userId) end
-rcall('XADD', K.cx, 'MAXLEN', '~', 100000, '*', 's', fmt(seq))
-rcall('HINCRBY', K.ctr, 'cxn', 1)
+local n = rcall('HINCRBY', K.ctr, 'cxn', 1)
+if (tonumber(rcall('HGET', K.meta, 'lines') or '1') or 1) <= 1 then rcall('XADD', K.cx, '*', 's', fmt(seq), 'n', fmt(n)) end
 return 1

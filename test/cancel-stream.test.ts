@@ -1,0 +1,121 @@
+import { describe, expect, it } from 'vitest';
+import { manualClock } from '../src/kernel/clock.js';
+import { createLine } from '../src/queue/line.js';
+import type { LineDefinition } from '../src/queue/types.js';
+import { itemKeys } from '../src/redis/keys.js';
+import { parseTicketId } from '../src/queue/ticket-id.js';
+import { createScriptRunner, scripts } from '../src/redis/scripts.js';
+import { rollbackItem, snapshotItem, testRedis } from './support/redis.js';
+
+/**
+ * The item's cancel stream (`cx`), which the daemons' views read to place waiting tickets behind
+ * cancels: read whole by a daemon that reads it afresh, and let go of only behind the head.
+ */
+const t = testRedis();
+const def = (itemId: string): LineDefinition => ({ itemId, handler: 'external', config: {}, capacity: null, abandonAfterMs: null, opensAt: null, closesAt: null, rejoin: 'any' });
+const closed = { mode: 'closed', rate: null, maxInFlight: null } as const;
+
+function lines() {
+  const clock = manualClock();
+  const prefix = t.newPrefix();
+  const line = () => createLine({ redis: t.redis, prefix, clock, cacheMs: 250 });
+  return { clock, prefix, line };
+}
+
+/** Joins users `from`..`to`-1 (in batches), returning their ticket ids in join order. */
+async function joinUsers(line: ReturnType<typeof createLine>, itemId: string, from: number, to: number): Promise<string[]> {
+  const ids: string[] = [];
+  for (let i = from; i < to; i += 500) {
+    const batch = Array.from({ length: Math.min(500, to - i) }, (_, j) => i + j);
+    const got = await Promise.all(batch.map((u) => line.tickets.join(itemId, `u${u}`, null)));
+    ids.push(...got.map((g) => g.ticket.ticketId));
+  }
+  return ids.sort((x, y) => parseTicketId(x)!.seq - parseTicketId(y)!.seq);
+}
+
+/** An item whose gate admits at once, with `n` users in line through daemon `a`. */
+async function openLine(itemId: string, n: number) {
+  const l = lines();
+  const a = l.line();
+  await a.definitions.define(def(itemId), { mode: 'manual', rate: 100_000, maxInFlight: null }, { reopen: false });
+  return { ...l, a, ids: await joinUsers(a, itemId, 0, n) };
+}
+
+async function admitAll(line: ReturnType<typeof createLine>, itemId: string, n: number) {
+  let admitted = 0;
+  while (admitted < n) admitted += (await line.admissions.admit(itemId, n - admitted, 60_000)).length;
+}
+
+async function cancelAll(line: ReturnType<typeof createLine>, ids: string[]) {
+  for (let i = 0; i < ids.length; i += 500) await Promise.all(ids.slice(i, i + 500).map((id) => line.tickets.cancel(id)));
+}
+
+describe('the cancel stream', () => {
+  it('is read to its end by a daemon that reads it afresh: more cancels ahead than one page', async () => {
+    const { clock, line } = lines();
+    const a = line();
+    await a.definitions.define(def('big'), closed, { reopen: false });
+    const ids = await joinUsers(a, 'big', 0, 21_000);
+    // 20,500 users ahead of the last 500 leave: more than the 20,000 entries one read returns.
+    await cancelAll(a, ids.slice(0, 20_500));
+    clock.advance(300);
+    // A daemon that starts now reads the stream from its start.
+    const fresh = line();
+    const last = await fresh.tickets.status(ids[20_999]);
+    expect(last.position).toBe(500);
+    expect((await fresh.tickets.status(ids[20_500])).position).toBe(1);
+    expect((await a.tickets.status(ids[20_999])).position).toBe(500);
+  }, 120_000);
+
+  it('lets go of the cancels the head has passed, and a daemon reading it afresh then places as one that read it all along', async () => {
+    const { clock, prefix, line, a, ids } = await openLine('tr', 3000);
+    // Every other ticket of the first 2,400 leaves, and every tenth of the rest.
+    const gone = ids.filter((_, i) => (i < 2400 ? i % 2 === 0 : i % 10 === 0));
+    await cancelAll(a, gone);
+    const cx = itemKeys(prefix, 'tr').cx;
+    expect(await t.redis.xlen(cx)).toBe(gone.length);
+    // The line admits past the first 2,400 places (1,200 tickets: the rest of them left).
+    await admitAll(a, 'tr', 1200);
+    clock.advance(300);
+    const before = await a.tickets.status(ids[2999]);
+    expect(before.position).toBe(600 - 60);
+    // A's refresh trims what is behind the head: the 1,200 cancels there; those ahead stay.
+    await waitForTrim(async () => (await t.redis.xlen(cx)) === 60);
+    expect(Number(await t.redis.hget(itemKeys(prefix, 'tr').ctr, 'cxt'))).toBe(1200);
+    // A daemon reading afresh now places as A does; a cancel after the trim is read by both.
+    const fresh = line();
+    expect((await fresh.tickets.status(ids[2999])).position).toBe(540);
+    expect((await fresh.tickets.status(ids[2401])).position).toBe(1);
+    await fresh.tickets.cancel(ids[2401]);
+    clock.advance(300);
+    expect((await a.tickets.status(ids[2999])).position).toBe(539);
+    expect((await fresh.tickets.status(ids[2999])).position).toBe(539);
+    expect((await line().tickets.status(ids[2999])).position).toBe(539);
+
+    async function waitForTrim(done: () => Promise<boolean>) {
+      for (let i = 0; i < 20 && !(await done()); i++) {
+        clock.advance(300);
+        await a.tickets.status(ids[2999]);
+      }
+      expect(await done()).toBe(true);
+    }
+  }, 60_000);
+
+  it('trims nothing from a stream a Redis rollback brought back with the head behind it', async () => {
+    const { clock, prefix, line, a, ids } = await openLine('rb', 40);
+    await cancelAll(a, ids.filter((_, i) => i < 20 && i % 2 === 0)); // 10 of the first 20
+    const snap = await snapshotItem(t.redis, prefix, 'rb');
+    await admitAll(a, 'rb', 10);
+    // Redis goes back to before the admissions: the cancels are ahead of the head again.
+    // A's trim, computed from the head it saw, must not take them (lastId still there, head behind).
+    const kept = await t.redis.xrange(itemKeys(prefix, 'rb').cx, '-', '+');
+    await rollbackItem(t.redis, prefix, 'rb', snap);
+    const last = kept[kept.length - 1];
+    const trimmed = await createScriptRunner(t.redis, prefix).run(scripts.trimCancels, 'rb', clock.now(), { lastId: last[0], lastSeq: last[1][1], lastN: Number(last[1][3]), bound: 19 });
+    expect(trimmed).toBe(-1);
+    expect(await t.redis.xlen(itemKeys(prefix, 'rb').cx)).toBe(10);
+    clock.advance(300);
+    expect((await line().tickets.status(ids[39])).position).toBe(30);
+    expect((await a.tickets.status(ids[39])).position).toBe(30);
+  });
+});
