@@ -78,3 +78,26 @@ describe('a split item rolled back past its sale', () => {
     expect(await poll(t)).toMatchObject({ state: 'cancelled' });
   });
 });
+
+// A daemon of its own, under a default key quota of one join a second.
+const qdb = await testDb();
+const qprefix = newPrefix();
+const q = await inProcessDaemon({ prefix: qprefix, databaseUrl: qdb.url, env: { FLOODGATE_DEFAULT_KEY_QUOTA: '1', FLOODGATE_TICKET_STATE_TTL_MS: '1000' } });
+
+describe("a split item's rejoin after a rollback, under the deployment's default key quota", () => {
+  it('counts the join once against the key quota', { timeout: 60_000 }, async () => {
+    const qpoll = async (id: string) => (await q.call('GET', `/v1/tickets/${id}`, undefined, null)).body;
+    await q.call('PUT', '/v1/items/rq', { handler: 'external', lines: 4 });
+    const t = (await q.call('POST', '/v1/items/rq/tickets', { userId: 'kim' }, SVC)).body.ticketId as string;
+    const snap = await snapshotItem(redis, qprefix, 'rq');
+    expect((await q.call('DELETE', `/v1/tickets/${t}`, undefined, null)).body.state).toBe('cancelled');
+    await waitFor(async () => (await qdb.sql`select 1 from ticket_outcomes where ticket_id = ${ticketRef(t)}`).length, (n) => n === 1);
+    await rollbackItem(redis, qprefix, 'rq', snap);
+    expect((await waitFor(() => qpoll(t), (v) => v.state === 'cancelled', 5_000)).state).toBe('cancelled');
+    // Early in a fresh second of the quota (1 join a second per key): her join ends the ticket the
+    // rollback brought back and takes a number again; counted twice, it was refused 429.
+    await new Promise((r) => setTimeout(r, 1050 - (Date.now() % 1000)));
+    const joined = await q.call('POST', '/v1/items/rq/tickets', { userId: 'kim' }, SVC);
+    expect([joined.status, joined.body.ticketId === t]).toEqual([202, false]);
+  });
+});

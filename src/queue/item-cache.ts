@@ -1,6 +1,6 @@
 import type { RedisLike } from '../redis/client.js';
 import type { Clock } from '../kernel/clock.js';
-import { itemKeys } from '../redis/keys.js';
+import { itemKeys, subLineTag } from '../redis/keys.js';
 import { readSnapshot, type ItemSnapshot } from './snapshot.js';
 import { createScriptRunner, scripts } from '../redis/scripts.js';
 
@@ -159,6 +159,14 @@ export function createItemCache(deps: { redis: RedisLike; prefix: string; clock:
       e.trail = newTrail();
       return null;
     }
+    // A split item's cancels are counted on each sub-line's own counters (other hash slots): a
+    // rollback that took back a cancel on sub-line 2 showed on none of the item's (its user's
+    // ticket read `waiting` beside the ledger's `cancelled`, and their join answered it).
+    const lines = snap.def.lines ?? 1;
+    if (lines > 1) {
+      const others = await Promise.all(Array.from({ length: lines - 1 }, (_, i) => deps.redis.hget(itemKeys(deps.prefix, subLineTag(itemId, i + 1)).ctr, 'cxn')));
+      for (const n of others) snap.cancelsTotal += Number(n ?? 0);
+    }
     const prev = e.item;
     const rolledBack =
       !!prev &&
@@ -170,6 +178,8 @@ export function createItemCache(deps: { redis: RedisLike; prefix: string; clock:
         // them as gone (places too good behind them), and the next cancels, the count back where
         // it was, were never read (a ticket cancelled through another daemon read `waiting` here).
         snap.cancelsTotal < e.seenCancels ||
+        snap.cancelsTotal < prev.snap.cancelsTotal ||
+        snap.joinNumbers < prev.snap.joinNumbers ||
         (prev.snap.newestTail != null && snap.probedTail !== prev.snap.newestTail));
     if (rolledBack) {
       e.generation++;

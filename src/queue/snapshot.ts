@@ -39,6 +39,8 @@ export interface ItemSnapshot {
   inDoubt: number;
   /** Cancels of tickets in the line so far (ctr cxn; each cancel's entry on the cx stream carries its count as `n`). */
   cancelsTotal: number;
+  /** A split item's joins numbered so far (ctr jn, split-number-2.lua). */
+  joinNumbers: number;
   /** The `n` of the last cancel the cx stream let go of (ctr cxt; lua/trim-cancels-3.lua): cancels the head passed. */
   cancelsTrimmed: number;
   counts: Counts;
@@ -150,6 +152,7 @@ export function parseSnapshot(
     inDoubt: Number(ctr.doubt ?? 0),
     cancelsTotal: Number(ctr.cxn ?? 0),
     cancelsTrimmed: Number(ctr.cxt ?? 0),
+    joinNumbers: Number(ctr.jn ?? 0),
     counts,
     gate: {
       mode: (gate.mode as GateSettings['mode']) ?? 'auto',

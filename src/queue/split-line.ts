@@ -97,8 +97,12 @@ export interface SplitLine {
   /** Gives sub-lines 1..K−1 the copy of the item's meta their scripts read (the item must be defined; idempotent). */
   defineSubLines(item: SplitItem): Promise<void>;
   /** `source`: the name of the key that asks, kept with the ticket (the ledger copies it to its row). */
-  /** `defaultKeyQuota`: FLOODGATE_DEFAULT_KEY_QUOTA, joins per second per key name (`source`). */
-  join(item: SplitItem, userId: string, payload?: Record<string, unknown> | null, source?: string, defaultKeyQuota?: number): Promise<SplitJoin>;
+  /**
+   * `defaultKeyQuota`: FLOODGATE_DEFAULT_KEY_QUOTA, joins per second per key name (`source`);
+   * `uncounted`: the join was counted already (its second try, after a ticket a rollback brought
+   * back was ended again: tickets.ts joinSplit).
+   */
+  join(item: SplitItem, userId: string, payload?: Record<string, unknown> | null, source?: string, defaultKeyQuota?: number, uncounted?: boolean): Promise<SplitJoin>;
   /** The position a waiting ticket numbered `num` shows: num − A. */
   position(item: SplitItem, num: number): Promise<number>;
   /**
@@ -235,11 +239,11 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
       );
     },
 
-    async join(item, userId, payload, source, defaultKeyQuota) {
+    async join(item, userId, payload, source, defaultKeyQuota, uncounted) {
       const k = subLineOf(userId, item.lines);
       for (let i = 0; i < RENUMBERS; i++) {
-        // The key quota is counted once per join, not again for a renumbering.
-        const [num, waitMs] = (await run(scripts.splitNumber, item.itemId, clock.now(), { userId, source: i === 0 ? (source ?? '') : '', defaultKeyQuota: defaultKeyQuota ?? '' })) as [number, number];
+        // The key quota is counted once per join, not again for a renumbering or a second try.
+        const [num, waitMs] = (await run(scripts.splitNumber, item.itemId, clock.now(), { userId, source: i === 0 && !uncounted ? (source ?? '') : '', defaultKeyQuota: defaultKeyQuota ?? '' })) as [number, number];
         if (num === -7) {
           const retryAfterSec = Math.max(1, Math.ceil(waitMs / 1000));
           throw new FloodgateError('rate_limited', 'Too many joins (perKey quota); try again later.', { quota: 'perKey', retryAfterSec }, retryAfterSec);

@@ -141,7 +141,7 @@ export function createTickets(deps: TicketsDeps): Tickets {
   /** A join to a split item's sub-line: its position is n − A (A from the item view: never lower than a later poll's). */
   async function joinSplit(item: CachedItem, sub: { itemId: string; lines: number }, userId: string, payload: Record<string, unknown> | null, source: string | undefined, rejoined = false): Promise<{ created: boolean; ticket: TicketView }> {
     const s = item.snap;
-    const j = await deps.split.join(sub, userId, payload, source, deps.defaultKeyQuota).catch((err: unknown) => {
+    const j = await deps.split.join(sub, userId, payload, source, deps.defaultKeyQuota, rejoined).catch((err: unknown) => {
       // A refusal (closed, sold out) the view did not foresee says it is old.
       if (!(err instanceof FloodgateError && foreseen(s, err, clock.now()))) items.invalidate(sub.itemId);
       throw err;
