@@ -15,7 +15,7 @@ import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { isCluster, serverTime, type RedisLike } from './redis/client.js';
+import { evictionHazard, isCluster, memoryState, serverTime, type RedisLike } from './redis/client.js';
 import { createApp } from './api/app.js';
 import { probe, READY_TIMEOUT_MS } from './api/routes/ops.js';
 import { createCatalog } from './catalog/catalog.js';
@@ -124,6 +124,15 @@ export async function openStores(config: Config, log: Logger) {
   const wait = { waitMs: config.FLOODGATE_START_WAIT_MS, log };
   const redis = await untilReachable('redis', redisAt, () => connectRedis(infra.redis, 'api', log), wait);
   const admitRedis = await connectRedis(infra.redis, 'admit', log).catch((err) => Promise.reject(storeFailure('redis', redisAt, err)));
+  // A Redis set to evict keys drops a line's keys at its memory limit (a user's second ticket and
+  // order, an operator's cap lost, a sale that never resumed): not started on. (BullMQ only wrote
+  // a warning to stderr once its queues connected.)
+  const evicting = (await memoryState(redis).catch(() => null))?.evicting;
+  if (evicting) {
+    redis.disconnect();
+    admitRedis.disconnect();
+    throw new SetupNeeded(`${redisAt}: ${evictionHazard(evicting)}`);
+  }
   // Waited for until it answers a query, each try bounded; the migrations then take what they take.
   await untilReachable('postgres', redactUrl(infra.pgUrl), () => pingDb(infra.pgUrl), wait);
   await migrateDb(infra.pgUrl, log).catch((err) => Promise.reject(storeFailure('postgres', redactUrl(infra.pgUrl), err)));
@@ -301,6 +310,9 @@ export function wireApp(config: Config, log: Logger, { redis, dbHandle }: Stores
             throw new Error('postgres is read-only');
           }
         }, READY_TIMEOUT_MS - 100)]);
+      // Set to evict keys (after the start, which refuses it): it takes writes and may drop a line's keys.
+      const evicting = m.memory.evicting;
+      if (evicting) return { redis: false, postgres: p, why: evictionHazard(evicting) };
       return { redis: r, postgres: p };
     },
     itemViews,
@@ -561,7 +573,7 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
     ...(isCluster(redis) ? [every(OP_REV_FULL_MS, 'operator writes full compare', () => core.opRevs.check({ all: true }), log)] : []),
     every(60_000, 'item secrets', () => core.lostTickets.load(), log),
     every(60_000, 'metric series of removed items', forgetRemovedItems, log),
-    every(1000, 'redis memory', () => core.memory.check().then(() => metrics.redisMemory.set(core.memory.ratio)), log),
+    every(1000, 'redis memory', () => core.memory.check().then(() => (metrics.redisMemory.set(core.memory.ratio), metrics.redisEvicting.set(core.memory.evicting ? 1 : 0))), log),
     startSeriesRecorder({ queue, series: core.series, clock, log: log.child({ module: 'series' }), effective: (item) => catalog.gateOf(item).effective }, { everyMs: 500 }),
   ];
 

@@ -100,6 +100,12 @@ export function createMetrics() {
       registers: [registry],
       aggregator: 'max',
     }),
+    redisEvicting: new Gauge({
+      name: 'floodgate_redis_evicting',
+      help: "1 while a Redis server reports a maxmemory-policy other than noeviction (it may drop the lines' keys at its limit; /readyz fails), else 0.",
+      registers: [registry],
+      aggregator: 'max',
+    }),
     pgSellPerS: new Gauge({
       name: 'floodgate_postgres_sells_per_second',
       help: 'Best sells per second Postgres carried over the last 30 s (the pressure signal of seckill and coupon), once measured.',

@@ -1,5 +1,5 @@
 import type { Logger } from '../kernel/logger.js';
-import { memoryRatio, type RedisLike } from '../redis/client.js';
+import { evictionHazard, memoryState, type RedisLike } from '../redis/client.js';
 
 /**
  * New joins stop before Redis is full. Redis at its maxmemory (with `noeviction`, the only safe
@@ -15,12 +15,19 @@ export interface MemoryGuard {
   readonly full: boolean;
   /** used_memory ÷ maxmemory, the highest over the servers; 0 without a maxmemory. */
   readonly ratio: number;
+  /**
+   * A `maxmemory-policy` other than `noeviction` a server reports (set while the daemon ran: a
+   * start refuses one), or null: Redis may drop the lines' keys (client.ts evictionHazard);
+   * `/readyz` fails while it is so.
+   */
+  readonly evicting: string | null;
   check(): Promise<void>;
 }
 
 export function createMemoryGuard(redis: RedisLike, limit: number, log: Logger): MemoryGuard {
   let ratio = 0;
   let full = false;
+  let evicting: string | null = null;
   return {
     get full() {
       return full;
@@ -28,10 +35,18 @@ export function createMemoryGuard(redis: RedisLike, limit: number, log: Logger):
     get ratio() {
       return ratio;
     },
+    get evicting() {
+      return evicting;
+    },
     async check() {
-      const read = await memoryRatio(redis);
+      const read = await memoryState(redis);
       if (read === null) return; // no server answered: as it was (the outage is another module's)
-      ratio = read;
+      ratio = read.ratio;
+      if (read.evicting !== evicting) {
+        if (read.evicting) log.error({ policy: read.evicting }, evictionHazard(read.evicting));
+        else log.info('redis is set to noeviction again');
+      }
+      evicting = read.evicting;
       // Two points of hysteresis: at the edge, joins switched on and off every second.
       const now = full ? ratio >= limit - 0.02 : ratio >= limit;
       if (now !== full) {

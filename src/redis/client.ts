@@ -50,23 +50,40 @@ export function countedMemory(info: string): { counted: number; max: number } {
   return { counted: field('used_memory') - field('mem_not_counted_for_evict'), max: field('maxmemory') };
 }
 
+/** A server's `maxmemory-policy` from its `INFO memory` ('' if it does not say). */
+export const evictionPolicyOf = (info: string) => /^maxmemory_policy:(\S+)/m.exec(info)?.[1] ?? '';
+
 /**
  * How full Redis is: the highest counted ÷ maxmemory over its servers (every master on a cluster;
- * one that does not answer is left out), 0 when none has a maxmemory set; null when none answered.
+ * one that does not answer is left out), 0 when none has a maxmemory set; and `evicting`, the
+ * first `maxmemory-policy` other than `noeviction` a server reports (null: none). Null when no
+ * server answered.
  */
-export async function memoryRatio(redis: RedisLike): Promise<number | null> {
+export async function memoryState(redis: RedisLike): Promise<{ ratio: number; evicting: string | null } | null> {
   const nodes: Redis[] = isCluster(redis) ? redis.nodes('master') : [redis];
-  const ratios = await Promise.all(
+  const read = await Promise.all(
     nodes.map((node) =>
       node.info('memory').then(
         (info) => {
           const { counted, max } = countedMemory(info);
-          return max > 0 ? counted / max : 0;
+          const policy = evictionPolicyOf(info);
+          return { ratio: max > 0 ? counted / max : 0, evicting: policy && policy !== 'noeviction' ? policy : null };
         },
         () => null,
       ),
     ),
   );
-  const known = ratios.filter((r): r is number => r !== null);
-  return known.length ? Math.max(...known) : null;
+  const known = read.filter((r) => r !== null);
+  return known.length ? { ratio: Math.max(...known.map((r) => r.ratio)), evicting: known.find((r) => r.evicting)?.evicting ?? null } : null;
 }
+
+export const memoryRatio = async (redis: RedisLike): Promise<number | null> => (await memoryState(redis))?.ratio ?? null;
+
+/**
+ * Why a Redis set to evict keys cannot hold lines: at its maxmemory it drops keys without a word —
+ * a line's users (a user's second ticket: a webhook's second order), its gate (an operator's
+ * 2/s cap read as the default auto gate), its stock counter or its tickets (a sale that never
+ * resumed), BullMQ's job locks (a job run twice). A review saw each of these.
+ */
+export const evictionHazard = (policy: string) =>
+  `Redis's maxmemory-policy is ${policy}: at its memory limit it drops keys the lines cannot lose (tickets, users, gates, stock, job locks). Set maxmemory-policy noeviction (redis.conf, or CONFIG SET maxmemory-policy noeviction); Floodgate refuses new joins itself before Redis is full (FLOODGATE_REDIS_MEMORY_LIMIT).`;

@@ -31,7 +31,8 @@ function documentOps(app: OpenAPIHono) {
 
 export interface OpsDeps {
   /** Which backing stores answer right now; each check bounded by its own timeout (see `probe`). */
-  ready(): Promise<{ redis: boolean; postgres: boolean }>;
+  /** `why`: what is wrong beyond not answering (a Redis set to evict keys takes writes, and still fails). */
+  ready(): Promise<{ redis: boolean; postgres: boolean; why?: string }>;
   metricsKey?: string;
   /** The items' views as the daemon holds them, for the per-item gauges of a scrape. */
   itemViews(): Promise<ItemGaugeView[]>;
@@ -41,7 +42,7 @@ export interface OpsDeps {
 
 /** /readyz answers within this, whatever hangs: a probe still running then counts as failed. */
 export const READY_TIMEOUT_MS = 900;
-const notReady = { redis: false, postgres: false };
+const notReady: { redis: boolean; postgres: boolean; why?: string } = { redis: false, postgres: false };
 
 /** True if `check` succeeds within `ms`; a check that hangs or throws is false. */
 export async function probe(check: () => Promise<unknown>, ms: number): Promise<boolean> {
@@ -68,7 +69,7 @@ export function opsRoutes(ctx: ApiContext, deps: OpsDeps) {
       {
         status: ok ? 'ready' : 'unavailable',
         checks: { redis: r.redis ? 'ok' : 'fail', postgres: r.postgres ? 'ok' : 'fail' },
-        ...(ok ? {} : { error: { code: 'unavailable', message: `Not answering: ${failed.join(', ')}.` } }),
+        ...(ok ? {} : { error: { code: 'unavailable', message: r.why ?? `Not answering: ${failed.join(', ')}.` } }),
       },
       ok ? 200 : 503,
     );
