@@ -73,3 +73,47 @@ describe("the daemon's clock on a steady base", () => {
     t.stop();
   });
 });
+
+describe("a change of Redis's own clock", () => {
+  it('is followed slowly once the daemon runs: leases keep their length, and the clock never runs backwards', async () => {
+    vi.useFakeTimers();
+    let truth = 1_800_000_000_000;
+    let wall = truth;
+    let mono = 0;
+    const time = async (): Promise<[number, number]> => [Math.floor(truth / 1000), (truth % 1000) * 1000];
+    const t = redisTimeClock(steadyClock(() => wall, () => mono));
+    await t.start(time, log);
+    const run = async (ms: number) => {
+      truth += ms;
+      wall += ms;
+      mono += ms;
+      await vi.advanceTimersByTimeAsync(ms);
+    };
+    await run(5_000);
+    expect(t.clock.now()).toBe(truth);
+    // Redis's clock jumps two minutes ahead (its machine's NTP, a failover to another server).
+    truth += 120_000;
+    const before = t.clock.now();
+    await run(15_000);
+    // Before: taken at the next 10 s measure — every lease of the last two minutes ran out at once
+    // (an outside worker's 60 s lease read `lease_lost` 15 s in). Now at most 5% faster.
+    const after = t.clock.now();
+    expect(after - before).toBeGreaterThanOrEqual(15_000);
+    expect(after - before).toBeLessThanOrEqual(15_000 * 1.05 + 1);
+    // It gets there, at 50 ms a second (120 s in 2,400 s).
+    await run(2_400_000);
+    expect(t.clock.now()).toBe(truth);
+    // Back a minute: followed at most 5% slower, never by going back.
+    truth -= 60_000;
+    let last = t.clock.now();
+    for (let i = 0; i < 30; i++) {
+      await run(1_000);
+      const now = t.clock.now();
+      expect(now - last).toBeGreaterThanOrEqual(950 - 1);
+      expect(now - last).toBeLessThanOrEqual(1_000);
+      last = now;
+    }
+    expect(t.clock.now()).toBeGreaterThan(truth + 55_000);
+    t.stop();
+  });
+});

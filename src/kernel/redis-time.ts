@@ -11,6 +11,14 @@ const EVERY_MS = 10_000;
 const WATCH_MS = 1_000;
 /** A TIME whose round trip took longer than this says too little about the offset. */
 const MAX_RTT_MS = 50;
+/**
+ * How fast a change of Redis's own clock is followed once the daemon runs: 50 ms a second. Every
+ * daemon had taken a step of Redis's clock (its machine's NTP, a failover to a server whose clock
+ * differs) within 10 s, each at its own moment: +120 s ended every lease at once (an outside
+ * worker's 60 s lease was `lease_lost` 15 s in, running jobs' tickets swept and run again while
+ * their first run went on). Slewed, a lease ends at most 5% early or late meanwhile.
+ */
+const SLEW = 0.05;
 
 /**
  * The daemon's clock, kept on Redis's time. Every timestamp the line compares across daemons is
@@ -32,18 +40,42 @@ const MAX_RTT_MS = 50;
  * leases already run out on theirs. The base's drift from the wall clock is looked at every
  * second, and a change in it of STEP_MS or more is measured against Redis at once: a suspended
  * machine, whose monotonic clock did not run, comes back to Redis's time within about a second.
+ *
+ * Only the first offset taken and one after such a change of the base are steps: later, a change
+ * of the offset is Redis's clock moving (or the base drifting slowly), and is slewed at SLEW (a
+ * daemon started meanwhile takes Redis's time at once: the two disagree until the slew is done).
  */
 export function redisTimeClock(base: Clock & { drift?(): number }) {
   let offset = 0;
+  /** The offset being slewed to, from base time `slewFrom` (null: none). */
+  let target: number | null = null;
+  let slewFrom = 0;
+  let taken = false;
   let timer: NodeJS.Timeout | null = null;
   let watch: NodeJS.Timeout | null = null;
-  const clock: Clock = { now: () => base.now() + offset };
+  /** The offset now: a slew moves it toward its target by SLEW of the base time gone by (so time never runs backwards). */
+  function current(t: number): number {
+    if (target === null) return offset;
+    const most = (t - slewFrom) * SLEW;
+    slewFrom = t;
+    if (Math.abs(target - offset) <= most) {
+      offset = target;
+      target = null;
+    } else offset += Math.sign(target - offset) * most;
+    return offset;
+  }
+  const clock: Clock = {
+    now: () => {
+      const t = base.now();
+      return t + Math.round(current(t));
+    },
+  };
 
   /** Round trips too long to trust since the last offset taken: after three, the shortest of them is taken. */
   let slow: { rttMs: number; seen: number }[] = [];
 
-  /** Whether an offset was taken (or confirmed). */
-  async function measure(time: ServerTime, log: Logger): Promise<boolean> {
+  /** Whether an offset was taken (or confirmed). `step`: taken at once (the first measure, or one after the base changed). */
+  async function measure(time: ServerTime, log: Logger, step: boolean): Promise<boolean> {
     const t0 = base.now();
     const [s, us] = await time();
     const t1 = base.now();
@@ -56,10 +88,18 @@ export function redisTimeClock(base: Clock & { drift?(): number }) {
       seen = best.seen;
     }
     slow = [];
-    if (Math.abs(seen - offset) >= STEP_MS) {
-      log.warn({ offsetMs: seen, wasMs: offset }, "this machine's clock is not Redis's: the daemon keeps Redis's time");
-      offset = seen;
+    const now = current(base.now());
+    // (A base that cannot tell its own steps, the wall clock, is stepped as before.)
+    if (step || !taken || !base.drift) {
+      if (Math.abs(seen - now) >= STEP_MS) log.warn({ offsetMs: seen, wasMs: Math.round(now) }, "this machine's clock is not Redis's: the daemon keeps Redis's time");
+      if (Math.abs(seen - now) >= STEP_MS || target !== null) offset = seen;
+      target = null;
+    } else if (Math.abs(seen - (target ?? now)) >= STEP_MS) {
+      log.warn({ offsetMs: seen, wasMs: Math.round(now), overS: Math.round(Math.abs(seen - now) / SLEW / 1000) }, "redis's clock moved: the daemon follows it slowly (leases keep their length)");
+      target = seen;
+      slewFrom = base.now();
     }
+    taken = true;
     return true;
   }
 
@@ -70,9 +110,9 @@ export function redisTimeClock(base: Clock & { drift?(): number }) {
      * stop(). `time`: one server's TIME, the same server every time.
      */
     async start(time: ServerTime, log: Logger) {
-      const tick = () => measure(time, log).catch(() => false);
+      const tick = (step = false) => measure(time, log, step).catch(() => false);
       for (let i = 0; i < 3 && !(await tick()); i++);
-      timer = setInterval(tick, EVERY_MS);
+      timer = setInterval(() => void tick(), EVERY_MS);
       timer.unref();
       const drift = base.drift?.bind(base);
       if (drift) {
@@ -84,7 +124,7 @@ export function redisTimeClock(base: Clock & { drift?(): number }) {
           // Taken as seen once a measure answered: one that failed or came too slowly (a reconnect
           // after the resume) is asked again at the next look, not left to the 10 s measure.
           asking = true;
-          void tick()
+          void tick(true)
             .then((ok) => void (ok && (seen = d)))
             .finally(() => (asking = false));
         }, WATCH_MS);
