@@ -203,7 +203,7 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
     // none does any more): nothing runs its tickets here, and they read an ETA counting down to nothing.
     storeAway: (handler) => {
       const spec = handlers.get(handler);
-      return !spec || ((!pg.up || pg.stalledMs(Date.now()) > PG_STALL_MS) && !!spec.stockTable);
+      return !spec || ((!pg.up || pg.stalledMs(performance.now()) > PG_STALL_MS) && !!spec.stockTable);
     },
     // Bounded: a Postgres that stalls (silent, not down) must not hold every pull and webhook job
     // for the driver's own timeout; unread, the tickets run as before (it takes a rollback too).
@@ -218,7 +218,7 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
     // handler that sells through Postgres its live sales too (one the ledger has not written yet; a
     // released order's ticket told succeeded stays so). Bounded: the cut waits for it.
     salesOf: (itemId, handler) => {
-      if (!pg.up || pg.stalledMs(Date.now()) > PG_STALL_MS) return Promise.reject(new PgAway());
+      if (!pg.up || pg.stalledMs(performance.now()) > PG_STALL_MS) return Promise.reject(new PgAway());
       const table = handlers.get(handler)?.stockTable;
       // Postgres ends the read's statements at the bound; the wait here, a little longer, is for a Postgres that does not answer at all.
       const bound = SALES_READ_TIMEOUT_MS + 500;

@@ -1,7 +1,11 @@
-import { describe, expect, it } from 'vitest';
+import { fileURLToPath } from 'node:url';
+import { afterAll, describe, expect, it } from 'vitest';
 import { steadyClock } from '../src/kernel/clock.js';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
+import { processEnv, startDaemonProcess } from './support/daemon.js';
+import { http } from './support/http.js';
 import { testDb } from './support/db.js';
+import { recordingDownstream } from './support/downstream.js';
 import { testRedis } from './support/redis.js';
 
 // Two daemons on one line, the second on a machine whose clock runs two minutes ahead.
@@ -18,6 +22,11 @@ let step = 0;
 let frozen = 0;
 const c = await inProcessDaemon({ prefix, databaseUrl: db.url, clock: steadyClock(() => Date.now() + step) });
 const d = await inProcessDaemon({ prefix, databaseUrl: db.url, clock: steadyClock(Date.now, () => performance.now() - frozen) });
+
+// A fifth, a process on a line of its own, whose machine's clock runs six minutes ahead for every
+// library in it: past the five minutes a shop's signature check allows.
+const e = await startDaemonProcess({ ...processEnv(db.url, newPrefix()), NODE_OPTIONS: `--import ${fileURLToPath(new URL('./fixtures/skewed-clock.mjs', import.meta.url))}`, SKEW_MS: '360000' });
+afterAll(() => e.stop('SIGKILL'));
 
 describe('a daemon whose machine clock is wrong', () => {
   it("keeps Redis's time: it does not sweep another daemon's lease as expired, and stamps times as the others do", { timeout: 30_000 }, async () => {
@@ -69,5 +78,20 @@ describe('a daemon whose machine clock is wrong', () => {
       5000,
     );
     expect(Math.abs(Date.parse(back.body.createdAt) - Date.parse(first.body.createdAt))).toBeLessThan(20_000);
+  });
+
+  it("signs its webhook calls with Redis's time, which a shop's five-minute check takes", { timeout: 30_000 }, async () => {
+    const seen: string[] = [];
+    const down = await recordingDownstream((req, res) => {
+      seen.push(String(req.headers['floodgate-signature']));
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{"orderId":"K1"}');
+    });
+    const call = (method: string, path: string, body?: unknown, key: string | null = 'op') => http(e.url, method, path, body, key);
+    expect((await call('PUT', '/v1/items/signed', { handler: 'webhook', config: { url: down.url } })).status).toBe(201);
+    const id = (await call('POST', '/v1/items/signed/tickets', { userId: 'k1' }, 'svc')).body.ticketId as string;
+    expect((await waitFor(() => call('GET', `/v1/tickets/${id}`, undefined, null), (r) => r.body.state === 'succeeded')).body.state).toBe('succeeded');
+    // Before: stamped by the machine's clock, 360 s ahead, and every shop's check refused it.
+    const t = Number(/^t=(\d+),/.exec(seen[0])?.[1]);
+    expect(Math.abs(t - Date.now() / 1000)).toBeLessThan(60);
   });
 });

@@ -115,7 +115,7 @@ describe('webhook security', () => {
 
   it('fails a call to a port fetch refuses at once (blocked_port, nothing kept as unsure), for an item defined before such ports were refused', async () => {
     const unsure = { take: async () => null, answered: async () => {}, keep: async () => expect.fail('nothing was sent: no unsure call') };
-    const ctx = { signal: new AbortController().signal, deadlineMs: 5000, log: pino({ level: 'silent' }), unsure } as unknown as HandlerContext;
+    const ctx = { signal: new AbortController().signal, deadlineMs: 5000, now: () => Date.now(), log: pino({ level: 'silent' }), unsure } as unknown as HandlerContext;
     const t = { ticketId: 'old-item-ticket', itemId: 'old', seq: 1, userId: 'u', payload: null, config: { url: 'http://127.0.0.1:6000/orders', headers: {} }, attempt: 1 };
     await expect(webhook.handle!(t, ctx)).rejects.toMatchObject({ permanent: true, message: 'blocked_port' });
   });

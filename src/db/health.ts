@@ -43,7 +43,7 @@ export interface PgHealth {
    * coupon items whose claims answered in 4 ms, and the pause held itself: nothing was admitted
    * that could settle). Reading it sends that query when due.
    */
-  stalledMs(now: number): number;
+  stalledMs(now: number): number; // `now`: performance.now() (a step of the wall clock is no stall, nor hides one)
   stop(): void;
 }
 
@@ -52,15 +52,15 @@ export function createPgHealth(sql: postgres.Sql, log: Logger, opts = { probeMs:
   let onlyBusy = true;
   let stopped = false;
   let probing: Promise<void> | null = null;
-  let lastStaleCheck = 0;
+  let lastStaleCheck = -Infinity;
 
   /**
    * A session of the pool answered read-only: a new session may say otherwise (the read-only
    * default was reset since this pool's sessions started), and then they go. At most once a second.
    */
   async function readOnlySeen() {
-    if (!endStaleReadOnly || Date.now() - lastStaleCheck < 1000) return;
-    lastStaleCheck = Date.now();
+    if (!endStaleReadOnly || performance.now() - lastStaleCheck < 1000) return;
+    lastStaleCheck = performance.now();
     const ended = await endStaleReadOnly().catch(() => 0);
     if (ended) log.warn({ ended }, 'postgres takes writes again; sessions that started read-only ended');
   }
@@ -101,10 +101,10 @@ export function createPgHealth(sql: postgres.Sql, log: Logger, opts = { probeMs:
     onUp: (l) => void listeners.push(l),
     readOnlySeen,
     track(p) {
-      if (underWay++ === 0) progressAt = Date.now();
+      if (underWay++ === 0) progressAt = performance.now();
       return p.finally(() => {
         underWay--;
-        progressAt = Date.now();
+        progressAt = performance.now();
       });
     },
     stalledMs(now) {
@@ -112,7 +112,7 @@ export function createPgHealth(sql: postgres.Sql, log: Logger, opts = { probeMs:
       if (now - progressAt > 2000 && !asking && !stopped) {
         asking = true;
         void sql`select 1`
-          .then(() => void (progressAt = Math.max(progressAt, Date.now())))
+          .then(() => void (progressAt = Math.max(progressAt, performance.now())))
           .catch(() => {})
           .finally(() => (asking = false));
       }

@@ -118,6 +118,12 @@ export interface HandlerContext {
   /** Aborts when the deadline passes; pass it to every downstream call. */
   signal: AbortSignal;
   deadlineMs: number;
+  /**
+   * The daemons' clock (ms; Redis's time, which every daemon keeps): for times a handler sends out
+   * (a signature's timestamp). A machine's own clock may be off by minutes (a webhook signed with
+   * one 6 minutes ahead failed every shop's 5-minute check).
+   */
+  now(): number;
   log: Logger;
   stock: UnitStock;
   /** Sells through Postgres (batched): orders for seckill, claims for coupon; `decidedAt`: when the call began (the clock's ms). */

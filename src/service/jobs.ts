@@ -45,6 +45,13 @@ export interface JobGroup {
 export interface TicketJob {
   handler: string;
   groups: JobGroup[];
+  /**
+   * Not to run before this (ms, the daemons' clock: Redis's time), set when the job waits out a
+   * backoff or a downstream's Retry-After (runner.ts). BullMQ times its delays by each worker's
+   * machine clock: a delay set by a daemon two minutes behind was taken at once by another
+   * daemon's worker (a `Retry-After: 20` called again after 2.9 s).
+   */
+  notBefore?: number;
 }
 
 /** A job as an earlier version queued it: one item's tickets (still read, for a rolling upgrade). */

@@ -68,6 +68,8 @@ interface GroupRun {
 export const HANDLER_GRACE_MS = 1000;
 /** The largest result a handler's outcome keeps (as a webhook's answer: 64 KiB of JSON, as UTF-8). */
 const MAX_RESULT_BYTES = 64 * 1024;
+/** A job taken this much or less before its `notBefore` runs (BullMQ's own promotion is not to the ms). */
+const EARLY_MS = 50;
 
 /**
  * A deployment's handler call, given up `ms` after it began: one that ignored its signal and never
@@ -379,7 +381,7 @@ export function createRunner(deps: RunnerDeps) {
     const timer = setTimeout(() => ac.abort(), deadlineMs);
     const renew = () => void deps.renew(itemId, tickets, deps.now() + deps.runLeaseMs).catch(() => {});
     const renewal = setInterval(renew, deps.runLeaseMs / 3);
-    const ctx: HandlerContext = { signal: ac.signal, deadlineMs, log: log.child({ itemId }), ...deps.context(itemId) };
+    const ctx: HandlerContext = { signal: ac.signal, deadlineMs, now: deps.now, log: log.child({ itemId }), ...deps.context(itemId) };
     let results: PromiseSettledResult<TicketRun>[];
     try {
       results = await Promise.allSettled(tickets.map((t) => runTicket(spec, itemId, t, config, attemptsMade + (t.tries ?? 0) + 1, ctx, before.has(t.seq))));
@@ -402,11 +404,19 @@ export function createRunner(deps: RunnerDeps) {
   }
 
   return async function run(job: Job<QueuedJob>, token?: string): Promise<void> {
+    // Taken before its time by a worker whose machine clock runs ahead of the daemon that delayed
+    // it (BullMQ's delays are machine-clock times): delayed again, in this worker's own terms, by
+    // what is left on the daemons' clock. No attempt is counted.
+    const notBefore = 'notBefore' in job.data ? job.data.notBefore : undefined;
+    if (notBefore !== undefined && notBefore - deps.now() > EARLY_MS) {
+      await job.moveToDelayed(Date.now() + (notBefore - deps.now()), token);
+      throw new DelayedError();
+    }
     const groups = jobGroups(job.data);
     const spec = deps.handlers.get(job.data.handler);
     const stalled = (job.stalledCounter ?? 0) > 0;
     const outs = await Promise.all(groups.map((g) => runGroup(spec, g, job.attemptsMade, stalled)));
-    const left = groups.map((g, i) => ({ itemId: g.itemId, out: outs[i] })).filter((g) => g.out.again.length);
+    const left = groups.map((g, i) => ({ itemId: g.itemId, version: g.version, out: outs[i] })).filter((g) => g.out.again.length);
     if (!left.length) return;
     const count = (gs: JobGroup[]) => gs.reduce((n, g) => n + g.tickets.length, 0);
     const waitMs = Math.max(...left.map((g) => g.out.waitMs));
@@ -417,8 +427,11 @@ export function createRunner(deps: RunnerDeps) {
     if (!ours) {
       // Waiting out the backoff, the job is BullMQ's, not this process's: the long lease again.
       await Promise.all(left.map((g) => deps.renew(g.itemId, g.out.again, deps.now() + deps.leaseMs(g.out.deadlineMs)).catch(() => {})));
-      const again = left.map((g) => ({ itemId: g.itemId, tickets: g.out.again }));
-      if (count(again) < count(groups)) await job.updateData({ handler: job.data.handler, groups: again });
+      const again = left.map((g) => ({ itemId: g.itemId, version: g.version, tickets: g.out.again }));
+      // BullMQ retries it after the backoff of this attempt, timed by this machine's clock.
+      const retries = job.attemptsMade + 1 < (job.opts.attempts ?? 1);
+      const notBefore = retries ? deps.now() + (await backoffAfter(job, job.attemptsMade + 1)) : undefined;
+      if (count(again) < count(groups) || notBefore !== undefined) await job.updateData({ handler: job.data.handler, groups: again, notBefore });
       const fault = outs.find((o) => o.fault !== undefined);
       throw fault ? fault.fault : new RetryLater(`${count(again)} of ${count(groups)} tickets to retry`);
     }
@@ -428,6 +441,7 @@ export function createRunner(deps: RunnerDeps) {
     const delayMs = Math.max(waitMs, ...backoffs);
     const again = left.map((g) => ({
       itemId: g.itemId,
+      version: g.version,
       tickets: g.out.again.map((t) => (g.out.called ? { ...t, tries: (t.tries ?? 0) + 1 } : { ...t, held: (t.held ?? 0) + 1 })),
     }));
     // The leases must outlast the wait and the run after it, or the tickets would come back to
@@ -435,7 +449,7 @@ export function createRunner(deps: RunnerDeps) {
     await Promise.all(left.map((g) => deps.renew(g.itemId, g.out.again, deps.now() + delayMs + deps.leaseMs(g.out.deadlineMs)).catch(() => {})));
     // The tries first: moved without them, the job's next run would give its tickets an attempt
     // more. Either call failing throws to BullMQ, which retries the job counting an attempt.
-    await job.updateData({ handler: job.data.handler, groups: again });
+    await job.updateData({ handler: job.data.handler, groups: again, notBefore: deps.now() + delayMs });
     await job.moveToDelayed(Date.now() + delayMs, token);
     log.debug({ jobId: job.id, tickets: count(again), delayMs }, 'job delayed as its downstream asked');
     throw new DelayedError();

@@ -15,6 +15,7 @@ export function handlerContext(a: Built, sql: postgres.Sql, item: string, sell?:
   return {
     signal: new AbortController().signal,
     deadlineMs: 10_000,
+    now: () => Date.now(),
     log: createLogger('silent'),
     stock: {
       take: async (id: string, seq: number) => {

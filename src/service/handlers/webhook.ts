@@ -148,7 +148,7 @@ export const webhook: HandlerSpec = {
     headers.set('content-type', 'application/json');
     headers.set('idempotency-key', key);
     // Only items defined before secrets existed lack one; they are signed once replaced (PUT).
-    if (c.secret) headers.set('floodgate-signature', signature(c.secret, body, Math.floor(Date.now() / 1000)));
+    if (c.secret) headers.set('floodgate-signature', signature(c.secret, body, Math.floor(ctx.now() / 1000)));
     // Answered under the ticket's own key: its unsure call, if it kept one, is settled. (One it took
     // over stays for its own runs again: service/unsure-calls.ts.) Best effort: the answer stands.
     const answered = () => (key === ref ? ctx.unsure.answered(t.userId, ref).catch((err) => ctx.log.warn({ err: String(err) }, 'unsure webhook call not settled')) : undefined);
