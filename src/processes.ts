@@ -130,7 +130,7 @@ export async function runPrimary(config: Config, log: Logger, n: number, onServi
     w.on('exit', (code, signal) => {
       serving.delete(w);
       if (stopping) return;
-      const now = Date.now();
+      const now = performance.now();
       deaths.push(now);
       while (deaths.length && deaths[0] < now - 60_000) deaths.shift();
       // A slot whose processes keep dying at the start is restarted less and less often (0.5 s,
