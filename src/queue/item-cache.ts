@@ -101,8 +101,12 @@ interface Trail {
 
 const newTrail = (): Trail => ({ ids: [], seqs: [], ns: [], head: 0, trimmedAt: -Infinity });
 
-/** Entries of the cx stream read per call (a refresh reads to the end). */
-const CX_PAGE = 20_000;
+/**
+ * Entries of the cx stream read per call (a refresh reads to the end): ~25 KB a reply. 20,000 at
+ * once (~0.5 MB) passed a Redis's `client-output-buffer-limit` for normal clients set to 256 KB, which
+ * closed the connection: a daemon could not start on an item with 4,000 cancels (a review).
+ */
+const CX_PAGE = 1000;
 /** A process trims the stream when this many entries the head passed are in its trail, or at most every TRIM_MS. */
 const TRIM_BATCH = 1000;
 const TRIM_MS = 10_000;
@@ -141,7 +145,8 @@ function counter(set: Set<number>, place: (seq: number) => number) {
   };
 }
 
-export function createItemCache(deps: { redis: RedisLike; prefix: string; clock: Clock; ttlMs: number; storeAway?: (handler: string) => boolean }): ItemCache {
+export function createItemCache(deps: { redis: RedisLike; prefix: string; clock: Clock; ttlMs: number; storeAway?: (handler: string) => boolean; /** Entries of the cx stream read per call (tests read in small pages). */ cxPage?: number }): ItemCache {
+  const cxPage = deps.cxPage ?? CX_PAGE;
   const entries = new Map<string, Entry>();
   const { run } = createScriptRunner(deps.redis, deps.prefix);
 
@@ -207,7 +212,7 @@ export function createItemCache(deps: { redis: RedisLike; prefix: string; clock:
       const cx = itemKeys(deps.prefix, itemId).cx;
       const t = e.trail;
       for (;;) {
-        const rows = (await deps.redis.xrange(cx, `(${e.lastCxId}`, '+', 'COUNT', CX_PAGE)) as [string, string[]][];
+        const rows = (await deps.redis.xrange(cx, `(${e.lastCxId}`, '+', 'COUNT', cxPage)) as [string, string[]][];
         for (const [id, fields] of rows) {
           const seq = Number(fields[1]);
           // `n` since this version; an older entry counts as the next.
@@ -219,7 +224,7 @@ export function createItemCache(deps: { redis: RedisLike; prefix: string; clock:
           t.seqs.push(seq);
           t.ns.push(n);
         }
-        if (rows.length < CX_PAGE) break;
+        if (rows.length < cxPage) break;
       }
       // Fewer than counted: entries lost (a cap by count of an earlier version): the cache cannot place.
       if (e.seenCancels < snap.cancelsTotal) feedComplete = false;

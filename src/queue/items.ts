@@ -181,9 +181,9 @@ function sharedRead<T>(read: () => Promise<T>) {
   };
 }
 
-export function createItemDirectory(deps: { redis: RedisLike; prefix: string; clock: Clock; cacheMs: number; storeAway?: (handler: string) => boolean }): ItemDirectory {
+export function createItemDirectory(deps: { redis: RedisLike; prefix: string; clock: Clock; cacheMs: number; storeAway?: (handler: string) => boolean; cxPage?: number }): ItemDirectory {
   const { redis, prefix, clock } = deps;
-  const cache = createItemCache({ redis, prefix, clock, ttlMs: deps.cacheMs, storeAway: deps.storeAway });
+  const cache = createItemCache({ redis, prefix, clock, ttlMs: deps.cacheMs, storeAway: deps.storeAway, cxPage: deps.cxPage });
 
   /**
    * This process's copy of the set of item ids, reloaded when the shared version key moved. It is

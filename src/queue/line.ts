@@ -16,6 +16,8 @@ export type { SettleInput } from './admissions.js';
 
 export interface LineDeps {
   redis: RedisLike;
+  /** Cancels read per call from an item's cancel stream (queue/item-cache.ts; tests read in small pages). */
+  cxPage?: number;
   /** The connection admissions use (admit, settle, extend, sweep: a late reply must still be read); default `redis`. */
   admitRedis?: RedisLike;
   prefix: string;
@@ -70,7 +72,7 @@ export function createLine(deps: LineDeps): Line {
   const { redis, prefix, clock } = deps;
   const runner = createScriptRunner(redis, prefix);
   const scripts = createLineScripts(runner.run);
-  const items = createItemDirectory({ redis, prefix, clock, cacheMs: deps.cacheMs, storeAway: deps.storeAway });
+  const items = createItemDirectory({ redis, prefix, clock, cacheMs: deps.cacheMs, storeAway: deps.storeAway, cxPage: deps.cxPage });
   // A hot item's sub-lines (lines > 1): each part below routes such an item's calls to it.
   const split = createSplitLine({ redis, prefix, clock });
   const reader = createTicketReader({ items, scripts, split, clock, archived: deps.archived, lost: deps.lost });
