@@ -20,7 +20,10 @@ export function limitIdleTransactions(sql: postgres.Sql, ms: number): void {
 export function begin<T>(sql: postgres.Sql, run: (tx: postgres.TransactionSql) => Promise<T>): Promise<T> {
   const ms = idleLimits.get(sql);
   return sql.begin(async (tx) => {
-    if (ms) await tx`select set_config('idle_in_transaction_session_timeout', ${String(ms)}, true)`;
+    // And a lock waited for no longer than the connection is (twice the idle limit, less a second):
+    // the server gives the wait up (55P03, busy) before the daemon gives up the connection, which
+    // left the server's session waiting on the lock, another every 15 s, as long as it was held.
+    if (ms) await tx`select set_config('idle_in_transaction_session_timeout', ${String(ms)}, true), set_config('lock_timeout', ${String(Math.max(250, 2 * ms - 1000))}, true)`;
     return run(tx);
   }) as Promise<T>;
 }
