@@ -15,7 +15,7 @@ import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { evictionHazard, isCluster, memoryState, serverTime, type RedisLike } from './redis/client.js';
+import { evictionHazard, infoRefusal, isCluster, memoryState, serverTime, type RedisLike } from './redis/client.js';
 import { createApp } from './api/app.js';
 import { probe, READY_TIMEOUT_MS } from './api/routes/ops.js';
 import { createCatalog } from './catalog/catalog.js';
@@ -133,6 +133,11 @@ export async function openStores(config: Config, log: Logger) {
     admitRedis.disconnect();
     throw new SetupNeeded(`${redisAt}: ${evictionHazard(evicting)}`);
   }
+  // A user INFO is refused to runs, but blind to Redis's memory and eviction policy (and BullMQ's
+  // version check is skipped: service/jobs.ts).
+  const infoRefused = await infoRefusal(redis).catch(() => null);
+  if (infoRefused)
+    log.warn({ redis: redisAt, err: infoRefused }, "redis refuses INFO to the daemon's user: its memory and maxmemory-policy cannot be read, so the eviction check and the memory guard (FLOODGATE_REDIS_MEMORY_LIMIT) are off; grant +info to the user");
   // Waited for until it answers a query, each try bounded; the migrations then take what they take.
   await untilReachable('postgres', redactUrl(infra.pgUrl), () => pingDb(infra.pgUrl), wait);
   await migrateDb(infra.pgUrl, log).catch((err) => Promise.reject(storeFailure('postgres', redactUrl(infra.pgUrl), err)));
@@ -143,7 +148,7 @@ export async function openStores(config: Config, log: Logger) {
     await dbHandle.close();
     await infra.stop();
   };
-  return { redis, admitRedis, dbHandle, redisTarget: infra.redis, pgUrl: infra.pgUrl, close };
+  return { redis, admitRedis, dbHandle, redisTarget: infra.redis, pgUrl: infra.pgUrl, close, infoRefused: infoRefused !== null };
 }
 
 /**
@@ -444,6 +449,7 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
       backoffMs: config.FLOODGATE_JOB_BACKOFF_MS,
       concurrency: config.FLOODGATE_WORKER_CONCURRENCY,
       lockDurationMs: config.FLOODGATE_JOB_LOCK_MS,
+      skipVersionCheck: stores.infoRefused,
       stalledIntervalMs: Math.max(500, Math.round(config.FLOODGATE_JOB_LOCK_MS / 2)),
     },
     now: () => clock.now(),

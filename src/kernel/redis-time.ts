@@ -110,8 +110,15 @@ export function redisTimeClock(base: Clock & { drift?(): number }) {
      * stop(). `time`: one server's TIME, the same server every time.
      */
     async start(time: ServerTime, log: Logger) {
-      const tick = (step = false) => measure(time, log, step).catch(() => false);
+      let refused: unknown = null;
+      const tick = (step = false) =>
+        measure(time, log, step).catch((err: unknown) => {
+          refused = err;
+          return false;
+        });
       for (let i = 0; i < 3 && !(await tick()); i++);
+      // (Redis's TIME refused to the daemon's user, say: it ran on its machine's clock without a word.)
+      if (!taken && refused) log.warn({ err: String((refused as Error)?.message ?? refused) }, "redis's TIME could not be read: the daemon keeps its machine's clock until it can (daemons on machines whose clocks disagree then disagree on leases)");
       timer = setInterval(() => void tick(), EVERY_MS);
       timer.unref();
       const drift = base.drift?.bind(base);

@@ -50,6 +50,19 @@ export function countedMemory(info: string): { counted: number; max: number } {
   return { counted: field('used_memory') - field('mem_not_counted_for_evict'), max: field('maxmemory') };
 }
 
+/**
+ * Why Redis refuses INFO to this user (a managed service's user without `@dangerous`, or the
+ * command renamed away), or null when it answers. Asked of one server (a cluster's first master).
+ */
+export async function infoRefusal(redis: RedisLike): Promise<string | null> {
+  const node: Redis = isCluster(redis) ? redis.nodes('master')[0] : redis;
+  if (!node) return null;
+  return node.info('server').then(
+    () => null,
+    (err: Error) => (/NOPERM|unknown command|ERR unknown/i.test(String(err?.message)) ? String(err.message) : null),
+  );
+}
+
 /** A server's `maxmemory-policy` from its `INFO memory` ('' if it does not say). */
 export const evictionPolicyOf = (info: string) => /^maxmemory_policy:(\S+)/m.exec(info)?.[1] ?? '';
 

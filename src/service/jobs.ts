@@ -77,6 +77,13 @@ export interface JobOptions {
   stalledIntervalMs: number;
   /** Most tickets in one job. */
   batch: number;
+  /**
+   * Redis refuses INFO to the daemon's user (a managed service's user without `@dangerous`):
+   * BullMQ reads the server's version with it at every connection, and refused, its worker's loop
+   * retried without yielding — the daemon answered nothing after `floodgate listening`, ignored
+   * SIGTERM and grew by ~13 MB a second (a review). The check is skipped then.
+   */
+  skipVersionCheck?: boolean;
 }
 
 export const queueName = (handler: string) => `h-${handler}`;
@@ -106,6 +113,7 @@ export function createJobQueues(connection: RedisLike, opts: JobOptions) {
     if (!q) {
       q = new BullQueue(queueName(handler), {
         connection,
+        skipVersionCheck: opts.skipVersionCheck,
         prefix: jobQueuePrefix(opts.prefix, queueName(handler)),
         streams: { events: { maxLen: 100 } },
         defaultJobOptions: {
@@ -151,6 +159,7 @@ export function createJobQueues(connection: RedisLike, opts: JobOptions) {
         (h) =>
           new Worker<QueuedJob>(queueName(h), run, {
             connection,
+            skipVersionCheck: opts.skipVersionCheck,
             prefix: jobQueuePrefix(opts.prefix, queueName(h)),
             concurrency: opts.concurrency,
             lockDuration: opts.lockDurationMs,
