@@ -16,6 +16,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { evictionHazard, infoRefusal, isCluster, memoryState, serverTime, type RedisLike } from './redis/client.js';
+import { describeError } from './api/errors.js';
 import { createApp } from './api/app.js';
 import { probe, READY_TIMEOUT_MS } from './api/routes/ops.js';
 import { createCatalog } from './catalog/catalog.js';
@@ -480,7 +481,7 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
     // Postgres (a lock or statement timeout): nothing was lost, and a recount of every item, each
     // taking its stock row's lock, on a Postgres that is timing out would only feed the timeouts.
     if (busy) return;
-    void catalog.reconcile({ idleOnly: true }).catch((err) => log.warn({ err: String(err) }, 'reconcile after postgres came back failed'));
+    void catalog.reconcile({ idleOnly: true }).catch((err) => log.warn({ err: describeError(err) }, 'reconcile after postgres came back failed'));
   });
 
   const probesSeen = new Map<string, number>();
