@@ -57,6 +57,17 @@ describe('ensureRedis', () => {
     after.disconnect();
   }, 20_000);
 
+  it('says plainly when a file is in the way of its data directory (FLOODGATE_DATA_DIR), and starts nothing', async () => {
+    const file = path.join(tmp, 'not-a-dir');
+    await writeFile(file, 'x');
+    const port = await freePort();
+    // (Before: a bare EEXIST with a stack ended the start.)
+    await expect(ensureRedis({ dataDir: path.join(file, 'redis'), log, changes: noChanges, port, env: process.env })).rejects.toMatchObject({
+      name: 'SetupNeeded',
+      message: expect.stringMatching(/cannot make the data directory .*not-a-dir.*\(FLOODGATE_DATA_DIR\): a file is in the way/),
+    });
+  });
+
   it('takes over, and then stops, a redis-server a daemon started that outlived it', async () => {
     // In a process group of its own, it outlives a daemon killed with its group (kill -9 -PGID):
     // used as a Redis that was running already, it was never stopped (a review).

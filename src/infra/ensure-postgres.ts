@@ -1,4 +1,4 @@
-import { mkdir, realpath } from 'node:fs/promises';
+import { realpath } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from '../kernel/logger.js';
 import { redactUrl } from '../kernel/redact-url.js';
@@ -6,7 +6,7 @@ import { ensureOwnership, prepareRootRun } from './postgres-account.js';
 import { initialiseDataDir, isInitialised, removeStalePidFile } from './postgres-data-dir.js';
 import { ensureDatabase, PG_HOST, PG_PASSWORD, PG_USER, probePostgres } from './postgres-probe.js';
 import { childOf, loadEmbeddedPostgres, outputTail, startServer, stopServer } from './postgres-server.js';
-import type { SystemChanges } from './system-changes.js';
+import { makeDataDir, type SystemChanges } from './system-changes.js';
 
 export interface EnsuredPostgres {
   url: string;
@@ -65,7 +65,7 @@ export async function ensurePostgres(opts: EnsurePostgresOptions): Promise<Ensur
   const started = Date.now();
   const EmbeddedPostgres = await loadEmbeddedPostgres();
   const owner = process.getuid?.() === 0 ? await prepareRootRun(dataDir, opts.changes, log) : undefined;
-  await mkdir(path.dirname(dataDir), { recursive: true });
+  await makeDataDir(path.dirname(dataDir));
 
   const output = outputTail();
   const options = {

@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { open, readFile, rm, writeFile } from 'node:fs/promises';
+import { makeDataDir } from './system-changes.js';
 import path from 'node:path';
 import type { Logger } from '../kernel/logger.js';
 import { probeRedis, REDIS_HOST } from './redis-probe.js';
@@ -20,7 +21,7 @@ export const ownerFile = (dataDir: string) => path.join(dataDir, 'started-by.jso
 
 /** A redis-server of the daemon's own on `port` (AOF, no eviction), its output in `dataDir`; stopped by stop(). */
 export async function startRedisServer(bin: string, port: number, dataDir: string, log: Logger): Promise<StartedRedis> {
-  await mkdir(dataDir, { recursive: true });
+  await makeDataDir(dataDir);
   const logPath = path.join(dataDir, LOG_FILE);
   const logFile = await open(logPath, 'a');
   let child: ChildProcess;

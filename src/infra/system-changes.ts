@@ -1,3 +1,4 @@
+import { mkdir } from 'node:fs/promises';
 import type { Logger } from '../kernel/logger.js';
 
 /**
@@ -39,4 +40,24 @@ export function provisionPolicy(mode: 'auto' | 'off', configured: { redis: boole
   const named = [configured.redis && 'REDIS_URL', configured.postgres && 'DATABASE_URL'].filter(Boolean);
   if (named.length) return systemChanges({ allowed: false, refusal: `${named.join(' and ')} ${named.length > 1 ? 'are' : 'is'} set, so the machine is not set up for you` });
   return systemChanges({ allowed: true, log });
+}
+
+/**
+ * Makes a data directory of a store the daemon starts itself (FLOODGATE_DATA_DIR), or says plainly
+ * why it cannot: a file in the way ended the start with a bare `EEXIST` and a stack.
+ */
+export async function makeDataDir(dir: string): Promise<void> {
+  await mkdir(dir, { recursive: true }).catch((err: NodeJS.ErrnoException) => {
+    const why =
+      err.code === 'EEXIST' || err.code === 'ENOTDIR'
+        ? 'a file is in the way (it must be a directory)'
+        : err.code === 'EACCES' || err.code === 'EPERM'
+          ? 'not allowed to create it'
+          : err.code === 'EROFS'
+            ? 'the file system is read-only'
+            : err.code === 'ENOSPC'
+              ? 'no space left on the device'
+              : (err.code ?? err.message);
+    throw new SetupNeeded(`cannot make the data directory ${dir} (FLOODGATE_DATA_DIR): ${why}`);
+  });
 }
