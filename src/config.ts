@@ -37,10 +37,22 @@ export const configSchema = z.object({
   // (Any scheme passed: `http://…` was read as a unix socket's path, `mysql://…` dialled as Postgres.)
   REDIS_URL: z.url({ protocol: /^rediss?$/, error: 'a redis:// or rediss:// URL' }).optional(),
   /** `host:port,host:port…`: seed nodes of a Redis Cluster, used instead of REDIS_URL (infra/redis-client.ts). */
+  // (An IPv6 host in brackets, `[::1]:7000`, was refused, and a port past 65535 was taken.)
   FLOODGATE_REDIS_CLUSTER: z
     .string()
-    .regex(/^\s*[^\s,:]+:\d{1,5}(\s*,\s*[^\s,:]+:\d{1,5})*\s*$/, 'host:port,host:port…')
-    .transform((s) => s.split(',').map((n) => { const [host, port] = n.trim().split(':'); return { host, port: Number(port) }; }))
+    .transform((s, ctx) => {
+      const nodes: { host: string; port: number }[] = [];
+      for (const n of s.split(',').map((x) => x.trim())) {
+        const m = /^\[([0-9A-Fa-f:.]+)\]:(\d{1,5})$/.exec(n) ?? /^([^\s,:[\]]+):(\d{1,5})$/.exec(n);
+        const port = m ? Number(m[2]) : 0;
+        if (!m || port < 1 || port > 65535) {
+          ctx.addIssue({ code: 'custom', message: `host:port,host:port… (an IPv6 host in brackets, [::1]:7000; ports 1–65535), not ${JSON.stringify(n)}` });
+          return z.NEVER;
+        }
+        nodes.push({ host: m[1], port });
+      }
+      return nodes;
+    })
     .optional(),
   DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/, error: 'a postgres:// or postgresql:// URL' }).optional(),
   FLOODGATE_SERVICE_KEYS: keyList,

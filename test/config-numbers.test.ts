@@ -31,6 +31,20 @@ describe('keys and CORS origins in the configuration', () => {
   });
 });
 
+/** A Redis Cluster's seed nodes. */
+describe('FLOODGATE_REDIS_CLUSTER', () => {
+  it('takes IPv6 hosts in brackets and refuses ports past 65535, naming the node', () => {
+    expect(loadConfig({ FLOODGATE_REDIS_CLUSTER: ' 10.0.0.1:7000, [::1]:7001,redis-2.local:7002 ' }).FLOODGATE_REDIS_CLUSTER).toEqual([
+      { host: '10.0.0.1', port: 7000 },
+      { host: '::1', port: 7001 }, // before: refused
+      { host: 'redis-2.local', port: 7002 },
+    ]);
+    for (const bad of ['10.0.0.1:99999', '10.0.0.1:0', '::1:7000', 'host', 'a:1,,b:2']) {
+      expect(() => loadConfig({ FLOODGATE_REDIS_CLUSTER: bad }), bad).toThrow(/FLOODGATE_REDIS_CLUSTER/); // 99999 was taken
+    }
+  });
+});
+
 /** The `.env` file as editors save it and the environment as shells set it. */
 describe('the .env file under the environment', () => {
   it('reads a file saved with a byte-order mark, and a blank environment value leaves the file its say', () => {
