@@ -35,7 +35,8 @@ export const configSchema = z.object({
   PORT: decimal(z.number().int().min(0).max(65535)).default(8080),
   HOST: z.string().default('0.0.0.0'),
   // (Any scheme passed: `http://…` was read as a unix socket's path, `mysql://…` dialled as Postgres.)
-  REDIS_URL: z.url({ protocol: /^rediss?$/, error: 'a redis:// or rediss:// URL' }).optional(),
+  // (A password holding `#`, `/` or `?` cuts the URL there: the hint says what to write.)
+  REDIS_URL: z.url({ protocol: /^rediss?$/, error: 'a redis:// or rediss:// URL (in a password, write # / ? as %23 %2F %3F)' }).optional(),
   /** `host:port,host:port…`: seed nodes of a Redis Cluster, used instead of REDIS_URL (infra/redis-client.ts). */
   // (An IPv6 host in brackets, `[::1]:7000`, was refused, and a port past 65535 was taken.)
   FLOODGATE_REDIS_CLUSTER: z
@@ -54,7 +55,7 @@ export const configSchema = z.object({
       return nodes;
     })
     .optional(),
-  DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/, error: 'a postgres:// or postgresql:// URL' }).optional(),
+  DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/, error: 'a postgres:// or postgresql:// URL (in a password, write # / ? as %23 %2F %3F)' }).optional(),
   FLOODGATE_SERVICE_KEYS: keyList,
   FLOODGATE_OPERATOR_KEYS: keyList,
   FLOODGATE_METRICS_KEY: z

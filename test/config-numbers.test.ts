@@ -43,6 +43,12 @@ describe('FLOODGATE_REDIS_CLUSTER', () => {
       expect(() => loadConfig({ FLOODGATE_REDIS_CLUSTER: bad }), bad).toThrow(/FLOODGATE_REDIS_CLUSTER/); // 99999 was taken
     }
   });
+
+  it('says how to write a password holding # / ? in REDIS_URL and DATABASE_URL (it cut the URL there, and nothing said why)', () => {
+    expect(() => loadConfig({ REDIS_URL: 'redis://:pa#ss@127.0.0.1:6379' })).toThrow(/REDIS_URL.*%23/s);
+    expect(() => loadConfig({ DATABASE_URL: 'postgres://fg:pa?ss@127.0.0.1:5432/fg' })).toThrow(/DATABASE_URL.*%3F/s);
+    expect(loadConfig({ REDIS_URL: 'redis://:pa%23ss@127.0.0.1:6379' }).REDIS_URL).toBe('redis://:pa%23ss@127.0.0.1:6379');
+  });
 });
 
 /** The `.env` file as editors save it and the environment as shells set it. */
