@@ -147,7 +147,18 @@ export function createService(deps: ServiceDeps) {
     }
   };
   const workers = jobs.workers(inProcess, workerConn, counted);
-  for (const w of workers) w.on('error', (err) => deps.log.warn({ err: String(err) }, 'worker error'));
+  // Said once, then at most every 5 s with how many more (a Redis refusing connections made BullMQ's
+  // workers report several a second each, for as long as it lasted).
+  let lastSaid = -Infinity;
+  let unsaid = 0;
+  const workerError = (err: unknown) => {
+    const now = performance.now();
+    if (now - lastSaid < 5000) return void unsaid++;
+    deps.log.warn({ err: String(err), alsoSinceLast: unsaid }, 'worker error');
+    lastSaid = now;
+    unsaid = 0;
+  };
+  for (const w of workers) w.on('error', workerError);
 
   return {
     jobs,
