@@ -1,4 +1,6 @@
 import { describe, expect, it } from 'vitest';
+import postgres from 'postgres';
+import { connectDb } from '../src/db/client.js';
 import { inProcessDaemon, recordingLogger, SVC } from './support/daemon-inproc.js';
 import { holdStockRow, testDb } from './support/db.js';
 import { joinAll, userIds } from './support/joins.js';
@@ -44,5 +46,43 @@ describe('a lock held long on what a sale needs', () => {
     expect(longest, logs.lines()).toBeLessThan(12);
     await lock.release();
     await expectSoldExactly(db.sql, 'locked', stock, ids, (id) => call('GET', `/v1/tickets/${id}`, undefined, null).then((r) => r.body));
+  });
+
+  it('a plain read given up while it waits on a lock is cancelled on the server, not left waiting there', { timeout: 30_000 }, async () => {
+    await db.sql`create table if not exists locked_report (id int)`;
+    // Its own pool, given up after 1.5 s of silence (the daemon's is 15 s).
+    const pool = connectDb(db.url, { max: 1, timeoutMs: 1500 });
+    const name = String((pool.sql.options as { connection?: Record<string, unknown> }).connection?.application_name);
+    await pool.sql`select 1`; // connected, its types read (a type fetch cut short is postgres.js's unhandled rejection)
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let locked!: () => void;
+    const taken = new Promise<void>((r) => (locked = r));
+    // The lock holder on a plain client of its own: an idle watched connection to the same server is
+    // given up with the silent one (kernel/silent-socket.ts), and the lock with it.
+    const holder = postgres(db.url, { max: 1, onnotice: () => {} });
+    const watcher = postgres(db.url, { max: 1, onnotice: () => {} });
+    const tx = holder.begin(async (t) => {
+      await t`lock table locked_report in access exclusive mode`;
+      locked();
+      await held;
+    });
+    try {
+      await taken;
+      await expect(pool.sql`select count(*) from locked_report`).rejects.toThrow(/sent nothing for/);
+      // Before: its session waited on the lock for as long as it was held.
+      // (Asked on the holder's own server through a plain client: the test's watched pool had its idle
+      // connection given up with the silent one, kernel/silent-socket.ts.)
+      const waiting = async () => (await watcher`select count(*)::int as n from pg_stat_activity where application_name = ${name} and wait_event_type = 'Lock'`)[0].n as number;
+      const until = Date.now() + 10_000;
+      while ((await waiting()) > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
+      expect(await waiting()).toBe(0);
+    } finally {
+      release();
+      await tx;
+      await pool.close();
+      await holder.end({ timeout: 1 });
+      await watcher.end({ timeout: 1 });
+    }
   });
 });

@@ -1,6 +1,6 @@
 import net from 'node:net';
 import tls from 'node:tls';
-import { giveUpWhenSilent, postgresExchanges } from '../kernel/silent-socket.js';
+import { CANCEL_CODE, giveUpWhenSilent, postgresExchanges } from '../kernel/silent-socket.js';
 
 /** Modes that encrypt without checking the server's certificate (postgres.js's reading of them). */
 const UNVERIFIED = new Set(['require', 'allow', 'prefer']);
@@ -41,9 +41,33 @@ export function watchedSockets(timeoutMs: number, ssl: string | true | false, co
     }
     // What postgres.js's own socket carries (its error messages name them).
     Object.assign(socket, { host, port: o.port[i] });
-    giveUpWhenSilent(socket, timeoutMs, 'Postgres', postgresExchanges());
+    const exchanges = postgresExchanges();
+    // Given up, its statement is cancelled on the server: the server did not know the client had
+    // gone, and a statement waiting on a lock (an operator's LOCK TABLE, a VACUUM FULL) kept its
+    // session, another every 15 s, for as long as the lock was held (a review: 4 sessions to 20).
+    exchanges.onGiveUp = () => {
+      const key = exchanges.backendKey;
+      if (key) cancelOnServer(() => (o.path ? net.connect(o.path) : net.connect(o.port[i], host)), key);
+    };
+    giveUpWhenSilent(socket, timeoutMs, 'Postgres', exchanges);
     return socket;
   };
+}
+
+/**
+ * Sends Postgres a CancelRequest for the session `key` names (its BackendKeyData), on a connection of
+ * its own, and forgets it: best effort (a server that takes connections only over TLS may refuse it,
+ * and the statement then runs on until it ends by itself). Bounded: the connection goes after 3 s.
+ */
+function cancelOnServer(connect: () => net.Socket, key: Buffer): void {
+  const request = Buffer.alloc(16);
+  request.writeInt32BE(16, 0);
+  request.writeInt32BE(CANCEL_CODE, 4);
+  key.copy(request, 8, 0, 8);
+  const c = connect();
+  c.setTimeout(3000, () => c.destroy());
+  c.on('error', () => {});
+  c.on('connect', () => c.end(request));
 }
 
 /**

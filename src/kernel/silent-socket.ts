@@ -8,6 +8,8 @@ export interface AnswerTracker {
   readonly waiting: boolean;
   /** How much longer than the watch's `ms` the answer owed may legitimately take (a blocking command's own timeout). */
   readonly graceMs?: number;
+  /** Called once the connection was given up as silent (after its socket was destroyed). */
+  onGiveUp?(): void;
 }
 
 /**
@@ -90,6 +92,7 @@ function giveUp(found: Watched[]) {
     watched.delete(w);
     const server = peer(w.socket);
     w.socket.destroy(Object.assign(new Error(`${w.what} sent nothing for ${Math.round(now - w.quietSince)} ms while an answer was owed`), { code: 'ETIMEDOUT' }));
+    w.tracker.onGiveUp?.();
     // The path to that server has been dead since this connection's wait began. Its idle siblings
     // (same server) that have heard nothing since then go too, at once: they have nothing in
     // flight to lose, and each would otherwise find the silence only at its next use, a whole
@@ -175,9 +178,11 @@ export function blockingTimeoutMs(data: Buffer | string | Uint8Array): number {
  * their length (a type byte and an int32 length; the first message sent has no type byte), so a
  * message split across chunks is counted once. A CancelRequest is owed nothing.
  */
-export function postgresExchanges(): AnswerTracker {
+export function postgresExchanges(): AnswerTracker & { readonly backendKey: Buffer | null } {
   let owed = 0;
   let answered = 0;
+  /** The server's BackendKeyData (process id and secret key, 8 bytes): what a CancelRequest for this session names. */
+  let backendKey: Buffer | null = null;
   /** The Syncs (and the startup) sent before the last Flush whose answer has not ended yet; null when none. */
   let flushAfter: number | null = null;
   let first = true;
@@ -189,12 +194,16 @@ export function postgresExchanges(): AnswerTracker {
     if (type === SYNC || type === QUERY) owed++;
     else if (type === FLUSH) flushAfter = owed;
   });
-  const incoming = typedFrames((type) => {
+  const incoming = typedFrames(
+    (type) => {
     if (type === READY) answered++;
     // The message that ends a Flush's answer, after the exchanges sent before it (a ReadyForQuery
     // past them means the answer came before it).
     if (flushAfter !== null && (type === READY ? answered > flushAfter : answered >= flushAfter && FLUSH_ENDS.has(type))) flushAfter = null;
-  });
+    },
+    (type) => type === BACKEND_KEY,
+    (_type, body) => void (backendKey = Buffer.from(body.subarray(0, 8))),
+  );
   return {
     sent(data) {
       const chunk = typeof data === 'string' ? Buffer.from(data) : Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
@@ -210,6 +219,9 @@ export function postgresExchanges(): AnswerTracker {
     get waiting() {
       return owed > answered || flushAfter !== null;
     },
+    get backendKey() {
+      return backendKey;
+    },
   };
 }
 
@@ -224,10 +236,15 @@ const FLUSH = 0x48; // 'H'
  */
 const FLUSH_ENDS = new Set([0x54, 0x6e, 0x73, 0x43, 0x49, 0x33, 0x45]);
 const READY = 0x5a; // 'Z' (received)
-const CANCEL_CODE = 80877102;
+const BACKEND_KEY = 0x4b; // 'K' (received): process id and secret key
+export const CANCEL_CODE = 80877102;
 
-/** Calls `onType` with each message's type byte, for a stream of messages of a type byte and an int32 length (counting itself). */
-const typedFrames = (onType: (type: number) => void) => lengthFramed(5, 1, (head) => onType(head[0]));
+/**
+ * Calls `onType` with each message's type byte, for a stream of messages of a type byte and an
+ * int32 length (counting itself); and `onBody` with the body of those `wantBody` asks for.
+ */
+const typedFrames = (onType: (type: number) => void, wantBody?: (type: number) => boolean, onBody?: (type: number, body: Buffer) => void) =>
+  lengthFramed(5, 1, (head) => onType(head[0]), wantBody && onBody ? { want: (head) => wantBody(head[0]), take: (head, body) => onBody(head[0], body) } : undefined);
 
 /**
  * A stream of messages, each a head of `headLength` bytes holding an int32 length at `lengthAt`
@@ -235,17 +252,28 @@ const typedFrames = (onType: (type: number) => void) => lengthFramed(5, 1, (head
  * head, however the bytes are cut into chunks. Fed a chunk from `from`; with `one`, stops at the
  * end of the first whole message and returns where it ended (-1: not within this chunk).
  */
-function lengthFramed(headLength: number, lengthAt: number, onHead: (head: Buffer) => void) {
+function lengthFramed(headLength: number, lengthAt: number, onHead: (head: Buffer) => void, body?: { want: (head: Buffer) => boolean; take: (head: Buffer, body: Buffer) => void }) {
   const head = Buffer.alloc(headLength);
   let have = 0;
   let skip = 0;
+  /** The body being kept (a message `body.want` asked for), filled as it is skipped. */
+  let kept: Buffer | null = null;
+  let keptAt = 0;
   return (chunk: Buffer, from: number, one = false): number => {
     let i = from;
     while (i < chunk.length) {
       if (skip > 0) {
         const n = Math.min(skip, chunk.length - i);
+        if (kept) {
+          chunk.copy(kept, keptAt, i, i + n);
+          keptAt += n;
+        }
         skip -= n;
         i += n;
+        if (skip === 0 && kept) {
+          body!.take(head, kept);
+          kept = null;
+        }
         if (one && skip === 0) return i;
         continue;
       }
@@ -254,6 +282,11 @@ function lengthFramed(headLength: number, lengthAt: number, onHead: (head: Buffe
         onHead(head);
         have = 0;
         skip = head.readInt32BE(lengthAt) - (headLength - lengthAt);
+        // (Small bodies only: a BackendKeyData's 8 bytes.)
+        if (body && skip > 0 && skip <= 256 && body.want(head)) {
+          kept = Buffer.alloc(skip);
+          keptAt = 0;
+        }
         if (one && skip <= 0) return i;
       }
     }
