@@ -440,7 +440,12 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
     pg,
     queue,
     stock: core.stock,
-    unsure: createUnsureCalls({ redis, prefix: config.FLOODGATE_REDIS_PREFIX, clock }),
+    unsure: createUnsureCalls({
+      redis,
+      prefix: config.FLOODGATE_REDIS_PREFIX,
+      clock,
+      endOf: async (ref) => (await readEnds(dbHandle.sql, [ref])).get(ref)?.status ?? null,
+    }),
     handlers,
     log: log.child({ module: 'service' }),
     jobs: {

@@ -7,11 +7,14 @@ import { testDb } from './support/db.js';
 import { testRedis } from './support/redis.js';
 import { manualClock, systemClock } from '../src/kernel/clock.js';
 import { createUnsureCalls } from '../src/service/unsure-calls.js';
+import { ticketRef } from '../src/kernel/ticket-ref.js';
+import { itemKeys } from '../src/redis/keys.js';
 
 const { redis, newPrefix } = testRedis();
 const db = await testDb();
+const prefix = newPrefix();
 const { call } = await inProcessDaemon({
-  prefix: newPrefix(),
+  prefix,
   databaseUrl: db.url,
   env: { FLOODGATE_JOB_ATTEMPTS: '2', FLOODGATE_JOB_BACKOFF_MS: '50' },
 });
@@ -127,6 +130,26 @@ describe('a webhook call whose outcome is unknown', () => {
     const again = await join('unsure-r', 'u3', { n: 2 });
     expect(await settled(again)).toMatchObject({ state: 'succeeded' });
     expect(JSON.parse(closed.seen[0].body)).toMatchObject({ userId: 'u3', payload: { n: 2 } });
+  });
+});
+
+describe('a call kept after its own ticket was answered', () => {
+  it("is no unsure call: the user's next ticket calls under its own key and gets its own order", async () => {
+    // A run superseded while it waited (its daemon paused past the run lease; another daemon ran
+    // the ticket, got the shop's answer and cleared the call) keeps its call when its drop comes
+    // after: a review saw the user's next ticket told `succeeded` with the first ticket's order,
+    // and no second order made. Played by keeping the call after the ticket succeeded.
+    const shop = await idempotentShop();
+    expect((await call('PUT', '/v1/items/unsure-late', { handler: 'webhook', config: { url: shop.url } })).status).toBe(201);
+    const first = await join('unsure-late', 'u9', { n: 1 });
+    expect(await settled(first)).toMatchObject({ state: 'succeeded', outcome: { result: { orderId: 'O1' } } });
+    await waitFor(() => db.sql`select status from ticket_outcomes where ticket_id = ${ticketRef(first)}`, (rows) => rows.length === 1);
+    const late = createUnsureCalls({ redis, prefix, clock: systemClock })('unsure-late');
+    await late.keep('u9', { key: ticketRef(first), body: shop.seen[0].body });
+    const second = await join('unsure-late', 'u9', { n: 2 });
+    expect(await settled(second)).toMatchObject({ state: 'succeeded', outcome: { result: { orderId: 'O2' } } });
+    expect(shop.seen.map((c) => c.headers['idempotency-key'])).toEqual([ticketRef(first), ticketRef(second)]);
+    expect(await redis.hget(itemKeys(prefix, 'unsure-late').unsure, 'u9')).toBeNull();
   });
 });
 

@@ -58,7 +58,15 @@ export interface UnsureCalls {
   reached(userId: string, ref: string): Promise<void>;
 }
 
-export function createUnsureCalls(deps: { redis: RedisLike; prefix: string; clock: Clock }) {
+/**
+ * `endOf`: how the ticket whose ref is given ended, as the outcome ledger holds it (null: no row,
+ * or unknown). A call kept after its own ticket's call was answered — a run superseded while it
+ * waited (its daemon paused past the run lease, another daemon ran the ticket, got the shop's
+ * answer and cleared the call), whose drop came after — is no unsure call: taken over, the user's
+ * next ticket was told `succeeded` with the first ticket's order, and no second order was made (a
+ * review). A call whose ticket ended `succeeded` is let go instead of taken over.
+ */
+export function createUnsureCalls(deps: { redis: RedisLike; prefix: string; clock: Clock; endOf?: (ref: string) => Promise<string | null> }) {
   const key = (itemId: string) => itemKeys(deps.prefix, itemId).unsure;
   return (itemId: string): UnsureCalls => {
     const read = async (userId: string) => {
@@ -75,6 +83,11 @@ export function createUnsureCalls(deps: { redis: RedisLike; prefix: string; cloc
         const call = await read(userId);
         if (!call || call.key === ref || call.by === ref) return call;
         if (call.by !== undefined && (call.reached || (call.takers ?? 1) >= MAX_TAKERS)) {
+          await deps.redis.hdel(key(itemId), userId);
+          return null;
+        }
+        // (Postgres away: kept as unsure, the safe side — a repeat is never a second order.)
+        if (call.by === undefined && (await deps.endOf?.(call.key).catch(() => null)) === 'succeeded') {
           await deps.redis.hdel(key(itemId), userId);
           return null;
         }
