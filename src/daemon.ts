@@ -69,7 +69,7 @@ import { startRetention } from './catalog/retention.js';
 import { createReservations } from './service/reservations.js';
 import type { HandlerSpec } from './service/handler.js';
 import { parseKeyScopes } from './access/keys.js';
-import { readyProbeKey } from './redis/keys.js';
+import { clockSlewKey, readyProbeKey } from './redis/keys.js';
 import { createTokenKeyStore } from './db/token-keys.js';
 import { createKeyRing } from './tokens/key-ring.js';
 import { createTokens, type Tokens } from './tokens/tokens.js';
@@ -342,7 +342,11 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
   const time = redisTimeClock(baseClock);
   const clock = time.clock;
   const core = await openCore(config, log, clock);
-  await time.start(() => serverTime(core.stores.redis), log.child({ module: 'clock' }));
+  const slewKey = clockSlewKey(config.FLOODGATE_REDIS_PREFIX);
+  await time.start(() => serverTime(core.stores.redis), log.child({ module: 'clock' }), {
+    read: () => core.stores.redis.get(slewKey),
+    write: (value, ttlMs) => core.stores.redis.set(slewKey, value, 'PX', ttlMs),
+  });
   const { stores, events, handlers, metrics, pg, queue, store, gateStore, catalog, reservations } = core;
   const { redis, dbHandle } = stores;
   const me = `${os.hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;

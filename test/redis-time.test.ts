@@ -116,4 +116,46 @@ describe("a change of Redis's own clock", () => {
     expect(t.clock.now()).toBeGreaterThan(truth + 55_000);
     t.stop();
   });
+
+  it("keeps what is left of a slew through a step of the machine's clock, and a daemon started meanwhile joins the slew", async () => {
+    vi.useFakeTimers();
+    let truth = 1_800_000_000_000;
+    let wallA = truth;
+    let monoA = 0;
+    const time = async (): Promise<[number, number]> => [Math.floor(truth / 1000), (truth % 1000) * 1000];
+    // The board the daemons share in Redis (a key), here in memory.
+    let board: string | null = null;
+    const shared = { read: async () => board, write: async (v: string) => void (board = v) };
+    const a = redisTimeClock(steadyClock(() => wallA, () => monoA));
+    await a.start(time, log, shared);
+    let monoB = 0;
+    let b: ReturnType<typeof redisTimeClock> | null = null;
+    const run = async (ms: number) => {
+      truth += ms;
+      wallA += ms;
+      monoA += ms;
+      monoB += ms;
+      await vi.advanceTimersByTimeAsync(ms);
+    };
+    await run(5_000);
+    truth -= 120_000; // Redis's clock goes back two minutes
+    await run(20_000);
+    const before = a.clock.now();
+    // A's machine clock is stepped by NTP (its monotonic clock runs on): a step measure comes
+    // mid-slew. Before: A took Redis's time whole, and went back by the rest of the slew.
+    wallA += 1_000;
+    await run(1_000);
+    const moved = a.clock.now() - before;
+    expect(moved).toBeGreaterThanOrEqual(950 - 1);
+    expect(moved).toBeLessThanOrEqual(1_000);
+    // B starts now, on a machine in step with Redis: it joins the slew the board tells of.
+    const wallB = () => truth;
+    b = redisTimeClock(steadyClock(wallB, () => monoB));
+    await b.start(time, log, shared);
+    expect(Math.abs(b.clock.now() - a.clock.now())).toBeLessThan(200); // before: 119,000 ms apart
+    await run(60_000);
+    expect(Math.abs(b.clock.now() - a.clock.now())).toBeLessThan(200);
+    a.stop();
+    b.stop();
+  });
 });

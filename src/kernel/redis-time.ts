@@ -9,6 +9,20 @@ export const STEP_MS = 100;
 const EVERY_MS = 10_000;
 /** How often a steady base clock's drift from the wall clock is looked at (a step, a resume). */
 const WATCH_MS = 1_000;
+/**
+ * Where the daemons tell each other that they are slewing (a key in Redis): `{ lag, at }`, their
+ * time less Redis's (ms) at Redis time `at`. A daemon that starts meanwhile joins the slew instead
+ * of taking Redis's time at once: it would otherwise disagree with the others by what is left of
+ * it — up to the whole change, for 20 times as long — and its sweep take their leases for expired.
+ */
+export interface SlewBoard {
+  read(): Promise<string | null>;
+  write(value: string, ttlMs: number): Promise<unknown>;
+}
+const BOARD_TTL_MS = 3 * EVERY_MS;
+/** What is left of a lag of `lag` ms after `elapsed` ms of slewing. */
+const lagLeft = (lag: number, elapsed: number) => Math.sign(lag) * Math.max(0, Math.abs(lag) - Math.max(0, elapsed) * SLEW);
+
 /** A TIME whose round trip took longer than this says too little about the offset. */
 const MAX_RTT_MS = 50;
 /**
@@ -90,10 +104,19 @@ export function redisTimeClock(base: Clock & { drift?(): number }) {
     slow = [];
     const now = current(base.now());
     // (A base that cannot tell its own steps, the wall clock, is stepped as before.)
-    if (step || !taken || !base.drift) {
+    if (target !== null && (step || !base.drift)) {
+      // The base stepped during a slew (a resume): offset and target move by that step, and what is
+      // left of the slew stays (taken whole, this daemon's time went back by the rest of the slew
+      // and disagreed with the others, still slewing, by as much: a review).
+      const shift = seen - target;
+      if (Math.abs(shift) >= STEP_MS) {
+        log.warn({ offsetMs: seen, wasMs: Math.round(target) }, "this machine's clock is not Redis's: the daemon keeps Redis's time");
+        offset += shift;
+        target += shift;
+      }
+    } else if (step || !taken || !base.drift) {
       if (Math.abs(seen - now) >= STEP_MS) log.warn({ offsetMs: seen, wasMs: Math.round(now) }, "this machine's clock is not Redis's: the daemon keeps Redis's time");
-      if (Math.abs(seen - now) >= STEP_MS || target !== null) offset = seen;
-      target = null;
+      if (Math.abs(seen - now) >= STEP_MS) offset = seen;
     } else if (Math.abs(seen - (target ?? now)) >= STEP_MS) {
       log.warn({ offsetMs: seen, wasMs: Math.round(now), overS: Math.round(Math.abs(seen - now) / SLEW / 1000) }, "redis's clock moved: the daemon follows it slowly (leases keep their length)");
       target = seen;
@@ -109,14 +132,34 @@ export function redisTimeClock(base: Clock & { drift?(): number }) {
      * Measures now (up to three tries; a failure leaves the offset as it is), then every 10 s until
      * stop(). `time`: one server's TIME, the same server every time.
      */
-    async start(time: ServerTime, log: Logger) {
+    async start(time: ServerTime, log: Logger, board?: SlewBoard) {
       let refused: unknown = null;
+      // While slewing, say so on the board (best effort) for daemons that start meanwhile.
+      const publish = () => {
+        if (!board || target === null) return;
+        const t = base.now();
+        void board.write(JSON.stringify({ lag: Math.round(current(t) - target), at: Math.round(t + target) }), BOARD_TTL_MS).catch(() => {});
+      };
       const tick = (step = false) =>
-        measure(time, log, step).catch((err: unknown) => {
-          refused = err;
-          return false;
-        });
+        measure(time, log, step).then(
+          (ok) => (publish(), ok),
+          (err: unknown) => {
+            refused = err;
+            return false;
+          },
+        );
       for (let i = 0; i < 3 && !(await tick()); i++);
+      if (taken && board) {
+        const said = parseBoard(await board.read().catch(() => null));
+        const t = base.now();
+        const lag = said ? lagLeft(said.lag, t + offset - said.at) : 0;
+        if (Math.abs(lag) >= STEP_MS) {
+          log.warn({ lagMs: lag }, "the other daemons are following a change of redis's clock: this one joins them");
+          target = offset;
+          offset += lag;
+          slewFrom = t;
+        }
+      }
       // (Redis's TIME refused to the daemon's user, say: it ran on its machine's clock without a word.)
       if (!taken && refused) log.warn({ err: String((refused as Error)?.message ?? refused) }, "redis's TIME could not be read: the daemon keeps its machine's clock until it can (daemons on machines whose clocks disagree then disagree on leases)");
       timer = setInterval(() => void tick(), EVERY_MS);
@@ -144,4 +187,14 @@ export function redisTimeClock(base: Clock & { drift?(): number }) {
       timer = watch = null;
     },
   };
+}
+
+function parseBoard(raw: string | null): { lag: number; at: number } | null {
+  if (!raw) return null;
+  try {
+    const v = JSON.parse(raw) as { lag?: unknown; at?: unknown };
+    return typeof v.lag === 'number' && typeof v.at === 'number' && Number.isFinite(v.lag) && Number.isFinite(v.at) ? { lag: v.lag, at: v.at } : null;
+  } catch {
+    return null;
+  }
 }

@@ -207,5 +207,7 @@ export const announcedItemsKey = (prefix: string) => `${prefix}items:announced`;
 export const wakeItemsKey = (prefix: string) => `${prefix}items:wake`;
 /** A short-lived key /readyz writes: Redis answers PING while it refuses writes (a replica: READONLY; at its maxmemory). */
 export const readyProbeKey = (prefix: string) => `${prefix}ready`;
+/** While the daemons slew to a change of Redis's clock: how far their time is from Redis's, and when (kernel/redis-time.ts). */
+export const clockSlewKey = (prefix: string) => `${prefix}clock:slew`;
 /** The prefix BullMQ gets for a handler's job queue: the hash tag keeps each queue's keys on one slot. */
 export const jobQueuePrefix = (prefix: string, queueName: string) => `${prefix}{${queueName}}`;
