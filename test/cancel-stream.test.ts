@@ -112,11 +112,39 @@ describe('the cancel stream', () => {
     const kept = await t.redis.xrange(itemKeys(prefix, 'rb').cx, '-', '+');
     await rollbackItem(t.redis, prefix, 'rb', snap);
     const last = kept[kept.length - 1];
-    const trimmed = await createScriptRunner(t.redis, prefix).run(scripts.trimCancels, 'rb', clock.now(), { lastId: last[0], lastSeq: last[1][1], lastN: Number(last[1][3]), bound: 19 });
+    const trimmed = await createScriptRunner(t.redis, prefix).run(scripts.trimCancels, 'rb', clock.now(), { lastN: Number(last[1][3]), bound: 19, cutSeq: '' }, kept.map(([id]) => id));
     expect(trimmed).toBe(-1);
     expect(await t.redis.xlen(itemKeys(prefix, 'rb').cx)).toBe(10);
     clock.advance(300);
     expect((await line().tickets.status(ids[39])).position).toBe(30);
     expect((await a.tickets.status(ids[39])).position).toBe(30);
+  });
+
+  it("keeps the cancels inside the last cut's range and lets go of those after it once the item reopened", async () => {
+    const { clock, prefix, line, a, ids } = await openLine('ro', 20);
+    // Two of the first 20 leave; 5 are admitted; the item closes (a cut of the 13 left waiting).
+    await cancelAll(a, [ids[10], ids[12]]);
+    await admitAll(a, 'ro', 5);
+    await a.definitions.cut('ro', 'closed');
+    // Reopened: 600 more join, 300 of them leave, the line admits past all of them.
+    await a.definitions.define(def('ro'), { mode: 'manual', rate: 100_000, maxInFlight: null }, { reopen: true });
+    const more = await joinUsers(a, 'ro', 100, 700);
+    await cancelAll(a, more.filter((_, i) => i % 2 === 0));
+    await admitAll(a, 'ro', 300);
+    const cx = itemKeys(prefix, 'ro').cx;
+    expect(await t.redis.xlen(cx)).toBe(302);
+    // Before: nothing was trimmed after the cut (the head rule stopped at the cut's served-before).
+    for (let i = 0; i < 20 && (await t.redis.xlen(cx)) > 2; i++) {
+      clock.advance(300);
+      await a.tickets.status(more[599]);
+    }
+    const left = await t.redis.xrange(cx, '-', '+');
+    expect(left.map(([, f]) => Number(f[1])).sort((x, y) => x - y)).toEqual([ids[10], ids[12]].map((id) => parseTicketId(id)!.seq));
+    // A daemon reading afresh still knows those two left before the cut: not told `closed`.
+    clock.advance(300);
+    const fresh = line();
+    const [left10, cut15] = [await fresh.tickets.status(ids[10]), await fresh.tickets.status(ids[15])];
+    expect([left10.state, left10.outcome?.reason]).toEqual(['cancelled', 'cancelled_by_user']);
+    expect([cut15.state, cut15.outcome?.reason]).toEqual(['cancelled', 'item_closed']);
   });
 });

@@ -90,16 +90,25 @@ interface Entry {
   staleUpTo: number;
 }
 
+interface Pinned {
+  id: string;
+  seq: number;
+  n: number;
+}
+
 interface Trail {
   ids: string[];
   seqs: number[];
   ns: number[];
   head: number;
+  /** Entries behind the head kept in the stream, inside the range of the last cut (seq `pinnedFor`). */
+  pinned: Pinned[];
+  pinnedFor: string;
   /** When this process last asked Redis to trim (ms). */
   trimmedAt: number;
 }
 
-const newTrail = (): Trail => ({ ids: [], seqs: [], ns: [], head: 0, trimmedAt: -Infinity });
+const newTrail = (): Trail => ({ ids: [], seqs: [], ns: [], head: 0, pinned: [], pinnedFor: '', trimmedAt: -Infinity });
 
 /**
  * Entries of the cx stream read per call (a refresh reads to the end): ~25 KB a reply. 20,000 at
@@ -219,7 +228,8 @@ export function createItemCache(deps: { redis: RedisLike; prefix: string; clock:
           const n = fields[2] === 'n' ? Number(fields[3]) : e.seenCancels + 1;
           cancelled.add(seq);
           e.lastCxId = id;
-          e.seenCancels = n;
+          // (The highest: entries kept inside a cut's range come before later ones the head passed.)
+          e.seenCancels = Math.max(e.seenCancels, n);
           t.ids.push(id);
           t.seqs.push(seq);
           t.ns.push(n);
@@ -235,11 +245,14 @@ export function createItemCache(deps: { redis: RedisLike; prefix: string; clock:
     const drawN = places ? snap.draw!.n! : 0;
     const lineIndex = (seq: number) => (seq <= drawN && seq > 0 ? places!.readUInt32BE((seq - 1) * 4) : seq);
     // Cancels inside the last cut's range are kept: a watcher told of the cut from this view alone
-    // must still know that such a ticket had left the line before (tickets.cachedView).
+    // must still know that such a ticket had left the line before (tickets.cachedView). Those the
+    // head passed outside it go (after a cut, an item reopened kept every cancel from then on: the
+    // head rule stopped at the cut's served-before; a review).
     const lastCut = snap.cuts[snap.cuts.length - 1];
-    const forgetBelow = lastCut?.[4] !== undefined ? Math.min(snap.served, lastCut[4]) : snap.served;
-    for (const s of cancelled) if (lineIndex(s) <= forgetBelow) cancelled.delete(s);
-    trimPassed(itemId, e, lineIndex, forgetBelow, now);
+    const inCut = lastCut?.[4] !== undefined ? (seq: number) => lineIndex(seq) > lastCut[4]! && seq <= lastCut[0] : () => false;
+    const passed = (seq: number) => lineIndex(seq) <= snap.served && !inCut(seq);
+    for (const s of cancelled) if (passed(s)) cancelled.delete(s);
+    trimPassed(itemId, e, lineIndex, passed, inCut, lastCut ? String(lastCut[0]) : '', now);
     // The rate measured afresh when the gate changed or the sale opened since the last view.
     const gateMoved = !!prev && (prev.snap.gate.mode !== snap.gate.mode || prev.snap.gate.rate !== snap.gate.rate || prev.snap.gate.maxInFlight !== snap.gate.maxInFlight);
     // Opened since the last view: its opensAt passed, or an operator opened it at once (opensAt
@@ -270,22 +283,37 @@ export function createItemCache(deps: { redis: RedisLike; prefix: string; clock:
   }
 
   /**
-   * Lets the cx stream go of the entries at the front of this process's trail that the head has
-   * passed (at most `forgetBelow`, as the cancelled set forgets them), once there are TRIM_BATCH of
-   * them or TRIM_MS has passed. The script checks the head again and that the last entry is still
-   * the one read (a rollback since: it trims nothing). Not waited for: a refresh answers polls.
+   * Lets the cx stream go of the entries the head has passed (`passed`, as the cancelled set forgets
+   * them), once there are TRIM_BATCH of them or TRIM_MS has passed: the trail is read from its front
+   * up to the first entry still ahead of the head; those in the last cut's range (`inCut`) are kept
+   * aside (`pinned`, looked at again when the last cut changes), the others deleted by id. The
+   * script checks the head and the last cut again (a rollback since: it deletes nothing). Not
+   * waited for: a refresh answers polls.
    */
-  function trimPassed(itemId: string, e: Entry, lineIndex: (seq: number) => number, forgetBelow: number, now: number) {
+  function trimPassed(itemId: string, e: Entry, lineIndex: (seq: number) => number, passed: (seq: number) => boolean, inCut: (seq: number) => boolean, cutSeq: string, now: number) {
     const t = e.trail;
+    const del: Pinned[] = [];
+    const pins: Pinned[] = [];
     let k = t.head;
-    let bound = 0;
-    while (k < t.ids.length && lineIndex(t.seqs[k]) <= forgetBelow) bound = Math.max(bound, lineIndex(t.seqs[k++]));
-    const passed = k - t.head;
-    if (passed === 0 || (passed < TRIM_BATCH && now - t.trimmedAt < TRIM_MS)) return;
-    const last = k - 1;
-    run(scripts.trimCancels, itemId, now, { lastId: t.ids[last], lastSeq: String(t.seqs[last]), lastN: t.ns[last], bound }).catch(() => {});
-    t.trimmedAt = now;
+    for (; k < t.ids.length; k++) {
+      const entry = { id: t.ids[k], seq: t.seqs[k], n: t.ns[k] };
+      if (passed(entry.seq)) del.push(entry);
+      else if (inCut(entry.seq)) pins.push(entry);
+      else break; // still ahead of the head
+    }
+    // Kept aside for a cut that is no longer the last: gone now, if the head passed them.
+    const stillPinned = t.pinnedFor === cutSeq ? t.pinned : t.pinned.filter((p) => !(passed(p.seq) && del.push(p)));
+    if (del.length > 0 && del.length < TRIM_BATCH && now - t.trimmedAt < TRIM_MS) return;
+    for (let i = 0; i < del.length; i += TRIM_BATCH) {
+      const part = del.slice(i, i + TRIM_BATCH);
+      const bound = Math.max(...part.map((p) => lineIndex(p.seq)));
+      const lastN = Math.max(...part.map((p) => p.n));
+      run(scripts.trimCancels, itemId, now, { lastN, bound, cutSeq }, part.map((p) => p.id)).catch(() => {});
+    }
+    if (del.length) t.trimmedAt = now;
     t.head = k;
+    t.pinned = [...stillPinned, ...pins];
+    t.pinnedFor = cutSeq;
     if (t.head > 1024 && t.head * 2 > t.ids.length) {
       t.ids = t.ids.slice(t.head);
       t.seqs = t.seqs.slice(t.head);

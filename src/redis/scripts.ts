@@ -51,7 +51,7 @@ export const scripts = {
   resolveDoubt: spec('resolve-doubt-7', ['meta', 'ctr', 'doubt', 'payloads', 'stock', 'taken', 'done'], [], 'seq, outcome'),
   extendLeases: spec('extend-leases-3', ['leases', 'ctr', 'doubt'], ['until'], 'seq, leaseId'),
   define: spec('define-5', ['meta', 'ctr', 'gate', 'stock', 'taken'], ['secret', 'definition', 'gate', 'reopen', 'epoch', 'born', 'drawSeed']),
-  trimCancels: spec('trim-cancels-3', ['meta', 'ctr', 'cx'], ['lastId', 'lastSeq', 'lastN', 'bound']),
+  trimCancels: spec('trim-cancels-3', ['meta', 'ctr', 'cx'], ['lastN', 'bound', 'cutSeq'], 'id'),
   cut: spec('cut-8', ['meta', 'ctr', 'retry', 'done', 'doubt', 'payloads', 'stock', 'taken'], ['stateChar', 'reason', 'flag', 'decidedAt', 'windowEnd', 'hold']),
   draw: spec('draw-4', ['meta', 'ctr', 'drawOrder', 'drawPlaces'], ['op', 'first', 'order', 'places']),
   block: spec('block-1', ['blocked'], ['userId', 'bit', 'on']),

@@ -1,29 +1,27 @@
 --[[
-  Lets the cancel stream `cx` go of the entries the head of the line has passed: the item caches
-  forget such cancels (a place behind the head needs none), so only a daemon reading the stream
-  afresh would read them, and the stream would grow with every cancel of the sale.
-  The caller (queue/item-cache.ts) read the stream up to and past `lastId` and saw every entry up
-  to it at a line place no later than `bound`; it trims them if the item's head, as the caches
-  count it (`served`, or the served-before of the last cut when lower: cancels inside the last
-  cut's range are kept), is at `bound` or past it, and the entry at `lastId` is still the one it
-  read (a Redis rolled back since holds an older head, or other entries).
+  Lets the cancel stream `cx` go of entries the head of the line has passed: the item caches forget
+  such cancels (a place behind the head needs none), so only a daemon reading the stream afresh
+  would read them, and the stream would grow with every cancel of the sale.
+  The caller (queue/item-cache.ts) read these entries and saw each at a line place no later than
+  `bound`, outside the range of the item's last cut (whose seq it names: `cutSeq`, '' for none;
+  cancels inside that range are kept, a watcher told of the cut must still know them). They are
+  deleted if the item's head (`served`) is at `bound` or past it and the last cut is still that one
+  (a Redis rolled back since holds an older head, or other cuts).
   KEYS[1] meta  KEYS[2] ctr  KEYS[3] cx
-  ARGV[1] now (ms, the caller's clock; unused)  ARGV[2] lastId  ARGV[3] lastSeq  ARGV[4] lastN
-    (the entry's `n`)  ARGV[5] bound
-  Returns the entries trimmed, or -1 when the head is not past `bound` or the entry at `lastId`
-    is not the one read. Sets ctr `cxt` to `lastN`: the cancels accounted for before the
-    stream's first entry (a daemon reading afresh counts from there).
+  ARGV[1] now (ms, the caller's clock; unused)  ARGV[2] lastN (the highest `n` of the entries)
+    ARGV[3] bound  ARGV[4] cutSeq  ARGV[5..] the entries' ids
+  Returns the entries deleted, or -1 when the head is not past `bound` or the last cut is another.
+    Sets ctr `cxt` to `lastN` if higher: the cancels a daemon reading afresh counts as read.
 ]]
 -- @include _lib
-local bound = tonumber(ARGV[5])
 local head = tonumber(rcall('HGET', K.ctr, 'served') or '0')
+if head < tonumber(ARGV[3]) then return -1 end
 local cuts = loadCuts()
 local last = cuts[#cuts]
-if last and type(last[5]) == 'number' and last[5] < head then head = last[5] end
-if head < bound then return -1 end
-local at = rcall('XRANGE', K.cx, ARGV[2], ARGV[2])
-if #at == 0 or at[1][2][2] ~= ARGV[3] then return -1 end
-local ms, sq = string.match(ARGV[2], '^(%d+)-(%d+)$')
-local trimmed = rcall('XTRIM', K.cx, 'MINID', ms .. '-' .. fmt(tonumber(sq) + 1))
-if tonumber(ARGV[4]) > tonumber(rcall('HGET', K.ctr, 'cxt') or '0') then rcall('HSET', K.ctr, 'cxt', ARGV[4]) end
-return trimmed
+if (last and fmt(last[1]) or '') ~= ARGV[4] then return -1 end
+local ids = {}
+for i = 5, #ARGV do ids[#ids + 1] = ARGV[i] end
+if #ids == 0 then return 0 end
+local deleted = rcall('XDEL', K.cx, unpack(ids))
+if tonumber(ARGV[2]) > tonumber(rcall('HGET', K.ctr, 'cxt') or '0') then rcall('HSET', K.ctr, 'cxt', ARGV[2]) end
+return deleted
