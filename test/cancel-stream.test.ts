@@ -122,6 +122,9 @@ describe('the cancel stream', () => {
 
   it("keeps the cancels inside the last cut's range and lets go of those after it once the item reopened", async () => {
     const { clock, prefix, line, a, ids } = await openLine('ro', 20);
+    // B has seen ticket 11 waiting (its record cached), and reads nothing of the item until the end.
+    const b = line();
+    expect((await b.tickets.status(ids[10])).state).toBe('waiting');
     // Two of the first 20 leave; 5 are admitted; the item closes (a cut of the 13 left waiting).
     await cancelAll(a, [ids[10], ids[12]]);
     await admitAll(a, 'ro', 5);
@@ -143,6 +146,11 @@ describe('the cancel stream', () => {
     // A daemon reading afresh still knows those two left before the cut: not told `closed`.
     clock.advance(300);
     const fresh = line();
+    // And B, whose cached record says ticket 11 waited: the view it reads now still knows it left
+    // (an own-commits review: the trim counted every cancel as read, B skipped the two kept ones
+    // and told its watchers `item_closed`).
+    await b.tickets.status(more[599]);
+    expect((await b.tickets.cachedView(ids[10]))?.outcome?.reason ?? 'read from redis').not.toBe('item_closed');
     const [left10, cut15] = [await fresh.tickets.status(ids[10]), await fresh.tickets.status(ids[15])];
     expect([left10.state, left10.outcome?.reason]).toEqual(['cancelled', 'cancelled_by_user']);
     expect([cut15.state, cut15.outcome?.reason]).toEqual(['cancelled', 'item_closed']);

@@ -11,7 +11,8 @@
   ARGV[1] now (ms, the caller's clock; unused)  ARGV[2] lastN (the highest `n` of the entries)
     ARGV[3] bound  ARGV[4] cutSeq  ARGV[5..] the entries' ids
   Returns the entries deleted, or -1 when the head is not past `bound` or the last cut is another.
-    Sets ctr `cxt` to `lastN` if higher: the cancels a daemon reading afresh counts as read.
+    Sets ctr `cxt` to `lastN` if higher, but under the first entry left: the cancels a daemon
+    counts as read without reading the stream.
 ]]
 -- @include _lib
 local head = tonumber(rcall('HGET', K.ctr, 'served') or '0')
@@ -23,5 +24,13 @@ local ids = {}
 for i = 5, #ARGV do ids[#ids + 1] = ARGV[i] end
 if #ids == 0 then return 0 end
 local deleted = rcall('XDEL', K.cx, unpack(ids))
-if tonumber(ARGV[2]) > tonumber(rcall('HGET', K.ctr, 'cxt') or '0') then rcall('HSET', K.ctr, 'cxt', ARGV[2]) end
+-- `cxt` stays under the first entry left (one kept inside a cut's range, say): a daemon that has
+-- not read that entry yet must still read it (it took the stream as read up to `cxt`).
+local upTo = tonumber(ARGV[2])
+local first = rcall('XRANGE', K.cx, '-', '+', 'COUNT', 1)[1]
+if first then
+  local n = first[2][3] == 'n' and tonumber(first[2][4]) or 0
+  if n - 1 < upTo then upTo = n - 1 end
+end
+if upTo > tonumber(rcall('HGET', K.ctr, 'cxt') or '0') then rcall('HSET', K.ctr, 'cxt', upTo) end
 return deleted
