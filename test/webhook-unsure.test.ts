@@ -204,6 +204,20 @@ describe('an unsure call kept for a user', () => {
     expect(await calls.take('u', 'r2')).toBeNull();
   });
 
+  it("is not made again by a late timeout of a run that repeated it, once it was let go", async () => {
+    const calls = createUnsureCalls({ redis, prefix: newPrefix(), clock: systemClock })('item');
+    await calls.keep('u', { key: 'k1', body: 'b1' }, 'k1');
+    expect(await calls.take('u', 'r2')).toMatchObject({ key: 'k1', by: 'r2' });
+    // Another daemon ran r2 again (r2's first run held up), its repetition reached the shop, and
+    // the user's next ticket let the call go.
+    await calls.reached('u', 'r2');
+    expect(await calls.take('u', 'r3')).toBeNull();
+    // r2's first run wakes and times out: its keep made the call again, and r4 repeated k1 (its
+    // user told `succeeded` with the first order, no order of its own).
+    await calls.keep('u', { key: 'k1', body: 'b1' }, 'r2');
+    expect(await calls.take('u', 'r4')).toBeNull();
+  });
+
   it('is taken over by the next ticket when the repetition never reached the shop, by three tickets at most', async () => {
     const calls = createUnsureCalls({ redis, prefix: newPrefix(), clock: systemClock })('item');
     await calls.keep('u', { key: 'k1', body: 'b1' });

@@ -1,4 +1,5 @@
 import type { Clock } from '../kernel/clock.js';
+import { withTimeout } from '../kernel/wait.js';
 import { itemKeys } from '../redis/keys.js';
 import type { RedisLike } from '../redis/client.js';
 
@@ -40,6 +41,9 @@ export const MAX_TAKERS = 3;
 /** How long an unsure call is kept: a day, as long as downstreams keep idempotency keys (Stripe: 24 h). */
 export const UNSURE_CALL_TTL_MS = 24 * 3600_000;
 
+/** How long a take-over waits for the outcome ledger's word on the call's ticket (then: kept as unsure). */
+const END_READ_MS = 2000;
+
 /** Entries each keep() looks at for ones past their day. */
 const TRIM_SAMPLE = 16;
 
@@ -50,8 +54,13 @@ export interface UnsureCalls {
    * over by `ref` now or before; null when there is none, or another ticket took it over already.
    */
   take(userId: string, ref: string): Promise<UnsureCall | null>;
-  /** Keeps a call whose outcome is unknown (a call the user already has kept stays: it is older). */
-  keep(userId: string, call: { key: string; body: string }): Promise<void>;
+  /**
+   * Keeps a call whose outcome is unknown (a call the user already has kept stays: it is older).
+   * `ref`: the ticket whose run made it; a repetition of a call taken over (its key another
+   * ticket's) keeps nothing once that call was let go — a late timeout of a superseded run brought
+   * it back for the user's next ticket after it had been answered.
+   */
+  keep(userId: string, call: { key: string; body: string }, ref?: string): Promise<void>;
   /** A call of ticket `ref` under its own key was answered: its unsure call, if kept, is settled. */
   answered(userId: string, ref: string): Promise<void>;
   /** Ticket `ref`'s repetition of the call it took over reached the downstream: no ticket after it takes the call over. */
@@ -87,7 +96,9 @@ export function createUnsureCalls(deps: { redis: RedisLike; prefix: string; cloc
           return null;
         }
         // (Postgres away: kept as unsure, the safe side — a repeat is never a second order.)
-        if (call.by === undefined && (await deps.endOf?.(call.key).catch(() => null)) === 'succeeded') {
+        // (At most 2 s: a lock on the ledger's table held the run past its deadline.)
+        const end = deps.endOf ? await withTimeout(deps.endOf(call.key), END_READ_MS, 'outcome ledger slow').catch(() => null) : null;
+        if (call.by === undefined && end === 'succeeded') {
           await deps.redis.hdel(key(itemId), userId);
           return null;
         }
@@ -95,7 +106,8 @@ export function createUnsureCalls(deps: { redis: RedisLike; prefix: string; cloc
         await deps.redis.hset(key(itemId), userId, JSON.stringify(taken));
         return taken;
       },
-      async keep(userId, call) {
+      async keep(userId, call, ref) {
+        if (ref !== undefined && call.key !== ref) return; // taken over: kept while it is, never made again
         const k = key(itemId);
         await deps.redis.hsetnx(k, userId, JSON.stringify({ ...call, at: deps.clock.now() }));
         // The hash outlives its last entry by the TTL at most (users who never come back)…

@@ -153,7 +153,7 @@ export const webhook: HandlerSpec = {
     // over stays for its own runs again: service/unsure-calls.ts.) Best effort: the answer stands.
     const answered = () => (key === ref ? ctx.unsure.answered(t.userId, ref).catch((err) => ctx.log.warn({ err: String(err) }, 'unsure webhook call not settled')) : undefined);
     // Not kept (Redis unreachable): the drop is still the drop; a later attempt keeps it.
-    const keep = () => ctx.unsure.keep(t.userId, { key, body }).catch((err) => ctx.log.warn({ err: String(err) }, 'unsure webhook call not kept'));
+    const keep = () => ctx.unsure.keep(t.userId, { key, body }, ref).catch((err) => ctx.log.warn({ err: String(err) }, 'unsure webhook call not kept'));
     // An item defined with such a port before it was refused: nothing can reach it, nothing was sent.
     if (blockedPort(c.url)) throw new WebhookRefused('blocked_port');
     // The key may have gone out before under an outcome nobody learned: an earlier attempt of this
