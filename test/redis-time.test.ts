@@ -158,4 +158,15 @@ describe("a change of Redis's own clock", () => {
     a.stop();
     b.stop();
   });
+
+  it('takes at most 10 minutes of lag from the board', async () => {
+    vi.useFakeTimers();
+    const truth = 1_800_000_000_000;
+    const time = async (): Promise<[number, number]> => [Math.floor(truth / 1000), (truth % 1000) * 1000];
+    const board = JSON.stringify({ lag: 1e12, at: truth });
+    const t = redisTimeClock(steadyClock(() => truth, () => 0));
+    await t.start(time, log, { read: async () => board, write: async () => {} });
+    expect(t.clock.now() - truth).toBe(600_000); // before: 1e12 ms, taken whole
+    t.stop();
+  });
 });

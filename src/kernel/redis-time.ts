@@ -20,6 +20,7 @@ export interface SlewBoard {
   write(value: string, ttlMs: number): Promise<unknown>;
 }
 const BOARD_TTL_MS = 3 * EVERY_MS;
+const MAX_BOARD_LAG_MS = 10 * 60_000;
 /** What is left of a lag of `lag` ms after `elapsed` ms of slewing. */
 const lagLeft = (lag: number, elapsed: number) => Math.sign(lag) * Math.max(0, Math.abs(lag) - Math.max(0, elapsed) * SLEW);
 
@@ -152,7 +153,8 @@ export function redisTimeClock(base: Clock & { drift?(): number }) {
       if (taken && board) {
         const said = parseBoard(await board.read().catch(() => null));
         const t = base.now();
-        const lag = said ? lagLeft(said.lag, t + offset - said.at) : 0;
+        // (At most 10 minutes: a value no slew of the others could still be at is not taken whole.)
+        const lag = said ? Math.max(-MAX_BOARD_LAG_MS, Math.min(MAX_BOARD_LAG_MS, lagLeft(said.lag, t + offset - said.at))) : 0;
         if (Math.abs(lag) >= STEP_MS) {
           log.warn({ lagMs: lag }, "the other daemons are following a change of redis's clock: this one joins them");
           target = offset;
