@@ -72,7 +72,7 @@ interface Entry {
   lastCxId: string;
   /** The cancel count (`n`) of the last entry read from the cx stream, or of the last it let go of (ctr cxt) when later. */
   seenCancels: number;
-  /** Entries read from the cx stream and not yet let go of, in the stream's order, from `head`: a trim lets go of a prefix. */
+  /** Entries read from the cx stream and not yet let go of, in the stream's order, from `head`: a trim takes those at its front the head passed (trimPassed). */
   trail: Trail;
   samples: { t: number; admissions: number }[];
   /** When the in-flight limit was last seen full (ms; CachedItem.capFull). */
