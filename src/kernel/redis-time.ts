@@ -57,8 +57,9 @@ const SLEW = 0.05;
  * machine, whose monotonic clock did not run, comes back to Redis's time within about a second.
  *
  * Only the first offset taken and one after such a change of the base are steps: later, a change
- * of the offset is Redis's clock moving (or the base drifting slowly), and is slewed at SLEW (a
- * daemon started meanwhile takes Redis's time at once: the two disagree until the slew is done).
+ * of the offset is Redis's clock moving (or the base drifting slowly), and is slewed at SLEW; a step
+ * of the base during a slew moves offset and target together. Slewing daemons say how far they are
+ * on a board in Redis (SlewBoard), and a daemon started meanwhile joins them.
  */
 export function redisTimeClock(base: Clock & { drift?(): number }) {
   let offset = 0;
