@@ -31,12 +31,27 @@ const bool = z
  */
 const decimal = (inner: z.ZodNumber) => z.string().trim().regex(/^[+-]?(\d+(\.\d*)?|\.\d+)$/, 'a decimal number').transform(Number).pipe(inner);
 
+/**
+ * A URL a password holding `#`, `/` or `?` cut short: the rest (`…@host:port`) read as its
+ * fragment, path or query, and a password of digits before the cut as the port of a host named
+ * after the user (`redis://default:6379#abc@redis.internal:6379` dialled `default:6379`).
+ */
+function passwordCut(v: string): boolean {
+  try {
+    const u = new URL(v);
+    return u.hash.includes('@') || (!u.username && !u.password && /@/.test(u.pathname + u.search));
+  } catch {
+    return false;
+  }
+}
+const PASSWORD_CUT = 'a password holding # / or ? cut the URL short: write them as %23 %2F %3F';
+
 export const configSchema = z.object({
   PORT: decimal(z.number().int().min(0).max(65535)).default(8080),
   HOST: z.string().default('0.0.0.0'),
   // (Any scheme passed: `http://…` was read as a unix socket's path, `mysql://…` dialled as Postgres.)
   // (A password holding `#`, `/` or `?` cuts the URL there: the hint says what to write.)
-  REDIS_URL: z.url({ protocol: /^rediss?$/, error: 'a redis:// or rediss:// URL (in a password, write # / ? as %23 %2F %3F)' }).optional(),
+  REDIS_URL: z.url({ protocol: /^rediss?$/, error: 'a redis:// or rediss:// URL (in a password, write # / ? as %23 %2F %3F)' }).refine((v) => !passwordCut(v), PASSWORD_CUT).optional(),
   /** `host:port,host:port…`: seed nodes of a Redis Cluster, used instead of REDIS_URL (infra/redis-client.ts). */
   // (An IPv6 host in brackets, `[::1]:7000`, was refused, and a port past 65535 was taken.)
   FLOODGATE_REDIS_CLUSTER: z
@@ -55,7 +70,7 @@ export const configSchema = z.object({
       return nodes;
     })
     .optional(),
-  DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/, error: 'a postgres:// or postgresql:// URL (in a password, write # / ? as %23 %2F %3F)' }).optional(),
+  DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/, error: 'a postgres:// or postgresql:// URL (in a password, write # / ? as %23 %2F %3F)' }).refine((v) => !passwordCut(v), PASSWORD_CUT).optional(),
   FLOODGATE_SERVICE_KEYS: keyList,
   FLOODGATE_OPERATOR_KEYS: keyList,
   FLOODGATE_METRICS_KEY: z

@@ -20,7 +20,7 @@ import { GROUP_WORKER, isGroupWorkerEnv, storeSettings, type Config } from './co
 import { migrateDb, pingDb } from './db/client.js';
 import { ensureStores, storeFailure } from './infra/ensure-stores.js';
 import { untilReachable } from './infra/start-wait.js';
-import { describeTarget } from './infra/redis-client.js';
+import { describeTarget, seedList } from './infra/redis-client.js';
 import type { Logger } from './kernel/logger.js';
 import { servePrimaryMetrics } from './kernel/cluster-metrics.js';
 import { redactUrl } from './kernel/redact-url.js';
@@ -95,7 +95,7 @@ export async function runPrimary(config: Config, log: Logger, n: number, onServi
   const env: Record<string, string> = {
     // Everything the primary read, its .env included (a worker does not read the file: main.ts).
     ...Object.fromEntries(Object.entries(config.environment).filter((e): e is [string, string] => e[1] !== undefined)),
-    ...('url' in stores.redis ? { REDIS_URL: stores.redis.url } : { FLOODGATE_REDIS_CLUSTER: stores.redis.cluster.map((n) => `${n.host}:${n.port}`).join(',') }),
+    ...('url' in stores.redis ? { REDIS_URL: stores.redis.url } : { FLOODGATE_REDIS_CLUSTER: seedList(stores.redis.cluster) }),
     DATABASE_URL: pg.url,
     FLOODGATE_SERVICE_KEYS: config.FLOODGATE_SERVICE_KEYS.join(','),
     FLOODGATE_OPERATOR_KEYS: config.FLOODGATE_OPERATOR_KEYS.join(','),

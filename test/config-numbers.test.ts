@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { ConfigError, loadConfig, readSettings } from '../src/config.js';
+import { seedList } from '../src/infra/redis-client.js';
 
 /** Numbers in the configuration are decimal, as an operator writes them: anything else is said to be wrong, not read as something else. */
 describe('numbers in the configuration', () => {
@@ -39,6 +40,9 @@ describe('FLOODGATE_REDIS_CLUSTER', () => {
       { host: '::1', port: 7001 }, // before: refused
       { host: 'redis-2.local', port: 7002 },
     ]);
+    // As the group's primary hands them to its workers: read back the same (the brackets were dropped).
+    const seeds = loadConfig({ FLOODGATE_REDIS_CLUSTER: '[::1]:7001,10.0.0.1:7000' }).FLOODGATE_REDIS_CLUSTER!;
+    expect(loadConfig({ FLOODGATE_REDIS_CLUSTER: seedList(seeds) }).FLOODGATE_REDIS_CLUSTER).toEqual(seeds);
     for (const bad of ['10.0.0.1:99999', '10.0.0.1:0', '::1:7000', 'host', 'a:1,,b:2']) {
       expect(() => loadConfig({ FLOODGATE_REDIS_CLUSTER: bad }), bad).toThrow(/FLOODGATE_REDIS_CLUSTER/); // 99999 was taken
     }
@@ -48,6 +52,11 @@ describe('FLOODGATE_REDIS_CLUSTER', () => {
     expect(() => loadConfig({ REDIS_URL: 'redis://:pa#ss@127.0.0.1:6379' })).toThrow(/REDIS_URL.*%23/s);
     expect(() => loadConfig({ DATABASE_URL: 'postgres://fg:pa?ss@127.0.0.1:5432/fg' })).toThrow(/DATABASE_URL.*%3F/s);
     expect(loadConfig({ REDIS_URL: 'redis://:pa%23ss@127.0.0.1:6379' }).REDIS_URL).toBe('redis://:pa%23ss@127.0.0.1:6379');
+    // A password of digits before the cut parsed as a port of a host named after the user (an own-commits review).
+    for (const [name, value] of [['REDIS_URL', 'redis://default:6379#abc@redis.internal:6379'], ['REDIS_URL', 'redis://default:6380/xyz@redis.internal:6379'], ['DATABASE_URL', 'postgres://app:5432?k@db.internal:5432/app']]) {
+      expect(() => loadConfig({ [name]: value }), value).toThrow(new RegExp(`${name}.*%23`, 's'));
+    }
+    expect(loadConfig({ DATABASE_URL: 'postgres://app:pw@db.internal:5432/app?options=a@b' }).DATABASE_URL).toContain('db.internal');
   });
 });
 

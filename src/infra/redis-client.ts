@@ -138,8 +138,11 @@ export async function connectRedis(target: RedisTarget, kind: 'api' | 'admit' | 
   return redis;
 }
 
+/** Cluster seeds as FLOODGATE_REDIS_CLUSTER takes them: an IPv6 host in brackets. */
+export const seedList = (nodes: { host: string; port: number }[]) => nodes.map((n) => (n.host.includes(':') ? `[${n.host}]:${n.port}` : `${n.host}:${n.port}`)).join(',');
+
 /** For logs: the URL without a password, or the cluster's seeds. */
-export const describeTarget = (t: RedisTarget, redact: (url: string) => string) => ('cluster' in t ? `cluster ${t.cluster.map((n) => `${n.host}:${n.port}`).join(',')}` : redact(t.url));
+export const describeTarget = (t: RedisTarget, redact: (url: string) => string) => ('cluster' in t ? `cluster ${seedList(t.cluster)}` : redact(t.url));
 
 /**
  * ioredis's `commandTimeout`, except that a reply already received wins. ioredis rejects from a
