@@ -106,6 +106,17 @@ describe('ensurePostgres', () => {
     expect(pg).toMatchObject({ url: 'postgres://u:p@example.invalid/db', started: false });
   });
 
+  it('says plainly when a file is in the way of its data directory, as root too', async () => {
+    const file = path.join(tmp, 'not-a-dir-pg');
+    await writeFile(file, 'x');
+    const port = await freePort();
+    // (As root the run's preparation made the directory first, and ended the start with a bare EEXIST.)
+    await expect(ensurePostgres({ dataDir: path.join(file, 'pg'), log, changes: asRoot, port })).rejects.toMatchObject({
+      name: 'SetupNeeded',
+      message: expect.stringMatching(/cannot make the data directory .*not-a-dir-pg.*FLOODGATE_DATA_DIR/),
+    });
+  });
+
   it('initialises, serves, reuses a running server and keeps data across restarts', async () => {
     const port = await freePort();
     const dataDir = path.join(tmp, 'pg');

@@ -64,8 +64,9 @@ export async function ensurePostgres(opts: EnsurePostgresOptions): Promise<Ensur
 
   const started = Date.now();
   const EmbeddedPostgres = await loadEmbeddedPostgres();
-  const owner = process.getuid?.() === 0 ? await prepareRootRun(dataDir, opts.changes, log) : undefined;
+  // (Before the root run's preparation, which makes it too: a file in the way was a bare EEXIST there.)
   await makeDataDir(path.dirname(dataDir));
+  const owner = process.getuid?.() === 0 ? await prepareRootRun(dataDir, opts.changes, log) : undefined;
 
   const output = outputTail();
   const options = {
