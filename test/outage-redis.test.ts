@@ -44,6 +44,7 @@ describe('when Redis dies and comes back empty', () => {
     // BullMQ's workers report the lost connection over and over: said once, then every 5 s at most.
     // (25 lines in the ~2.5 s of this outage before.)
     expect((logs.lines().match(/"msg":"worker error"/g) ?? []).length).toBeLessThanOrEqual(3);
+    expect((logs.lines().match(/"msg":"redis error \(workers\)"/g) ?? []).length).toBeLessThanOrEqual(3);
     await redisServer.start();
     const back = await waitFor(
       () => call('POST', '/v1/items/sku-r/tickets', { userId: 'u-after' }, SVC),

@@ -135,7 +135,6 @@ export function createService(deps: ServiceDeps) {
   });
   const inProcess = deps.handlers.names().filter((n) => deps.handlers.get(n)?.handle);
   const workerConn = duplicateConnection(deps.bullRedis);
-  workerConn.on('error', (err: Error) => deps.log.warn({ err: err.message }, 'redis error (workers)'));
   // The jobs running in this process, for the stop's log when it cannot wait for them all.
   let running = 0;
   const counted: typeof runner = async (job, token) => {
@@ -149,15 +148,20 @@ export function createService(deps: ServiceDeps) {
   const workers = jobs.workers(inProcess, workerConn, counted);
   // Said once, then at most every 5 s with how many more (a Redis refusing connections made BullMQ's
   // workers report several a second each, for as long as it lasted).
-  let lastSaid = -Infinity;
-  let unsaid = 0;
-  const workerError = (err: unknown) => {
-    const now = performance.now();
-    if (now - lastSaid < 5000) return void unsaid++;
-    deps.log.warn({ err: String(err), alsoSinceLast: unsaid }, 'worker error');
-    lastSaid = now;
-    unsaid = 0;
+  // (The workers' connection's errors too: a line every 2 s through a 12 s outage.)
+  const throttled = (msg: string) => {
+    let lastSaid = -Infinity;
+    let unsaid = 0;
+    return (err: unknown) => {
+      const now = performance.now();
+      if (now - lastSaid < 5000) return void unsaid++;
+      deps.log.warn({ err: err instanceof Error ? err.message : String(err), alsoSinceLast: unsaid }, msg);
+      lastSaid = now;
+      unsaid = 0;
+    };
   };
+  workerConn.on('error', throttled('redis error (workers)'));
+  const workerError = throttled('worker error');
   for (const w of workers) w.on('error', workerError);
 
   return {
