@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import postgres from 'postgres';
 import { connectDb } from '../src/db/client.js';
 import { inProcessDaemon, recordingLogger, SVC } from './support/daemon-inproc.js';
-import { holdStockRow, testDb } from './support/db.js';
+import { holdLock, holdStockRow, testDb } from './support/db.js';
 import { joinAll, userIds } from './support/joins.js';
 import { testRedis } from './support/redis.js';
 import { expectSoldExactly } from './support/sale-checks.js';
@@ -54,21 +54,12 @@ describe('a lock held long on what a sale needs', () => {
     const pool = connectDb(db.url, { max: 1, timeoutMs: 1500 });
     const name = String((pool.sql.options as { connection?: Record<string, unknown> }).connection?.application_name);
     await pool.sql`select 1`; // connected, its types read (a type fetch cut short is postgres.js's unhandled rejection)
-    let release!: () => void;
-    const held = new Promise<void>((r) => (release = r));
-    let locked!: () => void;
-    const taken = new Promise<void>((r) => (locked = r));
     // The lock holder on a plain client of its own: an idle watched connection to the same server is
     // given up with the silent one (kernel/silent-socket.ts), and the lock with it.
     const holder = postgres(db.url, { max: 1, onnotice: () => {} });
     const watcher = postgres(db.url, { max: 1, onnotice: () => {} });
-    const tx = holder.begin(async (t) => {
-      await t`lock table locked_report in access exclusive mode`;
-      locked();
-      await held;
-    });
+    const lock = await holdLock(holder, (t) => t`lock table locked_report in access exclusive mode`);
     try {
-      await taken;
       await expect(pool.sql`select count(*) from locked_report`).rejects.toThrow(/sent nothing for/);
       // Before: its session waited on the lock for as long as it was held.
       // (Asked on the holder's own server through a plain client: the test's watched pool had its idle
@@ -78,8 +69,7 @@ describe('a lock held long on what a sale needs', () => {
       while ((await waiting()) > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
       expect(await waiting()).toBe(0);
     } finally {
-      release();
-      await tx;
+      await lock.release();
       await pool.close();
       await holder.end({ timeout: 1 });
       await watcher.end({ timeout: 1 });

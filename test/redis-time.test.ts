@@ -14,85 +14,65 @@ afterEach(() => {
   vi.useRealTimers();
 });
 
+/** Redis's time and one machine's wall and monotonic clocks, driven by the test, and the daemon's clock on them. */
+async function machine() {
+  vi.useFakeTimers();
+  const m = { truth: 1_800_000_000_000, wall: 1_800_000_000_000, mono: 0, failNext: 0 };
+  const time = async (): Promise<[number, number]> => {
+    if (m.failNext-- > 0) throw new Error('reconnecting');
+    return [Math.floor(m.truth / 1000), (m.truth % 1000) * 1000];
+  };
+  const t = redisTimeClock(steadyClock(() => m.wall, () => m.mono));
+  await t.start(time, log);
+  /** `ms` pass for Redis and both of the machine's clocks. */
+  const run = async (ms: number) => {
+    m.truth += ms;
+    m.wall += ms;
+    m.mono += ms;
+    await vi.advanceTimersByTimeAsync(ms);
+  };
+  return { m, t, run };
+}
+
 describe("the daemon's clock on a steady base", () => {
   it('ignores a wall clock step and asks Redis at once after a suspend', async () => {
-    vi.useFakeTimers();
-    let truth = 1_800_000_000_000; // Redis's time
-    let wall = truth;
-    let mono = 0;
-    const time = async (): Promise<[number, number]> => [Math.floor(truth / 1000), (truth % 1000) * 1000];
-    const t = redisTimeClock(steadyClock(() => wall, () => mono));
-    await t.start(time, log);
-    expect(t.clock.now()).toBe(truth);
-    const run = async (ms: number) => {
-      truth += ms;
-      wall += ms;
-      mono += ms;
-      await vi.advanceTimersByTimeAsync(ms);
-    };
+    const { m, t, run } = await machine();
+    expect(t.clock.now()).toBe(m.truth);
 
     // The wall clock steps 30 s ahead (NTP, `date -s`): the daemon's clock goes on as before.
-    wall += 30_000;
+    m.wall += 30_000;
     await run(3_000);
-    expect(t.clock.now()).toBe(truth);
+    expect(t.clock.now()).toBe(m.truth);
 
     // Suspended for two minutes: the wall clock (and Redis) moved on, the monotonic clock did not.
-    truth += 120_000;
-    wall += 120_000;
-    expect(t.clock.now()).toBe(truth - 120_000);
+    m.truth += 120_000;
+    m.wall += 120_000;
+    expect(t.clock.now()).toBe(m.truth - 120_000);
     await run(1_000);
-    expect(t.clock.now()).toBe(truth); // before: two minutes behind until the next 10 s measure
+    expect(t.clock.now()).toBe(m.truth); // before: two minutes behind until the next 10 s measure
     t.stop();
   });
 
   it('asks again at the next look when the measure after a suspend fails', async () => {
-    vi.useFakeTimers();
-    let truth = 1_800_000_000_000;
-    let wall = truth;
-    let mono = 0;
-    let failNext = 0;
-    const time = async (): Promise<[number, number]> => {
-      if (failNext-- > 0) throw new Error('reconnecting');
-      return [Math.floor(truth / 1000), (truth % 1000) * 1000];
-    };
-    const t = redisTimeClock(steadyClock(() => wall, () => mono));
-    await t.start(time, log);
-    const run = async (ms: number) => {
-      truth += ms;
-      wall += ms;
-      mono += ms;
-      await vi.advanceTimersByTimeAsync(ms);
-    };
+    const { m, t, run } = await machine();
     await run(3_000);
-    truth += 120_000;
-    wall += 120_000;
-    failNext = 1; // the first measure after the resume fails (Redis's connection comes back)
+    m.truth += 120_000;
+    m.wall += 120_000;
+    m.failNext = 1; // the first measure after the resume fails (Redis's connection comes back)
     await run(1_000);
     await run(1_000);
-    expect(t.clock.now()).toBe(truth); // before: two minutes behind until the next 10 s measure
+    expect(t.clock.now()).toBe(m.truth); // before: two minutes behind until the next 10 s measure
     t.stop();
   });
 });
 
 describe("a change of Redis's own clock", () => {
   it('is followed slowly once the daemon runs: leases keep their length, and the clock never runs backwards', async () => {
-    vi.useFakeTimers();
-    let truth = 1_800_000_000_000;
-    let wall = truth;
-    let mono = 0;
-    const time = async (): Promise<[number, number]> => [Math.floor(truth / 1000), (truth % 1000) * 1000];
-    const t = redisTimeClock(steadyClock(() => wall, () => mono));
-    await t.start(time, log);
-    const run = async (ms: number) => {
-      truth += ms;
-      wall += ms;
-      mono += ms;
-      await vi.advanceTimersByTimeAsync(ms);
-    };
+    const { m, t, run } = await machine();
     await run(5_000);
-    expect(t.clock.now()).toBe(truth);
+    expect(t.clock.now()).toBe(m.truth);
     // Redis's clock jumps two minutes ahead (its machine's NTP, a failover to another server).
-    truth += 120_000;
+    m.truth += 120_000;
     const before = t.clock.now();
     await run(15_000);
     // Before: taken at the next 10 s measure — every lease of the last two minutes ran out at once
@@ -102,9 +82,9 @@ describe("a change of Redis's own clock", () => {
     expect(after - before).toBeLessThanOrEqual(15_000 * 1.05 + 1);
     // It gets there, at 50 ms a second (120 s in 2,400 s).
     await run(2_400_000);
-    expect(t.clock.now()).toBe(truth);
+    expect(t.clock.now()).toBe(m.truth);
     // Back a minute: followed at most 5% slower, never by going back.
-    truth -= 60_000;
+    m.truth -= 60_000;
     let last = t.clock.now();
     for (let i = 0; i < 30; i++) {
       await run(1_000);
@@ -113,7 +93,7 @@ describe("a change of Redis's own clock", () => {
       expect(now - last).toBeLessThanOrEqual(1_000);
       last = now;
     }
-    expect(t.clock.now()).toBeGreaterThan(truth + 55_000);
+    expect(t.clock.now()).toBeGreaterThan(m.truth + 55_000);
     t.stop();
   });
 

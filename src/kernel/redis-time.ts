@@ -117,8 +117,10 @@ export function redisTimeClock(base: Clock & { drift?(): number }) {
         target += shift;
       }
     } else if (step || !taken || !base.drift) {
-      if (Math.abs(seen - now) >= STEP_MS) log.warn({ offsetMs: seen, wasMs: Math.round(now) }, "this machine's clock is not Redis's: the daemon keeps Redis's time");
-      if (Math.abs(seen - now) >= STEP_MS) offset = seen;
+      if (Math.abs(seen - now) >= STEP_MS) {
+        log.warn({ offsetMs: seen, wasMs: Math.round(now) }, "this machine's clock is not Redis's: the daemon keeps Redis's time");
+        offset = seen;
+      }
     } else if (Math.abs(seen - (target ?? now)) >= STEP_MS) {
       log.warn({ offsetMs: seen, wasMs: Math.round(now), overS: Math.round(Math.abs(seen - now) / SLEW / 1000) }, "redis's clock moved: the daemon follows it slowly (leases keep their length)");
       target = seen;

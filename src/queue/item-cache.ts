@@ -215,7 +215,8 @@ export function createItemCache(deps: { redis: RedisLike; prefix: string; clock:
     let feedComplete = prev?.feedComplete ?? true;
     // Cancels the stream let go of were behind the head: accounted for.
     if (snap.cancelsTrimmed > e.seenCancels) e.seenCancels = snap.cancelsTrimmed;
-    if (snap.cancelsTotal > e.seenCancels) {
+    // (A split item's sub-lines append nothing to it, and its places are read from Redis: not read.)
+    if (lines === 1 && snap.cancelsTotal > e.seenCancels) {
       // To the end, page by page: a place counted from part of it is too far back (a start that
       // read 20,000 of 30,000 cancels told 20 for 10 until its later refreshes read the rest).
       const cx = itemKeys(deps.prefix, itemId).cx;
@@ -302,7 +303,9 @@ export function createItemCache(deps: { redis: RedisLike; prefix: string; clock:
       else break; // still ahead of the head
     }
     // Kept aside for a cut that is no longer the last: gone now, if the head passed them.
-    const stillPinned = t.pinnedFor === cutSeq ? t.pinned : t.pinned.filter((p) => !(passed(p.seq) && del.push(p)));
+    const released = t.pinnedFor === cutSeq ? [] : t.pinned.filter((p) => passed(p.seq));
+    del.push(...released);
+    const stillPinned = released.length ? t.pinned.filter((p) => !released.includes(p)) : t.pinned;
     if (del.length > 0 && del.length < TRIM_BATCH && now - t.trimmedAt < TRIM_MS) return;
     for (let i = 0; i < del.length; i += TRIM_BATCH) {
       const part = del.slice(i, i + TRIM_BATCH);

@@ -95,10 +95,10 @@ export function createUnsureCalls(deps: { redis: RedisLike; prefix: string; cloc
           await deps.redis.hdel(key(itemId), userId);
           return null;
         }
-        // (Postgres away: kept as unsure, the safe side — a repeat is never a second order.)
-        // (At most 2 s: a lock on the ledger's table held the run past its deadline.)
-        const end = deps.endOf ? await withTimeout(deps.endOf(call.key), END_READ_MS, 'outcome ledger slow').catch(() => null) : null;
-        if (call.by === undefined && end === 'succeeded') {
+        // Asked only of a call no ticket took over yet. (Postgres away: kept as unsure, the safe
+        // side — a repeat is never a second order. At most 2 s: a lock on the ledger's table held
+        // the run past its deadline.)
+        if (call.by === undefined && deps.endOf && (await withTimeout(deps.endOf(call.key), END_READ_MS, 'outcome ledger slow').catch(() => null)) === 'succeeded') {
           await deps.redis.hdel(key(itemId), userId);
           return null;
         }

@@ -28,19 +28,22 @@ export async function testDb(): Promise<DbHandle & { url: string }> {
 }
 
 /**
- * Holds an item's stock row locked (`for update`) in a transaction of `sql` until `release` is
- * called, as a long report or an operator's manual fix would; resolves once the lock is taken.
+ * Holds what `take` locks in a transaction of `sql` until `release` is called, as a long report or
+ * an operator's manual fix would; resolves once the lock is taken.
  */
-export async function holdStockRow(sql: postgres.Sql, itemId: string): Promise<{ release: () => Promise<void> }> {
+export async function holdLock(sql: postgres.Sql, take: (t: postgres.TransactionSql) => Promise<unknown>): Promise<{ release: () => Promise<void> }> {
   let release!: () => void;
   const held = new Promise<void>((r) => (release = r));
   let locked!: () => void;
   const taken = new Promise<void>((r) => (locked = r));
   const tx = sql.begin(async (t) => {
-    await t`select total from item_stock where item_id = ${itemId} for update`;
+    await take(t);
     locked();
     await held;
   });
   await Promise.race([taken, tx]);
   return { release: () => (release(), tx.then(() => undefined)) };
 }
+
+/** Holds an item's stock row locked (`for update`) until `release` (holdLock). */
+export const holdStockRow = (sql: postgres.Sql, itemId: string) => holdLock(sql, (t) => t`select total from item_stock where item_id = ${itemId} for update`);
