@@ -40,6 +40,31 @@ describe('npm start with no REDIS_URL and no DATABASE_URL', () => {
     expect(d.output()).toMatch(/"msg":"stopped"/);
   });
 
+  it("stops on a terminal's Ctrl-C with its embedded Postgres serving to the end of its stop", { timeout: 90_000 }, async () => {
+    // Ctrl-C signals the terminal's whole foreground group: the embedded Postgres, a child in the
+    // daemon's group, took the SIGINT as a fast shutdown at once, and the daemon's graceful stop
+    // (the jobs it ran settling, the ledger's drain) then wrote to a server that had gone.
+    const port = await freePort();
+    const d = await startDaemonProcess(
+      { REDIS_URL: '', DATABASE_URL: '', FLOODGATE_DATA_DIR: dataDir, FLOODGATE_EMBEDDED_PG_PORT: String(port), FLOODGATE_REDIS_PREFIX: newPrefix(), FLOODGATE_OPERATOR_KEYS: 'op', FLOODGATE_SERVICE_KEYS: 'svc', LOG_LEVEL: 'debug' },
+      { group: true },
+    );
+    let code: number | null;
+    try {
+      const put = await fetch(`${d.url}/v1/items/ctrl-c`, { method: 'PUT', headers: { authorization: 'Bearer op', 'content-type': 'application/json' }, body: JSON.stringify({ handler: 'external' }) });
+      expect(put.status).toBe(201);
+    } finally {
+      code = await d.stop('SIGINT');
+    }
+    const out = d.output();
+    expect(out).not.toMatch(/embedded postgres exited unexpectedly/);
+    // (Postgres ends the sessions still open when told to stop: the daemon's had closed theirs.)
+    expect(out).not.toMatch(/terminating connection due to administrator command/);
+    expect(out.indexOf('received fast shutdown request')).toBeGreaterThan(out.indexOf('"msg":"stopping"'));
+    expect(out).toMatch(/"msg":"stopped embedded postgres"/);
+    expect(code).toBe(0);
+  });
+
   it('stops the embedded Postgres it was starting when told to stop mid-start', { timeout: 90_000 }, async () => {
     // (The data directory the test above made: no initdb, Postgres itself starting.) A SIGTERM
     // while it started left it running, and every later start reused it and never stopped it (a review).

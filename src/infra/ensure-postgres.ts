@@ -22,6 +22,8 @@ export interface EnsurePostgresOptions {
   changes: SystemChanges;
   port?: number;
   database?: string;
+  /** The environment the server inherits (the daemon passes its own; none: this process's). */
+  env?: NodeJS.ProcessEnv;
   /**
    * Told how to stop the server as soon as it is spawned, before it is ready (the caller keeps it
    * with what a signal during the start stops): a SIGTERM while Postgres started left it running,
@@ -103,7 +105,7 @@ export async function ensurePostgres(opts: EnsurePostgresOptions): Promise<Ensur
     process.removeListener('exit', onProcessExit);
   };
   opts.starting?.(shutdown);
-  await startServer(pg, output).catch((err) => {
+  await startServer(pg, output, { dataDir, port, flags: options.postgresFlags, env: opts.env }).catch((err) => {
     process.removeListener('exit', onProcessExit);
     throw err;
   });

