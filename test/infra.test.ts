@@ -27,6 +27,13 @@ afterAll(async () => {
   await rm(tmp, { recursive: true, force: true });
 });
 
+/** A pid no process has: a child that ran and exited. */
+const deadPid = () =>
+  new Promise<number>((resolve) => {
+    const c = spawn(process.execPath, ['-e', '0']);
+    c.once('exit', () => resolve(c.pid!));
+  });
+
 describe('ensureRedis', () => {
   it('returns a configured url untouched', async () => {
     const r = await ensureRedis({ url: 'redis://example.invalid:1', dataDir: tmp, log, changes: noChanges, env: process.env });
@@ -76,10 +83,7 @@ describe('ensureRedis', () => {
     const first = await ensureRedis({ dataDir, log, changes: noChanges, port, env: process.env });
     cleanups.push(first.stop);
     // Its daemon gone: a pid no process has (a child that ran and exited).
-    const dead = await new Promise<number>((resolve) => {
-      const c = spawn(process.execPath, ['-e', '0']);
-      c.once('exit', () => resolve(c.pid!));
-    });
+    const dead = await deadPid();
     const ownerFile = path.join(dataDir, 'started-by.json');
     const owner = JSON.parse(await readFile(ownerFile, 'utf8'));
     // A stale file naming a live process that is not the Redis on the port (a pid taken since): not taken over.
@@ -93,6 +97,41 @@ describe('ensureRedis', () => {
     // second takeover's stop took it from under the first).
     expect(await ensureRedis({ dataDir, log, changes: noChanges, port, env: process.env })).toMatchObject({ started: false });
     await next.stop();
+    const after = new Redis(first.url, { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
+    after.on('error', () => {});
+    await expect(after.connect()).rejects.toThrow();
+    after.disconnect();
+  }, 20_000);
+
+  it('leaves the redis-server it started running while another daemon uses it; the last daemon to stop stops it', async () => {
+    // Two zero-config daemons on one machine: the second uses the Redis the first started, and the
+    // first's stop took it from under the second's sale.
+    const port = await freePort();
+    const dataDir = path.join(tmp, 'redis-shared');
+    const first = await ensureRedis({ dataDir, log, changes: noChanges, port, env: process.env });
+    const ownerFile = path.join(dataDir, 'started-by.json');
+    const { redisPid } = JSON.parse(await readFile(ownerFile, 'utf8'));
+    cleanups.push(async () => void process.kill(redisPid, 'SIGKILL'));
+    const second = await ensureRedis({ dataDir, log, changes: noChanges, port, env: process.env });
+    expect(second).toMatchObject({ url: first.url, started: false });
+    const secondsClient = new Redis(second.url, { maxRetriesPerRequest: 0 });
+    await secondsClient.ping();
+
+    await first.stop();
+    expect(await secondsClient.ping()).toBe('PONG');
+    // The first daemon has exited.
+    const owner = JSON.parse(await readFile(ownerFile, 'utf8'));
+    await writeFile(ownerFile, JSON.stringify({ ...owner, daemonPid: await deadPid() }));
+    // A third daemon, started meanwhile, takes it over (its starter gone); its stop while the
+    // second is still on it leaves it too, and it exits.
+    const third = await ensureRedis({ dataDir, log, changes: noChanges, port, env: process.env });
+    expect(third.started).toBe(true);
+    await third.stop();
+    expect(await secondsClient.ping()).toBe('PONG');
+    await writeFile(ownerFile, JSON.stringify({ ...owner, daemonPid: await deadPid() }));
+
+    secondsClient.disconnect();
+    await second.stop();
     const after = new Redis(first.url, { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
     after.on('error', () => {});
     await expect(after.connect()).rejects.toThrow();
@@ -143,4 +182,27 @@ describe('ensurePostgres', () => {
     await sql.end();
     await second.stop();
   }, 30_000);
+
+  it('leaves the Postgres it started running while another daemon uses it; the last daemon to stop stops it', async () => {
+    const port = await freePort();
+    const dataDir = path.join(tmp, 'pg-shared');
+    const first = await ensurePostgres({ dataDir, log, port, database: 'shared_test', changes: asRoot });
+    cleanups.push(first.stop);
+    const second = await ensurePostgres({ dataDir, log, port, database: 'shared_test', changes: asRoot });
+    expect(second).toMatchObject({ url: first.url, started: false });
+    const secondsPool = postgres(second.url, { max: 1, onnotice: () => {} });
+    await secondsPool`select 1`;
+
+    await first.stop();
+    expect(await secondsPool`select 2 as two`).toEqual([{ two: 2 }]);
+    // A third daemon's stop while the second is still on it leaves it too.
+    await (await ensurePostgres({ dataDir, log, port, database: 'shared_test', changes: asRoot })).stop();
+    expect(await secondsPool`select 3 as three`).toEqual([{ three: 3 }]);
+
+    await secondsPool.end();
+    await second.stop();
+    const after = postgres(first.url, { max: 1, connect_timeout: 2, onnotice: () => {} });
+    await expect(after`select 1`).rejects.toMatchObject({ code: 'ECONNREFUSED' });
+    await after.end();
+  }, 40_000);
 });

@@ -1,4 +1,5 @@
-import { realpath } from 'node:fs/promises';
+import type { ChildProcess } from 'node:child_process';
+import { readFile, realpath } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from '../kernel/logger.js';
 import { redactUrl } from '../kernel/redact-url.js';
@@ -6,7 +7,9 @@ import { ensureOwnership, prepareRootRun } from './postgres-account.js';
 import { initialiseDataDir, isInitialised, removeStalePidFile } from './postgres-data-dir.js';
 import { ensureDatabase, PG_HOST, PG_PASSWORD, PG_USER, probePostgres } from './postgres-probe.js';
 import { childOf, loadEmbeddedPostgres, outputTail, startServer, stopServer } from './postgres-server.js';
+import { leftRunning, otherPostgresClients } from './store-users.js';
 import { makeDataDir, type SystemChanges } from './system-changes.js';
+import { sleep } from '../kernel/wait.js';
 
 export interface EnsuredPostgres {
   url: string;
@@ -55,7 +58,11 @@ export async function ensurePostgres(opts: EnsurePostgresOptions): Promise<Ensur
     const sameDir = probe.dataDirectory === (await realpath(dataDir).catch(() => dataDir));
     if (!sameDir) log.warn({ port, dataDir, serverDataDir: probe.dataDirectory }, 'running postgres uses another data directory');
     log.info({ url: redactUrl(url), dataDir: probe.dataDirectory }, 'reusing running postgres');
-    return { url, started: false, stop: async () => {} };
+    // The embedded Postgres of this data directory (one a daemon that stopped left running for
+    // this one, or a killed daemon's): stopped with the last daemon on it.
+    let stopped: Promise<void> | undefined;
+    const stop = () => (stopped ??= stopReused(port, probe.dataDirectory, url, log));
+    return { url, started: false, stop: sameDir ? stop : async () => {} };
   }
   if (probe.state === 'other') {
     throw new Error(
@@ -126,9 +133,50 @@ export async function ensurePostgres(opts: EnsurePostgresOptions): Promise<Ensur
   return {
     url,
     started: true,
-    stop: () => {
-      stopped ??= shutdown().then(() => log.info({ url: redactUrl(url), dataDir }, 'stopped embedded postgres'));
-      return stopped;
-    },
+    stop: () =>
+      (stopped ??= (async () => {
+        const others = await otherPostgresClients(port);
+        if (others) {
+          exitExpected = true;
+          process.removeListener('exit', onProcessExit);
+          leaveRunning(child);
+          log.warn({ url: redactUrl(url), dataDir, clients: others }, leftRunning('embedded postgres'));
+          return;
+        }
+        await shutdown();
+        log.info({ url: redactUrl(url), dataDir }, 'stopped embedded postgres');
+      })()),
   };
+}
+
+/** Lets this process exit with the child still running (its output was piped to us: closed, and Postgres ignores the broken pipe). */
+function leaveRunning(child: ChildProcess | undefined) {
+  child?.stderr?.destroy();
+  child?.unref();
+}
+
+/** Stops a reused embedded Postgres when no other client is on it: a fast shutdown of its postmaster (postmaster.pid), as stopServer's. */
+async function stopReused(port: number, dataDir: string, url: string, log: Logger): Promise<void> {
+  const others = await otherPostgresClients(port);
+  if (others !== 0) {
+    if (others) log.info({ url: redactUrl(url), dataDir, clients: others }, leftRunning('embedded postgres'));
+    return;
+  }
+  const pid = Number((await readFile(path.join(dataDir, 'postmaster.pid'), 'utf8').catch(() => '')).split('\n')[0]);
+  if (!(pid > 0)) return;
+  const signal = (sig: NodeJS.Signals | 0) => {
+    try {
+      process.kill(pid, sig);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  const gone = async (ms: number) => {
+    for (const until = Date.now() + ms; Date.now() < until; await sleep(100)) if (!signal(0)) return true;
+    return !signal(0);
+  };
+  if (!signal('SIGINT')) return;
+  if (!(await gone(15_000)) && signal('SIGQUIT')) await gone(5_000);
+  log.info({ url: redactUrl(url), dataDir }, 'stopped embedded postgres');
 }

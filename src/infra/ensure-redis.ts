@@ -5,6 +5,7 @@ import type { Logger } from '../kernel/logger.js';
 import { aptInstall } from './apt.js';
 import { probeRedis, redisProcessId, REDIS_HOST } from './redis-probe.js';
 import { ownerFile, startRedisServer, type StartedRedis } from './redis-server.js';
+import { leftRunning, otherRedisClients } from './store-users.js';
 import { SetupNeeded, type SystemChanges } from './system-changes.js';
 
 export type EnsuredRedis = StartedRedis;
@@ -36,7 +37,10 @@ export async function ensureRedis(opts: EnsureRedisOptions): Promise<EnsuredRedi
   const url = `redis://${REDIS_HOST}:${port}`;
   const local = () => {
     log.info({ url }, 'using local redis');
-    return { url, started: false, stop: async () => {} };
+    // A redis-server a daemon of this data directory started and left running for this one (it
+    // stopped while this daemon used it): stopped with the last daemon on it.
+    const dataDir = path.resolve(opts.dataDir);
+    return { url, started: false, stop: async () => void (await stopOrphanIfUnused(dataDir, port, log)) };
   };
 
   const first = await probeRedis(port);
@@ -69,48 +73,62 @@ export async function ensureRedis(opts: EnsureRedisOptions): Promise<EnsuredRedi
  * As a Redis that was running already, it was used and never stopped (a review).
  */
 async function adoptOrphan(dataDir: string, port: number, log: Logger): Promise<EnsuredRedis | null> {
-  let owner: { daemonPid?: unknown; redisPid?: unknown; port?: unknown };
-  try {
-    owner = JSON.parse(await readFile(ownerFile(dataDir), 'utf8'));
-  } catch {
-    return null;
-  }
-  const alive = (pid: unknown) => {
-    if (typeof pid !== 'number' || !Number.isInteger(pid) || pid <= 0) return false;
-    try {
-      process.kill(pid, 0);
-      return true;
-    } catch (err) {
-      return (err as NodeJS.ErrnoException).code === 'EPERM';
-    }
-  };
-  if (owner.port !== port || !alive(owner.redisPid) || alive(owner.daemonPid)) return null;
-  const pid = owner.redisPid as number;
-  // The Redis answering on the port is that process (its own word): not another Redis (a system
-  // service) while the file is stale, nor an unrelated process that got the pid since.
-  if ((await redisProcessId(port)) !== pid) return null;
+  const pid = await orphanOf(dataDir, port);
+  if (pid === null) return null;
   // Ours now: a start beside this daemon finds it alive and uses the Redis without taking it over
   // (a review: a second takeover's stop took it from the first's sale).
   await writeFile(ownerFile(dataDir), JSON.stringify({ daemonPid: process.pid, redisPid: pid, port }));
   const url = `redis://${REDIS_HOST}:${port}`;
   log.warn({ url, pid }, 'redis-server a stopped daemon started is still running; this daemon stops it when it stops');
   let stopped: Promise<void> | undefined;
-  return {
-    url,
-    started: true,
-    stop: () =>
-      (stopped ??= (async () => {
-        try {
-          process.kill(pid, 'SIGTERM');
-        } catch {
-          return;
-        }
-        for (let i = 0; i < 100 && alive(pid); i++) await new Promise((r) => setTimeout(r, 100));
-        if (alive(pid) && (await redisProcessId(port).catch(() => null)) === pid) process.kill(pid, 'SIGKILL');
-        await rm(ownerFile(dataDir), { force: true });
-        log.info({ url }, 'stopped redis-server');
-      })()),
-  };
+  return { url, started: true, stop: () => (stopped ??= stopOrphanIfUnused(dataDir, port, log, true).then(() => {})) };
+}
+
+/** The pid of the redis-server answering on `port` that a daemon of `dataDir` started and is gone from (or, `ownedHere`, this process took over); null when what answers is not one. */
+async function orphanOf(dataDir: string, port: number, ownedHere = false): Promise<number | null> {
+  let owner: { daemonPid?: unknown; redisPid?: unknown; port?: unknown };
+  try {
+    owner = JSON.parse(await readFile(ownerFile(dataDir), 'utf8'));
+  } catch {
+    return null;
+  }
+  if (owner.port !== port || !alive(owner.redisPid) || (!(ownedHere && owner.daemonPid === process.pid) && alive(owner.daemonPid))) return null;
+  const pid = owner.redisPid as number;
+  // The Redis answering on the port is that process (its own word): not another Redis (a system
+  // service) while the file is stale, nor an unrelated process that got the pid since.
+  return (await redisProcessId(port)) === pid ? pid : null;
+}
+
+/** Stops the orphan redis-server of `dataDir` unless another client uses it (store-users.ts); whether it stopped it. */
+async function stopOrphanIfUnused(dataDir: string, port: number, log: Logger, ownedHere = false): Promise<boolean> {
+  const pid = await orphanOf(dataDir, port, ownedHere);
+  if (pid === null) return false;
+  const url = `redis://${REDIS_HOST}:${port}`;
+  const others = await otherRedisClients(port);
+  if (others !== 0) {
+    if (others) log.warn({ url, clients: others }, leftRunning('redis-server'));
+    return false;
+  }
+  try {
+    process.kill(pid, 'SIGTERM');
+  } catch {
+    return false;
+  }
+  for (let i = 0; i < 100 && alive(pid); i++) await new Promise((r) => setTimeout(r, 100));
+  if (alive(pid) && (await redisProcessId(port).catch(() => null)) === pid) process.kill(pid, 'SIGKILL');
+  await rm(ownerFile(dataDir), { force: true });
+  log.info({ url }, 'stopped redis-server');
+  return true;
+}
+
+function alive(pid: unknown): boolean {
+  if (typeof pid !== 'number' || !Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 function portBusyError(port: number, detail: string): Error {

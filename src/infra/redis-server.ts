@@ -5,6 +5,7 @@ import path from 'node:path';
 import type { Logger } from '../kernel/logger.js';
 import { probeRedis, REDIS_HOST } from './redis-probe.js';
 import { sleep, tail } from '../kernel/wait.js';
+import { leftRunning, otherRedisClients } from './store-users.js';
 
 const START_TIMEOUT_MS = 10_000;
 const STOP_TIMEOUT_MS = 5_000;
@@ -89,7 +90,19 @@ export async function startRedisServer(bin: string, port: number, dataDir: strin
     started: true,
     stop: () => {
       exitExpected = true;
-      stopped ??= killAndWait(child, exited).then(() => log.info({ url }, 'stopped redis-server'));
+      stopped ??= (async () => {
+        // Another daemon on it (zero-config, beside this one): left running, its owner file kept,
+        // so the last daemon to stop finds it ours-and-gone and stops it (ensure-redis.ts).
+        const others = await otherRedisClients(port);
+        if (others) {
+          process.removeListener('exit', onProcessExit);
+          child.unref();
+          log.warn({ url, clients: others }, leftRunning('redis-server'));
+          return;
+        }
+        await killAndWait(child, exited);
+        log.info({ url }, 'stopped redis-server');
+      })();
       return stopped;
     },
   };
