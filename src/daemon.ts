@@ -448,7 +448,7 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
       redis,
       prefix: config.FLOODGATE_REDIS_PREFIX,
       clock,
-      endOf: async (ref) => (await readEnds(dbHandle.sql, [ref])).get(ref)?.status ?? null,
+      endOf: async (ref) => (await readEnds(dbHandle.sql, [ref])).get(ref) ?? null,
     }),
     handlers,
     log: log.child({ module: 'service' }),

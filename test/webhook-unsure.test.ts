@@ -53,12 +53,20 @@ async function idempotentShop() {
     repeatsAnswered: null as number | null,
     /** Every call answered 503 before the shop looks at it. */
     overloaded: false,
+    /** New keys are refused with a 422 the shop keeps: a call repeated under such a key is refused again. */
+    refusing: false,
+    refused: new Set<string>(),
     orders,
     ...(await recordingDownstream((req: Seen, res: ServerResponse) => {
       const key = String(req.headers['idempotency-key']);
       const body = JSON.parse(req.body) as { userId: string; payload: unknown };
       if (shop.overloaded) {
         res.writeHead(503).end();
+        return;
+      }
+      if (shop.refused.has(key) || (shop.refusing && !orders.has(key))) {
+        shop.refused.add(key);
+        res.writeHead(422, { 'content-type': 'application/json' }).end(JSON.stringify({ error: 'not_eligible' }));
         return;
       }
       if (orders.has(key) && shop.repeatsAnswered !== null) {
@@ -150,6 +158,41 @@ describe('a call kept after its own ticket was answered', () => {
     expect(await settled(second)).toMatchObject({ state: 'succeeded', outcome: { result: { orderId: 'O2' } } });
     expect(shop.seen.map((c) => c.headers['idempotency-key'])).toEqual([ticketRef(first), ticketRef(second)]);
     expect(await redis.hget(itemKeys(prefix, 'unsure-late').unsure, 'u9')).toBeNull();
+  });
+
+  it("is no unsure call when the shop refused it: the user's next ticket is not told the old refusal", async () => {
+    // As above with a ticket the shop refused (a 422 it keeps under the key): repeated, the
+    // user's next ticket was told `rejected` with the first ticket's refusal.
+    const shop = await idempotentShop();
+    expect((await call('PUT', '/v1/items/unsure-late-no', { handler: 'webhook', config: { url: shop.url } })).status).toBe(201);
+    shop.refusing = true;
+    const first = await join('unsure-late-no', 'u10', { n: 1 });
+    expect(await settled(first)).toMatchObject({ state: 'rejected', outcome: { reason: 'http_422' } });
+    await waitFor(() => db.sql`select status from ticket_outcomes where ticket_id = ${ticketRef(first)}`, (rows) => rows.length === 1);
+    const late = createUnsureCalls({ redis, prefix, clock: systemClock })('unsure-late-no');
+    await late.keep('u10', { key: ticketRef(first), body: shop.seen[0].body });
+    shop.refusing = false;
+    const second = await join('unsure-late-no', 'u10', { n: 2 });
+    expect(await settled(second)).toMatchObject({ state: 'succeeded', outcome: { result: { orderId: 'O1' } } });
+    expect(shop.seen.map((c) => c.headers['idempotency-key'])).toEqual([ticketRef(first), ticketRef(second)]);
+  });
+
+  it('stays unsure when its ticket was refused by the daemon, not the shop: the call may still have made an order', async () => {
+    // A first call that timed out (the shop made the order), then the ticket ended without a
+    // call of the shop's answering (the item closed on it): the call is still unsure, and the
+    // user's next ticket repeats it and is told the order the first call made.
+    const shop = await idempotentShop();
+    expect((await call('PUT', '/v1/items/unsure-late-closed', { handler: 'webhook', config: { url: shop.url } })).status).toBe(201);
+    const first = await join('unsure-late-closed', 'u11', { n: 1 });
+    expect(await settled(first)).toMatchObject({ state: 'succeeded' });
+    await waitFor(() => db.sql`select status from ticket_outcomes where ticket_id = ${ticketRef(first)}`, (rows) => rows.length === 1);
+    // (The ledger's word, as a ticket ended by the daemon's own refusal would leave it.)
+    await db.sql`update ticket_outcomes set status = 'rejected', reason = 'item_closed', result = null where ticket_id = ${ticketRef(first)}`;
+    const late = createUnsureCalls({ redis, prefix, clock: systemClock })('unsure-late-closed');
+    await late.keep('u11', { key: ticketRef(first), body: shop.seen[0].body });
+    const second = await join('unsure-late-closed', 'u11', { n: 2 });
+    expect(await settled(second)).toMatchObject({ state: 'succeeded', outcome: { result: { orderId: 'O1' } } });
+    expect(shop.seen.map((c) => c.headers['idempotency-key'])).toEqual([ticketRef(first), ticketRef(first)]);
   });
 });
 

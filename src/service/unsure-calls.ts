@@ -73,9 +73,12 @@ export interface UnsureCalls {
  * waited (its daemon paused past the run lease, another daemon ran the ticket, got the shop's
  * answer and cleared the call), whose drop came after — is no unsure call: taken over, the user's
  * next ticket was told `succeeded` with the first ticket's order, and no second order was made (a
- * review). A call whose ticket ended `succeeded` is let go instead of taken over.
+ * review). A call whose ticket ended with the shop's answer to it — `succeeded`, or `rejected` on a
+ * 409/422 the shop keeps under the key — is let go instead of taken over (repeated, the shop's
+ * stored refusal told the user's next ticket the old no). A ticket the daemon ended on its own
+ * (`failed`, a closed item, a cut) keeps its call unsure: that call may have made an order.
  */
-export function createUnsureCalls(deps: { redis: RedisLike; prefix: string; clock: Clock; endOf?: (ref: string) => Promise<string | null> }) {
+export function createUnsureCalls(deps: { redis: RedisLike; prefix: string; clock: Clock; endOf?: (ref: string) => Promise<{ status: string; reason?: string } | null> }) {
   const key = (itemId: string) => itemKeys(deps.prefix, itemId).unsure;
   return (itemId: string): UnsureCalls => {
     const read = async (userId: string) => {
@@ -98,7 +101,7 @@ export function createUnsureCalls(deps: { redis: RedisLike; prefix: string; cloc
         // Asked only of a call no ticket took over yet. (Postgres away: kept as unsure, the safe
         // side — a repeat is never a second order. At most 2 s: a lock on the ledger's table held
         // the run past its deadline.)
-        if (call.by === undefined && deps.endOf && (await withTimeout(deps.endOf(call.key), END_READ_MS, 'outcome ledger slow').catch(() => null)) === 'succeeded') {
+        if (call.by === undefined && deps.endOf && settledByShop(await withTimeout(deps.endOf(call.key), END_READ_MS, 'outcome ledger slow').catch(() => null))) {
           await deps.redis.hdel(key(itemId), userId);
           return null;
         }
@@ -134,6 +137,9 @@ export function createUnsureCalls(deps: { redis: RedisLike; prefix: string; cloc
     };
   };
 }
+
+/** Whether a ticket's end is the shop's answer to its call (webhook.ts: 2xx → succeeded, a stored 409/422 → rejected). */
+const settledByShop = (end: { status: string; reason?: string } | null) => end !== null && (end.status === 'succeeded' || (end.status === 'rejected' && (end.reason === 'http_409' || end.reason === 'http_422')));
 
 function parse(raw: string): UnsureCall | null {
   try {
