@@ -109,7 +109,9 @@ export function createOpRevs(deps: OpRevsDeps): OpRevs {
         }
         await marks.set(scope, rev);
         repaired++;
-        log.warn({ scope, rev }, 'an operator write Redis had lost was applied again from postgres');
+        // (Redis lacked the write's mark: a rollback took both, or the write itself was cut short
+        // before its mark — a connection killed mid-write — when Redis may have lost nothing.)
+        log.warn({ scope, rev }, 'an operator write whose mark Redis lacks (lost in a rollback, or the write cut short) was applied again from postgres');
       }).catch((err) => {
         failed ??= err;
         log.warn({ scope, err: String(err) }, 'an operator write Redis lost not applied again yet');
