@@ -25,7 +25,8 @@ async function reconcileCommand(config: Config, log: Logger, itemId: string | un
   }
 }
 
-const networkCodes = new Set(['ECONNRESET', 'EPIPE', 'ECONNREFUSED', 'ETIMEDOUT', 'ECONNABORTED', 'EHOSTUNREACH', 'ENETUNREACH']);
+// (EMFILE/ENFILE: a connection a library opened while every file descriptor was in use.)
+const networkCodes = new Set(['ECONNRESET', 'EPIPE', 'ECONNREFUSED', 'ETIMEDOUT', 'ECONNABORTED', 'EHOSTUNREACH', 'ENETUNREACH', 'EMFILE', 'ENFILE']);
 
 async function main() {
   let settings: Settings;

@@ -28,16 +28,19 @@ export function watchedSockets(timeoutMs: number, ssl: string | true | false, co
     const host = o.host[i];
     const raw = o.path ? net.connect(o.path) : net.connect(o.port[i], host);
     let socket: net.Socket = raw;
-    if (ssl) {
-      try {
-        socket = await upgrade(raw, host, ssl, connectTimeoutMs);
-      } catch (err) {
-        raw.destroy();
-        // Never a rejection: postgres.js would keep the connection "connecting" for good (a pool
-        // slot lost per failed attempt). A socket that fails once postgres.js listens to it goes
-        // through its error, close, backoff and reconnect like any other.
-        return failing(err as Error);
-      }
+    try {
+      // Connected, or failed, before it is handed over: postgres.js listens for its errors only
+      // after this function's promise settles, and an error emitted before that (EMFILE: every file
+      // descriptor of the process in use, as under a flood of connections) had no listener and
+      // ended the daemon (a review: exit 1 within 90 ms of Postgres ending its sessions).
+      if (ssl) socket = await upgrade(raw, host, ssl, connectTimeoutMs);
+      else await opened(raw, connectTimeoutMs);
+    } catch (err) {
+      raw.destroy();
+      // Never a rejection: postgres.js would keep the connection "connecting" for good (a pool
+      // slot lost per failed attempt). A socket that fails once postgres.js listens to it goes
+      // through its error, close, backoff and reconnect like any other.
+      return failing(err as Error);
     }
     // What postgres.js's own socket carries (its error messages name them).
     Object.assign(socket, { host, port: o.port[i] });
@@ -83,17 +86,29 @@ function failing(err: Error): net.Socket {
   return s;
 }
 
+/** Settles `run` within `ms` (a CONNECT_TIMEOUT naming `what` after it), as postgres.js's connect timeout would. */
+const within = <T>(what: string, ms: number, run: (resolve: (v: T) => void, reject: (e: Error) => void) => void) =>
+  new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(Object.assign(new Error(`Postgres: ${what} took over ${ms} ms`), { code: 'CONNECT_TIMEOUT' })), ms);
+    run(
+      (v) => (clearTimeout(timer), resolve(v)),
+      (e) => (clearTimeout(timer), reject(e)),
+    );
+  });
+
+/** The socket's connection made (postgres.js's connect timer starts only once it has the socket). */
+async function opened(raw: net.Socket, ms: number): Promise<void> {
+  await within<void>('the connection', ms, (resolve, reject) => {
+    raw.once('connect', () => resolve());
+    raw.once('error', reject);
+  });
+  raw.removeAllListeners('error');
+  raw.removeAllListeners('connect');
+}
+
 async function upgrade(raw: net.Socket, host: string, ssl: string | true, ms: number): Promise<net.Socket> {
-  const within = <T>(what: string, run: (resolve: (v: T) => void, reject: (e: Error) => void) => void) =>
-    new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => reject(Object.assign(new Error(`Postgres: ${what} took over ${ms} ms`), { code: 'CONNECT_TIMEOUT' })), ms);
-      run(
-        (v) => (clearTimeout(timer), resolve(v)),
-        (e) => (clearTimeout(timer), reject(e)),
-      );
-    });
   raw.write(SSL_REQUEST);
-  const answer = await within<number>('the TLS request', (resolve, reject) => {
+  const answer = await within<number>('the TLS request', ms, (resolve, reject) => {
     raw.once('data', (d: Buffer) => resolve(d[0]));
     raw.once('error', reject);
     raw.once('close', () => reject(Object.assign(new Error('Postgres closed the connection at the TLS request'), { code: 'CONNECTION_CLOSED' })));
@@ -107,7 +122,7 @@ async function upgrade(raw: net.Socket, host: string, ssl: string | true, ms: nu
   if (typeof ssl === 'string' && UNVERIFIED.has(ssl)) options.rejectUnauthorized = false;
   const secure = tls.connect(options);
   try {
-    return await within<net.Socket>('the TLS handshake', (resolve, reject) => {
+    return await within<net.Socket>('the TLS handshake', ms, (resolve, reject) => {
       secure.once('secureConnect', () => {
         secure.removeAllListeners('error');
         resolve(secure);
