@@ -599,6 +599,8 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
   const open = new Set<ServerResponse>();
   // Per connection, its app answers not closed yet (below).
   const owedOn = new WeakMap<object, Set<ServerResponse>>();
+  // Per connection, its requests in a row that came while an answer before them was not written yet.
+  const queuedOn = new WeakMap<object, number>();
   let draining = false;
   const server: ServerType = await new Promise((resolve, reject) => {
     // The flood's poll and join are answered before the app is asked (api/hot-poll.ts, hot-join.ts).
@@ -609,6 +611,20 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
         // Stopping: this answer is the connection's last (`Connection: close`), so the client's
         // next call goes to a daemon that stays.
         if (draining) res.shouldKeepAlive = false;
+        // A client that pipelines more than PIPELINED_MAX requests behind an answer not written
+        // yet is cut. Node makes a pipelined request's answer wait, whole, until the one before it
+        // is written (one a turn of the event loop) while it goes on reading and parsing: 100
+        // connections that pipelined 5,000 polls each (reading nothing, or too slowly) took the
+        // daemon past 3.5 GB in 30 s, unready, then out of memory (a review; a bare Node server
+        // with 800-byte answers grows alike). Browsers, proxies and load balancers do not pipeline.
+        const socket = req.socket;
+        // (Cut: the rest of the packet it was reading still comes, and is dropped.)
+        if (socket.destroyed) return;
+        if (res.socket === null) {
+          const behind = (queuedOn.get(socket) ?? 0) + 1;
+          if (behind > PIPELINED_MAX) return void socket.destroy();
+          queuedOn.set(socket, behind);
+        } else queuedOn.delete(socket);
         if (refusedWithoutHost(req, res)) return;
         if (app.hot(req, res)) return;
         // Only the app's answers are tracked: an event stream is one of them, while the flood's
@@ -621,7 +637,6 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
         // good, four such refusing the ticket's streams). Its socket's close ends it, as it ends
         // the answer the socket is writing — one listener per socket (one per request warned of
         // a leak from the tenth pipelined request on).
-        const socket = req.socket;
         let owed = owedOn.get(socket);
         if (!owed) {
           const answers = (owed = new Set<ServerResponse>());
@@ -726,6 +741,13 @@ const QUEUES_CLOSE_MS = 10_000;
  * before, so only a client that stopped reading is cut.
  */
 export const HTTP_DRAIN_MS = 5000;
+
+/**
+ * Requests in a row a connection may pipeline behind an answer not written yet before the daemon
+ * cuts it (see the server's listener). The memory a cut connection held is bounded by what Node
+ * parsed of its last packet (~64 KB: ~1,000 small requests).
+ */
+export const PIPELINED_MAX = 256;
 
 /** The least the HTTP drain is given, however small the budget. */
 const MIN_DRAIN_MS = 250;
