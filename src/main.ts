@@ -107,6 +107,10 @@ async function main() {
   process.on('unhandledRejection', (err) =>
     isTypeFetchFailure(err) ? log.warn({ err: describeError(err) }, 'postgres connection lost while fetching types (postgres.js left it unhandled)') : log.error({ err: describeError(err) }, 'unhandled rejection'),
   );
+  // What libraries print themselves (BullMQ's and ioredis's warnings) goes through process.stdout
+  // and stderr, whose failed writes (a full disk under the log file, a reader gone) were uncaught
+  // errors that ended the daemon (exit 1 at its first such line): dropped, as pino's (logger.ts).
+  for (const out of [process.stdout, process.stderr]) out.on('error', () => {});
   process.on('uncaughtException', (err) => {
     if (networkCodes.has((err as { code?: string }).code ?? '')) return log.error({ err: describeError(err) }, 'uncaught network error');
     log.fatal({ err: describeError(err) }, 'uncaught exception; exiting');

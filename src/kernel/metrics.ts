@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { logOutputStats } from './logger.js';
 
 /** Prometheus metrics of one daemon; a registry per instance, so tests never share counters. */
 export function createMetrics() {
@@ -86,6 +87,15 @@ export function createMetrics() {
       registers: [registry],
       collect() {
         this.set(sources.openStreams());
+      },
+    }),
+    logDropped: new Counter({
+      name: 'floodgate_log_lines_dropped_total',
+      help: 'Log lines this process dropped because its output took nothing (a full disk, a reader that stopped reading) while 16 MiB of lines waited.',
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc(logOutputStats().dropped);
       },
     }),
     watchPass: new Histogram({
