@@ -207,9 +207,12 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
     // nothing until the driver's timeout): waiting users read `paused`, and nothing more is admitted onto it.
     // So too an item whose handler this daemon does not have (a module another daemon loaded, or
     // none does any more): nothing runs its tickets here, and they read an ETA counting down to nothing.
+    // (And between the tries of sales while Postgres refuses their writes for want of a resource:
+    // a try read as `open` for its moment; db/health.ts refusing.)
     storeAway: (handler) => {
       const spec = handlers.get(handler);
-      return !spec || ((!pg.up || pg.stalledMs(performance.now()) > PG_STALL_MS) && !!spec.stockTable);
+      const now = performance.now();
+      return !spec || ((!pg.up || pg.stalledMs(now) > PG_STALL_MS || pg.refusing(now) !== null) && !!spec.stockTable);
     },
     // Bounded: a Postgres that stalls (silent, not down) must not hold every pull and webhook job
     // for the driver's own timeout; unread, the tickets run as before (it takes a rollback too).
@@ -319,6 +322,9 @@ export function wireApp(config: Config, log: Logger, { redis, dbHandle }: Stores
       // Set to evict keys (after the start, which refuses it): it takes writes and may drop a line's keys.
       const evicting = m.memory.evicting;
       if (evicting) return { redis: false, postgres: p, why: evictionHazard(evicting) };
+      // Postgres answering, writable by its sessions' word, and refusing the sale's writes (a full disk).
+      const refusing = m.pg.refusing(performance.now());
+      if (refusing) return { redis: r, postgres: false, why: refusing };
       return { redis: r, postgres: p };
     },
     itemViews,

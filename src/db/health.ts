@@ -20,8 +20,25 @@ export async function writable(sql: postgres.Sql): Promise<boolean> {
   return r?.ro === 'off';
 }
 
+/**
+ * SQLSTATE class 53, insufficient resources: a disk full (53100), out of memory (53200), too many
+ * connections (53300), a configuration limit (53400). Postgres answers, and says yes to the
+ * probe's question (its sessions are not read-only), yet refuses the sale's writes.
+ */
+const RESOURCES: Record<string, string> = { '53000': 'insufficient resources', '53100': 'disk full', '53200': 'out of memory', '53300': 'too many connections', '53400': 'a configuration limit reached' };
+const isResource = (reason: string) => /^53[0-9A-Z]{3}$/.test(reason);
+
+/** After a resource refusal, the first try of sales again waits this long, doubling with each refusal that follows a try within RETRY_RESET_MS, up to RETRY_MAX_MS. */
+const RETRY_MAX_MS = 8000;
+const RETRY_RESET_MS = 30_000;
+
 export interface PgHealth {
   readonly up: boolean;
+  /**
+   * While Postgres refuses the sale's writes for want of a resource (class 53: a full disk…), or did
+   * within the last tries: what it lacks, for readiness and the item views; else null.
+   */
+  refusing(now: number): string | null;
   /** `busy`: Postgres gave a call up for now (a lock or statement timeout, a deadlock), not lost. */
   markDown(reason: string, busy?: boolean): void;
   /** `busy`: every call that marked it down since it was last up was a busy one (nothing was lost). */
@@ -70,7 +87,18 @@ export function createPgHealth(sql: postgres.Sql, log: Logger, opts = { probeMs:
   let progressAt = 0;
   let asking = false;
 
+  /** The last resource refusal (its reason and when, performance.now()), the wait before the next try of sales, and refusals since the pause was logged. */
+  let refused: { reason: string; at: number } | null = null;
+  let retryMs = 0;
+  let upAt = -Infinity;
+  let quietDowns = 0;
+
   async function probeUntilUp() {
+    // A resource refusal: Postgres answers and the probe would say yes at once, and the sale was
+    // refused again 250 ms later, four times a second for as long as the disk was full, each time
+    // logged as a pause and a resume (a review: 83 pairs in 22 s; /readyz said ready throughout).
+    // The tries of sales back off instead.
+    if (retryMs > opts.probeMs) await new Promise((r) => setTimeout(r, retryMs - opts.probeMs));
     while (!stopped) {
       await new Promise((r) => setTimeout(r, opts.probeMs));
       const ok = await Promise.race([
@@ -82,7 +110,9 @@ export function createPgHealth(sql: postgres.Sql, log: Logger, opts = { probeMs:
     }
     if (stopped) return;
     up = true;
-    log.warn('postgres reachable again; sales resume');
+    upAt = performance.now();
+    if (!refused) log.warn('postgres reachable again; sales resume');
+    else (quietDowns % 4 === 0 ? log.warn.bind(log) : log.debug.bind(log))({ lacking: RESOURCES[refused.reason] ?? refused.reason, waitedMs: Math.max(retryMs, opts.probeMs) }, 'sales are tried again after a refusal for want of a resource');
     for (const l of listeners) l(onlyBusy);
   }
 
@@ -95,8 +125,30 @@ export function createPgHealth(sql: postgres.Sql, log: Logger, opts = { probeMs:
       if (!up || stopped) return;
       up = false;
       onlyBusy = busy;
-      log.warn({ reason }, 'postgres unreachable or busy; admissions of postgres-backed handlers pause');
+      const now = performance.now();
+      if (isResource(reason)) {
+        // Refused again soon after a try: the next try waits twice as long.
+        const again = refused !== null && now - upAt < RETRY_RESET_MS;
+        retryMs = again ? Math.min(RETRY_MAX_MS, Math.max(opts.probeMs, retryMs) * 2) : opts.probeMs;
+        quietDowns = again ? quietDowns + 1 : 0;
+        refused = { reason, at: now };
+        // Said at the first refusal of a run, then every fourth try (~30 s apart once at 8 s).
+        const fields = { reason, lacking: RESOURCES[reason] ?? 'a resource', ...(again && { tries: quietDowns }) };
+        const message = 'postgres refuses writes for want of a resource; admissions of postgres-backed handlers pause';
+        if (quietDowns % 4 === 0) log.warn(fields, message);
+        else log.debug(fields, message);
+      } else {
+        refused = null;
+        retryMs = 0;
+        quietDowns = 0;
+        log.warn({ reason }, 'postgres unreachable or busy; admissions of postgres-backed handlers pause');
+      }
       probing = probeUntilUp().finally(() => (probing = null));
+    },
+    refusing(now) {
+      // (Between tries too: a try that is refused again within twice its wait was no recovery.)
+      if (!refused || now - refused.at > Math.max(2000, 2 * retryMs)) return null;
+      return `postgres refuses the sale's writes: ${RESOURCES[refused.reason] ?? 'a resource lacking'} (SQLSTATE ${refused.reason})`;
     },
     onUp: (l) => void listeners.push(l),
     readOnlySeen,
