@@ -613,7 +613,7 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
     // node-server's own listener, with an answer of ours for what it cannot make a request of.
     const listener = getRequestListener(app.fetch, { hostname: config.HOST, errorHandler: unservableRequest });
     const createServer = ((opts: ServerOptions) =>
-      halfOpen(answerClientErrors(createHttpServer({ ...opts, requireHostHeader: false }, (req, res) => {
+      halfOpen(answerClientErrors(createHttpServer({ ...opts, requireHostHeader: false, ...CLIENT_TIMEOUTS }, (req, res) => {
         // Stopping: this answer is the connection's last (`Connection: close`), so the client's
         // next call goes to a daemon that stays.
         if (draining) res.shouldKeepAlive = false;
@@ -747,6 +747,15 @@ const QUEUES_CLOSE_MS = 10_000;
  * before, so only a client that stopped reading is cut.
  */
 export const HTTP_DRAIN_MS = 5000;
+
+/**
+ * How long a client may take to send a request: its headers within 10 s, the whole request (a
+ * body is 16 KiB at most) within 30 s, looked at every second. Node's own (60 s, 300 s, looked at
+ * every 30 s) let a connection that sent nothing, or its headers a byte a second, hold a file
+ * descriptor for ~87 s (a review): at ~230 such connections a second a 20,000-descriptor limit
+ * filled. An event stream is unaffected: these bound what the client sends, not the answer.
+ */
+const CLIENT_TIMEOUTS = { headersTimeout: 10_000, requestTimeout: 30_000, connectionsCheckingInterval: 1000 };
 
 /**
  * Requests in a row a connection may pipeline behind an answer not written yet before the daemon

@@ -120,3 +120,28 @@ describe('a client that pipelines polls and reads none of the answers', () => {
     }
   });
 });
+
+describe('connections that send too slowly', () => {
+  it('are closed once their headers have taken 10 s: one that sends nothing, one that sends a byte a second', { timeout: 60_000 }, async () => {
+    // Node's own timeouts (60 s for the headers, looked at every 30 s) let each hold a file
+    // descriptor for ~87 s (a review): a few hundred a second filled the descriptor limit.
+    const { port } = new URL(daemon.url);
+    const opened = Date.now();
+    const silent = connect(Number(port), '127.0.0.1');
+    const trickle = connect(Number(port), '127.0.0.1');
+    const closedAt = (s: ReturnType<typeof connect>) => new Promise<number>((r) => s.on('error', () => {}).once('close', () => r(Date.now() - opened)));
+    const ends = Promise.all([closedAt(silent), closedAt(trickle)]);
+    const bytes = 'GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa';
+    let i = 0;
+    const drip = setInterval(() => trickle.writable && trickle.write(bytes[i++ % bytes.length]), 1000);
+    try {
+      const [a, b] = await ends;
+      expect(a).toBeLessThan(30_000);
+      expect(b).toBeLessThan(30_000);
+    } finally {
+      clearInterval(drip);
+      silent.destroy();
+      trickle.destroy();
+    }
+  });
+});
