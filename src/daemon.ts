@@ -175,7 +175,7 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
   const metrics = createMetrics();
   // Whether Postgres answers, as the sales see it (no timer runs until a sale finds it down).
   const pg = createPgHealth(dbHandle.sql, log.child({ module: 'postgres' }), undefined, () => dbHandle.endStaleReadOnly());
-  const memory = createMemoryGuard(redis, config.FLOODGATE_REDIS_MEMORY_LIMIT, log.child({ module: 'redis-memory' }));
+  const memory = createMemoryGuard(redis, config.FLOODGATE_REDIS_MEMORY_LIMIT, log.child({ module: 'redis-memory' }), readyProbeKey(config.FLOODGATE_REDIS_PREFIX));
   const store = createItemsStore(dbHandle.db);
   // Ids of tickets Redis lost or removed, answered from Postgres; the items' secrets are loaded
   // in the background (startDaemon), never on a request.
@@ -212,7 +212,7 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
     storeAway: (handler) => {
       const spec = handlers.get(handler);
       const now = performance.now();
-      return !spec || ((!pg.up || pg.stalledMs(now) > PG_STALL_MS || pg.refusing(now) !== null) && !!spec.stockTable);
+      return !spec || memory.refusing !== null || ((!pg.up || pg.stalledMs(now) > PG_STALL_MS || pg.refusing(now) !== null) && !!spec.stockTable);
     },
     // Bounded: a Postgres that stalls (silent, not down) must not hold every pull and webhook job
     // for the driver's own timeout; unread, the tickets run as before (it takes a rollback too).
@@ -322,6 +322,10 @@ export function wireApp(config: Config, log: Logger, { redis, dbHandle }: Stores
       // Set to evict keys (after the start, which refuses it): it takes writes and may drop a line's keys.
       const evicting = m.memory.evicting;
       if (evicting) return { redis: false, postgres: p, why: evictionHazard(evicting) };
+      // Answering and refusing writes (MISCONF: a full disk under its AOF; READONLY): said as that,
+      // not as "not answering" (the guard's word, read once a second).
+      const refused = m.memory.refusing;
+      if (!r && refused) return { redis: false, postgres: p, why: `redis refuses writes: ${refused}` };
       // Postgres answering, writable by its sessions' word, and refusing the sale's writes (a full disk).
       const refusing = m.pg.refusing(performance.now());
       if (refusing) return { redis: r, postgres: false, why: refusing };

@@ -8,7 +8,8 @@ import { evictionHazard, memoryState, type RedisLike } from '../redis/client.js'
  * recording outcomes all write before they free anything, so nothing ever freed the memory. So
  * joins that would add a ticket are refused (`503`, Retry-After) once used_memory reaches
  * `limit` of maxmemory, leaving the rest for the tickets already in line, whose ends free their
- * payloads and states; a user who holds a ticket still gets it back. Read once a second.
+ * payloads and states; a user who holds a ticket still gets it back. Read once a second, with
+ * whether Redis takes writes at all (`refusing`).
  */
 export interface MemoryGuard {
   /** Whether new joins are refused now (from `limit` on, until 2 points under it). */
@@ -21,13 +22,35 @@ export interface MemoryGuard {
    * `/readyz` fails while it is so.
    */
   readonly evicting: string | null;
+  /**
+   * What Redis answers a write with while it refuses every write (MISCONF: its AOF or snapshot
+   * cannot be written, a full disk; READONLY: a replica; NOREPLICAS), or null. Nothing can be
+   * admitted meanwhile: waiting tickets read `paused` (an ETA counted down to nothing before, and
+   * the item read `open`), and `/readyz` says it.
+   */
+  readonly refusing: string | null;
   check(): Promise<void>;
 }
 
-export function createMemoryGuard(redis: RedisLike, limit: number, log: Logger): MemoryGuard {
+const REFUSALS = /^(MISCONF|READONLY|NOREPLICAS)\b/;
+
+/** `probeKey`: a key of the daemon's own the check writes (5 s of life) to see whether Redis takes writes. */
+export function createMemoryGuard(redis: RedisLike, limit: number, log: Logger, probeKey?: string): MemoryGuard {
   let ratio = 0;
   let full = false;
   let evicting: string | null = null;
+  let refusing: string | null = null;
+  /** Whether Redis takes a write: its refusal's first line, null if it does, undefined if it did not answer (as it was). */
+  const refusal = async (): Promise<string | null | undefined> => {
+    if (!probeKey) return null;
+    try {
+      await redis.set(probeKey, '1', 'PX', 5000);
+      return null;
+    } catch (err) {
+      const message = String((err as Error)?.message ?? err);
+      return REFUSALS.test(message) ? message.split('\n')[0].slice(0, 300) : undefined;
+    }
+  };
   return {
     get full() {
       return full;
@@ -38,7 +61,16 @@ export function createMemoryGuard(redis: RedisLike, limit: number, log: Logger):
     get evicting() {
       return evicting;
     },
+    get refusing() {
+      return refusing;
+    },
     async check() {
+      const refused = await refusal();
+      if (refused !== undefined && refused !== refusing) {
+        if (refused) log.error({ answer: refused }, 'redis refuses writes: nothing is admitted until it takes them again');
+        else log.info('redis takes writes again');
+        refusing = refused;
+      }
       const read = await memoryState(redis);
       if (read === null) return; // no server answered: as it was (the outage is another module's)
       ratio = read.ratio;

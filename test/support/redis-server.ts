@@ -22,13 +22,13 @@ export interface OwnRedis {
  * A redis-server of this test's own on a free port (or `port`), killed and removed after the file.
  * `appendfsync`: run with an AOF in a temporary folder, so a restart after a kill loads it.
  */
-export async function ownRedis(opts: { port?: number; appendfsync?: 'always' | 'everysec' } = {}): Promise<OwnRedis> {
+export async function ownRedis(opts: { port?: number; appendfsync?: 'always' | 'everysec'; /** More of redis-server's arguments. */ args?: string[] } = {}): Promise<OwnRedis> {
   const port = opts.port ?? (await freePort());
   const dir = mkdtempSync(path.join(os.tmpdir(), 'fg-redis-'));
   const persistence = opts.appendfsync ? ['--appendonly', 'yes', '--appendfsync', opts.appendfsync] : ['--appendonly', 'no'];
   let proc: ChildProcess | null = null;
   async function start() {
-    const p = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', ...persistence, '--daemonize', 'no'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', ...persistence, '--daemonize', 'no', ...(opts.args ?? [])], { stdio: ['ignore', 'pipe', 'pipe'] });
     proc = p;
     trackChild(p, 'redis-server');
     let out = '';
