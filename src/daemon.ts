@@ -33,6 +33,7 @@ import { steadyClock, type Clock } from './kernel/clock.js';
 import { redisTimeClock } from './kernel/redis-time.js';
 import type { Logger } from './kernel/logger.js';
 import { every } from './kernel/loop.js';
+import { descriptorWatch } from './kernel/descriptors.js';
 import { settlesWithin, withTimeout } from './kernel/wait.js';
 import { redactUrl } from './kernel/redact-url.js';
 import { createMetrics, forgetItems } from './kernel/metrics.js';
@@ -600,6 +601,7 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
     every(60_000, 'item secrets', () => core.lostTickets.load(), log),
     every(60_000, 'metric series of removed items', forgetRemovedItems, log),
     every(1000, 'redis memory', () => core.memory.check().then(() => (metrics.redisMemory.set(core.memory.ratio), metrics.redisEvicting.set(core.memory.evicting ? 1 : 0))), log),
+    every(5000, 'file descriptors', descriptorWatch(log).check, log),
     startSeriesRecorder({ queue, series: core.series, clock, log: log.child({ module: 'series' }), effective: (item) => catalog.gateOf(item).effective }, { everyMs: 500 }),
   ];
 

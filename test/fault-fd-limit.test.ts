@@ -5,6 +5,8 @@ import { processEnv, startDaemonProcess } from './support/daemon.js';
 import { waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
 import { connectDb } from '../src/db/client.js';
+import { descriptorWatch } from '../src/kernel/descriptors.js';
+import { recordingLogger } from './support/daemon-inproc.js';
 import { testRedis } from './support/redis.js';
 
 const { newPrefix } = testRedis();
@@ -83,5 +85,29 @@ describe('a Postgres connection opened with every file descriptor in use', () =>
     expect(failed).toMatchObject({ code: 'EMFILE' });
     expect(await h.sql`select 1 as one`).toEqual([{ one: 1 }]);
     await h.close();
+  });
+});
+
+describe('the file descriptor watch', () => {
+  it('says when nine in ten descriptors are in use, and when they are back under eight in ten', async () => {
+    // (At the limit nothing else could say it: /readyz and /metrics are out of reach then.)
+    const logs = recordingLogger('info');
+    const watch = descriptorWatch(logs.log);
+    const first = await watch.check();
+    expect(first).not.toBeNull();
+    const { limit, open } = first!;
+    const fds: number[] = [];
+    try {
+      for (let i = open; i < Math.ceil(limit * 0.92); i++) fds.push(openSync('/dev/null', 'r'));
+      await watch.check();
+      await watch.check();
+    } finally {
+      for (const fd of fds) closeSync(fd);
+    }
+    await watch.check();
+    const lines = logs.lines();
+    expect(lines.match(/nearly all in use/g), lines).toHaveLength(1);
+    expect(lines).toMatch(new RegExp(`"limit":${limit}`));
+    expect(lines).toMatch(/back under 80%/);
   });
 });
