@@ -1,4 +1,5 @@
 import { performance } from 'node:perf_hooks';
+import { throttledWarn } from '../kernel/throttled-warn.js';
 import type postgres from 'postgres';
 import { insertDeadOutcomes, voidCancelled, writeOutcomes } from '../db/outcomes.js';
 import { isConnectionLoss } from '../db/refusal.js';
@@ -129,13 +130,15 @@ export function startLedger(
    * Postgres calls a round). One item or group that fails (other than by a lost connection) does
    * not stop the others.
    */
+  // (While Redis refuses writes every active item fails each round: six lines a second in a review.)
+  const notDrained = throttledWarn(deps.log, 'outcome ledger: item not drained');
   async function drain() {
     let failed: unknown;
     // A step that failed other than by a lost connection (which ends the round): logged, its item
     // left for the next round, the round reported failed once the others are done.
     const skip: Skip = (err, where) => {
       if (isConnectionLoss(err)) throw err;
-      deps.log.warn({ ...where, err: String(err) }, 'outcome ledger: item not drained');
+      notDrained({ ...where, err: String(err) });
       failed ??= err;
     };
     // The active items: every outcome keeps its item active, and a start or a reconnect makes every

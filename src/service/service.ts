@@ -1,4 +1,5 @@
 import { duplicateConnection, type RedisLike } from '../redis/client.js';
+import { throttledWarn } from '../kernel/throttled-warn.js';
 import type postgres from 'postgres';
 import { isPostgresBusy, isPostgresUnavailable } from '../db/faults.js';
 import type { PgHealth } from '../db/health.js';
@@ -150,15 +151,8 @@ export function createService(deps: ServiceDeps) {
   // workers report several a second each, for as long as it lasted).
   // (The workers' connection's errors too: a line every 2 s through a 12 s outage.)
   const throttled = (msg: string) => {
-    let lastSaid = -Infinity;
-    let unsaid = 0;
-    return (err: unknown) => {
-      const now = performance.now();
-      if (now - lastSaid < 5000) return void unsaid++;
-      deps.log.warn({ err: err instanceof Error ? err.message : String(err), alsoSinceLast: unsaid }, msg);
-      lastSaid = now;
-      unsaid = 0;
-    };
+    const say = throttledWarn(deps.log, msg);
+    return (err: unknown) => say({ err: err instanceof Error ? err.message : String(err) });
   };
   workerConn.on('error', throttled('redis error (workers)'));
   const workerError = throttled('worker error');
