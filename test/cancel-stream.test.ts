@@ -102,6 +102,32 @@ describe('the cancel stream', () => {
     }
   }, 60_000);
 
+  it("counts entries an older daemon wrote (no `n`) as read once it lets them go: a daemon reading afresh places from its cache", async () => {
+    // During an upgrade the cancels came through daemons of the version before `n` (a review):
+    // the trim read the first entry left as n = 0 and never raised `cxt`, so every daemon that
+    // read the stream afresh counted fewer cancels than the item's and placed no ticket from its
+    // cache again (~5 more Redis calls per poll for the rest of its life).
+    const { clock, prefix, line, a, ids } = await openLine('old', 600);
+    const gone = ids.filter((_, i) => (i < 400 ? i % 2 === 0 : i % 10 === 0));
+    await cancelAll(a, gone);
+    const cx = itemKeys(prefix, 'old').cx;
+    // As the older version wrote them: the same ids, no `n`.
+    const entries = (await t.redis.xrange(cx, '-', '+')) as [string, string[]][];
+    await t.redis.del(cx);
+    for (const [id, fields] of entries) await t.redis.xadd(cx, id, fields[0], fields[1]);
+    await admitAll(a, 'old', 200);
+    for (let i = 0; i < 20 && (await t.redis.xlen(cx)) > 20; i++) {
+      clock.advance(300);
+      await a.tickets.status(ids[599]);
+    }
+    expect(await t.redis.xlen(cx)).toBe(20);
+    expect(Number(await t.redis.hget(itemKeys(prefix, 'old').ctr, 'cxt'))).toBe(200);
+    const fresh = line();
+    expect((await fresh.tickets.status(ids[599])).position).toBe(200 - 20);
+    // Placed from its cache, as a daemon that read the stream all along.
+    expect(fresh.tickets.statusNow(ids[599])?.position).toBe(180);
+  }, 60_000);
+
   it('trims nothing from a stream a Redis rollback brought back with the head behind it', async () => {
     const { clock, prefix, line, a, ids } = await openLine('rb', 40);
     await cancelAll(a, ids.filter((_, i) => i < 20 && i % 2 === 0)); // 10 of the first 20

@@ -29,8 +29,21 @@ local deleted = rcall('XDEL', K.cx, unpack(ids))
 local upTo = tonumber(ARGV[2])
 local first = rcall('XRANGE', K.cx, '-', '+', 'COUNT', 1)[1]
 if first then
-  local n = first[2][3] == 'n' and tonumber(first[2][4]) or 0
-  if n - 1 < upTo then upTo = n - 1 end
+  if first[2][3] == 'n' then
+    local n = tonumber(first[2][4])
+    if n - 1 < upTo then upTo = n - 1 end
+  else
+    -- An entry of a version before `n` (written during an upgrade): its count is not known, but
+    -- one written after every entry deleted comes after them (the cancels' order is the stream's).
+    -- Taken as unknown, `cxt` was never raised, and every daemon reading the stream afresh counted
+    -- fewer cancels than the item's and placed nothing from its cache again (a review).
+    local function ms(id) local a, b = string.match(id, '^(%d+)-(%d+)$') return tonumber(a), tonumber(b) end
+    local fa, fb = ms(first[1])
+    for _, id in ipairs(ids) do
+      local a, b = ms(id)
+      if a > fa or (a == fa and b > fb) then upTo = -1 break end
+    end
+  end
 end
 if upTo > tonumber(rcall('HGET', K.ctr, 'cxt') or '0') then rcall('HSET', K.ctr, 'cxt', upTo) end
 return deleted
