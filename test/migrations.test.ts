@@ -44,6 +44,7 @@ const released: Record<string, string> = {
 
 const edited = await testDb();
 const newer = await testDb();
+const together = await testDb();
 
 describe('the migrations', () => {
   it('are never edited once released, and every one is in the journal', () => {
@@ -78,6 +79,28 @@ describe('the migrations', () => {
     await db.sql`insert into item_stock (item_id, total) values ('edited', 5)`;
     await db.sql`update item_stock set total = 9 where item_id = 'edited'`;
     expect((await db.sql`select total, target from item_stock where item_id = 'edited'`)[0]).toEqual({ total: 9, target: 9 });
+  });
+
+  it('applied by one of two daemons starting together, are said applied by that one only', { timeout: 60_000 }, async () => {
+    // Both read what was due before the lock, and both said they applied it (a review).
+    const db = together;
+    const journal = JSON.parse(readFileSync(path.join(folder, 'meta', '_journal.json'), 'utf8')) as { entries: { when: number; tag: string }[] };
+    const last = journal.entries[journal.entries.length - 1];
+    await db.sql`delete from drizzle.__drizzle_migrations where created_at = ${last.when}`;
+    // The lock held, so both have read what is due before either applies it.
+    const holder = await db.sql.reserve();
+    await holder`select pg_advisory_lock(727274)`;
+    const logs = [recordingLogger('info', 100), recordingLogger('info', 100)];
+    const runs = logs.map((l) => migrateDb(db.url, l.log));
+    try {
+      for (const l of logs) await expect.poll(() => l.lines()).toContain('applying migrations');
+    } finally {
+      await holder`select pg_advisory_unlock(727274)`;
+      holder.release();
+    }
+    await Promise.all(runs);
+    const said = logs.map((l) => (l.lines().includes('"msg":"migrations applied"') ? 'applied' : l.lines().includes('applied by another daemon meanwhile') ? 'other' : 'nothing'));
+    expect(said.sort()).toEqual(['applied', 'other']);
   });
 
   it('say so when the database is newer than the build, and apply nothing then', { timeout: 60_000 }, async () => {

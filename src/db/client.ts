@@ -129,13 +129,18 @@ export async function migrateDb(url: string, log?: Logger): Promise<void> {
     const lockConn = await handle.sql.reserve();
     try {
       const waiting = setTimeout(() => log?.info('waiting for another daemon applying migrations (or a lock one needs)'), 3000);
+      let applied: number;
       try {
         await lockConn`select pg_advisory_lock(727274)`;
-        await migrate(handle.db, { migrationsFolder });
+        // Asked again under the lock: a daemon starting at the same moment may have applied them
+        // while this one waited (both said they applied them; a review).
+        applied = (await migrationsDue(handle.sql)).tags.length;
+        if (applied) await migrate(handle.db, { migrationsFolder });
       } finally {
         clearTimeout(waiting);
       }
-      log?.info({ migrations: due.tags.length }, 'migrations applied');
+      if (applied) log?.info({ migrations: applied }, 'migrations applied');
+      else log?.info({ migrations: due.tags }, 'migrations applied by another daemon meanwhile');
     } finally {
       await lockConn`select pg_advisory_unlock(727274)`.catch(() => {});
       lockConn.release();
