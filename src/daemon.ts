@@ -489,7 +489,7 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
     },
   });
   const dispatcher = startDispatcher(
-    { queue, handlers, jobs: service.jobs, clock, log: log.child({ module: 'dispatcher' }), onAdmitted: (itemId, n) => metrics.admissions.inc({ item: itemId }, n), selfLimitedCap: (c) => pgPressure.cap(c), hold: () => fence },
+    { queue, handlers, jobs: service.jobs, clock, log: log.child({ module: 'dispatcher' }), onAdmitted: (itemId, n) => metrics.admissions.inc({ item: itemId }, n), selfLimitedCap: (c) => pgPressure.cap(c), hold: () => fence, storeTrying: (handler) => !!handlers.get(handler)?.stockTable && core.pg.trying() && core.memory.refusing === null },
     { idleMs: 100, batch: 200, dispatchLeaseMs: config.FLOODGATE_DISPATCH_LEASE_MS, autoCap: config.FLOODGATE_AUTO_START_LIMIT },
   );
   events.on('joined', (itemId) => dispatcher.wake(itemId));

@@ -31,6 +31,8 @@ const isResource = (reason: string) => /^53[0-9A-Z]{3}$/.test(reason);
 /** After a resource refusal, the first try of sales again waits this long, doubling with each refusal that follows a try within RETRY_RESET_MS, up to RETRY_MAX_MS. */
 const RETRY_MAX_MS = 8000;
 const RETRY_RESET_MS = 30_000;
+/** How long a try of sales after a resource refusal must go unrefused to count as Postgres taking writes again. */
+const TRY_SETTLE_MS = 1000;
 
 export interface PgHealth {
   readonly up: boolean;
@@ -39,6 +41,8 @@ export interface PgHealth {
    * within the last tries: what it lacks, for readiness and the item views; else null.
    */
   refusing(now: number): string | null;
+  /** Sales are being tried again after a resource refusal (up since it): admissions go ahead, though views and readiness still say `refusing`. */
+  trying(): boolean;
   /** `busy`: Postgres gave a call up for now (a lock or statement timeout, a deadlock), not lost. */
   markDown(reason: string, busy?: boolean): void;
   /** `busy`: every call that marked it down since it was last up was a busy one (nothing was lost). */
@@ -146,10 +150,13 @@ export function createPgHealth(sql: postgres.Sql, log: Logger, opts = { probeMs:
       probing = probeUntilUp().finally(() => (probing = null));
     },
     refusing(now) {
-      // (Between tries too: a try that is refused again within twice its wait was no recovery.)
-      if (!refused || now - refused.at > Math.max(2000, 2 * retryMs)) return null;
+      if (!refused) return null;
+      // Between tries, and through a try until it has gone TRY_SETTLE_MS unrefused: a try that
+      // works clears it then; one that is refused again was no recovery.
+      if (up && upAt > refused.at && now - upAt > TRY_SETTLE_MS) return (refused = null);
       return `postgres refuses the sale's writes: ${RESOURCES[refused.reason] ?? 'a resource lacking'} (SQLSTATE ${refused.reason})`;
     },
+    trying: () => up && refused !== null && upAt > refused.at,
     onUp: (l) => void listeners.push(l),
     readOnlySeen,
     track(p) {

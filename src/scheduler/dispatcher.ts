@@ -105,6 +105,8 @@ export function startDispatcher(
     selfLimitedCap?: (handlerCap: number) => number;
     /** Told after each round: admit calls made, tickets admitted, items deferred (their lines had just emptied). */
     onRound?: (r: { admitCalls: number; admitted: number; deferred: number }) => void;
+    /** Whether the store `handler` sells through is being tried again (db/health.ts trying): its items admit though they read away. */
+    storeTrying?: (handler: string) => boolean;
     /** What a round waits for before it admits, when there is one (daemon.ts: the check of operators' writes after a Redis reconnect). */
     hold?: () => Promise<unknown> | null;
   },
@@ -195,7 +197,9 @@ export function startDispatcher(
     // While the store its handler sells through is unreachable (Postgres, for seckill and coupon:
     // LineDeps.storeAway), the item admits nobody: tickets wait in line (and keep their places, and
     // read `paused`) instead of failing; admissions resume when it answers again.
-    if (item.storeAway()) return null;
+    // (But for the try of sales Postgres health makes after a refusal for want of a resource: views
+    // and readiness still say it refuses until the try has gone a second unrefused.)
+    if (item.storeAway() && !deps.storeTrying?.(item.snap.def.handler)) return null;
     if (item.snap.counts.waiting === 0 && !busy.has(itemId) && !hinted.delete(itemId)) return null;
     const cap = spec.selfLimited ? (deps.selfLimitedCap?.(spec.selfLimited.maxInFlight) ?? spec.selfLimited.maxInFlight) : opts.autoCap;
     admitCalls++;
