@@ -65,6 +65,29 @@ describe('npm start with no REDIS_URL and no DATABASE_URL', () => {
     expect(code).toBe(0);
   });
 
+  it('leaves its embedded Postgres to a second daemon in the same folder, which stops it when it stops', { timeout: 90_000 }, async () => {
+    // The first's stop took the Postgres from under the second's sale; and the second, stopping it
+    // once the last on it, exited mid-stop (its wait held nothing open) and never said it had.
+    const port = await freePort();
+    const env = { REDIS_URL: '', DATABASE_URL: '', FLOODGATE_DATA_DIR: dataDir, FLOODGATE_EMBEDDED_PG_PORT: String(port), FLOODGATE_OPERATOR_KEYS: 'op' };
+    const accepts = () => new Promise<boolean>((resolve) => net.connect(port, '127.0.0.1').once('connect', function (this: net.Socket) { this.destroy(); resolve(true); }).once('error', () => resolve(false)));
+    const a = await startDaemonProcess({ ...env, FLOODGATE_REDIS_PREFIX: newPrefix() });
+    const b = await startDaemonProcess({ ...env, FLOODGATE_REDIS_PREFIX: newPrefix() });
+    try {
+      expect(a.output()).toMatch(/"msg":"started embedded postgres"/);
+      expect(b.output()).toMatch(/"msg":"reusing running postgres"/);
+      expect(await a.stop('SIGTERM')).toBe(0);
+      expect(a.output()).toMatch(/embedded postgres left running: other clients use it/);
+      expect((await fetch(`${b.url}/readyz`)).status).toBe(200);
+    } finally {
+      await a.stop('SIGTERM');
+    }
+    expect(await b.stop('SIGTERM')).toBe(0);
+    expect(b.output()).toMatch(/"msg":"stopped embedded postgres"/);
+    expect(b.output()).toMatch(/"msg":"stopped"/);
+    expect(await accepts()).toBe(false);
+  });
+
   it('stops the embedded Postgres it was starting when told to stop mid-start', { timeout: 90_000 }, async () => {
     // (The data directory the test above made: no initdb, Postgres itself starting.) A SIGTERM
     // while it started left it running, and every later start reused it and never stopped it (a review).

@@ -9,7 +9,6 @@ import { ensureDatabase, PG_HOST, PG_PASSWORD, PG_USER, probePostgres } from './
 import { childOf, loadEmbeddedPostgres, outputTail, startServer, stopServer } from './postgres-server.js';
 import { leftRunning, otherPostgresClients } from './store-users.js';
 import { makeDataDir, type SystemChanges } from './system-changes.js';
-import { sleep } from '../kernel/wait.js';
 
 export interface EnsuredPostgres {
   url: string;
@@ -135,10 +134,12 @@ export async function ensurePostgres(opts: EnsurePostgresOptions): Promise<Ensur
     started: true,
     stop: () =>
       (stopped ??= (async () => {
+        // (Not stopped by a forced exit while the others are counted: left running, it is taken
+        // over by the next start; stopped, it went from under another daemon.)
+        process.removeListener('exit', onProcessExit);
         const others = await otherPostgresClients(port);
         if (others) {
           exitExpected = true;
-          process.removeListener('exit', onProcessExit);
           leaveRunning(child);
           log.warn({ url: redactUrl(url), dataDir, clients: others }, leftRunning('embedded postgres'));
           return;
@@ -172,8 +173,10 @@ async function stopReused(port: number, dataDir: string, url: string, log: Logge
       return false;
     }
   };
+  // (A timer that holds the process: by now the daemon has closed everything else, and with
+  // kernel/wait's unref'd sleep Node exited here, its stop unfinished and its exit code its own.)
   const gone = async (ms: number) => {
-    for (const until = Date.now() + ms; Date.now() < until; await sleep(100)) if (!signal(0)) return true;
+    for (const until = Date.now() + ms; Date.now() < until; await new Promise((r) => setTimeout(r, 100))) if (!signal(0)) return true;
     return !signal(0);
   };
   if (!signal('SIGINT')) return;

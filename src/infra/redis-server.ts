@@ -93,9 +93,10 @@ export async function startRedisServer(bin: string, port: number, dataDir: strin
       stopped ??= (async () => {
         // Another daemon on it (zero-config, beside this one): left running, its owner file kept,
         // so the last daemon to stop finds it ours-and-gone and stops it (ensure-redis.ts).
+        // (Not stopped by a forced exit while the others are counted: see ensure-postgres.ts.)
+        process.removeListener('exit', onProcessExit);
         const others = await otherRedisClients(port);
         if (others) {
-          process.removeListener('exit', onProcessExit);
           child.unref();
           log.warn({ url, clients: others }, leftRunning('redis-server'));
           return;

@@ -1,6 +1,6 @@
 import postgres from 'postgres';
 import { Redis } from 'ioredis';
-import { sleep, withTimeout } from '../kernel/wait.js';
+import { withTimeout } from '../kernel/wait.js';
 import { PG_HOST, PG_PASSWORD, PG_USER } from './postgres-probe.js';
 import { REDIS_HOST } from './redis-probe.js';
 
@@ -25,7 +25,8 @@ async function settled(count: () => Promise<number>): Promise<number | null> {
     for (;;) {
       const n = await count();
       if (n === 0 || Date.now() >= until) return n;
-      await sleep(EVERY_MS);
+      // (A timer that holds the process: at the end of a stop little else does.)
+      await new Promise((r) => setTimeout(r, EVERY_MS));
     }
   } catch {
     return null;

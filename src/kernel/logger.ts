@@ -10,6 +10,9 @@ export type { Logger };
  */
 export const LOG_BUFFER_MAX = 16 * 1024 * 1024;
 
+/** How long a synchronous flush waits for a pipe whose reader lags. */
+const FLUSH_WAIT_MS = 2000;
+
 const stats = { dropped: 0, failed: 0 };
 /** Log lines dropped (the output took nothing while LOG_BUFFER_MAX waited) and writes that failed, since the start. */
 export const logOutputStats = (): Readonly<typeof stats> => stats;
@@ -36,12 +39,15 @@ function output(fd: number): DestinationStream {
   const flushSync = dest.flushSync.bind(dest);
   // sonic-boom's flushSync retries every failed write but one it may give up on: EAGAIN that
   // retryEAGAIN refuses. So for the flush, a failed write reads as that (once: the flag).
+  // A pipe whose reader lags (EAGAIN) is waited on as sonic-boom does, for FLUSH_WAIT_MS at most.
   dest.flushSync = () => {
     const writeSync = fs.writeSync;
+    const from = performance.now();
     fs.writeSync = ((...args: Parameters<typeof fs.writeSync>) => {
       try {
         return writeSync(...args);
       } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'EAGAIN' && performance.now() - from < FLUSH_WAIT_MS) throw err;
         throw Object.assign(err as Error, { code: 'EAGAIN', once: true });
       }
     }) as typeof fs.writeSync;
