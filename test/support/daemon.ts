@@ -34,11 +34,9 @@ export interface RunningDaemon {
  */
 export async function startDaemonProcess(
   env: Record<string, string>,
-  opts: { cwd?: string; /** Processes that must say they listen (FLOODGATE_PROCESSES). */ listening?: number; /** Sees the output as it comes, before the start is done, with the process (to signal it mid-start). */ onOutput?: (all: string, proc: ChildProcess) => void; /** In a process group of its own, which stop() signals whole, as a terminal's Ctrl-C does. */ group?: boolean; /** Its open-file limit (`ulimit -n`, through sh). */ openFiles?: number } = {},
+  opts: { cwd?: string; /** Processes that must say they listen (FLOODGATE_PROCESSES). */ listening?: number; /** Sees the output as it comes, before the start is done, with the process (to signal it mid-start). */ onOutput?: (all: string, proc: ChildProcess) => void; /** In a process group of its own, which stop() signals whole, as a terminal's Ctrl-C does. */ group?: boolean } = {},
 ): Promise<RunningDaemon> {
-  const command = [process.execPath, '--enable-source-maps', builtDaemon];
-  const limited = opts.openFiles ? ['/bin/sh', ['-c', `ulimit -n ${opts.openFiles} && exec "$0" "$@"`, ...command]] as const : null;
-  const proc = spawn(limited ? limited[0] : command[0], limited ? limited[1] : command.slice(1), {
+  const proc = spawn(process.execPath, ['--enable-source-maps', builtDaemon], {
     cwd: opts.cwd ?? root,
     env: { ...process.env, PORT: '0', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
