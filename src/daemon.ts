@@ -326,7 +326,7 @@ export function wireApp(config: Config, log: Logger, { redis, dbHandle }: Stores
       // Answering and refusing writes (MISCONF: a full disk under its AOF; READONLY): said as that,
       // not as "not answering" (the guard's word, read once a second).
       const refused = m.memory.refusing;
-      if (!r && refused) return { redis: false, postgres: p, why: `redis refuses writes: ${refused}` };
+      if (!r && refused && m.memory.answered) return { redis: false, postgres: p, why: `redis refuses writes: ${refused}` };
       // Postgres answering, writable by its sessions' word, and refusing the sale's writes (a full disk).
       const refusing = m.pg.refusing(performance.now());
       if (refusing) return { redis: r, postgres: false, why: refusing };
@@ -489,7 +489,7 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
     },
   });
   const dispatcher = startDispatcher(
-    { queue, handlers, jobs: service.jobs, clock, log: log.child({ module: 'dispatcher' }), onAdmitted: (itemId, n) => metrics.admissions.inc({ item: itemId }, n), selfLimitedCap: (c) => pgPressure.cap(c), hold: () => fence, storeTrying: (handler) => !!handlers.get(handler)?.stockTable && core.pg.trying() && core.memory.refusing === null },
+    { queue, handlers, jobs: service.jobs, clock, log: log.child({ module: 'dispatcher' }), onAdmitted: (itemId, n) => metrics.admissions.inc({ item: itemId }, n), selfLimitedCap: (c) => pgPressure.cap(c), hold: () => fence, storeTrying: (handler) => !!handlers.get(handler)?.stockTable && core.pg.trying() && core.pg.stalledMs(performance.now()) <= PG_STALL_MS && core.memory.refusing === null },
     { idleMs: 100, batch: 200, dispatchLeaseMs: config.FLOODGATE_DISPATCH_LEASE_MS, autoCap: config.FLOODGATE_AUTO_START_LIMIT },
   );
   events.on('joined', (itemId) => dispatcher.wake(itemId));

@@ -113,6 +113,8 @@ export async function pingDb(url: string): Promise<void> {
   }
 }
 
+const NEWER_SCHEMA = 'the database schema is newer than this build: a newer daemon migrated it; this one may not know what changed (run the newer build, or check its release notes)';
+
 export async function migrateDb(url: string, log?: Logger): Promise<void> {
   const handle = connectDb(url, { max: 2, timeoutMs: 0 });
   try {
@@ -122,7 +124,7 @@ export async function migrateDb(url: string, log?: Logger): Promise<void> {
     const due = await migrationsDue(handle.sql);
     // A build older than the schema (a rollback of the daemon's version) runs on it, but says so:
     // it knows none of what the newer migrations changed (a review: it started in silence).
-    if (due.newerThanBuild) log?.warn({ databaseAt: due.appliedUpTo, buildKnowsUpTo: due.buildUpTo }, 'the database schema is newer than this build: a newer daemon migrated it; this one may not know what changed (run the newer build, or check its release notes)');
+    if (due.newerThanBuild) log?.warn({ databaseAt: due.appliedUpTo, buildKnowsUpTo: due.buildUpTo }, NEWER_SCHEMA);
     if (!due.tags.length) return;
     log?.info({ migrations: due.tags }, 'applying migrations');
     // A session advisory lock keeps two daemons starting together from racing on the migrations table.
@@ -134,13 +136,16 @@ export async function migrateDb(url: string, log?: Logger): Promise<void> {
         await lockConn`select pg_advisory_lock(727274)`;
         // Asked again under the lock: a daemon starting at the same moment may have applied them
         // while this one waited (both said they applied them; a review).
-        applied = (await migrationsDue(handle.sql)).tags.length;
+        const now = await migrationsDue(handle.sql);
+        applied = now.tags.length;
+        // (A newer build, starting meanwhile, may have migrated past this one.)
+        if (now.newerThanBuild && !due.newerThanBuild) log?.warn({ databaseAt: now.appliedUpTo, buildKnowsUpTo: now.buildUpTo }, NEWER_SCHEMA);
         if (applied) await migrate(handle.db, { migrationsFolder });
       } finally {
         clearTimeout(waiting);
       }
       if (applied) log?.info({ migrations: applied }, 'migrations applied');
-      else log?.info({ migrations: due.tags }, 'migrations applied by another daemon meanwhile');
+      else log?.info({ migrations: due.tags.length }, 'migrations applied by another daemon meanwhile');
     } finally {
       await lockConn`select pg_advisory_unlock(727274)`.catch(() => {});
       lockConn.release();

@@ -93,6 +93,8 @@ export function createPgHealth(sql: postgres.Sql, log: Logger, opts = { probeMs:
 
   /** The last resource refusal (its reason and when, performance.now()), the wait before the next try of sales, and refusals since the pause was logged. */
   let refused: { reason: string; at: number } | null = null;
+  /** When a sale's call last settled without an error (performance.now()). */
+  let workedAt = -Infinity;
   let retryMs = 0;
   let upAt = -Infinity;
   let quietDowns = 0;
@@ -151,9 +153,10 @@ export function createPgHealth(sql: postgres.Sql, log: Logger, opts = { probeMs:
     },
     refusing(now) {
       if (!refused) return null;
-      // Between tries, and through a try until it has gone TRY_SETTLE_MS unrefused: a try that
-      // works clears it then; one that is refused again was no recovery.
-      if (up && upAt > refused.at && now - upAt > TRY_SETTLE_MS) return (refused = null);
+      // Between tries, and through a try until a sale's call has worked or TRY_SETTLE_MS have
+      // passed unrefused. (Read only: the refusal stays for the backoff, which a getter that
+      // cleared it reset to 250 ms whenever a try took over a second to be refused; a review.)
+      if (up && upAt > refused.at && (workedAt > upAt || now - upAt > TRY_SETTLE_MS)) return null;
       return `postgres refuses the sale's writes: ${RESOURCES[refused.reason] ?? 'a resource lacking'} (SQLSTATE ${refused.reason})`;
     },
     trying: () => up && refused !== null && upAt > refused.at,
@@ -161,7 +164,13 @@ export function createPgHealth(sql: postgres.Sql, log: Logger, opts = { probeMs:
     readOnlySeen,
     track(p) {
       if (underWay++ === 0) progressAt = performance.now();
-      return p.finally(() => {
+      return p.then(
+        (v) => {
+          workedAt = performance.now();
+          return v;
+        },
+        (err: unknown) => Promise.reject(err),
+      ).finally(() => {
         underWay--;
         progressAt = performance.now();
       });

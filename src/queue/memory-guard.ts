@@ -29,6 +29,8 @@ export interface MemoryGuard {
    * the item read `open`), and `/readyz` says it.
    */
   readonly refusing: string | null;
+  /** Whether the last write check got Redis's answer (unanswered, `refusing` stays as it was, and is no news). */
+  readonly answered: boolean;
   check(): Promise<void>;
 }
 
@@ -40,6 +42,7 @@ export function createMemoryGuard(redis: RedisLike, limit: number, log: Logger, 
   let full = false;
   let evicting: string | null = null;
   let refusing: string | null = null;
+  let answered = true;
   /** Whether Redis takes a write: its refusal's first line, null if it does, undefined if it did not answer (as it was). */
   const refusal = async (): Promise<string | null | undefined> => {
     if (!probeKey) return null;
@@ -64,8 +67,12 @@ export function createMemoryGuard(redis: RedisLike, limit: number, log: Logger, 
     get refusing() {
       return refusing;
     },
+    get answered() {
+      return answered;
+    },
     async check() {
       const refused = await refusal();
+      answered = refused !== undefined;
       if (refused !== undefined && refused !== refusing) {
         if (refused) log.error({ answer: refused }, 'redis refuses writes: nothing is admitted until it takes them again');
         else log.info('redis takes writes again');
