@@ -159,7 +159,7 @@ export function createPgHealth(sql: postgres.Sql, log: Logger, opts = { probeMs:
       if (up && upAt > refused.at && (workedAt > upAt || now - upAt > TRY_SETTLE_MS)) return null;
       return `postgres refuses the sale's writes: ${RESOURCES[refused.reason] ?? 'a resource lacking'} (SQLSTATE ${refused.reason})`;
     },
-    trying: () => up && refused !== null && upAt > refused.at,
+    trying: () => up && refused !== null && upAt > refused.at && !(workedAt > upAt),
     onUp: (l) => void listeners.push(l),
     readOnlySeen,
     track(p) {
