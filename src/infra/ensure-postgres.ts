@@ -7,7 +7,7 @@ import { ensureOwnership, prepareRootRun } from './postgres-account.js';
 import { initialiseDataDir, isInitialised, removeStalePidFile } from './postgres-data-dir.js';
 import { ensureDatabase, PG_HOST, PG_PASSWORD, PG_USER, probePostgres } from './postgres-probe.js';
 import { childOf, loadEmbeddedPostgres, outputTail, startServer, stopServer } from './postgres-server.js';
-import { leftRunning, otherPostgresClients } from './store-users.js';
+import { goneWithin, leftRunning, otherPostgresClients } from './store-users.js';
 import { makeDataDir, type SystemChanges } from './system-changes.js';
 
 export interface EnsuredPostgres {
@@ -165,7 +165,7 @@ async function stopReused(port: number, dataDir: string, url: string, log: Logge
   }
   const pid = Number((await readFile(path.join(dataDir, 'postmaster.pid'), 'utf8').catch(() => '')).split('\n')[0]);
   if (!(pid > 0)) return;
-  const signal = (sig: NodeJS.Signals | 0) => {
+  const signal = (sig: NodeJS.Signals) => {
     try {
       process.kill(pid, sig);
       return true;
@@ -173,13 +173,7 @@ async function stopReused(port: number, dataDir: string, url: string, log: Logge
       return false;
     }
   };
-  // (A timer that holds the process: by now the daemon has closed everything else, and with
-  // kernel/wait's unref'd sleep Node exited here, its stop unfinished and its exit code its own.)
-  const gone = async (ms: number) => {
-    for (const until = Date.now() + ms; Date.now() < until; await new Promise((r) => setTimeout(r, 100))) if (!signal(0)) return true;
-    return !signal(0);
-  };
   if (!signal('SIGINT')) return;
-  if (!(await gone(15_000)) && signal('SIGQUIT')) await gone(5_000);
+  if (!(await goneWithin(pid, 15_000)) && signal('SIGQUIT')) await goneWithin(pid, 5_000);
   log.info({ url: redactUrl(url), dataDir }, 'stopped embedded postgres');
 }

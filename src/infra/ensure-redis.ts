@@ -5,7 +5,7 @@ import type { Logger } from '../kernel/logger.js';
 import { aptInstall } from './apt.js';
 import { probeRedis, redisProcessId, REDIS_HOST } from './redis-probe.js';
 import { ownerFile, startRedisServer, type StartedRedis } from './redis-server.js';
-import { leftRunning, otherRedisClients } from './store-users.js';
+import { alive, goneWithin, leftRunning, otherRedisClients } from './store-users.js';
 import { SetupNeeded, type SystemChanges } from './system-changes.js';
 
 export type EnsuredRedis = StartedRedis;
@@ -114,21 +114,10 @@ async function stopOrphanIfUnused(dataDir: string, port: number, log: Logger, ow
   } catch {
     return false;
   }
-  for (let i = 0; i < 100 && alive(pid); i++) await new Promise((r) => setTimeout(r, 100));
-  if (alive(pid) && (await redisProcessId(port).catch(() => null)) === pid) process.kill(pid, 'SIGKILL');
+  if (!(await goneWithin(pid, 10_000)) && (await redisProcessId(port).catch(() => null)) === pid) process.kill(pid, 'SIGKILL');
   await rm(ownerFile(dataDir), { force: true });
   log.info({ url }, 'stopped redis-server');
   return true;
-}
-
-function alive(pid: unknown): boolean {
-  if (typeof pid !== 'number' || !Number.isInteger(pid) || pid <= 0) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 function portBusyError(port: number, detail: string): Error {

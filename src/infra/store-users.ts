@@ -65,3 +65,24 @@ export async function otherRedisClients(port: number): Promise<number | null> {
 
 /** What a stop that leaves a store running says. */
 export const leftRunning = (store: 'redis-server' | 'embedded postgres') => `${store} left running: other clients use it (another daemon); the last daemon of this data directory to stop stops it`;
+
+/** Whether process `pid` is alive (another user's process counts: EPERM). */
+export function alive(pid: unknown): boolean {
+  if (typeof pid !== 'number' || !Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Whether process `pid` is gone within `ms`, looked at every 100 ms on a timer that holds the
+ * process: at the end of a stop nothing else may (with an unref'd sleep Node exited mid-stop, its
+ * stop unfinished and its exit code its own).
+ */
+export async function goneWithin(pid: number, ms: number): Promise<boolean> {
+  for (const until = Date.now() + ms; Date.now() < until; await new Promise((r) => setTimeout(r, EVERY_MS))) if (!alive(pid)) return true;
+  return !alive(pid);
+}
