@@ -17,5 +17,9 @@ export function recentMap<K, V>(max: number) {
       }
       young.set(key, value);
     },
+    delete(key: K): void {
+      young.delete(key);
+      old.delete(key);
+    },
   };
 }

@@ -154,10 +154,17 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
     const rec = parseRecord(record, item.snap.epoch);
     return { rec, ticketId: makeTicketId(item.snap.def.itemId, seq, item.snap.secret, bindingOf(rec, item.snap.epoch)) };
   };
-  /** Admitted rows as the handlers and pull take them. */
+  /**
+   * Admitted rows as the handlers and pull take them. Their records leave the poll cache: a view of
+   * the item read after their joins and before this admission (a view is kept FLOODGATE_CACHE_MS)
+   * placed them in the line from memory, and a ticket pulled and written back read `waiting`,
+   * place 1, on the daemon that had just admitted and ended it (a flaky test). Their next poll
+   * reads Redis, as an admitted ticket's does anyway.
+   */
   const admittedTickets = (item: CachedItem, rows: { seq: number; record: string; payload: string; leaseId: string; leaseExp: number }[]): AdmittedTicket[] =>
     rows.map((row, i) => {
       const { rec, ticketId } = ticketOf(item, row.seq, row.record);
+      deps.reader.records.delete(ticketId);
       return {
         ticketId,
         seq: row.seq,
