@@ -48,6 +48,7 @@ import { createLostTickets } from './queue/lost-tickets.js';
 import { createHandlerRegistry, type HandlerRegistry } from './service/registry.js';
 import { SetupNeeded } from './infra/system-changes.js';
 import { createService } from './service/service.js';
+import { downstreamHealth } from './service/downstream-health.js';
 import { startDispatcher } from './scheduler/dispatcher.js';
 import { startLedger } from './service/outcome-ledger.js';
 import { createLedgerFeed } from './service/outcome-ledger-feed.js';
@@ -177,6 +178,8 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
   // Whether Postgres answers, as the sales see it (no timer runs until a sale finds it down).
   const pg = createPgHealth(dbHandle.sql, log.child({ module: 'postgres' }), undefined, () => dbHandle.endStaleReadOnly());
   const memory = createMemoryGuard(redis, config.FLOODGATE_REDIS_MEMORY_LIMIT, log.child({ module: 'redis-memory' }), readyProbeKey(config.FLOODGATE_REDIS_PREFIX));
+  // Whether each item's own downstream (a webhook's service, a module's) answers its calls, as this process's calls find it.
+  const downstream = downstreamHealth({ now: () => clock.now(), log: log.child({ module: 'service' }), times: config.FLOODGATE_JOB_ATTEMPTS });
   const store = createItemsStore(dbHandle.db);
   // Ids of tickets Redis lost or removed, answered from Postgres; the items' secrets are loaded
   // in the background (startDaemon), never on a request.
@@ -210,10 +213,12 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
     // none does any more): nothing runs its tickets here, and they read an ETA counting down to nothing.
     // (And between the tries of sales while Postgres refuses their writes for want of a resource:
     // a try read as `open` for its moment; db/health.ts refusing.)
-    storeAway: (handler) => {
+    // (And an item whose own downstream does not answer its calls: service/downstream-health.ts.)
+    storeAway: (handler, itemId) => {
       const spec = handlers.get(handler);
       const now = performance.now();
-      return !spec || memory.refusing !== null || ((!pg.up || pg.stalledMs(now) > PG_STALL_MS || pg.refusing(now) !== null) && !!spec.stockTable);
+      if (!spec || memory.refusing !== null) return true;
+      return spec.stockTable ? !pg.up || pg.stalledMs(now) > PG_STALL_MS || pg.refusing(now) !== null : downstream.away(itemId);
     },
     // Bounded: a Postgres that stalls (silent, not down) must not hold every pull and webhook job
     // for the driver's own timeout; unread, the tickets run as before (it takes a rollback too).
@@ -275,7 +280,7 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
     ops: { within: opRevs.within, locked: opRevRows.locked, revs: opRevRows.revs, mark: (scope, rev) => opMarks.set(scope, rev, { top: false }) },
   });
   const reservations = createReservations({ sql: dbHandle.sql, queue, stock, log: log.child({ module: 'reservations' }), onReturned: (itemId) => events.emit('returned', itemId), now: () => clock.now() });
-  return { clock, events, handlers, metrics, pg, memory, queue, stock, stockRows, series, store, gateStore, catalog, opRevs, opLocked: opRevRows.locked, reservations, lostTickets, pgPressure };
+  return { clock, events, handlers, metrics, pg, memory, downstream, queue, stock, stockRows, series, store, gateStore, catalog, opRevs, opLocked: opRevRows.locked, reservations, lostTickets, pgPressure };
 }
 
 export type Modules = ReturnType<typeof wireModules>;
@@ -443,6 +448,7 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
   const bullRedis = await connectRedis(stores.redisTarget, 'jobs', log);
   // Postgres pressure: each sell's time caps what seckill/coupon items may hold admitted.
   const { pgPressure } = core;
+  metrics.sources.downstreamAway = () => core.downstream.awayItems();
   metrics.sources.pgPressure = () => {
     // For the largest own cap among the handlers that sell through Postgres (seckill, coupon: 1000).
     const own = Math.max(0, ...handlers.names().map((n) => handlers.get(n)?.selfLimited?.maxInFlight ?? 0));
@@ -453,6 +459,7 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
     bullRedis,
     sql: dbHandle.sql,
     pg,
+    downstream: core.downstream,
     queue,
     stock: core.stock,
     unsure: createUnsureCalls({
@@ -489,7 +496,7 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
     },
   });
   const dispatcher = startDispatcher(
-    { queue, handlers, jobs: service.jobs, clock, log: log.child({ module: 'dispatcher' }), onAdmitted: (itemId, n) => metrics.admissions.inc({ item: itemId }, n), selfLimitedCap: (c) => pgPressure.cap(c), hold: () => fence, storeTrying: (handler) => !!handlers.get(handler)?.stockTable && core.pg.trying() && core.pg.stalledMs(performance.now()) <= PG_STALL_MS && core.memory.refusing === null },
+    { queue, handlers, jobs: service.jobs, clock, log: log.child({ module: 'dispatcher' }), onAdmitted: (itemId, n) => metrics.admissions.inc({ item: itemId }, n), selfLimitedCap: (c) => pgPressure.cap(c), hold: () => fence, storeTrying: (handler) => !!handlers.get(handler)?.stockTable && core.pg.trying() && core.pg.stalledMs(performance.now()) <= PG_STALL_MS && core.memory.refusing === null, probe: (itemId) => (core.memory.refusing === null ? core.downstream.probe(itemId) : 0) },
     { idleMs: 100, batch: 200, dispatchLeaseMs: config.FLOODGATE_DISPATCH_LEASE_MS, autoCap: config.FLOODGATE_AUTO_START_LIMIT },
   );
   events.on('joined', (itemId) => dispatcher.wake(itemId));

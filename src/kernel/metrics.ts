@@ -13,6 +13,8 @@ export function createMetrics() {
   /** Read at scrape time: what the parts created after the metrics report (set by them). */
   const sources = {
     openStreams: () => 0,
+    /** Items whose own downstream this process takes as away (service/downstream-health.ts). */
+    downstreamAway: (): string[] => [],
     /** The Postgres pressure signal (scheduler/pg-pressure.ts): one reading for its three gauges. */
     pgPressure: (): { perS: number | null; p50Ms: number | null; cap: number } | null => null,
   };
@@ -87,6 +89,17 @@ export function createMetrics() {
       registers: [registry],
       collect() {
         this.set(sources.openStreams());
+      },
+    }),
+    downstreamAway: new Gauge({
+      name: 'floodgate_downstream_away',
+      help: "1 for an item whose own downstream (a webhook's service) this daemon takes as away: calls of five tickets or more went unanswered (refused, cut, timed out, a 5xx with no Retry-After) and none was answered for a second. It admits nobody but a probe now and then (one ticket, then up to four, every 2 s at most), its waiting tickets read `paused`, and a ticket whose call goes unanswered goes back to the head of the line instead of failing. Absent once a call is answered.",
+      labelNames: ['item'] as const,
+      aggregator: 'max',
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const item of sources.downstreamAway()) this.set({ item }, 1);
       },
     }),
     logDropped: new Counter({

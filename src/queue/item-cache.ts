@@ -154,7 +154,7 @@ function counter(set: Set<number>, place: (seq: number) => number) {
   };
 }
 
-export function createItemCache(deps: { redis: RedisLike; prefix: string; clock: Clock; ttlMs: number; storeAway?: (handler: string) => boolean; /** Entries of the cx stream read per call (tests read in small pages). */ cxPage?: number }): ItemCache {
+export function createItemCache(deps: { redis: RedisLike; prefix: string; clock: Clock; ttlMs: number; storeAway?: (handler: string, itemId: string) => boolean; /** Entries of the cx stream read per call (tests read in small pages). */ cxPage?: number }): ItemCache {
   const cxPage = deps.cxPage ?? CX_PAGE;
   const entries = new Map<string, Entry>();
   const { run } = createScriptRunner(deps.redis, deps.prefix);
@@ -260,7 +260,7 @@ export function createItemCache(deps: { redis: RedisLike; prefix: string; clock:
     // removed or moved into the past); or the store it sells through came back.
     const opened = !!prev && prev.snap.def.opensAt !== null && prev.readAt < prev.snap.def.opensAt && (snap.def.opensAt === null || snap.def.opensAt <= now);
     const handler = snap.def.handler;
-    const away = deps.storeAway?.(handler) ?? false;
+    const away = deps.storeAway?.(handler, itemId) ?? false;
     const storeBack = e.away === true && !away;
     e.away = away;
     if (gateMoved || opened || storeBack) {
@@ -278,7 +278,7 @@ export function createItemCache(deps: { redis: RedisLike; prefix: string; clock:
     const limits = [snap.gate.mode === 'auto' ? (snap.pace?.limit ?? null) : null, snap.gate.maxInFlight].filter((x): x is number => x !== null);
     if (limits.length && snap.counts.admitted >= Math.min(...limits)) e.fullAt = now;
     const capFull = limits.length > 0 && now - (e.fullAt ?? -Infinity) <= 1000;
-    const storeAway = () => deps.storeAway?.(handler) ?? false;
+    const storeAway = () => deps.storeAway?.(handler, itemId) ?? false;
     e.item = { snap, recordKey: `${snap.incarnation}#${e.generation}`, cancelled, ownCancels: new Set(), rolledBack: e.generation > 0, feedComplete, admitRate, capFull, readAt: now, cancelledBetween: counter(cancelled, lineIndex), lineIndex, storeAway };
     return e.item;
   }

@@ -181,7 +181,7 @@ function sharedRead<T>(read: () => Promise<T>) {
   };
 }
 
-export function createItemDirectory(deps: { redis: RedisLike; prefix: string; clock: Clock; cacheMs: number; storeAway?: (handler: string) => boolean; cxPage?: number }): ItemDirectory {
+export function createItemDirectory(deps: { redis: RedisLike; prefix: string; clock: Clock; cacheMs: number; storeAway?: (handler: string, itemId: string) => boolean; cxPage?: number }): ItemDirectory {
   const { redis, prefix, clock } = deps;
   const cache = createItemCache({ redis, prefix, clock, ttlMs: deps.cacheMs, storeAway: deps.storeAway, cxPage: deps.cxPage });
 

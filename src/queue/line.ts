@@ -40,10 +40,11 @@ export interface LineDeps {
   lost?: LostTickets;
   /**
    * Whether the store a handler sells through is away (Postgres down, for the handlers that sell
-   * through it): the dispatcher admits none of their tickets meanwhile, and their waiting tickets
-   * say so (reason `paused`, no ETA) instead of counting down to an admission that will not come.
+   * through it), or the item's own downstream does not answer (a webhook's service): the dispatcher
+   * admits none of its tickets meanwhile (but a probe), and its waiting tickets say so (reason
+   * `paused`, no ETA) instead of counting down to an admission that will not come.
    */
-  storeAway?(handler: string): boolean;
+  storeAway?(handler: string, itemId: string): boolean;
   /** The ends the outcome ledger holds for ticket refs (admissions.dropHeldEnds). */
   heldEnds?(refs: string[]): Promise<Map<string, Outcome>>;
   /** Whether Postgres holds the ticket's (by ref) order as released and its unit given back in Redis (tickets.ts: a join that finds it). */

@@ -107,6 +107,8 @@ export function startDispatcher(
     onRound?: (r: { admitCalls: number; admitted: number; deferred: number }) => void;
     /** Whether the store `handler` sells through is being tried again (db/health.ts trying): its items admit though they read away. */
     storeTrying?: (handler: string) => boolean;
+    /** How many tickets an item whose own downstream does not answer may admit now to try it (service/downstream-health.ts probe; 0: none). */
+    probe?: (itemId: string) => number;
     /** What a round waits for before it admits, when there is one (daemon.ts: the check of operators' writes after a Redis reconnect). */
     hold?: () => Promise<unknown> | null;
   },
@@ -199,11 +201,15 @@ export function startDispatcher(
     // read `paused`) instead of failing; admissions resume when it answers again.
     // (But for the try of sales Postgres health makes after a refusal for want of a resource: views
     // and readiness still say it refuses until the try has gone a second unrefused.)
-    if (item.storeAway() && !deps.storeTrying?.(item.snap.def.handler)) return null;
+    const away = item.storeAway() && !deps.storeTrying?.(item.snap.def.handler);
+    if (away && spec.stockTable) return null;
     if (item.snap.counts.waiting === 0 && !busy.has(itemId) && !hinted.delete(itemId)) return null;
+    // (An item whose own downstream does not answer: a ticket or a few now and then, to try it.)
+    const probe = away ? (deps.probe?.(itemId) ?? 0) : 0;
+    if (away && !probe) return null;
     const cap = spec.selfLimited ? (deps.selfLimitedCap?.(spec.selfLimited.maxInFlight) ?? spec.selfLimited.maxInFlight) : opts.autoCap;
     admitCalls++;
-    const { tickets: got, drained: emptied, pacedForMs, stale } = await queue.admissions.admitRound(itemId, opts.batch, opts.dispatchLeaseMs, cap, item.snap.version);
+    const { tickets: got, drained: emptied, pacedForMs, stale } = await queue.admissions.admitRound(itemId, away ? probe : opts.batch, opts.dispatchLeaseMs, cap, item.snap.version);
     if (stale) {
       // Redefined since this view was read (another daemon's PUT): nothing was admitted, and the
       // next round reads the item afresh. Run under this view, the tickets went to the old handler

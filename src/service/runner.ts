@@ -9,6 +9,7 @@ import { ticketRef } from '../kernel/ticket-ref.js';
 import { deadlineOf, DropError, isDropError, isRequeueError, MAX_RETRY_AFTER_MS, saleResultOf, type HandlerContext, type HandlerOutcome, type HandlerSpec } from './handler.js';
 import { jobGroups, type JobGroup, type JobTicket, type QueuedJob } from './jobs.js';
 import { builtinHandlers, type HandlerRegistry } from './registry.js';
+import { unanswered, type DownstreamHealth } from './downstream-health.js';
 
 /** One call of a handler, as the gate sees it: how long the downstream took, and whether it dropped. */
 export interface Sample {
@@ -42,6 +43,8 @@ export interface RunnerDeps {
   renew(itemId: string, tickets: { seq: number; leaseId: string }[], until: number): Promise<LeaseHeld[]>;
   /** Of a job's tickets, those whose end the outcome ledger does not hold; the others ended with it (admissions.dropHeldEnds). */
   dropHeldEnds?(itemId: string, tickets: JobTicket[]): Promise<JobTicket[]>;
+  /** Whether each item's own downstream answers (handlers that sell through no Postgres table): told of every call. */
+  downstream?: DownstreamHealth;
 }
 
 /** Thrown to make BullMQ retry a job whose remaining tickets dropped or faulted. */
@@ -218,6 +221,8 @@ export function createRunner(deps: RunnerDeps) {
             }
           },
         };
+    // Told how each call went: a handler whose downstream is its own (not one that sells through Postgres, which has its own health).
+    const health = spec.stockTable ? undefined : deps.downstream;
     let outcome: HandlerOutcome;
     try {
       const call = spec.handle!({ ticketId: t.ticketId, itemId, seq: t.seq, userId: t.userId, payload: t.payload, config, attempt, ...(admittedBefore && { admittedBefore }) }, runCtx);
@@ -231,6 +236,7 @@ export function createRunner(deps: RunnerDeps) {
       }
       if (kept.dropped) log.warn({ itemId, seq: t.seq, handler: spec.name }, 'handler result not kept (not JSON, NUL, lone surrogate, or over 64 KiB); outcome stored without it');
       outcome = kept.outcome;
+      health?.answered(itemId, t.seq);
       deps.onSample({ itemId, startedAt, latencyMs: performance.now() - started, result: outcome.status === 'succeeded' ? 'ok' : 'rejected' });
     } catch (err) {
       if (isRequeueError(err)) {
@@ -246,6 +252,21 @@ export function createRunner(deps: RunnerDeps) {
       if (waitMs) pause(itemId, waitMs);
       // (Whatever was thrown: `throw undefined` read as an object failed here, and its ticket was never settled.)
       const permanent = (err as { permanent?: boolean } | null | undefined)?.permanent === true;
+      const noAnswer = drop && unanswered(err);
+      if (health) {
+        // (A refusal that fails the ticket at once, a webhook's 4xx, is an answer too.)
+        if (noAnswer) health.dropped(itemId, t.seq, err.reason);
+        else if (drop || permanent) health.answered(itemId, t.seq);
+        // While its downstream is away (or about to be, on the ticket's last attempt), a call not
+        // answered spends no attempt: the ticket goes back to the head of the line, to run when
+        // calls are answered again. A webhook's call that may have reached its service was kept
+        // (unsure-calls.ts): its next run repeats it under the same key.
+        if (noAnswer && (health.away(itemId) || (attempt >= deps.attempts && health.failing(itemId))) && health.sendBack(itemId, t.seq)) {
+          log.debug({ itemId, seq: t.seq, attempt, reason: err.reason }, 'call not answered while the downstream is away: ticket back to the head of the line');
+          await settle(itemId, t, { status: 'failed', reason: 'downstream_away', retry: true });
+          return { settled: true };
+        }
+      }
       if (!permanent && attempt < deps.attempts) {
         log.debug({ itemId, seq: t.seq, attempt, waitMs, err: String(err) }, 'handler attempt failed; retrying');
         return { settled: false, waitMs };

@@ -13,6 +13,7 @@ import { createJobQueues, RUN_LEASE_MS, type JobOptions } from './jobs.js';
 import type { HandlerRegistry } from './registry.js';
 import type { Worker } from 'bullmq';
 import { createRunner, type Sample, type Settlement } from './runner.js';
+import type { DownstreamHealth } from './downstream-health.js';
 import type { StockCounters } from './stock-counters.js';
 import type { UnsureCalls } from './unsure-calls.js';
 
@@ -35,6 +36,8 @@ export interface ServiceDeps {
   onSettled(itemId: string, status: string): void;
   /** An item's unsure downstream calls (service/unsure-calls.ts). */
   unsure(itemId: string): UnsureCalls;
+  /** Whether each item's own downstream answers its calls (service/downstream-health.ts). */
+  downstream?: DownstreamHealth;
 }
 
 type Unit = { itemId: string; seq: number };
@@ -133,6 +136,7 @@ export function createService(deps: ServiceDeps) {
     dropHeldEnds: (itemId, tickets) => queue.admissions.dropHeldEnds(itemId, tickets),
     leaseMs: (deadlineMs) => jobs.leaseMs(deadlineMs),
     runLeaseMs: RUN_LEASE_MS,
+    downstream: deps.downstream,
   });
   const inProcess = deps.handlers.names().filter((n) => deps.handlers.get(n)?.handle);
   const workerConn = duplicateConnection(deps.bullRedis);

@@ -1,0 +1,159 @@
+import type { Logger } from '../kernel/logger.js';
+import type { DropError } from './handler.js';
+
+/** Drops in a row, none answered between them, that may mark an item's downstream away. */
+export const AWAY_DROPS = 5;
+/** …once nothing it was sent has been answered for this long (ms): a busy service that answers some calls is not away. */
+export const AWAY_SILENCE_MS = 1000;
+/**
+ * …and they were the calls of this many tickets at least: a few tickets whose calls fail while
+ * nothing else runs are told `failed` as before (their own payloads may be what the service cannot
+ * take; nothing tells the two apart), while an outage mid-sale fails the calls of dozens.
+ */
+export const AWAY_TICKETS = 5;
+/** The first probe's wait after the downstream was marked away (ms), doubled after each probe up to PROBE_MAX_MS. */
+export const PROBE_FIRST_MS = 500;
+export const PROBE_MAX_MS = 2000;
+/** The most tickets a probe admits: the first admits one, each next one more. */
+export const PROBE_MAX_TICKETS = 4;
+
+/**
+ * Whether a drop says the downstream did not answer: no connection, a connection lost, no answer
+ * in time, or a 5xx that asked for no particular wait. A 429 or a 409 is an answer (the gate and
+ * the runner deal with them), and so is a drop with a Retry-After (the runner pauses the item's
+ * calls for it already).
+ */
+export function unanswered(err: DropError): boolean {
+  return err.retryAfterMs === undefined && err.reason !== 'http_429' && err.reason !== 'http_409';
+}
+
+interface ItemHealth {
+  /** Unanswered drops since the last answer. */
+  streak: number;
+  /** Tickets whose calls those were (up to AWAY_TICKETS of them). */
+  streakSeqs: Set<number>;
+  /** When a call was last answered (clock ms; −Infinity: never, in this process). */
+  answeredAt: number;
+  /** Calls answered so far. */
+  answers: number;
+  /** Since when the downstream is taken as away (clock ms), or null. */
+  awaySince: number | null;
+  probeAt: number;
+  probeWaitMs: number;
+  /** Probes taken since it was marked away. */
+  probes: number;
+  /**
+   * Tickets sent back to the line (seq → how often while calls of other tickets were answered, and
+   * the count of answers at its last send-back).
+   */
+  sentBack: Map<number, { n: number; answers: number }>;
+}
+
+/**
+ * What this process knows of each item's downstream (a webhook's service, a module's): a run of
+ * drops that were not answered (AWAY_DROPS of them, of AWAY_TICKETS tickets or more, and nothing
+ * answered for AWAY_SILENCE_MS) marks it away. While it is away the item admits nobody but one probe at a time (dispatcher), its
+ * waiting tickets read `paused` (views), and a ticket whose call is not answered goes back to the
+ * head of the line instead of spending its attempts (runner): during a 20 s outage a manual gate at
+ * 50/s failed 777 users (`connection_refused`) in a review, some of them with their orders made by
+ * the call that was cut. The first answer of any call (a success, a refusal, a 429: the service is
+ * there) ends it, and admissions resume at the gate's pace.
+ *
+ * Probes back off (PROBE_FIRST_MS doubling to PROBE_MAX_MS), and each admits a ticket more than
+ * the last (up to PROBE_MAX_TICKETS): returned tickets run first, in line order, and a ticket whose
+ * own call is never answered (a payload that hangs its service) must not be the only one tried. A
+ * ticket sent back `times` (the job attempts) times while calls of other tickets were answered
+ * between goes the usual way (retried, then `failed`): it, not the service, is what fails. While
+ * nothing is answered, a ticket is sent back however long the outage lasts.
+ *
+ * Per process, as the Retry-After pause: another daemon learns of the outage from its own calls'
+ * drops, and of the return from an answer to one of its own calls.
+ */
+export function downstreamHealth(deps: { now(): number; log: Logger; times: number }) {
+  const items = new Map<string, ItemHealth>();
+  const failing = (h: ItemHealth) => h.streak >= AWAY_DROPS && h.streakSeqs.size >= AWAY_TICKETS;
+  const entry = (itemId: string): ItemHealth => {
+    let h = items.get(itemId);
+    if (!h) {
+      if (items.size >= 100_000) for (const [id, old] of items) if (old.awaySince === null) items.delete(id);
+      h = { streak: 0, streakSeqs: new Set(), answeredAt: -Infinity, answers: 0, awaySince: null, probeAt: 0, probeWaitMs: PROBE_FIRST_MS, probes: 0, sentBack: new Map() };
+      items.set(itemId, h);
+    }
+    return h;
+  };
+
+  return {
+    /** A call of the item's was answered (whatever the answer), for its ticket `seq`. */
+    answered(itemId: string, seq: number): void {
+      const h = items.get(itemId);
+      if (!h) {
+        // (The common case, kept cheap: one Map read per answer until a drop comes.)
+        const e = entry(itemId);
+        e.answeredAt = deps.now();
+        e.answers++;
+        return;
+      }
+      const now = deps.now();
+      h.answeredAt = now;
+      h.answers++;
+      h.streak = 0;
+      h.streakSeqs.clear();
+      if (h.sentBack.size) h.sentBack.delete(seq);
+      if (h.awaySince !== null) {
+        deps.log.info({ itemId, awayMs: now - h.awaySince }, 'downstream answers again: the item admits at its gate\'s pace');
+        h.awaySince = null;
+      }
+    },
+    /** A call of the item's, for its ticket `seq`, got no answer (`unanswered`). */
+    dropped(itemId: string, seq: number, reason: string): void {
+      const h = entry(itemId);
+      const now = deps.now();
+      h.streak++;
+      if (h.streakSeqs.size < AWAY_TICKETS) h.streakSeqs.add(seq);
+      if (h.awaySince === null && failing(h) && now - h.answeredAt >= AWAY_SILENCE_MS) {
+        h.awaySince = now;
+        h.probeWaitMs = PROBE_FIRST_MS;
+        h.probeAt = now + PROBE_FIRST_MS;
+        h.probes = 0;
+        deps.log.warn({ itemId, drops: h.streak, reason }, 'downstream not answering: the item admits nobody but a probe now and then, its waiting tickets read paused, and calls not answered go back to the head of the line');
+      }
+    },
+    away: (itemId: string): boolean => items.get(itemId)?.awaySince != null,
+    /** Whether the drops since the last answer are enough to mark it away (the time aside): a ticket's last attempt is then sent back, not failed. */
+    failing: (itemId: string): boolean => {
+      const h = items.get(itemId);
+      return !!h && failing(h);
+    },
+    /**
+     * Whether a ticket whose call was not answered goes back to the head of the line, or, sent back
+     * `times` times with calls of others answered since each time before, the usual way.
+     */
+    sendBack(itemId: string, seq: number): boolean {
+      const h = entry(itemId);
+      const was = h.sentBack.get(seq);
+      const n = was === undefined ? 0 : was.n + (h.answers > was.answers ? 1 : 0);
+      if (n >= deps.times) {
+        h.sentBack.delete(seq);
+        return false;
+      }
+      if (h.sentBack.size >= 100_000) h.sentBack.clear();
+      h.sentBack.set(seq, { n, answers: h.answers });
+      return true;
+    },
+    /** While away: how many tickets may be admitted now to try the downstream (0: none; then the next probe waits longer). */
+    probe(itemId: string): number {
+      const h = items.get(itemId);
+      if (!h || h.awaySince === null) return 0;
+      const now = deps.now();
+      if (now < h.probeAt) return 0;
+      h.probeAt = now + h.probeWaitMs;
+      h.probeWaitMs = Math.min(PROBE_MAX_MS, h.probeWaitMs * 2);
+      h.probes++;
+      return Math.min(PROBE_MAX_TICKETS, h.probes);
+    },
+    /** Items taken as away now. */
+    awayItems: (): string[] => [...items].filter(([, h]) => h.awaySince !== null).map(([id]) => id),
+  };
+}
+
+export type DownstreamHealth = ReturnType<typeof downstreamHealth>;

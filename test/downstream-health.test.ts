@@ -1,0 +1,81 @@
+import { describe, expect, it } from 'vitest';
+import { manualClock } from '../src/kernel/clock.js';
+import { createLogger } from '../src/kernel/logger.js';
+import { AWAY_SILENCE_MS, downstreamHealth, PROBE_MAX_MS, unanswered } from '../src/service/downstream-health.js';
+import { DropError } from '../src/service/handler.js';
+
+/** An item's downstream as one process's calls find it (service/downstream-health.ts), on a clock the test moves. */
+function health() {
+  const clock = manualClock();
+  const h = downstreamHealth({ now: clock.now, log: createLogger('silent'), times: 3 });
+  return { clock, h };
+}
+
+describe('downstream health', () => {
+  it('takes the downstream as away after unanswered calls of five tickets and a second without an answer', () => {
+    const { clock, h } = health();
+    h.answered('i', 100);
+    for (let seq = 1; seq <= 5; seq++) h.dropped('i', seq, 'connection_refused');
+    // Answered a moment ago: a busy service, not one that is gone.
+    expect([h.away('i'), h.failing('i')]).toEqual([false, true]);
+    clock.advance(AWAY_SILENCE_MS);
+    h.dropped('i', 6, 'connection_refused');
+    expect(h.away('i')).toBe(true);
+    expect(h.awayItems()).toEqual(['i']);
+    h.answered('i', 7);
+    expect([h.away('i'), h.failing('i'), h.awayItems()]).toEqual([false, false, []]);
+  });
+
+  it('never over the calls of fewer than five tickets, nor while calls are answered between', () => {
+    const { clock, h } = health();
+    for (let n = 0; n < 20; n++) {
+      h.dropped('few', n % 4, 'timeout');
+      clock.advance(500);
+    }
+    expect([h.away('few'), h.failing('few')]).toEqual([false, false]);
+    for (let n = 0; n < 20; n++) {
+      h.dropped('busy', n, 'http_502');
+      if (n % 4 === 3) h.answered('busy', 1000 + n);
+      clock.advance(500);
+    }
+    expect(h.away('busy')).toBe(false);
+  });
+
+  it('counts as answers a 429, a 409 and a drop that asked for a wait', () => {
+    expect([new DropError('http_429'), new DropError('http_409'), new DropError('http_503', 1000)].map(unanswered)).toEqual([false, false, false]);
+    expect(['connection_refused', 'connection_reset', 'dns_failure', 'timeout', 'connection_error', 'http_500', 'http_503', 'downstream_busy'].map((r) => unanswered(new DropError(r)))).toEqual(Array(8).fill(true));
+  });
+
+  it('probes after a backoff, each probe a ticket more, up to four', () => {
+    const { clock, h } = health();
+    for (let seq = 1; seq <= 5; seq++) h.dropped('i', seq, 'timeout');
+    expect(h.away('i')).toBe(true); // (never answered in this process)
+    const sizes: number[] = [];
+    for (let t = 0; t <= 12_000; t += 100) {
+      const n = h.probe('i');
+      if (n) sizes.push(n, t);
+      clock.advance(100);
+    }
+    // 0.5 s, then 0.5 s and 1 s more, then every PROBE_MAX_MS.
+    expect(sizes).toEqual([1, 500, 2, 1000, 3, 2000, 4, 2000 + PROBE_MAX_MS, 4, 2000 + 2 * PROBE_MAX_MS, 4, 2000 + 3 * PROBE_MAX_MS, 4, 2000 + 4 * PROBE_MAX_MS, 4, 2000 + 5 * PROBE_MAX_MS]);
+    expect(h.probe('up')).toBe(0);
+  });
+
+  it('sends a ticket back however long nothing is answered, but not one whose calls alone fail while others are answered', () => {
+    const { h } = health();
+    for (let seq = 1; seq <= 5; seq++) h.dropped('i', seq, 'timeout');
+    for (let n = 0; n < 50; n++) expect(h.sendBack('i', 1)).toBe(true);
+    // Ticket 2 is sent back; others' calls are answered between its tries (times: 3).
+    const back: boolean[] = [];
+    for (let n = 0; n < 5; n++) {
+      back.push(h.sendBack('i', 2));
+      h.answered('i', 100 + n);
+    }
+    expect(back).toEqual([true, true, true, false, true]);
+    // Answered itself: forgotten.
+    h.sendBack('i', 3);
+    h.answered('i', 3);
+    h.answered('i', 4);
+    expect([h.sendBack('i', 3), h.sendBack('i', 3)]).toEqual([true, true]);
+  });
+});
