@@ -218,7 +218,9 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
       const spec = handlers.get(handler);
       const now = performance.now();
       if (!spec || memory.refusing !== null) return true;
-      return spec.stockTable ? !pg.up || pg.stalledMs(now) > PG_STALL_MS || pg.refusing(now) !== null : downstream.away(itemId);
+      if (spec.stockTable) return !pg.up || pg.stalledMs(now) > PG_STALL_MS || pg.refusing(now) !== null;
+      // (Not for an item whose handler runs nothing here any more: made `external` while away, nothing would clear it.)
+      return !!spec.handle && !spec.external && downstream.away(itemId);
     },
     // Bounded: a Postgres that stalls (silent, not down) must not hold every pull and webhook job
     // for the driver's own timeout; unread, the tickets run as before (it takes a rollback too).
@@ -448,7 +450,8 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
   const bullRedis = await connectRedis(stores.redisTarget, 'jobs', log);
   // Postgres pressure: each sell's time caps what seckill/coupon items may hold admitted.
   const { pgPressure } = core;
-  metrics.sources.downstreamAway = () => core.downstream.awayItems();
+  // (Those whose view this daemon holds, still served by a handler it runs: not a deleted item, nor one made `external` while away.)
+  metrics.sources.downstreamAway = () => core.downstream.awayItems().filter((id) => queue.items.peek(id)?.storeAway());
   metrics.sources.pgPressure = () => {
     // For the largest own cap among the handlers that sell through Postgres (seckill, coupon: 1000).
     const own = Math.max(0, ...handlers.names().map((n) => handlers.get(n)?.selfLimited?.maxInFlight ?? 0));

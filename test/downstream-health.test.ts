@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { manualClock } from '../src/kernel/clock.js';
 import { createLogger } from '../src/kernel/logger.js';
-import { AWAY_SILENCE_MS, downstreamHealth, PROBE_MAX_MS, unanswered } from '../src/service/downstream-health.js';
+import { AWAY_SILENCE_MS, downstreamHealth, PROBE_MAX_MS, SEND_BACK_MAX_MS, unanswered } from '../src/service/downstream-health.js';
 import { DropError } from '../src/service/handler.js';
 
 /** An item's downstream as one process's calls find it (service/downstream-health.ts), on a clock the test moves. */
@@ -41,9 +41,9 @@ describe('downstream health', () => {
     expect(h.away('busy')).toBe(false);
   });
 
-  it('counts as answers a 429, a 409 and a drop that asked for a wait', () => {
-    expect([new DropError('http_429'), new DropError('http_409'), new DropError('http_503', 1000)].map(unanswered)).toEqual([false, false, false]);
-    expect(['connection_refused', 'connection_reset', 'dns_failure', 'timeout', 'connection_error', 'http_500', 'http_503', 'downstream_busy'].map((r) => unanswered(new DropError(r)))).toEqual(Array(8).fill(true));
+  it("counts as answers a 429, a 409, a drop that asked for a wait and a module's own reason", () => {
+    expect([new DropError('http_429'), new DropError('http_409'), new DropError('http_503', 1000), new DropError('downstream_busy'), new DropError('http_5xx')].map(unanswered)).toEqual([false, false, false, false, false]);
+    expect(['connection_refused', 'connection_reset', 'dns_failure', 'timeout', 'connection_error', 'http_500', 'http_503', 'http_599'].map((r) => unanswered(new DropError(r)))).toEqual(Array(8).fill(true));
   });
 
   it('probes after a backoff, each probe a ticket more, up to four', () => {
@@ -71,11 +71,22 @@ describe('downstream health', () => {
       back.push(h.sendBack('i', 2));
       h.answered('i', 100 + n);
     }
-    expect(back).toEqual([true, true, true, false, true]);
+    // (Spent: the usual way from then on.)
+    expect(back).toEqual([true, true, true, false, false]);
     // Answered itself: forgotten.
     h.sendBack('i', 3);
     h.answered('i', 3);
     h.answered('i', 4);
     expect([h.sendBack('i', 3), h.sendBack('i', 3)]).toEqual([true, true]);
+  });
+
+  it('sends a ticket back for SEND_BACK_MAX_MS from its first time at most, so the same few probes cannot hold the line for good', () => {
+    const { clock, h } = health();
+    for (let seq = 1; seq <= 5; seq++) h.dropped('i', seq, 'timeout');
+    expect(h.sendBack('i', 1)).toBe(true);
+    clock.advance(SEND_BACK_MAX_MS - 1);
+    expect([h.sendBack('i', 1), h.sendBack('i', 2)]).toEqual([true, true]);
+    clock.advance(1);
+    expect([h.sendBack('i', 1), h.sendBack('i', 1), h.sendBack('i', 2)]).toEqual([false, false, true]);
   });
 });

@@ -16,15 +16,28 @@ export const PROBE_FIRST_MS = 500;
 export const PROBE_MAX_MS = 2000;
 /** The most tickets a probe admits: the first admits one, each next one more. */
 export const PROBE_MAX_TICKETS = 4;
+/**
+ * How long a ticket may be sent back from its first time (ms): then it goes the usual way, however
+ * long the outage. Returned tickets are admitted lowest seq first, so the probes try the same few:
+ * tickets whose own calls are never answered (a payload that hangs the service) would otherwise
+ * hold the line paused for good, the service never tried with another.
+ */
+export const SEND_BACK_MAX_MS = 300_000;
+
+/** The drops that say no answer came: the webhook's codes for calls that got none, and a 5xx. */
+const noAnswerReasons = new Set(['connection_refused', 'connection_reset', 'dns_failure', 'timeout', 'connection_error']);
 
 /**
  * Whether a drop says the downstream did not answer: no connection, a connection lost, no answer
- * in time, or a 5xx that asked for no particular wait. A 429 or a 409 is an answer (the gate and
- * the runner deal with them), and so is a drop with a Retry-After (the runner pauses the item's
- * calls for it already).
+ * in time (`connection_refused`, `connection_reset`, `dns_failure`, `timeout`,
+ * `connection_error`), or a 5xx (`http_5xx`) that asked for no particular wait. A 429 or a 409 is
+ * an answer (the gate and the runner deal with them), and so is a drop with a Retry-After (the
+ * runner pauses the item's calls for it already), or a module's own reason (`downstream_busy`: a
+ * saturated downstream is the gate's to meter, not an outage). A module whose calls get no answer
+ * says so with these codes.
  */
 export function unanswered(err: DropError): boolean {
-  return err.retryAfterMs === undefined && err.reason !== 'http_429' && err.reason !== 'http_409';
+  return err.retryAfterMs === undefined && (noAnswerReasons.has(err.reason) || /^http_5\d\d$/.test(err.reason));
 }
 
 interface ItemHealth {
@@ -43,10 +56,10 @@ interface ItemHealth {
   /** Probes taken since it was marked away. */
   probes: number;
   /**
-   * Tickets sent back to the line (seq → how often while calls of other tickets were answered, and
-   * the count of answers at its last send-back).
+   * Tickets sent back to the line (seq → how often while calls of other tickets were answered, the
+   * count of answers at its last send-back, and when it was first sent back; n Infinity: spent).
    */
-  sentBack: Map<number, { n: number; answers: number }>;
+  sentBack: Map<number, { n: number; answers: number; first: number }>;
 }
 
 /**
@@ -87,7 +100,7 @@ export function downstreamHealth(deps: { now(): number; log: Logger; times: numb
     answered(itemId: string, seq: number): void {
       const h = items.get(itemId);
       if (!h) {
-        // (The common case, kept cheap: one Map read per answer until a drop comes.)
+        // (The common case, kept cheap: an entry per item, and one Map read per answer.)
         const e = entry(itemId);
         e.answeredAt = deps.now();
         e.answers++;
@@ -125,19 +138,22 @@ export function downstreamHealth(deps: { now(): number; log: Logger; times: numb
       return !!h && failing(h);
     },
     /**
-     * Whether a ticket whose call was not answered goes back to the head of the line, or, sent back
-     * `times` times with calls of others answered since each time before, the usual way.
+     * Whether a ticket whose call was not answered goes back to the head of the line, or the usual
+     * way: once sent back `times` times with calls of others answered since each time before, or
+     * SEND_BACK_MAX_MS after its first time (from then on, for good).
      */
     sendBack(itemId: string, seq: number): boolean {
       const h = entry(itemId);
+      const now = deps.now();
       const was = h.sentBack.get(seq);
       const n = was === undefined ? 0 : was.n + (h.answers > was.answers ? 1 : 0);
-      if (n >= deps.times) {
-        h.sentBack.delete(seq);
+      const first = was?.first ?? now;
+      if (n >= deps.times || now - first >= SEND_BACK_MAX_MS) {
+        h.sentBack.set(seq, { n: Infinity, answers: h.answers, first });
         return false;
       }
       if (h.sentBack.size >= 100_000) h.sentBack.clear();
-      h.sentBack.set(seq, { n, answers: h.answers });
+      h.sentBack.set(seq, { n, answers: h.answers, first });
       return true;
     },
     /** While away: how many tickets may be admitted now to try the downstream (0: none; then the next probe waits longer). */

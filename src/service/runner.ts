@@ -261,7 +261,8 @@ export function createRunner(deps: RunnerDeps) {
         // answered spends no attempt: the ticket goes back to the head of the line, to run when
         // calls are answered again. A webhook's call that may have reached its service was kept
         // (unsure-calls.ts): its next run repeats it under the same key.
-        if (noAnswer && (health.away(itemId) || (attempt >= deps.attempts && health.failing(itemId))) && health.sendBack(itemId, t.seq)) {
+        // (Not a module's run that sold: its sale decides it, below or at its next run.)
+        if (noAnswer && !sells?.tables.size && (health.away(itemId) || (attempt >= deps.attempts && health.failing(itemId))) && health.sendBack(itemId, t.seq)) {
           log.debug({ itemId, seq: t.seq, attempt, reason: err.reason }, 'call not answered while the downstream is away: ticket back to the head of the line');
           await settle(itemId, t, { status: 'failed', reason: 'downstream_away', retry: true });
           return { settled: true };
