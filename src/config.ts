@@ -112,6 +112,8 @@ export const configSchema = z.object({
   FLOODGATE_WORKER_CONCURRENCY: decimal(z.number().int().min(1).max(10_000)).default(256),
   FLOODGATE_JOB_BATCH: decimal(z.number().int().min(1).max(1000)).default(100),
   FLOODGATE_JOB_ATTEMPTS: decimal(z.number().int().min(1).max(100)).default(5),
+  /** How long a ticket whose calls go unanswered while its downstream is away is sent back to the line, from its first time (service/downstream-health.ts). */
+  FLOODGATE_DOWNSTREAM_HOLD_MS: decimal(z.number().int().min(0).max(3_600_000)).default(60_000),
   FLOODGATE_JOB_BACKOFF_MS: decimal(z.number().int().min(1).max(600_000)).default(200),
   FLOODGATE_AUTO_START_LIMIT: decimal(z.number().int().min(1).max(1_000_000)).default(10),
   FLOODGATE_JOB_LOCK_MS: decimal(z.number().int().min(1000).max(600_000)).default(10_000),

@@ -179,7 +179,7 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
   const pg = createPgHealth(dbHandle.sql, log.child({ module: 'postgres' }), undefined, () => dbHandle.endStaleReadOnly());
   const memory = createMemoryGuard(redis, config.FLOODGATE_REDIS_MEMORY_LIMIT, log.child({ module: 'redis-memory' }), readyProbeKey(config.FLOODGATE_REDIS_PREFIX));
   // Whether each item's own downstream (a webhook's service, a module's) answers its calls, as this process's calls find it.
-  const downstream = downstreamHealth({ now: () => clock.now(), log: log.child({ module: 'service' }), times: config.FLOODGATE_JOB_ATTEMPTS });
+  const downstream = downstreamHealth({ now: () => clock.now(), log: log.child({ module: 'service' }), times: config.FLOODGATE_JOB_ATTEMPTS, holdMs: config.FLOODGATE_DOWNSTREAM_HOLD_MS });
   const store = createItemsStore(dbHandle.db);
   // Ids of tickets Redis lost or removed, answered from Postgres; the items' secrets are loaded
   // in the background (startDaemon), never on a request.
@@ -489,7 +489,8 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
       // Only a controller reads the shared samples, and none steps a self-limited handler's gate
       // (seckill, coupon): at 200 such items on sale their writes cost a tenth of the daemon's CPU.
       const handler = queue.items.peek(s.itemId)?.snap.def.handler;
-      if (!handler || !handlers.get(handler)?.selfLimited) samples.record(s);
+      // (Nor a drop sent back while the item's downstream is away: runner.ts Sample.sentBack.)
+      if (!s.sentBack && (!handler || !handlers.get(handler)?.selfLimited)) samples.record(s);
       metrics.downstreamLatency.observe({ item: s.itemId }, s.latencyMs / 1000);
       metrics.downstreamCalls.inc({ item: s.itemId, result: s.result });
     },

@@ -1,13 +1,15 @@
 import { describe, expect, it } from 'vitest';
 import { manualClock } from '../src/kernel/clock.js';
 import { createLogger } from '../src/kernel/logger.js';
-import { AWAY_SILENCE_MS, downstreamHealth, PROBE_MAX_MS, SEND_BACK_MAX_MS, unanswered } from '../src/service/downstream-health.js';
+import { AWAY_SILENCE_MS, downstreamHealth, PROBE_MAX_MS, unanswered } from '../src/service/downstream-health.js';
+
+const HOLD_MS = 60_000;
 import { DropError } from '../src/service/handler.js';
 
 /** An item's downstream as one process's calls find it (service/downstream-health.ts), on a clock the test moves. */
 function health() {
   const clock = manualClock();
-  const h = downstreamHealth({ now: clock.now, log: createLogger('silent'), times: 3 });
+  const h = downstreamHealth({ now: clock.now, log: createLogger('silent'), times: 3, holdMs: HOLD_MS });
   return { clock, h };
 }
 
@@ -46,7 +48,7 @@ describe('downstream health', () => {
     expect(['connection_refused', 'connection_reset', 'dns_failure', 'timeout', 'connection_error', 'http_500', 'http_503', 'http_599'].map((r) => unanswered(new DropError(r)))).toEqual(Array(8).fill(true));
   });
 
-  it('probes after a backoff, each probe a ticket more, up to four', () => {
+  it('probes after a backoff, each probe twice the tickets of the last, up to 32', () => {
     const { clock, h } = health();
     for (let seq = 1; seq <= 5; seq++) h.dropped('i', seq, 'timeout');
     expect(h.away('i')).toBe(true); // (never answered in this process)
@@ -57,7 +59,7 @@ describe('downstream health', () => {
       clock.advance(100);
     }
     // 0.5 s, then 0.5 s and 1 s more, then every PROBE_MAX_MS.
-    expect(sizes).toEqual([1, 500, 2, 1000, 3, 2000, 4, 2000 + PROBE_MAX_MS, 4, 2000 + 2 * PROBE_MAX_MS, 4, 2000 + 3 * PROBE_MAX_MS, 4, 2000 + 4 * PROBE_MAX_MS, 4, 2000 + 5 * PROBE_MAX_MS]);
+    expect(sizes).toEqual([1, 500, 2, 1000, 4, 2000, 8, 2000 + PROBE_MAX_MS, 16, 2000 + 2 * PROBE_MAX_MS, 32, 2000 + 3 * PROBE_MAX_MS, 32, 2000 + 4 * PROBE_MAX_MS, 32, 2000 + 5 * PROBE_MAX_MS]);
     expect(h.probe('up')).toBe(0);
   });
 
@@ -80,11 +82,28 @@ describe('downstream health', () => {
     expect([h.sendBack('i', 3), h.sendBack('i', 3)]).toEqual([true, true]);
   });
 
-  it('sends a ticket back for SEND_BACK_MAX_MS from its first time at most, so the same few probes cannot hold the line for good', () => {
+  it('does not take the service as away again over tickets sent back while others were answered', () => {
+    const { clock, h } = health();
+    for (let seq = 1; seq <= 5; seq++) h.dropped('i', seq, 'http_500');
+    expect(h.away('i')).toBe(true);
+    for (let seq = 1; seq <= 5; seq++) expect(h.sendBack('i', seq)).toBe(true);
+    // A probe reached a healthy ticket: the service answers.
+    h.answered('i', 99);
+    expect(h.away('i')).toBe(false);
+    // The five fail again, alone: their own calls, not the service.
+    clock.advance(AWAY_SILENCE_MS);
+    for (let seq = 1; seq <= 5; seq++) h.dropped('i', seq, 'http_500');
+    expect([h.away('i'), h.failing('i')]).toEqual([false, false]);
+    // Fresh tickets failing all the same: an outage again.
+    for (let seq = 6; seq <= 10; seq++) h.dropped('i', seq, 'http_500');
+    expect(h.away('i')).toBe(true);
+  });
+
+  it('sends a ticket back for HOLD_MS from its first time at most, so the same few probes cannot hold the line for good', () => {
     const { clock, h } = health();
     for (let seq = 1; seq <= 5; seq++) h.dropped('i', seq, 'timeout');
     expect(h.sendBack('i', 1)).toBe(true);
-    clock.advance(SEND_BACK_MAX_MS - 1);
+    clock.advance(HOLD_MS - 1);
     expect([h.sendBack('i', 1), h.sendBack('i', 2)]).toEqual([true, true]);
     clock.advance(1);
     expect([h.sendBack('i', 1), h.sendBack('i', 1), h.sendBack('i', 2)]).toEqual([false, false, true]);

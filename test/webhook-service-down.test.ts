@@ -111,4 +111,45 @@ describe('the webhook service down mid-sale', () => {
     expect(lines()).toMatch(/downstream not answering/);
     expect(lines()).toMatch(/downstream answers again/);
   });
+
+  it('does not hold the line for tickets whose own calls fail: they end failed, and the users behind them are served', { timeout: 90_000 }, async () => {
+    // A shop that answers 500 to some users' payloads, whatever happens, and takes everyone else's order.
+    const orders = new Map<string, string>();
+    const poisonShop = createServer(async (req, res) => {
+      let body = '';
+      for await (const chunk of req) body += chunk;
+      const { userId } = JSON.parse(body) as { userId: string };
+      if (userId.startsWith('poison')) return void res.writeHead(500).end();
+      const key = String(req.headers['idempotency-key']);
+      if (!orders.has(key)) orders.set(key, `P${orders.size + 1}`);
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ orderId: orders.get(key) }));
+    });
+    await new Promise<void>((r) => poisonShop.listen(0, '127.0.0.1', r));
+    whenDone(() => {
+      poisonShop.closeAllConnections();
+      return new Promise((r) => poisonShop.close(r));
+    });
+    const item = 'poison-tail';
+    // A daemon that sends a ticket whose calls go unanswered back to the line for 5 s from its first time (FLOODGATE_DOWNSTREAM_HOLD_MS).
+    const held = recordingLogger('info', 200);
+    const { call } = await inProcessDaemon({ prefix: newPrefix(), databaseUrl: db.url, log: held.log, env: { FLOODGATE_DOWNSTREAM_HOLD_MS: '5000' } });
+    const view = async (id: string) => (await call('GET', `/v1/tickets/${id}`, undefined, null)).body;
+    const join = async (itemId: string, userId: string) => (await call('POST', `/v1/items/${itemId}/tickets`, { userId }, SVC)).body.ticketId as string;
+    const url = `http://127.0.0.1:${(poisonShop.address() as AddressInfo).port}/hook`;
+    expect((await call('PUT', `/v1/items/${item}`, { handler: 'webhook', config: { url }, gate: { mode: 'manual', rate: 50 } })).status).toBe(201);
+    const first: string[] = [];
+    for (let i = 0; i < 10; i++) first.push(await join(item, `early${i}`));
+    const poison: string[] = [];
+    for (let i = 0; i < 6; i++) poison.push(await join(item, `poison${i}`));
+    await waitFor(() => Promise.all(first.map(view)), (vs) => vs.every((v) => v.state === 'succeeded'));
+    // The six alone: their calls fail, nothing else is answered (the service may look down).
+    await waitFor(() => Promise.all(poison.map(view)), (vs) => vs.some((v) => v.reason === 'paused' || v.state === 'failed'), 30_000);
+    const later: string[] = [];
+    for (let i = 0; i < 10; i++) later.push(await join(item, `later${i}`));
+    // Served within seconds (before: probes of the six alone, held back for good — then 5 minutes).
+    const served = await waitFor(() => Promise.all(later.map(view)), (vs) => vs.every((v) => v.state === 'succeeded'), 45_000);
+    expect(served.map((v) => v.state), held.lines()).toEqual(later.map(() => 'succeeded'));
+    const ends = await waitFor(() => Promise.all(poison.map(view)), (vs) => vs.every((v) => v.state === 'failed'), 45_000);
+    expect(ends.map((v) => [v.state, v.outcome?.reason])).toEqual(poison.map(() => ['failed', 'http_500']));
+  });
 });

@@ -93,7 +93,7 @@ export function createMetrics() {
     }),
     downstreamAway: new Gauge({
       name: 'floodgate_downstream_away',
-      help: "1 for an item whose own downstream (a webhook's service) this daemon takes as away: calls of five tickets or more went unanswered (refused, cut, timed out, a 5xx with no Retry-After) and none was answered for a second. It admits nobody but a probe now and then (one ticket, then up to four, every 2 s at most), its waiting tickets read `paused`, and a ticket whose call goes unanswered goes back to the head of the line instead of failing. Absent once a call is answered.",
+      help: "1 for an item whose own downstream (a webhook's service) this daemon takes as away: calls of five tickets or more went unanswered (refused, cut, timed out, a 5xx with no Retry-After) and none was answered for a second. It admits nobody but a probe now and then (one ticket, then twice as many each time up to 32, every 2 s at most), its waiting tickets read `paused`, and a ticket whose call goes unanswered goes back to the head of the line instead of failing. Absent once a call is answered.",
       labelNames: ['item'] as const,
       aggregator: 'max',
       registers: [registry],

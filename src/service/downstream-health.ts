@@ -14,15 +14,14 @@ export const AWAY_TICKETS = 5;
 /** The first probe's wait after the downstream was marked away (ms), doubled after each probe up to PROBE_MAX_MS. */
 export const PROBE_FIRST_MS = 500;
 export const PROBE_MAX_MS = 2000;
-/** The most tickets a probe admits: the first admits one, each next one more. */
-export const PROBE_MAX_TICKETS = 4;
 /**
- * How long a ticket may be sent back from its first time (ms): then it goes the usual way, however
- * long the outage. Returned tickets are admitted lowest seq first, so the probes try the same few:
- * tickets whose own calls are never answered (a payload that hangs the service) would otherwise
- * hold the line paused for good, the service never tried with another.
+ * The most tickets a probe admits: the first admits one, each next twice as many. Returned tickets
+ * are admitted lowest seq first, and a ticket whose call goes unanswered returns: with probes of
+ * four at most, six tickets whose own payloads the service fails held the line paused for 5
+ * minutes while healthy tickets waited behind them (a review). Growing, a probe reaches past them
+ * within seconds; 32 calls every 2 s cost a service that is down nothing.
  */
-export const SEND_BACK_MAX_MS = 300_000;
+export const PROBE_MAX_TICKETS = 32;
 
 /** The drops that say no answer came: the webhook's codes for calls that got none, and a 5xx. */
 const noAnswerReasons = new Set(['connection_refused', 'connection_reset', 'dns_failure', 'timeout', 'connection_error']);
@@ -72,17 +71,30 @@ interface ItemHealth {
  * the call that was cut. The first answer of any call (a success, a refusal, a 429: the service is
  * there) ends it, and admissions resume at the gate's pace.
  *
- * Probes back off (PROBE_FIRST_MS doubling to PROBE_MAX_MS), and each admits a ticket more than
- * the last (up to PROBE_MAX_TICKETS): returned tickets run first, in line order, and a ticket whose
- * own call is never answered (a payload that hangs its service) must not be the only one tried. A
+ * Probes back off (PROBE_FIRST_MS doubling to PROBE_MAX_MS), and each admits twice the tickets of
+ * the last (up to PROBE_MAX_TICKETS): returned tickets run first, in line order, and tickets whose
+ * own calls are never answered (a payload that hangs its service) must not be the only ones tried. A
  * ticket sent back `times` (the job attempts) times while calls of other tickets were answered
  * between goes the usual way (retried, then `failed`): it, not the service, is what fails. While
- * nothing is answered, a ticket is sent back however long the outage lasts.
+ * nothing is answered, a ticket is sent back for `holdMs` from its first time (an outage shorter
+ * than that fails nobody); then it spends its attempts as usual.
  *
  * Per process, as the Retry-After pause: another daemon learns of the outage from its own calls'
  * drops, and of the return from an answer to one of its own calls.
  */
-export function downstreamHealth(deps: { now(): number; log: Logger; times: number }) {
+export function downstreamHealth(deps: {
+  now(): number;
+  log: Logger;
+  times: number;
+  /**
+   * How long a ticket may be sent back from its first time (ms; FLOODGATE_DOWNSTREAM_HOLD_MS): then
+   * it goes the usual way, however long the outage. Returned tickets are admitted lowest seq first
+   * and a probe no faster than the gate's pace allows, so the probes try the same few: tickets whose
+   * own calls are never answered (a payload the service fails) would otherwise hold the line paused
+   * for good, the service never tried with another (a review: six of them, 5 minutes).
+   */
+  holdMs: number;
+}) {
   const items = new Map<string, ItemHealth>();
   const failing = (h: ItemHealth) => h.streak >= AWAY_DROPS && h.streakSeqs.size >= AWAY_TICKETS;
   const entry = (itemId: string): ItemHealth => {
@@ -122,7 +134,12 @@ export function downstreamHealth(deps: { now(): number; log: Logger; times: numb
       const h = entry(itemId);
       const now = deps.now();
       h.streak++;
-      if (h.streakSeqs.size < AWAY_TICKETS) h.streakSeqs.add(seq);
+      // Not a ticket sent back before while calls of others were answered: its own call may be
+      // what fails (a review: six such tickets alone at the end of a line marked the service away
+      // again, for 5 minutes, each called every 2 s). Their drops go the usual way.
+      const back = h.sentBack.get(seq);
+      const suspect = back !== undefined && (back.n >= 1 || h.answers > back.answers);
+      if (!suspect && h.streakSeqs.size < AWAY_TICKETS) h.streakSeqs.add(seq);
       if (h.awaySince === null && failing(h) && now - h.answeredAt >= AWAY_SILENCE_MS) {
         h.awaySince = now;
         h.probeWaitMs = PROBE_FIRST_MS;
@@ -140,7 +157,7 @@ export function downstreamHealth(deps: { now(): number; log: Logger; times: numb
     /**
      * Whether a ticket whose call was not answered goes back to the head of the line, or the usual
      * way: once sent back `times` times with calls of others answered since each time before, or
-     * SEND_BACK_MAX_MS after its first time (from then on, for good).
+     * `holdMs` after its first time (from then on, for good).
      */
     sendBack(itemId: string, seq: number): boolean {
       const h = entry(itemId);
@@ -148,7 +165,7 @@ export function downstreamHealth(deps: { now(): number; log: Logger; times: numb
       const was = h.sentBack.get(seq);
       const n = was === undefined ? 0 : was.n + (h.answers > was.answers ? 1 : 0);
       const first = was?.first ?? now;
-      if (n >= deps.times || now - first >= SEND_BACK_MAX_MS) {
+      if (n >= deps.times || now - first >= deps.holdMs) {
         h.sentBack.set(seq, { n: Infinity, answers: h.answers, first });
         return false;
       }
@@ -165,7 +182,7 @@ export function downstreamHealth(deps: { now(): number; log: Logger; times: numb
       h.probeAt = now + h.probeWaitMs;
       h.probeWaitMs = Math.min(PROBE_MAX_MS, h.probeWaitMs * 2);
       h.probes++;
-      return Math.min(PROBE_MAX_TICKETS, h.probes);
+      return Math.min(PROBE_MAX_TICKETS, 2 ** Math.min(h.probes - 1, 10));
     },
     /** Items taken as away now. */
     awayItems: (): string[] => [...items].filter(([, h]) => h.awaySince !== null).map(([id]) => id),

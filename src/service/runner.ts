@@ -18,6 +18,12 @@ export interface Sample {
   startedAt: number;
   latencyMs: number;
   result: 'ok' | 'rejected' | 'drop' | 'error';
+  /**
+   * A drop whose ticket went back to the line while its downstream was away: no measure of the
+   * downstream's capacity (the gate's controller leaves it out; an outage is not congestion, and
+   * its limit cut to 1 by a 20 s outage held every probe to one ticket and climbed back from there).
+   */
+  sentBack?: true;
 }
 
 /** A ticket's outcome as the runner hands it to the settler (always with the owner override). */
@@ -246,7 +252,7 @@ export function createRunner(deps: RunnerDeps) {
         return { settled: true };
       }
       const drop = isDropError(err);
-      deps.onSample({ itemId, startedAt, latencyMs: performance.now() - started, result: drop ? 'drop' : 'error' });
+      const sample: Sample = { itemId, startedAt, latencyMs: performance.now() - started, result: drop ? 'drop' : 'error' };
       // Asked on the last attempt too: the item's other tickets wait it out.
       const waitMs = drop ? askedWait(err) : 0;
       if (waitMs) pause(itemId, waitMs);
@@ -263,11 +269,13 @@ export function createRunner(deps: RunnerDeps) {
         // (unsure-calls.ts): its next run repeats it under the same key.
         // (Not a module's run that sold: its sale decides it, below or at its next run.)
         if (noAnswer && !sells?.tables.size && (health.away(itemId) || (attempt >= deps.attempts && health.failing(itemId))) && health.sendBack(itemId, t.seq)) {
+          deps.onSample({ ...sample, sentBack: true });
           log.debug({ itemId, seq: t.seq, attempt, reason: err.reason }, 'call not answered while the downstream is away: ticket back to the head of the line');
           await settle(itemId, t, { status: 'failed', reason: 'downstream_away', retry: true });
           return { settled: true };
         }
       }
+      deps.onSample(sample);
       if (!permanent && attempt < deps.attempts) {
         log.debug({ itemId, seq: t.seq, attempt, waitMs, err: String(err) }, 'handler attempt failed; retrying');
         return { settled: false, waitMs };
