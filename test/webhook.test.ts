@@ -165,6 +165,21 @@ describe('webhook security', () => {
     expect(endless.written).toBeLessThan(256 * 1024 * 1024);
   });
 
+  it("keeps a 2xx answer's body that comes after the call's deadline, once its status came in time", async () => {
+    // The status at once, the body (the order id) after the 300 ms deadline: as a busy daemon
+    // reads a body that arrived in time. Bound by the deadline, it was cut, and the user told
+    // `succeeded` without their order id.
+    const down = await downstream((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.write('{"orderId":');
+      setTimeout(() => res.end('"L-1"}'), 800);
+    });
+    await call('PUT', '/v1/items/late-body', { handler: 'webhook', config: { url: down.url, timeoutMs: 300 } });
+    const v = await settled(await join('late-body', 'u1'));
+    expect(v).toMatchObject({ state: 'succeeded', outcome: { status: 'succeeded', result: { orderId: 'L-1' } } }); // before: no result
+    expect(down.seen).toHaveLength(1);
+  });
+
   it('ends a ticket succeeded when the connection is cut in the middle of its 2xx answer', async () => {
     const down = await downstream((_req, res) => {
       res.writeHead(200, { 'content-type': 'application/json', 'content-length': '100' });

@@ -10,6 +10,8 @@ import { jsonIssues, MAX_JSON_DEPTH } from '../../kernel/json-issues.js';
  * later JSON.stringify of the ticket (its settle, its token).
  */
 export const ANSWER_LIMIT = 64 * 1024;
+/** How long an answer's body may take to come once its status has (ms): then it is cut short, and the outcome stored without it. */
+export const ANSWER_READ_MS = 5000;
 
 export class AnswerTooLarge extends Error {}
 

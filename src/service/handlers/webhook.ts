@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { redactUrl } from '../../kernel/redact-url.js';
 import { ticketRef } from '../../kernel/ticket-ref.js';
 import { DropError, type HandlerContext, type HandlerSpec } from '../handler.js';
-import { AnswerTooLarge, parseAnswer, readBounded, storable } from './webhook-answer.js';
+import { ANSWER_READ_MS, AnswerTooLarge, parseAnswer, readBounded, storable } from './webhook-answer.js';
 
 const headerName = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 /** What fetch accepts as a header value; anything else would throw with the value in the message. */
@@ -168,12 +168,22 @@ export const webhook: HandlerSpec = {
     // but 429/503, or none after it was sent) ends that call's taking over (service/unsure-calls.ts).
     const reached = () => (unsure && key !== ref ? ctx.unsure.reached(t.userId, ref).catch((err) => ctx.log.warn({ err: String(err) }, 'unsure webhook call not marked reached')) : undefined);
     let res: Response;
+    // The call's own signal: the job's deadline (ctx.signal) bounds it until the answer's status
+    // has come, and the body then has ANSWER_READ_MS of its own. Bound by the deadline, a 2xx whose
+    // body Node read a moment late (a busy loop) was cut at the deadline, and its user told
+    // `succeeded` without the order id the body carried (a review: 135 of a few thousand under load).
+    const call = new AbortController();
+    const cut = () => call.abort();
+    if (ctx.signal.aborted) cut();
+    else ctx.signal.addEventListener('abort', cut, { once: true });
     try {
-      res = await fetch(c.url, { method: 'POST', headers, body, redirect: 'manual', signal: ctx.signal });
+      res = await fetch(c.url, { method: 'POST', headers, body, redirect: 'manual', signal: call.signal });
     } catch (err) {
       const drop = noAnswer(err, ctx);
       if (!notSent.has(drop.reason)) await Promise.all([keep(), reached()]);
       throw drop;
+    } finally {
+      ctx.signal.removeEventListener('abort', cut);
     }
     if (res.status !== 429 && res.status !== 503) await reached();
     // A 409 to a call under a key that went out before (a retry: the first call timed out or lost
@@ -206,12 +216,13 @@ export const webhook: HandlerSpec = {
     }
     await answered();
     // The status says what the downstream did, whatever its body: a body too large to keep, or
-    // cut short (the deadline, a reset), leaves the outcome without a result. Failing it told a
+    // cut short (ANSWER_READ_MS after the status, a reset), leaves the outcome without a result. Failing it told a
     // user whose order was made that it failed, and a new ticket of theirs called again under a
     // new key.
     // An answer that cannot be kept (NUL, a lone surrogate, nested deeper than 32) is stored the
     // same way.
-    const text = await readAnswer(res, ctx);
+    const bound = setTimeout(cut, ANSWER_READ_MS);
+    const text = await readAnswer(res, ctx).finally(() => clearTimeout(bound));
     const result = text === null ? null : parseAnswer(text);
     const kept = text !== null && storable(result);
     if (!kept) ctx.log.warn({ status: res.status, why: text === null ? 'too large or cut short' : 'NUL, lone surrogate or too deep' }, 'webhook answer not kept; outcome stored without it');
