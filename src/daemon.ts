@@ -71,7 +71,7 @@ import { startRetention } from './catalog/retention.js';
 import { createReservations } from './service/reservations.js';
 import type { HandlerSpec } from './service/handler.js';
 import { parseKeyScopes } from './access/keys.js';
-import { clockSlewKey, readyProbeKey } from './redis/keys.js';
+import { clockSlewKey, itemKeys, readyProbeKey } from './redis/keys.js';
 import { createTokenKeyStore } from './db/token-keys.js';
 import { createKeyRing } from './tokens/key-ring.js';
 import { createTokens, type Tokens } from './tokens/tokens.js';
@@ -179,7 +179,22 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
   const pg = createPgHealth(dbHandle.sql, log.child({ module: 'postgres' }), undefined, () => dbHandle.endStaleReadOnly());
   const memory = createMemoryGuard(redis, config.FLOODGATE_REDIS_MEMORY_LIMIT, log.child({ module: 'redis-memory' }), readyProbeKey(config.FLOODGATE_REDIS_PREFIX));
   // Whether each item's own downstream (a webhook's service, a module's) answers its calls, as this process's calls find it.
-  const downstream = downstreamHealth({ now: () => clock.now(), log: log.child({ module: 'service' }), times: config.FLOODGATE_JOB_ATTEMPTS, holdMs: config.FLOODGATE_DOWNSTREAM_HOLD_MS });
+  // (Shared through a field of the item's gate hash, which every daemon reads with the item's view.)
+  const gateKey = (itemId: string) => itemKeys(config.FLOODGATE_REDIS_PREFIX, itemId).gate;
+  const downstream = downstreamHealth({
+    now: () => clock.now(),
+    log: log.child({ module: 'service' }),
+    times: config.FLOODGATE_JOB_ATTEMPTS,
+    holdMs: config.FLOODGATE_DOWNSTREAM_HOLD_MS,
+    shared: {
+      read: (itemId) => {
+        const v = queue.items.peek(itemId);
+        return v && { until: v.snap.gateHash.dsAway ? Number(v.snap.gateHash.dsAway) : null, readAt: v.readAt };
+      },
+      mark: (itemId, until) => void redis.hset(gateKey(itemId), 'dsAway', String(until)).catch(() => {}),
+      clear: (itemId) => void redis.hdel(gateKey(itemId), 'dsAway').catch(() => {}),
+    },
+  });
   const store = createItemsStore(dbHandle.db);
   // Ids of tickets Redis lost or removed, answered from Postgres; the items' secrets are loaded
   // in the background (startDaemon), never on a request.

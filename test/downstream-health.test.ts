@@ -108,4 +108,35 @@ describe('downstream health', () => {
     clock.advance(1);
     expect([h.sendBack('i', 1), h.sendBack('i', 1), h.sendBack('i', 2)]).toEqual([false, false, true]);
   });
+
+  it("shares what one daemon learns: the others read its mark, and an answer on any of them ends it everywhere", () => {
+    const clock = manualClock();
+    // The mark as the views read it: written at once here, read by a view taken at `viewAt`.
+    const mark = { until: null as number | null, viewAt: clock.now() };
+    const shared = {
+      read: () => ({ until: mark.until, readAt: mark.viewAt }),
+      mark: (_: string, until: number) => void (mark.until = until),
+      clear: () => void (mark.until = null),
+    };
+    const a = downstreamHealth({ now: clock.now, log: createLogger('silent'), times: 3, holdMs: HOLD_MS, shared });
+    const b = downstreamHealth({ now: clock.now, log: createLogger('silent'), times: 3, holdMs: HOLD_MS, shared });
+    for (let seq = 1; seq <= 5; seq++) a.dropped('i', seq, 'connection_refused');
+    expect([a.away('i'), b.away('i')]).toEqual([true, true]);
+    // Only a daemon that saw the drops probes; the other admits nothing meanwhile.
+    clock.advance(600);
+    mark.viewAt = clock.now();
+    expect([a.probe('i'), b.probe('i')]).toEqual([1, 0]);
+    // Unrenewed (the marking daemon gone), the mark lapses.
+    clock.advance(5000);
+    expect(b.away('i')).toBe(false);
+    mark.viewAt = clock.now();
+    expect(a.probe('i')).toBe(2); // renewed
+    expect(b.away('i')).toBe(true);
+    // Answered on the other daemon: cleared; the marking daemon sees it on its next view and ends its own.
+    b.answered('i', 40);
+    expect(b.away('i')).toBe(false);
+    clock.advance(1000);
+    mark.viewAt = clock.now();
+    expect([a.probe('i'), a.away('i'), a.awayItems()]).toEqual([0, false, []]);
+  });
 });

@@ -112,6 +112,29 @@ describe('the webhook service down mid-sale', () => {
     expect(lines()).toMatch(/downstream answers again/);
   });
 
+  it('is read as down by a daemon that made no call: another daemon marked it, for all to read', { timeout: 90_000 }, async () => {
+    const s = await shop();
+    const prefix = newPrefix();
+    const a = await inProcessDaemon({ prefix, databaseUrl: db.url });
+    const item = 'down-shared';
+    expect((await a.call('PUT', `/v1/items/${item}`, { handler: 'webhook', config: { url: s.url(), timeoutMs: 2000 }, gate: { mode: 'manual', rate: 10 } })).status).toBe(201);
+    await s.stop();
+    const ids: string[] = [];
+    for (let i = 0; i < 40; i++) ids.push((await a.call('POST', `/v1/items/${item}/tickets`, { userId: `s${i}` }, SVC)).body.ticketId);
+    const onA = (id: string) => a.call('GET', `/v1/tickets/${id}`, undefined, null).then((r) => r.body);
+    expect(await waitFor(() => onA(ids[39]), (v) => v.reason === 'paused', 30_000)).toMatchObject({ state: 'waiting', reason: 'paused' });
+    // A daemon started now has made no call of the item: it reads the first daemon's mark.
+    const b = await inProcessDaemon({ prefix, databaseUrl: db.url });
+    const onB = (id: string) => b.call('GET', `/v1/tickets/${id}`, undefined, null).then((r) => r.body);
+    const first = await onB(ids[39]);
+    expect(first).toMatchObject({ state: 'waiting', reason: 'paused' }); // before: an ETA counting down
+    expect(first.etaMs).toBeUndefined();
+    await s.start();
+    const ends = await waitFor(() => Promise.all(ids.map(onB)), (vs) => vs.every((v) => !['waiting', 'admitted'].includes(v.state)), 60_000);
+    expect(ends.filter((v) => v.state !== 'succeeded')).toEqual([]);
+    expect(new Set([...s.state.orders.values()].map((o) => o.userId)).size).toBe(40);
+  });
+
   it('does not hold the line for tickets whose own calls fail: they end failed, and the users behind them are served', { timeout: 90_000 }, async () => {
     // A shop that answers 500 to some users' payloads, whatever happens, and takes everyone else's order.
     const orders = new Map<string, string>();

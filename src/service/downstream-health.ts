@@ -23,6 +23,10 @@ export const PROBE_MAX_MS = 2000;
  */
 export const PROBE_MAX_TICKETS = 32;
 
+/** How long a daemon's mark that an item's downstream is away lasts unless renewed (ms); it renews it every RENEW_MS while it probes. */
+export const MARK_MS = 5000;
+const RENEW_MS = 1000;
+
 /** The drops that say no answer came: the webhook's codes for calls that got none, and a 5xx. */
 const noAnswerReasons = new Set(['connection_refused', 'connection_reset', 'dns_failure', 'timeout', 'connection_error']);
 
@@ -54,6 +58,10 @@ interface ItemHealth {
   probeWaitMs: number;
   /** Probes taken since it was marked away. */
   probes: number;
+  /** When this process last wrote the shared mark (clock ms). */
+  markedAt: number;
+  /** When this process last cleared another's mark (clock ms): once a second at most. */
+  clearedAt: number;
   /**
    * Tickets sent back to the line (seq → how often while calls of other tickets were answered, the
    * count of answers at its last send-back, and when it was first sent back; n Infinity: spent).
@@ -79,8 +87,12 @@ interface ItemHealth {
  * nothing is answered, a ticket is sent back for `holdMs` from its first time (an outage shorter
  * than that fails nobody); then it spends its attempts as usual.
  *
- * Per process, as the Retry-After pause: another daemon learns of the outage from its own calls'
- * drops, and of the return from an answer to one of its own calls.
+ * What one daemon learns, the others read (`shared`): its mark on the item (in the gate's hash,
+ * MARK_MS, renewed while it probes) makes their views read `paused`, their dispatchers admit
+ * nothing (only a daemon that saw the drops itself probes), and their runs send unanswered tickets
+ * back. Any daemon's answer clears the mark, and a daemon that marked it and finds it cleared by
+ * another ends its own. Before, each daemon learned on its own: a review saw one daemon's views
+ * count down an ETA for 4–9 s while another's read paused (one that made no calls, never).
  */
 export function downstreamHealth(deps: {
   now(): number;
@@ -94,14 +106,26 @@ export function downstreamHealth(deps: {
    * for good, the service never tried with another (a review: six of them, 5 minutes).
    */
   holdMs: number;
+  /** The mark the daemons share (daemon.ts: a field of the item's gate hash, read with the item's view). */
+  shared?: {
+    /** The mark as this process's view of the item holds it (until, clock ms, or null), and when that view was read; null with no view. */
+    read(itemId: string): { until: number | null; readAt: number } | null;
+    mark(itemId: string, until: number): void;
+    clear(itemId: string): void;
+  };
 }) {
   const items = new Map<string, ItemHealth>();
+  /** Another daemon's mark (or this one's) says the item's downstream is away now. */
+  const markedAway = (itemId: string): boolean => {
+    const r = deps.shared?.read(itemId);
+    return !!r && r.until !== null && r.until > deps.now();
+  };
   const failing = (h: ItemHealth) => h.streak >= AWAY_DROPS && h.streakSeqs.size >= AWAY_TICKETS;
   const entry = (itemId: string): ItemHealth => {
     let h = items.get(itemId);
     if (!h) {
       if (items.size >= 100_000) for (const [id, old] of items) if (old.awaySince === null) items.delete(id);
-      h = { streak: 0, streakSeqs: new Set(), answeredAt: -Infinity, answers: 0, awaySince: null, probeAt: 0, probeWaitMs: PROBE_FIRST_MS, probes: 0, sentBack: new Map() };
+      h = { streak: 0, streakSeqs: new Set(), answeredAt: -Infinity, answers: 0, awaySince: null, probeAt: 0, probeWaitMs: PROBE_FIRST_MS, probes: 0, markedAt: -Infinity, clearedAt: -Infinity, sentBack: new Map() };
       items.set(itemId, h);
     }
     return h;
@@ -110,14 +134,7 @@ export function downstreamHealth(deps: {
   return {
     /** A call of the item's was answered (whatever the answer), for its ticket `seq`. */
     answered(itemId: string, seq: number): void {
-      const h = items.get(itemId);
-      if (!h) {
-        // (The common case, kept cheap: an entry per item, and one Map read per answer.)
-        const e = entry(itemId);
-        e.answeredAt = deps.now();
-        e.answers++;
-        return;
-      }
+      const h = entry(itemId);
       const now = deps.now();
       h.answeredAt = now;
       h.answers++;
@@ -127,6 +144,10 @@ export function downstreamHealth(deps: {
       if (h.awaySince !== null) {
         deps.log.info({ itemId, awayMs: now - h.awaySince }, 'downstream answers again: the item admits at its gate\'s pace');
         h.awaySince = null;
+        deps.shared?.clear(itemId);
+      } else if (now - h.clearedAt >= RENEW_MS && markedAway(itemId)) {
+        h.clearedAt = now;
+        deps.shared?.clear(itemId);
       }
     },
     /** A call of the item's, for its ticket `seq`, got no answer (`unanswered`). */
@@ -145,10 +166,13 @@ export function downstreamHealth(deps: {
         h.probeWaitMs = PROBE_FIRST_MS;
         h.probeAt = now + PROBE_FIRST_MS;
         h.probes = 0;
+        h.markedAt = now;
+        deps.shared?.mark(itemId, now + MARK_MS);
         deps.log.warn({ itemId, drops: h.streak, reason }, 'downstream not answering: the item admits nobody but a probe now and then, its waiting tickets read paused, and calls not answered go back to the head of the line');
       }
     },
-    away: (itemId: string): boolean => items.get(itemId)?.awaySince != null,
+    /** Taken as away here, or marked away by another daemon. */
+    away: (itemId: string): boolean => items.get(itemId)?.awaySince != null || markedAway(itemId),
     /** Whether the drops since the last answer are enough to mark it away (the time aside): a ticket's last attempt is then sent back, not failed. */
     failing: (itemId: string): boolean => {
       const h = items.get(itemId);
@@ -178,6 +202,18 @@ export function downstreamHealth(deps: {
       const h = items.get(itemId);
       if (!h || h.awaySince === null) return 0;
       const now = deps.now();
+      if (deps.shared && now - h.markedAt >= RENEW_MS) {
+        // Cleared by another daemon since this one marked it (a view read well after the mark shows
+        // none of it): a call was answered there. Ended here too.
+        const r = deps.shared.read(itemId);
+        if (r && r.readAt > h.markedAt + 200 && (r.until === null || r.until <= h.markedAt)) {
+          deps.log.info({ itemId, awayMs: now - h.awaySince }, 'downstream answers again (on another daemon): the item admits at its gate\'s pace');
+          h.awaySince = null;
+          return 0;
+        }
+        h.markedAt = now;
+        deps.shared.mark(itemId, now + MARK_MS);
+      }
       if (now < h.probeAt) return 0;
       h.probeAt = now + h.probeWaitMs;
       h.probeWaitMs = Math.min(PROBE_MAX_MS, h.probeWaitMs * 2);
