@@ -191,7 +191,7 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
         const v = queue.items.peek(itemId);
         return v && { until: v.snap.gateHash.dsAway ? Number(v.snap.gateHash.dsAway) : null, readAt: v.readAt };
       },
-      mark: (itemId, until) => void redis.hset(gateKey(itemId), 'dsAway', String(until)).catch(() => {}),
+      mark: (itemId, until) => redis.hset(gateKey(itemId), 'dsAway', String(until)),
       clear: (itemId) => void redis.hdel(gateKey(itemId), 'dsAway').catch(() => {}),
     },
   });

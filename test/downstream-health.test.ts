@@ -115,7 +115,7 @@ describe('downstream health', () => {
     const mark = { until: null as number | null, viewAt: clock.now() };
     const shared = {
       read: () => ({ until: mark.until, readAt: mark.viewAt }),
-      mark: (_: string, until: number) => void (mark.until = until),
+      mark: async (_: string, until: number) => void (mark.until = until),
       clear: () => void (mark.until = null),
     };
     const a = downstreamHealth({ now: clock.now, log: createLogger('silent'), times: 3, holdMs: HOLD_MS, shared });
@@ -131,6 +131,12 @@ describe('downstream health', () => {
     expect(b.away('i')).toBe(false);
     mark.viewAt = clock.now();
     expect(a.probe('i')).toBe(2); // renewed
+    expect(b.away('i')).toBe(true);
+    // A daemon whose own calls are answered is not paused by another's mark (that one's own route may be what fails).
+    b.answered('i', 41);
+    expect(b.away('i')).toBe(false);
+    clock.advance(AWAY_SILENCE_MS);
+    mark.until = clock.now() + 5000;
     expect(b.away('i')).toBe(true);
     // Answered on the other daemon: cleared; the marking daemon sees it on its next view and ends its own.
     b.answered('i', 40);

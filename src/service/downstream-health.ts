@@ -62,6 +62,8 @@ interface ItemHealth {
   markedAt: number;
   /** When this process last cleared another's mark (clock ms): once a second at most. */
   clearedAt: number;
+  /** This process's last write of the mark failed (Redis refused it): a view without it says nothing of another daemon's answer. */
+  markFailed: boolean;
   /**
    * Tickets sent back to the line (seq → how often while calls of other tickets were answered, the
    * count of answers at its last send-back, and when it was first sent back; n Infinity: spent).
@@ -110,22 +112,36 @@ export function downstreamHealth(deps: {
   shared?: {
     /** The mark as this process's view of the item holds it (until, clock ms, or null), and when that view was read; null with no view. */
     read(itemId: string): { until: number | null; readAt: number } | null;
-    mark(itemId: string, until: number): void;
+    mark(itemId: string, until: number): Promise<unknown>;
     clear(itemId: string): void;
   };
 }) {
   const items = new Map<string, ItemHealth>();
-  /** Another daemon's mark (or this one's) says the item's downstream is away now. */
-  const markedAway = (itemId: string): boolean => {
+  /**
+   * Another daemon's mark (or this one's) says the item's downstream is away now — unless this
+   * process's own calls were answered within AWAY_SILENCE_MS: a daemon that cannot reach the
+   * service (its own route, its resolver) must not pause daemons that can (a review).
+   */
+  const markPresent = (itemId: string): boolean => {
     const r = deps.shared?.read(itemId);
     return !!r && r.until !== null && r.until > deps.now();
+  };
+  const markedAway = (itemId: string): boolean => {
+    if (!markPresent(itemId)) return false;
+    const h = items.get(itemId);
+    return !h || deps.now() - h.answeredAt >= AWAY_SILENCE_MS;
+  };
+  const writeMark = (itemId: string, h: ItemHealth, now: number) => {
+    h.markedAt = now;
+    h.markFailed = false;
+    deps.shared?.mark(itemId, now + MARK_MS).catch(() => (h.markFailed = true));
   };
   const failing = (h: ItemHealth) => h.streak >= AWAY_DROPS && h.streakSeqs.size >= AWAY_TICKETS;
   const entry = (itemId: string): ItemHealth => {
     let h = items.get(itemId);
     if (!h) {
       if (items.size >= 100_000) for (const [id, old] of items) if (old.awaySince === null) items.delete(id);
-      h = { streak: 0, streakSeqs: new Set(), answeredAt: -Infinity, answers: 0, awaySince: null, probeAt: 0, probeWaitMs: PROBE_FIRST_MS, probes: 0, markedAt: -Infinity, clearedAt: -Infinity, sentBack: new Map() };
+      h = { streak: 0, streakSeqs: new Set(), answeredAt: -Infinity, answers: 0, awaySince: null, probeAt: 0, probeWaitMs: PROBE_FIRST_MS, probes: 0, markedAt: -Infinity, clearedAt: -Infinity, markFailed: false, sentBack: new Map() };
       items.set(itemId, h);
     }
     return h;
@@ -145,7 +161,7 @@ export function downstreamHealth(deps: {
         deps.log.info({ itemId, awayMs: now - h.awaySince }, 'downstream answers again: the item admits at its gate\'s pace');
         h.awaySince = null;
         deps.shared?.clear(itemId);
-      } else if (now - h.clearedAt >= RENEW_MS && markedAway(itemId)) {
+      } else if (now - h.clearedAt >= RENEW_MS && markPresent(itemId)) {
         h.clearedAt = now;
         deps.shared?.clear(itemId);
       }
@@ -166,8 +182,7 @@ export function downstreamHealth(deps: {
         h.probeWaitMs = PROBE_FIRST_MS;
         h.probeAt = now + PROBE_FIRST_MS;
         h.probes = 0;
-        h.markedAt = now;
-        deps.shared?.mark(itemId, now + MARK_MS);
+        writeMark(itemId, h, now);
         deps.log.warn({ itemId, drops: h.streak, reason }, 'downstream not answering: the item admits nobody but a probe now and then, its waiting tickets read paused, and calls not answered go back to the head of the line');
       }
     },
@@ -206,13 +221,16 @@ export function downstreamHealth(deps: {
         // Cleared by another daemon since this one marked it (a view read well after the mark shows
         // none of it): a call was answered there. Ended here too.
         const r = deps.shared.read(itemId);
-        if (r && r.readAt > h.markedAt + 200 && (r.until === null || r.until <= h.markedAt)) {
+        if (!h.markFailed && r && r.readAt > h.markedAt + 200 && (r.until === null || r.until <= h.markedAt)) {
+          // (Taken as an answer: five more unanswered calls and a second of silence before it is marked again.)
           deps.log.info({ itemId, awayMs: now - h.awaySince }, 'downstream answers again (on another daemon): the item admits at its gate\'s pace');
           h.awaySince = null;
+          h.answeredAt = now;
+          h.streak = 0;
+          h.streakSeqs.clear();
           return 0;
         }
-        h.markedAt = now;
-        deps.shared.mark(itemId, now + MARK_MS);
+        writeMark(itemId, h, now);
       }
       if (now < h.probeAt) return 0;
       h.probeAt = now + h.probeWaitMs;
