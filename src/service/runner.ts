@@ -19,9 +19,10 @@ export interface Sample {
   latencyMs: number;
   result: 'ok' | 'rejected' | 'drop' | 'error';
   /**
-   * A drop whose ticket went back to the line while its downstream was away: no measure of the
-   * downstream's capacity (the gate's controller leaves it out; an outage is not congestion, and
-   * its limit cut to 1 by a 20 s outage held every probe to one ticket and climbed back from there).
+   * A drop whose ticket went back to the line while its downstream was away, other than a timeout:
+   * no measure of the downstream's capacity (the gate's controller leaves it out; a refused or cut
+   * connection is not congestion, and its limit cut to 1 by a 20 s outage held every probe to one
+   * ticket and climbed back from there). A timeout is kept: a service collapsing under load.
    */
   sentBack?: true;
 }
@@ -269,7 +270,8 @@ export function createRunner(deps: RunnerDeps) {
         // (unsure-calls.ts): its next run repeats it under the same key.
         // (Not a module's run that sold: its sale decides it, below or at its next run.)
         if (noAnswer && !sells?.tables.size && (health.away(itemId) || (attempt >= deps.attempts && health.failing(itemId))) && health.sendBack(itemId, t.seq)) {
-          deps.onSample({ ...sample, sentBack: true });
+          // (A timeout is the controller's all the same: a service that collapses under load times out.)
+          deps.onSample(err.reason === 'timeout' ? sample : { ...sample, sentBack: true });
           log.debug({ itemId, seq: t.seq, attempt, reason: err.reason }, 'call not answered while the downstream is away: ticket back to the head of the line');
           await settle(itemId, t, { status: 'failed', reason: 'downstream_away', retry: true });
           return { settled: true };
