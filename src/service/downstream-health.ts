@@ -74,8 +74,8 @@ interface ItemHealth {
 /**
  * What this process knows of each item's downstream (a webhook's service, a module's): a run of
  * drops that were not answered (AWAY_DROPS of them, of AWAY_TICKETS tickets or more, and nothing
- * answered for AWAY_SILENCE_MS) marks it away. While it is away the item admits nobody but one probe at a time (dispatcher), its
- * waiting tickets read `paused` (views), and a ticket whose call is not answered goes back to the
+ * answered for AWAY_SILENCE_MS) marks it away. While it is away the item admits nobody but a
+ * probe now and then (dispatcher), its waiting tickets read `paused` (views), and a ticket whose call is not answered goes back to the
  * head of the line instead of spending its attempts (runner): during a 20 s outage a manual gate at
  * 50/s failed 777 users (`connection_refused`) in a review, some of them with their orders made by
  * the call that was cut. The first answer of any call (a success, a refusal, a 429: the service is
@@ -94,7 +94,9 @@ interface ItemHealth {
  * nothing (only a daemon that saw the drops itself probes), and their runs send unanswered tickets
  * back. Any daemon's answer clears the mark, and a daemon that marked it and finds it cleared by
  * another ends its own. Before, each daemon learned on its own: a review saw one daemon's views
- * count down an ETA for 4–9 s while another's read paused (one that made no calls, never).
+ * count down an ETA for 3–9 s while another's read paused (one that made no calls, never). A
+ * daemon whose own calls were answered within AWAY_SILENCE_MS ignores the mark: it can reach the
+ * service, whatever the marking daemon cannot.
  */
 export function downstreamHealth(deps: {
   now(): number;
@@ -117,15 +119,16 @@ export function downstreamHealth(deps: {
   };
 }) {
   const items = new Map<string, ItemHealth>();
-  /**
-   * Another daemon's mark (or this one's) says the item's downstream is away now — unless this
-   * process's own calls were answered within AWAY_SILENCE_MS: a daemon that cannot reach the
-   * service (its own route, its resolver) must not pause daemons that can (a review).
-   */
+  /** A daemon's mark (another's or this one's) on the item, not lapsed. */
   const markPresent = (itemId: string): boolean => {
     const r = deps.shared?.read(itemId);
     return !!r && r.until !== null && r.until > deps.now();
   };
+  /**
+   * The mark says the item's downstream is away — unless this process's own calls were answered
+   * within AWAY_SILENCE_MS: a daemon that cannot reach the service (its own route, its resolver)
+   * must not pause daemons that can (a review).
+   */
   const markedAway = (itemId: string): boolean => {
     if (!markPresent(itemId)) return false;
     const h = items.get(itemId);
