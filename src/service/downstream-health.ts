@@ -140,6 +140,16 @@ export function downstreamHealth(deps: {
     deps.shared?.mark(itemId, now + MARK_MS).catch(() => (h.markFailed = true));
   };
   const failing = (h: ItemHealth) => h.streak >= AWAY_DROPS && h.streakSeqs.size >= AWAY_TICKETS;
+  /** An answer (here, or one another daemon's cleared mark stands for): the run of drops ends, and an away with it. */
+  const heard = (itemId: string, h: ItemHealth, now: number, where: string) => {
+    h.answeredAt = now;
+    h.streak = 0;
+    h.streakSeqs.clear();
+    if (h.awaySince === null) return false;
+    deps.log.info({ itemId, awayMs: now - h.awaySince }, `downstream answers again${where}: the item admits at its gate's pace`);
+    h.awaySince = null;
+    return true;
+  };
   const entry = (itemId: string): ItemHealth => {
     let h = items.get(itemId);
     if (!h) {
@@ -155,16 +165,10 @@ export function downstreamHealth(deps: {
     answered(itemId: string, seq: number): void {
       const h = entry(itemId);
       const now = deps.now();
-      h.answeredAt = now;
       h.answers++;
-      h.streak = 0;
-      h.streakSeqs.clear();
       if (h.sentBack.size) h.sentBack.delete(seq);
-      if (h.awaySince !== null) {
-        deps.log.info({ itemId, awayMs: now - h.awaySince }, 'downstream answers again: the item admits at its gate\'s pace');
-        h.awaySince = null;
-        deps.shared?.clear(itemId);
-      } else if (now - h.clearedAt >= RENEW_MS && markPresent(itemId)) {
+      if (heard(itemId, h, now, '')) deps.shared?.clear(itemId);
+      else if (now - h.clearedAt >= RENEW_MS && markPresent(itemId)) {
         h.clearedAt = now;
         deps.shared?.clear(itemId);
       }
@@ -226,11 +230,7 @@ export function downstreamHealth(deps: {
         const r = deps.shared.read(itemId);
         if (!h.markFailed && r && r.readAt > h.markedAt + 200 && (r.until === null || r.until <= h.markedAt)) {
           // (Taken as an answer: five more unanswered calls and a second of silence before it is marked again.)
-          deps.log.info({ itemId, awayMs: now - h.awaySince }, 'downstream answers again (on another daemon): the item admits at its gate\'s pace');
-          h.awaySince = null;
-          h.answeredAt = now;
-          h.streak = 0;
-          h.streakSeqs.clear();
+          heard(itemId, h, now, ' (on another daemon)');
           return 0;
         }
         writeMark(itemId, h, now);
