@@ -189,7 +189,7 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
     shared: {
       read: (itemId) => {
         const v = queue.items.peek(itemId);
-        return v && { until: v.snap.gateHash.dsAway ? Number(v.snap.gateHash.dsAway) : null, readAt: v.readAt };
+        return v && { until: v.snap.gateHash.dsAway ? Number(v.snap.gateHash.dsAway) : null, readAt: v.readAt, life: v.snap.incarnation };
       },
       mark: (itemId, until) => redis.hset(gateKey(itemId), 'dsAway', String(until)),
       clear: (itemId) => void redis.hdel(gateKey(itemId), 'dsAway').catch(() => {}),

@@ -145,4 +145,22 @@ describe('downstream health', () => {
     mark.viewAt = clock.now();
     expect([a.probe('i'), a.away('i'), a.awayItems()]).toEqual([0, false, []]);
   });
+  it('starts afresh on an item deleted and made again: its new life neither reads away nor finds its seqs spent', () => {
+    const clock = manualClock();
+    const view = { life: 'secret|1' };
+    const shared = {
+      read: () => ({ until: null, readAt: clock.now(), life: view.life }),
+      mark: async () => undefined,
+      clear: () => undefined,
+    };
+    const h = downstreamHealth({ now: clock.now, log: createLogger('silent'), times: 3, holdMs: HOLD_MS, shared });
+    for (let seq = 1; seq <= 5; seq++) h.dropped('i', seq, 'connection_refused');
+    expect([h.away('i'), h.sendBack('i', 1)]).toEqual([true, true]);
+    clock.advance(HOLD_MS);
+    expect(h.sendBack('i', 1)).toBe(false);
+    // Deleted and made again (define-5.lua's born token): the view of the new life says so.
+    view.life = 'secret|2';
+    expect([h.away('i'), h.failing('i'), h.probe('i'), h.awayItems()]).toEqual([false, false, 0, []]);
+    expect(h.sendBack('i', 1)).toBe(true);
+  });
 });

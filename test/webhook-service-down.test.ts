@@ -5,6 +5,7 @@ import { inProcessDaemon, recordingLogger, SVC, waitFor } from './support/daemon
 import { whenDone } from './support/cleanup.js';
 import { testDb } from './support/db.js';
 import { testRedis } from './support/redis.js';
+import { itemKeys } from '../src/redis/keys.js';
 
 /**
  * The webhook's service goes away mid-sale (a deploy, a crash) and comes back. Before, nothing
@@ -16,10 +17,11 @@ import { testRedis } from './support/redis.js';
  * `paused`, tickets whose calls go unanswered go back to the head of the line, and once the shop
  * answers again the line runs on: every user gets one order and is told it.
  */
-const { newPrefix } = testRedis();
+const { redis, newPrefix } = testRedis();
 const db = await testDb();
 const { log, lines } = recordingLogger('info', 200);
-const { call, daemon } = await inProcessDaemon({ prefix: newPrefix(), databaseUrl: db.url, log });
+const prefix = newPrefix();
+const { call, daemon } = await inProcessDaemon({ prefix, databaseUrl: db.url, log });
 const metrics = async () => (await fetch(`${daemon.url}/metrics`)).text();
 
 /**
@@ -174,5 +176,23 @@ describe('the webhook service down mid-sale', () => {
     expect(served.map((v) => v.state), held.lines()).toEqual(later.map(() => 'succeeded'));
     const ends = await waitFor(() => Promise.all(poison.map(view)), (vs) => vs.every((v) => v.state === 'failed'), 45_000);
     expect(ends.map((v) => [v.state, v.outcome?.reason])).toEqual(poison.map(() => ['failed', 'http_500']));
+  });
+
+  it("ends with the downstream it was about: an item given another URL is not read as away", { timeout: 60_000 }, async () => {
+    const s = await shop();
+    const item = 'down-redefined';
+    const define = (url: string) => call('PUT', `/v1/items/${item}`, { handler: 'webhook', config: { url, timeoutMs: 2000 }, gate: { mode: 'manual', rate: 50 } });
+    // Another daemon's mark, as one that cannot reach the old URL keeps renewing it: nothing is admitted here.
+    const mark = () => redis.hset(itemKeys(prefix, item).gate, 'dsAway', String(Date.now() + 60_000));
+    const gone = await shop();
+    await gone.stop();
+    expect((await define(gone.url())).status).toBe(201);
+    await mark();
+    const first = await join(item, 'r1');
+    expect(await waitFor(() => view(first), (v) => v.reason === 'paused', 10_000)).toMatchObject({ state: 'waiting', reason: 'paused' });
+    // The operator points the item at the new service: its calls are tried at the gate's pace
+    // (before: the old downstream's mark held it, paused, until it lapsed or an answer cleared it).
+    expect((await define(s.url())).status).toBe(200);
+    expect((await waitFor(() => view(first), (v) => v.state === 'succeeded', 10_000)).outcome.result.orderId).toBeDefined();
   });
 });

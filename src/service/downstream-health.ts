@@ -69,6 +69,8 @@ interface ItemHealth {
    * count of answers at its last send-back, and when it was first sent back; n Infinity: spent).
    */
   sentBack: Map<number, { n: number; answers: number; first: number }>;
+  /** The life of the item this was learnt of (snapshot.ts `incarnation`), when known. */
+  life: string | undefined;
 }
 
 /**
@@ -113,12 +115,30 @@ export function downstreamHealth(deps: {
   /** The mark the daemons share (daemon.ts: a field of the item's gate hash, read with the item's view). */
   shared?: {
     /** The mark as this process's view of the item holds it (until, clock ms, or null), and when that view was read; null with no view. */
-    read(itemId: string): { until: number | null; readAt: number } | null;
+    read(itemId: string): { until: number | null; readAt: number; life?: string } | null;
     mark(itemId: string, until: number): Promise<unknown>;
     clear(itemId: string): void;
   };
 }) {
   const items = new Map<string, ItemHealth>();
+  /**
+   * What this process learnt of the item's downstream, if of the item's present life: an item
+   * deleted and made again (a new URL, say) starts afresh. Before, it read `paused` until a probe
+   * was answered, and its tickets whose seqs matched tickets of the old life spent before were
+   * failed at their first unanswered call (seqs start again at 1).
+   */
+  const current = (itemId: string): ItemHealth | undefined => {
+    const h = items.get(itemId);
+    if (!h) return undefined;
+    const life = deps.shared?.read(itemId)?.life;
+    if (life === undefined || h.life === life) return h;
+    if (h.life === undefined) {
+      h.life = life;
+      return h;
+    }
+    items.delete(itemId);
+    return undefined;
+  };
   /** A daemon's mark (another's or this one's) on the item, not lapsed. */
   const markPresent = (itemId: string): boolean => {
     const r = deps.shared?.read(itemId);
@@ -131,7 +151,7 @@ export function downstreamHealth(deps: {
    */
   const markedAway = (itemId: string): boolean => {
     if (!markPresent(itemId)) return false;
-    const h = items.get(itemId);
+    const h = current(itemId);
     return !h || deps.now() - h.answeredAt >= AWAY_SILENCE_MS;
   };
   const writeMark = (itemId: string, h: ItemHealth, now: number) => {
@@ -151,10 +171,10 @@ export function downstreamHealth(deps: {
     return true;
   };
   const entry = (itemId: string): ItemHealth => {
-    let h = items.get(itemId);
+    let h = current(itemId);
     if (!h) {
       if (items.size >= 100_000) for (const [id, old] of items) if (old.awaySince === null) items.delete(id);
-      h = { streak: 0, streakSeqs: new Set(), answeredAt: -Infinity, answers: 0, awaySince: null, probeAt: 0, probeWaitMs: PROBE_FIRST_MS, probes: 0, markedAt: -Infinity, clearedAt: -Infinity, markFailed: false, sentBack: new Map() };
+      h = { streak: 0, streakSeqs: new Set(), answeredAt: -Infinity, answers: 0, awaySince: null, probeAt: 0, probeWaitMs: PROBE_FIRST_MS, probes: 0, markedAt: -Infinity, clearedAt: -Infinity, markFailed: false, sentBack: new Map(), life: deps.shared?.read(itemId)?.life };
       items.set(itemId, h);
     }
     return h;
@@ -194,10 +214,10 @@ export function downstreamHealth(deps: {
       }
     },
     /** Taken as away here, or marked away by another daemon. */
-    away: (itemId: string): boolean => items.get(itemId)?.awaySince != null || markedAway(itemId),
+    away: (itemId: string): boolean => current(itemId)?.awaySince != null || markedAway(itemId),
     /** Whether the drops since the last answer are enough to mark it away (the time aside): a ticket's last attempt is then sent back, not failed. */
     failing: (itemId: string): boolean => {
-      const h = items.get(itemId);
+      const h = current(itemId);
       return !!h && failing(h);
     },
     /**
@@ -221,7 +241,7 @@ export function downstreamHealth(deps: {
     },
     /** While away: how many tickets may be admitted now to try the downstream (0: none; then the next probe waits longer). */
     probe(itemId: string): number {
-      const h = items.get(itemId);
+      const h = current(itemId);
       if (!h || h.awaySince === null) return 0;
       const now = deps.now();
       if (deps.shared && now - h.markedAt >= RENEW_MS) {

@@ -25,7 +25,8 @@
   a seckill item sold out and redefined as external answered every join 410 sold_out, and one
   with 2 units left admitted 2 tickets, ever (the counter capped admissions). A new handler with
   stock has its counter set after this (catalog's pushStock). A handler or configuration change
-  drops the adaptive controller's published estimate (aLimit, aRate, aState…) and asks it to reset.
+  drops the adaptive controller's published estimate (aLimit, aRate, aState…) and asks it to reset,
+  and any daemon's mark that the old downstream is away (dsAway).
 ]]
 local rcall = redis.call
 local def = cjson.decode(ARGV[3])
@@ -70,6 +71,10 @@ if existing[1] then
   if existing[1] ~= def.handler or rcall('HGET', K.meta, 'config') ~= def.config then
     rcall('HDEL', K.gate, 'aLimit', 'aRate', 'aProbeStart', 'aBase', 'aP50', 'aP99', 'aState')
     rcall('HSET', K.gate, 'aReset', '1')
+    -- And a daemon's mark that the old downstream does not answer (service/downstream-health.ts):
+    -- the daemon that marked it takes the cleared mark as an answer, and the new one is tried at
+    -- the gate's pace (marked again if it does not answer either).
+    rcall('HDEL', K.gate, 'dsAway')
   end
 else
   code = 1
@@ -78,6 +83,8 @@ else
   local epoch = ARGV[6]
   if epoch == '' or not tonumber(epoch) or tonumber(epoch) > tonumber(ARGV[1]) then epoch = ARGV[1] end
   rcall('HSET', K.meta, 'secret', ARGV[2], 'epoch', epoch, 'born', ARGV[7])
+  -- (A mark renewed by a daemon just after the item's delete is the old life's.)
+  rcall('HDEL', K.gate, 'dsAway')
   rcall('HSETNX', K.ctr, 'seq', 0)
   rcall('HSETNX', K.ctr, 'served', 0)
 end
