@@ -25,9 +25,10 @@ interface Watcher {
   ticketId: string;
   seq: number;
   /**
-   * Its place in the line, which the head (`served`) passes: its seq, but a drawn pre-queue's
-   * place for its ticket (set again when the draw lands). By seq, a ticket drawn far ahead of its
-   * join was told of its admission at its next heartbeat, 10 s late (a review).
+   * Its place in the line, which the head (`Group.served`) passes: its seq, but a drawn
+   * pre-queue's place for its ticket (set again when the draw lands). By seq, a ticket drawn far
+   * ahead of its join was told of its admission at its next heartbeat, 10 s late (a review). On an
+   * item split into sub-lines, its join number as far as known (`splitLine`).
    */
   line: number;
   last: TicketView;
@@ -58,9 +59,11 @@ interface Group {
   hot: Set<Watcher>;
   parked: Set<Watcher>;
   slots: Map<number, Watcher[]>;
-  heads: Watcher[];
+  /** Waiting watchers by `line` (an entry whose line is no longer its watcher's is stale: skipped). */
+  heads: HeadEntry[];
   /** Slots up to this one were visited. */
   doneSlot: number;
+  /** The head, which a watcher whose `line` it reaches has passed: the line's `served`, or a split item's highest join number admitted. */
   served: number;
   /**
    * The item's admissions count, for an item split into sub-lines: its admissions move no head
@@ -95,10 +98,34 @@ const shapeOf = (item: CachedItem | null | undefined, now: number) => {
 /** The admissions count of a split item (lines > 1), what moves its line; -1 for one line, whose `served` tells. */
 const splitAdmissions = (item: CachedItem | null | undefined) => ((item?.snap.def.lines ?? 1) > 1 ? item!.snap.admissions : -1);
 
+const isSplit = (item: CachedItem | null | undefined) => (item?.snap.def.lines ?? 1) > 1;
+
+/**
+ * The head of the item's line as watchers' `line`s count (Group.served): `served` for one line;
+ * for a split item, the highest join number admitted (`an`), as its sub-lines' heads move only by
+ * cuts. Compared with `served`, a split item's watchers never turned hot, and a stream told an
+ * admission at the watcher's next visit (the last view's pollAfterMs, up to 10 s) while a poll
+ * showed it at once (a review).
+ */
+const headOf = (item: CachedItem | null | undefined) => (!item ? Infinity : isSplit(item) ? item.snap.admittedUpTo : item.snap.served);
+
+/**
+ * A split item's waiting ticket shows the place n − A (split-line.ts: n its join number, A the
+ * highest admitted), so n is its place plus A — A as Redis had it at that read, which `aBefore`
+ * (the item's view from before the read: A only grows) does not pass. The join number is then
+ * never overstated, and the watcher turns hot when A reaches it, or a little before (a read more).
+ * A ticket returned to the head shows its place among returned tickets: an n under the true one.
+ */
+const splitLine = (v: TicketView, aBefore: number) => (v.state === 'waiting' && typeof v.position === 'number' ? v.position + aBefore : Infinity);
+
+interface HeadEntry {
+  w: Watcher;
+  line: number;
+}
 const terminal = (v: TicketView) => v.state !== 'waiting' && v.state !== 'admitted';
 
-function pushHead(heap: Watcher[], w: Watcher) {
-  heap.push(w);
+function pushHead(heap: HeadEntry[], w: Watcher) {
+  heap.push({ w, line: w.line });
   for (let i = heap.length - 1; i > 0; ) {
     const up = (i - 1) >> 1;
     if (heap[up].line <= heap[i].line) break;
@@ -107,7 +134,7 @@ function pushHead(heap: Watcher[], w: Watcher) {
   }
 }
 
-function popHead(heap: Watcher[]): Watcher | undefined {
+function popHead(heap: HeadEntry[]): HeadEntry | undefined {
   const top = heap[0];
   const last = heap.pop();
   if (heap.length && last) {
@@ -172,7 +199,7 @@ export function createTicketWatch(deps: {
       // to tell every watcher of (each was just sent the current view).
       const now = deps.clock.now();
       const cached = deps.queue.items.peek(itemId);
-      g = { all: new Set(), hot: new Set(), parked: new Set(), slots: new Map(), heads: [], doneSlot: endedSlot(now), served: cached?.snap.served ?? -1, admissions: splitAdmissions(cached), aside: asideOf(cached), shape: shapeOf(cached, now) };
+      g = { all: new Set(), hot: new Set(), parked: new Set(), slots: new Map(), heads: [], doneSlot: endedSlot(now), served: cached ? headOf(cached) : -1, admissions: splitAdmissions(cached), aside: asideOf(cached), shape: shapeOf(cached, now) };
       groups.set(itemId, g);
     }
     return g;
@@ -243,8 +270,18 @@ export function createTicketWatch(deps: {
 
   async function readSlow(itemId: string, g: Group, w: Watcher) {
     w.reading = true;
+    const before = deps.queue.items.peek(itemId);
     try {
-      offer(itemId, w, await deps.queue.tickets.status(w.ticketId), deps.clock.now());
+      const v = await deps.queue.tickets.status(w.ticketId);
+      offer(itemId, w, v, deps.clock.now());
+      // A split item's watcher learns its join number from each read (a waiting ticket's only read: no cached path).
+      if (isSplit(before) && w.place !== 'gone') {
+        const line = splitLine(v, before!.snap.admittedUpTo);
+        if (line !== w.line) {
+          w.line = line;
+          if (line !== Infinity) pushHead(g.heads, w);
+        }
+      }
     } catch (err) {
       // Gone (an ended item's keys removed): nothing more will be known. Anything else: next tick.
       if (err instanceof FloodgateError && err.code === 'ticket_not_found') {
@@ -281,6 +318,15 @@ export function createTicketWatch(deps: {
     }
   }
 
+  /** An entry of a watcher that left the wheel, or whose line moved since (pushed again under it). */
+  const stale = (e: HeadEntry) => e.w.place === 'gone' || e.w.place === 'hot' || e.line !== e.w.line;
+
+  /** The heap again: one entry per watcher waiting in the line, under its present line. */
+  function rebuildHeads(g: Group) {
+    g.heads = [];
+    for (const w of g.all) if (w.place !== 'gone' && w.place !== 'hot' && w.line !== Infinity) pushHead(g.heads, w);
+  }
+
   async function tickItem(itemId: string, g: Group) {
     const item = await deps.queue.items.item(itemId).catch((err) => (deps.onError?.(err), undefined));
     if (item === undefined) return heartbeats(g, deps.clock.now());
@@ -291,7 +337,7 @@ export function createTicketWatch(deps: {
     const shape = shapeOf(item, now);
     const news = !s || shape !== g.shape;
     g.shape = shape;
-    const served = s?.served ?? Infinity;
+    const served = headOf(item);
     const admissions = splitAdmissions(item);
     const aside = asideOf(item);
     const headMoved = served !== g.served || admissions !== g.admissions || aside !== g.aside;
@@ -312,27 +358,21 @@ export function createTicketWatch(deps: {
       // (The places may have moved: a pre-queue's draw landed.)
       if (item?.snap.draw?.drawn) {
         for (const w of g.all) w.line = item.lineIndex(w.seq);
-        const live = g.heads.filter((w) => w.place !== 'gone' && w.place !== 'hot');
-        g.heads = [];
-        for (const w of live) pushHead(g.heads, w);
+        rebuildHeads(g);
       }
       for (const w of [...g.all]) visit(itemId, g, w, now);
     } else {
       // The head passed them: their fate needs a look every tick until it is known.
-      while (g.heads.length && (g.heads[0].place === 'gone' || g.heads[0].place === 'hot' || g.heads[0].line <= served)) {
-        const w = popHead(g.heads)!;
-        if (w.place !== 'gone' && w.place !== 'hot') place(g, w, now, false);
+      while (g.heads.length && (stale(g.heads[0]) || g.heads[0].line <= served)) {
+        const { w, line } = popHead(g.heads)!;
+        if (w.place !== 'gone' && w.place !== 'hot' && line === w.line) place(g, w, now, false);
       }
       for (const w of [...g.hot]) visit(itemId, g, w, now);
       if (headMoved) for (const w of [...g.parked]) visit(itemId, g, w, now);
       for (const [slot, list] of dueNow) for (const w of list) if (w.slot === slot && w.place !== 'gone' && w.place !== 'hot') visit(itemId, g, w, now);
     }
     // Watchers that ended leave their heap entries behind; rebuild it when they are most of it.
-    if (g.heads.length > 64 && g.heads.length > 2 * (g.all.size - g.hot.size)) {
-      const live = g.heads.filter((w) => w.place !== 'gone' && w.place !== 'hot');
-      g.heads = [];
-      for (const w of live) pushHead(g.heads, w);
-    }
+    if (g.heads.length > 64 && g.heads.length > 2 * (g.all.size - g.hot.size)) rebuildHeads(g);
     deps.onPass?.(performance.now() - start);
   }
 
@@ -370,11 +410,14 @@ export function createTicketWatch(deps: {
       const parsed = parseTicketId(ticketId)!;
       const itemId = first.itemId;
       const now = deps.clock.now();
-      const w: Watcher = { ticketId, seq: parsed.seq, line: deps.queue.items.peek(itemId)?.lineIndex(parsed.seq) ?? parsed.seq, last: first, nextAt: now + (first.pollAfterMs ?? 1000), lastWriteAt: now, sink, reading: false, slot: -1, place: 'wheel' };
+      const cached = deps.queue.items.peek(itemId);
+      // (A split item's first view was read from Redis just now: A as the view has it may be a refresh newer, a join number overstated by the admissions between; the next read sets it.)
+      const line = isSplit(cached) ? splitLine(first, cached!.snap.admittedUpTo) : (cached?.lineIndex(parsed.seq) ?? parsed.seq);
+      const w: Watcher = { ticketId, seq: parsed.seq, line, last: first, nextAt: now + (first.pollAfterMs ?? 1000), lastWriteAt: now, sink, reading: false, slot: -1, place: 'wheel' };
       const g = groupOf(itemId);
       g.all.add(w);
       count++;
-      if (first.state === 'waiting') pushHead(g.heads, w);
+      if (first.state === 'waiting' && line !== Infinity) pushHead(g.heads, w);
       place(g, w, now, true);
       schedule();
       return () => remove(itemId, w);
