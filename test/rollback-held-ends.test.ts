@@ -224,4 +224,36 @@ describe('a Redis rollback past an end the outcome ledger holds', () => {
     expect(v).toMatchObject({ state: 'succeeded' });
     expect((await db.sql`select count(*)::int as n from orders where item_id = 's1'`)[0].n).toBe(1);
   });
+
+  it('a buyer is told succeeded once the ledger answers, when it did not in time at the first poll after the rollback', { timeout: 60_000 }, async () => {
+    const t = await soldThenRolledBack('s3', 'hal');
+    // The ledger's table held (a slow Postgres): the look at the ticket's end gives up after 1 s.
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let locked!: () => void;
+    const isLocked = new Promise<void>((r) => (locked = r));
+    const tx = db.sql.begin(async (sql) => {
+      await sql`lock table ticket_outcomes in access exclusive mode`;
+      locked();
+      await held;
+    });
+    await isLocked;
+    try {
+      // Polled while the ledger does not answer: `waiting` (Redis's word), until the daemon has seen the rollback and asked.
+      const slow = async () => {
+        const at = performance.now();
+        const v = await poll(t);
+        return { v, ms: performance.now() - at };
+      };
+      const asked = await waitFor(slow, (r) => r.ms >= 900, 15_000);
+      expect(asked.v.state).toBe('waiting');
+      release();
+      await tx;
+      // Before: that unanswered look counted as the one look, and the ticket read `waiting` from the cache for good.
+      expect((await waitFor(() => poll(t), (v) => v.state === 'succeeded', 5_000)).state).toBe('succeeded');
+    } finally {
+      release();
+      await tx;
+    }
+  });
 });

@@ -35,6 +35,8 @@ export function createTicketReader(deps: { items: ItemDirectory; scripts: LineSc
   const records = createRecordCache(500_000);
   /** What the ledger held, asked after a rollback, per ticket id and item life (null: no end). */
   const afterRollback = recentMap<string, TicketView | null>(50_000);
+  /** Those looks under way (endAfterRollback). */
+  const looks = new Map<string, Promise<TicketView | null>>();
   /**
    * Ledger rows read for tickets whose state left Redis, per ref: an end is written once and never
    * changes. Without it every poll of such a ticket asked Postgres, and answered 503 while Postgres
@@ -77,9 +79,11 @@ export function createTicketReader(deps: { items: ItemDirectory; scripts: LineSc
     // Waiting or admitted in Redis on an item this process saw roll back: the ledger may hold the
     // ticket's end, which its user was told (a poll read `waiting`, place 1, after `succeeded`,
     // until the line reached the ticket and ended it again: never, behind a closed gate).
+    let unread = false;
     if (rec.state === 'waiting' || rec.state === 'admitted') {
       const end = await endAfterRollback(ticketId, item);
       if (end) return end;
+      unread = end === undefined;
     }
     if (!x.outcome && rec.state !== 'waiting' && rec.state !== 'admitted' && deps.archived) {
       const old = await archivedRow(ticketRef(ticketId));
@@ -92,7 +96,9 @@ export function createTicketReader(deps: { items: ItemDirectory; scripts: LineSc
         if (old.admittedAt !== null) x.admittedAt = String(old.admittedAt);
       }
     }
-    if (rec.state === 'waiting' && !cut) records.set(ticketId, cachedRecord(rec, itemId, seq, item.recordKey));
+    // (Not while the ledger's word on it is unread: polls answered from the cache never ask again,
+    // and a ticket whose end a slow ledger read missed once read `waiting` for good.)
+    if (rec.state === 'waiting' && !cut && !unread) records.set(ticketId, cachedRecord(rec, itemId, seq, item.recordKey));
     // Placed from the head as the item's view has it, as the next poll (from that view, cachedWaiting)
     // will place it: from Redis's head, fresher by the admissions of up to the cache time, a place
     // read 6 became 16 at the next poll (a rise, and two users told one place meanwhile).
@@ -147,15 +153,23 @@ export function createTicketReader(deps: { items: ItemDirectory; scripts: LineSc
 
   /**
    * The end the ledger holds for a ticket Redis holds live, on an item this process saw roll back
-   * (else null, with no lookup): asked once per ticket and rollback, the answer kept.
+   * (else null, with no lookup): asked once per ticket and rollback, the answer kept. Undefined:
+   * the ledger did not answer in time (asked again next time).
    */
-  async function endAfterRollback(ticketId: string, item: CachedItem): Promise<TicketView | null> {
-    if (!item.rolledBack || !heldEnd) return null;
+  async function endAfterRollback(ticketId: string, item: CachedItem): Promise<TicketView | null | undefined> {
+    if (!item.rolledBack || !deps.lost) return null;
     const key = `${ticketId}#${item.recordKey}`;
     let end = afterRollback.get(key);
     if (end === undefined) {
-      end = await heldEnd(ticketId, item).catch(() => undefined);
-      if (end !== undefined) afterRollback.set(key, end);
+      // One look per ticket at a time, whoever asks (a slow Postgres queued one per poll), kept when it ends late.
+      let look = looks.get(key);
+      if (!look) {
+        look = deps.lost.view(ticketId, item.snap.secret, { live: true }).then((got) => got?.view ?? null);
+        looks.set(key, look);
+        look.then((v) => void afterRollback.set(key, v), () => undefined).finally(() => looks.delete(key));
+      }
+      end = await withTimeout(look, HELD_END_TIMEOUT_MS, 'outcome ledger read timed out').catch(() => undefined);
+      if (end === undefined) return undefined;
     }
     return end && end.state !== 'waiting' && end.state !== 'admitted' ? end : null;
   }
