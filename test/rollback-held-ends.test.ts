@@ -116,6 +116,29 @@ describe('a Redis rollback past an end the outcome ledger holds', () => {
     expect((await pulled('x8')).map((p) => p.ticketId)).toEqual([again.body.ticketId]);
   });
 
+  it("the polls of a ticket a rollback took keep no other ticket at its seq from being expired as abandoned", { timeout: 60_000 }, async () => {
+    await call('PUT', '/v1/items/x9', { handler: 'external', abandonAfterMs: 3000 });
+    const before = await snapshot('x9');
+    const lost = (await call('POST', '/v1/items/x9/tickets', { userId: 'amy' }, SVC)).body.ticketId as string;
+    // (Read by the daemon before the rollback, as a daemon's views are every few hundred ms in a sale.)
+    await waitFor(() => call('GET', '/v1/items/x9'), (r) => r.body.counts?.waiting === 1, 5_000);
+    await rollback('x9', before);
+    // Another user's join takes the seq again; its holder never polls.
+    const other = (await call('POST', '/v1/items/x9/tickets', { userId: 'bob' }, SVC)).body.ticketId as string;
+    expect(other).not.toBe(lost);
+    // The first id's holder polls on (its seq half verifies, its binding no longer matches anything;
+    // 200 from the daemon's cache until it has seen the rollback).
+    await waitFor(() => call('GET', `/v1/tickets/${lost}`, undefined, null), (r) => r.status === 404, 5_000);
+    const until = Date.now() + 3600;
+    while (Date.now() < until) {
+      const r = await call('GET', `/v1/tickets/${lost}`, undefined, null);
+      expect(r.status, JSON.stringify(r.body)).toBe(404);
+      await new Promise((r) => setTimeout(r, 300));
+    }
+    expect(await pulled('x9')).toEqual([]); // before: handed out, its abandonment put off by another's polls
+    expect((await waitFor(() => poll(other), (v) => v.state === 'expired')).outcome).toMatchObject({ status: 'expired', reason: 'abandoned' });
+  });
+
   it("a user told cancelled who joins again is counted once against the item's quota", { timeout: 60_000 }, async () => {
     await call('PUT', '/v1/items/x7', { handler: 'external', quotas: { perUser: { limit: 2, windowMs: 600_000 } } });
     const t = (await call('POST', '/v1/items/x7/tickets', { userId: 'ivy' }, SVC)).body.ticketId as string;

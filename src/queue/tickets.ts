@@ -263,10 +263,13 @@ export function createTickets(deps: TicketsDeps): Tickets {
       if (now) return now;
       try {
         const { item, seq } = await reader.resolve(ticketId);
-        const itemId = item.snap.def.itemId;
-        if (item.snap.def.abandonAfterMs !== null) touches.touch(itemId, seq, clock.now());
         const known = records.get(ticketId);
-        return (known?.secret === item.recordKey ? reader.cachedWaiting(ticketId, item, seq, known) : null) ?? (await reader.read(ticketId, item, seq));
+        const view = (known?.secret === item.recordKey ? reader.cachedWaiting(ticketId, item, seq, known) : null) ?? (await reader.read(ticketId, item, seq));
+        // A sign of its holder's life once the id is known to be this ticket's (its binding half
+        // matched): resolve checks the seq half alone, and the poll of an id a rollback or a new life
+        // of the item left without its ticket kept the ticket now at that seq from being expired.
+        if (item.snap.def.abandonAfterMs !== null) touches.touch(item.snap.def.itemId, seq, clock.now());
+        return view;
       } catch (err) {
         // Not in Redis (lost, rolled back, removed by retention): Postgres's outcome, if it has one.
         return (await reader.fromPostgres(ticketId, err)).view;
