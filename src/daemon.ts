@@ -417,6 +417,8 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
   // FLOODGATE_RECONNECT_HOLD_MS: a Postgres that does not answer does not stop admissions).
   let fence: Promise<unknown> | null = null;
   const fenceUntilChecked = () => {
+    // (And no ticket is answered from what this process kept of it before: tickets.ts forgetRecords.)
+    queue.tickets.forgetRecords();
     let timer: NodeJS.Timeout | undefined;
     // Abandonment counts again from now (polls answered 503 meanwhile recorded nothing), before any
     // admission after the reconnect can expire a head ticket.

@@ -21,5 +21,9 @@ export function recentMap<K, V>(max: number) {
       young.delete(key);
       old.delete(key);
     },
+    clear(): void {
+      young = new Map();
+      old = new Map();
+    },
   };
 }

@@ -58,6 +58,14 @@ export interface Tickets {
    * holders had polled all along.
    */
   restartIdleClocks(): Promise<void>;
+  /**
+   * After Redis was out of reach: the waiting tickets' records this process kept are read again.
+   * A Redis that came back from older data (a rollback) may have lost a ticket whose join no view
+   * of its item had seen — the item's counters read as before it, so nothing told of the rollback —
+   * and once another user's join took its seq, the lost ticket's poll was answered from its kept
+   * record: `waiting`, with the other's place, until the line reached it.
+   */
+  forgetRecords(): void;
 }
 
 export interface TicketsDeps {
@@ -347,6 +355,8 @@ export function createTickets(deps: TicketsDeps): Tickets {
     },
 
     flush: () => touches.flush(),
+
+    forgetRecords: () => records.clear(),
 
     async restartIdleClocks() {
       const now = clock.now();
