@@ -10,6 +10,15 @@
 // the sale waits) and a teardown forgets what it cancelled. test/postgres-null-socket.test.ts
 // shows it. Runs on `npm install` / `npm ci` (postinstall); idempotent; says what it did, and
 // only warns if the driver's code no longer has the shape it mends (a release that fixed it).
+//
+// A second defect (found 7 Dec by a review: a sale stuck for good after a Postgres stall): a
+// socket's error fails the connection's queries, but the connection stays in the pool's busy list
+// until the socket's `close` comes, a moment later; a query handed to it in between is queued
+// behind the failed one and written to the destroyed socket, and `closed(hadError)` fails nothing
+// when the close came with an error (it takes error() to have done it). That query then waited
+// forever, carried over to the next socket of the slot, which never took work again. After this
+// patch the close fails whatever the connection still holds and forgets the failed query.
+// test/postgres-error-close.test.ts shows it.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -22,11 +31,31 @@ const V1 = '/* floodgate: closed-socket write mended */';
 // otherwise fire later with nothing to write, on whatever socket the connection has by then.
 const guard = `    if (!socket) { ${MARK}\n      nextWriteTimer !== null && clearImmediate(nextWriteTimer)\n      chunk = nextWriteTimer = null\n      error(Errors.connection('CONNECTION_CLOSED', options))\n      return false\n    }\n`;
 const v1Guard = `    if (!socket) { ${V1}\n      chunk = nextWriteTimer = null\n      error(Errors.connection('CONNECTION_CLOSED', options))\n      return false\n    }\n`;
+const CLOSE_MARK = '/* floodgate: a close fails what the connection holds */';
+/** Each mend: its mark (present: applied), the text it replaces (once in the file) and with what, and what it does. */
 const mends = [
-  ['  function nextWrite(fn) {\n    const x = socket.write(chunk, fn)', `  function nextWrite(fn) {\n${guard}    const x = socket.write(chunk, fn)`],
-  // terminate() and closed(): forget the cancelled write, not only cancel it.
-  ['    clearImmediate(nextWriteTimer)\n    if (socket) {', '    clearImmediate(nextWriteTimer)\n    chunk = nextWriteTimer = null\n    if (socket) {'],
-  ['    clearImmediate(nextWriteTimer)\n    socket.removeListener', '    clearImmediate(nextWriteTimer)\n    chunk = nextWriteTimer = null\n    socket.removeListener'],
+  {
+    mark: MARK,
+    says: 'a write to a closed connection fails its queries instead of crashing the process',
+    see: 'porsager/postgres#1208',
+    edits: [
+      ['  function nextWrite(fn) {\n    const x = socket.write(chunk, fn)', `  function nextWrite(fn) {\n${guard}    const x = socket.write(chunk, fn)`],
+      // terminate() and closed(): forget the cancelled write, not only cancel it.
+      ['    clearImmediate(nextWriteTimer)\n    if (socket) {', '    clearImmediate(nextWriteTimer)\n    chunk = nextWriteTimer = null\n    if (socket) {'],
+      ['    clearImmediate(nextWriteTimer)\n    socket.removeListener', '    clearImmediate(nextWriteTimer)\n    chunk = nextWriteTimer = null\n    socket.removeListener'],
+    ],
+  },
+  {
+    mark: CLOSE_MARK,
+    says: "a query handed to a connection between its socket's error and close fails instead of waiting forever",
+    see: 'closed(hadError) in src/connection.js',
+    edits: [
+      [
+        "    !hadError && (query || sent.length) && error(Errors.connection('CONNECTION_CLOSED', options, socket))\n",
+        `    ;(query || sent.length) && error(Errors.connection('CONNECTION_CLOSED', options, socket)) ${CLOSE_MARK}\n    query = null\n`,
+      ],
+    ],
+  },
 ];
 
 const dir = path.join(root, 'node_modules/postgres');
@@ -35,17 +64,20 @@ for (const rel of ['src/connection.js', 'cjs/src/connection.js', 'cf/src/connect
   const file = path.join(dir, rel);
   if (!existsSync(file)) continue;
   let text = readFileSync(file, 'utf8');
-  if (text.includes(MARK)) continue;
+  const name = path.relative(root, file);
   if (text.includes(v1Guard)) {
-    writeFileSync(file, text.replace(v1Guard, guard));
-    console.log(`patch-postgres: brought ${path.relative(root, file)} up to this version of the mend`);
-    continue;
+    text = text.replace(v1Guard, guard);
+    writeFileSync(file, text);
+    console.log(`patch-postgres: brought ${name} up to this version of the mend`);
   }
-  if (!mends.every(([from]) => text.split(from).length === 2)) {
-    console.warn(`patch-postgres: ${path.relative(root, file)} does not have the shape this patch mends; left as it is (check porsager/postgres#1208)`);
-    continue;
+  for (const m of mends) {
+    if (text.includes(m.mark)) continue;
+    if (!m.edits.every(([from]) => text.split(from).length === 2)) {
+      console.warn(`patch-postgres: ${name} does not have the shape this patch mends (${m.says}); left as it is (check ${m.see})`);
+      continue;
+    }
+    for (const [from, to] of m.edits) text = text.replace(from, to);
+    writeFileSync(file, text);
+    console.log(`patch-postgres: mended ${name} (${m.says})`);
   }
-  for (const [from, to] of mends) text = text.replace(from, to);
-  writeFileSync(file, text);
-  console.log(`patch-postgres: mended ${path.relative(root, file)} (a write to a closed connection fails its queries instead of crashing the process)`);
 }
