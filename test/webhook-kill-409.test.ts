@@ -128,4 +128,47 @@ describe('a webhook ticket whose daemon was killed mid-call', () => {
     expect(await until(again)).toMatchObject({ state: 'succeeded', outcome: { result: { orderId: `O${keysBefore + 1}` } } });
     expect(work.size).toBe(keysBefore + 1); // before: a new key, a second order
   });
+
+  it("keeps the call a daemon held up past its lease learns the answer of after its ticket ended elsewhere: the user's next ticket repeats it, one order", { timeout: 120_000 }, async () => {
+    // (A review: the late 2xx cleared the call before its settle was refused, and the next ticket made a second order.)
+    const env = processEnv(db.url, newPrefix(), { FLOODGATE_JOB_LOCK_MS: '2000', FLOODGATE_DISPATCH_LEASE_MS: '2000', FLOODGATE_JOB_ATTEMPTS: '3', FLOODGATE_JOB_BACKOFF_MS: '100' });
+    overloaded = false;
+    holdFirst = true;
+    const first = await startDaemonProcess(env);
+    running.push(first);
+    expect((await http(first.url, 'PUT', '/v1/items/wkstop', { handler: 'webhook', config: { url, timeoutMs: 60_000 } }, 'op')).status).toBe(201);
+    const keysBefore = work.size;
+    const t = (await http(first.url, 'POST', '/v1/items/wkstop/tickets', { userId: 'cat' }, 'svc')).body.ticketId as string;
+    await waitUntil(() => work.size === keysBefore + 1, 20_000);
+    // Held up mid-call (a VM pause, a long GC) past its run's lease.
+    first.proc.kill('SIGSTOP');
+    try {
+      const second = await startDaemonProcess(env);
+      running.push(second);
+      const view = async (id: string) => (await http(second.url, 'GET', `/v1/tickets/${id}`)).body as { state: string; outcome?: { reason?: string; result?: { orderId?: string } } };
+      const until = async (id: string, ok: (v: Awaited<ReturnType<typeof view>>) => boolean) => {
+        const end = Date.now() + 60_000;
+        let v = await view(id);
+        while (!ok(v) && Date.now() < end) {
+          await new Promise((r) => setTimeout(r, 200));
+          v = await view(id);
+        }
+        return v;
+      };
+      // Run again there under the same key while the first call is worked on: 409 after 409, then `failed`.
+      expect(await until(t, (v) => v.state !== 'admitted' && v.state !== 'waiting')).toMatchObject({ state: 'failed', outcome: { reason: 'http_409' } });
+      // The first call's order is made; its answer waits in the held-up daemon's socket.
+      const answeredAt = calls.length;
+      finish!();
+      first.proc.kill('SIGCONT');
+      await waitUntil(() => /job outcome not settled/.test(first.output()), 30_000);
+      holdFirst = false;
+      const again = (await http(second.url, 'POST', '/v1/items/wkstop/tickets', { userId: 'cat' }, 'svc')).body.ticketId as string;
+      expect(await until(again, (v) => v.state !== 'admitted' && v.state !== 'waiting')).toMatchObject({ state: 'succeeded', outcome: { result: { orderId: `O${keysBefore + 1}` } } });
+      expect(work.size).toBe(keysBefore + 1); // before: a new key, a second order
+      expect(calls.length).toBeGreaterThan(answeredAt);
+    } finally {
+      first.proc.kill('SIGCONT');
+    }
+  });
 });

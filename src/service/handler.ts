@@ -146,6 +146,16 @@ export interface HandlerContext {
    * under an idempotency key repeats a user's unsure call for their next ticket (webhook).
    */
   unsure: UnsureCalls;
+  /**
+   * Runs `fn` once this run's outcome is settled — applied, or applied before under this run's
+   * lease — and never if the settle was refused: the ticket ended otherwise meanwhile (a daemon
+   * held up past the run's lease while another daemon ran the ticket again and ended it). Given to
+   * handlers whose downstream is their own (not seckill or coupon). The webhook settles a user's
+   * unsure call so: cleared at its answer, a late answer of a run whose ticket had already ended
+   * `failed` elsewhere forgot a call that had made the order, and the user's next ticket called
+   * under a new key (a second order, in a review).
+   */
+  afterSettle?(fn: () => unknown): void;
 }
 
 /** A ticket's result from its sale's row, as its handler answers one (`saleResult`; `{ id }` for a handler without one). */

@@ -198,13 +198,14 @@ export function createRunner(deps: RunnerDeps) {
     return 0;
   }
 
-  async function settle(itemId: string, t: JobTicket, input: Omit<SettleInput, 'leaseId' | 'force'>) {
+  async function settle(itemId: string, t: JobTicket, input: Omit<SettleInput, 'leaseId' | 'force'>): Promise<number> {
     const code = await deps.settle({ ...input, itemId, seq: t.seq, leaseId: t.leaseId, force: true, ...(t.record !== undefined && { record: t.record }) });
     // -2: the lease ran out and the ticket went back to the line (it will run again,
     // idempotently); -1: the item was re-created. Nothing left to settle either way.
     if (code < 0) log.warn({ itemId, seq: t.seq, code: code === -1 ? 'ticket_not_found' : 'lease_lost' }, 'job outcome not settled');
     // (2: settled before, by a run of the ticket another daemon's job made when this one's lease ran out: counted there.)
     else if (code === 1) deps.onSettled(itemId, input.retry ? 'retry' : input.status);
+    return code;
   }
 
   /** Runs the handler for one ticket: settled, or to be retried (after what its downstream asked). */
@@ -215,7 +216,9 @@ export function createRunner(deps: RunnerDeps) {
     // A module's sales through ctx.sell, followed (see soldBefore below).
     const sells = builtin ? null : { tables: new Set<'orders' | 'coupon_claims'>(), pending: 0 };
     const runCtx: HandlerContext = !sells
-      ? ctx
+      ? spec.stockTable
+        ? ctx
+        : { ...ctx }
       : {
           ...ctx,
           sell: async (table, req) => {
@@ -228,6 +231,14 @@ export function createRunner(deps: RunnerDeps) {
             }
           },
         };
+    // What the handler asked to be done once its outcome is settled (ctx.afterSettle): not when the
+    // settle was refused (the ticket ended otherwise while this run was held up).
+    const after: (() => unknown)[] = [];
+    const ended = async (input: Omit<SettleInput, 'leaseId' | 'force'>) => {
+      const code = await settle(itemId, t, input);
+      if (code > 0 && !input.retry) for (const fn of after) await fn();
+    };
+    if (!spec.stockTable) runCtx.afterSettle = (fn) => void after.push(fn);
     // Told how each call went: a handler whose downstream is its own (not one that sells through Postgres, which has its own health).
     const health = spec.stockTable ? undefined : deps.downstream;
     let outcome: HandlerOutcome;
@@ -238,7 +249,7 @@ export function createRunner(deps: RunnerDeps) {
       if (!kept) {
         deps.onSample({ itemId, startedAt, latencyMs: performance.now() - started, result: 'error' });
         log.warn({ itemId, seq: t.seq, handler: spec.name }, 'handler answered no outcome the contract knows (succeeded, or rejected with a reason of 1-128 characters): ticket failed');
-        await settle(itemId, t, { status: 'failed', reason: 'invalid_result' });
+        await ended({ status: 'failed', reason: 'invalid_result' });
         return { settled: true };
       }
       if (kept.dropped) log.warn({ itemId, seq: t.seq, handler: spec.name }, 'handler result not kept (not JSON, NUL, lone surrogate, or over 64 KiB); outcome stored without it');
@@ -249,7 +260,7 @@ export function createRunner(deps: RunnerDeps) {
       if (isRequeueError(err)) {
         // Undecidable now (Postgres unreachable, units held by tickets in flight): back to the head.
         log.debug({ itemId, seq: t.seq, reason: err.reason }, 'ticket requeued');
-        await settle(itemId, t, { status: 'failed', reason: err.reason, retry: true });
+        await ended({ status: 'failed', reason: err.reason, retry: true });
         return { settled: true };
       }
       const drop = isDropError(err);
@@ -273,7 +284,7 @@ export function createRunner(deps: RunnerDeps) {
           // (A timeout is the controller's all the same: a service that collapses under load times out.)
           deps.onSample(err.reason === 'timeout' ? sample : { ...sample, sentBack: true });
           log.debug({ itemId, seq: t.seq, attempt, reason: err.reason }, 'call not answered while the downstream is away: ticket back to the head of the line');
-          await settle(itemId, t, { status: 'failed', reason: 'downstream_away', retry: true });
+          await ended({ status: 'failed', reason: 'downstream_away', retry: true });
           return { settled: true };
         }
       }
@@ -292,12 +303,12 @@ export function createRunner(deps: RunnerDeps) {
         const sold = await soldBefore(spec, itemId, t, sells, runCtx);
         if (sold === 'undecided') {
           log.warn({ itemId, seq: t.seq, attempt, err: String(err) }, 'handler failed after a sale it began: back to the line, to be decided by its next run');
-          await settle(itemId, t, { status: 'failed', reason: 'sale_undecided', retry: true });
+          await ended({ status: 'failed', reason: 'sale_undecided', retry: true });
           return { settled: true };
         }
         if (sold) {
           log.warn({ itemId, seq: t.seq, attempt, err: String(err) }, 'handler failed after its sale was made: the ticket succeeded with it');
-          await settle(itemId, t, { status: 'succeeded', result: sold });
+          await ended({ status: 'succeeded', result: sold });
           return { settled: true };
         }
       }
@@ -306,10 +317,10 @@ export function createRunner(deps: RunnerDeps) {
       // passwords): kept as the reason only if it reads as a code.
       const said = drop ? err.reason : permanent ? (err as Error).message : 'handler_error';
       // (The built-in handlers' reasons are the contract's, `sale_refused (22P05)` among them.)
-      await settle(itemId, t, { status: 'failed', reason: (builtin ? isReason(said) : isCode(said)) ? said : drop ? 'downstream_drop' : 'handler_error' });
+      await ended({ status: 'failed', reason: (builtin ? isReason(said) : isCode(said)) ? said : drop ? 'downstream_drop' : 'handler_error' });
       return { settled: true };
     }
-    await settle(itemId, t, outcome.status === 'succeeded' ? { status: 'succeeded', result: outcome.result } : { status: 'rejected', reason: outcome.reason, result: outcome.result });
+    await ended(outcome.status === 'succeeded' ? { status: 'succeeded', result: outcome.result } : { status: 'rejected', reason: outcome.reason, result: outcome.result });
     return { settled: true };
   }
 

@@ -149,9 +149,15 @@ export const webhook: HandlerSpec = {
     headers.set('idempotency-key', key);
     // Only items defined before secrets existed lack one; they are signed once replaced (PUT).
     if (c.secret) headers.set('floodgate-signature', signature(c.secret, body, Math.floor(ctx.now() / 1000)));
-    // Answered under the ticket's own key: its unsure call, if it kept one, is settled. (One it took
-    // over stays for its own runs again: service/unsure-calls.ts.) Best effort: the answer stands.
-    const answered = () => (key === ref ? ctx.unsure.answered(t.userId, ref).catch((err) => ctx.log.warn({ err: String(err) }, 'unsure webhook call not settled')) : undefined);
+    // Answered under the ticket's own key: its unsure call, if it kept one, is settled — once the
+    // answer's outcome is the ticket's (ctx.afterSettle), not when its settle is refused. (One it
+    // took over stays for its own runs again: service/unsure-calls.ts.) Best effort: the answer stands.
+    const answered = () => {
+      if (key !== ref) return;
+      const settleCall = () => ctx.unsure.answered(t.userId, ref).catch((err) => ctx.log.warn({ err: String(err) }, 'unsure webhook call not settled'));
+      if (ctx.afterSettle) ctx.afterSettle(settleCall);
+      else return settleCall();
+    };
     // Not kept (Redis unreachable): the drop is still the drop; a later attempt keeps it.
     const keep = () => ctx.unsure.keep(t.userId, { key, body }, ref).catch((err) => ctx.log.warn({ err: String(err) }, 'unsure webhook call not kept'));
     // An item defined with such a port before it was refused: nothing can reach it, nothing was sent.
