@@ -39,7 +39,7 @@ export interface ItemSnapshot {
   inDoubt: number;
   /** Cancels of tickets in the line so far (ctr cxn; each cancel's entry on the cx stream carries its count as `n`). */
   cancelsTotal: number;
-  /** A split item's joins numbered so far (ctr jn, split-number-2.lua). */
+  /** A split item's joins numbered so far (ctr jn, split-number-3.lua). */
   joinNumbers: number;
   /** The `n` of the last cancel the cx stream let go of (ctr cxt; lua/trim-cancels-3.lua): cancels the head passed. */
   cancelsTrimmed: number;

@@ -66,7 +66,7 @@ export const scripts = {
   snapshot: spec('snapshot-4', ['meta', 'ctr', 'gate', 'stock'], ['probe']),
   ackEnded: spec('ack-ended-3', ['done', 'payloads', 'taken'], ['group', 'ttl'], 'id, seqs'),
   // A split item's sub-lines (queue/split-line.ts): join, peek and admit run on a sub-line's keys, the gate on the item's.
-  splitNumber: spec('split-number-2', ['ctr', 'blocked'], ['userId', 'source', 'defaultKeyQuota']),
+  splitNumber: spec('split-number-3', ['ctr', 'blocked', 'meta'], ['userId', 'source', 'defaultKeyQuota']),
   splitJoin: spec('split-join-5', ['meta', 'ctr', 'users', 'wait', 'payloads'], ['userId', 'num', 'payload', 'source']),
   splitPeek: spec('split-peek-5', ['meta', 'ctr', 'retry', 'wait', 'stock'], ['upTo', 'max']),
   splitAdmit: spec('split-admit-11', ['meta', 'ctr', 'retry', 'wait', 'leases', 'payloads', 'stock', 'taken', 'blocked', 'done', 'doubt'], ['leaseMs', 'leasePrefix'], 'seq'),
