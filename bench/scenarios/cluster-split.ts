@@ -98,7 +98,7 @@ export async function splitSection(ctx: BenchContext, seeds: string): Promise<st
         // A master that holds sub-lines but not the item runs only sub-line joins: their cost per call.
         const onlySub = per.filter((p) => p !== busiest && p.calls > 0);
         if (onlySub.length) cost.subJoin = (onlySub.reduce((x, p) => x + p.cpu, 0) / onlySub.reduce((x, p) => x + p.calls, 0)) * 1e6;
-        // The item's master alone: join numbers only (split-number-2.lua), no sub-line joins.
+        // The item's master alone: join numbers only (split-number-3.lua), no sub-line joins.
         const numbers = await measure((userId) => run(scripts.splitNumber, itemId, systemClock.now(), { userId, source: '', defaultKeyQuota: '' }));
         const numMaster = numbers.per.reduce((m, p) => (p.calls > m.calls ? p : m), numbers.per[0]);
         cost.number = (numMaster.cpu / numMaster.calls) * 1e6;
@@ -119,7 +119,7 @@ export async function splitSection(ctx: BenchContext, seeds: string): Promise<st
   return [
     `### One hot item: lines: 1 vs lines: 8 on the 3-master cluster`,
     '',
-    `Joins of new users to one item from this process, ${IN_FLIGHT} in flight, ${ctx.durationS} s after a ${ctx.warmupS} s warm-up, no HTTP (the join scripts as the daemon calls them). Script calls: EVALSHA and EVAL as each master counts them (a lines: 8 join is two: its join number on the item's master, split-number-2.lua, and the join on the user's sub-line's master); Redis CPU = used_cpu_sys + used_cpu_user per second of run, per master, less what that master burns idle (measured for 3 s first: ${idle.map((x) => fmtRatio(x)).join(' / ')} s/s).`,
+    `Joins of new users to one item from this process, ${IN_FLIGHT} in flight, ${ctx.durationS} s after a ${ctx.warmupS} s warm-up, no HTTP (the join scripts as the daemon calls them). Script calls: EVALSHA and EVAL as each master counts them (a lines: 8 join is two: its join number on the item's master, split-number-3.lua, and the join on the user's sub-line's master); Redis CPU = used_cpu_sys + used_cpu_user per second of run, per master, less what that master burns idle (measured for 3 s first: ${idle.map((x) => fmtRatio(x)).join(' / ')} s/s).`,
     '',
     '| lines | joins/s | script calls/s | script calls/s per master | Redis CPU s/s per master (above idle) | busiest master µs CPU per join |',
     '| --- | --- | --- | --- | --- | --- |',
