@@ -484,7 +484,11 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     }
     // A switch to auto the rollback took starts the controller afresh, as the operator's did.
     if (gate.mode === 'auto' && live.snap.gate.mode !== 'auto') await deps.gates.requestReset(scope);
-    if (row.closedAt && !live.snap.closed) await queue.definitions.cut(scope, 'closed');
+    // A split item's close cuts its sub-lines one call each: one cut short (a Redis error, a
+    // daemon stopped mid-way) left the item's own flag set and tickets waiting on the others, which
+    // were admitted after the close, and never cut (a review). Cut again while any waits.
+    const cutShort = (live.snap.def.lines ?? 1) > 1 && live.snap.counts.waiting > 0;
+    if (row.closedAt && (!live.snap.closed || cutShort)) await queue.definitions.cut(scope, 'closed');
     await syncBlocks(scope, new Set(await store.blockedIn(scope)), null);
     // The blocks everywhere under their own lock: a block everywhere written meanwhile is not undone by an older read.
     await locked('*', async () => syncBlocks(scope, null, new Set(await store.blockedIn('*'))));

@@ -6,8 +6,10 @@
   ARGV[7] taken  ARGV[8] lastNum  ARGV[9] version: the item's definition version the caller will
     run the round's tickets under ('' = any)
   lock: takes the item's admission lease (2 s) for the round; returns the join counter (ctr jn)
-    to fence the sub-lines at, -1 while another round holds the lease, or -2 (no lease taken) when
-    the item was redefined since the caller read it (admit-12.lua's code 3).
+    to fence the sub-lines at, -1 while another round holds the lease, -2 (no lease taken) when
+    the item was redefined since the caller read it (admit-12.lua's code 3), or -3 (none taken)
+    while the item is closed: a close cut short left tickets waiting on sub-lines it had not
+    reached yet, and rounds admitted them after the close (the catalog's check cuts them).
   allow: how many of `want` tickets the gate lets in now, `inFlight` being admitted already (the
     sum over the sub-lines, read under the lease: only settles can change it, downwards); when
     none, frees the lease, and answers -ms (at most -1) when the pace alone held them: the ms
@@ -26,6 +28,7 @@ local function unlock()
 end
 if op == 'lock' then
   if ARGV[9] ~= '' and (tonumber(redis.call('HGET', K.meta, 'version') or '0') or 0) ~= tonumber(ARGV[9]) then return -2 end
+  if redis.call('HGET', K.meta, 'closed') == '1' then return -3 end
   if not redis.call('SET', K.alock, token, 'NX', 'PX', 2000) then return -1 end
   return tonumber(redis.call('HGET', K.ctr, 'jn') or '0')
 end
