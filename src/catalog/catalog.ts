@@ -495,14 +495,22 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     return true;
   }
 
-  /** Sets each user's block bits in the item's hash to Postgres's: bit 1 from `item`, bit 2 from `everywhere` (null: that bit left as it is). */
+  /**
+   * Sets each user's block bits in the item's hash to Postgres's: bit 1 from `item`, bit 2 from
+   * `everywhere` (null: that bit left as it is). On a split item, also the users whose sub-line's
+   * copy differs from the item's (blocks.drift), written again whole: the item's hash alone was
+   * compared, and a copy lost on a sub-line let a blocked user's waiting ticket be admitted (a
+   * review), a stale one refused an unblocked user's new ticket.
+   */
   async function syncBlocks(itemId: string, item: Set<string> | null, everywhere: Set<string> | null) {
     const held = await queue.definitions.blocks.of(itemId);
-    const users = new Set([...held.keys(), ...(everywhere ?? []), ...(item ?? [])]);
+    const drift = await queue.definitions.blocks.drift(itemId);
+    const users = new Set([...held.keys(), ...(everywhere ?? []), ...(item ?? []), ...drift]);
     for (const u of users) {
       const bits = held.get(u) ?? 0;
-      if (item && item.has(u) !== ((bits & 1) === 1)) await queue.definitions.blocks.set(itemId, u, 'item', item.has(u));
-      if (everywhere && everywhere.has(u) !== ((bits & 2) === 2)) await queue.definitions.blocks.set(itemId, u, 'global', everywhere.has(u));
+      const again = drift.has(u);
+      if (item && (again || item.has(u) !== ((bits & 1) === 1))) await queue.definitions.blocks.set(itemId, u, 'item', item.has(u));
+      if (everywhere && (again || everywhere.has(u) !== ((bits & 2) === 2))) await queue.definitions.blocks.set(itemId, u, 'global', everywhere.has(u));
     }
   }
 

@@ -88,6 +88,12 @@ export interface BlockOps {
   setGlobal(userId: string, on: boolean): Promise<void>;
   /** The item's blocked users and their bits (1 this item, 2 everywhere), as its own hash holds them. */
   of(itemId: string): Promise<Map<string, number>>;
+  /**
+   * A split item's users whose copy on their sub-line holds other bits than the item's own hash
+   * (a block written to one and not the other: a call cut short, a rollback of one master). Admit
+   * reads the sub-line's copy, joins the item's: they must agree. Empty for one line.
+   */
+  drift(itemId: string): Promise<Set<string>>;
   /** The users in the global set. */
   global(): Promise<string[]>;
 }
@@ -323,6 +329,17 @@ export function createDefinitions(deps: { redis: RedisLike; prefix: string; cloc
       async of(itemId) {
         const all = await redis.hgetall(itemKeys(prefix, itemId).blocked);
         return new Map(Object.entries(all).map(([u, b]) => [u, Number(b)]));
+      },
+      async drift(itemId) {
+        const lines = (await splitItemOf(items, itemId))?.lines ?? 1;
+        const out = new Set<string>();
+        if (lines === 1) return out;
+        const [own, ...subs] = await Promise.all(Array.from({ length: lines }, (_, k) => redis.hgetall(itemKeys(prefix, subLineTag(itemId, k)).blocked)));
+        for (const [u, b] of Object.entries(own)) if (subLineOf(u, lines) > 0 && subs[subLineOf(u, lines) - 1][u] !== b) out.add(u);
+        subs.forEach((copy, j) => {
+          for (const [u, b] of Object.entries(copy)) if (subLineOf(u, lines) !== j + 1 || own[u] !== b) out.add(u);
+        });
+        return out;
       },
       global: () => redis.smembers(globalBlocksKey(prefix)),
     },
