@@ -322,6 +322,17 @@ describe('an item split into sub-lines, at its edges', () => {
     expect(((await other.admit(item, 10, 60_000))!).map((r) => r.seq)).toEqual([joined!.seq]);
   });
 
+  it('never shows a waiting ticket a place under 1, even when the admission cursor has passed its number', async () => {
+    const { p, item, split } = await externalSplitInFour('floor');
+    const a = await split.join(item, 'fa');
+    const b = await split.join(item, 'fb');
+    // The cursor moved past both numbers without admitting them (a restock's move racing a join
+    // numbered while sold out; rounds overlapping past their lock): a split review read 0 and less.
+    await redis.hset(itemKeys(p, 'floor').ctr, 'an', String(Math.max(a.num, b.num) + 3));
+    expect((await split.readTicket(item, a.seq)).position).toBe(1);
+    expect((await split.readTicket(item, b.seq)).position).toBe(1);
+  });
+
   it('keeps the lines of an item Redis lost when it is replaced without them before its restore', async () => {
     const p = newPrefix();
     const clock = manualClock();

@@ -405,7 +405,10 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
       // sub-line, a later joiner on sub-line 0 read place 1 while an earlier one on sub-line 1 was
       // taken first.
       const retryRank = rank >= 0 ? await returnedAhead(item, Number(x.jn ?? 0)) : rank;
-      return { record: record || null, x, retryRank, cut: cut ? (JSON.parse(cut) as Cut) : null, position: num === null ? null : Number(num) - a };
+      // (At least 1: the cursor can pass a waiting ticket's number — a restock's move racing a
+      // join numbered while sold out, rounds overlapping past their 2 s lock — and a place of 0 or
+      // less is nobody's; the join's answer floors it too.)
+      return { record: record || null, x, retryRank, cut: cut ? (JSON.parse(cut) as Cut) : null, position: num === null ? null : Math.max(1, Number(num) - a) };
     },
 
     recordOf(item, seq) {
