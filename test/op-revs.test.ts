@@ -10,7 +10,7 @@ import { testRedis } from './support/redis.js';
 
 const { redis, newPrefix } = testRedis();
 /** A database per test (a daemon's Postgres and its Redis prefix go together: revisions are per database). */
-const dbs = await Promise.all(Array.from({ length: 6 }, () => testDb()));
+const dbs = await Promise.all(Array.from({ length: 7 }, () => testDb()));
 let db = dbs[0]!;
 
 /** Revisions over a database and a prefix of the test's own; `apply` records what it was asked to put back. */
@@ -24,6 +24,14 @@ function setUp() {
   const apply = async (scope: string) => scope === '*' || (await redis.exists(itemKeys(prefix, scope).meta)) === 1;
   const ops = createOpRevs({ rows, marks, apply: async (scope) => (await apply(scope)) && (applied.push(scope), true), log: createLogger('silent') });
   return { prefix, applied, rows, marks, ops };
+}
+
+/** Checks until `done` (a lock a terminated session held is let go by Postgres a moment later). */
+async function waitForRepair(check: () => Promise<unknown>, done: () => boolean) {
+  for (let i = 0; i < 50 && !done(); i++) {
+    await check().catch(() => undefined);
+    if (!done()) await new Promise((r) => setTimeout(r, 100));
+  }
 }
 
 async function liveItem(prefix: string, itemId: string) {
@@ -43,15 +51,17 @@ describe('operators’ write revisions (catalog/op-revs.ts)', () => {
     expect(applied).toEqual([]);
   });
 
-  it('a write refused for what it asked takes no revision; one that failed part-way does, and the next check applies it', async () => {
+  it('a write refused for what it asked leaves nothing to repair; one that failed part-way does, and the next check applies it', async () => {
     const { prefix, applied, rows, marks, ops } = setUp();
     await liveItem(prefix, 'ob');
     await expect(ops.within('ob', async () => Promise.reject(new FloodgateError('invalid_request', 'no')))).rejects.toThrow('no');
-    expect(await rows.rev('ob')).toBe(0);
+    const refusedAt = await rows.rev('ob');
+    expect(await marks.of('ob')).toBe(refusedAt);
+    expect(await ops.check()).toBe(0);
     await expect(ops.within('ob', async () => Promise.reject(new Error('redis went away')))).rejects.toThrow('redis went away');
     const rev = await rows.rev('ob');
-    expect(rev).toBeGreaterThan(0);
-    expect(await marks.of('ob')).toBe(0);
+    expect(rev).toBeGreaterThan(refusedAt);
+    expect(await marks.of('ob')).toBe(refusedAt);
     expect(await ops.check()).toBe(1);
     expect(applied).toEqual(['ob']);
     expect(await marks.of('ob')).toBe(rev);
@@ -119,7 +129,8 @@ describe('operators’ write revisions (catalog/op-revs.ts)', () => {
       await db.sql`alter sequence floodgate_op_rev_seq rename to floodgate_op_rev_seq_away`;
     });
     await db.sql`alter sequence floodgate_op_rev_seq_away rename to floodgate_op_rev_seq`;
-    expect(await rows.rev('og')).toBe(first);
+    // (The revision taken before the write stands above Redis's mark.)
+    expect(await rows.rev('og')).toBeGreaterThan(first);
     expect(await marks.of('og')).toBe(first);
     // Redis then rolls back to before the second write (its mark was never raised, so it reads the same).
     expect(await ops.check()).toBe(1);
@@ -127,5 +138,30 @@ describe('operators’ write revisions (catalog/op-revs.ts)', () => {
     expect(await rows.rev('og')).toBeGreaterThan(first);
     expect(await marks.of('og')).toBe(await rows.rev('og'));
     expect(await ops.check({ all: true })).toBe(0);
+  });
+  it('leaves Postgres ahead of Redis while a write runs: one its daemon never finished (stopped part-way) is applied by another daemon\'s next check', async () => {
+    const { prefix, rows, marks, ops } = setUp();
+    await liveItem(prefix, 'oh');
+    await ops.within('oh', async () => {});
+    let entered!: () => void;
+    const inside = new Promise<void>((r) => (entered = r));
+    let release!: () => void;
+    const stopped = new Promise<void>((r) => (release = r));
+    // The write starts (a split item's close: some sub-lines cut) and its daemon stops there.
+    const write = ops.within('oh', async () => {
+      entered();
+      await stopped;
+    }).catch(() => undefined);
+    await inside;
+    expect(await rows.rev('oh')).toBeGreaterThan(await marks.of('oh')); // before: equal, so no check ever looked again
+    // The stopped daemon's session goes (its lock with it); another daemon's check repairs the item.
+    await db.sql`select pg_terminate_backend(pid) from pg_locks where locktype = 'advisory' and granted and database = (select oid from pg_database where datname = current_database())`;
+    const other: string[] = [];
+    const elsewhere = createOpRevs({ rows: createOpRevRows(db.sql), marks: createOpMarks(redis, prefix), apply: async (scope) => (other.push(scope), true), log: createLogger('silent') });
+    await waitForRepair(() => elsewhere.check(), () => other.length > 0);
+    expect(other).toEqual(['oh']);
+    expect(await marks.of('oh')).toBe(await rows.rev('oh'));
+    release();
+    await write;
   });
 });

@@ -148,12 +148,21 @@ export function createOpRevs(deps: OpRevsDeps): OpRevs {
   return {
     within: (scope, write) =>
       rows.locked(scope, async () => {
+        // A revision taken before the write as well: a daemon stopped part-way through it (killed
+        // between a split item's sub-lines' cuts) leaves Postgres's revision above Redis's mark,
+        // and the next check, on any daemon, applies Postgres's state. Taken only after the write,
+        // nothing was left to find: the close's other sub-lines stayed open, their tickets waiting
+        // (a review). A write refused for what it asked changed nothing: Redis is marked back up
+        // to it when it was current before.
+        const [revWas, markWas] = await Promise.all([rows.rev(scope), marks.of(scope)]);
+        const ahead = await rows.bump(scope);
         let out: Awaited<ReturnType<typeof write>>;
         try {
           out = await write();
         } catch (err) {
           // Part-way: Postgres may hold what Redis does not; the next check applies it.
           if (!refused(err)) await rows.bump(scope).catch(() => unrecorded.add(scope));
+          else if (markWas >= revWas) await marks.set(scope, ahead).catch(() => {});
           throw err;
         }
         // The write is done: a revision or a mark that fails now (a store gone this moment) is
