@@ -12,12 +12,23 @@ const t = await testApp();
  * against the highest admitted.
  */
 describe('event stream of a split item', () => {
-  it.each([1, 2])('tells an admission as a poll shows it (lines: %i)', async (lines) => {
+  it.each([
+    [1, 0],
+    [2, 0],
+    [2, 5],
+  ])('tells an admission as a poll shows it (lines: %i, tickets returned to the head: %i)', async (lines, returned) => {
     const { app, call } = t.build({ cacheMs: 50 });
-    const item = `split-stream-${lines}`;
-    expect((await call('PUT', `/v1/items/${item}`, { handler: 'external', lines, gate: { mode: 'manual', rate: 1 } })).status).toBe(201);
+    const item = `split-stream-${lines}-${returned}`;
+    expect((await call('PUT', `/v1/items/${item}`, { handler: 'external', lines, gate: { mode: 'manual', rate: returned ? 1000 : 1 } })).status).toBe(201);
     const ids: string[] = [];
     for (let i = 0; i < 120; i++) ids.push((await call('POST', `/v1/items/${item}/tickets`, { userId: `u${i}` }, SERVICE)).body.ticketId);
+    if (returned) {
+      // Handed out and given back by their worker: they go before the line, and every place counts them.
+      const out = (await call('POST', `/v1/items/${item}/pull`, { max: returned }, SERVICE)).body.tickets as { ticketId: string; leaseId: string }[];
+      expect(out).toHaveLength(returned);
+      for (const p of out) expect((await call('POST', `/v1/tickets/${p.ticketId}/outcome`, { leaseId: p.leaseId, status: 'failed', reason: 'busy', retry: true }, SERVICE)).status).toBe(200);
+      expect((await call('PATCH', `/v1/items/${item}/gate`, { rate: 1 })).status).toBe(200);
+    }
     const last = ids.at(-1)!;
     const s = followTicket(app, last);
     const first = await s.next();

@@ -110,13 +110,16 @@ const isSplit = (item: CachedItem | null | undefined) => (item?.snap.def.lines ?
 const headOf = (item: CachedItem | null | undefined) => (!item ? Infinity : isSplit(item) ? item.snap.admittedUpTo : item.snap.served);
 
 /**
- * A split item's waiting ticket shows the place n − A (split-line.ts: n its join number, A the
- * highest admitted), so n is its place plus A — A as Redis had it at that read, which `aBefore`
- * (the item's view from before the read: A only grows) does not pass. The join number is then
- * never overstated, and the watcher turns hot when A reaches it, or a little before (a read more).
- * A ticket returned to the head shows its place among returned tickets: an n under the true one.
+ * A split item's waiting ticket shows the place n − A + R (split-line.ts: n its join number, A the
+ * highest admitted, R the tickets returned to the head, which go first: the view's count), so n is
+ * its place less R plus A — A as Redis had it at that read, which `before` (the item's view from
+ * before the read: A only grows) does not pass, and R as the view that placed it had it (`before`'s
+ * or a refresh's: the larger taken). The join number is then never overstated, and the watcher
+ * turns hot when A reaches it, or a little before (a read more). A ticket returned to the head
+ * shows its place among the returned (at most R): an n at most A, hot at once, as it goes first.
  */
-const splitLine = (v: TicketView, aBefore: number) => (v.state === 'waiting' && typeof v.position === 'number' ? v.position + aBefore : Infinity);
+const splitLine = (v: TicketView, before: CachedItem, after: CachedItem | null | undefined) =>
+  v.state === 'waiting' && typeof v.position === 'number' ? v.position - Math.max(before.snap.returned, after?.snap.returned ?? 0) + before.snap.admittedUpTo : Infinity;
 
 interface HeadEntry {
   w: Watcher;
@@ -276,7 +279,7 @@ export function createTicketWatch(deps: {
       offer(itemId, w, v, deps.clock.now());
       // A split item's watcher learns its join number from each read (a waiting ticket's only read: no cached path).
       if (isSplit(before) && w.place !== 'gone') {
-        const line = splitLine(v, before!.snap.admittedUpTo);
+        const line = splitLine(v, before!, deps.queue.items.peek(itemId));
         if (line !== w.line) {
           w.line = line;
           if (line !== Infinity) pushHead(g.heads, w);
@@ -412,7 +415,7 @@ export function createTicketWatch(deps: {
       const now = deps.clock.now();
       const cached = deps.queue.items.peek(itemId);
       // (A split item's first view was read from Redis just now: A as the view has it may be a refresh newer, a join number overstated by the admissions between; the next read sets it.)
-      const line = isSplit(cached) ? splitLine(first, cached!.snap.admittedUpTo) : (cached?.lineIndex(parsed.seq) ?? parsed.seq);
+      const line = isSplit(cached) ? splitLine(first, cached!, undefined) : (cached?.lineIndex(parsed.seq) ?? parsed.seq);
       const w: Watcher = { ticketId, seq: parsed.seq, line, last: first, nextAt: now + (first.pollAfterMs ?? 1000), lastWriteAt: now, sink, reading: false, slot: -1, place: 'wheel' };
       const g = groupOf(itemId);
       g.all.add(w);

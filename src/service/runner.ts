@@ -236,7 +236,13 @@ export function createRunner(deps: RunnerDeps) {
     const after: (() => unknown)[] = [];
     const ended = async (input: Omit<SettleInput, 'leaseId' | 'force'>) => {
       const code = await settle(itemId, t, input);
-      if (code > 0 && !input.retry) for (const fn of after) await fn();
+      if (code > 0 && !input.retry)
+        for (const fn of after) {
+          // (A module's that throws must not fail the run: its ticket is settled, and run again it would call again.)
+          await Promise.resolve()
+            .then(fn)
+            .catch((err: unknown) => log.warn({ itemId, seq: t.seq, err: String(err) }, 'a handler\'s after-settle step failed'));
+        }
     };
     if (!spec.stockTable) runCtx.afterSettle = (fn) => void after.push(fn);
     // Told how each call went: a handler whose downstream is its own (not one that sells through Postgres, which has its own health).
