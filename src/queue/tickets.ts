@@ -167,7 +167,10 @@ export function createTickets(deps: TicketsDeps): Tickets {
     }
     deps.onJoined?.(sub.itemId);
     const position = Math.max(1, j.num - s.admittedUpTo) + s.returned;
-    return { created: true, ticket: { ...baseView(ticketId, sub.itemId, cachedRecord(rec, sub.itemId, j.seq, item.recordKey), 'waiting'), position, ...waitingHints(item, position, clock.now()) } };
+    const hints = waitingHints(item, position, clock.now());
+    // (As on one line: the ETA told at the join, against the wait it had — floodgate_eta_error's samples.)
+    if (deps.rememberEtas) deps.eta.remember(sub.itemId, j.seq, hints.etaMs);
+    return { created: true, ticket: { ...baseView(ticketId, sub.itemId, cachedRecord(rec, sub.itemId, j.seq, item.recordKey), 'waiting'), position, ...hints } };
   }
 
   async function cancelSplit(sub: { itemId: string; lines: number }, a: { seq: number; outcome: string; record: string }) {
