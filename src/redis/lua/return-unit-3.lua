@@ -1,7 +1,7 @@
 --[[
   Gives back the units of released reservations, once per order: to the stock counter (so the
   next waiting tickets are admitted) and to their buyers (a user's entry in `users` is cleared when
-  it still names a succeeded ticket, so the user may join again; the old ticket stays succeeded;
+  it still names the order's succeeded ticket, so the user may join again; the old ticket stays succeeded;
   one that still runs is marked, and does not hold its user once it succeeds).
   Postgres releases an order exactly once; the `returned` set makes a repeat of this call (a retry,
   or two daemons finishing the same release) harmless.
@@ -24,7 +24,12 @@ for i = 2, #ARGV, 2 do
     if seq then
       local record = getRecord(seq)
       if record and string.sub(record, 1, 1) == 's' then
-        rcall('HDEL', K.users, userId)
+        -- Only the ticket of this order (or one whose outcome is no longer held): after a Redis
+        -- rollback lost the user's entry, a later ticket of theirs may have succeeded with an order
+        -- of its own, and freed, its user's next join made a ticket Postgres then refused.
+        local ok, o = pcall(cjson.decode, rcall('HGET', keyOf.x(seq), 'outcome') or 'null')
+        local other = ok and type(o) == 'table' and type(o.result) == 'table' and o.result.orderId ~= nil and tostring(o.result.orderId) ~= orderId
+        if not other then rcall('HDEL', K.users, userId) end
       elseif record then
         -- Still running (its sale committed, its settle not yet in): marked, so that if it ends
         -- succeeded with this order it ends rejected / reservation_released instead (finish in
