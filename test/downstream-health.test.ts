@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { manualClock } from '../src/kernel/clock.js';
 import { createLogger } from '../src/kernel/logger.js';
-import { AWAY_SILENCE_MS, downstreamHealth, PROBE_MAX_MS, unanswered } from '../src/service/downstream-health.js';
+import { AWAY_IDLE_MS, AWAY_SILENCE_MS, downstreamHealth, PROBE_MAX_MS, unanswered } from '../src/service/downstream-health.js';
 
 const HOLD_MS = 60_000;
 import { DropError } from '../src/service/handler.js';
@@ -162,5 +162,19 @@ describe('downstream health', () => {
     view.life = 'secret|2';
     expect([h.away('i'), h.failing('i'), h.probe('i'), h.awayItems()]).toEqual([false, false, 0, []]);
     expect(h.sendBack('i', 1)).toBe(true);
+  });
+  it('takes the downstream as unknown again once nothing has been probed for AWAY_IDLE_MS (no ticket left to call), not away for good', () => {
+    const { clock, h } = health();
+    for (let seq = 1; seq <= 5; seq++) h.dropped('i', seq, 'connection_refused');
+    expect(h.away('i')).toBe(true);
+    // Probed while tickets wait: away as long as the probes go unanswered.
+    for (let t = 0; t < 3 * AWAY_IDLE_MS; t += 500) {
+      clock.advance(500);
+      h.probe('i');
+    }
+    expect([h.away('i'), h.awayItems()]).toEqual([true, ['i']]);
+    // The line emptied (cancelled, closed): no probe asked for. Before: away, and its gauge 1, for good.
+    clock.advance(AWAY_IDLE_MS);
+    expect([h.away('i'), h.awayItems(), h.failing('i')]).toEqual([false, [], false]);
   });
 });

@@ -23,6 +23,14 @@ export const PROBE_MAX_MS = 2000;
  */
 export const PROBE_MAX_TICKETS = 32;
 
+/**
+ * How long an away lasts with no probe made (ms): probes are asked for only while tickets wait
+ * behind an open gate, and with none (a line cancelled or abandoned empty, an item closed or sold
+ * out) nothing could ever answer one — the item read `paused` and its gauge 1 for good on the daemon
+ * that saw the drops, and the first join, hours later, marked it away again for every daemon (a
+ * review). Then the downstream is taken as unknown: the next calls say what it is.
+ */
+export const AWAY_IDLE_MS = 10_000;
 /** How long a daemon's mark that an item's downstream is away lasts unless renewed (ms); it renews it every RENEW_MS while it probes. */
 export const MARK_MS = 5000;
 const RENEW_MS = 1000;
@@ -56,6 +64,8 @@ interface ItemHealth {
   awaySince: number | null;
   probeAt: number;
   probeWaitMs: number;
+  /** When a probe was last given tickets (clock ms). */
+  probedAt: number;
   /** Probes taken since it was marked away. */
   probes: number;
   /** When this process last wrote the shared mark (clock ms). */
@@ -130,6 +140,12 @@ export function downstreamHealth(deps: {
   const current = (itemId: string): ItemHealth | undefined => {
     const h = items.get(itemId);
     if (!h) return undefined;
+    if (h.awaySince !== null && deps.now() - Math.max(h.awaySince, h.probedAt) >= AWAY_IDLE_MS) {
+      deps.log.info({ itemId, awayMs: deps.now() - h.awaySince }, 'downstream not probed for a while (nothing to call): taken as unknown again; the next calls say whether it answers');
+      h.awaySince = null;
+      h.streak = 0;
+      h.streakSeqs.clear();
+    }
     const life = deps.shared?.read(itemId)?.life;
     if (life === undefined || h.life === life) return h;
     if (h.life === undefined) {
@@ -174,7 +190,7 @@ export function downstreamHealth(deps: {
     let h = current(itemId);
     if (!h) {
       if (items.size >= 100_000) for (const [id, old] of items) if (old.awaySince === null) items.delete(id);
-      h = { streak: 0, streakSeqs: new Set(), answeredAt: -Infinity, answers: 0, awaySince: null, probeAt: 0, probeWaitMs: PROBE_FIRST_MS, probes: 0, markedAt: -Infinity, clearedAt: -Infinity, markFailed: false, sentBack: new Map(), life: deps.shared?.read(itemId)?.life };
+      h = { streak: 0, streakSeqs: new Set(), answeredAt: -Infinity, answers: 0, awaySince: null, probeAt: 0, probeWaitMs: PROBE_FIRST_MS, probes: 0, markedAt: -Infinity, clearedAt: -Infinity, markFailed: false, sentBack: new Map(), life: deps.shared?.read(itemId)?.life, probedAt: -Infinity };
       items.set(itemId, h);
     }
     return h;
@@ -256,13 +272,14 @@ export function downstreamHealth(deps: {
         writeMark(itemId, h, now);
       }
       if (now < h.probeAt) return 0;
+      h.probedAt = now;
       h.probeAt = now + h.probeWaitMs;
       h.probeWaitMs = Math.min(PROBE_MAX_MS, h.probeWaitMs * 2);
       h.probes++;
       return Math.min(PROBE_MAX_TICKETS, 2 ** Math.min(h.probes - 1, 10));
     },
     /** Items taken as away now. */
-    awayItems: (): string[] => [...items].filter(([, h]) => h.awaySince !== null).map(([id]) => id),
+    awayItems: (): string[] => [...items.keys()].filter((id) => current(id)?.awaySince != null),
   };
 }
 
