@@ -28,7 +28,9 @@ describe('a Postgres that stops answering mid-sale', () => {
     // Selling at its pace, a ticket far back told an ETA.
     await waitFor(() => d.call('GET', `/v1/tickets/${ids[0]}`, undefined, null), (r) => r.body.state === 'succeeded');
     const last = ids[ids.length - 1];
-    expect((await d.call('GET', `/v1/tickets/${last}`, undefined, null)).body.etaMs).toBeGreaterThan(0);
+    // (Waited for: with the in-flight cap of 2 full before an admission rate is measured — slow
+    // first sales on a loaded machine — no ETA is told yet; a full suite's run met that once.)
+    expect((await waitFor(() => d.call('GET', `/v1/tickets/${last}`, undefined, null), (r) => r.body.etaMs > 0, 20_000)).body.etaMs).toBeGreaterThan(0);
 
     // Every answer from Postgres held 14 s (old connections and new alike): the next sales wait.
     proxy.delay(14_000);
