@@ -50,6 +50,11 @@ describe('Postgres pressure, the gate signal of seckill and coupon', () => {
     expect(p.cap(1000)).toBe(500); // the best rate (100/s) × 5 s
     for (; now < 40_000; now += 100) p.record(4000); // 10/s for 34 s: the 100/s is forgotten
     expect(p.cap(1000)).toBe(defaultPressure.minCap);
+    expect(p.view()).toMatchObject({ p50Ms: 4000 });
+    // No sell for 30 s (the sale over, or Postgres away), and nothing else asks: what operators
+    // read is no rate, not the last one for good (the gauges read 0). Before: 10/s and 4 s, kept.
+    now += 31_000;
+    expect(p.view()).toEqual({ perS: null, p50Ms: null });
   });
 
   it("shows the cap it holds a seckill item at as the gate's effective maxInFlight", async () => {

@@ -41,7 +41,7 @@ export interface PgPressure {
   record(ms: number): void;
   /** The in-flight cap for a handler whose own cap is `handlerCap`. */
   cap(handlerCap: number): number;
-  /** What operators see: the best sells/s remembered and the last window's median sell time. */
+  /** What operators see: the best sells/s remembered and the last window's median sell time (both null with no sell in memory). */
   view(): { perS: number | null; p50Ms: number | null };
 }
 
@@ -51,6 +51,8 @@ export function createPgPressure(clock: Clock, o: PgPressureOptions = defaultPre
   /** Sells/s of each closed window with sells, and when it closed. */
   const rates: { at: number; perS: number }[] = [];
   let p50Ms: number | null = null;
+  /** When a sell was last recorded. */
+  let lastAt = -Infinity;
 
   function roll() {
     const now = clock.now();
@@ -74,11 +76,17 @@ export function createPgPressure(clock: Clock, o: PgPressureOptions = defaultPre
     record(ms) {
       roll();
       times.push(ms);
+      lastAt = clock.now();
     },
     cap(handlerCap) {
       roll();
       return slow() ? nextCap(best(), handlerCap, o) : handlerCap;
     },
-    view: () => ({ perS: best(), p50Ms }),
+    view: () => {
+      // No sell answered within the memory (a sale over, Postgres away): nothing measured of late.
+      if (clock.now() - lastAt > o.memoryMs) return { perS: null, p50Ms: null };
+      roll();
+      return { perS: best(), p50Ms };
+    },
   };
 }
