@@ -131,6 +131,15 @@ export function downstreamHealth(deps: {
   };
 }) {
   const items = new Map<string, ItemHealth>();
+  /** The run of drops ends, and an away with it (logged as `said`); whether there was one. */
+  function ends(itemId: string, h: ItemHealth, now: number, said: string): boolean {
+    h.streak = 0;
+    h.streakSeqs.clear();
+    if (h.awaySince === null) return false;
+    deps.log.info({ itemId, awayMs: now - h.awaySince }, said);
+    h.awaySince = null;
+    return true;
+  }
   /**
    * What this process learnt of the item's downstream, if of the item's present life: an item
    * deleted and made again (a new URL, say) starts afresh. Before, it read `paused` until a probe
@@ -140,12 +149,8 @@ export function downstreamHealth(deps: {
   const current = (itemId: string): ItemHealth | undefined => {
     const h = items.get(itemId);
     if (!h) return undefined;
-    if (h.awaySince !== null && deps.now() - Math.max(h.awaySince, h.probedAt) >= AWAY_IDLE_MS) {
-      deps.log.info({ itemId, awayMs: deps.now() - h.awaySince }, 'downstream not probed for a while (nothing to call): taken as unknown again; the next calls say whether it answers');
-      h.awaySince = null;
-      h.streak = 0;
-      h.streakSeqs.clear();
-    }
+    const now = deps.now();
+    if (h.awaySince !== null && now - Math.max(h.awaySince, h.probedAt) >= AWAY_IDLE_MS) ends(itemId, h, now, 'downstream not probed for a while (nothing to call): taken as unknown again; the next calls say whether it answers');
     const life = deps.shared?.read(itemId)?.life;
     if (life === undefined || h.life === life) return h;
     if (h.life === undefined) {
@@ -160,16 +165,6 @@ export function downstreamHealth(deps: {
     const r = deps.shared?.read(itemId);
     return !!r && r.until !== null && r.until > deps.now();
   };
-  /**
-   * The mark says the item's downstream is away — unless this process's own calls were answered
-   * within AWAY_SILENCE_MS: a daemon that cannot reach the service (its own route, its resolver)
-   * must not pause daemons that can (a review).
-   */
-  const markedAway = (itemId: string): boolean => {
-    if (!markPresent(itemId)) return false;
-    const h = current(itemId);
-    return !h || deps.now() - h.answeredAt >= AWAY_SILENCE_MS;
-  };
   const writeMark = (itemId: string, h: ItemHealth, now: number) => {
     h.markedAt = now;
     h.markFailed = false;
@@ -179,12 +174,7 @@ export function downstreamHealth(deps: {
   /** An answer (here, or one another daemon's cleared mark stands for): the run of drops ends, and an away with it. */
   const heard = (itemId: string, h: ItemHealth, now: number, where: string) => {
     h.answeredAt = now;
-    h.streak = 0;
-    h.streakSeqs.clear();
-    if (h.awaySince === null) return false;
-    deps.log.info({ itemId, awayMs: now - h.awaySince }, `downstream answers again${where}: the item admits at its gate's pace`);
-    h.awaySince = null;
-    return true;
+    return ends(itemId, h, now, `downstream answers again${where}: the item admits at its gate's pace`);
   };
   const entry = (itemId: string): ItemHealth => {
     let h = current(itemId);
@@ -229,8 +219,16 @@ export function downstreamHealth(deps: {
         deps.log.warn({ itemId, drops: h.streak, reason }, 'downstream not answering: the item admits nobody but a probe now and then, its waiting tickets read paused, and calls not answered go back to the head of the line');
       }
     },
-    /** Taken as away here, or marked away by another daemon. */
-    away: (itemId: string): boolean => current(itemId)?.awaySince != null || markedAway(itemId),
+    /**
+     * Taken as away here, or marked away by another daemon — unless this process's own calls were
+     * answered within AWAY_SILENCE_MS: a daemon that cannot reach the service (its own route, its
+     * resolver) must not pause daemons that can (a review).
+     */
+    away(itemId: string): boolean {
+      const h = current(itemId);
+      if (h?.awaySince != null) return true;
+      return markPresent(itemId) && (!h || deps.now() - h.answeredAt >= AWAY_SILENCE_MS);
+    },
     /** Whether the drops since the last answer are enough to mark it away (the time aside): a ticket's last attempt is then sent back, not failed. */
     failing: (itemId: string): boolean => {
       const h = current(itemId);

@@ -215,25 +215,28 @@ export function createRunner(deps: RunnerDeps) {
     const builtin = builtinHandlers.includes(spec);
     // A module's sales through ctx.sell, followed (see soldBefore below).
     const sells = builtin ? null : { tables: new Set<'orders' | 'coupon_claims'>(), pending: 0 };
-    const runCtx: HandlerContext = !sells
-      ? spec.stockTable
-        ? ctx
-        : { ...ctx }
-      : {
-          ...ctx,
-          sell: async (table, req) => {
-            sells.tables.add(table);
-            sells.pending++;
-            try {
-              return await ctx.sell(table, req);
-            } finally {
-              sells.pending--;
-            }
-          },
-        };
-    // What the handler asked to be done once its outcome is settled (ctx.afterSettle): not when the
-    // settle was refused (the ticket ended otherwise while this run was held up).
+    // What the handler asked to be done once its outcome is settled (ctx.afterSettle, for handlers
+    // whose downstream is their own): not when the settle was refused (the ticket ended otherwise
+    // while this run was held up).
     const after: (() => unknown)[] = [];
+    const runCtx: HandlerContext =
+      !sells && spec.stockTable
+        ? ctx
+        : {
+            ...ctx,
+            ...(!spec.stockTable && { afterSettle: (fn: () => unknown) => void after.push(fn) }),
+            ...(sells && {
+              sell: async (table: 'orders' | 'coupon_claims', req: Parameters<HandlerContext['sell']>[1]) => {
+                sells.tables.add(table);
+                sells.pending++;
+                try {
+                  return await ctx.sell(table, req);
+                } finally {
+                  sells.pending--;
+                }
+              },
+            }),
+          };
     const ended = async (input: Omit<SettleInput, 'leaseId' | 'force'>) => {
       const code = await settle(itemId, t, input);
       if (code > 0 && !input.retry)
@@ -244,7 +247,6 @@ export function createRunner(deps: RunnerDeps) {
             .catch((err: unknown) => log.warn({ itemId, seq: t.seq, err: String(err) }, 'a handler\'s after-settle step failed'));
         }
     };
-    if (!spec.stockTable) runCtx.afterSettle = (fn) => void after.push(fn);
     // Told how each call went: a handler whose downstream is its own (not one that sells through Postgres, which has its own health).
     const health = spec.stockTable ? undefined : deps.downstream;
     let outcome: HandlerOutcome;
