@@ -19,6 +19,17 @@
 // forever, carried over to the next socket of the slot, which never took work again. After this
 // patch the close fails whatever the connection still holds and forgets the failed query.
 // test/postgres-error-close.test.ts shows it.
+//
+// A third (found 7 Dec in CI: Postgres made read-only mid-sale): a connection reserved with
+// `sql.reserve()` (the operators' lock session, db/op-revs.ts) whose session the server ended while
+// it was reserved went back to the pool's closed list at once, yet stayed the reserved handle's:
+// a query on the handle ran on a connection with no socket (failed, and left the connection
+// holding it), the handle's queued queries waited forever, and `release()` then put the dead
+// connection in the pool's open list, where it failed every query handed to it (CONNECTION_CLOSED)
+// for as long as the process lived — a third of a busy pool's queries in a plain repro, read by
+// the daemon as Postgres unreachable: the sale paused again and again. After this patch the close
+// ends the reservation: its queued and later queries fail as CONNECTION_CLOSED, and `release()`
+// leaves the connection to the pool. test/postgres-reserve-close.test.ts shows it.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -32,9 +43,11 @@ const V1 = '/* floodgate: closed-socket write mended */';
 const guard = `    if (!socket) { ${MARK}\n      nextWriteTimer !== null && clearImmediate(nextWriteTimer)\n      chunk = nextWriteTimer = null\n      error(Errors.connection('CONNECTION_CLOSED', options))\n      return false\n    }\n`;
 const v1Guard = `    if (!socket) { ${V1}\n      chunk = nextWriteTimer = null\n      error(Errors.connection('CONNECTION_CLOSED', options))\n      return false\n    }\n`;
 const CLOSE_MARK = '/* floodgate: a close fails what the connection holds */';
+const RESERVE_MARK = '/* floodgate: a close ends a reservation */';
 /** Each mend: its mark (present: applied), the text it replaces (once in the file) and with what, and what it does. */
 const mends = [
   {
+    file: 'connection.js',
     mark: MARK,
     says: 'a write to a closed connection fails its queries instead of crashing the process',
     see: 'porsager/postgres#1208',
@@ -46,6 +59,7 @@ const mends = [
     ],
   },
   {
+    file: 'connection.js',
     mark: CLOSE_MARK,
     says: "a query handed to a connection between its socket's error and close fails instead of waiting forever",
     see: 'closed(hadError) in src/connection.js',
@@ -56,11 +70,32 @@ const mends = [
       ],
     ],
   },
+  {
+    file: 'index.js',
+    mark: RESERVE_MARK,
+    says: 'a reserved connection whose session ended fails its queries and is not handed back to the pool',
+    see: 'reserve() and onclose() in src/index.js',
+    edits: [
+      [
+        '    move(c, reserved)\n    c.reserved = () => queue.length\n      ? c.execute(queue.shift())\n      : move(c, reserved)\n    c.reserved.release = true\n',
+        `    move(c, reserved)\n    const mine = c.reserved = () => queue.length\n      ? c.execute(queue.shift())\n      : move(c, reserved)\n    c.reserved.release = true\n    c.reserved.gone = (e) => { while (queue.length) queue.shift().reject(e) } ${RESERVE_MARK}\n`,
+      ],
+      [
+        '    sql.release = () => {\n      c.reserved = null\n      onopen(c)\n    }\n',
+        '    sql.release = () => {\n      if (c.reserved !== mine) return\n      c.reserved = null\n      onopen(c)\n    }\n',
+      ],
+      [
+        '    function handler(q) {\n      c.queue === full\n',
+        "    function handler(q) {\n      if (c.reserved !== mine) return q.reject(Errors.connection('CONNECTION_CLOSED', options))\n      c.queue === full\n",
+      ],
+      ['  function onclose(c, e) {\n    move(c, closed)\n    c.reserved = null\n', '  function onclose(c, e) {\n    move(c, closed)\n    c.reserved && c.reserved.gone && c.reserved.gone(e)\n    c.reserved = null\n'],
+    ],
+  },
 ];
 
 const dir = path.join(root, 'node_modules/postgres');
 if (!existsSync(dir)) process.exit(0);
-for (const rel of ['src/connection.js', 'cjs/src/connection.js', 'cf/src/connection.js']) {
+for (const rel of ['src', 'cjs/src', 'cf/src'].flatMap((d) => ['connection.js', 'index.js'].map((f) => `${d}/${f}`))) {
   const file = path.join(dir, rel);
   if (!existsSync(file)) continue;
   let text = readFileSync(file, 'utf8');
@@ -71,7 +106,7 @@ for (const rel of ['src/connection.js', 'cjs/src/connection.js', 'cf/src/connect
     console.log(`patch-postgres: brought ${name} up to this version of the mend`);
   }
   for (const m of mends) {
-    if (text.includes(m.mark)) continue;
+    if (!rel.endsWith(`/${m.file}`) || text.includes(m.mark)) continue;
     if (!m.edits.every(([from]) => text.split(from).length === 2)) {
       console.warn(`patch-postgres: ${name} does not have the shape this patch mends (${m.says}); left as it is (check ${m.see})`);
       continue;
