@@ -63,7 +63,7 @@ import { controllerView } from './scheduler/controller-view.js';
 import { createSeriesStore } from './scheduler/series-store.js';
 import { createInviteUses } from './access/invite-uses.js';
 import { createInviteUseRows } from './db/invite-uses.js';
-import { createPgHealth, writable } from './db/health.js';
+import { createPgHealth, stuckAfterMsOf, writable } from './db/health.js';
 import { createMemoryGuard } from './queue/memory-guard.js';
 import { startStockKeeper } from './catalog/stock-keeper.js';
 import { startDoubtResolver } from './service/doubt-resolver.js';
@@ -176,7 +176,13 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
   const events: DaemonEvents = new EventEmitter();
   const metrics = createMetrics();
   // Whether Postgres answers, as the sales see it (no timer runs until a sale finds it down).
-  const pg = createPgHealth(dbHandle.sql, log.child({ module: 'postgres' }), undefined, () => dbHandle.endStaleReadOnly());
+  const pg = createPgHealth(
+    dbHandle.sql,
+    log.child({ module: 'postgres' }),
+    { probeMs: 250, probeTimeoutMs: 5000, stuckAfterMs: stuckAfterMsOf(config.FLOODGATE_PG_TIMEOUT_MS) },
+    () => dbHandle.endStaleReadOnly(),
+  );
+  metrics.sources.pgOldestCall = () => pg.oldestMs(performance.now()) / 1000;
   const memory = createMemoryGuard(redis, config.FLOODGATE_REDIS_MEMORY_LIMIT, log.child({ module: 'redis-memory' }), readyProbeKey(config.FLOODGATE_REDIS_PREFIX));
   // Whether each item's own downstream (a webhook's service, a module's) answers its calls, as this process's calls find it.
   // (Shared through a field of the item's gate hash, which every daemon reads with the item's view.)

@@ -65,10 +65,26 @@ export interface PgHealth {
    * that could settle). Reading it sends that query when due.
    */
   stalledMs(now: number): number; // `now`: performance.now() (a step of the wall clock is no stall, nor hides one)
+  /**
+   * How long the oldest sale call under way has waited (ms; 0 with none). Every way a call can wait
+   * on Postgres ends with its socket (the silence watch, FLOODGATE_PG_TIMEOUT_MS); one older than
+   * `stuckAfterMs` waits on something else (the driver, a handler's own code) and may never end:
+   * its tickets stay admitted with their units held. The stall check cannot see it (a `select 1`
+   * answers, and counts as progress), so this says it: a gauge, and an error logged once per call.
+   */
+  oldestMs(now: number): number;
   stop(): void;
 }
 
-export function createPgHealth(sql: postgres.Sql, log: Logger, opts = { probeMs: 250, probeTimeoutMs: 5000 }, endStaleReadOnly?: () => Promise<number>): PgHealth {
+/** A sale call waiting this long past the silence watch's time is taken as stuck (2 × FLOODGATE_PG_TIMEOUT_MS by default). */
+export const stuckAfterMsOf = (pgTimeoutMs: number) => 2 * pgTimeoutMs;
+
+export function createPgHealth(
+  sql: postgres.Sql,
+  log: Logger,
+  opts: { probeMs: number; probeTimeoutMs: number; stuckAfterMs?: number } = { probeMs: 250, probeTimeoutMs: 5000 },
+  endStaleReadOnly?: () => Promise<number>,
+): PgHealth {
   let up = true;
   let onlyBusy = true;
   let stopped = false;
@@ -90,6 +106,32 @@ export function createPgHealth(sql: postgres.Sql, log: Logger, opts = { probeMs:
   let underWay = 0;
   let progressAt = 0;
   let asking = false;
+  /** The calls under way, oldest first (a Set keeps the order they were added in), each told of once if stuck. */
+  const calls = new Set<{ at: number; told: boolean }>();
+  const stuckAfterMs = opts.stuckAfterMs ?? stuckAfterMsOf(15_000);
+  /** Looks for stuck calls while any is under way (started by the first, stopped with the last). */
+  let stuckWatch: NodeJS.Timeout | null = null;
+  const unwatch = () => {
+    if (stuckWatch) clearInterval(stuckWatch);
+    stuckWatch = null;
+  };
+  function watchStuck() {
+    const now = performance.now();
+    let fresh = 0;
+    let oldest = 0;
+    for (const c of calls) {
+      if (now - c.at <= stuckAfterMs) break;
+      oldest ||= now - c.at;
+      if (c.told) continue;
+      c.told = true;
+      fresh++;
+    }
+    if (fresh)
+      log.error(
+        { stuck: fresh, oldestMs: Math.round(oldest), underWay, afterMs: stuckAfterMs },
+        "sale calls to Postgres have waited past the silence watch's time with no answer; their tickets stay admitted until they end (floodgate_postgres_oldest_call_seconds)",
+      );
+  }
 
   /** The last resource refusal (its reason and when, performance.now()), the wait before the next try of sales, and refusals since the pause was logged. */
   let refused: { reason: string; at: number } | null = null;
@@ -163,7 +205,10 @@ export function createPgHealth(sql: postgres.Sql, log: Logger, opts = { probeMs:
     onUp: (l) => void listeners.push(l),
     readOnlySeen,
     track(p) {
-      if (underWay++ === 0) progressAt = performance.now();
+      const call = { at: performance.now(), told: false };
+      if (underWay++ === 0) progressAt = call.at;
+      calls.add(call);
+      if (!stopped) stuckWatch ??= setInterval(watchStuck, Math.min(5000, Math.max(50, stuckAfterMs / 4))).unref();
       return p.then(
         (v) => {
           workedAt = performance.now();
@@ -173,7 +218,13 @@ export function createPgHealth(sql: postgres.Sql, log: Logger, opts = { probeMs:
       ).finally(() => {
         underWay--;
         progressAt = performance.now();
+        calls.delete(call);
+        if (calls.size === 0) unwatch();
       });
+    },
+    oldestMs(now) {
+      for (const c of calls) return Math.max(0, now - c.at);
+      return 0;
     },
     stalledMs(now) {
       if (underWay === 0) return 0;
@@ -188,6 +239,7 @@ export function createPgHealth(sql: postgres.Sql, log: Logger, opts = { probeMs:
     },
     stop() {
       stopped = true;
+      unwatch();
       void probing;
     },
   };

@@ -17,6 +17,8 @@ export function createMetrics() {
     downstreamAway: (): string[] => [],
     /** The Postgres pressure signal (scheduler/pg-pressure.ts): one reading for its three gauges. */
     pgPressure: (): { perS: number | null; p50Ms: number | null; cap: number } | null => null,
+    /** Age of the oldest sale call to Postgres under way (s; db/health.ts). */
+    pgOldestCall: () => 0,
   };
   const pressure = (pick: (p: { perS: number | null; p50Ms: number | null; cap: number }) => number | null) =>
     function (this: Gauge) {
@@ -150,6 +152,15 @@ export function createMetrics() {
       registers: [registry],
       aggregator: 'max',
       collect: pressure((p) => p.cap),
+    }),
+    pgOldestCall: new Gauge({
+      name: 'floodgate_postgres_oldest_call_seconds',
+      help: "Age of the oldest sale call to Postgres under way (seckill, coupon; 0 with none). Past twice FLOODGATE_PG_TIMEOUT_MS it waits on something other than Postgres's answer (each such call is logged once as an error) and may never end: its tickets stay admitted.",
+      registers: [registry],
+      aggregator: 'max',
+      collect(this: Gauge) {
+        this.set(sources.pgOldestCall());
+      },
     }),
     gateLeaderChanges: new Counter({ name: 'floodgate_gate_leader_changes_total', help: 'Times this daemon took the lead of an item gate.', labelNames: ['item'] as const, registers: [registry] }),
   };
