@@ -338,7 +338,7 @@ export function createCatalog(deps: CatalogDeps): Catalog {
   }
 
   async function audit(itemId: string, actor: Actor, before: GateSettings | null, after: GateSettings) {
-    await store.audit({ itemId, actor: actor.role, keyId: keyId(actor.key), before: before as Record<string, unknown> | null, after: after as unknown as Record<string, unknown> });
+    return await store.audit({ itemId, actor: actor.role, keyId: keyId(actor.key), before: before as Record<string, unknown> | null, after: after as unknown as Record<string, unknown> });
   }
 
   async function put(itemId: string, input: ItemInput, actor: Actor): Promise<{ created: boolean; item: ItemView }> {
@@ -393,9 +393,13 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     });
     let created: boolean;
     let counted: Awaited<ReturnType<typeof countStock>>;
+    // Audited before the define (a Postgres outage after it would lose the entry of a change made)
+    // and taken back if the define is refused: a PUT refused there (409, a split item's handler
+    // change racing a join) left an entry for a change that did not happen.
+    let audited: number | null = null;
     try {
       counted = await countStock(def);
-      if (JSON.stringify(before) !== JSON.stringify(gate)) await audit(itemId, actor, before, gate);
+      if (JSON.stringify(before) !== JSON.stringify(gate)) audited = await audit(itemId, actor, before, gate);
       // A split item's handler change, checked again on a fresh read just before the define:
       // define-5.lua sees only sub-line 0's tickets, and a join and a pull on another sub-line
       // since the check above (the Postgres writes between) kept a ticket out under the old
@@ -409,6 +413,7 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       await keepLiveSecret(itemId, kept, made);
     } catch (err) {
       await undoPut(itemId, prev, err);
+      if (audited !== null) await store.unaudit(audited).catch((e) => deps.log.warn({ itemId, err: String(e) }, 'audit entry of a refused define not taken back'));
       throw err;
     }
     known.add(itemId);

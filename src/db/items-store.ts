@@ -89,8 +89,14 @@ export function createItemsStore(db: Db) {
     async updateGate(itemId: string, gate: Record<string, unknown>): Promise<void> {
       await db.update(items).set({ gate, updatedAt: new Date() }).where(eq(items.itemId, itemId));
     },
-    async audit(entry: { itemId: string; actor: string; keyId: string | null; before: Record<string, unknown> | null; after: Record<string, unknown> }) {
-      await db.insert(gateAudit).values(entry);
+    /** Returns the entry's id. */
+    async audit(entry: { itemId: string; actor: string; keyId: string | null; before: Record<string, unknown> | null; after: Record<string, unknown> }): Promise<number> {
+      const [row] = await db.insert(gateAudit).values(entry).returning({ id: gateAudit.id });
+      return row!.id;
+    },
+    /** Takes back an entry whose change did not happen. */
+    async unaudit(id: number): Promise<void> {
+      await db.delete(gateAudit).where(eq(gateAudit.id, id));
     },
     /** Newest first. */
     recentAudit: (itemId: string, limit: number) => db.select().from(gateAudit).where(eq(gateAudit.itemId, itemId)).orderBy(desc(gateAudit.id)).limit(limit),
