@@ -13,6 +13,8 @@ const agent = new Agent({ keepAlive: true, timeout: 3000 });
 const utf8 = new TextDecoder(); // as fetch's res.text(): UTF-8, a leading BOM dropped
 
 type Answer = { status: number; text: string };
+/** Longer than any call of the daemon's takes (an operator write waits 15 s at most for its lock). */
+const CALL_TIMEOUT_MS = 60_000;
 
 function send(url: URL, method: string, headers: Record<string, string>, payload: Buffer | undefined): Promise<Answer> {
   return new Promise((resolve, reject) => {
@@ -26,6 +28,9 @@ function send(url: URL, method: string, headers: Record<string, string>, payload
       res.on('close', () => res.complete || reject(new Error('the connection closed before the whole answer came')));
     });
     req.on('error', (err) => reject(Object.assign(err, { reused: req.reusedSocket && !answered })));
+    // A call the daemon never answers fails, named, rather than holding the test until its own
+    // timeout (which names no call, and skips its `finally`: CI once left Postgres read-only so).
+    req.setTimeout(CALL_TIMEOUT_MS, () => req.destroy(new Error(`no answer in ${CALL_TIMEOUT_MS / 1000} s`)));
     req.end(payload);
   });
 }
