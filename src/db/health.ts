@@ -109,13 +109,16 @@ export function createPgHealth(
   /** The calls under way, oldest first (a Set keeps the order they were added in), each told of once if stuck. */
   const calls = new Set<{ at: number; told: boolean }>();
   const stuckAfterMs = opts.stuckAfterMs ?? stuckAfterMsOf(15_000);
-  /** Looks for stuck calls while any is under way (started by the first, stopped with the last). */
+  /** Looks for stuck calls while any is under way (started by the first, stopped at a tick with none). */
   let stuckWatch: NodeJS.Timeout | null = null;
   const unwatch = () => {
     if (stuckWatch) clearInterval(stuckWatch);
     stuckWatch = null;
   };
   function watchStuck() {
+    // (Stopped at a tick with none under way rather than as the last ends: a sale's calls end
+    // together by the batch, hundreds of times a second.)
+    if (calls.size === 0) return unwatch();
     const now = performance.now();
     let fresh = 0;
     let oldest = 0;
@@ -219,7 +222,6 @@ export function createPgHealth(
         underWay--;
         progressAt = performance.now();
         calls.delete(call);
-        if (calls.size === 0) unwatch();
       });
     },
     oldestMs(now) {
