@@ -30,6 +30,15 @@
 // the daemon as Postgres unreachable: the sale paused again and again. After this patch the close
 // ends the reservation: its queued and later queries fail as CONNECTION_CLOSED, and `release()`
 // leaves the connection to the pool. test/postgres-reserve-close.test.ts shows it.
+//
+// Three more, found the same day by a review of the driver under ended sessions
+// (test/postgres-ended-sessions.test.ts shows each): a `sql.reserve()` waiting for a connection was
+// lost when any connection closed (the close handed it to the slot's reconnect, which drops a
+// reserve): it never settled, and every operator write of the process waited on it for good; the
+// error the server sent as it ended a session (57P01) was kept across the close and failed the
+// first query of the next session (one more false "Postgres lost" per slot); and a transaction
+// whose session ended sent its `rollback` to the slot's new connection, failing the pool's query
+// that was connecting there, and its queued statements waited for good.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -44,6 +53,9 @@ const guard = `    if (!socket) { ${MARK}\n      nextWriteTimer !== null && clea
 const v1Guard = `    if (!socket) { ${V1}\n      chunk = nextWriteTimer = null\n      error(Errors.connection('CONNECTION_CLOSED', options))\n      return false\n    }\n`;
 const CLOSE_MARK = '/* floodgate: a close fails what the connection holds */';
 const RESERVE_MARK = '/* floodgate: a close ends a reservation */';
+const WAITING_MARK = '/* floodgate: a waiting reserve outlives a close */';
+const STALE_MARK = '/* floodgate: a close forgets the ended session error */';
+const BEGIN_MARK = '/* floodgate: a close ends a transaction */';
 /** Each mend: its mark (present: applied), the text it replaces (once in the file) and with what, and what it does. */
 const mends = [
   {
@@ -89,6 +101,51 @@ const mends = [
         "    function handler(q) {\n      if (c.reserved !== mine) return q.reject(Errors.connection('CONNECTION_CLOSED', options))\n      c.queue === full\n",
       ],
       ['  function onclose(c, e) {\n    move(c, closed)\n    c.reserved = null\n', '  function onclose(c, e) {\n    move(c, closed)\n    c.reserved && c.reserved.gone && c.reserved.gone(e)\n    c.reserved = null\n'],
+    ],
+  },
+  {
+    file: 'index.js',
+    mark: WAITING_MARK,
+    says: 'a reserve waiting for a connection is served after a connection closes instead of being lost',
+    see: 'reserve(), onopen() and onclose() in src/index.js',
+    edits: [
+      [
+        '        const query = { reserve: resolve, reject }\n',
+        `        const query = { reserve: c => (query.settled = true, resolve(c)), reject: e => (query.settled = true, reject(e)) } ${WAITING_MARK}\n`,
+      ],
+      ['      if (query.reserve)\n        return query.reserve(c)\n', '      if (query.reserve) {\n        if (query.settled) continue\n        return query.reserve(c)\n      }\n'],
+      [
+        '    queries.length && connect(c, queries.shift())\n',
+        // The slot reconnects with it, and drops a reserve when ready: one not settled stays
+        // queued, where the open connection's onopen() finds it.
+        '    if (queries.length) {\n      const q = queries.shift()\n      q.reserve && !q.settled && queries.push(q)\n      connect(c, q)\n    }\n',
+      ],
+    ],
+  },
+  {
+    file: 'index.js',
+    mark: BEGIN_MARK,
+    says: "a transaction whose session ended fails its statements instead of sending them to the slot's next connection",
+    see: 'begin() in src/index.js',
+    edits: [
+      ['      , connection\n      , prepare = null\n', `      , connection\n      , prepare = null\n      , mine = null ${BEGIN_MARK}\n      , poolOptions = sql.options\n`],
+      [
+        '      function handler(q) {\n        q.catch(e => uncaughtError || (uncaughtError = e))\n        c.queue === full\n',
+        "      function handler(q) {\n        q.catch(e => uncaughtError || (uncaughtError = e))\n        if (c.reserved !== mine) return q.reject(Errors.connection('CONNECTION_CLOSED', poolOptions))\n        c.queue === full\n",
+      ],
+      [
+        '      connection = c\n      move(c, reserved)\n      c.reserved = () => queries.length\n        ? c.execute(queries.shift())\n        : move(c, reserved)\n    }\n',
+        '      connection = c\n      move(c, reserved)\n      mine = c.reserved = () => queries.length\n        ? c.execute(queries.shift())\n        : move(c, reserved)\n      c.reserved.gone = (e) => { while (queries.length) queries.shift().reject(e) }\n    }\n',
+      ],
+    ],
+  },
+  {
+    file: 'connection.js',
+    mark: STALE_MARK,
+    says: "a session's last error is not taken for the next session's",
+    see: 'closed() in src/connection.js',
+    edits: [
+      ['    socket.removeAllListeners()\n    socket = null\n\n    if (initial)\n', `    socket.removeAllListeners()\n    socket = null\n    errorResponse = results = null ${STALE_MARK}\n    result = new Result()\n    rows = 0\n\n    if (initial)\n`],
     ],
   },
 ];
