@@ -138,9 +138,8 @@ export function createDefinitions(deps: { redis: RedisLike; prefix: string; cloc
     const waitingOf = async (k: number, chunk: { userId: string; ref: string }[]): Promise<number[]> => {
       const keys = itemKeys(prefix, lines > 1 ? subLineTag(itemId, k) : itemId);
       const seqs = (await redis.hmget(keys.users, ...chunk.map((s) => s.userId))).map((v) => (v === null ? 0 : Number(v)));
-      // A buyer's latest ticket the line has served is not waiting (back at the head, the cut holds it in doubt anyway).
-      // (A sub-line's records say so themselves: cut-8.lua holds only those still waiting.)
-      if (lines === 1) for (let j = 0; j < seqs.length; j++) if (seqs[j] > 0 && item.lineIndex(seqs[j]) <= snap.served) seqs[j] = 0;
+      // (A ticket the line has served and that waits again is back at the head: named too, for
+      // one back after its holder's retry ends with the cut unless named — cut-8.lua.)
       const byPage = new Map<string, number[]>();
       for (const seq of seqs) {
         if (seq === 0) continue;

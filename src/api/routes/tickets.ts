@@ -122,9 +122,11 @@ export function ticketRoutes(ctx: ApiContext) {
       if (admitted.length) metrics.admissions.inc({ item: itemId }, admitted.length);
       // Not one whose end the outcome ledger holds (a Redis rollback took it back): ended again with it.
       const got = await queue.admissions.dropHeldEnds(itemId, admitted).catch(async (err: unknown) => {
-        // Unchecked after a rollback: back at the head, as tickets that did not run (a retry of their
-        // own lease), for the next pull to check again.
-        if (err instanceof HeldEndsUnread) await queue.admissions.settleMany(itemId, admitted.map((t) => ({ seq: t.seq, leaseId: t.leaseId, record: t.record, status: 'failed' as const, reason: 'ledger_unread', retry: true }))).catch(() => {});
+        // Unchecked after a rollback: back at the head for the next pull to check again, forced (the
+        // daemon's return, not a worker's word that a run had no effect): unforced, a ticket whose
+        // earlier run's effect is unknown (its lease ran out) became one its user may cancel and a
+        // close ends at once, while that run may have acted (a review).
+        if (err instanceof HeldEndsUnread) await queue.admissions.settleMany(itemId, admitted.map((t) => ({ seq: t.seq, leaseId: t.leaseId, record: t.record, status: 'failed' as const, reason: 'ledger_unread', retry: true, force: true }))).catch(() => {});
         throw err;
       });
       const tickets = got.map(({ ticketId, userId, payload, position, leaseId, leaseExpiresAt }) => ({ ticketId, userId, payload, position, leaseId, leaseExpiresAt }));

@@ -286,8 +286,10 @@ local function leaseTicket(out, seq, record, now, leasePrefix, leaseMs, epoch)
   local exp = now + leaseMs
   setState(seq, record, 'a')
   rcall('HSET', keyOf.x(seq), 'lease', leaseId, 'leaseExp', fmt(exp), 'admittedAt', fmt(now), 'updatedAt', fmt(now))
-  -- A new run: what an earlier run's end said (no effect; blocked if none) is not this one's.
-  rcall('HDEL', keyOf.x(seq), 'noEffect', 'ifNone')
+  -- A new run: what an earlier run's end said (no effect; blocked if none) is not this one's, nor
+  -- is the last write-back an earlier lease made (settle-9.lua answers a repeat of it `200`: a
+  -- stale lease's retry, written again once this lease ran out, was taken as a repeat).
+  rcall('HDEL', keyOf.x(seq), 'noEffect', 'ifNone', 'lastLease', 'lastStatus')
   rcall('ZADD', K.leases, exp, fmt(seq))
   rcall('HINCRBY', K.ctr, 'waiting', -1)
   rcall('HINCRBY', K.ctr, 'admitted', 1)

@@ -4,7 +4,10 @@
   Tickets back at the head (K.retry) do not end: they were admitted before, and their effect may
   have happened (a sale committed, a webhook answered, before a lease ran out), so they wait in
   doubt for their outcome (holdInDoubt in _lib) — except those back because their lease's holder
-  wrote back a retry (x.noEffect): known to have had no effect, they end with the cut.
+  wrote back a retry (x.noEffect): known to have had no effect, they end with the cut, unless
+  `hold` below names them (a Redis rollback took back a later run that had its effect: a worker's
+  `succeeded` after another's retry, which the outcome ledger holds; cut, its user was told
+  `cancelled` next to it).
   KEYS[1] meta  KEYS[2] ctr  KEYS[3] retry  KEYS[4] done  KEYS[5] doubt  KEYS[6] payloads
   KEYS[7] stock  KEYS[8] taken
   ARGV[1] now (ms, the caller's clock)  ARGV[2] stateChar (c|r)  ARGV[3] reason
@@ -36,11 +39,14 @@ if ARGV[6] == '1' then
 end
 rcall('HSET', K.meta, flag, '1')
 rcall('HSETNX', K.meta, 'endedAt', now)
+local heldBack = {}
+for s in string.gmatch(ARGV[7], '%d+') do heldBack[s] = true end
 for _, s in ipairs(rcall('ZRANGE', K.retry, 0, -1)) do
   local record = getRecord(tonumber(s))
   if record and string.sub(record, 1, 1) == 'w' then
-    -- Back after its holder's retry (x.noEffect): known to have had no effect, it ends with this cut.
-    if rcall('HGET', keyOf.x(tonumber(s)), 'noEffect') == '1' then
+    -- Back after its holder's retry (x.noEffect): known to have had no effect, it ends with this
+    -- cut — unless Postgres holds an effect of it (a later run's, which a rollback took back).
+    if rcall('HGET', keyOf.x(tonumber(s)), 'noEffect') == '1' and not heldBack[s] then
       endWithoutEffect(tonumber(s), record, 'waiting', { 0, stateChar, reason }, tonumber(now))
     else
       doubtInstead(tonumber(s), record, tonumber(now), nil)
