@@ -78,7 +78,8 @@ describe('the TCP proxy (chaos faults, Postgres fault tests)', () => {
     expect(got).toBe(sent);
   });
 
-  it('silences open connections both ways without closing either end, and lets new ones through', async () => {
+  /** A client through the proxy whose first message came back: it, the server's end, what it heard, what the server had read. */
+  async function echoedOnce() {
     const serverSide = new Promise<Socket>((r) => echo.once('connection', r));
     const a = connect(proxy.port, '127.0.0.1');
     a.on('error', () => {});
@@ -88,7 +89,11 @@ describe('the TCP proxy (chaos faults, Postgres fault tests)', () => {
     a.on('data', (d) => (heard += d.toString()));
     a.write('before');
     await new Promise<void>((r) => { const check = () => (heard === 'before' ? r() : a.once('data', check)); check(); });
-    const readBefore = upstream.bytesRead;
+    return { a, upstream, heard: () => heard, readBefore: upstream.bytesRead };
+  }
+
+  it('silences open connections both ways without closing either end, and lets new ones through', async () => {
+    const { a, upstream, heard, readBefore } = await echoedOnce();
 
     proxy.silence();
     a.write('lost');
@@ -98,9 +103,22 @@ describe('the TCP proxy (chaos faults, Postgres fault tests)', () => {
     a.destroy();
     await aClosed;
     expect(await echoThrough(proxy.port, 'still')).toBe('still');
-    expect(heard).toBe('before');
+    expect(heard()).toBe('before');
     expect(upstream.bytesRead).toBe(readBefore);
     // The server never heard of the client's close: its end is open until the proxy closes.
     expect(upstream.destroyed || upstream.readableEnded).toBe(false);
+  });
+
+  it("drops the open connections' answers while their requests pass, and lets new ones through", async () => {
+    const { a, upstream, heard, readBefore } = await echoedOnce();
+
+    proxy.dropReplies();
+    a.write('asked');
+    await new Promise<void>((r) => { const check = () => (upstream.bytesRead > readBefore ? r() : upstream.once('data', check)); check(); });
+    expect(await echoThrough(proxy.port, 'new')).toBe('new');
+    // The server heard it (and echoed it); the client did not hear the echo.
+    expect(upstream.bytesRead - readBefore).toBe('asked'.length);
+    expect(heard()).toBe('before');
+    a.destroy();
   });
 });

@@ -3,7 +3,7 @@ import { Cluster, Redis, type ClusterOptions, type Command, type RedisOptions } 
 import StandaloneConnectorModule from 'ioredis/built/connectors/StandaloneConnector.js';
 import type { Logger } from '../kernel/logger.js';
 import { giveUpWhenSilent, redisReplies } from '../kernel/silent-socket.js';
-import type { RedisLike } from '../redis/client.js';
+import { runOnceScripts, type RedisLike } from '../redis/client.js';
 
 /**
  * The daemon's two kinds of Redis connection.
@@ -116,11 +116,12 @@ export async function connectRedis(target: RedisTarget, kind: 'api' | 'admit' | 
   if ('cluster' in target) {
     if (kind !== 'jobs') {
       const cluster = new Cluster(target.cluster, { ...apiClusterOptions, redisOptions: { ...apiClusterOptions.redisOptions, Connector: silenceWatched(kind) } });
-      cluster.on('+node', (node: Redis) => timeOutCommands(node, ms));
+      cluster.on('+node', (node: Redis) => timeOutCommands(node, ms, true));
       // And a bound on the whole command, redirections and the cluster's offline queue included:
       // with every node gone a command waited in that queue for as long as the cluster kept
-      // reconnecting (a join held past a minute; test/cluster-outage.test.ts).
-      timeOutCommands(cluster, ms + CLUSTER_COMMAND_TIMEOUT_MS - API_COMMAND_TIMEOUT_MS);
+      // reconnecting (a join held past a minute; test/cluster-outage.test.ts). (Not the guard
+      // against a second run: the cluster sends a command again after a MOVED, which did not run it.)
+      timeOutCommands(cluster, ms + CLUSTER_COMMAND_TIMEOUT_MS - API_COMMAND_TIMEOUT_MS, false);
       cluster.connect().catch(() => {}); // whenReady below reports a cluster that never gets ready
       redis = cluster;
     } else {
@@ -129,7 +130,7 @@ export async function connectRedis(target: RedisTarget, kind: 'api' | 'admit' | 
     }
   } else if (kind !== 'jobs') {
     const single = new Redis(target.url, { ...apiOptions, Connector: silenceWatched(kind) });
-    timeOutCommands(single, ms);
+    timeOutCommands(single, ms, true);
     redis = single;
   } else redis = new Redis(target.url, { maxRetriesPerRequest: null, Connector: silenceWatched('jobs') });
   // (BullMQ's own connections are duplicates of `jobs`: ioredis copies the Connector into them.)
@@ -153,8 +154,10 @@ export const describeTarget = (t: RedisTarget, redact: (url: string) => string) 
  * for after the next poll phase (setImmediate): answers waiting in the socket are read first, and a
  * Redis that truly does not answer still fails the command one loop turn after `ms`.
  */
-function timeOutCommands(redis: RedisLike, ms: number) {
+function timeOutCommands(redis: RedisLike, ms: number, onceOnly: boolean) {
   const send = redis.sendCommand.bind(redis) as (command: Command, ...rest: unknown[]) => unknown;
+  /** Commands of runOnceScripts this connection has sent: one sent again is a lost connection's resend. */
+  const sentOnce = new WeakSet<Command>();
   // The commands sent and not yet looked at, oldest first, each with the time it times out. All
   // have the same budget, so those times only grow: one timer walking from the oldest does what a
   // timer per command did (a Timeout made and cleared around every join's Redis call), and runs
@@ -207,6 +210,15 @@ function timeOutCommands(redis: RedisLike, ms: number) {
     // A pipeline's commands are all failed or none (one deadline); its writer still counts the
     // skipped one (an empty write), or it would hold back the bytes of the rest while their replies
     // were awaited — every later reply on the connection handed to the wrong command.
+    // Nor one that Redis may have run already and must not run twice (runOnceScripts): it fails,
+    // as a lost connection's command does (503; the dispatcher's round is tried again).
+    // (Told at its first sending, by its SHA1: writing it on a connection that had not loaded the
+    // script turns it into an EVAL of the source.)
+    if (onceOnly) {
+      if (!sentOnce.has(command)) {
+        if (command.name === 'evalsha' && runOnceScripts.has(String(command.args[0]))) sentOnce.add(command);
+      } else if (!command.isSettled) command.reject(new Error('Connection is closed before Redis answered: the script may have run, and is not run again'));
+    }
     if (command.isSettled) {
       const stream = rest[0] as { isPipeline?: boolean; write?(data: string): void } | undefined;
       if (stream?.isPipeline) stream.write!('');

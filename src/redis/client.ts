@@ -10,6 +10,16 @@ export type RedisLike = Redis | Cluster;
 export const isCluster = (r: RedisLike): r is Cluster => 'isCluster' in r && r.isCluster === true;
 
 /**
+ * The SHA1s of the scripts a call must not run twice (redis/scripts.ts fills it): ioredis sends a
+ * lost connection's unanswered commands again once it is back, and one that Redis ran before the
+ * connection went would run a second time — a move of units between a split item's sub-lines
+ * (+5 sent once added 10: units Postgres does not hold), an admission round (a second batch of
+ * tickets leased on top of the first, whose reply was lost). The connection's wrapper
+ * (infra/redis-client.ts) fails such a command instead of sending it again.
+ */
+export const runOnceScripts = new Set<string>();
+
+/**
  * Calls `each` with every batch of keys matching `pattern` (SCAN … MATCH): on a cluster, on every
  * master in turn, since SCAN sees only the node it is sent to.
  */

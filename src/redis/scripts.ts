@@ -1,7 +1,8 @@
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { packageRoot } from '../kernel/package-root.js';
-import { isCluster, type RedisLike } from './client.js';
+import { isCluster, runOnceScripts, type RedisLike } from './client.js';
 import { itemKeys, keySuffix, luaKeyBuilders, type ItemKeyName } from './keys.js';
 
 /**
@@ -265,4 +266,14 @@ export function createScriptRunner(redis: RedisLike, prefix: string): ScriptRunn
       });
     },
   };
+}
+
+/**
+ * Not safe to run twice for one call (client.ts runOnceScripts): each admits tickets under new
+ * leases or moves units by a delta. (The others are: a join returns the user's ticket, a settle
+ * under a lease that ended answers as a repeat, a stock take or refund is keyed by its seq.)
+ */
+for (const s of [scripts.admit, scripts.splitAdmit, scripts.relaunch, scripts.splitUnits]) {
+  const lua = [sources.get(s.name)!, ...(coalesced.has(s.name) ? [manySource(s)] : [])];
+  for (const source of lua) runOnceScripts.add(createHash('sha1').update(source).digest('hex'));
 }

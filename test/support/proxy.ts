@@ -28,6 +28,12 @@ export interface TcpProxy {
    * partition, a failover that moved the address): no reset ever comes. New connections pass.
    */
   silence(): void;
+  /**
+   * The open connections' answers are dropped (server to client), their requests still pass: the
+   * server does what it is asked and its replies are lost, as when a connection breaks after a
+   * command ran and before its reply came (a cut() afterwards). New connections pass both ways.
+   */
+  dropReplies(): void;
   close(): Promise<void>;
 }
 
@@ -40,11 +46,16 @@ export async function tcpProxy(target: { host: string; port: number }, listenPor
 
   /** Sockets of silenced pairs: nothing read from them is passed on, and a close is not either. */
   const silent = new Set<Socket>();
+  /** The server side of each open pair, and those whose chunks are dropped (dropReplies). */
+  const upstreams = new Set<Socket>();
+  const muted = new Set<Socket>();
 
   const onConnection = (client: Socket) => {
     accepted++;
     const upstream = connect(target.port, target.host);
     open.add(client).add(upstream);
+    upstreams.add(upstream);
+    upstream.once('close', () => (upstreams.delete(upstream), muted.delete(upstream)));
     const end = (closing: Socket) => {
       if (silent.has(closing)) {
         // Neither side hears of the other's close: the server's end stays open until close().
@@ -81,13 +92,13 @@ export async function tcpProxy(target: { host: string; port: number }, listenPor
       timer = null;
       while (held.length && held[0].at <= Date.now()) {
         const { chunk } = held.shift()!;
-        if (to.writable && !silent.has(from)) to.write(chunk);
+        if (to.writable && !silent.has(from) && !muted.has(from)) to.write(chunk);
       }
       if (held.length) timer = setTimeout(pump, held[0].at - Date.now());
       else if (ended && to.writable) to.end();
     };
     from.on('data', (chunk: Buffer) => {
-      if (silent.has(from)) return;
+      if (silent.has(from) || muted.has(from)) return;
       if (!delayMs && !held.length) {
         if (!to.write(chunk)) from.pause(), to.once('drain', () => from.resume());
         return;
@@ -126,6 +137,7 @@ export async function tcpProxy(target: { host: string; port: number }, listenPor
     for (const s of open) (s.writableEnded || s.readableEnded ? s.destroy() : s.resetAndDestroy());
     open.clear();
     silent.clear();
+    muted.clear();
   };
 
   await listen();
@@ -156,6 +168,9 @@ export async function tcpProxy(target: { host: string; port: number }, listenPor
     },
     silence() {
       for (const s of open) silent.add(s);
+    },
+    dropReplies() {
+      for (const s of upstreams) muted.add(s);
     },
     async close() {
       dropAll();
