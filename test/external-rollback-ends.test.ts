@@ -76,6 +76,8 @@ describe("an outside worker's tickets", () => {
     // Not cancellable (docs/api.md: a ticket handed out again whose lease ran out); before: 200, cancelled.
     const cancel = await call('DELETE', `/v1/tickets/${pulledT1}`, undefined, null);
     expect([cancel.status, cancel.body.error?.code]).toEqual([409, 'not_cancellable']);
+    // (It reads `waiting`: the refusal says why, not "only a waiting ticket".)
+    expect(cancel.body.error.message).toMatch(/ran before/);
     expect((await poll(pulledT1)).body.state).not.toBe('cancelled');
   });
 

@@ -344,6 +344,9 @@ export function createTickets(deps: TicketsDeps): Tickets {
         // The cached view (up to FLOODGATE_CACHE_MS old) may still place the ticket in the line:
         // the poll that follows the refusal (the waiting page's, to show why) must not say it waits.
         items.invalidate(itemId);
+        // Back at the head after a run whose effect is not known (its lease ran out): it reads
+        // `waiting`, so "only a waiting ticket" named the wrong reason.
+        if (view.state === 'waiting') fail('not_cancellable', 'This ticket ran before and what that run did is not known yet; it cannot be cancelled until it ends.');
         fail('not_cancellable', 'Only a waiting ticket can be cancelled.');
       }
       item.cancelled.add(seq);
