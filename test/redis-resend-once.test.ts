@@ -48,6 +48,7 @@ describe('a script whose reply a broken connection lost', () => {
       expect(moved.status).toBe('rejected');
       expect(String((moved as PromiseRejectedResult).reason)).toMatch(/may have run/);
       // (A resend goes out as the connection is ready again, before this ping.)
+      await new Promise<void>((r) => (redis.status === 'ready' ? r() : redis.once('ready', () => r())));
       expect(await redis.ping()).toBe('PONG');
       expect(await direct.hget(stock, 's0')).toBe('5'); // before: '10'
     } finally {

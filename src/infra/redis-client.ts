@@ -116,11 +116,13 @@ export async function connectRedis(target: RedisTarget, kind: 'api' | 'admit' | 
   if ('cluster' in target) {
     if (kind !== 'jobs') {
       const cluster = new Cluster(target.cluster, { ...apiClusterOptions, redisOptions: { ...apiClusterOptions.redisOptions, Connector: silenceWatched(kind) } });
-      cluster.on('+node', (node: Redis) => timeOutCommands(node, ms, true));
+      cluster.on('+node', (node: Redis) => timeOutCommands(node, ms, false));
       // And a bound on the whole command, redirections and the cluster's offline queue included:
       // with every node gone a command waited in that queue for as long as the cluster kept
-      // reconnecting (a join held past a minute; test/cluster-outage.test.ts). (Not the guard
-      // against a second run: the cluster sends a command again after a MOVED, which did not run it.)
+      // reconnecting (a join held past a minute; test/cluster-outage.test.ts). (No guard against a
+      // second run here: a cluster sends commands again after a MOVED, an ASK, a TRYAGAIN, or from a
+      // node's offline queue, none of which ran them, and a node that closed fails its unanswered
+      // commands itself, which the cluster then sends again: not yet told apart.)
       timeOutCommands(cluster, ms + CLUSTER_COMMAND_TIMEOUT_MS - API_COMMAND_TIMEOUT_MS, false);
       cluster.connect().catch(() => {}); // whenReady below reports a cluster that never gets ready
       redis = cluster;
@@ -156,8 +158,20 @@ export const describeTarget = (t: RedisTarget, redact: (url: string) => string) 
  */
 function timeOutCommands(redis: RedisLike, ms: number, onceOnly: boolean) {
   const send = redis.sendCommand.bind(redis) as (command: Command, ...rest: unknown[]) => unknown;
-  /** Commands of runOnceScripts this connection has sent: one sent again is a lost connection's resend. */
-  const sentOnce = new WeakSet<Command>();
+  /** Commands of runOnceScripts this connection was given (told at their first sending, by SHA1: written on a connection that had not loaded the script, one turns into an EVAL of the source). */
+  const runOnce = new WeakSet<Command>();
+  // A connection that closed keeps the commands it sent and heard no answer to (ioredis's
+  // prevCommandQueue, set by the time 'close' is emitted, on the next tick) and sends them again
+  // once it is back; those Redis must not run twice fail here first (an outage to their callers:
+  // 503, the round tried again), so the send below skips them.
+  if (onceOnly)
+    redis.on('close', () => {
+      const unanswered = (redis as unknown as { prevCommandQueue?: { length: number; peekAt(i: number): { command: Command } | undefined } | null }).prevCommandQueue;
+      for (let i = 0; unanswered && i < unanswered.length; i++) {
+        const command = unanswered.peekAt(i)?.command;
+        if (command && runOnce.has(command) && !command.isSettled) command.reject(new Error('Connection is closed before Redis answered: the script may have run, and is not run again'));
+      }
+    });
   // The commands sent and not yet looked at, oldest first, each with the time it times out. All
   // have the same budget, so those times only grow: one timer walking from the oldest does what a
   // timer per command did (a Timeout made and cleared around every join's Redis call), and runs
@@ -210,15 +224,8 @@ function timeOutCommands(redis: RedisLike, ms: number, onceOnly: boolean) {
     // A pipeline's commands are all failed or none (one deadline); its writer still counts the
     // skipped one (an empty write), or it would hold back the bytes of the rest while their replies
     // were awaited — every later reply on the connection handed to the wrong command.
-    // Nor one that Redis may have run already and must not run twice (runOnceScripts): it fails,
-    // as a lost connection's command does (503; the dispatcher's round is tried again).
-    // (Told at its first sending, by its SHA1: writing it on a connection that had not loaded the
-    // script turns it into an EVAL of the source.)
-    if (onceOnly) {
-      if (!sentOnce.has(command)) {
-        if (command.name === 'evalsha' && runOnceScripts.has(String(command.args[0]))) sentOnce.add(command);
-      } else if (!command.isSettled) command.reject(new Error('Connection is closed before Redis answered: the script may have run, and is not run again'));
-    }
+    // Nor one that Redis may have run already and must not run twice (the 'close' hook above).
+    if (onceOnly && command.name === 'evalsha' && runOnceScripts.has(String(command.args[0]))) runOnce.add(command);
     if (command.isSettled) {
       const stream = rest[0] as { isPipeline?: boolean; write?(data: string): void } | undefined;
       if (stream?.isPipeline) stream.write!('');
