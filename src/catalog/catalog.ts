@@ -394,8 +394,9 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     let created: boolean;
     let counted: Awaited<ReturnType<typeof countStock>>;
     // Audited before the define (a Postgres outage after it would lose the entry of a change made)
-    // and taken back if the define is refused: a PUT refused there (409, a split item's handler
-    // change racing a join) left an entry for a change that did not happen.
+    // and taken back if the define is refused (409: a split item's handler change racing a join),
+    // which left an entry for a change that did not happen. Not on any other failure: a define
+    // whose reply was lost (503) may have taken effect, as a PATCH's that Redis refused was asked for.
     let audited: number | null = null;
     try {
       counted = await countStock(def);
@@ -413,7 +414,7 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       await keepLiveSecret(itemId, kept, made);
     } catch (err) {
       await undoPut(itemId, prev, err);
-      if (audited !== null) await store.unaudit(audited).catch((e) => deps.log.warn({ itemId, err: String(e) }, 'audit entry of a refused define not taken back'));
+      if (audited !== null && err instanceof FloodgateError && err.code === 'conflict') await store.unaudit(audited).catch((e) => deps.log.warn({ itemId, err: String(e) }, 'audit entry of a refused define not taken back'));
       throw err;
     }
     known.add(itemId);
