@@ -29,7 +29,8 @@ describe('a ticket in doubt on an item restocked since its sell-out', () => {
     expect((await a.call('GET', `/v1/tickets/${alice}`, undefined, null)).body.state).toBe('admitted');
     // The operator restocks.
     const put = await a.call('PUT', `/v1/items/${item}`, { handler: 'seckill', config: { stock: 3 }, gate: { mode: paused ? 'closed' : 'manual' } });
-    expect([put.status, put.body.state, put.body.remaining]).toEqual([200, paused ? 'paused' : 'open', 2]);
+    // Postgres's 3 − 1 sold, less the one alice holds (set-stock-4.lua: it was counted twice, 2).
+    expect([put.status, put.body.state, put.body.remaining]).toEqual([200, paused ? 'paused' : 'open', 1]);
 
     // A daemon takes her up.
     const { call } = await inProcessDaemon({ prefix: a.prefix, databaseUrl: t.db.url, env: { FLOODGATE_DOUBT_GRACE_MS: '200' } });

@@ -182,6 +182,31 @@ describe('stock at admission', () => {
   });
 });
 
+describe('stock set mid-sale', () => {
+  it("leaves off the counter the units admitted tickets hold: they sell or come back (it held them twice: that many tickets too many were admitted)", async () => {
+    const clock = manualClock();
+    const prefix = t.newPrefix();
+    const line = createLine({ redis: t.redis, prefix, clock, cacheMs: 0 });
+    await line.definitions.define({ itemId: 'mid', handler: 'external', config: {}, capacity: null, abandonAfterMs: null, opensAt: null, closesAt: null, rejoin: 'any' }, null, { reopen: false });
+    const { run } = createScriptRunner(t.redis, prefix);
+    const now = clock.now();
+    const units = async () => (await t.redis.hvals(itemKeys(prefix, 'mid').stock)).map(Number).reduce((a, b) => a + b, 0);
+    await run(scripts.setStock, 'mid', now, { units: 10, shards: 2, idleOnly: '0', admissions: '', unitsWere: '' });
+    for (const userId of ['a', 'b', 'c']) await run(scripts.join, 'mid', now, { userId, payload: '', source: '', defaultKeyQuota: '', memoryFull: '', uncounted: '' });
+    await run(scripts.admit, 'mid', now, { max: 3, leaseMs: 60_000, leasePrefix: 'p.', autoCap: '', version: '' });
+    expect(await units()).toBe(7);
+    // An operator's PUT mid-sale: Postgres says 10 − 0 sold; three of them are the admitted tickets'.
+    await run(scripts.setStock, 'mid', now, { units: 10, shards: 2, idleOnly: '0', admissions: '', unitsWere: '' });
+    expect(await units()).toBe(7); // before: 10
+    // One of them comes back: its unit is on the counter again, once.
+    await run(scripts.refundStock, 'mid', now, { seq: 1, forfeit: '0' });
+    expect(await units()).toBe(8);
+    // Fewer units than are held: none on the counter (not below zero).
+    await run(scripts.setStock, 'mid', now, { units: 1, shards: 2, idleOnly: '0', admissions: '', unitsWere: '' });
+    expect(await units()).toBe(0);
+  });
+});
+
 describe('admit says when it emptied the line', () => {
   it('code 1 only when the line held fewer tickets than the gate allowed: not when max, the stock or the gate stopped it', async () => {
     const clock = manualClock();
