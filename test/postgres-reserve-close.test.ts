@@ -60,6 +60,8 @@ describe('a reserved connection whose session the server ended', () => {
     }
   });
 
+  // (A guard of op-revs's own handling of such a session: it passed on the unmended driver too —
+  // there the pool happened to connect the slot again before the session was given back.)
   it("as the operators' lock session, ended mid-write: that write's lock is let go, and the next writes and every query work", async () => {
     const { sql, close } = connectDb(db.url, { max: 3 });
     const revs = createOpRevRows(sql);
