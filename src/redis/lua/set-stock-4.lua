@@ -15,15 +15,17 @@
     and this script — admitted, sold, settled — and the counter would be set back to the units
     before it; or released units come back, and be taken away again.)
   Not idleOnly (an operator's change of the stock mid-sale, a restore): the units that admitted
-  tickets hold (K.taken, those whose ticket is still admitted) are not on the counter — each will
-  sell (Postgres's sold grows) or come back (its refund adds it) — so they are taken off the units
-  given, and K.taken stays. (Set to total − sold alone, the counter held them twice: after
-  Postgres's last unit as many more tickets were admitted, to be refused by Postgres, and
-  `remaining` read that much too high; a review saw 7.) A ticket that ended keeps its marker until
-  the outcome ledger drops it, and its sale is in Postgres's sold already: not counted.
+  tickets hold are not on the counter — each will sell (Postgres's sold grows) or come back (its
+  refund adds it) — so they are taken off the units given, and K.taken stays. (Set to total − sold
+  alone, the counter held them twice: after Postgres's last unit as many more tickets were
+  admitted, to be refused by Postgres, and `remaining` read that much too high; a review saw 7.)
+  Counted as the fewer of the tickets admitted and the unit markers (K.taken; an ended ticket keeps
+  its marker until the outcome ledger drops it): O(1), where reading each marker's ticket took
+  34 ms at 10,000 markers. It errs low, never high: a ticket whose sale committed and is not settled
+  yet, or one admitted without a unit, is taken off too (units missing until the stock keeper's
+  idle round sets the counter from Postgres; never one made up).
   Returns the units set, or -1 when a sale was in flight or the counter moved since (nothing changed).
 ]]
--- @include _lib
 local units, k = tonumber(ARGV[2]), tonumber(ARGV[3])
 if ARGV[4] == '1' then
   local ctr = redis.call('HMGET', K.ctr, 'admitted', 'admissions')
@@ -36,12 +38,8 @@ if ARGV[4] == '1' then
   end
   redis.call('DEL', K.taken)
 else
-  local held = 0
-  for _, s in ipairs(redis.call('HKEYS', K.taken)) do
-    local record = getRecord(tonumber(s))
-    if record and string.sub(record, 1, 1) == 'a' then held = held + 1 end
-  end
-  units = math.max(0, units - held)
+  local admitted = tonumber(redis.call('HGET', K.ctr, 'admitted') or '0')
+  units = math.max(0, units - math.min(admitted, redis.call('HLEN', K.taken)))
 end
 redis.call('DEL', K.stock)
 for i = 0, k - 1 do
