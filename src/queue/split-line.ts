@@ -455,9 +455,22 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
         const [soldOut, waiting] = await Promise.all([redis.hget(itemKeys(prefix, item.itemId).meta, 'soldOut'), Promise.all(subs(item).map((k) => redis.hget(itemKeys(prefix, tag(item, k)).ctr, 'waiting')))]);
         if (soldOut === '1' && waiting.every((w) => Number(w ?? 0) === 0)) await this.moveCursor(item, Number((await redis.hget(itemKeys(prefix, item.itemId).ctr, 'jn')) ?? 0));
       }
+      // The units admitted tickets hold, per sub-line, as set-stock-4.lua counts them (the fewer of
+      // its tickets admitted and its unit markers): off the units first, and each sub-line given its
+      // share plus its own holders, which its set takes off again. (Shared out first, a sub-line
+      // holding more than its share stopped at 0 and the rest stayed on the others: units counted
+      // twice, as many tickets admitted too many; a review.)
+      const held = await Promise.all(
+        subs(item).map(async (k) => {
+          const keys = itemKeys(prefix, tag(item, k));
+          const [admitted, markers] = await Promise.all([redis.hget(keys.ctr, 'admitted'), redis.hlen(keys.taken)]);
+          return Math.min(Number(admitted ?? 0), markers);
+        }),
+      );
+      const free = Math.max(0, units - held.reduce((a, b) => a + b, 0));
       await Promise.all(
         subs(item).map(async (k) => {
-          const share = Math.floor(units / item.lines) + (k < units % item.lines ? 1 : 0);
+          const share = Math.floor(free / item.lines) + (k < free % item.lines ? 1 : 0) + held[k];
           await run(scripts.setStock, tag(item, k), clock.now(), { units: share, shards: 1, idleOnly: '0', admissions: '', unitsWere: '' });
           // A sub-line whose share is 0 still takes joins while the item has units.
           if (units > 0) await redis.hdel(itemKeys(prefix, tag(item, k)).meta, 'soldOut');
