@@ -136,11 +136,9 @@ export function createLineScripts(run: ScriptRunner['run']) {
       return (await run(scripts.forgetUser, itemId, now, a)) === 1;
     },
 
-    /** 'not_waiting': the ticket is no longer in the line (admitted, ended, or cut). */
-    async cancel(itemId: string, now: number, a: { seq: number; outcome: string; record: string }): Promise<'cancelled' | 'not_waiting'> {
-      const code = (await run(scripts.cancel, itemId, now, a)) as number;
-      if (code === -1) throw new FloodgateError('ticket_not_found', 'No such ticket.');
-      return code === 1 ? 'cancelled' : 'not_waiting';
+    /** 'not_waiting': the ticket is no longer in the line (admitted, ended, or cut); 'ran_before': back at the head after a run whose effect is not known (cancel-9.lua). */
+    async cancel(itemId: string, now: number, a: { seq: number; outcome: string; record: string }): Promise<CancelResult> {
+      return cancelResult((await run(scripts.cancel, itemId, now, a)) as number);
     },
 
     /**
@@ -228,3 +226,10 @@ export function createLineScripts(run: ScriptRunner['run']) {
 }
 
 export type LineScripts = ReturnType<typeof createLineScripts>;
+
+export type CancelResult = 'cancelled' | 'not_waiting' | 'ran_before';
+/** cancel-9.lua's code as its callers take it (-1: no such ticket). */
+export function cancelResult(code: number): CancelResult {
+  if (code === -1) throw new FloodgateError('ticket_not_found', 'No such ticket.');
+  return code === 1 ? 'cancelled' : code === -3 ? 'ran_before' : 'not_waiting';
+}

@@ -5,7 +5,7 @@ import { itemKeys } from '../redis/keys.js';
 import type { CachedItem } from './item-cache.js';
 import type { ItemDirectory } from './items.js';
 import type { EtaMemory } from './eta-memory.js';
-import { endedRefusal, memoryFullRefusal, notOpen, type LineScripts } from './line-scripts.js';
+import { cancelResult, endedRefusal, memoryFullRefusal, notOpen, type LineScripts } from './line-scripts.js';
 import { createEndedUsers } from './ended-users.js';
 import { splitOf, type SplitLine } from './split-line.js';
 import type { TicketReader } from './ticket-reader.js';
@@ -174,9 +174,7 @@ export function createTickets(deps: TicketsDeps): Tickets {
   }
 
   async function cancelSplit(sub: { itemId: string; lines: number }, a: { seq: number; outcome: string; record: string }) {
-    const code = await deps.split.cancel(sub, a.seq, a.outcome, a.record);
-    if (code === -1) fail('ticket_not_found', 'No such ticket.');
-    return code === 1 ? 'cancelled' : 'not_waiting';
+    return cancelResult(await deps.split.cancel(sub, a.seq, a.outcome, a.record));
   }
 
   /** A waiting ticket placed from a fresh cached view alone (null where it cannot be); `poll`: counts as a sign of life (abandonment). */
@@ -337,7 +335,7 @@ export function createTickets(deps: TicketsDeps): Tickets {
       const outcome: Outcome = { status: 'cancelled', reason: 'cancelled_by_user' };
       const a = { seq, outcome: JSON.stringify(outcome), record: record!.slice(1) };
       const done = sub ? await cancelSplit(sub, a) : await deps.scripts.cancel(itemId, clock.now(), a);
-      if (done === 'not_waiting') {
+      if (done !== 'cancelled') {
         // Cancelling a cancelled ticket again (a client retrying after a lost answer) is no error.
         const view = await reader.read(ticketId, item, seq);
         if (view.state === 'cancelled') return view;
@@ -346,7 +344,7 @@ export function createTickets(deps: TicketsDeps): Tickets {
         items.invalidate(itemId);
         // Back at the head after a run whose effect is not known (its lease ran out): it reads
         // `waiting`, so "only a waiting ticket" named the wrong reason.
-        if (view.state === 'waiting') fail('not_cancellable', 'This ticket ran before and what that run did is not known yet; it cannot be cancelled until it ends.');
+        if (done === 'ran_before') fail('not_cancellable', 'This ticket ran before and what that run did is not known yet; it cannot be cancelled until it ends.');
         fail('not_cancellable', 'Only a waiting ticket can be cancelled.');
       }
       item.cancelled.add(seq);

@@ -5,8 +5,8 @@
   ARGV[1] now (ms, the caller's clock)  ARGV[2] seq  ARGV[3] outcome JSON
   ARGV[4] record: the one the caller verified the ticket id against, without its state char (a
     record that differs is another ticket at the same seq, e.g. after a Redis rollback: not found)
-  Returns 1 cancelled, -1 not found, -2 not cancellable: not waiting, cut, or back at the head
-    (K.retry) after a lease ran out — admitted before, its effect may have happened (a sale
+  Returns 1 cancelled, -1 not found, -2 not cancellable: not waiting, or cut; -3 not cancellable:
+    back at the head (K.retry) after a lease ran out — admitted before, its effect may have happened (a sale
     committed, a webhook answered, before its lease ran out), and "cancelled" would then be
     false; it runs again. A ticket back at the head because its lease's holder wrote back a retry
     (x.noEffect, returnToHead in _lib: its run had no effect and that lease can write nothing
@@ -28,7 +28,7 @@ local now, seq = tonumber(ARGV[1]), tonumber(ARGV[2])
 local record = getRecord(seq)
 if not record or string.sub(record, 2) ~= ARGV[4] then return -1 end
 if string.sub(record, 1, 1) ~= 'w' or cutFor(loadCuts(), seq) then return -2 end
-if rcall('ZSCORE', K.retry, fmt(seq)) and rcall('HGET', keyOf.x(seq), 'noEffect') ~= '1' then return -2 end
+if rcall('ZSCORE', K.retry, fmt(seq)) and rcall('HGET', keyOf.x(seq), 'noEffect') ~= '1' then return -3 end
 local char, status = 'c', 'cancelled'
 local ok, said = pcall(cjson.decode, ARGV[3])
 if ok and type(said) == 'table' and said.status ~= 'succeeded' then
