@@ -102,12 +102,11 @@ export function createPgHealth(
     if (ended) log.warn({ ended }, 'postgres takes writes again; sessions that started read-only ended');
   }
   const listeners: ((busy: boolean) => void)[] = [];
-  /** Sale calls under way, and since when none has settled (the last settle, or the first call after none was under way). */
-  let underWay = 0;
+  /** Sale calls under way, oldest first (a Set keeps the order they were added in), each told of once if stuck. */
+  const calls = new Set<{ at: number; told: boolean }>();
+  /** Since when none has settled (the last settle, or the first call after none was under way). */
   let progressAt = 0;
   let asking = false;
-  /** The calls under way, oldest first (a Set keeps the order they were added in), each told of once if stuck. */
-  const calls = new Set<{ at: number; told: boolean }>();
   const stuckAfterMs = opts.stuckAfterMs ?? stuckAfterMsOf(15_000);
   /** Looks for stuck calls while any is under way (started by the first, stopped at a tick with none). */
   let stuckWatch: NodeJS.Timeout | null = null;
@@ -131,7 +130,7 @@ export function createPgHealth(
     }
     if (fresh)
       log.error(
-        { stuck: fresh, oldestMs: Math.round(oldest), underWay, afterMs: stuckAfterMs },
+        { stuck: fresh, oldestMs: Math.round(oldest), underWay: calls.size, afterMs: stuckAfterMs },
         "sale calls to Postgres have waited past the silence watch's time with no answer; their tickets stay admitted until they end (floodgate_postgres_oldest_call_seconds)",
       );
   }
@@ -209,7 +208,7 @@ export function createPgHealth(
     readOnlySeen,
     track(p) {
       const call = { at: performance.now(), told: false };
-      if (underWay++ === 0) progressAt = call.at;
+      if (calls.size === 0) progressAt = call.at;
       calls.add(call);
       if (!stopped) stuckWatch ??= setInterval(watchStuck, Math.min(5000, Math.max(50, stuckAfterMs / 4))).unref();
       return p.then(
@@ -219,7 +218,6 @@ export function createPgHealth(
         },
         (err: unknown) => Promise.reject(err),
       ).finally(() => {
-        underWay--;
         progressAt = performance.now();
         calls.delete(call);
       });
@@ -229,7 +227,7 @@ export function createPgHealth(
       return 0;
     },
     stalledMs(now) {
-      if (underWay === 0) return 0;
+      if (calls.size === 0) return 0;
       if (now - progressAt > 2000 && !asking && !stopped) {
         asking = true;
         void sql`select 1`

@@ -337,8 +337,9 @@ export function createTickets(deps: TicketsDeps): Tickets {
       const done = sub ? await cancelSplit(sub, a) : await deps.scripts.cancel(itemId, clock.now(), a);
       if (done !== 'cancelled') {
         // Cancelling a cancelled ticket again (a client retrying after a lost answer) is no error.
-        const view = await reader.read(ticketId, item, seq);
-        if (view.state === 'cancelled') return view;
+        // (One back at the head after a run whose effect is not known waits: nothing to read.)
+        const view = done === 'not_waiting' ? await reader.read(ticketId, item, seq) : null;
+        if (view?.state === 'cancelled') return view;
         // The cached view (up to FLOODGATE_CACHE_MS old) may still place the ticket in the line:
         // the poll that follows the refusal (the waiting page's, to show why) must not say it waits.
         items.invalidate(itemId);
