@@ -5,7 +5,7 @@ import { createLogger } from '../src/kernel/logger.js';
 import { createLine } from '../src/queue/line.js';
 import { itemKeys } from '../src/redis/keys.js';
 import { createScriptRunner, scripts } from '../src/redis/scripts.js';
-import { tcpProxy } from './support/proxy.js';
+import { replyLost, tcpProxy } from './support/proxy.js';
 import { redisUrl, testRedis } from './support/redis.js';
 
 /**
@@ -20,18 +20,6 @@ const target = new URL(redisUrl());
 const proxy = await tcpProxy({ host: target.hostname, port: Number(target.port || 6379) });
 afterAll(() => proxy.close());
 
-/** Runs `call` with its reply lost: sent, done by Redis (`done` says so), then the connection is cut. */
-async function replyLost<T>(call: () => Promise<T>, done: () => Promise<boolean>): Promise<PromiseSettledResult<T>> {
-  proxy.dropReplies();
-  const p = call().then(
-    (value) => ({ status: 'fulfilled' as const, value }),
-    (reason: unknown) => ({ status: 'rejected' as const, reason }),
-  );
-  for (const until = Date.now() + 5000; !(await done()); await new Promise((r) => setTimeout(r, 5))) if (Date.now() > until) throw new Error('Redis never ran the call');
-  await proxy.cut();
-  await proxy.restore();
-  return p;
-}
 
 describe('a script whose reply a broken connection lost', () => {
   it.each(['api', 'admit'] as const)('is not run a second time when it must not be (a move of units), on the %s connection', async (kind) => {
@@ -42,6 +30,7 @@ describe('a script whose reply a broken connection lost', () => {
       const stock = itemKeys(prefix, 'moved').stock;
       await run(scripts.splitUnits, 'moved', Date.now(), { delta: 0 });
       const moved = await replyLost(
+        proxy,
         () => run(scripts.splitUnits, 'moved', Date.now(), { delta: 5 }),
         async () => (await direct.hget(stock, 's0')) === '5',
       );
@@ -66,6 +55,7 @@ describe('a script whose reply a broken connection lost', () => {
       const { run } = createScriptRunner(redis, prefix);
       const args = { userId: 'amy', payload: '', source: '', defaultKeyQuota: '', memoryFull: '', uncounted: '' };
       const joined = await replyLost(
+        proxy,
         () => run(scripts.join, 'joined', clock.now(), args, [], { alone: true }),
         async () => (await direct.hget(itemKeys(prefix, 'joined').ctr, 'seq')) === '1',
       );

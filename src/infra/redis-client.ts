@@ -36,6 +36,10 @@ const RECONNECT_MAX_MS = 500;
 const READY_TIMEOUT_MS = 10_000;
 /** An outage logs its first error and then at most one line per this many ms, not one per retry. */
 const ERROR_LOG_EVERY_MS = 30_000;
+/** ioredis's message for a command failed by a connection that closed (utils CONNECTION_CLOSED_ERROR_MSG). */
+const CONNECTION_CLOSED = 'Connection is closed.';
+/** What a run-once script (runOnceScripts) whose connection closed before its reply came fails with, instead of being sent again. */
+export const RAN_MAYBE = 'Connection is closed before Redis answered: the script may have run, and is not run again';
 
 /** Where the daemon's Redis is: one server's URL, or a Redis Cluster's seed nodes (FLOODGATE_REDIS_CLUSTER). */
 export type RedisTarget = { url: string } | { cluster: { host: string; port: number }[] };
@@ -116,13 +120,13 @@ export async function connectRedis(target: RedisTarget, kind: 'api' | 'admit' | 
   if ('cluster' in target) {
     if (kind !== 'jobs') {
       const cluster = new Cluster(target.cluster, { ...apiClusterOptions, redisOptions: { ...apiClusterOptions.redisOptions, Connector: silenceWatched(kind) } });
-      cluster.on('+node', (node: Redis) => timeOutCommands(node, ms, false));
+      cluster.on('+node', (node: Redis) => {
+        timeOutCommands(node, ms, false);
+        notRunTwiceOnNode(node);
+      });
       // And a bound on the whole command, redirections and the cluster's offline queue included:
       // with every node gone a command waited in that queue for as long as the cluster kept
-      // reconnecting (a join held past a minute; test/cluster-outage.test.ts). (No guard against a
-      // second run here: a cluster sends commands again after a MOVED, an ASK, a TRYAGAIN, or from a
-      // node's offline queue, none of which ran them, and a node that closed fails its unanswered
-      // commands itself, which the cluster then sends again: not yet told apart.)
+      // reconnecting (a join held past a minute; test/cluster-outage.test.ts).
       timeOutCommands(cluster, ms + CLUSTER_COMMAND_TIMEOUT_MS - API_COMMAND_TIMEOUT_MS, false);
       cluster.connect().catch(() => {}); // whenReady below reports a cluster that never gets ready
       redis = cluster;
@@ -169,7 +173,7 @@ function timeOutCommands(redis: RedisLike, ms: number, onceOnly: boolean) {
       const unanswered = (redis as unknown as { prevCommandQueue?: { length: number; peekAt(i: number): { command: Command } | undefined } | null }).prevCommandQueue;
       for (let i = 0; unanswered && i < unanswered.length; i++) {
         const command = unanswered.peekAt(i)?.command;
-        if (command && runOnce.has(command) && !command.isSettled) command.reject(new Error('Connection is closed before Redis answered: the script may have run, and is not run again'));
+        if (command && runOnce.has(command) && !command.isSettled) command.reject(new Error(RAN_MAYBE));
       }
     });
   // The commands sent and not yet looked at, oldest first, each with the time it times out. All
@@ -234,6 +238,34 @@ function timeOutCommands(redis: RedisLike, ms: number, onceOnly: boolean) {
     sent.push({ command, promise: command.promise, at: deadline() });
     if (!timer) (timer = setInterval(sweep, tick)).unref();
     return send(command, ...rest);
+  }) as never;
+}
+
+/**
+ * The run-once guard of timeOutCommands, for a Redis Cluster's node. A node's connection has no
+ * reconnect of its own: its close fails every command it holds with "Connection is closed.", and
+ * the cluster sends each again 100 ms later (on the slot's master then, maybe the same node
+ * reconnected) — a script Redis had run before the close, its reply lost, ran twice (a move of
+ * units between sub-lines sent once as +5 added 10). The same error comes for a command that sat
+ * in the node's offline queue, never written, and for those the resend is right; so a runOnceScripts
+ * command is marked as it is written to the node (it is then at the back of the node's queue of
+ * commands awaiting replies) and that sending's "closed" fails it for good. What a cluster sends
+ * again after a MOVED, an ASK or a TRYAGAIN (replies: Redis did not run it) goes out as before.
+ */
+function notRunTwiceOnNode(node: Redis) {
+  const send = node.sendCommand.bind(node) as (command: Command, ...rest: unknown[]) => unknown;
+  const awaiting = node as unknown as { commandQueue: { peekBack(): { command: Command } | undefined } };
+  node.sendCommand = ((command: Command, ...rest: unknown[]) => {
+    const out = send(command, ...rest);
+    if (command.name === 'evalsha' && !command.isSettled && runOnceScripts.has(String(command.args[0])) && awaiting.commandQueue.peekBack()?.command === command) {
+      // For this sending only: whatever ends it (a reply, MOVED, a time-out) puts the cluster's own back.
+      const reject = command.reject;
+      command.reject = (err: Error) => {
+        command.reject = reject;
+        reject.call(command, err?.message === CONNECTION_CLOSED ? new Error(RAN_MAYBE) : err);
+      };
+    }
+    return out;
   }) as never;
 }
 

@@ -230,3 +230,19 @@ function bindable(port: number): Promise<boolean> {
     s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
   });
 }
+
+/**
+ * Runs `call` with its reply lost: sent through `proxy`, done by the server (`done` says so), then
+ * the connection cut and the proxy listening again. Resolves to how the call settled.
+ */
+export async function replyLost<T>(proxy: TcpProxy, call: () => Promise<T>, done: () => Promise<boolean>): Promise<PromiseSettledResult<T>> {
+  proxy.dropReplies();
+  const p = call().then(
+    (value) => ({ status: 'fulfilled' as const, value }),
+    (reason: unknown) => ({ status: 'rejected' as const, reason }),
+  );
+  for (const until = Date.now() + 5000; !(await done()); await new Promise((r) => setTimeout(r, 5))) if (Date.now() > until) throw new Error('the server never ran the call');
+  await proxy.cut();
+  await proxy.restore();
+  return p;
+}
