@@ -26,7 +26,7 @@ const masterPort = await cluster.masterOf(itemKeys(prefix, 'moved').meta);
 const onMaster = async (stem: string) => {
   for (let i = 0; ; i++) if ((await cluster.masterOf(itemKeys(prefix, `${stem}-${i}`).meta)) === masterPort) return `${stem}-${i}`;
 };
-const items = { api: await onMaster('moved-api'), admit: await onMaster('moved-admit'), join: await onMaster('joined') };
+const items = { api: await onMaster('moved-api'), admit: await onMaster('moved-admit'), mixed: await onMaster('moved-mixed'), join: await onMaster('joined') };
 const proxy = await tcpProxy({ host: '127.0.0.1', port: masterPort });
 afterAll(() => proxy.close());
 const master = cluster.node(masterPort);
@@ -42,6 +42,8 @@ const seeds = cluster.nodes.map((n) => ({ host: '127.0.0.1', port: n.port === ma
 
 const connect = (kind: 'api' | 'admit') => connectRedis({ cluster: seeds }, kind, createLogger('silent'));
 
+const asHget = (redis: unknown) => redis as { hget(k: string, f: string): Promise<string | null> };
+
 describe('a script whose reply a closed cluster node lost', () => {
   it.each(['api', 'admit'] as const)('is not run a second time when it must not be (a move of units), on the %s connection', async (kind) => {
     const redis = await connect(kind);
@@ -49,7 +51,10 @@ describe('a script whose reply a closed cluster node lost', () => {
       const { run } = createScriptRunner(redis, prefix);
       const item = items[kind];
       const stock = itemKeys(prefix, item).stock;
-      await run(scripts.splitUnits, item, Date.now(), { delta: 0 });
+      // The node's connection is made, but has not run the script: the move is written as an EVAL
+      // of its source (a review: the first version of the guard looked for EVALSHA after the write
+      // and missed it, +5 gave 10 on a fresh connection).
+      expect(await asHget(redis).hget(stock, 's0')).toBe(null);
       const moved = await replyLost(
         proxy,
         () => run(scripts.splitUnits, item, Date.now(), { delta: 5 }),
@@ -59,28 +64,47 @@ describe('a script whose reply a closed cluster node lost', () => {
       expect(String((moved as PromiseRejectedResult).reason)).toMatch(/may have run/);
       // (Before, the call was answered only once its resend had run: '10'.) The connection to the
       // node, made anew, serves the slot again.
-      expect(await until(() => (redis as unknown as { hget(k: string, f: string): Promise<string | null> }).hget(stock, 's0'))).toBe('5');
+      expect(await until(() => asHget(redis).hget(stock, 's0'))).toBe('5');
       expect(await master.hget(stock, 's0')).toBe('5');
     } finally {
       redis.disconnect();
     }
   });
 
-  it('is sent again as before when running twice is safe (a join returns the ticket it made)', async () => {
+  it('is refused alone: a join sent beside it (one pipeline to the node) is sent again and answers, and a join alone too', async () => {
     const redis = await connect('api');
     try {
       const clock = manualClock();
       const line = createLine({ redis, prefix, clock, cacheMs: 250 });
       await line.definitions.define({ itemId: items.join, handler: 'external', config: {}, capacity: null, abandonAfterMs: null, opensAt: null, closesAt: null, rejoin: 'any' }, { mode: 'closed', rate: null, maxInFlight: null }, { reopen: false });
       const { run } = createScriptRunner(redis, prefix);
-      const args = { userId: 'amy', payload: '', source: '', defaultKeyQuota: '', memoryFull: '', uncounted: '' };
+      const args = (userId: string) => ({ userId, payload: '', source: '', defaultKeyQuota: '', memoryFull: '', uncounted: '' });
+      const seq = async () => master.hget(itemKeys(prefix, items.join).ctr, 'seq');
+      const stock = itemKeys(prefix, items.mixed).stock;
+      await run(scripts.splitUnits, items.mixed, Date.now(), { delta: 0 });
+      // Both in one turn: one auto-pipeline to the node, both replies lost, one cut.
+      let join: Promise<unknown> | undefined;
+      const moved = await replyLost(
+        proxy,
+        () => {
+          join = run(scripts.join, items.join, clock.now(), args('amy'), [], { alone: true });
+          return run(scripts.splitUnits, items.mixed, Date.now(), { delta: 5 });
+        },
+        async () => (await master.hget(stock, 's0')) === '5' && (await seq()) === '1',
+      );
+      expect(moved.status).toBe('rejected');
+      expect(String((moved as PromiseRejectedResult).reason)).toMatch(/may have run/);
+      // The first version of the guard failed the whole pipeline: the join, which had run, answered 503.
+      expect(((await join) as unknown[])[1]).toBe(1); // the ticket it made (seq 1), answered again
+      expect([await master.hget(stock, 's0'), await seq()]).toEqual(['5', '1']);
+      // A join alone through the same kind of break.
       const joined = await replyLost(
         proxy,
-        () => run(scripts.join, items.join, clock.now(), args, [], { alone: true }),
-        async () => (await master.hget(itemKeys(prefix, items.join).ctr, 'seq')) === '1',
+        () => run(scripts.join, items.join, clock.now(), args('bob'), [], { alone: true }),
+        async () => (await seq()) === '2',
       );
       expect(joined.status).toBe('fulfilled');
-      expect(await master.hget(itemKeys(prefix, items.join).ctr, 'seq')).toBe('1');
+      expect(await seq()).toBe('2');
     } finally {
       redis.disconnect();
     }

@@ -231,8 +231,7 @@ function timeOutCommands(redis: RedisLike, ms: number, onceOnly: boolean) {
     // Nor one that Redis may have run already and must not run twice (the 'close' hook above).
     if (onceOnly && command.name === 'evalsha' && runOnceScripts.has(String(command.args[0]))) runOnce.add(command);
     if (command.isSettled) {
-      const stream = rest[0] as { isPipeline?: boolean; write?(data: string): void } | undefined;
-      if (stream?.isPipeline) stream.write!('');
+      countUnsent(rest[0]);
       return command.promise;
     }
     sent.push({ command, promise: command.promise, at: deadline() });
@@ -242,27 +241,57 @@ function timeOutCommands(redis: RedisLike, ms: number, onceOnly: boolean) {
 }
 
 /**
+ * A command of a pipeline not sent (failed instead): the pipeline's writer counts every command of
+ * it and writes them all with the last one, so this one still counts, with an empty write — once
+ * its connection is writable: while it connects, the pipeline's other commands wait in its offline
+ * queue and are written as it gets ready (before its 'ready' event), and an empty write now, the
+ * last one counted, wrote the pipeline to no socket (a TypeError thrown out of the event loop).
+ */
+function countUnsent(stream: unknown) {
+  const s = stream as { isPipeline?: boolean; write?(data: string): void; destination?: { redis?: Redis } } | undefined;
+  if (!s?.isPipeline) return;
+  const to = s.destination?.redis;
+  if (!to || (to.status === 'ready' && to.stream?.writable)) s.write!('');
+  else to.once('ready', () => s.write!(''));
+}
+
+/** Commands of runOnceScripts a cluster node was given, told at their first sending (written on a node connection that has not run the script, one turns into an EVAL of the source, and may pass other nodes so). */
+const runOnceOnNodes = new WeakSet<Command>();
+/** Those a node wrote and then closed without their reply: Redis may have run them. */
+const owedOnNodes = new WeakSet<Command>();
+
+/**
  * The run-once guard of timeOutCommands, for a Redis Cluster's node. A node's connection has no
- * reconnect of its own: its close fails every command it holds with "Connection is closed.", and
- * the cluster sends each again 100 ms later (on the slot's master then, maybe the same node
- * reconnected) — a script Redis had run before the close, its reply lost, ran twice (a move of
- * units between sub-lines sent once as +5 added 10). The same error comes for a command that sat
- * in the node's offline queue, never written, and for those the resend is right; so a runOnceScripts
- * command is marked as it is written to the node (it is then at the back of the node's queue of
- * commands awaiting replies) and that sending's "closed" fails it for good. What a cluster sends
+ * reconnect of its own: its close fails every command it holds with "Connection is closed." and
+ * the cluster sends each again 100 ms later (a pipeline's, all of them, if all failed alike), on the
+ * slot's master as it then stands — a script Redis had run before the close, its reply lost, ran
+ * twice (a move of units between sub-lines sent once as +5 added 10). The same error comes for a
+ * command the node never wrote (its offline queue, while connecting), whose resend is right. So a
+ * runOnceScripts command is marked owed when its sending was written (it was then at the back of
+ * the node's queue of commands awaiting replies) and that sending's error says the connection
+ * closed; the close's error itself goes on unchanged (a pipeline with other commands in it is sent
+ * again as before, and those answer), and the resend, on whichever node, fails the owed command
+ * instead of writing it: an outage to its caller (503, the round tried again). What a cluster sends
  * again after a MOVED, an ASK or a TRYAGAIN (replies: Redis did not run it) goes out as before.
  */
 function notRunTwiceOnNode(node: Redis) {
   const send = node.sendCommand.bind(node) as (command: Command, ...rest: unknown[]) => unknown;
   const awaiting = node as unknown as { commandQueue: { peekBack(): { command: Command } | undefined } };
   node.sendCommand = ((command: Command, ...rest: unknown[]) => {
+    if (owedOnNodes.has(command)) {
+      if (!command.isSettled) command.reject(new Error(RAN_MAYBE));
+      countUnsent(rest[0]);
+      return command.promise;
+    }
+    if (command.name === 'evalsha' && runOnceScripts.has(String(command.args[0]))) runOnceOnNodes.add(command);
     const out = send(command, ...rest);
-    if (command.name === 'evalsha' && !command.isSettled && runOnceScripts.has(String(command.args[0])) && awaiting.commandQueue.peekBack()?.command === command) {
-      // For this sending only: whatever ends it (a reply, MOVED, a time-out) puts the cluster's own back.
+    if (runOnceOnNodes.has(command) && !command.isSettled && awaiting.commandQueue.peekBack()?.command === command) {
+      // For this sending only: whatever ends it (a reply, MOVED, a time-out, the close) puts the one before back.
       const reject = command.reject;
       command.reject = (err: Error) => {
         command.reject = reject;
-        reject.call(command, err?.message === CONNECTION_CLOSED ? new Error(RAN_MAYBE) : err);
+        if (err?.message === CONNECTION_CLOSED) owedOnNodes.add(command);
+        reject.call(command, err);
       };
     }
     return out;
