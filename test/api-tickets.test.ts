@@ -269,6 +269,11 @@ describe('pull and outcome (external items)', () => {
     expect((await call('POST', `/v1/tickets/${j.ticketId}/outcome`, { leaseId: 'x', status: 'succeeded' }, SERVICE)).body.error.code).toBe('conflict');
     expect((await call('POST', '/v1/items/s/pull', { max: 0 }, SERVICE)).status).toBe(400);
     expect((await call('POST', '/v1/items/s/pull', { leaseMs: 10 }, SERVICE)).status).toBe(400);
+    // An id the item did not issue is no ticket (404), and says nothing of the item: a forged one
+    // (the item id base64url-encoded, any seq and tag) was answered 409 naming its handler.
+    const forged = `${Buffer.from('s').toString('base64url')}.1.${'A'.repeat(22)}`;
+    const refused = await call('POST', `/v1/tickets/${forged}/outcome`, { leaseId: 'x', status: 'succeeded' }, SERVICE);
+    expect([refused.status, refused.body.error.code, JSON.stringify(refused.body).includes('seckill')]).toEqual([404, 'ticket_not_found', false]);
   });
 
   it('expires a ticket nobody polled for abandonAfterMs when it reaches the head, and skips it', async () => {

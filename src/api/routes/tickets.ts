@@ -2,6 +2,7 @@ import { OpenAPIHono, createRoute, z } from '@hono/zod-openapi';
 import type { MiddlewareHandler } from 'hono';
 import { fail } from '../../kernel/errors.js';
 import { HeldEndsUnread } from '../../queue/admissions.js';
+import { parseTicketId, verifySeq } from '../../queue/ticket-id.js';
 import type { TicketView as TicketViewT } from '../../queue/types.js';
 import type { AuthEnv } from '../auth.js';
 import type { ApiContext } from '../context.js';
@@ -146,7 +147,7 @@ export function ticketRoutes(ctx: ApiContext) {
       const body = c.req.valid('json');
       const itemId = queue.tickets.itemIdOf(ticketId) ?? fail('ticket_not_found', 'No such ticket.');
       ctx.auth.requireScope(c.get('actor'), itemId);
-      await requireExternal(ctx, itemId, 'ticket_not_found');
+      await requireExternal(ctx, itemId, 'ticket_not_found', false, ticketId);
       const { view, repeat } = await queue.admissions.settle(ticketId, {
         leaseId: body.leaseId,
         status: body.status,
@@ -163,10 +164,19 @@ export function ticketRoutes(ctx: ApiContext) {
   return app;
 }
 
-/** The item's view, if it is served by an outside worker; `fresh`: read now, not from the cache. Its definition version. */
-async function requireExternal(ctx: ApiContext, itemId: string, missing: 'item_not_found' | 'ticket_not_found' = 'item_not_found', fresh = false): Promise<number> {
+/**
+ * The item's view, if it is served by an outside worker; `fresh`: read now, not from the cache. Its
+ * definition version. `ticketId`: an outcome's ticket, which must be one the item issued before
+ * the item's handler is named: a forged id (any item id base64url-encoded) was answered `409`
+ * naming a seckill item's handler — any service key learnt which items exist and how they are
+ * served (a review). (An external item's settle checks the id fully.)
+ */
+async function requireExternal(ctx: ApiContext, itemId: string, missing: 'item_not_found' | 'ticket_not_found' = 'item_not_found', fresh = false, ticketId?: string): Promise<number> {
   const item = (await ctx.queue.items.item(itemId, { fresh })) ?? fail(missing, missing === 'item_not_found' ? 'No such item.' : 'No such ticket.');
-  if (!ctx.handlers.get(item!.snap.def.handler)?.external)
+  if (!ctx.handlers.get(item!.snap.def.handler)?.external) {
+    const parsed = ticketId === undefined ? null : parseTicketId(ticketId);
+    if (ticketId !== undefined && !(parsed && verifySeq(parsed, item!.snap.secret))) fail('ticket_not_found', 'No such ticket.');
     fail('conflict', `Item ${itemId} is served by its "${item!.snap.def.handler}" handler; pull and outcome are for external items.`);
+  }
   return item!.snap.version;
 }
