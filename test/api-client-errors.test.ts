@@ -51,6 +51,19 @@ describe('requests the HTTP parser refuses', () => {
     expect(got.body.error.code).toBe('invalid_request');
   });
 
+  it.each([
+    ['GET /healthz', 'GET /healthz HTTP/1.1\r\nHost: HOST\r\n\r\n'],
+    ['GET /v1/items (read from Redis)', `GET /v1/items HTTP/1.1\r\nHost: HOST\r\nAuthorization: Bearer ${OP}\r\n\r\n`],
+    ['PUT /v1/items/pipelined (a body)', `PUT /v1/items/pipelined HTTP/1.1\r\nHost: HOST\r\nAuthorization: Bearer ${OP}\r\nContent-Type: application/json\r\nContent-Length: 22\r\n\r\n{"handler":"external"}`],
+  ])('a request pipelined before garbage (%s) is answered first, then the 400', async (_, request) => {
+    const text = await raw(`${request}GARBAGE\r\n\r\n`);
+    // (Before: the 400 alone, which the client took for its request's answer.)
+    expect(text).toMatch(/^HTTP\/1\.1 20[01] /);
+    const refusal = text.indexOf('HTTP/1.1 400 Bad Request');
+    expect(refusal).toBeGreaterThan(0);
+    expect(parts(text.slice(refusal)).body.error.code).toBe('invalid_request');
+  });
+
   it('headers past the limit: 431 with the JSON error; the daemon then answers as before', async () => {
     const got = parts(await raw(`GET /healthz HTTP/1.1\r\nHost: HOST\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`));
     expect(got.status).toBe('431');

@@ -11,12 +11,25 @@ import { RequestError } from '@hono/node-server';
  */
 /** The start of a connection's first bytes, while it has served no request: its first request's method. */
 const firstBytes = new WeakMap<Duplex, string>();
+/** Requests of a connection not answered yet (finished or closed); the event a connection emits when none is left. */
+const owed = new WeakMap<Duplex, Set<IncomingMessage>>();
+const ANSWERED = 'floodgate:answered';
 
 export function answerClientErrors<S extends Server>(server: S): S {
   // A request the parser refuses may come in several chunks (headers past the limit, over a real
   // network), and its error's packet is the last one: the method is read from the connection's first.
   server.on('connection', (socket: Duplex) => socket.prependOnceListener('data', (chunk: Buffer) => firstBytes.set(socket, chunk.subarray(0, 5).toString('latin1'))));
-  server.on('request', (req: IncomingMessage) => firstBytes.delete(req.socket));
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    firstBytes.delete(req.socket);
+    if (res.writableFinished) return;
+    const socket = req.socket;
+    const reqs = owed.get(socket) ?? new Set<IncomingMessage>();
+    owed.set(socket, reqs.add(req));
+    const answered = () => {
+      if (reqs.delete(req) && !reqs.size) socket.emit(ANSWERED);
+    };
+    res.once('finish', answered).once('close', answered);
+  });
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
     // Gone already, or a request that timed out: nothing to say to it.
     if (err.code === 'ECONNRESET' || err.code === 'ERR_HTTP_REQUEST_TIMEOUT' || !socket.writable) return void socket.destroy();
@@ -26,7 +39,18 @@ export function answerClientErrors<S extends Server>(server: S): S {
     // (The connection's first request, read from its first bytes; a later one, from the packet.)
     const first = firstBytes.get(socket);
     const head = (first ?? (err as { rawPacket?: Buffer }).rawPacket?.subarray(0, 5).toString('latin1')) === 'HEAD ';
-    socket.end(rawAnswer(tooLarge ? '431 Request Header Fields Too Large' : '400 Bad Request', tooLarge ? 'The request line or headers are too large (16 KiB at most).' : 'The request is not valid HTTP.', head));
+    const refuse = () => {
+      if (socket.writable) socket.end(rawAnswer(tooLarge ? '431 Request Header Fields Too Large' : '400 Bad Request', tooLarge ? 'The request line or headers are too large (16 KiB at most).' : 'The request is not valid HTTP.', head));
+      else socket.destroy();
+    };
+    // After the answers the connection owes to whole requests before it (pipelined in the same
+    // packet): written at once, the refusal took the place of the first one's answer — a valid join
+    // followed by garbage took effect and its client read the 400 as its answer (a review). Not
+    // when one of them has not had all its body: the error is in that body (a bad chunk, the client
+    // gone mid-body), which comes no further, and that request waits on the close.
+    const before = owed.get(socket);
+    if (before?.size && [...before].every((r) => r.complete)) socket.once(ANSWERED, refuse);
+    else refuse();
   });
   // Node's own answers to these had no body either: an `Expect` other than 100-continue (417), and
   // CONNECT (no answer at all: the socket was closed). (A missing Host: refusedWithoutHost.)
