@@ -29,6 +29,18 @@ describe('media types and methods', () => {
     expect(empty.status).toBe(400);
   });
 
+  it.each(['application/json;', 'application/json ; charset=utf-8', 'application/vnd.v1+json', 'Application/JSON'])('takes a body typed %s on every JSON route alike (one rule: the join took these, the others 415)', async (type) => {
+    const { call } = t.build();
+    const typed = (method: string, path: string, body: unknown, key: string) => call(method, path, JSON.stringify(body), key, { 'content-type': type });
+    expect((await typed('PUT', '/v1/items/m3', { handler: 'external' }, OPERATOR)).status).toBe(201);
+    expect((await typed('PATCH', '/v1/items/m3/gate', { mode: 'closed' }, OPERATOR)).status).toBe(200);
+    expect((await typed('POST', '/v1/items/m3/tickets', { userId: 'u1' }, SERVICE)).status).toBe(202);
+    expect((await typed('POST', '/v1/items/m3/pull', { max: 1 }, SERVICE)).status).toBe(200);
+    // And what is not JSON is 415 on them all.
+    for (const [method, path, key] of [['PUT', '/v1/items/m3', OPERATOR], ['PATCH', '/v1/items/m3/gate', OPERATOR], ['POST', '/v1/items/m3/tickets', SERVICE], ['POST', '/v1/items/m3/pull', SERVICE]] as const)
+      expect((await call(method, path, '{}', key, { 'content-type': 'application/jsonx' })).status, `${method} ${path}`).toBe(415);
+  });
+
   it('answers 405 method_not_allowed with Allow for a wrong method on a known path', async () => {
     const { call } = t.build();
     const patch = await call('PATCH', '/v1/tickets/whatever', {}, null);

@@ -15,7 +15,7 @@ import { createAuth, type KeySets } from './auth.js';
 import { limitBody } from './body-limit.js';
 import type { ApiContext } from './context.js';
 import { docsRoutes } from './docs-page.js';
-import { errorAnswer, errorResponse, strictJson, toFloodgateError, validationError, validationIssue } from './errors.js';
+import { errorAnswer, errorResponse, JSON_TYPE, strictJson, toFloodgateError, validationError, validationIssue } from './errors.js';
 import { serveOpenApi } from './openapi.js';
 import { ticketAnswerHeaders, ticketCors, type CorsOrigins } from './ticket-cors.js';
 import { itemRoutes } from './routes/items.js';
@@ -166,6 +166,14 @@ export function createApp(deps: AppDeps) {
   // The validator answers any failure of that read as "Malformed JSON"; a body refused for what
   // it holds (a key __proto__: errors.ts) is answered with its own issue (onError below).
   app.use('*', async (c, next) => {
+    // One rule for what is JSON, the join's (errors.ts JSON_TYPE, RFC 9110's media types): the
+    // validator's gate refused `application/json;`, `application/json ; charset=utf-8` and
+    // `application/vnd.v1+json` (415) on every route but the join, which took them (a review).
+    const type = c.req.header('content-type');
+    if (type !== undefined && type !== 'application/json' && JSON_TYPE.test(type)) {
+      const header = c.req.header.bind(c.req) as (name?: string) => unknown;
+      c.req.header = ((name?: string) => (name?.toLowerCase() === 'content-type' ? 'application/json' : header(name))) as typeof c.req.header;
+    }
     c.req.json = (() =>
       strictJson(c.req).catch((err: unknown) => {
         if (err instanceof FloodgateError && err.details) bodyRefusals.set(c.req.raw, err);
