@@ -43,7 +43,7 @@ import { createLine, type LineDeps } from './queue/line.js';
 import { readEnds, readLostTicket, readOutcome } from './db/outcomes.js';
 import { releasedAndReturned } from './db/orders.js';
 import { buyersOf } from './db/sales.js';
-import { isPostgresUnavailable } from './db/faults.js';
+import { isPostgresBusy, isPostgresUnavailable } from './db/faults.js';
 import { createLostTickets } from './queue/lost-tickets.js';
 import { createHandlerRegistry, type HandlerRegistry } from './service/registry.js';
 import { SetupNeeded } from './infra/system-changes.js';
@@ -605,7 +605,13 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
   const loops = [
     ledger,
     // Reservations past their deadline are released within a second, by whichever daemon sees them first.
-    every(250, 'reservation sweep', () => (pg.up ? reservations.sweep() : Promise.resolve()), log),
+    // (Its Postgres unreachable says so to the sales' health as theirs do: on an item held while
+    // every unit is reserved, no sale runs, and waiting users read `awaiting_returns` through an
+    // outage that returns none, the item `held`, rather than `paused`; a review.)
+    every(250, 'reservation sweep', () => (pg.up ? reservations.sweep().catch((err: unknown) => {
+      if (isPostgresUnavailable(err)) pg.markDown(String((err as { code?: string }).code ?? err), isPostgresBusy(err));
+      throw err;
+    }) : Promise.resolve()), log),
     every(500, 'lease sweep', () => queue.admissions.sweep(), log),
     every(1000, 'poll touch flush', () => queue.tickets.flush(), log),
     every(50, 'gate sample flush', () => samples.flush(), log),
