@@ -26,12 +26,35 @@ async function cpuOver(pid: number, ms: number) {
   return cpuUse(a, cpuSnap({ daemon: pid }));
 }
 
-async function redisOps(ctx: BenchContext, ms: number) {
+/** The daemon's (pid's) connections to the bench's Redis, as `ip:port` of their own ends (what MONITOR names a client by). */
+async function redisConnections(pid: number): Promise<Set<string>> {
+  const port = new URL(REDIS_URL).port || '6379';
+  const { stdout } = await execFileP('ss', ['-tnpH', 'state', 'established', `( dport = :${port} )`]);
+  const mine = stdout.split('\n').filter((l) => l.includes(`pid=${pid},`));
+  return new Set(mine.map((line) => /(\S+:\d+)\s+\S+:\d+\s+users:/.exec(line)?.[1]).filter((a): a is string => !!a));
+}
+
+/**
+ * Redis commands per second over `ms`: the daemon's own (commands its connections sent, seen by
+ * MONITOR; a script's calls inside Redis not counted) and the whole server's
+ * (total_commands_processed, every client's and every script's calls). The whole server's alone
+ * counted whatever else used the shared Redis meanwhile: 1,000 parked lines read ~1,000 commands/s
+ * in two runs of 4 Dec and 8–39 in others, a test suite running beside the bench or not.
+ */
+async function redisOps(ctx: BenchContext, pid: number, ms: number): Promise<{ own: number; server: number }> {
   const total = async () => Number(/total_commands_processed:(\d+)/.exec(await ctx.redis.info('stats'))![1]);
+  const ours = await redisConnections(pid);
+  const monitor = await ctx.redis.duplicate().monitor();
+  let own = 0;
+  monitor.on('monitor', (_time: string, _args: string[], source: string) => void (ours.has(source) && own++));
   const a = await total();
   await sleep(ms);
-  return ((await total()) - a - 2) / (ms / 1000);
+  const server = ((await total()) - a - 2) / (ms / 1000);
+  monitor.disconnect();
+  return { own: own / (ms / 1000), server };
 }
+
+const opsText = (o: { own: number; server: number }) => `${o.own.toFixed(0)} (whole server ${o.server.toFixed(0)})`;
 
 /**
  * Drops every connection the daemon (pid) has to Redis, as a network blip or a Redis failover
@@ -39,14 +62,9 @@ async function redisOps(ctx: BenchContext, ms: number) {
  * Returns how many it dropped.
  */
 async function dropRedisConnections(ctx: BenchContext, pid: number): Promise<number> {
-  const port = new URL(REDIS_URL).port || '6379';
-  const { stdout } = await execFileP('ss', ['-tnpH', 'state', 'established', `( dport = :${port} )`]);
-  const mine = stdout.split('\n').filter((l) => l.includes(`pid=${pid},`));
-  for (const line of mine) {
-    const local = /(\S+:\d+)\s+\S+:\d+\s+users:/.exec(line)?.[1];
-    if (local) await ctx.redis.call('CLIENT', 'KILL', 'ADDR', local).catch(() => {});
-  }
-  return mine.length;
+  const mine = await redisConnections(pid);
+  for (const local of mine) await ctx.redis.call('CLIENT', 'KILL', 'ADDR', local).catch(() => {});
+  return mine.size;
 }
 
 async function timed(base: string, path: string, key: string | null) {
@@ -106,7 +124,7 @@ export async function manyItemsScenario(ctx: BenchContext): Promise<ScenarioOutp
   const pid = daemon.child.proc.pid!;
   await sleep(2000);
   const none = await cpuOver(pid, 5000);
-  const noneOps = await redisOps(ctx, 3000);
+  const noneOps = await redisOps(ctx, pid, 3000);
   // One hot item (an external line behind a closed gate: joins only), alone on the daemon.
   await putItem(daemon.url, 'hot', 100_000_000);
   const alone = await hotJoins(ctx, daemon, 'a', true);
@@ -140,7 +158,7 @@ export async function manyItemsScenario(ctx: BenchContext): Promise<ScenarioOutp
   // An item stays active for a minute after its last work (items.activeItemIds).
   await sleep(Math.max(0, definedAt + 66_000 - performance.now()));
   const idle = await cpuOver(pid, 10_000);
-  const idleOps = await redisOps(ctx, 5000);
+  const idleOps = await redisOps(ctx, pid, 5000);
   // The first scrapes after the items were defined read their views from Redis and build their
   // text (cold); Prometheus then scrapes every 15–60 s, so the steady scrape is timed after three.
   const coldFirstBytes: number[] = [];
@@ -150,7 +168,7 @@ export async function manyItemsScenario(ctx: BenchContext): Promise<ScenarioOutp
   ctx.log(`scrapes, time to first byte: cold ${coldFirstBytes.map((t) => t.toFixed(0)).join(' · ')} ms, then ${scrapes.map((t) => t.toFixed(0)).join(' · ')} ms`);
   const metricsMs = await timed(daemon.url, '/metrics', null);
   const listMs = await timed(daemon.url, '/v1/items', OPERATOR_KEY);
-  ctx.log(`idle: ${idle.daemon.toFixed(3)} cores, ${idleOps.toFixed(0)} Redis commands/s; /metrics ${scrapeMs.toFixed(0)} ms as a scraper (Node's fetch ${metricsMs.toFixed(0)} ms), /v1/items ${listMs.toFixed(0)} ms`);
+  ctx.log(`idle: ${idle.daemon.toFixed(3)} cores, ${opsText(idleOps)} Redis commands/s; /metrics ${scrapeMs.toFixed(0)} ms as a scraper (Node's fetch ${metricsMs.toFixed(0)} ms), /v1/items ${listMs.toFixed(0)} ms`);
   const beside = await hotJoins(ctx, daemon, 'b');
   ctx.log(`hot item beside ${n} idle items: ${beside.rates.map((r) => r.toFixed(0)).join(' · ')} joins/s`);
   // The same comparison in alternating slices against a second daemon that knows only its hot item
@@ -177,9 +195,9 @@ export async function manyItemsScenario(ctx: BenchContext): Promise<ScenarioOutp
   // each loop looks at it (items.ts ACTIVATE_ALL_MS, 10 s; it was a minute), then they are idle again.
   const dropped = await dropRedisConnections(ctx, pid);
   const afterDrop = await cpuOver(pid, 15_000);
-  const afterDropOps = await redisOps(ctx, 5000);
+  const afterDropOps = await redisOps(ctx, pid, 5000);
   const settled = await cpuOver(pid, 10_000);
-  ctx.log(`after a reconnect (${dropped} connections dropped): ${afterDrop.daemon.toFixed(3)} cores over 15 s, then ${afterDropOps.toFixed(0)} Redis commands/s (5 s) and ${settled.daemon.toFixed(3)} cores (10 s)`);
+  ctx.log(`after a reconnect (${dropped} connections dropped): ${afterDrop.daemon.toFixed(3)} cores over 15 s, then ${opsText(afterDropOps)} Redis commands/s (5 s) and ${settled.daemon.toFixed(3)} cores (10 s)`);
   // Lines parked behind closed gates: some of the seckill items get a closed gate and one ticket
   // waiting each (a sale's items queued up before it opens). Nothing can move in them until a
   // change, so they should cost what idle items cost.
@@ -197,8 +215,8 @@ export async function manyItemsScenario(ctx: BenchContext): Promise<ScenarioOutp
   );
   await sleep(3000);
   const parked = await cpuOver(pid, 10_000);
-  const parkedOps = await redisOps(ctx, 5000);
-  ctx.log(`${parkedN} lines parked behind closed gates: ${parked.daemon.toFixed(3)} cores, ${parkedOps.toFixed(0)} Redis commands/s`);
+  const parkedOps = await redisOps(ctx, pid, 5000);
+  ctx.log(`${parkedN} lines parked behind closed gates: ${parked.daemon.toFixed(3)} cores, ${opsText(parkedOps)} Redis commands/s`);
   await daemon.child.stop();
   const joinRow = (r: typeof alone) => `${r.median.toFixed(0)} (rounds ${r.rates.map((x) => x.toFixed(0)).join(' · ')}; other processes ${r.other.toFixed(2)} cores)`;
 
@@ -206,13 +224,13 @@ export async function manyItemsScenario(ctx: BenchContext): Promise<ScenarioOutp
     ['daemon CPU, no items (5 s)', `${none.daemon.toFixed(3)} cores`, ''],
     [`daemon CPU, ${n} items just defined (5 s)`, `${fresh.daemon.toFixed(3)} cores`, ''],
     [`daemon CPU, the same ${n} items idle over a minute (10 s)`, `${idle.daemon.toFixed(3)} cores (other processes meanwhile: ${idle.other.toFixed(2)} cores)`, '≤ 0.05'],
-    ['Redis commands/s (whole server), no items · idle items', `${noneOps.toFixed(0)} · ${idleOps.toFixed(0)}`, ''],
+    ["Redis commands/s, the daemon's own (and the whole server's), no items · idle items", `${opsText(noneOps)} · ${opsText(idleOps)}`, ''],
     [
       `daemon CPU after its Redis connections are dropped (a blip: ${dropped} dropped, it reconnects), the first 15 s · Redis commands/s, the 5 s after · daemon CPU, the 10 s after those`,
-      `${afterDrop.daemon.toFixed(3)} cores · ${afterDropOps.toFixed(0)} · ${settled.daemon.toFixed(3)} cores`,
+      `${afterDrop.daemon.toFixed(3)} cores · ${opsText(afterDropOps)} · ${settled.daemon.toFixed(3)} cores`,
       'idle again after 15 s',
     ],
-    [`daemon CPU · Redis commands/s, ${parkedN} of the seckill items with one ticket waiting behind a closed gate each (10 s · 5 s, from 3 s after)`, `${parked.daemon.toFixed(3)} cores · ${parkedOps.toFixed(0)} (other processes: ${parked.other.toFixed(2)} cores)`, 'as idle'],
+    [`daemon CPU · Redis commands/s, ${parkedN} of the seckill items with one ticket waiting behind a closed gate each (10 s · 5 s, from 3 s after)`, `${parked.daemon.toFixed(3)} cores · ${opsText(parkedOps)} (other processes: ${parked.other.toFixed(2)} cores)`, 'as idle'],
     [`GET /metrics with ${n} items, as a scraper asks (gzip, inflated natively: curl --compressed; median of 5, after 3 cold scrapes)`, `${scrapeMs.toFixed(0)} ms (the cold ones: median ${coldMs.toFixed(0)} ms, first bytes after ${coldFirstBytes.map((t) => t.toFixed(0)).join(' · ')} ms)`, '≤ 100 ms'],
     [`GET /metrics with ${n} items through Node's fetch from the bench process (inflated through web streams; median of 3)`, `${metricsMs.toFixed(0)} ms`, ''],
     [`GET /v1/items with ${n} items (median of 3)`, `${listMs.toFixed(0)} ms`, '≤ 500 ms'],
@@ -233,7 +251,7 @@ export async function manyItemsScenario(ctx: BenchContext): Promise<ScenarioOutp
     '',
     '### Method',
     '',
-    `- One daemon (dist/floodgate.mjs, built from src/ as \`npm start\` does, LOG_LEVEL=warn). ${n} items: even ones webhook (auto gate, a downstream that is never called), odd ones seckill (10 units); no tickets. CPU from /proc/<pid>/stat; Redis commands from INFO stats (the whole server: it is shared with nothing else in this run).`,
+    `- One daemon (dist/floodgate.mjs, built from src/ as \`npm start\` does, LOG_LEVEL=warn). ${n} items: even ones webhook (auto gate, a downstream that is never called), odd ones seckill (10 units); no tickets. CPU from /proc/<pid>/stat; Redis commands: the daemon's own, counted by MONITOR on its connections (the commands it sends; a script's calls inside Redis not counted), and the whole server's from INFO stats (every client's, every script call: the shared Redis's other users too).`,
     `- /metrics is timed as a scraper fetches it (curl --compressed: asks gzip, inflates natively; time_total): three cold scrapes first (the first after the items were defined reads every view from Redis and builds its text), reported apart, then five; and, beside it, through Node's fetch from this process, whose inflating through web streams costs more than the daemon's answer (scraped() says what was measured on 3 Dec).`,
     '- Background loops visit only the items of the active set (any work in the last minute, or a lease running longer); every item is made active only at a start and after a Redis reconnect. Defining an item does not make it active: it is a change notice (items.announce), which makes every daemon read the item again when it next serves it.',
     '- Hot item: an external line behind a closed gate (joins only, a new user per request), measured in rounds before the idle items are defined and again once they are idle, on the same daemon. The rounds are not interleaved (the items cannot come and go between rounds), so load from outside the bench between the two shows in the ratio. The alternating row compares the same load against a second daemon (its own database and Redis prefix) that knows only its hot item, slice by slice, after one warm-up each; the solo hot line is first filled as deep as the other (the rounds before left their tickets in it).',
