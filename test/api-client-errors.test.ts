@@ -1,6 +1,6 @@
 import net from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { inProcessDaemon, OP, waitFor } from './support/daemon-inproc.js';
+import { inProcessDaemon, OP, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
 import { testRedis } from './support/redis.js';
 
@@ -62,6 +62,15 @@ describe('requests the HTTP parser refuses', () => {
     const refusal = text.indexOf('HTTP/1.1 400 Bad Request');
     expect(refusal).toBeGreaterThan(0);
     expect(parts(text.slice(refusal)).body.error.code).toBe('invalid_request');
+  });
+
+  it('a whole request pipelined before one whose body is bad is answered first, then the 400 (the bad one gets none)', async () => {
+    const bad = `POST /v1/items/pipelined/tickets HTTP/1.1\r\nHost: HOST\r\nAuthorization: Bearer ${SVC}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n{}\r\n0\r\n\r\n`;
+    const text = await raw(`GET /v1/items HTTP/1.1\r\nHost: HOST\r\nAuthorization: Bearer ${OP}\r\n\r\n${bad}`);
+    // (Before: the 400 alone: a request with an unfinished body among those owed sent it at once.)
+    expect(text.startsWith('HTTP/1.1 200 ')).toBe(true);
+    expect(text.match(/HTTP\/1\.1 /g)).toHaveLength(2);
+    expect(parts(text.slice(text.indexOf('HTTP/1.1 400 Bad Request'))).body.error.code).toBe('invalid_request');
   });
 
   it('headers past the limit: 431 with the JSON error; the daemon then answers as before', async () => {

@@ -11,9 +11,11 @@ import { RequestError } from '@hono/node-server';
  */
 /** The start of a connection's first bytes, while it has served no request: its first request's method. */
 const firstBytes = new WeakMap<Duplex, string>();
-/** Requests of a connection not answered yet (finished or closed); the event a connection emits when none is left. */
+/** Requests of a connection not answered yet (finished or closed); the event a connection emits as each is. */
 const owed = new WeakMap<Duplex, Set<IncomingMessage>>();
 const ANSWERED = 'floodgate:answered';
+/** Connections whose refusal is decided (written, or waiting for the answers before it): Node reports an error for every chunk that follows. */
+const refusing = new WeakSet<Duplex>();
 
 export function answerClientErrors<S extends Server>(server: S): S {
   // A request the parser refuses may come in several chunks (headers past the limit, over a real
@@ -26,13 +28,18 @@ export function answerClientErrors<S extends Server>(server: S): S {
     const reqs = owed.get(socket) ?? new Set<IncomingMessage>();
     owed.set(socket, reqs.add(req));
     const answered = () => {
-      if (reqs.delete(req) && !reqs.size) socket.emit(ANSWERED);
+      if (reqs.delete(req) && refusing.has(socket)) socket.emit(ANSWERED);
     };
     res.once('finish', answered).once('close', answered);
   });
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
     // Gone already, or a request that timed out: nothing to say to it.
     if (err.code === 'ECONNRESET' || err.code === 'ERR_HTTP_REQUEST_TIMEOUT' || !socket.writable) return void socket.destroy();
+    // Decided at the first error: nothing after it is read (each later chunk was an error of its
+    // own, and each added a refusal: listeners piling up behind an open event stream, a review).
+    if (refusing.has(socket)) return;
+    refusing.add(socket);
+    socket.pause();
     const tooLarge = err.code === 'HPE_HEADER_OVERFLOW';
     // A HEAD request gets the headers alone: a body after them broke the client's framing (Node's
     // own client read "Data after Connection: close" instead of the 431).
@@ -46,11 +53,17 @@ export function answerClientErrors<S extends Server>(server: S): S {
     // After the answers the connection owes to whole requests before it (pipelined in the same
     // packet): written at once, the refusal took the place of the first one's answer — a valid join
     // followed by garbage took effect and its client read the 400 as its answer (a review). Not
-    // when one of them has not had all its body: the error is in that body (a bad chunk, the client
+    // after one that has not had all its body: the error is in that body (a bad chunk, the client
     // gone mid-body), which comes no further, and that request waits on the close.
     const before = owed.get(socket);
-    if (before?.size && [...before].every((r) => r.complete)) socket.once(ANSWERED, refuse);
-    else refuse();
+    const whole = () => !!before && [...before].some((r) => r.complete);
+    if (!whole()) return refuse();
+    const onAnswered = () => {
+      if (whole()) return;
+      socket.off(ANSWERED, onAnswered);
+      refuse();
+    };
+    socket.on(ANSWERED, onAnswered);
   });
   // Node's own answers to these had no body either: an `Expect` other than 100-continue (417), and
   // CONNECT (no answer at all: the socket was closed). (A missing Host: refusedWithoutHost.)

@@ -242,17 +242,21 @@ function timeOutCommands(redis: RedisLike, ms: number, onceOnly: boolean) {
 
 /**
  * A command of a pipeline not sent (failed instead): the pipeline's writer counts every command of
- * it and writes them all with the last one, so this one still counts, with an empty write — once
- * its connection is writable: while it connects, the pipeline's other commands wait in its offline
- * queue and are written as it gets ready (before its 'ready' event), and an empty write now, the
- * last one counted, wrote the pipeline to no socket (a TypeError thrown out of the event loop).
+ * it and writes them all with the last one counted, so this one still counts, with an empty write,
+ * at once (held back to the connection's 'ready', a later command of another caller went out
+ * before the pipeline's and every reply after it went to the wrong command: a review). Counted
+ * last on a connection with no socket yet, it means every other command of the pipeline was
+ * failed too (the others wait in the connection's offline queue uncounted): nothing to write, and
+ * the writer's throw (no socket) is that.
  */
 function countUnsent(stream: unknown) {
   const s = stream as { isPipeline?: boolean; write?(data: string): void; destination?: { redis?: Redis } } | undefined;
   if (!s?.isPipeline) return;
-  const to = s.destination?.redis;
-  if (!to || (to.status === 'ready' && to.stream?.writable)) s.write!('');
-  else to.once('ready', () => s.write!(''));
+  try {
+    s.write!('');
+  } catch (err) {
+    if (s.destination?.redis?.stream) throw err;
+  }
 }
 
 /** Commands of runOnceScripts a cluster node was given, told at their first sending (written on a node connection that has not run the script, one turns into an EVAL of the source, and may pass other nodes so). */
