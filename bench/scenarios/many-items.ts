@@ -44,7 +44,7 @@ async function redisConnections(pid: number): Promise<Set<string>> {
 async function redisOps(ctx: BenchContext, pid: number, ms: number): Promise<{ own: number; server: number }> {
   const total = async () => Number(/total_commands_processed:(\d+)/.exec(await ctx.redis.info('stats'))![1]);
   const ours = await redisConnections(pid);
-  const monitor = await ctx.redis.duplicate().monitor();
+  const monitor = await ctx.redis.monitor(); // (a connection of its own)
   let own = 0;
   monitor.on('monitor', (_time: string, _args: string[], source: string) => void (ours.has(source) && own++));
   const a = await total();
