@@ -2,7 +2,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
 import { connectDb } from '../src/db/client.js';
 import { createTokenKeyStore } from '../src/db/token-keys.js';
-import { createKeyRing, KEY_REFRESH_MS } from '../src/tokens/key-ring.js';
+import { createKeyRing, JWKS_MAX_AGE_S, SIGNING_DELAY_MS } from '../src/tokens/key-ring.js';
 import { manualClock } from '../src/kernel/clock.js';
 import { testDb } from './support/db.js';
 
@@ -57,14 +57,23 @@ describe('token keys rotated at once', () => {
     expect(ring.signing().kid).toBe(retired);
   });
 
-  it('say when they were last read: a ring not read for a few reloads (Postgres away) is not fresh, and its JWKS is not to be cached', async () => {
+  it('say how long their JWKS may be kept: until a key rotated in after their last read could sign (Postgres away: less and less, then not at all)', async () => {
     const clock = manualClock(Date.now());
     const ring = createKeyRing(createTokenKeyStore(db.sql), clock);
     await ring.start();
-    expect(ring.fresh()).toBe(true);
-    clock.advance(5 * KEY_REFRESH_MS + 1);
-    expect(ring.fresh()).toBe(false);
+    expect(ring.jwksMaxAgeS()).toBe(JWKS_MAX_AGE_S);
+    const readAt = clock.now();
+    // Read 9 s ago, then cut off: a key rotated in now signs 64 s from now (SIGNING_DELAY_MS),
+    // and a copy kept the full minute from now would still be in use then — not so (a review:
+    // the full minute was served for 10 s after the last read).
+    clock.advance(9_000);
+    const maxAge = ring.jwksMaxAgeS();
+    // (A key rotated in just after the read signs at readAt + SIGNING_DELAY_MS.)
+    expect(clock.now() + maxAge * 1000).toBeLessThan(readAt + SIGNING_DELAY_MS);
+    expect(maxAge).toBe(Math.floor(SIGNING_DELAY_MS / 1000) - 9 - 1);
+    clock.advance(SIGNING_DELAY_MS);
+    expect(ring.jwksMaxAgeS()).toBe(0);
     await ring.refresh();
-    expect(ring.fresh()).toBe(true);
+    expect(ring.jwksMaxAgeS()).toBe(JWKS_MAX_AGE_S);
   });
 });

@@ -44,7 +44,7 @@ export const monotonicNow = () => performance.now();
  */
 export function createKeyRing(store: TokenKeyStore, clock: Clock = systemClock) {
   let keys: LoadedKey[] = [];
-  /** When the keys were last read from Postgres (the daemon's clock); -Infinity: never. */
+  /** When the read of the keys last loaded began (the daemon's clock); -Infinity: never. */
   let loadedAt = -Infinity;
   /** The load in flight and when it began (monotonic). */
   let current: { startedAt: number; done: Promise<void> } | null = null;
@@ -52,7 +52,7 @@ export function createKeyRing(store: TokenKeyStore, clock: Clock = systemClock) 
   let next: Promise<void> | null = null;
   let lastStart = -Infinity;
 
-  async function load(rows: TokenKeyRow[]) {
+  async function load(rows: TokenKeyRow[], readAt: number) {
     const next: LoadedKey[] = [];
     for (const r of rows) {
       const known = keys.find((k) => k.kid === r.kid);
@@ -70,15 +70,16 @@ export function createKeyRing(store: TokenKeyStore, clock: Clock = systemClock) 
         });
     }
     keys = next;
-    loadedAt = clock.now();
+    loadedAt = Math.max(loadedAt, readAt);
   }
 
   function startLoad(): Promise<void> {
     const startedAt = monotonicNow();
     lastStart = startedAt;
+    const readAt = clock.now();
     const done: Promise<void> = store
       .live(KEEP_RETIRED_MS)
-      .then(load)
+      .then((rows) => load(rows, readAt))
       .finally(() => {
         if (current?.done === done) current = null;
       });
@@ -154,10 +155,14 @@ export function createKeyRing(store: TokenKeyStore, clock: Clock = systemClock) 
     byKid,
     jwks: () => ({ keys: keys.map((k) => k.publicJwk) }),
     /**
-     * Whether the keys were read from Postgres lately (within a few reloads): a daemon cut off from
-     * it lacks a key another daemon rotated in, and its JWKS must not be cached as if whole.
+     * How long (s) a shop may keep this daemon's JWKS: until a key rotated in after its last read
+     * of the keys (which it does not list) could sign — SIGNING_DELAY_MS after that read began,
+     * less a second — and JWKS_MAX_AGE_S at most; 0: not to be kept at all. A daemon cut off from
+     * Postgres lacks a key another daemon rotated in. (It was the full minute for 10 s after the
+     * last load ended: a copy fetched from a daemon cut off 9 s before a rotation was still in use
+     * when the new key signed, 64 s after it — a review.)
      */
-    fresh: () => clock.now() - loadedAt <= 5 * KEY_REFRESH_MS,
+    jwksMaxAgeS: () => Math.max(0, Math.min(JWKS_MAX_AGE_S, Math.floor((loadedAt + SIGNING_DELAY_MS - clock.now()) / 1000) - 1)),
   };
 }
 

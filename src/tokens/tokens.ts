@@ -261,7 +261,7 @@ export function createTokens(deps: TokensDeps) {
     },
     jwks: () => keys.jwks(),
     /** Whether the JWKS is as Postgres had it a few seconds ago (tokens/key-ring.ts). */
-    jwksFresh: () => keys.fresh(),
+    jwksMaxAgeS: () => keys.jwksMaxAgeS(),
     rotate: () => keys.rotate(),
     stop: async () => {
       await firstRead;

@@ -82,9 +82,10 @@ export function accessRoutes(ctx: ApiContext) {
     }),
     async (c) => {
       // A rotated-in key is listed this long (and a reload) before it signs (tokens/key-ring.ts).
-      // Not from a daemon that has not read the keys lately (Postgres away): another daemon may
-      // have rotated a key in that this one does not list, and a shop kept the list a minute.
-      c.header('Cache-Control', tokens().jwksFresh() ? `public, max-age=${JWKS_MAX_AGE_S}` : 'no-store');
+      // Less from a daemon that has not read the keys lately (Postgres away): another daemon may
+      // have rotated a key in that this one does not list.
+      const maxAge = tokens().jwksMaxAgeS();
+      c.header('Cache-Control', maxAge > 0 ? `public, max-age=${maxAge}` : 'no-store');
       return c.json(tokens().jwks(), 200);
     },
   );
