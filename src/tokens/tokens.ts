@@ -91,11 +91,24 @@ export function createTokens(deps: TokensDeps) {
   /** Extensions Postgres did not take yet (it was away): written again by the loop. */
   const unwritten = new Map<string, number>();
   const keep = (jti: string, untilMs: number) => durable.set(jti, Math.max(durable.get(jti) ?? 0, untilMs));
+  /**
+   * Redis connections made anew (a restart, which may be a rollback: revocations it lost), and the
+   * count as of the start of the last read from Postgres that completed: an introspection about
+   * to answer `active` after a reconnect first reads Postgres's revocations again. Between a
+   * revoke on another daemon and this daemon's next read (2 s, longer with Postgres slow) a Redis
+   * rolled back to before it had this daemon answer `active` for the revoked token (a review).
+   */
+  let reconnects = 0;
+  let readAsOf = 0;
+  let rereading: Promise<void> | null = null;
+  deps.redis.on('ready', () => void reconnects++);
   async function readRevocations() {
+    const asOf = reconnects;
     const { rows, now } = await deps.revocations.revokedSince(readFrom);
     for (const r of rows) keep(r.jti, r.expiresAtMs);
     for (const [jti, exp] of durable) if (exp < clock.now()) durable.delete(jti);
     readFrom = new Date(now.getTime() - REVOCATION_OVERLAP_MS);
+    readAsOf = Math.max(readAsOf, asOf);
   }
   // Read before the first introspection is answered; a Postgres away at start leaves it to the loop.
   const firstRead = readRevocations().catch((err) => deps.log.warn({ err: String(err) }, 'revoked tokens not read from postgres yet'));
@@ -225,6 +238,11 @@ export function createTokens(deps: TokensDeps) {
       if (!p) return { active: false };
       await firstRead;
       if (durable.has(p.jti!) || (await redis.zscore(revoked, p.jti!)) !== null) return { active: false };
+      // (Postgres away then: 503, not `active` on Redis's word alone.)
+      if (readAsOf < reconnects) {
+        await (rereading ??= readRevocations().finally(() => (rereading = null)));
+        if (durable.has(p.jti!)) return { active: false };
+      }
       const out: Introspection = { active: true, iss: p.iss, sub: p.sub, aud: p.aud as string, jti: p.jti, iat: p.iat, exp: p.exp, token_type: 'admission' };
       if (p.result !== undefined) out.result = p.result;
       return out;
