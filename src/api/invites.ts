@@ -53,6 +53,9 @@ export function verify(secret: string, label: 'invite' | 'challenge', token: str
   if (dot <= 0) return false;
   const given = Buffer.from(token.slice(dot + 1), 'base64url');
   const want = mac(secret, label, token.slice(0, dot));
+  // Only the spelling sign() makes: Node's decoder skips what is not base64url and padding, so
+  // `…!!` and `…==` after a MAC verified as the token itself (a review; its use stayed single, keyed by the nonce).
+  if (given.toString('base64url') !== token.slice(dot + 1)) return false;
   return given.length === want.length && timingSafeEqual(given, want);
 }
 
