@@ -121,13 +121,13 @@ export async function connectRedis(target: RedisTarget, kind: 'api' | 'admit' | 
     if (kind !== 'jobs') {
       const cluster = new Cluster(target.cluster, { ...apiClusterOptions, redisOptions: { ...apiClusterOptions.redisOptions, Connector: silenceWatched(kind) } });
       cluster.on('+node', (node: Redis) => {
-        timeOutCommands(node, ms, false);
+        timeOutCommands(node, ms);
         notRunTwiceOnNode(node);
       });
       // And a bound on the whole command, redirections and the cluster's offline queue included:
       // with every node gone a command waited in that queue for as long as the cluster kept
       // reconnecting (a join held past a minute; test/cluster-outage.test.ts).
-      timeOutCommands(cluster, ms + CLUSTER_COMMAND_TIMEOUT_MS - API_COMMAND_TIMEOUT_MS, false);
+      timeOutCommands(cluster, ms + CLUSTER_COMMAND_TIMEOUT_MS - API_COMMAND_TIMEOUT_MS);
       cluster.connect().catch(() => {}); // whenReady below reports a cluster that never gets ready
       redis = cluster;
     } else {
@@ -136,7 +136,8 @@ export async function connectRedis(target: RedisTarget, kind: 'api' | 'admit' | 
     }
   } else if (kind !== 'jobs') {
     const single = new Redis(target.url, { ...apiOptions, Connector: silenceWatched(kind) });
-    timeOutCommands(single, ms, true);
+    timeOutCommands(single, ms);
+    notRunTwiceOnServer(single);
     redis = single;
   } else redis = new Redis(target.url, { maxRetriesPerRequest: null, Connector: silenceWatched('jobs') });
   // (BullMQ's own connections are duplicates of `jobs`: ioredis copies the Connector into them.)
@@ -160,22 +161,8 @@ export const describeTarget = (t: RedisTarget, redact: (url: string) => string) 
  * for after the next poll phase (setImmediate): answers waiting in the socket are read first, and a
  * Redis that truly does not answer still fails the command one loop turn after `ms`.
  */
-function timeOutCommands(redis: RedisLike, ms: number, onceOnly: boolean) {
+function timeOutCommands(redis: RedisLike, ms: number) {
   const send = redis.sendCommand.bind(redis) as (command: Command, ...rest: unknown[]) => unknown;
-  /** Commands of runOnceScripts this connection was given (told at their first sending, by SHA1: written on a connection that had not loaded the script, one turns into an EVAL of the source). */
-  const runOnce = new WeakSet<Command>();
-  // A connection that closed keeps the commands it sent and heard no answer to (ioredis's
-  // prevCommandQueue, set by the time 'close' is emitted, on the next tick) and sends them again
-  // once it is back; those Redis must not run twice fail here first (an outage to their callers:
-  // 503, the round tried again), so the send below skips them.
-  if (onceOnly)
-    redis.on('close', () => {
-      const unanswered = (redis as unknown as { prevCommandQueue?: { length: number; peekAt(i: number): { command: Command } | undefined } | null }).prevCommandQueue;
-      for (let i = 0; unanswered && i < unanswered.length; i++) {
-        const command = unanswered.peekAt(i)?.command;
-        if (command && runOnce.has(command) && !command.isSettled) command.reject(new Error(RAN_MAYBE));
-      }
-    });
   // The commands sent and not yet looked at, oldest first, each with the time it times out. All
   // have the same budget, so those times only grow: one timer walking from the oldest does what a
   // timer per command did (a Timeout made and cleared around every join's Redis call), and runs
@@ -228,8 +215,7 @@ function timeOutCommands(redis: RedisLike, ms: number, onceOnly: boolean) {
     // A pipeline's commands are all failed or none (one deadline); its writer still counts the
     // skipped one (an empty write), or it would hold back the bytes of the rest while their replies
     // were awaited — every later reply on the connection handed to the wrong command.
-    // Nor one that Redis may have run already and must not run twice (the 'close' hook above).
-    if (onceOnly && command.name === 'evalsha' && runOnceScripts.has(String(command.args[0]))) runOnce.add(command);
+    // Nor one that Redis may have run already and must not run twice (notRunTwiceOnServer).
     if (command.isSettled) {
       countUnsent(rest[0]);
       return command.promise;
@@ -259,13 +245,42 @@ function countUnsent(stream: unknown) {
   }
 }
 
-/** Commands of runOnceScripts a cluster node was given, told at their first sending (written on a node connection that has not run the script, one turns into an EVAL of the source, and may pass other nodes so). */
-const runOnceOnNodes = new WeakSet<Command>();
-/** Those a node wrote and then closed without their reply: Redis may have run them. */
+/**
+ * Commands of runOnceScripts, known at their first sending, by SHA1: written on a connection that
+ * has not run the script, ioredis turns one into an EVAL of its source, and a cluster may send it
+ * on to another node so.
+ */
+const runOnce = new WeakSet<Command>();
+const markRunOnce = (command: Command) => {
+  if (command.name === 'evalsha' && runOnceScripts.has(String(command.args[0]))) runOnce.add(command);
+};
+
+/**
+ * The run-once guard on one Redis server. A connection that closed keeps the commands it sent and
+ * heard no answer to (ioredis's prevCommandQueue, set by the time 'close' is emitted, on the next
+ * tick) and sends them again once it is back; those Redis must not run twice fail here first (an
+ * outage to their callers: 503, the round tried again), and timeOutCommands skips them as settled.
+ */
+function notRunTwiceOnServer(redis: Redis) {
+  const send = redis.sendCommand.bind(redis) as (command: Command, ...rest: unknown[]) => unknown;
+  redis.sendCommand = ((command: Command, ...rest: unknown[]) => {
+    markRunOnce(command);
+    return send(command, ...rest);
+  }) as never;
+  redis.on('close', () => {
+    const unanswered = (redis as unknown as { prevCommandQueue?: { length: number; peekAt(i: number): { command: Command } | undefined } | null }).prevCommandQueue;
+    for (let i = 0; unanswered && i < unanswered.length; i++) {
+      const command = unanswered.peekAt(i)?.command;
+      if (command && runOnce.has(command) && !command.isSettled) command.reject(new Error(RAN_MAYBE));
+    }
+  });
+}
+
+/** Run-once commands a cluster node wrote and then closed without their reply: Redis may have run them. */
 const owedOnNodes = new WeakSet<Command>();
 
 /**
- * The run-once guard of timeOutCommands, for a Redis Cluster's node. A node's connection has no
+ * The run-once guard on a Redis Cluster's node. A node's connection has no
  * reconnect of its own: its close fails every command it holds with "Connection is closed." and
  * the cluster sends each again 100 ms later (a pipeline's, all of them, if all failed alike), on the
  * slot's master as it then stands — a script Redis had run before the close, its reply lost, ran
@@ -287,9 +302,9 @@ function notRunTwiceOnNode(node: Redis) {
       countUnsent(rest[0]);
       return command.promise;
     }
-    if (command.name === 'evalsha' && runOnceScripts.has(String(command.args[0]))) runOnceOnNodes.add(command);
+    markRunOnce(command);
     const out = send(command, ...rest);
-    if (runOnceOnNodes.has(command) && !command.isSettled && awaiting.commandQueue.peekBack()?.command === command) {
+    if (runOnce.has(command) && !command.isSettled && awaiting.commandQueue.peekBack()?.command === command) {
       // For this sending only: whatever ends it (a reply, MOVED, a time-out, the close) puts the one before back.
       const reject = command.reject;
       command.reject = (err: Error) => {

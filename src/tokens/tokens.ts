@@ -278,7 +278,7 @@ export function createTokens(deps: TokensDeps) {
       return true;
     },
     jwks: () => keys.jwks(),
-    /** Whether the JWKS is as Postgres had it a few seconds ago (tokens/key-ring.ts). */
+    /** How long (s) a shop may keep this daemon's JWKS (tokens/key-ring.ts); 0: not at all. */
     jwksMaxAgeS: () => keys.jwksMaxAgeS(),
     rotate: () => keys.rotate(),
     stop: async () => {
