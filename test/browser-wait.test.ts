@@ -201,13 +201,20 @@ describe.skipIf(!hasChromium)('the waiting page in Chromium', () => {
     const before = (await call('GET', `/v1/tickets/${mine}`, undefined, null)).body;
     let left = false;
     let pollsAfter = 0;
+    // The first poll answered after the leave gets the view from before it, handed to the page once
+    // it shows the leave. (Decided when the poll's answer came, not when it was sent: a poll sent
+    // just before the leave and answered after it read `cancelled`, the page stopped polling, and
+    // no poll came to be given the old view — CI failed so once.)
+    let showLeave = () => {};
+    const leaveShown = new Promise<void>((resolve) => (showLeave = resolve));
     await page.route(`**/v1/tickets/${encodeURIComponent(mine)}`, async (r) => {
+      const res = await r.fetch();
       if (r.request().method() === 'DELETE') {
-        const res = await r.fetch();
         left = true;
         return r.fulfill({ response: res });
       }
-      if (!left || pollsAfter++ > 0) return r.continue();
+      if (!left || pollsAfter++ > 0) return r.fulfill({ response: res });
+      await leaveShown;
       return r.fulfill({ status: 200, contentType: 'application/json', body: JSON.stringify({ ...before, pollAfterMs: 1000 }) });
     });
     await open(page, `${daemon.url}/wait/${mine}`);
@@ -220,6 +227,7 @@ describe.skipIf(!hasChromium)('the waiting page in Chromium', () => {
     });
     await page.click('#leave');
     await expect.poll(() => page.textContent('#status')).toBe('You left the line.');
+    showLeave();
     // The stale poll answered, and the page has polled again since (so it has taken the stale one in).
     // (Up to a minute: polls answered 503 on a busy machine before the leave back off, up to 30 s.)
     await expect.poll(() => pollsAfter, { timeout: 75_000 }).toBeGreaterThanOrEqual(2);
