@@ -30,10 +30,13 @@ function send(url: URL, method: string, headers: Record<string, string>, payload
     req.on('error', (err) => reject(Object.assign(err, { reused: req.reusedSocket && !answered })));
     // A call the daemon never answers fails, named, rather than holding the test until its own
     // timeout (which names no call, and skips its `finally`: CI once left Postgres read-only so).
-    // (With the time it waited: CI once failed a GET "no answer in 60 s" 33 s into its test —
-    // a socket timeout other than the call's, relayed as it; not explained yet.)
+    // A timer of its own, not `req.setTimeout`: that one reaches a new socket only once it has
+    // connected, and until then the socket keeps the agent's 3 s idle timeout, which the request
+    // relays as its own. A test worker whose event loop was held 3 s while a connect was pending
+    // (a loaded CI machine) failed the call as "no answer in 60 s" 33 s into its test.
     const sentAt = performance.now();
-    req.setTimeout(CALL_TIMEOUT_MS, () => req.destroy(new Error(`no answer in ${CALL_TIMEOUT_MS / 1000} s (timed out after ${Math.round(performance.now() - sentAt)} ms, on a ${req.reusedSocket ? 'reused' : 'new'} socket)`)));
+    const timer = setTimeout(() => req.destroy(new Error(`no answer in ${CALL_TIMEOUT_MS / 1000} s (timed out after ${Math.round(performance.now() - sentAt)} ms, on a ${req.reusedSocket ? 'reused' : 'new'} socket)`)), CALL_TIMEOUT_MS);
+    req.on('close', () => clearTimeout(timer));
     req.end(payload);
   });
 }
