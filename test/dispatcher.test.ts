@@ -16,7 +16,7 @@ afterAll(() => conn.disconnect());
 
 /** A handler that succeeds at once: the dispatcher's work is what these tests watch. */
 const probe = { name: 'probe', config: z.record(z.string(), z.unknown()), rejoin: () => 'any' as const, external: false, handle: async () => ({ status: 'succeeded' as const, result: {} }) };
-const jobsFor = (prefix: string) => createJobQueues(conn, { prefix, attempts: 3, backoffMs: 100, concurrency: 4, lockDurationMs: 10_000, stalledIntervalMs: 5000, batch: 200 });
+const jobsFor = (prefix: string) => createJobQueues(conn, { prefix, attempts: 3, backoffMs: 100, concurrency: 4, lockDurationMs: 10_000, stalledIntervalMs: 5000, batch: 200 }, (err) => console.error("job queue error", err));
 /** A dispatcher over `line` running `probe`, rounds every 20 ms. */
 const probeDispatcher = (line: ReturnType<typeof createLine>, jobs: Parameters<typeof startDispatcher>[0]['jobs'], clock: ReturnType<typeof manualClock>, hooks: { onAdmitted(itemId: string, n: number): void; onRound(r: { admitCalls: number }): void }) =>
   startDispatcher({ queue: line, handlers: createHandlerRegistry([probe]), jobs, clock, log: createLogger('silent'), ...hooks }, { idleMs: 20, batch: 200, dispatchLeaseMs: 60_000, autoCap: 10 });

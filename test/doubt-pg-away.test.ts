@@ -51,7 +51,7 @@ describe('the doubt resolver and the outcome ledger', () => {
     expect(await line.items.activeItemIds()).toEqual(['ext', 'wh']);
     // The views the resolver holds (a daemon's dispatcher reads them every round).
     for (const id of ['ext', 'wh']) expect((await line.items.item(id, { fresh: true }))?.snap.inDoubt).toBe(1);
-    const jobs = createJobQueues(conn, { prefix: t.newPrefix(), attempts: 3, backoffMs: 100, concurrency: 1, lockDurationMs: 10_000, stalledIntervalMs: 5000, batch: 100 });
+    const jobs = createJobQueues(conn, { prefix: t.newPrefix(), attempts: 3, backoffMs: 100, concurrency: 1, lockDurationMs: 10_000, stalledIntervalMs: 5000, batch: 100 }, (err) => console.error("job queue error", err));
     const relaunched: string[] = [];
     const resolver = startDoubtResolver(
       { queue: line, handlers: createHandlerRegistry(), sql: away, pg: { up: false, markDown: () => {} }, jobs, log: createLogger('silent'), now: () => clock.now(), onResolved: (itemId, how) => void (how === 'relaunched' && relaunched.push(itemId)) },
@@ -77,7 +77,7 @@ describe('the doubt resolver and the outcome ledger', () => {
     line.items.keepActive('two', clock.now() + 60_000);
     expect((await line.items.item('two', { fresh: true }))?.snap.inDoubt).toBe(10);
     const counted = { cut: 0, sold: 0 };
-    const jobs = createJobQueues(conn, { prefix: t.newPrefix(), attempts: 3, backoffMs: 100, concurrency: 1, lockDurationMs: 10_000, stalledIntervalMs: 5000, batch: 100 });
+    const jobs = createJobQueues(conn, { prefix: t.newPrefix(), attempts: 3, backoffMs: 100, concurrency: 1, lockDurationMs: 10_000, stalledIntervalMs: 5000, batch: 100 }, (err) => console.error("job queue error", err));
     const resolvers = [0, 1].map(() =>
       startDoubtResolver(
         { queue: line, handlers: createHandlerRegistry(), sql: db.sql, pg: { up: true, markDown: () => {} }, jobs, log: createLogger('silent'), now: () => clock.now(), onResolved: (_, how, n) => void (how !== 'relaunched' && (counted[how] += n)) },
@@ -110,7 +110,7 @@ describe('the doubt resolver and the outcome ledger', () => {
     // No run of it can be left (its deadline and its run lease are past); the resolver's rounds kept its item active meanwhile.
     clock.advance(60_000);
     line.items.keepActive('bw');
-    const jobs = createJobQueues(conn, { prefix: t.newPrefix(), attempts: 3, backoffMs: 100, concurrency: 1, lockDurationMs: 10_000, stalledIntervalMs: 5000, batch: 100 });
+    const jobs = createJobQueues(conn, { prefix: t.newPrefix(), attempts: 3, backoffMs: 100, concurrency: 1, lockDurationMs: 10_000, stalledIntervalMs: 5000, batch: 100 }, (err) => console.error("job queue error", err));
     const resolver = startDoubtResolver(
       { queue: line, handlers: createHandlerRegistry(), sql: db.sql, pg: { up: true, markDown: () => {} }, jobs, log: createLogger('silent'), now: () => clock.now() },
       { everyMs: 50, graceMs: 0, dispatchLeaseMs: 30_000 },

@@ -43,7 +43,7 @@ describe('job queues', () => {
 
   it("queue a round's tickets of one handler in jobs of up to `batch` tickets, grouped by item, in admission order", async () => {
     const prefix = t.newPrefix();
-    const jobs = createJobQueues(conn, { prefix, attempts: 3, backoffMs: 100, concurrency: 4, lockDurationMs: 10_000, stalledIntervalMs: 5000, batch: 4 });
+    const jobs = createJobQueues(conn, { prefix, attempts: 3, backoffMs: 100, concurrency: 4, lockDurationMs: 10_000, stalledIntervalMs: 5000, batch: 4 }, (err) => console.error("job queue error", err));
     await jobs.dispatch('seckill', [
       { itemId: 'a', tickets: admitted('a', 3) },
       { itemId: 'b', tickets: admitted('b', 2) },

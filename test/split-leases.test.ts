@@ -27,7 +27,7 @@ async function splitItem(itemId: string, handler: 'external' | 'webhook', lines:
 /** The seqs of the tickets a dispatch of `tickets` queued, in jobs of `batch`, as the workers would find them. */
 async function queuedSeqs(tickets: AdmittedTicket[], itemId: string, batch: number): Promise<number[]> {
   const jp = t.newPrefix();
-  const jobs = createJobQueues(conn, { prefix: jp, attempts: 3, backoffMs: 100, concurrency: 1, lockDurationMs: 10_000, stalledIntervalMs: 5000, batch });
+  const jobs = createJobQueues(conn, { prefix: jp, attempts: 3, backoffMs: 100, concurrency: 1, lockDurationMs: 10_000, stalledIntervalMs: 5000, batch }, (err) => console.error("job queue error", err));
   await jobs.dispatch('webhook', [{ itemId, tickets }]);
   const q = new Queue(queueName('webhook'), { connection: conn, prefix: jobQueuePrefix(jp, queueName('webhook')) });
   const seqs = (await q.getJobs(['waiting', 'wait', 'prioritized', 'delayed'])).flatMap((j) => j.data.groups.flatMap((g: { tickets: { seq: number }[] }) => g.tickets.map((x) => x.seq)));

@@ -106,7 +106,13 @@ export const jobLeaseMs = (deadlineMs: number, longestBackoffMs = 0) => Math.max
  */
 export const RUN_LEASE_MS = 3000;
 
-export function createJobQueues(connection: RedisLike, opts: JobOptions) {
+/**
+ * `onError`: a job queue's errors. Each BullMQ queue passes on its connection's errors as its own,
+ * and a queue nobody listens to prints them raw to stderr (BullMQ catches the throw of an unheard
+ * 'error' and writes it with console.error): a Redis outage put ~40 multi-line `ECONNREFUSED` and
+ * `write EPIPE` stacks among the daemon's JSON lines.
+ */
+export function createJobQueues(connection: RedisLike, opts: JobOptions, onError: (err: unknown) => void) {
   const queues = new Map<string, BullQueue>();
   const queueFor = (handler: string) => {
     let q = queues.get(handler);
@@ -123,6 +129,7 @@ export function createJobQueues(connection: RedisLike, opts: JobOptions) {
           removeOnFail: true,
         },
       });
+      q.on('error', onError);
       queues.set(handler, q);
     }
     return q;

@@ -121,7 +121,14 @@ export function createService(deps: ServiceDeps) {
     unsure: deps.unsure(itemId),
   });
 
-  const jobs = createJobQueues(deps.bullRedis, deps.jobs);
+  // Said once, then at most every 5 s with how many more (a Redis refusing connections made BullMQ's
+  // workers report several a second each, for as long as it lasted).
+  // (The workers' connection's errors too: a line every 2 s through a 12 s outage.)
+  const throttled = (msg: string) => {
+    const say = throttledWarn(deps.log, msg);
+    return (err: unknown) => say({ err: err instanceof Error ? err.message : String(err) });
+  };
+  const jobs = createJobQueues(deps.bullRedis, deps.jobs, throttled('job queue error'));
   const runner = createRunner({
     item: (id, opts) => queue.items.item(id, opts),
     handlers: deps.handlers,
@@ -151,13 +158,6 @@ export function createService(deps: ServiceDeps) {
     }
   };
   const workers = jobs.workers(inProcess, workerConn, counted);
-  // Said once, then at most every 5 s with how many more (a Redis refusing connections made BullMQ's
-  // workers report several a second each, for as long as it lasted).
-  // (The workers' connection's errors too: a line every 2 s through a 12 s outage.)
-  const throttled = (msg: string) => {
-    const say = throttledWarn(deps.log, msg);
-    return (err: unknown) => say({ err: err instanceof Error ? err.message : String(err) });
-  };
   workerConn.on('error', throttled('redis error (workers)'));
   const workerError = throttled('worker error');
   for (const w of workers) w.on('error', workerError);
