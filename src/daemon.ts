@@ -22,6 +22,7 @@ import { probe, READY_TIMEOUT_MS } from './api/routes/ops.js';
 import { createCatalog } from './catalog/catalog.js';
 import { createOpRevs, OP_REV_CHECK_MS, OP_REV_FULL_MS } from './catalog/op-revs.js';
 import { createOpRevRows } from './db/op-revs.js';
+import { createDrawSizes } from './db/draw-sizes.js';
 import { createOpMarks } from './queue/op-marks.js';
 import { storeSettings, type Config } from './config.js';
 import { connectDb, migrateDb, pingDb, type DbHandle } from './db/client.js';
@@ -169,6 +170,11 @@ const PG_STALL_MS = 5000;
 /** How long a cut waits for the item's sales (queue/definitions.ts boughtWhileWaiting), and how many of the latest sales and of the latest succeeded ends it reads. */
 const SALES_READ_TIMEOUT_MS = 2000;
 const SALES_READ_ROWS = 20_000;
+/**
+ * How long a pre-queue draw waits for Postgres to record its size (admissions.ts runDraw) before it
+ * gives the try up; the sweep tries again at its next round, and nothing is drawn meanwhile.
+ */
+const DRAW_SIZE_TIMEOUT_MS = 2000;
 class PgAway extends Error {}
 
 /** The modules over the stores, none of them running: what the daemon, the CLI and the HTTP tests share. */
@@ -202,6 +208,7 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
     },
   });
   const store = createItemsStore(dbHandle.db);
+  const drawSizes = createDrawSizes(dbHandle.sql);
   // Ids of tickets Redis lost or removed, answered from Postgres; the items' secrets are loaded
   // in the background (startDaemon), never on a request.
   const lostTickets = createLostTickets({
@@ -251,6 +258,13 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
       pg.up ? withTimeout(releasedAndReturned(dbHandle.sql, itemId, ref, userId), HELD_ENDS_TIMEOUT_MS, `order read took over ${HELD_ENDS_TIMEOUT_MS} ms`) : Promise.resolve(false),
     onHeldEndsUnread: (err) => {
       if (!(err instanceof PgAway)) log.warn({ err: String(err) }, 'outcome ledger not read for tickets about to run (they run)');
+    },
+    // A draw's size is recorded before the draw is shown, and a draw waits for it: Postgres away,
+    // nothing is drawn (the tickets read as awaiting it; the sweep tries again each round).
+    drawSizes: {
+      keep: (itemId, seedHash, n) =>
+        pg.up ? withTimeout(drawSizes.keep(itemId, seedHash, n), DRAW_SIZE_TIMEOUT_MS, `pre-queue draw size not recorded within ${DRAW_SIZE_TIMEOUT_MS} ms`) : Promise.reject(new PgAway('postgres away: pre-queue draw size not recorded')),
+      recorded: () => drawSizes.recorded(),
     },
     // What a cut looks at (queue/definitions.ts): the ends the ledger holds as succeeded, and for a
     // handler that sells through Postgres its live sales too (one the ledger has not written yet; a
@@ -394,12 +408,20 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
     return (snap && controllerView(snap)?.probeStart) ?? null;
   });
   const restored = await catalog.restore();
+  const redrawLost = (when: string) =>
+    queue.admissions.redrawLost().then(
+      (n) => void (n && log.warn({ drawn: n }, `pre-queue draws redis had lost drawn again over their recorded sizes (${when})`)),
+      (err: unknown) => log.warn({ err: String(err) }, `pre-queue draws not checked against their recorded sizes (${when}): the sweep draws them`),
+    );
   // Before anything is admitted: a Redis that came back from older data while no daemon ran (a
   // restored snapshot, an AOF that lost its last second) may hold an item an operator had closed.
   await core.opRevs.check({ all: true }).catch((err) => log.warn({ err: String(err) }, 'operator writes not checked at start'));
   // And an item such a Redis holds that Postgres removed (retention) or never had: closed, before
   // its waiting tickets could be admitted and sold.
   await catalog.retireUnknown().catch((err) => log.warn({ err: String(err) }, 'items without a live row not checked at start'));
+  // And a pre-queue whose draw such a Redis lost: drawn again over the size Postgres recorded,
+  // before a join can take a seq inside it (admissions.redrawLost).
+  await redrawLost('at start');
   // After the restore (which fills in the secrets of items defined before they were kept).
   await core.lostTickets.load().catch((err) => log.warn({ err: String(err) }, 'item secrets not read'));
   await queue.items.activateAll();
@@ -414,6 +436,9 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
     catalog.restoreIfLost().then(async (n) => {
       if (!n) return;
       log.warn({ restored: n }, 'items restored into redis from postgres');
+      // (A pre-queue drawn before the loss is drawn again at once over its recorded size; a join
+      // in the moment between the item's making and this is the one it does not cover.)
+      await redrawLost('after a restore');
       await queue.items.activateAll();
     });
   // A reconnect may be to a Redis that restarted from older data (a rollback): until this daemon
@@ -429,7 +454,11 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
     // Abandonment counts again from now (polls answered 503 meanwhile recorded nothing), before any
     // admission after the reconnect can expire a head ticket.
     const idleClocks = queue.tickets.restartIdleClocks().catch((err) => log.warn({ err: String(err) }, 'abandonment clocks not restarted after a reconnect'));
-    const checked: Promise<unknown> = Promise.race([Promise.all([core.opRevs.check({ all: true }), catalog.retireUnknown(), idleClocks]), new Promise((r) => (timer = setTimeout(r, config.FLOODGATE_RECONNECT_HOLD_MS)))])
+    // A pre-queue whose draw the rollback took is drawn again over its recorded size, after the
+    // operators' writes (one may be what gave the item its pre-queue) and before any join: a join
+    // would fix the draw's size at the join counter the rollback left, and take a seq inside it.
+    const writesThenDraws = core.opRevs.check({ all: true }).finally(() => redrawLost('after a reconnect'));
+    const checked: Promise<unknown> = Promise.race([Promise.all([writesThenDraws, catalog.retireUnknown(), idleClocks]), new Promise((r) => (timer = setTimeout(r, config.FLOODGATE_RECONNECT_HOLD_MS)))])
       .catch((err) => log.warn({ err: String(err) }, 'operator writes not checked after a reconnect'))
       .finally(() => {
         clearTimeout(timer);

@@ -40,6 +40,7 @@ const released: Record<string, string> = {
   '0022_cut_reads_by_item.sql': '6ad8b7b9273354b880ca23a4da40981cfc1cd455378c62d94543f1e112c816e3',
   '0023_reapply_edited_migrations.sql': '6a597ca8a3bb8558666834153fc691986928262697f28b5db155f6478e8a9a32',
   '0024_sales_wait_for_locks_10s.sql': 'f01c70eaaa0ecbe07a1d8a1371855102c9121007188336af8a82db202bce87de',
+  '0025_pre_queue_draw_sizes.sql': 'fe4754d4458b5aac58d15edbd0e3830114585307d55ed7fc323865d8bd3b70ae',
 };
 
 const edited = await testDb();

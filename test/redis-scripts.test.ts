@@ -113,6 +113,27 @@ describe('the Lua scripts and their specs', () => {
     await define('dd'.repeat(32), opensAt + 2000);
     expect(await seed()).toBe('cc'.repeat(32));
   });
+
+  it("draws over the size Postgres recorded when given one, and raises the join counter to it: a Redis rolled back past the draw held fewer tickets", async () => {
+    const prefix = t.newPrefix();
+    const { run } = createScriptRunner(t.redis, prefix);
+    const k = itemKeys(prefix, 'pq');
+    const opensAt = Date.now() - 1000;
+    await run(scripts.define, 'pq', Date.now(), { secret: 'ab', definition: JSON.stringify({ handler: 'external', opensAt: String(opensAt), preFrom: '60000' }), gate: '', reopen: '0', epoch: '', born: 'b1', drawSeed: 'aa'.repeat(32) });
+    // Six tickets survived the rollback; the draw shown was over ten.
+    await t.redis.hset(k.ctr, 'seq', '6');
+    const begin = (size: number | '') => run(scripts.draw, 'pq', Date.now(), { op: 'begin', first: '', order: '', places: '', size });
+    expect(await begin('')).toEqual([1, 6, 'aa'.repeat(32)]);
+    expect(await begin(10)).toEqual([1, 10, 'aa'.repeat(32)]);
+    expect([await t.redis.hget(k.meta, 'drawN'), await t.redis.hget(k.ctr, 'seq'), await t.redis.strlen(k.drawPlaces)]).toEqual(['10', '10', 40]);
+    // A counter past the size is left as it is; a draw done already is not changed.
+    await t.redis.hset(k.ctr, 'seq', '12');
+    expect(await begin(10)).toEqual([1, 10, 'aa'.repeat(32)]);
+    expect(await t.redis.hget(k.ctr, 'seq')).toBe('12');
+    await run(scripts.draw, 'pq', Date.now(), { op: 'finish', first: '', order: '', places: '', size: '' });
+    expect(await begin(14)).toEqual([2, 10, 'aa'.repeat(32)]);
+    expect(await t.redis.hget(k.meta, 'drawN')).toBe('10');
+  });
 });
 
 describe('the effective gate', () => {

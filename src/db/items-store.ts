@@ -1,6 +1,6 @@
 import { and, desc, eq, gte, inArray, isNotNull, isNull, or, sql } from 'drizzle-orm';
 import type { Db } from './client.js';
-import { gateAudit, items, userBlocks, voidedTickets } from './schema.js';
+import { gateAudit, items, preQueueDraws, userBlocks, voidedTickets } from './schema.js';
 
 export type ItemRow = typeof items.$inferSelect;
 export type NewItemRow = typeof items.$inferInsert;
@@ -69,6 +69,9 @@ export function createItemsStore(db: Db) {
       // Its voids: a void stops a ticket's late sale (a stalled job, a Redis rollback bringing it
       // back), all long over once its keys go; one row per cancel was kept for good.
       await db.delete(voidedTickets).where(eq(voidedTickets.itemId, itemId));
+      // Its draw's recorded size: kept only to draw again over it after a Redis rollback, and an
+      // archived item has no line to draw (an older snapshot that brings it back closes it again).
+      await db.delete(preQueueDraws).where(eq(preQueueDraws.itemId, itemId));
     },
     /** Keeps (or drops) an operator's block; `scope`: the item id, or '*' for every item. */
     async keepBlock(scope: string, userId: string, on: boolean): Promise<void> {

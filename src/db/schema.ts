@@ -121,6 +121,22 @@ export const couponClaims = pgTable(
 );
 
 /**
+ * A pre-queue draw's size N (drizzle/0025; queue/admissions.ts runDraw), per item and the hash of
+ * the seed it was drawn with: recorded before the draw is revealed, so that a draw made again
+ * after a Redis rollback is over the N its users were shown.
+ */
+export const preQueueDraws = pgTable(
+  'pre_queue_draws',
+  {
+    itemId: text('item_id').notNull(),
+    seedHash: text('seed_hash').notNull(),
+    size: integer('size').notNull(),
+    recordedAt: timestamp('recorded_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+  },
+  (t) => [primaryKey({ columns: [t.itemId, t.seedHash] })],
+);
+
+/**
  * Tickets ended without a sale while in doubt (service/doubt-resolver.ts): a trigger on `orders`
  * and `coupon_claims` skips any later insert of theirs (drizzle/0010), so a stalled job cannot sell
  * to a user already told "sold out" or "closed".

@@ -3,7 +3,7 @@ import { canonicalJson } from '../kernel/canonical-json.js';
 import { randomToken } from '../kernel/random-token.js';
 import { ticketRef } from '../kernel/ticket-ref.js';
 import type { Clock } from '../kernel/clock.js';
-import { drawOrder, drawPositions } from './draw.js';
+import { drawOrder, drawPositions, seedHashOf } from './draw.js';
 import type { EtaMemory } from './eta-memory.js';
 import { ACTIVE_GRACE_MS, type ItemDirectory } from './items.js';
 import { settleError, type LineScripts, type SettleCode } from './line-scripts.js';
@@ -95,6 +95,20 @@ export interface Admissions {
    * writes, how long Redis itself was held (ms, by Redis's clock).
    */
   draw(itemId: string, opts?: { chunk?: number; onStep?: (ms: number, heldMs?: number) => void }): Promise<{ drawn: boolean; n: number }>;
+  /**
+   * Draws again, over the size Postgres recorded, every pre-queue whose draw Redis lost (a
+   * rollback past it): at a daemon's start and after a reconnect, before joins are taken (daemon.ts
+   * fence), so that a join after the rollback takes a seq after the draw's. Returns how many it drew.
+   */
+  redrawLost(): Promise<number>;
+}
+
+/** Postgres's record of each draw's size (db/draw-sizes.ts). */
+export interface DrawSizeRecord {
+  /** Records `n` for the draw unless one is recorded; returns the recorded size. Rejects while Postgres cannot say. */
+  keep(itemId: string, seedHash: string, n: number): Promise<number>;
+  /** The recorded draws of live items. */
+  recorded(): Promise<{ itemId: string; seedHash: string; size: number }[]>;
 }
 
 export interface AdmissionsDeps {
@@ -113,6 +127,11 @@ export interface AdmissionsDeps {
   heldEnds?(refs: string[]): Promise<Map<string, Outcome>>;
   /** The ledger could not be read for dropHeldEnds. */
   onHeldEndsUnread?(err: unknown): void;
+  /**
+   * Where a draw's size is kept before the draw is shown (absent: nowhere, the size is Redis's
+   * alone: a line without Postgres, in tests).
+   */
+  drawSizes?: DrawSizeRecord;
 }
 
 export function createAdmissions(deps: AdmissionsDeps): Admissions {
@@ -126,8 +145,25 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
       onStep?.(performance.now() - t, held?.(res));
       return res;
     };
-    const begun = await timed(() => scripts.drawBegin(itemId, clock.now()));
+    let begun = await timed(() => scripts.drawBegin(itemId, clock.now()));
     if (begun.status === 'not_due') return { drawn: false, n: 0 };
+    // N goes to Postgres before anything of the draw is shown (the seed, a place: both only once
+    // `finish` marks it drawn). Redis's N comes from its join counter, which a rollback past the
+    // draw takes back: drawn again over the smaller N, the shuffle differed and the users who
+    // survived the rollback were shown other places than they had been (a review: place 4, then
+    // 12). So the first N recorded is the draw's, whoever draws it again and whenever (a second
+    // daemon racing this one records nothing and draws over the same N); the seqs Redis lost are
+    // holes, skipped as cancelled tickets are. Postgres unreachable: nothing is drawn now (this
+    // throws; the sweep tries again), and the tickets read as awaiting the draw meanwhile.
+    if (begun.status === 'to_draw' && deps.drawSizes) {
+      const size = await deps.drawSizes.keep(itemId, seedHashOf(begun.seed), begun.n).catch((err: unknown) => {
+        throw new Error(`pre-queue draw of ${itemId} waits for its size to be recorded in postgres: ${String(err)}`, { cause: err });
+      });
+      if (size !== begun.n) {
+        begun = await timed(() => scripts.drawBegin(itemId, clock.now(), size));
+        if (begun.status === 'not_due') return { drawn: false, n: 0 };
+      }
+    }
     const { n } = begun;
     if (begun.status === 'to_draw') {
       const order = drawOrder(begun.seed, n);
@@ -340,6 +376,26 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
         draws.set(itemId, running);
       }
       return running;
+    },
+
+    async redrawLost() {
+      if (!deps.drawSizes) return 0;
+      let drawn = 0;
+      let failed: unknown;
+      for (const rec of await deps.drawSizes.recorded()) {
+        const item = await items.item(rec.itemId, { fresh: true });
+        const d = item?.snap.draw;
+        // Not this draw (the item redefined since, for another draw time: another seed), or not
+        // lost: drawn, or begun over the recorded N (a join counter at N or past it).
+        if (!d || d.drawn || seedHashOf(d.seed) !== rec.seedHash || (d.n === rec.size && item!.snap.seq >= rec.size)) continue;
+        try {
+          if ((await admissions.draw(rec.itemId)).drawn) drawn++;
+        } catch (err) {
+          failed ??= err;
+        }
+      }
+      if (failed) throw failed;
+      return drawn;
     },
 
     async sweep() {

@@ -9,12 +9,15 @@ import { createHash, createHmac } from 'node:crypto';
  *             users and made again the same (drawSeedOf) from what Postgres keeps of the item.
  *   N         the number of tickets that joined before opensAt: seqs 1..N (a ticket id's second
  *             dot-separated part is its seq in base 36). Shown as `preQueue.size` after the draw.
+ *             Kept in Postgres before the draw is shown (queue/admissions.ts runDraw): a draw made
+ *             again after a Redis rollback is over the same N, whatever Redis still holds.
  *   stream    SHA-256(seed ‖ uint64be(0)) ‖ SHA-256(seed ‖ uint64be(1)) ‖ …, read as consecutive
  *             big-endian uint32 words.
  *   shuffle   a = [1, 2, …, N]; for i = N down to 2: take words r until r < 2^32 − (2^32 mod i)
  *             (rejection: no modulo bias), j = r mod i, swap a[i−1] and a[j] (0-based).
  *   result    a[0] is first in line, a[1] second, …; every ticket that joined after opensAt comes
- *             after a[N−1], in join order. Cancelled pre-queue tickets keep their place (skipped).
+ *             after a[N−1], in join order. Cancelled pre-queue tickets keep their place (skipped);
+ *             so do seqs of 1..N that Redis lost in a rollback (holes: no ticket, skipped alike).
  */
 export function drawOrder(seedHex: string, n: number): Uint32Array {
   const seed = Buffer.from(seedHex, 'hex');

@@ -209,16 +209,19 @@ export function createLineScripts(run: ScriptRunner['run']) {
       return n;
     },
 
-    /** The draw's first step: 'not_due' before opensAt or without a pre-queue. */
-    async drawBegin(itemId: string, now: number): Promise<{ status: 'not_due' } | { status: 'to_draw' | 'drawn'; n: number; seed: string }> {
-      const [code, n, seed] = (await run(scripts.draw, itemId, now, { op: 'begin', first: '', order: '', places: '' })) as [number, number, string];
+    /**
+     * The draw's first step: 'not_due' before opensAt or without a pre-queue. `size`: N as Postgres
+     * recorded it, made the draw's (and the join counter raised to it) unless drawn already.
+     */
+    async drawBegin(itemId: string, now: number, size?: number): Promise<{ status: 'not_due' } | { status: 'to_draw' | 'drawn'; n: number; seed: string }> {
+      const [code, n, seed] = (await run(scripts.draw, itemId, now, { op: 'begin', first: '', order: '', places: '', size: size ?? '' })) as [number, number, string];
       if (code === -1) return { status: 'not_due' };
       return { status: code === 1 ? 'to_draw' : 'drawn', n, seed };
     },
     /** Writes one chunk; returns how long Redis was held (µs, by its own clock). */
     drawWrite: async (itemId: string, now: number, first: number, order: Buffer, places: Buffer) =>
-      (await run(scripts.draw, itemId, now, { op: 'write', first, order, places })) as number,
-    drawFinish: async (itemId: string, now: number) => void (await run(scripts.draw, itemId, now, { op: 'finish', first: '', order: '', places: '' })),
+      (await run(scripts.draw, itemId, now, { op: 'write', first, order, places, size: '' })) as number,
+    drawFinish: async (itemId: string, now: number) => void (await run(scripts.draw, itemId, now, { op: 'finish', first: '', order: '', places: '', size: '' })),
 
     /** Sets or clears one of a user's block bits (1 this item, 2 everywhere); returns the bits after. */
     block: async (itemId: string, now: number, userId: string, which: 1 | 2, on: boolean) => (await run(scripts.block, itemId, now, { userId, bit: which, on: bit(on) })) as number,

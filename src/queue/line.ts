@@ -1,7 +1,7 @@
 import type { RedisLike } from '../redis/client.js';
 import type { Clock } from '../kernel/clock.js';
 import { createScriptRunner } from '../redis/scripts.js';
-import { createAdmissions, type Admissions } from './admissions.js';
+import { createAdmissions, type Admissions, type DrawSizeRecord } from './admissions.js';
 import { createDefinitions, type Definitions, type SalesOf } from './definitions.js';
 import { createEtaMemory } from './eta-memory.js';
 import { createItemDirectory, type LineItems } from './items.js';
@@ -50,6 +50,8 @@ export interface LineDeps {
   /** Whether Postgres holds the ticket's (by ref) order as released and its unit given back in Redis (tickets.ts: a join that finds it). */
   saleReleased?(itemId: string, ref: string, userId: string): Promise<boolean>;
   onHeldEndsUnread?(err: unknown): void;
+  /** Where a pre-queue draw's size is kept before the draw is shown (admissions.ts runDraw). */
+  drawSizes?: DrawSizeRecord;
   /** The sales Postgres holds for an item (definitions.ts: a cut holds their tickets in doubt if Redis has them waiting). */
   salesOf?: SalesOf;
   /** What a cut whose look at the sales failed does: wait (a sell-out, a window's end; not a close) or go on without it. */
@@ -83,6 +85,6 @@ export function createLine(deps: LineDeps): Line {
   // Admissions read their replies however late, on a connection of their own: split items' too.
   const admitScripts = deps.admitRedis ? createLineScripts(createScriptRunner(deps.admitRedis, prefix).run) : scripts;
   const admitSplit = deps.admitRedis ? createSplitLine({ redis: deps.admitRedis, prefix, clock }) : split;
-  const admissions = createAdmissions({ clock, items, scripts: admitScripts, split: admitSplit, reader, eta, onWaited: deps.onWaited, heldEnds: deps.heldEnds, onHeldEndsUnread: deps.onHeldEndsUnread, closeLine: (itemId) => definitions.endWindow(itemId) });
+  const admissions = createAdmissions({ clock, items, scripts: admitScripts, split: admitSplit, reader, eta, onWaited: deps.onWaited, heldEnds: deps.heldEnds, onHeldEndsUnread: deps.onHeldEndsUnread, drawSizes: deps.drawSizes, closeLine: (itemId) => definitions.endWindow(itemId) });
   return { items, tickets, admissions, definitions };
 }

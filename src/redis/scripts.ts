@@ -54,7 +54,7 @@ export const scripts = {
   define: spec('define-5', ['meta', 'ctr', 'gate', 'stock', 'taken'], ['secret', 'definition', 'gate', 'reopen', 'epoch', 'born', 'drawSeed']),
   trimCancels: spec('trim-cancels-3', ['meta', 'ctr', 'cx'], ['lastN', 'bound', 'cutSeq'], 'id'),
   cut: spec('cut-8', ['meta', 'ctr', 'retry', 'done', 'doubt', 'payloads', 'stock', 'taken'], ['stateChar', 'reason', 'flag', 'decidedAt', 'windowEnd', 'hold']),
-  draw: spec('draw-4', ['meta', 'ctr', 'drawOrder', 'drawPlaces'], ['op', 'first', 'order', 'places']),
+  draw: spec('draw-4', ['meta', 'ctr', 'drawOrder', 'drawPlaces'], ['op', 'first', 'order', 'places', 'size']),
   block: spec('block-1', ['blocked'], ['userId', 'bit', 'on']),
   takeStock: spec('take-stock-2', ['stock', 'taken'], [], 'seq'),
   refundStock: spec('refund-stock-2', ['stock', 'taken'], ['seq', 'forfeit']),

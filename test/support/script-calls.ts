@@ -17,7 +17,7 @@ export function everyScriptCall(run: ScriptRunner['run'], item: string, now: num
     cancel: () => run(scripts.cancel, item, now, { seq: 1, outcome: '{}', record: 'x' }),
     trimCancels: () => run(scripts.trimCancels, item, now, { lastN: 1, bound: 0, cutSeq: '' }, ['1-0']),
     cut: () => run(scripts.cut, item, now, { stateChar: 'c', reason: 'item_closed', flag: 'closed', decidedAt: '', windowEnd: '', hold: '' }),
-    draw: () => run(scripts.draw, item, now, { op: 'begin', first: '', order: '', places: '' }),
+    draw: () => run(scripts.draw, item, now, { op: 'begin', first: '', order: '', places: '', size: '' }),
     block: () => run(scripts.block, item, now, { userId: 'u2', bit: 1, on: '1' }),
     setStock: () => run(scripts.setStock, item, now, { units: 3, shards: 2, idleOnly: '0', admissions: '', unitsWere: '' }),
     takeStock: () => run(scripts.takeStock, item, now, {}, [2]),

@@ -5,11 +5,19 @@
   line's order in one step. Until then nothing is admitted (admit-12.lua), so every ticket waits
   behind the draw; joins after opensAt take seqs after N, so they come after every drawn ticket.
   Any daemon may run it, and two at once write the same bytes.
+  Between `begin` and the writes the caller records N in Postgres (the first record wins) and, when
+  the recorded N is not the one Redis fixed, begins again with it as `size`: Redis was rolled back
+  past the draw (its join counter, and so N, went back), and the draw made again must be over the
+  N the first one was shown with. The seqs of 1..N that Redis lost are holes in it, skipped at
+  admission as cancelled tickets are. The join counter is raised to N then, so a join after the
+  rollback takes a seq after the draw's, never one of its holes.
   KEYS[1] meta  KEYS[2] ctr  KEYS[3] drawOrder  KEYS[4] drawPlaces
   ARGV[1] now (ms, the caller's clock)  ARGV[2] op: begin | write | finish
   ARGV[3] first: write's first index (0-based) of the chunk ('' otherwise)
   ARGV[4] order: write's order bytes (uint32 big-endian seqs for those line places; '' otherwise)
   ARGV[5] places: write's position bytes (uint32 big-endian line places for seqs first+1 …)
+  ARGV[6] size: begin's N as Postgres recorded it ('' otherwise: N as Redis has it, fixed from the
+    join counter if not yet); not applied to a pre-queue drawn already
     begin:  Returns { 1, N, seed } to draw, { 2, N, seed } if drawn already, { -1 } before opensAt
             or for an item without a pre-queue
     write:  Returns the microseconds the step held Redis (by TIME)
@@ -23,7 +31,11 @@ if op == 'begin' then
   local m = rcall('HMGET', K.meta, 'preFrom', 'opensAt', 'drawN', 'drawn', 'drawSeed')
   if not m[1] or not m[2] or now < tonumber(m[2]) then return { -1 } end
   local n = m[3]
-  if not n then
+  if m[4] ~= '1' and ARGV[6] ~= '' then
+    n = ARGV[6]
+    rcall('HSET', K.meta, 'drawN', n)
+    if tonumber(rcall('HGET', K.ctr, 'seq') or '0') < tonumber(n) then rcall('HSET', K.ctr, 'seq', n) end
+  elseif not n then
     n = rcall('HGET', K.ctr, 'seq') or '0'
     rcall('HSET', K.meta, 'drawN', n)
   end
