@@ -209,6 +209,8 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
   });
   const store = createItemsStore(dbHandle.db);
   const drawSizes = createDrawSizes(dbHandle.sql);
+  /** Items whose draw waits for Postgres to record its size (said once each, see drawSizes below). */
+  const drawsWaiting = new Set<string>();
   // Ids of tickets Redis lost or removed, answered from Postgres; the items' secrets are loaded
   // in the background (startDaemon), never on a request.
   const lostTickets = createLostTickets({
@@ -261,9 +263,23 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
     },
     // A draw's size is recorded before the draw is shown, and a draw waits for it: Postgres away,
     // nothing is drawn (the tickets read as awaiting it; the sweep tries again each round).
+    // Said once per item when its draw starts to wait, and once when the size is recorded after
+    // all: the loops that draw report their failures throttled, so a draw held back by Postgres
+    // could go unsaid while that loop was still reported failing for something else.
     drawSizes: {
-      keep: (itemId, seedHash, n) =>
-        pg.up ? withTimeout(drawSizes.keep(itemId, seedHash, n), DRAW_SIZE_TIMEOUT_MS, `pre-queue draw size not recorded within ${DRAW_SIZE_TIMEOUT_MS} ms`) : Promise.reject(new PgAway('postgres away: pre-queue draw size not recorded')),
+      keep: async (itemId, seedHash, n) => {
+        try {
+          const size = await (pg.up ? withTimeout(drawSizes.keep(itemId, seedHash, n), DRAW_SIZE_TIMEOUT_MS, `pre-queue draw size not recorded within ${DRAW_SIZE_TIMEOUT_MS} ms`) : Promise.reject(new PgAway('postgres away: pre-queue draw size not recorded')));
+          if (drawsWaiting.delete(itemId)) log.info({ itemId, size }, 'pre-queue draw size recorded: the draw goes on');
+          return size;
+        } catch (err) {
+          if (!drawsWaiting.has(itemId)) {
+            drawsWaiting.add(itemId);
+            log.warn({ itemId, err: String(err) }, 'pre-queue draw waits for postgres to record its size');
+          }
+          throw err;
+        }
+      },
       recorded: () => drawSizes.recorded(),
     },
     // What a cut looks at (queue/definitions.ts): the ends the ledger holds as succeeded, and for a

@@ -79,9 +79,10 @@ describe('a Redis rollback past a pre-queue draw', () => {
     for (let i = 0; i < 4; i++) ids.push((await joinTo('pqa', `a-${i}`)).body.ticketId);
     await proxy.cut();
     try {
-      // The lease sweep draws what is due, and fails while the size cannot be recorded: once it
-      // says so, the draw was tried after opensAt and refused.
-      const refused = /"loop":"lease sweep".*pre-queue draw of pqa waits for its size/;
+      // The draw is tried once due (the lease sweep, an admission round) and refused while the
+      // size cannot be recorded: said once for the item. (Not the loop's own failure line: a loop
+      // still reported failing since the first test's rollback says nothing new for 5 s.)
+      const refused = /"itemId":"pqa".*"msg":"pre-queue draw waits for postgres to record its size"/;
       expect(await waitFor(async () => logged.lines(), (l) => refused.test(l), 20_000)).toMatch(refused);
       expect(Date.now()).toBeGreaterThanOrEqual(opensAt);
       const item = await call('GET', '/v1/items/pqa');
