@@ -68,6 +68,7 @@ import { createPgHealth, stuckAfterMsOf, writable } from './db/health.js';
 import { createMemoryGuard } from './queue/memory-guard.js';
 import { startStockKeeper } from './catalog/stock-keeper.js';
 import { startDoubtResolver } from './service/doubt-resolver.js';
+import { startHeldWinnerWatch } from './service/held-winners.js';
 import { startRetention } from './catalog/retention.js';
 import { createReservations } from './service/reservations.js';
 import type { HandlerSpec } from './service/handler.js';
@@ -483,10 +484,24 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
     fence = checked;
   };
   stores.admitRedis.on('ready', fenceUntilChecked);
+  // Winners a Redis rollback put back in the line of an item held on its reservations, where no
+  // unit comes back to admit them: held in doubt until their orders answer (service/held-winners.ts).
+  const heldWinners = startHeldWinnerWatch(
+    {
+      queue,
+      pg,
+      sellsThroughPostgres: (handler) => !!handlers.get(handler)?.stockTable,
+      log: log.child({ module: 'held-winners' }),
+      now: () => clock.now(),
+    },
+    { everyMs: 1000, retryMs: 5000 },
+  );
   // After a reconnect every item is active again while each loop looks once (items.ts ACTIVATE_ALL_MS): what an outage left undone is picked up.
   const afterReconnect = () => {
     // A restart may have rolled Redis back past operators' writes: every scope's mark is compared.
     fenceUntilChecked();
+    // And past a held item's winners' admissions: such items are looked at again.
+    heldWinners.recheck();
     // activateAll first: it also drops the copy of the item set read before, which the loss check reads.
     void queue.items
       .activateAll()
@@ -649,6 +664,7 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
   const inviteUseRows = createInviteUseRows(dbHandle.sql);
   const loops = [
     ledger,
+    heldWinners,
     // Reservations past their deadline are released within a second, by whichever daemon sees them first.
     // (Its Postgres unreachable says so to the sales' health as theirs do: on an item held while
     // every unit is reserved, no sale runs, and waiting users read `awaiting_returns` through an

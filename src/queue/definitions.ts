@@ -64,6 +64,15 @@ export interface Definitions {
    */
   cut(itemId: string, kind: 'closed' | 'sold_out' | 'window_end', reason?: string, decidedAt?: number): Promise<number | null>;
   /**
+   * Takes the item's waiting tickets whose sale Postgres holds out of the line, where they stand,
+   * and holds them in doubt, with no cut (hold-bought-9.lua): a Redis rollback past their admission
+   * put them back in a line that, held on its reservations, no unit will move (the doubt resolver
+   * then runs them again, and their sale answers their order). The same look at Postgres as a
+   * cut's, on a split item each buyer's sub-line too. Returns how many it held; throws when
+   * Postgres did not say (the caller looks again later).
+   */
+  holdBought(itemId: string): Promise<number>;
+  /**
    * The cut at the end of the sale window, begun and not waited for (one at a time per item): an
    * admission round or a pull that finds the window over must not wait on the cut's look at
    * Postgres (up to 2 s while it is slow: every item's admissions on the daemon waited). Failed or
@@ -119,9 +128,10 @@ export function createDefinitions(deps: { redis: RedisLike; prefix: string; cloc
    * sub-line's seqs: a split item's buyers are found on their own sub-line (a review: cut without
    * this, they read `rejected`/`sold_out` next to their orders on every daemon that had not seen
    * them succeed). Postgres unread: null if the caller should wait for it (Postgres away:
-   * onSalesUnread says), else none (too slow to answer: the cut goes on).
+   * onSalesUnread says), else none (too slow to answer: the cut goes on); with `unread` 'throw'
+   * (holdBought, which has no cut to go on with), the error.
    */
-  async function boughtWhileWaiting(itemId: string): Promise<Map<number, number[]> | null> {
+  async function boughtWhileWaiting(itemId: string, unread: 'ask' | 'throw' = 'ask'): Promise<Map<number, number[]> | null> {
     const found = new Map<number, number[]>();
     const item = await items.item(itemId, { fresh: true });
     if (!item || !deps.salesOf) return found;
@@ -131,6 +141,7 @@ export function createDefinitions(deps: { redis: RedisLike; prefix: string; cloc
     try {
       sales = await deps.salesOf(itemId, snap.def.handler);
     } catch (err) {
+      if (unread === 'throw') throw err;
       return deps.onSalesUnread?.(itemId, err) === 'wait' ? null : found;
     }
     if (!sales.length) return found;
@@ -290,6 +301,20 @@ export function createDefinitions(deps: { redis: RedisLike; prefix: string; cloc
     },
 
     cut,
+
+    async holdBought(itemId) {
+      const found = await boughtWhileWaiting(itemId, 'throw');
+      let held = 0;
+      // (By sub-line, as a cut holds them, sub-line 0's tag the item's own. An item split into
+      // sub-lines takes no reservations yet, so none is held on them today.)
+      for (const [k, seqs] of found ?? []) held += await scripts.holdBought(subLineTag(itemId, k), clock.now(), seqs);
+      if (held) {
+        items.invalidate(itemId);
+        // The doubt resolver looks at active items only: this one, whose line may now be empty, too.
+        items.keepActive(itemId);
+      }
+      return held;
+    },
 
     endWindow(itemId) {
       if (windowEnds.has(itemId)) return;

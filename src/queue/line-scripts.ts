@@ -210,6 +210,12 @@ export function createLineScripts(run: ScriptRunner['run']) {
     },
 
     /**
+     * Holds in doubt these waiting tickets, whose sale Postgres holds, where they stand in the line
+     * (hold-bought-9.lua; those no longer waiting are left alone); how many it held.
+     */
+    holdBought: async (itemId: string, now: number, seqs: readonly number[]) => (seqs.length ? ((await run(scripts.holdBought, itemId, now, {}, [...seqs])) as number) : 0),
+
+    /**
      * The draw's first step: 'not_due' before opensAt or without a pre-queue. `size`: N as Postgres
      * recorded it, made the draw's (and the join counter raised to it) unless drawn already.
      */

@@ -54,6 +54,7 @@ export const scripts = {
   define: spec('define-5', ['meta', 'ctr', 'gate', 'stock', 'taken'], ['secret', 'definition', 'gate', 'reopen', 'epoch', 'born', 'drawSeed']),
   trimCancels: spec('trim-cancels-3', ['meta', 'ctr', 'cx'], ['lastN', 'bound', 'cutSeq'], 'id'),
   cut: spec('cut-8', ['meta', 'ctr', 'retry', 'done', 'doubt', 'payloads', 'stock', 'taken'], ['stateChar', 'reason', 'flag', 'decidedAt', 'windowEnd', 'hold']),
+  holdBought: spec('hold-bought-9', ['meta', 'ctr', 'retry', 'doubt', ...ending, 'cx'], [], 'seq'),
   draw: spec('draw-4', ['meta', 'ctr', 'drawOrder', 'drawPlaces'], ['op', 'first', 'order', 'places', 'size']),
   block: spec('block-1', ['blocked'], ['userId', 'bit', 'on']),
   takeStock: spec('take-stock-2', ['stock', 'taken'], [], 'seq'),

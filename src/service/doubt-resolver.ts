@@ -91,7 +91,9 @@ export function startDoubtResolver(
     // since): ending them with it told the first in line `sold_out` while later joiners bought the
     // new units. They run again, as a webhook's do: the sale is idempotent per ticket, so one whose
     // sale committed gets its order, and one whose did not buys now if a unit is left. (Held ones —
-    // their user blocked since — still wait for Postgres's word below.)
+    // their user blocked since — still wait for Postgres's word below.) So do those no cut put
+    // here: a held item's winners that a Redis rollback had put back in its line (held-winners.ts),
+    // whose run finds no unit in the counter and answers the order their sale made.
     if (spec.handle && !spec.external && spec.stockTable) {
       const fresh = (await queue.items.item(itemId, { fresh: true }))?.snap;
       const state = fresh && itemState(fresh, deps.now());

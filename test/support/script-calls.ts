@@ -16,6 +16,7 @@ export function everyScriptCall(run: ScriptRunner['run'], item: string, now: num
     resolveDoubt: () => run(scripts.resolveDoubt, item, now, {}, [1, '']),
     cancel: () => run(scripts.cancel, item, now, { seq: 1, outcome: '{}', record: 'x' }),
     trimCancels: () => run(scripts.trimCancels, item, now, { lastN: 1, bound: 0, cutSeq: '' }, ['1-0']),
+    holdBought: () => run(scripts.holdBought, item, now, {}, [1]),
     cut: () => run(scripts.cut, item, now, { stateChar: 'c', reason: 'item_closed', flag: 'closed', decidedAt: '', windowEnd: '', hold: '' }),
     draw: () => run(scripts.draw, item, now, { op: 'begin', first: '', order: '', places: '', size: '' }),
     block: () => run(scripts.block, item, now, { userId: 'u2', bit: 1, on: '1' }),
@@ -40,5 +41,5 @@ export function everyScriptCall(run: ScriptRunner['run'], item: string, now: num
 
 /** What everyScriptCall's calls answer, run in order on a fresh item (closed by `cut` before the split scripts run: no join number is taken, and the gate's lock is refused). */
 export function everyScriptReply(now: number) {
-  return { define: [2, expect.any(String), expect.any(Number)], join: [0, 1, expect.any(String), 0], admit: [0, 1, 1, expect.any(String), '', 'p.1', now + 1000], settle: [1], readDoubt: [], relaunch: [], resolveDoubt: 0, trimCancels: 0, extendLeases: [0], lead: 1, gatePublish: 1, seriesAdd: 1, snapshot: [expect.arrayContaining(['handler', 'external']), expect.any(Array), expect.any(Array), expect.any(Array), expect.any(Number), expect.any(String), ''], ackEnded: 0, takeStock: [2, 1], refundStock: 1, returnUnit: 1, forgetUser: 0, splitNumber: [0, 0], splitJoin: [-3, 0, '', 0], splitPeek: [0, 10, expect.any(Number)], splitAdmit: [0], splitUnits: 1, splitGate: -3 };
+  return { define: [2, expect.any(String), expect.any(Number)], join: [0, 1, expect.any(String), 0], admit: [0, 1, 1, expect.any(String), '', 'p.1', now + 1000], settle: [1], readDoubt: [], relaunch: [], resolveDoubt: 0, holdBought: 0, trimCancels: 0, extendLeases: [0], lead: 1, gatePublish: 1, seriesAdd: 1, snapshot: [expect.arrayContaining(['handler', 'external']), expect.any(Array), expect.any(Array), expect.any(Array), expect.any(Number), expect.any(String), ''], ackEnded: 0, takeStock: [2, 1], refundStock: 1, returnUnit: 1, forgetUser: 0, splitNumber: [0, 0], splitJoin: [-3, 0, '', 0], splitPeek: [0, 10, expect.any(Number)], splitAdmit: [0], splitUnits: 1, splitGate: -3 };
 }
