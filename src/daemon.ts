@@ -281,7 +281,7 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
           throw err;
         }
       },
-      recorded: () => drawSizes.recorded(),
+      recorded: () => (pg.up ? withTimeout(drawSizes.recorded(), DRAW_SIZE_TIMEOUT_MS, `pre-queue draw sizes not read within ${DRAW_SIZE_TIMEOUT_MS} ms`) : Promise.reject(new PgAway('postgres away: pre-queue draw sizes not read'))),
     },
     // What a cut looks at (queue/definitions.ts): the ends the ledger holds as succeeded, and for a
     // handler that sells through Postgres its live sales too (one the ledger has not written yet; a

@@ -71,6 +71,43 @@ describe('a Redis rollback past a pre-queue draw', () => {
     expect((await poll(late.body.ticketId)).body).toMatchObject({ state: 'waiting', userId: 'late', position: 21 });
   });
 
+  it('takes no join inside the draw while Postgres cannot give its size after the rollback: those joins wait (503), then come after it', { timeout: 60_000 }, async () => {
+    const opensAt = Date.now() + 4_000;
+    const put = await call('PUT', '/v1/items/pqp', { handler: 'external', opensAt: new Date(opensAt).toISOString(), preQueue: { fromMs: 60 * 60_000 }, gate: { mode: 'closed' } });
+    expect(put.status).toBe(201);
+    const tickets = new Map<string, string>();
+    for (let i = 0; i < 6; i++) tickets.set(`kept-${i}`, (await joinTo('pqp', `kept-${i}`)).body.ticketId);
+    const admin = new Redis(server.url, { maxRetriesPerRequest: 1 });
+    await admin.save();
+    admin.disconnect();
+    for (let i = 0; i < 6; i++) tickets.set(`lost-${i}`, (await joinTo('pqp', `lost-${i}`)).body.ticketId);
+    const drawn = await waitFor(() => call('GET', '/v1/items/pqp'), (r) => r.body.preQueue?.seed !== undefined, 20_000);
+    expect(drawn.body.preQueue.size).toBe(12);
+    const shown = new Map<string, number>();
+    for (const [u, id] of tickets) shown.set(u, (await poll(id)).body.position);
+
+    // Postgres away across the rollback: the daemon cannot learn the draw's size, and (before) its
+    // reconnect check gave up, and the first join fixed the draw at the 6 tickets Redis held and
+    // took seq 7: joins told places 7, 8, 9 were drawn in among the pre-queue later (a review).
+    await proxy.cut();
+    try {
+      await server.kill();
+      await server.start();
+      const pending = /pre-queue is drawn/;
+      const early = await waitFor(() => joinTo('pqp', 'early'), (r) => r.status === 503 && pending.test(r.body.error?.message ?? ''), 20_000);
+      expect(early.status).toBe(503);
+      expect(early.body.error.message).toMatch(pending);
+    } finally {
+      await proxy.restore();
+    }
+    const late = await waitFor(() => joinTo('pqp', 'early'), (r) => r.status === 202, 20_000);
+    expect(seqOf(late.body.ticketId)).toBe(13);
+    expect((await poll(late.body.ticketId)).body).toMatchObject({ state: 'waiting', position: 13 });
+    const again = await call('GET', '/v1/items/pqp');
+    expect(again.body.preQueue).toMatchObject({ seed: drawn.body.preQueue.seed, size: 12 });
+    for (let i = 0; i < 6; i++) expect((await poll(tickets.get(`kept-${i}`)!)).body.position).toBe(shown.get(`kept-${i}`));
+  });
+
   it('is not drawn while Postgres cannot record its size: its tickets await the draw, which comes once Postgres is back', { timeout: 60_000 }, async () => {
     const opensAt = Date.now() + 3_000;
     const put = await call('PUT', '/v1/items/pqa', { handler: 'external', opensAt: new Date(opensAt).toISOString(), preQueue: { fromMs: 60 * 60_000 }, gate: { mode: 'closed' } });

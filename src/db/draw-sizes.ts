@@ -18,7 +18,7 @@ export interface DrawSizes {
    * the first, draws over what was recorded). Returns the recorded size.
    */
   keep(itemId: string, seedHash: string, n: number): Promise<number>;
-  /** The draws recorded for items that are not archived. */
+  /** The draws recorded for items that are neither archived nor closed (a closed item's tickets have all ended: no place to keep). */
   recorded(): Promise<RecordedDraw[]>;
 }
 
@@ -37,7 +37,7 @@ export function createDrawSizes(sql: postgres.Sql): DrawSizes {
       const rows = await sql`
         select d.item_id, d.seed_hash, d.size from pre_queue_draws d
         join items i on i.item_id = d.item_id
-        where i.archived_at is null`;
+        where i.archived_at is null and i.closed_at is null`;
       return rows.map((r) => ({ itemId: String(r.item_id), seedHash: String(r.seed_hash), size: Number(r.size) }));
     },
   };

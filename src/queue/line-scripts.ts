@@ -35,7 +35,9 @@ export type JoinReply =
       overQuota?: FloodgateError;
     }
   /** `itemChanged`: the refusal says the cached item view is stale (closed, sold out, full…). */
-  | { kind: 'refused'; error: FloodgateError; itemChanged: boolean };
+  | { kind: 'refused'; error: FloodgateError; itemChanged: boolean }
+  /** The item's pre-queue is due and not drawn: draw it, then join again (join-5.lua -9). */
+  | { kind: 'drawPending' };
 
 /** A ticket as admission hands it out: its record, payload JSON ('' none) and lease. */
 export interface AdmittedRow {
@@ -116,6 +118,7 @@ export function createLineScripts(run: ScriptRunner['run']) {
       if (code === 0) return { kind: 'created', seq: n, record, served };
       if (code === 1) return { kind: 'existing', seq: n, record, served, ...(over ? { overQuota: quotaRefusal(over, overWait ?? 0) } : {}) };
       if (code === -7) return { kind: 'refused', itemChanged: false, error: quotaRefusal(record, n) };
+      if (code === -9) return { kind: 'drawPending' };
       if (code === -2) {
         // Not open yet: n = opensAt; the 4th value, with a pre-queue, when its joins are taken.
         return { kind: 'refused', itemChanged: false, error: notOpen(n, now, typeof served === 'number' ? served : null) };
@@ -217,10 +220,11 @@ export function createLineScripts(run: ScriptRunner['run']) {
 
     /**
      * The draw's first step: 'not_due' before opensAt or without a pre-queue. `size`: N as Postgres
-     * recorded it, made the draw's (and the join counter raised to it) unless drawn already.
+     * recorded it, made the draw's (and the join counter raised to it) unless drawn already;
+     * `peek`: the same answer, nothing fixed (the N to keep in Postgres first).
      */
-    async drawBegin(itemId: string, now: number, size?: number): Promise<{ status: 'not_due' } | { status: 'to_draw' | 'drawn'; n: number; seed: string }> {
-      const [code, n, seed] = (await run(scripts.draw, itemId, now, { op: 'begin', first: '', order: '', places: '', size: size ?? '' })) as [number, number, string];
+    async drawBegin(itemId: string, now: number, size?: number, peek?: 'peek'): Promise<{ status: 'not_due' } | { status: 'to_draw' | 'drawn'; n: number; seed: string }> {
+      const [code, n, seed] = (await run(scripts.draw, itemId, now, { op: peek ?? 'begin', first: '', order: '', places: '', size: size ?? '' })) as [number, number, string];
       if (code === -1) return { status: 'not_due' };
       return { status: code === 1 ? 'to_draw' : 'drawn', n, seed };
     },

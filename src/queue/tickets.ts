@@ -91,7 +91,12 @@ export interface TicketsDeps {
   onError?(err: unknown): void;
   /** Whether Postgres holds the ticket's (by ref) order as released and returned (LineDeps.saleReleased). */
   saleReleased?(itemId: string, ref: string, userId: string): Promise<boolean>;
+  /** Draws the item's due pre-queue (admissions.draw: its size kept in Postgres first); a join at the opening waits for it. */
+  drawNow?(itemId: string): Promise<unknown>;
 }
+
+/** A join at the opening whose pre-queue cannot be drawn now (Postgres cannot keep its size). */
+const drawPendingRefusal = () => new FloodgateError('unavailable', 'The line opens once its pre-queue is drawn; try again shortly.', undefined, 2);
 
 /**
  * A refusal that holds for every user, answered from the cache: the sale has not opened. (A full
@@ -188,8 +193,11 @@ export function createTickets(deps: TicketsDeps): Tickets {
   }
   const statusNow = (ticketId: string) => placeNow(ticketId, true);
 
-  /** Tickets.join; `rejoined`: the second try, after a ticket a rollback brought back was ended again. */
-  async function joinOnce(itemId: string, userId: string, payload: Record<string, unknown> | null, source: string | undefined, rejoined: boolean): Promise<{ created: boolean; ticket: TicketView }> {
+  /**
+   * Tickets.join; `rejoined`: the second try, after a ticket a rollback brought back was ended
+   * again; `afterDraw`: the try after the draw this join waited for.
+   */
+  async function joinOnce(itemId: string, userId: string, payload: Record<string, unknown> | null, source: string | undefined, rejoined: boolean, afterDraw = false): Promise<{ created: boolean; ticket: TicketView }> {
     const item = await items.must(itemId);
     const s = item.snap;
     // Behind a closed gate the join needs no loop (only a change notice): the gate's opening
@@ -210,7 +218,19 @@ export function createTickets(deps: TicketsDeps): Tickets {
       if (memoryFull) throw memoryFullRefusal();
       return joinSplit(item, sub, userId, payload, source);
     }
-    const r = await deps.scripts.join(itemId, now, { userId, payload: payload ? JSON.stringify(payload) : '', source: source ?? '', defaultKeyQuota: deps.defaultKeyQuota ?? '', memoryFull: memoryFull ? '1' : '', uncounted: rejoined ? '1' : '' });
+    const r = await deps.scripts.join(itemId, now, { userId, payload: payload ? JSON.stringify(payload) : '', source: source ?? '', defaultKeyQuota: deps.defaultKeyQuota ?? '', memoryFull: memoryFull ? '1' : '', uncounted: rejoined || afterDraw ? '1' : '' });
+    // At the opening, before the pre-queue's draw began: the draw first (one per item however many
+    // joins wait on it; its size goes to Postgres before anything of it is shown), then the join
+    // again, on the drawn item's view, past the draw. A draw that cannot be made now (Postgres
+    // away) is a 503: no join is taken inside a draw whose size is not known. (Its quotas were
+    // counted by the first call.)
+    if (r.kind === 'drawPending') {
+      if (!deps.drawNow || afterDraw) throw drawPendingRefusal();
+      await deps.drawNow(itemId).catch((err: unknown) => {
+        throw Object.assign(drawPendingRefusal(), { cause: err });
+      });
+      return joinOnce(itemId, userId, payload, source, rejoined, true);
+    }
     if (r.kind === 'refused') {
       if (r.itemChanged && !foreseen(s, r.error, now)) items.invalidate(itemId);
       throw r.error;

@@ -1,6 +1,6 @@
 --[[
   The pre-queue draw (queue/draw.ts has the algorithm), written in steps so that Redis is never
-  held for long: `begin` fixes N (if the first join after opensAt has not already), the caller
+  held for long: `begin` fixes N (a join at or after opensAt waits for it: join-5.lua), the caller
   computes the order from the seed and writes it with `write` in chunks, and `finish` makes it the
   line's order in one step. Until then nothing is admitted (admit-12.lua), so every ticket waits
   behind the draw; joins after opensAt take seqs after N, so they come after every drawn ticket.
@@ -12,7 +12,7 @@
   admission as cancelled tickets are. The join counter is raised to N then, so a join after the
   rollback takes a seq after the draw's, never one of its holes.
   KEYS[1] meta  KEYS[2] ctr  KEYS[3] drawOrder  KEYS[4] drawPlaces
-  ARGV[1] now (ms, the caller's clock)  ARGV[2] op: begin | write | finish
+  ARGV[1] now (ms, the caller's clock)  ARGV[2] op: begin | peek | write | finish
   ARGV[3] first: write's first index (0-based) of the chunk ('' otherwise)
   ARGV[4] order: write's order bytes (uint32 big-endian seqs for those line places; '' otherwise)
   ARGV[5] places: write's position bytes (uint32 big-endian line places for seqs first+1 …)
@@ -20,6 +20,9 @@
     join counter if not yet); not applied to a pre-queue drawn already
     begin:  Returns { 1, N, seed } to draw, { 2, N, seed } if drawn already, { -1 } before opensAt
             or for an item without a pre-queue
+    peek:   As begin, but fixes nothing: the N begin would fix (the caller keeps it in Postgres
+            first, then begins with the size kept; a begin that fixed N before Postgres could
+            keep it left joins after a rollback taking seqs inside the draw while it waited)
     write:  Returns the microseconds the step held Redis (by TIME)
     finish: Returns 1
   Keys written: K.drawOrder (line place k → seq at bytes 4(k−1)…), K.drawPlaces (seq s → line
@@ -27,10 +30,13 @@
 ]]
 local rcall = redis.call
 local now, op = tonumber(ARGV[1]), ARGV[2]
-if op == 'begin' then
+if op == 'begin' or op == 'peek' then
   local m = rcall('HMGET', K.meta, 'preFrom', 'opensAt', 'drawN', 'drawn', 'drawSeed')
   if not m[1] or not m[2] or now < tonumber(m[2]) then return { -1 } end
   local n = m[3]
+  if op == 'peek' then
+    return { m[4] == '1' and 2 or 1, tonumber(n or rcall('HGET', K.ctr, 'seq') or '0'), m[5] }
+  end
   if m[4] ~= '1' and ARGV[6] ~= '' then
     n = ARGV[6]
     rcall('HSET', K.meta, 'drawN', n)

@@ -16,6 +16,8 @@
          -5 queue full, -6 blocked (with a pre-queue, joins are accepted from opensAt - preFrom)
          -7 over a quota: then seq = ms until the quota's window ends, record = 'perUser'|'perKey'
          -8 Redis near its memory limit (ARGV[6])
+         -9 the item's pre-queue is not drawn yet at or after opensAt (its draw not begun): the
+            caller draws it (its size kept in Postgres first) and joins again
   Quotas (meta qUser / qKey = "limit:windowMs") count every attempt that reaches this script,
   refused and repeated ones included, in fixed windows (floor(now / windowMs)): one INCR per
   quota (keyOf.userQuota / keyOf.keyQuota), the counter expiring a second after its window. Over a
@@ -66,8 +68,12 @@ local opensAt = tonumber(meta[2] or '')
 local preFrom = tonumber(meta[11] or '')
 -- (With a pre-queue, the 4th value: when its joins are taken, opensAt - preFrom.)
 if opensAt and now < opensAt and not (preFrom and now >= opensAt - preFrom) then return { -2, opensAt, '', preFrom and (opensAt - preFrom) or '' } end
--- The first join after opensAt fixes the pre-queue (seqs 1..drawN) before it takes a seq.
-if preFrom and opensAt and now >= opensAt and not meta[12] then rcall('HSET', K.meta, 'drawN', rcall('HGET', K.ctr, 'seq') or '0') end
+-- A join at or after opensAt waits for the draw to begin: only the draw fixes the pre-queue (seqs
+-- 1..drawN), once its size is kept in Postgres. (The first such join fixed it here from the join
+-- counter: after a Redis rollback past the draw, from the counter the rollback left, so that join
+-- and the next took seqs inside the draw that the draw made again over its kept size then shuffled
+-- in among the pre-queue's users — a review: joins told places 9, 10, 11 read 5, 15, 4 later.)
+if preFrom and opensAt and now >= opensAt and not meta[12] then return { -9, 0, '', 0 } end
 -- Once the pre-queue is fixed (its draw begun, or a join at or after opensAt came first), a join
 -- stamped a moment before opensAt (a daemon's coalesced join sent after its draw began, or a clock
 -- a few ms behind another's) is a join at the opening: its seq is past drawN, so it is not drawn,
