@@ -101,6 +101,12 @@ export interface Admissions {
    * fence), so that a join after the rollback takes a seq after the draw's. Returns how many it drew.
    */
   redrawLost(): Promise<number>;
+  /**
+   * Starts the item's draw if none is under way, and settles once its N is fixed in Redis (after
+   * Postgres kept it), not when the whole order is written: a join at the opening waits for this
+   * only (its seq is then past N). Rejects as the draw does if it fails before.
+   */
+  drawBegun(itemId: string): Promise<void>;
 }
 
 /** Postgres's record of each draw's size (db/draw-sizes.ts). */
@@ -136,9 +142,10 @@ export interface AdmissionsDeps {
 
 export function createAdmissions(deps: AdmissionsDeps): Admissions {
   const { items, scripts, clock } = deps;
-  const draws = new Map<string, Promise<{ drawn: boolean; n: number }>>();
+  /** Draws under way, and when each fixed its N (joins at the opening wait for that only: drawBegun). */
+  const draws = new Map<string, { done: Promise<{ drawn: boolean; n: number }>; begun: Promise<void> }>();
 
-  async function runDraw(itemId: string, chunk: number, onStep?: (ms: number, heldMs?: number) => void) {
+  async function runDraw(itemId: string, chunk: number, onStep: ((ms: number, heldMs?: number) => void) | undefined, fixed: () => void) {
     const timed = async <T>(step: () => Promise<T>, held?: (r: T) => number) => {
       const t = performance.now();
       const res = await step();
@@ -165,6 +172,8 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
       begun = await timed(() => scripts.drawBegin(itemId, clock.now(), size));
       if (begun.status === 'not_due') return { drawn: false, n: 0 };
     }
+    // N is fixed in Redis: a join from now takes a seq past it.
+    fixed();
     const { n } = begun;
     if (begun.status === 'to_draw') {
       const order = drawOrder(begun.seed, n);
@@ -215,6 +224,23 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
         record: row.record.slice(1),
       };
     });
+
+  /** The item's draw under way, or one started now. */
+  function drawing(itemId: string, opts?: { chunk?: number; onStep?: (ms: number, heldMs?: number) => void }) {
+    let running = draws.get(itemId);
+    if (!running) {
+      let fixed!: () => void;
+      const begun = new Promise<void>((resolve) => (fixed = resolve));
+      const done = runDraw(itemId, opts?.chunk ?? 16_384, opts?.onStep, fixed).finally(() => draws.delete(itemId));
+      // A draw that ends before it fixed N (not due, or failed) settles `begun` as it ends.
+      const settled = Promise.race([begun, done.then(() => undefined)]);
+      // (Handled here: a draw the sweep started and that failed has no join waiting on it.)
+      settled.catch(() => {});
+      running = { done, begun: settled };
+      draws.set(itemId, running);
+    }
+    return running;
+  }
 
   const admissions: Admissions = {
     async admit(itemId, max, leaseMs, autoCap) {
@@ -371,12 +397,11 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
     },
 
     draw(itemId, opts) {
-      let running = draws.get(itemId);
-      if (!running) {
-        running = runDraw(itemId, opts?.chunk ?? 16_384, opts?.onStep).finally(() => draws.delete(itemId));
-        draws.set(itemId, running);
-      }
-      return running;
+      return drawing(itemId, opts).done;
+    },
+
+    drawBegun(itemId) {
+      return drawing(itemId).begun;
     },
 
     async redrawLost() {

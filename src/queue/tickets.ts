@@ -91,7 +91,7 @@ export interface TicketsDeps {
   onError?(err: unknown): void;
   /** Whether Postgres holds the ticket's (by ref) order as released and returned (LineDeps.saleReleased). */
   saleReleased?(itemId: string, ref: string, userId: string): Promise<boolean>;
-  /** Draws the item's due pre-queue (admissions.draw: its size kept in Postgres first); a join at the opening waits for it. */
+  /** Begins the item's due pre-queue draw (admissions.drawBegun: its size kept in Postgres first); a join at the opening waits until its N is fixed. */
   drawNow?(itemId: string): Promise<unknown>;
 }
 
@@ -219,9 +219,10 @@ export function createTickets(deps: TicketsDeps): Tickets {
       return joinSplit(item, sub, userId, payload, source);
     }
     const r = await deps.scripts.join(itemId, now, { userId, payload: payload ? JSON.stringify(payload) : '', source: source ?? '', defaultKeyQuota: deps.defaultKeyQuota ?? '', memoryFull: memoryFull ? '1' : '', uncounted: rejoined || afterDraw ? '1' : '' });
-    // At the opening, before the pre-queue's draw began: the draw first (one per item however many
-    // joins wait on it; its size goes to Postgres before anything of it is shown), then the join
-    // again, on the drawn item's view, past the draw. A draw that cannot be made now (Postgres
+    // At the opening, before the pre-queue's draw began: the draw's first step (one draw per item
+    // however many joins wait on it; its size goes to Postgres before anything of it is shown),
+    // then the join again, past the draw's N (not waiting for the whole order to be written: a
+    // million tickets' draw takes about half a second). A draw that cannot be made now (Postgres
     // away) is a 503: no join is taken inside a draw whose size is not known. (Its quotas were
     // counted by the first call.)
     if (r.kind === 'drawPending') {
