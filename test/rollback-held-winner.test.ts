@@ -129,4 +129,36 @@ describe('a Redis rollback past the admission of a held item’s winner', () => 
     expect((await waitFor(() => call('GET', `/v1/tickets/${t.bob}`, undefined, null).then((r) => r.body as View), (v) => v.position === 1)).position).toBe(1);
     await checkAfterRollback(call, 'held2', t, logged.lines);
   });
+
+  it('a winner who had released her order stays succeeded with it, as after a cut; the one who bought the unit next keeps his', { timeout: 120_000 }, async () => {
+    const logged = recordingLogger('warn', 200);
+    const first = await inProcessDaemon({ prefix: 'fg3:', databaseUrl: db.url, env, log: logged.log });
+    let call = first.call;
+    const poll = (id: string) => call('GET', `/v1/tickets/${id}`, undefined, null).then((r) => r.body as View);
+    const t = await amyWinsAfterTheSave(call, first.define, 'held3');
+    // Told succeeded, amy releases her order; its unit goes to bob (reserved).
+    expect((await call('POST', `/v1/orders/${t.amyOrder}/release`, undefined, SVC)).status).toBe(200);
+    const bobWon = await waitFor(() => poll(t.bob), (v) => v.state === 'succeeded');
+    const bobOrder = bobWon.outcome!.result!.orderId!;
+    await waitFor(() => db.sql`select status from ticket_outcomes where ticket_id = ${ticketRef(t.bob)}`.then((r) => r[0]?.status ?? null), (s) => s === 'succeeded');
+    await first.daemon.stop();
+    await server.kill();
+    await server.start();
+    // (A daemon that never saw them end: it answers from what the line and Postgres say.)
+    call = (await inProcessDaemon({ prefix: 'fg3:', databaseUrl: db.url, env, log: logged.log })).call;
+    // Both are back in the line; both bought since the save. Before: amy's ticket, run again, found
+    // her order released and ended `rejected` / `reservation_released`, where a cut keeps the
+    // `succeeded` she was told (the contract: a released order leaves its ticket succeeded).
+    const amy = await watch(poll, t.amy, (v) => v.state === 'succeeded' || v.state === 'rejected');
+    expect(amy.v, `amy read ${amy.seen.join(' ')}; ${logged.lines()}`).toMatchObject({ state: 'succeeded', outcome: { result: { orderId: t.amyOrder } } });
+    const bob = await watch(poll, t.bob, (v) => v.state === 'succeeded' || v.state === 'rejected');
+    expect(bob.v, `bob read ${bob.seen.join(' ')}`).toMatchObject({ state: 'succeeded', outcome: { result: { orderId: bobOrder } } });
+    const orders = await db.sql`select user_id, status from orders where item_id = 'held3' order by user_id`;
+    expect(orders.map((o) => [o.user_id, o.status])).toEqual([
+      ['amy', 'released'],
+      ['bob', 'reserved'],
+      ['zed', 'released'],
+    ]);
+    expect((await db.sql`select total, sold, reserved from item_stock where item_id = 'held3'`)[0]).toEqual({ total: 1, sold: 1, reserved: 1 });
+  });
 });

@@ -101,7 +101,23 @@ export function startDoubtResolver(
       // pause; they wait in doubt until the line moves.)
       if (fresh && (state === 'paused' || state === 'scheduled')) doubts = doubts.filter((d) => d.held);
       else if (fresh && state !== 'closed' && state !== 'sold_out') {
-        const toRun = doubts.filter((d) => !d.held);
+        let toRun = doubts.filter((d) => !d.held);
+        // The ledger's `succeeded` stands, as after a cut (below): its user was told it before a
+        // Redis rollback took it back, and an order released since leaves it succeeded. Run again,
+        // such a ticket found its order released and ended `rejected` / `reservation_released`
+        // (a review: a held item's winner who had released her order). Unread: a later round.
+        const runRefs = toRun.map((d) => ticketRef(d.ticketId));
+        const told = runRefs.length ? await readEnds(deps.sql, runRefs) : new Map<string, LedgerEnd>();
+        const kept = toRun.flatMap((d, i) => {
+          const end = told.get(runRefs[i]);
+          return end?.status === 'succeeded' ? [{ seq: d.seq, result: null, outcome: end as Outcome }] : [];
+        });
+        if (kept.length) {
+          const ended = await queue.admissions.resolveDoubts(itemId, kept);
+          if (ended) deps.onResolved?.(itemId, 'sold', ended);
+          const keptSeqs = new Set(kept.map((k) => k.seq));
+          toRun = toRun.filter((d) => !keptSeqs.has(d.seq));
+        }
         await relaunch(itemId, spec.name, deadlineOf(spec, fresh.def.config), toRun, doubts.length);
         doubts = doubts.filter((d) => d.held);
         if (!doubts.length) return;
