@@ -46,6 +46,7 @@ describe('the control law against the downstream family (virtual clock)', () => 
     // read in startup: 86 (0.8426) — rows within these seeds' noise (over 64 seeds 700 against 699,
     // over 24 seeds 270 against 273), delivered up on every seed count (heavy-tail 0.51 → 0.67 over 64).
     // Later still, room beside hung calls (times-out's and shed-503's step downs): 90 (0.8481).
+    // 7 Dec, growth of one call at a time under a limit of 6 with a queue in sight: 97 (0.8509).
     let met = 0;
     let delivered = 0;
     let rows = 0;
@@ -57,8 +58,8 @@ describe('the control law against the downstream family (virtual clock)', () => 
           if (meetsTargets(d, ph, i)) met++;
         });
     expect(rows).toBe(216);
-    expect(met).toBeGreaterThanOrEqual(90);
-    expect(delivered / rows).toBeGreaterThanOrEqual(0.848);
+    expect(met).toBeGreaterThanOrEqual(97);
+    expect(delivered / rows).toBeGreaterThanOrEqual(0.8505);
   });
 
   it('never stalls: every member delivers in every phase, and a probe never outlives its timeout', () => {

@@ -11,7 +11,8 @@ function countBelow(h: Histogram, ms: number): number {
  * The adaptive gate's control law ("gate v3", see docs/design-notes.md): a concurrency limit L
  * driven by the queue at the downstream in calls (Vegas) against a probed baseline (Envoy), stepped
  * at most once per round trip, cut on drops at most once per round trip and then grown back gently
- * near the limit that dropped (AIMD, BBRv2's inflight_hi), never grown while the line is
+ * near the limit that dropped (AIMD, BBRv2's inflight_hi) and by one call at a time under a limit
+ * of 6 with a queue in sight (Vegas's +1), never grown while the line is
  * app-limited, with jittered probes that halve L to re-measure the baseline. A queue sets L to
  * answers/s × baseline + the band's middle (BBR's bandwidth × min RTT), not a fraction of L.
  * A queue is read two ways: from the p50 of the answers (Vegas), and from the answer rate by
@@ -542,6 +543,13 @@ export function step(s: ControlState, w: SampleWindow, now: number, p: ControlPa
         // trips, while noise that reads as room once adds only √L.
         const rounds = s.growRounds ?? 0;
         limit = s.limit + Math.min(0.5 * s.limit, Math.max(1, p.queueFactor * Math.sqrt(s.limit)) * 2 ** rounds);
+        // Under a limit of 6 (where √L is over 40% of L), with a queue already in sight (over 0.3 of
+        // the low mark), one call per step (Vegas's own +1): √L is +2 at a limit of 4, and on two
+        // workers (fast-2w, whose right limit is exactly 4: 5 floods) it took a queue just under the
+        // low mark to a flood; the limit swung 4 ↔ 7 and flooded a median 17–20% of its phases at C
+        // (now 6–9%). A step up of the downstream reads no queue and still grows by √L. Rows of 864:
+        // 363 → 388 (k = 0 … 31), 346 → 376 (32 … 63), 357 → 366 (64 … 95); see docs/design-notes.md, 7 Dec.
+        if (s.limit < 6 && queue > 0.3 * low) limit = Math.min(limit, s.limit + 1);
         // Accelerate only on a window that used the whole limit: room at part of it proves nothing.
         next.growRounds = w.inflightMax >= Math.floor(s.limit) ? rounds + 1 : rounds;
         // Near the limit that last dropped calls, grow by one per round trip (AIMD, BBRv2's inflight_hi).
