@@ -212,6 +212,8 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
   const drawSizes = createDrawSizes(dbHandle.sql);
   /** Items whose draw waits for Postgres to record its size (said once each, see drawSizes below). */
   const drawsWaiting = new Set<string>();
+  /** The statement keeping each draw's size, while it runs (see drawSizes below). */
+  const keeping = new Map<string, Promise<number>>();
   // Ids of tickets Redis lost or removed, answered from Postgres; the items' secrets are loaded
   // in the background (startDaemon), never on a request.
   const lostTickets = createLostTickets({
@@ -270,7 +272,19 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
     drawSizes: {
       keep: async (itemId, seedHash, n) => {
         try {
-          const size = await (pg.up ? withTimeout(drawSizes.keep(itemId, seedHash, n), DRAW_SIZE_TIMEOUT_MS, `pre-queue draw size not recorded within ${DRAW_SIZE_TIMEOUT_MS} ms`) : Promise.reject(new PgAway('postgres away: pre-queue draw size not recorded')));
+          if (!pg.up) throw new PgAway('postgres away: pre-queue draw size not recorded');
+          // One statement in flight per draw: a try that gave up at 2 s leaves its statement running
+          // (nothing cancels it), and the next try waits on that one rather than sending another
+          // (behind a lock on the table, each try took a connection until the pool was full and an
+          // unrelated item's write timed out — a review).
+          const key = `${itemId}\u0000${seedHash}`;
+          let kept = keeping.get(key);
+          if (!kept) {
+            kept = drawSizes.keep(itemId, seedHash, n).finally(() => keeping.delete(key));
+            kept.catch(() => {}); // (its waiters see the failure; none may be left)
+            keeping.set(key, kept);
+          }
+          const size = await withTimeout(kept, DRAW_SIZE_TIMEOUT_MS, `pre-queue draw size not recorded within ${DRAW_SIZE_TIMEOUT_MS} ms`);
           if (drawsWaiting.delete(itemId)) log.info({ itemId, size }, 'pre-queue draw size recorded: the draw goes on');
           return size;
         } catch (err) {

@@ -25,13 +25,13 @@ export interface DrawSizes {
 export function createDrawSizes(sql: postgres.Sql): DrawSizes {
   return {
     async keep(itemId, seedHash, n) {
-      const [ins] = await sql`insert into pre_queue_draws (item_id, seed_hash, size) values (${itemId}, ${seedHash}, ${n}) on conflict (item_id, seed_hash) do nothing returning size`;
-      if (ins) return Number(ins.size);
-      // Recorded before: read in a statement of its own (one that raced this insert committed
-      // after this statement's snapshot, which a select in the same statement would not see).
-      const [had] = await sql`select size from pre_queue_draws where item_id = ${itemId} and seed_hash = ${seedHash}`;
-      if (!had) throw new Error(`pre-queue draw of ${itemId}: its size was neither recorded nor found`);
-      return Number(had.size);
+      // One round trip: a row recorded before (or by a racing insert, which this one waits for)
+      // is updated to itself and returned. (An insert that did nothing and a select after it took
+      // two: behind a Postgres at ~1 s a round trip, the daemon that lost the race timed out at
+      // 2 s, and its joins at the opening were answered 503 — a review.)
+      const [row] = await sql`insert into pre_queue_draws (item_id, seed_hash, size) values (${itemId}, ${seedHash}, ${n}) on conflict (item_id, seed_hash) do update set size = pre_queue_draws.size returning size`;
+      if (!row) throw new Error(`pre-queue draw of ${itemId}: its size was neither recorded nor found`);
+      return Number(row.size);
     },
     async recorded() {
       const rows = await sql`

@@ -106,7 +106,7 @@ export interface Admissions {
    * Postgres kept it), not when the whole order is written: a join at the opening waits for this
    * only (its seq is then past N). Rejects as the draw does if it fails before.
    */
-  drawBegun(itemId: string): Promise<void>;
+  drawBegun(itemId: string, dueAt?: number): Promise<void>;
 }
 
 /** Postgres's record of each draw's size (db/draw-sizes.ts). */
@@ -145,14 +145,18 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
   /** Draws under way, and when each fixed its N (joins at the opening wait for that only: drawBegun). */
   const draws = new Map<string, { done: Promise<{ drawn: boolean; n: number }>; begun: Promise<void> }>();
 
-  async function runDraw(itemId: string, chunk: number, onStep: ((ms: number, heldMs?: number) => void) | undefined, fixed: () => void) {
+  async function runDraw(itemId: string, chunk: number, onStep: ((ms: number, heldMs?: number) => void) | undefined, fixed: () => void, dueAt = 0) {
+    // (`dueAt`: the join script judged the draw due — a join stamped a moment before opensAt, on a
+    // clock behind the daemon's that began the draw, is one at the opening — so this daemon's
+    // clock, a moment behind, does not find it not due yet.)
+    const nowAt = () => Math.max(clock.now(), dueAt);
     const timed = async <T>(step: () => Promise<T>, held?: (r: T) => number) => {
       const t = performance.now();
       const res = await step();
       onStep?.(performance.now() - t, held?.(res));
       return res;
     };
-    let begun = await timed(() => scripts.drawBegin(itemId, clock.now(), undefined, deps.drawSizes ? 'peek' : undefined));
+    let begun = await timed(() => scripts.drawBegin(itemId, nowAt(), undefined, deps.drawSizes ? 'peek' : undefined));
     if (begun.status === 'not_due') return { drawn: false, n: 0 };
     // N goes to Postgres before anything of the draw is shown (the seed, a place: both only once
     // `finish` marks it drawn). Redis's N comes from its join counter, which a rollback past the
@@ -169,7 +173,7 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
       const size = await deps.drawSizes.keep(itemId, seedHashOf(begun.seed), begun.n).catch((err: unknown) => {
         throw new Error(`pre-queue draw of ${itemId} waits for its size to be recorded in postgres: ${String(err)}`, { cause: err });
       });
-      begun = await timed(() => scripts.drawBegin(itemId, clock.now(), size));
+      begun = await timed(() => scripts.drawBegin(itemId, nowAt(), size));
       if (begun.status === 'not_due') return { drawn: false, n: 0 };
     }
     // N is fixed in Redis: a join from now takes a seq past it.
@@ -226,12 +230,12 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
     });
 
   /** The item's draw under way, or one started now. */
-  function drawing(itemId: string, opts?: { chunk?: number; onStep?: (ms: number, heldMs?: number) => void }) {
+  function drawing(itemId: string, opts?: { chunk?: number; onStep?: (ms: number, heldMs?: number) => void; dueAt?: number }) {
     let running = draws.get(itemId);
     if (!running) {
       let fixed!: () => void;
       const begun = new Promise<void>((resolve) => (fixed = resolve));
-      const done = runDraw(itemId, opts?.chunk ?? 16_384, opts?.onStep, fixed).finally(() => draws.delete(itemId));
+      const done = runDraw(itemId, opts?.chunk ?? 16_384, opts?.onStep, fixed, opts?.dueAt).finally(() => draws.delete(itemId));
       // A draw that ends before it fixed N (not due, or failed) settles `begun` as it ends.
       const settled = Promise.race([begun, done.then(() => undefined)]);
       // (Handled here: a draw the sweep started and that failed has no join waiting on it.)
@@ -400,8 +404,8 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
       return drawing(itemId, opts).done;
     },
 
-    drawBegun(itemId) {
-      return drawing(itemId).begun;
+    drawBegun(itemId, dueAt) {
+      return drawing(itemId, { dueAt }).begun;
     },
 
     async redrawLost() {

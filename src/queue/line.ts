@@ -81,7 +81,7 @@ export function createLine(deps: LineDeps): Line {
   const reader = createTicketReader({ items, scripts, split, clock, archived: deps.archived, lost: deps.lost });
   const eta = createEtaMemory();
   const definitions = createDefinitions({ redis, prefix, clock, items, scripts, split, salesOf: deps.salesOf, onSalesUnread: deps.onSalesUnread, onWindowEndFailed: deps.onWindowEndFailed });
-  const tickets = createTickets({ redis, prefix, clock, cacheMs: deps.cacheMs, items, scripts, split, reader, eta, defaultKeyQuota: deps.defaultKeyQuota, memoryFull: deps.memoryFull, onJoined: deps.onJoined, rememberEtas: !!deps.onWaited, saleReleased: deps.saleReleased, drawNow: (itemId) => admissions.drawBegun(itemId) });
+  const tickets = createTickets({ redis, prefix, clock, cacheMs: deps.cacheMs, items, scripts, split, reader, eta, defaultKeyQuota: deps.defaultKeyQuota, memoryFull: deps.memoryFull, onJoined: deps.onJoined, rememberEtas: !!deps.onWaited, saleReleased: deps.saleReleased, drawNow: (itemId, dueAt) => admissions.drawBegun(itemId, dueAt) });
   // Admissions read their replies however late, on a connection of their own: split items' too.
   const admitScripts = deps.admitRedis ? createLineScripts(createScriptRunner(deps.admitRedis, prefix).run) : scripts;
   const admitSplit = deps.admitRedis ? createSplitLine({ redis: deps.admitRedis, prefix, clock }) : split;

@@ -92,7 +92,7 @@ export interface TicketsDeps {
   /** Whether Postgres holds the ticket's (by ref) order as released and returned (LineDeps.saleReleased). */
   saleReleased?(itemId: string, ref: string, userId: string): Promise<boolean>;
   /** Begins the item's due pre-queue draw (admissions.drawBegun: its size kept in Postgres first); a join at the opening waits until its N is fixed. */
-  drawNow?(itemId: string): Promise<unknown>;
+  drawNow?(itemId: string, dueAt: number): Promise<unknown>;
 }
 
 /** A join at the opening whose pre-queue cannot be drawn now (Postgres cannot keep its size). */
@@ -227,9 +227,10 @@ export function createTickets(deps: TicketsDeps): Tickets {
     // counted by the first call.)
     if (r.kind === 'drawPending') {
       if (!deps.drawNow || afterDraw) throw drawPendingRefusal();
-      await deps.drawNow(itemId).catch((err: unknown) => {
-        throw Object.assign(drawPendingRefusal(), { cause: err });
-      });
+      // (Its own draw failed: once more all the same, as another daemon's may have fixed N since —
+      // a review: behind a slow Postgres, one daemon's joins all answered 503 while the other's
+      // draw had begun a second before.)
+      await deps.drawNow(itemId, s.def.opensAt ?? 0).catch(() => undefined);
       return joinOnce(itemId, userId, payload, source, rejoined, true);
     }
     if (r.kind === 'refused') {

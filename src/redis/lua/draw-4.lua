@@ -22,11 +22,12 @@
             or for an item without a pre-queue
     peek:   As begin, but fixes nothing: the N begin would fix (the caller keeps it in Postgres
             first, then begins with the size kept; a begin that fixed N before Postgres could
-            keep it left joins after a rollback taking seqs inside the draw while it waited)
+            keep it left joins after a rollback taking seqs inside the draw while it waited);
+            marks meta drawPeek, after which a join stamped before opensAt waits as one after it
     write:  Returns the microseconds the step held Redis (by TIME)
     finish: Returns 1
   Keys written: K.drawOrder (line place k → seq at bytes 4(k−1)…), K.drawPlaces (seq s → line
-  place at bytes 4(s−1)…), meta drawN / drawn / drawnAt.
+  place at bytes 4(s−1)…), meta drawN / drawn / drawnAt / drawPeek.
 ]]
 local rcall = redis.call
 local now, op = tonumber(ARGV[1]), ARGV[2]
@@ -35,6 +36,9 @@ if op == 'begin' or op == 'peek' then
   if not m[1] or not m[2] or now < tonumber(m[2]) then return { -1 } end
   local n = m[3]
   if op == 'peek' then
+    -- (Marked: a join stamped a moment before opensAt, from here on, waits for N as one at the
+    -- opening does, instead of taking a seq between this N and the one begin fixes: join-5.lua.)
+    if m[4] ~= '1' then rcall('HSETNX', K.meta, 'drawPeek', ARGV[1]) end
     return { m[4] == '1' and 2 or 1, tonumber(n or rcall('HGET', K.ctr, 'seq') or '0'), m[5] }
   end
   if m[4] ~= '1' and ARGV[6] ~= '' then

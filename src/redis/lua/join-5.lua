@@ -27,7 +27,7 @@
 ]]
 -- @include _lib
 local now, userId, payload, source = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
-local meta = rcall('HMGET', K.meta, 'handler', 'opensAt', 'closesAt', 'closed', 'soldOut', 'capacity', 'rejoin', 'epoch', 'qUser', 'qKey', 'preFrom', 'drawN')
+local meta = rcall('HMGET', K.meta, 'handler', 'opensAt', 'closesAt', 'closed', 'soldOut', 'capacity', 'rejoin', 'epoch', 'qUser', 'qKey', 'preFrom', 'drawN', 'drawPeek')
 if not meta[1] then return { -1, 0, '', 0 } end
 
 -- Returns ms until the window ends when this attempt is over the quota, else nil.
@@ -73,12 +73,13 @@ if opensAt and now < opensAt and not (preFrom and now >= opensAt - preFrom) then
 -- counter: after a Redis rollback past the draw, from the counter the rollback left, so that join
 -- and the next took seqs inside the draw that the draw made again over its kept size then shuffled
 -- in among the pre-queue's users — a review: joins told places 9, 10, 11 read 5, 15, 4 later.)
-if preFrom and opensAt and now >= opensAt and not meta[12] then return { -9, 0, '', 0 } end
--- Once the pre-queue is fixed (its draw begun, or a join at or after opensAt came first), a join
+-- Once the draw has begun (N fixed, or its size being kept in Postgres: `drawPeek`), a join
 -- stamped a moment before opensAt (a daemon's coalesced join sent after its draw began, or a clock
--- a few ms behind another's) is a join at the opening: its seq is past drawN, so it is not drawn,
--- and stamped before opensAt it read "awaiting the draw", then was left out of it.
-if preFrom and opensAt and now < opensAt and meta[12] then now = opensAt end
+-- a few ms behind another's) is a join at the opening: its seq is past drawN, so it is not drawn
+-- (stamped before opensAt it read "awaiting the draw", then was left out of it); while N is not
+-- fixed yet, it waits for it as any join at the opening does.
+if preFrom and opensAt and now < opensAt and (meta[12] or meta[13]) then now = opensAt end
+if preFrom and opensAt and now >= opensAt and not meta[12] then return { -9, 0, '', 0 } end
 if meta[3] and meta[3] ~= '' and now >= tonumber(meta[3]) then return { -3, 0, '', 0 } end
 local ctr = rcall('HMGET', K.ctr, 'waiting', 'admitted', 'served')
 if meta[6] and meta[6] ~= '' then
