@@ -3,6 +3,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { startDaemonProcess, processEnv, type RunningDaemon } from './support/daemon.js';
 import { waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
+import { recordingDownstream } from './support/downstream.js';
 import { http } from './support/http.js';
 import { ownRedis } from './support/redis-server.js';
 
@@ -16,7 +17,7 @@ afterAll(async () => {
 /** The lines of the daemon's output that are not its JSON log lines. */
 const rawLines = (out: string) => out.split('\n').filter((l) => l.trim() && !l.startsWith('{'));
 
-describe("the daemon's output through a Redis outage", () => {
+describe("the daemon's output", () => {
   it('holds only its JSON log lines: no raw error stacks from the job queues', async () => {
     daemon = await startDaemonProcess(processEnv(db.url, `fgl:${randomBytes(4).toString('hex')}:`, { REDIS_URL: redisServer.url }));
     const d = daemon;
@@ -33,6 +34,20 @@ describe("the daemon's output through a Redis outage", () => {
     await redisServer.start();
     await waitFor(() => http(d.url, 'GET', '/readyz'), (r) => r.status === 200, 20_000);
 
+    expect(rawLines(d.output())).toEqual([]);
+  });
+
+  it('holds no warning of a leak for a webhook job whose tickets all call at once', async () => {
+    const d = daemon!;
+    // Answers a moment later, so every call of the job is out at once.
+    const hook = await recordingDownstream((_req, res) => void setTimeout(() => res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}'), 50));
+    expect((await http(d.url, 'PUT', '/v1/items/log-wh', { handler: 'webhook', config: { url: hook.url }, gate: { mode: 'closed' } }, 'op')).status).toBe(201);
+    for (let i = 0; i < 30; i++) expect((await http(d.url, 'POST', '/v1/items/log-wh/tickets', { userId: `w${i}` }, 'svc')).status).toBe(202);
+    // All 30 admitted in one round: one job, one group, one deadline signal for the 30 calls.
+    // (Each call listens for its abort: past 10, Node printed a MaxListenersExceededWarning.)
+    expect((await http(d.url, 'PATCH', '/v1/items/log-wh/gate', { mode: 'manual', maxInFlight: 100 }, 'op')).status).toBe(200);
+    await waitFor(() => db.sql`select count(*)::int as n from ticket_outcomes where item_id = 'log-wh'`.then((r) => r[0].n as number), (n) => n === 30);
+    expect(hook.seen.length).toBe(30);
     expect(rawLines(d.output())).toEqual([]);
   });
 });

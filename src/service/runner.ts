@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { Backoffs, DelayedError, type Job } from 'bullmq';
 import type { Logger } from '../kernel/logger.js';
 import type { SettleInput } from '../queue/line.js';
@@ -429,6 +430,10 @@ export function createRunner(deps: RunnerDeps) {
       return { again: tickets, called: false, waitMs: paused, deadlineMs };
     }
     const ac = new AbortController();
+    // One listener per ticket's call is expected (a webhook's call listens for the deadline): a
+    // job of more than ten tickets made Node print a MaxListenersExceededWarning to stderr, a
+    // leak that was not one. The signal lives for this run only.
+    setMaxListeners(0, ac.signal);
     const timer = setTimeout(() => ac.abort(), deadlineMs);
     const renew = () => void deps.renew(itemId, tickets, deps.now() + deps.runLeaseMs).catch(() => {});
     const renewal = setInterval(renew, deps.runLeaseMs / 3);
