@@ -295,6 +295,8 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
           throw err;
         }
       },
+      // (Drawn, by this daemon or another: a wait said for it is over, and not kept for good.)
+      drawn: (itemId) => void (drawsWaiting.delete(itemId) && log.info({ itemId }, 'pre-queue drawn after waiting for its size')),
       recorded: () => (pg.up ? withTimeout(drawSizes.recorded(), DRAW_SIZE_TIMEOUT_MS, `pre-queue draw sizes not read within ${DRAW_SIZE_TIMEOUT_MS} ms`) : Promise.reject(new PgAway('postgres away: pre-queue draw sizes not read'))),
     },
     // What a cut looks at (queue/definitions.ts): the ends the ledger holds as succeeded, and for a
@@ -468,7 +470,7 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
       if (!n) return;
       log.warn({ restored: n }, 'items restored into redis from postgres');
       // (A pre-queue drawn before the loss is drawn again at once over its recorded size; a join
-      // in the moment between the item's making and this is the one it does not cover.)
+      // meanwhile waits for that draw, join-5.lua.)
       await redrawLost('after a restore');
       await queue.items.activateAll();
     });

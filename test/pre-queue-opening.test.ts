@@ -80,4 +80,31 @@ describe('a pre-queue’s opening while Postgres keeps the draw’s size slowly'
     expect(after.status).toBe(202);
     expect(seqOf(after.body.ticketId)).toBe(6);
   });
+
+  it('a draw tried at an opening the operator then moved later leaves no mark: joins before the new opening wait for its draw', { timeout: 60_000 }, async () => {
+    const opensAt = Date.UTC(2026, 11, 12, 8, 0, 0);
+    const clock = t.manualClock(opensAt - 60_000);
+    const a = t.build({ clock });
+    const item = t.uniqueItem();
+    const def = (at: number) => ({ handler: 'external', opensAt: new Date(at).toISOString(), preQueue: { fromMs: 15 * 60_000 }, gate: { mode: 'manual' } });
+    expect((await a.call('PUT', `/v1/items/${item}`, def(opensAt))).status).toBe(201);
+    const lock = await holdLock(other, (tx) => tx`lock table pre_queue_draws in share mode`);
+    try {
+      clock.set(opensAt + 1);
+      // Nobody in the pre-queue; its draw is tried, and cannot keep its size.
+      expect((await a.call('POST', `/v1/items/${item}/tickets`, { userId: 'early' }, SERVICE)).status).toBe(503);
+    } finally {
+      await lock.release();
+    }
+    // Postponed by ten minutes (allowed: nothing drawn, no ticket).
+    const later = opensAt + 10 * 60_000;
+    expect((await a.call('PUT', `/v1/items/${item}`, def(later))).status).toBe(200);
+    clock.set(opensAt + 2);
+    // Before: the draw's mark made this join one at the (new) opening: it drew the pre-queue at once,
+    // ten minutes early (seed shown, size 0), and every later joiner was served in join order.
+    const j = await a.call('POST', `/v1/items/${item}/tickets`, { userId: 'pre-0' }, SERVICE);
+    expect(j.status).toBe(202);
+    expect(j.body).toMatchObject({ position: null, drawAt: new Date(later).toISOString() });
+    expect((await a.call('GET', `/v1/items/${item}`)).body.preQueue.seed).toBeUndefined();
+  });
 });

@@ -115,6 +115,8 @@ export interface DrawSizeRecord {
   keep(itemId: string, seedHash: string, n: number): Promise<number>;
   /** The recorded draws of live items. */
   recorded(): Promise<{ itemId: string; seedHash: string; size: number }[]>;
+  /** The item's draw is made (by this daemon or another): whatever waited for it is over. */
+  drawn?(itemId: string): void;
 }
 
 export interface AdmissionsDeps {
@@ -158,6 +160,7 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
     };
     let begun = await timed(() => scripts.drawBegin(itemId, nowAt(), undefined, deps.drawSizes ? 'peek' : undefined));
     if (begun.status === 'not_due') return { drawn: false, n: 0 };
+    if (begun.status === 'drawn') deps.drawSizes?.drawn?.(itemId);
     // N goes to Postgres before anything of the draw is shown (the seed, a place: both only once
     // `finish` marks it drawn). Redis's N comes from its join counter, which a rollback past the
     // draw takes back: drawn again over the smaller N, the shuffle differed and the users who
@@ -193,6 +196,7 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
         await timed(() => scripts.drawWrite(itemId, clock.now(), first, o, p), (us) => us / 1000);
       }
       await timed(() => scripts.drawFinish(itemId, clock.now()));
+      deps.drawSizes?.drawn?.(itemId);
     }
     items.invalidate(itemId);
     return { drawn: true, n };
@@ -436,12 +440,15 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
       // The active items: a lease keeps its item active until it ends (extendLeases), and a start or
       // a reconnect makes every item active (items.activateAll).
       const ids = await items.activeItemIds();
-      // Draws now due, one after another; one that fails is reported after every item was swept.
+      // Draws now due, all at once and beside the lease sweeps; one that fails is reported after
+      // every item was swept. (One after another, before the sweeps, each waited up to 2 s for
+      // Postgres to keep its size: three due draws behind a slow Postgres held every item's expired
+      // leases 6 s — a review.)
       let drawFailed: unknown;
-      for (const itemId of ids) {
+      const drawing = ids.flatMap((itemId) => {
         const snap = items.peek(itemId)?.snap;
-        if (snap?.draw && !snap.draw.drawn && now >= snap.def.opensAt!) await admissions.draw(itemId).catch((err: unknown) => void (drawFailed ??= err));
-      }
+        return snap?.draw && !snap.draw.drawn && now >= snap.def.opensAt! ? [admissions.draw(itemId).catch((err: unknown) => void (drawFailed ??= err))] : [];
+      });
       // The sweeps all at once, as one script call (200 items on sale had cost 400 calls a second),
       // in which each item reclaims at most RECLAIM_LIMIT_MANY leases: a run for many items that
       // reclaimed up to 1,000 each could hold Redis for seconds after a crash left leases on all
@@ -455,6 +462,7 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
         }),
       );
       for (const r of swept) if (r.status === 'fulfilled') n += r.value;
+      await Promise.all(drawing);
       const failed = swept.find((r): r is PromiseRejectedResult => r.status === 'rejected');
       if (failed) throw failed.reason;
       if (drawFailed) throw drawFailed;

@@ -78,9 +78,13 @@ if opensAt and now < opensAt and not (preFrom and now >= opensAt - preFrom) then
 -- a few ms behind another's) is a join at the opening: its seq is past drawN, so it is not drawn
 -- (stamped before opensAt it read "awaiting the draw", then was left out of it); while N is not
 -- fixed yet, it waits for it as any join at the opening does.
-if preFrom and opensAt and now < opensAt and (meta[12] or meta[13]) then now = opensAt end
-if preFrom and opensAt and now >= opensAt and not meta[12] then return { -9, 0, '', 0 } end
+-- (The mark counts only for this opensAt: one left by a draw tried at an opening the operator
+-- moved later, while no ticket had joined, made every join before the new opening one at it, and
+-- the first drew the pre-queue ten minutes early — a review.)
+local peeked = meta[13] and opensAt and tonumber(meta[13]) >= opensAt
+if preFrom and opensAt and now < opensAt and (meta[12] or peeked) then now = opensAt end
 if meta[3] and meta[3] ~= '' and now >= tonumber(meta[3]) then return { -3, 0, '', 0 } end
+if preFrom and opensAt and now >= opensAt and not meta[12] then return { -9, 0, '', 0 } end
 local ctr = rcall('HMGET', K.ctr, 'waiting', 'admitted', 'served')
 if meta[6] and meta[6] ~= '' then
   if (tonumber(ctr[1] or '0') + tonumber(ctr[2] or '0')) >= tonumber(meta[6]) then return { -5, 0, '', 0 } end
