@@ -47,6 +47,8 @@ describe('the control law against the downstream family (virtual clock)', () => 
     // over 24 seeds 270 against 273), delivered up on every seed count (heavy-tail 0.51 → 0.67 over 64).
     // Later still, room beside hung calls (times-out's and shed-503's step downs): 90 (0.8481).
     // 7 Dec, growth of one call at a time under a limit of 6 with a queue in sight: 97 (0.8509).
+    // 7 Dec, afternoon, a heavy tail's calls in service at its mean from startup's exit, and its
+    // thin windows' cuts smoothed: 100 (0.8530).
     let met = 0;
     let delivered = 0;
     let rows = 0;
@@ -58,8 +60,8 @@ describe('the control law against the downstream family (virtual clock)', () => 
           if (meetsTargets(d, ph, i)) met++;
         });
     expect(rows).toBe(216);
-    expect(met).toBeGreaterThanOrEqual(97);
-    expect(delivered / rows).toBeGreaterThanOrEqual(0.8505);
+    expect(met).toBeGreaterThanOrEqual(100);
+    expect(delivered / rows).toBeGreaterThanOrEqual(0.8525);
   });
 
   it('never stalls: every member delivers in every phase, and a probe never outlives its timeout', () => {

@@ -484,7 +484,14 @@ export function step(s: ControlState, w: SampleWindow, now: number, p: ControlPa
             next.doublings = (s.doublings ?? 0) + 1;
           } else {
             next.startup = false;
-            limit = Math.min(s.limit, carry(Math.max(accPerS, s.startX ?? 0), next.baseMs, p, s));
+            // A heavy tail's calls in service are counted at its mean from here on, not at the median:
+            // calm windows learn mean ÷ median only later, and until then this exit (and the probe's
+            // refit after it) carried 195 answers/s at the 62 ms median as 12 calls where Little's law
+            // gives ~20, and heavy-tail regrew from 14 on 24 workers for seconds. For a lognormal the
+            // ratio is e^(σ²/2), σ from startup's spread below the median (the cold calls sit above it):
+            // ~1.65 at σ = 1. Its phase 1 mean delivered 0.57–0.62 → 0.60–0.70 (four seed sets, 256 seeds).
+            if (next.heavyTail && next.spread !== undefined && next.meanRatio === undefined) next.meanRatio = clamp(Math.exp((next.spread * next.spread) / 2), 1, 3);
+            limit = Math.min(s.limit, carry(Math.max(accPerS, s.startX ?? 0), next.baseMs, p, next));
             probeNow = true;
           }
         }
@@ -532,7 +539,15 @@ export function step(s: ControlState, w: SampleWindow, now: number, p: ControlPa
         // (Without a window length, Little's law on the window itself: the calls in service.)
         limit = Math.min(s.limit, rate !== null ? carry(rate, next.baseMs, p, s) : serving + (low + high) / 2);
         // Smoothed (Gradient2) while the excess is small: one noisy window's p50 made the limit swing.
-        if (queue < 2 * high) limit = s.limit + p.smoothing * (limit - s.limit);
+        // Smoothed too, whatever the excess, on a window that closed (on its alarm, its 1 s cap) with
+        // under half the answers a wide spread asks for (over the usual 20: a heavy tail's ~150):
+        // its p50 is noise (one standard error ±23% on 30 answers at σ = 1), and the full cut on one took heavy-tail
+        // from 9 to 3 calls on its six workers. Its step down's median delivered 0.83 → 0.84–0.88 on
+        // the three seed sets. With the mean ratio at startup's exit (above), rows of 864: 388 → 394,
+        // 376 → 376, 366 → 374, and 1861 → 1883 on k = 96 … 255 (docs/design-notes.md, 7 Dec, afternoon).
+        const need = samplesNeeded(s, p);
+        const thin = need > p.minSamples && answered < 0.5 * need;
+        if (queue < 2 * high || thin) limit = s.limit + p.smoothing * (limit - s.limit);
       } else if (queue < low && filled && (w.ms ?? Infinity) >= Math.min(2 * p50, 4 * next.baseMs, p.maxWindowMs)) {
         // (A window of two round trips at least: in a shorter one, most answers are of calls
         // admitted before the last raise, and read as room that is no longer there.)
