@@ -266,8 +266,7 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
     },
     // A draw's size is recorded before the draw is shown, and a draw waits for it: Postgres away,
     // nothing is drawn (the tickets read as awaiting it; the sweep tries again each round).
-    // Said once per item when its draw starts to wait, and once when the size is recorded after
-    // all: the loops that draw report their failures throttled, so a draw held back by Postgres
+    // Said once per item when its draw starts to wait, and once when it is drawn after all: the loops that draw report their failures throttled, so a draw held back by Postgres
     // could go unsaid while that loop was still reported failing for something else.
     drawSizes: {
       keep: async (itemId, seedHash, n) => {
@@ -284,9 +283,7 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
             kept.catch(() => {}); // (its waiters see the failure; none may be left)
             keeping.set(key, kept);
           }
-          const size = await withTimeout(kept, DRAW_SIZE_TIMEOUT_MS, `pre-queue draw size not recorded within ${DRAW_SIZE_TIMEOUT_MS} ms`);
-          if (drawsWaiting.delete(itemId)) log.info({ itemId, size }, 'pre-queue draw size recorded: the draw goes on');
-          return size;
+          return await withTimeout(kept, DRAW_SIZE_TIMEOUT_MS, `pre-queue draw size not recorded within ${DRAW_SIZE_TIMEOUT_MS} ms`);
         } catch (err) {
           if (!drawsWaiting.has(itemId)) {
             drawsWaiting.add(itemId);
@@ -295,7 +292,7 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
           throw err;
         }
       },
-      // (Drawn, by this daemon or another: a wait said for it is over, and not kept for good.)
+      // (Drawn, by this daemon or another: the one place a wait said is over, so it is not kept for good.)
       drawn: (itemId) => void (drawsWaiting.delete(itemId) && log.info({ itemId }, 'pre-queue drawn after waiting for its size')),
       recorded: () => (pg.up ? withTimeout(drawSizes.recorded(), DRAW_SIZE_TIMEOUT_MS, `pre-queue draw sizes not read within ${DRAW_SIZE_TIMEOUT_MS} ms`) : Promise.reject(new PgAway('postgres away: pre-queue draw sizes not read'))),
     },

@@ -1,4 +1,3 @@
-import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import { inProcessDaemon, recordingLogger, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
@@ -23,15 +22,6 @@ const down = await recordingDownstream((req, res) => {
 });
 /** The users the downstream was called for, once each (a call the rollback cut short runs again under its Idempotency-Key). */
 const callsFor = () => [...new Set(down.seen.map((r) => (JSON.parse(r.body) as { userId: string }).userId))];
-/** A client of the test's own, made anew after each restart. */
-async function asAdmin<T>(fn: (r: Redis) => Promise<T>): Promise<T> {
-  const r = new Redis(server.url, { maxRetriesPerRequest: 1 });
-  try {
-    return await fn(r);
-  } finally {
-    r.disconnect();
-  }
-}
 const logged = recordingLogger('warn', 100_000);
 // The hold after a reconnect as long as the tests below keep the check waiting (alice's call may
 // take seconds to run again on a busy machine), so that they see the hold, not its end.
@@ -48,7 +38,7 @@ describe('operators’ writes and a Redis rollback', () => {
     await call('PUT', '/v1/items/limited', { handler: 'external', gate: { mode: 'closed' }, capacity: 100 });
     const alice = (await join('closing', 'alice')).body.ticketId as string;
     const bob = (await join('closing', 'bob')).body.ticketId as string;
-    await asAdmin((r) => r.save());
+    await server.admin((r) => r.save());
 
     // The operators' writes, each answered 200, after the snapshot.
     expect((await call('DELETE', '/v1/items/closing')).status).toBe(200);
@@ -82,7 +72,7 @@ describe('operators’ writes and a Redis rollback', () => {
   it('an unblock after the snapshot holds too', { timeout: 60_000 }, async () => {
     await call('PUT', '/v1/items/again', { handler: 'external', gate: { mode: 'closed' } });
     expect((await call('PUT', '/v1/items/again/blocks/trent')).status).toBe(200);
-    await asAdmin((r) => r.save());
+    await server.admin((r) => r.save());
     expect((await call('DELETE', '/v1/items/again/blocks/trent')).status).toBe(200);
     await server.kill();
     await server.start();
@@ -96,7 +86,7 @@ describe('operators’ writes and a Redis rollback', () => {
     // Alice's call holds the one slot; bob and carol wait behind the full gate.
     expect((await waitFor(() => Promise.resolve(held.has('alice')), (v) => v)) && callsFor()).toEqual(['alice']);
     const others = [(await join('hook', 'bob')).body.ticketId as string, (await join('hook', 'carol')).body.ticketId as string];
-    await asAdmin((r) => r.save());
+    await server.admin((r) => r.save());
     expect((await call('DELETE', '/v1/items/hook')).status).toBe(200);
     const told = await waitFor(() => Promise.all(others.map(ticket)), (vs) => vs.every((v) => v.state === 'cancelled'));
     expect(told.map((v) => v.state)).toEqual(['cancelled', 'cancelled']);
@@ -134,7 +124,7 @@ describe('operators’ writes and a Redis rollback', () => {
   it('a pull, a join or a poll after a reconnect waits for the same check: an outside worker gets no ticket a lost close had ended, a newcomer is refused, a user is not told `waiting` again', { timeout: 60_000 }, async () => {
     await call('PUT', '/v1/items/ext', { handler: 'external', gate: { mode: 'closed' } });
     const ids = [(await join('ext', 'alice')).body.ticketId as string, (await join('ext', 'bob')).body.ticketId as string];
-    await asAdmin((r) => r.save());
+    await server.admin((r) => r.save());
     expect((await call('DELETE', '/v1/items/ext')).status).toBe(200);
     const lock = await db.sql.reserve();
     let pulled: Promise<{ status: number; body: { tickets: unknown[] } }>;
@@ -144,7 +134,7 @@ describe('operators’ writes and a Redis rollback', () => {
       await lock`select pg_advisory_lock(hashtextextended('floodgate:op:ext', 0))`;
       await server.kill();
       await server.start();
-      expect(await asAdmin((r) => r.hget('fg:{ext}:meta', 'closed'))).toBeNull();
+      expect(await server.admin((r) => r.hget('fg:{ext}:meta', 'closed'))).toBeNull();
       expect((await waitFor(() => call('GET', '/readyz', undefined, null).then((r) => r.status), (st) => st === 200)).valueOf()).toBe(200);
       pulled = call('POST', '/v1/items/ext/pull', { max: 10, leaseMs: 30_000 }, SVC) as typeof pulled;
       joined = join('ext', 'newcomer');
@@ -172,14 +162,14 @@ describe('operators’ writes and a Redis rollback', () => {
     // (The blocks everywhere are compared once after a restore, which only adds to them: not counted.)
     const appliedAgain = () => logged.lines().split('\n').filter((l) => l.includes('applied again') && !l.includes('"scope":"*"')).length;
     const before = appliedAgain();
-    await asAdmin((r) => r.flushall());
+    await server.admin((r) => r.flushall());
     // The restore puts the items back; the next check compares every mark (the highest came back with it).
     expect((await waitFor(() => call('GET', '/v1/items/flushed').then((r) => r.body), (v) => v.gate?.mode === 'manual', 30_000)).gate.mode).toBe('manual');
     // The restore marked it; a check after that (the highest mark taken away again, so that one
     // compares every scope and puts it back) finds nothing to apply for it.
-    expect(Number(await waitFor(() => asAdmin((r) => r.hget('fg:{flushed}:meta', 'opRev')), (v) => v !== null, 30_000))).toBeGreaterThan(0);
-    await asAdmin((r) => r.zrem('fg:ops:rev', 'max'));
-    expect(await waitFor(() => asAdmin((r) => r.zscore('fg:ops:rev', 'max')), (v) => v !== null, 30_000)).not.toBeNull();
+    expect(Number(await waitFor(() => server.admin((r) => r.hget('fg:{flushed}:meta', 'opRev')), (v) => v !== null, 30_000))).toBeGreaterThan(0);
+    await server.admin((r) => r.zrem('fg:ops:rev', 'max'));
+    expect(await waitFor(() => server.admin((r) => r.zscore('fg:ops:rev', 'max')), (v) => v !== null, 30_000)).not.toBeNull();
     expect(appliedAgain()).toBe(before);
   });
 
@@ -205,12 +195,12 @@ describe('operators’ writes and a Redis rollback', () => {
   it('a daemon that starts on a Redis rolled back while no daemon ran compares before it takes anything: the close holds at once', { timeout: 60_000 }, async () => {
     await call('PUT', '/v1/items/at-start', { handler: 'external', gate: { mode: 'closed' } });
     const waiting = (await join('at-start', 'alice')).body.ticketId as string;
-    await asAdmin((r) => r.save());
+    await server.admin((r) => r.save());
     expect((await call('DELETE', '/v1/items/at-start')).status).toBe(200);
     await daemon.stop();
     await server.kill();
     await server.start();
-    expect(await asAdmin((r) => r.hget('fg:{at-start}:meta', 'closed'))).toBeNull();
+    expect(await server.admin((r) => r.hget('fg:{at-start}:meta', 'closed'))).toBeNull();
     const next = await inProcessDaemon({ prefix: 'fg:', databaseUrl: db.url, env });
     // At once, before the daemon's first round of checks: refused, and the ticket ended as it was told.
     const r = await next.call('POST', '/v1/items/at-start/tickets', { userId: 'bob' }, SVC);

@@ -1,4 +1,3 @@
-import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { inProcessDaemon, recordingLogger, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
@@ -35,9 +34,7 @@ describe('a Redis rollback past a pre-queue draw', () => {
     const tickets = new Map<string, string>();
     for (let i = 0; i < 8; i++) tickets.set(`kept-${i}`, (await join(`kept-${i}`)).body.ticketId);
     // The snapshot the rollback goes back to: the first eight tickets, no draw.
-    const admin = new Redis(server.url, { maxRetriesPerRequest: 1 });
-    await admin.save();
-    admin.disconnect();
+    await server.admin((r) => r.save());
     for (let i = 0; i < 12; i++) tickets.set(`lost-${i}`, (await join(`lost-${i}`)).body.ticketId);
     expect([...tickets.values()].every(Boolean)).toBe(true);
 
@@ -77,9 +74,7 @@ describe('a Redis rollback past a pre-queue draw', () => {
     expect(put.status).toBe(201);
     const tickets = new Map<string, string>();
     for (let i = 0; i < 6; i++) tickets.set(`kept-${i}`, (await joinTo('pqp', `kept-${i}`)).body.ticketId);
-    const admin = new Redis(server.url, { maxRetriesPerRequest: 1 });
-    await admin.save();
-    admin.disconnect();
+    await server.admin((r) => r.save());
     for (let i = 0; i < 6; i++) tickets.set(`lost-${i}`, (await joinTo('pqp', `lost-${i}`)).body.ticketId);
     const drawn = await waitFor(() => call('GET', '/v1/items/pqp'), (r) => r.body.preQueue?.seed !== undefined, 20_000);
     expect(drawn.body.preQueue.size).toBe(12);

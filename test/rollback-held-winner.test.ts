@@ -1,4 +1,3 @@
-import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import { ticketRef } from '../src/kernel/ticket-ref.js';
 import { inProcessDaemon, recordingLogger, SVC, waitFor } from './support/daemon-inproc.js';
@@ -22,15 +21,6 @@ const env = { REDIS_URL: server.url, FLOODGATE_DOUBT_GRACE_MS: '300' };
 
 type View = { state: string; reason?: string; position?: number; outcome?: { status: string; reason?: string; result?: { orderId?: string; reservedUntil?: string } } };
 
-async function asAdmin<T>(fn: (r: Redis) => Promise<T>): Promise<T> {
-  const r = new Redis(server.url, { maxRetriesPerRequest: 1 });
-  try {
-    return await fn(r);
-  } finally {
-    r.disconnect();
-  }
-}
-
 /**
  * zed reserves the item's one unit; amy, then bob, wait behind it; Redis is saved; zed's order is
  * released, and amy's ticket buys the unit (reserved). Returns the tickets and amy's order.
@@ -45,7 +35,7 @@ async function amyWinsAfterTheSave(call: Awaited<ReturnType<typeof inProcessDaem
   const amy = await join('amy');
   const bob = await join('bob');
   expect((await waitFor(() => poll(amy), (v) => v.reason === 'awaiting_returns')).reason).toBe('awaiting_returns');
-  await asAdmin((r) => r.save());
+  await server.admin((r) => r.save());
   // After the save: zed's reservation released, its unit bought (reserved) by amy.
   expect((await call('POST', `/v1/orders/${zedOrder}/release`, undefined, SVC)).status).toBe(200);
   const won = await waitFor(() => poll(amy), (v) => v.state === 'succeeded');

@@ -445,7 +445,7 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
       // Postgres to keep its size: three due draws behind a slow Postgres held every item's expired
       // leases 6 s — a review.)
       let drawFailed: unknown;
-      const drawing = ids.flatMap((itemId) => {
+      const due = ids.flatMap((itemId) => {
         const snap = items.peek(itemId)?.snap;
         return snap?.draw && !snap.draw.drawn && now >= snap.def.opensAt! ? [admissions.draw(itemId).catch((err: unknown) => void (drawFailed ??= err))] : [];
       });
@@ -462,7 +462,7 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
         }),
       );
       for (const r of swept) if (r.status === 'fulfilled') n += r.value;
-      await Promise.all(drawing);
+      await Promise.all(due);
       const failed = swept.find((r): r is PromiseRejectedResult => r.status === 'rejected');
       if (failed) throw failed.reason;
       if (drawFailed) throw drawFailed;

@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { Redis } from 'ioredis';
 import { afterAll } from 'vitest';
 import { trackChild } from './children.js';
 import { freePort } from './proxy.js';
@@ -16,6 +17,8 @@ export interface OwnRedis {
   /** SIGSTOP / SIGCONT: a server that hangs with its connections open (no error reaches clients). */
   pause(): void;
   resume(): void;
+  /** Runs `fn` on a client of the test's own, made for it and closed after (a restart ends any older one). */
+  admin<T>(fn: (r: Redis) => Promise<T>): Promise<T>;
 }
 
 /**
@@ -59,5 +62,14 @@ export async function ownRedis(opts: { port?: number; appendfsync?: 'always' | '
     await kill();
     rmSync(dir, { recursive: true, force: true });
   });
-  return { url: `redis://127.0.0.1:${port}`, port, kill, start, pause: () => void proc?.kill('SIGSTOP'), resume: () => void proc?.kill('SIGCONT') };
+  const url = `redis://127.0.0.1:${port}`;
+  async function admin<T>(fn: (r: Redis) => Promise<T>): Promise<T> {
+    const r = new Redis(url, { maxRetriesPerRequest: 1 });
+    try {
+      return await fn(r);
+    } finally {
+      r.disconnect();
+    }
+  }
+  return { url, port, kill, start, pause: () => void proc?.kill('SIGSTOP'), resume: () => void proc?.kill('SIGCONT'), admin };
 }
