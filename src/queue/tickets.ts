@@ -372,6 +372,11 @@ export function createTickets(deps: TicketsDeps): Tickets {
       }
       item.cancelled.add(seq);
       item.ownCancels.add(seq);
+      // Its polls read Redis from now on, not the cached view, as an admitted ticket's do: a view
+      // refreshed from a snapshot read just before this cancel drops it from `cancelled` until the
+      // next refresh (item-cache.ts: this process's own cancels are left to the stream to confirm),
+      // and the poll that follows the leave read `waiting` (CI's browser-wait, once).
+      records.delete(ticketId);
       return reader.read(ticketId, item, seq);
     },
 
