@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { itemKeys } from '../src/redis/keys.js';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
 import { joinAll } from './support/joins.js';
-import { testDb } from './support/db.js';
+import { holdLock, testDb } from './support/db.js';
 import { rollbackItem, snapshotItem, testRedis } from './support/redis.js';
 
 const { redis, newPrefix } = testRedis();
@@ -225,8 +225,16 @@ describe("a released buyer's join before the release's own Redis step has run", 
     const won = await waitFor(() => view(first), (v) => v.state === 'succeeded');
     const orderId = won.outcome.result.orderId as string;
     // Postgres's step only (a daemon killed before its Redis step; a sweep finishes it within ~1 s).
+    // The moment between the two steps is held open by a key-share lock on the order's row: the
+    // update below still goes through (it changes no key), the sweep's `for update skip locked`
+    // passes the row by until the lock is let go. (Before: the sweep could finish the step before
+    // the join came, and the join then rightly made a new ticket; CI failed so once.)
+    const row = await holdLock(db.sql, (t) => t`select 1 from orders where order_id = ${orderId} for key share`);
     await db.sql`update orders set status = 'released' where order_id = ${orderId}`;
     const early = await join(item, 'alice');
+    const [between] = await db.sql`select returned_at from orders where order_id = ${orderId}`;
+    await row.release();
+    expect(between.returned_at).toBeNull();
     // (Before: a new ticket at once, whose entry the release's Redis step then cleared: a ticket more at every join.)
     expect([early.status, early.body.ticketId]).toEqual([200, first]);
     await waitFor(() => db.sql`select returned_at from orders where order_id = ${orderId}`.then((r) => r[0]), (r) => r.returned_at !== null, 15_000);

@@ -54,9 +54,13 @@ export interface ReleasedUnit {
   userId: string;
 }
 
-/** Released orders whose unit is not yet marked back in Redis (a release in progress, or cut short). */
+/**
+ * Released orders whose unit is not yet marked back in Redis (a release in progress, or cut short).
+ * A row another session holds locked is left to the next sweep (`skip locked`): that session is
+ * working on it (an operator's hand, a test holding the moment between the two steps open).
+ */
 export async function unreturned(sql: postgres.Sql, limit: number): Promise<ReleasedUnit[]> {
-  const rows = await sql`select order_id, item_id, user_id from orders where status = 'released' and returned_at is null order by order_id limit ${limit}`;
+  const rows = await sql`select order_id, item_id, user_id from orders where status = 'released' and returned_at is null order by order_id limit ${limit} for update skip locked`;
   return rows.map((r) => ({ orderId: String(r.order_id), itemId: r.item_id as string, userId: r.user_id as string }));
 }
 
