@@ -21,6 +21,7 @@ import { createApp } from './api/app.js';
 import { probe, READY_TIMEOUT_MS } from './api/routes/ops.js';
 import { createCatalog } from './catalog/catalog.js';
 import { createOpRevs, OP_REV_CHECK_MS, OP_REV_FULL_MS } from './catalog/op-revs.js';
+import { createReconnectFence } from './redis/reconnect-fence.js';
 import { createOpRevRows } from './db/op-revs.js';
 import { createDrawSizes } from './db/draw-sizes.js';
 import { createOpMarks } from './queue/op-marks.js';
@@ -476,25 +477,25 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
   // nothing and pulls, joins, polls and cancels wait, so a close the rollback took cannot let a
   // ticket it had ended be admitted, handed out or cancelled, or a newcomer join (at most
   // FLOODGATE_RECONNECT_HOLD_MS: a Postgres that does not answer does not stop admissions).
-  let fence: Promise<unknown> | null = null;
+  const fence = createReconnectFence({
+    connections: [redis, stores.admitRedis],
+    holdMs: config.FLOODGATE_RECONNECT_HOLD_MS,
+    log,
+    check: () => {
+      // Abandonment counts again from now (polls answered 503 meanwhile recorded nothing), before any
+      // admission after the reconnect can expire a head ticket.
+      const idleClocks = queue.tickets.restartIdleClocks().catch((err) => log.warn({ err: String(err) }, 'abandonment clocks not restarted after a reconnect'));
+      // A pre-queue whose draw the rollback took is drawn again over its recorded size, after the
+      // operators' writes (one may be what gave the item its pre-queue) and before any join: a join
+      // would fix the draw's size at the join counter the rollback left, and take a seq inside it.
+      const writesThenDraws = core.opRevs.check({ all: true }).finally(() => redrawLost('after a reconnect'));
+      return Promise.all([writesThenDraws, catalog.retireUnknown(), idleClocks]);
+    },
+  });
   const fenceUntilChecked = () => {
     // (And no ticket is answered from what this process kept of it before: tickets.ts forgetRecords.)
     queue.tickets.forgetRecords();
-    let timer: NodeJS.Timeout | undefined;
-    // Abandonment counts again from now (polls answered 503 meanwhile recorded nothing), before any
-    // admission after the reconnect can expire a head ticket.
-    const idleClocks = queue.tickets.restartIdleClocks().catch((err) => log.warn({ err: String(err) }, 'abandonment clocks not restarted after a reconnect'));
-    // A pre-queue whose draw the rollback took is drawn again over its recorded size, after the
-    // operators' writes (one may be what gave the item its pre-queue) and before any join: a join
-    // would fix the draw's size at the join counter the rollback left, and take a seq inside it.
-    const writesThenDraws = core.opRevs.check({ all: true }).finally(() => redrawLost('after a reconnect'));
-    const checked: Promise<unknown> = Promise.race([Promise.all([writesThenDraws, catalog.retireUnknown(), idleClocks]), new Promise((r) => (timer = setTimeout(r, config.FLOODGATE_RECONNECT_HOLD_MS)))])
-      .catch((err) => log.warn({ err: String(err) }, 'operator writes not checked after a reconnect'))
-      .finally(() => {
-        clearTimeout(timer);
-        if (fence === checked) fence = null;
-      });
-    fence = checked;
+    fence.raise();
   };
   stores.admitRedis.on('ready', fenceUntilChecked);
   // Winners a Redis rollback put back in the line of an item held on its reservations, where no
@@ -596,7 +597,7 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
     },
   });
   const dispatcher = startDispatcher(
-    { queue, handlers, jobs: service.jobs, clock, log: log.child({ module: 'dispatcher' }), onAdmitted: (itemId, n) => metrics.admissions.inc({ item: itemId }, n), selfLimitedCap: (c) => pgPressure.cap(c), hold: () => fence, storeTrying: (handler) => !!handlers.get(handler)?.stockTable && core.pg.trying() && core.pg.stalledMs(performance.now()) <= PG_STALL_MS && core.memory.refusing === null, probe: (itemId) => (core.memory.refusing === null ? core.downstream.probe(itemId) : 0) },
+    { queue, handlers, jobs: service.jobs, clock, log: log.child({ module: 'dispatcher' }), onAdmitted: (itemId, n) => metrics.admissions.inc({ item: itemId }, n), selfLimitedCap: (c) => pgPressure.cap(c), hold: () => fence.current(), storeTrying: (handler) => !!handlers.get(handler)?.stockTable && core.pg.trying() && core.pg.stalledMs(performance.now()) <= PG_STALL_MS && core.memory.refusing === null, probe: (itemId) => (core.memory.refusing === null ? core.downstream.probe(itemId) : 0) },
     { idleMs: 100, batch: 200, dispatchLeaseMs: config.FLOODGATE_DISPATCH_LEASE_MS, autoCap: config.FLOODGATE_AUTO_START_LIMIT },
   );
   events.on('joined', (itemId) => dispatcher.wake(itemId));
@@ -719,7 +720,7 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
     startSeriesRecorder({ queue, series: core.series, clock, log: log.child({ module: 'series' }), effective: (item) => catalog.gateOf(item).effective }, { everyMs: 500 }),
   ];
 
-  const app = wireApp(config, log, stores, core, tokens, () => fence);
+  const app = wireApp(config, log, stores, core, tokens, () => fence.current());
 
   // The answers not finished yet, for the stop (drainHttp): it waits for them, and ends the streams.
   const open = new Set<ServerResponse>();

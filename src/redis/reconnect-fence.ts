@@ -1,0 +1,68 @@
+import type { Logger } from '../kernel/logger.js';
+import type { RedisLike } from './client.js';
+
+/**
+ * The hold after a Redis reconnect (daemon.ts): until the daemon has compared what a rollback may
+ * have taken with Postgres (`check`), `current()` is a promise that admissions, pulls, joins,
+ * polls and cancels wait for; null when nothing is held.
+ *
+ * The daemon talks to Redis over more than one connection (the API's and the admissions'), and
+ * each reconnects on its own. The check runs only once every one of them is ready again: run when
+ * the first came back, it read Redis through a connection still down, failed at once, and the hold
+ * ended with it — and the other connection, back a moment later, admitted a ticket an operator's
+ * close (lost in the rollback) had ended (test/fault-rollback-operators.test.ts failed so, about
+ * one run in twenty on a loaded machine). A check that fails once all are ready ends the hold, as
+ * one that takes longer than `holdMs` does: a Postgres that does not answer does not stop the sale.
+ */
+export interface ReconnectFence {
+  /** A reconnect (or what counts as one): holds from now until the check has run. */
+  raise(): void;
+  current(): Promise<unknown> | null;
+}
+
+export function createReconnectFence(deps: {
+  connections: RedisLike[];
+  /** What is compared once every connection is ready; its failure is logged and ends the hold. */
+  check(): Promise<unknown>;
+  holdMs: number;
+  log: Logger;
+}): ReconnectFence {
+  let fence: Promise<unknown> | null = null;
+
+  /**
+   * Resolves once every connection is ready; rejects if `signal` aborts first (the hold's time is
+   * up). (Not events.once: a failed reconnect's 'error' would reject it.)
+   */
+  const ready = (conn: RedisLike, signal: AbortSignal) =>
+    new Promise<void>((resolve, reject) => {
+      const onReady = () => (signal.removeEventListener('abort', onAbort), resolve());
+      const onAbort = () => (conn.off('ready', onReady), reject(signal.reason));
+      conn.once('ready', onReady);
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+  const allReady = async (signal: AbortSignal) => {
+    for (const conn of deps.connections) {
+      while (conn.status !== 'ready') await ready(conn, signal);
+    }
+  };
+
+  return {
+    raise() {
+      const timeUp = new AbortController();
+      const timedOut = new Promise((r) => timeUp.signal.addEventListener('abort', r, { once: true }));
+      const timer = setTimeout(() => timeUp.abort(), deps.holdMs);
+      const checked: Promise<unknown> = allReady(timeUp.signal)
+        .then(() => Promise.race([deps.check(), timedOut]))
+        .catch((err: unknown) => {
+          if (timeUp.signal.aborted) deps.log.warn({ holdMs: deps.holdMs }, 'redis connections not all ready within the hold after a reconnect');
+          else deps.log.warn({ err: String(err) }, 'operator writes not checked after a reconnect');
+        })
+        .finally(() => {
+          clearTimeout(timer);
+          if (fence === checked) fence = null;
+        });
+      fence = checked;
+    },
+    current: () => fence,
+  };
+}

@@ -1,0 +1,99 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { connectRedis } from '../src/infra/redis-client.js';
+import type { RedisLike } from '../src/redis/client.js';
+import { createReconnectFence } from '../src/redis/reconnect-fence.js';
+import { recordingLogger } from './support/daemon-inproc.js';
+import { proxyFor } from './support/proxy.js';
+import { redisUrl } from './support/redis.js';
+
+/**
+ * The hold after a reconnect checks only once every connection the daemon has is back: the API's
+ * (direct here) and the admissions' (through a proxy the test cuts), each reconnecting on its own.
+ */
+const logged = recordingLogger('warn', 1000);
+const { proxy, url: throughProxy } = await proxyFor(redisUrl());
+const api = await connectRedis({ url: redisUrl() }, 'api', logged.log);
+const admit = await connectRedis({ url: throughProxy }, 'admit', logged.log);
+afterAll(async () => {
+  api.disconnect();
+  admit.disconnect();
+  await proxy.close();
+});
+
+/** A check that counts its runs; each run ends when the test says (`end(run)`, the last run by default). */
+function checks() {
+  const ends: ((fail?: Error) => void)[] = [];
+  const check = () => new Promise<void>((resolve, reject) => ends.push((fail) => (fail ? reject(fail) : resolve())));
+  return { check, runs: () => ends.length, end: (fail?: Error, run = ends.length - 1) => ends[run]!(fail) };
+}
+
+const settled = (p: Promise<unknown> | null) => (p === null ? Promise.resolve('none') : Promise.race([p.then(() => 'over'), new Promise((r) => setImmediate(() => r('held')))]));
+const down = async (conn: RedisLike) => {
+  // (Not events.once: the connection's 'error' (ECONNRESET) comes first and would reject it.)
+  if (conn.status === 'ready') await new Promise((r) => conn.once('close', r));
+};
+
+const up = async (conn: RedisLike) => {
+  if (conn.status !== 'ready') await new Promise((r) => conn.once('ready', r));
+};
+
+describe('the hold after a Redis reconnect', () => {
+  it('waits for every connection to be ready before it checks, and ends when the check has run', { timeout: 20_000 }, async () => {
+    const c = checks();
+    const fence = createReconnectFence({ connections: [api, admit], check: c.check, holdMs: 15_000, log: logged.log });
+    await proxy.cut();
+    await down(admit);
+    // The API's connection is back first (a reconnect's 'ready'): the admissions' is still down.
+    fence.raise();
+    const held = fence.current();
+    // (Run at once, the check read Redis through the connection still down, failed, and the hold ended with it.)
+    await new Promise((r) => setTimeout(r, 300));
+    expect([c.runs(), await settled(held)]).toEqual([0, 'held']);
+    await proxy.restore();
+    await up(admit);
+    await expect.poll(c.runs).toBe(1);
+    expect(await settled(held)).toBe('held');
+    c.end();
+    await held;
+    expect(fence.current()).toBeNull();
+  });
+
+  it('ends when the check fails once all are ready, or when its time is up', { timeout: 20_000 }, async () => {
+    const c = checks();
+    const fence = createReconnectFence({ connections: [api, admit], check: c.check, holdMs: 500, log: logged.log });
+    fence.raise();
+    await expect.poll(c.runs).toBe(1);
+    c.end(new Error('postgres away'));
+    await fence.current();
+    expect(fence.current()).toBeNull();
+    expect(logged.lines()).toContain('operator writes not checked after a reconnect');
+
+    // A connection that does not come back within the hold: the hold ends unchecked, and says so.
+    await proxy.cut();
+    await down(admit);
+    fence.raise();
+    await fence.current();
+    expect([c.runs(), fence.current()]).toEqual([1, null]);
+    expect(logged.lines()).toContain('redis connections not all ready within the hold after a reconnect');
+    await proxy.restore();
+    await up(admit);
+  });
+
+  it('a later reconnect holds anew while an earlier hold is still checking', { timeout: 20_000 }, async () => {
+    const c = checks();
+    const fence = createReconnectFence({ connections: [api, admit], check: c.check, holdMs: 15_000, log: logged.log });
+    fence.raise();
+    const first = fence.current();
+    await expect.poll(c.runs).toBe(1);
+    fence.raise();
+    const second = fence.current();
+    await expect.poll(c.runs).toBe(2);
+    c.end(undefined, 0);
+    await first;
+    // The first check's end does not lift the second hold.
+    expect(fence.current()).toBe(second);
+    c.end();
+    await second;
+    expect(fence.current()).toBeNull();
+  });
+});
