@@ -226,9 +226,12 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
       return spec?.saleResult ? spec.saleResult(sale) : { id: sale.id };
     },
   });
+  // The hold after a Redis reconnect (startDaemon's fence; none in the CLI and the HTTP tests).
+  const admitHold: { current(): Promise<unknown> | null } = { current: () => null };
   const queue = createLine({
     redis,
     admitRedis,
+    admitHold: () => admitHold.current(),
     prefix: config.FLOODGATE_REDIS_PREFIX,
     clock,
     cacheMs: config.FLOODGATE_CACHE_MS,
@@ -348,7 +351,7 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
     ops: { within: opRevs.within, locked: opRevRows.locked, revs: opRevRows.revs, mark: (scope, rev) => opMarks.set(scope, rev, { top: false }) },
   });
   const reservations = createReservations({ sql: dbHandle.sql, queue, stock, log: log.child({ module: 'reservations' }), onReturned: (itemId) => events.emit('returned', itemId), now: () => clock.now() });
-  return { clock, events, handlers, metrics, pg, memory, downstream, queue, stock, stockRows, series, store, gateStore, catalog, opRevs, opLocked: opRevRows.locked, reservations, lostTickets, pgPressure };
+  return { clock, events, handlers, metrics, pg, memory, downstream, queue, stock, stockRows, series, store, gateStore, catalog, opRevs, opLocked: opRevRows.locked, reservations, lostTickets, pgPressure, admitHold };
 }
 
 export type Modules = ReturnType<typeof wireModules>;
@@ -492,6 +495,7 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
       return Promise.all([writesThenDraws, catalog.retireUnknown(), idleClocks]);
     },
   });
+  core.admitHold.current = fence.current;
   const fenceUntilChecked = () => {
     // (And no ticket is answered from what this process kept of it before: tickets.ts forgetRecords.)
     queue.tickets.forgetRecords();

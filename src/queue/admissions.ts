@@ -8,6 +8,7 @@ import type { EtaMemory } from './eta-memory.js';
 import { ACTIVE_GRACE_MS, type ItemDirectory } from './items.js';
 import { settleError, type LineScripts, type SettleCode } from './line-scripts.js';
 import { RECLAIM_LIMIT_MANY } from '../redis/scripts.js';
+import { whenUnheld } from '../redis/reconnect-fence.js';
 import { splitItemOf, splitOf, type SplitLine } from './split-line.js';
 import type { CachedItem } from './item-cache.js';
 import type { TicketReader } from './ticket-reader.js';
@@ -140,10 +141,21 @@ export interface AdmissionsDeps {
    * alone: a line without Postgres, in tests).
    */
   drawSizes?: DrawSizeRecord;
+  /**
+   * The hold after a Redis reconnect (redis/reconnect-fence.ts), or null: a script that hands
+   * tickets out (an admission round, a pull, a relaunch) waits for it at the moment it is sent.
+   * The dispatcher looks at the hold once per round, and a round that began before a reconnect —
+   * its look made while Redis was down — sent its admit script after it, on the rolled-back data,
+   * inside the hold (a review's trace: `bob` admitted 45 ms after the hold began, the close that
+   * had ended his ticket not yet put back; fault-rollback-operators failed so about 1 run in 15
+   * on a loaded machine).
+   */
+  hold?(): Promise<unknown> | null;
 }
 
 export function createAdmissions(deps: AdmissionsDeps): Admissions {
   const { items, scripts, clock } = deps;
+  const unheld = <T>(send: (waited: boolean) => Promise<T>) => whenUnheld(deps.hold, send);
   /** Draws under way, and when each fixed its N (joins at the opening wait for that only: drawBegun). */
   const draws = new Map<string, { done: Promise<{ drawn: boolean; n: number }>; begun: Promise<void> }>();
 
@@ -262,10 +274,17 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
         item = await items.must(itemId);
       }
       const leasePrefix = randomToken(12) + '.';
-      const now = clock.now();
+      let now = clock.now();
       // Leases to watch until they run out (the sweep returns an expired one to the line): announced
-      // before the script, so a crash right after it cannot leave a lease on an item no loop visits.
-      items.keepActive(itemId, now + leaseMs + ACTIVE_GRACE_MS);
+      // before the script, so a crash right after it cannot leave a lease on an item no loop visits
+      // (and again, stamped afresh, when a reconnect's hold delayed the script).
+      const announce = () => items.keepActive(itemId, now + leaseMs + ACTIVE_GRACE_MS);
+      const restamp = (waited: boolean) => {
+        if (!waited) return;
+        now = clock.now();
+        announce();
+      };
+      announce();
       const sub = splitOf(item.snap.def);
       // Not open yet (opensAt moved into the future on a live line): admit-12.lua holds an
       // unsplit line itself; a split one is held here, on the item's view.
@@ -273,10 +292,10 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
       const paced = { forMs: null as number | null };
       const { windowEnded, drained, rows, pacedForMs, stale } = sub
         ? { windowEnded: item.snap.def.closesAt !== null && now >= item.snap.def.closesAt, drained: false, rows: [] as { seq: number; record: string; payload: string; leaseId: string; leaseExp: number }[], pacedForMs: null, stale: false }
-        : await scripts.admit(itemId, now, { max, leaseMs, leasePrefix, autoCap: autoCap ?? '', version: version ?? '' });
+        : await unheld((waited) => (restamp(waited), scripts.admit(itemId, now, { max, leaseMs, leasePrefix, autoCap: autoCap ?? '', version: version ?? '' })));
       if (stale) return { tickets: [], drained: false, pacedForMs: null, stale: true };
       if (sub && !windowEnded) {
-        const got = await deps.split.admit(sub, max, leaseMs, autoCap, paced, version);
+        const got = await unheld((waited) => (restamp(waited), deps.split.admit(sub, max, leaseMs, autoCap, paced, version)));
         if (!got) return { tickets: [], drained: false, pacedForMs: null, stale: true };
         rows.push(...got);
       }
@@ -302,7 +321,10 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
       const leasePrefix = randomToken(12) + '.';
       items.keepActive(itemId, clock.now() + leaseMs + ACTIVE_GRACE_MS);
       const sub = splitOf(item.snap.def);
-      const rows = sub ? await deps.split.relaunch(sub, seqs, leaseMs, leasePrefix) : await scripts.relaunch(itemId, clock.now(), { leaseMs, leasePrefix }, seqs);
+      const rows = await unheld((waited) => {
+        if (waited) items.keepActive(itemId, clock.now() + leaseMs + ACTIVE_GRACE_MS);
+        return sub ? deps.split.relaunch(sub, seqs, leaseMs, leasePrefix) : scripts.relaunch(itemId, clock.now(), { leaseMs, leasePrefix }, seqs);
+      });
       return admittedTickets(item, rows);
     },
 

@@ -36,6 +36,8 @@ export interface LineDeps {
   /** Whether Redis is near its memory limit: no new tickets (queue/memory-guard.ts). */
   memoryFull?(): boolean;
   archived?: ArchivedOutcome;
+  /** The hold after a Redis reconnect, which the scripts that hand tickets out or take a join wait for as they are sent (redis/reconnect-fence.ts whenUnheld). */
+  admitHold?(): Promise<unknown> | null;
   /** Tickets Redis lost or removed, answered from Postgres (queue/lost-tickets.ts). */
   lost?: LostTickets;
   /**
@@ -81,10 +83,10 @@ export function createLine(deps: LineDeps): Line {
   const reader = createTicketReader({ items, scripts, split, clock, archived: deps.archived, lost: deps.lost });
   const eta = createEtaMemory();
   const definitions = createDefinitions({ redis, prefix, clock, items, scripts, split, salesOf: deps.salesOf, onSalesUnread: deps.onSalesUnread, onWindowEndFailed: deps.onWindowEndFailed });
-  const tickets = createTickets({ redis, prefix, clock, cacheMs: deps.cacheMs, items, scripts, split, reader, eta, defaultKeyQuota: deps.defaultKeyQuota, memoryFull: deps.memoryFull, onJoined: deps.onJoined, rememberEtas: !!deps.onWaited, saleReleased: deps.saleReleased, drawNow: (itemId, dueAt) => admissions.drawBegun(itemId, dueAt) });
+  const tickets = createTickets({ redis, prefix, clock, cacheMs: deps.cacheMs, items, scripts, split, reader, eta, defaultKeyQuota: deps.defaultKeyQuota, memoryFull: deps.memoryFull, onJoined: deps.onJoined, rememberEtas: !!deps.onWaited, saleReleased: deps.saleReleased, hold: deps.admitHold, drawNow: (itemId, dueAt) => admissions.drawBegun(itemId, dueAt) });
   // Admissions read their replies however late, on a connection of their own: split items' too.
   const admitScripts = deps.admitRedis ? createLineScripts(createScriptRunner(deps.admitRedis, prefix).run) : scripts;
   const admitSplit = deps.admitRedis ? createSplitLine({ redis: deps.admitRedis, prefix, clock }) : split;
-  const admissions = createAdmissions({ clock, items, scripts: admitScripts, split: admitSplit, reader, eta, onWaited: deps.onWaited, heldEnds: deps.heldEnds, onHeldEndsUnread: deps.onHeldEndsUnread, drawSizes: deps.drawSizes, closeLine: (itemId) => definitions.endWindow(itemId) });
+  const admissions = createAdmissions({ clock, items, scripts: admitScripts, split: admitSplit, reader, eta, onWaited: deps.onWaited, heldEnds: deps.heldEnds, onHeldEndsUnread: deps.onHeldEndsUnread, drawSizes: deps.drawSizes, hold: deps.admitHold, closeLine: (itemId) => definitions.endWindow(itemId) });
   return { items, tickets, admissions, definitions };
 }

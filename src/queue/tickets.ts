@@ -15,6 +15,7 @@ import { recentMap } from '../kernel/recent-map.js';
 import { createTouchBuffer } from './touches.js';
 import type { Outcome, TicketView } from './types.js';
 import { baseView, bindingOf, cachedRecord, linePosition, parseRecord, preQueueHints, waitingHints } from './views.js';
+import { whenUnheld } from '../redis/reconnect-fence.js';
 
 /** Joining the line and reading a ticket: what users do. */
 export interface Tickets {
@@ -93,6 +94,8 @@ export interface TicketsDeps {
   saleReleased?(itemId: string, ref: string, userId: string): Promise<boolean>;
   /** Begins the item's due pre-queue draw (admissions.drawBegun: its size kept in Postgres first); a join at the opening waits until its N is fixed. */
   drawNow?(itemId: string, dueAt: number): Promise<unknown>;
+  /** The hold after a Redis reconnect, which a join's script waits for as it is sent (redis/reconnect-fence.ts whenUnheld). */
+  hold?(): Promise<unknown> | null;
 }
 
 /** A join at the opening whose pre-queue cannot be drawn now (Postgres cannot keep its size). */
@@ -154,7 +157,7 @@ export function createTickets(deps: TicketsDeps): Tickets {
   /** A join to a split item's sub-line: its position is n − A (A from the item view: never lower than a later poll's). */
   async function joinSplit(item: CachedItem, sub: { itemId: string; lines: number }, userId: string, payload: Record<string, unknown> | null, source: string | undefined, rejoined = false): Promise<{ created: boolean; ticket: TicketView }> {
     const s = item.snap;
-    const j = await deps.split.join(sub, userId, payload, source, deps.defaultKeyQuota, rejoined).catch((err: unknown) => {
+    const j = await whenUnheld(deps.hold, () => deps.split.join(sub, userId, payload, source, deps.defaultKeyQuota, rejoined)).catch((err: unknown) => {
       // A refusal (closed, sold out) the view did not foresee says it is old.
       if (!(err instanceof FloodgateError && foreseen(s, err, clock.now()))) items.invalidate(sub.itemId);
       throw err;
@@ -218,7 +221,7 @@ export function createTickets(deps: TicketsDeps): Tickets {
       if (memoryFull) throw memoryFullRefusal();
       return joinSplit(item, sub, userId, payload, source);
     }
-    const r = await deps.scripts.join(itemId, now, { userId, payload: payload ? JSON.stringify(payload) : '', source: source ?? '', defaultKeyQuota: deps.defaultKeyQuota ?? '', memoryFull: memoryFull ? '1' : '', uncounted: rejoined || afterDraw ? '1' : '' });
+    const r = await whenUnheld(deps.hold, (waited) => deps.scripts.join(itemId, waited ? clock.now() : now, { userId, payload: payload ? JSON.stringify(payload) : '', source: source ?? '', defaultKeyQuota: deps.defaultKeyQuota ?? '', memoryFull: memoryFull ? '1' : '', uncounted: rejoined || afterDraw ? '1' : '' }));
     // At the opening, before the pre-queue's draw began: the draw's first step (one draw per item
     // however many joins wait on it; its size goes to Postgres before anything of it is shown),
     // then the join again, past the draw's N (not waiting for the whole order to be written: a

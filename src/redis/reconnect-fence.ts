@@ -66,3 +66,19 @@ export function createReconnectFence(deps: {
     current: () => fence,
   };
 }
+
+/**
+ * `send` once no hold is up (`hold`: the fence's current()), at once — in this tick, so no
+ * reconnect can come between the look and the send — when none is. Where a script that a rolled-back
+ * Redis must not see first (an admission, a join) is sent: a look made once at the start of a
+ * round or a request, before an await, let a script made while Redis was down go out after the
+ * reconnect, inside the hold (admissions.ts). `waited`: a hold delayed it (what was stamped before
+ * is stale).
+ */
+export function whenUnheld<T>(hold: (() => Promise<unknown> | null) | undefined, send: (waited: boolean) => Promise<T>, waited = false): Promise<T> {
+  const held = hold?.();
+  if (!held) return send(waited);
+  const again = () => whenUnheld(hold, send, true);
+  return held.then(again, again);
+}
+
