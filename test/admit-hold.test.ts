@@ -89,4 +89,20 @@ describe('an admission sent while a reconnect hold is up', () => {
     hold.lift();
     await expect(join).rejects.toMatchObject({ code: 'closed' });
   });
+
+  it('a cancel waits as well, and then answers the end the close put back (item_closed), not its own', async () => {
+    const { hold, line, operator } = lines();
+    await define(line, 'leaving');
+    const { ticket } = await line.tickets.join('leaving', 'frank', null);
+    hold.raise();
+    let answered = false;
+    const cancel = line.tickets.cancel(ticket.ticketId).finally(() => (answered = true));
+    await new Promise((r) => setTimeout(r, 100));
+    expect(answered).toBe(false);
+    await operator.definitions.cut('leaving', 'closed');
+    hold.lift();
+    const closed = { state: 'cancelled', outcome: { status: 'cancelled', reason: 'item_closed' } };
+    expect(await cancel).toMatchObject(closed);
+    expect(await line.tickets.status(ticket.ticketId)).toMatchObject(closed);
+  });
 });

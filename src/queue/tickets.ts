@@ -94,7 +94,7 @@ export interface TicketsDeps {
   saleReleased?(itemId: string, ref: string, userId: string): Promise<boolean>;
   /** Begins the item's due pre-queue draw (admissions.drawBegun: its size kept in Postgres first); a join at the opening waits until its N is fixed. */
   drawNow?(itemId: string, dueAt: number): Promise<unknown>;
-  /** The hold after a Redis reconnect, which a join's script waits for as it is sent (redis/reconnect-fence.ts whenUnheld). */
+  /** The hold after a Redis reconnect, which a join's and a cancel's scripts wait for as they are sent (redis/reconnect-fence.ts whenUnheld). */
   hold?(): Promise<unknown> | null;
 }
 
@@ -359,7 +359,10 @@ export function createTickets(deps: TicketsDeps): Tickets {
       const sub = splitOf(item.snap.def);
       const outcome: Outcome = { status: 'cancelled', reason: 'cancelled_by_user' };
       const a = { seq, outcome: JSON.stringify(outcome), record: record!.slice(1) };
-      const done = sub ? await cancelSplit(sub, a) : await deps.scripts.cancel(itemId, clock.now(), a);
+      // (Sent once no reconnect's hold is up: the reads above — a ledger read among them — may span
+      // a reconnect, and a cancel on a Redis rolled back past a close told its user `cancelled`
+      // after `closed`.)
+      const done = await whenUnheld(deps.hold, () => (sub ? cancelSplit(sub, a) : deps.scripts.cancel(itemId, clock.now(), a)));
       if (done !== 'cancelled') {
         // Cancelling a cancelled ticket again (a client retrying after a lost answer) is no error.
         // (One back at the head after a run whose effect is not known waits: nothing to read.)
