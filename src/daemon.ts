@@ -357,7 +357,7 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
 export type Modules = ReturnType<typeof wireModules>;
 
 /** The HTTP API over the modules; `tokens` when admission tokens are signed (the daemon always). */
-export function wireApp(config: Config, log: Logger, { redis, dbHandle }: Stores, m: Modules, tokens?: Tokens, admitHold?: () => Promise<unknown> | null) {
+export function wireApp(config: Config, log: Logger, { redis, dbHandle }: Stores, m: Modules, tokens?: Tokens, admitHold?: () => Promise<unknown> | null, reconnects?: () => number) {
   const { queue, metrics } = m;
   // From the item views this daemon holds that are still true (items.allViews: held ones read
   // after the item's last change notice; the others read, at most FLOODGATE_CACHE_MS old).
@@ -412,6 +412,7 @@ export function wireApp(config: Config, log: Logger, { redis, dbHandle }: Stores
     // Several processes on one port (FLOODGATE_PROCESSES): a scrape answers for all of them.
     scrape: isClusterWorker() ? workerMetrics(metrics) : undefined,
     admitHold,
+    reconnects,
   });
 }
 
@@ -724,7 +725,7 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
     startSeriesRecorder({ queue, series: core.series, clock, log: log.child({ module: 'series' }), effective: (item) => catalog.gateOf(item).effective }, { everyMs: 500 }),
   ];
 
-  const app = wireApp(config, log, stores, core, tokens, () => fence.current());
+  const app = wireApp(config, log, stores, core, tokens, fence.current, fence.raised);
 
   // The answers not finished yet, for the stop (drainHttp): it waits for them, and ends the streams.
   const open = new Set<ServerResponse>();

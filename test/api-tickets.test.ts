@@ -127,6 +127,34 @@ describe('tickets through the API', () => {
     expect(c.body).toMatchObject({ state: 'cancelled' });
   });
 
+  it('reads a poll again when a reconnect came while it read: the close the hold put back is answered, not the rolled-back `waiting`', async () => {
+    let hold: Promise<void> | null = null;
+    let raised = 0;
+    const t1 = t.build({ admitHold: () => hold, reconnects: () => raised });
+    await t1.call('PUT', '/v1/items/r', { handler: 'external' });
+    const a = (await join(t1.call, 'r', 'u1')).body;
+    // The poll's read is answered as Redis had it (waiting) and, before the answer goes out, a
+    // reconnect comes: the hold is raised, its check puts an operator's lost close back, and ends.
+    const status = t1.queue.tickets.status;
+    let reads = 0;
+    t1.queue.tickets.status = async (id) => {
+      const read = await status(id);
+      if (reads++ === 0) {
+        let lift!: () => void;
+        hold = new Promise<void>((r) => (lift = r));
+        raised++;
+        void (async () => {
+          await t1.queue.definitions.cut('r', 'closed');
+          hold = null;
+          lift();
+        })();
+      }
+      return read;
+    };
+    const polled = await t1.call('GET', `/v1/tickets/${a.ticketId}`, undefined, null);
+    expect([reads, polled.body.state, polled.body.outcome?.reason]).toEqual([2, 'cancelled', 'item_closed']); // before: 1 read, 'waiting'
+  });
+
   it('enforces the window (425 not_open with opensAt and now; 410 closed) and capacity (429 queue_full)', async () => {
     const { call } = t.build();
     await call('PUT', '/v1/items/later', { handler: 'external', opensAt: '2099-01-01T00:00:00Z' });

@@ -71,6 +71,8 @@ export interface AppDeps extends OpsDeps {
   watchTickMs?: number;
   /** What a pull, a join or a poll waits for before it runs, when there is one (the daemon's check of operators' writes after a Redis reconnect). */
   admitHold?: () => Promise<unknown> | null;
+  /** How many of those holds were raised so far (redis/reconnect-fence.ts raised): a poll whose read a raise came during reads again after it. */
+  reconnects?: () => number;
 }
 
 /** The paths ticketCors serves: a ticket and its events. */
@@ -118,6 +120,7 @@ export function createApp(deps: AppDeps) {
     tokens: deps.tokens,
     clock: deps.clock ?? systemClock,
     admitHold: deps.admitHold ?? (() => null),
+    reconnects: deps.reconnects ?? (() => 0),
     ticketHeaders: ticketAnswerHeaders(deps.corsOrigins),
     defaultHook: (result) => {
       if (!result.success) throw validationError(result.error);

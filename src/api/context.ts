@@ -30,6 +30,8 @@ export interface ApiContext {
   clock: Clock;
   /** What a pull, a join, a poll or a cancel waits for before it runs, when there is one (AppDeps.admitHold). */
   admitHold(): Promise<unknown> | null;
+  /** How many such holds were raised so far (AppDeps.reconnects). */
+  reconnects(): number;
   /** Every header of a ticket's JSON answer (type, no-store, CORS) for a request from this origin. */
   ticketHeaders(origin: string | undefined): Readonly<Record<string, string>>;
   /** (any: one hook serves every route, whatever its schemas) */

@@ -18,6 +18,8 @@ export interface ReconnectFence {
   /** A reconnect (or what counts as one): holds from now until the check has run. */
   raise(): void;
   current(): Promise<unknown> | null;
+  /** How many holds were raised so far: a read that began before a raise may have read the rolled-back data. */
+  raised(): number;
 }
 
 export function createReconnectFence(deps: {
@@ -28,6 +30,7 @@ export function createReconnectFence(deps: {
   log: Logger;
 }): ReconnectFence {
   let fence: Promise<unknown> | null = null;
+  let raised = 0;
 
   /**
    * Resolves once every connection is ready; rejects if `signal` aborts first (the hold's time is
@@ -48,6 +51,7 @@ export function createReconnectFence(deps: {
 
   return {
     raise() {
+      raised++;
       const timeUp = new AbortController();
       const timedOut = new Promise((r) => timeUp.signal.addEventListener('abort', r, { once: true }));
       const timer = setTimeout(() => timeUp.abort(), deps.holdMs);
@@ -64,6 +68,7 @@ export function createReconnectFence(deps: {
       fence = checked;
     },
     current: () => fence,
+    raised: () => raised,
   };
 }
 

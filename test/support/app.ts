@@ -18,7 +18,7 @@ export async function testApp() {
   const dbh = await testDb();
   const log = createLogger('silent');
 
-  function build(opts: { clock?: Clock; prefix?: string; cacheMs?: number; corsOrigins?: string[] | '*'; scopes?: string; defaultKeyQuota?: number; admitHold?: () => Promise<unknown> | null } = {}) {
+  function build(opts: { clock?: Clock; prefix?: string; cacheMs?: number; corsOrigins?: string[] | '*'; scopes?: string; defaultKeyQuota?: number; admitHold?: () => Promise<unknown> | null; reconnects?: () => number } = {}) {
     const clock = opts.clock ?? systemClock;
     const prefix = opts.prefix ?? newPrefix();
     // The daemon's own wiring (daemon.ts) without its loops: nothing admits unless a test does.
@@ -35,7 +35,7 @@ export async function testApp() {
     const stores = { redis, dbHandle: dbh };
     const modules = wireModules(config, log, clock, stores);
     const { queue, stock, gateStore: gates, catalog, metrics, store, lostTickets, stockRows, handlers, pgPressure, series } = modules;
-    const app = wireApp(config, log, stores, modules, undefined, opts.admitHold);
+    const app = wireApp(config, log, stores, modules, undefined, opts.admitHold, opts.reconnects);
     const call = async (method: string, path: string, body?: unknown, key?: string | null, headers: Record<string, string> = {}) => {
       const h: Record<string, string> = { ...headers };
       if (key !== null) h.authorization = `Bearer ${key ?? OPERATOR}`;

@@ -70,9 +70,17 @@ export function ticketRoutes(ctx: ApiContext) {
   app.get('/v1/tickets/:ticketId', async (c) => {
     // After a Redis reconnect, not before the operators' writes are compared: a ticket a lost close
     // had ended reads `waiting` until then (daemon.ts fence, usually milliseconds).
-    const held = ctx.admitHold();
-    if (held) await held;
-    const view = await queue.tickets.status(c.req.param('ticketId'));
+    // And a reconnect that came while it read (a hold raised since): what it read may be the
+    // rolled-back data, before the check put the operators' writes back: read again after that hold.
+    const ticketId = c.req.param('ticketId');
+    let view: TicketViewT;
+    for (let seen = ctx.reconnects(); ; ) {
+      const held = ctx.admitHold();
+      if (held) await held;
+      view = await queue.tickets.status(ticketId);
+      if (ctx.reconnects() === seen) break;
+      seen = ctx.reconnects();
+    }
     // A waiting ticket (no token yet) polled without an operator key (the flood) costs nothing more.
     const operator = ctx.auth.isOperator(c.req.header('authorization'));
     const shown = view.state === 'waiting' && !operator ? view : await present(view, operator);
