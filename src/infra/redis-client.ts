@@ -40,6 +40,8 @@ const ERROR_LOG_EVERY_MS = 30_000;
 const CONNECTION_CLOSED = 'Connection is closed.';
 /** What a run-once script (runOnceScripts) whose connection closed before its reply came fails with, instead of being sent again. */
 export const RAN_MAYBE = 'Connection is closed before Redis answered: the script may have run, and is not run again';
+/** What any other command of the API's or the admissions' connection (one server) whose connection closed before its reply came fails with. */
+export const NOT_RESENT = 'Connection is closed before Redis answered: the command is not sent again';
 
 /** Where the daemon's Redis is: one server's URL, or a Redis Cluster's seed nodes (FLOODGATE_REDIS_CLUSTER). */
 export type RedisTarget = { url: string } | { cluster: { host: string; port: number }[] };
@@ -260,6 +262,13 @@ const markRunOnce = (command: Command) => {
  * heard no answer to (ioredis's prevCommandQueue, set by the time 'close' is emitted, on the next
  * tick) and sends them again once it is back; those Redis must not run twice fail here first (an
  * outage to their callers: 503, the round tried again), and timeOutCommands skips them as settled.
+ * And so do all the others: ioredis sends them inside its ready handler, before the 'ready' event
+ * on which the daemon raises its hold after a reconnect (redis/reconnect-fence.ts), so on a Redis
+ * that came back rolled back past an operator's close a join sent again was taken (202) before the
+ * check put the close back, and a cancel told its user `cancelled_by_user` after `item_closed`.
+ * Such a command is asked again by its caller, as after any outage (a join then answers the ticket
+ * it made, a cancel the ticket's end). Only a Redis back within one reconnect attempt (~50 ms)
+ * reached them: a longer outage failed them at the second attempt (maxRetriesPerRequest: 1).
  */
 function notRunTwiceOnServer(redis: Redis) {
   const send = redis.sendCommand.bind(redis) as (command: Command, ...rest: unknown[]) => unknown;
@@ -271,7 +280,7 @@ function notRunTwiceOnServer(redis: Redis) {
     const unanswered = (redis as unknown as { prevCommandQueue?: { length: number; peekAt(i: number): { command: Command } | undefined } | null }).prevCommandQueue;
     for (let i = 0; unanswered && i < unanswered.length; i++) {
       const command = unanswered.peekAt(i)?.command;
-      if (command && runOnce.has(command) && !command.isSettled) command.reject(new Error(RAN_MAYBE));
+      if (command && !command.isSettled) command.reject(new Error(runOnce.has(command) ? RAN_MAYBE : NOT_RESENT));
     }
   });
 }
