@@ -496,7 +496,7 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
       return Promise.all([writesThenDraws, catalog.retireUnknown(), idleClocks]);
     },
   });
-  core.admitHold.current = fence.current;
+  core.admitHold.current = fence.sendable;
   const fenceUntilChecked = () => {
     // (And no ticket is answered from what this process kept of it before: tickets.ts forgetRecords.)
     queue.tickets.forgetRecords();

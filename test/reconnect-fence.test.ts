@@ -1,16 +1,21 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { connectRedis } from '../src/infra/redis-client.js';
 import type { RedisLike } from '../src/redis/client.js';
-import { createReconnectFence } from '../src/redis/reconnect-fence.js';
+import { createReconnectFence, NOT_READY, whenUnheld } from '../src/redis/reconnect-fence.js';
+import { systemClock } from '../src/kernel/clock.js';
+import { createLine } from '../src/queue/line.js';
+import { itemKeys } from '../src/redis/keys.js';
+import { createScriptRunner, scripts } from '../src/redis/scripts.js';
 import { recordingLogger } from './support/daemon-inproc.js';
 import { proxyFor } from './support/proxy.js';
-import { redisUrl } from './support/redis.js';
+import { redisUrl, testRedis } from './support/redis.js';
 
 /**
  * The hold after a reconnect checks only once every connection the daemon has is back: the API's
  * (direct here) and the admissions' (through a proxy the test cuts), each reconnecting on its own.
  */
 const logged = recordingLogger('warn', 1000);
+const { redis: direct, newPrefix } = testRedis();
 const { proxy, url: throughProxy } = await proxyFor(redisUrl());
 const api = await connectRedis({ url: redisUrl() }, 'api', logged.log);
 const admit = await connectRedis({ url: throughProxy }, 'admit', logged.log);
@@ -60,7 +65,7 @@ describe('the hold after a Redis reconnect', () => {
 
   it('ends when the check fails once all are ready, or when its time is up', { timeout: 20_000 }, async () => {
     const c = checks();
-    const fence = createReconnectFence({ connections: [api, admit], check: c.check, holdMs: 500, log: logged.log });
+    const fence = createReconnectFence({ connections: [api, admit], check: c.check, holdMs: 15_000, log: logged.log });
     fence.raise();
     await expect.poll(c.runs).toBe(1);
     c.end(new Error('postgres away'));
@@ -69,11 +74,12 @@ describe('the hold after a Redis reconnect', () => {
     expect(logged.lines()).toContain('operator writes not checked after a reconnect');
 
     // A connection that does not come back within the hold: the hold ends unchecked, and says so.
+    const short = createReconnectFence({ connections: [api, admit], check: c.check, holdMs: 500, log: logged.log });
     await proxy.cut();
     await down(admit);
-    fence.raise();
-    await fence.current();
-    expect([c.runs(), fence.current()]).toEqual([1, null]);
+    short.raise();
+    await short.current();
+    expect([c.runs(), short.current()]).toEqual([1, null]);
     expect(logged.lines()).toContain('redis connections not all ready within the hold after a reconnect');
     await proxy.restore();
     await up(admit);
@@ -96,4 +102,44 @@ describe('the hold after a Redis reconnect', () => {
     await second;
     expect(fence.current()).toBeNull();
   });
+
+  it('refuses a join looked at while a connection is back but not yet ready: sent a turn later (a batched script), it ran inside the hold its ready raised', { timeout: 20_000 }, async () => {
+    const prefix = newPrefix();
+    await createLine({ redis: direct, prefix, clock: systemClock, cacheMs: 0 }).definitions.define(
+      { itemId: 'j', handler: 'external', config: {}, capacity: null, abandonAfterMs: null, opensAt: null, closesAt: null, rejoin: 'any' },
+      { mode: 'closed', rate: null, maxInFlight: null },
+      { reopen: false },
+    );
+    const c = checks();
+    const fence = createReconnectFence({ connections: [api, admit], check: c.check, holdMs: 15_000, log: logged.log });
+    const raise = () => fence.raise();
+    api.on('ready', raise);
+    try {
+      const { run } = createScriptRunner(api, prefix);
+      const join = () => run(scripts.join, 'j', Date.now(), { userId: 'amy', payload: '', source: '', defaultKeyQuota: '', memoryFull: '', uncounted: '' });
+      const id = await api.client('ID');
+      const connected = new Promise((r) => api.once('connect', r));
+      await direct.client('KILL', 'ID', String(id));
+      await connected;
+      // The look while the connection is `connect` (its ready check under way, no hold yet), and the
+      // ready check's reply in before the batched script's flush (the loop held a moment, as a busy
+      // daemon's is): the next turn reads the reply (ready; the hold raised), then flushes.
+      const sent = await new Promise<Promise<string>>((r) =>
+        setImmediate(() => {
+          r(whenUnheld(fence.sendable, join).then(() => 'sent', (err: Error) => err.message));
+          for (const until = Date.now() + 30; Date.now() < until; );
+        }),
+      );
+      expect(await sent).toBe(NOT_READY); // before (the hold alone looked at): 'sent', and amy joined inside the hold
+      await up(api);
+      expect(fence.current()).not.toBeNull();
+      expect(await direct.hget(itemKeys(prefix, 'j').ctr, 'seq')).toBe('0');
+    } finally {
+      api.off('ready', raise);
+      await expect.poll(c.runs).toBe(1);
+      c.end();
+      await fence.current();
+    }
+  });
 });
+

@@ -20,7 +20,22 @@ export interface ReconnectFence {
   current(): Promise<unknown> | null;
   /** How many holds were raised so far: a read that began before a raise may have read the rolled-back data. */
   raised(): number;
+  /**
+   * What a script that a rolled-back Redis must not see first waits for as it is sent
+   * (whenUnheld): the hold, or null; and while any connection is not ready (reconnecting, or back
+   * but its 'ready' — which raises the hold — not yet emitted) it throws NOT_READY at once, as a
+   * command sent then would fail. Looked at while every connection was ready, a script goes out
+   * within an event-loop turn or two (the batched scripts wait for setImmediate: redis/scripts.ts),
+   * far less than a reconnect takes (≥ 50 ms); looked at while one was down, it could go out a
+   * turn later on the new connection, inside the hold raised meanwhile (a review: a join looked at
+   * while its connection was `connect`, was written once it was ready, and ran while the hold was
+   * up, before the check had put the lost close back).
+   */
+  sendable(): Promise<unknown> | null;
 }
+
+/** What a script fails with when it would be sent while a connection of the daemon's is not ready (a 503 to its caller). */
+export const NOT_READY = 'Connection is closed: a Redis connection is reconnecting, and nothing that a rolled-back Redis must not see first is sent until the hold after it';
 
 export function createReconnectFence(deps: {
   connections: RedisLike[];
@@ -69,19 +84,28 @@ export function createReconnectFence(deps: {
     },
     current: () => fence,
     raised: () => raised,
+    sendable() {
+      for (const conn of deps.connections) if (conn.status !== 'ready') throw new Error(NOT_READY);
+      return fence;
+    },
   };
 }
 
 /**
- * `send` once no hold is up (`hold`: the fence's current()), at once — in this tick, so no
- * reconnect can come between the look and the send — when none is. Where a script that a rolled-back
- * Redis must not see first (an admission, a join) is sent: a look made once at the start of a
- * round or a request, before an await, let a script made while Redis was down go out after the
- * reconnect, inside the hold (admissions.ts). `waited`: a hold delayed it (what was stamped before
- * is stale).
+ * `send` once no hold is up (`hold`: the fence's sendable()), at once when none is. Where a script
+ * that a rolled-back Redis must not see first (an admission, a join, a cancel) is sent: a look made
+ * once at the start of a round or a request, before an await, let a script made while Redis was
+ * down go out after the reconnect, inside the hold (admissions.ts). `waited`: a hold delayed it
+ * (what was stamped before is stale). A `hold` that throws (sendable's NOT_READY) is a rejection.
  */
 export function whenUnheld<T>(hold: (() => Promise<unknown> | null) | undefined, send: (waited: boolean) => Promise<T>, waited = false): Promise<T> {
-  const held = hold?.();
+  let held: Promise<unknown> | null | undefined;
+  try {
+    held = hold?.();
+  } catch (err) {
+    // (ReconnectFence.sendable's NOT_READY: a rejection, as the send's own failure would be.)
+    return Promise.reject(err);
+  }
   if (!held) return send(waited);
   const again = () => whenUnheld(hold, send, true);
   return held.then(again, again);
