@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { SERVICE, testApp } from './support/app.js';
+import { followTicket } from './support/ticket-stream.js';
 
 const t = await testApp();
 const join = (call: ReturnType<typeof t.build>['call'], item: string, userId: string, payload?: unknown) =>
@@ -127,7 +128,7 @@ describe('tickets through the API', () => {
     expect(c.body).toMatchObject({ state: 'cancelled' });
   });
 
-  it('reads a poll again when a reconnect came while it read: the close the hold put back is answered, not the rolled-back `waiting`', async () => {
+  it.each(['a poll', "an event stream's first view"])('reads %s again when a reconnect came while it read: the close the hold put back is answered, not the rolled-back `waiting`', async (what) => {
     let hold: Promise<void> | null = null;
     let raised = 0;
     const t1 = t.build({ admitHold: () => hold, reconnects: () => raised });
@@ -151,8 +152,10 @@ describe('tickets through the API', () => {
       }
       return read;
     };
-    const polled = await t1.call('GET', `/v1/tickets/${a.ticketId}`, undefined, null);
-    expect([reads, polled.body.state, polled.body.outcome?.reason]).toEqual([2, 'cancelled', 'item_closed']); // before: 1 read, 'waiting'
+    const stream = what === 'a poll' ? null : followTicket(t1.app, a.ticketId);
+    const view = stream ? await stream.next() : (await t1.call('GET', `/v1/tickets/${a.ticketId}`, undefined, null)).body;
+    expect([reads, view.state, view.outcome?.reason]).toEqual([2, 'cancelled', 'item_closed']); // before: 1 read, 'waiting'
+    await stream?.done;
   });
 
   it('enforces the window (425 not_open with opensAt and now; 410 closed) and capacity (429 queue_full)', async () => {

@@ -58,6 +58,7 @@ describe('a stream whose client left while its ticket was read', () => {
     let reading: { asked: () => void; release: () => void } | null = null;
     const ctx = {
       admitHold: () => null,
+      reconnects: () => 0,
       queue: {
         tickets: {
           seen: () => {},

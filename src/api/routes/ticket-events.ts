@@ -6,6 +6,7 @@ import type { ApiContext } from '../context.js';
 import { fail } from '../../kernel/errors.js';
 import { errors } from '../openapi.js';
 import { TicketId } from '../schemas.js';
+import { statusUnheld } from './tickets.js';
 
 const encoder = new TextEncoder();
 const eventText = (v: TicketView) => `event: ticket\ndata: ${JSON.stringify(v)}\n\n`;
@@ -129,17 +130,16 @@ export function ticketEventRoutes(ctx: ApiContext, watch: TicketWatch, limits: {
     // follows the stream, and a user who kept it open longer than that was expired as "abandoned"
     // when their ticket reached the head. Told at each event and heartbeat (10 s of silence at most).
     const alive = () => ctx.queue.tickets.seen(ticketId);
-    const held = ctx.admitHold(); // as a poll (routes/tickets.ts)
-    if (held) await held;
     // HEAD (hono answers it with this handler, then drops the body): the stream's headers, once the
     // id is known to be a ticket (a 404 as a GET's), and nothing more. The stream set up for it
     // was never read: through app.request its watcher stayed subscribed, and on the wire it was
     // written to the socket while the answer carried the internal ALREADY_SENT header.
     if (c.req.method === 'HEAD') {
-      await ctx.queue.tickets.status(ticketId);
+      await statusUnheld(ctx, ticketId);
       return new Response(null, { status: 200, headers: SSE_HEADERS });
     }
-    const first = await tokened(await ctx.queue.tickets.status(ticketId));
+    // (As a poll: after a reconnect's hold, and again if one came while it read.)
+    const first = await tokened(await statusUnheld(ctx, ticketId));
     const outgoing = (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing;
     // A client gone while the view was read (its close already fired) takes no stream's place:
     // counted, it was never released, and four such on a ticket refused its streams for good.

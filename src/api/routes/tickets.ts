@@ -15,6 +15,23 @@ import { ITEM_ID, ItemId, JoinInput, OutcomeInput, PullInput, PulledTicket, Tick
 
 const security = [{ bearer: [] }];
 
+/**
+ * A ticket's view, read after a Redis reconnect's hold (not before the operators' writes are
+ * compared: a ticket a lost close had ended reads `waiting` until then; daemon.ts fence, usually
+ * milliseconds), and read again if a reconnect came while it read (a hold raised since: what it
+ * read may be the rolled-back data, before the check put the operators' writes back). A poll's
+ * and an event stream's first view.
+ */
+export async function statusUnheld(ctx: ApiContext, ticketId: string): Promise<TicketViewT> {
+  for (let seen = ctx.reconnects(); ; ) {
+    const held = ctx.admitHold();
+    if (held) await held;
+    const view = await ctx.queue.tickets.status(ticketId);
+    if (ctx.reconnects() === seen) return view;
+    seen = ctx.reconnects();
+  }
+}
+
 export function ticketRoutes(ctx: ApiContext) {
   const app = new OpenAPIHono<AuthEnv>({ defaultHook: ctx.defaultHook });
   const service = ctx.auth('service');
@@ -68,19 +85,7 @@ export function ticketRoutes(ctx: ApiContext) {
     }),
   );
   app.get('/v1/tickets/:ticketId', async (c) => {
-    // After a Redis reconnect, not before the operators' writes are compared: a ticket a lost close
-    // had ended reads `waiting` until then (daemon.ts fence, usually milliseconds).
-    // And a reconnect that came while it read (a hold raised since): what it read may be the
-    // rolled-back data, before the check put the operators' writes back: read again after that hold.
-    const ticketId = c.req.param('ticketId');
-    let view: TicketViewT;
-    for (let seen = ctx.reconnects(); ; ) {
-      const held = ctx.admitHold();
-      if (held) await held;
-      view = await queue.tickets.status(ticketId);
-      if (ctx.reconnects() === seen) break;
-      seen = ctx.reconnects();
-    }
+    const view = await statusUnheld(ctx, c.req.param('ticketId'));
     // A waiting ticket (no token yet) polled without an operator key (the flood) costs nothing more.
     const operator = ctx.auth.isOperator(c.req.header('authorization'));
     const shown = view.state === 'waiting' && !operator ? view : await present(view, operator);
