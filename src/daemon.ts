@@ -226,7 +226,9 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
       return spec?.saleResult ? spec.saleResult(sale) : { id: sale.id };
     },
   });
-  // The hold after a Redis reconnect (startDaemon's fence; none in the CLI and the HTTP tests).
+  // What the line's admission, join and cancel scripts look at as they are sent: startDaemon's
+  // fence.sendable (the hold after a Redis reconnect, or NOT_READY while a connection is down);
+  // nothing in the CLI and the HTTP tests.
   const admitHold: { current(): Promise<unknown> | null } = { current: () => null };
   const queue = createLine({
     redis,

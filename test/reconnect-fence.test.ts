@@ -8,7 +8,7 @@ import { itemKeys } from '../src/redis/keys.js';
 import { createScriptRunner, scripts } from '../src/redis/scripts.js';
 import { recordingLogger } from './support/daemon-inproc.js';
 import { proxyFor } from './support/proxy.js';
-import { redisUrl, testRedis } from './support/redis.js';
+import { redisUrl, testRedis, untilReady } from './support/redis.js';
 
 /**
  * The hold after a reconnect checks only once every connection the daemon has is back: the API's
@@ -38,10 +38,6 @@ const down = async (conn: RedisLike) => {
   if (conn.status === 'ready') await new Promise((r) => conn.once('close', r));
 };
 
-const up = async (conn: RedisLike) => {
-  if (conn.status !== 'ready') await new Promise((r) => conn.once('ready', r));
-};
-
 describe('the hold after a Redis reconnect', () => {
   it('waits for every connection to be ready before it checks, and ends when the check has run', { timeout: 20_000 }, async () => {
     const c = checks();
@@ -55,7 +51,7 @@ describe('the hold after a Redis reconnect', () => {
     await new Promise((r) => setTimeout(r, 300));
     expect([c.runs(), await settled(held)]).toEqual([0, 'held']);
     await proxy.restore();
-    await up(admit);
+    await untilReady(admit);
     await expect.poll(c.runs).toBe(1);
     expect(await settled(held)).toBe('held');
     c.end();
@@ -82,7 +78,7 @@ describe('the hold after a Redis reconnect', () => {
     expect([c.runs(), short.current()]).toEqual([1, null]);
     expect(logged.lines()).toContain('redis connections not all ready within the hold after a reconnect');
     await proxy.restore();
-    await up(admit);
+    await untilReady(admit);
   });
 
   it('a later reconnect holds anew while an earlier hold is still checking', { timeout: 20_000 }, async () => {
@@ -131,7 +127,7 @@ describe('the hold after a Redis reconnect', () => {
         }),
       );
       expect(await sent).toBe(NOT_READY); // before (the hold alone looked at): 'sent', and amy joined inside the hold
-      await up(api);
+      await untilReady(api);
       expect(fence.current()).not.toBeNull();
       expect(await direct.hget(itemKeys(prefix, 'j').ctr, 'seq')).toBe('0');
     } finally {

@@ -3,7 +3,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { API_COMMAND_TIMEOUT_MS, connectRedis, SILENCE_MS } from '../src/infra/redis-client.js';
 import { createLogger } from '../src/kernel/logger.js';
 import { tcpProxy } from './support/proxy.js';
-import { redisUrl, testRedis } from './support/redis.js';
+import { redisUrl, testRedis, untilReady } from './support/redis.js';
 
 const log = createLogger('silent');
 const { redis: direct, prefix } = testRedis();
@@ -96,7 +96,7 @@ describe("the API's Redis connection", () => {
       // 'ready' — ahead of the daemon's hold after a reconnect: redis/reconnect-fence.ts — and
       // answered 1; what they were sent for is asked again by its caller now.)
       expect(results?.map(([err, v]) => (err ? 'failed' : v))).toEqual(['failed', 'failed', 'failed']);
-      await new Promise<void>((r) => (admit.status === 'ready' ? r() : admit.once('ready', () => r())));
+      await untilReady(admit);
       expect([await direct.get(a), await direct.get(b), await direct.get(c)]).toEqual([null, null, null]);
       // And the next replies on the connection are the right ones.
       await admit.incr(c);
@@ -112,7 +112,7 @@ describe("the API's Redis connection", () => {
     // command's promise never settled.
     const client = api as unknown as Redis;
     // (Back from the cut above first.)
-    await new Promise<void>((r) => (client.status === 'ready' ? r() : client.once('ready', () => r())));
+    await untilReady(client);
     const pipeline = client.pipeline.bind(client);
     const uncaught: unknown[] = [];
     const onUncaught = (err: unknown) => uncaught.push(err);

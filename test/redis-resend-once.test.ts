@@ -6,7 +6,7 @@ import { createLine } from '../src/queue/line.js';
 import { itemKeys } from '../src/redis/keys.js';
 import { createScriptRunner, scripts } from '../src/redis/scripts.js';
 import { replyLost, tcpProxy } from './support/proxy.js';
-import { redisUrl, testRedis } from './support/redis.js';
+import { redisUrl, testRedis, untilReady } from './support/redis.js';
 
 /**
  * ioredis sends a lost connection's unanswered commands again once it is back. A command Redis ran
@@ -40,7 +40,7 @@ describe('a script whose reply a broken connection lost', () => {
       expect(moved.status).toBe('rejected');
       expect(String((moved as PromiseRejectedResult).reason)).toMatch(/may have run/);
       // (A resend goes out as the connection is ready again, before this ping.)
-      await new Promise<void>((r) => (redis.status === 'ready' ? r() : redis.once('ready', () => r())));
+      await untilReady(redis);
       expect(await redis.ping()).toBe('PONG');
       expect(await direct.hget(stock, 's0')).toBe('5'); // before: '10'
     } finally {
@@ -64,7 +64,7 @@ describe('a script whose reply a broken connection lost', () => {
       );
       expect(joined.status).toBe('rejected'); // before: sent again as the connection came back, before its 'ready'
       expect(String((joined as PromiseRejectedResult).reason)).toMatch(/not sent again/);
-      await new Promise<void>((r) => (redis.status === 'ready' ? r() : redis.once('ready', () => r())));
+      await untilReady(redis);
       expect(await redis.ping()).toBe('PONG');
       await run(scripts.join, 'joined', clock.now(), args, [], { alone: true });
       expect(await direct.hget(itemKeys(prefix, 'joined').ctr, 'seq')).toBe('1');

@@ -146,9 +146,9 @@ export interface AdmissionsDeps {
    * tickets out (an admission round, a pull, a relaunch) waits for it at the moment it is sent.
    * The dispatcher looks at the hold once per round, and a round that began before a reconnect —
    * its look made while Redis was down — sent its admit script after it, on the rolled-back data,
-   * inside the hold (a review's trace: `bob` admitted 45 ms after the hold began, the close that
-   * had ended his ticket not yet put back; fault-rollback-operators failed so about 1 run in 15
-   * on a loaded machine).
+   * inside the hold (a failing run's trace: `bob` admitted 45 ms after the hold began, the close
+   * that had ended his ticket not yet put back; fault-rollback-operators failed so 1 run in 6 to 12
+   * under three busy loops). (`hold` may throw instead: ReconnectFence.sendable.)
    */
   hold?(): Promise<unknown> | null;
 }

@@ -36,7 +36,7 @@ export interface LineDeps {
   /** Whether Redis is near its memory limit: no new tickets (queue/memory-guard.ts). */
   memoryFull?(): boolean;
   archived?: ArchivedOutcome;
-  /** The hold after a Redis reconnect, which the scripts that hand tickets out or take a join wait for as they are sent (redis/reconnect-fence.ts whenUnheld). */
+  /** The hold after a Redis reconnect, which the scripts that hand tickets out or take a join or a cancel wait for as they are sent (redis/reconnect-fence.ts whenUnheld; the daemon's throws NOT_READY while a connection is down: sendable). */
   admitHold?(): Promise<unknown> | null;
   /** Tickets Redis lost or removed, answered from Postgres (queue/lost-tickets.ts). */
   lost?: LostTickets;

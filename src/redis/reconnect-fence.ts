@@ -10,8 +10,8 @@ import type { RedisLike } from './client.js';
  * each reconnects on its own. The check runs only once every one of them is ready again: run when
  * the first came back, it read Redis through a connection still down, failed at once, and the hold
  * ended with it — and the other connection, back a moment later, admitted a ticket an operator's
- * close (lost in the rollback) had ended (test/fault-rollback-operators.test.ts failed so, about
- * one run in twenty on a loaded machine). A check that fails once all are ready ends the hold, as
+ * close (lost in the rollback) had ended (test/fault-rollback-operators.test.ts, under three busy
+ * loops, failed 2 runs of 15 with only this fixed: admissions.ts tells the rest). A check that fails once all are ready ends the hold, as
  * one that takes longer than `holdMs` does: a Postgres that does not answer does not stop the sale.
  */
 export interface ReconnectFence {

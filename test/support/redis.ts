@@ -53,3 +53,7 @@ export async function rollbackItem(redis: Redis, prefix: string, itemId: string,
   for (const k of (await snapshotItem(redis, prefix, itemId)).keys()) if (!snap.has(k)) await redis.del(k);
   for (const [k, v] of snap) if (v) await redis.restore(k, 0, v, 'REPLACE');
 }
+
+/** Resolves once `conn` is ready (at once if it is): after a cut or a kill, when it has reconnected. */
+export const untilReady = (conn: { status: string; once(event: 'ready', fn: () => void): unknown }) =>
+  new Promise<void>((r) => (conn.status === 'ready' ? r() : conn.once('ready', () => r())));
