@@ -130,6 +130,7 @@ export async function connectRedis(target: RedisTarget, kind: 'api' | 'admit' | 
       // with every node gone a command waited in that queue for as long as the cluster kept
       // reconnecting (a join held past a minute; test/cluster-outage.test.ts).
       timeOutCommands(cluster, ms + CLUSTER_COMMAND_TIMEOUT_MS - API_COMMAND_TIMEOUT_MS);
+      notSentAfterOutage(cluster);
       cluster.connect().catch(() => {}); // whenReady below reports a cluster that never gets ready
       redis = cluster;
     } else {
@@ -283,6 +284,42 @@ function notRunTwiceOnServer(redis: Redis) {
       if (command && !command.isSettled) command.reject(new Error(runOnce.has(command) ? RAN_MAYBE : NOT_RESENT));
     }
   });
+}
+
+/** What a command given while every node of the Redis Cluster was lost fails with once the Cluster is back. */
+export const QUEUED_IN_OUTAGE = 'Connection is closed: the Redis Cluster was unreachable when the command was given, and it is not sent to the cluster that came back';
+
+/**
+ * The single server's NOT_RESENT, on a Redis Cluster. While every node is lost the Cluster is not
+ * `ready` and keeps each command given to it (or sent again 100 ms after its node's connection
+ * closed) in its own offline queue; its ready handler sends that queue right after its status
+ * turns `ready`, a tick before the 'ready' event on which the daemon raises its hold after a
+ * reconnect (redis/reconnect-fence.ts). So a join, a cancel or an admission queued in the outage
+ * ran on restarted nodes, rolled back past an operator's close, before the check that puts the
+ * close back. Here they fail instead (an outage to their callers, who ask again, as after any
+ * outage); only the queue of the Cluster's first connect, before connectRedis hands it out, is
+ * sent. Each command is bounded anyway by its time-out (timeOutCommands), so what this fails is
+ * what was given in the last second or so (the admissions' connection: ~6 s) before the Cluster
+ * came back. A command of a pipeline counts as written (countUnsent): a pipeline queued so has all
+ * its commands there (they go out in one synchronous run, against one status).
+ */
+function notSentAfterOutage(cluster: Cluster) {
+  type Queued = { command: Command; stream?: unknown };
+  const c = cluster as unknown as { offlineQueue: { length: number; shift(): Queued | undefined }; executeOfflineCommands(): void; resetOfflineQueue(): void };
+  const sendQueued = c.executeOfflineCommands.bind(c);
+  let connected = false;
+  c.executeOfflineCommands = () => {
+    if (!connected) {
+      connected = true;
+      return sendQueued();
+    }
+    const queued = c.offlineQueue;
+    c.resetOfflineQueue();
+    for (let item = queued.shift(); item; item = queued.shift()) {
+      if (!item.command.isSettled) item.command.reject(new Error(QUEUED_IN_OUTAGE));
+      countUnsent(item.stream);
+    }
+  };
 }
 
 /** Run-once commands a cluster node wrote and then closed without their reply: Redis may have run them. */

@@ -14,6 +14,8 @@ export interface ClusterNodeProc {
   port: number;
   /** SIGKILLs the node (no restart): its replica, if any, is promoted after the node timeout. */
   kill(): Promise<void>;
+  /** Starts a killed node again on its own files (nodes.conf, the AOF): what it wrote before its last fsync is back. */
+  restart(): Promise<void>;
 }
 
 export interface OwnCluster {
@@ -120,7 +122,7 @@ export async function ownCluster(opts: { masters?: number; replicas?: number } =
 
   return {
     seeds: ports.map((p) => `127.0.0.1:${p}`).join(','),
-    nodes: ports.map((port) => ({ port, kill: () => killPort(port) })),
+    nodes: ports.map((port) => ({ port, kill: () => killPort(port), restart: () => startNode(port, dir, procs) })),
     masterOf,
     waitPromoted: (key, notPort, timeoutMs = 30_000) =>
       until(
@@ -167,7 +169,7 @@ export async function ownCluster(opts: { masters?: number; replicas?: number } =
 
 function startNode(port: number, root: string, procs: Map<number, ChildProcess>): Promise<void> {
   const dir = path.join(root, String(port));
-  mkdirSync(dir);
+  mkdirSync(dir, { recursive: true });
   // repl-diskless-sync-delay 0: a replica's first full sync starts at once (by default a master
   // waits 5 s for more replicas to share the transfer, and ownCluster waits for every replica to be
   // in sync: a cluster with replicas took 6.2 s to build, 2.1 s with it).
