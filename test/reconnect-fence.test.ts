@@ -137,5 +137,37 @@ describe('the hold after a Redis reconnect', () => {
       await fence.current();
     }
   });
-});
 
+  it('refuses a script looked at in the tick between a connection turning ready and its saying so (the event the hold is raised on)', { timeout: 20_000 }, async () => {
+    const c = checks();
+    const fence = createReconnectFence({ connections: [api, admit], check: c.check, holdMs: 15_000, log: logged.log });
+    const raise = () => fence.raise();
+    api.on('ready', raise);
+    // What a look at that moment gets: ioredis sets the status, then emits 'ready' on the next tick.
+    const conn = api as unknown as { setStatus(status: string, ...rest: unknown[]): void };
+    const setStatus = conn.setStatus;
+    const looks: string[] = [];
+    conn.setStatus = function (status, ...rest) {
+      setStatus.call(this, status, ...rest);
+      if (status !== 'ready') return;
+      try {
+        looks.push(String(fence.sendable()));
+      } catch (err) {
+        looks.push((err as Error).message);
+      }
+    };
+    try {
+      await direct.client('KILL', 'ID', String(await api.client('ID')));
+      await down(api);
+      await untilReady(api);
+      expect(looks).toEqual([NOT_READY]); // before (the status looked at): 'null', no hold yet, and the script went out
+      expect(fence.current()).not.toBeNull();
+    } finally {
+      delete (conn as Partial<typeof conn>).setStatus;
+      api.off('ready', raise);
+      await expect.poll(c.runs).toBe(1);
+      c.end();
+      await fence.current();
+    }
+  });
+});

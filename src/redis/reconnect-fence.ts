@@ -23,7 +23,7 @@ export interface ReconnectFence {
   /**
    * What a script that a rolled-back Redis must not see first waits for as it is sent
    * (whenUnheld): the hold, or null; and while any connection is not ready (reconnecting, or back
-   * but its 'ready' — which raises the hold — not yet emitted) it throws NOT_READY at once, as a
+   * but its 'ready' — which raises the hold — not yet emitted, its status `ready` or not) it throws NOT_READY at once, as a
    * command sent then would fail. Looked at while every connection was ready, a script goes out
    * within an event-loop turn or two (the batched scripts wait for setImmediate: redis/scripts.ts),
    * far less than a reconnect takes (≥ 50 ms); looked at while one was down, it could go out a
@@ -46,6 +46,15 @@ export function createReconnectFence(deps: {
 }): ReconnectFence {
   let fence: Promise<unknown> | null = null;
   let raised = 0;
+  // The connections whose 'ready' was emitted since they last closed. ioredis turns a connection's
+  // status `ready` a tick before it emits 'ready' (setStatus: process.nextTick), and the hold is
+  // raised on the event: a script looked at in that tick saw a ready connection and no hold, and
+  // went out before the check (the window is one tick; the status alone let it through).
+  const announced = new Set(deps.connections.filter((conn) => conn.status === 'ready'));
+  for (const conn of deps.connections) {
+    conn.on('close', () => announced.delete(conn));
+    conn.on('ready', () => announced.add(conn));
+  }
 
   /**
    * Resolves once every connection is ready; rejects if `signal` aborts first (the hold's time is
@@ -85,7 +94,7 @@ export function createReconnectFence(deps: {
     current: () => fence,
     raised: () => raised,
     sendable() {
-      for (const conn of deps.connections) if (conn.status !== 'ready') throw new Error(NOT_READY);
+      for (const conn of deps.connections) if (conn.status !== 'ready' || !announced.has(conn)) throw new Error(NOT_READY);
       return fence;
     },
   };
