@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { systemClock } from '../src/kernel/clock.js';
+import { manualClock, systemClock } from '../src/kernel/clock.js';
 import { createLine } from '../src/queue/line.js';
 import { testRedis } from './support/redis.js';
 
@@ -104,5 +104,23 @@ describe('an admission sent while a reconnect hold is up', () => {
     const closed = { state: 'cancelled', outcome: { status: 'cancelled', reason: 'item_closed' } };
     expect(await cancel).toMatchObject(closed);
     expect(await line.tickets.status(ticket.ticketId)).toMatchObject(closed);
+  });
+
+  it("a split line's admission the hold kept past the sale window's end admits nobody, and the line ends as the window did", async () => {
+    const hold = holdable();
+    const clock = manualClock();
+    const line = createLine({ redis, prefix: newPrefix(), clock, cacheMs: 0, admitHold: hold.current });
+    const window = { itemId: 'window', handler: 'external', config: {}, capacity: null, abandonAfterMs: null, opensAt: null, closesAt: clock.now() + 1000, rejoin: 'any', lines: 2 } as const;
+    await line.definitions.define(window, { mode: 'manual', rate: null, maxInFlight: null }, { reopen: false });
+    for (const u of ['gina', 'hugo', 'ida']) await line.tickets.join('window', u, null);
+
+    hold.raise();
+    const round = line.admissions.admitRound('window', 10, 30_000);
+    await new Promise((r) => setTimeout(r, 100));
+    // The hold outlasts the window (the round took the time before it: the window was open).
+    clock.advance(2000);
+    hold.lift();
+    expect((await round).tickets).toEqual([]); // before: all three admitted, a second after the window's end
+    await expect.poll(async () => (await line.items.item('window', { fresh: true }))!.snap.counts).toMatchObject({ waiting: 0, admitted: 0 });
   });
 });

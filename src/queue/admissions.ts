@@ -290,14 +290,22 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
       // unsplit line itself; a split one is held here, on the item's view.
       if (sub && item.snap.def.opensAt !== null && now < item.snap.def.opensAt) return { tickets: [], drained: false, pacedForMs: null };
       const paced = { forMs: null as number | null };
-      const { windowEnded, drained, rows, pacedForMs, stale } = sub
+      // (let: a split line's admission a reconnect's hold delayed looks at the window's end again.)
+      let { windowEnded, drained, rows, pacedForMs, stale } = sub
         ? { windowEnded: item.snap.def.closesAt !== null && now >= item.snap.def.closesAt, drained: false, rows: [] as { seq: number; record: string; payload: string; leaseId: string; leaseExp: number }[], pacedForMs: null, stale: false }
         : await unheld((waited) => (restamp(waited), scripts.admit(itemId, now, { max, leaseMs, leasePrefix, autoCap: autoCap ?? '', version: version ?? '' })));
       if (stale) return { tickets: [], drained: false, pacedForMs: null, stale: true };
       if (sub && !windowEnded) {
-        const got = await unheld((waited) => (restamp(waited), deps.split.admit(sub, max, leaseMs, autoCap, paced, version)));
+        const closesAt = item.snap.def.closesAt;
+        const got = await unheld(async (waited) => {
+          restamp(waited);
+          // The window's end was judged on the time before the hold: one that passed meanwhile ends the line, as it would have.
+          if (closesAt !== null && now >= closesAt) return 'ended' as const;
+          return deps.split.admit(sub, max, leaseMs, autoCap, paced, version);
+        });
         if (!got) return { tickets: [], drained: false, pacedForMs: null, stale: true };
-        rows.push(...got);
+        if (got === 'ended') windowEnded = true;
+        else rows.push(...got);
       }
       if (windowEnded) {
         // closesAt has passed: nothing is admitted any more, and the waiting tickets end `closed`.
