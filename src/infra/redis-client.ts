@@ -316,7 +316,8 @@ function notSentAfterOutage(cluster: Cluster) {
     const queued = c.offlineQueue;
     c.resetOfflineQueue();
     for (let item = queued.shift(); item; item = queued.shift()) {
-      if (!item.command.isSettled) item.command.reject(new Error(QUEUED_IN_OUTAGE));
+      // (A run-once script whose node's connection closed after writing it, queued by the Cluster's resend: RAN_MAYBE says so.)
+      if (!item.command.isSettled) item.command.reject(new Error(owedOnNodes.has(item.command) ? RAN_MAYBE : QUEUED_IN_OUTAGE));
       countUnsent(item.stream);
     }
   };
