@@ -59,14 +59,25 @@ describe('the hold after a Redis reconnect', () => {
     expect(fence.current()).toBeNull();
   });
 
-  it('ends when the check fails once all are ready, or when its time is up', { timeout: 20_000 }, async () => {
+  it('runs a failed check again until it passes, and ends unchecked when its time is up', { timeout: 20_000 }, async () => {
     const c = checks();
     const fence = createReconnectFence({ connections: [api, admit], check: c.check, holdMs: 15_000, log: logged.log });
     fence.raise();
     await expect.poll(c.runs).toBe(1);
-    c.end(new Error('postgres away'));
+    // (Before: a failed check ended the hold, unchecked: a Cluster node back before its peers took it back answered CLUSTERDOWN.)
+    c.end(new Error('CLUSTERDOWN The cluster is down'));
+    await expect.poll(c.runs).toBe(2);
+    expect(await settled(fence.current())).toBe('held');
+    c.end();
     await fence.current();
     expect(fence.current()).toBeNull();
+    expect(logged.lines()).not.toContain('operator writes not checked after a reconnect');
+
+    // A check that fails every time: the hold ends at its time, and says so.
+    const failing = createReconnectFence({ connections: [api, admit], check: () => Promise.reject(new Error('postgres away')), holdMs: 700, log: logged.log });
+    failing.raise();
+    await failing.current();
+    expect(failing.current()).toBeNull();
     expect(logged.lines()).toContain('operator writes not checked after a reconnect');
 
     // A connection that does not come back within the hold: the hold ends unchecked, and says so.
@@ -75,7 +86,7 @@ describe('the hold after a Redis reconnect', () => {
     await down(admit);
     short.raise();
     await short.current();
-    expect([c.runs(), short.current()]).toEqual([1, null]);
+    expect([c.runs(), short.current()]).toEqual([2, null]);
     expect(logged.lines()).toContain('redis connections not all ready within the hold after a reconnect');
     await proxy.restore();
     await untilReady(admit);

@@ -11,8 +11,8 @@ import type { RedisLike } from './client.js';
  * the first came back, it read Redis through a connection still down, failed at once, and the hold
  * ended with it — and the other connection, back a moment later, admitted a ticket an operator's
  * close (lost in the rollback) had ended (test/fault-rollback-operators.test.ts, under three busy
- * loops, failed 2 runs of 15 with only this fixed: admissions.ts tells the rest). A check that fails once all are ready ends the hold, as
- * one that takes longer than `holdMs` does: a Postgres that does not answer does not stop the sale.
+ * loops, failed 2 runs of 15 with only this fixed: admissions.ts tells the rest). A check that fails is run again until it
+ * passes or `holdMs` is up: a Postgres that does not answer does not stop the sale.
  */
 export interface ReconnectFence {
   /** A reconnect (or what counts as one): holds from now until the check has run. */
@@ -32,6 +32,23 @@ export interface ReconnectFence {
    * up, before the check had put the lost close back).
    */
   sendable(): Promise<unknown> | null;
+}
+
+/** How long a failed check waits before it is run again, within the hold. */
+export const CHECK_RETRY_MS = 200;
+
+/** Resolves after `ms` (null: never), or at once when `signal` aborts; its timer does not outlive it. */
+function until(signal: AbortSignal, ms: number | null): Promise<null> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve(null);
+    const done = () => {
+      if (timer) clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve(null);
+    };
+    const timer = ms === null ? null : setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+  });
 }
 
 /** What a script fails with when it would be sent while a connection of the daemon's is not ready (a 503 to its caller). */
@@ -73,16 +90,34 @@ export function createReconnectFence(deps: {
     }
   };
 
+  /**
+   * The check, tried again every CHECK_RETRY_MS while it fails, until it passes or the hold's time
+   * is up (then it rejects with its last failure). It ended the hold at its first failure: a
+   * Cluster master restarted in place is back before its peers take it back, and for a second or
+   * so every read answered CLUSTERDOWN — the check failed at once, the hold ended unchecked, and a
+   * newcomer joined the item an operator had closed (test/cluster-restart-fence.test.ts, under
+   * two busy loops). A Postgres that does not answer holds no longer than before (`holdMs`).
+   */
+  const checkUntilDone = async (signal: AbortSignal) => {
+    for (;;) {
+      const failed = await Promise.race([deps.check().then(() => null, (err: unknown) => ({ err })), until(signal, null)]);
+      if (failed === null && !signal.aborted) return;
+      if (signal.aborted) throw failed?.err ?? new Error(`the hold's time (${deps.holdMs} ms) was up before the check ended; it goes on without holding`);
+      await until(signal, CHECK_RETRY_MS);
+      if (signal.aborted) throw failed!.err;
+    }
+  };
+
   return {
     raise() {
       raised++;
       const timeUp = new AbortController();
-      const timedOut = new Promise((r) => timeUp.signal.addEventListener('abort', r, { once: true }));
       const timer = setTimeout(() => timeUp.abort(), deps.holdMs);
+      let connected = false;
       const checked: Promise<unknown> = allReady(timeUp.signal)
-        .then(() => Promise.race([deps.check(), timedOut]))
+        .then(() => ((connected = true), checkUntilDone(timeUp.signal)))
         .catch((err: unknown) => {
-          if (timeUp.signal.aborted) deps.log.warn({ holdMs: deps.holdMs }, 'redis connections not all ready within the hold after a reconnect');
+          if (!connected) deps.log.warn({ holdMs: deps.holdMs }, 'redis connections not all ready within the hold after a reconnect');
           else deps.log.warn({ err: String(err) }, 'operator writes not checked after a reconnect');
         })
         .finally(() => {
