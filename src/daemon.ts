@@ -30,7 +30,7 @@ import { connectDb, migrateDb, pingDb, type DbHandle } from './db/client.js';
 import { createItemsStore } from './db/items-store.js';
 import { ensureStores, storeFailure } from './infra/ensure-stores.js';
 import { untilReachable } from './infra/start-wait.js';
-import { connectRedis, describeTarget } from './infra/redis-client.js';
+import { connectRedis, describeTarget, NODE_BACK_EVENT } from './infra/redis-client.js';
 import { steadyClock, type Clock } from './kernel/clock.js';
 import { redisTimeClock } from './kernel/redis-time.js';
 import type { Logger } from './kernel/logger.js';
@@ -547,6 +547,12 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
       if (now === seenMasters) return;
       seenMasters = now;
       log.warn({ connection: conn === redis ? 'api' : 'admissions' }, 'redis cluster slots moved to other masters (a failover, or a reshard): operators\' writes compared and abandonment clocks restarted, as after a reconnect');
+      afterReconnect();
+    });
+    // And one node's connection made again while the Cluster stayed ready (the node restarted in
+    // place, or its connection was cut): the node took nothing before this (infra/redis-client.ts).
+    conn.on(NODE_BACK_EVENT, (node: string) => {
+      log.warn({ connection: conn === redis ? 'api' : 'admissions', node }, 'redis cluster node connected again (a restart in place, or a cut): operators\' writes compared and abandonment clocks restarted, as after a reconnect');
       afterReconnect();
     });
   }

@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { createLogger } from '../src/kernel/logger.js';
-import { itemKeys, opRevsKey } from '../src/redis/keys.js';
+import { itemKeys } from '../src/redis/keys.js';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
-import { ownCluster } from './support/redis-cluster.js';
+import { itemOffTheMarksMaster, ownCluster } from './support/redis-cluster.js';
 
 /**
  * A single-master failover on a Redis Cluster, the promoted replica behind (a rollback of that
@@ -22,18 +22,7 @@ const field = (info: string, name: string) => new RegExp(`^${name}:(.*)$`, 'm').
 
 describe('a Redis Cluster failover with a lagging replica', () => {
   it('an operator close the failover rolled back is enforced again (newcomers 410) soon after the promotion', { timeout: 120_000 }, async () => {
-    const globalMaster = await cluster.masterOf(opRevsKey(prefix));
-    let item = '';
-    let master = 0;
-    for (let i = 0; ; i++) {
-      const id = `closing-${i}`;
-      const m = await cluster.masterOf(itemKeys(prefix, id).meta);
-      if (m !== globalMaster) {
-        item = id;
-        master = m;
-        break;
-      }
-    }
+    const { item, port: master } = await itemOffTheMarksMaster(cluster, prefix, 'closing');
     expect((await call('PUT', `/v1/items/${item}`, { handler: 'external', gate: { mode: 'closed' } })).status).toBe(201);
     expect((await join(item, 'before')).status).toBe(202);
 
@@ -70,18 +59,7 @@ describe('a Redis Cluster failover with a lagging replica', () => {
   });
 
   it('holders who polled as told through a failover are not expired as abandoned', { timeout: 120_000 }, async () => {
-    let item = '';
-    let master = 0;
-    const globalMaster = await cluster.masterOf(opRevsKey(prefix));
-    for (let i = 0; ; i++) {
-      const id = `abandon-${i}`;
-      const m = await cluster.masterOf(itemKeys(prefix, id).meta);
-      if (m !== globalMaster && /slave0:/.test(await cluster.node(m).info('replication'))) {
-        item = id;
-        master = m;
-        break;
-      }
-    }
+    const { item, port: master } = await itemOffTheMarksMaster(cluster, prefix, 'abandon', async (port) => /slave0:/.test(await cluster.node(port).info('replication')));
     expect((await call('PUT', `/v1/items/${item}`, { handler: 'external', abandonAfterMs: 6000 })).status).toBe(201);
     const ids: string[] = [];
     for (const u of ['a', 'b', 'c']) ids.push((await join(item, u)).body.ticketId);

@@ -1,6 +1,6 @@
 import type { Cluster } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
-import { connectRedis, QUEUED_IN_OUTAGE } from '../src/infra/redis-client.js';
+import { connectRedis, NODE_BACK, NODE_BACK_EVENT, QUEUED_IN_OUTAGE } from '../src/infra/redis-client.js';
 import { createLogger } from '../src/kernel/logger.js';
 import { ownCluster } from './support/redis-cluster.js';
 
@@ -52,5 +52,25 @@ describe('a Redis Cluster that was lost entirely and comes back', () => {
     expect(await redis.mget('{fgoq}p1', '{fgoq}p2')).toEqual([null, null]);
     expect(await redis.set('fgoq:after', '1')).toBe('OK');
     expect(await redis.get('fgoq:after')).toBe('1');
+  });
+
+  it('one master restarted in place takes nothing before the daemon is told it is back', { timeout: 60_000 }, async () => {
+    await Promise.all(redis.nodes('master').map((node) => node.ping()));
+    const port = await cluster.masterOf('fgoq:restarted');
+    const gone = new Promise((resolve) => redis.on('-node', (node: { options: { port: number } }) => node.options.port === port && resolve(port)));
+    await cluster.nodes.find((n) => n.port === port)!.kill();
+    await gone;
+    await cluster.nodes.find((n) => n.port === port)!.restart();
+    await cluster.untilOk();
+    const told: string[] = [];
+    redis.on(NODE_BACK_EVENT, (key: string) => told.push(key));
+
+    // The Cluster stayed ready and its slot map did not change: before, this went to the restarted master at once.
+    expect(redis.status).toBe('ready');
+    expect(await redis.set('fgoq:restarted', '1').then(() => 'sent', (err: Error) => err.message)).toBe(NODE_BACK);
+    await expect.poll(() => told).toEqual([`127.0.0.1:${port}`]);
+    expect(await redis.get('fgoq:restarted')).toBe(null);
+    expect(await redis.set('fgoq:restarted', '2')).toBe('OK');
+    expect(await redis.get('fgoq:restarted')).toBe('2');
   });
 });

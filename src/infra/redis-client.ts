@@ -122,7 +122,10 @@ export async function connectRedis(target: RedisTarget, kind: 'api' | 'admit' | 
   if ('cluster' in target) {
     if (kind !== 'jobs') {
       const cluster = new Cluster(target.cluster, { ...apiClusterOptions, redisOptions: { ...apiClusterOptions.redisOptions, Connector: silenceWatched(kind) } });
+      const known = new Set<string>();
       cluster.on('+node', (node: Redis) => {
+        // (Innermost: a run-once script owed on a node that comes back fails as RAN_MAYBE, which says more.)
+        nothingBeforeBack(cluster, node, known);
         timeOutCommands(node, ms);
         notRunTwiceOnNode(node);
       });
@@ -321,6 +324,49 @@ function notSentAfterOutage(cluster: Cluster) {
       countUnsent(item.stream);
     }
   };
+}
+
+/** What a command given to a Redis Cluster node that came back fails with until the node is ready and the daemon was told (NODE_BACK_EVENT). */
+export const NODE_BACK = 'Connection is closed: a Redis Cluster node came back, and nothing is sent to it before the daemon has compared what a restart may have lost';
+/** The Cluster's event, with the node's `host:port`, when a node that came back is ready: a reconnect, for that node's slots (daemon.ts). */
+export const NODE_BACK_EVENT = 'floodgate:node-back';
+/** What ioredis sends on a node's connection as it makes it (its ready check, a password, a role). */
+const CONNECTION_SETUP = new Set(['info', 'auth', 'hello', 'select', 'client', 'readonly', 'readwrite', 'cluster']);
+
+/**
+ * A Cluster node's connection made again while the Cluster is ready: the node's own connection
+ * ended (the node restarted in place, a network cut, a silent socket given up) and a command for
+ * its slots brought it back. Nothing told the daemon: the Cluster stayed `ready` and its slot map
+ * did not change, so no hold was raised, and a node restarted from older data (a host crash before
+ * its AOF was written) was read and written at once, an operator's lost close undone until the
+ * next compare, up to 2 s later (a review reproduced it). Now such a node takes nothing but its
+ * connection's setup until it is ready and the daemon has been told (NODE_BACK_EVENT, on which it
+ * raises its hold as after a reconnect): what comes before fails (NODE_BACK, a 503; a command for
+ * those slots while the node is still down fails so at once, where it was tried again every
+ * 100 ms until its time-out). The nodes of the Cluster's first connect, and of a connect after
+ * every node was lost (its own 'ready' raises the hold), are not held so: the Cluster is not
+ * `ready` as it makes them.
+ */
+function nothingBeforeBack(cluster: Cluster, node: Redis, known: Set<string>) {
+  // (The Cluster's '+node' passes the connection alone; the pool names a node so: util getNodeKey.)
+  const key = `${node.options.host}:${node.options.port}`;
+  const back = known.has(key) && cluster.status === 'ready';
+  known.add(key);
+  if (!back) return;
+  const send = node.sendCommand.bind(node) as (command: Command, ...rest: unknown[]) => unknown;
+  let told = false;
+  node.sendCommand = ((command: Command, ...rest: unknown[]) => {
+    if (told || CONNECTION_SETUP.has(command.name)) return send(command, ...rest);
+    // (A node's connection is made by its first command: one refused here makes it all the same.)
+    if (node.status === 'wait') node.connect().catch(() => {});
+    if (!command.isSettled) command.reject(new Error(NODE_BACK));
+    countUnsent(rest[0]);
+    return command.promise;
+  }) as never;
+  node.once('ready', () => {
+    told = true;
+    cluster.emit(NODE_BACK_EVENT, key);
+  });
 }
 
 /** Run-once commands a cluster node wrote and then closed without their reply: Redis may have run them. */

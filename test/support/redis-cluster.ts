@@ -5,6 +5,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
 import { afterAll } from 'vitest';
+import { itemKeys, opRevsKey } from '../../src/redis/keys.js';
 import { trackChild } from './children.js';
 import { freePort } from './proxy.js';
 
@@ -16,6 +17,8 @@ export interface ClusterNodeProc {
   kill(): Promise<void>;
   /** Starts a killed node again on its own files (nodes.conf, the AOF): what it wrote before its last fsync is back. */
   restart(): Promise<void>;
+  /** The node's files (nodes.conf, appendonlydir): copied while it is killed, put back for a restart from older data. */
+  dir: string;
 }
 
 export interface OwnCluster {
@@ -26,6 +29,8 @@ export interface OwnCluster {
   masterOf(key: string): Promise<number>;
   /** Waits until every live node says `cluster_state:ok` and `key`'s slot is served by a master other than `notPort`. */
   waitPromoted(key: string, notPort: number, timeoutMs?: number): Promise<number>;
+  /** Waits until every live node says `cluster_state:ok` (a restarted node taken back). */
+  untilOk(timeoutMs?: number): Promise<void>;
   /** A plain connection to one node (closed after the file). */
   node(port: number): Redis;
   /**
@@ -84,7 +89,13 @@ export async function ownCluster(opts: { masters?: number; replicas?: number } =
     return c;
   };
   const probes = new Map<number, Redis>();
-  const probe = (port: number) => probes.get(port) ?? (probes.set(port, node(port)), probes.get(port)!);
+  // (Made again after its node was killed: a probe does not reconnect.)
+  const probe = (port: number) => {
+    const known = probes.get(port);
+    if (known && known.status !== 'end' && known.status !== 'close') return known;
+    probes.set(port, node(port));
+    return probes.get(port)!;
+  };
   const live = () => ports.filter((p) => procs.has(p));
 
   async function until<T>(what: string, fn: () => Promise<T | null>, timeoutMs: number): Promise<T> {
@@ -122,7 +133,7 @@ export async function ownCluster(opts: { masters?: number; replicas?: number } =
 
   return {
     seeds: ports.map((p) => `127.0.0.1:${p}`).join(','),
-    nodes: ports.map((port) => ({ port, kill: () => killPort(port), restart: () => startNode(port, dir, procs) })),
+    nodes: ports.map((port) => ({ port, kill: () => killPort(port), restart: () => startNode(port, dir, procs), dir: path.join(dir, String(port)) })),
     masterOf,
     waitPromoted: (key, notPort, timeoutMs = 30_000) =>
       until(
@@ -135,6 +146,7 @@ export async function ownCluster(opts: { masters?: number; replicas?: number } =
         timeoutMs,
       ),
     node,
+    untilOk: async (timeoutMs = 30_000) => void (await until('cluster_state:ok', allOk, timeoutMs)),
     moveSlot: async (key, toPort, { batch = 1, pauseMs = 0, first = [], midway } = {}) => {
       const slot = Number(await probe(live()[0]).cluster('KEYSLOT', key));
       const fromPort = await masterOf(key);
@@ -194,4 +206,17 @@ function startNode(port: number, root: string, procs: Map<number, ChildProcess>)
       reject(new Error(`redis-server ${port} exited ${code}:\n${out}`));
     });
   });
+}
+
+/**
+ * An item id (`stem-N`, the first that fits) whose keys are on a master other than the one
+ * holding the operators' global mark, and that `fits` (say, a master with a replica): what a
+ * fault on that master rolls back leaves the mark standing.
+ */
+export async function itemOffTheMarksMaster(cluster: OwnCluster, prefix: string, stem: string, fits: (port: number) => Promise<boolean> = async () => true): Promise<{ item: string; port: number }> {
+  const markMaster = await cluster.masterOf(opRevsKey(prefix));
+  for (let i = 0; ; i++) {
+    const port = await cluster.masterOf(itemKeys(prefix, `${stem}-${i}`).meta);
+    if (port !== markMaster && (await fits(port))) return { item: `${stem}-${i}`, port };
+  }
 }
