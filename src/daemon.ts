@@ -82,7 +82,7 @@ import { startSeriesRecorder } from './scheduler/series-recorder.js';
 import type { ItemGaugeView } from './kernel/item-gauges.js';
 import type { CachedItem } from './queue/item-cache.js';
 import type { Outcome } from './queue/types.js';
-import { answerClientErrors, refusedWithoutHost, unservableRequest } from './api/client-errors.js';
+import { answerClientErrors, refusedDotSegment, refusedWithoutHost, unservableRequest } from './api/client-errors.js';
 
 export interface Daemon {
   url: string;
@@ -739,6 +739,8 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
   const open = new Set<ServerResponse>();
   // Per connection, its app answers not closed yet (below).
   const owedOn = new WeakMap<object, Set<ServerResponse>>();
+  /** A Host header as @hono/node-server takes it without parsing a URL (its reValidHost, letters of either case). */
+  const PLAIN_HOST = /^[A-Za-z0-9._-]+(?::\d{1,5})?$/;
   // Per connection, its requests in a row that came while an answer before them was not written yet.
   const queuedOn = new WeakMap<object, number>();
   let draining = false;
@@ -765,8 +767,11 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
           if (behind > PIPELINED_MAX) return void socket.destroy();
           queuedOn.set(socket, behind);
         } else queuedOn.delete(socket);
-        if (refusedWithoutHost(req, res)) return;
-        if (app.hot(req, res)) return;
+        if (refusedWithoutHost(req, res) || refusedDotSegment(req, res)) return;
+        // (A Host of another shape goes the app's way, where @hono/node-server reads it or answers
+        // 400: the hot join served a Host it could not read, a review's fuzzing.)
+        const host = req.headers.host;
+        if ((host === undefined || PLAIN_HOST.test(host)) && app.hot(req, res)) return;
         // Only the app's answers are tracked: an event stream is one of them, while the flood's
         // hot join and poll are written whole and pay nothing for the stop.
         open.add(res);

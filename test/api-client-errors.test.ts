@@ -1,6 +1,7 @@
 import net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { inProcessDaemon, OP, SVC, waitFor } from './support/daemon-inproc.js';
+import { http } from './support/http.js';
 import { testDb } from './support/db.js';
 import { testRedis } from './support/redis.js';
 
@@ -129,5 +130,38 @@ describe('requests the HTTP parser refuses', () => {
     // Both are counted, as the client's cut-short bodies (they were 503 unavailable: "dependency unavailable").
     expect(await waitFor(() => rejected('invalid_request'), (n) => n >= invalid + 2, 5000)).toBe(invalid + 2);
     expect(await rejected('unavailable')).toBe(unavailable);
+  });
+});
+
+describe('what a review fuzzed past the door', () => {
+  it.each([
+    ['a block of an item named %2e%2e (it was the global block of u1)', `PUT /v1/items/%2e%2e/blocks/u1 HTTP/1.1\r\nHost: HOST\r\nAuthorization: Bearer ${OP}\r\nConnection: close\r\n\r\n`],
+    ["a ticket's cancel under %2E. (it closed the item)", `DELETE /v1/tickets/%2E./items/dots HTTP/1.1\r\nHost: HOST\r\nAuthorization: Bearer ${OP}\r\nConnection: close\r\n\r\n`],
+    ['a join under a typed ..', `POST /v1/tickets/../items/dots/tickets HTTP/1.1\r\nHost: HOST\r\nAuthorization: Bearer ${SVC}\r\nContent-Type: application/json\r\nContent-Length: 15\r\nConnection: close\r\n\r\n{"userId":"u2"}`],
+    ['a lone %2e segment', `GET /v1/items/dots/%2e HTTP/1.1\r\nHost: HOST\r\nAuthorization: Bearer ${OP}\r\nConnection: close\r\n\r\n`],
+  ])('a path with a dot segment, as typed or encoded: 400, and nothing done (%s)', async (_, request) => {
+    const got = parts(await raw(request));
+    expect(got.status).toBe('400');
+    expect(got.body.error.code).toBe('invalid_request');
+  });
+
+  it('the dot segments refused did nothing: no global block, the item open and empty; a dot in a name is not one', async () => {
+    expect((await http(daemon.url, 'PUT', '/v1/items/dots', { handler: 'external' }, OP)).status).toBeLessThan(300);
+    for (const request of [`PUT /v1/items/%2e%2e/blocks/u1 HTTP/1.1\r\nHost: HOST\r\nAuthorization: Bearer ${OP}\r\nConnection: close\r\n\r\n`, `DELETE /v1/tickets/%2E./items/dots HTTP/1.1\r\nHost: HOST\r\nAuthorization: Bearer ${OP}\r\nConnection: close\r\n\r\n`]) await raw(request);
+    expect((await http(daemon.url, 'POST', '/v1/items/dots/tickets', { userId: 'u1' }, SVC)).status).toBe(202);
+    expect((await http(daemon.url, 'GET', '/v1/items/dots', undefined, OP)).body.state).toBe('open');
+    // A name with dots in it is no dot segment.
+    expect((await http(daemon.url, 'PUT', '/v1/items/v1..2', { handler: 'external' }, OP)).status).toBe(201);
+    // Nor may a user be named so: no path could block them.
+    expect((await http(daemon.url, 'POST', '/v1/items/dots/tickets', { userId: '..' }, SVC)).status).toBe(400);
+  });
+
+  it('a Host that is no host: 400 on the join too (its fast path served it), and the connection closes after', async () => {
+    const join = `POST /v1/items/dots/tickets HTTP/1.1\r\nHost: a b/c\r\nAuthorization: Bearer ${SVC}\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\r\n{"userId":"u3"}`;
+    // Pipelined behind it: not answered (before: served on the same connection).
+    const text = await raw(`${join}GET /healthz HTTP/1.1\r\nHost: HOST\r\n\r\n`);
+    expect(text.match(/HTTP\/1\.1 /g)).toHaveLength(1);
+    expect(parts(text).status).toBe('400');
+    expect((await http(daemon.url, 'GET', '/v1/items/dots', undefined, OP)).body.counts.waiting).toBe(1); // u1's alone
   });
 });

@@ -104,6 +104,24 @@ export function refusedWithoutHost(req: IncomingMessage, res: ServerResponse): b
   return true;
 }
 
+/** A `.` or `..` path segment, as typed or percent-encoded (`%2e`, in either case, as WHATWG URLs read it). */
+const DOT_SEGMENT = /\/(?:\.|%2e){1,2}(?=\/|$)/i;
+
+/**
+ * A request whose path has a dot segment, answered `400` with the JSON error. The URL parser
+ * resolves them before the request is routed, so `/v1/items/%2e%2e/blocks/u1` reached the global
+ * block of u1 (`/v1/blocks/u1`: 200, every item), and a ticket's cancel URL closed an item (a
+ * review's fuzzing): no name of the API is `.` or `..`, so a path holding one is refused whole.
+ * Returns whether it answered.
+ */
+export function refusedDotSegment(req: IncomingMessage, res: ServerResponse): boolean {
+  const url = req.url ?? '';
+  const q = url.indexOf('?');
+  if (!DOT_SEGMENT.test(q === -1 ? url : url.slice(0, q))) return false;
+  jsonError(res, 400, 'A path segment may not be "." or ".." (as typed or percent-encoded).');
+  return true;
+}
+
 /**
  * What @hono/node-server cannot make a request of (a backslash in the path, a bad Host, an absolute
  * URL of another scheme): its own answer was a bare `400` with no body.
@@ -111,5 +129,6 @@ export function refusedWithoutHost(req: IncomingMessage, res: ServerResponse): b
 export function unservableRequest(err: unknown): Response {
   const refused = err instanceof RequestError;
   const body = refused ? errorBody('The request URL or Host cannot be read.') : JSON.stringify({ error: { code: 'internal', message: 'Internal error.' } });
-  return new Response(body, { status: refused ? 400 : 500, headers: { 'Content-Type': 'application/json; charset=utf-8', 'Cache-Control': 'no-store' } });
+  // (Closed after, as every answer to what HTTP itself refuses: docs/api.md.)
+  return new Response(body, { status: refused ? 400 : 500, headers: { 'Content-Type': 'application/json; charset=utf-8', 'Cache-Control': 'no-store', ...(refused ? { Connection: 'close' } : {}) } });
 }

@@ -29,8 +29,8 @@ export interface HotJoinDeps {
  * Everything else goes on to the app unchanged, where the route answers it: no key or an unknown
  * one (401), another content type (415), no Content-Length (a chunked body), a body over the limit
  * (413), a repeated Authorization or Content-Type, an escaped or odd path, any other method.
- * Returns whether it took the request. (One difference stays: a Host header @hono/node-server
- * cannot make a URL of gets a bare 400 from it before the app runs; here such a join is served.)
+ * Returns whether it took the request. (A Host header of another shape than name[:port] is not
+ * brought here, daemon.ts: @hono/node-server reads it, or answers 400, before the app runs.)
  * A middleware added to the app later does not run for the requests taken here.
  */
 export function hotJoin(deps: HotJoinDeps) {

@@ -25,7 +25,9 @@ export const UserId = z
   .overwrite((s) => s.normalize('NFC'))
   .min(1)
   .refine((s) => !/[\u0000-\u001f\u007f-\u009f]/.test(s), 'no control characters')
-  .openapi({ example: 'u-42', minLength: 1, maxLength: 128, description: '1-128 code points, no control characters; compared (and shown) in NFC' });
+  // A path segment cannot name them (a URL's `..` is resolved before it is routed): such a user could be neither blocked nor unblocked.
+  .refine((s) => s !== '.' && s !== '..', 'not "." or ".."')
+  .openapi({ example: 'u-42', minLength: 1, maxLength: 128, description: '1-128 code points, no control characters, not "." or ".."; compared (and shown) in NFC' });
 /** A user id as the daemon shows it (it was checked and normalised at the door). */
 const UserIdView = z.string().openapi({ minLength: 1, maxLength: 128 });
 
@@ -100,10 +102,13 @@ export const WaitingRoom = z
   .object({
     title: z.string().min(1).max(200).superRefine(refineText),
     returnUrl: z
-      .url({ protocol: /^https?$/ })
+      .string()
       .max(2000)
-      // (The URL parser takes C0/C1 controls as they are: a page link made of them.)
+      // Looked at before the URL is parsed: the parser takes C0/C1 controls as they are (a page
+      // link made of them), and drops tab, CR and LF — an answer of 201 that stored another URL
+      // than the one sent (a review's fuzzing).
       .refine((u) => !/[\u0000-\u001f\u007f-\u009f]/.test(u), 'no control characters')
+      .pipe(z.url({ protocol: /^https?$/ }))
       .nullable()
       .optional()
       .openapi({ description: 'on admitted/succeeded the page sends the user here, with ?admission=<admissionToken> when the ticket carries one' }),
