@@ -196,7 +196,10 @@ describe('admission tokens', () => {
       '', 'x', 'a.b.c', '...', token.slice(0, -3) + (token.endsWith('AAA') ? 'BBA' : 'AAA'), `${b64({ alg: 'none' })}.${b64(claims)}.`,
       hs(pub.x, { alg: 'HS256', kid: header.kid }, claims), hs(JSON.stringify(pub), { alg: 'HS256', kid: header.kid }, claims),
       foreign, `${forgedInput}.${token.split('.')[2]}`, `${token}${'A'.repeat(10_000)}`, `${b64({ alg: 'EdDSA' })}.${b64(claims)}.AA`,
+      // The token itself spelt otherwise (before: active): padding after its signature, its last character's spare bits changed.
+      `${token}==`, respelt(token),
     ];
+    expect(respelt(token)).not.toBe(token);
     for (const c of cases) {
       const r = await introspect(a, c);
       expect(r, String(c).slice(0, 40)).toMatchObject({ status: 200, body: { active: false } });
@@ -278,3 +281,10 @@ describe('admission tokens', () => {
     expect((await call('/v1/tokens/introspect', inside)).body.active).toBe(false);
   });
 });
+
+/** The same bytes, another spelling: the signature's last character with its unused low bits changed (an Ed25519 signature is 64 bytes: 86 characters, 4 bits to spare). */
+function respelt(token: string): string {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+  const last = alphabet.indexOf(token.at(-1)!);
+  return token.slice(0, -1) + alphabet[last ^ 1];
+}
