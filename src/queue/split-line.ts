@@ -177,6 +177,9 @@ const refusals: Record<number, () => FloodgateError> = {
  */
 const subLinePrefix = (leasePrefix: string, k: number) => `${leasePrefix}${k}.`;
 
+/** How long an admission waits for another of the same item to free the item's lock before it answers none. */
+const LOCK_WAIT_MS = 1000;
+
 export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock: Clock }): SplitLine {
   const { redis, prefix, clock } = deps;
   const { run } = createScriptRunner(redis, prefix);
@@ -266,7 +269,15 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
       const token = randomBytes(9).toString('base64url');
       const gate = async (op: string, a: { want?: number; inFlight?: number; taken?: number; lastNum?: number }) =>
         Number(await run(scripts.splitGate, item.itemId, clock.now(), { op, token, want: a.want ?? '', inFlight: a.inFlight ?? '', autoCap: autoCap ?? '', taken: a.taken ?? '', lastNum: a.lastNum ?? '', version: op === 'lock' ? (version ?? '') : '' }));
-      const upTo = await gate('lock', {});
+      // Another admission of the item holds its lock (a round is a few round trips): waited for, a
+      // little. Each pull that found it held was answered none at once, so concurrent workers'
+      // pulls on a split item came back empty while tickets waited (a review: 8 pulls of 10 at
+      // once on 60 waiting got 10, 0, 0, 0, 0, 0, 0, 0).
+      let upTo = await gate('lock', {});
+      for (let waitMs = 2, waited = 0; upTo === -1 && waited < LOCK_WAIT_MS; waited += waitMs, waitMs = Math.min(waitMs * 2, 20)) {
+        await new Promise((r) => setTimeout(r, waitMs));
+        upTo = await gate('lock', {});
+      }
       if (upTo === -2) return null;
       if (upTo < 0) return [];
       let rows: SplitAdmitted[] = [];
