@@ -99,8 +99,10 @@ export function createReconnectFence(deps: {
    * two busy loops). A Postgres that does not answer holds no longer than before (`holdMs`).
    */
   const checkUntilDone = async (signal: AbortSignal) => {
+    // (One for every try: a listener each, never removed, warned of a leak at the eleventh.)
+    const timeUp = until(signal, null);
     for (;;) {
-      const failed = await Promise.race([deps.check().then(() => null, (err: unknown) => ({ err })), until(signal, null)]);
+      const failed = await Promise.race([deps.check().then(() => null, (err: unknown) => ({ err })), timeUp]);
       if (failed === null && !signal.aborted) return;
       if (signal.aborted) throw failed?.err ?? new Error(`the hold's time (${deps.holdMs} ms) was up before the check ended; it goes on without holding`);
       await until(signal, CHECK_RETRY_MS);
