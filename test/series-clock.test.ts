@@ -20,4 +20,15 @@ describe("an item's series", () => {
     expect(r.status).toBe(200);
     expect(r.body.points.length).toBeGreaterThanOrEqual(2); // before: 0
   });
+
+  it('takes its window, and the audit its limit, as decimal digits only (0x3e8 was 1000)', async () => {
+    const { call } = t.build();
+    const item = t.uniqueItem();
+    expect((await call('PUT', `/v1/items/${item}`, { handler: 'external' })).status).toBe(201);
+    for (const q of ['windowMs=0x3e8', 'windowMs=%201000', 'windowMs=0b1111101000', 'windowMs=1e4', 'windowMs=-1000']) expect((await call('GET', `/v1/items/${item}/series?${q}`)).status, q).toBe(400);
+    for (const q of ['limit=0x10', 'limit=1.0', 'limit=']) expect((await call('GET', `/v1/items/${item}/audit?${q}`)).status, q).toBe(400);
+    expect((await call('GET', `/v1/items/${item}/series?windowMs=1000`)).status).toBe(200);
+    expect((await call('GET', `/v1/items/${item}/series`)).status).toBe(200);
+    expect((await call('GET', `/v1/items/${item}/audit?limit=5`)).status).toBe(200);
+  });
 });

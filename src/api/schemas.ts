@@ -268,7 +268,7 @@ export const ErrorBody = z
 /** An order id as the ticket's result gives it: decimal digits (a bigint in Postgres). */
 export const OrderId = z
   .string()
-  .regex(/^[1-9][0-9]{0,17}$/, 'an order id is 1-18 decimal digits')
+  .regex(/^[1-9][0-9]{0,17}$/, 'an order id is 1-18 decimal digits, the first not 0')
   .openapi({ param: { name: 'orderId', in: 'path' }, example: '1042' });
 
 export const OrderSettled = z
