@@ -34,6 +34,8 @@ const SLOWEST_FIRST = [
   'api-tickets', // ~9 s
   'idle-items', // ~9 s
   'cluster-outage', // ~9 s
+  'cluster-restart-fence', // ~10 s (added 7 Dec, evening)
+  'cluster-outage-queue', // ~5 s (added 7 Dec, evening)
   'reconcile', // ~8 s
   'ticket-events', // ~8 s
   'e2e-reservations', // ~8 s
