@@ -739,8 +739,14 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
   const open = new Set<ServerResponse>();
   // Per connection, its app answers not closed yet (below).
   const owedOn = new WeakMap<object, Set<ServerResponse>>();
-  /** A Host header as @hono/node-server takes it without parsing a URL (its reValidHost, letters of either case). */
-  const PLAIN_HOST = /^[A-Za-z0-9._-]+(?::\d{1,5})?$/;
+  /**
+   * A Host header @hono/node-server takes (name[:port], a port of at most 65535; uppercase it
+   * reads through the URL parser, as it does an IPv6 address, which goes the app's way here).
+   */
+  const plainHost = (host: string) => {
+    const m = /^[A-Za-z0-9._-]+(?::(\d{1,5}))?$/.exec(host);
+    return m !== null && (m[1] === undefined || Number(m[1]) <= 65535);
+  };
   // Per connection, its requests in a row that came while an answer before them was not written yet.
   const queuedOn = new WeakMap<object, number>();
   let draining = false;
@@ -771,7 +777,7 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
         // (A Host of another shape goes the app's way, where @hono/node-server reads it or answers
         // 400: the hot join served a Host it could not read, a review's fuzzing.)
         const host = req.headers.host;
-        if ((host === undefined || PLAIN_HOST.test(host)) && app.hot(req, res)) return;
+        if ((host === undefined || plainHost(host)) && app.hot(req, res)) return;
         // Only the app's answers are tracked: an event stream is one of them, while the flood's
         // hot join and poll are written whole and pay nothing for the stop.
         open.add(res);

@@ -139,6 +139,7 @@ describe('what a review fuzzed past the door', () => {
     ["a ticket's cancel under %2E. (it closed the item)", `DELETE /v1/tickets/%2E./items/dots HTTP/1.1\r\nHost: HOST\r\nAuthorization: Bearer ${OP}\r\nConnection: close\r\n\r\n`],
     ['a join under a typed ..', `POST /v1/tickets/../items/dots/tickets HTTP/1.1\r\nHost: HOST\r\nAuthorization: Bearer ${SVC}\r\nContent-Type: application/json\r\nContent-Length: 15\r\nConnection: close\r\n\r\n{"userId":"u2"}`],
     ['a lone %2e segment', `GET /v1/items/dots/%2e HTTP/1.1\r\nHost: HOST\r\nAuthorization: Bearer ${OP}\r\nConnection: close\r\n\r\n`],
+    ['a .. before a #', `GET /v1/items/dots/x/..# HTTP/1.1\r\nHost: HOST\r\nAuthorization: Bearer ${OP}\r\nConnection: close\r\n\r\n`],
   ])('a path with a dot segment, as typed or encoded: 400, and nothing done (%s)', async (_, request) => {
     const got = parts(await raw(request));
     expect(got.status).toBe('400');
@@ -162,6 +163,9 @@ describe('what a review fuzzed past the door', () => {
     const text = await raw(`${join}GET /healthz HTTP/1.1\r\nHost: HOST\r\n\r\n`);
     expect(text.match(/HTTP\/1\.1 /g)).toHaveLength(1);
     expect(parts(text).status).toBe('400');
+    // A port past 65535 (a review: it passed the first look at the Host, and the join was served).
+    const overPort = parts(await raw(join.replace('Host: a b/c', 'Host: example.com:99999').replace('u3', 'u4')));
+    expect(overPort.status).toBe('400');
     expect((await http(daemon.url, 'GET', '/v1/items/dots', undefined, OP)).body.counts.waiting).toBe(1); // u1's alone
   });
 });

@@ -33,6 +33,15 @@ describe('the OpenAPI document', () => {
     for (const p of ['/healthz', '/readyz', '/metrics', '/openapi.json', '/docs', '/v1/items/{itemId}/status']) expect(doc.paths[p], p).toBeTruthy();
   });
 
+  it('shows the bounds of what is checked in two steps (a query number read as digits, a returnUrl checked before it is parsed)', async () => {
+    const { call } = t.build();
+    const doc: Doc = (await call('GET', '/openapi.json', undefined, null)).body;
+    const param = (path: string, name: string) => doc.paths[path].get.parameters.find((p: { name: string }) => p.name === name).schema;
+    expect(param('/v1/items/{itemId}/series', 'windowMs')).toMatchObject({ type: 'integer', minimum: 1000, maximum: 960000, default: 900000 });
+    expect(param('/v1/items/{itemId}/audit', 'limit')).toMatchObject({ type: 'integer', minimum: 1, maximum: 1000, default: 100 });
+    expect(JSON.stringify(doc.components.schemas.WaitingRoom.properties.returnUrl)).toContain('"format":"uri"');
+  });
+
   it('documents headers, per-handler config, results, and no 401/403 where no key is asked', async () => {
     const { call } = t.build();
     const doc: Doc = (await call('GET', '/openapi.json', undefined, null)).body;

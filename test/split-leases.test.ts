@@ -46,14 +46,19 @@ describe("a split item's leases", () => {
     expect(new Set(ids).size).toBe(40);
   });
 
-  it('are handed to concurrent pulls alike: four pulls of 15 at once on 60 waiting take all 60, each ticket once', async () => {
+  it('are handed to concurrent pulls alike: four pulls of 15 at once on 60 waiting take all 60, each ticket once; two dispatcher rounds at once do not wait', async () => {
     const line = await splitItem('cp', 'external', 8);
     for (let u = 0; u < 60; u++) await line.tickets.join('cp', `cp-u${u}`, null);
     // (The last waits out three rounds of a few round trips each: well within the second it may wait.)
-    const pulls = await Promise.all(Array.from({ length: 4 }, () => line.admissions.admit('cp', 15, 60_000)));
+    const pull = () => line.admissions.admitRound('cp', 15, 60_000, undefined, undefined, { lockWaitMs: 1000 }).then((r) => r.tickets);
+    const pulls = await Promise.all(Array.from({ length: 4 }, pull));
     // (Before: 15, 0, 0, 0 — a pull that found another holding the item's lock got none.)
     expect(pulls.map((p) => p.length)).toEqual([15, 15, 15, 15]);
     expect(new Set(pulls.flat().map((t) => t.seq)).size).toBe(60);
+    // A dispatcher's round does not wait: it answers none while another holds the lock.
+    for (let u = 0; u < 30; u++) await line.tickets.join('cp', `cp-v${u}`, null);
+    const [first, second] = await Promise.all([line.admissions.admit('cp', 15, 60_000), line.admissions.admit('cp', 15, 60_000)]);
+    expect([first.length, second.length].sort((a, b) => a - b)).toEqual([0, 15]);
   });
 
   it("queue every ticket of a dispatcher round in jobs (none dropped as another job's duplicate)", async () => {

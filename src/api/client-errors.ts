@@ -104,8 +104,8 @@ export function refusedWithoutHost(req: IncomingMessage, res: ServerResponse): b
   return true;
 }
 
-/** A `.` or `..` path segment, as typed or percent-encoded (`%2e`, in either case, as WHATWG URLs read it). */
-const DOT_SEGMENT = /\/(?:\.|%2e){1,2}(?=\/|$)/i;
+/** A `.` or `..` path segment, as typed or percent-encoded (`%2e`, in either case, as WHATWG URLs read it), before a `/`, a `#` (which no request should hold) or the end. */
+const DOT_SEGMENT = /\/(?:\.|%2e){1,2}(?=[/#]|$)/i;
 
 /**
  * A request whose path has a dot segment, answered `400` with the JSON error. The URL parser

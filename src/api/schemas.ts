@@ -111,7 +111,7 @@ export const WaitingRoom = z
       .pipe(z.url({ protocol: /^https?$/ }))
       .nullable()
       .optional()
-      .openapi({ description: 'on admitted/succeeded the page sends the user here, with ?admission=<admissionToken> when the ticket carries one' }),
+      .openapi({ format: 'uri', maxLength: 2000, description: 'on admitted/succeeded the page sends the user here, with ?admission=<admissionToken> when the ticket carries one' }),
   })
   .strict()
   .openapi('WaitingRoom', { example: { title: 'Phone X launch', returnUrl: 'https://shop.example/checkout' } });

@@ -110,8 +110,8 @@ export interface SplitLine {
    * another round runs). `paced`, when given, is told in how many ms the pace lets the next ticket
    * in when it alone admitted none (`forMs`; null otherwise).
    */
-  /** Null: nothing admitted, the item was redefined since `version` (its view) was read. */
-  admit(item: SplitItem, max: number, leaseMs: number, autoCap?: number, paced?: { forMs: number | null }, version?: number): Promise<SplitAdmitted[] | null>;
+  /** Null: nothing admitted, the item was redefined since `version` (its view) was read; 'busy': another admission of the item holds its lock. */
+  admit(item: SplitItem, max: number, leaseMs: number, autoCap?: number, paced?: { forMs: number | null }, version?: number): Promise<SplitAdmitted[] | null | 'busy'>;
   /** Settles admitted tickets (settle-9.lua on each one's sub-line); a code per entry as settle-9 answers. */
   settle(item: SplitItem, entries: SplitSettle[]): Promise<number[]>;
   /** Keeps leases alive until `until` (extend-leases-3.lua on each one's sub-line); per ticket, whether its lease was still the one given (extended). */
@@ -176,9 +176,6 @@ const refusals: Record<number, () => FloodgateError> = {
  * duplicate of another and dropped, its tickets left admitted with nothing running them.
  */
 const subLinePrefix = (leasePrefix: string, k: number) => `${leasePrefix}${k}.`;
-
-/** How long an admission waits for another of the same item to free the item's lock before it answers none. */
-const LOCK_WAIT_MS = 1000;
 
 export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock: Clock }): SplitLine {
   const { redis, prefix, clock } = deps;
@@ -269,16 +266,10 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
       const token = randomBytes(9).toString('base64url');
       const gate = async (op: string, a: { want?: number; inFlight?: number; taken?: number; lastNum?: number }) =>
         Number(await run(scripts.splitGate, item.itemId, clock.now(), { op, token, want: a.want ?? '', inFlight: a.inFlight ?? '', autoCap: autoCap ?? '', taken: a.taken ?? '', lastNum: a.lastNum ?? '', version: op === 'lock' ? (version ?? '') : '' }));
-      // Another admission of the item holds its lock (a round is a few round trips): waited for, a
-      // little. Each pull that found it held was answered none at once, so concurrent workers'
-      // pulls on a split item came back empty while tickets waited (a review: 8 pulls of 10 at
-      // once on 60 waiting got 10, 0, 0, 0, 0, 0, 0, 0).
-      let upTo = await gate('lock', {});
-      for (let waitMs = 2, waited = 0; upTo === -1 && waited < LOCK_WAIT_MS; waited += waitMs, waitMs = Math.min(waitMs * 2, 20)) {
-        await new Promise((r) => setTimeout(r, waitMs));
-        upTo = await gate('lock', {});
-      }
+      const upTo = await gate('lock', {});
       if (upTo === -2) return null;
+      // Another admission of the item holds its lock (its caller may wait and ask again: admissions.ts).
+      if (upTo === -1) return 'busy';
       if (upTo < 0) return [];
       let rows: SplitAdmitted[] = [];
       try {

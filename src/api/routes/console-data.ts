@@ -13,7 +13,15 @@ const num = z.number().nullable();
  * A whole number in a query, as decimal digits only: z.coerce took whatever Number() takes, so
  * `0x3e8`, ` 1000` and `0b1111101000` were all 1000 (a review's fuzzing).
  */
-const digits = (inner: z.ZodNumber) => z.string().regex(/^\d{1,9}$/, 'decimal digits').transform(Number).pipe(inner);
+const digits = (min: number, max: number, byDefault: number) =>
+  z
+    .string()
+    .regex(/^\d{1,9}$/, 'decimal digits')
+    .transform(Number)
+    .pipe(z.number().int().min(min).max(max))
+    .default(byDefault)
+    // (As the document showed it before: the pipe alone is shown as a string with a pattern.)
+    .openapi({ type: 'integer', minimum: min, maximum: max, default: byDefault });
 const Point = z.object({
   t: z.number().int().openapi({ description: 'start of the second, ms since the epoch' }),
   waiting: z.number(),
@@ -42,7 +50,7 @@ export function consoleDataRoutes(ctx: ApiContext) {
     createRoute({
       method: 'get', path: '/v1/items/{itemId}/series', tags: ['console'], security, middleware: [operator] as const,
       summary: 'Per-second points of the last windowMs (kept ~16 minutes in Redis, the same on every daemon)',
-      request: { params, query: z.object({ windowMs: digits(z.number().int().min(1000).max(960_000)).default(900_000) }) },
+      request: { params, query: z.object({ windowMs: digits(1000, 960_000, 900_000) }) },
       responses: { 200: json(Series, 'Oldest first'), ...errors(400, 401, 403, 404, 503) },
     }),
     async (c) => {
@@ -61,7 +69,7 @@ export function consoleDataRoutes(ctx: ApiContext) {
     createRoute({
       method: 'get', path: '/v1/items/{itemId}/audit', tags: ['console'], security, middleware: [operator] as const,
       summary: "The item's gate changes, newest first",
-      request: { params, query: z.object({ limit: digits(z.number().int().min(1).max(1000)).default(100) }) },
+      request: { params, query: z.object({ limit: digits(1, 1000, 100) }) },
       responses: { 200: json(z.object({ entries: z.array(AuditEntry) }), 'Newest first'), ...errors(400, 401, 403, 404, 503) },
     }),
     async (c) => c.json({ entries: await ctx.catalog.audit(c.req.valid('param').itemId, c.req.valid('query').limit) }, 200),

@@ -14,6 +14,8 @@ import { wholeJson } from '../answers.js';
 import { ITEM_ID, ItemId, JoinInput, OutcomeInput, PullInput, PulledTicket, TicketId, TicketView } from '../schemas.js';
 
 const security = [{ bearer: [] }];
+/** How long a pull on a split item waits for another admission of it to free the item's lock (a round is a few round trips). */
+const PULL_LOCK_WAIT_MS = 1000;
 
 /**
  * A ticket's view, read after a Redis reconnect's hold (not before the operators' writes are
@@ -127,10 +129,11 @@ export function ticketRoutes(ctx: ApiContext) {
       // Under the definition this view holds: from a view older than an operator's redefinition
       // (another daemon's PUT, within the cache's time), a worker was handed tickets of an item
       // made seckill, and told them succeeded with no order. Read afresh and asked once more.
-      let round = await queue.admissions.admitRound(itemId, max, leaseMs, undefined, version);
+      // (A split item's lock held by another pull is waited for, up to PULL_LOCK_WAIT_MS: queue/admissions.ts.)
+      let round = await queue.admissions.admitRound(itemId, max, leaseMs, undefined, version, { lockWaitMs: PULL_LOCK_WAIT_MS });
       if (round.stale) {
         version = await requireExternal(ctx, itemId, 'item_not_found', true);
-        round = await queue.admissions.admitRound(itemId, max, leaseMs, undefined, version);
+        round = await queue.admissions.admitRound(itemId, max, leaseMs, undefined, version, { lockWaitMs: PULL_LOCK_WAIT_MS });
       }
       const admitted = round.tickets;
       if (admitted.length) metrics.admissions.inc({ item: itemId }, admitted.length);
