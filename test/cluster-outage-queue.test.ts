@@ -73,4 +73,19 @@ describe('a Redis Cluster that was lost entirely and comes back', () => {
     expect(await redis.set('fgoq:restarted', '2')).toBe('OK');
     expect(await redis.get('fgoq:restarted')).toBe('2');
   });
+
+  it('one master whose connections were cut but which did not restart: what was given meanwhile is sent, and nobody is told of a restart', { timeout: 60_000 }, async () => {
+    await Promise.all(redis.nodes('master').map((node) => node.ping()));
+    const port = await cluster.masterOf('fgoq:cut');
+    const told: string[] = [];
+    redis.on(NODE_BACK_EVENT, (key: string) => told.push(key));
+    const gone = new Promise((resolve) => redis.once('-node', resolve));
+    // What an idle close (Redis's `timeout`) or a proxy's cut does.
+    await cluster.node(port).client('KILL', 'TYPE', 'normal', 'SKIPME', 'yes');
+    await gone;
+    // (Before: NODE_BACK for this, and a hold.)
+    expect(await redis.set('fgoq:cut', '1')).toBe('OK');
+    expect(await redis.get('fgoq:cut')).toBe('1');
+    expect(told).toEqual([]);
+  });
 });

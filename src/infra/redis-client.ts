@@ -122,10 +122,10 @@ export async function connectRedis(target: RedisTarget, kind: 'api' | 'admit' | 
   if ('cluster' in target) {
     if (kind !== 'jobs') {
       const cluster = new Cluster(target.cluster, { ...apiClusterOptions, redisOptions: { ...apiClusterOptions.redisOptions, Connector: silenceWatched(kind) } });
-      const known = new Set<string>();
+      const runIds = new Map<string, string | null>();
       cluster.on('+node', (node: Redis) => {
         // (Innermost: a run-once script owed on a node that comes back fails as RAN_MAYBE, which says more.)
-        nothingBeforeBack(cluster, node, known);
+        nothingBeforeBack(cluster, node, runIds);
         timeOutCommands(node, ms);
         notRunTwiceOnNode(node);
       });
@@ -326,45 +326,77 @@ function notSentAfterOutage(cluster: Cluster) {
   };
 }
 
-/** What a command given to a Redis Cluster node that came back fails with until the node is ready and the daemon was told (NODE_BACK_EVENT). */
-export const NODE_BACK = 'Connection is closed: a Redis Cluster node came back, and nothing is sent to it before the daemon has compared what a restart may have lost';
-/** The Cluster's event, with the node's `host:port`, when a node that came back is ready: a reconnect, for that node's slots (daemon.ts). */
+/** What a command given to a Redis Cluster node that came back restarted fails with (NODE_BACK_EVENT: the daemon holds and compares). */
+export const NODE_BACK = 'Connection is closed: a Redis Cluster node came back restarted, and nothing given before the daemon compares what the restart may have lost is sent to it';
+/** The Cluster's event, with the node's `host:port`, when a node came back restarted: a reconnect, for that node's slots (daemon.ts). */
 export const NODE_BACK_EVENT = 'floodgate:node-back';
 /** What ioredis sends on a node's connection as it makes it (its ready check, a password, a role). */
 const CONNECTION_SETUP = new Set(['info', 'auth', 'hello', 'select', 'client', 'readonly', 'readwrite', 'cluster']);
 
+const runIdOf = (info: string) => /^run_id:(\w+)/m.exec(info)?.[1] ?? null;
+
 /**
  * A Cluster node's connection made again while the Cluster is ready: the node's own connection
- * ended (the node restarted in place, a network cut, a silent socket given up) and a command for
- * its slots brought it back. Nothing told the daemon: the Cluster stayed `ready` and its slot map
- * did not change, so no hold was raised, and a node restarted from older data (a host crash before
- * its AOF was written) was read and written at once, an operator's lost close undone until the
- * next compare, up to 2 s later (a review reproduced it). Now such a node takes nothing but its
- * connection's setup until it is ready and the daemon has been told (NODE_BACK_EVENT, on which it
- * raises its hold as after a reconnect): what comes before fails (NODE_BACK, a 503; a command for
- * those slots while the node is still down fails so at once, where it was tried again every
- * 100 ms until its time-out). The nodes of the Cluster's first connect, and of a connect after
- * every node was lost (its own 'ready' raises the hold), are not held so: the Cluster is not
- * `ready` as it makes them.
+ * ended (the node restarted in place, a network cut, an idle close, a silent socket given up) and
+ * a command for its slots brought it back. Nothing told the daemon: the Cluster stayed `ready` and
+ * its slot map did not change, so no hold was raised, and a node restarted from older data (a
+ * host crash before its AOF was written) was read and written at once, an operator's lost close
+ * undone until the next compare, up to 2 s later (a review reproduced it). Such a node's
+ * connection now keeps what it is given (all but its own setup) until it is ready and has said
+ * which process it is (INFO's run_id, new at every start). The same process as before (a cut, an
+ * idle close): sent on, in order, as if nothing had happened. Another process, or one never
+ * heard: a restart — what was kept fails (NODE_BACK, a 503; its caller asks again) and the Cluster
+ * emits NODE_BACK_EVENT, on which the daemon raises its hold as after a reconnect. A connection
+ * that closes before that fails what it kept as a closed connection does (the Cluster sends it
+ * again 100 ms later). The nodes of the Cluster's first connect, and of a connect after every node
+ * was lost (its own 'ready' raises the hold), are not held so: the Cluster is not `ready` as it
+ * makes them; their run_id is noted all the same.
  */
-function nothingBeforeBack(cluster: Cluster, node: Redis, known: Set<string>) {
+function nothingBeforeBack(cluster: Cluster, node: Redis, runIds: Map<string, string | null>) {
   // (The Cluster's '+node' passes the connection alone; the pool names a node so: util getNodeKey.)
   const key = `${node.options.host}:${node.options.port}`;
-  const back = known.has(key) && cluster.status === 'ready';
-  known.add(key);
-  if (!back) return;
+  const back = runIds.has(key) && cluster.status === 'ready';
+  if (!runIds.has(key)) runIds.set(key, null);
   const send = node.sendCommand.bind(node) as (command: Command, ...rest: unknown[]) => unknown;
-  let told = false;
+  const whoIs = () => (node.info('server') as Promise<string>).then(runIdOf, () => null);
+  if (!back) {
+    node.once('ready', () => void whoIs().then((id) => id && runIds.set(key, id)));
+    return;
+  }
+  let kept: [Command, unknown[]][] | null = [];
+  const release = (each: (command: Command, rest: unknown[]) => void) => {
+    const all = kept ?? [];
+    kept = null;
+    for (const [command, rest] of all) each(command, rest);
+  };
   node.sendCommand = ((command: Command, ...rest: unknown[]) => {
-    if (told || CONNECTION_SETUP.has(command.name)) return send(command, ...rest);
-    // (A node's connection is made by its first command: one refused here makes it all the same.)
+    if (!kept || CONNECTION_SETUP.has(command.name)) return send(command, ...rest);
+    // (A node's connection is made by its first command: one kept here makes it all the same.)
     if (node.status === 'wait') node.connect().catch(() => {});
-    if (!command.isSettled) command.reject(new Error(NODE_BACK));
-    countUnsent(rest[0]);
+    kept.push([command, rest]);
     return command.promise;
   }) as never;
-  node.once('ready', () => {
-    told = true;
+  const closed = () =>
+    release((command, rest) => {
+      if (!command.isSettled) command.reject(new Error(CONNECTION_CLOSED));
+      countUnsent(rest[0]);
+    });
+  node.once('close', closed);
+  node.once('ready', async () => {
+    const was = runIds.get(key);
+    const id = await whoIs();
+    node.off('close', closed);
+    if (!kept) return; // (closed meanwhile)
+    if (id !== null && id === was) {
+      // The same process: nothing was lost. (A command timed out meanwhile is not sent: timeOutCommands.)
+      release((command, rest) => (command.isSettled ? countUnsent(rest[0]) : void send(command, ...rest)));
+      return;
+    }
+    if (id !== null) runIds.set(key, id);
+    release((command, rest) => {
+      if (!command.isSettled) command.reject(new Error(NODE_BACK));
+      countUnsent(rest[0]);
+    });
     cluster.emit(NODE_BACK_EVENT, key);
   });
 }
