@@ -81,7 +81,7 @@ describe('a Redis Cluster that was lost entirely and comes back', () => {
     redis.on(NODE_BACK_EVENT, (key: string) => told.push(key));
     const gone = new Promise((resolve) => redis.once('-node', resolve));
     // What an idle close (Redis's `timeout`) or a proxy's cut does.
-    await cluster.node(port).client('KILL', 'TYPE', 'normal', 'SKIPME', 'yes');
+    await cluster.node(port).call('CLIENT', 'KILL', 'TYPE', 'normal', 'SKIPME', 'yes');
     await gone;
     // (Before: NODE_BACK for this, and a hold.)
     expect(await redis.set('fgoq:cut', '1')).toBe('OK');

@@ -1,3 +1,4 @@
+import type { Cluster, Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { connectRedis } from '../src/infra/redis-client.js';
 import { manualClock } from '../src/kernel/clock.js';
@@ -27,7 +28,7 @@ const masterPort = await cluster.masterOf(itemKeys(prefix, 'moved').meta);
 const onMaster = async (stem: string) => {
   for (let i = 0; ; i++) if ((await cluster.masterOf(itemKeys(prefix, `${stem}-${i}`).meta)) === masterPort) return `${stem}-${i}`;
 };
-const items = { api: await onMaster('moved-api'), admit: await onMaster('moved-admit'), mixed: await onMaster('moved-mixed'), join: await onMaster('joined') };
+const items = { api: await onMaster('moved-api'), admit: await onMaster('moved-admit'), mixed: await onMaster('moved-mixed'), join: await onMaster('joined'), kept: await onMaster('moved-kept') };
 const proxy = await tcpProxy({ host: '127.0.0.1', port: masterPort });
 afterAll(() => proxy.close());
 const master = cluster.node(masterPort);
@@ -106,6 +107,42 @@ describe('a script whose reply a closed cluster node lost', () => {
       );
       expect(joined.status).toBe('fulfilled');
       expect(await seq()).toBe('2');
+    } finally {
+      redis.disconnect();
+    }
+  });
+
+  it("is not run twice when its node's connection, made again, kept it and then lost its reply", async () => {
+    const redis = (await connect('admit')) as unknown as Cluster;
+    try {
+      const { run } = createScriptRunner(redis as never, prefix);
+      const stock = itemKeys(prefix, items.kept).stock;
+      await run(scripts.splitUnits, items.kept, Date.now(), { delta: 0 });
+      // The node's connection cut: the next command makes it again, and it keeps that command until
+      // the node says it is the same process (infra/redis-client.ts nothingBeforeBack), then sends it.
+      const gone = new Promise((r) => redis.once('-node', r));
+      await proxy.cut();
+      await proxy.restore();
+      await gone;
+      // On the new connection, the reply of the first script written is lost.
+      redis.once('+node', (node: Redis) =>
+        node.once('ready', () => {
+          const stream = node.stream as unknown as { write(chunk: unknown, ...rest: unknown[]): boolean };
+          const write = stream.write.bind(stream);
+          stream.write = (chunk: unknown, ...rest: unknown[]) => {
+            if (/eval/i.test(String(chunk))) proxy.dropReplies();
+            return write(chunk, ...rest);
+          };
+        }),
+      );
+      const moved = run(scripts.splitUnits, items.kept, Date.now(), { delta: 5 }).then(() => 'answered', (err: Error) => err.message);
+      for (const end = Date.now() + 10_000; (await master.hget(stock, 's0')) !== '5'; await new Promise((r) => setTimeout(r, 5))) if (Date.now() > end) throw new Error('the move never ran');
+      await proxy.cut();
+      await proxy.restore();
+      expect(await moved).toMatch(/may have run/);
+      // (Before: sent past the run-once guard, it was not marked owed, and its resend ran it again: 10.)
+      await new Promise((r) => setTimeout(r, 300));
+      expect(await master.hget(stock, 's0')).toBe('5');
     } finally {
       redis.disconnect();
     }

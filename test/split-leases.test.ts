@@ -6,6 +6,7 @@ import { createLine } from '../src/queue/line.js';
 import { subLineOf } from '../src/queue/split-line.js';
 import type { AdmittedTicket } from '../src/queue/types.js';
 import { jobQueuePrefix } from '../src/redis/keys.js';
+import { createScriptRunner, scripts } from '../src/redis/scripts.js';
 import { createJobQueues, queueName } from '../src/service/jobs.js';
 import { redisUrl, testRedis } from './support/redis.js';
 
@@ -59,6 +60,22 @@ describe("a split item's leases", () => {
     for (let u = 0; u < 30; u++) await line.tickets.join('cp', `cp-v${u}`, null);
     const [first, second] = await Promise.all([line.admissions.admit('cp', 15, 60_000), line.admissions.admit('cp', 15, 60_000)]);
     expect([first.length, second.length].sort((a, b) => a - b)).toEqual([0, 15]);
+  });
+
+  it("are not handed to a pull that waited for the item's lock past the sale window's end", async () => {
+    const own = manualClock();
+    const prefix = t.newPrefix();
+    const line = createLine({ redis: t.redis, prefix, clock: own, cacheMs: 0 });
+    await line.definitions.define({ itemId: 'cw', handler: 'external', ...plain, closesAt: own.now() + 300, lines: 4 }, open, { reopen: false });
+    for (let u = 0; u < 5; u++) await line.tickets.join('cw', `cw-u${u}`, null);
+    const { run } = createScriptRunner(t.redis, prefix);
+    const gate = (op: string) => run(scripts.splitGate, 'cw', own.now(), { op, token: 'another', want: '', inFlight: '', autoCap: '', taken: 0, lastNum: 0, version: '' });
+    expect(Number(await gate('lock'))).toBeGreaterThanOrEqual(0); // another admission holds the lock
+    const pull = line.admissions.admitRound('cw', 10, 60_000, undefined, undefined, { lockWaitMs: 1000 });
+    await new Promise((r) => setTimeout(r, 50));
+    own.advance(1000); // the window ends while the pull waits
+    await gate('commit');
+    expect((await pull).tickets).toEqual([]); // before: all five, 700 ms after closesAt
   });
 
   it("queue every ticket of a dispatcher round in jobs (none dropped as another job's duplicate)", async () => {

@@ -388,8 +388,11 @@ function nothingBeforeBack(cluster: Cluster, node: Redis, runIds: Map<string, st
     node.off('close', closed);
     if (!kept) return; // (closed meanwhile)
     if (id !== null && id === was) {
-      // The same process: nothing was lost. (A command timed out meanwhile is not sent: timeOutCommands.)
-      release((command, rest) => (command.isSettled ? countUnsent(rest[0]) : void send(command, ...rest)));
+      // The same process: nothing was lost. Sent through the node's outermost sendCommand, as
+      // first given: the run-once guard marks a script owed only as it is written (sent past it,
+      // a kept script whose reply the next cut lost was sent again and ran twice: a review, +5
+      // gave 10). (A command timed out meanwhile is not sent: timeOutCommands.)
+      release((command, rest) => (command.isSettled ? countUnsent(rest[0]) : void node.sendCommand(command, ...(rest as [never]))));
       return;
     }
     if (id !== null) runIds.set(key, id);

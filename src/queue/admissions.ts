@@ -304,18 +304,20 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
       if (sub && !windowEnded) {
         const closesAt = item.snap.def.closesAt;
         // Each try looks at the hold again (whenUnheld): a wait for the lock is no gap in it.
-        const tryOnce = () =>
+        // (`again`: a try after a wait for the lock is stamped afresh too: a pull that waited
+        // past closesAt admitted five tickets 700 ms after it, a review.)
+        const tryOnce = (again: boolean) =>
           unheld(async (waited) => {
-            restamp(waited);
+            restamp(waited || again);
             // The window's end was judged on the time before the hold: one that passed meanwhile ends the line, as it would have.
             if (closesAt !== null && now >= closesAt) return 'ended' as const;
             return deps.split.admit(sub, max, leaseMs, autoCap, paced, version);
           });
         const until = performance.now() + (opts?.lockWaitMs ?? 0);
-        let got = await tryOnce();
+        let got = await tryOnce(false);
         for (let waitMs = 2; got === 'busy' && performance.now() + waitMs < until; waitMs = Math.min(waitMs * 2, 20)) {
           await new Promise((r) => setTimeout(r, waitMs));
-          got = await tryOnce();
+          got = await tryOnce(true);
         }
         if (!got) return { tickets: [], drained: false, pacedForMs: null, stale: true };
         if (got === 'ended') windowEnded = true;
