@@ -739,14 +739,6 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
   const open = new Set<ServerResponse>();
   // Per connection, its app answers not closed yet (below).
   const owedOn = new WeakMap<object, Set<ServerResponse>>();
-  /**
-   * A Host header @hono/node-server takes (name[:port], a port of at most 65535; uppercase it
-   * reads through the URL parser, as it does an IPv6 address, which goes the app's way here).
-   */
-  const plainHost = (host: string) => {
-    const m = /^[A-Za-z0-9._-]+(?::(\d{1,5}))?$/.exec(host);
-    return m !== null && (m[1] === undefined || Number(m[1]) <= 65535);
-  };
   // Per connection, its requests in a row that came while an answer before them was not written yet.
   const queuedOn = new WeakMap<object, number>();
   let draining = false;
@@ -995,4 +987,14 @@ async function importModule(modulePath: string): Promise<unknown> {
 function halfOpen<S extends object>(server: S): S {
   (server as { httpAllowHalfOpen?: boolean }).httpAllowHalfOpen = true;
   return server;
+}
+
+/**
+ * A Host header @hono/node-server takes (name[:port], a port of at most 65535; uppercase it
+ * reads through the URL parser, as it does an IPv6 address, which goes the app's way here).
+ */
+const PLAIN_HOST = /^[A-Za-z0-9._-]+(?::(\d{1,5}))?$/;
+function plainHost(host: string): boolean {
+  const m = PLAIN_HOST.exec(host);
+  return m !== null && (m[1] === undefined || Number(m[1]) <= 65535);
 }

@@ -12,12 +12,8 @@ import { testDb } from './support/db.js';
 import { askAgainOn503, joinAll, userIds } from './support/joins.js';
 import { ownCluster } from './support/redis-cluster.js';
 import { expectSoldExactly } from './support/sale-checks.js';
+import { rowsOf } from './support/split.js';
 
-/** A split admission's rows; none when another held the item's lock ('busy'). */
-const rowsOf = async <T>(p: Promise<T[] | null | 'busy'>): Promise<T[]> => {
-  const r = await p;
-  return r === 'busy' ? [] : r!;
-};
 
 /**
  * A hot item split into 8 sub-lines on a real 3-master Redis Cluster, driven by two "daemons"
@@ -88,7 +84,7 @@ describe('a hot item split into sub-lines on a Redis Cluster', { timeout: 120_00
     const rows: SplitAdmitted[] = [];
     const admitter = async (d: number) => {
       for (;;) {
-        const got = (await rowsOf(daemons[d].admit(item, 25, 60_000)));
+        const got = await rowsOf(daemons[d].admit(item, 25, 60_000));
         rows.push(...got);
         if (got.length) {
           const codes = await daemons[d].settle(item, got.map((r) => ({ seq: r.seq, leaseId: r.leaseId, status: 'succeeded' as const })));
@@ -165,7 +161,7 @@ describe('a hot item split into sub-lines on a Redis Cluster', { timeout: 120_00
     const [n] = (await run(scripts.splitNumber, item.itemId, systemClock.now(), { userId: late, source: '', defaultKeyQuota: '' })) as number[];
     const other = userIds(0, 64, 'f').find((u) => subLineOf(u, 8) !== subLineOf(late, 8))!;
     expect((await daemons[0].join(item, other)).num).toBe(n + 1);
-    expect(((await rowsOf(daemons[0].admit(item, 10, 60_000)))).map((r) => r.num)).toEqual([n + 1]);
+    expect((await rowsOf(daemons[0].admit(item, 10, 60_000))).map((r) => r.num)).toEqual([n + 1]);
     // Let in with n, the ticket would wait behind a cursor already past it (position n − (n + 1) = 0)
     // and be admitted after n + 1: its sub-line refuses the number (-8, the fence) instead.
     const answer = (await run(scripts.splitJoin, subLineTag(item.itemId, subLineOf(late, 8)), systemClock.now(), { userId: late, num: n, payload: '', source: '' })) as (number | string)[];
@@ -184,7 +180,7 @@ describe('a hot item split into sub-lines on a Redis Cluster', { timeout: 120_00
     let joining = true;
     const admitter = async (d: number) => {
       for (;;) {
-        const got = (await rowsOf(daemons[d].admit(item, 20, 60_000)));
+        const got = await rowsOf(daemons[d].admit(item, 20, 60_000));
         if (got.length) {
           // Every seventh user's sale fails (its unit must go back to the counter).
           const status = (r: SplitAdmitted) => (Number(r.record.split('|')[1].slice(1)) % 7 === 3 ? ('failed' as const) : ('succeeded' as const));
@@ -326,13 +322,13 @@ describe('a hot item split into sub-lines on a Redis Cluster', { timeout: 120_00
     const item = await defineSplit('cut-me', 8, 10);
     const users = userIds(0, 300, 'c');
     await Promise.all(users.map((u, i) => daemons[i % 2].join(item, u)));
-    const before = (await rowsOf(daemons[0].admit(item, 10, 60_000)));
+    const before = await rowsOf(daemons[0].admit(item, 10, 60_000));
     expect(before.length).toBe(10);
     const ended = await daemons[1].cut(item, 'sold_out');
     expect(ended).toBe(290);
     expect(await sumCtr(item, 'waiting')).toBe(0);
     await daemons[0].settle(item, before.map((r) => ({ seq: r.seq, leaseId: r.leaseId, status: 'succeeded' as const })));
-    expect((await rowsOf(daemons[0].admit(item, 10, 60_000)))).toEqual([]);
+    expect(await rowsOf(daemons[0].admit(item, 10, 60_000))).toEqual([]);
     const late = userIds(1000, 1064, 'c');
     expect(new Set(late.map((u) => subLineOf(u, 8))).size).toBe(8);
     const answers = await Promise.allSettled(late.map((u, i) => daemons[i % 2].join(item, u)));

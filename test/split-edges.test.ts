@@ -17,12 +17,8 @@ import { joinAll, retrying503, userIds } from './support/joins.js';
 import { testRedis, unlinkPrefix } from './support/redis.js';
 import { expectSoldExactly } from './support/sale-checks.js';
 import { followTicket } from './support/ticket-stream.js';
+import { rowsOf } from './support/split.js';
 
-/** A split admission's rows; none when another held the item's lock ('busy'). */
-const rowsOf = async <T>(p: Promise<T[] | null | 'busy'>): Promise<T[]> => {
-  const r = await p;
-  return r === 'busy' ? [] : r!;
-};
 
 /** Items split into sub-lines (lines > 1) at their edges, through one daemon on one Redis. */
 const { redis, newPrefix } = testRedis();
@@ -141,7 +137,7 @@ describe('an item split into sub-lines, at its edges', () => {
         if (name !== 'zscore') return typeof v === 'function' ? v.bind(target) : v;
         return async (...args: [string, string]) => {
           await new Promise((r) => setImmediate(r));
-          if (!admitted) admitted = ((await rowsOf(admitter.admit(item, 10, 60_000)))).length === 1;
+          if (!admitted) admitted = (await rowsOf(admitter.admit(item, 10, 60_000))).length === 1;
           return target.zscore(...args);
         };
       },
@@ -325,7 +321,7 @@ describe('an item split into sub-lines, at its edges', () => {
     expect(await other.readTicket(item, early.seq)).toMatchObject({ cut: { 1: 'r' } });
     // The ticket that joined after the cut waits in the line, and a round admits it.
     expect((await other.readTicket(item, joined!.seq)).position).toEqual(expect.any(Number));
-    expect(((await rowsOf(other.admit(item, 10, 60_000)))).map((r) => r.seq)).toEqual([joined!.seq]);
+    expect((await rowsOf(other.admit(item, 10, 60_000))).map((r) => r.seq)).toEqual([joined!.seq]);
   });
 
   it('never shows a waiting ticket a place under 1, even when the admission cursor has passed its number', async () => {

@@ -104,8 +104,8 @@ export function refusedWithoutHost(req: IncomingMessage, res: ServerResponse): b
   return true;
 }
 
-/** A `.` or `..` path segment, as typed or percent-encoded (`%2e`, in either case, as WHATWG URLs read it), before a `/`, a `#` (which no request should hold) or the end. */
-const DOT_SEGMENT = /\/(?:\.|%2e){1,2}(?=[/#]|$)/i;
+/** A `.` or `..` path segment, as typed or percent-encoded (`%2e`, in either case, as WHATWG URLs read it), in the path (before any `?` or `#`, which no request should hold). */
+const DOT_SEGMENT = /^[^?#]*\/(?:\.|%2e){1,2}(?=[/?#]|$)/i;
 
 /**
  * A request whose path has a dot segment, answered `400` with the JSON error. The URL parser
@@ -115,9 +115,7 @@ const DOT_SEGMENT = /\/(?:\.|%2e){1,2}(?=[/#]|$)/i;
  * Returns whether it answered.
  */
 export function refusedDotSegment(req: IncomingMessage, res: ServerResponse): boolean {
-  const url = req.url ?? '';
-  const q = url.indexOf('?');
-  if (!DOT_SEGMENT.test(q === -1 ? url : url.slice(0, q))) return false;
+  if (!DOT_SEGMENT.test(req.url ?? '')) return false;
   jsonError(res, 400, 'A path segment may not be "." or ".." (as typed or percent-encoded).');
   return true;
 }

@@ -124,7 +124,7 @@ export async function connectRedis(target: RedisTarget, kind: 'api' | 'admit' | 
       const cluster = new Cluster(target.cluster, { ...apiClusterOptions, redisOptions: { ...apiClusterOptions.redisOptions, Connector: silenceWatched(kind) } });
       const runIds = new Map<string, string | null>();
       cluster.on('+node', (node: Redis) => {
-        // (Innermost: a run-once script owed on a node that comes back fails as RAN_MAYBE, which says more.)
+        // (Innermost: what it keeps has passed the others, and what it sends on goes through them again.)
         nothingBeforeBack(cluster, node, runIds);
         timeOutCommands(node, ms);
         notRunTwiceOnNode(node);
@@ -251,6 +251,12 @@ function countUnsent(stream: unknown) {
   }
 }
 
+/** A command failed instead of sent (its caller told `message`, if nobody told it before), counted in its pipeline as countUnsent says. */
+function failUnsent(command: Command, stream: unknown, message: string) {
+  if (!command.isSettled) command.reject(new Error(message));
+  countUnsent(stream);
+}
+
 /**
  * Commands of runOnceScripts, known at their first sending, by SHA1: written on a connection that
  * has not run the script, ioredis turns one into an EVAL of its source, and a cluster may send it
@@ -320,8 +326,7 @@ function notSentAfterOutage(cluster: Cluster) {
     c.resetOfflineQueue();
     for (let item = queued.shift(); item; item = queued.shift()) {
       // (A run-once script whose node's connection closed after writing it, queued by the Cluster's resend: RAN_MAYBE says so.)
-      if (!item.command.isSettled) item.command.reject(new Error(owedOnNodes.has(item.command) ? RAN_MAYBE : QUEUED_IN_OUTAGE));
-      countUnsent(item.stream);
+      failUnsent(item.command, item.stream, owedOnNodes.has(item.command) ? RAN_MAYBE : QUEUED_IN_OUTAGE);
     }
   };
 }
@@ -357,12 +362,12 @@ function nothingBeforeBack(cluster: Cluster, node: Redis, runIds: Map<string, st
   const key = `${node.options.host}:${node.options.port}`;
   const back = runIds.has(key) && cluster.status === 'ready';
   if (!runIds.has(key)) runIds.set(key, null);
-  const send = node.sendCommand.bind(node) as (command: Command, ...rest: unknown[]) => unknown;
   const whoIs = () => (node.info('server') as Promise<string>).then(runIdOf, () => null);
   if (!back) {
     node.once('ready', () => void whoIs().then((id) => id && runIds.set(key, id)));
     return;
   }
+  const send = node.sendCommand.bind(node) as (command: Command, ...rest: unknown[]) => unknown;
   let kept: [Command, unknown[]][] | null = [];
   const release = (each: (command: Command, rest: unknown[]) => void) => {
     const all = kept ?? [];
@@ -376,11 +381,7 @@ function nothingBeforeBack(cluster: Cluster, node: Redis, runIds: Map<string, st
     kept.push([command, rest]);
     return command.promise;
   }) as never;
-  const closed = () =>
-    release((command, rest) => {
-      if (!command.isSettled) command.reject(new Error(CONNECTION_CLOSED));
-      countUnsent(rest[0]);
-    });
+  const closed = () => release((command, rest) => failUnsent(command, rest[0], CONNECTION_CLOSED));
   node.once('close', closed);
   node.once('ready', async () => {
     const was = runIds.get(key);
@@ -396,10 +397,7 @@ function nothingBeforeBack(cluster: Cluster, node: Redis, runIds: Map<string, st
       return;
     }
     if (id !== null) runIds.set(key, id);
-    release((command, rest) => {
-      if (!command.isSettled) command.reject(new Error(NODE_BACK));
-      countUnsent(rest[0]);
-    });
+    release((command, rest) => failUnsent(command, rest[0], NODE_BACK));
     cluster.emit(NODE_BACK_EVENT, key);
   });
 }
@@ -426,8 +424,7 @@ function notRunTwiceOnNode(node: Redis) {
   const awaiting = node as unknown as { commandQueue: { peekBack(): { command: Command } | undefined } };
   node.sendCommand = ((command: Command, ...rest: unknown[]) => {
     if (owedOnNodes.has(command)) {
-      if (!command.isSettled) command.reject(new Error(RAN_MAYBE));
-      countUnsent(rest[0]);
+      failUnsent(command, rest[0], RAN_MAYBE);
       return command.promise;
     }
     markRunOnce(command);

@@ -296,13 +296,14 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
       // unsplit line itself; a split one is held here, on the item's view.
       if (sub && item.snap.def.opensAt !== null && now < item.snap.def.opensAt) return { tickets: [], drained: false, pacedForMs: null };
       const paced = { forMs: null as number | null };
+      const closesAt = item.snap.def.closesAt;
+      const pastWindow = () => closesAt !== null && now >= closesAt;
       // (let: a split line's admission a reconnect's hold delayed looks at the window's end again.)
       let { windowEnded, drained, rows, pacedForMs, stale } = sub
-        ? { windowEnded: item.snap.def.closesAt !== null && now >= item.snap.def.closesAt, drained: false, rows: [] as { seq: number; record: string; payload: string; leaseId: string; leaseExp: number }[], pacedForMs: null, stale: false }
+        ? { windowEnded: pastWindow(), drained: false, rows: [] as { seq: number; record: string; payload: string; leaseId: string; leaseExp: number }[], pacedForMs: null, stale: false }
         : await unheld((waited) => (restamp(waited), scripts.admit(itemId, now, { max, leaseMs, leasePrefix, autoCap: autoCap ?? '', version: version ?? '' })));
       if (stale) return { tickets: [], drained: false, pacedForMs: null, stale: true };
       if (sub && !windowEnded) {
-        const closesAt = item.snap.def.closesAt;
         // Each try looks at the hold again (whenUnheld): a wait for the lock is no gap in it.
         // (`again`: a try after a wait for the lock is stamped afresh too: a pull that waited
         // past closesAt admitted five tickets 700 ms after it, a review.)
@@ -310,7 +311,7 @@ export function createAdmissions(deps: AdmissionsDeps): Admissions {
           unheld(async (waited) => {
             restamp(waited || again);
             // The window's end was judged on the time before the hold: one that passed meanwhile ends the line, as it would have.
-            if (closesAt !== null && now >= closesAt) return 'ended' as const;
+            if (pastWindow()) return 'ended' as const;
             return deps.split.admit(sub, max, leaseMs, autoCap, paced, version);
           });
         const until = performance.now() + (opts?.lockWaitMs ?? 0);
