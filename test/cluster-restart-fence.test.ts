@@ -1,7 +1,6 @@
 import { cpSync, rmSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { createLogger } from '../src/kernel/logger.js';
-import { itemKeys } from '../src/redis/keys.js';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
 import { itemOffTheMarksMaster, ownCluster } from './support/redis-cluster.js';
@@ -48,8 +47,8 @@ describe('a Redis Cluster master restarted in place from older data', () => {
     cpSync(older, node.dir, { recursive: true });
     await node.restart();
     await cluster.untilOk();
-    const item0 = cluster.node(port);
-    expect(await item0.hget(itemKeys(prefix, item).meta, 'closed').catch(() => null), 'the master rolled back past the close').not.toBe('1');
+    // (Its files predate the close. Not read back here: the daemon may already have put the close
+    // back by then — a clean-clone run saw it so; without the change the newcomer below got 202.)
 
     // The first answer that is not 503 (the node's connection being made again, or CLUSTERDOWN).
     const newcomer = await waitFor(() => join(item, 'newcomer'), (r) => r.status !== 503, 20_000);
