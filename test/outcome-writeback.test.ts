@@ -40,6 +40,20 @@ describe('outcome writeback', () => {
     expect(vp.outcome.result).toEqual({ orderId: 'A1' });
     expect(vq.outcome.reason).toBe('limit_reached');
   });
+  it('a reason with a control character is 400 and writes nothing; the same code without it writes', async () => {
+    const { call } = t.build();
+    await call('PUT', '/v1/items/ctl', { handler: 'external' });
+    await call('POST', '/v1/items/ctl/tickets', { userId: 'u1' }, SERVICE);
+    const [p] = (await call('POST', '/v1/items/ctl/pull', {}, SERVICE)).body.tickets;
+    // Stored as given before (a fuzzing run), shown to the user and in operators' logs and console.
+    for (const reason of ['out\tof_stock', 'x\u001b[31m', 'a\nb', 'c\u0085']) {
+      const r = await call('POST', `/v1/tickets/${p.ticketId}/outcome`, { leaseId: p.leaseId, status: 'rejected', reason }, SERVICE);
+      expect([r.status, r.body.error?.code], JSON.stringify(reason)).toEqual([400, 'invalid_request']);
+    }
+    expect((await call('GET', `/v1/tickets/${p.ticketId}`, undefined, null)).body.state).toBe('admitted');
+    const ok = await call('POST', `/v1/tickets/${p.ticketId}/outcome`, { leaseId: p.leaseId, status: 'rejected', reason: 'out_of_stock' }, SERVICE);
+    expect(ok.body).toMatchObject({ state: 'rejected', outcome: { reason: 'out_of_stock' } });
+  });
   it("a blocked user's ticket back at the head after its lease ran out waits in doubt, and the worker's late write-back is taken", async () => {
     const { call, queue } = t.build();
     await call('PUT', '/v1/items/late', { handler: 'external' });

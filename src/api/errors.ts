@@ -106,12 +106,13 @@ export async function jsonBody(c: Context): Promise<unknown> {
  * For a route whose body may be left out (`required: false`: a pull): an empty body sent with a
  * JSON type reads as no body (`{}`, the defaults), as one sent with no type does. The validator
  * read it as JSON, and an empty text is no JSON: `Content-Type: application/json` with nothing
- * after it was 400 "Malformed JSON" (clients send the type on every request). Anything else, a
- * malformed body too, is read as JSON as before.
+ * after it was 400 "Malformed JSON" (clients send the type on every request). So does the body
+ * `null`, as on the routes that take no body (no-body.ts). Anything else, a malformed body too, is
+ * read as JSON as before.
  */
 export const emptyJsonIsNoBody: MiddlewareHandler = async (c, next) => {
   const json = c.req.json.bind(c.req);
-  c.req.json = (async () => ((await c.req.arrayBuffer()).byteLength === 0 ? {} : json())) as typeof c.req.json;
+  c.req.json = (async () => ((await c.req.arrayBuffer()).byteLength === 0 ? {} : ((await json()) ?? {}))) as typeof c.req.json;
   await next();
 };
 

@@ -246,7 +246,14 @@ export const PulledTicket = z.object({
   leaseExpiresAt: z.string(),
 });
 
-const Reason = z.string().min(1).max(128);
+// Shown to the ticket's user and to operators as it is: a code, so no control characters (a tab
+// or an escape sequence in a log line or a console cell), as in a user id.
+const Reason = z
+  .string()
+  .min(1)
+  .max(128)
+  .refine((s) => !/[\u0000-\u001f\u007f-\u009f]/.test(s), 'no control characters')
+  .openapi({ minLength: 1, maxLength: 128, description: 'a code (1-128 characters, no control characters), e.g. sold_out' });
 export const OutcomeInput = z
   .discriminatedUnion('status', [
     z.object({ leaseId: z.string().min(1).max(256), status: z.literal('succeeded'), result: z.unknown().optional() }).strict(),
