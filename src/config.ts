@@ -107,6 +107,8 @@ export const configSchema = z.object({
   FLOODGATE_BODY_LIMIT: decimal(z.number().int().min(1024).max(1 << 24)).default(16 * 1024),
   // Up to an hour: a webhook's timeoutMs may be 10 minutes, a deployment's handler's deadline an hour.
   FLOODGATE_SHUTDOWN_MS: decimal(z.number().int().min(0).max(3_600_000)).default(10_000),
+  /** A stopping daemon's first part (daemon.ts drainHttp): it still answers, each answer its connection's last, and /readyz says 503. */
+  FLOODGATE_DRAIN_GRACE_MS: decimal(z.number().int().min(0).max(600_000)).default(1000),
   /** How long a Postgres connection may go unanswered after a request before it is given up (db/client.ts). */
   FLOODGATE_PG_TIMEOUT_MS: decimal(z.number().int().min(500).max(600_000)).default(15_000),
   FLOODGATE_WORKER_CONCURRENCY: decimal(z.number().int().min(1).max(10_000)).default(256),

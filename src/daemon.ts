@@ -359,7 +359,17 @@ export function wireModules(config: Config, log: Logger, clock: Clock, { redis, 
 export type Modules = ReturnType<typeof wireModules>;
 
 /** The HTTP API over the modules; `tokens` when admission tokens are signed (the daemon always). */
-export function wireApp(config: Config, log: Logger, { redis, dbHandle }: Stores, m: Modules, tokens?: Tokens, admitHold?: () => Promise<unknown> | null, reconnects?: () => number) {
+export interface AppOptions {
+  tokens?: Tokens;
+  /** While a Redis reconnect's check runs: what joins, polls, cancels and pulls wait for (daemon.ts fence). */
+  admitHold?: () => Promise<unknown> | null;
+  /** How many Redis reconnects this process has seen. */
+  reconnects?: () => number;
+  /** True once a graceful stop has begun: /readyz answers 503 from then on. */
+  stopping?: () => boolean;
+}
+
+export function wireApp(config: Config, log: Logger, { redis, dbHandle }: Stores, m: Modules, { tokens, admitHold, reconnects, stopping }: AppOptions = {}) {
   const { queue, metrics } = m;
   // From the item views this daemon holds that are still true (items.allViews: held ones read
   // after the item's last change notice; the others read, at most FLOODGATE_CACHE_MS old).
@@ -371,6 +381,27 @@ export function wireApp(config: Config, log: Logger, { redis, dbHandle }: Stores
     return g;
   };
   const itemViews = async () => (await queue.items.allViews()).map(gaugeView);
+  const storesReady = async (): Promise<{ redis: boolean; postgres: boolean; why?: string }> => {
+    // Redis as the line uses it: one that takes writes. PING alone read `ok` while Redis was a
+    // replica (every join refused READONLY), as `select 1` did for a read-only Postgres.
+    const [r, p] = await Promise.all([probe(() => redis.set(readyProbeKey(config.FLOODGATE_REDIS_PREFIX), '1', 'PX', 5000), READY_TIMEOUT_MS - 100), probe(async () => {
+        if (!(await writable(dbHandle.sql))) {
+          void m.pg.readOnlySeen();
+          throw new Error('postgres is read-only');
+        }
+      }, READY_TIMEOUT_MS - 100)]);
+    // Set to evict keys (after the start, which refuses it): it takes writes and may drop a line's keys.
+    const evicting = m.memory.evicting;
+    if (evicting) return { redis: false, postgres: p, why: evictionHazard(evicting) };
+    // Answering and refusing writes (MISCONF: a full disk under its AOF; READONLY): said as that,
+    // not as "not answering" (the guard's word, read once a second).
+    const refused = m.memory.refusing;
+    if (!r && refused && m.memory.answered) return { redis: false, postgres: p, why: `redis refuses writes: ${refused}` };
+    // Postgres answering, writable by its sessions' word, and refusing the sale's writes (a full disk).
+    const refusing = m.pg.refusing(performance.now());
+    if (refusing) return { redis: r, postgres: false, why: refusing };
+    return { redis: r, postgres: p };
+  };
   return createApp({
     queue,
     series: m.series,
@@ -389,27 +420,10 @@ export function wireApp(config: Config, log: Logger, { redis, dbHandle }: Stores
     metricsKey: config.FLOODGATE_METRICS_KEY,
     clock: m.clock,
     watchClock: m.clock,
-    ready: async () => {
-      // Redis as the line uses it: one that takes writes. PING alone read `ok` while Redis was a
-      // replica (every join refused READONLY), as `select 1` did for a read-only Postgres.
-      const [r, p] = await Promise.all([probe(() => redis.set(readyProbeKey(config.FLOODGATE_REDIS_PREFIX), '1', 'PX', 5000), READY_TIMEOUT_MS - 100), probe(async () => {
-          if (!(await writable(dbHandle.sql))) {
-            void m.pg.readOnlySeen();
-            throw new Error('postgres is read-only');
-          }
-        }, READY_TIMEOUT_MS - 100)]);
-      // Set to evict keys (after the start, which refuses it): it takes writes and may drop a line's keys.
-      const evicting = m.memory.evicting;
-      if (evicting) return { redis: false, postgres: p, why: evictionHazard(evicting) };
-      // Answering and refusing writes (MISCONF: a full disk under its AOF; READONLY): said as that,
-      // not as "not answering" (the guard's word, read once a second).
-      const refused = m.memory.refusing;
-      if (!r && refused && m.memory.answered) return { redis: false, postgres: p, why: `redis refuses writes: ${refused}` };
-      // Postgres answering, writable by its sessions' word, and refusing the sale's writes (a full disk).
-      const refusing = m.pg.refusing(performance.now());
-      if (refusing) return { redis: r, postgres: false, why: refusing };
-      return { redis: r, postgres: p };
-    },
+    // A stop under way (drainHttp): a load balancer that asks takes this daemon out of its pool
+    // while it still answers, before its connections close. (The stores are asked still: they stay
+    // open until the answers are done.)
+    ready: async () => ({ ...(await storesReady()), ...(stopping?.() && { stopping: true }) }),
     itemViews,
     // Several processes on one port (FLOODGATE_PROCESSES): a scrape answers for all of them.
     scrape: isClusterWorker() ? workerMetrics(metrics) : undefined,
@@ -733,7 +747,9 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
     startSeriesRecorder({ queue, series: core.series, clock, log: log.child({ module: 'series' }), effective: (item) => catalog.gateOf(item).effective }, { everyMs: 500 }),
   ];
 
-  const app = wireApp(config, log, stores, core, tokens, fence.current, fence.raised);
+  // A graceful stop under way (stop(), drainHttp): every answer is its connection's last, and /readyz says 503.
+  let draining = false;
+  const app = wireApp(config, log, stores, core, { tokens, admitHold: fence.current, reconnects: fence.raised, stopping: () => draining });
 
   // The answers not finished yet, for the stop (drainHttp): it waits for them, and ends the streams.
   const open = new Set<ServerResponse>();
@@ -741,7 +757,6 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
   const owedOn = new WeakMap<object, Set<ServerResponse>>();
   // Per connection, its requests in a row that came while an answer before them was not written yet.
   const queuedOn = new WeakMap<object, number>();
-  let draining = false;
   const server: ServerType = await new Promise((resolve, reject) => {
     // The flood's poll and join are answered before the app is asked (api/hot-poll.ts, hot-join.ts).
     // node-server's own listener, with an answer of ours for what it cannot make a request of.
@@ -835,20 +850,28 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
         log.info('stopping');
         draining = true;
         reconciling.abort();
+        // The loops start nothing new from now (the other daemons sweep, count stock and resolve
+        // doubts; the ledger's final drain below writes what this one's jobs end): a stock recount
+        // begun seconds into a stop on a slow Postgres ran the budget out (exit 1, a review). A
+        // round under way is waited for below, as before.
+        const loopsStopped = Promise.all(loops.map((l) => l.stop()));
         // The three at once: the controller's stop hands its leader leases over, and waiting for
         // the HTTP drain first kept the other daemons without a controller for that long too.
         // (Joins still answered meanwhile are admitted by the other daemons' dispatchers.)
         service.stopTaking();
         // The drain within the budget too: a client that stopped sending mid-body held it 5 s
         // whatever the budget (a 3 s budget ran out with no sale at all: exit 1).
-        const drainMs = Math.min(HTTP_DRAIN_MS, Math.max(MIN_DRAIN_MS, config.FLOODGATE_SHUTDOWN_MS - STOP_TAIL_MS - MIN_WORKERS_MS));
-        await Promise.all([drainHttp(server as Server, open, log, drainMs), dispatcher.stop(), controller.stop()]);
+        const httpMs = Math.max(MIN_DRAIN_MS, config.FLOODGATE_SHUTDOWN_MS - STOP_TAIL_MS - MIN_WORKERS_MS);
+        const drainMs = Math.min(HTTP_DRAIN_MS, httpMs);
+        // The grace within it too, before the drain (a budget too small for both gives it none).
+        const graceMs = Math.min(config.FLOODGATE_DRAIN_GRACE_MS, httpMs - drainMs);
+        await Promise.all([drainHttp(server as Server, open, log, { graceMs, drainMs }), dispatcher.stop(), controller.stop()]);
         // The jobs running get what is left of the budget after the HTTP drain, less what the rest
         // of the stop needs (STOP_TAIL_MS): a webhook call an operator gave a long stop budget for
         // finishes here instead of being dropped and run again elsewhere.
         const left = stopBy - Date.now();
         const { dropped } = await service.stop({ workersMs: Math.max(MIN_WORKERS_MS, left - STOP_TAIL_MS), queuesMs: Math.min(QUEUES_CLOSE_MS, Math.max(1000, left - STOP_TAIL_MS / 2)) });
-        await Promise.all(loops.map((l) => l.stop()));
+        await loopsStopped;
         await startReconcile;
         time.stop();
         await tokens.stop();
@@ -905,28 +928,47 @@ export const PIPELINED_MAX = 256;
 const MIN_DRAIN_MS = 250;
 
 /**
- * Stops taking connections and lets the answers in progress finish, each the last of its
- * connection (`Connection: close`: the client does not send its next call on a socket being
- * closed, which it would see reset). Node's server.close() alone waits for every connection to
- * close, and a ticket's event stream closes only when the ticket ends: a SIGTERM while users
- * followed waiting tickets held the stop until FLOODGATE_SHUTDOWN_MS forced the process out
- * (exit 1), its dispatcher admitting and its jobs cut short meanwhile (test/rolling-restart.test.ts).
+ * Lets the answers in progress finish, each the last of its connection (`Connection: close`), then
+ * stops taking connections. Node's server.close() alone waits for every connection to close, and a
+ * ticket's event stream closes only when the ticket ends: a SIGTERM while users followed waiting
+ * tickets held the stop until FLOODGATE_SHUTDOWN_MS forced the process out (exit 1), its
+ * dispatcher admitting and its jobs cut short meanwhile (test/rolling-restart.test.ts).
+ *
+ * First the grace (`graceMs`, FLOODGATE_DRAIN_GRACE_MS): the daemon still listens and answers
+ * everything, each answer its connection's last, and /readyz says 503, so that a load balancer
+ * takes it out of its pool and each client's next call goes on a new connection, elsewhere. Its
+ * kept-alive connections are left open meanwhile: one closed while idle is one its client may be
+ * writing its next request on at that moment, and that request is reset, unanswered (a review:
+ * 13 of 16 keep-alive clients' joins and polls in flight at a SIGTERM got ECONNRESET, when idle
+ * connections were closed at once; a proxy passes such a reset on as a 502). It ends early once no
+ * connection is left. Then the listener closes and idle connections with it, and the answers
+ * still in progress get the rest of `drainMs`.
+ *
  * An event stream is ended at once: its body is delimited by the connection's close
  * (api/routes/ticket-events.ts), so closing the connection ends it as the client expects, and the
  * browser reconnects (its `retry`) through the load balancer to a daemon that stays, whose first
  * event is the ticket's current view. Destroyed rather than ended: the watch may still write to it
  * before it hears the close, and a write after end() would throw.
  */
-async function drainHttp(server: Server, open: Set<ServerResponse>, log: Logger, drainMs = HTTP_DRAIN_MS) {
-  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+async function drainHttp(server: Server, open: Set<ServerResponse>, log: Logger, { graceMs, drainMs }: { graceMs: number; drainMs: number }) {
   for (const res of open) if (!res.headersSent) res.shouldKeepAlive = false;
-  const until = Date.now() + drainMs;
   // An answer begun but not finished is a stream: every other answer is written whole in one go
   // (@hono/node-server, api/hot-*.ts). Looked at again every 50 ms, as a stream accepted just
-  // before the stop writes its head on a later turn (ticket-events.ts), and so are the idle
-  // connections: one whose answer was on its way at the stop went idle, kept alive, after it.
-  for (;;) {
+  // before the stop (or during the grace) writes its head on a later turn (ticket-events.ts).
+  const endStreams = () => {
     for (const res of open) if (res.headersSent && !res.writableEnded) res.destroy();
+  };
+  const graceUntil = Date.now() + graceMs;
+  while (Date.now() < graceUntil) {
+    endStreams();
+    if ((await connectionsOf(server)) === 0) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  const until = Date.now() + drainMs;
+  // Idle connections too: one whose answer was on its way at the close went idle, kept alive, after it.
+  for (;;) {
+    endStreams();
     server.closeIdleConnections();
     if (await settlesWithin(closed, 50)) return;
     if (Date.now() > until) break;
@@ -935,6 +977,9 @@ async function drainHttp(server: Server, open: Set<ServerResponse>, log: Logger,
   server.closeAllConnections();
   await closed;
 }
+
+/** The server's open connections (null: it could not say). */
+const connectionsOf = (server: Server) => new Promise<number | null>((resolve) => server.getConnections((err, n) => resolve(err ? null : n)));
 
 /**
  * Registers a deployment's own handlers: the module exports `handlers` (an array of HandlerSpec).

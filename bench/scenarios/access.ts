@@ -41,7 +41,7 @@ export async function accessScenario(ctx: BenchContext) {
   const ring = createKeyRing(tokenStore);
   await ring.start();
   const tokens = createTokens({ keys: ring, revocations: tokenStore, redis, prefix: ctx.prefix, queue, clock: real, log, issuer: 'floodgate' });
-  const make = (withTokens: boolean) => wireApp(config, log, stores, modules, withTokens ? tokens : undefined);
+  const make = (withTokens: boolean) => wireApp(config, log, stores, modules, { tokens: withTokens ? tokens : undefined });
   const app = make(true);
   const plain = make(false);
   const call = async (a: typeof app, method: string, path: string, body?: unknown, key = OP) =>

@@ -35,7 +35,7 @@ export async function testApp() {
     const stores = { redis, dbHandle: dbh };
     const modules = wireModules(config, log, clock, stores);
     const { queue, stock, gateStore: gates, catalog, metrics, store, lostTickets, stockRows, handlers, pgPressure, series } = modules;
-    const app = wireApp(config, log, stores, modules, undefined, opts.admitHold, opts.reconnects);
+    const app = wireApp(config, log, stores, modules, { admitHold: opts.admitHold, reconnects: opts.reconnects });
     const call = async (method: string, path: string, body?: unknown, key?: string | null, headers: Record<string, string> = {}) => {
       const h: Record<string, string> = { ...headers };
       if (key !== null) h.authorization = `Bearer ${key ?? OPERATOR}`;

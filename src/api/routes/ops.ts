@@ -32,7 +32,7 @@ function documentOps(app: OpenAPIHono) {
 export interface OpsDeps {
   /** Which backing stores answer right now; each check bounded by its own timeout (see `probe`). */
   /** `why`: what is wrong beyond not answering (a Redis set to evict keys takes writes, and still fails). */
-  ready(): Promise<{ redis: boolean; postgres: boolean; why?: string }>;
+  ready(): Promise<{ redis: boolean; postgres: boolean; why?: string; stopping?: boolean }>;
   metricsKey?: string;
   /** The items' views as the daemon holds them, for the per-item gauges of a scrape. */
   itemViews(): Promise<ItemGaugeView[]>;
@@ -42,7 +42,7 @@ export interface OpsDeps {
 
 /** /readyz answers within this, whatever hangs: a probe still running then counts as failed. */
 export const READY_TIMEOUT_MS = 900;
-const notReady: { redis: boolean; postgres: boolean; why?: string } = { redis: false, postgres: false };
+const notReady: Awaited<ReturnType<OpsDeps['ready']>> = { redis: false, postgres: false };
 
 /** True if `check` succeeds within `ms`; a check that hangs or throws is false. */
 export async function probe(check: () => Promise<unknown>, ms: number): Promise<boolean> {
@@ -62,14 +62,16 @@ export function opsRoutes(ctx: ApiContext, deps: OpsDeps) {
   app.get('/readyz', async (c) => {
     let r = notReady;
     await probe(async () => (r = await deps.ready()), READY_TIMEOUT_MS);
-    const ok = r.redis && r.postgres;
+    const ok = r.redis && r.postgres && !r.stopping;
     const failed = (['redis', 'postgres'] as const).filter((k) => !r[k]);
     if (!ok) c.header('Retry-After', '2');
+    // (Stopping: the stores' checks are still what they answered.)
+    const why = r.stopping ? 'This daemon is stopping (a graceful stop under way): send to another.' : (r.why ?? `Not answering: ${failed.join(', ')}.`);
     return c.json(
       {
         status: ok ? 'ready' : 'unavailable',
         checks: { redis: r.redis ? 'ok' : 'fail', postgres: r.postgres ? 'ok' : 'fail' },
-        ...(ok ? {} : { error: { code: 'unavailable', message: r.why ?? `Not answering: ${failed.join(', ')}.` } }),
+        ...(ok ? {} : { error: { code: 'unavailable', message: why } }),
       },
       ok ? 200 : 503,
     );
