@@ -141,6 +141,28 @@ describe('webhook Retry-After', () => {
     for (const u of ['second', 'third']) expect(down.of(u)[0].at, u).toBeGreaterThanOrEqual(asked);
   });
 
+  it('holds a ticket whose retried call got 409 "still processing" with Retry-After, and no other user\'s call', async () => {
+    // `slow`'s first call outlives the call's 300 ms timeout; its retry, under the same key, hears
+    // 409 + Retry-After: 10 (its key's first call still being processed). That speaks of that key
+    // alone: `other`, admitted meanwhile, waited the 10 s too (20 s in a review's run).
+    const down = await downstream((userId, n, res) => {
+      if (userId === 'slow' && n === 1) return void setTimeout(() => ok(res), 1000);
+      if (userId === 'slow' && n === 2) return busy(res, 409, '10');
+      ok(res);
+    });
+    await define('ra-409', { handler: 'webhook', config: { url: down.url, timeoutMs: 300 } });
+    const slow = await join('ra-409', 'slow');
+    await waitFor(async () => down.of('slow').length, (n) => n >= 2, 20_000);
+    const asked = down.of('slow')[1].at;
+    const other = await settled(await join('ra-409', 'other'));
+    expect(other.body.state).toBe('succeeded');
+    expect(down.of('other')[0].at - asked).toBeLessThan(8000);
+    // The ticket that was asked waits it out, then ends with the answer under its key.
+    expect((await settled(slow)).body).toMatchObject({ state: 'succeeded', outcome: { result: { orderId: 'R1' } } });
+    expect(down.of('slow')[2].at - asked).toBeGreaterThanOrEqual(10_000);
+    expect(new Set(down.of('slow').map((c) => c.key)).size).toBe(1);
+  });
+
   it('takes delay-seconds or an HTTP date ahead, and nothing else', () => {
     const now = Date.parse('Sat, 05 Dec 2026 08:00:00 GMT');
     const h = (retryAfter: string, date?: string) => new Headers({ 'retry-after': retryAfter, ...(date ? { date } : {}) });

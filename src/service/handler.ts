@@ -49,10 +49,14 @@ export class DropError extends Error {
   /**
    * @param retryAfterMs how long the downstream asked not to be called again (ms, > 0), when it
    *   said; the runner caps it at MAX_RETRY_AFTER_MS and ignores anything else.
+   * @param scope whom the wait is for: the whole item (`item`, a 429 or 503: the downstream says
+   *   "not before" to every call) or this ticket alone (`ticket`: a 409 to a retried call says its
+   *   key's first call is still being processed, which says nothing of other users' calls).
    */
   constructor(
     readonly reason: string,
     readonly retryAfterMs?: number,
+    readonly scope: 'item' | 'ticket' = 'item',
   ) {
     super(reason);
     this.name = 'DropError';

@@ -274,9 +274,11 @@ export function createRunner(deps: RunnerDeps) {
       }
       const drop = isDropError(err);
       const sample: Sample = { itemId, startedAt, latencyMs: performance.now() - started, result: drop ? 'drop' : 'error' };
-      // Asked on the last attempt too: the item's other tickets wait it out.
+      // Asked on the last attempt too: the item's other tickets wait it out (not for a wait asked
+      // for this ticket's call alone: one user's 409 "still processing" held every other user's
+      // call 20 s, a review).
       const waitMs = drop ? askedWait(err) : 0;
-      if (waitMs) pause(itemId, waitMs);
+      if (waitMs && (err as DropError).scope !== 'ticket') pause(itemId, waitMs);
       // (Whatever was thrown: `throw undefined` read as an object failed here, and its ticket was never settled.)
       const permanent = (err as { permanent?: boolean } | null | undefined)?.permanent === true;
       const noAnswer = drop && unanswered(err);

@@ -64,13 +64,46 @@ export function parseAnswer(text: string): unknown {
 function exactNumbers(text: string): unknown {
   if (!/\d{16}|[eE][+]?\d{3}/.test(text)) return null;
   try {
-    return parseLossless(text, null, (literal) => {
-      const n = Number(literal);
-      return Number.isFinite(n) && (!Number.isInteger(n) || Number.isSafeInteger(n)) ? n : literal;
-    });
+    return parseLossless(text, null, (literal) => (exact(literal) ? Number(literal) : literal));
   } catch {
-    return null;
+    // lossless-json refuses a key given twice with two values, which JSON.parse takes (the last
+    // wins): such an answer lost its 64-bit order id, rounded by JSON.parse and then refused as
+    // unsafe with the rest of the result (a review). The same numbers quoted, then JSON.parse.
+    const quoted = quoteInexact(text);
+    return quoted === null ? null : JSON.parse(quoted);
   }
+}
+
+/** Whether a number literal reads back as itself (an integer within 2^53, a finite fraction). */
+function exact(literal: string): boolean {
+  const n = Number(literal);
+  return Number.isFinite(n) && (!Number.isInteger(n) || Number.isSafeInteger(n));
+}
+
+const NUMBER = /-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?/y;
+
+/** The text with each number literal outside strings that is not exact written as a string; null when none is. */
+function quoteInexact(text: string): string | null {
+  let out = '';
+  let from = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"') {
+      // To the string's end, past its escapes.
+      for (i++; i < text.length && text[i] !== '"'; i++) if (text[i] === '\\') i++;
+      continue;
+    }
+    if (c !== '-' && (c < '0' || c > '9')) continue;
+    NUMBER.lastIndex = i;
+    const literal = NUMBER.exec(text)?.[0];
+    if (!literal) continue;
+    if (!exact(literal)) {
+      out += text.slice(from, i) + JSON.stringify(literal);
+      from = i + literal.length;
+    }
+    i += literal.length - 1;
+  }
+  return from === 0 ? null : out + text.slice(from);
 }
 
 /** Whether the answer may become the ticket's result (see above). */

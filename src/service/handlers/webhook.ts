@@ -79,7 +79,8 @@ export function signature(secret: string, body: string, unixSec: number): string
  * 2xx → succeeded (the JSON body is the result); 409/422 → rejected, but a 409 to a retried call
  * is a drop (its key's first call is still being processed); 429 or a 5xx (`http_503`), a
  * timeout (`timeout`) or no answer (`connection_refused`, `connection_reset`, `dns_failure`,
- * `connection_error`) → a drop (retried with backoff, then failed); a 429 or 503 with a
+ * `connection_error`) → a drop (retried with backoff, then failed); an answer fetch cannot read
+ * (`bad_answer`: headers over 16 KiB, too many content codings) fails at once; a 429 or 503 with a
  * `Retry-After` the ticket's next call waits out (retryAfterMs). Faults that fail
  * the ticket at once (retrying the same request cannot help): a 3xx (`http_302`), another 4xx
  * (`http_400`). A 2xx/409/422 body that cannot be kept (over 64 KiB, cut short, NUL, a lone
@@ -185,6 +186,16 @@ export const webhook: HandlerSpec = {
     try {
       res = await fetch(c.url, { method: 'POST', headers, body, redirect: 'manual', signal: call.signal });
     } catch (err) {
+      // An answer came and could not be read (its headers over Node's 16 KiB, more than five
+      // content codings): the service heard the call and did what it does, so it stays kept; it is
+      // not down (read as no answer, its item was paused and each key called ~27 times, a review),
+      // and the same call would get the same answer: the ticket fails at once, and the log says why.
+      const unreadable = unreadableAnswer(err);
+      if (unreadable && !ctx.signal.aborted) {
+        await Promise.all([keep(), reached()]);
+        ctx.log.warn({ why: unreadable }, 'webhook answer could not be read; the ticket fails as bad_answer (fix the service\'s answer)');
+        throw new WebhookRefused('bad_answer');
+      }
       const drop = noAnswer(err, ctx);
       if (!notSent.has(drop.reason)) await Promise.all([keep(), reached()]);
       throw drop;
@@ -203,7 +214,7 @@ export const webhook: HandlerSpec = {
     if (res.status === 409 && wentBefore) {
       await res.body?.cancel().catch(() => {});
       await keep();
-      throw new DropError('http_409', retryAfterMs(res.headers));
+      throw new DropError('http_409', retryAfterMs(res.headers), 'ticket');
     }
     const stored = res.ok || res.status === 409 || res.status === 422;
     if (!stored) {
@@ -286,6 +297,14 @@ function noAnswer(err: unknown, ctx: HandlerContext): DropError {
   const code = typeof cause.code === 'string' ? cause.code : undefined;
   ctx.log.debug({ code, err: redactUrl(String(cause.message)) }, 'webhook call got no answer');
   return new DropError(noAnswerReasons.get(code ?? '') ?? 'connection_error');
+}
+
+/** Why an answer that came could not be read by fetch, or null when the call got none. */
+function unreadableAnswer(err: unknown): string | null {
+  const cause = ((err as Error)?.cause ?? err) as { code?: unknown; message?: unknown };
+  if (cause?.code === 'UND_ERR_HEADERS_OVERFLOW') return 'headers over 16 KiB';
+  if (typeof cause?.message === 'string' && /too many content-encodings/.test(cause.message)) return 'more than five content codings';
+  return null;
 }
 
 /** The URL without user and password (the URL as given when it has neither). */
