@@ -26,10 +26,10 @@ describe("a released order's unit given back", () => {
     const users = itemKeys(prefix, 'ru').users;
     const run = createScriptRunner(redis, prefix).run;
     // Order 7, released: not this ticket's (it succeeded with order 9).
-    await run(scripts.returnUnit, 'ru', clock.now(), {}, ['7', 'u1']);
+    await run(scripts.returnUnit, 'ru', clock.now(), { cap: '' }, ['7', 'u1']);
     expect(await redis.hget(users, 'u1')).toBe(String(t!.seq)); // before: cleared
     // Order 9, its own: the user may join again.
-    await run(scripts.returnUnit, 'ru', clock.now(), {}, ['9', 'u1']);
+    await run(scripts.returnUnit, 'ru', clock.now(), { cap: '' }, ['9', 'u1']);
     expect(await redis.hget(users, 'u1')).toBeNull();
   });
 });

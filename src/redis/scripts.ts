@@ -60,7 +60,7 @@ export const scripts = {
   takeStock: spec('take-stock-2', ['stock', 'taken'], [], 'seq'),
   refundStock: spec('refund-stock-2', ['stock', 'taken'], ['seq', 'forfeit']),
   setStock: spec('set-stock-4', ['stock', 'meta', 'ctr', 'taken'], ['units', 'shards', 'idleOnly', 'admissions', 'unitsWere']),
-  returnUnit: spec('return-unit-3', ['stock', 'returned', 'users'], [], 'orderId, userId'),
+  returnUnit: spec('return-unit-3', ['stock', 'returned', 'users'], ['cap'], 'orderId, userId'),
   forgetUser: spec('forget-user-1', ['users'], ['userId', 'seq']),
   lead: spec('lead-1', ['leader'], ['me', 'ttlMs']),
   gatePublish: spec('gate-publish-2', ['leader', 'gate'], ['me'], 'field, value pairs'),

@@ -22,9 +22,10 @@ export interface StockCounters {
   forfeit(itemId: string, seq: number): Promise<boolean>;
   /**
    * Gives back the units of released reservations of one item (once per order) and lets their
-   * buyers join again. Returns how many were given back now (the rest had been already).
+   * buyers join again, the counter never past `cap` (the units Postgres has left after the
+   * releases; none: no bound). Returns how many were given back now (the rest had been already).
    */
-  returnReleased(itemId: string, orders: { orderId: string; userId: string }[]): Promise<number>;
+  returnReleased(itemId: string, orders: { orderId: string; userId: string }[], cap?: number): Promise<number>;
   /**
    * Sets the units left, over `shards` shards; with `idleOnly`, only while no ticket of the item
    * is admitted (then also forgetting which tickets took units), and with `unless` only if the
@@ -55,9 +56,9 @@ export function createStockCounters(deps: { redis: RedisLike; prefix: string; cl
     },
     refund: (itemId, seq) => refund(itemId, seq, false),
     forfeit: (itemId, seq) => refund(itemId, seq, true),
-    async returnReleased(itemId, orders) {
+    async returnReleased(itemId, orders, cap) {
       if (!orders.length) return 0;
-      const given = (await run(scripts.returnUnit, itemId, now(), {}, orders.flatMap((o) => [o.orderId, o.userId]))) as number;
+      const given = (await run(scripts.returnUnit, itemId, now(), { cap: cap ?? '' }, orders.flatMap((o) => [o.orderId, o.userId]))) as number;
       deps.items.invalidate(itemId);
       // Units came back: tickets waiting for them may be admitted, and every daemon's view is old.
       if (given > 0) deps.items.keepActive(itemId);

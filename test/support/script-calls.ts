@@ -23,7 +23,7 @@ export function everyScriptCall(run: ScriptRunner['run'], item: string, now: num
     setStock: () => run(scripts.setStock, item, now, { units: 3, shards: 2, idleOnly: '0', admissions: '', unitsWere: '' }),
     takeStock: () => run(scripts.takeStock, item, now, {}, [2]),
     refundStock: () => run(scripts.refundStock, item, now, { seq: 2, forfeit: '0' }),
-    returnUnit: () => run(scripts.returnUnit, item, now, {}, ['7', 'u1']),
+    returnUnit: () => run(scripts.returnUnit, item, now, { cap: '' }, ['7', 'u1']),
     forgetUser: () => run(scripts.forgetUser, item, now, { userId: 'u9', seq: 1 }),
     lead: () => run(scripts.lead, item, now, { me: 'd1', ttlMs: 1000 }),
     gatePublish: () => run(scripts.gatePublish, item, now, { me: 'd1' }, ['aLimit', '5']),

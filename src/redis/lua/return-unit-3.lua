@@ -5,21 +5,33 @@
   one that still runs is marked, and does not hold its user once it succeeds).
   Postgres releases an order exactly once; the `returned` set makes a repeat of this call (a retry,
   or two daemons finishing the same release) harmless.
+  The counter never goes past `cap`, the units Postgres has left after the releases (read after
+  they committed; '' for none): a release whose unit Postgres dropped (the stock lowered under what
+  was sold or reserved: total follows max(target, sold), drizzle/0013) gives none back here either
+  — it did, and the item read open with a unit to sell, admitted a ticket and told it sold_out.
   KEYS[1] stock  KEYS[2] returned (set of order ids)  KEYS[3] users
-  ARGV[1] now (ms, the caller's clock; unused)
-  ARGV[2..] pairs: orderId, userId
-  Returns how many units were given back now (the others had been already).
+  ARGV[1] now (ms, the caller's clock; unused)  ARGV[2] cap
+  ARGV[3..] pairs: orderId, userId
+  Returns how many orders were given back now (the others had been already).
 ]]
 -- @include _lib
 local k = rcall('HLEN', K.stock)
+local cap = tonumber(ARGV[2])
+local units = 0
+if cap then
+  for _, v in ipairs(rcall('HVALS', K.stock)) do units = units + (tonumber(v) or 0) end
+end
 local n = 0
-for i = 2, #ARGV, 2 do
+for i = 3, #ARGV, 2 do
   local orderId, userId = ARGV[i], ARGV[i + 1]
   if rcall('SADD', K.returned, orderId) == 1 then
     -- No counter, no unit to give back to it: an item whose handler keeps no stock (changed
     -- since), or one Redis lost (its restore counts the unit from Postgres). Writing one made a
     -- stock counter on an external item, which then admitted as many tickets as it held.
-    if k > 0 then rcall('HINCRBY', K.stock, 's' .. fmt(tonumber(orderId) % k), 1) end
+    if k > 0 and (not cap or units < cap) then
+      rcall('HINCRBY', K.stock, 's' .. fmt(tonumber(orderId) % k), 1)
+      units = units + 1
+    end
     local seq = tonumber(rcall('HGET', K.users, userId) or '')
     if seq then
       local record = getRecord(seq)
