@@ -147,7 +147,7 @@ describe('quotas', () => {
     clock.advance(15_000);
     const limited = await join(call, item, 'u1');
     expect(limited.status).toBe(429);
-    expect(limited.body.error).toMatchObject({ code: 'rate_limited', details: { quota: 'perUser' } });
+    expect(limited.body.error).toMatchObject({ code: 'rate_limited', details: { quota: 'perUser', retryAfterMs: 45_000, retryAfterSec: 45 } });
     expect(limited.headers.get('retry-after')).toBe('45');
     expect((await join(call, item, 'u2')).status).toBe(202); // another user has a quota of its own
     clock.advance(45_000);

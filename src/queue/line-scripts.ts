@@ -113,7 +113,7 @@ export function createLineScripts(run: ScriptRunner['run']) {
       // Over a quota: ms until its window ends, which quota. Retry-After in whole seconds, at least 1.
       const quotaRefusal = (quota: string, waitMs: number) => {
         const retryAfterSec = Math.max(1, Math.ceil(waitMs / 1000));
-        return new FloodgateError('rate_limited', `Too many joins (${quota} quota); try again later.`, { quota, retryAfterSec }, retryAfterSec);
+        return new FloodgateError('rate_limited', `Too many joins (${quota} quota); try again later.`, { quota, retryAfterMs: Math.max(1, Math.ceil(waitMs)), retryAfterSec }, retryAfterSec);
       };
       if (code === 0) return { kind: 'created', seq: n, record, served };
       if (code === 1) return { kind: 'existing', seq: n, record, served, ...(over ? { overQuota: quotaRefusal(over, overWait ?? 0) } : {}) };

@@ -246,7 +246,7 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
         const [num, waitMs] = (await run(scripts.splitNumber, item.itemId, clock.now(), { userId, source: i === 0 && !uncounted ? (source ?? '') : '', defaultKeyQuota: defaultKeyQuota ?? '' })) as [number, number];
         if (num === -7) {
           const retryAfterSec = Math.max(1, Math.ceil(waitMs / 1000));
-          throw new FloodgateError('rate_limited', 'Too many joins (perKey quota); try again later.', { quota: 'perKey', retryAfterSec }, retryAfterSec);
+          throw new FloodgateError('rate_limited', 'Too many joins (perKey quota); try again later.', { quota: 'perKey', retryAfterMs: Math.max(1, Math.ceil(waitMs)), retryAfterSec }, retryAfterSec);
         }
         if (num < 0) throw new FloodgateError('blocked', 'This user is blocked for this item.');
         const [code, local, record, n] = (await run(scripts.splitJoin, tag(item, k), clock.now(), { userId, num, payload: payload ? JSON.stringify(payload) : '', source: source ?? '' })) as [number, number, string, number];
