@@ -21,6 +21,28 @@ describe("an item's series", () => {
     expect(r.body.points.length).toBeGreaterThanOrEqual(2); // before: 0
   });
 
+  it('of an idle item with people waiting ends with a point for now from its view, not blank (a gate closed on a line)', async () => {
+    const { call, series, clock } = t.build();
+    const item = t.uniqueItem();
+    expect((await call('PUT', `/v1/items/${item}`, { handler: 'external', gate: { mode: 'closed' } })).status).toBe(201);
+    for (const u of ['u1', 'u2', 'u3']) expect((await call('POST', `/v1/items/${item}/tickets`, { userId: u }, 'svc-key-test')).status).toBe(202);
+    const shape = { waiting: 3, admitted: 0, succeeded: 0, rejected: 0, failed: 0, rate: 0, maxInFlight: 0 };
+    // No point recorded in the window (no loop visits a closed line): its start and now, as it stands.
+    const now = Math.floor(clock.now() / 1000);
+    const blank = (await call('GET', `/v1/items/${item}/series?windowMs=60000`)).body.points;
+    expect(blank).toHaveLength(2); // before: none, as if nobody waited
+    expect(blank[0]).toMatchObject({ t: (now - 59) * 1000, ...shape });
+    expect(blank[1].t).toBeGreaterThanOrEqual(now * 1000);
+    expect(blank[1]).toMatchObject(shape);
+    // Points recorded until it went idle, 20 s ago: they, then now.
+    const sample = (s: number) => ({ at: s * 1000, waiting: 3, admissions: 0, succeeded: 0, rejected: 0, failed: 0, rate: 0, maxInFlight: 0, ctlRate: null, ctlLimit: null, p50Ms: null, p99Ms: null });
+    for (let s = now - 22; s <= now - 20; s++) await series.add(item, s, sample(s));
+    const after = (await call('GET', `/v1/items/${item}/series?windowMs=60000`)).body.points;
+    expect(after.map((p: { t: number }) => p.t).slice(0, 2)).toEqual([(now - 21) * 1000, (now - 20) * 1000]);
+    expect(after).toHaveLength(3);
+    expect(after[2]).toMatchObject(shape);
+  });
+
   it('takes its window, and the audit its limit, as decimal digits only (0x3e8 was 1000)', async () => {
     const { call } = t.build();
     const item = t.uniqueItem();

@@ -3,7 +3,7 @@ import type { Logger } from '../kernel/logger.js';
 import { every } from '../kernel/loop.js';
 import type { CachedItem } from '../queue/item-cache.js';
 import type { Line } from '../queue/line.js';
-import type { SeriesStore } from './series-store.js';
+import type { SeriesSample, SeriesStore } from './series-store.js';
 import { controllerView } from './controller-view.js';
 
 /**
@@ -34,27 +34,31 @@ export function startSeriesRecorder(
           offered.set(id, second);
           const item = await deps.queue.items.item(id);
           if (!item) return;
-          const s = item.snap;
-          const eff = deps.effective(item);
-          const c = controllerView(s);
-          await deps.series.add(id, second, {
-            at: item.readAt,
-            waiting: s.counts.waiting,
-            admissions: s.admissions,
-            succeeded: s.counts.succeeded,
-            rejected: s.counts.rejected,
-            failed: s.counts.failed,
-            rate: eff.rate,
-            maxInFlight: eff.maxInFlight,
-            ctlRate: c?.rate ?? null,
-            ctlLimit: c?.limit ?? null,
-            // Whole milliseconds, as every duration of the API.
-            p50Ms: c?.p50Ms == null ? null : Math.round(c.p50Ms),
-            p99Ms: c?.p99Ms == null ? null : Math.round(c.p99Ms),
-          });
+          await deps.series.add(id, second, sampleOf(item, deps.effective(item)));
         }),
       );
     },
     deps.log,
   );
+}
+
+/** An item's point as its view holds it. */
+export function sampleOf(item: CachedItem, eff: { rate: number | null; maxInFlight: number | null }): SeriesSample {
+  const s = item.snap;
+  const c = controllerView(s);
+  return {
+    at: item.readAt,
+    waiting: s.counts.waiting,
+    admissions: s.admissions,
+    succeeded: s.counts.succeeded,
+    rejected: s.counts.rejected,
+    failed: s.counts.failed,
+    rate: eff.rate,
+    maxInFlight: eff.maxInFlight,
+    ctlRate: c?.rate ?? null,
+    ctlLimit: c?.limit ?? null,
+    // Whole milliseconds, as every duration of the API.
+    p50Ms: c?.p50Ms == null ? null : Math.round(c.p50Ms),
+    p99Ms: c?.p99Ms == null ? null : Math.round(c.p99Ms),
+  };
 }

@@ -1,5 +1,6 @@
 import { OpenAPIHono, createRoute, z } from '@hono/zod-openapi';
 import { fail } from '../../kernel/errors.js';
+import { sampleOf } from '../../scheduler/series-recorder.js';
 import type { AuthEnv } from '../auth.js';
 import type { ApiContext } from '../context.js';
 import { errors, json } from '../openapi.js';
@@ -56,11 +57,24 @@ export function consoleDataRoutes(ctx: ApiContext) {
     async (c) => {
       const { itemId } = c.req.valid('param');
       const { windowMs } = c.req.valid('query');
-      (await ctx.queue.items.item(itemId)) ?? fail('item_not_found', 'No such item.');
+      const item = (await ctx.queue.items.item(itemId)) ?? fail('item_not_found', 'No such item.');
       // The daemon's time (Redis's), which the recorder stamps its seconds with: the machine's
       // clock, behind Redis's, left out the latest points (all of them, 2 minutes behind).
       const to = Math.floor(ctx.clock.now() / 1000);
-      const points = await ctx.series.range(itemId, to - Math.ceil(windowMs / 1000) + 1, to);
+      const from = to - Math.ceil(windowMs / 1000) + 1;
+      const points = await ctx.series.range(itemId, from, to);
+      // An idle item records no points (cost follows work: a line behind a closed gate is not
+      // visited): nothing of it changes while it is idle, and no daemon runs but changes nothing.
+      // Its series ends with a point for now, from its view (and begins with one at the window's
+      // start if the window has none): a gate closed on five waiting users drew a blank chart, as
+      // if nobody waited (a review: 272 s with no point).
+      const last = points.at(-1);
+      if ((!last || last.t < (to - 2) * 1000) && !(await ctx.queue.items.activeItemIds()).includes(itemId)) {
+        const { at: _at, admissions: _admissions, ...now } = sampleOf(item, ctx.catalog.gateOf(item).effective);
+        const still = { ...now, admitted: 0, succeeded: 0, rejected: 0, failed: 0 };
+        if (!last) points.push({ t: from * 1000, ...still });
+        points.push({ t: to * 1000, ...still });
+      }
       return c.json({ stepMs: 1000 as const, points }, 200);
     },
   );
