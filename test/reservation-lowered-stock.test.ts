@@ -1,4 +1,8 @@
 import { describe, expect, it } from 'vitest';
+import { systemClock } from '../src/kernel/clock.js';
+import { createLogger } from '../src/kernel/logger.js';
+import { createReservations } from '../src/service/reservations.js';
+import { createStockCounters } from '../src/service/stock-counters.js';
 import { inProcessDaemon, SVC, waitFor } from './support/daemon-inproc.js';
 import { testDb } from './support/db.js';
 import { testRedis } from './support/redis.js';
@@ -10,7 +14,7 @@ import { testRedis } from './support/redis.js';
  * next user's join, admitted the ticket and told it `sold_out` — seconds before the stock keeper
  * counted again. Two daemons on one Redis prefix and one database, as in production.
  */
-const { prefix } = testRedis();
+const { prefix, redis } = testRedis();
 const db = await testDb();
 const A = await inProcessDaemon({ prefix, databaseUrl: db.url });
 const B = await inProcessDaemon({ prefix, databaseUrl: db.url });
@@ -47,5 +51,43 @@ describe('a reservation released under a lowered stock', () => {
     } else expect([j3.status, j3.body.error.code]).toEqual([410, 'sold_out']);
     const orders = await db.sql`select status from orders where item_id = ${item} and status <> 'released'`;
     expect(orders.length).toBe(1);
+  });
+
+  it('gives both units back when two releases of one item overlap, the later one given back first', async () => {
+    // Each release's bound is what Postgres has left once it committed. Read before the other
+    // release committed and used after that one's give-back, it was one low, and a unit Postgres
+    // had for sale was dropped in Redis (a review: the counter at 1 of 2 until the stock keeper's
+    // next count, which waits for no ticket of the item to be out). The bound is now read, and the
+    // unit given back, under the item's stock row lock, which a release takes to commit.
+    const item = 'two-releases';
+    expect((await A.define(item, { handler: 'seckill', config: { stock: 2, reserveMs: 600_000 } })).status).toBe(201);
+    const v1 = await ended(A, (await A.call('POST', `/v1/items/${item}/tickets`, { userId: 'u1' }, SVC)).body.ticketId);
+    const v2 = await ended(A, (await A.call('POST', `/v1/items/${item}/tickets`, { userId: 'u2' }, SVC)).body.ticketId);
+    const items = { invalidate() {}, keepActive() {}, peek: () => undefined, item: async () => null } as never;
+    const counters = createStockCounters({ redis: redis as never, prefix, clock: systemClock, items });
+    const reservations = (late?: { reached(): void; go: Promise<unknown> }) =>
+      createReservations({
+        sql: db.sql,
+        queue: { definitions: {} } as never,
+        log: createLogger('silent'),
+        onReturned: () => {},
+        // Its Redis call late (a pause, a slow link) until `go`.
+        stock: { returnReleased: async (id, us, cap) => (late?.reached(), await late?.go, counters.returnReleased(id, us, cap)) },
+      });
+    let reached!: () => void;
+    const atRedis = new Promise<void>((r) => (reached = r));
+    let go!: () => void;
+    const first = reservations({ reached, go: new Promise<void>((r) => (go = r)) }).release(v1.outcome.result.orderId);
+    await atRedis; // u1's order released in Postgres, its give-back under way
+    // u2's release, given back first: it waits for u1's give-back (the stock row lock) at most 300 ms here.
+    const second = reservations().release(v2.outcome.result.orderId);
+    await Promise.race([second, new Promise((r) => setTimeout(r, 300))]);
+    go();
+    await Promise.all([first, second]);
+    const [pg] = await db.sql`select total - sold as left from item_stock where item_id = ${item}`;
+    expect(Number(pg.left)).toBe(2);
+    const stockKey = (await redis.keys(`${prefix}*${item}*`)).find((k) => /stock$/.test(k))!;
+    const units = (await redis.hvals(stockKey)).reduce((a, v) => a + Number(v), 0);
+    expect(units).toBe(2); // before: 1
   });
 });

@@ -1,6 +1,5 @@
 import type postgres from 'postgres';
 import { expireOrders, itemsWithExpired, markReturned, orderItem, settleOrder, unreturned, type ReleasedUnit, type SettledOrder } from '../db/orders.js';
-import { unitsLeft } from '../db/sales.js';
 import { fail } from '../kernel/errors.js';
 import type { Logger } from '../kernel/logger.js';
 import type { Line } from '../queue/line.js';
@@ -51,13 +50,17 @@ export function createReservations(deps: ReservationDeps): Reservations {
     for (const u of units) byItem.set(u.itemId, [...(byItem.get(u.itemId) ?? []), u]);
     let n = 0;
     for (const [itemId, us] of byItem) {
-      // What Postgres has left now that they are released (read after they committed): a release
-      // under a stock lowered below what was sold frees no unit there (drizzle/0013), and must not
-      // here (a review's model run: the item read open, remaining 1, admitted a ticket and told it
-      // sold_out). A sale in between makes the bound one high for a moment (the sale's own check
-      // and the stock keeper settle it); a restock in between, low (the stock keeper counts it).
-      const cap = (await unitsLeft(sql, itemId))?.left;
-      n += await deps.stock.returnReleased(itemId, us, cap);
+      // Never past what Postgres has left now that they are released: a release under a stock
+      // lowered below what was sold frees no unit there (drizzle/0013), and must not here (a
+      // review's model run: the item read open, remaining 1, admitted a ticket and told it
+      // sold_out). Read and given back under the item's stock row lock, which every release, sale
+      // and restock takes to commit: a bound read before another release committed, used after
+      // that release's own give-back, dropped a unit Postgres had (a review: two releases, the
+      // counter left at 1 of 2 until the stock keeper's next count once the item had no ticket out).
+      n += await sql.begin(async (tx) => {
+        const [row] = await tx`select total - sold as left from item_stock where item_id = ${itemId} for update`;
+        return deps.stock.returnReleased(itemId, us, row ? Number(row.left) : undefined);
+      });
       deps.onReturned(itemId);
     }
     await markReturned(sql, units.map((u) => u.orderId));
