@@ -163,6 +163,27 @@ describe('webhook Retry-After', () => {
     expect(new Set(down.of('slow').map((c) => c.key)).size).toBe(1);
   });
 
+  it('holds that ticket alone within its job too: another ticket of the job is retried after its own backoff', async () => {
+    // Admitted together, `slow` and `flaky` run in one job; the job used to be delayed by the
+    // longest wait any of its tickets asked, so flaky's third call came 10 s after slow's 409 (a review).
+    const down = await downstream((userId, n, res) => {
+      if (userId === 'slow' && n === 1) return void setTimeout(() => ok(res), 1000);
+      if (userId === 'slow' && n === 2) return busy(res, 409, '10');
+      if (userId === 'flaky' && n <= 2) return void res.writeHead(503).end();
+      ok(res);
+    });
+    await define('ra-409-job', { handler: 'webhook', config: { url: down.url, timeoutMs: 300 }, gate: { mode: 'closed' } });
+    const ids = [await join('ra-409-job', 'slow'), await join('ra-409-job', 'flaky')];
+    expect((await call('PATCH', '/v1/items/ra-409-job/gate', { mode: 'manual', rate: 100, maxInFlight: 10 })).status).toBe(200);
+    const [slow, flaky] = await Promise.all(ids.map(settled));
+    expect([slow.body.state, flaky.body.state]).toEqual(['succeeded', 'succeeded']);
+    const asked = down.of('slow')[1].at;
+    expect(down.of('flaky')).toHaveLength(3);
+    expect(down.of('flaky')[2].at - asked).toBeLessThan(5000);
+    expect(down.of('slow')[2].at - asked).toBeGreaterThanOrEqual(10_000);
+    expect(new Set(down.of('slow').map((c) => c.key)).size).toBe(1);
+  });
+
   it('takes delay-seconds or an HTTP date ahead, and nothing else', () => {
     const now = Date.parse('Sat, 05 Dec 2026 08:00:00 GMT');
     const h = (retryAfter: string, date?: string) => new Headers({ 'retry-after': retryAfter, ...(date ? { date } : {}) });

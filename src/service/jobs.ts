@@ -32,6 +32,8 @@ export interface JobTicket {
   tries?: number;
   /** Runs in which the ticket was not called because its item's downstream had asked for a pause (runner.ts); bounded. */
   held?: number;
+  /** Not called before this (the daemons' clock, ms): its downstream asked a wait of this ticket's call alone (runner.ts). */
+  notBefore?: number;
 }
 
 /** One item's tickets in a job. */

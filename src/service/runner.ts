@@ -61,12 +61,20 @@ class RetryLater extends Error {}
 /** How long a job holds tickets whose ledger look failed on an item rolled back (HeldEndsUnread) before it asks again. */
 const LEDGER_UNREAD_WAIT_MS = 2000;
 
-/** How one ticket's run ended: settled, or to run again no sooner than `waitMs` (0: the backoff alone). */
-type TicketRun = { settled: true } | { settled: false; waitMs: number };
+/**
+ * How one ticket's run ended: settled, or to run again no sooner than `waitMs` (0: the backoff
+ * alone); `own`: a wait asked for this ticket's call alone (a DropError of scope `ticket`).
+ */
+type TicketRun = { settled: true } | { settled: false; waitMs: number; own: boolean };
 
 /** One item's tickets of a job after a run: those to run again, whether they were called, and what they ask. */
 interface GroupRun {
+  /** To run again: those called (or held by a pause, `called` false), then those not due yet (`waiting`). */
   again: JobTicket[];
+  /** Tickets of `again` not run now, their own wait not over (JobTicket.notBefore): left as they are. */
+  waiting?: Set<JobTicket>;
+  /** Tickets of `again` that asked for a wait of their own (ms), not the item's. */
+  own?: Map<JobTicket, number>;
   /** False when the item's pause held the tickets back: the downstream was not called. */
   called: boolean;
   /** The longest wait before their next run that a downstream asked for, or the pause left when held (ms; 0: none). */
@@ -278,7 +286,8 @@ export function createRunner(deps: RunnerDeps) {
       // for this ticket's call alone: one user's 409 "still processing" held every other user's
       // call 20 s, a review).
       const waitMs = drop ? askedWait(err) : 0;
-      if (waitMs && (err as DropError).scope !== 'ticket') pause(itemId, waitMs);
+      const own = drop && (err as DropError).scope === 'ticket';
+      if (waitMs && !own) pause(itemId, waitMs);
       // (Whatever was thrown: `throw undefined` read as an object failed here, and its ticket was never settled.)
       const permanent = (err as { permanent?: boolean } | null | undefined)?.permanent === true;
       const noAnswer = drop && unanswered(err);
@@ -302,7 +311,7 @@ export function createRunner(deps: RunnerDeps) {
       deps.onSample(sample);
       if (!permanent && attempt < deps.attempts) {
         log.debug({ itemId, seq: t.seq, attempt, waitMs, err: String(err) }, 'handler attempt failed; retrying');
-        return { settled: false, waitMs };
+        return { settled: false, waitMs, own };
       }
       // Voided in Postgres: a cancel the ledger holds (a Redis rollback brought the ticket back), or
       // an end without a sale the doubt resolver made. That end, not `failed`: its user was told it.
@@ -431,13 +440,22 @@ export function createRunner(deps: RunnerDeps) {
       log.debug({ itemId, tickets: tickets.length, waitMs: paused }, 'tickets wait out their downstream\'s pause');
       return { again: tickets, called: false, waitMs: paused, deadlineMs };
     }
+    // A ticket whose own wait is not over (a 409's Retry-After to its retried call) is not called
+    // now, and the others are: the job runs again when the first of them is due.
+    const now = deps.now();
+    const waiting = new Set(tickets.filter((t) => t.notBefore !== undefined && t.notBefore - now > EARLY_MS));
+    if (waiting.size) {
+      tickets = tickets.filter((t) => !waiting.has(t));
+      if (!tickets.length) return { again: [...waiting], waiting, called: true, waitMs: 0, deadlineMs };
+    }
     const ac = new AbortController();
     // One listener per ticket's call is expected (a webhook's call listens for the deadline): a
     // job of more than ten tickets made Node print a MaxListenersExceededWarning to stderr, a
     // leak that was not one. The signal lives for this run only.
     setMaxListeners(0, ac.signal);
     const timer = setTimeout(() => ac.abort(), deadlineMs);
-    const renew = () => void deps.renew(itemId, tickets, deps.now() + deps.runLeaseMs).catch(() => {});
+    // (Those waiting for their own call's time too: theirs must not run out during the others' run.)
+    const renew = () => void deps.renew(itemId, waiting.size ? [...tickets, ...waiting] : tickets, deps.now() + deps.runLeaseMs).catch(() => {});
     const renewal = setInterval(renew, deps.runLeaseMs / 3);
     const ctx: HandlerContext = { signal: ac.signal, deadlineMs, now: deps.now, log: log.child({ itemId }), ...deps.context(itemId) };
     let results: PromiseSettledResult<TicketRun>[];
@@ -449,9 +467,11 @@ export function createRunner(deps: RunnerDeps) {
     }
     // A ticket whose settle failed (Redis unreachable) is retried like one that dropped.
     const again = tickets.filter((_, i) => results[i].status === 'rejected' || !(results[i] as PromiseFulfilledResult<TicketRun>).value.settled);
-    const waitMs = Math.max(0, ...results.map((r) => (r.status === 'fulfilled' && !r.value.settled ? r.value.waitMs : 0)));
+    const runs = results.map((r) => (r.status === 'fulfilled' && !r.value.settled ? r.value : null));
+    const waitMs = Math.max(0, ...runs.map((r) => (r && !r.own ? r.waitMs : 0)));
+    const own = new Map(tickets.flatMap((t, i) => (runs[i]?.own && runs[i]!.waitMs > 0 ? [[t, runs[i]!.waitMs] as const] : [])));
     const fault = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    return { again, called: true, waitMs, deadlineMs, fault: fault?.reason };
+    return { again: [...again, ...waiting], ...(waiting.size && { waiting }), ...(own.size && { own }), called: true, waitMs, deadlineMs, fault: fault?.reason };
   }
 
   /** The backoff BullMQ gives a job after `attempt` (its own computation, from the job's options). */
@@ -481,7 +501,7 @@ export function createRunner(deps: RunnerDeps) {
     // BullMQ's own retry (its attempt and its backoff) fits only a run that called every ticket
     // left, none asked for a wait, and none has tries of its own (BullMQ's backoff would be that of
     // an earlier attempt).
-    const ours = waitMs > 0 || left.some((g) => !g.out.called || g.out.again.some((t) => (t.tries ?? 0) > 0));
+    const ours = waitMs > 0 || left.some((g) => !g.out.called || g.out.waiting || g.out.own || g.out.again.some((t) => (t.tries ?? 0) > 0));
     if (!ours) {
       // Waiting out the backoff, the job is BullMQ's, not this process's: the long lease again.
       await Promise.all(left.map((g) => deps.renew(g.itemId, g.out.again, deps.now() + deps.leaseMs(g.out.deadlineMs)).catch(() => {})));
@@ -493,18 +513,33 @@ export function createRunner(deps: RunnerDeps) {
       const fault = outs.find((o) => o.fault !== undefined);
       throw fault ? fault.fault : new RetryLater(`${count(again)} of ${count(groups)} tickets to retry`);
     }
-    // A called ticket's wait is at least the backoff its attempt would have had from BullMQ.
-    const called = left.flatMap((g) => (g.out.called ? g.out.again : []));
-    const backoffs = await Promise.all(called.map((t) => backoffAfter(job, job.attemptsMade + (t.tries ?? 0) + 1)));
-    const delayMs = Math.max(waitMs, ...backoffs);
+    // A called ticket's wait is at least the backoff its attempt would have had from BullMQ, and
+    // what its downstream asked: for the item (every ticket of the job waits it out), or for the
+    // ticket's own call (only it does: its notBefore; the job runs again for the others).
+    const now = deps.now();
+    const dueIn = new Map<JobTicket, number>();
+    for (const g of left) {
+      for (const t of g.out.again) {
+        if (g.out.waiting?.has(t)) dueIn.set(t, Math.max(0, (t.notBefore ?? now) - now));
+        else if (!g.out.called) dueIn.set(t, waitMs);
+        else dueIn.set(t, Math.max(waitMs, g.out.own?.get(t) ?? 0, await backoffAfter(job, job.attemptsMade + (t.tries ?? 0) + 1)));
+      }
+    }
+    const delayMs = Math.max(waitMs, Math.min(...dueIn.values()));
     const again = left.map((g) => ({
       itemId: g.itemId,
       version: g.version,
-      tickets: g.out.again.map((t) => (g.out.called ? { ...t, tries: (t.tries ?? 0) + 1 } : { ...t, held: (t.held ?? 0) + 1 })),
+      tickets: g.out.again.map((t) => {
+        if (g.out.waiting?.has(t)) return t;
+        if (!g.out.called) return { ...t, held: (t.held ?? 0) + 1 };
+        const { notBefore: _was, ...rest } = t;
+        const ownMs = g.out.own?.get(t);
+        return { ...rest, tries: (t.tries ?? 0) + 1, ...(ownMs !== undefined && { notBefore: now + dueIn.get(t)! }) };
+      }),
     }));
     // The leases must outlast the wait and the run after it, or the tickets would come back to
     // the line and be admitted into a second job meanwhile.
-    await Promise.all(left.map((g) => deps.renew(g.itemId, g.out.again, deps.now() + delayMs + deps.leaseMs(g.out.deadlineMs)).catch(() => {})));
+    await Promise.all(left.map((g) => deps.renew(g.itemId, g.out.again, deps.now() + Math.max(delayMs, ...g.out.again.map((t) => dueIn.get(t) ?? 0)) + deps.leaseMs(g.out.deadlineMs)).catch(() => {})));
     // The tries first: moved without them, the job's next run would give its tickets an attempt
     // more. Either call failing throws to BullMQ, which retries the job counting an attempt.
     await job.updateData({ handler: job.data.handler, groups: again, notBefore: deps.now() + delayMs });
