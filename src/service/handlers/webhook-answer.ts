@@ -65,10 +65,12 @@ function exactNumbers(text: string): unknown {
   if (!/\d{16}|[eE][+]?\d{3}/.test(text)) return null;
   try {
     return parseLossless(text, null, (literal) => (exact(literal) ? Number(literal) : literal));
-  } catch {
+  } catch (err) {
     // lossless-json refuses a key given twice with two values, which JSON.parse takes (the last
     // wins): such an answer lost its 64-bit order id, rounded by JSON.parse and then refused as
     // unsafe with the rest of the result (a review). The same numbers quoted, then JSON.parse.
+    // (Only then: any other refusal is of what is no JSON, which stays text.)
+    if (!/duplicate key/i.test(String((err as Error)?.message))) return null;
     const quoted = quoteInexact(text);
     return quoted === null ? null : JSON.parse(quoted);
   }
@@ -80,23 +82,47 @@ function exact(literal: string): boolean {
   return Number.isFinite(n) && (!Number.isInteger(n) || Number.isSafeInteger(n));
 }
 
-const NUMBER = /-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?/y;
+/** A number as JSON writes it (no leading zeros, no `+`), and what follows one (a digit there: no JSON number). */
+const NUMBER = /-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?/y;
 
-/** The text with each number literal outside strings that is not exact written as a string; null when none is. */
+/**
+ * The text with each number literal that is not exact written as a string, where JSON has a value
+ * (never as a key, never a malformed number: such text is no JSON, and stays none); null when there
+ * is none to quote, or the text is not JSON in a way seen here.
+ */
 function quoteInexact(text: string): string | null {
   let out = '';
   let from = 0;
+  // The open containers, and whether an object waits for a key (after `{` or a `,` in it).
+  const open: string[] = [];
+  let key = false;
   for (let i = 0; i < text.length; i++) {
     const c = text[i];
     if (c === '"') {
       // To the string's end, past its escapes.
       for (i++; i < text.length && text[i] !== '"'; i++) if (text[i] === '\\') i++;
+      key = false;
+      continue;
+    }
+    if (c === '{' || c === '[') {
+      open.push(c);
+      key = c === '{';
+      continue;
+    }
+    if (c === '}' || c === ']') {
+      open.pop();
+      key = false;
+      continue;
+    }
+    if (c === ',') {
+      key = open.at(-1) === '{';
       continue;
     }
     if (c !== '-' && (c < '0' || c > '9')) continue;
     NUMBER.lastIndex = i;
     const literal = NUMBER.exec(text)?.[0];
-    if (!literal) continue;
+    const next = text[i + (literal?.length ?? 0)];
+    if (!literal || key || (next !== undefined && /[\d.eE+-]/.test(next))) return null;
     if (!exact(literal)) {
       out += text.slice(from, i) + JSON.stringify(literal);
       from = i + literal.length;
