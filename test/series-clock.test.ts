@@ -41,6 +41,14 @@ describe("an item's series", () => {
     expect(after.map((p: { t: number }) => p.t).slice(0, 2)).toEqual([(now - 21) * 1000, (now - 20) * 1000]);
     expect(after).toHaveLength(3);
     expect(after[2]).toMatchObject(shape);
+    // A window of one second: one point (both had the same second), and a join just made is in it
+    // (the daemon's cached view, up to FLOODGATE_CACHE_MS old, read 0 waiting after two joins).
+    const other = t.uniqueItem();
+    const cached = t.build({ cacheMs: 5000 });
+    expect((await cached.call('PUT', `/v1/items/${other}`, { handler: 'external', gate: { mode: 'closed' } })).status).toBe(201);
+    expect((await cached.call('GET', `/v1/items/${other}/series?windowMs=1000`)).body.points).toMatchObject([{ waiting: 0 }]);
+    for (const u of ['u1', 'u2']) expect((await cached.call('POST', `/v1/items/${other}/tickets`, { userId: u }, 'svc-key-test')).status).toBe(202);
+    expect((await cached.call('GET', `/v1/items/${other}/series?windowMs=1000`)).body.points).toMatchObject([{ waiting: 2 }]);
   });
 
   it('takes its window, and the audit its limit, as decimal digits only (0x3e8 was 1000)', async () => {

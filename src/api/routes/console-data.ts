@@ -70,9 +70,13 @@ export function consoleDataRoutes(ctx: ApiContext) {
       // if nobody waited (a review: 272 s with no point).
       const last = points.at(-1);
       if ((!last || last.t < (to - 2) * 1000) && !(await ctx.queue.items.activeItemIds()).includes(itemId)) {
-        const { at: _at, admissions: _admissions, ...now } = sampleOf(item, ctx.catalog.gateOf(item).effective);
+        // (Read afresh: the view this daemon holds may be FLOODGATE_CACHE_MS old, and the item's own
+        // view, asked at the same time, then disagreed with the chart: 0 waiting just after two joins.)
+        const fresh = (await ctx.queue.items.item(itemId, { fresh: true })) ?? item;
+        const { at: _at, admissions: _admissions, ...now } = sampleOf(fresh, ctx.catalog.gateOf(fresh).effective);
         const still = { ...now, admitted: 0, succeeded: 0, rejected: 0, failed: 0 };
-        if (!last) points.push({ t: from * 1000, ...still });
+        // (One point a second: a window of one second has its start at now.)
+        if (!last && from < to) points.push({ t: from * 1000, ...still });
         points.push({ t: to * 1000, ...still });
       }
       return c.json({ stepMs: 1000 as const, points }, 200);
