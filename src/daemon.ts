@@ -862,9 +862,11 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
         // The drain within the budget too: a client that stopped sending mid-body held it 5 s
         // whatever the budget (a 3 s budget ran out with no sale at all: exit 1).
         const httpMs = Math.max(MIN_DRAIN_MS, config.FLOODGATE_SHUTDOWN_MS - STOP_TAIL_MS - MIN_WORKERS_MS);
-        const drainMs = Math.min(HTTP_DRAIN_MS, httpMs);
-        // The grace within it too, before the drain (a budget too small for both gives it none).
-        const graceMs = Math.min(config.FLOODGATE_DRAIN_GRACE_MS, httpMs - drainMs);
+        // The grace within it too, before the drain, and at most half of it: the drain's wait is a
+        // bound for clients that stopped sending, the grace the common case (served after the
+        // drain's 5 s, a budget under 8.5 s left it less than a second, under 7.5 s none: a review).
+        const graceMs = Math.min(config.FLOODGATE_DRAIN_GRACE_MS, Math.floor(httpMs / 2));
+        const drainMs = Math.min(HTTP_DRAIN_MS, httpMs - graceMs);
         await Promise.all([drainHttp(server as Server, open, log, { graceMs, drainMs }), dispatcher.stop(), controller.stop()]);
         // The jobs running get what is left of the budget after the HTTP drain, less what the rest
         // of the stop needs (STOP_TAIL_MS): a webhook call an operator gave a long stop budget for
@@ -877,6 +879,9 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
         await tokens.stop();
         pg.stop();
         await queue.tickets.flush().catch(() => {});
+        // The latency samples of the jobs that ended during the stop, for the controllers (their
+        // loop stopped at the signal, with the others).
+        await samples.flush().catch(() => {});
         await ledger.drain().catch((err) => log.warn({ err: String(err) }, 'final ledger drain failed'));
         bullRedis.disconnect();
         await stores.close();

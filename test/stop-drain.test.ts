@@ -134,6 +134,21 @@ describe('a daemon that stops answers every request sent to it', () => {
     for (const id of joined.slice(-5)) expect((await http(b.url, 'GET', `/v1/tickets/${id}`)).body.state).toBe('waiting');
   });
 
+  it('keeps its grace under a smaller stop budget (5 s), answering /readyz 503 before it stops listening', { timeout: 60_000 }, async () => {
+    // The grace came after the drain's 5 s in the budget: under 8.5 s it shrank, under 7.5 s it
+    // was gone, and /readyz went from 200 to refused again (a review).
+    const a = await start(processEnv(db.url, newPrefix(), { FLOODGATE_SHUTDOWN_MS: '5000' }));
+    const idle = new Agent({ keepAlive: true, maxSockets: 1 });
+    agents.push(idle);
+    expect((await once(a.url, 'GET', '/healthz', idle)).status).toBe(200);
+    const at = Date.now();
+    const exited = a.stop('SIGTERM');
+    const first = await once(a.url, 'GET', '/readyz', false);
+    expect([first.status, first.err]).toEqual([503, undefined]);
+    expect(await exited).toBe(0);
+    expect(Date.now() - at).toBeGreaterThanOrEqual(900);
+  });
+
   it('a stop while Postgres answers slowly starts no new background work and exits 0 within its budget', { timeout: 120_000 }, async () => {
     // Every chunk to and from Postgres 300 ms late, as a review measured: a stock recount begun
     // seconds into the stop, by a loop still running, ran the 10 s budget out (exit 1, "shutdown
