@@ -220,7 +220,7 @@ describe('stock set mid-sale', () => {
     await run(scripts.setStock, 'mid', now, { units: 10, shards: 2, idleOnly: '0', admissions: '', unitsWere: '' });
     expect(await units()).toBe(7); // before: 10
     // One of them comes back: its unit is on the counter again, once.
-    await run(scripts.refundStock, 'mid', now, { seq: 1, forfeit: '0' });
+    await run(scripts.refundStock, 'mid', now, { seq: 1, forfeit: '0', upTo: '' });
     expect(await units()).toBe(8);
     // Fewer units than are held: none on the counter (not below zero).
     await run(scripts.setStock, 'mid', now, { units: 1, shards: 2, idleOnly: '0', admissions: '', unitsWere: '' });

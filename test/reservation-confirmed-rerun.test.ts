@@ -94,7 +94,7 @@ describe('a ticket whose reserved order was confirmed, run again after its reser
 });
 
 describe('a ticket run again after its reserved order was released', () => {
-  it("ends reservation_released and drops the unit its run took: the release gave the order's unit back already", async () => {
+  it("ends reservation_released, and Redis's count of units ends at Postgres's: the unit its run took goes back only as far as Postgres has units", async () => {
     const a = t.build();
     const reservations = createReservations({ sql: t.db.sql, queue: a.queue, stock: a.stock, log: createLogger('silent'), onReturned: () => {} });
     const item = t.uniqueItem();

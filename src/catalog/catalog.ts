@@ -124,6 +124,13 @@ export type { StockRows } from './stock-sync.js';
 
 /** How long an item must be seen unlisted with its keys before it is listed again (a deletion under way is over by then). */
 const UNLISTED_FOR_MS = 10_000;
+
+/**
+ * How long an operator's change of the stock holds back sell-outs decided by sales at most (its
+ * set reaching Redis ends it sooner): past the Postgres statement's own limit (15 s by default),
+ * after which the change failed and the stock keeper's count decides.
+ */
+const STOCK_CHANGE_MS = 30_000;
 /** Swallows a Postgres that takes no writes now (the write is done at a later restore); throws anything else. */
 const unlessUnavailable = (err: unknown) => {
   if (!isPostgresUnavailable(err)) throw err;
@@ -399,6 +406,11 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     // whose reply was lost (503) may have taken effect, as a PATCH's that Redis refused was asked for.
     let audited: number | null = null;
     try {
+      // A change of a live item's stock: sell-outs a sale decides until it reaches Redis are held
+      // back (cut-8.lua). A restock that committed in Postgres while the batch selling the last units
+      // waited on the stock row, and reached Redis after that batch's cut, left every waiting user
+      // told sold_out with the new units on sale (a review: 170 users, 30 units).
+      if (existing && handlers.get(def.handler)?.initialStock) await deps.counters.changing(itemId, STOCK_CHANGE_MS);
       counted = await countStock(def);
       if (JSON.stringify(before) !== JSON.stringify(gate)) audited = await audit(itemId, actor, before, gate);
       // A split item's handler change, checked again on a fresh read just before the define:

@@ -445,7 +445,7 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
 
     async refundStock(item, seq, forfeit) {
       const { k, local } = subLineSeq(seq, item.lines);
-      return (await run(scripts.refundStock, tag(item, k), clock.now(), { seq: local, forfeit: forfeit ? '1' : '0' })) === 1;
+      return (await run(scripts.refundStock, tag(item, k), clock.now(), { seq: local, forfeit: forfeit ? '1' : '0', upTo: '' })) === 1;
     },
 
     async setStock(item, units) {
@@ -498,6 +498,8 @@ export function createSplitLine(deps: { redis: RedisLike; prefix: string; clock:
       if (kind === 'sold_out' && decidedAt !== undefined) {
         const setAt = await Promise.all(subs(item).map((k) => redis.hget(itemKeys(prefix, tag(item, k)).meta, 'stockSetAt')));
         if (setAt.some((at) => Number(at ?? 0) > decidedAt)) return null;
+        // Nor while an operator's change of the stock is under way (stockPending, cut-8.lua).
+        if (Number((await redis.hget(itemKeys(prefix, item.itemId).meta, 'stockPending')) ?? 0) > clock.now()) return null;
       }
       // The cut tickets leave `wait` with the cut, but only those numbered up to the join counter
       // as read before it, each sub-line fenced there first (as an admission round fences it: a

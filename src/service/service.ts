@@ -105,7 +105,7 @@ export function createService(deps: ServiceDeps) {
   const context = (itemId: string): Pick<HandlerContext, 'stock' | 'sell' | 'soldOut' | 'confirmSoldOut' | 'ownSale' | 'unsure'> => ({
     stock: {
       take: (id, seq) => taker.submit({ itemId: id, seq }),
-      refund: (id, seq) => stock.refund(id, seq),
+      refund: (id, seq, upTo) => stock.refund(id, seq, upTo),
       forfeit: (id, seq) => stock.forfeit(id, seq),
     },
     sell: async (table, req) => {

@@ -2,6 +2,7 @@ import type { RedisLike } from '../redis/client.js';
 import type { Clock } from '../kernel/clock.js';
 import type { LineItems } from '../queue/items.js';
 import { createSplitLine, splitItemOf } from '../queue/split-line.js';
+import { itemKeys } from '../redis/keys.js';
 import { createScriptRunner, scripts } from '../redis/scripts.js';
 
 /**
@@ -16,8 +17,8 @@ export interface StockCounters {
    * `ended`: the ticket is no longer admitted (it ended, or is back in the line), and took nothing.
    */
   take(itemId: string, seqs: number[]): Promise<{ taken: boolean[]; ended: boolean[]; left: number }>;
-  /** Gives the ticket's unit back (idempotent). */
-  refund(itemId: string, seq: number): Promise<boolean>;
+  /** Gives the ticket's unit back (idempotent); with `upTo`, only while the counter holds fewer units (an item not split). */
+  refund(itemId: string, seq: number, upTo?: number): Promise<boolean>;
   /** Drops the ticket's unit without giving it back: Postgres said the counter held one too many. */
   forfeit(itemId: string, seq: number): Promise<boolean>;
   /**
@@ -33,6 +34,11 @@ export interface StockCounters {
    * `units` (nothing was admitted or given back since). Returns whether it was set.
    */
   set(itemId: string, units: number, shards: number, opts?: { idleOnly?: boolean; unless?: { admissions: number; units: number | null } }): Promise<boolean>;
+  /**
+   * Before an operator's change of the stock writes Postgres: sell-outs decided on a sale's read
+   * are refused until its set (not idleOnly) reaches Redis, or `forMs` from now (cut-8.lua).
+   */
+  changing(itemId: string, forMs: number): Promise<void>;
 }
 
 /** `items`: the line's item views, refreshed after a change admission depends on (units back, a new count). */
@@ -43,9 +49,9 @@ export function createStockCounters(deps: { redis: RedisLike; prefix: string; cl
   const split = createSplitLine(deps);
   // The cached view first (splitItemOf): a take is on the sale's hot path.
   const splitItem = (itemId: string) => splitItemOf(deps.items, itemId);
-  const refund = async (itemId: string, seq: number, forfeit: boolean) => {
+  const refund = async (itemId: string, seq: number, forfeit: boolean, upTo?: number) => {
     const sub = await splitItem(itemId);
-    return sub ? split.refundStock(sub, seq, forfeit) : (await run(scripts.refundStock, itemId, now(), { seq, forfeit: forfeit ? '1' : '0' })) === 1;
+    return sub ? split.refundStock(sub, seq, forfeit) : (await run(scripts.refundStock, itemId, now(), { seq, forfeit: forfeit ? '1' : '0', upTo: upTo ?? '' })) === 1;
   };
   return {
     async take(itemId, seqs) {
@@ -54,7 +60,7 @@ export function createStockCounters(deps: { redis: RedisLike; prefix: string; cl
       const [left, ...taken] = (await run(scripts.takeStock, itemId, now(), {}, seqs)) as number[];
       return { taken: taken.map((t) => t === 1), ended: taken.map((t) => t === -1), left };
     },
-    refund: (itemId, seq) => refund(itemId, seq, false),
+    refund: (itemId, seq, upTo) => refund(itemId, seq, false, upTo),
     forfeit: (itemId, seq) => refund(itemId, seq, true),
     async returnReleased(itemId, orders, cap) {
       if (!orders.length) return 0;
@@ -63,6 +69,9 @@ export function createStockCounters(deps: { redis: RedisLike; prefix: string; cl
       // Units came back: tickets waiting for them may be admitted, and every daemon's view is old.
       if (given > 0) deps.items.keepActive(itemId);
       return given;
+    },
+    async changing(itemId, forMs) {
+      await deps.redis.hset(itemKeys(deps.prefix, itemId).meta, 'stockPending', String(now() + forMs));
     },
     async set(itemId, units, shards, opts) {
       const sub = await splitItem(itemId);

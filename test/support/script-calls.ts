@@ -22,7 +22,7 @@ export function everyScriptCall(run: ScriptRunner['run'], item: string, now: num
     block: () => run(scripts.block, item, now, { userId: 'u2', bit: 1, on: '1' }),
     setStock: () => run(scripts.setStock, item, now, { units: 3, shards: 2, idleOnly: '0', admissions: '', unitsWere: '' }),
     takeStock: () => run(scripts.takeStock, item, now, {}, [2]),
-    refundStock: () => run(scripts.refundStock, item, now, { seq: 2, forfeit: '0' }),
+    refundStock: () => run(scripts.refundStock, item, now, { seq: 2, forfeit: '0', upTo: '' }),
     returnUnit: () => run(scripts.returnUnit, item, now, { cap: '' }, ['7', 'u1']),
     forgetUser: () => run(scripts.forgetUser, item, now, { userId: 'u9', seq: 1 }),
     lead: () => run(scripts.lead, item, now, { me: 'd1', ttlMs: 1000 }),

@@ -26,6 +26,7 @@
     the head do, and end with Postgres's word (the doubt resolver); cut, each was told `sold_out`
     or `closed` next to its order. The cut's record counts them (its 6th field), so a daemon does
     not answer its range from the cut alone.
+  A sell-out so decided is refused as well while the meta's `stockPending` (ms) is ahead of now.
   Returns the number of tickets that ended, -1 for an unknown item, -2 for a sell-out refused,
   -3 for a window's end refused.
 ]]
@@ -33,6 +34,10 @@
 if rcall('EXISTS', K.meta) == 0 then return -1 end
 local now, stateChar, reason, flag = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 if flag == 'soldOut' and ARGV[5] ~= '' and tonumber(rcall('HGET', K.meta, 'stockSetAt') or '0') > tonumber(ARGV[5]) then return -2 end
+-- Nor while an operator's change of the stock is under way (`stockPending`, until the time it
+-- holds: written before its Postgres write, taken away by its set-stock-4.lua): a restock that
+-- committed in Postgres after the sale's read and before its own Redis step was undone by this cut.
+if flag == 'soldOut' and ARGV[5] ~= '' and tonumber(rcall('HGET', K.meta, 'stockPending') or '0') > tonumber(now) then return -2 end
 if ARGV[6] == '1' then
   local closesAt = tonumber(rcall('HGET', K.meta, 'closesAt') or '')
   if not closesAt or closesAt > tonumber(now) then return -3 end

@@ -53,4 +53,6 @@ end
 if units > 0 and redis.call('HDEL', K.meta, 'soldOut') == 1 and not redis.call('HGET', K.meta, 'closed') then redis.call('HDEL', K.meta, 'endedAt') end
 -- Units Postgres holds now: a sell-out decided on a read from before is refused (cut-8.lua decidedAt).
 if units > 0 then redis.call('HSET', K.meta, 'stockSetAt', ARGV[1]) end
+-- An operator's change (not idleOnly) has reached Redis: the sell-outs it held back may be cut again.
+if ARGV[4] ~= '1' then redis.call('HDEL', K.meta, 'stockPending') end
 return units

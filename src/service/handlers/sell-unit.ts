@@ -58,9 +58,12 @@ export async function sellUnit(t: HandlerTicket, ctx: HandlerContext, table: 'or
   // the cut is made by the next ticket that finds the counter empty (confirmSoldOut) or the stock keeper.
   const later = (what: string) => (err: unknown) => ctx.log.warn({ itemId: t.itemId, seq: t.seq, err: String(err) }, `${what} not done after a decided sale; done later`);
   // A released order's unit went back to the stock with its release (and this run took another):
-  // the one this run holds is dropped, not given back a second time (the counter ran one over
-  // Postgres, an extra ticket admitted, until the stock keeper's recount).
-  if (sale.kind === 'released') await ctx.stock.forfeit(t.itemId, t.seq).catch(later('unit drop'));
+  // the one this run holds goes back only as far as Postgres has units (given back a second time,
+  // the counter ran one over Postgres, an extra ticket admitted, until the stock keeper's recount).
+  // Not dropped outright: the release's own give-back stops at the same bound, and where the
+  // counter already held that unit (the first run's, given back when its lease ran out) it gave
+  // none, and the drop then left the counter one under Postgres (a unit nobody was admitted to).
+  if (sale.kind === 'released') await ctx.stock.refund(t.itemId, t.seq, sale.left).catch(later('unit drop'));
   else if (sale.kind !== 'sold') await ctx.stock.refund(t.itemId, t.seq).catch(later('unit refund'));
   if (sale.kind === 'sold') lapsedReservation(sale);
   if (sale.left <= 0 && sale.reserved === 0) await ctx.soldOut(sale.decidedAt).catch(later('sold-out cut'));
