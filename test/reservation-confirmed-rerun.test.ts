@@ -119,4 +119,40 @@ describe('a ticket run again after its reserved order was released', () => {
     expect(await units()).toBe((await unitsLeft(t.db.sql, item))!.left);
     expect((await a.call('GET', `/v1/items/${item}`)).body.remaining).toBe(2);
   });
+
+  it("ends reservation_released while another ticket holds a unit in flight, and Redis's count still ends at Postgres's", async () => {
+    // The bound counted the counter alone: a unit another admitted ticket held was counted twice,
+    // and the rerun's unit went back one over Postgres (3 on a stock that had 2 left; a review).
+    const a = t.build();
+    const reservations = createReservations({ sql: t.db.sql, queue: a.queue, stock: a.stock, log: createLogger('silent'), onReturned: () => {} });
+    const item = t.uniqueItem();
+    const cfg = { stock: 3, reserveMs: config.reserveMs };
+    const units = async () => (await t.redis.hvals(itemKeys(a.prefix, item).stock)).reduce((n, v) => n + Number(v), 0);
+    expect((await a.call('PUT', `/v1/items/${item}`, { handler: 'seckill', config: cfg, gate: { mode: 'manual' } })).status).toBe(201);
+    const alice = (await a.call('POST', `/v1/items/${item}/tickets`, { userId: 'alice' }, SERVICE)).body.ticketId as string;
+    const bob = (await a.call('POST', `/v1/items/${item}/tickets`, { userId: 'bob' }, SERVICE)).body.ticketId as string;
+    const ctx = handlerContext(a, t.db.sql, item);
+    const [first] = await a.queue.admissions.admit(item, 1, 60_000);
+    // Her first run sold (committed); its daemon died before the settle, and her lease ran out.
+    await a.stock.take(item, [first.seq]);
+    const [sale] = await writeSales(t.db.sql, 'orders', [{ itemId: item, userId: 'alice', ticketRef: ticketRef(alice), reserveMs: cfg.reserveMs }]);
+    const orderId = (sale as { id: string }).id;
+    await a.queue.admissions.extendLeases(item, [{ seq: first.seq, leaseId: first.leaseId }], Date.now() - 1);
+    await a.queue.admissions.sweep();
+    // Alice again and Bob admitted; Bob's run holds its unit, his sale not made yet.
+    const [second, b] = await a.queue.admissions.admit(item, 2, 60_000);
+    expect([second.seq, b.userId]).toEqual([first.seq, 'bob']);
+    await a.stock.take(item, [b.seq]);
+    // Her reservation lapses and is released; her ticket runs again.
+    await t.db.sql`update orders set reserved_until = now() - interval '1 second' where order_id = ${orderId}`;
+    await reservations.sweep();
+    const out = await seckill.handle!({ ticketId: alice, itemId: item, seq: second.seq, userId: 'alice', payload: null, config: cfg, attempt: 2 }, ctx);
+    expect(out).toMatchObject({ status: 'rejected', reason: 'reservation_released' });
+    await a.queue.admissions.settle(alice, { leaseId: second.leaseId, ...(out as { status: 'rejected'; reason: string }) });
+    // Bob's sale commits and settles.
+    const outB = await seckill.handle!({ ticketId: bob, itemId: item, seq: b.seq, userId: 'bob', payload: null, config: cfg, attempt: 1 }, ctx);
+    expect(outB).toMatchObject({ status: 'succeeded' });
+    await a.queue.admissions.settle(bob, { leaseId: b.leaseId, ...(outB as { status: 'succeeded' }) });
+    expect(await units()).toBe((await unitsLeft(t.db.sql, item))!.left); // before: one over
+  });
 });

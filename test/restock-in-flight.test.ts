@@ -47,4 +47,22 @@ describe('a restock while the last units are being sold', () => {
     const [{ n }] = await db.sql.unsafe(`select count(*)::int n from ${table} where item_id = $1`, [id]);
     expect(n).toBe(60);
   });
+
+  it('a PUT that fails in Postgres takes its mark away: an item that then sells its last unit reads sold_out at once', { timeout: 60_000 }, async () => {
+    // Left in place, the mark held back the sale's sell-out cut, and nothing cut the item later:
+    // it read open with nothing left, past the mark's 30 s (a review).
+    await db.sql.unsafe(`create or replace function refuse_777() returns trigger language plpgsql as $$ begin if new.total = 777 then raise exception 'refused'; end if; return new; end $$`);
+    await db.sql.unsafe(`create trigger refuse_777 before insert or update on item_stock for each row execute function refuse_777()`);
+    const id = 'failed-put';
+    expect((await A.define(id, { handler: 'seckill', config: { stock: 10 }, gate: { mode: 'closed' } })).status).toBe(201);
+    const ids = (await joinAll((u) => A.call('POST', `/v1/items/${id}/tickets`, { userId: u }, SVC), userIds(0, 10))).map((r) => r.body.ticketId as string);
+    expect((await B.call('PUT', `/v1/items/${id}`, { handler: 'seckill', config: { stock: 777 }, gate: { mode: 'closed' } })).status).toBe(500);
+    expect((await A.call('PATCH', `/v1/items/${id}/gate`, { mode: 'manual', rate: 1000, maxInFlight: 100 })).status).toBe(200);
+    const views = await waitFor(() => Promise.all(ids.map((t) => A.call('GET', `/v1/tickets/${t}`, undefined, null).then((r) => r.body))), (vs) => vs.every(ended), 30_000);
+    expect(views.every((v) => v.state === 'succeeded')).toBe(true);
+    // Sold to its last unit, nobody waiting: the sale's own cut, not a later count.
+    await waitFor(() => item(id), (v) => v.state === 'sold_out', 2000);
+    expect((await B.call('POST', `/v1/items/${id}/tickets`, { userId: 'late' }, SVC)).status).toBe(410);
+  });
 });
+

@@ -405,12 +405,16 @@ export function createCatalog(deps: CatalogDeps): Catalog {
     // which left an entry for a change that did not happen. Not on any other failure: a define
     // whose reply was lost (503) may have taken effect, as a PATCH's that Redis refused was asked for.
     let audited: number | null = null;
+    let marked = false;
     try {
       // A change of a live item's stock: sell-outs a sale decides until it reaches Redis are held
       // back (cut-8.lua). A restock that committed in Postgres while the batch selling the last units
       // waited on the stock row, and reached Redis after that batch's cut, left every waiting user
       // told sold_out with the new units on sale (a review: 170 users, 30 units).
-      if (existing && handlers.get(def.handler)?.initialStock) await deps.counters.changing(itemId, STOCK_CHANGE_MS);
+      if (existing && handlers.get(def.handler)?.initialStock) {
+        await deps.counters.changing(itemId, STOCK_CHANGE_MS);
+        marked = true;
+      }
       counted = await countStock(def);
       if (JSON.stringify(before) !== JSON.stringify(gate)) audited = await audit(itemId, actor, before, gate);
       // A split item's handler change, checked again on a fresh read just before the define:
@@ -425,6 +429,9 @@ export function createCatalog(deps: CatalogDeps): Catalog {
       created = made.created;
       await keepLiveSecret(itemId, kept, made);
     } catch (err) {
+      // Left, the mark held back the sale's sell-out cut of an item that sold its last unit: it
+      // read open with nothing left, past the mark's 30 s (a review; nothing cuts it again).
+      if (marked) await deps.counters.changeFailed(itemId).catch((e: unknown) => deps.log.warn({ itemId, err: String(e) }, 'stock change mark not taken away after a failed PUT; it lapses in 30 s'));
       await undoPut(itemId, prev, err);
       if (audited !== null && err instanceof FloodgateError && err.code === 'conflict') await store.unaudit(audited).catch((e) => deps.log.warn({ itemId, err: String(e) }, 'audit entry of a refused define not taken back'));
       throw err;

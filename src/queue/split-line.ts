@@ -137,7 +137,7 @@ export interface SplitLine {
   cancel(item: SplitItem, seq: number, outcome: string, record: string): Promise<number>;
   /** take-stock-2.lua on each ticket's sub-line (a ticket admitted with a unit finds it taken); `left` over every sub-line. */
   takeStock(item: SplitItem, seqs: number[]): Promise<{ taken: boolean[]; ended: boolean[]; left: number }>;
-  /** refund-stock-2.lua on the ticket's sub-line. */
+  /** refund-stock-3.lua on the ticket's sub-line. */
   refundStock(item: SplitItem, seq: number, forfeit: boolean): Promise<boolean>;
   /**
    * Sets the item's units left (seckill, coupon), spread over the sub-lines' own stock (set-stock-4.lua

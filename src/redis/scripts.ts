@@ -58,7 +58,7 @@ export const scripts = {
   draw: spec('draw-4', ['meta', 'ctr', 'drawOrder', 'drawPlaces'], ['op', 'first', 'order', 'places', 'size']),
   block: spec('block-1', ['blocked'], ['userId', 'bit', 'on']),
   takeStock: spec('take-stock-2', ['stock', 'taken'], [], 'seq'),
-  refundStock: spec('refund-stock-2', ['stock', 'taken'], ['seq', 'forfeit', 'upTo']),
+  refundStock: spec('refund-stock-3', ['stock', 'taken', 'ctr'], ['seq', 'forfeit', 'upTo']),
   setStock: spec('set-stock-4', ['stock', 'meta', 'ctr', 'taken'], ['units', 'shards', 'idleOnly', 'admissions', 'unitsWere']),
   returnUnit: spec('return-unit-3', ['stock', 'returned', 'users'], ['cap'], 'orderId, userId'),
   forgetUser: spec('forget-user-1', ['users'], ['userId', 'seq']),

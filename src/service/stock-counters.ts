@@ -39,6 +39,8 @@ export interface StockCounters {
    * are refused until its set (not idleOnly) reaches Redis, or `forMs` from now (cut-8.lua).
    */
   changing(itemId: string, forMs: number): Promise<void>;
+  /** The change failed before its set: sell-outs are cut again at once (its mark taken away). */
+  changeFailed(itemId: string): Promise<void>;
 }
 
 /** `items`: the line's item views, refreshed after a change admission depends on (units back, a new count). */
@@ -72,6 +74,9 @@ export function createStockCounters(deps: { redis: RedisLike; prefix: string; cl
     },
     async changing(itemId, forMs) {
       await deps.redis.hset(itemKeys(deps.prefix, itemId).meta, 'stockPending', String(now() + forMs));
+    },
+    async changeFailed(itemId) {
+      await deps.redis.hdel(itemKeys(deps.prefix, itemId).meta, 'stockPending');
     },
     async set(itemId, units, shards, opts) {
       const sub = await splitItem(itemId);

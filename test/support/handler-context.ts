@@ -22,7 +22,7 @@ export function handlerContext(a: Built, sql: postgres.Sql, item: string, sell?:
         const r = await a.stock.take(id, [seq]);
         return { taken: r.taken[0], ended: r.ended[0], left: r.left };
       },
-      refund: (id: string, seq: number) => a.stock.refund(id, seq),
+      refund: (id: string, seq: number, upTo?: number) => a.stock.refund(id, seq, upTo),
       forfeit: (id: string, seq: number) => a.stock.forfeit(id, seq),
     },
     sell:
