@@ -12,6 +12,10 @@ export const ItemId = z
 
 export const TicketId = z.string().openapi({ param: { name: 'ticketId', in: 'path' } });
 
+/** C0 and C1 control characters and DEL: none in what is shown to users and written to logs as it is. */
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
+const noControl = (s: string) => !CONTROL.test(s);
+
 /**
  * Checked for NUL and lone surrogates before it is normalised to NFC (normalising would hide
  * neither), then measured in code points: `é` typed as one or two code points is one user.
@@ -24,7 +28,7 @@ export const UserId = z
   .refine((s) => Math.min([...s].length, [...s.normalize('NFC')].length) <= 128, '1-128 characters')
   .overwrite((s) => s.normalize('NFC'))
   .min(1)
-  .refine((s) => !/[\u0000-\u001f\u007f-\u009f]/.test(s), 'no control characters')
+  .refine(noControl, 'no control characters')
   // A path segment cannot name them (a URL's `..` is resolved before it is routed): such a user could be neither blocked nor unblocked.
   .refine((s) => s !== '.' && s !== '..', 'not "." or ".."')
   .openapi({ example: 'u-42', minLength: 1, maxLength: 128, description: '1-128 code points, no control characters, not "." or ".."; compared (and shown) in NFC' });
@@ -107,7 +111,7 @@ export const WaitingRoom = z
       // Looked at before the URL is parsed: the parser takes C0/C1 controls as they are (a page
       // link made of them), and drops tab, CR and LF — an answer of 201 that stored another URL
       // than the one sent (a review's fuzzing).
-      .refine((u) => !/[\u0000-\u001f\u007f-\u009f]/.test(u), 'no control characters')
+      .refine(noControl, 'no control characters')
       .pipe(z.url({ protocol: /^https?$/ }))
       .nullable()
       .optional()
@@ -252,7 +256,7 @@ const Reason = z
   .string()
   .min(1)
   .max(128)
-  .refine((s) => !/[\u0000-\u001f\u007f-\u009f]/.test(s), 'no control characters')
+  .refine(noControl, 'no control characters')
   .openapi({ minLength: 1, maxLength: 128, description: 'a code (1-128 characters, no control characters), e.g. sold_out' });
 export const OutcomeInput = z
   .discriminatedUnion('status', [

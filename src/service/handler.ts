@@ -112,7 +112,7 @@ export interface UnitStock {
    * nothing was taken, and this run must not sell.
    */
   take(itemId: string, seq: number): Promise<{ taken: boolean; ended: boolean; left: number }>;
-  /** Gives the ticket's unit back (idempotent); with `upTo`, only while the counter holds fewer units than that. */
+  /** Gives the ticket's unit back (idempotent); with `upTo`, only while the counter and the units other admitted tickets hold come to fewer than that. */
   refund(itemId: string, seq: number, upTo?: number): Promise<boolean>;
   /** Drops the ticket's unit without giving it back (Postgres had none for it: the counter was over). */
   forfeit(itemId: string, seq: number): Promise<boolean>;

@@ -17,7 +17,7 @@ export interface StockCounters {
    * `ended`: the ticket is no longer admitted (it ended, or is back in the line), and took nothing.
    */
   take(itemId: string, seqs: number[]): Promise<{ taken: boolean[]; ended: boolean[]; left: number }>;
-  /** Gives the ticket's unit back (idempotent); with `upTo`, only while the counter holds fewer units (an item not split). */
+  /** Gives the ticket's unit back (idempotent); with `upTo`, only while the counter and the units other admitted tickets hold come to fewer (an item not split). */
   refund(itemId: string, seq: number, upTo?: number): Promise<boolean>;
   /** Drops the ticket's unit without giving it back: Postgres said the counter held one too many. */
   forfeit(itemId: string, seq: number): Promise<boolean>;

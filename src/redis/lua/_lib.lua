@@ -88,6 +88,13 @@ end
 -- on against it, each ticket back at the head for want of a unit, for as long as reservations were
 -- pending); it goes to s0. No counter at all, no unit: an item whose handler keeps no stock (changed
 -- since), or one Redis lost (its restore counts the unit from Postgres). Needs K.stock.
+-- The units the stock counter holds, over its shards (a negative one counts as none). Needs K.stock.
+local function unitsOnCounter()
+  local units = 0
+  for _, v in ipairs(rcall('HVALS', K.stock)) do units = units + math.max(0, tonumber(v) or 0) end
+  return units
+end
+
 local function unitBack(shard)
   if rcall('HEXISTS', K.stock, shard) == 1 then
     rcall('HINCRBY', K.stock, shard, 1)

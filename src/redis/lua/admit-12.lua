@@ -66,9 +66,7 @@ if gate[1] == 'closed' then return { 0, 0 } end
 local allowed = max
 local stocked = rcall('EXISTS', K.stock) == 1
 if stocked then
-  local units = 0
-  for _, v in ipairs(rcall('HVALS', K.stock)) do units = units + math.max(0, tonumber(v)) end
-  allowed = math.min(allowed, units)
+  allowed = math.min(allowed, unitsOnCounter())
 end
 local rate, mif = effectiveGate(gate[1], gate[2], gate[3], gate[5], gate[6], ARGV[5])
 if mif then

@@ -20,7 +20,7 @@ rcall('HDEL', K.taken, ARGV[2])
 local upTo = tonumber(ARGV[4])
 local units = 0
 if upTo then
-  for _, v in ipairs(rcall('HVALS', K.stock)) do units = units + math.max(0, tonumber(v) or 0) end
+  units = unitsOnCounter()
   local others = math.max(0, tonumber(rcall('HGET', K.ctr, 'admitted') or '0') - 1)
   units = units + math.min(others, rcall('HLEN', K.taken))
 end

@@ -17,10 +17,7 @@
 -- @include _lib
 local k = rcall('HLEN', K.stock)
 local cap = tonumber(ARGV[2])
-local units = 0
-if cap then
-  for _, v in ipairs(rcall('HVALS', K.stock)) do units = units + (tonumber(v) or 0) end
-end
+local units = cap and unitsOnCounter() or 0
 local n = 0
 for i = 3, #ARGV, 2 do
   local orderId, userId = ARGV[i], ARGV[i + 1]

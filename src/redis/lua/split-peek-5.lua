@@ -19,8 +19,7 @@ local upTo, max = tonumber(ARGV[2]), tonumber(ARGV[3])
 if upTo > tonumber(rcall('HGET', K.ctr, 'fence') or '0') then rcall('HSET', K.ctr, 'fence', fmt(upTo)) end
 local units = -1
 if rcall('EXISTS', K.stock) == 1 then
-  units = 0
-  for _, v in ipairs(rcall('HVALS', K.stock)) do units = units + math.max(0, tonumber(v)) end
+  units = unitsOnCounter()
 end
 local out = { tonumber(rcall('HGET', K.ctr, 'admitted') or '0'), upTo, units }
 for _, s in ipairs(rcall('ZRANGE', K.retry, 0, max - 1)) do

@@ -19,7 +19,5 @@ for a = 2, #ARGV do
   if record and string.sub(record, 1, 1) ~= 'a' then out[a] = -1
   else out[a] = takeUnit(seq) and 1 or 0 end
 end
-local sum = 0
-for _, v in ipairs(rcall('HVALS', K.stock)) do sum = sum + math.max(0, tonumber(v)) end
-out[1] = sum
+out[1] = unitsOnCounter()
 return out
