@@ -68,6 +68,28 @@ describe('a sell-out decided on a Postgres read older than a restock', () => {
   });
 });
 
+describe('an operator\'s stock change that leaves the counter at 0', () => {
+  // Its units all taken off for admitted tickets whose sale had committed (Postgres counted them
+  // sold, Redis had not settled them): the sell-out a sale decided before it was cut, and every
+  // waiting user told `sold_out` with 30 new units on sale (restock-in-flight.test.ts, 1 run in 3).
+  it.each([1, 2])('still refuses a sell-out decided before it (lines: %i)', async (lines) => {
+    const clock = t.manualClock();
+    const { call, queue, stock } = t.build({ clock });
+    const item = t.uniqueItem();
+    expect((await call('PUT', `/v1/items/${item}`, { handler: 'seckill', config: { stock: 1 }, gate: { mode: 'closed' }, lines })).status).toBe(201);
+    const waiting = (await call('POST', `/v1/items/${item}/tickets`, { userId: 'w1' }, SERVICE)).body.ticketId as string;
+    const decidedAt = clock.now();
+    clock.advance(5);
+    // The change's set (not idle-only), its count all held by admitted tickets.
+    expect(await stock.set(item, 0, 1)).toBe(true);
+    clock.advance(5);
+    expect(await queue.definitions.cut(item, 'sold_out', undefined, decidedAt)).toBeNull();
+    expect((await call('GET', `/v1/tickets/${waiting}`, undefined, null)).body.state).toBe('waiting');
+    // Decided after it: the cut stands.
+    expect(await queue.definitions.cut(item, 'sold_out', undefined, clock.now())).toBe(1);
+  });
+});
+
 describe('a count taken before a restock', () => {
   it('is not set over it on a split item (the units read before the count are compared, as on one line)', async () => {
     const { call, queue, stock } = t.build();
