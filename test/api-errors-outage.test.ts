@@ -63,7 +63,7 @@ describe('errors from Postgres behind drizzle', () => {
 
   it("answers 503 for a Redis Cluster's failover under way, and 500 for a script's own error", () => {
     const { log } = capturingLogger();
-    for (const message of ['CLUSTERDOWN The cluster is down', 'TRYAGAIN Multiple keys request during rehashing of slot', 'MOVED 3999 127.0.0.1:6381', 'Too many Cluster redirections. Last error: Error: Connection is closed.', 'Failed to refresh slots cache.', 'Node is disconnected'])
+    for (const message of ['CLUSTERDOWN The cluster is down', 'TRYAGAIN Multiple keys request during rehashing of slot', 'MOVED 3999 127.0.0.1:6381', 'Too many Cluster redirections. Last error: Error: Connection is closed.', 'Failed to refresh slots cache.', 'Node is disconnected', 'Redis: the pipeline answered no reply for this command (redis/ioredis#1931)'])
       expect(toFloodgateError(new Error(message), log).status, message).toBe(503);
     expect(toFloodgateError(new Error('ERR user_script:12: attempt to compare nil with number'), log).status).toBe(500);
   });

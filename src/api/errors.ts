@@ -142,9 +142,13 @@ export function validationError(error: ZodError): FloodgateError {
  * EVALSHA after it is refused, and ioredis's one resend may be too),
  * and ioredis's auto-pipeline refusing a batch whose keys' slots were grouped under the slot map
  * before the move (nothing of it sent); both answered 500 in test/cluster-reshard.test.ts.
+ * And an auto-pipeline that answered no reply for a command (redis/ioredis#1931, mended at install
+ * to fail that command: scripts/patch-ioredis.mjs): a join through a slot's move answered 500 (a
+ * clean-clone run of cluster-reshard beside the heaviest files). The command may have run; what
+ * the contract lets a client send again (a join, a poll, an outcome) is safe to send again.
  */
 const redisDown =
-  /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|Connection is closed|MaxRetriesPerRequest|max retries per request|ENOTFOUND|EHOSTUNREACH|Stream isn't writeable|Command timed out|(?:^|: )(?:LOADING |READONLY |MASTERDOWN |CLUSTERDOWN|TRYAGAIN|MOVED |ASK |NOSCRIPT )|All keys in the pipeline should belong to the same slots allocation group|Too many Cluster redirections|Failed to refresh slots cache|Cluster isn't ready|Cluster is disconnect|Node is disconnected|None of startup nodes is available/i;
+  /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|Connection is closed|MaxRetriesPerRequest|max retries per request|ENOTFOUND|EHOSTUNREACH|Stream isn't writeable|Command timed out|(?:^|: )(?:LOADING |READONLY |MASTERDOWN |CLUSTERDOWN|TRYAGAIN|MOVED |ASK |NOSCRIPT )|All keys in the pipeline should belong to the same slots allocation group|Too many Cluster redirections|Failed to refresh slots cache|Cluster isn't ready|Cluster is disconnect|Node is disconnected|None of startup nodes is available|the pipeline answered no reply for this command/i;
 
 /** Redis's own codes for a write it refuses for a while (case as Redis sends them, not any text saying "busy"). */
 const redisRefusing = /(?:^|: )(?:OOM|MISCONF|BUSY|NOREPLICAS) /;
