@@ -176,11 +176,12 @@ describe('FLOODGATE_PROCESSES=2 on a bad day', () => {
     // on the code before, one or two of them hung (the primary kept them open, unanswered).
     const burst = Promise.all(Array.from({ length: 100 }, () => status('/healthz')));
     // Meanwhile, from the kill until the replacement listens: /metrics, /readyz, /healthz each round.
-    const probes: { t: number; ms: number; metrics: number | string; readyz: number | string; healthz: number | string }[] = [];
+    const probes: { t: number; ms: number; metricsMs: number; metrics: number | string; readyz: number | string; healthz: number | string }[] = [];
     do {
       const t = Date.now();
-      const [metrics, readyz, healthz] = await Promise.all([status('/metrics'), status('/readyz'), status('/healthz')]);
-      probes.push({ t: t - at, ms: Date.now() - t, metrics, readyz, healthz });
+      let metricsMs = 0;
+      const [metrics, readyz, healthz] = await Promise.all([status('/metrics').finally(() => (metricsMs = Date.now() - t)), status('/readyz'), status('/healthz')]);
+      probes.push({ t: t - at, ms: Date.now() - t, metricsMs, metrics, readyz, healthz });
     } while (count(a, 'floodgate listening') < 3 && Date.now() - at < 60_000);
     const burstAnswers = await burst;
     const views = (await expectSoldExactly(db.sql, 'kill', stock, ids, (id) => read(a.url, `/v1/tickets/${id}`))) as any[];
@@ -198,8 +199,11 @@ describe('FLOODGATE_PROCESSES=2 on a bad day', () => {
     expect(probes.filter((p) => p.metrics === 200 && p.readyz === 200 && p.healthz === 200).length, seen).toBeGreaterThan(0);
     // A scrape answered at once (measured 30-120 ms), not after the primary's 5 s wait for the dead
     // worker's or the starting one's metrics that never came (5.1 s each on the code before).
-    // 4 s leaves a busy machine most of that and still tells the 5 s wait.
-    for (const p of probes) expect(p.ms, seen).toBeLessThan(4000);
+    // 4 s leaves a busy machine most of that and still tells the 5 s wait. The probe's three
+    // answers together may take longer beside the heaviest files of a clean-clone run (5.6 s once,
+    // the first probe, behind the burst): bounded only as not hanging.
+    for (const p of probes) expect(p.metricsMs, seen).toBeLessThan(4000);
+    for (const p of probes) expect(p.ms, seen).toBeLessThan(15_000);
     // No ticket stuck past what a dead daemon's tickets wait: the run lease (3 s) or BullMQ's job
     // lock (10 s) for a job it ran, the dispatch lease (8 s; 15 s before 5 Dec night, measured up
     // to 14.5 s) for one admitted whose job it had not queued yet. 20 s leaves a busy machine room.

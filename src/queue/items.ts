@@ -105,7 +105,7 @@ export interface ItemDirectory extends LineItems {
  * retention serve 10,000 idle items from memory.
  */
 export const ACTIVE_GRACE_MS = 60_000;
-const ACTIVE_SLACK_MS = 5_000;
+export const ACTIVE_SLACK_MS = 5_000;
 /**
  * How far ahead a change notice is stamped: two daemons' clocks may disagree by up to twice the
  * step redis-time.ts leaves alone (each within it of Redis's), and more by the error of each one's
