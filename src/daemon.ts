@@ -93,8 +93,11 @@ export interface Daemon {
    * The graceful stop, within FLOODGATE_SHUTDOWN_MS from its call. Resolves with whether it cut
    * jobs short: false when every job running finished; true when the budget ran out first and the
    * jobs left were dropped (they run again on another daemon; main.ts then exits 1).
+   * `exiting`: the process exits once it resolves (main.ts): the steps after the jobs end at the
+   * budget too, what they leave undone left as a crash leaves it. Otherwise (a daemon in a test's or
+   * an embedder's process) they are waited for whole, so nothing of the daemon runs on after it.
    */
-  stop(): Promise<{ jobsCutShort: boolean }>;
+  stop(opts?: { exiting?: boolean }): Promise<{ jobsCutShort: boolean }>;
 }
 
 /** The connections every module is built over. */
@@ -148,10 +151,11 @@ export async function openStores(config: Config, log: Logger) {
   await untilReachable('postgres', redactUrl(infra.pgUrl), () => pingDb(infra.pgUrl), wait);
   await migrateDb(infra.pgUrl, log).catch((err) => Promise.reject(storeFailure('postgres', redactUrl(infra.pgUrl), err)));
   const dbHandle = connectDb(infra.pgUrl, { max: 10, timeoutMs: config.FLOODGATE_PG_TIMEOUT_MS });
-  const close = async () => {
+  /** `pgTimeoutSec`: how long Postgres's statements still out may take before their connections are closed (default 5 s). */
+  const close = async (pgTimeoutSec?: number) => {
     redis.disconnect();
     admitRedis.disconnect();
-    await dbHandle.close();
+    await dbHandle.close(pgTimeoutSec);
     await infra.stop();
   };
   return { redis, admitRedis, dbHandle, redisTarget: infra.redis, pgUrl: infra.pgUrl, close, infoRefused: infoRefused !== null };
@@ -843,7 +847,7 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
     url,
     port,
     app,
-    stop: () =>
+    stop: (opts = {}) =>
       (stopping ??= (async () => {
         // main.ts exits 1 FLOODGATE_SHUTDOWN_MS after the signal, whatever is still running.
         const stopBy = Date.now() + config.FLOODGATE_SHUTDOWN_MS;
@@ -878,8 +882,9 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
         // drains on a Postgres 300 ms away each way took the stop past its budget beside a full
         // suite's load (exit 1, "shutdown timed out"). What a step leaves undone is what a crash
         // leaves: a round another daemon's loop runs, ledger entries Redis keeps for the next drain.
-        const tail = async (what: string, step: Promise<unknown>, keep = TAIL_CLOSE_MS) => {
-          if (!(await settlesWithin(step, Math.max(0, stopBy - keep - Date.now())))) log.warn({ step: what }, 'stop: step left unfinished at the end of the stop budget (FLOODGATE_SHUTDOWN_MS)');
+        const tail = async (what: string, step: Promise<unknown>) => {
+          if (!opts.exiting) return void (await step);
+          if (!(await settlesWithin(step, Math.max(0, stopBy - TAIL_CLOSE_MS - Date.now())))) log.warn({ step: what }, 'stop: step left unfinished at the end of the stop budget (FLOODGATE_SHUTDOWN_MS)');
         };
         await tail('loop rounds', Promise.all([loopsStopped, startReconcile]));
         time.stop();
@@ -891,8 +896,9 @@ export async function startDaemon(config: Config, log: Logger, baseClock: Clock 
         await tail('gate samples', samples.flush().catch(() => {}));
         await tail('ledger drain', ledger.drain().catch((err) => log.warn({ err: String(err) }, 'final ledger drain failed')));
         bullRedis.disconnect();
-        // (Postgres's close waits up to 5 s for the statements still out: those of a step left unfinished.)
-        await tail('stores close', stores.close(), 300);
+        // Before an exit, the statements still out (those of a step left unfinished) get what is
+        // left of the budget, less 300 ms (postgres.js's end() gives them 5 s by default).
+        await stores.close(opts.exiting ? Math.max(0.05, (stopBy - 300 - Date.now()) / 1000) : undefined);
         log.info({ jobsCutShort: dropped > 0 }, 'stopped');
         return { jobsCutShort: dropped > 0 };
       })()),

@@ -163,7 +163,7 @@ async function main() {
       process.exit(1);
     }, config.FLOODGATE_SHUTDOWN_MS);
     force.unref();
-    daemon.stop().then(
+    daemon.stop({ exiting: true }).then(
       // Jobs dropped because the stop budget ran out: the exit says so, as a forced exit does.
       ({ jobsCutShort }) => process.exit(jobsCutShort ? 1 : 0),
       (err) => {

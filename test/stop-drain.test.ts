@@ -169,7 +169,9 @@ describe('a daemon that stops answers every request sent to it', () => {
     const ms = Date.now() - at;
     proxy.delay(0);
     expect({ code, timedOut: a.output().includes('shutdown timed out') }).toEqual({ code: 0, timedOut: false });
-    expect(ms).toBeLessThan(10_000);
+    // (Exit 0 is the budget kept: its timer exits 1 at 10 s. Seen from here, the signal's delivery
+    // and the process's exit add a few hundred ms beside a full suite: 10.4 s once.)
+    expect(ms).toBeLessThan(12_000);
     const fin = await itemUntil(b.url, 'pg', (v) => v.counts.waiting === 0 && v.counts.admitted === 0, 'drained', 90_000);
     expect(fin.counts.succeeded).toBe(150);
     const [{ n }] = await db.sql`select count(*)::int n from orders where item_id = 'pg'`;

@@ -15,7 +15,8 @@ export type Db = PostgresJsDatabase<typeof schema>;
 export interface DbHandle {
   db: Db;
   sql: postgres.Sql;
-  close(): Promise<void>;
+  /** Ends the pool: statements still out get `timeoutSec` (default 5 s), then their connections are closed. */
+  close(timeoutSec?: number): Promise<void>;
   /**
    * Ends this pool's idle sessions when a new session may write while they may not: sessions keep
    * the read-only default they started under (`ALTER DATABASE … SET default_transaction_read_only`,
@@ -78,7 +79,7 @@ export function connectDb(url: string, opts: { max?: number; timeoutMs?: number 
       await fresh.end({ timeout: 1 });
     }
   }
-  return { db: drizzle(sql, { schema }), sql, close: () => sql.end({ timeout: 5 }), endStaleReadOnly };
+  return { db: drizzle(sql, { schema }), sql, close: (timeoutSec = 5) => sql.end({ timeout: timeoutSec }), endStaleReadOnly };
 }
 
 /**
