@@ -22,7 +22,7 @@ const env = (prefix: string) => ({
 
 
 describe('two daemon processes on one Redis and one Postgres', () => {
-  it('share one line and one gate, serve health and metrics, and stop gracefully on SIGTERM', async () => {
+  it('share one line and one gate, serve health and metrics, and stop gracefully on SIGTERM', { timeout: 90_000 }, async () => {
     const prefix = newPrefix();
     const [a, b] = await Promise.all([startDaemonProcess(env(prefix)), startDaemonProcess(env(prefix))]);
     running.push(a, b);

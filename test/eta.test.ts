@@ -30,7 +30,7 @@ async function joinAndServe(queue: ReturnType<typeof createLine>, clock: ReturnT
 }
 
 describe('what a waiting ticket is told', () => {
-  it('a manual rate of 40/s set after a slower one: etaMs is within 15% (median) of the real wait from the first second', async () => {
+  it('a manual rate of 40/s set after a slower one: etaMs is within 15% (median) of the real wait from the first second', { timeout: 90_000 }, async () => {
     const clock = manualClock();
     const prefix = t.newPrefix();
     const queue = createLine({ redis: t.redis, prefix, clock, cacheMs: 0 });

@@ -44,7 +44,7 @@ describe('a Postgres connection that falls silent', () => {
       const ms = performance.now() - at;
       expect(isPgLostCode(lost?.code)).toBe(true);
       expect(ms).toBeGreaterThanOrEqual(PG_TIMEOUT_MS - 50);
-      expect(ms).toBeLessThan(PG_TIMEOUT_MS + 3000);
+      expect(ms).toBeLessThan(PG_TIMEOUT_MS + 10_000); // (the fault: minutes; a loaded machine's timers run late)
       // A new connection gets the row: the server ended the session the silence left inside its
       // transaction (rolled back: n is still 0) instead of keeping its lock until it hears of the close.
       const [row] = await next.sql`update silent_rows set n = n + 10 where id = 1 returning n`;
@@ -72,7 +72,7 @@ describe('a Postgres connection that falls silent', () => {
       const err = await handle.sql`select ${1}::int as n`.then(() => null, (e: { code?: string }) => e);
       const ms = performance.now() - at;
       expect(err?.code).toBe('ETIMEDOUT');
-      expect(ms).toBeLessThan(PG_TIMEOUT_MS + 3000);
+      expect(ms).toBeLessThan(PG_TIMEOUT_MS + 10_000); // (the fault: minutes; a loaded machine's timers run late)
     } finally {
       await handle.sql.end({ timeout: 0 });
       await own.close();
@@ -107,7 +107,7 @@ async function expectGivenUp(answer: Buffer, query: (sql: ReturnType<typeof conn
     const ms = performance.now() - at;
     expect(err?.code).toBe('ETIMEDOUT');
     expect(ms).toBeGreaterThanOrEqual(PG_TIMEOUT_MS - 50);
-    expect(ms).toBeLessThan(PG_TIMEOUT_MS + 3000);
+    expect(ms).toBeLessThan(PG_TIMEOUT_MS + 10_000); // (the fault: minutes; a loaded machine's timers run late)
   } finally {
     await handle.sql.end({ timeout: 0 });
     for (const s of sockets) s.destroy();

@@ -72,7 +72,7 @@ describe('Postgres over TLS', () => {
       const at = performance.now();
       const err = await handle.sql`select ${2}::int as m, 'x' as y`.then(() => null, (e: { code?: string }) => e);
       expect(err?.code).toBe('ETIMEDOUT');
-      expect(performance.now() - at).toBeLessThan(TIMEOUT_MS + 3000);
+      expect(performance.now() - at).toBeLessThan(TIMEOUT_MS + 10_000); // (the fault: minutes)
       // A new connection passes (only the open ones fell silent).
       const [again] = await handle.sql`select 7 as n`;
       expect(again.n).toBe(7);

@@ -25,7 +25,7 @@ function quickStartBlocks(readme: string): string[] {
 }
 
 describe("the README's quick start", () => {
-  it('runs as written against a fresh daemon with no keys configured: every curl succeeds', async () => {
+  it('runs as written against a fresh daemon with no keys configured: every curl succeeds', { timeout: 90_000 }, async () => {
     const blocks = quickStartBlocks(readFileSync(path.resolve(import.meta.dirname, '../README.md'), 'utf8'));
     expect(blocks.join('\n')).toMatch(/curl/);
     // The test starts the daemon itself, as `npm start` would, in a fresh working directory.

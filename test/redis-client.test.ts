@@ -40,7 +40,7 @@ describe("the API's Redis connection", () => {
     await expect(api.echo('late')).rejects.toThrow('Command timed out');
     const took = performance.now() - t;
     expect(took).toBeGreaterThanOrEqual(API_COMMAND_TIMEOUT_MS - 5);
-    expect(took).toBeLessThan(2500);
+    expect(took).toBeLessThan(2900); // before the reply, 3 s late (a loaded machine's timers run late)
     proxy.delay(0);
   });
 

@@ -13,7 +13,7 @@ const prefix = newPrefix();
 const { call } = await inProcessDaemon({ prefix, databaseUrl: db.url });
 
 describe('seckill', () => {
-  it('sells exactly the stock to distinct users; everyone else reads rejected/sold_out', async () => {
+  it('sells exactly the stock to distinct users; everyone else reads rejected/sold_out', { timeout: 90_000 }, async () => {
     const stock = 50;
     await call('PUT', '/v1/items/sk1', { handler: 'seckill', config: { stock, shards: 4 }, gate: { mode: 'auto', maxInFlight: 16 } });
     const users = Array.from({ length: 400 }, (_, i) => `u${i % 300}`); // 300 users, 100 repeat joins
@@ -27,6 +27,7 @@ describe('seckill', () => {
     const views = await waitFor(
       () => Promise.all(ticketIds.map((id) => call('GET', `/v1/tickets/${id}`, undefined, null).then((r) => r.body))),
       (vs) => vs.every((v) => v.state === 'succeeded' || v.state === 'rejected'),
+      60_000,
     );
     const won = views.filter((v) => v.state === 'succeeded');
     expect(won.length).toBe(stock);
@@ -49,6 +50,7 @@ describe('seckill', () => {
     const ledger = await waitFor(
       () => db.sql`select ticket_id, status, reason, joined_at, admitted_at, finished_at from ticket_outcomes where item_id = 'sk1'`,
       (rows) => rows.length >= ticketIds.length,
+      60_000,
     );
     expect(ledger.length).toBe(ticketIds.length);
     expect(new Set(ledger.map((r) => r.ticket_id))).toEqual(new Set(ticketIds.map(ticketRef)));

@@ -131,8 +131,9 @@ describe('admission tokens', () => {
     expect((await introspect(a, later)).body.active).toBe(false);
   });
 
-  it('keeps both revocations of one ticket through a Redis loss, on a daemon started after the first token expired', async () => {
-    const { ticketId, leaseId, view } = await admitted('tok-rev-both', 'u1', { tokenTtlMs: 5000 });
+  // (A ttl of 10 s: with 5 s, the revoke, the outcome and the check had ~1 s after the 3.5 s sleep.)
+  it('keeps both revocations of one ticket through a Redis loss, on a daemon started after the first token expired', { timeout: 60_000 }, async () => {
+    const { ticketId, leaseId, view } = await admitted('tok-rev-both', 'u1', { tokenTtlMs: 10_000 });
     const first = view.admissionToken as string;
     expect((await a.call('POST', '/v1/tokens/revoke', { token: first }, SVC)).body.revoked).toBe(true);
     await sleep(3500);
