@@ -11,9 +11,11 @@ import { askAgainOn503, joinAll, userIds } from './support/joins.js';
 const { newPrefix } = testRedis();
 const db = await testDb();
 const running: RunningDaemon[] = [];
-// The lease of tickets between their admission and their job's being queued (the daemon's default,
-// FLOODGATE_DISPATCH_LEASE_MS, spelt out here: a ticket held for it would show as an 8 s gap).
-const DISPATCH_LEASE_MS = 8_000;
+// The lease of tickets between their admission and their job's being queued, and BullMQ's lock of a
+// running job, both 30 s here (defaults 8 s and 10 s): a ticket held for either shows as a gap of
+// ~30 s, far from the bound below (7 s), which a twice-slower machine's full suite may take past 5 s.
+const DISPATCH_LEASE_MS = 30_000;
+const JOB_LOCK_MS = 30_000;
 
 /** An item's view, read again after a 503 (a busy machine's Redis command past its 500 ms budget). */
 const itemView = async (base: string) => (await askAgainOn503(() => http(base, 'GET', '/v1/items/fo', undefined, 'op'), [200], Date.now() + 30_000, 'GET /v1/items/fo')).body;
@@ -60,10 +62,10 @@ afterAll(async () => {
 });
 
 describe('the adaptive gate when its leader dies', () => {
-  it('admits again within the run lease + 2 s after the leader is SIGKILLed holding every in-flight slot, and runs no ticket a third time', { timeout: 120_000 }, async () => {
+  it('admits again within the run lease + 4 s after the leader is SIGKILLed holding every in-flight slot, and runs no ticket a third time', { timeout: 180_000 }, async () => {
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
-    const env = processEnv(db.url, newPrefix(), { FLOODGATE_DISPATCH_LEASE_MS: String(DISPATCH_LEASE_MS) });
+    const env = processEnv(db.url, newPrefix(), { FLOODGATE_DISPATCH_LEASE_MS: String(DISPATCH_LEASE_MS), FLOODGATE_JOB_LOCK_MS: String(JOB_LOCK_MS) });
 
     // The leader alone first, so it is the leader and its worker takes the first job.
     const a = await startDaemonProcess(env);
@@ -93,8 +95,10 @@ describe('the adaptive gate when its leader dies', () => {
     // out. The design's bound is the lease + 1 s: the first call came 2.3-2.4 s after the kill on a
     // quiet machine and 2.3-3.2 s beside two CPU burners (3 Dec), but 4.16 s once in a clean-clone
     // CI run with the whole suite on two cores, and 4.63 s in a full run on 6 Dec (2.18–2.38 s in four
-    // runs of the file alone just after): the second more is for that. The fault this
-    // guards against took 9-10 s (a probe pinning the limit while the dead daemon's BullMQ lock ran).
+    // runs of the file alone just after): the second more was for that. The fault this
+    // guards against took 9-10 s (a probe pinning the limit while the dead daemon's BullMQ lock ran),
+    // ~30 s with the lock and lease set here: the bound is 7 s, room for a machine twice as slow
+    // (the design's lease + 1 s: docs/benchmarks.md records 2.3-2.5 s on a quiet machine).
     // No gap is excused: an admission answered late (the shared Redis held by another test) used
     // to leave its tickets admitted with no job until their dispatch lease ran out; admissions now
     // read their answers however late (their own connection, infra/redis-client.ts).
@@ -103,12 +107,12 @@ describe('the adaptive gate when its leader dies', () => {
     const after = [killedAt, ...arrivals.slice(before).map((x) => x.at)];
     const gaps = after.slice(1).map((t, i) => ({ from: after[i], ms: t - after[i] }));
     const timeouts = redisTimeouts(b);
-    const long = gaps.filter(({ ms }) => ms > RUN_LEASE_MS + 2000);
+    const long = gaps.filter(({ ms }) => ms > RUN_LEASE_MS + 4000);
     expect(long, `gaps after the kill: ${gaps.map((g) => g.ms).join(', ')} ms; Redis timeouts logged at ${timeouts.map((t) => t - killedAt).join(', ')} ms`).toEqual([]);
     // The two tickets the dead daemon held ran again, through the survivor.
     expect(arrivals.slice(before).map((x) => x.ref)).toEqual(expect.arrayContaining(heldRefs));
 
-    // The line drains; the dead daemon's job, handed over once its BullMQ lock (10 s) ran out and
+    // The line drains; the dead daemon's job, handed over once its BullMQ lock (30 s here) ran out and
     // the stall check saw it, runs nothing: no ticket reaches the downstream a third time.
     let item: any;
     for (const until = Date.now() + 60_000; Date.now() < until; await new Promise((r) => setTimeout(r, 100))) {
@@ -120,7 +124,7 @@ describe('the adaptive gate when its leader dies', () => {
     for (const x of arrivals) seen.set(x.ref, (seen.get(x.ref) ?? 0) + 1);
     expect([...seen.values()].filter((n) => n > 2)).toEqual([]);
     expect([...seen].filter(([, n]) => n === 2).map(([ref]) => ref).sort()).toEqual([...heldRefs].sort());
-    for (const until = Date.now() + 30_000; !/job skipped: its tickets were offered again/.test(b.output()) && Date.now() < until; ) await new Promise((r) => setTimeout(r, 100));
+    for (const until = Date.now() + 60_000; !/job skipped: its tickets were offered again/.test(b.output()) && Date.now() < until; ) await new Promise((r) => setTimeout(r, 100));
     expect(b.output()).toMatch(/job skipped: its tickets were offered again/);
   });
 });
