@@ -198,11 +198,12 @@ describe('FLOODGATE_PROCESSES=2 on a bad day', () => {
     for (const p of probes) for (const x of [p.metrics, p.readyz, p.healthz]) expect([200, 'ECONNRESET', ...(x === p.readyz && p.ms >= READY_TIMEOUT_MS ? [503] : [])], seen).toContain(x);
     expect(probes.filter((p) => p.metrics === 200 && p.readyz === 200 && p.healthz === 200).length, seen).toBeGreaterThan(0);
     // A scrape answered at once (measured 30-120 ms), not after the primary's 5 s wait for the dead
-    // worker's or the starting one's metrics that never came (5.1 s each on the code before).
-    // 4 s leaves a busy machine most of that and still tells the 5 s wait. The probe's three
-    // answers together may take longer beside the heaviest files of a clean-clone run (5.6 s once,
-    // the first probe, behind the burst): bounded only as not hanging.
-    for (const p of probes) expect(p.metricsMs, seen).toBeLessThan(4000);
+    // worker's or the starting one's metrics that never came (5.1 s each on the code before): one
+    // that waited takes at least its 5 s timer, so the bound is just under it. (The first scrape,
+    // behind the burst, took 4.06 s in a clean-clone run on a machine running the suite twice as
+    // slow; 4 s was the bound then.) The probe's three answers together (5.6 s once) are bounded
+    // only as not hanging.
+    for (const p of probes) expect(p.metricsMs, seen).toBeLessThan(4950);
     for (const p of probes) expect(p.ms, seen).toBeLessThan(15_000);
     // No ticket stuck past what a dead daemon's tickets wait: the run lease (3 s) or BullMQ's job
     // lock (10 s) for a job it ran, the dispatch lease (8 s; 15 s before 5 Dec night, measured up
