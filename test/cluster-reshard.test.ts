@@ -301,6 +301,10 @@ describe("an external item's slot moved while a worker pulls", () => {
         }
         for (const t of p.body.tickets as { ticketId: string; leaseId: string }[]) {
           const o = await past503(() => call('outcome', 0, 'POST', `/v1/tickets/${t.ticketId}/outcome`, { leaseId: t.leaseId, status: 'succeeded' }));
+          // A lease that ran out while its outcome was asked again through the move (3 s; a slow
+          // machine's run took longer once): refused, its ticket back in the line for a later pull,
+          // as a worker is told to expect. Anything else is answered 200.
+          if (o.status === 409 && o.body?.error?.code === 'lease_lost') continue;
           expect(o.status, JSON.stringify(o.body)).toBe(200);
           settled.add(t.ticketId);
         }

@@ -12,7 +12,9 @@ import { itemKeys, subLineTag } from '../src/redis/keys.js';
 
 const db = await testDb();
 const redis = await ownRedis();
-const { call: callOnce } = await inProcessDaemon({ prefix: 'fg:', databaseUrl: db.url, env: { REDIS_URL: redis.url } });
+// The dispatch lease 60 s (default 8 s): a ticket held for it cannot finish within the 30 s the
+// sale's end is waited for, whatever the machine's speed.
+const { call: callOnce } = await inProcessDaemon({ prefix: 'fg:', databaseUrl: db.url, env: { REDIS_URL: redis.url, FLOODGATE_DISPATCH_LEASE_MS: '60000' } });
 // Requests that meet the stall get a 503 and are asked again, as a client does.
 const call = retrying503(callOnce);
 
@@ -44,8 +46,9 @@ describe('Redis stalled for 0.8 s, three times, mid-sale', () => {
     );
     const tookMs = Date.now() - resumedAt;
     expect(views.filter((v) => v.state !== 'succeeded').map((v) => `${v.state} ${v.ticketId}`)).toEqual([]);
-    // What was left sells at 50/s (under 3 s); a ticket held for its 15 s dispatch lease shows here.
-    expect(tookMs).toBeLessThan(10_000);
+    // What was left sells at 50/s (under 3 s; 10.5 s once on a machine running the suite twice as
+    // slow); a ticket held for its 60 s dispatch lease shows here.
+    expect(tookMs).toBeLessThan(25_000);
     const orders = await db.sql`select user_id from orders where item_id = 'st'`;
     expect(orders.length).toBe(stock);
     expect(new Set(orders.map((o) => o.user_id)).size).toBe(stock);

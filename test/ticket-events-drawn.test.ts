@@ -50,7 +50,7 @@ describe("a drawn pre-queue ticket's event stream", () => {
     const late = toldAt.map((at, j) => (at === null ? Infinity : at - admittedAt[j]!));
     // (On the test's clock: a busy machine delays both alike.)
     expect(late[1]).toBeLessThan(Infinity);
-    expect(late[0]).toBeLessThanOrEqual(late[1] + 1000); // it was 10–11 s: its heartbeat
+    expect(late[0]).toBeLessThanOrEqual(late[1] + 5000); // it was 10–11 s: its heartbeat (1 s of room: 1.15 s once under a slow machine's suite)
     await call('DELETE', `/v1/items/${item}`);
   });
 });
